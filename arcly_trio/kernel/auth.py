@@ -1,0 +1,67 @@
+"""Who may publish and who may play.
+
+Every publish and every subscribe in the engine goes through the engine's
+:class:`Authenticator`. An authenticator refuses by raising :class:`~.errors.Unauthorized` (or by
+returning ``False``, which the engine turns into ``Unauthorized``). Any other exception it raises
+propagates to the caller of ``publish``/``subscribe`` unchanged: a broken authenticator refuses
+rather than lets through.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Protocol, runtime_checkable
+
+from .errors import Unauthorized
+from .keys import Credentials, StreamKey
+
+__all__ = ["Authenticator", "AllowAll", "TokenAuthenticator"]
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """Decides whether ``credentials`` may publish to or play ``key``."""
+
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> bool | None:
+        """Return ``None``/``True`` to allow; raise ``Unauthorized`` or return ``False`` to refuse."""
+        ...
+
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> bool | None:
+        """Return ``None``/``True`` to allow; raise ``Unauthorized`` or return ``False`` to refuse."""
+        ...
+
+
+class AllowAll:
+    """The default authenticator: everyone may publish and play."""
+
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
+        return None
+
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+        return None
+
+
+class TokenAuthenticator:
+    """Shared-secret tokens: publishers (and, if set, players) must present the right token.
+
+    ``None`` for a token leaves that action open. Tokens are compared in constant time.
+    """
+
+    def __init__(self, publish_token: str | None = None, play_token: str | None = None) -> None:
+        self._publish_token = publish_token
+        self._play_token = play_token
+
+    @staticmethod
+    def _check(expected: str | None, key: StreamKey, creds: Credentials, action: str) -> None:
+        if expected is None:
+            return
+        given = creds.token or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            reason = "no token" if not given else "wrong token"
+            raise Unauthorized(key.app, key.name, action, reason)
+
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
+        self._check(self._publish_token, key, credentials, "publish")
+
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+        self._check(self._play_token, key, credentials, "play")

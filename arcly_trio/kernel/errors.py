@@ -1,0 +1,149 @@
+"""The one exception hierarchy of arcly-trio.
+
+Everything the project raises on purpose derives from :class:`StreamError`, so a caller can catch
+all of it, or match one case by class and read its fields. Transport errors from trio
+(``BrokenResourceError``, ``ClosedResourceError``, ``TooSlowError``) are mapped to these at the
+edge of each protocol adapter.
+
+This module imports nothing from trio: the sans-IO protocol cores raise these too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StreamError",
+    "AppNotFound",
+    "AppAlreadyRegistered",
+    "StreamNotFound",
+    "StreamAlreadyPublishing",
+    "PublisherLimitReached",
+    "Unauthorized",
+    "PublishEnded",
+    "PublisherReplaced",
+    "StreamIdleReaped",
+    "EngineClosed",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "LocalProtocolError",
+    "MessageTooLarge",
+    "StorageError",
+]
+
+
+class StreamError(Exception):
+    """Root of every error arcly-trio raises on purpose."""
+
+
+class AppNotFound(StreamError):
+    """No application is registered under ``app``."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__(f"application {app!r} is not registered")
+        self.app = app
+
+
+class AppAlreadyRegistered(StreamError):
+    """An application named ``app`` is registered already."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__(f"application {app!r} is already registered")
+        self.app = app
+
+
+class StreamNotFound(StreamError):
+    """Nothing is published under ``app/stream``."""
+
+    def __init__(self, app: str, stream: str) -> None:
+        super().__init__(f"stream {app}/{stream} is not published")
+        self.app = app
+        self.stream = stream
+
+
+class StreamAlreadyPublishing(StreamError):
+    """A publisher holds ``app/stream`` and the application's takeover policy is ``reject``."""
+
+    def __init__(self, app: str, stream: str) -> None:
+        super().__init__(f"stream {app}/{stream} already has a publisher")
+        self.app = app
+        self.stream = stream
+
+
+class PublisherLimitReached(StreamError):
+    """The engine-wide number of concurrent publishers is at ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"publisher limit of {limit} reached")
+        self.limit = limit
+
+
+class Unauthorized(StreamError):
+    """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``."""
+
+    def __init__(self, app: str, stream: str, action: str, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"{action} of {app}/{stream} refused{detail}")
+        self.app = app
+        self.stream = stream
+        self.action = action
+        self.reason = reason
+
+
+class PublishEnded(StreamError):
+    """The kernel ended a publish session that its publisher had not closed.
+
+    Raised when the publisher's context exits (and by ``send`` afterwards); ``reason`` says why.
+    """
+
+    def __init__(self, app: str, stream: str, reason: str) -> None:
+        super().__init__(f"publish of {app}/{stream} ended: {reason}")
+        self.app = app
+        self.stream = stream
+        self.reason = reason
+
+
+class PublisherReplaced(PublishEnded):
+    """Another publisher took the stream over (takeover policy ``replace``)."""
+
+    def __init__(self, app: str, stream: str) -> None:
+        super().__init__(app, stream, "replaced by a new publisher")
+
+
+class StreamIdleReaped(PublishEnded):
+    """No frame arrived within the idle timeout, so the stream was reaped."""
+
+    def __init__(self, app: str, stream: str, idle_timeout: float) -> None:
+        super().__init__(app, stream, f"no frame for {idle_timeout:g} s (idle timeout)")
+        self.idle_timeout = idle_timeout
+
+
+class EngineClosed(StreamError):
+    """The engine is not running (not entered yet, or shut down)."""
+
+    def __init__(self) -> None:
+        super().__init__("the engine is not running")
+
+
+class ProtocolError(StreamError):
+    """A protocol conversation cannot go on. It ends that one connection, nothing else."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (malformed, oversized, out of order)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side used a protocol core wrongly (a bug in the caller, not the peer's fault)."""
+
+
+class MessageTooLarge(RemoteProtocolError):
+    """The peer announced or sent a ``kind`` message of ``size`` bytes, over ``limit``."""
+
+    def __init__(self, kind: str, size: int, limit: int) -> None:
+        super().__init__(f"{kind} message of {size} bytes exceeds the limit of {limit}")
+        self.kind = kind
+        self.size = size
+        self.limit = limit
+
+
+class StorageError(StreamError):
+    """A storage backend refused a key or failed to read or write it."""

@@ -1,0 +1,103 @@
+"""The unit of media that flows through the kernel.
+
+A :class:`Frame` is one access unit of one track: a video picture, an audio frame or a data
+message (metadata). Frames are immutable and shared: the same object, and the same payload
+``bytes``, reaches every subscriber of a stream. Nothing in the kernel copies a payload.
+
+Payload conventions (what each protocol adapter produces and consumes):
+
+* video ``h264``/``hevc``: length-prefixed (AVCC/HVCC) NAL units; a config frame carries the
+  decoder configuration record. ``pts - dts`` is the composition time offset.
+* video ``av1``/``vp9``: the codec's bitstream as carried in Enhanced RTMP; a config frame carries
+  the ``av1C``/``vpcC`` record.
+* audio ``aac``: one raw AAC frame; a config frame carries the AudioSpecificConfig.
+* audio ``mp3`` and other legacy FLV audio codecs: the raw codec frame.
+* data: a config frame carries the stream's metadata (the AMF0 ``onMetaData`` body, without the
+  ``@setDataFrame`` wrapper); other data frames are forwarded live and not cached.
+
+Egress formats serialise a frame once for all their subscribers with :meth:`Frame.encoded`,
+which keeps the bytes with the frame itself (a per-frame, per-format packet cache). The cache
+lives and dies with the frame, so it needs no eviction policy of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import attrs
+
+__all__ = ["Frame", "FrameKind"]
+
+
+class FrameKind(enum.Enum):
+    """What a frame carries."""
+
+    VIDEO = "video"
+    AUDIO = "audio"
+    DATA = "data"
+
+
+@attrs.frozen(slots=True, eq=False)
+class Frame:
+    """One immutable access unit of a track.
+
+    Attributes:
+        kind: video, audio or data.
+        codec: lower-case codec name: ``h264``, ``hevc``, ``av1``, ``vp9``, ``aac``, ``mp3``,
+            ``pcm``, ``amf0`` (data), ...
+        pts: presentation timestamp in milliseconds.
+        dts: decoding timestamp in milliseconds.
+        payload: the codec bytes (see the module docstring); never copied per subscriber.
+        keyframe: a video random access point (IDR / key picture).
+        config: a codec configuration (sequence header) or, for data, the stream metadata.
+        track: the track index, 0 for the main track of each kind (Enhanced RTMP multitrack).
+
+    Equality is identity: two frames are the same frame only if they are the same object. This
+    keeps comparisons cheap on the hot path and makes "the subscriber received exactly what was
+    published" testable with ``is``.
+    """
+
+    kind: FrameKind
+    codec: str
+    pts: int
+    dts: int
+    payload: bytes
+    keyframe: bool = False
+    config: bool = False
+    track: int = 0
+    _wire: dict[Hashable, Any] = attrs.field(factory=dict, repr=False, alias="_wire")
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind is FrameKind.VIDEO
+
+    @property
+    def is_audio(self) -> bool:
+        return self.kind is FrameKind.AUDIO
+
+    @property
+    def is_metadata(self) -> bool:
+        """A data frame that carries the stream's metadata (cached for late joiners)."""
+        return self.kind is FrameKind.DATA and self.config
+
+    @property
+    def composition_time(self) -> int:
+        """``pts - dts`` in milliseconds (the FLV/RTMP CompositionTime)."""
+        return self.pts - self.dts
+
+    def encoded(self, fmt: Hashable, build: Callable[[Frame], Any]) -> Any:
+        """Return this frame serialised for ``fmt``, building it on first use only.
+
+        ``fmt`` names an egress format and every parameter its bytes depend on (for example
+        ``("rtmp", chunk_size, stream_id)``). ``build`` is called at most once per ``fmt`` for
+        the lifetime of the frame, so N subscribers of one format cost one serialisation.
+        A ``build`` that raises caches nothing.
+        """
+        wire = self._wire
+        try:
+            return wire[fmt]
+        except KeyError:
+            value = wire[fmt] = build(self)
+            return value

@@ -1,0 +1,88 @@
+"""Observers: synchronous hooks on everything the kernel does, for metrics and logging.
+
+Subclass :class:`Observer` and override the hooks you need; each receives the event object that
+the application's event feed gets too (see :mod:`.events`), except ``on_frame``, which receives
+the stream key and the frame. Hooks run inline on the kernel's tasks, so keep them cheap and
+never block; ``on_frame`` runs once per published frame (not per subscriber).
+
+Error policy: an exception raised by a hook is logged (the first one per hook with its traceback,
+then one line per 1000 failures) and swallowed. An observer can never break a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from .keys import StreamKey
+
+if TYPE_CHECKING:
+    from .events import (
+        StreamClosed,
+        StreamEvent,
+        StreamPublished,
+        StreamReaped,
+        StreamUnpublished,
+        SubscriberEvicted,
+        SubscriberJoined,
+        SubscriberLagged,
+        SubscriberLeft,
+        SubscriberResumed,
+    )
+    from .frame import Frame
+
+__all__ = ["Observer", "SafeObserver"]
+
+log = logging.getLogger("arcly_trio.observer")
+
+
+class Observer:
+    """No-op hooks; subclass and override."""
+
+    def on_publish_started(self, event: StreamPublished) -> None: ...
+    def on_publish_ended(self, event: StreamUnpublished) -> None: ...
+    def on_stream_closed(self, event: StreamClosed) -> None: ...
+    def on_stream_reaped(self, event: StreamReaped) -> None: ...
+    def on_subscriber_joined(self, event: SubscriberJoined) -> None: ...
+    def on_subscriber_left(self, event: SubscriberLeft) -> None: ...
+    def on_subscriber_lagged(self, event: SubscriberLagged) -> None: ...
+    def on_subscriber_resumed(self, event: SubscriberResumed) -> None: ...
+    def on_subscriber_evicted(self, event: SubscriberEvicted) -> None: ...
+    def on_frame(self, key: StreamKey, frame: Frame) -> None: ...
+
+
+class SafeObserver:
+    """Wraps a user observer so that its failures are logged and contained.
+
+    ``frame_hook`` is ``None`` when the observer does not override ``on_frame``, so the
+    per-frame path costs nothing for observers that do not want frames.
+    """
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+        self.failures: Counter[str] = Counter()
+        overrides = type(observer).on_frame is not Observer.on_frame
+        self.frame_hook = self._on_frame if overrides else None
+
+    def _failed(self, hook: str) -> None:
+        self.failures[hook] += 1
+        count = self.failures[hook]
+        if count == 1:
+            log.exception("observer %r raised in %s (further failures are counted)",
+                          self._observer, hook)
+        elif count % 1000 == 0:
+            log.error("observer %r has raised %d times in %s", self._observer, count, hook)
+
+    def notify(self, event: StreamEvent) -> None:
+        hook = event.hook
+        try:
+            getattr(self._observer, hook)(event)
+        except Exception:
+            self._failed(hook)
+
+    def _on_frame(self, key: StreamKey, frame: Frame) -> None:
+        try:
+            self._observer.on_frame(key, frame)
+        except Exception:
+            self._failed("on_frame")

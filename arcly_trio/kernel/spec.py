@@ -1,0 +1,67 @@
+"""How an application behaves: the knobs of its streams."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+__all__ = ["AppSpec", "Takeover"]
+
+
+class Takeover(enum.Enum):
+    """What happens when a second publisher arrives for a key that already has one."""
+
+    REJECT = "reject"
+    """The newcomer gets ``StreamAlreadyPublishing``; the current publisher goes on."""
+    REPLACE = "replace"
+    """The newcomer takes over; the old publisher gets ``PublisherReplaced``; subscribers stay."""
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if value is not None and value < 0:  # type: ignore[operator]
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if value < 1:  # type: ignore[operator]
+        raise ValueError(f"{attribute.name} must be >= 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class AppSpec:
+    """One application (the ``live`` in ``rtmp://host/live/demo``) and its stream policy.
+
+    Attributes:
+        name: the application name.
+        gop_cache_frames: most frames kept of the current GOP for late joiners; 0 = no GOP cache.
+        gop_cache_bytes: most payload bytes kept of the current GOP; 0 = no byte cap.
+            Past either cap the GOP is dropped whole until the next keyframe (never trimmed from
+            the front, so a replay never starts mid-GOP).
+        subscriber_queue: frames a subscriber may have queued before it starts dropping.
+        lag_budget: evict a subscriber once it has dropped more than this many frames in
+            total; ``None`` = never evict.
+        takeover: policy for a second publisher on the same key.
+        reconnect_grace: seconds a stream whose publisher left waits for one to come back before
+            its subscribers are ended.
+        ingest_queue: frames a publisher may have in flight to the stream task before its
+            ``send`` waits (for the stream task, never for a subscriber).
+        hls: package this application's streams as HLS (used by the HTTP egress).
+        record: record every publish session of this application as FLV.
+    """
+
+    name: str = attrs.field(kw_only=False)
+    gop_cache_frames: int = attrs.field(default=1024, validator=_non_negative)
+    gop_cache_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_non_negative)
+    subscriber_queue: int = attrs.field(default=256, validator=_positive)
+    lag_budget: int | None = attrs.field(default=None, validator=_non_negative)
+    takeover: Takeover = attrs.field(default=Takeover.REJECT, converter=Takeover)
+    reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
+    ingest_queue: int = attrs.field(default=512, validator=_positive)
+    hls: bool = False
+    record: bool = False
+
+    @name.validator
+    def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if not value or "/" in value or value in {".", ".."}:
+            raise ValueError(f"application name {value!r} must be a non-empty path segment")
