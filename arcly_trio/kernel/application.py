@@ -69,6 +69,9 @@ class Application:
         self.events.emit(event)
         self._observer.notify(event)
 
+    def stream_failed(self, stream: Stream) -> None:
+        self._engine.stream_failures += 1
+
     def forget(self, stream: Stream) -> None:
         if self._streams.get(stream.key.name) is stream:
             del self._streams[stream.key.name]

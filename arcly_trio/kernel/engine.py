@@ -156,6 +156,8 @@ class Engine:
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._outer: Any = None
+        self.stream_failures = 0
+        """Streams that ended because of a bug (an exception in the kernel); should stay 0."""
         self.worker_info: dict[int, Any] = {}
         """What each protocol worker passed to ``task_status.started`` (its bound port...),
         keyed by the worker's index in registration order."""

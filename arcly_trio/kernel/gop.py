@@ -56,7 +56,7 @@ class GopCache:
                 self._prefix = self.configs()
                 self._append(frame)
             return
-        if self._gop and frame.kind is not FrameKind.DATA:
+        if self._gop:
             self._append(frame)
 
     def _append(self, frame: Frame) -> None:
@@ -84,12 +84,12 @@ class GopCache:
             return [frame for _, frame in self._prefix] + self._gop, True
         return [frame for _, frame in self.configs()], False
 
-    def configs_since(self, seq: int) -> list[Frame]:
+    def configs_since(self, seq: int) -> list[tuple[int, Frame]]:
         """Configs published at or after ``seq`` that are current at the latest keyframe.
 
         Given to a lagging subscriber right before the keyframe it resumes on.
         """
-        return [frame for s, frame in self.configs() if s >= seq]
+        return [entry for entry in self.configs() if entry[0] >= seq]
 
     def clear(self) -> None:
         """Forget everything (a new publish session starts from scratch)."""

@@ -46,7 +46,7 @@ from .frame import Frame, FrameKind
 from .gop import GopCache
 from .keys import Credentials, StreamKey
 from .qos import RateMeter, StreamInfo, StreamStats
-from .subscription import LAGGING, LIVE, STARTING, EndReason, Subscription
+from .subscription import LAGGING, LIVE, EndReason, Subscription
 
 if TYPE_CHECKING:
     from .application import Application
@@ -167,9 +167,9 @@ class PublishSession:
         return PublishEnded(key.app, key.name, self.end_reason or "publisher closed")
 
     def finish(self, reason: str, error: PublishEnded | None = None) -> None:
-        """End the session (idempotent). With ``error`` the kernel is ending it: frames still
-        queued are discarded, sends fail with ``error`` and the publisher's block is cancelled
-        and raises ``error`` when it exits."""
+        """End the session (idempotent). With ``error`` the kernel is ending it: every clone is
+        closed (frames already sent are still delivered), further sends fail with ``error`` and
+        the publisher's block is cancelled and raises ``error`` when it exits."""
         if not self.active:
             return
         self.active = False
@@ -178,7 +178,10 @@ class PublishSession:
         self._release()
         self.stream._session_finished(self, reason)
         if error is not None:
-            self.receive.close()
+            for clone in list(self.clones):
+                clone._closed = True
+                clone._send.close()
+            self.clones.clear()
             self.scope.cancel()
 
     def abort(self, reason: str = "failed") -> None:
@@ -222,6 +225,11 @@ class Stream:
     @property
     def publishing(self) -> bool:
         return self.session is not None
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next published frame will get."""
+        return self._seq + 1
 
     @property
     def subscribers(self) -> list[Subscription]:
@@ -300,6 +308,7 @@ class Stream:
         except trio.Cancelled:
             raise
         except Exception:
+            self._app.stream_failed(self)
             log.exception("stream %s failed; ending its publisher and subscribers", self.key)
         finally:
             self._close(reason)
@@ -418,38 +427,46 @@ class Stream:
             )
             self._emit(SubscriberEvicted(self.key, now, sub.id, sub.dropped, budget))
 
+    def _uncount(self, sub: Subscription, n: int) -> None:
+        sub.dropped -= n
+        sub._gap_dropped -= n
+        self.drops_total -= n
+
     def _offer_slow(self, sub: Subscription, frame: Frame, seq: int, sync: bool, now: float) -> None:
-        """Offer a frame to a subscriber that is not live: lagging, starting or evicted."""
+        """Offer a frame to a subscriber that is not live: lagging, starting or evicted.
+
+        Until a sync point (a video keyframe; any audio frame on a stream without video) the
+        frame is skipped, and counted if the subscriber is lagging. At a sync point the configs
+        published since the gap began are given first, then the frame, and the subscriber is
+        live again. Configs given again are uncounted, so ``dropped`` is exactly the number of
+        frames it will never receive.
+        """
         state = sub._state
         if state == EVICTED:
             return
         if not sync:
             if state == LAGGING:
                 self._drop(sub, now)
-            elif frame.config:  # STARTING: configs reach it in order; the rest is skipped
-                try:
-                    sub._offer(frame)
-                except trio.WouldBlock:
-                    self._lag(sub, seq, now)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
             return
-        pending = self.gop.configs_since(sub._gap_start) if state == LAGGING else []
+        pending = self.gop.configs_since(sub._gap_start)
         pending.append((seq, frame))
+        redelivered = 0
+        offer = sub._offer
         for pending_seq, pending_frame in pending:
             try:
-                sub._offer(pending_frame)
+                offer(pending_frame)
             except trio.WouldBlock:
-                if state == STARTING:
-                    self._lag(sub, pending_seq, now)
-                else:
-                    sub._gap_start = pending_seq
+                sub._gap_start = pending_seq
+                if state == LAGGING:
+                    self._uncount(sub, redelivered)
                     self._drop(sub, now)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            redelivered += 1
         sub._state = LIVE
         if state == LAGGING:
+            self._uncount(sub, redelivered - 1)
             log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
             self._emit(SubscriberResumed(self.key, now, sub.id, sub._gap_dropped, sub.dropped))
 

@@ -69,7 +69,8 @@ class Subscription:
         self._replay = replay
         self._replay_pos = 0
         self._state = LIVE if starts_on_keyframe or not stream.has_video else STARTING
-        self._gap_start = 0
+        # Seq of the first frame this subscriber missed (while starting: the first after joining).
+        self._gap_start = stream.next_seq
         self._gap_dropped = 0
         self.dropped = 0
         """Frames this subscriber missed because its queue was full."""

@@ -1,0 +1,488 @@
+"""Kernel behaviour, one property per test: replay, lag, eviction, reaping, takeover, grace,
+limits, clones, auth, observers, events, QoS, workers, runtime apps."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from arcly_trio import (
+    AppAlreadyRegistered,
+    AppNotFound,
+    AppSpec,
+    Credentials,
+    EndReason,
+    Engine,
+    Frame,
+    FrameKind,
+    Observer,
+    PublishEnded,
+    PublisherLimitReached,
+    PublisherReplaced,
+    StreamAlreadyPublishing,
+    StreamIdleReaped,
+    StreamKey,
+    StreamNotFound,
+    SubscriberEvicted,
+    SubscriberLagged,
+    SubscriberResumed,
+    Takeover,
+    TokenAuthenticator,
+    Unauthorized,
+)
+from arcly_trio.testing import (
+    CountingObserver,
+    audio,
+    audio_config,
+    delta,
+    keyframe,
+    metadata,
+    synthetic_gop,
+    video_config,
+)
+
+
+async def drain(sub, n: int) -> list[Frame]:  # type: ignore[no-untyped-def]
+    """Receive up to ``n`` frames (fewer if the subscription ends); fail after 10 s."""
+    out: list[Frame] = []
+    with trio.fail_after(10):
+        while len(out) < n:
+            batch = await sub.next_batch(limit=n - len(out))
+            if not batch:
+                break
+            out.extend(batch)
+    return out
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def engine_with(*specs: AppSpec, **kw: object) -> Engine:
+    builder = Engine.builder()
+    for spec in specs:
+        builder.application(spec)
+    for name, value in kw.items():
+        getattr(builder, name)(value)
+    return builder.build()
+
+
+async def test_late_joiner_gets_configs_then_gop_then_live_without_gap(engine: Engine) -> None:
+    head = [metadata(), video_config(), audio_config()]
+    gop = synthetic_gop(0, frames=10)
+    async with engine.publish("live/s") as pub:
+        for f in head + gop:
+            await pub.send(f)
+        await settle()
+        async with engine.subscribe("live/s") as sub:
+            live = synthetic_gop(400, frames=5)
+            for f in live:
+                await pub.send(f)
+            got = await drain(sub, len(head) + len(gop) + len(live))
+    assert [id(f) for f in got] == [id(f) for f in head + gop + live]
+
+
+async def test_nothing_is_cached_before_the_first_keyframe(engine: Engine) -> None:
+    async with engine.publish("live/s") as pub:
+        for f in [video_config(), audio_config(), delta(0), audio(1), delta(33)]:
+            await pub.send(f)
+        await settle()
+        async with engine.subscribe("live/s") as sub:
+            await pub.send(d := delta(66))
+            await pub.send(k := keyframe(99))
+            got = await drain(sub, 3)
+    assert [f.config for f in got[:2]] == [True, True]
+    assert got[2] is k and all(f is not d for f in got)
+
+
+@pytest.mark.parametrize("cap", [{"gop_cache_frames": 5}, {"gop_cache_bytes": 200}])
+async def test_gop_past_its_cap_is_dropped_whole_until_the_next_keyframe(cap: dict[str, int]) -> None:
+    async with engine_with(AppSpec("live", **cap)) as eng:
+        async with eng.publish("live/s") as pub:
+            await pub.send(video_config())
+            for f in [keyframe(0, size=64)] + [delta(t, size=40) for t in range(1, 10)]:
+                await pub.send(f)
+            await settle()
+            stream = eng.stream(StreamKey("live", "s"))
+            assert stream.gop.gop_frames == 0
+            async with eng.subscribe("live/s") as sub:
+                await pub.send(delta(20))
+                await pub.send(k := keyframe(30))
+                got = await drain(sub, 2)
+            assert got[0].config and got[1] is k
+
+
+async def test_slow_subscriber_drops_to_keyframe_counts_and_tells(observer: CountingObserver) -> None:
+    eng = engine_with(AppSpec("live", subscriber_queue=4), observer=observer)
+    async with eng:
+        async with eng.events("live") as feed, eng.publish("live/s") as pub:
+            await pub.send(video_config())
+            await pub.send(keyframe(0))
+            await settle()
+            async with eng.subscribe("live/s") as slow:
+                first = await drain(slow, 2)  # configs + keyframe replay
+                sent = [delta(t) for t in range(1, 11)]
+                with trio.fail_after(1):  # the publisher never waits for the slow subscriber
+                    for f in sent:
+                        await pub.send(f)
+                    await settle()
+                assert slow.lagging and slow.dropped == 10 - 4
+                queued = await drain(slow, 4)
+                assert [id(f) for f in queued] == [id(f) for f in sent[:4]]
+                await pub.send(cfg := video_config(50, payload=b"new"))
+                await pub.send(k := keyframe(60))
+                resumed = await drain(slow, 2)
+                # The config missed during the gap is given again, right before the keyframe.
+                assert resumed[0] is cfg and resumed[1] is k
+                assert slow.dropped == 6 and not slow.lagging and slow.lag_episodes == 1
+            events = []
+            while True:
+                try:
+                    events.append(feed.receive_nowait())
+                except trio.WouldBlock:
+                    break
+    assert first[1].keyframe
+    lagged = [e for e in events if isinstance(e, SubscriberLagged)]
+    resumed_ev = [e for e in events if isinstance(e, SubscriberResumed)]
+    assert len(lagged) == 1 and len(resumed_ev) == 1 and resumed_ev[0].dropped == 6
+    assert observer.counts["on_subscriber_lagged"] == 1
+    assert observer.counts["on_subscriber_resumed"] == 1
+
+
+async def test_one_slow_subscriber_does_not_disturb_a_fast_one() -> None:
+    async with engine_with(AppSpec("live", subscriber_queue=2)) as eng:
+        async with eng.publish("live/s") as pub, eng.subscribe("live/s") as slow, \
+                eng.subscribe("live/s", capacity=1000) as fast:
+            frames = [video_config(), *synthetic_gop(0, frames=30)]
+            for f in frames:
+                await pub.send(f)
+            got = await drain(fast, len(frames))
+            assert [id(f) for f in got] == [id(f) for f in frames]
+            assert slow.dropped > 0 and fast.dropped == 0
+
+
+async def test_lag_budget_evicts_and_says_why(observer: CountingObserver) -> None:
+    async with engine_with(AppSpec("live", subscriber_queue=1, lag_budget=3), observer=observer) as eng:
+        async with eng.publish("live/s") as pub, eng.subscribe("live/s") as sub:
+            for f in [video_config(), keyframe(0), *[delta(t) for t in range(1, 8)]]:
+                await pub.send(f)
+            await settle()
+            rest = await drain(sub, 100)
+            assert sub.end_reason is EndReason.EVICTED and len(rest) == 1
+            assert sub.dropped == 4
+    evicted = observer.of_type(SubscriberEvicted)
+    assert len(evicted) == 1 and evicted[0].lag_budget == 3  # type: ignore[attr-defined]
+
+
+async def test_idle_stream_is_reaped_with_a_clear_error(autojump_clock: trio.testing.MockClock,
+                                                        observer: CountingObserver) -> None:
+    async with engine_with(AppSpec("live"), idle_timeout=5, observer=observer) as eng:
+        start = trio.current_time()
+        with pytest.raises(StreamIdleReaped) as info:
+            async with eng.publish("live/s") as pub:
+                await pub.send(video_config())
+                await trio.sleep(3)
+                await pub.send(keyframe(0))  # pushes the deadline: reaped 5 s after this
+                await trio.sleep_forever()
+        assert trio.current_time() - start == pytest.approx(8, abs=0.01)
+        assert info.value.idle_timeout == 5
+        assert eng.publisher_count == 0 and eng.streams() == []
+    assert observer.counts["on_stream_reaped"] == 1
+
+
+async def test_idle_is_counted_from_creation_when_nothing_is_sent(autojump_clock: trio.testing.MockClock) -> None:
+    async with engine_with(AppSpec("live"), idle_timeout=5) as eng:
+        start = trio.current_time()
+        with pytest.raises(StreamIdleReaped):
+            async with eng.publish("live/s"):
+                await trio.sleep_forever()
+        assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+
+
+async def test_subscribers_of_a_reaped_stream_end_with_reason(autojump_clock: trio.testing.MockClock) -> None:
+    async with engine_with(AppSpec("live"), idle_timeout=5) as eng:
+        async with trio.open_nursery() as nursery:
+            async def publisher() -> None:
+                with pytest.raises(StreamIdleReaped):
+                    async with eng.publish("live/s"):
+                        await trio.sleep_forever()
+            nursery.start_soon(publisher)
+            await settle()
+            async with eng.subscribe("live/s") as sub:
+                assert await drain(sub, 1) == []
+                assert sub.end_reason is EndReason.REAPED
+
+
+async def test_second_publisher_is_rejected_by_default(engine: Engine) -> None:
+    async with engine.publish("live/s"):
+        with pytest.raises(StreamAlreadyPublishing) as info:
+            async with engine.publish("live/s"):
+                pass
+        assert (info.value.app, info.value.stream) == ("live", "s")
+        assert engine.publisher_count == 1
+
+
+async def test_replace_takes_over_and_subscribers_stay() -> None:
+    async with engine_with(AppSpec("live", takeover=Takeover.REPLACE)) as eng:
+        async with trio.open_nursery() as nursery:
+            old_ready = trio.Event()
+            outcome: list[BaseException] = []
+
+            async def old_publisher() -> None:
+                try:
+                    async with eng.publish("live/s") as pub:
+                        await pub.send(video_config())
+                        await pub.send(keyframe(0))
+                        old_ready.set()
+                        await trio.sleep_forever()
+                except PublishEnded as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(old_publisher)
+            await old_ready.wait()
+            async with eng.subscribe("live/s") as sub:
+                async with eng.publish("live/s") as new:
+                    await settle()
+                    assert isinstance(outcome[0], PublisherReplaced)
+                    assert eng.publisher_count == 1
+                    await new.send(cfg := video_config(100))
+                    await new.send(k := keyframe(100))
+                    got = await drain(sub, 4)
+                assert got[2] is cfg and got[3] is k and sub.end_reason is None
+
+
+async def test_reconnect_grace_keeps_subscribers(autojump_clock: trio.testing.MockClock) -> None:
+    async with engine_with(AppSpec("live", reconnect_grace=3)) as eng:
+        async with eng.subscribe("live/s") if False else eng.publish("live/s") as pub:
+            await pub.send(video_config())
+            await pub.send(keyframe(0))
+        async with eng.subscribe("live/s") as sub:  # the stream waits out its grace
+            await trio.sleep(2)
+            async with eng.publish("live/s") as pub:
+                await pub.send(k := keyframe(2000))
+                got = await drain(sub, 3)
+                assert got[-1] is k
+            start = trio.current_time()
+            assert await drain(sub, 1) == []
+            assert sub.end_reason is EndReason.STREAM_ENDED
+            assert trio.current_time() - start == pytest.approx(3, abs=0.01)
+
+
+async def test_publisher_limit_is_engine_wide() -> None:
+    async with engine_with(AppSpec("a"), AppSpec("b"), max_publishers=2) as eng:
+        async with eng.publish("a/1"), eng.publish("b/1"):
+            with pytest.raises(PublisherLimitReached) as info:
+                async with eng.publish("a/2"):
+                    pass
+            assert info.value.limit == 2
+        async with eng.publish("a/2"):
+            assert eng.publisher_count == 1
+
+
+async def test_clones_keep_the_session_until_the_last_closes(engine: Engine) -> None:
+    async with engine.subscribe("live/s") if False else engine.publish("live/s") as pub:
+        audio_track = pub.clone()
+        await audio_track.send(audio_config())
+    # The block is left but the clone is open: still publishing.
+    assert engine.publisher_count == 1
+    async with engine.subscribe("live/s") as sub:
+        await audio_track.send(a := audio(5))
+        got = await drain(sub, 2)
+        assert got[-1] is a
+        await audio_track.aclose()
+        assert engine.publisher_count == 0
+        assert await drain(sub, 1) == [] and sub.end_reason is EndReason.STREAM_ENDED
+
+
+async def test_sends_after_the_end_raise(engine: Engine) -> None:
+    async with engine.publish("live/s") as pub:
+        pass
+    with pytest.raises(PublishEnded):
+        await pub.send(keyframe(0))
+
+
+async def test_a_crashing_publisher_ends_the_publish_and_delivers_what_it_sent(engine: Engine) -> None:
+    async with engine.subscribe("live/x") if False else engine.publish("live/warm"):
+        pass
+    frames = [video_config(), keyframe(0), delta(33)]
+    async with trio.open_nursery() as nursery:
+        got: list[Frame] = []
+
+        async def reader() -> None:
+            async with engine.subscribe("live/s") as sub:
+                got.extend(await drain(sub, 100))
+
+        with pytest.raises(RuntimeError):
+            async with engine.publish("live/s") as pub:
+                nursery.start_soon(reader)
+                await settle()
+                for f in frames:
+                    await pub.send(f)
+                raise RuntimeError("encoder died")
+    assert [id(f) for f in got] == [id(f) for f in frames]
+    assert engine.publisher_count == 0
+
+
+async def test_unknown_app_and_stream(engine: Engine) -> None:
+    with pytest.raises(AppNotFound):
+        async with engine.publish("nope/s"):
+            pass
+    with pytest.raises(StreamNotFound) as info:
+        async with engine.subscribe("live/none"):
+            pass
+    assert info.value.stream == "none"
+
+
+async def test_authenticator_guards_publish_and_play() -> None:
+    auth = TokenAuthenticator(publish_token="pub", play_token="play")
+    async with engine_with(AppSpec("live"), authenticator=auth) as eng:
+        with pytest.raises(Unauthorized) as info:
+            async with eng.publish("live/s", Credentials(token="wrong")):
+                pass
+        assert info.value.action == "publish" and info.value.reason == "wrong token"
+        async with eng.publish("live/s", Credentials(token="pub")):
+            with pytest.raises(Unauthorized):
+                async with eng.subscribe("live/s", Credentials()):
+                    pass
+            async with eng.subscribe("live/s", Credentials(token="play")):
+                pass
+        assert eng.publisher_count == 0
+
+
+async def test_cancelled_during_authorisation_leaks_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    class SlowAuth(TokenAuthenticator):
+        async def authorize_publish(self, key, credentials):  # type: ignore[no-untyped-def]
+            await trio.sleep(10)
+
+    async with engine_with(AppSpec("live"), authenticator=SlowAuth()) as eng:
+        with trio.move_on_after(1):
+            async with eng.publish("live/s"):
+                pytest.fail("unreachable")
+        assert eng.publisher_count == 0 and eng.streams() == []
+
+
+async def test_an_observer_that_raises_is_logged_and_harmless(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Observer):
+        def on_frame(self, key, frame):  # type: ignore[no-untyped-def]
+            raise ValueError("observer bug")
+
+        def on_subscriber_joined(self, event):  # type: ignore[no-untyped-def]
+            raise ValueError("observer bug")
+
+    caplog.set_level(logging.ERROR)
+    async with engine_with(AppSpec("live"), observer=Broken()) as eng:
+        async with eng.publish("live/s") as pub, eng.subscribe("live/s") as sub:
+            frames = [video_config(), keyframe(0), delta(1)]
+            for f in frames:
+                await pub.send(f)
+            assert [id(f) for f in await drain(sub, 3)] == [id(f) for f in frames]
+    assert sum("observer bug" in r.getMessage() or (r.exc_info and "observer bug" in str(r.exc_info[1]))
+               for r in caplog.records) == 2  # first failure per hook, with traceback
+
+
+async def test_event_feed_is_bounded_and_counts_drops(engine: Engine) -> None:
+    async with engine.events("live", capacity=2) as feed:
+        async with engine.publish("live/s"):
+            for _ in range(3):
+                async with engine.subscribe("live/s"):
+                    pass
+        await settle()  # the stream task closes the stream
+    assert feed.dropped == 1 + 6 + 1 + 1 - 2  # published, 3x(joined, left), unpublished, closed
+
+
+async def test_qos_over_the_last_second(autojump_clock: trio.testing.MockClock, engine: Engine) -> None:
+    async with engine.publish("live/s") as pub:
+        await pub.send(video_config())
+        for i in range(60):  # 2 s at 30 fps of 1000-byte frames
+            await pub.send(keyframe(i * 33, size=1000) if i % 30 == 0 else delta(i * 33, size=1000))
+            await pub.send(audio(i * 33, size=100))
+            await trio.sleep(1 / 30)
+        await settle()
+        stats = engine.stream(StreamKey("live", "s")).stats()
+    assert stats.video_fps == pytest.approx(30, abs=1)
+    assert stats.video_bitrate == pytest.approx(30 * 1000 * 8, rel=0.05)
+    assert stats.audio_fps == pytest.approx(30, abs=1)
+    assert stats.video_frames_total == 61 and stats.info.video_codec == "h264"
+    assert stats.info.audio_codec == "aac" and stats.publishing
+
+
+class _Worker:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.running = False
+
+    async def serve(self, engine: Engine, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+        self.running = True
+        task_status.started(1234)
+        try:
+            if self.fail:
+                await trio.sleep(0)
+                raise OSError("port exploded")
+            await trio.sleep_forever()
+        finally:
+            self.running = False
+
+
+async def test_workers_are_ready_when_the_engine_is_and_stop_with_it() -> None:
+    worker = _Worker()
+    eng = Engine.builder().application("live").protocol(worker).build()
+    async with eng:
+        assert worker.running and eng.worker_info == {0: 1234}
+    assert not worker.running and not eng.running
+
+
+async def test_a_crashing_worker_brings_the_engine_down_loudly() -> None:
+    eng = Engine.builder().application("live").protocol(_Worker(fail=True)).build()
+    with pytest.raises(OSError, match="port exploded"):
+        async with eng:
+            await trio.sleep_forever()
+
+
+async def test_engine_serve_under_nursery_start() -> None:
+    eng = Engine.builder().application("live").build()
+    async with trio.open_nursery() as nursery:
+        started = await nursery.start(eng.serve)
+        assert started is eng and eng.running
+        nursery.cancel_scope.cancel()
+    assert not eng.running
+
+
+async def test_applications_at_runtime(engine: Engine) -> None:
+    await engine.add_application(AppSpec("extra", gop_cache_frames=0))
+    assert sorted(app.name for app in engine.applications()) == ["extra", "live"]
+    with pytest.raises(AppAlreadyRegistered):
+        await engine.add_application("extra")
+    async with engine.publish("extra/s"):
+        assert engine.publisher_count == 1
+
+
+async def test_engines_coexist() -> None:
+    a = Engine.builder().application("live").max_publishers(1).build()
+    b = Engine.builder().application("live").max_publishers(1).build()
+    async with a, b:
+        async with a.publish("live/s"), b.publish("live/s"):
+            assert a.publisher_count == b.publisher_count == 1
+
+
+def test_frames_are_immutable_and_serialised_once() -> None:
+    f = keyframe(0)
+    calls: list[int] = []
+    for _ in range(3):
+        assert f.encoded(("fmt", 1), lambda fr: calls.append(1) or b"x" + fr.payload) == b"x" + f.payload
+    assert calls == [1]
+    with pytest.raises(AttributeError):
+        f.pts = 5  # type: ignore[misc]
+    assert Frame(FrameKind.AUDIO, "aac", 1, 1, b"") != Frame(FrameKind.AUDIO, "aac", 1, 1, b"")
+
+
+def test_app_spec_validates() -> None:
+    with pytest.raises(ValueError):
+        AppSpec("a/b")
+    with pytest.raises(ValueError):
+        AppSpec("x", subscriber_queue=0)
+    assert AppSpec("x", takeover="replace").takeover is Takeover.REPLACE
+    assert math.isinf(Engine.builder().build().max_publisher_count)
