@@ -486,3 +486,62 @@ def test_app_spec_validates() -> None:
         AppSpec("x", subscriber_queue=0)
     assert AppSpec("x", takeover="replace").takeover is Takeover.REPLACE
     assert math.isinf(Engine.builder().build().max_publisher_count)
+
+
+class _Recorder:
+    name = "rec"
+    capacity = 10_000
+
+    def __init__(self) -> None:
+        self.got: dict[str, list[Frame]] = {}
+        self.ended: list[str] = []
+
+    def applies_to(self, spec: AppSpec) -> bool:
+        return spec.record
+
+    async def serve_stream(self, stream, subscription) -> None:  # type: ignore[no-untyped-def]
+        frames = self.got.setdefault(str(stream.key), [])
+        async for frame in subscription:
+            frames.append(frame)
+        self.ended.append(subscription.end_reason.value)
+
+
+async def test_stream_services_see_every_frame_from_the_first() -> None:
+    rec = _Recorder()
+    eng = Engine.builder().application(AppSpec("rec", record=True)).application("plain").service(rec).build()
+    async with eng:
+        frames = [video_config(), delta(0), keyframe(1)]
+        async with eng.publish("rec/s") as pub:
+            for f in frames:
+                await pub.send(f)
+        async with eng.publish("plain/s") as pub:
+            await pub.send(keyframe(0))
+        await settle()
+    assert [id(f) for f in rec.got["rec/s"]] == [id(f) for f in frames]
+    assert list(rec.got) == ["rec/s"] and rec.ended == ["stream-ended"]
+
+
+async def test_graceful_shutdown_tells_publishers_and_drains_subscribers(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    rec = _Recorder()
+    eng = Engine.builder().application(AppSpec("rec", record=True)).service(rec).build()
+    outcome: list[BaseException] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(eng.serve)
+
+        async def publisher() -> None:
+            try:
+                async with eng.publish("rec/s") as pub:
+                    for f in [video_config(), keyframe(0), delta(1)]:
+                        await pub.send(f)
+                    await trio.sleep_forever()
+            except PublishEnded as exc:
+                outcome.append(exc)
+
+        nursery.start_soon(publisher)
+        await settle()
+        start = trio.current_time()
+        await eng.shutdown(grace=5)
+        assert trio.current_time() - start < 1
+    assert "shutting down" in str(outcome[0])
+    assert len(rec.got["rec/s"]) == 3 and rec.ended == ["shutdown"]
+    assert not eng.running

@@ -6,7 +6,7 @@ Everything here is transport-agnostic; protocol workers drive it through ``Engin
 
 from .application import Application
 from .auth import AllowAll, Authenticator, TokenAuthenticator
-from .engine import Engine, EngineBuilder, ProtocolWorker
+from .engine import Engine, EngineBuilder, ProtocolWorker, StreamService
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .events import *  # noqa: F403
@@ -27,6 +27,7 @@ __all__ = [
     "Engine",
     "EngineBuilder",
     "ProtocolWorker",
+    "StreamService",
     "Frame",
     "FrameKind",
     "Credentials",

@@ -17,7 +17,7 @@ from .stream import PublishSession, Stream
 from .subscription import EndReason, Subscription
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Engine, StreamService
 
 __all__ = ["Application"]
 
@@ -44,6 +44,11 @@ class Application:
     @property
     def running(self) -> bool:
         return self._nursery is not None
+
+    @property
+    def busy(self) -> bool:
+        """Whether any stream or stream service of this application is still running."""
+        return bool(self._nursery is not None and self._nursery.child_tasks)
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
@@ -92,6 +97,12 @@ class Application:
             stream = Stream(self, key, engine._idle_timeout)
             self._streams[key.name] = stream
             nursery.start_soon(stream.run, name=f"stream {key}")
+            for service in engine._services:
+                if service.applies_to(self.spec):
+                    sub = stream.add_subscriber(engine._next_id(), Credentials(protocol=service.name),
+                                                service.name, service.capacity)
+                    nursery.start_soon(self._serve_stream, service, stream, sub,
+                                       name=f"{service.name} {key}")
         elif takeover:
             log.info("publisher of %s replaced by a new one from %s", key, credentials.peer)
             stream.replace_session()
@@ -108,6 +119,14 @@ class Application:
         return stream.add_subscriber(
             self._engine._next_id(), credentials, protocol, capacity or self.spec.subscriber_queue
         )
+
+    async def _serve_stream(self, service: StreamService, stream: Stream, sub: Subscription) -> None:
+        try:
+            await service.serve_stream(stream, sub)
+        except Exception:
+            log.exception("stream service %s failed on %s; the stream goes on", service.name, stream.key)
+        finally:
+            self.unsubscribe(sub)
 
     @staticmethod
     def unsubscribe(sub: Subscription) -> None:

@@ -38,7 +38,7 @@ from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
 
-__all__ = ["Engine", "EngineBuilder", "ProtocolWorker"]
+__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService"]
 
 log = logging.getLogger("arcly_trio.engine")
 
@@ -55,6 +55,24 @@ class ProtocolWorker(Protocol):
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
 
 
+@runtime_checkable
+class StreamService(Protocol):
+    """Per-stream work (HLS packaging, recording...) that the engine runs for every stream.
+
+    When an application that the service ``applies_to`` creates a stream, the engine subscribes
+    the service to it at once (protocol ``name``, queue ``capacity``: it sees every frame from
+    the first) and runs ``serve_stream`` in the application's nursery until the subscription
+    ends. An exception from ``serve_stream`` is logged; it never disturbs the stream.
+    """
+
+    name: str
+    capacity: int
+
+    def applies_to(self, spec: AppSpec) -> bool: ...
+
+    async def serve_stream(self, stream: Stream, subscription: Subscription) -> None: ...
+
+
 class EngineBuilder:
     """Fluent configuration of an :class:`Engine`; ``build()`` makes one (many may coexist)."""
 
@@ -65,6 +83,7 @@ class EngineBuilder:
         self._authenticator: Authenticator = AllowAll()
         self._observer: Observer = Observer()
         self._workers: list[ProtocolWorker] = []
+        self._services: list[StreamService] = []
 
     def max_publishers(self, n: int) -> EngineBuilder:
         """At most ``n`` concurrent publishers across all applications."""
@@ -99,6 +118,10 @@ class EngineBuilder:
         self._workers.append(worker)
         return self
 
+    def service(self, service: StreamService) -> EngineBuilder:
+        self._services.append(service)
+        return self
+
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
@@ -107,6 +130,7 @@ class EngineBuilder:
             authenticator=self._authenticator,
             observer=self._observer,
             workers=list(self._workers),
+            services=list(self._services),
         )
 
 
@@ -144,6 +168,7 @@ class Engine:
         authenticator: Authenticator,
         observer: Observer,
         workers: list[ProtocolWorker],
+        services: list[StreamService] | None = None,
     ) -> None:
         self._max_publishers = max_publishers
         self._idle_timeout = idle_timeout
@@ -151,6 +176,8 @@ class Engine:
         self._authenticator = authenticator
         self._observer = SafeObserver(observer)
         self._workers = workers
+        self._services = services or []
+        self._stopping = False
         self._apps: dict[str, Application] = {}
         self._publishers = 0
         self._ids = itertools.count(1)
@@ -200,6 +227,7 @@ class Engine:
                     await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self._stopping = False
                 self._apps.clear()
 
     async def __aenter__(self) -> Engine:
@@ -226,6 +254,30 @@ class Engine:
         """Cancel the engine's nursery (everything ends; ``serve`` returns)."""
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful shutdown has begun: new publishes and plays are refused."""
+        return self._stopping
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop gracefully: refuse newcomers, end every stream (publishers get
+        ``PublishEnded``, subscribers end with ``SHUTDOWN`` after their queued frames, so
+        protocol workers can say goodbye and services can finish their files), wait up to
+        ``grace`` seconds for streams, services and the protocol workers' connections to wind
+        down, then cancel whatever is left. Returns when the engine has stopped."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+        self._stopping = True
+        with trio.move_on_after(grace):
+            for stream in self.streams():
+                stream.shutdown()
+            while any(app.busy for app in self._apps.values()) or any(
+                getattr(worker, "connections", 0) for worker in self._workers
+            ):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
 
     # -------------------------------------------------------- applications
 
@@ -278,7 +330,7 @@ class Engine:
         self._publishers -= 1
 
     def _running_app(self, key: StreamKey) -> Application:
-        if self._nursery is None:
+        if self._nursery is None or self._stopping:
             raise EngineClosed()
         return self.application(key.app)
 

@@ -219,6 +219,7 @@ class Stream:
         self.info = StreamInfo()
         self.created_at = trio.current_time()
         self.closed = False
+        self._shutting_down = False
 
     # ----------------------------------------------------------------- views
 
@@ -304,7 +305,12 @@ class Stream:
         try:
             with self._idle_scope:
                 await self._feed()
-            reason = EndReason.REAPED if self._idle_scope.cancelled_caught else EndReason.STREAM_ENDED
+            if self._shutting_down:
+                reason = EndReason.SHUTDOWN
+            elif self._idle_scope.cancelled_caught:
+                reason = EndReason.REAPED
+            else:
+                reason = EndReason.STREAM_ENDED
         except trio.Cancelled:
             raise
         except Exception:
@@ -486,7 +492,7 @@ class Stream:
                 error: PublishEnded = StreamIdleReaped(key.app, key.name, self._idle_timeout or 0.0)
                 session.finish("reaped", error)
             else:
-                session.finish("shutdown", PublishEnded(key.app, key.name, "the engine stopped"))
+                session.finish("shutdown", PublishEnded(key.app, key.name, "the server is shutting down"))
         for leftover in self._feeding:
             leftover.receive.close()
         self._feeding.clear()
@@ -496,6 +502,11 @@ class Stream:
             log.info("stream %s reaped: no frame for %g s", key, self._idle_timeout)
             self._emit(StreamReaped(key, now, self._idle_timeout or 0.0))
         self._emit(StreamClosed(key, now, reason.value))
+
+    def shutdown(self) -> None:
+        """End the stream now because the engine is stopping (see ``Engine.shutdown``)."""
+        self._shutting_down = True
+        self._idle_scope.cancel()
 
     def replace_session(self) -> None:
         """End the current session because a new publisher takes over (policy ``replace``)."""
