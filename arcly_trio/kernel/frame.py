@@ -87,6 +87,12 @@ class Frame:
         """``pts - dts`` in milliseconds (the FLV/RTMP CompositionTime)."""
         return self.pts - self.dts
 
+    def shifted(self, ms: int) -> Frame:
+        """The same media ``ms`` milliseconds later, with an empty packet cache (the cached
+        encodings carry timestamps, so they are not shared with the original)."""
+        return Frame(self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload,
+                     self.keyframe, self.config, self.track)
+
     def encoded(self, fmt: Hashable, build: Callable[[Frame], Any]) -> Any:
         """Return this frame serialised for ``fmt``, building it on first use only.
 

@@ -1,0 +1,469 @@
+"""The RTMP protocol worker: OBS and ffmpeg publish to it, players play from it.
+
+A thin trio adapter over the sans-IO cores (:mod:`.handshake`, :mod:`.session`,
+:mod:`arcly_trio.media.flv`). One task per connection, in the worker's nursery; a player gets a
+second task that pumps its kernel subscription to the socket. Writes go through one lock per
+connection, so replies and media never interleave mid-chunk.
+
+Hot path: a frame's outgoing chunks are built once per (chunk size, message stream id) and
+kept with the frame (:meth:`Frame.encoded`), so every RTMP player with the same chunk size
+shares the bytes; a player that is behind gets several frames in one ``send_all``.
+
+Resource handling: handshake timeout (slowloris), idle timeout for connections that neither
+publish nor play, a connection limit, and the sans-IO cores' size limits.
+
+Error handling: anything wrong with one connection — malformed bytes, oversized messages, a
+refused publish or play, a peer that vanishes — closes that connection and logs one line with
+the peer address and the reason. Nothing else is disturbed. Errors accepting connections that
+mean overload (EMFILE...) are logged and retried by :func:`trio.serve_listeners`; any other
+error in the worker itself propagates and stops the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...kernel.errors import (
+    AppNotFound,
+    EngineClosed,
+    ProtocolError,
+    PublishEnded,
+    PublisherLimitReached,
+    StreamAlreadyPublishing,
+    StreamError,
+    StreamNotFound,
+    Unauthorized,
+)
+from ...kernel.frame import Frame, FrameKind
+from ...kernel.keys import Credentials, StreamKey
+from ...kernel.subscription import EndReason, Subscription
+from ...media import flv
+from . import amf0
+from .chunks import chunk_message
+from .handshake import ServerHandshake
+from .session import (
+    CSID_AUDIO,
+    CSID_DATA,
+    CSID_VIDEO,
+    ConnectRequest,
+    DataMessage,
+    MediaMessage,
+    PauseRequest,
+    PlayRequest,
+    PublishRequest,
+    ServerSession,
+    StreamClosed,
+    StreamDeleted,
+    StreamUnpublishRequested,
+)
+
+if TYPE_CHECKING:
+    from ...kernel.engine import Engine
+    from ...kernel.stream import Publisher
+
+__all__ = ["RtmpServer"]
+
+log = logging.getLogger("arcly_trio.rtmp")
+
+_RECV_SIZE = 65536
+_CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DATA: CSID_DATA}
+_TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
+
+
+def rtmp_chunks(frame: Frame, chunk_size: int, stream_id: int) -> bytes:
+    """The chunked RTMP message of ``frame``, built once per chunk size and stream id."""
+    return frame.encoded(("rtmp", chunk_size, stream_id), lambda f: chunk_message(
+        _CSID[f.kind], _TYPE[f.kind], stream_id, f.dts & 0xFFFFFFFF, flv.frame_body(f), chunk_size
+    ))
+
+
+class _Close(Exception):
+    """End this connection after flushing what is queued (reason logged by the handler)."""
+
+
+class RtmpServer:
+    """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
+
+    ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
+    keeps it in ``self.port``. ``connections`` counts connections that publish or play (the
+    engine's graceful shutdown waits for it to reach 0).
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 1935,
+        *,
+        chunk_size: int = 4096,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 4096,
+        max_batch: int = 64,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.chunk_size = chunk_size
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.max_batch = max_batch
+        self.open_connections = 0
+        self.connections = 0
+
+    async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("RTMP listening on %s:%d", self.host, self.port)
+
+        async def handler(stream: trio.SocketStream) -> None:
+            await self._handle(engine, stream)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, handler, listeners)
+            task_status.started(self.port)
+
+    async def _handle(self, engine: Engine, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()[:2]
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        if self.open_connections >= self.max_connections:
+            log.warning("rtmp %s:%s refused: connection limit %d reached", *peer, self.max_connections)
+            await trio.aclose_forcefully(stream)
+            return
+        self.open_connections += 1
+        connection = _Connection(self, engine, stream, peer)
+        try:
+            await connection.run()
+        except trio.TooSlowError:
+            log.warning("rtmp %s:%s closed: %s", *peer, connection.timeout_reason)
+        except (ProtocolError, _Close) as exc:
+            log.warning("rtmp %s:%s closed: %s", *peer, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+            log.info("rtmp %s:%s went away: %s", *peer, exc or type(exc).__name__)
+        except StreamError as exc:
+            log.warning("rtmp %s:%s closed: %s", *peer, exc)
+        finally:
+            self.open_connections -= 1
+            if connection.busy:
+                self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+
+class _Connection:
+    """One RTMP connection: the command loop (and, for a player, its pump task)."""
+
+    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.SocketStream,
+                 peer: tuple[str, int]) -> None:
+        self.server = server
+        self.engine = engine
+        self.stream = stream
+        self.peer = peer
+        self.session = ServerSession(chunk_size=server.chunk_size)
+        self.send_lock = trio.StrictFIFOLock()
+        self.app: str | None = None
+        self.connect_query: dict[str, str] = {}
+        self.publish_stream_id: int | None = None
+        self.players: dict[int, trio.CancelScope] = {}
+        self.busy = False
+        self.timeout_reason = "timed out"
+        self.nursery: trio.Nursery | None = None
+
+    def _mark_busy(self) -> None:
+        if not self.busy:
+            self.busy = True
+            self.server.connections += 1
+
+    async def flush(self, extra: bytes = b"") -> None:
+        async with self.send_lock:
+            data = self.session.data_to_send()
+            if extra:
+                data = data + extra if data else extra
+            if data:
+                await self.stream.send_all(data)
+
+    async def receive(self) -> bytes:
+        return await self.stream.receive_some(_RECV_SIZE)
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        await self._handshake()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                await self._command_loop(None)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.nursery = None
+        # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            await self.flush()
+
+    async def _handshake(self) -> None:
+        handshake = ServerHandshake()
+        self.timeout_reason = f"handshake not completed within {self.server.handshake_timeout:g} s"
+        with trio.fail_after(self.server.handshake_timeout):
+            while not handshake.complete:
+                data = await self.receive()
+                if not data:
+                    raise _Close("peer closed during the handshake")
+                handshake.receive_data(data)
+                out = handshake.data_to_send()
+                if out:
+                    await self.stream.send_all(out)
+        self.session.receive_data(handshake.leftover())
+
+    async def _next_event(self, publisher: Publisher | None) -> Any:
+        """The session's next event, reading from the socket as needed; None at EOF."""
+        session = self.session
+        while True:
+            event = session.next_event()
+            if event is not None:
+                return event
+            await self.flush()
+            idle = not self.busy
+            timeout = self.server.idle_timeout if idle else math.inf
+            self.timeout_reason = f"idle for {self.server.idle_timeout:g} s without publishing or playing"
+            with trio.fail_after(timeout):
+                data = await self.receive()
+            if not data:
+                return None
+            session.receive_data(data)
+
+    async def _command_loop(self, publisher: Publisher | None) -> str:
+        """Handle events until EOF ("eof") or, when publishing, until the publish ends."""
+        while True:
+            event = await self._next_event(publisher)
+            if event is None:
+                return "eof"
+            if isinstance(event, MediaMessage):
+                if publisher is not None and event.stream_id == self.publish_stream_id:
+                    await self._ingest(publisher, event)
+            elif isinstance(event, DataMessage):
+                if publisher is not None and event.stream_id == self.publish_stream_id:
+                    await self._ingest_data(publisher, event)
+            elif isinstance(event, ConnectRequest):
+                await self._connect(event)
+            elif isinstance(event, PublishRequest):
+                outcome = await self._publish(event, publisher)
+                if outcome == "eof":
+                    return "eof"
+            elif isinstance(event, PlayRequest):
+                await self._play(event)
+            elif isinstance(event, (StreamDeleted, StreamClosed)):
+                if event.stream_id == self.publish_stream_id and publisher is not None:
+                    return "unpublished"
+                self._stop_player(event.stream_id)
+            elif isinstance(event, StreamUnpublishRequested):
+                if publisher is not None:
+                    return "unpublished"
+            elif isinstance(event, PauseRequest):
+                self.session.accept_pause(event.stream_id, event.paused)
+
+    # --------------------------------------------------------------- connect
+
+    async def _connect(self, event: ConnectRequest) -> None:
+        try:
+            self.engine.application(event.app)
+        except AppNotFound:
+            self.session.reject_connect(f"application {event.app!r} not found")
+            raise _Close(f"connect to unknown application {event.app!r}") from None
+        self.app = event.app
+        self.connect_query = dict(event.query)
+        self.session.accept_connect()
+
+    def _credentials(self, query: dict[str, str]) -> Credentials:
+        merged = {**self.connect_query, **query}
+        return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol="rtmp")
+
+    def _key(self, name: str) -> StreamKey:
+        if self.app is None:
+            raise _Close("publish or play before connect")
+        return StreamKey(self.app, name)
+
+    # --------------------------------------------------------------- publish
+
+    async def _publish(self, event: PublishRequest, current: Publisher | None) -> str:
+        session = self.session
+        sid = event.stream_id
+        if current is not None:
+            session.reject_publish(sid, "NetStream.Publish.BadConnection", "already publishing")
+            return "refused"
+        key = self._key(event.name)
+        refusal: tuple[str, str] | None = None
+        try:
+            async with self.engine.publish(key, self._credentials(event.query), protocol="rtmp") as pub:
+                self._mark_busy()
+                self.publish_stream_id = sid
+                session.accept_publish(sid)
+                await self.flush()
+                log.info("rtmp %s:%s publishing %s", *self.peer, key)
+                try:
+                    outcome = await self._command_loop(pub)
+                finally:
+                    self.publish_stream_id = None
+                log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key, outcome)
+                return outcome
+        except Unauthorized as exc:
+            refusal = ("NetStream.Publish.Unauthorized", str(exc))
+        except StreamAlreadyPublishing as exc:
+            refusal = ("NetStream.Publish.BadName", str(exc))
+        except (PublisherLimitReached, AppNotFound, EngineClosed) as exc:
+            refusal = ("NetStream.Publish.Rejected", str(exc))
+        except PublishEnded as exc:
+            session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
+            raise _Close(str(exc)) from None
+        session.reject_publish(sid, refusal[0], refusal[1])
+        raise _Close(f"publish of {key} refused: {refusal[1]}")
+
+    async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
+        try:
+            if event.type_id == 9:
+                frames = flv.parse_video_tracks(event.timestamp, event.payload)
+            else:
+                frames = flv.parse_audio_tracks(event.timestamp, event.payload)
+        except flv.FlvUnsupported as exc:
+            log.debug("rtmp %s:%s: skipped a message: %s", *self.peer, exc)
+            return
+        for frame in frames:
+            if frame.config and frame.kind is FrameKind.VIDEO:
+                _note_video_config(publisher, frame)
+            await publisher.send(frame)
+
+    async def _ingest_data(self, publisher: Publisher, event: DataMessage) -> None:
+        frame = flv.parse_data(event.timestamp, event.body)
+        if frame is None:
+            return
+        if frame.is_metadata:
+            _note_metadata(publisher, frame)
+        await publisher.send(frame)
+
+    # ------------------------------------------------------------------ play
+
+    async def _play(self, event: PlayRequest) -> None:
+        assert self.nursery is not None
+        self._stop_player(event.stream_id)
+        key = self._key(event.name)
+        await self.nursery.start(self._player, key, self._credentials(event.query), event.stream_id)
+
+    def _stop_player(self, stream_id: int) -> None:
+        scope = self.players.pop(stream_id, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _player(self, key: StreamKey, creds: Credentials, sid: int,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        session = self.session
+        try:
+            async with self.engine.subscribe(key, creds, protocol="rtmp") as sub:
+                self._mark_busy()
+                with trio.CancelScope() as scope:
+                    self.players[sid] = scope
+                    session.accept_play(sid)
+                    await self.flush()
+                    task_status.started()
+                    log.info("rtmp %s:%s playing %s", *self.peer, key)
+                    await self._pump(sub, sid)
+                    self._say_ended(sub, sid)
+                    await self.flush()
+                if self.players.get(sid) is scope:
+                    del self.players[sid]
+                if sub.end_reason in (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED):
+                    # The stream is over for this player; closing tells every client for sure.
+                    assert self.nursery is not None
+                    self.nursery.cancel_scope.cancel()
+        except StreamNotFound as exc:
+            session.reject_play(sid, "NetStream.Play.StreamNotFound", str(exc))
+            await self.flush()
+            task_status.started()
+        except Unauthorized as exc:
+            session.reject_play(sid, "NetStream.Play.Failed", str(exc))
+            await self.flush()
+            task_status.started()
+            raise _Close(f"play of {key} refused: {exc}") from None
+        except (AppNotFound, EngineClosed) as exc:
+            session.reject_play(sid, "NetStream.Play.Failed", str(exc))
+            await self.flush()
+            task_status.started()
+
+    def _say_ended(self, sub: Subscription, sid: int) -> None:
+        reason = sub.end_reason
+        if reason is EndReason.EVICTED:
+            self.session.send_on_status(sid, "error", "NetStream.Play.InsufficientBW",
+                                        f"dropped {sub.dropped} frames: too slow for this stream")
+            self.session.send_stream_eof(sid)
+        elif reason is not None:
+            self.session.send_unpublish_notify(sid, f"stream {sub.key} ended ({reason.value})")
+
+    async def _pump(self, sub: Subscription, sid: int) -> None:
+        """Write the subscription's frames, batching whatever has queued up."""
+        stream = self.stream
+        session = self.session
+        lock = self.send_lock
+        limit = self.server.max_batch
+        while True:
+            batch = await sub.next_batch(limit)
+            if not batch:
+                return
+            chunk_size = session.out_chunk_size
+            if len(batch) == 1:
+                payload = rtmp_chunks(batch[0], chunk_size, sid)
+            else:
+                payload = b"".join([rtmp_chunks(frame, chunk_size, sid) for frame in batch])
+            async with lock:
+                pending = session.data_to_send()
+                if pending:
+                    await stream.send_all(pending)
+                await stream.send_all(payload)
+
+
+def _note_metadata(publisher: Publisher, frame: Frame) -> None:
+    """Fill the stream's info from onMetaData (resolution, frame rate, audio)."""
+    try:
+        values = amf0.decode(frame.payload)
+    except ProtocolError:
+        return
+    if len(values) < 2 or not isinstance(values[1], dict):
+        return
+    meta = values[1]
+    info = publisher.info
+    info.metadata = {str(k): v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
+    width, height, fps = meta.get("width"), meta.get("height"), meta.get("framerate")
+    if isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0:
+        info.width, info.height = int(width), int(height)
+    if isinstance(fps, (int, float)) and fps > 0:
+        info.framerate = float(fps)
+    rate, stereo = meta.get("audiosamplerate"), meta.get("stereo")
+    if isinstance(rate, (int, float)) and rate > 0:
+        info.audio_sample_rate = int(rate)
+    if isinstance(stereo, bool):
+        info.audio_channels = 2 if stereo else 1
+
+
+def _note_video_config(publisher: Publisher, frame: Frame) -> None:
+    """Resolution from the decoder configuration (H.264/HEVC SPS), when metadata lacks it."""
+    from ...media import codecs
+
+    info = publisher.info
+    info.video_codec = frame.codec
+    try:
+        if frame.codec == "h264":
+            config = codecs.parse_avc_config(frame.payload)
+            if config.sps:
+                sps = codecs.parse_h264_sps(config.sps[0])
+                info.width, info.height = sps.width, sps.height
+        elif frame.codec == "hevc":
+            hconfig = codecs.parse_hevc_config(frame.payload)
+            if hconfig.sps:
+                hsps = codecs.parse_hevc_sps(hconfig.sps[0])
+                info.width, info.height = hsps.width, hsps.height
+    except ProtocolError:
+        pass

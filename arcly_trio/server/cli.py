@@ -1,0 +1,108 @@
+"""``arcly-trio serve``: the streaming server on embedded defaults.
+
+Runs one engine with the RTMP worker (and the HTTP worker once configured), applications from
+``--app``, optional token auth for publishers, and an optional built-in demo stream.
+SIGINT/SIGTERM stop it gracefully: publishers and players are told, tasks drain, and the
+process exits within the shutdown grace (5 s by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
+from ..kernel.engine import Engine
+from ..kernel.spec import AppSpec
+from ..protocols.rtmp.server import RtmpServer
+from .demo import publish_demo
+
+__all__ = ["main", "build_parser", "build_engine", "serve"]
+
+log = logging.getLogger("arcly_trio.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arcly-trio", description="Live-media streaming server on trio.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_p = commands.add_parser("serve", help="run the streaming server")
+    serve_p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve_p.add_argument("--rtmp-port", type=int, default=1935, help="RTMP port (default 1935; 0 picks one)")
+    serve_p.add_argument("--app", action="append", dest="apps", metavar="NAME",
+                         help="application name, repeatable (default: live)")
+    serve_p.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
+                         help="frames of the current GOP kept for instant start (0 = off; default 1024)")
+    serve_p.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                         help="reap a stream after this long without a frame (default 30)")
+    serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
+    serve_p.add_argument("--publish-token", metavar="SECRET",
+                         help="publishers must present ?token=SECRET (players are free)")
+    serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
+    serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
+                         help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
+    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer]:
+    apps = args.apps or ["live"]
+    if args.demo and "live" not in apps:
+        apps.append("live")
+    authenticator: Authenticator = (
+        TokenAuthenticator(publish_token=args.publish_token) if args.publish_token else AllowAll()
+    )
+    rtmp = RtmpServer(args.host, args.rtmp_port)
+    builder = (
+        Engine.builder()
+        .max_publishers(args.max_publishers)
+        .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
+        .authenticator(authenticator)
+        .protocol(rtmp)
+    )
+    for name in dict.fromkeys(apps):
+        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache))
+    return builder.build(), rtmp
+
+
+async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the server until SIGINT/SIGTERM (or cancellation)."""
+    engine, rtmp = build_engine(args)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
+                     args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
+            if args.demo:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
+            task_status.started(engine)
+            async for signum in signals:
+                log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, args.shutdown_grace)
+                break
+            await engine.shutdown(grace=args.shutdown_grace)
+            nursery.cancel_scope.cancel()
+    log.info("arcly-trio stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        trio.run(serve, args)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The built-in demo stream: a looping H.264+AAC clip published in real time, in-process.
+
+The clip (``assets/demo.flv``, 10 s, made once by ``scripts/make-demo-clip.sh`` from ffmpeg's
+test sources) is published through the same kernel path as any publisher, so every egress
+shows it. Each loop shifts the timestamps by the clip's length, so players see one continuous
+stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import trio
+
+from ..kernel.engine import Engine
+from ..kernel.errors import PublishEnded, StreamError
+from ..kernel.frame import Frame
+from ..kernel.keys import Credentials, StreamKey
+from ..media import flv
+
+__all__ = ["demo_frames", "publish_demo"]
+
+log = logging.getLogger("arcly_trio.demo")
+
+LOOP_MS = 10_000
+"""The clip's length: 300 video frames at 30 fps (whole GOPs, so it loops on a keyframe)."""
+
+
+def demo_frames() -> list[Frame]:
+    """The frames of the shipped demo clip, in file order (metadata and configs first)."""
+    data = resources.files("arcly_trio.server").joinpath("assets/demo.flv").read_bytes()
+    return flv.read_frames(data)
+
+
+async def publish_demo(engine: Engine, key: StreamKey | str = "live/demo", *, loops: float = float("inf")) -> None:
+    """Publish the demo clip to ``key`` in real time, looping, until cancelled or stopped."""
+    key = StreamKey.parse(key) if isinstance(key, str) else key
+    frames = demo_frames()
+    head = [f for f in frames if f.config]
+    body = [f for f in frames if not f.config]
+    try:
+        async with engine.publish(key, Credentials(peer=None, protocol="demo"), protocol="demo") as pub:
+            pub.info.width, pub.info.height = 640, 360
+            for frame in head:
+                await pub.send(frame)
+            start = trio.current_time()
+            loop = 0
+            while loop < loops:
+                offset = loop * LOOP_MS
+                for frame in body:
+                    ts = frame.dts + offset
+                    await trio.sleep_until(start + ts / 1000)
+                    await pub.send(frame.shifted(offset) if offset else frame)
+                loop += 1
+    except PublishEnded as exc:
+        log.info("demo stream stopped: %s", exc)
+    except StreamError as exc:
+        log.error("demo stream could not publish to %s: %s", key, exc)
