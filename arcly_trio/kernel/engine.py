@@ -312,7 +312,9 @@ class Engine:
     def streams(self) -> list[Stream]:
         return [stream for app in self._apps.values() for stream in app.streams()]
 
-    def stream(self, key: StreamKey) -> Stream:
+    def stream(self, key: StreamKey | str) -> Stream:
+        """The live stream at ``key`` (``AppNotFound``/``StreamNotFound`` if there is none)."""
+        key = StreamKey.parse(key) if isinstance(key, str) else key
         return self.application(key.app).stream(key.name)
 
     @asynccontextmanager

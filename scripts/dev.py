@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""One-command set-up for arcly-trio on a fresh machine with Python 3.11+.
+
+    python3 scripts/dev.py serve   # venv + install, then `arcly-trio serve --demo`
+    python3 scripts/dev.py test    # venv + install + test tools (ffmpeg...), then the whole suite
+
+Both create ``.venv`` next to the project (once) and install the project into it (editable, with
+the ``test`` extra for ``test``). ``test`` also installs the third-party tools the interop tests
+drive (ffmpeg/ffprobe) with apt-get when they are missing and
+the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
+to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}
+
+
+def run(*cmd: str | Path) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True)
+
+
+def ensure_venv(extra: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"arcly-trio needs Python 3.11 or newer, not {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / f".installed-{extra or 'base'}"
+    pyproject = ROOT / "pyproject.toml"
+    if not stamp.exists() or stamp.stat().st_mtime < pyproject.stat().st_mtime:
+        run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extra}]" if extra else str(ROOT))
+        stamp.touch()
+
+
+def ensure_tools() -> None:
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    apt = shutil.which("apt-get")
+    prefix: list[str] = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else [])
+    if apt is None or (os.geteuid() != 0 and not prefix):
+        print(f"warning: install {' '.join(missing)} for the interop tests "
+              "(they fail in CI without them and are skipped elsewhere)", file=sys.stderr)
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*prefix, apt, "update", "-qq"], check=True, env=env)
+    subprocess.run([*prefix, apt, "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"serve", "test"}:
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        ensure_venv("")
+        os.execv(str(PYTHON), [str(PYTHON), "-m", "arcly_trio", "serve", "--demo", *rest])
+    ensure_venv("test")
+    ensure_tools()
+    result = subprocess.run([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+    if result.returncode == 5:
+        print("no test ran", file=sys.stderr)
+        return 1
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
