@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -78,7 +79,7 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
                      args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
             if args.demo:
-                nursery.start_soon(publish_demo, engine, "live/demo")
+                nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
             task_status.started(engine)
             async for signum in signals:
@@ -98,10 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         trio.run(serve, args)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
+    except (OSError, BaseExceptionGroup) as exc:
+        # Binding the port fails inside serve's nursery, so the OSError comes in a group.
+        error = _lone_os_error(exc)
+        if error is None:
+            raise
+        log.error("cannot start: %s", error)
         return 1
     return 0
+
+
+def _lone_os_error(exc: BaseException) -> OSError | None:
+    """The OSError that ``exc`` is, or is the only leaf of (an exception group); else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
 
 
 if __name__ == "__main__":

@@ -33,14 +33,24 @@ def demo_frames() -> list[Frame]:
     return flv.read_frames(data)
 
 
-async def publish_demo(engine: Engine, key: StreamKey | str = "live/demo", *, loops: float = float("inf")) -> None:
-    """Publish the demo clip to ``key`` in real time, looping, until cancelled or stopped."""
+async def publish_demo(
+    engine: Engine,
+    key: StreamKey | str = "live/demo",
+    *,
+    loops: float = float("inf"),
+    token: str | None = None,
+) -> None:
+    """Publish the demo clip to ``key`` in real time, looping, until cancelled or stopped.
+
+    ``token`` is presented to the engine's authenticator like a publisher's ``?token=``.
+    """
     key = StreamKey.parse(key) if isinstance(key, str) else key
     frames = demo_frames()
     head = [f for f in frames if f.config]
     body = [f for f in frames if not f.config]
+    credentials = Credentials(token=token, peer=None, protocol="demo")
     try:
-        async with engine.publish(key, Credentials(peer=None, protocol="demo"), protocol="demo") as pub:
+        async with engine.publish(key, credentials, protocol="demo") as pub:
             pub.info.width, pub.info.height = 640, 360
             for frame in head:
                 await pub.send(frame)

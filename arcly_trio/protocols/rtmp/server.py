@@ -13,10 +13,12 @@ Resource handling: handshake timeout (slowloris), idle timeout for connections t
 publish nor play, a connection limit, and the sans-IO cores' size limits.
 
 Error handling: anything wrong with one connection — malformed bytes, oversized messages, a
-refused publish or play, a peer that vanishes — closes that connection and logs one line with
-the peer address and the reason. Nothing else is disturbed. Errors accepting connections that
-mean overload (EMFILE...) are logged and retried by :func:`trio.serve_listeners`; any other
-error in the worker itself propagates and stops the engine.
+message cut short by the peer closing, a refused connect, publish or play (after the refusal
+is sent), a peer that vanishes, even a bug in this module — closes that connection and logs one
+line with the peer address and the reason (a bug: with its traceback). Nothing else is
+disturbed. Errors accepting connections that mean overload (EMFILE...) are logged and retried
+by :func:`trio.serve_listeners`; any other error in the worker itself propagates and stops the
+engine.
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ class RtmpServer:
             log.info("rtmp %s:%s went away: %s", *peer, exc or type(exc).__name__)
         except StreamError as exc:
             log.warning("rtmp %s:%s closed: %s", *peer, exc)
+        except Exception:
+            # A bug in handling this one connection must not take the worker (and the engine)
+            # down with it: close the connection, log it loudly, serve the others.
+            log.exception("rtmp %s:%s closed: internal error", *peer)
         finally:
             self.open_connections -= 1
             if connection.busy:
@@ -194,18 +200,39 @@ class _Connection:
     # ------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
+        """Handshake, then serve commands (and players) until EOF or the first failure.
+
+        A failure comes out as itself (not in an exception group), after whatever is queued
+        (a rejection, an end-of-stream) has been sent, so the peer learns why it is closed.
+        """
         await self._handshake()
+        failure: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                await self._command_loop(None)
+                outcome = await self._command_loop(None)
+                if outcome == "eof":
+                    self._check_clean_eof()
                 nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            failure = _connection_failure(group)
         finally:
             self.nursery = None
         # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
         with trio.move_on_after(1) as scope:
             scope.shield = True
-            await self.flush()
+            try:
+                await self.flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        if failure is not None:
+            raise failure
+
+    def _check_clean_eof(self) -> None:
+        """The peer closed: fine between messages, a truncated message when in the middle of one."""
+        pending = self.session.pending_bytes
+        if pending:
+            raise _Close(f"peer closed the connection in the middle of a message ({pending} bytes pending)")
 
     async def _handshake(self) -> None:
         handshake = ServerHandshake()
@@ -313,7 +340,7 @@ class _Connection:
                 log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key, outcome)
                 return outcome
         except Unauthorized as exc:
-            refusal = ("NetStream.Publish.Unauthorized", str(exc))
+            refusal = ("NetStream.Publish.Denied", str(exc))
         except StreamAlreadyPublishing as exc:
             refusal = ("NetStream.Publish.BadName", str(exc))
         except (PublisherLimitReached, AppNotFound, EngineClosed) as exc:
@@ -381,18 +408,17 @@ class _Connection:
                     assert self.nursery is not None
                     self.nursery.cancel_scope.cancel()
         except StreamNotFound as exc:
-            session.reject_play(sid, "NetStream.Play.StreamNotFound", str(exc))
-            await self.flush()
-            task_status.started()
-        except Unauthorized as exc:
-            session.reject_play(sid, "NetStream.Play.Failed", str(exc))
-            await self.flush()
-            task_status.started()
-            raise _Close(f"play of {key} refused: {exc}") from None
-        except (AppNotFound, EngineClosed) as exc:
-            session.reject_play(sid, "NetStream.Play.Failed", str(exc))
-            await self.flush()
-            task_status.started()
+            refusal = ("NetStream.Play.StreamNotFound", str(exc))
+        except (Unauthorized, AppNotFound, EngineClosed) as exc:
+            refusal = ("NetStream.Play.Failed", str(exc))
+        else:
+            return
+        # A refused play ends the connection, as a refused publish does (the reason is sent
+        # first, then logged by the handler).
+        session.reject_play(sid, *refusal)
+        await self.flush()
+        task_status.started()
+        raise _Close(f"play of {key} refused: {refusal[1]}")
 
     def _say_ended(self, sub: Subscription, sid: int) -> None:
         reason = sub.end_reason
@@ -423,6 +449,21 @@ class _Connection:
                 if pending:
                     await stream.send_all(pending)
                 await stream.send_all(payload)
+
+
+def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What ended a connection's nursery, out of its exception group.
+
+    A group of nothing but cancellations is re-raised as is (trio's cancel scopes need it);
+    otherwise the first other exception (a protocol error, a refusal, a vanished peer) is what
+    the connection handler logs.
+    """
+    _, rest = group.split(trio.Cancelled)
+    if rest is None:
+        raise group
+    while isinstance(rest, BaseExceptionGroup):
+        rest = rest.exceptions[0]
+    return rest
 
 
 def _note_metadata(publisher: Publisher, frame: Frame) -> None:

@@ -464,6 +464,11 @@ class _Endpoint:
         return self._reader.chunk_size
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes received that do not yet form a whole message (non-zero mid-message)."""
+        return self._reader.unparsed_bytes + self._reader.partial_bytes
+
+    @property
     def bytes_received(self) -> int:
         """Bytes fed to :meth:`receive_data` (plus ``initial_bytes_received``)."""
         return self._bytes_received

@@ -1,0 +1,236 @@
+"""``arcly-trio serve`` as users run it: ``python -m arcly_trio serve ...`` in a subprocess.
+
+The server is started on ``--rtmp-port 0`` and the bound port is read from its log line (no
+race for a "free" port). ffprobe and ffmpeg talk to it over 127.0.0.1. Checked: the built-in
+demo stream is what it claims (H.264 640x360 + AAC); SIGTERM and SIGINT stop it with exit code 0
+within 5 s, and a connected ffmpeg player is told the stream ended and exits by itself;
+``--publish-token`` refuses publishers without the right token (and the demo still publishes);
+``--app`` sets the applications; bad options and a taken port exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests._tools import require_tool
+from tests.test_rtmp_interop import player, publisher
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+_LISTENING = re.compile(r"RTMP listening on [\d.]+:(\d+)")
+
+
+def serve_command(*options: str) -> list[str]:
+    return [sys.executable, "-m", "arcly_trio", "serve", *options]
+
+
+class CliServer:
+    """A running ``arcly-trio serve``: its process, its port, its log lines so far."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.port = 0
+        self.ready = trio.Event()
+
+    def url(self, path: str) -> str:
+        return f"rtmp://{HOST}:{self.port}/{path}"
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        pending = b""
+        async for chunk in self.process.stderr:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                match = _LISTENING.search(line)
+                if match:
+                    self.port = int(match.group(1))
+                if "arcly-trio ready" in line:
+                    self.ready.set()
+
+    async def wait_log(self, text: str) -> None:
+        """Wait until a log line contains ``text``."""
+        while not any(text in line for line in self.lines):
+            if self.process.returncode is not None:
+                raise AssertionError(f"the server exited ({self.process.returncode}):\n{self.log()}")
+            await trio.sleep(0.02)
+
+    async def stop(self, signum: int = signal.SIGTERM, within: float = 5.0) -> int:
+        """Send ``signum`` and return the exit code; fails unless it exits ``within`` seconds."""
+        self.process.send_signal(signum)
+        with trio.fail_after(within):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def cli_server(*options: str) -> AsyncIterator[CliServer]:
+    """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 *options``, ready to take clients."""
+    args = serve_command("--host", HOST, "--rtmp-port", "0", *options)
+    process = await trio.lowlevel.open_process(
+        args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    server = CliServer(process)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._read)
+            with trio.fail_after(10):
+                await server.ready.wait()
+            assert server.port
+            try:
+                yield server
+            finally:
+                with trio.CancelScope(shield=True):
+                    if process.returncode is None:
+                        process.kill()
+                    await process.wait()
+    finally:
+        if process.returncode is None:  # pragma: no cover - cancelled before the finally ran
+            process.kill()
+
+
+async def probe_streams(url: str) -> list[dict[str, Any]]:
+    """The streams ffprobe finds at ``url`` (codec, resolution)."""
+    args = [
+        require_tool("ffprobe"), "-v", "error", "-show_entries",
+        "stream=codec_type,codec_name,width,height", "-of", "json", url,
+    ]
+    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    streams: list[dict[str, Any]] = json.loads(result.stdout)["streams"]
+    return streams
+
+
+async def publish_exit_code(url: str) -> int:
+    """Publish a short test source to ``url``; the ffmpeg exit code (non-zero when refused)."""
+    async with publisher(url, seconds=5) as pub:
+        with trio.fail_after(10):
+            return await pub.wait()
+
+
+# ----------------------------------------------------------------------------------- tests
+
+
+async def test_demo_stream_is_h264_and_aac_and_sigterm_tells_the_player() -> None:
+    with trio.fail_after(40):
+        async with cli_server("--demo") as server:
+            streams = await probe_streams(server.url("live/demo"))
+            video = [s for s in streams if s["codec_type"] == "video"]
+            audio = [s for s in streams if s["codec_type"] == "audio"]
+            assert [(s["codec_name"], s["width"], s["height"]) for s in video] == [("h264", 640, 360)]
+            assert [s["codec_name"] for s in audio] == ["aac"]
+
+            async with player(server.url("live/demo")) as play:
+                await play.wait_frames(video=10, audio=10)
+                assert play.dimensions == "640x360"
+                assert await server.stop(signal.SIGTERM) == 0
+                # The player was told (end of stream), so it finishes cleanly by itself.
+                with trio.fail_after(5):
+                    assert await play.wait() == 0, play.stderr()
+            log = server.log()
+            assert "SIGTERM received" in log and "arcly-trio stopped" in log
+            assert "Traceback" not in log
+
+
+async def test_sigint_stops_the_server_with_exit_code_0() -> None:
+    with trio.fail_after(30):
+        async with cli_server("--demo") as server:
+            async with player(server.url("live/demo")) as play:
+                await play.wait_frames(video=5, audio=5)
+                assert await server.stop(signal.SIGINT) == 0
+                with trio.fail_after(5):
+                    assert await play.wait() == 0, play.stderr()
+            assert "SIGINT received" in server.log() and "Traceback" not in server.log()
+
+
+async def test_sigterm_when_idle_exits_at_once() -> None:
+    with trio.fail_after(20):
+        async with cli_server() as server:
+            start = trio.current_time()
+            assert await server.stop(signal.SIGTERM) == 0
+            assert trio.current_time() - start < 2
+
+
+async def test_publish_token_refuses_tokenless_publishers_and_accepts_the_right_one() -> None:
+    with trio.fail_after(40):
+        async with cli_server("--publish-token", "s3cret", "--demo") as server:
+            assert await publish_exit_code(server.url("live/cam")) != 0
+            assert await publish_exit_code(server.url("live/cam?token=wrong")) != 0
+            assert "publish of live/cam refused: no token" in server.log()
+            assert "publish of live/cam refused: wrong token" in server.log()
+
+            async with publisher(server.url("live/cam?token=s3cret"), seconds=10) as pub:
+                await server.wait_log("publishing live/cam")
+                streams = await probe_streams(server.url("live/cam"))  # players need no token
+                assert pub.running, pub.stderr()
+            assert {(s["codec_name"], s.get("width")) for s in streams} == {("h264", 320), ("aac", None)}
+            # The built-in demo presents the token too.
+            assert len(await probe_streams(server.url("live/demo"))) == 2
+            assert "demo stream could not publish" not in server.log()
+
+
+async def test_app_option_sets_the_applications() -> None:
+    with trio.fail_after(40):
+        async with cli_server("--app", "studio", "--app", "backstage") as server:
+            assert "(apps: studio, backstage)" in server.log()
+            async with publisher(server.url("studio/cam"), seconds=10) as pub:
+                await server.wait_log("publishing studio/cam")
+                streams = await probe_streams(server.url("studio/cam"))
+                assert pub.running, pub.stderr()
+            assert {s["codec_name"] for s in streams} == {"h264", "aac"}
+            # --app replaces the default "live".
+            assert await publish_exit_code(server.url("live/cam")) != 0
+            assert "connect to unknown application 'live'" in server.log()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--rtmp-port", "not-a-port"],
+        ["--no-such-option"],
+        ["--log-level", "loud"],
+        ["--gop-cache", "many"],
+    ],
+    ids=["no-options", "bad-port", "unknown-option", "bad-log-level", "bad-gop-cache"],
+)
+async def test_bad_options_exit_non_zero(options: list[str]) -> None:
+    args = serve_command(*options) if options else [sys.executable, "-m", "arcly_trio"]
+    with trio.fail_after(15):
+        result = await trio.run_process(args, cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 2
+    assert b"usage: arcly-trio" in result.stderr
+
+
+async def test_taken_port_exits_with_code_1() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(15):
+            result = await trio.run_process(
+                serve_command("--host", HOST, "--rtmp-port", str(port)),
+                cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False,
+            )
+    assert result.returncode == 1
+    assert b"cannot start" in result.stderr
+    assert b"Traceback" not in result.stderr
