@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import attrs
 
 from .keys import StreamKey
@@ -12,38 +10,49 @@ __all__ = ["RateMeter", "StreamInfo", "StreamStats"]
 
 
 class RateMeter:
-    """Counts events and bytes over a sliding window (one second by default).
+    """Counts frames and bytes over the last second, in constant memory.
 
-    ``add`` is called once per frame with the batch's clock reading, so it costs a deque
-    append and, now and then, a popleft.
+    Time is cut into ``slots`` buckets of ``window / slots`` seconds; ``rate`` sums the
+    ``slots`` whole buckets before the current one, so it always covers exactly one window.
+    ``add`` costs a division and two increments (plus clearing buckets when time moves on).
     """
 
-    __slots__ = ("_window", "_samples", "_bytes", "frames_total", "bytes_total")
+    __slots__ = ("_width", "_slots", "_frames", "_bytes", "_current", "frames_total", "bytes_total")
 
-    def __init__(self, window: float = 1.0) -> None:
-        self._window = window
-        self._samples: deque[tuple[float, int]] = deque()
-        self._bytes = 0
+    def __init__(self, window: float = 1.0, slots: int = 10) -> None:
+        self._width = window / slots
+        self._slots = slots
+        self._frames = [0] * (slots + 1)
+        self._bytes = [0] * (slots + 1)
+        self._current = 0
         self.frames_total = 0
         self.bytes_total = 0
 
+    def _advance(self, now: float) -> int:
+        bucket = int(now / self._width)
+        current = self._current
+        if bucket != current:
+            ring = self._slots + 1
+            for b in range(max(current + 1, bucket - ring + 1), bucket + 1):
+                self._frames[b % ring] = 0
+                self._bytes[b % ring] = 0
+            self._current = bucket
+        return bucket
+
     def add(self, now: float, size: int) -> None:
-        self._samples.append((now, size))
-        self._bytes += size
+        index = self._advance(now) % (self._slots + 1)
+        self._frames[index] += 1
+        self._bytes[index] += size
         self.frames_total += 1
         self.bytes_total += size
-        self._expire(now)
-
-    def _expire(self, now: float) -> None:
-        samples = self._samples
-        horizon = now - self._window
-        while samples and samples[0][0] <= horizon:
-            self._bytes -= samples.popleft()[1]
 
     def rate(self, now: float) -> tuple[float, float]:
-        """(frames per second, bits per second) over the window ending at ``now``."""
-        self._expire(now)
-        return len(self._samples) / self._window, self._bytes * 8 / self._window
+        """(frames per second, bits per second) over the last whole window before ``now``."""
+        current = self._advance(now) % (self._slots + 1)
+        window = self._width * self._slots
+        frames = sum(self._frames) - self._frames[current]
+        size = sum(self._bytes) - self._bytes[current]
+        return frames / window, size * 8 / window
 
 
 @attrs.define

@@ -57,7 +57,7 @@ class AppSpec:
     lag_budget: int | None = attrs.field(default=None, validator=_non_negative)
     takeover: Takeover = attrs.field(default=Takeover.REJECT, converter=Takeover)
     reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
-    ingest_queue: int = attrs.field(default=512, validator=_positive)
+    ingest_queue: int = attrs.field(default=64, validator=_positive)
     hls: bool = False
     record: bool = False
 

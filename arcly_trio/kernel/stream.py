@@ -342,13 +342,16 @@ class Stream:
     async def _pump(self, receive: trio.MemoryReceiveChannel[Frame]) -> None:
         idle = self._idle_timeout
         scope = self._idle_scope
+        # Never offer a subscriber more frames in one go than half its queue holds, so a
+        # subscriber that keeps up never drops because of a burst from the publisher.
+        max_batch = max(1, min(MAX_BATCH, self._spec.subscriber_queue // 2))
         while True:
             try:
                 batch = [await receive.receive()]
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             try:
-                while len(batch) < MAX_BATCH:
+                while len(batch) < max_batch:
                     batch.append(receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 pass

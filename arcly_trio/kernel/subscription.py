@@ -49,6 +49,11 @@ class Subscription:
     egress that has fallen behind can write several frames per send.
     """
 
+    __slots__ = (
+        "id", "key", "credentials", "protocol", "_stream", "_send", "_receive", "_offer", "_replay",
+        "_replay_pos", "_state", "_gap_start", "_gap_dropped", "dropped", "lag_episodes", "end_reason",
+    )
+
     def __init__(
         self,
         stream: Stream,
@@ -72,10 +77,8 @@ class Subscription:
         # Seq of the first frame this subscriber missed (while starting: the first after joining).
         self._gap_start = stream.next_seq
         self._gap_dropped = 0
-        self.dropped = 0
-        """Frames this subscriber missed because its queue was full."""
-        self.lag_episodes = 0
-        """How many times it fell behind and had to skip to a keyframe."""
+        self.dropped = 0  # frames this subscriber missed because its queue was full
+        self.lag_episodes = 0  # how many times it fell behind and had to skip to a keyframe
         self.end_reason: EndReason | None = None
 
     @property

@@ -9,6 +9,7 @@ process exits within the shutdown grace (5 s by default).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -81,6 +82,10 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             if args.demo:
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
+            # Everything allocated at start-up lives as long as the server: keep it out of
+            # the cyclic collector's way (at thousands of players GC is a third of the CPU).
+            gc.collect()
+            gc.freeze()
             task_status.started(engine)
             async for signum in signals:
                 log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, args.shutdown_grace)
