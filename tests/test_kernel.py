@@ -545,3 +545,30 @@ async def test_graceful_shutdown_tells_publishers_and_drains_subscribers(autojum
     assert "shutting down" in str(outcome[0])
     assert len(rec.got["rec/s"]) == 3 and rec.ended == ["shutdown"]
     assert not eng.running
+
+
+async def test_audio_is_grouped_with_the_next_video_frame(autojump_clock: trio.testing.MockClock,
+                                                          engine: Engine) -> None:
+    async with engine.publish("live/s") as pub, engine.subscribe("live/s") as sub:
+        for f in [video_config(), keyframe(0)]:
+            await pub.send(f)
+        assert len(await sub.next_batch()) == 2
+        await pub.send(a1 := audio(10))
+        await pub.send(a2 := audio(31))
+        await settle()
+        assert sub.queued == 0  # held: no wake-up for audio alone
+        await pub.send(v := delta(33))
+        batch = await sub.next_batch()
+        assert [id(f) for f in batch] == [id(a1), id(a2), id(v)]  # one wake-up, order kept
+        await pub.send(a3 := audio(52))
+        start = trio.current_time()
+        assert await sub.next_batch() == [a3]  # video stalled: released after the hold limit
+        assert trio.current_time() - start == pytest.approx(0.1, abs=0.01)
+
+
+async def test_audio_only_streams_are_not_held(engine: Engine) -> None:
+    async with engine.publish("live/s") as pub, engine.subscribe("live/s") as sub:
+        await pub.send(audio_config())
+        await pub.send(a := audio(0))
+        await settle()
+        assert sub.queued == 2 and (await sub.next_batch())[-1] is a

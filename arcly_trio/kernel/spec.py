@@ -46,6 +46,10 @@ class AppSpec:
             its subscribers are ended.
         ingest_queue: frames a publisher may have in flight to the stream task before its
             ``send`` waits (for the stream task, never for a subscriber).
+        audio_hold: on streams with video, hold up to this many audio frames that arrive after
+            a video frame and deliver them with the next one (0 = off). Subscribers are then
+            woken once per video frame instead of once per frame; audio waits at most one
+            video frame interval (and never more than 100 ms).
         hls: package this application's streams as HLS (used by the HTTP egress).
         record: record every publish session of this application as FLV.
     """
@@ -58,6 +62,7 @@ class AppSpec:
     takeover: Takeover = attrs.field(default=Takeover.REJECT, converter=Takeover)
     reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
     ingest_queue: int = attrs.field(default=64, validator=_positive)
+    audio_hold: int = attrs.field(default=8, validator=_non_negative)
     hls: bool = False
     record: bool = False
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -172,6 +173,7 @@ class _Connection:
         self.stream = stream
         self.peer = peer
         self.session = ServerSession(chunk_size=server.chunk_size)
+        self.fd = stream.socket.fileno()
         self.send_lock = trio.StrictFIFOLock()
         self.app: str | None = None
         self.connect_query: dict[str, str] = {}
@@ -430,10 +432,9 @@ class _Connection:
             self.session.send_unpublish_notify(sid, f"stream {sub.key} ended ({reason.value})")
 
     async def _pump(self, sub: Subscription, sid: int) -> None:
-        """Write the subscription's frames, batching whatever has queued up."""
-        stream = self.stream
+        """Write the subscription's frames, batching whatever has queued up (the stream
+        already groups audio with the next video frame, see ``AppSpec.audio_hold``)."""
         session = self.session
-        lock = self.send_lock
         limit = self.server.max_batch
         while True:
             batch = await sub.next_batch(limit)
@@ -444,11 +445,33 @@ class _Connection:
                 payload = rtmp_chunks(batch[0], chunk_size, sid)
             else:
                 payload = b"".join([rtmp_chunks(frame, chunk_size, sid) for frame in batch])
-            async with lock:
-                pending = session.data_to_send()
-                if pending:
-                    await stream.send_all(pending)
-                await stream.send_all(payload)
+            await self.write(payload)
+
+    async def write(self, payload: bytes) -> None:
+        """Write queued session output, then ``payload``, under the connection's write lock.
+
+        Fast path for the fan-out: when the lock is free it is taken without a checkpoint, and
+        the bytes go straight to the non-blocking socket with one ``os.write``; only what the
+        kernel's send buffer did not take goes through ``send_all`` (which waits for room).
+        """
+        lock = self.send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            pending = self.session.data_to_send()
+            data = pending + payload if pending else payload
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"write failed: {exc}") from exc
+            if sent < len(data):
+                await self.stream.send_all(memoryview(data)[sent:])
+        finally:
+            lock.release()
 
 
 def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
