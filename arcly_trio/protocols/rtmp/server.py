@@ -9,6 +9,10 @@ Hot path: a frame's outgoing chunks are built once per (chunk size, message stre
 kept with the frame (:meth:`Frame.encoded`), so every RTMP player with the same chunk size
 shares the bytes; a player that is behind gets several frames in one ``send_all``.
 
+Flow control: acknowledgements are sent for the peer's window; a player that announced a
+Set Peer Bandwidth gets no more unacknowledged bytes than it allows (its writes wait for an
+acknowledgement, and its kernel subscription drops to the next keyframe meanwhile).
+
 Resource handling: handshake timeout (slowloris), idle timeout for connections that neither
 publish nor play, a connection limit, and the sans-IO cores' size limits.
 
@@ -174,6 +178,9 @@ class _Connection:
         self.peer = peer
         self.session = ServerSession(chunk_size=server.chunk_size)
         self.fd = stream.socket.fileno()
+        self.bytes_sent = 0
+        self.acknowledged = 0
+        self.ack_arrived = trio.Event()
         self.send_lock = trio.StrictFIFOLock()
         self.app: str | None = None
         self.connect_query: dict[str, str] = {}
@@ -255,6 +262,10 @@ class _Connection:
         session = self.session
         while True:
             event = session.next_event()
+            if session.peer_acknowledged != self.acknowledged:  # counted while parsing
+                self.acknowledged = session.peer_acknowledged
+                self.ack_arrived.set()
+                self.ack_arrived = trio.Event()
             if event is not None:
                 return event
             await self.flush()
@@ -454,6 +465,7 @@ class _Connection:
         the bytes go straight to the non-blocking socket with one ``os.write``; only what the
         kernel's send buffer did not take goes through ``send_all`` (which waits for room).
         """
+        await self._within_peer_bandwidth()
         lock = self.send_lock
         if lock.locked():
             await lock.acquire()
@@ -470,8 +482,20 @@ class _Connection:
                 raise trio.BrokenResourceError(f"write failed: {exc}") from exc
             if sent < len(data):
                 await self.stream.send_all(memoryview(data)[sent:])
+            self.bytes_sent += len(data)
         finally:
             lock.release()
+
+    async def _within_peer_bandwidth(self) -> None:
+        """Honour the peer's Set Peer Bandwidth: with more than that many bytes sent and not
+        yet acknowledged, wait for an acknowledgement (meanwhile the subscription's queue
+        fills and the kernel drops to the next keyframe for this player). A peer that never
+        announced a bandwidth is not limited."""
+        bandwidth = self.session.peer_bandwidth
+        if bandwidth is None:
+            return
+        while self.bytes_sent - self.session.peer_acknowledged > bandwidth[0]:
+            await self.ack_arrived.wait()
 
 
 def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
