@@ -32,6 +32,7 @@ pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 _LISTENING = re.compile(r"RTMP listening on [\d.]+:(\d+)")
+_HTTP_LISTENING = re.compile(r"HTTP listening on [\d.]+:(\d+)")
 
 
 def serve_command(*options: str) -> list[str]:
@@ -46,6 +47,7 @@ class CliServer:
         self.lines: list[str] = []
         self.port = 0
         self.ready = trio.Event()
+        self.http_port: int | None = None
 
     def url(self, path: str) -> str:
         return f"rtmp://{HOST}:{self.port}/{path}"
@@ -65,6 +67,9 @@ class CliServer:
                 match = _LISTENING.search(line)
                 if match:
                     self.port = int(match.group(1))
+                match = _HTTP_LISTENING.search(line)
+                if match:
+                    self.http_port = int(match.group(1))
                 if "arcly-trio ready" in line:
                     self.ready.set()
 
@@ -84,8 +89,8 @@ class CliServer:
 
 @asynccontextmanager
 async def cli_server(*options: str) -> AsyncIterator[CliServer]:
-    """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 *options``, ready to take clients."""
-    args = serve_command("--host", HOST, "--rtmp-port", "0", *options)
+    """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 --http-port 0 *options``, ready."""
+    args = serve_command("--host", HOST, "--rtmp-port", "0", "--http-port", "0", *options)
     process = await trio.lowlevel.open_process(
         args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -234,3 +239,53 @@ async def test_taken_port_exits_with_code_1() -> None:
     assert result.returncode == 1
     assert b"cannot start" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def _api_streams(port: int) -> list[dict[str, Any]]:
+    """The streams ``GET /api/streams`` lists (one flat list over all apps)."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        await stream.send_all(b"GET /api/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    if b"chunked" in head.lower():
+        decoded, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2:]
+        body = decoded
+    return [s for app in json.loads(body)["apps"] for s in app["streams"]]
+
+
+async def test_recording_is_complete_after_sigterm_of_the_server(tmp_path: Path) -> None:
+    """`--record DIR`: SIGTERM while ffmpeg publishes; the file holds every frame received."""
+    ffprobe = require_tool("ffprobe")
+    with trio.fail_after(60):
+        async with cli_server("--record", str(tmp_path), "--hls") as server, \
+                publisher(server.url("live/rec"), gop=30):
+            assert server.http_port
+            received = 0
+            while received < 75:  # about 2.5 s of video
+                await trio.sleep(0.2)
+                streams = await _api_streams(server.http_port)
+                received = (streams[0]["video"] or {}).get("frames", 0) if streams else 0
+            assert await server.stop(signal.SIGTERM) == 0
+    files = list((tmp_path / "live").glob("rec-*.flv"))
+    assert len(files) == 1
+    probe = await trio.run_process(
+        [ffprobe, "-v", "error", "-count_packets", "-select_streams", "v:0",
+         "-show_entries", "stream=nb_read_packets:format=duration", "-of", "json", str(files[0])],
+        capture_stdout=True)
+    info = json.loads(probe.stdout)
+    packets = int(info["streams"][0]["nb_read_packets"])
+    assert packets >= received  # every frame seen before SIGTERM is in the file
+    assert abs(float(info["format"]["duration"]) - packets / 30) < 1.0  # within one GOP (1 s)
+    decode = await trio.run_process([require_tool("ffmpeg"), "-v", "error", "-i", str(files[0]), "-f", "null", "-"],
+                                    capture_stderr=True)
+    assert decode.stderr == b""

@@ -406,7 +406,7 @@ async def test_qos_over_the_last_second(autojump_clock: trio.testing.MockClock, 
     assert stats.video_fps == pytest.approx(30, abs=1)
     assert stats.video_bitrate == pytest.approx(30 * 1000 * 8, rel=0.05)
     assert stats.audio_fps == pytest.approx(30, abs=1)
-    assert stats.video_frames_total == 61 and stats.info.video_codec == "h264"
+    assert stats.video_frames_total == 60 and stats.info.video_codec == "h264"
     assert stats.info.audio_codec == "aac" and stats.publishing
 
 
@@ -572,3 +572,28 @@ async def test_audio_only_streams_are_not_held(engine: Engine) -> None:
         await pub.send(a := audio(0))
         await settle()
         assert sub.queued == 2 and (await sub.next_batch())[-1] is a
+
+
+async def test_shutdown_delivers_frames_still_in_flight() -> None:
+    rec = _Recorder()
+    eng = Engine.builder().application(AppSpec("rec", record=True)).service(rec).build()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(eng.serve)
+        sent: list[Frame] = []
+
+        async def publisher() -> None:
+            with pytest.raises(PublishEnded):
+                async with eng.publish("rec/s") as pub:
+                    for f in [video_config(), *synthetic_gop(0, frames=20, audio_fps=0)]:
+                        await pub.send(f)  # fits the ingest queue: no checkpoint, all still queued
+                        sent.append(f)
+                    stream = eng.stream("rec/s")
+                    assert stream.stats().video_frames_total == 0  # nothing delivered yet
+                    stream.shutdown()
+                    await trio.sleep_forever()
+
+        nursery.start_soon(publisher)
+        await trio.testing.wait_all_tasks_blocked()
+        await eng.shutdown(grace=5)
+        assert not eng.running  # shutdown returns once the engine has stopped
+    assert [id(f) for f in rec.got["rec/s"]] == [id(f) for f in sent]

@@ -178,6 +178,7 @@ class Engine:
         self._workers = workers
         self._services = services or []
         self._stopping = False
+        self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
         self._publishers = 0
         self._ids = itertools.count(1)
@@ -215,6 +216,7 @@ class Engine:
         """Run the engine until cancelled. ``started`` once all apps and workers are ready."""
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
+        self._stopped = trio.Event()
         with _unwrap_single():
             try:
                 async with trio.open_nursery() as nursery:
@@ -229,6 +231,7 @@ class Engine:
                 self._nursery = None
                 self._stopping = False
                 self._apps.clear()
+                self._stopped.set()
 
     async def __aenter__(self) -> Engine:
         outer = trio.open_nursery()
@@ -278,6 +281,7 @@ class Engine:
             ):
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+        await self._stopped.wait()
 
     # -------------------------------------------------------- applications
 

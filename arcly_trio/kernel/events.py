@@ -29,6 +29,7 @@ __all__ = [
     "SubscriberLagged",
     "SubscriberResumed",
     "SubscriberEvicted",
+    "ServiceEvent",
     "EventBus",
     "EventFeed",
 ]
@@ -122,6 +123,20 @@ class SubscriberEvicted(StreamEvent):
     subscriber_id: int
     dropped_total: int
     lag_budget: int
+
+
+@attrs.frozen(slots=True)
+class ServiceEvent(StreamEvent):
+    """Something a stream service (HLS packaging, recording...) reports about a stream.
+
+    ``service`` names the service, ``what`` says what happened (``"recording-started"``,
+    ``"recording-failed"``...), ``detail`` is for humans (a path, an error message).
+    """
+
+    hook: ClassVar[str] = "on_service_event"
+    service: str
+    what: str
+    detail: str
 
 
 class EventFeed:

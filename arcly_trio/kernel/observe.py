@@ -19,6 +19,7 @@ from .keys import StreamKey
 
 if TYPE_CHECKING:
     from .events import (
+        ServiceEvent,
         StreamClosed,
         StreamEvent,
         StreamPublished,
@@ -49,6 +50,7 @@ class Observer:
     def on_subscriber_lagged(self, event: SubscriberLagged) -> None: ...
     def on_subscriber_resumed(self, event: SubscriberResumed) -> None: ...
     def on_subscriber_evicted(self, event: SubscriberEvicted) -> None: ...
+    def on_service_event(self, event: ServiceEvent) -> None: ...
     def on_frame(self, key: StreamKey, frame: Frame) -> None: ...
 
 
@@ -77,7 +79,9 @@ class SafeObserver:
     def notify(self, event: StreamEvent) -> None:
         hook = event.hook
         try:
-            getattr(self._observer, hook)(event)
+            method = getattr(self._observer, hook, None)
+            if method is not None:
+                method(event)
         except Exception:
             self._failed(hook)
 

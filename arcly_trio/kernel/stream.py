@@ -333,7 +333,7 @@ class Stream:
 
     async def _await_publisher(self) -> bool:
         grace = self._spec.reconnect_grace
-        if grace > 0:
+        if grace > 0 and not self._shutting_down:
             self._arrived = trio.Event()
             with trio.move_on_after(grace):
                 await self._arrived.wait()
@@ -404,13 +404,17 @@ class Stream:
         for frame in batch:
             seq += 1
             kind = frame.kind
-            if kind is _VIDEO:
+            if frame.config:  # codec configs and metadata: not media, not counted in QoS
+                sync = False
+                if kind is _VIDEO:
+                    self.has_video = True
+            elif kind is _VIDEO:
                 self.has_video = True
                 self.video.add(now, len(frame.payload))
-                sync = frame.keyframe and not frame.config
+                sync = frame.keyframe
             elif kind is _AUDIO:
                 self.audio.add(now, len(frame.payload))
-                sync = not self.has_video and not frame.config
+                sync = not self.has_video
             else:
                 sync = False
             gop.push(seq, frame)
@@ -541,9 +545,21 @@ class Stream:
         self._emit(StreamClosed(key, now, reason.value))
 
     def shutdown(self) -> None:
-        """End the stream now because the engine is stopping (see ``Engine.shutdown``)."""
+        """End the stream because the engine is stopping (see ``Engine.shutdown``).
+
+        The publish session ends at once (its publisher is told), but frames it had already
+        sent are still delivered before the subscribers end: nothing received is lost.
+        """
         self._shutting_down = True
-        self._idle_scope.cancel()
+        key = self.key
+        if self.session is not None:
+            self.session.finish("shutdown", PublishEnded(key.app, key.name, "the server is shutting down"))
+        elif not self._feeding:
+            self._idle_scope.cancel()
+
+    def notify(self, event: StreamEvent) -> None:
+        """Emit ``event`` to the application's event feed and the observer (for services)."""
+        self._emit(event)
 
     def replace_session(self) -> None:
         """End the current session because a new publisher takes over (policy ``replace``)."""

@@ -21,7 +21,9 @@ import trio
 from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
 from ..kernel.engine import Engine
 from ..kernel.spec import AppSpec
+from ..protocols.http import HttpServer
 from ..protocols.rtmp.server import RtmpServer
+from ..services import FlvRecorder, HlsService
 from .demo import publish_demo
 
 __all__ = ["main", "build_parser", "build_engine", "serve"]
@@ -35,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = commands.add_parser("serve", help="run the streaming server")
     serve_p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve_p.add_argument("--rtmp-port", type=int, default=1935, help="RTMP port (default 1935; 0 picks one)")
+    serve_p.add_argument("--http-port", type=int, default=8080,
+                         help="HTTP port for HTTP-FLV, WebSocket-FLV, HLS and the API (default 8080; 0 picks one; -1 = off)")
+    serve_p.add_argument("--hls", action="store_true", help="package every stream as HLS (served on the HTTP port)")
+    serve_p.add_argument("--hls-segment", type=float, default=2.0, metavar="SECONDS",
+                         help="HLS target segment duration (default 2)")
+    serve_p.add_argument("--hls-window", type=int, default=6, metavar="SEGMENTS",
+                         help="segments listed in the HLS playlist (default 6)")
+    serve_p.add_argument("--record", metavar="DIR",
+                         help="record every publish session as DIR/{app}/{stream}-{UTC start}.flv")
     serve_p.add_argument("--app", action="append", dest="apps", metavar="NAME",
                          help="application name, repeatable (default: live)")
     serve_p.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
@@ -51,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer]:
+def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServer | None]:
     apps = args.apps or ["live"]
     if args.demo and "live" not in apps:
         apps.append("live")
@@ -66,19 +77,31 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer]:
         .authenticator(authenticator)
         .protocol(rtmp)
     )
+    http: HttpServer | None = None
+    if args.http_port >= 0:
+        hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
+        http = HttpServer(args.host, args.http_port, hls=hls)
+        builder.protocol(http)
+        if hls is not None:
+            builder.service(hls)
+    if args.record:
+        builder.service(FlvRecorder(args.record))
     for name in dict.fromkeys(apps):
-        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache))
-    return builder.build(), rtmp
+        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache, hls=args.hls, record=bool(args.record)))
+    return builder.build(), rtmp, http
 
 
 async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation)."""
-    engine, rtmp = build_engine(args)
+    engine, rtmp, http = build_engine(args)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
                      args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
+            if http is not None:
+                log.info("HTTP-FLV http://%s:%d/{app}/{stream}.flv, WebSocket-FLV ws://...same path%s, API /api/streams",
+                         args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
             if args.demo:
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)

@@ -1,0 +1,137 @@
+"""The JSON API: ``GET /api/streams`` (every application and stream) and ``GET /api/health``.
+
+``/api/streams``::
+
+    {"apps": [{"name": "live", "hls": true, "record": false, "streams": [
+        {"name": "demo", "key": "live/demo", "publishing": true,
+         "publisher": {"protocol": "rtmp", "address": "127.0.0.1", "port": 50412,
+                       "started_at": 1714564800.0},
+         "video": {"codec": "h264", "width": 640, "height": 360, "framerate": 30.0,
+                   "fps": 30.0, "bitrate": 812000.0, "frames": 300},
+         "audio": {"codec": "aac", "sample_rate": 44100, "channels": 2, "fps": 43.0,
+                   "bitrate": 128000.0, "frames": 430},
+         "subscribers": {"total": 3, "by_protocol": {"http-flv": 2, "hls": 1}},
+         "drops": 0, "bytes": 1234567, "uptime": 12.5,
+         "hls": "/live/demo/index.m3u8", "flv": "/live/demo.flv"}]}],
+     "streams": 1, "publishers": 1}
+
+``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
+``uptime`` is in seconds; ``width``, ``height``, ``framerate``, ``sample_rate`` and
+``channels`` come from the publisher's metadata when the protocol adapter filled them in
+(``null`` otherwise); ``video``/``audio`` are ``null`` for a track not seen. ``/api/health`` answers ``200``
+``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
+a graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ...kernel.application import Application
+from ...kernel.stream import Stream
+from .router import HttpRequest
+from .server import Exchange
+
+if TYPE_CHECKING:
+    from ...kernel.engine import Engine
+    from .server import HttpServer
+
+__all__ = ["install", "streams_document", "stream_document", "health_document"]
+
+
+def install(server: HttpServer) -> None:
+    server.router.get("/api/health", serve_health)
+    server.router.get("/api/streams", serve_streams)
+
+
+def _number(value: float) -> float:
+    return round(value, 3) if math.isfinite(value) else 0.0
+
+
+def stream_document(stream: Stream, *, hls: bool = False) -> dict[str, Any]:
+    """One stream as ``/api/streams`` shows it."""
+    stats = stream.stats()
+    info = stats.info
+    key = stats.key
+    publisher: dict[str, Any] | None = None
+    if stats.publishing:
+        peer = info.peer
+        address, port = (peer[0], peer[1]) if peer is not None and len(peer) >= 2 else (None, None)
+        publisher = {"protocol": info.protocol or None, "address": address, "port": port,
+                     "started_at": info.started_at or None}
+    document: dict[str, Any] = {
+        "name": key.name,
+        "key": str(key),
+        "publishing": stats.publishing,
+        "publisher": publisher,
+        "video": None,
+        "audio": None,
+        "subscribers": {"total": stats.subscribers, "by_protocol": dict(stats.subscribers_by_protocol)},
+        "drops": stats.drops_total,
+        "bytes": stats.bytes_total,
+        "uptime": _number(stats.uptime),
+        "flv": f"/{key.app}/{key.name}.flv",
+        "hls": f"/{key.app}/{key.name}/index.m3u8" if hls else None,
+    }
+    if info.video_codec is not None or stats.video_frames_total:
+        document["video"] = {
+            "codec": info.video_codec,
+            "width": info.width,
+            "height": info.height,
+            "framerate": info.framerate,
+            "fps": _number(stats.video_fps),
+            "bitrate": _number(stats.video_bitrate),
+            "frames": stats.video_frames_total,
+        }
+    if info.audio_codec is not None or stats.audio_frames_total:
+        document["audio"] = {
+            "codec": info.audio_codec,
+            "sample_rate": info.audio_sample_rate,
+            "channels": info.audio_channels,
+            "fps": _number(stats.audio_fps),
+            "bitrate": _number(stats.audio_bitrate),
+            "frames": stats.audio_frames_total,
+        }
+    return document
+
+
+def _app_document(app: Application, server: HttpServer | None) -> dict[str, Any]:
+    hls = server is not None and server.hls is not None and server.hls.applies_to(app.spec)
+    return {
+        "name": app.name,
+        "hls": hls,
+        "record": app.spec.record,
+        "streams": [stream_document(stream, hls=hls) for stream in app.streams()],
+    }
+
+
+def streams_document(engine: Engine, server: HttpServer | None = None) -> dict[str, Any]:
+    """Every application and its streams (see the module docstring)."""
+    apps = [_app_document(app, server) for app in engine.applications()]
+    return {
+        "apps": apps,
+        "streams": sum(len(app["streams"]) for app in apps),
+        "publishers": engine.publisher_count,
+    }
+
+
+def health_document(engine: Engine, server: HttpServer | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "status": "stopping" if engine.stopping else "ok",
+        "applications": len(engine.applications()),
+        "streams": len(engine.streams()),
+        "publishers": engine.publisher_count,
+    }
+    if server is not None:
+        document["http_connections"] = server.open_connections
+    return document
+
+
+async def serve_health(request: HttpRequest, exchange: Exchange) -> None:
+    document = health_document(exchange.engine, exchange.server)
+    await exchange.json(503 if exchange.engine.stopping else 200, document)
+
+
+async def serve_streams(request: HttpRequest, exchange: Exchange) -> None:
+    await exchange.json(200, streams_document(exchange.engine, exchange.server))

@@ -1,0 +1,197 @@
+"""Requests, request targets and a small router for the HTTP worker (sans-IO, no trio).
+
+:func:`parse_target` turns an HTTP request target into a decoded path and query, refusing
+anything that could walk out of a namespace (``..`` or ``.`` segments, backslashes, control
+characters, invalid UTF-8 once percent-decoded). :class:`Router` maps a method and a path to a
+handler with ``{name}`` placeholders (each matches one non-empty path segment; a placeholder
+may be followed by a literal suffix, as in ``/{app}/{stream}.flv``). WebSocket routes are kept
+apart from plain ones, so the same path can serve HTTP-FLV and WebSocket-FLV. Later features (a
+player page, more WebSocket routes) add routes here; nothing else changes.
+
+Error policy: :func:`parse_target` raises :class:`BadRequest` (a ``RemoteProtocolError``
+that carries the HTTP status to answer with); the router itself never raises at match time.
+Registering a malformed pattern raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import attrs
+
+from ...kernel.errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from .server import Exchange
+
+__all__ = ["BadRequest", "HttpRequest", "Handler", "Route", "Router", "parse_target"]
+
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class BadRequest(RemoteProtocolError):
+    """The request cannot be served as sent; answer with ``status`` (400 by default) and the
+    extra response ``headers``."""
+
+    def __init__(self, message: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+def parse_target(target: str) -> tuple[str, dict[str, str]]:
+    """Split a request target into its percent-decoded path and its query parameters.
+
+    Accepts origin-form (``/a/b?x=1``) and absolute-form (``http://host/a/b``). The path must
+    start with ``/``; after decoding it must not hold ``.`` or ``..`` segments, backslashes,
+    control characters or invalid UTF-8 (all :class:`BadRequest`). Query values are decoded;
+    a repeated name keeps its last value.
+    """
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        raw_path, raw_query = parts.path or "/", parts.query
+    else:
+        raw_path, _, raw_query = target.partition("?")
+        raw_path = raw_path.partition("#")[0]
+    if not raw_path.startswith("/"):
+        raise BadRequest(f"request target {target[:100]!r} is not an absolute path")
+    try:
+        path = unquote(raw_path, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("the request path is not valid UTF-8 once decoded") from None
+    if _FORBIDDEN.search(path):
+        raise BadRequest("the request path holds a backslash or a control character")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise BadRequest("path traversal ('.' or '..' segments) is not allowed")
+    try:
+        query = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the query string is not valid UTF-8 once decoded") from None
+    return path, query
+
+
+@attrs.frozen
+class HttpRequest:
+    """One request as a handler sees it.
+
+    ``path`` is percent-decoded and safe (see :func:`parse_target`); ``headers`` have lower-case
+    names and ISO-8859-1-decoded values, in the order received; ``params`` are the route's
+    placeholders; ``peer`` is the client's (address, port).
+    """
+
+    method: str
+    target: str
+    path: str
+    query: Mapping[str, str]
+    headers: tuple[tuple[str, str], ...]
+    peer: tuple[str, int] | None = None
+    http_version: str = "1.1"
+    params: Mapping[str, str] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v)))
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or ``None``; repeated headers are
+        joined with ``", "``."""
+        name = name.lower()
+        values = [value for key, value in self.headers if key == name]
+        return ", ".join(values) if values else None
+
+    def header_tokens(self, name: str) -> set[str]:
+        """The comma-separated tokens of header ``name``, lower-cased."""
+        value = self.header(name) or ""
+        return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+    @property
+    def wants_websocket(self) -> bool:
+        """A WebSocket opening handshake: ``Upgrade: websocket`` and ``Connection: upgrade``."""
+        return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
+
+
+Handler = Callable[[HttpRequest, "Exchange"], Awaitable[None]]
+"""A route handler: ``await handler(request, exchange)`` answers through ``exchange``."""
+
+
+@attrs.frozen
+class Route:
+    pattern: str
+    regex: re.Pattern[str]
+    methods: frozenset[str]
+    handler: Handler
+    websocket: bool
+
+
+class Router:
+    """An ordered list of routes; the first that matches wins."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    @property
+    def routes(self) -> list[Route]:
+        return list(self._routes)
+
+    @staticmethod
+    def compile(pattern: str) -> re.Pattern[str]:
+        """``/{app}/{stream}.flv`` -> a regex with one named group per placeholder."""
+        if not pattern.startswith("/"):
+            raise ValueError(f"route pattern {pattern!r} must start with '/'")
+        out: list[str] = []
+        pos = 0
+        names: set[str] = set()
+        for match in _PLACEHOLDER.finditer(pattern):
+            name = match.group(1)
+            if name in names:
+                raise ValueError(f"route pattern {pattern!r} repeats {{{name}}}")
+            names.add(name)
+            out.append(re.escape(pattern[pos : match.start()]))
+            out.append(f"(?P<{name}>[^/]+?)")
+            pos = match.end()
+        out.append(re.escape(pattern[pos:]))
+        return re.compile("".join(out))
+
+    def add(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        methods: tuple[str, ...] = ("GET", "HEAD"),
+        websocket: bool = False,
+    ) -> Route:
+        route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket)
+        self._routes.append(route)
+        return route
+
+    def get(self, pattern: str, handler: Handler) -> Route:
+        """A ``GET`` (and ``HEAD``) route."""
+        return self.add(pattern, handler)
+
+    def websocket(self, pattern: str, handler: Handler) -> Route:
+        """A route for WebSocket opening handshakes (a ``GET`` with ``Upgrade: websocket``)."""
+        return self.add(pattern, handler, methods=("GET",), websocket=True)
+
+    def match(self, method: str, path: str, *, websocket: bool = False) -> tuple[Route, dict[str, str]] | None:
+        """The route for a request and its parameters, or ``None``.
+
+        A WebSocket handshake tries the WebSocket routes first, then the plain ones (which
+        then answer over HTTP, declining the upgrade).
+        """
+        candidates = self._routes
+        if websocket:
+            candidates = [r for r in self._routes if r.websocket] + [r for r in self._routes if not r.websocket]
+        for route in candidates:
+            if route.websocket and not websocket:
+                continue
+            if method not in route.methods:
+                continue
+            found = route.regex.fullmatch(path)
+            if found is not None:
+                return route, found.groupdict()
+        return None
+
+    def allowed_methods(self, path: str) -> set[str]:
+        """Every method some plain route accepts for ``path`` (for a 405 ``Allow`` header)."""
+        return {m for r in self._routes if not r.websocket and r.regex.fullmatch(path) for m in r.methods}

@@ -1,0 +1,576 @@
+"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS and the stats API on one port.
+
+Routes (compatible with Node-Media-Server):
+
+* ``GET /{app}/{stream}.flv``: live HTTP-FLV (chunked); the same path with a WebSocket
+  handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_egress`.
+* ``GET /{app}/{stream}/index.m3u8`` and ``GET /{app}/{stream}/{segment}.ts``: HLS, for
+  applications the :class:`~arcly_trio.services.HlsService` given as ``hls`` applies to.
+  See :mod:`.hls_routes`.
+* ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api`.
+* ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
+  response carries ``Access-Control-Allow-Origin: *``.
+
+More routes (a player page, WebSocket APIs) are added to :attr:`HttpServer.router` before the
+engine starts; handlers answer through an :class:`Exchange`.
+
+HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
+handshakes are read by h11 too and then handed over to trio-websocket (see :mod:`.ws`).
+
+Resource handling: one task per connection in the worker's nursery, closed with
+``aclose_forcefully`` whatever happens (``trio.serve_listeners``); a connection limit
+(``max_connections``: over it a client gets ``503`` and is closed); a request head must
+arrive whole within ``header_timeout`` seconds and fit in ``max_head_size`` bytes (so a
+slowloris client that trickles its head is closed, and logged); every write must finish within
+``write_timeout`` seconds. A live HTTP-FLV or WebSocket-FLV client is watched while it plays:
+when it disconnects its subscription is freed at once, even if the stream is idle.
+``connections`` counts connections that are serving a request (the engine's graceful shutdown
+waits for it to reach 0; idle keep-alive connections are not counted and are simply closed).
+
+Error handling: a malformed or oversized request gets a ``400`` (``431`` for an oversized
+head) and a log line, and closes that connection only; a client that goes away, times out or
+breaks the WebSocket protocol ends its own connection (logged at info or debug level); a bug in
+a handler is logged with its traceback and answered with ``500`` if nothing was sent yet.
+Errors accepting connections that mean overload (EMFILE...) are logged and retried by
+:func:`trio.serve_listeners`; any other error of the worker itself stops the engine.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import h11
+import trio
+import trio_websocket
+
+from ...kernel.errors import AppNotFound, EngineClosed, StreamError, StreamNotFound, Unauthorized
+from .router import BadRequest, HttpRequest, Router, parse_target
+from .ws import ReplayStream, handshake_problem, rebuild_request_head
+
+if TYPE_CHECKING:
+    from ...kernel.engine import Engine
+    from ...services.hls import HlsService
+
+__all__ = ["HttpServer", "Exchange", "ClientGone"]
+
+log = logging.getLogger("arcly_trio.http")
+
+_RECV_SIZE = 65536
+_MAX_DISCARDED_BODY = 64 * 1024
+_SERVER = b"arcly-trio"
+_BUSY_BODY = b"server busy: too many connections\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Access-Control-Allow-Origin: *\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class ClientGone(Exception):
+    """The client closed the connection, broke it, or did not read within the write timeout.
+
+    Raised by :class:`Exchange` writes (trio's transport errors are mapped to it); the worker
+    ends the connection quietly.
+    """
+
+
+@contextmanager
+def _unwrap_single() -> Iterator[None]:
+    """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            exc = pending.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                pending.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+class HttpServer:
+    """The HTTP worker; register it with ``EngineBuilder.protocol``.
+
+    Args:
+        host, port: where to listen (port 0 picks one; ``serve`` reports it through
+            ``task_status.started`` and keeps it in :attr:`port`).
+        hls: the :class:`~arcly_trio.services.HlsService` whose storage the HLS routes serve
+            (register the same object with ``EngineBuilder.service``); ``None``: no HLS. The
+            worker runs its janitor (deletion of expired segments).
+        cors: add CORS headers and answer preflights.
+        max_connections: open connections at most; more get ``503``.
+        max_head_size: the largest request head (bytes); more gets ``431``.
+        header_timeout: seconds a request head may take to arrive (also the keep-alive idle
+            timeout between requests).
+        write_timeout: seconds one write may block before the client is dropped.
+        max_batch: most frames an HTTP-FLV/WebSocket-FLV client is sent per write.
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        *,
+        hls: HlsService | None = None,
+        cors: bool = True,
+        max_connections: int = 1024,
+        max_head_size: int = 16 * 1024,
+        header_timeout: float = 10.0,
+        write_timeout: float = 30.0,
+        max_batch: int = 256,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.hls = hls
+        self.cors = cors
+        self.max_connections = max_connections
+        self.max_head_size = max_head_size
+        self.header_timeout = header_timeout
+        self.write_timeout = write_timeout
+        self.max_batch = max_batch
+        self.open_connections = 0
+        """Open TCP connections."""
+        self.connections = 0
+        """Connections serving a request (live players included)."""
+        self.engine: Engine | None = None
+        self.router = Router()
+        from . import api, flv_egress, hls_routes  # (they import this module: imported late)
+
+        api.install(self)
+        flv_egress.install(self)
+        hls_routes.install(self)
+
+    async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        self.engine = engine
+        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("HTTP listening on %s:%d", self.host, self.port)
+        async with trio.open_nursery() as nursery:
+            if self.hls is not None:
+                await nursery.start(self.hls.serve)
+            await nursery.start(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self.port)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            peer: tuple[str, int] = tuple(stream.socket.getpeername()[:2])  # type: ignore[assignment]
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        if self.open_connections >= self.max_connections:
+            log.warning("http %s:%s refused: connection limit %d reached", *peer, self.max_connections)
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(_BUSY)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        assert self.engine is not None
+        self.open_connections += 1
+        connection = _Connection(self, self.engine, stream, peer)
+        try:
+            await connection.run()
+        except ClientGone as exc:
+            log.debug("http %s:%s went away: %s", *peer, exc)
+        except trio.TooSlowError:
+            log.info("http %s:%s closed: timed out", *peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+            log.debug("http %s:%s went away: %s", *peer, exc or type(exc).__name__)
+        except Exception:
+            log.exception("http %s:%s failed", *peer)
+        finally:
+            self.open_connections -= 1
+            await trio.aclose_forcefully(stream)
+
+
+class _Connection:
+    """One HTTP connection: read a request with h11, route it, answer, repeat."""
+
+    def __init__(self, server: HttpServer, engine: Engine, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
+        self.server = server
+        self.engine = engine
+        self.stream = stream
+        self.peer = peer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            event = await self._read_request(first)
+            if event is None:
+                return
+            first = False
+            self.server.connections += 1
+            try:
+                keep_alive = await self._dispatch(event)
+            finally:
+                self.server.connections -= 1
+            if not keep_alive or self.engine.stopping:
+                return
+            if not await self._discard_body():
+                return
+            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(_RECV_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(str(exc) or "connection reset") from None
+
+    async def _read_request(self, first: bool) -> h11.Request | None:
+        """The next request head, or ``None`` if the connection should close."""
+        conn = self.h11
+        received = False
+        with trio.move_on_after(self.server.header_timeout) as scope:
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    await self._refuse(exc.error_status_hint, f"bad request: {exc}")
+                    return None
+                if event is h11.NEED_DATA:
+                    data = await self._receive()
+                    received = received or bool(data)
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Request):
+                    # h11 caps incomplete heads only; a whole head that arrived at once is
+                    # measured here.
+                    size = len(rebuild_request_head(event))
+                    if size > self.server.max_head_size:
+                        await self._refuse(431, f"request head of {size} bytes is over {self.server.max_head_size}")
+                        return None
+                    return event
+                return None  # ConnectionClosed (or PAUSED: nothing more to do)
+        if scope.cancelled_caught:
+            if received or first:
+                log.info("http %s:%s closed: request head not complete after %g s",
+                         *self.peer, self.server.header_timeout)
+            else:
+                log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
+        return None
+
+    async def _refuse(self, status: int, message: str) -> None:
+        """Answer a request h11 could not read, then the connection closes."""
+        log.warning("http %s:%s %s", *self.peer, message)
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = (message + "\n").encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
+                   (b"connection", b"close"), *self._common_headers()]
+        try:
+            data = self.h11.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        with trio.move_on_after(self.server.write_timeout):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def _common_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"server", _SERVER)]
+        if self.server.cors:
+            headers.append((b"access-control-allow-origin", b"*"))
+        return headers
+
+    async def _discard_body(self) -> bool:
+        """Read the rest of the request (a body nobody asked for is discarded, up to a limit)."""
+        conn = self.h11
+        discarded = 0
+        with trio.move_on_after(self.server.header_timeout):
+            while conn.their_state is h11.SEND_BODY:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    return False
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await self._receive())
+                elif isinstance(event, h11.Data):
+                    discarded += len(event.data)
+                    if discarded > _MAX_DISCARDED_BODY:
+                        return False
+                elif isinstance(event, h11.ConnectionClosed):
+                    return False
+            return True
+        return False
+
+    def _request(self, event: h11.Request, path: str, query: dict[str, str]) -> HttpRequest:
+        return HttpRequest(
+            method=event.method.decode("ascii", "replace"),
+            target=event.target.decode("ascii", "replace"),
+            path=path,
+            query=query,
+            headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers),
+            peer=self.peer,
+            http_version=event.http_version.decode("ascii", "replace"),
+        )
+
+    async def _dispatch(self, event: h11.Request) -> bool:
+        """Serve one request; whether the connection may serve another."""
+        exchange = Exchange(self, event)
+        try:
+            try:
+                path, query = parse_target(event.target.decode("ascii", "replace"))
+            except BadRequest as exc:
+                log.warning("http %s:%s bad request %r: %s", *self.peer, event.target[:200], exc)
+                await exchange.error(exc.status, str(exc), close=True)
+                return False
+            request = self._request(event, path, query)
+            exchange.request = request
+            if request.method == "OPTIONS":
+                await exchange.preflight()
+                return exchange.keep_alive
+            router = self.server.router
+            websocket = request.method == "GET" and request.wants_websocket
+            found = router.match(request.method, path, websocket=websocket)
+            if found is None:
+                allowed = router.allowed_methods(path)
+                if allowed:
+                    methods = ", ".join(sorted(allowed | {"OPTIONS"}))
+                    await exchange.error(405, f"method {request.method} is not allowed here",
+                                         headers=[("allow", methods)])
+                else:
+                    await exchange.error(404, f"not found: {path}")
+                return exchange.keep_alive
+            route, params = found
+            exchange.request = attrs.evolve(request, params=params)
+            try:
+                await route.handler(exchange.request, exchange)
+            except BadRequest as exc:
+                log.warning("http %s:%s bad request: %s", *self.peer, exc)
+                if not exchange.responded:
+                    await exchange.error(exc.status, str(exc), headers=exc.headers, close=True)
+                return False
+            except (ClientGone, trio.TooSlowError):
+                raise
+            except Exception:
+                log.exception("http %s:%s handler of %s failed", *self.peer, route.pattern)
+                if not exchange.responded:
+                    await exchange.error(500, "internal server error", close=True)
+                return False
+            if not exchange.responded:
+                log.error("http handler of %s sent no response", route.pattern)
+                await exchange.error(500, "internal server error: no response", close=True)
+                return False
+            return exchange.keep_alive
+        except h11.LocalProtocolError as exc:
+            log.warning("http %s:%s response error: %s", *self.peer, exc)
+            return False
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class Exchange:
+    """How a handler answers one request.
+
+    Whole responses: :meth:`respond`, :meth:`error`, :meth:`json`. Streamed responses:
+    :meth:`start`, then :meth:`send` (one chunk each) and :meth:`end`; wrap the streaming in
+    :meth:`until_disconnect` so it is cancelled as soon as the client goes away. WebSocket:
+    :meth:`accept_websocket`. Writes raise :class:`ClientGone` when the client is gone or does
+    not read within the server's write timeout.
+    """
+
+    def __init__(self, connection: _Connection, event: h11.Request) -> None:
+        self._connection = connection
+        self._h11 = connection.h11
+        self._event = event
+        self.request: HttpRequest | None = None
+        self.server = connection.server
+        self.engine = connection.engine
+        self.peer = connection.peer
+        self.responded = False
+        """A response (or a WebSocket acceptance) has been started."""
+        self.keep_alive = True
+        """Whether the connection may serve another request afterwards."""
+        self.client_gone = False
+        """Set when :meth:`until_disconnect` saw the client leave."""
+        self._head = event.method == b"HEAD"
+
+    # ------------------------------------------------------------------ whole responses
+
+    def _headers(self, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+        headers = self._connection._common_headers()
+        if self.engine.stopping:
+            self.keep_alive = False
+        if not self.keep_alive:
+            headers.append((b"connection", b"close"))
+        for name, value in extra:
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        return headers
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+        close: bool = False,
+    ) -> None:
+        """Send a whole response (the body is left out for ``HEAD``)."""
+        if close:
+            self.keep_alive = False
+        fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
+        self.responded = True
+        h = self._h11
+        data = h.send(h11.Response(status_code=status, headers=fields, reason=_reason(status)))
+        if body and not self._head:
+            data += h.send(h11.Data(data=body))
+        data += h.send(h11.EndOfMessage())
+        await self._send_raw(data)
+
+    async def error(
+        self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = (), close: bool = False
+    ) -> None:
+        """A plain-text error response whose body is ``message``."""
+        await self.respond(status, (message + "\n").encode(), headers=headers, close=close)
+
+    async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        body = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
+        await self.respond(status, body, content_type="application/json",
+                           headers=[("cache-control", "no-cache"), *headers])
+
+    async def preflight(self) -> None:
+        """Answer a CORS preflight (``OPTIONS``)."""
+        request = self.request
+        assert request is not None
+        headers = [("allow", "GET, HEAD, OPTIONS")]
+        if self.server.cors:
+            asked = request.header("access-control-request-headers")
+            headers += [
+                ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+                ("access-control-allow-headers", asked or "*"),
+                ("access-control-max-age", "86400"),
+            ]
+        await self.respond(204, b"", headers=headers)
+
+    # ---------------------------------------------------------------- streamed responses
+
+    async def start(
+        self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Send the head of a response whose body follows in :meth:`send` calls (chunked for
+        HTTP/1.1 clients, delimited by closing the connection for HTTP/1.0)."""
+        self.responded = True
+        fields = self._headers([("content-type", content_type), *headers])
+        await self._send_raw(self._h11.send(h11.Response(status_code=status, headers=fields, reason=_reason(status))))
+
+    async def send(self, data: bytes) -> None:
+        """Send one piece of a streamed body (nothing for ``HEAD``)."""
+        if data and not self._head:
+            await self._send_raw(self._h11.send(h11.Data(data=data)))
+
+    async def end(self) -> None:
+        """End a streamed body."""
+        await self._send_raw(self._h11.send(h11.EndOfMessage()))
+
+    async def _send_raw(self, data: bytes) -> None:
+        try:
+            with trio.fail_after(self.server.write_timeout):
+                await self._connection.stream.send_all(data)
+        except trio.TooSlowError:
+            log.info("http %s:%s dropped: a write blocked for %g s", *self.peer, self.server.write_timeout)
+            raise ClientGone("write timeout") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(str(exc) or "connection broken") from None
+
+    @asynccontextmanager
+    async def until_disconnect(self) -> AsyncIterator[None]:
+        """Run the block until it ends or the client disconnects, whichever is first.
+
+        A background task reads the connection (discarding anything the client sends) and
+        cancels the block at end of file or on a connection error; :attr:`client_gone` is
+        then ``True``. Leaving the block stops the watcher.
+        """
+        with _unwrap_single():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, nursery.cancel_scope)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        stream = self._connection.stream
+        try:
+            while await stream.receive_some(_RECV_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self.client_gone = True
+        self.keep_alive = False
+        scope.cancel()
+
+    # ------------------------------------------------------------------------ WebSocket
+
+    async def accept_websocket(
+        self,
+        nursery: trio.Nursery,
+        *,
+        max_message_size: int = 64 * 1024,
+        message_queue_size: int = 8,
+    ) -> trio_websocket.WebSocketConnection:
+        """Complete the WebSocket handshake and return the connection (trio-websocket).
+
+        ``nursery`` runs the connection's reader task. Raises :class:`BadRequest` (answered
+        over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
+        not reused afterwards.
+        """
+        request = self.request
+        assert request is not None
+        problem = handshake_problem(request)
+        if problem is not None:
+            status, reason = problem
+            raise BadRequest(reason, status, (("sec-websocket-version", "13"),) if status == 426 else ())
+        h = self._h11
+        while True:
+            event = h.next_event()
+            if event is h11.PAUSED:
+                break
+            if not isinstance(event, h11.EndOfMessage):
+                raise BadRequest("a WebSocket handshake must have no body")
+        trailing, closed = h.trailing_data
+        if trailing or closed:
+            raise BadRequest("data sent before the WebSocket handshake was answered")
+        self.responded = True
+        self.keep_alive = False
+        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
+        with trio.fail_after(self.server.header_timeout):
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
+            )
+            extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
+            return await ws_request.accept(extra_headers=[(b"server", _SERVER), *extra])
+
+
+def stream_error_status(exc: StreamError) -> int:
+    """The HTTP status for a kernel error met while serving a request."""
+    if isinstance(exc, (AppNotFound, StreamNotFound)):
+        return 404
+    if isinstance(exc, Unauthorized):
+        return 403
+    if isinstance(exc, EngineClosed):
+        return 503
+    return 500

@@ -1,0 +1,238 @@
+"""HTTP egress and recording against the real ffmpeg and ffprobe.
+
+ffmpeg publishes the bundled demo clip over RTMP (faster than real time with ``-readrate``
+where the test only needs media, in real time where it measures durations); ffprobe and ffmpeg
+read it back as HTTP-FLV and HLS; the HLS playlist is parsed with the ``m3u8`` package and every
+listed segment is decoded; recordings survive ``kill -9`` of the publisher and a graceful
+server shutdown (what ``SIGTERM`` triggers in ``arcly-trio serve``). A ``trio.fail_after``
+bounds every test.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+import trio
+
+import arcly_trio.server
+from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
+from arcly_trio.media import flv
+from arcly_trio.protocols.http import HttpServer
+from arcly_trio.protocols.rtmp.server import RtmpServer
+from arcly_trio.services import FlvRecorder, HlsService, RecordingStopped
+from arcly_trio.testing import CountingObserver
+from tests._tools import require_tool
+
+pytestmark = pytest.mark.interop
+
+DEMO = Path(arcly_trio.server.__file__).parent / "assets" / "demo.flv"
+
+
+class VideoObserver(CountingObserver):
+    """Remembers the newest video dts the stream carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.newest_video = -1
+
+    def on_frame(self, key: StreamKey, frame: Frame) -> None:
+        super().on_frame(key, frame)
+        if frame.kind is FrameKind.VIDEO and not frame.config:
+            self.newest_video = max(self.newest_video, frame.dts)
+
+
+@asynccontextmanager
+async def full_server(tmp_path: Path, observer: CountingObserver | None = None) -> AsyncIterator[
+    tuple[Engine, RtmpServer, HttpServer, FlvRecorder]
+]:
+    """RTMP in, HTTP out, HLS (2 s segments, window 6) and recording for the app ``live``."""
+    hls = HlsService()
+    recorder = FlvRecorder(tmp_path / "recordings")
+    rtmp = RtmpServer("127.0.0.1", 0)
+    http = HttpServer("127.0.0.1", 0, hls=hls)
+    builder = (
+        Engine.builder()
+        .application(AppSpec("live", hls=True, record=True))
+        .protocol(rtmp)
+        .protocol(http)
+        .service(hls)
+        .service(recorder)
+    )
+    if observer is not None:
+        builder.observer(observer)
+    async with builder.build() as engine:
+        yield engine, rtmp, http, recorder
+
+
+@asynccontextmanager
+async def ffmpeg_publishing(port: int, *, readrate: float = 1.0, loop: bool = False) -> AsyncIterator[trio.Process]:
+    """ffmpeg sending the demo clip to rtmp://127.0.0.1:port/live/demo, killed on exit."""
+    args = [require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if loop:
+        args += ["-stream_loop", "-1"]
+    args += ["-readrate", f"{readrate:g}", "-i", str(DEMO), "-c", "copy", "-f", "flv",
+             f"rtmp://127.0.0.1:{port}/live/demo"]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(partial(trio.run_process, args, check=False))
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+            nursery.cancel_scope.cancel()
+
+
+async def wait_for(predicate: Any, poll: float = 0.02) -> None:
+    while not predicate():
+        await trio.sleep(poll)
+
+
+def video_frames(engine: Engine) -> int:
+    try:
+        return engine.stream(StreamKey("live", "demo")).stats().video_frames_total
+    except StreamNotFound:
+        return 0
+
+
+async def run(*args: str) -> trio.CompletedProcess[bytes]:
+    return await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def probe_streams(url: str) -> list[dict[str, Any]]:
+    result = await run(require_tool("ffprobe"), "-v", "error", "-show_entries",
+                       "stream=codec_name,codec_type,width,height", "-of", "json", url)
+    assert result.returncode == 0, result.stderr.decode()
+    return sorted(json.loads(result.stdout)["streams"], key=lambda s: s["codec_type"])
+
+
+async def test_ffprobe_and_ffmpeg_read_http_flv_of_an_rtmp_stream(tmp_path: Path) -> None:
+    with trio.fail_after(40):
+        async with full_server(tmp_path) as (engine, rtmp, http, _):
+            async with ffmpeg_publishing(rtmp.port, readrate=2, loop=True):  # type: ignore[arg-type]
+                await wait_for(lambda: video_frames(engine) >= 30)
+                url = f"http://127.0.0.1:{http.port}/live/demo.flv"
+                streams = await probe_streams(url)
+                assert [s["codec_name"] for s in streams] == ["aac", "h264"]
+                assert (streams[1]["width"], streams[1]["height"]) == (640, 360)
+                decoded = await run(require_tool("ffmpeg"), "-v", "error", "-i", url,
+                                    "-frames:v", "45", "-f", "null", "-")
+                assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
+
+
+async def test_late_http_flv_joiner_of_an_rtmp_stream_starts_on_a_keyframe(tmp_path: Path, http_get) -> None:  # type: ignore[no-untyped-def]
+    import h11
+
+    with trio.fail_after(40):
+        async with full_server(tmp_path) as (engine, rtmp, http, _):
+            async with ffmpeg_publishing(rtmp.port, readrate=2, loop=True):  # type: ignore[arg-type]
+                await wait_for(lambda: video_frames(engine) >= 100)  # well past the first GOP
+                stream = await trio.open_tcp_stream("127.0.0.1", http.port)
+                async with stream:
+                    conn = h11.Connection(h11.CLIENT)
+                    await stream.send_all(conn.send(h11.Request(method="GET", target="/live/demo.flv",
+                                                                headers=[("host", "x")])))
+                    reader = flv.FlvReader()
+                    frames: list[Frame] = []
+                    while not any(f.kind is FrameKind.VIDEO and not f.config for f in frames):
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await stream.receive_some(65536))
+                        elif isinstance(event, h11.Data):
+                            reader.receive_data(event.data)
+                            while (tag := reader.next_event()) is not None:
+                                if isinstance(tag, flv.FlvTag):
+                                    frames.extend(flv.tag_to_frames(tag))
+    assert frames[0].is_metadata
+    picture = next(f for f in frames if f.kind is FrameKind.VIDEO and not f.config)
+    assert picture.keyframe and picture.dts > 0
+
+
+async def test_hls_of_an_rtmp_stream_parses_and_every_segment_decodes(tmp_path: Path, http_get) -> None:  # type: ignore[no-untyped-def]
+    ffmpeg = require_tool("ffmpeg")
+    with trio.fail_after(40):
+        async with full_server(tmp_path) as (engine, rtmp, http, _):
+            async with ffmpeg_publishing(rtmp.port, readrate=4, loop=True):  # type: ignore[arg-type]
+                playlist_url = f"http://127.0.0.1:{http.port}/live/demo/index.m3u8"
+                while True:
+                    status, headers, body = await http_get(http.port, "/live/demo/index.m3u8")
+                    if status == 200 and len(m3u8.loads(body.decode()).segments) >= 3:
+                        break
+                    await trio.sleep(0.1)
+                assert headers["content-type"] == "application/vnd.apple.mpegurl"
+                playlist = m3u8.loads(body.decode(), uri=playlist_url)
+                assert playlist.target_duration == 2 and not playlist.is_endlist
+                for segment in playlist.segments:
+                    status, headers, data = await http_get(http.port, f"/live/demo/{segment.uri}")
+                    assert status == 200 and headers["content-type"] == "video/mp2t"
+                    path = tmp_path / segment.uri
+                    path.write_bytes(data)
+                    # Decode every frame (passthrough timestamps: a segment played alone starts
+                    # with audio a little before the keyframe's pts, and the CLI's constant-rate
+                    # output would warn about that, which is not a decoding problem).
+                    decoded = await run(ffmpeg, "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
+                                        "-f", "framemd5", "-")
+                    assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
+                    lines = decoded.stdout.decode().splitlines()
+                    pictures = sum(line.startswith("0,") for line in lines)
+                    assert abs(pictures - 30 * segment.duration) <= 2  # every picture of a 30 fps clip
+                    streams = await probe_streams(str(path))
+                    assert [s["codec_name"] for s in streams] == ["aac", "h264"]
+                    assert 1.9 <= segment.duration <= 2.2
+                # A real HLS client reads the live playlist too.
+                streams = await probe_streams(playlist_url)
+                assert [s["codec_name"] for s in streams] == ["aac", "h264"]
+
+
+async def recorded_video_end(path: Path) -> float:
+    """The last video pts (s) of a recording, after checking that ffmpeg decodes it cleanly."""
+    ffprobe, ffmpeg = require_tool("ffprobe"), require_tool("ffmpeg")
+    decoded = await run(ffmpeg, "-v", "error", "-i", str(path), "-f", "null", "-")
+    assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
+    packets = await run(ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                        "packet=pts_time", "-of", "csv=p=0", str(path))
+    return max(float(line.strip(",")) for line in packets.stdout.decode().split() if line.strip(","))
+
+
+async def test_recording_survives_kill_9_of_the_publishing_ffmpeg(tmp_path: Path) -> None:
+    observer = VideoObserver()
+    with trio.fail_after(40):
+        async with full_server(tmp_path, observer) as (engine, rtmp, http, recorder):
+            async with ffmpeg_publishing(rtmp.port, readrate=2) as process:  # type: ignore[arg-type]
+                await wait_for(lambda: observer.newest_video >= 5000)
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+            await wait_for(lambda: any(isinstance(e, RecordingStopped) for e in recorder.history))
+            published = observer.newest_video / 1000
+    (path,) = sorted((tmp_path / "recordings" / "live").glob("demo-*.flv"))
+    end = await recorded_video_end(path)
+    assert published >= 5
+    assert abs(end - published) <= 2.0  # within one GOP of what was published
+
+
+async def test_recording_survives_a_graceful_server_shutdown(tmp_path: Path) -> None:
+    observer = VideoObserver()
+    hls = HlsService()
+    recorder = FlvRecorder(tmp_path / "recordings")
+    rtmp = RtmpServer("127.0.0.1", 0)
+    engine = (Engine.builder().application(AppSpec("live", record=True, hls=True)).protocol(rtmp)
+              .protocol(HttpServer("127.0.0.1", 0, hls=hls)).service(hls).service(recorder)
+              .observer(observer).build())
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            async with ffmpeg_publishing(rtmp.port, readrate=2):  # type: ignore[arg-type]
+                await wait_for(lambda: observer.newest_video >= 4000)
+                await engine.shutdown(grace=5)  # what SIGTERM does in ``arcly-trio serve``
+                published = observer.newest_video / 1000
+    (path,) = sorted((tmp_path / "recordings" / "live").glob("demo-*.flv"))
+    end = await recorded_video_end(path)
+    assert abs(end - published) <= 2.0
+    assert recorder.history[-1].reason == "shutdown"  # type: ignore[union-attr]
