@@ -262,6 +262,27 @@ def _skip_mod_ex(body: bytes, pos: int, packet_type: int, what: str) -> tuple[in
     return packet_type, pos
 
 
+def _multitrack_header(body: bytes, pos: int, multitrack_packet: int, what: str) -> tuple[int, int, bytes | None, int]:
+    """Parse an Enhanced RTMP multitrack header at ``pos``: ``(AvMultitrackType, the tracks'
+    packet type, the shared FourCC or None when each track has its own, the offset after)``."""
+    if pos >= len(body):
+        raise FlvError(f"{what} multitrack header truncated")
+    multitrack_type = body[pos] >> 4
+    packet_type = body[pos] & 0x0F
+    pos += 1
+    if multitrack_type > 2:
+        raise FlvUnsupported(f"Enhanced RTMP AvMultitrackType {multitrack_type}")
+    if packet_type == multitrack_packet:
+        raise FlvError(f"{what} multitrack inside multitrack")
+    fourcc: bytes | None = None
+    if multitrack_type != 2:
+        if pos + 4 > len(body):
+            raise FlvError(f"{what} FourCC truncated")
+        fourcc = body[pos : pos + 4]
+        pos += 4
+    return multitrack_type, packet_type, fourcc, pos
+
+
 def _multitrack_spans(
     body: bytes, pos: int, multitrack_type: int, fourcc: bytes | None, what: str
 ) -> list[tuple[bytes, int, int, int]]:
@@ -387,21 +408,7 @@ def parse_video_tracks(timestamp: int, body: bytes) -> list[Frame]:
     if frame_type == 5 and packet_type != 4:  # a video command (seek start/end), no picture
         return []
     if packet_type == 6:  # Multitrack
-        if pos >= n:
-            raise FlvError("Enhanced RTMP video multitrack header truncated")
-        multitrack_type = body[pos] >> 4
-        packet_type = body[pos] & 0x0F
-        pos += 1
-        if multitrack_type > 2:
-            raise FlvUnsupported(f"Enhanced RTMP AvMultitrackType {multitrack_type}")
-        if packet_type == 6:
-            raise FlvError("Enhanced RTMP video multitrack inside multitrack")
-        fourcc: bytes | None = None
-        if multitrack_type != 2:
-            if pos + 4 > n:
-                raise FlvError("Enhanced RTMP video FourCC truncated")
-            fourcc = body[pos : pos + 4]
-            pos += 4
+        multitrack_type, packet_type, fourcc, pos = _multitrack_header(body, pos, 6, "Enhanced RTMP video")
         frames = []
         for track_fourcc, track, start, end in _multitrack_spans(
             body, pos, multitrack_type, fourcc, "Enhanced RTMP video"
@@ -496,21 +503,7 @@ def parse_audio_tracks(timestamp: int, body: bytes) -> list[Frame]:
 
     packet_type, pos = _skip_mod_ex(body, 1, b0 & 0x0F, "Enhanced RTMP audio")
     if packet_type == 5:  # Multitrack
-        if pos >= n:
-            raise FlvError("Enhanced RTMP audio multitrack header truncated")
-        multitrack_type = body[pos] >> 4
-        packet_type = body[pos] & 0x0F
-        pos += 1
-        if multitrack_type > 2:
-            raise FlvUnsupported(f"Enhanced RTMP AvMultitrackType {multitrack_type}")
-        if packet_type == 5:
-            raise FlvError("Enhanced RTMP audio multitrack inside multitrack")
-        fourcc: bytes | None = None
-        if multitrack_type != 2:
-            if pos + 4 > n:
-                raise FlvError("Enhanced RTMP audio FourCC truncated")
-            fourcc = body[pos : pos + 4]
-            pos += 4
+        multitrack_type, packet_type, fourcc, pos = _multitrack_header(body, pos, 5, "Enhanced RTMP audio")
         frames = []
         for track_fourcc, track, start, end in _multitrack_spans(
             body, pos, multitrack_type, fourcc, "Enhanced RTMP audio"
