@@ -122,6 +122,13 @@ def _response_packet(peer_digest: bytes, full_key: bytes, random: bytes) -> byte
     return random + _hmac(derived, random)
 
 
+def _take(buffer: bytearray) -> bytes:
+    """Empty ``buffer`` and return what it held."""
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
 class _Random:
     """Checks what the injected random source returns (a wrong length is our caller's bug)."""
 
@@ -244,15 +251,11 @@ class ServerHandshake:
 
     def data_to_send(self) -> bytes:
         """Return the bytes to send to the client now (S0+S1+S2 once C1 is in), and clear them."""
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
-        return data
+        return _take(self._outgoing)
 
     def leftover(self) -> bytes:
         """Return the bytes received after C2 (the start of the chunk stream), and clear them."""
-        data = bytes(self._leftover)
-        self._leftover.clear()
-        return data
+        return _take(self._leftover)
 
 
 class ClientHandshake:
@@ -374,12 +377,8 @@ class ClientHandshake:
 
     def data_to_send(self) -> bytes:
         """Return the bytes to send to the server now (C2 once S1 is in), and clear them."""
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
-        return data
+        return _take(self._outgoing)
 
     def leftover(self) -> bytes:
         """Return the bytes received after S2 (the start of the chunk stream), and clear them."""
-        data = bytes(self._leftover)
-        self._leftover.clear()
-        return data
+        return _take(self._leftover)
