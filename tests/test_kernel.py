@@ -597,3 +597,15 @@ async def test_shutdown_delivers_frames_still_in_flight() -> None:
         await eng.shutdown(grace=5)
         assert not eng.running  # shutdown returns once the engine has stopped
     assert [id(f) for f in rec.got["rec/s"]] == [id(f) for f in sent]
+
+
+async def test_stream_info_reads_codec_and_resolution_from_the_video_config(engine: Engine) -> None:
+    from arcly_trio.server.demo import demo_frames
+
+    configs = [f for f in demo_frames() if f.config]
+    async with engine.publish("live/s") as pub:
+        for f in configs:
+            await pub.send(f)
+        await settle()
+        info = engine.stream("live/s").stats().info
+    assert (info.video_codec, info.width, info.height) == ("h264", 640, 360)

@@ -93,17 +93,18 @@ class Frame:
         return Frame(self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload,
                      self.keyframe, self.config, self.track)
 
-    def encoded(self, fmt: Hashable, build: Callable[[Frame], Any]) -> Any:
+    def encoded(self, fmt: Hashable, build: Callable[..., Any], *args: Any) -> Any:
         """Return this frame serialised for ``fmt``, building it on first use only.
 
         ``fmt`` names an egress format and every parameter its bytes depend on (for example
-        ``("rtmp", chunk_size, stream_id)``). ``build`` is called at most once per ``fmt`` for
-        the lifetime of the frame, so N subscribers of one format cost one serialisation.
-        A ``build`` that raises caches nothing.
+        ``("rtmp", chunk_size, stream_id)``). ``build(frame, *args)`` is called at most once
+        per ``fmt`` for the lifetime of the frame, so N subscribers of one format cost one
+        serialisation; passing parameters as ``args`` (not in a closure) keeps the cache hit
+        free of allocations. A ``build`` that raises caches nothing.
         """
         wire = self._wire
         try:
             return wire[fmt]
         except KeyError:
-            value = wire[fmt] = build(self)
+            value = wire[fmt] = build(self, *args)
             return value

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from .errors import ProtocolError
+from .frame import Frame
 from .keys import StreamKey
 
-__all__ = ["RateMeter", "StreamInfo", "StreamStats"]
+__all__ = ["RateMeter", "StreamInfo", "StreamStats", "describe_video_config"]
 
 
 class RateMeter:
@@ -76,6 +78,30 @@ class StreamInfo:
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
     metadata: dict[str, object] = attrs.field(factory=dict)
+
+
+def describe_video_config(info: StreamInfo, frame: Frame) -> None:
+    """Fill ``info``'s video codec and, for H.264/HEVC, resolution from a video config frame.
+
+    Called by the stream for every publisher, whatever its protocol. A config that does not
+    parse leaves the resolution as it was (metadata may still supply it).
+    """
+    from ..media import codecs  # sans-IO; imported late to keep the kernel's import light
+
+    info.video_codec = frame.codec
+    try:
+        if frame.codec == "h264":
+            avc = codecs.parse_avc_config(frame.payload)
+            if avc.sps:
+                sps = codecs.parse_h264_sps(avc.sps[0])
+                info.width, info.height = sps.width, sps.height
+        elif frame.codec == "hevc":
+            hevc = codecs.parse_hevc_config(frame.payload)
+            if hevc.sps:
+                hsps = codecs.parse_hevc_sps(hevc.sps[0])
+                info.width, info.height = hsps.width, hsps.height
+    except ProtocolError:
+        pass
 
 
 @attrs.frozen

@@ -45,7 +45,7 @@ from .events import (
 from .frame import Frame, FrameKind
 from .gop import GopCache
 from .keys import Credentials, StreamKey
-from .qos import RateMeter, StreamInfo, StreamStats
+from .qos import RateMeter, StreamInfo, StreamStats, describe_video_config
 from .subscription import LAGGING, LIVE, EndReason, Subscription
 
 if TYPE_CHECKING:
@@ -400,6 +400,7 @@ class Stream:
         subs = self._subs
         hook = self._frame_hook
         key = self.key
+        info = self.info
         seq = self._seq
         for frame in batch:
             seq += 1
@@ -408,13 +409,18 @@ class Stream:
                 sync = False
                 if kind is _VIDEO:
                     self.has_video = True
+                    describe_video_config(info, frame)
             elif kind is _VIDEO:
                 self.has_video = True
                 self.video.add(now, len(frame.payload))
                 sync = frame.keyframe
+                if info.video_codec is None:
+                    info.video_codec = frame.codec
             elif kind is _AUDIO:
                 self.audio.add(now, len(frame.payload))
                 sync = not self.has_video
+                if info.audio_codec is None:
+                    info.audio_codec = frame.codec
             else:
                 sync = False
             gop.push(seq, frame)
@@ -435,16 +441,6 @@ class Stream:
             for sub in self._evicted:
                 self.remove_subscriber(sub, EndReason.EVICTED)
             self._evicted.clear()
-        if self.info.video_codec is None or self.info.audio_codec is None:
-            self._note_codecs(batch)
-
-    def _note_codecs(self, batch: list[Frame]) -> None:
-        info = self.info
-        for frame in batch:
-            if frame.kind is _VIDEO and info.video_codec is None:
-                info.video_codec = frame.codec
-            elif frame.kind is _AUDIO and info.audio_codec is None:
-                info.audio_codec = frame.codec
 
     def _lag(self, sub: Subscription, seq: int, now: float) -> None:
         sub._state = LAGGING

@@ -51,7 +51,6 @@ async def publish_demo(
     credentials = Credentials(token=token, peer=None, protocol="demo")
     try:
         async with engine.publish(key, credentials, protocol="demo") as pub:
-            pub.info.width, pub.info.height = 640, 360
             for frame in head:
                 await pub.send(frame)
             start = trio.current_time()

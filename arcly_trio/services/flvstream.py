@@ -32,6 +32,7 @@ __all__ = ["FlvStreamWriter", "metadata_tracks"]
 _VIDEO = FrameKind.VIDEO
 _AUDIO = FrameKind.AUDIO
 _DATA = FrameKind.DATA
+_TRACKS_KEY = ("flv-tracks",)
 
 
 def metadata_tracks(payload: bytes) -> tuple[bool | None, bool | None]:
@@ -56,6 +57,10 @@ def metadata_tracks(payload: bytes) -> tuple[bool | None, bool | None]:
         return None
 
     return announced("audiocodecid", "hasAudio"), announced("videocodecid", "hasVideo")
+
+
+def _frame_tracks(frame: Frame) -> tuple[bool | None, bool | None]:
+    return metadata_tracks(frame.payload)
 
 
 class FlvStreamWriter:
@@ -99,7 +104,7 @@ class FlvStreamWriter:
                 self._audio = True
                 decided = not frame.config
             elif frame.config:
-                audio, video = metadata_tracks(frame.payload)
+                audio, video = frame.encoded(_TRACKS_KEY, _frame_tracks)
                 self._audio = self._audio or bool(audio)
                 self._video = self._video or bool(video)
                 decided = audio is not None and video is not None

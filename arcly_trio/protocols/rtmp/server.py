@@ -81,11 +81,11 @@ _CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DAT
 _TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
 
 
-def rtmp_chunks(frame: Frame, chunk_size: int, stream_id: int) -> bytes:
-    """The chunked RTMP message of ``frame``, built once per chunk size and stream id."""
-    return frame.encoded(("rtmp", chunk_size, stream_id), lambda f: chunk_message(
-        _CSID[f.kind], _TYPE[f.kind], stream_id, f.dts & 0xFFFFFFFF, flv.frame_body(f), chunk_size
-    ))
+def _chunk_frame(frame: Frame, chunk_size: int, stream_id: int) -> bytes:
+    """The chunked RTMP message of ``frame`` (built once per chunk size and stream id, see
+    :meth:`Frame.encoded`, and shared by every player with those)."""
+    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], stream_id, frame.dts & 0xFFFFFFFF,
+                         flv.frame_body(frame), chunk_size)
 
 
 class _Close(Exception):
@@ -374,8 +374,6 @@ class _Connection:
             log.debug("rtmp %s:%s: skipped a message: %s", *self.peer, exc)
             return
         for frame in frames:
-            if frame.config and frame.kind is FrameKind.VIDEO:
-                _note_video_config(publisher, frame)
             await publisher.send(frame)
 
     async def _ingest_data(self, publisher: Publisher, event: DataMessage) -> None:
@@ -452,10 +450,11 @@ class _Connection:
             if not batch:
                 return
             chunk_size = session.out_chunk_size
+            key = ("rtmp", chunk_size, sid)
             if len(batch) == 1:
-                payload = rtmp_chunks(batch[0], chunk_size, sid)
+                payload = batch[0].encoded(key, _chunk_frame, chunk_size, sid)
             else:
-                payload = b"".join([rtmp_chunks(frame, chunk_size, sid) for frame in batch])
+                payload = b"".join([frame.encoded(key, _chunk_frame, chunk_size, sid) for frame in batch])
             await self.write(payload)
 
     async def write(self, payload: bytes) -> None:
@@ -534,24 +533,3 @@ def _note_metadata(publisher: Publisher, frame: Frame) -> None:
         info.audio_sample_rate = int(rate)
     if isinstance(stereo, bool):
         info.audio_channels = 2 if stereo else 1
-
-
-def _note_video_config(publisher: Publisher, frame: Frame) -> None:
-    """Resolution from the decoder configuration (H.264/HEVC SPS), when metadata lacks it."""
-    from ...media import codecs
-
-    info = publisher.info
-    info.video_codec = frame.codec
-    try:
-        if frame.codec == "h264":
-            config = codecs.parse_avc_config(frame.payload)
-            if config.sps:
-                sps = codecs.parse_h264_sps(config.sps[0])
-                info.width, info.height = sps.width, sps.height
-        elif frame.codec == "hevc":
-            hconfig = codecs.parse_hevc_config(frame.payload)
-            if hconfig.sps:
-                hsps = codecs.parse_hevc_sps(hconfig.sps[0])
-                info.width, info.height = hsps.width, hsps.height
-    except ProtocolError:
-        pass
