@@ -1,13 +1,42 @@
 """arcly-trio: a live-media streaming kernel and server built on trio.
 
-The kernel (:mod:`arcly_trio.kernel`) is re-exported here; protocol workers live in
-:mod:`arcly_trio.protocols`, sans-IO media formats in :mod:`arcly_trio.media`, the command-line
-server in :mod:`arcly_trio.server` and property-testing helpers in :mod:`arcly_trio.testing`.
+The kernel (:mod:`arcly_trio.kernel`) is re-exported here; the trio-free core (frames, keys,
+errors) lives in :mod:`arcly_trio.core`, sans-IO media formats in :mod:`arcly_trio.media`, sans-IO
+protocol cores in :mod:`arcly_trio.protocols`, protocol workers in :mod:`arcly_trio.workers`, the
+command-line server in :mod:`arcly_trio.server` and property-testing helpers in
+:mod:`arcly_trio.testing`.
+
+The re-exports are lazy (PEP 562): ``import arcly_trio.media.flv`` loads no trio, and
+``from arcly_trio import Engine`` loads the kernel only then.
 """
 
-from .kernel import *  # noqa: F403
-from .kernel import __all__ as _kernel_all
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", *_kernel_all]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .kernel import *  # noqa: F403
+
+
+def _kernel_names() -> list[str]:
+    return list(importlib.import_module(".kernel", __name__).__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":  # ``from arcly_trio import *`` loads the kernel then
+        return ["__version__", *_kernel_names()]
+    if name.startswith("__"):
+        raise AttributeError(name)
+    kernel = importlib.import_module(".kernel", __name__)
+    if name in kernel.__all__:
+        value = getattr(kernel, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_kernel_names()})

@@ -64,7 +64,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from arcly_trio.kernel.engine import Engine  # noqa: E402
-from arcly_trio.kernel.frame import Frame  # noqa: E402
+from arcly_trio.core.frame import Frame  # noqa: E402
 from arcly_trio.kernel.spec import AppSpec  # noqa: E402
 from arcly_trio.testing.frames import synthetic_stream  # noqa: E402
 
@@ -321,7 +321,7 @@ async def raw_batched_run(n: int, seconds: float, warmup: float, queue: int, ing
 async def split_run(n: int, queue: int) -> dict[str, float]:
     """Bytes per subscriber by part, from tracemalloc (Python allocations only, so a little
     under what RSS shows: allocator slack and page rounding are not counted)."""
-    from arcly_trio.kernel.keys import Credentials
+    from arcly_trio.core.keys import Credentials
     from arcly_trio.kernel.subscription import EndReason
 
     spec = AppSpec("bench", subscriber_queue=queue, ingest_queue=INGEST)

@@ -3,7 +3,7 @@ against ffprobe; round trips of the NAL unit helpers; arbitrary bytes raise only
 
 The module also holds two helpers the MPEG-TS and HLS tests share: :func:`encode_flv` (ffmpeg
 encodes a test clip to FLV) and :func:`read_flv` (a minimal FLV reader that yields kernel frames
-by the payload conventions of ``arcly_trio.kernel.frame``).
+by the payload conventions of ``arcly_trio.core.frame``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
-from arcly_trio.kernel.frame import Frame, FrameKind
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.codecs import (
     AAC_SAMPLE_RATES,
     HEVC_NAL_PPS,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
-from arcly_trio.kernel.frame import Frame, FrameKind
+from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media import flv
 from arcly_trio.media.flv import (
     FlvEnd,

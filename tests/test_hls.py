@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError
-from arcly_trio.kernel.frame import Frame, FrameKind
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.codecs import CodecError
 from arcly_trio.media.hls import (
     HlsSegmenter,

@@ -221,7 +221,7 @@ async def test_stream_names_that_cannot_be_keys_are_not_packaged(demo_frames, ca
 
 
 def test_settings_are_validated() -> None:
-    from arcly_trio.kernel.errors import LocalProtocolError
+    from arcly_trio.core.errors import LocalProtocolError
 
     with pytest.raises(LocalProtocolError):
         HlsService(target_duration=0)

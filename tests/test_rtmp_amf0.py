@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.protocols.rtmp.amf0 import (
     MAX_DEPTH,
     UNDEFINED,

@@ -21,7 +21,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.protocols.rtmp import amf0
 from arcly_trio.protocols.rtmp.handshake import (
     PACKET_SIZE,

@@ -24,7 +24,7 @@ import trio
 
 from arcly_trio.kernel.auth import Authenticator, TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
-from arcly_trio.kernel.errors import StreamNotFound
+from arcly_trio.core.errors import StreamNotFound
 from arcly_trio.kernel.events import (
     StreamClosed,
     StreamPublished,
@@ -32,8 +32,8 @@ from arcly_trio.kernel.events import (
     SubscriberJoined,
     SubscriberLeft,
 )
-from arcly_trio.kernel.frame import Frame, FrameKind
-from arcly_trio.kernel.keys import StreamKey
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.stream import Stream
 from arcly_trio.protocols.rtmp.server import RtmpServer
 from arcly_trio.testing import CountingObserver

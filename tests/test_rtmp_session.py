@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.protocols.rtmp import amf0
 from arcly_trio.protocols.rtmp import messages as m
 from arcly_trio.protocols.rtmp.chunks import chunk_message

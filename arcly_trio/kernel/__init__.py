@@ -7,12 +7,12 @@ Everything here is transport-agnostic; protocol workers drive it through ``Engin
 from .application import Application
 from .auth import AllowAll, Authenticator, TokenAuthenticator
 from .engine import Engine, EngineBuilder, ProtocolWorker, StreamService
-from .errors import *  # noqa: F403
-from .errors import __all__ as _errors_all
+from ..core.errors import *  # noqa: F403
+from ..core.errors import __all__ as _errors_all
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
-from .frame import Frame, FrameKind
-from .keys import Credentials, StreamKey
+from ..core.frame import Frame, FrameKind
+from ..core.keys import Credentials, StreamKey
 from .observe import Observer
 from .qos import StreamInfo, StreamStats
 from .spec import AppSpec, Takeover

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import AppNotFound, PublisherLimitReached, StreamAlreadyPublishing, StreamNotFound
+from ..core.errors import AppNotFound, PublisherLimitReached, StreamAlreadyPublishing, StreamNotFound
 from .events import EventBus, StreamEvent
-from .frame import Frame
-from .keys import Credentials, StreamKey
+from ..core.frame import Frame
+from ..core.keys import Credentials, StreamKey
 from .spec import AppSpec, Takeover
 from .stream import PublishSession, Stream
 from .subscription import EndReason, Subscription

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 from typing import Protocol, runtime_checkable
 
-from .errors import Unauthorized
-from .keys import Credentials, StreamKey
+from ..core.errors import Unauthorized
+from ..core.keys import Credentials, StreamKey
 
 __all__ = ["Authenticator", "AllowAll", "TokenAuthenticator"]
 

@@ -30,9 +30,9 @@ import trio
 
 from .application import Application
 from .auth import AllowAll, Authenticator
-from .errors import AppAlreadyRegistered, AppNotFound, EngineClosed, Unauthorized
+from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, Unauthorized
 from .events import EventFeed
-from .keys import Credentials, StreamKey
+from ..core.keys import Credentials, StreamKey
 from .observe import Observer, SafeObserver
 from .spec import AppSpec
 from .stream import Publisher, Stream

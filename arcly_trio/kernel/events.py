@@ -16,7 +16,7 @@ from typing import ClassVar
 import attrs
 import trio
 
-from .keys import StreamKey
+from ..core.keys import StreamKey
 
 __all__ = [
     "StreamEvent",

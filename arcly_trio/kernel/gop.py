@@ -12,7 +12,7 @@ and a lagging subscriber can be given exactly the configs it missed.
 
 from __future__ import annotations
 
-from .frame import Frame, FrameKind
+from ..core.frame import Frame, FrameKind
 
 __all__ = ["GopCache"]
 

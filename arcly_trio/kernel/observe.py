@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .keys import StreamKey
+from ..core.keys import StreamKey
 
 if TYPE_CHECKING:
     from .events import (
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         SubscriberLeft,
         SubscriberResumed,
     )
-    from .frame import Frame
+    from ..core.frame import Frame
 
 __all__ = ["Observer", "SafeObserver"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from .errors import ProtocolError
-from .frame import Frame
-from .keys import StreamKey
+from ..core.errors import ProtocolError
+from ..core.frame import Frame
+from ..core.keys import StreamKey
 
 __all__ = ["RateMeter", "StreamInfo", "StreamStats", "describe_video_config"]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import PublishEnded, PublisherReplaced, StreamIdleReaped
+from ..core.errors import PublishEnded, PublisherReplaced, StreamIdleReaped
 from .events import (
     StreamClosed,
     StreamEvent,
@@ -42,9 +42,9 @@ from .events import (
     SubscriberLeft,
     SubscriberResumed,
 )
-from .frame import Frame, FrameKind
+from ..core.frame import Frame, FrameKind
 from .gop import GopCache
-from .keys import Credentials, StreamKey
+from ..core.keys import Credentials, StreamKey
 from .qos import RateMeter, StreamInfo, StreamStats, describe_video_config
 from .subscription import LAGGING, LIVE, EndReason, Subscription
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .frame import Frame
-from .keys import Credentials, StreamKey
+from ..core.frame import Frame
+from ..core.keys import Credentials, StreamKey
 
 if TYPE_CHECKING:
     from .stream import Stream

@@ -16,10 +16,10 @@ Everything here is pure and sans-IO: bytes in, values out.
 
 Error policy: every input here comes from a peer (a publisher), so malformed input of any kind
 (truncated, inconsistent, out of range) raises :class:`CodecError`, a
-:class:`~arcly_trio.kernel.errors.RemoteProtocolError`. Nothing else escapes on arbitrary bytes
+:class:`~arcly_trio.core.errors.RemoteProtocolError`. Nothing else escapes on arbitrary bytes
 (no ``IndexError``, ``struct.error``...). Passing a value of the wrong type, or a codec name this
 module does not know, is our own bug and raises
-:class:`~arcly_trio.kernel.errors.LocalProtocolError`.
+:class:`~arcly_trio.core.errors.LocalProtocolError`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..kernel.errors import LocalProtocolError, RemoteProtocolError
+from ..core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "CodecError",
@@ -515,7 +515,7 @@ def split_nal_units(data: bytes, nal_length_size: int = 4) -> list[bytes]:
 
     Zero-length NAL units are dropped. A length that runs past the end raises
     :class:`CodecError`; a ``nal_length_size`` other than 1 to 4 is a
-    :class:`~arcly_trio.kernel.errors.LocalProtocolError`.
+    :class:`~arcly_trio.core.errors.LocalProtocolError`.
     """
     if not 1 <= nal_length_size <= 4:
         raise LocalProtocolError(f"nal_length_size must be 1 to 4, not {nal_length_size}")

@@ -7,7 +7,7 @@ WebSocket-FLV and recordings stream. This module is sans-IO: bytes in, frames or
 Three layers:
 
 * **Tag bodies <-> frames.** :func:`parse_video`, :func:`parse_audio`, :func:`parse_data` turn
-  one tag body (one RTMP message payload) into a :class:`~arcly_trio.kernel.frame.Frame`, or
+  one tag body (one RTMP message payload) into a :class:`~arcly_trio.core.frame.Frame`, or
   ``None`` for a body that carries no media (an AVC end of sequence, a video command frame, an
   Enhanced RTMP ``Metadata`` or ``MultichannelConfig`` packet, an empty body or payload).
   :func:`video_body`, :func:`audio_body`, :func:`data_body` and :func:`tag_body` do the
@@ -85,7 +85,7 @@ is ``kind=DATA, codec="amf0", config=True``; other data (``onCuePoint``, ``onTex
 Error policy:
 
 * Parsing never raises anything but :class:`FlvError` (a ``RemoteProtocolError``) or
-  :class:`~arcly_trio.kernel.errors.MessageTooLarge`, whatever the bytes.
+  :class:`~arcly_trio.core.errors.MessageTooLarge`, whatever the bytes.
   :class:`FlvUnsupported` (a subclass of :class:`FlvError`) marks a well-formed body this
   module does not handle (a reserved codec id or packet type, an unknown FourCC, several tracks
   in one message given to :func:`parse_video`): a caller may drop that message and go on.
@@ -101,8 +101,8 @@ from typing import Final
 
 import attrs
 
-from arcly_trio.kernel.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
-from arcly_trio.kernel.frame import Frame, FrameKind
+from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
 
 __all__ = [
     "TAG_AUDIO",

@@ -57,10 +57,10 @@ Playlist
 Error policy
     Malformed codec bytes from the publisher raise
     :class:`~arcly_trio.media.codecs.CodecError` (a
-    :class:`~arcly_trio.kernel.errors.RemoteProtocolError`) from :meth:`~HlsSegmenter.push`,
+    :class:`~arcly_trio.core.errors.RemoteProtocolError`) from :meth:`~HlsSegmenter.push`,
     and leave the segmenter as it was, so the caller may drop the frame and go on. Pushing after
     :meth:`~HlsSegmenter.finish`, and invalid settings, raise
-    :class:`~arcly_trio.kernel.errors.LocalProtocolError`.
+    :class:`~arcly_trio.core.errors.LocalProtocolError`.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ from typing import Union
 
 import attrs
 
-from ..kernel.errors import LocalProtocolError
-from ..kernel.frame import Frame, FrameKind
+from ..core.errors import LocalProtocolError
+from ..core.frame import Frame, FrameKind
 from .mpegts import SUPPORTED_AUDIO_CODECS, SUPPORTED_VIDEO_CODECS, TsMuxer
 
 __all__ = [

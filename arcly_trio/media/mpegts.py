@@ -1,6 +1,6 @@
 """A sans-IO MPEG-TS muxer (ISO/IEC 13818-1) for the kernel's frames, as HLS serves it.
 
-:class:`TsMuxer` turns :class:`~arcly_trio.kernel.frame.Frame` objects into whole 188-byte
+:class:`TsMuxer` turns :class:`~arcly_trio.core.frame.Frame` objects into whole 188-byte
 transport packets: one program (number 1) with at most one video elementary stream (H.264 or
 HEVC) and one audio elementary stream (AAC as ADTS, or MP3). It never touches a clock or a
 socket: timestamps come from the frames only, bytes come out of :meth:`TsMuxer.mux`.
@@ -48,16 +48,16 @@ Error policy
     Malformed codec bytes from the publisher (an AVCC access unit whose lengths run past its end,
     a config record that does not parse, an AAC object type ADTS cannot carry) raise
     :class:`~arcly_trio.media.codecs.CodecError` (a
-    :class:`~arcly_trio.kernel.errors.RemoteProtocolError`), and leave the muxer as it was: the
+    :class:`~arcly_trio.core.errors.RemoteProtocolError`), and leave the muxer as it was: the
     caller may drop the frame and go on. Asking for a codec the muxer cannot carry, or feeding a
     frame whose codec differs from the one the muxer was built for, is a bug of the caller and
-    raises :class:`~arcly_trio.kernel.errors.LocalProtocolError`.
+    raises :class:`~arcly_trio.core.errors.LocalProtocolError`.
 """
 
 from __future__ import annotations
 
-from ..kernel.errors import LocalProtocolError
-from ..kernel.frame import Frame, FrameKind
+from ..core.errors import LocalProtocolError
+from ..core.frame import Frame, FrameKind
 from .codecs import (
     H264_AUD,
     H264_NAL_AUD,
@@ -315,7 +315,7 @@ class TsMuxer:
         ``with_tables`` writes PAT + PMT first (as does a video keyframe when
         ``tables_on_keyframes`` is set). Raises :class:`~arcly_trio.media.codecs.CodecError`
         on malformed codec bytes (the muxer state is then unchanged) and
-        :class:`~arcly_trio.kernel.errors.LocalProtocolError` on a codec the muxer was not
+        :class:`~arcly_trio.core.errors.LocalProtocolError` on a codec the muxer was not
         built for.
         """
         codec = self._codec_for(frame)

@@ -14,9 +14,9 @@ from importlib import resources
 import trio
 
 from ..kernel.engine import Engine
-from ..kernel.errors import PublishEnded, StreamError
-from ..kernel.frame import Frame
-from ..kernel.keys import Credentials, StreamKey
+from ..core.errors import PublishEnded, StreamError
+from ..core.frame import Frame
+from ..core.keys import Credentials, StreamKey
 from ..media import flv
 
 __all__ = ["demo_frames", "publish_demo"]

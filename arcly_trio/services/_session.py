@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..kernel.frame import Frame, FrameKind
+from ..core.frame import Frame, FrameKind
 from ..kernel.qos import StreamInfo
 from ..kernel.stream import Stream
 

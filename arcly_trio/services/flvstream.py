@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..kernel.errors import LocalProtocolError, RemoteProtocolError
-from ..kernel.frame import Frame, FrameKind
+from ..core.errors import LocalProtocolError, RemoteProtocolError
+from ..core.frame import Frame, FrameKind
 from ..media import flv
 from ..protocols.rtmp import amf0
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import trio
 
-from ..kernel.errors import RemoteProtocolError
+from ..core.errors import RemoteProtocolError
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription

@@ -36,8 +36,8 @@ import attrs
 import trio
 
 from ..kernel.events import ServiceEvent
-from ..kernel.frame import Frame
-from ..kernel.keys import StreamKey
+from ..core.frame import Frame
+from ..core.keys import StreamKey
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription

@@ -19,7 +19,7 @@ Operations (all async, so a backend may do network I/O; the built-in ones do not
 
 Error policy: an invalid key raises :class:`InvalidStorageKey`; a missing object on ``get``
 raises :class:`StorageNotFound`; any backend failure (disk full, permission denied, I/O error)
-raises :class:`~arcly_trio.kernel.errors.StorageError` with the underlying error as its
+raises :class:`~arcly_trio.core.errors.StorageError` with the underlying error as its
 ``__cause__``. Nothing else escapes a backend.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
-from ..kernel.errors import StorageError
+from ..core.errors import StorageError
 
 __all__ = [
     "Storage",

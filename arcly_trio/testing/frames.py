@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..kernel.frame import Frame, FrameKind
+from ..core.frame import Frame, FrameKind
 
 __all__ = [
     "video_config",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from ..kernel.events import StreamEvent
-from ..kernel.frame import Frame
-from ..kernel.keys import StreamKey
+from ..core.frame import Frame
+from ..core.keys import StreamKey
 from ..kernel.observe import Observer
 
 __all__ = ["CountingObserver"]

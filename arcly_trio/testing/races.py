@@ -30,9 +30,9 @@ import trio.testing
 from hypothesis import strategies as st
 
 from ..kernel.engine import Engine
-from ..kernel.errors import StreamError
-from ..kernel.frame import Frame
-from ..kernel.keys import Credentials, StreamKey
+from ..core.errors import StreamError
+from ..core.frame import Frame
+from ..core.keys import Credentials, StreamKey
 from ..kernel.subscription import Subscription
 from . import frames as fb
 from .strategies import gops

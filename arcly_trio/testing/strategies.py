@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ..kernel.frame import Frame, FrameKind
+from ..core.frame import Frame, FrameKind
 from . import frames as fb
 
 __all__ = ["frames", "gops", "frame_sequences"]

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import trio
 import trio_websocket
 
-from ...kernel.errors import StreamError
-from ...kernel.keys import Credentials, StreamKey
+from ...core.errors import StreamError
+from ...core.keys import Credentials, StreamKey
 from ...kernel.subscription import EndReason, Subscription
 from ...services.flvstream import FlvStreamWriter
 from .router import HttpRequest

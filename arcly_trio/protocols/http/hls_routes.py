@@ -17,7 +17,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from ...kernel.errors import AppNotFound
+from ...core.errors import AppNotFound
 from ...storage import InvalidStorageKey, StorageError, StorageNotFound
 from .router import HttpRequest
 from .server import Exchange

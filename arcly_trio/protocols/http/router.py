@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ...kernel.errors import RemoteProtocolError
+from ...core.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
     from .server import Exchange

@@ -49,7 +49,7 @@ import h11
 import trio
 import trio_websocket
 
-from ...kernel.errors import AppNotFound, EngineClosed, StreamError, StreamNotFound, Unauthorized
+from ...core.errors import AppNotFound, EngineClosed, StreamError, StreamNotFound, Unauthorized
 from .router import BadRequest, HttpRequest, Router, parse_target
 from .ws import ReplayStream, handshake_problem, rebuild_request_head
 

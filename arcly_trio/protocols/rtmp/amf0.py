@@ -50,7 +50,7 @@ from typing import Final, Literal, Union
 
 import attrs
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "AMF0Error",

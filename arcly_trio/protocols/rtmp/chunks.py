@@ -39,14 +39,14 @@ chunk size. :func:`encode_message` and :class:`ChunkWriter` can also compress he
 
 Error policy:
 
-* :class:`ChunkReader` raises :class:`~arcly_trio.kernel.errors.RemoteProtocolError` for
+* :class:`ChunkReader` raises :class:`~arcly_trio.core.errors.RemoteProtocolError` for
   malformed input (a format 2/3 header on a fresh chunk stream, a continuation chunk whose
   header changes the message length, a bad Set Chunk Size) and
-  :class:`~arcly_trio.kernel.errors.MessageTooLarge` as soon as a header announces a message
+  :class:`~arcly_trio.core.errors.MessageTooLarge` as soon as a header announces a message
   over its type's limit, a Set Chunk Size over ``max_chunk_size``, or partial messages whose
   sizes add up to more than ``max_buffered_bytes``; too many chunk streams with a partial
   message (or in all) is a ``RemoteProtocolError``. Once it has raised, the reader is broken:
-  further calls raise :class:`~arcly_trio.kernel.errors.LocalProtocolError`.
+  further calls raise :class:`~arcly_trio.core.errors.LocalProtocolError`.
 * The encoders raise ``LocalProtocolError`` for arguments that do not fit the wire format
   (a chunk stream id outside 2..65599, a payload of 16 MiB or more, a chunk size outside
   1..0x7FFFFFFF). Timestamps are taken modulo 2**32.
@@ -60,7 +60,7 @@ from typing import Final
 
 import attrs
 
-from arcly_trio.kernel.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.protocols.rtmp.messages import (
     MAX_CHUNK_SIZE,
     MessageType,

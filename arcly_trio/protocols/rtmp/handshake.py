@@ -38,7 +38,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "HandshakeError",

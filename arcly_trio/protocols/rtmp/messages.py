@@ -13,10 +13,10 @@ them. Protocol control messages travel on chunk stream 2 with message stream id 
 
 Error policy:
 
-* the ``decode_*`` functions raise :class:`~arcly_trio.kernel.errors.RemoteProtocolError` for a
+* the ``decode_*`` functions raise :class:`~arcly_trio.core.errors.RemoteProtocolError` for a
   payload shorter than its layout or a value the specification forbids (a chunk size of zero or
   with its top bit set); trailing bytes after the layout are ignored, as FFmpeg does;
-* the ``encode_*`` functions raise :class:`~arcly_trio.kernel.errors.LocalProtocolError` for a
+* the ``encode_*`` functions raise :class:`~arcly_trio.core.errors.LocalProtocolError` for a
   value that does not fit its field.
 """
 
@@ -28,7 +28,7 @@ from typing import Final
 
 import attrs
 
-from arcly_trio.kernel.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "MessageType",

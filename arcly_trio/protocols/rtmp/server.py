@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...kernel.errors import (
+from ...core.errors import (
     AppNotFound,
     EngineClosed,
     ProtocolError,
@@ -45,8 +45,8 @@ from ...kernel.errors import (
     StreamNotFound,
     Unauthorized,
 )
-from ...kernel.frame import Frame, FrameKind
-from ...kernel.keys import Credentials, StreamKey
+from ...core.frame import Frame, FrameKind
+from ...core.keys import Credentials, StreamKey
 from ...kernel.subscription import EndReason, Subscription
 from ...media import flv
 from . import amf0

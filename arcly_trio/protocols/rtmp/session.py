@@ -48,12 +48,12 @@ stream; the first is the wire value). It goes below zero only if a peer steps ba
 zero.
 
 Error policy: any protocol violation by the peer raises
-:class:`~arcly_trio.kernel.errors.RemoteProtocolError` (or its subclasses ``MessageTooLarge``
+:class:`~arcly_trio.core.errors.RemoteProtocolError` (or its subclasses ``MessageTooLarge``
 and ``AMF0Error``) from :meth:`~ServerSession.receive_data` or
 :meth:`~ServerSession.next_event`: malformed chunks or AMF0, a command before ``connect`` or a
 second ``connect``, ``publish``/``play`` on stream 0, too many streams, oversized messages.
 After that the session is dead: every further call except :meth:`~ServerSession.data_to_send`
-raises :class:`~arcly_trio.kernel.errors.LocalProtocolError`. Calling a method at the wrong
+raises :class:`~arcly_trio.core.errors.LocalProtocolError`. Calling a method at the wrong
 time (``accept_publish`` without a pending publish...) raises ``LocalProtocolError`` too.
 
 :class:`ClientSession` plays the client role (connect, createStream, publish, play...) with the
@@ -70,7 +70,7 @@ from typing import Any, Final
 
 import attrs
 
-from arcly_trio.kernel.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.protocols.rtmp import amf0
 from arcly_trio.protocols.rtmp.chunks import ChunkReader, ChunkWriter, RtmpMessage, chunk_message
 from arcly_trio.protocols.rtmp.messages import (
