@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
@@ -26,8 +26,8 @@ from arcly_trio.media.flv import (
     FlvReader,
     FlvTag,
     FlvUnsupported,
-    TimestampUnwrapper,
 )
+from arcly_trio.media.timestamps import TimestampUnwrapper
 from tests._tools import require_tool
 
 DEMO = Path(__file__).resolve().parent.parent / "arcly_trio" / "server" / "assets" / "demo.flv"
@@ -112,7 +112,7 @@ def test_demo_clip_structure(demo: bytes) -> None:
 
 
 def test_demo_clip_metadata_decodes(demo: bytes) -> None:
-    amf0 = pytest.importorskip("arcly_trio.protocols.rtmp.amf0")
+    amf0 = pytest.importorskip("arcly_trio.media.amf0")
     metadata = flv.read_frames(demo)[0]
     name, values = amf0.decode(metadata.payload)
     assert name == "onMetaData"

@@ -11,6 +11,8 @@ from typing import Any
 
 import m3u8
 import pytest
+
+from arcly_trio.core.errors import InvalidStreamName
 import trio
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind
@@ -208,16 +210,16 @@ async def test_malformed_codec_data_is_dropped_and_counted(demo_frames) -> None:
     assert len(playlist.segments) >= 3
 
 
-async def test_stream_names_that_cannot_be_keys_are_not_packaged(demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
-    caplog.set_level(logging.WARNING, logger="arcly_trio.hls")
+async def test_stream_names_that_cannot_be_keys_never_reach_packaging(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    # Names are checked when the key is made, so HLS (and its storage keys) never sees them.
     storage = MemoryStorage()
     hls = HlsService(storage)
     async with packaging(hls) as engine:
-        await publish(engine, "live/..", demo_frames[:50])
-        await publish(engine, "live/.hidden", demo_frames[:50])
+        for name in ("live/..", "live/.hidden", "live/a b", "live/x\nforged"):
+            with pytest.raises(InvalidStreamName):
+                await publish(engine, name, demo_frames[:50])
         await trio.sleep(0.05)
     assert await storage.list() == []
-    assert sum("HLS not packaged" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_settings_are_validated() -> None:

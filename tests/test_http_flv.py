@@ -15,7 +15,7 @@ import trio_websocket
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, PublishEnded, StreamKey
 from arcly_trio.media import flv
-from arcly_trio.protocols.http import HttpServer
+from arcly_trio.workers.http import HttpServer
 from arcly_trio.testing import audio, audio_config
 
 

@@ -25,8 +25,8 @@ import trio
 import arcly_trio.server
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
 from arcly_trio.media import flv
-from arcly_trio.protocols.http import HttpServer
-from arcly_trio.protocols.rtmp.server import RtmpServer
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.services import FlvRecorder, HlsService, RecordingStopped
 from arcly_trio.testing import CountingObserver
 from tests._tools import require_tool

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from arcly_trio import AppSpec, Credentials, Engine
 from arcly_trio.media import flv
-from arcly_trio.protocols.http import BadRequest, HttpServer, Router, parse_target
+from arcly_trio.workers.http import BadRequest, HttpServer, Router, parse_target
 from arcly_trio.services import HlsService
 
 
@@ -277,17 +277,34 @@ async def test_slowloris_is_closed_and_logged_while_a_player_keeps_receiving(cap
         assert any("request head not complete" in r.getMessage() for r in caplog.records)
 
 
-async def test_connection_limit(http_get) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_connections_give_their_slots_to_newcomers(http_get) -> None:  # type: ignore[no-untyped-def]
+    """Attack: idle connections fill the cap, newcomers got 503. Now the oldest idle one goes."""
     async with serving(max_connections=2) as (engine, server):
         first = await trio.open_tcp_stream("127.0.0.1", server.port)
         second = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with first, second:
             await trio.sleep(0.05)
+            status, _, _ = await http_get(server.port, "/api/health")
+            assert status == 200
+            with trio.fail_after(5):
+                assert await first.receive_some(100) == b""  # evicted: the oldest idle one
+        assert server.admission.evictions == 1
+
+
+async def test_503_only_when_every_slot_serves_a_request(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    async with serving(max_connections=2) as (engine, server):
+        async with engine.publish("live/demo") as publisher:
+            for frame in demo_frames[:20]:
+                await publisher.send(frame)
+            viewers = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]
+            for viewer in viewers:
+                await viewer.send_all(b"GET /live/demo.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+                with trio.fail_after(5):
+                    assert (await viewer.receive_some(65536)).startswith(b"HTTP/1.1 200")
             response = await raw_exchange(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert status_of(response) == 503
-        await trio.sleep(0.05)
-        status, _, _ = await http_get(server.port, "/api/health")
-        assert status == 200
+            for viewer in viewers:
+                await viewer.aclose()
 
 
 async def test_keep_alive_serves_several_requests_and_head() -> None:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.budget import ByteBudget
+from arcly_trio.core.errors import BudgetExceeded, LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.protocols.rtmp import messages as m
 from arcly_trio.protocols.rtmp.chunks import (
     ChunkReader,
@@ -260,12 +261,72 @@ def test_too_many_partial_messages() -> None:
         read_all(data + extra)
 
 
-def test_partial_messages_bounded_in_total() -> None:
-    data = b"".join(chunk_units(10 + i, 9, 1, 0, bytes(1000), 128)[0] for i in range(3))
+def test_partial_messages_bounded_by_the_bytes_really_held() -> None:
+    # Three 1000-byte messages, each sent but for its last chunk: 3 x 896 bytes are held.
+    data = b"".join(b"".join(chunk_units(10 + i, 9, 1, 0, bytes(1000), 128)[:-1]) for i in range(3))
     small = {"max_video_size": 1000, "max_audio_size": 1000, "max_other_size": 1000}
     with pytest.raises(MessageTooLarge):
-        read_all(data, max_buffered_bytes=2500, **small)
-    assert read_all(data, max_buffered_bytes=3000, **small) == []
+        read_all(data, max_buffered_bytes=2600, **small)
+    assert read_all(data, max_buffered_bytes=2700, **small) == []
+    # What a header announces costs nothing until the bytes come.
+    announced = b"".join(chunk_units(10 + i, 9, 1, 0, bytes(1000), 128)[0] for i in range(8))
+    assert read_all(announced, max_buffered_bytes=1024, **small) == []
+
+
+def test_a_partial_message_is_one_growing_buffer_not_a_list_of_chunks() -> None:
+    """Mutant killed: keeping each chunk as its own bytes object (~24x the payload at chunk
+    size 2 in CPython). The reader holds a message in one buffer, so tracemalloc sees about
+    the payload's size, whatever the chunk size."""
+    import tracemalloc
+
+    payload = bytes(200_000)
+    units = chunk_units(6, 9, 1, 0, payload, 2)
+    reader = ChunkReader(max_video_size=1 << 20)
+    reader.receive_data(m_chunk_size(2))
+    assert reader.next_message() is not None
+    tracemalloc.start()
+    try:
+        for unit in units[:-1]:
+            reader.receive_data(unit)
+            assert reader.next_message() is None
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reader.partial_bytes == len(payload) - 2
+    assert held < 2 * len(payload), held
+
+
+def test_a_shared_budget_counts_real_bytes_and_is_given_back() -> None:
+    budget = ByteBudget(10_000)
+    first, second = ChunkReader(budget=budget), ChunkReader(budget=budget)
+    units = chunk_units(6, 9, 1, 0, bytes(8000), 128)
+    first.receive_data(b"".join(units[:-1]))
+    assert first.next_message() is None
+    assert budget.used == 8000 - 64
+    second.receive_data(b"".join(units[:20]))
+    with pytest.raises(BudgetExceeded):
+        second.next_message()
+    second.close()
+    assert budget.used == 8000 - 64
+    first.receive_data(units[-1])
+    message = first.next_message()
+    assert message is not None and len(message.payload) == 8000
+    assert budget.used == 0
+    first.receive_data(b"".join(units[:-1]))
+    assert first.next_message() is None and budget.used > 0
+    first.close()  # the connection ends mid-message: every byte goes back
+    assert budget.used == 0
+
+
+def test_tiny_chunk_sizes_can_be_refused() -> None:
+    data = m_chunk_size(2) + chunk_message(3, 20, 0, 0, b"x" * 10, 2)
+    assert len(read_all(data)) == 2
+    with pytest.raises(RemoteProtocolError):
+        read_all(data, min_chunk_size=128)
+
+
+def m_chunk_size(size: int) -> bytes:
+    return chunk_message(2, 1, 0, 0, m.encode_set_chunk_size(size), 128)
 
 
 def test_too_many_chunk_streams() -> None:

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
-from arcly_trio.protocols.rtmp import amf0
+from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp.handshake import (
     PACKET_SIZE,
     ClientHandshake,

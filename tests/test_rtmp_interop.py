@@ -35,7 +35,7 @@ from arcly_trio.kernel.events import (
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.stream import Stream
-from arcly_trio.protocols.rtmp.server import RtmpServer
+from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.testing import CountingObserver
 from tests._tools import require_tool
 

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from arcly_trio.protocols.rtmp import amf0
+from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.handshake import ClientHandshake
-from arcly_trio.protocols.rtmp.session import ClientSession, CommandReceived, Event
+from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, Event
 from tests.test_rtmp_interop import (
     HOST,
     player,
@@ -182,7 +182,7 @@ async def idle_after_connect(port: int) -> tuple[RawClient, str]:
     replies = commands(await client.read_until_closed())  # connected, then nothing: reaped
     assert trio.current_time() - start >= 0.5
     assert [c.info.get("code") for c in replies if c.name == "_result"] == ["NetConnection.Connect.Success"]
-    return client, "idle for 1 s without publishing or playing"
+    return client, "no command for 1 s (neither publishing nor playing)"
 
 
 async def unknown_app(port: int) -> tuple[RawClient, str]:

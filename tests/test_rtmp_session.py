@@ -9,12 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from arcly_trio.core.budget import ByteBudget
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
-from arcly_trio.protocols.rtmp import amf0
+from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp import messages as m
 from arcly_trio.protocols.rtmp.chunks import chunk_message
-from arcly_trio.protocols.rtmp.session import (
+from arcly_trio.protocols.rtmp import (
     CSID_AUDIO,
+    CSID_DATA,
     CSID_VIDEO,
     BufferLengthChanged,
     ClientSession,
@@ -29,7 +31,7 @@ from arcly_trio.protocols.rtmp.session import (
     PlayRequest,
     PublishRequest,
     ServerSession,
-    StreamClosed,
+    StreamCloseRequested,
     StreamCreated,
     StreamDeleted,
     StreamUnpublishRequested,
@@ -186,7 +188,6 @@ def test_publish_conversation_like_ffmpeg() -> None:
     assert events[0] == DataMessage(
         1,
         0,
-        ["@setDataFrame", "onMetaData", metadata],
         amf0.encode("@setDataFrame", "onMetaData", metadata),
         amf0.encode("onMetaData", metadata),
     )
@@ -241,7 +242,6 @@ def test_play_conversation_with_shared_prechunked_media() -> None:
     assert events[3] == DataMessage(
         stream_id,
         0,
-        ["|RtmpSampleAccess", True, True],
         amf0.encode("|RtmpSampleAccess", True, True),
         amf0.encode("|RtmpSampleAccess", True, True),
     )
@@ -406,7 +406,7 @@ def test_pause_close_and_delete_stream() -> None:
     assert drain(server) == [
         PauseRequest(stream_id, True, 1500.0),
         PauseRequest(stream_id, False, 1600.0),
-        StreamClosed(stream_id),
+        StreamCloseRequested(stream_id),
         StreamDeleted(stream_id),
     ]
     server.accept_pause(stream_id, True)
@@ -485,7 +485,7 @@ def test_amf3_command_and_data_messages() -> None:
     client.send_message(5, m.MessageType.AMF3_DATA, stream_id, 3, b"\x00" + body)
     pump(client, server)
     assert drain(server) == [
-        DataMessage(stream_id, 3, ["onMetaData", {"duration": 0.0}], body, body)
+        DataMessage(stream_id, 3, body, body)
     ]
 
 
@@ -512,7 +512,7 @@ def test_aggregate_messages_are_split_with_rebased_timestamps() -> None:
     client.send_message(CSID_VIDEO, m.MessageType.AGGREGATE, stream_id, 5000, aggregate)
     pump(client, server)
     assert drain(server) == [
-        DataMessage(stream_id, 5000, ["onMetaData", {"width": 2.0}], metadata, metadata),
+        DataMessage(stream_id, 5000, metadata, metadata),
         MediaMessage(stream_id, 9, 5000, b"\x17\x01v0"),
         MediaMessage(stream_id, 8, 5010, b"\xaf\x01a0"),
         MediaMessage(stream_id, 9, 5033, b"\x27\x01v1"),
@@ -776,8 +776,10 @@ def script_bytes(chunk_size: int, media: list[tuple[int, int, bytes]]) -> bytes:
 
 
 def run_server(data: bytes, splits: list[int]) -> tuple[list[Event], bytes]:
-    """Feed ``data`` at ``splits``, accept every decision at once; events and output bytes."""
-    server = ServerSession()
+    """Feed ``data`` at ``splits``, accept every decision at once; events and output bytes.
+
+    Any chunk size is allowed here (the reader's whole range is exercised), not only >= 128."""
+    server = ServerSession(min_chunk_size=1)
     events: list[Event] = []
     previous = 0
     for cut in [*splits, len(data)]:
@@ -1039,3 +1041,120 @@ async def test_ffmpeg_publishes_then_ffprobe_plays() -> None:
     assert sorted(result.stdout.decode().split()) == ["aac", "h264,160"]
     request = next(e for e in played if isinstance(e, PlayRequest))
     assert request.name == "cam"
+
+
+# --------------------------------------------------------------------------------------------
+# Hardening: what a client may make the server hold before and while it publishes
+
+
+def _flv_tag(type_id: int, timestamp: int, body: bytes) -> bytes:
+    return (
+        bytes([type_id])
+        + len(body).to_bytes(3, "big")
+        + (timestamp & 0xFFFFFF).to_bytes(3, "big")
+        + bytes([timestamp >> 24 & 0xFF, 0, 0, 0])
+        + body
+        + (11 + len(body)).to_bytes(4, "big")
+    )
+
+
+def test_before_connect_no_message_may_be_media_sized() -> None:
+    """Attack: before ``connect``, a video message announced at 8 MiB. Refused at its header."""
+    server = ServerSession()
+    with pytest.raises(MessageTooLarge):
+        server.receive_data(chunk_message(CSID_VIDEO, 9, 1, 0, bytes(8 * 1024 * 1024), 4096)[:200])
+        server.next_event()
+
+
+def test_setup_buffer_counts_real_bytes_until_publishing_then_media_limits_apply() -> None:
+    server, client = connected(max_setup_buffer=100_000)
+    stream_id = created(server, client)
+    # A player-like connection may not send a media-sized message ...
+    big = chunk_message(CSID_VIDEO, 9, stream_id, 0, bytes(200_000), 4096)
+    probe = ServerSession(max_setup_buffer=100_000)
+    probe.receive_data(chunk_message(2, 1, 0, 0, m.encode_set_chunk_size(4096), 128))
+    with pytest.raises(MessageTooLarge):
+        probe.receive_data(big[:5000])
+        probe.next_event()
+    # ... but once it publishes, the media limits apply.
+    client.publish(stream_id, "cam")
+    pump(client, server)
+    [request] = drain(server)
+    server.accept_publish(stream_id)
+    assert server.publishing
+    client.send_media(stream_id, 9, 0, b"\x17\x01" + bytes(200_000))
+    pump(client, server)
+    [media] = drain(server)
+    assert isinstance(media, MediaMessage) and len(media.payload) == 200_002
+    # closeStream: back to the setup limits.
+    client.close_stream(stream_id)
+    pump(client, server)
+    drain(server)
+    assert not server.publishing
+    client.send_media(stream_id, 9, 0, b"\x17\x01" + bytes(200_000))
+    with pytest.raises(MessageTooLarge):
+        pump(client, server)
+        drain(server)
+
+
+def test_aggregate_sub_messages_are_held_to_their_own_limits() -> None:
+    """Attack: onMetaData inside an 8 MiB aggregate message got past the 64 KiB data limit."""
+    server, client, stream_id = publishing()
+    metadata = amf0.encode("onMetaData", {"junk": "x" * 100_000})
+    aggregate = _flv_tag(18, 0, metadata)
+    client.send_message(CSID_VIDEO, m.MessageType.AGGREGATE, stream_id, 0, aggregate)
+    with pytest.raises(MessageTooLarge):
+        pump(client, server)
+        drain(server)
+
+
+def test_aggregate_sub_message_count_is_bounded() -> None:
+    server, client, stream_id = publishing()
+    tiny = _flv_tag(8, 0, b"\xaf\x01\x00")
+    ok = tiny * 1024
+    client.send_message(CSID_VIDEO, m.MessageType.AGGREGATE, stream_id, 0, ok)
+    pump(client, server)
+    assert len(drain(server)) == 1024
+    client.send_message(CSID_VIDEO, m.MessageType.AGGREGATE, stream_id, 0, tiny * 1025)
+    with pytest.raises(RemoteProtocolError):
+        pump(client, server)
+        drain(server)
+
+
+def test_an_aggregate_for_a_stream_that_does_not_publish_is_not_split() -> None:
+    server, client = connected()
+    stream_id = created(server, client)
+    garbage = b"\x08\xff\xff\xff" + bytes(100)  # would be malformed if it were split
+    client.send_message(CSID_VIDEO, m.MessageType.AGGREGATE, stream_id, 0, garbage)
+    pump(client, server)
+    assert drain(server) == []
+    assert server.dropped_messages == 1
+
+
+def test_data_messages_are_passed_on_undecoded() -> None:
+    """Metadata is decoded once, later, by whoever needs it: never here, per message."""
+    server, client, stream_id = publishing()
+    body = amf0.encode("onMetaData") + b"\x03\x00"  # an object cut short: not valid AMF0
+    client.send_message(CSID_DATA, m.MessageType.AMF0_DATA, stream_id, 0, amf0.encode("@setDataFrame") + body)
+    pump(client, server)
+    [event] = drain(server)
+    assert isinstance(event, DataMessage) and event.body == body
+    with pytest.raises(RemoteProtocolError):
+        event.values
+
+
+def test_the_worker_budget_is_charged_and_given_back_on_close() -> None:
+    budget = ByteBudget()
+    server, client = connected(budget=budget)
+    stream_id = created(server, client)
+    client.publish(stream_id, "cam")
+    pump(client, server)
+    drain(server)
+    server.accept_publish(stream_id)
+    client.send_media(stream_id, 9, 0, b"\x17\x01" + bytes(50_000))
+    wire = client.data_to_send()
+    server.receive_data(wire[:-100])
+    drain(server)
+    assert budget.used > 40_000
+    server.close()
+    assert budget.used == 0

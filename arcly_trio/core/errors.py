@@ -26,6 +26,8 @@ __all__ = [
     "RemoteProtocolError",
     "LocalProtocolError",
     "MessageTooLarge",
+    "BudgetExceeded",
+    "InvalidStreamName",
     "StorageError",
 ]
 
@@ -143,6 +145,35 @@ class MessageTooLarge(RemoteProtocolError):
         self.kind = kind
         self.size = size
         self.limit = limit
+
+
+class BudgetExceeded(RemoteProtocolError):
+    """Holding ``size`` more bytes for this peer would take a shared ``budget`` past ``limit``.
+
+    Raised by a parser whose :class:`~arcly_trio.core.budget.ByteBudget` refused a reservation;
+    it ends that one connection (the peer is the one making the server hold memory).
+    """
+
+    def __init__(self, budget: str, size: int, limit: int | None) -> None:
+        super().__init__(f"{budget}: {size} more bytes would pass the limit of {limit}")
+        self.budget = budget
+        self.size = size
+        self.limit = limit
+
+
+class InvalidStreamName(StreamError, ValueError):
+    """An application or stream name that arcly-trio refuses (length or characters).
+
+    It is a ``ValueError`` too, for callers that build names from their own configuration.
+
+    ``name`` is kept as given; ``str()`` of the error shows it escaped (``repr``), so it is
+    safe to log.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"invalid name {name[:80]!r}{'...' if len(name) > 80 else ''}: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 class StorageError(StreamError):

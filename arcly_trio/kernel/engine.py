@@ -33,10 +33,12 @@ from .auth import AllowAll, Authenticator
 from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, Unauthorized
 from .events import EventFeed
 from ..core.keys import Credentials, StreamKey
+from ..core.text import printable
 from .observe import Observer, SafeObserver
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
+from .throttle import AuthThrottle
 
 __all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService"]
 
@@ -84,6 +86,7 @@ class EngineBuilder:
         self._observer: Observer = Observer()
         self._workers: list[ProtocolWorker] = []
         self._services: list[StreamService] = []
+        self._throttle: AuthThrottle | None = None
 
     def max_publishers(self, n: int) -> EngineBuilder:
         """At most ``n`` concurrent publishers across all applications."""
@@ -110,6 +113,11 @@ class EngineBuilder:
         self._authenticator = authenticator
         return self
 
+    def auth_throttle(self, throttle: AuthThrottle) -> EngineBuilder:
+        """How refused authorizations are slowed down per address (default: ``AuthThrottle()``)."""
+        self._throttle = throttle
+        return self
+
     def observer(self, observer: Observer) -> EngineBuilder:
         self._observer = observer
         return self
@@ -131,6 +139,7 @@ class EngineBuilder:
             observer=self._observer,
             workers=list(self._workers),
             services=list(self._services),
+            auth_throttle=self._throttle,
         )
 
 
@@ -169,6 +178,7 @@ class Engine:
         observer: Observer,
         workers: list[ProtocolWorker],
         services: list[StreamService] | None = None,
+        auth_throttle: AuthThrottle | None = None,
     ) -> None:
         self._max_publishers = max_publishers
         self._idle_timeout = idle_timeout
@@ -177,6 +187,8 @@ class Engine:
         self._observer = SafeObserver(observer)
         self._workers = workers
         self._services = services or []
+        self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
+        """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
         self._stopping = False
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
@@ -340,6 +352,28 @@ class Engine:
             raise EngineClosed()
         return self.application(key.app)
 
+    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> None:
+        """Ask the authenticator whether ``credentials`` may ``action`` (``"publish"`` or
+        ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not.
+
+        The one authorization path: ``publish`` and ``subscribe`` call it, and so does every
+        egress that serves a stream without subscribing to it (HLS). A client whose address
+        was refused recently waits first (:attr:`auth_throttle`); every refusal is counted
+        there and logged once per burst.
+        """
+        address = credentials.peer[0] if credentials.peer else None
+        await self.auth_throttle.wait(address, action)
+        check = (self._authenticator.authorize_publish if action == "publish"
+                 else self._authenticator.authorize_play)
+        try:
+            if await check(key, credentials) is False:
+                raise Unauthorized(key.app, key.name, action)
+        except Unauthorized as exc:
+            via = f" over {credentials.protocol}" if credentials.protocol else ""
+            self.auth_throttle.refused(address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
+            raise
+        self.auth_throttle.allowed(address, action)
+
     @asynccontextmanager
     async def publish(
         self,
@@ -359,8 +393,7 @@ class Engine:
         key = StreamKey.parse(key) if isinstance(key, str) else key
         credentials = credentials or Credentials(protocol=protocol)
         app = self._running_app(key)
-        if await self._authenticator.authorize_publish(key, credentials) is False:
-            raise Unauthorized(key.app, key.name, "publish")
+        await self.authorize("publish", key, credentials)
         app = self._running_app(key)
         session = app.begin_publish(key, credentials, protocol or credentials.protocol)
         publisher = session.publisher
@@ -392,8 +425,7 @@ class Engine:
         key = StreamKey.parse(key) if isinstance(key, str) else key
         credentials = credentials or Credentials(protocol=protocol)
         self._running_app(key)
-        if await self._authenticator.authorize_play(key, credentials) is False:
-            raise Unauthorized(key.app, key.name, "play")
+        await self.authorize("play", key, credentials)
         app = self._running_app(key)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:

@@ -6,6 +6,8 @@ import enum
 
 import attrs
 
+from ..core.keys import check_name
+
 __all__ = ["AppSpec", "Takeover"]
 
 
@@ -68,5 +70,4 @@ class AppSpec:
 
     @name.validator
     def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:
-        if not value or "/" in value or value in {".", ".."}:
-            raise ValueError(f"application name {value!r} must be a non-empty path segment")
+        check_name(value, "application name")

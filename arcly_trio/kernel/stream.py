@@ -535,6 +535,11 @@ class Stream:
         self._feeding.clear()
         for sub in list(self._subs):
             self.remove_subscriber(sub, reason)
+        # Nothing of an ended stream outlives it: whoever still holds its Publisher or a
+        # Subscription (a protocol adapter until its connection ends) holds no frame.
+        self.gop.clear()
+        self._evicted.clear()
+        self.session = None
         if reason is EndReason.REAPED:
             log.info("stream %s reaped: no frame for %g s", key, self._idle_timeout)
             self._emit(StreamReaped(key, now, self._idle_timeout or 0.0))

@@ -98,10 +98,14 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Frame:
-        if self._replay_pos < len(self._replay):
+        replay = self._replay
+        if self._replay_pos < len(replay):
             await trio.lowlevel.checkpoint()
-            frame = self._replay[self._replay_pos]
+            frame = replay[self._replay_pos]
             self._replay_pos += 1
+            if self._replay_pos >= len(replay):  # release the join-time GOP once it is given
+                self._replay = []
+                self._replay_pos = 0
             return frame
         receive = self._receive
         try:
@@ -150,6 +154,8 @@ class Subscription:
     def _close(self) -> None:
         self._send.close()
         self._receive.close()
+        self._replay = []
+        self._replay_pos = 0
 
     def __repr__(self) -> str:
         return f"<Subscription #{self.id} {self.key} {self.protocol or '-'} dropped={self.dropped}>"

@@ -55,6 +55,7 @@ __all__ = [
     "parse_hevc_config",
     "parse_hevc_sps",
     "split_nal_units",
+    "MAX_NAL_UNITS",
     "annexb",
     "avcc_to_annexb",
     "nal_type",
@@ -510,11 +511,17 @@ def parse_hevc_sps(nal: bytes) -> HevcSps:
 # --- access units ------------------------------------------------------------------------------
 
 
-def split_nal_units(data: bytes, nal_length_size: int = 4) -> list[bytes]:
+#: The most NAL units one access unit may hold (real encoders use a few dozen slices at most;
+#: a frame of a million 1-byte NAL units would otherwise cost seconds to rewrite).
+MAX_NAL_UNITS = 1024
+
+
+def split_nal_units(data: bytes, nal_length_size: int = 4, max_units: int = MAX_NAL_UNITS) -> list[bytes]:
     """Cut a length-prefixed (AVCC/HVCC) access unit into its NAL units.
 
-    Zero-length NAL units are dropped. A length that runs past the end raises
-    :class:`CodecError`; a ``nal_length_size`` other than 1 to 4 is a
+    Zero-length NAL units are dropped. A length that runs past the end, or more than
+    ``max_units`` NAL units, raises :class:`CodecError` (so the work is bounded whatever the
+    bytes); a ``nal_length_size`` other than 1 to 4 is a
     :class:`~arcly_trio.core.errors.LocalProtocolError`.
     """
     if not 1 <= nal_length_size <= 4:
@@ -522,6 +529,8 @@ def split_nal_units(data: bytes, nal_length_size: int = 4) -> list[bytes]:
     units: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:
+        if len(units) >= max_units:
+            raise CodecError(f"access unit: more than {max_units} NAL units")
         if pos + nal_length_size > end:
             raise CodecError("access unit: truncated NAL unit length")
         size = int.from_bytes(data[pos : pos + nal_length_size], "big")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,9 +21,10 @@ import trio
 
 from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
 from ..kernel.engine import Engine
+from ..kernel.throttle import AuthThrottle
 from ..kernel.spec import AppSpec
-from ..protocols.http import HttpServer
-from ..protocols.rtmp.server import RtmpServer
+from ..workers.http import HttpServer
+from ..workers.rtmp import RtmpServer
 from ..services import FlvRecorder, HlsService
 from .demo import publish_demo
 
@@ -54,7 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="reap a stream after this long without a frame (default 30)")
     serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
     serve_p.add_argument("--publish-token", metavar="SECRET",
-                         help="publishers must present ?token=SECRET (players are free)")
+                         help="publishers must present ?token=SECRET (visible to other users in the "
+                              "process list: prefer --publish-token-file or ARCLY_PUBLISH_TOKEN)")
+    serve_p.add_argument("--publish-token-file", metavar="PATH",
+                         help="read the publish token from the first line of PATH")
+    serve_p.add_argument("--play-token", metavar="SECRET",
+                         help="players must present ?token=SECRET (or --play-token-file, ARCLY_PLAY_TOKEN)")
+    serve_p.add_argument("--play-token-file", metavar="PATH", help="read the play token from the first line of PATH")
+    limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")
+    limits.add_argument("--max-connections", type=int, default=4096, metavar="N",
+                        help="open connections per port; the oldest idle one makes room for a newcomer (default 4096)")
+    limits.add_argument("--max-idle-per-ip", type=int, default=32, metavar="N",
+                        help="connections one address may hold without publishing, playing or requesting (default 32)")
+    limits.add_argument("--max-connections-per-ip", type=int, default=0, metavar="N",
+                        help="connections one address may hold in all (default 0 = no limit)")
+    limits.add_argument("--setup-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="an RTMP connection must publish or play within this (default 30)")
+    limits.add_argument("--connection-idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="close an RTMP connection that neither publishes nor plays after this long "
+                             "without a command (default 60)")
+    limits.add_argument("--write-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="drop a player whose socket takes no data for this long (default 30)")
+    limits.add_argument("--max-ingest-memory", type=float, default=256.0, metavar="MIB",
+                        help="partial RTMP messages held by all connections together (default 256 MiB)")
+    limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
+                        help="the longest delay a refused address waits before its next try (default 2)")
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
     serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
@@ -62,25 +88,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_secret(value: str | None, path: str | None, env: str) -> str | None:
+    """A secret from the command line, else the first line of a file, else the environment.
+
+    Raises ``SystemExit`` with a clear message if the file cannot be read or is empty.
+    """
+    if value:
+        return value
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                secret = file.readline().strip()
+        except OSError as exc:
+            raise SystemExit(f"arcly-trio: cannot read the secret file {path}: {exc.strerror}") from None
+        if not secret:
+            raise SystemExit(f"arcly-trio: the secret file {path} is empty")
+        return secret
+    return os.environ.get(env) or None
+
+
 def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServer | None]:
     apps = args.apps or ["live"]
     if args.demo and "live" not in apps:
         apps.append("live")
+    args.publish_token = read_secret(args.publish_token, args.publish_token_file, "ARCLY_PUBLISH_TOKEN")
+    args.play_token = read_secret(args.play_token, args.play_token_file, "ARCLY_PLAY_TOKEN")
     authenticator: Authenticator = (
-        TokenAuthenticator(publish_token=args.publish_token) if args.publish_token else AllowAll()
+        TokenAuthenticator(publish_token=args.publish_token, play_token=args.play_token)
+        if args.publish_token or args.play_token else AllowAll()
     )
-    rtmp = RtmpServer(args.host, args.rtmp_port)
+    per_ip = args.max_connections_per_ip or None
+    rtmp = RtmpServer(
+        args.host, args.rtmp_port,
+        setup_timeout=args.setup_timeout,
+        idle_timeout=args.connection_idle_timeout,
+        write_timeout=args.write_timeout,
+        max_connections=args.max_connections,
+        max_pending_per_address=args.max_idle_per_ip,
+        max_per_address=per_ip,
+        max_partial_memory=int(args.max_ingest_memory * 1024 * 1024),
+    )
     builder = (
         Engine.builder()
         .max_publishers(args.max_publishers)
         .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
         .authenticator(authenticator)
+        .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay))
         .protocol(rtmp)
     )
     http: HttpServer | None = None
     if args.http_port >= 0:
         hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
-        http = HttpServer(args.host, args.http_port, hls=hls)
+        http = HttpServer(
+            args.host, args.http_port, hls=hls,
+            max_connections=args.max_connections,
+            max_pending_per_address=args.max_idle_per_ip,
+            max_per_address=per_ip,
+            write_timeout=args.write_timeout,
+        )
         builder.protocol(http)
         if hls is not None:
             builder.service(hls)

@@ -7,7 +7,7 @@ file. :class:`FlvStreamWriter` turns frames into an FLV byte stream (shared by t
 the HTTP-FLV and WebSocket-FLV egress).
 """
 
-from .flvstream import FlvStreamWriter, metadata_tracks
+from ..media.flv import FlvStreamWriter, metadata_tracks
 from .hls import HlsService
 from .recording import FlvRecorder, RecordingEvent, RecordingFailed, RecordingStarted, RecordingStopped
 

@@ -43,7 +43,7 @@ from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
 from ..storage import AppendHandle, FileStorage, Storage, StorageError, check_key
 from ._session import SessionTracker
-from .flvstream import FlvStreamWriter
+from ..media.flv import FlvStreamWriter
 
 __all__ = ["FlvRecorder", "RecordingStarted", "RecordingStopped", "RecordingFailed", "RecordingEvent"]
 

@@ -1,10 +1,17 @@
-"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS and a JSON API on one port.
+"""Sans-IO pieces of HTTP serving: request targets, the router, WebSocket handshake checks.
 
-:class:`HttpServer` is the worker (see :mod:`.server`); :class:`Router`, :class:`HttpRequest`
-and :class:`Exchange` let more routes be added (a player page, WebSocket APIs).
+The HTTP worker that uses them (h11 over trio sockets) is :mod:`arcly_trio.workers.http`.
 """
 
-from .router import BadRequest, HttpRequest, Router, parse_target
-from .server import ClientGone, Exchange, HttpServer
+from .router import BadRequest, HttpRequest, Route, Router, parse_target
+from .websocket import handshake_problem, rebuild_request_head
 
-__all__ = ["HttpServer", "Router", "HttpRequest", "Exchange", "BadRequest", "ClientGone", "parse_target"]
+__all__ = [
+    "BadRequest",
+    "HttpRequest",
+    "Route",
+    "Router",
+    "parse_target",
+    "handshake_problem",
+    "rebuild_request_head",
+]

@@ -18,15 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
 from ...core.errors import RemoteProtocolError
-
-if TYPE_CHECKING:
-    from .server import Exchange
 
 __all__ = ["BadRequest", "HttpRequest", "Handler", "Route", "Router", "parse_target"]
 
@@ -111,7 +108,8 @@ class HttpRequest:
         return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
 
 
-Handler = Callable[[HttpRequest, "Exchange"], Awaitable[None]]
+Handler = Callable[[HttpRequest, Any], Awaitable[None]]
+"""A route handler: ``await handler(request, exchange)`` (the worker's ``Exchange``)."""
 """A route handler: ``await handler(request, exchange)`` answers through ``exchange``."""
 
 

@@ -1,0 +1,32 @@
+"""RTMP, sans-IO: the handshake, the chunk stream, protocol messages, and both sides of a session.
+
+* :mod:`.handshake` — the C0/C1/C2 and S0/S1/S2 exchange (simple and digest);
+* :mod:`.chunks` — messages cut into chunks and reassembled, with memory limits;
+* :mod:`.messages` — protocol control and user control message payloads;
+* :mod:`.events` — what a session's ``next_event`` returns;
+* :mod:`.endpoint` — what both sides share (acknowledgements, pings, aggregates, timestamps);
+* :mod:`.server_session` — the server's state machine; :mod:`.client_session` — the client's.
+
+None of it imports trio: the worker is :mod:`arcly_trio.workers.rtmp`.
+"""
+
+from .client_session import ClientSession
+from .endpoint import CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_DATA, CSID_VIDEO, RtmpEndpoint
+from .events import *  # noqa: F403
+from .events import __all__ as _events_all
+from .server_session import ConnectionState, Decision, ServerSession, StreamState
+
+__all__ = [
+    "ClientSession",
+    "ServerSession",
+    "RtmpEndpoint",
+    "ConnectionState",
+    "StreamState",
+    "Decision",
+    "CSID_CONTROL",
+    "CSID_COMMAND",
+    "CSID_AUDIO",
+    "CSID_DATA",
+    "CSID_VIDEO",
+    *_events_all,
+]

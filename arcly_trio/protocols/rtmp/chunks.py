@@ -60,7 +60,13 @@ from typing import Final
 
 import attrs
 
-from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from arcly_trio.core.budget import ByteBudget
+from arcly_trio.core.errors import (
+    BudgetExceeded,
+    LocalProtocolError,
+    MessageTooLarge,
+    RemoteProtocolError,
+)
 from arcly_trio.protocols.rtmp.messages import (
     MAX_CHUNK_SIZE,
     MessageType,
@@ -131,8 +137,7 @@ class _ChunkStream:
         "length",
         "type_id",
         "stream_id",
-        "parts",
-        "received",
+        "partial",
     )
 
     def __init__(self) -> None:
@@ -142,8 +147,7 @@ class _ChunkStream:
         self.length = 0
         self.type_id = 0
         self.stream_id = 0
-        self.parts: list[bytes] | None = None  # the partial message's chunks, None when none
-        self.received = 0
+        self.partial: bytearray | None = None  # the partial message so far, None when none
 
 
 class ChunkReader:
@@ -155,31 +159,43 @@ class ChunkReader:
     Limits (keyword arguments; the defaults suit ingest of live media):
 
     * ``max_chunk_size``: the largest Set Chunk Size accepted from the peer (65536);
+    * ``min_chunk_size``: the smallest (1, as the specification allows; servers should ask for
+      128, as SRS does: tiny chunks multiply the parsing work per byte);
     * ``max_video_size``, ``max_audio_size``, ``max_other_size``: the largest message of each
       kind (8 MiB for video and aggregate messages, 1 MiB audio, 64 KiB for everything else),
       checked when the first chunk's header announces the length, before anything is buffered;
     * ``max_partial_messages``: chunk streams that may hold a partial message at once (64);
     * ``max_chunk_streams``: chunk streams the reader keeps header state for (1024);
-    * ``max_buffered_bytes``: the announced sizes of all partial messages added together
-      (default: twice the largest per-kind limit). Unparsed input is at most one chunk plus
-      whatever was fed since the last :meth:`next_message` that returned ``None``.
+    * ``max_buffered_bytes``: the bytes really held in all partial messages together (default:
+      twice the largest per-kind limit);
+    * ``budget``: a :class:`~arcly_trio.core.budget.ByteBudget` shared with other readers (all
+      the connections of a worker), charged with the same bytes.
+
+    The per-kind limits and ``max_buffered_bytes`` are attributes and may be changed between
+    calls (a server keeps them small until a client is allowed to publish). Unparsed input is
+    at most one chunk plus whatever was fed since the last :meth:`next_message` that returned
+    ``None``.
     """
 
     def __init__(
         self,
         *,
         max_chunk_size: int = 65536,
+        min_chunk_size: int = 1,
         max_video_size: int = 8 * 1024 * 1024,
         max_audio_size: int = 1024 * 1024,
         max_other_size: int = 64 * 1024,
         max_partial_messages: int = 64,
         max_chunk_streams: int = 1024,
         max_buffered_bytes: int | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         if not DEFAULT_CHUNK_SIZE <= max_chunk_size <= MAX_CHUNK_SIZE:
             raise LocalProtocolError(
                 f"max_chunk_size must be within {DEFAULT_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
             )
+        if not 1 <= min_chunk_size <= DEFAULT_CHUNK_SIZE:
+            raise LocalProtocolError(f"min_chunk_size must be within 1..{DEFAULT_CHUNK_SIZE}")
         for name, value in (
             ("max_video_size", max_video_size),
             ("max_audio_size", max_audio_size),
@@ -195,6 +211,7 @@ class ChunkReader:
         if max_buffered_bytes < largest:
             raise LocalProtocolError("max_buffered_bytes must hold the largest message")
         self.max_chunk_size = max_chunk_size
+        self.min_chunk_size = min_chunk_size
         self.max_video_size = max_video_size
         self.max_audio_size = max_audio_size
         self.max_other_size = max_other_size
@@ -207,6 +224,7 @@ class ChunkReader:
         self._streams: dict[int, _ChunkStream] = {}
         self._partials = 0
         self._partial_bytes = 0
+        self._budget = budget if budget is not None else ByteBudget()
         self._broken = False
 
     @property
@@ -221,8 +239,35 @@ class ChunkReader:
 
     @property
     def partial_bytes(self) -> int:
-        """The announced sizes of the partial messages, added together."""
+        """The bytes really held in partial messages (received, not yet a whole message)."""
         return self._partial_bytes
+
+    def close(self) -> None:
+        """Give every buffered byte back (to the shared budget too); the reader is done.
+
+        Idempotent. Call it when the connection ends, whatever the reason.
+        """
+        for state in self._streams.values():
+            state.partial = None
+        self._budget.release(self._partial_bytes)
+        self._partials = 0
+        self._partial_bytes = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._broken = True
+
+    def _hold(self, n: int) -> None:
+        """Count ``n`` more buffered bytes (raises before anything is changed)."""
+        held = self._partial_bytes + n
+        if held > self.max_buffered_bytes:
+            raise MessageTooLarge("buffered partial", held, self.max_buffered_bytes)
+        if not self._budget.reserve(n):
+            raise BudgetExceeded("server-wide partial message memory", n, self._budget.limit)
+        self._partial_bytes = held
+
+    def _unhold(self, n: int) -> None:
+        self._partial_bytes -= n
+        self._budget.release(n)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes (an empty ``data`` is a no-op: EOF is the caller's business)."""
@@ -259,7 +304,8 @@ class ChunkReader:
             self._broken = True
             raise
 
-    def _limit(self, type_id: int) -> tuple[int, str]:
+    def limit_for(self, type_id: int) -> tuple[int, str]:
+        """``(largest size, kind name)`` of a message of type ``type_id`` (the current limits)."""
         if type_id == _VIDEO:
             return self.max_video_size, "video"
         if type_id == _AGGREGATE:
@@ -332,27 +378,28 @@ class ChunkReader:
             p += 4
 
         chunk_size = self._chunk_size
-        if state is not None and state.parts is not None:
+        if state is not None and state.partial is not None:
             # A continuation chunk of the partial message on this chunk stream.
             if fmt <= 1 and length != state.length:
                 raise RemoteProtocolError(
                     f"chunk stream {csid}: a format {fmt} header announces {length} bytes "
                     f"in the middle of a {state.length}-byte message"
                 )
-            n = state.length - state.received
+            partial = state.partial
+            n = state.length - len(partial)
             if n > chunk_size:
                 n = chunk_size
             if p + n > end:
                 return _NEED_DATA
-            state.parts.append(bytes(buf[p : p + n]))
+            self._hold(n)
+            partial += memoryview(buf)[p : p + n]
             self._pos = p + n
-            state.received += n
-            if state.received < state.length:
+            if len(partial) < state.length:
                 return None
-            payload = b"".join(state.parts)
-            state.parts = None
+            payload = bytes(partial)
+            state.partial = None
             self._partials -= 1
-            self._partial_bytes -= state.length
+            self._unhold(state.length)
             return self._complete(
                 RtmpMessage(state.type_id, state.stream_id, state.timestamp, payload, csid)
             )
@@ -373,7 +420,7 @@ class ChunkReader:
                     field = state.delta
             timestamp = (previous + field) & _MASK32
 
-        limit, kind = self._limit(type_id)
+        limit, kind = self.limit_for(type_id)
         if length > limit:
             raise MessageTooLarge(kind, length, limit)
         if state is None and len(self._streams) >= self.max_chunk_streams:
@@ -382,17 +429,14 @@ class ChunkReader:
             )
         n = length if length <= chunk_size else chunk_size
         partial = n < length
-        if partial:
-            if self._partials >= self.max_partial_messages:
-                raise RemoteProtocolError(
-                    f"more than {self.max_partial_messages} chunk streams interleave messages"
-                )
-            if self._partial_bytes + length > self.max_buffered_bytes:
-                raise MessageTooLarge(
-                    "interleaved partial", self._partial_bytes + length, self.max_buffered_bytes
-                )
+        if partial and self._partials >= self.max_partial_messages:
+            raise RemoteProtocolError(
+                f"more than {self.max_partial_messages} chunk streams interleave messages"
+            )
         if p + n > end:
             return _NEED_DATA
+        if partial:
+            self._hold(n)
 
         # Commit.
         if state is None:
@@ -403,13 +447,14 @@ class ChunkReader:
         state.length = length
         state.type_id = type_id
         state.stream_id = stream_id
-        piece = bytes(buf[p : p + n])
+        with memoryview(buf) as view:
+            if partial:
+                state.partial = bytearray(view[p : p + n])
+            else:
+                piece = bytes(view[p : p + n])
         self._pos = p + n
         if partial:
-            state.parts = [piece]
-            state.received = n
             self._partials += 1
-            self._partial_bytes += length
             return None
         return self._complete(RtmpMessage(type_id, stream_id, timestamp, piece, csid))
 
@@ -419,13 +464,17 @@ class ChunkReader:
             size = decode_set_chunk_size(message.payload)
             if size > self.max_chunk_size:
                 raise MessageTooLarge("chunk", size, self.max_chunk_size)
+            if size < self.min_chunk_size:
+                raise RemoteProtocolError(
+                    f"Set Chunk Size of {size}: chunks under {self.min_chunk_size} bytes are refused"
+                )
             self._chunk_size = size
         elif message.type_id == _ABORT:
             state = self._streams.get(decode_abort(message.payload))
-            if state is not None and state.parts is not None:
-                state.parts = None
+            if state is not None and state.partial is not None:
+                self._unhold(len(state.partial))
+                state.partial = None
                 self._partials -= 1
-                self._partial_bytes -= state.length
         return message
 
 

@@ -3,11 +3,11 @@
 Routes (compatible with Node-Media-Server):
 
 * ``GET /{app}/{stream}.flv``: live HTTP-FLV (chunked); the same path with a WebSocket
-  handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_egress`.
+  handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_routes`.
 * ``GET /{app}/{stream}/index.m3u8`` and ``GET /{app}/{stream}/{segment}.ts``: HLS, for
   applications the :class:`~arcly_trio.services.HlsService` given as ``hls`` applies to.
   See :mod:`.hls_routes`.
-* ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api`.
+* ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api_routes`.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
   response carries ``Access-Control-Allow-Origin: *``.
 
@@ -18,11 +18,14 @@ HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebS
 handshakes are read by h11 too and then handed over to trio-websocket (see :mod:`.ws`).
 
 Resource handling: one task per connection in the worker's nursery, closed with
-``aclose_forcefully`` whatever happens (``trio.serve_listeners``); a connection limit
-(``max_connections``: over it a client gets ``503`` and is closed); a request head must
-arrive whole within ``header_timeout`` seconds and fit in ``max_head_size`` bytes (so a
-slowloris client that trickles its head is closed, and logged); every write must finish within
-``write_timeout`` seconds. A live HTTP-FLV or WebSocket-FLV client is watched while it plays:
+``aclose_forcefully`` whatever happens (``trio.serve_listeners``); connection slots through an
+:class:`~arcly_trio.workers.admission.Admission` (``max_connections`` in all, the oldest idle
+connection — one between requests or still sending its head — evicted to make room, at most
+``max_pending_per_address`` idle ones per address, and optionally ``max_per_address``; only
+when every slot serves a request does a newcomer get ``503``); a request head must arrive
+whole within ``header_timeout`` seconds and fit in ``max_head_size`` bytes (so a slowloris
+client that trickles its head is closed, and logged); every write must finish within
+``write_timeout`` seconds. Only HTTP/1.0 and HTTP/1.1 are served (``505`` otherwise). A live HTTP-FLV or WebSocket-FLV client is watched while it plays:
 when it disconnects its subscription is freed at once, even if the stream is idle.
 ``connections`` counts connections that are serving a request (the engine's graceful shutdown
 waits for it to reach 0; idle keep-alive connections are not counted and are simply closed).
@@ -50,8 +53,10 @@ import trio
 import trio_websocket
 
 from ...core.errors import AppNotFound, EngineClosed, StreamError, StreamNotFound, Unauthorized
-from .router import BadRequest, HttpRequest, Router, parse_target
-from .ws import ReplayStream, handshake_problem, rebuild_request_head
+from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from ...protocols.http.websocket import handshake_problem, rebuild_request_head
+from ..admission import Admission, Ticket
+from .websocket import ReplayStream
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -109,7 +114,10 @@ class HttpServer:
             (register the same object with ``EngineBuilder.service``); ``None``: no HLS. The
             worker runs its janitor (deletion of expired segments).
         cors: add CORS headers and answer preflights.
-        max_connections: open connections at most; more get ``503``.
+        max_connections: open connections at most (the oldest idle one is evicted for a
+            newcomer; ``503`` when all serve requests).
+        max_pending_per_address: idle connections one address may hold (the oldest is evicted).
+        max_per_address: connections one address may hold in all (``None``: no limit).
         max_head_size: the largest request head (bytes); more gets ``431``.
         header_timeout: seconds a request head may take to arrive (also the keep-alive idle
             timeout between requests).
@@ -125,6 +133,8 @@ class HttpServer:
         hls: HlsService | None = None,
         cors: bool = True,
         max_connections: int = 1024,
+        max_pending_per_address: int | None = 32,
+        max_per_address: int | None = None,
         max_head_size: int = 16 * 1024,
         header_timeout: float = 10.0,
         write_timeout: float = 30.0,
@@ -135,21 +145,25 @@ class HttpServer:
         self.port: int | None = None
         self.hls = hls
         self.cors = cors
-        self.max_connections = max_connections
+        self.admission = Admission(
+            max_connections=max_connections,
+            max_pending_per_address=max_pending_per_address,
+            max_per_address=max_per_address,
+            log=log,
+            label="HTTP connection",
+        )
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
         self.write_timeout = write_timeout
         self.max_batch = max_batch
-        self.open_connections = 0
-        """Open TCP connections."""
         self.connections = 0
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
         self.router = Router()
-        from . import api, flv_egress, hls_routes  # (they import this module: imported late)
+        from . import api_routes, flv_routes, hls_routes  # (they import this module: imported late)
 
-        api.install(self)
-        flv_egress.install(self)
+        api_routes.install(self)
+        flv_routes.install(self)
         hls_routes.install(self)
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -169,8 +183,8 @@ class HttpServer:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self.open_connections >= self.max_connections:
-            log.warning("http %s:%s refused: connection limit %d reached", *peer, self.max_connections)
+        ticket = self.admission.admit(peer[0])
+        if ticket is None:
             with trio.move_on_after(1):
                 try:
                     await stream.send_all(_BUSY)
@@ -179,10 +193,12 @@ class HttpServer:
             await trio.aclose_forcefully(stream)
             return
         assert self.engine is not None
-        self.open_connections += 1
-        connection = _Connection(self, self.engine, stream, peer)
+        connection = _Connection(self, self.engine, stream, peer, ticket)
         try:
-            await connection.run()
+            with ticket.scope:
+                await connection.run()
+            if ticket.evicted:
+                log.debug("http %s:%s evicted (idle, its slot was needed)", *peer)
         except ClientGone as exc:
             log.debug("http %s:%s went away: %s", *peer, exc)
         except trio.TooSlowError:
@@ -192,15 +208,22 @@ class HttpServer:
         except Exception:
             log.exception("http %s:%s failed", *peer)
         finally:
-            self.open_connections -= 1
+            ticket.release()
             await trio.aclose_forcefully(stream)
+
+    @property
+    def open_connections(self) -> int:
+        """Open TCP connections."""
+        return self.admission.open
 
 
 class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
-    def __init__(self, server: HttpServer, engine: Engine, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
+    def __init__(self, server: HttpServer, engine: Engine, stream: trio.SocketStream, peer: tuple[str, int],
+                 ticket: Ticket) -> None:
         self.server = server
+        self.ticket = ticket
         self.engine = engine
         self.stream = stream
         self.peer = peer
@@ -214,10 +237,12 @@ class _Connection:
                 return
             first = False
             self.server.connections += 1
+            self.ticket.busy()
             try:
                 keep_alive = await self._dispatch(event)
             finally:
                 self.server.connections -= 1
+                self.ticket.pending()
             if not keep_alive or self.engine.stopping:
                 return
             if not await self._discard_body():
@@ -249,6 +274,9 @@ class _Connection:
                     conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
+                    if event.http_version not in (b"1.0", b"1.1"):
+                        await self._refuse(505, f"HTTP version {event.http_version!r} is not supported")
+                        return None
                     # h11 caps incomplete heads only; a whole head that arrived at once is
                     # measured here.
                     size = len(rebuild_request_head(event))

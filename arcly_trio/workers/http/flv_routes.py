@@ -3,7 +3,7 @@
 Both subscribe to the stream (protocol ``"http-flv"`` or ``"ws-flv"``; ``?token=`` or
 ``?sign=`` is passed to the authenticator with the whole query), then send the FLV header
 (``hasAudio``/``hasVideo`` from the stream's known codecs and its first frames, see
-:class:`~arcly_trio.services.flvstream.FlvStreamWriter`), the metadata and configs, the cached
+:class:`~arcly_trio.media.flv.FlvStreamWriter`), the metadata and configs, the cached
 GOP from its keyframe (instant start) and then live frames. Each frame's tag is built once and
 shared by every viewer and recording (:func:`arcly_trio.media.flv.frame_to_tag`); every batch
 of frames the subscription has queued goes out in one write (one HTTP chunk, or one binary
@@ -30,8 +30,8 @@ import trio_websocket
 from ...core.errors import StreamError
 from ...core.keys import Credentials, StreamKey
 from ...kernel.subscription import EndReason, Subscription
-from ...services.flvstream import FlvStreamWriter
-from .router import HttpRequest
+from ...media.flv import FlvStreamWriter
+from ...protocols.http.router import HttpRequest
 from .server import Exchange, _unwrap_single, stream_error_status
 
 if TYPE_CHECKING:

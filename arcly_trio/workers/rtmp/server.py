@@ -1,28 +1,43 @@
 """The RTMP protocol worker: OBS and ffmpeg publish to it, players play from it.
 
-A thin trio adapter over the sans-IO cores (:mod:`.handshake`, :mod:`.session`,
+A thin trio adapter over the sans-IO cores (:mod:`arcly_trio.protocols.rtmp`,
 :mod:`arcly_trio.media.flv`). One task per connection, in the worker's nursery; a player gets a
 second task that pumps its kernel subscription to the socket. Writes go through one lock per
 connection, so replies and media never interleave mid-chunk.
 
-Hot path: a frame's outgoing chunks are built once per (chunk size, message stream id) and
-kept with the frame (:meth:`Frame.encoded`), so every RTMP player with the same chunk size
-shares the bytes; a player that is behind gets several frames in one ``send_all``.
+Hot path: a frame's outgoing chunks are built once per outgoing chunk size and kept with the
+frame (:meth:`Frame.encoded`), with message stream id 1 (what ``createStream`` hands out
+first). A player on another message stream id gets the same bytes with its id written into a
+12-byte copy of the first chunk's header (the only place the id appears), so no value a client
+chooses multiplies what a frame holds. A player that is behind gets several frames in one
+``writev`` of the shared buffers.
 
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
 Set Peer Bandwidth gets no more unacknowledged bytes than it allows (its writes wait for an
 acknowledgement, and its kernel subscription drops to the next keyframe meanwhile).
 
-Resource handling: handshake timeout (slowloris), idle timeout for connections that neither
-publish nor play, a connection limit, and the sans-IO cores' size limits.
+Resource handling (every limit is an argument of :class:`RtmpServer`):
+
+* connection slots through an :class:`~arcly_trio.workers.admission.Admission`: a global cap
+  where the oldest connection that neither publishes nor plays is evicted to make room, a cap
+  on such idle connections per address, and an optional cap per address;
+* deadlines: the handshake must finish within ``handshake_timeout``; a connection must publish
+  or play within ``setup_timeout``; one that does neither is closed after ``idle_timeout``
+  without *progress* (a command, media or data message: bytes alone, or pings and
+  acknowledgements, do not count); a write that blocks for ``write_timeout`` (a player that
+  stopped reading) closes the connection;
+* memory: the sans-IO cores' size limits, small until a client publishes
+  (``max_setup_buffer``), and a worker-wide :class:`~arcly_trio.core.budget.ByteBudget`
+  (``max_partial_memory``) of partial-message bytes really held, given back when a
+  connection ends.
 
 Error handling: anything wrong with one connection — malformed bytes, oversized messages, a
 message cut short by the peer closing, a refused connect, publish or play (after the refusal
-is sent), a peer that vanishes, even a bug in this module — closes that connection and logs one
-line with the peer address and the reason (a bug: with its traceback). Nothing else is
-disturbed. Errors accepting connections that mean overload (EMFILE...) are logged and retried
-by :func:`trio.serve_listeners`; any other error in the worker itself propagates and stops the
-engine.
+is sent), a peer that vanishes, a timeout, even a bug in this module — closes that connection
+and logs one line with the peer address and the reason (a bug: with its traceback; peer text
+escaped). Nothing else is disturbed. Errors accepting connections that mean overload
+(EMFILE...) are logged and retried by :func:`trio.serve_listeners`; any other error in the
+worker itself propagates and stops the engine.
 """
 
 from __future__ import annotations
@@ -34,9 +49,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ...core.budget import ByteBudget
 from ...core.errors import (
     AppNotFound,
     EngineClosed,
+    InvalidStreamName,
     ProtocolError,
     PublishEnded,
     PublisherLimitReached,
@@ -47,12 +64,10 @@ from ...core.errors import (
 )
 from ...core.frame import Frame, FrameKind
 from ...core.keys import Credentials, StreamKey
+from ...core.text import printable
 from ...kernel.subscription import EndReason, Subscription
-from ...media import flv
-from . import amf0
-from .chunks import chunk_message
-from .handshake import ServerHandshake
-from .session import (
+from ...media import amf0, flv
+from ...protocols.rtmp import (
     CSID_AUDIO,
     CSID_DATA,
     CSID_VIDEO,
@@ -63,10 +78,13 @@ from .session import (
     PlayRequest,
     PublishRequest,
     ServerSession,
-    StreamClosed,
+    StreamCloseRequested,
     StreamDeleted,
     StreamUnpublishRequested,
 )
+from ...protocols.rtmp.chunks import chunk_message
+from ...protocols.rtmp.handshake import ServerHandshake
+from ..admission import Admission
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -79,12 +97,19 @@ log = logging.getLogger("arcly_trio.rtmp")
 _RECV_SIZE = 65536
 _CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DATA: CSID_DATA}
 _TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
+#: The message stream id the shared chunks are built with (the first ``createStream`` id).
+SHARED_STREAM_ID = 1
+# Where the message stream id sits in a chunked message: after a 1-byte basic header (chunk
+# streams 4-6) and 7 bytes of timestamp, length and type; 4 bytes, little-endian.
+_SID_START = 8
+_SID_END = 12
+_IOV_MAX = 1024
 
 
-def _chunk_frame(frame: Frame, chunk_size: int, stream_id: int) -> bytes:
-    """The chunked RTMP message of ``frame`` (built once per chunk size and stream id, see
-    :meth:`Frame.encoded`, and shared by every player with those)."""
-    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], stream_id, frame.dts & 0xFFFFFFFF,
+def _chunk_frame(frame: Frame, chunk_size: int) -> bytes:
+    """The chunked RTMP message of ``frame`` on message stream 1 (built once per chunk size,
+    see :meth:`Frame.encoded`, and shared by every player with that chunk size)."""
+    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], SHARED_STREAM_ID, frame.dts & 0xFFFFFFFF,
                          flv.frame_body(frame), chunk_size)
 
 
@@ -92,12 +117,17 @@ class _Close(Exception):
     """End this connection after flushing what is queued (reason logged by the handler)."""
 
 
+class _Timeout(Exception):
+    """A deadline of this connection passed (the reason is the message)."""
+
+
 class RtmpServer:
     """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
     keeps it in ``self.port``. ``connections`` counts connections that publish or play (the
-    engine's graceful shutdown waits for it to reach 0).
+    engine's graceful shutdown waits for it to reach 0). See the module docstring for what
+    each limit does.
     """
 
     def __init__(
@@ -107,8 +137,14 @@ class RtmpServer:
         *,
         chunk_size: int = 4096,
         handshake_timeout: float = 10.0,
+        setup_timeout: float = 30.0,
         idle_timeout: float = 60.0,
+        write_timeout: float = 30.0,
         max_connections: int = 4096,
+        max_pending_per_address: int | None = 32,
+        max_per_address: int | None = None,
+        max_setup_buffer: int = 256 * 1024,
+        max_partial_memory: int | None = 256 * 1024 * 1024,
         max_batch: int = 64,
     ) -> None:
         self.host = host
@@ -116,11 +152,25 @@ class RtmpServer:
         self.port: int | None = None
         self.chunk_size = chunk_size
         self.handshake_timeout = handshake_timeout
+        self.setup_timeout = setup_timeout
         self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
+        self.write_timeout = write_timeout
+        self.max_setup_buffer = max_setup_buffer
         self.max_batch = max_batch
-        self.open_connections = 0
+        self.admission = Admission(
+            max_connections=max_connections,
+            max_pending_per_address=max_pending_per_address,
+            max_per_address=max_per_address,
+            log=log,
+            label="RTMP connection",
+        )
+        self.budget = ByteBudget(max_partial_memory)
+        """Partial-message bytes held by all connections (see the module docstring)."""
         self.connections = 0
+
+    @property
+    def open_connections(self) -> int:
+        return self.admission.open
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
@@ -140,17 +190,18 @@ class RtmpServer:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self.open_connections >= self.max_connections:
-            log.warning("rtmp %s:%s refused: connection limit %d reached", *peer, self.max_connections)
+        ticket = self.admission.admit(peer[0])
+        if ticket is None:
             await trio.aclose_forcefully(stream)
             return
-        self.open_connections += 1
         connection = _Connection(self, engine, stream, peer)
         try:
-            await connection.run()
-        except trio.TooSlowError:
-            log.warning("rtmp %s:%s closed: %s", *peer, connection.timeout_reason)
-        except (ProtocolError, _Close) as exc:
+            with ticket.scope:
+                connection.ticket = ticket
+                await connection.run()
+            if ticket.evicted:
+                log.debug("rtmp %s:%s evicted (idle, its slot was needed)", *peer)
+        except (_Timeout, _Close, ProtocolError) as exc:
             log.warning("rtmp %s:%s closed: %s", *peer, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             log.info("rtmp %s:%s went away: %s", *peer, exc or type(exc).__name__)
@@ -161,7 +212,8 @@ class RtmpServer:
             # down with it: close the connection, log it loudly, serve the others.
             log.exception("rtmp %s:%s closed: internal error", *peer)
         finally:
-            self.open_connections -= 1
+            ticket.release()
+            connection.session.close()
             if connection.busy:
                 self.connections -= 1
             await trio.aclose_forcefully(stream)
@@ -176,7 +228,9 @@ class _Connection:
         self.engine = engine
         self.stream = stream
         self.peer = peer
-        self.session = ServerSession(chunk_size=server.chunk_size)
+        self.session = ServerSession(
+            chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
+        )
         self.fd = stream.socket.fileno()
         self.bytes_sent = 0
         self.acknowledged = 0
@@ -187,13 +241,27 @@ class _Connection:
         self.publish_stream_id: int | None = None
         self.players: dict[int, trio.CancelScope] = {}
         self.busy = False
-        self.timeout_reason = "timed out"
+        self.ticket: Any = None
         self.nursery: trio.Nursery | None = None
+        now = trio.current_time()
+        self.setup_deadline = now + server.setup_timeout
+        self.last_progress = now
 
     def _mark_busy(self) -> None:
         if not self.busy:
             self.busy = True
             self.server.connections += 1
+            self.setup_deadline = math.inf
+            if self.ticket is not None:
+                self.ticket.busy()
+
+    async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` whole within the write timeout (a peer that does not read is closed)."""
+        timeout = self.server.write_timeout
+        with trio.move_on_after(timeout) as scope:
+            await self.stream.send_all(data)
+        if scope.cancelled_caught:
+            raise _Timeout(f"a write blocked for {timeout:g} s (the peer does not read)")
 
     async def flush(self, extra: bytes = b"") -> None:
         async with self.send_lock:
@@ -201,7 +269,7 @@ class _Connection:
             if extra:
                 data = data + extra if data else extra
             if data:
-                await self.stream.send_all(data)
+                await self._send_all(data)
 
     async def receive(self) -> bytes:
         return await self.stream.receive_some(_RECV_SIZE)
@@ -219,8 +287,7 @@ class _Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                outcome = await self._command_loop(None)
-                if outcome == "eof":
+                if await self._command_loop(None) is _EOF:
                     self._check_clean_eof()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -232,7 +299,7 @@ class _Connection:
             scope.shield = True
             try:
                 await self.flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _Timeout):
                 pass
         if failure is not None:
             raise failure
@@ -245,8 +312,8 @@ class _Connection:
 
     async def _handshake(self) -> None:
         handshake = ServerHandshake()
-        self.timeout_reason = f"handshake not completed within {self.server.handshake_timeout:g} s"
-        with trio.fail_after(self.server.handshake_timeout):
+        timeout = self.server.handshake_timeout
+        with trio.move_on_after(timeout) as scope:
             while not handshake.complete:
                 data = await self.receive()
                 if not data:
@@ -254,14 +321,29 @@ class _Connection:
                 handshake.receive_data(data)
                 out = handshake.data_to_send()
                 if out:
-                    await self.stream.send_all(out)
+                    await self._send_all(out)
+        if scope.cancelled_caught:
+            raise _Timeout(f"handshake not completed within {timeout:g} s")
         self.session.receive_data(handshake.leftover())
 
-    async def _next_event(self, publisher: Publisher | None) -> Any:
+    def _read_deadline(self) -> tuple[float, str]:
+        """When a connection that neither publishes nor plays is closed, and why."""
+        if self.busy:
+            return math.inf, ""
+        server = self.server
+        idle_at = self.last_progress + server.idle_timeout
+        if self.setup_deadline <= idle_at:
+            return self.setup_deadline, f"neither published nor played within {server.setup_timeout:g} s"
+        return idle_at, f"no command for {server.idle_timeout:g} s (neither publishing nor playing)"
+
+    async def _next_event(self) -> Any:
         """The session's next event, reading from the socket as needed; None at EOF."""
         session = self.session
         while True:
+            handled = session.messages_handled
             event = session.next_event()
+            if session.messages_handled != handled:
+                self.last_progress = trio.current_time()
             if session.peer_acknowledged != self.acknowledged:  # counted while parsing
                 self.acknowledged = session.peer_acknowledged
                 self.ack_arrived.set()
@@ -269,21 +351,21 @@ class _Connection:
             if event is not None:
                 return event
             await self.flush()
-            idle = not self.busy
-            timeout = self.server.idle_timeout if idle else math.inf
-            self.timeout_reason = f"idle for {self.server.idle_timeout:g} s without publishing or playing"
-            with trio.fail_after(timeout):
+            deadline, reason = self._read_deadline()
+            with trio.move_on_at(deadline) as scope:
                 data = await self.receive()
+            if scope.cancelled_caught:
+                raise _Timeout(reason)
             if not data:
                 return None
             session.receive_data(data)
 
-    async def _command_loop(self, publisher: Publisher | None) -> str:
-        """Handle events until EOF ("eof") or, when publishing, until the publish ends."""
+    async def _command_loop(self, publisher: Publisher | None) -> object:
+        """Handle events until EOF (``_EOF``) or, when publishing, until the publish ends."""
         while True:
-            event = await self._next_event(publisher)
+            event = await self._next_event()
             if event is None:
-                return "eof"
+                return _EOF
             if isinstance(event, MediaMessage):
                 if publisher is not None and event.stream_id == self.publish_stream_id:
                     await self._ingest(publisher, event)
@@ -293,18 +375,17 @@ class _Connection:
             elif isinstance(event, ConnectRequest):
                 await self._connect(event)
             elif isinstance(event, PublishRequest):
-                outcome = await self._publish(event, publisher)
-                if outcome == "eof":
-                    return "eof"
+                if await self._publish(event, publisher) is _EOF:
+                    return _EOF
             elif isinstance(event, PlayRequest):
                 await self._play(event)
-            elif isinstance(event, (StreamDeleted, StreamClosed)):
+            elif isinstance(event, (StreamDeleted, StreamCloseRequested)):
                 if event.stream_id == self.publish_stream_id and publisher is not None:
-                    return "unpublished"
+                    return _UNPUBLISHED
                 self._stop_player(event.stream_id)
             elif isinstance(event, StreamUnpublishRequested):
                 if publisher is not None:
-                    return "unpublished"
+                    return _UNPUBLISHED
             elif isinstance(event, PauseRequest):
                 self.session.accept_pause(event.stream_id, event.paused)
 
@@ -314,8 +395,8 @@ class _Connection:
         try:
             self.engine.application(event.app)
         except AppNotFound:
-            self.session.reject_connect(f"application {event.app!r} not found")
-            raise _Close(f"connect to unknown application {event.app!r}") from None
+            self.session.reject_connect(f"application {printable(event.app)!r} not found")
+            raise _Close(f"connect to unknown application {printable(event.app)!r}") from None
         self.app = event.app
         self.connect_query = dict(event.query)
         self.session.accept_connect()
@@ -325,21 +406,22 @@ class _Connection:
         return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol="rtmp")
 
     def _key(self, name: str) -> StreamKey:
+        """The key of ``name`` in the connected app (``InvalidStreamName`` for a bad name)."""
         if self.app is None:
             raise _Close("publish or play before connect")
         return StreamKey(self.app, name)
 
     # --------------------------------------------------------------- publish
 
-    async def _publish(self, event: PublishRequest, current: Publisher | None) -> str:
+    async def _publish(self, event: PublishRequest, current: Publisher | None) -> object:
         session = self.session
         sid = event.stream_id
         if current is not None:
             session.reject_publish(sid, "NetStream.Publish.BadConnection", "already publishing")
-            return "refused"
-        key = self._key(event.name)
-        refusal: tuple[str, str] | None = None
+            return _REFUSED
+        refusal: tuple[str, str]
         try:
+            key = self._key(event.name)
             async with self.engine.publish(key, self._credentials(event.query), protocol="rtmp") as pub:
                 self._mark_busy()
                 self.publish_stream_id = sid
@@ -350,8 +432,11 @@ class _Connection:
                     outcome = await self._command_loop(pub)
                 finally:
                     self.publish_stream_id = None
-                log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key, outcome)
+                log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key,
+                         "connection closed" if outcome is _EOF else "unpublished")
                 return outcome
+        except InvalidStreamName as exc:
+            refusal = ("NetStream.Publish.BadName", str(exc))
         except Unauthorized as exc:
             refusal = ("NetStream.Publish.Denied", str(exc))
         except StreamAlreadyPublishing as exc:
@@ -362,7 +447,7 @@ class _Connection:
             session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
             raise _Close(str(exc)) from None
         session.reject_publish(sid, refusal[0], refusal[1])
-        raise _Close(f"publish of {key} refused: {refusal[1]}")
+        raise _Close(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
         try:
@@ -389,47 +474,59 @@ class _Connection:
     async def _play(self, event: PlayRequest) -> None:
         assert self.nursery is not None
         self._stop_player(event.stream_id)
-        key = self._key(event.name)
-        await self.nursery.start(self._player, key, self._credentials(event.query), event.stream_id)
+        await self.nursery.start(self._player, event)
 
     def _stop_player(self, stream_id: int) -> None:
         scope = self.players.pop(stream_id, None)
         if scope is not None:
             scope.cancel()
 
-    async def _player(self, key: StreamKey, creds: Credentials, sid: int,
+    async def _player(self, event: PlayRequest,
                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self.session
+        sid = event.stream_id
+        refusal: tuple[str, str]
         try:
-            async with self.engine.subscribe(key, creds, protocol="rtmp") as sub:
+            key = self._key(event.name)
+            async with self.engine.subscribe(key, self._credentials(event.query), protocol="rtmp") as sub:
                 self._mark_busy()
-                with trio.CancelScope() as scope:
-                    self.players[sid] = scope
-                    session.accept_play(sid)
-                    await self.flush()
-                    task_status.started()
-                    log.info("rtmp %s:%s playing %s", *self.peer, key)
-                    await self._pump(sub, sid)
-                    self._say_ended(sub, sid)
-                    await self.flush()
+                why = "connection closed"
+                try:
+                    with trio.CancelScope() as scope:
+                        self.players[sid] = scope
+                        session.accept_play(sid)
+                        await self.flush()
+                        task_status.started()
+                        log.info("rtmp %s:%s playing %s", *self.peer, key)
+                        await self._pump(sub, sid)
+                        self._say_ended(sub, sid)
+                        await self.flush()
+                    if scope.cancelled_caught:
+                        why = "stopped by the player"
+                    else:
+                        why = (sub.end_reason or EndReason.STREAM_ENDED).value
+                finally:
+                    log.info("rtmp %s:%s stopped playing %s (%s; %d frames dropped)",
+                             *self.peer, key, why, sub.dropped)
                 if self.players.get(sid) is scope:
                     del self.players[sid]
                 if sub.end_reason in (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED):
                     # The stream is over for this player; closing tells every client for sure.
                     assert self.nursery is not None
                     self.nursery.cancel_scope.cancel()
+            return
         except StreamNotFound as exc:
+            refusal = ("NetStream.Play.StreamNotFound", str(exc))
+        except InvalidStreamName as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
         except (Unauthorized, AppNotFound, EngineClosed) as exc:
             refusal = ("NetStream.Play.Failed", str(exc))
-        else:
-            return
         # A refused play ends the connection, as a refused publish does (the reason is sent
         # first, then logged by the handler).
         session.reject_play(sid, *refusal)
         await self.flush()
         task_status.started()
-        raise _Close(f"play of {key} refused: {refusal[1]}")
+        raise _Close(f"play of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     def _say_ended(self, sub: Subscription, sid: int) -> None:
         reason = sub.end_reason
@@ -445,24 +542,30 @@ class _Connection:
         already groups audio with the next video frame, see ``AppSpec.audio_hold``)."""
         session = self.session
         limit = self.server.max_batch
+        patch = None if sid == SHARED_STREAM_ID else sid.to_bytes(4, "little")
         while True:
             batch = await sub.next_batch(limit)
             if not batch:
                 return
             chunk_size = session.out_chunk_size
-            key = ("rtmp", chunk_size, sid)
-            if len(batch) == 1:
-                payload = batch[0].encoded(key, _chunk_frame, chunk_size, sid)
-            else:
-                payload = b"".join([frame.encoded(key, _chunk_frame, chunk_size, sid) for frame in batch])
-            await self.write(payload)
+            key = ("rtmp", chunk_size)
+            buffers: list[bytes | memoryview] = []
+            for frame in batch:
+                data = frame.encoded(key, _chunk_frame, chunk_size)
+                if patch is None:
+                    buffers.append(data)
+                else:
+                    view = memoryview(data)
+                    buffers += (data[:_SID_START] + patch, view[_SID_END:])
+            await self.write(buffers)
 
-    async def write(self, payload: bytes) -> None:
-        """Write queued session output, then ``payload``, under the connection's write lock.
+    async def write(self, buffers: list[bytes | memoryview]) -> None:
+        """Write queued session output, then ``buffers``, under the connection's write lock.
 
         Fast path for the fan-out: when the lock is free it is taken without a checkpoint, and
-        the bytes go straight to the non-blocking socket with one ``os.write``; only what the
-        kernel's send buffer did not take goes through ``send_all`` (which waits for room).
+        the shared buffers go straight to the non-blocking socket with one ``writev`` (no join,
+        no copy); only what the kernel's send buffer did not take goes through ``send_all``
+        (which waits for room, within the write timeout).
         """
         await self._within_peer_bandwidth()
         lock = self.send_lock
@@ -472,16 +575,18 @@ class _Connection:
             lock.acquire_nowait()
         try:
             pending = self.session.data_to_send()
-            data = pending + payload if pending else payload
+            if pending:
+                buffers = [pending, *buffers]
+            total = sum(map(len, buffers))
             try:
-                sent = os.write(self.fd, data)
+                sent = os.writev(self.fd, buffers[:_IOV_MAX])
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 raise trio.BrokenResourceError(f"write failed: {exc}") from exc
-            if sent < len(data):
-                await self.stream.send_all(memoryview(data)[sent:])
-            self.bytes_sent += len(data)
+            if sent < total:
+                await self._send_all(_remainder(buffers, sent))
+            self.bytes_sent += total
         finally:
             lock.release()
 
@@ -495,6 +600,24 @@ class _Connection:
             return
         while self.bytes_sent - self.session.peer_acknowledged > bandwidth[0]:
             await self.ack_arrived.wait()
+
+
+_EOF = object()
+_UNPUBLISHED = object()
+_REFUSED = object()
+
+
+def _remainder(buffers: list[bytes | memoryview], sent: int) -> bytes:
+    """What of ``buffers`` is left after the first ``sent`` bytes (joined: the slow path)."""
+    rest: list[bytes | memoryview] = []
+    for buffer in buffers:
+        size = len(buffer)
+        if sent >= size:
+            sent -= size
+            continue
+        rest.append(memoryview(buffer)[sent:] if sent else buffer)
+        sent = 0
+    return b"".join(rest)
 
 
 def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:

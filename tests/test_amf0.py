@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
-from arcly_trio.protocols.rtmp.amf0 import (
+from arcly_trio.media.amf0 import (
     MAX_DEPTH,
     UNDEFINED,
     AMF0Date,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...kernel.application import Application
 from ...kernel.stream import Stream
-from .router import HttpRequest
+from ...protocols.http.router import HttpRequest
 from .server import Exchange
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Frames -> one FLV byte stream, for HTTP-FLV, WebSocket-FLV and recordings (sans-IO).
 
 :class:`FlvStreamWriter` writes the 13-byte FLV header, then the tag of every frame. Tags come
-from :func:`arcly_trio.media.flv.frame_to_tag`, which builds a frame's tag once and keeps it
+from :func:`arcly_trio.media.frame_to_tag`, which builds a frame's tag once and keeps it
 with the frame, so every HTTP-FLV viewer, WebSocket-FLV viewer and recording of a stream shares
 the same bytes.
 
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..core.errors import LocalProtocolError, RemoteProtocolError
-from ..core.frame import Frame, FrameKind
-from ..media import flv
-from ..protocols.rtmp import amf0
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+
+from .. import amf0
+from .container import file_header, frame_to_tag
 
 __all__ = ["FlvStreamWriter", "metadata_tracks"]
 
@@ -122,12 +123,12 @@ class FlvStreamWriter:
         held = self._pending or []
         self._pending = None
         self.flags = (self._audio, self._video)
-        return flv.file_header(self._audio, self._video) + self._tags(held)
+        return file_header(self._audio, self._video) + self._tags(held)
 
     def _tags(self, frames: Sequence[Frame]) -> bytes:
         if not frames:
             return b""
-        to_tag = flv.frame_to_tag
+        to_tag = frame_to_tag
         try:
             data = b"".join([to_tag(frame) for frame in frames])
         except LocalProtocolError:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ...core.errors import AppNotFound
 from ...storage import InvalidStorageKey, StorageError, StorageNotFound
-from .router import HttpRequest
+from ...protocols.http.router import HttpRequest
 from .server import Exchange
 
 if TYPE_CHECKING:

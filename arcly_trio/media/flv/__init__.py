@@ -1,0 +1,13 @@
+"""FLV, sans-IO: tag bodies <-> frames (:mod:`.tags`), the FLV byte stream (:mod:`.container`),
+and frames -> one FLV stream with its header flags decided (:mod:`.stream`).
+
+Everything public is re-exported here: ``from arcly_trio.media import flv; flv.read_frames(...)``.
+"""
+
+from .container import *  # noqa: F403
+from .container import __all__ as _container_all
+from .stream import FlvStreamWriter, metadata_tracks
+from .tags import *  # noqa: F403
+from .tags import __all__ as _tags_all
+
+__all__ = [*_tags_all, *_container_all, "FlvStreamWriter", "metadata_tracks"]

@@ -1,0 +1,10 @@
+"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS and a JSON API on one port.
+
+:class:`HttpServer` is the worker (see :mod:`.server`); routes are added to its
+:attr:`~HttpServer.router` and answer through an :class:`Exchange`.
+"""
+
+from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from .server import ClientGone, Exchange, HttpServer
+
+__all__ = ["HttpServer", "Router", "HttpRequest", "Exchange", "BadRequest", "ClientGone", "parse_target"]
