@@ -106,7 +106,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Final, Union
+from typing import Final
 
 import attrs
 
@@ -153,9 +153,9 @@ _I32_MIN: Final = -0x80000000
 _I32_MAX: Final = 0x7FFFFFFF
 _MAX_MDAT: Final = 0x7FFFFFFF  # trun data_offset is signed 32-bit
 _MAX_CONFIG_OBUS: Final = 4096  # bytes of av1C configOBUs / keyframe prefix searched
+_MAX_SEQUENCE_HEADER: Final = 512  # bytes of an AV1 sequence header read (real ones: < 400)
 
 _VIDEO_CODECS: Final = frozenset({"h264", "hevc", "av1", "vp9"})
-_AUDIO_CODECS: Final = frozenset({"aac", "opus"})
 
 # Sample flags (ISO/IEC 14496-12, 8.8.3.1).
 _SYNC_FLAGS: Final = 0x02000000  # sample_depends_on = 2 (does not depend on others)
@@ -172,7 +172,7 @@ _TFHD_DEFAULT_BASE_IS_MOOF: Final = 0x020000
 _UNITY_MATRIX: Final = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 _LANGUAGE_UND: Final = 0x55C4  # ISO 639-2 "und", packed 5 bits per letter
 
-Payload = Union[bytes, memoryview]
+Payload = bytes | memoryview
 
 
 def ms_to_ticks(ms: int, timescale: int) -> int:
@@ -281,7 +281,7 @@ def _obus(data: Payload, what: str) -> Iterable[tuple[int, int, int]]:
 
 def _av1_picture_size(sequence_header: bytes) -> tuple[int, int]:
     """``(width, height)`` from an AV1 sequence header OBU payload (AV1 spec 5.5.1)."""
-    r = _Bits(sequence_header, "AV1 sequence header")
+    r = _Bits(sequence_header[:_MAX_SEQUENCE_HEADER], "AV1 sequence header")
     r.u(3)  # seq_profile
     r.u(1)  # still_picture
     if r.flag():  # reduced_still_picture_header
@@ -550,7 +550,7 @@ def _check_config_frame(config: Frame) -> None:
     if not config.config:
         raise LocalProtocolError("track_from_config() needs a config frame")
     if config.codec not in SUPPORTED_CODECS:
-        raise LocalProtocolError(f"fragmented MP4 writing of codec {config.codec!r} is not supported")
+        raise LocalProtocolError(f"fragmented MP4 cannot carry codec {config.codec!r} here")
     expected = FrameKind.VIDEO if config.codec in _VIDEO_CODECS else FrameKind.AUDIO
     if config.kind is not expected:
         raise LocalProtocolError(f"a {config.kind.value} frame of codec {config.codec!r}")
@@ -618,6 +618,8 @@ def _audio_entry(config: Frame, timescale: int | None) -> tuple[bytes, int, int,
     if config.codec == "aac":
         aac = parse_audio_specific_config(config.payload)
         rate = aac.output_sample_rate
+        if not _MIN_TIMESCALE <= min(rate, aac.sample_rate) <= rate <= _MAX_TIMESCALE:
+            raise CodecError(f"AAC sample rate {rate} is outside 1000..1000000")
         channels = aac.channels or 2
         ts = timescale or rate
         # One AAC frame: 1024 samples of the core rate (twice that at the SBR rate).
@@ -654,7 +656,9 @@ def track_from_config(
     """
     _check_config_frame(config)
     if timescale is not None and not _MIN_TIMESCALE <= timescale <= _MAX_TIMESCALE:
-        raise LocalProtocolError(f"timescale {timescale} is outside {_MIN_TIMESCALE}..{_MAX_TIMESCALE}")
+        raise LocalProtocolError(
+            f"timescale {timescale} is outside {_MIN_TIMESCALE}..{_MAX_TIMESCALE}"
+        )
     if track_id is None:
         track_id = 1 + 2 * config.track + (config.kind is FrameKind.AUDIO)
     if not 1 <= track_id <= _U32:
@@ -663,10 +667,9 @@ def track_from_config(
         entry, width, height = _video_entry(config, keyframe)
         ts = timescale or VIDEO_TIMESCALE
         return Fmp4Track(track_id, config.kind, config.codec, config.track, ts, config.payload,
-                         entry, width=width, height=height, default_duration=max(1, ts // 30))  # fmt: skip
+                         entry, width=width, height=height,
+                         default_duration=max(1, ts // 30))  # fmt: skip
     entry, rate, channels, ts, duration = _audio_entry(config, timescale)
-    if not _MIN_TIMESCALE <= ts <= _MAX_TIMESCALE:
-        raise CodecError(f"audio sample rate {ts} is outside {_MIN_TIMESCALE}..{_MAX_TIMESCALE}")
     return Fmp4Track(track_id, config.kind, config.codec, config.track, ts, config.payload, entry,
                      sample_rate=rate, channels=channels, default_duration=duration)  # fmt: skip
 
@@ -716,7 +719,9 @@ def _trak(track: Fmp4Track) -> bytes:
         _UNITY_MATRIX,
         struct.pack(">II", track.width << 16, track.height << 16),
     )  # fmt: skip
-    mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, _LANGUAGE_UND, 0))
+    mdhd = _full_box(
+        b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, _LANGUAGE_UND, 0)
+    )
     handler, name = (b"vide", b"VideoHandler\x00") if video else (b"soun", b"SoundHandler\x00")
     hdlr = _full_box(b"hdlr", 0, 0, b"\x00" * 4, handler, b"\x00" * 12, name)
     media_header = (
@@ -889,19 +894,16 @@ class _TrackState:
 def _trun(run: list[_Sample], data_offset: int) -> bytes:
     with_cto = any(s.cto for s in run)
     flags = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS
+    values: list[int] = []
+    for s in run:
+        values += (s.duration, len(s.payload), _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS)
+        if with_cto:
+            values.append(s.cto)
     if with_cto:
         flags |= _TRUN_CTO
         fields = ">" + "IIIi" * len(run)
-        values = [
-            v
-            for s in run
-            for v in (s.duration, len(s.payload), _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS, s.cto)
-        ]
     else:
         fields = ">" + "III" * len(run)
-        values = [
-            v for s in run for v in (s.duration, len(s.payload), _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS)
-        ]
     return _full_box(
         b"trun", 1, flags, struct.pack(">Ii", len(run), data_offset), struct.pack(fields, *values)
     )
@@ -1007,7 +1009,9 @@ class FragmentWriter:
         decode = ms_to_ticks(out, ts)
         cto = ms_to_ticks(frame.pts + offset, ts) - decode
         if not _I32_MIN <= cto <= _I32_MAX:
-            raise CodecError(f"composition offset of {frame.pts - frame.dts} ms does not fit a trun")
+            raise CodecError(
+                f"composition offset of {frame.pts - frame.dts} ms does not fit a trun"
+            )
         payload: Payload = _av1_sample(frame.payload) if track.codec == "av1" else frame.payload
         # Nothing below raises: the writer changes only from here on.
         if rebased:
@@ -1029,8 +1033,8 @@ class FragmentWriter:
         if state.held is None and state.end is not None:
             if ms_to_ticks(out, state.track.timescale) < state.end:
                 return True
-        newest = max((s.last_out for s in self._states.values() if s.last_out is not None), default=None)
-        return newest is not None and out - newest > self.max_gap_ms
+        outs = [s.last_out for s in self._states.values() if s.last_out is not None]
+        return bool(outs) and out - max(outs) > self.max_gap_ms
 
     def _timeline_end(self) -> int:
         """Output ms where everything written so far ends (0 for a new writer)."""
@@ -1074,8 +1078,8 @@ class FragmentWriter:
         """
         for state in self._states.values():
             if state.held is not None:
-                limit = None if end is None else ms_to_ticks(end + self._offset, state.track.timescale)
-                state.complete(limit)
+                ts = state.track.timescale
+                state.complete(None if end is None else ms_to_ticks(end + self._offset, ts))
         return self.fragment()
 
     @property
@@ -1097,9 +1101,10 @@ class FragmentWriter:
         data_offset = moof_size + 8
         for track, run in runs:
             size = sum(len(s.payload) for s in run)
+            tfhd_flags = _TFHD_DEFAULT_BASE_IS_MOOF
             traf = _box(
                 b"traf",
-                _full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", track.track_id)),
+                _full_box(b"tfhd", 0, tfhd_flags, struct.pack(">I", track.track_id)),
                 _full_box(b"tfdt", 1, 0, struct.pack(">Q", run[0].decode)),
                 _trun(run, data_offset),
             )
