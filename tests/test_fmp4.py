@@ -1169,6 +1169,26 @@ def test_publisher_restart_continues_the_timeline_in_sync(second_start: int) -> 
         assert decodes == sorted(decodes) and len(set(decodes)) == len(decodes)
 
 
+def test_32_bit_timestamp_wrap_unwrapped_by_the_ingest_stays_continuous() -> None:
+    """RTMP timestamps wrap at 2**32 ms (49.7 days); flv.TimestampUnwrapper makes them grow,
+    and the writer's 64-bit tfdt carries them on, without a discontinuity."""
+    unwrapper = flv.TimestampUnwrapper()
+    writer = FragmentWriter([track_from_config(_DEMO_VIDEO)])
+    fragments = []
+    for i in range(10):
+        wire = (2**32 - 200 + i * 40) & 0xFFFFFFFF  # what the 32-bit wire carries
+        dts = unwrapper.unwrap(wire)
+        writer.push(Frame(FrameKind.VIDEO, "h264", dts, dts, b"%d" % i, keyframe=i % 5 == 0))
+        if i % 5 == 0 and i:
+            fragments.append(writer.fragment(dts))
+    fragments.append(writer.flush())
+    assert all(f is not None and not f.discontinuity for f in fragments)
+    got = frames_of(fragments)[1]
+    decodes = [d for d, _ in got]
+    assert decodes == [(2**32 - 200 + i * 40) * 90 for i in range(10)]  # past 2**32 * 90
+    assert [s.data for _, s in got] == [b"%d" % i for i in range(10)]
+
+
 def test_explicit_discontinuity_rebases_even_monotonic_timestamps() -> None:
     writer = FragmentWriter([track_from_config(_DEMO_AUDIO)])
     for dts in (0, 23, 46):
