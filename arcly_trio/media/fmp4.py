@@ -82,8 +82,9 @@ Fragments
 
 Brands
     ``ftyp`` major brand ``iso6`` (version 0), compatible ``iso6``, ``cmfc`` (CMAF), ``mp41``,
-    plus ``av01`` with an AV1 track: what FFmpeg writes in CMAF mode and what hls.js, dash.js and
-    Apple's players accept.
+    plus ``av01`` with an AV1 track: what FFmpeg writes in CMAF mode. ``iso6`` is the ISO BMFF
+    brand that covers ``tfdt`` and default-base-is-moof; players were not checked beyond
+    FFmpeg (see the tests).
 
 Error policy
     Configs and codec bytes come from the publisher: a config that does not parse (a truncated
