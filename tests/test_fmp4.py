@@ -29,8 +29,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcly_trio.kernel.errors import LocalProtocolError
-from arcly_trio.kernel.frame import Frame, FrameKind
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.timestamps import TimestampUnwrapper
 from arcly_trio.media import flv, fmp4
 from arcly_trio.media.codecs import CodecError
 from arcly_trio.media.fmp4 import (
@@ -388,7 +389,7 @@ def test_module_imports_no_runtime() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add(("." * node.level) + (node.module or ""))
     assert imported <= {"__future__", "struct", "collections.abc", "typing", "attrs",
-                        "..kernel.errors", "..kernel.frame", ".codecs"}, imported  # fmt: skip
+                        "..core.errors", "..core.frame", ".codecs"}, imported  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -1172,7 +1173,7 @@ def test_publisher_restart_continues_the_timeline_in_sync(second_start: int) -> 
 def test_32_bit_timestamp_wrap_unwrapped_by_the_ingest_stays_continuous() -> None:
     """RTMP timestamps wrap at 2**32 ms (49.7 days); flv.TimestampUnwrapper makes them grow,
     and the writer's 64-bit tfdt carries them on, without a discontinuity."""
-    unwrapper = flv.TimestampUnwrapper()
+    unwrapper = TimestampUnwrapper()
     writer = FragmentWriter([track_from_config(_DEMO_VIDEO)])
     fragments = []
     for i in range(10):

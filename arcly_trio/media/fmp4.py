@@ -92,9 +92,9 @@ Error policy
     ``OpusHead``, a picture too large for a sample entry), a keyframe whose header does not
     parse, and a frame whose composition offset does not fit 32 signed bits raise
     :class:`~arcly_trio.media.codecs.CodecError` (a
-    :class:`~arcly_trio.kernel.errors.RemoteProtocolError`); nothing else escapes on arbitrary
+    :class:`~arcly_trio.core.errors.RemoteProtocolError`); nothing else escapes on arbitrary
     bytes, and the writer is left as it was, so the caller may drop the frame and go on.
-    Misuse raises :class:`~arcly_trio.kernel.errors.LocalProtocolError`: a codec this module
+    Misuse raises :class:`~arcly_trio.core.errors.LocalProtocolError`: a codec this module
     cannot write (see :data:`SUPPORTED_CODECS`), a config that is not a config frame, a VP9/AV1
     track without the keyframe it needs, invalid settings, duplicate tracks, a frame whose codec
     differs from its track's, a fragment over 2 GiB. Frames of no track (data frames, tracks the
@@ -111,8 +111,8 @@ from typing import Final
 
 import attrs
 
-from ..kernel.errors import LocalProtocolError
-from ..kernel.frame import Frame, FrameKind
+from ..core.errors import LocalProtocolError
+from ..core.frame import Frame, FrameKind
 from .codecs import (
     CodecError,
     parse_audio_specific_config,
