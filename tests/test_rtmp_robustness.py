@@ -28,8 +28,8 @@ import trio
 
 from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp.chunks import chunk_message
-from arcly_trio.protocols.rtmp.handshake import ClientHandshake
-from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, Event
+from arcly_trio.protocols.rtmp import CommandReceived, Event
+from tests._rtmp import RawClient
 from tests.test_rtmp_interop import (
     HOST,
     player,
@@ -42,69 +42,6 @@ from tests.test_rtmp_interop import (
 )
 
 pytestmark = pytest.mark.interop
-
-
-# ----------------------------------------------------------------------- a raw RTMP client
-
-
-class RawClient:
-    """One TCP connection to the server, with the sans-IO client session once past the handshake."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.address: tuple[str, int] = stream.socket.getsockname()[:2]
-        self.session = ClientSession()
-        self.events: list[Event] = []
-
-    @property
-    def tag(self) -> str:
-        """How the server's log lines name this connection."""
-        return f"{self.address[0]}:{self.address[1]}"
-
-    @classmethod
-    async def open(cls, port: int) -> RawClient:
-        return cls(await trio.open_tcp_stream(HOST, port))
-
-    async def handshake(self) -> None:
-        handshake = ClientHandshake()
-        await self.stream.send_all(handshake.initiate())
-        while not handshake.complete:
-            data = await self.stream.receive_some(65536)
-            assert data, "the server closed during the handshake"
-            handshake.receive_data(data)
-            out = handshake.data_to_send()
-            if out:
-                await self.stream.send_all(out)
-        self.session.receive_data(handshake.leftover())
-
-    async def flush(self) -> None:
-        await self.stream.send_all(self.session.data_to_send())
-
-    async def read_until_closed(self) -> list[Event]:
-        """Read (and parse) until the server closes the connection; return every event."""
-        while True:
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:  # a reset is a close too
-                data = b""
-            if not data:
-                self.events.extend(self.session.events())
-                return self.events
-            self.session.receive_data(data)
-            self.events.extend(self.session.events())
-
-    async def assert_closed_by_server(self) -> None:
-        """The server closes its end: we read EOF (possibly after whatever it had to say)."""
-        while True:
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return
-            if not data:
-                return
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
 
 
 def commands(events: list[Event]) -> list[CommandReceived]:
