@@ -186,5 +186,6 @@ class FramesReader:
             raise FramesProtocolError(f"bad {pending.format} config record: {exc}", CloseCode.UNSUPPORTED) from None
         self._pending = None
         self._accept_config(pending)
+        keyframe = message.key and pending.kind is FrameKind.VIDEO
         return Frame(pending.kind, pending.format, message.pts_us // 1000, message.dts_us // 1000,
-                     record, False, True, pending.track)
+                     record, keyframe, True, pending.track)
