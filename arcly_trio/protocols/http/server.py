@@ -7,6 +7,10 @@ Routes (compatible with Node-Media-Server):
 * ``GET /{app}/{stream}/index.m3u8`` and ``GET /{app}/{stream}/{segment}.ts``: HLS, for
   applications the :class:`~arcly_trio.services.HlsService` given as ``hls`` applies to.
   See :mod:`.hls_routes`.
+* ``GET /{app}/{stream}/frames`` and ``/ingest`` with a WebSocket handshake (subprotocol
+  ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
+* ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
+  player, publisher), ``GET /api/server``. See :mod:`.pages_routes`.
 * ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api`.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
   response carries ``Access-Control-Allow-Origin: *``.
