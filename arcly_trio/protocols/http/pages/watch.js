@@ -18,6 +18,7 @@
 
   const JITTER_MS = 120;       // how far behind the first frame playback starts
   const RESYNC_MS = 1500;      // a gap this large between clock and frames resets the clock
+  const CATCH_UP_MS = 500;     // more decoded video than this waiting: skip ahead to stay live
   const state = window.arclyWatch = {
     connected: false, status: "connecting", received: 0, decoded: 0, rendered: 0, late: 0, serverDropped: 0,
     skipped: 0, audioDecoded: 0, audioPlayed: 0, errors: 0, lastError: null, reconnects: 0, latencyMs: null,
@@ -119,10 +120,10 @@
       await audioCtx.resume();
       muted = audioCtx.state !== "running";
     } catch (err) { muted = true; }
-    $("unmute").textContent = muted ? "🔇 Unmute" : "🔊 Mute";
+    $("unmute").textContent = muted ? "Unmute sound" : "Mute sound";
   }
   $("unmute").addEventListener("click", () => {
-    if (!muted) { muted = true; $("unmute").textContent = "🔇 Unmute"; return; }
+    if (!muted) { muted = true; $("unmute").textContent = "Unmute sound"; return; }
     unmute();
   });
   if (params.get("unmute") === "1") unmute();  // kiosks (autoplay policies permitting)
@@ -136,6 +137,10 @@
     const first = frames[0].timestamp, last = frames[frames.length - 1].timestamp;
     if (first - clock > RESYNC_MS * 1000 || clock - last > RESYNC_MS * 1000) {
       offset = now - first / 1000 + JITTER_MS / 2;              // a jump (reconnect, stall): start again
+      clock = (now - offset) * 1000;
+    }
+    if (last - clock > CATCH_UP_MS * 1000) {                 // e.g. the GOP replayed on joining:
+      offset = now - (last / 1000 - JITTER_MS);               // jump to near the newest frame
       clock = (now - offset) * 1000;
     }
     let show = -1;
