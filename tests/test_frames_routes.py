@@ -256,3 +256,82 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
             status, headers, body = await http_get(http.port, "/api/server")
             assert status == 200 and json.loads(body) == {
                 "server": "arcly-trio", "rtmp_port": 1935, "hls": False, "frames_protocol": SUBPROTOCOL}
+
+
+async def test_a_slow_viewer_skips_to_the_next_keyframe_and_is_told() -> None:
+    config = next(f for f in load_demo_frames() if f.config and f.codec == "h264")
+    http = HttpServer("127.0.0.1", 0)
+    engine = Engine.builder().application(AppSpec("live", subscriber_queue=8)).protocol(http).build()
+    with trio.fail_after(60):
+        async with engine, open_frames_publisher(ws_url(http, "/live/big/ingest")) as pub:
+            await pub.send(config)
+            await pub.send(Frame(FrameKind.VIDEO, "h264", 0, 0, bytes(1000), keyframe=True))
+            async with trio_websocket.open_websocket_url(ws_url(http, "/live/big/frames"), subprotocols=[SUBPROTOCOL],
+                                                         message_queue_size=1, max_message_size=1 << 20) as ws:
+                assert json.loads(await ws.get_message())["type"] == "start"
+                for n in range(1, 121):  # 30 MB the viewer does not read for now
+                    await pub.send(Frame(FrameKind.VIDEO, "h264", n * 33, n * 33, bytes(256 * 1024), keyframe=n % 10 == 0))
+                await trio.sleep(0.5)
+                messages: list[str | bytes] = []
+
+                async def read() -> None:
+                    while True:
+                        messages.append(await ws.get_message())
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    await trio.sleep(0.5)  # the frames queued before the gap drain
+                    for n in range(130, 135):  # the next GOP: the viewer resumes on its keyframe
+                        await pub.send(Frame(FrameKind.VIDEO, "h264", n * 33, n * 33, bytes(1000), keyframe=n == 130))
+                    await trio.sleep(0.5)
+                    nursery.cancel_scope.cancel()
+    texts = [json.loads(m) for m in messages if isinstance(m, str)]
+    (told,) = [t for t in texts if t["type"] == "stats" and t["skipped"]]
+    after = messages[messages.index(next(m for m in messages if isinstance(m, str) and '"skipped":0' not in m
+                                         and json.loads(m)["type"] == "stats")) + 1:]
+    message = next(m for m in after if isinstance(m, bytes) and m[2] & 2 == 0)
+    assert told["dropped"] >= told["skipped"] > 0
+    assert message[1] == 1 and message[2] & 1  # a video keyframe
+    assert pub.close_code is None or pub.close_code == CloseCode.NORMAL
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("video", [("-c:v", "libaom-av1", "-cpu-used", "8"),
+                                   ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error")],
+                         ids=["av1", "hevc"])
+async def test_av1_hevc_and_opus_published_over_ingest_decode_in_ffmpeg8_over_rtmp_and_http_flv(
+    tmp_path: Any, video: tuple[str, ...]
+) -> None:
+    from arcly_trio.protocols.rtmp.server import RtmpServer
+    from tests._tools import require_ffmpeg8
+
+    ffmpeg = require_ffmpeg8()
+    clip = tmp_path / "clip.flv"
+    await trio.run_process([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                            "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                            "-t", "4", "-g", "25", *video, "-c:a", "libopus", "-f", "flv", str(clip)])
+    frames = [f for f in flv.read_frames(clip.read_bytes()) if f.kind is not FrameKind.DATA]
+    rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
+    engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).build()
+    with trio.fail_after(90):
+        async with engine, open_frames_publisher(ws_url(http, "/live/clip/ingest")) as pub, trio.open_nursery() as nursery:
+            async def send_looping() -> None:
+                start, offset = trio.current_time(), 0
+                frames.sort(key=lambda f: f.dts)
+                while True:
+                    for frame in frames:
+                        if frame.config and offset:
+                            continue
+                        await trio.sleep_until(start + (frame.dts + offset) / 1000)
+                        await pub.send(frame.shifted(offset) if offset else frame)
+                    offset += frames[-1].dts + 40  # the clip's length: timestamps never go back
+
+            nursery.start_soon(send_looping)
+            codec = "av1" if "libaom-av1" in video else "hevc"
+            for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/clip", f"http://127.0.0.1:{http.port}/live/clip.flv"):
+                result = await trio.run_process([ffmpeg, "-hide_banner", "-i", url, "-t", "2", "-f", "null", "-"],
+                                                capture_stdout=True, capture_stderr=True, check=False)
+                text = result.stderr.decode()
+                assert result.returncode == 0 and f"Video: {codec}" in text and "Audio: opus" in text, text
+                assert "rror" not in text.split("Press [q]")[-1], text
+            nursery.cancel_scope.cancel()

@@ -231,6 +231,7 @@ async def _play(
     max_batch = exchange.server.max_batch
     sent = 0
     reported_drops = 0
+    skipped = 0
     skipped_tracks: set[tuple[FrameKind, int]] = set()
     with trio.CancelScope() as play_scope:
         nursery.start_soon(drain_incoming)
@@ -242,13 +243,17 @@ async def _play(
                 if not batch:
                     break
                 if sub.dropped != reported_drops:
-                    skipped = sub.dropped - reported_drops
+                    # Frames queued before the gap come first; the viewer is told right before
+                    # the frame it resumes on (configs, then a keyframe).
+                    skipped += sub.dropped - reported_drops
                     reported_drops = sub.dropped
-                    await _send(ws, encode_text(Stats(sent, sub.dropped, skipped, sub.queued)), timeout)
                 for frame in batch:
                     kind = frame.kind
                     if kind is FrameKind.DATA:
                         continue
+                    if skipped and (frame.config or frame.keyframe or not sub.stream.has_video):
+                        await _send(ws, encode_text(Stats(sent, sub.dropped, skipped, sub.queued)), timeout)
+                        skipped = 0
                     track = (kind, frame.track)
                     if frame.config:
                         text = config_message(frame)
