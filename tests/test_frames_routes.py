@@ -24,7 +24,11 @@ import trio
 import trio_websocket
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, TokenAuthenticator
-from arcly_trio.clients import FramesRefused, open_frames_publisher, open_frames_subscription
+from arcly_trio.clients import (
+    FramesRefused,
+    open_frames_publisher,
+    open_frames_subscription,
+)
 from arcly_trio.media import flv
 from arcly_trio.protocols.frames import SUBPROTOCOL, CloseCode
 from arcly_trio.protocols.frames.messages import HEADER

@@ -51,8 +51,14 @@ from ..protocols.frames.messages import (
 )
 from ..protocols.frames.reader import FramesReader
 
-__all__ = ["FramesClosed", "FramesRefused", "FramesSubscription", "FramesPublisher",
-           "open_frames_subscription", "open_frames_publisher"]
+__all__ = [
+    "FramesClosed",
+    "FramesPublisher",
+    "FramesRefused",
+    "FramesSubscription",
+    "open_frames_publisher",
+    "open_frames_subscription",
+]
 
 
 class FramesClosed(StreamError):

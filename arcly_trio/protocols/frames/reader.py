@@ -45,7 +45,7 @@ from .messages import (
     decode_text,
 )
 
-__all__ = ["FramesReader", "Event"]
+__all__ = ["Event", "FramesReader"]
 
 Event = Frame | Start | Config | Stats | End
 """What the reader gives back: frames (config frames included) and text messages."""

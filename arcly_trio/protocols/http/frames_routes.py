@@ -79,7 +79,7 @@ from .server import Exchange, _unwrap_single
 if TYPE_CHECKING:
     from .server import HttpServer
 
-__all__ = ["install", "FRAMES_PATH", "INGEST_PATH", "PROTOCOL", "close_code_for", "LIMITS"]
+__all__ = ["FRAMES_PATH", "INGEST_PATH", "LIMITS", "PROTOCOL", "close_code_for", "install"]
 
 log = logging.getLogger("arcly_trio.http")
 

@@ -35,7 +35,7 @@ from .server import Exchange
 if TYPE_CHECKING:
     from .server import HttpServer
 
-__all__ = ["install", "PAGE_FILES"]
+__all__ = ["PAGE_FILES", "install"]
 
 PAGE_FILES = ("index.html", "watch.html", "publish.html", "common.js", "index.js", "watch.js", "publish.js",
               "style.css")
