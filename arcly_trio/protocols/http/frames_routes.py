@@ -9,7 +9,8 @@ the engine's authenticator, publisher limit and takeover policy apply as on ever
 Play: ``start``, then for each config frame its ``config`` text and its record, then frames
 (the GOP cache from its keyframe, then live), each binary message built once per frame and
 shared by every viewer. A viewer that falls behind skips to the next keyframe in the kernel
-and is told with a ``stats`` message (``skipped``); ``stats`` also goes out once a second
+and is told with a ``stats`` message (``skipped``) right before the frame it resumes on (the
+frames queued before the gap come first); ``stats`` also goes out once a second
 while frames flow. When the stream ends: ``end`` and close code 1000 (1001 when the server
 stops, 4429 when evicted for lagging past the lag budget). Anything a viewer sends is read
 and dropped (at most 4 KiB a message), which also tells at once when it leaves.
