@@ -1,7 +1,8 @@
 """The pages in a real browser: headless Chromium (Debian's, with chromium-driver) via selenium.
 
 * the watch page decodes the demo stream with WebCodecs for more than 5 s, frames advancing,
-  no decoder error (read from the page's own readout, ``window.arclyWatch``);
+  no decoder error (read from the page's own readout, ``window.arclyWatch``), and reconnects
+  by itself when the stream comes back after its publisher left;
 * the status page lists the live stream with its URLs;
 * the publish page with Chromium's fake camera and microphone (``?autostart=1``) publishes
   over ``/ingest``, and the real ffmpeg tools then decode what it published: Debian's ffprobe
@@ -206,3 +207,25 @@ async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() ->
                   done(out);
                 })();""", strings, audio)
     assert result and all(result.values()), result
+
+
+async def test_watch_page_reconnects_by_itself_when_the_stream_comes_back() -> None:
+    with trio.fail_after(90):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+                while ((await page_state(driver, "arclyWatch")) or {}).get("rendered", 0) < 30:
+                    await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()  # the publisher leaves
+            while (await page_state(driver, "arclyWatch"))["connected"]:
+                await trio.sleep(0.1)
+            gone = await page_state(driver, "arclyWatch")
+            await trio.sleep(2)  # nothing to play for a while: the page keeps trying
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                while (await page_state(driver, "arclyWatch"))["rendered"] < gone["rendered"] + 60:
+                    await trio.sleep(0.2)
+                back = await page_state(driver, "arclyWatch")
+                nursery.cancel_scope.cancel()
+    assert back["reconnects"] >= 1 and back["connected"] and back["errors"] == 0, back
