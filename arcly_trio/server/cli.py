@@ -165,6 +165,9 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
                      args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
             if http is not None:
+                http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
+                log.info("pages http://%s:%d/ (status), /watch/{app}/{stream}, /publish/{app}/{stream}; "
+                         "frames ws://...:%d/{app}/{stream}/frames", args.host, http.port, http.port)
                 log.info("HTTP-FLV http://%s:%d/{app}/{stream}.flv, WebSocket-FLV ws://...same path%s, API /api/streams",
                          args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
             if args.demo:

@@ -7,6 +7,10 @@ Routes (compatible with Node-Media-Server):
 * ``GET /{app}/{stream}/index.m3u8`` and ``GET /{app}/{stream}/{segment}.ts``: HLS, for
   applications the :class:`~arcly_trio.services.HlsService` given as ``hls`` applies to.
   See :mod:`.hls_routes`.
+* ``GET /{app}/{stream}/frames`` and ``/ingest`` with a WebSocket handshake (subprotocol
+  ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
+* ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
+  player, publisher), ``GET /api/server``. See :mod:`.pages_routes`.
 * ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api_routes`.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
   response carries ``Access-Control-Allow-Origin: *``.
@@ -123,6 +127,8 @@ class HttpServer:
             timeout between requests).
         write_timeout: seconds one write may block before the client is dropped.
         max_batch: most frames an HTTP-FLV/WebSocket-FLV client is sent per write.
+        rtmp_port: the RTMP port, a hint for the pages' copyable ``rtmp://`` URLs (``None``:
+            unknown; settable later, as the CLI does once the RTMP worker has bound its port).
     """
 
     def __init__(
@@ -139,8 +145,10 @@ class HttpServer:
         header_timeout: float = 10.0,
         write_timeout: float = 30.0,
         max_batch: int = 256,
+        rtmp_port: int | None = None,
     ) -> None:
         self.host = host
+        self.rtmp_port = rtmp_port
         self.requested_port = port
         self.port: int | None = None
         self.hls = hls
@@ -160,10 +168,12 @@ class HttpServer:
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
         self.router = Router()
-        from . import api_routes, flv_routes, hls_routes  # (they import this module: imported late)
+        from . import api_routes, flv_routes, frames_routes, hls_routes, pages_routes  # (they import this module)
 
         api_routes.install(self)
         flv_routes.install(self)
+        frames_routes.install(self)
+        pages_routes.install(self)  # before HLS: /{app}/{stream}/{segment} would match /watch/a/b
         hls_routes.install(self)
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -559,10 +569,12 @@ class Exchange:
         *,
         max_message_size: int = 64 * 1024,
         message_queue_size: int = 8,
+        subprotocol: str | None = None,
     ) -> trio_websocket.WebSocketConnection:
         """Complete the WebSocket handshake and return the connection (trio-websocket).
 
-        ``nursery`` runs the connection's reader task. Raises :class:`BadRequest` (answered
+        ``nursery`` runs the connection's reader task; ``subprotocol`` (one the client
+        offered) is selected in the answer. Raises :class:`BadRequest` (answered
         over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
         not reused afterwards.
         """
@@ -590,7 +602,7 @@ class Exchange:
                 nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
             )
             extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
-            return await ws_request.accept(extra_headers=[(b"server", _SERVER), *extra])
+            return await ws_request.accept(subprotocol=subprotocol, extra_headers=[(b"server", _SERVER), *extra])
 
 
 def stream_error_status(exc: StreamError) -> int:

@@ -1,0 +1,357 @@
+"""The ``arcly.frames.v1`` WebSocket routes: play ``/{app}/{stream}/frames``, publish ``/{app}/{stream}/ingest``.
+
+The protocol (messages, close codes) is :mod:`arcly_trio.protocols.frames` and
+``docs/frames-protocol.md``. Both routes need the WebSocket subprotocol ``arcly.frames.v1``
+and go through the engine: ``engine.subscribe`` / ``engine.publish`` with the credentials of
+the query (``?token=``, see :func:`.flv_egress.credentials_of`), protocol ``"ws-frames"``, so
+the engine's authenticator, publisher limit and takeover policy apply as on every path.
+
+Play: ``start``, then for each config frame its ``config`` text and its record, then frames
+(the GOP cache from its keyframe, then live), each binary message built once per frame and
+shared by every viewer. A viewer that falls behind skips to the next keyframe in the kernel
+and is told with a ``stats`` message (``skipped``) right before the frame it resumes on (the
+frames queued before the gap come first); ``stats`` also goes out once a second
+while frames flow. When the stream ends: ``end`` and close code 1000 (1001 when the server
+stops, 4429 when evicted for lagging past the lag budget). Anything a viewer sends is read
+and dropped (at most 4 KiB a message), which also tells at once when it leaves.
+
+Publish: ``start`` once the engine accepted the publish, then every message is checked by a
+:class:`~arcly_trio.protocols.frames.FramesReader` and each frame goes to the stream.
+``stats`` (frames received) goes back once a second.
+
+Resource handling and limits: the subprotocol, the authorization and the engine's limits are
+all checked before a single message is read; a refused client gets its WebSocket accepted
+with a 1 KiB message limit only to be told why (``end`` and a close code) and closed: browsers
+cannot read an HTTP error answer to a handshake. A publisher's messages are capped by
+:class:`~arcly_trio.protocols.frames.Limits` (in bytes received, by trio-websocket, before a
+message is handed over) and its queue holds two messages. Every write has the server's
+write timeout.
+
+Error policy: bad input from a publisher (malformed, oversized, out of order, a codec we do not
+carry) ends that publisher only: ``end`` with the reason, then the close code of the
+:class:`~arcly_trio.protocols.frames.FramesProtocolError`; the stream's viewers see the stream
+end as for any publisher that leaves. Peer-provided text is logged with ``%r``. A viewer or
+publisher that goes away ends its own connection quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import trio
+import trio_websocket
+
+from ...core.errors import (
+    AppNotFound,
+    EngineClosed,
+    PublishEnded,
+    PublisherLimitReached,
+    PublisherReplaced,
+    StreamAlreadyPublishing,
+    StreamError,
+    StreamIdleReaped,
+    StreamNotFound,
+    Unauthorized,
+)
+from ...core.frame import Frame, FrameKind
+from ...core.keys import StreamKey
+from ...kernel.stream import Publisher
+from ...kernel.subscription import EndReason, Subscription
+from ...protocols.frames.messages import (
+    SUBPROTOCOL,
+    CloseCode,
+    End,
+    FramesProtocolError,
+    Limits,
+    Start,
+    Stats,
+    close_reason,
+    config_message,
+    encode_text,
+    frame_message,
+)
+from ...protocols.frames.reader import FramesReader
+from .flv_routes import credentials_of
+from ...protocols.http.router import HttpRequest
+from .server import Exchange, _unwrap_single
+
+if TYPE_CHECKING:
+    from .server import HttpServer
+
+__all__ = ["FRAMES_PATH", "INGEST_PATH", "LIMITS", "PROTOCOL", "close_code_for", "install"]
+
+log = logging.getLogger("arcly_trio.http")
+
+FRAMES_PATH = "/{app}/{stream}/frames"
+INGEST_PATH = "/{app}/{stream}/ingest"
+PROTOCOL = "ws-frames"
+"""The protocol name viewers and publishers of this route have in the engine."""
+LIMITS = Limits()
+"""The limits publishers are held to."""
+
+_REFUSED_MESSAGE_SIZE = 1024
+_VIEWER_MESSAGE_SIZE = 4096
+_STATS_INTERVAL = 1.0
+_CLOSE_TIMEOUT = 2.0
+_END_REASONS = {
+    EndReason.STREAM_ENDED: (CloseCode.NORMAL, "stream-ended", "the publisher left"),
+    EndReason.REAPED: (CloseCode.NORMAL, "reaped", "the stream was idle and reaped"),
+    EndReason.SHUTDOWN: (CloseCode.GOING_AWAY, "shutdown", "the server is stopping"),
+    EndReason.EVICTED: (CloseCode.TOO_SLOW, "evicted", "this viewer fell too far behind"),
+    EndReason.UNSUBSCRIBED: (CloseCode.NORMAL, "unsubscribed", "unsubscribed"),
+}
+
+
+def install(server: HttpServer) -> None:
+    server.router.websocket(FRAMES_PATH, serve_frames)
+    server.router.websocket(INGEST_PATH, serve_ingest)
+    server.router.get(FRAMES_PATH, serve_not_websocket)
+    server.router.get(INGEST_PATH, serve_not_websocket)
+
+
+def close_code_for(exc: StreamError) -> CloseCode:
+    """The close code for a kernel error met on entry (or at the end of a publish)."""
+    if isinstance(exc, Unauthorized):
+        return CloseCode.UNAUTHORIZED
+    if isinstance(exc, (AppNotFound, StreamNotFound)):
+        return CloseCode.NOT_FOUND
+    if isinstance(exc, StreamAlreadyPublishing):
+        return CloseCode.CONFLICT
+    if isinstance(exc, (PublisherLimitReached, EngineClosed)):
+        return CloseCode.UNAVAILABLE
+    if isinstance(exc, (PublisherReplaced, StreamIdleReaped)):
+        return CloseCode.ENDED
+    if isinstance(exc, PublishEnded):
+        return CloseCode.GOING_AWAY
+    if isinstance(exc, FramesProtocolError):
+        return exc.code
+    return CloseCode.INTERNAL
+
+
+async def serve_not_websocket(request: HttpRequest, exchange: Exchange) -> None:
+    await exchange.error(426, f"{request.path} is a WebSocket endpoint (subprotocol {SUBPROTOCOL}); "
+                              "see docs/frames-protocol.md", headers=[("upgrade", "websocket")])
+
+
+def _peer(request: HttpRequest) -> tuple[str, object]:
+    return request.peer if request.peer is not None else ("?", "?")
+
+
+def _offers_subprotocol(request: HttpRequest) -> bool:
+    value = request.header("sec-websocket-protocol") or ""
+    return SUBPROTOCOL in {token.strip() for token in value.split(",")}
+
+
+async def _send(ws: trio_websocket.WebSocketConnection, message: str | bytes, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        await ws.send_message(message)
+
+
+async def _say_goodbye(ws: trio_websocket.WebSocketConnection, end: End, code: int, timeout: float) -> None:
+    """Send ``end`` and close with ``code`` (shielded: also runs when the task is cancelled)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(min(timeout, _CLOSE_TIMEOUT)):
+        try:
+            await ws.send_message(encode_text(end))
+            await ws.aclose(code, close_reason(end.message or end.reason))
+        except trio_websocket.ConnectionClosed:
+            pass
+
+
+async def _refuse(
+    nursery: trio.Nursery, exchange: Exchange, request: HttpRequest, code: CloseCode, reason: str, message: str
+) -> None:
+    """Accept the WebSocket only to say why the request is refused, then close it."""
+    ws = await exchange.accept_websocket(
+        nursery, max_message_size=_REFUSED_MESSAGE_SIZE, message_queue_size=1,
+        subprotocol=SUBPROTOCOL if _offers_subprotocol(request) else None,
+    )
+    await _say_goodbye(ws, End(reason, message), code, exchange.server.write_timeout)
+
+
+def _subprotocol_problem(request: HttpRequest) -> str | None:
+    if _offers_subprotocol(request):
+        return None
+    offered = request.header("sec-websocket-protocol")
+    return (f"this endpoint needs the WebSocket subprotocol {SUBPROTOCOL}"
+            + (f" (offered: {offered[:60]})" if offered else " (none offered)"))
+
+
+# --- play --------------------------------------------------------------------------------------
+
+
+async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
+    """``GET /{app}/{stream}/frames`` with a WebSocket handshake: play over ``arcly.frames.v1``."""
+    key = StreamKey(request.params["app"], request.params["stream"])
+    peer = _peer(request)
+    with _unwrap_single():
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            problem = _subprotocol_problem(request)
+            if problem is not None:
+                log.info("ws-frames %s:%s refused %r: %s", *peer, str(key), problem)
+                await _refuse(nursery, exchange, request, CloseCode.SUBPROTOCOL, "refused", problem)
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                sub = await stack.enter_async_context(
+                    exchange.engine.subscribe(key, credentials_of(request, PROTOCOL), protocol=PROTOCOL)
+                )
+            except StreamError as exc:
+                log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
+                await _refuse(nursery, exchange, request, close_code_for(exc), "refused", str(exc))
+                nursery.cancel_scope.cancel()
+                return
+            ws = await exchange.accept_websocket(
+                nursery, max_message_size=_VIEWER_MESSAGE_SIZE, message_queue_size=1, subprotocol=SUBPROTOCOL
+            )
+            log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), sub.id)
+            gone = await _play(nursery, exchange, ws, sub)
+            nursery.cancel_scope.cancel()
+    reason = "client left" if gone else (sub.end_reason or EndReason.STREAM_ENDED).value
+    log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason, sub.dropped)
+
+
+async def _play(
+    nursery: trio.Nursery, exchange: Exchange, ws: trio_websocket.WebSocketConnection, sub: Subscription
+) -> bool:
+    """Send the stream to one viewer until it ends; whether the viewer left first."""
+    gone = False
+
+    async def drain_incoming() -> None:
+        nonlocal gone
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            pass
+        gone = True
+        play_scope.cancel()
+
+    timeout = exchange.server.write_timeout
+    max_batch = exchange.server.max_batch
+    sent = 0
+    reported_drops = 0
+    skipped = 0
+    skipped_tracks: set[tuple[FrameKind, int]] = set()
+    with trio.CancelScope() as play_scope:
+        nursery.start_soon(drain_incoming)
+        try:
+            await _send(ws, encode_text(Start("play", str(sub.key))), timeout)
+            next_stats = trio.current_time() + _STATS_INTERVAL
+            while True:
+                batch = await sub.next_batch(max_batch)
+                if not batch:
+                    break
+                if sub.dropped != reported_drops:
+                    # Frames queued before the gap come first; the viewer is told right before
+                    # the frame it resumes on (configs, then a keyframe).
+                    skipped += sub.dropped - reported_drops
+                    reported_drops = sub.dropped
+                for frame in batch:
+                    kind = frame.kind
+                    if kind is FrameKind.DATA:
+                        continue
+                    if skipped and (frame.config or frame.keyframe or not sub.stream.has_video):
+                        await _send(ws, encode_text(Stats(sent, sub.dropped, skipped, sub.queued)), timeout)
+                        skipped = 0
+                    track = (kind, frame.track)
+                    if frame.config:
+                        text = config_message(frame)
+                        if text is None:  # a codec the protocol does not carry: skip the track
+                            skipped_tracks.add(track)
+                            continue
+                        skipped_tracks.discard(track)
+                        await _send(ws, text, timeout)
+                    elif track in skipped_tracks:
+                        continue
+                    else:
+                        sent += 1
+                    await _send(ws, frame_message(frame), timeout)
+                now = trio.current_time()
+                if now >= next_stats:
+                    next_stats = now + _STATS_INTERVAL
+                    await _send(ws, encode_text(Stats(sent, sub.dropped, 0, sub.queued)), timeout)
+            code, reason, message = _END_REASONS[sub.end_reason or EndReason.STREAM_ENDED]
+            await _say_goodbye(ws, End(reason, message, sub.dropped, sent), code, timeout)
+        except trio_websocket.ConnectionClosed:
+            gone = True
+        except trio.TooSlowError:
+            gone = True
+            log.info("ws-frames %s:%s dropped: a write blocked for %g s", *exchange.peer, timeout)
+    return gone
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
+    """``GET /{app}/{stream}/ingest`` with a WebSocket handshake: publish over ``arcly.frames.v1``."""
+    key = StreamKey(request.params["app"], request.params["stream"])
+    peer = _peer(request)
+    engine = exchange.engine
+    timeout = exchange.server.write_timeout
+    ws: trio_websocket.WebSocketConnection | None = None
+    with _unwrap_single():
+        async with trio.open_nursery() as nursery:
+            problem = _subprotocol_problem(request)
+            if problem is not None:
+                log.info("ws-frames %s:%s refused publishing %r: %s", *peer, str(key), problem)
+                await _refuse(nursery, exchange, request, CloseCode.SUBPROTOCOL, "refused", problem)
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                async with engine.publish(key, credentials_of(request, PROTOCOL), protocol=PROTOCOL) as publisher:
+                    ws = await exchange.accept_websocket(
+                        nursery, max_message_size=LIMITS.max_message, message_queue_size=2, subprotocol=SUBPROTOCOL
+                    )
+                    log.info("ws-frames %s:%s publishes %r", *peer, str(key))
+                    await _ingest(ws, publisher, exchange, str(key))
+            except StreamError as exc:
+                code = close_code_for(exc)
+                if ws is None:
+                    log.info("ws-frames %s:%s refused publishing %r: %r", *peer, str(key), str(exc))
+                    await _refuse(nursery, exchange, request, code, "refused", str(exc))
+                else:
+                    log.info("ws-frames %s:%s publish of %r ended: %r", *peer, str(key), str(exc))
+                    reason = "shutdown" if code == CloseCode.GOING_AWAY else "publish-ended"
+                    await _say_goodbye(ws, End(reason, str(exc)), code, timeout)
+            nursery.cancel_scope.cancel()
+
+
+async def _ingest(ws: trio_websocket.WebSocketConnection, publisher: Publisher, exchange: Exchange, key: str) -> None:
+    """Read, check and publish one publisher's messages until it ends, leaves or breaks a rule."""
+    timeout = exchange.server.write_timeout
+    reader = FramesReader("publisher", LIMITS)
+    try:
+        await _send(ws, encode_text(Start("publish", key)), timeout)
+        next_stats = trio.current_time() + _STATS_INTERVAL
+        while True:
+            message = await ws.get_message()
+            if isinstance(message, str):
+                events = reader.receive_text(message)
+            else:
+                events = [reader.receive_binary(message)]
+            for event in events:
+                if isinstance(event, End):
+                    log.info("ws-frames %s:%s ended publishing %r: %r", *exchange.peer, key, event.reason)
+                    await _say_goodbye(ws, End("publisher-ended", "", 0, reader.frames),
+                                       CloseCode.NORMAL, timeout)
+                    return
+                if isinstance(event, Frame):
+                    await publisher.send(event)
+            now = trio.current_time()
+            if now >= next_stats:
+                next_stats = now + _STATS_INTERVAL
+                await _send(ws, encode_text(Stats(reader.frames)), timeout)
+    except FramesProtocolError as exc:
+        log.info("ws-frames %s:%s publisher of %r broke the protocol: %r", *exchange.peer, key, str(exc))
+        await _say_goodbye(ws, End("protocol-error", str(exc), 0, reader.frames), exc.code, timeout)
+    except trio_websocket.ConnectionClosed as exc:
+        detail = exc.reason
+        if detail is not None and detail.code == CloseCode.TOO_BIG:
+            log.info("ws-frames %s:%s publisher of %r closed: %r", *exchange.peer, key, detail.reason)
+        else:
+            log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
+    except trio.TooSlowError:
+        log.info("ws-frames %s:%s publisher of %r dropped: a write blocked for %g s", *exchange.peer, key, timeout)

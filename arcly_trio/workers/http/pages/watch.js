@@ -1,0 +1,228 @@
+// The watch page: arcly.frames.v1 -> WebCodecs VideoDecoder -> canvas, AudioDecoder -> Web Audio.
+//
+// One media clock maps stream timestamps (microseconds) to performance.now(): video frames are
+// drawn when their time comes, audio is scheduled on the AudioContext at the same instants, so
+// picture and sound stay in sync by timestamps. The page reconnects by itself when the stream
+// ends or the connection drops. window.arclyWatch holds the readout (tests read it).
+"use strict";
+
+(() => {
+  const { wsUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params } = Arcly;
+  const [app, stream] = streamFromPath();
+  const url = wsUrl(streamPath(app, stream) + "/frames");
+  const canvas = document.getElementById("canvas");
+  const ctx2d = canvas.getContext("2d");
+  const $ = (id) => document.getElementById(id);
+  $("title").textContent = `${app}/${stream}`;
+  document.title = `arcly-trio: ${app}/${stream}`;
+
+  const JITTER_MS = 120;       // how far behind the first frame playback starts
+  const RESYNC_MS = 1500;      // a gap this large between clock and frames resets the clock
+  const CATCH_UP_MS = 500;     // more decoded video than this waiting: skip ahead to stay live
+  const state = window.arclyWatch = {
+    connected: false, status: "connecting", received: 0, decoded: 0, rendered: 0, late: 0, serverDropped: 0,
+    skipped: 0, audioDecoded: 0, audioPlayed: 0, errors: 0, lastError: null, reconnects: 0, latencyMs: null,
+    bufferMs: null, width: 0, height: 0, videoCodec: null, audioCodec: null, lastTimestamp: null, end: null,
+  };
+
+  let ws = null, videoDecoder = null, audioDecoder = null, pending = null;
+  let videoConfig = null, audioConfig = null, waitKey = true;
+  let offset = null;           // performance.now() - timestamp/1000, plus JITTER_MS
+  let frames = [];             // decoded VideoFrames waiting for their time
+  const arrivals = new Map();  // video timestamp -> performance.now() at arrival
+  let audioCtx = null, muted = true, retryMs = 500, retryTimer = null;
+
+  function setStatus(text, cls = "badge") { state.status = text; $("status").textContent = text; $("status").className = "status " + cls; }
+  function fail(err) { state.errors += 1; state.lastError = String(err && err.message || err); $("error").textContent = state.lastError; }
+
+  // --- decoders ---------------------------------------------------------------------------
+  function makeVideoDecoder() {
+    return new VideoDecoder({
+      output: (frame) => {
+        state.decoded += 1;
+        if (offset === null) offset = performance.now() - frame.timestamp / 1000 + JITTER_MS;
+        frames.push(frame);
+        if (frames.length > 90) { frames.shift().close(); state.late += 1; }
+      },
+      error: (err) => { fail(err); videoDecoder = null; waitKey = true; },
+    });
+  }
+
+  function makeAudioDecoder() {
+    return new AudioDecoder({
+      output: (data) => { state.audioDecoded += 1; playAudio(data); },
+      error: (err) => { fail(err); audioDecoder = null; },
+    });
+  }
+
+  function configure(config, record) {
+    const decoderConfig = Object.assign({}, config.decoderConfig);
+    if (config.description && record) decoderConfig.description = record.slice();
+    if (config.kind === "video") {
+      state.videoCodec = decoderConfig.codec;
+      videoConfig = decoderConfig;
+      if (!videoDecoder || videoDecoder.state === "closed") videoDecoder = makeVideoDecoder();
+      try { videoDecoder.configure(decoderConfig); } catch (err) { fail(err); videoDecoder = null; }
+      waitKey = true;
+    } else {
+      state.audioCodec = decoderConfig.codec;
+      audioConfig = decoderConfig;
+      if (!audioDecoder || audioDecoder.state === "closed") audioDecoder = makeAudioDecoder();
+      try { audioDecoder.configure(decoderConfig); } catch (err) { fail(err); audioDecoder = null; }
+    }
+    $("codecs").textContent = [state.videoCodec, state.audioCodec].filter(Boolean).join(" + ");
+  }
+
+  function onFrame(msg) {
+    if (msg.kind === "video") {
+      if (msg.track !== 0) return;
+      if (!videoDecoder && videoConfig) { videoDecoder = makeVideoDecoder(); videoDecoder.configure(videoConfig); waitKey = true; }
+      if (!videoDecoder || videoDecoder.state !== "configured") return;
+      if (waitKey && !msg.key) return;
+      if (videoDecoder.decodeQueueSize > 30 && !msg.key) { state.late += 1; waitKey = true; return; }
+      waitKey = false;
+      arrivals.set(msg.pts, performance.now());
+      if (arrivals.size > 300) arrivals.delete(arrivals.keys().next().value);
+      try {
+        videoDecoder.decode(new EncodedVideoChunk({ type: msg.key ? "key" : "delta", timestamp: msg.pts, data: msg.data }));
+      } catch (err) { fail(err); waitKey = true; }
+    } else {
+      if (msg.track !== 0 || !audioDecoder || audioDecoder.state !== "configured") return;
+      try { audioDecoder.decode(new EncodedAudioChunk({ type: "key", timestamp: msg.pts, data: msg.data })); }
+      catch (err) { fail(err); }
+    }
+  }
+
+  // --- audio: scheduled on the AudioContext at the media clock's time ---------------------
+  function playAudio(data) {
+    try {
+      if (muted || !audioCtx || offset === null) return;
+      const due = offset + data.timestamp / 1000;            // performance.now() time of this sample
+      const when = audioCtx.currentTime + (due - performance.now()) / 1000;
+      if (when < audioCtx.currentTime) return;                // late: skip rather than drift
+      const buffer = audioCtx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
+      for (let ch = 0; ch < data.numberOfChannels; ch++) {
+        const plane = new Float32Array(data.numberOfFrames);
+        data.copyTo(plane, { planeIndex: ch, format: "f32-planar" });
+        buffer.copyToChannel(plane, ch);
+      }
+      const source = audioCtx.createBufferSource();
+      source.buffer = buffer;
+      source.connect(audioCtx.destination);
+      source.start(when);
+      state.audioPlayed += 1;
+    } catch (err) { fail(err); } finally { data.close(); }
+  }
+
+  async function unmute() {
+    try {
+      audioCtx = audioCtx || new AudioContext({ latencyHint: "interactive" });
+      await audioCtx.resume();
+      muted = audioCtx.state !== "running";
+    } catch (err) { muted = true; }
+    $("unmute").textContent = muted ? "Unmute sound" : "Mute sound";
+  }
+  $("unmute").addEventListener("click", () => {
+    if (!muted) { muted = true; $("unmute").textContent = "Unmute sound"; return; }
+    unmute();
+  });
+  if (params.get("unmute") === "1") unmute();  // kiosks (autoplay policies permitting)
+
+  // --- rendering ------------------------------------------------------------------------------
+  function render() {
+    requestAnimationFrame(render);
+    if (!frames.length || offset === null) return;
+    const now = performance.now();
+    let clock = (now - offset) * 1000;                        // media time due now, microseconds
+    const first = frames[0].timestamp, last = frames[frames.length - 1].timestamp;
+    if (first - clock > RESYNC_MS * 1000 || clock - last > RESYNC_MS * 1000) {
+      offset = now - first / 1000 + JITTER_MS / 2;              // a jump (reconnect, stall): start again
+      clock = (now - offset) * 1000;
+    }
+    if (last - clock > CATCH_UP_MS * 1000) {                 // e.g. the GOP replayed on joining:
+      offset = now - (last / 1000 - JITTER_MS);               // jump to near the newest frame
+      clock = (now - offset) * 1000;
+    }
+    let show = -1;
+    for (let i = 0; i < frames.length && frames[i].timestamp <= clock; i++) show = i;
+    if (show < 0) return;
+    for (let i = 0; i < show; i++) { frames[i].close(); state.late += 1; }
+    const frame = frames[show];
+    frames = frames.slice(show + 1);
+    if (canvas.width !== frame.displayWidth || canvas.height !== frame.displayHeight) {
+      canvas.width = frame.displayWidth; canvas.height = frame.displayHeight;
+    }
+    ctx2d.drawImage(frame, 0, 0, canvas.width, canvas.height);
+    state.width = frame.displayWidth; state.height = frame.displayHeight;
+    state.rendered += 1;
+    state.lastTimestamp = frame.timestamp;
+    const arrived = arrivals.get(frame.timestamp);
+    if (arrived !== undefined) { state.latencyMs = Math.round(now - arrived); arrivals.delete(frame.timestamp); }
+    state.bufferMs = frames.length ? Math.round((frames[frames.length - 1].timestamp - frame.timestamp) / 1000) : 0;
+    frame.close();
+  }
+  requestAnimationFrame(render);
+
+  setInterval(() => {
+    $("r-decoded").textContent = state.decoded;
+    $("r-rendered").textContent = state.rendered;
+    $("r-late").textContent = state.late;
+    $("r-server").textContent = state.serverDropped;
+    $("r-audio").textContent = `${state.audioDecoded} decoded, ${state.audioPlayed} played`;
+    $("r-latency").textContent = state.latencyMs === null ? "–" : state.latencyMs + " ms";
+    $("r-buffer").textContent = state.bufferMs === null ? "–" : state.bufferMs + " ms";
+    $("r-size").textContent = state.width ? `${state.width}×${state.height}` : "–";
+    $("r-errors").textContent = state.errors;
+    $("r-reconnects").textContent = state.reconnects;
+  }, 250);
+
+  // --- connection -----------------------------------------------------------------------------
+  function reset() {
+    for (const frame of frames) frame.close();
+    frames = []; arrivals.clear(); offset = null; pending = null; waitKey = true;
+    for (const decoder of [videoDecoder, audioDecoder]) if (decoder && decoder.state !== "closed") decoder.close();
+    videoDecoder = audioDecoder = null; videoConfig = audioConfig = null;
+  }
+
+  function onText(text) {
+    const msg = JSON.parse(text);
+    if (msg.type === "config") {
+      if (msg.record > 0) pending = msg; else configure(msg, null);
+    } else if (msg.type === "stats") {
+      state.serverDropped = msg.dropped;
+      if (msg.skipped) { state.skipped += msg.skipped; waitKey = true; }
+    } else if (msg.type === "end") {
+      state.end = msg;
+    } else if (msg.type === "start") {
+      setStatus("live", "badge live");
+    }
+  }
+
+  function connect() {
+    retryTimer = null;
+    reset();
+    ws = new WebSocket(url, PROTOCOL);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { state.connected = true; retryMs = 500; };
+    ws.onmessage = (event) => {
+      try {
+        if (typeof event.data === "string") { onText(event.data); return; }
+        state.received += 1;
+        const msg = parseFrame(event.data);
+        if (msg.config) { if (pending) { configure(pending, msg.data); pending = null; } return; }
+        onFrame(msg);
+      } catch (err) { fail(err); }
+    };
+    ws.onclose = (event) => {
+      state.connected = false;
+      const why = (state.end && state.end.message) || event.reason || `closed (${event.code})`;
+      if (event.code === 4403 || event.code === 4406) { setStatus("refused: " + why, "badge warn"); return; }
+      setStatus(event.code === 4404 ? "waiting for the stream…" : `reconnecting: ${why}`, "badge warn");
+      state.end = null;
+      retryMs = Math.min(retryMs * 2, 5000);
+      state.reconnects += 1;
+      retryTimer = setTimeout(connect, retryMs);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""The hardening review's attacks against a real ``arcly-trio serve``, measured.
+
+Starts ``arcly-trio serve --demo`` (a healthy publisher: the built-in demo stream) as a child
+process on free ports, connects a healthy RTMP player of ``live/demo``, then runs each attack of
+the review's table in turn, at the scale given by ``--scale`` (1.0 = the review's numbers where
+that is practical on one machine). For each attack it prints one JSON line:
+
+* ``loop_lag_max_ms``: the worst event-loop stall the server saw during the attack (its own
+  measurement, from ``/api/health``: every stream on the loop stalled that long);
+* ``rss_before_mb`` / ``rss_peak_mb`` / ``rss_after_mb``: the server's resident memory before,
+  at the worst during, and 2 s after the attack;
+* ``healthy_fps_min``: the lowest one-second video frame rate the healthy player received
+  during the attack (the demo is 30 fps);
+* attack-specific fields (connections refused or closed, tries answered...).
+
+Nothing here is a pass/fail test (that is ``tests/test_attacks.py``); these are the numbers
+README's "Limits and hardening" quotes. Run it from the repository root:
+
+    .venv/bin/python benchmarks/attacks.py            # every attack
+    .venv/bin/python benchmarks/attacks.py --only fresh-stream-ids --scale 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from arcly_trio.media import amf0  # noqa: E402
+from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, MediaMessage  # noqa: E402
+from arcly_trio.protocols.rtmp.chunks import chunk_message  # noqa: E402
+from arcly_trio.protocols.rtmp.handshake import ClientHandshake  # noqa: E402
+from arcly_trio.protocols.rtmp.messages import encode_set_chunk_size  # noqa: E402
+
+HOST = "127.0.0.1"
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not size:
+            break
+        out, body = out + body[:size], body[size + 2 :]
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ------------------------------------------------------------------------- a small client
+
+
+class Client:
+    """One RTMP connection driven by the sans-IO client session."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.session = ClientSession()
+
+    @classmethod
+    async def open(cls, port: int) -> Client:
+        return cls(await trio.open_tcp_stream(HOST, port))
+
+    async def handshake(self) -> None:
+        handshake = ClientHandshake()
+        await self.stream.send_all(handshake.initiate())
+        while not handshake.complete:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("closed during the handshake")
+            handshake.receive_data(data)
+            out = handshake.data_to_send()
+            if out:
+                await self.stream.send_all(out)
+        self.session.receive_data(handshake.leftover())
+
+    async def flush(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            await self.stream.send_all(data)
+
+    async def command(self) -> CommandReceived:
+        while True:
+            for event in self.session.events():
+                if isinstance(event, CommandReceived) and event.name in ("_result", "_error", "onStatus"):
+                    return event
+            await self.flush()
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.session.receive_data(data)
+
+    async def connect(self, port: int, app: str = "live") -> None:
+        await self.handshake()
+        self.session.connect(app, f"rtmp://{HOST}:{port}/{app}")
+        await self.flush()
+        await self.command()
+
+    async def create_stream(self) -> int:
+        self.session.create_stream()
+        await self.flush()
+        return int((await self.command()).arguments[0])
+
+    async def closed(self, timeout: float) -> bool:
+        """Whether the server closes the connection within ``timeout`` (reading everything)."""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    if not await self.stream.receive_some(65536):
+                        return True
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return True
+        return False
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+class Healthy:
+    """A player of live/demo that counts video frames per second."""
+
+    def __init__(self) -> None:
+        self.per_second: dict[int, int] = {}
+
+    async def run(self, port: int) -> None:
+        client = await Client.open(port)
+        await client.connect(port)
+        stream_id = await client.create_stream()
+        client.session.play(stream_id, "demo")
+        await client.flush()
+        while True:
+            data = await client.stream.receive_some(65536)
+            if not data:
+                return
+            client.session.receive_data(data)
+            for event in client.session.events():
+                if isinstance(event, MediaMessage) and event.type_id == 9:
+                    second = int(time.monotonic())
+                    self.per_second[second] = self.per_second.get(second, 0) + 1
+            await client.flush()
+
+    def min_fps(self, start: float, end: float) -> int:
+        seconds = range(int(start) + 1, int(end))
+        return min((self.per_second.get(s, 0) for s in seconds), default=-1)
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+class Bench:
+    def __init__(self, rtmp: int, http: int, pid: int, scale: float) -> None:
+        self.rtmp = rtmp
+        self.http = http
+        self.pid = pid
+        self.scale = scale
+        self.rss_peak = 0.0
+
+    def n(self, full: int, least: int = 1) -> int:
+        return max(least, int(full * self.scale))
+
+    async def health(self) -> dict[str, Any]:
+        stream = await trio.open_tcp_stream(HOST, self.http)
+        async with stream:
+            await stream.send_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        return dict(json.loads(data.split(b"\r\n\r\n", 1)[1]))
+
+    async def watch_rss(self) -> None:
+        while True:
+            self.rss_peak = max(self.rss_peak, rss_mb(self.pid))
+            await trio.sleep(0.1)
+
+    # Each attack returns its own fields.
+
+    async def pre_connect_partials(self) -> dict[str, Any]:
+        """8 connections: Set Chunk Size 2, then 8 MiB video messages, every chunk but the last
+        (the review: +384 MB per connection). Now refused; then the same with commands that
+        stay under the per-kind limit and pile up to the setup buffer."""
+        closed = 0
+        for _ in range(self.n(8)):
+            client = await Client.open(self.rtmp)
+            await client.handshake()
+            await client.stream.send_all(chunk_message(2, 1, 0, 0, encode_set_chunk_size(2), 128))
+            closed += await client.closed(5)
+            await client.aclose()
+            client = await Client.open(self.rtmp)
+            await client.handshake()
+            header = bytes([6]) + bytes(3) + (8 * MIB).to_bytes(3, "big") + b"\x09" + (1).to_bytes(4, "little")
+            await client.stream.send_all(header + bytes(4096))
+            closed += await client.closed(5)
+            await client.aclose()
+            client = await Client.open(self.rtmp)
+            await client.handshake()
+            try:
+                for i in range(8):
+                    await client.stream.send_all(chunk_message(10 + i, 20, 0, 0, bytes(60 * 1024), 128)[:-129])
+            except trio.BrokenResourceError:
+                pass
+            closed += await client.closed(5)
+            await client.aclose()
+        return {"connections": 3 * self.n(8), "closed_by_server": closed}
+
+    async def _publish_gop(self, name: str, gop_mb: float) -> tuple[Client, int]:
+        from arcly_trio.server.demo import demo_frames
+        from arcly_trio.media import flv
+
+        frames = demo_frames()
+        client = await Client.open(self.rtmp)
+        await client.connect(self.rtmp)
+        stream_id = await client.create_stream()
+        client.session.publish(stream_id, f"{name}?token=right")
+        await client.flush()
+        await client.command()
+        for frame in frames[:3]:
+            if frame.is_metadata:
+                client.session.send_data(stream_id, 0, *amf0.decode(frame.payload))
+            else:
+                client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
+        key = next(f for f in frames if f.keyframe and not f.config)
+        client.session.send_media(stream_id, 9, 0, flv.tag_body(key))
+        count = max(1, int(gop_mb * MIB / 200_000))
+        for i in range(1, count + 1):
+            client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(200_000))
+            await client.flush()
+        return client, stream_id
+
+    async def fresh_stream_ids(self) -> dict[str, Any]:
+        """150 plays naming fresh message stream ids of a stream with a 12 MB GOP (the review:
+        +1.8 GB in 6.5 s). Now one encoding per frame, whatever the ids."""
+        publisher, _ = await self._publish_gop("gop", 12 * self.scale if self.scale < 1 else 12)
+        before = rss_mb(self.pid)
+        players = []
+        for i in range(self.n(150)):
+            client = await Client.open(self.rtmp)
+            await client.connect(self.rtmp)
+            client.session.play(1000 + i, "gop")
+            await client.flush()
+            players.append(client)
+
+        async def drain(client: Client) -> None:
+            received = 0
+            with trio.move_on_after(20):
+                while received < 12 * MIB * min(1.0, self.scale):
+                    data = await client.stream.receive_some(1 << 20)
+                    if not data:
+                        return
+                    received += len(data)
+
+        async with trio.open_nursery() as nursery:
+            for client in players:
+                nursery.start_soon(drain, client)
+        after = rss_mb(self.pid)
+        for client in players:
+            await client.aclose()
+        await publisher.aclose()
+        return {"plays": len(players), "rss_growth_mb": round(after - before, 1)}
+
+    async def large_gop_sessions(self) -> dict[str, Any]:
+        """25 publish sessions with a 12 MB GOP, one after another (the review: +340 MB never
+        returned). Now every session's memory is freed when it ends."""
+        before = rss_mb(self.pid)
+        for i in range(self.n(25)):
+            client, _ = await self._publish_gop("big", 12 * min(1.0, self.scale))
+            await trio.sleep(0.2)
+            await client.aclose()
+            await trio.sleep(0.2)
+        await trio.sleep(2)
+        return {"sessions": self.n(25), "rss_growth_after_mb": round(rss_mb(self.pid) - before, 1)}
+
+    async def aggregate_metadata(self) -> dict[str, Any]:
+        """onMetaData inside an 8 MiB aggregate message (the review: a 3.4-5.2 s stall per
+        message). Now the data sub-message is held to the 64 KiB data limit."""
+        closed = 0
+        for _ in range(self.n(5)):
+            client = await Client.open(self.rtmp)
+            await client.connect(self.rtmp)
+            stream_id = await client.create_stream()
+            client.session.publish(stream_id, "agg?token=right")
+            await client.flush()
+            await client.command()
+            body = amf0.encode("onMetaData", {"x": "y" * (8 * MIB - 100)})
+            tag = bytes([18]) + len(body).to_bytes(3, "big") + bytes(7) + body + (11 + len(body)).to_bytes(4, "big")
+            client.session.send_message(5, 22, stream_id, 0, tag)
+            try:
+                await client.flush()
+            except trio.BrokenResourceError:
+                pass
+            closed += await client.closed(10)
+            await client.aclose()
+        return {"messages": self.n(5), "closed_by_server": closed}
+
+    async def nal_bombs(self) -> dict[str, Any]:
+        """H.264 keyframes of 8 MB of 1-byte NAL units, HLS on (the review: 2-4.7 s stall per
+        frame in the segmenter). Now refused after 1024 NAL units."""
+        client, stream_id = await self._publish_gop("nal", 0.2)
+        bomb = b"\x17\x01\x00\x00\x00" + b"\x00\x00\x00\x01\x65" * (8_000_000 // 5)
+        for i in range(self.n(5)):
+            client.session.send_media(stream_id, 9, 5000 + 2000 * i, bomb)
+            await client.flush()
+            await trio.sleep(0.5)
+        await client.aclose()
+        return {"frames": self.n(5)}
+
+    async def slow_drip(self) -> dict[str, Any]:
+        """Connections that send 4 bytes every 20 s (the review: never reaped; 4094 of them fill
+        the 4096 cap). Now reaped after the setup timeout; newcomers get in meanwhile."""
+        count = self.n(1000)
+        clients = []
+        for _ in range(count):
+            client = await Client.open(self.rtmp)
+            await client.handshake()
+            clients.append(client)
+        started = time.monotonic()
+        newcomer_ok = False
+        try:
+            probe = await Client.open(self.rtmp)
+            with trio.fail_after(5):
+                await probe.connect(self.rtmp)
+                newcomer_ok = True
+            await probe.aclose()
+        except (ConnectionError, trio.TooSlowError, trio.BrokenResourceError, OSError):
+            pass
+        alive = clients
+
+        async def drip(client: Client) -> bool:
+            for _ in range(10):
+                try:
+                    await client.stream.send_all(b"\x03\x00\x00\x00")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return True
+                if await client.closed(2):
+                    return True
+            return False
+
+        reaped = 0
+        async with trio.open_nursery() as nursery:
+            results: list[bool] = []
+
+            async def one(client: Client) -> None:
+                results.append(await drip(client))
+
+            for client in alive:
+                nursery.start_soon(one, client)
+        reaped = sum(results)
+        for client in clients:
+            await client.aclose()
+        return {"connections": count, "reaped": reaped, "newcomer_connected": newcomer_ok,
+                "seconds": round(time.monotonic() - started, 1)}
+
+    async def stalled_players(self) -> dict[str, Any]:
+        """RTMP players that stop reading (the review: never disconnected). Now dropped after
+        the write timeout."""
+        clients = []
+        for _ in range(self.n(50)):
+            client = await Client.open(self.rtmp)
+            client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await client.connect(self.rtmp)
+            stream_id = await client.create_stream()
+            client.session.play(stream_id, "demo")
+            await client.flush()
+            clients.append(client)
+        started = time.monotonic()
+        # The kernel's send buffer takes a while to fill at the demo's bitrate; after that a
+        # write blocks and the write timeout runs. The server's own subscriber count tells.
+        players = len(clients) + 1  # and the healthy one
+        with trio.move_on_after(120):
+            while await self.subscribers("demo") > 1:
+                await trio.sleep(1)
+        remaining = await self.subscribers("demo") - 1
+        seconds = time.monotonic() - started
+        for client in clients:
+            await client.aclose()
+        return {"players": players - 1, "dropped": players - 1 - remaining,
+                "seconds_until_dropped": round(seconds, 1)}
+
+    async def subscribers(self, name: str) -> int:
+        stream = await trio.open_tcp_stream(HOST, self.http)
+        async with stream:
+            await stream.send_all(b"GET /api/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        body = data.split(b"\r\n\r\n", 1)[1]
+        if b"transfer-encoding: chunked" in data.split(b"\r\n\r\n", 1)[0].lower():
+            body = _dechunk(body)
+        document = json.loads(body)
+        for app in document["apps"]:
+            for stream_doc in app["streams"]:
+                if stream_doc["name"] == name:
+                    return int(stream_doc["subscribers"]["by_protocol"].get("rtmp", 0))
+        return 0
+
+    async def idle_http(self) -> dict[str, Any]:
+        """1100 idle HTTP connections (the review: newcomers got 503 or a reset). Now the oldest
+        idle ones make room."""
+        idle = [await trio.open_tcp_stream(HOST, self.http) for _ in range(self.n(1100))]
+        ok = 0
+        for _ in range(10):
+            try:
+                status = (await self.health()).get("status")
+                ok += status == "ok"
+            except (OSError, ValueError, trio.BrokenResourceError):
+                pass
+        for stream in idle:
+            await trio.aclose_forcefully(stream)
+        return {"idle_connections": len(idle), "healthy_requests_ok": f"{ok}/10"}
+
+    async def wrong_tokens(self) -> dict[str, Any]:
+        """Wrong publish tokens as fast as possible for 5 s (the review: 2000 in 2.3 s, no
+        throttling). Now each refusal doubles the wait of that address."""
+        answered = 0
+        with trio.move_on_after(5):
+            while True:
+                client = await Client.open(self.rtmp)
+                try:
+                    await client.connect(self.rtmp)
+                    stream_id = await client.create_stream()
+                    client.session.publish(stream_id, "cam?token=wrong")
+                    await client.flush()
+                    await client.command()
+                    answered += 1
+                except (ConnectionError, trio.BrokenResourceError):
+                    pass
+                finally:
+                    await client.aclose()
+        return {"tries_answered_in_5s": answered}
+
+
+ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "pre-connect-partials": Bench.pre_connect_partials,
+    "fresh-stream-ids": Bench.fresh_stream_ids,
+    "large-gop-sessions": Bench.large_gop_sessions,
+    "aggregate-metadata": Bench.aggregate_metadata,
+    "nal-bombs": Bench.nal_bombs,
+    "slow-drip": Bench.slow_drip,
+    "stalled-players": Bench.stalled_players,
+    "idle-http": Bench.idle_http,
+    "wrong-tokens": Bench.wrong_tokens,
+}
+
+
+async def run(args: argparse.Namespace) -> None:
+    rtmp, http = free_port(), free_port()
+    command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--hls", "--host", HOST,
+               "--rtmp-port", str(rtmp), "--http-port", str(http), "--publish-token", "right",
+               "--setup-timeout", "5", "--connection-idle-timeout", "5", "--write-timeout", "5",
+               "--log-level", "error"]
+    server = subprocess.Popen(command, cwd=ROOT)
+    try:
+        bench = Bench(rtmp, http, server.pid, args.scale)
+        with trio.fail_after(20):
+            while True:
+                try:
+                    await bench.health()
+                    break
+                except OSError:
+                    await trio.sleep(0.2)
+        healthy = Healthy()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(healthy.run, rtmp)
+            nursery.start_soon(bench.watch_rss)
+            await trio.sleep(3)
+            for name, attack in ATTACKS.items():
+                if args.only and name not in args.only:
+                    continue
+                await trio.sleep(2)
+                before = rss_mb(server.pid)
+                bench.rss_peak = before
+                start = time.monotonic()
+                fields = await attack(bench)
+                end = time.monotonic()
+                await trio.sleep(2)
+                lags = (await bench.health())["loop"]["lag_ms_per_second"]
+                span = int(end - start) + 4
+                print(json.dumps({
+                    "attack": name, "scale": args.scale,
+                    "loop_lag_max_ms": max(lags[-span:]),
+                    "rss_before_mb": round(before, 1), "rss_peak_mb": round(bench.rss_peak, 1),
+                    "rss_after_mb": round(rss_mb(server.pid), 1),
+                    "healthy_fps_min": healthy.min_fps(start, end),
+                    **fields,
+                }), flush=True)
+            nursery.cancel_scope.cancel()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the review's numbers (default 1)")
+    parser.add_argument("--only", action="append", choices=list(ATTACKS), help="run only this attack (repeatable)")
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    trio.run(run, args)
+
+
+if __name__ == "__main__":
+    main()

