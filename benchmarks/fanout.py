@@ -374,7 +374,7 @@ async def split_run(n: int, queue: int) -> dict[str, float]:
                     subs = [stream.add_subscriber(i, Credentials(), "", queue) for i in range(n)]
                 for sub in subs:
                     stream.remove_subscriber(sub, EndReason.UNSUBSCRIBED)
-                    sub._close()
+                    sub._detach()
                 del subs
                 async with Traced("kernel: full subscriber (subscribe() block + draining task)"):
                     for _ in range(n):

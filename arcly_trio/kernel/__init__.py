@@ -1,29 +1,34 @@
-"""The kernel: engine, applications, streams, frames, auth, observers, events, errors.
+"""The kernel: engine, applications, streams, fan-out, auth, observers, events.
 
-Everything here is transport-agnostic; protocol workers drive it through ``Engine.publish`` and
-``Engine.subscribe``.
+Everything here is transport-agnostic; protocol workers drive it through ``Engine.publish``,
+``Engine.subscribe`` and ``Engine.attach``. The frame, key and error types it uses are the
+trio-free :mod:`arcly_trio.core`'s, re-exported here.
 """
 
-from .application import Application
-from .auth import AllowAll, Authenticator, TokenAuthenticator
-from .engine import Engine, EngineBuilder, ProtocolWorker, StreamService
 from ..core.errors import *  # noqa: F403
 from ..core.errors import __all__ as _errors_all
-from .events import *  # noqa: F403
-from .events import __all__ as _events_all
 from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
+from ..media.probe import StreamInfo
+from .application import Application, StreamService
+from .auth import AllowAll, Authenticator, TokenAuthenticator
+from .engine import Engine, EngineBuilder, ProtocolWorker
+from .events import *  # noqa: F403
+from .events import __all__ as _events_all
+from .fanout import EndReason, Sink, Subscriber
 from .observe import Observer
-from .qos import StreamInfo, StreamStats
+from .qos import StreamStats
 from .spec import AppSpec, Takeover
 from .stream import Publisher, Stream
-from .subscription import EndReason, Subscription
+from .subscription import Subscription
+from .throttle import AuthThrottle
 
 __all__ = [
     "Application",
     "AllowAll",
     "Authenticator",
     "TokenAuthenticator",
+    "AuthThrottle",
     "Engine",
     "EngineBuilder",
     "ProtocolWorker",
@@ -40,6 +45,8 @@ __all__ = [
     "Publisher",
     "Stream",
     "EndReason",
+    "Sink",
+    "Subscriber",
     "Subscription",
     *_errors_all,
     *_events_all,

@@ -1,54 +1,120 @@
-"""An application: a namespace of streams with one policy, running in its own nursery."""
+"""An application: a namespace of streams with one policy, running in its own nursery.
+
+It owns the stream table of one :class:`~.spec.AppSpec`: each stream is a task in the
+application's nursery, and the stream services that apply to the application are started next
+to it (each with its own subscription, from the stream's first frame). The application talks to
+the engine through :class:`AppHost`, a narrow interface (limits, ids, services, the observer),
+and to its streams through their public methods.
+
+All bookkeeping (the stream table, the publisher count) changes in synchronous steps with no
+checkpoint in between, so concurrent publishes and unpublishes cannot interleave inside it.
+
+Error policy: the ``begin_*`` and ``subscribe`` calls raise the :mod:`~arcly_trio.core.errors`
+of their refusals (``AppNotFound`` once the application has stopped or is stopping, never a
+trio ``RuntimeError`` from a closing nursery); a stream service that raises is logged and the
+stream goes on.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import trio
 
-from ..core.errors import AppNotFound, PublisherLimitReached, StreamAlreadyPublishing, StreamNotFound
-from .events import EventBus, StreamEvent
+from ..core.errors import AppNotFound, StreamAlreadyPublishing, StreamNotFound
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
+from .events import EventBus, StreamEvent
+from .fanout import EndReason, Sink, Subscriber
+from .publish import PublishSession
 from .spec import AppSpec, Takeover
-from .stream import PublishSession, Stream
-from .subscription import EndReason, Subscription
+from .stream import Stream
+from .subscription import Subscription
 
-if TYPE_CHECKING:
-    from .engine import Engine, StreamService
-
-__all__ = ["Application"]
+__all__ = ["Application", "AppHost", "StreamService"]
 
 log = logging.getLogger("arcly_trio.app")
 
 
-class Application:
-    """The streams of one :class:`~.spec.AppSpec`, each a task in the application's nursery.
+class StreamService(Protocol):
+    """Per-stream work (HLS packaging, recording...) that the engine runs for every stream.
 
-    All bookkeeping (the stream table, the publisher count) changes in synchronous steps with no
-    checkpoint in between, so concurrent publishes and unpublishes cannot interleave inside it.
+    When an application that the service ``applies_to`` creates a stream, the engine subscribes
+    the service to it at once (protocol ``name``, queue ``capacity``: it sees every frame from
+    the first) and runs ``serve_stream`` in the application's nursery until the subscription
+    ends. An exception from ``serve_stream`` is logged; it never disturbs the stream.
     """
 
-    def __init__(self, engine: Engine, spec: AppSpec) -> None:
+    name: str
+    capacity: int
+
+    def applies_to(self, spec: AppSpec) -> bool: ...
+
+    async def serve_stream(self, stream: Stream, subscription: Subscription) -> None: ...
+
+
+class AppHost(Protocol):
+    """What an application needs from the engine that runs it."""
+
+    idle_timeout: float | None
+    services: Sequence[StreamService]
+    frame_hook: Callable[[StreamKey, Frame], None] | None
+
+    def notify(self, event: StreamEvent) -> None: ...
+
+    def next_id(self) -> int: ...
+
+    def claim_publisher(self) -> Callable[[], None]: ...
+
+    def stream_failed(self, stream: Stream) -> None: ...
+
+
+class Application:
+    """The streams of one :class:`~.spec.AppSpec`, each a task in the application's nursery."""
+
+    def __init__(self, host: AppHost, spec: AppSpec) -> None:
         self.spec = spec
         self.name = spec.name
         self.events = EventBus()
-        self._engine = engine
-        self._observer = engine._observer
-        self.frame_hook: Callable[[StreamKey, Frame], None] | None = engine._observer.frame_hook
+        self._host = host
+        self.frame_hook = host.frame_hook
         self._streams: dict[str, Stream] = {}
         self._nursery: trio.Nursery | None = None
+        self._open = False
+        self._tasks = 0
+        self._idle = trio.Event()
+        self._idle.set()
 
     @property
     def running(self) -> bool:
-        return self._nursery is not None
+        """Whether the application accepts new publishers and subscribers."""
+        return self._open
 
     @property
     def busy(self) -> bool:
         """Whether any stream or stream service of this application is still running."""
-        return bool(self._nursery is not None and self._nursery.child_tasks)
+        return self._tasks > 0
+
+    async def wait_idle(self) -> None:
+        """Return once no stream or stream service of this application runs."""
+        await self._idle.wait()
+
+    def _start(self, nursery: trio.Nursery, function: Callable[..., Awaitable[None]], *args: object,
+               name: str) -> None:
+        if self._tasks == 0:
+            self._idle = trio.Event()
+        self._tasks += 1
+        nursery.start_soon(self._tracked, function, args, name=name)
+
+    async def _tracked(self, function: Callable[..., Awaitable[None]], args: tuple[object, ...]) -> None:
+        try:
+            await function(*args)
+        finally:
+            self._tasks -= 1
+            if self._tasks == 0:
+                self._idle.set()
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
@@ -64,61 +130,75 @@ class Application:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._open = True
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # The nursery is closing: it takes no new task from here on.
+                    self._open = False
         finally:
+            self._open = False
             self._nursery = None
             self.events.close()
 
+    def close(self) -> None:
+        """Refuse new publishers and subscribers from now on (the engine is stopping)."""
+        self._open = False
+
+    # ------------------------------------------------------------ StreamOwner
+
     def notify(self, event: StreamEvent) -> None:
         self.events.emit(event)
-        self._observer.notify(event)
+        self._host.notify(event)
 
     def stream_failed(self, stream: Stream) -> None:
-        self._engine.stream_failures += 1
+        self._host.stream_failed(stream)
 
     def forget(self, stream: Stream) -> None:
         if self._streams.get(stream.key.name) is stream:
             del self._streams[stream.key.name]
 
+    # ------------------------------------------------------------ publish / subscribe
+
+    def _nursery_open(self) -> trio.Nursery:
+        nursery = self._nursery
+        if nursery is None or not self._open:
+            raise AppNotFound(self.name)
+        return nursery
+
     def begin_publish(self, key: StreamKey, credentials: Credentials, protocol: str) -> PublishSession:
         """Claim ``key`` for a new publisher (synchronous: atomic under trio)."""
-        engine = self._engine
-        nursery = self._nursery
-        if nursery is None:
-            raise AppNotFound(self.name)
+        nursery = self._nursery_open()
         stream = self._streams.get(key.name)
-        takeover = stream is not None and stream.session is not None
-        if takeover and self.spec.takeover is Takeover.REJECT:
-            raise StreamAlreadyPublishing(key.app, key.name)
-        if not takeover and engine._publishers >= engine._max_publishers:
-            raise PublisherLimitReached(engine._max_publishers)
-        if stream is None:
-            stream = Stream(self, key, engine._idle_timeout)
-            self._streams[key.name] = stream
-            nursery.start_soon(stream.run, name=f"stream {key}")
-            for service in engine._services:
-                if service.applies_to(self.spec):
-                    sub = stream.add_subscriber(engine._next_id(), Credentials(protocol=service.name),
-                                                service.name, service.capacity)
-                    nursery.start_soon(self._serve_stream, service, stream, sub,
-                                       name=f"{service.name} {key}")
-        elif takeover:
+        if stream is not None and stream.session is not None:
+            if self.spec.takeover is Takeover.REJECT:
+                raise StreamAlreadyPublishing(key.app, key.name)
             log.info("publisher of %s replaced by a new one from %s", key, credentials.peer)
-            stream.replace_session()
-        engine._publishers += 1
-        session = PublishSession(stream, credentials, protocol, self.spec.ingest_queue, engine._release_publisher)
-        stream.attach(session)
-        return session
+            stream.replace_session()  # gives back the old publisher's slot
+        release = self._host.claim_publisher()  # PublisherLimitReached before anything is made
+        if stream is None:
+            stream = Stream(self, key, self._host.idle_timeout)
+            self._streams[key.name] = stream
+            self._start(nursery, stream.run, name=f"stream {key}")
+            for service in self._host.services:
+                if service.applies_to(self.spec):
+                    sub = stream.subscribe(self._host.next_id(), Credentials(protocol=service.name),
+                                           service.name, service.capacity)
+                    self._start(nursery, self._serve_stream, service, stream, sub, name=f"{service.name} {key}")
+        return stream.new_session(credentials, protocol, release)
 
     def subscribe(self, key: StreamKey, credentials: Credentials, protocol: str, capacity: int | None) -> Subscription:
-        """Attach a new subscriber to ``key`` (synchronous: atomic under trio)."""
-        if self._nursery is None:
-            raise AppNotFound(self.name)
-        stream = self.stream(key.name)
-        return stream.add_subscriber(
-            self._engine._next_id(), credentials, protocol, capacity or self.spec.subscriber_queue
+        """Attach a new :class:`Subscription` to ``key`` (synchronous: atomic under trio)."""
+        self._nursery_open()
+        return self.stream(key.name).subscribe(
+            self._host.next_id(), credentials, protocol, capacity or self.spec.subscriber_queue
         )
+
+    def attach(self, key: StreamKey, credentials: Credentials, protocol: str, sink: Sink) -> Subscriber:
+        """Attach a protocol worker's own ``sink`` to ``key`` (synchronous: atomic under trio)."""
+        self._nursery_open()
+        return self.stream(key.name).add_subscriber(self._host.next_id(), credentials, protocol, sink)
 
     async def _serve_stream(self, service: StreamService, stream: Stream, sub: Subscription) -> None:
         try:
@@ -130,5 +210,14 @@ class Application:
 
     @staticmethod
     def unsubscribe(sub: Subscription) -> None:
-        sub.stream.remove_subscriber(sub, EndReason.UNSUBSCRIBED)
-        sub._close()
+        sub.stream.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
+        sub._detach()
+
+    def detach(self, subscriber: Subscriber) -> None:
+        """Take a sink's subscriber off its stream (a no-op if the stream has ended)."""
+        stream = self._streams.get(subscriber.key.name)
+        if stream is not None:
+            stream.remove_subscriber(subscriber, EndReason.UNSUBSCRIBED)
+
+    def __repr__(self) -> str:
+        return f"<Application {self.name!r} streams={len(self._streams)}>"

@@ -3,18 +3,25 @@
 Structure (all of it structured concurrency, nothing global)::
 
     engine nursery
-    ├── application "live" nursery ── stream task, stream task, ...
+    ├── loop watch (how late the event loop runs)
+    ├── application "live" nursery ── stream task, stream service tasks, ...
     ├── application "other" nursery ── ...
     └── protocol workers (RTMP, HTTP, ...), each started with ``nursery.start``
 
 Running: ``async with engine:`` or ``await nursery.start(engine.serve)``. Both return once every
 application runs and every protocol worker is ready (its port bound). Leaving cancels everything
-and returns only when every task has ended.
+and returns only when every task has ended. From the moment the engine starts to stop
+(``stop()``, leaving the block, ``shutdown()``) it refuses new publishers and subscribers with
+:class:`~arcly_trio.core.errors.EngineClosed`, even those whose authorization was in flight.
+
+Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
+(``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
+it itself), which throttles addresses whose attempts were refused.
 
 Error policy: a protocol worker that raises brings the engine down with that exception (a single
 exception comes out as itself, not wrapped in an exception group). A stream or a subscriber that
 fails is logged and ended; nothing else is disturbed. Errors meant for callers are the
-:mod:`~.errors` hierarchy.
+:mod:`arcly_trio.core.errors` hierarchy.
 """
 
 from __future__ import annotations
@@ -22,19 +29,24 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from .application import Application
-from .auth import AllowAll, Authenticator
-from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, Unauthorized
-from .events import EventFeed
+from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, PublisherLimitReached, Unauthorized
+from ..core.excgroups import unwrap_single
+from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
 from ..core.text import printable
-from .observe import Observer, SafeObserver
+from .activity import Activity
+from .application import Application, StreamService
+from .auth import AllowAll, Authenticator
+from .events import EventFeed, StreamEvent
+from .fanout import Sink, Subscriber
+from .loopwatch import LoopWatch
+from .observe import Observer, ObserverSet
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
@@ -51,28 +63,11 @@ class ProtocolWorker(Protocol):
 
     ``serve`` is started with ``nursery.start(worker.serve, engine)``: it must call
     ``task_status.started(...)`` once it accepts connections (port bound), then serve until
-    cancelled. An exception out of ``serve`` stops the engine.
+    cancelled. An exception out of ``serve`` stops the engine. A worker counts its busy
+    connections in ``engine.activity`` so that a graceful shutdown can wait for them.
     """
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
-
-
-@runtime_checkable
-class StreamService(Protocol):
-    """Per-stream work (HLS packaging, recording...) that the engine runs for every stream.
-
-    When an application that the service ``applies_to`` creates a stream, the engine subscribes
-    the service to it at once (protocol ``name``, queue ``capacity``: it sees every frame from
-    the first) and runs ``serve_stream`` in the application's nursery until the subscription
-    ends. An exception from ``serve_stream`` is logged; it never disturbs the stream.
-    """
-
-    name: str
-    capacity: int
-
-    def applies_to(self, spec: AppSpec) -> bool: ...
-
-    async def serve_stream(self, stream: Stream, subscription: Subscription) -> None: ...
 
 
 class EngineBuilder:
@@ -83,7 +78,7 @@ class EngineBuilder:
         self._idle_timeout: float | None = None
         self._apps: dict[str, AppSpec] = {}
         self._authenticator: Authenticator = AllowAll()
-        self._observer: Observer = Observer()
+        self._observers: list[Observer] = []
         self._workers: list[ProtocolWorker] = []
         self._services: list[StreamService] = []
         self._throttle: AuthThrottle | None = None
@@ -119,7 +114,8 @@ class EngineBuilder:
         return self
 
     def observer(self, observer: Observer) -> EngineBuilder:
-        self._observer = observer
+        """Add an observer (several may be added; each gets every event, in order)."""
+        self._observers.append(observer)
         return self
 
     def protocol(self, worker: ProtocolWorker) -> EngineBuilder:
@@ -136,33 +132,11 @@ class EngineBuilder:
             idle_timeout=self._idle_timeout,
             apps=list(self._apps.values()),
             authenticator=self._authenticator,
-            observer=self._observer,
+            observers=list(self._observers),
             workers=list(self._workers),
             services=list(self._services),
             auth_throttle=self._throttle,
         )
-
-
-@contextmanager
-def _unwrap_single() -> Iterator[None]:
-    """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
 
 
 class Engine:
@@ -175,21 +149,27 @@ class Engine:
         idle_timeout: float | None,
         apps: list[AppSpec],
         authenticator: Authenticator,
-        observer: Observer,
         workers: list[ProtocolWorker],
-        services: list[StreamService] | None = None,
+        observer: Observer | None = None,
+        observers: Sequence[Observer] = (),
+        services: Sequence[StreamService] = (),
         auth_throttle: AuthThrottle | None = None,
     ) -> None:
         self._max_publishers = max_publishers
-        self._idle_timeout = idle_timeout
+        self.idle_timeout = idle_timeout
         self._initial_apps = apps
         self._authenticator = authenticator
-        self._observer = SafeObserver(observer)
+        self.observers = ObserverSet([*([observer] if observer is not None else []), *observers])
+        """Every observer, each failure-proof (see :mod:`.observe`)."""
         self._workers = workers
-        self._services = services or []
+        self.services: Sequence[StreamService] = tuple(services)
         self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
-        self._stopping = False
+        self.loop_watch = LoopWatch()
+        """How late the event loop runs (see :mod:`.loopwatch`)."""
+        self.activity = Activity()
+        """Busy connections of the protocol workers (a graceful shutdown waits for them)."""
+        self._state = "new"  # new -> running -> stopping -> stopped
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
         self._publishers = 0
@@ -206,11 +186,47 @@ class Engine:
     def builder() -> EngineBuilder:
         return EngineBuilder()
 
+    # ------------------------------------------------------------- AppHost
+
+    @property
+    def frame_hook(self) -> Callable[[StreamKey, Frame], None] | None:
+        return self.observers.frame_hook
+
+    def notify(self, event: StreamEvent) -> None:
+        self.observers.notify(event)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def claim_publisher(self) -> Callable[[], None]:
+        """Count one more publisher (``PublisherLimitReached`` at the limit); returns the
+        release, which counts it out exactly once however often it is called."""
+        if self._publishers >= self._max_publishers:
+            raise PublisherLimitReached(int(self._max_publishers))
+        self._publishers += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._publishers -= 1
+
+        return release
+
+    def stream_failed(self, stream: Stream) -> None:
+        self.stream_failures += 1
+
     # ------------------------------------------------------------- running
 
     @property
     def running(self) -> bool:
         return self._nursery is not None
+
+    @property
+    def stopping(self) -> bool:
+        """True once the engine has begun to stop: new publishes and plays are refused."""
+        return self._state == "stopping"
 
     @property
     def publisher_count(self) -> int:
@@ -229,21 +245,32 @@ class Engine:
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
         self._stopped = trio.Event()
-        with _unwrap_single():
+        with unwrap_single():
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    for spec in self._initial_apps:
-                        await self._start_app(spec)
-                    for index, worker in enumerate(self._workers):
-                        self.worker_info[index] = await nursery.start(worker.serve, self)
-                    task_status.started(self)
-                    await trio.sleep_forever()
+                    self._state = "running"
+                    try:
+                        await nursery.start(self.loop_watch.run, name="loop watch")
+                        for spec in self._initial_apps:
+                            await self._start_app(spec)
+                        for index, worker in enumerate(self._workers):
+                            self.worker_info[index] = await nursery.start(worker.serve, self)
+                        task_status.started(self)
+                        await trio.sleep_forever()
+                    finally:
+                        self._begin_stopping()
             finally:
                 self._nursery = None
-                self._stopping = False
+                self._state = "stopped"
                 self._apps.clear()
                 self._stopped.set()
+
+    def _begin_stopping(self) -> None:
+        """From now on nothing new is accepted (the nurseries are about to close)."""
+        self._state = "stopping"
+        for app in self._apps.values():
+            app.close()
 
     async def __aenter__(self) -> Engine:
         outer = trio.open_nursery()
@@ -252,7 +279,7 @@ class Engine:
             await nursery.start(self.serve)
         except BaseException as exc:
             nursery.cancel_scope.cancel()
-            with _unwrap_single():
+            with unwrap_single():
                 await outer.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self._outer = (outer, nursery)
@@ -261,37 +288,34 @@ class Engine:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
         outer, nursery = self._outer
         self._outer = None
+        self._begin_stopping()
         nursery.cancel_scope.cancel()
-        with _unwrap_single():
+        with unwrap_single():
             return await outer.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         """Cancel the engine's nursery (everything ends; ``serve`` returns)."""
         if self._nursery is not None:
+            self._begin_stopping()
             self._nursery.cancel_scope.cancel()
-
-    @property
-    def stopping(self) -> bool:
-        """True once a graceful shutdown has begun: new publishes and plays are refused."""
-        return self._stopping
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop gracefully: refuse newcomers, end every stream (publishers get
         ``PublishEnded``, subscribers end with ``SHUTDOWN`` after their queued frames, so
-        protocol workers can say goodbye and services can finish their files), wait up to
-        ``grace`` seconds for streams, services and the protocol workers' connections to wind
-        down, then cancel whatever is left. Returns when the engine has stopped."""
+        protocol workers can say goodbye and services can finish their files), then give the
+        engine's nursery a deadline of ``grace`` seconds: it is cancelled as soon as every
+        stream, stream service and busy connection has ended, or at the deadline, whichever is
+        first. Returns when the engine has stopped."""
         nursery = self._nursery
         if nursery is None:
             return
-        self._stopping = True
-        with trio.move_on_after(grace):
-            for stream in self.streams():
-                stream.shutdown()
-            while any(app.busy for app in self._apps.values()) or any(
-                getattr(worker, "connections", 0) for worker in self._workers
-            ):
-                await trio.sleep(0.01)
+        self._begin_stopping()
+        nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + grace)
+        for stream in self.streams():
+            stream.shutdown()
+        for app in list(self._apps.values()):
+            await app.wait_idle()
+        await self.activity.wait_idle()
         nursery.cancel_scope.cancel()
         await self._stopped.wait()
 
@@ -299,7 +323,7 @@ class Engine:
 
     async def _start_app(self, spec: AppSpec) -> Application:
         nursery = self._nursery
-        if nursery is None:
+        if nursery is None or self._state != "running":
             raise EngineClosed()
         if spec.name in self._apps:
             raise AppAlreadyRegistered(spec.name)
@@ -335,31 +359,28 @@ class Engine:
 
     @asynccontextmanager
     async def events(self, app: str, capacity: int = 256) -> AsyncIterator[EventFeed]:
-        """The event feed of one application (see :mod:`~.events`)."""
+        """The event feed of one application (see :mod:`.events`)."""
         async with self.application(app).events.listen(capacity) as feed:
             yield feed
 
     # -------------------------------------------------- publish / subscribe
 
-    def _next_id(self) -> int:
-        return next(self._ids)
-
-    def _release_publisher(self) -> None:
-        self._publishers -= 1
-
     def _running_app(self, key: StreamKey) -> Application:
-        if self._nursery is None or self._stopping:
+        if self._nursery is None or self._state != "running":
             raise EngineClosed()
-        return self.application(key.app)
+        app = self.application(key.app)
+        if not app.running:
+            raise EngineClosed()
+        return app
 
     async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> None:
         """Ask the authenticator whether ``credentials`` may ``action`` (``"publish"`` or
         ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not.
 
-        The one authorization path: ``publish`` and ``subscribe`` call it, and so does every
-        egress that serves a stream without subscribing to it (HLS). A client whose address
-        was refused recently waits first (:attr:`auth_throttle`); every refusal is counted
-        there and logged once per burst.
+        The one authorization path: ``publish``, ``subscribe`` and ``attach`` call it, and so
+        does every egress that serves a stream without subscribing to it (HLS). A client whose
+        address was refused recently waits first (:attr:`auth_throttle`); every refusal is
+        counted there and logged once per burst.
         """
         address = credentials.peer[0] if credentials.peer else None
         await self.auth_throttle.wait(address, action)
@@ -370,7 +391,8 @@ class Engine:
                 raise Unauthorized(key.app, key.name, action)
         except Unauthorized as exc:
             via = f" over {credentials.protocol}" if credentials.protocol else ""
-            self.auth_throttle.refused(address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
+            self.auth_throttle.refused(address, action,
+                                       f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
             raise
         self.auth_throttle.allowed(address, action)
 
@@ -385,14 +407,15 @@ class Engine:
         """Publish to ``key`` for the duration of the block.
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamAlreadyPublishing`` (policy
-        ``reject``), ``PublisherLimitReached`` on entry. Leaving the block ends the publish exactly
-        once, whatever the exit (an exception ends it as "failed"; frames already sent are still
-        delivered). If the kernel ends the session first (reaped, replaced, engine stopping), the
-        block is cancelled and leaving it raises the ``PublishEnded`` subclass that says why.
+        ``reject``), ``PublisherLimitReached``, ``EngineClosed`` on entry. Leaving the block ends
+        the publish exactly once, whatever the exit (an exception ends it as "failed"; frames
+        already sent are still delivered). If the kernel ends the session first (reaped,
+        replaced, engine stopping), the block is cancelled and leaving it raises the
+        ``PublishEnded`` subclass that says why.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
         credentials = credentials or Credentials(protocol=protocol)
-        app = self._running_app(key)
+        self._running_app(key)
         await self.authorize("publish", key, credentials)
         app = self._running_app(key)
         session = app.begin_publish(key, credentials, protocol or credentials.protocol)
@@ -419,8 +442,8 @@ class Engine:
     ) -> AsyncIterator[Subscription]:
         """Subscribe to ``key`` for the duration of the block (see :class:`Subscription`).
 
-        Raises ``AppNotFound``, ``Unauthorized`` or ``StreamNotFound`` on entry. ``capacity``
-        overrides the application's ``subscriber_queue`` for this subscriber.
+        Raises ``AppNotFound``, ``Unauthorized``, ``StreamNotFound``, ``EngineClosed`` on
+        entry. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
         credentials = credentials or Credentials(protocol=protocol)
@@ -432,3 +455,28 @@ class Engine:
             yield sub
         finally:
             app.unsubscribe(sub)
+
+    @asynccontextmanager
+    async def attach(
+        self,
+        key: StreamKey | str,
+        sink: Sink,
+        credentials: Credentials | None = None,
+        *,
+        protocol: str = "",
+    ) -> AsyncIterator[Subscriber]:
+        """Like :meth:`subscribe`, with a protocol worker's own :class:`~.fanout.Sink`.
+
+        The stream's task hands frames straight to ``sink`` (which must never wait); the
+        returned :class:`~.fanout.Subscriber` says what it missed and why it ended.
+        """
+        key = StreamKey.parse(key) if isinstance(key, str) else key
+        credentials = credentials or Credentials(protocol=protocol)
+        self._running_app(key)
+        await self.authorize("play", key, credentials)
+        app = self._running_app(key)
+        subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
+        try:
+            yield subscriber
+        finally:
+            app.detach(subscriber)

@@ -1,34 +1,61 @@
-"""The GOP cache: what a late joiner needs to start playing at once.
+"""The GOP cache: what a late joiner needs to start playing at once, track by track.
 
-It keeps, apart from each other, the latest video config, the latest audio config and the latest
-metadata, and the frames of the current GOP from its keyframe on. Nothing is cached before the
-first keyframe. A keyframe starts a new GOP. When the current GOP grows past the frame or byte
-cap, it is dropped whole and nothing is cached until the next keyframe: the cache is never
-trimmed from the front, so a replay never starts mid-GOP.
+It keeps the latest config of every (kind, track) and the latest metadata apart from each other,
+and the frames of the current GOP. A GOP starts at a keyframe of the *primary* video track (the
+lowest video track id of the session, 0 unless a publisher sends only other tracks); it holds
+the frames of every track from there on. Nothing is cached before the first such keyframe. When
+the current GOP grows past the frame or byte cap it is dropped whole and nothing is cached until
+the next primary keyframe: the cache is never trimmed from the front, so a replay never starts
+mid-GOP.
+
+Other video tracks (Enhanced RTMP multitrack) need their own keyframe: a replay leaves out a
+secondary track's frames before that track's first keyframe in the GOP, and reports the video
+tracks that have no keyframe in it yet, so the joiner's delivery waits for them live.
 
 Every frame is pushed with its stream sequence number, so a replay can be put in publish order
 and a lagging subscriber can be given exactly the configs it missed.
+
+Error policy: nothing raises; this is plain bookkeeping (no clock, no trio).
 """
 
 from __future__ import annotations
 
 from ..core.frame import Frame, FrameKind
 
-__all__ = ["GopCache"]
+__all__ = ["GopCache", "Replay"]
 
-_SLOT = {FrameKind.VIDEO: 0, FrameKind.AUDIO: 1, FrameKind.DATA: 2}
+_VIDEO = FrameKind.VIDEO
+_DATA = FrameKind.DATA
+
+Slot = tuple[FrameKind, int]
+
+
+class Replay:
+    """What a joiner gets first: ``frames``; whether they start on the primary keyframe
+    (``on_keyframe``); and the secondary video tracks still waiting for a keyframe."""
+
+    __slots__ = ("frames", "on_keyframe", "pending_tracks")
+
+    def __init__(self, frames: list[Frame], on_keyframe: bool, pending_tracks: frozenset[int]) -> None:
+        self.frames = frames
+        self.on_keyframe = on_keyframe
+        self.pending_tracks = pending_tracks
 
 
 class GopCache:
-    """Configs, metadata and the current GOP of one stream (sans-IO, no clock)."""
+    """Configs, metadata and the current GOP of one stream (see the module docstring)."""
 
-    __slots__ = ("max_frames", "max_bytes", "_configs", "_prefix", "_gop", "_gop_bytes")
+    __slots__ = ("max_frames", "max_bytes", "primary", "video_tracks", "_configs", "_prefix", "_gop",
+                 "_gop_bytes")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
-        # (seq, frame) per slot: video config, audio config, metadata.
-        self._configs: list[tuple[int, Frame] | None] = [None, None, None]
+        self.primary: int | None = None
+        """The primary video track of the session (``None`` before any video frame)."""
+        self.video_tracks: set[int] = set()
+        """Every video track the session has sent."""
+        self._configs: dict[Slot, tuple[int, Frame]] = {}
         # The configs as they were when the current GOP's keyframe arrived, in publish order.
         self._prefix: list[tuple[int, Frame]] = []
         self._gop: list[Frame] = []
@@ -42,14 +69,30 @@ class GopCache:
     def gop_bytes(self) -> int:
         return self._gop_bytes
 
+    def note_video_track(self, track: int) -> None:
+        """A video frame of ``track`` was seen (the lowest such track is the primary one)."""
+        if track not in self.video_tracks:
+            self.video_tracks.add(track)
+            if self.primary is None or track < self.primary:
+                self.primary = track
+
+    def is_sync(self, frame: Frame) -> bool:
+        """Whether ``frame`` is where a subscriber may start or resume: a keyframe of the
+        primary video track (any audio frame on a stream without video)."""
+        if self.primary is None:
+            return frame.kind is FrameKind.AUDIO and not frame.config
+        return frame.keyframe and frame.kind is _VIDEO and not frame.config and frame.track == self.primary
+
     def push(self, seq: int, frame: Frame) -> None:
         """Take in the stream's next frame."""
+        if frame.kind is _VIDEO and frame.track not in self.video_tracks:
+            self.note_video_track(frame.track)
         if frame.config:
-            self._configs[_SLOT[frame.kind]] = (seq, frame)
+            self._configs[(frame.kind, frame.track)] = (seq, frame)
             if self._gop:
                 self._append(frame)
             return
-        if frame.keyframe and frame.kind is FrameKind.VIDEO:
+        if frame.kind is _VIDEO and frame.keyframe and frame.track == self.primary:
             self._gop = []
             self._gop_bytes = 0
             if self.max_frames:
@@ -68,24 +111,31 @@ class GopCache:
             self._gop_bytes = 0
 
     def configs(self) -> list[tuple[int, Frame]]:
-        """The latest metadata and configs, in the order they were published."""
-        present = [entry for entry in self._configs if entry is not None]
-        present.sort(key=lambda entry: entry[0])
-        return present
+        """The latest metadata and configs (every track), in the order they were published."""
+        return sorted(self._configs.values(), key=lambda entry: entry[0])
 
-    def replay(self) -> tuple[list[Frame], bool]:
-        """What a joiner gets first, and whether it starts on a keyframe.
+    def replay(self) -> Replay:
+        """What a joiner gets first (see :class:`Replay`).
 
         With a GOP cached: the configs as they were at its keyframe, then the GOP (mid-GOP config
-        changes included in place). Without: the latest configs only, and ``False``: the joiner
-        must wait for the next keyframe.
+        changes in place; a secondary video track's frames from its first keyframe on). Without:
+        the latest configs only, not on a keyframe: the joiner waits for the next one.
         """
-        if self._gop:
-            return [frame for _, frame in self._prefix] + self._gop, True
-        return [frame for _, frame in self.configs()], False
+        secondary = self.video_tracks - {self.primary} if self.primary is not None else set()
+        if not self._gop:
+            return Replay([frame for _, frame in self.configs()], False, frozenset(secondary))
+        waiting = set(secondary)
+        frames = [frame for _, frame in self._prefix]
+        for frame in self._gop:
+            if frame.kind is _VIDEO and not frame.config and frame.track in waiting:
+                if not frame.keyframe:
+                    continue
+                waiting.discard(frame.track)
+            frames.append(frame)
+        return Replay(frames, True, frozenset(waiting))
 
     def configs_since(self, seq: int) -> list[tuple[int, Frame]]:
-        """Configs published at or after ``seq`` that are current at the latest keyframe.
+        """The configs published at or after ``seq`` that are still current, in publish order.
 
         Given to a lagging subscriber right before the keyframe it resumes on.
         """
@@ -93,7 +143,9 @@ class GopCache:
 
     def clear(self) -> None:
         """Forget everything (a new publish session starts from scratch)."""
-        self._configs = [None, None, None]
+        self.primary = None
+        self.video_tracks = set()
+        self._configs = {}
         self._prefix = []
         self._gop = []
         self._gop_bytes = 0

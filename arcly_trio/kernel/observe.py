@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..core.keys import StreamKey
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     )
     from ..core.frame import Frame
 
-__all__ = ["Observer", "SafeObserver"]
+__all__ = ["Observer", "SafeObserver", "ObserverSet"]
 
 log = logging.getLogger("arcly_trio.observer")
 
@@ -90,3 +91,39 @@ class SafeObserver:
             self._observer.on_frame(key, frame)
         except Exception:
             self._failed("on_frame")
+
+
+class ObserverSet:
+    """Several observers as one: each event goes to every observer, in the order they were
+    added, each one failure-proof (a :class:`SafeObserver`). ``frame_hook`` is ``None`` when no
+    observer wants frames, so the per-frame path then costs nothing."""
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self._safe = [SafeObserver(observer) for observer in observers]
+        hooks = [safe.frame_hook for safe in self._safe if safe.frame_hook is not None]
+        if not hooks:
+            self.frame_hook: Callable[[StreamKey, Frame], None] | None = None
+        elif len(hooks) == 1:
+            self.frame_hook = hooks[0]
+        else:
+            def all_hooks(key: StreamKey, frame: Frame) -> None:
+                for hook in hooks:
+                    hook(key, frame)
+
+            self.frame_hook = all_hooks
+
+    @property
+    def observers(self) -> list[Observer]:
+        return [safe._observer for safe in self._safe]
+
+    @property
+    def failures(self) -> Counter[str]:
+        """Failed hook calls of every observer, by hook name."""
+        total: Counter[str] = Counter()
+        for safe in self._safe:
+            total.update(safe.failures)
+        return total
+
+    def notify(self, event: StreamEvent) -> None:
+        for safe in self._safe:
+            safe.notify(event)

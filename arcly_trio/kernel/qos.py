@@ -1,14 +1,19 @@
-"""Per-stream quality-of-service figures: rates over the last second, totals, descriptive info."""
+"""Per-stream quality-of-service figures: rates over the last second, totals, a stats snapshot.
+
+What a stream carries (codecs, size, rates) is :class:`~arcly_trio.media.probe.StreamInfo`,
+derived from the frames by :class:`~arcly_trio.media.probe.MediaProbe`.
+
+Error policy: nothing raises.
+"""
 
 from __future__ import annotations
 
 import attrs
 
-from ..core.errors import ProtocolError
-from ..core.frame import Frame
 from ..core.keys import StreamKey
+from ..media.probe import StreamInfo
 
-__all__ = ["RateMeter", "StreamInfo", "StreamStats", "describe_video_config"]
+__all__ = ["RateMeter", "StreamInfo", "StreamStats"]
 
 
 class RateMeter:
@@ -55,53 +60,6 @@ class RateMeter:
         frames = sum(self._frames) - self._frames[current]
         size = sum(self._bytes) - self._bytes[current]
         return frames / window, size * 8 / window
-
-
-@attrs.define
-class StreamInfo:
-    """What is known about a stream's content and its publisher.
-
-    The kernel fills in the codecs from the frames; protocol adapters fill in the rest
-    (resolution and metadata from the publisher's onMetaData, for example) through
-    ``Publisher.info``.
-    """
-
-    protocol: str = ""
-    peer: tuple[str, int] | None = None
-    started_at: float = 0.0
-    """Wall-clock time (``time.time()``) the current publish session began."""
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    width: int | None = None
-    height: int | None = None
-    framerate: float | None = None
-    audio_sample_rate: int | None = None
-    audio_channels: int | None = None
-    metadata: dict[str, object] = attrs.field(factory=dict)
-
-
-def describe_video_config(info: StreamInfo, frame: Frame) -> None:
-    """Fill ``info``'s video codec and, for H.264/HEVC, resolution from a video config frame.
-
-    Called by the stream for every publisher, whatever its protocol. A config that does not
-    parse leaves the resolution as it was (metadata may still supply it).
-    """
-    from ..media import codecs  # sans-IO; imported late to keep the kernel's import light
-
-    info.video_codec = frame.codec
-    try:
-        if frame.codec == "h264":
-            avc = codecs.parse_avc_config(frame.payload)
-            if avc.sps:
-                sps = codecs.parse_h264_sps(avc.sps[0])
-                info.width, info.height = sps.width, sps.height
-        elif frame.codec == "hevc":
-            hevc = codecs.parse_hevc_config(frame.payload)
-            if hevc.sps:
-                hsps = codecs.parse_hevc_sps(hevc.sps[0])
-                info.width, info.height = hsps.width, hsps.height
-    except ProtocolError:
-        pass
 
 
 @attrs.frozen

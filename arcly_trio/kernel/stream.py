@@ -1,21 +1,23 @@
-"""A live stream: one task that fans a publisher's frames out to its subscribers.
+"""A live stream: one task that takes a publisher's frames and fans them out to subscribers.
 
-Shape: each publish session owns a memory channel. Its send side (clonable, one clone per
-ingest track if the protocol wants) is the :class:`Publisher`; its receive side is drained by
-the stream's task, which hands every frame to each subscriber's bounded channel with
-``send_nowait``. The publisher waits only for the stream task (when its ingest queue is full),
-never for a subscriber.
-
-Slow subscribers: a full channel makes that subscriber drop frames until the next keyframe
-(configs it missed are given to it again right before that keyframe). Every dropped frame is
-counted; the start of a lag episode, the resumption and an eviction past the lag budget are told
-to the observer and the application's event feed, and logged.
+Shape: each publish session (:mod:`.publish`) owns a memory channel whose send side is its
+:class:`~.publish.Publisher`; the stream's task drains the receive side in batches, numbers each
+frame (its sequence number), lets the GOP cache, the media probe and the QoS meters see it once,
+and hands the batch to its :class:`~.fanout.Fanout`, which offers it to every subscriber's sink
+without waiting (the lag policy lives there). The publisher waits only for the stream task
+(when its ingest queue is full), never for a subscriber.
 
 Lifetime: the stream ends when its publisher has gone and the reconnect grace has passed, or
 when no frame arrives within the idle timeout (a cancel scope deadline pushed forward on every
 batch of frames; counted from creation if nothing is ever sent). Every exit path, including
 cancellation when the engine stops and a bug in this module, ends the publish session exactly
-once, ends every subscriber with a reason and removes the stream from its application.
+once, ends every subscriber with a reason, removes the stream from its owner and lets go of
+every frame (so an ended stream's memory is freed at once, without the cyclic collector).
+
+The stream knows its owner (the application) only through :class:`StreamOwner`.
+
+Error policy: a bug in the stream task (or in a sink it calls) is logged with its traceback,
+counted by the owner, and ends this stream only.
 """
 
 from __future__ import annotations
@@ -25,199 +27,77 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from ..core.errors import PublishEnded, PublisherReplaced, StreamIdleReaped
+from ..core.frame import Frame, FrameKind
+from ..core.keys import Credentials, StreamKey
+from ..media.probe import MediaProbe, StreamInfo
 from .events import (
     StreamClosed,
     StreamEvent,
     StreamPublished,
     StreamReaped,
     StreamUnpublished,
-    SubscriberEvicted,
     SubscriberJoined,
-    SubscriberLagged,
     SubscriberLeft,
-    SubscriberResumed,
 )
-from ..core.frame import Frame, FrameKind
+from .fanout import EndReason, Fanout, Sink, Subscriber
 from .gop import GopCache
-from ..core.keys import Credentials, StreamKey
-from .qos import RateMeter, StreamInfo, StreamStats, describe_video_config
-from .subscription import LAGGING, LIVE, EndReason, Subscription
+from .publish import Publisher, PublishSession
+from .qos import RateMeter, StreamStats
+from .spec import AppSpec
+from .subscription import Subscription
 
-if TYPE_CHECKING:
-    from .application import Application
-
-__all__ = ["Stream", "PublishSession", "Publisher"]
+__all__ = ["Stream", "StreamOwner", "Publisher", "PublishSession"]
 
 log = logging.getLogger("arcly_trio.stream")
 
-EVICTED = 3
 MAX_BATCH = 512
 AUDIO_HOLD_SECONDS = 0.1
 _VIDEO = FrameKind.VIDEO
 _AUDIO = FrameKind.AUDIO
 
 
-class Publisher:
-    """The publishing side of a stream: ``send`` frames into it.
+class StreamOwner(Protocol):
+    """What a stream needs from whoever runs it (the application)."""
 
-    ``send`` never waits for a subscriber; it waits only if the stream's ingest queue is full.
-    After the session has ended it raises :class:`~.errors.PublishEnded` (or the subclass that
-    says why: ``PublisherReplaced``, ``StreamIdleReaped``).
+    spec: AppSpec
+    frame_hook: Callable[[StreamKey, Frame], None] | None
 
-    ``clone()`` gives another publisher on the same session, for multi-track ingest from several
-    tasks. The session ends when the last clone is closed. Clones are async context managers.
-    """
+    def notify(self, event: StreamEvent) -> None: ...
 
-    def __init__(self, session: PublishSession, send: trio.MemorySendChannel[Frame]) -> None:
-        self._session = session
-        self._send = send
-        self._closed = False
-        session.clones.add(self)
+    def forget(self, stream: Stream) -> None: ...
 
-    @property
-    def key(self) -> StreamKey:
-        return self._session.stream.key
-
-    @property
-    def info(self) -> StreamInfo:
-        """Descriptive info of the stream; protocol adapters fill in resolution and metadata."""
-        return self._session.stream.info
-
-    @property
-    def active(self) -> bool:
-        return self._session.active and not self._closed
-
-    async def send(self, frame: Frame) -> None:
-        """Queue ``frame`` for the stream's subscribers."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self._send.send_nowait(frame)
-            return
-        except trio.WouldBlock:
-            pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._session.ended_error() from None
-        try:
-            await self._send.send(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._session.ended_error() from None
-
-    def clone(self) -> Publisher:
-        """Another publisher on the same session (for another track or task)."""
-        if self._closed:
-            raise self._session.ended_error()
-        try:
-            return Publisher(self._session, self._send.clone())
-        except trio.ClosedResourceError:
-            raise self._session.ended_error() from None
-
-    def close(self) -> None:
-        """Close this clone; closing the last one ends the publish session. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._send.close()
-        session = self._session
-        session.clones.discard(self)
-        if not session.clones:
-            session.finish("closed")
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Publisher:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class PublishSession:
-    """One publisher's tenure on a stream, from ``publish`` until its end (exactly once)."""
-
-    def __init__(
-        self,
-        stream: Stream,
-        credentials: Credentials,
-        protocol: str,
-        capacity: int,
-        release: Callable[[], None],
-    ) -> None:
-        self.stream = stream
-        self.credentials = credentials
-        self.protocol = protocol
-        send, self.receive = trio.open_memory_channel[Frame](capacity)
-        self.clones: set[Publisher] = set()
-        self.publisher = Publisher(self, send)
-        self.scope = trio.CancelScope()
-        self.active = True
-        self.end_reason: str | None = None
-        self.end_error: PublishEnded | None = None
-        self._release = release
-
-    def ended_error(self) -> PublishEnded:
-        if self.end_error is not None:
-            return self.end_error
-        key = self.stream.key
-        return PublishEnded(key.app, key.name, self.end_reason or "publisher closed")
-
-    def finish(self, reason: str, error: PublishEnded | None = None) -> None:
-        """End the session (idempotent). With ``error`` the kernel is ending it: every clone is
-        closed (frames already sent are still delivered), further sends fail with ``error`` and
-        the publisher's block is cancelled and raises ``error`` when it exits."""
-        if not self.active:
-            return
-        self.active = False
-        self.end_reason = reason
-        self.end_error = error
-        self._release()
-        self.stream._session_finished(self, reason)
-        if error is not None:
-            for clone in list(self.clones):
-                clone._closed = True
-                clone._send.close()
-            self.clones.clear()
-            self.scope.cancel()
-
-    def abort(self, reason: str = "failed") -> None:
-        """The publisher failed: close every clone. Frames already sent are still delivered."""
-        if self.active:
-            self.finish(reason)
-        for clone in list(self.clones):
-            clone.close()
+    def stream_failed(self, stream: Stream) -> None: ...
 
 
 class Stream:
     """One live stream of an application (see the module docstring)."""
 
-    def __init__(self, app: Application, key: StreamKey, idle_timeout: float | None) -> None:
-        spec = app.spec
+    def __init__(self, owner: StreamOwner, key: StreamKey, idle_timeout: float | None) -> None:
+        spec = owner.spec
         self.key = key
-        self._app = app
+        self._owner = owner
         self._spec = spec
-        self._notify = app.notify
-        self._frame_hook = app.frame_hook
+        self._notify = owner.notify
+        self._frame_hook = owner.frame_hook
         self._idle_timeout = idle_timeout
         deadline = trio.current_time() + idle_timeout if idle_timeout else math.inf
         self._idle_scope = trio.CancelScope(deadline=deadline)
         self.gop = GopCache(spec.gop_cache_frames, spec.gop_cache_bytes)
-        self.has_video = False
+        self.fanout = Fanout(key, self.gop, spec.lag_budget, owner.notify, trio.current_time)
+        self.probe = MediaProbe()
         self.session: PublishSession | None = None
         self._feeding: deque[PublishSession] = deque()
         self._arrived: trio.Event | None = None
-        self._subs: list[Subscription] = []
-        self._evicted: list[Subscription] = []
         self._seq = 0
         self.video = RateMeter()
         self.audio = RateMeter()
-        self.drops_total = 0
         self.info = StreamInfo()
+        """The current publish session's info (see :class:`~arcly_trio.media.probe.StreamInfo`)."""
         self.created_at = trio.current_time()
         self.closed = False
         self._shutting_down = False
@@ -229,20 +109,28 @@ class Stream:
         return self.session is not None
 
     @property
+    def has_video(self) -> bool:
+        return self.gop.primary is not None
+
+    @property
     def next_seq(self) -> int:
         """The sequence number the next published frame will get."""
         return self._seq + 1
 
     @property
-    def subscribers(self) -> list[Subscription]:
-        return list(self._subs)
+    def drops_total(self) -> int:
+        return self.fanout.drops_total
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        return list(self.fanout.subscribers)
 
     def stats(self) -> StreamStats:
         now = trio.current_time()
         vfps, vbps = self.video.rate(now)
         afps, abps = self.audio.rate(now)
         by_protocol: dict[str, int] = {}
-        for sub in self._subs:
+        for sub in self.fanout.subscribers:
             by_protocol[sub.protocol] = by_protocol.get(sub.protocol, 0) + 1
         return StreamStats(
             key=self.key,
@@ -255,48 +143,61 @@ class Stream:
             video_frames_total=self.video.frames_total,
             audio_frames_total=self.audio.frames_total,
             bytes_total=self.video.bytes_total + self.audio.bytes_total,
-            subscribers=len(self._subs),
+            subscribers=len(self.fanout.subscribers),
             subscribers_by_protocol=by_protocol,
-            drops_total=self.drops_total,
+            drops_total=self.fanout.drops_total,
             uptime=now - self.created_at,
         )
 
-    # ------------------------------------------------- sessions (called by the app)
+    # ------------------------------------------------- sessions (called by the owner)
 
-    def attach(self, session: PublishSession) -> None:
-        """A new publish session starts feeding this stream (first, takeover or comeback)."""
+    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None]) -> PublishSession:
+        """A publish session on this stream (the owner has checked the limits and policy)."""
+        session = PublishSession(self.key, credentials, protocol, self._spec.ingest_queue,
+                                 on_finish=self._session_finished, release=release)
+        session.info = StreamInfo(protocol=protocol, peer=credentials.peer, started_at=time.time())
         self.session = session
+        self.info = session.info
         self._feeding.append(session)
-        creds = session.credentials
-        self.info = StreamInfo(protocol=session.protocol, peer=creds.peer, started_at=time.time())
-        self._emit(StreamPublished(self.key, trio.current_time(), session.protocol, creds.peer))
+        self._emit(StreamPublished(self.key, trio.current_time(), protocol, credentials.peer))
         if self._arrived is not None:
             self._arrived.set()
+        return session
 
     def _session_finished(self, session: PublishSession, reason: str) -> None:
         if self.session is session:
             self.session = None
         self._emit(StreamUnpublished(self.key, trio.current_time(), reason))
 
-    def add_subscriber(
-        self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int
-    ) -> Subscription:
-        replay, on_keyframe = self.gop.replay()
-        sub = Subscription(self, subscriber_id, credentials, protocol, capacity, replay, on_keyframe)
-        self._subs.append(sub)
+    def replace_session(self) -> None:
+        """End the current session because a new publisher takes over (policy ``replace``)."""
+        session = self.session
+        if session is not None:
+            session.finish("replaced", PublisherReplaced(self.key.app, self.key.name))
+
+    # ------------------------------------------------------------ subscribers
+
+    def add_subscriber(self, subscriber_id: int, credentials: Credentials, protocol: str, sink: Sink) -> Subscriber:
+        """Attach ``sink`` as a new subscriber (synchronous: atomic under trio)."""
+        sub = Subscriber(subscriber_id, self.key, credentials, protocol, sink)
+        self.fanout.add(sub, self.next_seq)
         self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer))
         return sub
 
-    def remove_subscriber(self, sub: Subscription, reason: EndReason) -> None:
+    def subscribe(self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int) -> Subscription:
+        """A new :class:`~.subscription.Subscription` (a channel sink) on this stream."""
+        subscription = Subscription(self, capacity)
+        subscription.subscriber = self.add_subscriber(subscriber_id, credentials, protocol, subscription)
+        return subscription
+
+    def remove_subscriber(self, sub: Subscriber, reason: EndReason) -> None:
         """Take ``sub`` off the stream (idempotent) and tell everyone once."""
-        try:
-            self._subs.remove(sub)
-        except ValueError:
-            return
-        sub._close_channel(reason)
-        self._emit(
-            SubscriberLeft(self.key, trio.current_time(), sub.id, sub.end_reason.value, sub.dropped)  # type: ignore[union-attr]
-        )
+        if self.fanout.remove(sub, reason):
+            self._left(sub)
+
+    def _left(self, sub: Subscriber) -> None:
+        reason = sub.end_reason.value if sub.end_reason is not None else "unknown"
+        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped))
 
     # -------------------------------------------------------------- the task
 
@@ -315,7 +216,7 @@ class Stream:
         except trio.Cancelled:
             raise
         except Exception:
-            self._app.stream_failed(self)
+            self._owner.stream_failed(self)
             log.exception("stream %s failed; ending its publisher and subscribers", self.key)
         finally:
             self._close(reason)
@@ -324,8 +225,10 @@ class Stream:
         while True:
             while self._feeding:
                 session = self._feeding[0]
+                # A new session starts from scratch: no config, GOP or info of the previous one.
                 self.gop.clear()
-                self.has_video = False
+                self.probe.reset(session.info)
+                self.fanout.new_session(self.next_seq)
                 await self._pump(session.receive)
                 self._feeding.popleft()
             if not await self._await_publisher():
@@ -362,7 +265,7 @@ class Stream:
                     with trio.move_on_after(AUDIO_HOLD_SECONDS):
                         first = await receive.receive()
                     if first is None:  # nothing within the hold time: let the audio go
-                        self._deliver(held, trio.current_time())
+                        self._deliver(held)
                         held = []
                         continue
                     batch = [first]
@@ -370,148 +273,53 @@ class Stream:
                     batch = [await receive.receive()]
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 if held:
-                    self._deliver(held, trio.current_time())
+                    self._deliver(held)
                 return
             try:
-                while len(batch) < max_batch:
+                # Held audio goes out with this batch: together they stay within the burst cap.
+                while len(batch) + len(held) < max_batch:
                     batch.append(receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 pass
-            now = trio.current_time()
             if idle:
-                scope.deadline = now + idle
-            if hold_limit and self.has_video:
+                scope.deadline = trio.current_time() + idle
+            if hold_limit and self.gop.primary is not None:
                 if held:
                     batch = held + batch
                     held = []
                 cut = len(batch)
                 while cut and batch[cut - 1].kind is _AUDIO:
                     cut -= 1
-                if 0 < len(batch) - cut < hold_limit:
+                if 0 < len(batch) - cut < min(hold_limit, max_batch):
                     held = batch[cut:]
                     batch = batch[:cut]
                 if not batch:
                     continue
-            self._deliver(batch, now)
+            self._deliver(batch)
 
-    def _deliver(self, batch: list[Frame], now: float) -> None:
-        """The hot path: ingest each frame once, offer it to every subscriber."""
-        gop = self.gop
-        subs = self._subs
+    def _deliver(self, batch: list[Frame]) -> None:
+        """The hot path: see each frame once (cache, probe, QoS), then fan the batch out."""
+        now = trio.current_time()
+        probe = self.probe
         hook = self._frame_hook
         key = self.key
-        info = self.info
-        seq = self._seq
         for frame in batch:
-            seq += 1
             kind = frame.kind
-            if frame.config:  # codec configs and metadata: not media, not counted in QoS
-                sync = False
-                if kind is _VIDEO:
-                    self.has_video = True
-                    describe_video_config(info, frame)
+            if frame.config:
+                probe.push(frame)
             elif kind is _VIDEO:
-                self.has_video = True
                 self.video.add(now, len(frame.payload))
-                sync = frame.keyframe
-                if info.video_codec is None:
-                    info.video_codec = frame.codec
+                probe.push(frame)
             elif kind is _AUDIO:
                 self.audio.add(now, len(frame.payload))
-                sync = not self.has_video
-                if info.audio_codec is None:
-                    info.audio_codec = frame.codec
-            else:
-                sync = False
-            gop.push(seq, frame)
+                if probe.info.audio_codec is None:
+                    probe.push(frame)
             if hook is not None:
                 hook(key, frame)
-            for sub in subs:
-                if sub._state:
-                    self._offer_slow(sub, frame, seq, sync, now)
-                    continue
-                try:
-                    sub._offer(frame)
-                except trio.WouldBlock:
-                    self._lag(sub, seq, now)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-        self._seq = seq
-        if self._evicted:
-            for sub in self._evicted:
-                self.remove_subscriber(sub, EndReason.EVICTED)
-            self._evicted.clear()
-
-    def _lag(self, sub: Subscription, seq: int, now: float) -> None:
-        sub._state = LAGGING
-        sub._gap_start = seq
-        sub._gap_dropped = 1
-        sub.dropped += 1
-        sub.lag_episodes += 1
-        self.drops_total += 1
-        log.debug("subscriber #%d of %s is lagging (dropped %d so far)", sub.id, self.key, sub.dropped)
-        self._emit(SubscriberLagged(self.key, now, sub.id, sub.dropped))
-        self._check_budget(sub, now)
-
-    def _drop(self, sub: Subscription, now: float) -> None:
-        sub.dropped += 1
-        sub._gap_dropped += 1
-        self.drops_total += 1
-        self._check_budget(sub, now)
-
-    def _check_budget(self, sub: Subscription, now: float) -> None:
-        budget = self._spec.lag_budget
-        if budget is not None and sub.dropped > budget and sub._state != EVICTED:
-            sub._state = EVICTED
-            self._evicted.append(sub)
-            log.warning(
-                "evicting subscriber #%d of %s: %d frames dropped, lag budget %d",
-                sub.id, self.key, sub.dropped, budget,
-            )
-            self._emit(SubscriberEvicted(self.key, now, sub.id, sub.dropped, budget))
-
-    def _uncount(self, sub: Subscription, n: int) -> None:
-        sub.dropped -= n
-        sub._gap_dropped -= n
-        self.drops_total -= n
-
-    def _offer_slow(self, sub: Subscription, frame: Frame, seq: int, sync: bool, now: float) -> None:
-        """Offer a frame to a subscriber that is not live: lagging, starting or evicted.
-
-        Until a sync point (a video keyframe; any audio frame on a stream without video) the
-        frame is skipped, and counted if the subscriber is lagging. At a sync point the configs
-        published since the gap began are given first, then the frame, and the subscriber is
-        live again. Configs given again are uncounted, so ``dropped`` is exactly the number of
-        frames it will never receive.
-        """
-        state = sub._state
-        if state == EVICTED:
-            return
-        if not sync:
-            if state == LAGGING:
-                self._drop(sub, now)
-            return
-        pending = self.gop.configs_since(sub._gap_start)
-        pending.append((seq, frame))
-        redelivered = 0
-        offer = sub._offer
-        for pending_seq, pending_frame in pending:
-            try:
-                offer(pending_frame)
-            except trio.WouldBlock:
-                sub._gap_start = pending_seq
-                if state == LAGGING:
-                    self._uncount(sub, redelivered)
-                    self._drop(sub, now)
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            redelivered += 1
-        sub._state = LIVE
-        if state == LAGGING:
-            self._uncount(sub, redelivered - 1)
-            log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
-            self._emit(SubscriberResumed(self.key, now, sub.id, sub._gap_dropped, sub.dropped))
+        first_seq = self._seq + 1
+        self._seq += len(batch)
+        for sub in self.fanout.deliver(batch, first_seq):
+            self._left(sub)
 
     # ----------------------------------------------------------------- ending
 
@@ -520,7 +328,7 @@ class Stream:
         if self.closed:
             return
         self.closed = True
-        self._app.forget(self)
+        self._owner.forget(self)
         key = self.key
         now = trio.current_time()
         session = self.session
@@ -533,12 +341,11 @@ class Stream:
         for leftover in self._feeding:
             leftover.receive.close()
         self._feeding.clear()
-        for sub in list(self._subs):
-            self.remove_subscriber(sub, reason)
+        for sub in self.fanout.close_all(reason):
+            self._left(sub)
         # Nothing of an ended stream outlives it: whoever still holds its Publisher or a
-        # Subscription (a protocol adapter until its connection ends) holds no frame.
+        # Subscription (a protocol adapter until its connection ends) holds no frame of it.
         self.gop.clear()
-        self._evicted.clear()
         self.session = None
         if reason is EndReason.REAPED:
             log.info("stream %s reaped: no frame for %g s", key, self._idle_timeout)
@@ -561,12 +368,6 @@ class Stream:
     def notify(self, event: StreamEvent) -> None:
         """Emit ``event`` to the application's event feed and the observer (for services)."""
         self._emit(event)
-
-    def replace_session(self) -> None:
-        """End the current session because a new publisher takes over (policy ``replace``)."""
-        session = self.session
-        if session is not None:
-            session.finish("replaced", PublisherReplaced(self.key.app, self.key.name))
 
     def _emit(self, event: StreamEvent) -> None:
         self._notify(event)

@@ -1,39 +1,29 @@
-"""A subscriber's end of a stream: a bounded channel of frames and its lag bookkeeping."""
+"""A subscriber's end of a stream for Python code: a bounded channel of frames to iterate.
+
+:class:`Subscription` is the :class:`~.fanout.Sink` that ``engine.subscribe`` gives: the stream's
+task puts frames into its bounded trio memory channel with ``send_nowait`` (never waiting), and
+the subscriber takes them with ``async for`` or :meth:`Subscription.next_batch`. What it missed
+and why it ended are on its :class:`~.fanout.Subscriber` record, mirrored as attributes here.
+
+Error policy: iteration never raises for a stream that ends; it stops, and ``end_reason`` says
+why. Nothing else is raised here.
+"""
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
+from .fanout import EndReason, Subscriber
 
 if TYPE_CHECKING:
     from .stream import Stream
 
 __all__ = ["EndReason", "Subscription"]
-
-# Delivery states, as small ints because the fan-out loop tests them per frame.
-LIVE = 0
-LAGGING = 1  # dropped frames; resumes on the next keyframe; drops are counted
-STARTING = 2  # joined with no cached GOP; starts on the next keyframe; nothing is counted
-
-
-class EndReason(enum.Enum):
-    """Why a subscription ended."""
-
-    UNSUBSCRIBED = "unsubscribed"
-    """The subscriber left (its ``subscribe`` block exited)."""
-    STREAM_ENDED = "stream-ended"
-    """The publisher left and did not come back within the reconnect grace."""
-    EVICTED = "evicted"
-    """It dropped more frames than the application's lag budget allows."""
-    REAPED = "reaped"
-    """The stream was reaped for idleness."""
-    SHUTDOWN = "shutdown"
-    """The engine (or the application) stopped."""
 
 
 class Subscription:
@@ -46,67 +36,105 @@ class Subscription:
     The channel is bounded (``AppSpec.subscriber_queue``). When it is full the stream does not
     wait: this subscriber drops frames until the next keyframe, ``dropped`` counts them, and the
     observer and event feed are told. ``next_batch`` hands over everything queued at once, so an
-    egress that has fallen behind can write several frames per send.
+    egress that has fallen behind can write several frames per send. The join-time frames are
+    released as soon as they have been handed over, whichever way the subscription is read.
     """
 
-    __slots__ = (
-        "id", "key", "credentials", "protocol", "_stream", "_send", "_receive", "_offer", "_replay",
-        "_replay_pos", "_state", "_gap_start", "_gap_dropped", "dropped", "lag_episodes", "end_reason",
-    )
+    __slots__ = ("subscriber", "_stream", "_send", "_receive", "_offer", "_replay", "_replay_pos")
 
-    def __init__(
-        self,
-        stream: Stream,
-        subscriber_id: int,
-        credentials: Credentials,
-        protocol: str,
-        capacity: int,
-        replay: list[Frame],
-        starts_on_keyframe: bool,
-    ) -> None:
-        self.id = subscriber_id
-        self.key: StreamKey = stream.key
-        self.credentials = credentials
-        self.protocol = protocol
+    def __init__(self, stream: Stream, capacity: int) -> None:
         self._stream = stream
         self._send, self._receive = trio.open_memory_channel[Frame](capacity)
         self._offer = self._send.send_nowait
-        self._replay = replay
+        self._replay: list[Frame] = []
         self._replay_pos = 0
-        self._state = LIVE if starts_on_keyframe or not stream.has_video else STARTING
-        # Seq of the first frame this subscriber missed (while starting: the first after joining).
-        self._gap_start = stream.next_seq
-        self._gap_dropped = 0
-        self.dropped = 0  # frames this subscriber missed because its queue was full
-        self.lag_episodes = 0  # how many times it fell behind and had to skip to a keyframe
-        self.end_reason: EndReason | None = None
+        self.subscriber: Subscriber = None  # type: ignore[assignment]  # set by Stream.add_subscriber
+
+    # --------------------------------------------------------------- the Subscriber record
+
+    @property
+    def id(self) -> int:
+        return self.subscriber.id
+
+    @property
+    def key(self) -> StreamKey:
+        return self.subscriber.key
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.subscriber.credentials
+
+    @property
+    def protocol(self) -> str:
+        return self.subscriber.protocol
+
+    @property
+    def dropped(self) -> int:
+        """Frames this subscriber missed because its queue was full (exact)."""
+        return self.subscriber.dropped
+
+    @property
+    def lag_episodes(self) -> int:
+        """How many times it fell behind and had to skip to a keyframe."""
+        return self.subscriber.lag_episodes
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self.subscriber.end_reason
+
+    @property
+    def lagging(self) -> bool:
+        return self.subscriber.lagging
 
     @property
     def stream(self) -> Stream:
         return self._stream
 
     @property
-    def lagging(self) -> bool:
-        return self._state == LAGGING
-
-    @property
     def queued(self) -> int:
-        """Frames waiting to be received (replay included)."""
+        """Frames waiting to be received (join-time frames included)."""
         return (len(self._replay) - self._replay_pos) + self._receive.statistics().current_buffer_used
+
+    # ------------------------------------------------------------------ the Sink side
+
+    def replay(self, frames: list[Frame]) -> None:
+        self._replay = frames
+        self._replay_pos = 0
+
+    def offer(self, frames: Sequence[Frame], start: int) -> int:
+        offer = self._offer
+        index = start
+        try:
+            for index in range(start, len(frames)):
+                offer(frames[index])
+        except trio.WouldBlock:
+            return index
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return len(frames)  # nobody reads any more: nothing is missed
+        return len(frames)
+
+    def close(self, reason: EndReason) -> None:
+        self._send.close()
+
+    # ------------------------------------------------------------------ the reader side
 
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Frame:
+    def _take_replay(self, limit: int) -> list[Frame]:
         replay = self._replay
-        if self._replay_pos < len(replay):
+        start = self._replay_pos
+        batch = replay[start : start + limit]
+        self._replay_pos = start + len(batch)
+        if self._replay_pos >= len(replay):  # release the join-time GOP once it is given
+            self._replay = []
+            self._replay_pos = 0
+        return batch
+
+    async def __anext__(self) -> Frame:
+        if self._replay_pos < len(self._replay):
             await trio.lowlevel.checkpoint()
-            frame = replay[self._replay_pos]
-            self._replay_pos += 1
-            if self._replay_pos >= len(replay):  # release the join-time GOP once it is given
-                self._replay = []
-                self._replay_pos = 0
-            return frame
+            return self._take_replay(1)[0]
         receive = self._receive
         try:
             return receive.receive_nowait()
@@ -124,16 +152,9 @@ class Subscription:
 
         Returns an empty list once the subscription has ended.
         """
-        replay = self._replay
-        if self._replay_pos < len(replay):
+        if self._replay_pos < len(self._replay):
             await trio.lowlevel.checkpoint()
-            start = self._replay_pos
-            batch = replay[start : start + limit]
-            self._replay_pos = start + len(batch)
-            if self._replay_pos >= len(replay):
-                self._replay = []
-                self._replay_pos = 0
-            return batch
+            return self._take_replay(limit)
         receive = self._receive
         try:
             batch = [await receive.receive()]
@@ -146,12 +167,8 @@ class Subscription:
             pass
         return batch
 
-    def _close_channel(self, reason: EndReason) -> None:
-        if self.end_reason is None:
-            self.end_reason = reason
-        self._send.close()
-
-    def _close(self) -> None:
+    def _detach(self) -> None:
+        """The reader is gone: close both ends and let go of every frame."""
         self._send.close()
         self._receive.close()
         self._replay = []

@@ -40,6 +40,7 @@ from typing import Any
 import trio
 
 from ..core.errors import RemoteProtocolError
+from ..kernel.pacing import Pacer
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
@@ -137,6 +138,7 @@ class HlsService:
         segmenter = HlsSegmenter(self.target_duration, self.window, name_template=f"{token}-{{sequence}}.ts")
         self.streams[base] = segmenter
         tracker = SessionTracker(stream)
+        pacer = Pacer()
         log.info("HLS packaging %s (segments of %g s, window %d)", stream.key, self.target_duration, self.window)
         bad_logged = False
         try:
@@ -150,6 +152,7 @@ class HlsService:
                         events += segmenter.discontinuity()
                     try:
                         events += segmenter.push(frame)
+                        await pacer.spend(len(frame.payload))
                     except RemoteProtocolError as exc:
                         self.bad_frames += 1
                         if not bad_logged:

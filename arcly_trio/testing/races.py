@@ -309,7 +309,7 @@ class EngineRaces:
             trailing = len(published) - 1 - positions[-1]
             assert sub.dropped <= missing + missing_start + trailing, (
                 sub.dropped, missing, missing_start, trailing)
-            if sub.end_reason is not None and sub._state == 0 and trailing == 0:
+            if sub.end_reason is not None and sub.subscriber._state == 0 and trailing == 0:
                 assert sub.dropped <= missing + missing_start
 
     # --------------------------------------------------------------- run

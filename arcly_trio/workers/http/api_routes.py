@@ -122,6 +122,11 @@ def health_document(engine: Engine, server: HttpServer | None = None) -> dict[st
         "applications": len(engine.applications()),
         "streams": len(engine.streams()),
         "publishers": engine.publisher_count,
+        "loop": {
+            "lag_ms": round(engine.loop_watch.recent(seconds=10) * 1000, 1),
+            "worst_ms": round(engine.loop_watch.worst * 1000, 1),
+            "lag_ms_per_second": [round(lag * 1000, 1) for lag in engine.loop_watch.per_second()],
+        },
     }
     if server is not None:
         document["http_connections"] = server.open_connections

@@ -247,11 +247,13 @@ class _Connection:
                 return
             first = False
             self.server.connections += 1
+            self.engine.activity.enter()
             self.ticket.busy()
             try:
                 keep_alive = await self._dispatch(event)
             finally:
                 self.server.connections -= 1
+                self.engine.activity.exit()
                 self.ticket.pending()
             if not keep_alive or self.engine.stopping:
                 return

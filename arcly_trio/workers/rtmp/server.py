@@ -66,7 +66,7 @@ from ...core.frame import Frame, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
 from ...kernel.subscription import EndReason, Subscription
-from ...media import amf0, flv
+from ...media import flv
 from ...protocols.rtmp import (
     CSID_AUDIO,
     CSID_DATA,
@@ -216,6 +216,7 @@ class RtmpServer:
             connection.session.close()
             if connection.busy:
                 self.connections -= 1
+                engine.activity.exit()
             await trio.aclose_forcefully(stream)
 
 
@@ -251,6 +252,7 @@ class _Connection:
         if not self.busy:
             self.busy = True
             self.server.connections += 1
+            self.engine.activity.enter()
             self.setup_deadline = math.inf
             if self.ticket is not None:
                 self.ticket.busy()
@@ -465,8 +467,6 @@ class _Connection:
         frame = flv.parse_data(event.timestamp, event.body)
         if frame is None:
             return
-        if frame.is_metadata:
-            _note_metadata(publisher, frame)
         await publisher.send(frame)
 
     # ------------------------------------------------------------------ play
@@ -563,9 +563,10 @@ class _Connection:
         """Write queued session output, then ``buffers``, under the connection's write lock.
 
         Fast path for the fan-out: when the lock is free it is taken without a checkpoint, and
-        the shared buffers go straight to the non-blocking socket with one ``writev`` (no join,
-        no copy); only what the kernel's send buffer did not take goes through ``send_all``
-        (which waits for room, within the write timeout).
+        the shared buffers go straight to the non-blocking socket with ``writev`` (no join, no
+        copy). What the kernel's send buffer did not take is written the same way as the socket
+        drains, still without copying; a socket that takes nothing for the write timeout
+        closes the connection.
         """
         await self._within_peer_bandwidth()
         lock = self.send_lock
@@ -577,18 +578,28 @@ class _Connection:
             pending = self.session.data_to_send()
             if pending:
                 buffers = [pending, *buffers]
-            total = sum(map(len, buffers))
-            try:
-                sent = os.writev(self.fd, buffers[:_IOV_MAX])
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"write failed: {exc}") from exc
-            if sent < total:
-                await self._send_all(_remainder(buffers, sent))
-            self.bytes_sent += total
+            self.bytes_sent += sum(map(len, buffers))
+            fd = self.fd
+            while True:
+                try:
+                    sent = os.writev(fd, buffers[:_IOV_MAX])
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"write failed: {exc}") from exc
+                buffers = _advance(buffers, sent)
+                if not buffers:
+                    return
+                await self._wait_writable()
         finally:
             lock.release()
+
+    async def _wait_writable(self) -> None:
+        timeout = self.server.write_timeout
+        with trio.move_on_after(timeout) as scope:
+            await trio.lowlevel.wait_writable(self.stream.socket)
+        if scope.cancelled_caught:
+            raise _Timeout(f"a write blocked for {timeout:g} s (the peer does not read)")
 
     async def _within_peer_bandwidth(self) -> None:
         """Honour the peer's Set Peer Bandwidth: with more than that many bytes sent and not
@@ -607,17 +618,16 @@ _UNPUBLISHED = object()
 _REFUSED = object()
 
 
-def _remainder(buffers: list[bytes | memoryview], sent: int) -> bytes:
-    """What of ``buffers`` is left after the first ``sent`` bytes (joined: the slow path)."""
-    rest: list[bytes | memoryview] = []
-    for buffer in buffers:
+def _advance(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """``buffers`` less their first ``sent`` bytes (views into the same memory: no copy)."""
+    if not sent:
+        return buffers
+    for index, buffer in enumerate(buffers):
         size = len(buffer)
-        if sent >= size:
-            sent -= size
-            continue
-        rest.append(memoryview(buffer)[sent:] if sent else buffer)
-        sent = 0
-    return b"".join(rest)
+        if sent < size:
+            return [memoryview(buffer)[sent:], *buffers[index + 1 :]]
+        sent -= size
+    return []
 
 
 def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -633,26 +643,3 @@ def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseExcepti
     while isinstance(rest, BaseExceptionGroup):
         rest = rest.exceptions[0]
     return rest
-
-
-def _note_metadata(publisher: Publisher, frame: Frame) -> None:
-    """Fill the stream's info from onMetaData (resolution, frame rate, audio)."""
-    try:
-        values = amf0.decode(frame.payload)
-    except ProtocolError:
-        return
-    if len(values) < 2 or not isinstance(values[1], dict):
-        return
-    meta = values[1]
-    info = publisher.info
-    info.metadata = {str(k): v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
-    width, height, fps = meta.get("width"), meta.get("height"), meta.get("framerate")
-    if isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0:
-        info.width, info.height = int(width), int(height)
-    if isinstance(fps, (int, float)) and fps > 0:
-        info.framerate = float(fps)
-    rate, stereo = meta.get("audiosamplerate"), meta.get("stereo")
-    if isinstance(rate, (int, float)) and rate > 0:
-        info.audio_sample_rate = int(rate)
-    if isinstance(stereo, bool):
-        info.audio_channels = 2 if stereo else 1

@@ -1,0 +1,173 @@
+"""What a stream carries, derived once from its frames, whatever the publisher (sans-IO).
+
+:class:`MediaProbe` watches a stream's frames and keeps a :class:`StreamInfo` up to date:
+
+* the codecs, and from the config records: the coded size of H.264, HEVC and AV1 video (VP9
+  from its first keyframe is not read here), the codec string (RFC 6381 / WebCodecs), the audio
+  sample rate and channel count of AAC (AudioSpecificConfig) and Opus (OpusHead);
+* the frame rate, from the video timestamps (the median frame interval of the last frames);
+* the onMetaData fields (decoded once per metadata frame, scalars only, bounded), which fill in
+  what the configs do not say (a publisher's metadata is advice; the configs are the truth).
+
+RTMP, WebSocket, relays and the built-in demo all publish frames, so every stream gets the same
+info in ``/api/streams``. The probe looks at configs and metadata (rare) and reads one integer
+per video frame; it never decodes media.
+
+Error policy: never raises: a config or metadata that does not parse leaves the info as it was.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+
+from ..core.errors import RemoteProtocolError
+from ..core.frame import Frame, FrameKind
+from . import amf0
+from .codec_strings import decoder_parameters
+
+__all__ = ["StreamInfo", "MediaProbe", "METADATA_FIELDS", "METADATA_TEXT"]
+
+#: The most onMetaData fields kept (scalars only) and the longest text value kept.
+METADATA_FIELDS = 64
+METADATA_TEXT = 256
+
+_INTERVALS = 32
+
+
+@attrs.define
+class StreamInfo:
+    """What is known about a stream's content and its current publisher."""
+
+    protocol: str = ""
+    peer: tuple[str, int] | None = None
+    started_at: float = 0.0
+    """Wall-clock time (``time.time()``) the current publish session began."""
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    video_codec_string: str | None = None
+    audio_codec_string: str | None = None
+    width: int | None = None
+    height: int | None = None
+    framerate: float | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    metadata: dict[str, object] = attrs.field(factory=dict)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value == value and 0 < value < 1e9 else None
+
+
+class MediaProbe:
+    """Keeps one :class:`StreamInfo` up to date from the frames of a stream."""
+
+    __slots__ = ("info", "_intervals", "_last_dts", "_from_config")
+
+    def __init__(self, info: StreamInfo | None = None) -> None:
+        self.info = info if info is not None else StreamInfo()
+        self._intervals: deque[int] = deque(maxlen=_INTERVALS)
+        self._last_dts: int | None = None
+        self._from_config: set[str] = set()  # fields the configs gave (metadata may not override)
+
+    def reset(self, info: StreamInfo) -> None:
+        """A new publish session: start over with ``info``."""
+        self.info = info
+        self._intervals.clear()
+        self._last_dts = None
+        self._from_config = set()
+
+    def push(self, frame: Frame) -> None:
+        """Look at the stream's next frame."""
+        kind = frame.kind
+        if frame.config:
+            if kind is FrameKind.DATA:
+                self._metadata(frame.payload)
+            else:
+                self._config(frame)
+            return
+        info = self.info
+        if kind is FrameKind.VIDEO:
+            if info.video_codec is None:
+                info.video_codec = frame.codec
+            if frame.track == 0:
+                self._timestamp(frame.dts)
+        elif kind is FrameKind.AUDIO and info.audio_codec is None:
+            info.audio_codec = frame.codec
+
+    def _timestamp(self, dts: int) -> None:
+        last = self._last_dts
+        self._last_dts = dts
+        if last is None:
+            return
+        step = dts - last
+        if 0 < step <= 1000:
+            self._intervals.append(step)
+            if len(self._intervals) >= 4:
+                ordered = sorted(self._intervals)
+                median = ordered[len(ordered) // 2]
+                self.info.framerate = round(1000 / median, 3)
+                self._from_config.add("framerate")
+
+    def _config(self, frame: Frame) -> None:
+        info = self.info
+        video = frame.kind is FrameKind.VIDEO
+        if frame.track != 0:
+            return
+        if video:
+            info.video_codec = frame.codec
+        else:
+            info.audio_codec = frame.codec
+        try:
+            params = decoder_parameters(frame.codec, frame.payload)
+        except RemoteProtocolError:
+            return
+        if video:
+            info.video_codec_string = params.codec
+            if params.coded_width and params.coded_height:
+                info.width, info.height = params.coded_width, params.coded_height
+                self._from_config |= {"width", "height"}
+        else:
+            info.audio_codec_string = params.codec
+            if params.sample_rate:
+                info.audio_sample_rate = params.sample_rate
+                self._from_config.add("sample_rate")
+            if params.channels:
+                info.audio_channels = params.channels
+                self._from_config.add("channels")
+
+    def _metadata(self, payload: bytes) -> None:
+        try:
+            values = amf0.decode(payload)
+        except RemoteProtocolError:
+            return
+        fields = next((value for value in values if isinstance(value, dict)), None)
+        if fields is None:
+            return
+        kept: dict[str, object] = {}
+        for name, value in fields.items():
+            if len(kept) >= METADATA_FIELDS:
+                break
+            if isinstance(value, str):
+                kept[str(name)[:METADATA_TEXT]] = value[:METADATA_TEXT]
+            elif isinstance(value, (bool, int, float)):
+                kept[str(name)[:METADATA_TEXT]] = value
+        info = self.info
+        info.metadata = kept
+        given = self._from_config
+        width, height = _number(fields.get("width")), _number(fields.get("height"))
+        if width and height and "width" not in given:
+            info.width, info.height = int(width), int(height)
+        rate = _number(fields.get("framerate")) or _number(fields.get("fps"))
+        if rate and "framerate" not in given:
+            info.framerate = rate
+        sample_rate = _number(fields.get("audiosamplerate"))
+        if sample_rate and "sample_rate" not in given:
+            info.audio_sample_rate = int(sample_rate)
+        stereo: Any = fields.get("stereo")
+        if isinstance(stereo, bool) and "channels" not in given:
+            info.audio_channels = 2 if stereo else 1
