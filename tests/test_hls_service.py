@@ -21,15 +21,13 @@ from arcly_trio.storage import AppendHandle, MemoryStorage, StorageError
 
 
 @asynccontextmanager
-async def packaging(hls: HlsService, *apps: AppSpec, janitor: bool = True) -> AsyncIterator[Engine]:
+async def packaging(hls: HlsService, *apps: AppSpec) -> AsyncIterator[Engine]:
+    """An engine with ``hls`` as a service (the engine runs its janitor)."""
     builder = Engine.builder().service(hls)
     for app in apps or (AppSpec("live", hls=True),):
         builder.application(app)
-    async with builder.build() as engine, trio.open_nursery() as nursery:
-        if janitor:
-            await nursery.start(hls.serve)
+    async with builder.build() as engine:
         yield engine
-        nursery.cancel_scope.cancel()
 
 
 async def publish(engine: Engine, key: str, frames: list[Frame], *, realtime: bool = False, **kw: Any) -> None:

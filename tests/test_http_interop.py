@@ -57,7 +57,7 @@ async def full_server(tmp_path: Path, observer: CountingObserver | None = None) 
     hls = HlsService()
     recorder = FlvRecorder(tmp_path / "recordings")
     rtmp = RtmpServer("127.0.0.1", 0)
-    http = HttpServer("127.0.0.1", 0, hls=hls)
+    http = HttpServer("127.0.0.1", 0)
     builder = (
         Engine.builder()
         .application(AppSpec("live", hls=True, record=True))
@@ -223,7 +223,7 @@ async def test_recording_survives_a_graceful_server_shutdown(tmp_path: Path) -> 
     recorder = FlvRecorder(tmp_path / "recordings")
     rtmp = RtmpServer("127.0.0.1", 0)
     engine = (Engine.builder().application(AppSpec("live", record=True, hls=True)).protocol(rtmp)
-              .protocol(HttpServer("127.0.0.1", 0, hls=hls)).service(hls).service(recorder)
+              .protocol(HttpServer("127.0.0.1", 0)).service(hls).service(recorder)
               .observer(observer).build())
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:

@@ -24,7 +24,7 @@ from arcly_trio.services import HlsService
 @asynccontextmanager
 async def serving(*apps: AppSpec, hls: bool = True, **options: Any) -> AsyncIterator[tuple[Engine, HttpServer]]:
     service = HlsService() if hls else None
-    server = HttpServer("127.0.0.1", 0, hls=service, **options)
+    server = HttpServer("127.0.0.1", 0, **options)
     builder = Engine.builder().protocol(server)
     for app in apps or (AppSpec("live", hls=True),):
         builder.application(app)
@@ -194,7 +194,7 @@ async def test_path_traversal_is_refused(target: str, tmp_path) -> None:  # type
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_bytes(b"root:x:0:0")
     service = HlsService(FileStorage(tmp_path / "hls"))
-    server = HttpServer("127.0.0.1", 0, hls=service)
+    server = HttpServer("127.0.0.1", 0)
     engine = Engine.builder().application(AppSpec("live", hls=True)).protocol(server).service(service).build()
     async with engine:
         request = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()

@@ -215,3 +215,32 @@ def test_any_key_is_valid_and_inside_the_root_or_refused(tmp_path: Path, key: st
             await backend.delete(key)
 
     trio.run(run)
+
+
+async def test_file_io_does_not_stall_the_event_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A slow disk (here: a write that takes 0.3 s) holds a worker thread, not the event loop:
+    other tasks keep running meanwhile. Mutant killed: blocking file I/O in ``async def``."""
+    import time
+
+    from arcly_trio.storage import FileStorage
+
+    class SlowDisk(FileStorage):
+        def _put(self, key: str, data: bytes) -> None:
+            time.sleep(0.3)
+            super()._put(key, data)
+
+    storage = SlowDisk(tmp_path)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        await storage.put("a/b.ts", b"x")
+        nursery.cancel_scope.cancel()
+    assert ticks >= 5, ticks
+    assert await storage.get("a/b.ts") == b"x"

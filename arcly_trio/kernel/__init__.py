@@ -10,7 +10,8 @@ from ..core.errors import __all__ as _errors_all
 from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
 from ..media.probe import StreamInfo
-from .application import Application, StreamService
+from .application import Application
+from .service import StreamService
 from .auth import AllowAll, Authenticator, TokenAuthenticator
 from .engine import Engine, EngineBuilder, ProtocolWorker
 from .events import *  # noqa: F403

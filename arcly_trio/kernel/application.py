@@ -29,6 +29,7 @@ from ..core.keys import Credentials, StreamKey
 from .events import EventBus, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
 from .publish import PublishSession
+from .service import StreamService
 from .spec import AppSpec, Takeover
 from .stream import Stream
 from .subscription import Subscription
@@ -36,23 +37,6 @@ from .subscription import Subscription
 __all__ = ["Application", "AppHost", "StreamService"]
 
 log = logging.getLogger("arcly_trio.app")
-
-
-class StreamService(Protocol):
-    """Per-stream work (HLS packaging, recording...) that the engine runs for every stream.
-
-    When an application that the service ``applies_to`` creates a stream, the engine subscribes
-    the service to it at once (protocol ``name``, queue ``capacity``: it sees every frame from
-    the first) and runs ``serve_stream`` in the application's nursery until the subscription
-    ends. An exception from ``serve_stream`` is logged; it never disturbs the stream.
-    """
-
-    name: str
-    capacity: int
-
-    def applies_to(self, spec: AppSpec) -> bool: ...
-
-    async def serve_stream(self, stream: Stream, subscription: Subscription) -> None: ...
 
 
 class AppHost(Protocol):

@@ -41,12 +41,13 @@ from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
 from ..core.text import printable
 from .activity import Activity
-from .application import Application, StreamService
+from .application import Application
 from .auth import AllowAll, Authenticator
 from .events import EventFeed, StreamEvent
 from .fanout import Sink, Subscriber
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
+from .service import StreamService
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
@@ -252,6 +253,10 @@ class Engine:
                     self._state = "running"
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
+                        for service in self.services:
+                            run = getattr(service, "run", None)
+                            if run is not None:
+                                await nursery.start(run, self, name=f"service {service.name}")
                         for spec in self._initial_apps:
                             await self._start_app(spec)
                         for index, worker in enumerate(self._workers):

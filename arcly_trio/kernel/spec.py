@@ -52,8 +52,10 @@ class AppSpec:
             a video frame and deliver them with the next one (0 = off). Subscribers are then
             woken once per video frame instead of once per frame; audio waits at most one
             video frame interval (and never more than 100 ms).
-        hls: package this application's streams as HLS (used by the HTTP egress).
-        record: record every publish session of this application as FLV.
+        services: the names of the stream services that apply to this application (a
+            service named ``"hls"`` packages its streams as HLS when ``"hls"`` is listed...).
+        hls: shorthand for ``"hls"`` in ``services``.
+        record: shorthand for ``"record"`` in ``services``.
     """
 
     name: str = attrs.field(kw_only=False)
@@ -65,8 +67,13 @@ class AppSpec:
     reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
     ingest_queue: int = attrs.field(default=64, validator=_positive)
     audio_hold: int = attrs.field(default=8, validator=_non_negative)
+    services: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     hls: bool = False
     record: bool = False
+
+    def uses(self, service: str) -> bool:
+        """Whether the stream service named ``service`` applies to this application."""
+        return service in self.services or (service == "hls" and self.hls) or (service == "record" and self.record)
 
     @name.validator
     def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:

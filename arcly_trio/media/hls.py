@@ -197,6 +197,11 @@ class HlsSegmenter:
         self.ignored_frames = 0
         #: Frames that could not be written (waiting for a keyframe or for a new segment).
         self.dropped_frames = 0
+        self.carried: set[str] = set()
+        """What the segments carry (``"h264 video"``, ``"aac audio"``...)."""
+        self.left_out: dict[str, int] = {}
+        """What MPEG-TS cannot carry and was left out (``"opus audio"``, ``"video track 1"``...),
+        with the number of frames."""
 
         self._target_ms = target_duration * 1000
         self._max_ms = max_segment_duration * 1000
@@ -262,15 +267,21 @@ class HlsSegmenter:
             return []
         if frame.track != 0:
             self.ignored_frames += 1
+            self._leave_out(f"{kind.value} track {frame.track}")
             return []
         supported = SUPPORTED_VIDEO_CODECS if kind is FrameKind.VIDEO else SUPPORTED_AUDIO_CODECS
         if frame.codec not in supported:
             self.ignored_frames += 1
+            self._leave_out(f"{frame.codec} {kind.value}")
             return []
+        self.carried.add(f"{frame.codec} {kind.value}")
         if frame.config:
             self._push_config(frame)
             return []
         return self._push_media(frame)
+
+    def _leave_out(self, what: str) -> None:
+        self.left_out[what] = self.left_out.get(what, 0) + 1
 
     def _push_config(self, frame: Frame) -> None:
         kind = frame.kind

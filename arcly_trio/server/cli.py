@@ -19,6 +19,7 @@ from functools import partial
 
 import trio
 
+from ..core.excgroups import leaves
 from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
 from ..kernel.engine import Engine
 from ..kernel.throttle import AuthThrottle
@@ -140,7 +141,7 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
     if args.http_port >= 0:
         hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
         http = HttpServer(
-            args.host, args.http_port, hls=hls,
+            args.host, args.http_port,
             max_connections=args.max_connections,
             max_pending_per_address=args.max_idle_per_ip,
             max_per_address=per_ip,
@@ -207,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _lone_os_error(exc: BaseException) -> OSError | None:
     """The OSError that ``exc`` is, or is the only leaf of (an exception group); else None."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        found = leaves(exc)
+        exc = found[0] if len(found) == 1 else exc
     return exc if isinstance(exc, OSError) else None
 
 

@@ -17,7 +17,7 @@ from ..kernel.engine import Engine
 from ..core.errors import PublishEnded, StreamError
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
-from ..media import flv
+from ..media import amf0, flv
 
 __all__ = ["demo_frames", "publish_demo"]
 
@@ -27,10 +27,26 @@ LOOP_MS = 10_000
 """The clip's length: 300 video frames at 30 fps (whole GOPs, so it loops on a keyframe)."""
 
 
+#: onMetaData fields of a file that a live stream must not announce (players would show a
+#: 10 s duration, rtmpdump would report an incomplete download).
+FILE_ONLY_METADATA = frozenset({"duration", "filesize", "lasttimestamp", "lastkeyframetimestamp"})
+
+
+def live_metadata(frame: Frame) -> Frame:
+    """``frame`` (an onMetaData frame of a file) as a live stream's: without the fields that
+    describe the file (duration, size)."""
+    name, fields = amf0.decode(frame.payload)[:2]
+    if not isinstance(fields, dict):
+        return frame
+    kept = amf0.ECMAArray({k: v for k, v in fields.items() if k not in FILE_ONLY_METADATA})
+    return Frame(frame.kind, frame.codec, frame.pts, frame.dts, amf0.encode(name, kept), config=True)
+
+
 def demo_frames() -> list[Frame]:
-    """The frames of the shipped demo clip, in file order (metadata and configs first)."""
+    """The frames of the shipped demo clip, in file order (metadata and configs first), with
+    live metadata (see :func:`live_metadata`)."""
     data = resources.files("arcly_trio.server").joinpath("assets/demo.flv").read_bytes()
-    return flv.read_frames(data)
+    return [live_metadata(frame) if frame.is_metadata else frame for frame in flv.read_frames(data)]
 
 
 async def publish_demo(

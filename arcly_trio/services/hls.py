@@ -18,9 +18,10 @@ stream ends the playlist gets ``EXT-X-ENDLIST``; ``delete_delay`` seconds later 
 and its segments are deleted (the playlist only if no newer stream of the same name took it
 over meanwhile).
 
-Deletions are run by :meth:`HlsService.serve`, a small janitor task. The HTTP server starts it
-for the service it is given; without it, stream tasks run the deletions that fall due while
-they are alive, and the final clean-up of ended streams waits for a janitor.
+Deletions are run by :meth:`HlsService.run`, a small janitor task the engine starts (see
+:mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
+they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
+(:mod:`.hls_routes`) come with the service: :meth:`HlsService.install_routes`.
 
 Error policy: nothing here ever ends a stream. A frame the segmenter rejects (malformed codec
 bytes) is dropped and counted in ``bad_frames``; a storage failure is logged and counted in
@@ -40,11 +41,14 @@ from typing import Any
 import trio
 
 from ..core.errors import RemoteProtocolError
+from ..core.keys import StreamKey
+from ..kernel.fanout import EndReason
 from ..kernel.pacing import Pacer
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
 from ..media.hls import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 from ._session import SessionTracker
 
@@ -67,6 +71,9 @@ class HlsService:
         all_apps: package every application's streams, not only those with ``AppSpec.hls``.
         capacity: the service's subscription queue (frames); it drops to the next keyframe
             only if storage stalls for that long.
+        linger: when the server shuts down, seconds the final playlists (with
+            ``#EXT-X-ENDLIST``) are still served, so players end cleanly (default: one target
+            duration); the engine's shutdown grace bounds it.
     """
 
     name = "hls"
@@ -80,6 +87,7 @@ class HlsService:
         delete_delay: float | None = None,
         all_apps: bool = False,
         capacity: int = 2048,
+        linger: float | None = None,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if delete_delay is not None and delete_delay < 0:
@@ -90,6 +98,7 @@ class HlsService:
         self.delete_delay = window * target_duration if delete_delay is None else delete_delay
         self.all_apps = all_apps
         self.capacity = capacity
+        self.linger = target_duration if linger is None else linger
         self.bad_frames = 0
         """Frames the segmenter rejected (malformed codec bytes), over all streams."""
         self.storage_errors = 0
@@ -106,7 +115,7 @@ class HlsService:
     # ------------------------------------------------------------------------- lookups
 
     def applies_to(self, spec: AppSpec) -> bool:
-        return self.all_apps or spec.hls
+        return self.all_apps or spec.uses(self.name)
 
     @staticmethod
     def playlist_key(app: str, stream: str) -> str:
@@ -151,7 +160,12 @@ class HlsService:
                     if tracker.starts_session(stream, frame):
                         events += segmenter.discontinuity()
                     try:
+                        left_out = len(segmenter.left_out)
                         events += segmenter.push(frame)
+                        if len(segmenter.left_out) != left_out:
+                            log.warning("HLS (MPEG-TS) of %s cannot carry %s: it is left out of the "
+                                        "segments (ffmpeg and browsers see the other tracks only)",
+                                        stream.key, ", ".join(sorted(segmenter.left_out)))
                         await pacer.spend(len(frame.payload))
                     except RemoteProtocolError as exc:
                         self.bad_frames += 1
@@ -165,6 +179,11 @@ class HlsService:
             await self._apply(base, segmenter, segmenter.finish())
             log.info("HLS of %s ended (%s)", stream.key,
                      subscription.end_reason.value if subscription.end_reason else "ended")
+            if subscription.end_reason is EndReason.SHUTDOWN and self.linger:
+                # The server is stopping: give players a moment to read the final playlist
+                # (#EXT-X-ENDLIST) so they end cleanly; the engine's shutdown waits for this
+                # task within its grace.
+                await trio.sleep(self.linger)
         finally:
             if self.streams.get(base) is segmenter:
                 del self.streams[base]
@@ -218,9 +237,26 @@ class HlsService:
             except StorageError as exc:
                 self._storage_failed("delete", key, exc)
 
-    async def serve(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    def install_routes(self, router: Router) -> None:
+        """Serve the playlists and segments over HTTP (see :mod:`.hls_routes`)."""
+        from . import hls_routes
+
+        hls_routes.install(self, router)
+
+    def stream_urls(self, key: StreamKey) -> dict[str, str]:
+        return {"hls": f"/{key.app}/{key.name}/{PLAYLIST}"}
+
+    def stream_status(self, key: StreamKey) -> dict[str, object]:
+        """What the HLS of ``key`` carries, for ``/api/streams``: never a silent drop."""
+        segmenter = self.streams.get(f"{key.app}/{key.name}")
+        if segmenter is None:
+            return {}
+        return {"hls_tracks": {"variant": "ts", "carried": sorted(segmenter.carried),
+                        "left_out": sorted(segmenter.left_out)}}
+
+    async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the janitor that deletes expired segments and ended streams' files, until
-        cancelled. Usable as a protocol worker too (``engine`` is ignored)."""
+        cancelled (the engine starts it, see :mod:`arcly_trio.kernel.service`)."""
         self._janitors += 1
         try:
             task_status.started()

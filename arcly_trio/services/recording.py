@@ -136,7 +136,7 @@ class FlvRecorder:
         """Recordings stopped by a storage error."""
 
     def applies_to(self, spec: AppSpec) -> bool:
-        return self.all_apps or spec.record
+        return self.all_apps or spec.uses(self.name)
 
     def file_path(self, path: str) -> str:
         """Where a recording's storage key is on disk (for a :class:`FileStorage`), else the key."""

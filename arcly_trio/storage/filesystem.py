@@ -6,9 +6,10 @@ that no valid key can take, and that ``list`` skips), is flushed (and ``fsync``-
 (recordings must be readable while they grow and complete after a crash): every ``flush``
 hands the bytes to the operating system, so they survive the death of this process.
 
-File I/O is synchronous and short (no threads): each call does a bounded amount of work and
-then yields to trio once. Keep objects reasonably small (segments, playlists) or append them
-in batches (recordings).
+File I/O runs in worker threads (``trio.to_thread.run_sync``), at most ``max_threads`` at a time
+per storage (a ``CapacityLimiter``: other calls wait their turn in trio), so a slow disk never
+stalls the event loop and the streams on it. A call already handed to a thread finishes even if
+its caller is cancelled (the call then raises ``Cancelled`` after the I/O is done).
 
 Keys never escape ``root``: :func:`~.base.check_key` refuses absolute keys, ``..`` and hidden
 names, and the resolved path of every key is checked to lie under the resolved root (a symlink
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from io import BufferedWriter
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -32,11 +35,13 @@ from .base import AppendHandle, InvalidStorageKey, StorageError, StorageNotFound
 
 __all__ = ["FileStorage"]
 
+T = TypeVar("T")
+
 
 class FileStorage:
     """Objects as files under ``root`` (created if missing)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, max_threads: int = 4) -> None:
         try:
             path = Path(root)
             path.mkdir(parents=True, exist_ok=True)
@@ -44,6 +49,11 @@ class FileStorage:
         except OSError as exc:
             raise StorageError(f"cannot use {str(root)!r} as a storage directory: {exc}") from exc
         self.fsync = fsync
+        self._limiter = trio.CapacityLimiter(max_threads)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread (at most ``max_threads`` at once)."""
+        return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
@@ -69,6 +79,9 @@ class FileStorage:
         self.path_of(key)
 
     async def put(self, key: str, data: bytes) -> None:
+        await self._run(self._put, key, data)
+
+    def _put(self, key: str, data: bytes) -> None:
         path = self.path_of(key)
         self._make_parent(key, path)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -85,20 +98,23 @@ class FileStorage:
             except OSError:
                 pass
             raise StorageError(f"cannot write {key!r}: {exc}") from exc
-        await trio.lowlevel.checkpoint()
 
     async def get(self, key: str) -> bytes:
+        return await self._run(self._get, key)
+
+    def _get(self, key: str) -> bytes:
         path = self.path_of(key)
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise StorageNotFound(key) from None
         except OSError as exc:
             raise StorageError(f"cannot read {key!r}: {exc}") from exc
-        await trio.lowlevel.checkpoint()
-        return data
 
     async def delete(self, key: str) -> None:
+        await self._run(self._delete, key)
+
+    def _delete(self, key: str) -> None:
         path = self.path_of(key)
         try:
             path.unlink(missing_ok=True)
@@ -114,10 +130,12 @@ class FileStorage:
             except OSError:
                 break
             parent = parent.parent
-        await trio.lowlevel.checkpoint()
 
     async def list(self, prefix: str = "") -> list[str]:
         check_prefix(prefix)
+        return await self._run(self._list, prefix)
+
+    def _list(self, prefix: str) -> list[str]:
         # Walk only the directory the prefix names (its part up to the last "/").
         base = prefix.rpartition("/")[0]
         start = self.root.joinpath(*base.split("/")) if base else self.root
@@ -136,48 +154,58 @@ class FileStorage:
                         keys.append(key)
         except OSError as exc:
             raise StorageError(f"cannot list {prefix!r}: {exc}") from exc
-        await trio.lowlevel.checkpoint()
         return sorted(keys)
 
     async def open_append(self, key: str) -> AppendHandle:
+        return await self._run(self._open_append, key)
+
+    def _open_append(self, key: str) -> AppendHandle:
         path = self.path_of(key)
         self._make_parent(key, path)
         try:
             file = open(path, "ab")
         except OSError as exc:
             raise StorageError(f"cannot open {key!r} for appending: {exc}") from exc
-        await trio.lowlevel.checkpoint()
-        return _FileAppender(key, file, self.fsync)
+        return _FileAppender(key, file, self.fsync, self._run)
 
 
 class _FileAppender:
-    """A file opened for appending; ``flush`` pushes the buffer to the operating system."""
+    """A file opened for appending; ``flush`` pushes the buffer to the operating system. Every
+    call runs in the storage's worker threads."""
 
-    def __init__(self, key: str, file: BufferedWriter, fsync: bool) -> None:
+    def __init__(self, key: str, file: BufferedWriter, fsync: bool,
+                 run: Callable[..., Awaitable[Any]]) -> None:
         self.key = key
         self._file = file
         self._fsync = fsync
+        self._run = run
 
     async def write(self, data: bytes) -> None:
+        await self._run(self._write, data)
+
+    def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except (OSError, ValueError) as exc:  # ValueError: the file is closed
             raise StorageError(f"cannot write {self.key!r}: {exc}") from exc
-        await trio.lowlevel.checkpoint()
 
     async def flush(self) -> None:
+        await self._run(self._flush)
+
+    def _flush(self) -> None:
         try:
             self._file.flush()
             if self._fsync:
                 os.fsync(self._file.fileno())
         except (OSError, ValueError) as exc:
             raise StorageError(f"cannot flush {self.key!r}: {exc}") from exc
-        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
+        await self._run(self._close)
+
+    def _close(self) -> None:
         file = self._file
         if file.closed:
-            await trio.lowlevel.checkpoint()
             return
         try:
             file.flush()
@@ -190,4 +218,3 @@ class _FileAppender:
                 file.close()
             except OSError:
                 pass
-        await trio.lowlevel.checkpoint()

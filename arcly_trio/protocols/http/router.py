@@ -16,16 +16,17 @@ Registering a malformed pattern raises ``ValueError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
 from ...core.errors import RemoteProtocolError
+from ...core.keys import Credentials
 
-__all__ = ["BadRequest", "HttpRequest", "Handler", "Route", "Router", "parse_target"]
+__all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target"]
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -108,9 +109,36 @@ class HttpRequest:
         return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
 
 
+    def credentials(self, protocol: str) -> Credentials:
+        """What the client presented, for the engine's authorization: ``?token=`` (or
+        ``?sign=``, as Node-Media-Server names it), its address and its whole query."""
+        query = self.query
+        token = query.get("token") or query.get("sign") or None
+        return Credentials(token=token, peer=self.peer, query=query, protocol=protocol)
+
+
+class Responder(Protocol):
+    """What a route handler answers through (the HTTP worker's ``Exchange`` is one).
+
+    Services that install routes (``install_routes``) use only this, so they need nothing of
+    the worker: ``engine`` to authorize and find streams, ``respond``/``error``/``json`` for
+    whole responses.
+    """
+
+    engine: Any
+
+    async def respond(self, status: int, body: bytes = b"", *, content_type: str = ...,
+                      headers: Iterable[tuple[str, str]] = ..., close: bool = ...) -> None: ...
+
+    async def error(self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = ...,
+                    close: bool = ...) -> None: ...
+
+    async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ...) -> None: ...
+
+
 Handler = Callable[[HttpRequest, Any], Awaitable[None]]
-"""A route handler: ``await handler(request, exchange)`` (the worker's ``Exchange``)."""
-"""A route handler: ``await handler(request, exchange)`` answers through ``exchange``."""
+"""A route handler: ``await handler(request, responder)`` answers through the
+:class:`Responder` (the worker's ``Exchange``, which can also stream and upgrade)."""
 
 
 @attrs.frozen

@@ -5,6 +5,7 @@
 """
 
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
-from .server import ClientGone, Exchange, HttpServer
+from .exchange import ClientGone, Exchange
+from .server import HttpServer
 
 __all__ = ["HttpServer", "Router", "HttpRequest", "Exchange", "BadRequest", "ClientGone", "parse_target"]

@@ -2,7 +2,7 @@
 
 ``/api/streams``::
 
-    {"apps": [{"name": "live", "hls": true, "record": false, "streams": [
+    {"apps": [{"name": "live", "services": ["hls"], "hls": true, "record": false, "streams": [
         {"name": "demo", "key": "live/demo", "publishing": true,
          "publisher": {"protocol": "rtmp", "address": "127.0.0.1", "port": 50412,
                        "started_at": 1714564800.0},
@@ -12,13 +12,16 @@
                    "bitrate": 128000.0, "frames": 430},
          "subscribers": {"total": 3, "by_protocol": {"http-flv": 2, "hls": 1}},
          "drops": 0, "bytes": 1234567, "uptime": 12.5,
-         "hls": "/live/demo/index.m3u8", "flv": "/live/demo.flv"}]}],
+         "flv": "/live/demo.flv", "frames": "/live/demo/frames",
+         "hls": "/live/demo/index.m3u8"}]}],
      "streams": 1, "publishers": 1}
 
 ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
-``uptime`` is in seconds; ``width``, ``height``, ``framerate``, ``sample_rate`` and
-``channels`` come from the publisher's metadata when the protocol adapter filled them in
-(``null`` otherwise); ``video``/``audio`` are ``null`` for a track not seen. ``/api/health`` answers ``200``
+``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
+``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
+configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
+track not seen. The per-stream paths come from the egress routes and from every stream service
+that applies to the application (``stream_urls``: ``hls``...; ``stream_status``: ``hls_tracks`` says what the HLS variant carries and what it leaves out). ``/api/health`` answers ``200``
 ``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
 a graceful shutdown.
 """
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ...kernel.application import Application
 from ...kernel.stream import Stream
 from ...protocols.http.router import HttpRequest
-from .server import Exchange
+from .exchange import Exchange
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -49,8 +52,9 @@ def _number(value: float) -> float:
     return round(value, 3) if math.isfinite(value) else 0.0
 
 
-def stream_document(stream: Stream, *, hls: bool = False) -> dict[str, Any]:
-    """One stream as ``/api/streams`` shows it."""
+def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) -> dict[str, Any]:
+    """One stream as ``/api/streams`` shows it (``urls``: what the services add for it, their
+    paths and their status: ``hls`` and ``hls_status``...)."""
     stats = stream.stats()
     info = stats.info
     key = stats.key
@@ -72,11 +76,14 @@ def stream_document(stream: Stream, *, hls: bool = False) -> dict[str, Any]:
         "bytes": stats.bytes_total,
         "uptime": _number(stats.uptime),
         "flv": f"/{key.app}/{key.name}.flv",
-        "hls": f"/{key.app}/{key.name}/index.m3u8" if hls else None,
+        "frames": f"/{key.app}/{key.name}/frames",
+        "hls": None,
+        **(urls or {}),
     }
     if info.video_codec is not None or stats.video_frames_total:
         document["video"] = {
             "codec": info.video_codec,
+            "codec_string": info.video_codec_string,
             "width": info.width,
             "height": info.height,
             "framerate": info.framerate,
@@ -87,6 +94,7 @@ def stream_document(stream: Stream, *, hls: bool = False) -> dict[str, Any]:
     if info.audio_codec is not None or stats.audio_frames_total:
         document["audio"] = {
             "codec": info.audio_codec,
+            "codec_string": info.audio_codec_string,
             "sample_rate": info.audio_sample_rate,
             "channels": info.audio_channels,
             "fps": _number(stats.audio_fps),
@@ -96,19 +104,31 @@ def stream_document(stream: Stream, *, hls: bool = False) -> dict[str, Any]:
     return document
 
 
-def _app_document(app: Application, server: HttpServer | None) -> dict[str, Any]:
-    hls = server is not None and server.hls is not None and server.hls.applies_to(app.spec)
+def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
+    services = [service for service in engine.services if service.applies_to(app.spec)]
+
+    def urls(stream: Stream) -> dict[str, object]:
+        found: dict[str, object] = {}
+        for service in services:
+            for hook in ("stream_urls", "stream_status"):
+                method = getattr(service, hook, None)
+                if method is not None:
+                    found.update(method(stream.key))
+        return found
+
+    names = [service.name for service in services]
     return {
         "name": app.name,
-        "hls": hls,
-        "record": app.spec.record,
-        "streams": [stream_document(stream, hls=hls) for stream in app.streams()],
+        "services": names,
+        "hls": "hls" in names,
+        "record": "record" in names,
+        "streams": [stream_document(stream, urls=urls(stream)) for stream in app.streams()],
     }
 
 
 def streams_document(engine: Engine, server: HttpServer | None = None) -> dict[str, Any]:
     """Every application and its streams (see the module docstring)."""
-    apps = [_app_document(app, server) for app in engine.applications()]
+    apps = [_app_document(app, engine) for app in engine.applications()]
     return {
         "apps": apps,
         "streams": sum(len(app["streams"]) for app in apps),

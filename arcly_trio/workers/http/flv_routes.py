@@ -28,16 +28,17 @@ import trio
 import trio_websocket
 
 from ...core.errors import StreamError
-from ...core.keys import Credentials, StreamKey
+from ...core.keys import StreamKey
 from ...kernel.subscription import EndReason, Subscription
 from ...media.flv import FlvStreamWriter
 from ...protocols.http.router import HttpRequest
-from .server import Exchange, _unwrap_single, stream_error_status
+from ...core.excgroups import unwrap_single
+from .exchange import Exchange, stream_error_status
 
 if TYPE_CHECKING:
     from .server import HttpServer
 
-__all__ = ["install", "credentials_of"]
+__all__ = ["install"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -47,14 +48,6 @@ FLV_PATH = "/{app}/{stream}.flv"
 def install(server: HttpServer) -> None:
     server.router.websocket(FLV_PATH, serve_ws_flv)
     server.router.get(FLV_PATH, serve_http_flv)
-
-
-def credentials_of(request: HttpRequest, protocol: str) -> Credentials:
-    """What a player presented: ``?token=`` (or ``?sign=``, as Node-Media-Server names it),
-    its address and its whole query."""
-    query = request.query
-    token = query.get("token") or query.get("sign") or None
-    return Credentials(token=token, peer=request.peer, query=query, protocol=protocol)
 
 
 def _writer_for(sub: Subscription) -> FlvStreamWriter:
@@ -72,7 +65,7 @@ async def _subscribe(
     key = StreamKey(request.params["app"], request.params["stream"])
     try:
         return await stack.enter_async_context(
-            exchange.engine.subscribe(key, credentials_of(request, protocol), protocol=protocol)
+            exchange.engine.subscribe(key, request.credentials(protocol), protocol=protocol)
         )
     except StreamError as exc:
         status = stream_error_status(exc)
@@ -112,7 +105,7 @@ async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
             if tail:
                 await exchange.send(tail)
             await exchange.end()
-        reason = "client left" if exchange.client_gone else (sub.end_reason or EndReason.STREAM_ENDED).value
+        reason = sub.end_reason.value if sub.end_reason is not None else "client left"
         log.info("http-flv %s:%s stopped playing %s (%s; %d frames dropped)",
                  *_peer(request), sub.key, reason, sub.dropped)
 
@@ -124,7 +117,7 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
         if sub is None:
             return
         gone = False
-        with _unwrap_single():
+        with unwrap_single():
             async with trio.open_nursery() as nursery:
                 ws = await exchange.accept_websocket(nursery)
                 log.info("ws-flv %s:%s plays %s (subscriber #%d)", *_peer(request), sub.key, sub.id)
@@ -163,6 +156,6 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
                     gone = True
                     log.info("ws-flv %s:%s dropped: a write blocked for %g s", *_peer(request), write_timeout)
                 nursery.cancel_scope.cancel()
-        reason = "client left" if gone else (sub.end_reason or EndReason.STREAM_ENDED).value
+        reason = sub.end_reason.value if sub.end_reason is not None else "client left"
         log.info("ws-flv %s:%s stopped playing %s (%s; %d frames dropped)",
                  *_peer(request), sub.key, reason, sub.dropped)

@@ -3,7 +3,7 @@
 The protocol (messages, close codes) is :mod:`arcly_trio.protocols.frames` and
 ``docs/frames-protocol.md``. Both routes need the WebSocket subprotocol ``arcly.frames.v1``
 and go through the engine: ``engine.subscribe`` / ``engine.publish`` with the credentials of
-the query (``?token=``, see :func:`.flv_egress.credentials_of`), protocol ``"ws-frames"``, so
+the query (``?token=``, see :meth:`~arcly_trio.protocols.http.router.HttpRequest.credentials`), protocol ``"ws-frames"``, so
 the engine's authenticator, publisher limit and takeover policy apply as on every path.
 
 Play: ``start``, then for each config frame its ``config`` text and its record, then frames
@@ -73,9 +73,9 @@ from ...protocols.frames.messages import (
     frame_message,
 )
 from ...protocols.frames.reader import FramesReader
-from .flv_routes import credentials_of
 from ...protocols.http.router import HttpRequest
-from .server import Exchange, _unwrap_single
+from ...core.excgroups import unwrap_single
+from .exchange import Exchange
 
 if TYPE_CHECKING:
     from .server import HttpServer
@@ -185,7 +185,7 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}/frames`` with a WebSocket handshake: play over ``arcly.frames.v1``."""
     key = StreamKey(request.params["app"], request.params["stream"])
     peer = _peer(request)
-    with _unwrap_single():
+    with unwrap_single():
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             problem = _subprotocol_problem(request)
             if problem is not None:
@@ -195,7 +195,7 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
                 return
             try:
                 sub = await stack.enter_async_context(
-                    exchange.engine.subscribe(key, credentials_of(request, PROTOCOL), protocol=PROTOCOL)
+                    exchange.engine.subscribe(key, request.credentials(PROTOCOL), protocol=PROTOCOL)
                 )
             except StreamError as exc:
                 log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
@@ -206,9 +206,9 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
                 nursery, max_message_size=_VIEWER_MESSAGE_SIZE, message_queue_size=1, subprotocol=SUBPROTOCOL
             )
             log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), sub.id)
-            gone = await _play(nursery, exchange, ws, sub)
+            await _play(nursery, exchange, ws, sub)
             nursery.cancel_scope.cancel()
-    reason = "client left" if gone else (sub.end_reason or EndReason.STREAM_ENDED).value
+    reason = sub.end_reason.value if sub.end_reason is not None else "client left"
     log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason, sub.dropped)
 
 
@@ -292,7 +292,7 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
     engine = exchange.engine
     timeout = exchange.server.write_timeout
     ws: trio_websocket.WebSocketConnection | None = None
-    with _unwrap_single():
+    with unwrap_single():
         async with trio.open_nursery() as nursery:
             problem = _subprotocol_problem(request)
             if problem is not None:
@@ -301,7 +301,7 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
                 nursery.cancel_scope.cancel()
                 return
             try:
-                async with engine.publish(key, credentials_of(request, PROTOCOL), protocol=PROTOCOL) as publisher:
+                async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
                     ws = await exchange.accept_websocket(
                         nursery, max_message_size=LIMITS.max_message, message_queue_size=2, subprotocol=SUBPROTOCOL
                     )

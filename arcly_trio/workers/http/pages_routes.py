@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ...protocols.frames.messages import SUBPROTOCOL
 from ...protocols.http.router import HttpRequest
-from .server import Exchange
+from .exchange import Exchange
 
 if TYPE_CHECKING:
     from .server import HttpServer
@@ -80,7 +80,7 @@ def install(server: HttpServer) -> None:
         await exchange.json(200, {
             "server": "arcly-trio",
             "rtmp_port": server.rtmp_port,
-            "hls": server.hls is not None,
+            "hls": any(service.name == "hls" for service in exchange.engine.services),
             "frames_protocol": SUBPROTOCOL,
         })
 

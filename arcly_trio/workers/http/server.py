@@ -4,9 +4,9 @@ Routes (compatible with Node-Media-Server):
 
 * ``GET /{app}/{stream}.flv``: live HTTP-FLV (chunked); the same path with a WebSocket
   handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_routes`.
-* ``GET /{app}/{stream}/index.m3u8`` and ``GET /{app}/{stream}/{segment}.ts``: HLS, for
-  applications the :class:`~arcly_trio.services.HlsService` given as ``hls`` applies to.
-  See :mod:`.hls_routes`.
+* the routes of the engine's stream services (``install_routes``, see
+  :mod:`arcly_trio.kernel.service`), installed when the worker starts: HLS playlists and
+  segments (:mod:`arcly_trio.services.hls_routes`), and those of any service of your own.
 * ``GET /{app}/{stream}/frames`` and ``/ingest`` with a WebSocket handshake (subprotocol
   ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
 * ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
@@ -44,27 +44,20 @@ Errors accepting connections that mean overload (EMFILE...) are logged and retri
 
 from __future__ import annotations
 
-import http
-import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import h11
 import trio
-import trio_websocket
 
-from ...core.errors import AppNotFound, EngineClosed, StreamError, StreamNotFound, Unauthorized
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
-from ...protocols.http.websocket import handshake_problem, rebuild_request_head
+from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
-from .websocket import ReplayStream
+from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
-    from ...services.hls import HlsService
 
 __all__ = ["HttpServer", "Exchange", "ClientGone"]
 
@@ -72,7 +65,6 @@ log = logging.getLogger("arcly_trio.http")
 
 _RECV_SIZE = 65536
 _MAX_DISCARDED_BODY = 64 * 1024
-_SERVER = b"arcly-trio"
 _BUSY_BODY = b"server busy: too many connections\n"
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -81,42 +73,12 @@ _BUSY = (
 )
 
 
-class ClientGone(Exception):
-    """The client closed the connection, broke it, or did not read within the write timeout.
-
-    Raised by :class:`Exchange` writes (trio's transport errors are mapped to it); the worker
-    ends the connection quietly.
-    """
-
-
-@contextmanager
-def _unwrap_single() -> Iterator[None]:
-    """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves: list[BaseException] = []
-        pending: list[BaseException] = [group]
-        while pending:
-            exc = pending.pop()
-            if isinstance(exc, BaseExceptionGroup):
-                pending.extend(exc.exceptions)
-            else:
-                leaves.append(exc)
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-
-
 class HttpServer:
     """The HTTP worker; register it with ``EngineBuilder.protocol``.
 
     Args:
         host, port: where to listen (port 0 picks one; ``serve`` reports it through
             ``task_status.started`` and keeps it in :attr:`port`).
-        hls: the :class:`~arcly_trio.services.HlsService` whose storage the HLS routes serve
-            (register the same object with ``EngineBuilder.service``); ``None``: no HLS. The
-            worker runs its janitor (deletion of expired segments).
         cors: add CORS headers and answer preflights.
         max_connections: open connections at most (the oldest idle one is evicted for a
             newcomer; ``503`` when all serve requests).
@@ -136,7 +98,6 @@ class HttpServer:
         host: str = "0.0.0.0",
         port: int = 8080,
         *,
-        hls: HlsService | None = None,
         cors: bool = True,
         max_connections: int = 1024,
         max_pending_per_address: int | None = 32,
@@ -151,7 +112,6 @@ class HttpServer:
         self.rtmp_port = rtmp_port
         self.requested_port = port
         self.port: int | None = None
-        self.hls = hls
         self.cors = cors
         self.admission = Admission(
             max_connections=max_connections,
@@ -168,22 +128,23 @@ class HttpServer:
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
         self.router = Router()
-        from . import api_routes, flv_routes, frames_routes, hls_routes, pages_routes  # (they import this module)
+        from . import api_routes, flv_routes, frames_routes, pages_routes  # (they import this module)
 
         api_routes.install(self)
         flv_routes.install(self)
         frames_routes.install(self)
-        pages_routes.install(self)  # before HLS: /{app}/{stream}/{segment} would match /watch/a/b
-        hls_routes.install(self)
+        pages_routes.install(self)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
+        for service in engine.services:
+            install = getattr(service, "install_routes", None)
+            if install is not None:
+                install(self.router)
         listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("HTTP listening on %s:%d", self.host, self.port)
         async with trio.open_nursery() as nursery:
-            if self.hls is not None:
-                await nursery.start(self.hls.serve)
             await nursery.start(trio.serve_listeners, self._handle, listeners)
             task_status.started(self.port)
 
@@ -314,7 +275,7 @@ class _Connection:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
                    (b"connection", b"close"), *self._common_headers()]
         try:
-            data = self.h11.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            data = self.h11.send(h11.Response(status_code=status, headers=headers, reason=reason_phrase(status)))
             data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return
@@ -325,7 +286,7 @@ class _Connection:
                 pass
 
     def _common_headers(self) -> list[tuple[bytes, bytes]]:
-        headers = [(b"server", _SERVER)]
+        headers = [(b"server", SERVER_NAME)]
         if self.server.cors:
             headers.append((b"access-control-allow-origin", b"*"))
         return headers
@@ -413,206 +374,3 @@ class _Connection:
         except h11.LocalProtocolError as exc:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-class Exchange:
-    """How a handler answers one request.
-
-    Whole responses: :meth:`respond`, :meth:`error`, :meth:`json`. Streamed responses:
-    :meth:`start`, then :meth:`send` (one chunk each) and :meth:`end`; wrap the streaming in
-    :meth:`until_disconnect` so it is cancelled as soon as the client goes away. WebSocket:
-    :meth:`accept_websocket`. Writes raise :class:`ClientGone` when the client is gone or does
-    not read within the server's write timeout.
-    """
-
-    def __init__(self, connection: _Connection, event: h11.Request) -> None:
-        self._connection = connection
-        self._h11 = connection.h11
-        self._event = event
-        self.request: HttpRequest | None = None
-        self.server = connection.server
-        self.engine = connection.engine
-        self.peer = connection.peer
-        self.responded = False
-        """A response (or a WebSocket acceptance) has been started."""
-        self.keep_alive = True
-        """Whether the connection may serve another request afterwards."""
-        self.client_gone = False
-        """Set when :meth:`until_disconnect` saw the client leave."""
-        self._head = event.method == b"HEAD"
-
-    # ------------------------------------------------------------------ whole responses
-
-    def _headers(self, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        headers = self._connection._common_headers()
-        if self.engine.stopping:
-            self.keep_alive = False
-        if not self.keep_alive:
-            headers.append((b"connection", b"close"))
-        for name, value in extra:
-            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        return headers
-
-    async def respond(
-        self,
-        status: int,
-        body: bytes = b"",
-        *,
-        content_type: str = "text/plain; charset=utf-8",
-        headers: Iterable[tuple[str, str]] = (),
-        close: bool = False,
-    ) -> None:
-        """Send a whole response (the body is left out for ``HEAD``)."""
-        if close:
-            self.keep_alive = False
-        fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
-        self.responded = True
-        h = self._h11
-        data = h.send(h11.Response(status_code=status, headers=fields, reason=_reason(status)))
-        if body and not self._head:
-            data += h.send(h11.Data(data=body))
-        data += h.send(h11.EndOfMessage())
-        await self._send_raw(data)
-
-    async def error(
-        self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = (), close: bool = False
-    ) -> None:
-        """A plain-text error response whose body is ``message``."""
-        await self.respond(status, (message + "\n").encode(), headers=headers, close=close)
-
-    async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ()) -> None:
-        body = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
-        await self.respond(status, body, content_type="application/json",
-                           headers=[("cache-control", "no-cache"), *headers])
-
-    async def preflight(self) -> None:
-        """Answer a CORS preflight (``OPTIONS``)."""
-        request = self.request
-        assert request is not None
-        headers = [("allow", "GET, HEAD, OPTIONS")]
-        if self.server.cors:
-            asked = request.header("access-control-request-headers")
-            headers += [
-                ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
-                ("access-control-allow-headers", asked or "*"),
-                ("access-control-max-age", "86400"),
-            ]
-        await self.respond(204, b"", headers=headers)
-
-    # ---------------------------------------------------------------- streamed responses
-
-    async def start(
-        self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """Send the head of a response whose body follows in :meth:`send` calls (chunked for
-        HTTP/1.1 clients, delimited by closing the connection for HTTP/1.0)."""
-        self.responded = True
-        fields = self._headers([("content-type", content_type), *headers])
-        await self._send_raw(self._h11.send(h11.Response(status_code=status, headers=fields, reason=_reason(status))))
-
-    async def send(self, data: bytes) -> None:
-        """Send one piece of a streamed body (nothing for ``HEAD``)."""
-        if data and not self._head:
-            await self._send_raw(self._h11.send(h11.Data(data=data)))
-
-    async def end(self) -> None:
-        """End a streamed body."""
-        await self._send_raw(self._h11.send(h11.EndOfMessage()))
-
-    async def _send_raw(self, data: bytes) -> None:
-        try:
-            with trio.fail_after(self.server.write_timeout):
-                await self._connection.stream.send_all(data)
-        except trio.TooSlowError:
-            log.info("http %s:%s dropped: a write blocked for %g s", *self.peer, self.server.write_timeout)
-            raise ClientGone("write timeout") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientGone(str(exc) or "connection broken") from None
-
-    @asynccontextmanager
-    async def until_disconnect(self) -> AsyncIterator[None]:
-        """Run the block until it ends or the client disconnects, whichever is first.
-
-        A background task reads the connection (discarding anything the client sends) and
-        cancels the block at end of file or on a connection error; :attr:`client_gone` is
-        then ``True``. Leaving the block stops the watcher.
-        """
-        with _unwrap_single():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch, nursery.cancel_scope)
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
-
-    async def _watch(self, scope: trio.CancelScope) -> None:
-        stream = self._connection.stream
-        try:
-            while await stream.receive_some(_RECV_SIZE):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        self.client_gone = True
-        self.keep_alive = False
-        scope.cancel()
-
-    # ------------------------------------------------------------------------ WebSocket
-
-    async def accept_websocket(
-        self,
-        nursery: trio.Nursery,
-        *,
-        max_message_size: int = 64 * 1024,
-        message_queue_size: int = 8,
-        subprotocol: str | None = None,
-    ) -> trio_websocket.WebSocketConnection:
-        """Complete the WebSocket handshake and return the connection (trio-websocket).
-
-        ``nursery`` runs the connection's reader task; ``subprotocol`` (one the client
-        offered) is selected in the answer. Raises :class:`BadRequest` (answered
-        over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
-        not reused afterwards.
-        """
-        request = self.request
-        assert request is not None
-        problem = handshake_problem(request)
-        if problem is not None:
-            status, reason = problem
-            raise BadRequest(reason, status, (("sec-websocket-version", "13"),) if status == 426 else ())
-        h = self._h11
-        while True:
-            event = h.next_event()
-            if event is h11.PAUSED:
-                break
-            if not isinstance(event, h11.EndOfMessage):
-                raise BadRequest("a WebSocket handshake must have no body")
-        trailing, closed = h.trailing_data
-        if trailing or closed:
-            raise BadRequest("data sent before the WebSocket handshake was answered")
-        self.responded = True
-        self.keep_alive = False
-        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
-        with trio.fail_after(self.server.header_timeout):
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
-            )
-            extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
-            return await ws_request.accept(subprotocol=subprotocol, extra_headers=[(b"server", _SERVER), *extra])
-
-
-def stream_error_status(exc: StreamError) -> int:
-    """The HTTP status for a kernel error met while serving a request."""
-    if isinstance(exc, (AppNotFound, StreamNotFound)):
-        return 404
-    if isinstance(exc, Unauthorized):
-        return 403
-    if isinstance(exc, EngineClosed):
-        return 503
-    return 500

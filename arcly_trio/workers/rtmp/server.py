@@ -62,6 +62,7 @@ from ...core.errors import (
     StreamNotFound,
     Unauthorized,
 )
+from ...core.excgroups import main_failure
 from ...core.frame import Frame, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
@@ -293,7 +294,11 @@ class _Connection:
                     self._check_clean_eof()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            failure = _connection_failure(group)
+            # A group of nothing but cancellations goes on up (trio's cancel scopes need it);
+            # otherwise what ended the connection is logged by the handler.
+            failure = main_failure(group, trio.Cancelled)
+            if failure is None:
+                raise
         finally:
             self.nursery = None
         # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
@@ -628,18 +633,3 @@ def _advance(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memor
             return [memoryview(buffer)[sent:], *buffers[index + 1 :]]
         sent -= size
     return []
-
-
-def _connection_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """What ended a connection's nursery, out of its exception group.
-
-    A group of nothing but cancellations is re-raised as is (trio's cancel scopes need it);
-    otherwise the first other exception (a protocol error, a refusal, a vanished peer) is what
-    the connection handler logs.
-    """
-    _, rest = group.split(trio.Cancelled)
-    if rest is None:
-        raise group
-    while isinstance(rest, BaseExceptionGroup):
-        rest = rest.exceptions[0]
-    return rest

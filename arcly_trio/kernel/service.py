@@ -1,0 +1,45 @@
+"""Stream services: per-stream work (HLS packaging, recording...) that plugs into the engine.
+
+A stream service is an object with:
+
+* ``name`` and ``capacity``: it subscribes to every stream of the applications it applies to
+  under protocol ``name``, with a queue of ``capacity`` frames;
+* ``applies_to(spec)``: whether it applies to an application (the built-in ones apply to the
+  applications whose :class:`~.spec.AppSpec` lists their name, ``AppSpec.uses(name)``);
+* ``async serve_stream(stream, subscription)``: the per-stream work, run in the application's
+  nursery from the stream's first frame until the subscription ends.
+
+And, optionally (the engine and the HTTP worker look for them, nothing else needs to be wired):
+
+* ``async run(engine, *, task_status)``: the service's own lifecycle, started in the engine's
+  nursery with ``nursery.start`` before the protocol workers (a janitor, a connection pool...);
+* ``install_routes(router)``: HTTP routes the service serves (the HTTP worker calls it when it
+  starts; handlers receive the request and a :class:`~arcly_trio.protocols.http.router.Responder`);
+* ``stream_urls(key)``: the paths it serves for a stream, for ``/api/streams`` and the pages.
+
+Error policy: an exception from ``serve_stream`` is logged and the stream goes on; one from
+``run`` stops the engine, as a protocol worker's does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from .spec import AppSpec
+
+if TYPE_CHECKING:
+    from .stream import Stream
+    from .subscription import Subscription
+
+__all__ = ["StreamService"]
+
+
+class StreamService(Protocol):
+    """Per-stream work that the engine runs for every stream (see the module docstring)."""
+
+    name: str
+    capacity: int
+
+    def applies_to(self, spec: AppSpec) -> bool: ...
+
+    async def serve_stream(self, stream: Stream, subscription: Subscription) -> None: ...

@@ -1,0 +1,253 @@
+"""How a route handler answers one HTTP request: the :class:`Exchange` (the worker's Responder).
+
+Whole responses (:meth:`Exchange.respond`, :meth:`~Exchange.error`, :meth:`~Exchange.json`),
+streamed ones (:meth:`~Exchange.start`, :meth:`~Exchange.send`, :meth:`~Exchange.end`), and
+WebSocket upgrades (:meth:`~Exchange.accept_websocket`). Handlers of the worker's own routes use
+it whole; services' routes use only the :class:`~arcly_trio.protocols.http.router.Responder` part.
+
+Error policy: writes raise :class:`ClientGone` when the client is gone or does not read within
+the server's write timeout (trio's transport errors are mapped to it); a WebSocket handshake
+that cannot be accepted raises :class:`~arcly_trio.protocols.http.router.BadRequest`.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import h11
+import trio
+import trio_websocket
+
+from ...core.errors import AppNotFound, EngineClosed, InvalidStreamName, StreamError, StreamNotFound, Unauthorized
+from ...core.excgroups import unwrap_single
+from ...protocols.http.router import BadRequest, HttpRequest
+from ...protocols.http.websocket import handshake_problem, rebuild_request_head
+from .websocket import ReplayStream
+
+if TYPE_CHECKING:
+    from .server import _Connection
+
+__all__ = ["Exchange", "ClientGone", "stream_error_status", "SERVER_NAME"]
+
+log = logging.getLogger("arcly_trio.http")
+
+RECV_SIZE = 65536
+SERVER_NAME = b"arcly-trio"
+
+
+class ClientGone(Exception):
+    """The client closed the connection, broke it, or did not read within the write timeout.
+
+    Raised by :class:`Exchange` writes (trio's transport errors are mapped to it); the worker
+    ends the connection quietly.
+    """
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class Exchange:
+    """How a handler answers one request.
+
+    Whole responses: :meth:`respond`, :meth:`error`, :meth:`json`. Streamed responses:
+    :meth:`start`, then :meth:`send` (one chunk each) and :meth:`end`; wrap the streaming in
+    :meth:`until_disconnect` so it is cancelled as soon as the client goes away. WebSocket:
+    :meth:`accept_websocket`. Writes raise :class:`ClientGone` when the client is gone or does
+    not read within the server's write timeout.
+    """
+
+    def __init__(self, connection: _Connection, event: h11.Request) -> None:
+        self._connection = connection
+        self._h11 = connection.h11
+        self._event = event
+        self.request: HttpRequest | None = None
+        self.server = connection.server
+        self.engine = connection.engine
+        self.peer = connection.peer
+        self.responded = False
+        """A response (or a WebSocket acceptance) has been started."""
+        self.keep_alive = True
+        """Whether the connection may serve another request afterwards."""
+        self.client_gone = False
+        """Set when :meth:`until_disconnect` saw the client leave."""
+        self._head = event.method == b"HEAD"
+
+    # ------------------------------------------------------------------ whole responses
+
+    def _headers(self, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+        headers = self._connection._common_headers()
+        if self.engine.stopping:
+            self.keep_alive = False
+        if not self.keep_alive:
+            headers.append((b"connection", b"close"))
+        for name, value in extra:
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        return headers
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+        close: bool = False,
+    ) -> None:
+        """Send a whole response (the body is left out for ``HEAD``)."""
+        if close:
+            self.keep_alive = False
+        fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
+        self.responded = True
+        h = self._h11
+        data = h.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status)))
+        if body and not self._head:
+            data += h.send(h11.Data(data=body))
+        data += h.send(h11.EndOfMessage())
+        await self._send_raw(data)
+
+    async def error(
+        self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = (), close: bool = False
+    ) -> None:
+        """A plain-text error response whose body is ``message``."""
+        await self.respond(status, (message + "\n").encode(), headers=headers, close=close)
+
+    async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        body = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
+        await self.respond(status, body, content_type="application/json",
+                           headers=[("cache-control", "no-cache"), *headers])
+
+    async def preflight(self) -> None:
+        """Answer a CORS preflight (``OPTIONS``)."""
+        request = self.request
+        assert request is not None
+        headers = [("allow", "GET, HEAD, OPTIONS")]
+        if self.server.cors:
+            asked = request.header("access-control-request-headers")
+            headers += [
+                ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+                ("access-control-allow-headers", asked or "*"),
+                ("access-control-max-age", "86400"),
+            ]
+        await self.respond(204, b"", headers=headers)
+
+    # ---------------------------------------------------------------- streamed responses
+
+    async def start(
+        self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Send the head of a response whose body follows in :meth:`send` calls (chunked for
+        HTTP/1.1 clients, delimited by closing the connection for HTTP/1.0)."""
+        self.responded = True
+        fields = self._headers([("content-type", content_type), *headers])
+        await self._send_raw(self._h11.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status))))
+
+    async def send(self, data: bytes) -> None:
+        """Send one piece of a streamed body (nothing for ``HEAD``)."""
+        if data and not self._head:
+            await self._send_raw(self._h11.send(h11.Data(data=data)))
+
+    async def end(self) -> None:
+        """End a streamed body."""
+        await self._send_raw(self._h11.send(h11.EndOfMessage()))
+
+    async def _send_raw(self, data: bytes) -> None:
+        try:
+            with trio.fail_after(self.server.write_timeout):
+                await self._connection.stream.send_all(data)
+        except trio.TooSlowError:
+            log.info("http %s:%s dropped: a write blocked for %g s", *self.peer, self.server.write_timeout)
+            raise ClientGone("write timeout") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(str(exc) or "connection broken") from None
+
+    @asynccontextmanager
+    async def until_disconnect(self) -> AsyncIterator[None]:
+        """Run the block until it ends or the client disconnects, whichever is first.
+
+        A background task reads the connection (discarding anything the client sends) and
+        cancels the block at end of file or on a connection error; :attr:`client_gone` is
+        then ``True``. Leaving the block stops the watcher.
+        """
+        with unwrap_single():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, nursery.cancel_scope)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        stream = self._connection.stream
+        try:
+            while await stream.receive_some(RECV_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self.client_gone = True
+        self.keep_alive = False
+        scope.cancel()
+
+    # ------------------------------------------------------------------------ WebSocket
+
+    async def accept_websocket(
+        self,
+        nursery: trio.Nursery,
+        *,
+        max_message_size: int = 64 * 1024,
+        message_queue_size: int = 8,
+        subprotocol: str | None = None,
+    ) -> trio_websocket.WebSocketConnection:
+        """Complete the WebSocket handshake and return the connection (trio-websocket).
+
+        ``nursery`` runs the connection's reader task; ``subprotocol`` (one the client
+        offered) is selected in the answer. Raises :class:`BadRequest` (answered
+        over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
+        not reused afterwards.
+        """
+        request = self.request
+        assert request is not None
+        problem = handshake_problem(request)
+        if problem is not None:
+            status, reason = problem
+            raise BadRequest(reason, status, (("sec-websocket-version", "13"),) if status == 426 else ())
+        h = self._h11
+        while True:
+            event = h.next_event()
+            if event is h11.PAUSED:
+                break
+            if not isinstance(event, h11.EndOfMessage):
+                raise BadRequest("a WebSocket handshake must have no body")
+        trailing, closed = h.trailing_data
+        if trailing or closed:
+            raise BadRequest("data sent before the WebSocket handshake was answered")
+        self.responded = True
+        self.keep_alive = False
+        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
+        with trio.fail_after(self.server.header_timeout):
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
+            )
+            extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
+            return await ws_request.accept(subprotocol=subprotocol, extra_headers=[(b"server", SERVER_NAME), *extra])
+
+
+def stream_error_status(exc: StreamError) -> int:
+    """The HTTP status for a kernel error met while serving a request."""
+    if isinstance(exc, (AppNotFound, StreamNotFound)):
+        return 404
+    if isinstance(exc, InvalidStreamName):
+        return 400
+    if isinstance(exc, Unauthorized):
+        return 403
+    if isinstance(exc, EngineClosed):
+        return 503
+    return 500

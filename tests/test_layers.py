@@ -1,0 +1,147 @@
+"""The architecture, checked: imports go only downward, no module circle, sans-IO loads no trio.
+
+The layers (README "Layout"), lowest first; a package may import from its own layer's packages
+as listed and from every lower one:
+
+0. ``core``: frames, keys, errors, budgets (trio-free)
+1. ``media``: sans-IO media formats (FLV, AMF0, MPEG-TS, fMP4, HLS, codecs, the probe)
+2. ``protocols``: sans-IO protocol cores (RTMP, HTTP routing, WebSocket checks, frames API)
+3. ``kernel``: the engine (trio)
+4. ``storage``, then ``services`` (per-stream services, which use storage)
+5. ``workers`` and ``clients`` (trio adapters on sockets; independent of each other)
+6. ``server``: the command line, the demo
+7. ``testing``: helpers for users' property tests (may use anything)
+
+Type-only imports (under ``if TYPE_CHECKING:``) count for the layering too.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "arcly_trio"
+
+#: What each top-level package may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "media": {"core"},
+    "protocols": {"core", "media"},
+    "kernel": {"core", "media"},
+    "storage": {"core"},
+    "services": {"core", "media", "protocols", "kernel", "storage"},
+    "workers": {"core", "media", "protocols", "kernel"},
+    "clients": {"core", "media", "protocols"},
+    "server": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients"},
+    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients", "server"},
+}
+SANS_IO = ("core", "media", "protocols")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def imports(name: str, path: Path) -> list[tuple[str, bool]]:
+    """The arcly_trio modules ``name`` imports, and whether each import is type-only."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in ast.walk(node):
+                type_only.add(id(inner))
+    out = []
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module]
+            if module and not node.module or node.module is None:
+                targets = [f"{module}.{alias.name}" for alias in node.names]
+        for target in targets:
+            if target == "arcly_trio" or target.startswith("arcly_trio."):
+                out.append((target, id(node) in type_only))
+    return out
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    wrong = []
+    for name, path in modules().items():
+        mine = layer_of(name)
+        if not mine or mine not in ALLOWED:
+            continue
+        for target, _ in imports(name, path):
+            theirs = layer_of(target)
+            if theirs and theirs != mine and theirs not in ALLOWED[mine]:
+                wrong.append(f"{name} imports {target} ({mine} -> {theirs})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_imports_itself_back_in_a_circle() -> None:
+    graph: dict[str, set[str]] = {}
+    names = modules()
+    for name, path in names.items():
+        edges = set()
+        for target, type_only in imports(name, path):
+            if type_only:
+                continue
+            while target and target not in names:  # "pkg.mod.Name" -> "pkg.mod"
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                edges.add(target)
+        graph[name] = edges
+    visiting: list[str] = []
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            cycles.append(visiting[visiting.index(node):] + [node])
+            return
+        visiting.append(node)
+        for nxt in graph.get(node, ()):
+            if not nxt.startswith(node + "."):  # a package importing its own submodules
+                visit(nxt)
+        visiting.pop()
+        done.add(node)
+
+    for node in graph:
+        visit(node)
+    assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_sans_io_modules_load_no_trio() -> None:
+    """Each sans-IO module, imported in a fresh interpreter, leaves trio unloaded."""
+    targets = [name for name in modules() if layer_of(name) in SANS_IO]
+    assert len(targets) > 20
+    script = (
+        "import importlib, sys\n"
+        f"for name in {targets!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    assert 'trio' not in sys.modules, f'importing {name} loads trio'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
