@@ -6,7 +6,7 @@ protocol cores build on it, and so does the kernel; importing it never loads tri
 
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
-from .frame import Frame, FrameKind
+from .frame import Frame, FrameBatch, FrameKind
 from .keys import Credentials, StreamKey
 
-__all__ = ["Frame", "FrameKind", "Credentials", "StreamKey", *_errors_all]
+__all__ = ["Frame", "FrameBatch", "FrameKind", "Credentials", "StreamKey", *_errors_all]

@@ -18,17 +18,22 @@ Payload conventions (what each protocol adapter produces and consumes):
 Egress formats serialise a frame once for all their subscribers with :meth:`Frame.encoded`,
 which keeps the bytes with the frame itself (a per-frame, per-format packet cache). The cache
 lives and dies with the frame, so it needs no eviction policy of its own.
+
+A stream hands its frames to subscribers in batches (one ingest batch at a time): a
+:class:`FrameBatch` is that list of frames with the same kind of cache, so what a format writes
+for a whole batch (the buffers of every frame plus the framing around them: an HTTP chunk, a
+WebSocket message) is built once and shared by every subscriber that takes the batch whole.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
 
-__all__ = ["Frame", "FrameKind"]
+__all__ = ["Frame", "FrameBatch", "FrameKind"]
 
 
 class FrameKind(enum.Enum):
@@ -93,6 +98,12 @@ class Frame:
         return Frame(self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload,
                      self.keyframe, self.config, self.track)
 
+    def preset(self, fmt: Hashable, value: Any) -> None:
+        """Give this frame its ``fmt`` serialisation when it is already at hand, so it is never
+        built: an ingest that received exactly those bytes (an RTMP message body is the frame's
+        FLV body). ``value`` must be what the format's ``build`` would return."""
+        self._wire[fmt] = value
+
     def encoded(self, fmt: Hashable, build: Callable[..., Any], *args: Any) -> Any:
         """Return this frame serialised for ``fmt``, building it on first use only.
 
@@ -102,6 +113,34 @@ class Frame:
         serialisation; passing parameters as ``args`` (not in a closure) keeps the cache hit
         free of allocations. A ``build`` that raises caches nothing.
         """
+        wire = self._wire
+        try:
+            return wire[fmt]
+        except KeyError:
+            value = wire[fmt] = build(self, *args)
+            return value
+
+
+class FrameBatch(list[Frame]):
+    """A list of frames handed to subscribers together, with a per-format cache like
+    :meth:`Frame.encoded`'s.
+
+    The stream's task makes one per delivery and offers the same object to every live
+    subscriber, so an egress format builds what it writes for the batch once
+    (:meth:`encoded`) and every viewer that takes the whole batch shares it. A slice of a
+    batch is a plain ``list`` (a subscriber that takes part of a batch builds its own bytes
+    from the frames' caches). The batch must not be changed once it has been offered.
+    """
+
+    __slots__ = ("_wire",)
+
+    def __init__(self, frames: Iterable[Frame] = ()) -> None:
+        super().__init__(frames)
+        self._wire: dict[Hashable, Any] = {}
+
+    def encoded(self, fmt: Hashable, build: Callable[..., Any], *args: Any) -> Any:
+        """This batch serialised for ``fmt``: ``build(batch, *args)``, called at most once
+        per ``fmt`` (see :meth:`Frame.encoded`)."""
         wire = self._wire
         try:
             return wire[fmt]

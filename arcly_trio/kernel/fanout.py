@@ -24,6 +24,8 @@ The policy (:class:`Fanout`):
   reconnect grace), every subscriber starts again as if it had just joined without a cached
   GOP: it waits for the new session's first keyframe and gets its configs right before it, so
   no decoder is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
+  A subscriber whose sink does not take that keyframe (still full from before) lags from it,
+  counted, like any other.
 * Past the application's lag budget a subscriber is evicted: its sink is closed with
   ``EndReason.EVICTED``.
 * The start of a lag, the resumption and an eviction are told through ``notify`` (the event
@@ -205,26 +207,36 @@ class Fanout:
         Live subscribers take the whole batch in one ``offer``. The others (lagging, starting,
         waiting for a secondary keyframe, or falling behind in this very batch) are walked frame
         by frame in step with the GOP cache, so the configs a resuming subscriber is given are
-        exactly those current at its keyframe.
+        exactly those current at its keyframe; once one is live again, it is offered the rest
+        of the batch in one go (an egress writes it at once).
         """
         gop = self.gop
         last = len(batch)
-        slow: list[tuple[Subscriber, int]] = []
+        slow: list[list] = []  # [subscriber, index of the next frame to walk]
         for sub in self.subscribers:
             if sub._state == LIVE and not sub._pending:
                 taken = sub.sink.offer(batch, 0)
                 if taken == last:
                     continue
                 self._lag(sub, first_seq + taken)
-                slow.append((sub, taken + 1))
+                slow.append([sub, taken + 1])
             else:
-                slow.append((sub, 0))
+                slow.append([sub, 0])
         seq = first_seq
         for index in range(last):
             gop.push(seq, batch[index])
-            for sub, start in slow:
-                if index >= start:
-                    self._offer_slow(sub, batch, index, seq, gop)
+            for entry in slow:
+                sub = entry[0]
+                if index < entry[1]:
+                    continue
+                following = self._offer_slow(sub, batch, index, seq, gop)
+                if following > index + 1:  # it resumed and took the rest of the batch with it
+                    entry[1] = following
+                elif sub._state == LIVE and not sub._pending and following < last:
+                    taken = sub.sink.offer(batch, following)
+                    if taken < last:
+                        self._lag(sub, first_seq + taken)
+                    entry[1] = taken + 1
             seq += 1
         self.last_seq = seq - 1
         evicted = self._evicted
@@ -234,44 +246,54 @@ class Fanout:
                 self.remove(sub, EndReason.EVICTED)
         return evicted
 
-    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache) -> None:
-        """Offer one frame to a subscriber that is lagging, starting, evicted or waiting for a
-        secondary track's keyframe."""
+    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache) -> int:
+        """Offer frame ``index`` to a subscriber that is lagging, starting, evicted or waiting
+        for a secondary track's keyframe. Returns the index of the next frame of the batch to
+        walk for it: past the batch's end when it resumed on this frame and was offered the
+        rest of the batch with it."""
+        following = index + 1
         state = sub._state
         if state == EVICTED:
-            return
+            return following
         frame = batch[index]
         if state == LIVE:  # only pending secondary tracks make a live subscriber come here
             if frame.kind is _VIDEO and not frame.config and frame.track in sub._pending:
                 if not frame.keyframe:
                     if sub._pending_counted:
                         self._drop(sub, seq)
-                    return
+                    return following
                 pending = set(sub._pending)
                 pending.discard(frame.track)
                 sub._pending = pending
-            if sub.sink.offer(batch[index : index + 1], 0) == 0:
+            if sub.sink.offer(batch[index:following], 0) == 0:
                 self._lag(sub, seq)
-            return
+            return following
         if not gop.is_sync(frame):
             if state == LAGGING:
                 self._drop(sub, seq)
-            return
-        # A sync point: the configs published since the gap began, then the frame.
+            return following
+        # A sync point: the configs published since the gap began, then the frame; then the rest
+        # of the batch in the same offer, unless secondary tracks will need their keyframes.
         pending = gop.configs_since(sub._gap_start)
         given = [entry[1] for entry in pending]
         given.append(frame)
+        synced = len(given)
+        secondary = gop.video_tracks - {gop.primary} if gop.primary is not None else set()
+        if not secondary:
+            given += batch[following:]
         taken = sub.sink.offer(given, 0)
-        if taken < len(given):
+        if taken < synced:
             if state == LAGGING:
                 # What it took of the configs is not missed; the rest and the frame are.
-                sub._gap_start = pending[taken][0] if taken < len(pending) else seq
                 self._uncount(sub, taken)
                 self._drop(sub, seq)
             else:
-                sub._gap_start = pending[taken][0] if taken < len(pending) else seq
-            return
-        secondary = gop.video_tracks - {gop.primary} if gop.primary is not None else set()
+                # Too slow to take the keyframe it was waiting for (a subscriber that was live
+                # when a new session began, its queue still full): from here on it lags, and
+                # what it misses is counted.
+                self._lag(sub, seq)
+            sub._gap_start = pending[taken][0] if taken < len(pending) else seq
+            return following
         sub._pending = frozenset(secondary)
         sub._pending_counted = state == LAGGING
         sub._state = LIVE
@@ -279,6 +301,13 @@ class Fanout:
             self._uncount(sub, len(pending))
             log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
             self._notify(SubscriberResumed(self.key, self._clock(), sub.id, sub._gap_dropped, sub.dropped))
+        if secondary:
+            return following
+        following += taken - synced
+        if following < len(batch):  # it took part of the rest: it lags from the first it did not
+            self._lag(sub, seq + taken - synced + 1)
+            return following + 1
+        return following
 
     # -------------------------------------------------------------- accounting
 

@@ -3,9 +3,10 @@
 Shape: each publish session (:mod:`.publish`) owns a memory channel whose send side is its
 :class:`~.publish.Publisher`; the stream's task drains the receive side in batches, numbers each
 frame (its sequence number), lets the GOP cache, the media probe and the QoS meters see it once,
-and hands the batch to its :class:`~.fanout.Fanout`, which offers it to every subscriber's sink
-without waiting (the lag policy lives there). The publisher waits only for the stream task
-(when its ingest queue is full), never for a subscriber.
+and hands the batch (a :class:`~arcly_trio.core.frame.FrameBatch`) to its
+:class:`~.fanout.Fanout`, which offers it to every subscriber's sink without waiting (the lag
+policy lives there). The publisher waits only for the stream task (when its ingest queue is
+full), never for a subscriber.
 
 Lifetime: the stream ends when its publisher has gone and the reconnect grace has passed, or
 when no frame arrives within the idle timeout (a cancel scope deadline pushed forward on every
@@ -32,7 +33,7 @@ from typing import Protocol
 import trio
 
 from ..core.errors import PublishEnded, PublisherReplaced, StreamIdleReaped
-from ..core.frame import Frame, FrameKind
+from ..core.frame import Frame, FrameBatch, FrameKind
 from ..core.keys import Credentials, StreamKey
 from ..media.probe import MediaProbe, StreamInfo
 from .events import (
@@ -318,7 +319,9 @@ class Stream:
                 hook(key, frame)
         first_seq = self._seq + 1
         self._seq += len(batch)
-        for sub in self.fanout.deliver(batch, first_seq):
+        # One FrameBatch per delivery: the same object goes to every live subscriber, so
+        # egress formats build what they write for it once (see FrameBatch.encoded).
+        for sub in self.fanout.deliver(FrameBatch(batch), first_seq):
             self._left(sub)
 
     # ----------------------------------------------------------------- ending

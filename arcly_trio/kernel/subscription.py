@@ -1,16 +1,22 @@
-"""A subscriber's end of a stream for Python code: a bounded channel of frames to iterate.
+"""A subscriber's end of a stream for Python code: a bounded queue of frames to iterate.
 
 :class:`Subscription` is the :class:`~.fanout.Sink` that ``engine.subscribe`` gives: the stream's
-task puts frames into its bounded trio memory channel with ``send_nowait`` (never waiting), and
-the subscriber takes them with ``async for`` or :meth:`Subscription.next_batch`. What it missed
-and why it ended are on its :class:`~.fanout.Subscriber` record, mirrored as attributes here.
+task appends frames to its bounded queue (never waiting) and wakes its reader, once per batch,
+if the reader is parked; the subscriber takes them with ``async for`` or
+:meth:`Subscription.next_batch`. What it missed and why it ended are on its
+:class:`~.fanout.Subscriber` record, mirrored as attributes here.
+
+The queue is a plain ``deque`` and the wake-up a direct ``trio.lowlevel.reschedule`` of the one
+parked reader (a subscription has one reader task): a whole batch costs one ``extend`` and at
+most one task switch, where a memory channel cost a ``send_nowait`` per frame.
 
 Error policy: iteration never raises for a stream that ends; it stops, and ``end_reason`` says
-why. Nothing else is raised here.
+why. Nothing else is raised here. Only one task may read a subscription at a time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,19 +39,23 @@ class Subscription:
     keyframe, then live frames with no gap and no duplicate at the seam. Iteration ends when the
     stream ends, the subscriber is evicted or the engine stops; ``end_reason`` then says which.
 
-    The channel is bounded (``AppSpec.subscriber_queue``). When it is full the stream does not
+    The queue is bounded (``AppSpec.subscriber_queue``). When it is full the stream does not
     wait: this subscriber drops frames until the next keyframe, ``dropped`` counts them, and the
     observer and event feed are told. ``next_batch`` hands over everything queued at once, so an
     egress that has fallen behind can write several frames per send. The join-time frames are
     released as soon as they have been handed over, whichever way the subscription is read.
     """
 
-    __slots__ = ("subscriber", "_stream", "_send", "_receive", "_offer", "_replay", "_replay_pos")
+    __slots__ = ("subscriber", "_stream", "_queue", "_capacity", "_waiter", "_ended", "_gone", "_replay",
+                 "_replay_pos")
 
     def __init__(self, stream: Stream, capacity: int) -> None:
         self._stream = stream
-        self._send, self._receive = trio.open_memory_channel[Frame](capacity)
-        self._offer = self._send.send_nowait
+        self._queue: deque[Frame] = deque()
+        self._capacity = capacity
+        self._waiter: trio.lowlevel.Task | None = None
+        self._ended = False  # no more frames will be offered (the queued ones are still read)
+        self._gone = False  # the reader left: offers are taken and forgotten
         self._replay: list[Frame] = []
         self._replay_pos = 0
         self.subscriber: Subscriber = None  # type: ignore[assignment]  # set by Stream.add_subscriber
@@ -93,7 +103,7 @@ class Subscription:
     @property
     def queued(self) -> int:
         """Frames waiting to be received (join-time frames included)."""
-        return (len(self._replay) - self._replay_pos) + self._receive.statistics().current_buffer_used
+        return (len(self._replay) - self._replay_pos) + len(self._queue)
 
     # ------------------------------------------------------------------ the Sink side
 
@@ -102,21 +112,46 @@ class Subscription:
         self._replay_pos = 0
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
-        offer = self._offer
-        index = start
-        try:
-            for index in range(start, len(frames)):
-                offer(frames[index])
-        except trio.WouldBlock:
-            return index
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return len(frames)  # nobody reads any more: nothing is missed
-        return len(frames)
+        end = len(frames)
+        if self._gone:
+            return end  # nobody reads any more: nothing is missed
+        queue = self._queue
+        room = self._capacity - len(queue)
+        if room >= end - start:
+            queue.extend(frames[start:] if start else frames)
+            stop = end
+        elif room <= 0:
+            return start
+        else:
+            stop = start + room
+            queue.extend(frames[start:stop])
+        if self._waiter is not None:
+            self._wake()
+        return stop
 
     def close(self, reason: EndReason) -> None:
-        self._send.close()
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
 
     # ------------------------------------------------------------------ the reader side
+
+    async def _park(self) -> None:
+        """Wait until frames are offered or the subscription ends (cancellable)."""
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already reading this subscription")
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -135,17 +170,14 @@ class Subscription:
         if self._replay_pos < len(self._replay):
             await trio.lowlevel.checkpoint()
             return self._take_replay(1)[0]
-        receive = self._receive
-        try:
-            return receive.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        try:
-            return await receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
+        queue = self._queue
+        if not queue:
+            if self._ended:
+                raise StopAsyncIteration
+            await self._park()
+            if not queue:
+                raise StopAsyncIteration
+        return queue.popleft()
 
     async def next_batch(self, limit: int = 256) -> list[Frame]:
         """Wait for at least one frame, then return up to ``limit`` queued frames at once.
@@ -155,24 +187,26 @@ class Subscription:
         if self._replay_pos < len(self._replay):
             await trio.lowlevel.checkpoint()
             return self._take_replay(limit)
-        receive = self._receive
-        try:
-            batch = [await receive.receive()]
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return []
-        try:
-            while len(batch) < limit:
-                batch.append(receive.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            pass
-        return batch
+        queue = self._queue
+        if queue or self._ended:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._park()
+        if len(queue) <= limit:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        popleft = queue.popleft
+        return [popleft() for _ in range(limit)]
 
     def _detach(self) -> None:
-        """The reader is gone: close both ends and let go of every frame."""
-        self._send.close()
-        self._receive.close()
+        """The reader is gone: let go of every frame; later offers are taken and forgotten."""
+        self._gone = True
+        self._ended = True
+        self._queue.clear()
         self._replay = []
         self._replay_pos = 0
+        self._wake()
 
     def __repr__(self) -> str:
         return f"<Subscription #{self.id} {self.key} {self.protocol or '-'} dropped={self.dropped}>"
