@@ -6,8 +6,8 @@ Everything public is re-exported here: ``from arcly_trio.media import flv; flv.r
 
 from .container import *  # noqa: F403
 from .container import __all__ as _container_all
-from .stream import FlvStreamWriter, metadata_tracks
+from .stream import FlvStreamWriter, frame_tags, metadata_tracks
 from .tags import *  # noqa: F403
 from .tags import __all__ as _tags_all
 
-__all__ = [*_tags_all, *_container_all, "FlvStreamWriter", "metadata_tracks"]
+__all__ = [*_tags_all, *_container_all, "FlvStreamWriter", "frame_tags", "metadata_tracks"]

@@ -28,7 +28,7 @@ from arcly_trio.core.frame import Frame, FrameKind
 from .. import amf0
 from .container import file_header, frame_to_tag
 
-__all__ = ["FlvStreamWriter", "metadata_tracks"]
+__all__ = ["FlvStreamWriter", "frame_tags", "metadata_tracks"]
 
 _VIDEO = FrameKind.VIDEO
 _AUDIO = FrameKind.AUDIO
@@ -69,7 +69,9 @@ class FlvStreamWriter:
 
     Call :meth:`write` with each batch (it returns the bytes to send, possibly empty while the
     header waits) and :meth:`finish` at the end (the held frames, if the header was still
-    waiting). See the module docstring for how the header flags are chosen.
+    waiting); :meth:`write_parts` and :meth:`finish_parts` give the same bytes as a list of
+    buffers (the frames' shared tags themselves, for a ``writev``). See the module docstring
+    for how the header flags are chosen.
     """
 
     def __init__(self, *, has_audio: bool = False, has_video: bool = False, max_pending: int = 32) -> None:
@@ -91,6 +93,15 @@ class FlvStreamWriter:
 
     def write(self, frames: Sequence[Frame]) -> bytes:
         """The bytes for ``frames`` (the header first, once it can be written)."""
+        return b"".join(self.write_parts(frames))
+
+    def finish(self) -> bytes:
+        """The header and held frames if the header was still waiting, else ``b""``."""
+        return b"".join(self.finish_parts())
+
+    def write_parts(self, frames: Sequence[Frame]) -> list[bytes]:
+        """:meth:`write` as a list of buffers: the header, then each frame's shared tag as it
+        is (no copy, for a ``writev``)."""
         pending = self._pending
         if pending is None:
             return self._tags(frames)
@@ -111,34 +122,38 @@ class FlvStreamWriter:
                 decided = audio is not None and video is not None
             if decided or len(pending) >= self.max_pending:
                 return self._start() + self._tags(frames[index + 1 :])
-        return b""
+        return []
 
-    def finish(self) -> bytes:
-        """The header and held frames if the header was still waiting, else ``b""``."""
+    def finish_parts(self) -> list[bytes]:
+        """:meth:`finish` as a list of buffers."""
         if self._pending is None:
-            return b""
+            return []
         return self._start()
 
-    def _start(self) -> bytes:
+    def _start(self) -> list[bytes]:
         held = self._pending or []
         self._pending = None
         self.flags = (self._audio, self._video)
-        return file_header(self._audio, self._video) + self._tags(held)
+        return [file_header(self._audio, self._video), *self._tags(held)]
 
-    def _tags(self, frames: Sequence[Frame]) -> bytes:
-        if not frames:
-            return b""
-        to_tag = frame_to_tag
-        try:
-            data = b"".join([to_tag(frame) for frame in frames])
-        except LocalProtocolError:
-            parts: list[bytes] = []
-            for frame in frames:
-                try:
-                    parts.append(to_tag(frame))
-                except LocalProtocolError:
-                    self.skipped += 1
-            self.frames += len(parts)
-            return b"".join(parts)
-        self.frames += len(frames)
-        return data
+    def _tags(self, frames: Sequence[Frame]) -> list[bytes]:
+        tags, skipped = frame_tags(frames)
+        self.skipped += skipped
+        self.frames += len(tags)
+        return tags
+
+
+def frame_tags(frames: Sequence[Frame]) -> tuple[list[bytes], int]:
+    """The shared tags of ``frames`` (:func:`frame_to_tag`) and how many frames were left out
+    because FLV cannot carry them. Never raises."""
+    to_tag = frame_to_tag
+    try:
+        return [to_tag(frame) for frame in frames], 0
+    except LocalProtocolError:
+        tags: list[bytes] = []
+        for frame in frames:
+            try:
+                tags.append(to_tag(frame))
+            except LocalProtocolError:
+                pass
+        return tags, len(frames) - len(tags)

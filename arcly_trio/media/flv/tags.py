@@ -10,6 +10,11 @@ media (an AVC end of sequence, a video command frame, an Enhanced RTMP ``Metadat
 ``MultichannelConfig`` packet, an empty body or payload). :func:`video_body`,
 :func:`audio_body`, :func:`data_body` and :func:`tag_body` do the reverse; :func:`frame_body`
 caches the body on the frame (:meth:`Frame.encoded`), so N subscribers cost one serialisation.
+Ingest without copies: when the body a parser was given is exactly what :func:`tag_body` would
+build again (a legacy H.264 body with frame type key or inter; an AAC body with the 0xAF header
+byte; as FFmpeg and OBS send them), the parsed frame keeps that very ``bytes`` object as its
+cached body (:meth:`Frame.preset`), so RTMP passes the publisher's message body on and FLV
+tags are built around it, with nothing rebuilt.
 
 Video (``Frame.codec`` <- FLV):
 
@@ -367,17 +372,18 @@ def parse_video_tracks(timestamp: int, body: bytes) -> list[Frame]:
             if n == 5:
                 return []
             cts = _si24(body, 2) if packet_type == 1 else 0  # the spec's 0 for config
-            return [
-                Frame(
-                    FrameKind.VIDEO,
-                    "h264" if codec_id == 7 else "hevc",
-                    timestamp + cts,
-                    timestamp,
-                    body[5:],
-                    keyframe,
-                    packet_type == 0,
-                )
-            ]
+            frame = Frame(
+                FrameKind.VIDEO,
+                "h264" if codec_id == 7 else "hevc",
+                timestamp + cts,
+                timestamp,
+                body[5:],
+                keyframe,
+                packet_type == 0,
+            )
+            if (b0 == 0x17 or b0 == 0x27) and (packet_type == 1 or body[2:5] == b"\0\0\0") and type(body) is bytes:
+                frame.preset(_BODY_KEY, body)  # what video_body() would build: RTMP passes it on
+            return [frame]
         codec = _LEGACY_VIDEO_CODECS.get(codec_id)
         if codec is None:
             raise FlvUnsupported(f"unknown FLV video codec id {codec_id}")
@@ -467,9 +473,10 @@ def parse_audio_tracks(timestamp: int, body: bytes) -> list[Frame]:
             raise FlvError(f"unknown AACPacketType {packet_type}")
         if n == 2:
             return []
-        return [
-            Frame(FrameKind.AUDIO, "aac", timestamp, timestamp, body[2:], False, packet_type == 0)
-        ]
+        frame = Frame(FrameKind.AUDIO, "aac", timestamp, timestamp, body[2:], False, packet_type == 0)
+        if b0 == 0xAF and type(body) is bytes:
+            frame.preset(_BODY_KEY, body)  # what audio_body() would build: RTMP passes it on
+        return [frame]
     if sound_format == 2 or sound_format == 14:  # MP3, MP3 8 kHz
         if n == 1:
             return []
