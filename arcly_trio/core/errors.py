@@ -29,6 +29,8 @@ __all__ = [
     "BudgetExceeded",
     "InvalidStreamName",
     "StorageError",
+    "PeerGone",
+    "WriteTimeout",
 ]
 
 
@@ -178,3 +180,17 @@ class InvalidStreamName(StreamError, ValueError):
 
 class StorageError(StreamError):
     """A storage backend refused a key or failed to read or write it."""
+
+
+class PeerGone(StreamError):
+    """The peer of a connection closed it or broke it while the server was writing to it
+    (the transport's error is the message). It ends that one connection."""
+
+
+class WriteTimeout(StreamError):
+    """The peer of a connection took no data for ``timeout`` seconds (it stopped reading).
+    It ends that one connection."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"a write blocked for {timeout:g} s (the peer does not read)")
+        self.timeout = timeout

@@ -1,20 +1,25 @@
 """The RTMP protocol worker: OBS and ffmpeg publish to it, players play from it.
 
 A thin trio adapter over the sans-IO cores (:mod:`arcly_trio.protocols.rtmp`,
-:mod:`arcly_trio.media.flv`). One task per connection, in the worker's nursery; a player gets a
-second task that pumps its kernel subscription to the socket. Writes go through one lock per
-connection, so replies and media never interleave mid-chunk.
+:mod:`arcly_trio.media.flv`). One task per connection, in the worker's nursery, and only one:
+a player is a kernel sink (:class:`~arcly_trio.workers.egress.DirectSink`) that the stream's
+task writes to directly, and the connection's task, which reads the player's commands, drains
+what its socket did not take (see :mod:`arcly_trio.workers.egress`). Every write, media or
+reply, goes through the connection's one :class:`~arcly_trio.workers.egress.Egress`, in order,
+so replies and media never interleave mid-chunk.
 
 Hot path: a frame's outgoing chunks are built once per outgoing chunk size and kept with the
 frame (:meth:`Frame.encoded`), with message stream id 1 (what ``createStream`` hands out
-first). A player on another message stream id gets the same bytes with its id written into a
-12-byte copy of the first chunk's header (the only place the id appears), so no value a client
-chooses multiplies what a frame holds. A player that is behind gets several frames in one
-``writev`` of the shared buffers.
+first), around the publisher's own message body when it came over RTMP (ingest without
+copies, see :mod:`arcly_trio.media.flv.tags`); the list of a whole batch's chunks is built once
+too (:meth:`FrameBatch.encoded`) and written to every player of that chunk size with one
+``writev``. A player on another message stream id gets the same bytes with its id written into
+a 12-byte copy of the first chunk's header (the only place the id appears), so no value a
+client chooses multiplies what a frame holds.
 
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
-Set Peer Bandwidth gets no more unacknowledged bytes than it allows (its writes wait for an
-acknowledgement, and its kernel subscription drops to the next keyframe meanwhile).
+Set Peer Bandwidth gets no more unacknowledged bytes than it allows (the egress queues past
+it, and the kernel drops to the next keyframe for this player once the queue is full).
 
 Resource handling (every limit is an argument of :class:`RtmpServer`):
 
@@ -24,8 +29,10 @@ Resource handling (every limit is an argument of :class:`RtmpServer`):
 * deadlines: the handshake must finish within ``handshake_timeout``; a connection must publish
   or play within ``setup_timeout``; one that does neither is closed after ``idle_timeout``
   without *progress* (a command, media or data message: bytes alone, or pings and
-  acknowledgements, do not count); a write that blocks for ``write_timeout`` (a player that
-  stopped reading) closes the connection;
+  acknowledgements, do not count); a socket that takes nothing for ``write_timeout`` (a player
+  that stopped reading) closes the connection;
+* a player's queue: at most the application's ``subscriber_queue`` frames wait for its socket
+  (shared buffers, not copies); past that the kernel's lag policy drops to the next keyframe;
 * memory: the sans-IO cores' size limits, small until a client publishes
   (``max_setup_buffer``), and a worker-wide :class:`~arcly_trio.core.budget.ByteBudget`
   (``max_partial_memory``) of partial-message bytes really held, given back when a
@@ -44,7 +51,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -54,6 +62,8 @@ from ...core.errors import (
     AppNotFound,
     EngineClosed,
     InvalidStreamName,
+    LocalProtocolError,
+    PeerGone,
     ProtocolError,
     PublishEnded,
     PublisherLimitReached,
@@ -61,12 +71,12 @@ from ...core.errors import (
     StreamError,
     StreamNotFound,
     Unauthorized,
+    WriteTimeout,
 )
-from ...core.excgroups import main_failure
-from ...core.frame import Frame, FrameKind
+from ...core.frame import Frame, FrameBatch, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
-from ...kernel.subscription import EndReason, Subscription
+from ...kernel.fanout import EndReason
 from ...media import flv
 from ...protocols.rtmp import (
     CSID_AUDIO,
@@ -86,6 +96,7 @@ from ...protocols.rtmp import (
 from ...protocols.rtmp.chunks import chunk_message
 from ...protocols.rtmp.handshake import ServerHandshake
 from ..admission import Admission
+from ..egress import Buffer, DirectSink, Egress, Encoded
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -104,7 +115,6 @@ SHARED_STREAM_ID = 1
 # streams 4-6) and 7 bytes of timestamp, length and type; 4 bytes, little-endian.
 _SID_START = 8
 _SID_END = 12
-_IOV_MAX = 1024
 
 
 def _chunk_frame(frame: Frame, chunk_size: int) -> bytes:
@@ -146,7 +156,6 @@ class RtmpServer:
         max_per_address: int | None = None,
         max_setup_buffer: int = 256 * 1024,
         max_partial_memory: int | None = 256 * 1024 * 1024,
-        max_batch: int = 64,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -157,7 +166,6 @@ class RtmpServer:
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.max_setup_buffer = max_setup_buffer
-        self.max_batch = max_batch
         self.admission = Admission(
             max_connections=max_connections,
             max_pending_per_address=max_pending_per_address,
@@ -202,9 +210,9 @@ class RtmpServer:
                 await connection.run()
             if ticket.evicted:
                 log.debug("rtmp %s:%s evicted (idle, its slot was needed)", *peer)
-        except (_Timeout, _Close, ProtocolError) as exc:
+        except (_Timeout, _Close, ProtocolError, WriteTimeout) as exc:
             log.warning("rtmp %s:%s closed: %s", *peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+        except (PeerGone, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             log.info("rtmp %s:%s went away: %s", *peer, exc or type(exc).__name__)
         except StreamError as exc:
             log.warning("rtmp %s:%s closed: %s", *peer, exc)
@@ -221,8 +229,57 @@ class RtmpServer:
             await trio.aclose_forcefully(stream)
 
 
+class _Player(DirectSink):
+    """One play of a connection: the kernel's sink for it, written through the connection's
+    egress (see :mod:`..egress`). On message stream 1 it shares every batch's chunks with
+    every other player of the same chunk size; on another id each frame's first chunk header
+    gets a 12-byte copy with the id patched in."""
+
+    __slots__ = ("stream_id", "key", "chunk_size", "patch", "stack")
+
+    def __init__(self, egress: Egress, stream_id: int, key: StreamKey, chunk_size: int) -> None:
+        super().__init__(egress)
+        self.stream_id = stream_id
+        self.key = key
+        self.chunk_size = chunk_size
+        self.patch = None if stream_id == SHARED_STREAM_ID else stream_id.to_bytes(4, "little")
+        if self.patch is None:
+            self.batch_key = ("rtmp", chunk_size)
+            self.batch_build = _batch_chunks
+            self.batch_args = (chunk_size,)
+        self.stack = AsyncExitStack()
+        """Holds the ``engine.attach`` of this play until it stops."""
+
+    def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
+        return _chunks(frames, start, end, self.chunk_size, self.patch)
+
+
+def _batch_chunks(batch: FrameBatch, chunk_size: int) -> Encoded:
+    return _chunks(batch, 0, len(batch), chunk_size, None)
+
+
+def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, patch: bytes | None) -> Encoded:
+    """The chunked messages of ``frames[start:end]`` (each built once per chunk size and kept
+    with its frame), with the message stream id ``patch`` written in if given. A frame RTMP
+    cannot carry is left out."""
+    key = ("rtmp", chunk_size)
+    buffers: list[Buffer] = []
+    size = 0
+    for index in range(start, end):
+        try:
+            data = frames[index].encoded(key, _chunk_frame, chunk_size)
+        except LocalProtocolError:
+            continue
+        if patch is None:
+            buffers.append(data)
+        else:
+            buffers += (data[:_SID_START] + patch, memoryview(data)[_SID_END:])
+        size += len(data)
+    return buffers, size
+
+
 class _Connection:
-    """One RTMP connection: the command loop (and, for a player, its pump task)."""
+    """One RTMP connection, one task: the command loop, which also drains its players' egress."""
 
     def __init__(self, server: RtmpServer, engine: Engine, stream: trio.SocketStream,
                  peer: tuple[str, int]) -> None:
@@ -233,18 +290,13 @@ class _Connection:
         self.session = ServerSession(
             chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
         )
-        self.fd = stream.socket.fileno()
-        self.bytes_sent = 0
-        self.acknowledged = 0
-        self.ack_arrived = trio.Event()
-        self.send_lock = trio.StrictFIFOLock()
+        self.egress = Egress(stream, write_timeout=server.write_timeout)
         self.app: str | None = None
         self.connect_query: dict[str, str] = {}
         self.publish_stream_id: int | None = None
-        self.players: dict[int, trio.CancelScope] = {}
+        self.players: dict[int, _Player] = {}
         self.busy = False
         self.ticket: Any = None
-        self.nursery: trio.Nursery | None = None
         now = trio.current_time()
         self.setup_deadline = now + server.setup_timeout
         self.last_progress = now
@@ -258,56 +310,39 @@ class _Connection:
             if self.ticket is not None:
                 self.ticket.busy()
 
-    async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` whole within the write timeout (a peer that does not read is closed)."""
-        timeout = self.server.write_timeout
-        with trio.move_on_after(timeout) as scope:
-            await self.stream.send_all(data)
-        if scope.cancelled_caught:
-            raise _Timeout(f"a write blocked for {timeout:g} s (the peer does not read)")
-
-    async def flush(self, extra: bytes = b"") -> None:
-        async with self.send_lock:
-            data = self.session.data_to_send()
-            if extra:
-                data = data + extra if data else extra
-            if data:
-                await self._send_all(data)
-
-    async def receive(self) -> bytes:
-        return await self.stream.receive_some(_RECV_SIZE)
+    def flush(self) -> None:
+        """Write (or queue behind the media already queued) what the session has to send."""
+        data = self.session.data_to_send()
+        if data:
+            self.egress.write((data,), len(data))
 
     # ------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
-        """Handshake, then serve commands (and players) until EOF or the first failure.
-
-        A failure comes out as itself (not in an exception group), after whatever is queued
-        (a rejection, an end-of-stream) has been sent, so the peer learns why it is closed.
-        """
-        await self._handshake()
+        """Handshake, then serve commands and players until EOF, the end of what was played,
+        or the first failure (which comes out as itself, after whatever is queued, a
+        rejection or an end-of-stream, has been sent, so the peer learns why it is closed)."""
         failure: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                if await self._command_loop(None) is _EOF:
-                    self._check_clean_eof()
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # A group of nothing but cancellations goes on up (trio's cancel scopes need it);
-            # otherwise what ended the connection is logged by the handler.
-            failure = main_failure(group, trio.Cancelled)
-            if failure is None:
-                raise
+            await self._handshake()
+            outcome = await self._command_loop(None)
+            if outcome is _EOF:
+                self._check_clean_eof()
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            failure = exc
         finally:
-            self.nursery = None
+            await self._stop_players("connection closed")
         # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
         with trio.move_on_after(1) as scope:
             scope.shield = True
             try:
-                await self.flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _Timeout):
+                self.flush()
+                await self.egress.drain()
+            except (PeerGone, WriteTimeout, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+        self.egress.discard()
         if failure is not None:
             raise failure
 
@@ -322,13 +357,13 @@ class _Connection:
         timeout = self.server.handshake_timeout
         with trio.move_on_after(timeout) as scope:
             while not handshake.complete:
-                data = await self.receive()
+                data = await self.stream.receive_some(_RECV_SIZE)
                 if not data:
                     raise _Close("peer closed during the handshake")
                 handshake.receive_data(data)
                 out = handshake.data_to_send()
                 if out:
-                    await self._send_all(out)
+                    await self.stream.send_all(out)
         if scope.cancelled_caught:
             raise _Timeout(f"handshake not completed within {timeout:g} s")
         self.session.receive_data(handshake.leftover())
@@ -343,36 +378,56 @@ class _Connection:
             return self.setup_deadline, f"neither published nor played within {server.setup_timeout:g} s"
         return idle_at, f"no command for {server.idle_timeout:g} s (neither publishing nor playing)"
 
-    async def _next_event(self) -> Any:
-        """The session's next event, reading from the socket as needed; None at EOF."""
+    def _flow_control(self) -> None:
+        """Honour the peer's Set Peer Bandwidth: no more than that many bytes unacknowledged
+        (past it the egress queues, and the players' queues fill and drop to the next
+        keyframe meanwhile). A peer that never announced a bandwidth is not limited."""
         session = self.session
+        bandwidth = session.peer_bandwidth
+        limit = math.inf if bandwidth is None else session.peer_acknowledged + bandwidth[0]
+        egress = self.egress
+        if limit != egress.limit:
+            raised = limit > egress.limit
+            egress.limit = limit
+            if raised:
+                egress.resume()
+
+    async def _next_event(self) -> Any:
+        """The session's next event, reading from the socket as needed; None at EOF,
+        ``_ENDED`` once every play of a connection that only played has ended."""
+        session = self.session
+        egress = self.egress
         while True:
             handled = session.messages_handled
             event = session.next_event()
             if session.messages_handled != handled:
                 self.last_progress = trio.current_time()
-            if session.peer_acknowledged != self.acknowledged:  # counted while parsing
-                self.acknowledged = session.peer_acknowledged
-                self.ack_arrived.set()
-                self.ack_arrived = trio.Event()
             if event is not None:
                 return event
-            await self.flush()
+            self._flow_control()
+            self.flush()
+            if await self._players_ended():
+                return _ENDED
             deadline, reason = self._read_deadline()
             with trio.move_on_at(deadline) as scope:
-                data = await self.receive()
+                data = await egress.receive(_RECV_SIZE)
             if scope.cancelled_caught:
                 raise _Timeout(reason)
+            if data is None:
+                continue  # interrupted: drain, or a play has ended
             if not data:
                 return None
             session.receive_data(data)
 
     async def _command_loop(self, publisher: Publisher | None) -> object:
-        """Handle events until EOF (``_EOF``) or, when publishing, until the publish ends."""
+        """Handle events until EOF (``_EOF``), until every play ended (``_ENDED``) or, when
+        publishing, until the publish ends (``_UNPUBLISHED``)."""
         while True:
             event = await self._next_event()
             if event is None:
                 return _EOF
+            if event is _ENDED:
+                return _ENDED
             if isinstance(event, MediaMessage):
                 if publisher is not None and event.stream_id == self.publish_stream_id:
                     await self._ingest(publisher, event)
@@ -382,14 +437,15 @@ class _Connection:
             elif isinstance(event, ConnectRequest):
                 await self._connect(event)
             elif isinstance(event, PublishRequest):
-                if await self._publish(event, publisher) is _EOF:
-                    return _EOF
+                outcome = await self._publish(event, publisher)
+                if outcome is _EOF or outcome is _ENDED:
+                    return outcome
             elif isinstance(event, PlayRequest):
                 await self._play(event)
             elif isinstance(event, (StreamDeleted, StreamCloseRequested)):
                 if event.stream_id == self.publish_stream_id and publisher is not None:
                     return _UNPUBLISHED
-                self._stop_player(event.stream_id)
+                await self._stop_player(event.stream_id, "stopped by the player")
             elif isinstance(event, StreamUnpublishRequested):
                 if publisher is not None:
                     return _UNPUBLISHED
@@ -433,14 +489,14 @@ class _Connection:
                 self._mark_busy()
                 self.publish_stream_id = sid
                 session.accept_publish(sid)
-                await self.flush()
+                self.flush()
                 log.info("rtmp %s:%s publishing %s", *self.peer, key)
                 try:
                     outcome = await self._command_loop(pub)
                 finally:
                     self.publish_stream_id = None
                 log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key,
-                         "connection closed" if outcome is _EOF else "unpublished")
+                         "unpublished" if outcome is _UNPUBLISHED else "connection closed")
                 return outcome
         except InvalidStreamName as exc:
             refusal = ("NetStream.Publish.BadName", str(exc))
@@ -457,6 +513,8 @@ class _Connection:
         raise _Close(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
+        # The message body becomes each frame's FLV body when it is what FLV would write
+        # again (see media.flv.tags): players get the publisher's bytes, rebuilt never.
         try:
             if event.type_id == 9:
                 frames = flv.parse_video_tracks(event.timestamp, event.payload)
@@ -477,159 +535,86 @@ class _Connection:
     # ------------------------------------------------------------------ play
 
     async def _play(self, event: PlayRequest) -> None:
-        assert self.nursery is not None
-        self._stop_player(event.stream_id)
-        await self.nursery.start(self._player, event)
-
-    def _stop_player(self, stream_id: int) -> None:
-        scope = self.players.pop(stream_id, None)
-        if scope is not None:
-            scope.cancel()
-
-    async def _player(self, event: PlayRequest,
-                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Attach a player to the stream (through the engine's one authorization path); the
+        stream's task writes its frames from then on, and this task drains what is queued."""
         session = self.session
         sid = event.stream_id
+        await self._stop_player(sid, "replaced by a new play")
         refusal: tuple[str, str]
+        player: _Player | None = None
         try:
             key = self._key(event.name)
-            async with self.engine.subscribe(key, self._credentials(event.query), protocol="rtmp") as sub:
-                self._mark_busy()
-                why = "connection closed"
-                try:
-                    with trio.CancelScope() as scope:
-                        self.players[sid] = scope
-                        session.accept_play(sid)
-                        await self.flush()
-                        task_status.started()
-                        log.info("rtmp %s:%s playing %s", *self.peer, key)
-                        await self._pump(sub, sid)
-                        self._say_ended(sub, sid)
-                        await self.flush()
-                    if scope.cancelled_caught:
-                        why = "stopped by the player"
-                    else:
-                        why = (sub.end_reason or EndReason.STREAM_ENDED).value
-                finally:
-                    log.info("rtmp %s:%s stopped playing %s (%s; %d frames dropped)",
-                             *self.peer, key, why, sub.dropped)
-                if self.players.get(sid) is scope:
-                    del self.players[sid]
-                if sub.end_reason in (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED):
-                    # The stream is over for this player; closing tells every client for sure.
-                    assert self.nursery is not None
-                    self.nursery.cancel_scope.cancel()
-            return
+            player = _Player(self.egress, sid, key, session.out_chunk_size)
+            player.subscriber = await player.stack.enter_async_context(
+                self.engine.attach(key, player, self._credentials(event.query), protocol="rtmp"))
         except StreamNotFound as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
         except InvalidStreamName as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
         except (Unauthorized, AppNotFound, EngineClosed) as exc:
             refusal = ("NetStream.Play.Failed", str(exc))
+        else:
+            self._mark_busy()
+            self.egress.max_frames = self.engine.application(key.app).spec.subscriber_queue
+            self.players[sid] = player
+            session.accept_play(sid)
+            self.flush()  # Play.Reset, Play.Start... before any media
+            player.start()
+            log.info("rtmp %s:%s playing %s", *self.peer, key)
+            return
         # A refused play ends the connection, as a refused publish does (the reason is sent
         # first, then logged by the handler).
         session.reject_play(sid, *refusal)
-        await self.flush()
-        task_status.started()
         raise _Close(f"play of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
-    def _say_ended(self, sub: Subscription, sid: int) -> None:
-        reason = sub.end_reason
+    async def _stop_player(self, stream_id: int, why: str) -> None:
+        player = self.players.pop(stream_id, None)
+        if player is not None:
+            await self._detach(player, why)
+
+    async def _stop_players(self, why: str) -> None:
+        players = list(self.players.values())
+        self.players.clear()
+        for player in players:
+            await self._detach(player, why)
+
+    async def _detach(self, player: _Player, why: str) -> None:
+        """Take ``player`` off its stream (``engine.attach``'s exit) and log how it ended."""
+        with trio.CancelScope(shield=True):
+            await player.stack.aclose()
+        log.info("rtmp %s:%s stopped playing %s (%s; %d frames dropped)",
+                 *self.peer, player.key, why, player.dropped)
+
+    async def _players_ended(self) -> bool:
+        """Say goodbye to every player whose stream ended. True when the connection should
+        close: a stream is over for one of its players (closing tells every client for
+        sure), once what was queued for it and the goodbye have been written."""
+        close = False
+        for sid, player in list(self.players.items()):
+            if not player.ended:
+                continue
+            del self.players[sid]
+            reason = player.end_reason
+            self._say_ended(player, sid)
+            self.flush()
+            await self._detach(player, (reason or EndReason.STREAM_ENDED).value)
+            close = close or reason in _CLOSING
+        if close:
+            await self.egress.drain()  # its queued frames, then the goodbye
+        return close
+
+    def _say_ended(self, player: _Player, sid: int) -> None:
+        reason = player.end_reason
         if reason is EndReason.EVICTED:
             self.session.send_on_status(sid, "error", "NetStream.Play.InsufficientBW",
-                                        f"dropped {sub.dropped} frames: too slow for this stream")
+                                        f"dropped {player.dropped} frames: too slow for this stream")
             self.session.send_stream_eof(sid)
         elif reason is not None:
-            self.session.send_unpublish_notify(sid, f"stream {sub.key} ended ({reason.value})")
-
-    async def _pump(self, sub: Subscription, sid: int) -> None:
-        """Write the subscription's frames, batching whatever has queued up (the stream
-        already groups audio with the next video frame, see ``AppSpec.audio_hold``)."""
-        session = self.session
-        limit = self.server.max_batch
-        patch = None if sid == SHARED_STREAM_ID else sid.to_bytes(4, "little")
-        while True:
-            batch = await sub.next_batch(limit)
-            if not batch:
-                return
-            chunk_size = session.out_chunk_size
-            key = ("rtmp", chunk_size)
-            buffers: list[bytes | memoryview] = []
-            for frame in batch:
-                data = frame.encoded(key, _chunk_frame, chunk_size)
-                if patch is None:
-                    buffers.append(data)
-                else:
-                    view = memoryview(data)
-                    buffers += (data[:_SID_START] + patch, view[_SID_END:])
-            await self.write(buffers)
-
-    async def write(self, buffers: list[bytes | memoryview]) -> None:
-        """Write queued session output, then ``buffers``, under the connection's write lock.
-
-        Fast path for the fan-out: when the lock is free it is taken without a checkpoint, and
-        the shared buffers go straight to the non-blocking socket with ``writev`` (no join, no
-        copy). What the kernel's send buffer did not take is written the same way as the socket
-        drains, still without copying; a socket that takes nothing for the write timeout
-        closes the connection.
-        """
-        await self._within_peer_bandwidth()
-        lock = self.send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
-            pending = self.session.data_to_send()
-            if pending:
-                buffers = [pending, *buffers]
-            self.bytes_sent += sum(map(len, buffers))
-            fd = self.fd
-            while True:
-                try:
-                    sent = os.writev(fd, buffers[:_IOV_MAX])
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    raise trio.BrokenResourceError(f"write failed: {exc}") from exc
-                buffers = _advance(buffers, sent)
-                if not buffers:
-                    return
-                await self._wait_writable()
-        finally:
-            lock.release()
-
-    async def _wait_writable(self) -> None:
-        timeout = self.server.write_timeout
-        with trio.move_on_after(timeout) as scope:
-            await trio.lowlevel.wait_writable(self.stream.socket)
-        if scope.cancelled_caught:
-            raise _Timeout(f"a write blocked for {timeout:g} s (the peer does not read)")
-
-    async def _within_peer_bandwidth(self) -> None:
-        """Honour the peer's Set Peer Bandwidth: with more than that many bytes sent and not
-        yet acknowledged, wait for an acknowledgement (meanwhile the subscription's queue
-        fills and the kernel drops to the next keyframe for this player). A peer that never
-        announced a bandwidth is not limited."""
-        bandwidth = self.session.peer_bandwidth
-        if bandwidth is None:
-            return
-        while self.bytes_sent - self.session.peer_acknowledged > bandwidth[0]:
-            await self.ack_arrived.wait()
+            self.session.send_unpublish_notify(sid, f"stream {player.key} ended ({reason.value})")
 
 
 _EOF = object()
+_ENDED = object()
 _UNPUBLISHED = object()
 _REFUSED = object()
-
-
-def _advance(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
-    """``buffers`` less their first ``sent`` bytes (views into the same memory: no copy)."""
-    if not sent:
-        return buffers
-    for index, buffer in enumerate(buffers):
-        size = len(buffer)
-        if sent < size:
-            return [memoryview(buffer)[sent:], *buffers[index + 1 :]]
-        sent -= size
-    return []
+_CLOSING = (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED)
