@@ -1,11 +1,16 @@
-"""WebSocket opening handshakes read by h11: checks, and the request head rebuilt (sans-IO).
+"""WebSocket opening handshakes read by h11: checks, the request head rebuilt; frame headers
+for messages written as they are (sans-IO).
 
 The HTTP worker reads every request with h11, WebSocket handshakes included (so routing, limits
-and errors are the same for both), then hands the connection to trio-websocket with the request
-head replayed (:func:`rebuild_request_head`). Before that, :func:`handshake_problem` checks what
+and errors are the same for both), then hands the request head, replayed
+(:func:`rebuild_request_head`), to wsproto or trio-websocket. Before that, :func:`handshake_problem` checks what
 wsproto would refuse (and what it would let through but RFC 6455 does not allow, such as a
 ``Sec-WebSocket-Key`` that is not 16 base64-encoded bytes), so a bad handshake gets a plain
 HTTP error instead of a connection that never opens.
+
+A server's egress writes a message's payload as it is, from buffers shared by every viewer:
+:func:`frame_header` is the unmasked header that goes in front of it (one frame per message;
+RFC 6455 section 5.2).
 
 Error policy: nothing here raises; :func:`handshake_problem` returns the status and reason.
 """
@@ -19,7 +24,11 @@ import h11
 
 from .router import HttpRequest
 
-__all__ = ["rebuild_request_head", "handshake_problem", "valid_websocket_key"]
+__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "frame_header", "rebuild_request_head", "handshake_problem",
+           "valid_websocket_key"]
+
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
 
 
 def handshake_problem(request: HttpRequest) -> tuple[int, str] | None:
@@ -58,3 +67,14 @@ def rebuild_request_head(event: h11.Request) -> bytes:
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def frame_header(size: int, opcode: int = OPCODE_BINARY) -> bytes:
+    """The header of one unmasked, final frame (a whole server-to-client message) of ``size``
+    payload bytes."""
+    first = 0x80 | opcode
+    if size < 126:
+        return bytes((first, size))
+    if size < 0x10000:
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")

@@ -2,7 +2,12 @@
 
 Whole responses (:meth:`Exchange.respond`, :meth:`~Exchange.error`, :meth:`~Exchange.json`),
 streamed ones (:meth:`~Exchange.start`, :meth:`~Exchange.send`, :meth:`~Exchange.end`), and
-WebSocket upgrades (:meth:`~Exchange.accept_websocket`). Handlers of the worker's own routes use
+WebSocket upgrades (:meth:`~Exchange.accept_websocket`, handing the connection to trio-websocket).
+Live egress (HTTP-FLV, WebSocket-FLV, the frame API) writes its body or messages through the
+connection's direct-write :class:`~arcly_trio.workers.egress.Egress` instead
+(:meth:`~Exchange.open_egress`, :meth:`~Exchange.accept_egress_websocket`): the stream's task
+writes the frames' shared buffers straight to the socket, and the handler's task (the
+connection's only task) reads the client and drains what the socket did not take. Handlers of the worker's own routes use
 it whole; services' routes use only the :class:`~arcly_trio.protocols.http.router.Responder` part.
 
 Error policy: writes raise :class:`ClientGone` when the client is gone or does not read within
@@ -27,7 +32,9 @@ from ...core.errors import AppNotFound, EngineClosed, InvalidStreamName, StreamE
 from ...core.excgroups import unwrap_single
 from ...protocols.http.router import BadRequest, HttpRequest
 from ...protocols.http.websocket import handshake_problem, rebuild_request_head
+from ..egress import Egress
 from .websocket import ReplayStream
+from .ws_egress import EgressWebSocket, accept
 
 if TYPE_CHECKING:
     from .server import _Connection
@@ -213,6 +220,17 @@ class Exchange:
         over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
         not reused afterwards.
         """
+        self._check_upgrade()
+        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
+        with trio.fail_after(self.server.header_timeout):
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
+            )
+            return await ws_request.accept(subprotocol=subprotocol, extra_headers=self._upgrade_headers())
+
+    def _check_upgrade(self) -> None:
+        """Raise :class:`BadRequest` for a WebSocket handshake that cannot be accepted; from
+        then on this connection serves the WebSocket only."""
         request = self.request
         assert request is not None
         problem = handshake_problem(request)
@@ -231,13 +249,35 @@ class Exchange:
             raise BadRequest("data sent before the WebSocket handshake was answered")
         self.responded = True
         self.keep_alive = False
-        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
-        with trio.fail_after(self.server.header_timeout):
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
-            )
-            extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
-            return await ws_request.accept(subprotocol=subprotocol, extra_headers=[(b"server", SERVER_NAME), *extra])
+
+    def _upgrade_headers(self) -> list[tuple[bytes, bytes]]:
+        extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
+        return [(b"server", SERVER_NAME), *extra]
+
+    # ---------------------------------------------------------------- direct-write egress
+
+    def open_egress(self) -> Egress:
+        """The connection's direct-write :class:`~arcly_trio.workers.egress.Egress` (with the
+        server's write timeout), for a live body or WebSocket that a kernel sink writes.
+        Whatever is written through it must come after the response head or handshake
+        answer (:meth:`start` before the sink starts, or :meth:`accept_egress_websocket`)."""
+        return Egress(self._connection.stream, write_timeout=self.server.write_timeout)
+
+    @property
+    def chunked(self) -> bool:
+        """Whether a streamed body is sent with chunked coding (an HTTP/1.1 client) rather
+        than delimited by closing the connection (HTTP/1.0)."""
+        return self._event.http_version == b"1.1"
+
+    def accept_egress_websocket(
+        self, egress: Egress, *, max_message_size: int = 64 * 1024, subprotocol: str | None = None
+    ) -> EgressWebSocket:
+        """Complete the WebSocket handshake through ``egress`` (the ``101`` answer is its first
+        write) and return the connection, for messages written by a sink (see
+        :mod:`.ws_egress`). Raises :class:`BadRequest` as :meth:`accept_websocket` does."""
+        self._check_upgrade()
+        return accept(egress, rebuild_request_head(self._event), self._upgrade_headers(),
+                      subprotocol=subprotocol, max_message_size=max_message_size)
 
 
 def stream_error_status(exc: StreamError) -> int:

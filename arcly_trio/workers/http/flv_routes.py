@@ -1,16 +1,22 @@
 """HTTP-FLV and WebSocket-FLV: ``/{app}/{stream}.flv`` as a live FLV byte stream.
 
-Both subscribe to the stream (protocol ``"http-flv"`` or ``"ws-flv"``; ``?token=`` or
-``?sign=`` is passed to the authenticator with the whole query), then send the FLV header
-(``hasAudio``/``hasVideo`` from the stream's known codecs and its first frames, see
-:class:`~arcly_trio.media.flv.FlvStreamWriter`), the metadata and configs, the cached
-GOP from its keyframe (instant start) and then live frames. Each frame's tag is built once and
-shared by every viewer and recording (:func:`arcly_trio.media.flv.frame_to_tag`); every batch
-of frames the subscription has queued goes out in one write (one HTTP chunk, or one binary
-WebSocket message). A viewer that cannot keep up falls behind in its subscription's queue and
-the kernel makes it skip to the next keyframe; one that stops reading entirely is dropped after
-the server's write timeout. A viewer that disconnects is noticed at once (even on an idle
-stream) and its subscription freed.
+Both attach a sink to the stream (``engine.attach``, protocol ``"http-flv"`` or ``"ws-flv"``;
+``?token=`` or ``?sign=`` is passed to the authenticator with the whole query), then send the
+FLV header (``hasAudio``/``hasVideo`` from the stream's known codecs and its first frames, see
+:class:`~arcly_trio.media.flv.FlvStreamWriter`), the metadata and configs, the cached GOP from
+its keyframe (instant start) and then live frames.
+
+Egress (see :mod:`arcly_trio.workers.egress`): the viewer is an :class:`FlvSink` that the
+stream's task writes to directly. Each frame's tag is built once and shared by every viewer and
+recording (:func:`arcly_trio.media.flv.frame_to_tag`), and each batch the stream delivers goes
+out as one HTTP chunk (HTTP/1.1; HTTP/1.0 gets the bytes as they are, the body ending when the
+connection closes) or one binary WebSocket message: the chunk or message header is built once
+per batch too, and every viewer that takes the batch whole gets the same buffers in one
+``writev``. The handler's task is the connection's only task: it reads the client (a player
+that disconnects is noticed at once, even on an idle stream, and its sink detached; WebSocket
+pings are answered) and drains what the socket did not take. A viewer that cannot keep up fills
+its queue and the kernel makes it skip to the next keyframe; one that takes nothing for the
+server's write timeout is dropped.
 
 Errors: an unknown application or stream is a ``404`` with a message that names it, a refused
 play a ``403``, a stopping server a ``503`` (for WebSocket these are HTTP answers to the
@@ -21,28 +27,35 @@ and the WebSocket is closed with code 1000 (1001 when the server stops).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-import trio
-import trio_websocket
-
-from ...core.errors import StreamError
+from ...core.errors import PeerGone, StreamError, WriteTimeout
+from ...core.frame import Frame, FrameBatch
 from ...core.keys import StreamKey
-from ...kernel.subscription import EndReason, Subscription
-from ...media.flv import FlvStreamWriter
+from ...kernel.fanout import EndReason, Subscriber
+from ...media.flv import FlvStreamWriter, frame_tags
 from ...protocols.http.router import HttpRequest
-from ...core.excgroups import unwrap_single
+from ...protocols.http.websocket import frame_header
+from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange, stream_error_status
 
 if TYPE_CHECKING:
     from .server import HttpServer
 
-__all__ = ["install"]
+__all__ = ["install", "FlvSink", "attach"]
 
 log = logging.getLogger("arcly_trio.http")
 
 FLV_PATH = "/{app}/{stream}.flv"
+_RECV_SIZE = 65536
+_WS_MESSAGE_SIZE = 64 * 1024  # what a WebSocket-FLV viewer may send in one message (it is read and dropped)
+_CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_TAGS_KEY = ("flv-tags",)
+
+Framing = Callable[[Sequence[Buffer], int], Encoded]
 
 
 def install(server: HttpServer) -> None:
@@ -50,39 +63,121 @@ def install(server: HttpServer) -> None:
     server.router.get(FLV_PATH, serve_http_flv)
 
 
-def _writer_for(sub: Subscription) -> FlvStreamWriter:
-    stream = sub.stream
-    info = stream.info
-    return FlvStreamWriter(
-        has_audio=info.audio_codec is not None,
-        has_video=info.video_codec is not None or stream.has_video,
-    )
+# ----------------------------------------------------------------------- framings
 
 
-async def _subscribe(
-    stack: AsyncExitStack, request: HttpRequest, exchange: Exchange, protocol: str
-) -> Subscription | None:
+def chunked(parts: Sequence[Buffer], size: int) -> Encoded:
+    """``parts`` as one HTTP/1.1 chunk (nothing for no bytes: an empty chunk ends the body)."""
+    if not size:
+        return (), 0
+    head = b"%x\r\n" % size
+    return (head, *parts, _CRLF), size + len(head) + 2
+
+
+def identity(parts: Sequence[Buffer], size: int) -> Encoded:
+    """``parts`` as they are (an HTTP/1.0 body, delimited by closing the connection)."""
+    return parts, size
+
+
+def websocket(parts: Sequence[Buffer], size: int) -> Encoded:
+    """``parts`` as one binary WebSocket message."""
+    if not size:
+        return (), 0
+    head = frame_header(size)
+    return (head, *parts), size + len(head)
+
+
+def _batch_tags(batch: FrameBatch) -> Encoded:
+    tags, _ = frame_tags(batch)
+    return tags, sum(map(len, tags))
+
+
+def _framed_batch(batch: FrameBatch, framing: Framing) -> Encoded:
+    """A whole batch's tags in ``framing``: built once per batch and framing, for every viewer."""
+    parts, size = batch.encoded(_TAGS_KEY, _batch_tags)
+    return framing(parts, size)
+
+
+class FlvSink(DirectSink):
+    """One HTTP-FLV or WebSocket-FLV viewer: the FLV stream of its frames, in ``framing``.
+
+    Until the FLV header is written (:attr:`writer` decides it from the first frames) the
+    viewer gets bytes of its own; from then on it shares each batch's framed tags with every
+    viewer of the same framing. :attr:`writer` is set once the stream is known, before
+    :meth:`~arcly_trio.workers.egress.DirectSink.start`.
+    """
+
+    __slots__ = ("writer", "framing")
+
+    def __init__(self, egress: Egress, framing: Framing) -> None:
+        super().__init__(egress)
+        self.framing = framing
+        self.writer = FlvStreamWriter()
+
+    def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
+        writer = self.writer
+        parts = writer.write_parts(frames[start:end] if start or end != len(frames) else frames)
+        if writer.started and self.batch_key is None:  # the header is out: share from now on
+            self.batch_key = ("flv", self.framing)
+            self.batch_build = _framed_batch
+            self.batch_args = (self.framing,)
+        return self.framing(parts, sum(map(len, parts)))
+
+    def finish(self) -> None:
+        """Write the end of the FLV stream: the header and held frames if it was never
+        decided (the stream ended first), and the end of the HTTP body when chunked."""
+        parts = self.writer.finish_parts()
+        buffers, size = self.framing(parts, sum(map(len, parts)))
+        self.egress.write(buffers, size)
+        if self.framing is chunked:
+            self.egress.write((_LAST_CHUNK,), len(_LAST_CHUNK))
+
+
+async def attach(stack: AsyncExitStack, request: HttpRequest, exchange: Exchange, protocol: str,
+                 sink: DirectSink) -> Subscriber | None:
+    """Attach ``sink`` to the requested stream through the engine's one authorization path,
+    for as long as ``stack`` is open; a refusal is answered over HTTP (``None``)."""
     key = StreamKey(request.params["app"], request.params["stream"])
     try:
-        return await stack.enter_async_context(
-            exchange.engine.subscribe(key, request.credentials(protocol), protocol=protocol)
+        sink.subscriber = await stack.enter_async_context(
+            exchange.engine.attach(key, sink, request.credentials(protocol), protocol=protocol)
         )
     except StreamError as exc:
         status = stream_error_status(exc)
         log.info("%s %s:%s refused %s: %s", protocol, *_peer(request), key, exc)
         await exchange.error(status, str(exc))
         return None
+    return sink.subscriber
+
+
+def _prepare(sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
+    """Seed the FLV header's track flags with what the stream already knows."""
+    stream = exchange.engine.stream(subscriber.key)
+    info = stream.info
+    sink.writer = FlvStreamWriter(
+        has_audio=info.audio_codec is not None,
+        has_video=info.video_codec is not None or stream.has_video,
+    )
+    sink.egress.max_frames = exchange.engine.application(subscriber.key.app).spec.subscriber_queue
 
 
 def _peer(request: HttpRequest) -> tuple[str, object]:
     return request.peer if request.peer is not None else ("?", "?")
 
 
+def _stopped(protocol: str, request: HttpRequest, sink: FlvSink, subscriber: Subscriber) -> None:
+    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
+    log.info("%s %s:%s stopped playing %s (%s; %d frames dropped)",
+             protocol, *_peer(request), subscriber.key, reason, subscriber.dropped)
+
+
 async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
-    """``GET /{app}/{stream}.flv``: chunked live FLV."""
+    """``GET /{app}/{stream}.flv``: live FLV, chunked (HTTP/1.1) or until the connection closes."""
+    egress = exchange.open_egress()
+    sink = FlvSink(egress, chunked if exchange.chunked else identity)
     async with AsyncExitStack() as stack:
-        sub = await _subscribe(stack, request, exchange, "http-flv")
-        if sub is None:
+        subscriber = await attach(stack, request, exchange, "http-flv", sink)
+        if subscriber is None:
             return
         headers = [("cache-control", "no-cache, no-store"), ("pragma", "no-cache")]
         if request.method == "HEAD":
@@ -90,72 +185,49 @@ async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
             return
         exchange.keep_alive = False  # a live body ends with the stream; then the connection closes
         await exchange.start(200, content_type="video/x-flv", headers=headers)
-        log.info("http-flv %s:%s plays %s (subscriber #%d)", *_peer(request), sub.key, sub.id)
-        writer = _writer_for(sub)
-        max_batch = exchange.server.max_batch
-        async with exchange.until_disconnect():
-            while True:
-                batch = await sub.next_batch(max_batch)
-                if not batch:
-                    break
-                data = writer.write(batch)
-                if data:
-                    await exchange.send(data)
-            tail = writer.finish()
-            if tail:
-                await exchange.send(tail)
-            await exchange.end()
-        reason = sub.end_reason.value if sub.end_reason is not None else "client left"
-        log.info("http-flv %s:%s stopped playing %s (%s; %d frames dropped)",
-                 *_peer(request), sub.key, reason, sub.dropped)
+        _prepare(sink, exchange, subscriber)
+        sink.start()
+        log.info("http-flv %s:%s plays %s (subscriber #%d)", *_peer(request), subscriber.key, subscriber.id)
+        try:
+            while not sink.ended:
+                data = await egress.receive(_RECV_SIZE)
+                if data is not None and not data:
+                    break  # the client closed the connection
+            else:
+                sink.finish()
+                await egress.drain()
+        except PeerGone:
+            pass
+        except WriteTimeout as exc:
+            log.info("http-flv %s:%s dropped: %s", *_peer(request), exc)
+        finally:
+            egress.discard()
+    _stopped("http-flv", request, sink, subscriber)
 
 
 async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}.flv`` with a WebSocket handshake: FLV in binary messages."""
+    egress = exchange.open_egress()
+    sink = FlvSink(egress, websocket)
     async with AsyncExitStack() as stack:
-        sub = await _subscribe(stack, request, exchange, "ws-flv")
-        if sub is None:
+        subscriber = await attach(stack, request, exchange, "ws-flv", sink)
+        if subscriber is None:
             return
-        gone = False
-        with unwrap_single():
-            async with trio.open_nursery() as nursery:
-                ws = await exchange.accept_websocket(nursery)
-                log.info("ws-flv %s:%s plays %s (subscriber #%d)", *_peer(request), sub.key, sub.id)
-
-                async def drain_incoming() -> None:
-                    # Messages from the player are not used; reading them keeps pings answered
-                    # and tells us at once when the player leaves.
-                    nonlocal gone
-                    try:
-                        while True:
-                            await ws.get_message()
-                    except trio_websocket.ConnectionClosed:
-                        pass
-                    gone = True
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(drain_incoming)
-                write_timeout = exchange.server.write_timeout
-                max_batch = exchange.server.max_batch
-                writer = _writer_for(sub)
-                try:
-                    while True:
-                        batch = await sub.next_batch(max_batch)
-                        data = writer.write(batch) if batch else writer.finish()
-                        if data:
-                            with trio.fail_after(write_timeout):
-                                await ws.send_message(data)
-                        if not batch:
-                            break
-                    going_away = sub.end_reason is EndReason.SHUTDOWN
-                    with trio.move_on_after(2):
-                        await ws.aclose(1001 if going_away else 1000, "server stopping" if going_away else "stream ended")
-                except trio_websocket.ConnectionClosed:
-                    gone = True
-                except trio.TooSlowError:
-                    gone = True
-                    log.info("ws-flv %s:%s dropped: a write blocked for %g s", *_peer(request), write_timeout)
-                nursery.cancel_scope.cancel()
-        reason = sub.end_reason.value if sub.end_reason is not None else "client left"
-        log.info("ws-flv %s:%s stopped playing %s (%s; %d frames dropped)",
-                 *_peer(request), sub.key, reason, sub.dropped)
+        ws = exchange.accept_egress_websocket(egress, max_message_size=_WS_MESSAGE_SIZE)
+        _prepare(sink, exchange, subscriber)
+        sink.start()
+        log.info("ws-flv %s:%s plays %s (subscriber #%d)", *_peer(request), subscriber.key, subscriber.id)
+        try:
+            while not sink.ended and await ws.serve_peer():
+                pass
+            if sink.ended:
+                sink.finish()
+                going_away = sink.end_reason is EndReason.SHUTDOWN
+                await ws.close(1001 if going_away else 1000, "server stopping" if going_away else "stream ended")
+        except PeerGone:
+            pass
+        except WriteTimeout as exc:
+            log.info("ws-flv %s:%s dropped: %s", *_peer(request), exc)
+        finally:
+            egress.discard()
+    _stopped("ws-flv", request, sink, subscriber)

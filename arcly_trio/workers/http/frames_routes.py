@@ -7,13 +7,16 @@ the query (``?token=``, see :meth:`~arcly_trio.protocols.http.router.HttpRequest
 the engine's authenticator, publisher limit and takeover policy apply as on every path.
 
 Play: ``start``, then for each config frame its ``config`` text and its record, then frames
-(the GOP cache from its keyframe, then live), each binary message built once per frame and
-shared by every viewer. A viewer that falls behind skips to the next keyframe in the kernel
+(the GOP cache from its keyframe, then live), each binary message built once per frame (with
+its WebSocket frame header) and shared by every viewer. The viewer is a :class:`FramesSink`
+that the stream's task writes to directly (see :mod:`arcly_trio.workers.egress`): a viewer that
+takes a whole batch of frames with no message of its own in between gets the batch's shared
+buffers in one ``writev``. A viewer that falls behind skips to the next keyframe in the kernel
 and is told with a ``stats`` message (``skipped``) right before the frame it resumes on (the
-frames queued before the gap come first); ``stats`` also goes out once a second
-while frames flow. When the stream ends: ``end`` and close code 1000 (1001 when the server
-stops, 4429 when evicted for lagging past the lag budget). Anything a viewer sends is read
-and dropped (at most 4 KiB a message), which also tells at once when it leaves.
+frames queued before the gap come first); ``stats`` also goes out once a second while frames
+flow. When the stream ends: ``end`` and close code 1000 (1001 when the server stops, 4429 when
+evicted for lagging past the lag budget). Anything a viewer sends is read and dropped (at most
+4 KiB a message) by the connection's one task, which also tells at once when it leaves.
 
 Publish: ``start`` once the engine accepted the publish, then every message is checked by a
 :class:`~arcly_trio.protocols.frames.FramesReader` and each frame goes to the stream.
@@ -37,6 +40,7 @@ publisher that goes away ends its own connection quietly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -46,6 +50,8 @@ import trio_websocket
 from ...core.errors import (
     AppNotFound,
     EngineClosed,
+    LocalProtocolError,
+    PeerGone,
     PublishEnded,
     PublisherLimitReached,
     PublisherReplaced,
@@ -54,11 +60,13 @@ from ...core.errors import (
     StreamIdleReaped,
     StreamNotFound,
     Unauthorized,
+    WriteTimeout,
 )
-from ...core.frame import Frame, FrameKind
+from ...core.excgroups import unwrap_single
+from ...core.frame import Frame, FrameBatch, FrameKind
 from ...core.keys import StreamKey
-from ...kernel.stream import Publisher
-from ...kernel.subscription import EndReason, Subscription
+from ...kernel.fanout import EndReason
+from ...kernel.stream import Publisher, Stream
 from ...protocols.frames.messages import (
     SUBPROTOCOL,
     CloseCode,
@@ -67,6 +75,7 @@ from ...protocols.frames.messages import (
     Limits,
     Start,
     Stats,
+    TextMessage,
     close_reason,
     config_message,
     encode_text,
@@ -74,7 +83,8 @@ from ...protocols.frames.messages import (
 )
 from ...protocols.frames.reader import FramesReader
 from ...protocols.http.router import HttpRequest
-from ...core.excgroups import unwrap_single
+from ...protocols.http.websocket import OPCODE_TEXT, frame_header
+from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange
 
 if TYPE_CHECKING:
@@ -180,106 +190,172 @@ def _subprotocol_problem(request: HttpRequest) -> str | None:
 
 # --- play --------------------------------------------------------------------------------------
 
+_WS_MESSAGE_KEY = ("arcly.frames.v1", "ws-frame")
+_WS_CONFIG_KEY = ("arcly.frames.v1", "ws-config")
+_BATCH_KEY = ("arcly.frames.v1", "ws-batch")
+
+
+def _ws_message(frame: Frame) -> tuple[bytes, bytes]:
+    message = frame_message(frame)
+    return frame_header(len(message)), message
+
+
+def _ws_config(frame: Frame) -> bytes | None:
+    text = config_message(frame)
+    return None if text is None else _ws_text_bytes(text)
+
+
+def _ws_text_bytes(text: str) -> bytes:
+    data = text.encode()
+    return frame_header(len(data), OPCODE_TEXT) + data
+
+
+def _frames_batch(batch: FrameBatch) -> tuple[list[Buffer], int, int] | None:
+    """The binary messages of a batch with no config frame (``None`` otherwise): its buffers,
+    their size and the frames they carry, shared by every viewer with nothing to insert."""
+    buffers: list[Buffer] = []
+    size = sent = 0
+    for frame in batch:
+        if frame.config:
+            return None
+        if frame.kind is FrameKind.DATA:
+            continue
+        try:
+            header, message = frame.encoded(_WS_MESSAGE_KEY, _ws_message)
+        except LocalProtocolError:
+            continue
+        buffers += (header, message)
+        size += len(header) + len(message)
+        sent += 1
+    return buffers, size, sent
+
+
+class FramesSink(DirectSink):
+    """One viewer of ``arcly.frames.v1``: its frames as binary messages, with the ``config``
+    texts, ``stats`` and skipped tracks that are its own (see the module docstring)."""
+
+    __slots__ = ("stream", "sent", "reported", "skipped", "skipped_tracks", "next_stats")
+
+    def __init__(self, egress: Egress) -> None:
+        super().__init__(egress)
+        self.stream: Stream | None = None
+        self.sent = 0
+        self.reported = 0  # the drops already folded into ``skipped``
+        self.skipped = 0  # frames missed since the last stats message said so
+        self.skipped_tracks: set[tuple[FrameKind, int]] = set()  # codecs the protocol does not carry
+        self.next_stats = trio.current_time() + _STATS_INTERVAL
+
+    def write(self, frames: Sequence[Frame], start: int, end: int, counted: int) -> None:
+        subscriber = self.subscriber
+        if (start == 0 and end == len(frames) and type(frames) is FrameBatch and not self.skipped
+                and not self.skipped_tracks and (subscriber is None or subscriber.dropped == self.reported)):
+            shared = frames.encoded(_BATCH_KEY, _frames_batch)
+            if shared is not None:
+                self.sent += shared[2]
+                self.egress.write(shared[0], shared[1], counted)
+                self._stats_due()
+                return
+        buffers, size = self.encode(frames, start, end)
+        self.egress.write(buffers, size, counted)
+        self._stats_due()
+
+    def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
+        subscriber = self.subscriber
+        dropped = subscriber.dropped if subscriber is not None else 0
+        if dropped != self.reported:
+            # Frames queued before the gap came first; the viewer is told right before the
+            # frame it resumes on (configs, then a keyframe).
+            self.skipped += dropped - self.reported
+            self.reported = dropped
+        has_video = self.stream is None or self.stream.has_video
+        buffers: list[Buffer] = []
+        for index in range(start, end):
+            frame = frames[index]
+            kind = frame.kind
+            if kind is FrameKind.DATA:
+                continue
+            if self.skipped and (frame.config or frame.keyframe or not has_video):
+                buffers.append(self._text(Stats(self.sent, dropped, self.skipped, self.egress.queued_frames)))
+                self.skipped = 0
+            track = (kind, frame.track)
+            try:
+                if frame.config:
+                    text = frame.encoded(_WS_CONFIG_KEY, _ws_config)
+                    if text is None:  # a codec the protocol does not carry: skip the track
+                        self.skipped_tracks.add(track)
+                        continue
+                    self.skipped_tracks.discard(track)
+                    buffers += (text, *frame.encoded(_WS_MESSAGE_KEY, _ws_message))
+                elif track not in self.skipped_tracks:
+                    buffers += frame.encoded(_WS_MESSAGE_KEY, _ws_message)
+                    self.sent += 1
+            except LocalProtocolError:
+                continue
+        return buffers, sum(map(len, buffers))
+
+    def _stats_due(self) -> None:
+        now = trio.current_time()
+        if now >= self.next_stats:
+            self.next_stats = now + _STATS_INTERVAL
+            stats = self._text(Stats(self.sent, self.dropped, 0, self.egress.queued_frames))
+            self.egress.write((stats,), len(stats))
+
+    @staticmethod
+    def _text(message: TextMessage) -> bytes:
+        return _ws_text_bytes(encode_text(message))
+
 
 async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}/frames`` with a WebSocket handshake: play over ``arcly.frames.v1``."""
     key = StreamKey(request.params["app"], request.params["stream"])
     peer = _peer(request)
-    with unwrap_single():
-        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            problem = _subprotocol_problem(request)
-            if problem is not None:
-                log.info("ws-frames %s:%s refused %r: %s", *peer, str(key), problem)
-                await _refuse(nursery, exchange, request, CloseCode.SUBPROTOCOL, "refused", problem)
-                nursery.cancel_scope.cancel()
-                return
-            try:
-                sub = await stack.enter_async_context(
-                    exchange.engine.subscribe(key, request.credentials(PROTOCOL), protocol=PROTOCOL)
-                )
-            except StreamError as exc:
-                log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
-                await _refuse(nursery, exchange, request, close_code_for(exc), "refused", str(exc))
-                nursery.cancel_scope.cancel()
-                return
-            ws = await exchange.accept_websocket(
-                nursery, max_message_size=_VIEWER_MESSAGE_SIZE, message_queue_size=1, subprotocol=SUBPROTOCOL
+    problem = _subprotocol_problem(request)
+    if problem is not None:
+        log.info("ws-frames %s:%s refused %r: %s", *peer, str(key), problem)
+        await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
+        return
+    engine = exchange.engine
+    egress = exchange.open_egress()
+    sink = FramesSink(egress)
+    async with AsyncExitStack() as stack:
+        try:
+            sink.subscriber = subscriber = await stack.enter_async_context(
+                engine.attach(key, sink, request.credentials(PROTOCOL), protocol=PROTOCOL)
             )
-            log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), sub.id)
-            await _play(nursery, exchange, ws, sub)
-            nursery.cancel_scope.cancel()
-    reason = sub.end_reason.value if sub.end_reason is not None else "client left"
-    log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason, sub.dropped)
-
-
-async def _play(
-    nursery: trio.Nursery, exchange: Exchange, ws: trio_websocket.WebSocketConnection, sub: Subscription
-) -> bool:
-    """Send the stream to one viewer until it ends; whether the viewer left first."""
-    gone = False
-
-    async def drain_incoming() -> None:
-        nonlocal gone
+        except StreamError as exc:
+            log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
+            await _refused(exchange, request, close_code_for(exc), str(exc))
+            return
+        sink.stream = engine.stream(key)
+        egress.max_frames = engine.application(key.app).spec.subscriber_queue
+        ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL)
+        log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), subscriber.id)
+        ws.send_text(encode_text(Start("play", str(key))))
+        sink.start()
+        timeout = exchange.server.write_timeout
         try:
-            while True:
-                await ws.get_message()
-        except trio_websocket.ConnectionClosed:
+            while not sink.ended and await ws.serve_peer():
+                pass
+            if sink.ended:
+                code, reason, message = _END_REASONS[sink.end_reason or EndReason.STREAM_ENDED]
+                ws.send_text(encode_text(End(reason, message, subscriber.dropped, sink.sent)))
+                await ws.close(code, close_reason(message), min(timeout, _CLOSE_TIMEOUT))
+        except PeerGone:
             pass
-        gone = True
-        play_scope.cancel()
+        except WriteTimeout as exc:
+            log.info("ws-frames %s:%s dropped: %s", *peer, exc)
+        finally:
+            egress.discard()
+    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
+    log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason,
+             subscriber.dropped)
 
-    timeout = exchange.server.write_timeout
-    max_batch = exchange.server.max_batch
-    sent = 0
-    reported_drops = 0
-    skipped = 0
-    skipped_tracks: set[tuple[FrameKind, int]] = set()
-    with trio.CancelScope() as play_scope:
-        nursery.start_soon(drain_incoming)
-        try:
-            await _send(ws, encode_text(Start("play", str(sub.key))), timeout)
-            next_stats = trio.current_time() + _STATS_INTERVAL
-            while True:
-                batch = await sub.next_batch(max_batch)
-                if not batch:
-                    break
-                if sub.dropped != reported_drops:
-                    # Frames queued before the gap come first; the viewer is told right before
-                    # the frame it resumes on (configs, then a keyframe).
-                    skipped += sub.dropped - reported_drops
-                    reported_drops = sub.dropped
-                for frame in batch:
-                    kind = frame.kind
-                    if kind is FrameKind.DATA:
-                        continue
-                    if skipped and (frame.config or frame.keyframe or not sub.stream.has_video):
-                        await _send(ws, encode_text(Stats(sent, sub.dropped, skipped, sub.queued)), timeout)
-                        skipped = 0
-                    track = (kind, frame.track)
-                    if frame.config:
-                        text = config_message(frame)
-                        if text is None:  # a codec the protocol does not carry: skip the track
-                            skipped_tracks.add(track)
-                            continue
-                        skipped_tracks.discard(track)
-                        await _send(ws, text, timeout)
-                    elif track in skipped_tracks:
-                        continue
-                    else:
-                        sent += 1
-                    await _send(ws, frame_message(frame), timeout)
-                now = trio.current_time()
-                if now >= next_stats:
-                    next_stats = now + _STATS_INTERVAL
-                    await _send(ws, encode_text(Stats(sent, sub.dropped, 0, sub.queued)), timeout)
-            code, reason, message = _END_REASONS[sub.end_reason or EndReason.STREAM_ENDED]
-            await _say_goodbye(ws, End(reason, message, sub.dropped, sent), code, timeout)
-        except trio_websocket.ConnectionClosed:
-            gone = True
-        except trio.TooSlowError:
-            gone = True
-            log.info("ws-frames %s:%s dropped: a write blocked for %g s", *exchange.peer, timeout)
-    return gone
+
+async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, message: str) -> None:
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            await _refuse(nursery, exchange, request, code, "refused", message)
+            nursery.cancel_scope.cancel()
 
 
 # --- publish -----------------------------------------------------------------------------------
