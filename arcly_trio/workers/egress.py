@@ -98,8 +98,11 @@ class Egress:
         else:
             self._socket = None
             self._fd = -1
-        self._queue: deque[Buffer] = deque()
-        self._marks: deque[tuple[int, int]] = deque()  # (queued bytes in all at a write's end, its frames)
+        # What the socket did not take, and (queued bytes in all at the end of a write, the
+        # frames it carried); empty tuples until something is queued (a viewer that keeps up
+        # never holds a deque), and again once drained.
+        self._queue: deque[Buffer] | tuple[()] = ()
+        self._marks: deque[tuple[int, int]] | tuple[()] = ()
         self._in = 0  # bytes ever queued
         self._out = 0  # bytes ever written out of the queue
         self._scope: trio.CancelScope | None = None
@@ -140,6 +143,23 @@ class Egress:
         if sent != size:
             self._enqueue(buffers, sent, size, frames)
 
+    def send(self, data: bytes, frames: int = 0) -> None:
+        """:meth:`write` of one buffer (a batch's shared bytes): one ``write`` system call."""
+        if self._queue or self._fd < 0 or self.sent >= self.limit or self.failed is not None:
+            if self.failed is None and data:
+                self._enqueue((data,), 0, len(data), frames)
+            return
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self.sent += sent
+        if sent != len(data):
+            self._enqueue((data,), sent, len(data), frames)
+
     def resume(self) -> None:
         """Try to write what is queued now (after :attr:`limit` was raised), without waiting."""
         if self._queue and self._fd >= 0:
@@ -154,8 +174,8 @@ class Egress:
 
     def discard(self) -> None:
         """Let go of everything queued (the connection is ending)."""
-        self._queue.clear()
-        self._marks.clear()
+        self._queue = ()
+        self._marks = ()
         self._out = self._in
         self.queued_frames = 0
 
@@ -163,6 +183,8 @@ class Egress:
         """Queue ``buffers`` less their first ``skip`` bytes (already written)."""
         queue = self._queue
         wake = not queue
+        if wake:
+            self._queue = queue = deque()
         self._in += size - skip
         for buffer in buffers:
             length = len(buffer)
@@ -172,7 +194,9 @@ class Egress:
             queue.append(memoryview(buffer)[skip:] if skip else buffer)
             skip = 0
         if frames:
-            self._marks.append((self._in, frames))
+            if not self._marks:
+                self._marks = deque()
+            self._marks.append((self._in, frames))  # type: ignore[union-attr]
             self.queued_frames += frames
         if wake:
             self._wake()
@@ -207,6 +231,7 @@ class Egress:
         self.sent += n
         self._out += n
         queue = self._queue
+        assert isinstance(queue, deque)
         while n:
             length = len(queue[0])
             if n < length:
@@ -217,7 +242,10 @@ class Egress:
         marks = self._marks
         out = self._out
         while marks and marks[0][0] <= out:
-            self.queued_frames -= marks.popleft()[1]
+            self.queued_frames -= marks.popleft()[1]  # type: ignore[union-attr]
+        if not queue:
+            self._queue = ()
+            self._marks = ()
 
     def _write_queued(self) -> None:
         """Write from the queue until the socket or the limit says stop (never waits)."""
@@ -332,12 +360,13 @@ class DirectSink:
     its connection's :class:`Egress`.
 
     A format subclasses it with :meth:`encode` (the bytes of ``frames[start:end]`` for this
-    viewer, from each frame's cached bytes) and, for the shared fast path, sets
-    :attr:`batch_key` and :attr:`batch_build`: a function of the batch alone (and
-    :attr:`batch_args`) whose result every viewer with the same key shares, or ``None`` for a
-    batch it leaves to :meth:`encode`. ``batch_key = None`` turns the fast path off for this
-    viewer (while it needs bytes of its own: a header not yet written, a message to insert).
-    A format with per-viewer state around the frames overrides :meth:`write`.
+    viewer, from each frame's cached bytes) and, for the shared fast path, calls :meth:`share`
+    with a key and a function of a batch alone (and arguments) that returns the bytes of the
+    whole batch, or ``None`` for a batch it leaves to :meth:`encode`: every viewer with the same
+    key gets the same ``bytes`` object, built once per batch, written with one system call.
+    A viewer that needs bytes of its own (a header not yet written, a message to insert) shares
+    nothing until it calls :meth:`share`. A format with per-viewer state around the frames
+    overrides :meth:`write`.
 
     Until :meth:`start` the sink holds the frames it is given (its connection has not said
     "play" yet); then it writes them, replay first. After :meth:`close` or a failed write it
@@ -346,7 +375,7 @@ class DirectSink:
     """
 
     __slots__ = ("egress", "subscriber", "ended", "end_reason", "batch_key", "batch_build", "batch_args",
-                 "_started", "_held", "_held_live")
+                 "_shared", "_started", "_held", "_held_live")
 
     def __init__(self, egress: Egress) -> None:
         self.egress = egress
@@ -354,8 +383,9 @@ class DirectSink:
         self.ended = False
         self.end_reason: EndReason | None = None
         self.batch_key: Hashable | None = None
-        self.batch_build: Callable[..., Encoded | None] | None = None
+        self.batch_build: Callable[..., bytes | None] | None = None
         self.batch_args: tuple[Any, ...] = ()
+        self._shared = False  # started, not ended, sharing: the fast path of offer()
         self._started = False
         self._held: list[Frame] = []
         self._held_live = 0
@@ -364,6 +394,13 @@ class DirectSink:
         """The bytes of ``frames[start:end]`` for this viewer (a format provides it). Must not
         raise."""
         raise NotImplementedError
+
+    def share(self, key: Hashable, build: Callable[..., bytes | None], *args: Any) -> None:
+        """From now on, a whole batch is written as ``batch.encoded(key, build, *args)``."""
+        self.batch_key = key
+        self.batch_build = build
+        self.batch_args = args
+        self._shared = self._started and not self.ended
 
     # ------------------------------------------------------------------ the Sink
 
@@ -374,6 +411,17 @@ class DirectSink:
             self.write(frames, 0, len(frames), 0)
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
+        # The hot path: a live viewer whose socket keeps up, given a whole batch.
+        if self._shared and not start and type(frames) is FrameBatch:
+            egress = self.egress
+            if not egress._queue:
+                data = frames.encoded(self.batch_key, self.batch_build, *self.batch_args)
+                if data is not None:
+                    egress.send(data, len(frames))
+                    return len(frames)
+        return self._offer(frames, start)
+
+    def _offer(self, frames: Sequence[Frame], start: int) -> int:
         end = len(frames)
         egress = self.egress
         if self.ended or egress.failed is not None:
@@ -398,6 +446,7 @@ class DirectSink:
 
     def close(self, reason: EndReason) -> None:
         self.ended = True
+        self._shared = False
         self.end_reason = reason
         self.egress.poke()
 
@@ -406,9 +455,9 @@ class DirectSink:
         the batch's shared bytes when this viewer takes a whole batch, else its own."""
         key = self.batch_key
         if key is not None and start == 0 and end == len(frames) and type(frames) is FrameBatch:
-            encoded = frames.encoded(key, self.batch_build, *self.batch_args)
-            if encoded is not None:
-                self.egress.write(encoded[0], encoded[1], counted)
+            data = frames.encoded(key, self.batch_build, *self.batch_args)
+            if data is not None:
+                self.egress.send(data, counted)
                 return
         buffers, size = self.encode(frames, start, end)
         self.egress.write(buffers, size, counted)
@@ -425,6 +474,7 @@ class DirectSink:
         if held and not self.ended:
             self.write(held, 0, len(held), self._held_live)
         self._held_live = 0
+        self._shared = self.batch_key is not None and not self.ended
 
     @property
     def dropped(self) -> int:

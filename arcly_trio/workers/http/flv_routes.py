@@ -92,10 +92,11 @@ def _batch_tags(batch: FrameBatch) -> Encoded:
     return tags, sum(map(len, tags))
 
 
-def _framed_batch(batch: FrameBatch, framing: Framing) -> Encoded:
-    """A whole batch's tags in ``framing``: built once per batch and framing, for every viewer."""
+def _framed_batch(batch: FrameBatch, framing: Framing) -> bytes:
+    """A whole batch's tags in ``framing``, in one buffer: built once per batch and framing,
+    for every viewer."""
     parts, size = batch.encoded(_TAGS_KEY, _batch_tags)
-    return framing(parts, size)
+    return b"".join(framing(parts, size)[0])
 
 
 class FlvSink(DirectSink):
@@ -118,9 +119,7 @@ class FlvSink(DirectSink):
         writer = self.writer
         parts = writer.write_parts(frames[start:end] if start or end != len(frames) else frames)
         if writer.started and self.batch_key is None:  # the header is out: share from now on
-            self.batch_key = ("flv", self.framing)
-            self.batch_build = _framed_batch
-            self.batch_args = (self.framing,)
+            self.share(("flv", self.framing), _framed_batch, self.framing)
         return self.framing(parts, sum(map(len, parts)))
 
     def finish(self) -> None:

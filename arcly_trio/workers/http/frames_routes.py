@@ -210,11 +210,11 @@ def _ws_text_bytes(text: str) -> bytes:
     return frame_header(len(data), OPCODE_TEXT) + data
 
 
-def _frames_batch(batch: FrameBatch) -> tuple[list[Buffer], int, int] | None:
-    """The binary messages of a batch with no config frame (``None`` otherwise): its buffers,
-    their size and the frames they carry, shared by every viewer with nothing to insert."""
+def _frames_batch(batch: FrameBatch) -> tuple[bytes, int] | None:
+    """The binary messages of a batch with no config frame (``None`` otherwise), in one
+    buffer, and the frames they carry: shared by every viewer with nothing to insert."""
     buffers: list[Buffer] = []
-    size = sent = 0
+    sent = 0
     for frame in batch:
         if frame.config:
             return None
@@ -225,9 +225,8 @@ def _frames_batch(batch: FrameBatch) -> tuple[list[Buffer], int, int] | None:
         except LocalProtocolError:
             continue
         buffers += (header, message)
-        size += len(header) + len(message)
         sent += 1
-    return buffers, size, sent
+    return b"".join(buffers), sent
 
 
 class FramesSink(DirectSink):
@@ -251,8 +250,8 @@ class FramesSink(DirectSink):
                 and not self.skipped_tracks and (subscriber is None or subscriber.dropped == self.reported)):
             shared = frames.encoded(_BATCH_KEY, _frames_batch)
             if shared is not None:
-                self.sent += shared[2]
-                self.egress.write(shared[0], shared[1], counted)
+                self.sent += shared[1]
+                self.egress.send(shared[0], counted)
                 self._stats_due()
                 return
         buffers, size = self.encode(frames, start, end)

@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -76,7 +76,7 @@ from ...core.errors import (
 from ...core.frame import Frame, FrameBatch, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
-from ...kernel.fanout import EndReason
+from ...kernel.fanout import EndReason, Subscriber
 from ...media import flv
 from ...protocols.rtmp import (
     CSID_AUDIO,
@@ -235,7 +235,7 @@ class _Player(DirectSink):
     every other player of the same chunk size; on another id each frame's first chunk header
     gets a 12-byte copy with the id patched in."""
 
-    __slots__ = ("stream_id", "key", "chunk_size", "patch", "stack")
+    __slots__ = ("stream_id", "key", "chunk_size", "patch", "attached")
 
     def __init__(self, egress: Egress, stream_id: int, key: StreamKey, chunk_size: int) -> None:
         super().__init__(egress)
@@ -244,18 +244,17 @@ class _Player(DirectSink):
         self.chunk_size = chunk_size
         self.patch = None if stream_id == SHARED_STREAM_ID else stream_id.to_bytes(4, "little")
         if self.patch is None:
-            self.batch_key = ("rtmp", chunk_size)
-            self.batch_build = _batch_chunks
-            self.batch_args = (chunk_size,)
-        self.stack = AsyncExitStack()
-        """Holds the ``engine.attach`` of this play until it stops."""
+            self.share(("rtmp", chunk_size), _batch_chunks, chunk_size)
+        self.attached: AbstractAsyncContextManager[Subscriber] | None = None
+        """The ``engine.attach`` of this play, exited when it stops."""
 
     def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
         return _chunks(frames, start, end, self.chunk_size, self.patch)
 
 
-def _batch_chunks(batch: FrameBatch, chunk_size: int) -> Encoded:
-    return _chunks(batch, 0, len(batch), chunk_size, None)
+def _batch_chunks(batch: FrameBatch, chunk_size: int) -> bytes:
+    """A whole batch's chunks in one buffer (one copy per batch, then one ``write`` per player)."""
+    return b"".join(_chunks(batch, 0, len(batch), chunk_size, None)[0])
 
 
 def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, patch: bytes | None) -> Encoded:
@@ -280,6 +279,9 @@ def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, patc
 
 class _Connection:
     """One RTMP connection, one task: the command loop, which also drains its players' egress."""
+
+    __slots__ = ("server", "engine", "stream", "peer", "session", "egress", "app", "connect_query",
+                 "publish_stream_id", "players", "busy", "ticket", "setup_deadline", "last_progress")
 
     def __init__(self, server: RtmpServer, engine: Engine, stream: trio.SocketStream,
                  peer: tuple[str, int]) -> None:
@@ -409,10 +411,13 @@ class _Connection:
             if await self._players_ended():
                 return _ENDED
             deadline, reason = self._read_deadline()
-            with trio.move_on_at(deadline) as scope:
+            if deadline == math.inf:  # publishing or playing: no deadline (and no cancel scope)
                 data = await egress.receive(_RECV_SIZE)
-            if scope.cancelled_caught:
-                raise _Timeout(reason)
+            else:
+                with trio.move_on_at(deadline) as scope:
+                    data = await egress.receive(_RECV_SIZE)
+                if scope.cancelled_caught:
+                    raise _Timeout(reason)
             if data is None:
                 continue  # interrupted: drain, or a play has ended
             if not data:
@@ -545,8 +550,9 @@ class _Connection:
         try:
             key = self._key(event.name)
             player = _Player(self.egress, sid, key, session.out_chunk_size)
-            player.subscriber = await player.stack.enter_async_context(
-                self.engine.attach(key, player, self._credentials(event.query), protocol="rtmp"))
+            attached = self.engine.attach(key, player, self._credentials(event.query), protocol="rtmp")
+            player.subscriber = await attached.__aenter__()
+            player.attached = attached
         except StreamNotFound as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
         except InvalidStreamName as exc:
@@ -580,8 +586,10 @@ class _Connection:
 
     async def _detach(self, player: _Player, why: str) -> None:
         """Take ``player`` off its stream (``engine.attach``'s exit) and log how it ended."""
-        with trio.CancelScope(shield=True):
-            await player.stack.aclose()
+        attached, player.attached = player.attached, None
+        if attached is not None:
+            with trio.CancelScope(shield=True):
+                await attached.__aexit__(None, None, None)
         log.info("rtmp %s:%s stopped playing %s (%s; %d frames dropped)",
                  *self.peer, player.key, why, player.dropped)
 
