@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from ...core.errors import PeerGone, StreamError, WriteTimeout
@@ -132,21 +132,24 @@ class FlvSink(DirectSink):
             self.egress.write((_LAST_CHUNK,), len(_LAST_CHUNK))
 
 
-async def attach(stack: AsyncExitStack, request: HttpRequest, exchange: Exchange, protocol: str,
-                 sink: DirectSink) -> Subscriber | None:
-    """Attach ``sink`` to the requested stream through the engine's one authorization path,
-    for as long as ``stack`` is open; a refusal is answered over HTTP (``None``)."""
+async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
+                 sink: DirectSink) -> AbstractAsyncContextManager[Subscriber] | None:
+    """Attach ``sink`` to the requested stream through the engine's one authorization path.
+
+    Returns the entered ``engine.attach`` (the caller exits it, ``__aexit__``, when the viewer
+    is done: an exit stack would cost every viewer a deque), with ``sink.subscriber`` set; or
+    ``None`` once a refusal has been answered over HTTP.
+    """
     key = StreamKey(request.params["app"], request.params["stream"])
+    attached = exchange.engine.attach(key, sink, request.credentials(protocol), protocol=protocol)
     try:
-        sink.subscriber = await stack.enter_async_context(
-            exchange.engine.attach(key, sink, request.credentials(protocol), protocol=protocol)
-        )
+        sink.subscriber = await attached.__aenter__()
     except StreamError as exc:
         status = stream_error_status(exc)
         log.info("%s %s:%s refused %s: %s", protocol, *_peer(request), key, exc)
         await exchange.error(status, str(exc))
         return None
-    return sink.subscriber
+    return attached
 
 
 def _prepare(sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
@@ -174,10 +177,12 @@ async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}.flv``: live FLV, chunked (HTTP/1.1) or until the connection closes."""
     egress = exchange.open_egress()
     sink = FlvSink(egress, chunked if exchange.chunked else identity)
-    async with AsyncExitStack() as stack:
-        subscriber = await attach(stack, request, exchange, "http-flv", sink)
-        if subscriber is None:
-            return
+    attached = await attach(request, exchange, "http-flv", sink)
+    if attached is None:
+        return
+    subscriber = sink.subscriber
+    assert subscriber is not None
+    try:
         headers = [("cache-control", "no-cache, no-store"), ("pragma", "no-cache")]
         if request.method == "HEAD":
             await exchange.respond(200, b"", content_type="video/x-flv", headers=headers)
@@ -199,8 +204,9 @@ async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
             pass
         except WriteTimeout as exc:
             log.info("http-flv %s:%s dropped: %s", *_peer(request), exc)
-        finally:
-            egress.discard()
+    finally:
+        egress.discard()
+        await attached.__aexit__(None, None, None)
     _stopped("http-flv", request, sink, subscriber)
 
 
@@ -208,10 +214,12 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}.flv`` with a WebSocket handshake: FLV in binary messages."""
     egress = exchange.open_egress()
     sink = FlvSink(egress, websocket)
-    async with AsyncExitStack() as stack:
-        subscriber = await attach(stack, request, exchange, "ws-flv", sink)
-        if subscriber is None:
-            return
+    attached = await attach(request, exchange, "ws-flv", sink)
+    if attached is None:
+        return
+    subscriber = sink.subscriber
+    assert subscriber is not None
+    try:
         ws = exchange.accept_egress_websocket(egress, max_message_size=_WS_MESSAGE_SIZE)
         _prepare(sink, exchange, subscriber)
         sink.start()
@@ -227,6 +235,7 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
             pass
         except WriteTimeout as exc:
             log.info("ws-flv %s:%s dropped: %s", *_peer(request), exc)
-        finally:
-            egress.discard()
+    finally:
+        egress.discard()
+        await attached.__aexit__(None, None, None)
     _stopped("ws-flv", request, sink, subscriber)

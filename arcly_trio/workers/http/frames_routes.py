@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import trio
@@ -316,15 +315,14 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     engine = exchange.engine
     egress = exchange.open_egress()
     sink = FramesSink(egress)
-    async with AsyncExitStack() as stack:
-        try:
-            sink.subscriber = subscriber = await stack.enter_async_context(
-                engine.attach(key, sink, request.credentials(PROTOCOL), protocol=PROTOCOL)
-            )
-        except StreamError as exc:
-            log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
-            await _refused(exchange, request, close_code_for(exc), str(exc))
-            return
+    attached = engine.attach(key, sink, request.credentials(PROTOCOL), protocol=PROTOCOL)
+    try:
+        sink.subscriber = subscriber = await attached.__aenter__()
+    except StreamError as exc:
+        log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
+        await _refused(exchange, request, close_code_for(exc), str(exc))
+        return
+    try:
         sink.stream = engine.stream(key)
         egress.max_frames = engine.application(key.app).spec.subscriber_queue
         ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL)
@@ -343,8 +341,9 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
             pass
         except WriteTimeout as exc:
             log.info("ws-frames %s:%s dropped: %s", *peer, exc)
-        finally:
-            egress.discard()
+    finally:
+        egress.discard()
+        await attached.__aexit__(None, None, None)
     reason = sink.end_reason.value if sink.end_reason is not None else "client left"
     log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason,
              subscriber.dropped)
