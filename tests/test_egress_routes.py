@@ -324,7 +324,7 @@ async def test_200_stalled_players_next_to_20_healthy_ones() -> None:
     evicted = [e for e in observer.events if e.hook == "on_subscriber_evicted"]
     assert all(e.dropped_total > spec.lag_budget for e in evicted)  # type: ignore[attr-defined]
     assert peak - base < 40 * 1024 * 1024, peak - base  # shared frames, not 200 copies
-    assert after - base < 1024 * 1024, after - base  # back to where it was: nothing of theirs is held
+    assert after - base < 2 * 1024 * 1024, after - base  # back to where it was (the last GOP, encoded)
 
 
 # ------------------------------------------------------------ one task per viewer

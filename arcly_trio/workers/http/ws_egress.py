@@ -21,9 +21,9 @@ raises :class:`~arcly_trio.protocols.http.router.BadRequest` (the worker answers
 from __future__ import annotations
 
 import trio
-import wsproto
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
+from wsproto.handshake import H11Handshake
 
 from ...protocols.http.router import BadRequest
 from ..egress import Egress
@@ -38,13 +38,15 @@ def accept(egress: Egress, request_head: bytes, headers: list[tuple[bytes, bytes
            subprotocol: str | None, max_message_size: int) -> EgressWebSocket:
     """Answer the handshake in ``request_head`` (already checked by the worker) with ``101``
     through ``egress``, selecting ``subprotocol``."""
-    ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-    ws.receive_data(request_head)
-    if not any(isinstance(event, Request) for event in ws.events()):
+    handshake = H11Handshake(ConnectionType.SERVER)
+    handshake.receive_data(request_head)
+    if not any(isinstance(event, Request) for event in handshake.events()):
         raise BadRequest("not a WebSocket handshake")
-    answer = ws.send(AcceptConnection(subprotocol=subprotocol, extra_headers=headers))
+    answer = handshake.send(AcceptConnection(subprotocol=subprotocol, extra_headers=headers))
+    connection = handshake.connection
+    assert connection is not None
     egress.write((answer,), len(answer))
-    return EgressWebSocket(egress, ws, max_message_size)
+    return EgressWebSocket(egress, connection, max_message_size)  # the handshake's h11 state is let go
 
 
 class EgressWebSocket:
@@ -52,7 +54,7 @@ class EgressWebSocket:
 
     __slots__ = ("egress", "max_message_size", "closed", "close_code", "_ws", "_message_size")
 
-    def __init__(self, egress: Egress, ws: wsproto.WSConnection, max_message_size: int) -> None:
+    def __init__(self, egress: Egress, ws: Connection, max_message_size: int) -> None:
         self.egress = egress
         self.max_message_size = max_message_size
         self.closed = False
