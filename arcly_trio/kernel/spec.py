@@ -40,7 +40,8 @@ class AppSpec:
         gop_cache_bytes: most payload bytes kept of the current GOP; 0 = no byte cap.
             Past either cap the GOP is dropped whole until the next keyframe (never trimmed from
             the front, so a replay never starts mid-GOP).
-        subscriber_queue: frames a subscriber may have queued before it starts dropping.
+        subscriber_queue: frames a subscriber may have queued before it starts dropping (in
+            its ``Subscription``, or waiting for its socket in a protocol worker's egress).
         lag_budget: evict a subscriber once it has dropped more than this many frames in
             total; ``None`` = never evict.
         takeover: policy for a second publisher on the same key.

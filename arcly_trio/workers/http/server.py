@@ -29,8 +29,11 @@ connection — one between requests or still sending its head — evicted to mak
 when every slot serves a request does a newcomer get ``503``); a request head must arrive
 whole within ``header_timeout`` seconds and fit in ``max_head_size`` bytes (so a slowloris
 client that trickles its head is closed, and logged); every write must finish within
-``write_timeout`` seconds. Only HTTP/1.0 and HTTP/1.1 are served (``505`` otherwise). A live HTTP-FLV or WebSocket-FLV client is watched while it plays:
-when it disconnects its subscription is freed at once, even if the stream is idle.
+``write_timeout`` seconds (a live viewer: its socket taking nothing for that long). Only HTTP/1.0
+and HTTP/1.1 are served (``505`` otherwise). A live HTTP-FLV, WebSocket-FLV or frame-API viewer
+costs its connection one task, which reads the client while the stream's task writes to it
+directly (:mod:`arcly_trio.workers.egress`): when it disconnects its sink is detached at once,
+even if the stream is idle.
 ``connections`` counts connections that are serving a request (the engine's graceful shutdown
 waits for it to reach 0; idle keep-alive connections are not counted and are simply closed).
 
@@ -88,7 +91,6 @@ class HttpServer:
         header_timeout: seconds a request head may take to arrive (also the keep-alive idle
             timeout between requests).
         write_timeout: seconds one write may block before the client is dropped.
-        max_batch: most frames an HTTP-FLV/WebSocket-FLV client is sent per write.
         rtmp_port: the RTMP port, a hint for the pages' copyable ``rtmp://`` URLs (``None``:
             unknown; settable later, as the CLI does once the RTMP worker has bound its port).
     """
@@ -105,7 +107,6 @@ class HttpServer:
         max_head_size: int = 16 * 1024,
         header_timeout: float = 10.0,
         write_timeout: float = 30.0,
-        max_batch: int = 256,
         rtmp_port: int | None = None,
     ) -> None:
         self.host = host
@@ -123,7 +124,6 @@ class HttpServer:
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
         self.write_timeout = write_timeout
-        self.max_batch = max_batch
         self.connections = 0
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
