@@ -25,6 +25,7 @@ Usage::
     python benchmarks/egress.py --peers --viewers 1000 --repeat 3 --baseline
     python benchmarks/egress.py --protocols rtmp --viewers 3000 --repeat 1
     python benchmarks/egress.py --only nms --protocols ws-flv --viewers 200 --repeat 1
+    python benchmarks/egress.py --peers --protocols rtmp --arcly-args "--batch-interval 0.1" --baseline
 
 A benchmark, not a test: it asserts nothing, it reports.
 """
@@ -150,20 +151,22 @@ def prepare(harness: Path, work: Path) -> None:
     (work / "rtmpload.py").write_text(SHIM)
 
 
-def arcly_command(rtmp: int, http: int, viewers: int) -> str:
+def arcly_command(rtmp: int, http: int, viewers: int, extra: str = "") -> str:
     limit = max(4096, 2 * viewers + 64)
     return (f"{sys.executable} -m arcly_trio serve --host 127.0.0.1 --rtmp-port {rtmp} --http-port {http} "
             f"--log-level warning --max-connections {limit} --max-idle-per-ip {limit} "
-            f"--max-connections-per-ip {limit}")
+            f"--max-connections-per-ip {limit} {extra}").strip()
 
 
-def fanout(work: Path, server: str, protocol: str, viewers: int, seconds: float) -> dict[str, Any] | None:
+def fanout(work: Path, server: str, protocol: str, viewers: int, seconds: float,
+           extra: str = "") -> dict[str, Any] | None:
     rtmp, http = PORTS[server]
     rtmp_viewers = viewers if protocol == "rtmp" else 0
+    label = f"{server} {extra}".strip()
     args = ["./fanout.sh", "custom" if server == "arcly-trio" else server, str(rtmp_viewers), str(seconds),
-            "--port", str(rtmp), "--label", server]
+            "--port", str(rtmp), "--label", label]
     if server == "arcly-trio":
-        args += ["--server-cwd", str(ROOT), "--server-cmd", arcly_command(rtmp, http, viewers)]
+        args += ["--server-cwd", str(ROOT), "--server-cmd", arcly_command(rtmp, http, viewers, extra)]
     if http is not None:
         args += ["--http-port", str(http)]
     if protocol != "rtmp" and viewers:
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also nginx-rtmp and Node-Media-Server, back to back")
     parser.add_argument("--only", choices=SERVERS, help="one server only")
     parser.add_argument("--baseline", action="store_true", help="also N = 0 (publisher only) per server, for marginal CPU")
+    parser.add_argument("--arcly-args", default="", help="extra options for arcly-trio serve (e.g. --batch-interval 0.1)")
     parser.add_argument("--record", type=Path, help="append the JSON lines to this file")
     args = parser.parse_args()
     prepare(args.harness, args.work)
@@ -242,7 +246,8 @@ def main() -> None:
             plan = [("rtmp", 0)] if args.baseline else []
             plan += [(protocol, n) for n in counts for protocol in protocols if protocol in SUPPORTS[server]]
             for protocol, n in plan:
-                result = fanout(args.work, server, protocol, n, args.seconds)
+                result = fanout(args.work, server, protocol, n, args.seconds,
+                                args.arcly_args if server == "arcly-trio" else "")
                 if result is None:
                     continue
                 result["rep"] = rep

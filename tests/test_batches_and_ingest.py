@@ -84,6 +84,7 @@ class Recorder:
     def __init__(self) -> None:
         self.offers: list[list[Frame]] = []
         self.batches: list[Sequence[Frame]] = []
+        self.times: list[float] = []
 
     def replay(self, frames: list[Frame]) -> None:
         self.offers.append(list(frames))
@@ -91,6 +92,7 @@ class Recorder:
     def offer(self, frames: Sequence[Frame], start: int) -> int:
         self.offers.append(list(frames[start:]))
         self.batches.append(frames)
+        self.times.append(trio.current_time())
         return len(frames)
 
     def close(self, reason: EndReason) -> None:
@@ -202,3 +204,46 @@ async def test_an_rtmp_player_gets_the_publishers_message_bodies() -> None:
             await player.aclose()
     assert got == [avc_config, *bodies]
     assert [flv.frame_body(f) for f in cached] == bodies
+
+
+# ----------------------------------------------------------------- batch interval
+
+
+async def test_a_batch_interval_gathers_frames_between_deliveries(autojump_clock: trio.testing.MockClock) -> None:
+    """Frames 33 ms apart with a 100 ms batch interval: the first goes out at once, then the
+    viewer gets about three pictures per write, each within the interval of when it came."""
+    engine = Engine.builder().application(AppSpec("live", batch_interval=0.1)).build()
+    sink = Recorder()
+    async with engine, engine.publish("live/s") as publisher:
+        await publisher.send(keyframe(0))
+        await trio.testing.wait_all_tasks_blocked()
+        async with engine.attach("live/s", sink):
+            await trio.sleep(0.5)  # a quiet spell
+            arrival: dict[int, float] = {}
+            for i in range(1, 31):
+                await trio.sleep(0.033)
+                arrival[i * 33] = trio.current_time()
+                await publisher.send(delta(i * 33))
+                await publisher.send(audio(i * 33 + 5))
+                if i == 1:
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert sink.offers[-1][0].dts == 33  # the first after a quiet spell: at once
+            await trio.sleep(0.2)
+            offers = sink.offers[1:]
+            times = sink.times
+    pictures = [[f for f in offer if f.kind is FrameKind.VIDEO] for offer in offers]
+    waits = [at - arrival[f.dts] for offer, at in zip(offers, times) for f in offer if f.dts in arrival]
+    assert max(waits) <= 0.1 + 1e-9  # none waits longer than the interval
+    assert sum(len(p) for p in pictures) == 30
+    assert len(offers) <= 12  # ~30 pictures in 1 s, one write per 100 ms
+    assert max(len(p) for p in pictures) >= 3
+
+
+def test_the_cli_passes_the_batch_interval() -> None:
+    from arcly_trio.server import cli
+
+    args = cli.build_parser().parse_args(["serve", "--batch-interval", "0.1", "--http-port", "-1"])
+    engine, _, _ = cli.build_engine(args)
+    assert engine._initial_apps[0].batch_interval == 0.1
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--batch-interval", "-1"])

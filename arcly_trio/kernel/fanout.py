@@ -101,7 +101,7 @@ class Subscriber:
     one it was not, once it has left; ``None`` while it is attached).
     """
 
-    __slots__ = ("id", "key", "credentials", "protocol", "sink", "joined_seq", "left_seq", "dropped",
+    __slots__ = ("id", "key", "credentials", "protocol", "sink", "offer", "joined_seq", "left_seq", "dropped",
                  "lag_episodes", "end_reason", "_state", "_gap_start", "_gap_dropped", "_pending",
                  "_pending_counted")
 
@@ -112,6 +112,7 @@ class Subscriber:
         self.credentials = credentials
         self.protocol = protocol
         self.sink = sink
+        self.offer = sink.offer  # bound once: the fan-out calls it for every batch
         self.joined_seq = 0
         self.left_seq: int | None = None
         self.dropped = 0
@@ -215,7 +216,7 @@ class Fanout:
         slow: list[list] = []  # [subscriber, index of the next frame to walk]
         for sub in self.subscribers:
             if sub._state == LIVE and not sub._pending:
-                taken = sub.sink.offer(batch, 0)
+                taken = sub.offer(batch, 0)
                 if taken == last:
                     continue
                 self._lag(sub, first_seq + taken)
@@ -233,7 +234,7 @@ class Fanout:
                 if following > index + 1:  # it resumed and took the rest of the batch with it
                     entry[1] = following
                 elif sub._state == LIVE and not sub._pending and following < last:
-                    taken = sub.sink.offer(batch, following)
+                    taken = sub.offer(batch, following)
                     if taken < last:
                         self._lag(sub, first_seq + taken)
                     entry[1] = taken + 1
@@ -265,7 +266,7 @@ class Fanout:
                 pending = set(sub._pending)
                 pending.discard(frame.track)
                 sub._pending = pending
-            if sub.sink.offer(batch[index:following], 0) == 0:
+            if sub.offer(batch[index:following], 0) == 0:
                 self._lag(sub, seq)
             return following
         if not gop.is_sync(frame):
@@ -281,7 +282,7 @@ class Fanout:
         secondary = gop.video_tracks - {gop.primary} if gop.primary is not None else set()
         if not secondary:
             given += batch[following:]
-        taken = sub.sink.offer(given, 0)
+        taken = sub.offer(given, 0)
         if taken < synced:
             if state == LAGGING:
                 # What it took of the configs is not missed; the rest and the frame are.

@@ -53,6 +53,10 @@ class AppSpec:
             a video frame and deliver them with the next one (0 = off). Subscribers are then
             woken once per video frame instead of once per frame; audio waits at most one
             video frame interval (and never more than 100 ms).
+        batch_interval: seconds to gather frames between two deliveries (0 = deliver as soon
+            as they arrive). Frames that arrive sooner after a delivery wait, then go out
+            together: every viewer gets fewer, larger writes (less CPU per viewer) for up to
+            that much more latency. A burst of half a subscriber queue goes out at once.
         services: the names of the stream services that apply to this application (a
             service named ``"hls"`` packages its streams as HLS when ``"hls"`` is listed...).
         hls: shorthand for ``"hls"`` in ``services``.
@@ -68,6 +72,7 @@ class AppSpec:
     reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
     ingest_queue: int = attrs.field(default=64, validator=_positive)
     audio_hold: int = attrs.field(default=8, validator=_non_negative)
+    batch_interval: float = attrs.field(default=0.0, validator=_non_negative)
     services: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     hls: bool = False
     record: bool = False

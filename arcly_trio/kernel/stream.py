@@ -100,6 +100,7 @@ class Stream:
         self.info = StreamInfo()
         """The current publish session's info (see :class:`~arcly_trio.media.probe.StreamInfo`)."""
         self.created_at = trio.current_time()
+        self._delivered_at = -math.inf  # when the last batch went out (AppSpec.batch_interval)
         self.closed = False
         self._shutting_down = False
 
@@ -250,22 +251,27 @@ class Stream:
         Audio interleave: on a stream with video, audio frames that arrive after the last video
         frame of a batch are held until the next video frame (at most ``AppSpec.audio_hold``
         frames, and never longer than ``AUDIO_HOLD_SECONDS``), so every subscriber is woken
-        once per video frame rather than once per frame. Order is unchanged.
+        once per video frame rather than once per frame. With ``AppSpec.batch_interval``, frames
+        that arrive within that long after a delivery wait for it to pass (or for a full
+        batch) and go out together: fewer, larger writes to every viewer for that much more
+        latency. Order is unchanged.
         """
         idle = self._idle_timeout
         scope = self._idle_scope
         hold_limit = self._spec.audio_hold
+        interval = self._spec.batch_interval
         # Never offer a subscriber more frames in one go than half its queue holds, so a
         # subscriber that keeps up never drops because of a burst from the publisher.
         max_batch = max(1, min(MAX_BATCH, self._spec.subscriber_queue // 2))
         held: list[Frame] = []
+        held_until = 0.0  # when the held frames go out at the latest
         while True:
             try:
                 if held:
                     first: Frame | None = None
-                    with trio.move_on_after(AUDIO_HOLD_SECONDS):
+                    with trio.move_on_at(held_until):
                         first = await receive.receive()
-                    if first is None:  # nothing within the hold time: let the audio go
+                    if first is None:  # nothing within the hold time: let them go
                         self._deliver(held)
                         held = []
                         continue
@@ -277,13 +283,22 @@ class Stream:
                     self._deliver(held)
                 return
             try:
-                # Held audio goes out with this batch: together they stay within the burst cap.
+                # Held frames go out with this batch: together they stay within the burst cap.
                 while len(batch) + len(held) < max_batch:
                     batch.append(receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 pass
             if idle:
                 scope.deadline = trio.current_time() + idle
+            if interval:
+                if held:
+                    batch = held + batch
+                    held = []
+                due = self._delivered_at + interval
+                if trio.current_time() < due and len(batch) < max_batch:
+                    held = batch
+                    held_until = due
+                    continue
             if hold_limit and self.gop.primary is not None:
                 if held:
                     batch = held + batch
@@ -294,13 +309,14 @@ class Stream:
                 if 0 < len(batch) - cut < min(hold_limit, max_batch):
                     held = batch[cut:]
                     batch = batch[:cut]
+                    held_until = trio.current_time() + AUDIO_HOLD_SECONDS
                 if not batch:
                     continue
             self._deliver(batch)
 
     def _deliver(self, batch: list[Frame]) -> None:
         """The hot path: see each frame once (cache, probe, QoS), then fan the batch out."""
-        now = trio.current_time()
+        now = self._delivered_at = trio.current_time()
         probe = self.probe
         hook = self._frame_hook
         key = self.key

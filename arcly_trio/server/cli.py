@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="application name, repeatable (default: live)")
     serve_p.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
                          help="frames of the current GOP kept for instant start (0 = off; default 1024)")
+    serve_p.add_argument("--batch-interval", type=_seconds, default=0.0, metavar="SECONDS",
+                         help="gather frames for up to this long between writes to each viewer: fewer, larger "
+                              "writes (less CPU per viewer) for that much more latency (default 0: at once)")
     serve_p.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                          help="reap a stream after this long without a frame (default 30)")
     serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
@@ -153,7 +157,8 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
     if args.record:
         builder.service(FlvRecorder(args.record))
     for name in dict.fromkeys(apps):
-        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache, hls=args.hls, record=bool(args.record)))
+        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache, hls=args.hls, record=bool(args.record),
+                                    batch_interval=args.batch_interval))
     return builder.build(), rtmp, http
 
 
@@ -204,6 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", error)
         return 1
     return 0
+
+
+def _seconds(text: str) -> float:
+    """A duration option: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
 
 
 def _lone_os_error(exc: BaseException) -> OSError | None:

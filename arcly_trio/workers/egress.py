@@ -64,6 +64,7 @@ Encoded = tuple[Sequence[Buffer], int]
 """What a sink writes for some frames: the buffers and their total size in bytes."""
 
 _IOV_MAX = 1024  # buffers per writev (Linux's IOV_MAX)
+_write = os.write
 
 
 class Egress:
@@ -75,15 +76,14 @@ class Egress:
     of the stream being played; a connection may set it when it knows the application).
     """
 
-    __slots__ = ("stream", "write_timeout", "max_frames", "limit", "sent", "failed", "queued_frames",
-                 "_fd", "_socket", "_queue", "_marks", "_in", "_out", "_scope", "_poked")
+    __slots__ = ("stream", "write_timeout", "max_frames", "sent", "failed", "queued_frames", "fast_fd",
+                 "_limit", "_fd", "_socket", "_queue", "_marks", "_in", "_out", "_scope", "_poked")
 
     def __init__(self, stream: trio.abc.Stream, *, write_timeout: float, max_frames: int = 256) -> None:
         self.stream = stream
         self.write_timeout = write_timeout
         self.max_frames = max_frames
-        self.limit: float = math.inf
-        """Write no more once :attr:`sent` reaches this (flow control); ``inf``: no limit."""
+        self._limit: float = math.inf
         self.sent = 0
         """Bytes written to the peer."""
         self.failed: PeerGone | None = None
@@ -107,6 +107,23 @@ class Egress:
         self._out = 0  # bytes ever written out of the queue
         self._scope: trio.CancelScope | None = None
         self._poked = False
+        self.fast_fd = self._fd
+        """The socket's descriptor while a sink may write a whole batch to it at once (direct,
+        nothing queued, no failure, no flow control); -1 otherwise (see :meth:`DirectSink.offer`)."""
+
+    def _refresh(self) -> None:
+        self.fast_fd = (self._fd if not self._queue and self.failed is None and self._limit == math.inf
+                        else -1)
+
+    @property
+    def limit(self) -> float:
+        """Write no more once :attr:`sent` reaches this (flow control); ``inf``: no limit."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: float) -> None:
+        self._limit = value
+        self._refresh()
 
     @property
     def direct(self) -> bool:
@@ -178,6 +195,7 @@ class Egress:
         self._marks = ()
         self._out = self._in
         self.queued_frames = 0
+        self._refresh()
 
     def _enqueue(self, buffers: Sequence[Buffer], skip: int, size: int, frames: int) -> None:
         """Queue ``buffers`` less their first ``skip`` bytes (already written)."""
@@ -185,6 +203,7 @@ class Egress:
         wake = not queue
         if wake:
             self._queue = queue = deque()
+            self.fast_fd = -1
         self._in += size - skip
         for buffer in buffers:
             length = len(buffer)
@@ -205,6 +224,7 @@ class Egress:
         self.failed = PeerGone(f"write failed: {exc.strerror or exc}")
         self.discard()
         self._wake()
+
 
     def _wake(self) -> None:
         scope = self._scope
@@ -246,6 +266,7 @@ class Egress:
         if not queue:
             self._queue = ()
             self._marks = ()
+            self._refresh()
 
     def _write_queued(self) -> None:
         """Write from the queue until the socket or the limit says stop (never waits)."""
@@ -411,14 +432,28 @@ class DirectSink:
             self.write(frames, 0, len(frames), 0)
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
-        # The hot path: a live viewer whose socket keeps up, given a whole batch.
+        # The hot path: a live viewer whose socket keeps up, given a whole batch: the batch's
+        # shared bytes, one write() on its socket, in line (no further call per viewer).
         if self._shared and not start and type(frames) is FrameBatch:
             egress = self.egress
-            if not egress._queue:
-                data = frames.encoded(self.batch_key, self.batch_build, *self.batch_args)
-                if data is not None:
-                    egress.send(data, len(frames))
+            fd = egress.fast_fd
+            if fd >= 0:
+                data = frames._wire.get(self.batch_key)
+                if data is None:
+                    data = frames.encoded(self.batch_key, self.batch_build, *self.batch_args)
+                    if data is None:
+                        return self._offer(frames, start)
+                try:
+                    sent = _write(fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    egress._fail(exc)
                     return len(frames)
+                egress.sent += sent
+                if sent != len(data):
+                    egress._enqueue((data,), sent, len(data), len(frames))
+                return len(frames)
         return self._offer(frames, start)
 
     def _offer(self, frames: Sequence[Frame], start: int) -> int:
