@@ -173,7 +173,10 @@ async def test_a_slow_rtmp_player_gets_whole_chunks_and_resumes_on_a_keyframe() 
         await client.aclose()
 
 
-async def test_a_slow_http_flv_player_gets_whole_http_chunks() -> None:
+async def play_slowly(opening: bytes, protocol: str, unwrap: Any) -> tuple[list[Frame], list[Frame], Any]:
+    """A slow HTTP-side player: send ``opening``, read small pieces slowly, ``unwrap(data)``
+    each into FLV body bytes (it checks the framing), parse the tags. Returns what it got,
+    what was published and its kernel subscriber."""
     burst = gops(8)
     async with serving(AppSpec("live", subscriber_queue=8)) as (engine, _, http):
         with trio.fail_after(30):
@@ -182,75 +185,70 @@ async def test_a_slow_http_flv_player_gets_whole_http_chunks() -> None:
                 await publisher.send(audio_config())
                 stream = await trio.open_tcp_stream("127.0.0.1", http.port)  # type: ignore[arg-type]
                 small_receive_buffer(stream)
-                conn = h11.Connection(h11.CLIENT)
-                await stream.send_all(conn.send(h11.Request(method="GET", target="/live/s.flv",
-                                                            headers=[("host", "x")])) + conn.send(h11.EndOfMessage()))
+                await stream.send_all(opening)
                 reader = flv.FlvReader()
                 received: list[Frame] = []
-                chunks = [0]
 
                 def feed(data: bytes) -> None:
-                    conn.receive_data(data)
-                    while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
-                        if isinstance(event, h11.Data):
-                            chunks[0] += event.chunk_end
-                            reader.receive_data(event.data)
-                        elif isinstance(event, h11.Response):
-                            assert event.status_code == 200
-                            assert (b"transfer-encoding", b"chunked") in list(event.headers)
+                    for piece in unwrap(data):
+                        reader.receive_data(piece)
                     while (tag := reader.next_event()) is not None:
                         if isinstance(tag, flv.FlvTag):
                             received.extend(flv.tag_to_frames(tag))
 
                 await wait_subscribed(engine, "live/s", 1)
-                subscriber = subscriber_of(engine, "live/s", "http-flv")
+                subscriber = subscriber_of(engine, "live/s", protocol)
                 nursery.start_soon(slow_read, lambda: stream.receive_some(SMALL), feed, lambda: False)
                 published = await publish_burst_then_paced(publisher, burst, received)
                 nursery.cancel_scope.cancel()
-        missing = check_received(received, published)
-        assert subscriber.dropped > 0 and missing <= subscriber.dropped
-        assert chunks[0] < len(received)  # whole batches in one chunk
-        await stream.aclose()
+                await stream.aclose()
+    return received, published, subscriber
+
+
+async def test_a_slow_http_flv_player_gets_whole_http_chunks() -> None:
+    conn = h11.Connection(h11.CLIENT)
+    opening = conn.send(h11.Request(method="GET", target="/live/s.flv", headers=[("host", "x")]))
+    chunks = [0]
+
+    def unwrap(data: bytes) -> list[bytes]:
+        conn.receive_data(data)
+        pieces = []
+        while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+            if isinstance(event, h11.Data):
+                chunks[0] += event.chunk_end
+                pieces.append(event.data)
+            elif isinstance(event, h11.Response):
+                assert event.status_code == 200
+                assert (b"transfer-encoding", b"chunked") in list(event.headers)
+        return pieces
+
+    received, published, subscriber = await play_slowly(opening + conn.send(h11.EndOfMessage()), "http-flv", unwrap)
+    missing = check_received(received, published)
+    assert subscriber.dropped > 0 and missing <= subscriber.dropped
+    assert chunks[0] < len(received)  # whole batches in one chunk
 
 
 async def test_a_slow_websocket_flv_player_gets_whole_websocket_frames() -> None:
-    burst = gops(8)
-    async with serving(AppSpec("live", subscriber_queue=8)) as (engine, _, http):
-        with trio.fail_after(30):
-            async with engine.publish("live/s") as publisher, trio.open_nursery() as nursery:
-                await publisher.send(video_config())
-                await publisher.send(audio_config())
-                stream = await trio.open_tcp_stream("127.0.0.1", http.port)  # type: ignore[arg-type]
-                small_receive_buffer(stream)
-                ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-                await stream.send_all(ws.send(Request(host="x", target="/live/s.flv")))
-                reader = flv.FlvReader()
-                received: list[Frame] = []
-                accepted = []
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    accepted = []
 
-                def feed(data: bytes) -> None:
-                    ws.receive_data(data)
-                    for event in ws.events():
-                        if isinstance(event, AcceptConnection):
-                            accepted.append(event)
-                        elif isinstance(event, BytesMessage):
-                            assert event.message_finished or not event.frame_finished
-                            reader.receive_data(event.data)
-                        elif isinstance(event, CloseConnection):
-                            raise AssertionError(f"closed: {event.code}")
-                    while (tag := reader.next_event()) is not None:
-                        if isinstance(tag, flv.FlvTag):
-                            received.extend(flv.tag_to_frames(tag))
+    def unwrap(data: bytes) -> list[bytes]:
+        ws.receive_data(data)
+        pieces = []
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                accepted.append(event)
+            elif isinstance(event, BytesMessage):
+                pieces.append(event.data)
+            elif isinstance(event, CloseConnection):
+                raise AssertionError(f"closed: {event.code}")
+        return pieces
 
-                await wait_subscribed(engine, "live/s", 1)
-                subscriber = subscriber_of(engine, "live/s", "ws-flv")
-                nursery.start_soon(slow_read, lambda: stream.receive_some(SMALL), feed, lambda: False)
-                published = await publish_burst_then_paced(publisher, burst, received)
-                nursery.cancel_scope.cancel()
-        assert accepted
-        missing = check_received(received, published)
-        assert subscriber.dropped > 0 and missing <= subscriber.dropped
-        await stream.aclose()
+    received, published, subscriber = await play_slowly(ws.send(Request(host="x", target="/live/s.flv")),
+                                                        "ws-flv", unwrap)
+    assert accepted
+    missing = check_received(received, published)
+    assert subscriber.dropped > 0 and missing <= subscriber.dropped
 
 
 # --------------------------------------------------------- stalled next to healthy

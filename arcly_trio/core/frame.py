@@ -113,12 +113,17 @@ class Frame:
         serialisation; passing parameters as ``args`` (not in a closure) keeps the cache hit
         free of allocations. A ``build`` that raises caches nothing.
         """
-        wire = self._wire
-        try:
-            return wire[fmt]
-        except KeyError:
-            value = wire[fmt] = build(self, *args)
-            return value
+        return _encoded(self._wire, fmt, build, self, args)
+
+
+def _encoded(wire: dict[Hashable, Any], fmt: Hashable, build: Callable[..., Any], owner: Any,
+             args: tuple[Any, ...]) -> Any:
+    """``wire[fmt]``, made with ``build(owner, *args)`` the first time (nothing kept if it raises)."""
+    try:
+        return wire[fmt]
+    except KeyError:
+        value = wire[fmt] = build(owner, *args)
+        return value
 
 
 class FrameBatch(list[Frame]):
@@ -141,9 +146,4 @@ class FrameBatch(list[Frame]):
     def encoded(self, fmt: Hashable, build: Callable[..., Any], *args: Any) -> Any:
         """This batch serialised for ``fmt``: ``build(batch, *args)``, called at most once
         per ``fmt`` (see :meth:`Frame.encoded`)."""
-        wire = self._wire
-        try:
-            return wire[fmt]
-        except KeyError:
-            value = wire[fmt] = build(self, *args)
-            return value
+        return _encoded(self._wire, fmt, build, self, args)

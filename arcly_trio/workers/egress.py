@@ -143,14 +143,18 @@ class Egress:
 
     def write(self, buffers: Sequence[Buffer], size: int, frames: int = 0) -> None:
         """Write ``buffers`` (``size`` bytes in all; ``frames`` offered frames they carry) now
-        if the socket takes them; queue what it does not, and wake the connection's task."""
+        if the socket takes them (one ``write`` or ``writev``); queue what it does not, and
+        wake the connection's task."""
         if not size or self.failed is not None:
             return
         if self._queue or self._fd < 0 or self.sent >= self.limit:
             self._enqueue(buffers, 0, size, frames)
             return
         try:
-            sent = os.writev(self._fd, buffers if len(buffers) <= _IOV_MAX else buffers[:_IOV_MAX])
+            if len(buffers) == 1:
+                sent = _write(self._fd, buffers[0])
+            else:
+                sent = os.writev(self._fd, buffers if len(buffers) <= _IOV_MAX else buffers[:_IOV_MAX])
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -161,21 +165,8 @@ class Egress:
             self._enqueue(buffers, sent, size, frames)
 
     def send(self, data: bytes, frames: int = 0) -> None:
-        """:meth:`write` of one buffer (a batch's shared bytes): one ``write`` system call."""
-        if self._queue or self._fd < 0 or self.sent >= self.limit or self.failed is not None:
-            if self.failed is None and data:
-                self._enqueue((data,), 0, len(data), frames)
-            return
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self.sent += sent
-        if sent != len(data):
-            self._enqueue((data,), sent, len(data), frames)
+        """:meth:`write` of one buffer (a batch's shared bytes)."""
+        self.write((data,), len(data), frames)
 
     def resume(self) -> None:
         """Try to write what is queued now (after :attr:`limit` was raised), without waiting."""

@@ -27,7 +27,7 @@ and the WebSocket is closed with code 1000 (1001 when the server stops).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
@@ -167,75 +167,70 @@ def _peer(request: HttpRequest) -> tuple[str, object]:
     return request.peer if request.peer is not None else ("?", "?")
 
 
-def _stopped(protocol: str, request: HttpRequest, sink: FlvSink, subscriber: Subscriber) -> None:
-    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
-    log.info("%s %s:%s stopped playing %s (%s; %d frames dropped)",
-             protocol, *_peer(request), subscriber.key, reason, subscriber.dropped)
-
-
-async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
-    """``GET /{app}/{stream}.flv``: live FLV, chunked (HTTP/1.1) or until the connection closes."""
+async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framing: Framing,
+                 play: Callable[[FlvSink, Subscriber], Awaitable[None]]) -> None:
+    """Attach an :class:`FlvSink` in ``framing``, ``play`` it (the protocol's part: the
+    response head or WebSocket, then reading the client until the sink ends), and let go of
+    everything whatever happens, logging how it ended."""
     egress = exchange.open_egress()
-    sink = FlvSink(egress, chunked if exchange.chunked else identity)
-    attached = await attach(request, exchange, "http-flv", sink)
+    sink = FlvSink(egress, framing)
+    attached = await attach(request, exchange, protocol, sink)
     if attached is None:
         return
     subscriber = sink.subscriber
     assert subscriber is not None
     try:
+        await play(sink, subscriber)
+    except PeerGone:
+        pass
+    except WriteTimeout as exc:
+        log.info("%s %s:%s dropped: %s", protocol, *_peer(request), exc)
+    finally:
+        egress.discard()
+        await attached.__aexit__(None, None, None)
+    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
+    log.info("%s %s:%s stopped playing %s (%s; %d frames dropped)",
+             protocol, *_peer(request), subscriber.key, reason, subscriber.dropped)
+
+
+def _started(protocol: str, request: HttpRequest, sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
+    _prepare(sink, exchange, subscriber)
+    sink.start()
+    log.info("%s %s:%s plays %s (subscriber #%d)", protocol, *_peer(request), subscriber.key, subscriber.id)
+
+
+async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
+    """``GET /{app}/{stream}.flv``: live FLV, chunked (HTTP/1.1) or until the connection closes."""
+
+    async def play(sink: FlvSink, subscriber: Subscriber) -> None:
         headers = [("cache-control", "no-cache, no-store"), ("pragma", "no-cache")]
         if request.method == "HEAD":
             await exchange.respond(200, b"", content_type="video/x-flv", headers=headers)
             return
         exchange.keep_alive = False  # a live body ends with the stream; then the connection closes
         await exchange.start(200, content_type="video/x-flv", headers=headers)
-        _prepare(sink, exchange, subscriber)
-        sink.start()
-        log.info("http-flv %s:%s plays %s (subscriber #%d)", *_peer(request), subscriber.key, subscriber.id)
-        try:
-            while not sink.ended:
-                data = await egress.receive(_RECV_SIZE)
-                if data is not None and not data:
-                    break  # the client closed the connection
-            else:
-                sink.finish()
-                await egress.drain()
-        except PeerGone:
-            pass
-        except WriteTimeout as exc:
-            log.info("http-flv %s:%s dropped: %s", *_peer(request), exc)
-    finally:
-        egress.discard()
-        await attached.__aexit__(None, None, None)
-    _stopped("http-flv", request, sink, subscriber)
+        _started("http-flv", request, sink, exchange, subscriber)
+        while not sink.ended:
+            data = await sink.egress.receive(_RECV_SIZE)
+            if data is not None and not data:
+                return  # the client closed the connection
+        sink.finish()
+        await sink.egress.drain()
+
+    await _serve(request, exchange, "http-flv", chunked if exchange.chunked else identity, play)
 
 
 async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}.flv`` with a WebSocket handshake: FLV in binary messages."""
-    egress = exchange.open_egress()
-    sink = FlvSink(egress, websocket)
-    attached = await attach(request, exchange, "ws-flv", sink)
-    if attached is None:
-        return
-    subscriber = sink.subscriber
-    assert subscriber is not None
-    try:
-        ws = exchange.accept_egress_websocket(egress, max_message_size=_WS_MESSAGE_SIZE)
-        _prepare(sink, exchange, subscriber)
-        sink.start()
-        log.info("ws-flv %s:%s plays %s (subscriber #%d)", *_peer(request), subscriber.key, subscriber.id)
-        try:
-            while not sink.ended and await ws.serve_peer():
-                pass
-            if sink.ended:
-                sink.finish()
-                going_away = sink.end_reason is EndReason.SHUTDOWN
-                await ws.close(1001 if going_away else 1000, "server stopping" if going_away else "stream ended")
-        except PeerGone:
+
+    async def play(sink: FlvSink, subscriber: Subscriber) -> None:
+        ws = exchange.accept_egress_websocket(sink.egress, max_message_size=_WS_MESSAGE_SIZE)
+        _started("ws-flv", request, sink, exchange, subscriber)
+        while not sink.ended and await ws.serve_peer():
             pass
-        except WriteTimeout as exc:
-            log.info("ws-flv %s:%s dropped: %s", *_peer(request), exc)
-    finally:
-        egress.discard()
-        await attached.__aexit__(None, None, None)
-    _stopped("ws-flv", request, sink, subscriber)
+        if sink.ended:
+            sink.finish()
+            going_away = sink.end_reason is EndReason.SHUTDOWN
+            await ws.close(1001 if going_away else 1000, "server stopping" if going_away else "stream ended")
+
+    await _serve(request, exchange, "ws-flv", websocket, play)
