@@ -187,6 +187,12 @@ class Engine:
     def builder() -> EngineBuilder:
         return EngineBuilder()
 
+    def add_observer(self, observer: Observer) -> None:
+        """Add an observer before the engine starts (``RuntimeError`` once it runs)."""
+        if self._nursery is not None:
+            raise RuntimeError("observers are added before the engine starts")
+        self.observers = ObserverSet([*self.observers.observers, observer])
+
     # ------------------------------------------------------------- AppHost
 
     @property

@@ -9,21 +9,27 @@ sink Python code iterates; protocol workers may bring their own (a socket writte
 The policy (:class:`Fanout`):
 
 * A subscriber that joins gets the GOP cache's replay first (configs, then the current GOP from
-  its keyframe), given to its sink whole. Without a cached GOP it *starts* on the next keyframe
-  of the primary video track (any audio frame on a stream without video); what it skips before
-  that is not counted.
+  its keyframe), given to its sink whole. Without a cached GOP on a stream with video it
+  *starts*: it waits for the next keyframe of the primary video track (any audio frame on a
+  stream without video) and gets the configs published meanwhile right before it.
+* Every video track needs a keyframe before its frames are delivered: a subscriber keeps the
+  set of video tracks it is *synced* on (it got a keyframe of them since its last start), and a
+  frame of another video track is skipped until that track's keyframe. So a secondary track of a
+  multitrack publisher, a track that appears later, or a first session that starts mid-GOP never
+  reaches a decoder without its keyframe.
 * A subscriber whose sink does not take a frame *lags*: from that frame on it drops everything
   until the next primary keyframe. Right before that keyframe it gets the configs published
-  since its gap began (still current ones only), then the keyframe, and it is live again. Every
-  frame it will never receive is counted in :attr:`Subscriber.dropped` (configs given again are
-  not), exactly.
-* Secondary video tracks (multitrack) need their own keyframe: after a join or a resumption,
-  a secondary track's frames are skipped until that track's keyframe (counted after a lag, not
-  after a join).
+  since its gap began (still current ones only), then the keyframe, and it is live again, synced
+  on the primary track only (the other tracks wait for their own keyframes).
 * When a new publish session starts on the stream (a takeover, a publisher back within the
-  reconnect grace), every subscriber starts again as if it had just joined without a cached
-  GOP: it waits for the new session's first keyframe and gets its configs right before it, so
-  no decoder is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
+  reconnect grace), every subscriber starts again, as a joiner without a cached GOP does: it
+  waits for the new session's first keyframe and gets its configs right before it, so no decoder
+  is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
+* Counting, exactly: :attr:`Subscriber.dropped` counts every frame offered to the subscriber
+  after it joined that it will never receive, except the frames skipped while it starts (before
+  its first sync frame after a join or a session switch) and the frames of a video track of
+  which no keyframe has been offered to it since then, nor given in its replay (those it could
+  not have decoded anyway: no keyframe came yet). Configs given again are not counted.
 * Past the application's lag budget a subscriber is evicted: its sink is closed with
   ``EndReason.EVICTED``.
 * The start of a lag, the resumption and an eviction are told through ``notify`` (the event
@@ -94,14 +100,16 @@ class Subscriber:
     """The kernel's record of one subscriber of a stream, and its lag state.
 
     Read-only for everyone but the :class:`Fanout`: ``dropped`` (frames it will never receive
-    because it was too slow, exactly), ``lag_episodes``, ``end_reason``, ``joined_seq`` (the
-    stream sequence number of the first live frame it was offered) and ``left_seq`` (the first
-    one it was not, once it has left; ``None`` while it is attached).
+    because it was too slow, exactly: see the module docstring), ``lag_episodes``,
+    ``end_reason``, ``joined_seq`` (the stream sequence number of the first live frame it was
+    offered), ``left_seq`` (the first one it was not, once it has left; ``None`` while it is
+    attached) and ``join_state`` (``"live"`` when it joined on a cached keyframe or on a stream
+    without video yet, ``"starting"`` when it had to wait for the next keyframe).
     """
 
-    __slots__ = ("id", "key", "credentials", "protocol", "sink", "joined_seq", "left_seq", "dropped",
-                 "lag_episodes", "end_reason", "_state", "_gap_start", "_gap_dropped", "_pending",
-                 "_pending_counted")
+    __slots__ = ("id", "key", "credentials", "protocol", "sink", "joined_seq", "left_seq", "join_state",
+                 "dropped", "lag_episodes", "end_reason", "_state", "_gap_start", "_gap_dropped",
+                 "_synced", "_ever_synced")
 
     def __init__(self, subscriber_id: int, key: StreamKey, credentials: Credentials, protocol: str,
                  sink: Sink) -> None:
@@ -112,14 +120,15 @@ class Subscriber:
         self.sink = sink
         self.joined_seq = 0
         self.left_seq: int | None = None
+        self.join_state = "live"
         self.dropped = 0
         self.lag_episodes = 0
         self.end_reason: EndReason | None = None
         self._state = LIVE
         self._gap_start = 0  # seq of the first frame missed (while starting: the first after joining)
         self._gap_dropped = 0
-        self._pending: frozenset[int] | set[int] = frozenset()  # secondary tracks waiting for a keyframe
-        self._pending_counted = False  # whether frames skipped on pending tracks are counted
+        self._synced: set[int] = set()  # video tracks it may be given frames of (a keyframe came)
+        self._ever_synced: set[int] = set()  # ... at some point since its last start
 
     @property
     def lagging(self) -> bool:
@@ -148,6 +157,7 @@ class Fanout:
         self.drops_total = 0
         self.last_seq = 0
         """The sequence number of the last frame delivered."""
+        self._switch = False
         self._evicted: list[Subscriber] = []
 
     # ---------------------------------------------------------------- membership
@@ -157,10 +167,15 @@ class Fanout:
         replay = self.gop.replay()
         sub.joined_seq = next_seq
         sub._gap_start = next_seq
-        started = replay.on_keyframe or self.gop.primary is None
-        sub._state = LIVE if started else STARTING
-        sub._pending = replay.pending_tracks if started else frozenset()
-        sub._pending_counted = False
+        if replay.on_keyframe or self.gop.primary is None:
+            sub._state = LIVE
+            sub._synced = set(replay.synced_tracks)
+            sub.join_state = "live"
+        else:
+            sub._state = STARTING
+            sub._synced = set()
+            sub.join_state = "starting"
+        sub._ever_synced = set(sub._synced)
         self.subscribers.append(sub)
         sub.sink.replay(replay.frames)
 
@@ -177,16 +192,19 @@ class Fanout:
         sub.sink.close(reason)
         return True
 
-    def new_session(self, next_seq: int) -> None:
-        """A new publish session starts with frame ``next_seq``: everyone waits for its keyframe
-        (not on the stream's first session: who joined before any frame gets them all)."""
-        if not self.last_seq:
-            return
+    def new_session(self) -> None:
+        """A new publish session starts: when its first frame comes, everyone present starts
+        again (not on the stream's first session: who joined before any frame gets them all,
+        each video track from its first keyframe)."""
+        self._switch = self.last_seq > 0
+
+    def _restart_all(self, first_seq: int) -> None:
         for sub in self.subscribers:
             if sub._state != EVICTED:
                 sub._state = STARTING
-                sub._gap_start = next_seq
-                sub._pending = frozenset()
+                sub._gap_start = first_seq
+                sub._synced = set()
+                sub._ever_synced = set()
 
     def close_all(self, reason: EndReason) -> list[Subscriber]:
         gone = list(self.subscribers)
@@ -209,13 +227,19 @@ class Fanout:
         """
         gop = self.gop
         last = len(batch)
+        if self._switch:
+            self._switch = False
+            self._restart_all(first_seq)
+        # The video tracks of this batch: a live subscriber synced on all of them takes the whole
+        # batch at once; the others go frame by frame.
+        tracks = {frame.track for frame in batch if frame.kind is _VIDEO and not frame.config}
         slow: list[tuple[Subscriber, int]] = []
         for sub in self.subscribers:
-            if sub._state == LIVE and not sub._pending:
+            if sub._state == LIVE and tracks <= sub._synced:
                 taken = sub.sink.offer(batch, 0)
                 if taken == last:
                     continue
-                self._lag(sub, first_seq + taken)
+                self._lag(sub, batch[taken], first_seq + taken)
                 slow.append((sub, taken + 1))
             else:
                 slow.append((sub, 0))
@@ -235,27 +259,27 @@ class Fanout:
         return evicted
 
     def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache) -> None:
-        """Offer one frame to a subscriber that is lagging, starting, evicted or waiting for a
-        secondary track's keyframe."""
+        """Offer one frame to a subscriber that is lagging, starting, evicted, not synced on
+        every track of the batch, or that fell behind earlier in this very batch."""
         state = sub._state
         if state == EVICTED:
             return
         frame = batch[index]
-        if state == LIVE:  # only pending secondary tracks make a live subscriber come here
-            if frame.kind is _VIDEO and not frame.config and frame.track in sub._pending:
-                if not frame.keyframe:
-                    if sub._pending_counted:
-                        self._drop(sub, seq)
-                    return
-                pending = set(sub._pending)
-                pending.discard(frame.track)
-                sub._pending = pending
+        if frame.keyframe and frame.kind is _VIDEO and not frame.config and state != STARTING:
+            sub._ever_synced.add(frame.track)  # offered: from here on its frames count if missed
+        if state == LIVE:
+            track = frame.track
+            unsynced = frame.kind is _VIDEO and not frame.config and track not in sub._synced
+            if unsynced and not frame.keyframe:
+                self._missed(sub, frame, seq)
+                return
             if sub.sink.offer(batch[index : index + 1], 0) == 0:
-                self._lag(sub, seq)
+                self._lag(sub, frame, seq)
+            elif unsynced:
+                sub._synced.add(track)
             return
         if not gop.is_sync(frame):
-            if state == LAGGING:
-                self._drop(sub, seq)
+            self._missed(sub, frame, seq)
             return
         # A sync point: the configs published since the gap began, then the frame.
         pending = gop.configs_since(sub._gap_start)
@@ -263,37 +287,51 @@ class Fanout:
         given.append(frame)
         taken = sub.sink.offer(given, 0)
         if taken < len(given):
+            # What it took of the configs is not missed (any more); the rest and the frame are.
             if state == LAGGING:
-                # What it took of the configs is not missed; the rest and the frame are.
-                sub._gap_start = pending[taken][0] if taken < len(pending) else seq
                 self._uncount(sub, taken)
-                self._drop(sub, seq)
-            else:
-                sub._gap_start = pending[taken][0] if taken < len(pending) else seq
+            sub._gap_start = pending[taken][0] if taken < len(pending) else seq
+            self._missed(sub, frame, seq)
             return
-        secondary = gop.video_tracks - {gop.primary} if gop.primary is not None else set()
-        sub._pending = frozenset(secondary)
-        sub._pending_counted = state == LAGGING
-        sub._state = LIVE
         if state == LAGGING:
             self._uncount(sub, len(pending))
+        sub._state = LIVE
+        primary = gop.primary
+        sub._synced = {primary} if primary is not None else set()
+        if state == STARTING:
+            sub._ever_synced = set(sub._synced)
+        else:
             log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
             self._notify(SubscriberResumed(self.key, self._clock(), sub.id, sub._gap_dropped, sub.dropped))
 
     # -------------------------------------------------------------- accounting
 
-    def _lag(self, sub: Subscriber, seq: int) -> None:
+    def _counts(self, sub: Subscriber, frame: Frame) -> bool:
+        """Whether missing ``frame`` counts: not while starting, and not for a video track of
+        which no keyframe was offered since the subscriber started (see the module docstring)."""
+        if sub._state == STARTING:
+            return False
+        return not (frame.kind is _VIDEO and not frame.config and frame.track not in sub._ever_synced)
+
+    def _lag(self, sub: Subscriber, frame: Frame, seq: int) -> None:
+        """``sub``'s sink did not take ``frame``: it lags from here to the next primary keyframe."""
         sub._state = LAGGING
         sub._gap_start = seq
-        sub._gap_dropped = 1
-        sub.dropped += 1
+        sub._gap_dropped = 0
         sub.lag_episodes += 1
-        self.drops_total += 1
+        counted = self._counts(sub, frame)
+        if counted:
+            sub.dropped += 1
+            sub._gap_dropped += 1
+            self.drops_total += 1
         log.debug("subscriber #%d of %s is lagging (dropped %d so far)", sub.id, self.key, sub.dropped)
         self._notify(SubscriberLagged(self.key, self._clock(), sub.id, sub.dropped))
-        self._check_budget(sub, seq)
+        if counted:
+            self._check_budget(sub, seq)
 
-    def _drop(self, sub: Subscriber, seq: int) -> None:
+    def _missed(self, sub: Subscriber, frame: Frame, seq: int) -> None:
+        if not self._counts(sub, frame):
+            return
         sub.dropped += 1
         sub._gap_dropped += 1
         self.drops_total += 1

@@ -91,6 +91,9 @@ class Stream:
         self.fanout = Fanout(key, self.gop, spec.lag_budget, owner.notify, trio.current_time)
         self.probe = MediaProbe()
         self.session: PublishSession | None = None
+        self.pumping: PublishSession | None = None
+        """The session whose frames the stream delivers now (the old one drains after a
+        takeover while ``session`` is already the new one)."""
         self._feeding: deque[PublishSession] = deque()
         self._arrived: trio.Event | None = None
         self._seq = 0
@@ -228,7 +231,8 @@ class Stream:
                 # A new session starts from scratch: no config, GOP or info of the previous one.
                 self.gop.clear()
                 self.probe.reset(session.info)
-                self.fanout.new_session(self.next_seq)
+                self.fanout.new_session()
+                self.pumping = session
                 await self._pump(session.receive)
                 self._feeding.popleft()
             if not await self._await_publisher():
@@ -347,6 +351,7 @@ class Stream:
         # Subscription (a protocol adapter until its connection ends) holds no frame of it.
         self.gop.clear()
         self.session = None
+        self.pumping = None
         if reason is EndReason.REAPED:
             log.info("stream %s reaped: no frame for %g s", key, self._idle_timeout)
             self._emit(StreamReaped(key, now, self._idle_timeout or 0.0))
