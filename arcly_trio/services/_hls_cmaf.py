@@ -48,6 +48,10 @@ class LiveCmaf:
         low_latency: whether the stream is packaged as LL-HLS (blocking reloads answered).
         ended: the stream ended (its lists are final).
         waiting: requests waiting on this stream now.
+        published: the packager's :attr:`~arcly_trio.media.cmaf.CmafPackager.version` whose
+            lists are stored: while the packager is ahead of it (frames of a batch pushed,
+            their lists not stored yet), requests wait for the next change, so an answer never
+            comes from a stored list older than the model it was decided on.
     """
 
     def __init__(self, packager: CmafPackager, low_latency: bool) -> None:
@@ -55,7 +59,13 @@ class LiveCmaf:
         self.low_latency = low_latency
         self.ended = False
         self.waiting = 0
+        self.published = -1
         self._changed = trio.Event()
+
+    @property
+    def current(self) -> bool:
+        """Whether the stored lists show what the packager holds."""
+        return self.ended or self.published == self.packager.version
 
     def notify(self) -> None:
         """The lists changed: wake every request waiting on this stream."""
@@ -117,6 +127,7 @@ class CmafPackaging:
         if self.packager.version != self._version:
             self._version = self.packager.version
             await self._publish_lists()
+            self.live.published = self._version
             self.live.notify()
 
     async def _publish_lists(self) -> None:

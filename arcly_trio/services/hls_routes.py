@@ -182,9 +182,9 @@ async def _block(service: HlsService, live: LiveCmaf, kind: FrameKind, msn: int,
     deadline = trio.current_time() + _block_timeout(service, live)
     while True:
         state = llhls.reload_state(live.packager, kind, msn, part)
-        if state is llhls.ReloadState.READY:
+        if state is llhls.ReloadState.READY and live.current:
             return True
-        if state is llhls.ReloadState.TOO_FAR:
+        elif state is llhls.ReloadState.TOO_FAR:
             await exchange.error(400, f"_HLS_msn={msn} _HLS_part={part} is too far ahead of the live edge")
             return False
         if not await live.wait(deadline):
@@ -230,4 +230,7 @@ async def serve_segment(service: HlsService, request: HttpRequest, exchange: Res
 
 
 def _hinted(live: LiveCmaf, name: str) -> bool:
-    return any(rendition.hint == name for rendition in live.packager.renditions.values())
+    """Whether ``name`` is a part the stored lists hint at (or the packager holds but has not
+    stored yet)."""
+    renditions = live.packager.renditions.values()
+    return not live.current or any(rendition.hint == name for rendition in renditions)
