@@ -682,7 +682,8 @@ class CmafPackager:
             rendition.open_parts = []
             rendition._chunks = []
             rendition.open_sequence = None
-            rendition.hint = None
+            # The next part is the first of the next segment (the hint stays while none is open).
+            rendition.hint = self._part_name(rendition, self._next_sequence, 0)
             self._target_duration_value = max(self._target_duration_value, math.ceil(round(segment.duration, 3)))
         self._expire()
         self.version += 1

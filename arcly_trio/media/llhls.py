@@ -116,8 +116,8 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
                 start = packager.program_date_time(open_segment.epoch, open_segment.start_ms)
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(start)}")
         lines.extend(_part_line(p.duration, p.name, p.independent) for p in rendition.open_parts)
-        if rendition.hint is not None:
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rendition.hint}"')
+    if low_latency and not packager.finished and rendition.hint is not None:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rendition.hint}"')
     if low_latency and not packager.finished:
         for other in packager.renditions.values():
             if other is not rendition:
