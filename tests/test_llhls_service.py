@@ -360,3 +360,39 @@ async def test_a_thousand_blocked_requests_then_a_disconnect_storm_leak_nothing(
         assert live.waiting == 0
         status, _, _ = await http_get(http.port, "/live/demo/index.m3u8")
         assert status == 200
+
+
+async def test_a_publisher_flapping_configs_and_jumping_timestamps_keeps_storage_bounded(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    """Attack: a publisher that changes its audio config at every keyframe and makes its
+    timestamps jump every few frames forces a new init segment, a discontinuity and a new
+    period each time. What is stored stays bounded by the window (old inits, segments, parts
+    and epochs expire), and the packaging goes on."""
+    storage = MemoryStorage()
+    hls = HlsService(storage, window=3, delete_delay=0.0)
+    configs, frames = media(demo_frames)
+    asc = [bytes([0x12, 0x08]), bytes([0x12, 0x10])]  # AAC-LC 44.1 kHz, mono then stereo
+    async with Engine.builder().service(hls).application(AppSpec("live", hls=True)).build() as engine:
+        async with engine.publish("live/demo") as publisher:
+            for frame in configs:
+                await publisher.send(frame)
+            offset = 0
+            sizes: list[int] = []
+            for round_ in range(12):
+                for i, frame in enumerate(frames[:150]):
+                    if frame.keyframe:
+                        await publisher.send(Frame(FrameKind.AUDIO, "aac", frame.dts + offset, frame.dts + offset,
+                                                   asc[(round_ + i) % 2], config=True))  # fmt: skip
+                    if i % 40 == 39:
+                        offset += 60_000  # a jump
+                    await publisher.send(Frame(frame.kind, frame.codec, frame.pts + offset, frame.dts + offset,
+                                               frame.payload, frame.keyframe))  # fmt: skip
+                offset += 10_000
+                await wait_for(lambda: "live/demo" in hls.live and stored(hls))
+                await trio.sleep(hls.part_delete_delay + 0.1)  # what expired is deleted by now
+                keys = await storage.list("live/demo/")
+                packager = hls.live["live/demo"].packager
+                sizes.append(len(keys))
+                assert len(keys) < 80, len(keys)
+                assert len(packager.epochs) <= packager.window + 2
+    assert hls.bad_frames == 0
+    assert max(sizes[4:]) <= max(sizes[:4]), sizes  # flat, not growing
