@@ -73,14 +73,21 @@ def video_of(hls: HlsService) -> Any:
     return hls.live["live/demo"].packager.renditions[FrameKind.VIDEO]
 
 
-async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+async def packaged(publisher: Any, demo_frames: list[Frame], hls: HlsService,
+                   more: Any = lambda: True) -> tuple[list[Frame], int]:  # fmt: skip
+    """Send the configs, then media frames until the video rendition exists and ``more()``;
+    the media frames and the position of the next one to send."""
     configs, frames = media(demo_frames)
+    for frame in configs:
+        await publisher.send(frame)
+    pos = await feed_until(publisher, frames, 0, lambda: "live/demo" in hls.live and
+                           FrameKind.VIDEO in hls.live["live/demo"].packager.renditions and more())  # fmt: skip
+    return frames, pos
+
+
+async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
     async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
-        for frame in configs:
-            await publisher.send(frame)
-        pos = await feed_until(publisher, frames, 0, lambda: "live/demo" in hls.live and
-                               FrameKind.VIDEO in hls.live["live/demo"].packager.renditions and
-                               len(video_of(hls).open_parts) >= 2)  # fmt: skip
+        frames, pos = await packaged(publisher, demo_frames, hls, lambda: len(video_of(hls).open_parts) >= 2)
         video = video_of(hls)
         msn, part = video.open_sequence, len(video.open_parts)
         answered: list[float] = []
@@ -137,12 +144,8 @@ async def test_blocked_request_times_out_with_503_when_the_stream_stalls(demo_fr
 
 
 async def test_preload_hinted_part_is_answered_when_it_is_made(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
-    configs, frames = media(demo_frames)
     async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
-        for frame in configs:
-            await publisher.send(frame)
-        pos = await feed_until(publisher, frames, 0, lambda: "live/demo" in hls.live and
-                               FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)  # fmt: skip
+        frames, pos = await packaged(publisher, demo_frames, hls)
         hint = video_of(hls).hint
         assert hint is not None
         got: dict[str, Any] = {}
@@ -186,6 +189,20 @@ async def test_token_is_required_and_carried_on_every_uri(demo_frames, http_get)
         assert status == 200 and headers["content-type"] == "video/mp4" and body[4:8] == b"ftyp"
 
 
+async def block_next_segment(nursery: trio.Nursery, http_get: Any, port: int, hls: HlsService, count: int,
+                             results: list[Any]) -> None:  # fmt: skip
+    """Start ``count`` requests for the segment after the one in progress; return once all wait
+    (their responses go to ``results``)."""
+    msn = video_of(hls).open_sequence
+
+    async def blocked() -> None:
+        results.append(await http_get(port, f"/live/demo/video.m3u8?_HLS_msn={msn + 1}"))
+
+    for _ in range(count):
+        nursery.start_soon(blocked)
+    await wait_for(lambda: hls.live["live/demo"].waiting == count)
+
+
 async def test_ended_stream_lists_end_and_waiters_get_the_final_playlist(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
     configs, frames = media(demo_frames)
     results: list[Any] = []
@@ -195,14 +212,7 @@ async def test_ended_stream_lists_end_and_waiters_get_the_final_playlist(demo_fr
                 for frame in configs + frames[:100]:
                     await publisher.send(frame)
                 await wait_for(lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)
-                msn = video_of(hls).open_sequence
-
-                async def blocked() -> None:
-                    results.append(await http_get(http.port, f"/live/demo/video.m3u8?_HLS_msn={msn + 1}"))
-
-                for _ in range(5):
-                    nursery.start_soon(blocked)
-                await wait_for(lambda: hls.live["live/demo"].waiting == 5)
+                await block_next_segment(nursery, http_get, http.port, hls, 5, results)
             # The publisher left: the stream ends, and so do the waits.
         assert [r[0] for r in results] == [200] * 5
         assert all(b"#EXT-X-ENDLIST" in r[2] for r in results)
@@ -228,14 +238,7 @@ async def test_shutdown_answers_blocked_requests_with_the_final_playlist(demo_fr
         async with trio.open_nursery() as nursery:
             await nursery.start(publish)
             await wait_for(lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)
-            msn = video_of(hls).open_sequence
-
-            async def blocked() -> None:
-                results.append(await http_get(http.port, f"/live/demo/video.m3u8?_HLS_msn={msn + 1}"))
-
-            for _ in range(3):
-                nursery.start_soon(blocked)
-            await wait_for(lambda: hls.live["live/demo"].waiting == 3)
+            await block_next_segment(nursery, http_get, http.port, hls, 3, results)
             assert engine.activity.count >= 3
             with trio.fail_after(5):
                 await engine.shutdown(grace=3)
@@ -333,13 +336,9 @@ async def open_blocked(port: int, target: str) -> trio.SocketStream:
 
 @pytest.mark.parametrize("count", [1000])
 async def test_a_thousand_blocked_requests_then_a_disconnect_storm_leak_nothing(demo_frames, http_get, count: int) -> None:  # type: ignore[no-untyped-def]
-    configs, frames = media(demo_frames)
     async with llhls_server(max_connections=count + 64) as (engine, http, hls), \
             engine.publish("live/demo") as publisher:
-        for frame in configs:
-            await publisher.send(frame)
-        pos = await feed_until(publisher, frames, 0, lambda: "live/demo" in hls.live and
-                               FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)  # fmt: skip
+        frames, pos = await packaged(publisher, demo_frames, hls)
         live = hls.live["live/demo"]
         msn = video_of(hls).open_sequence
         baseline_activity = engine.activity.count

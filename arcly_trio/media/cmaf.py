@@ -72,6 +72,7 @@ from ..core.errors import LocalProtocolError
 from ..core.frame import Frame, FrameKind
 from .codec_strings import decoder_parameters
 from .codecs import CodecError
+from .hls import check_segmenting, not_carried
 from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, needs_keyframe, track_from_config
 
 __all__ = [
@@ -272,22 +273,13 @@ class CmafPackager:
         max_segment_duration: float | None = None,
         max_segment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        if not target_duration > 0 or not math.isfinite(target_duration):
-            raise LocalProtocolError(f"target_duration must be positive, not {target_duration}")
+        max_segment_duration = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
         if not 0.05 <= part_duration <= target_duration:
             raise LocalProtocolError(f"part_duration must be from 0.05 s to target_duration, not {part_duration}")
-        if window < 1:
-            raise LocalProtocolError(f"window must be at least 1, not {window}")
-        if first_sequence < 0:
-            raise LocalProtocolError(f"first_sequence must not be negative, not {first_sequence}")
         if not 0 < max_gap <= 3600:
             raise LocalProtocolError(f"max_gap must be in (0, 3600], not {max_gap}")
         if any(c not in _NAME_CHARS for c in name_prefix) or len(name_prefix) > 64:
             raise LocalProtocolError(f"name_prefix {name_prefix!r} may hold only letters, digits, '-', '_'")
-        if max_segment_duration is None:
-            max_segment_duration = max(10 * target_duration, 30.0)
-        if max_segment_duration < target_duration:
-            raise LocalProtocolError("max_segment_duration must be at least target_duration")
         self.target_duration = target_duration
         self.part_duration = part_duration
         self.window = window
@@ -401,22 +393,12 @@ class CmafPackager:
         times); return the resources to store and to expire, in order."""
         if self._finished:
             raise LocalProtocolError("push() after finish()")
-        kind = frame.kind
-        if kind is FrameKind.DATA:
-            return []
-        if frame.track != 0:
-            self._leave_out(f"{kind.value} track {frame.track}")
-            return []
-        if frame.codec not in SUPPORTED_CODECS:
-            self._leave_out(f"{frame.codec} {kind.value}")
+        if frame.kind is FrameKind.DATA or not_carried(frame, SUPPORTED_CODECS, self.left_out):
             return []
         if frame.config:
             self._push_config(frame)
             return []
         return self._push_media(frame, wallclock)
-
-    def _leave_out(self, what: str) -> None:
-        self.left_out[what] = self.left_out.get(what, 0) + 1
 
     def _push_config(self, frame: Frame) -> None:
         kind = frame.kind
