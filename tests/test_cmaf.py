@@ -118,6 +118,12 @@ def check_media(recorder: Recorder) -> None:
                 continue
             joined = b"".join(recorder.stored[p.name] for p in segment.parts)
             assert joined == recorder.stored[segment.name]
+            for part in segment.parts:  # sample durations add up to the part's duration
+                (traf,) = parse_fragment(recorder.stored[part.name]).trafs
+                assert traf.duration / rendition.timescale == pytest.approx(part.duration, abs=1e-9)
+            ticks = [parse_fragment(recorder.stored[p.name]).trafs[0] for p in segment.parts]
+            assert ticks[0].decode_time == segment.decode_time
+            assert ticks[-1].decode_time + ticks[-1].duration - segment.decode_time == segment.ticks
         # Every part of this rendition, in creation order.
         names = [n for n in recorder.parts if n.startswith(f"{packager.name_prefix}{letter}-")]
         end = None
