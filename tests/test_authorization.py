@@ -30,7 +30,7 @@ TOKEN = "p1ay"
 @asynccontextmanager
 async def guarded(demo_frames: list[Frame]) -> AsyncIterator[tuple[Engine, int, int]]:
     rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
-    engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(target_duration=1))
+    engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts", target_duration=1))
               .authenticator(TokenAuthenticator(play_token=TOKEN))
               .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
               .protocol(rtmp).protocol(http).build())

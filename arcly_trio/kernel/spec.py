@@ -55,6 +55,9 @@ class AppSpec:
         services: the names of the stream services that apply to this application (a
             service named ``"hls"`` packages its streams as HLS when ``"hls"`` is listed...).
         hls: shorthand for ``"hls"`` in ``services``.
+        hls_variant: how the HLS service packages this application's streams: ``"ts"``
+            (MPEG-TS), ``"fmp4"`` (fragmented MP4, and DASH) or ``"ll"`` (Low-Latency HLS on
+            fragmented MP4, and DASH); ``None``: the service's own default.
         record: shorthand for ``"record"`` in ``services``.
     """
 
@@ -69,6 +72,8 @@ class AppSpec:
     audio_hold: int = attrs.field(default=8, validator=_non_negative)
     services: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     hls: bool = False
+    hls_variant: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.in_(("ts", "fmp4", "ll"))))
     record: bool = False
 
     def uses(self, service: str) -> bool:

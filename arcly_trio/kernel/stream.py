@@ -108,6 +108,11 @@ class Stream:
     # ----------------------------------------------------------------- views
 
     @property
+    def spec(self) -> AppSpec:
+        """The policy of the stream's application."""
+        return self._spec
+
+    @property
     def publishing(self) -> bool:
         return self.session is not None
 

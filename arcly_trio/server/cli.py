@@ -139,7 +139,9 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
     )
     http: HttpServer | None = None
     if args.http_port >= 0:
-        hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
+        # `--hls` stays MPEG-TS (issue 12 brings `--hls-variant`; the library default is "ll").
+        hls = (HlsService(variant="ts", target_duration=args.hls_segment, window=args.hls_window)
+               if args.hls else None)
         http = HttpServer(
             args.host, args.http_port,
             max_connections=args.max_connections,

@@ -21,7 +21,7 @@
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
 track not seen. The per-stream paths come from the egress routes and from every stream service
-that applies to the application (``stream_urls``: ``hls``...; ``stream_status``: ``hls_tracks`` says what the HLS variant carries and what it leaves out). ``/api/health`` answers ``200``
+that applies to the application (``stream_urls``: ``hls``...; ``dash`` for the CMAF variants; ``stream_status``: ``hls_tracks`` says what the HLS variant carries and what it leaves out, and ``by_variant`` what each variant would). ``/api/health`` answers ``200``
 ``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
 a graceful shutdown.
 """

@@ -1,12 +1,14 @@
-"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS and the stats API on one port.
+"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS, DASH and the stats API on one port.
 
 Routes (compatible with Node-Media-Server):
 
 * ``GET /{app}/{stream}.flv``: live HTTP-FLV (chunked); the same path with a WebSocket
   handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_routes`.
 * the routes of the engine's stream services (``install_routes``, see
-  :mod:`arcly_trio.kernel.service`), installed when the worker starts: HLS playlists and
-  segments (:mod:`arcly_trio.services.hls_routes`), and those of any service of your own.
+  :mod:`arcly_trio.kernel.service`), installed when the worker starts: HLS and LL-HLS
+  playlists, segments and parts, and DASH MPDs (:mod:`arcly_trio.services.hls_routes`; a
+  blocking playlist reload is a request being served while it waits), and those of any
+  service of your own.
 * ``GET /{app}/{stream}/frames`` and ``/ingest`` with a WebSocket handshake (subprotocol
   ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
 * ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
