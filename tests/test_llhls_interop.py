@@ -21,7 +21,6 @@ Servers run in-process on port 0; every test is bounded by ``trio.fail_after``.
 from __future__ import annotations
 
 import contextlib
-import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
