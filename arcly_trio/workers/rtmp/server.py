@@ -5,12 +5,11 @@ A thin trio adapter over the sans-IO cores (:mod:`arcly_trio.protocols.rtmp`,
 second task that pumps its kernel subscription to the socket. Writes go through one lock per
 connection, so replies and media never interleave mid-chunk.
 
-Hot path: a frame's outgoing chunks are built once per outgoing chunk size and kept with the
-frame (:meth:`Frame.encoded`), with message stream id 1 (what ``createStream`` hands out
-first). A player on another message stream id gets the same bytes with its id written into a
-12-byte copy of the first chunk's header (the only place the id appears), so no value a client
-chooses multiplies what a frame holds. A player that is behind gets several frames in one
-``writev`` of the shared buffers.
+Hot path: a frame's outgoing chunks are built once per outgoing chunk size and shared by every
+player (:func:`arcly_trio.protocols.rtmp.media.frame_chunks`, which the RTMP client uses too);
+a player on another message stream id gets them with its id patched into a copy of the first
+chunk header. A player that is behind gets several frames in one ``writev`` of the shared
+buffers.
 
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
 Set Peer Bandwidth gets no more unacknowledged bytes than it allows (its writes wait for an
@@ -63,15 +62,11 @@ from ...core.errors import (
     Unauthorized,
 )
 from ...core.excgroups import main_failure
-from ...core.frame import Frame, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
 from ...kernel.subscription import EndReason, Subscription
 from ...media import flv
 from ...protocols.rtmp import (
-    CSID_AUDIO,
-    CSID_DATA,
-    CSID_VIDEO,
     ConnectRequest,
     DataMessage,
     MediaMessage,
@@ -83,7 +78,7 @@ from ...protocols.rtmp import (
     StreamDeleted,
     StreamUnpublishRequested,
 )
-from ...protocols.rtmp.chunks import chunk_message
+from ...protocols.rtmp.media import frame_chunks, with_stream_id
 from ...protocols.rtmp.handshake import ServerHandshake
 from ..admission import Admission
 
@@ -96,22 +91,7 @@ __all__ = ["RtmpServer"]
 log = logging.getLogger("arcly_trio.rtmp")
 
 _RECV_SIZE = 65536
-_CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DATA: CSID_DATA}
-_TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
-#: The message stream id the shared chunks are built with (the first ``createStream`` id).
-SHARED_STREAM_ID = 1
-# Where the message stream id sits in a chunked message: after a 1-byte basic header (chunk
-# streams 4-6) and 7 bytes of timestamp, length and type; 4 bytes, little-endian.
-_SID_START = 8
-_SID_END = 12
 _IOV_MAX = 1024
-
-
-def _chunk_frame(frame: Frame, chunk_size: int) -> bytes:
-    """The chunked RTMP message of ``frame`` on message stream 1 (built once per chunk size,
-    see :meth:`Frame.encoded`, and shared by every player with that chunk size)."""
-    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], SHARED_STREAM_ID, frame.dts & 0xFFFFFFFF,
-                         flv.frame_body(frame), chunk_size)
 
 
 class _Close(Exception):
@@ -547,21 +527,14 @@ class _Connection:
         already groups audio with the next video frame, see ``AppSpec.audio_hold``)."""
         session = self.session
         limit = self.server.max_batch
-        patch = None if sid == SHARED_STREAM_ID else sid.to_bytes(4, "little")
         while True:
             batch = await sub.next_batch(limit)
             if not batch:
                 return
             chunk_size = session.out_chunk_size
-            key = ("rtmp", chunk_size)
             buffers: list[bytes | memoryview] = []
             for frame in batch:
-                data = frame.encoded(key, _chunk_frame, chunk_size)
-                if patch is None:
-                    buffers.append(data)
-                else:
-                    view = memoryview(data)
-                    buffers += (data[:_SID_START] + patch, view[_SID_END:])
+                buffers += with_stream_id(frame_chunks(frame, chunk_size), sid)
             await self.write(buffers)
 
     async def write(self, buffers: list[bytes | memoryview]) -> None:
