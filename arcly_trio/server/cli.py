@@ -26,6 +26,8 @@ from ..kernel.throttle import AuthThrottle
 from ..kernel.spec import AppSpec
 from ..workers.http import HttpServer
 from ..workers.rtmp import RtmpServer
+from ..core.keys import Credentials
+from ..relay import PullSource, PushService
 from ..services import FlvRecorder, HlsService
 from .demo import publish_demo
 
@@ -82,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="partial RTMP messages held by all connections together (default 256 MiB)")
     limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
                         help="the longest delay a refused address waits before its next try (default 2)")
+    relay = serve_p.add_argument_group("relay, workers and clusters (see docs/cluster.md)")
+    relay.add_argument("--push", action="append", default=[], metavar="[APP=]URL",
+                       help="forward every publish (of APP) to this RTMP URL; {app} and {stream} are "
+                            "replaced; repeatable")
+    relay.add_argument("--pull", action="append", default=[], metavar="[APP=]URL",
+                       help="a play of a stream that is not here pulls it from this rtmp:// or http:// "
+                            "(HTTP-FLV) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app")
+    relay.add_argument("--pull-idle", type=float, default=10.0, metavar="SECONDS",
+                       help="stop a pull after this long without a viewer (default 10)")
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
     serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
@@ -106,6 +117,18 @@ def read_secret(value: str | None, path: str | None, env: str) -> str | None:
             raise SystemExit(f"arcly-trio: the secret file {path} is empty")
         return secret
     return os.environ.get(env) or None
+
+
+def pull_templates(values: Sequence[str]) -> dict[str | None, str]:
+    """``--pull [APP=]URL`` values as PullSource templates (``None``: every other app)."""
+    templates: dict[str | None, str] = {}
+    for value in values:
+        app, sep, rest = value.partition("=")
+        if sep and "/" not in app and ":" not in app:
+            templates[app] = rest
+        else:
+            templates[None] = value
+    return templates
 
 
 def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServer | None]:
@@ -152,6 +175,14 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
             builder.service(hls)
     if args.record:
         builder.service(FlvRecorder(args.record))
+    try:
+        if args.push:
+            builder.service(PushService(args.push))
+        if args.pull:
+            builder.source(PullSource(pull_templates(args.pull), idle=args.pull_idle,
+                                      credentials=Credentials(token=args.publish_token)))
+    except ValueError as exc:
+        raise SystemExit(f"arcly-trio: {exc}") from None
     for name in dict.fromkeys(apps):
         builder.application(AppSpec(name, gop_cache_frames=args.gop_cache, hls=args.hls, record=bool(args.record)))
     return builder.build(), rtmp, http

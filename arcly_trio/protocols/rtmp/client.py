@@ -16,7 +16,8 @@ It never touches a socket: feed bytes with :meth:`~RtmpClient.receive_data`, tak
 the buffers of :meth:`~RtmpClient.frame_buffers`). Events: :class:`~.events.Connected`,
 :class:`~.events.StreamStarted`, :class:`~.events.Refused`, :class:`~.events.StreamEnded`, and
 while playing the :class:`~.events.MediaMessage` and :class:`~.events.DataMessage` of our stream
-(``|RtmpSampleAccess`` is dropped).
+(and of stream 0, where FFmpeg's own ``-listen`` server sends them; ``|RtmpSampleAccess`` is
+dropped).
 
 States, every transition in :data:`CLIENT_TRANSITIONS`: ``HANDSHAKE`` -> ``CONNECTING`` ->
 ``CREATING`` -> ``STARTING`` -> ``PUBLISHING`` or ``PLAYING``; a refusal at any step, the
@@ -255,7 +256,8 @@ class RtmpClient:
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, (MediaMessage, DataMessage)):
-            if self._state is ClientState.PLAYING and event.stream_id == self.stream_id:
+            # FFmpeg's own server (-listen 1) sends media on message stream 0: taken too.
+            if self._state is ClientState.PLAYING and event.stream_id in (self.stream_id, 0):
                 if isinstance(event, DataMessage) and event.body.startswith(_SAMPLE_ACCESS):
                     return
                 self._events.append(event)
