@@ -81,6 +81,7 @@ from ...protocols.rtmp import (
 from ...protocols.rtmp.media import frame_chunks, with_stream_id
 from ...protocols.rtmp.handshake import ServerHandshake
 from ..admission import Admission
+from ..listen import LOCAL_PEER, open_listeners, peer_of
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -106,7 +107,9 @@ class RtmpServer:
     """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
-    keeps it in ``self.port``. ``connections`` counts connections that publish or play (the
+    keeps it in ``self.port``. ``reuse_port`` listens with ``SO_REUSEPORT`` (several worker
+    processes on one port); ``unix_socket`` also listens there (the local relay between
+    workers: its players count under protocol ``"relay"``). ``connections`` counts connections that publish or play (the
     engine's graceful shutdown waits for it to reach 0). See the module docstring for what
     each limit does.
     """
@@ -127,8 +130,12 @@ class RtmpServer:
         max_setup_buffer: int = 256 * 1024,
         max_partial_memory: int | None = 256 * 1024 * 1024,
         max_batch: int = 64,
+        reuse_port: bool = False,
+        unix_socket: str | None = None,
     ) -> None:
         self.host = host
+        self.reuse_port = reuse_port
+        self.unix_socket = unix_socket
         self.requested_port = port
         self.port: int | None = None
         self.chunk_size = chunk_size
@@ -154,9 +161,11 @@ class RtmpServer:
         return self.admission.open
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
+                                         unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("RTMP listening on %s:%d", self.host, self.port)
+        log.info("RTMP listening on %s:%d%s", self.host, self.port,
+                 f" and {self.unix_socket}" if self.unix_socket else "")
 
         async def handler(stream: trio.SocketStream) -> None:
             await self._handle(engine, stream)
@@ -167,7 +176,7 @@ class RtmpServer:
 
     async def _handle(self, engine: Engine, stream: trio.SocketStream) -> None:
         try:
-            peer = stream.socket.getpeername()[:2]
+            peer = peer_of(stream)
         except OSError:
             await trio.aclose_forcefully(stream)
             return
@@ -214,6 +223,8 @@ class _Connection:
             chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
         )
         self.fd = stream.socket.fileno()
+        self.protocol = "relay" if peer == LOCAL_PEER else "rtmp"
+        """Subscribers over the local relay socket (other workers' pulls) count as ``relay``."""
         self.bytes_sent = 0
         self.acknowledged = 0
         self.ack_arrived = trio.Event()
@@ -473,7 +484,7 @@ class _Connection:
         refusal: tuple[str, str]
         try:
             key = self._key(event.name)
-            async with self.engine.subscribe(key, self._credentials(event.query), protocol="rtmp") as sub:
+            async with self.engine.subscribe(key, self._credentials(event.query), protocol=self.protocol) as sub:
                 self._mark_busy()
                 why = "connection closed"
                 try:
