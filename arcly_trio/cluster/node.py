@@ -149,6 +149,12 @@ class ClusterNode:
                 except DirectoryUnavailable:
                     pass
 
+    def set_urls(self, rtmp_url: str, http_url: str | None) -> None:
+        """The node's public URLs once its ports are bound (port 0); registered at once."""
+        self.rtmp_url = rtmp_url.rstrip("/")
+        self.http_url = http_url
+        self._spawn(self._beat)
+
     def _set_available(self, available: bool, error: str | None = None) -> None:
         if available and not self.available:
             log.info("cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))

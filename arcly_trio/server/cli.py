@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -26,10 +27,13 @@ from ..kernel.throttle import AuthThrottle
 from ..kernel.spec import AppSpec
 from ..workers.http import HttpServer
 from ..workers.rtmp import RtmpServer
+from ..cluster import ClusterDirectory, ClusterNode, LocalDirectory
 from ..core.keys import Credentials
 from ..relay import PullSource, PushService
 from ..services import FlvRecorder, HlsService
+from . import worker_api
 from .demo import publish_demo
+from .supervisor import supervise, worker_count
 
 __all__ = ["main", "build_parser", "build_engine", "serve"]
 
@@ -93,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "(HTTP-FLV) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app")
     relay.add_argument("--pull-idle", type=float, default=10.0, metavar="SECONDS",
                        help="stop a pull after this long without a viewer (default 10)")
+    relay.add_argument("--workers", default="1", metavar="N",
+                       help="worker processes on the same ports (SO_REUSEPORT); 'auto' = one per CPU (default 1)")
+    relay.add_argument("--cluster", metavar="redis://HOST:PORT/DB",
+                       help="join the origin/edge cluster whose directory is this Redis")
+    relay.add_argument("--node-id", metavar="ID", help="this node's id in the cluster (default HOST:RTMP-PORT)")
+    relay.add_argument("--public-host", metavar="HOST",
+                       help="the host other nodes reach this one at (default: --host, or this machine's name)")
+    relay.add_argument("--cluster-ttl", type=float, default=10.0, metavar="SECONDS",
+                       help="lifetime of a node's registration and stream leases without a heartbeat (default 10)")
+    for hidden in ("--worker-dir", "--worker-index", "--worker-count"):
+        relay.add_argument(hidden, help=argparse.SUPPRESS)
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
     serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
@@ -131,6 +146,31 @@ def pull_templates(values: Sequence[str]) -> dict[str | None, str]:
     return templates
 
 
+def cluster_node(args: argparse.Namespace) -> ClusterNode | None:
+    """The cluster node of a worker (``--workers``) or of a ``--cluster`` node, or ``None``."""
+    worker_dir = args.worker_dir
+    if worker_dir is None and not args.cluster:
+        return None
+    index = int(args.worker_index or 0)
+    public = args.public_host or (args.host if args.host not in ("0.0.0.0", "::", "") else socket.gethostname())
+    machine = args.node_id or (f"{public}:{args.rtmp_port}" if args.rtmp_port else f"{public}-{os.getpid()}")
+    node_id = f"{machine}/w{index}" if worker_dir else machine
+    directory: ClusterDirectory
+    if args.cluster:
+        from ..cluster.redis import RedisDirectory  # noqa: PLC0415 - coredis only when clustering
+
+        directory = RedisDirectory(args.cluster)
+    else:
+        directory = LocalDirectory(os.path.join(worker_dir, "directory.sock"))
+    http_url = f"http://{public}:{args.http_port}" if args.http_port >= 0 else None
+    return ClusterNode(
+        directory, node_id=node_id, rtmp_url=f"rtmp://{public}:{args.rtmp_port}", http_url=http_url,
+        relay_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None,
+        machine=machine, ttl=args.cluster_ttl, idle=args.pull_idle,
+        play_token=args.play_token, publish_token=args.publish_token,
+    )
+
+
 def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServer | None]:
     apps = args.apps or ["live"]
     if args.demo and "live" not in apps:
@@ -142,8 +182,12 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
         if args.publish_token or args.play_token else AllowAll()
     )
     per_ip = args.max_connections_per_ip or None
+    worker_dir = args.worker_dir
+    index = int(args.worker_index or 0)
     rtmp = RtmpServer(
         args.host, args.rtmp_port,
+        reuse_port=worker_dir is not None,
+        unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None,
         setup_timeout=args.setup_timeout,
         idle_timeout=args.connection_idle_timeout,
         write_timeout=args.write_timeout,
@@ -169,6 +213,8 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
             max_pending_per_address=args.max_idle_per_ip,
             max_per_address=per_ip,
             write_timeout=args.write_timeout,
+            reuse_port=worker_dir is not None,
+            unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None,
         )
         builder.protocol(http)
         if hls is not None:
@@ -176,6 +222,9 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
     if args.record:
         builder.service(FlvRecorder(args.record))
     try:
+        node = cluster_node(args)
+        if node is not None:
+            builder.source(node)
         if args.push:
             builder.service(PushService(args.push))
         if args.pull:
@@ -191,7 +240,9 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
 async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation)."""
     engine, rtmp, http = build_engine(args)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    if http is not None and args.worker_dir:
+        worker_api.install(http, args.worker_dir, int(args.worker_index), int(args.worker_count))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
@@ -202,6 +253,11 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
                          "frames ws://...:%d/{app}/{stream}/frames", args.host, http.port, http.port)
                 log.info("HTTP-FLV http://%s:%d/{app}/{stream}.flv, WebSocket-FLV ws://...same path%s, API /api/streams",
                          args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
+            for source in engine.sources:
+                if isinstance(source, ClusterNode) and not args.worker_dir:
+                    public = source.rtmp_url.rpartition(":")[0]
+                    source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{http.port}"
+                                    if http is not None else None)
             if args.demo:
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
@@ -211,6 +267,9 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             gc.freeze()
             task_status.started(engine)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP received: nothing to reload (the configuration is the command line)")
+                    continue
                 log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, args.shutdown_grace)
                 break
             await engine.shutdown(grace=args.shutdown_grace)
@@ -219,12 +278,22 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    worker = f"w{args.worker_index} " if args.worker_dir else ""
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {worker}%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        count = worker_count(args.workers)
+    except ValueError:
+        raise SystemExit(f"arcly-trio: --workers takes a number or 'auto', not {args.workers!r}") from None
+    if count > 1 and not args.worker_dir:
+        if args.demo:
+            raise SystemExit("arcly-trio: --demo runs with one worker (publish it from outside to use --workers)")
+        return supervise(args, argv, count)
     try:
         trio.run(serve, args)
     except (OSError, BaseExceptionGroup) as exc:
