@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import coredis
@@ -30,6 +30,7 @@ import coredis.exceptions
 import trio
 
 from ..core.errors import DirectoryUnavailable
+from ..core.excgroups import leaves
 from .directory import Announcement, NodeInfo
 
 __all__ = ["RedisDirectory"]
@@ -68,11 +69,14 @@ class RedisDirectory:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
-        self._client: Any = coredis.Redis.from_url(url, decode_responses=True, connect_timeout=timeout,
-                                                   stream_timeout=timeout)
+        self._client: Any = self._new_client()
         self._refresh: Any = None
         self._release: Any = None
         self._entered = False
+
+    def _new_client(self) -> Any:
+        return coredis.Redis.from_url(self.url, decode_responses=True, connect_timeout=self.timeout,
+                                      stream_timeout=self.timeout)
 
     def _node_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}"
@@ -81,25 +85,38 @@ class RedisDirectory:
         return f"{self.prefix}stream:{key}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Hold the client's connection pool open (coredis needs its context)."""
-        async with self._client:
-            self._refresh = self._client.register_script(_REFRESH)
-            self._release = self._client.register_script(_RELEASE)
-            self._entered = True
-            task_status.started()
+        """Hold the client's connection pool open (coredis needs its context); when Redis goes
+        away under it (its subscription task fails), open a new client a second later."""
+        started = False
+        while True:
             try:
-                await trio.sleep_forever()
+                async with self._client:
+                    self._refresh = self._client.register_script(_REFRESH)
+                    self._release = self._client.register_script(_RELEASE)
+                    self._entered = True
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as group:
+                if any(not isinstance(leaf, _FAILURES) for leaf in leaves(group)):
+                    raise
+                log.debug("redis client restarted: %s", leaves(group)[0])
+            except _FAILURES as exc:
+                log.debug("redis client restarted: %s", exc)
             finally:
                 self._entered = False
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(1.0)
+            self._client = self._new_client()
 
     async def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         if not self._entered:
             raise DirectoryUnavailable("the Redis directory is not running")
-        try:
-            with trio.fail_after(self.timeout):
-                return await function(*args, **kwargs)
-        except _FAILURES as exc:
-            raise DirectoryUnavailable(f"redis {what}: {exc or type(exc).__name__}") from None
+        with _mapped(what), trio.fail_after(self.timeout):
+            return await function(*args, **kwargs)
 
     async def register(self, node: NodeInfo, ttl: float) -> None:
         await self._call("SET", self._client.set, self._node_key(node.id), node.to_json(), ex=max(1, round(ttl)))
@@ -158,16 +175,29 @@ class RedisDirectory:
         if not self._entered:
             raise DirectoryUnavailable("the Redis directory is not running")
         channel = f"{self.prefix}events"
-        try:
+        with _mapped("SUBSCRIBE"):
             async with self._client.pubsub(channels=[channel], ignore_subscribe_messages=True,
                                            retry_policy=None) as pubsub:
                 yield _announcements(pubsub)
-        except _FAILURES as exc:
-            raise DirectoryUnavailable(f"redis SUBSCRIBE: {exc or type(exc).__name__}") from None
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Redis and connection failures (alone, or in the exception group of coredis's task
+    group) as ``DirectoryUnavailable``."""
+    try:
+        yield
+    except _FAILURES as exc:
+        raise DirectoryUnavailable(f"redis {what}: {exc or type(exc).__name__}") from None
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if found and all(isinstance(leaf, (*_FAILURES, DirectoryUnavailable)) for leaf in found):
+            raise DirectoryUnavailable(f"redis {what}: {found[0] or type(found[0]).__name__}") from None
+        raise
 
 
 async def _announcements(pubsub: Any) -> AsyncIterator[Announcement]:
-    try:
+    with _mapped("subscription"):
         async for message in pubsub:
             if message.get("type") != "message":
                 continue
@@ -175,8 +205,6 @@ async def _announcements(pubsub: Any) -> AsyncIterator[Announcement]:
                 yield Announcement.from_json(message["data"])
             except (ValueError, KeyError, TypeError):
                 log.debug("ignored a malformed announcement")
-    except _FAILURES as exc:
-        raise DirectoryUnavailable(f"redis subscription: {exc or type(exc).__name__}") from None
 
 
 def _parse_node(value: str) -> NodeInfo | None:
