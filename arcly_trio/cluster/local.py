@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from ..core.errors import DirectoryUnavailable
+from ..core.excgroups import unwrap_single
 from .directory import Announcement, NodeInfo
 from .memory import MemoryDirectory
 
@@ -100,11 +101,12 @@ class DirectoryServer:
                 await stream.send_all(_encode(message))
 
         try:
-            async with trio.open_nursery() as nursery:
-                lines = _Lines(stream)
-                while (line := await lines.next()) is not None:
-                    await self._answer(line, send, owned, nursery)
-                nursery.cancel_scope.cancel()
+            with unwrap_single():
+                async with trio.open_nursery() as nursery:
+                    lines = _Lines(stream)
+                    while (line := await lines.next()) is not None:
+                        await self._answer(line, send, owned, nursery)
+                    nursery.cancel_scope.cancel()
         except (ValueError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.info("directory connection closed: %s", exc)
         finally:

@@ -84,6 +84,7 @@ class EngineBuilder:
         self._workers: list[ProtocolWorker] = []
         self._services: list[StreamService] = []
         self._sources: list[StreamSource] = []
+        self._max_pulls = 256
         self._throttle: AuthThrottle | None = None
 
     def max_publishers(self, n: int) -> EngineBuilder:
@@ -135,6 +136,13 @@ class EngineBuilder:
         self._sources.append(source)
         return self
 
+    def max_pulls(self, n: int) -> EngineBuilder:
+        """At most ``n`` streams brought by stream sources at once (see :mod:`.sources`)."""
+        if n < 1:
+            raise ValueError("max_pulls must be >= 1")
+        self._max_pulls = n
+        return self
+
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
@@ -145,6 +153,7 @@ class EngineBuilder:
             workers=list(self._workers),
             services=list(self._services),
             sources=list(self._sources),
+            max_pulls=self._max_pulls,
             auth_throttle=self._throttle,
         )
 
@@ -164,6 +173,7 @@ class Engine:
         observers: Sequence[Observer] = (),
         services: Sequence[StreamService] = (),
         sources: Sequence[StreamSource] = (),
+        max_pulls: int = 256,
         auth_throttle: AuthThrottle | None = None,
     ) -> None:
         self._max_publishers = max_publishers
@@ -176,7 +186,7 @@ class Engine:
         self.services: Sequence[StreamService] = tuple(services)
         self.service_names = frozenset(service.name for service in self.services)
         """The names stream services subscribe under (their subscriptions are not viewers)."""
-        self.sourcing = Sourcing(sources)
+        self.sourcing = Sourcing(sources, max_active=max_pulls)
         """The stream sources and their one request per key (see :mod:`.sources`)."""
         self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""

@@ -26,6 +26,10 @@ A source may also have (the engine looks for them, as for stream services):
 * ``async run(engine, *, task_status)``, ``stream_status(key)``, ``health_status()``: its
   lifecycle and what it adds to ``/api/streams`` and ``/api/health``.
 
+Limits: at most ``max_active`` keys are brought at once (``EngineBuilder.max_pulls``); past it
+a play of a key that is not here is refused at once (``StreamNotFound``, logged once per
+thousand), so a flood of plays of made-up names cannot open unbounded upstream connections.
+
 Error policy: a source's ``open_stream`` that raises a :class:`~arcly_trio.core.errors.StreamError`
 before it started is a refusal for the waiting viewers (the next source that provides the key is
 tried); anything else it raises is logged and becomes ``StreamNotFound`` for them. Once started,
@@ -121,8 +125,12 @@ class SourceRequest:
 class Sourcing:
     """The engine's sources and their requests, one per key (see the module docstring)."""
 
-    def __init__(self, sources: Sequence[StreamSource]) -> None:
+    def __init__(self, sources: Sequence[StreamSource], *, max_active: int = 256) -> None:
         self.sources = tuple(sources)
+        self.max_active = max_active
+        """Most keys being brought at once: a flood of plays of names that are not here
+        (each one an upstream connection) is refused past it, with ``StreamNotFound``."""
+        self.refused_total = 0
         self.active: dict[StreamKey, SourceRequest] = {}
         self.started_total = 0
         """Source runs started (each pull counts once, however many viewers shared it)."""
@@ -141,6 +149,12 @@ class Sourcing:
                 candidates = [source for source in self.sources if source.provides(key)]
                 if not candidates:
                     return
+                if len(self.active) >= self.max_active:
+                    self.refused_total += 1
+                    if self.refused_total == 1 or self.refused_total % 1000 == 0:
+                        log.warning("%d streams are being pulled already: %s refused (%d so far)",
+                                    len(self.active), key, self.refused_total)
+                    raise StreamNotFound(key.app, key.name)
                 request = self.active[key] = SourceRequest(key)
                 self.started_total += 1
                 nursery.start_soon(self._run, engine, candidates, request, name=f"source {key}")

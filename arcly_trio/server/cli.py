@@ -31,6 +31,7 @@ from ..cluster import ClusterDirectory, ClusterNode, LocalDirectory
 from ..core.keys import Credentials
 from ..relay import PullSource, PushService
 from ..services import FlvRecorder, HlsService
+from ..storage import FileStorage
 from . import worker_api
 from .demo import publish_demo
 from .supervisor import supervise, worker_count
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drop a player whose socket takes no data for this long (default 30)")
     limits.add_argument("--max-ingest-memory", type=float, default=256.0, metavar="MIB",
                         help="partial RTMP messages held by all connections together (default 256 MiB)")
+    limits.add_argument("--max-pulls", type=int, default=256, metavar="N",
+                        help="streams pulled (--pull, clusters, workers) at once; plays of more are refused (default 256)")
     limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
                         help="the longest delay a refused address waits before its next try (default 2)")
     relay = serve_p.add_argument_group("relay, workers and clusters (see docs/cluster.md)")
@@ -202,11 +205,17 @@ def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServ
         .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
         .authenticator(authenticator)
         .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay))
+        .max_pulls(args.max_pulls)
         .protocol(rtmp)
     )
     http: HttpServer | None = None
     if args.http_port >= 0:
-        hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
+        hls = None
+        if args.hls and worker_dir:  # the workers share one HLS storage; the origin packages
+            hls = HlsService(FileStorage(os.path.join(worker_dir, "hls")), target_duration=args.hls_segment,
+                             window=args.hls_window, skip_protocols=("worker",), locate=False)
+        elif args.hls:
+            hls = HlsService(target_duration=args.hls_segment, window=args.hls_window)
         http = HttpServer(
             args.host, args.http_port,
             max_connections=args.max_connections,

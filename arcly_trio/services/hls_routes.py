@@ -10,6 +10,10 @@ authenticator (``engine.authorize("play", ...)``, protocol ``"hls"``, with the r
 ``?token=`` and query), like every other egress. So that players keep presenting their
 credentials, the playlist is served with the request's query appended to every segment URI.
 
+On demand: when the engine has stream sources (a pull relay, a cluster), a playlist request
+for a stream that is not here asks them for it once authorized (``engine.locate``), so HLS
+viewers start pulls like other viewers do, and keep them alive while they poll the playlist.
+
 Errors: ``404`` with a message when the application is unknown, has no HLS, or the stream has no
 playlist (not published, or its first segment is not complete yet) or no such segment; ``403``
 for a refused play; segment names other than ``<letters, digits, '-', '_'>.ts`` are refused with
@@ -23,7 +27,7 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from ..core.errors import AppNotFound, InvalidStreamName, Unauthorized
+from ..core.errors import AppNotFound, InvalidStreamName, StreamError, Unauthorized
 from ..core.keys import StreamKey
 from ..protocols.http.router import HttpRequest, Responder, Router
 from ..storage import InvalidStorageKey, StorageError, StorageNotFound
@@ -91,6 +95,12 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
     key = await _allowed(service, request, exchange)
     if key is None:
         return
+    engine = exchange.engine
+    if service.locate and engine.sources:
+        try:  # a stream published elsewhere is pulled here on demand (each request keeps it)
+            await engine.locate(key)
+        except StreamError:
+            pass
     data = await _read(service, exchange, service.playlist_key(key.app, key.name),
                        f"no HLS playlist for {key}: not published, or its first segment is not ready yet")
     if data is None:
