@@ -89,11 +89,12 @@ async def nginx_rtmp() -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def redis_server() -> AsyncIterator[tuple[int, trio.Process]]:
-    """A throwaway redis-server (no persistence) on a free port; yields ``(port, process)``."""
+async def redis_server(port: int = 0) -> AsyncIterator[tuple[int, trio.Process]]:
+    """A throwaway redis-server (no persistence) on ``port`` (a free one by default); yields
+    ``(port, process)``."""
     redis = require_tool("redis-server")
     with tempfile.TemporaryDirectory(prefix="arcly-redis-") as root:
-        port = free_port()
+        port = port or free_port()
         process = await trio.lowlevel.open_process(
             [redis, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", root],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -24,6 +24,7 @@ import trio
 
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.clients.http import get_json_bytes
+from arcly_trio.cluster.redis import RedisDirectory
 from arcly_trio.core.errors import RemoteRefused
 from tests._peers import HOST, redis_server
 from tests.test_rtmp_interop import player, publisher
@@ -167,4 +168,16 @@ async def test_redis_unreachable_is_reported_and_the_node_comes_back() -> None:
                     await trio.sleep(0.2)
                 assert await frames_from(node.url("live/local"))  # the local stream is still served
                 await node.wait_log("cluster directory unreachable")
-        # (A new Redis on the same port is the node "coming back": see docs/cluster.md.)
+                # Redis comes back (empty): the node registers again and takes its lease back.
+                async with redis_server(redis_port):
+                    while (await node.health())["cluster"]["directory"] != "ok":
+                        await trio.sleep(0.2)
+                    directory = RedisDirectory(f"redis://{HOST}:{redis_port}/0")
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(directory.run)
+                        while not any(n.id == "solo" for n in await directory.nodes()):
+                            await trio.sleep(0.2)
+                        owner = await directory.owner("live/local")
+                        assert owner is not None and owner.id == "solo"
+                        assert owner.rtmp == f"rtmp://{HOST}:{node.rtmp}"
+                        nursery.cancel_scope.cancel()
