@@ -12,10 +12,6 @@ it is back.
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -27,71 +23,23 @@ from arcly_trio.clients.http import get_json_bytes
 from arcly_trio.cluster.redis import RedisDirectory
 from arcly_trio.core.errors import RemoteRefused
 from tests._peers import HOST, redis_server
+from tests.test_cli import CliServer, cli_server
 from tests.test_rtmp_interop import player, publisher
 
 pytestmark = pytest.mark.interop
 
-_RTMP = re.compile(r"RTMP listening on [\d.]+:(\d+)")
-_HTTP = re.compile(r"HTTP listening on [\d.]+:(\d+)")
-
-
-class Node:
-    def __init__(self, name: str, process: trio.Process) -> None:
-        self.name = name
-        self.process = process
-        self.lines: list[str] = []
-        self.rtmp = 0
-        self.http = 0
-
-    async def read(self) -> None:
-        assert self.process.stderr is not None
-        pending = b""
-        async for chunk in self.process.stderr:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                if match := _RTMP.search(line):
-                    self.rtmp = int(match.group(1))
-                if match := _HTTP.search(line):
-                    self.http = int(match.group(1))
-
-    async def wait_log(self, text: str) -> None:
-        while not any(text in line for line in self.lines):
-            assert self.process.returncode is None, "\n".join(self.lines)
-            await trio.sleep(0.05)
-
-    def url(self, path: str) -> str:
-        return f"rtmp://{HOST}:{self.rtmp}/{path}"
-
-    async def health(self) -> dict:  # type: ignore[type-arg]
-        return json.loads(await get_json_bytes(f"http://{HOST}:{self.http}/api/health"))
-
-
 @asynccontextmanager
-async def cluster_node(name: str, redis_port: int) -> AsyncIterator[Node]:
-    command = [sys.executable, "-m", "arcly_trio", "serve", "--host", HOST, "--rtmp-port", "0", "--http-port", "0",
-               "--cluster", f"redis://{HOST}:{redis_port}/0", "--node-id", name, "--cluster-ttl", "2",
-               "--pull-idle", "2"]
-    process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    node = Node(name, process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.read)
-            with trio.fail_after(20):
-                await node.wait_log("arcly-trio ready")
-                await node.wait_log("registered in the directory")
-            yield node
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(10):
-                await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+async def cluster_node(name: str, redis_port: int) -> AsyncIterator[CliServer]:
+    """A node of the cluster, registered in the directory."""
+    async with cli_server("--cluster", f"redis://{HOST}:{redis_port}/0", "--node-id", name,
+                          "--cluster-ttl", "2", "--pull-idle", "2") as node:
+        with trio.fail_after(20):
+            await node.wait_log("registered in the directory")
+        yield node
+
+
+async def health(node: CliServer) -> dict:  # type: ignore[type-arg]
+    return json.loads(await get_json_bytes(f"http://{HOST}:{node.http_port}/api/health"))
 
 
 async def frames_from(url: str, count: int = 30) -> list:  # type: ignore[type-arg]
@@ -112,7 +60,7 @@ async def test_three_nodes_publish_play_duplicate_failover() -> None:
             c = await stack.enter_async_context(cluster_node("C", redis_port))
             async with publisher(a.url("live/cam")):
                 await a.wait_log("rtmp")
-                while "live/cam" not in " ".join(a.lines) or (await a.health())["cluster"]["leases"] != 1:
+                while "live/cam" not in " ".join(a.lines) or (await health(a))["cluster"]["leases"] != 1:
                     await trio.sleep(0.1)
                 # Play from B and C: RTMP (our client, ffmpeg) and HTTP-FLV (ffmpeg).
                 for node in (b, c):
@@ -120,7 +68,7 @@ async def test_three_nodes_publish_play_duplicate_failover() -> None:
                     assert {("video", "h264"), ("audio", "aac")} <= {(f.kind.value, f.codec) for f in frames}
                     async with player(node.url("live/cam")) as play:
                         await play.wait_frames(video=20, audio=20)
-                    async with player(f"http://{HOST}:{node.http}/live/cam.flv") as play:
+                    async with player(f"http://{HOST}:{node.http_port}/live/cam.flv") as play:
                         await play.wait_frames(video=20, audio=20)
                 # A duplicate publish on B is refused (B may still hold a pulled copy: refused
                 # by B itself then; either way as on one node).
@@ -144,33 +92,32 @@ async def test_three_nodes_publish_play_duplicate_failover() -> None:
                 while not served:
                     async with publisher(c.url("live/cam")) as republish:
                         await trio.sleep(1.5)
-                        if not republish.running or (await c.health())["cluster"]["leases"] != 1:
+                        if not republish.running or (await health(c))["cluster"]["leases"] != 1:
                             continue  # refused while A's lease lived: ffmpeg gave up; again
                         frames = await frames_from(b.url("live/cam"), 20)
                         assert {("video", "h264")} <= {(f.kind.value, f.codec) for f in frames}
-                        status = json.loads(await get_json_bytes(f"http://{HOST}:{b.http}/api/streams"))
+                        status = json.loads(await get_json_bytes(f"http://{HOST}:{b.http_port}/api/streams"))
                         assert status["apps"][0]["streams"][0]["cluster"]["owner"] == "C"
                         served = True
-            # Redis goes away: the nodes keep serving local streams and say so in health.
-            health = await b.health()
-            assert health["cluster"]["directory"] == "ok" and health["cluster"]["node"] == "B"
+            health_b = await health(b)
+            assert health_b["cluster"]["directory"] == "ok" and health_b["cluster"]["node"] == "B"
 
 
 async def test_redis_unreachable_is_reported_and_the_node_comes_back() -> None:
     with trio.fail_after(90):
         async with redis_server() as (redis_port, redis), cluster_node("solo", redis_port) as node:
             async with publisher(node.url("live/local")):
-                while (await node.health())["cluster"]["leases"] != 1:
+                while (await health(node))["cluster"]["leases"] != 1:
                     await trio.sleep(0.1)
                 redis.kill()
                 await redis.wait()
-                while (await node.health())["cluster"]["directory"] != "unreachable":
+                while (await health(node))["cluster"]["directory"] != "unreachable":
                     await trio.sleep(0.2)
                 assert await frames_from(node.url("live/local"))  # the local stream is still served
                 await node.wait_log("cluster directory unreachable")
                 # Redis comes back (empty): the node registers again and takes its lease back.
                 async with redis_server(redis_port):
-                    while (await node.health())["cluster"]["directory"] != "ok":
+                    while (await health(node))["cluster"]["directory"] != "ok":
                         await trio.sleep(0.2)
                     directory = RedisDirectory(f"redis://{HOST}:{redis_port}/0")
                     async with trio.open_nursery() as nursery:
@@ -179,5 +126,5 @@ async def test_redis_unreachable_is_reported_and_the_node_comes_back() -> None:
                             await trio.sleep(0.2)
                         owner = await directory.owner("live/local")
                         assert owner is not None and owner.id == "solo"
-                        assert owner.rtmp == f"rtmp://{HOST}:{node.rtmp}"
+                        assert owner.rtmp == f"rtmp://{HOST}:{node.port}"
                         nursery.cancel_scope.cancel()

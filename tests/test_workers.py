@@ -15,52 +15,43 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 
 import pytest
 import trio
 
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.core.errors import RemoteRefused
+from tests.test_cli import CliServer, cli_server
 from tests.test_rtmp_interop import publisher
 
 pytestmark = pytest.mark.interop
 
 HOST = "127.0.0.1"
-_RTMP = re.compile(r"RTMP listening on [\d.]+:(\d+) \(2 workers")
-_HTTP = re.compile(r"HTTP listening on [\d.]+:(\d+) \(2 workers")
+
 _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 
-class Supervised:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.rtmp = 0
-        self.http = 0
-        self.pids: dict[int, int] = {}
+def worker_pids(server: CliServer) -> dict[int, int]:
+    """The latest pid of each worker, from the supervisor's log."""
+    pids = {}
+    for line in server.lines:
+        if match := _STARTED.search(line):
+            pids[int(match.group(1))] = int(match.group(2))
+    return pids
 
-    async def read(self) -> None:
-        assert self.process.stderr is not None
-        pending = b""
-        async for chunk in self.process.stderr:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                if match := _RTMP.search(line):
-                    self.rtmp = int(match.group(1))
-                if match := _HTTP.search(line):
-                    self.http = int(match.group(1))
-                if match := _STARTED.search(line):
-                    self.pids[int(match.group(1))] = int(match.group(2))
 
-    async def wait_log(self, text: str, count: int = 1) -> None:
-        while sum(text in line for line in self.lines) < count:
-            assert self.process.returncode is None, "\n".join(self.lines)
-            await trio.sleep(0.05)
+async def wait_count(server: CliServer, text: str, count: int) -> None:
+    while sum(text in line for line in server.lines) < count:
+        assert server.process.returncode is None, server.log()
+        await trio.sleep(0.05)
+
+
+async def players(url: str, nursery: trio.Nursery, count: int) -> list[int]:
+    """``count`` players of ``url`` (started); each one's video frames received so far."""
+    counts = [0] * count
+    for index in range(count):
+        await nursery.start(watch, url, counts, index)
+    return counts
 
 
 async def api(port: int, path: str) -> dict:  # type: ignore[type-arg]
@@ -77,65 +68,43 @@ async def watch(url: str, counts: list[int], index: int, *, task_status=trio.TAS
 
 
 async def test_twenty_players_across_two_workers_and_a_worker_restart() -> None:
-    command = [sys.executable, "-m", "arcly_trio", "serve", "--workers", "2", "--host", HOST, "--rtmp-port", "0",
-               "--http-port", "0", "--pull-idle", "2"]
-    process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                               cwd=os.path.dirname(os.path.dirname(__file__)))
-    server = Supervised(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.read)
-            with trio.fail_after(90):
-                await server.wait_log("arcly-trio ready", 2)
-                url = f"rtmp://{HOST}:{server.rtmp}/live/cam"
-                async with publisher(url):
-                    while not (await api(server.http, "/api/streams"))["streams"]:
-                        await trio.sleep(0.1)
-                    counts = [0] * 20
-                    async with trio.open_nursery() as players:
-                        for index in range(20):
-                            await players.start(watch, url, counts, index)
-                        while min(counts) < 30:
-                            await trio.sleep(0.1)
-                        document = await api(server.http, "/api/streams")
-                        assert document["workers_answered"] == 2
-                        stream = document["apps"][0]["streams"][0]
-                        assert stream["subscribers"]["total"] == 20
-                        served = {entry["worker"]: entry for entry in stream["workers"]}
-                        assert set(served) == {0, 1}  # the players landed on both workers
-                        origin = next(w for w, entry in served.items() if not entry["relayed"])
-                        other = 1 - origin
-                        on_origin = served[origin]["viewers"]
-                        # A second publish of the same key is refused, whichever worker it reaches.
-                        for _ in range(4):
-                            with pytest.raises(RemoteRefused):
-                                async with open_rtmp_publisher(url):
-                                    pass
-                        # Kill the worker that relays: the supervisor restarts it.
-                        before = list(counts)
-                        os.kill(server.pids[other], signal.SIGKILL)
-                        await server.wait_log(f"worker {other} (pid")
-                        await server.wait_log(f"worker {other} started", 2)
-                        await trio.sleep(1)
-                        alive = [i for i in range(20) if counts[i] > before[i] + 10]
-                        assert len(alive) >= on_origin  # the origin worker's players kept playing
-                        # New players, spread over both workers again, all receive the stream.
-                        await server.wait_log("arcly-trio ready", 3)
-                        fresh = [0] * 10
-                        async with trio.open_nursery() as more:
-                            for index in range(10):
-                                await more.start(watch, url, fresh, index)
-                            while min(fresh) < 30:
-                                await trio.sleep(0.1)
-                            more.cancel_scope.cancel()
-                        document = await api(server.http, "/api/health")
-                        assert document["workers_answered"] == 2
-                        players.cancel_scope.cancel()
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(15):
-                assert await process.wait() == 0
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with cli_server("--workers", "2", "--pull-idle", "2") as server:
+        with trio.fail_after(90):
+            await wait_count(server, "arcly-trio ready", 2)
+            url = server.url("live/cam")
+            async with publisher(url), trio.open_nursery() as nursery:
+                while not (await api(server.http_port, "/api/streams"))["streams"]:
+                    await trio.sleep(0.1)
+                counts = await players(url, nursery, 20)
+                while min(counts) < 30:
+                    await trio.sleep(0.1)
+                document = await api(server.http_port, "/api/streams")
+                assert document["workers_answered"] == 2
+                stream = document["apps"][0]["streams"][0]
+                assert stream["subscribers"]["total"] == 20
+                served = {entry["worker"]: entry for entry in stream["workers"]}
+                assert set(served) == {0, 1}  # the players landed on both workers
+                origin = next(w for w, entry in served.items() if not entry["relayed"])
+                other = 1 - origin
+                on_origin = served[origin]["viewers"]
+                # A second publish of the same key is refused, whichever worker it reaches.
+                for _ in range(4):
+                    with pytest.raises(RemoteRefused):
+                        async with open_rtmp_publisher(url):
+                            pass
+                # Kill the worker that relays: the supervisor restarts it.
+                before = list(counts)
+                os.kill(worker_pids(server)[other], signal.SIGKILL)
+                await server.wait_log(f"worker {other} (pid")
+                await wait_count(server, f"worker {other} started", 2)
+                await trio.sleep(1)
+                alive = [i for i in range(20) if counts[i] > before[i] + 10]
+                assert len(alive) >= on_origin  # the origin worker's players kept playing
+                # New players, spread over both workers again, all receive the stream.
+                await wait_count(server, "arcly-trio ready", 3)
+                fresh = await players(url, nursery, 10)
+                while min(fresh) < 30:
+                    await trio.sleep(0.1)
+                assert (await api(server.http_port, "/api/health"))["workers_answered"] == 2
+                nursery.cancel_scope.cancel()
+        assert await server.stop(within=15) == 0
