@@ -211,3 +211,39 @@ def test_push_target_parsing() -> None:
         PushTarget.parse("http://h/app/x")
     with pytest.raises(ValueError):
         PullSource({None: "ftp://h/{app}/{stream}"})
+
+
+async def test_a_pulled_stream_is_packaged_as_hls_and_recorded_and_hls_alone_starts_the_pull(
+        demo_frames: list, tmp_path, http_get) -> None:  # type: ignore[no-untyped-def,type-arg]
+    from arcly_trio.media import flv
+    from arcly_trio.services import FlvRecorder, HlsService
+
+    async with node() as (origin, origin_rtmp, _):
+        pull = PullSource({None: f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"}, idle=3)
+        hls = HlsService(target_duration=0.5, all_apps=True)
+        recorder = FlvRecorder(str(tmp_path), all_apps=True)
+        async with node(sources=(pull,), services=(hls, recorder), http=True) as (edge, _, edge_http), \
+                trio.open_nursery() as nursery:
+            assert edge_http is not None
+            nursery.start_soon(feed, origin, "live/cam", demo_frames, 0.002)
+            with trio.fail_after(20):
+                while not origin.has_stream(StreamKey("live", "cam")):
+                    await trio.sleep(0.01)
+                # Only HLS asks for it: the playlist request starts the pull...
+                status, _, body = await http_get(edge_http.port, "/live/cam/index.m3u8")
+                assert edge.sourcing.started_total == 1 and edge.has_stream(StreamKey("live", "cam"))
+                # ...and the pulled stream is packaged (and kept alive by the playlist polls).
+                while status != 200:
+                    await trio.sleep(0.3)
+                    status, _, body = await http_get(edge_http.port, "/live/cam/index.m3u8")
+                assert b"#EXTINF" in body
+                segment = next(line for line in body.decode().splitlines() if line.endswith(".ts"))
+                status, _, data = await http_get(edge_http.port, f"/live/cam/{segment}")
+                assert status == 200 and data[:1] == b"\x47"  # MPEG-TS
+                assert edge.sourcing.started_total == 1
+                assert recorder.active  # and recorded
+            nursery.cancel_scope.cancel()
+        recorded = [path for path in tmp_path.rglob("*.flv")]
+        assert recorded
+        frames = flv.read_frames(recorded[0].read_bytes())
+        assert any(f.keyframe for f in frames) and same_frames(frames, demo_frames)

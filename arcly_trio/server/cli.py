@@ -267,7 +267,7 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
                     public = source.rtmp_url.rpartition(":")[0]
                     source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{http.port}"
                                     if http is not None else None)
-            if args.demo:
+            if args.demo and not int(args.worker_index or 0):  # with --workers, worker 0 publishes it
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
             # Everything allocated at start-up lives as long as the server: keep it out of
@@ -300,8 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         raise SystemExit(f"arcly-trio: --workers takes a number or 'auto', not {args.workers!r}") from None
     if count > 1 and not args.worker_dir:
-        if args.demo:
-            raise SystemExit("arcly-trio: --demo runs with one worker (publish it from outside to use --workers)")
         return supervise(args, argv, count)
     try:
         trio.run(serve, args)
