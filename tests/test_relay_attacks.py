@@ -178,3 +178,64 @@ def test_the_rtmp_client_raises_only_protocol_errors(data: bytes, after_handshak
             pass
     except RemoteProtocolError:
         pass
+
+
+async def test_a_push_target_that_breaks_the_protocol_affects_no_other_target(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    from arcly_trio.protocols.rtmp import ConnectRequest, PublishRequest, ServerSession
+    from arcly_trio.relay import PushService
+
+    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+    evil_port = listener.socket.getsockname()[1]
+
+    async def evil(stream: trio.SocketStream) -> None:
+        handshake = ServerHandshake()
+        while not handshake.complete:
+            handshake.receive_data(await stream.receive_some(65536))
+            await stream.send_all(handshake.data_to_send())
+        session = ServerSession()
+        session.receive_data(handshake.leftover())
+        while True:
+            for event in session.events():
+                if isinstance(event, ConnectRequest):
+                    session.accept_connect()
+                elif isinstance(event, PublishRequest):
+                    session.accept_publish(event.stream_id)
+                    await stream.send_all(session.data_to_send())
+                    await trio.sleep(0.2)
+                    await stream.send_all(b"\x03" + b"\xff" * 64)  # a chunk header of nonsense
+                    await trio.sleep(5)
+                    return
+            await stream.send_all(session.data_to_send())
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            session.receive_data(data)
+
+    rtmp = RtmpServer(HOST, 0)
+    target = Engine.builder().application(AppSpec("live")).protocol(rtmp).build()
+    async with trio.open_nursery() as outer, target:
+        await outer.start(trio.serve_listeners, evil, [listener])
+        push = PushService([f"rtmp://{HOST}:{evil_port}/live/{{stream}}",
+                            f"rtmp://{HOST}:{rtmp.port}/live/{{stream}}"], backoff=(0.2, 0.4, 5))
+        async with Engine.builder().application(AppSpec("live")).service(push).build() as source, \
+                trio.open_nursery() as nursery:
+            async def feed() -> None:
+                async with source.publish("live/cam", Credentials()) as publisher:
+                    for loop in range(100):
+                        for frame in demo_frames:
+                            await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
+                            if not frame.config:
+                                await trio.sleep(0.003)
+
+            nursery.start_soon(feed)
+            with trio.fail_after(20):
+                while True:
+                    links = push.stream_status(StreamKey("live", "cam")).get("push", [])
+                    if len(links) == 2 and links[0]["retries"] >= 2 and links[1]["frames"] > 300:
+                        break
+                    await trio.sleep(0.1)
+                assert links[1]["state"] == "connected" and links[1]["retries"] == 0
+                assert links[0]["last_error"]
+                assert target.stream("live/cam").stats().video_frames_total > 100
+            nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()

@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from ..core.errors import ConnectionLost, RemoteRefused
+from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
 from ..core.frame import Frame
 from ..core.text import printable
 from ..media import flv
@@ -235,6 +235,8 @@ class RtmpPublisher:
                 await connection.flush()
         except ConnectionLost as exc:
             self.ended = exc.reason
+        except RemoteProtocolError as exc:  # the server broke the protocol: the publish is over
+            self.ended = printable(str(exc))
 
 
 @asynccontextmanager

@@ -230,14 +230,19 @@ class PushService:
     async def _run_link(self, link: _Link) -> None:
         subscription = link.subscription
         assert subscription is not None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(link.maintain)
-            while True:
-                batch = await subscription.next_batch()
-                if not batch:
-                    break
-                await link.deliver(batch)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link.maintain)
+                while True:
+                    batch = await subscription.next_batch()
+                    if not batch:
+                        break
+                    await link.deliver(batch)
+                nursery.cancel_scope.cancel()
+        except Exception:  # a bug here ends this target of this stream only
+            log.exception("push of %s to %s failed", link.key, link.stats.url)
+            link.stats.failed("internal error")
+            return
         log.info("push of %s to %s stopped (stream ended; %d frames, %d bytes)", link.key, link.stats.url,
                  link.stats.frames, link.stats.bytes)
 
