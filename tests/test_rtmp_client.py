@@ -268,3 +268,36 @@ def parse_key(text: str):  # type: ignore[no-untyped-def]
     from arcly_trio.core.keys import StreamKey
 
     return StreamKey.parse(text)
+
+
+@pytest.mark.parametrize("video", ["hevc", "av1", "vp9"])
+async def test_enhanced_rtmp_codecs_round_trip_through_the_client(video: str) -> None:
+    from arcly_trio.core.frame import Frame, FrameKind
+    from arcly_trio.testing import frames as fb
+
+    sent = [fb.video_config(0, codec=video, payload=b"\x01cfg" + video.encode()),
+            fb.audio_config(0, codec="opus", payload=b"OpusHead\x01\x02\x00\x0f\x80\xbb\x00\x00\x00\x00\x00"),
+            Frame(FrameKind.VIDEO, video, 0, 0, b"second track config", keyframe=True, config=True, track=1)]
+    for index in range(60):
+        ts = index * 33
+        sent.append(fb.keyframe(ts, codec=video) if index % 30 == 0 else fb.delta(ts, codec=video))
+        sent.append(fb.audio(ts, codec="opus"))
+        if index % 30 == 0:
+            sent.append(Frame(FrameKind.VIDEO, video, ts, ts, b"K" * 40, keyframe=True, track=1))
+    engine, server = await _engine()
+    async with engine:
+        url = f"rtmp://{HOST}:{server.port}/live/enhanced"
+        with trio.fail_after(10):
+            async with open_rtmp_publisher(url) as publisher:
+                await publisher.send_frames(sent[:3])
+                async with open_rtmp_player(url) as player:
+                    await publisher.send_frames(sent[3:])
+                    got = []
+                    async for frame in player:
+                        got.append(frame)
+                        if frame.kind is FrameKind.AUDIO and frame.dts == 59 * 33:
+                            break
+        wanted = {(f.kind, f.codec, f.track, f.dts, f.keyframe, f.config, f.payload) for f in sent}
+        assert all((f.kind, f.codec, f.track, f.dts, f.keyframe, f.config, f.payload) in wanted for f in got)
+        assert {(f.codec, f.track) for f in got if f.kind is FrameKind.VIDEO} == {(video, 0), (video, 1)}
+        assert any(f.codec == "opus" and f.config for f in got)
