@@ -16,8 +16,7 @@ import pytest
 import trio
 
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey
-from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
-from arcly_trio.clients.flv import open_flv_player
+from arcly_trio.clients import open_rtmp_player
 from arcly_trio.core.errors import RemoteRefused, StreamNotFound
 from arcly_trio.relay import PullSource, PushService, PushTarget
 from arcly_trio.workers.http import HttpServer

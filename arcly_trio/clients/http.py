@@ -59,7 +59,7 @@ class HttpResponse:
                     data = await self._stream.receive_some(_RECV_SIZE)
                 except _ERRORS as exc:
                     raise ConnectionLost(f"{self._where}: connection broken: {exc}") from None
-                self._h11.receive_data(data)
+                self._h11.receive_data(bytes(data))
                 continue
             if isinstance(event, h11.Data):
                 self.bytes_received += len(event.data)
@@ -86,6 +86,8 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
     where = f"{parts.scheme}://{parts.netloc}{parts.path}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     stream: trio.abc.Stream | None = None
+    connection = h11.Connection(h11.CLIENT)
+    response: h11.Response | None = None
     try:
         with trio.move_on_after(timeout) as scope:
             try:
@@ -93,18 +95,16 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                     stream = await trio.open_unix_socket(unix_socket)
                 elif parts.scheme == "https":
                     stream = await trio.open_ssl_over_tcp_stream(
-                        parts.hostname, parts.port or 443, ssl_context=ssl_context or ssl.create_default_context())
+                        parts.hostname or "", parts.port or 443, ssl_context=ssl_context or ssl.create_default_context())
                 else:
-                    stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
-                connection = h11.Connection(h11.CLIENT)
+                    stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
                 request = h11.Request(method="GET", target=target, headers=[
                     ("host", parts.netloc or "localhost"), ("user-agent", "arcly-trio"), ("connection", "close")])
                 await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
-                response = None
                 while response is None:
                     event = connection.next_event()
                     if event is h11.NEED_DATA:
-                        connection.receive_data(await stream.receive_some(_RECV_SIZE))
+                        connection.receive_data(bytes(await stream.receive_some(_RECV_SIZE)))
                     elif isinstance(event, h11.Response):
                         response = event
                     elif isinstance(event, h11.ConnectionClosed):
@@ -113,7 +113,7 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                 raise ConnectionLost(f"{where}: {exc}") from None
             except h11.RemoteProtocolError as exc:
                 raise RemoteProtocolError(f"{where}: {exc}") from None
-        if scope.cancelled_caught or stream is None:
+        if scope.cancelled_caught or stream is None or response is None:
             raise ConnectionLost(f"{where}: no response within {timeout:g} s")
         result = HttpResponse(stream, connection, response, where)
         if result.status != 200:
