@@ -27,9 +27,12 @@ HOST = "127.0.0.1"
 
 @asynccontextmanager
 async def node(*, services: tuple[Any, ...] = (), sources: tuple[Any, ...] = (), http: bool = False,
-               apps: tuple[str, ...] = ("live",)) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer | None]]:
+               apps: tuple[str, ...] = ("live",), observer: Any = None
+               ) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer | None]]:
     rtmp = RtmpServer(HOST, 0)
     builder = Engine.builder().protocol(rtmp).idle_timeout(30)
+    if observer is not None:
+        builder.observer(observer)
     for app in apps:
         builder.application(AppSpec(app))
     web = HttpServer(HOST, 0) if http else None
@@ -149,6 +152,10 @@ async def test_the_edge_ends_its_viewers_when_the_origin_stream_ends(demo_frames
 
 
 async def test_every_publish_is_pushed_to_each_target_and_a_dead_target_is_retried(demo_frames: list) -> None:  # type: ignore[type-arg]
+    from arcly_trio.kernel.events import ServiceEvent
+    from arcly_trio.testing import CountingObserver
+
+    observer = CountingObserver()
     async with node() as (target_a, rtmp_a, _), node() as (target_b, rtmp_b, _):
         # Target B is down at first: a listener that refuses everything stands in for it.
         dead = (await trio.open_tcp_listeners(0, host=HOST))[0]
@@ -157,7 +164,7 @@ async def test_every_publish_is_pushed_to_each_target_and_a_dead_target_is_retri
         push = PushService([PushTarget(f"rtmp://{HOST}:{rtmp_a.port}/{{app}}/{{stream}}"),
                             PushTarget(f"rtmp://{HOST}:{dead_port}/live/{{stream}}", apps=["live"])],
                            backoff=(0.1, 0.2, 1.0), timeout=2)
-        async with node(services=(push,)) as (source, _, _), trio.open_nursery() as nursery:
+        async with node(services=(push,), observer=observer) as (source, _, _), trio.open_nursery() as nursery:
             nursery.start_soon(feed, source, "live/cam", demo_frames, 0.003)
             with trio.fail_after(20):
                 while not target_a.has_stream(StreamKey("live", "cam")):
@@ -179,6 +186,8 @@ async def test_every_publish_is_pushed_to_each_target_and_a_dead_target_is_retri
                     links = push.stream_status(StreamKey("live", "cam"))["push"]
                 assert links[1]["state"] in ("retrying", "connecting") and links[1]["last_error"]
                 assert source.stream("live/cam").publishing
+                events = {(e.service, e.what) for e in observer.of_type(ServiceEvent)}  # type: ignore[attr-defined]
+                assert {("push", "push-connected"), ("push", "push-failed")} <= events  # for metrics
             nursery.cancel_scope.cancel()
         assert b"token" not in json.dumps(links).encode()
 

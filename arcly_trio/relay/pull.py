@@ -16,6 +16,9 @@ owns a stream, under protocol ``"cluster"``, or from another worker over its Uni
 the upstream ends or sends nothing for ``read_timeout`` seconds, ending its stream (viewers are
 told the stream ended; the log says why), or when idle.
 
+Events: ``ServiceEvent`` ``pull-started`` and ``pull-ended`` (service ``pull``, ``cluster`` or
+``worker``) for the observers (metrics) and the application's event feed.
+
 Error policy: an upstream that refuses, cannot be reached or sends nothing in time is
 ``StreamNotFound`` for the waiting viewers (the reason logged); failures after the start end
 that stream only.
@@ -32,6 +35,7 @@ import trio
 from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused, StreamNotFound
 from ..core.keys import Credentials, StreamKey
 from ..core.text import printable
+from ..kernel.events import ServiceEvent
 from ..protocols.rtmp.url import check_template, fill_template
 from .links import LinkStats
 from .upstream import open_upstream
@@ -77,6 +81,8 @@ async def pull_into(
             async with engine.publish(key, credentials, protocol=credentials.protocol) as publisher:
                 stats.set_state("connected")
                 log.info("pulling %s from %s", key, where)
+                stream = engine.stream(key)
+                stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-started", where))
                 task_status.started()
                 async with trio.open_nursery() as nursery:
 
@@ -98,6 +104,8 @@ async def pull_into(
                 stats.bytes = upstream.bytes_received
                 log.info("pull of %s from %s ended: %s", key, where, printable(upstream.end or "upstream ended"))
                 stats.last_error = upstream.end
+                stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-ended",
+                                           f"{where}: {printable(upstream.end or 'upstream ended')}"))
     except (RemoteRefused, ConnectionLost, RemoteProtocolError) as exc:
         stats.last_error = printable(str(exc))
         log.info("pull of %s from %s failed: %s", key, where, stats.last_error)

@@ -18,6 +18,9 @@ Streams that are copies of a stream published elsewhere (pulled from another nod
 protocols ``"cluster"`` and ``"worker"``, see ``skip_protocols``) are not pushed again: the node
 where they are published pushes them.
 
+Events: each link tells the observers (metrics) and the application's event feed when it
+connects (``ServiceEvent`` ``push-connected``) and fails (``push-failed``, with the error).
+
 State: ``stream_status(key)`` gives ``{"push": [...]}`` for ``/api/streams``: per target its
 redacted URL, state (``connecting``, ``connected``, ``retrying``, ``stopped``), retries,
 bytes, frames, frames skipped, the kernel's drops and the last error.
@@ -41,6 +44,7 @@ from ..core.errors import ConnectionLost, LocalProtocolError, RemoteProtocolErro
 from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey, check_name
 from ..core.text import printable
+from ..kernel.events import ServiceEvent
 from ..protocols.rtmp.url import check_template, fill_template, parse_rtmp_url
 from .links import Backoff, LinkStats
 
@@ -84,9 +88,10 @@ class PushTarget:
 class _Link:
     """One target of one stream: the connection loop and the frame gate (module docstring)."""
 
-    def __init__(self, service: PushService, key: StreamKey, url: str) -> None:
+    def __init__(self, service: PushService, stream: Stream, url: str) -> None:
         self.service = service
-        self.key = key
+        self.stream = stream
+        self.key = stream.key
         self.url = url
         self.stats = LinkStats(parse_rtmp_url(url).redacted())
         self.publisher: RtmpPublisher | None = None
@@ -95,6 +100,10 @@ class _Link:
         self.has_video = False
         self.broken = trio.Event()
         self.subscription: Subscription | None = None
+
+    def tell(self, what: str, detail: str) -> None:
+        """A ``ServiceEvent`` for the observers (metrics) and the application's event feed."""
+        self.stream.notify(ServiceEvent(self.key, trio.current_time(), "push", what, f"{self.stats.url}: {detail}"))
 
     def document(self) -> dict[str, Any]:
         document = self.stats.document()
@@ -116,6 +125,7 @@ class _Link:
                     self.stats.set_state("connected")
                     backoff.connected()
                     log.info("pushing %s to %s", self.key, self.stats.url)
+                    self.tell("push-connected", "connected")
                     await self.broken.wait()
                     error = publisher.ended or "closed"
             except (RemoteRefused, ConnectionLost, RemoteProtocolError) as exc:
@@ -124,6 +134,7 @@ class _Link:
                 self.publisher = None
             self.broken = trio.Event()
             self.stats.failed(printable(error))
+            self.tell("push-failed", self.stats.last_error or "")
             delay = backoff.next_delay()
             log.warning("push of %s to %s failed: %s; retrying in %g s", self.key, self.stats.url,
                         self.stats.last_error, delay)
@@ -208,7 +219,7 @@ class PushService:
         key = stream.key
         if stream.info.protocol in self.skip_protocols:
             return
-        links = [_Link(self, key, fill_template(target.url, key.app, key.name))
+        links = [_Link(self, stream, fill_template(target.url, key.app, key.name))
                  for target in self.targets if target.applies_to(key.app)]
         if not links:
             return
