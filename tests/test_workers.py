@@ -108,3 +108,26 @@ async def test_twenty_players_across_two_workers_and_a_worker_restart() -> None:
                 assert (await api(server.http_port, "/api/health"))["workers_answered"] == 2
                 nursery.cancel_scope.cancel()
         assert await server.stop(within=15) == 0
+
+
+async def test_workers_outlive_neither_a_killed_supervisor_nor_a_quiet_minute() -> None:
+    """The workers stay up (nothing restarts them behind our back), and stop by themselves
+    once their supervisor is killed without a word."""
+    async with cli_server("--workers", "2") as server:
+        with trio.fail_after(40):
+            await wait_count(server, "arcly-trio ready", 2)
+            pids = worker_pids(server)
+            await trio.sleep(15)  # longer than trio's idle worker threads live
+            assert worker_pids(server) == pids and not any("restarting" in line for line in server.lines)
+            server.process.kill()
+            await server.process.wait()
+            while any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in pids.values()):
+                await trio.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import trio
@@ -275,15 +275,33 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             gc.collect()
             gc.freeze()
             task_status.started(engine)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("SIGHUP received: nothing to reload (the configuration is the command line)")
-                    continue
-                log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, args.shutdown_grace)
-                break
+            stop = trio.Event()
+            nursery.start_soon(_until_signalled, signals, stop, args.shutdown_grace)
+            if args.worker_dir:
+                nursery.start_soon(_until_orphaned, os.getppid(), stop)
+            await stop.wait()
             await engine.shutdown(grace=args.shutdown_grace)
             nursery.cancel_scope.cancel()
     log.info("arcly-trio stopped")
+
+
+async def _until_signalled(signals: AsyncIterator[int], stop: trio.Event, grace: float) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM (SIGHUP is logged: there is nothing to reload)."""
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP received: nothing to reload (the configuration is the command line)")
+            continue
+        log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, grace)
+        break
+    stop.set()
+
+
+async def _until_orphaned(parent: int, stop: trio.Event) -> None:
+    """A worker stops when its supervisor is gone (it is then adopted by another process)."""
+    while os.getppid() == parent:
+        await trio.sleep(1)
+    log.warning("the supervisor (pid %d) is gone: shutting down", parent)
+    stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

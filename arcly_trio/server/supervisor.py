@@ -9,7 +9,8 @@ The supervisor:
   there, unless ``--cluster`` gives a Redis one;
 * starts the N workers (``python -m arcly_trio serve`` with the same options, plus the hidden
   ``--worker-dir``/``--worker-index``/``--worker-count``), each with its own engine and trio loop
-  on the same ports; a worker gets SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``);
+  on the same ports; a worker whose supervisor is gone (killed) shuts itself down (it watches
+  its parent process);
 * restarts a worker that exits unexpectedly (logged, with a backoff of 1 s doubling up to 30 s,
   reset after a minute of running), while the others keep serving;
 * forwards SIGTERM/SIGINT (graceful shutdown: it waits ``--shutdown-grace`` plus 5 s, then kills
@@ -25,7 +26,6 @@ supervisor with a message (exit code 1); a worker's failure is logged and the wo
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import shutil
@@ -43,8 +43,6 @@ from ..cluster import DirectoryServer, MemoryDirectory
 __all__ = ["supervise", "worker_count", "worker_argv"]
 
 log = logging.getLogger("arcly_trio.supervisor")
-
-_PR_SET_PDEATHSIG = 1
 
 
 def worker_count(value: str) -> int:
@@ -85,13 +83,6 @@ def _reserve(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class Supervisor:
@@ -167,7 +158,7 @@ class Supervisor:
             argv = worker_argv(self.argv, rtmp_port=self.rtmp_port, http_port=self.http_port,
                                run_dir=self.run_dir, index=index, count=self.count)
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
             self.processes[index] = process
             log.info("worker %d started (pid %d)", index, process.pid)
             try:
