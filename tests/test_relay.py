@@ -46,13 +46,15 @@ async def node(*, services: tuple[Any, ...] = (), sources: tuple[Any, ...] = (),
         yield engine, rtmp, web
 
 
-async def feed(engine: Engine, key: str, frames: list, pace: float = 0.0) -> None:  # type: ignore[type-arg]
-    """Publish ``frames`` into ``engine`` (in-process), then keep the publish open."""
+async def feed(engine: Engine, key: str, frames: list, pace: float = 0.0, loops: int = 1) -> None:  # type: ignore[type-arg]
+    """Publish ``frames`` into ``engine`` (in-process) ``loops`` times (timestamps shifted by
+    10 s each time), then keep the publish open."""
     async with engine.publish(key, Credentials(protocol="test")) as publisher:
-        for frame in frames:
-            await publisher.send(frame)
-            if pace and not frame.config:
-                await trio.sleep(pace)
+        for loop in range(loops):
+            for frame in frames:
+                await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
+                if pace and not frame.config:
+                    await trio.sleep(pace)
         await trio.sleep_forever()
 
 

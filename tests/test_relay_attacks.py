@@ -23,7 +23,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcly_trio import AppSpec, Credentials, Engine, StreamKey
+from arcly_trio import AppSpec, Engine, StreamKey
 from arcly_trio.clients import open_rtmp_player
 from arcly_trio.cluster import DirectoryServer, LocalDirectory, MemoryDirectory, NodeInfo
 from arcly_trio.core.errors import RemoteProtocolError, RemoteRefused
@@ -33,6 +33,7 @@ from arcly_trio.protocols.rtmp.handshake import ServerHandshake
 from arcly_trio.relay import PullSource
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import count_media
+from tests.test_relay import feed
 
 HOST = "127.0.0.1"
 
@@ -64,15 +65,7 @@ async def test_a_flood_of_made_up_names_opens_a_bounded_number_of_pulls(demo_fra
         engine = (Engine.builder().application(AppSpec("live")).protocol(rtmp).source(pull).max_pulls(8)
                   .build())
         async with engine, trio.open_nursery() as nursery:
-            async def real() -> None:
-                async with engine.publish("live/real", Credentials()) as publisher:
-                    for loop in range(1000):
-                        for frame in demo_frames:
-                            await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
-                            if not frame.config:
-                                await trio.sleep(0.01)
-
-            nursery.start_soon(real)
+            nursery.start_soon(feed, engine, "live/real", demo_frames, 0.01, 1000)
             counter = [0]
             with trio.fail_after(5):
                 while not engine.has_stream(StreamKey("live", "real")):
@@ -219,15 +212,7 @@ async def test_a_push_target_that_breaks_the_protocol_affects_no_other_target(de
                             f"rtmp://{HOST}:{rtmp.port}/live/{{stream}}"], backoff=(0.2, 0.4, 5))
         async with Engine.builder().application(AppSpec("live")).service(push).build() as source, \
                 trio.open_nursery() as nursery:
-            async def feed() -> None:
-                async with source.publish("live/cam", Credentials()) as publisher:
-                    for loop in range(100):
-                        for frame in demo_frames:
-                            await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
-                            if not frame.config:
-                                await trio.sleep(0.003)
-
-            nursery.start_soon(feed)
+            nursery.start_soon(feed, source, "live/cam", demo_frames, 0.003, 100)
             with trio.fail_after(20):
                 while True:
                     links = push.stream_status(StreamKey("live", "cam")).get("push", [])
