@@ -99,16 +99,22 @@ async def test_a_flood_of_made_up_names_opens_a_bounded_number_of_pulls(demo_fra
         outer.cancel_scope.cancel()
 
 
+async def evil_server_handshake(stream: trio.SocketStream) -> bytes:
+    """Play a server's handshake on ``stream``; return the bytes after it."""
+    handshake = ServerHandshake()
+    while not handshake.complete:
+        handshake.receive_data(await stream.receive_some(65536))
+        await stream.send_all(handshake.data_to_send())
+    return handshake.leftover()
+
+
 async def test_an_upstream_announcing_a_huge_message_fails_at_the_header(caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.relay")
     listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
     port = listener.socket.getsockname()[1]
 
     async def evil(stream: trio.SocketStream) -> None:
-        handshake = ServerHandshake()
-        while not handshake.complete:
-            handshake.receive_data(await stream.receive_some(65536))
-            await stream.send_all(handshake.data_to_send())
+        await evil_server_handshake(stream)
         # A video message header announcing 16 MiB (RTMP's largest), then a little of its body.
         big = bytearray(chunk_message(6, 9, 1, 0, b"x" * 200, 128)[:12])
         big[4:7] = (0xFFFFFF).to_bytes(3, "big")
@@ -181,12 +187,8 @@ async def test_a_push_target_that_breaks_the_protocol_affects_no_other_target(de
     evil_port = listener.socket.getsockname()[1]
 
     async def evil(stream: trio.SocketStream) -> None:
-        handshake = ServerHandshake()
-        while not handshake.complete:
-            handshake.receive_data(await stream.receive_some(65536))
-            await stream.send_all(handshake.data_to_send())
         session = ServerSession()
-        session.receive_data(handshake.leftover())
+        session.receive_data(await evil_server_handshake(stream))
         while True:
             for event in session.events():
                 if isinstance(event, ConnectRequest):
