@@ -78,13 +78,8 @@ async def healthy_stream(engine: Engine, demo_frames: list[Frame], nursery: trio
 
 async def healthy_player(port: int, nursery: trio.Nursery, name: str = "ok") -> list[int]:
     """An RTMP player of ``live/{name}``; the returned counter grows with every media message."""
-    client = await RawClient.open(port)
-    await client.connect("live", port)
-    stream_id = await client.create_stream()
-    client.session.play(stream_id, name)
-    await client.flush()
     counter = [0]
-    nursery.start_soon(count_media, client, counter)
+    await nursery.start(count_media, port, name, counter)
     return counter
 
 

@@ -9,8 +9,9 @@ as listed and from every lower one:
 3. ``kernel``: the engine (trio)
 4. ``storage``, then ``services`` (per-stream services, which use storage)
 5. ``workers`` and ``clients`` (trio adapters on sockets; independent of each other)
-6. ``server``: the command line, the demo
-7. ``testing``: helpers for users' property tests (may use anything)
+6. ``relay`` (push and pull relays, on the clients), then ``cluster`` (directories, nodes)
+7. ``server``: the command line, the demo, the supervisor of ``--workers``
+8. ``testing``: helpers for users' property tests (may use anything)
 
 Type-only imports (under ``if TYPE_CHECKING:``) count for the layering too.
 """
@@ -34,8 +35,12 @@ ALLOWED: dict[str, set[str]] = {
     "services": {"core", "media", "protocols", "kernel", "storage"},
     "workers": {"core", "media", "protocols", "kernel"},
     "clients": {"core", "media", "protocols"},
-    "server": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients"},
-    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients", "server"},
+    "relay": {"core", "media", "protocols", "kernel", "storage", "services", "clients"},
+    "cluster": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "relay"},
+    "server": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients", "relay",
+               "cluster"},
+    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients", "relay",
+                "cluster", "server"},
 }
 SANS_IO = ("core", "media", "protocols")
 

@@ -29,6 +29,10 @@ __all__ = [
     "BudgetExceeded",
     "InvalidStreamName",
     "StorageError",
+    "StreamPublishedElsewhere",
+    "RemoteRefused",
+    "ConnectionLost",
+    "DirectoryUnavailable",
 ]
 
 
@@ -68,6 +72,16 @@ class StreamAlreadyPublishing(StreamError):
         super().__init__(f"stream {app}/{stream} already has a publisher")
         self.app = app
         self.stream = stream
+
+
+class StreamPublishedElsewhere(StreamAlreadyPublishing):
+    """Another node (or worker) of the cluster holds the publish lease of ``app/stream``."""
+
+    def __init__(self, app: str, stream: str, node: str) -> None:
+        StreamError.__init__(self, f"stream {app}/{stream} is published on node {node!r}")
+        self.app = app
+        self.stream = stream
+        self.node = node
 
 
 class PublisherLimitReached(StreamError):
@@ -178,3 +192,36 @@ class InvalidStreamName(StreamError, ValueError):
 
 class StorageError(StreamError):
     """A storage backend refused a key or failed to read or write it."""
+
+
+class RemoteRefused(StreamError):
+    """A remote server refused what a client of ours asked (``stage``: ``connect``,
+    ``createStream``, ``publish`` or ``play``), saying ``code`` (``NetStream.Play.StreamNotFound``,
+    an HTTP status...) and ``description`` (the server's text, escaped when shown)."""
+
+    def __init__(self, stage: str, code: str, description: str = "") -> None:
+        detail = f": {description!r}" if description else ""
+        super().__init__(f"{stage} refused ({code}){detail}")
+        self.stage = stage
+        self.code = code
+        self.description = description
+
+
+class ConnectionLost(StreamError):
+    """A client's connection to a remote server failed, broke, ended or timed out (``reason``).
+
+    Transport errors (``OSError``, trio's ``BrokenResourceError``, timeouts) are mapped to it at
+    the edge of the client adapters.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DirectoryUnavailable(StreamError):
+    """The cluster directory (Redis, or the supervisor's) cannot be reached: ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cluster directory unavailable: {reason}")
+        self.reason = reason

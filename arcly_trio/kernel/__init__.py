@@ -12,6 +12,7 @@ from ..core.keys import Credentials, StreamKey
 from ..media.probe import StreamInfo
 from .application import Application
 from .service import StreamService
+from .sources import SourceRequest, StreamSource
 from .auth import AllowAll, Authenticator, TokenAuthenticator
 from .engine import Engine, EngineBuilder, ProtocolWorker
 from .events import *  # noqa: F403
@@ -34,6 +35,8 @@ __all__ = [
     "EngineBuilder",
     "ProtocolWorker",
     "StreamService",
+    "StreamSource",
+    "SourceRequest",
     "Frame",
     "FrameKind",
     "Credentials",

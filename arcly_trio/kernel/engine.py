@@ -48,12 +48,13 @@ from .fanout import Sink, Subscriber
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
+from .sources import Sourcing, StreamSource
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
 from .throttle import AuthThrottle
 
-__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService"]
+__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService", "StreamSource"]
 
 log = logging.getLogger("arcly_trio.engine")
 
@@ -82,6 +83,8 @@ class EngineBuilder:
         self._observers: list[Observer] = []
         self._workers: list[ProtocolWorker] = []
         self._services: list[StreamService] = []
+        self._sources: list[StreamSource] = []
+        self._max_pulls = 256
         self._throttle: AuthThrottle | None = None
 
     def max_publishers(self, n: int) -> EngineBuilder:
@@ -127,6 +130,19 @@ class EngineBuilder:
         self._services.append(service)
         return self
 
+    def source(self, source: StreamSource) -> EngineBuilder:
+        """Add a stream source (pull relays, cluster peers: see :mod:`.sources`); sources are
+        asked in the order they were added."""
+        self._sources.append(source)
+        return self
+
+    def max_pulls(self, n: int) -> EngineBuilder:
+        """At most ``n`` streams brought by stream sources at once (see :mod:`.sources`)."""
+        if n < 1:
+            raise ValueError("max_pulls must be >= 1")
+        self._max_pulls = n
+        return self
+
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
@@ -136,6 +152,8 @@ class EngineBuilder:
             observers=list(self._observers),
             workers=list(self._workers),
             services=list(self._services),
+            sources=list(self._sources),
+            max_pulls=self._max_pulls,
             auth_throttle=self._throttle,
         )
 
@@ -154,6 +172,8 @@ class Engine:
         observer: Observer | None = None,
         observers: Sequence[Observer] = (),
         services: Sequence[StreamService] = (),
+        sources: Sequence[StreamSource] = (),
+        max_pulls: int = 256,
         auth_throttle: AuthThrottle | None = None,
     ) -> None:
         self._max_publishers = max_publishers
@@ -164,6 +184,10 @@ class Engine:
         """Every observer, each failure-proof (see :mod:`.observe`)."""
         self._workers = workers
         self.services: Sequence[StreamService] = tuple(services)
+        self.service_names = frozenset(service.name for service in self.services)
+        """The names stream services subscribe under (their subscriptions are not viewers)."""
+        self.sourcing = Sourcing(sources, max_active=max_pulls)
+        """The stream sources and their one request per key (see :mod:`.sources`)."""
         self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
         self.loop_watch = LoopWatch()
@@ -244,6 +268,16 @@ class Engine:
         return self._max_publishers
 
     @property
+    def sources(self) -> Sequence[StreamSource]:
+        return self.sourcing.sources
+
+    @property
+    def plugins(self) -> list[StreamService | StreamSource]:
+        """Stream services, then stream sources: what may have ``run``, ``install_routes``,
+        ``stream_urls``, ``stream_status`` and ``health_status`` (all optional)."""
+        return [*self.services, *self.sources]
+
+    @property
     def workers(self) -> list[ProtocolWorker]:
         return list(self._workers)
 
@@ -259,10 +293,10 @@ class Engine:
                     self._state = "running"
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
-                        for service in self.services:
-                            run = getattr(service, "run", None)
+                        for plugin in self.plugins:
+                            run = getattr(plugin, "run", None)
                             if run is not None:
-                                await nursery.start(run, self, name=f"service {service.name}")
+                                await nursery.start(run, self, name=f"service {plugin.name}")
                         for spec in self._initial_apps:
                             await self._start_app(spec)
                         for index, worker in enumerate(self._workers):
@@ -363,6 +397,11 @@ class Engine:
     def streams(self) -> list[Stream]:
         return [stream for app in self._apps.values() for stream in app.streams()]
 
+    def has_stream(self, key: StreamKey) -> bool:
+        """Whether a stream lives at ``key`` now (published here, or brought by a source)."""
+        app = self._apps.get(key.app)
+        return app is not None and app.has_stream(key.name)
+
     def stream(self, key: StreamKey | str) -> Stream:
         """The live stream at ``key`` (``AppNotFound``/``StreamNotFound`` if there is none)."""
         key = StreamKey.parse(key) if isinstance(key, str) else key
@@ -418,7 +457,9 @@ class Engine:
         """Publish to ``key`` for the duration of the block.
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamAlreadyPublishing`` (policy
-        ``reject``), ``PublisherLimitReached``, ``EngineClosed`` on entry. Leaving the block ends
+        ``reject``; ``StreamPublishedElsewhere`` when a stream source that claims publishes,
+        a cluster, says another node has it), ``PublisherLimitReached``, ``EngineClosed`` on
+        entry. Leaving the block ends
         the publish exactly once, whatever the exit (an exception ends it as "failed"; frames
         already sent are still delivered). If the kernel ends the session first (reaped,
         replaced, engine stopping), the block is cancelled and leaving it raises the
@@ -428,17 +469,25 @@ class Engine:
         credentials = credentials or Credentials(protocol=protocol)
         self._running_app(key)
         await self.authorize("publish", key, credentials)
-        app = self._running_app(key)
-        session = app.begin_publish(key, credentials, protocol or credentials.protocol)
-        publisher = session.publisher
+        release_claim = None
+        if self.sourcing._claimers:
+            self._running_app(key).check_publish(key)  # refused here anyway: ask no one else
+            release_claim = await self.sourcing.claim_publish(key, credentials)
         try:
-            with session.scope:
-                yield publisher
-        except BaseException as exc:
-            session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
-            raise
+            app = self._running_app(key)
+            session = app.begin_publish(key, credentials, protocol or credentials.protocol)
+            publisher = session.publisher
+            try:
+                with session.scope:
+                    yield publisher
+            except BaseException as exc:
+                session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
+                raise
+            finally:
+                publisher.close()
         finally:
-            publisher.close()
+            if release_claim is not None:
+                release_claim()
         if session.scope.cancelled_caught and session.end_error is not None:
             raise session.end_error
 
@@ -454,12 +503,14 @@ class Engine:
         """Subscribe to ``key`` for the duration of the block (see :class:`Subscription`).
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamNotFound``, ``EngineClosed`` on
-        entry. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
+        entry. A key that is not published here is asked of the stream sources (see
+        :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
         credentials = credentials or Credentials(protocol=protocol)
         self._running_app(key)
         await self.authorize("play", key, credentials)
+        await self._from_sources(key)
         app = self._running_app(key)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:
@@ -485,9 +536,28 @@ class Engine:
         credentials = credentials or Credentials(protocol=protocol)
         self._running_app(key)
         await self.authorize("play", key, credentials)
+        await self._from_sources(key)
         app = self._running_app(key)
         subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
         try:
             yield subscriber
         finally:
             app.detach(subscriber)
+
+    async def _from_sources(self, key: StreamKey) -> None:
+        """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`)."""
+        if self.sourcing.sources and self._nursery is not None:
+            await self.sourcing.obtain(self, key, self._nursery)
+
+    async def locate(self, key: StreamKey | str) -> Stream:
+        """The stream at ``key``, brought by a stream source if it is not here.
+
+        For egresses that serve a stream without subscribing to it (HLS): call it once the
+        request is authorized (``authorize("play", ...)``); each call counts as demand that
+        keeps a pulled stream from going idle. Raises ``StreamNotFound`` (or the source's
+        refusal), ``AppNotFound``, ``EngineClosed``.
+        """
+        key = StreamKey.parse(key) if isinstance(key, str) else key
+        self._running_app(key)
+        await self._from_sources(key)
+        return self.stream(key)

@@ -26,7 +26,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import trio
@@ -68,6 +69,8 @@ class StreamOwner(Protocol):
     frame_hook: Callable[[StreamKey, Frame], None] | None
 
     def notify(self, event: StreamEvent) -> None: ...
+
+    def next_id(self) -> int: ...
 
     def forget(self, stream: Stream) -> None: ...
 
@@ -197,6 +200,22 @@ class Stream:
         subscription = Subscription(self, capacity)
         subscription.subscriber = self.add_subscriber(subscriber_id, credentials, protocol, subscription)
         return subscription
+
+    @contextmanager
+    def service_subscription(self, protocol: str, capacity: int) -> Iterator[Subscription]:
+        """Another subscription for a stream service that needs more than the one it is given
+        (a push service: one per target), ended when the block exits. Like the service's own,
+        it is not a viewer's: it is not authorized, and pulls do not count it."""
+        sub = self.subscribe(self._owner.next_id(), Credentials(protocol=protocol), protocol, capacity)
+        try:
+            yield sub
+        finally:
+            self.unsubscribe(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """End ``sub`` (idempotent) and let go of its frames."""
+        self.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
+        sub._detach()
 
     def remove_subscriber(self, sub: Subscriber, reason: EndReason) -> None:
         """Take ``sub`` off the stream (idempotent) and tell everyone once."""

@@ -47,7 +47,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol
 
 import trio
@@ -118,6 +118,12 @@ class HlsService:
         linger: when the server shuts down, seconds the final playlists (with
             ``#EXT-X-ENDLIST``) are still served, so players end cleanly (default: one target
             duration); the engine's shutdown grace bounds it.
+        skip_protocols: publish protocols whose streams are not packaged (the workers of
+            ``--workers N`` share one storage, and only the worker where a stream is published
+            packages it: the others skip their ``worker`` relay copies).
+        locate: a playlist request for a stream that is not here asks the engine's stream
+            sources for it (:meth:`~arcly_trio.kernel.engine.Engine.locate`: a pull on
+            demand; each request keeps it alive). Off for workers sharing a storage.
     """
 
     name = "hls"
@@ -134,6 +140,8 @@ class HlsService:
         all_apps: bool = False,
         capacity: int = 2048,
         linger: float | None = None,
+        skip_protocols: Iterable[str] = (),
+        locate: bool = True,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if variant not in VARIANTS:
@@ -151,6 +159,8 @@ class HlsService:
         self.all_apps = all_apps
         self.capacity = capacity
         self.linger = target_duration if linger is None else linger
+        self.skip_protocols = frozenset(skip_protocols)
+        self.locate = locate
         self.bad_frames = 0
         """Frames the packagers rejected (malformed codec bytes), over all streams."""
         self.storage_errors = 0
@@ -206,6 +216,8 @@ class HlsService:
 
     async def serve_stream(self, stream: Stream, subscription: Subscription) -> None:
         """Package ``stream`` until ``subscription`` ends (run by the engine)."""
+        if stream.info.protocol in self.skip_protocols:
+            return
         app, name = stream.key.app, stream.key.name
         try:
             self.playlist_key(app, name)

@@ -31,6 +31,10 @@ Authorization: every request is a play of the stream for the engine's authentica
 credentials, playlists and MPDs are served with the request's query (less the ``_HLS_``
 directives) appended to every URI they name.
 
+On demand: when the engine has stream sources (a pull relay, a cluster), a playlist request
+for a stream that is not here asks them for it once authorized (``engine.locate``), so HLS
+viewers start pulls like other viewers do, and keep them alive while they poll the playlist.
+
 Errors: ``404`` with a message when the application is unknown, has no HLS, or the stream has no
 such playlist, MPD or segment; ``403`` for a refused play; names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
@@ -48,7 +52,7 @@ from urllib.parse import urlencode
 
 import trio
 
-from ..core.errors import AppNotFound, InvalidStreamName, RemoteProtocolError, Unauthorized
+from ..core.errors import AppNotFound, InvalidStreamName, RemoteProtocolError, StreamError, Unauthorized
 from ..core.frame import FrameKind
 from ..core.keys import StreamKey
 from ..media import dash, llhls
@@ -150,6 +154,12 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
     key = await _allowed(service, request, exchange)
     if key is None:
         return
+    engine = exchange.engine
+    if service.locate and engine.sources:
+        try:  # a stream published elsewhere is pulled here on demand (each request keeps it)
+            await engine.locate(key)
+        except StreamError:
+            pass
     kind = _RENDITIONS.get(name)
     if kind is not None:
         try:

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import attrs
@@ -109,6 +109,10 @@ class FlvRecorder:
         on_event: called with each :class:`RecordingStarted`, :class:`RecordingStopped` and
             :class:`RecordingFailed` (synchronously, on the recording task; keep it cheap).
         capacity: the service's subscription queue (frames).
+        skip_protocols: publish protocols whose streams are not recorded: by default the
+            copies of streams published on another node or worker of a cluster (``cluster``,
+            ``worker``), which are recorded where they are published. Streams pulled from an
+            upstream (``pull``) are recorded like any other.
     """
 
     name = "record"
@@ -120,7 +124,9 @@ class FlvRecorder:
         all_apps: bool = False,
         on_event: Callable[[RecordingEvent], None] | None = None,
         capacity: int = 4096,
+        skip_protocols: Iterable[str] = ("cluster", "worker"),
     ) -> None:
+        self.skip_protocols = frozenset(skip_protocols)
         if isinstance(directory, (str, os.PathLike)):
             self.storage: Storage = FileStorage(directory)
         else:
@@ -148,6 +154,8 @@ class FlvRecorder:
 
     async def serve_stream(self, stream: Stream, subscription: Subscription) -> None:
         """Record ``stream``'s sessions until ``subscription`` ends (run by the engine)."""
+        if stream.info.protocol in self.skip_protocols:
+            return
         tracker = SessionTracker(stream)
         recording = await self._open(stream.key, tracker.info.started_at)
         recording.stream = stream

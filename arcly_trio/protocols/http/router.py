@@ -186,9 +186,14 @@ class Router:
         *,
         methods: tuple[str, ...] = ("GET", "HEAD"),
         websocket: bool = False,
+        first: bool = False,
     ) -> Route:
+        """Add a route (after the others; ``first=True``: before them, so it overrides)."""
         route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket)
-        self._routes.append(route)
+        if first:
+            self._routes.insert(0, route)
+        else:
+            self._routes.append(route)
         return route
 
     def get(self, pattern: str, handler: Handler) -> Route:

@@ -21,7 +21,12 @@
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
 track not seen. The per-stream paths come from the egress routes and from every stream service
-that applies to the application (``stream_urls``: ``hls``...; ``dash`` for the CMAF variants; ``stream_status``: ``hls_tracks`` says what the HLS variant carries and what it leaves out, and ``by_variant`` what each variant would). ``/api/health`` answers ``200``
+that applies to the application and from the stream sources (``stream_urls``: ``hls``...;
+``dash`` for the CMAF variants; ``stream_status``: ``hls_tracks`` says what the HLS variant
+carries and what it leaves out, and ``by_variant`` what each variant would; ``push`` the state of
+each push target, ``pull`` where a pulled stream comes from; lists that several services give
+under one field are joined). Services and sources with ``health_status()`` add fields to
+``/api/health`` (``cluster``...). ``/api/health`` answers ``200``
 ``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
 a graceful shutdown.
 """
@@ -104,19 +109,29 @@ def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) ->
     return document
 
 
+def _merge(found: dict[str, object], more: dict[str, object]) -> None:
+    """Add what one service says of a stream; lists under the same field are joined."""
+    for field, value in more.items():
+        if isinstance(value, list) and isinstance(found.get(field), list):
+            found[field] = [*found[field], *value]  # type: ignore[misc]
+        else:
+            found[field] = value
+
+
 def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
     services = [service for service in engine.services if service.applies_to(app.spec)]
+    plugins = [*services, *engine.sources]
 
     def urls(stream: Stream) -> dict[str, object]:
         found: dict[str, object] = {}
-        for service in services:
+        for plugin in plugins:
             for hook in ("stream_urls", "stream_status"):
-                method = getattr(service, hook, None)
+                method = getattr(plugin, hook, None)
                 if method is not None:
-                    found.update(method(stream.key))
+                    _merge(found, method(stream.key))
         return found
 
-    names = [service.name for service in services]
+    names = list(dict.fromkeys(service.name for service in services))
     return {
         "name": app.name,
         "services": names,
@@ -150,6 +165,10 @@ def health_document(engine: Engine, server: HttpServer | None = None) -> dict[st
     }
     if server is not None:
         document["http_connections"] = server.open_connections
+    for plugin in engine.plugins:
+        method = getattr(plugin, "health_status", None)
+        if method is not None:
+            document.update(method())
     return document
 
 

@@ -56,6 +56,7 @@ import trio
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
+from ..listen import open_listeners, peer_of
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class HttpServer:
         max_batch: most frames an HTTP-FLV/WebSocket-FLV client is sent per write.
         rtmp_port: the RTMP port, a hint for the pages' copyable ``rtmp://`` URLs (``None``:
             unknown; settable later, as the CLI does once the RTMP worker has bound its port).
+        reuse_port: listen with ``SO_REUSEPORT`` (several worker processes on one port).
+        unix_socket: also listen on this Unix socket (the other workers' API requests).
     """
 
     def __init__(
@@ -109,8 +112,12 @@ class HttpServer:
         write_timeout: float = 30.0,
         max_batch: int = 256,
         rtmp_port: int | None = None,
+        reuse_port: bool = False,
+        unix_socket: str | None = None,
     ) -> None:
         self.host = host
+        self.reuse_port = reuse_port
+        self.unix_socket = unix_socket
         self.rtmp_port = rtmp_port
         self.requested_port = port
         self.port: int | None = None
@@ -143,16 +150,18 @@ class HttpServer:
             install = getattr(service, "install_routes", None)
             if install is not None:
                 install(self.router)
-        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
+                                         unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("HTTP listening on %s:%d", self.host, self.port)
+        log.info("HTTP listening on %s:%d%s", self.host, self.port,
+                 f" and {self.unix_socket}" if self.unix_socket else "")
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle, listeners)
             task_status.started(self.port)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            peer: tuple[str, int] = tuple(stream.socket.getpeername()[:2])  # type: ignore[assignment]
+            peer = peer_of(stream)
         except OSError:
             await trio.aclose_forcefully(stream)
             return

@@ -5,12 +5,11 @@ A thin trio adapter over the sans-IO cores (:mod:`arcly_trio.protocols.rtmp`,
 second task that pumps its kernel subscription to the socket. Writes go through one lock per
 connection, so replies and media never interleave mid-chunk.
 
-Hot path: a frame's outgoing chunks are built once per outgoing chunk size and kept with the
-frame (:meth:`Frame.encoded`), with message stream id 1 (what ``createStream`` hands out
-first). A player on another message stream id gets the same bytes with its id written into a
-12-byte copy of the first chunk's header (the only place the id appears), so no value a client
-chooses multiplies what a frame holds. A player that is behind gets several frames in one
-``writev`` of the shared buffers.
+Hot path: a frame's outgoing chunks are built once per outgoing chunk size and shared by every
+player (:func:`arcly_trio.protocols.rtmp.media.frame_chunks`, which the RTMP client uses too);
+a player on another message stream id gets them with its id patched into a copy of the first
+chunk header. A player that is behind gets several frames in one ``writev`` of the shared
+buffers.
 
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
 Set Peer Bandwidth gets no more unacknowledged bytes than it allows (its writes wait for an
@@ -63,15 +62,11 @@ from ...core.errors import (
     Unauthorized,
 )
 from ...core.excgroups import main_failure
-from ...core.frame import Frame, FrameKind
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
 from ...kernel.subscription import EndReason, Subscription
 from ...media import flv
 from ...protocols.rtmp import (
-    CSID_AUDIO,
-    CSID_DATA,
-    CSID_VIDEO,
     ConnectRequest,
     DataMessage,
     MediaMessage,
@@ -83,9 +78,10 @@ from ...protocols.rtmp import (
     StreamDeleted,
     StreamUnpublishRequested,
 )
-from ...protocols.rtmp.chunks import chunk_message
+from ...protocols.rtmp.media import frame_chunks, with_stream_id
 from ...protocols.rtmp.handshake import ServerHandshake
 from ..admission import Admission
+from ..listen import LOCAL_PEER, open_listeners, peer_of
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -96,22 +92,7 @@ __all__ = ["RtmpServer"]
 log = logging.getLogger("arcly_trio.rtmp")
 
 _RECV_SIZE = 65536
-_CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DATA: CSID_DATA}
-_TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
-#: The message stream id the shared chunks are built with (the first ``createStream`` id).
-SHARED_STREAM_ID = 1
-# Where the message stream id sits in a chunked message: after a 1-byte basic header (chunk
-# streams 4-6) and 7 bytes of timestamp, length and type; 4 bytes, little-endian.
-_SID_START = 8
-_SID_END = 12
 _IOV_MAX = 1024
-
-
-def _chunk_frame(frame: Frame, chunk_size: int) -> bytes:
-    """The chunked RTMP message of ``frame`` on message stream 1 (built once per chunk size,
-    see :meth:`Frame.encoded`, and shared by every player with that chunk size)."""
-    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], SHARED_STREAM_ID, frame.dts & 0xFFFFFFFF,
-                         flv.frame_body(frame), chunk_size)
 
 
 class _Close(Exception):
@@ -126,7 +107,9 @@ class RtmpServer:
     """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
-    keeps it in ``self.port``. ``connections`` counts connections that publish or play (the
+    keeps it in ``self.port``. ``reuse_port`` listens with ``SO_REUSEPORT`` (several worker
+    processes on one port); ``unix_socket`` also listens there (the local relay between
+    workers: its players count under protocol ``"relay"``). ``connections`` counts connections that publish or play (the
     engine's graceful shutdown waits for it to reach 0). See the module docstring for what
     each limit does.
     """
@@ -147,8 +130,12 @@ class RtmpServer:
         max_setup_buffer: int = 256 * 1024,
         max_partial_memory: int | None = 256 * 1024 * 1024,
         max_batch: int = 64,
+        reuse_port: bool = False,
+        unix_socket: str | None = None,
     ) -> None:
         self.host = host
+        self.reuse_port = reuse_port
+        self.unix_socket = unix_socket
         self.requested_port = port
         self.port: int | None = None
         self.chunk_size = chunk_size
@@ -174,9 +161,11 @@ class RtmpServer:
         return self.admission.open
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
+                                         unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("RTMP listening on %s:%d", self.host, self.port)
+        log.info("RTMP listening on %s:%d%s", self.host, self.port,
+                 f" and {self.unix_socket}" if self.unix_socket else "")
 
         async def handler(stream: trio.SocketStream) -> None:
             await self._handle(engine, stream)
@@ -187,7 +176,7 @@ class RtmpServer:
 
     async def _handle(self, engine: Engine, stream: trio.SocketStream) -> None:
         try:
-            peer = stream.socket.getpeername()[:2]
+            peer = peer_of(stream)
         except OSError:
             await trio.aclose_forcefully(stream)
             return
@@ -234,6 +223,8 @@ class _Connection:
             chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
         )
         self.fd = stream.socket.fileno()
+        self.protocol = "relay" if peer == LOCAL_PEER else "rtmp"
+        """Subscribers over the local relay socket (other workers' pulls) count as ``relay``."""
         self.bytes_sent = 0
         self.acknowledged = 0
         self.ack_arrived = trio.Event()
@@ -493,7 +484,7 @@ class _Connection:
         refusal: tuple[str, str]
         try:
             key = self._key(event.name)
-            async with self.engine.subscribe(key, self._credentials(event.query), protocol="rtmp") as sub:
+            async with self.engine.subscribe(key, self._credentials(event.query), protocol=self.protocol) as sub:
                 self._mark_busy()
                 why = "connection closed"
                 try:
@@ -547,21 +538,14 @@ class _Connection:
         already groups audio with the next video frame, see ``AppSpec.audio_hold``)."""
         session = self.session
         limit = self.server.max_batch
-        patch = None if sid == SHARED_STREAM_ID else sid.to_bytes(4, "little")
         while True:
             batch = await sub.next_batch(limit)
             if not batch:
                 return
             chunk_size = session.out_chunk_size
-            key = ("rtmp", chunk_size)
             buffers: list[bytes | memoryview] = []
             for frame in batch:
-                data = frame.encoded(key, _chunk_frame, chunk_size)
-                if patch is None:
-                    buffers.append(data)
-                else:
-                    view = memoryview(data)
-                    buffers += (data[:_SID_START] + patch, view[_SID_END:])
+                buffers += with_stream_id(frame_chunks(frame, chunk_size), sid)
             await self.write(buffers)
 
     async def write(self, buffers: list[bytes | memoryview]) -> None:
