@@ -172,7 +172,7 @@ async def test_token_is_required_and_carried_on_every_uri(demo_frames, http_get)
             await publisher.send(frame)
         await wait_for(lambda: "live/demo" in hls.live and video_of(hls).segments and stored(hls))
         for name in ("index.m3u8", "video.m3u8", "index.mpd"):
-            assert (await http_get(http.port, f"/live/demo/{name}"))[0] == 403
+            assert (await http_get(http.port, f"/live/demo/{name}"))[0] == 401
         _, _, master = await http_get(http.port, "/live/demo/index.m3u8?token=s3cret")
         assert 'URI="audio.m3u8?token=s3cret"' in master.decode() and "video.m3u8?token=s3cret" in master.decode()
         _, _, playlist = await http_get(http.port, "/live/demo/video.m3u8?token=s3cret&_HLS_msn=0&_HLS_part=0")
@@ -184,7 +184,7 @@ async def test_token_is_required_and_carried_on_every_uri(demo_frames, http_get)
         assert mpd.count(b".m4s?token=s3cret") == 2 and mpd.count(b".mp4?token=s3cret") == 2
         init = re.search(r'MAP:URI="([^"?]+)', text)
         assert init is not None
-        assert (await http_get(http.port, f"/live/demo/{init.group(1)}"))[0] == 403
+        assert (await http_get(http.port, f"/live/demo/{init.group(1)}"))[0] == 401
         status, headers, body = await http_get(http.port, f"/live/demo/{init.group(1)}?token=s3cret")
         assert status == 200 and headers["content-type"] == "video/mp4" and body[4:8] == b"ftyp"
 

@@ -20,6 +20,7 @@ __all__ = [
     "Unauthorized",
     "PublishEnded",
     "PublisherReplaced",
+    "PublisherKicked",
     "StreamIdleReaped",
     "EngineClosed",
     "ProtocolError",
@@ -93,15 +94,26 @@ class PublisherLimitReached(StreamError):
 
 
 class Unauthorized(StreamError):
-    """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``."""
+    """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``.
 
-    def __init__(self, app: str, stream: str, action: str, reason: str = "") -> None:
+    ``missing`` says that the client presented no credential at all (no token, no signature),
+    as opposed to a wrong, expired or refused one: HTTP answers ``401`` then, ``403`` otherwise
+    (:attr:`http_status`).
+    """
+
+    def __init__(self, app: str, stream: str, action: str, reason: str = "", *, missing: bool = False) -> None:
         detail = f": {reason}" if reason else ""
         super().__init__(f"{action} of {app}/{stream} refused{detail}")
         self.app = app
         self.stream = stream
         self.action = action
         self.reason = reason
+        self.missing = missing
+
+    @property
+    def http_status(self) -> int:
+        """``401`` when no credential was presented, ``403`` when one was and is refused."""
+        return 401 if self.missing else 403
 
 
 class PublishEnded(StreamError):
@@ -122,6 +134,13 @@ class PublisherReplaced(PublishEnded):
 
     def __init__(self, app: str, stream: str) -> None:
         super().__init__(app, stream, "replaced by a new publisher")
+
+
+class PublisherKicked(PublishEnded):
+    """An operator ended the publish (``DELETE /api/sessions/{id}``, ``Engine.kick``)."""
+
+    def __init__(self, app: str, stream: str) -> None:
+        super().__init__(app, stream, "kicked by the operator")
 
 
 class StreamIdleReaped(PublishEnded):

@@ -18,6 +18,8 @@ from .engine import Engine, EngineBuilder, ProtocolWorker
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .fanout import EndReason, Sink, Subscriber
+from .health import CheckResult, HealthRegistry
+from .sessions import ClientSession, SessionTable
 from .observe import Observer
 from .qos import StreamStats
 from .spec import AppSpec, Takeover
@@ -52,6 +54,10 @@ __all__ = [
     "Sink",
     "Subscriber",
     "Subscription",
+    "CheckResult",
+    "HealthRegistry",
+    "ClientSession",
+    "SessionTable",
     *_errors_all,
     *_events_all,
 ]

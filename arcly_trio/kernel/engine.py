@@ -16,7 +16,17 @@ and returns only when every task has ended. From the moment the engine starts to
 
 Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
 (``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
-it itself), which throttles addresses whose attempts were refused.
+it itself), which throttles addresses whose attempts were refused, tells the observers each
+decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
+
+Sessions: each publish and play gets a client id before it is authorized and is listed in
+:attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one.
+Health: :attr:`Engine.health` holds named checks (see :mod:`.health`); the engine adds one per
+protocol worker and one for the event loop's lag.
+
+Plugins: stream services, stream sources, observers and the authenticator may each have
+``run(engine, *, task_status)`` (started with the engine, before the protocol workers),
+``install_routes(router)`` (HTTP routes) and ``health_status()`` (see :attr:`Engine.plugins`).
 
 Error policy: a protocol worker that raises brings the engine down with that exception (a single
 exception comes out as itself, not wrapped in an exception group). A stream or a subscriber that
@@ -35,7 +45,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, PublisherLimitReached, Unauthorized
+from ..core.errors import (
+    AppAlreadyRegistered,
+    AppNotFound,
+    EngineClosed,
+    PublisherKicked,
+    PublisherLimitReached,
+    Unauthorized,
+)
 from ..core.excgroups import unwrap_single
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
@@ -43,11 +60,13 @@ from ..core.text import printable
 from .activity import Activity
 from .application import Application
 from .auth import AllowAll, Authenticator
-from .events import EventFeed, StreamEvent
-from .fanout import Sink, Subscriber
+from .events import AuthDecided, EventFeed, SessionKicked, StreamEvent
+from .fanout import EndReason, Sink, Subscriber
+from .health import CheckResult, HealthRegistry
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
+from .sessions import ClientSession, SessionTable
 from .sources import Sourcing, StreamSource
 from .spec import AppSpec
 from .stream import Publisher, Stream
@@ -86,6 +105,8 @@ class EngineBuilder:
         self._sources: list[StreamSource] = []
         self._max_pulls = 256
         self._throttle: AuthThrottle | None = None
+        self._session_prefix = ""
+        self._max_loop_lag = 1.0
 
     def max_publishers(self, n: int) -> EngineBuilder:
         """At most ``n`` concurrent publishers across all applications."""
@@ -143,6 +164,20 @@ class EngineBuilder:
         self._max_pulls = n
         return self
 
+    def session_prefix(self, prefix: str) -> EngineBuilder:
+        """Client ids are ``{prefix}{n}`` (default ``""``; the workers of ``--workers`` use
+        ``w{index}-``)."""
+        self._session_prefix = prefix
+        return self
+
+    def max_loop_lag(self, seconds: float) -> EngineBuilder:
+        """The ``event-loop`` health check fails when the loop ran this late (default 1 s)
+        in the last 10 seconds."""
+        if seconds <= 0:
+            raise ValueError("max_loop_lag must be > 0")
+        self._max_loop_lag = seconds
+        return self
+
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
@@ -155,6 +190,8 @@ class EngineBuilder:
             sources=list(self._sources),
             max_pulls=self._max_pulls,
             auth_throttle=self._throttle,
+            session_prefix=self._session_prefix,
+            max_loop_lag=self._max_loop_lag,
         )
 
 
@@ -175,6 +212,8 @@ class Engine:
         sources: Sequence[StreamSource] = (),
         max_pulls: int = 256,
         auth_throttle: AuthThrottle | None = None,
+        session_prefix: str = "",
+        max_loop_lag: float = 1.0,
     ) -> None:
         self._max_publishers = max_publishers
         self.idle_timeout = idle_timeout
@@ -194,6 +233,11 @@ class Engine:
         """How late the event loop runs (see :mod:`.loopwatch`)."""
         self.activity = Activity()
         """Busy connections of the protocol workers (a graceful shutdown waits for them)."""
+        self.sessions = SessionTable(session_prefix)
+        """Every client's publish and play while it lasts (see :mod:`.sessions`)."""
+        self.health = HealthRegistry()
+        """Named health checks for ``/api/health`` (see :mod:`.health`)."""
+        self.max_loop_lag = max_loop_lag
         self._state = "new"  # new -> running -> stopping -> stopped
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
@@ -272,10 +316,18 @@ class Engine:
         return self.sourcing.sources
 
     @property
-    def plugins(self) -> list[StreamService | StreamSource]:
-        """Stream services, then stream sources: what may have ``run``, ``install_routes``,
-        ``stream_urls``, ``stream_status`` and ``health_status`` (all optional)."""
-        return [*self.services, *self.sources]
+    def authenticator(self) -> Authenticator:
+        return self._authenticator
+
+    @property
+    def plugins(self) -> list[Any]:
+        """Stream services, stream sources, observers and the authenticator (each once): what
+        may have ``run``, ``install_routes``, ``stream_urls``, ``stream_status`` and
+        ``health_status`` (all optional)."""
+        found: dict[int, Any] = {}
+        for plugin in (*self.services, *self.sources, *self.observers.observers, self._authenticator):
+            found.setdefault(id(plugin), plugin)
+        return list(found.values())
 
     @property
     def workers(self) -> list[ProtocolWorker]:
@@ -293,10 +345,12 @@ class Engine:
                     self._state = "running"
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
+                        self._add_health_checks()
                         for plugin in self.plugins:
                             run = getattr(plugin, "run", None)
                             if run is not None:
-                                await nursery.start(run, self, name=f"service {plugin.name}")
+                                name = getattr(plugin, "name", type(plugin).__name__)
+                                await nursery.start(run, self, name=f"plugin {name}")
                         for spec in self._initial_apps:
                             await self._start_app(spec)
                         for index, worker in enumerate(self._workers):
@@ -310,6 +364,28 @@ class Engine:
                 self._state = "stopped"
                 self._apps.clear()
                 self._stopped.set()
+
+    def _add_health_checks(self) -> None:
+        """The engine's own checks: the event loop's lag and each protocol worker listening."""
+        if not any(check.name == "event-loop" for check in self.health.checks):
+            self.health.add("event-loop", self._loop_check, interval=0.0)
+        for index, worker in enumerate(self._workers):
+            name = f"listening:{getattr(worker, 'name', f'worker{index}')}"
+            if not any(check.name == name for check in self.health.checks):
+                self.health.add(name, lambda index=index, worker=worker: self._worker_check(index, worker),
+                                interval=0.0)
+
+    def _loop_check(self) -> CheckResult:
+        lag = self.loop_watch.recent(seconds=10)
+        detail = f"worst lag {lag * 1000:.1f} ms in the last 10 s (limit {self.max_loop_lag * 1000:.0f} ms)"
+        return CheckResult(lag < self.max_loop_lag, detail)
+
+    def _worker_check(self, index: int, worker: ProtocolWorker) -> CheckResult:
+        listening = getattr(worker, "listening", index in self.worker_info)
+        port = getattr(worker, "port", None)
+        if listening:
+            return CheckResult(True, f"port {port}" if port is not None else "")
+        return CheckResult(False, "not listening")
 
     def _begin_stopping(self) -> None:
         """From now on nothing new is accepted (the nurseries are about to close)."""
@@ -423,28 +499,54 @@ class Engine:
             raise EngineClosed()
         return app
 
-    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> None:
+    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         """Ask the authenticator whether ``credentials`` may ``action`` (``"publish"`` or
-        ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not.
+        ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not. Returns
+        the key to use: ``key``, or the one the authenticator renamed it to (a redirect).
 
         The one authorization path: ``publish``, ``subscribe`` and ``attach`` call it, and so
         does every egress that serves a stream without subscribing to it (HLS). A client whose
         address was refused recently waits first (:attr:`auth_throttle`); every refusal is
-        counted there and logged once per burst.
+        counted there and logged once per burst. Every decision is told to the observers
+        (:class:`~.events.AuthDecided`).
         """
         address = credentials.peer[0] if credentials.peer else None
         await self.auth_throttle.wait(address, action)
         check = (self._authenticator.authorize_publish if action == "publish"
                  else self._authenticator.authorize_play)
+        started = trio.current_time()
         try:
-            if await check(key, credentials) is False:
+            result = await check(key, credentials)
+            if result is False:
                 raise Unauthorized(key.app, key.name, action)
         except Unauthorized as exc:
             via = f" over {credentials.protocol}" if credentials.protocol else ""
             self.auth_throttle.refused(address, action,
                                        f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
+            self._decided(action, key, credentials, started, exc.reason or "refused")
             raise
+        target = result if isinstance(result, StreamKey) else key
         self.auth_throttle.allowed(address, action)
+        self._decided(action, key, credentials, started, None, target if target != key else None)
+        if target != key:
+            log.info("%s of %s renamed to %s by the authenticator", action, key, target)
+        return target
+
+    def _decided(self, action: str, key: StreamKey, credentials: Credentials, started: float,
+                 refused: str | None, renamed: StreamKey | None = None) -> None:
+        now = trio.current_time()
+        self.observers.notify(AuthDecided(key, now, action, refused is None, refused or "", credentials.protocol,
+                                          credentials.peer, credentials.client_id, renamed, now - started))
+
+    def kick(self, session_id: str) -> ClientSession | None:
+        """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``."""
+        session = self.sessions.kick(session_id)
+        if session is not None:
+            log.info("session %s (%s of %s over %s from %s) kicked", session.id, session.role, session.key,
+                     session.protocol, session.peer[0] if session.peer else "?")
+            self.observers.notify(SessionKicked(session.key, trio.current_time(), session.id, session.role,
+                                                session.protocol, session.peer))
+        return session
 
     @asynccontextmanager
     async def publish(
@@ -466,9 +568,9 @@ class Engine:
         ``PublishEnded`` subclass that says why.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("publish", key, credentials)
+        key = await self.authorize("publish", key, credentials)
         release_claim = None
         if self.sourcing._claimers:
             self._running_app(key).check_publish(key)  # refused here anyway: ask no one else
@@ -477,8 +579,13 @@ class Engine:
             app = self._running_app(key)
             session = app.begin_publish(key, credentials, protocol or credentials.protocol)
             publisher = session.publisher
+
+            def kick(session: Any = session, key: StreamKey = key) -> None:
+                session.finish("kicked", PublisherKicked(key.app, key.name))
+
             try:
-                with session.scope:
+                with self.sessions.holding("publish", key, credentials, session.protocol,
+                                           lambda: session.bytes, kick), session.scope:
                     yield publisher
             except BaseException as exc:
                 session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
@@ -507,14 +614,15 @@ class Engine:
         :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("play", key, credentials)
+        key = await self.authorize("play", key, credentials)
         await self._from_sources(key)
         app = self._running_app(key)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:
-            yield sub
+            with self._holding_play(sub.subscriber):
+                yield sub
         finally:
             app.unsubscribe(sub)
 
@@ -533,16 +641,28 @@ class Engine:
         returned :class:`~.fanout.Subscriber` says what it missed and why it ended.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("play", key, credentials)
+        key = await self.authorize("play", key, credentials)
         await self._from_sources(key)
         app = self._running_app(key)
         subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
         try:
-            yield subscriber
+            with self._holding_play(subscriber):
+                yield subscriber
         finally:
             app.detach(subscriber)
+
+    def _holding_play(self, subscriber: Subscriber) -> Any:
+        """Register a player's session; kicking it ends its subscription (``KICKED``)."""
+
+        def kick() -> None:
+            app = self._apps.get(subscriber.key.app)
+            if app is not None and app.has_stream(subscriber.key.name):
+                app.stream(subscriber.key.name).remove_subscriber(subscriber, EndReason.KICKED)
+
+        return self.sessions.holding("play", subscriber.key, subscriber.credentials, subscriber.protocol,
+                                     lambda: subscriber.bytes, kick)
 
     async def _from_sources(self, key: StreamKey) -> None:
         """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`)."""

@@ -77,6 +77,8 @@ class EndReason(enum.Enum):
     """The stream was reaped for idleness."""
     SHUTDOWN = "shutdown"
     """The engine (or the application) stopped."""
+    KICKED = "kicked"
+    """An operator ended it (``DELETE /api/sessions/{id}``, ``Engine.kick``)."""
 
 
 class Sink(Protocol):
@@ -103,12 +105,13 @@ class Subscriber:
     because it was too slow, exactly: see the module docstring), ``lag_episodes``,
     ``end_reason``, ``joined_seq`` (the stream sequence number of the first live frame it was
     offered), ``left_seq`` (the first one it was not, once it has left; ``None`` while it is
-    attached) and ``join_state`` (``"live"`` when it joined on a cached keyframe or on a stream
-    without video yet, ``"starting"`` when it had to wait for the next keyframe).
+    attached), ``join_state`` (``"live"`` when it joined on a cached keyframe or on a stream
+    without video yet, ``"starting"`` when it had to wait for the next keyframe) and ``bytes``
+    (the media payload bytes its sink took, replay included).
     """
 
     __slots__ = ("id", "key", "credentials", "protocol", "sink", "joined_seq", "left_seq", "join_state",
-                 "dropped", "lag_episodes", "end_reason", "_state", "_gap_start", "_gap_dropped",
+                 "dropped", "lag_episodes", "end_reason", "bytes", "_state", "_gap_start", "_gap_dropped",
                  "_synced", "_ever_synced")
 
     def __init__(self, subscriber_id: int, key: StreamKey, credentials: Credentials, protocol: str,
@@ -124,6 +127,7 @@ class Subscriber:
         self.dropped = 0
         self.lag_episodes = 0
         self.end_reason: EndReason | None = None
+        self.bytes = 0
         self._state = LIVE
         self._gap_start = 0  # seq of the first frame missed (while starting: the first after joining)
         self._gap_dropped = 0
@@ -141,6 +145,11 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<Subscriber #{self.id} {self.key} {self.protocol or '-'} dropped={self.dropped}>"
+
+
+def _payload(frames: Sequence[Frame]) -> int:
+    """The payload bytes of ``frames``."""
+    return sum(len(frame.payload) for frame in frames)
 
 
 class Fanout:
@@ -178,6 +187,7 @@ class Fanout:
         sub._ever_synced = set(sub._synced)
         self.subscribers.append(sub)
         sub.sink.replay(replay.frames)
+        sub.bytes += _payload(replay.frames)
 
     def remove(self, sub: Subscriber, reason: EndReason) -> bool:
         """Detach ``sub`` and close its sink with ``reason`` (idempotent: False if gone)."""
@@ -233,12 +243,15 @@ class Fanout:
         # The video tracks of this batch: a live subscriber synced on all of them takes the whole
         # batch at once; the others go frame by frame.
         tracks = {frame.track for frame in batch if frame.kind is _VIDEO and not frame.config}
+        size = _payload(batch)
         slow: list[tuple[Subscriber, int]] = []
         for sub in self.subscribers:
             if sub._state == LIVE and tracks <= sub._synced:
                 taken = sub.sink.offer(batch, 0)
                 if taken == last:
+                    sub.bytes += size
                     continue
+                sub.bytes += _payload(batch[:taken])
                 self._lag(sub, batch[taken], first_seq + taken)
                 slow.append((sub, taken + 1))
             else:
@@ -275,7 +288,9 @@ class Fanout:
                 return
             if sub.sink.offer(batch[index : index + 1], 0) == 0:
                 self._lag(sub, frame, seq)
-            elif unsynced:
+                return
+            sub.bytes += len(frame.payload)
+            if unsynced:
                 sub._synced.add(track)
             return
         if not gop.is_sync(frame):
@@ -286,6 +301,7 @@ class Fanout:
         given = [entry[1] for entry in pending]
         given.append(frame)
         taken = sub.sink.offer(given, 0)
+        sub.bytes += _payload(given[:taken])
         if taken < len(given):
             # What it took of the configs is not missed (any more); the rest and the frame are.
             if state == LAGGING:

@@ -170,7 +170,7 @@ class Stream:
         self.session = session
         self.info = session.info
         self._feeding.append(session)
-        self._emit(StreamPublished(self.key, trio.current_time(), protocol, credentials.peer))
+        self._emit(StreamPublished(self.key, trio.current_time(), protocol, credentials.peer, credentials.client_id))
         if self._arrived is not None:
             self._arrived.set()
         return session
@@ -178,7 +178,8 @@ class Stream:
     def _session_finished(self, session: PublishSession, reason: str) -> None:
         if self.session is session:
             self.session = None
-        self._emit(StreamUnpublished(self.key, trio.current_time(), reason))
+        self._emit(StreamUnpublished(self.key, trio.current_time(), reason, session.protocol, session.bytes,
+                                     session.credentials.client_id))
 
     def replace_session(self) -> None:
         """End the current session because a new publisher takes over (policy ``replace``)."""
@@ -192,7 +193,8 @@ class Stream:
         """Attach ``sink`` as a new subscriber (synchronous: atomic under trio)."""
         sub = Subscriber(subscriber_id, self.key, credentials, protocol, sink)
         self.fanout.add(sub, self.next_seq)
-        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer))
+        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer,
+                                    credentials.client_id))
         return sub
 
     def subscribe(self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int) -> Subscription:
@@ -224,7 +226,8 @@ class Stream:
 
     def _left(self, sub: Subscriber) -> None:
         reason = sub.end_reason.value if sub.end_reason is not None else "unknown"
-        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped))
+        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped, sub.protocol, sub.bytes,
+                                  sub.credentials.client_id))
 
     # -------------------------------------------------------------- the task
 

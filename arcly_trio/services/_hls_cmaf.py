@@ -103,6 +103,7 @@ class CmafPackaging:
         self._version = -1
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
+        self._reported: dict[str, int] = {}
 
     def push(self, frame: Frame) -> Sequence[PackagerEvent]:
         return self.packager.push(frame, time.time())
@@ -164,6 +165,18 @@ class CmafPackaging:
         self.live.notify()
         if self.service.live.get(self.base) is self.live:
             del self.service.live[self.base]
+
+    def take_segments(self) -> list[tuple[str, float, int]]:
+        """The segments completed since the last call: (rendition, seconds, bytes)."""
+        done = []
+        for rendition in self.packager.renditions.values():
+            last = self._reported.get(rendition.name, -1)
+            for segment in rendition.segments:
+                if segment.sequence > last and not segment.gap:
+                    done.append((rendition.name, segment.duration, segment.size))
+            if rendition.segments:
+                self._reported[rendition.name] = max(last, rendition.segments[-1].sequence)
+        return done
 
     def leftovers(self) -> list[str]:
         """Every key still stored for this stream (lists, init segments, segments, parts)."""

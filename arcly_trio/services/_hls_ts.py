@@ -36,6 +36,7 @@ class TsPackaging:
                                       name_template=f"{token}-{{sequence}}.ts")  # fmt: skip
         self.left_out = self.segmenter.left_out
         self.carried = self.segmenter.carried
+        self._done: list[tuple[str, float, int]] = []
 
     def push(self, frame: Frame) -> Sequence[SegmentEvent]:
         return self.segmenter.push(frame)
@@ -52,6 +53,7 @@ class TsPackaging:
             if isinstance(event, SegmentClosed):
                 changed = True
                 await self.service.store(f"{self.base}/{event.name}", event.data)
+                self._done.append(("av", event.duration, len(event.data)))
             elif isinstance(event, SegmentExpired):
                 changed = True
                 self.service.expire(f"{self.base}/{event.name}")
@@ -60,6 +62,11 @@ class TsPackaging:
 
     async def ended(self) -> None:
         pass
+
+    def take_segments(self) -> list[tuple[str, float, int]]:
+        """The segments completed since the last call: (rendition, seconds, bytes)."""
+        done, self._done = self._done, []
+        return done
 
     def leftovers(self) -> list[str]:
         """Every key still stored for this stream: the playlist and the listed segments."""

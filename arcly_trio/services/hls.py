@@ -50,10 +50,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol
 
+import attrs
 import trio
 
 from ..core.errors import LocalProtocolError, RemoteProtocolError
 from ..core.keys import StreamKey
+from ..kernel.events import ServiceEvent
 from ..kernel.fanout import EndReason
 from ..kernel.pacing import Pacer
 from ..kernel.spec import AppSpec
@@ -65,7 +67,7 @@ from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 from ._session import SessionTracker
 
-__all__ = ["HlsService", "VARIANTS"]
+__all__ = ["HlsService", "HlsSegmentEvent", "VARIANTS"]
 
 log = logging.getLogger("arcly_trio.hls")
 
@@ -77,6 +79,18 @@ _CARRIES: Final = {
     "fmp4": fmp4.SUPPORTED_CODECS,
     "ll": fmp4.SUPPORTED_CODECS,
 }
+
+
+@attrs.frozen(slots=True)
+class HlsSegmentEvent(ServiceEvent):
+    """A segment was completed and listed (``what`` is ``"segment"``): the observers' view of
+    packaging (the metrics' segment histogram). ``rendition`` is ``"video"``/``"audio"`` for
+    the CMAF variants, ``"av"`` for MPEG-TS."""
+
+    variant: str = ""
+    rendition: str = ""
+    duration: float = 0.0
+    size: int = 0
 
 
 class Packaging(Protocol):
@@ -97,6 +111,8 @@ class Packaging(Protocol):
     async def ended(self) -> None: ...
 
     def leftovers(self) -> list[str]: ...
+
+    def take_segments(self) -> list[tuple[str, float, int]]: ...
 
 
 class HlsService:
@@ -286,11 +302,20 @@ class HlsService:
                             bad_logged = True
                             log.warning("HLS of %s: dropping a malformed %s frame: %s", stream.key, frame.codec, exc)
                 await packaging.apply(events)
+                self._report_segments(stream, packaging)
                 if not self._janitors:
                     await self._run_due()
             await packaging.apply(packaging.finish())
+            self._report_segments(stream, packaging)
         finally:
             await packaging.ended()
+
+    def _report_segments(self, stream: Stream, packaging: Packaging) -> None:
+        """Tell the observers (and the event feed) of each segment completed."""
+        variant = self.app_variant(stream.key.app)
+        for rendition, duration, size in packaging.take_segments():
+            stream.notify(HlsSegmentEvent(stream.key, trio.current_time(), self.name, "segment",
+                                          f"{rendition} {duration:.3f} s", variant, rendition, duration, size))
 
     async def store(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``; a failure is logged and counted, never raised."""

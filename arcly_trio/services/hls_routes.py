@@ -35,8 +35,13 @@ On demand: when the engine has stream sources (a pull relay, a cluster), a playl
 for a stream that is not here asks them for it once authorized (``engine.locate``), so HLS
 viewers start pulls like other viewers do, and keep them alive while they poll the playlist.
 
+A rename by the authenticator (an HTTP hook's redirect) serves the stream it names: the
+playlist's relative URIs keep naming the requested path, and each of their requests is renamed
+the same way.
+
 Errors: ``404`` with a message when the application is unknown, has no HLS, or the stream has no
-such playlist, MPD or segment; ``403`` for a refused play; names other than
+such playlist, MPD or segment; ``403`` for a refused play (``401`` when the client presented no
+credential at all); names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
 keys are checked again by the storage.
 """
@@ -111,11 +116,20 @@ async def _allowed(service: HlsService, request: HttpRequest, exchange: Responde
         await exchange.error(404, f"HLS is not enabled for application {key.app!r}")
         return None
     try:
-        await exchange.engine.authorize("play", key, request.credentials(protocol))
+        renamed = await exchange.engine.authorize("play", key, request.credentials(protocol))
     except Unauthorized as exc:
-        await exchange.error(403, str(exc))
+        await exchange.error(exc.http_status, str(exc))
         return None
-    return key
+    if renamed.app != key.app:
+        try:
+            enabled = service.applies_to(exchange.engine.application(renamed.app).spec)
+        except AppNotFound as exc:
+            await exchange.error(404, str(exc))
+            return None
+        if not enabled:
+            await exchange.error(404, f"HLS is not enabled for application {renamed.app!r}")
+            return None
+    return renamed
 
 
 async def _read(service: HlsService, exchange: Responder | None, key: str, missing: str) -> bytes | None:
@@ -178,6 +192,7 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
     query = _carried_query(request)
     if query:
         data = _with_query(data, query)
+    _served(exchange, PROTOCOL, data)
     await exchange.respond(200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache")])
 
 
@@ -213,6 +228,7 @@ async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Respond
     if data is None:
         return
     data = dash.finalize(data, time.time(), _carried_query(request))
+    _served(exchange, "dash", data)
     await exchange.respond(200, data, content_type="application/dash+xml", headers=[("cache-control", "no-cache")])
 
 
@@ -235,8 +251,14 @@ async def serve_segment(service: HlsService, request: HttpRequest, exchange: Res
             pass
     data = await _read(service, exchange, storage_key, missing)
     if data is not None:
+        _served(exchange, PROTOCOL, data)
         await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
                                headers=[("cache-control", "max-age=60")])  # fmt: skip
+
+
+def _served(exchange: Responder, protocol: str, data: bytes) -> None:
+    """Count what a request is answered with in the engine's egress bytes (metrics)."""
+    exchange.engine.sessions.count("play", protocol, len(data))
 
 
 def _hinted(live: LiveCmaf, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""The JSON API: ``GET /api/streams`` (every application and stream) and ``GET /api/health``.
+"""The JSON API: ``GET /api/streams`` (every application and stream), ``GET /api/health``,
+``GET /api/sessions`` and ``DELETE /api/sessions/{id}``.
 
 ``/api/streams``::
 
@@ -26,9 +27,26 @@ that applies to the application and from the stream sources (``stream_urls``: ``
 carries and what it leaves out, and ``by_variant`` what each variant would; ``push`` the state of
 each push target, ``pull`` where a pulled stream comes from; lists that several services give
 under one field are joined). Services and sources with ``health_status()`` add fields to
-``/api/health`` (``cluster``...). ``/api/health`` answers ``200``
-``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
-a graceful shutdown.
+``/api/health`` (``cluster``...), and observers' and the authenticator's too (``audit``,
+``event_hook``). ``/api/health`` runs the engine's named health checks (see
+:mod:`arcly_trio.kernel.health`) and lists them under ``checks`` (``name``, ``ok``,
+``critical``, ``detail``); it answers ``200`` ``{"status": "ok", ...}`` while the engine runs
+and every critical check passes, ``503`` ``{"status": "failing"}`` when one fails and ``503``
+``{"status": "stopping"}`` during a graceful shutdown.
+
+``/api/sessions`` lists every client's publish and play (see
+:mod:`arcly_trio.kernel.sessions`)::
+
+    {"sessions": [{"id": "17", "role": "play", "protocol": "http-flv", "address": "127.0.0.1",
+                   "port": 50414, "app": "live", "stream": "demo", "key": "live/demo",
+                   "bytes": 1234567, "started_at": 1714564800.0}], "count": 1}
+
+and ``DELETE /api/sessions/{id}`` kicks one: ``200`` with the session it ended, ``404`` if
+there is none of that id.
+
+``/api/streams`` and ``/api/sessions`` are *protected* routes: when the HTTP worker has an API
+token (``HttpServer(api_token=...)``, ``--api-token``) they need it (as ``/metrics`` does);
+``/api/health`` and ``/api/server`` never do.
 """
 
 from __future__ import annotations
@@ -45,12 +63,15 @@ if TYPE_CHECKING:
     from ...kernel.engine import Engine
     from .server import HttpServer
 
-__all__ = ["install", "streams_document", "stream_document", "health_document"]
+__all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
+           "sessions_document"]
 
 
 def install(server: HttpServer) -> None:
     server.router.get("/api/health", serve_health)
-    server.router.get("/api/streams", serve_streams)
+    server.router.get("/api/streams", serve_streams, protected=True)
+    server.router.get("/api/sessions", serve_sessions, protected=True)
+    server.router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), protected=True)
 
 
 def _number(value: float) -> float:
@@ -172,9 +193,37 @@ def health_document(engine: Engine, server: HttpServer | None = None) -> dict[st
     return document
 
 
+async def health_report(engine: Engine, server: HttpServer | None = None) -> tuple[int, dict[str, Any]]:
+    """Run the engine's health checks: the status code and the ``/api/health`` document."""
+    document = health_document(engine, server)
+    checks = await engine.health.run()
+    document["checks"] = [check.document() for check in checks]
+    if not engine.stopping and not engine.health.healthy(checks):
+        document["status"] = "failing"
+    return (200 if document["status"] == "ok" else 503), document
+
+
 async def serve_health(request: HttpRequest, exchange: Exchange) -> None:
-    document = health_document(exchange.engine, exchange.server)
-    await exchange.json(503 if exchange.engine.stopping else 200, document)
+    status, document = await health_report(exchange.engine, exchange.server)
+    await exchange.json(status, document)
+
+
+def sessions_document(engine: Engine) -> dict[str, Any]:
+    """Every client session of this engine (see the module docstring)."""
+    sessions = [session.document() for session in engine.sessions]
+    return {"sessions": sessions, "count": len(sessions)}
+
+
+async def serve_sessions(request: HttpRequest, exchange: Exchange) -> None:
+    await exchange.json(200, sessions_document(exchange.engine))
+
+
+async def serve_kick(request: HttpRequest, exchange: Exchange) -> None:
+    session = exchange.engine.kick(request.params["id"])
+    if session is None:
+        await exchange.json(404, {"error": f"no session {request.params['id'][:64]!r}"})
+        return
+    await exchange.json(200, {"kicked": session.document()})
 
 
 async def serve_streams(request: HttpRequest, exchange: Exchange) -> None:

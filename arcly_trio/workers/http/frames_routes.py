@@ -48,6 +48,7 @@ from ...core.errors import (
     EngineClosed,
     PublishEnded,
     PublisherLimitReached,
+    PublisherKicked,
     PublisherReplaced,
     StreamAlreadyPublishing,
     StreamError,
@@ -101,6 +102,7 @@ _END_REASONS = {
     EndReason.SHUTDOWN: (CloseCode.GOING_AWAY, "shutdown", "the server is stopping"),
     EndReason.EVICTED: (CloseCode.TOO_SLOW, "evicted", "this viewer fell too far behind"),
     EndReason.UNSUBSCRIBED: (CloseCode.NORMAL, "unsubscribed", "unsubscribed"),
+    EndReason.KICKED: (CloseCode.ENDED, "kicked", "kicked by the operator"),
 }
 
 
@@ -121,7 +123,7 @@ def close_code_for(exc: StreamError) -> CloseCode:
         return CloseCode.CONFLICT
     if isinstance(exc, (PublisherLimitReached, EngineClosed)):
         return CloseCode.UNAVAILABLE
-    if isinstance(exc, (PublisherReplaced, StreamIdleReaped)):
+    if isinstance(exc, (PublisherReplaced, StreamIdleReaped, PublisherKicked)):
         return CloseCode.ENDED
     if isinstance(exc, PublishEnded):
         return CloseCode.GOING_AWAY

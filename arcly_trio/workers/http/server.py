@@ -13,12 +13,24 @@ Routes (compatible with Node-Media-Server):
   ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
 * ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
   player, publisher), ``GET /api/server``. See :mod:`.pages_routes`.
-* ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api_routes`.
+* ``GET /api/streams``, ``GET /api/health``, ``GET /api/sessions``, ``DELETE
+  /api/sessions/{id}``: JSON. See :mod:`.api_routes`.
+* the routes of the engine's other plugins: stream sources, observers (``/metrics`` of a
+  :class:`~arcly_trio.ops.metrics.PrometheusObserver`) and the authenticator.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
   response carries ``Access-Control-Allow-Origin: *``.
 
 More routes (a player page, WebSocket APIs) are added to :attr:`HttpServer.router` before the
 engine starts; handlers answer through an :class:`Exchange`.
+
+API token: with ``api_token`` set, *protected* routes (``Router.add(..., protected=True)``: the
+JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
+``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
+without it, ``403`` with a wrong one; compared in constant time.
+
+HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
+the handshake is read within the request-head deadline, so a client that stalls it is closed like
+a slowloris head.
 
 HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
 handshakes are read by h11 too and then handed over to trio-websocket (see :mod:`.ws`).
@@ -46,7 +58,9 @@ Errors accepting connections that mean overload (EMFILE...) are logged and retri
 
 from __future__ import annotations
 
+import hmac
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 import attrs
@@ -56,7 +70,7 @@ import trio
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
-from ..listen import open_listeners, peer_of
+from ..listen import open_listeners, peer_of, with_tls
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
@@ -96,6 +110,8 @@ class HttpServer:
             unknown; settable later, as the CLI does once the RTMP worker has bound its port).
         reuse_port: listen with ``SO_REUSEPORT`` (several worker processes on one port).
         unix_socket: also listen on this Unix socket (the other workers' API requests).
+        api_token: the token protected routes need (``None``: they are open).
+        ssl_context: serve HTTPS (a server-side :class:`ssl.SSLContext`) on the TCP port.
     """
 
     def __init__(
@@ -114,8 +130,15 @@ class HttpServer:
         rtmp_port: int | None = None,
         reuse_port: bool = False,
         unix_socket: str | None = None,
+        api_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.api_token = api_token
+        self.ssl_context = ssl_context
+        self.name = "https" if ssl_context is not None else "http"
+        """The protocol this worker serves (health checks, metrics)."""
+        self.listening = False
         self.reuse_port = reuse_port
         self.unix_socket = unix_socket
         self.rtmp_port = rtmp_port
@@ -146,20 +169,36 @@ class HttpServer:
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
-        for service in engine.services:
-            install = getattr(service, "install_routes", None)
+        for plugin in engine.plugins:
+            install = getattr(plugin, "install_routes", None)
             if install is not None:
                 install(self.router)
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
                                          unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("HTTP listening on %s:%d%s", self.host, self.port,
+        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
                  f" and {self.unix_socket}" if self.unix_socket else "")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._handle, listeners)
-            task_status.started(self.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self.ssl_context))
+                self.listening = True
+                task_status.started(self.port)
+        finally:
+            self.listening = False
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
+        """Why ``request`` may not use a protected route (status and message), or ``None``."""
+        expected = self.api_token
+        if expected is None:
+            return None
+        given = request.bearer or request.query.get("api_token") or ""
+        if not given:
+            return 401, "this API needs the API token (Authorization: Bearer TOKEN, or ?api_token=TOKEN)"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return 403, "wrong API token"
+        return None
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
             peer = peer_of(stream)
         except OSError:
@@ -202,7 +241,7 @@ class HttpServer:
 class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
-    def __init__(self, server: HttpServer, engine: Engine, stream: trio.SocketStream, peer: tuple[str, int],
+    def __init__(self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int],
                  ticket: Ticket) -> None:
         self.server = server
         self.ticket = ticket
@@ -362,6 +401,12 @@ class _Connection:
                     await exchange.error(404, f"not found: {path}")
                 return exchange.keep_alive
             route, params = found
+            if route.protected:
+                refusal = self.server.api_refusal(request)
+                if refusal is not None:
+                    log.info("http %s:%s %s %s refused: %s", *self.peer, request.method, path, refusal[1])
+                    await exchange.error(*refusal)
+                    return exchange.keep_alive
             exchange.request = attrs.evolve(request, params=params)
             try:
                 await route.handler(exchange.request, exchange)

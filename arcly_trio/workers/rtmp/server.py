@@ -30,6 +30,11 @@ Resource handling (every limit is an argument of :class:`RtmpServer`):
   (``max_partial_memory``) of partial-message bytes really held, given back when a
   connection ends.
 
+RTMPS: with ``ssl_context`` the TCP listener speaks TLS (:func:`~arcly_trio.workers.listen.with_tls`;
+the handshake is read within ``handshake_timeout``) and the worker's protocol is ``rtmps``. A
+TLS connection never takes the ``writev`` fast path on its socket: its bytes go through the
+stream's ``send_all``.
+
 Error handling: anything wrong with one connection — malformed bytes, oversized messages, a
 message cut short by the peer closing, a refused connect, publish or play (after the refusal
 is sent), a peer that vanishes, a timeout, even a bug in this module — closes that connection
@@ -44,6 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -81,7 +87,7 @@ from ...protocols.rtmp import (
 from ...protocols.rtmp.media import frame_chunks, with_stream_id
 from ...protocols.rtmp.handshake import ServerHandshake
 from ..admission import Admission
-from ..listen import LOCAL_PEER, open_listeners, peer_of
+from ..listen import LOCAL_PEER, open_listeners, peer_of, raw_socket, with_tls
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -109,7 +115,8 @@ class RtmpServer:
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
     keeps it in ``self.port``. ``reuse_port`` listens with ``SO_REUSEPORT`` (several worker
     processes on one port); ``unix_socket`` also listens there (the local relay between
-    workers: its players count under protocol ``"relay"``). ``connections`` counts connections that publish or play (the
+    workers: its players count under protocol ``"relay"``). ``ssl_context`` serves RTMPS on
+    the TCP port. ``connections`` counts connections that publish or play (the
     engine's graceful shutdown waits for it to reach 0). See the module docstring for what
     each limit does.
     """
@@ -132,8 +139,13 @@ class RtmpServer:
         max_batch: int = 64,
         reuse_port: bool = False,
         unix_socket: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
+        self.name = "rtmps" if ssl_context is not None else "rtmp"
+        """The protocol of this worker's clients (``rtmp`` or ``rtmps``)."""
+        self.listening = False
         self.reuse_port = reuse_port
         self.unix_socket = unix_socket
         self.requested_port = port
@@ -164,17 +176,21 @@ class RtmpServer:
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
                                          unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("RTMP listening on %s:%d%s", self.host, self.port,
+        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
                  f" and {self.unix_socket}" if self.unix_socket else "")
 
-        async def handler(stream: trio.SocketStream) -> None:
+        async def handler(stream: trio.abc.Stream) -> None:
             await self._handle(engine, stream)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, handler, listeners)
-            task_status.started(self.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self.ssl_context))
+                self.listening = True
+                task_status.started(self.port)
+        finally:
+            self.listening = False
 
-    async def _handle(self, engine: Engine, stream: trio.SocketStream) -> None:
+    async def _handle(self, engine: Engine, stream: trio.abc.Stream) -> None:
         try:
             peer = peer_of(stream)
         except OSError:
@@ -213,7 +229,7 @@ class RtmpServer:
 class _Connection:
     """One RTMP connection: the command loop (and, for a player, its pump task)."""
 
-    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.SocketStream,
+    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.abc.Stream,
                  peer: tuple[str, int]) -> None:
         self.server = server
         self.engine = engine
@@ -222,8 +238,10 @@ class _Connection:
         self.session = ServerSession(
             chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
         )
-        self.fd = stream.socket.fileno()
-        self.protocol = "relay" if peer == LOCAL_PEER else "rtmp"
+        sock = raw_socket(stream)
+        self.fd = sock.fileno() if sock is not None else None
+        """The socket's descriptor for the ``writev`` fast path; ``None`` under TLS."""
+        self.protocol = "relay" if peer == LOCAL_PEER else server.name
         """Subscribers over the local relay socket (other workers' pulls) count as ``relay``."""
         self.bytes_sent = 0
         self.acknowledged = 0
@@ -401,7 +419,7 @@ class _Connection:
 
     def _credentials(self, query: dict[str, str]) -> Credentials:
         merged = {**self.connect_query, **query}
-        return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol="rtmp")
+        return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol=self.server.name)
 
     def _key(self, name: str) -> StreamKey:
         """The key of ``name`` in the connected app (``InvalidStreamName`` for a bad name)."""
@@ -420,7 +438,7 @@ class _Connection:
         refusal: tuple[str, str]
         try:
             key = self._key(event.name)
-            async with self.engine.publish(key, self._credentials(event.query), protocol="rtmp") as pub:
+            async with self.engine.publish(key, self._credentials(event.query), protocol=self.server.name) as pub:
                 self._mark_busy()
                 self.publish_stream_id = sid
                 session.accept_publish(sid)
@@ -506,7 +524,8 @@ class _Connection:
                              *self.peer, key, why, sub.dropped)
                 if self.players.get(sid) is scope:
                     del self.players[sid]
-                if sub.end_reason in (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED):
+                if sub.end_reason in (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED,
+                                      EndReason.KICKED):
                     # The stream is over for this player; closing tells every client for sure.
                     assert self.nursery is not None
                     self.nursery.cancel_scope.cancel()
@@ -569,6 +588,9 @@ class _Connection:
                 buffers = [pending, *buffers]
             self.bytes_sent += sum(map(len, buffers))
             fd = self.fd
+            if fd is None:  # TLS: the bytes must go through the stream
+                await self._send_all(b"".join(buffers))
+                return
             while True:
                 try:
                     sent = os.writev(fd, buffers[:_IOV_MAX])
