@@ -133,6 +133,12 @@ class Application:
         """Refuse new publishers and subscribers from now on (the engine is stopping)."""
         self._open = False
 
+    def cancel(self) -> None:
+        """End the application's nursery now (its streams and services end with it)."""
+        self._open = False
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     # ------------------------------------------------------------ StreamOwner
 
     def notify(self, event: StreamEvent) -> None:

@@ -367,11 +367,13 @@ class Engine:
 
     def _add_health_checks(self) -> None:
         """The engine's own checks: the event loop's lag and each protocol worker listening."""
-        if not any(check.name == "event-loop" for check in self.health.checks):
+        if not self.health.has("event-loop"):
             self.health.add("event-loop", self._loop_check, interval=0.0)
         for index, worker in enumerate(self._workers):
             name = f"listening:{getattr(worker, 'name', f'worker{index}')}"
-            if not any(check.name == name for check in self.health.checks):
+            if self.health.has(name):
+                name = f"{name}:{index}"
+            if not self.health.has(name):
                 self.health.add(name, lambda index=index, worker=worker: self._worker_check(index, worker),
                                 interval=0.0)
 
@@ -460,6 +462,26 @@ class Engine:
     async def add_application(self, spec: AppSpec | str) -> Application:
         """Register and start an application at runtime (``AppAlreadyRegistered`` if taken)."""
         return await self._start_app(AppSpec(spec) if isinstance(spec, str) else spec)
+
+    def update_application(self, spec: AppSpec) -> Application:
+        """Give a running application a new policy: streams made from now on follow it, live
+        ones keep theirs (``AppNotFound`` if there is no such application)."""
+        app = self.application(spec.name)
+        app.spec = spec
+        return app
+
+    async def remove_application(self, name: str, grace: float = 5.0) -> None:
+        """Stop an application at runtime: it takes no new publisher or player at once, its
+        streams end as in a shutdown (publishers and players told), and within ``grace``
+        seconds its nursery is cancelled (``AppNotFound`` if there is none)."""
+        app = self.application(name)
+        del self._apps[name]
+        app.close()
+        for stream in app.streams():
+            stream.shutdown()
+        with trio.move_on_after(grace):
+            await app.wait_idle()
+        app.cancel()
 
     def applications(self) -> list[Application]:
         return list(self._apps.values())

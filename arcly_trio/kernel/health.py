@@ -76,17 +76,22 @@ class HealthRegistry:
         self._checks: dict[str, HealthCheck] = {}
 
     def add(self, name: str, function: CheckFunction, *, critical: bool = True, timeout: float = 2.0,
-            interval: float = 2.0) -> HealthCheck:
-        """Register a check (``ValueError`` if ``name`` is taken)."""
-        if name in self._checks:
+            interval: float = 2.0, replace: bool = False) -> HealthCheck:
+        """Register a check (``ValueError`` if ``name`` is taken, unless ``replace``)."""
+        if name in self._checks and not replace:
             raise ValueError(f"a health check named {name!r} is registered already")
         check = HealthCheck(name, function, critical, timeout, interval)
         self._checks[name] = check
         return check
 
-    def remove(self, name: str) -> None:
-        """Forget a check (a no-op if there is none of that name)."""
-        self._checks.pop(name, None)
+    def has(self, name: str) -> bool:
+        return name in self._checks
+
+    def remove(self, name: str, check: HealthCheck | None = None) -> None:
+        """Forget the check ``name`` (only if it is ``check``, when given; a no-op if there is
+        none)."""
+        if check is None or self._checks.get(name) is check:
+            self._checks.pop(name, None)
 
     @property
     def checks(self) -> list[HealthCheck]:

@@ -13,7 +13,7 @@ Everything here plugs into the engine through the kernel's seams (``EngineBuilde
 """
 
 from .audit import AuditPipeline, AuditSink, JsonLinesFile, MemorySink
-from .composite import AllOf, AnyOf, ForActions
+from .composite import AllOf, AnyOf, ByApp, ForActions, Swappable
 from .health import storage_check
 from .hooks import EventHook, HookCalled, HttpHooks
 from .metrics import PrometheusObserver
@@ -27,6 +27,8 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "ForActions",
+    "ByApp",
+    "Swappable",
     "storage_check",
     "EventHook",
     "HookCalled",

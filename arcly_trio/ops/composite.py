@@ -8,6 +8,11 @@
   member's rename is what the next one is asked about, and the last rename wins.
 * :class:`ForActions`: an authenticator applied to some actions (``"publish"``, ``"play"``)
   only; the other actions are allowed by it.
+* :class:`ByApp`: one authenticator per application (a configuration file's ``[apps.NAME]``
+  authorization), and a default for the others.
+* :class:`Swappable`: holds one authenticator that can be replaced while the engine runs (a
+  configuration reload): the new one is started (its ``run``) before it takes over, and the old
+  one is stopped ``linger`` seconds later, so calls in flight finish with it.
 
 ``arcly-trio serve`` builds ``AllOf([ForActions(AnyOf([token, signed]), {"publish"}),
 ForActions(AnyOf([token, signed]), {"play"}), hooks])`` from its options.
@@ -31,7 +36,7 @@ from ..core.errors import Unauthorized
 from ..core.keys import Credentials, StreamKey
 from ..kernel.auth import Authenticator
 
-__all__ = ["AnyOf", "AllOf", "ForActions", "ask"]
+__all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "ask"]
 
 
 async def ask(authenticator: Authenticator, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
@@ -119,4 +124,75 @@ class ForActions(_Composite):
     async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         if action not in self.actions:
             return key
+        return await ask(self.members[0], action, key, credentials)
+
+
+class ByApp(_Composite):
+    """``per_app[key.app]`` decides for its application, ``default`` for the others."""
+
+    def __init__(self, default: Authenticator, per_app: dict[str, Authenticator]) -> None:
+        self.default = default
+        self.per_app = dict(per_app)
+        self.members = (default, *self.per_app.values())
+
+    async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
+        return await ask(self.per_app.get(key.app, self.default), action, key, credentials)
+
+
+class Swappable(_Composite):
+    """One authenticator, replaceable while the engine runs (see the module docstring)."""
+
+    def __init__(self, authenticator: Authenticator, *, linger: float = 10.0) -> None:
+        self.members = (authenticator,)
+        self.linger = linger
+        self._engine: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._scopes: dict[int, trio.CancelScope] = {}
+
+    @property
+    def current(self) -> Authenticator:
+        return self.members[0]
+
+    async def run(self, engine: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._engine = engine
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._run_member, self.members[0])
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def _run_member(self, member: Authenticator, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[id(member)] = scope
+            try:
+                run = getattr(member, "run", None)
+                if run is None:
+                    task_status.started()
+                    await trio.sleep_forever()
+                await run(self._engine, task_status=task_status)
+            finally:
+                self._scopes.pop(id(member), None)
+
+    async def swap(self, authenticator: Authenticator) -> None:
+        """Start ``authenticator`` and let it decide from now on; the old one stops after
+        ``linger`` seconds."""
+        old = self.members[0]
+        nursery = self._nursery
+        if nursery is not None:
+            await nursery.start(self._run_member, authenticator)
+        self.members = (authenticator,)
+        if nursery is not None:
+            nursery.start_soon(self._retire, old)
+
+    async def _retire(self, old: Authenticator) -> None:
+        await trio.sleep(self.linger)
+        scope = self._scopes.get(id(old))
+        if scope is not None:
+            scope.cancel()
+
+    async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         return await ask(self.members[0], action, key, credentials)

@@ -121,16 +121,22 @@ class _HookBase:
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
         self._engine: Any = None
+        self._checks: list[Any] = []
+
+    def _add_checks(self) -> None:
+        engine = self._engine
+        for check in self._checks:
+            engine.health.remove(check.name, check)
+        self._checks = [
+            engine.health.add(f"hook-reachable:{hook} {urlsplit(url).netloc}",
+                              lambda url=url: _reachable(url, self.timeout), critical=False,
+                              timeout=self.timeout + 1, interval=10.0, replace=True)
+            for hook, url in self._urls.items()
+        ]
 
     async def _serve(self, engine: Any, task_status: trio.TaskStatus[None], body: Any = None) -> None:
         self._engine = engine
-        added = []
-        for hook, url in self._urls.items():
-            name = f"hook-reachable:{hook}"
-            if not any(check.name == name for check in engine.health.checks):
-                engine.health.add(name, lambda url=url: _reachable(url, self.timeout), critical=False,
-                                  timeout=self.timeout + 1, interval=10.0)
-                added.append(name)
+        self._add_checks()
         try:
             async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
                 self._client = client
@@ -140,8 +146,9 @@ class _HookBase:
                 await body()
         finally:
             self._client = None
-            for name in added:
-                engine.health.remove(name)
+            for check in self._checks:
+                engine.health.remove(check.name, check)
+            self._checks = []
 
     def _tell(self, key: StreamKey, hook: str, outcome: str, status: int, seconds: float, detail: str = "") -> None:
         engine = self._engine
@@ -302,10 +309,10 @@ class EventHook(_HookBase, Observer):
     name = "event-hook"
     _RECORDING: ClassVar[frozenset[str]] = frozenset({"recording-stopped", "recording-failed"})
 
-    def __init__(self, url: str, *, capacity: int = 1024, timeout: float = 3.0, node: str = "",
+    def __init__(self, url: str | None, *, capacity: int = 1024, timeout: float = 3.0, node: str = "",
                  log_interval: float = 60.0) -> None:
         super().__init__()
-        self._urls = {"on_event": check_hook_url(url)}
+        self._urls = {"on_event": check_hook_url(url)} if url else {}
         self.url = url
         self.timeout = timeout
         self.node = node
@@ -318,8 +325,17 @@ class EventHook(_HookBase, Observer):
         self._logged_at = -1e18
         self._unlogged = 0
 
+    def set_url(self, url: str | None) -> None:
+        """Send to ``url`` from now on (``None``: notify nothing; a configuration reload)."""
+        self._urls = {"on_event": check_hook_url(url)} if url else {}
+        self.url = url
+        if self._engine is not None:
+            self._add_checks()
+
     def queue(self, event: StreamEvent, name: str, **fields: Any) -> None:
         """Queue a notification (dropped and counted when the queue is full)."""
+        if not self.url:
+            return
         document = {"event": name, "app": event.key.app, "stream": event.key.name, "at": round(time.time(), 3),
                     "node": self.node, **fields}
         try:
@@ -358,11 +374,13 @@ class EventHook(_HookBase, Observer):
 
     async def _drain(self) -> None:
         async for key, document in self._receive:
+            if not self.url:
+                continue
             started = trio.current_time()
             outcome, status, failure = "timeout", 0, f"timed out after {self.timeout:g} s"
             with trio.move_on_after(self.timeout):
                 try:
-                    status = (await self._post(self.url, document, 4096))[0]
+                    status = (await self._post(self.url, document, 4096))[0]  # type: ignore[arg-type]
                     outcome, failure = ("sent", "") if 200 <= status < 300 else ("refused", f"answered {status}")
                 except (httpx.HTTPError, OSError) as exc:
                     outcome, failure = "failed", f"{type(exc).__name__}: {exc}"

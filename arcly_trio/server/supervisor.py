@@ -14,10 +14,10 @@ The supervisor:
 * restarts a worker that exits unexpectedly (logged, with a backoff of 1 s doubling up to 30 s,
   reset after a minute of running), while the others keep serving;
 * forwards SIGTERM/SIGINT (graceful shutdown: it waits ``--shutdown-grace`` plus 5 s, then kills
-  what is left) and SIGHUP to the workers.
+  what is left) and SIGHUP (each worker reloads ``--config``) to the workers.
 
-Every worker answers ``/api/streams`` and ``/api/health`` for all of them (see
-:mod:`.worker_api`).
+Every worker answers ``/api/streams``, ``/api/health``, ``/api/sessions`` (and kicks a session
+of any worker) and ``/metrics`` for all of them (see :mod:`.worker_api`).
 
 Error policy: a port that cannot be reserved or a run directory that cannot be made ends the
 supervisor with a message (exit code 1); a worker's failure is logged and the worker restarted.
@@ -56,7 +56,7 @@ def worker_count(value: str) -> int:
 
 
 def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir: str, index: int,
-                count: int) -> list[str]:
+                count: int, rtmps_port: int = -1, https_port: int = -1) -> list[str]:
     """The command line of worker ``index``: the supervisor's options without ``--workers``,
     with the resolved ports and the worker options (later options win in argparse)."""
     out: list[str] = []
@@ -71,8 +71,10 @@ def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir:
         if arg.startswith("--workers="):
             continue
         out.append(arg)
+    tls = [*(["--rtmps-port", str(rtmps_port)] if rtmps_port >= 0 else []),
+           *(["--https-port", str(https_port)] if https_port >= 0 else [])]
     return [sys.executable, "-m", "arcly_trio", *out, "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
-            "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
+            *tls, "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
 
 
 def _reserve(host: str, port: int) -> socket.socket:
@@ -95,6 +97,8 @@ class Supervisor:
         self.run_dir = ""
         self.rtmp_port = 0
         self.http_port = -1
+        self.rtmps_port = -1
+        self.https_port = -1
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self.stopping = False
@@ -111,6 +115,11 @@ class Supervisor:
                 http = _reserve(args.host, args.http_port)
                 reserved.append(http)
                 self.http_port = http.getsockname()[1]
+            for name in ("rtmps_port", "https_port"):  # TLS ports, when asked for
+                if getattr(args, name) >= 0:
+                    sock = _reserve(args.host, getattr(args, name))
+                    reserved.append(sock)
+                    setattr(self, name, sock.getsockname()[1])
             log.info("RTMP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.rtmp_port, self.count)
             if self.http_port >= 0:
                 log.info("HTTP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.http_port, self.count)
@@ -156,7 +165,8 @@ class Supervisor:
         delay = 1.0
         while True:
             argv = worker_argv(self.argv, rtmp_port=self.rtmp_port, http_port=self.http_port,
-                               run_dir=self.run_dir, index=index, count=self.count)
+                               run_dir=self.run_dir, index=index, count=self.count,
+                               rtmps_port=self.rtmps_port, https_port=self.https_port)
             started = trio.current_time()
             process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
             self.processes[index] = process

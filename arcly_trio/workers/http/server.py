@@ -26,7 +26,8 @@ engine starts; handlers answer through an :class:`Exchange`.
 API token: with ``api_token`` set, *protected* routes (``Router.add(..., protected=True)``: the
 JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
 ``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
-without it, ``403`` with a wrong one; compared in constant time.
+without it, ``403`` with a wrong one; compared in constant time. Requests on the Unix socket
+(the other workers of ``--workers``, in a private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
 the handshake is read within the request-head deadline, so a client that stalls it is closed like
@@ -70,7 +71,7 @@ import trio
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
-from ..listen import open_listeners, peer_of, with_tls
+from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class HttpServer:
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
         """Why ``request`` may not use a protected route (status and message), or ``None``."""
         expected = self.api_token
-        if expected is None:
+        if expected is None or request.peer == LOCAL_PEER:  # the workers' private sockets (0600)
             return None
         given = request.bearer or request.query.get("api_token") or ""
         if not given:
