@@ -562,12 +562,13 @@ class Engine:
 
     def kick(self, session_id: str) -> ClientSession | None:
         """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``."""
-        session = self.sessions.kick(session_id)
+        session = self.sessions.get(session_id)
         if session is not None:
             log.info("session %s (%s of %s over %s from %s) kicked", session.id, session.role, session.key,
                      session.protocol, session.peer[0] if session.peer else "?")
             self.observers.notify(SessionKicked(session.key, trio.current_time(), session.id, session.role,
                                                 session.protocol, session.peer))
+            self.sessions.kick(session_id)
         return session
 
     @asynccontextmanager

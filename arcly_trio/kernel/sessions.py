@@ -100,9 +100,12 @@ class SessionTable:
         try:
             yield session
         finally:
-            if self._live.get(session.id) is session:
-                del self._live[session.id]
-            self.count(role, protocol, session.bytes)
+            self._close(session)
+
+    def _close(self, session: ClientSession) -> None:
+        if self._live.get(session.id) is session:
+            del self._live[session.id]
+            self.count(session.role, session.protocol, session.bytes)
 
     def count(self, role: str, protocol: str, size: int) -> None:
         """Add ``size`` bytes to the totals of ``role`` (``"publish"``: ingress, ``"play"``:
@@ -126,6 +129,7 @@ class SessionTable:
             return None
         self.kicked += 1
         session._kick()
+        self._close(session)  # it is over: not listed (nor kicked) again
         return session
 
     def bytes_by_protocol(self) -> dict[tuple[str, str], int]:
