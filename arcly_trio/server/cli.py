@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
     serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
-    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                         help="how much to log (default info)")
     sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret)")
     sign_p.add_argument("url", help="the URL to sign: rtmp://HOST/APP/STREAM, http://HOST/APP/STREAM.flv...")
     sign_p.add_argument("--secret", metavar="SECRET", help="the signing secret (or --secret-file, ARCLY_SIGN_SECRET)")

@@ -21,6 +21,7 @@ the file, including a file that cannot be read or is not TOML; nothing else.
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -214,7 +215,7 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
             continue
         option = keys.get(name)
         if option is None:
-            close = [key for key in keys if key.replace("-", "") == name.replace("-", "").replace("_", "")]
+            close = difflib.get_close_matches(name.replace("_", "-"), list(keys), n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/config.md)"
             raise fail("", name, f"unknown key{hint}")
         problem = _type_problem(option.kind, value, option.choices)
