@@ -336,3 +336,23 @@ async def test_on_event_notifications_arrive_and_overflow_is_counted(demo_frames
                 async with engine.publish(f"live/s{n}") as pub:
                     await pub.send(demo_frames[0])
             assert slow.dropped >= 10 * 2 - 3
+
+
+async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type: ignore[no-untyped-def]
+    """Attack: trying API tokens as fast as possible. Each refusal doubles the address's delay
+    (the engine's throttle), so a guesser gets a handful of tries a second; the right token
+    then resets it."""
+    from arcly_trio.kernel.throttle import AuthThrottle
+
+    http = HttpServer("127.0.0.1", 0, api_token="k3y")
+    engine = (Engine.builder().application("live").protocol(http)
+              .auth_throttle(AuthThrottle(base_delay=0.05, max_delay=0.4)).build())
+    async with engine:
+        tries = 0
+        with trio.move_on_after(1.5):
+            while True:
+                assert (await http_get(http.port, "/api/sessions?api_token=guess"))[0] == 403
+                tries += 1
+        assert 3 <= tries <= 8 and engine.auth_throttle.delayed >= tries - 1
+        assert (await http_get(http.port, "/api/sessions?api_token=k3y"))[0] == 200
+        assert engine.auth_throttle.delay("127.0.0.1", "api") == 0

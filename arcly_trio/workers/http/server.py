@@ -26,7 +26,8 @@ engine starts; handlers answer through an :class:`Exchange`.
 API token: with ``api_token`` set, *protected* routes (``Router.add(..., protected=True)``: the
 JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
 ``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
-without it, ``403`` with a wrong one; compared in constant time. Requests on the Unix socket
+without it, ``403`` with a wrong one; compared in constant time; refusals slow the address down
+like refused plays (the engine's ``auth_throttle``, action ``api``). Requests on the Unix socket
 (the other workers of ``--workers``, in a private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
@@ -402,12 +403,15 @@ class _Connection:
                     await exchange.error(404, f"not found: {path}")
                 return exchange.keep_alive
             route, params = found
-            if route.protected:
+            if route.protected and self.server.api_token is not None:
+                throttle = self.engine.auth_throttle
+                await throttle.wait(self.peer[0], "api")
                 refusal = self.server.api_refusal(request)
                 if refusal is not None:
-                    log.info("http %s:%s %s %s refused: %s", *self.peer, request.method, path, refusal[1])
+                    throttle.refused(self.peer[0], "api", f"{request.method} {path}: {refusal[1]}")
                     await exchange.error(*refusal)
                     return exchange.keep_alive
+                throttle.allowed(self.peer[0], "api")
             exchange.request = attrs.evolve(request, params=params)
             try:
                 await route.handler(exchange.request, exchange)
