@@ -36,6 +36,7 @@ fails is logged and ended; nothing else is disturbed. Errors meant for callers a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -374,8 +375,7 @@ class Engine:
             if self.health.has(name):
                 name = f"{name}:{index}"
             if not self.health.has(name):
-                self.health.add(name, lambda index=index, worker=worker: self._worker_check(index, worker),
-                                interval=0.0)
+                self.health.add(name, functools.partial(self._worker_check, index, worker), interval=0.0)
 
     def _loop_check(self) -> CheckResult:
         lag = self.loop_watch.recent(seconds=10)

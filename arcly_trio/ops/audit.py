@@ -48,6 +48,7 @@ from ..kernel.events import (
     SubscriberLeft,
 )
 from ..kernel.observe import Observer
+from ._outbox import LogLimiter, Outbox
 
 __all__ = ["AuditPipeline", "AuditSink", "JsonLinesFile", "MemorySink"]
 
@@ -146,25 +147,22 @@ class AuditPipeline(Observer):
     name = "audit"
 
     def __init__(self, sink: AuditSink, *, capacity: int = 10000, log_interval: float = 60.0) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be >= 1")
         self.sink = sink
-        self.capacity = capacity
-        self.log_interval = log_interval
         self.written = 0
-        self.dropped = 0
         self.failed = 0
-        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](capacity)
-        self._logged_at = -1e18
+        self._outbox: Outbox[dict[str, Any]] = Outbox(capacity)
+        self._failures = LogLimiter(log, log_interval)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the queue was full."""
+        return self._outbox.dropped
 
     # ------------------------------------------------------------------ records
 
     def record(self, record: dict[str, Any]) -> None:
         """Queue ``record`` (a ``time`` is added); dropped and counted when the queue is full."""
-        try:
-            self._send.send_nowait({"time": _now(), **record})
-        except trio.WouldBlock:
-            self.dropped += 1
+        self._outbox.put({"time": _now(), **record})
 
     def on_auth_decided(self, event: AuthDecided) -> None:
         self.record({"event": "auth", "action": event.action, "allowed": event.allowed,
@@ -203,26 +201,18 @@ class AuditPipeline(Observer):
         task_status.started()
         try:
             while True:
-                batch = [await self._receive.receive()]
-                await self._write(self._more(batch))
+                batch = [await self._outbox.get()]
+                await self._write(self._outbox.more(batch, _BATCH))
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                leftover = self._more([])
+                leftover = self._outbox.more([], _BATCH)
                 while leftover:
                     await self._write(leftover)
-                    leftover = self._more([])
+                    leftover = self._outbox.more([], _BATCH)
                 try:
                     await self.sink.aclose()
                 except Exception:
                     log.exception("closing the audit sink failed")
-
-    def _more(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        while len(batch) < _BATCH:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return batch
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
@@ -230,10 +220,7 @@ class AuditPipeline(Observer):
             self.written += len(batch)
         except Exception as exc:
             self.failed += len(batch)
-            now = trio.current_time()
-            if now - self._logged_at >= self.log_interval:
-                self._logged_at = now
-                log.error("audit sink failed (%d records lost so far): %s", self.failed, exc)
+            self._failures.failed("audit sink failed (%d records lost so far): %s", self.failed, exc)
 
     def health_status(self) -> dict[str, object]:
         return {"audit": {"written": self.written, "dropped": self.dropped, "failed": self.failed}}

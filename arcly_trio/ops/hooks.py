@@ -68,6 +68,7 @@ from ..kernel.events import (
 )
 from ..kernel.health import CheckResult
 from ..kernel.observe import Observer
+from ._outbox import LogLimiter, Outbox
 
 __all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect"]
 
@@ -253,7 +254,7 @@ class HttpHooks(_HookBase):
         started = trio.current_time()
         failure = ""
         answer: tuple[int, str, bytes] | None = None
-        with trio.move_on_after(self.timeout) as scope:
+        with trio.move_on_after(self.timeout):
             try:
                 answer = await self._post(url, self.document(action, key, credentials), self.max_body)
             except (httpx.HTTPError, OSError) as exc:
@@ -316,14 +317,15 @@ class EventHook(_HookBase, Observer):
         self.url = url
         self.timeout = timeout
         self.node = node
-        self.log_interval = log_interval
-        self.capacity = capacity
         self.sent = 0
         self.failed = 0
-        self.dropped = 0
-        self._send, self._receive = trio.open_memory_channel[tuple[StreamKey, dict[str, Any]]](capacity)
-        self._logged_at = -1e18
-        self._unlogged = 0
+        self._outbox: Outbox[tuple[StreamKey, dict[str, Any]]] = Outbox(capacity)
+        self._failures = LogLimiter(log, log_interval)
+
+    @property
+    def dropped(self) -> int:
+        """Notifications dropped because the queue was full."""
+        return self._outbox.dropped
 
     def set_url(self, url: str | None) -> None:
         """Send to ``url`` from now on (``None``: notify nothing; a configuration reload)."""
@@ -338,10 +340,7 @@ class EventHook(_HookBase, Observer):
             return
         document = {"event": name, "app": event.key.app, "stream": event.key.name, "at": round(time.time(), 3),
                     "node": self.node, **fields}
-        try:
-            self._send.send_nowait((event.key, document))
-        except trio.WouldBlock:
-            self.dropped += 1
+        self._outbox.put((event.key, document))
 
     def on_publish_started(self, event: StreamPublished) -> None:
         self.queue(event, "publish-start", protocol=event.protocol, client_id=event.client_id, **_peer(event.peer))
@@ -373,7 +372,8 @@ class EventHook(_HookBase, Observer):
         await self._serve(engine, task_status, self._drain)
 
     async def _drain(self) -> None:
-        async for key, document in self._receive:
+        while True:
+            key, document = await self._outbox.get()
             if not self.url:
                 continue
             started = trio.current_time()
@@ -389,21 +389,11 @@ class EventHook(_HookBase, Observer):
                 self.sent += 1
             else:
                 self.failed += 1
-                self._log_failure(failure)
-
-    def _log_failure(self, failure: str) -> None:
-        now = trio.current_time()
-        if now - self._logged_at >= self.log_interval:
-            more = f" ({self._unlogged} more failures before)" if self._unlogged else ""
-            log.warning("on_event hook %s: %s%s", self.url, printable(failure), more)
-            self._logged_at = now
-            self._unlogged = 0
-        else:
-            self._unlogged += 1
+                self._failures.failed("on_event hook %s: %s", self.url, printable(failure))
 
     def health_status(self) -> dict[str, object]:
         return {"event_hook": {"sent": self.sent, "failed": self.failed, "dropped": self.dropped,
-                               "queued": self._send.statistics().current_buffer_used}}
+                               "queued": self._outbox.queued}}
 
 
 def _peer(peer: tuple[str, int] | None) -> dict[str, object]:

@@ -608,7 +608,7 @@ class _Connection:
     async def _wait_writable(self) -> None:
         timeout = self.server.write_timeout
         with trio.move_on_after(timeout) as scope:
-            await trio.lowlevel.wait_writable(self.stream.socket)
+            await trio.lowlevel.wait_writable(self.stream.socket)  # type: ignore[attr-defined]  # (fd path only)
         if scope.cancelled_caught:
             raise _Timeout(f"a write blocked for {timeout:g} s (the peer does not read)")
 
