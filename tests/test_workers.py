@@ -131,3 +131,46 @@ def _running(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_metrics() -> None:
+    """``/api/sessions`` on the shared port lists the players of both workers (ids ``w0-``,
+    ``w1-``, relays left out); a kick of a session held by either worker ends that player,
+    whichever worker answered the request; ``/metrics`` has both workers' series (a ``worker``
+    label, ``arcly_workers_answered 2``); the API token holds on every worker."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with cli_server("--workers", "2", "--demo", "--api-token", "k3y") as server:
+        await wait_count(server, "arcly-trio ready", 2)
+        await server.wait_log("demo stream: ffplay")
+        url = f"rtmp://{HOST}:{server.port}/live/demo"
+        headers = {"authorization": "Bearer k3y"}
+        base = f"http://{HOST}:{server.http_port}"
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(headers=headers) as client:
+            counts = await players(url, nursery, 12)
+            with trio.fail_after(30):
+                while not all(counts):
+                    await trio.sleep(0.1)
+                assert (await httpx.AsyncClient().get(f"{base}/api/sessions")).status_code == 401
+                document = (await client.get(f"{base}/api/sessions")).json()
+                plays = [s for s in document["sessions"] if s["role"] == "play"]
+                assert len(plays) == 12 and document["workers_answered"] == 2
+                assert all(s["protocol"] == "rtmp" for s in plays)
+                by_worker = {s["id"].partition("-")[0]: s for s in plays}
+                assert set(by_worker) == {"w0", "w1"}
+                for session in by_worker.values():
+                    answer = await client.delete(f"{base}/api/sessions/{session['id']}")
+                    assert answer.status_code == 200 and answer.json()["kicked"]["id"] == session["id"]
+                while sum(1 for s in (await client.get(f"{base}/api/sessions")).json()["sessions"]
+                          if s["role"] == "play") != 10:
+                    await trio.sleep(0.1)
+                text = (await client.get(f"{base}/metrics")).text
+            families = {family.name: family for family in text_string_to_metric_families(text)}
+            assert families["arcly_workers_answered"].samples[0].value == 2
+            kicks = [s for s in families["arcly_sessions_kicked"].samples if s.name.endswith("_total")]
+            assert sorted(s.labels["worker"] for s in kicks) == ["0", "1"]
+            subscribers = {s.labels["worker"]: s.value for s in families["arcly_subscribers"].samples
+                           if s.labels["protocol"] == "rtmp"}
+            assert sum(subscribers.values()) == 10
+            nursery.cancel_scope.cancel()
