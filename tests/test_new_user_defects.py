@@ -62,7 +62,7 @@ async def test_stream_info_comes_from_the_frames_whatever_the_publisher(autojump
 @pytest.mark.interop
 async def test_sigterm_ends_hls_playlists_and_serves_them_meanwhile(http_get) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(60):
-        async with cli_server("--demo", "--hls", "--hls-segment", "1") as server:
+        async with cli_server("--demo", "--hls", "--hls-variant", "ts", "--hls-segment", "1") as server:
             assert server.http_port
             while (await http_get(server.http_port, "/live/demo/index.m3u8"))[0] != 200:
                 await trio.sleep(0.2)

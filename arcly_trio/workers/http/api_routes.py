@@ -17,7 +17,8 @@
          "hls": "/live/demo/index.m3u8"}]}],
      "streams": 1, "publishers": 1}
 
-``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
+``subscribers`` counts players (the stream services' own subscriptions, HLS packaging,
+recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
 ``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
@@ -78,10 +79,13 @@ def _number(value: float) -> float:
     return round(value, 3) if math.isfinite(value) else 0.0
 
 
-def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) -> dict[str, Any]:
+def stream_document(stream: Stream, *, urls: dict[str, object] | None = None,
+                    services: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One stream as ``/api/streams`` shows it (``urls``: what the services add for it, their
-    paths and their status: ``hls`` and ``hls_status``...)."""
+    paths and their status: ``hls`` and ``hls_status``...; ``services``: the protocols of
+    stream services' own subscriptions, which are not viewers)."""
     stats = stream.stats()
+    viewers = {protocol: n for protocol, n in stats.subscribers_by_protocol.items() if protocol not in services}
     info = stats.info
     key = stats.key
     publisher: dict[str, Any] | None = None
@@ -97,7 +101,7 @@ def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) ->
         "publisher": publisher,
         "video": None,
         "audio": None,
-        "subscribers": {"total": stats.subscribers, "by_protocol": dict(stats.subscribers_by_protocol)},
+        "subscribers": {"total": sum(viewers.values()), "by_protocol": viewers},
         "drops": stats.drops_total,
         "bytes": stats.bytes_total,
         "uptime": _number(stats.uptime),
@@ -158,7 +162,8 @@ def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
         "services": names,
         "hls": "hls" in names,
         "record": "record" in names,
-        "streams": [stream_document(stream, urls=urls(stream)) for stream in app.streams()],
+        "streams": [stream_document(stream, urls=urls(stream), services=engine.service_names)
+                    for stream in app.streams()],
     }
 
 
