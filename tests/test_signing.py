@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey, TokenAuthenticator, Unauthorized
 from arcly_trio.kernel.events import AuthDecided
 from arcly_trio.ops import AllOf, AnyOf, ByApp, ForActions, SignedUrlAuthenticator, make_jwt, nms_sign, sign_url
-from arcly_trio.ops.composite import Swappable, ask
+from arcly_trio.ops.composite import Swappable, TrustedPeers, ask
 from arcly_trio.testing import CountingObserver
 
 SECRET = "nodemedia2017privatekey"
@@ -175,6 +175,10 @@ async def test_for_actions_and_by_app() -> None:
     assert await ask(per_app, "play", KEY, Credentials()) == KEY
     with pytest.raises(Unauthorized, match="members only"):
         await ask(per_app, "play", StreamKey("vip", "cam"), Credentials())
+    trusted = TrustedPeers(Renamer(refuse="no"), {("local", 0)})
+    assert await ask(trusted, "play", KEY, Credentials(peer=("local", 0))) == KEY
+    with pytest.raises(Unauthorized):
+        await ask(trusted, "play", KEY, Credentials(peer=("203.0.113.1", 0)))
 
 
 async def test_swappable_starts_the_new_one_and_retires_the_old() -> None:

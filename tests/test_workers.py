@@ -137,14 +137,21 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
     """``/api/sessions`` on the shared port lists the players of both workers (ids ``w0-``,
     ``w1-``, relays left out); a kick of a session held by either worker ends that player,
     whichever worker answered the request; ``/metrics`` has both workers' series (a ``worker``
-    label, ``arcly_workers_answered 2``); the API token holds on every worker."""
+    label, ``arcly_workers_answered 2``); the API token holds on every worker. Plays need a signed
+    URL: the relays between workers (over their private sockets) are trusted, so the players that
+    land on the worker without the stream play too."""
+    import time
+
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    async with cli_server("--workers", "2", "--demo", "--api-token", "k3y") as server:
+    from arcly_trio.ops import sign_url
+
+    async with cli_server("--workers", "2", "--demo", "--api-token", "k3y", "--sign-secret", "s3cret",
+                          "--sign-actions", "play") as server:
         await wait_count(server, "arcly-trio ready", 2)
         await server.wait_log("demo stream: ffplay")
-        url = f"rtmp://{HOST}:{server.port}/live/demo"
+        url = sign_url(f"rtmp://{HOST}:{server.port}/live/demo", "s3cret", int(time.time()) + 600)
         headers = {"authorization": "Bearer k3y"}
         base = f"http://{HOST}:{server.http_port}"
         async with trio.open_nursery() as nursery, httpx.AsyncClient(headers=headers) as client:

@@ -13,7 +13,7 @@ Everything here plugs into the engine through the kernel's seams (``EngineBuilde
 """
 
 from .audit import AuditPipeline, AuditSink, JsonLinesFile, MemorySink
-from .composite import AllOf, AnyOf, ByApp, ForActions, Swappable
+from .composite import AllOf, AnyOf, ByApp, ForActions, Swappable, TrustedPeers
 from .health import storage_check
 from .hooks import EventHook, HookCalled, HttpHooks
 from .metrics import PrometheusObserver
@@ -29,6 +29,7 @@ __all__ = [
     "ForActions",
     "ByApp",
     "Swappable",
+    "TrustedPeers",
     "storage_check",
     "EventHook",
     "HookCalled",

@@ -10,6 +10,9 @@
   only; the other actions are allowed by it.
 * :class:`ByApp`: one authenticator per application (a configuration file's ``[apps.NAME]``
   authorization), and a default for the others.
+* :class:`TrustedPeers`: allows clients from given peers without asking the authenticator (the
+  workers of ``--workers N`` relaying to each other over their private Unix sockets: the player
+  that caused the relay was authorized by the worker it came to);
 * :class:`Swappable`: holds one authenticator that can be replaced while the engine runs (a
   configuration reload): the new one is started (its ``run``) before it takes over, and the old
   one is stopped ``linger`` seconds later, so calls in flight finish with it.
@@ -36,7 +39,7 @@ from ..core.errors import Unauthorized
 from ..core.keys import Credentials, StreamKey
 from ..kernel.auth import Authenticator
 
-__all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "ask"]
+__all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "TrustedPeers", "ask"]
 
 
 async def ask(authenticator: Authenticator, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
@@ -195,4 +198,18 @@ class Swappable(_Composite):
             scope.cancel()
 
     async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
+        return await ask(self.members[0], action, key, credentials)
+
+
+class TrustedPeers(_Composite):
+    """Clients whose ``Credentials.peer`` is one of ``peers`` are allowed; the others are asked
+    to ``authenticator``."""
+
+    def __init__(self, authenticator: Authenticator, peers: Iterable[tuple[str, int]]) -> None:
+        self.members = (authenticator,)
+        self.peers = frozenset(peers)
+
+    async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
+        if credentials.peer in self.peers:
+            return key
         return await ask(self.members[0], action, key, credentials)

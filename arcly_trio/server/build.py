@@ -55,12 +55,14 @@ from ..ops import (
     PrometheusObserver,
     SignedUrlAuthenticator,
     Swappable,
+    TrustedPeers,
     storage_check,
 )
 from ..relay import PullSource, PushService
 from ..services import FlvRecorder, HlsService
 from ..storage import FileStorage
 from ..workers.http import HttpServer
+from ..workers.listen import LOCAL_PEER
 from ..workers.rtmp import RtmpServer
 
 __all__ = ["Runtime", "build_runtime", "reload_runtime", "app_specs", "authenticator_for", "read_secret",
@@ -216,7 +218,10 @@ def build_authenticator(args: argparse.Namespace) -> Authenticator:
     per_app = {name: authenticator_for(_auth_settings(args, table), args)
                for name, table in tables.items() if any(k in table for k in ("publish-token", "play-token",
                                                                              "sign-secret", "on-publish", "on-play"))}
-    return ByApp(default, per_app) if per_app else default
+    chosen = ByApp(default, per_app) if per_app else default
+    # The workers relay to each other over private Unix sockets (0600, in a 0700 directory): the
+    # player behind a relay was authorized by the worker it came to.
+    return TrustedPeers(chosen, {LOCAL_PEER}) if args.worker_dir else chosen
 
 
 def cluster_node(args: argparse.Namespace) -> ClusterNode | None:
