@@ -25,7 +25,16 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from arcly_trio import AppSpec, Credentials, Engine, EndReason, PublisherKicked, StreamKey, Unauthorized
+from arcly_trio import (
+    AppSpec,
+    Credentials,
+    EndReason,
+    Engine,
+    PublisherKicked,
+    StreamIdleReaped,
+    StreamKey,
+    Unauthorized,
+)
 from arcly_trio.core.frame import Frame
 from arcly_trio.kernel.health import CheckResult, HealthRegistry
 from arcly_trio.ops import AuditPipeline, EventHook, HttpHooks, JsonLinesFile, MemorySink, PrometheusObserver
@@ -317,19 +326,33 @@ async def test_a_hook_answer_is_read_up_to_a_limit_and_hls_answers_are_cached() 
 
 
 async def test_on_event_notifications_arrive_and_overflow_is_counted(demo_frames, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from arcly_trio.services import FlvRecorder
+
     with hook_server() as hooks:
         events = EventHook(hooks.url("/events"))
-        async with served(events) as (engine, _):
+        recorder = FlvRecorder(tmp_path)
+        engine = (Engine.builder().application(AppSpec("live", record=True)).service(recorder).observer(events)
+                  .idle_timeout(1).build())
+        async with engine:
             async with engine.publish("live/cam", Credentials(peer=("198.51.100.4", 9))) as pub:
-                await pub.send(demo_frames[0])
+                for frame in demo_frames[:30]:
+                    await pub.send(frame)
                 async with engine.subscribe("live/cam"):
                     pass
-            with trio.fail_after(5):
-                while events.sent < 4:
+            with pytest.raises(StreamIdleReaped):  # after 1 s without a frame
+                async with engine.publish("live/idle") as idle:
+                    await idle.send(demo_frames[0])
+                    await trio.sleep_forever()
+            with trio.fail_after(10):
+                while "stream-reaped" not in [d["event"] for d in hooks.documents("/events")] or events.sent < 8:
                     await trio.sleep(0.01)
         names = [document["event"] for document in hooks.documents("/events")]
-        assert names == ["publish-start", "play-start", "play-end", "publish-end"]
+        assert names[:4] == ["publish-start", "play-start", "play-end", "publish-end"]
+        assert "stream-reaped" in names
         assert hooks.documents("/events")[0]["address"] == "198.51.100.4"
+        done = next(d for d in hooks.documents("/events") if d["event"] == "recording-done" and d["stream"] == "cam")
+        assert done["ok"] and done["file"].startswith(str(tmp_path)) and done["bytes"] > 0
+        assert (tmp_path / done["file"]).stat().st_size == done["bytes"]
         slow = EventHook(hooks.url("/slow/5"), capacity=2, timeout=0.2)
         async with served(slow) as (engine, _):
             for n in range(10):
