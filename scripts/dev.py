@@ -6,7 +6,7 @@
 
 Both create ``.venv`` next to the project (once) and install the project into it (editable, with
 the ``test`` extra for ``test``). ``test`` also installs the third-party tools the interop tests
-drive (ffmpeg/ffprobe, chromium and chromium-driver) with apt-get when they are missing and
+drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with libnginx-mod-rtmp, redis-server) with apt-get when they are missing and
 the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
 to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
 """
@@ -25,8 +25,14 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 # tool on PATH -> the Debian package that provides it (the browser tests drive Debian's
-# Chromium through its chromedriver; a downloaded browser is never used).
-TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver"}
+# Chromium through its chromedriver; a downloaded browser is never used; npm installs the
+# players the browser tests serve to it, hls.js and dash.js, into a cache: tests/_npm.py).
+TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
+         "npm": "npm",
+         # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
+         "nginx": "nginx", "redis-server": "redis-server"}
+# files (not on PATH) -> the Debian package that provides them
+FILES = {"/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp"}
 
 
 def run(*cmd: str | Path) -> None:
@@ -48,7 +54,8 @@ def ensure_venv(extra: str) -> None:
 
 
 def ensure_tools() -> None:
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
+                     | {pkg for path, pkg in FILES.items() if not Path(path).exists()})
     if not missing:
         return
     apt = shutil.which("apt-get")

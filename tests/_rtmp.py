@@ -1,10 +1,17 @@
-"""A raw RTMP client for tests: a TCP connection driven with the sans-IO client session."""
+"""RTMP clients for tests.
+
+Well-behaved players and publishers are the project's real client
+(:mod:`arcly_trio.clients.rtmp`): :func:`count_media` plays with it. :class:`RawClient` is a TCP
+connection driven with the raw sans-IO session, for the tests that must misbehave (send garbage,
+stop half-way, skip steps), which the real client never does.
+"""
 
 from __future__ import annotations
 
 import trio
 
-from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, Event, MediaMessage
+from arcly_trio.clients.rtmp import open_rtmp_player
+from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, Event
 from arcly_trio.protocols.rtmp.handshake import ClientHandshake
 
 HOST = "127.0.0.1"
@@ -106,17 +113,11 @@ class RawClient:
         await trio.aclose_forcefully(self.stream)
 
 
-async def count_media(client: RawClient, counter: list[int]) -> None:
-    """Read media forever, adding every media message to ``counter[0]`` (a healthy player)."""
-    while True:
-        try:
-            data = await client.stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            return
-        if not data:
-            return
-        client.session.receive_data(data)
-        for event in client.session.events():
-            if isinstance(event, MediaMessage):
-                counter[0] += 1
-        await client.flush()
+async def count_media(port: int, name: str, counter: list[int], *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Play ``live/{name}`` with the real RTMP client, adding every frame to ``counter[0]``
+    (a healthy player), until the stream or the connection ends."""
+    async with open_rtmp_player(f"rtmp://{HOST}:{port}/live/{name}") as player:
+        task_status.started()
+        while batch := await player.next_batch():
+            counter[0] += len(batch)

@@ -78,13 +78,8 @@ async def healthy_stream(engine: Engine, demo_frames: list[Frame], nursery: trio
 
 async def healthy_player(port: int, nursery: trio.Nursery, name: str = "ok") -> list[int]:
     """An RTMP player of ``live/{name}``; the returned counter grows with every media message."""
-    client = await RawClient.open(port)
-    await client.connect("live", port)
-    stream_id = await client.create_stream()
-    client.session.play(stream_id, name)
-    await client.flush()
     counter = [0]
-    nursery.start_soon(count_media, client, counter)
+    await nursery.start(count_media, port, name, counter)
     return counter
 
 
@@ -279,7 +274,7 @@ async def test_keyframes_of_a_million_nal_units_are_refused_by_the_segmenter(dem
     """Attack: H.264 keyframes made of 8 MB of 1-byte NAL units (2-4.7 s stall per frame in
     the HLS segmenter). Now such a frame is refused after 1024 NAL units, counted, and
     packaging goes on. Mutant killed: no bound on NAL units per access unit."""
-    hls = HlsService()
+    hls = HlsService(variant="ts")  # MPEG-TS parses NAL units; fMP4 writes samples as they are
     async with attacked(service=hls) as (engine, rtmp, http):
         async with engine.publish("live/nal") as publisher:
             for frame in demo_frames[:60]:

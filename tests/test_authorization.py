@@ -2,8 +2,9 @@
 
 An engine with a play token (``TokenAuthenticator(play_token=...)``), the RTMP and HTTP workers
 and HLS. For each protocol a client without the token is refused the way that protocol says no,
-and one with it plays: RTMP (``NetStream.Play.Failed``), HTTP-FLV and WebSocket-FLV (``403``),
-HLS playlists and segments (``403``; segment URIs in a playlist carry the token on), and the
+and one with it plays: RTMP (``NetStream.Play.Failed``), HTTP-FLV and WebSocket-FLV (``401``
+without a token, with ``WWW-Authenticate``; ``403`` with a wrong one), HLS playlists and
+segments (the same; segment URIs in a playlist carry the token on), and the
 WebSocket frame API (close code 4403). Each refusal also reaches the engine's throttle.
 """
 
@@ -30,7 +31,7 @@ TOKEN = "p1ay"
 @asynccontextmanager
 async def guarded(demo_frames: list[Frame]) -> AsyncIterator[tuple[Engine, int, int]]:
     rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
-    engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(target_duration=1))
+    engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts", target_duration=1))
               .authenticator(TokenAuthenticator(play_token=TOKEN))
               .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
               .protocol(rtmp).protocol(http).build())
@@ -59,15 +60,17 @@ async def test_rtmp_play_needs_the_token(demo_frames) -> None:  # type: ignore[n
 
 async def test_http_flv_and_ws_flv_need_the_token(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
     async with guarded(demo_frames) as (engine, rtmp, http):
-        status, _, body = await http_get(http, "/live/cam.flv")
-        assert status == 403 and b"refused" in body
+        status, headers, body = await http_get(http, "/live/cam.flv")
+        assert status == 401 and b"refused: no token" in body and headers["www-authenticate"].startswith("Bearer")
+        status, _, body = await http_get(http, "/live/cam.flv?token=nope")
+        assert status == 403 and b"refused: wrong token" in body
         status, _, _ = await http_get(http, f"/live/cam.flv?token={TOKEN}", method="HEAD")
         assert status == 200
         ws = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-version", "13"),
               ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
         status, _, _ = await http_get(http, "/live/cam.flv", headers=ws)
-        assert status == 403
-        assert engine.auth_throttle.refusals == 2
+        assert status == 401
+        assert engine.auth_throttle.refusals == 3
 
 
 async def test_hls_needs_the_token_and_hands_it_on_to_segments(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
@@ -83,8 +86,8 @@ async def test_hls_needs_the_token_and_hands_it_on_to_segments(demo_frames, http
         status, _, data = await http_get(http, f"/live/cam/{segments[0]}")
         assert status == 200 and data[:1] == b"\x47"  # MPEG-TS sync byte
         bare = segments[0].split("?")[0]
-        assert (await http_get(http, "/live/cam/index.m3u8"))[0] == 403
-        assert (await http_get(http, f"/live/cam/{bare}"))[0] == 403
+        assert (await http_get(http, "/live/cam/index.m3u8"))[0] == 401
+        assert (await http_get(http, f"/live/cam/{bare}"))[0] == 401
         assert (await http_get(http, f"/live/cam/{bare}?token=nope"))[0] == 403
         assert engine.auth_throttle.refusals == 3
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import trio
@@ -239,11 +240,16 @@ async def test_a_batch_interval_gathers_frames_between_deliveries(autojump_clock
     assert max(len(p) for p in pictures) >= 3
 
 
-def test_the_cli_passes_the_batch_interval() -> None:
-    from arcly_trio.server import cli
+def test_the_cli_and_the_config_file_pass_the_batch_interval(tmp_path: Path) -> None:
+    from arcly_trio.server.build import app_specs
+    from arcly_trio.server.cli import build_parser, resolve_args
 
-    args = cli.build_parser().parse_args(["serve", "--batch-interval", "0.1", "--http-port", "-1"])
-    engine, _, _ = cli.build_engine(args)
-    assert engine._initial_apps[0].batch_interval == 0.1
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["serve", "--batch-interval", "-1"])
+    args = resolve_args(build_parser(), ["serve", "--batch-interval", "0.1", "--http-port", "-1"])
+    assert app_specs(args)["live"].batch_interval == 0.1
+    config = tmp_path / "arcly.toml"
+    config.write_text("batch-interval = 0.05\n[apps.live]\n[apps.studio]\nbatch-interval = 0.2\n")
+    specs = app_specs(resolve_args(build_parser(), ["serve", "--config", str(config)]))
+    assert (specs["live"].batch_interval, specs["studio"].batch_interval) == (0.05, 0.2)
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="batch_interval"):
+            app_specs(resolve_args(build_parser(), ["serve", "--batch-interval", bad]))

@@ -36,7 +36,7 @@ from arcly_trio.protocols.rtmp import MediaMessage
 from arcly_trio.testing import CountingObserver, audio, audio_config, delta, keyframe, video_config
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._rtmp import RawClient, count_media
+from tests._rtmp import RawClient
 
 SMALL = 65536
 
@@ -254,6 +254,22 @@ async def test_a_slow_websocket_flv_player_gets_whole_websocket_frames() -> None
 # --------------------------------------------------------- stalled next to healthy
 
 
+async def count_media_messages(client: RawClient, counter: list[int]) -> None:
+    """Read media forever, adding every media message to ``counter[0]`` (a healthy player)."""
+    while True:
+        try:
+            data = await client.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return
+        if not data:
+            return
+        client.session.receive_data(data)
+        for event in client.session.events():
+            if isinstance(event, MediaMessage):
+                counter[0] += 1
+        await client.flush()
+
+
 async def test_200_stalled_players_next_to_20_healthy_ones() -> None:
     observer = CountingObserver()
     spec = AppSpec("live", subscriber_queue=32, lag_budget=20)
@@ -280,7 +296,7 @@ async def test_200_stalled_players_next_to_20_healthy_ones() -> None:
                         client.session.play(1, "s")
                         await client.flush()
                         counter = [0]
-                        nursery.start_soon(count_media, client, counter)
+                        nursery.start_soon(count_media_messages, client, counter)
                         healthy.append(client)
                         counters.append(counter)
                     await wait_subscribed(engine, "live/s", 220)

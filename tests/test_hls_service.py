@@ -54,7 +54,7 @@ def playlist_of(data: bytes) -> m3u8.M3U8:
 
 async def test_a_stream_is_packaged_once_into_a_playlist_that_parses(demo_frames) -> None:  # type: ignore[no-untyped-def]
     storage = MemoryStorage()
-    hls = HlsService(storage, window=3)
+    hls = HlsService(storage, variant="ts", window=3)
     async with packaging(hls, AppSpec("live", hls=True), AppSpec("plain")) as engine:
         async with engine.publish("live/demo") as publisher, engine.publish("plain/demo") as other:
             for frame in demo_frames:
@@ -118,7 +118,7 @@ class CheckingStorage(MemoryStorage):
 
 async def test_expired_segments_are_deleted_after_the_delay_never_while_listed(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
     storage = CheckingStorage(delay=3.0)
-    hls = HlsService(storage, window=2, delete_delay=3.0)
+    hls = HlsService(storage, variant="ts", window=2, delete_delay=3.0)
     async with packaging(hls) as engine:
         frames = demo_frames + [  # loop the clip once more on the same timeline
             Frame(f.kind, f.codec, f.pts + 10_100, f.dts + 10_100, f.payload, f.keyframe, f.config)
@@ -137,7 +137,7 @@ async def test_expired_segments_are_deleted_after_the_delay_never_while_listed(d
 
 async def test_a_new_publish_session_starts_a_discontinuity(demo_frames) -> None:  # type: ignore[no-untyped-def]
     storage = MemoryStorage()
-    hls = HlsService(storage, window=10)
+    hls = HlsService(storage, variant="ts", window=10)
     async with packaging(hls, AppSpec("live", hls=True, reconnect_grace=5)) as engine:
         first = [f for f in demo_frames if f.dts < 4000]
         await publish(engine, "live/demo", first)
@@ -155,7 +155,7 @@ async def test_a_new_publish_session_starts_a_discontinuity(demo_frames) -> None
 
 async def test_cleanup_spares_a_newer_stream_of_the_same_name(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
     storage = MemoryStorage()
-    hls = HlsService(storage, window=3, delete_delay=5.0)
+    hls = HlsService(storage, variant="ts", window=3, delete_delay=5.0)
     async with packaging(hls) as engine:
         await publish(engine, "live/demo", demo_frames[:400])
         await settle(hls)
@@ -198,7 +198,7 @@ async def test_storage_errors_are_logged_and_never_stop_the_stream(demo_frames, 
 
 async def test_malformed_codec_data_is_dropped_and_counted(demo_frames) -> None:  # type: ignore[no-untyped-def]
     storage = MemoryStorage()
-    hls = HlsService(storage)
+    hls = HlsService(storage, variant="ts")
     async with packaging(hls) as engine:
         bad = Frame(FrameKind.VIDEO, "h264", 0, 0, b"\x01", keyframe=True, config=True)
         await publish(engine, "live/demo", [bad, *demo_frames])
@@ -211,7 +211,7 @@ async def test_malformed_codec_data_is_dropped_and_counted(demo_frames) -> None:
 async def test_stream_names_that_cannot_be_keys_never_reach_packaging(demo_frames) -> None:  # type: ignore[no-untyped-def]
     # Names are checked when the key is made, so HLS (and its storage keys) never sees them.
     storage = MemoryStorage()
-    hls = HlsService(storage)
+    hls = HlsService(storage, variant="ts")
     async with packaging(hls) as engine:
         for name in ("live/..", "live/.hidden", "live/a b", "live/x\nforged"):
             with pytest.raises(InvalidStreamName):

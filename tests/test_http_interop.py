@@ -54,7 +54,7 @@ async def full_server(tmp_path: Path, observer: CountingObserver | None = None) 
     tuple[Engine, RtmpServer, HttpServer, FlvRecorder]
 ]:
     """RTMP in, HTTP out, HLS (2 s segments, window 6) and recording for the app ``live``."""
-    hls = HlsService()
+    hls = HlsService(variant="ts")
     recorder = FlvRecorder(tmp_path / "recordings")
     rtmp = RtmpServer("127.0.0.1", 0)
     http = HttpServer("127.0.0.1", 0)
@@ -219,7 +219,7 @@ async def test_recording_survives_kill_9_of_the_publishing_ffmpeg(tmp_path: Path
 
 async def test_recording_survives_a_graceful_server_shutdown(tmp_path: Path) -> None:
     observer = VideoObserver()
-    hls = HlsService()
+    hls = HlsService(variant="ts")
     recorder = FlvRecorder(tmp_path / "recordings")
     rtmp = RtmpServer("127.0.0.1", 0)
     engine = (Engine.builder().application(AppSpec("live", record=True, hls=True)).protocol(rtmp)

@@ -23,7 +23,7 @@ from arcly_trio.services import HlsService
 
 @asynccontextmanager
 async def serving(*apps: AppSpec, hls: bool = True, **options: Any) -> AsyncIterator[tuple[Engine, HttpServer]]:
-    service = HlsService() if hls else None
+    service = HlsService(variant="ts") if hls else None
     server = HttpServer("127.0.0.1", 0, **options)
     builder = Engine.builder().protocol(server)
     for app in apps or (AppSpec("live", hls=True),):
@@ -110,8 +110,8 @@ async def test_api_streams_reports_what_the_kernel_knows(http_get, demo_frames) 
         assert stream["video"]["fps"] > 0 and stream["video"]["bitrate"] > 0
         assert stream["audio"]["bitrate"] > 0
         by_protocol = stream["subscribers"]["by_protocol"]
-        assert by_protocol == {"hls": 1, "http-flv": 1, "ws-flv": 1}
-        assert stream["subscribers"]["total"] == 3
+        assert by_protocol == {"http-flv": 1, "ws-flv": 1}  # the HLS packager is no viewer
+        assert stream["subscribers"]["total"] == 2
         assert stream["drops"] == 0 and stream["uptime"] >= 0
         assert stream["flv"] == "/live/demo.flv" and stream["hls"] == "/live/demo/index.m3u8"
         assert document["streams"] == 1 and document["publishers"] == 1
@@ -193,7 +193,7 @@ async def test_path_traversal_is_refused(target: str, tmp_path) -> None:  # type
     (tmp_path / "secret").write_bytes(b"top secret")
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_bytes(b"root:x:0:0")
-    service = HlsService(FileStorage(tmp_path / "hls"))
+    service = HlsService(FileStorage(tmp_path / "hls"), variant="ts")
     server = HttpServer("127.0.0.1", 0)
     engine = Engine.builder().application(AppSpec("live", hls=True)).protocol(server).service(service).build()
     async with engine:

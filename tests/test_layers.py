@@ -7,10 +7,13 @@ as listed and from every lower one:
 1. ``media``: sans-IO media formats (FLV, AMF0, MPEG-TS, fMP4, HLS, codecs, the probe)
 2. ``protocols``: sans-IO protocol cores (RTMP, HTTP routing, WebSocket checks, frames API)
 3. ``kernel``: the engine (trio)
-4. ``storage``, then ``services`` (per-stream services, which use storage)
+4. ``storage``, then ``services`` (per-stream services, which use storage), then ``ops``
+   (running it for real: HTTP hooks, signed URLs, composite authenticators, Prometheus metrics,
+   the audit log, storage health checks; on the kernel and the services)
 5. ``workers`` and ``clients`` (trio adapters on sockets; independent of each other)
-6. ``server``: the command line, the demo
-7. ``testing``: helpers for users' property tests (may use anything)
+6. ``relay`` (push and pull relays, on the clients), then ``cluster`` (directories, nodes)
+7. ``server``: the command line, the demo, the supervisor of ``--workers``
+8. ``testing``: helpers for users' property tests (may use anything)
 
 Type-only imports (under ``if TYPE_CHECKING:``) count for the layering too.
 """
@@ -32,10 +35,15 @@ ALLOWED: dict[str, set[str]] = {
     "kernel": {"core", "media"},
     "storage": {"core"},
     "services": {"core", "media", "protocols", "kernel", "storage"},
+    "ops": {"core", "media", "protocols", "kernel", "storage", "services"},
     "workers": {"core", "media", "protocols", "kernel"},
     "clients": {"core", "media", "protocols"},
-    "server": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients"},
-    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "workers", "clients", "server"},
+    "relay": {"core", "media", "protocols", "kernel", "storage", "services", "clients"},
+    "cluster": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "relay"},
+    "server": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
+               "cluster"},
+    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
+                "cluster", "server"},
 }
 SANS_IO = ("core", "media", "protocols")
 

@@ -62,7 +62,7 @@ async def test_stream_info_comes_from_the_frames_whatever_the_publisher(autojump
 @pytest.mark.interop
 async def test_sigterm_ends_hls_playlists_and_serves_them_meanwhile(http_get) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(60):
-        async with cli_server("--demo", "--hls", "--hls-segment", "1") as server:
+        async with cli_server("--demo", "--hls", "--hls-variant", "ts", "--hls-segment", "1") as server:
             assert server.http_port
             while (await http_get(server.http_port, "/live/demo/index.m3u8"))[0] != 200:
                 await trio.sleep(0.2)
@@ -102,7 +102,7 @@ async def test_players_of_a_stream_that_ended_are_not_logged_as_gone(caplog, dem
 async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.WARNING, logger="arcly_trio.hls")
     http = HttpServer("127.0.0.1", 0)
-    engine = Engine.builder().application(AppSpec("live", hls=True)).service(HlsService()).protocol(http).build()
+    engine = Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts")).protocol(http).build()
     async with engine, engine.publish("live/opus") as publisher:
         video = [f for f in demo_frames if f.kind is not FrameKind.AUDIO]
         await publisher.send(Frame(FrameKind.AUDIO, "opus", 0, 0, b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00", config=True))
@@ -118,6 +118,10 @@ async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, de
                 if streams and streams[0].get("hls_tracks", {}).get("left_out"):
                     break
                 await trio.sleep(0.02)
-    assert streams[0]["hls_tracks"] == {"variant": "ts", "carried": ["h264 video"], "left_out": ["opus audio"]}
+    tracks = streams[0]["hls_tracks"]
+    assert {k: tracks[k] for k in ("variant", "carried", "left_out")} == {
+        "variant": "ts", "carried": ["h264 video"], "left_out": ["opus audio"]}
+    assert tracks["by_variant"]["ts"] == {"carries": ["h264 video"], "leaves_out": ["opus audio"]}
+    assert tracks["by_variant"]["ll"] == {"carries": ["h264 video", "opus audio"], "leaves_out": []}
     warnings = [r.getMessage() for r in caplog.records if "cannot carry" in r.getMessage()]
     assert len(warnings) == 1 and "opus audio" in warnings[0]

@@ -153,7 +153,7 @@ async def test_graceful_shutdown_leaves_a_complete_file(tmp_path: Path, demo_fra
             await engine.shutdown(grace=5)
     (path,) = files(tmp_path)
     recorded = flv.read_frames(path.read_bytes())
-    assert len(recorded) == observer.frames[StreamKey("live", "demo")] > 200  # every frame the stream delivered
+    assert len(recorded) == observer.frames[StreamKey("live", "demo")] >= 200  # every frame the stream delivered
     assert sent - len(recorded) <= 2  # (one still in the ingest queue may be dropped at shutdown)
     assert recorder.history[-1].reason == "shutdown"  # type: ignore[union-attr]
     codecs, _ = await probe(path)

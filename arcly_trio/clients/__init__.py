@@ -1,6 +1,7 @@
 """Clients of arcly-trio's own protocols, for trio programs and tests.
 
 :mod:`.frames`: the ``arcly.frames.v1`` WebSocket frame protocol (play and publish).
+:mod:`.rtmp`: RTMP (publish to and play from any RTMP server).
 """
 
 from .frames import (
@@ -11,8 +12,13 @@ from .frames import (
     open_frames_publisher,
     open_frames_subscription,
 )
+from .rtmp import RtmpPlayer, RtmpPublisher, open_rtmp_player, open_rtmp_publisher
 
 __all__ = [
+    "RtmpPlayer",
+    "RtmpPublisher",
+    "open_rtmp_player",
+    "open_rtmp_publisher",
     "FramesClosed",
     "FramesPublisher",
     "FramesRefused",

@@ -20,6 +20,7 @@ __all__ = [
     "Unauthorized",
     "PublishEnded",
     "PublisherReplaced",
+    "PublisherKicked",
     "StreamIdleReaped",
     "EngineClosed",
     "ProtocolError",
@@ -31,6 +32,10 @@ __all__ = [
     "StorageError",
     "PeerGone",
     "WriteTimeout",
+    "StreamPublishedElsewhere",
+    "RemoteRefused",
+    "ConnectionLost",
+    "DirectoryUnavailable",
 ]
 
 
@@ -72,6 +77,16 @@ class StreamAlreadyPublishing(StreamError):
         self.stream = stream
 
 
+class StreamPublishedElsewhere(StreamAlreadyPublishing):
+    """Another node (or worker) of the cluster holds the publish lease of ``app/stream``."""
+
+    def __init__(self, app: str, stream: str, node: str) -> None:
+        StreamError.__init__(self, f"stream {app}/{stream} is published on node {node!r}")
+        self.app = app
+        self.stream = stream
+        self.node = node
+
+
 class PublisherLimitReached(StreamError):
     """The engine-wide number of concurrent publishers is at ``limit``."""
 
@@ -81,15 +96,26 @@ class PublisherLimitReached(StreamError):
 
 
 class Unauthorized(StreamError):
-    """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``."""
+    """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``.
 
-    def __init__(self, app: str, stream: str, action: str, reason: str = "") -> None:
+    ``missing`` says that the client presented no credential at all (no token, no signature),
+    as opposed to a wrong, expired or refused one: HTTP answers ``401`` then, ``403`` otherwise
+    (:attr:`http_status`).
+    """
+
+    def __init__(self, app: str, stream: str, action: str, reason: str = "", *, missing: bool = False) -> None:
         detail = f": {reason}" if reason else ""
         super().__init__(f"{action} of {app}/{stream} refused{detail}")
         self.app = app
         self.stream = stream
         self.action = action
         self.reason = reason
+        self.missing = missing
+
+    @property
+    def http_status(self) -> int:
+        """``401`` when no credential was presented, ``403`` when one was and is refused."""
+        return 401 if self.missing else 403
 
 
 class PublishEnded(StreamError):
@@ -110,6 +136,13 @@ class PublisherReplaced(PublishEnded):
 
     def __init__(self, app: str, stream: str) -> None:
         super().__init__(app, stream, "replaced by a new publisher")
+
+
+class PublisherKicked(PublishEnded):
+    """An operator ended the publish (``DELETE /api/sessions/{id}``, ``Engine.kick``)."""
+
+    def __init__(self, app: str, stream: str) -> None:
+        super().__init__(app, stream, "kicked by the operator")
 
 
 class StreamIdleReaped(PublishEnded):
@@ -194,3 +227,36 @@ class WriteTimeout(StreamError):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"a write blocked for {timeout:g} s (the peer does not read)")
         self.timeout = timeout
+
+
+class RemoteRefused(StreamError):
+    """A remote server refused what a client of ours asked (``stage``: ``connect``,
+    ``createStream``, ``publish`` or ``play``), saying ``code`` (``NetStream.Play.StreamNotFound``,
+    an HTTP status...) and ``description`` (the server's text, escaped when shown)."""
+
+    def __init__(self, stage: str, code: str, description: str = "") -> None:
+        detail = f": {description!r}" if description else ""
+        super().__init__(f"{stage} refused ({code}){detail}")
+        self.stage = stage
+        self.code = code
+        self.description = description
+
+
+class ConnectionLost(StreamError):
+    """A client's connection to a remote server failed, broke, ended or timed out (``reason``).
+
+    Transport errors (``OSError``, trio's ``BrokenResourceError``, timeouts) are mapped to it at
+    the edge of the client adapters.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DirectoryUnavailable(StreamError):
+    """The cluster directory (Redis, or the supervisor's) cannot be reached: ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cluster directory unavailable: {reason}")
+        self.reason = reason

@@ -88,10 +88,15 @@ class Credentials:
     """What a publisher or player presented: a token, its address, its URL query parameters.
 
     ``protocol`` names the protocol the client came in on (``"rtmp"``, ``"http-flv"``...), so an
-    authenticator can apply different rules per protocol.
+    authenticator can apply different rules per protocol. ``bearer`` is the token of an HTTP
+    ``Authorization: Bearer`` header (a JWT, for instance). ``client_id`` is the id the engine
+    gives each publish and play (the session id of ``/api/sessions``, sent to HTTP hooks); the
+    engine fills it in, a caller leaves it empty.
     """
 
     token: str | None = None
     peer: tuple[str, int] | None = None
     query: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     protocol: str = ""
+    bearer: str | None = None
+    client_id: str = ""

@@ -12,11 +12,14 @@ from ..core.keys import Credentials, StreamKey
 from ..media.probe import StreamInfo
 from .application import Application
 from .service import StreamService
+from .sources import SourceRequest, StreamSource
 from .auth import AllowAll, Authenticator, TokenAuthenticator
 from .engine import Engine, EngineBuilder, ProtocolWorker
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .fanout import EndReason, Sink, Subscriber
+from .health import CheckResult, HealthRegistry
+from .sessions import ClientSession, SessionTable
 from .observe import Observer
 from .qos import StreamStats
 from .spec import AppSpec, Takeover
@@ -34,6 +37,8 @@ __all__ = [
     "EngineBuilder",
     "ProtocolWorker",
     "StreamService",
+    "StreamSource",
+    "SourceRequest",
     "Frame",
     "FrameKind",
     "Credentials",
@@ -49,6 +54,10 @@ __all__ = [
     "Sink",
     "Subscriber",
     "Subscription",
+    "CheckResult",
+    "HealthRegistry",
+    "ClientSession",
+    "SessionTable",
     *_errors_all,
     *_events_all,
 ]

@@ -103,6 +103,9 @@ class Application:
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
 
+    def has_stream(self, name: str) -> bool:
+        return name in self._streams
+
     def stream(self, name: str) -> Stream:
         try:
             return self._streams[name]
@@ -130,6 +133,12 @@ class Application:
         """Refuse new publishers and subscribers from now on (the engine is stopping)."""
         self._open = False
 
+    def cancel(self) -> None:
+        """End the application's nursery now (its streams and services end with it)."""
+        self._open = False
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     # ------------------------------------------------------------ StreamOwner
 
     def notify(self, event: StreamEvent) -> None:
@@ -138,6 +147,9 @@ class Application:
 
     def stream_failed(self, stream: Stream) -> None:
         self._host.stream_failed(stream)
+
+    def next_id(self) -> int:
+        return self._host.next_id()
 
     def forget(self, stream: Stream) -> None:
         if self._streams.get(stream.key.name) is stream:
@@ -150,6 +162,12 @@ class Application:
         if nursery is None or not self._open:
             raise AppNotFound(self.name)
         return nursery
+
+    def check_publish(self, key: StreamKey) -> None:
+        """Raise ``StreamAlreadyPublishing`` if a publish of ``key`` would be refused now."""
+        stream = self._streams.get(key.name)
+        if stream is not None and stream.session is not None and self.spec.takeover is Takeover.REJECT:
+            raise StreamAlreadyPublishing(key.app, key.name)
 
     def begin_publish(self, key: StreamKey, credentials: Credentials, protocol: str) -> PublishSession:
         """Claim ``key`` for a new publisher (synchronous: atomic under trio)."""
@@ -194,8 +212,7 @@ class Application:
 
     @staticmethod
     def unsubscribe(sub: Subscription) -> None:
-        sub.stream.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
-        sub._detach()
+        sub.stream.unsubscribe(sub)
 
     def detach(self, subscriber: Subscriber) -> None:
         """Take a sink's subscriber off its stream (a no-op if the stream has ended)."""

@@ -2,7 +2,9 @@
 
 Every publish and every subscribe in the engine goes through the engine's
 :class:`Authenticator`. An authenticator refuses by raising :class:`~.errors.Unauthorized` (or by
-returning ``False``, which the engine turns into ``Unauthorized``). Any other exception it raises
+returning ``False``, which the engine turns into ``Unauthorized``). It may also *rename* the
+stream by returning another :class:`~arcly_trio.core.keys.StreamKey` (an HTTP hook's redirect):
+the publish or play then goes to that key. Any other exception it raises
 propagates to the caller of ``publish``/``subscribe`` unchanged: a broken authenticator refuses
 rather than lets through.
 """
@@ -22,12 +24,14 @@ __all__ = ["Authenticator", "AllowAll", "TokenAuthenticator"]
 class Authenticator(Protocol):
     """Decides whether ``credentials`` may publish to or play ``key``."""
 
-    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> bool | None:
-        """Return ``None``/``True`` to allow; raise ``Unauthorized`` or return ``False`` to refuse."""
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> bool | StreamKey | None:
+        """Return ``None``/``True`` to allow (a ``StreamKey``: allow, on that key instead);
+        raise ``Unauthorized`` or return ``False`` to refuse."""
         ...
 
-    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> bool | None:
-        """Return ``None``/``True`` to allow; raise ``Unauthorized`` or return ``False`` to refuse."""
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> bool | StreamKey | None:
+        """Return ``None``/``True`` to allow (a ``StreamKey``: allow, on that key instead);
+        raise ``Unauthorized`` or return ``False`` to refuse."""
         ...
 
 
@@ -58,7 +62,7 @@ class TokenAuthenticator:
         given = creds.token or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             reason = "no token" if not given else "wrong token"
-            raise Unauthorized(key.app, key.name, action, reason)
+            raise Unauthorized(key.app, key.name, action, reason, missing=not given)
 
     async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
         self._check(self._publish_token, key, credentials, "publish")

@@ -16,7 +16,17 @@ and returns only when every task has ended. From the moment the engine starts to
 
 Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
 (``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
-it itself), which throttles addresses whose attempts were refused.
+it itself), which throttles addresses whose attempts were refused, tells the observers each
+decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
+
+Sessions: each publish and play gets a client id before it is authorized and is listed in
+:attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one.
+Health: :attr:`Engine.health` holds named checks (see :mod:`.health`); the engine adds one per
+protocol worker and one for the event loop's lag.
+
+Plugins: stream services, stream sources, observers and the authenticator may each have
+``run(engine, *, task_status)`` (started with the engine, before the protocol workers),
+``install_routes(router)`` (HTTP routes) and ``health_status()`` (see :attr:`Engine.plugins`).
 
 Error policy: a protocol worker that raises brings the engine down with that exception (a single
 exception comes out as itself, not wrapped in an exception group). A stream or a subscriber that
@@ -26,6 +36,7 @@ fails is logged and ended; nothing else is disturbed. Errors meant for callers a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -35,7 +46,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, PublisherLimitReached, Unauthorized
+from ..core.errors import (
+    AppAlreadyRegistered,
+    AppNotFound,
+    EngineClosed,
+    PublisherKicked,
+    PublisherLimitReached,
+    Unauthorized,
+)
 from ..core.excgroups import unwrap_single
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
@@ -43,17 +61,20 @@ from ..core.text import printable
 from .activity import Activity
 from .application import Application
 from .auth import AllowAll, Authenticator
-from .events import EventFeed, StreamEvent
-from .fanout import Sink, Subscriber
+from .events import AuthDecided, EventFeed, SessionKicked, StreamEvent
+from .fanout import EndReason, Sink, Subscriber
+from .health import CheckResult, HealthRegistry
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
+from .sessions import ClientSession, SessionTable
+from .sources import Sourcing, StreamSource
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
 from .throttle import AuthThrottle
 
-__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService"]
+__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService", "StreamSource"]
 
 log = logging.getLogger("arcly_trio.engine")
 
@@ -82,7 +103,11 @@ class EngineBuilder:
         self._observers: list[Observer] = []
         self._workers: list[ProtocolWorker] = []
         self._services: list[StreamService] = []
+        self._sources: list[StreamSource] = []
+        self._max_pulls = 256
         self._throttle: AuthThrottle | None = None
+        self._session_prefix = ""
+        self._max_loop_lag = 1.0
 
     def max_publishers(self, n: int) -> EngineBuilder:
         """At most ``n`` concurrent publishers across all applications."""
@@ -127,6 +152,33 @@ class EngineBuilder:
         self._services.append(service)
         return self
 
+    def source(self, source: StreamSource) -> EngineBuilder:
+        """Add a stream source (pull relays, cluster peers: see :mod:`.sources`); sources are
+        asked in the order they were added."""
+        self._sources.append(source)
+        return self
+
+    def max_pulls(self, n: int) -> EngineBuilder:
+        """At most ``n`` streams brought by stream sources at once (see :mod:`.sources`)."""
+        if n < 1:
+            raise ValueError("max_pulls must be >= 1")
+        self._max_pulls = n
+        return self
+
+    def session_prefix(self, prefix: str) -> EngineBuilder:
+        """Client ids are ``{prefix}{n}`` (default ``""``; the workers of ``--workers`` use
+        ``w{index}-``)."""
+        self._session_prefix = prefix
+        return self
+
+    def max_loop_lag(self, seconds: float) -> EngineBuilder:
+        """The ``event-loop`` health check fails when the loop ran this late (default 1 s)
+        in the last 10 seconds."""
+        if seconds <= 0:
+            raise ValueError("max_loop_lag must be > 0")
+        self._max_loop_lag = seconds
+        return self
+
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
@@ -136,7 +188,11 @@ class EngineBuilder:
             observers=list(self._observers),
             workers=list(self._workers),
             services=list(self._services),
+            sources=list(self._sources),
+            max_pulls=self._max_pulls,
             auth_throttle=self._throttle,
+            session_prefix=self._session_prefix,
+            max_loop_lag=self._max_loop_lag,
         )
 
 
@@ -154,7 +210,11 @@ class Engine:
         observer: Observer | None = None,
         observers: Sequence[Observer] = (),
         services: Sequence[StreamService] = (),
+        sources: Sequence[StreamSource] = (),
+        max_pulls: int = 256,
         auth_throttle: AuthThrottle | None = None,
+        session_prefix: str = "",
+        max_loop_lag: float = 1.0,
     ) -> None:
         self._max_publishers = max_publishers
         self.idle_timeout = idle_timeout
@@ -164,12 +224,21 @@ class Engine:
         """Every observer, each failure-proof (see :mod:`.observe`)."""
         self._workers = workers
         self.services: Sequence[StreamService] = tuple(services)
+        self.service_names = frozenset(service.name for service in self.services)
+        """The names stream services subscribe under (their subscriptions are not viewers)."""
+        self.sourcing = Sourcing(sources, max_active=max_pulls)
+        """The stream sources and their one request per key (see :mod:`.sources`)."""
         self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
         """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
         self.loop_watch = LoopWatch()
         """How late the event loop runs (see :mod:`.loopwatch`)."""
         self.activity = Activity()
         """Busy connections of the protocol workers (a graceful shutdown waits for them)."""
+        self.sessions = SessionTable(session_prefix)
+        """Every client's publish and play while it lasts (see :mod:`.sessions`)."""
+        self.health = HealthRegistry()
+        """Named health checks for ``/api/health`` (see :mod:`.health`)."""
+        self.max_loop_lag = max_loop_lag
         self._state = "new"  # new -> running -> stopping -> stopped
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
@@ -186,6 +255,12 @@ class Engine:
     @staticmethod
     def builder() -> EngineBuilder:
         return EngineBuilder()
+
+    def add_observer(self, observer: Observer) -> None:
+        """Add an observer before the engine starts (``RuntimeError`` once it runs)."""
+        if self._nursery is not None:
+            raise RuntimeError("observers are added before the engine starts")
+        self.observers = ObserverSet([*self.observers.observers, observer])
 
     # ------------------------------------------------------------- AppHost
 
@@ -238,6 +313,24 @@ class Engine:
         return self._max_publishers
 
     @property
+    def sources(self) -> Sequence[StreamSource]:
+        return self.sourcing.sources
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._authenticator
+
+    @property
+    def plugins(self) -> list[Any]:
+        """Stream services, stream sources, observers and the authenticator (each once): what
+        may have ``run``, ``install_routes``, ``stream_urls``, ``stream_status`` and
+        ``health_status`` (all optional)."""
+        found: dict[int, Any] = {}
+        for plugin in (*self.services, *self.sources, *self.observers.observers, self._authenticator):
+            found.setdefault(id(plugin), plugin)
+        return list(found.values())
+
+    @property
     def workers(self) -> list[ProtocolWorker]:
         return list(self._workers)
 
@@ -253,10 +346,12 @@ class Engine:
                     self._state = "running"
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
-                        for service in self.services:
-                            run = getattr(service, "run", None)
+                        self._add_health_checks()
+                        for plugin in self.plugins:
+                            run = getattr(plugin, "run", None)
                             if run is not None:
-                                await nursery.start(run, self, name=f"service {service.name}")
+                                name = getattr(plugin, "name", type(plugin).__name__)
+                                await nursery.start(run, self, name=f"plugin {name}")
                         for spec in self._initial_apps:
                             await self._start_app(spec)
                         for index, worker in enumerate(self._workers):
@@ -270,6 +365,29 @@ class Engine:
                 self._state = "stopped"
                 self._apps.clear()
                 self._stopped.set()
+
+    def _add_health_checks(self) -> None:
+        """The engine's own checks: the event loop's lag and each protocol worker listening."""
+        if not self.health.has("event-loop"):
+            self.health.add("event-loop", self._loop_check, interval=0.0)
+        for index, worker in enumerate(self._workers):
+            name = f"listening:{getattr(worker, 'name', f'worker{index}')}"
+            if self.health.has(name):
+                name = f"{name}:{index}"
+            if not self.health.has(name):
+                self.health.add(name, functools.partial(self._worker_check, index, worker), interval=0.0)
+
+    def _loop_check(self) -> CheckResult:
+        lag = self.loop_watch.recent(seconds=10)
+        detail = f"worst lag {lag * 1000:.1f} ms in the last 10 s (limit {self.max_loop_lag * 1000:.0f} ms)"
+        return CheckResult(lag < self.max_loop_lag, detail)
+
+    def _worker_check(self, index: int, worker: ProtocolWorker) -> CheckResult:
+        listening = getattr(worker, "listening", index in self.worker_info)
+        port = getattr(worker, "port", None)
+        if listening:
+            return CheckResult(True, f"port {port}" if port is not None else "")
+        return CheckResult(False, "not listening")
 
     def _begin_stopping(self) -> None:
         """From now on nothing new is accepted (the nurseries are about to close)."""
@@ -345,6 +463,26 @@ class Engine:
         """Register and start an application at runtime (``AppAlreadyRegistered`` if taken)."""
         return await self._start_app(AppSpec(spec) if isinstance(spec, str) else spec)
 
+    def update_application(self, spec: AppSpec) -> Application:
+        """Give a running application a new policy: streams made from now on follow it, live
+        ones keep theirs (``AppNotFound`` if there is no such application)."""
+        app = self.application(spec.name)
+        app.spec = spec
+        return app
+
+    async def remove_application(self, name: str, grace: float = 5.0) -> None:
+        """Stop an application at runtime: it takes no new publisher or player at once, its
+        streams end as in a shutdown (publishers and players told), and within ``grace``
+        seconds its nursery is cancelled (``AppNotFound`` if there is none)."""
+        app = self.application(name)
+        del self._apps[name]
+        app.close()
+        for stream in app.streams():
+            stream.shutdown()
+        with trio.move_on_after(grace):
+            await app.wait_idle()
+        app.cancel()
+
     def applications(self) -> list[Application]:
         return list(self._apps.values())
 
@@ -356,6 +494,11 @@ class Engine:
 
     def streams(self) -> list[Stream]:
         return [stream for app in self._apps.values() for stream in app.streams()]
+
+    def has_stream(self, key: StreamKey) -> bool:
+        """Whether a stream lives at ``key`` now (published here, or brought by a source)."""
+        app = self._apps.get(key.app)
+        return app is not None and app.has_stream(key.name)
 
     def stream(self, key: StreamKey | str) -> Stream:
         """The live stream at ``key`` (``AppNotFound``/``StreamNotFound`` if there is none)."""
@@ -378,28 +521,55 @@ class Engine:
             raise EngineClosed()
         return app
 
-    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> None:
+    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         """Ask the authenticator whether ``credentials`` may ``action`` (``"publish"`` or
-        ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not.
+        ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not. Returns
+        the key to use: ``key``, or the one the authenticator renamed it to (a redirect).
 
         The one authorization path: ``publish``, ``subscribe`` and ``attach`` call it, and so
         does every egress that serves a stream without subscribing to it (HLS). A client whose
         address was refused recently waits first (:attr:`auth_throttle`); every refusal is
-        counted there and logged once per burst.
+        counted there and logged once per burst. Every decision is told to the observers
+        (:class:`~.events.AuthDecided`).
         """
         address = credentials.peer[0] if credentials.peer else None
         await self.auth_throttle.wait(address, action)
         check = (self._authenticator.authorize_publish if action == "publish"
                  else self._authenticator.authorize_play)
+        started = trio.current_time()
         try:
-            if await check(key, credentials) is False:
+            result = await check(key, credentials)
+            if result is False:
                 raise Unauthorized(key.app, key.name, action)
         except Unauthorized as exc:
             via = f" over {credentials.protocol}" if credentials.protocol else ""
             self.auth_throttle.refused(address, action,
                                        f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
+            self._decided(action, key, credentials, started, exc.reason or "refused")
             raise
+        target = result if isinstance(result, StreamKey) else key
         self.auth_throttle.allowed(address, action)
+        self._decided(action, key, credentials, started, None, target if target != key else None)
+        if target != key:
+            log.info("%s of %s renamed to %s by the authenticator", action, key, target)
+        return target
+
+    def _decided(self, action: str, key: StreamKey, credentials: Credentials, started: float,
+                 refused: str | None, renamed: StreamKey | None = None) -> None:
+        now = trio.current_time()
+        self.observers.notify(AuthDecided(key, now, action, refused is None, refused or "", credentials.protocol,
+                                          credentials.peer, credentials.client_id, renamed, now - started))
+
+    def kick(self, session_id: str) -> ClientSession | None:
+        """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            log.info("session %s (%s of %s over %s from %s) kicked", session.id, session.role, session.key,
+                     session.protocol, session.peer[0] if session.peer else "?")
+            self.observers.notify(SessionKicked(session.key, trio.current_time(), session.id, session.role,
+                                                session.protocol, session.peer))
+            self.sessions.kick(session_id)
+        return session
 
     @asynccontextmanager
     async def publish(
@@ -412,27 +582,42 @@ class Engine:
         """Publish to ``key`` for the duration of the block.
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamAlreadyPublishing`` (policy
-        ``reject``), ``PublisherLimitReached``, ``EngineClosed`` on entry. Leaving the block ends
+        ``reject``; ``StreamPublishedElsewhere`` when a stream source that claims publishes,
+        a cluster, says another node has it), ``PublisherLimitReached``, ``EngineClosed`` on
+        entry. Leaving the block ends
         the publish exactly once, whatever the exit (an exception ends it as "failed"; frames
         already sent are still delivered). If the kernel ends the session first (reaped,
         replaced, engine stopping), the block is cancelled and leaving it raises the
         ``PublishEnded`` subclass that says why.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("publish", key, credentials)
-        app = self._running_app(key)
-        session = app.begin_publish(key, credentials, protocol or credentials.protocol)
-        publisher = session.publisher
+        key = await self.authorize("publish", key, credentials)
+        release_claim = None
+        if self.sourcing._claimers:
+            self._running_app(key).check_publish(key)  # refused here anyway: ask no one else
+            release_claim = await self.sourcing.claim_publish(key, credentials)
         try:
-            with session.scope:
-                yield publisher
-        except BaseException as exc:
-            session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
-            raise
+            app = self._running_app(key)
+            session = app.begin_publish(key, credentials, protocol or credentials.protocol)
+            publisher = session.publisher
+
+            def kick(session: Any = session, key: StreamKey = key) -> None:
+                session.finish("kicked", PublisherKicked(key.app, key.name))
+
+            try:
+                with self.sessions.holding("publish", key, credentials, session.protocol,
+                                           lambda: session.bytes, kick), session.scope:
+                    yield publisher
+            except BaseException as exc:
+                session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
+                raise
+            finally:
+                publisher.close()
         finally:
-            publisher.close()
+            if release_claim is not None:
+                release_claim()
         if session.scope.cancelled_caught and session.end_error is not None:
             raise session.end_error
 
@@ -448,16 +633,19 @@ class Engine:
         """Subscribe to ``key`` for the duration of the block (see :class:`Subscription`).
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamNotFound``, ``EngineClosed`` on
-        entry. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
+        entry. A key that is not published here is asked of the stream sources (see
+        :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("play", key, credentials)
+        key = await self.authorize("play", key, credentials)
+        await self._from_sources(key)
         app = self._running_app(key)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:
-            yield sub
+            with self._holding_play(sub.subscriber):
+                yield sub
         finally:
             app.unsubscribe(sub)
 
@@ -476,12 +664,43 @@ class Engine:
         returned :class:`~.fanout.Subscriber` says what it missed and why it ended.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = credentials or Credentials(protocol=protocol)
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
-        await self.authorize("play", key, credentials)
+        key = await self.authorize("play", key, credentials)
+        await self._from_sources(key)
         app = self._running_app(key)
         subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
         try:
-            yield subscriber
+            with self._holding_play(subscriber):
+                yield subscriber
         finally:
             app.detach(subscriber)
+
+    def _holding_play(self, subscriber: Subscriber) -> Any:
+        """Register a player's session; kicking it ends its subscription (``KICKED``)."""
+
+        def kick() -> None:
+            app = self._apps.get(subscriber.key.app)
+            if app is not None and app.has_stream(subscriber.key.name):
+                app.stream(subscriber.key.name).remove_subscriber(subscriber, EndReason.KICKED)
+
+        return self.sessions.holding("play", subscriber.key, subscriber.credentials, subscriber.protocol,
+                                     lambda: subscriber.bytes, kick)
+
+    async def _from_sources(self, key: StreamKey) -> None:
+        """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`)."""
+        if self.sourcing.sources and self._nursery is not None:
+            await self.sourcing.obtain(self, key, self._nursery)
+
+    async def locate(self, key: StreamKey | str) -> Stream:
+        """The stream at ``key``, brought by a stream source if it is not here.
+
+        For egresses that serve a stream without subscribing to it (HLS): call it once the
+        request is authorized (``authorize("play", ...)``); each call counts as demand that
+        keeps a pulled stream from going idle. Raises ``StreamNotFound`` (or the source's
+        refusal), ``AppNotFound``, ``EngineClosed``.
+        """
+        key = StreamKey.parse(key) if isinstance(key, str) else key
+        self._running_app(key)
+        await self._from_sources(key)
+        return self.stream(key)

@@ -30,6 +30,8 @@ __all__ = [
     "SubscriberResumed",
     "SubscriberEvicted",
     "ServiceEvent",
+    "AuthDecided",
+    "SessionKicked",
     "EventBus",
     "EventFeed",
 ]
@@ -51,15 +53,22 @@ class StreamPublished(StreamEvent):
     hook: ClassVar[str] = "on_publish_started"
     protocol: str
     peer: tuple[str, int] | None
+    client_id: str = ""
+    """The publisher's session id (``/api/sessions``); empty for a publisher the engine did not
+    give one (none: every ``Engine.publish`` does)."""
 
 
 @attrs.frozen(slots=True)
 class StreamUnpublished(StreamEvent):
     """A publish session ended. ``reason``: ``"closed"``, ``"replaced"``, ``"reaped"``,
-    ``"failed"`` or ``"shutdown"``."""
+    ``"failed"``, ``"kicked"`` or ``"shutdown"``. ``bytes``: the media payload bytes it
+    published."""
 
     hook: ClassVar[str] = "on_publish_ended"
     reason: str
+    protocol: str = ""
+    bytes: int = 0
+    client_id: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -84,16 +93,23 @@ class SubscriberJoined(StreamEvent):
     subscriber_id: int
     protocol: str
     peer: tuple[str, int] | None
+    client_id: str = ""
+    """The player's session id; empty for a stream service's own subscription (HLS packaging,
+    recording, a push), which is not a player."""
 
 
 @attrs.frozen(slots=True)
 class SubscriberLeft(StreamEvent):
-    """A subscriber is gone. ``reason`` is an :class:`~.stream.EndReason` value."""
+    """A subscriber is gone. ``reason`` is an :class:`~.stream.EndReason` value; ``bytes`` the
+    media payload bytes it was given."""
 
     hook: ClassVar[str] = "on_subscriber_left"
     subscriber_id: int
     reason: str
     dropped: int
+    protocol: str = ""
+    bytes: int = 0
+    client_id: str = ""
 
 
 @attrs.frozen(slots=True)
@@ -137,6 +153,40 @@ class ServiceEvent(StreamEvent):
     service: str
     what: str
     detail: str
+
+
+@attrs.frozen(slots=True)
+class AuthDecided(StreamEvent):
+    """The engine's authorization decided on a publish or a play (observers only, not the
+    application's event feed: a refused client has no stream).
+
+    ``action`` is ``"publish"`` or ``"play"``, ``allowed`` the decision, ``reason`` why it was
+    refused (the authenticator's words, escaped when logged), ``renamed`` the key the client
+    was sent to instead of ``key`` (an HTTP hook's redirect), ``seconds`` how long the
+    authenticator took.
+    """
+
+    hook: ClassVar[str] = "on_auth_decided"
+    action: str
+    allowed: bool
+    reason: str
+    protocol: str
+    peer: tuple[str, int] | None
+    client_id: str
+    renamed: StreamKey | None = None
+    seconds: float = 0.0
+
+
+@attrs.frozen(slots=True)
+class SessionKicked(StreamEvent):
+    """An operator ended a client's session (``DELETE /api/sessions/{id}``): ``role`` is
+    ``"publish"`` or ``"play"``."""
+
+    hook: ClassVar[str] = "on_session_kicked"
+    client_id: str
+    role: str
+    protocol: str
+    peer: tuple[str, int] | None
 
 
 class EventFeed:

@@ -9,23 +9,27 @@ sink Python code iterates; protocol workers may bring their own (a socket writte
 The policy (:class:`Fanout`):
 
 * A subscriber that joins gets the GOP cache's replay first (configs, then the current GOP from
-  its keyframe), given to its sink whole. Without a cached GOP it *starts* on the next keyframe
-  of the primary video track (any audio frame on a stream without video); what it skips before
-  that is not counted.
+  its keyframe), given to its sink whole. Without a cached GOP on a stream with video it
+  *starts*: it waits for the next keyframe of the primary video track (any audio frame on a
+  stream without video) and gets the configs published meanwhile right before it.
+* Every video track needs a keyframe before its frames are delivered: a subscriber keeps the
+  set of video tracks it is *synced* on (it got a keyframe of them since its last start), and a
+  frame of another video track is skipped until that track's keyframe. So a secondary track of a
+  multitrack publisher, a track that appears later, or a first session that starts mid-GOP never
+  reaches a decoder without its keyframe.
 * A subscriber whose sink does not take a frame *lags*: from that frame on it drops everything
   until the next primary keyframe. Right before that keyframe it gets the configs published
-  since its gap began (still current ones only), then the keyframe, and it is live again. Every
-  frame it will never receive is counted in :attr:`Subscriber.dropped` (configs given again are
-  not), exactly.
-* Secondary video tracks (multitrack) need their own keyframe: after a join or a resumption,
-  a secondary track's frames are skipped until that track's keyframe (counted after a lag, not
-  after a join).
+  since its gap began (still current ones only), then the keyframe, and it is live again, synced
+  on the primary track only (the other tracks wait for their own keyframes).
 * When a new publish session starts on the stream (a takeover, a publisher back within the
-  reconnect grace), every subscriber starts again as if it had just joined without a cached
-  GOP: it waits for the new session's first keyframe and gets its configs right before it, so
-  no decoder is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
-  A subscriber whose sink does not take that keyframe (still full from before) lags from it,
-  counted, like any other.
+  reconnect grace), every subscriber starts again, as a joiner without a cached GOP does: it
+  waits for the new session's first keyframe and gets its configs right before it, so no decoder
+  is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
+* Counting, exactly: :attr:`Subscriber.dropped` counts every frame offered to the subscriber
+  after it joined that it will never receive, except the frames skipped while it starts (before
+  its first sync frame after a join or a session switch) and the frames of a video track of
+  which no keyframe has been offered to it since then, nor given in its replay (those it could
+  not have decoded anyway: no keyframe came yet). Configs given again are not counted.
 * Past the application's lag budget a subscriber is evicted: its sink is closed with
   ``EndReason.EVICTED``.
 * The start of a lag, the resumption and an eviction are told through ``notify`` (the event
@@ -40,7 +44,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
@@ -73,6 +77,8 @@ class EndReason(enum.Enum):
     """The stream was reaped for idleness."""
     SHUTDOWN = "shutdown"
     """The engine (or the application) stopped."""
+    KICKED = "kicked"
+    """An operator ended it (``DELETE /api/sessions/{id}``, ``Engine.kick``)."""
 
 
 class Sink(Protocol):
@@ -96,14 +102,17 @@ class Subscriber:
     """The kernel's record of one subscriber of a stream, and its lag state.
 
     Read-only for everyone but the :class:`Fanout`: ``dropped`` (frames it will never receive
-    because it was too slow, exactly), ``lag_episodes``, ``end_reason``, ``joined_seq`` (the
-    stream sequence number of the first live frame it was offered) and ``left_seq`` (the first
-    one it was not, once it has left; ``None`` while it is attached).
+    because it was too slow, exactly: see the module docstring), ``lag_episodes``,
+    ``end_reason``, ``joined_seq`` (the stream sequence number of the first live frame it was
+    offered), ``left_seq`` (the first one it was not, once it has left; ``None`` while it is
+    attached), ``join_state`` (``"live"`` when it joined on a cached keyframe or on a stream
+    without video yet, ``"starting"`` when it had to wait for the next keyframe) and ``bytes``
+    (the media payload bytes its sink took, replay included).
     """
 
-    __slots__ = ("id", "key", "credentials", "protocol", "sink", "offer", "joined_seq", "left_seq", "dropped",
-                 "lag_episodes", "end_reason", "_state", "_gap_start", "_gap_dropped", "_pending",
-                 "_pending_counted")
+    __slots__ = ("id", "key", "credentials", "protocol", "sink", "offer", "joined_seq", "left_seq", "join_state",
+                 "dropped", "lag_episodes", "end_reason", "bytes", "_state", "_gap_start", "_gap_dropped",
+                 "_synced", "_ever_synced")
 
     def __init__(self, subscriber_id: int, key: StreamKey, credentials: Credentials, protocol: str,
                  sink: Sink) -> None:
@@ -115,14 +124,16 @@ class Subscriber:
         self.offer = sink.offer  # bound once: the fan-out calls it for every batch
         self.joined_seq = 0
         self.left_seq: int | None = None
+        self.join_state = "live"
         self.dropped = 0
         self.lag_episodes = 0
         self.end_reason: EndReason | None = None
+        self.bytes = 0
         self._state = LIVE
         self._gap_start = 0  # seq of the first frame missed (while starting: the first after joining)
         self._gap_dropped = 0
-        self._pending: frozenset[int] | set[int] = frozenset()  # secondary tracks waiting for a keyframe
-        self._pending_counted = False  # whether frames skipped on pending tracks are counted
+        self._synced: set[int] = set()  # video tracks it may be given frames of (a keyframe came)
+        self._ever_synced: set[int] = set()  # ... at some point since its last start
 
     @property
     def lagging(self) -> bool:
@@ -135,6 +146,11 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<Subscriber #{self.id} {self.key} {self.protocol or '-'} dropped={self.dropped}>"
+
+
+def _payload(frames: Sequence[Frame]) -> int:
+    """The payload bytes of ``frames``."""
+    return sum(len(frame.payload) for frame in frames)
 
 
 class Fanout:
@@ -151,6 +167,7 @@ class Fanout:
         self.drops_total = 0
         self.last_seq = 0
         """The sequence number of the last frame delivered."""
+        self._switch = False
         self._evicted: list[Subscriber] = []
 
     # ---------------------------------------------------------------- membership
@@ -160,12 +177,18 @@ class Fanout:
         replay = self.gop.replay()
         sub.joined_seq = next_seq
         sub._gap_start = next_seq
-        started = replay.on_keyframe or self.gop.primary is None
-        sub._state = LIVE if started else STARTING
-        sub._pending = replay.pending_tracks if started else frozenset()
-        sub._pending_counted = False
+        if replay.on_keyframe or self.gop.primary is None:
+            sub._state = LIVE
+            sub._synced = set(replay.synced_tracks)
+            sub.join_state = "live"
+        else:
+            sub._state = STARTING
+            sub._synced = set()
+            sub.join_state = "starting"
+        sub._ever_synced = set(sub._synced)
         self.subscribers.append(sub)
         sub.sink.replay(replay.frames)
+        sub.bytes += _payload(replay.frames)
 
     def remove(self, sub: Subscriber, reason: EndReason) -> bool:
         """Detach ``sub`` and close its sink with ``reason`` (idempotent: False if gone)."""
@@ -180,16 +203,19 @@ class Fanout:
         sub.sink.close(reason)
         return True
 
-    def new_session(self, next_seq: int) -> None:
-        """A new publish session starts with frame ``next_seq``: everyone waits for its keyframe
-        (not on the stream's first session: who joined before any frame gets them all)."""
-        if not self.last_seq:
-            return
+    def new_session(self) -> None:
+        """A new publish session starts: when its first frame comes, everyone present starts
+        again (not on the stream's first session: who joined before any frame gets them all,
+        each video track from its first keyframe)."""
+        self._switch = self.last_seq > 0
+
+    def _restart_all(self, first_seq: int) -> None:
         for sub in self.subscribers:
             if sub._state != EVICTED:
                 sub._state = STARTING
-                sub._gap_start = next_seq
-                sub._pending = frozenset()
+                sub._gap_start = first_seq
+                sub._synced = set()
+                sub._ever_synced = set()
 
     def close_all(self, reason: EndReason) -> list[Subscriber]:
         gone = list(self.subscribers)
@@ -208,18 +234,28 @@ class Fanout:
         Live subscribers take the whole batch in one ``offer``. The others (lagging, starting,
         waiting for a secondary keyframe, or falling behind in this very batch) are walked frame
         by frame in step with the GOP cache, so the configs a resuming subscriber is given are
-        exactly those current at its keyframe; once one is live again, it is offered the rest
-        of the batch in one go (an egress writes it at once).
+        exactly those current at its keyframe; once one is live again (and synced on every video
+        track of the batch), it is offered the rest of the batch in one go (an egress writes it
+        at once).
         """
         gop = self.gop
         last = len(batch)
-        slow: list[list] = []  # [subscriber, index of the next frame to walk]
+        if self._switch:
+            self._switch = False
+            self._restart_all(first_seq)
+        # The video tracks of this batch: a live subscriber synced on all of them takes the whole
+        # batch at once; the others go frame by frame.
+        tracks = {frame.track for frame in batch if frame.kind is _VIDEO and not frame.config}
+        size = _payload(batch)
+        slow: list[list[Any]] = []  # [subscriber, index of the next frame to walk for it]
         for sub in self.subscribers:
-            if sub._state == LIVE and not sub._pending:
+            if sub._state == LIVE and tracks <= sub._synced:
                 taken = sub.offer(batch, 0)
                 if taken == last:
+                    sub.bytes += size
                     continue
-                self._lag(sub, first_seq + taken)
+                sub.bytes += _payload(batch[:taken])
+                self._lag(sub, batch[taken], first_seq + taken)
                 slow.append([sub, taken + 1])
             else:
                 slow.append([sub, 0])
@@ -227,16 +263,18 @@ class Fanout:
         for index in range(last):
             gop.push(seq, batch[index])
             for entry in slow:
-                sub = entry[0]
                 if index < entry[1]:
                     continue
-                following = self._offer_slow(sub, batch, index, seq, gop)
+                sub = entry[0]
+                following = self._offer_slow(sub, batch, index, seq, gop, tracks)
                 if following > index + 1:  # it resumed and took the rest of the batch with it
                     entry[1] = following
-                elif sub._state == LIVE and not sub._pending and following < last:
+                elif following < last and sub._state == LIVE and tracks <= sub._synced:
+                    # Live again and synced on every track of the batch: the rest in one offer.
                     taken = sub.offer(batch, following)
+                    sub.bytes += _payload(batch[following:taken])
                     if taken < last:
-                        self._lag(sub, first_seq + taken)
+                        self._lag(sub, batch[taken], first_seq + taken)
                     entry[1] = taken + 1
             seq += 1
         self.last_seq = seq - 1
@@ -247,83 +285,119 @@ class Fanout:
                 self.remove(sub, EndReason.EVICTED)
         return evicted
 
-    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache) -> int:
-        """Offer frame ``index`` to a subscriber that is lagging, starting, evicted or waiting
-        for a secondary track's keyframe. Returns the index of the next frame of the batch to
-        walk for it: past the batch's end when it resumed on this frame and was offered the
-        rest of the batch with it."""
+    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache,
+                    tracks: set[int]) -> int:
+        """Offer frame ``index`` to a subscriber that is lagging, starting, evicted, not synced
+        on every track of the batch (``tracks``), or that fell behind earlier in this very
+        batch. Returns the index of the next frame of the batch to walk for it: further on
+        when it resumed on this frame and was offered the rest of the batch with it (one offer,
+        one write for an egress)."""
         following = index + 1
         state = sub._state
         if state == EVICTED:
             return following
         frame = batch[index]
-        if state == LIVE:  # only pending secondary tracks make a live subscriber come here
-            if frame.kind is _VIDEO and not frame.config and frame.track in sub._pending:
-                if not frame.keyframe:
-                    if sub._pending_counted:
-                        self._drop(sub, seq)
-                    return following
-                pending = set(sub._pending)
-                pending.discard(frame.track)
-                sub._pending = pending
-            if sub.offer(batch[index:following], 0) == 0:
-                self._lag(sub, seq)
-            return following
+        if frame.keyframe and frame.kind is _VIDEO and not frame.config and state != STARTING:
+            sub._ever_synced.add(frame.track)  # offered: from here on its frames count if missed
+        if state == LIVE:
+            synced = sub._synced
+            if frame.kind is _VIDEO and not frame.config and frame.track not in synced and not frame.keyframe:
+                self._missed(sub, frame, seq)
+                return following
+            # The run of frames from here that it can take as they are, in one offer: up to a
+            # non-key frame of a video track it is not synced on (a keyframe syncs it).
+            gained = {frame.track} if frame.kind is _VIDEO and not frame.config else set()
+            end = following
+            last = len(batch)
+            while end < last:
+                ahead = batch[end]
+                if ahead.kind is _VIDEO and not ahead.config and ahead.track not in synced \
+                        and ahead.track not in gained:
+                    if not ahead.keyframe:
+                        break
+                    gained.add(ahead.track)
+                end += 1
+            run = batch[index:end]
+            taken = sub.offer(run, 0)
+            sub.bytes += _payload(run[:taken])
+            for position, given in enumerate(run[: taken + 1]):
+                if given.keyframe and given.kind is _VIDEO and not given.config:
+                    sub._ever_synced.add(given.track)  # offered: from here on its track's frames count if missed
+                    if position < taken:
+                        synced.add(given.track)
+            if taken < len(run):
+                self._lag(sub, run[taken], seq + taken)
+                return index + taken + 1
+            return end
         if not gop.is_sync(frame):
-            if state == LAGGING:
-                self._drop(sub, seq)
+            self._missed(sub, frame, seq)
             return following
         # A sync point: the configs published since the gap began, then the frame; then the rest
-        # of the batch in the same offer, unless secondary tracks will need their keyframes.
+        # of the batch in the same offer, when it holds no video track the subscriber will not
+        # be synced on.
         pending = gop.configs_since(sub._gap_start)
         given = [entry[1] for entry in pending]
         given.append(frame)
         synced = len(given)
-        secondary = gop.video_tracks - {gop.primary} if gop.primary is not None else set()
-        if not secondary:
+        primary = gop.primary
+        now_synced = {primary} if primary is not None else set()
+        rest = following < len(batch) and tracks <= now_synced
+        if rest:
             given += batch[following:]
         taken = sub.offer(given, 0)
+        sub.bytes += _payload(given[:taken])
         if taken < synced:
+            # What it took of the configs is not missed (any more); the rest and the frame are.
             if state == LAGGING:
-                # What it took of the configs is not missed; the rest and the frame are.
                 self._uncount(sub, taken)
-                self._drop(sub, seq)
-            else:
-                # Too slow to take the keyframe it was waiting for (a subscriber that was live
-                # when a new session began, its queue still full): from here on it lags, and
-                # what it misses is counted.
-                self._lag(sub, seq)
             sub._gap_start = pending[taken][0] if taken < len(pending) else seq
+            self._missed(sub, frame, seq)
             return following
-        sub._pending = frozenset(secondary)
-        sub._pending_counted = state == LAGGING
-        sub._state = LIVE
         if state == LAGGING:
             self._uncount(sub, len(pending))
+        sub._state = LIVE
+        sub._synced = now_synced
+        if state == STARTING:
+            sub._ever_synced = set(sub._synced)
+        else:
             log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
             self._notify(SubscriberResumed(self.key, self._clock(), sub.id, sub._gap_dropped, sub.dropped))
-        if secondary:
+        if not rest:
             return following
-        following += taken - synced
-        if following < len(batch):  # it took part of the rest: it lags from the first it did not
-            self._lag(sub, seq + taken - synced + 1)
+        following += taken - synced  # the first frame of the rest it did not take
+        if following < len(batch):
+            self._lag(sub, batch[following], seq + following - index)
             return following + 1
         return following
 
     # -------------------------------------------------------------- accounting
 
-    def _lag(self, sub: Subscriber, seq: int) -> None:
+    def _counts(self, sub: Subscriber, frame: Frame) -> bool:
+        """Whether missing ``frame`` counts: not while starting, and not for a video track of
+        which no keyframe was offered since the subscriber started (see the module docstring)."""
+        if sub._state == STARTING:
+            return False
+        return not (frame.kind is _VIDEO and not frame.config and frame.track not in sub._ever_synced)
+
+    def _lag(self, sub: Subscriber, frame: Frame, seq: int) -> None:
+        """``sub``'s sink did not take ``frame``: it lags from here to the next primary keyframe."""
         sub._state = LAGGING
         sub._gap_start = seq
-        sub._gap_dropped = 1
-        sub.dropped += 1
+        sub._gap_dropped = 0
         sub.lag_episodes += 1
-        self.drops_total += 1
+        counted = self._counts(sub, frame)
+        if counted:
+            sub.dropped += 1
+            sub._gap_dropped += 1
+            self.drops_total += 1
         log.debug("subscriber #%d of %s is lagging (dropped %d so far)", sub.id, self.key, sub.dropped)
         self._notify(SubscriberLagged(self.key, self._clock(), sub.id, sub.dropped))
-        self._check_budget(sub, seq)
+        if counted:
+            self._check_budget(sub, seq)
 
-    def _drop(self, sub: Subscriber, seq: int) -> None:
+    def _missed(self, sub: Subscriber, frame: Frame, seq: int) -> None:
+        if not self._counts(sub, frame):
+            return
         sub.dropped += 1
         sub._gap_dropped += 1
         self.drops_total += 1

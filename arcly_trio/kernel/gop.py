@@ -10,7 +10,7 @@ mid-GOP.
 
 Other video tracks (Enhanced RTMP multitrack) need their own keyframe: a replay leaves out a
 secondary track's frames before that track's first keyframe in the GOP, and reports the video
-tracks that have no keyframe in it yet, so the joiner's delivery waits for them live.
+tracks it holds a keyframe of, so the joiner's delivery waits for the others live.
 
 Every frame is pushed with its stream sequence number, so a replay can be put in publish order
 and a lagging subscriber can be given exactly the configs it missed.
@@ -32,14 +32,14 @@ Slot = tuple[FrameKind, int]
 
 class Replay:
     """What a joiner gets first: ``frames``; whether they start on the primary keyframe
-    (``on_keyframe``); and the secondary video tracks still waiting for a keyframe."""
+    (``on_keyframe``); and the video tracks they hold a keyframe of (``synced_tracks``)."""
 
-    __slots__ = ("frames", "on_keyframe", "pending_tracks")
+    __slots__ = ("frames", "on_keyframe", "synced_tracks")
 
-    def __init__(self, frames: list[Frame], on_keyframe: bool, pending_tracks: frozenset[int]) -> None:
+    def __init__(self, frames: list[Frame], on_keyframe: bool, synced_tracks: frozenset[int]) -> None:
         self.frames = frames
         self.on_keyframe = on_keyframe
-        self.pending_tracks = pending_tracks
+        self.synced_tracks = synced_tracks
 
 
 class GopCache:
@@ -70,7 +70,8 @@ class GopCache:
         return self._gop_bytes
 
     def note_video_track(self, track: int) -> None:
-        """A video frame of ``track`` was seen (the lowest such track is the primary one)."""
+        """A video frame (not a config) of ``track`` was seen (the lowest such track is the
+        primary one)."""
         if track not in self.video_tracks:
             self.video_tracks.add(track)
             if self.primary is None or track < self.primary:
@@ -85,7 +86,7 @@ class GopCache:
 
     def push(self, seq: int, frame: Frame) -> None:
         """Take in the stream's next frame."""
-        if frame.kind is _VIDEO and frame.track not in self.video_tracks:
+        if frame.kind is _VIDEO and not frame.config and frame.track not in self.video_tracks:
             self.note_video_track(frame.track)
         if frame.config:
             self._configs[(frame.kind, frame.track)] = (seq, frame)
@@ -121,18 +122,17 @@ class GopCache:
         changes in place; a secondary video track's frames from its first keyframe on). Without:
         the latest configs only, not on a keyframe: the joiner waits for the next one.
         """
-        secondary = self.video_tracks - {self.primary} if self.primary is not None else set()
         if not self._gop:
-            return Replay([frame for _, frame in self.configs()], False, frozenset(secondary))
-        waiting = set(secondary)
+            return Replay([frame for _, frame in self.configs()], False, frozenset())
+        synced = {self.primary}
         frames = [frame for _, frame in self._prefix]
         for frame in self._gop:
-            if frame.kind is _VIDEO and not frame.config and frame.track in waiting:
+            if frame.kind is _VIDEO and not frame.config and frame.track not in synced:
                 if not frame.keyframe:
-                    continue
-                waiting.discard(frame.track)
+                    continue  # a secondary track's frames before its first keyframe in the GOP
+                synced.add(frame.track)
             frames.append(frame)
-        return Replay(frames, True, frozenset(waiting))
+        return Replay(frames, True, frozenset(t for t in synced if t is not None))
 
     def configs_since(self, seq: int) -> list[tuple[int, Frame]]:
         """The configs published at or after ``seq`` that are still current, in publish order.

@@ -2,8 +2,15 @@
 
 Subclass :class:`Observer` and override the hooks you need; each receives the event object that
 the application's event feed gets too (see :mod:`.events`), except ``on_frame``, which receives
-the stream key and the frame. Hooks run inline on the kernel's tasks, so keep them cheap and
+the stream key and the frame, and ``on_auth_decided``, whose event goes to observers only (a
+refused client has no stream). Hooks run inline on the kernel's tasks, so keep them cheap and
 never block; ``on_frame`` runs once per published frame (not per subscriber).
+
+An observer that needs a task (to write what it saw somewhere: an audit file, an HTTP hook)
+may have ``run(engine, *, task_status)``, started by the engine like a stream service's (see
+:mod:`.service`); like services it may also have ``install_routes(router)`` (a ``/metrics``
+route) and ``health_status()``. Several observers may be added (``EngineBuilder.observer``);
+each gets every event, in the order they were added.
 
 Error policy: an exception raised by a hook is logged (the first one per hook with its traceback,
 then one line per 1000 failures) and swallowed. An observer can never break a stream.
@@ -20,7 +27,9 @@ from ..core.keys import StreamKey
 
 if TYPE_CHECKING:
     from .events import (
+        AuthDecided,
         ServiceEvent,
+        SessionKicked,
         StreamClosed,
         StreamEvent,
         StreamPublished,
@@ -52,6 +61,8 @@ class Observer:
     def on_subscriber_resumed(self, event: SubscriberResumed) -> None: ...
     def on_subscriber_evicted(self, event: SubscriberEvicted) -> None: ...
     def on_service_event(self, event: ServiceEvent) -> None: ...
+    def on_auth_decided(self, event: AuthDecided) -> None: ...
+    def on_session_kicked(self, event: SessionKicked) -> None: ...
     def on_frame(self, key: StreamKey, frame: Frame) -> None: ...
 
 

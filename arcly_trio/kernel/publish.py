@@ -63,17 +63,20 @@ class Publisher:
     async def send(self, frame: Frame) -> None:
         """Queue ``frame`` for the stream's subscribers."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        session = self._session
         try:
             self._send.send_nowait(frame)
+            session.bytes += len(frame.payload)
             return
         except trio.WouldBlock:
             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._session.ended_error() from None
+            raise session.ended_error() from None
         try:
             await self._send.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._session.ended_error() from None
+            raise session.ended_error() from None
+        session.bytes += len(frame.payload)
 
     def clone(self) -> Publisher:
         """Another publisher on the same session (for another track or task)."""
@@ -134,6 +137,8 @@ class PublishSession:
         self.info = StreamInfo()
         """The stream's info for this session (the stream fills it in from the frames)."""
         self.active = True
+        self.bytes = 0
+        """Media payload bytes its publishers sent."""
         self.end_reason: str | None = None
         self.end_error: PublishEnded | None = None
         self._on_finish = on_finish

@@ -15,7 +15,14 @@ And, optionally (the engine and the HTTP worker look for them, nothing else need
   nursery with ``nursery.start`` before the protocol workers (a janitor, a connection pool...);
 * ``install_routes(router)``: HTTP routes the service serves (the HTTP worker calls it when it
   starts; handlers receive the request and a :class:`~arcly_trio.protocols.http.router.Responder`);
-* ``stream_urls(key)``: the paths it serves for a stream, for ``/api/streams`` and the pages.
+* ``stream_urls(key)``: the paths it serves for a stream, for ``/api/streams`` and the pages;
+* ``stream_status(key)``: more fields of the stream for ``/api/streams`` (lists under one
+  field from several services are joined); ``health_status()``: fields for ``/api/health``.
+
+A service that needs more than one subscription per stream (the push service: one per target,
+so the lag policy applies to each alone) opens them with
+:meth:`~arcly_trio.kernel.stream.Stream.service_subscription`. Stream sources
+(:mod:`.sources`) may have ``run``, ``stream_status`` and ``health_status`` too.
 
 Error policy: an exception from ``serve_stream`` is logged and the stream goes on; one from
 ``run`` stops the engine, as a protocol worker's does.

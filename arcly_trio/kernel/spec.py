@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 
 import attrs
 
@@ -23,6 +24,11 @@ class Takeover(enum.Enum):
 def _non_negative(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
     if value is not None and value < 0:  # type: ignore[operator]
         raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+def _finite_non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
@@ -60,6 +66,9 @@ class AppSpec:
         services: the names of the stream services that apply to this application (a
             service named ``"hls"`` packages its streams as HLS when ``"hls"`` is listed...).
         hls: shorthand for ``"hls"`` in ``services``.
+        hls_variant: how the HLS service packages this application's streams: ``"ts"``
+            (MPEG-TS), ``"fmp4"`` (fragmented MP4, and DASH) or ``"ll"`` (Low-Latency HLS on
+            fragmented MP4, and DASH); ``None``: the service's own default.
         record: shorthand for ``"record"`` in ``services``.
     """
 
@@ -72,9 +81,11 @@ class AppSpec:
     reconnect_grace: float = attrs.field(default=0.0, validator=_non_negative)
     ingest_queue: int = attrs.field(default=64, validator=_positive)
     audio_hold: int = attrs.field(default=8, validator=_non_negative)
-    batch_interval: float = attrs.field(default=0.0, validator=_non_negative)
+    batch_interval: float = attrs.field(default=0.0, validator=_finite_non_negative)
     services: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     hls: bool = False
+    hls_variant: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.in_(("ts", "fmp4", "ll"))))
     record: bool = False
 
     def uses(self, service: str) -> bool:

@@ -27,7 +27,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import trio
@@ -70,6 +71,8 @@ class StreamOwner(Protocol):
 
     def notify(self, event: StreamEvent) -> None: ...
 
+    def next_id(self) -> int: ...
+
     def forget(self, stream: Stream) -> None: ...
 
     def stream_failed(self, stream: Stream) -> None: ...
@@ -92,6 +95,9 @@ class Stream:
         self.fanout = Fanout(key, self.gop, spec.lag_budget, owner.notify, trio.current_time)
         self.probe = MediaProbe()
         self.session: PublishSession | None = None
+        self.pumping: PublishSession | None = None
+        """The session whose frames the stream delivers now (the old one drains after a
+        takeover while ``session`` is already the new one)."""
         self._feeding: deque[PublishSession] = deque()
         self._arrived: trio.Event | None = None
         self._seq = 0
@@ -105,6 +111,11 @@ class Stream:
         self._shutting_down = False
 
     # ----------------------------------------------------------------- views
+
+    @property
+    def spec(self) -> AppSpec:
+        """The policy of the stream's application."""
+        return self._spec
 
     @property
     def publishing(self) -> bool:
@@ -161,7 +172,7 @@ class Stream:
         self.session = session
         self.info = session.info
         self._feeding.append(session)
-        self._emit(StreamPublished(self.key, trio.current_time(), protocol, credentials.peer))
+        self._emit(StreamPublished(self.key, trio.current_time(), protocol, credentials.peer, credentials.client_id))
         if self._arrived is not None:
             self._arrived.set()
         return session
@@ -169,7 +180,8 @@ class Stream:
     def _session_finished(self, session: PublishSession, reason: str) -> None:
         if self.session is session:
             self.session = None
-        self._emit(StreamUnpublished(self.key, trio.current_time(), reason))
+        self._emit(StreamUnpublished(self.key, trio.current_time(), reason, session.protocol, session.bytes,
+                                     session.credentials.client_id))
 
     def replace_session(self) -> None:
         """End the current session because a new publisher takes over (policy ``replace``)."""
@@ -183,7 +195,8 @@ class Stream:
         """Attach ``sink`` as a new subscriber (synchronous: atomic under trio)."""
         sub = Subscriber(subscriber_id, self.key, credentials, protocol, sink)
         self.fanout.add(sub, self.next_seq)
-        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer))
+        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer,
+                                    credentials.client_id))
         return sub
 
     def subscribe(self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int) -> Subscription:
@@ -192,6 +205,22 @@ class Stream:
         subscription.subscriber = self.add_subscriber(subscriber_id, credentials, protocol, subscription)
         return subscription
 
+    @contextmanager
+    def service_subscription(self, protocol: str, capacity: int) -> Iterator[Subscription]:
+        """Another subscription for a stream service that needs more than the one it is given
+        (a push service: one per target), ended when the block exits. Like the service's own,
+        it is not a viewer's: it is not authorized, and pulls do not count it."""
+        sub = self.subscribe(self._owner.next_id(), Credentials(protocol=protocol), protocol, capacity)
+        try:
+            yield sub
+        finally:
+            self.unsubscribe(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """End ``sub`` (idempotent) and let go of its frames."""
+        self.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
+        sub._detach()
+
     def remove_subscriber(self, sub: Subscriber, reason: EndReason) -> None:
         """Take ``sub`` off the stream (idempotent) and tell everyone once."""
         if self.fanout.remove(sub, reason):
@@ -199,7 +228,8 @@ class Stream:
 
     def _left(self, sub: Subscriber) -> None:
         reason = sub.end_reason.value if sub.end_reason is not None else "unknown"
-        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped))
+        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped, sub.protocol, sub.bytes,
+                                  sub.credentials.client_id))
 
     # -------------------------------------------------------------- the task
 
@@ -230,7 +260,8 @@ class Stream:
                 # A new session starts from scratch: no config, GOP or info of the previous one.
                 self.gop.clear()
                 self.probe.reset(session.info)
-                self.fanout.new_session(self.next_seq)
+                self.fanout.new_session()
+                self.pumping = session
                 await self._pump(session.receive)
                 self._feeding.popleft()
             if not await self._await_publisher():
@@ -366,6 +397,7 @@ class Stream:
         # Subscription (a protocol adapter until its connection ends) holds no frame of it.
         self.gop.clear()
         self.session = None
+        self.pumping = None
         if reason is EndReason.REAPED:
             log.info("stream %s reaped: no frame for %g s", key, self._idle_timeout)
             self._emit(StreamReaped(key, now, self._idle_timeout or 0.0))

@@ -81,6 +81,8 @@ __all__ = [
     "SegmentClosed",
     "SegmentExpired",
     "SegmentEvent",
+    "check_segmenting",
+    "not_carried",
 ]
 
 
@@ -132,6 +134,36 @@ class Segment:
 Codecs = tuple[str | None, str | None]
 
 
+def not_carried(frame: Frame, codecs: frozenset[str], left_out: dict[str, int]) -> bool:
+    """Whether a segmenter that carries track 0 of ``codecs`` leaves ``frame`` out; if so it is
+    counted in ``left_out`` under what it is (``"opus audio"``, ``"video track 1"``)."""
+    if frame.track != 0:
+        what = f"{frame.kind.value} track {frame.track}"
+    elif frame.codec not in codecs:
+        what = f"{frame.codec} {frame.kind.value}"
+    else:
+        return False
+    left_out[what] = left_out.get(what, 0) + 1
+    return True
+
+
+def check_segmenting(target_duration: float, window: int, first_sequence: int,
+                     max_segment_duration: float | None) -> float:  # fmt: skip
+    """Check the settings every segmenter shares (``LocalProtocolError`` if one is invalid);
+    return ``max_segment_duration``, by default ``max(10 * target_duration, 30)``."""
+    if not target_duration > 0 or not math.isfinite(target_duration):
+        raise LocalProtocolError(f"target_duration must be positive, not {target_duration}")
+    if window < 1:
+        raise LocalProtocolError(f"window must be at least 1, not {window}")
+    if first_sequence < 0:
+        raise LocalProtocolError(f"first_sequence must not be negative, not {first_sequence}")
+    if max_segment_duration is None:
+        max_segment_duration = max(10 * target_duration, 30.0)
+    if max_segment_duration < target_duration:
+        raise LocalProtocolError("max_segment_duration must be at least target_duration")
+    return max_segment_duration
+
+
 @attrs.define
 class _Open:
     """The segment being written."""
@@ -172,21 +204,12 @@ class HlsSegmenter:
         max_segment_duration: float | None = None,
         max_segment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        if not target_duration > 0:
-            raise LocalProtocolError(f"target_duration must be positive, not {target_duration}")
-        if window < 1:
-            raise LocalProtocolError(f"window must be at least 1, not {window}")
-        if first_sequence < 0:
-            raise LocalProtocolError(f"first_sequence must not be negative, not {first_sequence}")
+        max_segment_duration = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
         try:
             if name_template.format(sequence=0) == name_template.format(sequence=1):
                 raise LocalProtocolError(f"name_template {name_template!r} ignores the sequence")
         except (KeyError, IndexError, ValueError) as exc:
             raise LocalProtocolError(f"bad name_template {name_template!r}: {exc}") from None
-        if max_segment_duration is None:
-            max_segment_duration = max(10 * target_duration, 30.0)
-        if max_segment_duration < target_duration:
-            raise LocalProtocolError("max_segment_duration must be at least target_duration")
         self.target_duration = target_duration
         self.window = window
         self.name_template = name_template
@@ -265,23 +288,15 @@ class HlsSegmenter:
         kind = frame.kind
         if kind is FrameKind.DATA:
             return []
-        if frame.track != 0:
+        left_out = not_carried(frame, SUPPORTED_VIDEO_CODECS | SUPPORTED_AUDIO_CODECS, self.left_out)
+        if left_out:
             self.ignored_frames += 1
-            self._leave_out(f"{kind.value} track {frame.track}")
-            return []
-        supported = SUPPORTED_VIDEO_CODECS if kind is FrameKind.VIDEO else SUPPORTED_AUDIO_CODECS
-        if frame.codec not in supported:
-            self.ignored_frames += 1
-            self._leave_out(f"{frame.codec} {kind.value}")
             return []
         self.carried.add(f"{frame.codec} {kind.value}")
         if frame.config:
             self._push_config(frame)
             return []
         return self._push_media(frame)
-
-    def _leave_out(self, what: str) -> None:
-        self.left_out[what] = self.left_out.get(what, 0) + 1
 
     def _push_config(self, frame: Frame) -> None:
         kind = frame.kind

@@ -1,9 +1,19 @@
-"""``arcly-trio serve``: the streaming server on embedded defaults.
+"""``arcly-trio serve``: the streaming server on embedded defaults; ``arcly-trio sign``: signed URLs.
 
-Runs one engine with the RTMP worker (and the HTTP worker once configured), applications from
-``--app``, optional token auth for publishers, and an optional built-in demo stream.
-SIGINT/SIGTERM stop it gracefully: publishers and players are told, tasks drain, and the
-process exits within the shutdown grace (5 s by default).
+``serve`` runs one engine (see :mod:`.build`) with the RTMP worker, the HTTP worker, and on
+request RTMPS and HTTPS, applications from ``--app`` and ``[apps.NAME]`` tables, authorization
+(tokens, signed URLs, HTTP hooks), metrics, an audit log and an optional built-in demo stream.
+Options come from the command line over a configuration file (``--config``, :mod:`.config`)
+over the defaults. SIGINT/SIGTERM stop it gracefully: publishers and players are told, tasks
+drain, and the process exits within the shutdown grace. SIGHUP reloads the configuration file
+(:func:`~.build.reload_runtime`); a file that does not load is logged and the running
+configuration kept.
+
+``sign`` prints a URL signed with the server's secret (Node-Media-Server's ``?sign=``, or a JWT
+with ``--jwt``) for operators to hand out.
+
+Error policy: bad options exit with code 2 (argparse); a bad configuration file, secret file or
+TLS file with code 1 and a message; a port that cannot be bound with code 1.
 """
 
 from __future__ import annotations
@@ -11,26 +21,26 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import trio
 
+from ..cluster import ClusterNode
 from ..core.excgroups import leaves
-from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
 from ..kernel.engine import Engine
-from ..kernel.throttle import AuthThrottle
-from ..kernel.spec import AppSpec
-from ..workers.http import HttpServer
-from ..workers.rtmp import RtmpServer
-from ..services import FlvRecorder, HlsService
+from ..ops.signing import sign_url
+from . import worker_api
+from .build import Runtime, build_runtime, read_secret, reload_runtime
+from .config import ConfigError, load, option_keys, resolve
 from .demo import publish_demo
+from .supervisor import supervise, worker_count
 
-__all__ = ["main", "build_parser", "build_engine", "serve"]
+__all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args"]
 
 log = logging.getLogger("arcly_trio.server")
 
@@ -39,11 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcly-trio", description="Live-media streaming server on trio.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_p = commands.add_parser("serve", help="run the streaming server")
+    serve_p.add_argument("--config", metavar="FILE",
+                         help="read options from this TOML file (command-line options override it; "
+                              "SIGHUP reloads it; see docs/config.md)")
     serve_p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve_p.add_argument("--rtmp-port", type=int, default=1935, help="RTMP port (default 1935; 0 picks one)")
     serve_p.add_argument("--http-port", type=int, default=8080,
                          help="HTTP port for HTTP-FLV, WebSocket-FLV, HLS and the API (default 8080; 0 picks one; -1 = off)")
-    serve_p.add_argument("--hls", action="store_true", help="package every stream as HLS (served on the HTTP port)")
+    serve_p.add_argument("--hls", action=argparse.BooleanOptionalAction, default=True,
+                         help="package every stream as HLS, served on the HTTP port (default on; --no-hls: off)")
+    serve_p.add_argument("--hls-variant", choices=["ll", "fmp4", "ts"], default="ll",
+                         help="HLS packaging: ll (Low-Latency HLS on fMP4, and DASH), fmp4, or ts (MPEG-TS) (default ll)")
     serve_p.add_argument("--hls-segment", type=float, default=2.0, metavar="SECONDS",
                          help="HLS target segment duration (default 2)")
     serve_p.add_argument("--hls-window", type=int, default=6, metavar="SEGMENTS",
@@ -52,22 +68,65 @@ def build_parser() -> argparse.ArgumentParser:
                          help="record every publish session as DIR/{app}/{stream}-{UTC start}.flv")
     serve_p.add_argument("--app", action="append", dest="apps", metavar="NAME",
                          help="application name, repeatable (default: live)")
-    serve_p.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
-                         help="frames of the current GOP kept for instant start (0 = off; default 1024)")
-    serve_p.add_argument("--batch-interval", type=_seconds, default=0.0, metavar="SECONDS",
-                         help="gather frames for up to this long between writes to each viewer: fewer, larger "
-                              "writes (less CPU per viewer) for that much more latency (default 0: at once)")
+    apps = serve_p.add_argument_group("every application's stream policy (per application: [apps.NAME] in --config)")
+    apps.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
+                      help="frames of the current GOP kept for instant start (0 = off; default 1024)")
+    apps.add_argument("--subscriber-queue", type=int, default=256, metavar="FRAMES",
+                      help="frames a player may have queued before it drops to the next keyframe (default 256)")
+    apps.add_argument("--lag-budget", type=int, default=None, metavar="FRAMES",
+                      help="evict a player that dropped more frames than this (default: never)")
+    apps.add_argument("--takeover", choices=["reject", "replace"], default="reject",
+                      help="a second publisher of a stream is refused, or replaces the first (default reject)")
+    apps.add_argument("--reconnect-grace", type=float, default=0.0, metavar="SECONDS",
+                      help="how long players wait for a publisher that left to come back (default 0)")
+    apps.add_argument("--batch-interval", type=float, default=0.0, metavar="SECONDS",
+                      help="gather frames for up to this long between writes to each viewer: fewer, larger "
+                           "writes (less CPU per viewer) for that much more latency (default 0: at once)")
     serve_p.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                          help="reap a stream after this long without a frame (default 30)")
     serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
-    serve_p.add_argument("--publish-token", metavar="SECRET",
-                         help="publishers must present ?token=SECRET (visible to other users in the "
-                              "process list: prefer --publish-token-file or ARCLY_PUBLISH_TOKEN)")
-    serve_p.add_argument("--publish-token-file", metavar="PATH",
-                         help="read the publish token from the first line of PATH")
-    serve_p.add_argument("--play-token", metavar="SECRET",
-                         help="players must present ?token=SECRET (or --play-token-file, ARCLY_PLAY_TOKEN)")
-    serve_p.add_argument("--play-token-file", metavar="PATH", help="read the play token from the first line of PATH")
+    auth = serve_p.add_argument_group("authorization (see README, Authorization)")
+    auth.add_argument("--publish-token", metavar="SECRET",
+                      help="publishers must present ?token=SECRET (visible to other users in the "
+                           "process list: prefer --publish-token-file or ARCLY_PUBLISH_TOKEN)")
+    auth.add_argument("--publish-token-file", metavar="PATH", help="read the publish token from the first line of PATH")
+    auth.add_argument("--play-token", metavar="SECRET",
+                      help="players must present ?token=SECRET (or --play-token-file, ARCLY_PLAY_TOKEN)")
+    auth.add_argument("--play-token-file", metavar="PATH", help="read the play token from the first line of PATH")
+    auth.add_argument("--sign-secret", metavar="SECRET",
+                      help="accept signed URLs: Node-Media-Server's ?sign=EXPIRY-MD5 and HS256 JWTs (?jwt=, "
+                           "Authorization: Bearer); they replace the token for the actions of --sign-actions "
+                           "(or --sign-secret-file, ARCLY_SIGN_SECRET)")
+    auth.add_argument("--sign-secret-file", metavar="PATH", help="read the signing secret from the first line of PATH")
+    auth.add_argument("--sign-actions", default="publish,play", metavar="ACTIONS",
+                      help="the actions that need a signed URL (or their token): publish, play or both (default both)")
+    auth.add_argument("--on-publish", metavar="URL",
+                      help="POST every publish to this HTTP hook first: 2xx allows, 3xx+Location renames, else refused")
+    auth.add_argument("--on-play", metavar="URL", help="POST every play (every protocol) to this HTTP hook first")
+    auth.add_argument("--on-event", metavar="URL",
+                      help="POST notifications here: publish/play start and end, recording done, stream reaped")
+    auth.add_argument("--hook-timeout", type=float, default=3.0, metavar="SECONDS",
+                      help="how long a hook may take to answer (default 3)")
+    auth.add_argument("--hook-fail-open", action="store_true",
+                      help="allow when a hook times out or cannot be reached (default: refuse)")
+    ops = serve_p.add_argument_group("operations: API, metrics, audit, TLS")
+    ops.add_argument("--api-token", metavar="SECRET",
+                     help="/api/* (but /api/health) and /metrics need Authorization: Bearer SECRET or ?api_token= "
+                          "(or --api-token-file, ARCLY_API_TOKEN)")
+    ops.add_argument("--api-token-file", metavar="PATH", help="read the API token from the first line of PATH")
+    ops.add_argument("--metrics-per-stream", action="store_true",
+                     help="/metrics also has per-stream series (stream names as labels: unbounded, opt-in)")
+    ops.add_argument("--audit", metavar="FILE", help="write the audit log (JSON lines) to FILE")
+    ops.add_argument("--audit-max-mib", type=float, default=10.0, metavar="MIB",
+                     help="rotate the audit log past this size (default 10 MiB)")
+    ops.add_argument("--audit-backups", type=int, default=5, metavar="N",
+                     help="rotated audit files kept (FILE.1 ... FILE.N; default 5)")
+    ops.add_argument("--rtmps-port", type=int, default=-1, metavar="PORT",
+                     help="also serve RTMPS (RTMP over TLS) on this port (needs --tls-cert, --tls-key; default off)")
+    ops.add_argument("--https-port", type=int, default=-1, metavar="PORT",
+                     help="also serve HTTPS (everything of the HTTP port) on this port (default off)")
+    ops.add_argument("--tls-cert", metavar="PEM", help="the TLS certificate chain (PEM)")
+    ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")
     limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")
     limits.add_argument("--max-connections", type=int, default=4096, metavar="N",
                         help="open connections per port; the oldest idle one makes room for a newcomer (default 4096)")
@@ -84,99 +143,97 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drop a player whose socket takes no data for this long (default 30)")
     limits.add_argument("--max-ingest-memory", type=float, default=256.0, metavar="MIB",
                         help="partial RTMP messages held by all connections together (default 256 MiB)")
+    limits.add_argument("--max-pulls", type=int, default=256, metavar="N",
+                        help="streams pulled (--pull, clusters, workers) at once; plays of more are refused (default 256)")
     limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
                         help="the longest delay a refused address waits before its next try (default 2)")
+    relay = serve_p.add_argument_group("relay, workers and clusters (see docs/cluster.md)")
+    relay.add_argument("--push", action="append", default=[], metavar="[APP=]URL",
+                       help="forward every publish (of APP) to this RTMP URL; {app} and {stream} are "
+                            "replaced; repeatable")
+    relay.add_argument("--pull", action="append", default=[], metavar="[APP=]URL",
+                       help="a play of a stream that is not here pulls it from this rtmp:// or http:// "
+                            "(HTTP-FLV) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app")
+    relay.add_argument("--pull-idle", type=float, default=10.0, metavar="SECONDS",
+                       help="stop a pull after this long without a viewer (default 10)")
+    relay.add_argument("--workers", default="1", metavar="N",
+                       help="worker processes on the same ports (SO_REUSEPORT); 'auto' = one per CPU (default 1)")
+    relay.add_argument("--cluster", metavar="redis://HOST:PORT/DB",
+                       help="join the origin/edge cluster whose directory is this Redis")
+    relay.add_argument("--node-id", metavar="ID", help="this node's id in the cluster (default HOST:RTMP-PORT)")
+    relay.add_argument("--public-host", metavar="HOST",
+                       help="the host other nodes reach this one at (default: --host, or this machine's name)")
+    relay.add_argument("--cluster-ttl", type=float, default=10.0, metavar="SECONDS",
+                       help="lifetime of a node's registration and stream leases without a heartbeat (default 10)")
+    for hidden in ("--worker-dir", "--worker-index", "--worker-count"):
+        relay.add_argument(hidden, help=argparse.SUPPRESS)
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
     serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
-    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                         help="how much to log (default info)")
+    sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret)")
+    sign_p.add_argument("url", help="the URL to sign: rtmp://HOST/APP/STREAM, http://HOST/APP/STREAM.flv...")
+    sign_p.add_argument("--secret", metavar="SECRET", help="the signing secret (or --secret-file, ARCLY_SIGN_SECRET)")
+    sign_p.add_argument("--secret-file", metavar="PATH", help="read the signing secret from the first line of PATH")
+    sign_p.add_argument("--expires", type=float, default=3600.0, metavar="SECONDS",
+                        help="valid for this long from now (default 3600)")
+    sign_p.add_argument("--expiry", type=int, metavar="UNIX", help="valid until this unix time (overrides --expires)")
+    sign_p.add_argument("--jwt", action="store_true", help="sign with an HS256 JWT (?jwt=) instead of ?sign=")
+    sign_p.add_argument("--action", choices=["publish", "play", "*"], default="*",
+                        help="what the JWT allows (default both; ?sign= always allows both)")
     return parser
 
 
-def read_secret(value: str | None, path: str | None, env: str) -> str | None:
-    """A secret from the command line, else the first line of a file, else the environment.
-
-    Raises ``SystemExit`` with a clear message if the file cannot be read or is empty.
-    """
-    if value:
-        return value
-    if path:
-        try:
-            with open(path, encoding="utf-8") as file:
-                secret = file.readline().strip()
-        except OSError as exc:
-            raise SystemExit(f"arcly-trio: cannot read the secret file {path}: {exc.strerror}") from None
-        if not secret:
-            raise SystemExit(f"arcly-trio: the secret file {path} is empty")
-        return secret
-    return os.environ.get(env) or None
 
 
-def build_engine(args: argparse.Namespace) -> tuple[Engine, RtmpServer, HttpServer | None]:
-    apps = args.apps or ["live"]
-    if args.demo and "live" not in apps:
-        apps.append("live")
-    args.publish_token = read_secret(args.publish_token, args.publish_token_file, "ARCLY_PUBLISH_TOKEN")
-    args.play_token = read_secret(args.play_token, args.play_token_file, "ARCLY_PLAY_TOKEN")
-    authenticator: Authenticator = (
-        TokenAuthenticator(publish_token=args.publish_token, play_token=args.play_token)
-        if args.publish_token or args.play_token else AllowAll()
-    )
-    per_ip = args.max_connections_per_ip or None
-    rtmp = RtmpServer(
-        args.host, args.rtmp_port,
-        setup_timeout=args.setup_timeout,
-        idle_timeout=args.connection_idle_timeout,
-        write_timeout=args.write_timeout,
-        max_connections=args.max_connections,
-        max_pending_per_address=args.max_idle_per_ip,
-        max_per_address=per_ip,
-        max_partial_memory=int(args.max_ingest_memory * 1024 * 1024),
-    )
-    builder = (
-        Engine.builder()
-        .max_publishers(args.max_publishers)
-        .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
-        .authenticator(authenticator)
-        .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay))
-        .protocol(rtmp)
-    )
-    http: HttpServer | None = None
-    if args.http_port >= 0:
-        hls = HlsService(target_duration=args.hls_segment, window=args.hls_window) if args.hls else None
-        http = HttpServer(
-            args.host, args.http_port,
-            max_connections=args.max_connections,
-            max_pending_per_address=args.max_idle_per_ip,
-            max_per_address=per_ip,
-            write_timeout=args.write_timeout,
-        )
-        builder.protocol(http)
-        if hls is not None:
-            builder.service(hls)
-    if args.record:
-        builder.service(FlvRecorder(args.record))
-    for name in dict.fromkeys(apps):
-        builder.application(AppSpec(name, gop_cache_frames=args.gop_cache, hls=args.hls, record=bool(args.record),
-                                    batch_interval=args.batch_interval))
-    return builder.build(), rtmp, http
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise LookupError("no serve command")
 
 
-async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the server until SIGINT/SIGTERM (or cancellation)."""
-    engine, rtmp, http = build_engine(args)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+def resolve_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """The options of ``argv`` over its ``--config`` file over the defaults (``ConfigError`` for
+    a bad file)."""
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.config:
+        config = load(args.config, option_keys(_serve_parser(parser)))
+        args = resolve(parser, argv, args, config)
+    return args
+
+
+async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
+                task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the server until SIGINT/SIGTERM (or cancellation); SIGHUP reloads ``--config``
+    (re-read with the same command line ``argv``)."""
+    runtime = build_runtime(args)
+    engine, rtmp = runtime.engine, runtime.rtmp
+    if args.worker_dir:
+        for server in runtime.http_servers:
+            worker_api.install(server, args.worker_dir, int(args.worker_index), int(args.worker_count))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
                      args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
-            if http is not None:
+            if runtime.rtmps is not None:
+                log.info("RTMPS rtmps://%s:%d/{app}/{stream}", args.host, runtime.rtmps.port)
+            for http in runtime.http_servers:
                 http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
-                log.info("pages http://%s:%d/ (status), /watch/{app}/{stream}, /publish/{app}/{stream}; "
-                         "frames ws://...:%d/{app}/{stream}/frames", args.host, http.port, http.port)
-                log.info("HTTP-FLV http://%s:%d/{app}/{stream}.flv, WebSocket-FLV ws://...same path%s, API /api/streams",
-                         args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
-            if args.demo:
+                scheme = "https" if http.ssl_context is not None else "http"
+                log.info("pages %s://%s:%d/ (status), /watch/{app}/{stream}, /publish/{app}/{stream}; "
+                         "frames /{app}/{stream}/frames; API /api/streams, /api/sessions, /api/health; "
+                         "metrics /metrics", scheme, args.host, http.port)
+                log.info("HTTP-FLV %s://%s:%d/{app}/{stream}.flv, WebSocket-FLV on the same path%s",
+                         scheme, args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
+            for source in engine.sources:
+                if isinstance(source, ClusterNode) and not args.worker_dir:
+                    public = source.rtmp_url.rpartition(":")[0]
+                    source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{runtime.http.port}"
+                                    if runtime.http is not None else None)
+            if args.demo and not int(args.worker_index or 0):  # with --workers, worker 0 publishes it
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
                 log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
             # Everything allocated at start-up lives as long as the server: keep it out of
@@ -184,23 +241,98 @@ async def serve(args: argparse.Namespace, *, task_status: trio.TaskStatus[Engine
             gc.collect()
             gc.freeze()
             task_status.started(engine)
-            async for signum in signals:
-                log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, args.shutdown_grace)
-                break
+            stop = trio.Event()
+            nursery.start_soon(_until_signalled, signals, stop, runtime, list(argv if argv is not None else []))
+            if args.worker_dir:
+                nursery.start_soon(_until_orphaned, os.getppid(), stop)
+            await stop.wait()
             await engine.shutdown(grace=args.shutdown_grace)
             nursery.cancel_scope.cancel()
     log.info("arcly-trio stopped")
 
 
+async def reload(runtime: Runtime, argv: Sequence[str]) -> bool:
+    """Re-read the configuration file and apply it (SIGHUP); whether it was applied. A file
+    that does not load, or settings that cannot be used, are logged and change nothing."""
+    path = runtime.args.config
+    if not path:
+        log.info("SIGHUP received: nothing to reload (no --config file)")
+        return False
+    try:
+        args = resolve_args(build_parser(), argv)
+        changes = await reload_runtime(runtime, args)
+    except (ConfigError, ValueError, SystemExit) as exc:
+        log.error("configuration reload from %s failed; the running configuration is kept: %s", path, exc)
+        if runtime.audit is not None:
+            runtime.audit.record({"event": "config-reload", "ok": False, "file": path, "error": str(exc)})
+        return False
+    log.info("configuration reloaded from %s: %s", path, "; ".join(changes) or "nothing changed")
+    if runtime.audit is not None:
+        runtime.audit.record({"event": "config-reload", "ok": True, "file": path, "changes": changes})
+    return True
+
+
+async def _until_signalled(signals: AsyncIterator[int], stop: trio.Event, runtime: Runtime,
+                           argv: Sequence[str]) -> None:
+    """Set ``stop`` on SIGINT or SIGTERM; reload the configuration on SIGHUP."""
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            await reload(runtime, argv)
+            continue
+        log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, runtime.args.shutdown_grace)
+        break
+    stop.set()
+
+
+async def _until_orphaned(parent: int, stop: trio.Event) -> None:
+    """A worker stops when its supervisor is gone (it is then adopted by another process)."""
+    while os.getppid() == parent:
+        await trio.sleep(1)
+    log.warning("the supervisor (pid %d) is gone: shutting down", parent)
+    stop.set()
+
+
+def sign_command(args: argparse.Namespace) -> int:
+    """``arcly-trio sign URL``: print the signed URL."""
+    secret = read_secret(args.secret, args.secret_file, "ARCLY_SIGN_SECRET")
+    if not secret:
+        print("arcly-trio sign: give the secret (--secret, --secret-file or ARCLY_SIGN_SECRET)", file=sys.stderr)
+        return 2
+    expiry = args.expiry if args.expiry is not None else int(time.time() + args.expires)
+    url = args.url if "://" in args.url or args.url.startswith("/") else f"/{args.url}"
+    try:
+        print(sign_url(url, secret, expiry, style="jwt" if args.jwt else "nms", action=args.action))
+    except ValueError as exc:
+        print(f"arcly-trio sign: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sign":
+        return sign_command(args)
+    try:
+        args = resolve_args(parser, argv)
+    except ConfigError as exc:
+        print(f"arcly-trio: {exc}", file=sys.stderr)
+        return 1
+    worker = f"w{args.worker_index} " if args.worker_dir else ""
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {worker}%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
-        trio.run(serve, args)
+        count = worker_count(args.workers)
+    except ValueError:
+        raise SystemExit(f"arcly-trio: --workers takes a number or 'auto', not {args.workers!r}") from None
+    if count > 1 and not args.worker_dir:
+        return supervise(args, argv, count)
+    try:
+        trio.run(partial(serve, args, argv=argv))
     except (OSError, BaseExceptionGroup) as exc:
         # Binding the port fails inside serve's nursery, so the OSError comes in a group.
         error = _lone_os_error(exc)
@@ -209,17 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", error)
         return 1
     return 0
-
-
-def _seconds(text: str) -> float:
-    """A duration option: a finite number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
-    return value
 
 
 def _lone_os_error(exc: BaseException) -> OSError | None:

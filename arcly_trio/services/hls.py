@@ -1,32 +1,43 @@
-"""HLS packaging: one segmenter per stream, however many viewers, into a :class:`Storage`.
+"""HLS packaging: one packager per stream, however many viewers, into a :class:`Storage`.
 
 :class:`HlsService` is a kernel :class:`~arcly_trio.kernel.engine.StreamService`: register it
 with ``EngineBuilder.service`` and the engine feeds it every frame of every stream of the
-applications it applies to (``AppSpec.hls``, or all of them with ``all_apps=True``). For each
-stream it runs an :class:`~arcly_trio.media.hls.HlsSegmenter` and writes, under
-``{app}/{stream}/`` in its storage:
+applications it applies to (``AppSpec.hls``, or all of them with ``all_apps=True``). Each
+application is packaged in one *variant* (``AppSpec.hls_variant``, else the service's
+``variant``):
 
-* ``index.m3u8``, the live playlist, rewritten each time a segment is complete or expires;
-* the segments, named ``{token}-{sequence}.ts`` where the token is new for each stream, so a
-  stream that comes back under the same name never reuses a name a player may have cached.
+* ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.hls`); tracks MPEG-TS cannot carry (AV1,
+  VP9, Opus...) are left out, with a warning logged once per kind and the API saying so
+  (:mod:`._hls_ts`);
+* ``fmp4``: fragmented MP4 (CMAF) segments of every codec, a multivariant playlist with a video
+  and an audio rendition, ``#EXT-X-MAP``, version 7, and DASH (``index.mpd``) from the same
+  segments (:mod:`._hls_cmaf`);
+* ``ll``: the same, as Low-Latency HLS: parts, preload hints, blocking playlist reload,
+  rendition reports (the default).
 
-A complete segment is stored before the playlist that lists it. A segment that leaves the
-window is deleted ``delete_delay`` seconds later (players that loaded an older playlist may
-still fetch it), never while a stored playlist lists it. A new publish session (takeover,
-reconnect) or a timestamp jump starts a new timeline with ``EXT-X-DISCONTINUITY``. When the
-stream ends the playlist gets ``EXT-X-ENDLIST``; ``delete_delay`` seconds later the playlist
-and its segments are deleted (the playlist only if no newer stream of the same name took it
-over meanwhile).
+Under ``{app}/{stream}/`` in its storage it writes ``index.m3u8`` (the TS media playlist, or
+the multivariant playlist), and for CMAF ``video.m3u8``, ``audio.m3u8`` and ``index.mpd``; the
+segments (and parts and init segments) are named with a token that is new for each stream, so a
+stream that comes back under the same name never reuses a name a player may have cached.
+
+A resource is stored before the playlist that lists it. One that leaves every list is deleted
+``delete_delay`` seconds later (at least three target durations for parts, as RFC 8216bis
+asks), never while a stored playlist lists it. A new publish session (takeover, reconnect) or a
+timestamp jump starts a new timeline with ``EXT-X-DISCONTINUITY`` (a new DASH period). When the
+stream ends the playlists get ``EXT-X-ENDLIST`` (the MPD becomes ``static``); ``delete_delay``
+seconds later they and every resource are deleted (the playlists only if no newer stream of the
+same name took them over meanwhile).
 
 Deletions are run by :meth:`HlsService.run`, a small janitor task the engine starts (see
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
-(:mod:`.hls_routes`) come with the service: :meth:`HlsService.install_routes`.
+(:mod:`.hls_routes`) come with the service: :meth:`HlsService.install_routes`; they answer
+blocking playlist reloads from :attr:`HlsService.live`, one condition per stream.
 
-Error policy: nothing here ever ends a stream. A frame the segmenter rejects (malformed codec
+Error policy: nothing here ever ends a stream. A frame the packager rejects (malformed codec
 bytes) is dropped and counted in ``bad_frames``; a storage failure is logged and counted in
 ``storage_errors`` and packaging goes on; a stream whose name cannot be a storage key is not
-packaged (logged once).
+packaged (logged once). Invalid settings raise ``LocalProtocolError`` or ``ValueError``.
 """
 
 from __future__ import annotations
@@ -36,35 +47,84 @@ import itertools
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
 
+import attrs
 import trio
 
-from ..core.errors import RemoteProtocolError
+from ..core.errors import LocalProtocolError, RemoteProtocolError
 from ..core.keys import StreamKey
+from ..kernel.events import ServiceEvent
 from ..kernel.fanout import EndReason
 from ..kernel.pacing import Pacer
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
-from ..media.hls import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from ..media import fmp4, mpegts
+from ..media.hls import HlsSegmenter
 from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 from ._session import SessionTracker
 
-__all__ = ["HlsService"]
+__all__ = ["HlsService", "HlsSegmentEvent", "VARIANTS"]
 
 log = logging.getLogger("arcly_trio.hls")
 
 PLAYLIST = "index.m3u8"
+#: The HLS variants: MPEG-TS, fragmented MP4, Low-Latency HLS on fragmented MP4.
+VARIANTS: Final = ("ts", "fmp4", "ll")
+_CARRIES: Final = {
+    "ts": mpegts.SUPPORTED_VIDEO_CODECS | mpegts.SUPPORTED_AUDIO_CODECS,
+    "fmp4": fmp4.SUPPORTED_CODECS,
+    "ll": fmp4.SUPPORTED_CODECS,
+}
+
+
+@attrs.frozen(slots=True)
+class HlsSegmentEvent(ServiceEvent):
+    """A segment was completed and listed (``what`` is ``"segment"``): the observers' view of
+    packaging (the metrics' segment histogram). ``rendition`` is ``"video"``/``"audio"`` for
+    the CMAF variants, ``"av"`` for MPEG-TS."""
+
+    variant: str = ""
+    rendition: str = ""
+    duration: float = 0.0
+    size: int = 0
+
+
+class Packaging(Protocol):
+    """What the packaging loop drives: one variant's packager of one stream (see
+    :mod:`._hls_ts`, :mod:`._hls_cmaf`)."""
+
+    left_out: dict[str, int]
+    carried: set[str]
+
+    def push(self, frame: Any) -> Sequence[object]: ...
+
+    def discontinuity(self) -> Sequence[object]: ...
+
+    def finish(self) -> Sequence[object]: ...
+
+    async def apply(self, events: Sequence[object]) -> None: ...
+
+    async def ended(self) -> None: ...
+
+    def leftovers(self) -> list[str]: ...
+
+    def take_segments(self) -> list[tuple[str, float, int]]: ...
 
 
 class HlsService:
-    """Packages streams as HLS into ``storage`` (a :class:`MemoryStorage` by default).
+    """Packages streams as HLS (and DASH) into ``storage`` (a :class:`MemoryStorage` by default).
 
     Args:
         storage: where playlists and segments go.
+        variant: ``"ll"`` (default), ``"fmp4"`` or ``"ts"`` for the applications whose
+            ``AppSpec.hls_variant`` does not say.
         target_duration: the shortest segment in seconds (cut on the next keyframe after it).
+        part_duration: the longest LL-HLS part in seconds (``PART-TARGET``; 0.05 to
+            ``target_duration``).
         window: how many segments the playlist lists.
         delete_delay: seconds an expired segment (or an ended stream's playlist) is kept;
             default ``window * target_duration``.
@@ -74,6 +134,12 @@ class HlsService:
         linger: when the server shuts down, seconds the final playlists (with
             ``#EXT-X-ENDLIST``) are still served, so players end cleanly (default: one target
             duration); the engine's shutdown grace bounds it.
+        skip_protocols: publish protocols whose streams are not packaged (the workers of
+            ``--workers N`` share one storage, and only the worker where a stream is published
+            packages it: the others skip their ``worker`` relay copies).
+        locate: a playlist request for a stream that is not here asks the engine's stream
+            sources for it (:meth:`~arcly_trio.kernel.engine.Engine.locate`: a pull on
+            demand; each request keeps it alive). Off for workers sharing a storage.
     """
 
     name = "hls"
@@ -82,32 +148,48 @@ class HlsService:
         self,
         storage: Storage | None = None,
         *,
+        variant: str = "ll",
         target_duration: float = 2.0,
+        part_duration: float = 1 / 3,
         window: int = 6,
         delete_delay: float | None = None,
         all_apps: bool = False,
         capacity: int = 2048,
         linger: float | None = None,
+        skip_protocols: Iterable[str] = (),
+        locate: bool = True,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
+        if variant not in VARIANTS:
+            raise LocalProtocolError(f"HLS variant {variant!r} is not one of {', '.join(VARIANTS)}")
+        if not 0.05 <= part_duration <= target_duration:
+            raise LocalProtocolError(f"part_duration must be from 0.05 s to target_duration, not {part_duration}")
         if delete_delay is not None and delete_delay < 0:
             raise ValueError("delete_delay must be >= 0")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.variant = variant
         self.target_duration = target_duration
+        self.part_duration = part_duration
         self.window = window
         self.delete_delay = window * target_duration if delete_delay is None else delete_delay
         self.all_apps = all_apps
         self.capacity = capacity
         self.linger = target_duration if linger is None else linger
+        self.skip_protocols = frozenset(skip_protocols)
+        self.locate = locate
         self.bad_frames = 0
-        """Frames the segmenter rejected (malformed codec bytes), over all streams."""
+        """Frames the packagers rejected (malformed codec bytes), over all streams."""
         self.storage_errors = 0
         """Failed storage operations, over all streams."""
-        self.streams: dict[str, HlsSegmenter] = {}
-        """The segmenter of each stream being packaged, by ``"app/stream"``."""
+        self.streams: dict[str, Packaging] = {}
+        """The packaging of each stream being packaged, by ``"app/stream"``."""
+        self.live: dict[str, Any] = {}
+        """The live state of each stream packaged as CMAF (:class:`._hls_cmaf.LiveCmaf`), by
+        ``"app/stream"``: what the routes answer blocking reloads from."""
+        self._variants: dict[str, str] = {}
         self._owners: dict[str, str] = {}
         self._tokens = itertools.count(1)
-        self._due: list[tuple[float, int, str, str | None, str | None]] = []
+        self._due: list[tuple[float, int, tuple[str, ...], str | None, str | None]] = []
         self._order = itertools.count()
         self._wake = trio.Event()
         self._janitors = 0
@@ -117,10 +199,19 @@ class HlsService:
     def applies_to(self, spec: AppSpec) -> bool:
         return self.all_apps or spec.uses(self.name)
 
+    def variant_for(self, spec: AppSpec) -> str:
+        """The variant the streams of ``spec``'s application are packaged in."""
+        return spec.hls_variant or self.variant
+
+    def app_variant(self, app: str) -> str:
+        """The variant of application ``app`` (the service's default until one of its streams
+        was packaged)."""
+        return self._variants.get(app, self.variant)
+
     @staticmethod
-    def playlist_key(app: str, stream: str) -> str:
+    def playlist_key(app: str, stream: str, name: str = PLAYLIST) -> str:
         """The storage key of a stream's playlist (``InvalidStorageKey`` if it cannot be one)."""
-        return check_key(f"{app}/{stream}/{PLAYLIST}")
+        return check_key(f"{app}/{stream}/{name}")
 
     @staticmethod
     def segment_key(app: str, stream: str, name: str) -> str:
@@ -131,52 +222,43 @@ class HlsService:
     def pending_deletions(self) -> int:
         return len(self._due)
 
+    @property
+    def part_delete_delay(self) -> float:
+        """How long a part is kept once it is no longer listed (RFC 8216bis: three target
+        durations at least)."""
+        return max(self.delete_delay, 3 * self.target_duration)
+
     # ---------------------------------------------------------------------- packaging
 
     async def serve_stream(self, stream: Stream, subscription: Subscription) -> None:
         """Package ``stream`` until ``subscription`` ends (run by the engine)."""
+        if stream.info.protocol in self.skip_protocols:
+            return
         app, name = stream.key.app, stream.key.name
         try:
-            playlist_key = self.playlist_key(app, name)
+            self.playlist_key(app, name)
         except InvalidStorageKey as exc:
             log.warning("HLS not packaged for %s: %s", stream.key, exc)
             return
         base = f"{app}/{name}"
         token = f"{int(time.time()):x}{next(self._tokens):x}"
         self._owners[base] = token
-        segmenter = HlsSegmenter(self.target_duration, self.window, name_template=f"{token}-{{sequence}}.ts")
-        self.streams[base] = segmenter
-        tracker = SessionTracker(stream)
-        pacer = Pacer()
-        log.info("HLS packaging %s (segments of %g s, window %d)", stream.key, self.target_duration, self.window)
-        bad_logged = False
+        variant = self.variant_for(stream.spec)
+        self._variants[app] = variant
+        packaging: Packaging
+        if variant == "ts":
+            from ._hls_ts import TsPackaging
+
+            packaging = TsPackaging(self, stream.key, token)
+        else:
+            from ._hls_cmaf import CmafPackaging
+
+            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
+        self.streams[base] = packaging
+        log.info("HLS (%s) packaging %s (segments of %g s, window %d)", variant, stream.key,
+                 self.target_duration, self.window)
         try:
-            while True:
-                batch = await subscription.next_batch(512)
-                if not batch:
-                    break
-                events: list[SegmentEvent] = []
-                for frame in batch:
-                    if tracker.starts_session(stream, frame):
-                        events += segmenter.discontinuity()
-                    try:
-                        left_out = len(segmenter.left_out)
-                        events += segmenter.push(frame)
-                        if len(segmenter.left_out) != left_out:
-                            log.warning("HLS (MPEG-TS) of %s cannot carry %s: it is left out of the "
-                                        "segments (ffmpeg and browsers see the other tracks only)",
-                                        stream.key, ", ".join(sorted(segmenter.left_out)))
-                        await pacer.spend(len(frame.payload))
-                    except RemoteProtocolError as exc:
-                        self.bad_frames += 1
-                        if not bad_logged:
-                            bad_logged = True
-                            log.warning("HLS of %s: dropping a malformed %s frame: %s", stream.key, frame.codec, exc)
-                if events:
-                    await self._apply(base, segmenter, events)
-                if not self._janitors:
-                    await self._run_due()
-            await self._apply(base, segmenter, segmenter.finish())
+            await self._package(stream, subscription, packaging)
             log.info("HLS of %s ended (%s)", stream.key,
                      subscription.end_reason.value if subscription.end_reason else "ended")
             if subscription.end_reason is EndReason.SHUTDOWN and self.linger:
@@ -185,27 +267,58 @@ class HlsService:
                 # task within its grace.
                 await trio.sleep(self.linger)
         finally:
-            if self.streams.get(base) is segmenter:
+            if self.streams.get(base) is packaging:
                 del self.streams[base]
             # Schedule the clean-up (synchronous, so it happens even when cancelled).
             due = trio.current_time() + self.delete_delay
-            self._schedule(due, playlist_key, base, token)
-            for segment in segmenter.segments:
-                self._schedule(due, f"{base}/{segment.name}")
+            leftovers = packaging.leftovers()
+            playlists = tuple(key for key in leftovers if key.endswith((".m3u8", ".mpd")))
+            self._schedule(due, playlists, base, token)
+            self._schedule(due, tuple(key for key in leftovers if key not in playlists))
 
-    async def _apply(self, base: str, segmenter: HlsSegmenter, events: list[SegmentEvent]) -> None:
-        changed = False
-        for event in events:
-            if isinstance(event, SegmentClosed):
-                changed = True
-                await self._store(f"{base}/{event.name}", event.data)
-            elif isinstance(event, SegmentExpired):
-                changed = True
-                self._schedule(trio.current_time() + self.delete_delay, f"{base}/{event.name}")
-        if changed:
-            await self._store(f"{base}/{PLAYLIST}", segmenter.playlist().encode())
+    async def _package(self, stream: Stream, subscription: Subscription, packaging: Packaging) -> None:
+        tracker = SessionTracker(stream)
+        pacer = Pacer()
+        bad_logged = False
+        try:
+            while True:
+                batch = await subscription.next_batch(512)
+                if not batch:
+                    break
+                events: list[object] = []
+                for frame in batch:
+                    if tracker.starts_session(stream, frame):
+                        events += packaging.discontinuity()
+                    try:
+                        left_out = len(packaging.left_out)
+                        events += packaging.push(frame)
+                        if len(packaging.left_out) != left_out:
+                            log.warning("HLS of %s cannot carry %s: it is left out (players see the other "
+                                        "tracks only)", stream.key, ", ".join(sorted(packaging.left_out)))
+                        await pacer.spend(len(frame.payload))
+                    except RemoteProtocolError as exc:
+                        self.bad_frames += 1
+                        if not bad_logged:
+                            bad_logged = True
+                            log.warning("HLS of %s: dropping a malformed %s frame: %s", stream.key, frame.codec, exc)
+                await packaging.apply(events)
+                self._report_segments(stream, packaging)
+                if not self._janitors:
+                    await self._run_due()
+            await packaging.apply(packaging.finish())
+            self._report_segments(stream, packaging)
+        finally:
+            await packaging.ended()
 
-    async def _store(self, key: str, data: bytes) -> None:
+    def _report_segments(self, stream: Stream, packaging: Packaging) -> None:
+        """Tell the observers (and the event feed) of each segment completed."""
+        variant = self.app_variant(stream.key.app)
+        for rendition, duration, size in packaging.take_segments():
+            stream.notify(HlsSegmentEvent(stream.key, trio.current_time(), self.name, "segment",
+                                          f"{rendition} {duration:.3f} s", variant, rendition, duration, size))
+
+    async def store(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``; a failure is logged and counted, never raised."""
         try:
             await self.storage.put(key, data)
         except StorageError as exc:
@@ -219,40 +332,55 @@ class HlsService:
 
     # ---------------------------------------------------------------------- deletions
 
-    def _schedule(self, due: float, key: str, owner: str | None = None, token: str | None = None) -> None:
-        heapq.heappush(self._due, (due, next(self._order), key, owner, token))
-        self._wake.set()
+    def expire(self, key: str, delay: float | None = None) -> None:
+        """Delete ``key`` after ``delay`` seconds (default ``delete_delay``)."""
+        self._schedule(trio.current_time() + (self.delete_delay if delay is None else delay), (key,))
+
+    def _schedule(self, due: float, keys: tuple[str, ...], owner: str | None = None, token: str | None = None) -> None:
+        if keys:
+            heapq.heappush(self._due, (due, next(self._order), keys, owner, token))
+            self._wake.set()
 
     async def _run_due(self) -> None:
         now = trio.current_time()
         due = self._due
         while due and due[0][0] <= now:
-            _, _, key, owner, token = heapq.heappop(due)
+            _, _, keys, owner, token = heapq.heappop(due)
             if owner is not None:
                 if self._owners.get(owner) != token:
-                    continue  # a newer stream of the same name owns the playlist now
+                    continue  # a newer stream of the same name owns the playlists now
                 del self._owners[owner]
-            try:
-                await self.storage.delete(key)
-            except StorageError as exc:
-                self._storage_failed("delete", key, exc)
+            for key in keys:
+                try:
+                    await self.storage.delete(key)
+                except StorageError as exc:
+                    self._storage_failed("delete", key, exc)
 
     def install_routes(self, router: Router) -> None:
-        """Serve the playlists and segments over HTTP (see :mod:`.hls_routes`)."""
+        """Serve the playlists, segments and MPDs over HTTP (see :mod:`.hls_routes`)."""
         from . import hls_routes
 
         hls_routes.install(self, router)
 
     def stream_urls(self, key: StreamKey) -> dict[str, str]:
-        return {"hls": f"/{key.app}/{key.name}/{PLAYLIST}"}
+        urls = {"hls": f"/{key.app}/{key.name}/{PLAYLIST}"}
+        if self.app_variant(key.app) != "ts":
+            urls["dash"] = f"/{key.app}/{key.name}/index.mpd"
+        return urls
 
     def stream_status(self, key: StreamKey) -> dict[str, object]:
-        """What the HLS of ``key`` carries, for ``/api/streams``: never a silent drop."""
-        segmenter = self.streams.get(f"{key.app}/{key.name}")
-        if segmenter is None:
+        """What the HLS of ``key`` carries, for ``/api/streams``: never a silent drop. Also what
+        each variant would carry of the stream's tracks (``by_variant``)."""
+        packaging = self.streams.get(f"{key.app}/{key.name}")
+        if packaging is None:
             return {}
-        return {"hls_tracks": {"variant": "ts", "carried": sorted(segmenter.carried),
-                        "left_out": sorted(segmenter.left_out)}}
+        seen = packaging.carried | set(packaging.left_out)
+        by_variant = {}
+        for variant, codecs in _CARRIES.items():
+            carries = sorted(t for t in seen if t.split()[0] in codecs and "track" not in t)
+            by_variant[variant] = {"carries": carries, "leaves_out": sorted(seen - set(carries))}
+        return {"hls_tracks": {"variant": self.app_variant(key.app), "carried": sorted(packaging.carried),
+                               "left_out": sorted(packaging.left_out), "by_variant": by_variant}}
 
     async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the janitor that deletes expired segments and ended streams' files, until

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import attrs
@@ -45,7 +45,8 @@ from ..storage import AppendHandle, FileStorage, Storage, StorageError, check_ke
 from ._session import SessionTracker
 from ..media.flv import FlvStreamWriter
 
-__all__ = ["FlvRecorder", "RecordingStarted", "RecordingStopped", "RecordingFailed", "RecordingEvent"]
+__all__ = ["FlvRecorder", "RecordingStarted", "RecordingStopped", "RecordingFailed", "RecordingEvent",
+           "RecordingFileEvent"]
 
 log = logging.getLogger("arcly_trio.recording")
 
@@ -89,6 +90,17 @@ class RecordingFailed:
 RecordingEvent = Union[RecordingStarted, RecordingStopped, RecordingFailed]
 
 
+@attrs.frozen(slots=True)
+class RecordingFileEvent(ServiceEvent):
+    """The :class:`~arcly_trio.kernel.events.ServiceEvent` a recording reports to the
+    observers and the event feed (``recording-started``, ``recording-stopped``,
+    ``recording-failed``): ``file`` is where it is (a path on disk for a directory), ``bytes``
+    what was written."""
+
+    file: str = ""
+    bytes: int = 0
+
+
 @attrs.define
 class _Recording:
     key: StreamKey
@@ -109,6 +121,10 @@ class FlvRecorder:
         on_event: called with each :class:`RecordingStarted`, :class:`RecordingStopped` and
             :class:`RecordingFailed` (synchronously, on the recording task; keep it cheap).
         capacity: the service's subscription queue (frames).
+        skip_protocols: publish protocols whose streams are not recorded: by default the
+            copies of streams published on another node or worker of a cluster (``cluster``,
+            ``worker``), which are recorded where they are published. Streams pulled from an
+            upstream (``pull``) are recorded like any other.
     """
 
     name = "record"
@@ -120,7 +136,9 @@ class FlvRecorder:
         all_apps: bool = False,
         on_event: Callable[[RecordingEvent], None] | None = None,
         capacity: int = 4096,
+        skip_protocols: Iterable[str] = ("cluster", "worker"),
     ) -> None:
+        self.skip_protocols = frozenset(skip_protocols)
         if isinstance(directory, (str, os.PathLike)):
             self.storage: Storage = FileStorage(directory)
         else:
@@ -134,6 +152,8 @@ class FlvRecorder:
         """Recordings being written: storage key -> stream."""
         self.failures = 0
         """Recordings stopped by a storage error."""
+        self.bytes_written = 0
+        """Bytes written to recordings, in all (the metrics' recording bytes)."""
 
     def applies_to(self, spec: AppSpec) -> bool:
         return self.all_apps or spec.uses(self.name)
@@ -148,6 +168,8 @@ class FlvRecorder:
 
     async def serve_stream(self, stream: Stream, subscription: Subscription) -> None:
         """Record ``stream``'s sessions until ``subscription`` ends (run by the engine)."""
+        if stream.info.protocol in self.skip_protocols:
+            return
         tracker = SessionTracker(stream)
         recording = await self._open(stream.key, tracker.info.started_at)
         recording.stream = stream
@@ -212,6 +234,7 @@ class FlvRecorder:
             await self._fail(recording, exc)
             return
         recording.bytes += len(data)
+        self.bytes_written += len(data)
 
     async def _close(self, recording: _Recording, reason: str) -> None:
         handle = recording.handle
@@ -223,6 +246,7 @@ class FlvRecorder:
             if tail:
                 await handle.write(tail)
                 recording.bytes += len(tail)
+                self.bytes_written += len(tail)
             await handle.aclose()
         except StorageError as exc:
             recording.handle = handle
@@ -254,7 +278,8 @@ class FlvRecorder:
     def _tell(self, recording: _Recording, what: str, detail: str) -> None:
         """Put a recording event on the application's event feed and to the observer."""
         if recording.stream is not None:
-            recording.stream.notify(ServiceEvent(recording.key, trio.current_time(), self.name, what, detail))
+            recording.stream.notify(RecordingFileEvent(recording.key, trio.current_time(), self.name, what, detail,
+                                                       self.file_path(recording.path), recording.bytes))
 
     def _emit(self, event: RecordingEvent) -> None:
         self.history.append(event)

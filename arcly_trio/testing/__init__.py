@@ -3,10 +3,14 @@
 * :mod:`.frames` — builders of synthetic configs, keyframes, deltas, audio and whole GOPs;
 * :mod:`.observer` — :class:`CountingObserver`;
 * :mod:`.strategies` — hypothesis strategies for frames and publishable sequences;
-* :mod:`.races` — :class:`EngineRaces`, a stateful machine for publish/subscribe races.
+* :mod:`.races` — :func:`~.races.run_races`, :class:`~.races.RaceSetup` and
+  :class:`~.races.EngineRaces`: property-test publish/unpublish/play races against your engine;
+* :mod:`.server_races` — :class:`~.server_races.ServerRaces`: the same over real RTMP and
+  HTTP-FLV connections to your workers.
 
-``strategies`` and ``races`` need hypothesis (``pip install 'arcly-trio[test]'``); importing
-this package does not.
+``strategies``, ``races`` and ``server_races`` need hypothesis
+(``pip install 'arcly-trio[test]'``); importing this package does not, and they are loaded when
+first used (``from arcly_trio.testing import races`` or ``arcly_trio.testing.races``).
 """
 
 from .frames import (
@@ -16,6 +20,7 @@ from .frames import (
     keyframe,
     metadata,
     synthetic_gop,
+    real_stream,
     synthetic_stream,
     video_config,
 )
@@ -29,6 +34,16 @@ __all__ = [
     "metadata",
     "synthetic_gop",
     "synthetic_stream",
+    "real_stream",
     "video_config",
     "CountingObserver",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``races``, ``server_races`` and ``strategies`` need hypothesis: imported on first use."""
+    if name in ("races", "server_races", "strategies"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

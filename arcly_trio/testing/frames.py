@@ -2,7 +2,8 @@
 
 Payloads are small and distinct (they name the frame), so a failing assertion shows which frame
 went where. The builders make structurally valid streams for the kernel (configs first, a
-keyframe at the start of every GOP); the bytes are not decodable media.
+keyframe at the start of every GOP); the bytes are not decodable media. :func:`real_stream` is
+decodable: the frames of the H.264+AAC demo clip shipped with the package, looped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "audio",
     "synthetic_gop",
     "synthetic_stream",
+    "real_stream",
 ]
 
 
@@ -88,3 +90,24 @@ def synthetic_stream(gops: int, frames_per_gop: int = 60, fps: float = 30.0,
     gop_ms = frames_per_gop * 1000.0 / fps
     for g in range(gops):
         yield from synthetic_gop(g * gop_ms, frames_per_gop, fps, audio_fps, **sizes)
+
+
+def real_stream(start_ms: int = 0) -> Iterator[Frame]:
+    """The demo clip's frames (640x360 H.264 at 30 fps and AAC, a keyframe every 2 s): its
+    metadata and configs, then its media looped forever, each loop shifted by the clip's length,
+    from ``start_ms`` on. Every frame is a new object (identity checks work across loops); the
+    payloads are real, so HLS, recording and decoders can use them."""
+    from ..server.demo import LOOP_MS, demo_frames
+
+    frames = demo_frames()
+    for frame in frames:
+        if frame.config:
+            yield Frame(frame.kind, frame.codec, start_ms, start_ms, frame.payload, frame.keyframe, True, frame.track)
+    media = [frame for frame in frames if not frame.config]
+    loop = 0
+    while True:
+        offset = start_ms + loop * LOOP_MS
+        for frame in media:
+            yield Frame(frame.kind, frame.codec, frame.pts + offset, frame.dts + offset, frame.payload,
+                        frame.keyframe, False, frame.track)
+        loop += 1

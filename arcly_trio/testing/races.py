@@ -1,51 +1,103 @@
-"""A reusable stateful machine for publish/unpublish/subscribe races against an engine.
+"""Property-testing publish/unpublish/play races against an engine, yours or ours.
 
-:class:`EngineRaces` drives a running engine with actors — publishers and subscribers, each a
-task — through steps that a hypothesis ``data`` object chooses one at a time, so the sequence
-shrinks to a minimal failing one. Time is a :class:`trio.testing.MockClock` without autojump:
-it moves only when a step says so, which makes idle reaping and reconnect grace deterministic.
-After every step the machine lets every task settle and checks its invariants:
+:func:`run_races` drives an engine built by your factory with *actors* — publishers and
+subscribers, each a task — through steps that a hypothesis ``data`` object chooses, so a failure
+shrinks to a minimal sequence. Steps **overlap**: each one starts its work and the next begins
+after a drawn number of scheduler ticks (0 to a few), so authorizations, set-ups, cancellations
+and frames interleave for real; every few steps the machine lets everything settle and checks the
+invariants. Time is a :class:`trio.testing.MockClock` (``run_races`` makes it; it moves only when
+a step says so), so idle reaping and reconnect grace are deterministic.
 
-* the engine's publisher count equals the number of publishing streams and the number of
-  publisher actors that are inside their ``publish`` block and not ended by the kernel;
-* at most one such publisher per key;
-* every subscriber received an in-order subsequence (by identity) of what was published on its
-  key, starting with configs then a keyframe; after a gap, the next non-config frame is a
-  keyframe; the frames missing from gaps never exceed the subscriber's ``dropped`` count, and
-  equal it once the subscriber is live and drained.
+Your factory returns a :class:`RaceSetup`: the engine, and the credentials your authenticator
+accepts (and refuses) for publishing and playing. The first step is always a publish with the
+accepted credentials; if your engine refuses it, the run fails with a message saying so (a race
+test that publishes nothing proves nothing).
 
-Subclass it to add steps (methods named ``step_*``) or invariants (override
-``check_invariants``); run it with :func:`run_races`. Needs hypothesis (the ``test`` extra).
+What the actors do:
+
+* publishers: one video track, two (Enhanced RTMP multitrack: keyframes at different places),
+  or none; with or without audio; sessions that start with configs and a keyframe, mid-GOP, or
+  without configs; mid-stream config changes and cue points; they send, close, crash, or are
+  cancelled (also while their authorization or set-up is in flight), and take streams over;
+* subscribers: ``async for`` or ``next_batch`` readers with small queues, paused and resumed
+  (slow), cancelled, joining at any time.
+
+The invariants (:meth:`EngineRaces.check`), after every settle and at the end:
+
+* **bookkeeping**: the engine's publisher count equals the publishing streams and the active
+  publisher actors; at most one active publisher per key; no stream failed; at rest, no frame
+  waits in a publisher's ingest queue (a returning publisher is pumped at once);
+* **no leak**: every stream in the engine has exactly one running task and none runs for a
+  stream that is gone; every actor that ended has no task left; services' tasks likewise;
+* **order**: every subscriber received an in-order subsequence, by identity, of what its stream
+  delivered (re-sent configs included);
+* **decodability**: every media frame a subscriber received had its track's config current for
+  its publish session (as published) delivered before it; every video track restarts on a
+  keyframe after a gap in it, and starts on one;
+* **exact drops**: a subscriber's ``dropped`` equals the frames offered to it that it never got,
+  less those skipped while starting and those of a video track no keyframe of which had been
+  offered or replayed to it (the kernel's counting rule, :mod:`arcly_trio.kernel.fanout`).
+
+Extend :class:`EngineRaces` with your own ``step_*`` methods (and weights) or invariants
+(override :meth:`EngineRaces.check`). Needs hypothesis (the ``test`` extra).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 from hypothesis import strategies as st
 
-from ..kernel.engine import Engine
 from ..core.errors import StreamError
-from ..core.frame import Frame
+from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
+from ..media import amf0
+from ..kernel.engine import Engine
+from ..kernel.fanout import EndReason
+from ..kernel.observe import Observer
 from ..kernel.subscription import Subscription
 from . import frames as fb
-from .strategies import gops
 
-__all__ = ["EngineRaces", "PublisherActor", "SubscriberActor", "run_races", "live_tasks"]
+__all__ = ["RaceSetup", "EngineRaces", "PublisherActor", "SubscriberActor", "run_races", "live_tasks"]
+
+_VIDEO = FrameKind.VIDEO
+_AUDIO = FrameKind.AUDIO
 
 
-class _Crash(Exception):
-    """Raised inside a publish block to model a crashing publisher."""
+@attrs.define
+class RaceSetup:
+    """What the race machine needs from your server.
+
+    Attributes:
+        engine: the engine to race (not started); its workers, services and authenticator are
+            yours.
+        publish: credentials your authenticator accepts for publishing (on every key used).
+        play: credentials it accepts for playing.
+        refused_publish: credentials it refuses for publishing (``None``: refusals are not
+            exercised).
+        keys: the stream keys to race on (default: names ``a`` and ``b`` in each application).
+        real_media: publish frames of a real H.264+AAC clip (the demo clip shipped with the
+            package, see :func:`arcly_trio.testing.frames.real_stream`) instead of synthetic
+            ones, so that your stream services (HLS, recording...) decode and package for real.
+    """
+
+    engine: Engine
+    publish: Credentials = attrs.field(factory=Credentials)
+    play: Credentials = attrs.field(factory=Credentials)
+    refused_publish: Credentials | None = None
+    keys: Sequence[str] | None = None
+    real_media: bool = False
 
 
 def live_tasks() -> set[trio.lowlevel.Task]:
-    """Every task of the current run (for 'no task left behind' assertions)."""
+    """Every task of the current run."""
     found: set[trio.lowlevel.Task] = set()
 
     def walk(task: trio.lowlevel.Task) -> None:
@@ -58,32 +110,67 @@ def live_tasks() -> set[trio.lowlevel.Task]:
     return found
 
 
-class PublisherActor:
-    """A task that holds ``engine.publish(key)`` and obeys commands."""
+class _Crash(Exception):
+    """Raised inside a publish block to model a crashing publisher."""
 
-    def __init__(self, races: EngineRaces, key: StreamKey, token: str | None) -> None:
+
+class _Recorder(Observer):
+    """Records what each stream delivered, in sequence order, and which publish session each
+    frame came from (whatever the publisher's protocol)."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.delivered: defaultdict[int, list[Frame]] = defaultdict(list)
+        self.by_key: defaultdict[StreamKey, list[Frame]] = defaultdict(list)
+        self.session_of: dict[int, int] = {}
+
+    def on_frame(self, key: StreamKey, frame: Frame) -> None:
+        assert self.engine is not None
+        stream = self.engine.stream(key)  # the stream delivering is the one in the table
+        self.delivered[id(stream)].append(frame)
+        self.by_key[key].append(frame)
+        self.session_of[id(frame)] = id(stream.pumping)
+
+
+# ------------------------------------------------------------------------------- actors
+
+
+class PublisherActor:
+    """A task that holds ``engine.publish(key)`` and obeys commands (send, close, crash)."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, races: EngineRaces, key: StreamKey, credentials: Credentials,
+                 style: dict[str, Any]) -> None:
+        self.id = next(self.ids)
         self.key = key
-        self.token = token
+        self.credentials = credentials
         self.state = "starting"  # -> active -> ended | refused
         self.error: BaseException | None = None
         self.scope = trio.CancelScope()
+        self.task: trio.lowlevel.Task | None = None
         self._races = races
         self._commands, self._inbox = trio.open_memory_channel[tuple[str, Any]](math.inf)
-        self._fresh = True
-        self._pending: list[Frame] = []
+        self.video_tracks: tuple[int, ...] = style["video_tracks"]
+        self.audio: bool = style["audio"]
+        self.start: str = style["start"]  # "configs" | "mid-gop" | "bare"
+        self.gop: int = style["gop"]
+        self._count = 0
+        self._t = races.clock_ms()
+        self._configured = False
+        self._real: Iterator[Frame] | None = None
 
     async def run(self) -> None:
+        self.task = trio.lowlevel.current_task()
         races = self._races
         try:
             with self.scope:
-                creds = Credentials(token=self.token, protocol="test")
-                async with races.engine.publish(self.key, creds) as publisher:
+                async with races.engine.publish(self.key, self.credentials, protocol="race") as publisher:
                     self.state = "active"
-                    async for command, arg in self._inbox:
+                    async for command, frames in self._inbox:
                         if command == "send":
-                            for frame in arg:
+                            for frame in frames:
                                 await publisher.send(frame)
-                                races.published[self.key].append(frame)
                         elif command == "crash":
                             raise _Crash()
                         elif command == "close":
@@ -97,35 +184,87 @@ class PublisherActor:
         finally:
             if self.state != "refused":
                 self.state = "ended"
-
-    def next_frames(self, data: st.DataObject, n: int) -> list[Frame]:
-        """The next ``n`` frames of this publisher's session (configs first, then whole GOPs)."""
-        out: list[Frame] = []
-        if self._fresh:
-            self._fresh = False
-            out += [fb.metadata(), fb.video_config(), fb.audio_config()]
-        while len(self._pending) < n:
-            self._pending += data.draw(gops(start_ms=self._races.clock_ms(), max_frames=8), label="gop")
-        out += self._pending[:n]
-        del self._pending[:n]
-        return out
+            self.task = None
 
     def command(self, command: str, arg: Any = None) -> None:
         self._commands.send_nowait((command, arg))
+
+    def _frame(self, kind: FrameKind, tag: str, key: bool = False, config: bool = False, track: int = 0,
+               cts: int = 0) -> Frame:
+        codec = "h264" if kind is _VIDEO else "aac" if kind is _AUDIO else "amf0"
+        mark = f"{self.id}:{tag}:{track}:{self._count}"
+        if kind is FrameKind.DATA:  # real AMF0, so that it can travel over RTMP and FLV too
+            payload = amf0.encode("onMetaData" if config else "onCuePoint", {"mark": mark})
+        else:
+            payload = mark.encode()
+        self._count += 1
+        return Frame(kind, codec, self._t + cts, self._t, payload, keyframe=key, config=config, track=track)
+
+    def configs(self, tag: str = "cfg") -> list[Frame]:
+        out = [self._frame(FrameKind.DATA, "meta", config=True)]
+        out += [self._frame(_VIDEO, tag, key=True, config=True, track=t) for t in self.video_tracks]
+        if self.audio:
+            out.append(self._frame(_AUDIO, tag, config=True))
+        return out
+
+    def next_frames(self, data: st.DataObject, n: int) -> list[Frame]:
+        """The next ``n`` media frames of this session (configs first when its style says so)."""
+        if self._races.setup.real_media:
+            return self._next_real(data, n)
+        out: list[Frame] = []
+        if not self._configured:
+            self._configured = True
+            if self.start != "bare":
+                out += self.configs()
+            if self.start == "mid-gop":
+                self._count += 1 + data.draw(st.integers(1, self.gop - 1), label="mid-gop offset")
+        for _ in range(n):
+            self._t += data.draw(st.integers(0, 40), label="dt")
+            extra = data.draw(st.sampled_from(["", "", "", "", "", "", "config", "cue"]), label="extra")
+            if extra == "config" and self.video_tracks:
+                out.append(self._frame(_VIDEO, "cfg", key=True, config=True,
+                                       track=data.draw(st.sampled_from(self.video_tracks), label="cfg track")))
+            elif extra == "cue":
+                out.append(self._frame(FrameKind.DATA, "cue"))
+            for track in self.video_tracks:
+                phase = 0 if track == self.video_tracks[0] else self.gop // 2
+                key = (self._count + phase) % self.gop == 0
+                out.append(self._frame(_VIDEO, "v", key=key, track=track, cts=data.draw(st.sampled_from([0, 0, 33]))))
+            if self.audio:
+                out.append(self._frame(_AUDIO, "a"))
+        return out
+
+
+    def _next_real(self, data: st.DataObject, n: int) -> list[Frame]:
+        if self._real is None:
+            self._real = fb.real_stream(start_ms=self._t)
+            if self.start != "configs":
+                configs = 3  # metadata, video and audio configs come first in the clip
+                skip = configs if self.start == "bare" else configs + data.draw(st.integers(1, 40), label="skip")
+                for _ in range(skip):
+                    next(self._real)
+        return [next(self._real) for _ in range(n * 2)]
 
 
 class SubscriberActor:
     """A task that holds ``engine.subscribe(key)`` and records what it receives."""
 
-    def __init__(self, races: EngineRaces, key: StreamKey, capacity: int, paused: bool) -> None:
+    ids = itertools.count(1)
+
+    def __init__(self, races: EngineRaces, key: StreamKey, capacity: int, paused: bool, mode: str) -> None:
+        self.id = next(self.ids)
         self.key = key
         self.capacity = capacity
+        self.mode = mode  # "iter" | "batch"
         self.received: list[Frame] = []
+        self.unread = 0
+        """Frames its subscription had taken but it had not read when it left."""
         self.subscription: Subscription | None = None
         self.state = "starting"  # -> active -> ended | refused
         self.error: BaseException | None = None
         self.scope = trio.CancelScope()
         self.gate = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
         if not paused:
             self.gate.set()
         self._races = races
@@ -139,123 +278,204 @@ class SubscriberActor:
             self.gate = trio.Event()
 
     async def run(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        races = self._races
         try:
             with self.scope:
-                async with self._races.engine.subscribe(self.key, Credentials(protocol="test"),
-                                                        capacity=self.capacity) as sub:
+                async with races.engine.subscribe(self.key, races.setup.play, protocol="race",
+                                                  capacity=self.capacity) as sub:
                     self.subscription = sub
                     self.state = "active"
-                    while True:
-                        await self.gate.wait()
-                        batch = await sub.next_batch(limit=3)
-                        if not batch:
-                            break
-                        self.received.extend(batch)
+                    try:
+                        await self._read(sub)
+                    finally:
+                        self.unread = sub.queued
         except StreamError as exc:
             self.error = exc
-            self.state = "refused"
+            if self.state == "starting":
+                self.state = "refused"
         finally:
             if self.state != "refused":
                 self.state = "ended"
+            self.task = None
+
+    async def _read(self, sub: Subscription) -> None:
+        if self.mode == "iter":
+            while True:
+                await self.gate.wait()
+                try:
+                    self.received.append(await sub.__anext__())
+                except StopAsyncIteration:
+                    return
+        while True:
+            await self.gate.wait()
+            batch = await sub.next_batch(limit=3)
+            if not batch:
+                return
+            self.received.extend(batch)
+
+
+# ------------------------------------------------------------------------------ the machine
 
 
 class EngineRaces:
-    """The machine; see the module docstring. ``apps``/``names`` pick the keys it uses."""
+    """The machine (see the module docstring). Subclass to add ``step_*`` methods."""
 
-    names: tuple[str, ...] = ("a", "b")
     weights: dict[str, int] = {
-        "step_publish": 3, "step_send": 10, "step_subscribe": 4, "step_toggle_slow": 5,
-        "step_unpublish": 1, "step_crash_publisher": 1, "step_cancel_publisher": 1,
-        "step_unsubscribe": 1, "step_time_passes": 2,
+        "step_publish": 3, "step_send": 12, "step_subscribe": 4, "step_toggle_slow": 5,
+        "step_unpublish": 1, "step_crash_publisher": 1, "step_cancel_publisher": 2,
+        "step_unsubscribe": 1, "step_time_passes": 2, "step_refused_publish": 1,
     }
     """How often each step is drawn (steps not listed weigh 1)."""
 
-    def __init__(self, engine: Engine, data: st.DataObject, clock: trio.testing.MockClock,
-                 nursery: trio.Nursery) -> None:
-        self.engine = engine
+    def __init__(self, setup: RaceSetup, data: st.DataObject, clock: trio.testing.MockClock,
+                 nursery: trio.Nursery, recorder: _Recorder) -> None:
+        self.setup = setup
+        self.engine = setup.engine
         self.data = data
         self.clock = clock
         self.nursery = nursery
-        self.published: defaultdict[StreamKey, list[Frame]] = defaultdict(list)
+        self.recorder = recorder
+        self.session_of = recorder.session_of
         self.publishers: list[PublisherActor] = []
         self.subscribers: list[SubscriberActor] = []
+        self.settles = 0
 
-    # ----------------------------------------------------------- helpers
+    # ------------------------------------------------------------------ helpers
 
     def clock_ms(self) -> int:
         return int(trio.current_time() * 1000)
+
+    def keys(self) -> list[StreamKey]:
+        if self.setup.keys:
+            return [StreamKey.parse(key) for key in self.setup.keys]
+        return [StreamKey(app.name, name) for app in self.engine.applications() for name in ("a", "b")]
 
     def draw_key(self) -> StreamKey:
         """A key, most often one that has a stream already (so races collide)."""
         existing = sorted({stream.key for stream in self.engine.streams()}, key=str)
         if existing and self.data.draw(st.integers(0, 3), label="reuse") > 0:
             return self.data.draw(st.sampled_from(existing), label="existing key")
-        apps = [app.name for app in self.engine.applications()]
-        return StreamKey(self.data.draw(st.sampled_from(apps), label="app"),
-                         self.data.draw(st.sampled_from(self.names), label="stream"))
+        return self.data.draw(st.sampled_from(self.keys()), label="key")
 
-    def _active(self, actors: list[Any]) -> list[Any]:
+    def _active(self, actors: Sequence[Any]) -> list[Any]:
         return [actor for actor in actors if actor.state == "active"]
 
     async def settle(self) -> None:
         await trio.testing.wait_all_tasks_blocked()
+        self.settles += 1
 
-    def steps(self) -> dict[str, Callable[[], Awaitable[None]]]:
+    def steps(self) -> dict[str, Callable[[], None]]:
         return {name: getattr(self, name) for name in dir(self) if name.startswith("step_")}
 
-    # ------------------------------------------------------------- steps
+    # ------------------------------------------------------------------ steps
 
-    async def step_publish(self) -> None:
-        token = self.data.draw(st.sampled_from([None, None, "bad"]), label="token")
-        actor = PublisherActor(self, self.draw_key(), token)
+    def publish(self, credentials: Credentials) -> PublisherActor:
+        video = self.data.draw(st.sampled_from([(0,), (0,), (0, 1), ()]), label="video tracks")
+        style = {
+            "video_tracks": video,
+            "audio": not video or self.data.draw(st.booleans(), label="audio"),
+            "start": self.data.draw(st.sampled_from(["configs", "configs", "mid-gop", "bare"]), label="start"),
+            "gop": self.data.draw(st.integers(2, 6), label="gop"),
+        }
+        actor = PublisherActor(self, self.draw_key(), credentials, style)
         self.publishers.append(actor)
-        self.nursery.start_soon(actor.run)
+        self.nursery.start_soon(actor.run, name=f"race publisher {actor.id}")
+        return actor
 
-    async def step_send(self) -> None:
+    def step_publish(self) -> None:
+        self.publish(self.setup.publish)
+
+    def step_refused_publish(self) -> None:
+        if self.setup.refused_publish is not None:
+            self.publish(self.setup.refused_publish)
+
+    def step_send(self) -> None:
         active = self._active(self.publishers)
         if active:
             actor = self.data.draw(st.sampled_from(active), label="publisher")
-            actor.command("send", actor.next_frames(self.data, self.data.draw(st.integers(1, 24), label="n")))
+            actor.command("send", actor.next_frames(self.data, self.data.draw(st.integers(1, 12), label="n")))
 
-    async def step_unpublish(self) -> None:
+    def step_unpublish(self) -> None:
         active = self._active(self.publishers)
         if active:
             self.data.draw(st.sampled_from(active), label="publisher").command("close")
 
-    async def step_crash_publisher(self) -> None:
+    def step_crash_publisher(self) -> None:
         active = self._active(self.publishers)
         if active:
             self.data.draw(st.sampled_from(active), label="publisher").command("crash")
 
-    async def step_cancel_publisher(self) -> None:
+    def step_cancel_publisher(self) -> None:
         live = [a for a in self.publishers if a.state in ("starting", "active")]
         if live:
             self.data.draw(st.sampled_from(live), label="publisher").scope.cancel()
 
-    async def step_subscribe(self) -> None:
-        capacity = self.data.draw(st.integers(1, 8), label="capacity")
-        paused = self.data.draw(st.booleans(), label="paused")
-        actor = SubscriberActor(self, self.draw_key(), capacity, paused)
+    def step_subscribe(self) -> None:
+        actor = SubscriberActor(
+            self, self.draw_key(),
+            capacity=self.data.draw(st.integers(1, 8), label="capacity"),
+            paused=self.data.draw(st.booleans(), label="paused"),
+            mode=self.data.draw(st.sampled_from(["iter", "batch"]), label="mode"),
+        )
         self.subscribers.append(actor)
-        self.nursery.start_soon(actor.run)
+        self.nursery.start_soon(actor.run, name=f"race subscriber {actor.id}")
 
-    async def step_unsubscribe(self) -> None:
+    def step_unsubscribe(self) -> None:
         live = [a for a in self.subscribers if a.state in ("starting", "active")]
         if live:
             self.data.draw(st.sampled_from(live), label="subscriber").scope.cancel()
 
-    async def step_toggle_slow(self) -> None:
+    def step_toggle_slow(self) -> None:
         active = self._active(self.subscribers)
         if active:
             actor = self.data.draw(st.sampled_from(active), label="subscriber")
             actor.gate.set() if actor.paused else actor.pause()
 
-    async def step_time_passes(self) -> None:
-        self.clock.jump(self.data.draw(st.sampled_from([0.5, 2.0, 6.0, 11.0]), label="seconds"))
+    def step_time_passes(self) -> None:
+        self.clock.jump(self.data.draw(st.sampled_from([0.2, 2.0, 6.0, 11.0]), label="seconds"))
 
-    # -------------------------------------------------------- invariants
+    # ------------------------------------------------------------------ running
 
-    def check_invariants(self) -> None:
+    async def ticks(self) -> None:
+        for _ in range(self.data.draw(st.integers(0, 4), label="ticks")):
+            await trio.lowlevel.checkpoint()
+
+    async def run(self, max_steps: int = 30) -> None:
+        first = self.publish(self.setup.publish)
+        await self.settle()
+        if first.state != "active":
+            raise AssertionError(
+                f"the first publish (to {first.key}, with RaceSetup.publish = {self.setup.publish}) was "
+                f"refused: {first.error!r}. Give RaceSetup the credentials your authenticator accepts, "
+                "or every example would race nothing."
+            )
+        steps = self.steps()
+        names = [name for name in sorted(steps) for _ in range(self.weights.get(name, 1))]
+        for _ in range(self.data.draw(st.integers(min(5, max_steps), max_steps), label="steps")):
+            steps[self.data.draw(st.sampled_from(names), label="step")]()
+            await self.ticks()
+            if self.data.draw(st.integers(0, 3), label="settle?") == 0:
+                await self.settle()
+                self.check()
+        await self.settle()
+        self.check()
+
+    async def finish(self) -> None:
+        """After the engine has stopped: every actor ends by itself, all invariants hold."""
+        for actor in self.subscribers:
+            actor.gate.set()
+        await self.settle()
+        assert all(a.state in ("ended", "refused") for a in self.publishers), [a.state for a in self.publishers]
+        assert all(a.state in ("ended", "refused") for a in self.subscribers), [a.state for a in self.subscribers]
+        assert self.engine.publisher_count == 0
+        for actor in self.subscribers:
+            self.check_subscriber(actor, final=True)
+        self.check_no_task_left()
+
+    # ------------------------------------------------------------------ invariants
+
+    def check(self) -> None:
         engine = self.engine
         assert engine.stream_failures == 0, "a stream task failed (see the log)"
         publishing = [s for s in engine.streams() if s.publishing]
@@ -266,87 +486,195 @@ class EngineRaces:
         for actor in active:
             per_key[actor.key] += 1
         assert all(n <= 1 for n in per_key.values()), per_key
-        for sub in self.subscribers:
-            self.check_subscriber(sub)
+        for stream in engine.streams():
+            session = stream.session
+            if session is not None:  # a stream pumps its publisher at once, never later
+                waiting = session.receive.statistics().current_buffer_used
+                assert waiting == 0, f"{waiting} frames of {stream.key} wait in its ingest queue at rest"
+        self.check_no_task_left()
+        for actor in self.subscribers:
+            self.check_subscriber(actor)
+
+    def check_no_task_left(self) -> None:
+        tasks = live_tasks()
+        names = [task.name for task in tasks]
+        streams = {f"stream {stream.key}" for stream in self.engine.streams()}
+        running = [name for name in names if name.startswith("stream ")]
+        assert sorted(running) == sorted(streams), ("stream tasks", sorted(running), sorted(streams))
+        for actor in [*self.publishers, *self.subscribers]:
+            if actor.state in ("ended", "refused"):
+                assert actor.task not in tasks, f"{actor} ended but its task is still running"
 
     def check_subscriber(self, actor: SubscriberActor, final: bool = False) -> None:
-        received = actor.received
-        if not received:
-            return
-        published = self.published[actor.key]
-        index = {id(frame): i for i, frame in enumerate(published)}
-        positions = []
-        for frame in received:
-            assert id(frame) in index, f"subscriber got a frame never published: {frame}"
-            positions.append(index[id(frame)])
-        assert all(a < b for a, b in zip(positions, positions[1:])), "out of order or duplicated"
-        # Frames skipped before the first keyframe may be the start-up skip (uncounted: they
-        # came before the subscriber could start) or a real lag (counted); every frame skipped
-        # after it must be counted.
-        started = False
-        missing_start = missing = 0
-        expect_key = False
-        for i, (pos, frame) in enumerate(zip(positions, received)):
-            gap = pos - positions[i - 1] - 1 if i else 0
-            if not started:
-                missing_start += gap
-                if frame.config:
-                    continue
-                assert frame.keyframe, f"first non-config frame is not a keyframe: {frame}"
-                started = True
-                continue
-            if gap:
-                missing += gap
-                expect_key = True
-            if expect_key and not frame.config:
-                assert frame.keyframe, f"a gap ends on a non-keyframe: {frame}"
-                expect_key = False
         sub = actor.subscription
-        assert sub is not None
-        assert missing <= sub.dropped, (missing, sub.dropped)
-        if final:
-            # Whatever else was counted was skipped before the start or after the last frame.
-            trailing = len(published) - 1 - positions[-1]
-            assert sub.dropped <= missing + missing_start + trailing, (
-                sub.dropped, missing, missing_start, trailing)
-            if sub.end_reason is not None and sub.subscriber._state == 0 and trailing == 0:
-                assert sub.dropped <= missing + missing_start
-
-    # --------------------------------------------------------------- run
-
-    async def run(self, max_steps: int = 30) -> None:
-        steps = self.steps()
-        names = [name for name in sorted(steps) for _ in range(self.weights.get(name, 1))]
-        await self.step_publish()
-        await self.settle()
-        for _ in range(self.data.draw(st.integers(min(5, max_steps), max_steps), label="steps")):
-            await steps[self.data.draw(st.sampled_from(names), label="step")]()
-            await self.settle()
-            self.check_invariants()
-
-    async def finish(self) -> None:
-        """After the engine has stopped: every actor ends on its own, all invariants hold."""
-        for actor in self.subscribers:
-            actor.gate.set()
-        await self.settle()
-        assert all(a.state in ("ended", "refused") for a in self.publishers), [a.state for a in self.publishers]
-        assert all(a.state in ("ended", "refused") for a in self.subscribers), [a.state for a in self.subscribers]
-        assert self.engine.publisher_count == 0
-        for actor in self.subscribers:
-            self.check_subscriber(actor, final=True)
+        if sub is None:
+            return
+        delivered = self.recorder.delivered.get(id(sub.stream), [])
+        if actor.state == "active":
+            exact = not actor.paused and sub.queued == 0
+        else:  # it left: what it had been given and not read is not a drop
+            exact = actor.unread == 0
+        check_delivery(actor.received, delivered, sub, self.session_of, exact=exact)
 
 
-async def run_races(machine_cls: type[EngineRaces], engine: Engine, data: st.DataObject,
-                    clock: trio.testing.MockClock, max_steps: int = 30) -> EngineRaces:
-    """Run ``machine_cls`` against ``engine`` (not yet started), stop the engine, check that
-    every actor ended and that no task of the engine is left. Returns the machine."""
-    before = live_tasks()
-    async with trio.open_nursery() as actors:
-        async with engine:
-            machine = machine_cls(engine, data, clock, actors)
-            await machine.run(max_steps)
-        await machine.finish()
-    assert engine.streams() == [] and not engine.running
-    left = live_tasks() - before
-    assert not left, f"tasks left behind: {left}"
-    return machine
+def check_delivery(received: list[Frame], delivered: list[Frame], sub: Subscription,
+                   session_of: dict[int, int], *, exact: bool) -> None:
+    """The order, decodability and exact-drop invariants for one subscriber (module docstring).
+
+    ``delivered`` is everything its stream delivered, in sequence order (index ``i`` is
+    sequence number ``i + 1``); ``exact`` when the subscriber has read all it was given.
+    """
+    record = sub.subscriber
+    end = (record.left_seq - 1) if record.left_seq is not None else len(delivered)
+    positions = check_decodable(received, delivered, session_of, end=end)
+    got = set(positions)
+    joined = record.joined_seq - 1  # index of the first live frame offered
+
+    def session(i: int) -> int:
+        return session_of.get(id(delivered[i]), 0)
+
+    if not exact:
+        return
+    _check_exact_drops(delivered, positions, got, record, joined, end, session, session_of)
+
+
+def check_decodable(received: Sequence[Frame], delivered: list[Frame], session_of: dict[int, int],
+                    *, end: int | None = None, same: Callable[[Frame], Any] = id) -> list[int]:
+    """Order and decodability of what a player received (module docstring); the positions of
+    the received frames in ``delivered``. ``same`` says how a received frame is matched with a
+    delivered one (identity in-process; the bytes of its FLV body over a protocol)."""
+    end = len(delivered) if end is None else end
+    index = {same(frame): i for i, frame in enumerate(delivered)}
+    positions = []
+    for frame in received:
+        assert same(frame) in index, f"a player got a frame its stream never delivered: {frame}"
+        positions.append(index[same(frame)])
+    assert all(a < b for a, b in zip(positions, positions[1:])), "out of order or duplicated"
+    got = set(positions)
+
+    def session(i: int) -> int:
+        return session_of.get(id(delivered[i]), 0)
+
+    # Configs current for the session came first, and every video track (re)starts on a keyframe.
+    for i, frame in enumerate(delivered[:end]):
+        if not frame.config and frame.kind is not FrameKind.DATA and i in got:
+            needed = _config_before(delivered, i, session(i), frame.kind, frame.track, session_of)
+            if needed is not None:
+                assert needed in got and needed < i, f"received {frame} without its config {delivered[needed]}"
+    last_of_track: dict[tuple[int, int], int] = {}
+    for i in positions:
+        frame = delivered[i]
+        if frame.kind is not _VIDEO or frame.config:
+            continue
+        slot = (session(i), frame.track)
+        previous = last_of_track.get(slot)
+        gap = previous is None or any(
+            delivered[j].kind is _VIDEO and not delivered[j].config and delivered[j].track == frame.track
+            and session(j) == slot[0] for j in range(previous + 1, i))
+        assert not gap or frame.keyframe, f"video track {frame.track} resumed on a non-keyframe {frame}"
+        last_of_track[slot] = i
+    return positions
+
+
+def _check_exact_drops(delivered: list[Frame], positions: list[int], got: set[int], record: Any,
+                       joined: int, end: int, session: Callable[[int], int],
+                       session_of: dict[int, int]) -> None:
+    # Exact drops: every live frame offered and not received counts, except while starting
+    # and for a video track of which no keyframe had been offered or replayed since the start.
+    counted = 0
+    replayed_keys = {delivered[i].track for i in positions
+                     if i < joined and delivered[i].keyframe and delivered[i].kind is _VIDEO and not delivered[i].config}
+    started = record.join_state == "live"
+    keyed: set[int] = set(replayed_keys) if started else set()
+    current = session(joined - 1) if joined > 0 else None  # the session when it joined
+    primary = _primary(delivered, current, session_of, upto=joined)
+    for i in range(joined, end):
+        frame = delivered[i]
+        if session(i) != current:
+            if i > 0:  # the first frame of a new session on the stream: a fresh start
+                started, keyed, primary = False, set(), None
+            current = session(i)
+        if frame.kind is _VIDEO and not frame.config:
+            primary = frame.track if primary is None else min(primary, frame.track)
+        if not started:
+            if i in got and _is_sync(frame, primary):
+                started = True
+                keyed = {frame.track} if frame.kind is _VIDEO else set()
+            continue
+        if frame.kind is _VIDEO and frame.keyframe and not frame.config:
+            keyed.add(frame.track)
+        if i in got:
+            continue
+        if frame.kind is _VIDEO and not frame.config and frame.track not in keyed:
+            continue
+        counted += 1
+    if record.dropped != counted:
+        lines = [f"  {'got ' if i in got else 'MISS' if joined <= i < end else '    '} #{i + 1} session {session(i)} "
+                 f"{f.kind.value} track {f.track}{' key' if f.keyframe else ''}{' config' if f.config else ''}"
+                 for i, f in enumerate(delivered)]
+        raise AssertionError(
+            f"dropped {record.dropped}, but {counted} frames were missed and counted "
+            f"(joined at #{joined + 1} {record.join_state}, left at #{end + 1}):\n" + "\n".join(lines))
+    if record.end_reason is EndReason.EVICTED:
+        assert record.dropped > 0
+
+
+def _primary(delivered: list[Frame], session: int | None, session_of: dict[int, int], upto: int) -> int | None:
+    """The lowest video track (media frames) of ``session`` delivered before index ``upto``."""
+    if session is None:
+        return None
+    tracks = [f.track for f in delivered[:upto]
+              if f.kind is _VIDEO and not f.config and session_of.get(id(f), 0) == session]
+    return min(tracks) if tracks else None
+
+
+def _is_sync(frame: Frame, primary: int | None) -> bool:
+    if primary is None:
+        return frame.kind is _AUDIO and not frame.config
+    return frame.kind is _VIDEO and frame.keyframe and not frame.config and frame.track == primary
+
+
+def _config_before(delivered: list[Frame], i: int, session: int, kind: FrameKind, track: int,
+                   session_of: dict[int, int]) -> int | None:
+    for j in range(i - 1, -1, -1):
+        frame = delivered[j]
+        if session_of.get(id(frame), 0) != session:
+            return None
+        if frame.config and frame.kind is kind and frame.track == track:
+            return j
+    return None
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def run_races(setup: Callable[[], RaceSetup], data: st.DataObject, *,
+              machine: type[EngineRaces] = EngineRaces, max_steps: int = 30) -> EngineRaces:
+    """Run ``machine`` against the engine ``setup()`` builds, with a fresh mock clock; stop the
+    engine (while steps may still be in flight), check that every actor ended, that the
+    invariants hold and that no task is left. Returns the machine (for your own checks)."""
+    clock = trio.testing.MockClock()
+    result: list[EngineRaces] = []
+
+    async def main() -> None:
+        race_setup = setup()
+        engine = race_setup.engine
+        recorder = _Recorder()
+        recorder.engine = engine
+        engine.add_observer(recorder)
+        before = live_tasks()
+        async with trio.open_nursery() as actors:
+            async with engine:
+                races = machine(race_setup, data, clock, actors, recorder)
+                await races.run(max_steps)
+                if data.draw(st.booleans(), label="stop mid-step"):
+                    races.step_publish()  # an authorization in flight as the engine stops
+                    await races.ticks()
+            await races.finish()
+        assert engine.streams() == [] and not engine.running
+        left = live_tasks() - before
+        assert not left, f"tasks left behind: {left}"
+        result.append(races)
+
+    trio.run(main, clock=clock)
+    return result[0]

@@ -122,7 +122,8 @@ class CloseCode(enum.IntEnum):
     CONFLICT = 4409
     """The stream already has a publisher."""
     ENDED = 4410
-    """The server ended this publish session (replaced by another publisher, idle reaped)."""
+    """The server ended this session (a publisher replaced by another one or idle reaped; a
+    publisher or viewer kicked by an operator)."""
     UNSUPPORTED = 4415
     """A codec the protocol does not carry, or a config record that does not parse."""
     ORDER = 4422

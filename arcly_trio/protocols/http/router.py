@@ -109,12 +109,21 @@ class HttpRequest:
         return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
 
 
+    @property
+    def bearer(self) -> str | None:
+        """The token of an ``Authorization: Bearer TOKEN`` header, or ``None``."""
+        value = self.header("authorization") or ""
+        scheme, _, token = value.strip().partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+
     def credentials(self, protocol: str) -> Credentials:
         """What the client presented, for the engine's authorization: ``?token=`` (or
-        ``?sign=``, as Node-Media-Server names it), its address and its whole query."""
+        ``?sign=``, as Node-Media-Server names it), an ``Authorization: Bearer`` token, its
+        address and its whole query."""
         query = self.query
         token = query.get("token") or query.get("sign") or None
-        return Credentials(token=token, peer=self.peer, query=query, protocol=protocol)
+        return Credentials(token=token, peer=self.peer, query=query, protocol=protocol, bearer=self.bearer)
 
 
 class Responder(Protocol):
@@ -143,11 +152,15 @@ Handler = Callable[[HttpRequest, Any], Awaitable[None]]
 
 @attrs.frozen
 class Route:
+    """One route. ``protected`` routes (the JSON API, ``/metrics``) need the server's API token
+    when it has one."""
+
     pattern: str
     regex: re.Pattern[str]
     methods: frozenset[str]
     handler: Handler
     websocket: bool
+    protected: bool = False
 
 
 class Router:
@@ -186,14 +199,22 @@ class Router:
         *,
         methods: tuple[str, ...] = ("GET", "HEAD"),
         websocket: bool = False,
+        first: bool = False,
+        protected: bool = False,
     ) -> Route:
-        route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket)
-        self._routes.append(route)
+        """Add a route (after the others; ``first=True``: before them, so it overrides;
+        ``protected=True``: it needs the server's API token, if it has one)."""
+        route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket,
+                      protected)
+        if first:
+            self._routes.insert(0, route)
+        else:
+            self._routes.append(route)
         return route
 
-    def get(self, pattern: str, handler: Handler) -> Route:
+    def get(self, pattern: str, handler: Handler, *, protected: bool = False) -> Route:
         """A ``GET`` (and ``HEAD``) route."""
-        return self.add(pattern, handler)
+        return self.add(pattern, handler, protected=protected)
 
     def websocket(self, pattern: str, handler: Handler) -> Route:
         """A route for WebSocket opening handshakes (a ``GET`` with ``Upgrade: websocket``)."""

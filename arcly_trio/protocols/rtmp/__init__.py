@@ -5,18 +5,28 @@
 * :mod:`.messages` — protocol control and user control message payloads;
 * :mod:`.events` — what a session's ``next_event`` returns;
 * :mod:`.endpoint` — what both sides share (acknowledgements, pings, aggregates, timestamps);
-* :mod:`.server_session` — the server's state machine; :mod:`.client_session` — the client's.
+* :mod:`.server_session` — the server's state machine; :mod:`.client_session` — the client's
+  raw session; :mod:`.client` — the client's whole conversation (handshake to close);
+* :mod:`.media` — frames as chunked messages, built once and shared; :mod:`.url` — RTMP URLs.
 
 None of it imports trio: the worker is :mod:`arcly_trio.workers.rtmp`.
 """
 
+from .client import ClientMode, ClientState, RtmpClient
 from .client_session import ClientSession
 from .endpoint import CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_DATA, CSID_VIDEO, RtmpEndpoint
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .server_session import ConnectionState, Decision, ServerSession, StreamState
+from .url import RtmpUrl, fill_template, parse_rtmp_url
 
 __all__ = [
+    "RtmpClient",
+    "ClientMode",
+    "ClientState",
+    "RtmpUrl",
+    "parse_rtmp_url",
+    "fill_template",
     "ClientSession",
     "ServerSession",
     "RtmpEndpoint",

@@ -3,7 +3,7 @@
 :class:`ClientSession` queues commands (``connect``, ``createStream``, ``publish``, ``play``...)
 and media, and turns what the server sends into events (:mod:`.events`). Acknowledgements and
 ping responses are handled by the shared machinery (:mod:`.endpoint`). Tests drive servers
-with it; the RTMP client adapters build on it.
+with it; the whole client conversation (:class:`~.client.RtmpClient`) builds on it.
 
 Error policy: as :mod:`.endpoint`: the server's protocol violations raise
 ``RemoteProtocolError`` (or a subclass) and the session is dead afterwards.
@@ -53,6 +53,7 @@ class ClientSession(RtmpEndpoint):
         max_audio_size: int = 1024 * 1024,
         max_other_size: int = 64 * 1024,
         max_partial_messages: int = 64,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         super().__init__(
             max_chunk_size=max_chunk_size,
@@ -61,6 +62,7 @@ class ClientSession(RtmpEndpoint):
             max_other_size=max_other_size,
             max_partial_messages=max_partial_messages,
             initial_bytes_received=0,
+            max_buffered_bytes=max_buffered_bytes,
         )
         self._transactions = 0
 

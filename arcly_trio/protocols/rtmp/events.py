@@ -8,7 +8,8 @@ that the adapter may want to know (:class:`StreamCreated`, :class:`StreamDeleted
 media it publishes (:class:`MediaMessage`, :class:`DataMessage`). Client side
 (:class:`~.client_session.ClientSession`): everything the server sends
 (:class:`CommandReceived`, :class:`UserControlReceived`, :class:`ControlReceived`, media and
-data).
+data). The client's conversation (:class:`~.client.RtmpClient`) turns those into outcomes:
+:class:`Connected`, :class:`StreamStarted`, :class:`Refused`, :class:`StreamEnded`.
 
 Error policy: events are plain values and never raise, except :attr:`DataMessage.values`,
 which decodes on demand.
@@ -40,6 +41,10 @@ __all__ = [
     "CommandReceived",
     "UserControlReceived",
     "ControlReceived",
+    "Connected",
+    "StreamStarted",
+    "Refused",
+    "StreamEnded",
 ]
 
 
@@ -235,3 +240,38 @@ class ControlReceived(Event):
 
     type_id: int
     values: tuple[int, ...]
+
+
+@attrs.frozen(slots=True)
+class Connected(Event):
+    """(Client conversation) the server accepted ``connect`` with these objects."""
+
+    properties: Any
+    information: dict[str, Any]
+
+
+@attrs.frozen(slots=True)
+class StreamStarted(Event):
+    """(Client conversation) ``publish`` or ``play`` (``mode``) started on ``stream_id``."""
+
+    stream_id: int
+    mode: str
+
+
+@attrs.frozen(slots=True)
+class Refused(Event):
+    """(Client conversation) the server refused ``stage`` (``connect``, ``createStream``,
+    ``publish`` or ``play``) with ``code`` and ``description`` (the server's text, unescaped)."""
+
+    stage: str
+    code: str
+    description: str
+
+
+@attrs.frozen(slots=True)
+class StreamEnded(Event):
+    """(Client conversation) the server ended our publish or play: ``code`` says how
+    (``NetStream.Play.UnpublishNotify``, ``NetStream.Play.Stop``, ``StreamEOF``...)."""
+
+    code: str
+    description: str

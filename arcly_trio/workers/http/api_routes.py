@@ -1,4 +1,5 @@
-"""The JSON API: ``GET /api/streams`` (every application and stream) and ``GET /api/health``.
+"""The JSON API: ``GET /api/streams`` (every application and stream), ``GET /api/health``,
+``GET /api/sessions`` and ``DELETE /api/sessions/{id}``.
 
 ``/api/streams``::
 
@@ -16,14 +17,37 @@
          "hls": "/live/demo/index.m3u8"}]}],
      "streams": 1, "publishers": 1}
 
-``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
+``subscribers`` counts players (the stream services' own subscriptions, HLS packaging,
+recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
 ``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
 track not seen. The per-stream paths come from the egress routes and from every stream service
-that applies to the application (``stream_urls``: ``hls``...; ``stream_status``: ``hls_tracks`` says what the HLS variant carries and what it leaves out). ``/api/health`` answers ``200``
-``{"status": "ok", ...}`` while the engine runs and ``503`` ``{"status": "stopping"}`` during
-a graceful shutdown.
+that applies to the application and from the stream sources (``stream_urls``: ``hls``...;
+``dash`` for the CMAF variants; ``stream_status``: ``hls_tracks`` says what the HLS variant
+carries and what it leaves out, and ``by_variant`` what each variant would; ``push`` the state of
+each push target, ``pull`` where a pulled stream comes from; lists that several services give
+under one field are joined). Services and sources with ``health_status()`` add fields to
+``/api/health`` (``cluster``...), and observers' and the authenticator's too (``audit``,
+``event_hook``). ``/api/health`` runs the engine's named health checks (see
+:mod:`arcly_trio.kernel.health`) and lists them under ``checks`` (``name``, ``ok``,
+``critical``, ``detail``); it answers ``200`` ``{"status": "ok", ...}`` while the engine runs
+and every critical check passes, ``503`` ``{"status": "failing"}`` when one fails and ``503``
+``{"status": "stopping"}`` during a graceful shutdown.
+
+``/api/sessions`` lists every client's publish and play (see
+:mod:`arcly_trio.kernel.sessions`)::
+
+    {"sessions": [{"id": "17", "role": "play", "protocol": "http-flv", "address": "127.0.0.1",
+                   "port": 50414, "app": "live", "stream": "demo", "key": "live/demo",
+                   "bytes": 1234567, "started_at": 1714564800.0}], "count": 1}
+
+and ``DELETE /api/sessions/{id}`` kicks one: ``200`` with the session it ended, ``404`` if
+there is none of that id.
+
+``/api/streams`` and ``/api/sessions`` are *protected* routes: when the HTTP worker has an API
+token (``HttpServer(api_token=...)``, ``--api-token``) they need it (as ``/metrics`` does);
+``/api/health`` and ``/api/server`` never do.
 """
 
 from __future__ import annotations
@@ -40,22 +64,28 @@ if TYPE_CHECKING:
     from ...kernel.engine import Engine
     from .server import HttpServer
 
-__all__ = ["install", "streams_document", "stream_document", "health_document"]
+__all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
+           "sessions_document"]
 
 
 def install(server: HttpServer) -> None:
     server.router.get("/api/health", serve_health)
-    server.router.get("/api/streams", serve_streams)
+    server.router.get("/api/streams", serve_streams, protected=True)
+    server.router.get("/api/sessions", serve_sessions, protected=True)
+    server.router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), protected=True)
 
 
 def _number(value: float) -> float:
     return round(value, 3) if math.isfinite(value) else 0.0
 
 
-def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) -> dict[str, Any]:
+def stream_document(stream: Stream, *, urls: dict[str, object] | None = None,
+                    services: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One stream as ``/api/streams`` shows it (``urls``: what the services add for it, their
-    paths and their status: ``hls`` and ``hls_status``...)."""
+    paths and their status: ``hls`` and ``hls_status``...; ``services``: the protocols of
+    stream services' own subscriptions, which are not viewers)."""
     stats = stream.stats()
+    viewers = {protocol: n for protocol, n in stats.subscribers_by_protocol.items() if protocol not in services}
     info = stats.info
     key = stats.key
     publisher: dict[str, Any] | None = None
@@ -71,7 +101,7 @@ def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) ->
         "publisher": publisher,
         "video": None,
         "audio": None,
-        "subscribers": {"total": stats.subscribers, "by_protocol": dict(stats.subscribers_by_protocol)},
+        "subscribers": {"total": sum(viewers.values()), "by_protocol": viewers},
         "drops": stats.drops_total,
         "bytes": stats.bytes_total,
         "uptime": _number(stats.uptime),
@@ -104,25 +134,36 @@ def stream_document(stream: Stream, *, urls: dict[str, object] | None = None) ->
     return document
 
 
+def _merge(found: dict[str, object], more: dict[str, object]) -> None:
+    """Add what one service says of a stream; lists under the same field are joined."""
+    for field, value in more.items():
+        if isinstance(value, list) and isinstance(found.get(field), list):
+            found[field] = [*found[field], *value]  # type: ignore[misc]
+        else:
+            found[field] = value
+
+
 def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
     services = [service for service in engine.services if service.applies_to(app.spec)]
+    plugins = [*services, *engine.sources]
 
     def urls(stream: Stream) -> dict[str, object]:
         found: dict[str, object] = {}
-        for service in services:
+        for plugin in plugins:
             for hook in ("stream_urls", "stream_status"):
-                method = getattr(service, hook, None)
+                method = getattr(plugin, hook, None)
                 if method is not None:
-                    found.update(method(stream.key))
+                    _merge(found, method(stream.key))
         return found
 
-    names = [service.name for service in services]
+    names = list(dict.fromkeys(service.name for service in services))
     return {
         "name": app.name,
         "services": names,
         "hls": "hls" in names,
         "record": "record" in names,
-        "streams": [stream_document(stream, urls=urls(stream)) for stream in app.streams()],
+        "streams": [stream_document(stream, urls=urls(stream), services=engine.service_names)
+                    for stream in app.streams()],
     }
 
 
@@ -150,12 +191,44 @@ def health_document(engine: Engine, server: HttpServer | None = None) -> dict[st
     }
     if server is not None:
         document["http_connections"] = server.open_connections
+    for plugin in engine.plugins:
+        method = getattr(plugin, "health_status", None)
+        if method is not None:
+            document.update(method())
     return document
 
 
+async def health_report(engine: Engine, server: HttpServer | None = None) -> tuple[int, dict[str, Any]]:
+    """Run the engine's health checks: the status code and the ``/api/health`` document."""
+    document = health_document(engine, server)
+    checks = await engine.health.run()
+    document["checks"] = [check.document() for check in checks]
+    if not engine.stopping and not engine.health.healthy(checks):
+        document["status"] = "failing"
+    return (200 if document["status"] == "ok" else 503), document
+
+
 async def serve_health(request: HttpRequest, exchange: Exchange) -> None:
-    document = health_document(exchange.engine, exchange.server)
-    await exchange.json(503 if exchange.engine.stopping else 200, document)
+    status, document = await health_report(exchange.engine, exchange.server)
+    await exchange.json(status, document)
+
+
+def sessions_document(engine: Engine) -> dict[str, Any]:
+    """Every client session of this engine (see the module docstring)."""
+    sessions = [session.document() for session in engine.sessions]
+    return {"sessions": sessions, "count": len(sessions)}
+
+
+async def serve_sessions(request: HttpRequest, exchange: Exchange) -> None:
+    await exchange.json(200, sessions_document(exchange.engine))
+
+
+async def serve_kick(request: HttpRequest, exchange: Exchange) -> None:
+    session = exchange.engine.kick(request.params["id"])
+    if session is None:
+        await exchange.json(404, {"error": f"no session {request.params['id'][:64]!r}"})
+        return
+    await exchange.json(200, {"kicked": session.document()})
 
 
 async def serve_streams(request: HttpRequest, exchange: Exchange) -> None:

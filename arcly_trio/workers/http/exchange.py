@@ -112,6 +112,8 @@ class Exchange:
         """Send a whole response (the body is left out for ``HEAD``)."""
         if close:
             self.keep_alive = False
+        if status == 401:  # RFC 9110: a 401 says how to authenticate
+            headers = [("www-authenticate", 'Bearer realm="arcly-trio"'), *headers]
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
         self.responded = True
         h = self._h11
@@ -287,7 +289,7 @@ def stream_error_status(exc: StreamError) -> int:
     if isinstance(exc, InvalidStreamName):
         return 400
     if isinstance(exc, Unauthorized):
-        return 403
+        return exc.http_status
     if isinstance(exc, EngineClosed):
         return 503
     return 500

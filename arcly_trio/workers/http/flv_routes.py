@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from ...core.errors import PeerGone, StreamError, WriteTimeout
+from ...core.errors import AppNotFound, PeerGone, StreamError, StreamNotFound, WriteTimeout
 from ...core.frame import Frame, FrameBatch
 from ...core.keys import StreamKey
 from ...kernel.fanout import EndReason, Subscriber
@@ -153,14 +153,19 @@ async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
 
 
 def _prepare(sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
-    """Seed the FLV header's track flags with what the stream already knows."""
-    stream = exchange.engine.stream(subscriber.key)
+    """Seed the FLV header's track flags with what the stream already knows. A stream that
+    ended (or an application removed) while the response started has closed the sink already:
+    the default writer decides the header from what the sink holds."""
+    try:
+        sink.egress.max_frames = exchange.engine.application(subscriber.key.app).spec.subscriber_queue
+        stream = exchange.engine.stream(subscriber.key)
+    except (StreamNotFound, AppNotFound):
+        return
     info = stream.info
     sink.writer = FlvStreamWriter(
         has_audio=info.audio_codec is not None,
         has_video=info.video_codec is not None or stream.has_video,
     )
-    sink.egress.max_frames = exchange.engine.application(subscriber.key.app).spec.subscriber_queue
 
 
 def _peer(request: HttpRequest) -> tuple[str, object]:

@@ -53,6 +53,7 @@ from ...core.errors import (
     PeerGone,
     PublishEnded,
     PublisherLimitReached,
+    PublisherKicked,
     PublisherReplaced,
     StreamAlreadyPublishing,
     StreamError,
@@ -110,6 +111,7 @@ _END_REASONS = {
     EndReason.SHUTDOWN: (CloseCode.GOING_AWAY, "shutdown", "the server is stopping"),
     EndReason.EVICTED: (CloseCode.TOO_SLOW, "evicted", "this viewer fell too far behind"),
     EndReason.UNSUBSCRIBED: (CloseCode.NORMAL, "unsubscribed", "unsubscribed"),
+    EndReason.KICKED: (CloseCode.ENDED, "kicked", "kicked by the operator"),
 }
 
 
@@ -130,7 +132,7 @@ def close_code_for(exc: StreamError) -> CloseCode:
         return CloseCode.CONFLICT
     if isinstance(exc, (PublisherLimitReached, EngineClosed)):
         return CloseCode.UNAVAILABLE
-    if isinstance(exc, (PublisherReplaced, StreamIdleReaped)):
+    if isinstance(exc, (PublisherReplaced, StreamIdleReaped, PublisherKicked)):
         return CloseCode.ENDED
     if isinstance(exc, PublishEnded):
         return CloseCode.GOING_AWAY
@@ -322,6 +324,7 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
         log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
         await _refused(exchange, request, close_code_for(exc), str(exc))
         return
+    key = subscriber.key  # the authorization may have renamed it
     try:
         sink.stream = engine.stream(key)
         egress.max_frames = engine.application(key.app).spec.subscriber_queue

@@ -1,22 +1,38 @@
-"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS and the stats API on one port.
+"""The HTTP protocol worker: HTTP-FLV, WebSocket-FLV, HLS, DASH and the stats API on one port.
 
 Routes (compatible with Node-Media-Server):
 
 * ``GET /{app}/{stream}.flv``: live HTTP-FLV (chunked); the same path with a WebSocket
   handshake: WebSocket-FLV (binary messages of the same FLV bytes). See :mod:`.flv_routes`.
 * the routes of the engine's stream services (``install_routes``, see
-  :mod:`arcly_trio.kernel.service`), installed when the worker starts: HLS playlists and
-  segments (:mod:`arcly_trio.services.hls_routes`), and those of any service of your own.
+  :mod:`arcly_trio.kernel.service`), installed when the worker starts: HLS and LL-HLS
+  playlists, segments and parts, and DASH MPDs (:mod:`arcly_trio.services.hls_routes`; a
+  blocking playlist reload is a request being served while it waits), and those of any
+  service of your own.
 * ``GET /{app}/{stream}/frames`` and ``/ingest`` with a WebSocket handshake (subprotocol
   ``arcly.frames.v1``): play and publish frames for WebCodecs. See :mod:`.frames_routes`.
 * ``GET /``, ``/watch/{app}/{stream}``, ``/publish/{app}/{stream}``: the browser pages (status,
   player, publisher), ``GET /api/server``. See :mod:`.pages_routes`.
-* ``GET /api/streams``, ``GET /api/health``: JSON. See :mod:`.api_routes`.
+* ``GET /api/streams``, ``GET /api/health``, ``GET /api/sessions``, ``DELETE
+  /api/sessions/{id}``: JSON. See :mod:`.api_routes`.
+* the routes of the engine's other plugins: stream sources, observers (``/metrics`` of a
+  :class:`~arcly_trio.ops.metrics.PrometheusObserver`) and the authenticator.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
   response carries ``Access-Control-Allow-Origin: *``.
 
 More routes (a player page, WebSocket APIs) are added to :attr:`HttpServer.router` before the
 engine starts; handlers answer through an :class:`Exchange`.
+
+API token: with ``api_token`` set, *protected* routes (``Router.add(..., protected=True)``: the
+JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
+``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
+without it, ``403`` with a wrong one; compared in constant time; refusals slow the address down
+like refused plays (the engine's ``auth_throttle``, action ``api``). Requests on the Unix socket
+(the other workers of ``--workers``, in a private run directory) need none.
+
+HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
+the handshake is read within the request-head deadline, so a client that stalls it is closed like
+a slowloris head.
 
 HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
 handshakes are read by h11 too and then handed over to trio-websocket (see :mod:`.ws`).
@@ -47,7 +63,9 @@ Errors accepting connections that mean overload (EMFILE...) are logged and retri
 
 from __future__ import annotations
 
+import hmac
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 import attrs
@@ -57,6 +75,7 @@ import trio
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
+from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
@@ -93,6 +112,10 @@ class HttpServer:
         write_timeout: seconds one write may block before the client is dropped.
         rtmp_port: the RTMP port, a hint for the pages' copyable ``rtmp://`` URLs (``None``:
             unknown; settable later, as the CLI does once the RTMP worker has bound its port).
+        reuse_port: listen with ``SO_REUSEPORT`` (several worker processes on one port).
+        unix_socket: also listen on this Unix socket (the other workers' API requests).
+        api_token: the token protected routes need (``None``: they are open).
+        ssl_context: serve HTTPS (a server-side :class:`ssl.SSLContext`) on the TCP port.
     """
 
     def __init__(
@@ -108,8 +131,19 @@ class HttpServer:
         header_timeout: float = 10.0,
         write_timeout: float = 30.0,
         rtmp_port: int | None = None,
+        reuse_port: bool = False,
+        unix_socket: str | None = None,
+        api_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.api_token = api_token
+        self.ssl_context = ssl_context
+        self.name = "https" if ssl_context is not None else "http"
+        """The protocol this worker serves (health checks, metrics)."""
+        self.listening = False
+        self.reuse_port = reuse_port
+        self.unix_socket = unix_socket
         self.rtmp_port = rtmp_port
         self.requested_port = port
         self.port: int | None = None
@@ -137,20 +171,38 @@ class HttpServer:
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
-        for service in engine.services:
-            install = getattr(service, "install_routes", None)
+        for plugin in engine.plugins:
+            install = getattr(plugin, "install_routes", None)
             if install is not None:
                 install(self.router)
-        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
+                                         unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("HTTP listening on %s:%d", self.host, self.port)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._handle, listeners)
-            task_status.started(self.port)
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
+        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
+                 f" and {self.unix_socket}" if self.unix_socket else "")
         try:
-            peer: tuple[str, int] = tuple(stream.socket.getpeername()[:2])  # type: ignore[assignment]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self.ssl_context))
+                self.listening = True
+                task_status.started(self.port)
+        finally:
+            self.listening = False
+
+    def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
+        """Why ``request`` may not use a protected route (status and message), or ``None``."""
+        expected = self.api_token
+        if expected is None or request.peer == LOCAL_PEER:  # the workers' private sockets (0600)
+            return None
+        given = request.bearer or request.query.get("api_token") or ""
+        if not given:
+            return 401, "this API needs the API token (Authorization: Bearer TOKEN, or ?api_token=TOKEN)"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return 403, "wrong API token"
+        return None
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        try:
+            peer = peer_of(stream)
         except OSError:
             await trio.aclose_forcefully(stream)
             return
@@ -191,7 +243,7 @@ class HttpServer:
 class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
-    def __init__(self, server: HttpServer, engine: Engine, stream: trio.SocketStream, peer: tuple[str, int],
+    def __init__(self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int],
                  ticket: Ticket) -> None:
         self.server = server
         self.ticket = ticket
@@ -351,6 +403,15 @@ class _Connection:
                     await exchange.error(404, f"not found: {path}")
                 return exchange.keep_alive
             route, params = found
+            if route.protected and self.server.api_token is not None:
+                throttle = self.engine.auth_throttle
+                await throttle.wait(self.peer[0], "api")
+                refusal = self.server.api_refusal(request)
+                if refusal is not None:
+                    throttle.refused(self.peer[0], "api", f"{request.method} {path}: {refusal[1]}")
+                    await exchange.error(*refusal)
+                    return exchange.keep_alive
+                throttle.allowed(self.peer[0], "api")
             exchange.request = attrs.evolve(request, params=params)
             try:
                 await route.handler(exchange.request, exchange)

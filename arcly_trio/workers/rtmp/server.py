@@ -8,18 +8,23 @@ what its socket did not take (see :mod:`arcly_trio.workers.egress`). Every write
 reply, goes through the connection's one :class:`~arcly_trio.workers.egress.Egress`, in order,
 so replies and media never interleave mid-chunk.
 
-Hot path: a frame's outgoing chunks are built once per outgoing chunk size and kept with the
-frame (:meth:`Frame.encoded`), with message stream id 1 (what ``createStream`` hands out
-first), around the publisher's own message body when it came over RTMP (ingest without
-copies, see :mod:`arcly_trio.media.flv.tags`); the list of a whole batch's chunks is built once
-too (:meth:`FrameBatch.encoded`) and written to every player of that chunk size with one
-``writev``. A player on another message stream id gets the same bytes with its id written into
-a 12-byte copy of the first chunk's header (the only place the id appears), so no value a
-client chooses multiplies what a frame holds.
+Hot path: a frame's outgoing chunks are built once per outgoing chunk size and shared by every
+player (:func:`arcly_trio.protocols.rtmp.media.frame_chunks`, which the RTMP client uses too),
+around the publisher's own message body when it came over RTMP (ingest without copies, see
+:mod:`arcly_trio.media.flv.tags`); a whole batch's chunks are joined once too
+(:meth:`FrameBatch.encoded`) and written to every player of that chunk size with one
+``write``. A player on another message stream id gets the same bytes with its id patched into a
+12-byte copy of each first chunk header (:func:`~arcly_trio.protocols.rtmp.media.with_stream_id`),
+so no value a client chooses multiplies what a frame holds.
 
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
 Set Peer Bandwidth gets no more unacknowledged bytes than it allows (the egress queues past
 it, and the kernel drops to the next keyframe for this player once the queue is full).
+
+RTMPS: with ``ssl_context`` the TCP listener speaks TLS (:func:`~arcly_trio.workers.listen.with_tls`;
+the handshake is read within ``handshake_timeout``) and the worker's protocol is ``rtmps``. A
+TLS connection never takes the direct-write path on its socket: its bytes go through the
+stream's ``send_all`` (see :mod:`arcly_trio.workers.egress`).
 
 Resource handling (every limit is an argument of :class:`RtmpServer`):
 
@@ -51,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -73,15 +79,12 @@ from ...core.errors import (
     Unauthorized,
     WriteTimeout,
 )
-from ...core.frame import Frame, FrameBatch, FrameKind
+from ...core.frame import Frame, FrameBatch
 from ...core.keys import Credentials, StreamKey
 from ...core.text import printable
 from ...kernel.fanout import EndReason, Subscriber
 from ...media import flv
 from ...protocols.rtmp import (
-    CSID_AUDIO,
-    CSID_DATA,
-    CSID_VIDEO,
     ConnectRequest,
     DataMessage,
     MediaMessage,
@@ -93,10 +96,11 @@ from ...protocols.rtmp import (
     StreamDeleted,
     StreamUnpublishRequested,
 )
-from ...protocols.rtmp.chunks import chunk_message
 from ...protocols.rtmp.handshake import ServerHandshake
+from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
 from ..admission import Admission
 from ..egress import Buffer, DirectSink, Egress, Encoded
+from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -107,21 +111,6 @@ __all__ = ["RtmpServer"]
 log = logging.getLogger("arcly_trio.rtmp")
 
 _RECV_SIZE = 65536
-_CSID = {FrameKind.AUDIO: CSID_AUDIO, FrameKind.VIDEO: CSID_VIDEO, FrameKind.DATA: CSID_DATA}
-_TYPE = {FrameKind.AUDIO: 8, FrameKind.VIDEO: 9, FrameKind.DATA: 18}
-#: The message stream id the shared chunks are built with (the first ``createStream`` id).
-SHARED_STREAM_ID = 1
-# Where the message stream id sits in a chunked message: after a 1-byte basic header (chunk
-# streams 4-6) and 7 bytes of timestamp, length and type; 4 bytes, little-endian.
-_SID_START = 8
-_SID_END = 12
-
-
-def _chunk_frame(frame: Frame, chunk_size: int) -> bytes:
-    """The chunked RTMP message of ``frame`` on message stream 1 (built once per chunk size,
-    see :meth:`Frame.encoded`, and shared by every player with that chunk size)."""
-    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], SHARED_STREAM_ID, frame.dts & 0xFFFFFFFF,
-                         flv.frame_body(frame), chunk_size)
 
 
 class _Close(Exception):
@@ -136,7 +125,10 @@ class RtmpServer:
     """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
-    keeps it in ``self.port``. ``connections`` counts connections that publish or play (the
+    keeps it in ``self.port``. ``reuse_port`` listens with ``SO_REUSEPORT`` (several worker
+    processes on one port); ``unix_socket`` also listens there (the local relay between
+    workers: its players count under protocol ``"relay"``). ``ssl_context`` serves RTMPS on
+    the TCP port. ``connections`` counts connections that publish or play (the
     engine's graceful shutdown waits for it to reach 0). See the module docstring for what
     each limit does.
     """
@@ -156,8 +148,17 @@ class RtmpServer:
         max_per_address: int | None = None,
         max_setup_buffer: int = 256 * 1024,
         max_partial_memory: int | None = 256 * 1024 * 1024,
+        reuse_port: bool = False,
+        unix_socket: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
+        self.name = "rtmps" if ssl_context is not None else "rtmp"
+        """The protocol of this worker's clients (``rtmp`` or ``rtmps``)."""
+        self.listening = False
+        self.reuse_port = reuse_port
+        self.unix_socket = unix_socket
         self.requested_port = port
         self.port: int | None = None
         self.chunk_size = chunk_size
@@ -182,20 +183,26 @@ class RtmpServer:
         return self.admission.open
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
+                                         unix_socket=self.unix_socket)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("RTMP listening on %s:%d", self.host, self.port)
+        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
+                 f" and {self.unix_socket}" if self.unix_socket else "")
 
-        async def handler(stream: trio.SocketStream) -> None:
+        async def handler(stream: trio.abc.Stream) -> None:
             await self._handle(engine, stream)
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, handler, listeners)
-            task_status.started(self.port)
-
-    async def _handle(self, engine: Engine, stream: trio.SocketStream) -> None:
         try:
-            peer = stream.socket.getpeername()[:2]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self.ssl_context))
+                self.listening = True
+                task_status.started(self.port)
+        finally:
+            self.listening = False
+
+    async def _handle(self, engine: Engine, stream: trio.abc.Stream) -> None:
+        try:
+            peer = peer_of(stream)
         except OSError:
             await trio.aclose_forcefully(stream)
             return
@@ -235,44 +242,42 @@ class _Player(DirectSink):
     every other player of the same chunk size; on another id each frame's first chunk header
     gets a 12-byte copy with the id patched in."""
 
-    __slots__ = ("stream_id", "key", "chunk_size", "patch", "attached")
+    __slots__ = ("stream_id", "key", "chunk_size", "attached")
 
     def __init__(self, egress: Egress, stream_id: int, key: StreamKey, chunk_size: int) -> None:
         super().__init__(egress)
         self.stream_id = stream_id
         self.key = key
         self.chunk_size = chunk_size
-        self.patch = None if stream_id == SHARED_STREAM_ID else stream_id.to_bytes(4, "little")
-        if self.patch is None:
+        if stream_id == SHARED_STREAM_ID:
             self.share(("rtmp", chunk_size), _batch_chunks, chunk_size)
         self.attached: AbstractAsyncContextManager[Subscriber] | None = None
         """The ``engine.attach`` of this play, exited when it stops."""
 
     def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
-        return _chunks(frames, start, end, self.chunk_size, self.patch)
+        return _chunks(frames, start, end, self.chunk_size, self.stream_id)
 
 
 def _batch_chunks(batch: FrameBatch, chunk_size: int) -> bytes:
     """A whole batch's chunks in one buffer (one copy per batch, then one ``write`` per player)."""
-    return b"".join(_chunks(batch, 0, len(batch), chunk_size, None)[0])
+    return b"".join(_chunks(batch, 0, len(batch), chunk_size, SHARED_STREAM_ID)[0])
 
 
-def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, patch: bytes | None) -> Encoded:
+def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, stream_id: int) -> Encoded:
     """The chunked messages of ``frames[start:end]`` (each built once per chunk size and kept
-    with its frame), with the message stream id ``patch`` written in if given. A frame RTMP
-    cannot carry is left out."""
-    key = ("rtmp", chunk_size)
+    with its frame) on message stream ``stream_id``. A frame RTMP cannot carry is left out."""
     buffers: list[Buffer] = []
     size = 0
+    shared = stream_id == SHARED_STREAM_ID
     for index in range(start, end):
         try:
-            data = frames[index].encoded(key, _chunk_frame, chunk_size)
+            data = frame_chunks(frames[index], chunk_size)
         except LocalProtocolError:
             continue
-        if patch is None:
+        if shared:
             buffers.append(data)
         else:
-            buffers += (data[:_SID_START] + patch, memoryview(data)[_SID_END:])
+            buffers += with_stream_id(data, stream_id)
         size += len(data)
     return buffers, size
 
@@ -280,15 +285,17 @@ def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, patc
 class _Connection:
     """One RTMP connection, one task: the command loop, which also drains its players' egress."""
 
-    __slots__ = ("server", "engine", "stream", "peer", "session", "egress", "app", "connect_query",
+    __slots__ = ("server", "engine", "stream", "peer", "protocol", "session", "egress", "app", "connect_query",
                  "publish_stream_id", "players", "busy", "ticket", "setup_deadline", "last_progress")
 
-    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.SocketStream,
+    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.abc.Stream,
                  peer: tuple[str, int]) -> None:
         self.server = server
         self.engine = engine
         self.stream = stream
         self.peer = peer
+        self.protocol = "relay" if peer == LOCAL_PEER else server.name
+        """Subscribers over the local relay socket (other workers' pulls) count as ``relay``."""
         self.session = ServerSession(
             chunk_size=server.chunk_size, max_setup_buffer=server.max_setup_buffer, budget=server.budget
         )
@@ -471,7 +478,7 @@ class _Connection:
 
     def _credentials(self, query: dict[str, str]) -> Credentials:
         merged = {**self.connect_query, **query}
-        return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol="rtmp")
+        return Credentials(token=merged.get("token"), peer=self.peer, query=merged, protocol=self.server.name)
 
     def _key(self, name: str) -> StreamKey:
         """The key of ``name`` in the connected app (``InvalidStreamName`` for a bad name)."""
@@ -490,7 +497,7 @@ class _Connection:
         refusal: tuple[str, str]
         try:
             key = self._key(event.name)
-            async with self.engine.publish(key, self._credentials(event.query), protocol="rtmp") as pub:
+            async with self.engine.publish(key, self._credentials(event.query), protocol=self.server.name) as pub:
                 self._mark_busy()
                 self.publish_stream_id = sid
                 session.accept_publish(sid)
@@ -550,9 +557,10 @@ class _Connection:
         try:
             key = self._key(event.name)
             player = _Player(self.egress, sid, key, session.out_chunk_size)
-            attached = self.engine.attach(key, player, self._credentials(event.query), protocol="rtmp")
+            attached = self.engine.attach(key, player, self._credentials(event.query), protocol=self.protocol)
             player.subscriber = await attached.__aenter__()
             player.attached = attached
+            player.key = key = player.subscriber.key  # the authorization may have renamed it
         except StreamNotFound as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
         except InvalidStreamName as exc:
@@ -625,4 +633,4 @@ _EOF = object()
 _ENDED = object()
 _UNPUBLISHED = object()
 _REFUSED = object()
-_CLOSING = (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED)
+_CLOSING = (EndReason.EVICTED, EndReason.SHUTDOWN, EndReason.STREAM_ENDED, EndReason.REAPED, EndReason.KICKED)

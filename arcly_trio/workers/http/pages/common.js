@@ -40,7 +40,11 @@ const Arcly = (() => {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
     try {
-      const response = await fetch(httpUrl(path), { signal: controller.signal, cache: "no-store" });
+      // The API token of the page's own URL (?api_token=, for a server with --api-token) goes on.
+      const apiToken = params.get("api_token");
+      const target = apiToken && path.startsWith("/api/")
+        ? `${path}${path.includes("?") ? "&" : "?"}api_token=${encodeURIComponent(apiToken)}` : path;
+      const response = await fetch(httpUrl(target), { signal: controller.signal, cache: "no-store" });
       if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
       return await response.json();
     } finally { clearTimeout(timer); }

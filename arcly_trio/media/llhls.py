@@ -1,0 +1,246 @@
+"""Sans-IO HLS playlists for CMAF renditions: fMP4 HLS and Low-Latency HLS (RFC 8216bis).
+
+Renders what a :class:`~.cmaf.CmafPackager` holds; never reads a clock, never touches I/O.
+
+:func:`media_playlist` renders one rendition's media playlist:
+
+* ``fmp4``: ``#EXT-X-VERSION:7``, ``#EXT-X-MAP`` (again after a discontinuity that changes the
+  init segment), ``#EXT-X-PROGRAM-DATE-TIME`` on every segment, ``#EXT-X-DISCONTINUITY`` and
+  ``#EXT-X-DISCONTINUITY-SEQUENCE``, ``#EXT-X-GAP`` for a span the rendition has no media for,
+  ``#EXT-X-ENDLIST`` once the stream ended.
+* ``ll`` adds ``#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=`` (three part
+  targets), ``#EXT-X-PART-INF:PART-TARGET=``, the ``#EXT-X-PART`` tags of the segments that end
+  within three target durations of the live edge and of the segment being written
+  (``INDEPENDENT=YES`` on parts that start with a keyframe; every audio part), the
+  ``#EXT-X-PRELOAD-HINT:TYPE=PART`` of the next part, and an ``#EXT-X-RENDITION-REPORT`` for each
+  other rendition (its last media sequence number and part), as a multivariant presentation
+  with an alternative audio rendition wants.
+
+:func:`multivariant_playlist` renders the entry playlist: the video rendition as the variant
+stream (``BANDWIDTH``, ``CODECS`` from the RFC 6381 codec strings of every rendition,
+``RESOLUTION``), the audio rendition as its ``EXT-X-MEDIA`` group (or as the variant stream of an
+audio-only presentation).
+
+:func:`reload_state` answers a blocking playlist reload (``_HLS_msn``, ``_HLS_part``) against a
+rendition: ready, wait, or too far ahead (RFC 8216bis 6.2.5.2: more than two segments past the
+last one, or more parts past the last part than the Advance Part Limit).
+
+URIs are the packager's resource names, relative to the playlist. Every function returns text
+with ``\\n`` line ends and a final newline.
+
+Error policy: these functions never raise on a packager's state; :func:`parse_directives`
+raises :class:`~arcly_trio.core.errors.RemoteProtocolError` for delivery directives that are
+not decimal integers in range, or ``_HLS_part`` without ``_HLS_msn``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from ..core.errors import RemoteProtocolError
+from ..core.frame import FrameKind
+from .cmaf import CmafPackager, CmafSegment, Rendition
+
+__all__ = [
+    "ReloadState",
+    "media_playlist",
+    "multivariant_playlist",
+    "parse_directives",
+    "reload_state",
+    "playlist_name",
+    "part_target",
+    "program_date_time",
+]
+
+#: Playlist version of fMP4 playlists (EXT-X-MAP without I-frames needs 6; 7 as issued).
+VERSION: Final = 7
+_MAX_DIRECTIVE: Final = 2**63 - 1
+
+
+def playlist_name(rendition: Rendition) -> str:
+    """The media playlist's resource name: ``video.m3u8`` or ``audio.m3u8``."""
+    return f"{rendition.name}.m3u8"
+
+
+def part_target(packager: CmafPackager) -> float:
+    """``PART-TARGET``: the part duration rounded up to the millisecond (no part is longer)."""
+    return math.ceil(packager.part_duration * 1000 - 1e-6) / 1000
+
+
+def program_date_time(seconds: float) -> str:
+    """ISO 8601 in UTC with milliseconds (``2026-11-28T20:13:33.123Z``)."""
+    millis = int(round(seconds * 1000))
+    whole, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
+
+
+def _part_line(duration: float, name: str, independent: bool) -> str:
+    return f'#EXT-X-PART:DURATION={duration:.3f},URI="{name}"' + (",INDEPENDENT=YES" if independent else "")
+
+
+def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool) -> str:
+    """The media playlist of the rendition of ``kind`` (see the module docstring)."""
+    rendition = packager.renditions[kind]
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{packager.playlist_target_duration}"]
+    target = part_target(packager)
+    if low_latency:
+        lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={3 * target:.3f}")
+        lines.append(f"#EXT-X-PART-INF:PART-TARGET={target:.3f}")
+    segments = rendition.segments
+    first = segments[0].sequence if segments else (rendition.open_sequence or packager.next_sequence)
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first}")
+    dsn = packager.discontinuity_sequence(rendition)
+    if dsn:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}")
+    init: str | None = None
+    for segment in segments:
+        init = _segment_head(lines, segment, init)
+        if low_latency:
+            lines.extend(_part_line(p.duration, p.name, p.independent) for p in segment.parts)
+        if segment.gap:
+            lines.append("#EXT-X-GAP")
+        lines.append(f"#EXTINF:{segment.duration:.3f},")
+        lines.append(segment.name)
+    if low_latency and not packager.finished and rendition.open_sequence is not None:
+        open_segment = packager.open_segment
+        if open_segment is not None:
+            if open_segment.discontinuity and (segments or rendition.open_parts):
+                lines.append("#EXT-X-DISCONTINUITY")
+            if init != rendition.init:
+                lines.append(f'#EXT-X-MAP:URI="{rendition.init}"')
+            if not segments or open_segment.discontinuity:
+                start = packager.program_date_time(open_segment.epoch, open_segment.start_ms)
+                lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(start)}")
+        lines.extend(_part_line(p.duration, p.name, p.independent) for p in rendition.open_parts)
+    if low_latency and not packager.finished and rendition.hint is not None:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rendition.hint}"')
+    if low_latency and not packager.finished:
+        for other in packager.renditions.values():
+            if other is not rendition:
+                lines.append(_rendition_report(other))
+    if packager.finished:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def _segment_head(lines: list[str], segment: CmafSegment, init: str | None) -> str:
+    """The tags before a segment's parts; returns the init segment in force after it."""
+    if segment.discontinuity and init is not None:
+        lines.append("#EXT-X-DISCONTINUITY")
+    if segment.init != init:
+        lines.append(f'#EXT-X-MAP:URI="{segment.init}"')
+    lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment.program_date_time)}")
+    return segment.init
+
+
+def _rendition_report(rendition: Rendition) -> str:
+    uri = playlist_name(rendition)
+    last = rendition.last_part()
+    if last is not None:
+        return f'#EXT-X-RENDITION-REPORT:URI="{uri}",LAST-MSN={last[0]},LAST-PART={last[1]}'
+    msn = rendition.segments[-1].sequence if rendition.segments else 0
+    return f'#EXT-X-RENDITION-REPORT:URI="{uri}",LAST-MSN={msn}'
+
+
+def multivariant_playlist(packager: CmafPackager) -> str | None:
+    """The multivariant playlist, or ``None`` before any rendition exists."""
+    video = packager.renditions.get(FrameKind.VIDEO)
+    audio = packager.renditions.get(FrameKind.AUDIO)
+    if video is None and audio is None:
+        return None
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    codecs = [r.codec_string for r in (video, audio) if r is not None]
+    bandwidth = sum(max(r.peak_bitrate, 1) for r in (video, audio) if r is not None)
+    attributes = [f"BANDWIDTH={bandwidth}", f'CODECS="{",".join(codecs)}"']
+    if video is not None:
+        track = video.track
+        attributes.append(f"RESOLUTION={track.width}x{track.height}")
+        if audio is not None:
+            channels = f',CHANNELS="{audio.track.channels}"' if audio.track.channels else ""
+            lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="audio",DEFAULT=YES,AUTOSELECT=YES'
+                         f'{channels},URI="{playlist_name(audio)}"')  # fmt: skip
+            attributes.append('AUDIO="audio"')
+        main = video
+    else:
+        assert audio is not None
+        main = audio
+    lines.append("#EXT-X-STREAM-INF:" + ",".join(attributes))
+    lines.append(playlist_name(main))
+    return "\n".join(lines) + "\n"
+
+
+# --- blocking playlist reload -------------------------------------------------------------------
+
+
+class ReloadState(enum.Enum):
+    """What to do with a blocking playlist reload."""
+
+    READY = "ready"
+    """Answer now: the playlist has what was asked for (or has ended)."""
+    WAIT = "wait"
+    """Hold the request until the playlist changes, then ask again."""
+    TOO_FAR = "too far"
+    """Answer ``400`` at once: it asks for more than two segments, or more parts than the
+    Advance Part Limit, past the live edge."""
+
+
+def parse_directives(query: Mapping[str, str]) -> tuple[int, int | None] | None:
+    """``(msn, part)`` from a playlist request's ``_HLS_msn`` and ``_HLS_part``, or ``None``
+    when there is no ``_HLS_msn`` (an ordinary reload). Raises ``RemoteProtocolError`` for
+    values that are not decimal integers in range, and for ``_HLS_part`` alone."""
+    msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
+    if msn_text is None:
+        if part_text is not None:
+            raise RemoteProtocolError("_HLS_part without _HLS_msn")
+        return None
+    msn = _decimal(msn_text, "_HLS_msn")
+    return msn, None if part_text is None else _decimal(part_text, "_HLS_part")
+
+
+def _decimal(text: str, name: str) -> int:
+    if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
+        raise RemoteProtocolError(f"{name} must be a decimal integer, not {text[:32]!r}")
+    value = int(text)
+    if value > _MAX_DIRECTIVE:
+        raise RemoteProtocolError(f"{name} is out of range")
+    return value
+
+
+def advance_part_limit(packager: CmafPackager) -> int:
+    """RFC 8216bis: three divided by the part target when it is under a second, else three."""
+    target = part_target(packager)
+    return max(3, math.floor(3 / target)) if target < 1 else 3
+
+
+def reload_state(packager: CmafPackager, kind: FrameKind, msn: int, part: int | None) -> ReloadState:
+    """Whether the playlist of the rendition of ``kind`` can answer ``_HLS_msn=msn`` (and
+    ``_HLS_part=part``) now (RFC 8216bis 6.2.5.2)."""
+    if packager.finished:
+        return ReloadState.READY
+    rendition = packager.renditions.get(kind)
+    if rendition is None:
+        return ReloadState.WAIT
+    complete = rendition.segments[-1].sequence if rendition.segments else None
+    live = rendition.open_sequence  # the segment being written, if any
+    newest = live if live is not None else (complete if complete is not None else packager.next_sequence - 1)
+    if msn > newest + 1:
+        return ReloadState.TOO_FAR
+    if part is None:
+        return ReloadState.READY if complete is not None and complete >= msn else ReloadState.WAIT
+    # A part index past a complete segment's last part is part 0 of the next segment.
+    for segment in rendition.segments:
+        if segment.sequence == msn and part >= len(segment.parts) and segment.parts:
+            msn, part = msn + 1, 0
+    if complete is not None and msn <= complete:
+        return ReloadState.READY
+    have = len(rendition.open_parts) if live == msn else 0
+    if part < have or (live is not None and msn < live):
+        return ReloadState.READY
+    last = have - 1 if live == msn else -1
+    if part - last > advance_part_limit(packager):
+        return ReloadState.TOO_FAR
+    return ReloadState.WAIT

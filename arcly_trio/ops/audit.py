@@ -1,0 +1,226 @@
+"""The audit log: who was allowed or refused what, who published and played, kicks, reloads.
+
+:class:`AuditPipeline` is an observer (register it with ``EngineBuilder.observer``) that turns
+every authorization decision, publish start and end, play start and end (players only, not the
+stream services' own subscriptions) and kick into a JSON record, and takes other records from
+the server (``record({...})``: configuration reloads). Records go into a bounded queue
+(``capacity``) that one task (its ``run``, started by the engine) drains into an
+:class:`AuditSink` in batches. Emitting never waits: when the queue is full the record is
+dropped and counted (:attr:`AuditPipeline.dropped`), so a slow disk never slows a stream. On
+shutdown what is queued is written (within two seconds).
+
+A record::
+
+    {"time": "2026-11-30T10:00:00.123Z", "event": "auth", "action": "publish", "allowed": false,
+     "reason": "wrong token", "app": "live", "stream": "cam", "protocol": "rtmp",
+     "address": "203.0.113.7", "port": 50412, "client_id": "17"}
+
+Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``publish-start``, ``publish-end``
+(``reason``, ``bytes``), ``play-start``, ``play-end`` (``reason``, ``bytes``, ``dropped``),
+``kick`` (``client_id``, ``role``), ``config-reload`` (``ok``, ``file``, ``changes`` or
+``error``).
+
+Sinks: :class:`JsonLinesFile` (one JSON object per line, rotated by size like logrotate:
+``FILE.1`` ... ``FILE.{backups}``, written from a worker thread) or any object with
+``async write(records)`` and ``async aclose()``.
+
+Error policy: a sink that raises loses that batch; the failure is counted
+(:attr:`AuditPipeline.failed`) and logged at most once a minute; the pipeline goes on. Peer
+text in records is JSON-escaped by the encoder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from typing import Any, Protocol, runtime_checkable
+
+import trio
+
+from ..kernel.events import (
+    AuthDecided,
+    SessionKicked,
+    StreamPublished,
+    StreamUnpublished,
+    SubscriberJoined,
+    SubscriberLeft,
+)
+from ..kernel.observe import Observer
+from ._outbox import LogLimiter, Outbox
+
+__all__ = ["AuditPipeline", "AuditSink", "JsonLinesFile", "MemorySink"]
+
+log = logging.getLogger("arcly_trio.audit")
+
+_BATCH = 256
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Where audit records go."""
+
+    async def write(self, records: list[dict[str, Any]]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemorySink:
+    """Keeps the records in a list (tests, or a library user who ships them elsewhere)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        self.records.extend(records)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class JsonLinesFile:
+    """JSON lines in ``path``, rotated once it passes ``max_bytes`` (``backups`` old files kept).
+
+    Writes happen in a worker thread (``trio.to_thread``), one batch at a time.
+    """
+
+    def __init__(self, path: str, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+        if max_bytes < 1024:
+            raise ValueError("max_bytes must be at least 1024")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file: Any = None
+
+    def _open(self) -> Any:
+        if self._file is None:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open between batches
+        return self._file
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for index in range(self.backups - 1, 0, -1):
+            older = f"{self.path}.{index}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.path}.{index + 1}")
+        if self.backups > 0:
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+
+    def write_sync(self, lines: list[str]) -> None:
+        """Append ``lines`` (each ends with a newline), rotating first if the file is full."""
+        file = self._open()
+        if file.tell() > 0 and file.tell() + sum(map(len, lines)) > self.max_bytes:
+            self._rotate()
+            file = self._open()
+        file.write("".join(lines))
+        file.flush()
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(record, separators=(",", ":"), default=str) + "\n" for record in records]
+        await trio.to_thread.run_sync(self.write_sync, lines)
+
+    async def aclose(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            await trio.to_thread.run_sync(file.close)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _peer(peer: tuple[str, int] | None) -> dict[str, Any]:
+    return {"address": peer[0], "port": peer[1]} if peer else {"address": None, "port": None}
+
+
+class AuditPipeline(Observer):
+    """Audit records from the engine's events into a sink (see the module docstring)."""
+
+    name = "audit"
+
+    def __init__(self, sink: AuditSink, *, capacity: int = 10000, log_interval: float = 60.0) -> None:
+        self.sink = sink
+        self.written = 0
+        self.failed = 0
+        self._outbox: Outbox[dict[str, Any]] = Outbox(capacity)
+        self._failures = LogLimiter(log, log_interval)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the queue was full."""
+        return self._outbox.dropped
+
+    # ------------------------------------------------------------------ records
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Queue ``record`` (a ``time`` is added); dropped and counted when the queue is full."""
+        self._outbox.put({"time": _now(), **record})
+
+    def on_auth_decided(self, event: AuthDecided) -> None:
+        self.record({"event": "auth", "action": event.action, "allowed": event.allowed,
+                     "reason": event.reason or None, "app": event.key.app, "stream": event.key.name,
+                     "renamed": str(event.renamed) if event.renamed else None, "protocol": event.protocol,
+                     **_peer(event.peer), "client_id": event.client_id})
+
+    def on_publish_started(self, event: StreamPublished) -> None:
+        self.record({"event": "publish-start", "app": event.key.app, "stream": event.key.name,
+                     "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
+
+    def on_publish_ended(self, event: StreamUnpublished) -> None:
+        self.record({"event": "publish-end", "app": event.key.app, "stream": event.key.name, "reason": event.reason,
+                     "protocol": event.protocol, "bytes": event.bytes, "client_id": event.client_id})
+
+    def on_subscriber_joined(self, event: SubscriberJoined) -> None:
+        if event.client_id:
+            self.record({"event": "play-start", "app": event.key.app, "stream": event.key.name,
+                         "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
+
+    def on_subscriber_left(self, event: SubscriberLeft) -> None:
+        if event.client_id:
+            self.record({"event": "play-end", "app": event.key.app, "stream": event.key.name, "reason": event.reason,
+                         "protocol": event.protocol, "bytes": event.bytes, "dropped": event.dropped,
+                         "client_id": event.client_id})
+
+    def on_session_kicked(self, event: SessionKicked) -> None:
+        self.record({"event": "kick", "app": event.key.app, "stream": event.key.name, "client_id": event.client_id,
+                     "role": event.role, "protocol": event.protocol, **_peer(event.peer)})
+
+    # ------------------------------------------------------------------ writing
+
+    async def run(self, engine: Any = None, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued records until cancelled, then what is left (the engine starts this)."""
+        task_status.started()
+        try:
+            while True:
+                batch = [await self._outbox.get()]
+                await self._write(self._outbox.more(batch, _BATCH))
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                leftover = self._outbox.more([], _BATCH)
+                while leftover:
+                    await self._write(leftover)
+                    leftover = self._outbox.more([], _BATCH)
+                try:
+                    await self.sink.aclose()
+                except Exception:
+                    log.exception("closing the audit sink failed")
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            await self.sink.write(batch)
+            self.written += len(batch)
+        except Exception as exc:
+            self.failed += len(batch)
+            self._failures.failed("audit sink failed (%d records lost so far): %s", self.failed, exc)
+
+    def health_status(self) -> dict[str, object]:
+        return {"audit": {"written": self.written, "dropped": self.dropped, "failed": self.failed}}

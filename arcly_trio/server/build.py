@@ -1,0 +1,417 @@
+"""What ``arcly-trio serve`` runs, built from its resolved options, and how a reload changes it.
+
+:func:`build_runtime` turns the options (command line over configuration file over defaults,
+see :mod:`.config`) into a :class:`Runtime`: the engine with its applications, the protocol
+workers (RTMP, RTMPS, HTTP, HTTPS), the stream services and sources, the authenticator (tokens,
+signed URLs, HTTP hooks, per application, inside a :class:`~arcly_trio.ops.Swappable`) and the
+observers (Prometheus metrics, the audit log, the ``on_event`` hook).
+
+:func:`reload_runtime` applies a new set of options to a running :class:`Runtime` (SIGHUP):
+
+* applications added are started, removed ones stopped (their streams end), and the settings of
+  those that stay apply to their new streams; no stream of an application that stays is
+  touched;
+* the authenticator is rebuilt and swapped (tokens, signed URLs, hooks, per-application auth),
+  as are the ``on_event`` URL, the API token, ``--metrics-per-stream``, the idle timeout, the
+  publisher limit and the refusal delay;
+* anything else that changed (ports, TLS, HLS packaging, recording, relays, workers...) is
+  logged as needing a restart.
+
+It returns the list of what changed, for the log and the audit record.
+
+Error policy: a setting that cannot be used (a TLS file that cannot be read, a bad hook URL, a
+bad application name) raises ``SystemExit`` with a message from :func:`build_runtime`, and
+``ValueError`` from :func:`reload_runtime` (the running configuration is then kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..cluster import ClusterDirectory, ClusterNode, LocalDirectory
+from ..core.errors import InvalidStreamName
+from ..core.keys import Credentials
+from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
+from ..kernel.engine import Engine
+from ..kernel.spec import AppSpec
+from ..kernel.throttle import AuthThrottle
+from ..ops import (
+    AllOf,
+    AnyOf,
+    AuditPipeline,
+    ByApp,
+    EventHook,
+    ForActions,
+    HttpHooks,
+    JsonLinesFile,
+    PrometheusObserver,
+    SignedUrlAuthenticator,
+    Swappable,
+    TrustedPeers,
+    storage_check,
+)
+from ..relay import PullSource, PushService
+from ..services import FlvRecorder, HlsService
+from ..storage import FileStorage
+from ..workers.http import HttpServer
+from ..workers.listen import LOCAL_PEER
+from ..workers.rtmp import RtmpServer
+
+__all__ = ["Runtime", "build_runtime", "reload_runtime", "app_specs", "authenticator_for", "read_secret",
+           "tls_context"]
+
+log = logging.getLogger("arcly_trio.server")
+
+#: Options a reload applies (the others need a restart).
+RELOADABLE = frozenset({
+    "apps", "app_tables", "gop_cache", "lag_budget", "subscriber_queue", "takeover", "reconnect_grace",
+    "hls", "hls_variant", "record_apps", "publish_token", "publish_token_file", "play_token", "play_token_file",
+    "sign_secret", "sign_secret_file", "sign_actions", "on_publish", "on_play", "hook_timeout", "hook_fail_open",
+    "on_event", "api_token", "api_token_file", "metrics_per_stream", "idle_timeout", "max_publishers",
+    "auth_max_delay", "log_level",
+})
+#: Options that are not the server's configuration at all.
+_NOT_SETTINGS = frozenset({"command", "config", "worker_dir", "worker_index", "worker_count"})
+
+
+@attrs.define
+class Runtime:
+    """Everything one ``serve`` process runs (see the module docstring)."""
+
+    args: argparse.Namespace
+    engine: Engine
+    rtmp: RtmpServer
+    http: HttpServer | None
+    rtmps: RtmpServer | None = None
+    https: HttpServer | None = None
+    auth: Swappable | None = None
+    metrics: PrometheusObserver | None = None
+    audit: AuditPipeline | None = None
+    events: EventHook | None = None
+
+    @property
+    def http_servers(self) -> list[HttpServer]:
+        return [server for server in (self.http, self.https) if server is not None]
+
+
+def read_secret(value: str | None, path: str | None, env: str) -> str | None:
+    """A secret from the command line, else the first line of a file, else the environment.
+
+    Raises ``SystemExit`` with a clear message if the file cannot be read or is empty.
+    """
+    if value:
+        return value
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                secret = file.readline().strip()
+        except OSError as exc:
+            raise SystemExit(f"arcly-trio: cannot read the secret file {path}: {exc.strerror}") from None
+        if not secret:
+            raise SystemExit(f"arcly-trio: the secret file {path} is empty")
+        return secret
+    return os.environ.get(env) or None
+
+
+def _secrets(args: argparse.Namespace) -> None:
+    """Fill in every secret from its file or environment variable."""
+    for name, env in (("publish_token", "ARCLY_PUBLISH_TOKEN"), ("play_token", "ARCLY_PLAY_TOKEN"),
+                      ("sign_secret", "ARCLY_SIGN_SECRET"), ("api_token", "ARCLY_API_TOKEN")):
+        setattr(args, name, read_secret(getattr(args, name), getattr(args, f"{name}_file"), env))
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    """A server TLS context from PEM files; ``SystemExit`` with a message when they are missing
+    or cannot be loaded."""
+    if not cert or not key:
+        raise SystemExit("arcly-trio: --rtmps-port and --https-port need --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"arcly-trio: cannot load the TLS certificate {cert} and key {key}: {exc}") from None
+    return context
+
+
+def _apps_of(args: argparse.Namespace) -> list[str]:
+    tables: Mapping[str, Any] = getattr(args, "app_tables", {}) or {}
+    apps = list(dict.fromkeys([*(args.apps or []), *tables]))
+    if not apps:
+        apps = ["live"]
+    if args.demo and "live" not in apps:
+        apps.append("live")
+    return apps
+
+
+def app_specs(args: argparse.Namespace) -> dict[str, AppSpec]:
+    """Every application's spec: the global options, then its ``[apps.NAME]`` table."""
+    tables: Mapping[str, Mapping[str, Any]] = getattr(args, "app_tables", {}) or {}
+    specs = {}
+    for name in _apps_of(args):
+        fields: dict[str, Any] = {
+            "gop_cache_frames": args.gop_cache, "subscriber_queue": args.subscriber_queue,
+            "lag_budget": args.lag_budget, "takeover": args.takeover, "reconnect_grace": args.reconnect_grace,
+            "hls": args.hls, "hls_variant": args.hls_variant, "record": bool(args.record),
+            "batch_interval": args.batch_interval,
+        }
+        from .config import APP_KEYS  # noqa: PLC0415 - config imports nothing of this module
+
+        for key, value in (tables.get(name) or {}).items():
+            field = APP_KEYS[key].field
+            if not field.startswith("auth:"):
+                fields[field] = value
+        try:
+            specs[name] = AppSpec(name, **fields)
+        except (ValueError, InvalidStreamName) as exc:
+            raise ValueError(f"application {name!r}: {exc}") from None
+    return specs
+
+
+def _auth_settings(args: argparse.Namespace, table: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    settings = {name: getattr(args, name) for name in ("publish_token", "play_token", "sign_secret", "on_publish",
+                                                       "on_play")}
+    for key, value in (table or {}).items():
+        from .config import APP_KEYS  # noqa: PLC0415
+
+        field = APP_KEYS[key].field
+        if field.startswith("auth:"):
+            settings[field[len("auth:"):]] = value
+    return settings
+
+
+def authenticator_for(settings: Mapping[str, Any], args: argparse.Namespace) -> Authenticator:
+    """Tokens or signatures (either does, per action), then the HTTP hooks (see the README)."""
+    members: list[Authenticator] = []
+    sign_actions = {action.strip() for action in args.sign_actions.split(",") if action.strip()}
+    for action in ("publish", "play"):
+        accepted: list[Authenticator] = []
+        token = settings[f"{action}_token"]
+        if token:
+            accepted.append(TokenAuthenticator(**{f"{action}_token": token}))
+        if settings["sign_secret"] and action in sign_actions:
+            accepted.append(SignedUrlAuthenticator(settings["sign_secret"], actions={action}))
+        if accepted:
+            members.append(ForActions(accepted[0] if len(accepted) == 1 else AnyOf(accepted), {action}))
+    if settings["on_publish"] or settings["on_play"]:
+        members.append(HttpHooks(settings["on_publish"], settings["on_play"], timeout=args.hook_timeout,
+                                 fail_open=args.hook_fail_open, node=getattr(args, "node_id", None) or ""))
+    if not members:
+        return AllowAll()
+    return members[0] if len(members) == 1 else AllOf(members)
+
+
+def build_authenticator(args: argparse.Namespace) -> Authenticator:
+    """The whole server's authenticator: the global one, and one per application that has its
+    own authorization keys in the file."""
+    bad = {action for action in args.sign_actions.split(",") if action.strip()} - {"publish", "play"}
+    if bad:
+        raise ValueError(f"--sign-actions takes publish and/or play, not {', '.join(sorted(bad))}")
+    default = authenticator_for(_auth_settings(args), args)
+    tables: Mapping[str, Mapping[str, Any]] = getattr(args, "app_tables", {}) or {}
+    per_app = {name: authenticator_for(_auth_settings(args, table), args)
+               for name, table in tables.items() if any(k in table for k in ("publish-token", "play-token",
+                                                                             "sign-secret", "on-publish", "on-play"))}
+    chosen = ByApp(default, per_app) if per_app else default
+    # The workers relay to each other over private Unix sockets (0600, in a 0700 directory): the
+    # player behind a relay was authorized by the worker it came to.
+    return TrustedPeers(chosen, {LOCAL_PEER}) if args.worker_dir else chosen
+
+
+def cluster_node(args: argparse.Namespace) -> ClusterNode | None:
+    """The cluster node of a worker (``--workers``) or of a ``--cluster`` node, or ``None``."""
+    worker_dir = args.worker_dir
+    if worker_dir is None and not args.cluster:
+        return None
+    index = int(args.worker_index or 0)
+    public = args.public_host or (args.host if args.host not in ("0.0.0.0", "::", "") else socket.gethostname())
+    machine = args.node_id or (f"{public}:{args.rtmp_port}" if args.rtmp_port else f"{public}-{os.getpid()}")
+    node_id = f"{machine}/w{index}" if worker_dir else machine
+    directory: ClusterDirectory
+    if args.cluster:
+        from ..cluster.redis import RedisDirectory  # noqa: PLC0415 - coredis only when clustering
+
+        directory = RedisDirectory(args.cluster)
+    else:
+        directory = LocalDirectory(os.path.join(worker_dir, "directory.sock"))
+    http_url = f"http://{public}:{args.http_port}" if args.http_port >= 0 else None
+    return ClusterNode(
+        directory, node_id=node_id, rtmp_url=f"rtmp://{public}:{args.rtmp_port}", http_url=http_url,
+        relay_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None,
+        machine=machine, ttl=args.cluster_ttl, idle=args.pull_idle,
+        play_token=args.play_token, publish_token=args.publish_token,
+    )
+
+
+def pull_templates(values: list[str]) -> dict[str | None, str]:
+    """``--pull [APP=]URL`` values as PullSource templates (``None``: every other app)."""
+    templates: dict[str | None, str] = {}
+    for value in values:
+        app, sep, rest = value.partition("=")
+        if sep and "/" not in app and ":" not in app:
+            templates[app] = rest
+        else:
+            templates[None] = value
+    return templates
+
+
+def _audit_path(path: str, worker_dir: str | None, index: int) -> str:
+    """Each worker of ``--workers`` writes its own audit file (``audit-w1.jsonl``)."""
+    if not worker_dir:
+        return path
+    root, ext = os.path.splitext(path)
+    return f"{root}-w{index}{ext}"
+
+
+def build_runtime(args: argparse.Namespace) -> Runtime:
+    """Everything ``serve`` runs, from its resolved options (see the module docstring)."""
+    _secrets(args)
+    try:
+        specs = app_specs(args)
+        authenticator = build_authenticator(args)
+    except ValueError as exc:
+        raise SystemExit(f"arcly-trio: {exc}") from None
+    per_ip = args.max_connections_per_ip or None
+    worker_dir = args.worker_dir
+    index = int(args.worker_index or 0)
+    limits: dict[str, Any] = dict(max_connections=args.max_connections, max_pending_per_address=args.max_idle_per_ip,
+                                  max_per_address=per_ip, reuse_port=worker_dir is not None)
+    rtmp_limits = dict(limits, setup_timeout=args.setup_timeout, idle_timeout=args.connection_idle_timeout,
+                       write_timeout=args.write_timeout, max_partial_memory=int(args.max_ingest_memory * 1024 * 1024))
+    rtmp = RtmpServer(args.host, args.rtmp_port,
+                      unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None, **rtmp_limits)
+    tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
+    auth = Swappable(authenticator)
+    builder = (
+        Engine.builder()
+        .max_publishers(args.max_publishers)
+        .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
+        .authenticator(auth)
+        .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay))
+        .max_pulls(args.max_pulls)
+        .session_prefix(f"w{index}-" if worker_dir else "")
+        .protocol(rtmp)
+    )
+    runtime = Runtime(args, None, rtmp, None, auth=auth)  # type: ignore[arg-type]
+    if args.rtmps_port >= 0:
+        runtime.rtmps = RtmpServer(args.host, args.rtmps_port, ssl_context=tls, **rtmp_limits)
+        builder.protocol(runtime.rtmps)
+    hls: HlsService | None = None
+    if args.http_port >= 0 or args.https_port >= 0:
+        http_options: dict[str, Any] = dict(limits, write_timeout=args.write_timeout, api_token=args.api_token)
+        if args.http_port >= 0:
+            runtime.http = HttpServer(args.host, args.http_port, **http_options,
+                                      unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None)
+            builder.protocol(runtime.http)
+        if args.https_port >= 0:
+            runtime.https = HttpServer(args.host, args.https_port, ssl_context=tls, **http_options)
+            builder.protocol(runtime.https)
+        if worker_dir:  # the workers share one HLS storage; the worker where a stream is published packages it
+            hls = HlsService(FileStorage(os.path.join(worker_dir, "hls")), variant=args.hls_variant,
+                             target_duration=args.hls_segment, window=args.hls_window,
+                             skip_protocols=("worker",), locate=False)
+        else:
+            hls = HlsService(variant=args.hls_variant, target_duration=args.hls_segment, window=args.hls_window)
+        builder.service(hls)
+    recorder = FlvRecorder(args.record) if args.record else None
+    if recorder is not None:
+        builder.service(recorder)
+    try:
+        node = cluster_node(args)
+        if node is not None:
+            builder.source(node)
+        if args.push:
+            builder.service(PushService(args.push))
+        if args.pull:
+            builder.source(PullSource(pull_templates(args.pull), idle=args.pull_idle,
+                                      credentials=Credentials(token=args.publish_token)))
+        runtime.events = EventHook(args.on_event, node=args.node_id or "")
+    except ValueError as exc:
+        raise SystemExit(f"arcly-trio: {exc}") from None
+    runtime.metrics = PrometheusObserver(per_stream=args.metrics_per_stream)
+    builder.observer(runtime.metrics).observer(runtime.events)
+    if args.audit:
+        runtime.audit = AuditPipeline(JsonLinesFile(_audit_path(args.audit, worker_dir, index),
+                                                    max_bytes=int(args.audit_max_mib * 1024 * 1024),
+                                                    backups=args.audit_backups))
+        builder.observer(runtime.audit)
+    for spec in specs.values():
+        builder.application(spec)
+    engine = runtime.engine = builder.build()
+    if recorder is not None:
+        engine.health.add("storage:record", storage_check(recorder.storage, what="the recording directory"),
+                          interval=10.0)
+    if hls is not None and isinstance(hls.storage, FileStorage):
+        engine.health.add("storage:hls", storage_check(hls.storage, what="the HLS directory"), interval=10.0)
+    return runtime
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: value for name, value in vars(args).items() if name not in _NOT_SETTINGS}
+
+
+async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str]:
+    """Apply ``args`` (a new resolved configuration) to a running server; what changed (see the
+    module docstring). ``ValueError`` (nothing changed) if the new settings cannot be used."""
+    _secrets(args)
+    specs = app_specs(args)
+    authenticator = build_authenticator(args)
+    if args.on_event:
+        from ..ops.hooks import check_hook_url  # noqa: PLC0415
+
+        check_hook_url(args.on_event)
+    old = runtime.args
+    engine = runtime.engine
+    changes: list[str] = []
+    current = {app.name: app for app in engine.applications()}
+    for name in [name for name in current if name not in specs]:
+        await engine.remove_application(name, grace=min(5.0, args.shutdown_grace))
+        changes.append(f"application {name} removed")
+    for name, spec in specs.items():
+        if name not in current:
+            await engine.add_application(spec)
+            changes.append(f"application {name} added")
+        elif current[name].spec != spec:
+            engine.update_application(spec)
+            changes.append(f"application {name}: new settings for its new streams")
+    auth_keys = ("publish_token", "play_token", "sign_secret", "sign_actions", "on_publish", "on_play",
+                 "hook_timeout", "hook_fail_open", "app_tables")
+    if any(getattr(old, name, None) != getattr(args, name, None) for name in auth_keys) and runtime.auth is not None:
+        await runtime.auth.swap(authenticator)
+        changes.append("authorization (tokens, signed URLs, hooks) rebuilt")
+    if runtime.events is not None and old.on_event != args.on_event:
+        runtime.events.set_url(args.on_event)
+        changes.append("on_event hook changed")
+    if old.api_token != args.api_token:
+        for server in runtime.http_servers:
+            server.api_token = args.api_token
+        changes.append("API token changed")
+    if runtime.metrics is not None and old.metrics_per_stream != args.metrics_per_stream:
+        runtime.metrics.per_stream = args.metrics_per_stream
+        changes.append(f"per-stream metrics {'on' if args.metrics_per_stream else 'off'}")
+    if old.idle_timeout != args.idle_timeout:
+        engine.idle_timeout = args.idle_timeout if args.idle_timeout > 0 else None
+        changes.append("idle timeout changed (for new streams)")
+    if old.max_publishers != args.max_publishers:
+        engine._max_publishers = args.max_publishers
+        changes.append("publisher limit changed")
+    if old.auth_max_delay != args.auth_max_delay:
+        engine.auth_throttle.max_delay = args.auth_max_delay
+        changes.append("refusal delay changed")
+    if old.log_level != args.log_level:
+        logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
+        changes.append(f"log level {args.log_level}")
+    before, after = _settings(old), _settings(args)
+    for name in sorted(set(before) | set(after)):
+        if name not in RELOADABLE and before.get(name) != after.get(name):
+            log.warning("configuration reload: %s changed; it takes effect after a restart", name.replace("_", "-"))
+            changes.append(f"{name.replace('_', '-')} changed (needs a restart)")
+    runtime.args = args
+    return changes

@@ -1,0 +1,269 @@
+"""``arcly-trio serve --config arcly.toml``: the configuration file (TOML, read with ``tomllib``).
+
+The file's top-level keys are the command line's options, spelled as on the command line
+without the dashes in front (``rtmp-port = 1935``, ``hls-variant = "ll"``, ``push = [...]`` for a
+repeatable option, ``hls = false`` for ``--no-hls``). They are *derived from the argparse
+parser* (:func:`option_keys`): every option ``serve`` has is a key, with its type, choices and
+default, so an option added later is in the file at once. ``[apps.NAME]`` tables configure one
+application each (:data:`APP_KEYS`: GOP cache, queue, lag budget, takeover, reconnect grace,
+HLS, recording, and its own authorization); every application named by ``--app`` or by a table
+exists.
+
+Precedence: the parser's defaults, then the file, then the options given on the command line
+(:func:`resolve`). Checking happens before anything starts: a key that is not an option, a
+value of the wrong type, a choice that is not one of the choices, an application name that is
+not valid, each stops the server with ``FILE:LINE: key: what is wrong`` (:class:`ConfigError`).
+
+Error policy: :func:`load` raises :class:`ConfigError` (a ``ValueError``) for anything wrong in
+the file, including a file that cannot be read or is not TOML; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..core.errors import InvalidStreamName
+from ..core.keys import check_name
+
+__all__ = ["ConfigError", "ConfigFile", "OptionKey", "APP_KEYS", "option_keys", "load", "resolve",
+           "explicit_options"]
+
+#: Options that are not configuration (the file itself, the supervisor's hidden ones).
+NOT_IN_FILE = frozenset({"config", "worker_dir", "worker_index", "worker_count", "help"})
+
+
+class ConfigError(ValueError):
+    """What is wrong with a configuration file, as ``FILE:LINE: key: problem``."""
+
+
+@attrs.frozen
+class OptionKey:
+    """One key of the file: its command-line option, where argparse keeps it, what it takes."""
+
+    name: str
+    dest: str
+    kind: str
+    """``int``, ``float``, ``str``, ``bool``, ``list`` (of strings) or ``workers``."""
+    choices: tuple[Any, ...] | None = None
+    default: Any = None
+    help: str = ""
+
+
+@attrs.frozen
+class AppKey:
+    """One key of an ``[apps.NAME]`` table."""
+
+    kind: str
+    field: str
+    """The :class:`~arcly_trio.kernel.spec.AppSpec` field, or ``auth:...`` for authorization."""
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+
+APP_KEYS: Mapping[str, AppKey] = {
+    "gop-cache": AppKey("int", "gop_cache_frames", "frames of the current GOP kept for instant start (0 = off)"),
+    "gop-cache-bytes": AppKey("int", "gop_cache_bytes", "bytes of the current GOP kept at most (0 = no cap)"),
+    "queue": AppKey("int", "subscriber_queue", "frames a player may have queued before it drops to a keyframe"),
+    "lag-budget": AppKey("int", "lag_budget", "evict a player that dropped more frames than this (omit: never)"),
+    "takeover": AppKey("str", "takeover", "a second publisher is refused (reject) or takes over (replace)",
+                       ("reject", "replace")),
+    "grace": AppKey("float", "reconnect_grace", "seconds players wait for a publisher to come back"),
+    "batch-interval": AppKey("float", "batch_interval",
+                             "seconds frames are gathered between writes to each viewer (0: at once)"),
+    "hls": AppKey("bool", "hls", "package this application's streams as HLS"),
+    "hls-variant": AppKey("str", "hls_variant", "ts, fmp4 or ll", ("ts", "fmp4", "ll")),
+    "record": AppKey("bool", "record", "record this application's streams (needs the record directory)"),
+    "publish-token": AppKey("str", "auth:publish_token", "publishers of this application need ?token="),
+    "play-token": AppKey("str", "auth:play_token", "players of this application need ?token="),
+    "sign-secret": AppKey("str", "auth:sign_secret", "signed URLs of this application use this secret"),
+    "on-publish": AppKey("str", "auth:on_publish", "the publish hook of this application"),
+    "on-play": AppKey("str", "auth:on_play", "the play hook of this application"),
+}
+
+
+def _kind(action: argparse.Action) -> str:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        return "bool"
+    if isinstance(action, argparse._AppendAction):
+        return "list"
+    if action.dest == "workers":
+        return "workers"
+    if action.type is int:
+        return "int"
+    if action.type is float:
+        return "float"
+    return "str"
+
+
+def option_keys(serve: argparse.ArgumentParser) -> dict[str, OptionKey]:
+    """Every key the file may have, from the ``serve`` parser's options (module docstring)."""
+    keys: dict[str, OptionKey] = {}
+    for action in serve._actions:
+        longs = [flag for flag in action.option_strings if flag.startswith("--") and not flag.startswith("--no-")]
+        if not longs or action.dest in NOT_IN_FILE or action.help == argparse.SUPPRESS:
+            continue
+        name = longs[0][2:]
+        choices = tuple(action.choices) if action.choices is not None else None
+        keys[name] = OptionKey(name, action.dest, _kind(action), choices, action.default, action.help or "")
+    return keys
+
+
+def _type_problem(kind: str, value: Any, choices: tuple[Any, ...] | None) -> str | None:
+    """Why ``value`` is not a ``kind`` (``None`` if it is)."""
+    if kind == "bool":
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    elif kind == "list":
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        want = "a list of strings"
+    elif kind == "workers":
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or value == "auto"
+        want = 'a number of at least 1, or "auto"'
+    else:
+        ok = isinstance(value, str)
+        want = "a string"
+    if not ok:
+        return f"expected {want}, not {value!r}"
+    if choices is not None and value not in choices:
+        return f"expected one of {', '.join(map(str, choices))}, not {value!r}"
+    return None
+
+
+@attrs.frozen
+class ConfigFile:
+    """A checked configuration file: option values (by argparse ``dest``) and application tables."""
+
+    path: str
+    options: Mapping[str, Any]
+    apps: Mapping[str, Mapping[str, Any]]
+    """Per application: its keys (as in :data:`APP_KEYS`) and their values."""
+
+
+_TABLE = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+
+
+def _line_of(text: str, table: str, key: str) -> int:
+    """The line where ``key`` is set in ``table`` (``""``: the top level); 0 if not found."""
+    current = ""
+    pattern = re.compile(r"^\s*(?:\"" + re.escape(key) + r"\"|'" + re.escape(key) + r"'|" + re.escape(key) + r")\s*=")
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _TABLE.match(line)
+        if header:
+            current = ".".join(part.strip().strip("\"'") for part in header.group(1).split("."))
+            if current == table and not key:
+                return number
+            continue
+        if current == table and pattern.match(line):
+            return number
+    return 0
+
+
+def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
+    """Read and check ``path`` (see the module docstring); :class:`ConfigError` if it is wrong."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+        document = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _toml_line(str(exc))
+        raise ConfigError(f"{path}:{line}: not valid TOML: {exc}") from None
+
+    def fail(table: str, key: str, problem: str) -> ConfigError:
+        where = f"{table}.{key}" if table else key
+        return ConfigError(f"{path}:{_line_of(text, table, key)}: {where}: {problem}")
+
+    options: dict[str, Any] = {}
+    apps: dict[str, dict[str, Any]] = {}
+    for name, value in document.items():
+        if name == "apps":
+            if not isinstance(value, dict):
+                raise fail("", name, "expected [apps.NAME] tables")
+            for app, table in value.items():
+                try:
+                    check_name(app, "application name")
+                except InvalidStreamName as exc:
+                    raise ConfigError(f"{path}:{_line_of(text, f'apps.{app}', '')}: apps.{app}: {exc}") from None
+                if not isinstance(table, dict):
+                    raise fail("apps", app, "expected a table of application settings")
+                apps[app] = {}
+                for key, item in table.items():
+                    spec = APP_KEYS.get(key)
+                    if spec is None:
+                        raise fail(f"apps.{app}", key, "unknown key (application keys: "
+                                   + ", ".join(APP_KEYS) + ")")
+                    problem = _type_problem(spec.kind, item, spec.choices)
+                    if problem:
+                        raise fail(f"apps.{app}", key, problem)
+                    apps[app][key] = item
+            continue
+        option = keys.get(name)
+        if option is None:
+            close = difflib.get_close_matches(name.replace("_", "-"), list(keys), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/config.md)"
+            raise fail("", name, f"unknown key{hint}")
+        problem = _type_problem(option.kind, value, option.choices)
+        if problem:
+            raise fail("", name, problem)
+        options[option.dest] = str(value) if option.kind == "workers" else value
+    return ConfigFile(path, options, apps)
+
+
+def _toml_line(message: str) -> int | str:
+    found = re.search(r"line (\d+)", message)
+    return int(found.group(1)) if found else "?"
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every option given on the command line ``argv`` (a parse with every
+    default suppressed: what is left was given)."""
+    serve = _serve_parser(parser)
+    saved = [(action, action.default) for action in serve._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace = parser.parse_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace)) - {"command"}
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise LookupError("the parser has no serve command")
+
+
+def resolve(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
+            config: ConfigFile | None) -> argparse.Namespace:
+    """``args`` (parsed from ``argv``) with the file's values for every option not given on the
+    command line (defaults < file < command line)."""
+    if config is None:
+        return args
+    given = explicit_options(parser, argv)
+    merged = argparse.Namespace(**vars(args))
+    for dest, value in config.options.items():
+        if dest not in given:
+            setattr(merged, dest, list(value) if isinstance(value, list) else value)
+    merged.app_tables = config.apps
+    return merged

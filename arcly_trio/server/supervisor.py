@@ -1,0 +1,199 @@
+"""``arcly-trio serve --workers N``: one supervisor process and N worker processes.
+
+The supervisor:
+
+* makes a private run directory (mode 0700) and reserves the TCP ports (port 0 is resolved
+  here, so every worker gets the same one): it binds them with ``SO_REUSEPORT`` without
+  listening, which keeps them for the workers' ``SO_REUSEPORT`` listeners;
+* serves the workers' directory (:class:`~arcly_trio.cluster.DirectoryServer`) on a Unix socket
+  there, unless ``--cluster`` gives a Redis one;
+* starts the N workers (``python -m arcly_trio serve`` with the same options, plus the hidden
+  ``--worker-dir``/``--worker-index``/``--worker-count``), each with its own engine and trio loop
+  on the same ports; a worker whose supervisor is gone (killed) shuts itself down (it watches
+  its parent process);
+* restarts a worker that exits unexpectedly (logged, with a backoff of 1 s doubling up to 30 s,
+  reset after a minute of running), while the others keep serving;
+* forwards SIGTERM/SIGINT (graceful shutdown: it waits ``--shutdown-grace`` plus 5 s, then kills
+  what is left) and SIGHUP (each worker reloads ``--config``) to the workers.
+
+Every worker answers ``/api/streams``, ``/api/health``, ``/api/sessions`` (and kicks a session
+of any worker) and ``/metrics`` for all of them (see :mod:`.worker_api`).
+
+Error policy: a port that cannot be reserved or a run directory that cannot be made ends the
+supervisor with a message (exit code 1); a worker's failure is logged and the worker restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import trio
+
+from ..cluster import DirectoryServer, MemoryDirectory
+
+__all__ = ["supervise", "worker_count", "worker_argv"]
+
+log = logging.getLogger("arcly_trio.supervisor")
+
+
+def worker_count(value: str) -> int:
+    """``--workers`` as a number: ``auto`` is the CPU count."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = int(value)
+    if count < 1:
+        raise ValueError("--workers must be at least 1")
+    return count
+
+
+def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir: str, index: int,
+                count: int, rtmps_port: int = -1, https_port: int = -1) -> list[str]:
+    """The command line of worker ``index``: the supervisor's options without ``--workers``,
+    with the resolved ports and the worker options (later options win in argparse)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    tls = [*(["--rtmps-port", str(rtmps_port)] if rtmps_port >= 0 else []),
+           *(["--https-port", str(https_port)] if https_port >= 0 else [])]
+    return [sys.executable, "-m", "arcly_trio", *out, "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
+            *tls, "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT and not listening (keeps the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Supervisor:
+    """The running supervisor (see the module docstring)."""
+
+    def __init__(self, args: argparse.Namespace, argv: Sequence[str], count: int) -> None:
+        self.args = args
+        self.argv = list(argv)
+        self.count = count
+        self.run_dir = ""
+        self.rtmp_port = 0
+        self.http_port = -1
+        self.rtmps_port = -1
+        self.https_port = -1
+        self.processes: dict[int, trio.Process] = {}
+        self.restarts = 0
+        self.stopping = False
+
+    async def run(self) -> None:
+        args = self.args
+        self.run_dir = tempfile.mkdtemp(prefix="arcly-trio-")
+        reserved: list[socket.socket] = []
+        try:
+            rtmp = _reserve(args.host, args.rtmp_port)
+            reserved.append(rtmp)
+            self.rtmp_port = rtmp.getsockname()[1]
+            if args.http_port >= 0:
+                http = _reserve(args.host, args.http_port)
+                reserved.append(http)
+                self.http_port = http.getsockname()[1]
+            for name in ("rtmps_port", "https_port"):  # TLS ports, when asked for
+                if getattr(args, name) >= 0:
+                    sock = _reserve(args.host, getattr(args, name))
+                    reserved.append(sock)
+                    setattr(self, name, sock.getsockname()[1])
+            log.info("RTMP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.rtmp_port, self.count)
+            if self.http_port >= 0:
+                log.info("HTTP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.http_port, self.count)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as nursery:
+                    if not args.cluster:
+                        server = DirectoryServer(MemoryDirectory(), os.path.join(self.run_dir, "directory.sock"))
+                        await nursery.start(server.serve)
+                    for index in range(self.count):
+                        nursery.start_soon(self._keep, index)
+                    log.info("arcly-trio supervisor ready: %d workers (run directory %s)", self.count, self.run_dir)
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: forwarded to the workers")
+                            self._signal_all(signal.SIGHUP)
+                            continue
+                        log.info("%s received: stopping the workers (grace %g s)", signal.Signals(signum).name,
+                                 args.shutdown_grace)
+                        break
+                    self.stopping = True
+                    self._signal_all(signal.SIGTERM)
+                    with trio.move_on_after(args.shutdown_grace + 5):
+                        while any(process.returncode is None for process in self.processes.values()):
+                            await trio.sleep(0.05)
+                    for process in self.processes.values():
+                        if process.returncode is None:
+                            log.warning("worker pid %d did not stop in time: killed", process.pid)
+                            process.kill()
+                    nursery.cancel_scope.cancel()
+        finally:
+            for sock in reserved:
+                sock.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        log.info("arcly-trio stopped")
+
+    def _signal_all(self, signum: int) -> None:
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.send_signal(signum)
+
+    async def _keep(self, index: int) -> None:
+        """Run worker ``index``; restart it when it exits while the server is not stopping."""
+        delay = 1.0
+        while True:
+            argv = worker_argv(self.argv, rtmp_port=self.rtmp_port, http_port=self.http_port,
+                               run_dir=self.run_dir, index=index, count=self.count,
+                               rtmps_port=self.rtmps_port, https_port=self.https_port)
+            started = trio.current_time()
+            process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
+            self.processes[index] = process
+            log.info("worker %d started (pid %d)", index, process.pid)
+            try:
+                code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    with trio.CancelScope(shield=True):
+                        process.kill()
+                        await process.wait()
+            if self.stopping:
+                log.info("worker %d stopped (exit code %d)", index, code)
+                return
+            if trio.current_time() - started > 60:
+                delay = 1.0
+            self.restarts += 1
+            log.error("worker %d (pid %d) exited with code %d; restarting it in %g s", index, process.pid, code, delay)
+            await trio.sleep(delay)
+            delay = min(30.0, delay * 2)
+
+
+def supervise(args: argparse.Namespace, argv: Sequence[str], count: int) -> int:
+    """Run the supervisor until SIGINT/SIGTERM; the process exit code."""
+    try:
+        trio.run(Supervisor(args, argv, count).run)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,183 @@
+"""The ``fmp4`` and ``ll`` variants of the HLS service (and DASH): CMAF, packaged once per stream.
+
+:class:`CmafPackaging` adapts a :class:`~arcly_trio.media.cmaf.CmafPackager` to the service's
+packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`). Under
+``{app}/{stream}/`` it stores the init segments, parts and segments the packager makes (before
+any list names them), then the lists, rendered once per change: ``video.m3u8`` and
+``audio.m3u8`` (:func:`~arcly_trio.media.llhls.media_playlist`, LL-HLS tags in the ``ll``
+variant), ``index.m3u8`` (the multivariant playlist) and ``index.mpd``
+(:func:`~arcly_trio.media.dash.render_mpd`). Names that leave every list are deleted after the
+service's :attr:`~arcly_trio.services.hls.HlsService.part_delete_delay`.
+
+:class:`LiveCmaf` is what the routes read while the stream is packaged: the packager's model
+and one condition per stream (:meth:`LiveCmaf.wait`), set each time the lists change, on which
+every blocked playlist reload and preload-hinted part request of the stream waits, whatever
+their number (no task per request).
+
+Error policy: :meth:`CmafPackaging.push` raises the packager's ``CodecError`` for malformed codec
+bytes (the service drops the frame); storage failures are the service's to log and count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..core.frame import Frame
+from ..core.keys import StreamKey
+from ..media import dash, llhls
+from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
+
+if TYPE_CHECKING:
+    from .hls import HlsService
+
+__all__ = ["CmafPackaging", "LiveCmaf"]
+
+MASTER = "index.m3u8"
+MPD = "index.mpd"
+
+
+class LiveCmaf:
+    """The live state of one stream's CMAF packaging, for the routes (read-only to them).
+
+    Attributes:
+        packager: the stream's packager (its renditions, segments, parts, hints).
+        low_latency: whether the stream is packaged as LL-HLS (blocking reloads answered).
+        ended: the stream ended (its lists are final).
+        waiting: requests waiting on this stream now.
+        published: the packager's :attr:`~arcly_trio.media.cmaf.CmafPackager.version` whose
+            lists are stored: while the packager is ahead of it (frames of a batch pushed,
+            their lists not stored yet), requests wait for the next change, so an answer never
+            comes from a stored list older than the model it was decided on.
+    """
+
+    def __init__(self, packager: CmafPackager, low_latency: bool) -> None:
+        self.packager = packager
+        self.low_latency = low_latency
+        self.ended = False
+        self.waiting = 0
+        self.published = -1
+        self._changed = trio.Event()
+
+    @property
+    def current(self) -> bool:
+        """Whether the stored lists show what the packager holds."""
+        return self.ended or self.published == self.packager.version
+
+    def notify(self) -> None:
+        """The lists changed: wake every request waiting on this stream."""
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    async def wait(self, deadline: float) -> bool:
+        """Wait for the next change of the lists; ``False`` if ``deadline`` came first."""
+        if self.ended:
+            return False
+        self.waiting += 1
+        try:
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+                return True
+            return False
+        finally:
+            self.waiting -= 1
+
+
+class CmafPackaging:
+    """One stream packaged as CMAF for fMP4 HLS or LL-HLS, and DASH."""
+
+    def __init__(self, service: HlsService, key: StreamKey, token: str, *, low_latency: bool) -> None:
+        self.service = service
+        self.base = f"{key.app}/{key.name}"
+        self.packager = CmafPackager(service.target_duration, service.part_duration, service.window,
+                                     name_prefix=f"{token}-")  # fmt: skip
+        self.low_latency = low_latency
+        self.live = LiveCmaf(self.packager, low_latency)
+        service.live[self.base] = self.live
+        self.left_out = self.packager.left_out
+        self.carried = self.packager.carried
+        self._stored: set[str] = set()
+        self._version = -1
+        self._rendered: dict[str, str] = {}
+        self._mpd_state: object = None
+        self._reported: dict[str, int] = {}
+
+    def push(self, frame: Frame) -> Sequence[PackagerEvent]:
+        return self.packager.push(frame, time.time())
+
+    def discontinuity(self) -> Sequence[PackagerEvent]:
+        return self.packager.discontinuity()
+
+    def finish(self) -> Sequence[PackagerEvent]:
+        return self.packager.finish()
+
+    async def apply(self, events: Sequence[object]) -> None:
+        service = self.service
+        for event in events:
+            if isinstance(event, ResourceReady):
+                key = f"{self.base}/{event.name}"
+                self._stored.add(key)
+                await service.store(key, event.data)
+            elif isinstance(event, ResourceExpired):
+                key = f"{self.base}/{event.name}"
+                self._stored.discard(key)
+                service.expire(key, service.part_delete_delay)
+        if self.packager.version != self._version:
+            self._version = self.packager.version
+            await self._publish_lists()
+            self.live.published = self._version
+            self.live.notify()
+
+    async def _publish_lists(self) -> None:
+        packager = self.packager
+        ready = False
+        for kind, rendition in packager.renditions.items():
+            if rendition.segments or (self.low_latency and rendition.open_parts):
+                ready = True
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency)
+                await self._put(llhls.playlist_name(rendition), text)
+        if not ready:
+            return
+        master = llhls.multivariant_playlist(packager)
+        if master is not None:
+            await self._put(MASTER, master)
+        state = (packager.finished, tuple((r.init, len(r.segments), r.segments[-1].sequence if r.segments else None)
+                                          for r in packager.renditions.values()))  # fmt: skip
+        if state != self._mpd_state:
+            mpd = dash.render_mpd(packager, now=time.time())
+            if mpd is not None:
+                self._mpd_state = state
+                await self._put(MPD, mpd, always=True)
+
+    async def _put(self, name: str, text: str, *, always: bool = False) -> None:
+        if not always and self._rendered.get(name) == text:
+            return
+        self._rendered[name] = text
+        key = f"{self.base}/{name}"
+        self._stored.add(key)
+        await self.service.store(key, text.encode())
+
+    async def ended(self) -> None:
+        self.live.ended = True
+        self.live.notify()
+        if self.service.live.get(self.base) is self.live:
+            del self.service.live[self.base]
+
+    def take_segments(self) -> list[tuple[str, float, int]]:
+        """The segments completed since the last call: (rendition, seconds, bytes)."""
+        done = []
+        for rendition in self.packager.renditions.values():
+            last = self._reported.get(rendition.name, -1)
+            for segment in rendition.segments:
+                if segment.sequence > last and not segment.gap:
+                    done.append((rendition.name, segment.duration, segment.size))
+            if rendition.segments:
+                self._reported[rendition.name] = max(last, rendition.segments[-1].sequence)
+        return done
+
+    def leftovers(self) -> list[str]:
+        """Every key still stored for this stream (lists, init segments, segments, parts)."""
+        return sorted(self._stored)

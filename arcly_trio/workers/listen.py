@@ -1,0 +1,96 @@
+"""Listening sockets for the protocol workers: TCP (optionally ``SO_REUSEPORT``), Unix, and TLS.
+
+``--workers N`` runs N processes that each listen on the same TCP ports with ``SO_REUSEPORT``:
+the kernel spreads new connections across them (each has its own accept queue, so a busy worker
+does not take more than its share). Each worker also listens on Unix sockets in the server's
+private run directory, where the other workers reach it: the local relay (RTMP) and the API
+(HTTP). :func:`peer_of` names a Unix peer ``("local", 0)``, so admission limits and logs treat
+it as one local address.
+
+TLS (RTMPS, HTTPS): :func:`with_tls` wraps the TCP listeners in :class:`trio.SSLListener`, so a
+worker gets :class:`trio.SSLStream` connections and reads and writes them as any stream (the
+handshake happens on the first read, within the worker's first deadline). A connection whose
+stream is not a plain :class:`trio.SocketStream` (:func:`raw_socket` returns ``None``) must
+never be written to through its socket's file descriptor: those bytes would bypass TLS.
+
+Error policy: binding errors (``OSError``: port taken, no permission) propagate to the worker's
+``serve``, which stops the engine (the CLI reports them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket as stdlib_socket
+import ssl
+
+import trio
+
+__all__ = ["open_listeners", "peer_of", "raw_socket", "with_tls", "LOCAL_PEER"]
+
+LOCAL_PEER = ("local", 0)
+_BACKLOG = 1024
+
+
+async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
+                         unix_socket: str | None = None) -> list[trio.SocketListener]:
+    """TCP listeners on ``host:port`` (every address it resolves to; port 0 picks one), with
+    ``SO_REUSEPORT`` if asked, and a Unix listener on ``unix_socket`` (mode 0600) if given."""
+    if not reuse_port:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=_BACKLOG)
+    else:
+        listeners = []
+        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM,
+                                              flags=stdlib_socket.AI_PASSIVE)
+        for family, type_, proto, _, address in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+                if family == stdlib_socket.AF_INET6:
+                    sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(_BACKLOG)
+            except BaseException:
+                sock.close()
+                for listener in listeners:
+                    listener.socket.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    if unix_socket is not None:
+        try:
+            os.unlink(unix_socket)
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        await sock.bind(unix_socket)
+        os.chmod(unix_socket, 0o600)
+        sock.listen(_BACKLOG)
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
+def with_tls(listeners: list[trio.SocketListener], context: ssl.SSLContext | None) -> list[trio.abc.Listener]:
+    """``listeners`` with the TCP ones wrapped in TLS (``context``; ``None``: unchanged). Unix
+    listeners (the workers' private sockets) stay plain."""
+    if context is None:
+        return list(listeners)
+    return [listener if listener.socket.family == stdlib_socket.AF_UNIX
+            else trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
+
+
+def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket of a plain TCP or Unix connection; ``None`` for a TLS one (whose bytes must
+    go through the stream)."""
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def peer_of(stream: trio.abc.Stream) -> tuple[str, int]:
+    """The peer's ``(address, port)`` (of the TCP connection under a TLS one); ``LOCAL_PEER``
+    for a Unix socket. ``OSError`` if the peer is already gone."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    assert isinstance(stream, trio.SocketStream)
+    if stream.socket.family == stdlib_socket.AF_UNIX:
+        return LOCAL_PEER
+    address = stream.socket.getpeername()
+    return (address[0], address[1])

@@ -1,0 +1,161 @@
+"""Cluster nodes in one process, sharing a :class:`MemoryDirectory`, over loopback RTMP.
+
+Three engines (A, B, C) are nodes of one cluster: a publish on A takes its lease (a duplicate
+publish on B is refused like a local one), a play on B or C pulls the stream from A (one pull
+per node, shared by its viewers), leases and registrations expire when a node stops beating, an
+unreachable directory leaves local streams alone and is reported in health, and the node
+re-registers when it is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from arcly_trio import AppSpec, Credentials, Engine, StreamKey
+from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
+from arcly_trio.cluster import ClusterNode, MemoryDirectory
+from arcly_trio.core.errors import RemoteRefused, StreamAlreadyPublishing, StreamPublishedElsewhere
+from arcly_trio.workers.rtmp import RtmpServer
+
+HOST = "127.0.0.1"
+
+
+@asynccontextmanager
+async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0
+                       ) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
+    rtmp = RtmpServer(HOST, 0)
+    # The node learns its port once the worker is bound: reserve one first.
+    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    rtmp.requested_port = port
+    node = ClusterNode(directory, node_id=node_id, rtmp_url=f"rtmp://{HOST}:{port}", ttl=ttl, idle=0.5)
+    engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(node).build()
+    async with engine:
+        yield engine, rtmp, node
+
+
+async def publish_frames(url: str, frames: list, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+    async with open_rtmp_publisher(url) as publisher:
+        await publisher.send_frames(frames[:30])
+        task_status.started()
+        for frame in frames[30:]:
+            await publisher.send(frame)
+            if not frame.config:
+                await trio.sleep(0.005)
+        await trio.sleep_forever()
+
+
+async def test_publish_on_a_play_on_b_and_c_duplicate_refused(demo_frames: list) -> None:  # type: ignore[type-arg]
+    directory = MemoryDirectory()
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(cluster_node(directory, "A"))
+        b = await stack.enter_async_context(cluster_node(directory, "B"))
+        c = await stack.enter_async_context(cluster_node(directory, "C"))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        with trio.fail_after(20):
+            await nursery.start(publish_frames, f"rtmp://{HOST}:{a[1].port}/live/cam", demo_frames)
+            assert a[2].held == {"live/cam": 1}
+            owner = await directory.owner("live/cam")
+            assert owner is not None and owner.id == "A"
+            for engine, rtmp, node in (b, c):
+                url = f"rtmp://{HOST}:{rtmp.port}/live/cam"
+                async with open_rtmp_player(url) as one, open_rtmp_player(url) as two:
+                    assert (await one.next_batch()) and (await two.next_batch())
+                    assert engine.stream("live/cam").info.protocol == "cluster"
+                    assert engine.sourcing.started_total == 1
+                    assert node.stream_status(StreamKey("live", "cam"))["cluster"]["owner"] == "A"
+            # A duplicate publish on B is refused exactly as on one node: while B still has the
+            # pulled copy, by B itself; once that pull has stopped, because A holds the lease.
+            with pytest.raises(RemoteRefused) as info:
+                async with open_rtmp_publisher(f"rtmp://{HOST}:{b[1].port}/live/cam"):
+                    pass
+            assert info.value.code == "NetStream.Publish.BadName"
+            while b[0].has_stream(StreamKey("live", "cam")):
+                await trio.sleep(0.05)
+            with pytest.raises(RemoteRefused) as info:
+                async with open_rtmp_publisher(f"rtmp://{HOST}:{b[1].port}/live/cam"):
+                    pass
+            assert info.value.code == "NetStream.Publish.BadName" and "node 'A'" in info.value.description
+            with pytest.raises(StreamAlreadyPublishing):
+                async with b[0].publish("live/cam", Credentials(protocol="test")):
+                    pass
+            nodes = {node.id for node in await directory.nodes()}
+            assert nodes == {"A", "B", "C"}
+            assert a[2].health_status()["cluster"]["directory"] == "ok"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_owner_ends_the_pulls_and_the_stream_moves(demo_frames: list) -> None:  # type: ignore[type-arg]
+    directory = MemoryDirectory()
+    async with AsyncExitStack() as stack:
+        b = await stack.enter_async_context(cluster_node(directory, "B"))
+        c = await stack.enter_async_context(cluster_node(directory, "C"))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        with trio.fail_after(30):
+            ended = trio.Event()
+            end_reason: list[str | None] = []
+
+            async def watch_on_b(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+                async with open_rtmp_player(f"rtmp://{HOST}:{b[1].port}/live/move") as player:
+                    assert await player.next_batch()
+                    task_status.started()
+                    while await player.next_batch():
+                        pass
+                    end_reason.append(player.end)
+                ended.set()
+
+            async with cluster_node(directory, "A") as a, trio.open_nursery() as inner:
+                await inner.start(publish_frames, f"rtmp://{HOST}:{a[1].port}/live/move", demo_frames)
+                await nursery.start(watch_on_b)
+                inner.cancel_scope.cancel()  # node A dies: its publisher, engine and sockets go away
+            await ended.wait()
+            assert end_reason and end_reason[0] is not None
+            # A's lease is gone at once (released) or after its TTL; then C can take the stream.
+            while True:
+                try:
+                    await nursery.start(publish_frames, f"rtmp://{HOST}:{c[1].port}/live/move", demo_frames)
+                    break
+                except RemoteRefused:
+                    await trio.sleep(0.2)
+            async with open_rtmp_player(f"rtmp://{HOST}:{b[1].port}/live/move") as again:
+                assert await again.next_batch()
+                assert b[2].stream_status(StreamKey("live", "move"))["cluster"]["owner"] == "C"
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unreachable_directory_keeps_local_streams_and_is_reported(demo_frames: list) -> None:  # type: ignore[type-arg]
+    directory = MemoryDirectory()
+    async with cluster_node(directory, "A", ttl=0.6) as (engine, rtmp, node), trio.open_nursery() as nursery:
+        with trio.fail_after(20):
+            await nursery.start(publish_frames, f"rtmp://{HOST}:{rtmp.port}/live/keep", demo_frames)
+            directory.down = True
+            while node.health_status()["cluster"]["directory"] != "unreachable":
+                await trio.sleep(0.05)
+            async with open_rtmp_player(f"rtmp://{HOST}:{rtmp.port}/live/keep") as player:
+                assert await player.next_batch()  # the local stream is still served
+            # A publish while the directory is down is accepted, and claimed once it is back.
+            async with engine.publish("live/offline", Credentials(protocol="test")):
+                directory.down = False
+                directory.expire_all()
+                while node.health_status()["cluster"]["directory"] != "ok" or not await directory.owner("live/offline"):
+                    await trio.sleep(0.05)
+                owner = await directory.owner("live/offline")
+                assert owner is not None and owner.id == "A"
+                assert (await directory.owner("live/keep")).id == "A"  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_pulled_copies_take_no_lease() -> None:
+    directory = MemoryDirectory()
+    async with cluster_node(directory, "A") as (engine, _, node):
+        for protocol in ("pull", "cluster", "worker"):
+            async with engine.publish(f"live/{protocol}", Credentials(protocol=protocol), protocol=protocol):
+                assert await directory.owner(f"live/{protocol}") is None
+        with pytest.raises(StreamPublishedElsewhere):
+            await directory.claim("live/x", "Z", 10)
+            await node.claim_publish(StreamKey("live", "x"), Credentials(protocol="rtmp"))

@@ -1,0 +1,165 @@
+"""The configuration file: keys derived from the parser, checks with file and line, precedence,
+and reloading a running server in one process.
+
+Checked: every option of ``serve`` is a key (so an option added later is covered without
+touching the loader), and the hidden ones are not; unknown keys, wrong types, bad choices, bad
+application names and broken TOML stop with ``FILE:LINE: key: problem``; the command line
+overrides the file, which overrides the defaults; ``[apps.NAME]`` tables make applications with
+their own policy and authorization; arbitrary TOML documents only ever raise ``ConfigError``
+(hypothesis); a reload adds and removes applications while a stream of one that stays plays on,
+swaps the authorization, changes the API token and keeps the running configuration when the new
+file is broken; docs/config.md and examples/arcly.toml document every key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arcly_trio import Credentials, StreamKey, Unauthorized
+from arcly_trio.server.build import app_specs, build_runtime, reload_runtime
+from arcly_trio.server.cli import build_parser, reload, resolve_args
+from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, load, option_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise AssertionError("no serve")
+
+
+def keys() -> dict[str, object]:
+    return option_keys(serve_parser())  # type: ignore[return-value]
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "arcly.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_every_serve_option_is_a_key_and_the_hidden_ones_are_not() -> None:
+    found = keys()
+    options = {flag[2:] for action in serve_parser()._actions for flag in action.option_strings
+               if flag.startswith("--") and not flag.startswith("--no-") and action.dest not in NOT_IN_FILE
+               and action.help != argparse.SUPPRESS}
+    assert set(found) == options and len(found) > 50
+    assert {"worker-dir", "config", "help"}.isdisjoint(found)
+    assert {"hls", "hls-variant", "on-publish", "rtmps-port", "api-token", "push"} <= set(found)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("rtmp-port = 1935\nrtmp-prot = 1\n", r"arcly.toml:2: rtmp-prot: unknown key \(did you mean 'rtmp-port'\?\)"),
+    ("\n\nrtmp-port = \"1935\"\n", r"arcly.toml:3: rtmp-port: expected an integer, not '1935'"),
+    ("hls = 1\n", r"arcly.toml:1: hls: expected true or false, not 1"),
+    ("hls-variant = \"dash\"\n", r"arcly.toml:1: hls-variant: expected one of ll, fmp4, ts, not 'dash'"),
+    ("push = \"rtmp://x/a\"\n", r"arcly.toml:1: push: expected a list of strings"),
+    ("workers = 0\n", r"arcly.toml:1: workers: expected a number of at least 1"),
+    ("idle-timeout = true\n", r"arcly.toml:1: idle-timeout: expected a number, not True"),
+    ("[apps.live]\ngop-cache = 10\nlag-budjet = 5\n", r"arcly.toml:3: apps.live.lag-budjet: unknown key"),
+    ("[apps.live]\n\ntakeover = \"steal\"\n", r"arcly.toml:3: apps.live.takeover: expected one of reject, replace"),
+    ("[apps.\"a b\"]\nhls = true\n", r"arcly.toml:1: apps.a b: invalid name"),
+    ("rtmp-port = \n", r"arcly.toml:1: not valid TOML"),
+    ("apps = 3\n", r"arcly.toml:1: apps: expected \[apps.NAME\] tables"),
+])
+def test_bad_files_are_refused_with_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, text), keys())
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load(str(tmp_path / "nope.toml"), keys())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([*keys(), "nope", "apps"]),
+                       st.one_of(st.integers(-5, 70000), st.booleans(), st.text(max_size=20), st.floats(allow_nan=False),
+                                 st.lists(st.text(max_size=5), max_size=3),
+                                 st.dictionaries(st.sampled_from(["live", "a b", "x"]),
+                                                 st.dictionaries(st.sampled_from([*APP_KEYS, "zzz"]),
+                                                                 st.one_of(st.integers(), st.text(max_size=5),
+                                                                           st.booleans()), max_size=3),
+                                                 max_size=2)), max_size=6))
+def test_arbitrary_documents_load_or_raise_config_error(tmp_path_factory: pytest.TempPathFactory,
+                                                       document: dict[str, object]) -> None:
+    import tomli_w  # the test extra's TOML writer
+
+    path = tmp_path_factory.mktemp("fuzz") / "arcly.toml"
+    path.write_text(tomli_w.dumps(document))
+    try:
+        loaded = load(str(path), keys())
+    except ConfigError as exc:
+        assert re.match(rf"{re.escape(str(path))}:\d+: ", str(exc)), exc
+        return
+    assert set(loaded.options) <= {option.dest for option in keys().values()}  # type: ignore[attr-defined]
+
+
+def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, 'rtmp-port = 1936\nhttp-port = 8090\nhls = false\npush = ["rtmp://a/{app}/{stream}"]\n'
+                           '[apps.live]\nlag-budget = 100\n[apps.studio]\ntakeover = "replace"\nhls = true\n')
+    argv = ["serve", "--config", path, "--http-port", "9000"]
+    args = resolve_args(build_parser(), argv)
+    assert (args.rtmp_port, args.http_port, args.hls, args.push, args.idle_timeout) == \
+        (1936, 9000, False, ["rtmp://a/{app}/{stream}"], 30.0)
+    specs = app_specs(args)
+    assert sorted(specs) == ["live", "studio"]
+    assert (specs["live"].lag_budget, specs["live"].hls, specs["studio"].takeover.value, specs["studio"].hls) == \
+        (100, False, "replace", True)
+    assert resolve_args(build_parser(), ["serve", "--config", path, "--hls"]).hls is True
+
+
+def test_docs_and_example_cover_every_key() -> None:
+    docs = (ROOT / "docs" / "config.md").read_text()
+    example = (ROOT / "examples" / "arcly.toml").read_text()
+    for name in [*keys(), *APP_KEYS]:
+        assert f"`{name}`" in docs, f"docs/config.md does not document {name}"
+        assert re.search(rf"^#? ?{re.escape(name)} = ", example, re.M), f"examples/arcly.toml lacks {name}"
+    loaded = load(str(ROOT / "examples" / "arcly.toml"), keys())
+    assert "live" in loaded.apps
+
+
+async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "arcly.toml"
+    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "old"]\n')
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    engine = runtime.engine
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        async with engine.publish("live/cam") as publisher, engine.subscribe("live/cam") as sub:
+            await publisher.send(demo_frames[0])
+            path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
+                            'play-token = "v"\n[apps.new]\npublish-token = "n"\nlag-budget = 7\n')
+            assert await reload(runtime, argv)
+            assert sorted(app.name for app in engine.applications()) == ["live", "new"]
+            assert engine.application("new").spec.lag_budget == 7
+            assert engine.stream("live/cam") is sub.stream and publisher.active  # untouched
+            await publisher.send(demo_frames[1])
+            with pytest.raises(Unauthorized):
+                async with engine.subscribe("live/cam"):
+                    pass
+            with pytest.raises(Unauthorized):
+                async with engine.publish("new/x"):
+                    pass
+            async with engine.publish("new/x", Credentials(token="n")):
+                pass
+            path.write_text("http-port = \n")  # broken: the running configuration stays
+            assert not await reload(runtime, argv)
+            assert sorted(app.name for app in engine.applications()) == ["live", "new"]
+            path.write_text('http-port = -1\nrtmp-port = 5\nhost = "127.0.0.1"\napp = ["live", "new"]\n')
+            changes = await reload_runtime(runtime, resolve_args(build_parser(), argv))
+            assert "rtmp-port changed (needs a restart)" in changes
+            async with engine.subscribe("live/cam") as again:  # the play token is gone again
+                assert again.key == StreamKey("live", "cam")
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,239 @@
+"""Running it for real, against real clients: ``arcly-trio serve`` in a subprocess, ffmpeg and
+ffprobe as publishers and players, the standard library's HTTP server as the hook.
+
+What each test proves:
+
+* ffmpeg publishing through an ``--on-publish`` hook: allowed (and the hook got the app, stream,
+  query, address and protocol), denied (ffmpeg fails, the log says why), slow (refused at the
+  hook timeout while another publisher gets in meanwhile: the slow hook stalls no one), dead
+  (refused at once), redirected (ffprobe plays the renamed stream);
+* Node-Media-Server signed URLs from ``arcly-trio sign``: accepted for RTMP publish and play and
+  HTTP-FLV play (ffprobe), refused expired, for another stream and unsigned (RTMP and HTTP
+  401/403);
+* ``/metrics`` parsed with ``prometheus_client.parser`` matches what is live (one publisher, one
+  HTTP-FLV player of ffmpeg, the bytes it was given);
+* a SIGHUP reload adds an application while ffmpeg plays a stream of another one: the player
+  keeps decoding, and ffmpeg publishes to the new application;
+* ffmpeg publishes over ``rtmps://`` (TLS, a certificate the test made with trustme) and
+  ffprobe plays it back over ``https://`` HTTP-FLV;
+* kicking an ffmpeg player with ``DELETE /api/sessions/{id}`` (API token required) ends it;
+* a configuration file with a wrong type stops the server with the file, line and key.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests._hooks import dead_url, hook_server
+from tests.test_cli import HOST, ROOT, cli_server, probe_streams, publish_exit_code, serve_command
+from tests.test_rtmp_interop import player, publisher
+
+pytestmark = pytest.mark.interop
+
+
+async def api(port: int, method: str, path: str, token: str | None = None, scheme: str = "http",
+              verify: Any = True) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(verify=verify) as client:
+        with trio.fail_after(10):
+            return await client.request(method, f"{scheme}://{HOST}:{port}{path}", headers=headers)
+
+
+async def sign(url: str, secret: str, *extra: str) -> str:
+    result = await trio.run_process([sys.executable, "-m", "arcly_trio", "sign", url, "--secret", secret, *extra],
+                                    cwd=ROOT, capture_stdout=True, capture_stderr=True)
+    return result.stdout.decode().strip()
+
+
+async def test_ffmpeg_publishes_through_the_on_publish_hook() -> None:
+    with hook_server() as hooks, trio.fail_after(90):
+        async with cli_server("--on-publish", hooks.url("/allow"), "--hook-timeout", "1") as server:
+            async with publisher(server.url("live/cam?token=abc"), seconds=10) as pub:
+                await server.wait_log("publishing live/cam")
+                assert {s["codec_name"] for s in await probe_streams(server.url("live/cam"))} == {"h264", "aac"}
+                assert pub.running
+            document = hooks.documents("/allow")[0]
+            assert (document["action"], document["app"], document["stream"], document["query"], document["address"],
+                    document["protocol"]) == ("publish", "live", "cam", {"token": "abc"}, "127.0.0.1", "rtmp")
+        async with cli_server("--on-publish", hooks.url("/deny")) as server:
+            assert await publish_exit_code(server.url("live/cam")) != 0
+            await server.wait_log("publish of live/cam refused: on_publish hook answered 403: no such key")
+        async with cli_server("--on-publish", hooks.url("/redirect/public"), "--on-play", hooks.url("/allow")) as server:
+            async with publisher(server.url("live/secret-key"), seconds=10):
+                await server.wait_log("publish of live/secret-key renamed to live/public")
+                assert len(await probe_streams(server.url("live/public"))) == 2
+
+
+async def test_a_slow_or_dead_publish_hook_refuses_and_stalls_no_one() -> None:
+    with hook_server() as hooks, trio.fail_after(90):
+        async with cli_server("--on-publish", hooks.url("/slow/30"), "--on-play", hooks.url("/allow"),
+                              "--hook-timeout", "3") as server:
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                refused: list[int] = []
+
+                async def slow_publisher() -> None:
+                    refused.append(await publish_exit_code(server.url("live/cam")))
+
+                nursery.start_soon(slow_publisher)
+                with trio.fail_after(5):
+                    while not hooks.documents("/slow/30"):
+                        await trio.sleep(0.05)
+                # Meanwhile a player is asked about (allowed by its hook, then told there is no
+                # such stream) at once: the slow hook holds only the client waiting for it.
+                args = ["ffprobe", "-v", "error", server.url("live/nothing")]
+                probe = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+                assert probe.returncode != 0 and b"not published" in probe.stderr
+                assert hooks.documents("/allow")[0]["action"] == "play"
+                assert trio.current_time() - started < 3
+            assert refused and refused[0] != 0
+            await server.wait_log("on_publish hook timed out after 3 s")
+        async with cli_server("--on-publish", dead_url()) as server:
+            started = trio.current_time()
+            assert await publish_exit_code(server.url("live/cam")) != 0
+            await server.wait_log("on_publish hook failed: ConnectError")
+            assert trio.current_time() - started < 10
+
+
+async def test_signed_urls_for_rtmp_and_http() -> None:
+    secret = "nodemedia2017privatekey"
+    with trio.fail_after(90):
+        async with cli_server("--sign-secret", secret) as server:
+            good = await sign(server.url("live/cam"), secret, "--expires", "60")
+            assert re.fullmatch(rf"rtmp://{HOST}:\d+/live/cam\?sign=\d+-[0-9a-f]{{32}}", good)
+            expired = await sign(server.url("live/cam"), secret, "--expiry", str(int(time.time()) - 1))
+            other = await sign(server.url("live/other"), secret, "--expires", "60")
+            assert await publish_exit_code(expired) != 0
+            assert await publish_exit_code(server.url("live/cam") + "?" + other.partition("?")[2]) != 0
+            assert await publish_exit_code(server.url("live/cam")) != 0
+            log = server.log()
+            assert "publish of live/cam refused: signature expired" in log
+            assert "publish of live/cam refused: wrong signature" in log and "no signature" in log
+            async with publisher(good, seconds=15):
+                await server.wait_log("publishing live/cam")
+                assert len(await probe_streams(good)) == 2  # RTMP play, same signed URL
+                flv = f"http://{HOST}:{server.http_port}/live/cam.flv"
+                assert len(await probe_streams(await sign(flv, secret))) == 2
+                assert len(await probe_streams(await sign(flv, secret, "--jwt", "--action", "play"))) == 2
+                assert (await api(server.http_port, "GET", "/live/cam.flv")).status_code == 401  # type: ignore[arg-type]
+                expired_flv = await sign(flv, secret, "--expiry", str(int(time.time()) - 1))
+                async with httpx.AsyncClient() as client:
+                    answer = await client.get(expired_flv)
+                assert answer.status_code == 403 and "signature expired" in answer.text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_match_live_state_with_real_clients() -> None:
+    with trio.fail_after(90):
+        async with cli_server("--metrics-per-stream") as server:
+            async with publisher(server.url("live/cam"), seconds=30):
+                await server.wait_log("publishing live/cam")
+                async with player(f"http://{HOST}:{server.http_port}/live/cam.flv") as play:
+                    await play.wait_frames(video=30, audio=30)
+                    segments = ("arcly_hls_segment_duration_seconds_count", (("app", "live"), ("variant", "ll")))
+                    while segments not in (found := samples((await api(server.http_port, "GET",  # type: ignore[arg-type]
+                                                                        "/metrics")).text)):
+                        await trio.sleep(0.2)  # the first 2 s segment
+                    sessions = (await api(server.http_port, "GET", "/api/sessions")).json()  # type: ignore[arg-type]
+            assert found[("arcly_streams", (("app", "live"),))] == 1
+            assert found[("arcly_publishers", (("protocol", "rtmp"),))] == 1
+            assert found[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
+            assert found[("arcly_stream_subscribers", (("app", "live"), ("protocol", "http-flv"), ("stream", "cam")))] == 1
+            player_session = next(s for s in sessions["sessions"] if s["role"] == "play")
+            egress = found[("arcly_egress_bytes_total", (("protocol", "http-flv"),))]
+            assert 0 < egress <= player_session["bytes"]  # scraped first: it can only have grown since
+            assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] > egress / 2
+            assert found[segments] >= 1
+            assert found[("arcly_connections", (("protocol", "rtmp"),))] >= 1
+
+
+async def test_reload_adds_an_application_while_a_stream_plays(tmp_path: Path) -> None:
+    config = tmp_path / "arcly.toml"
+    config.write_text('app = ["live"]\n[apps.live]\nlag-budget = 600\n')
+    with trio.fail_after(90):
+        async with cli_server("--config", str(config), "--demo") as server:
+            async with player(server.url("live/demo")) as play:
+                await play.wait_frames(video=20, audio=20)
+                assert await publish_exit_code(server.url("studio/cam")) != 0
+                config.write_text('app = ["live", "studio"]\n[apps.live]\nlag-budget = 600\n'
+                                  '[apps.studio]\npublish-token = "s3"\n')
+                server.process.send_signal(signal.SIGHUP)
+                await server.wait_log("configuration reloaded")
+                assert "application studio added" in server.log()
+                await play.keeps_decoding(30)  # the stream of the application that stays plays on
+                assert await publish_exit_code(server.url("studio/cam")) != 0  # its own token
+                async with publisher(server.url("studio/cam?token=s3"), seconds=10):
+                    await server.wait_log("publishing studio/cam")
+                    assert len(await probe_streams(server.url("studio/cam"))) == 2
+                config.write_text("app = [\n")  # broken: kept running as it was
+                server.process.send_signal(signal.SIGHUP)
+                await server.wait_log("the running configuration is kept")
+                await play.keeps_decoding(15)
+
+
+async def test_ffmpeg_publishes_over_rtmps_and_plays_over_https(tmp_path: Path) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    with trio.fail_after(90):
+        async with cli_server("--rtmps-port", "0", "--https-port", "0", "--tls-cert", str(tmp_path / "cert.pem"),
+                              "--tls-key", str(tmp_path / "key.pem")) as server:
+            await server.wait_log("RTMPS listening")
+            rtmps = int(re.search(r"RTMPS listening on [\d.]+:(\d+)", server.log()).group(1))  # type: ignore[union-attr]
+            https = int(re.search(r"HTTPS listening on [\d.]+:(\d+)", server.log()).group(1))  # type: ignore[union-attr]
+            async with publisher(f"rtmps://{HOST}:{rtmps}/live/secure", seconds=15) as pub:
+                await server.wait_log("publishing live/secure")
+                streams = await probe_streams(f"https://{HOST}:{https}/live/secure.flv")
+                assert {s["codec_name"] for s in streams} == {"h264", "aac"}
+                assert pub.running, pub.stderr()
+                context = ssl.create_default_context()
+                authority.configure_trust(context)
+                sessions = (await api(https, "GET", "/api/sessions", scheme="https", verify=context)).json()
+            assert [s["protocol"] for s in sessions["sessions"] if s["role"] == "publish"] == ["rtmps"]
+            assert "Traceback" not in server.log()
+
+
+async def test_kicking_a_player_over_the_api_ends_it() -> None:
+    with trio.fail_after(60):
+        async with cli_server("--demo", "--api-token", "k3y") as server:
+            async with player(f"http://{HOST}:{server.http_port}/live/demo.flv") as play:
+                await play.wait_frames(video=10, audio=10)
+                assert (await api(server.http_port, "GET", "/api/sessions")).status_code == 401  # type: ignore[arg-type]
+                sessions = (await api(server.http_port, "GET", "/api/sessions", "k3y")).json()  # type: ignore[arg-type]
+                viewer = next(s for s in sessions["sessions"] if s["role"] == "play")
+                assert (viewer["protocol"], viewer["key"], viewer["address"]) == ("http-flv", "live/demo", "127.0.0.1")
+                answer = await api(server.http_port, "DELETE", f"/api/sessions/{viewer['id']}", "k3y")  # type: ignore[arg-type]
+                assert answer.status_code == 200
+                with trio.fail_after(10):
+                    await play.wait()  # the player is told the stream ended and exits
+                left = (await api(server.http_port, "GET", "/api/sessions", "k3y")).json()  # type: ignore[arg-type]
+                assert all(s["id"] != viewer["id"] for s in left["sessions"])
+            await server.wait_log(f"session {viewer['id']} (play of live/demo over http-flv from 127.0.0.1) kicked")
+
+
+async def test_a_wrong_type_in_the_configuration_stops_the_server_with_file_line_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "arcly.toml"
+    config.write_text('rtmp-port = 1935\n\n[apps.live]\nlag-budget = "lots"\n')
+    with trio.fail_after(20):
+        result = await trio.run_process(serve_command("--config", str(config)), cwd=ROOT, capture_stdout=True,
+                                        capture_stderr=True, check=False)
+    assert result.returncode == 1
+    assert f"{config}:4: apps.live.lag-budget: expected an integer, not 'lots'" in result.stderr.decode()

@@ -1,0 +1,381 @@
+"""Sessions and kicks, health checks, the audit log, metrics and HTTP hooks, in one process.
+
+Over real loopback sockets (the RTMP and HTTP workers, the standard library's HTTP server as the
+hook) but no third-party media tools: the session table lists publishers and players with
+their bytes and kicks each kind (a publisher gets ``PublisherKicked``, a player ``KICKED``, over
+the API too); the API token guards ``/api/*`` and ``/metrics`` but not ``/api/health``; named
+health checks make ``/api/health`` answer ``503`` when a critical one fails, run at most once
+per interval, and a check that hangs or raises fails alone; the audit pipeline writes every
+decision, start, end and kick, drops (counted) instead of blocking when its sink stalls, and
+rotates its file; ``/metrics`` parsed with ``prometheus_client.parser`` matches the engine's
+state; HTTP hooks allow, refuse, rename, time out without stalling other clients, fail closed
+(or open), cap what they read, cache HLS answers, and ``on_event`` notifications arrive and are
+dropped (counted) when the hook cannot keep up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+from arcly_trio import (
+    AppSpec,
+    Credentials,
+    EndReason,
+    Engine,
+    PublisherKicked,
+    StreamIdleReaped,
+    StreamKey,
+    Unauthorized,
+)
+from arcly_trio.core.frame import Frame
+from arcly_trio.kernel.health import CheckResult, HealthRegistry
+from arcly_trio.ops import AuditPipeline, EventHook, HttpHooks, JsonLinesFile, MemorySink, PrometheusObserver
+from arcly_trio.services import HlsService
+from arcly_trio.workers.http import HttpServer
+from tests._hooks import blackhole, dead_url, hook_server
+
+
+@asynccontextmanager
+async def served(*observers: Any, authenticator: Any = None, api_token: str | None = None,
+                 hls: bool = False) -> AsyncIterator[tuple[Engine, HttpServer]]:
+    http = HttpServer("127.0.0.1", 0, api_token=api_token)
+    builder = Engine.builder().application(AppSpec("live", hls=hls)).protocol(http)
+    if hls:
+        builder.service(HlsService(variant="ts", target_duration=1))
+    for observer in observers:
+        builder.observer(observer)
+    if authenticator is not None:
+        builder.authenticator(authenticator)
+    async with builder.build() as engine:
+        yield engine, http
+
+
+async def feed(engine: Engine, frames: list[Frame], key: str = "live/cam", **credentials: Any) -> Any:
+    """Publish ``frames`` and keep publishing (the caller's block); returns the publisher."""
+    publisher = await engine.publish(key, Credentials(peer=("198.51.100.9", 5000), protocol="rtmp",
+                                                      **credentials)).__aenter__()
+    for frame in frames:
+        await publisher.send(frame)
+    return publisher
+
+
+async def test_sessions_list_publishers_and_players_with_bytes_and_kick_each(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    sent = sum(len(f.payload) for f in demo_frames[:60])
+    async with served() as (engine, http):
+        with pytest.raises(PublisherKicked):
+            async with engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as pub:
+                async with engine.subscribe("live/cam", Credentials(peer=("203.0.113.1", 6000)),
+                                            protocol="http-flv") as sub:
+                    for frame in demo_frames[:60]:
+                        await pub.send(frame)
+                    with trio.fail_after(5):
+                        while sub.subscriber.bytes < sent:
+                            await trio.sleep(0.01)
+                    status, _, body = await http_get(http.port, "/api/sessions")
+                    document = json.loads(body)
+                    assert status == 200 and document["count"] == 2
+                    by_role = {s["role"]: s for s in document["sessions"]}
+                    assert by_role["publish"]["bytes"] == sent and by_role["play"]["bytes"] == sent
+                    assert (by_role["play"]["address"], by_role["play"]["protocol"], by_role["play"]["key"]) == \
+                        ("203.0.113.1", "http-flv", "live/cam")
+                    kick = f"/api/sessions/{by_role['play']['id']}"
+                    status, _, body = await http_get(http.port, kick, method="DELETE")
+                    assert status == 200 and json.loads(body)["kicked"]["id"] == by_role["play"]["id"]
+                    received = [frame async for frame in sub]  # what was queued, then the end
+                    assert sub.end_reason is EndReason.KICKED and len(received) == 60
+                    assert (await http_get(http.port, kick, method="DELETE"))[0] == 404
+                assert engine.kick(by_role["publish"]["id"]) is not None
+                await trio.sleep_forever()  # the kick cancels the publisher's block
+        totals = engine.sessions.bytes_by_protocol()
+        assert totals[("play", "http-flv")] == sent and totals[("publish", "rtmp")] == sent
+        assert engine.sessions.kicked == 2 and len(engine.sessions) == 0
+
+
+async def test_api_token_guards_the_api_and_metrics_but_not_health(http_get) -> None:  # type: ignore[no-untyped-def]
+    async with served(PrometheusObserver(), api_token="k3y") as (engine, http):
+        for path in ("/api/streams", "/api/sessions", "/metrics"):
+            status, headers, _ = await http_get(http.port, path)
+            assert status == 401 and headers["www-authenticate"].startswith("Bearer"), path
+            assert (await http_get(http.port, path, headers=[("authorization", "Bearer nope")]))[0] == 403
+            assert (await http_get(http.port, path, headers=[("authorization", "Bearer k3y")]))[0] == 200
+            assert (await http_get(http.port, f"{path}?api_token=k3y"))[0] == 200
+        assert (await http_get(http.port, "/api/sessions/1", method="DELETE"))[0] == 401
+        assert (await http_get(http.port, "/api/health"))[0] == 200
+        assert (await http_get(http.port, "/api/server"))[0] == 200
+
+
+async def test_health_checks_one_by_one_and_503_when_a_critical_one_fails(http_get, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    async with served() as (engine, http):
+        runs = {"flaky": 0}
+        state = {"ok": True}
+
+        def flaky() -> CheckResult:
+            runs["flaky"] += 1
+            return CheckResult(state["ok"], "disk" if state["ok"] else "disk full")
+
+        async def hangs() -> None:
+            await trio.sleep_forever()
+
+        def raises() -> None:
+            raise OSError("gone")
+
+        engine.health.add("flaky", flaky, interval=5.0)
+        engine.health.add("hangs", hangs, critical=False, timeout=0.5)
+        engine.health.add("raises", raises, critical=False)
+        status, _, body = await http_get(http.port, "/api/health")
+        checks = {check["name"]: check for check in json.loads(body)["checks"]}
+        assert status == 200 and checks["flaky"]["ok"] and checks["listening:http"]["ok"]
+        assert checks["event-loop"]["ok"] and "limit 1000 ms" in checks["event-loop"]["detail"]
+        assert not checks["hangs"]["ok"] and "no answer within 0.5 s" in checks["hangs"]["detail"]
+        assert checks["raises"]["detail"] == "OSError: gone"
+        state["ok"] = False
+        await http_get(http.port, "/api/health")
+        assert runs["flaky"] == 1  # within its interval: not run again
+        await trio.sleep(5)
+        status, _, body = await http_get(http.port, "/api/health")
+        assert status == 503 and json.loads(body)["status"] == "failing"
+        with pytest.raises(ValueError):
+            engine.health.add("flaky", flaky)
+    assert HealthRegistry.healthy([]) is True
+
+
+async def test_audit_log_records_decisions_sessions_and_kicks(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    sink = MemorySink()
+    audit = AuditPipeline(sink)
+    from arcly_trio import TokenAuthenticator
+
+    async with served(audit, authenticator=TokenAuthenticator(play_token="v")) as (engine, _):
+        async with engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000))) as pub:
+            await pub.send(demo_frames[0])
+            with pytest.raises(Unauthorized):
+                async with engine.subscribe("live/cam", Credentials(token="x", peer=("203.0.113.5", 1))):
+                    pass
+            async with engine.subscribe("live/cam", Credentials(token="v", peer=("203.0.113.5", 2))) as sub:
+                engine.kick(sub.credentials.client_id)
+        audit.record({"event": "config-reload", "ok": True})
+        with trio.fail_after(5):
+            while len(sink.records) < 9:
+                await trio.sleep(0.01)
+    events = [(r["event"], r.get("allowed"), r.get("reason")) for r in sink.records]
+    assert events == [("auth", True, None), ("publish-start", None, None), ("auth", False, "wrong token"),
+                      ("auth", True, None), ("play-start", None, None), ("kick", None, None),
+                      ("play-end", None, "kicked"), ("publish-end", None, "closed"), ("config-reload", None, None)]
+    assert sink.records[2]["address"] == "203.0.113.5" and all(r["time"].endswith("Z") for r in sink.records)
+
+
+async def test_audit_drops_and_counts_when_its_sink_stalls_and_never_blocks(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    class Stalled(MemorySink):
+        async def write(self, records: list[dict[str, Any]]) -> None:
+            await trio.sleep_forever()
+
+    audit = AuditPipeline(Stalled(), capacity=4)
+    async with served(audit) as (engine, _):
+        with trio.fail_after(5):
+            for n in range(20):  # each publish makes records; none of them may wait
+                async with engine.publish(f"live/s{n}") as pub:
+                    await pub.send(demo_frames[0])
+        # 60 records: at most the queue (4) and one batch taken before the sink stalled get in
+        assert audit.dropped >= 20 * 3 - 2 * 4 - 1 and audit.written == 0
+
+
+async def test_json_lines_file_rotates_by_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "audit" / "log.jsonl"
+    sink = JsonLinesFile(str(path), max_bytes=2048, backups=2)
+    for n in range(60):
+        await sink.write([{"event": "auth", "n": n, "pad": "x" * 80}])
+    await sink.aclose()
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == ["log.jsonl", "log.jsonl.1", "log.jsonl.2"]
+    lines = [json.loads(line) for name in ("log.jsonl.2", "log.jsonl.1", "log.jsonl")
+             for line in (path.parent / name).read_text().splitlines()]
+    assert [line["n"] for line in lines] == list(range(60 - len(lines), 60))
+    assert all((path.parent / name).stat().st_size <= 2048 for name in files)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_parse_and_match_the_engine(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    from arcly_trio import TokenAuthenticator
+
+    metrics = PrometheusObserver(per_stream=True)
+    async with served(metrics, authenticator=TokenAuthenticator(play_token="v"), hls=True) as (engine, http):
+        async with engine.publish("live/cam", Credentials(protocol="rtmp"), protocol="rtmp") as pub:
+            async with engine.subscribe("live/cam", Credentials(token="v"), protocol="http-flv") as sub:
+                for frame in demo_frames[:250]:
+                    await pub.send(frame)
+                with pytest.raises(Unauthorized):
+                    async with engine.subscribe("live/cam", Credentials(token="no")):
+                        pass
+                stream = engine.stream("live/cam")
+                with trio.fail_after(10):
+                    while not metrics.hls_segments.labels("live", "ts")._sum.get():
+                        await trio.sleep(0.02)
+                    while sub.subscriber.bytes < stream.stats().bytes_total:
+                        await trio.sleep(0.01)
+                status, headers, body = await http_get(http.port, "/metrics")
+                assert status == 200 and headers["content-type"] == CONTENT_TYPE_LATEST
+                found = samples(body.decode())
+                stats = stream.stats()
+                assert found[("arcly_streams", (("app", "live"),))] == 1
+                assert found[("arcly_publishers", (("protocol", "rtmp"),))] == 1
+                assert found[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
+                assert ("arcly_subscribers", (("protocol", "hls"),)) not in found  # the packager is no player
+                assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] == \
+                    sum(len(frame.payload) for frame in demo_frames[:250])
+                assert found[("arcly_egress_bytes_total", (("protocol", "http-flv"),))] == sub.subscriber.bytes
+                assert found[("arcly_auth_refusals_total", (("action", "play"),))] == 1
+                assert found[("arcly_connections", (("protocol", "http"),))] >= 1
+                assert found[("arcly_hls_segment_duration_seconds_count", (("app", "live"), ("variant", "ts")))] >= 1
+                assert found[("arcly_stream_received_bytes_total", (("app", "live"), ("stream", "cam")))] \
+                    == stats.bytes_total
+                build = [dict(labels) for name, labels in found if name == "arcly_build_info"]
+                assert len(build) == 1 and (build[0]["trio"], build[0]["version"]) == (trio.__version__, "0.1.0")
+    metrics.per_stream = False
+    assert not any(name.startswith("arcly_stream_") for name, _ in samples(metrics.render().decode()))
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+async def test_hooks_allow_refuse_rename_and_say_what_they_were_asked(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    with hook_server() as hooks:
+        for path, expect in (("/allow", "allowed"), ("/deny", "refused"), ("/redirect/renamed", "renamed")):
+            engine = (Engine.builder().application("live")
+                      .authenticator(HttpHooks(on_publish=hooks.url(path), node="edge-1")).build())
+            async with engine:
+                credentials = Credentials(query={"token": "abc"}, peer=("198.51.100.2", 7), protocol="rtmp")
+                if expect == "refused":
+                    with pytest.raises(Unauthorized, match="on_publish hook answered 403: no such key"):
+                        async with engine.publish("live/cam", credentials):
+                            pass
+                    continue
+                async with engine.publish("live/cam", credentials) as pub:
+                    assert pub.key == StreamKey("live", "renamed" if expect == "renamed" else "cam")
+        documents = [document for _, document in hooks.calls]
+        assert [d["action"] for d in documents] == ["publish"] * 3
+        assert documents[0] | {"client_id": "-"} == {
+            "action": "publish", "app": "live", "stream": "cam", "query": {"token": "abc"}, "address": "198.51.100.2",
+            "port": 7, "protocol": "rtmp", "client_id": "-", "node": "edge-1"}
+        assert documents[0]["client_id"]
+
+
+async def test_a_slow_or_dead_hook_refuses_without_stalling_anyone_else() -> None:
+    with hook_server() as hooks, blackhole() as silent:
+        slow = HttpHooks(on_publish=hooks.url("/slow/10"), on_play=hooks.url("/allow"), timeout=0.5)
+        engine = Engine.builder().application("live").authenticator(slow).build()
+        async with engine:
+            done: dict[str, float] = {}
+
+            async def publish_slowly() -> None:
+                with pytest.raises(Unauthorized, match="timed out after 0.5 s"):
+                    async with engine.publish("live/cam"):
+                        pass
+                done["publish"] = trio.current_time()
+
+            async def play_meanwhile() -> None:
+                with pytest.raises(Exception):  # allowed by the hook, then no such stream
+                    async with engine.subscribe("live/other"):
+                        pass
+                done["play"] = trio.current_time()
+
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_slowly)
+                nursery.start_soon(play_meanwhile)
+            assert done["play"] - start < 0.4 <= done["publish"] - start < 2
+        for url in (dead_url(), silent):
+            refusing = Engine.builder().application("live").authenticator(HttpHooks(on_play=url, timeout=0.5)).build()
+            async with refusing:
+                with trio.fail_after(3), pytest.raises(Unauthorized, match="on_play hook"):
+                    async with refusing.subscribe("live/cam"):
+                        pass
+            lenient = (Engine.builder().application("live")
+                       .authenticator(HttpHooks(on_play=url, timeout=0.5, fail_open=True)).build())
+            async with lenient:
+                with trio.fail_after(3), pytest.raises(Exception) as caught:
+                    async with lenient.subscribe("live/cam"):
+                        pass
+                assert not isinstance(caught.value, Unauthorized)  # let through: no such stream
+
+
+async def test_a_hook_answer_is_read_up_to_a_limit_and_hls_answers_are_cached() -> None:
+    with hook_server() as hooks:
+        big = HttpHooks(on_play=hooks.url("/huge"), max_body=1000)
+        assert await big.ask("play", StreamKey("live", "x"), Credentials()) == StreamKey("live", "x")
+        cached = HttpHooks(on_play=hooks.url("/allow"), cache_seconds=30)
+        hls = Credentials(protocol="hls", peer=("198.51.100.3", 1), query={"token": "t", "_HLS_msn": "3"})
+        for _ in range(5):
+            await cached.ask("play", StreamKey("live", "cam"), hls)
+        await cached.ask("play", StreamKey("live", "cam"), Credentials(protocol="http-flv"))
+        await cached.ask("play", StreamKey("live", "cam"), Credentials(protocol="http-flv"))
+        assert cached.calls == 3 and len(hooks.documents("/allow")) == 3
+
+
+async def test_on_event_notifications_arrive_and_overflow_is_counted(demo_frames, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from arcly_trio.services import FlvRecorder
+
+    with hook_server() as hooks:
+        events = EventHook(hooks.url("/events"))
+        recorder = FlvRecorder(tmp_path)
+        engine = (Engine.builder().application(AppSpec("live", record=True)).service(recorder).observer(events)
+                  .idle_timeout(1).build())
+        async with engine:
+            async with engine.publish("live/cam", Credentials(peer=("198.51.100.4", 9))) as pub:
+                for frame in demo_frames[:30]:
+                    await pub.send(frame)
+                async with engine.subscribe("live/cam"):
+                    pass
+            with pytest.raises(StreamIdleReaped):  # after 1 s without a frame
+                async with engine.publish("live/idle") as idle:
+                    await idle.send(demo_frames[0])
+                    await trio.sleep_forever()
+            with trio.fail_after(10):
+                while "stream-reaped" not in [d["event"] for d in hooks.documents("/events")] or events.sent < 8:
+                    await trio.sleep(0.01)
+        names = [document["event"] for document in hooks.documents("/events")]
+        assert names[:4] == ["publish-start", "play-start", "play-end", "publish-end"]
+        assert "stream-reaped" in names
+        assert hooks.documents("/events")[0]["address"] == "198.51.100.4"
+        done = next(d for d in hooks.documents("/events") if d["event"] == "recording-done" and d["stream"] == "cam")
+        assert done["ok"] and done["file"].startswith(str(tmp_path)) and done["bytes"] > 0
+        assert (tmp_path / done["file"]).stat().st_size == done["bytes"]
+        slow = EventHook(hooks.url("/slow/5"), capacity=2, timeout=0.2)
+        async with served(slow) as (engine, _):
+            for n in range(10):
+                async with engine.publish(f"live/s{n}") as pub:
+                    await pub.send(demo_frames[0])
+            assert slow.dropped >= 10 * 2 - 3
+
+
+async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type: ignore[no-untyped-def]
+    """Attack: trying API tokens as fast as possible. Each refusal doubles the address's delay
+    (the engine's throttle), so a guesser gets a handful of tries a second; the right token
+    then resets it."""
+    from arcly_trio.kernel.throttle import AuthThrottle
+
+    http = HttpServer("127.0.0.1", 0, api_token="k3y")
+    engine = (Engine.builder().application("live").protocol(http)
+              .auth_throttle(AuthThrottle(base_delay=0.05, max_delay=0.4)).build())
+    async with engine:
+        tries = 0
+        with trio.move_on_after(1.5):
+            while True:
+                assert (await http_get(http.port, "/api/sessions?api_token=guess"))[0] == 403
+                tries += 1
+        assert 3 <= tries <= 8 and engine.auth_throttle.delayed >= tries - 1
+        assert (await http_get(http.port, "/api/sessions?api_token=k3y"))[0] == 200
+        assert engine.auth_throttle.delay("127.0.0.1", "api") == 0
