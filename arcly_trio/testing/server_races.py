@@ -24,6 +24,7 @@ from typing import Any
 import trio
 from hypothesis import strategies as st
 
+from ..core.excgroups import unwrap_single
 from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey
 from ..media import flv
@@ -121,10 +122,12 @@ class RtmpPublisherActor(PublisherActor):
                     self.state = "refused"
                     return
                 self.state = "active"
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch, connection, nursery.cancel_scope)
-                    await self._obey(connection, stream_id)
-                    nursery.cancel_scope.cancel()
+                # (the server may end the connection while a send is under way: a takeover)
+                with unwrap_single():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch, connection, nursery.cancel_scope)
+                        await self._obey(connection, stream_id)
+                        nursery.cancel_scope.cancel()
         except (ConnectionError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.error = exc
             if self.state == "starting":
@@ -347,7 +350,10 @@ class ServerRaces(EngineRaces):
         async def half() -> None:
             with trio.CancelScope() as scope:
                 self._half_scopes.append(scope)
-                connection = await _Rtmp.open(self.rtmp.port)  # type: ignore[union-attr,arg-type]
+                try:
+                    connection = await _Rtmp.open(self.rtmp.port)  # type: ignore[union-attr,arg-type]
+                except OSError:  # the server is stopping (or refused it: its admission's choice)
+                    return
                 try:
                     await connection.handshake(cut=True)
                     await connection.stream.receive_some(_RECV)  # until the server gives up
