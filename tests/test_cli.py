@@ -289,3 +289,55 @@ async def test_recording_is_complete_after_sigterm_of_the_server(tmp_path: Path)
     decode = await trio.run_process([require_tool("ffmpeg"), "-v", "error", "-i", str(files[0]), "-f", "null", "-"],
                                     capture_stderr=True)
     assert decode.stderr == b""
+
+
+# ------------------------------------------------------------- memory goes back to the system
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator, /proc")
+async def test_the_memory_of_large_frames_goes_back_to_the_system_after_their_sessions() -> None:
+    """Attack (benchmarks/attacks.py, large-gop-sessions): publish sessions of 12 MB GOPs of
+    200 KB frames, one after another, HLS on. Every frame and segment is freed when its session
+    ends and HLS lets it go (test_attacks checks the frames in-process), but glibc raised its
+    mmap threshold on the first free, so later large blocks came from the heap and kept RSS up
+    (here +117 MB; +220 MB after 25 sessions). ``serve`` pins the threshold
+    (``server.memory``): RSS comes back (+4 MB). Mutant killed: not pinning it."""
+    from arcly_trio.media import flv
+    from arcly_trio.server.demo import demo_frames
+    from tests._rtmp import RawClient
+
+    frames = demo_frames()
+    configs = [f for f in frames if f.config and f.kind.value != "data"]
+    key = next(f for f in frames if f.keyframe and not f.config)
+    with trio.fail_after(60):
+        async with cli_server("--demo", "--hls-window", "2", "--hls-segment", "1", "--log-level", "info") as server:
+            pid = server.process.pid
+            await trio.sleep(0.5)
+            before = _rss_mb(pid)
+            for _ in range(12):
+                client = await RawClient.open(server.port)
+                await client.connect("live", server.port)
+                stream_id = await client.create_stream()
+                client.session.publish(stream_id, "big")
+                await client.flush()
+                await client.status()
+                for frame in [*configs, key]:
+                    client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
+                for i in range(1, 60):  # a 12 MB GOP of 200 KB frames
+                    client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(200_000))
+                    await client.flush()
+                await trio.sleep(0.2)
+                await client.aclose()
+                await server.wait_log("stopped publishing live/big")
+                server.lines.clear()
+            await trio.sleep(4)  # HLS keeps the ended stream's segments for 2 x 1 s
+            grown = _rss_mb(pid) - before
+            assert grown < 24, f"RSS still {grown:.0f} MB up after the sessions ended"

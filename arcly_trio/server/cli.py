@@ -38,6 +38,7 @@ from . import worker_api
 from .build import Runtime, build_runtime, read_secret, reload_runtime
 from .config import ConfigError, load, option_keys, resolve
 from .demo import publish_demo
+from .memory import pin_mmap_threshold
 from .supervisor import supervise, worker_count
 
 __all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args"]
@@ -240,6 +241,7 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
             # the cyclic collector's way (at thousands of players GC is a third of the CPU).
             gc.collect()
             gc.freeze()
+            pin_mmap_threshold()  # freed frames give their memory back (see server.memory)
             task_status.started(engine)
             stop = trio.Event()
             nursery.start_soon(_until_signalled, signals, stop, runtime, list(argv if argv is not None else []))
