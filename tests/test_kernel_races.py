@@ -80,3 +80,41 @@ def test_races_with_real_media_and_services(data: st.DataObject) -> None:
     run_races(lambda: real_media_setup(services), data, max_steps=30)
     hls, recorder = services
     assert hls.bad_frames == 0 and hls.storage_errors == 0  # real media, packaged for real
+
+
+def test_the_race_recorder_keeps_streams_apart_when_a_freed_one_s_id_is_reused() -> None:
+    """The recorder filed frames under ``id(stream)``: once an ended stream was freed, the next
+    stream could get its address, and the checker took the old stream's frames for the new
+    one's (a subscriber that joined the new stream at its first frame was "missing" the old
+    one's; the race test failed now and then with a count off by one). Each stream and
+    session now gets a serial number no other one gets."""
+    from arcly_trio.core.frame import Frame, FrameKind
+    from arcly_trio.core.keys import StreamKey
+    from arcly_trio.testing.races import _Recorder
+
+    class Stream:  # what the recorder reads of a stream
+        pumping: object = None
+
+    class Engine:
+        def __init__(self) -> None:
+            self.current = Stream()
+
+        def stream(self, key: StreamKey) -> Stream:
+            return self.current
+
+    recorder = _Recorder()
+    engine = recorder.engine = Engine()  # type: ignore[assignment]
+    key = StreamKey("live", "s")
+    frame = Frame(FrameKind.AUDIO, "aac", 0, 0, b"a")
+    recorder.on_frame(key, frame)
+    first_id, first_serial = id(engine.current), recorder.serial(engine.current)
+    for _ in range(1000):  # a new stream at the freed one's address (CPython reuses it)
+        engine.current = Stream()
+        if id(engine.current) == first_id:
+            break
+    else:
+        pytest.skip("the allocator did not reuse the address")
+    second = Frame(FrameKind.AUDIO, "aac", 1, 1, b"b")
+    recorder.on_frame(key, second)
+    assert recorder.serial(engine.current) != first_serial
+    assert recorder.delivered[recorder.serial(engine.current)] == [second]

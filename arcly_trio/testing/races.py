@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -121,15 +122,30 @@ class _Recorder(Observer):
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self.delivered: defaultdict[int, list[Frame]] = defaultdict(list)
+        """What each stream delivered, by the stream's :meth:`serial`."""
         self.by_key: defaultdict[StreamKey, list[Frame]] = defaultdict(list)
         self.session_of: dict[int, int] = {}
+        """The :meth:`serial` of the publish session each frame came from, by ``id(frame)``
+        (the frames are held in ``delivered``, so their ids are not reused)."""
+        self._serials: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._numbers = itertools.count(1)
+
+    def serial(self, thing: object) -> int:
+        """A number for a stream or a publish session that no other one ever gets. (Not
+        ``id()``: once a stream has ended and been freed, the next one may get its id, and its
+        frames would be taken for the new stream's.) Holds no reference to ``thing``."""
+        number = self._serials.get(thing)
+        if number is None:
+            number = self._serials[thing] = next(self._numbers)
+        return number
 
     def on_frame(self, key: StreamKey, frame: Frame) -> None:
         assert self.engine is not None
         stream = self.engine.stream(key)  # the stream delivering is the one in the table
-        self.delivered[id(stream)].append(frame)
+        self.delivered[self.serial(stream)].append(frame)
         self.by_key[key].append(frame)
-        self.session_of[id(frame)] = id(stream.pumping)
+        pumping = stream.pumping
+        self.session_of[id(frame)] = self.serial(pumping) if pumping is not None else 0
 
 
 # ------------------------------------------------------------------------------- actors
@@ -509,7 +525,7 @@ class EngineRaces:
         sub = actor.subscription
         if sub is None:
             return
-        delivered = self.recorder.delivered.get(id(sub.stream), [])
+        delivered = self.recorder.delivered.get(self.recorder.serial(sub.stream), [])
         if actor.state == "active":
             exact = not actor.paused and sub.queued == 0
         else:  # it left: what it had been given and not read is not a drop
