@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arcly_trio.media import amf0  # noqa: E402
-from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, MediaMessage  # noqa: E402
+from arcly_trio.protocols.rtmp import MediaMessage  # noqa: E402
 from arcly_trio.protocols.rtmp.chunks import chunk_message  # noqa: E402
-from arcly_trio.protocols.rtmp.handshake import ClientHandshake  # noqa: E402
 from arcly_trio.protocols.rtmp.messages import encode_set_chunk_size  # noqa: E402
+from arcly_trio.testing.rtmp import RawRtmpClient  # noqa: E402
 
 HOST = "127.0.0.1"
 MIB = 1024 * 1024
@@ -77,45 +77,8 @@ def rss_mb(pid: int) -> float:
 # ------------------------------------------------------------------------- a small client
 
 
-class Client:
-    """One RTMP connection driven by the sans-IO client session."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.session = ClientSession()
-
-    @classmethod
-    async def open(cls, port: int) -> Client:
-        return cls(await trio.open_tcp_stream(HOST, port))
-
-    async def handshake(self) -> None:
-        handshake = ClientHandshake()
-        await self.stream.send_all(handshake.initiate())
-        while not handshake.complete:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise ConnectionError("closed during the handshake")
-            handshake.receive_data(data)
-            out = handshake.data_to_send()
-            if out:
-                await self.stream.send_all(out)
-        self.session.receive_data(handshake.leftover())
-
-    async def flush(self) -> None:
-        data = self.session.data_to_send()
-        if data:
-            await self.stream.send_all(data)
-
-    async def command(self) -> CommandReceived:
-        while True:
-            for event in self.session.events():
-                if isinstance(event, CommandReceived) and event.name in ("_result", "_error", "onStatus"):
-                    return event
-            await self.flush()
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.session.receive_data(data)
+class Client(RawRtmpClient):
+    """One RTMP connection driven by the sans-IO client session (the testing kit's raw client)."""
 
     async def connect(self, port: int, app: str = "live") -> None:
         await self.handshake()
@@ -138,9 +101,6 @@ class Client:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return True
         return False
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
 
 
 class Healthy:

@@ -222,7 +222,7 @@ async def test_ended_sessions_free_their_frames_without_the_cycle_collector(demo
                 stream_id = await client.create_stream()
                 client.session.publish(stream_id, "big")
                 await client.flush()
-                await client.status()
+                await client.command()
                 for frame in [*configs, key]:
                     if frame.kind is FrameKind.DATA:
                         client.session.send_message(CSID_DATA, 18, stream_id, 0, flv.tag_body(frame))
@@ -258,7 +258,7 @@ async def test_metadata_inside_an_aggregate_is_held_to_the_data_limit(caplog, de
         stream_id = await client.create_stream()
         client.session.publish(stream_id, "agg")
         await client.flush()
-        await client.status()
+        await client.command()
         body = amf0.encode("onMetaData", {"junk": "x" * (1 * MIB)})
         tag = bytes([18]) + len(body).to_bytes(3, "big") + bytes(7) + body + (11 + len(body)).to_bytes(4, "big")
         client.session.send_message(CSID_DATA, MessageType.AGGREGATE, stream_id, 0, tag)
@@ -328,7 +328,7 @@ async def test_a_player_that_stops_reading_is_dropped_after_the_write_timeout(ca
             stream_id = await client.create_stream()
             client.session.play(stream_id, "fat")
             await client.flush()
-            await client.status()  # Play.Reset / Start ... then it stops reading
+            await client.command()  # Play.Reset / Start ... then it stops reading
 
             async def feed() -> None:
                 for i in range(400):
@@ -377,7 +377,7 @@ async def test_refused_tokens_are_throttled_per_address_and_logged_per_burst(cap
             client.session.call("publish", f"cam?token=wrong{attempt}", "live", stream_id=stream_id, transaction_id=0)
             await client.flush()
             with trio.fail_after(5):
-                status = await client.status()
+                status = await client.command()
             assert status.info["code"] == "NetStream.Publish.Denied"
             await client.aclose()
         waited = trio.current_time() - started
@@ -394,7 +394,7 @@ async def test_refused_tokens_are_throttled_per_address_and_logged_per_burst(cap
         client.session.publish(stream_id, "cam?token=right")
         await client.flush()
         with trio.fail_after(5):
-            assert (await client.status()).info["code"] == "NetStream.Publish.Start"
+            assert (await client.command()).info["code"] == "NetStream.Publish.Start"
         assert throttle.delay("127.0.0.1", "publish") == 0.0
         await client.aclose()
 
@@ -412,7 +412,7 @@ async def test_stream_names_with_control_characters_are_refused_and_never_logged
         client.session.publish(stream_id, "cam\n2026-01-01 INFO arcly_trio.rtmp: FORGED")
         await client.flush()
         with trio.fail_after(5):
-            status = await client.status()
+            status = await client.command()
         assert status.info["code"] == "NetStream.Publish.BadName"
         with trio.fail_after(5):
             await client.assert_closed_by_server()

@@ -53,7 +53,7 @@ async def test_rtmp_play_needs_the_token(demo_frames) -> None:  # type: ignore[n
             client.session.play(stream_id, name)
             await client.flush()
             with trio.fail_after(5):
-                assert (await client.status()).info["code"] == code
+                assert (await client.command()).info["code"] == code
             await client.aclose()
         assert engine.auth_throttle.refusals == 1
 

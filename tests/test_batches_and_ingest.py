@@ -185,7 +185,7 @@ async def test_an_rtmp_player_gets_the_publishers_message_bodies() -> None:
             stream_id = await publisher.create_stream()
             publisher.session.publish(stream_id, "s")
             await publisher.flush()
-            await publisher.status()
+            await publisher.command()
             publisher.session.send_message(6, 9, stream_id, 0, avc_config)
             for i, body in enumerate(bodies):
                 publisher.session.send_message(6, 9, stream_id, 40 * i, body)

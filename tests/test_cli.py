@@ -328,7 +328,7 @@ async def test_the_memory_of_large_frames_goes_back_to_the_system_after_their_se
                 stream_id = await client.create_stream()
                 client.session.publish(stream_id, "big")
                 await client.flush()
-                await client.status()
+                await client.command()
                 for frame in [*configs, key]:
                     client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
                 for i in range(1, 60):  # a 12 MB GOP of 200 KB frames

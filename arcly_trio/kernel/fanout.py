@@ -153,6 +153,23 @@ def _payload(frames: Sequence[Frame]) -> int:
     return sum(len(frame.payload) for frame in frames)
 
 
+def _run_end(batch: Sequence[Frame], start: int, synced: set[int]) -> int:
+    """The end of the run of frames from ``start`` that a live subscriber synced on the video
+    tracks ``synced`` can take as they are: up to a non-key frame of a video track it is not
+    synced on (a keyframe of such a track syncs it)."""
+    gained: set[int] = set()
+    end = start
+    last = len(batch)
+    while end < last:
+        frame = batch[end]
+        if frame.kind is _VIDEO and not frame.config and frame.track not in synced and frame.track not in gained:
+            if not frame.keyframe:
+                break
+            gained.add(frame.track)
+        end += 1
+    return end
+
+
 class Fanout:
     """The subscribers of one stream and the lag policy (see the module docstring)."""
 
@@ -234,9 +251,9 @@ class Fanout:
         Live subscribers take the whole batch in one ``offer``. The others (lagging, starting,
         waiting for a secondary keyframe, or falling behind in this very batch) are walked frame
         by frame in step with the GOP cache, so the configs a resuming subscriber is given are
-        exactly those current at its keyframe; once one is live again (and synced on every video
-        track of the batch), it is offered the rest of the batch in one go (an egress writes it
-        at once).
+        exactly those current at its keyframe; a frame it can take goes out with the run of
+        frames after it that it can take as they are, in one offer (an egress writes it at
+        once).
         """
         gop = self.gop
         last = len(batch)
@@ -263,19 +280,9 @@ class Fanout:
         for index in range(last):
             gop.push(seq, batch[index])
             for entry in slow:
-                if index < entry[1]:
-                    continue
-                sub = entry[0]
-                following = self._offer_slow(sub, batch, index, seq, gop, tracks)
-                if following > index + 1:  # it resumed and took the rest of the batch with it
-                    entry[1] = following
-                elif following < last and sub._state == LIVE and tracks <= sub._synced:
-                    # Live again and synced on every track of the batch: the rest in one offer.
-                    taken = sub.offer(batch, following)
-                    sub.bytes += _payload(batch[following:taken])
-                    if taken < last:
-                        self._lag(sub, batch[taken], first_seq + taken)
-                    entry[1] = taken + 1
+                if index >= entry[1]:
+                    # Past this frame, or past the run it was offered with it.
+                    entry[1] = self._offer_slow(entry[0], batch, index, seq, gop)
             seq += 1
         self.last_seq = seq - 1
         evicted = self._evicted
@@ -285,13 +292,12 @@ class Fanout:
                 self.remove(sub, EndReason.EVICTED)
         return evicted
 
-    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache,
-                    tracks: set[int]) -> int:
+    def _offer_slow(self, sub: Subscriber, batch: Sequence[Frame], index: int, seq: int, gop: GopCache) -> int:
         """Offer frame ``index`` to a subscriber that is lagging, starting, evicted, not synced
-        on every track of the batch (``tracks``), or that fell behind earlier in this very
-        batch. Returns the index of the next frame of the batch to walk for it: further on
-        when it resumed on this frame and was offered the rest of the batch with it (one offer,
-        one write for an egress)."""
+        on every track of the batch, or that fell behind earlier in this very batch. Returns the
+        index of the next frame of the batch to walk for it: further on when the frame went
+        out with the run of frames after it that the subscriber can take as they are (one
+        offer, one write for an egress)."""
         following = index + 1
         state = sub._state
         if state == EVICTED:
@@ -300,51 +306,24 @@ class Fanout:
         if frame.keyframe and frame.kind is _VIDEO and not frame.config and state != STARTING:
             sub._ever_synced.add(frame.track)  # offered: from here on its frames count if missed
         if state == LIVE:
-            synced = sub._synced
-            if frame.kind is _VIDEO and not frame.config and frame.track not in synced and not frame.keyframe:
+            if frame.kind is _VIDEO and not frame.config and frame.track not in sub._synced and not frame.keyframe:
                 self._missed(sub, frame, seq)
                 return following
-            # The run of frames from here that it can take as they are, in one offer: up to a
-            # non-key frame of a video track it is not synced on (a keyframe syncs it).
-            gained = {frame.track} if frame.kind is _VIDEO and not frame.config else set()
-            end = following
-            last = len(batch)
-            while end < last:
-                ahead = batch[end]
-                if ahead.kind is _VIDEO and not ahead.config and ahead.track not in synced \
-                        and ahead.track not in gained:
-                    if not ahead.keyframe:
-                        break
-                    gained.add(ahead.track)
-                end += 1
-            run = batch[index:end]
-            taken = sub.offer(run, 0)
-            sub.bytes += _payload(run[:taken])
-            for position, given in enumerate(run[: taken + 1]):
-                if given.keyframe and given.kind is _VIDEO and not given.config:
-                    sub._ever_synced.add(given.track)  # offered: from here on its track's frames count if missed
-                    if position < taken:
-                        synced.add(given.track)
-            if taken < len(run):
-                self._lag(sub, run[taken], seq + taken)
-                return index + taken + 1
-            return end
+            run = batch[index : _run_end(batch, index, sub._synced)]
+            return index + self._account_run(sub, run, sub.offer(run, 0), seq)
         if not gop.is_sync(frame):
             self._missed(sub, frame, seq)
             return following
-        # A sync point: the configs published since the gap began, then the frame; then the rest
-        # of the batch in the same offer, when it holds no video track the subscriber will not
-        # be synced on.
+        # A sync point: the configs published since the gap began, then the frame, then the run
+        # of frames after it that the subscriber, synced on the primary track, can take.
         pending = gop.configs_since(sub._gap_start)
         given = [entry[1] for entry in pending]
         given.append(frame)
         synced = len(given)
         primary = gop.primary
         now_synced = {primary} if primary is not None else set()
-        rest = following < len(batch) and tracks <= now_synced
-        if rest:
-            given += batch[following:]
-        taken = sub.offer(given, 0)
+        run = batch[following : _run_end(batch, following, now_synced)]
+        taken = sub.offer(given + run if run else given, 0)
         sub.bytes += _payload(given[:taken])
         if taken < synced:
             # What it took of the configs is not missed (any more); the rest and the frame are.
@@ -362,13 +341,26 @@ class Fanout:
         else:
             log.debug("subscriber #%d of %s resumed after dropping %d", sub.id, self.key, sub._gap_dropped)
             self._notify(SubscriberResumed(self.key, self._clock(), sub.id, sub._gap_dropped, sub.dropped))
-        if not rest:
+        if not run:
             return following
-        following += taken - synced  # the first frame of the rest it did not take
-        if following < len(batch):
-            self._lag(sub, batch[following], seq + following - index)
-            return following + 1
-        return following
+        return following + self._account_run(sub, run, taken - synced, seq + 1)
+
+    def _account_run(self, sub: Subscriber, run: Sequence[Frame], taken: int, seq: int) -> int:
+        """``sub`` (live) took ``taken`` frames of ``run`` (frames ``seq``...: see
+        :func:`_run_end`): count their bytes, sync it on the tracks whose keyframes it took,
+        and make it lag from the first frame it did not take. Returns how far into ``run`` to
+        walk on from."""
+        sub.bytes += _payload(run[:taken])
+        synced = sub._synced
+        for position, given in enumerate(run[: taken + 1]):
+            if given.keyframe and given.kind is _VIDEO and not given.config:
+                sub._ever_synced.add(given.track)  # offered: from here on its frames count if missed
+                if position < taken:
+                    synced.add(given.track)
+        if taken < len(run):
+            self._lag(sub, run[taken], seq + taken)
+            return taken + 1
+        return taken
 
     # -------------------------------------------------------------- accounting
 

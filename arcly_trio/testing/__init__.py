@@ -7,6 +7,8 @@
   :class:`~.races.EngineRaces`: property-test publish/unpublish/play races against your engine;
 * :mod:`.server_races` — :class:`~.server_races.ServerRaces`: the same over real RTMP and
   HTTP-FLV connections to your workers.
+* :mod:`.rtmp` — :class:`~.rtmp.RawRtmpClient`: a raw RTMP client for tests that must send
+  what a well-behaved client never would.
 
 ``strategies``, ``races`` and ``server_races`` need hypothesis
 (``pip install 'arcly-trio[test]'``); importing this package does not, and they are loaded when

@@ -28,11 +28,11 @@ from ..core.excgroups import unwrap_single
 from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey
 from ..media import flv
-from ..protocols.rtmp import ClientSession, CommandReceived, DataMessage, MediaMessage
-from ..protocols.rtmp.handshake import ClientHandshake
+from ..protocols.rtmp import CommandReceived, DataMessage, MediaMessage
 from ..workers.http import HttpServer
 from ..workers.rtmp import RtmpServer
 from .races import EngineRaces, PublisherActor, check_decodable
+from .rtmp import RawRtmpClient
 
 __all__ = ["ServerRaces", "RtmpPublisherActor", "ProtocolPlayerActor"]
 
@@ -48,49 +48,8 @@ def _query(token: str | None) -> str:
     return f"?token={token}" if token else ""
 
 
-class _Rtmp:
-    """One RTMP client connection (the sans-IO client session on a trio socket)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.session = ClientSession()
-
-    @classmethod
-    async def open(cls, port: int) -> _Rtmp:
-        return cls(await trio.open_tcp_stream(HOST, port))
-
-    async def handshake(self, cut: bool = False) -> None:
-        handshake = ClientHandshake()
-        first = handshake.initiate()
-        if cut:  # half a C0+C1, then nothing more
-            await self.stream.send_all(first[: len(first) // 2])
-            return
-        await self.stream.send_all(first)
-        while not handshake.complete:
-            data = await self.stream.receive_some(_RECV)
-            if not data:
-                raise ConnectionError("closed during the handshake")
-            handshake.receive_data(data)
-            out = handshake.data_to_send()
-            if out:
-                await self.stream.send_all(out)
-        self.session.receive_data(handshake.leftover())
-
-    async def flush(self) -> None:
-        data = self.session.data_to_send()
-        if data:
-            await self.stream.send_all(data)
-
-    async def command(self) -> CommandReceived:
-        while True:
-            for event in self.session.events():
-                if isinstance(event, CommandReceived) and event.name in ("_result", "_error", "onStatus"):
-                    return event
-            await self.flush()
-            data = await self.stream.receive_some(_RECV)
-            if not data:
-                raise ConnectionError("closed by the server")
-            self.session.receive_data(data)
+class _Rtmp(RawRtmpClient):
+    """One RTMP client connection of a race actor."""
 
     async def start(self, port: int, app: str) -> int:
         await self.handshake()

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from ...core.errors import AppNotFound, PeerGone, StreamError, StreamNotFound, WriteTimeout
+from ...core.errors import PeerGone, StreamError, WriteTimeout
 from ...core.frame import Frame, FrameBatch
 from ...core.keys import StreamKey
 from ...kernel.fanout import EndReason, Subscriber
@@ -153,14 +153,10 @@ async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
 
 
 def _prepare(sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
-    """Seed the FLV header's track flags with what the stream already knows. A stream that
-    ended (or an application removed) while the response started has closed the sink already:
-    the default writer decides the header from what the sink holds."""
-    try:
-        sink.egress.max_frames = exchange.engine.application(subscriber.key.app).spec.subscriber_queue
-        stream = exchange.engine.stream(subscriber.key)
-    except (StreamNotFound, AppNotFound):
-        return
+    """Seed the FLV header's track flags with what the stream already knows. Called as soon as
+    the sink is attached, with no checkpoint between (the stream is there)."""
+    sink.egress.max_frames = exchange.engine.application(subscriber.key.app).spec.subscriber_queue
+    stream = exchange.engine.stream(subscriber.key)
     info = stream.info
     sink.writer = FlvStreamWriter(
         has_audio=info.audio_codec is not None,
@@ -185,6 +181,7 @@ async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framin
     subscriber = sink.subscriber
     assert subscriber is not None
     try:
+        _prepare(sink, exchange, subscriber)  # before any checkpoint: the stream may end meanwhile
         await play(sink, subscriber)
     except PeerGone:
         pass
@@ -198,8 +195,7 @@ async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framin
              protocol, *_peer(request), subscriber.key, reason, subscriber.dropped)
 
 
-def _started(protocol: str, request: HttpRequest, sink: FlvSink, exchange: Exchange, subscriber: Subscriber) -> None:
-    _prepare(sink, exchange, subscriber)
+def _started(protocol: str, request: HttpRequest, sink: FlvSink, subscriber: Subscriber) -> None:
     sink.start()
     log.info("%s %s:%s plays %s (subscriber #%d)", protocol, *_peer(request), subscriber.key, subscriber.id)
 
@@ -214,7 +210,7 @@ async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:
             return
         exchange.keep_alive = False  # a live body ends with the stream; then the connection closes
         await exchange.start(200, content_type="video/x-flv", headers=headers)
-        _started("http-flv", request, sink, exchange, subscriber)
+        _started("http-flv", request, sink, subscriber)
         while not sink.ended:
             data = await sink.egress.receive(_RECV_SIZE)
             if data is not None and not data:
@@ -230,7 +226,7 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
 
     async def play(sink: FlvSink, subscriber: Subscriber) -> None:
         ws = exchange.accept_egress_websocket(sink.egress, max_message_size=_WS_MESSAGE_SIZE)
-        _started("ws-flv", request, sink, exchange, subscriber)
+        _started("ws-flv", request, sink, subscriber)
         while not sink.ended and await ws.serve_peer():
             pass
         if sink.ended:
