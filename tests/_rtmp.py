@@ -8,10 +8,14 @@ stop half-way, skip steps), which the real client never does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from arcly_trio.clients.rtmp import open_rtmp_player
-from arcly_trio.protocols.rtmp import Event
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media import flv
+from arcly_trio.protocols.rtmp import CSID_DATA, Event
 from arcly_trio.testing.rtmp import RawRtmpClient
 
 HOST = "127.0.0.1"
@@ -77,3 +81,26 @@ async def count_media(port: int, name: str, counter: list[int], *,
         task_status.started()
         while batch := await player.next_batch():
             counter[0] += len(batch)
+
+
+async def publish_large_gop(port: int, name: str, frames: Sequence[Frame], deltas: int, delta_size: int) -> RawClient:
+    """Publish ``live/{name}`` with the raw client: the configs and first keyframe of ``frames``
+    (the demo clip), then ``deltas`` H.264 inter frames of ``delta_size`` bytes (one large
+    GOP). The connection stays open: close it to end the session."""
+    configs = [f for f in frames if f.config]
+    key = next(f for f in frames if f.keyframe and not f.config)
+    client = await RawClient.open(port)
+    await client.connect("live", port)
+    stream_id = await client.create_stream()
+    client.session.publish(stream_id, name)
+    await client.flush()
+    await client.command()
+    for frame in [*configs, key]:
+        if frame.kind is FrameKind.DATA:
+            client.session.send_message(CSID_DATA, 18, stream_id, 0, flv.tag_body(frame))
+        else:
+            client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
+    for i in range(1, deltas + 1):
+        client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(delta_size))
+        await client.flush()
+    return client

@@ -25,14 +25,14 @@ import trio
 from arcly_trio import AppSpec, Engine, TokenAuthenticator
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.kernel.throttle import AuthThrottle
-from arcly_trio.media import amf0, flv
+from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp import CSID_DATA, CSID_VIDEO, MediaMessage
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.messages import MessageType, encode_set_chunk_size
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._rtmp import RawClient, count_media
+from tests._rtmp import RawClient, count_media, publish_large_gop
 
 MIB = 1024 * 1024
 
@@ -206,8 +206,6 @@ async def test_ended_sessions_free_their_frames_without_the_cycle_collector(demo
     reference cycles and no full collection). With the cyclic collector off, every frame of an
     ended session is freed by reference counting alone. Mutant killed: not breaking the
     stream/session/GOP cycles on close."""
-    configs = [f for f in demo_frames if f.config]
-    key = next(f for f in demo_frames if f.keyframe and not f.config)
     async with attacked() as (engine, rtmp, http):
         gc.collect()
         gc.disable()
@@ -217,20 +215,7 @@ async def test_ended_sessions_free_their_frames_without_the_cycle_collector(demo
 
             base = frames_alive()
             for session in range(25):
-                client = await RawClient.open(rtmp.port)
-                await client.connect("live", rtmp.port)
-                stream_id = await client.create_stream()
-                client.session.publish(stream_id, "big")
-                await client.flush()
-                await client.command()
-                for frame in [*configs, key]:
-                    if frame.kind is FrameKind.DATA:
-                        client.session.send_message(CSID_DATA, 18, stream_id, 0, flv.tag_body(frame))
-                    else:
-                        client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
-                for i in range(1, 30):
-                    client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(40_000))
-                await client.flush()
+                client = await publish_large_gop(rtmp.port, "big", demo_frames, 29, 40_000)  # type: ignore[arg-type]
                 with trio.fail_after(5):
                     while not any(s.key.name == "big" and s.gop.gop_frames >= 20 for s in engine.streams()):
                         await trio.sleep(0.01)

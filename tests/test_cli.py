@@ -310,30 +310,17 @@ async def test_the_memory_of_large_frames_goes_back_to_the_system_after_their_se
     mmap threshold on the first free, so later large blocks came from the heap and kept RSS up
     (here +117 MB; +220 MB after 25 sessions). ``serve`` pins the threshold
     (``server.memory``): RSS comes back (+4 MB). Mutant killed: not pinning it."""
-    from arcly_trio.media import flv
     from arcly_trio.server.demo import demo_frames
-    from tests._rtmp import RawClient
+    from tests._rtmp import publish_large_gop
 
     frames = demo_frames()
-    configs = [f for f in frames if f.config and f.kind.value != "data"]
-    key = next(f for f in frames if f.keyframe and not f.config)
     with trio.fail_after(60):
         async with cli_server("--demo", "--hls-window", "2", "--hls-segment", "1", "--log-level", "info") as server:
             pid = server.process.pid
             await trio.sleep(0.5)
             before = _rss_mb(pid)
-            for _ in range(12):
-                client = await RawClient.open(server.port)
-                await client.connect("live", server.port)
-                stream_id = await client.create_stream()
-                client.session.publish(stream_id, "big")
-                await client.flush()
-                await client.command()
-                for frame in [*configs, key]:
-                    client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
-                for i in range(1, 60):  # a 12 MB GOP of 200 KB frames
-                    client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(200_000))
-                    await client.flush()
+            for _ in range(12):  # 12 MB GOPs of 200 KB frames
+                client = await publish_large_gop(server.port, "big", frames, 59, 200_000)
                 await trio.sleep(0.2)
                 await client.aclose()
                 await server.wait_log("stopped publishing live/big")
