@@ -163,3 +163,13 @@ async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_pat
             async with engine.subscribe("live/cam") as again:  # the play token is gone again
                 assert again.key == StreamKey("live", "cam")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("text", ["api-token = 918273645\n", 'push = "rtmp://h/live/s?key=918273645"\n',
+                                  "[apps.live]\nplay-token = 918273645\n", "on-play = [918273645]\n"])
+def test_a_wrong_secret_is_not_quoted_back(tmp_path: Path, text: str) -> None:
+    # Issue 18, finding 3: the error names the key and the type; it goes to the log (and, on a
+    # reload, to the audit log), so it must not carry the value.
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text), keys())
+    assert "918273645" not in str(caught.value) and "expected" in str(caught.value)

@@ -22,6 +22,7 @@ What each test proves:
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import ssl
@@ -237,3 +238,89 @@ async def test_a_wrong_type_in_the_configuration_stops_the_server_with_file_line
                                         capture_stderr=True, check=False)
     assert result.returncode == 1
     assert f"{config}:4: apps.live.lag-budget: expected an integer, not 'lots'" in result.stderr.decode()
+
+
+async def test_no_secret_of_any_option_shows_in_the_api_metrics_log_or_audit_log(tmp_path: Path) -> None:
+    """Issue 18, finding 3: health checks were named after the hook URL's netloc (its
+    ``user:password@`` included) on the open ``/api/health``. Every option that carries a secret
+    gets a canary here; the server is driven through every path that shows an option's URL
+    (health checks, a failing hook, a working hook, failing push and pull links, an unreachable
+    Redis, a failed and a good reload) and no canary may show in any API answer, ``/metrics``,
+    the log or the audit log."""
+    canaries: dict[str, str] = {}
+
+    def canary(name: str) -> str:
+        canaries[name] = f"CANARY{name.upper()}{len(canaries)}x"
+        return canaries[name]
+
+    dead = dead_url().rsplit(":", 1)[1].split("/")[0]  # a port where nothing listens
+    audit = tmp_path / "audit.jsonl"
+    config = tmp_path / "arcly.toml"
+    with hook_server() as hooks:
+        settings = {
+            "on-publish": f"http://u:{canary('pubhookpw')}@127.0.0.1:{dead}/hook?key={canary('pubhookkey')}",
+            "on-play": f"http://{canary('playhookuser')}:{canary('playhookpw')}@127.0.0.1:{hooks.port}/allow"
+                       f"?key={canary('playhookkey')}&x=1",
+            "on-event": f"http://e:{canary('eventpw')}@127.0.0.1:{dead}/ev?token={canary('eventtoken')}",
+            "push": [f"rtmp://p:{canary('pushpw')}@127.0.0.1:{dead}/live/{{stream}}?key={canary('pushkey')}"],
+            "pull": [f"rtmp://l:{canary('pullpw')}@127.0.0.1:{dead}/{{app}}/{{stream}}?token={canary('pulltoken')}"],
+            "cluster": f"redis://:{canary('redispw')}@127.0.0.1:{dead}/0",
+            "publish-token": canary("publishtoken"),
+            "play-token": canary("playtoken"),
+            "api-token": canary("apitoken"),
+            "sign-secret": canary("signsecret"),
+            "sign-actions": "publish",
+            "hook-fail-open": True,
+            "audit": str(audit),
+        }
+
+        def write(**changes: Any) -> None:
+            lines = []
+            for key, value in {**settings, **changes}.items():
+                text = "true" if value is True else (f"[{', '.join(repr(v) for v in value)}]" if isinstance(value, list)
+                                                     else repr(value))
+                lines.append(f"{key} = {text}".replace("'", '"'))
+            config.write_text("\n".join(lines) + "\n")
+
+        write()
+        seen: list[str] = []
+        token = canaries["apitoken"]
+        with trio.fail_after(90):
+            async with cli_server("--config", str(config), "--demo", "--log-level", "debug") as server:
+                port = server.http_port
+                assert port is not None
+                await server.wait_log("push of live/demo to")  # the demo's push target fails
+                await server.wait_log("on_publish hook")  # the dead hook, fail-open
+                assert (await api(port, "GET", f"/live/nothing.flv?token={canaries['playtoken']}")).status_code == 404
+                await server.wait_log("pull of live/nothing from")  # the pull from nowhere failed
+                assert hooks.documents(f"/allow?key={canaries['playhookkey']}&x=1")  # the live hook was asked
+                await server.wait_log("on_event hook")
+                for path in ("/api/health", "/api/streams", "/api/sessions", "/api/server", "/metrics"):
+                    answer = await api(port, "GET", path, token)
+                    assert answer.status_code in (200, 503), (path, answer.text)
+                    seen.append(answer.text)
+                # A reload that fails (a hook URL that is not http) and one that works.
+                write(**{"on-play": f"ftp://r:{canary('reloadpw')}@127.0.0.1/x?key={canary('reloadkey')}"})
+                server.process.send_signal(signal.SIGHUP)
+                await server.wait_log("the running configuration is kept")
+                write(**{"on-event": f"http://e:{canary('neweventpw')}@127.0.0.1:{dead}/e2?t={canary('neweventt')}"})
+                server.process.send_signal(signal.SIGHUP)
+                await server.wait_log("configuration reloaded")
+                seen.append((await api(port, "GET", "/api/health", token)).text)
+                assert await server.stop() == 0
+        log = server.log()
+        records = audit.read_text()
+    for name, secret in canaries.items():
+        assert secret not in log, (name, [line for line in log.splitlines() if secret in line][:3])
+        assert secret not in records, name
+        for text in seen:
+            assert secret not in text, (name, text[:2000])
+    assert "HTTP Request: POST" not in log  # httpx's own line names the whole hook URL
+    # What shows instead: the hooks' hosts and ports, the push target redacted, the failures.
+    health = json.loads(seen[0])
+    assert {check["name"] for check in health["checks"]} >= {
+        f"hook-reachable:on_publish 127.0.0.1:{dead}", f"hook-reachable:on_play 127.0.0.1:{hooks.port}"}
+    assert health["cluster"]["directory"] == "unreachable" and health["cluster"]["last_error"]
+    (demo,) = json.loads(seen[1])["apps"][0]["streams"]
+    assert demo["push"][0]["url"] == f"rtmp://127.0.0.1:{dead}/live/demo?key=***" and demo["push"][0]["last_error"]
+    assert '"event":"config-reload"' in records and '"ok":false' in records

@@ -12,7 +12,9 @@ Limits: the response head must arrive within ``timeout`` and fit in 64 KiB (h11'
 Error policy: a status other than 200 raises :class:`~arcly_trio.core.errors.RemoteRefused`
 (stage ``"GET"``, code the status); a connection that fails, breaks or times out raises
 :class:`~arcly_trio.core.errors.ConnectionLost`; a server that breaks HTTP raises
-``RemoteProtocolError``.
+``RemoteProtocolError``. Messages name the URL redacted
+(:func:`~arcly_trio.core.redact.redact_url`); the ``Host`` header never carries a URL's user name
+and password.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import h11
 import trio
 
 from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
+from ..core.redact import redact_url
 from ..core.text import printable
 
 __all__ = ["HttpResponse", "open_http_get", "get_json_bytes"]
@@ -82,8 +85,9 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
     """``GET url``; yields the response once its head is in (see the module docstring)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or (not parts.hostname and unix_socket is None):
-        raise ValueError(f"not an http:// URL: {url!r}")
-    where = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        raise ValueError(f"not an http:// URL: {redact_url(url)!r}")
+    where = redact_url(f"{parts.scheme}://{parts.netloc}{parts.path}")
+    host = parts.netloc.rpartition("@")[2]  # never the user name and password
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     stream: trio.abc.Stream | None = None
     connection = h11.Connection(h11.CLIENT)
@@ -99,7 +103,7 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                 else:
                     stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
                 request = h11.Request(method="GET", target=target, headers=[
-                    ("host", parts.netloc or "localhost"), ("user-agent", "arcly-trio"), ("connection", "close")])
+                    ("host", host or "localhost"), ("user-agent", "arcly-trio"), ("connection", "close")])
                 await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
                 while response is None:
                     event = connection.next_event()

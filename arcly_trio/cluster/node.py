@@ -41,9 +41,10 @@ import trio
 
 from ..core.errors import DirectoryUnavailable, StreamNotFound, StreamPublishedElsewhere
 from ..core.keys import Credentials, StreamKey
+from ..core.redact import redact_url
 from ..core.text import printable
 from ..relay.links import LinkStats
-from ..relay.pull import pull_into, redact
+from ..relay.pull import pull_into
 from .directory import Announcement, ClusterDirectory, NodeInfo
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ class ClusterNode:
             url, unix, protocol = f"rtmp://localhost/{key.app}/{key.name}{query}", owner.relay, "worker"
         else:
             url, unix, protocol = f"{owner.rtmp}/{key.app}/{key.name}{query}", None, "cluster"
-        stats = LinkStats(f"{owner.id} {redact(url)}")
+        stats = LinkStats(f"{owner.id} {redact_url(url)}")
         credentials = Credentials(token=self.publish_token, protocol=protocol)
         async with trio.open_nursery() as nursery:
             pull = _Pull(owner.id, stats, nursery.cancel_scope)

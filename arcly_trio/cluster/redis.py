@@ -13,7 +13,8 @@ Redis is only the directory: media never goes through it. Use a Redis with a rep
 Sentinel, or a managed Redis) in production; see ``docs/cluster.md``.
 
 Error policy: every Redis or connection failure (refused, reset, timed out after ``timeout``)
-raises :class:`~arcly_trio.core.errors.DirectoryUnavailable`; a node record that does not parse
+raises :class:`~arcly_trio.core.errors.DirectoryUnavailable` (its message, like every log line
+here, has the URL's password scrubbed: it reaches ``/api/health`` and the log); a node record that does not parse
 is treated as absent.
 """
 
@@ -30,6 +31,7 @@ import trio
 
 from ..core.errors import DirectoryUnavailable
 from ..core.excgroups import leaves
+from ..core.redact import redact_url, scrub
 from .directory import Announcement, NodeInfo
 
 __all__ = ["RedisDirectory"]
@@ -64,7 +66,7 @@ class RedisDirectory:
 
     def __init__(self, url: str, *, prefix: str = "arcly:", timeout: float = 2.0) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"--cluster takes a redis:// URL, not {url!r}")
+            raise ValueError(f"--cluster takes a redis:// URL, not {redact_url(url)!r}")
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
@@ -100,9 +102,9 @@ class RedisDirectory:
             except BaseExceptionGroup as group:
                 if any(not isinstance(leaf, _FAILURES) for leaf in leaves(group)):
                     raise
-                log.debug("redis client restarted: %s", leaves(group)[0])
+                log.debug("redis client restarted: %s", scrub(str(leaves(group)[0]), self.url))
             except _FAILURES as exc:
-                log.debug("redis client restarted: %s", exc)
+                log.debug("redis client restarted: %s", scrub(str(exc), self.url))
             finally:
                 self._entered = False
             if not started:
@@ -114,7 +116,7 @@ class RedisDirectory:
     async def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         if not self._entered:
             raise DirectoryUnavailable("the Redis directory is not running")
-        with _mapped(what), trio.fail_after(self.timeout):
+        with _mapped(what, self.url), trio.fail_after(self.timeout):
             return await function(*args, **kwargs)
 
     async def register(self, node: NodeInfo, ttl: float) -> None:
@@ -174,29 +176,30 @@ class RedisDirectory:
         if not self._entered:
             raise DirectoryUnavailable("the Redis directory is not running")
         channel = f"{self.prefix}events"
-        with _mapped("SUBSCRIBE"):
+        with _mapped("SUBSCRIBE", self.url):
             async with self._client.pubsub(channels=[channel], ignore_subscribe_messages=True,
                                            retry_policy=None) as pubsub:
-                yield _announcements(pubsub)
+                yield _announcements(pubsub, self.url)
 
 
 @contextmanager
-def _mapped(what: str) -> Iterator[None]:
+def _mapped(what: str, url: str) -> Iterator[None]:
     """Redis and connection failures (alone, or in the exception group of coredis's task
-    group) as ``DirectoryUnavailable``."""
+    group) as ``DirectoryUnavailable``, whose message never holds the URL's password."""
     try:
         yield
     except _FAILURES as exc:
-        raise DirectoryUnavailable(f"redis {what}: {exc or type(exc).__name__}") from None
+        raise DirectoryUnavailable(f"redis {what}: {scrub(str(exc), url) or type(exc).__name__}") from None
     except BaseExceptionGroup as group:
         found = leaves(group)
         if found and all(isinstance(leaf, (*_FAILURES, DirectoryUnavailable)) for leaf in found):
-            raise DirectoryUnavailable(f"redis {what}: {found[0] or type(found[0]).__name__}") from None
+            detail = scrub(str(found[0]), url) or type(found[0]).__name__
+            raise DirectoryUnavailable(f"redis {what}: {detail}") from None
         raise
 
 
-async def _announcements(pubsub: Any) -> AsyncIterator[Announcement]:
-    with _mapped("subscription"):
+async def _announcements(pubsub: Any, url: str) -> AsyncIterator[Announcement]:
+    with _mapped("subscription", url):
         async for message in pubsub:
             if message.get("type") != "message":
                 continue

@@ -7,7 +7,7 @@ before a play to ``on_play``, over every protocol (the engine's one authorizatio
 document::
 
     {"action": "publish", "app": "live", "stream": "cam", "query": {"token": "..."},
-     "address": "203.0.113.7", "port": 50412, "protocol": "rtmp", "client_id": "17",
+     "address": "203.0.113.7", "port": 50412, "protocol": "rtmp", "client_id": "kq3Fz0bN8hXcV1aE",
      "node": "edge-1"}
 
 A ``2xx`` answer allows; a ``3xx`` answer with a ``Location`` renames the stream, as nginx-rtmp's
@@ -38,7 +38,9 @@ event (its latency: the metrics' hook histogram).
 
 Error policy: a hook that fails refuses (or allows with ``fail_open``), never raises anything
 but ``Unauthorized``; its answers are peer text, escaped in logs and reasons. Bad URLs given to
-the constructors raise ``ValueError``.
+the constructors raise ``ValueError``. A hook URL's secrets (user name, password, query values)
+never leave this module: health checks are named after its host and port, log lines show it
+redacted and error texts have its secrets scrubbed (:mod:`arcly_trio.core.redact`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import trio
 
 from ..core.errors import InvalidStreamName, Unauthorized
 from ..core.keys import Credentials, StreamKey
+from ..core.redact import redact_url, scrub
 from ..core.text import printable
 from ..kernel.events import (
     ServiceEvent,
@@ -93,7 +96,7 @@ def check_hook_url(url: str) -> str:
     """``url`` if it is an ``http://`` or ``https://`` URL with a host; ``ValueError`` if not."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"a hook URL must be http:// or https:// with a host, not {url!r}")
+        raise ValueError(f"a hook URL must be http:// or https:// with a host, not {redact_url(url)!r}")
     return url
 
 
@@ -129,7 +132,7 @@ class _HookBase:
         for check in self._checks:
             engine.health.remove(check.name, check)
         self._checks = [
-            engine.health.add(f"hook-reachable:{hook} {urlsplit(url).netloc}",
+            engine.health.add(f"hook-reachable:{hook} {_host_port(url)}",
                               lambda url=url: _reachable(url, self.timeout), critical=False,
                               timeout=self.timeout + 1, interval=10.0, replace=True)
             for hook, url in self._urls.items()
@@ -178,17 +181,27 @@ async def _post_with(client: httpx.AsyncClient, url: str, document: Mapping[str,
         return response.status_code, response.headers.get("location", ""), body
 
 
-async def _reachable(url: str, timeout: float) -> CheckResult:
+def _address(url: str) -> tuple[str, int]:
+    """The host and port a hook URL connects to (never its user name or password)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _host_port(url: str) -> str:
+    host, port = _address(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _reachable(url: str, timeout: float) -> CheckResult:
+    host, port = _address(url)
+    where = _host_port(url)
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
         await stream.aclose()
     except (OSError, trio.TooSlowError) as exc:
-        return CheckResult(False, f"{host}:{port} unreachable: {exc or 'timed out'}")
-    return CheckResult(True, f"{host}:{port} accepts connections")
+        return CheckResult(False, f"{where} unreachable: {scrub(str(exc), url) or 'timed out'}")
+    return CheckResult(True, f"{where} accepts connections")
 
 
 class HttpHooks(_HookBase):
@@ -258,7 +271,7 @@ class HttpHooks(_HookBase):
             try:
                 answer = await self._post(url, self.document(action, key, credentials), self.max_body)
             except (httpx.HTTPError, OSError) as exc:
-                failure = f"failed: {type(exc).__name__}: {exc}"
+                failure = f"failed: {type(exc).__name__}: {scrub(str(exc), url)}"
         seconds = trio.current_time() - started
         if answer is None:
             self.failures += 1
@@ -383,13 +396,13 @@ class EventHook(_HookBase, Observer):
                     status = (await self._post(self.url, document, 4096))[0]  # type: ignore[arg-type]
                     outcome, failure = ("sent", "") if 200 <= status < 300 else ("refused", f"answered {status}")
                 except (httpx.HTTPError, OSError) as exc:
-                    outcome, failure = "failed", f"{type(exc).__name__}: {exc}"
+                    outcome, failure = "failed", f"{type(exc).__name__}: {scrub(str(exc), self.url)}"
             self._tell(key, "on_event", outcome, status, trio.current_time() - started, failure)
             if outcome == "sent":
                 self.sent += 1
             else:
                 self.failed += 1
-                self._failures.failed("on_event hook %s: %s", self.url, printable(failure))
+                self._failures.failed("on_event hook %s: %s", redact_url(self.url), printable(failure))
 
     def health_status(self) -> dict[str, object]:
         return {"event_hook": {"sent": self.sent, "failed": self.failed, "dropped": self.dropped,

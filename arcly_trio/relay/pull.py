@@ -21,7 +21,8 @@ Events: ``ServiceEvent`` ``pull-started`` and ``pull-ended`` (service ``pull``, 
 
 Error policy: an upstream that refuses, cannot be reached or sends nothing in time is
 ``StreamNotFound`` for the waiting viewers (the reason logged); failures after the start end
-that stream only.
+that stream only. The upstream's URL is shown redacted (:func:`~arcly_trio.core.redact.redact_url`)
+in ``/api/streams``, events and logs, and its secrets are scrubbed from the errors shown there.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import trio
 
 from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused, StreamNotFound
 from ..core.keys import Credentials, StreamKey
+from ..core.redact import redact_url, scrub
 from ..core.text import printable
 from ..kernel.events import ServiceEvent
 from ..protocols.rtmp.url import check_template, fill_template
@@ -44,14 +46,9 @@ if TYPE_CHECKING:
     from ..kernel.engine import Engine
     from ..kernel.sources import SourceRequest
 
-__all__ = ["PullSource", "pull_into", "redact"]
+__all__ = ["PullSource", "pull_into"]
 
 log = logging.getLogger("arcly_trio.relay")
-
-
-def redact(url: str) -> str:
-    """``url`` without its query (tokens) for logs and the API."""
-    return url.partition("?")[0] + ("?…" if "?" in url else "")
 
 
 async def pull_into(
@@ -102,12 +99,13 @@ async def pull_into(
                     request.stopping = True  # no new viewer joins a stream that is ending
                     nursery.cancel_scope.cancel()
                 stats.bytes = upstream.bytes_received
-                log.info("pull of %s from %s ended: %s", key, where, printable(upstream.end or "upstream ended"))
-                stats.last_error = upstream.end
+                ended = printable(scrub(upstream.end or "upstream ended", url))
+                log.info("pull of %s from %s ended: %s", key, where, ended)
+                stats.last_error = ended if upstream.end else None
                 stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-ended",
-                                           f"{where}: {printable(upstream.end or 'upstream ended')}"))
+                                           f"{where}: {ended}"))
     except (RemoteRefused, ConnectionLost, RemoteProtocolError) as exc:
-        stats.last_error = printable(str(exc))
+        stats.last_error = printable(scrub(str(exc), url))  # an upstream's refusal may quote the URL
         log.info("pull of %s from %s failed: %s", key, where, stats.last_error)
         raise StreamNotFound(key.app, key.name) from None
     finally:
@@ -152,7 +150,7 @@ class PullSource:
         if template is None:
             raise StreamNotFound(key.app, key.name)
         url = fill_template(template, key.app, key.name)
-        stats = LinkStats(redact(url))
+        stats = LinkStats(redact_url(url))
         self.links[key] = stats
         try:
             await pull_into(engine, request, url, stats=stats, credentials=self.credentials, idle=self.idle,

@@ -22,7 +22,8 @@ Events: each link tells the observers (metrics) and the application's event feed
 connects (``ServiceEvent`` ``push-connected``) and fails (``push-failed``, with the error).
 
 State: ``stream_status(key)`` gives ``{"push": [...]}`` for ``/api/streams``: per target its
-redacted URL, state (``connecting``, ``connected``, ``retrying``, ``stopped``), retries,
+redacted URL (:meth:`~arcly_trio.protocols.rtmp.url.RtmpUrl.redacted`: no credentials, no query
+values, the stream key shortened; errors have the URL's secrets scrubbed, and so do the log lines), state (``connecting``, ``connected``, ``retrying``, ``stopped``), retries,
 bytes, frames, frames skipped, the kernel's drops and the last error.
 
 Error policy: nothing a target does reaches the stream: its errors are logged (peer text
@@ -43,6 +44,7 @@ from ..clients.rtmp import RtmpPublisher, open_rtmp_publisher
 from ..core.errors import ConnectionLost, LocalProtocolError, RemoteProtocolError, RemoteRefused
 from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey, check_name
+from ..core.redact import redact_url, scrub
 from ..core.text import printable
 from ..kernel.events import ServiceEvent
 from ..protocols.rtmp.url import check_template, fill_template, parse_rtmp_url
@@ -66,7 +68,7 @@ class PushTarget:
     def __init__(self, url: str, apps: Iterable[str] | None = None) -> None:
         check_template(url)
         if not url.lower().startswith(("rtmp://", "rtmps://")):
-            raise ValueError(f"push targets are rtmp:// or rtmps:// URLs, not {url!r}")
+            raise ValueError(f"push targets are rtmp:// or rtmps:// URLs, not {redact_url(url)!r}")
         self.url = url
         self.apps = None if apps is None else frozenset(check_name(app, "application name") for app in apps)
 
@@ -133,7 +135,7 @@ class _Link:
             finally:
                 self.publisher = None
             self.broken = trio.Event()
-            self.stats.failed(printable(error))
+            self.stats.failed(printable(scrub(error, self.url)))  # a refusal may quote the stream key
             self.tell("push-failed", self.stats.last_error or "")
             delay = backoff.next_delay()
             log.warning("push of %s to %s failed: %s; retrying in %g s", self.key, self.stats.url,

@@ -17,6 +17,7 @@ from typing import Protocol
 from ..clients.flv import open_flv_player
 from ..clients.rtmp import open_rtmp_player
 from ..core.frame import Frame
+from ..core.redact import redact_url
 
 __all__ = ["Upstream", "open_upstream"]
 
@@ -44,4 +45,4 @@ async def open_upstream(url: str, *, unix_socket: str | None = None, timeout: fl
                                    read_timeout=read_timeout) as flv_player:
             yield flv_player
     else:
-        raise ValueError(f"upstreams are rtmp://, rtmps://, http:// or https://, not {url!r}")
+        raise ValueError(f"upstreams are rtmp://, rtmps://, http:// or https://, not {redact_url(url)!r}")

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops = serve_p.add_argument_group("operations: API, metrics, audit, TLS")
     ops.add_argument("--api-token", metavar="SECRET",
                      help="/api/* (but /api/health) and /metrics need Authorization: Bearer SECRET or ?api_token= "
-                          "(or --api-token-file, ARCLY_API_TOKEN)")
+                          "(or --api-token-file, ARCLY_API_TOKEN); without it, /api/sessions and kicks answer "
+                          "only this machine")
     ops.add_argument("--api-token-file", metavar="PATH", help="read the API token from the first line of PATH")
     ops.add_argument("--metrics-per-stream", action="store_true",
                      help="/metrics also has per-stream series (stream names as labels: unbounded, opt-in)")
@@ -327,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s {worker}%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request's whole URL at INFO: a hook URL's password and query (keys) with
+    # it. The hooks log their own outcomes, with the URL redacted.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         count = worker_count(args.workers)
     except ValueError:

@@ -15,7 +15,8 @@ value of the wrong type, a choice that is not one of the choices, an application
 not valid, each stops the server with ``FILE:LINE: key: what is wrong`` (:class:`ConfigError`).
 
 Error policy: :func:`load` raises :class:`ConfigError` (a ``ValueError``) for anything wrong in
-the file, including a file that cannot be read or is not TOML; nothing else.
+the file, including a file that cannot be read or is not TOML; nothing else. A wrong value of a
+key that holds a secret or a URL (:data:`SECRET_KEYS`) is named by its type, never quoted.
 """
 
 from __future__ import annotations
@@ -115,8 +116,16 @@ def option_keys(serve: argparse.ArgumentParser) -> dict[str, OptionKey]:
     return keys
 
 
-def _type_problem(kind: str, value: Any, choices: tuple[Any, ...] | None) -> str | None:
-    """Why ``value`` is not a ``kind`` (``None`` if it is)."""
+#: Keys whose values are secrets or URLs that may carry one: a wrong value is never quoted back.
+SECRET_KEYS = frozenset({
+    "publish-token", "play-token", "sign-secret", "api-token", "on-publish", "on-play", "on-event", "push", "pull",
+    "cluster",
+})
+
+
+def _type_problem(kind: str, value: Any, choices: tuple[Any, ...] | None, *, secret: bool = False) -> str | None:
+    """Why ``value`` is not a ``kind`` (``None`` if it is); a ``secret`` value is described by
+    its type only (the message goes to the log and the audit log)."""
     if kind == "bool":
         ok = isinstance(value, bool)
         want = "true or false"
@@ -136,7 +145,7 @@ def _type_problem(kind: str, value: Any, choices: tuple[Any, ...] | None) -> str
         ok = isinstance(value, str)
         want = "a string"
     if not ok:
-        return f"expected {want}, not {value!r}"
+        return f"expected {want}, not {'a ' + type(value).__name__ if secret else repr(value)}"
     if choices is not None and value not in choices:
         return f"expected one of {', '.join(map(str, choices))}, not {value!r}"
     return None
@@ -210,7 +219,7 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
                     if spec is None:
                         raise fail(f"apps.{app}", key, "unknown key (application keys: "
                                    + ", ".join(APP_KEYS) + ")")
-                    problem = _type_problem(spec.kind, item, spec.choices)
+                    problem = _type_problem(spec.kind, item, spec.choices, secret=key in SECRET_KEYS)
                     if problem:
                         raise fail(f"apps.{app}", key, problem)
                     apps[app][key] = item
@@ -220,7 +229,7 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
             close = difflib.get_close_matches(name.replace("_", "-"), list(keys), n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/config.md)"
             raise fail("", name, f"unknown key{hint}")
-        problem = _type_problem(option.kind, value, option.choices)
+        problem = _type_problem(option.kind, value, option.choices, secret=name in SECRET_KEYS)
         if problem:
             raise fail("", name, problem)
         options[option.dest] = str(value) if option.kind == "workers" else value

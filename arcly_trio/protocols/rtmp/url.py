@@ -10,8 +10,9 @@ Relay configuration uses templates: ``rtmp://origin/{app}/{stream}`` filled per 
 :func:`fill_template`; the values are the project's checked names (letters, digits and
 ``_-.~@+=``), so substituting them cannot change the URL's structure.
 
-Error policy: :func:`parse_rtmp_url` and :func:`fill_template` raise ``ValueError`` with a
-message that says what is wrong (they read configuration, never peer input).
+Error policy: :func:`parse_rtmp_url` and :func:`check_template` raise ``ValueError`` with a
+message that says what is wrong (they read configuration, never peer input); the message shows
+the URL redacted (:func:`~arcly_trio.core.redact.redact_url`), never its credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import urllib.parse
 
 import attrs
+
+from ...core.redact import redact_url
 
 __all__ = ["RtmpUrl", "parse_rtmp_url", "fill_template", "check_template"]
 
@@ -53,11 +56,11 @@ class RtmpUrl:
         return f"{self.stream}?{self.query}" if self.query else self.stream
 
     def redacted(self) -> str:
-        """The URL for logs and the API: the query (where tokens and keys are) and all but
-        the first characters of the stream name (a platform's stream key) are hidden."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The URL for logs and the API: the query's values (where tokens and keys are) and
+        all but the first characters of the stream name (a platform's stream key) are hidden
+        (:func:`~arcly_trio.core.redact.redact_url`; user names and passwords are never kept)."""
         stream = self.stream if len(self.stream) <= 8 else self.stream[:4] + "…"
-        return f"{self.scheme}://{host}:{self.port}/{self.app}/{stream}" + ("?…" if self.query else "")
+        return redact_url(f"{self.tc_url}/{stream}" + (f"?{self.query}" if self.query else ""))
 
     def __str__(self) -> str:
         return f"{self.tc_url}/{self.stream_with_query}"
@@ -69,17 +72,17 @@ def parse_rtmp_url(url: str) -> RtmpUrl:
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"not an rtmp:// or rtmps:// URL: {url!r}")
+        raise ValueError(f"not an rtmp:// or rtmps:// URL: {redact_url(url)!r}")
     if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
+        raise ValueError(f"no host in {redact_url(url)!r}")
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
-        raise ValueError(f"bad port in {url!r}") from None
+        raise ValueError(f"bad port in {redact_url(url)!r}") from None
     path = parts.path.lstrip("/")
     app, _, stream = path.partition("/")
     if not app or not stream:
-        raise ValueError(f"{url!r} must name an application and a stream: rtmp://host/APP/STREAM")
+        raise ValueError(f"{redact_url(url)!r} must name an application and a stream: rtmp://host/APP/STREAM")
     return RtmpUrl(scheme, parts.hostname, port, app, stream, parts.query)
 
 
@@ -92,9 +95,9 @@ def check_template(template: str) -> str:
         parse_rtmp_url(sample)
     elif scheme in ("http", "https"):
         if not urllib.parse.urlsplit(sample).hostname:
-            raise ValueError(f"no host in {template!r}")
+            raise ValueError(f"no host in {redact_url(template)!r}")
     else:
-        raise ValueError(f"relay URLs are rtmp://, rtmps://, http:// or https://, not {template!r}")
+        raise ValueError(f"relay URLs are rtmp://, rtmps://, http:// or https://, not {redact_url(template)!r}")
     return template
 
 
