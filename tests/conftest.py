@@ -43,7 +43,8 @@ def http_get():  # type: ignore[no-untyped-def]
     """``await http_get(port, target, headers=(), method="GET")`` -> ``(status, headers, body)``.
 
     A one-shot HTTP/1.1 client on h11 (``headers`` lower-cased into a dict; ``body`` bytes),
-    with a 10 s ``fail_after`` around the whole exchange.
+    with a 10 s ``fail_after`` around the whole exchange. It sends ``Host: 127.0.0.1`` unless
+    ``headers`` has a ``Host`` of its own.
     """
     import h11
     import trio
@@ -53,8 +54,8 @@ def http_get():  # type: ignore[no-untyped-def]
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 conn = h11.Connection(h11.CLIENT)
-                request = h11.Request(method=method, target=target,
-                                      headers=[("host", "127.0.0.1"), ("connection", "close"), *headers])
+                host = [] if any(name.lower() == "host" for name, _ in headers) else [("host", "127.0.0.1")]
+                request = h11.Request(method=method, target=target, headers=[*host, ("connection", "close"), *headers])
                 await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
                 status, response_headers, body = 0, {}, bytearray()
                 while True:

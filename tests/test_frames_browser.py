@@ -174,6 +174,33 @@ async def test_publish_page_publishes_h264_and_opus_that_ffmpeg_decodes_over_rtm
             assert "Audio: opus" in described and "Video: h264" in described, described
 
 
+async def test_publish_page_never_sends_the_camera_to_another_server() -> None:
+    # Issue 18, finding 4: /publish/...?server=OTHER&autostart=1 published the visitor's camera
+    # to OTHER (the page took its server from ?server=, and its CSP allowed connect-src *).
+    connections: list[tuple[str, int]] = []
+    contacted = trio.Event()
+
+    async def other(stream: trio.SocketStream) -> None:  # whatever connects: counted, then left hanging
+        connections.append(stream.socket.getpeername())
+        contacted.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver, \
+                trio.open_nursery() as nursery:
+            (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            other_port = listener.socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, other, [listener])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam"
+                                       f"?server=http://127.0.0.1:{other_port}&autostart=1")
+            # Wait for whichever happens: this server gets the page's frames, or OTHER is contacted.
+            while frames_of(engine, "live/cam")[0] < 10 and not contacted.is_set():
+                await trio.sleep(0.2)
+            published = frames_of(engine, "live/cam")[0]
+            nursery.cancel_scope.cancel()
+    assert connections == [] and published >= 10
+
+
 async def test_publish_page_with_vp9_publishes_what_ffmpeg8_decodes() -> None:
     ffmpeg8 = require_ffmpeg8()
     with trio.fail_after(120):

@@ -15,6 +15,7 @@ Servers run in-process on port 0; ``trio.fail_after`` bounds every test.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -227,6 +228,20 @@ async def test_refusals_have_close_codes_and_reasons() -> None:
                 assert pub.close_code is None
 
 
+@pytest.mark.parametrize("path", ["/live/a%20b/frames", "/live/a%20b/ingest", "/%3Cx%3E/demo/frames"])
+async def test_invalid_names_are_refused_with_4400_and_one_log_line(path: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18, finding 8: the StreamKey was built outside the error handling: 500 and a traceback.
+    caplog.set_level(logging.DEBUG, logger="arcly_trio")
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            texts, code, reason = await raw_session(ws_url(http, path), [])
+            assert code == CloseCode.MALFORMED and texts[-1]["reason"] == "refused"  # the protocol's 400
+            assert "invalid name" in texts[-1]["message"] and reason
+            lines = [r for r in caplog.records if "invalid name" in r.getMessage()]
+            assert len(lines) == 1 and all(r.exc_info is None for r in caplog.records)
+            assert not engine.streams()
+
+
 async def test_viewers_are_told_when_the_server_stops() -> None:
     with trio.fail_after(30):
         async with frames_server() as (engine, http):
@@ -260,6 +275,26 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
             status, headers, body = await http_get(http.port, "/api/server")
             assert status == 200 and json.loads(body) == {
                 "server": "arcly-trio", "rtmp_port": 1935, "hls": False, "frames_protocol": SUBPROTOCOL}
+
+
+async def test_pages_may_connect_to_their_own_origin_only(http_get) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18, finding 4: the pages' CSP had connect-src * (and the publish page took its server
+    # from ?server=): a link could send a visitor's camera to any server.
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            own = f"127.0.0.1:{http.port}"
+            for path, ancestors in (("/", "*"), ("/watch/live/demo", "*"), ("/publish/live/cam", "'self'")):
+                status, headers, _ = await http_get(http.port, path + "?server=http://evil.example", [("host", own)])
+                policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+                assert status == 200 and policy["connect-src"] == f"'self' ws://{own} wss://{own}", policy
+                assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == ancestors
+            # A Host header that would add a source or a directive is not used.
+            for host in ("evil.example *", "x; connect-src *", "a'b", "x/y"):
+                _, headers, _ = await http_get(http.port, "/publish/live/cam", [("host", host)])
+                policy = headers["content-security-policy"]
+                assert "connect-src 'self';" in policy and policy.count("connect-src") == 1, policy
+            _, _, script = await http_get(http.port, "/pages/common.js", [("host", own)])
+            assert b'params.get("server")' not in script  # no ?server= (the browser test proves it)
 
 
 async def test_a_slow_viewer_skips_to_the_next_keyframe_and_is_told() -> None:

@@ -119,9 +119,9 @@ async def test_api_streams_reports_what_the_kernel_knows(http_get, demo_frames) 
 
 async def test_cors_headers_and_preflight(http_get) -> None:  # type: ignore[no-untyped-def]
     async with serving() as (engine, server):
-        for target in ("/api/streams", "/live/nothing.flv", "/nowhere"):
+        for target in ("/live/nothing.flv", "/live/nothing/index.m3u8", "/live/nothing/index.mpd", "/nowhere"):
             _, headers, _ = await http_get(server.port, target, headers=[("origin", "http://player.example")])
-            assert headers["access-control-allow-origin"] == "*"
+            assert headers["access-control-allow-origin"] == "*", target  # players of any origin
         status, headers, body = await http_get(
             server.port,
             "/live/demo.flv",
@@ -134,6 +134,20 @@ async def test_cors_headers_and_preflight(http_get) -> None:  # type: ignore[no-
         assert "GET" in headers["access-control-allow-methods"]
         assert headers["access-control-allow-headers"] == "range"
         assert int(headers["access-control-max-age"]) > 0
+
+
+async def test_the_api_has_no_cors_so_no_other_origin_reads_or_kicks(http_get) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18, finding 5: every answer carried Access-Control-Allow-Origin: *, so any web page a
+    # visitor opened could read /api/sessions (client addresses) and /api/streams.
+    async with serving() as (engine, server):
+        for target in ("/api/streams", "/api/health", "/api/sessions", "/api/server", "/api/nothing"):
+            _, headers, _ = await http_get(server.port, target, headers=[("origin", "http://evil.example")])
+            assert "access-control-allow-origin" not in headers, target
+        status, headers, _ = await http_get(
+            server.port, "/api/sessions/abc", method="OPTIONS",
+            headers=[("origin", "http://evil.example"), ("access-control-request-method", "DELETE")])
+        assert status == 204 and "access-control-allow-origin" not in headers  # the browser sends no DELETE
+        assert "access-control-allow-methods" not in headers
 
 
 async def test_cors_can_be_turned_off(http_get) -> None:  # type: ignore[no-untyped-def]
@@ -164,6 +178,66 @@ async def test_404s_say_what_is_missing(http_get, demo_frames) -> None:  # type:
         assert status == 404 and b"not found: /a/b/c/d" in body
         status, headers, _ = await http_get(port, "/api/streams", method="POST")
         assert status == 405 and "GET" in headers["allow"]
+
+
+# ------------------------------------------------------------------- invalid stream names
+
+_WS_HEAD = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n")
+INVALID_NAMES = [  # (target, a WebSocket handshake?) -- issue 18, finding 8
+    ("/live/a%20b.flv", False),         # HTTP-FLV: was a 500 and a traceback
+    ("/live/a%20b.flv", True),          # WebSocket-FLV: the same
+    ("/%3Cscript%3E/x.flv", False),     # an application name with markup
+    ("/live/a%22b/index.m3u8", False),  # HLS: was a 404
+    ("/live/a%20b/video.m3u8", False),
+    ("/live/%E2%80%AEb/index.mpd", False),  # DASH, a right-to-left override
+    ("/li%20ve/x/seg-1.m4s", False),
+    ("/live/" + "x" * 129 + "/index.m3u8", False),
+]
+
+
+@pytest.mark.parametrize("target, websocket", INVALID_NAMES)
+async def test_invalid_stream_names_get_400_with_a_reason_and_one_log_line(target: str, websocket: bool,
+                                                                           caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.DEBUG, logger="arcly_trio")
+    async with serving() as (engine, server):
+        head = f"GET {target} HTTP/1.1\r\nHost: x\r\n" + (_WS_HEAD if websocket else "Connection: close\r\n")
+        response = await raw_exchange(server.port, (head + "\r\n").encode())
+        assert status_of(response) == 400, response[:200]
+        assert b"invalid name" in response  # the reason
+        lines = [r for r in caplog.records if "invalid name" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
+        assert all(r.exc_info is None and r.levelno < logging.ERROR for r in caplog.records)
+        assert all(c.isprintable() for c in lines[0].getMessage())  # the name is escaped
+        assert (await raw_exchange(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n"
+                                   b"Connection: close\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_stray_invalid_name_in_any_handler_is_a_400_not_a_500(http_get, caplog) -> None:  # type: ignore[no-untyped-def]
+    # The worker's own safety net for routes added later (a plugin's) that build a StreamKey.
+    from arcly_trio import StreamKey
+
+    async def careless(request, exchange) -> None:  # type: ignore[no-untyped-def]
+        StreamKey(request.params["app"], "a b")
+
+    async with serving() as (engine, server):
+        server.router.get("/careless/{app}", careless)
+        status, _, body = await http_get(server.port, "/careless/live")
+        assert status == 400 and b"invalid name" in body
+        assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_a_kick_with_a_strange_worker_prefix_is_no_500(http_get, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The workers' kick route read "w{index}-" with str.isdigit(): "w²-x" passed it and int("²")
+    # raised, a 500 (the same trap as issue 18's finding 2).
+    from arcly_trio.server import worker_api
+
+    async with serving() as (engine, server):
+        worker_api.install(server, str(tmp_path), 0, 2)
+        for session_id, status in (("w%C2%B2-x", 404), ("w0-nothing", 404), ("w9-x", 404),
+                                   ("w1-a%3Fb%20c", 503)):  # worker 1 does not run: 503, said so
+            got, _, body = await http_get(server.port, f"/api/sessions/{session_id}", method="DELETE")
+            assert got == status, (session_id, body)
 
 
 # --------------------------------------------------------------------------- traversal

@@ -379,3 +379,87 @@ async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type:
         assert 3 <= tries <= 8 and engine.auth_throttle.delayed >= tries - 1
         assert (await http_get(http.port, "/api/sessions?api_token=k3y"))[0] == 200
         assert engine.auth_throttle.delay("127.0.0.1", "api") == 0
+
+
+# --------------------------------------------- issue 18, finding 5: who may see and kick clients
+
+
+def seen_from(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """Make the HTTP worker see each new TCP connection as coming from ``address``: the worker
+    learns a peer's address in one place, ``peer_of`` (the tests' connections really come from
+    127.0.0.1; a non-loopback peer cannot be had on every machine)."""
+    import arcly_trio.workers.http.server as http_server
+
+    monkeypatch.setattr(http_server, "peer_of", lambda stream: (address, 40000))
+
+
+async def test_without_an_api_token_sessions_and_kicks_answer_only_this_machine(demo_frames, http_get,
+                                                                                monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Without --api-token, GET /api/sessions (every client's address) and DELETE
+    # /api/sessions/{id} answered anyone; /api/streams showed every publisher's address.
+    async with served(PrometheusObserver()) as (engine, http):
+        with pytest.raises(PublisherKicked):  # at the end, by a local operator
+            async with engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as pub:
+                await pub.send(demo_frames[0])
+                await _sessions_answer_only_this_machine(engine, http, http_get, monkeypatch)
+                await trio.sleep_forever()  # the kick cancels the publisher's block
+
+
+async def _sessions_answer_only_this_machine(engine: Engine, http: HttpServer, http_get: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (session,) = list(engine.sessions)
+    port = http.port
+    status, _, body = await http_get(port, "/api/sessions")
+    assert status == 200 and json.loads(body)["sessions"][0]["address"] == "198.51.100.9"  # local: all
+    status, _, body = await http_get(port, "/api/streams")
+    assert json.loads(body)["apps"][0]["streams"][0]["publisher"]["address"] == "198.51.100.9"
+    # From this machine, but not for this machine: a DNS-rebound page, a local reverse proxy.
+    for headers in ([("host", "evil.example:8080")], [("host", "127.0.0.1"), ("x-forwarded-for", "203.0.113.7")],
+                    [("host", "localhost"), ("forwarded", "for=203.0.113.7")]):
+        status, _, body = await http_get(port, "/api/sessions", headers)
+        assert status == 403 and b"--api-token" in body, headers
+    seen_from(monkeypatch, "203.0.113.7")
+    status, headers, body = await http_get(port, "/api/sessions")
+    assert status == 403 and b"--api-token" in body and b"198.51.100.9" not in body
+    assert "access-control-allow-origin" not in headers
+    status, _, body = await http_get(port, f"/api/sessions/{session.id}", method="DELETE")
+    assert status == 403 and engine.sessions.get(session.id) is session  # not kicked
+    status, _, body = await http_get(port, "/api/streams")  # the status page still works...
+    publisher_document = json.loads(body)["apps"][0]["streams"][0]["publisher"]
+    assert status == 200 and publisher_document["protocol"] == "rtmp"
+    assert (publisher_document["address"], publisher_document["port"]) == (None, None)  # ...without addresses
+    assert b"198.51.100.9" not in body
+    for path in ("/metrics", "/api/health"):  # no per-client detail there: open, but without CORS
+        status, headers, body = await http_get(port, path)
+        assert status == 200 and b"198.51.100.9" not in body and "access-control-allow-origin" not in headers
+        status, headers, _ = await http_get(port, path, [("origin", "http://evil.example")], method="OPTIONS")
+        assert status == 204 and "access-control-allow-origin" not in headers  # nor in a preflight
+    monkeypatch.undo()
+    status, _, body = await http_get(port, f"/api/sessions/{session.id}", method="DELETE")
+    assert status == 200 and engine.sessions.get(session.id) is None
+
+
+async def test_with_an_api_token_a_remote_operator_sees_the_clients(demo_frames, http_get, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    async with served(api_token="k3y") as (engine, http), \
+            engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as publisher:
+        await publisher.send(demo_frames[0])
+        seen_from(monkeypatch, "203.0.113.7")
+        bearer = [("host", "stream.example"), ("authorization", "Bearer k3y")]
+        assert (await http_get(http.port, "/api/sessions"))[0] == 401
+        status, _, body = await http_get(http.port, "/api/sessions", bearer)
+        assert status == 200 and json.loads(body)["sessions"][0]["address"] == "198.51.100.9"
+        status, _, body = await http_get(http.port, "/api/streams", bearer)
+        assert json.loads(body)["apps"][0]["streams"][0]["publisher"]["address"] == "198.51.100.9"
+
+
+def test_session_ids_cannot_be_guessed() -> None:
+    # Ids were 1, 2, 3...: anyone could kick every session by counting.
+    from arcly_trio.kernel.sessions import SessionTable
+
+    ids = [SessionTable("w3-").new_id() for _ in range(200)] + [SessionTable("w3-").new_id() for _ in range(200)]
+    assert len(set(ids)) == len(ids)  # two tables (two workers, two runs) never repeat an id
+    for session_id in ids:
+        assert session_id.startswith("w3-")  # the workers still route kicks by the prefix
+        rest = session_id[len("w3-"):]
+        assert len(rest) >= 16 and not rest.isdigit()
+    assert {session_id[3] for session_id in ids} > set("0123456789")  # random letters, not a counter

@@ -20,15 +20,17 @@ Byte totals per protocol survive the sessions (:meth:`SessionTable.bytes_by_prot
 sessions' bytes plus the live ones'), for monotonic metrics; egresses that serve requests
 rather than sessions (HLS) add theirs with :meth:`SessionTable.count`.
 
-Ids are ``{prefix}{n}`` (the workers of ``--workers N`` use ``w{index}-`` so that any worker can
-tell which one holds a session).
+Ids are ``{prefix}{random}``: 16 URL-safe characters from :func:`secrets.token_urlsafe` (96
+bits), so an id seen nowhere cannot be guessed (to kick a session, or to recognise one in a
+hook's log); the workers of ``--workers N`` use the prefix ``w{index}-`` so that any worker can
+tell which one holds a session.
 
 Error policy: nothing raises; kicking an unknown id returns ``None``.
 """
 
 from __future__ import annotations
 
-import itertools
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -75,14 +77,17 @@ class SessionTable:
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
-        self._ids = itertools.count(1)
         self._live: dict[str, ClientSession] = {}
         self._closed: Counter[tuple[str, str]] = Counter()
         self.kicked = 0
         """Sessions ended by :meth:`kick`."""
 
     def new_id(self) -> str:
-        return f"{self.prefix}{next(self._ids)}"
+        """A new client id: the prefix and 96 random bits (see the module docstring)."""
+        while True:
+            candidate = f"{self.prefix}{secrets.token_urlsafe(12)}"
+            if candidate not in self._live:
+                return candidate
 
     def identify(self, credentials: Credentials) -> Credentials:
         """``credentials`` with a client id (a new one unless it has one)."""

@@ -13,7 +13,7 @@ A record::
 
     {"time": "2026-11-30T10:00:00.123Z", "event": "auth", "action": "publish", "allowed": false,
      "reason": "wrong token", "app": "live", "stream": "cam", "protocol": "rtmp",
-     "address": "203.0.113.7", "port": 50412, "client_id": "17"}
+     "address": "203.0.113.7", "port": 50412, "client_id": "kq3Fz0bN8hXcV1aE"}
 
 Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``publish-start``, ``publish-end``
 (``reason``, ``bytes``), ``play-start``, ``play-end`` (``reason``, ``bytes``, ``dropped``),

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -41,12 +43,13 @@ from ..core.errors import StreamError
 from ..ops.metrics import CONTENT_TYPE, METRICS_PATH, PrometheusObserver
 from ..protocols.http.router import HttpRequest
 from ..workers.http import HttpServer
-from ..workers.http.api_routes import health_report, sessions_document, streams_document
+from ..workers.http.api_routes import health_report, sessions_document, streams_document, without_client_addresses
 from ..workers.http.exchange import Exchange
 
 __all__ = ["install", "merge_streams", "merge_metrics"]
 
 _TIMEOUT = 1.0
+_OWNER = re.compile(r"w([0-9]{1,6})-")
 
 
 def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
@@ -75,10 +78,13 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
     async def streams(request: HttpRequest, exchange: Exchange) -> None:
         local = streams_document(exchange.engine, exchange.server)
         if request.query.get("scope") == "worker":
-            await exchange.json(200, local)
+            await exchange.json(200, local if exchange.server.privileged(request) else without_client_addresses(local))
             return
         documents = [(index, local), *await gather("/api/streams")]
-        await exchange.json(200, merge_streams(documents, count))
+        merged = merge_streams(documents, count)
+        if not exchange.server.privileged(request):
+            without_client_addresses(merged)
+        await exchange.json(200, merged)
 
     async def health(request: HttpRequest, exchange: Exchange) -> None:
         status, local = await health_report(exchange.engine, exchange.server)
@@ -104,8 +110,8 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
 
     async def kick(request: HttpRequest, exchange: Exchange) -> None:
         session_id = request.params["id"]
-        owner, sep, _ = session_id.partition("-")
-        peer = int(owner[1:]) if sep and owner[:1] == "w" and owner[1:].isdigit() else index
+        owner = _OWNER.match(session_id)  # ASCII digits only: "w²-..." is nobody's (int() would raise)
+        peer = int(owner.group(1)) if owner is not None else index
         if peer == index or not 0 <= peer < count:
             session = exchange.engine.kick(session_id)
             if session is None:
@@ -116,7 +122,7 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
         try:
             with trio.fail_after(_TIMEOUT * 2):
                 async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_of(peer))) as client:
-                    answer = await client.delete(f"http://localhost/api/sessions/{session_id}")
+                    answer = await client.delete(f"http://localhost/api/sessions/{quote(session_id, safe='')}")
             await exchange.json(answer.status_code, answer.json())
         except (httpx.HTTPError, OSError, ValueError, trio.TooSlowError) as exc:
             await exchange.json(503, {"error": f"worker {peer} did not answer: {type(exc).__name__}"})
@@ -134,8 +140,8 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
     router = http.router
     router.add("/api/streams", streams, first=True, protected=True)  # type: ignore[arg-type]
     router.add("/api/health", health, first=True)  # type: ignore[arg-type]
-    router.add("/api/sessions", sessions, first=True, protected=True)  # type: ignore[arg-type]
-    router.add("/api/sessions/{id}", kick, methods=("DELETE",), first=True, protected=True)  # type: ignore[arg-type]
+    router.add("/api/sessions", sessions, first=True, admin=True)  # type: ignore[arg-type]
+    router.add("/api/sessions/{id}", kick, methods=("DELETE",), first=True, admin=True)  # type: ignore[arg-type]
     router.add(METRICS_PATH, metrics, first=True, protected=True)  # type: ignore[arg-type]
 
 

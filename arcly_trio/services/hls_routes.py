@@ -39,7 +39,8 @@ A rename by the authenticator (an HTTP hook's redirect) serves the stream it nam
 playlist's relative URIs keep naming the requested path, and each of their requests is renamed
 the same way.
 
-Errors: ``404`` with a message when the application is unknown, has no HLS, or the stream has no
+Errors: ``400`` with the reason for an invalid application or stream name (and one log line);
+``404`` with a message when the application is unknown, has no HLS, or the stream has no
 such playlist, MPD or segment; ``403`` for a refused play (``401`` when the client presented no
 credential at all); names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
@@ -108,8 +109,13 @@ async def _allowed(service: HlsService, request: HttpRequest, exchange: Responde
     """The stream's key if HLS serves it to this client; otherwise answered and ``None``."""
     try:
         key = StreamKey(request.params["app"], request.params["stream"])
+    except InvalidStreamName as exc:
+        log.info("http %s refused: %s", _peer(request), exc)  # the name is escaped (repr)
+        await exchange.error(400, str(exc))
+        return None
+    try:
         app = exchange.engine.application(key.app)
-    except (AppNotFound, InvalidStreamName) as exc:
+    except AppNotFound as exc:
         await exchange.error(404, str(exc))
         return None
     if not service.applies_to(app.spec):
@@ -254,6 +260,10 @@ async def serve_segment(service: HlsService, request: HttpRequest, exchange: Res
         _served(exchange, PROTOCOL, data)
         await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
                                headers=[("cache-control", "max-age=60")])  # fmt: skip
+
+
+def _peer(request: HttpRequest) -> str:
+    return f"{request.peer[0]}:{request.peer[1]}" if request.peer is not None else "?"
 
 
 def _served(exchange: Responder, protocol: str, data: bytes) -> None:

@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ...core.errors import RemoteProtocolError
-from ...core.keys import Credentials
+from ...core.errors import InvalidStreamName, RemoteProtocolError
+from ...core.keys import Credentials, StreamKey
 
 __all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target"]
 
@@ -117,6 +117,15 @@ class HttpRequest:
         token = token.strip()
         return token if scheme.lower() == "bearer" and token else None
 
+    def stream_key(self) -> StreamKey:
+        """The stream the route's ``{app}`` and ``{stream}`` name; :class:`BadRequest` (``400``,
+        the name's problem, escaped, as the reason) for a name :func:`~arcly_trio.core.keys.check_name`
+        refuses."""
+        try:
+            return StreamKey(self.params["app"], self.params["stream"])
+        except InvalidStreamName as exc:
+            raise BadRequest(str(exc)) from None
+
     def credentials(self, protocol: str) -> Credentials:
         """What the client presented, for the engine's authorization: ``?token=`` (or
         ``?sign=``, as Node-Media-Server names it), an ``Authorization: Bearer`` token, its
@@ -153,7 +162,9 @@ Handler = Callable[[HttpRequest, Any], Awaitable[None]]
 @attrs.frozen
 class Route:
     """One route. ``protected`` routes (the JSON API, ``/metrics``) need the server's API token
-    when it has one."""
+    when it has one; ``admin`` routes (what names or ends client sessions) need it too, and
+    without one answer only requests from the server's own machine. Neither kind is served with
+    CORS headers."""
 
     pattern: str
     regex: re.Pattern[str]
@@ -161,6 +172,7 @@ class Route:
     handler: Handler
     websocket: bool
     protected: bool = False
+    admin: bool = False
 
 
 class Router:
@@ -201,20 +213,22 @@ class Router:
         websocket: bool = False,
         first: bool = False,
         protected: bool = False,
+        admin: bool = False,
     ) -> Route:
         """Add a route (after the others; ``first=True``: before them, so it overrides;
-        ``protected=True``: it needs the server's API token, if it has one)."""
+        ``protected=True``: it needs the server's API token, if it has one; ``admin=True``: that,
+        and local requests only when there is no token)."""
         route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket,
-                      protected)
+                      protected, admin)
         if first:
             self._routes.insert(0, route)
         else:
             self._routes.append(route)
         return route
 
-    def get(self, pattern: str, handler: Handler, *, protected: bool = False) -> Route:
+    def get(self, pattern: str, handler: Handler, *, protected: bool = False, admin: bool = False) -> Route:
         """A ``GET`` (and ``HEAD``) route."""
-        return self.add(pattern, handler, protected=protected)
+        return self.add(pattern, handler, protected=protected, admin=admin)
 
     def websocket(self, pattern: str, handler: Handler) -> Route:
         """A route for WebSocket opening handshakes (a ``GET`` with ``Upgrade: websocket``)."""

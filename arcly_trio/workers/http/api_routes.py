@@ -38,16 +38,20 @@ and every critical check passes, ``503`` ``{"status": "failing"}`` when one fail
 ``/api/sessions`` lists every client's publish and play (see
 :mod:`arcly_trio.kernel.sessions`)::
 
-    {"sessions": [{"id": "17", "role": "play", "protocol": "http-flv", "address": "127.0.0.1",
+    {"sessions": [{"id": "kq3Fz0bN8hXcV1aE", "role": "play", "protocol": "http-flv", "address": "127.0.0.1",
                    "port": 50414, "app": "live", "stream": "demo", "key": "live/demo",
                    "bytes": 1234567, "started_at": 1714564800.0}], "count": 1}
 
 and ``DELETE /api/sessions/{id}`` kicks one: ``200`` with the session it ended, ``404`` if
 there is none of that id.
 
-``/api/streams`` and ``/api/sessions`` are *protected* routes: when the HTTP worker has an API
-token (``HttpServer(api_token=...)``, ``--api-token``) they need it (as ``/metrics`` does);
-``/api/health`` and ``/api/server`` never do.
+Who may ask (see :mod:`.access`): ``/api/streams`` is a *protected* route: when the HTTP worker
+has an API token (``HttpServer(api_token=...)``, ``--api-token``) it needs it (as ``/metrics``
+does); without one it is open, but the publishers' addresses and ports are ``null`` unless the
+request comes from the server's own machine. ``/api/sessions`` and the kick are *admin* routes:
+they need the token, and without one they answer only local requests (others get ``403``
+saying how to set ``--api-token``). ``/api/health`` and ``/api/server`` are open. No answer of
+the API carries CORS headers.
 """
 
 from __future__ import annotations
@@ -65,14 +69,14 @@ if TYPE_CHECKING:
     from .server import HttpServer
 
 __all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
-           "sessions_document"]
+           "sessions_document", "without_client_addresses"]
 
 
 def install(server: HttpServer) -> None:
     server.router.get("/api/health", serve_health)
     server.router.get("/api/streams", serve_streams, protected=True)
-    server.router.get("/api/sessions", serve_sessions, protected=True)
-    server.router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), protected=True)
+    server.router.get("/api/sessions", serve_sessions, admin=True)
+    server.router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), admin=True)
 
 
 def _number(value: float) -> float:
@@ -231,5 +235,19 @@ async def serve_kick(request: HttpRequest, exchange: Exchange) -> None:
     await exchange.json(200, {"kicked": session.document()})
 
 
+def without_client_addresses(document: dict[str, Any]) -> dict[str, Any]:
+    """A ``/api/streams`` document with every publisher's address and port set to ``null``
+    (for a request that may not see who the clients are, see :mod:`.access`); changed in place."""
+    for app in document.get("apps", []):
+        for stream in app.get("streams", []):
+            publisher = stream.get("publisher")
+            if isinstance(publisher, dict):
+                publisher["address"] = publisher["port"] = None
+    return document
+
+
 async def serve_streams(request: HttpRequest, exchange: Exchange) -> None:
-    await exchange.json(200, streams_document(exchange.engine, exchange.server))
+    document = streams_document(exchange.engine, exchange.server)
+    if not exchange.server.privileged(request):
+        without_client_addresses(document)
+    await exchange.json(200, document)

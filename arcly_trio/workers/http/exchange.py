@@ -86,12 +86,15 @@ class Exchange:
         """Whether the connection may serve another request afterwards."""
         self.client_gone = False
         """Set when :meth:`until_disconnect` saw the client leave."""
+        self.cors = True
+        """Whether the answer may carry CORS headers (the server decides per route: not the API's,
+        see :mod:`.access`; and only with the server's ``cors``)."""
         self._head = event.method == b"HEAD"
 
     # ------------------------------------------------------------------ whole responses
 
     def _headers(self, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        headers = self._connection._common_headers()
+        headers = self._connection._common_headers(self.cors)
         if self.engine.stopping:
             self.keep_alive = False
         if not self.keep_alive:
@@ -139,7 +142,7 @@ class Exchange:
         request = self.request
         assert request is not None
         headers = [("allow", "GET, HEAD, OPTIONS")]
-        if self.server.cors:
+        if self.server.cors and self.cors:
             asked = request.header("access-control-request-headers")
             headers += [
                 ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
@@ -253,7 +256,7 @@ class Exchange:
         self.keep_alive = False
 
     def _upgrade_headers(self) -> list[tuple[bytes, bytes]]:
-        extra = [(b"access-control-allow-origin", b"*")] if self.server.cors else []
+        extra = [(b"access-control-allow-origin", b"*")] if self.server.cors and self.cors else []
         return [(b"server", SERVER_NAME), *extra]
 
     # ---------------------------------------------------------------- direct-write egress

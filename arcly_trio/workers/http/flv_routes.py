@@ -18,7 +18,8 @@ pings are answered) and drains what the socket did not take. A viewer that canno
 its queue and the kernel makes it skip to the next keyframe; one that takes nothing for the
 server's write timeout is dropped.
 
-Errors: an unknown application or stream is a ``404`` with a message that names it, a refused
+Errors: an invalid application or stream name is a ``400`` with the reason, an unknown
+application or stream a ``404`` with a message that names it, a refused
 play a ``403``, a stopping server a ``503`` (for WebSocket these are HTTP answers to the
 handshake, declining the upgrade). When the stream ends the HTTP body ends (the final chunk)
 and the WebSocket is closed with code 1000 (1001 when the server stops).
@@ -33,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from ...core.errors import PeerGone, StreamError, WriteTimeout
 from ...core.frame import Frame, FrameBatch
-from ...core.keys import StreamKey
 from ...kernel.fanout import EndReason, Subscriber
 from ...media.flv import FlvStreamWriter, frame_tags
 from ...protocols.http.router import HttpRequest
@@ -140,7 +140,7 @@ async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
     is done: an exit stack would cost every viewer a deque), with ``sink.subscriber`` set; or
     ``None`` once a refusal has been answered over HTTP.
     """
-    key = StreamKey(request.params["app"], request.params["stream"])
+    key = request.stream_key()  # BadRequest (400) for an invalid name, answered by the worker
     attached = exchange.engine.attach(key, sink, request.credentials(protocol), protocol=protocol)
     try:
         sink.subscriber = await attached.__aenter__()

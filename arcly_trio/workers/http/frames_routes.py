@@ -30,7 +30,9 @@ cannot read an HTTP error answer to a handshake. A publisher's messages are capp
 message is handed over) and its queue holds two messages. Every write has the server's
 write timeout.
 
-Error policy: bad input from a publisher (malformed, oversized, out of order, a codec we do not
+Error policy: an invalid application or stream name in the path is refused like any other
+refusal, with close code 4400 (``MALFORMED``, the protocol's ``400``) and the reason in ``end``
+(a handshake that cannot be accepted is answered ``400`` over HTTP). Bad input from a publisher (malformed, oversized, out of order, a codec we do not
 carry) ends that publisher only: ``end`` with the reason, then the close code of the
 :class:`~arcly_trio.protocols.frames.FramesProtocolError`; the stream's viewers see the stream
 end as for any publisher that leaves. Peer-provided text is logged with ``%r``. A viewer or
@@ -49,6 +51,7 @@ import trio_websocket
 from ...core.errors import (
     AppNotFound,
     EngineClosed,
+    InvalidStreamName,
     LocalProtocolError,
     PeerGone,
     PublishEnded,
@@ -82,7 +85,7 @@ from ...protocols.frames.messages import (
     frame_message,
 )
 from ...protocols.frames.reader import FramesReader
-from ...protocols.http.router import HttpRequest
+from ...protocols.http.router import BadRequest, HttpRequest
 from ...protocols.http.websocket import OPCODE_TEXT, frame_header
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange
@@ -126,6 +129,8 @@ def close_code_for(exc: StreamError) -> CloseCode:
     """The close code for a kernel error met on entry (or at the end of a publish)."""
     if isinstance(exc, Unauthorized):
         return CloseCode.UNAUTHORIZED
+    if isinstance(exc, InvalidStreamName):
+        return CloseCode.MALFORMED
     if isinstance(exc, (AppNotFound, StreamNotFound)):
         return CloseCode.NOT_FOUND
     if isinstance(exc, StreamAlreadyPublishing):
@@ -307,8 +312,10 @@ class FramesSink(DirectSink):
 
 async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}/frames`` with a WebSocket handshake: play over ``arcly.frames.v1``."""
-    key = StreamKey(request.params["app"], request.params["stream"])
     peer = _peer(request)
+    key = await _key_or_refuse(request, exchange)
+    if key is None:
+        return
     problem = _subprotocol_problem(request)
     if problem is not None:
         log.info("ws-frames %s:%s refused %r: %s", *peer, str(key), problem)
@@ -352,6 +359,17 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
              subscriber.dropped)
 
 
+async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey | None:
+    """The stream the path names; for an invalid name, the client is told why (``end`` and
+    close code 4400, the frames protocol's ``400``) and ``None`` is returned."""
+    try:
+        return request.stream_key()
+    except BadRequest as exc:
+        log.info("ws-frames %s:%s refused: %s", *_peer(request), exc)  # the name is escaped (repr)
+        await _refused(exchange, request, CloseCode.MALFORMED, str(exc))
+        return None
+
+
 async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, message: str) -> None:
     with unwrap_single():
         async with trio.open_nursery() as nursery:
@@ -364,8 +382,10 @@ async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, me
 
 async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}/ingest`` with a WebSocket handshake: publish over ``arcly.frames.v1``."""
-    key = StreamKey(request.params["app"], request.params["stream"])
     peer = _peer(request)
+    key = await _key_or_refuse(request, exchange)
+    if key is None:
+        return
     engine = exchange.engine
     timeout = exchange.server.write_timeout
     ws: trio_websocket.WebSocketConnection | None = None

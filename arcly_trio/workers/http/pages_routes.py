@@ -14,10 +14,16 @@ memory:
   "arcly.frames.v1"}``. ``rtmp_port`` is :attr:`HttpServer.rtmp_port` (``null`` when unknown:
   the CLI sets it, embedders may), so the status page can show ``rtmp://`` URLs.
 
-The pages take the stream from their own path and the server from ``?server=`` (default: the
-origin they came from), so a copy served elsewhere can point at any server it can reach; every
-response carries CORS headers. Pages are never built from request data (the stream name is read
-by the page's script), so nothing a client sends is reflected into HTML.
+The pages take the stream from their own path and talk only to the origin they came from: there
+is no ``?server=`` (a link must not be able to send a visitor's camera, or its API token, to
+another server), and every page is served with a Content-Security-Policy whose ``connect-src`` is
+``'self'`` and this host's ``ws://`` and ``wss://`` (:func:`content_security_policy`, built from
+the request's ``Host`` header when it is a well-formed host name or address, else ``'self'``
+alone), so even a modified copy of a script cannot connect elsewhere. The publish page may not
+be framed by another origin (``frame-ancestors 'self'``) and its ``?autostart=1`` only works
+when it is not framed; the status and watch pages may be embedded anywhere. Pages are never
+built from request data (the stream name is read by the page's script), so nothing a client
+sends is reflected into HTML.
 
 Error policy: an unknown asset name is a ``404``; names are matched against the files that
 exist, never joined to a path.
@@ -25,6 +31,7 @@ exist, never joined to a path.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -35,7 +42,7 @@ from .exchange import Exchange
 if TYPE_CHECKING:
     from .server import HttpServer
 
-__all__ = ["PAGE_FILES", "install"]
+__all__ = ["PAGE_FILES", "install", "content_security_policy"]
 
 PAGE_FILES = ("index.html", "watch.html", "publish.html", "common.js", "index.js", "watch.js", "publish.js",
               "style.css")
@@ -43,10 +50,23 @@ _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=ut
 _HEADERS = [
     ("cache-control", "no-cache"),
     ("x-content-type-options", "nosniff"),
-    ("content-security-policy",
-     "default-src 'self'; connect-src * ws: wss:; img-src 'self' data: blob:; media-src 'self' blob:; "
-     "object-src 'none'; base-uri 'none'; frame-ancestors *"),
 ]
+_FRAMEABLE = frozenset({"index.html", "watch.html"})
+"""Pages another site may embed (a player); the publish page may be framed only by this origin."""
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+def content_security_policy(host: str | None, *, frameable: bool) -> str:
+    """The pages' policy: everything from this origin only; connections to this origin and to
+    ``ws://host`` and ``wss://host`` (``host``: the request's ``Host`` header, used only when
+    it is a well-formed host name or address with an optional port: anything else, which could
+    add a source or a directive, leaves ``'self'`` alone)."""
+    connect = "'self'"
+    if host is not None and _HOST.fullmatch(host):
+        connect += f" ws://{host} wss://{host}"
+    ancestors = "*" if frameable else "'self'"
+    return (f"default-src 'self'; connect-src {connect}; img-src 'self' data: blob:; media-src 'self' blob:; "
+            f"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}")
 
 
 def _load() -> dict[str, bytes]:
@@ -57,24 +77,26 @@ def _load() -> dict[str, bytes]:
 def install(server: HttpServer) -> None:
     pages = _load()
 
-    async def send(exchange: Exchange, name: str) -> None:
-        await exchange.respond(200, pages[name], content_type=_TYPES[name.rsplit(".", 1)[1]], headers=_HEADERS)
+    async def send(request: HttpRequest, exchange: Exchange, name: str) -> None:
+        policy = content_security_policy(request.header("host"), frameable=name in _FRAMEABLE)
+        await exchange.respond(200, pages[name], content_type=_TYPES[name.rsplit(".", 1)[1]],
+                               headers=[*_HEADERS, ("content-security-policy", policy)])
 
     async def serve_index(request: HttpRequest, exchange: Exchange) -> None:
-        await send(exchange, "index.html")
+        await send(request, exchange, "index.html")
 
     async def serve_watch(request: HttpRequest, exchange: Exchange) -> None:
-        await send(exchange, "watch.html")
+        await send(request, exchange, "watch.html")
 
     async def serve_publish(request: HttpRequest, exchange: Exchange) -> None:
-        await send(exchange, "publish.html")
+        await send(request, exchange, "publish.html")
 
     async def serve_asset(request: HttpRequest, exchange: Exchange) -> None:
         name = request.params["name"]
         if name not in pages or name.endswith(".html"):
             await exchange.error(404, f"no page asset {name[:80]!r}")
             return
-        await send(exchange, name)
+        await send(request, exchange, name)
 
     async def serve_server_info(request: HttpRequest, exchange: Exchange) -> None:
         await exchange.json(200, {

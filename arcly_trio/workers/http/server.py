@@ -18,17 +18,22 @@ Routes (compatible with Node-Media-Server):
 * the routes of the engine's other plugins: stream sources, observers (``/metrics`` of a
   :class:`~arcly_trio.ops.metrics.PrometheusObserver`) and the authenticator.
 * ``OPTIONS`` on any path: a CORS preflight answer. With ``cors=True`` (the default) every
-  response carries ``Access-Control-Allow-Origin: *``.
+  response carries ``Access-Control-Allow-Origin: *``, but those of the API (``/api/*``) and of
+  protected and admin routes (``/metrics``...): no other origin's page may read them (see
+  :mod:`.access`).
 
 More routes (a player page, WebSocket APIs) are added to :attr:`HttpServer.router` before the
 engine starts; handlers answer through an :class:`Exchange`.
 
-API token: with ``api_token`` set, *protected* routes (``Router.add(..., protected=True)``: the
-JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
-``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
-without it, ``403`` with a wrong one; compared in constant time; refusals slow the address down
-like refused plays (the engine's ``auth_throttle``, action ``api``). Requests on the Unix socket
-(the other workers of ``--workers``, in a private run directory) need none.
+API token (see :mod:`.access`): with ``api_token`` set, *protected* and *admin* routes
+(``Router.add(..., protected=True)``: ``/api/streams``, ``/metrics``; ``admin=True``:
+``/api/sessions`` and its kicks) need it, as ``Authorization: Bearer TOKEN`` or
+``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``) without it, ``403`` with a wrong one;
+compared in constant time; refusals slow the address down like refused plays (the engine's
+``auth_throttle``, action ``api``). Without a token, admin routes answer only requests from this
+machine (loopback, with a local ``Host`` and no proxy header) and refuse others with ``403`` and
+how to set ``--api-token``. Requests on the Unix socket (the other workers of ``--workers``, in a
+private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
 the handshake is read within the request-head deadline, so a client that stalls it is closed like
@@ -54,7 +59,9 @@ even if the stream is idle.
 waits for it to reach 0; idle keep-alive connections are not counted and are simply closed).
 
 Error handling: a malformed or oversized request gets a ``400`` (``431`` for an oversized
-head) and a log line, and closes that connection only; a client that goes away, times out or
+head) and a log line (the target without its query values, escaped), and closes that connection
+only; so does a handler's :class:`BadRequest` or ``InvalidStreamName`` (an invalid stream name in
+the path: ``400`` with the reason, one line, no traceback); a client that goes away, times out or
 breaks the WebSocket protocol ends its own connection (logged at info or debug level); a bug in
 a handler is logged with its traceback and answered with ``500`` if nothing was sent yet.
 Errors accepting connections that mean overload (EMFILE...) are logged and retried by
@@ -63,7 +70,6 @@ Errors accepting connections that mean overload (EMFILE...) are logged and retri
 
 from __future__ import annotations
 
-import hmac
 import logging
 import ssl
 from typing import TYPE_CHECKING
@@ -72,10 +78,14 @@ import attrs
 import h11
 import trio
 
+from ...core.errors import InvalidStreamName
+from ...core.redact import redact_url
+from ...core.text import printable
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
-from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
+from ..listen import open_listeners, peer_of, with_tls
+from .access import admin_refusal, cors_allowed, privileged, token_refusal
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
 
 if TYPE_CHECKING:
@@ -190,15 +200,11 @@ class HttpServer:
 
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
         """Why ``request`` may not use a protected route (status and message), or ``None``."""
-        expected = self.api_token
-        if expected is None or request.peer == LOCAL_PEER:  # the workers' private sockets (0600)
-            return None
-        given = request.bearer or request.query.get("api_token") or ""
-        if not given:
-            return 401, "this API needs the API token (Authorization: Bearer TOKEN, or ?api_token=TOKEN)"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return 403, "wrong API token"
-        return None
+        return token_refusal(request, self.api_token)
+
+    def privileged(self, request: HttpRequest) -> bool:
+        """Whether ``request`` may see what identifies clients (see :mod:`.access`)."""
+        return privileged(request, self.api_token)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
@@ -337,9 +343,9 @@ class _Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-    def _common_headers(self) -> list[tuple[bytes, bytes]]:
+    def _common_headers(self, cors: bool = True) -> list[tuple[bytes, bytes]]:
         headers = [(b"server", SERVER_NAME)]
-        if self.server.cors:
+        if cors and self.server.cors:
             headers.append((b"access-control-allow-origin", b"*"))
         return headers
 
@@ -382,17 +388,20 @@ class _Connection:
             try:
                 path, query = parse_target(event.target.decode("ascii", "replace"))
             except BadRequest as exc:
-                log.warning("http %s:%s bad request %r: %s", *self.peer, event.target[:200], exc)
+                target = printable(redact_url(event.target.decode("ascii", "replace")))  # no query values
+                log.warning("http %s:%s bad request %s: %s", *self.peer, target, exc)
                 await exchange.error(exc.status, str(exc), close=True)
                 return False
             request = self._request(event, path, query)
             exchange.request = request
-            if request.method == "OPTIONS":
-                await exchange.preflight()
-                return exchange.keep_alive
             router = self.server.router
             websocket = request.method == "GET" and request.wants_websocket
             found = router.match(request.method, path, websocket=websocket)
+            policy_route = found if found is not None else router.match("GET", path)  # a preflight's route
+            exchange.cors = cors_allowed(path, policy_route[0] if policy_route is not None else None)
+            if request.method == "OPTIONS":
+                await exchange.preflight()
+                return exchange.keep_alive
             if found is None:
                 allowed = router.allowed_methods(path)
                 if allowed:
@@ -403,22 +412,30 @@ class _Connection:
                     await exchange.error(404, f"not found: {path}")
                 return exchange.keep_alive
             route, params = found
-            if route.protected and self.server.api_token is not None:
+            if (route.protected or route.admin) and self.server.api_token is not None:
                 throttle = self.engine.auth_throttle
                 await throttle.wait(self.peer[0], "api")
                 refusal = self.server.api_refusal(request)
                 if refusal is not None:
-                    throttle.refused(self.peer[0], "api", f"{request.method} {path}: {refusal[1]}")
+                    throttle.refused(self.peer[0], "api", f"{request.method} {printable(path)}: {refusal[1]}")
                     await exchange.error(*refusal)
                     return exchange.keep_alive
                 throttle.allowed(self.peer[0], "api")
+            elif route.admin:
+                refusal = admin_refusal(request, self.server.api_token)
+                if refusal is not None:
+                    log.info("http %s:%s %s %s refused: not local and no --api-token", *self.peer, request.method,
+                             printable(path))
+                    await exchange.error(*refusal)
+                    return exchange.keep_alive
             exchange.request = attrs.evolve(request, params=params)
             try:
                 await route.handler(exchange.request, exchange)
-            except BadRequest as exc:
-                log.warning("http %s:%s bad request: %s", *self.peer, exc)
+            except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
+                status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
+                log.warning("http %s:%s bad request: %s", *self.peer, printable(str(exc)))
                 if not exchange.responded:
-                    await exchange.error(exc.status, str(exc), headers=exc.headers, close=True)
+                    await exchange.error(status, str(exc), headers=headers, close=True)
                 return False
             except (ClientGone, trio.TooSlowError):
                 raise

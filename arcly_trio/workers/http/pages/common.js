@@ -4,8 +4,9 @@
 
 const Arcly = (() => {
   const params = new URLSearchParams(location.search);
-  // The server: ?server=http://host:port, or where this page came from.
-  const base = new URL(params.get("server") || location.origin);
+  // The server is always the one this page came from: a page never talks to another origin (its
+  // Content-Security-Policy says so too), so a link cannot send a visitor's camera elsewhere.
+  const base = new URL(location.origin);
   const token = params.get("token");
 
   function httpUrl(path) { return new URL(path, base).href; }

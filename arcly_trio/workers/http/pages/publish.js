@@ -251,5 +251,7 @@
     $("r-errors").textContent = state.errors;
   }, 250);
   drawPattern(0);
-  if (params.get("autostart") === "1") start();
+  // ?autostart=1 starts at once, only on a page that is not framed: another site must not get a
+  // visitor's camera published without the visitor pressing the button on this very page.
+  if (params.get("autostart") === "1" && window.top === window.self) start();
 })();
