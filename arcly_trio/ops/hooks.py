@@ -12,15 +12,20 @@ document::
 
 A ``2xx`` answer allows; a ``3xx`` answer with a ``Location`` renames the stream, as nginx-rtmp's
 redirect does (``Location: newname`` keeps the application, ``/app/name`` or a URL whose path is
-``/app/name`` names both; the publish or play then goes there); anything else refuses, with the
-status and the start of the body (escaped) as the reason. The body of the answer is read up to
-``max_body`` bytes and otherwise ignored.
+``/app/name`` names both; the publish or play then goes there); a ``4xx`` (or a ``3xx`` without
+``Location``) refuses, with the status and the start of the body (escaped) as the reason (the
+hook's words for the client); a ``5xx`` refuses as a failure does (below). The body of the
+answer is read up to ``max_body`` bytes and otherwise ignored.
 
 Each call runs in its own cancel scope of ``timeout`` seconds, in the asking client's own task,
 so a slow or dead hook delays only the clients waiting for it; on a timeout or a connection
-error the client is refused, unless ``fail_open`` (then allowed, with a warning). Plays over
-HLS and DASH are requests, a player makes several a second: an allowed answer for those is kept
-``cache_seconds`` for the same stream, address and query (at most ``cache_size`` answers).
+error the client is refused, unless ``fail_open`` (then allowed, with a warning). For these and
+a ``5xx`` answer the client is told only ``authorization service unavailable`` (for a redirect
+to an invalid name: ``authorization service gave an invalid answer``); the log says what went
+wrong, with the hook's URL stripped of its user, password and query, at most once per
+``log_interval`` seconds. Plays over HLS and DASH are requests, a player makes several a
+second: an allowed answer for those is kept ``cache_seconds`` for the same stream, address and
+query (at most ``cache_size`` answers).
 
 :class:`EventHook` is an observer that POSTs fire-and-forget notifications to ``on_event``::
 
@@ -36,9 +41,10 @@ started by the engine), add a ``hook-reachable:...`` health check (a TCP connect
 host, not critical), and report every call to the observers as a :class:`HookCalled` service
 event (its latency: the metrics' hook histogram).
 
-Error policy: a hook that fails refuses (or allows with ``fail_open``), never raises anything
-but ``Unauthorized``; its answers are peer text, escaped in logs and reasons. Bad URLs given to
-the constructors raise ``ValueError``.
+Error policy: a hook that fails refuses (or allows with ``fail_open``) with a generic reason,
+never raises anything but ``Unauthorized``; its answers are peer text, escaped in logs and
+reasons; its URL is logged redacted (:func:`~arcly_trio.core.text.redacted_url`). Bad URLs
+given to the constructors raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import trio
 
 from ..core.errors import InvalidStreamName, Unauthorized
 from ..core.keys import Credentials, StreamKey
-from ..core.text import printable
+from ..core.text import printable, redacted_url
 from ..kernel.events import (
     ServiceEvent,
     StreamEvent,
@@ -70,9 +76,15 @@ from ..kernel.health import CheckResult
 from ..kernel.observe import Observer
 from ._outbox import LogLimiter, Outbox
 
-__all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect"]
+__all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect", "HOOK_UNAVAILABLE",
+           "HOOK_INVALID"]
 
 log = logging.getLogger("arcly_trio.hooks")
+
+HOOK_UNAVAILABLE = "authorization service unavailable"
+"""The reason a client is given when a hook times out or cannot be reached (the log has why)."""
+HOOK_INVALID = "authorization service gave an invalid answer"
+"""The reason a client is given when a hook's redirect names no valid stream (the log has it)."""
 
 _CACHED_PROTOCOLS = frozenset({"hls", "dash"})
 
@@ -202,11 +214,13 @@ class HttpHooks(_HookBase):
         cache_size: how many such answers are remembered at most.
         max_body: the most bytes of an answer read.
         node: this server's name, sent as ``node``.
+        log_interval: a failing hook is logged at most once per this many seconds (with a count
+            of the failures in between).
     """
 
     def __init__(self, on_publish: str | None = None, on_play: str | None = None, *, timeout: float = 3.0,
                  fail_open: bool = False, cache_seconds: float = 30.0, cache_size: int = 10000,
-                 max_body: int = 65536, node: str = "") -> None:
+                 max_body: int = 65536, node: str = "", log_interval: float = 10.0) -> None:
         super().__init__()
         if timeout <= 0:
             raise ValueError("the hook timeout must be > 0")
@@ -220,6 +234,7 @@ class HttpHooks(_HookBase):
         self.node = node
         self.calls = 0
         self.failures = 0
+        self._failures = LogLimiter(log, log_interval)
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, StreamKey]] = OrderedDict()
 
     async def run(self, engine: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -265,10 +280,12 @@ class HttpHooks(_HookBase):
             outcome = "failed" if failure else "timeout"
             failure = failure or f"timed out after {self.timeout:g} s"
             self._tell(key, hook, outcome, 0, seconds, failure)
+            verdict = "allowed: fail-open" if self.fail_open else "refused"
+            self._failures.failed("%s hook %s %s for %s of %s (%s)", hook, redacted_url(url), printable(failure),
+                                  action, key, verdict)
             if self.fail_open:
-                log.warning("%s hook %s for %s of %s (allowed: fail-open)", hook, printable(failure), action, key)
                 return key
-            raise Unauthorized(key.app, key.name, action, f"{hook} hook {printable(failure)}")
+            raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         status, location, body = answer
         if 200 <= status < 300:
             self._tell(key, hook, "allowed", status, seconds)
@@ -279,13 +296,18 @@ class HttpHooks(_HookBase):
                 target = parse_redirect(location, key)
             except InvalidStreamName:
                 self._tell(key, hook, "refused", status, seconds, "bad redirect")
-                raise Unauthorized(key.app, key.name, action,
-                                   f"{hook} hook redirected to an invalid name {printable(location, 80)!r}") from None
+                self._failures.failed("%s hook %s redirected %s of %s to an invalid name %r (refused)", hook,
+                                      redacted_url(url), action, key, printable(location, 80))
+                raise Unauthorized(key.app, key.name, action, HOOK_INVALID) from None
             self._tell(key, hook, "renamed", status, seconds, str(target))
             self._remember(cache_key, target)
             return target
         self._tell(key, hook, "refused", status, seconds)
         said = printable(body.decode("utf-8", "replace").strip(), 120)
+        if status >= 500 or status < 200:  # the service broke: its words are not for the client
+            self._failures.failed("%s hook %s answered %d for %s of %s (refused)%s", hook, redacted_url(url), status,
+                                  action, key, f": {said}" if said else "")
+            raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         raise Unauthorized(key.app, key.name, action, f"{hook} hook answered {status}" + (f": {said}" if said else ""))
 
     def _cache_key(self, action: str, key: StreamKey, credentials: Credentials) -> tuple[Any, ...] | None:

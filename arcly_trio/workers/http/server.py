@@ -27,7 +27,8 @@ API token: with ``api_token`` set, *protected* routes (``Router.add(..., protect
 JSON API but ``/api/health`` and ``/api/server``, and ``/metrics``) need it, as
 ``Authorization: Bearer TOKEN`` or ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``)
 without it, ``403`` with a wrong one; compared in constant time; refusals slow the address down
-like refused plays (the engine's ``auth_throttle``, action ``api``). Requests on the Unix socket
+like refused plays (the engine's ``auth_throttle``, action ``api``: a few checks in flight per
+address, ``429`` past them). Requests on the Unix socket
 (the other workers of ``--workers``, in a private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
@@ -72,6 +73,7 @@ import attrs
 import h11
 import trio
 
+from ...core.text import printable
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
@@ -405,13 +407,23 @@ class _Connection:
             route, params = found
             if route.protected and self.server.api_token is not None:
                 throttle = self.engine.auth_throttle
-                await throttle.wait(self.peer[0], "api")
-                refusal = self.server.api_refusal(request)
+                turn = throttle.admit(self.peer[0], "api")
+                refusal: tuple[int, str] | None = None
+                if turn is not None:
+                    async with turn:
+                        if not turn.bounced:
+                            refusal = self.server.api_refusal(request)
+                            if refusal is not None:
+                                throttle.refused(self.peer[0], "api",
+                                                 f"{request.method} {printable(path)}: {refusal[1]}")
+                            else:
+                                throttle.allowed(self.peer[0], "api")
+                if turn is None or turn.bounced:
+                    throttle.refused_busy(self.peer[0], "api", f"{request.method} {printable(path)}: too many at once")
+                    refusal = (429, "too many API requests in flight from this address; retry later")
                 if refusal is not None:
-                    throttle.refused(self.peer[0], "api", f"{request.method} {path}: {refusal[1]}")
                     await exchange.error(*refusal)
                     return exchange.keep_alive
-                throttle.allowed(self.peer[0], "api")
             exchange.request = attrs.evolve(request, params=params)
             try:
                 await route.handler(exchange.request, exchange)
