@@ -281,8 +281,8 @@ class HttpHooks(_HookBase):
             failure = failure or f"timed out after {self.timeout:g} s"
             self._tell(key, hook, outcome, 0, seconds, failure)
             verdict = "allowed: fail-open" if self.fail_open else "refused"
-            self._failures.failed("%s hook %s %s for %s of %s (%s)", hook, redacted_url(url), printable(failure),
-                                  action, key, verdict)
+            self._failures.failed("%s hook %s for %s of %s (%s; %s)", hook, printable(failure), action, key,
+                                  redacted_url(url), verdict)
             if self.fail_open:
                 return key
             raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
@@ -296,8 +296,8 @@ class HttpHooks(_HookBase):
                 target = parse_redirect(location, key)
             except InvalidStreamName:
                 self._tell(key, hook, "refused", status, seconds, "bad redirect")
-                self._failures.failed("%s hook %s redirected %s of %s to an invalid name %r (refused)", hook,
-                                      redacted_url(url), action, key, printable(location, 80))
+                self._failures.failed("%s hook redirected %s of %s to an invalid name %r (%s; refused)", hook,
+                                      action, key, printable(location, 80), redacted_url(url))
                 raise Unauthorized(key.app, key.name, action, HOOK_INVALID) from None
             self._tell(key, hook, "renamed", status, seconds, str(target))
             self._remember(cache_key, target)
@@ -305,8 +305,8 @@ class HttpHooks(_HookBase):
         self._tell(key, hook, "refused", status, seconds)
         said = printable(body.decode("utf-8", "replace").strip(), 120)
         if status >= 500 or status < 200:  # the service broke: its words are not for the client
-            self._failures.failed("%s hook %s answered %d for %s of %s (refused)%s", hook, redacted_url(url), status,
-                                  action, key, f": {said}" if said else "")
+            self._failures.failed("%s hook answered %d for %s of %s (%s; refused)%s", hook, status, action, key,
+                                  redacted_url(url), f": {said}" if said else "")
             raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         raise Unauthorized(key.app, key.name, action, f"{hook} hook answered {status}" + (f": {said}" if said else ""))
 
