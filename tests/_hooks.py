@@ -4,6 +4,7 @@ It is not ours (so it proves our httpx client speaks HTTP to an independent serv
 daemon thread on 127.0.0.1 and an ephemeral port, and answers by path:
 
 * ``/allow``: 200; ``/deny``: 403 ``"no such key"``; ``/redirect/NAME``: 302 ``Location: NAME``;
+* ``/broken``: 500 with a traceback in the body (a hook service with a bug);
 * ``/slow/SECONDS``: sleeps, then 200 (a hook that is too slow);
 * ``/huge``: 200 with a 10 MB body (our client reads a bounded prefix only);
 * ``/events``: 204 (notifications).
@@ -52,6 +53,8 @@ class HookServer:
                     self._answer(200, b"ok")
                 elif path == "/deny":
                     self._answer(403, b"no such key")
+                elif path.startswith("/broken"):
+                    self._answer(500, b"Traceback (most recent call last): db password=hunter2 at 10.0.0.5")
                 elif path.startswith("/redirect/"):
                     self.send_response(302)
                     self.send_header("location", path[len("/redirect/"):])

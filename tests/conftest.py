@@ -40,17 +40,18 @@ def demo_frames() -> list:  # type: ignore[type-arg]
 
 @pytest.fixture
 def http_get():  # type: ignore[no-untyped-def]
-    """``await http_get(port, target, headers=(), method="GET")`` -> ``(status, headers, body)``.
+    """``await http_get(port, target, headers=(), method="GET", timeout=10)`` -> ``(status,
+    headers, body)``.
 
     A one-shot HTTP/1.1 client on h11 (``headers`` lower-cased into a dict; ``body`` bytes),
-    with a 10 s ``fail_after`` around the whole exchange. It sends ``Host: 127.0.0.1`` unless
+    with a ``fail_after(timeout)`` around the whole exchange. It sends ``Host: 127.0.0.1`` unless
     ``headers`` has a ``Host`` of its own.
     """
     import h11
     import trio
 
-    async def get(port: int, target: str, headers=(), method: str = "GET"):  # type: ignore[no-untyped-def]
-        with trio.fail_after(10):
+    async def get(port: int, target: str, headers=(), method: str = "GET", timeout: float = 10):  # type: ignore[no-untyped-def]
+        with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 conn = h11.Connection(h11.CLIENT)

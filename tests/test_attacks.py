@@ -11,21 +11,26 @@ speed.
 
 from __future__ import annotations
 
+import collections
 import gc
+import json
 import logging
+import os
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Engine, TokenAuthenticator
+from arcly_trio import AppSpec, Credentials, Engine, StreamKey, TokenAuthenticator
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.kernel.throttle import AuthThrottle
 from arcly_trio.media import amf0
+from arcly_trio.ops import AnyOf, AuditPipeline, JsonLinesFile, MemorySink, SignedUrlAuthenticator
 from arcly_trio.protocols.rtmp import CSID_DATA, CSID_VIDEO, MediaMessage
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.messages import MessageType, encode_set_chunk_size
@@ -50,6 +55,8 @@ async def attacked(
         builder.auth_throttle(engine["throttle"])
     if "service" in engine:
         builder.service(engine["service"])
+    if "observer" in engine:
+        builder.observer(engine["observer"])
     async with builder.build() as eng:
         yield eng, rtmp_server, http_server
 
@@ -382,6 +389,169 @@ async def test_refused_tokens_are_throttled_per_address_and_logged_per_burst(cap
             assert (await client.command()).info["code"] == "NetStream.Publish.Start"
         assert throttle.delay("127.0.0.1", "publish") == 0.0
         await client.aclose()
+
+
+class _Broken:
+    """An authenticator with a bug: plays make it raise ``ValueError`` (with peer text in it)."""
+
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
+        return None
+
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+        raise ValueError(f"cannot parse {credentials.query.get('sign')!r}\nFORGED LINE")
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["signature", "broken-authenticator"])
+async def test_an_authenticator_that_raises_refuses_like_any_refusal(caplog, http_get, demo_frames, broken: bool) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 2: ``?sign=²-<32 chars>`` made the signature check raise ``ValueError``
+    (``"²".isdigit()``, then ``int("²")``), not ``Unauthorized``: 15 wrong ``?token=`` guesses
+    got ``500`` in 0.07 s, none delayed, counted or audited, 15 tracebacks logged; the right
+    token with the same ``sign`` got ``200`` (an oracle). Now each guess is a ``403``, delayed,
+    counted and audited, no request gets a ``500``, and the right token still plays; an
+    authenticator that raises anything at all refuses the same way, its traceback logged once,
+    escaped.
+    Mutants killed: ``str.isdigit()`` for the expiry (``signature``); ``Engine.authorize``
+    catching ``Unauthorized`` only (``broken-authenticator``)."""
+    caplog.set_level(logging.INFO)
+    sink = MemorySink()
+    throttle = AuthThrottle(base_delay=0.01, max_delay=0.04)
+    auth = _Broken() if broken else AnyOf([TokenAuthenticator(play_token="right"),
+                                           SignedUrlAuthenticator("a-secret-of-the-server")])
+    sign = quote("\u00b2-" + "0" * 32)
+    async with attacked(auth=auth, throttle=throttle, observer=AuditPipeline(sink)) as (engine, rtmp, http):
+        async with engine.publish("live/cam") as publisher:
+            await publisher.send(next(f for f in demo_frames if f.config))
+            started = trio.current_time()
+            for guess in range(15):
+                status, _, body = await http_get(http.port, f"/live/cam.flv?token=guess{guess}&sign={sign}")
+                assert status == 403, (status, body)
+                assert (b"authorization failed" if broken else b"wrong token; malformed signature") in body, body
+            waited = trio.current_time() - started
+            assert throttle.refusals == 15 and throttle.delayed == 14
+            assert waited >= 0.01 + 0.02 + 0.04 * 12
+            if not broken:
+                status, _, _ = await http_get(http.port, f"/live/cam.flv?token=right&sign={sign}", method="HEAD")
+                assert status == 200
+    refused = [r for r in sink.records if r["event"] == "auth" and not r["allowed"]]
+    summaries = [r for r in sink.records if r["event"] == "auth-refusals"]
+    assert len(refused) == 1 and refused[0]["stream"] == "cam" and refused[0]["address"] == "127.0.0.1"
+    assert [(r["refused"], r["address"]) for r in summaries] == [(14, "127.0.0.1")]
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "handler of" in m or "internal server error" in m], messages
+    assert all("\n" not in m for m in messages)
+    raised = [m for m in messages if "the authenticator raised" in m]
+    assert engine.authenticator_failures == (15 if broken else 0)
+    assert len(raised) == (1 if broken else 0)
+    if broken:
+        assert "Traceback" in raised[0] and "FORGED LINE" in raised[0] and "ValueError" in raised[0]
+
+
+async def test_concurrent_guessers_from_one_address_get_no_more_tries_than_one(http_get, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 6: the delay was slept once per request, so 600 concurrent wrong-token
+    requests from one address got 245 guesses a second (one at a time: 0.5). Now an address has
+    two authorizations in flight per action (and no queue once refused), the others get ``429``
+    with ``Retry-After`` at once, and tries are spaced by the delay: 200 concurrent guessers
+    (on the mock clock) make about as many guesses as one guesser in a row would in the same
+    time.
+    Mutant killed: the delay slept per request, with no bound on authorizations in flight."""
+    calls: list[float] = []
+
+    class Counting(TokenAuthenticator):
+        async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+            calls.append(trio.current_time())
+            await super().authorize_play(key, credentials)
+
+    throttle = AuthThrottle()  # the defaults: 0.05 s doubling up to 2 s, 2 in flight, 8 waiting
+    statuses: collections.Counter[int] = collections.Counter()
+    async with attacked(auth=Counting(play_token="right"), throttle=throttle,
+                        http={"max_pending_per_address": None, "max_connections": 1024}) as (engine, rtmp, http):
+
+        async def guesser(index: int) -> None:
+            for attempt in range(6):
+                status, headers, _ = await http_get(http.port, f"/live/cam.flv?token=g{index}-{attempt}", timeout=60)
+                statuses[status] += 1
+                if status == 429:
+                    await trio.sleep(float(headers["retry-after"]))  # a polite guesser; a rude one is refused anyway
+
+        async with trio.open_nursery() as nursery:
+            for index in range(200):
+                nursery.start_soon(guesser, index)
+    assert set(statuses) == {403, 429} and statuses[403] == len(calls) == throttle.refusals - throttle.busy
+    span = calls[-1] - calls[0]
+    serial = serial_tries(span, throttle.base_delay, throttle.max_delay)
+    # The first two were asked at once (nothing refused yet); from then on the tries are
+    # spaced like one guesser's, and once the delay is at its most, by exactly that.
+    assert span > 5 and len(calls) <= serial + throttle.max_in_flight, (len(calls), serial, span)
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
+    assert all(gap >= throttle.max_delay - 1e-6 for gap in gaps[-3:]), (gaps, span, len(calls), serial)
+
+
+def serial_tries(span: float, base: float, most: float) -> int:
+    """How many tries one guesser in a row gets in ``span`` seconds (answers take no time)."""
+    tries, at, delay = 1, 0.0, base
+    while at + delay <= span:
+        at += delay
+        tries += 1
+        delay = min(most, delay * 2)
+    return tries
+
+
+async def test_a_successful_play_does_not_wipe_the_refusals_of_another_stream(http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 6: a successful play reset the address's delay, so a guesser holding
+    one valid URL could interleave it with its guesses and never wait. Now an allowed play
+    clears the refusals of its own stream only.
+    Mutant killed: ``allowed()`` forgetting every stream's refusals of the address."""
+
+    class OneOpenStream(TokenAuthenticator):
+        async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+            if key.name != "open":
+                await super().authorize_play(key, credentials)
+
+    throttle = AuthThrottle(base_delay=0.02, max_delay=1.0)
+    async with attacked(auth=OneOpenStream(play_token="right"), throttle=throttle) as (engine, rtmp, http):
+        async with engine.publish("live/open") as publisher:
+            await publisher.send(next(f for f in demo_frames if f.config))
+            for guess in range(4):
+                assert (await http_get(http.port, f"/live/secret.flv?token=g{guess}"))[0] == 403
+            earned = throttle.delay("127.0.0.1", "play")
+            assert earned == 0.02 * 2 ** 3
+            for _ in range(3):
+                assert (await http_get(http.port, "/live/open.flv", method="HEAD"))[0] == 200
+                assert throttle.delay("127.0.0.1", "play") == earned
+            started = trio.current_time()
+            assert (await http_get(http.port, "/live/secret.flv?token=g5"))[0] == 403
+            assert trio.current_time() - started >= earned
+            assert (await http_get(http.port, "/live/secret.flv?token=right", method="HEAD"))[0] == 404
+            assert throttle.delay("127.0.0.1", "play") == 0.0  # its own success clears it
+
+
+async def test_a_flood_of_refusals_cannot_roll_the_audit_history_out(tmp_path, http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 7: every refused request was an audit record (231 bytes): at 245 a
+    second the default 60 MiB rolled over in 18 minutes, so an anonymous client could erase the
+    history. Now the refusals of an address and action are one record when their burst starts
+    and one summary per interval (and when the audit stops); allowed decisions stay one record
+    each. 300 refusals in files of 8 KiB: the publish recorded before them is still there.
+    Mutant killed: one audit record per refusal."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditPipeline(JsonLinesFile(str(path), max_bytes=8192, backups=1))
+    throttle = AuthThrottle(base_delay=0.0001, max_delay=0.0001)
+    async with attacked(auth=TokenAuthenticator(play_token="right"), throttle=throttle, observer=audit) as (
+            engine, rtmp, http):
+        async with engine.publish("live/cam", Credentials(peer=("198.51.100.7", 1935))) as publisher:
+            await publisher.send(next(f for f in demo_frames if f.config))
+            for guess in range(300):
+                assert (await http_get(http.port, f"/live/cam.flv?token=g{guess}"))[0] == 403
+            for _ in range(3):
+                assert (await http_get(http.port, "/live/cam.flv?token=right", method="HEAD"))[0] == 200
+    records = [json.loads(line) for name in (f"{path}.1", str(path)) if os.path.exists(name)
+               for line in open(name).read().splitlines()]
+    assert not os.path.exists(f"{path}.1")  # nothing rolled over
+    auth = [(r["allowed"], r["address"]) for r in records if r["event"] == "auth"]
+    assert auth == [(True, "198.51.100.7"), (False, "127.0.0.1"), (True, "127.0.0.1"), (True, "127.0.0.1"),
+                    (True, "127.0.0.1")]
+    (summary,) = [r for r in records if r["event"] == "auth-refusals"]
+    assert summary["refused"] == 299 and summary["reasons"] == {"wrong token": 299} and summary["action"] == "play"
+    assert audit.aggregated == 299
 
 
 # ---------------------------------------------------------------- names and minor ones

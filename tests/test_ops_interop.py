@@ -7,9 +7,10 @@ What each test proves:
   query, address and protocol), denied (ffmpeg fails, the log says why), slow (refused at the
   hook timeout while another publisher gets in meanwhile: the slow hook stalls no one), dead
   (refused at once), redirected (ffprobe plays the renamed stream);
-* Node-Media-Server signed URLs from ``arcly-trio sign``: accepted for RTMP publish and play and
-  HTTP-FLV play (ffprobe), refused expired, for another stream and unsigned (RTMP and HTTP
-  401/403);
+* Node-Media-Server signed URLs from ``arcly-trio sign``: a viewer's (the default) accepted for
+  RTMP and HTTP-FLV play (ffprobe) and refused for publishing; a streamer's (``--action publish``
+  with ``--publish-sign-secret``) publishes; refused expired, for another stream and unsigned
+  (RTMP and HTTP 401/403);
 * ``/metrics`` parsed with ``prometheus_client.parser`` matches what is live (one publisher, one
   HTTP-FLV player of ffmpeg, the bytes it was given);
 * a SIGHUP reload adds an application while ffmpeg plays a stream of another one: the player
@@ -108,22 +109,26 @@ async def test_a_slow_or_dead_publish_hook_refuses_and_stalls_no_one() -> None:
 
 
 async def test_signed_urls_for_rtmp_and_http() -> None:
-    secret = "nodemedia2017privatekey"
+    secret, publish_secret = "nodemedia2017privatekey", "for-streamers-only"
+    streamer_options = ("--action", "publish", "--publish-sign-secret", publish_secret)
     with trio.fail_after(90):
-        async with cli_server("--sign-secret", secret) as server:
-            good = await sign(server.url("live/cam"), secret, "--expires", "60")
-            assert re.fullmatch(rf"rtmp://{HOST}:\d+/live/cam\?sign=\d+-[0-9a-f]{{32}}", good)
-            expired = await sign(server.url("live/cam"), secret, "--expiry", str(int(time.time()) - 1))
-            other = await sign(server.url("live/other"), secret, "--expires", "60")
+        async with cli_server("--sign-secret", secret, "--publish-sign-secret", publish_secret) as server:
+            viewer = await sign(server.url("live/cam"), secret, "--expires", "60")
+            streamer = await sign(server.url("live/cam"), secret, *streamer_options, "--expires", "60")
+            for url in (viewer, streamer):
+                assert re.fullmatch(rf"rtmp://{HOST}:\d+/live/cam\?sign=\d+-[0-9a-f]{{32}}", url)
+            expired = await sign(server.url("live/cam"), secret, *streamer_options, "--expiry", str(int(time.time()) - 1))
+            other = await sign(server.url("live/other"), secret, *streamer_options, "--expires", "60")
+            assert await publish_exit_code(viewer) != 0  # a viewer's URL never publishes (issue 18)
             assert await publish_exit_code(expired) != 0
             assert await publish_exit_code(server.url("live/cam") + "?" + other.partition("?")[2]) != 0
             assert await publish_exit_code(server.url("live/cam")) != 0
             log = server.log()
             assert "publish of live/cam refused: signature expired" in log
             assert "publish of live/cam refused: wrong signature" in log and "no signature" in log
-            async with publisher(good, seconds=15):
+            async with publisher(streamer, seconds=15):
                 await server.wait_log("publishing live/cam")
-                assert len(await probe_streams(good)) == 2  # RTMP play, same signed URL
+                assert len(await probe_streams(viewer)) == 2  # RTMP play with the viewer's URL
                 flv = f"http://{HOST}:{server.http_port}/live/cam.flv"
                 assert len(await probe_streams(await sign(flv, secret))) == 2
                 assert len(await probe_streams(await sign(flv, secret, "--jwt", "--action", "play"))) == 2

@@ -36,6 +36,7 @@ from arcly_trio import (
     Unauthorized,
 )
 from arcly_trio.core.frame import Frame
+from arcly_trio.kernel.events import AuthDecided
 from arcly_trio.kernel.health import CheckResult, HealthRegistry
 from arcly_trio.ops import AuditPipeline, EventHook, HttpHooks, JsonLinesFile, MemorySink, PrometheusObserver
 from arcly_trio.services import HlsService
@@ -186,6 +187,47 @@ async def test_audit_drops_and_counts_when_its_sink_stalls_and_never_blocks(demo
         assert audit.dropped >= 20 * 3 - 2 * 4 - 1 and audit.written == 0
 
 
+def refusal(address: str, stream: str = "cam", reason: str = "wrong token", action: str = "play") -> AuthDecided:
+    return AuthDecided(StreamKey("live", stream), trio.current_time(), action, False, reason, "rtmp",
+                       (address, 1000), "7")
+
+
+async def test_audit_sums_refusals_up_per_address_action_and_interval(autojump_clock) -> None:
+    """Issue 18, finding 7 (the rules; test_attacks has the flood over sockets): the first
+    refusal of a burst is a record, the rest of each interval one summary; a quiet interval
+    ends the burst; allowed decisions are each a record; past ``max_bursts`` the refusals of
+    further addresses share one summary per action; open bursts are summed up on shutdown."""
+    sink = MemorySink()
+    audit = AuditPipeline(sink, refusal_interval=10, max_bursts=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(audit.run)
+        for second in range(25):  # 25 s of 4 refusals a second from one address
+            for n in range(4):
+                audit.on_auth_decided(refusal("203.0.113.1", stream=f"s{n}", reason="wrong token" if n else "expired"))
+            await trio.sleep(1)
+        allowed = AuthDecided(StreamKey("live", "cam"), trio.current_time(), "play", True, "", "rtmp",
+                              ("203.0.113.1", 1), "8")
+        audit.on_auth_decided(allowed)
+        audit.on_auth_decided(allowed)
+        audit.on_auth_decided(refusal("203.0.113.1", action="publish"))  # another action: its own burst
+        for n in range(50):  # more addresses than max_bursts: they share a summary
+            audit.on_auth_decided(refusal(f"198.51.100.{n}"))
+        await trio.sleep(60)  # quiet: every burst ends
+        audit.on_auth_decided(refusal("203.0.113.1"))  # a new burst: a record again
+        nursery.cancel_scope.cancel()
+    kinds = [(r["event"], r.get("address"), r.get("action"), r.get("refused")) for r in sink.records]
+    assert kinds[0] == ("auth", "203.0.113.1", "play", None)
+    summaries = [r for r in sink.records if r["event"] == "auth-refusals" and r["address"] == "203.0.113.1"
+                 and r["action"] == "play"]
+    assert [r["refused"] for r in summaries] == [39, 40, 20]  # 10 s windows over the 25 s, the first taken
+    assert summaries[0]["reasons"] == {"expired": 9, "wrong token": 30} and summaries[0]["streams"] == 4
+    assert sum(1 for r in sink.records if r["event"] == "auth" and r["allowed"]) == 2
+    overflow = [r for r in sink.records if r.get("address") == "*"]
+    assert [(r["refused"], r["addresses"]) for r in overflow] == [(50, 50)]  # the publish burst was the 2nd
+    assert kinds[-1] == ("auth", "203.0.113.1", "play", None)
+    assert audit.aggregated == 99 + 50 and len(sink.records) == 1 + 3 + 2 + 1 + 1 + 1
+
+
 async def test_json_lines_file_rotates_by_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "audit" / "log.jsonl"
     sink = JsonLinesFile(str(path), max_bytes=2048, backups=2)
@@ -281,7 +323,7 @@ async def test_a_slow_or_dead_hook_refuses_without_stalling_anyone_else() -> Non
             done: dict[str, float] = {}
 
             async def publish_slowly() -> None:
-                with pytest.raises(Unauthorized, match="timed out after 0.5 s"):
+                with pytest.raises(Unauthorized, match="authorization service unavailable"):
                     async with engine.publish("live/cam"):
                         pass
                 done["publish"] = trio.current_time()
@@ -300,7 +342,7 @@ async def test_a_slow_or_dead_hook_refuses_without_stalling_anyone_else() -> Non
         for url in (dead_url(), silent):
             refusing = Engine.builder().application("live").authenticator(HttpHooks(on_play=url, timeout=0.5)).build()
             async with refusing:
-                with trio.fail_after(3), pytest.raises(Unauthorized, match="on_play hook"):
+                with trio.fail_after(3), pytest.raises(Unauthorized, match="authorization service unavailable"):
                     async with refusing.subscribe("live/cam"):
                         pass
             lenient = (Engine.builder().application("live")
@@ -310,6 +352,61 @@ async def test_a_slow_or_dead_hook_refuses_without_stalling_anyone_else() -> Non
                     async with lenient.subscribe("live/cam"):
                         pass
                 assert not isinstance(caught.value, Unauthorized)  # let through: no such stream
+
+
+async def test_a_failing_hook_gives_clients_a_generic_reason_and_the_log_the_detail(http_get, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 9: a hook failure was shown to the client (``403 ... ConnectError:
+    all attempts to connect to 127.0.0.1:18099 failed``). Now the client reads ``authorization
+    service unavailable`` (unreachable, timed out, or a ``5xx`` whose body may be a stack trace);
+    the log has the detail, with the hook's URL stripped of its password and query. A ``4xx``
+    still says what the hook said (its words for the client).
+    Mutant killed: the failure text in the refusal's reason."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with hook_server() as hooks, blackhole() as silent:
+        dead = dead_url()
+        dead_port = dead.split(":")[2].split("/")[0]
+        cases = {
+            "unreachable": dead.replace("http://", "http://hook-user:canary-pass@") + "?key=canary-key",
+            "timed out": silent.replace("http://", "http://hook-user:canary-pass@") + "?key=canary-key",
+            "broken": hooks.url("/broken?key=canary-key").replace("http://", "http://hook-user:canary-pass@"),
+        }
+        for case, url in cases.items():
+            caplog.clear()
+            async with served(authenticator=HttpHooks(on_play=url, timeout=0.5)) as (engine, http):
+                status, _, body = await http_get(http.port, "/live/cam.flv")
+            assert status == 403 and body == b"play of live/cam refused: authorization service unavailable\n", case
+            logged = [r.getMessage() for r in caplog.records if r.name == "arcly_trio.hooks"]
+            assert len(logged) == 1, logged
+            line = logged[0]
+            assert "(http://127.0.0.1:" in line and "?\u2026; refused)" in line, line
+            assert {"unreachable": "on_play hook failed: ConnectError", "timed out": "on_play hook timed out after 0.5 s",
+                    "broken": "on_play hook answered 500 for play of live/cam"}[case] in line, line
+            assert case != "broken" or "refused): Traceback" in line, line
+            # httpx logs each request with its URL at INFO: serve sets it to WARNING (test_cli)
+            everything = " ".join(r.getMessage() for r in caplog.records if r.name != "httpx") + body.decode()
+            assert "canary" not in everything and "hook-user" not in everything, case
+            assert (case == "broken") == ("hunter2" in everything)  # the hook's own words: the log only
+            assert dead_port not in body.decode() and "ConnectError" not in body.decode()
+        async with served(authenticator=HttpHooks(on_play=hooks.url("/deny"))) as (engine, http):
+            status, _, body = await http_get(http.port, "/live/cam.flv")
+        assert status == 403 and b"on_play hook answered 403: no such key" in body
+
+
+def test_serve_keeps_httpx_from_logging_hook_urls(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """httpx logs ``HTTP Request: POST http://user:password@host/hook?key=...`` at INFO: serve's
+    logging holds it to warnings. Mutant killed: serve logging httpx at the server's level."""
+    import logging
+
+    from arcly_trio.server.cli import configure_logging
+
+    for name in ("httpx", "httpcore"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
+    configure_logging("debug")
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("httpcore").getEffectiveLevel() == logging.WARNING
 
 
 async def test_a_hook_answer_is_read_up_to_a_limit_and_hls_answers_are_cached() -> None:

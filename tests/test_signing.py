@@ -2,10 +2,12 @@
 
 Checked: the NMS hash is the one Node-Media-Server computes (a vector worked out by hand with
 hashlib here, independent of the module); a signature is refused once expired, for another
-stream (replayed across streams), for another app, when malformed, and reported as missing
-when absent (HTTP 401); JWTs by query and by Bearer header, their claims (stream, app, action,
-wildcards, exp); arbitrary strings as signatures only ever raise ``Unauthorized`` (hypothesis);
-``sign_url`` round-trips through the authenticator; composites: any-of, all-of (renames carried
+stream (replayed across streams), for another app, when malformed (Unicode digits included),
+and reported as missing when absent (HTTP 401); a play ``?sign=`` never publishes, a publish
+one is made with its own secret; JWTs by query and by Bearer header, their claims (stream, app,
+action — required —, wildcards, exp); arbitrary strings as signatures only ever raise
+``Unauthorized`` (hypothesis); ``sign_url`` round-trips through the authenticator, for its
+action only; composites: any-of, all-of (renames carried
 to the next member), per action, per application; through the engine, the decision reaches the
 observers and a rename moves the publish.
 """
@@ -28,6 +30,7 @@ from arcly_trio.ops.composite import Swappable, TrustedPeers, ask
 from arcly_trio.testing import CountingObserver
 
 SECRET = "nodemedia2017privatekey"
+PUBLISH_SECRET = "streamers-only-2017"
 NOW = 1_800_000_000
 KEY = StreamKey("live", "cam")
 
@@ -53,20 +56,43 @@ def test_nms_signature_is_node_media_servers_md5_of_path_expiry_and_secret() -> 
 
 def test_nms_signature_accepted_until_it_expires_and_only_for_its_stream() -> None:
     good = nms_sign("live", "cam", NOW + 60, SECRET)
-    auth().check("publish", KEY, signed({"sign": good}))
     auth().check("play", KEY, signed({"sign": good}))
     assert refusal(auth(), "play", StreamKey("live", "other"), signed({"sign": good})).reason.startswith("wrong signature")
     assert refusal(auth(), "play", StreamKey("vod", "cam"), signed({"sign": good})).reason.startswith("wrong signature")
     expired = nms_sign("live", "cam", NOW - 1, SECRET)
-    assert refusal(auth(), "publish", KEY, signed({"sign": expired})).reason == "signature expired"
+    assert refusal(auth(), "play", KEY, signed({"sign": expired})).reason == "signature expired"
     pushed = f"{NOW + 3600}-{good.partition('-')[2]}"  # the expiry is in the hash: it cannot be moved
-    assert refusal(auth(), "publish", KEY, signed({"sign": pushed})).reason.startswith("wrong signature")
+    assert refusal(auth(), "play", KEY, signed({"sign": pushed})).reason.startswith("wrong signature")
     other_secret = nms_sign("live", "cam", NOW + 60, "guess")
-    assert refusal(auth(), "publish", KEY, signed({"sign": other_secret})).reason.startswith("wrong signature")
+    assert refusal(auth(), "play", KEY, signed({"sign": other_secret})).reason.startswith("wrong signature")
+
+
+def test_an_nms_play_signature_never_publishes() -> None:
+    """Issue 18, finding 1: the hash has no action in it, so a viewer's ?sign= published.
+    Mutant killed: the NMS form checked for every action with the one secret."""
+    viewer = nms_sign("live", "cam", NOW + 60, SECRET)
+    found = refusal(auth(), "publish", KEY, signed({"sign": viewer}))
+    assert found.reason.startswith("a ?sign= does not allow publish") and not found.missing
+    # With a publish signing secret, a ?sign= made with it publishes, and only publishes.
+    both = auth(publish_secret=PUBLISH_SECRET)
+    streamer = nms_sign("live", "cam", NOW + 60, PUBLISH_SECRET)
+    both.check("publish", KEY, signed({"sign": streamer}))
+    both.check("play", KEY, signed({"sign": viewer}))
+    assert refusal(both, "publish", KEY, signed({"sign": viewer})).reason.startswith("wrong signature")
+    assert refusal(both, "play", KEY, signed({"sign": streamer})).reason.startswith("wrong signature")
+    assert refusal(both, "publish", StreamKey("live", "x"), signed({"sign": streamer})).reason.startswith("wrong")
+    with pytest.raises(ValueError, match="must differ"):
+        SignedUrlAuthenticator(SECRET, publish_secret=SECRET)
+    with pytest.raises(ValueError, match="must not be empty"):
+        SignedUrlAuthenticator(SECRET, publish_secret="")
 
 
 @pytest.mark.parametrize("sign", ["", "abc", "123-", "-" + "0" * 32, "12x-" + "0" * 32, "1" * 13 + "-" + "0" * 32,
-                                  f"{NOW + 60}-" + "0" * 31, "9" * 5000])
+                                  f"{NOW + 60}-" + "0" * 31, "9" * 5000,
+                                  # Unicode digits: str.isdigit() says yes, int() fails (finding 2)
+                                  "\u00b2-" + "0" * 32, "\u0661\u0662-" + "0" * 32, "\uff11-" + "0" * 32,
+                                  "+1-" + "0" * 32, " 1-" + "0" * 32, "1_0-" + "0" * 32, f"{NOW + 60}-" + "g" * 32,
+                                  f"{NOW + 60}-" + "0" * 32 + "\n"])
 def test_malformed_signatures_are_refused_as_such(sign: str) -> None:
     found = refusal(auth(), "play", KEY, signed({"sign": sign} if sign else {}))
     assert found.reason in ("malformed signature", "no signature")
@@ -92,10 +118,33 @@ def test_jwt_by_query_or_bearer_header_with_its_claims() -> None:
     assert refusal(auth(), "play", KEY, signed({"jwt": expired})).reason == "token expired"
     assert refusal(auth(), "play", KEY, signed({"jwt": make_jwt("wrong", "live", "cam", NOW + 60)})).reason \
         == "wrong token signature"
-    no_exp = pyjwt.encode({"app": "live", "stream": "cam"}, SECRET, algorithm="HS256")
+    no_exp = pyjwt.encode({"app": "live", "stream": "cam", "action": "play"}, SECRET, algorithm="HS256")
     assert refusal(auth(), "play", KEY, signed({"jwt": no_exp})).reason == "malformed token"
     none_alg = pyjwt.encode({"app": "live", "stream": "cam", "exp": NOW + 60}, None, algorithm="none")
     assert refusal(auth(), "play", KEY, signed({"jwt": none_alg})).reason == "malformed token"
+
+
+def test_a_jwt_must_name_its_action_and_a_wildcard_must_be_written() -> None:
+    """Issue 18, finding 1: a JWT without an ``action`` claim allowed everything.
+    Mutant killed: ``claims.get("action", "*")``."""
+    silent = pyjwt.encode({"app": "live", "stream": "cam", "exp": NOW + 60}, SECRET, algorithm="HS256")
+    for action in ("publish", "play"):
+        assert refusal(auth(), action, KEY, signed({"jwt": silent})).reason == "token names no action"
+    assert make_jwt(SECRET, "live", "cam", NOW + 60) == make_jwt(SECRET, "live", "cam", NOW + 60, "play")  # least
+    wildcard = make_jwt(SECRET, "live", "cam", NOW + 60, "*")
+    auth().check("publish", KEY, signed({"jwt": wildcard}))
+    auth().check("play", KEY, signed({"jwt": wildcard}))
+    for odd in (None, 1, {"publish": True}, ["pla"], ""):
+        token = pyjwt.encode({"app": "live", "stream": "cam", "exp": NOW + 60, "action": odd}, SECRET, algorithm="HS256")
+        assert refusal(auth(), "publish", KEY, signed({"jwt": token})).reason == "token does not allow publish"
+
+
+def test_a_viewer_sign_next_to_a_streamer_jwt_still_publishes() -> None:
+    viewer = nms_sign("live", "cam", NOW + 60, SECRET)
+    streamer = make_jwt(SECRET, "live", "cam", NOW + 60, "publish")
+    auth().check("publish", KEY, signed({"sign": viewer, "jwt": streamer}))
+    found = refusal(auth(), "publish", KEY, signed({"sign": viewer, "jwt": make_jwt(SECRET, "live", "cam", NOW + 60)}))
+    assert "does not allow publish" in found.reason and "token does not allow publish" in found.reason
 
 
 @settings(max_examples=300, deadline=None)
@@ -112,13 +161,30 @@ def test_arbitrary_signatures_only_ever_refuse(sign: str, token: str, action: st
 @pytest.mark.parametrize("url", ["rtmp://example.org/live/cam", "http://example.org:8080/live/cam.flv?x=1",
                                  "https://example.org/live/cam/index.m3u8", "/live/cam"])
 @pytest.mark.parametrize("style", ["nms", "jwt"])
-def test_sign_url_makes_urls_the_authenticator_accepts(url: str, style: str) -> None:
+def test_sign_url_makes_urls_the_authenticator_accepts_for_their_action_only(url: str, style: str) -> None:
     made = sign_url(url, SECRET, NOW + 60, style=style)
     query = dict(parse_qsl(urlsplit(made).query))
     assert urlsplit(made).path == urlsplit(url).path
-    auth().check("play", KEY, signed(query))
+    checker = auth(publish_secret=PUBLISH_SECRET)
+    checker.check("play", KEY, signed(query))  # a play URL by default...
+    assert refusal(checker, "publish", KEY, signed(query)).http_status == 403  # ...that never publishes
+    streamer = sign_url(url, SECRET, NOW + 60, style=style, action="publish", publish_secret=PUBLISH_SECRET)
+    streamer_query = dict(parse_qsl(urlsplit(streamer).query))
+    checker.check("publish", KEY, signed(streamer_query))
+    assert refusal(checker, "play", KEY, signed(streamer_query)).http_status == 403
     with pytest.raises(ValueError):
         sign_url("rtmp://example.org/live", SECRET, NOW)
+
+
+def test_sign_url_refuses_what_a_sign_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="publish signing secret"):
+        sign_url("rtmp://h/live/cam", SECRET, NOW, style="nms", action="publish")
+    with pytest.raises(ValueError, match="one action"):
+        sign_url("rtmp://h/live/cam", SECRET, NOW, style="nms", action="*")
+    with pytest.raises(ValueError, match="unknown action"):
+        sign_url("rtmp://h/live/cam", SECRET, NOW, style="jwt", action="delete")
+    both = sign_url("rtmp://h/live/cam", SECRET, NOW + 60, style="jwt", action="*")
+    auth().check("publish", KEY, signed(dict(parse_qsl(urlsplit(both).query))))
 
 
 # --------------------------------------------------------------------------- composites
@@ -143,9 +209,10 @@ class Renamer:
 
 async def test_any_of_takes_the_first_that_allows_and_joins_the_reasons() -> None:
     token = TokenAuthenticator(publish_token="t")
-    either = AnyOf([token, SignedUrlAuthenticator(SECRET)])
+    either = AnyOf([token, SignedUrlAuthenticator(SECRET, publish_secret=PUBLISH_SECRET)])
     assert await ask(either, "publish", KEY, Credentials(token="t")) == KEY
-    assert await ask(either, "publish", KEY, Credentials(query={"sign": nms_sign("live", "cam", 4 * 10**9, SECRET)})) == KEY
+    publish_sign = nms_sign("live", "cam", 4 * 10**9, PUBLISH_SECRET)
+    assert await ask(either, "publish", KEY, Credentials(query={"sign": publish_sign})) == KEY
     with pytest.raises(Unauthorized) as caught:
         await ask(either, "publish", KEY, Credentials())
     assert caught.value.reason == "no token; no signature" and caught.value.missing
@@ -228,3 +295,25 @@ async def test_engine_follows_a_rename_and_tells_the_observers() -> None:
         ("publish", True, StreamKey("studio", "main"), StreamKey("live", "secret-key"))
     assert publish.client_id and publish.peer == ("198.51.100.1", 1)
     assert (play.action, play.allowed, play.reason) == ("play", False, "wrong token")
+
+
+async def test_an_authenticator_answering_nonsense_refuses() -> None:
+    """A broken authenticator that answers neither None, a bool nor a StreamKey (``"deny"``, a
+    truthy string) was taken as allowing. Mutant killed: anything but ``False`` allows."""
+
+    class Nonsense:
+        async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> object:
+            return "deny"
+
+        authorize_play = authorize_publish
+
+    with pytest.raises(TypeError):
+        await ask(Nonsense(), "play", KEY, Credentials())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await ask(AnyOf([Nonsense()]), "play", KEY, Credentials())  # type: ignore[list-item]
+    engine = Engine.builder().application(AppSpec("live")).authenticator(Nonsense()).build()  # type: ignore[arg-type]
+    async with engine:
+        with pytest.raises(Unauthorized, match="authorization failed"):
+            async with engine.publish("live/cam", Credentials(peer=("198.51.100.1", 1))):
+                pass
+    assert engine.authenticator_failures == 1 and engine.auth_throttle.refusals == 1

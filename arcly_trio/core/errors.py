@@ -18,6 +18,7 @@ __all__ = [
     "StreamAlreadyPublishing",
     "PublisherLimitReached",
     "Unauthorized",
+    "AuthorizationBusy",
     "PublishEnded",
     "PublisherReplaced",
     "PublisherKicked",
@@ -116,6 +117,23 @@ class Unauthorized(StreamError):
     def http_status(self) -> int:
         """``401`` when no credential was presented, ``403`` when one was and is refused."""
         return 401 if self.missing else 403
+
+
+class AuthorizationBusy(Unauthorized):
+    """Refused at once: the client's address already has as many authorizations of this
+    ``action`` in flight and waiting as the engine's throttle allows (the authenticator was not
+    asked). HTTP answers ``429`` with ``Retry-After: {retry_after}``; RTMP and the WebSocket
+    frame API refuse as for any :class:`Unauthorized`."""
+
+    retry_after = 1
+    """Seconds a client should wait before it tries again."""
+
+    def __init__(self, app: str, stream: str, action: str) -> None:
+        super().__init__(app, stream, action, "too many authorizations in flight from this address; retry later")
+
+    @property
+    def http_status(self) -> int:
+        return 429
 
 
 class PublishEnded(StreamError):

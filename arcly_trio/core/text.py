@@ -27,3 +27,4 @@ def printable(text: object, limit: int = _LIMIT) -> str:
     else:
         safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return safe + "..." if cut else safe
+

@@ -4,9 +4,11 @@ Every publish and every subscribe in the engine goes through the engine's
 :class:`Authenticator`. An authenticator refuses by raising :class:`~.errors.Unauthorized` (or by
 returning ``False``, which the engine turns into ``Unauthorized``). It may also *rename* the
 stream by returning another :class:`~arcly_trio.core.keys.StreamKey` (an HTTP hook's redirect):
-the publish or play then goes to that key. Any other exception it raises
-propagates to the caller of ``publish``/``subscribe`` unchanged: a broken authenticator refuses
-rather than lets through.
+the publish or play then goes to that key. Any other answer, and any other exception it raises,
+is a refusal too:
+:meth:`~.engine.Engine.authorize` turns it into ``Unauthorized("authorization failed")``
+(counted, delayed, logged once with its detail), so a broken authenticator refuses rather than
+lets through, and never answers a client with an internal error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from ..core.errors import Unauthorized
 from ..core.keys import Credentials, StreamKey
 
-__all__ = ["Authenticator", "AllowAll", "TokenAuthenticator"]
+__all__ = ["Authenticator", "AllowAll", "TokenAuthenticator", "decision"]
 
 
 @runtime_checkable
@@ -33,6 +35,19 @@ class Authenticator(Protocol):
         """Return ``None``/``True`` to allow (a ``StreamKey``: allow, on that key instead);
         raise ``Unauthorized`` or return ``False`` to refuse."""
         ...
+
+
+def decision(result: object, key: StreamKey, action: str) -> StreamKey:
+    """The key an authenticator's answer ``result`` allows ``action`` on: ``key`` for
+    ``None``/``True``, the ``StreamKey`` it names; ``Unauthorized`` for ``False``; ``TypeError``
+    for anything else (a bug: the engine refuses it too, see the module docstring)."""
+    if result is None or result is True:
+        return key
+    if isinstance(result, StreamKey):
+        return result
+    if result is False:
+        raise Unauthorized(key.app, key.name, action)
+    raise TypeError(f"an authenticator answered {type(result).__name__}, not None, a bool or a StreamKey")
 
 
 class AllowAll:

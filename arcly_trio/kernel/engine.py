@@ -16,8 +16,10 @@ and returns only when every task has ended. From the moment the engine starts to
 
 Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
 (``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
-it itself), which throttles addresses whose attempts were refused, tells the observers each
-decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
+it itself), which lets each address have only a few authorizations in flight per action and
+spaces the tries of addresses whose attempts were refused (:mod:`.throttle`), tells the
+observers each decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename
+(redirect).
 
 Sessions: each publish and play gets a client id before it is authorized and is listed in
 :attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one.
@@ -30,8 +32,10 @@ Plugins: stream services, stream sources, observers and the authenticator may ea
 
 Error policy: a protocol worker that raises brings the engine down with that exception (a single
 exception comes out as itself, not wrapped in an exception group). A stream or a subscriber that
-fails is logged and ended; nothing else is disturbed. Errors meant for callers are the
-:mod:`arcly_trio.core.errors` hierarchy.
+fails is logged and ended; nothing else is disturbed. An authenticator that raises anything but
+``Unauthorized`` refuses (``Unauthorized("authorization failed")``, counted, delayed, told to
+the observers, its detail logged once): :meth:`Engine.authorize` never lets another exception
+out. Errors meant for callers are the :mod:`arcly_trio.core.errors` hierarchy.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import functools
 import itertools
 import logging
 import math
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -49,6 +54,7 @@ import trio
 from ..core.errors import (
     AppAlreadyRegistered,
     AppNotFound,
+    AuthorizationBusy,
     EngineClosed,
     PublisherKicked,
     PublisherLimitReached,
@@ -60,7 +66,7 @@ from ..core.keys import Credentials, StreamKey
 from ..core.text import printable
 from .activity import Activity
 from .application import Application
-from .auth import AllowAll, Authenticator
+from .auth import AllowAll, Authenticator, decision
 from .events import AuthDecided, EventFeed, SessionKicked, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
 from .health import CheckResult, HealthRegistry
@@ -77,6 +83,10 @@ from .throttle import AuthThrottle
 __all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService", "StreamSource"]
 
 log = logging.getLogger("arcly_trio.engine")
+
+AUTHORIZATION_FAILED = "authorization failed"
+"""The reason clients are given when the authenticator raised something unexpected."""
+_MAX_FAILURE_KINDS = 64
 
 
 @runtime_checkable
@@ -248,6 +258,10 @@ class Engine:
         self._outer: Any = None
         self.stream_failures = 0
         """Streams that ended because of a bug (an exception in the kernel); should stay 0."""
+        self.authenticator_failures = 0
+        """Authorizations refused because the authenticator raised something other than
+        ``Unauthorized`` (a bug); should stay 0."""
+        self._failure_kinds: set[tuple[str, str]] = set()
         self.worker_info: dict[int, Any] = {}
         """What each protocol worker passed to ``task_status.started`` (its bound port...),
         keyed by the worker's index in registration order."""
@@ -527,32 +541,79 @@ class Engine:
         the key to use: ``key``, or the one the authenticator renamed it to (a redirect).
 
         The one authorization path: ``publish``, ``subscribe`` and ``attach`` call it, and so
-        does every egress that serves a stream without subscribing to it (HLS). A client whose
-        address was refused recently waits first (:attr:`auth_throttle`); every refusal is
-        counted there and logged once per burst. Every decision is told to the observers
+        does every egress that serves a stream without subscribing to it (HLS). Each
+        authorization takes a turn of its address's (:attr:`auth_throttle`): a few at once per
+        address and action, spaced by the delay that address's refusals earned; past the few
+        waiting, it is refused at once with
+        :class:`~arcly_trio.core.errors.AuthorizationBusy` (HTTP ``429``). Every refusal is
+        counted there and logged once per burst, and every decision is told to the observers
         (:class:`~.events.AuthDecided`).
+
+        Any exception an authenticator raises that is not ``Unauthorized`` (a bug, a value it
+        could not parse) is a refusal too, with the generic reason ``authorization failed``:
+        counted, delayed and told like any other (its detail and traceback are logged, escaped,
+        the first time that failure is seen), never passed on to the protocol worker.
         """
         address = credentials.peer[0] if credentials.peer else None
-        await self.auth_throttle.wait(address, action)
-        check = (self._authenticator.authorize_publish if action == "publish"
-                 else self._authenticator.authorize_play)
-        started = trio.current_time()
-        try:
-            result = await check(key, credentials)
-            if result is False:
-                raise Unauthorized(key.app, key.name, action)
-        except Unauthorized as exc:
-            via = f" over {credentials.protocol}" if credentials.protocol else ""
-            self.auth_throttle.refused(address, action,
-                                       f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}")
-            self._decided(action, key, credentials, started, exc.reason or "refused")
-            raise
-        target = result if isinstance(result, StreamKey) else key
-        self.auth_throttle.allowed(address, action)
-        self._decided(action, key, credentials, started, None, target if target != key else None)
+        via = f" over {credentials.protocol}" if credentials.protocol else ""
+        throttle = self.auth_throttle
+        turn = throttle.admit(address, action)
+        if turn is None:
+            raise self._busy(action, key, credentials, address, via)
+        async with turn:
+            if turn.bounced:
+                raise self._busy(action, key, credentials, address, via)
+            check = (self._authenticator.authorize_publish if action == "publish"
+                     else self._authenticator.authorize_play)
+            started = trio.current_time()
+            try:
+                target = decision(await check(key, credentials), key, action)
+            except Unauthorized as exc:
+                throttle.refused(address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}",
+                                 str(key))
+                self._decided(action, key, credentials, started, exc.reason or "refused")
+                raise
+            except Exception as exc:  # a broken authenticator refuses, like any other refusal
+                detail = self._authenticator_failed(exc)
+                refusal = Unauthorized(key.app, key.name, action, AUTHORIZATION_FAILED)
+                throttle.refused(address, action, f"{action} of {key}{via}: {AUTHORIZATION_FAILED} ({detail})",
+                                 str(key))
+                self._decided(action, key, credentials, started, AUTHORIZATION_FAILED)
+                raise refusal from None
+            throttle.allowed(address, action, str(key))
+            self._decided(action, key, credentials, started, None, target if target != key else None)
         if target != key:
             log.info("%s of %s renamed to %s by the authenticator", action, key, target)
         return target
+
+    def _busy(self, action: str, key: StreamKey, credentials: Credentials, address: str | None,
+              via: str) -> AuthorizationBusy:
+        """The refusal of an authorization its address's throttle had no room for (counted and
+        told to the observers)."""
+        busy = AuthorizationBusy(key.app, key.name, action)
+        self.auth_throttle.refused_busy(address, action, f"{action} of {key}{via}: {busy.reason}")
+        self._decided(action, key, credentials, trio.current_time(), busy.reason)
+        return busy
+
+    def _authenticator_failed(self, exc: Exception) -> str:
+        """Log an authenticator's exception (with its traceback, escaped, the first time this
+        kind of failure is seen; at most ``_MAX_FAILURE_KINDS`` kinds remembered); its
+        one-line detail for the refusal's log line."""
+        self.authenticator_failures += 1
+        detail = printable(type(exc).__qualname__)
+        try:  # an exception whose str() raises too must not get out of here
+            detail = printable(f"{type(exc).__name__}: {exc}")
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            kind = (type(exc).__qualname__, where)
+            if kind not in self._failure_kinds and len(self._failure_kinds) < _MAX_FAILURE_KINDS:
+                self._failure_kinds.add(kind)  # past the limit, failures are counted, not traced
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                log.error("the authenticator raised %s (a refusal; this failure is logged once): %s", detail,
+                          printable(trace, 8000))
+        except Exception:
+            log.error("the authenticator raised %s, which cannot even be shown (a refusal)", detail)
+        return detail
 
     def _decided(self, action: str, key: StreamKey, credentials: Credentials, started: float,
                  refused: str | None, renamed: StreamKey | None = None) -> None:

@@ -15,10 +15,28 @@ A record::
      "reason": "wrong token", "app": "live", "stream": "cam", "protocol": "rtmp",
      "address": "203.0.113.7", "port": 50412, "client_id": "kq3Fz0bN8hXcV1aE"}
 
-Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``publish-start``, ``publish-end``
-(``reason``, ``bytes``), ``play-start``, ``play-end`` (``reason``, ``bytes``, ``dropped``),
-``kick`` (``client_id``, ``role``), ``config-reload`` (``ok``, ``file``, ``changes`` or
-``error``).
+Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``auth-refusals`` (a summary, below),
+``publish-start``, ``publish-end`` (``reason``, ``bytes``), ``play-start``, ``play-end``
+(``reason``, ``bytes``, ``dropped``), ``kick`` (``client_id``, ``role``), ``config-reload``
+(``ok``, ``file``, ``changes`` or ``error``).
+
+Refusals are aggregated, as the log does, so that a flood of refused requests cannot roll the
+history out of the files: every allowed decision is a record of its own, but of the refusals
+of one address and action only the first of a burst is; the others are counted, and once per
+``refusal_interval`` seconds (60) while the burst goes on, and when it ends, one summary
+says how many there were::
+
+    {"time": "...", "event": "auth-refusals", "action": "play", "address": "203.0.113.7",
+     "since": "...", "seconds": 60.0, "refused": 14210, "streams": 3,
+     "reasons": {"wrong token": 14208, "no token": 2}}
+
+(at most four reasons, the rest as ``"(other)"``; ``streams`` counts distinct streams up to
+64). At most ``max_bursts`` (128) bursts are followed one by one; refusals from further
+addresses go into one summary per action (``"address": "*"``, with ``addresses``, the number
+of distinct addresses up to 1024) and get no record of their own. A burst writes at most one
+record per interval (its first, or a summary; it ends after an interval without refusals), so
+whatever their rate, refusals add about ``max_bursts + 2`` records per ``refusal_interval`` at
+most (README, Limits and hardening, says how long the default files last under a flood).
 
 Sinks: :class:`JsonLinesFile` (one JSON object per line, rotated by size like logrotate:
 ``FILE.1`` ... ``FILE.{backups}``, written from a worker thread) or any object with
@@ -26,7 +44,8 @@ Sinks: :class:`JsonLinesFile` (one JSON object per line, rotated by size like lo
 
 Error policy: a sink that raises loses that batch; the failure is counted
 (:attr:`AuditPipeline.failed`) and logged at most once a minute; the pipeline goes on. Peer
-text in records is JSON-escaped by the encoder.
+text in records is JSON-escaped by the encoder. Open bursts are summed up when the pipeline
+stops (within its two seconds).
 """
 
 from __future__ import annotations
@@ -141,17 +160,76 @@ def _peer(peer: tuple[str, int] | None) -> dict[str, Any]:
     return {"address": peer[0], "port": peer[1]} if peer else {"address": None, "port": None}
 
 
+_MAX_REASONS = 4
+_MAX_STREAMS = 64
+_MAX_ADDRESSES = 1024
+
+
+class _Burst:
+    """The refusals of one address and action in the current window (or of every address
+    past ``max_bursts``: the overflow)."""
+
+    __slots__ = ("started", "since", "count", "reasons", "streams", "addresses")
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.since = _now()
+        self.count = 0
+        self.reasons: dict[str, int] = {}
+        self.streams: set[str] = set()
+        self.addresses: set[str] = set()
+
+    def add(self, event: AuthDecided, address: str | None) -> None:
+        self.count += 1
+        reason = event.reason or "refused"
+        if reason in self.reasons or len(self.reasons) < _MAX_REASONS:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        else:
+            self.reasons["(other)"] = self.reasons.get("(other)", 0) + 1
+        if len(self.streams) < _MAX_STREAMS:
+            self.streams.add(str(event.key))
+        if address is not None and len(self.addresses) < _MAX_ADDRESSES:
+            self.addresses.add(address)
+
+    def summary(self, action: str, address: str | None, now: float, overflow: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {"event": "auth-refusals", "action": action, "address": "*" if overflow else address,
+                                  "since": self.since, "seconds": round(now - self.started, 1), "refused": self.count,
+                                  "streams": len(self.streams), "reasons": dict(self.reasons)}
+        if overflow:
+            record["addresses"] = len(self.addresses)
+        return record
+
+
 class AuditPipeline(Observer):
-    """Audit records from the engine's events into a sink (see the module docstring)."""
+    """Audit records from the engine's events into a sink (see the module docstring).
+
+    Args:
+        sink: where the records go.
+        capacity: records queued at most (more are dropped and counted).
+        log_interval: a failing sink is logged at most once per this many seconds.
+        refusal_interval: seconds of refusals of one address and action summed up in one
+            record (0: every refusal is a record of its own).
+        max_bursts: addresses and actions whose refusals are summed up one by one; the others
+            share one summary per action.
+    """
 
     name = "audit"
 
-    def __init__(self, sink: AuditSink, *, capacity: int = 10000, log_interval: float = 60.0) -> None:
+    def __init__(self, sink: AuditSink, *, capacity: int = 10000, log_interval: float = 60.0,
+                 refusal_interval: float = 60.0, max_bursts: int = 128) -> None:
+        if refusal_interval < 0 or max_bursts < 0:
+            raise ValueError("refusal_interval and max_bursts must be >= 0")
         self.sink = sink
         self.written = 0
         self.failed = 0
+        self.refusal_interval = refusal_interval
+        self.max_bursts = max_bursts
+        self.aggregated = 0
+        """Refusals counted in a summary instead of written one by one."""
         self._outbox: Outbox[dict[str, Any]] = Outbox(capacity)
         self._failures = LogLimiter(log, log_interval)
+        self._bursts: dict[tuple[str | None, str], _Burst] = {}
+        self._overflow: dict[str, _Burst] = {}
 
     @property
     def dropped(self) -> int:
@@ -165,10 +243,72 @@ class AuditPipeline(Observer):
         self._outbox.put({"time": _now(), **record})
 
     def on_auth_decided(self, event: AuthDecided) -> None:
+        if not event.allowed and self.refusal_interval > 0 and not self._first_of_burst(event):
+            return
         self.record({"event": "auth", "action": event.action, "allowed": event.allowed,
                      "reason": event.reason or None, "app": event.key.app, "stream": event.key.name,
                      "renamed": str(event.renamed) if event.renamed else None, "protocol": event.protocol,
                      **_peer(event.peer), "client_id": event.client_id})
+
+    # ------------------------------------------------------------------ refusal bursts
+
+    def _first_of_burst(self, event: AuthDecided) -> bool:
+        """Whether the refusal ``event`` starts a burst (and gets a record of its own); if not,
+        it is counted in its burst's (or the overflow's) summary."""
+        now = trio.current_time()
+        address = event.peer[0] if event.peer else None
+        key = (address, event.action)
+        burst = self._bursts.get(key)
+        if burst is not None and now - burst.started >= self.refusal_interval:
+            self._end_window(key, burst, now)
+            burst = self._bursts.get(key)
+        if burst is None:
+            if len(self._bursts) < self.max_bursts:
+                self._bursts[key] = _Burst(now)
+                return True
+            burst = self._overflow.get(event.action)
+            if burst is not None and now - burst.started >= self.refusal_interval:
+                self._end_overflow(event.action, burst, now)
+                burst = None
+            if burst is None:
+                burst = self._overflow[event.action] = _Burst(now)
+        burst.add(event, address)
+        self.aggregated += 1
+        return False
+
+    def _end_window(self, key: tuple[str | None, str], burst: _Burst, now: float) -> None:
+        """A burst's window is over: its summary if it counted any, then a new window (or the
+        end of the burst when it counted none)."""
+        if not burst.count:
+            del self._bursts[key]
+            return
+        self.record(burst.summary(key[1], key[0], now, overflow=False))
+        self._bursts[key] = _Burst(now)
+
+    def _end_overflow(self, action: str, burst: _Burst, now: float) -> None:
+        if burst.count:
+            self.record(burst.summary(action, None, now, overflow=True))
+        del self._overflow[action]
+
+    def roll(self, *, final: bool = False) -> None:
+        """Sum up the bursts whose window is over (every open one when ``final``); the
+        pipeline's ``run`` calls this every quarter interval."""
+        now = trio.current_time()
+        for key, burst in list(self._bursts.items()):
+            if final:
+                if burst.count:
+                    self.record(burst.summary(key[1], key[0], now, overflow=False))
+                del self._bursts[key]
+            elif now - burst.started >= self.refusal_interval:
+                self._end_window(key, burst, now)
+        for action, burst in list(self._overflow.items()):
+            if final or now - burst.started >= self.refusal_interval:
+                self._end_overflow(action, burst, now)
+
+    async def _roll_forever(self) -> None:
+        while True:
+            await trio.sleep(self.refusal_interval / 4)
+            self.roll()
 
     def on_publish_started(self, event: StreamPublished) -> None:
         self.record({"event": "publish-start", "app": event.key.app, "stream": event.key.name,
@@ -197,14 +337,19 @@ class AuditPipeline(Observer):
 
     async def run(self, engine: Any = None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write queued records until cancelled, then what is left (the engine starts this)."""
-        task_status.started()
+        """Write queued records until cancelled, then the open bursts' summaries and what is
+        left (the engine starts this)."""
         try:
-            while True:
-                batch = [await self._outbox.get()]
-                await self._write(self._outbox.more(batch, _BATCH))
+            async with trio.open_nursery() as nursery:
+                if self.refusal_interval > 0:
+                    nursery.start_soon(self._roll_forever)
+                task_status.started()
+                while True:
+                    batch = [await self._outbox.get()]
+                    await self._write(self._outbox.more(batch, _BATCH))
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
+                self.roll(final=True)
                 leftover = self._outbox.more([], _BATCH)
                 while leftover:
                     await self._write(leftover)
@@ -223,4 +368,5 @@ class AuditPipeline(Observer):
             self._failures.failed("audit sink failed (%d records lost so far): %s", self.failed, exc)
 
     def health_status(self) -> dict[str, object]:
-        return {"audit": {"written": self.written, "dropped": self.dropped, "failed": self.failed}}
+        return {"audit": {"written": self.written, "dropped": self.dropped, "failed": self.failed,
+                          "aggregated": self.aggregated}}

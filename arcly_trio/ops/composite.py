@@ -24,7 +24,8 @@ Each composite forwards ``run(engine)`` and ``health_status()`` to the members t
 (the engine starts the authenticator like a plugin), so an HTTP hook inside a composite still
 gets its client and its health check.
 
-Error policy: a member's ``Unauthorized`` is the refusal; any other exception propagates (a
+Error policy: a member's ``Unauthorized`` is the refusal; any other exception propagates to
+:meth:`~arcly_trio.kernel.engine.Engine.authorize`, which refuses with a generic reason (a
 broken authenticator refuses rather than lets through).
 """
 
@@ -37,7 +38,7 @@ import trio
 
 from ..core.errors import Unauthorized
 from ..core.keys import Credentials, StreamKey
-from ..kernel.auth import Authenticator
+from ..kernel.auth import Authenticator, decision
 
 __all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "TrustedPeers", "ask"]
 
@@ -45,10 +46,7 @@ __all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "TrustedPeers",
 async def ask(authenticator: Authenticator, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
     """Ask one authenticator about ``action``: the key to go on with, or ``Unauthorized``."""
     check = authenticator.authorize_publish if action == "publish" else authenticator.authorize_play
-    result = await check(key, credentials)
-    if result is False:
-        raise Unauthorized(key.app, key.name, action)
-    return result if isinstance(result, StreamKey) else key
+    return decision(await check(key, credentials), key, action)
 
 
 class _Composite:

@@ -12,15 +12,20 @@ document::
 
 A ``2xx`` answer allows; a ``3xx`` answer with a ``Location`` renames the stream, as nginx-rtmp's
 redirect does (``Location: newname`` keeps the application, ``/app/name`` or a URL whose path is
-``/app/name`` names both; the publish or play then goes there); anything else refuses, with the
-status and the start of the body (escaped) as the reason. The body of the answer is read up to
-``max_body`` bytes and otherwise ignored.
+``/app/name`` names both; the publish or play then goes there); a ``4xx`` (or a ``3xx`` without
+``Location``) refuses, with the status and the start of the body (escaped) as the reason (the
+hook's words for the client); a ``5xx`` refuses as a failure does (below). The body of the
+answer is read up to ``max_body`` bytes and otherwise ignored.
 
 Each call runs in its own cancel scope of ``timeout`` seconds, in the asking client's own task,
 so a slow or dead hook delays only the clients waiting for it; on a timeout or a connection
-error the client is refused, unless ``fail_open`` (then allowed, with a warning). Plays over
-HLS and DASH are requests, a player makes several a second: an allowed answer for those is kept
-``cache_seconds`` for the same stream, address and query (at most ``cache_size`` answers).
+error the client is refused, unless ``fail_open`` (then allowed, with a warning). For these and
+a ``5xx`` answer the client is told only ``authorization service unavailable`` (for a redirect
+to an invalid name: ``authorization service gave an invalid answer``); the log says what went
+wrong, with the hook's URL stripped of its user, password and query, at most once per
+``log_interval`` seconds. Plays over HLS and DASH are requests, a player makes several a
+second: an allowed answer for those is kept ``cache_seconds`` for the same stream, address and
+query (at most ``cache_size`` answers).
 
 :class:`EventHook` is an observer that POSTs fire-and-forget notifications to ``on_event``::
 
@@ -36,11 +41,12 @@ started by the engine), add a ``hook-reachable:...`` health check (a TCP connect
 host, not critical), and report every call to the observers as a :class:`HookCalled` service
 event (its latency: the metrics' hook histogram).
 
-Error policy: a hook that fails refuses (or allows with ``fail_open``), never raises anything
-but ``Unauthorized``; its answers are peer text, escaped in logs and reasons. Bad URLs given to
-the constructors raise ``ValueError``. A hook URL's secrets (user name, password, query values)
-never leave this module: health checks are named after its host and port, log lines show it
-redacted and error texts have its secrets scrubbed (:mod:`arcly_trio.core.redact`).
+Error policy: a hook that fails refuses (or allows with ``fail_open``) with a generic reason,
+never raises anything but ``Unauthorized``; its answers are peer text, escaped in logs and
+reasons. Bad URLs given to the constructors raise ``ValueError``. A hook URL's secrets (user
+name, password, query values) never leave this module: health checks are named after its host
+and port, log lines show it redacted and error texts have its secrets scrubbed
+(:mod:`arcly_trio.core.redact`).
 """
 
 from __future__ import annotations
@@ -73,9 +79,15 @@ from ..kernel.health import CheckResult
 from ..kernel.observe import Observer
 from ._outbox import LogLimiter, Outbox
 
-__all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect"]
+__all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect", "HOOK_UNAVAILABLE",
+           "HOOK_INVALID"]
 
 log = logging.getLogger("arcly_trio.hooks")
+
+HOOK_UNAVAILABLE = "authorization service unavailable"
+"""The reason a client is given when a hook times out or cannot be reached (the log has why)."""
+HOOK_INVALID = "authorization service gave an invalid answer"
+"""The reason a client is given when a hook's redirect names no valid stream (the log has it)."""
 
 _CACHED_PROTOCOLS = frozenset({"hls", "dash"})
 
@@ -215,11 +227,13 @@ class HttpHooks(_HookBase):
         cache_size: how many such answers are remembered at most.
         max_body: the most bytes of an answer read.
         node: this server's name, sent as ``node``.
+        log_interval: a failing hook is logged at most once per this many seconds (with a count
+            of the failures in between).
     """
 
     def __init__(self, on_publish: str | None = None, on_play: str | None = None, *, timeout: float = 3.0,
                  fail_open: bool = False, cache_seconds: float = 30.0, cache_size: int = 10000,
-                 max_body: int = 65536, node: str = "") -> None:
+                 max_body: int = 65536, node: str = "", log_interval: float = 10.0) -> None:
         super().__init__()
         if timeout <= 0:
             raise ValueError("the hook timeout must be > 0")
@@ -233,6 +247,7 @@ class HttpHooks(_HookBase):
         self.node = node
         self.calls = 0
         self.failures = 0
+        self._failures = LogLimiter(log, log_interval)
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, StreamKey]] = OrderedDict()
 
     async def run(self, engine: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -278,10 +293,12 @@ class HttpHooks(_HookBase):
             outcome = "failed" if failure else "timeout"
             failure = failure or f"timed out after {self.timeout:g} s"
             self._tell(key, hook, outcome, 0, seconds, failure)
+            verdict = "allowed: fail-open" if self.fail_open else "refused"
+            self._failures.failed("%s hook %s for %s of %s (%s; %s)", hook, printable(failure), action, key,
+                                  printable(redact_url(url)), verdict)
             if self.fail_open:
-                log.warning("%s hook %s for %s of %s (allowed: fail-open)", hook, printable(failure), action, key)
                 return key
-            raise Unauthorized(key.app, key.name, action, f"{hook} hook {printable(failure)}")
+            raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         status, location, body = answer
         if 200 <= status < 300:
             self._tell(key, hook, "allowed", status, seconds)
@@ -292,13 +309,18 @@ class HttpHooks(_HookBase):
                 target = parse_redirect(location, key)
             except InvalidStreamName:
                 self._tell(key, hook, "refused", status, seconds, "bad redirect")
-                raise Unauthorized(key.app, key.name, action,
-                                   f"{hook} hook redirected to an invalid name {printable(location, 80)!r}") from None
+                self._failures.failed("%s hook redirected %s of %s to an invalid name %r (%s; refused)", hook,
+                                      action, key, printable(location, 80), printable(redact_url(url)))
+                raise Unauthorized(key.app, key.name, action, HOOK_INVALID) from None
             self._tell(key, hook, "renamed", status, seconds, str(target))
             self._remember(cache_key, target)
             return target
         self._tell(key, hook, "refused", status, seconds)
         said = printable(body.decode("utf-8", "replace").strip(), 120)
+        if status >= 500 or status < 200:  # the service broke: its words are not for the client
+            self._failures.failed("%s hook answered %d for %s of %s (%s; refused)%s", hook, status, action, key,
+                                  printable(redact_url(url)), f": {said}" if said else "")
+            raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         raise Unauthorized(key.app, key.name, action, f"{hook} hook answered {status}" + (f": {said}" if said else ""))
 
     def _cache_key(self, action: str, key: StreamKey, credentials: Credentials) -> tuple[Any, ...] | None:

@@ -74,7 +74,8 @@ log = logging.getLogger("arcly_trio.server")
 RELOADABLE = frozenset({
     "apps", "app_tables", "gop_cache", "lag_budget", "subscriber_queue", "takeover", "reconnect_grace",
     "hls", "hls_variant", "record_apps", "publish_token", "publish_token_file", "play_token", "play_token_file",
-    "sign_secret", "sign_secret_file", "sign_actions", "on_publish", "on_play", "hook_timeout", "hook_fail_open",
+    "sign_secret", "sign_secret_file", "publish_sign_secret", "publish_sign_secret_file", "sign_actions",
+    "on_publish", "on_play", "hook_timeout", "hook_fail_open",
     "on_event", "api_token", "api_token_file", "metrics_per_stream", "idle_timeout", "max_publishers",
     "auth_max_delay", "log_level",
 })
@@ -124,7 +125,8 @@ def read_secret(value: str | None, path: str | None, env: str) -> str | None:
 def _secrets(args: argparse.Namespace) -> None:
     """Fill in every secret from its file or environment variable."""
     for name, env in (("publish_token", "ARCLY_PUBLISH_TOKEN"), ("play_token", "ARCLY_PLAY_TOKEN"),
-                      ("sign_secret", "ARCLY_SIGN_SECRET"), ("api_token", "ARCLY_API_TOKEN")):
+                      ("sign_secret", "ARCLY_SIGN_SECRET"), ("publish_sign_secret", "ARCLY_PUBLISH_SIGN_SECRET"),
+                      ("api_token", "ARCLY_API_TOKEN")):
         setattr(args, name, read_secret(getattr(args, name), getattr(args, f"{name}_file"), env))
 
 
@@ -176,8 +178,8 @@ def app_specs(args: argparse.Namespace) -> dict[str, AppSpec]:
 
 
 def _auth_settings(args: argparse.Namespace, table: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    settings = {name: getattr(args, name) for name in ("publish_token", "play_token", "sign_secret", "on_publish",
-                                                       "on_play")}
+    settings = {name: getattr(args, name) for name in ("publish_token", "play_token", "sign_secret",
+                                                       "publish_sign_secret", "on_publish", "on_play")}
     for key, value in (table or {}).items():
         from .config import APP_KEYS  # noqa: PLC0415
 
@@ -187,8 +189,24 @@ def _auth_settings(args: argparse.Namespace, table: Mapping[str, Any] | None = N
     return settings
 
 
+def check_credentials(settings: Mapping[str, Any]) -> None:
+    """``ValueError`` when a viewer's credential would also publish: equal publish and play
+    tokens, a publish signing secret equal to the signing secret (or without one)."""
+    if settings.get("publish_token") and settings.get("publish_token") == settings.get("play_token"):
+        raise ValueError("the publish token and the play token must differ (every viewer could publish)")
+    publish_secret = settings.get("publish_sign_secret")
+    if publish_secret and not settings.get("sign_secret"):
+        raise ValueError("--publish-sign-secret needs --sign-secret")
+    if publish_secret and publish_secret == settings.get("sign_secret"):
+        raise ValueError("--publish-sign-secret must differ from --sign-secret "
+                         "(every viewer's ?sign= would publish)")
+
+
 def authenticator_for(settings: Mapping[str, Any], args: argparse.Namespace) -> Authenticator:
-    """Tokens or signatures (either does, per action), then the HTTP hooks (see the README)."""
+    """Tokens or signatures (either does, per action), then the HTTP hooks (see the README).
+    Each credential allows its own action only: a play token or a play signature never
+    publishes (``ValueError`` from :func:`check_credentials` when settings would let one)."""
+    check_credentials(settings)
     members: list[Authenticator] = []
     sign_actions = {action.strip() for action in args.sign_actions.split(",") if action.strip()}
     for action in ("publish", "play"):
@@ -197,7 +215,8 @@ def authenticator_for(settings: Mapping[str, Any], args: argparse.Namespace) -> 
         if token:
             accepted.append(TokenAuthenticator(**{f"{action}_token": token}))
         if settings["sign_secret"] and action in sign_actions:
-            accepted.append(SignedUrlAuthenticator(settings["sign_secret"], actions={action}))
+            accepted.append(SignedUrlAuthenticator(settings["sign_secret"], actions={action},
+                                                   publish_secret=settings.get("publish_sign_secret") or None))
         if accepted:
             members.append(ForActions(accepted[0] if len(accepted) == 1 else AnyOf(accepted), {action}))
     if settings["on_publish"] or settings["on_play"]:
@@ -216,9 +235,14 @@ def build_authenticator(args: argparse.Namespace) -> Authenticator:
         raise ValueError(f"--sign-actions takes publish and/or play, not {', '.join(sorted(bad))}")
     default = authenticator_for(_auth_settings(args), args)
     tables: Mapping[str, Mapping[str, Any]] = getattr(args, "app_tables", {}) or {}
-    per_app = {name: authenticator_for(_auth_settings(args, table), args)
-               for name, table in tables.items() if any(k in table for k in ("publish-token", "play-token",
-                                                                             "sign-secret", "on-publish", "on-play"))}
+    per_app = {}
+    for name, table in tables.items():
+        if any(k in table for k in ("publish-token", "play-token", "sign-secret", "publish-sign-secret", "on-publish",
+                                    "on-play")):
+            try:
+                per_app[name] = authenticator_for(_auth_settings(args, table), args)
+            except ValueError as exc:
+                raise ValueError(f"[apps.{name}]: {exc}") from None
     chosen = ByApp(default, per_app) if per_app else default
     # The workers relay to each other over private Unix sockets (0600, in a 0700 directory): the
     # player behind a relay was authorized by the worker it came to.
@@ -294,7 +318,7 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         .max_publishers(args.max_publishers)
         .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
         .authenticator(auth)
-        .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay))
+        .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay, exempt={LOCAL_PEER[0]} if worker_dir else ()))
         .max_pulls(args.max_pulls)
         .session_prefix(f"w{index}-" if worker_dir else "")
         .protocol(rtmp)
@@ -381,8 +405,8 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
         elif current[name].spec != spec:
             engine.update_application(spec)
             changes.append(f"application {name}: new settings for its new streams")
-    auth_keys = ("publish_token", "play_token", "sign_secret", "sign_actions", "on_publish", "on_play",
-                 "hook_timeout", "hook_fail_open", "app_tables")
+    auth_keys = ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "sign_actions", "on_publish",
+                 "on_play", "hook_timeout", "hook_fail_open", "app_tables")
     if any(getattr(old, name, None) != getattr(args, name, None) for name in auth_keys) and runtime.auth is not None:
         await runtime.auth.swap(authenticator)
         changes.append("authorization (tokens, signed URLs, hooks) rebuilt")

@@ -9,8 +9,10 @@ drain, and the process exits within the shutdown grace. SIGHUP reloads the confi
 (:func:`~.build.reload_runtime`); a file that does not load is logged and the running
 configuration kept.
 
-``sign`` prints a URL signed with the server's secret (Node-Media-Server's ``?sign=``, or a JWT
-with ``--jwt``) for operators to hand out.
+``sign`` prints a URL signed with the server's secret for operators to hand out, valid for one
+action: a viewer's (``--action play``, the default: Node-Media-Server's ``?sign=``, or a JWT with
+``--jwt``) or a streamer's (``--action publish``: a JWT naming publish, or a ``?sign=`` made with
+the publish signing secret).
 
 Error policy: bad options exit with code 2 (argparse); a bad configuration file, secret file or
 TLS file with code 1 and a message; a port that cannot be bound with code 1.
@@ -95,12 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="players must present ?token=SECRET (or --play-token-file, ARCLY_PLAY_TOKEN)")
     auth.add_argument("--play-token-file", metavar="PATH", help="read the play token from the first line of PATH")
     auth.add_argument("--sign-secret", metavar="SECRET",
-                      help="accept signed URLs: Node-Media-Server's ?sign=EXPIRY-MD5 and HS256 JWTs (?jwt=, "
-                           "Authorization: Bearer); they replace the token for the actions of --sign-actions "
+                      help="accept signed URLs: Node-Media-Server's ?sign=EXPIRY-MD5 made with this secret (for play "
+                           "only) and HS256 JWTs (?jwt=, Authorization: Bearer) for the actions their 'action' claim "
+                           "names; for the actions of --sign-actions, either a signature or the action's token will do "
                            "(or --sign-secret-file, ARCLY_SIGN_SECRET)")
     auth.add_argument("--sign-secret-file", metavar="PATH", help="read the signing secret from the first line of PATH")
+    auth.add_argument("--publish-sign-secret", metavar="SECRET",
+                      help="a second secret (different from --sign-secret): a ?sign= made with it allows publishing "
+                           "(without it only a JWT naming publish does) (or --publish-sign-secret-file, "
+                           "ARCLY_PUBLISH_SIGN_SECRET)")
+    auth.add_argument("--publish-sign-secret-file", metavar="PATH",
+                      help="read the publish signing secret from the first line of PATH")
     auth.add_argument("--sign-actions", default="publish,play", metavar="ACTIONS",
-                      help="the actions that need a signed URL (or their token): publish, play or both (default both)")
+                      help="the actions that need a signed URL (or their token): publish, play or both (default "
+                           "both); a signature is only ever valid for the action it names")
     auth.add_argument("--on-publish", metavar="URL",
                       help="POST every publish to this HTTP hook first: 2xx allows, 3xx+Location renames, else refused")
     auth.add_argument("--on-play", metavar="URL", help="POST every play (every protocol) to this HTTP hook first")
@@ -174,16 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
     serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                          help="how much to log (default info)")
-    sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret)")
+    sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret): a viewer's by default")
     sign_p.add_argument("url", help="the URL to sign: rtmp://HOST/APP/STREAM, http://HOST/APP/STREAM.flv...")
     sign_p.add_argument("--secret", metavar="SECRET", help="the signing secret (or --secret-file, ARCLY_SIGN_SECRET)")
     sign_p.add_argument("--secret-file", metavar="PATH", help="read the signing secret from the first line of PATH")
+    sign_p.add_argument("--publish-sign-secret", metavar="SECRET",
+                        help="with --action publish: make a ?sign= with this secret (the server's "
+                             "--publish-sign-secret) instead of a JWT (or --publish-sign-secret-file, "
+                             "ARCLY_PUBLISH_SIGN_SECRET)")
+    sign_p.add_argument("--publish-sign-secret-file", metavar="PATH",
+                        help="read the publish signing secret from the first line of PATH")
     sign_p.add_argument("--expires", type=float, default=3600.0, metavar="SECONDS",
                         help="valid for this long from now (default 3600)")
     sign_p.add_argument("--expiry", type=int, metavar="UNIX", help="valid until this unix time (overrides --expires)")
     sign_p.add_argument("--jwt", action="store_true", help="sign with an HS256 JWT (?jwt=) instead of ?sign=")
-    sign_p.add_argument("--action", choices=["publish", "play", "*"], default="*",
-                        help="what the JWT allows (default both; ?sign= always allows both)")
+    sign_p.add_argument("--action", choices=["play", "publish", "*"], default="play",
+                        help="what the URL allows (default play: a viewer's URL, which never publishes); publish "
+                             "makes a JWT, or a ?sign= with --publish-sign-secret; * (both) only as a JWT")
     return parser
 
 
@@ -296,19 +313,40 @@ async def _until_orphaned(parent: int, stop: trio.Event) -> None:
 
 
 def sign_command(args: argparse.Namespace) -> int:
-    """``arcly-trio sign URL``: print the signed URL."""
+    """``arcly-trio sign URL``: print the signed URL, valid for ``--action`` only (default play).
+
+    A play URL is Node-Media-Server's ``?sign=`` (or a JWT with ``--jwt``); a publish URL is a
+    ``?sign=`` made with the publish signing secret when one is given, else a JWT naming
+    ``publish``; both actions (``*``) only a JWT."""
     secret = read_secret(args.secret, args.secret_file, "ARCLY_SIGN_SECRET")
-    if not secret:
+    publish_secret = read_secret(args.publish_sign_secret, args.publish_sign_secret_file, "ARCLY_PUBLISH_SIGN_SECRET")
+    nms = not args.jwt and (args.action == "play" or (args.action == "publish" and publish_secret is not None))
+    needed = publish_secret if nms and args.action == "publish" else secret
+    if not needed:
         print("arcly-trio sign: give the secret (--secret, --secret-file or ARCLY_SIGN_SECRET)", file=sys.stderr)
         return 2
     expiry = args.expiry if args.expiry is not None else int(time.time() + args.expires)
     url = args.url if "://" in args.url or args.url.startswith("/") else f"/{args.url}"
     try:
-        print(sign_url(url, secret, expiry, style="jwt" if args.jwt else "nms", action=args.action))
+        print(sign_url(url, secret, expiry, style="nms" if nms else "jwt", action=args.action,
+                       publish_secret=publish_secret))
     except ValueError as exc:
         print(f"arcly-trio sign: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def configure_logging(level: str, prefix: str = "") -> None:
+    """Log to stderr at ``level`` (``prefix`` names the worker). httpx (the HTTP hooks' client)
+    logs every request with its whole URL at INFO, a hook's password and query included: it is
+    held to warnings (the hooks log their own calls, redacted)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,15 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"arcly-trio: {exc}", file=sys.stderr)
         return 1
-    worker = f"w{args.worker_index} " if args.worker_dir else ""
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format=f"%(asctime)s {worker}%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request's whole URL at INFO: a hook URL's password and query (keys) with
-    # it. The hooks log their own outcomes, with the URL redacted.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(args.log_level, f"w{args.worker_index} " if args.worker_dir else "")
     try:
         count = worker_count(args.workers)
     except ValueError:

@@ -84,6 +84,8 @@ APP_KEYS: Mapping[str, AppKey] = {
     "publish-token": AppKey("str", "auth:publish_token", "publishers of this application need ?token="),
     "play-token": AppKey("str", "auth:play_token", "players of this application need ?token="),
     "sign-secret": AppKey("str", "auth:sign_secret", "signed URLs of this application use this secret"),
+    "publish-sign-secret": AppKey("str", "auth:publish_sign_secret",
+                                  "a ?sign= of this application made with this secret publishes"),
     "on-publish": AppKey("str", "auth:on_publish", "the publish hook of this application"),
     "on-play": AppKey("str", "auth:on_play", "the play hook of this application"),
 }

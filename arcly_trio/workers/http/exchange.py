@@ -28,7 +28,15 @@ import h11
 import trio
 import trio_websocket
 
-from ...core.errors import AppNotFound, EngineClosed, InvalidStreamName, StreamError, StreamNotFound, Unauthorized
+from ...core.errors import (
+    AppNotFound,
+    AuthorizationBusy,
+    EngineClosed,
+    InvalidStreamName,
+    StreamError,
+    StreamNotFound,
+    Unauthorized,
+)
 from ...core.excgroups import unwrap_single
 from ...protocols.http.router import BadRequest, HttpRequest
 from ...protocols.http.websocket import handshake_problem, rebuild_request_head
@@ -117,6 +125,10 @@ class Exchange:
             self.keep_alive = False
         if status == 401:  # RFC 9110: a 401 says how to authenticate
             headers = [("www-authenticate", 'Bearer realm="arcly-trio"'), *headers]
+        elif status == 429:  # RFC 6585: a 429 may say when to come back
+            headers = list(headers)
+            if not any(name.lower() == "retry-after" for name, _ in headers):
+                headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
         self.responded = True
         h = self._h11

@@ -30,9 +30,9 @@ API token (see :mod:`.access`): with ``api_token`` set, *protected* and *admin* 
 ``/api/sessions`` and its kicks) need it, as ``Authorization: Bearer TOKEN`` or
 ``?api_token=TOKEN``: ``401`` (with ``WWW-Authenticate``) without it, ``403`` with a wrong one;
 compared in constant time; refusals slow the address down like refused plays (the engine's
-``auth_throttle``, action ``api``). Without a token, admin routes answer only requests from this
-machine (loopback, with a local ``Host`` and no proxy header) and refuse others with ``403`` and
-how to set ``--api-token``. Requests on the Unix socket (the other workers of ``--workers``, in a
+``auth_throttle``, action ``api``: a few checks in flight per address, ``429`` past them).
+Without a token, admin routes answer only requests from this machine (loopback, with a local
+``Host`` and no proxy header) and refuse others with ``403`` and how to set ``--api-token``. Requests on the Unix socket (the other workers of ``--workers``, in a
 private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
@@ -414,13 +414,23 @@ class _Connection:
             route, params = found
             if (route.protected or route.admin) and self.server.api_token is not None:
                 throttle = self.engine.auth_throttle
-                await throttle.wait(self.peer[0], "api")
-                refusal = self.server.api_refusal(request)
+                turn = throttle.admit(self.peer[0], "api")
+                refusal: tuple[int, str] | None = None
+                if turn is not None:
+                    async with turn:
+                        if not turn.bounced:
+                            refusal = self.server.api_refusal(request)
+                            if refusal is not None:
+                                throttle.refused(self.peer[0], "api",
+                                                 f"{request.method} {printable(path)}: {refusal[1]}")
+                            else:
+                                throttle.allowed(self.peer[0], "api")
+                if turn is None or turn.bounced:
+                    throttle.refused_busy(self.peer[0], "api", f"{request.method} {printable(path)}: too many at once")
+                    refusal = (429, "too many API requests in flight from this address; retry later")
                 if refusal is not None:
-                    throttle.refused(self.peer[0], "api", f"{request.method} {printable(path)}: {refusal[1]}")
                     await exchange.error(*refusal)
                     return exchange.keep_alive
-                throttle.allowed(self.peer[0], "api")
             elif route.admin:
                 refusal = admin_refusal(request, self.server.api_token)
                 if refusal is not None:
