@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio import Credentials, StreamKey, Unauthorized
+from arcly_trio.core.errors import StreamError
 from arcly_trio.server.build import app_specs, build_runtime, reload_runtime
 from arcly_trio.server.cli import build_parser, reload, resolve_args
 from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, load, option_keys
@@ -173,3 +174,44 @@ def test_a_wrong_secret_is_not_quoted_back(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text), keys())
     assert "918273645" not in str(caught.value) and "expected" in str(caught.value)
+
+
+async def test_a_reload_swaps_the_authorization_before_it_starts_new_applications(tmp_path: Path) -> None:
+    """An intruder publishes to ``new/x`` without a token, as often as it can, while a reload
+    adds the application ``new`` and a publish token: it must never get in. (Adding an
+    application yields to the other tasks; with the authenticator swapped after the new
+    applications started, the intruder published under the old, open authorization.)
+    Mutant killed: the authenticator swapped after the applications were added."""
+    path = tmp_path / "arcly.toml"
+    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live"]\n')
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    engine = runtime.engine
+    published: list[str] = []
+    done = trio.Event()
+
+    async def intruder() -> None:
+        while not done.is_set():
+            try:
+                async with engine.publish("new/x"):
+                    published.append("new/x")
+            except StreamError:
+                pass
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            nursery.start_soon(intruder)
+            path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
+                            'publish-token = "n"\n')
+            assert await reload(runtime, argv)
+            for _ in range(10):
+                await trio.lowlevel.checkpoint()
+            done.set()
+            assert engine.application("new") is not None
+            with pytest.raises(Unauthorized):
+                async with engine.publish("new/x"):
+                    pass
+            nursery.cancel_scope.cancel()
+    assert published == []

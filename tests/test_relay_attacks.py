@@ -3,6 +3,10 @@
 * A flood of plays of made-up names on an edge whose upstream never answers: at most
   ``max_pulls`` upstream connections at once, the rest refused at once, all of them gone after
   the pull timeout, and a healthy player of a real stream keeps playing throughout.
+* Plays of made-up names (issue 18, finding 14): 2000 of them open no more upstream plays than
+  there are names (a name the upstream lacks is refused at once for a while; one address has
+  at most a few pulls starting), and pulls of nothing held by nginx-rtmp (which accepts a play
+  of a stream it does not have, then sends nothing) do not lock a real upstream stream out.
 * An upstream that announces a 100 MiB message: the pull fails at the header (nothing of that
   size is buffered) and the viewer is told the stream was not found.
 * The supervisor's directory socket: malformed requests get an error answer; a line over
@@ -23,15 +27,18 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcly_trio import AppSpec, Engine, StreamKey
+from arcly_trio import AppSpec, Credentials, Engine, StreamKey
 from arcly_trio.clients import open_rtmp_player
 from arcly_trio.cluster import DirectoryServer, LocalDirectory, MemoryDirectory, NodeInfo
-from arcly_trio.core.errors import RemoteProtocolError, RemoteRefused
+from arcly_trio.clients import open_rtmp_publisher
+from arcly_trio.core.errors import RemoteProtocolError, RemoteRefused, StreamNotFound
+from arcly_trio.core.frame import Frame
 from arcly_trio.protocols.rtmp import RtmpClient, parse_rtmp_url
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.handshake import ServerHandshake
 from arcly_trio.relay import PullSource
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._peers import nginx_rtmp
 from tests._rtmp import count_media
 from tests.test_relay import feed
 
@@ -97,6 +104,118 @@ async def test_a_flood_of_made_up_names_opens_a_bounded_number_of_pulls(demo_fra
                 assert not engine.sourcing.active
             nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
+
+
+class CountingPlays:
+    """An upstream's authenticator that lets everyone in and counts the plays it was asked."""
+
+    def __init__(self) -> None:
+        self.plays = 0
+
+    async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> bool:
+        return True
+
+    async def authorize_play(self, key: StreamKey, credentials: Credentials) -> bool:
+        self.plays += 1
+        return True
+
+
+async def test_plays_of_made_up_names_open_at_most_one_upstream_play_per_name() -> None:
+    """2000 plays of 50 made-up names from one address, in waves of 100 at once, against an
+    in-process upstream that answers "not found" at once: at most 50 upstream plays (it was
+    about one per name and wave, a thousand), and never more than 4 pulls starting for the
+    address. Mutants killed: no negative cache; no per-address bound on pulls starting."""
+    counting = CountingPlays()
+    upstream_rtmp = RtmpServer(HOST, 0, max_pending_per_address=None)
+    upstream = Engine.builder().application(AppSpec("live")).protocol(upstream_rtmp).authenticator(counting).build()
+    async with upstream:
+        pull = PullSource({None: f"rtmp://{HOST}:{upstream_rtmp.port}/{{app}}/{{stream}}"}, timeout=5)
+        edge = Engine.builder().application(AppSpec("live")).source(pull).build()
+        async with edge:
+            refused = [0]
+            starting = [0]
+
+            async def play(index: int) -> None:
+                try:
+                    async with edge.subscribe(f"live/ghost{index % 50}", Credentials(peer=("127.0.0.9", 40000 + index))):
+                        raise AssertionError("a made-up name played")
+                except StreamNotFound:
+                    refused[0] += 1
+
+            async def watch_starting() -> None:  # at every scheduling round
+                while True:
+                    starting[0] = max(starting[0], len(edge.sourcing.active))
+                    await trio.lowlevel.checkpoint()
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as watcher:
+                    watcher.start_soon(watch_starting)
+                    for wave in range(20):
+                        async with trio.open_nursery() as nursery:
+                            for index in range(wave * 100, wave * 100 + 100):
+                                nursery.start_soon(play, index)
+                    watcher.cancel_scope.cancel()
+        assert refused[0] == 2000
+        assert counting.plays <= 50, counting.plays
+        assert starting[0] <= edge.sourcing.max_pending_per_address
+        assert edge.sourcing.missing_total > 1000
+
+
+async def publish_looped(url: str, frames: list[Frame], *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+    """Publish ``frames`` to ``url`` at their pace, looped, until cancelled."""
+    async with open_rtmp_publisher(url) as publisher:
+        await publisher.send_frames([f for f in frames if f.config])
+        task_status.started()
+        loop = 0
+        while True:
+            for frame in frames:
+                if not frame.config:
+                    await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
+                    await trio.sleep(0.005)
+            loop += 1
+
+
+async def test_pulls_of_nothing_held_by_nginx_do_not_lock_a_real_upstream_stream_out(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """128 plays of streams nginx-rtmp does not have, from 128 addresses, fill every pull slot
+    (``max_pulls`` 128: nginx-rtmp's fixture takes 256 connections) and nginx holds each of them
+    without a word; a play of a stream nginx has, from another address a second later, plays
+    at once instead of being refused until the pulls of nothing time out. The same from the
+    address that holds pulls of nothing. Mutant killed: pulls that never started keep their
+    slots until their timeout."""
+    junk = 128
+    with trio.fail_after(60):
+        async with nginx_rtmp() as nginx_port, trio.open_nursery() as nursery:
+            await nursery.start(publish_looped, f"rtmp://{HOST}:{nginx_port}/live/real", demo_frames)
+            await nursery.start(publish_looped, f"rtmp://{HOST}:{nginx_port}/live/real2", demo_frames)
+            pull = PullSource({None: f"rtmp://{HOST}:{nginx_port}/{{app}}/{{stream}}"}, timeout=8)
+            engine = Engine.builder().application(AppSpec("live")).source(pull).max_pulls(junk).build()
+            async with engine, trio.open_nursery() as attackers:
+
+                async def nothing(index: int, address: str) -> None:
+                    try:
+                        async with engine.subscribe(f"live/nothing{index}", Credentials(peer=(address, 5000))):
+                            raise AssertionError("a stream nginx lacks played")
+                    except StreamNotFound:
+                        pass
+
+                for index in range(junk):
+                    attackers.start_soon(nothing, index, f"127.0.1.{index + 1}")
+                while len(engine.sourcing.active) < junk:
+                    await trio.sleep(0.01)
+                await trio.sleep(engine.sourcing.pending_grace + 0.1)
+                with trio.fail_after(4):  # at once: the pulls of nothing would hold for 8 s
+                    async with engine.subscribe("live/real", Credentials(peer=("127.0.2.1", 5000))) as sub:
+                        assert sub.key == StreamKey("live", "real")
+                    # The address that holds pulls of nothing (4 of them) gets its real play too.
+                    for index in range(4):
+                        attackers.start_soon(nothing, junk + index, "127.0.1.1")
+                    await trio.sleep(engine.sourcing.pending_grace + 0.1)
+                with trio.fail_after(4):
+                    async with engine.subscribe("live/real2", Credentials(peer=("127.0.1.1", 5000))):
+                        pass
+                assert engine.sourcing.evicted_total >= 2
+                attackers.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
 
 async def evil_server_handshake(stream: trio.SocketStream) -> bytes:

@@ -7,12 +7,16 @@ descriptor, the RTMP fast path, would garble the stream: the TLS connection must
 stream's ``send_all``); the sessions say ``rtmps``; HTTPS serves the API and HTTP-FLV with a
 client that verifies the certificate; a client that connects and never finishes the TLS
 handshake is closed by the handshake deadline; a plain-text client on the TLS port is refused
-without disturbing the others.
+without disturbing the others; SIGHUP's reload puts a renewed certificate in place for new RTMPS
+and HTTPS connections (open ones go on), and a certificate file that does not load keeps the
+running one, with an error line.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +26,8 @@ import trustme
 from arcly_trio import AppSpec, Engine
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.core.frame import Frame
+from arcly_trio.server.build import build_runtime
+from arcly_trio.server.cli import build_parser, reload, resolve_args
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 
@@ -94,3 +100,70 @@ async def test_stalled_and_plain_text_clients_on_the_tls_port(authority: trustme
             assert await stalled.receive_some(100) == b""
         await stalled.aclose()
         await plain.aclose()
+
+
+def write_cert(authority: trustme.CA, name: str, cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1 that also names ``name`` (to tell them apart), and its key."""
+    issued = authority.issue_cert("127.0.0.1", name)
+    cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+
+
+async def tls_names(port: int, authority: trustme.CA) -> tuple[trio.SSLStream[trio.SocketStream], set[str]]:
+    """A new TLS connection to ``port`` and the DNS names of the certificate it was shown."""
+    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=client_context(authority),
+                                                 https_compatible=True)
+    await stream.do_handshake()
+    peer = stream.getpeercert()
+    assert peer is not None
+    return stream, {value for kind, value in peer["subjectAltName"] if kind == "DNS"}
+
+
+async def get_ok(stream: trio.SSLStream[trio.SocketStream]) -> bool:
+    """One keep-alive request on ``stream``: whether it got ``200``."""
+    await stream.send_all(b"GET /api/server HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += await stream.receive_some(65536)
+    return answer.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("with_config", [True, False], ids=["config file", "command line only"])
+async def test_sighup_reloads_the_certificate_for_new_connections_and_keeps_it_if_the_new_one_is_bad(
+        authority: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture, with_config: bool) -> None:
+    """Mutant killed: the TLS context read once, when the listeners start."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_cert(authority, "first.example", cert, key)
+    options = ["--host", "127.0.0.1", "--rtmp-port", "0", "--http-port", "-1", "--rtmps-port", "0",
+               "--https-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    if with_config:
+        config = tmp_path / "arcly.toml"
+        config.write_text('app = ["live"]\n')
+        options += ["--config", str(config)]
+    argv = ["serve", *options]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    assert runtime.rtmps is not None and runtime.https is not None
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.engine.serve)
+            https, rtmps = runtime.https.port, runtime.rtmps.port
+            old, names = await tls_names(https, authority)
+            assert "first.example" in names and await get_ok(old)
+            write_cert(authority, "second.example", cert, key)  # renewed
+            assert await reload(runtime, argv)
+            for port in (https, rtmps):
+                new, names = await tls_names(port, authority)
+                assert "second.example" in names and "first.example" not in names, port
+                await new.aclose()
+            assert await get_ok(old)  # the connection made before goes on
+            cert.write_text("not a certificate\n")
+            caplog.set_level(logging.ERROR, "arcly_trio.server")
+            await reload(runtime, argv)
+            assert any("TLS certificate reload failed; the running certificate is kept" in r.getMessage()
+                       and r.levelno == logging.ERROR for r in caplog.records)
+            for port in (https, rtmps):
+                new, names = await tls_names(port, authority)
+                assert "second.example" in names, port
+                await new.aclose()
+            await old.aclose()
+            nursery.cancel_scope.cancel()

@@ -701,7 +701,7 @@ class Engine:
         credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
         key = await self.authorize("play", key, credentials)
-        await self._from_sources(key)
+        await self._from_sources(key, credentials.peer)
         app = self._running_app(key)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:
@@ -728,7 +728,7 @@ class Engine:
         credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
         self._running_app(key)
         key = await self.authorize("play", key, credentials)
-        await self._from_sources(key)
+        await self._from_sources(key, credentials.peer)
         app = self._running_app(key)
         subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
         try:
@@ -748,20 +748,22 @@ class Engine:
         return self.sessions.holding("play", subscriber.key, subscriber.credentials, subscriber.protocol,
                                      lambda: subscriber.bytes, kick)
 
-    async def _from_sources(self, key: StreamKey) -> None:
-        """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`)."""
+    async def _from_sources(self, key: StreamKey, peer: tuple[str, int] | None) -> None:
+        """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`);
+        ``peer`` is the address of the player that asks."""
         if self.sourcing.sources and self._nursery is not None:
-            await self.sourcing.obtain(self, key, self._nursery)
+            await self.sourcing.obtain(self, key, self._nursery, peer)
 
-    async def locate(self, key: StreamKey | str) -> Stream:
+    async def locate(self, key: StreamKey | str, *, peer: tuple[str, int] | None = None) -> Stream:
         """The stream at ``key``, brought by a stream source if it is not here.
 
         For egresses that serve a stream without subscribing to it (HLS): call it once the
         request is authorized (``authorize("play", ...)``); each call counts as demand that
-        keeps a pulled stream from going idle. Raises ``StreamNotFound`` (or the source's
+        keeps a pulled stream from going idle; ``peer``, the client's address, counts its
+        pulls against the per-address limit (see :mod:`.sources`). Raises ``StreamNotFound`` (or the source's
         refusal), ``AppNotFound``, ``EngineClosed``.
         """
         key = StreamKey.parse(key) if isinstance(key, str) else key
         self._running_app(key)
-        await self._from_sources(key)
+        await self._from_sources(key, peer)
         return self.stream(key)

@@ -26,9 +26,21 @@ A source may also have (the engine looks for them, as for stream services):
 * ``async run(engine, *, task_status)``, ``stream_status(key)``, ``health_status()``: its
   lifecycle and what it adds to ``/api/streams`` and ``/api/health``.
 
-Limits: at most ``max_active`` keys are brought at once (``EngineBuilder.max_pulls``); past it
-a play of a key that is not here is refused at once (``StreamNotFound``, logged once per
-thousand), so a flood of plays of made-up names cannot open unbounded upstream connections.
+Limits (a flood of plays of made-up names must neither open unbounded upstream connections nor
+lock real streams out):
+
+* at most ``max_active`` keys are brought at once (``EngineBuilder.max_pulls``);
+* a key that no source had is remembered for ``negative_ttl`` seconds (at most
+  ``negative_size`` keys, the oldest forgotten first): plays of it are refused at once, with
+  no upstream connection (a stream published here meanwhile is found as usual);
+* one address (``Credentials.peer``) starts at most ``max_pending_per_address`` pulls that have
+  not started yet (plays that join a pull already starting do not count);
+* a pull that has waited ``pending_grace`` seconds without starting (an upstream such as
+  nginx-rtmp accepts a play of a stream it does not have and then sends nothing) gives its
+  place up to a newcomer when the limits are reached: it is cancelled, its viewers get
+  ``StreamNotFound``, and the newcomer's pull starts at once. Pulls that started (their stream
+  is here) are never evicted. Past the limits with no such pull, a play of a key that is not
+  here is refused at once (``StreamNotFound``, logged once per thousand).
 
 Error policy: a source's ``open_stream`` that raises a :class:`~arcly_trio.core.errors.StreamError`
 before it started is a refusal for the waiting viewers (the next source that provides the key is
@@ -79,8 +91,13 @@ class SourceRequest:
         error: why it failed, for the viewers that waited (``None`` if it started).
     """
 
-    def __init__(self, key: StreamKey) -> None:
+    def __init__(self, key: StreamKey, address: str | None = None) -> None:
         self.key = key
+        self.address = address
+        """The address of the play that started it (``None``: not a client's)."""
+        self.started_at = trio.current_time()
+        self.scope = trio.CancelScope()
+        """Cancelled to evict the request before it started (see the module docstring)."""
         self.source = ""
         self.ready = trio.Event()
         """Set once the source publishes the stream, or has failed (``error``)."""
@@ -125,22 +142,38 @@ class SourceRequest:
 class Sourcing:
     """The engine's sources and their requests, one per key (see the module docstring)."""
 
-    def __init__(self, sources: Sequence[StreamSource], *, max_active: int = 256) -> None:
+    def __init__(self, sources: Sequence[StreamSource], *, max_active: int = 256, max_pending_per_address: int = 4,
+                 pending_grace: float = 1.0, negative_ttl: float = 10.0, negative_size: int = 4096) -> None:
         self.sources = tuple(sources)
         self.max_active = max_active
-        """Most keys being brought at once: a flood of plays of names that are not here
-        (each one an upstream connection) is refused past it, with ``StreamNotFound``."""
+        """Most keys being brought at once (see the module docstring)."""
+        self.max_pending_per_address = max_pending_per_address
+        """Most pulls one address has starting at once."""
+        self.pending_grace = pending_grace
+        """Seconds a pull that has not started keeps its place against newcomers."""
+        self.negative_ttl = negative_ttl
+        """Seconds a key no source had is refused at once."""
+        self.negative_size = negative_size
+        """Most keys remembered as missing."""
         self.refused_total = 0
+        """Plays refused at once for the limits (not for the negative cache)."""
+        self.missing_total = 0
+        """Plays refused at once because no source had the key a moment ago."""
+        self.evicted_total = 0
+        """Pulls that had not started, cancelled to make room for a newcomer."""
         self.active: dict[StreamKey, SourceRequest] = {}
         self.started_total = 0
         """Source runs started (each pull counts once, however many viewers shared it)."""
+        self._missing: dict[StreamKey, float] = {}  # key -> until when it is refused, oldest first
         self._claimers = [source for source in self.sources if hasattr(source, "claim_publish")]
 
-    async def obtain(self, engine: Engine, key: StreamKey, nursery: trio.Nursery) -> None:
+    async def obtain(self, engine: Engine, key: StreamKey, nursery: trio.Nursery,
+                     peer: tuple[str, int] | None = None) -> None:
         """Make sure ``key`` is here if a source can bring it: returns at once when it is
         published here or no source provides it (the caller then finds it, or not), after the
         source started otherwise; raises the source's refusal. The caller subscribes right
-        after, with no checkpoint in between."""
+        after, with no checkpoint in between. ``peer`` is the player's address (its pulls
+        count against the per-address limit)."""
         while True:
             request = self.active.get(key)
             if request is None:
@@ -149,13 +182,12 @@ class Sourcing:
                 candidates = [source for source in self.sources if source.provides(key)]
                 if not candidates:
                     return
-                if len(self.active) >= self.max_active:
-                    self.refused_total += 1
-                    if self.refused_total == 1 or self.refused_total % 1000 == 0:
-                        log.warning("%d streams are being pulled already: %s refused (%d so far)",
-                                    len(self.active), key, self.refused_total)
+                if self._known_missing(key):
+                    self.missing_total += 1
                     raise StreamNotFound(key.app, key.name)
-                request = self.active[key] = SourceRequest(key)
+                address = peer[0] if peer is not None else None
+                self._make_room(key, address)
+                request = self.active[key] = SourceRequest(key, address)
                 self.started_total += 1
                 nursery.start_soon(self._run, engine, candidates, request, name=f"source {key}")
             if request.stopping:
@@ -173,34 +205,95 @@ class Sourcing:
                 raise request.error
             return
 
+    def _known_missing(self, key: StreamKey) -> bool:
+        until = self._missing.get(key)
+        if until is None:
+            return False
+        if trio.current_time() < until:
+            return True
+        del self._missing[key]
+        return False
+
+    def _remember_missing(self, key: StreamKey) -> None:
+        self._missing.pop(key, None)
+        self._missing[key] = trio.current_time() + self.negative_ttl
+        while len(self._missing) > self.negative_size:
+            del self._missing[next(iter(self._missing))]
+
+    def _make_room(self, key: StreamKey, address: str | None) -> None:
+        """Raise ``StreamNotFound`` unless a new pull may start (evicting a stale pending one
+        if that is what it takes)."""
+        if address is not None:
+            mine = [r for r in self.active.values() if r.address == address and not r.ready.is_set()]
+            if len(mine) >= self.max_pending_per_address and not self._evict_oldest(mine):
+                self._refuse(key, f"{address} has {len(mine)} pulls starting already")
+        if len(self.active) >= self.max_active:
+            pending = [r for r in self.active.values() if not r.ready.is_set()]
+            if not self._evict_oldest(pending):
+                self._refuse(key, f"{len(self.active)} streams are being pulled already")
+
+    def _evict_oldest(self, requests: list[SourceRequest]) -> bool:
+        """Cancel the oldest of ``requests`` if it has waited ``pending_grace`` without starting."""
+        if not requests:
+            return False
+        oldest = min(requests, key=lambda r: r.started_at)
+        if trio.current_time() - oldest.started_at < self.pending_grace:
+            return False
+        self.evicted_total += 1
+        log.info("the pull of %s has not started in %g s: it gives its place up", oldest.key,
+                 round(trio.current_time() - oldest.started_at, 1))
+        if self.active.get(oldest.key) is oldest:
+            del self.active[oldest.key]
+        oldest.error = StreamNotFound(oldest.key.app, oldest.key.name)
+        oldest.stopping = True
+        oldest.ready.set()
+        oldest.scope.cancel()
+        return True
+
+    def _refuse(self, key: StreamKey, why: str) -> None:
+        self.refused_total += 1
+        if self.refused_total == 1 or self.refused_total % 1000 == 0:
+            log.warning("%s: %s refused (%d so far)", why, key, self.refused_total)
+        raise StreamNotFound(key.app, key.name)
+
     async def _run(self, engine: Engine, candidates: list[StreamSource], request: SourceRequest) -> None:
-        error: StreamError = StreamNotFound(request.key.app, request.key.name)
         try:
-            for source in candidates:
-                request.source = source.name
-                try:
-                    with unwrap_single():
-                        async with trio.open_nursery() as nursery:
-                            try:
-                                with unwrap_single():
-                                    await nursery.start(source.open_stream, engine, request)
-                            except StreamError as exc:
-                                error = exc
-                                continue
-                            request.ready.set()
-                except StreamError as exc:  # after it started: its stream ended, for this reason
-                    log.info("source %s of %s ended: %s", source.name, request.key, exc)
-                except Exception:
-                    log.exception("source %s of %s failed", source.name, request.key)
-                if request.ready.is_set():
-                    return
-            request.error = error
+            with request.scope:  # cancelled when evicted (its error is then set already)
+                error = await self._try(engine, candidates, request)
+                if not request.ready.is_set():
+                    request.error = error
+                    if isinstance(error, StreamNotFound):  # no source had it
+                        self._remember_missing(request.key)
         finally:
             if self.active.get(request.key) is request:
                 del self.active[request.key]
             request.stopping = True
             request.ready.set()
             request.done.set()
+
+    async def _try(self, engine: Engine, candidates: list[StreamSource], request: SourceRequest) -> StreamError:
+        """Run the first of ``candidates`` that starts, until its stream ends; the last
+        refusal if none started."""
+        error: StreamError = StreamNotFound(request.key.app, request.key.name)
+        for source in candidates:
+            request.source = source.name
+            try:
+                with unwrap_single():
+                    async with trio.open_nursery() as nursery:
+                        try:
+                            with unwrap_single():
+                                await nursery.start(source.open_stream, engine, request)
+                        except StreamError as exc:
+                            error = exc
+                            continue
+                        request.ready.set()
+            except StreamError as exc:  # after it started: its stream ended, for this reason
+                log.info("source %s of %s ended: %s", source.name, request.key, exc)
+            except Exception:
+                log.exception("source %s of %s failed", source.name, request.key)
+            if request.ready.is_set():
+                break
+        return error
 
     async def claim_publish(self, key: StreamKey, credentials: Credentials) -> Callable[[], None]:
         """Ask every source that claims publishes; returns the one release of them all."""

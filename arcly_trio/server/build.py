@@ -8,20 +8,27 @@ observers (Prometheus metrics, the audit log, the ``on_event`` hook).
 
 :func:`reload_runtime` applies a new set of options to a running :class:`Runtime` (SIGHUP):
 
-* applications added are started, removed ones stopped (their streams end), and the settings of
-  those that stay apply to their new streams; no stream of an application that stays is
-  touched;
-* the authenticator is rebuilt and swapped (tokens, signed URLs, hooks, per-application auth),
-  as are the ``on_event`` URL, the API token, ``--metrics-per-stream``, the idle timeout, the
-  publisher limit and the refusal delay;
-* anything else that changed (ports, TLS, HLS packaging, recording, relays, workers...) is
+* the authenticator is rebuilt and swapped (tokens, signed URLs, hooks, per-application auth)
+  first, before any application is added or removed, so a new application never runs for a
+  moment under the old authorization;
+* then applications added are started, removed ones stopped (their streams end), and the
+  settings of those that stay apply to their new streams; no stream of an application that
+  stays is touched;
+* the ``on_event`` URL, the API token, ``--metrics-per-stream``, the idle timeout, the
+  publisher limit and the refusal delay are applied;
+* the TLS certificate and key are read again (:func:`reload_tls`, also on a SIGHUP without a
+  configuration file: a renewed certificate needs no restart); new RTMPS and HTTPS connections
+  use them, open ones keep theirs; files that do not load keep the running certificate, with
+  an error line;
+* anything else that changed (ports, HLS packaging, recording, relays, workers...) is
   logged as needing a restart.
 
 It returns the list of what changed, for the log and the audit record.
 
 Error policy: a setting that cannot be used (a TLS file that cannot be read, a bad hook URL, a
 bad application name) raises ``SystemExit`` with a message from :func:`build_runtime`, and
-``ValueError`` from :func:`reload_runtime` (the running configuration is then kept).
+``ValueError`` from :func:`reload_runtime` (the running configuration is then kept); TLS files
+that do not load on a reload keep the running certificate (an error line), the rest applies.
 """
 
 from __future__ import annotations
@@ -65,8 +72,8 @@ from ..workers.http import HttpServer
 from ..workers.listen import LOCAL_PEER
 from ..workers.rtmp import RtmpServer
 
-__all__ = ["Runtime", "build_runtime", "reload_runtime", "app_specs", "authenticator_for", "read_secret",
-           "tls_context"]
+__all__ = ["Runtime", "build_runtime", "reload_runtime", "reload_tls", "app_specs", "authenticator_for",
+           "read_secret", "tls_context"]
 
 log = logging.getLogger("arcly_trio.server")
 
@@ -77,7 +84,7 @@ RELOADABLE = frozenset({
     "sign_secret", "sign_secret_file", "publish_sign_secret", "publish_sign_secret_file", "sign_actions",
     "on_publish", "on_play", "hook_timeout", "hook_fail_open",
     "on_event", "api_token", "api_token_file", "metrics_per_stream", "idle_timeout", "max_publishers",
-    "auth_max_delay", "log_level",
+    "auth_max_delay", "log_level", "tls_cert", "tls_key",
 })
 #: Options that are not the server's configuration at all.
 _NOT_SETTINGS = frozenset({"command", "config", "worker_dir", "worker_index", "worker_count"})
@@ -141,6 +148,25 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise SystemExit(f"arcly-trio: cannot load the TLS certificate {cert} and key {key}: {exc}") from None
     return context
+
+
+def reload_tls(runtime: Runtime, cert: str | None, key: str | None) -> str | None:
+    """Read the TLS certificate and key again for the RTMPS and HTTPS workers: new connections
+    use them, open ones keep theirs. What happened, for the log and the audit record (``None``
+    without TLS). Files that do not load keep the running certificate; that is logged as an
+    error, and never raises."""
+    servers: list[RtmpServer | HttpServer] = [server for server in (runtime.rtmps, runtime.https) if server is not None]
+    if not servers:
+        return None
+    try:
+        context = tls_context(cert, key)
+    except SystemExit as exc:
+        log.error("TLS certificate reload failed; the running certificate is kept: %s",
+                  str(exc).removeprefix("arcly-trio: "))
+        return "TLS certificate kept (the new one does not load)"
+    for server in servers:
+        server.ssl_context = context
+    return f"TLS certificate reloaded from {cert}"
 
 
 def _apps_of(args: argparse.Namespace) -> list[str]:
@@ -394,6 +420,13 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
     old = runtime.args
     engine = runtime.engine
     changes: list[str] = []
+    # The new authorization first: an application added below is served under it from its
+    # first moment (adding one yields to other tasks, which may play or publish there).
+    auth_keys = ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "sign_actions", "on_publish",
+                 "on_play", "hook_timeout", "hook_fail_open", "app_tables")
+    if any(getattr(old, name, None) != getattr(args, name, None) for name in auth_keys) and runtime.auth is not None:
+        await runtime.auth.swap(authenticator)
+        changes.append("authorization (tokens, signed URLs, hooks) rebuilt")
     current = {app.name: app for app in engine.applications()}
     for name in [name for name in current if name not in specs]:
         await engine.remove_application(name, grace=min(5.0, args.shutdown_grace))
@@ -405,11 +438,6 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
         elif current[name].spec != spec:
             engine.update_application(spec)
             changes.append(f"application {name}: new settings for its new streams")
-    auth_keys = ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "sign_actions", "on_publish",
-                 "on_play", "hook_timeout", "hook_fail_open", "app_tables")
-    if any(getattr(old, name, None) != getattr(args, name, None) for name in auth_keys) and runtime.auth is not None:
-        await runtime.auth.swap(authenticator)
-        changes.append("authorization (tokens, signed URLs, hooks) rebuilt")
     if runtime.events is not None and old.on_event != args.on_event:
         runtime.events.set_url(args.on_event)
         changes.append("on_event hook changed")
@@ -432,6 +460,9 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
     if old.log_level != args.log_level:
         logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
         changes.append(f"log level {args.log_level}")
+    tls = reload_tls(runtime, args.tls_cert, args.tls_key)
+    if tls is not None:
+        changes.append(tls)
     before, after = _settings(old), _settings(args)
     for name in sorted(set(before) | set(after)):
         if name not in RELOADABLE and before.get(name) != after.get(name):

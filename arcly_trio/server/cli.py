@@ -6,8 +6,8 @@ request RTMPS and HTTPS, applications from ``--app`` and ``[apps.NAME]`` tables,
 Options come from the command line over a configuration file (``--config``, :mod:`.config`)
 over the defaults. SIGINT/SIGTERM stop it gracefully: publishers and players are told, tasks
 drain, and the process exits within the shutdown grace. SIGHUP reloads the configuration file
-(:func:`~.build.reload_runtime`); a file that does not load is logged and the running
-configuration kept.
+(:func:`~.build.reload_runtime`) and the TLS certificate and key (:func:`~.build.reload_tls`);
+a file that does not load is logged and the running configuration (or certificate) kept.
 
 ``sign`` prints a URL signed with the server's secret for operators to hand out, valid for one
 action: a viewer's (``--action play``, the default: Node-Media-Server's ``?sign=``, or a JWT with
@@ -37,7 +37,7 @@ from ..core.excgroups import leaves
 from ..kernel.engine import Engine
 from ..ops.signing import sign_url
 from . import worker_api
-from .build import Runtime, build_runtime, read_secret, reload_runtime
+from .build import Runtime, build_runtime, read_secret, reload_runtime, reload_tls
 from .config import ConfigError, load, option_keys, resolve
 from .demo import publish_demo
 from .memory import pin_mmap_threshold
@@ -272,12 +272,20 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
 
 
 async def reload(runtime: Runtime, argv: Sequence[str]) -> bool:
-    """Re-read the configuration file and apply it (SIGHUP); whether it was applied. A file
-    that does not load, or settings that cannot be used, are logged and change nothing."""
+    """Re-read the configuration file and apply it (SIGHUP), the TLS certificate and key
+    included (without a configuration file: those alone); whether it was applied. A file that
+    does not load, or settings that cannot be used, are logged and change nothing (TLS files
+    that do not load keep the running certificate)."""
     path = runtime.args.config
     if not path:
-        log.info("SIGHUP received: nothing to reload (no --config file)")
-        return False
+        tls = reload_tls(runtime, runtime.args.tls_cert, runtime.args.tls_key)
+        if tls is None:
+            log.info("SIGHUP received: nothing to reload (no --config file, no TLS)")
+            return False
+        log.info("SIGHUP received: %s", tls)
+        if runtime.audit is not None:
+            runtime.audit.record({"event": "config-reload", "ok": True, "file": None, "changes": [tls]})
+        return True
     try:
         args = resolve_args(build_parser(), argv)
         changes = await reload_runtime(runtime, args)

@@ -177,7 +177,7 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
     engine = exchange.engine
     if service.locate and engine.sources:
         try:  # a stream published elsewhere is pulled here on demand (each request keeps it)
-            await engine.locate(key)
+            await engine.locate(key, peer=request.peer)
         except StreamError:
             pass
     kind = _RENDITIONS.get(name)

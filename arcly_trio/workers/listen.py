@@ -7,9 +7,11 @@ private run directory, where the other workers reach it: the local relay (RTMP) 
 (HTTP). :func:`peer_of` names a Unix peer ``("local", 0)``, so admission limits and logs treat
 it as one local address.
 
-TLS (RTMPS, HTTPS): :func:`with_tls` wraps the TCP listeners in :class:`trio.SSLListener`, so a
+TLS (RTMPS, HTTPS): :func:`with_tls` wraps the TCP listeners in a :class:`TlsListener`, so a
 worker gets :class:`trio.SSLStream` connections and reads and writes them as any stream (the
-handshake happens on the first read, within the worker's first deadline). A connection whose
+handshake happens on the first read, within the worker's first deadline). The listener asks
+for the worker's TLS context at every accept: a context swapped in (a certificate reloaded on
+SIGHUP) serves the connections accepted from then on, and those already open keep theirs. A connection whose
 stream is not a plain :class:`trio.SocketStream` (:func:`raw_socket` returns ``None``) must
 never be written to through its socket's file descriptor: those bytes would bypass TLS.
 
@@ -22,10 +24,11 @@ from __future__ import annotations
 import os
 import socket as stdlib_socket
 import ssl
+from collections.abc import Callable
 
 import trio
 
-__all__ = ["open_listeners", "peer_of", "raw_socket", "with_tls", "LOCAL_PEER"]
+__all__ = ["open_listeners", "peer_of", "raw_socket", "with_tls", "TlsListener", "LOCAL_PEER"]
 
 LOCAL_PEER = ("local", 0)
 _BACKLOG = 1024
@@ -69,13 +72,32 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
     return listeners
 
 
-def with_tls(listeners: list[trio.SocketListener], context: ssl.SSLContext | None) -> list[trio.abc.Listener]:
-    """``listeners`` with the TCP ones wrapped in TLS (``context``; ``None``: unchanged). Unix
-    listeners (the workers' private sockets) stay plain."""
-    if context is None:
+class TlsListener(trio.abc.Listener[trio.SSLStream[trio.SocketStream]]):
+    """What :class:`trio.SSLListener` is, except that the context is ``context_of()`` at each
+    accept (so a new certificate takes effect for new connections without restarting the
+    listener)."""
+
+    def __init__(self, transport_listener: trio.SocketListener, context_of: Callable[[], ssl.SSLContext]) -> None:
+        self.transport_listener = transport_listener
+        self.context_of = context_of
+
+    async def accept(self) -> trio.SSLStream[trio.SocketStream]:
+        transport_stream = await self.transport_listener.accept()
+        return trio.SSLStream(transport_stream, self.context_of(), server_side=True, https_compatible=True)
+
+    async def aclose(self) -> None:
+        await self.transport_listener.aclose()
+
+
+def with_tls(listeners: list[trio.SocketListener],
+             context_of: Callable[[], ssl.SSLContext] | None) -> list[trio.abc.Listener]:  # type: ignore[type-arg]
+    """``listeners`` with the TCP ones wrapped in TLS (the context ``context_of()`` gives at
+    each accept; ``None``: unchanged). Unix listeners (the workers' private sockets) stay
+    plain."""
+    if context_of is None:
         return list(listeners)
     return [listener if listener.socket.family == stdlib_socket.AF_UNIX
-            else trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
+            else TlsListener(listener, context_of) for listener in listeners]
 
 
 def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:

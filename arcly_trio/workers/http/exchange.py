@@ -1,11 +1,11 @@
 """How a route handler answers one HTTP request: the :class:`Exchange` (the worker's Responder).
 
-Whole responses (:meth:`Exchange.respond`, :meth:`~Exchange.error`, :meth:`~Exchange.json`),
-streamed ones (:meth:`~Exchange.start`, :meth:`~Exchange.send`, :meth:`~Exchange.end`), and
-WebSocket upgrades (:meth:`~Exchange.accept_websocket`, handing the connection to trio-websocket).
+Whole responses (:meth:`Exchange.respond`, :meth:`~Exchange.error`, :meth:`~Exchange.json`) and
+streamed ones (:meth:`~Exchange.start`, :meth:`~Exchange.send`, :meth:`~Exchange.end`).
 Live egress (HTTP-FLV, WebSocket-FLV, the frame API) writes its body or messages through the
 connection's direct-write :class:`~arcly_trio.workers.egress.Egress` instead
-(:meth:`~Exchange.open_egress`, :meth:`~Exchange.accept_egress_websocket`): the stream's task
+(:meth:`~Exchange.open_egress`), and every WebSocket is accepted on it
+(:meth:`~Exchange.accept_egress_websocket`, see :mod:`.ws_egress`): the stream's task
 writes the frames' shared buffers straight to the socket, and the handler's task (the
 connection's only task) reads the client and drains what the socket did not take. Handlers of the worker's own routes use
 it whole; services' routes use only the :class:`~arcly_trio.protocols.http.router.Responder` part.
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
-import trio_websocket
 
 from ...core.errors import (
     AppNotFound,
@@ -39,9 +38,9 @@ from ...core.errors import (
 )
 from ...core.excgroups import unwrap_single
 from ...protocols.http.router import BadRequest, HttpRequest
-from ...protocols.http.websocket import handshake_problem, rebuild_request_head
+from ...core.text import printable
+from ...protocols.http.websocket import WebSocketLimits, handshake_problem, rebuild_request_head
 from ..egress import Egress
-from .websocket import ReplayStream
 from .ws_egress import EgressWebSocket, accept
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ class Exchange:
     Whole responses: :meth:`respond`, :meth:`error`, :meth:`json`. Streamed responses:
     :meth:`start`, then :meth:`send` (one chunk each) and :meth:`end`; wrap the streaming in
     :meth:`until_disconnect` so it is cancelled as soon as the client goes away. WebSocket:
-    :meth:`accept_websocket`. Writes raise :class:`ClientGone` when the client is gone or does
+    :meth:`accept_egress_websocket`. Writes raise :class:`ClientGone` when the client is gone or does
     not read within the server's write timeout.
     """
 
@@ -222,29 +221,6 @@ class Exchange:
 
     # ------------------------------------------------------------------------ WebSocket
 
-    async def accept_websocket(
-        self,
-        nursery: trio.Nursery,
-        *,
-        max_message_size: int = 64 * 1024,
-        message_queue_size: int = 8,
-        subprotocol: str | None = None,
-    ) -> trio_websocket.WebSocketConnection:
-        """Complete the WebSocket handshake and return the connection (trio-websocket).
-
-        ``nursery`` runs the connection's reader task; ``subprotocol`` (one the client
-        offered) is selected in the answer. Raises :class:`BadRequest` (answered
-        over HTTP by the worker) for a handshake wsproto would refuse; the HTTP connection is
-        not reused afterwards.
-        """
-        self._check_upgrade()
-        replay = ReplayStream(self._connection.stream, rebuild_request_head(self._event))
-        with trio.fail_after(self.server.header_timeout):
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replay, message_queue_size=message_queue_size, max_message_size=max_message_size
-            )
-            return await ws_request.accept(subprotocol=subprotocol, extra_headers=self._upgrade_headers())
-
     def _check_upgrade(self) -> None:
         """Raise :class:`BadRequest` for a WebSocket handshake that cannot be accepted; from
         then on this connection serves the WebSocket only."""
@@ -287,14 +263,22 @@ class Exchange:
         return self._event.http_version == b"1.1"
 
     def accept_egress_websocket(
-        self, egress: Egress, *, max_message_size: int = 64 * 1024, subprotocol: str | None = None
+        self, egress: Egress, *, max_message_size: int = 64 * 1024, subprotocol: str | None = None,
+        protocol: str = "websocket",
     ) -> EgressWebSocket:
         """Complete the WebSocket handshake through ``egress`` (the ``101`` answer is its first
-        write) and return the connection, for messages written by a sink (see
-        :mod:`.ws_egress`). Raises :class:`BadRequest` as :meth:`accept_websocket` does."""
+        write) and return the connection (see :mod:`.ws_egress`): ``subprotocol`` (one the
+        client offered) is selected, the peer's messages are held to ``max_message_size``
+        bytes and the other :class:`~arcly_trio.protocols.http.websocket.WebSocketLimits`,
+        ``protocol`` names it in the log. Raises :class:`BadRequest` (answered over HTTP by
+        the worker) for a handshake wsproto would refuse; the HTTP connection is not reused
+        afterwards."""
         self._check_upgrade()
+        request = self.request
+        path = printable(request.path, 80) if request is not None else "?"
+        label = f"{protocol} {self.peer[0]}:{self.peer[1]} {path}"
         return accept(egress, rebuild_request_head(self._event), self._upgrade_headers(),
-                      subprotocol=subprotocol, max_message_size=max_message_size)
+                      subprotocol=subprotocol, limits=WebSocketLimits(max_message_size), label=label)
 
 
 def stream_error_status(exc: StreamError) -> int:

@@ -225,7 +225,7 @@ async def serve_ws_flv(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}.flv`` with a WebSocket handshake: FLV in binary messages."""
 
     async def play(sink: FlvSink, subscriber: Subscriber) -> None:
-        ws = exchange.accept_egress_websocket(sink.egress, max_message_size=_WS_MESSAGE_SIZE)
+        ws = exchange.accept_egress_websocket(sink.egress, max_message_size=_WS_MESSAGE_SIZE, protocol="ws-flv")
         _started("ws-flv", request, sink, subscriber)
         while not sink.ended and await ws.serve_peer():
             pass

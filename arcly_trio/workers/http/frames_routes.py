@@ -25,10 +25,13 @@ Publish: ``start`` once the engine accepted the publish, then every message is c
 Resource handling and limits: the subprotocol, the authorization and the engine's limits are
 all checked before a single message is read; a refused client gets its WebSocket accepted
 with a 1 KiB message limit only to be told why (``end`` and a close code) and closed: browsers
-cannot read an HTTP error answer to a handshake. A publisher's messages are capped by
-:class:`~arcly_trio.protocols.frames.Limits` (in bytes received, by trio-websocket, before a
-message is handed over) and its queue holds two messages. Every write has the server's
-write timeout.
+cannot read an HTTP error answer to a handshake. Every route's WebSocket is an
+:class:`~arcly_trio.workers.http.ws_egress.EgressWebSocket`: what a peer sends is held to
+:class:`~arcly_trio.protocols.http.websocket.WebSocketLimits` (bytes and fragments per message,
+a minimum progress rate, control frames per second; 1008 or 1009 past them). A publisher's
+messages are capped by :class:`~arcly_trio.protocols.frames.Limits` (in bytes received, before
+a message is handed over) and read one at a time: the next is not read before the last one's
+frame went to the stream. Every write has the server's write timeout.
 
 Error policy: an invalid application or stream name in the path is refused like any other
 refusal, with close code 4400 (``MALFORMED``, the protocol's ``400``) and the reason in ``end``
@@ -46,7 +49,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
-import trio_websocket
 
 from ...core.errors import (
     AppNotFound,
@@ -65,7 +67,6 @@ from ...core.errors import (
     Unauthorized,
     WriteTimeout,
 )
-from ...core.excgroups import unwrap_single
 from ...core.frame import Frame, FrameBatch, FrameKind
 from ...core.keys import StreamKey
 from ...kernel.fanout import EndReason
@@ -89,6 +90,7 @@ from ...protocols.http.router import BadRequest, HttpRequest
 from ...protocols.http.websocket import OPCODE_TEXT, frame_header
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange
+from .ws_egress import EgressWebSocket
 
 if TYPE_CHECKING:
     from .server import HttpServer
@@ -160,30 +162,28 @@ def _offers_subprotocol(request: HttpRequest) -> bool:
     return SUBPROTOCOL in {token.strip() for token in value.split(",")}
 
 
-async def _send(ws: trio_websocket.WebSocketConnection, message: str | bytes, timeout: float) -> None:
-    with trio.fail_after(timeout):
-        await ws.send_message(message)
-
-
-async def _say_goodbye(ws: trio_websocket.WebSocketConnection, end: End, code: int, timeout: float) -> None:
+async def _say_goodbye(ws: EgressWebSocket, end: End, code: int, timeout: float) -> None:
     """Send ``end`` and close with ``code`` (shielded: also runs when the task is cancelled)."""
-    with trio.CancelScope(shield=True), trio.move_on_after(min(timeout, _CLOSE_TIMEOUT)):
+    with trio.CancelScope(shield=True):
         try:
-            await ws.send_message(encode_text(end))
-            await ws.aclose(code, close_reason(end.message or end.reason))
-        except trio_websocket.ConnectionClosed:
+            ws.send_text(encode_text(end))
+            await ws.close(code, close_reason(end.message or end.reason), min(timeout, _CLOSE_TIMEOUT))
+        except (PeerGone, WriteTimeout):
             pass
 
 
-async def _refuse(
-    nursery: trio.Nursery, exchange: Exchange, request: HttpRequest, code: CloseCode, reason: str, message: str
-) -> None:
-    """Accept the WebSocket only to say why the request is refused, then close it."""
-    ws = await exchange.accept_websocket(
-        nursery, max_message_size=_REFUSED_MESSAGE_SIZE, message_queue_size=1,
-        subprotocol=SUBPROTOCOL if _offers_subprotocol(request) else None,
-    )
-    await _say_goodbye(ws, End(reason, message), code, exchange.server.write_timeout)
+async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, message: str,
+                   egress: Egress | None = None) -> None:
+    """Accept the WebSocket only to say why the request is refused, then close it: browsers
+    cannot read an HTTP error answer to a handshake."""
+    egress = egress or exchange.open_egress()
+    try:
+        ws = exchange.accept_egress_websocket(
+            egress, max_message_size=_REFUSED_MESSAGE_SIZE, protocol=PROTOCOL,
+            subprotocol=SUBPROTOCOL if _offers_subprotocol(request) else None)
+        await _say_goodbye(ws, End("refused", message), code, exchange.server.write_timeout)
+    finally:
+        egress.discard()
 
 
 def _subprotocol_problem(request: HttpRequest) -> str | None:
@@ -329,13 +329,14 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
         sink.subscriber = subscriber = await attached.__aenter__()
     except StreamError as exc:
         log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
-        await _refused(exchange, request, close_code_for(exc), str(exc))
+        await _refused(exchange, request, close_code_for(exc), str(exc), egress)
         return
     key = subscriber.key  # the authorization may have renamed it
     try:
         sink.stream = engine.stream(key)
         egress.max_frames = engine.application(key.app).spec.subscriber_queue
-        ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL)
+        ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL,
+                                              protocol=PROTOCOL)
         log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), subscriber.id)
         ws.send_text(encode_text(Start("play", str(key))))
         sink.start()
@@ -370,13 +371,6 @@ async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey 
         return None
 
 
-async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, message: str) -> None:
-    with unwrap_single():
-        async with trio.open_nursery() as nursery:
-            await _refuse(nursery, exchange, request, code, "refused", message)
-            nursery.cancel_scope.cancel()
-
-
 # --- publish -----------------------------------------------------------------------------------
 
 
@@ -388,43 +382,46 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
         return
     engine = exchange.engine
     timeout = exchange.server.write_timeout
-    ws: trio_websocket.WebSocketConnection | None = None
-    with unwrap_single():
-        async with trio.open_nursery() as nursery:
-            problem = _subprotocol_problem(request)
-            if problem is not None:
-                log.info("ws-frames %s:%s refused publishing %r: %s", *peer, str(key), problem)
-                await _refuse(nursery, exchange, request, CloseCode.SUBPROTOCOL, "refused", problem)
-                nursery.cancel_scope.cancel()
-                return
-            try:
-                async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
-                    ws = await exchange.accept_websocket(
-                        nursery, max_message_size=LIMITS.max_message, message_queue_size=2, subprotocol=SUBPROTOCOL
-                    )
-                    log.info("ws-frames %s:%s publishes %r", *peer, str(key))
-                    await _ingest(ws, publisher, exchange, str(key))
-            except StreamError as exc:
-                code = close_code_for(exc)
-                if ws is None:
-                    log.info("ws-frames %s:%s refused publishing %r: %r", *peer, str(key), str(exc))
-                    await _refuse(nursery, exchange, request, code, "refused", str(exc))
-                else:
-                    log.info("ws-frames %s:%s publish of %r ended: %r", *peer, str(key), str(exc))
-                    reason = "shutdown" if code == CloseCode.GOING_AWAY else "publish-ended"
-                    await _say_goodbye(ws, End(reason, str(exc)), code, timeout)
-            nursery.cancel_scope.cancel()
+    problem = _subprotocol_problem(request)
+    if problem is not None:
+        log.info("ws-frames %s:%s refused publishing %r: %s", *peer, str(key), problem)
+        await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
+        return
+    egress = exchange.open_egress()
+    ws: EgressWebSocket | None = None
+    try:
+        async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
+            ws = exchange.accept_egress_websocket(egress, max_message_size=LIMITS.max_message,
+                                                  subprotocol=SUBPROTOCOL, protocol=PROTOCOL)
+            log.info("ws-frames %s:%s publishes %r", *peer, str(key))
+            await _ingest(ws, publisher, exchange, str(key))
+    except StreamError as exc:
+        code = close_code_for(exc)
+        if ws is None:
+            log.info("ws-frames %s:%s refused publishing %r: %r", *peer, str(key), str(exc))
+            await _refused(exchange, request, code, str(exc), egress)
+        else:
+            log.info("ws-frames %s:%s publish of %r ended: %r", *peer, str(key), str(exc))
+            reason = "shutdown" if code == CloseCode.GOING_AWAY else "publish-ended"
+            await _say_goodbye(ws, End(reason, str(exc)), code, timeout)
+    finally:
+        egress.discard()
 
 
-async def _ingest(ws: trio_websocket.WebSocketConnection, publisher: Publisher, exchange: Exchange, key: str) -> None:
-    """Read, check and publish one publisher's messages until it ends, leaves or breaks a rule."""
+async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange, key: str) -> None:
+    """Read, check and publish one publisher's messages until it ends, leaves or breaks a rule
+    (its WebSocket limits: :class:`EgressWebSocket` closes it and logs why)."""
     timeout = exchange.server.write_timeout
     reader = FramesReader("publisher", LIMITS)
     try:
-        await _send(ws, encode_text(Start("publish", key)), timeout)
+        ws.send_text(encode_text(Start("publish", key)))
         next_stats = trio.current_time() + _STATS_INTERVAL
         while True:
-            message = await ws.get_message()
+            message = await ws.receive_message()
+            if message is None:
+                if ws.violation is None:
+                    log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
+                return
             if isinstance(message, str):
                 events = reader.receive_text(message)
             else:
@@ -440,15 +437,11 @@ async def _ingest(ws: trio_websocket.WebSocketConnection, publisher: Publisher, 
             now = trio.current_time()
             if now >= next_stats:
                 next_stats = now + _STATS_INTERVAL
-                await _send(ws, encode_text(Stats(reader.frames)), timeout)
+                ws.send_text(encode_text(Stats(reader.frames)))
     except FramesProtocolError as exc:
         log.info("ws-frames %s:%s publisher of %r broke the protocol: %r", *exchange.peer, key, str(exc))
         await _say_goodbye(ws, End("protocol-error", str(exc), 0, reader.frames), exc.code, timeout)
-    except trio_websocket.ConnectionClosed as exc:
-        detail = exc.reason
-        if detail is not None and detail.code == CloseCode.TOO_BIG:
-            log.info("ws-frames %s:%s publisher of %r closed: %r", *exchange.peer, key, detail.reason)
-        else:
-            log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
-    except trio.TooSlowError:
-        log.info("ws-frames %s:%s publisher of %r dropped: a write blocked for %g s", *exchange.peer, key, timeout)
+    except PeerGone:
+        log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
+    except WriteTimeout as exc:
+        log.info("ws-frames %s:%s publisher of %r dropped: %s", *exchange.peer, key, exc)

@@ -37,10 +37,12 @@ private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
 the handshake is read within the request-head deadline, so a client that stalls it is closed like
-a slowloris head.
+a slowloris head. ``ssl_context`` may be replaced while serving (a certificate reloaded): new
+connections use the new one, open ones keep theirs.
 
 HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
-handshakes are read by h11 too and then handed over to trio-websocket (see :mod:`.ws`).
+handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
+:mod:`.ws_egress`).
 
 Resource handling: one task per connection in the worker's nursery, closed with
 ``aclose_forcefully`` whatever happens (``trio.serve_listeners``); connection slots through an
@@ -179,6 +181,12 @@ class HttpServer:
         frames_routes.install(self)
         pages_routes.install(self)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
+        serving (a certificate reloaded); connections already open keep theirs."""
+        assert self.ssl_context is not None
+        return self.ssl_context
+
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
         for plugin in engine.plugins:
@@ -192,7 +200,7 @@ class HttpServer:
                  f" and {self.unix_socket}" if self.unix_socket else "")
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self.ssl_context))
+                await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
                 self.listening = True
                 task_status.started(self.port)
         finally:

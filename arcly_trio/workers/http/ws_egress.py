@@ -1,43 +1,70 @@
-"""A server WebSocket for live viewers: messages out through the direct-write egress, what the
-viewer sends read by wsproto in the connection's own task.
+"""The server's WebSockets: messages out through the direct-write egress, what the peer sends
+read by wsproto in the connection's own task and held to :class:`WebSocketLimits`.
 
-WebSocket-FLV and the frame API's play route accept their viewers with
-:meth:`~arcly_trio.workers.http.exchange.Exchange.accept_egress_websocket`. From then on a kernel
-sink writes each message itself through the connection's
+Every WebSocket route accepts its peer with
+:meth:`~arcly_trio.workers.http.exchange.Exchange.accept_egress_websocket`: WebSocket-FLV and the
+frame API's viewers, its ``/ingest`` publishers, and the refusals of both (told why, then
+closed). For viewers a kernel sink writes each message itself through the connection's
 :class:`~arcly_trio.workers.egress.Egress`: a frame header
 (:func:`~arcly_trio.protocols.http.websocket.frame_header`) in front of buffers shared by every
 viewer. :class:`EgressWebSocket` does the rest in the connection's one task, with wsproto
-(sans-IO): it answers pings, discards what the viewer sends (at most ``max_message_size`` bytes
-a message, else it closes with 1009), notices when the viewer closes or leaves, and closes the
-WebSocket properly. Its own messages (pongs, text, the close frame) go through the same egress,
-so they are queued behind whatever is being written and never split a message.
+(sans-IO): it answers pings, discards what a viewer sends (:meth:`EgressWebSocket.serve_peer`)
+or hands a publisher its whole messages one at a time (:meth:`EgressWebSocket.receive_message`),
+notices when the peer closes or leaves, and closes the WebSocket properly. Its own messages
+(pongs, text, the close frame) go through the same egress, so they are queued behind whatever
+is being written and never split a message.
 
-Error policy: :meth:`EgressWebSocket.serve_peer` returns ``False`` once the WebSocket is closed
-or the viewer has gone; the egress's :class:`~arcly_trio.core.errors.PeerGone` and
-:class:`~arcly_trio.core.errors.WriteTimeout` pass through. A handshake wsproto cannot accept
-raises :class:`~arcly_trio.protocols.http.router.BadRequest` (the worker answers it over HTTP).
+Resource handling: every frame the peer sends goes through a
+:class:`~arcly_trio.protocols.http.websocket.WebSocketGuard`: a message's bytes and fragments are
+capped (empty or 1-byte continuation frames cannot pile up), a message that takes longer than
+its grace must keep a minimum rate (checked on every frame and, while a message is in
+progress, by a timer), and control frames are rate-limited. At the first frame over a limit the
+WebSocket is closed (1009 or 1008 with a reason that names the limit; one log line) and nothing
+more the peer sent is parsed (it is read and dropped for at most a second, so that the close
+frame reaches the peer before the connection closes). A message being assembled is held in one growing buffer (its real
+bytes), so what a peer makes the server hold is bounded by ``max_message``. A turn of the
+connection's task handles at most :data:`EVENTS_PER_TURN` frames before it lets the other tasks
+run, so no single read (64 KiB: some ten thousand empty frames) stalls the event loop.
+
+Error policy: :meth:`EgressWebSocket.serve_peer` returns ``False`` and
+:meth:`EgressWebSocket.receive_message` ``None`` once the WebSocket is closed (by either side,
+or for breaking a limit: :attr:`EgressWebSocket.violation`) or the peer has gone; the egress's
+:class:`~arcly_trio.core.errors.PeerGone` and :class:`~arcly_trio.core.errors.WriteTimeout` pass
+through. A handshake wsproto cannot accept raises
+:class:`~arcly_trio.protocols.http.router.BadRequest` (the worker answers it over HTTP).
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import math
+
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
 from ...protocols.http.router import BadRequest
+from ...protocols.http.websocket import Violation, WebSocketGuard, WebSocketLimits
 from ..egress import Egress
 
-__all__ = ["EgressWebSocket", "accept"]
+__all__ = ["EVENTS_PER_TURN", "EgressWebSocket", "accept"]
+
+log = logging.getLogger("arcly_trio.http")
 
 _RECV_SIZE = 65536
-_TOO_BIG = 1009
+_LINGER = 1.0  # seconds a peer closed for breaking a limit has to read its close frame
+_LINGER_BYTES = 1 << 20  # what it may send meanwhile (dropped unparsed)
+EVENTS_PER_TURN = 64
+"""Frames one turn of the connection's task handles before it lets the other tasks run."""
 
 
 def accept(egress: Egress, request_head: bytes, headers: list[tuple[bytes, bytes]], *,
-           subprotocol: str | None, max_message_size: int) -> EgressWebSocket:
+           subprotocol: str | None, limits: WebSocketLimits, label: str = "websocket") -> EgressWebSocket:
     """Answer the handshake in ``request_head`` (already checked by the worker) with ``101``
-    through ``egress``, selecting ``subprotocol``."""
+    through ``egress``, selecting ``subprotocol``; the peer is held to ``limits``. ``label``
+    (already printable) names the connection in the log."""
     handshake = H11Handshake(ConnectionType.SERVER)
     handshake.receive_data(request_head)
     if not any(isinstance(event, Request) for event in handshake.events()):
@@ -46,23 +73,36 @@ def accept(egress: Egress, request_head: bytes, headers: list[tuple[bytes, bytes
     connection = handshake.connection
     assert connection is not None
     egress.write((answer,), len(answer))
-    return EgressWebSocket(egress, connection, max_message_size)  # the handshake's h11 state is let go
+    return EgressWebSocket(egress, connection, limits, label)  # the handshake's h11 state is let go
 
 
 class EgressWebSocket:
-    """An accepted server WebSocket whose messages a sink writes (see the module docstring)."""
+    """An accepted server WebSocket (see the module docstring)."""
 
-    __slots__ = ("egress", "max_message_size", "closed", "close_code", "_ws", "_message_size")
+    __slots__ = ("egress", "guard", "label", "closed", "close_code", "violation", "_ws", "_pending", "_keep",
+                 "_binary", "_text", "_is_text", "_message")
 
-    def __init__(self, egress: Egress, ws: Connection, max_message_size: int) -> None:
+    def __init__(self, egress: Egress, ws: Connection, limits: WebSocketLimits, label: str = "websocket") -> None:
         self.egress = egress
-        self.max_message_size = max_message_size
+        self.guard = WebSocketGuard(limits, trio.current_time())
+        self.label = label
         self.closed = False
-        """The WebSocket is closed (by either side) or the viewer has gone."""
+        """The WebSocket is closed (by either side) or the peer has gone."""
         self.close_code: int | None = None
-        """The code of the viewer's close frame, if it sent one."""
+        """The code of the peer's close frame, if it sent one."""
+        self.violation: Violation | None = None
+        """The limit the peer broke, if that is why the WebSocket was closed."""
         self._ws = ws
-        self._message_size = 0
+        self._pending = False  # events may be left from the last read
+        self._keep = False  # assemble messages (receive_message) rather than discard them
+        self._binary = bytearray()
+        self._text = io.StringIO()
+        self._is_text = False
+        self._message: bytes | str | None = None
+
+    @property
+    def max_message_size(self) -> int:
+        return self.guard.limits.max_message
 
     def send_text(self, text: str) -> None:
         """Queue a text message (written after whatever is queued)."""
@@ -73,22 +113,62 @@ class EgressWebSocket:
         self.egress.write((data,), len(data))
 
     async def serve_peer(self) -> bool:
-        """Wait for what the viewer sends (draining the egress first as needed) and handle it;
-        return early when interrupted (:meth:`Egress.poke`). ``False`` once the WebSocket is
-        closed or the viewer has gone."""
+        """Wait for what the viewer sends (draining the egress first as needed) and handle it,
+        discarding its messages; return early when interrupted (:meth:`Egress.poke`).
+        ``False`` once the WebSocket is closed or the viewer has gone."""
+        self._keep = False
+        return await self._turn()
+
+    async def receive_message(self) -> bytes | str | None:
+        """The peer's next whole message (answering pings meanwhile); ``None`` once the
+        WebSocket is closed or the peer has gone."""
+        self._keep = True
+        while self._message is None:
+            if not await self._turn():
+                return None
+        message, self._message = self._message, None
+        return message
+
+    async def _turn(self) -> bool:
+        """Read once (or, with events left from the last read, only let the others run) and
+        handle at most :data:`EVENTS_PER_TURN` frames. ``False`` once closed."""
         if self.closed:
             return False
-        data = await self.egress.receive(_RECV_SIZE)
-        if data is None:
-            return True
-        if not data:
-            self.closed = True
-            return False
         ws = self._ws
-        ws.receive_data(data)
+        if self._pending:
+            await trio.lowlevel.checkpoint()
+        else:
+            deadline = self.guard.deadline
+            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+                data = await self.egress.receive(_RECV_SIZE)
+                if data is None:
+                    return True
+                if not data:
+                    self.closed = True
+                    return False
+                ws.receive_data(data)
+            violation = self.guard.check_progress(trio.current_time())
+            if violation is not None:
+                await self._violated(violation)
+                return False
+        return await self._handle_events()
+
+    async def _handle_events(self) -> bool:
+        ws = self._ws
+        guard = self.guard
+        handled = 0
+        self._pending = False
         for event in ws.events():
-            if isinstance(event, Ping):
-                self._write(ws.send(event.response()))
+            violation: Violation | None = None
+            if isinstance(event, Message):
+                violation = guard.on_data(len(event.data), event.frame_finished, event.message_finished,
+                                          trio.current_time())
+                if violation is None and self._keep:
+                    self._assemble(event)
+            elif isinstance(event, (Ping, Pong)):
+                violation = guard.on_control(trio.current_time())
+                if violation is None and isinstance(event, Ping):
+                    self._write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
                 if ws.state is ConnectionState.REMOTE_CLOSING:
@@ -97,25 +177,65 @@ class EgressWebSocket:
                     self._write(ws.send(CloseConnection(event.code, event.reason)))
                 self.closed = True
                 return False
-            elif isinstance(event, Message):
-                self._message_size += len(event.data)
-                if self._message_size > self.max_message_size:
-                    self._write(ws.send(CloseConnection(_TOO_BIG, "message too big")))
-                    self.closed = True
-                    return False
-                if event.message_finished:
-                    self._message_size = 0
+            if violation is not None:
+                await self._violated(violation)
+                return False
+            handled += 1
+            if handled >= EVENTS_PER_TURN or self._message is not None:
+                self._pending = True  # the rest waits for the next turn
+                break
         return True
+
+    def _assemble(self, event: Message) -> None:  # type: ignore[type-arg]
+        if isinstance(event, BytesMessage):
+            self._binary += event.data
+            self._is_text = False
+        else:
+            self._text.write(event.data)
+            self._is_text = True
+        if event.message_finished:
+            if self._is_text:
+                self._message = self._text.getvalue()
+                self._text = io.StringIO()
+            else:
+                self._message = bytes(self._binary)
+                self._binary = bytearray()
+
+    async def _violated(self, violation: Violation) -> None:
+        """Close for breaking a limit: the close frame, one log line, the buffers let go."""
+        self.violation = violation
+        self.closed = True
+        self._binary = bytearray()
+        self._text = io.StringIO()
+        guard = self.guard
+        log.info("%s closed (%d): %s, after %d frames (%d bytes of a message held)", self.label, violation.code,
+                 violation.reason, guard.frames, guard.held)
+        if self._ws.state is ConnectionState.OPEN:
+            self._write(self._ws.send(CloseConnection(violation.code, violation.reason)))
+        # A lingering close: closing a socket with unread bytes resets the connection, and
+        # the reset would drop the close frame (and whatever is queued before it) on its way.
+        # What the peer sends meanwhile is read and dropped unparsed, for a bounded time.
+        with trio.move_on_after(_LINGER):
+            dropped = 0
+            while dropped < _LINGER_BYTES:
+                data = await self.egress.receive(_RECV_SIZE)
+                if data is None:
+                    continue
+                if not data:
+                    break
+                dropped += len(data)
 
     async def close(self, code: int, reason: str, timeout: float = 2.0) -> None:
         """Close the WebSocket with ``code`` after whatever is queued, and wait (at most
-        ``timeout`` seconds) for the viewer's close frame."""
+        ``timeout`` seconds) for the peer's close frame (what it sends meanwhile is held to
+        the same limits, and discarded)."""
         ws = self._ws
         if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             self._write(ws.send(CloseConnection(code, reason)))
         self.closed = True
         with trio.move_on_after(timeout):
             await self.egress.drain()
+            handled = 0
             while ws.state is ConnectionState.LOCAL_CLOSING:
                 data = await self.egress.receive(_RECV_SIZE)
                 if data is None:
@@ -124,4 +244,8 @@ class EgressWebSocket:
                     return
                 ws.receive_data(data)
                 for _ in ws.events():  # a close frame moves it to CLOSED
-                    pass
+                    handled += 1
+                    if handled > self.guard.limits.max_fragments:
+                        return  # a peer that floods instead of closing is not waited for
+                    if ws.state is not ConnectionState.LOCAL_CLOSING:
+                        break

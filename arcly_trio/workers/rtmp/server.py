@@ -22,7 +22,9 @@ Set Peer Bandwidth gets no more unacknowledged bytes than it allows (the egress 
 it, and the kernel drops to the next keyframe for this player once the queue is full).
 
 RTMPS: with ``ssl_context`` the TCP listener speaks TLS (:func:`~arcly_trio.workers.listen.with_tls`;
-the handshake is read within ``handshake_timeout``) and the worker's protocol is ``rtmps``. A
+the handshake is read within ``handshake_timeout``) and the worker's protocol is ``rtmps``;
+``ssl_context`` may be replaced while serving (a certificate reloaded): new connections use the
+new one, open ones keep theirs. A
 TLS connection never takes the direct-write path on its socket: its bytes go through the
 stream's ``send_all`` (see :mod:`arcly_trio.workers.egress`).
 
@@ -182,6 +184,12 @@ class RtmpServer:
     def open_connections(self) -> int:
         return self.admission.open
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
+        serving (a certificate reloaded); connections already open keep theirs."""
+        assert self.ssl_context is not None
+        return self.ssl_context
+
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
                                          unix_socket=self.unix_socket)
@@ -194,7 +202,7 @@ class RtmpServer:
 
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self.ssl_context))
+                await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
                 self.listening = True
                 task_status.started(self.port)
         finally:
