@@ -7,9 +7,10 @@ around the authenticator's call) and tells it the outcome (:meth:`~AuthThrottle.
 worker's API token uses ``api``):
 
 * **In flight.** At most ``max_in_flight`` (2) authorizations are asked at once, or wait for
-  their slot (below). An address without recent refusals may have ``max_waiting`` (32) more
-  waiting for a place, first come first served (players behind one NAT starting together, an
-  edge of a cluster starting pulls); an address with refusals has no such queue, and a refusal
+  their slot (below). An address without recent refusals may have ``max_waiting`` (1024) more
+  waiting for a place, first come first served (players behind one NAT or a load balancer
+  starting together, an edge of a cluster starting pulls: each waiter is a connection the
+  worker's connection limits already admitted); an address with refusals has no such queue, and a refusal
   sends the turns still waiting away (:attr:`Turn.bounced`). Past that :meth:`admit` answers
   ``None`` and the caller refuses at once without asking anyone (the engine raises
   :class:`~arcly_trio.core.errors.AuthorizationBusy`: HTTP ``429`` with ``Retry-After``). Such
@@ -172,7 +173,7 @@ class AuthThrottle:
         max_addresses: int = 65536,
         log_interval: float = 10.0,
         max_in_flight: int = 2,
-        max_waiting: int = 32,
+        max_waiting: int = 1024,
         max_keys: int = 16,
         exempt: Iterable[str] = (),
     ) -> None:
