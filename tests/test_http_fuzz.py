@@ -49,6 +49,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "arcly_trio", "serve", "--host", "127.0.0.1", "--rtmp-port", "0",
             "--http-port", "0", "--demo", "--publish-token", PUBLISH_TOKEN, "--api-token", API_TOKEN,
+            # a publish takes the token or a signed URL: random ?sign=/?jwt= values on /ingest are parsed
+            "--sign-secret", "fuzz-sign-secret", "--sign-actions", "publish",
             "--auth-max-delay", "0.05", "--metrics-per-stream", "--audit", str(tmp_path / "audit.jsonl"),
             "--pull", f"rtmp://127.0.0.1:{dead}/{{app}}/{{stream}}", "--log-level", "info"]
     with log.open("wb") as output:
@@ -139,7 +141,8 @@ def targets(draw: st.DrawFn, segments: list[str]) -> str:
     else:
         path = re.sub(r"\{(\w+)\}", lambda m: _encoded(values[m.group(1)], raw), template)
     pairs = draw(st.lists(st.tuples(st.one_of(st.sampled_from(QUERY_KEYS), TEXT),
-                                    st.one_of(st.sampled_from([API_TOKEN, PUBLISH_TOKEN, "1", "0", "-1", "²", ""]),
+                                    st.one_of(st.sampled_from([API_TOKEN, PUBLISH_TOKEN, "1", "0", "-1", "²", "",
+                                                               "²-" + "a" * 32, "9999999999-" + "0" * 32]),
                                               st.integers(-10, 10**20).map(str), TEXT)), max_size=4))
     if not pairs:
         return path
