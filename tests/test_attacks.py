@@ -335,23 +335,52 @@ async def test_a_player_that_stops_reading_is_dropped_after_the_write_timeout(ca
         assert any("a write blocked for 0.5 s" in line for line in closed_lines(caplog, client))
 
 
-async def test_an_idle_flood_from_one_address_does_not_lock_players_out(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    """Attack: idle connections filling the cap (4094 of 4096; newcomers reset). Now each
-    address holds at most ``max_pending_per_address`` idle connections and the oldest idle
-    connection makes room: a real player from the same address still gets in.
-    Mutant killed: a plain connection cap with no eviction."""
+async def test_an_idle_flood_from_one_address_does_not_lock_players_out(  # type: ignore[no-untyped-def]
+        autojump_clock, demo_frames) -> None:
+    """Attack: idle connections filling the cap (4094 of 4096; newcomers reset). Now, at the
+    cap, the connection longest without progress makes room, so a real player from the same
+    address still gets in; and once the server is near its cap (three quarters of it), an
+    address holds at most ``max_pending_per_address`` connections idle for ``idle_after``
+    seconds. Mutants killed: a plain connection cap with no eviction; no per-address quota
+    under pressure."""
     async with attacked(rtmp={"max_connections": 20, "max_pending_per_address": 8}) as (engine, rtmp, http):
         async with trio.open_nursery() as nursery:
             await healthy_stream(engine, demo_frames, nursery)
             idle = [await RawClient.open(rtmp.port) for _ in range(30)]
             await trio.sleep(0.1)
-            assert rtmp.admission.pending <= 8
+            assert rtmp.admission.open == 20 and rtmp.admission.evictions == 10
             counter = await healthy_player(rtmp.port, nursery)
             await still_flowing(counter)
-            assert rtmp.admission.evictions >= 22
+            assert rtmp.admission.evictions == 11
+            await trio.sleep(rtmp.admission.idle_after)  # the flood is idle now
+            idle += [await RawClient.open(rtmp.port) for _ in range(5)]
+            await trio.sleep(0.1)
+            assert rtmp.admission.idle("127.0.0.1") <= 8
+            assert rtmp.admission.open <= 8 + 5 + 1
+            await still_flowing(counter)
             for client in idle:
                 await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_http_flood_does_not_lock_requests_out(autojump_clock, http_get) -> None:  # type: ignore[no-untyped-def]
+    """Attack: 1100 idle HTTP connections (newcomers got 503 or a reset). Scaled down: 30
+    idle connections against 20 slots; requests from the same address are served, and once
+    the flood is idle and the server near its cap the address keeps at most its quota.
+    Mutant killed: no eviction at the cap."""
+    async with attacked(http={"max_connections": 20, "max_pending_per_address": 4}) as (engine, rtmp, http):
+        idle = [await trio.open_tcp_stream("127.0.0.1", http.port) for _ in range(30)]
+        await trio.sleep(0.1)
+        assert http.admission.open == 20
+        for _ in range(3):
+            status, _, _ = await http_get(http.port, "/api/health")
+            assert status == 200
+        await trio.sleep(http.admission.idle_after)
+        status, _, _ = await http_get(http.port, "/api/health")
+        assert status == 200
+        assert http.admission.idle("127.0.0.1") <= 4
+        for stream in idle:
+            await stream.aclose()
 
 
 async def test_refused_tokens_are_throttled_per_address_and_logged_per_burst(caplog) -> None:  # type: ignore[no-untyped-def]

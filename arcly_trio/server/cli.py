@@ -141,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")
     limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")
     limits.add_argument("--max-connections", type=int, default=4096, metavar="N",
-                        help="open connections per port; the oldest idle one makes room for a newcomer (default 4096)")
+                        help="open connections per port; when all are taken, the one longest without progress "
+                             "(an idle one first) makes room for a newcomer (default 4096)")
     limits.add_argument("--max-idle-per-ip", type=int, default=32, metavar="N",
-                        help="connections one address may hold without publishing, playing or requesting (default 32)")
+                        help="idle connections one address may hold once three quarters of max-connections are "
+                             "open; a client on its way to publish, play or request is not idle (default 32)")
     limits.add_argument("--max-connections-per-ip", type=int, default=0, metavar="N",
                         help="connections one address may hold in all (default 0 = no limit)")
     limits.add_argument("--setup-timeout", type=float, default=30.0, metavar="SECONDS",

@@ -46,10 +46,12 @@ handshakes are read by h11 too and then answered by wsproto on the connection's 
 
 Resource handling: one task per connection in the worker's nursery, closed with
 ``aclose_forcefully`` whatever happens (``trio.serve_listeners``); connection slots through an
-:class:`~arcly_trio.workers.admission.Admission` (``max_connections`` in all, the oldest idle
-connection — one between requests or still sending its head — evicted to make room, at most
-``max_pending_per_address`` idle ones per address, and optionally ``max_per_address``; only
-when every slot serves a request does a newcomer get ``503``); a request head must arrive
+:class:`~arcly_trio.workers.admission.Admission` (``max_connections`` in all: the connection
+longest without a request — one between requests or still sending its head — evicted to make
+room; while the server is near that cap, at most ``max_pending_per_address`` idle ones per
+address; optionally ``max_per_address``; only when every slot serves a request does a newcomer
+get ``503``; a request served is the connection's progress, so a keep-alive client that asks
+again within the admission's ``idle_after`` is not idle); a request head must arrive
 whole within ``header_timeout`` seconds and fit in ``max_head_size`` bytes (so a slowloris
 client that trickles its head is closed, and logged); every write must finish within
 ``write_timeout`` seconds (a live viewer: its socket taking nothing for that long). Only HTTP/1.0
@@ -114,9 +116,10 @@ class HttpServer:
         host, port: where to listen (port 0 picks one; ``serve`` reports it through
             ``task_status.started`` and keeps it in :attr:`port`).
         cors: add CORS headers and answer preflights.
-        max_connections: open connections at most (the oldest idle one is evicted for a
-            newcomer; ``503`` when all serve requests).
-        max_pending_per_address: idle connections one address may hold (the oldest is evicted).
+        max_connections: open connections at most (the one longest without a request is
+            evicted for a newcomer; ``503`` when all serve requests).
+        max_pending_per_address: idle connections one address may hold while the server is
+            near ``max_connections`` (its oldest idle ones are evicted); ``None``: no quota.
         max_per_address: connections one address may hold in all (``None``: no limit).
         max_head_size: the largest request head (bytes); more gets ``431``.
         header_timeout: seconds a request head may take to arrive (also the keep-alive idle

@@ -31,8 +31,13 @@ stream's ``send_all`` (see :mod:`arcly_trio.workers.egress`).
 Resource handling (every limit is an argument of :class:`RtmpServer`):
 
 * connection slots through an :class:`~arcly_trio.workers.admission.Admission`: a global cap
-  where the oldest connection that neither publishes nor plays is evicted to make room, a cap
-  on such idle connections per address, and an optional cap per address;
+  where, among the connections that neither publish nor play, the one longest without
+  progress is evicted to make room; a cap on idle connections per address that applies only
+  while the server is near its global cap; and an optional cap per address. A connection
+  reports its steps to its ticket (each handshake part, C0+C1 then C2, arriving whole; each
+  command, media or data message) and is busy from the moment the server starts deciding on
+  its publish or play (authorization may wait on a hook): so a client on its way to publish or
+  play is never idle, however many come from one address;
 * deadlines: the handshake must finish within ``handshake_timeout``; a connection must publish
   or play within ``setup_timeout``; one that does neither is closed after ``idle_timeout``
   without *progress* (a command, media or data message: bytes alone, or pings and
@@ -100,7 +105,7 @@ from ...protocols.rtmp import (
 )
 from ...protocols.rtmp.handshake import ServerHandshake
 from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
-from ..admission import Admission
+from ..admission import Admission, Ticket
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
 
@@ -313,10 +318,22 @@ class _Connection:
         self.publish_stream_id: int | None = None
         self.players: dict[int, _Player] = {}
         self.busy = False
-        self.ticket: Any = None
+        self.ticket: Ticket | None = None
         now = trio.current_time()
         self.setup_deadline = now + server.setup_timeout
         self.last_progress = now
+
+    def _progress(self) -> None:
+        """The client made a step of its set-up (see :mod:`..admission`)."""
+        if self.ticket is not None:
+            self.ticket.progress()
+
+    def _servers_turn(self) -> None:
+        """The server decides on a publish or play (authorization may wait on a hook or the
+        refusal throttle): the connection is not idle meanwhile. It stays so: it either serves
+        or is closed."""
+        if self.ticket is not None:
+            self.ticket.busy()
 
     def _mark_busy(self) -> None:
         if not self.busy:
@@ -379,10 +396,12 @@ class _Connection:
                     raise _Close("peer closed during the handshake")
                 handshake.receive_data(data)
                 out = handshake.data_to_send()
-                if out:
+                if out:  # C0+C1 arrived whole: S0+S1+S2 go out
+                    self._progress()
                     await self.stream.send_all(out)
         if scope.cancelled_caught:
             raise _Timeout(f"handshake not completed within {timeout:g} s")
+        self._progress()  # C2
         self.session.receive_data(handshake.leftover())
 
     def _read_deadline(self) -> tuple[float, str]:
@@ -419,6 +438,7 @@ class _Connection:
             event = session.next_event()
             if session.messages_handled != handled:
                 self.last_progress = trio.current_time()
+                self._progress()
             if event is not None:
                 return event
             self._flow_control()
@@ -505,6 +525,7 @@ class _Connection:
         refusal: tuple[str, str]
         try:
             key = self._key(event.name)
+            self._servers_turn()
             async with self.engine.publish(key, self._credentials(event.query), protocol=self.server.name) as pub:
                 self._mark_busy()
                 self.publish_stream_id = sid
@@ -565,6 +586,7 @@ class _Connection:
         try:
             key = self._key(event.name)
             player = _Player(self.egress, sid, key, session.out_chunk_size)
+            self._servers_turn()
             attached = self.engine.attach(key, player, self._credentials(event.query), protocol=self.protocol)
             player.subscriber = await attached.__aenter__()
             player.attached = attached
