@@ -31,6 +31,7 @@ from arcly_trio import (
     EndReason,
     Engine,
     PublisherKicked,
+    PublishRateLimited,
     StreamIdleReaped,
     StreamKey,
     Unauthorized,
@@ -379,3 +380,23 @@ async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type:
         assert 3 <= tries <= 8 and engine.auth_throttle.delayed >= tries - 1
         assert (await http_get(http.port, "/api/sessions?api_token=k3y"))[0] == 200
         assert engine.auth_throttle.delay("127.0.0.1", "api") == 0
+
+
+async def test_metrics_count_rate_limited_publishers_and_hls_dropped_early(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 11: a publisher cut by its bitrate limit and HLS resources deleted early
+    by the per-stream byte cap are counted in ``/metrics``."""
+    from tests._tools import stuffed
+
+    metrics = PrometheusObserver()
+    hls = HlsService(variant="ll", max_bytes=1024 * 1024)
+    builder = Engine.builder().application(AppSpec("live", hls=True, max_publish_bitrate=8_000_000))
+    async with builder.service(hls).observer(metrics).build() as engine:
+        with pytest.raises(PublishRateLimited):
+            async with engine.publish("live/fast") as publisher:
+                start = trio.current_time()
+                for frame in demo_frames:  # 60 KB video frames at 30 fps: 14 Mbit/s
+                    await trio.sleep_until(start + frame.dts / 1000)
+                    await publisher.send(stuffed(frame, 60_000))
+        found = samples(metrics.render().decode())
+    assert found[("arcly_publishes_rate_limited_total", (("app", "live"),))] == 1
+    assert found[("arcly_hls_dropped_early_total", ())] == hls.dropped_early > 0

@@ -43,6 +43,7 @@ class AppHost(Protocol):
     """What an application needs from the engine that runs it."""
 
     idle_timeout: float | None
+    publish_start_timeout: float | None
     services: Sequence[StreamService]
     frame_hook: Callable[[StreamKey, Frame], None] | None
 
@@ -50,7 +51,7 @@ class AppHost(Protocol):
 
     def next_id(self) -> int: ...
 
-    def claim_publisher(self) -> Callable[[], None]: ...
+    def claim_publisher(self, credentials: Credentials) -> Callable[[], None]: ...
 
     def stream_failed(self, stream: Stream) -> None: ...
 
@@ -178,9 +179,10 @@ class Application:
                 raise StreamAlreadyPublishing(key.app, key.name)
             log.info("publisher of %s replaced by a new one from %s", key, credentials.peer)
             stream.replace_session()  # gives back the old publisher's slot
-        release = self._host.claim_publisher()  # PublisherLimitReached before anything is made
+        # PublisherLimitReached (or its per-address kind) before anything is made
+        release = self._host.claim_publisher(credentials)
         if stream is None:
-            stream = Stream(self, key, self._host.idle_timeout)
+            stream = Stream(self, key, self._host.idle_timeout, self._host.publish_start_timeout)
             self._streams[key.name] = stream
             self._start(nursery, stream.run, name=f"stream {key}")
             for service in self._host.services:
