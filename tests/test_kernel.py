@@ -726,3 +726,47 @@ async def test_a_publish_without_media_gives_its_slot_back_after_the_start_timeo
             await pub.send(delta(33))
             assert pub.active
     assert [e.reason for e in observer.of_type(StreamUnpublished)] == ["no-media", "closed"]  # type: ignore[attr-defined]
+
+
+async def test_reconnecting_does_not_renew_the_burst_allowance(autojump_clock: trio.testing.MockClock) -> None:
+    """Attack: publish sessions one after another, each sending its whole burst allowance at once
+    (the review: 25 sessions of a 12 MB GOP; a fresh allowance per session made the rate limit
+    moot). A new session from an address gets back the bucket that address's last session left
+    until it is full again; another address, or the same one once it is refilled, starts full. Mutant
+    killed: a full bucket for every session."""
+    async with engine_with(AppSpec("live", max_publish_bitrate=8_000_000)) as eng:  # 4 MB of burst
+
+        async def burst(peer: tuple[str, int], size: int = 3_000_000) -> None:
+            async with eng.publish("live/s", Credentials(peer=peer)) as pub:
+                await pub.send(video_config())
+                await pub.send(keyframe(0, size))
+
+        await burst(("198.51.100.1", 1))
+        with pytest.raises(PublishRateLimited):  # 1 MB left, not 4
+            await burst(("198.51.100.1", 2))
+        await burst(("192.0.2.7", 1))  # another address starts full
+        await trio.sleep(6)  # the cut frame's debt paid, the allowance full again
+        await burst(("198.51.100.1", 3))
+        assert len(eng.carried_buckets) == 2
+
+
+def test_carried_buckets_stay_few_and_go_once_full() -> None:
+    """What ``CarriedBuckets`` keeps is bounded: ``per_address`` buckets per address (the fullest
+    let go first), and addresses whose buckets are full again are swept as others come."""
+    from arcly_trio.kernel.ratelimit import CarriedBuckets, PublishRateLimit
+
+    carried = CarriedBuckets(per_address=2)
+    used = []
+    for spent in (1_000_000, 3_000_000, 2_000_000):  # 8 Mbit/s: 4 MB of burst
+        bucket = PublishRateLimit(8_000_000, 0.0)
+        bucket.take(spent, 0.0)
+        used.append(bucket)
+        carried.ended("a", bucket, 0.0)
+    assert carried.bucket("a", 8_000_000, 0.0) is used[1]  # the emptiest
+    assert carried.bucket("a", 8_000_000, 0.0) is used[2]
+    assert carried.bucket("a", 8_000_000, 0.0) not in used  # the fullest was let go: a full one
+    for n in range(200):
+        bucket = PublishRateLimit(8_000_000, float(n))
+        bucket.take(100, float(n))
+        carried.ended(f"10.0.{n}.1", bucket, float(n))
+    assert len(carried) < 64  # those that refilled (4 s) are gone

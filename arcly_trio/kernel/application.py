@@ -29,6 +29,7 @@ from ..core.keys import Credentials, StreamKey
 from .events import EventBus, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
 from .publish import PublishSession
+from .ratelimit import PublishRateLimit
 from .service import StreamService
 from .spec import AppSpec, Takeover
 from .stream import Stream
@@ -52,6 +53,8 @@ class AppHost(Protocol):
     def next_id(self) -> int: ...
 
     def claim_publisher(self, credentials: Credentials) -> Callable[[], None]: ...
+
+    def publish_rate_limit(self, credentials: Credentials, limit: int) -> PublishRateLimit | None: ...
 
     def stream_failed(self, stream: Stream) -> None: ...
 
@@ -190,7 +193,8 @@ class Application:
                     sub = stream.subscribe(self._host.next_id(), Credentials(protocol=service.name),
                                            service.name, service.capacity)
                     self._start(nursery, self._serve_stream, service, stream, sub, name=f"{service.name} {key}")
-        return stream.new_session(credentials, protocol, release)
+        rate_limit = self._host.publish_rate_limit(credentials, stream.spec.max_publish_bitrate)
+        return stream.new_session(credentials, protocol, release, rate_limit)
 
     def subscribe(self, key: StreamKey, credentials: Credentials, protocol: str, capacity: int | None) -> Subscription:
         """Attach a new :class:`Subscription` to ``key`` (synchronous: atomic under trio)."""

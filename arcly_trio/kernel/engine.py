@@ -19,6 +19,10 @@ Authorization: every publish and play of every protocol goes through :meth:`Engi
 it itself), which throttles addresses whose attempts were refused, tells the observers each
 decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
 
+Rate limits: each publish session of an application with ``max_publish_bitrate`` gets a token
+bucket (see :mod:`.ratelimit`): a full one, or the emptiest one its address left in the last
+seconds, so reconnecting does not renew the burst allowance.
+
 Publisher slots: at most ``max_publishers`` publishers at once, and at most
 ``max_publishers_per_address`` from one client address (addresses given as exempt, such as the
 workers' local relays, and in-process publishers without an address are not counted), so one
@@ -76,6 +80,7 @@ from .observe import Observer, ObserverSet
 from .service import StreamService
 from .sessions import ClientSession, SessionTable
 from .sources import Sourcing, StreamSource
+from .ratelimit import CarriedBuckets, PublishRateLimit
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
@@ -284,6 +289,8 @@ class Engine:
         self._apps: dict[str, Application] = {}
         self._publishers = 0
         self._by_address: dict[str, int] = {}
+        self.carried_buckets = CarriedBuckets()
+        """Rate-limit buckets of ended publish sessions, by address (see :mod:`.ratelimit`)."""
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._outer: Any = None
@@ -320,8 +327,7 @@ class Engine:
         (``AddressPublisherLimitReached`` at the per-address limit, ``PublisherLimitReached`` at
         the limit); returns the release, which counts it out exactly once however often it is
         called."""
-        peer = credentials.peer
-        address = peer[0] if peer is not None and peer[0] not in self.exempt_addresses else None
+        address = self._counted_address(credentials)
         per_address = self.max_publishers_per_address
         if address is not None and per_address is not None and self._by_address.get(address, 0) >= per_address:
             raise AddressPublisherLimitReached(per_address, address)
@@ -345,6 +351,17 @@ class Engine:
                         del self._by_address[address]
 
         return release
+
+    def publish_rate_limit(self, credentials: Credentials, limit: int) -> PublishRateLimit | None:
+        """The rate limit of a new publish session of ``credentials`` (``None`` for ``limit``
+        0): the emptiest bucket its address left in the last seconds, or a full one."""
+        if limit <= 0:
+            return None
+        return self.carried_buckets.bucket(self._counted_address(credentials), limit, trio.current_time())
+
+    def _counted_address(self, credentials: Credentials) -> str | None:
+        peer = credentials.peer
+        return peer[0] if peer is not None and peer[0] not in self.exempt_addresses else None
 
     def publishers_from(self, address: str) -> int:
         """How many publishers from ``address`` are counted against the per-address limit."""
@@ -676,6 +693,9 @@ class Engine:
                 raise
             finally:
                 publisher.close()
+                if session.rate_limit is not None:  # a reconnect gets this allowance back, not a new one
+                    self.carried_buckets.ended(self._counted_address(credentials), session.rate_limit,
+                                               trio.current_time())
         finally:
             if release_claim is not None:
                 release_claim()

@@ -11,10 +11,10 @@ The session talks to its stream through two callables it is given (``on_finish``
 ``release``), so this module knows nothing of streams or engines.
 
 Rate limit: a session may have a :class:`~.ratelimit.PublishRateLimit` (the application's
-``max_publish_bitrate``). ``send`` counts every frame's payload against it, before the frame is
-queued: a frame that does not fit ends the session
-(:class:`~arcly_trio.core.errors.PublishRateLimited`) and is not delivered. This is the one
-place every protocol's publisher goes through.
+``max_publish_bitrate``; the engine gives it, see :class:`~.ratelimit.CarriedBuckets`). ``send``
+counts every frame's payload against it, before the frame is queued: a frame that does not fit
+ends the session (:class:`~arcly_trio.core.errors.PublishRateLimited`) and is not delivered.
+This is the one place every protocol's publisher goes through.
 
 Error policy: ``send`` after the end raises :class:`~arcly_trio.core.errors.PublishEnded` (or the
 subclass that says why: ``PublisherReplaced``, ``StreamIdleReaped``, ``PublishRateLimited``...);
@@ -136,7 +136,7 @@ class PublishSession:
         *,
         on_finish: Callable[[PublishSession, str], None],
         release: Callable[[], None],
-        max_bitrate: int = 0,
+        rate_limit: PublishRateLimit | None = None,
     ) -> None:
         self.key = key
         self.credentials = credentials
@@ -153,7 +153,7 @@ class PublishSession:
         """Media payload bytes its publishers sent."""
         self.opened_at = trio.current_time()
         """When the publish was accepted (trio's clock)."""
-        self.rate_limit = PublishRateLimit(max_bitrate, self.opened_at) if max_bitrate > 0 else None
+        self.rate_limit = rate_limit
         """The session's rate limit (``None``: none)."""
         self.end_reason: str | None = None
         self.end_error: PublishEnded | None = None

@@ -9,9 +9,13 @@ backlog after a reconnect): over any stretch of time the session may send at mos
 (:class:`~arcly_trio.core.errors.PublishRateLimited`, see :mod:`.publish`), for every protocol
 alike, because every publisher sends through :meth:`~.publish.Publisher.send`.
 
-The bucket starts full and takes the clock's time from its caller (trio's clock in the
-kernel), so it is tested with a fake clock. :meth:`PublishRateLimit.measured` is the sender's
-rate over the stretch since the bucket was last full: the stretch that used the allowance up.
+A new session's bucket starts full, unless its address ended a session whose bucket is not
+full again yet: then it gets that bucket back (:class:`CarriedBuckets`, the emptiest one its
+address left), so reconnecting does not renew the burst allowance (the review's 25 publish
+sessions of a 12 MB GOP each got a fresh one). Buckets take the clock's time from their
+caller (trio's clock in the kernel), so they are tested with a fake clock.
+:meth:`PublishRateLimit.measured` is the sender's rate over the stretch since the bucket was
+last full: the stretch that used the allowance up.
 
 Error policy: nothing here raises; :meth:`PublishRateLimit.take` says whether a send fits.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BURST_SECONDS", "PublishRateLimit"]
+__all__ = ["BURST_SECONDS", "CarriedBuckets", "PublishRateLimit"]
 
 #: The burst allowance, in seconds of the limit.
 BURST_SECONDS = 4.0
@@ -60,3 +64,52 @@ class PublishRateLimit:
     def measured(self, now: float) -> float:
         """The sender's rate (bits/s) since the bucket was last full."""
         return self._since_full * 8 / max(now - self._full_at, _INSTANT)
+
+    def tokens(self, now: float) -> float:
+        """The allowance left at ``now`` (bytes; negative past it)."""
+        return min(self.capacity, self._tokens + (now - self._at) * self._rate)
+
+
+class CarriedBuckets:
+    """The buckets of ended sessions, by address, until they are full again (a few seconds):
+    :meth:`bucket` gives a new session from an address the emptiest one that address left, or a
+    full one. At most ``per_address`` are kept per address (the fullest is let go first)."""
+
+    def __init__(self, per_address: int = 16) -> None:
+        self.per_address = per_address
+        self._by_address: dict[str, list[PublishRateLimit]] = {}
+        self._sweep_at = 64
+
+    def __len__(self) -> int:
+        """Addresses with a bucket kept."""
+        return len(self._by_address)
+
+    def bucket(self, address: str | None, limit: int, now: float) -> PublishRateLimit:
+        """The bucket of a new session from ``address`` (``None``: always a full one)."""
+        kept = self._by_address.pop(address, None) if address is not None else None
+        if kept:
+            kept = [bucket for bucket in kept if bucket.limit == limit and bucket.tokens(now) < bucket.capacity]
+            if kept:
+                kept.sort(key=lambda bucket: bucket.tokens(now))
+                emptiest = kept.pop(0)
+                if kept:
+                    self._by_address[address] = kept  # type: ignore[index]
+                return emptiest
+        return PublishRateLimit(limit, now)
+
+    def ended(self, address: str | None, bucket: PublishRateLimit, now: float) -> None:
+        """A session from ``address`` ended with ``bucket``: keep it until it is full again."""
+        if address is None or bucket.tokens(now) >= bucket.capacity:
+            return
+        kept = self._by_address.setdefault(address, [])
+        kept.append(bucket)
+        if len(kept) > self.per_address:
+            kept.remove(max(kept, key=lambda b: b.tokens(now)))
+        if len(self._by_address) > self._sweep_at:  # let go of what is full again (amortized)
+            for key in list(self._by_address):
+                still = [b for b in self._by_address[key] if b.tokens(now) < b.capacity]
+                if still:
+                    self._by_address[key] = still
+                else:
+                    del self._by_address[key]
+            self._sweep_at = max(64, 2 * len(self._by_address))

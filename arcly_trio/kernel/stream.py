@@ -56,6 +56,7 @@ from .fanout import EndReason, Fanout, Sink, Subscriber
 from .gop import GopCache
 from .publish import Publisher, PublishSession
 from .qos import RateMeter, StreamStats
+from .ratelimit import PublishRateLimit
 from .spec import AppSpec
 from .subscription import Subscription
 
@@ -172,11 +173,12 @@ class Stream:
 
     # ------------------------------------------------- sessions (called by the owner)
 
-    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None]) -> PublishSession:
-        """A publish session on this stream (the owner has checked the limits and policy)."""
+    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None],
+                    rate_limit: PublishRateLimit | None = None) -> PublishSession:
+        """A publish session on this stream (the owner has checked the limits and policy and
+        gives its rate limit, for ``spec.max_publish_bitrate``)."""
         session = PublishSession(self.key, credentials, protocol, self._spec.ingest_queue,
-                                 on_finish=self._session_finished, release=release,
-                                 max_bitrate=self._spec.max_publish_bitrate)
+                                 on_finish=self._session_finished, release=release, rate_limit=rate_limit)
         session.info = StreamInfo(protocol=protocol, peer=credentials.peer, started_at=time.time())
         self.session = session
         self.info = session.info
