@@ -770,3 +770,20 @@ def test_carried_buckets_stay_few_and_go_once_full() -> None:
         bucket.take(100, float(n))
         carried.ended(f"10.0.{n}.1", bucket, float(n))
     assert len(carried) < 64  # those that refilled (4 s) are gone
+
+
+async def test_a_relay_may_replay_a_whole_gop_cache_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    """A relay (a pull, a cluster or worker relay: an in-process publisher without a client
+    address) starts with its origin's GOP cache, which may be more than 4 s of the limit: its
+    burst allowance is one GOP cache at least; a client's is not. Mutant killed: cutting relays
+    at their first GOP."""
+    spec = AppSpec("live", max_publish_bitrate=8_000_000, gop_cache_bytes=12_000_000)  # 4 MB of burst
+    async with engine_with(spec) as eng:
+        async with eng.publish("live/relayed", Credentials(protocol="pull")) as pub:
+            await pub.send(video_config())
+            await pub.send(keyframe(0, 6_000_000))
+            await pub.send(delta(33, 5_000_000))
+        with pytest.raises(PublishRateLimited):
+            async with eng.publish("live/client", Credentials(peer=("198.51.100.3", 1))) as pub:
+                await pub.send(video_config())
+                await pub.send(keyframe(0, 6_000_000))

@@ -392,7 +392,7 @@ async def test_metrics_count_rate_limited_publishers_and_hls_dropped_early(demo_
     builder = Engine.builder().application(AppSpec("live", hls=True, max_publish_bitrate=8_000_000))
     async with builder.service(hls).observer(metrics).build() as engine:
         with pytest.raises(PublishRateLimited):
-            async with engine.publish("live/fast") as publisher:
+            async with engine.publish("live/fast", Credentials(peer=("198.51.100.4", 1))) as publisher:
                 start = trio.current_time()
                 for frame in demo_frames:  # 60 KB video frames at 30 fps: 14 Mbit/s
                     await trio.sleep_until(start + frame.dts / 1000)

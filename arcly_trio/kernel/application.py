@@ -54,7 +54,7 @@ class AppHost(Protocol):
 
     def claim_publisher(self, credentials: Credentials) -> Callable[[], None]: ...
 
-    def publish_rate_limit(self, credentials: Credentials, limit: int) -> PublishRateLimit | None: ...
+    def publish_rate_limit(self, credentials: Credentials, spec: AppSpec) -> PublishRateLimit | None: ...
 
     def stream_failed(self, stream: Stream) -> None: ...
 
@@ -193,7 +193,7 @@ class Application:
                     sub = stream.subscribe(self._host.next_id(), Credentials(protocol=service.name),
                                            service.name, service.capacity)
                     self._start(nursery, self._serve_stream, service, stream, sub, name=f"{service.name} {key}")
-        rate_limit = self._host.publish_rate_limit(credentials, stream.spec.max_publish_bitrate)
+        rate_limit = self._host.publish_rate_limit(credentials, stream.spec)
         return stream.new_session(credentials, protocol, release, rate_limit)
 
     def subscribe(self, key: StreamKey, credentials: Credentials, protocol: str, capacity: int | None) -> Subscription:

@@ -352,12 +352,16 @@ class Engine:
 
         return release
 
-    def publish_rate_limit(self, credentials: Credentials, limit: int) -> PublishRateLimit | None:
-        """The rate limit of a new publish session of ``credentials`` (``None`` for ``limit``
-        0): the emptiest bucket its address left in the last seconds, or a full one."""
-        if limit <= 0:
+    def publish_rate_limit(self, credentials: Credentials, spec: AppSpec) -> PublishRateLimit | None:
+        """The rate limit of a new publish session of ``credentials`` in an application of
+        ``spec`` (``None`` without ``max_publish_bitrate``): the emptiest bucket its address
+        left in the last seconds, or a full one. A publisher without a counted address (a relay,
+        a pull: it starts with its origin's GOP cache) has a burst of one GOP cache at least."""
+        if spec.max_publish_bitrate <= 0:
             return None
-        return self.carried_buckets.bucket(self._counted_address(credentials), limit, trio.current_time())
+        address = self._counted_address(credentials)
+        return self.carried_buckets.bucket(address, spec.max_publish_bitrate, trio.current_time(),
+                                           spec.gop_cache_bytes if address is None else 0)
 
     def _counted_address(self, credentials: Credentials) -> str | None:
         peer = credentials.peer

@@ -12,7 +12,9 @@ alike, because every publisher sends through :meth:`~.publish.Publisher.send`.
 A new session's bucket starts full, unless its address ended a session whose bucket is not
 full again yet: then it gets that bucket back (:class:`CarriedBuckets`, the emptiest one its
 address left), so reconnecting does not renew the burst allowance (the review's 25 publish
-sessions of a 12 MB GOP each got a fresh one). Buckets take the clock's time from their
+sessions of a 12 MB GOP each got a fresh one). A relay (an in-process publisher with no client
+address: a pull, a cluster or worker relay) starts by replaying its origin's GOP cache, so its
+burst allowance is at least the application's ``gop_cache_bytes``. Buckets take the clock's time from their
 caller (trio's clock in the kernel), so they are tested with a fake clock.
 :meth:`PublishRateLimit.measured` is the sender's rate over the stretch since the bucket was
 last full: the stretch that used the allowance up.
@@ -32,16 +34,17 @@ _INSTANT = 0.001  # the shortest stretch a rate is measured over (seconds)
 
 
 class PublishRateLimit:
-    """A token bucket of ``limit`` bits/s and ``burst_seconds`` of burst, full at ``now``."""
+    """A token bucket of ``limit`` bits/s and ``burst_seconds`` of burst (at least
+    ``min_burst`` bytes), full at ``now``."""
 
     __slots__ = ("limit", "capacity", "_rate", "_tokens", "_at", "_full_at", "_since_full")
 
-    def __init__(self, limit: int, now: float, burst_seconds: float = BURST_SECONDS) -> None:
+    def __init__(self, limit: int, now: float, burst_seconds: float = BURST_SECONDS, min_burst: int = 0) -> None:
         if limit <= 0 or not math.isfinite(burst_seconds) or burst_seconds <= 0:
             raise ValueError("a rate limit needs limit > 0 and burst_seconds > 0")
         self.limit = limit
         self._rate = limit / 8  # bytes per second
-        self.capacity = self._rate * burst_seconds
+        self.capacity = max(self._rate * burst_seconds, float(min_burst))
         """The burst allowance, in bytes."""
         self._tokens = self.capacity
         self._at = now
@@ -84,8 +87,9 @@ class CarriedBuckets:
         """Addresses with a bucket kept."""
         return len(self._by_address)
 
-    def bucket(self, address: str | None, limit: int, now: float) -> PublishRateLimit:
-        """The bucket of a new session from ``address`` (``None``: always a full one)."""
+    def bucket(self, address: str | None, limit: int, now: float, min_burst: int = 0) -> PublishRateLimit:
+        """The bucket of a new session from ``address`` (``None``: always a full one; see
+        :class:`PublishRateLimit` for ``min_burst``)."""
         kept = self._by_address.pop(address, None) if address is not None else None
         if kept:
             kept = [bucket for bucket in kept if bucket.limit == limit and bucket.tokens(now) < bucket.capacity]
@@ -95,7 +99,7 @@ class CarriedBuckets:
                 if kept:
                     self._by_address[address] = kept  # type: ignore[index]
                 return emptiest
-        return PublishRateLimit(limit, now)
+        return PublishRateLimit(limit, now, min_burst=min_burst)
 
     def ended(self, address: str | None, bucket: PublishRateLimit, now: float) -> None:
         """A session from ``address`` ended with ``bucket``: keep it until it is full again."""
