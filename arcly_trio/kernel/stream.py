@@ -13,8 +13,9 @@ when no frame arrives within the idle timeout (a cancel scope deadline pushed fo
 batch of frames; counted from creation if nothing is ever sent). A publish session that sends no
 media frame (audio or video; configs and metadata do not count) within the publish start
 timeout is ended (:class:`~arcly_trio.core.errors.PublishStartTimedOut`): an idle publisher
-gives its slot back in seconds, not after the idle timeout. A session cut by its rate limit (see
-:mod:`.publish`) is logged and told to the observers (:class:`~.events.RateLimited`). Every exit path, including
+gives its slot back in seconds, not after the idle timeout. A session cut by its rate limit
+(see :mod:`.publish`) is logged and told to the observers (:class:`~.events.RateLimited`).
+Every exit path, including
 cancellation when the engine stops and a bug in this module, ends the publish session exactly
 once, ends every subscriber with a reason, removes the stream from its owner and lets go of
 every frame (so an ended stream's memory is freed at once, without the cyclic collector).
@@ -38,7 +39,13 @@ from typing import Protocol
 
 import trio
 
-from ..core.errors import PublishEnded, PublisherReplaced, PublishRateLimited, PublishStartTimedOut, StreamIdleReaped
+from ..core.errors import (
+    PublishEnded,
+    PublisherReplaced,
+    PublishRateLimited,
+    PublishStartTimedOut,
+    StreamIdleReaped,
+)
 from ..core.frame import Frame, FrameBatch, FrameKind
 from ..core.keys import Credentials, StreamKey
 from ..media.probe import MediaProbe, StreamInfo
