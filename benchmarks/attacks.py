@@ -19,6 +19,10 @@ README's "Limits and hardening" quotes. Run it from the repository root:
 
     .venv/bin/python benchmarks/attacks.py            # every attack
     .venv/bin/python benchmarks/attacks.py --only fresh-stream-ids --scale 0.5
+    .venv/bin/python benchmarks/attacks.py --only fast-publisher --server-arg=--heap-trim-interval=0
+
+``--server-arg`` passes an option to ``serve`` (repeatable): to measure without a limit (``0``
+turns most of them off) or without the heap trim.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -39,7 +44,10 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import trio_websocket  # noqa: E402
+
 from arcly_trio.media import amf0  # noqa: E402
+from arcly_trio.protocols.frames.messages import SUBPROTOCOL  # noqa: E402
 from arcly_trio.protocols.rtmp import MediaMessage  # noqa: E402
 from arcly_trio.protocols.rtmp.chunks import chunk_message  # noqa: E402
 from arcly_trio.protocols.rtmp.messages import encode_set_chunk_size  # noqa: E402
@@ -192,7 +200,7 @@ class Bench:
             await client.aclose()
         return {"connections": 3 * self.n(8), "closed_by_server": closed}
 
-    async def _publish_gop(self, name: str, gop_mb: float) -> tuple[Client, int]:
+    async def _publish_gop(self, name: str, gop_mb: float, frame_size: int = 200_000) -> tuple[Client, int]:
         from arcly_trio.server.demo import demo_frames
         from arcly_trio.media import flv
 
@@ -210,9 +218,9 @@ class Bench:
                 client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
         key = next(f for f in frames if f.keyframe and not f.config)
         client.session.send_media(stream_id, 9, 0, flv.tag_body(key))
-        count = max(1, int(gop_mb * MIB / 200_000))
+        count = max(1, int(gop_mb * MIB / frame_size))
         for i in range(1, count + 1):
-            client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(200_000))
+            client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(frame_size))
             await client.flush()
         return client, stream_id
 
@@ -247,13 +255,19 @@ class Bench:
         await publisher.aclose()
         return {"plays": len(players), "rss_growth_mb": round(after - before, 1)}
 
-    async def large_gop_sessions(self) -> dict[str, Any]:
+    async def large_gop_sessions(self, frame_size: int = 200_000) -> dict[str, Any]:
         """25 publish sessions with a 12 MB GOP, one after another (the review: +340 MB never
         returned). Now every session's memory is freed when it ends, but for what HLS keeps
-        for its delete delay (measured 2 s after the last session and again once it passed)."""
+        for its delete delay (measured 2 s after the last session and again once it passed);
+        back to back, they are over the bitrate limit, and reconnecting does not renew it."""
         before = rss_mb(self.pid)
+        cut = 0
         for i in range(self.n(25)):
-            client, _ = await self._publish_gop("big", 12 * min(1.0, self.scale))
+            try:
+                client, _ = await self._publish_gop("big", 12 * min(1.0, self.scale), frame_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                cut += 1  # the rate limit: reconnecting does not renew the allowance
+                continue
             await trio.sleep(0.2)
             await client.aclose()
             await trio.sleep(0.2)
@@ -262,8 +276,14 @@ class Bench:
         # HLS (on by default) keeps an ended stream's playlist and segments for its delete
         # delay (window x target duration: 12 s by default) so players can finish them.
         await trio.sleep(HLS_DELETE_DELAY + 2)
-        return {"sessions": self.n(25), "rss_growth_after_mb": round(soon, 1),
+        return {"sessions": self.n(25), "cut_by_rate_limit": cut, "rss_growth_after_mb": round(soon, 1),
                 "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+
+    async def small_frame_sessions(self) -> dict[str, Any]:
+        """The same with 100 KB frames: under glibc's mmap threshold, they come from the heap,
+        which keeps their pages once they are freed unless the server trims it (RSS +60 MB for
+        good before ``--heap-trim-interval``). Run it with ``--max-publish-bitrate=0``."""
+        return await self.large_gop_sessions(100_000)
 
     async def aggregate_metadata(self) -> dict[str, Any]:
         """onMetaData inside an 8 MiB aggregate message (the review: a 3.4-5.2 s stall per
@@ -448,6 +468,138 @@ class Bench:
             await trio.aclose_forcefully(stream)
         return {"idle_connections": len(idle), "healthy_requests_ok": f"{ok}/10"}
 
+    async def fast_publisher(self) -> dict[str, Any]:
+        """One publisher of 1.7 MB video frames at 30 fps (416 Mbit/s: the review's ffmpeg took
+        RSS from 54 MB to 564 MB, 447 MB 20 s later), for up to 10 s. Now cut by the bitrate
+        limit within a second; what HLS holds of a stream is capped besides (measured 2 s
+        after, and again once HLS's delete delay passed)."""
+        from arcly_trio.media import flv
+        from arcly_trio.server.demo import demo_frames
+
+        frames = demo_frames()
+        before = rss_mb(self.pid)
+        client = await Client.open(self.rtmp)
+        await client.connect(self.rtmp)
+        stream_id = await client.create_stream()
+        client.session.publish(stream_id, "fast?token=right")
+        await client.flush()
+        await client.command()
+        for frame in frames:
+            if frame.config:
+                client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
+        size = 1_700_000
+        filler = size.to_bytes(4, "big") + b"\x0c" + bytes(size - 1)  # an H.264 filler NAL unit
+        started = time.monotonic()
+        sent = 0
+        cut = False
+        try:
+            for n in range(self.n(300)):
+                due = started + n / 30
+                await trio.sleep(max(0.0, due - time.monotonic()))
+                head = b"\x17\x01\x00\x00\x00" if n % 60 == 0 else b"\x27\x01\x00\x00\x00"
+                client.session.send_media(stream_id, 9, 33 * n, head + filler)
+                await client.flush()
+                sent += size
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            cut = True
+        seconds = time.monotonic() - started
+        cut = cut or await client.closed(2)
+        await client.aclose()
+        await trio.sleep(2)
+        soon = rss_mb(self.pid) - before
+        await trio.sleep(HLS_DELETE_DELAY + 2)
+        return {"sent_mb": round(sent / 1e6), "seconds": round(seconds, 1), "cut_by_server": cut,
+                "rss_growth_after_mb": round(soon, 1),
+                "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+
+    async def mutated_publishes(self) -> dict[str, Any]:
+        """300 publish sessions of the demo clip's first 60 frames with random bytes changed
+        (seeded): whatever each one does, memory must come back (the review: +1.4 MB live by
+        tracemalloc, RSS +61-66 MB after; 127 -> 96 MB with malloc_trim)."""
+        from arcly_trio.media import flv
+        from arcly_trio.server.demo import demo_frames
+
+        frames = demo_frames()[:60]
+        rng = random.Random(18)
+        before = rss_mb(self.pid)
+        closed = 0
+        for n in range(self.n(300)):
+            client = await Client.open(self.rtmp)
+            try:
+                await client.connect(self.rtmp)
+                stream_id = await client.create_stream()
+                client.session.publish(stream_id, f"mut{n % 20}?token=right")
+                await client.flush()
+                await client.command()
+                for frame in frames:
+                    body = bytearray(flv.tag_body(frame))
+                    for _ in range(rng.randrange(0, 4)):
+                        body[rng.randrange(len(body))] = rng.randrange(256)
+                    if rng.random() < 0.1:
+                        body = body[: rng.randrange(len(body))]
+                    if frame.is_metadata:
+                        client.session.send_message(5, 18, stream_id, 0, bytes(body))
+                    else:
+                        client.session.send_media(stream_id, 9 if frame.is_video else 8,
+                                                  max(0, frame.dts + rng.choice((0, 0, 0, -5000, 100_000))), bytes(body))
+                await client.flush()
+                closed += await client.closed(0.05)
+            except (ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError):
+                closed += 1
+            finally:
+                await client.aclose()
+        await trio.sleep(2)
+        soon = rss_mb(self.pid) - before
+        await trio.sleep(HLS_DELETE_DELAY + 2)
+        return {"sessions": self.n(300), "closed_by_server": closed, "rss_growth_after_mb": round(soon, 1),
+                "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+
+    async def idle_publishers(self) -> dict[str, Any]:
+        """1000 WebSocket ``/ingest`` publishers from 127.0.0.1 that send nothing (the review:
+        all accepted, holding every publisher slot until the idle timeout; the next publisher
+        got 4503). Now one address holds at most ``--max-publishers-per-ip``, each gives its slot
+        back after ``--publish-start-timeout``, and a publisher from 127.0.0.2 starts at once."""
+        count = self.n(1000)
+        accepted = refused = 0
+        sockets = []
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                try:
+                    ws = await self._ingest(nursery, f"idle{n}", "127.0.0.1")
+                except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed):
+                    refused += 1
+                    continue
+                sockets.append(ws)
+                first = json.loads(await ws.get_message())
+                if first["type"] == "start":
+                    accepted += 1
+                else:
+                    refused += 1
+            attack_seconds = time.monotonic() - started
+            probe_started = time.monotonic()
+            second = "refused"
+            try:
+                with trio.fail_after(5):
+                    ws = await self._ingest(nursery, "real", "127.0.0.2")
+                    first = json.loads(await ws.get_message())
+                    second = first["type"] if first["type"] == "start" else f"refused: {first.get('message')}"
+                    await ws.aclose()
+            except (OSError, trio.TooSlowError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+                second = f"failed: {exc!r}"
+            probe = time.monotonic() - probe_started
+            for ws in sockets:
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+        return {"publishers": count, "accepted": accepted, "refused": refused,
+                "attack_seconds": round(attack_seconds, 1), "second_address": second,
+                "second_address_ms": round(probe * 1000)}
+
+    async def _ingest(self, nursery: trio.Nursery, name: str, local: str) -> trio_websocket.WebSocketConnection:
+        stream = await trio.open_tcp_stream(HOST, self.http, local_address=local)
+        return await trio_websocket.wrap_client_stream(nursery, stream, HOST, f"/live/{name}/ingest?token=right",
+                                                       subprotocols=[SUBPROTOCOL])
+
     async def wrong_tokens(self) -> dict[str, Any]:
         """Wrong publish tokens as fast as possible for 5 s (the review: 2000 in 2.3 s, no
         throttling). Now each refusal doubles the wait of that address."""
@@ -473,6 +625,7 @@ ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "pre-connect-partials": Bench.pre_connect_partials,
     "fresh-stream-ids": Bench.fresh_stream_ids,
     "large-gop-sessions": Bench.large_gop_sessions,
+    "small-frame-sessions": Bench.small_frame_sessions,
     "aggregate-metadata": Bench.aggregate_metadata,
     "nal-bombs": Bench.nal_bombs,
     "slow-drip": Bench.slow_drip,
@@ -480,6 +633,9 @@ ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "idle-rtmp": Bench.idle_rtmp,
     "idle-http": Bench.idle_http,
     "wrong-tokens": Bench.wrong_tokens,
+    "fast-publisher": Bench.fast_publisher,
+    "mutated-publishes": Bench.mutated_publishes,
+    "idle-publishers": Bench.idle_publishers,
 }
 
 
@@ -488,7 +644,7 @@ async def run(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--hls", "--host", HOST,
                "--rtmp-port", str(rtmp), "--http-port", str(http), "--publish-token", "right",
                "--setup-timeout", "5", "--connection-idle-timeout", "5", "--write-timeout", "5",
-               "--log-level", "error"]
+               "--log-level", "error", *(args.server_arg or [])]
     server = subprocess.Popen(command, cwd=ROOT)
     try:
         bench = Bench(rtmp, http, server.pid, args.scale)
@@ -534,6 +690,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the review's numbers (default 1)")
     parser.add_argument("--only", action="append", choices=list(ATTACKS), help="run only this attack (repeatable)")
+    parser.add_argument("--server-arg", action="append", metavar="OPTION",
+                        help="pass this option to serve (repeatable; --server-arg=--heap-trim-interval=0)")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     trio.run(run, args)

@@ -2,7 +2,7 @@
 
 In CI (``CI`` set in the environment) a missing tool is a test failure, never a skip: CI installs
 every tool the suite needs. On a developer machine a missing tool skips the test with a message
-that says how to install it.
+that says how to install it. Also small frame helpers the attack tests share (:func:`stuffed`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import shutil
 
 import pytest
+
+from arcly_trio.core.frame import Frame, FrameKind
 
 
 def require_tool(name: str) -> str:
@@ -51,3 +53,13 @@ def require_selenium() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def stuffed(frame: Frame, size: int) -> Frame:
+    """``frame`` (an AVCC H.264 video frame) with a filler NAL unit that brings its payload to
+    ``size`` bytes: a large frame every packager takes (other frames are returned as they are)."""
+    if frame.kind is not FrameKind.VIDEO or frame.config or len(frame.payload) + 5 >= size:
+        return frame
+    filler = size - len(frame.payload) - 4
+    payload = frame.payload + filler.to_bytes(4, "big") + b"\x0c" + bytes(filler - 1)
+    return Frame(frame.kind, frame.codec, frame.pts, frame.dts, payload, frame.keyframe, frame.config, frame.track)

@@ -26,11 +26,16 @@ from urllib.parse import quote
 import pytest
 import trio
 
+import trio_websocket
+
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey, TokenAuthenticator
+from arcly_trio.clients.frames import FramesClosed, open_frames_publisher
+from arcly_trio.core.excgroups import unwrap_single
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.kernel.throttle import AuthThrottle
-from arcly_trio.media import amf0
+from arcly_trio.media import amf0, flv
 from arcly_trio.ops import AnyOf, AuditPipeline, JsonLinesFile, MemorySink, SignedUrlAuthenticator
+from arcly_trio.protocols.frames.messages import SUBPROTOCOL
 from arcly_trio.protocols.rtmp import CSID_DATA, CSID_VIDEO, MediaMessage
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.messages import MessageType, encode_set_chunk_size
@@ -48,7 +53,12 @@ async def attacked(
 ) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
     rtmp_server = RtmpServer("127.0.0.1", 0, **(rtmp or {}))
     http_server = HttpServer("127.0.0.1", 0, **(http or {}))
-    builder = Engine.builder().application(AppSpec("live", hls=True)).protocol(rtmp_server).protocol(http_server)
+    app = engine.get("app") or AppSpec("live", hls=True)
+    builder = Engine.builder().application(app).protocol(rtmp_server).protocol(http_server)
+    if "publishers" in engine:  # (in all, per address)
+        builder.max_publishers(engine["publishers"][0]).max_publishers_per_address(engine["publishers"][1])
+    if "start_timeout" in engine:
+        builder.publish_start_timeout(engine["start_timeout"])
     if "auth" in engine:
         builder.authenticator(engine["auth"])
     if "throttle" in engine:
@@ -643,3 +653,138 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch) -> N
         read_secret(None, str(tmp_path / "empty"), "ARCLY_TEST_TOKEN")
     args = build_parser().parse_args(["serve", "--publish-token-file", str(secret)])
     assert args.publish_token_file == str(secret)
+
+
+# ------------------------------------------------------------- publishers (issue 18: 11, 12)
+
+
+async def ingest_from(port: int, name: str, nursery: trio.Nursery,
+                      local: str = "127.0.0.1") -> tuple[trio_websocket.WebSocketConnection, dict[str, Any]]:
+    """A WebSocket ``/live/{name}/ingest`` publisher from the address ``local``, and the server's
+    first message (``start``, or the ``end`` of a refusal)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
+    ws = await trio_websocket.wrap_client_stream(nursery, stream, "127.0.0.1", f"/live/{name}/ingest",
+                                                 subprotocols=[SUBPROTOCOL])
+    return ws, json.loads(await ws.get_message())
+
+
+async def close_code(ws: trio_websocket.WebSocketConnection) -> int | None:
+    """Read until the server closes ``ws``; its close code."""
+    with trio.fail_after(5):
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason.code if exc.reason is not None else None
+
+
+@pytest.mark.parametrize("publishers, per_address", [(40, 4), (24, None)])
+async def test_idle_publishers_from_one_address_leave_another_address_publishing(
+        demo_frames, publishers: int, per_address: int | None) -> None:  # type: ignore[no-untyped-def]
+    """Attack: 1000 idle ``/ingest`` publishers from 127.0.0.1 held every publisher slot (``--max-publishers
+    1000``) until the idle timeout; the next publisher, a real streamer, got ``4503``. Here as many
+    idle publishers as there are slots, from one address: only ``--max-publishers-per-ip`` of them
+    are accepted (the rest get ``4429`` at once, RTMP publishers from that address
+    ``NetStream.Publish.Rejected``), and a publisher from another address (127.0.0.2) starts at
+    once. Once with the limit lowered, once at ``serve``'s default. Mutant killed: counting
+    publishers only in all."""
+    from arcly_trio.server.cli import build_parser
+
+    limit = per_address or build_parser().parse_args(["serve"]).max_publishers_per_ip
+    async with attacked(publishers=(publishers, limit)) as (engine, rtmp, http), trio.open_nursery() as nursery:
+        accepted, refused = [], []
+        with trio.fail_after(30):
+            for i in range(publishers):
+                ws, first = await ingest_from(http.port, f"idle{i}", nursery)
+                (accepted if first["type"] == "start" else refused).append(ws)
+            assert len(accepted) == limit and engine.publishers_from("127.0.0.1") == limit
+            assert {await close_code(ws) for ws in refused} == {4429}
+            client = await RawClient.open(rtmp.port)
+            await client.connect("live", rtmp.port)
+            client.session.publish(await client.create_stream(), "rtmp-idle")
+            await client.flush()
+            statuses = [e.info for e in await client.read_until_closed() if getattr(e, "name", "") == "onStatus"]
+            assert statuses[-1]["code"] == "NetStream.Publish.Rejected"
+            assert "per address" in statuses[-1]["description"]
+            real, first = await ingest_from(http.port, "real", nursery, local="127.0.0.2")
+            assert first["type"] == "start", first
+            assert engine.publisher_count == limit + 1
+            for ws in [*accepted, real]:
+                await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_ingest_publisher_that_sends_nothing_is_closed_after_the_start_timeout() -> None:
+    """Attack: a publisher that is accepted and then sends nothing kept its slot for the 30 s idle
+    timeout. With ``--publish-start-timeout`` (0.5 s here) it is closed with ``4410`` and the
+    reason, and its slot is free again. Mutant killed: only the idle timeout."""
+    async with attacked(start_timeout=0.5, publishers=(1, 1)) as (engine, rtmp, http), \
+            trio.open_nursery() as nursery:
+        with trio.fail_after(10):
+            ws, first = await ingest_from(http.port, "idle", nursery)
+            assert first["type"] == "start"
+            end = json.loads(await ws.get_message())
+            assert end["type"] == "end" and "no media within 0.5 s" in end["message"], end
+            assert await close_code(ws) == 4410
+            again, first = await ingest_from(http.port, "again", nursery)
+            assert first["type"] == "start"
+            await again.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_publisher_over_the_bitrate_limit_is_cut_and_told(demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Attack: one publisher at 416 Mbit/s (no token needed by default) took RSS from 54 MB to
+    564 MB; over ``/ingest``, 40 keyframes of 4 MiB in 4.7 s took it to 363 MB. With the
+    application's bitrate limit (8 Mbit/s here: 4 MB of burst) an RTMP publisher of 200 KB
+    frames as fast as it can is cut within a few megabytes and told why
+    (``NetStream.Publish.Rejected``), an ``/ingest`` one is closed with ``4429`` and the reason;
+    the healthy player goes on. Mutant killed: no rate limit in the kernel's publish path."""
+    limited = AppSpec("live", hls=True, max_publish_bitrate=8_000_000)
+    async with attacked(app=limited) as (engine, rtmp, http), trio.open_nursery() as nursery:
+        await healthy_stream(engine, demo_frames, nursery)
+        counter = await healthy_player(rtmp.port, nursery)
+        configs = [f for f in demo_frames if f.config]
+        key = next(f for f in demo_frames if f.keyframe and not f.config)
+        client = await RawClient.open(rtmp.port)
+        await client.connect("live", rtmp.port)
+        stream_id = await client.create_stream()
+        client.session.publish(stream_id, "fast")
+        await client.flush()
+        await client.command()
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for frame in [*configs, key]:
+                if frame.kind is not FrameKind.DATA:
+                    client.session.send_media(stream_id, 9 if frame.is_video else 8, 0, flv.tag_body(frame))
+            try:
+                for i in range(1, 500):  # up to 100 MB
+                    client.session.send_media(stream_id, 9, 33 * i, b"\x27\x01\x00\x00\x00" + bytes(200_000))
+                    await client.flush()
+                    sent += 200_000
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as attack:
+                attack.start_soon(flood)
+                events = await client.read_until_closed()
+                attack.cancel_scope.cancel()
+        statuses = [e.info for e in events if getattr(e, "name", "") == "onStatus"]
+        assert statuses[-1]["code"] == "NetStream.Publish.Rejected" and statuses[-1]["level"] == "error"
+        assert "over the limit of 8 Mbit/s (rate limited)" in statuses[-1]["description"]
+        assert sent < 20 * MIB, sent
+        assert any("live/fast from 127.0.0.1 over rtmp cut" in r.getMessage() for r in caplog.records)
+        with trio.fail_after(20):
+            with pytest.raises(FramesClosed) as closed, unwrap_single():
+                async with open_frames_publisher(f"ws://127.0.0.1:{http.port}/live/fast2/ingest") as pub:
+                    for frame in configs:
+                        await pub.send(frame)
+                    await pub.send(key)
+                    for i in range(1, 500):
+                        await pub.send(Frame(FrameKind.VIDEO, "h264", 33 * i, 33 * i, bytes(4) + bytes(200_000)))
+        assert closed.value.code == 4429 and "rate limited" in str(closed.value)
+        assert engine.publisher_count == 1  # the healthy one
+        await still_flowing(counter)
+        nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ from arcly_trio.core.errors import StreamError
 from arcly_trio.server.build import app_specs, build_runtime, reload_runtime
 from arcly_trio.server.cli import build_parser, reload, resolve_args
 from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, load, option_keys
+from arcly_trio.services import HlsService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,3 +216,42 @@ async def test_a_reload_swaps_the_authorization_before_it_starts_new_application
                     pass
             nursery.cancel_scope.cancel()
     assert published == []
+
+
+def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_path: Path) -> None:
+    """Issue 18 (findings 11, 12): ``serve``'s defaults turn the limits on (50 Mbit/s per
+    publisher, 8 publishers per address, 10 s to the first media frame, 64 MiB of HLS per
+    stream); the file sets them, an application its own bitrate limit (0 = none)."""
+    defaults = build_runtime(resolve_args(build_parser(), ["serve", "--http-port", "0", "--rtmp-port", "0"]))
+    engine = defaults.engine
+    assert (engine.max_publishers_per_address, engine.publish_start_timeout) == (8, 10.0)
+    assert "local" in engine.exempt_addresses  # the workers' relays
+    assert [hls.max_bytes for hls in engine.services if isinstance(hls, HlsService)] == [64 * 1024 * 1024]
+    assert app_specs(defaults.args)["live"].max_publish_bitrate == 50_000_000
+    path = write(tmp_path, "max-publishers-per-ip = 0\npublish-start-timeout = 0\nhls-max-mib = 0\n"
+                           "max-publish-bitrate = 20_000_000\n[apps.live]\n[apps.big]\nmax-publish-bitrate = 0\n")
+    args = resolve_args(build_parser(), ["serve", "--config", path, "--http-port", "0", "--rtmp-port", "0"])
+    engine = build_runtime(args).engine
+    assert (engine.max_publishers_per_address, engine.publish_start_timeout) == (None, None)
+    assert [hls.max_bytes for hls in engine.services if isinstance(hls, HlsService)] == [None]
+    specs = app_specs(args)
+    assert (specs["live"].max_publish_bitrate, specs["big"].max_publish_bitrate) == (20_000_000, 0)
+    with pytest.raises(SystemExit, match="hls-max-mib"):
+        build_runtime(resolve_args(build_parser(), ["serve", "--hls-max-mib", "0.5"]))
+
+
+async def test_reload_applies_the_publisher_limits(tmp_path: Path) -> None:
+    path = tmp_path / "arcly.toml"
+    base = 'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n'
+    path.write_text(base)
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    engine = runtime.engine
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        path.write_text(base + "max-publishers-per-ip = 2\npublish-start-timeout = 3.0\nmax-publish-bitrate = 1000\n")
+        changes = await reload_runtime(runtime, resolve_args(build_parser(), argv))
+        assert (engine.max_publishers_per_address, engine.publish_start_timeout) == (2, 3.0)
+        assert engine.application("live").spec.max_publish_bitrate == 1000
+        assert not [change for change in changes if "restart" in change], changes
+        nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from arcly_trio import (
+    AddressPublisherLimitReached,
     AppAlreadyRegistered,
     AppNotFound,
     AppSpec,
@@ -23,10 +24,14 @@ from arcly_trio import (
     PublishEnded,
     PublisherLimitReached,
     PublisherReplaced,
+    PublishRateLimited,
+    PublishStartTimedOut,
+    RateLimited,
     StreamAlreadyPublishing,
     StreamIdleReaped,
     StreamKey,
     StreamNotFound,
+    StreamUnpublished,
     SubscriberEvicted,
     SubscriberLagged,
     SubscriberResumed,
@@ -610,3 +615,175 @@ async def test_stream_info_reads_codec_and_resolution_from_the_video_config(engi
         await settle()
         info = engine.stream("live/s").stats().info
     assert (info.video_codec, info.width, info.height) == ("h264", 640, 360)
+
+
+# --- publish limits (issue 18, findings 11 and 12) ---------------------------------------------
+
+
+async def test_a_publisher_over_its_bitrate_is_cut_with_the_rate_it_sent(autojump_clock: trio.testing.MockClock,
+                                                                        observer: CountingObserver) -> None:
+    """Attack: one publisher sending far more than any encoder (the review: 416 Mbit/s took RSS to
+    564 MB). The kernel's publish path counts every payload byte against the application's
+    limit (a 4 s burst allowance): at 2x the limit the session is cut after about 4 s, told why,
+    with the rate it sent; the observers and the audit log hear of it. Mutant killed: no check in
+    ``Publisher.send``."""
+    from arcly_trio.ops import AuditPipeline, MemorySink
+
+    sink = MemorySink()
+    limit = 8_000_000  # 1 MB/s; the burst allowance is 4 MB
+    builder = Engine.builder().application(AppSpec("live", max_publish_bitrate=limit)).observer(observer)
+    async with builder.observer(AuditPipeline(sink)).build() as eng:
+        start = trio.current_time()
+        sent = 0
+        with pytest.raises(PublishRateLimited) as info:
+            async with eng.publish("live/fast", Credentials(peer=("203.0.113.7", 5000))) as pub:
+                await pub.send(video_config())
+                for n in range(10_000):  # 50 KB every 25 ms: 16 Mbit/s
+                    frame = keyframe(25 * n, 50_000) if n % 40 == 0 else delta(25 * n, 50_000)
+                    await pub.send(frame)
+                    sent += 1
+                    await trio.sleep(0.025)
+        cut_after = trio.current_time() - start
+        assert 3.5 < cut_after < 5, cut_after  # 4 MB of burst drained at 1 MB/s over the limit
+        assert info.value.limit == limit and 15e6 < info.value.measured < 17e6
+        assert f"sent {info.value.measured / 1e6:.1f} Mbit/s, over the limit of 8 Mbit/s" in str(info.value)
+        assert eng.publisher_count == 0
+        await trio.sleep(1)  # the audit pipeline writes
+    [event] = observer.of_type(RateLimited)
+    assert isinstance(event, RateLimited) and event.limit == limit and event.peer == ("203.0.113.7", 5000)
+    assert event.bytes == sent * 50_000 + len(video_config().payload)  # the frame over the limit is not taken
+    ended = observer.of_type(StreamUnpublished)
+    assert [e.reason for e in ended] == ["rate-limited"]  # type: ignore[attr-defined]
+    [record] = [r for r in sink.records if r["event"] == "rate-limited"]
+    assert record["limit"] == limit and record["address"] == "203.0.113.7" and record["stream"] == "fast"
+
+
+async def test_a_publisher_under_its_bitrate_with_keyframe_bursts_is_never_cut(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """6 Mbit/s on average with a 1 MB keyframe every 2 s (and a 3.5 MB frame to start) under an
+    8 Mbit/s limit: two minutes without a cut. Mutant killed: no burst allowance."""
+    async with engine_with(AppSpec("live", max_publish_bitrate=8_000_000)) as eng:
+        async with eng.publish("live/ok") as pub:
+            await pub.send(video_config())
+            await pub.send(keyframe(0, 3_500_000))
+            await trio.sleep(4)
+            for n in range(1, 60 * 30 * 2):  # 30 fps for 2 minutes
+                size = 1_000_000 if n % 60 == 0 else 8_000
+                await pub.send(keyframe(4000 + n * 33, size) if n % 60 == 0 else delta(4000 + n * 33, size))
+                await trio.sleep(1 / 30)
+            assert pub.active
+
+
+async def test_one_address_holds_at_most_its_share_of_publishers() -> None:
+    """Attack: one address opening publisher after publisher (the review: 1000 idle /ingest
+    publishers from 127.0.0.1 held every slot). Past ``max_publishers_per_address`` that address
+    is refused; another address, an exempt one (the workers' relays) and in-process publishers
+    are not. Mutant killed: counting publishers only in all."""
+    builder = Engine.builder().application(AppSpec("live")).max_publishers(10)
+    async with builder.max_publishers_per_address(2, exempt={"local"}).build() as eng:
+        attacker = Credentials(peer=("198.51.100.9", 1))
+        async with eng.publish("live/a1", attacker), eng.publish("live/a2", attacker):
+            with pytest.raises(AddressPublisherLimitReached) as info:
+                async with eng.publish("live/a3", Credentials(peer=("198.51.100.9", 2))):
+                    pass
+            assert (info.value.limit, info.value.address) == (2, "198.51.100.9")
+            assert "per address" in str(info.value) and isinstance(info.value, PublisherLimitReached)
+            assert eng.publishers_from("198.51.100.9") == 2
+            async with eng.publish("live/b", Credentials(peer=("192.0.2.1", 1))), \
+                    eng.publish("live/r1", Credentials(peer=("local", 0))), \
+                    eng.publish("live/r2", Credentials(peer=("local", 0))), \
+                    eng.publish("live/r3", Credentials(peer=("local", 0))), eng.publish("live/demo"):
+                assert eng.publisher_count == 7 and eng.publishers_from("local") == 0
+        assert eng.publishers_from("198.51.100.9") == 0
+        async with eng.publish("live/a3", attacker):  # its slots came back
+            pass
+
+
+async def test_a_publish_without_media_gives_its_slot_back_after_the_start_timeout(
+        autojump_clock: trio.testing.MockClock, observer: CountingObserver) -> None:
+    """Attack: publishers that are accepted and then send nothing (or only metadata and configs),
+    holding slots until the 30 s idle timeout. Without audio or video within the publish start
+    timeout (10 s) the session ends and gives its slot back; one whose first keyframe comes at
+    9 s goes on. Mutant killed: only the idle timeout."""
+    builder = Engine.builder().application(AppSpec("live")).idle_timeout(30).observer(observer)
+    async with builder.publish_start_timeout(10).max_publishers(1).build() as eng:
+        start = trio.current_time()
+        with pytest.raises(PublishStartTimedOut) as info:
+            async with eng.publish("live/idle") as pub:
+                await pub.send(metadata())
+                await pub.send(video_config())
+                await trio.sleep(2)
+                await pub.send(audio_config())
+                await trio.sleep_forever()
+        assert trio.current_time() - start == pytest.approx(10, abs=0.01)
+        assert info.value.timeout == 10 and "no media within 10 s" in str(info.value)
+        assert eng.publisher_count == 0
+        async with eng.publish("live/real") as pub:  # the one slot is free again
+            await pub.send(video_config())
+            await trio.sleep(9)
+            await pub.send(keyframe(0))
+            await trio.sleep(11)
+            await pub.send(delta(33))
+            assert pub.active
+    assert [e.reason for e in observer.of_type(StreamUnpublished)] == ["no-media", "closed"]  # type: ignore[attr-defined]
+
+
+async def test_reconnecting_does_not_renew_the_burst_allowance(autojump_clock: trio.testing.MockClock) -> None:
+    """Attack: publish sessions one after another, each sending its whole burst allowance at once
+    (the review: 25 sessions of a 12 MB GOP; a fresh allowance per session made the rate limit
+    moot). A new session from an address gets back the bucket that address's last session left
+    until it is full again; another address, or the same one once it is refilled, starts full. Mutant
+    killed: a full bucket for every session."""
+    async with engine_with(AppSpec("live", max_publish_bitrate=8_000_000)) as eng:  # 4 MB of burst
+
+        async def burst(peer: tuple[str, int], size: int = 3_000_000) -> None:
+            async with eng.publish("live/s", Credentials(peer=peer)) as pub:
+                await pub.send(video_config())
+                await pub.send(keyframe(0, size))
+
+        await burst(("198.51.100.1", 1))
+        with pytest.raises(PublishRateLimited):  # 1 MB left, not 4
+            await burst(("198.51.100.1", 2))
+        await burst(("192.0.2.7", 1))  # another address starts full
+        await trio.sleep(6)  # the cut frame's debt paid, the allowance full again
+        await burst(("198.51.100.1", 3))
+        assert len(eng.carried_buckets) == 2
+
+
+def test_carried_buckets_stay_few_and_go_once_full() -> None:
+    """What ``CarriedBuckets`` keeps is bounded: ``per_address`` buckets per address (the fullest
+    let go first), and addresses whose buckets are full again are swept as others come."""
+    from arcly_trio.kernel.ratelimit import CarriedBuckets, PublishRateLimit
+
+    carried = CarriedBuckets(per_address=2)
+    used = []
+    for spent in (1_000_000, 3_000_000, 2_000_000):  # 8 Mbit/s: 4 MB of burst
+        bucket = PublishRateLimit(8_000_000, 0.0)
+        bucket.take(spent, 0.0)
+        used.append(bucket)
+        carried.ended("a", bucket, 0.0)
+    assert carried.bucket("a", 8_000_000, 0.0) is used[1]  # the emptiest
+    assert carried.bucket("a", 8_000_000, 0.0) is used[2]
+    assert carried.bucket("a", 8_000_000, 0.0) not in used  # the fullest was let go: a full one
+    for n in range(200):
+        bucket = PublishRateLimit(8_000_000, float(n))
+        bucket.take(100, float(n))
+        carried.ended(f"10.0.{n}.1", bucket, float(n))
+    assert len(carried) < 64  # those that refilled (4 s) are gone
+
+
+async def test_a_relay_may_replay_a_whole_gop_cache_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    """A relay (a pull, a cluster or worker relay: an in-process publisher without a client
+    address) starts with its origin's GOP cache, which may be more than 4 s of the limit: its
+    burst allowance is one GOP cache at least; a client's is not. Mutant killed: cutting relays
+    at their first GOP."""
+    spec = AppSpec("live", max_publish_bitrate=8_000_000, gop_cache_bytes=12_000_000)  # 4 MB of burst
+    async with engine_with(spec) as eng:
+        async with eng.publish("live/relayed", Credentials(protocol="pull")) as pub:
+            await pub.send(video_config())
+            await pub.send(keyframe(0, 6_000_000))
+            await pub.send(delta(33, 5_000_000))
+        with pytest.raises(PublishRateLimited):
+            async with eng.publish("live/client", Credentials(peer=("198.51.100.3", 1))) as pub:
+                await pub.send(video_config())
+                await pub.send(keyframe(0, 6_000_000))

@@ -18,6 +18,7 @@ from typing import Any
 import m3u8
 import pytest
 import trio
+import trio.testing
 
 from arcly_trio import AppSpec, Credentials, Engine, Frame, FrameKind
 from arcly_trio.core.errors import StreamError
@@ -25,6 +26,7 @@ from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.services import HlsService
 from arcly_trio.storage import MemoryStorage
 from arcly_trio.workers.http import HttpServer
+from tests._tools import stuffed
 
 
 @asynccontextmanager
@@ -395,3 +397,40 @@ async def test_a_publisher_flapping_configs_and_jumping_timestamps_keeps_storage
                 assert len(packager.epochs) <= packager.window + 2
     assert hls.bad_frames == 0
     assert max(sizes[4:]) <= max(sizes[:4]), sizes  # flat, not growing
+
+
+@pytest.mark.parametrize("variant", ["ts", "fmp4", "ll"])
+async def test_a_fast_publisher_cannot_make_a_stream_hold_more_than_its_cap(demo_frames, autojump_clock, caplog,  # type: ignore[no-untyped-def]
+                                                                            variant) -> None:
+    """Attack (issue 18, finding 11): a publisher at 416 Mbit/s took the server from 54 MB to
+    564 MB, mostly the HLS window kept in memory. Here video frames of 60 KB at 30 fps (14 Mbit/s:
+    about 40 MB for the default window and delete delays) against a cap of 2 MiB: what the
+    stream holds in storage, counted in real bytes, stays under the cap (oldest segments and
+    parts deleted early, never while a stored list names them, logged once, counted); the
+    ledger agrees with the storage. Mutant killed: no byte cap."""
+    cap = 2 * 1024 * 1024
+    storage = ListingStorage()
+    hls = HlsService(storage, variant=variant, max_bytes=cap)
+    configs, frames = media(demo_frames)
+    samples: list[int] = []
+    async with Engine.builder().service(hls).application(AppSpec("live", hls=True)).build() as engine:
+        async with engine.publish("live/demo") as publisher:
+            for frame in configs:
+                await publisher.send(frame)
+            start = trio.current_time()
+            for loop in range(2):  # 20 s of stuffed video (the clip twice, on one timeline)
+                for frame in frames:
+                    dts = frame.dts + 10_100 * loop
+                    await trio.sleep_until(start + dts / 1000)
+                    await publisher.send(stuffed(Frame(frame.kind, frame.codec, frame.pts + 10_100 * loop, dts,
+                                                        frame.payload, frame.keyframe), 60_000))
+                    if frame.keyframe:
+                        await trio.testing.wait_all_tasks_blocked()
+                        samples.append(storage.size)
+                        assert hls.streams["live/demo"].held.total == storage.size  # the ledger is true
+            status = hls.stream_status(publisher.key)["hls_tracks"]
+        await wait_for(lambda: not hls.streams)
+    assert max(samples) <= cap, samples
+    assert hls.dropped_early > 0 and status["dropped_early"] > 0  # type: ignore[index]
+    assert storage.violations == []
+    assert sum("holds more than its cap" in r.getMessage() for r in caplog.records) == 1

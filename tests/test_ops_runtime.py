@@ -31,6 +31,7 @@ from arcly_trio import (
     EndReason,
     Engine,
     PublisherKicked,
+    PublishRateLimited,
     StreamIdleReaped,
     StreamKey,
     Unauthorized,
@@ -560,3 +561,23 @@ def test_session_ids_cannot_be_guessed() -> None:
         rest = session_id[len("w3-"):]
         assert len(rest) >= 16 and not rest.isdigit()
     assert {session_id[3] for session_id in ids} > set("0123456789")  # random letters, not a counter
+
+
+async def test_metrics_count_rate_limited_publishers_and_hls_dropped_early(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18, finding 11: a publisher cut by its bitrate limit and HLS resources deleted early
+    by the per-stream byte cap are counted in ``/metrics``."""
+    from tests._tools import stuffed
+
+    metrics = PrometheusObserver()
+    hls = HlsService(variant="ll", max_bytes=1024 * 1024)
+    builder = Engine.builder().application(AppSpec("live", hls=True, max_publish_bitrate=8_000_000))
+    async with builder.service(hls).observer(metrics).build() as engine:
+        with pytest.raises(PublishRateLimited):
+            async with engine.publish("live/fast", Credentials(peer=("198.51.100.4", 1))) as publisher:
+                start = trio.current_time()
+                for frame in demo_frames:  # 60 KB video frames at 30 fps: 14 Mbit/s
+                    await trio.sleep_until(start + frame.dts / 1000)
+                    await publisher.send(stuffed(frame, 60_000))
+        found = samples(metrics.render().decode())
+    assert found[("arcly_publishes_rate_limited_total", (("app", "live"),))] == 1
+    assert found[("arcly_hls_dropped_early_total", ())] == hls.dropped_early > 0

@@ -194,6 +194,29 @@ async def test_each_publish_session_gets_its_own_file(tmp_path: Path, demo_frame
     assert reasons == ["new publish session", "shutdown"]
 
 
+async def test_a_publish_that_sends_no_frame_leaves_no_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """Attack (issue 18, finding 12): 1000 idle publishers left 999 empty 13-byte recordings. A
+    recording starts with a session's first frame: sessions without frames (here three, one of
+    them taking over within the grace) leave no file, the one with frames its own. Mutant
+    killed: opening the file when the stream starts."""
+    recorder = FlvRecorder(tmp_path)
+    async with recording(recorder, AppSpec("live", record=True, reconnect_grace=5)) as engine:
+        for name in ("idle1", "idle2"):
+            async with engine.publish(f"live/{name}"):
+                pass
+        async with engine.publish("live/demo"):
+            pass  # no frame; the next session comes back within the grace with frames
+        async with engine.publish("live/demo") as publisher:
+            for frame in demo_frames[:100]:
+                await publisher.send(frame)
+        for stream in engine.streams():
+            stream.shutdown()
+        await finished(recorder, 1)
+    (path,) = files(tmp_path)
+    assert NAME.fullmatch(path.name) and len(flv.read_frames(path.read_bytes())) == 100
+    assert [type(e) for e in recorder.history] == [RecordingStarted, RecordingStopped]
+
+
 class FullDisk(FileStorage):
     """A directory whose disk fills up after ``limit`` bytes (ENOSPC on write)."""
 

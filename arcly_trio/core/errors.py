@@ -17,12 +17,15 @@ __all__ = [
     "StreamNotFound",
     "StreamAlreadyPublishing",
     "PublisherLimitReached",
+    "AddressPublisherLimitReached",
     "Unauthorized",
     "AuthorizationBusy",
     "PublishEnded",
     "PublisherReplaced",
     "PublisherKicked",
     "StreamIdleReaped",
+    "PublishStartTimedOut",
+    "PublishRateLimited",
     "EngineClosed",
     "ProtocolError",
     "RemoteProtocolError",
@@ -94,6 +97,16 @@ class PublisherLimitReached(StreamError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"publisher limit of {limit} reached")
         self.limit = limit
+
+
+class AddressPublisherLimitReached(PublisherLimitReached):
+    """The client's address (``address``) already holds ``limit`` publishers
+    (``--max-publishers-per-ip``): one address cannot take every publisher slot."""
+
+    def __init__(self, limit: int, address: str) -> None:
+        StreamError.__init__(self, f"publisher limit of {limit} per address reached")
+        self.limit = limit
+        self.address = address
 
 
 class Unauthorized(StreamError):
@@ -169,6 +182,31 @@ class StreamIdleReaped(PublishEnded):
     def __init__(self, app: str, stream: str, idle_timeout: float) -> None:
         super().__init__(app, stream, f"no frame for {idle_timeout:g} s (idle timeout)")
         self.idle_timeout = idle_timeout
+
+
+class PublishStartTimedOut(PublishEnded):
+    """No media frame (audio or video, not a config) arrived within ``timeout`` seconds of the
+    publish being accepted (``--publish-start-timeout``), so the session was ended and its
+    publisher slot given back."""
+
+    def __init__(self, app: str, stream: str, timeout: float) -> None:
+        super().__init__(app, stream, f"no media within {timeout:g} s of the publish (publish start timeout)")
+        self.timeout = timeout
+
+
+class PublishRateLimited(PublishEnded):
+    """The publisher sent media faster than its application's limit (``AppSpec.max_publish_bitrate``,
+    ``--max-publish-bitrate``) for longer than the burst allowance, so the session was cut.
+
+    ``limit`` is the limit in bits/s; ``measured`` the publisher's rate in bits/s over the stretch
+    that used the allowance up (since the allowance was last full).
+    """
+
+    def __init__(self, app: str, stream: str, limit: int, measured: float) -> None:
+        super().__init__(app, stream, f"sent {measured / 1e6:.1f} Mbit/s, over the limit of "
+                                      f"{limit / 1e6:g} Mbit/s (rate limited)")
+        self.limit = limit
+        self.measured = measured
 
 
 class EngineClosed(StreamError):

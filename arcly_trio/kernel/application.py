@@ -29,6 +29,7 @@ from ..core.keys import Credentials, StreamKey
 from .events import EventBus, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
 from .publish import PublishSession
+from .ratelimit import PublishRateLimit
 from .service import StreamService
 from .spec import AppSpec, Takeover
 from .stream import Stream
@@ -43,6 +44,7 @@ class AppHost(Protocol):
     """What an application needs from the engine that runs it."""
 
     idle_timeout: float | None
+    publish_start_timeout: float | None
     services: Sequence[StreamService]
     frame_hook: Callable[[StreamKey, Frame], None] | None
 
@@ -50,7 +52,9 @@ class AppHost(Protocol):
 
     def next_id(self) -> int: ...
 
-    def claim_publisher(self) -> Callable[[], None]: ...
+    def claim_publisher(self, credentials: Credentials) -> Callable[[], None]: ...
+
+    def publish_rate_limit(self, credentials: Credentials, spec: AppSpec) -> PublishRateLimit | None: ...
 
     def stream_failed(self, stream: Stream) -> None: ...
 
@@ -178,9 +182,10 @@ class Application:
                 raise StreamAlreadyPublishing(key.app, key.name)
             log.info("publisher of %s replaced by a new one from %s", key, credentials.peer)
             stream.replace_session()  # gives back the old publisher's slot
-        release = self._host.claim_publisher()  # PublisherLimitReached before anything is made
+        # PublisherLimitReached (or its per-address kind) before anything is made
+        release = self._host.claim_publisher(credentials)
         if stream is None:
-            stream = Stream(self, key, self._host.idle_timeout)
+            stream = Stream(self, key, self._host.idle_timeout, self._host.publish_start_timeout)
             self._streams[key.name] = stream
             self._start(nursery, stream.run, name=f"stream {key}")
             for service in self._host.services:
@@ -188,7 +193,8 @@ class Application:
                     sub = stream.subscribe(self._host.next_id(), Credentials(protocol=service.name),
                                            service.name, service.capacity)
                     self._start(nursery, self._serve_stream, service, stream, sub, name=f"{service.name} {key}")
-        return stream.new_session(credentials, protocol, release)
+        rate_limit = self._host.publish_rate_limit(credentials, stream.spec)
+        return stream.new_session(credentials, protocol, release, rate_limit)
 
     def subscribe(self, key: StreamKey, credentials: Credentials, protocol: str, capacity: int | None) -> Subscription:
         """Attach a new :class:`Subscription` to ``key`` (synchronous: atomic under trio)."""

@@ -21,6 +21,16 @@ spaces the tries of addresses whose attempts were refused (:mod:`.throttle`), te
 observers each decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename
 (redirect).
 
+Rate limits: each publish session of an application with ``max_publish_bitrate`` gets a token
+bucket (see :mod:`.ratelimit`): a full one, or the emptiest one its address left in the last
+seconds, so reconnecting does not renew the burst allowance.
+
+Publisher slots: at most ``max_publishers`` publishers at once, and at most
+``max_publishers_per_address`` from one client address (addresses given as exempt, such as the
+workers' local relays, and in-process publishers without an address are not counted), so one
+address cannot take every slot. A publish that sends no media within ``publish_start_timeout``
+seconds gives its slot back (see :mod:`.stream`).
+
 Sessions: each publish and play gets a client id before it is authorized and is listed in
 :attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one.
 Health: :attr:`Engine.health` holds named checks (see :mod:`.health`); the engine adds one per
@@ -45,7 +55,7 @@ import itertools
 import logging
 import math
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,6 +63,7 @@ import trio
 
 from ..core.errors import (
     AppAlreadyRegistered,
+    AddressPublisherLimitReached,
     AppNotFound,
     AuthorizationBusy,
     EngineClosed,
@@ -75,6 +86,7 @@ from .observe import Observer, ObserverSet
 from .service import StreamService
 from .sessions import ClientSession, SessionTable
 from .sources import Sourcing, StreamSource
+from .ratelimit import CarriedBuckets, PublishRateLimit
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
@@ -107,7 +119,10 @@ class EngineBuilder:
 
     def __init__(self) -> None:
         self._max_publishers: int | float = math.inf
+        self._max_per_address: int | None = None
+        self._exempt_addresses: frozenset[str] = frozenset()
         self._idle_timeout: float | None = None
+        self._start_timeout: float | None = None
         self._apps: dict[str, AppSpec] = {}
         self._authenticator: Authenticator = AllowAll()
         self._observers: list[Observer] = []
@@ -124,6 +139,24 @@ class EngineBuilder:
         if n < 0:
             raise ValueError("max_publishers must be >= 0")
         self._max_publishers = n
+        return self
+
+    def max_publishers_per_address(self, n: int | None, exempt: Iterable[str] = ()) -> EngineBuilder:
+        """At most ``n`` concurrent publishers from one client address (``None``: no limit);
+        the addresses in ``exempt`` (trusted peers, such as the workers' local relays) are not
+        counted, nor are publishers without an address (in-process ones)."""
+        if n is not None and n < 1:
+            raise ValueError("max_publishers_per_address must be >= 1 or None")
+        self._max_per_address = n
+        self._exempt_addresses = frozenset(exempt)
+        return self
+
+    def publish_start_timeout(self, seconds: float | None) -> EngineBuilder:
+        """End a publish that has sent no media frame (audio or video, not a config) within
+        ``seconds`` of being accepted (``None``: never; the idle timeout still applies)."""
+        if seconds is not None and not 0 < seconds < math.inf:
+            raise ValueError("publish_start_timeout must be > 0 or None")
+        self._start_timeout = seconds
         return self
 
     def idle_timeout(self, seconds: float | None) -> EngineBuilder:
@@ -192,7 +225,10 @@ class EngineBuilder:
     def build(self) -> Engine:
         return Engine(
             max_publishers=self._max_publishers,
+            max_publishers_per_address=self._max_per_address,
+            exempt_addresses=self._exempt_addresses,
             idle_timeout=self._idle_timeout,
+            publish_start_timeout=self._start_timeout,
             apps=list(self._apps.values()),
             authenticator=self._authenticator,
             observers=list(self._observers),
@@ -215,6 +251,9 @@ class Engine:
         max_publishers: int | float,
         idle_timeout: float | None,
         apps: list[AppSpec],
+        max_publishers_per_address: int | None = None,
+        exempt_addresses: Iterable[str] = (),
+        publish_start_timeout: float | None = None,
         authenticator: Authenticator,
         workers: list[ProtocolWorker],
         observer: Observer | None = None,
@@ -227,7 +266,13 @@ class Engine:
         max_loop_lag: float = 1.0,
     ) -> None:
         self._max_publishers = max_publishers
+        self.max_publishers_per_address = max_publishers_per_address
+        """At most this many publishers from one address (``None``: no limit)."""
+        self.exempt_addresses = frozenset(exempt_addresses)
+        """Addresses whose publishers are not counted per address (trusted peers)."""
         self.idle_timeout = idle_timeout
+        self.publish_start_timeout = publish_start_timeout
+        """Seconds a new publish may take to send its first media frame (``None``: no limit)."""
         self._initial_apps = apps
         self._authenticator = authenticator
         self.observers = ObserverSet([*([observer] if observer is not None else []), *observers])
@@ -253,6 +298,9 @@ class Engine:
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
         self._publishers = 0
+        self._by_address: dict[str, int] = {}
+        self.carried_buckets = CarriedBuckets()
+        """Rate-limit buckets of ended publish sessions, by address (see :mod:`.ratelimit`)."""
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._outer: Any = None
@@ -288,12 +336,20 @@ class Engine:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def claim_publisher(self) -> Callable[[], None]:
-        """Count one more publisher (``PublisherLimitReached`` at the limit); returns the
-        release, which counts it out exactly once however often it is called."""
+    def claim_publisher(self, credentials: Credentials) -> Callable[[], None]:
+        """Count one more publisher, from ``credentials.peer``'s address
+        (``AddressPublisherLimitReached`` at the per-address limit, ``PublisherLimitReached`` at
+        the limit); returns the release, which counts it out exactly once however often it is
+        called."""
+        address = self._counted_address(credentials)
+        per_address = self.max_publishers_per_address
+        if address is not None and per_address is not None and self._by_address.get(address, 0) >= per_address:
+            raise AddressPublisherLimitReached(per_address, address)
         if self._publishers >= self._max_publishers:
             raise PublisherLimitReached(int(self._max_publishers))
         self._publishers += 1
+        if address is not None:
+            self._by_address[address] = self._by_address.get(address, 0) + 1
         released = False
 
         def release() -> None:
@@ -301,8 +357,33 @@ class Engine:
             if not released:
                 released = True
                 self._publishers -= 1
+                if address is not None:
+                    left = self._by_address[address] - 1
+                    if left:
+                        self._by_address[address] = left
+                    else:
+                        del self._by_address[address]
 
         return release
+
+    def publish_rate_limit(self, credentials: Credentials, spec: AppSpec) -> PublishRateLimit | None:
+        """The rate limit of a new publish session of ``credentials`` in an application of
+        ``spec`` (``None`` without ``max_publish_bitrate``): the emptiest bucket its address
+        left in the last seconds, or a full one. A publisher without a counted address (a relay,
+        a pull: it starts with its origin's GOP cache) has a burst of one GOP cache at least."""
+        if spec.max_publish_bitrate <= 0:
+            return None
+        address = self._counted_address(credentials)
+        return self.carried_buckets.bucket(address, spec.max_publish_bitrate, trio.current_time(),
+                                           spec.gop_cache_bytes if address is None else 0)
+
+    def _counted_address(self, credentials: Credentials) -> str | None:
+        peer = credentials.peer
+        return peer[0] if peer is not None and peer[0] not in self.exempt_addresses else None
+
+    def publishers_from(self, address: str) -> int:
+        """How many publishers from ``address`` are counted against the per-address limit."""
+        return self._by_address.get(address, 0)
 
     def stream_failed(self, stream: Stream) -> None:
         self.stream_failures += 1
@@ -644,7 +725,8 @@ class Engine:
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamAlreadyPublishing`` (policy
         ``reject``; ``StreamPublishedElsewhere`` when a stream source that claims publishes,
-        a cluster, says another node has it), ``PublisherLimitReached``, ``EngineClosed`` on
+        a cluster, says another node has it), ``PublisherLimitReached`` (``AddressPublisherLimitReached``
+        when the client's address holds its share), ``EngineClosed`` on
         entry. Leaving the block ends
         the publish exactly once, whatever the exit (an exception ends it as "failed"; frames
         already sent are still delivered). If the kernel ends the session first (reaped,
@@ -676,6 +758,9 @@ class Engine:
                 raise
             finally:
                 publisher.close()
+                if session.rate_limit is not None:  # a reconnect gets this allowance back, not a new one
+                    self.carried_buckets.ended(self._counted_address(credentials), session.rate_limit,
+                                               trio.current_time())
         finally:
             if release_claim is not None:
                 release_claim()

@@ -22,6 +22,7 @@ __all__ = [
     "StreamEvent",
     "StreamPublished",
     "StreamUnpublished",
+    "RateLimited",
     "StreamClosed",
     "StreamReaped",
     "SubscriberJoined",
@@ -61,14 +62,31 @@ class StreamPublished(StreamEvent):
 @attrs.frozen(slots=True)
 class StreamUnpublished(StreamEvent):
     """A publish session ended. ``reason``: ``"closed"``, ``"replaced"``, ``"reaped"``,
-    ``"failed"``, ``"kicked"`` or ``"shutdown"``. ``bytes``: the media payload bytes it
-    published."""
+    ``"failed"``, ``"kicked"``, ``"shutdown"``, ``"rate-limited"`` (see :class:`RateLimited`) or
+    ``"no-media"`` (no media within the publish start timeout). ``bytes``: the media payload
+    bytes it published."""
 
     hook: ClassVar[str] = "on_publish_ended"
     reason: str
     protocol: str = ""
     bytes: int = 0
     client_id: str = ""
+
+
+@attrs.frozen(slots=True)
+class RateLimited(StreamEvent):
+    """A publisher sent faster than its application's ``max_publish_bitrate`` for longer than the
+    burst allowance, and its session was cut (a :class:`StreamUnpublished` with reason
+    ``"rate-limited"`` follows). ``limit`` and ``measured`` are bits/s (``measured``: its rate
+    over the stretch that used the allowance up); ``bytes`` what the session had sent."""
+
+    hook: ClassVar[str] = "on_rate_limited"
+    limit: int
+    measured: float
+    protocol: str
+    peer: tuple[str, int] | None
+    client_id: str = ""
+    bytes: int = 0
 
 
 @attrs.frozen(slots=True)

@@ -10,8 +10,15 @@ channel is full, that is for the stream's task, never for a subscriber.
 The session talks to its stream through two callables it is given (``on_finish`` and
 ``release``), so this module knows nothing of streams or engines.
 
+Rate limit: a session may have a :class:`~.ratelimit.PublishRateLimit` (the application's
+``max_publish_bitrate``; the engine gives it, see :class:`~.ratelimit.CarriedBuckets`). ``send``
+counts every frame's payload against it, before the frame is queued: a frame that does not fit
+ends the session (:class:`~arcly_trio.core.errors.PublishRateLimited`) and is not delivered.
+This is the one place every protocol's publisher goes through.
+
 Error policy: ``send`` after the end raises :class:`~arcly_trio.core.errors.PublishEnded` (or the
-subclass that says why: ``PublisherReplaced``, ``StreamIdleReaped``); nothing else is raised.
+subclass that says why: ``PublisherReplaced``, ``StreamIdleReaped``, ``PublishRateLimited``...);
+nothing else is raised.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from collections.abc import Callable
 
 import trio
 
-from ..core.errors import PublishEnded
+from ..core.errors import PublishEnded, PublishRateLimited
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
 from ..media.probe import StreamInfo
+from .ratelimit import PublishRateLimit
 
 __all__ = ["Publisher", "PublishSession"]
 
@@ -33,7 +41,8 @@ class Publisher:
 
     ``send`` never waits for a subscriber; it waits only if the stream's ingest queue is full.
     After the session has ended it raises :class:`~arcly_trio.core.errors.PublishEnded` (or the
-    subclass that says why: ``PublisherReplaced``, ``StreamIdleReaped``).
+    subclass that says why: ``PublisherReplaced``, ``StreamIdleReaped``); a frame over the
+    session's rate limit ends it with ``PublishRateLimited``.
 
     ``clone()`` gives another publisher on the same session, for multi-track ingest from several
     tasks. The session ends when the last clone is closed. Clones are async context managers.
@@ -64,6 +73,8 @@ class Publisher:
         """Queue ``frame`` for the stream's subscribers."""
         await trio.lowlevel.checkpoint_if_cancelled()
         session = self._session
+        if session.rate_limit is not None and session.active:
+            session.count_rate(len(frame.payload))
         try:
             self._send.send_nowait(frame)
             session.bytes += len(frame.payload)
@@ -125,6 +136,7 @@ class PublishSession:
         *,
         on_finish: Callable[[PublishSession, str], None],
         release: Callable[[], None],
+        rate_limit: PublishRateLimit | None = None,
     ) -> None:
         self.key = key
         self.credentials = credentials
@@ -139,6 +151,10 @@ class PublishSession:
         self.active = True
         self.bytes = 0
         """Media payload bytes its publishers sent."""
+        self.opened_at = trio.current_time()
+        """When the publish was accepted (trio's clock)."""
+        self.rate_limit = rate_limit
+        """The session's rate limit (``None``: none)."""
         self.end_reason: str | None = None
         self.end_error: PublishEnded | None = None
         self._on_finish = on_finish
@@ -165,6 +181,17 @@ class PublishSession:
                 clone._force_close()
             self.clones.clear()
             self.scope.cancel()
+
+    def count_rate(self, size: int) -> None:
+        """Count ``size`` payload bytes against the rate limit; past it, end the session and
+        raise :class:`~arcly_trio.core.errors.PublishRateLimited`."""
+        limit = self.rate_limit
+        assert limit is not None
+        now = trio.current_time()
+        if not limit.take(size, now):
+            key = self.key
+            self.finish("rate-limited", PublishRateLimited(key.app, key.name, limit.limit, limit.measured(now)))
+            raise self.ended_error()
 
     def abort(self, reason: str = "failed") -> None:
         """The publisher failed: close every clone. Frames already sent are still delivered."""

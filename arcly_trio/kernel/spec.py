@@ -9,7 +9,10 @@ import attrs
 
 from ..core.keys import check_name
 
-__all__ = ["AppSpec", "Takeover"]
+__all__ = ["AppSpec", "Takeover", "DEFAULT_MAX_PUBLISH_BITRATE"]
+
+#: ``arcly-trio serve``'s ``--max-publish-bitrate``: 50 Mbit/s, far above a live encoder's output.
+DEFAULT_MAX_PUBLISH_BITRATE = 50_000_000
 
 
 class Takeover(enum.Enum):
@@ -70,6 +73,10 @@ class AppSpec:
             (MPEG-TS), ``"fmp4"`` (fragmented MP4, and DASH) or ``"ll"`` (Low-Latency HLS on
             fragmented MP4, and DASH); ``None``: the service's own default.
         record: shorthand for ``"record"`` in ``services``.
+        max_publish_bitrate: the most media a publisher may send, in bits/s, averaged with a
+            burst allowance of a few seconds of it (:mod:`.ratelimit`); past it the publish is
+            cut (``PublishRateLimited``). 0 = no limit (the default here, like the engine's other
+            limits; ``arcly-trio serve`` sets :data:`DEFAULT_MAX_PUBLISH_BITRATE`).
     """
 
     name: str = attrs.field(kw_only=False)
@@ -87,6 +94,7 @@ class AppSpec:
     hls_variant: str | None = attrs.field(default=None, validator=attrs.validators.optional(
         attrs.validators.in_(("ts", "fmp4", "ll"))))
     record: bool = False
+    max_publish_bitrate: int = attrs.field(default=0, validator=_non_negative)
 
     def uses(self, service: str) -> bool:
         """Whether the stream service named ``service`` applies to this application."""

@@ -10,7 +10,12 @@ full), never for a subscriber.
 
 Lifetime: the stream ends when its publisher has gone and the reconnect grace has passed, or
 when no frame arrives within the idle timeout (a cancel scope deadline pushed forward on every
-batch of frames; counted from creation if nothing is ever sent). Every exit path, including
+batch of frames; counted from creation if nothing is ever sent). A publish session that sends no
+media frame (audio or video; configs and metadata do not count) within the publish start
+timeout is ended (:class:`~arcly_trio.core.errors.PublishStartTimedOut`): an idle publisher
+gives its slot back in seconds, not after the idle timeout. A session cut by its rate limit
+(see :mod:`.publish`) is logged and told to the observers (:class:`~.events.RateLimited`).
+Every exit path, including
 cancellation when the engine stops and a bug in this module, ends the publish session exactly
 once, ends every subscriber with a reason, removes the stream from its owner and lets go of
 every frame (so an ended stream's memory is freed at once, without the cyclic collector).
@@ -23,6 +28,7 @@ counted by the owner, and ends this stream only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -33,11 +39,18 @@ from typing import Protocol
 
 import trio
 
-from ..core.errors import PublishEnded, PublisherReplaced, StreamIdleReaped
+from ..core.errors import (
+    PublishEnded,
+    PublisherReplaced,
+    PublishRateLimited,
+    PublishStartTimedOut,
+    StreamIdleReaped,
+)
 from ..core.frame import Frame, FrameBatch, FrameKind
 from ..core.keys import Credentials, StreamKey
 from ..media.probe import MediaProbe, StreamInfo
 from .events import (
+    RateLimited,
     StreamClosed,
     StreamEvent,
     StreamPublished,
@@ -50,6 +63,7 @@ from .fanout import EndReason, Fanout, Sink, Subscriber
 from .gop import GopCache
 from .publish import Publisher, PublishSession
 from .qos import RateMeter, StreamStats
+from .ratelimit import PublishRateLimit
 from .spec import AppSpec
 from .subscription import Subscription
 
@@ -81,7 +95,8 @@ class StreamOwner(Protocol):
 class Stream:
     """One live stream of an application (see the module docstring)."""
 
-    def __init__(self, owner: StreamOwner, key: StreamKey, idle_timeout: float | None) -> None:
+    def __init__(self, owner: StreamOwner, key: StreamKey, idle_timeout: float | None,
+                 start_timeout: float | None = None) -> None:
         spec = owner.spec
         self.key = key
         self._owner = owner
@@ -89,6 +104,7 @@ class Stream:
         self._notify = owner.notify
         self._frame_hook = owner.frame_hook
         self._idle_timeout = idle_timeout
+        self._start_timeout = start_timeout
         deadline = trio.current_time() + idle_timeout if idle_timeout else math.inf
         self._idle_scope = trio.CancelScope(deadline=deadline)
         self.gop = GopCache(spec.gop_cache_frames, spec.gop_cache_bytes)
@@ -164,10 +180,12 @@ class Stream:
 
     # ------------------------------------------------- sessions (called by the owner)
 
-    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None]) -> PublishSession:
-        """A publish session on this stream (the owner has checked the limits and policy)."""
+    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None],
+                    rate_limit: PublishRateLimit | None = None) -> PublishSession:
+        """A publish session on this stream (the owner has checked the limits and policy and
+        gives its rate limit, for ``spec.max_publish_bitrate``)."""
         session = PublishSession(self.key, credentials, protocol, self._spec.ingest_queue,
-                                 on_finish=self._session_finished, release=release)
+                                 on_finish=self._session_finished, release=release, rate_limit=rate_limit)
         session.info = StreamInfo(protocol=protocol, peer=credentials.peer, started_at=time.time())
         self.session = session
         self.info = session.info
@@ -180,6 +198,17 @@ class Stream:
     def _session_finished(self, session: PublishSession, reason: str) -> None:
         if self.session is session:
             self.session = None
+        error = session.end_error
+        if isinstance(error, PublishRateLimited):
+            peer = session.credentials.peer
+            log.warning("publish of %s from %s over %s cut: %s", self.key, peer[0] if peer else "?",
+                        session.protocol or "?", error.reason)
+            self._emit(RateLimited(self.key, trio.current_time(), error.limit, error.measured, session.protocol,
+                                   peer, session.credentials.client_id, session.bytes))
+        elif isinstance(error, PublishStartTimedOut):
+            peer = session.credentials.peer
+            log.info("publish of %s from %s over %s ended: %s", self.key, peer[0] if peer else "?",
+                     session.protocol or "?", error.reason)
         self._emit(StreamUnpublished(self.key, trio.current_time(), reason, session.protocol, session.bytes,
                                      session.credentials.client_id))
 
@@ -262,7 +291,7 @@ class Stream:
                 self.probe.reset(session.info)
                 self.fanout.new_session()
                 self.pumping = session
-                await self._pump(session.receive)
+                await self._pump(session)
                 self._feeding.popleft()
             if not await self._await_publisher():
                 return
@@ -276,8 +305,12 @@ class Stream:
             self._arrived = None
         return bool(self._feeding)
 
-    async def _pump(self, receive: trio.MemoryReceiveChannel[Frame]) -> None:
+    async def _pump(self, session: PublishSession) -> None:
         """Drain one session's frames in batches and deliver them.
+
+        Until the session's first media frame has come, waiting for frames is bounded by the
+        publish start timeout (counted from when the publish was accepted); past it the session
+        is ended and what it had queued is still delivered.
 
         Audio interleave: on a stream with video, audio frames that arrive after the last video
         frame of a batch are held until the next video frame (at most ``AppSpec.audio_hold``
@@ -287,8 +320,11 @@ class Stream:
         batch) and go out together: fewer, larger writes to every viewer for that much more
         latency. Order is unchanged.
         """
+        receive = session.receive
         idle = self._idle_timeout
         scope = self._idle_scope
+        awaiting_media = self._start_timeout is not None
+        media_due = session.opened_at + self._start_timeout if self._start_timeout is not None else math.inf
         hold_limit = self._spec.audio_hold
         interval = self._spec.batch_interval
         # Never offer a subscriber more frames in one go than half its queue holds, so a
@@ -298,13 +334,22 @@ class Stream:
         held_until = 0.0  # when the held frames go out at the latest
         while True:
             try:
-                if held:
+                if held or awaiting_media:
+                    wake_at = min(held_until if held else math.inf, media_due if awaiting_media else math.inf)
                     first: Frame | None = None
-                    with trio.move_on_at(held_until):
-                        first = await receive.receive()
-                    if first is None:  # nothing within the hold time: let them go
-                        self._deliver(held)
-                        held = []
+                    if awaiting_media:  # frames already queued count, even past the deadline
+                        with contextlib.suppress(trio.WouldBlock):
+                            first = receive.receive_nowait()
+                    if first is None:
+                        with trio.move_on_at(wake_at):
+                            first = await receive.receive()
+                    if first is None:
+                        if awaiting_media and trio.current_time() >= media_due:
+                            awaiting_media = False
+                            self._no_media(session)  # its channel closes: what it queued comes next
+                        elif held:  # nothing within the hold time: let them go
+                            self._deliver(held)
+                            held = []
                         continue
                     batch = [first]
                 else:
@@ -321,6 +366,9 @@ class Stream:
                 pass
             if idle:
                 scope.deadline = trio.current_time() + idle
+            if awaiting_media and any(not frame.config and (frame.kind is _VIDEO or frame.kind is _AUDIO)
+                                      for frame in batch):
+                awaiting_media = False
             if interval:
                 if held:
                     batch = held + batch
@@ -344,6 +392,11 @@ class Stream:
                 if not batch:
                     continue
             self._deliver(batch)
+
+    def _no_media(self, session: PublishSession) -> None:
+        """End ``session``: no media frame within the publish start timeout."""
+        timeout = self._start_timeout or 0.0
+        session.finish("no-media", PublishStartTimedOut(self.key.app, self.key.name, timeout))
 
     def _deliver(self, batch: list[Frame]) -> None:
         """The hot path: see each frame once (cache, probe, QoS), then fan the batch out."""

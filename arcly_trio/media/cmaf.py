@@ -49,7 +49,9 @@ Lists and expiry
     ``3 * target_duration`` of the live edge, and for the open segment, followed by the hint of
     the next part. When a segment leaves the window, its name (and its parts', if still listed)
     and any init segment no listed segment uses any more expire; when parts stop being listed,
-    their names expire. :meth:`~CmafPackager.finish` closes the open segment and ends the lists.
+    their names expire. :meth:`~CmafPackager.drop_oldest` stops listing the oldest segment early
+    (a byte cap on what a stream holds). :meth:`~CmafPackager.finish` closes the open segment and
+    ends the lists.
 
 Error policy
     Malformed codec bytes from the publisher (a config that does not parse, a VP9/AV1 keyframe
@@ -436,6 +438,18 @@ class CmafPackager:
         self.version += 1
         return self._take_events()
 
+    def drop_oldest(self) -> list[PackagerEvent] | None:
+        """Stop listing the oldest complete segment of every rendition (with its parts) now, as
+        if the window were one shorter, while a newer one stays listed (what a byte cap on a
+        stream's HLS does). Returns the names that expire, or ``None`` (nothing changed) when
+        at most one segment is listed; the next segments fill the window again."""
+        longest = max((len(rendition.segments) for rendition in self.renditions.values()), default=0)
+        if longest <= 1:
+            return None
+        self._expire(longest - 1)
+        self.version += 1
+        return self._take_events()
+
     def _take_events(self) -> list[PackagerEvent]:
         events, self._events = self._events, []
         return events
@@ -670,11 +684,13 @@ class CmafPackager:
         self._expire()
         self.version += 1
 
-    def _expire(self) -> None:
-        """Slide the window, stop listing old parts, forget unused init segments and epochs."""
+    def _expire(self, window: int | None = None) -> None:
+        """Slide the window (of ``window`` segments, default :attr:`window`), stop listing old
+        parts, forget unused init segments and epochs."""
+        limit = self.window if window is None else window
         for rendition in self.renditions.values():
             segments = rendition.segments
-            while len(segments) > self.window:
+            while len(segments) > limit:
                 gone = segments.pop(0)
                 if not gone.gap:
                     self._events.append(ResourceExpired(gone.name))

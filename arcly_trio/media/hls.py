@@ -13,6 +13,8 @@ Events
     :class:`SegmentExpired` (and on :meth:`~HlsSegmenter.finish`). An expired segment is no
     longer in :meth:`~HlsSegmenter.playlist`, but players that loaded an earlier playlist may
     still ask for it: delete it after a delay (a few target durations), never at once.
+    :meth:`~HlsSegmenter.drop_oldest` makes the oldest listed segment expire early (a byte cap on
+    what a stream holds).
 
 Cutting
     A segment starts on a video keyframe, or on any audio frame for an audio-only stream. A new
@@ -444,6 +446,19 @@ class HlsSegmenter:
             events.append(SegmentExpired(gone.sequence, gone.name))
         self._playlist = None
         return events
+
+    def drop_oldest(self) -> list[SegmentEvent] | None:
+        """Stop listing the oldest segment now, as if the window were one shorter, while a newer
+        one stays listed (what a byte cap on a stream's HLS does). Returns its
+        :class:`SegmentExpired`, or ``None`` (nothing changed) when at most one is listed; the
+        next segments fill the window again."""
+        if len(self._listed) <= 1:
+            return None
+        gone = self._listed.pop(0)
+        if gone.discontinuity:
+            self._discontinuity_sequence += 1
+        self._playlist = None
+        return [SegmentExpired(gone.sequence, gone.name)]
 
     def discontinuity(self) -> list[SegmentEvent]:
         """The publisher restarted: close the current segment now; the next one starts a new

@@ -16,7 +16,8 @@ A record::
      "address": "203.0.113.7", "port": 50412, "client_id": "kq3Fz0bN8hXcV1aE"}
 
 Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``auth-refusals`` (a summary, below),
-``publish-start``, ``publish-end`` (``reason``, ``bytes``), ``play-start``, ``play-end``
+``publish-start``, ``publish-end`` (``reason``, ``bytes``), ``rate-limited`` (a publisher cut
+for sending over its bitrate limit: ``limit`` and ``measured`` in bits/s, ``bytes``), ``play-start``, ``play-end``
 (``reason``, ``bytes``, ``dropped``), ``kick`` (``client_id``, ``role``), ``config-reload``
 (``ok``, ``file``, ``changes`` or ``error``).
 
@@ -60,6 +61,7 @@ import trio
 
 from ..kernel.events import (
     AuthDecided,
+    RateLimited,
     SessionKicked,
     StreamPublished,
     StreamUnpublished,
@@ -317,6 +319,11 @@ class AuditPipeline(Observer):
     def on_publish_ended(self, event: StreamUnpublished) -> None:
         self.record({"event": "publish-end", "app": event.key.app, "stream": event.key.name, "reason": event.reason,
                      "protocol": event.protocol, "bytes": event.bytes, "client_id": event.client_id})
+
+    def on_rate_limited(self, event: RateLimited) -> None:
+        self.record({"event": "rate-limited", "app": event.key.app, "stream": event.key.name,
+                     "limit": event.limit, "measured": round(event.measured), "bytes": event.bytes,
+                     "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
 
     def on_subscriber_joined(self, event: SubscriberJoined) -> None:
         if event.client_id:

@@ -6,14 +6,16 @@ owns a private :class:`prometheus_client.CollectorRegistry` (nothing global: sev
 in one process each have their own) with two kinds of metrics:
 
 * counted from the kernel's events as they happen: lag episodes and evictions (per app), plays
-  and publishes started (per app and protocol), authorization refusals (per action), kicks,
+  and publishes started (per app and protocol), publishers cut by their rate limit (per app),
+  authorization refusals (per action), kicks,
   HLS segments and their durations (a histogram, per app and variant) and bytes, HTTP hook
   latency (a histogram, per hook and outcome);
 * read from the engine when scraped (a collector): build info, streams per app, publishers and
   subscribers per protocol (stream services' own subscriptions are not subscribers),
   connections per protocol worker, ingress and egress bytes per protocol (media payload bytes
   of every session, closed and live, and what HLS/DASH requests were answered with), frames
-  dropped per reason, recording bytes, the event loop's lag, audit and event-hook drops.
+  dropped per reason, HLS/DASH resources dropped early by the per-stream byte cap, recording
+  bytes, the event loop's lag, audit and event-hook drops.
 
 Names have the ``arcly_`` prefix and base units (seconds, bytes); counters end in ``_total``.
 Per-stream series (subscribers, bytes, drops, bitrate, uptime of each stream) are there only
@@ -40,6 +42,7 @@ import arcly_trio
 
 from ..kernel.events import (
     AuthDecided,
+    RateLimited,
     ServiceEvent,
     SessionKicked,
     StreamPublished,
@@ -87,6 +90,8 @@ class PrometheusObserver(Observer):
                                  ["app"], registry=r)
         self.plays = Counter("arcly_plays", "Plays started", ["app", "protocol"], registry=r)
         self.publishes = Counter("arcly_publishes", "Publish sessions started", ["app", "protocol"], registry=r)
+        self.rate_limited = Counter("arcly_publishes_rate_limited", "Publish sessions cut for sending over the "
+                                    "bitrate limit", ["app"], registry=r)
         self.auth_refusals = Counter("arcly_auth_refusals", "Refused authorizations", ["action"], registry=r)
         self.auth_allowed = Counter("arcly_auth_allowed", "Allowed authorizations", ["action"], registry=r)
         self.kicks = Counter("arcly_sessions_kicked", "Sessions ended by an operator", ["role"], registry=r)
@@ -131,6 +136,9 @@ class PrometheusObserver(Observer):
 
     def on_publish_started(self, event: StreamPublished) -> None:
         self.publishes.labels(event.key.app, event.protocol or "unknown").inc()
+
+    def on_rate_limited(self, event: RateLimited) -> None:
+        self.rate_limited.labels(event.key.app).inc()
 
     def on_subscriber_joined(self, event: SubscriberJoined) -> None:
         if event.client_id:
@@ -212,6 +220,12 @@ class _EngineCollector(Collector):
         bad = sum(service.bad_frames for service in engine.services if isinstance(service, HlsService))
         dropped.add_metric(["hls_malformed"], bad)
         yield dropped
+        hls = [service for service in engine.services if isinstance(service, HlsService)]
+        if hls:
+            early = CounterMetricFamily("arcly_hls_dropped_early", "HLS/DASH segments and parts deleted before "
+                                        "their time because their stream held more than its byte cap")
+            early.add_metric([], sum(service.dropped_early for service in hls))
+            yield early
         lag = GaugeMetricFamily("arcly_event_loop_lag_seconds", "The worst event loop lag of the last 10 s")
         lag.add_metric([], engine.loop_watch.recent(seconds=10))
         yield lag

@@ -15,7 +15,8 @@ observers (Prometheus metrics, the audit log, the ``on_event`` hook).
   settings of those that stay apply to their new streams; no stream of an application that
   stays is touched;
 * the ``on_event`` URL, the API token, ``--metrics-per-stream``, the idle timeout, the
-  publisher limit and the refusal delay are applied;
+  publish start timeout, the publisher limits (in all and per address) and the refusal delay
+  are applied;
 * the TLS certificate and key are read again (:func:`reload_tls`, also on a SIGHUP without a
   configuration file: a renewed certificate needs no restart); new RTMPS and HTTPS connections
   use them, open ones keep theirs; files that do not load keep the running certificate, with
@@ -84,7 +85,8 @@ RELOADABLE = frozenset({
     "sign_secret", "sign_secret_file", "publish_sign_secret", "publish_sign_secret_file", "sign_actions",
     "on_publish", "on_play", "hook_timeout", "hook_fail_open",
     "on_event", "api_token", "api_token_file", "metrics_per_stream", "idle_timeout", "max_publishers",
-    "auth_max_delay", "log_level", "tls_cert", "tls_key",
+    "auth_max_delay", "log_level", "tls_cert", "tls_key", "max_publish_bitrate", "max_publishers_per_ip",
+    "publish_start_timeout",
 })
 #: Options that are not the server's configuration at all.
 _NOT_SETTINGS = frozenset({"command", "config", "worker_dir", "worker_index", "worker_count"})
@@ -188,7 +190,7 @@ def app_specs(args: argparse.Namespace) -> dict[str, AppSpec]:
             "gop_cache_frames": args.gop_cache, "subscriber_queue": args.subscriber_queue,
             "lag_budget": args.lag_budget, "takeover": args.takeover, "reconnect_grace": args.reconnect_grace,
             "hls": args.hls, "hls_variant": args.hls_variant, "record": bool(args.record),
-            "batch_interval": args.batch_interval,
+            "batch_interval": args.batch_interval, "max_publish_bitrate": args.max_publish_bitrate,
         }
         from .config import APP_KEYS  # noqa: PLC0415 - config imports nothing of this module
 
@@ -339,9 +341,15 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
                       unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None, **rtmp_limits)
     tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
     auth = Swappable(authenticator)
+    if 0 < args.hls_max_mib < 1:
+        raise SystemExit("arcly-trio: --hls-max-mib must be at least 1 (or 0: no cap)")
+    hls_max_bytes = int(args.hls_max_mib * 1024 * 1024) if args.hls_max_mib > 0 else None
     builder = (
         Engine.builder()
         .max_publishers(args.max_publishers)
+        # The workers' relays come over their private Unix sockets (LOCAL_PEER): not counted.
+        .max_publishers_per_address(args.max_publishers_per_ip or None, exempt={LOCAL_PEER[0]})
+        .publish_start_timeout(args.publish_start_timeout if args.publish_start_timeout > 0 else None)
         .idle_timeout(args.idle_timeout if args.idle_timeout > 0 else None)
         .authenticator(auth)
         .auth_throttle(AuthThrottle(max_delay=args.auth_max_delay, exempt={LOCAL_PEER[0]} if worker_dir else ()))
@@ -366,9 +374,10 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         if worker_dir:  # the workers share one HLS storage; the worker where a stream is published packages it
             hls = HlsService(FileStorage(os.path.join(worker_dir, "hls")), variant=args.hls_variant,
                              target_duration=args.hls_segment, window=args.hls_window,
-                             skip_protocols=("worker",), locate=False)
+                             skip_protocols=("worker",), locate=False, max_bytes=hls_max_bytes)
         else:
-            hls = HlsService(variant=args.hls_variant, target_duration=args.hls_segment, window=args.hls_window)
+            hls = HlsService(variant=args.hls_variant, target_duration=args.hls_segment, window=args.hls_window,
+                             max_bytes=hls_max_bytes)
         builder.service(hls)
     recorder = FlvRecorder(args.record) if args.record else None
     if recorder is not None:
@@ -454,6 +463,12 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
     if old.max_publishers != args.max_publishers:
         engine._max_publishers = args.max_publishers
         changes.append("publisher limit changed")
+    if old.max_publishers_per_ip != args.max_publishers_per_ip:
+        engine.max_publishers_per_address = args.max_publishers_per_ip or None
+        changes.append("per-address publisher limit changed")
+    if old.publish_start_timeout != args.publish_start_timeout:
+        engine.publish_start_timeout = args.publish_start_timeout if args.publish_start_timeout > 0 else None
+        changes.append("publish start timeout changed (for new streams)")
     if old.auth_max_delay != args.auth_max_delay:
         engine.auth_throttle.max_delay = args.auth_max_delay
         changes.append("refusal delay changed")

@@ -40,7 +40,8 @@ from . import worker_api
 from .build import Runtime, build_runtime, read_secret, reload_runtime, reload_tls
 from .config import ConfigError, load, option_keys, resolve
 from .demo import publish_demo
-from .memory import pin_mmap_threshold
+from ..kernel.spec import DEFAULT_MAX_PUBLISH_BITRATE
+from .memory import HeapTrimmer, heap_trim_available, pin_mmap_threshold
 from .supervisor import supervise, worker_count
 
 __all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args"]
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="HLS target segment duration (default 2)")
     serve_p.add_argument("--hls-window", type=int, default=6, metavar="SEGMENTS",
                          help="segments listed in the HLS playlist (default 6)")
+    serve_p.add_argument("--hls-max-mib", type=float, default=64.0, metavar="MIB",
+                         help="the most one stream's HLS and DASH may hold (segments, parts, and those kept for "
+                              "late players); past it its oldest are deleted early (default 64; 0 = no cap)")
     serve_p.add_argument("--record", metavar="DIR",
                          help="record every publish session as DIR/{app}/{stream}-{UTC start}.flv")
     serve_p.add_argument("--app", action="append", dest="apps", metavar="NAME",
@@ -82,12 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a second publisher of a stream is refused, or replaces the first (default reject)")
     apps.add_argument("--reconnect-grace", type=float, default=0.0, metavar="SECONDS",
                       help="how long players wait for a publisher that left to come back (default 0)")
+    apps.add_argument("--max-publish-bitrate", type=int, default=DEFAULT_MAX_PUBLISH_BITRATE, metavar="BITS",
+                      help="the most a publisher may send, in bits/s, with a burst of 4 s of it; past it the publish "
+                           "is cut (default 50000000 = 50 Mbit/s; 0 = no limit)")
     apps.add_argument("--batch-interval", type=float, default=0.0, metavar="SECONDS",
                       help="gather frames for up to this long between writes to each viewer: fewer, larger "
                            "writes (less CPU per viewer) for that much more latency (default 0: at once)")
     serve_p.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                          help="reap a stream after this long without a frame (default 30)")
     serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
+    serve_p.add_argument("--max-publishers-per-ip", type=int, default=8, metavar="N",
+                         help="concurrent publishers from one address (the workers' own relays are not counted; "
+                              "default 8; 0 = no limit)")
+    serve_p.add_argument("--publish-start-timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="end a publish that sends no audio or video within this long of being accepted "
+                              "(default 10; 0 = only the idle timeout)")
     auth = serve_p.add_argument_group("authorization (see README, Authorization)")
     auth.add_argument("--publish-token", metavar="SECRET",
                       help="publishers must present ?token=SECRET (visible to other users in the "
@@ -161,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="streams pulled (--pull, clusters, workers) at once; plays of more are refused (default 256)")
     limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
                         help="the longest delay a refused address waits before its next try (default 2)")
+    limits.add_argument("--heap-trim-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="give freed memory back to the system (glibc's malloc_trim) this often, and soon "
+                             "after a stream ends (default 10; 0 = off)")
     relay = serve_p.add_argument_group("relay, workers and clusters (see docs/cluster.md)")
     relay.add_argument("--push", action="append", default=[], metavar="[APP=]URL",
                        help="forward every publish (of APP) to this RTMP URL; {app} and {stream} are "
@@ -231,6 +247,8 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
     (re-read with the same command line ``argv``)."""
     runtime = build_runtime(args)
     engine, rtmp = runtime.engine, runtime.rtmp
+    if args.heap_trim_interval > 0 and heap_trim_available():
+        engine.add_observer(HeapTrimmer(interval=args.heap_trim_interval))  # see server.memory
     if args.worker_dir:
         for server in runtime.http_servers:
             worker_api.install(server, args.worker_dir, int(args.worker_index), int(args.worker_count))

@@ -6,7 +6,7 @@ repeatable option, ``hls = false`` for ``--no-hls``). They are *derived from the
 parser* (:func:`option_keys`): every option ``serve`` has is a key, with its type, choices and
 default, so an option added later is in the file at once. ``[apps.NAME]`` tables configure one
 application each (:data:`APP_KEYS`: GOP cache, queue, lag budget, takeover, reconnect grace,
-HLS, recording, and its own authorization); every application named by ``--app`` or by a table
+publish bitrate limit, HLS, recording, and its own authorization); every application named by ``--app`` or by a table
 exists.
 
 Precedence: the parser's defaults, then the file, then the options given on the command line
@@ -78,6 +78,8 @@ APP_KEYS: Mapping[str, AppKey] = {
     "grace": AppKey("float", "reconnect_grace", "seconds players wait for a publisher to come back"),
     "batch-interval": AppKey("float", "batch_interval",
                              "seconds frames are gathered between writes to each viewer (0: at once)"),
+    "max-publish-bitrate": AppKey("int", "max_publish_bitrate",
+                                  "the most a publisher may send, in bits/s, with 4 s of burst (0 = no limit)"),
     "hls": AppKey("bool", "hls", "package this application's streams as HLS"),
     "hls-variant": AppKey("str", "hls_variant", "ts, fmp4 or ll", ("ts", "fmp4", "ll")),
     "record": AppKey("bool", "record", "record this application's streams (needs the record directory)"),

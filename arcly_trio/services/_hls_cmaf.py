@@ -31,6 +31,8 @@ from ..core.keys import StreamKey
 from ..media import dash, llhls
 from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
 
+from ._hls_held import HeldBytes
+
 if TYPE_CHECKING:
     from .hls import HlsService
 
@@ -93,13 +95,15 @@ class CmafPackaging:
         self.service = service
         self.base = f"{key.app}/{key.name}"
         self.packager = CmafPackager(service.target_duration, service.part_duration, service.window,
-                                     name_prefix=f"{token}-")  # fmt: skip
+                                     name_prefix=f"{token}-", max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.low_latency = low_latency
         self.live = LiveCmaf(self.packager, low_latency)
         service.live[self.base] = self.live
         self.left_out = self.packager.left_out
         self.carried = self.packager.carried
         self._stored: set[str] = set()
+        self.held = HeldBytes()
+        """What this stream holds in the service's storage (the byte cap counts it)."""
         self._version = -1
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
@@ -120,11 +124,11 @@ class CmafPackaging:
             if isinstance(event, ResourceReady):
                 key = f"{self.base}/{event.name}"
                 self._stored.add(key)
-                await service.store(key, event.data)
+                await service.store(key, event.data, self.held)
             elif isinstance(event, ResourceExpired):
                 key = f"{self.base}/{event.name}"
                 self._stored.discard(key)
-                service.expire(key, service.part_delete_delay)
+                service.expire(key, service.part_delete_delay, self.held)
         if self.packager.version != self._version:
             self._version = self.packager.version
             await self._publish_lists()
@@ -158,13 +162,21 @@ class CmafPackaging:
         self._rendered[name] = text
         key = f"{self.base}/{name}"
         self._stored.add(key)
-        await self.service.store(key, text.encode())
+        await self.service.store(key, text.encode(), self.held)
 
     async def ended(self) -> None:
         self.live.ended = True
         self.live.notify()
         if self.service.live.get(self.base) is self.live:
             del self.service.live[self.base]
+
+    async def drop_oldest(self) -> bool:
+        """Stop listing the oldest segment (the lists are stored again first); whether one was."""
+        events = self.packager.drop_oldest()
+        if events is None:
+            return False
+        await self.apply(events)
+        return True
 
     def take_segments(self) -> list[tuple[str, float, int]]:
         """The segments completed since the last call: (rendition, seconds, bytes)."""

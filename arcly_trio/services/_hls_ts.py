@@ -20,6 +20,8 @@ from ..core.frame import Frame
 from ..core.keys import StreamKey
 from ..media.hls import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
 
+from ._hls_held import HeldBytes
+
 if TYPE_CHECKING:
     from .hls import HlsService
 
@@ -32,11 +34,13 @@ class TsPackaging:
     def __init__(self, service: HlsService, key: StreamKey, token: str) -> None:
         self.service = service
         self.base = f"{key.app}/{key.name}"
-        self.segmenter = HlsSegmenter(service.target_duration, service.window,
-                                      name_template=f"{token}-{{sequence}}.ts")  # fmt: skip
+        self.segmenter = HlsSegmenter(service.target_duration, service.window, name_template=f"{token}-{{sequence}}.ts",
+                                      max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.left_out = self.segmenter.left_out
         self.carried = self.segmenter.carried
         self._done: list[tuple[str, float, int]] = []
+        self.held = HeldBytes()
+        """What this stream holds in the service's storage (the byte cap counts it)."""
 
     def push(self, frame: Frame) -> Sequence[SegmentEvent]:
         return self.segmenter.push(frame)
@@ -52,16 +56,24 @@ class TsPackaging:
         for event in events:
             if isinstance(event, SegmentClosed):
                 changed = True
-                await self.service.store(f"{self.base}/{event.name}", event.data)
+                await self.service.store(f"{self.base}/{event.name}", event.data, self.held)
                 self._done.append(("av", event.duration, len(event.data)))
             elif isinstance(event, SegmentExpired):
                 changed = True
-                self.service.expire(f"{self.base}/{event.name}")
+                self.service.expire(f"{self.base}/{event.name}", held=self.held)
         if changed:
-            await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode())
+            await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
 
     async def ended(self) -> None:
         pass
+
+    async def drop_oldest(self) -> bool:
+        """Stop listing the oldest segment (the playlist is stored again first); whether one was."""
+        events = self.segmenter.drop_oldest()
+        if events is None:
+            return False
+        await self.apply(events)
+        return True
 
     def take_segments(self) -> list[tuple[str, float, int]]:
         """The segments completed since the last call: (rendition, seconds, bytes)."""

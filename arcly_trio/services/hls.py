@@ -28,6 +28,15 @@ stream ends the playlists get ``EXT-X-ENDLIST`` (the MPD becomes ``static``); ``
 seconds later they and every resource are deleted (the playlists only if no newer stream of the
 same name took them over meanwhile).
 
+Memory: what one stream makes the service hold (listed segments and parts, init segments, and
+what waits for its deletion) is counted in real bytes per stream (:class:`HeldBytes`) and capped
+at ``max_bytes`` (``--hls-max-mib``): past it, the stream's resources that no list names any
+more are deleted at once instead of after their delay, then its oldest listed segments (with
+their parts) stop being listed and are deleted, newest kept; segments are cut at a quarter of
+the cap even without a keyframe. The first time for a stream it is logged; every early deletion
+is counted (:attr:`HlsService.dropped_early`). So the memory (or disk) a stream's HLS and DASH
+take is bounded by configuration, not by how fast its publisher sends.
+
 Deletions are run by :meth:`HlsService.run`, a small janitor task the engine starts (see
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
@@ -65,6 +74,7 @@ from ..media import fmp4, mpegts
 from ..media.hls import HlsSegmenter
 from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
+from ._hls_held import HeldBytes
 from ._session import SessionTracker
 
 __all__ = ["HlsService", "HlsSegmentEvent", "VARIANTS"]
@@ -72,6 +82,7 @@ __all__ = ["HlsService", "HlsSegmentEvent", "VARIANTS"]
 log = logging.getLogger("arcly_trio.hls")
 
 PLAYLIST = "index.m3u8"
+_SEGMENT_BYTES = 64 * 1024 * 1024  # the packagers' own cut of an oversized segment
 #: The HLS variants: MPEG-TS, fragmented MP4, Low-Latency HLS on fragmented MP4.
 VARIANTS: Final = ("ts", "fmp4", "ll")
 _CARRIES: Final = {
@@ -99,6 +110,7 @@ class Packaging(Protocol):
 
     left_out: dict[str, int]
     carried: set[str]
+    held: HeldBytes
 
     def push(self, frame: Any) -> Sequence[object]: ...
 
@@ -113,6 +125,8 @@ class Packaging(Protocol):
     def leftovers(self) -> list[str]: ...
 
     def take_segments(self) -> list[tuple[str, float, int]]: ...
+
+    async def drop_oldest(self) -> bool: ...
 
 
 class HlsService:
@@ -137,6 +151,8 @@ class HlsService:
         skip_protocols: publish protocols whose streams are not packaged (the workers of
             ``--workers N`` share one storage, and only the worker where a stream is published
             packages it: the others skip their ``worker`` relay copies).
+        max_bytes: the most bytes one stream's packaging may hold in storage (see the module
+            docstring); ``None``: no cap (the window and the publisher's rate bound it).
         locate: a playlist request for a stream that is not here asks the engine's stream
             sources for it (:meth:`~arcly_trio.kernel.engine.Engine.locate`: a pull on
             demand; each request keeps it alive). Off for workers sharing a storage.
@@ -158,6 +174,7 @@ class HlsService:
         linger: float | None = None,
         skip_protocols: Iterable[str] = (),
         locate: bool = True,
+        max_bytes: int | None = None,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if variant not in VARIANTS:
@@ -166,6 +183,8 @@ class HlsService:
             raise LocalProtocolError(f"part_duration must be from 0.05 s to target_duration, not {part_duration}")
         if delete_delay is not None and delete_delay < 0:
             raise ValueError("delete_delay must be >= 0")
+        if max_bytes is not None and max_bytes < 1024 * 1024:
+            raise ValueError("max_bytes must be at least 1 MiB (or None)")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.variant = variant
         self.target_duration = target_duration
@@ -181,6 +200,12 @@ class HlsService:
         """Frames the packagers rejected (malformed codec bytes), over all streams."""
         self.storage_errors = 0
         """Failed storage operations, over all streams."""
+        self.max_bytes = max_bytes
+        self.max_segment_bytes = min(_SEGMENT_BYTES, max_bytes // 4) if max_bytes is not None else _SEGMENT_BYTES
+        """A segment is cut at this size even without a keyframe (a quarter of the byte cap)."""
+        self.dropped_early = 0
+        """Resources deleted before their time because their stream held more than
+        ``max_bytes``, over all streams."""
         self.streams: dict[str, Packaging] = {}
         """The packaging of each stream being packaged, by ``"app/stream"``."""
         self.live: dict[str, Any] = {}
@@ -189,7 +214,7 @@ class HlsService:
         self._variants: dict[str, str] = {}
         self._owners: dict[str, str] = {}
         self._tokens = itertools.count(1)
-        self._due: list[tuple[float, int, tuple[str, ...], str | None, str | None]] = []
+        self._due: list[tuple[float, int, tuple[str, ...], str | None, str | None, HeldBytes | None]] = []
         self._order = itertools.count()
         self._wake = trio.Event()
         self._janitors = 0
@@ -274,7 +299,7 @@ class HlsService:
             leftovers = packaging.leftovers()
             playlists = tuple(key for key in leftovers if key.endswith((".m3u8", ".mpd")))
             self._schedule(due, playlists, base, token)
-            self._schedule(due, tuple(key for key in leftovers if key not in playlists))
+            self._schedule(due, tuple(key for key in leftovers if key not in playlists), held=packaging.held)
 
     async def _package(self, stream: Stream, subscription: Subscription, packaging: Packaging) -> None:
         tracker = SessionTracker(stream)
@@ -301,14 +326,37 @@ class HlsService:
                         if not bad_logged:
                             bad_logged = True
                             log.warning("HLS of %s: dropping a malformed %s frame: %s", stream.key, frame.codec, exc)
-                await packaging.apply(events)
+                await self._apply(stream, packaging, events)
                 self._report_segments(stream, packaging)
                 if not self._janitors:
                     await self._run_due()
-            await packaging.apply(packaging.finish())
+            await self._apply(stream, packaging, packaging.finish())
             self._report_segments(stream, packaging)
         finally:
             await packaging.ended()
+
+    async def _apply(self, stream: Stream, packaging: Packaging, events: Sequence[object]) -> None:
+        await packaging.apply(events)
+        if self.max_bytes is not None and packaging.held.total > self.max_bytes:
+            await self._trim(stream.key, packaging, self.max_bytes)
+
+    async def _trim(self, key: StreamKey, packaging: Packaging, cap: int) -> None:
+        """Bring what ``packaging`` holds under ``cap``: first delete at once what no list
+        names any more, then stop listing its oldest segments (lists stored first) and delete
+        them, until one is left."""
+        held = packaging.held
+        before = held.dropped
+        while held.total > cap:
+            if held.leaving:
+                await self._delete(next(iter(held.leaving)), held)
+                held.dropped += 1
+                self.dropped_early += 1
+            elif not await packaging.drop_oldest():
+                break
+        if held.dropped != before and not before:
+            log.warning("HLS of %s holds more than its cap of %.0f MiB: its oldest segments and parts are "
+                        "deleted early from now on (counted; players that lag see fewer segments)",
+                        key, cap / (1024 * 1024))
 
     def _report_segments(self, stream: Stream, packaging: Packaging) -> None:
         """Tell the observers (and the event feed) of each segment completed."""
@@ -317,12 +365,24 @@ class HlsService:
             stream.notify(HlsSegmentEvent(stream.key, trio.current_time(), self.name, "segment",
                                           f"{rendition} {duration:.3f} s", variant, rendition, duration, size))
 
-    async def store(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``; a failure is logged and counted, never raised."""
+    async def store(self, key: str, data: bytes, held: HeldBytes | None = None) -> None:
+        """Store ``data`` under ``key`` (counted in ``held``); a failure is logged and counted,
+        never raised."""
         try:
             await self.storage.put(key, data)
         except StorageError as exc:
             self._storage_failed("write", key, exc)
+            return
+        if held is not None:
+            held.stored(key, len(data))
+
+    async def _delete(self, key: str, held: HeldBytes | None) -> None:
+        try:
+            await self.storage.delete(key)
+        except StorageError as exc:
+            self._storage_failed("delete", key, exc)
+        if held is not None:
+            held.deleted(key)
 
     def _storage_failed(self, what: str, key: str, exc: StorageError) -> None:
         self.storage_errors += 1
@@ -332,29 +392,32 @@ class HlsService:
 
     # ---------------------------------------------------------------------- deletions
 
-    def expire(self, key: str, delay: float | None = None) -> None:
-        """Delete ``key`` after ``delay`` seconds (default ``delete_delay``)."""
-        self._schedule(trio.current_time() + (self.delete_delay if delay is None else delay), (key,))
+    def expire(self, key: str, delay: float | None = None, held: HeldBytes | None = None) -> None:
+        """Delete ``key`` after ``delay`` seconds (default ``delete_delay``); until then it is
+        held, and leaving, in ``held``."""
+        if held is not None:
+            held.expiring(key)
+        self._schedule(trio.current_time() + (self.delete_delay if delay is None else delay), (key,), held=held)
 
-    def _schedule(self, due: float, keys: tuple[str, ...], owner: str | None = None, token: str | None = None) -> None:
+    def _schedule(self, due: float, keys: tuple[str, ...], owner: str | None = None, token: str | None = None,
+                  held: HeldBytes | None = None) -> None:
         if keys:
-            heapq.heappush(self._due, (due, next(self._order), keys, owner, token))
+            heapq.heappush(self._due, (due, next(self._order), keys, owner, token, held))
             self._wake.set()
 
     async def _run_due(self) -> None:
         now = trio.current_time()
         due = self._due
         while due and due[0][0] <= now:
-            _, _, keys, owner, token = heapq.heappop(due)
+            _, _, keys, owner, token, held = heapq.heappop(due)
             if owner is not None:
                 if self._owners.get(owner) != token:
                     continue  # a newer stream of the same name owns the playlists now
                 del self._owners[owner]
             for key in keys:
-                try:
-                    await self.storage.delete(key)
-                except StorageError as exc:
-                    self._storage_failed("delete", key, exc)
+                if held is not None and key not in held.sizes:
+                    continue  # deleted early already (the byte cap)
+                await self._delete(key, held)
 
     def install_routes(self, router: Router) -> None:
         """Serve the playlists, segments and MPDs over HTTP (see :mod:`.hls_routes`)."""
@@ -380,7 +443,8 @@ class HlsService:
             carries = sorted(t for t in seen if t.split()[0] in codecs and "track" not in t)
             by_variant[variant] = {"carries": carries, "leaves_out": sorted(seen - set(carries))}
         return {"hls_tracks": {"variant": self.app_variant(key.app), "carried": sorted(packaging.carried),
-                               "left_out": sorted(packaging.left_out), "by_variant": by_variant}}
+                               "left_out": sorted(packaging.left_out), "by_variant": by_variant,
+                               "held_bytes": packaging.held.total, "dropped_early": packaging.held.dropped}}
 
     async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the janitor that deletes expired segments and ended streams' files, until

@@ -5,8 +5,9 @@ with ``EngineBuilder.service`` and it records every publish session of the appli
 applies to (``AppSpec.record``, or all of them with ``all_apps=True``) to
 ``{app}/{stream}-{UTC start}.flv`` in its storage (a directory by default; the start is the
 session's wall-clock start, ``YYYYMMDDTHHMMSSZ``, with ``-2``, ``-3``... appended if that name
-is taken). A new publish session on the same stream (takeover, reconnect within the grace)
-starts a new file.
+is taken). A recording starts with the session's first frame, not with the publish: a publisher
+that never sends a frame leaves no file. A new publish session on the same stream (takeover,
+reconnect within the grace) starts a new file.
 
 Completeness: the service sees every frame from the first (the engine subscribes it when the
 stream is created) and writes each batch of frames, then flushes it to the operating system,
@@ -38,6 +39,7 @@ import trio
 from ..kernel.events import ServiceEvent
 from ..core.frame import Frame
 from ..core.keys import StreamKey
+from ..kernel.qos import StreamInfo
 from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
@@ -171,9 +173,7 @@ class FlvRecorder:
         if stream.info.protocol in self.skip_protocols:
             return
         tracker = SessionTracker(stream)
-        recording = await self._open(stream.key, tracker.info.started_at)
-        recording.stream = stream
-        self._tell(recording, "recording-started", recording.path)
+        recording: _Recording | None = None  # opened with a session's first frame
         reason = "cancelled"
         try:
             while True:
@@ -181,22 +181,36 @@ class FlvRecorder:
                 if not batch:
                     break
                 start = 0
+                info = tracker.info
                 for index, frame in enumerate(batch):
                     if tracker.starts_session(stream, frame):
-                        await self._write(recording, batch[start:index])
-                        await self._close(recording, "new publish session")
-                        recording = await self._open(stream.key, tracker.info.started_at)
-                        recording.stream = stream
-                        self._tell(recording, "recording-started", recording.path)
+                        recording = await self._record(recording, stream, info, batch[start:index])
+                        if recording is not None:
+                            await self._close(recording, "new publish session")
+                            recording = None
                         start = index
-                await self._write(recording, batch[start:] if start else batch)
+                        info = tracker.info
+                recording = await self._record(recording, stream, info, batch[start:] if start else batch)
             end = subscription.end_reason
             reason = end.value if end is not None else "stream ended"
         finally:
             # Closing is a flush and a close(): shield it so a cancelled service still
             # leaves a complete file.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + 10):
-                await self._close(recording, reason)
+            if recording is not None:
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 10):
+                    await self._close(recording, reason)
+
+    async def _record(self, recording: _Recording | None, stream: Stream, info: StreamInfo,
+                      frames: Sequence[Frame]) -> _Recording | None:
+        """Write ``frames`` of the session ``info`` to ``recording``, opened now if it is not yet."""
+        if not frames:
+            return recording
+        if recording is None:
+            recording = await self._open(stream.key, info.started_at)
+            recording.stream = stream
+            self._tell(recording, "recording-started", recording.path)
+        await self._write(recording, frames)
+        return recording
 
     # ------------------------------------------------------------------------ files
 

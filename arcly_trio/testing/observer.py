@@ -34,6 +34,7 @@ class CountingObserver(Observer):
     on_publish_started = on_publish_ended = on_stream_closed = on_stream_reaped = _record  # type: ignore[assignment]
     on_subscriber_joined = on_subscriber_left = on_subscriber_lagged = _record  # type: ignore[assignment]
     on_subscriber_resumed = on_subscriber_evicted = on_service_event = _record  # type: ignore[assignment]
+    on_rate_limited = _record  # type: ignore[assignment]
 
     def on_frame(self, key: StreamKey, frame: Frame) -> None:
         self.frames[key] += 1

@@ -122,8 +122,9 @@ class CloseCode(enum.IntEnum):
     CONFLICT = 4409
     """The stream already has a publisher."""
     ENDED = 4410
-    """The server ended this session (a publisher replaced by another one or idle reaped; a
-    publisher or viewer kicked by an operator)."""
+    """The server ended this session (a publisher replaced by another one, idle reaped or that
+    sent no media within the publish start timeout; a publisher or viewer kicked by an
+    operator)."""
     UNSUPPORTED = 4415
     """A codec the protocol does not carry, or a config record that does not parse."""
     ORDER = 4422
@@ -131,6 +132,9 @@ class CloseCode(enum.IntEnum):
     frame that is not a keyframe."""
     TOO_SLOW = 4429
     """A viewer that fell behind more than the application's lag budget (evicted)."""
+    TOO_MANY = 4429
+    """(The same code, HTTP's "Too Many Requests".) A publisher cut for sending faster than its
+    application's bitrate limit, or refused because its address holds its share of publishers."""
     INTERNAL = 4500
     """A bug in the server."""
     UNAVAILABLE = 4503

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ...core.errors import (
+    AddressPublisherLimitReached,
     AppNotFound,
     EngineClosed,
     InvalidStreamName,
@@ -60,6 +61,8 @@ from ...core.errors import (
     PublisherLimitReached,
     PublisherKicked,
     PublisherReplaced,
+    PublishRateLimited,
+    PublishStartTimedOut,
     StreamAlreadyPublishing,
     StreamError,
     StreamIdleReaped,
@@ -137,9 +140,11 @@ def close_code_for(exc: StreamError) -> CloseCode:
         return CloseCode.NOT_FOUND
     if isinstance(exc, StreamAlreadyPublishing):
         return CloseCode.CONFLICT
+    if isinstance(exc, (AddressPublisherLimitReached, PublishRateLimited)):
+        return CloseCode.TOO_MANY
     if isinstance(exc, (PublisherLimitReached, EngineClosed)):
         return CloseCode.UNAVAILABLE
-    if isinstance(exc, (PublisherReplaced, StreamIdleReaped, PublisherKicked)):
+    if isinstance(exc, (PublisherReplaced, StreamIdleReaped, PublisherKicked, PublishStartTimedOut)):
         return CloseCode.ENDED
     if isinstance(exc, PublishEnded):
         return CloseCode.GOING_AWAY

@@ -80,6 +80,7 @@ from ...core.errors import (
     ProtocolError,
     PublishEnded,
     PublisherLimitReached,
+    PublishRateLimited,
     StreamAlreadyPublishing,
     StreamError,
     StreamNotFound,
@@ -547,6 +548,9 @@ class _Connection:
             refusal = ("NetStream.Publish.BadName", str(exc))
         except (PublisherLimitReached, AppNotFound, EngineClosed) as exc:
             refusal = ("NetStream.Publish.Rejected", str(exc))
+        except PublishRateLimited as exc:  # cut by the kernel: an error, not an unpublish
+            session.send_on_status(sid, "error", "NetStream.Publish.Rejected", str(exc))
+            raise _Close(str(exc)) from None
         except PublishEnded as exc:
             session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
             raise _Close(str(exc)) from None
