@@ -73,6 +73,7 @@ def last_video_dts(frames: list[Frame]) -> float:
     return max(f.dts for f in frames if f.kind is FrameKind.VIDEO) / 1000
 
 
+@pytest.mark.interop
 async def test_clean_unpublish_records_every_frame(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -97,6 +98,7 @@ async def test_clean_unpublish_records_every_frame(tmp_path: Path, demo_frames) 
     assert stopped.reason == "stream-ended" and stopped.bytes == path.stat().st_size
 
 
+@pytest.mark.interop
 async def test_publisher_crash_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -113,6 +115,7 @@ async def test_publisher_crash_leaves_a_complete_file(tmp_path: Path, demo_frame
     assert end == pytest.approx(last_video_dts(demo_frames[:300]), abs=0.2)
 
 
+@pytest.mark.interop
 async def test_idle_reap_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder, idle_timeout=0.3) as engine:
@@ -129,6 +132,7 @@ async def test_idle_reap_leaves_a_complete_file(tmp_path: Path, demo_frames) -> 
     assert codecs == ["aac", "h264"]
 
 
+@pytest.mark.interop
 async def test_graceful_shutdown_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     observer = CountingObserver()  # counts the frames the stream delivered
@@ -160,6 +164,7 @@ async def test_graceful_shutdown_leaves_a_complete_file(tmp_path: Path, demo_fra
     assert codecs == ["aac", "h264"]
 
 
+@pytest.mark.interop
 async def test_hard_stop_still_leaves_a_playable_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -225,6 +230,7 @@ class FullDisk(FileStorage):
         return Handle()
 
 
+@pytest.mark.interop
 async def test_disk_error_stops_the_recording_not_the_stream(tmp_path: Path, demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.recording")
     seen: list[object] = []
