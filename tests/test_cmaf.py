@@ -6,7 +6,8 @@ jumps, publisher restarts and codec changes, and checks, with the independent bo
 ``tests/test_fmp4.py``: every part parses back as ``moof`` + ``mdat``; its sample durations sum
 to the part's duration; decode times never go back and each part starts where the previous one
 of its rendition ended (except at a jump); a segment is exactly its parts joined; every name a
-list shows was stored and has not expired; the ``m3u8`` package parses every playlist with its
+list shows was stored and has not expired; the next part a rendition makes is the one its
+preload hint named; the ``m3u8`` package parses every playlist with its
 LL tags; the MPD is well-formed XML whose ``$Number$`` and timeline name exactly the listed
 segments. Blocking reload decisions follow RFC 8216bis 6.2.5.2, and delivery directives from
 any query raise only the project's error.
@@ -44,6 +45,7 @@ class Recorder:
         self.stored: dict[str, bytes] = {}
         self.expired: set[str] = set()
         self.parts: dict[str, bytes] = {}
+        self.hints_checked = 0
 
     def apply(self, events: list[ResourceReady | ResourceExpired]) -> None:
         for event in events:
@@ -58,7 +60,20 @@ class Recorder:
         self.check_lists()
 
     def push(self, frame: Frame, wallclock: float = 1e9) -> None:
-        self.apply(self.packager.push(frame, wallclock))
+        hints = [rendition.hint for rendition in self.packager.renditions.values() if rendition.hint]
+        events = self.packager.push(frame, wallclock)
+        self.apply(events)
+        self.check_hints(hints, events)
+
+    def check_hints(self, hints: list[str], events: list[ResourceReady | ResourceExpired]) -> None:
+        """The first part a rendition makes is the one its ``EXT-X-PRELOAD-HINT`` named."""
+        made = [e.name for e in events if isinstance(e, ResourceReady) and e.name.count(".") == 2]
+        for hint in hints:
+            prefix = hint[: hint.rindex("-") + 1]  # "{name prefix}{rendition letter}-"
+            first = next((name for name in made if name.startswith(prefix)), None)
+            if first is not None:
+                assert first == hint, f"the preload hint named {hint}, the next part is {first}"
+                self.hints_checked += 1
 
     def check_lists(self) -> None:
         packager = self.packager
@@ -183,6 +198,22 @@ def test_live_edge_lists_parts_hint_and_rendition_report(demo_frames) -> None:  
     assert "#EXT-X-PART" not in plain and "#EXT-X-SERVER-CONTROL" not in plain and "#EXT-X-VERSION:7" in plain
 
 
+def test_the_preload_hint_names_the_next_part(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """Every ``EXT-X-PRELOAD-HINT`` names the part its rendition makes next (a player requests
+    it before it exists; the server holds the request until it does). Mutant killed: the hint
+    naming the part after the next one (``_next_part + 1`` in ``CmafPackager._add_part``)."""
+    recorder = Recorder(demo_packager())
+    for frame in demo_frames:
+        recorder.push(frame)
+    parts = sum(len(s.parts) for r in recorder.packager.renditions.values() for s in r.segments) + \
+        sum(len(r.open_parts) for r in recorder.packager.renditions.values())
+    assert recorder.hints_checked > parts // 2  # most parts were made while a hint named them
+    video = recorder.packager.renditions[FrameKind.VIDEO]
+    sequence, index = video.last_part()  # type: ignore[misc]
+    playlist = m3u8.loads(llhls.media_playlist(recorder.packager, FrameKind.VIDEO, low_latency=True))
+    assert playlist.preload_hint.uri == video.hint == f"t-v-{sequence}.{index + 1}.m4s"
+
+
 @st.composite
 def perturbed_streams(draw: st.DrawFn, frames: list[Frame]) -> list[object]:
     """The demo clip cut into pieces, each resumed after a jump, a restart or as it was."""
@@ -206,6 +237,7 @@ def perturbed_streams(draw: st.DrawFn, frames: list[Frame]) -> list[object]:
     return steps
 
 
+@pytest.mark.timeout(180)  # 15 whole clips, every list parsed after every frame: ~20 s on an idle machine
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data(), part=st.sampled_from([0.2, 1 / 3, 0.5]), target=st.sampled_from([1.0, 2.0, 4.0]),

@@ -139,6 +139,7 @@ H264_CASES = [
 ]
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize(("size", "extra"), H264_CASES)
 def test_h264_sps_matches_ffprobe(tmp_path: Path, size: str, extra: tuple[str, ...]) -> None:
     path = tmp_path / "clip.flv"
@@ -393,6 +394,7 @@ def build_hvcc(vps: bytes, sps: bytes, pps: bytes, nal_length_size: int = 4) -> 
     return head + bytes((3,)) + arrays
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("size", ["640x360", "1920x1080", "642x362", "176x144"])
 def test_hevc_sps_and_config_match_ffprobe(tmp_path: Path, size: str) -> None:
     path = tmp_path / "clip.hevc"
@@ -528,6 +530,7 @@ def test_adts_header_fields() -> None:
     assert parse_adts(adts_header(AacConfig(2, 48000, 7, 2, sampling_index=3), 10))[2] == 7
 
 
+@pytest.mark.interop
 def test_adts_stream_decodes_with_ffmpeg(tmp_path: Path) -> None:
     """Raw AAC frames from ffmpeg's FLV, framed with our ADTS headers, decode with ffmpeg."""
     frames = read_flv(encode_flv(tmp_path / "a.flv", seconds=1.0, video=False))

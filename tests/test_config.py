@@ -255,3 +255,29 @@ async def test_reload_applies_the_publisher_limits(tmp_path: Path) -> None:
         assert engine.application("live").spec.max_publish_bitrate == 1000
         assert not [change for change in changes if "restart" in change], changes
         nursery.cancel_scope.cancel()
+
+
+async def test_reload_applies_changed_settings_of_an_application_that_stays(tmp_path: Path) -> None:
+    """Changed ``[apps.NAME]`` settings of an application that stays apply to its new streams;
+    a live stream keeps its own. Mutant killed: ``elif current[name].spec != spec`` never
+    taken in ``reload_runtime`` (the new settings silently ignored)."""
+    path = tmp_path / "arcly.toml"
+    head = 'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live"]\n'
+    path.write_text(head + "[apps.live]\nlag-budget = 7\nqueue = 16\n")
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    engine = runtime.engine
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        async with engine.publish("live/old"):
+            assert engine.stream("live/old").spec.lag_budget == 7
+            path.write_text(head + "[apps.live]\nlag-budget = 50\nqueue = 64\n")
+            changes = await reload_runtime(runtime, resolve_args(build_parser(), argv))
+            assert "application live: new settings for its new streams" in changes
+            spec = engine.application("live").spec
+            assert (spec.lag_budget, spec.subscriber_queue) == (50, 64)
+            assert engine.stream("live/old").spec.lag_budget == 7  # a live stream keeps its policy
+            async with engine.publish("live/new"):
+                assert (engine.stream("live/new").spec.lag_budget, engine.stream("live/new").spec.subscriber_queue) \
+                    == (50, 64)
+        nursery.cancel_scope.cancel()

@@ -2,11 +2,13 @@
 
 A test sink writes each frame as a small record (length, flags, dts, payload), shared per
 batch like the real formats, so the byte stream a reader gets can be checked exactly: partial
-writes are finished before anything else (another frame, a control message) goes out, a full
-socket queues in order and the connection's task drains it, the kernel's lag policy applies once
-the queue is full (drops counted exactly, resumption on a keyframe), a reader that stops reading
-is dropped after the write timeout (mock clock), a reset peer fails the egress and never the
-stream's task, and the ordinary path (a stream that is not a socket) gives the same bytes.
+writes are finished before anything else (another frame, a control message) goes out, even
+once the reader has freed room in the socket before the queue is drained; a full socket queues
+in order and the connection's task drains it, the kernel's lag policy applies once the queue is
+full (drops counted exactly, resumption on a keyframe), a reader that stops reading is dropped
+after the write timeout and one that reads slowly but steadily is not (mock clock), a reset peer
+fails the egress and never the stream's task, and the ordinary path (a stream that is not a
+socket) gives the same bytes.
 """
 
 from __future__ import annotations
@@ -217,6 +219,63 @@ async def test_a_reader_that_stops_is_dropped_after_the_write_timeout(autojump_c
         await egress.drain()
     assert trio.current_time() - start == pytest.approx(30)
     client.close()
+
+
+async def test_a_write_waits_behind_the_queue_when_the_reader_frees_room() -> None:
+    """The reader takes some bytes of a big queued frame (the socket has room again) before the
+    connection's task drains: a new write must still go out after the whole frame. Mutant
+    killed: ``Egress.write`` not checking ``self._queue`` (``if self._fd < 0 or ...``), which
+    wrote the new bytes straight into the socket, inside the frame still queued (corrupt
+    FLV/RTMP)."""
+    stream, client = small_socketpair()
+    egress = Egress(stream, write_timeout=10)
+    sink = RecordSink(egress)
+    sink.start()
+    big = FrameBatch([video(1, 300_000, key=True)])
+    sink.offer(big, 0)
+    assert egress.blocked  # the socket took a few KiB; the rest is queued
+    with trio.fail_after(10):
+        first = await client.recv(65536)  # the socket has room again; nothing was drained
+    assert first and egress.blocked
+    marker = b"\x00\x00\x00\x00\x04" + struct.pack(">q", -1)  # a record of its own: a "reply"
+    egress.write((marker,), len(marker))
+    small = FrameBatch([video(2, 100)])
+    sink.offer(small, 0)
+    expected = _batch(big) + marker + _batch(small)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(egress.drain)
+            received = first + await read_all(client, len(expected) - len(first), chunk=65536)
+    assert received == expected
+    assert [dts for _, dts, _ in parse(received)] == [1, -1, 2]
+
+
+async def test_a_slow_reader_that_keeps_reading_is_not_cut(autojump_clock: trio.testing.MockClock) -> None:
+    """A viewer that takes a little every 5 s stays connected far longer than the 10 s write
+    timeout: the deadline moves each time the peer takes data. Mutant killed: the deadline
+    never pushed back in ``Egress.drain`` (a slow but steady reader cut after
+    ``write_timeout`` in total)."""
+    stream, client = small_socketpair()
+    egress = Egress(stream, write_timeout=10)
+    sink = RecordSink(egress)
+    sink.start()
+    big = FrameBatch([video(1, 200_000, key=True)])
+    sink.offer(big, 0)
+    assert egress.blocked
+    received = bytearray()
+
+    async def slow_reader() -> None:
+        while len(received) < len(_batch(big)):
+            await trio.sleep(5)  # half the write timeout between two reads
+            received.extend(await client.recv(8192))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reader)
+        await egress.drain()  # raises WriteTimeout under the mutant
+    assert not egress.blocked
+    assert trio.current_time() - start > 5 * egress.write_timeout  # far longer than one timeout
+    assert parse(bytes(received))[0][2] == big[0].payload
 
 
 async def test_a_reset_peer_fails_the_egress_and_never_the_stream_task() -> None:

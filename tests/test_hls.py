@@ -452,6 +452,7 @@ def test_generated_streams(script_case, target: float, window: int) -> None:
 # --- interop: a real clip ------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_segments_of_a_real_clip_decode_with_ffmpeg(tmp_path: Path) -> None:
     ffmpeg = require_tool("ffmpeg")
     frames = read_flv(encode_flv(tmp_path / "demo.flv", size="640x360", rate=25, seconds=9, gop=25))

@@ -24,6 +24,7 @@ import trio
 
 import arcly_trio.server
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
+from arcly_trio.clients.flv import open_flv_player
 from arcly_trio.media import flv
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
@@ -113,7 +114,32 @@ async def probe_streams(url: str) -> list[dict[str, Any]]:
     return sorted(json.loads(result.stdout)["streams"], key=lambda s: s["codec_type"])
 
 
+def assert_monotonic(frames: list[Frame]) -> None:
+    """Each track's timestamps never go back; a video track's pictures strictly go forward."""
+    last: dict[tuple[FrameKind, int], int] = {}
+    last_picture: dict[int, int] = {}
+    for frame in frames:
+        track = (frame.kind, frame.track)
+        assert frame.dts >= last.get(track, frame.dts), f"{track}: dts {last[track]} then {frame.dts}"
+        last[track] = frame.dts
+        if frame.kind is FrameKind.VIDEO and not frame.config:
+            previous = last_picture.get(frame.track, -1)
+            assert frame.dts > previous, f"video {frame.track}: picture dts {previous} then {frame.dts}"
+            last_picture[frame.track] = frame.dts
+
+
 async def test_ffprobe_and_ffmpeg_read_http_flv_of_an_rtmp_stream(tmp_path: Path) -> None:
+    """The player's DTS go forward on every track (checked on the bytes the server sends, over
+    the publisher's loops), and ffmpeg decodes them without a complaint.
+
+    ffmpeg decodes with ``-enc_time_base:v -1``: by default its ``null`` output puts the decoded
+    pictures on a 1/30 s grid that starts at the input's first timestamp, the first audio frame
+    after the join's keyframe, up to a frame's length after the keyframe's DTS. When that offset
+    is about half a frame, two pictures 33 ms apart round to one tick, and ffmpeg says
+    "non monotonically increasing dts to muxer" about its own output (a saved capture of the
+    server's bytes does the same offline; the server's DTS were increasing). With the
+    input's time base (1 ms) it complains only if the stream repeats or goes back.
+    """
     with trio.fail_after(40):
         async with full_server(tmp_path) as (engine, rtmp, http, _):
             async with ffmpeg_publishing(rtmp.port, readrate=2, loop=True):  # type: ignore[arg-type]
@@ -122,8 +148,15 @@ async def test_ffprobe_and_ffmpeg_read_http_flv_of_an_rtmp_stream(tmp_path: Path
                 streams = await probe_streams(url)
                 assert [s["codec_name"] for s in streams] == ["aac", "h264"]
                 assert (streams[1]["width"], streams[1]["height"]) == (640, 360)
+                received: list[Frame] = []
+                async with open_flv_player(url) as player:
+                    async for frame in player:  # past a loop of the publisher (10 s at 2x)
+                        received.append(frame)
+                        if sum(f.kind is FrameKind.VIDEO for f in received) >= 400:
+                            break
+                assert_monotonic(received)
                 decoded = await run(require_tool("ffmpeg"), "-v", "error", "-i", url,
-                                    "-frames:v", "45", "-f", "null", "-")
+                                    "-frames:v", "45", "-enc_time_base:v", "-1", "-f", "null", "-")
                 assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
 
 

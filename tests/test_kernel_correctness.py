@@ -14,8 +14,9 @@ Mutation checklist (each test names the deliberately broken kernel it fails on):
 * drops counted while a subscriber is still starting ->
   ``test_nothing_is_counted_before_a_subscriber_has_started``;
 * the burst cap removed -> ``test_a_subscriber_that_keeps_up_never_drops_in_a_burst``;
-* the publisher's cancel scope not cancelled when the kernel ends it (a hang) -> every test has
-  a timeout (``pytest-timeout``), and ``test_a_reaped_publisher_block_is_cancelled``.
+* the publisher's cancel scope not cancelled when the kernel ends it (a hang: under the autojump
+  clock, a spin) -> every unit test has a short timeout (``pytest-timeout``, 60 s:
+  ``tests/conftest.py``), and ``test_a_reaped_publisher_block_is_cancelled``.
 """
 
 from __future__ import annotations
@@ -291,15 +292,22 @@ async def test_a_config_dropped_first_in_a_gap_is_given_again() -> None:
 
 
 async def test_nothing_is_counted_before_a_subscriber_has_started() -> None:
-    spec = AppSpec("live", gop_cache_frames=0, lag_budget=0)
+    """A joiner without a cached GOP skips everything until the next keyframe, uncounted: the
+    audio too (video deltas are not counted anyway: no keyframe of their track was offered
+    to it yet, so the audio is what this test is about). Mutant killed: ``Fanout._counts``
+    without its ``STARTING`` rule (the audio counted, the subscriber evicted)."""
+    spec = AppSpec("live", gop_cache_frames=0, lag_budget=0, audio_hold=0)
     async with Engine.builder().application(spec).build() as engine:
         async with engine.publish("live/cam") as publisher:
             await publisher.send(fb.video_config())
+            await publisher.send(fb.audio_config())
             await publisher.send(fb.keyframe(0))
             await trio.testing.wait_all_tasks_blocked()
             async with engine.subscribe("live/cam", capacity=1) as sub:
-                for i in range(1, 10):
-                    await publisher.send(fb.delta(33 * i))  # before its first keyframe
+                assert sub.subscriber.starting  # no cached GOP: it waits for the next keyframe
+                for i in range(1, 10):  # before its first keyframe
+                    await publisher.send(fb.delta(33 * i))
+                    await publisher.send(fb.audio(33 * i + 10))
                 await trio.testing.wait_all_tasks_blocked()
                 assert sub.dropped == 0 and sub.end_reason is None  # not evicted either
                 await publisher.send(fb.keyframe(330))
@@ -307,7 +315,9 @@ async def test_nothing_is_counted_before_a_subscriber_has_started() -> None:
                 got: list[Frame] = []
                 while sub.queued:
                     got += await sub.next_batch(10)
+                assert sub.end_reason is None
     assert [f.dts for f in got if not f.config] == [330]
+    assert sum(f.config for f in got) == 2  # both configs, right before the keyframe
     assert sub.dropped == 0
 
 

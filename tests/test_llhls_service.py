@@ -23,6 +23,7 @@ import trio.testing
 from arcly_trio import AppSpec, Credentials, Engine, Frame, FrameKind
 from arcly_trio.core.errors import StreamError
 from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.media import llhls
 from arcly_trio.services import HlsService
 from arcly_trio.storage import MemoryStorage
 from arcly_trio.workers.http import HttpServer
@@ -35,7 +36,8 @@ async def llhls_server(**options: Any) -> AsyncIterator[tuple[Engine, HttpServer
     http = HttpServer("127.0.0.1", 0, max_connections=options.pop("max_connections", 1024),
                       max_pending_per_address=None)  # fmt: skip
     auth = options.pop("authenticator", None)
-    hls = HlsService(options.pop("storage", None) or MemoryStorage(), **options)
+    storage = options.pop("storage", None)  # not ``or``: an empty storage is falsy (``__len__``)
+    hls = HlsService(storage if storage is not None else MemoryStorage(), **options)
     builder = Engine.builder().service(hls).protocol(http)
     for app in apps:
         builder.application(app)
@@ -128,6 +130,53 @@ async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(dem
         # Already there: at once.
         with trio.fail_after(1):
             assert (await http_get(http.port, f"/live/demo/video.m3u8?_HLS_msn={msn}&_HLS_part=0"))[0] == 200
+
+
+class GatedStorage(MemoryStorage):
+    """A storage whose video playlist writes wait while :attr:`gate` is set and not open (a
+    slow disk): the packager is then ahead of the stored lists for as long as a test likes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: trio.Event | None = None
+        self.held = 0
+
+    async def put(self, key: str, data: bytes) -> None:
+        if self.gate is not None and key.endswith("/video.m3u8"):
+            self.held += 1
+            await self.gate.wait()
+        await super().put(key, data)
+
+
+async def test_a_blocking_reload_waits_until_the_new_playlist_is_stored(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    """The packager has made the requested part but its playlist is still being written: a
+    request for that part arriving now waits for the write, and its answer lists the part.
+    Mutant killed: ``_block`` answering once the packager is ready without ``live.current``
+    (the old stored playlist, without the part, went out; the other blocking tests catch it
+    only when the request happens to be scheduled inside the storage's one checkpoint)."""
+    storage = GatedStorage()
+    async with llhls_server(storage=storage) as (engine, http, hls), engine.publish("live/demo") as publisher:
+        frames, pos = await packaged(publisher, demo_frames, hls, lambda: stored(hls) and bool(video_of(hls).open_parts))
+        video = video_of(hls)
+        msn, part = video.open_sequence, len(video.open_parts)
+        storage.gate = trio.Event()
+        pos = await feed_until(publisher, frames, pos, lambda: storage.held > 0)  # the part is made, not listed
+        live = hls.live["live/demo"]
+        assert llhls.reload_state(live.packager, FrameKind.VIDEO, msn, part) is llhls.ReloadState.READY
+        assert not live.current
+        result: dict[str, Any] = {}
+
+        async def blocked() -> None:
+            result["response"] = await http_get(http.port, f"/live/demo/video.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocked)
+            await wait_for(lambda: live.waiting == 1 or "response" in result)
+            storage.gate.set()
+        status, _, body = result["response"]
+        assert status == 200
+        uris = [p.uri for s in m3u8.loads(body.decode()).segments for p in s.parts]
+        assert f"{video.init.split('-')[0]}-v-{msn}.{part}.m4s" in uris, body.decode()
 
 
 async def test_blocked_request_times_out_with_503_when_the_stream_stalls(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]

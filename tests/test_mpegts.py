@@ -527,6 +527,7 @@ def mux_all(frames: list[Frame], video: str | None, audio: str | None) -> bytes:
     return b"".join(muxer.mux(f, with_tables=i == 0) for i, f in enumerate(frames))
 
 
+@pytest.mark.interop
 def test_ffmpeg_decodes_h264_aac(tmp_path: Path) -> None:
     frames = read_flv(encode_flv(tmp_path / "in.flv", size="640x360", seconds=3, gop=25))
     assert any(f.pts != f.dts for f in frames), "expected B-frames"
@@ -549,6 +550,7 @@ def test_ffmpeg_decodes_h264_aac(tmp_path: Path) -> None:
     assert [(p["pts"], p["dts"]) for p in packets] == expected
 
 
+@pytest.mark.interop
 def test_ffmpeg_decodes_mp3_audio_only(tmp_path: Path) -> None:
     frames = read_flv(
         encode_flv(tmp_path / "in.flv", seconds=2, video=False, audio_args=("-c:a", "libmp3lame"))
@@ -564,6 +566,7 @@ def test_ffmpeg_decodes_mp3_audio_only(tmp_path: Path) -> None:
     assert count_frames(path) == {"mp3": len(media)}
 
 
+@pytest.mark.interop
 def test_ffmpeg_decodes_hevc(tmp_path: Path) -> None:
     params = "log-level=error:bframes=0:keyint=10"
     units = split_annexb(encode_hevc(tmp_path / "in.hevc", "320x240", 20, params))

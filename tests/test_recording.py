@@ -73,6 +73,7 @@ def last_video_dts(frames: list[Frame]) -> float:
     return max(f.dts for f in frames if f.kind is FrameKind.VIDEO) / 1000
 
 
+@pytest.mark.interop
 async def test_clean_unpublish_records_every_frame(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -97,6 +98,7 @@ async def test_clean_unpublish_records_every_frame(tmp_path: Path, demo_frames) 
     assert stopped.reason == "stream-ended" and stopped.bytes == path.stat().st_size
 
 
+@pytest.mark.interop
 async def test_publisher_crash_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -113,6 +115,7 @@ async def test_publisher_crash_leaves_a_complete_file(tmp_path: Path, demo_frame
     assert end == pytest.approx(last_video_dts(demo_frames[:300]), abs=0.2)
 
 
+@pytest.mark.interop
 async def test_idle_reap_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder, idle_timeout=0.3) as engine:
@@ -129,6 +132,7 @@ async def test_idle_reap_leaves_a_complete_file(tmp_path: Path, demo_frames) -> 
     assert codecs == ["aac", "h264"]
 
 
+@pytest.mark.interop
 async def test_graceful_shutdown_leaves_a_complete_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     observer = CountingObserver()  # counts the frames the stream delivered
@@ -160,6 +164,7 @@ async def test_graceful_shutdown_leaves_a_complete_file(tmp_path: Path, demo_fra
     assert codecs == ["aac", "h264"]
 
 
+@pytest.mark.interop
 async def test_hard_stop_still_leaves_a_playable_file(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     recorder = FlvRecorder(tmp_path)
     async with recording(recorder) as engine:
@@ -167,7 +172,10 @@ async def test_hard_stop_still_leaves_a_playable_file(tmp_path: Path, demo_frame
             async with engine.publish("live/demo") as publisher:
                 for frame in demo_frames[:300]:
                     await publisher.send(frame)
-                await trio.sleep(0.05)
+                size = len(flv.FlvStreamWriter().write(demo_frames[:300]))
+                with trio.fail_after(10):  # the recorder has flushed them (on disk, not closed)
+                    while sum(p.stat().st_size for p in files(tmp_path)) < size:
+                        await trio.sleep(0.005)
                 engine.stop()  # cancel everything, no goodbye
                 await trio.sleep_forever()
     (path,) = files(tmp_path)
@@ -218,12 +226,14 @@ async def test_a_publish_that_sends_no_frame_leaves_no_file(tmp_path: Path, demo
 
 
 class FullDisk(FileStorage):
-    """A directory whose disk fills up after ``limit`` bytes (ENOSPC on write)."""
+    """A directory whose disk fills up after ``limit`` bytes (ENOSPC on write); ``written``
+    counts what it took, ``refused`` says whether it refused a write."""
 
     def __init__(self, root: Path, limit: int) -> None:
         super().__init__(root)
         self.limit = limit
         self.written = 0
+        self.refused = False
 
     async def open_append(self, key: str) -> AppendHandle:
         handle = await super().open_append(key)
@@ -235,6 +245,7 @@ class FullDisk(FileStorage):
 
             async def write(self, data: bytes) -> None:
                 if disk.written + len(data) > disk.limit:
+                    disk.refused = True
                     raise StorageError(f"cannot write {key!r}") from OSError(errno.ENOSPC, "No space left on device")
                 disk.written += len(data)
                 await handle.write(data)
@@ -248,17 +259,34 @@ class FullDisk(FileStorage):
         return Handle()
 
 
+@pytest.mark.interop
 async def test_disk_error_stops_the_recording_not_the_stream(tmp_path: Path, demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The disk fills up in the middle of a recording: the recording stops, the stream goes on,
+    what was written is a playable prefix, and the next session records again.
+
+    The frames go out 50 at a time, each lot once the recorder has written the previous one
+    (or the disk has refused it): the recorder writes small batches whatever the load, so the
+    disk fills part of the way in. (A pause of 5 ms between lots was not enough on a loaded
+    machine: a recorder whose file took longer to open got 512 frames in its first batch,
+    more than the disk's 300 kB, and recorded nothing.)"""
     caplog.set_level(logging.INFO, logger="arcly_trio.recording")
     seen: list[object] = []
-    recorder = FlvRecorder(FullDisk(tmp_path, limit=300_000), on_event=seen.append)
-    async with recording(recorder, AppSpec("live", record=True, reconnect_grace=5)) as engine:
+    disk = FullDisk(tmp_path, limit=300_000)
+    recorder = FlvRecorder(disk, on_event=seen.append)
+    reference = flv.FlvStreamWriter()  # the bytes a recording of what was sent so far takes
+    expected = 0
+    async with recording(recorder, AppSpec("live", record=True, reconnect_grace=60)) as engine:
         async with engine.publish("live/demo") as publisher:
             async with engine.subscribe("live/demo", capacity=1000) as sub:
-                for index, frame in enumerate(demo_frames):
-                    await publisher.send(frame)
-                    if index % 50 == 49:
-                        await trio.sleep(0.005)  # the recorder writes batch after batch
+                for start in range(0, len(demo_frames), 50):
+                    lot = demo_frames[start : start + 50]
+                    for frame in lot:
+                        await publisher.send(frame)
+                    expected += len(reference.write(lot))
+                    with trio.fail_after(10):
+                        while not disk.refused and disk.written < expected:
+                            await trio.sleep(0.005)
+                assert disk.refused
                 got: list[Frame] = []
                 with trio.fail_after(5):
                     while len(got) < len(demo_frames):
@@ -279,11 +307,10 @@ async def test_disk_error_stops_the_recording_not_the_stream(tmp_path: Path, dem
         assert codecs == ["aac", "h264"]
         # The next session (disk freed) records again.
         recorder.storage.limit = 10**9  # type: ignore[attr-defined]
-        async with engine.publish("live/demo") as publisher:
+        async with engine.publish("live/demo") as publisher:  # a new session of the same stream
             for frame in demo_frames[:100]:
                 await publisher.send(frame)
-        await trio.sleep(0.05)  # let the stream task deliver what is in its ingest queue
-        engine.application("live").streams()[0].shutdown()
+        engine.application("live").streams()[0].shutdown()  # what was sent is still delivered
         await finished(recorder, 2)
     assert isinstance(seen[-1], RecordingStopped) and seen[-1].frames == 100
 

@@ -31,7 +31,7 @@ def server_setup() -> RaceSetup:
         .build()
     )
     return RaceSetup(engine, publish=Credentials(token="good"), play=Credentials(token="view"),
-                     refused_publish=Credentials(token="bad"))
+                     refused_publish=Credentials(token="bad"), refused_play=Credentials(token="nope"))
 
 
 @pytest.mark.timeout(600)

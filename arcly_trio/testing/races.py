@@ -11,7 +11,9 @@ a step says so), so idle reaping and reconnect grace are deterministic.
 Your factory returns a :class:`RaceSetup`: the engine, and the credentials your authenticator
 accepts (and refuses) for publishing and playing. The first step is always a publish with the
 accepted credentials; if your engine refuses it, the run fails with a message saying so (a race
-test that publishes nothing proves nothing).
+test that publishes nothing proves nothing). Then a viewer plays it (with room for the first
+burst) and the publisher sends a GOP or more; most often that is delivered before the drawn
+steps begin, so most examples play media while the rest of the steps race around them.
 
 What the actors do:
 
@@ -20,10 +22,16 @@ What the actors do:
   without configs; mid-stream config changes and cue points; they send, close, crash, or are
   cancelled (also while their authorization or set-up is in flight), and take streams over;
 * subscribers: ``async for`` or ``next_batch`` readers with small queues, paused and resumed
-  (slow), cancelled, joining at any time.
+  (slow), cancelled, joining at any time, most often a key being published; some with the
+  credentials your authenticator refuses (``RaceSetup.refused_play``).
 
 The invariants (:meth:`EngineRaces.check`), after every settle and at the end:
 
+* **refusals**: every refused publish or play was refused with exactly the error its situation
+  called for when the engine decided (:meth:`EngineRaces.expected_refusals`: ``EngineClosed`` once
+  the engine is stopping, ``Unauthorized`` for refused credentials, ``StreamNotFound``,
+  ``StreamAlreadyPublishing``, ``PublisherLimitReached``...), and refused credentials never
+  published or played;
 * **bookkeeping**: the engine's publisher count equals the publishing streams and the active
   publisher actors; at most one active publisher per key; no stream failed; at rest, no frame
   waits in a publisher's ingest queue (a returning publisher is pumped at once);
@@ -39,7 +47,8 @@ The invariants (:meth:`EngineRaces.check`), after every settle and at the end:
   offered or replayed to it (the kernel's counting rule, :mod:`arcly_trio.kernel.fanout`).
 
 Extend :class:`EngineRaces` with your own ``step_*`` methods (and weights) or invariants
-(override :meth:`EngineRaces.check`). Needs hypothesis (the ``test`` extra).
+(override :meth:`EngineRaces.check`; :meth:`EngineRaces.expected_refusals` if your engine refuses
+for reasons of its own, a cluster or stream sources). Needs hypothesis (the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -56,13 +65,22 @@ import trio
 import trio.testing
 from hypothesis import strategies as st
 
-from ..core.errors import StreamError
+from ..core.errors import (
+    AppNotFound,
+    EngineClosed,
+    PublisherLimitReached,
+    StreamAlreadyPublishing,
+    StreamError,
+    StreamNotFound,
+    Unauthorized,
+)
 from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
 from ..media import amf0
 from ..kernel.engine import Engine
 from ..kernel.fanout import EndReason
 from ..kernel.observe import Observer
+from ..kernel.spec import Takeover
 from ..kernel.subscription import Subscription
 from . import frames as fb
 
@@ -81,7 +99,9 @@ class RaceSetup:
             yours.
         publish: credentials your authenticator accepts for publishing (on every key used).
         play: credentials it accepts for playing.
-        refused_publish: credentials it refuses for publishing (``None``: refusals are not
+        refused_publish: credentials it refuses for publishing (``None``: refused publishes
+            are not exercised).
+        refused_play: credentials it refuses for playing (``None``: refused plays are not
             exercised).
         keys: the stream keys to race on (default: names ``a`` and ``b`` in each application).
         real_media: publish frames of a real H.264+AAC clip (the demo clip shipped with the
@@ -93,6 +113,7 @@ class RaceSetup:
     publish: Credentials = attrs.field(factory=Credentials)
     play: Credentials = attrs.field(factory=Credentials)
     refused_publish: Credentials | None = None
+    refused_play: Credentials | None = None
     keys: Sequence[str] | None = None
     real_media: bool = False
 
@@ -162,7 +183,11 @@ class PublisherActor:
         self.key = key
         self.credentials = credentials
         self.state = "starting"  # -> active -> ended | refused
+        self.was_active = False
         self.error: BaseException | None = None
+        self.wrong_refusal: str | None = None
+        """Why its refusal was not the one its situation called for (see
+        :meth:`EngineRaces.judge_refusal`); ``None`` if it was, or it was not refused."""
         self.scope = trio.CancelScope()
         self.task: trio.lowlevel.Task | None = None
         self._races = races
@@ -171,7 +196,8 @@ class PublisherActor:
         self.audio: bool = style["audio"]
         self.start: str = style["start"]  # "configs" | "mid-gop" | "bare"
         self.gop: int = style["gop"]
-        self._count = 0
+        self._count = 0  # frames made (their payloads are unique)
+        self._picture = 0  # pictures of each video track made (a keyframe every ``gop``)
         self._t = races.clock_ms()
         self._configured = False
         self._real: Iterator[Frame] | None = None
@@ -183,6 +209,7 @@ class PublisherActor:
             with self.scope:
                 async with races.engine.publish(self.key, self.credentials, protocol="race") as publisher:
                     self.state = "active"
+                    self.was_active = True
                     async for command, frames in self._inbox:
                         if command == "send":
                             for frame in frames:
@@ -195,8 +222,9 @@ class PublisherActor:
             self.error = exc
         except StreamError as exc:
             self.error = exc
-            if self.state == "starting":
+            if self.state == "starting":  # (no checkpoint since the engine decided)
                 self.state = "refused"
+                self.wrong_refusal = races.judge_refusal("publish", self.key, self.credentials, exc)
         finally:
             if self.state != "refused":
                 self.state = "ended"
@@ -233,7 +261,7 @@ class PublisherActor:
             if self.start != "bare":
                 out += self.configs()
             if self.start == "mid-gop":
-                self._count += 1 + data.draw(st.integers(1, self.gop - 1), label="mid-gop offset")
+                self._picture += data.draw(st.integers(1, self.gop - 1), label="mid-gop offset")
         for _ in range(n):
             self._t += data.draw(st.integers(0, 40), label="dt")
             extra = data.draw(st.sampled_from(["", "", "", "", "", "", "config", "cue"]), label="extra")
@@ -244,8 +272,9 @@ class PublisherActor:
                 out.append(self._frame(FrameKind.DATA, "cue"))
             for track in self.video_tracks:
                 phase = 0 if track == self.video_tracks[0] else self.gop // 2
-                key = (self._count + phase) % self.gop == 0
+                key = (self._picture + phase) % self.gop == 0
                 out.append(self._frame(_VIDEO, "v", key=key, track=track, cts=data.draw(st.sampled_from([0, 0, 33]))))
+            self._picture += 1
             if self.audio:
                 out.append(self._frame(_AUDIO, "a"))
         return out
@@ -267,9 +296,11 @@ class SubscriberActor:
 
     ids = itertools.count(1)
 
-    def __init__(self, races: EngineRaces, key: StreamKey, capacity: int, paused: bool, mode: str) -> None:
+    def __init__(self, races: EngineRaces, key: StreamKey, capacity: int, paused: bool, mode: str,
+                 credentials: Credentials | None = None) -> None:
         self.id = next(self.ids)
         self.key = key
+        self.credentials = races.setup.play if credentials is None else credentials
         self.capacity = capacity
         self.mode = mode  # "iter" | "batch"
         self.received: list[Frame] = []
@@ -277,7 +308,10 @@ class SubscriberActor:
         """Frames its subscription had taken but it had not read when it left."""
         self.subscription: Subscription | None = None
         self.state = "starting"  # -> active -> ended | refused
+        self.was_active = False
         self.error: BaseException | None = None
+        self.wrong_refusal: str | None = None
+        """As :attr:`PublisherActor.wrong_refusal`."""
         self.scope = trio.CancelScope()
         self.gate = trio.Event()
         self.task: trio.lowlevel.Task | None = None
@@ -298,18 +332,20 @@ class SubscriberActor:
         races = self._races
         try:
             with self.scope:
-                async with races.engine.subscribe(self.key, races.setup.play, protocol="race",
+                async with races.engine.subscribe(self.key, self.credentials, protocol="race",
                                                   capacity=self.capacity) as sub:
                     self.subscription = sub
                     self.state = "active"
+                    self.was_active = True
                     try:
                         await self._read(sub)
                     finally:
                         self.unread = sub.queued
         except StreamError as exc:
             self.error = exc
-            if self.state == "starting":
+            if self.state == "starting":  # (no checkpoint since the engine decided)
                 self.state = "refused"
+                self.wrong_refusal = races.judge_refusal("play", self.key, self.credentials, exc)
         finally:
             if self.state != "refused":
                 self.state = "ended"
@@ -340,7 +376,7 @@ class EngineRaces:
     weights: dict[str, int] = {
         "step_publish": 3, "step_send": 12, "step_subscribe": 4, "step_toggle_slow": 5,
         "step_unpublish": 1, "step_crash_publisher": 1, "step_cancel_publisher": 2,
-        "step_unsubscribe": 1, "step_time_passes": 2, "step_refused_publish": 1,
+        "step_unsubscribe": 1, "step_time_passes": 2, "step_refused_publish": 1, "step_refused_play": 1,
     }
     """How often each step is drawn (steps not listed weigh 1)."""
 
@@ -356,6 +392,11 @@ class EngineRaces:
         self.publishers: list[PublisherActor] = []
         self.subscribers: list[SubscriberActor] = []
         self.settles = 0
+        self.stopping = False
+        """Set when the machine stops the engine (:func:`run_races` sets it right before it
+        leaves the engine's block; a step of yours that stops the engine sets it too): from
+        then on, every refusal must be ``EngineClosed`` (or ``Unauthorized`` for refused
+        credentials: see :meth:`expected_refusals`)."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -373,6 +414,60 @@ class EngineRaces:
         if existing and self.data.draw(st.integers(0, 3), label="reuse") > 0:
             return self.data.draw(st.sampled_from(existing), label="existing key")
         return self.data.draw(st.sampled_from(self.keys()), label="key")
+
+    def draw_play_key(self) -> StreamKey:
+        """A key to play: most often one being published (so most plays get media), else any
+        (a stream about to appear, one in its reconnect grace, or none: ``StreamNotFound``)."""
+        published = sorted({stream.key for stream in self.engine.streams() if stream.publishing}, key=str)
+        if published and self.data.draw(st.integers(0, 4), label="play any key?") < 4:
+            return self.data.draw(st.sampled_from(published), label="published key")
+        return self.draw_key()
+
+    def expected_refusals(self, action: str, key: StreamKey, credentials: Credentials) -> set[type[StreamError]]:
+        """The refusals the situation calls for when the engine refuses ``action``
+        (``"publish"`` or ``"play"``) of ``key`` with ``credentials``, read from the machine's
+        knowledge and the engine's public state *now*: it is called by the refused actor
+        with no checkpoint since the engine decided.
+
+        * the machine has stopped the engine: ``EngineClosed`` (or ``Unauthorized`` for
+          refused credentials: their authorization may have been answered first);
+        * no such application: ``AppNotFound``;
+        * refused credentials: ``Unauthorized``;
+        * a play of a key with no stream: ``StreamNotFound``;
+        * a publish of a key that has a publisher, in an application that rejects takeovers:
+          ``StreamAlreadyPublishing``; ``PublisherLimitReached`` (if as many publishers as its
+          ``limit`` publish: checked by :meth:`judge_refusal`).
+
+        Override it if your engine refuses for reasons of its own (a cluster, stream sources).
+        """
+        refused = credentials == (self.setup.refused_publish if action == "publish" else self.setup.refused_play)
+        if self.stopping:
+            return {EngineClosed, Unauthorized} if refused else {EngineClosed}
+        try:
+            app = self.engine.application(key.app)
+        except AppNotFound:
+            return {AppNotFound}
+        if refused:
+            return {Unauthorized}
+        if action == "play":
+            return set() if app.has_stream(key.name) else {StreamNotFound}
+        expected: set[type[StreamError]] = {PublisherLimitReached}
+        if app.has_stream(key.name) and app.stream(key.name).publishing and app.spec.takeover is Takeover.REJECT:
+            expected.add(StreamAlreadyPublishing)
+        return expected
+
+    def judge_refusal(self, action: str, key: StreamKey, credentials: Credentials, error: StreamError) -> str | None:
+        """``None`` if ``error`` is exactly (by type) a refusal :meth:`expected_refusals`
+        allows now, else what is wrong (the machine's :meth:`check` fails with it)."""
+        expected = self.expected_refusals(action, key, credentials)
+        if type(error) not in expected:
+            names = ", ".join(sorted(t.__name__ for t in expected)) or "none: it should have been allowed"
+            return (f"{action} of {key} with {credentials} refused with {type(error).__name__} ({error}); "
+                    f"the situation calls for {names}" + (" (the engine is stopping)" if self.stopping else ""))
+        if isinstance(error, PublisherLimitReached) and self.engine.publisher_count < error.limit:
+            return (f"publish of {key} refused with {error!r} while {self.engine.publisher_count} publishers "
+                    "publish")
+        return None
 
     def _active(self, actors: Sequence[Any]) -> list[Any]:
         return [actor for actor in actors if actor.state == "active"]
@@ -427,15 +522,26 @@ class EngineRaces:
         if live:
             self.data.draw(st.sampled_from(live), label="publisher").scope.cancel()
 
-    def step_subscribe(self) -> None:
+    def subscribe(self, key: StreamKey, credentials: Credentials | None = None, paused: bool | None = None,
+                  capacity: st.SearchStrategy[int] = st.integers(1, 8)) -> SubscriberActor:
+        """Start a subscriber actor (paused or not, and its queue's capacity, drawn unless given)."""
         actor = SubscriberActor(
-            self, self.draw_key(),
-            capacity=self.data.draw(st.integers(1, 8), label="capacity"),
-            paused=self.data.draw(st.booleans(), label="paused"),
+            self, key,
+            capacity=self.data.draw(capacity, label="capacity"),
+            paused=self.data.draw(st.booleans(), label="paused") if paused is None else paused,
             mode=self.data.draw(st.sampled_from(["iter", "batch"]), label="mode"),
+            credentials=credentials,
         )
         self.subscribers.append(actor)
         self.nursery.start_soon(actor.run, name=f"race subscriber {actor.id}")
+        return actor
+
+    def step_subscribe(self) -> None:
+        self.subscribe(self.draw_play_key())
+
+    def step_refused_play(self) -> None:
+        if self.setup.refused_play is not None:
+            self.subscribe(self.draw_play_key(), self.setup.refused_play)
 
     def step_unsubscribe(self) -> None:
         live = [a for a in self.subscribers if a.state in ("starting", "active")]
@@ -466,6 +572,17 @@ class EngineRaces:
                 f"refused: {first.error!r}. Give RaceSetup the credentials your authenticator accepts, "
                 "or every example would race nothing."
             )
+        # A viewer of it (with room for the first burst) and a GOP or more from the publisher,
+        # so that most examples play media: the viewer's authorization and the first frames
+        # race; most often they are then delivered before the other steps begin (else those
+        # race them too).
+        self.subscribe(first.key, paused=False, capacity=st.integers(64, 128))
+        await self.ticks()
+        first.command("send", first.next_frames(self.data, self.data.draw(st.integers(first.gop, 12), label="n")))
+        if self.data.draw(st.integers(0, 3), label="race the opening?") < 3:  # (0, the simplest: settle)
+            await self.settle()
+        else:
+            await self.ticks()
         steps = self.steps()
         names = [name for name in sorted(steps) for _ in range(self.weights.get(name, 1))]
         for _ in range(self.data.draw(st.integers(min(5, max_steps), max_steps), label="steps")):
@@ -485,6 +602,7 @@ class EngineRaces:
         assert all(a.state in ("ended", "refused") for a in self.publishers), [a.state for a in self.publishers]
         assert all(a.state in ("ended", "refused") for a in self.subscribers), [a.state for a in self.subscribers]
         assert self.engine.publisher_count == 0
+        self.check_refusals()
         for actor in self.subscribers:
             self.check_subscriber(actor, final=True)
         self.check_no_task_left()
@@ -494,6 +612,7 @@ class EngineRaces:
     def check(self) -> None:
         engine = self.engine
         assert engine.stream_failures == 0, "a stream task failed (see the log)"
+        self.check_refusals()
         publishing = [s for s in engine.streams() if s.publishing]
         active = self._active(self.publishers)
         assert engine.publisher_count == len(publishing) == len(active), (
@@ -510,6 +629,18 @@ class EngineRaces:
         self.check_no_task_left()
         for actor in self.subscribers:
             self.check_subscriber(actor)
+
+    def check_refusals(self) -> None:
+        """Every refusal was the one its situation called for, and refused credentials never
+        published or played."""
+        for actor in [*self.publishers, *self.subscribers]:
+            assert actor.wrong_refusal is None, actor.wrong_refusal
+        if self.setup.refused_publish is not None:
+            assert not any(a.was_active for a in self.publishers if a.credentials == self.setup.refused_publish), \
+                "a publisher with RaceSetup.refused_publish published"
+        if self.setup.refused_play is not None:
+            assert not any(a.was_active for a in self.subscribers if a.credentials == self.setup.refused_play), \
+                "a subscriber with RaceSetup.refused_play played"
 
     def check_no_task_left(self) -> None:
         tasks = live_tasks()
@@ -684,8 +815,13 @@ def run_races(setup: Callable[[], RaceSetup], data: st.DataObject, *,
                 races = machine(race_setup, data, clock, actors, recorder)
                 await races.run(max_steps)
                 if data.draw(st.booleans(), label="stop mid-step"):
-                    races.step_publish()  # an authorization in flight as the engine stops
+                    # An authorization in flight as the engine stops (a publish, or a play).
+                    if data.draw(st.booleans(), label="publish or play"):
+                        races.step_publish()
+                    else:
+                        races.step_subscribe()
                     await races.ticks()
+                races.stopping = True  # leaving the block stops the engine, with no checkpoint before
             await races.finish()
         assert engine.streams() == [] and not engine.running
         left = live_tasks() - before

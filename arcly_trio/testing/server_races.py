@@ -6,7 +6,8 @@ workers over loopback sockets, the way OBS, ffmpeg and players do:
 * RTMP publishers (handshake, ``connect``, ``createStream``, ``publish``, then the frames as RTMP
   messages) that may drop their socket mid-handshake, before publishing, or in the middle of a
   message (mid-GOP);
-* RTMP players and HTTP-FLV players that may drop their socket at any time.
+* RTMP players and HTTP-FLV players that may drop their socket at any time, some with
+  ``RaceSetup.refused_play``'s token (they must be refused and get no frame).
 
 They interleave with the in-process actors (the same overlapping steps), and the invariants are
 the machine's, plus, for each protocol player, order and decodability of what it received (the
@@ -81,6 +82,7 @@ class RtmpPublisherActor(PublisherActor):
                     self.state = "refused"
                     return
                 self.state = "active"
+                self.was_active = True
                 # (the server may end the connection while a send is under way: a takeover)
                 with unwrap_single():
                     async with trio.open_nursery() as nursery:
@@ -140,13 +142,15 @@ class ProtocolPlayerActor:
 
     ids = itertools.count(1)
 
-    def __init__(self, races: ServerRaces, key: StreamKey, protocol: str) -> None:
+    def __init__(self, races: ServerRaces, key: StreamKey, protocol: str, token: str | None) -> None:
         self.id = next(self.ids)
         self.key = key
         self.protocol = protocol  # "rtmp" | "http-flv"
+        self.token = token
         self.bodies: list[tuple[int, bytes]] = []
         """(timestamp, FLV body) of every frame received."""
         self.state = "starting"  # -> active -> ended | refused
+        self.was_active = False
         self.scope = trio.CancelScope()
         self.task: trio.lowlevel.Task | None = None
         self._races = races
@@ -175,7 +179,7 @@ class ProtocolPlayerActor:
         connection = await _Rtmp.open(races.rtmp.port)
         try:
             stream_id = await connection.start(races.rtmp.port, self.key.app)
-            connection.session.play(stream_id, self.key.name + _query(races.setup.play.token))
+            connection.session.play(stream_id, self.key.name + _query(self.token))
             await connection.flush()
             while True:
                 data = await connection.stream.receive_some(_RECV)
@@ -185,6 +189,7 @@ class ProtocolPlayerActor:
                 for event in connection.session.events():
                     if isinstance(event, CommandReceived) and event.info.get("code") == "NetStream.Play.Start":
                         self.state = "active"
+                        self.was_active = True
                     elif isinstance(event, MediaMessage):
                         self.bodies.append((event.timestamp, event.payload))
                     elif isinstance(event, DataMessage) and not event.payload.startswith(b"\x02\x00\x11|RtmpSampleAccess"):
@@ -198,7 +203,7 @@ class ProtocolPlayerActor:
         assert races.http is not None and races.http.port is not None
         stream = await trio.open_tcp_stream(HOST, races.http.port)
         try:
-            target = f"/{self.key.app}/{self.key.name}.flv{_query(races.setup.play.token)}"
+            target = f"/{self.key.app}/{self.key.name}.flv{_query(self.token)}"
             await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             head = b""
             while b"\r\n\r\n" not in head:
@@ -210,6 +215,7 @@ class ProtocolPlayerActor:
             if not head.startswith(b"HTTP/1.1 200"):
                 return
             self.state = "active"
+            self.was_active = True
             reader = flv.FlvReader()
             chunks = _Dechunker()
             data = rest
@@ -288,7 +294,10 @@ class ServerRaces(EngineRaces):
         self.nursery.start_soon(actor.run, name=f"race rtmp publisher {actor.id}")
 
     def _player(self, protocol: str) -> None:
-        actor = ProtocolPlayerActor(self, self.draw_key(), protocol)
+        token = self.setup.play.token
+        if self.setup.refused_play is not None and self.data.draw(st.integers(0, 5), label="refused?") == 5:
+            token = self.setup.refused_play.token
+        actor = ProtocolPlayerActor(self, self.draw_play_key(), protocol, token)
         self.players.append(actor)
         self.nursery.start_soon(actor.run, name=f"race {protocol} player {actor.id}")
 
@@ -339,6 +348,9 @@ class ServerRaces(EngineRaces):
                 assert actor.task is None, f"player {actor.id} ended but its task runs"
 
     def check_player(self, actor: ProtocolPlayerActor) -> None:
+        if self.setup.refused_play is not None and actor.token == self.setup.refused_play.token:
+            assert not actor.was_active and not actor.bodies, \
+                f"{actor.protocol} player {actor.id} played {actor.key} with RaceSetup.refused_play"
         delivered = self.recorder.by_key.get(actor.key, [])
         check_decodable(actor.bodies, delivered, self.session_of,  # type: ignore[arg-type]
                         same=lambda f: f if isinstance(f, tuple) else (f.dts & 0xFFFFFFFF, _body(f)))
