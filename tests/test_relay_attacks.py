@@ -175,6 +175,7 @@ async def publish_looped(url: str, frames: list[Frame], *, task_status=trio.TASK
             loop += 1
 
 
+@pytest.mark.interop
 async def test_pulls_of_nothing_held_by_nginx_do_not_lock_a_real_upstream_stream_out(demo_frames) -> None:  # type: ignore[no-untyped-def]
     """128 plays of streams nginx-rtmp does not have, from 128 addresses, fill every pull slot
     (``max_pulls`` 128: nginx-rtmp's fixture takes 256 connections) and nginx holds each of them
