@@ -241,7 +241,7 @@ async def test_a_wrong_type_in_the_configuration_stops_the_server_with_file_line
     with trio.fail_after(20):
         result = await trio.run_process(serve_command("--config", str(config)), cwd=ROOT, capture_stdout=True,
                                         capture_stderr=True, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{config}:4: apps.live.lag-budget: expected an integer, not 'lots'" in result.stderr.decode()
 
 

@@ -39,6 +39,8 @@ from collections.abc import Sequence
 import trio
 
 from ..cluster import DirectoryServer, MemoryDirectory
+from ..core.errors import CannotListen
+from .options import describe_listen_error
 
 __all__ = ["supervise", "worker_count", "worker_argv"]
 
@@ -77,13 +79,18 @@ def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir:
             *tls, "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` with SO_REUSEPORT and not listening (keeps the port)."""
+def _reserve(host: str, port: int, protocol: str) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT and not listening (keeps the port);
+    :class:`~arcly_trio.core.errors.CannotListen` if it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(protocol, host, port, exc.errno, exc.strerror or str(exc)) from None
     return sock
 
 
@@ -108,16 +115,16 @@ class Supervisor:
         self.run_dir = tempfile.mkdtemp(prefix="arcly-trio-")
         reserved: list[socket.socket] = []
         try:
-            rtmp = _reserve(args.host, args.rtmp_port)
+            rtmp = _reserve(args.host, args.rtmp_port, "rtmp")
             reserved.append(rtmp)
             self.rtmp_port = rtmp.getsockname()[1]
             if args.http_port >= 0:
-                http = _reserve(args.host, args.http_port)
+                http = _reserve(args.host, args.http_port, "http")
                 reserved.append(http)
                 self.http_port = http.getsockname()[1]
             for name in ("rtmps_port", "https_port"):  # TLS ports, when asked for
                 if getattr(args, name) >= 0:
-                    sock = _reserve(args.host, getattr(args, name))
+                    sock = _reserve(args.host, getattr(args, name), name.partition("_")[0])
                     reserved.append(sock)
                     setattr(self, name, sock.getsockname()[1])
             log.info("RTMP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.rtmp_port, self.count)
@@ -194,6 +201,6 @@ def supervise(args: argparse.Namespace, argv: Sequence[str], count: int) -> int:
     try:
         trio.run(Supervisor(args, argv, count).run)
     except OSError as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", describe_listen_error(exc))
         return 1
     return 0

@@ -198,7 +198,7 @@ class RtmpServer:
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
-                                         unix_socket=self.unix_socket)
+                                         unix_socket=self.unix_socket, protocol=self.name)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
                  f" and {self.unix_socket}" if self.unix_socket else "")
