@@ -6,7 +6,8 @@
 
 Both create ``.venv`` next to the project (once) and install the project into it (editable, with
 the ``test`` extra for ``test``). ``test`` also installs the third-party tools the interop tests
-drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with libnginx-mod-rtmp, redis-server) with apt-get when they are missing and
+drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with libnginx-mod-rtmp, redis-server,
+prometheus) with apt-get when they are missing and
 the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
 to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
 """
@@ -30,7 +31,9 @@ PYTHON = BIN / "python"
 TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
          "npm": "npm",
          # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
-         "nginx": "nginx", "redis-server": "redis-server"}
+         "nginx": "nginx", "redis-server": "redis-server",
+         # a real Prometheus scrapes /metrics (tests/test_ops_interop.py)
+         "prometheus": "prometheus"}
 # files (not on PATH) -> the Debian package that provides them
 FILES = {"/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp"}
 

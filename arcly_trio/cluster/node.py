@@ -46,6 +46,7 @@ from ..core.text import printable
 from ..relay.links import LinkStats
 from ..relay.pull import pull_into
 from .directory import Announcement, ClusterDirectory, NodeInfo
+from .local import LocalDirectory
 
 if TYPE_CHECKING:
     from ..kernel.engine import Engine
@@ -94,6 +95,12 @@ class ClusterNode:
                  relay_socket: str | None = None, machine: str = "", ttl: float = 10.0, idle: float = 10.0,
                  timeout: float = 10.0, play_token: str | None = None, publish_token: str | None = None) -> None:
         self.directory = directory
+        self.workers_only = isinstance(directory, LocalDirectory)
+        """The directory is the supervisor's (``--workers`` without ``--cluster``): its
+        registrations are routine, logged at debug level only."""
+        self.publish_protocols = ("worker",) if self.workers_only else \
+            ("cluster", "worker") if relay_socket else ("cluster",)
+        """What pulled copies are published as here (for the metrics' series at 0)."""
         self.id = node_id
         self.rtmp_url = rtmp_url.rstrip("/")
         self.http_url = http_url
@@ -158,7 +165,8 @@ class ClusterNode:
 
     def _set_available(self, available: bool, error: str | None = None) -> None:
         if available and not self.available:
-            log.info("cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))
+            log.log(logging.DEBUG if self.workers_only else logging.INFO,
+                    "cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))
         elif not available and (self.available or self.last_error is None):
             log.warning("cluster directory unreachable: %s; serving local streams only, retrying", error)
         if available != self.available:

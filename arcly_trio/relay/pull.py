@@ -126,6 +126,7 @@ class PullSource:
     """
 
     name = "pull"
+    publish_protocols = ("pull",)
 
     def __init__(self, templates: Mapping[str | None, str], *, idle: float = 10.0, timeout: float = 10.0,
                  read_timeout: float = 30.0, credentials: Credentials | None = None) -> None:

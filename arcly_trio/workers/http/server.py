@@ -133,6 +133,10 @@ class HttpServer:
         ssl_context: serve HTTPS (a server-side :class:`ssl.SSLContext`) on the TCP port.
     """
 
+    play_protocols = ("http-flv", "ws-flv", "ws-frames")
+    """The protocols of this worker's players (HLS and DASH are the HLS service's)."""
+    publish_protocols = ("ws-frames",)
+
     def __init__(
         self,
         host: str = "0.0.0.0",

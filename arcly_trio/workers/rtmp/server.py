@@ -190,6 +190,15 @@ class RtmpServer:
     def open_connections(self) -> int:
         return self.admission.open
 
+    @property
+    def play_protocols(self) -> tuple[str, ...]:
+        """The protocols of this worker's players: its own, and ``relay`` (the other workers')."""
+        return (self.name, "relay") if self.unix_socket else (self.name,)
+
+    @property
+    def publish_protocols(self) -> tuple[str, ...]:
+        return (self.name,)
+
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
         serving (a certificate reloaded); connections already open keep theirs."""
