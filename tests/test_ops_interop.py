@@ -74,7 +74,7 @@ async def test_ffmpeg_publishes_through_the_on_publish_hook() -> None:
                     document["protocol"]) == ("publish", "live", "cam", {"token": "abc"}, "127.0.0.1", "rtmp")
         async with cli_server("--on-publish", hooks.url("/deny")) as server:
             assert await publish_exit_code(server.url("live/cam")) != 0
-            await server.wait_log("publish of live/cam refused: on_publish hook answered 403: no such key")
+            await server.wait_log("refused: publish of live/cam over rtmp: on_publish hook answered 403: no such key")
         async with cli_server("--on-publish", hooks.url("/redirect/public"), "--on-play", hooks.url("/allow")) as server:
             async with publisher(server.url("live/secret-key"), seconds=10):
                 await server.wait_log("publish of live/secret-key renamed to live/public")
@@ -127,11 +127,13 @@ async def test_signed_urls_for_rtmp_and_http() -> None:
             assert await publish_exit_code(expired) != 0
             assert await publish_exit_code(server.url("live/cam") + "?" + other.partition("?")[2]) != 0
             assert await publish_exit_code(server.url("live/cam")) != 0
-            log = server.log()
-            assert "publish of live/cam refused: signature expired" in log
-            assert "publish of live/cam refused: wrong signature" in log and "no signature" in log
             async with publisher(streamer, seconds=15):
                 await server.wait_log("publishing live/cam")
+                # The burst's first refusal, then the others summed up with their reasons once it ends.
+                log = server.log()
+                assert "refused: publish of live/cam over rtmp: wrong signature" in log
+                assert "x publish of live/cam over rtmp: signature expired" in log
+                assert "x publish of live/cam over rtmp: no signature" in log
                 assert len(await probe_streams(viewer)) == 2  # RTMP play with the viewer's URL
                 flv = f"http://{HOST}:{server.http_port}/live/cam.flv"
                 assert len(await probe_streams(await sign(flv, secret))) == 2

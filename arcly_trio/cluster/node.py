@@ -65,12 +65,18 @@ def _noop() -> None:
 
 
 class _Pull:
-    __slots__ = ("owner", "stats", "scope")
+    __slots__ = ("owner", "stats", "scope", "stopped")
 
     def __init__(self, owner: str, stats: LinkStats, scope: trio.CancelScope) -> None:
         self.owner = owner
         self.stats = stats
         self.scope = scope
+        self.stopped = ""
+        """Why the cluster stopped this pull itself (the relay logs the other ends)."""
+
+    def stop(self, reason: str) -> None:
+        self.stats.last_error = self.stopped = reason
+        self.scope.cancel()
 
 
 class ClusterNode:
@@ -213,8 +219,7 @@ class ClusterNode:
             del self.remote[announcement.key]
         pull = self.pulls.get(StreamKey.parse(announcement.key))
         if pull is not None and pull.owner == announcement.node:
-            pull.stats.last_error = f"node {announcement.node} unpublished it"
-            pull.scope.cancel()
+            pull.stop(f"node {announcement.node} unpublished it")
 
     def _spawn(self, function: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
@@ -300,8 +305,8 @@ class ClusterNode:
             nursery.start_soon(self._watch_owner, request, owner.id, pull)
         if self.pulls.get(key) is pull:
             del self.pulls[key]
-        if pull.stats.last_error:
-            log.info("pull of %s from node %s ended: %s", key, owner.id, printable(pull.stats.last_error))
+        if pull.stopped:  # the relay's pull was cancelled: it logged nothing (else it said how it ended)
+            log.info("pull of %s from node %s ended: %s", key, owner.id, printable(pull.stopped))
 
     async def _pull(self, engine: Engine, request: SourceRequest, url: str, unix: str | None, stats: LinkStats,
                     credentials: Credentials, scope: trio.CancelScope, *,
@@ -323,9 +328,8 @@ class ClusterNode:
             except DirectoryUnavailable:
                 continue  # media goes on; the directory is not the media path
             if now is None or now.id != owner:
-                pull.stats.last_error = f"node {owner} no longer owns the stream (lease expired or moved)"
                 request.stopping = True
-                pull.scope.cancel()
+                pull.stop(f"node {owner} no longer owns the stream (lease expired or moved)")
                 return
 
     # ------------------------------------------------------------------ reporting

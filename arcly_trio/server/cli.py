@@ -47,11 +47,13 @@ from .build import Runtime, build_runtime, read_secret, reload_runtime, reload_t
 from .config import ConfigError, command_line_problems, explicit_options, load, option_keys, resolve
 from .options import describe_listen_error, integer, number, together
 from .demo import publish_demo
+from .logs import configure_logging, ready_lines
+from .supervisor import tell_supervisor_ready
 from ..kernel.spec import DEFAULT_MAX_PUBLISH_BITRATE
 from .memory import HeapTrimmer, heap_trim_available, pin_mmap_threshold
 from .supervisor import supervise, worker_count
 
-__all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args"]
+__all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args", "configure_logging"]
 
 log = logging.getLogger("arcly_trio.server")
 
@@ -276,26 +278,26 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
-            log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
-                     args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
-            if runtime.rtmps is not None:
-                log.info("RTMPS rtmps://%s:%d/{app}/{stream}", args.host, runtime.rtmps.port)
             for http in runtime.http_servers:
                 http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
-                scheme = "https" if http.ssl_context is not None else "http"
-                log.info("pages %s://%s:%d/ (status), /watch/{app}/{stream}, /publish/{app}/{stream}; "
-                         "frames /{app}/{stream}/frames; API /api/streams, /api/sessions, /api/health; "
-                         "metrics /metrics", scheme, args.host, http.port)
-                log.info("HTTP-FLV %s://%s:%d/{app}/{stream}.flv, WebSocket-FLV on the same path%s",
-                         scheme, args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
             for source in engine.sources:
                 if isinstance(source, ClusterNode) and not args.worker_dir:
                     public = source.rtmp_url.rpartition(":")[0]
                     source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{runtime.http.port}"
                                     if runtime.http is not None else None)
+            # With --workers the supervisor says it, once every worker listens.
+            level = logging.DEBUG if args.worker_dir else logging.INFO
+            for line in ready_lines(host=args.host, public_host=args.public_host, rtmp_port=rtmp.port,
+                                    rtmps_port=runtime.rtmps.port if runtime.rtmps is not None else None,
+                                    http=[("https" if http.ssl_context is not None else "http", http.port)
+                                          for http in runtime.http_servers],
+                                    apps=[app.name for app in engine.applications()],
+                                    hls_variant=args.hls_variant if args.hls else None, demo=args.demo):
+                log.log(level, "%s", line)
             if args.demo and not int(args.worker_index or 0):  # with --workers, worker 0 publishes it
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
-                log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
+            if args.worker_dir:
+                tell_supervisor_ready()
             # Everything allocated at start-up lives as long as the server: keep it out of
             # the cyclic collector's way (at thousands of players GC is a third of the CPU).
             gc.collect()
@@ -383,19 +385,6 @@ def sign_command(args: argparse.Namespace) -> int:
         print(f"arcly-trio sign: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def configure_logging(level: str, prefix: str = "") -> None:
-    """Log to stderr at ``level`` (``prefix`` names the worker). httpx (the HTTP hooks' client)
-    logs every request with its whole URL at INFO, a hook's password and query included: it is
-    held to warnings (the hooks log their own calls, redacted)."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
