@@ -405,3 +405,36 @@ def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(tmp_pat
         assert exc.problems[0].startswith((f"{path}:1: {option.name}: ", f"--{option.name} ")), exc.problems
     else:
         assert not refused, text
+
+
+def _toml_default(option: OptionKey) -> str:
+    """How docs/config.md shows an option's default: as TOML would write it (``none``: unset)."""
+    value = option.default
+    if value is None:
+        return "none"
+    if option.kind == "workers":
+        return str(value)  # a number, or "auto"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[]" if not value else repr(value)
+    return repr(value)
+
+
+def test_the_docs_show_every_default_as_the_file_takes_it(tmp_path: Path) -> None:
+    """docs/config.md showed ``workers`` with the default ``"1"`` (a string: the parser's, for
+    ``auto``), which the file refuses (``workers = "1"`` is not a number)."""
+    docs = (ROOT / "docs" / "config.md").read_text()
+    for name, option in keys().items():  # type: ignore[attr-defined]
+        row = re.search(rf"^\| `{re.escape(name)}` \| [^|]+ \| ([^|]+) \|", docs, re.M)
+        assert row, name
+        shown = row.group(1).strip().strip("`")
+        assert shown == _toml_default(option), (name, shown)
+        if shown != "none":  # the default, written in a file, is taken
+            text = f"{name} = {shown}\n"
+            assert load(write(tmp_path, text), keys()).options, name  # type: ignore[arg-type]
+    example = (ROOT / "examples" / "arcly.toml").read_text()
+    assert "# lag-budget = 0\n" not in example  # 0 evicts at the first dropped frame: it is not "never"
+

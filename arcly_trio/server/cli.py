@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--hls-variant", choices=["ll", "fmp4", "ts"], default="ll",
                          help="HLS packaging: ll (Low-Latency HLS on fMP4, and DASH), fmp4, or ts (MPEG-TS) (default ll)")
     serve_p.add_argument("--hls-segment", type=number, default=2.0, metavar="SECONDS",
-                         help="HLS target segment duration (default 2)")
+                         help="HLS target segment duration, from 0.5 to 60 (default 2)")
     serve_p.add_argument("--hls-window", type=integer, default=6, metavar="SEGMENTS",
                          help="segments listed in the HLS playlist (default 6)")
     serve_p.add_argument("--hls-max-mib", type=number, default=64.0, metavar="MIB",
@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     apps.add_argument("--subscriber-queue", type=integer, default=256, metavar="FRAMES",
                       help="frames a player may have queued before it drops to the next keyframe (default 256)")
     apps.add_argument("--lag-budget", type=integer, default=None, metavar="FRAMES",
-                      help="evict a player that dropped more frames than this (default: never)")
+                      help="evict a player that dropped more frames than this (default: never; 0 evicts at the first "
+                           "dropped frame)")
     apps.add_argument("--takeover", choices=["reject", "replace"], default="reject",
                       help="a second publisher of a stream is refused, or replaces the first (default reject)")
     apps.add_argument("--reconnect-grace", type=number, default=0.0, metavar="SECONDS",
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="gather frames for up to this long between writes to each viewer: fewer, larger "
                            "writes (less CPU per viewer) for that much more latency (default 0: at once)")
     serve_p.add_argument("--idle-timeout", type=number, default=30.0, metavar="SECONDS",
-                         help="reap a stream after this long without a frame (default 30)")
+                         help="reap a stream after this long without a frame (default 30; 0 = never)")
     serve_p.add_argument("--max-publishers", type=integer, default=1000, help="concurrent publishers (default 1000)")
     serve_p.add_argument("--max-publishers-per-ip", type=integer, default=8, metavar="N",
                          help="concurrent publishers from one address (the workers' own relays are not counted; "
@@ -211,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--shutdown-grace", type=number, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
     serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                         help="how much to log (default info)")
+                         help="how much to log (default info; debug adds every request, connect and allowed "
+                              "authorization, and other libraries' lines)")
     sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret): a viewer's by default")
     sign_p.add_argument("url", help="the URL to sign: rtmp://HOST/APP/STREAM, http://HOST/APP/STREAM.flv...")
     sign_p.add_argument("--secret", metavar="SECRET", help="the signing secret (or --secret-file, ARCLY_SIGN_SECRET)")
