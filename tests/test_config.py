@@ -438,3 +438,19 @@ def test_the_docs_show_every_default_as_the_file_takes_it(tmp_path: Path) -> Non
     example = (ROOT / "examples" / "arcly.toml").read_text()
     assert "# lag-budget = 0\n" not in example  # 0 evicts at the first dropped frame: it is not "never"
 
+
+
+async def test_a_reload_with_wrong_values_keeps_the_configuration_and_logs_every_problem_on_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "arcly.toml"
+    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n')
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.engine.serve)
+        path.write_text('http-port = -1\nrtmp-port = 99999\nhost = "127.0.0.1"\nidle-timeout = -1\n')
+        assert not await reload(runtime, argv)
+        nursery.cancel_scope.cancel()
+    (line,) = [r.getMessage() for r in caplog.records if "reload" in r.getMessage()]
+    assert "\n" not in line
+    assert f"{path}:2: rtmp-port: a port is 0-65535 (0 picks a free one), not 99999; {path}:4: idle-timeout: " in line

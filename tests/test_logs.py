@@ -318,3 +318,28 @@ def test_other_libraries_are_held_to_warnings_unless_the_level_is_debug(monkeypa
     assert keep.filter(record("coredis", logging.INFO)) and keep.filter(record("hpack.hpack", logging.DEBUG))
     assert not keep.filter(record("httpx", logging.INFO))  # it names a hook's whole URL, password and all
     assert keep.filter(record("arcly_trio.http", logging.DEBUG))
+
+
+async def test_a_renamed_publish_is_logged_under_the_key_it_publishes(caplog: pytest.LogCaptureFixture) -> None:
+    """An authenticator (a hook's redirect) renames a streamer's secret key to the public
+    name: the worker's lines name the stream that is published, as they do for a play."""
+    from arcly_trio import StreamKey
+    from arcly_trio.clients import open_rtmp_publisher
+
+    class Renamer:
+        async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> StreamKey:
+            return StreamKey(key.app, "public")
+
+        async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+            return None
+
+    caplog.set_level(logging.INFO, logger="arcly_trio")
+    with trio.fail_after(20):
+        async with servers(authenticator=Renamer()) as (engine, rtmp, http):
+            async with open_rtmp_publisher(f"rtmp://{HOST}:{rtmp.port}/live/secret-key"):
+                while not lines(caplog, "publishing live/"):
+                    await trio.sleep(0.02)
+            while not lines(caplog, "stopped publishing"):
+                await trio.sleep(0.02)
+    assert [r.getMessage().split(" ", 2)[2] for r in lines(caplog, "publishing live/")] == [
+        "publishing live/public", "stopped publishing live/public (unpublished)"]

@@ -335,9 +335,10 @@ async def reload(runtime: Runtime, argv: Sequence[str]) -> bool:
         args = resolve_args(build_parser(), argv)
         changes = await reload_runtime(runtime, args)
     except (ConfigError, ValueError, SystemExit) as exc:
-        log.error("configuration reload from %s failed; the running configuration is kept: %s", path, exc)
+        error = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)  # one line, every problem
+        log.error("configuration reload from %s failed; the running configuration is kept: %s", path, error)
         if runtime.audit is not None:
-            runtime.audit.record({"event": "config-reload", "ok": False, "file": path, "error": str(exc)})
+            runtime.audit.record({"event": "config-reload", "ok": False, "file": path, "error": error})
         return False
     log.info("configuration reloaded from %s: %s", path, "; ".join(changes) or "nothing changed")
     if runtime.audit is not None:

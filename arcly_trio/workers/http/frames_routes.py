@@ -406,6 +406,7 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
         async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
             ws = exchange.accept_egress_websocket(egress, max_message_size=LIMITS.max_message,
                                                   subprotocol=SUBPROTOCOL, protocol=PROTOCOL)
+            key = publisher.key  # the authorization may have renamed it
             log.info("ws-frames %s:%s publishing %s", *peer, key)
             await _ingest(ws, publisher, exchange, str(key))
     except StreamError as exc:

@@ -592,6 +592,7 @@ class _Connection:
             self._servers_turn()
             name = self.server.name
             async with self.engine.publish(key, self._credentials(event.query), protocol=name) as pub:
+                key = pub.key  # the authorization may have renamed it: the log names what is published
                 self._mark_busy()
                 self.publish_stream_id = sid
                 session.accept_publish(sid)
