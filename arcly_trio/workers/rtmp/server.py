@@ -606,14 +606,14 @@ class _Connection:
                          "unpublished" if outcome is _UNPUBLISHED else "connection closed")
                 return outcome
         except InvalidStreamName as exc:
-            refusal = ("NetStream.Publish.BadName", f"publish of {self.app}/{printable(event.name)} refused: {exc}")
+            refusal = ("NetStream.Publish.BadName", str(exc))
         except Unauthorized as exc:  # its text says what was refused and why
             session.reject_publish(sid, "NetStream.Publish.Denied", str(exc))
             raise _Refused(str(exc), authorization=True) from None
         except (StreamAlreadyPublishing, PublisherLimitReached, AppNotFound, EngineClosed) as exc:
             code = "NetStream.Publish.BadName" if isinstance(exc, StreamAlreadyPublishing) else \
                 "NetStream.Publish.Rejected"
-            refusal = (code, f"publish of {self.app}/{printable(event.name)} refused: {exc}")
+            refusal = (code, str(exc))
         except PublishEnded as exc:  # the kernel ended it (kicked, cut, shut down): this session's end
             if isinstance(exc, PublishRateLimited):  # an error, not an unpublish
                 session.send_on_status(sid, "error", "NetStream.Publish.Rejected", str(exc))
@@ -625,7 +625,7 @@ class _Connection:
                     exc.reason)
             raise _Ended(str(exc)) from None
         session.reject_publish(sid, refusal[0], refusal[1])
-        raise _Refused(refusal[1])
+        raise _Refused(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
         # The message body becomes each frame's FLV body when it is what FLV would write
