@@ -14,6 +14,9 @@ file is broken; docs/config.md and examples/arcly.toml document every key.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import math
 import re
 from pathlib import Path
 
@@ -23,10 +26,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio import Credentials, StreamKey, Unauthorized
-from arcly_trio.core.errors import StreamError
+from arcly_trio.core.errors import InvalidStreamName, StreamError
+from arcly_trio.core.keys import check_name
 from arcly_trio.server.build import app_specs, build_runtime, reload_runtime
-from arcly_trio.server.cli import build_parser, reload, resolve_args
-from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, load, option_keys
+from arcly_trio.server.cli import build_parser, main, reload, resolve_args
+from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, OptionKey, load, option_keys
+from arcly_trio.server.options import APP_RULES, RULES, problem
 from arcly_trio.services import HlsService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,8 +241,8 @@ def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_pat
     assert [hls.max_bytes for hls in engine.services if isinstance(hls, HlsService)] == [None]
     specs = app_specs(args)
     assert (specs["live"].max_publish_bitrate, specs["big"].max_publish_bitrate) == (20_000_000, 0)
-    with pytest.raises(SystemExit, match="hls-max-mib"):
-        build_runtime(resolve_args(build_parser(), ["serve", "--hls-max-mib", "0.5"]))
+    with pytest.raises(ConfigError, match="--hls-max-mib 0.5: a size in MiB, from 1 to 1048576"):
+        resolve_args(build_parser(), ["serve", "--hls-max-mib", "0.5"])
 
 
 async def test_reload_applies_the_publisher_limits(tmp_path: Path) -> None:
@@ -281,3 +286,171 @@ async def test_reload_applies_changed_settings_of_an_application_that_stays(tmp_
                 assert (engine.stream("live/new").spec.lag_budget, engine.stream("live/new").spec.subscriber_queue) \
                     == (50, 64)
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------ every option's values (issue 19, item 6)
+
+
+def _numeric_options() -> dict[str, OptionKey]:
+    return {name: option for name, option in keys().items()  # type: ignore[misc]
+            if option.kind in ("int", "float")}  # type: ignore[attr-defined]
+
+
+def test_every_option_that_takes_a_number_has_a_rule_and_every_default_passes() -> None:
+    """One place checks every option (``server.options``): an option added later with a number
+    and no rule fails here, as does a default its own rule refuses."""
+    numeric = _numeric_options()
+    assert len(numeric) > 30
+    missing = [name for name, option in numeric.items() if option.dest not in RULES]
+    assert missing == []
+    for name, option in keys().items():  # type: ignore[attr-defined]
+        assert problem(option.dest, option.default) is None, name  # type: ignore[attr-defined]
+    assert [key for key, spec in APP_KEYS.items() if spec.kind in ("int", "float") and key not in APP_RULES] == []
+
+
+def test_the_values_of_the_issue_are_refused_all_at_once_one_line_each(capsys: pytest.CaptureFixture[str],
+                                                                      tmp_path: Path) -> None:
+    """``--hls-segment 0`` and ``-5`` and ``--hls-window 0`` printed an 8-frame traceback,
+    ``--rtmp-port 99999`` listened on 34463, ``--idle-timeout -1`` was accepted, ``--http-port -5``
+    turned HTTP off, and a file's errors came one at a time: now every problem of the command
+    line and of the file, one line each, exit code 2."""
+    path = write(tmp_path, "hls-window = 0\nrtmp-prot = 1\n[apps.live]\nqueue = 0\n")
+    code = main(["serve", "--hls-segment", "-5", "--rtmp-port", "99999", "--idle-timeout", "-1", "--http-port", "-5",
+                 "--gop-cache", "many", "--config", path])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.splitlines() == [
+        "arcly-trio: --rtmp-port 99999: a port is 0-65535 (0 picks a free one)",
+        "arcly-trio: --http-port -5: a port is 0-65535 (0 picks a free one), or -1 for off",
+        "arcly-trio: --hls-segment -5: a duration in seconds, from 0.5 to 60",
+        "arcly-trio: --gop-cache many: not an integer; a whole number, 0 or more (0: off)",
+        "arcly-trio: --idle-timeout -1: a duration in seconds, 0 or more (0: never reap)",
+        f"arcly-trio: {path}:1: hls-window: a whole number, at least 1, not 0",
+        f"arcly-trio: {path}:2: rtmp-prot: unknown key (did you mean 'rtmp-port'?)",
+        f"arcly-trio: {path}:4: apps.live.queue: a whole number, at least 1, not 0",
+    ]
+    assert main(["serve", "--hls-segment", "0"]) == 2
+    assert capsys.readouterr().err == "arcly-trio: --hls-segment 0: a duration in seconds, from 0.5 to 60\n"
+    assert main(["serve", "--https-port", "8443", "--tls-cert", "c.pem"]) == 2
+    assert capsys.readouterr().err == "arcly-trio: --https-port 8443: needs --tls-cert and --tls-key\n"
+
+
+def test_an_application_name_error_says_an_application() -> None:
+    with pytest.raises(InvalidStreamName, match="an application name may hold only"):
+        check_name("a b", "application name")
+    with pytest.raises(InvalidStreamName, match="a stream name may hold only"):
+        check_name("a b")
+
+
+def _value_text(option: OptionKey) -> st.SearchStrategy[str]:
+    """Command-line text for a number option: in and around its range, odd floats, not numbers."""
+    numbers = st.one_of(st.integers(-70000, 70000), st.sampled_from([0, 1, -1, 65535, 65536, 2**40]))
+    if option.kind == "float":
+        return st.one_of(numbers.map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                         st.floats(-10, 100).map(repr), st.sampled_from(["1e3", "-0.0", "0.001", "x", ""]))
+    return st.one_of(numbers.map(str), st.sampled_from(["1.5", "x", "0x10", " 7", ""]))
+
+
+@st.composite
+def _option_values(draw: st.DrawFn) -> tuple[OptionKey, str]:
+    options = _numeric_options()
+    option = options[draw(st.sampled_from(sorted(options)))]
+    return option, draw(_value_text(option))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_option_values())
+def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(tmp_path_factory: pytest.TempPathFactory,
+                                                                          found: tuple[OptionKey, str]) -> None:
+    """Over every option that takes a number and any text for it: either the value is accepted
+    and the server can be built from it (no traceback later: ``--hls-segment 0`` used to pass
+    the parser and crash in the HLS service) and a port is a port; or ``serve`` exits with code 2
+    and one line that names the option, never a traceback. The configuration file takes the
+    same values and refuses the same ones (one set of checks)."""
+    option, text = found
+    argv = ["serve", f"--{option.name}={text}"]
+    try:
+        args = resolve_args(build_parser(), argv)
+    except ConfigError as exc:
+        refused = True
+        assert len(exc.problems) == 1 and exc.problems[0].startswith(f"--{option.name} "), exc.problems
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            assert main(argv) == 2
+        assert stderr.getvalue() == f"arcly-trio: {exc.problems[0]}\n"
+    else:
+        refused = False
+        build_runtime(args)
+        value = getattr(args, option.dest)
+        if option.name.endswith("-port"):
+            assert value == -1 and option.default == -1 or 0 <= value <= 65535 or \
+                (option.name == "http-port" and value == -1)
+        assert not isinstance(value, float) or math.isfinite(value)
+    # The file: the same value, as TOML would hold it, is refused exactly when the command line refuses it.
+    try:
+        toml_value: object = int(text) if option.kind == "int" else float(text)
+    except ValueError:
+        return  # not a number: a TOML file cannot hold it as one
+    if option.kind == "int" and text.strip() != str(toml_value):
+        return  # " 7" is 7 for Python, and no integer literal in TOML
+    import tomli_w
+
+    path = tmp_path_factory.mktemp("values") / "arcly.toml"
+    path.write_text(tomli_w.dumps({option.name: toml_value}))
+    try:
+        resolve_args(build_parser(), ["serve", "--config", str(path)])
+    except ConfigError as exc:
+        assert refused, (text, exc.problems)
+        assert len(exc.problems) == 1, exc.problems
+        assert exc.problems[0].startswith((f"{path}:1: {option.name}: ", f"--{option.name} ")), exc.problems
+    else:
+        assert not refused, text
+
+
+def _toml_default(option: OptionKey) -> str:
+    """How docs/config.md shows an option's default: as TOML would write it (``none``: unset)."""
+    value = option.default
+    if value is None:
+        return "none"
+    if option.kind == "workers":
+        return str(value)  # a number, or "auto"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[]" if not value else repr(value)
+    return repr(value)
+
+
+def test_the_docs_show_every_default_as_the_file_takes_it(tmp_path: Path) -> None:
+    """docs/config.md showed ``workers`` with the default ``"1"`` (a string: the parser's, for
+    ``auto``), which the file refuses (``workers = "1"`` is not a number)."""
+    docs = (ROOT / "docs" / "config.md").read_text()
+    for name, option in keys().items():  # type: ignore[attr-defined]
+        row = re.search(rf"^\| `{re.escape(name)}` \| [^|]+ \| ([^|]+) \|", docs, re.M)
+        assert row, name
+        shown = row.group(1).strip().strip("`")
+        assert shown == _toml_default(option), (name, shown)
+        if shown != "none":  # the default, written in a file, is taken
+            text = f"{name} = {shown}\n"
+            assert load(write(tmp_path, text), keys()).options, name  # type: ignore[arg-type]
+    example = (ROOT / "examples" / "arcly.toml").read_text()
+    assert "# lag-budget = 0\n" not in example  # 0 evicts at the first dropped frame: it is not "never"
+
+
+
+async def test_a_reload_with_wrong_values_keeps_the_configuration_and_logs_every_problem_on_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "arcly.toml"
+    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n')
+    argv = ["serve", "--config", str(path)]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.engine.serve)
+        path.write_text('http-port = -1\nrtmp-port = 99999\nhost = "127.0.0.1"\nidle-timeout = -1\n')
+        assert not await reload(runtime, argv)
+        nursery.cancel_scope.cancel()
+    (line,) = [r.getMessage() for r in caplog.records if "reload" in r.getMessage()]
+    assert "\n" not in line
+    assert f"{path}:2: rtmp-port: a port is 0-65535 (0 picks a free one), not 99999; {path}:4: idle-timeout: " in line

@@ -27,8 +27,11 @@ import json
 import re
 import signal
 import ssl
+import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._hooks import dead_url, hook_server
+from tests._tools import require_tool
 from tests.test_cli import HOST, ROOT, cli_server, probe_streams, publish_exit_code, serve_command
 from tests.test_rtmp_interop import player, publisher
 
@@ -70,7 +74,7 @@ async def test_ffmpeg_publishes_through_the_on_publish_hook() -> None:
                     document["protocol"]) == ("publish", "live", "cam", {"token": "abc"}, "127.0.0.1", "rtmp")
         async with cli_server("--on-publish", hooks.url("/deny")) as server:
             assert await publish_exit_code(server.url("live/cam")) != 0
-            await server.wait_log("publish of live/cam refused: on_publish hook answered 403: no such key")
+            await server.wait_log("refused: publish of live/cam over rtmp: on_publish hook answered 403: no such key")
         async with cli_server("--on-publish", hooks.url("/redirect/public"), "--on-play", hooks.url("/allow")) as server:
             async with publisher(server.url("live/secret-key"), seconds=10):
                 await server.wait_log("publish of live/secret-key renamed to live/public")
@@ -123,11 +127,13 @@ async def test_signed_urls_for_rtmp_and_http() -> None:
             assert await publish_exit_code(expired) != 0
             assert await publish_exit_code(server.url("live/cam") + "?" + other.partition("?")[2]) != 0
             assert await publish_exit_code(server.url("live/cam")) != 0
-            log = server.log()
-            assert "publish of live/cam refused: signature expired" in log
-            assert "publish of live/cam refused: wrong signature" in log and "no signature" in log
             async with publisher(streamer, seconds=15):
                 await server.wait_log("publishing live/cam")
+                # The burst's first refusal, then the others summed up with their reasons once it ends.
+                log = server.log()
+                assert "refused: publish of live/cam over rtmp: wrong signature" in log
+                assert "x publish of live/cam over rtmp: signature expired" in log
+                assert "x publish of live/cam over rtmp: no signature" in log
                 assert len(await probe_streams(viewer)) == 2  # RTMP play with the viewer's URL
                 flv = f"http://{HOST}:{server.http_port}/live/cam.flv"
                 assert len(await probe_streams(await sign(flv, secret))) == 2
@@ -166,6 +172,80 @@ async def test_metrics_match_live_state_with_real_clients() -> None:
             assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] > egress / 2
             assert found[segments] >= 1
             assert found[("arcly_connections", (("protocol", "rtmp"),))] >= 1
+
+
+@asynccontextmanager
+async def prometheus(target_port: int, tmp_path: Path) -> AsyncIterator[str]:
+    """A real Prometheus scraping ``127.0.0.1:target_port/metrics`` twice a second; yields the
+    base URL of its HTTP API (on a port it picked itself, read from its log)."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n"
+                      f"  - job_name: arcly\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
+    process = await trio.lowlevel.open_process(
+        [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         "--web.listen-address=127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        log, address = b"", None
+        with trio.fail_after(20):
+            while address is None:
+                chunk = await process.stderr.receive_some(65536)
+                assert chunk, log.decode(errors="replace")
+                log += chunk
+                found = re.search(rb'msg="Listening on" address=([\d.]+:\d+)', log)
+                address = found.group(1).decode() if found else None
+        async with trio.open_nursery() as nursery:
+            async def drain() -> None:
+                async for _ in process.stderr:  # type: ignore[union-attr]
+                    pass
+
+            nursery.start_soon(drain)
+            yield f"http://{address}"
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def promql(base: str, query: str) -> list[Any]:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(10):
+            answer = await client.get(f"{base}/api/v1/query", params={"query": query})
+    assert answer.status_code == 200, answer.text
+    result: list[Any] = answer.json()["data"]["result"]
+    return result
+
+
+async def test_a_real_prometheus_sums_subscribers_to_0_after_the_last_player_and_sees_no_created_series(
+        tmp_path: Path) -> None:
+    """Issue 19, item 7, with Prometheus itself scraping ``serve``'s ``/metrics``: while a player
+    plays, ``sum(arcly_subscribers)`` is 1; once it has left, 0 (before: no series at all, so
+    Prometheus answered an empty result); and no ``*_created`` series is stored."""
+    from arcly_trio.clients import open_rtmp_player
+
+    with trio.fail_after(90):
+        async with cli_server("--demo") as server, prometheus(server.http_port, tmp_path) as base:  # type: ignore[arg-type]
+            async with open_rtmp_player(server.url("live/demo")) as play:
+                assert await play.next_batch()
+                while [sample["value"][1] for sample in await promql(base, "sum(arcly_subscribers)")] != ["1"]:
+                    await trio.sleep(0.2)
+            while (await api(server.http_port, "GET", "/api/streams")).json()["apps"][0]["streams"][0][  # type: ignore[arg-type]
+                    "subscribers"]["total"]:
+                await trio.sleep(0.1)
+            left = time.time()
+            # Wait for a scrape that began after the player had left.
+            while not [s for s in await promql(base, "timestamp(arcly_build_info)") if float(s["value"][1]) > left + 0.1]:
+                await trio.sleep(0.2)
+            assert [sample["value"][1] for sample in await promql(base, "sum(arcly_subscribers)")] == ["0"]
+            assert await promql(base, 'count({__name__=~".+_created"})') == []
+            assert [sample["value"][1] for sample in await promql(base, 'arcly_plays_total{protocol="rtmp"}')] == ["1"]
 
 
 async def test_reload_adds_an_application_while_a_stream_plays(tmp_path: Path) -> None:
@@ -241,7 +321,7 @@ async def test_a_wrong_type_in_the_configuration_stops_the_server_with_file_line
     with trio.fail_after(20):
         result = await trio.run_process(serve_command("--config", str(config)), cwd=ROOT, capture_stdout=True,
                                         capture_stderr=True, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{config}:4: apps.live.lag-budget: expected an integer, not 'lots'" in result.stderr.decode()
 
 

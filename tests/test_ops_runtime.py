@@ -276,7 +276,7 @@ async def test_metrics_parse_and_match_the_engine(demo_frames, http_get) -> None
                 assert found[("arcly_streams", (("app", "live"),))] == 1
                 assert found[("arcly_publishers", (("protocol", "rtmp"),))] == 1
                 assert found[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
-                assert ("arcly_subscribers", (("protocol", "hls"),)) not in found  # the packager is no player
+                assert found[("arcly_subscribers", (("protocol", "hls"),))] == 0  # the packager is no player
                 assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] == \
                     sum(len(frame.payload) for frame in demo_frames[:250])
                 assert found[("arcly_egress_bytes_total", (("protocol", "http-flv"),))] == sub.subscriber.bytes
@@ -289,6 +289,47 @@ async def test_metrics_parse_and_match_the_engine(demo_frames, http_get) -> None
                 assert len(build) == 1 and (build[0]["trio"], build[0]["version"]) == (trio.__version__, "0.1.0")
     metrics.per_stream = False
     assert not any(name.startswith("arcly_stream_") for name, _ in samples(metrics.render().decode()))
+
+
+async def test_labelled_series_exist_at_zero_and_there_are_no_created_series(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    """Issue 19, item 7: once the last player left, ``arcly_subscribers`` had no series at all
+    (``sum(arcly_subscribers)`` answered ``[]``), and every counter had a ``*_created`` twin.
+    Every known label set is there from the start at 0: each protocol of the workers and
+    services (HLS and DASH included), each application, each action and role."""
+    metrics = PrometheusObserver()
+    async with served(metrics, hls=True) as (engine, http):
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            return samples(metrics.render().decode())
+
+        first = scrape()
+        for protocol in ("http-flv", "ws-flv", "ws-frames", "hls", "dash"):
+            assert first[("arcly_subscribers", (("protocol", protocol),))] == 0
+            assert first[("arcly_plays_total", (("app", "live"), ("protocol", protocol)))] == 0
+            assert first[("arcly_egress_bytes_total", (("protocol", protocol),))] == 0
+        assert first[("arcly_publishers", (("protocol", "ws-frames"),))] == 0
+        assert first[("arcly_publishes_total", (("app", "live"), ("protocol", "ws-frames")))] == 0
+        for action in ("publish", "play"):
+            assert first[("arcly_auth_refusals_total", (("action", action),))] == 0
+            assert first[("arcly_sessions_kicked_total", (("role", action),))] == 0
+        assert first[("arcly_subscriber_evictions_total", (("app", "live"),))] == 0
+        async with engine.publish("live/cam", Credentials(protocol="ws-frames"), protocol="ws-frames") as pub:
+            await pub.send(demo_frames[0])
+            async with engine.subscribe("live/cam", Credentials(), protocol="http-flv"):
+                assert scrape()[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
+            after = scrape()
+        subscribers = {labels: value for (name, labels), value in after.items() if name == "arcly_subscribers"}
+        assert subscribers and sum(subscribers.values()) == 0  # sum(arcly_subscribers) is 0, not empty
+        assert after[("arcly_plays_total", (("app", "live"), ("protocol", "http-flv")))] == 1
+        text = metrics.render().decode()
+        assert "_created" not in text
+        status, _, body = await http_get(http.port, "/metrics")
+        assert status == 200 and b"_created" not in body
+    # prometheus_client's process-wide switch was left alone: other registries keep theirs.
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    other = CollectorRegistry()
+    Counter("other_things", "x", registry=other).inc()
+    assert b"other_things_created" in generate_latest(other)
 
 
 # ----------------------------------------------------------------------------- hooks

@@ -13,6 +13,7 @@ The helpers here (engine, publisher, player, polling) are shared with
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -396,7 +397,7 @@ async def test_second_publisher_on_the_same_key_is_refused(caplog: pytest.LogCap
                     assert code != 0
                     refused = records(caplog, "refused", "live/cam", "already has a publisher")
                     assert len(refused) == 1
-                    assert refused[0].levelno == logging.WARNING
+                    assert refused[0].levelno == logging.INFO  # a refusal of what was asked (server/logs.py)
                     assert f"rtmp {HOST}:" in refused[0].getMessage()
                     # The first publisher and the player go on as if nothing happened.
                     await play.keeps_decoding()
@@ -408,7 +409,11 @@ async def test_second_publisher_on_the_same_key_is_refused(caplog: pytest.LogCap
 
 
 async def test_publish_token_refuses_wrong_and_missing_tokens(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="arcly_trio")
+    """Each refusal is one line of the RTMP worker at debug level, saying what was refused and
+    why once ("publish of live/cam refused: publish of live/cam refused: ..." before); the
+    warning is the authorization throttle's, once per burst (its first refusal, then a summary
+    with the last reason)."""
+    caplog.set_level(logging.DEBUG, logger="arcly_trio")
     observer = RecordingObserver()
     auth = TokenAuthenticator(publish_token="s3cret")
     with trio.fail_after(30):
@@ -419,7 +424,8 @@ async def test_publish_token_refuses_wrong_and_missing_tokens(caplog: pytest.Log
                     assert await refused.wait() != 0
                 lines = records(caplog, "publish of live/cam refused", reason)
                 assert len(lines) == 1, [r.getMessage() for r in caplog.records]
-                assert f"rtmp {HOST}:" in lines[0].getMessage()
+                assert f"rtmp {HOST}:" in lines[0].getMessage() and lines[0].levelno == logging.DEBUG
+                assert lines[0].getMessage().count("refused") == 1
                 assert find_stream(engine, "live/cam") is None
             assert observer.counts["on_publish_started"] == 0
 
@@ -430,6 +436,11 @@ async def test_publish_token_refuses_wrong_and_missing_tokens(caplog: pytest.Log
                     await play.wait_frames(video=10, audio=10)
                 assert accepted.running, accepted.stderr()
             assert observer.counts["on_publish_started"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and warnings[0] == (f"{HOST} refused: publish of live/cam over rtmp: wrong token "
+                                                  "(further refusals from this address are delayed)")
+    assert re.fullmatch(rf"{HOST}: 1 more publish refusals in \d+ s: 1 x publish of live/cam over rtmp: no token",
+                        warnings[1]), warnings
 
 
 async def test_graceful_shutdown_tells_the_player_and_the_publisher(caplog: pytest.LogCaptureFixture) -> None:
@@ -451,4 +462,4 @@ async def test_graceful_shutdown_tells_the_player_and_the_publisher(caplog: pyte
                     assert server.connections == 0 and server.open_connections == 0
     assert [e.reason for e in observer.of_type(SubscriberLeft)] == ["shutdown"]  # type: ignore[attr-defined]
     assert [e.reason for e in observer.of_type(StreamUnpublished)] == ["shutdown"]  # type: ignore[attr-defined]
-    assert records(caplog, "publish of live/cam ended: the server is shutting down")
+    assert len(records(caplog, "stopped publishing live/cam (the server is shutting down)")) == 1

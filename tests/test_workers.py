@@ -70,7 +70,7 @@ async def watch(url: str, counts: list[int], index: int, *, task_status=trio.TAS
 async def test_twenty_players_across_two_workers_and_a_worker_restart() -> None:
     async with cli_server("--workers", "2", "--pull-idle", "2") as server:
         with trio.fail_after(90):
-            await wait_count(server, "arcly-trio ready", 2)
+            await wait_count(server, " ready (pid", 2)
             url = server.url("live/cam")
             async with publisher(url), trio.open_nursery() as nursery:
                 while not (await api(server.http_port, "/api/streams"))["streams"]:
@@ -101,7 +101,7 @@ async def test_twenty_players_across_two_workers_and_a_worker_restart() -> None:
                 alive = [i for i in range(20) if counts[i] > before[i] + 10]
                 assert len(alive) >= on_origin  # the origin worker's players kept playing
                 # New players, spread over both workers again, all receive the stream.
-                await wait_count(server, "arcly-trio ready", 3)
+                await wait_count(server, f"worker {other} ready (pid", 2)  # restarted, listening again
                 fresh = await players(url, nursery, 10)
                 while min(fresh) < 30:
                     await trio.sleep(0.1)
@@ -115,7 +115,7 @@ async def test_workers_outlive_neither_a_killed_supervisor_nor_a_quiet_minute() 
     once their supervisor is killed without a word."""
     async with cli_server("--workers", "2") as server:
         with trio.fail_after(40):
-            await wait_count(server, "arcly-trio ready", 2)
+            await wait_count(server, " ready (pid", 2)
             pids = worker_pids(server)
             await trio.sleep(15)  # longer than trio's idle worker threads live
             assert worker_pids(server) == pids and not any("restarting" in line for line in server.lines)
@@ -123,6 +123,24 @@ async def test_workers_outlive_neither_a_killed_supervisor_nor_a_quiet_minute() 
             await server.process.wait()
             while any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in pids.values()):
                 await trio.sleep(0.1)
+
+
+async def test_ready_is_said_once_every_worker_listens_and_the_workers_directory_is_quiet() -> None:
+    """Before: the supervisor said "ready" 4 s before the workers listened, each worker said
+    "arcly-trio ready" and its URLs again, and each logged "cluster node ... registered in the
+    directory" without any cluster."""
+    async with cli_server("--workers", "2") as server:  # it returns at "arcly-trio ready"
+        with trio.fail_after(40):
+            ready = [i for i, line in enumerate(server.lines) if "arcly-trio ready" in line]
+            assert len(ready) == 1 and "(2 workers)" in server.lines[ready[0]]
+            before = server.lines[:ready[0]]
+            for index in (0, 1):
+                assert any(f"w{index} INFO arcly_trio.rtmp: RTMP listening on" in line for line in before)
+                assert any(f"worker {index} ready (pid" in line for line in before)
+            await trio.sleep(1)
+            assert await server.stop(within=15) == 0
+    assert sum("arcly-trio ready" in line for line in server.lines) == 1
+    assert not any("registered in the directory" in line or "is gone" in line for line in server.lines)
 
 
 def _running(pid: int) -> bool:
@@ -149,7 +167,7 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
 
     async with cli_server("--workers", "2", "--demo", "--api-token", "k3y", "--sign-secret", "s3cret",
                           "--sign-actions", "play") as server:
-        await wait_count(server, "arcly-trio ready", 2)
+        await wait_count(server, " ready (pid", 2)
         await server.wait_log("demo stream: ffplay")
         url = sign_url(f"rtmp://{HOST}:{server.port}/live/demo", "s3cret", int(time.time()) + 600)
         headers = {"authorization": "Bearer k3y"}
@@ -175,8 +193,9 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
                 text = (await client.get(f"{base}/metrics")).text
             families = {family.name: family for family in text_string_to_metric_families(text)}
             assert families["arcly_workers_answered"].samples[0].value == 2
-            kicks = [s for s in families["arcly_sessions_kicked"].samples if s.name.endswith("_total")]
-            assert sorted(s.labels["worker"] for s in kicks) == ["0", "1"]
+            kicks = [s for s in families["arcly_sessions_kicked"].samples if s.name.endswith("_total")
+                     and s.labels["role"] == "play"]  # (every role has its series, at 0 until a kick)
+            assert sorted((s.labels["worker"], s.value) for s in kicks) == [("0", 1), ("1", 1)]
             subscribers = {s.labels["worker"]: s.value for s in families["arcly_subscribers"].samples
                            if s.labels["protocol"] == "rtmp"}
             assert sum(subscribers.values()) == 10

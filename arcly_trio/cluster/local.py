@@ -111,10 +111,14 @@ class DirectoryServer:
             log.info("directory connection closed: %s", exc)
         finally:
             for node_id in owned:
-                for key in self.directory.drop_node(node_id):
+                released = self.directory.drop_node(node_id)
+                for key in released:
                     with trio.CancelScope(shield=True):
                         await self.directory.announce(Announcement("unpublish", key, node_id))
-                log.info("directory: node %s is gone; its streams are released", node_id)
+                # A worker that goes with streams published (it crashed) is news; one that stops
+                # with nothing is routine (the supervisor logs workers starting and stopping).
+                log.log(logging.INFO if released else logging.DEBUG, "directory: node %s is gone%s", node_id,
+                        f"; its streams are released ({', '.join(released)})" if released else "")
 
     async def _answer(self, line: bytes, send: Any, owned: set[str], nursery: trio.Nursery) -> None:
         directory = self.directory

@@ -46,6 +46,7 @@ from ..core.text import printable
 from ..relay.links import LinkStats
 from ..relay.pull import pull_into
 from .directory import Announcement, ClusterDirectory, NodeInfo
+from .local import LocalDirectory
 
 if TYPE_CHECKING:
     from ..kernel.engine import Engine
@@ -64,12 +65,18 @@ def _noop() -> None:
 
 
 class _Pull:
-    __slots__ = ("owner", "stats", "scope")
+    __slots__ = ("owner", "stats", "scope", "stopped")
 
     def __init__(self, owner: str, stats: LinkStats, scope: trio.CancelScope) -> None:
         self.owner = owner
         self.stats = stats
         self.scope = scope
+        self.stopped = ""
+        """Why the cluster stopped this pull itself (the relay logs the other ends)."""
+
+    def stop(self, reason: str) -> None:
+        self.stats.last_error = self.stopped = reason
+        self.scope.cancel()
 
 
 class ClusterNode:
@@ -94,6 +101,12 @@ class ClusterNode:
                  relay_socket: str | None = None, machine: str = "", ttl: float = 10.0, idle: float = 10.0,
                  timeout: float = 10.0, play_token: str | None = None, publish_token: str | None = None) -> None:
         self.directory = directory
+        self.workers_only = isinstance(directory, LocalDirectory)
+        """The directory is the supervisor's (``--workers`` without ``--cluster``): its
+        registrations are routine, logged at debug level only."""
+        self.publish_protocols = ("worker",) if self.workers_only else \
+            ("cluster", "worker") if relay_socket else ("cluster",)
+        """What pulled copies are published as here (for the metrics' series at 0)."""
         self.id = node_id
         self.rtmp_url = rtmp_url.rstrip("/")
         self.http_url = http_url
@@ -158,7 +171,8 @@ class ClusterNode:
 
     def _set_available(self, available: bool, error: str | None = None) -> None:
         if available and not self.available:
-            log.info("cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))
+            log.log(logging.DEBUG if self.workers_only else logging.INFO,
+                    "cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))
         elif not available and (self.available or self.last_error is None):
             log.warning("cluster directory unreachable: %s; serving local streams only, retrying", error)
         if available != self.available:
@@ -205,8 +219,7 @@ class ClusterNode:
             del self.remote[announcement.key]
         pull = self.pulls.get(StreamKey.parse(announcement.key))
         if pull is not None and pull.owner == announcement.node:
-            pull.stats.last_error = f"node {announcement.node} unpublished it"
-            pull.scope.cancel()
+            pull.stop(f"node {announcement.node} unpublished it")
 
     def _spawn(self, function: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
@@ -292,8 +305,8 @@ class ClusterNode:
             nursery.start_soon(self._watch_owner, request, owner.id, pull)
         if self.pulls.get(key) is pull:
             del self.pulls[key]
-        if pull.stats.last_error:
-            log.info("pull of %s from node %s ended: %s", key, owner.id, printable(pull.stats.last_error))
+        if pull.stopped:  # the relay's pull was cancelled: it logged nothing (else it said how it ended)
+            log.info("pull of %s from node %s ended: %s", key, owner.id, printable(pull.stopped))
 
     async def _pull(self, engine: Engine, request: SourceRequest, url: str, unix: str | None, stats: LinkStats,
                     credentials: Credentials, scope: trio.CancelScope, *,
@@ -315,9 +328,8 @@ class ClusterNode:
             except DirectoryUnavailable:
                 continue  # media goes on; the directory is not the media path
             if now is None or now.id != owner:
-                pull.stats.last_error = f"node {owner} no longer owns the stream (lease expired or moved)"
                 request.stopping = True
-                pull.scope.cancel()
+                pull.stop(f"node {owner} no longer owns the stream (lease expired or moved)")
                 return
 
     # ------------------------------------------------------------------ reporting

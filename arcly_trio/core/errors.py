@@ -40,6 +40,7 @@ __all__ = [
     "RemoteRefused",
     "ConnectionLost",
     "DirectoryUnavailable",
+    "CannotListen",
 ]
 
 
@@ -316,3 +317,22 @@ class DirectoryUnavailable(StreamError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"cluster directory unavailable: {reason}")
         self.reason = reason
+
+
+class CannotListen(StreamError, OSError):
+    """A protocol worker cannot listen on its port (taken, no permission...): ``protocol``
+    (``rtmp``, ``http``...), ``host``, ``port`` as asked, and the system's ``errno`` and
+    ``strerror``. An ``OSError`` too, for callers that handle binding errors as such."""
+
+    def __init__(self, protocol: str, host: str, port: int, errno: int | None, strerror: str) -> None:
+        what = "is already in use" if strerror == "Address already in use" else f"cannot be listened on ({strerror})"
+        self.message = f"{host}:{port} {what}"
+        StreamError.__init__(self, self.message)
+        self.errno = errno
+        self.strerror = strerror
+        self.protocol = protocol
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return self.message

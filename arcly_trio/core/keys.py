@@ -35,14 +35,15 @@ def check_name(name: str, what: str = "stream name") -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidStreamName(str(name), f"an empty {what}")
+    article = "an" if what[:1] in ("a", "e", "i", "o", "u") else "a"
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidStreamName(name, f"a {what} is at most {MAX_NAME_LENGTH} characters, not {len(name)}")
+        raise InvalidStreamName(name, f"{article} {what} is at most {MAX_NAME_LENGTH} characters, not {len(name)}")
     if name[0] == ".":
-        raise InvalidStreamName(name, f"a {what} may not start with '.'")
+        raise InvalidStreamName(name, f"{article} {what} may not start with '.'")
     for char in name:
         if not (char.isalnum() or char in NAME_PUNCTUATION):
             raise InvalidStreamName(
-                name, f"a {what} may hold only letters, digits and _-.~@+= (not {char!r})"
+                name, f"{article} {what} may hold only letters, digits and _-.~@+= (not {char!r})"
             )
     return name
 

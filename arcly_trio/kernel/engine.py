@@ -663,6 +663,7 @@ class Engine:
                 raise refusal from None
             throttle.allowed(address, action, str(key))
             self._decided(action, key, credentials, started, None, target if target != key else None)
+            log.debug("%s of %s%s from %s allowed", action, key, via, address or "a local client")
         if target != key:
             log.info("%s of %s renamed to %s by the authenticator", action, key, target)
         return target

@@ -31,7 +31,9 @@ worker's API token uses ``api``):
   ``forget_after`` seconds after its last refusal.
 
 A refusal burst is logged as one line when it starts and one summary when it ends or every
-``log_interval`` seconds, never one line per try.
+``log_interval`` seconds (how many more, with the count of each stream and reason: at most 8
+kinds, the rest as "other refusals"), never one line per try. These are the log's only lines of
+a refusal by authorization: the protocol workers log theirs at debug level.
 
 The table is bounded (``max_addresses`` records): the oldest is dropped first, which at worst
 forgets an attacker's history (it starts again from the first delay); authorizations in flight
@@ -56,13 +58,15 @@ log = logging.getLogger("arcly_trio.auth")
 
 _OTHER_KEYS = ""
 """The bucket of the refusals of keys pushed out of a record's ``by_key``."""
+_MAX_REASONS = 8
+_OTHER_REASONS = "other refusals"
 
 
 class _Record:
     """What the throttle knows of one (address, action)."""
 
     __slots__ = ("by_key", "refusals", "last", "next_at", "in_flight", "waiting", "lot", "burst", "unlogged",
-                 "logged_at")
+                 "logged_at", "reasons")
 
     def __init__(self, now: float) -> None:
         self.by_key: OrderedDict[str, int] = OrderedDict()
@@ -78,6 +82,9 @@ class _Record:
         """Whether a refusal burst was logged and not yet summed up."""
         self.unlogged = 0
         self.logged_at = now
+        self.reasons: dict[str, int] = {}
+        """The refusals not logged on a line of their own, by what was refused and why (for the
+        summary; at most ``_MAX_REASONS``, the rest under ``_OTHER_REASONS``)."""
 
     @property
     def idle(self) -> bool:
@@ -329,16 +336,25 @@ class AuthThrottle:
             log.warning("%s refused: %s (further refusals from this address are delayed)", key[0], what)
             return
         record.unlogged += 1
+        reasons = record.reasons
+        if what not in reasons and len(reasons) >= _MAX_REASONS:
+            what = _OTHER_REASONS
+        reasons[what] = reasons.get(what, 0) + 1
         if now - record.logged_at >= self.log_interval:
-            log.warning("%s: %d more refusals in %.0f s (last: %s)", key[0], record.unlogged,
-                        now - record.logged_at, what)
-            record.unlogged = 0
+            _sum_up(key, record, now)
             record.logged_at = now
 
     @staticmethod
     def _end_burst(key: tuple[str, str], record: _Record, now: float) -> None:
         if record.unlogged:
-            log.warning("%s: %d more refused %ss in %.0f s", key[0], record.unlogged, key[1],
-                        now - record.logged_at)
-        record.unlogged = 0
+            _sum_up(key, record, now)
         record.burst = False
+
+
+def _sum_up(key: tuple[str, str], record: _Record, now: float) -> None:
+    """One line for the refusals of a burst not logged yet: how many, and each reason's count."""
+    reasons = "; ".join(f"{count} x {what}" for what, count in record.reasons.items())
+    log.warning("%s: %d more %s refusals in %.0f s: %s", key[0], record.unlogged, key[1], now - record.logged_at,
+                reasons)
+    record.unlogged = 0
+    record.reasons = {}

@@ -17,7 +17,17 @@ in one process each have their own) with two kinds of metrics:
   dropped per reason, HLS/DASH resources dropped early by the per-stream byte cap, recording
   bytes, the event loop's lag, audit and event-hook drops.
 
-Names have the ``arcly_`` prefix and base units (seconds, bytes); counters end in ``_total``.
+Names have the ``arcly_`` prefix and base units (seconds, bytes); counters end in ``_total``,
+without the ``*_created`` series ``prometheus_client`` adds to every counter and histogram
+(:meth:`PrometheusObserver.render` leaves them out: ``prometheus_client``'s own switch,
+``disable_created_metrics()``, is process-wide and would change every other registry).
+
+Series with labels exist from the start, at 0, for every label set that is known up front
+(:meth:`PrometheusObserver.prime`): every application, every play and publish protocol of the
+engine's workers, services and sources (each may name them in ``play_protocols`` and
+``publish_protocols``; HLS and DASH are the HLS service's), both actions and both roles. So
+``sum(arcly_subscribers)`` is 0, not an empty result, once the last player has left, and
+``rate()`` of a counter sees its first increase.
 Per-stream series (subscribers, bytes, drops, bitrate, uptime of each stream) are there only
 with ``per_stream=True`` (``--metrics-per-stream``): stream names are chosen by clients, so
 their labels are unbounded and opt-in.
@@ -58,12 +68,46 @@ from ..services.recording import FlvRecorder
 from .audit import AuditPipeline
 from .hooks import EventHook, HookCalled
 
-__all__ = ["PrometheusObserver", "METRICS_PATH", "CONTENT_TYPE"]
+__all__ = ["PrometheusObserver", "METRICS_PATH", "CONTENT_TYPE", "play_protocols", "publish_protocols"]
 
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _SEGMENT_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 30.0)
 _HOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ACTIONS = ("publish", "play")
+_ROLES = ("publish", "play")
+
+
+def _declared(engine: Any, attribute: str) -> list[str]:
+    found: dict[str, None] = {}
+    for part in (*engine.workers, *engine.plugins):
+        for protocol in getattr(part, attribute, ()) or ():
+            found.setdefault(protocol, None)
+    return list(found)
+
+
+def play_protocols(engine: Any) -> list[str]:
+    """The protocols players of ``engine`` may use: what its workers, services and sources
+    declare (``play_protocols``)."""
+    return _declared(engine, "play_protocols")
+
+
+def publish_protocols(engine: Any) -> list[str]:
+    """The protocols publishers of ``engine`` may use (``publish_protocols``)."""
+    return _declared(engine, "publish_protocols")
+
+
+class _WithoutCreated:
+    """A registry as :func:`generate_latest` sees it, less the ``*_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            created = metric.name + "_created"
+            metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
 
 
 class PrometheusObserver(Observer):
@@ -129,8 +173,30 @@ class PrometheusObserver(Observer):
         router.get(self.path, serve, protected=True)
 
     def render(self) -> bytes:
-        """The registry in the text exposition format."""
-        return generate_latest(self.registry)
+        """The registry in the text exposition format, every known label set at 0 included
+        (:meth:`prime`), without ``*_created`` series."""
+        self.prime()
+        return generate_latest(_WithoutCreated(self.registry))  # type: ignore[arg-type]
+
+    def prime(self) -> None:
+        """Create every counter series whose labels are known up front, at 0 (see the module
+        docstring); the gauges read at scrape time do the same."""
+        engine = self.engine
+        for action in _ACTIONS:
+            self.auth_refusals.labels(action)
+            self.auth_allowed.labels(action)
+        for role in _ROLES:
+            self.kicks.labels(role)
+        if engine is None:
+            return
+        playing, publishing = play_protocols(engine), publish_protocols(engine)
+        for app in engine.applications():
+            for counter in (self.lag_episodes, self.evictions, self.rate_limited):
+                counter.labels(app.name)
+            for protocol in playing:
+                self.plays.labels(app.name, protocol)
+            for protocol in publishing:
+                self.publishes.labels(app.name, protocol)
 
     # ---------------------------------------------------------------------- events
 
@@ -192,8 +258,8 @@ class _EngineCollector(Collector):
     def _streams(self, engine: Any) -> Iterator[Metric]:
         services = engine.service_names
         streams = GaugeMetricFamily("arcly_streams", "Live streams", labels=["app"])
-        publishers: Tally[str] = Tally()
-        subscribers: Tally[str] = Tally()
+        publishers: Tally[str] = Tally(dict.fromkeys(publish_protocols(engine), 0))
+        subscribers: Tally[str] = Tally(dict.fromkeys(play_protocols(engine), 0))
         lag_drops = self.owner._left_drops
         for app in engine.applications():
             live = app.streams()
@@ -235,8 +301,14 @@ class _EngineCollector(Collector):
                                       labels=["protocol"])
         egress = CounterMetricFamily("arcly_egress_bytes", "Media bytes given to players, per protocol",
                                      labels=["protocol"])
-        for (role, protocol), size in sorted(engine.sessions.bytes_by_protocol().items()):
-            (ingress if role == "publish" else egress).add_metric([protocol or "unknown"], size)
+        sizes: dict[tuple[str, str], int] = {
+            **{("publish", protocol): 0 for protocol in publish_protocols(engine)},
+            **{("play", protocol): 0 for protocol in play_protocols(engine)},
+        }
+        for (role, protocol), size in engine.sessions.bytes_by_protocol().items():
+            sizes[role, protocol or "unknown"] = sizes.get((role, protocol or "unknown"), 0) + size
+        for (role, protocol), size in sorted(sizes.items()):
+            (ingress if role == "publish" else egress).add_metric([protocol], size)
         yield ingress
         yield egress
         sessions = GaugeMetricFamily("arcly_sessions", "Client sessions, per role", labels=["role"])

@@ -67,6 +67,8 @@ async def pull_into(
     """Pull ``url`` into ``engine`` as ``request.key`` (see the module docstring)."""
     key = request.key
     where = stats.url
+    # Pulls between the workers of one server are its plumbing: debug lines (its players are logged).
+    level = logging.DEBUG if credentials.protocol == "worker" else logging.INFO
     try:
         async with open_upstream(url, unix_socket=unix_socket, timeout=timeout, read_timeout=read_timeout) as upstream:
             first: list[Any] = []
@@ -77,7 +79,7 @@ async def pull_into(
                 raise RemoteRefused("play", "NoData", reason)
             async with engine.publish(key, credentials, protocol=credentials.protocol) as publisher:
                 stats.set_state("connected")
-                log.info("pulling %s from %s", key, where)
+                log.log(level, "pulling %s from %s", key, where)
                 stream = engine.stream(key)
                 stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-started", where))
                 task_status.started()
@@ -100,13 +102,13 @@ async def pull_into(
                     nursery.cancel_scope.cancel()
                 stats.bytes = upstream.bytes_received
                 ended = printable(scrub(upstream.end or "upstream ended", url))
-                log.info("pull of %s from %s ended: %s", key, where, ended)
+                log.log(level, "pull of %s from %s ended: %s", key, where, ended)
                 stats.last_error = ended if upstream.end else None
                 stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-ended",
                                            f"{where}: {ended}"))
     except (RemoteRefused, ConnectionLost, RemoteProtocolError) as exc:
         stats.last_error = printable(scrub(str(exc), url))  # an upstream's refusal may quote the URL
-        log.info("pull of %s from %s failed: %s", key, where, stats.last_error)
+        log.log(level, "pull of %s from %s failed: %s", key, where, stats.last_error)
         raise StreamNotFound(key.app, key.name) from None
     finally:
         stats.set_state("stopped")
@@ -126,6 +128,7 @@ class PullSource:
     """
 
     name = "pull"
+    publish_protocols = ("pull",)
 
     def __init__(self, templates: Mapping[str | None, str], *, idle: float = 10.0, timeout: float = 10.0,
                  read_timeout: float = 30.0, credentials: Credentials | None = None) -> None:

@@ -341,8 +341,6 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
                       unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None, **rtmp_limits)
     tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
     auth = Swappable(authenticator)
-    if 0 < args.hls_max_mib < 1:
-        raise SystemExit("arcly-trio: --hls-max-mib must be at least 1 (or 0: no cap)")
     hls_max_bytes = int(args.hls_max_mib * 1024 * 1024) if args.hls_max_mib > 0 else None
     builder = (
         Engine.builder()

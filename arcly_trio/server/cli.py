@@ -14,8 +14,12 @@ action: a viewer's (``--action play``, the default: Node-Media-Server's ``?sign=
 ``--jwt``) or a streamer's (``--action publish``: a JWT naming publish, or a ``?sign=`` made with
 the publish signing secret).
 
-Error policy: bad options exit with code 2 (argparse); a bad configuration file, secret file or
-TLS file with code 1 and a message; a port that cannot be bound with code 1.
+Error policy: every option is checked before anything starts, on the command line and in the
+configuration file alike (:mod:`.options`): the wrong ones exit with code 2, every problem at
+once, one line each naming the option (``--rtmp-port 99999: a port is 0-65535``); argparse's own
+errors (an unknown option, a choice that is not one) exit with code 2 too. A secret file or
+TLS file that cannot be read exits with code 1 and a message; a port that cannot be bound with
+code 1, naming its option and address. ``--version`` prints the version.
 """
 
 from __future__ import annotations
@@ -32,43 +36,49 @@ from functools import partial
 
 import trio
 
+import arcly_trio
+
 from ..cluster import ClusterNode
 from ..core.excgroups import leaves
 from ..kernel.engine import Engine
 from ..ops.signing import sign_url
 from . import worker_api
 from .build import Runtime, build_runtime, read_secret, reload_runtime, reload_tls
-from .config import ConfigError, load, option_keys, resolve
+from .config import ConfigError, command_line_problems, explicit_options, load, option_keys, resolve
+from .options import describe_listen_error, integer, number, together
 from .demo import publish_demo
+from .logs import configure_logging, ready_lines
+from .supervisor import tell_supervisor_ready
 from ..kernel.spec import DEFAULT_MAX_PUBLISH_BITRATE
 from .memory import HeapTrimmer, heap_trim_available, pin_mmap_threshold
 from .supervisor import supervise, worker_count
 
-__all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args"]
+__all__ = ["main", "build_parser", "serve", "read_secret", "resolve_args", "configure_logging"]
 
 log = logging.getLogger("arcly_trio.server")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcly-trio", description="Live-media streaming server on trio.")
+    parser.add_argument("--version", action="version", version=f"arcly-trio {arcly_trio.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_p = commands.add_parser("serve", help="run the streaming server")
     serve_p.add_argument("--config", metavar="FILE",
                          help="read options from this TOML file (command-line options override it; "
                               "SIGHUP reloads it; see docs/config.md)")
     serve_p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    serve_p.add_argument("--rtmp-port", type=int, default=1935, help="RTMP port (default 1935; 0 picks one)")
-    serve_p.add_argument("--http-port", type=int, default=8080,
+    serve_p.add_argument("--rtmp-port", type=integer, default=1935, help="RTMP port (default 1935; 0 picks one)")
+    serve_p.add_argument("--http-port", type=integer, default=8080,
                          help="HTTP port for HTTP-FLV, WebSocket-FLV, HLS and the API (default 8080; 0 picks one; -1 = off)")
     serve_p.add_argument("--hls", action=argparse.BooleanOptionalAction, default=True,
                          help="package every stream as HLS, served on the HTTP port (default on; --no-hls: off)")
     serve_p.add_argument("--hls-variant", choices=["ll", "fmp4", "ts"], default="ll",
                          help="HLS packaging: ll (Low-Latency HLS on fMP4, and DASH), fmp4, or ts (MPEG-TS) (default ll)")
-    serve_p.add_argument("--hls-segment", type=float, default=2.0, metavar="SECONDS",
-                         help="HLS target segment duration (default 2)")
-    serve_p.add_argument("--hls-window", type=int, default=6, metavar="SEGMENTS",
+    serve_p.add_argument("--hls-segment", type=number, default=2.0, metavar="SECONDS",
+                         help="HLS target segment duration, from 0.5 to 60 (default 2)")
+    serve_p.add_argument("--hls-window", type=integer, default=6, metavar="SEGMENTS",
                          help="segments listed in the HLS playlist (default 6)")
-    serve_p.add_argument("--hls-max-mib", type=float, default=64.0, metavar="MIB",
+    serve_p.add_argument("--hls-max-mib", type=number, default=64.0, metavar="MIB",
                          help="the most one stream's HLS and DASH may hold (segments, parts, and those kept for "
                               "late players); past it its oldest are deleted early (default 64; 0 = no cap)")
     serve_p.add_argument("--record", metavar="DIR",
@@ -76,29 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--app", action="append", dest="apps", metavar="NAME",
                          help="application name, repeatable (default: live)")
     apps = serve_p.add_argument_group("every application's stream policy (per application: [apps.NAME] in --config)")
-    apps.add_argument("--gop-cache", type=int, default=1024, metavar="FRAMES",
+    apps.add_argument("--gop-cache", type=integer, default=1024, metavar="FRAMES",
                       help="frames of the current GOP kept for instant start (0 = off; default 1024)")
-    apps.add_argument("--subscriber-queue", type=int, default=256, metavar="FRAMES",
+    apps.add_argument("--subscriber-queue", type=integer, default=256, metavar="FRAMES",
                       help="frames a player may have queued before it drops to the next keyframe (default 256)")
-    apps.add_argument("--lag-budget", type=int, default=None, metavar="FRAMES",
-                      help="evict a player that dropped more frames than this (default: never)")
+    apps.add_argument("--lag-budget", type=integer, default=None, metavar="FRAMES",
+                      help="evict a player that dropped more frames than this (default: never; 0 evicts at the first "
+                           "dropped frame)")
     apps.add_argument("--takeover", choices=["reject", "replace"], default="reject",
                       help="a second publisher of a stream is refused, or replaces the first (default reject)")
-    apps.add_argument("--reconnect-grace", type=float, default=0.0, metavar="SECONDS",
+    apps.add_argument("--reconnect-grace", type=number, default=0.0, metavar="SECONDS",
                       help="how long players wait for a publisher that left to come back (default 0)")
-    apps.add_argument("--max-publish-bitrate", type=int, default=DEFAULT_MAX_PUBLISH_BITRATE, metavar="BITS",
+    apps.add_argument("--max-publish-bitrate", type=integer, default=DEFAULT_MAX_PUBLISH_BITRATE, metavar="BITS",
                       help="the most a publisher may send, in bits/s, with a burst of 4 s of it; past it the publish "
                            "is cut (default 50000000 = 50 Mbit/s; 0 = no limit)")
-    apps.add_argument("--batch-interval", type=float, default=0.0, metavar="SECONDS",
+    apps.add_argument("--batch-interval", type=number, default=0.0, metavar="SECONDS",
                       help="gather frames for up to this long between writes to each viewer: fewer, larger "
                            "writes (less CPU per viewer) for that much more latency (default 0: at once)")
-    serve_p.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
-                         help="reap a stream after this long without a frame (default 30)")
-    serve_p.add_argument("--max-publishers", type=int, default=1000, help="concurrent publishers (default 1000)")
-    serve_p.add_argument("--max-publishers-per-ip", type=int, default=8, metavar="N",
+    serve_p.add_argument("--idle-timeout", type=number, default=30.0, metavar="SECONDS",
+                         help="reap a stream after this long without a frame (default 30; 0 = never)")
+    serve_p.add_argument("--max-publishers", type=integer, default=1000, help="concurrent publishers (default 1000)")
+    serve_p.add_argument("--max-publishers-per-ip", type=integer, default=8, metavar="N",
                          help="concurrent publishers from one address (the workers' own relays are not counted; "
                               "default 8; 0 = no limit)")
-    serve_p.add_argument("--publish-start-timeout", type=float, default=10.0, metavar="SECONDS",
+    serve_p.add_argument("--publish-start-timeout", type=number, default=10.0, metavar="SECONDS",
                          help="end a publish that sends no audio or video within this long of being accepted "
                               "(default 10; 0 = only the idle timeout)")
     auth = serve_p.add_argument_group("authorization (see README, Authorization)")
@@ -129,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--on-play", metavar="URL", help="POST every play (every protocol) to this HTTP hook first")
     auth.add_argument("--on-event", metavar="URL",
                       help="POST notifications here: publish/play start and end, recording done, stream reaped")
-    auth.add_argument("--hook-timeout", type=float, default=3.0, metavar="SECONDS",
+    auth.add_argument("--hook-timeout", type=number, default=3.0, metavar="SECONDS",
                       help="how long a hook may take to answer (default 3)")
     auth.add_argument("--hook-fail-open", action="store_true",
                       help="allow when a hook times out or cannot be reached (default: refuse)")
@@ -142,39 +153,39 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--metrics-per-stream", action="store_true",
                      help="/metrics also has per-stream series (stream names as labels: unbounded, opt-in)")
     ops.add_argument("--audit", metavar="FILE", help="write the audit log (JSON lines) to FILE")
-    ops.add_argument("--audit-max-mib", type=float, default=10.0, metavar="MIB",
+    ops.add_argument("--audit-max-mib", type=number, default=10.0, metavar="MIB",
                      help="rotate the audit log past this size (default 10 MiB)")
-    ops.add_argument("--audit-backups", type=int, default=5, metavar="N",
+    ops.add_argument("--audit-backups", type=integer, default=5, metavar="N",
                      help="rotated audit files kept (FILE.1 ... FILE.N; default 5)")
-    ops.add_argument("--rtmps-port", type=int, default=-1, metavar="PORT",
+    ops.add_argument("--rtmps-port", type=integer, default=-1, metavar="PORT",
                      help="also serve RTMPS (RTMP over TLS) on this port (needs --tls-cert, --tls-key; default off)")
-    ops.add_argument("--https-port", type=int, default=-1, metavar="PORT",
+    ops.add_argument("--https-port", type=integer, default=-1, metavar="PORT",
                      help="also serve HTTPS (everything of the HTTP port) on this port (default off)")
     ops.add_argument("--tls-cert", metavar="PEM", help="the TLS certificate chain (PEM)")
     ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")
     limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")
-    limits.add_argument("--max-connections", type=int, default=4096, metavar="N",
+    limits.add_argument("--max-connections", type=integer, default=4096, metavar="N",
                         help="open connections per port; when all are taken, the one longest without progress "
                              "(an idle one first) makes room for a newcomer (default 4096)")
-    limits.add_argument("--max-idle-per-ip", type=int, default=32, metavar="N",
+    limits.add_argument("--max-idle-per-ip", type=integer, default=32, metavar="N",
                         help="idle connections one address may hold once three quarters of max-connections are "
                              "open; a client on its way to publish, play or request is not idle (default 32)")
-    limits.add_argument("--max-connections-per-ip", type=int, default=0, metavar="N",
+    limits.add_argument("--max-connections-per-ip", type=integer, default=0, metavar="N",
                         help="connections one address may hold in all (default 0 = no limit)")
-    limits.add_argument("--setup-timeout", type=float, default=30.0, metavar="SECONDS",
+    limits.add_argument("--setup-timeout", type=number, default=30.0, metavar="SECONDS",
                         help="an RTMP connection must publish or play within this (default 30)")
-    limits.add_argument("--connection-idle-timeout", type=float, default=60.0, metavar="SECONDS",
+    limits.add_argument("--connection-idle-timeout", type=number, default=60.0, metavar="SECONDS",
                         help="close an RTMP connection that neither publishes nor plays after this long "
                              "without a command (default 60)")
-    limits.add_argument("--write-timeout", type=float, default=30.0, metavar="SECONDS",
+    limits.add_argument("--write-timeout", type=number, default=30.0, metavar="SECONDS",
                         help="drop a player whose socket takes no data for this long (default 30)")
-    limits.add_argument("--max-ingest-memory", type=float, default=256.0, metavar="MIB",
+    limits.add_argument("--max-ingest-memory", type=number, default=256.0, metavar="MIB",
                         help="partial RTMP messages held by all connections together (default 256 MiB)")
-    limits.add_argument("--max-pulls", type=int, default=256, metavar="N",
+    limits.add_argument("--max-pulls", type=integer, default=256, metavar="N",
                         help="streams pulled (--pull, clusters, workers) at once; plays of more are refused (default 256)")
-    limits.add_argument("--auth-max-delay", type=float, default=2.0, metavar="SECONDS",
+    limits.add_argument("--auth-max-delay", type=number, default=2.0, metavar="SECONDS",
                         help="the longest delay a refused address waits before its next try (default 2)")
-    limits.add_argument("--heap-trim-interval", type=float, default=10.0, metavar="SECONDS",
+    limits.add_argument("--heap-trim-interval", type=number, default=10.0, metavar="SECONDS",
                         help="give freed memory back to the system (glibc's malloc_trim) this often, and soon "
                              "after a stream ends (default 10; 0 = off)")
     relay = serve_p.add_argument_group("relay, workers and clusters (see docs/cluster.md)")
@@ -184,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--pull", action="append", default=[], metavar="[APP=]URL",
                        help="a play of a stream that is not here pulls it from this rtmp:// or http:// "
                             "(HTTP-FLV) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app")
-    relay.add_argument("--pull-idle", type=float, default=10.0, metavar="SECONDS",
+    relay.add_argument("--pull-idle", type=number, default=10.0, metavar="SECONDS",
                        help="stop a pull after this long without a viewer (default 10)")
     relay.add_argument("--workers", default="1", metavar="N",
                        help="worker processes on the same ports (SO_REUSEPORT); 'auto' = one per CPU (default 1)")
@@ -193,15 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--node-id", metavar="ID", help="this node's id in the cluster (default HOST:RTMP-PORT)")
     relay.add_argument("--public-host", metavar="HOST",
                        help="the host other nodes reach this one at (default: --host, or this machine's name)")
-    relay.add_argument("--cluster-ttl", type=float, default=10.0, metavar="SECONDS",
+    relay.add_argument("--cluster-ttl", type=number, default=10.0, metavar="SECONDS",
                        help="lifetime of a node's registration and stream leases without a heartbeat (default 10)")
     for hidden in ("--worker-dir", "--worker-index", "--worker-count"):
         relay.add_argument(hidden, help=argparse.SUPPRESS)
     serve_p.add_argument("--demo", action="store_true", help="publish a built-in looping test stream to live/demo")
-    serve_p.add_argument("--shutdown-grace", type=float, default=4.0, metavar="SECONDS",
+    serve_p.add_argument("--shutdown-grace", type=number, default=4.0, metavar="SECONDS",
                          help="how long SIGINT/SIGTERM waits for connections to drain (default 4)")
     serve_p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                         help="how much to log (default info)")
+                         help="how much to log (default info; debug adds every request, connect and allowed "
+                              "authorization, and other libraries' lines)")
     sign_p = commands.add_parser("sign", help="print a signed URL (see --sign-secret): a viewer's by default")
     sign_p.add_argument("url", help="the URL to sign: rtmp://HOST/APP/STREAM, http://HOST/APP/STREAM.flv...")
     sign_p.add_argument("--secret", metavar="SECRET", help="the signing secret (or --secret-file, ARCLY_SIGN_SECRET)")
@@ -232,12 +244,25 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def resolve_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """The options of ``argv`` over its ``--config`` file over the defaults (``ConfigError`` for
-    a bad file)."""
+    """The options of ``argv`` over its ``--config`` file over the defaults, each checked
+    (:mod:`.options`): :class:`~.config.ConfigError` with every problem found, of the command
+    line and of the file, at once."""
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.config:
-        config = load(args.config, option_keys(_serve_parser(parser)))
-        args = resolve(parser, argv, args, config)
+    if args.command != "serve":
+        return args
+    problems = command_line_problems(parser, args, explicit_options(parser, argv))
+    config = None
+    if args.config:
+        try:
+            config = load(args.config, option_keys(_serve_parser(parser)))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    args = resolve(parser, argv, args, config)
+    problems = together(vars(args))
+    if problems:
+        raise ConfigError(problems)
     return args
 
 
@@ -255,26 +280,26 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
-            log.info("arcly-trio ready: rtmp://%s:%d/{app}/{stream} (apps: %s)",
-                     args.host, rtmp.port, ", ".join(app.name for app in engine.applications()))
-            if runtime.rtmps is not None:
-                log.info("RTMPS rtmps://%s:%d/{app}/{stream}", args.host, runtime.rtmps.port)
             for http in runtime.http_servers:
                 http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
-                scheme = "https" if http.ssl_context is not None else "http"
-                log.info("pages %s://%s:%d/ (status), /watch/{app}/{stream}, /publish/{app}/{stream}; "
-                         "frames /{app}/{stream}/frames; API /api/streams, /api/sessions, /api/health; "
-                         "metrics /metrics", scheme, args.host, http.port)
-                log.info("HTTP-FLV %s://%s:%d/{app}/{stream}.flv, WebSocket-FLV on the same path%s",
-                         scheme, args.host, http.port, ", HLS /{app}/{stream}/index.m3u8" if args.hls else "")
             for source in engine.sources:
                 if isinstance(source, ClusterNode) and not args.worker_dir:
                     public = source.rtmp_url.rpartition(":")[0]
                     source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{runtime.http.port}"
                                     if runtime.http is not None else None)
+            # With --workers the supervisor says it, once every worker listens.
+            level = logging.DEBUG if args.worker_dir else logging.INFO
+            for line in ready_lines(host=args.host, public_host=args.public_host, rtmp_port=rtmp.port,
+                                    rtmps_port=runtime.rtmps.port if runtime.rtmps is not None else None,
+                                    http=[("https" if http.ssl_context is not None else "http", http.port)
+                                          for http in runtime.http_servers],
+                                    apps=[app.name for app in engine.applications()],
+                                    hls_variant=args.hls_variant if args.hls else None, demo=args.demo):
+                log.log(level, "%s", line)
             if args.demo and not int(args.worker_index or 0):  # with --workers, worker 0 publishes it
                 nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
-                log.info("demo stream: ffplay rtmp://127.0.0.1:%d/live/demo", rtmp.port)
+            if args.worker_dir:
+                tell_supervisor_ready()
             # Everything allocated at start-up lives as long as the server: keep it out of
             # the cyclic collector's way (at thousands of players GC is a third of the CPU).
             gc.collect()
@@ -310,9 +335,10 @@ async def reload(runtime: Runtime, argv: Sequence[str]) -> bool:
         args = resolve_args(build_parser(), argv)
         changes = await reload_runtime(runtime, args)
     except (ConfigError, ValueError, SystemExit) as exc:
-        log.error("configuration reload from %s failed; the running configuration is kept: %s", path, exc)
+        error = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)  # one line, every problem
+        log.error("configuration reload from %s failed; the running configuration is kept: %s", path, error)
         if runtime.audit is not None:
-            runtime.audit.record({"event": "config-reload", "ok": False, "file": path, "error": str(exc)})
+            runtime.audit.record({"event": "config-reload", "ok": False, "file": path, "error": error})
         return False
     log.info("configuration reloaded from %s: %s", path, "; ".join(changes) or "nothing changed")
     if runtime.audit is not None:
@@ -364,19 +390,6 @@ def sign_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_logging(level: str, prefix: str = "") -> None:
-    """Log to stderr at ``level`` (``prefix`` names the worker). httpx (the HTTP hooks' client)
-    logs every request with its whole URL at INFO, a hook's password and query included: it is
-    held to warnings (the hooks log their own calls, redacted)."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -386,13 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = resolve_args(parser, argv)
     except ConfigError as exc:
-        print(f"arcly-trio: {exc}", file=sys.stderr)
-        return 1
+        for line in exc.problems:
+            print(f"arcly-trio: {line}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level, f"w{args.worker_index} " if args.worker_dir else "")
-    try:
-        count = worker_count(args.workers)
-    except ValueError:
-        raise SystemExit(f"arcly-trio: --workers takes a number or 'auto', not {args.workers!r}") from None
+    count = worker_count(args.workers)
     if count > 1 and not args.worker_dir:
         return supervise(args, argv, count)
     try:
@@ -402,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _lone_os_error(exc)
         if error is None:
             raise
-        log.error("cannot start: %s", error)
+        log.error("cannot start: %s", describe_listen_error(error))
         return 1
     return 0
 

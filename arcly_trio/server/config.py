@@ -11,12 +11,17 @@ exists.
 
 Precedence: the parser's defaults, then the file, then the options given on the command line
 (:func:`resolve`). Checking happens before anything starts: a key that is not an option, a
-value of the wrong type, a choice that is not one of the choices, an application name that is
-not valid, each stops the server with ``FILE:LINE: key: what is wrong`` (:class:`ConfigError`).
+value of the wrong type, a choice that is not one of the choices, a value out of its range
+(the same checks as the command line's, :mod:`.options`: ``rtmp-port = 99999`` is refused as
+``--rtmp-port 99999`` is), an application name that is not valid: every problem of the file is
+reported at once, one ``FILE:LINE: key: what is wrong`` line each (:class:`ConfigError`), and
+``serve`` exits with code 2. :func:`command_line_problems` does the same for the options given
+on the command line.
 
 Error policy: :func:`load` raises :class:`ConfigError` (a ``ValueError``) for anything wrong in
 the file, including a file that cannot be read or is not TOML; nothing else. A wrong value of a
-key that holds a secret or a URL (:data:`SECRET_KEYS`) is named by its type, never quoted.
+key that holds a secret or a URL (:data:`SECRET_KEYS`) is named by its type, never quoted (URLs
+are shown redacted).
 """
 
 from __future__ import annotations
@@ -25,23 +30,30 @@ import argparse
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ..core.errors import InvalidStreamName
 from ..core.keys import check_name
+from .options import app_problem, problem
 
 __all__ = ["ConfigError", "ConfigFile", "OptionKey", "APP_KEYS", "option_keys", "load", "resolve",
-           "explicit_options"]
+           "explicit_options", "command_line_problems"]
 
 #: Options that are not configuration (the file itself, the supervisor's hidden ones).
 NOT_IN_FILE = frozenset({"config", "worker_dir", "worker_index", "worker_count", "help"})
 
 
 class ConfigError(ValueError):
-    """What is wrong with a configuration file, as ``FILE:LINE: key: problem``."""
+    """What is wrong with the options: every problem found (:attr:`problems`), one line each,
+    ``FILE:LINE: key: problem`` for the configuration file, ``--option value: problem`` for the
+    command line."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @attrs.frozen
@@ -100,6 +112,9 @@ def _kind(action: argparse.Action) -> str:
         return "list"
     if action.dest == "workers":
         return "workers"
+    kind = getattr(action.type, "kind", None)  # options.integer, options.number
+    if isinstance(kind, str):
+        return kind
     if action.type is int:
         return "int"
     if action.type is float:
@@ -185,7 +200,8 @@ def _line_of(text: str, table: str, key: str) -> int:
 
 
 def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
-    """Read and check ``path`` (see the module docstring); :class:`ConfigError` if it is wrong."""
+    """Read and check ``path`` (see the module docstring); :class:`ConfigError` with every
+    problem found if it is wrong."""
     try:
         with open(path, "rb") as file:
             raw = file.read()
@@ -200,43 +216,67 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
         line = getattr(exc, "lineno", None) or _toml_line(str(exc))
         raise ConfigError(f"{path}:{line}: not valid TOML: {exc}") from None
 
-    def fail(table: str, key: str, problem: str) -> ConfigError:
+    problems: list[tuple[int, str]] = []
+
+    def fail(table: str, key: str, problem: str) -> None:
         where = f"{table}.{key}" if table else key
-        return ConfigError(f"{path}:{_line_of(text, table, key)}: {where}: {problem}")
+        line = _line_of(text, table, key)
+        problems.append((line, f"{path}:{line}: {where}: {problem}"))
+
+    def value_problem(kind: str, value: Any, choices: tuple[Any, ...] | None, secret: bool,
+                      check: Callable[[Any], str | None]) -> str | None:
+        wrong = _type_problem(kind, value, choices, secret=secret)
+        if wrong:
+            return wrong
+        wrong = check(value)
+        if wrong and not secret and not isinstance(value, list):
+            return f"{wrong}, not {value!r}"
+        return wrong
 
     options: dict[str, Any] = {}
     apps: dict[str, dict[str, Any]] = {}
     for name, value in document.items():
         if name == "apps":
             if not isinstance(value, dict):
-                raise fail("", name, "expected [apps.NAME] tables")
+                fail("", name, "expected [apps.NAME] tables")
+                continue
             for app, table in value.items():
                 try:
                     check_name(app, "application name")
                 except InvalidStreamName as exc:
-                    raise ConfigError(f"{path}:{_line_of(text, f'apps.{app}', '')}: apps.{app}: {exc}") from None
+                    line = _line_of(text, f"apps.{app}", "")
+                    problems.append((line, f"{path}:{line}: apps.{app}: {exc}"))
+                    continue
                 if not isinstance(table, dict):
-                    raise fail("apps", app, "expected a table of application settings")
+                    fail("apps", app, "expected a table of application settings")
+                    continue
                 apps[app] = {}
                 for key, item in table.items():
                     spec = APP_KEYS.get(key)
                     if spec is None:
-                        raise fail(f"apps.{app}", key, "unknown key (application keys: "
-                                   + ", ".join(APP_KEYS) + ")")
-                    problem = _type_problem(spec.kind, item, spec.choices, secret=key in SECRET_KEYS)
-                    if problem:
-                        raise fail(f"apps.{app}", key, problem)
+                        fail(f"apps.{app}", key, "unknown key (application keys: " + ", ".join(APP_KEYS) + ")")
+                        continue
+                    wrong = value_problem(spec.kind, item, spec.choices, key in SECRET_KEYS,
+                                          lambda item, key=key: app_problem(key, item))  # type: ignore[misc]
+                    if wrong:
+                        fail(f"apps.{app}", key, wrong)
+                        continue
                     apps[app][key] = item
             continue
         option = keys.get(name)
         if option is None:
             close = difflib.get_close_matches(name.replace("_", "-"), list(keys), n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/config.md)"
-            raise fail("", name, f"unknown key{hint}")
-        problem = _type_problem(option.kind, value, option.choices, secret=name in SECRET_KEYS)
-        if problem:
-            raise fail("", name, problem)
+            fail("", name, f"unknown key{hint}")
+            continue
+        wrong = value_problem(option.kind, value, option.choices, name in SECRET_KEYS,
+                              lambda item, dest=option.dest: problem(dest, item))  # type: ignore[misc]
+        if wrong:
+            fail("", name, wrong)
+            continue
         options[option.dest] = str(value) if option.kind == "workers" else value
+    if problems:
+        raise ConfigError([message for _, message in sorted(problems, key=lambda found: found[0])])
     return ConfigFile(path, options, apps)
 
 
@@ -265,6 +305,30 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         if isinstance(action, argparse._SubParsersAction):
             return action.choices["serve"]  # type: ignore[no-any-return]
     raise LookupError("the parser has no serve command")
+
+
+def _shown(value: Any) -> str:
+    """A command-line value as the user likely typed it (``0``, not ``0.0``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def command_line_problems(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                          given: set[str]) -> list[str]:
+    """What is wrong with the options given on the command line (``given``: their ``dest``),
+    one line each: ``--rtmp-port 99999: a port is 0-65535``; a secret is never quoted."""
+    found = []
+    for name, option in option_keys(_serve_parser(parser)).items():
+        if option.dest not in given:
+            continue
+        value = getattr(args, option.dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            wrong = problem(option.dest, item)
+            if wrong:
+                shown = "" if name in SECRET_KEYS else f" {_shown(item)}"
+                found.append(f"--{name}{shown}: {wrong}")
+    return found
 
 
 def resolve(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,

@@ -11,6 +11,9 @@ The supervisor:
   ``--worker-dir``/``--worker-index``/``--worker-count``), each with its own engine and trio loop
   on the same ports; a worker whose supervisor is gone (killed) shuts itself down (it watches
   its parent process);
+* logs "ready", with the URLs to use (:func:`~.logs.ready_lines`), once every worker listens:
+  each says so on its standard output (:func:`tell_supervisor_ready`; anything else a worker
+  writes there is passed on), and each worker's "ready" (a restarted one's too) is a line;
 * restarts a worker that exits unexpectedly (logged, with a backoff of 1 s doubling up to 30 s,
   reset after a minute of running), while the others keep serving;
 * forwards SIGTERM/SIGINT (graceful shutdown: it waits ``--shutdown-grace`` plus 5 s, then kills
@@ -39,10 +42,22 @@ from collections.abc import Sequence
 import trio
 
 from ..cluster import DirectoryServer, MemoryDirectory
+from ..core.errors import CannotListen
+from .logs import ready_lines
+from .options import describe_listen_error
 
-__all__ = ["supervise", "worker_count", "worker_argv"]
+__all__ = ["supervise", "worker_count", "worker_argv", "tell_supervisor_ready", "READY"]
 
 log = logging.getLogger("arcly_trio.supervisor")
+
+#: What a worker writes on its standard output once it listens.
+READY = b"arcly-trio worker ready"
+
+
+def tell_supervisor_ready() -> None:
+    """Tell the supervisor this worker listens (a line on the worker's standard output)."""
+    sys.stdout.buffer.write(READY + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def worker_count(value: str) -> int:
@@ -77,13 +92,18 @@ def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir:
             *tls, "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` with SO_REUSEPORT and not listening (keeps the port)."""
+def _reserve(host: str, port: int, protocol: str) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT and not listening (keeps the port);
+    :class:`~arcly_trio.core.errors.CannotListen` if it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(protocol, host, port, exc.errno, exc.strerror or str(exc)) from None
     return sock
 
 
@@ -102,27 +122,30 @@ class Supervisor:
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self.stopping = False
+        self.ready: set[int] = set()
+        """The workers that listen now."""
+        self.announced = False
 
     async def run(self) -> None:
         args = self.args
         self.run_dir = tempfile.mkdtemp(prefix="arcly-trio-")
         reserved: list[socket.socket] = []
         try:
-            rtmp = _reserve(args.host, args.rtmp_port)
+            rtmp = _reserve(args.host, args.rtmp_port, "rtmp")
             reserved.append(rtmp)
             self.rtmp_port = rtmp.getsockname()[1]
             if args.http_port >= 0:
-                http = _reserve(args.host, args.http_port)
+                http = _reserve(args.host, args.http_port, "http")
                 reserved.append(http)
                 self.http_port = http.getsockname()[1]
             for name in ("rtmps_port", "https_port"):  # TLS ports, when asked for
                 if getattr(args, name) >= 0:
-                    sock = _reserve(args.host, getattr(args, name))
+                    sock = _reserve(args.host, getattr(args, name), name.partition("_")[0])
                     reserved.append(sock)
                     setattr(self, name, sock.getsockname()[1])
-            log.info("RTMP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.rtmp_port, self.count)
+            log.info("RTMP port %s:%d held for %d workers (SO_REUSEPORT)", args.host, self.rtmp_port, self.count)
             if self.http_port >= 0:
-                log.info("HTTP listening on %s:%d (%d workers, SO_REUSEPORT)", args.host, self.http_port, self.count)
+                log.info("HTTP port %s:%d held for %d workers (SO_REUSEPORT)", args.host, self.http_port, self.count)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as nursery:
                     if not args.cluster:
@@ -130,7 +153,7 @@ class Supervisor:
                         await nursery.start(server.serve)
                     for index in range(self.count):
                         nursery.start_soon(self._keep, index)
-                    log.info("arcly-trio supervisor ready: %d workers (run directory %s)", self.count, self.run_dir)
+                    log.info("starting %d workers (run directory %s)", self.count, self.run_dir)
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             log.info("SIGHUP: forwarded to the workers")
@@ -155,6 +178,46 @@ class Supervisor:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("arcly-trio stopped")
 
+    async def _read_worker(self, index: int, process: trio.Process, done: trio.Event) -> None:
+        """Read worker ``index``'s standard output: its "ready", and anything else (passed on)."""
+        assert process.stdout is not None
+        pending = b""
+        try:
+            async for chunk in process.stdout:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line == READY:
+                        self._worker_ready(index, process.pid)
+                    else:
+                        _pass_on(line + b"\n")
+                if len(pending) > 65536:
+                    _pass_on(pending)
+                    pending = b""
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if pending:
+                _pass_on(pending)
+            done.set()
+
+    def _worker_ready(self, index: int, pid: int) -> None:
+        self.ready.add(index)
+        log.info("worker %d ready (pid %d)", index, pid)
+        if self.announced or len(self.ready) < self.count:
+            return
+        self.announced = True
+        args = self.args
+        from .build import app_specs  # noqa: PLC0415 - the runtime's modules, for the names only
+
+        for line in ready_lines(host=args.host, public_host=args.public_host, rtmp_port=self.rtmp_port,
+                                rtmps_port=self.rtmps_port if self.rtmps_port >= 0 else None,
+                                http=[(scheme, port) for scheme, port in (("http", self.http_port),
+                                                                          ("https", self.https_port)) if port >= 0],
+                                apps=list(app_specs(args)), hls_variant=args.hls_variant if args.hls else None,
+                                demo=args.demo):
+            log.info("%s", f"{line} ({self.count} workers)" if line.startswith("arcly-trio ready") else line)
+
     def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():
             if process.returncode is None:
@@ -168,12 +231,20 @@ class Supervisor:
                                run_dir=self.run_dir, index=index, count=self.count,
                                rtmps_port=self.rtmps_port, https_port=self.https_port)
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
+            process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
             self.processes[index] = process
             log.info("worker %d started (pid %d)", index, process.pid)
             try:
-                code = await process.wait()
+                async with trio.open_nursery() as nursery:
+                    read = trio.Event()
+                    nursery.start_soon(self._read_worker, index, process, read)
+                    code = await process.wait()
+                    self.ready.discard(index)
+                    with trio.move_on_after(1):  # what it wrote last (a child could hold the pipe open)
+                        await read.wait()
+                    nursery.cancel_scope.cancel()
             finally:
+                self.ready.discard(index)
                 if process.returncode is None:
                     with trio.CancelScope(shield=True):
                         process.kill()
@@ -189,11 +260,17 @@ class Supervisor:
             delay = min(30.0, delay * 2)
 
 
+def _pass_on(data: bytes) -> None:
+    """What a worker wrote on its standard output, on the supervisor's."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
 def supervise(args: argparse.Namespace, argv: Sequence[str], count: int) -> int:
     """Run the supervisor until SIGINT/SIGTERM; the process exit code."""
     try:
         trio.run(Supervisor(args, argv, count).run)
     except OSError as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", describe_listen_error(exc))
         return 1
     return 0

@@ -159,6 +159,8 @@ class HlsService:
     """
 
     name = "hls"
+    play_protocols = ("hls", "dash")
+    """The protocols of this service's players (for the metrics' series at 0)."""
 
     def __init__(
         self,

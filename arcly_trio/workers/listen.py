@@ -15,8 +15,10 @@ SIGHUP) serves the connections accepted from then on, and those already open kee
 stream is not a plain :class:`trio.SocketStream` (:func:`raw_socket` returns ``None``) must
 never be written to through its socket's file descriptor: those bytes would bypass TLS.
 
-Error policy: binding errors (``OSError``: port taken, no permission) propagate to the worker's
-``serve``, which stops the engine (the CLI reports them).
+Error policy: a TCP port that cannot be bound (taken, no permission) is
+:class:`~arcly_trio.core.errors.CannotListen` (an ``OSError`` naming the protocol, host and port),
+which propagates to the worker's ``serve`` and stops the engine (the CLI reports it with the
+option that set the port); other binding errors propagate as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Callable
 
 import trio
 
+from ..core.errors import CannotListen
+
 __all__ = ["open_listeners", "peer_of", "raw_socket", "with_tls", "TlsListener", "LOCAL_PEER"]
 
 LOCAL_PEER = ("local", 0)
@@ -35,9 +39,35 @@ _BACKLOG = 1024
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
-                         unix_socket: str | None = None) -> list[trio.SocketListener]:
+                         unix_socket: str | None = None, protocol: str = "") -> list[trio.SocketListener]:
     """TCP listeners on ``host:port`` (every address it resolves to; port 0 picks one), with
-    ``SO_REUSEPORT`` if asked, and a Unix listener on ``unix_socket`` (mode 0600) if given."""
+    ``SO_REUSEPORT`` if asked, and a Unix listener on ``unix_socket`` (mode 0600) if given.
+    :class:`~arcly_trio.core.errors.CannotListen` (naming ``protocol``, the host and the port)
+    if the TCP port cannot be bound."""
+    try:
+        listeners = await _tcp_listeners(host, port, reuse_port)
+    except OSError as exc:
+        raise CannotListen(protocol, host, port, exc.errno, exc.strerror or str(exc)) from None
+    if unix_socket is not None:
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            try:
+                os.unlink(unix_socket)
+            except FileNotFoundError:
+                pass
+            await sock.bind(unix_socket)
+            os.chmod(unix_socket, 0o600)
+            sock.listen(_BACKLOG)
+        except BaseException:
+            sock.close()
+            for listener in listeners:
+                listener.socket.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
+async def _tcp_listeners(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
     if not reuse_port:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=_BACKLOG)
     else:
@@ -59,16 +89,6 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
                     listener.socket.close()
                 raise
             listeners.append(trio.SocketListener(sock))
-    if unix_socket is not None:
-        try:
-            os.unlink(unix_socket)
-        except FileNotFoundError:
-            pass
-        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-        await sock.bind(unix_socket)
-        os.chmod(unix_socket, 0o600)
-        sock.listen(_BACKLOG)
-        listeners.append(trio.SocketListener(sock))
     return listeners
 
 

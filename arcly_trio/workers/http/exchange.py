@@ -89,6 +89,8 @@ class Exchange:
         self.peer = connection.peer
         self.responded = False
         """A response (or a WebSocket acceptance) has been started."""
+        self.status: int | None = None
+        """The status answered (101 for a WebSocket), for the debug log."""
         self.keep_alive = True
         """Whether the connection may serve another request afterwards."""
         self.client_gone = False
@@ -130,6 +132,7 @@ class Exchange:
                 headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
         self.responded = True
+        self.status = status
         h = self._h11
         data = h.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status)))
         if body and not self._head:
@@ -162,6 +165,17 @@ class Exchange:
             ]
         await self.respond(204, b"", headers=headers)
 
+    def log_refusal(self, protocol: str, key: object, exc: StreamError, action: str = "play") -> None:
+        """One line for a refused play (or publish), as every protocol logs one: a refusal at
+        info level, summed up per address when many (:class:`~..clientlog.ClientLog`); an
+        authorization refusal at debug level only (the engine's throttle logged it, once per
+        burst, with its reason)."""
+        authorization = isinstance(exc, Unauthorized)
+        text = str(exc) if authorization else f"{action} of {key} refused: {exc}"
+        address, port = self.peer
+        self.server.clients.log(logging.DEBUG if authorization else logging.INFO, str(address), "refusals",
+                                "%s %s:%s %s", protocol, address, port, text)
+
     # ---------------------------------------------------------------- streamed responses
 
     async def start(
@@ -170,6 +184,7 @@ class Exchange:
         """Send the head of a response whose body follows in :meth:`send` calls (chunked for
         HTTP/1.1 clients, delimited by closing the connection for HTTP/1.0)."""
         self.responded = True
+        self.status = status
         fields = self._headers([("content-type", content_type), *headers])
         await self._send_raw(self._h11.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status))))
 
@@ -187,7 +202,8 @@ class Exchange:
             with trio.fail_after(self.server.write_timeout):
                 await self._connection.stream.send_all(data)
         except trio.TooSlowError:
-            log.info("http %s:%s dropped: a write blocked for %g s", *self.peer, self.server.write_timeout)
+            self.server.clients.log(logging.INFO, self.peer[0], "timeouts", "%s %s:%s dropped: a write blocked for %g s",
+                                    self.server.name, *self.peer, self.server.write_timeout)
             raise ClientGone("write timeout") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(str(exc) or "connection broken") from None
@@ -241,6 +257,7 @@ class Exchange:
         if trailing or closed:
             raise BadRequest("data sent before the WebSocket handshake was answered")
         self.responded = True
+        self.status = 101
         self.keep_alive = False
 
     def _upgrade_headers(self) -> list[tuple[bytes, bytes]]:

@@ -38,6 +38,7 @@ from ...kernel.fanout import EndReason, Subscriber
 from ...media.flv import FlvStreamWriter, frame_tags
 from ...protocols.http.router import HttpRequest
 from ...protocols.http.websocket import frame_header
+from ..clientlog import PLAY_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange, stream_error_status
 
@@ -146,7 +147,7 @@ async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
         sink.subscriber = await attached.__aenter__()
     except StreamError as exc:
         status = stream_error_status(exc)
-        log.info("%s %s:%s refused %s: %s", protocol, *_peer(request), key, exc)
+        exchange.log_refusal(protocol, key, exc)
         await exchange.error(status, str(exc))
         return None
     return attached
@@ -180,24 +181,28 @@ async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framin
         return
     subscriber = sink.subscriber
     assert subscriber is not None
+    why = "client left"
     try:
         _prepare(sink, exchange, subscriber)  # before any checkpoint: the stream may end meanwhile
         await play(sink, subscriber)
     except PeerGone:
         pass
     except WriteTimeout as exc:
-        log.info("%s %s:%s dropped: %s", protocol, *_peer(request), exc)
+        why = f"dropped: {exc}"
     finally:
         egress.discard()
         await attached.__aexit__(None, None, None)
-    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
-    log.info("%s %s:%s stopped playing %s (%s; %d frames dropped)",
-             protocol, *_peer(request), subscriber.key, reason, subscriber.dropped)
+    # One line for the end of the play, whatever ended it.
+    ended = sink.end_reason
+    reason = ended.value if ended is not None and ended is not EndReason.UNSUBSCRIBED else why
+    log.log(logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
+            "%s %s:%s stopped playing %s (%s; %d frames dropped)", protocol, *_peer(request), subscriber.key, reason,
+            subscriber.dropped)
 
 
 def _started(protocol: str, request: HttpRequest, sink: FlvSink, subscriber: Subscriber) -> None:
     sink.start()
-    log.info("%s %s:%s plays %s (subscriber #%d)", protocol, *_peer(request), subscriber.key, subscriber.id)
+    log.info("%s %s:%s playing %s (subscriber #%d)", protocol, *_peer(request), subscriber.key, subscriber.id)
 
 
 async def serve_http_flv(request: HttpRequest, exchange: Exchange) -> None:

@@ -91,6 +91,7 @@ from ...protocols.frames.messages import (
 from ...protocols.frames.reader import FramesReader
 from ...protocols.http.router import BadRequest, HttpRequest
 from ...protocols.http.websocket import OPCODE_TEXT, frame_header
+from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange
 from .ws_egress import EgressWebSocket
@@ -323,7 +324,8 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
         return
     problem = _subprotocol_problem(request)
     if problem is not None:
-        log.info("ws-frames %s:%s refused %r: %s", *peer, str(key), problem)
+        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s play of %s refused: %s",
+                                    *peer, key, problem)
         await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
         return
     engine = exchange.engine
@@ -333,16 +335,17 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     try:
         sink.subscriber = subscriber = await attached.__aenter__()
     except StreamError as exc:
-        log.info("ws-frames %s:%s refused %r: %r", *peer, str(key), str(exc))
+        exchange.log_refusal(PROTOCOL, key, exc)
         await _refused(exchange, request, close_code_for(exc), str(exc), egress)
         return
     key = subscriber.key  # the authorization may have renamed it
+    why = "client left"
     try:
         sink.stream = engine.stream(key)
         egress.max_frames = engine.application(key.app).spec.subscriber_queue
         ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL,
                                               protocol=PROTOCOL)
-        log.info("ws-frames %s:%s plays %r (subscriber #%d)", *peer, str(key), subscriber.id)
+        log.info("ws-frames %s:%s playing %s (subscriber #%d)", *peer, key, subscriber.id)
         ws.send_text(encode_text(Start("play", str(key))))
         sink.start()
         timeout = exchange.server.write_timeout
@@ -356,13 +359,15 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
         except PeerGone:
             pass
         except WriteTimeout as exc:
-            log.info("ws-frames %s:%s dropped: %s", *peer, exc)
+            why = f"dropped: {exc}"
     finally:
         egress.discard()
         await attached.__aexit__(None, None, None)
-    reason = sink.end_reason.value if sink.end_reason is not None else "client left"
-    log.info("ws-frames %s:%s stopped playing %r (%s; %d frames dropped)", *peer, str(key), reason,
-             subscriber.dropped)
+    # One line for the end of the play, whatever ended it.
+    ended = sink.end_reason
+    reason = ended.value if ended is not None and ended is not EndReason.UNSUBSCRIBED else why
+    log.log(logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
+            "ws-frames %s:%s stopped playing %s (%s; %d frames dropped)", *peer, key, reason, subscriber.dropped)
 
 
 async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey | None:
@@ -371,7 +376,9 @@ async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey 
     try:
         return request.stream_key()
     except BadRequest as exc:
-        log.info("ws-frames %s:%s refused: %s", *_peer(request), exc)  # the name is escaped (repr)
+        peer = _peer(request)
+        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s refused: %s", *peer,
+                                    exc)  # the name is escaped (repr)
         await _refused(exchange, request, CloseCode.MALFORMED, str(exc))
         return None
 
@@ -389,7 +396,8 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
     timeout = exchange.server.write_timeout
     problem = _subprotocol_problem(request)
     if problem is not None:
-        log.info("ws-frames %s:%s refused publishing %r: %s", *peer, str(key), problem)
+        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s publish of %s refused: %s",
+                                    *peer, key, problem)
         await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
         return
     egress = exchange.open_egress()
@@ -398,15 +406,21 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
         async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
             ws = exchange.accept_egress_websocket(egress, max_message_size=LIMITS.max_message,
                                                   subprotocol=SUBPROTOCOL, protocol=PROTOCOL)
-            log.info("ws-frames %s:%s publishes %r", *peer, str(key))
+            key = publisher.key  # the authorization may have renamed it
+            log.info("ws-frames %s:%s publishing %s", *peer, key)
             await _ingest(ws, publisher, exchange, str(key))
     except StreamError as exc:
         code = close_code_for(exc)
         if ws is None:
-            log.info("ws-frames %s:%s refused publishing %r: %r", *peer, str(key), str(exc))
+            authorization = isinstance(exc, Unauthorized)
+            text = str(exc) if authorization else f"publish of {key} refused: {exc}"
+            exchange.server.clients.log(logging.DEBUG if authorization else logging.INFO, str(peer[0]), "refusals",
+                                        "ws-frames %s:%s %s", *peer, text)
             await _refused(exchange, request, code, str(exc), egress)
         else:
-            log.info("ws-frames %s:%s publish of %r ended: %r", *peer, str(key), str(exc))
+            log.log(logging.DEBUG if isinstance(exc, SESSION_ENDS_LOGGED) else logging.INFO,
+                    "ws-frames %s:%s stopped publishing %s (%s)", *peer, key,
+                    exc.reason if isinstance(exc, PublishEnded) else exc)
             reason = "shutdown" if code == CloseCode.GOING_AWAY else "publish-ended"
             await _say_goodbye(ws, End(reason, str(exc)), code, timeout)
     finally:
@@ -425,7 +439,7 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
             message = await ws.receive_message()
             if message is None:
                 if ws.violation is None:
-                    log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
+                    log.info("ws-frames %s:%s stopped publishing %s (publisher left)", *exchange.peer, key)
                 return
             if isinstance(message, str):
                 events = reader.receive_text(message)
@@ -433,7 +447,8 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
                 events = [reader.receive_binary(message)]
             for event in events:
                 if isinstance(event, End):
-                    log.info("ws-frames %s:%s ended publishing %r: %r", *exchange.peer, key, event.reason)
+                    log.info("ws-frames %s:%s stopped publishing %s (ended by the publisher: %r)", *exchange.peer, key,
+                             event.reason)
                     await _say_goodbye(ws, End("publisher-ended", "", 0, reader.frames),
                                        CloseCode.NORMAL, timeout)
                     return
@@ -444,9 +459,11 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
                 next_stats = now + _STATS_INTERVAL
                 ws.send_text(encode_text(Stats(reader.frames)))
     except FramesProtocolError as exc:
-        log.info("ws-frames %s:%s publisher of %r broke the protocol: %r", *exchange.peer, key, str(exc))
+        exchange.server.clients.log(logging.WARNING, exchange.peer[0], "protocol errors",
+                                    "ws-frames %s:%s stopped publishing %s (broke the protocol: %r)", *exchange.peer,
+                                    key, str(exc))
         await _say_goodbye(ws, End("protocol-error", str(exc), 0, reader.frames), exc.code, timeout)
     except PeerGone:
-        log.info("ws-frames %s:%s publisher of %r left", *exchange.peer, key)
+        log.info("ws-frames %s:%s stopped publishing %s (publisher left)", *exchange.peer, key)
     except WriteTimeout as exc:
-        log.info("ws-frames %s:%s publisher of %r dropped: %s", *exchange.peer, key, exc)
+        log.info("ws-frames %s:%s stopped publishing %s (dropped: %s)", *exchange.peer, key, exc)

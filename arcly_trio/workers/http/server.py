@@ -68,7 +68,11 @@ only; so does a handler's :class:`BadRequest` or ``InvalidStreamName`` (an inval
 the path: ``400`` with the reason, one line, no traceback); a client that goes away, times out or
 breaks the WebSocket protocol ends its own connection (logged at info or debug level); a bug in
 a handler is logged with its traceback and answered with ``500`` if nothing was sent yet.
-Errors accepting connections that mean overload (EMFILE...) are logged and retried by
+Every line is at the level of its kind of event (``arcly_trio.server.logs``: a bad request a
+warning, a timeout or a refused play information, an authorization refusal debug, as the RTMP
+worker's), and past ten of a kind from one address in 10 s they are summed up
+(:class:`~arcly_trio.workers.clientlog.ClientLog`); at debug level every request is a line (an
+access log: method, target without its query values, status). Errors accepting connections that mean overload (EMFILE...) are logged and retried by
 :func:`trio.serve_listeners`; any other error of the worker itself stops the engine.
 """
 
@@ -88,6 +92,7 @@ from ...core.text import printable
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
 from ..admission import Admission, Ticket
+from ..clientlog import ClientLog
 from ..listen import open_listeners, peer_of, with_tls
 from .access import admin_refusal, cors_allowed, privileged, token_refusal
 from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
@@ -133,6 +138,10 @@ class HttpServer:
         ssl_context: serve HTTPS (a server-side :class:`ssl.SSLContext`) on the TCP port.
     """
 
+    play_protocols = ("http-flv", "ws-flv", "ws-frames")
+    """The protocols of this worker's players (HLS and DASH are the HLS service's)."""
+    publish_protocols = ("ws-frames",)
+
     def __init__(
         self,
         host: str = "0.0.0.0",
@@ -170,6 +179,8 @@ class HttpServer:
             log=log,
             label="HTTP connection",
         )
+        self.clients = ClientLog(log)
+        """How bad and refused clients ended: a line each while few, per burst when many."""
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
         self.write_timeout = write_timeout
@@ -197,12 +208,13 @@ class HttpServer:
             if install is not None:
                 install(self.router)
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
-                                         unix_socket=self.unix_socket)
+                                         unix_socket=self.unix_socket, protocol=self.name)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
                  f" and {self.unix_socket}" if self.unix_socket else "")
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.clients.run)
                 await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
                 self.listening = True
                 task_status.started(self.port)
@@ -242,7 +254,7 @@ class HttpServer:
         except ClientGone as exc:
             log.debug("http %s:%s went away: %s", *peer, exc)
         except trio.TooSlowError:
-            log.info("http %s:%s closed: timed out", *peer)
+            self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             log.debug("http %s:%s went away: %s", *peer, exc or type(exc).__name__)
         except Exception:
@@ -329,15 +341,17 @@ class _Connection:
                 return None  # ConnectionClosed (or PAUSED: nothing more to do)
         if scope.cancelled_caught:
             if received or first:
-                log.info("http %s:%s closed: request head not complete after %g s",
-                         *self.peer, self.server.header_timeout)
+                self.server.clients.log(logging.INFO, self.peer[0], "timeouts",
+                                        "%s %s:%s closed: request head not complete after %g s", self.server.name,
+                                        *self.peer, self.server.header_timeout)
             else:
                 log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
         return None
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a request h11 could not read, then the connection closes."""
-        log.warning("http %s:%s %s", *self.peer, message)
+        self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s %s", self.server.name,
+                                *self.peer, message)
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = (message + "\n").encode()
@@ -400,7 +414,8 @@ class _Connection:
                 path, query = parse_target(event.target.decode("ascii", "replace"))
             except BadRequest as exc:
                 target = printable(redact_url(event.target.decode("ascii", "replace")))  # no query values
-                log.warning("http %s:%s bad request %s: %s", *self.peer, target, exc)
+                self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s bad request %s: %s",
+                                        self.server.name, *self.peer, target, exc)
                 await exchange.error(exc.status, str(exc), close=True)
                 return False
             request = self._request(event, path, query)
@@ -454,7 +469,8 @@ class _Connection:
                 await route.handler(exchange.request, exchange)
             except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
                 status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
-                log.warning("http %s:%s bad request: %s", *self.peer, printable(str(exc)))
+                self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s bad request: %s",
+                                        self.server.name, *self.peer, printable(str(exc)))
                 if not exchange.responded:
                     await exchange.error(status, str(exc), headers=headers, close=True)
                 return False
@@ -473,3 +489,8 @@ class _Connection:
         except h11.LocalProtocolError as exc:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
+        finally:
+            if log.isEnabledFor(logging.DEBUG):  # an access log, for --log-level debug
+                log.debug("%s %s:%s %s %s: %s", self.server.name, *self.peer, event.method.decode("ascii", "replace"),
+                          printable(redact_url(event.target.decode("ascii", "replace")), 200),
+                          exchange.status if exchange.status is not None else "no answer")

@@ -53,10 +53,16 @@ Resource handling (every limit is an argument of :class:`RtmpServer`):
 Error handling: anything wrong with one connection — malformed bytes, oversized messages, a
 message cut short by the peer closing, a refused connect, publish or play (after the refusal
 is sent), a peer that vanishes, a timeout, even a bug in this module — closes that connection
-and logs one line with the peer address and the reason (a bug: with its traceback; peer text
-escaped). Nothing else is disturbed. Errors accepting connections that mean overload
-(EMFILE...) are logged and retried by :func:`trio.serve_listeners`; any other error in the
-worker itself propagates and stops the engine.
+and logs one line with the peer address and the reason (peer text escaped), at the level of its
+kind (``arcly_trio.server.logs``): a broken protocol a warning, a timeout or a refusal of what
+it asked for information, an authorization refusal and a peer that went away debug (the
+throttle logs the first; a play's or publish's "stopped" line says how it ended), a bug an
+error with its traceback. Past ten of a kind from one address in 10 s they are summed up
+(:class:`~arcly_trio.workers.clientlog.ClientLog`). The other workers' relays (the Unix socket)
+are logged at debug level: they are not players. Nothing else is disturbed. Errors accepting
+connections that mean overload (EMFILE...) are logged and retried by
+:func:`trio.serve_listeners`; any other error in the worker itself propagates and stops the
+engine.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ from ...protocols.rtmp import (
 from ...protocols.rtmp.handshake import ServerHandshake
 from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
 from ..admission import Admission, Ticket
+from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED, ClientLog
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
 
@@ -122,7 +129,26 @@ _RECV_SIZE = 65536
 
 
 class _Close(Exception):
-    """End this connection after flushing what is queued (reason logged by the handler)."""
+    """End this connection after flushing what is queued: the client broke the protocol (the
+    reason is logged by the handler as a warning)."""
+
+
+class _Refused(_Close):
+    """End this connection: what it asked for was refused (logged as a refusal; at debug level
+    only when authorization refused it, which the engine's throttle logs already)."""
+
+    def __init__(self, message: str, *, authorization: bool = False) -> None:
+        super().__init__(message)
+        self.authorization = authorization
+
+
+class _Gone(Exception):
+    """The client went away before it said anything (a port check, a health probe)."""
+
+
+class _Ended(Exception):
+    """The kernel ended this connection's publish (kicked, cut by its bitrate limit, shut down):
+    its "stopped publishing" line said so; the connection closes after telling the client."""
 
 
 class _Timeout(Exception):
@@ -185,10 +211,21 @@ class RtmpServer:
         self.budget = ByteBudget(max_partial_memory)
         """Partial-message bytes held by all connections (see the module docstring)."""
         self.connections = 0
+        self.clients = ClientLog(log)
+        """How bad and refused clients ended: a line each while few, per burst when many."""
 
     @property
     def open_connections(self) -> int:
         return self.admission.open
+
+    @property
+    def play_protocols(self) -> tuple[str, ...]:
+        """The protocols of this worker's players: its own, and ``relay`` (the other workers')."""
+        return (self.name, "relay") if self.unix_socket else (self.name,)
+
+    @property
+    def publish_protocols(self) -> tuple[str, ...]:
+        return (self.name,)
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
@@ -198,7 +235,7 @@ class RtmpServer:
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
-                                         unix_socket=self.unix_socket)
+                                         unix_socket=self.unix_socket, protocol=self.name)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
                  f" and {self.unix_socket}" if self.unix_socket else "")
@@ -208,6 +245,7 @@ class RtmpServer:
 
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.clients.run)
                 await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
                 self.listening = True
                 task_status.started(self.port)
@@ -225,22 +263,32 @@ class RtmpServer:
             await trio.aclose_forcefully(stream)
             return
         connection = _Connection(self, engine, stream, peer)
+        clients, address, name = self.clients, peer[0], self.name
         try:
             with ticket.scope:
                 connection.ticket = ticket
                 await connection.run()
             if ticket.evicted:
-                log.debug("rtmp %s:%s evicted (idle, its slot was needed)", *peer)
-        except (_Timeout, _Close, ProtocolError, WriteTimeout) as exc:
-            log.warning("rtmp %s:%s closed: %s", *peer, exc)
-        except (PeerGone, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
-            log.info("rtmp %s:%s went away: %s", *peer, exc or type(exc).__name__)
+                log.debug("%s %s:%s evicted (idle, its slot was needed)", name, *peer)
+        except _Refused as exc:
+            level = logging.DEBUG if exc.authorization else logging.INFO
+            clients.log(level, address, "refusals", "%s %s:%s %s", name, *peer, exc)
+        except (_Close, ProtocolError) as exc:
+            clients.log(logging.WARNING, address, "protocol errors", "%s %s:%s closed: %s", name, *peer, exc)
+        except (_Timeout, WriteTimeout) as exc:
+            level = logging.DEBUG if connection.told else logging.INFO  # else its "stopped playing" said it
+            clients.log(level, address, "timeouts", "%s %s:%s closed: %s", name, *peer, exc)
+        except _Ended as exc:  # its "stopped publishing" line said why
+            log.debug("%s %s:%s closed: %s", name, *peer, exc)
+        except (_Gone, PeerGone, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+            # After a publish or play its "stopped" line has said how it ended.
+            log.debug("%s %s:%s went away: %s", name, *peer, exc or type(exc).__name__)
         except StreamError as exc:
-            log.warning("rtmp %s:%s closed: %s", *peer, exc)
+            clients.log(logging.WARNING, address, "errors", "%s %s:%s closed: %s", name, *peer, exc)
         except Exception:
             # A bug in handling this one connection must not take the worker (and the engine)
             # down with it: close the connection, log it loudly, serve the others.
-            log.exception("rtmp %s:%s closed: internal error", *peer)
+            log.exception("%s %s:%s closed: internal error", name, *peer)
         finally:
             ticket.release()
             connection.session.close()
@@ -300,7 +348,7 @@ class _Connection:
     """One RTMP connection, one task: the command loop, which also drains its players' egress."""
 
     __slots__ = ("server", "engine", "stream", "peer", "protocol", "session", "egress", "app", "connect_query",
-                 "publish_stream_id", "players", "busy", "ticket", "setup_deadline", "last_progress")
+                 "publish_stream_id", "players", "busy", "ticket", "setup_deadline", "last_progress", "told")
 
     def __init__(self, server: RtmpServer, engine: Engine, stream: trio.abc.Stream,
                  peer: tuple[str, int]) -> None:
@@ -319,10 +367,17 @@ class _Connection:
         self.publish_stream_id: int | None = None
         self.players: dict[int, _Player] = {}
         self.busy = False
+        self.told = False
+        """Its players' "stopped playing" lines said how the connection ended."""
         self.ticket: Ticket | None = None
         now = trio.current_time()
         self.setup_deadline = now + server.setup_timeout
         self.last_progress = now
+
+    @property
+    def _player_level(self) -> int:
+        """Plays of the other workers' relays are logged at debug level (see ``_play``)."""
+        return logging.DEBUG if self.protocol == "relay" else logging.INFO
 
     def _progress(self) -> None:
         """The client made a step of its set-up (see :mod:`..admission`)."""
@@ -368,7 +423,10 @@ class _Connection:
         except BaseException as exc:
             failure = exc
         finally:
-            await self._stop_players("connection closed")
+            # Each player's one "stopped" line says how its connection ended.
+            self.told = bool(self.players)
+            await self._stop_players(f"dropped: {failure}" if isinstance(failure, (WriteTimeout, _Timeout))
+                                     else "connection closed")
         # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
         with trio.move_on_after(1) as scope:
             scope.shield = True
@@ -390,11 +448,15 @@ class _Connection:
     async def _handshake(self) -> None:
         handshake = ServerHandshake()
         timeout = self.server.handshake_timeout
+        received = False
         with trio.move_on_after(timeout) as scope:
             while not handshake.complete:
                 data = await self.stream.receive_some(_RECV_SIZE)
                 if not data:
+                    if not received:
+                        raise _Gone("closed before the handshake")
                     raise _Close("peer closed during the handshake")
+                received = True
                 handshake.receive_data(data)
                 out = handshake.data_to_send()
                 if out:  # C0+C1 arrived whole: S0+S1+S2 go out
@@ -500,10 +562,11 @@ class _Connection:
             self.engine.application(event.app)
         except AppNotFound:
             self.session.reject_connect(f"application {printable(event.app)!r} not found")
-            raise _Close(f"connect to unknown application {printable(event.app)!r}") from None
+            raise _Refused(f"connect to unknown application {printable(event.app)!r} refused") from None
         self.app = event.app
         self.connect_query = dict(event.query)
         self.session.accept_connect()
+        log.debug("%s %s:%s connected to application %s", self.server.name, *self.peer, event.app)
 
     def _credentials(self, query: dict[str, str]) -> Credentials:
         merged = {**self.connect_query, **query}
@@ -527,35 +590,42 @@ class _Connection:
         try:
             key = self._key(event.name)
             self._servers_turn()
-            async with self.engine.publish(key, self._credentials(event.query), protocol=self.server.name) as pub:
+            name = self.server.name
+            async with self.engine.publish(key, self._credentials(event.query), protocol=name) as pub:
+                key = pub.key  # the authorization may have renamed it: the log names what is published
                 self._mark_busy()
                 self.publish_stream_id = sid
                 session.accept_publish(sid)
                 self.flush()
-                log.info("rtmp %s:%s publishing %s", *self.peer, key)
+                log.info("%s %s:%s publishing %s", name, *self.peer, key)
                 try:
                     outcome = await self._command_loop(pub)
                 finally:
                     self.publish_stream_id = None
-                log.info("rtmp %s:%s stopped publishing %s (%s)", *self.peer, key,
+                log.info("%s %s:%s stopped publishing %s (%s)", name, *self.peer, key,
                          "unpublished" if outcome is _UNPUBLISHED else "connection closed")
                 return outcome
         except InvalidStreamName as exc:
             refusal = ("NetStream.Publish.BadName", str(exc))
-        except Unauthorized as exc:
-            refusal = ("NetStream.Publish.Denied", str(exc))
-        except StreamAlreadyPublishing as exc:
-            refusal = ("NetStream.Publish.BadName", str(exc))
-        except (PublisherLimitReached, AppNotFound, EngineClosed) as exc:
-            refusal = ("NetStream.Publish.Rejected", str(exc))
-        except PublishRateLimited as exc:  # cut by the kernel: an error, not an unpublish
-            session.send_on_status(sid, "error", "NetStream.Publish.Rejected", str(exc))
-            raise _Close(str(exc)) from None
-        except PublishEnded as exc:
-            session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
-            raise _Close(str(exc)) from None
+        except Unauthorized as exc:  # its text says what was refused and why
+            session.reject_publish(sid, "NetStream.Publish.Denied", str(exc))
+            raise _Refused(str(exc), authorization=True) from None
+        except (StreamAlreadyPublishing, PublisherLimitReached, AppNotFound, EngineClosed) as exc:
+            code = "NetStream.Publish.BadName" if isinstance(exc, StreamAlreadyPublishing) else \
+                "NetStream.Publish.Rejected"
+            refusal = (code, str(exc))
+        except PublishEnded as exc:  # the kernel ended it (kicked, cut, shut down): this session's end
+            if isinstance(exc, PublishRateLimited):  # an error, not an unpublish
+                session.send_on_status(sid, "error", "NetStream.Publish.Rejected", str(exc))
+            else:
+                session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
+            # A kick, a cut and a start timeout are logged by the kernel with this session's end.
+            level = logging.DEBUG if isinstance(exc, SESSION_ENDS_LOGGED) else logging.INFO
+            log.log(level, "%s %s:%s stopped publishing %s/%s (%s)", self.server.name, *self.peer, exc.app, exc.stream,
+                    exc.reason)
+            raise _Ended(str(exc)) from None
         session.reject_publish(sid, refusal[0], refusal[1])
-        raise _Close(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
+        raise _Refused(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
         # The message body becomes each frame's FLV body when it is what FLV would write
@@ -595,11 +665,12 @@ class _Connection:
             player.subscriber = await attached.__aenter__()
             player.attached = attached
             player.key = key = player.subscriber.key  # the authorization may have renamed it
-        except StreamNotFound as exc:
+        except (StreamNotFound, InvalidStreamName) as exc:
             refusal = ("NetStream.Play.StreamNotFound", str(exc))
-        except InvalidStreamName as exc:
-            refusal = ("NetStream.Play.StreamNotFound", str(exc))
-        except (Unauthorized, AppNotFound, EngineClosed) as exc:
+        except Unauthorized as exc:  # its text says what was refused and why
+            session.reject_play(sid, "NetStream.Play.Failed", str(exc))
+            raise _Refused(str(exc), authorization=True) from None
+        except (AppNotFound, EngineClosed) as exc:
             refusal = ("NetStream.Play.Failed", str(exc))
         else:
             self._mark_busy()
@@ -608,12 +679,13 @@ class _Connection:
             session.accept_play(sid)
             self.flush()  # Play.Reset, Play.Start... before any media
             player.start()
-            log.info("rtmp %s:%s playing %s", *self.peer, key)
+            # The other workers' relays are not players: their pulls are logged where they are.
+            log.log(self._player_level, "%s %s:%s playing %s", self.protocol, *self.peer, key)
             return
         # A refused play ends the connection, as a refused publish does (the reason is sent
         # first, then logged by the handler).
         session.reject_play(sid, *refusal)
-        raise _Close(f"play of {self.app}/{printable(event.name)} refused: {refusal[1]}")
+        raise _Refused(f"play of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
     async def _stop_player(self, stream_id: int, why: str) -> None:
         player = self.players.pop(stream_id, None)
@@ -632,8 +704,9 @@ class _Connection:
         if attached is not None:
             with trio.CancelScope(shield=True):
                 await attached.__aexit__(None, None, None)
-        log.info("rtmp %s:%s stopped playing %s (%s; %d frames dropped)",
-                 *self.peer, player.key, why, player.dropped)
+        level = logging.DEBUG if why in PLAY_ENDS_LOGGED else self._player_level
+        log.log(level, "%s %s:%s stopped playing %s (%s; %d frames dropped)",
+                self.protocol, *self.peer, player.key, why, player.dropped)
 
     async def _players_ended(self) -> bool:
         """Say goodbye to every player whose stream ended. True when the connection should
