@@ -113,13 +113,15 @@ class SourceRequest:
         self.last_wanted = trio.current_time()
 
     def viewers(self, engine: Engine) -> int:
-        """Subscribers of the stream other than stream services (recording, HLS, pushes)."""
+        """Subscribers of the stream other than stream services (recording, HLS, pushes), and
+        the sessions of HLS and DASH players (:mod:`.polled`)."""
         try:
             stream: Stream = engine.stream(self.key)
         except StreamError:
             return 0
         services = engine.service_names
-        return sum(1 for sub in stream.fanout.subscribers if sub.protocol not in services)
+        polled = sum(engine.polled.players(self.key).values())
+        return polled + sum(1 for sub in stream.fanout.subscribers if sub.protocol not in services)
 
     async def wait_idle(self, engine: Engine, idle: float) -> None:
         """Return once the stream has had no viewer and no demand for ``idle`` seconds; the

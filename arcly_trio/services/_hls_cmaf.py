@@ -34,6 +34,7 @@ from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceR
 from ._hls_held import HeldBytes
 
 if TYPE_CHECKING:
+    from ..kernel.stream import Stream
     from .hls import HlsService
 
 __all__ = ["CmafPackaging", "LiveCmaf"]
@@ -108,6 +109,10 @@ class CmafPackaging:
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
         self._reported: dict[str, int] = {}
+        self.stream: Stream | None = None
+        self.lists: set[str] = set()
+        """The lists stored so far (``video.m3u8``, ``audio.m3u8``, ``index.m3u8``,
+        ``index.mpd``)."""
 
     def push(self, frame: Frame) -> Sequence[PackagerEvent]:
         return self.packager.push(frame, time.time())
@@ -163,6 +168,18 @@ class CmafPackaging:
         key = f"{self.base}/{name}"
         self._stored.add(key)
         await self.service.store(key, text.encode(), self.held)
+        if name not in self.lists:
+            self.lists.add(name)
+            self.service.lists_changed()
+
+    def expects(self, name: str) -> bool:
+        """Whether the list ``name``, not stored yet, may still come: the multivariant playlist
+        and the MPD do, and a rendition's playlist while that rendition exists or the
+        multivariant playlist (which names the renditions) has not been stored yet."""
+        if name in (MASTER, MPD):
+            return True
+        kinds = {llhls.playlist_name(rendition) for rendition in self.packager.renditions.values()}
+        return name in kinds or MASTER not in self.lists
 
     async def ended(self) -> None:
         self.live.ended = True
