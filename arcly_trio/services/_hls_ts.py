@@ -76,6 +76,10 @@ class TsPackaging:
                 self.lists.add(PLAYLIST)
                 self.service.lists_changed()
 
+    @property
+    def playlist_target_duration(self) -> int:
+        return self.segmenter.playlist_target_duration
+
     def expects(self, name: str) -> bool:
         """Whether the list ``name``, not stored yet, may still come: the media playlist does."""
         return name == PLAYLIST

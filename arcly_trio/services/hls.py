@@ -116,6 +116,10 @@ class Packaging(Protocol):
     stream: Stream | None
     lists: set[str]
 
+    @property
+    def playlist_target_duration(self) -> int:
+        """The ``EXT-X-TARGETDURATION`` its playlists say now (the longest segment, rounded)."""
+
     def expects(self, name: str) -> bool:
         """Whether the list ``name``, not stored yet, may still come."""
 
@@ -164,7 +168,9 @@ class HlsService:
             sources for it (:meth:`~arcly_trio.kernel.engine.Engine.locate`: a pull on
             demand; each request keeps it alive). Off for workers sharing a storage.
         session_timeout: seconds without a request after which an HLS or DASH player's
-            session ends (see :mod:`.hls_routes`); default three target durations, at least 6.
+            session ends (see :mod:`.hls_routes`); default three target durations (of the
+            stream's playlist when its segments are longer: :meth:`session_timeout_for`), at
+            least 6.
         first_list_timeout: seconds a playlist or MPD request for a live stream whose
             packaging has not stored that list yet waits for it (a stream that is starting,
             or being pulled) before it is answered ``503``; default three target durations,
@@ -216,7 +222,9 @@ class HlsService:
         self.skip_protocols = frozenset(skip_protocols)
         self.locate = locate
         self.session_timeout = max(3 * target_duration, 6.0) if session_timeout is None else session_timeout
-        """Seconds without a request that end an HLS or DASH player's session."""
+        """Seconds without a request that end an HLS or DASH player's session (at least three
+        of a stream's longest segments unless given: :meth:`session_timeout_for`)."""
+        self._session_timeout_given = session_timeout is not None
         self.first_list_timeout = (max(3 * target_duration, 10.0) if first_list_timeout is None
                                    else first_list_timeout)  # fmt: skip
         """Seconds a request waits for the first list of a stream that is starting."""
@@ -297,6 +305,17 @@ class HlsService:
         if name in packaging.lists:
             return ListState.READY
         return ListState.WAIT if packaging.expects(name) else ListState.NONE
+
+    def session_timeout_for(self, key: StreamKey) -> float:
+        """Seconds without a request that end a session playing ``key``: the ``session_timeout``
+        given, else the default or three of the stream's longest segments if that is longer (a
+        stream whose keyframes are further apart than the target duration has longer segments,
+        and players reload its playlist less often)."""
+        if self._session_timeout_given:
+            return self.session_timeout
+        packaging = self.streams.get(f"{key.app}/{key.name}")
+        longest = packaging.playlist_target_duration if packaging is not None else 0
+        return max(self.session_timeout, 3.0 * longest)
 
     def lists_changed(self) -> None:
         """A packaging started or ended, or stored a list it had not stored before: wake the

@@ -238,7 +238,7 @@ async def _admit(service: HlsService, request: HttpRequest, exchange: Responder,
         return None
     if not entry:  # an id that is not live: the segment is served, its playlist continues the session
         return _Access(key, requested, None, False, carried)
-    session = polled.begin(requested, key, protocol, credentials, digest, service.session_timeout)
+    session = polled.begin(requested, key, protocol, credentials, digest, service.session_timeout_for(key))
     return _Access(key, requested, session, session.id == given, _with_session(carried, session))
 
 
