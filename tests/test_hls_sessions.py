@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import count
@@ -25,13 +26,16 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey, TokenAuthenticator
 from arcly_trio.core.frame import Frame
 from arcly_trio.kernel.events import StreamEvent, SubscriberJoined, SubscriberLeft
 from arcly_trio.kernel.fanout import EndReason
-from arcly_trio.kernel.polled import PolledSessions
+from arcly_trio.kernel.polled import SESSION_ID, PolledSessions
 from arcly_trio.kernel.sessions import SessionTable
 from arcly_trio.ops import AuditPipeline, EventHook, HttpHooks, MemorySink, PrometheusObserver
 from arcly_trio.services import HlsService
@@ -326,3 +330,63 @@ async def test_idle_sessions_end_a_request_in_flight_is_activity_and_a_flood_sta
         nursery.cancel_scope.cancel()
     assert not polled and not sessions  # the engine stopping ends them
     assert [e.reason for e in told[-100:]] == [EndReason.SHUTDOWN.value] * 100  # type: ignore[attr-defined]
+
+
+OPERATIONS = st.lists(st.tuples(st.sampled_from(["begin", "request", "kick", "wait", "expire"]),
+                                st.integers(0, 7), st.integers(0, 2)), max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations=OPERATIONS)
+def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operations: list[tuple[str, int, int]]) -> None:
+    """Any sequence of begins (from 8 addresses, for 3 streams, some continuing an id),
+    requests, kicks, waits and expiries: the caps hold, the counts agree with what is live, each
+    session is told begun once and ended once, and a kicked id is remembered."""
+
+    async def run() -> None:
+        polled, sessions, told = table(max_sessions=6, max_per_address=3)
+        keys = [StreamKey("live", f"s{n}") for n in range(3)]
+        kicked: set[str] = set()
+        for op, a, b in operations:
+            live = list(polled)
+            if op == "begin":
+                reuse = live[a % len(live)].id if live and b == 2 else ""
+                polled.begin(keys[b], keys[b], ("hls", "dash")[a % 2],
+                             Credentials(peer=(f"203.0.113.{a}", 1), client_id=reuse), bytes(16), 1.0 + b)
+            elif op == "request" and live:
+                with polled.request(live[a % len(live)], in_url=bool(b)):
+                    await trio.sleep(b)
+            elif op == "kick" and live:
+                kicked.add(live[a % len(live)].id)
+                assert sessions.kick(live[a % len(live)].id) is not None
+            elif op == "wait":
+                await trio.sleep(a / 2)
+            else:
+                polled.expire()
+            live = list(polled)
+            assert len(live) <= 6 and len(sessions) == len(live)
+            for address in {s.peer for s in live}:
+                assert sum(1 for s in live if s.peer == address) <= 3
+            for key in keys:
+                assert sum(polled.players(key).values()) == sum(1 for s in live if s.served == key)
+            joined = Counter(e.client_id for e in told if isinstance(e, SubscriberJoined))  # type: ignore[attr-defined]
+            left = Counter(e.client_id for e in told if isinstance(e, SubscriberLeft))  # type: ignore[attr-defined]
+            assert all(joined[i] - left[i] in (0, 1) for i in joined)
+            assert {i for i in joined if joined[i] > left[i]} == {s.id for s in live}
+            assert all(polled.was_kicked(i) for i in kicked)
+        polled.end_all(EndReason.SHUTDOWN)
+        assert not polled._by_address and not polled._players and not polled._recent and not polled._by_timeout
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@given(value=st.text(max_size=300), peer_id=st.text(max_size=40))
+def test_the_cookie_and_the_query_give_only_ids_of_ours(value: str, peer_id: str) -> None:
+    from arcly_trio.protocols.http.router import HttpRequest
+    from arcly_trio.services.hls_routes import _cookie, _presented
+
+    request = HttpRequest("GET", "/live/cam/index.mpd", "/live/cam/index.mpd",
+                          {"arcly_session": peer_id, "_HLS_msn": "1", "token": "t"}, (("cookie", value),))
+    found = _cookie(request)
+    assert found == "" or (SESSION_ID.fullmatch(found) and f"arcly_session={found}" in value)
+    assert _presented(request) == {"token": "t"}

@@ -15,11 +15,11 @@ and returns only when every task has ended. From the moment the engine starts to
 :class:`~arcly_trio.core.errors.EngineClosed`, even those whose authorization was in flight.
 
 Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
-(``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
-it itself), which lets each address have only a few authorizations in flight per action and
-spaces the tries of addresses whose attempts were refused (:mod:`.throttle`), tells the
-observers each decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename
-(redirect).
+(``publish``, ``subscribe`` and ``attach`` call it; HLS and DASH, which serve without
+subscribing, call it themselves, once per player's session: :mod:`.polled`), which lets each
+address have only a few authorizations in flight per action and spaces the tries of addresses
+whose attempts were refused (:mod:`.throttle`), tells the observers each decision
+(:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
 
 Rate limits: each publish session of an application with ``max_publish_bitrate`` gets a token
 bucket (see :mod:`.ratelimit`): a full one, or the emptiest one its address left in the last

@@ -203,17 +203,20 @@ class PolledSessions:
     # ------------------------------------------------------------------ lifecycle
 
     def begin(self, key: StreamKey, served: StreamKey, protocol: str, credentials: Credentials, digest: bytes,
-              idle_timeout: float) -> PolledSession:  # fmt: skip
+              idle_timeout: float, *, in_url: bool = False) -> PolledSession:  # fmt: skip
         """Begin a session for a request authorized to play ``served`` (asked for as ``key``)
-        with ``credentials``. Its id is ``credentials.client_id`` when that is an id of ours
-        that no other kind of session has (a live session of that id and protocol moves to this
-        request's address and stream), else a new one."""
+        with ``credentials`` (the request that begins it counts as its first). Its id is
+        ``credentials.client_id`` when that is an id of ours that no other kind of session has
+        (a live session of that id and protocol moves to this request's address and stream),
+        else a new one. ``in_url``: the request presented that id in a playlist or MPD URL."""
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be > 0")
         wanted = credentials.client_id
         current = self._live.get(wanted) if wanted else None
         if current is not None and current.protocol == protocol:
             self._move(current, key, served, credentials.peer, digest)
+            current.requests += 1
+            current.joinable = current.joinable and not in_url
             return current
         if not (wanted and current is None and SESSION_ID.fullmatch(wanted) and self._table.get(wanted) is None):
             wanted = self._table.new_id()
@@ -222,6 +225,8 @@ class PolledSessions:
         now = trio.current_time()
         session = PolledSession(wanted, key, served, protocol, credentials.peer, digest, idle_timeout,
                                 self._next_id(), now)  # fmt: skip
+        session.requests = 1
+        session.joinable = not (in_url and wanted == credentials.client_id)
         session.client = self._table.open("play", served, attrs.evolve(credentials, client_id=wanted), protocol,
                                           lambda: session.bytes, lambda: self._kick(session))  # fmt: skip
         self._live[wanted] = session

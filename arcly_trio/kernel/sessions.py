@@ -18,8 +18,8 @@ session ends with :class:`~arcly_trio.core.errors.PublisherKicked` (RTMP publish
 sessions are reported to the observers (:class:`~.events.SessionKicked`).
 
 Byte totals per protocol survive the sessions (:meth:`SessionTable.bytes_by_protocol`: closed
-sessions' bytes plus the live ones'), for monotonic metrics; egresses that serve requests
-rather than sessions (HLS) add theirs with :meth:`SessionTable.count`.
+sessions' bytes plus the live ones'), for monotonic metrics; what an egress serves outside any
+session (an HLS segment requested without a session id) is added with :meth:`SessionTable.count`.
 
 Ids are ``{prefix}{random}``: 16 URL-safe characters from :func:`secrets.token_urlsafe` (96
 bits), so an id seen nowhere cannot be guessed (to kick a session, or to recognise one in a

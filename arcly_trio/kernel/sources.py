@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -206,6 +207,22 @@ class Sourcing:
             if request.error is not None:
                 raise request.error
             return
+
+    @contextmanager
+    def demand(self, key: StreamKey) -> Iterator[None]:
+        """Someone waits on ``key``'s stream for the duration of the block (an HLS request for
+        the first playlist of a stream a pull has just brought): its pull does not stop for
+        idleness meanwhile, as while viewers wait for it to start."""
+        request = self.active.get(key)
+        if request is None:
+            yield
+            return
+        request.waiting += 1
+        try:
+            yield
+        finally:
+            request.waiting -= 1
+            request.touch()
 
     def _known_missing(self, key: StreamKey) -> bool:
         until = self._missing.get(key)

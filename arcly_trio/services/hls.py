@@ -41,7 +41,11 @@ Deletions are run by :meth:`HlsService.run`, a small janitor task the engine sta
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
 (:mod:`.hls_routes`) come with the service: :meth:`HlsService.install_routes`; they answer
-blocking playlist reloads from :attr:`HlsService.live`, one condition per stream.
+blocking playlist reloads from :attr:`HlsService.live`, one condition per stream, hold a request
+for a starting stream's first list on the service's one condition (:meth:`HlsService.list_state`,
+:meth:`HlsService.wait_lists`: each packaging records the lists a player can start from, and an
+earlier stream's final lists still in storage are never served as a live stream's), and keep
+players' sessions (:attr:`HlsService.session_timeout`).
 
 Error policy: nothing here ever ends a stream. A frame the packager rejects (malformed codec
 bytes) is dropped and counted in ``bad_frames``; a storage failure is logged and counted in

@@ -144,14 +144,33 @@ def install(service: HlsService, router: Router) -> None:
 @attrs.define(slots=True)
 class _Access:
     """What a request may be served: ``key`` (the stream), in ``session`` (``None``: a segment
-    request outside any session); ``in_url``: its URL presented the session's id; ``query``:
-    what the URIs of its answer carry."""
+    request outside any session, or a session that :meth:`begin` starts once the request is
+    answered); ``in_url``: its URL presented the session's id; ``query``: what the URIs of its
+    answer carry."""
 
     key: StreamKey
     requested: StreamKey
     session: PolledSession | None
     in_url: bool
     query: str
+    carried: str = ""
+    """The request's query as it is handed on, without the session id."""
+    given: str = ""
+    """The session id the request's URL presented (if it looks like one)."""
+    pending: tuple[Credentials, bytes, float] | None = None
+    """The authorized credentials, their digest and the idle timeout of the session to begin."""
+
+    def begin(self, polled: Any) -> None:
+        """Begin the pending session, if any, once its first answer is about to be a ``200``
+        (a request that fails begins none)."""
+        if self.pending is None:
+            return
+        credentials, digest, timeout = self.pending
+        self.pending = None
+        self.session = polled.begin(self.requested, self.key, credentials.protocol, credentials, digest, timeout,
+                                    in_url=bool(self.given))  # fmt: skip
+        self.in_url = self.session.id == self.given
+        self.query = _with_session(self.carried, self.session)
 
     def cookie(self) -> list[tuple[str, str]]:
         """The ``Set-Cookie`` header of an answer that began (or rejoined) a session for a
@@ -214,22 +233,24 @@ async def _admit(service: HlsService, request: HttpRequest, exchange: Responder,
         given = ""  # not one of ours: as if there were none
     presented = _presented(request)
     carried = urlencode(presented)
+    access = _Access(requested, requested, None, False, carried, carried, given)
     if given:
         if polled.was_kicked(given):
             await exchange.error(410, "this session was ended by the server's operator")
             return None
         session = polled.resume(given, requested, request.peer)
         if session is not None and (not entry or session.protocol == protocol):
-            return _Access(session.served, requested, session, True, _with_session(carried, session))
+            return attrs.evolve(access, key=session.served, session=session, in_url=True,
+                                query=_with_session(carried, session))
     digest = _digest(presented, request.bearer)
     if entry and not given:
         cookie = _cookie(request)
         session = polled.rejoin(cookie, requested, request.peer, protocol, digest) if cookie else None
         if session is not None:
-            return _Access(session.served, requested, session, False, _with_session(carried, session))
+            return attrs.evolve(access, key=session.served, session=session, query=_with_session(carried, session))
     if not entry and not given:  # a segment outside any session: authorized on its own
         key = await _authorized(service, request, exchange, requested, request.credentials(protocol))
-        return None if key is None else _Access(key, requested, None, False, carried)
+        return None if key is None else attrs.evolve(access, key=key)
     # The session's id (the one presented, continued, or a new one) is the hook's client_id.
     credentials = engine.sessions.identify(attrs.evolve(request.credentials(protocol), query=presented,
                                                         client_id=given))  # fmt: skip
@@ -237,9 +258,8 @@ async def _admit(service: HlsService, request: HttpRequest, exchange: Responder,
     if key is None:
         return None
     if not entry:  # an id that is not live: the segment is served, its playlist continues the session
-        return _Access(key, requested, None, False, carried)
-    session = polled.begin(requested, key, protocol, credentials, digest, service.session_timeout_for(key))
-    return _Access(key, requested, session, session.id == given, _with_session(carried, session))
+        return attrs.evolve(access, key=key)
+    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
 
 
 async def _authorized(service: HlsService, request: HttpRequest, exchange: Responder, requested: StreamKey,
@@ -321,17 +341,18 @@ async def _first_list(service: HlsService, exchange: Responder, key: StreamKey, 
     answered: ``404`` when it will not, ``503`` when it did not within ``first_list_timeout``."""
     engine = exchange.engine
     deadline = trio.current_time() + service.first_list_timeout
-    while True:
-        state = service.list_state(engine.stream(key) if engine.has_stream(key) else None, name)
-        if state is ListState.READY:
-            return True
-        if state is ListState.NONE:
-            await exchange.error(404, f"{key} has no {name} (not in its HLS variant, or no such track)")
-            return False
-        if not await service.wait_lists(deadline):
-            await exchange.error(503, f"{key} is starting: its {name} is not ready yet",
-                                 headers=[("retry-after", "1")])
-            return False
+    with engine.sourcing.demand(key):  # a pull that brought it waits for this viewer
+        while True:
+            state = service.list_state(engine.stream(key) if engine.has_stream(key) else None, name)
+            if state is ListState.READY:
+                return True
+            if state is ListState.NONE:
+                await exchange.error(404, f"{key} has no {name} (not in its HLS variant, or no such track)")
+                return False
+            if not await service.wait_lists(deadline):
+                await exchange.error(503, f"{key} is starting: its {name} is not ready yet",
+                                     headers=[("retry-after", "1")])
+                return False
 
 
 async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Responder, name: str) -> None:
@@ -356,15 +377,17 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
         elif not await _first_list(service, exchange, key, name):
             return
         packaging = service.streams.get(f"{key.app}/{key.name}")
-        if (name == TS_PLAYLIST and access.session is not None and not access.in_url
+        if (name == TS_PLAYLIST and not access.given and (access.session or access.pending) is not None
                 and isinstance(packaging, TsPackaging) and TS_PLAYLIST in packaging.lists):
             # MPEG-TS: players reload the media playlist, so they are given it with the session id.
+            access.begin(exchange.engine.polled)
             data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
         else:
             data = await _read(service, exchange, service.playlist_key(key.app, key.name, name),
                                f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet")
             if data is None:
                 return
+            access.begin(exchange.engine.polled)
             if access.query:
                 data = _with_query(data, access.query)
         _served(exchange, access, data)
@@ -408,6 +431,7 @@ async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Respond
                            f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet")
         if data is None:
             return
+        access.begin(exchange.engine.polled)
         location = f"index.mpd?{access.query}" if access.session is not None else None
         data = dash.finalize(data, time.time(), access.query, location)
         _served(exchange, access, data)
