@@ -332,11 +332,11 @@ async def test_idle_sessions_end_a_request_in_flight_is_activity_and_a_flood_sta
     assert [e.reason for e in told[-100:]] == [EndReason.SHUTDOWN.value] * 100  # type: ignore[attr-defined]
 
 
-OPERATIONS = st.lists(st.tuples(st.sampled_from(["begin", "request", "kick", "wait", "expire"]),
-                                st.integers(0, 7), st.integers(0, 2)), max_size=60)
+OPERATIONS = st.lists(st.tuples(st.sampled_from(["begin"] * 4 + ["request", "kick", "wait", "expire"]),
+                                st.integers(0, 7), st.integers(0, 2)), min_size=8, max_size=60)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(operations=OPERATIONS)
 def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operations: list[tuple[str, int, int]]) -> None:
     """Any sequence of begins (from 8 addresses, for 3 streams, some continuing an id),
@@ -349,8 +349,9 @@ def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operati
         kicked: set[str] = set()
         for op, a, b in operations:
             live = list(polled)
-            if op == "begin":
-                reuse = live[a % len(live)].id if live and b == 2 else ""
+            if op == "begin":  # b == 2: continuing a live id (the least recently active one if a < 2)
+                reuse = (live[a % len(live)] if a >= 2 else next(iter(polled._recent.values()))).id \
+                    if live and b == 2 else ""
                 polled.begin(keys[b], keys[b], ("hls", "dash")[a % 2],
                              Credentials(peer=(f"203.0.113.{a}", 1), client_id=reuse), bytes(16), 1.0 + b)
             elif op == "request" and live:
@@ -365,6 +366,10 @@ def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operati
                 polled.expire()
             live = list(polled)
             assert len(live) <= 6 and len(sessions) == len(live)
+            ids = {s.id for s in live}  # every index holds exactly the live sessions
+            assert set(polled._recent) == ids and not any(s.ended for s in polled._recent.values())
+            assert {i for group in polled._by_address.values() for i in group} == ids
+            assert {i for group in polled._by_timeout.values() for i in group} == ids
             for address in {s.peer for s in live}:
                 assert sum(1 for s in live if s.peer == address) <= 3
             for key in keys:

@@ -249,7 +249,7 @@ class PolledSessions:
                 group.pop(session.id, None)
                 if not group:
                     del self._by_address[old]
-            self._make_room(new)
+            self._make_room(new, one_more=False)  # the same number of sessions, one more at ``new``
             self._by_address.setdefault(new, OrderedDict())[session.id] = session
         if served != session.served:
             self._count(session.served, session.protocol, -1)
@@ -354,12 +354,13 @@ class PolledSessions:
         if not counts:
             del self._players[key]
 
-    def _make_room(self, address: str | None) -> None:
-        """End the least recently active sessions a new one of ``address`` needs the place of."""
+    def _make_room(self, address: str | None, *, one_more: bool = True) -> None:
+        """End the least recently active sessions a new one of ``address`` needs the place of
+        (``one_more``: a new session, which needs a place in all too)."""
         group = self._by_address.get(address)
         if group is not None and len(group) >= self.max_per_address:
             self._limit(next(iter(group.values())), f"{address} has {len(group)}")
-        if len(self._live) >= self.max_sessions:
+        if one_more and len(self._live) >= self.max_sessions:
             self._limit(next(iter(self._recent.values())), f"the server has {len(self._live)}")
 
     def _limit(self, session: PolledSession, why: str) -> None:

@@ -112,7 +112,8 @@ class HlsSegmentEvent(ServiceEvent):
 class Packaging(Protocol):
     """What the packaging loop drives: one variant's packager of one stream (see
     :mod:`._hls_ts`, :mod:`._hls_cmaf`). ``stream`` is the stream it packages (set by the
-    service), ``lists`` the names of the playlists and MPD it has stored so far."""
+    service), ``lists`` the names of the playlists and MPD it has stored that a player can start
+    from (a media playlist once it lists a complete segment)."""
 
     left_out: dict[str, int]
     carried: set[str]
