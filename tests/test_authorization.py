@@ -37,6 +37,7 @@ from arcly_trio.server.cli import build_parser, resolve_args
 from arcly_trio.server.cli import main as cli_main
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
+from tests._hls import media_playlist, uris
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import HOST, RawClient
 from tests.test_relay_attacks import black_hole
@@ -93,12 +94,13 @@ async def test_hls_needs_the_token_and_hands_it_on_to_segments(demo_frames, http
     async with guarded(demo_frames) as (engine, rtmp, http):
         with trio.fail_after(10):
             while True:
-                status, _, playlist = await http_get(http, f"/live/cam/index.m3u8?token={TOKEN}")
+                status, _, playlist, _ = await media_playlist(http_get, http, f"/live/cam/index.m3u8?token={TOKEN}")
                 if status == 200:
                     break
                 await trio.sleep(0.05)
-        segments = [line for line in playlist.decode().splitlines() if line and not line.startswith("#")]
-        assert segments and all(line.endswith(f"?token={TOKEN}") for line in segments)
+        segments = uris(playlist)  # the token is handed on, with the player's session id
+        assert segments and all(re.search(f"\\?token={TOKEN}&arcly_session=[A-Za-z0-9_-]{{16}}$", line)
+                                for line in segments), segments
         status, _, data = await http_get(http, f"/live/cam/{segments[0]}")
         assert status == 200 and data[:1] == b"\x47"  # MPEG-TS sync byte
         bare = segments[0].split("?")[0]

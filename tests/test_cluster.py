@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -19,14 +20,18 @@ from arcly_trio import AppSpec, Credentials, Engine, StreamKey
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.cluster import ClusterNode, MemoryDirectory
 from arcly_trio.core.errors import RemoteRefused, StreamAlreadyPublishing, StreamPublishedElsewhere
+from arcly_trio.services import HlsService
+from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._hls import media_playlist
 
 HOST = "127.0.0.1"
 
 
 @asynccontextmanager
-async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0
-                       ) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
+async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0, http: Any = None,
+                       hls: Any = None) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
+    """A node of the cluster (with an HTTP worker and an HLS service, if given)."""
     rtmp = RtmpServer(HOST, 0)
     # The node learns its port once the worker is bound: reserve one first.
     listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
@@ -34,8 +39,12 @@ async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float =
     await listener.aclose()
     rtmp.requested_port = port
     node = ClusterNode(directory, node_id=node_id, rtmp_url=f"rtmp://{HOST}:{port}", ttl=ttl, idle=0.5)
-    engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(node).build()
-    async with engine:
+    builder = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(node)
+    if http is not None:
+        builder.protocol(http)
+    if hls is not None:
+        builder.service(hls)
+    async with builder.build() as engine:
         yield engine, rtmp, node
 
 
@@ -159,3 +168,24 @@ async def test_pulled_copies_take_no_lease() -> None:
         with pytest.raises(StreamPublishedElsewhere):
             await directory.claim("live/x", "Z", 10)
             await node.claim_publish(StreamKey("live", "x"), Credentials(protocol="rtmp"))
+
+
+@pytest.mark.parametrize("variant,entry", [("ts", "index.m3u8"), ("ll", "index.mpd")])
+async def test_hls_and_dash_on_an_edge_pull_from_the_owner_and_answer_the_first_request(
+        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    """Issue 19, item 1: the first playlist (or MPD) request on an edge node is answered with
+    the stream's first list once the edge has pulled it from its owner, not with a 404."""
+    directory = MemoryDirectory()
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(cluster_node(directory, "A"))
+        edge_http = HttpServer(HOST, 0)
+        hls = HlsService(variant=variant, target_duration=0.5, all_apps=True)
+        b = await stack.enter_async_context(cluster_node(directory, "B", http=edge_http, hls=hls))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        with trio.fail_after(20):
+            await nursery.start(publish_frames, f"rtmp://{HOST}:{a[1].port}/live/cam", demo_frames)
+            status, _, body, _ = await media_playlist(http_get, edge_http.port, f"/live/cam/{entry}")
+        assert status == 200, body[:300]
+        assert b'type="dynamic"' in body if entry == "index.mpd" else b"#EXTINF" in body
+        assert b[0].stream("live/cam").info.protocol == "cluster" and b[0].sourcing.started_total == 1
+        nursery.cancel_scope.cancel()

@@ -4,7 +4,7 @@ Issue 18 ("Done when"): hypothesis drives random request paths (each route's sha
 names, segments and ids, percent-encoded or not, and free paths), query strings (the keys the
 routes read: ``token``, ``sign``, ``api_token``, ``_HLS_msn``... with random values, and random
 keys) and headers (WebSocket handshakes, tokens, ``Origin``, ``Range``, proxy headers... with
-random values) at one ``serve`` process, started once with port 0 and the routes ``serve`` has:
+random values; ``arcly_session`` ids and cookies too) at one ``serve`` process, started once with port 0 and the routes ``serve`` has:
 HLS and LL-HLS playlists, parts and segments (names read from the live playlist too), DASH,
 HTTP-FLV, WebSocket-FLV, the frame API's WebSocket routes, the JSON API, the pages, ``/metrics``,
 with the built-in demo stream live, a publish token, an API token, per-stream metrics, an audit
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "fuzz-api-token"
 PUBLISH_TOKEN = "fuzz-publish-token"
 _HTTP_PORT = re.compile(r"HTTP listening on [\d.]+:(\d+)")
-_DOCUMENTED_503 = (b"did not come in time", b"busy", b"stopping")
+_DOCUMENTED_503 = (b"did not come in time", b"busy", b"stopping", b"is starting")
 
 
 @contextmanager
@@ -109,7 +109,7 @@ TEMPLATES = [
 WORDS = ["live", "demo", "x", "", ".", "..", "%2e%2e", "a b", "w0-abc", "w²-x", "${jndi}", "<script>", "é", "\u202e",
          "common.js", "index.html", "style.css", "0.ts", "x.m4s", "init.mp4", "a.b.c", "-1", "9" * 30]
 QUERY_KEYS = ["token", "sign", "jwt", "api_token", "_HLS_msn", "_HLS_part", "_HLS_skip", "scope", "server",
-              "autostart", "codec", "unmute"]
+              "autostart", "codec", "unmute", "arcly_session"]
 HEADER_NAMES = ["host", "origin", "authorization", "range", "upgrade", "connection", "sec-websocket-key",
                 "sec-websocket-version", "sec-websocket-protocol", "access-control-request-method",
                 "access-control-request-headers", "x-forwarded-for", "forwarded", "accept", "user-agent",
@@ -142,7 +142,8 @@ def targets(draw: st.DrawFn, segments: list[str]) -> str:
         path = re.sub(r"\{(\w+)\}", lambda m: _encoded(values[m.group(1)], raw), template)
     pairs = draw(st.lists(st.tuples(st.one_of(st.sampled_from(QUERY_KEYS), TEXT),
                                     st.one_of(st.sampled_from([API_TOKEN, PUBLISH_TOKEN, "1", "0", "-1", "²", "",
-                                                               "²-" + "a" * 32, "9999999999-" + "0" * 32]),
+                                                               "²-" + "a" * 32, "9999999999-" + "0" * 32,
+                                                               "A" * 16, "w0-" + "_" * 16]),
                                               st.integers(-10, 10**20).map(str), TEXT)), max_size=4))
     if not pairs:
         return path
@@ -163,6 +164,8 @@ def heads(draw: st.DrawFn, segments: list[str]) -> bytes:
     if draw(st.booleans()):
         headers.append(("authorization", draw(st.sampled_from([f"Bearer {API_TOKEN}", "Bearer x", "Basic", ""]))))
     headers += draw(st.lists(st.tuples(st.sampled_from(HEADER_NAMES), HEADER_VALUE), max_size=3))
+    if draw(st.integers(0, 5)) == 0:  # a session cookie, well-formed or not
+        headers.append(("cookie", draw(st.sampled_from(["arcly_session=" + "A" * 16, "arcly_session=;", "a=b; arcly_session=x"]))))
     target = draw(targets(segments))
     lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value.strip()}" for name, value in headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

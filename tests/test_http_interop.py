@@ -30,6 +30,7 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.services import FlvRecorder, HlsService, RecordingStopped
 from arcly_trio.testing import CountingObserver
+from tests._hls import media_playlist
 from tests._tools import require_tool
 
 pytestmark = pytest.mark.interop
@@ -194,18 +195,18 @@ async def test_hls_of_an_rtmp_stream_parses_and_every_segment_decodes(tmp_path: 
         async with full_server(tmp_path) as (engine, rtmp, http, _):
             async with ffmpeg_publishing(rtmp.port, readrate=4, loop=True):  # type: ignore[arg-type]
                 playlist_url = f"http://127.0.0.1:{http.port}/live/demo/index.m3u8"
-                while True:
-                    status, headers, body = await http_get(http.port, "/live/demo/index.m3u8")
+                while True:  # the entry playlist names the media playlist (with a session id)
+                    status, headers, body, target = await media_playlist(http_get, http.port, "/live/demo/index.m3u8")
                     if status == 200 and len(m3u8.loads(body.decode()).segments) >= 3:
                         break
                     await trio.sleep(0.1)
                 assert headers["content-type"] == "application/vnd.apple.mpegurl"
-                playlist = m3u8.loads(body.decode(), uri=playlist_url)
+                playlist = m3u8.loads(body.decode(), uri=f"http://127.0.0.1:{http.port}{target}")
                 assert playlist.target_duration == 2 and not playlist.is_endlist
                 for segment in playlist.segments:
                     status, headers, data = await http_get(http.port, f"/live/demo/{segment.uri}")
                     assert status == 200 and headers["content-type"] == "video/mp2t"
-                    path = tmp_path / segment.uri
+                    path = tmp_path / segment.uri.partition("?")[0]
                     path.write_bytes(data)
                     # Decode every frame (passthrough timestamps: a segment played alone starts
                     # with audio a little before the keyframe's pts, and the CLI's constant-rate

@@ -118,7 +118,7 @@ async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(dem
         status, headers, body = result["response"]
         assert status == 200 and headers["content-type"] == "application/vnd.apple.mpegurl"
         playlist = m3u8.loads(body.decode())
-        uris = [p.uri for s in playlist.segments for p in s.parts]
+        uris = [p.uri.partition("?")[0] for s in playlist.segments for p in s.parts]  # less the session id
         assert f"{video.init.split('-')[0]}-v-{msn}.{part}.m4s" in uris
         # Too far ahead: 400 at once; malformed: 400; _HLS_part alone: 400.
         live_msn, have = video_of(hls).open_sequence, len(video_of(hls).open_parts)
@@ -175,7 +175,7 @@ async def test_a_blocking_reload_waits_until_the_new_playlist_is_stored(demo_fra
             storage.gate.set()
         status, _, body = result["response"]
         assert status == 200
-        uris = [p.uri for s in m3u8.loads(body.decode()).segments for p in s.parts]
+        uris = [p.uri.partition("?")[0] for s in m3u8.loads(body.decode()).segments for p in s.parts]
         assert f"{video.init.split('-')[0]}-v-{msn}.{part}.m4s" in uris, body.decode()
 
 
@@ -225,14 +225,16 @@ async def test_token_is_required_and_carried_on_every_uri(demo_frames, http_get)
         for name in ("index.m3u8", "video.m3u8", "index.mpd"):
             assert (await http_get(http.port, f"/live/demo/{name}"))[0] == 401
         _, _, master = await http_get(http.port, "/live/demo/index.m3u8?token=s3cret")
-        assert 'URI="audio.m3u8?token=s3cret"' in master.decode() and "video.m3u8?token=s3cret" in master.decode()
-        _, _, playlist = await http_get(http.port, "/live/demo/video.m3u8?token=s3cret&_HLS_msn=0&_HLS_part=0")
+        carried = re.search(r'URI="audio.m3u8\?(token=s3cret&arcly_session=[A-Za-z0-9_-]{16})"', master.decode())
+        assert carried is not None and f"video.m3u8?{carried.group(1)}" in master.decode()  # and the session id
+        _, _, playlist = await http_get(http.port, f"/live/demo/video.m3u8?{carried.group(1)}&_HLS_msn=0&_HLS_part=0")
         text = playlist.decode()
         uris = re.findall(r'URI="([^"]+)"', text) + [line for line in text.splitlines() if line and line[0] != "#"]
-        assert uris and all(uri.endswith("?token=s3cret") for uri in uris), text
+        assert uris and all(uri.endswith(f"?{carried.group(1)}") for uri in uris), text
         assert "_HLS_" not in text
         _, _, mpd = await http_get(http.port, "/live/demo/index.mpd?token=s3cret")
-        assert mpd.count(b".m4s?token=s3cret") == 2 and mpd.count(b".mp4?token=s3cret") == 2
+        assert len(re.findall(rb"\.m4s\?token=s3cret&amp;arcly_session=", mpd)) == 2
+        assert len(re.findall(rb"\.mp4\?token=s3cret&amp;arcly_session=", mpd)) == 2
         init = re.search(r'MAP:URI="([^"?]+)', text)
         assert init is not None
         assert (await http_get(http.port, f"/live/demo/{init.group(1)}"))[0] == 401

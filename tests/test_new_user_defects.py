@@ -22,6 +22,7 @@ from arcly_trio.media import amf0
 from arcly_trio.server.demo import demo_frames, publish_demo
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
+from tests._hls import media_playlist
 from tests._tools import require_tool
 from tests.test_cli import cli_server
 
@@ -70,8 +71,8 @@ async def test_sigterm_ends_hls_playlists_and_serves_them_meanwhile(http_get) ->
             # A player reloads the playlist about once per target duration (1 s here): its next
             # reload comes a while after the signal, and must still find the final playlist.
             await trio.sleep(0.6)
-            try:
-                status, _, body = await http_get(server.http_port, "/live/demo/index.m3u8")
+            try:  # the entry playlist names the media playlist (with a session id): follow it
+                status, _, body, _ = await media_playlist(http_get, server.http_port, "/live/demo/index.m3u8")
                 ended = status == 200 and b"#EXT-X-ENDLIST" in body
             except OSError:
                 ended = False

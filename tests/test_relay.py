@@ -21,6 +21,7 @@ from arcly_trio.core.errors import RemoteRefused, StreamNotFound
 from arcly_trio.relay import PullSource, PushService, PushTarget
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._hls import media_playlist, uris
 
 HOST = "127.0.0.1"
 
@@ -239,15 +240,12 @@ async def test_a_pulled_stream_is_packaged_as_hls_and_recorded_and_hls_alone_sta
             with trio.fail_after(20):
                 while not origin.has_stream(StreamKey("live", "cam")):
                     await trio.sleep(0.01)
-                # Only HLS asks for it: the playlist request starts the pull...
-                status, _, body = await http_get(edge_http.port, "/live/cam/index.m3u8")
+                # Only HLS asks for it: the playlist request starts the pull, waits for the
+                # pulled stream's first playlist and answers with it (no 404 first).
+                status, _, body, _ = await media_playlist(http_get, edge_http.port, "/live/cam/index.m3u8")
                 assert edge.sourcing.started_total == 1 and edge.has_stream(StreamKey("live", "cam"))
-                # ...and the pulled stream is packaged (and kept alive by the playlist polls).
-                while status != 200:
-                    await trio.sleep(0.3)
-                    status, _, body = await http_get(edge_http.port, "/live/cam/index.m3u8")
-                assert b"#EXTINF" in body
-                segment = next(line for line in body.decode().splitlines() if line.endswith(".ts"))
+                assert status == 200 and b"#EXTINF" in body
+                segment = uris(body)[0]
                 status, _, data = await http_get(edge_http.port, f"/live/cam/{segment}")
                 assert status == 200 and data[:1] == b"\x47"  # MPEG-TS
                 assert edge.sourcing.started_total == 1
@@ -257,3 +255,69 @@ async def test_a_pulled_stream_is_packaged_as_hls_and_recorded_and_hls_alone_sta
         assert recorded
         frames = flv.read_frames(recorded[0].read_bytes())
         assert any(f.keyframe for f in frames) and same_frames(frames, demo_frames)
+
+
+# ----------------------------------------------------------------- HLS and DASH of pulled streams
+# (issue 19, item 1)
+
+LISTS = [("ts", "index.m3u8"), ("ll", "index.m3u8"), ("ll", "index.mpd")]
+
+
+def live_list(entry: str, body: bytes) -> bool:
+    """Whether ``body`` is a live list (not one of a stream that ended)."""
+    return b'type="dynamic"' in body if entry == "index.mpd" else b"#EXT-X-ENDLIST" not in body
+
+
+@asynccontextmanager
+async def pulling_edge(demo_frames: list, variant: str, **hls_options: Any  # type: ignore[type-arg]
+                       ) -> AsyncIterator[tuple[Engine, HttpServer, Any]]:
+    """An origin that publishes ``live/cam`` (paced, looped), and an edge that pulls it on
+    demand and packages it in ``variant``: the edge, its HTTP server and its HLS service."""
+    from arcly_trio.services import HlsService
+
+    async with node() as (origin, origin_rtmp, _):
+        pull = PullSource({None: f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"}, idle=0.3)
+        hls = HlsService(variant=variant, target_duration=0.5, all_apps=True, **hls_options)
+        async with node(sources=(pull,), services=(hls,), http=True) as (edge, _, edge_http), \
+                trio.open_nursery() as nursery:
+            assert edge_http is not None
+            nursery.start_soon(feed, origin, "live/cam", demo_frames, 0.005, 20)
+            with trio.fail_after(10):
+                while not origin.has_stream(StreamKey("live", "cam")):
+                    await trio.sleep(0.01)
+            yield edge, edge_http, hls
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("variant,entry", LISTS)
+async def test_the_first_request_of_a_stream_only_a_pull_brings_gets_its_first_list(
+        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    async with pulling_edge(demo_frames, variant) as (edge, edge_http, hls):
+        with trio.fail_after(20):
+            status, _, body, _ = await media_playlist(http_get, edge_http.port, f"/live/cam/{entry}")
+        assert status == 200 and live_list(entry, body), body[:300]  # not a 404 while the pull starts
+        assert edge.sourcing.started_total == 1
+
+
+@pytest.mark.parametrize("variant,entry", LISTS)
+async def test_after_an_idle_pull_stop_a_new_viewer_gets_the_new_pulls_list_never_the_old_final_one(
+        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    # The old stream's final lists stay stored for a minute: what a new viewer must not get.
+    async with pulling_edge(demo_frames, variant, delete_delay=60, session_timeout=0.3) as (edge, edge_http, hls):
+        key = StreamKey("live", "cam")
+        with trio.fail_after(30):
+            status, body = 0, b""
+            while status != 200:
+                status, _, body, _ = await media_playlist(http_get, edge_http.port, f"/live/cam/{entry}")
+                await trio.sleep(0.1)
+            assert live_list(entry, body)
+            # The viewer goes away: its session ends, the pull stops, the final lists are stored.
+            while edge.has_stream(key) or hls.streams:
+                await trio.sleep(0.05)
+            media = {"ts": "index.m3u8", "ll": "video.m3u8"}[variant] if entry == "index.m3u8" else entry
+            stored = await hls.storage.get(f"live/cam/{media}")
+            assert not live_list(entry, stored)
+            # A new viewer starts a new pull and gets its live list, not the old final one.
+            status, _, body, _ = await media_playlist(http_get, edge_http.port, f"/live/cam/{entry}")
+        assert edge.sourcing.started_total == 2
+        assert status == 200 and live_list(entry, body), body[:400]

@@ -154,7 +154,7 @@ def _running(pid: int) -> bool:
 async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_metrics() -> None:
     """``/api/sessions`` on the shared port lists the players of both workers (ids ``w0-``,
     ``w1-``, relays left out); a kick of a session held by either worker ends that player,
-    whichever worker answered the request; ``/metrics`` has both workers' series (a ``worker``
+    whichever worker answered the request, and its log line says who asked; ``/metrics`` has both workers' series (a ``worker``
     label, ``arcly_workers_answered 2``); the API token holds on every worker. Plays need a signed
     URL: the relays between workers (over their private sockets) are trusted, so the players that
     land on the worker without the stream play too."""
@@ -190,6 +190,10 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
                 while sum(1 for s in (await client.get(f"{base}/api/sessions")).json()["sessions"]
                           if s["role"] == "play") != 10:
                     await trio.sleep(0.1)
+                # Each kick's log line says who asked, on the worker that held the session too.
+                for session in by_worker.values():
+                    await server.wait_log(f"session {session['id']} (play of live/demo over rtmp from 127.0.0.1) "
+                                          "kicked by api-token holder at 127.0.0.1")
                 text = (await client.get(f"{base}/metrics")).text
             families = {family.name: family for family in text_string_to_metric_families(text)}
             assert families["arcly_workers_answered"].samples[0].value == 2

@@ -15,11 +15,11 @@ and returns only when every task has ended. From the moment the engine starts to
 :class:`~arcly_trio.core.errors.EngineClosed`, even those whose authorization was in flight.
 
 Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
-(``publish``, ``subscribe`` and ``attach`` call it; HLS, which serves without subscribing, calls
-it itself), which lets each address have only a few authorizations in flight per action and
-spaces the tries of addresses whose attempts were refused (:mod:`.throttle`), tells the
-observers each decision (:class:`~.events.AuthDecided`) and follows an authenticator's rename
-(redirect).
+(``publish``, ``subscribe`` and ``attach`` call it; HLS and DASH, which serve without
+subscribing, call it themselves, once per player's session: :mod:`.polled`), which lets each
+address have only a few authorizations in flight per action and spaces the tries of addresses
+whose attempts were refused (:mod:`.throttle`), tells the observers each decision
+(:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
 
 Rate limits: each publish session of an application with ``max_publish_bitrate`` gets a token
 bucket (see :mod:`.ratelimit`): a full one, or the emptiest one its address left in the last
@@ -32,7 +32,10 @@ address cannot take every slot. A publish that sends no media within ``publish_s
 seconds gives its slot back (see :mod:`.stream`).
 
 Sessions: each publish and play gets a client id before it is authorized and is listed in
-:attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one.
+:attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one and
+says who asked. Players that poll (HLS, DASH) have sessions too, kept by the egress in
+:attr:`Engine.polled` (see :mod:`.polled`): begun once authorized, ended after an idle timeout,
+counted and listed like subscribers.
 Health: :attr:`Engine.health` holds named checks (see :mod:`.health`); the engine adds one per
 protocol worker and one for the event loop's lag.
 
@@ -84,6 +87,7 @@ from .health import CheckResult, HealthRegistry
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
+from .polled import PolledSessions
 from .sessions import ClientSession, SessionTable
 from .sources import Sourcing, StreamSource
 from .ratelimit import CarriedBuckets, PublishRateLimit
@@ -302,6 +306,8 @@ class Engine:
         self.carried_buckets = CarriedBuckets()
         """Rate-limit buckets of ended publish sessions, by address (see :mod:`.ratelimit`)."""
         self._ids = itertools.count(1)
+        self.polled = PolledSessions(self.sessions, self._notify_app, self.next_id)
+        """The sessions of players that poll, HLS and DASH (see :mod:`.polled`)."""
         self._nursery: trio.Nursery | None = None
         self._outer: Any = None
         self.stream_failures = 0
@@ -335,6 +341,15 @@ class Engine:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def _notify_app(self, event: StreamEvent) -> None:
+        """Tell ``event`` to its application's feed and the observers (only the observers if
+        the application is gone)."""
+        app = self._apps.get(event.key.app)
+        if app is not None:
+            app.notify(event)
+        else:
+            self.observers.notify(event)
 
     def claim_publisher(self, credentials: Credentials) -> Callable[[], None]:
         """Count one more publisher, from ``credentials.peer``'s address
@@ -441,6 +456,7 @@ class Engine:
                     self._state = "running"
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
+                        await nursery.start(self.polled.run, name="polled sessions")
                         self._add_health_checks()
                         for plugin in self.plugins:
                             run = getattr(plugin, "run", None)
@@ -534,6 +550,7 @@ class Engine:
         for app in list(self._apps.values()):
             await app.wait_idle()
         await self.activity.wait_idle()
+        self.polled.end_all(EndReason.SHUTDOWN)  # told before the observers' tasks stop
         nursery.cancel_scope.cancel()
         await self._stopped.wait()
 
@@ -703,14 +720,17 @@ class Engine:
         self.observers.notify(AuthDecided(key, now, action, refused is None, refused or "", credentials.protocol,
                                           credentials.peer, credentials.client_id, renamed, now - started))
 
-    def kick(self, session_id: str) -> ClientSession | None:
-        """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``."""
+    def kick(self, session_id: str, *, by: str = "") -> ClientSession | None:
+        """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``.
+        ``by`` says who asked (``"api-token holder at 203.0.113.7"``...: escaped, it goes into
+        the log line and the :class:`~.events.SessionKicked` event)."""
         session = self.sessions.get(session_id)
         if session is not None:
-            log.info("session %s (%s of %s over %s from %s) kicked", session.id, session.role, session.key,
-                     session.protocol, session.peer[0] if session.peer else "?")
+            by = printable(by, 200)
+            log.info("session %s (%s of %s over %s from %s) kicked by %s", session.id, session.role, session.key,
+                     session.protocol, session.peer[0] if session.peer else "?", by or "the embedding program")
             self.observers.notify(SessionKicked(session.key, trio.current_time(), session.id, session.role,
-                                                session.protocol, session.peer))
+                                                session.protocol, session.peer, by))
             self.sessions.kick(session_id)
         return session
 

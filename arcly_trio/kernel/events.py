@@ -107,6 +107,9 @@ class StreamReaped(StreamEvent):
 
 @attrs.frozen(slots=True)
 class SubscriberJoined(StreamEvent):
+    """A player started (a subscriber of the stream, or the session of a player that polls,
+    HLS and DASH, see :mod:`.polled`), or a stream service subscribed (no ``client_id``)."""
+
     hook: ClassVar[str] = "on_subscriber_joined"
     subscriber_id: int
     protocol: str
@@ -198,13 +201,16 @@ class AuthDecided(StreamEvent):
 @attrs.frozen(slots=True)
 class SessionKicked(StreamEvent):
     """An operator ended a client's session (``DELETE /api/sessions/{id}``): ``role`` is
-    ``"publish"`` or ``"play"``."""
+    ``"publish"`` or ``"play"``; ``by`` says who asked (``"api-token holder at 203.0.113.7"``,
+    ``"local operator at 127.0.0.1"``; empty when the embedding program called
+    ``Engine.kick`` itself)."""
 
     hook: ClassVar[str] = "on_session_kicked"
     client_id: str
     role: str
     protocol: str
     peer: tuple[str, int] | None
+    by: str = ""
 
 
 class EventFeed:

@@ -79,6 +79,12 @@ class EndReason(enum.Enum):
     """The engine (or the application) stopped."""
     KICKED = "kicked"
     """An operator ended it (``DELETE /api/sessions/{id}``, ``Engine.kick``)."""
+    IDLE = "idle"
+    """A player that polls (HLS, DASH) made no request within its session's idle timeout (see
+    :mod:`.polled`)."""
+    SESSION_LIMIT = "session-limit"
+    """A polling player's session was the least recently active one when its address, or the
+    server, reached its cap on such sessions (see :mod:`.polled`)."""
 
 
 class Sink(Protocol):

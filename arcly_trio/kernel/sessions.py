@@ -5,8 +5,9 @@ authenticator (so an HTTP hook is told which client asks, and the id in ``/api/s
 one the hook saw), and registers a :class:`ClientSession` here for as long as the publish or
 play lasts. No protocol worker has to do anything: every publisher and player of every protocol
 (RTMP, RTMPS, HTTP-FLV, WebSocket-FLV, the frame API, relays) goes through those three calls.
-HLS and DASH are requests, not sessions: they are authorized per request and not listed (each
-request is short; there is nothing to kick).
+HLS and DASH players make requests, not connections: their sessions are a series of requests tied
+by an id (see :mod:`.polled`), registered here with :meth:`SessionTable.open` and
+:meth:`SessionTable.close` and listed and kicked like the others.
 
 What a session shows: its id, role (``publish`` or ``play``), protocol, client address, stream,
 start time (wall clock) and bytes: the media payload bytes the publisher sent or the player was
@@ -17,8 +18,8 @@ session ends with :class:`~arcly_trio.core.errors.PublisherKicked` (RTMP publish
 sessions are reported to the observers (:class:`~.events.SessionKicked`).
 
 Byte totals per protocol survive the sessions (:meth:`SessionTable.bytes_by_protocol`: closed
-sessions' bytes plus the live ones'), for monotonic metrics; egresses that serve requests
-rather than sessions (HLS) add theirs with :meth:`SessionTable.count`.
+sessions' bytes plus the live ones'), for monotonic metrics; what an egress serves outside any
+session (an HLS segment requested without a session id) is added with :meth:`SessionTable.count`.
 
 Ids are ``{prefix}{random}``: 16 URL-safe characters from :func:`secrets.token_urlsafe` (96
 bits), so an id seen nowhere cannot be guessed (to kick a session, or to recognise one in a
@@ -99,13 +100,25 @@ class SessionTable:
     def holding(self, role: str, key: StreamKey, credentials: Credentials, protocol: str,
                 bytes_: Callable[[], int], kick: Callable[[], None]) -> Iterator[ClientSession]:
         """Register a session for the duration of the block."""
-        session = ClientSession(credentials.client_id or self.new_id(), role, key, protocol, credentials.peer,
-                                time.time(), bytes_, kick)
-        self._live[session.id] = session
+        session = self.open(role, key, credentials, protocol, bytes_, kick)
         try:
             yield session
         finally:
             self._close(session)
+
+    def open(self, role: str, key: StreamKey, credentials: Credentials, protocol: str,
+             bytes_: Callable[[], int], kick: Callable[[], None]) -> ClientSession:
+        """Register a session until :meth:`close` (for sessions that are no block of code: the
+        polling players of :mod:`.polled`). Its id is ``credentials.client_id``, which must not
+        be another live session's (a new one if it is empty)."""
+        session = ClientSession(credentials.client_id or self.new_id(), role, key, protocol, credentials.peer,
+                                time.time(), bytes_, kick)
+        self._live[session.id] = session
+        return session
+
+    def close(self, session: ClientSession) -> None:
+        """Unregister ``session`` (its bytes go to the totals); a no-op if it is not live."""
+        self._close(session)
 
     def _close(self, session: ClientSession) -> None:
         if self._live.get(session.id) is session:

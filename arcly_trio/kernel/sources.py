@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -113,13 +114,15 @@ class SourceRequest:
         self.last_wanted = trio.current_time()
 
     def viewers(self, engine: Engine) -> int:
-        """Subscribers of the stream other than stream services (recording, HLS, pushes)."""
+        """Subscribers of the stream other than stream services (recording, HLS, pushes), and
+        the sessions of HLS and DASH players (:mod:`.polled`)."""
         try:
             stream: Stream = engine.stream(self.key)
         except StreamError:
             return 0
         services = engine.service_names
-        return sum(1 for sub in stream.fanout.subscribers if sub.protocol not in services)
+        polled = sum(engine.polled.players(self.key).values())
+        return polled + sum(1 for sub in stream.fanout.subscribers if sub.protocol not in services)
 
     async def wait_idle(self, engine: Engine, idle: float) -> None:
         """Return once the stream has had no viewer and no demand for ``idle`` seconds; the
@@ -204,6 +207,22 @@ class Sourcing:
             if request.error is not None:
                 raise request.error
             return
+
+    @contextmanager
+    def demand(self, key: StreamKey) -> Iterator[None]:
+        """Someone waits on ``key``'s stream for the duration of the block (an HLS request for
+        the first playlist of a stream a pull has just brought): its pull does not stop for
+        idleness meanwhile, as while viewers wait for it to start."""
+        request = self.active.get(key)
+        if request is None:
+            yield
+            return
+        request.waiting += 1
+        try:
+            yield
+        finally:
+            request.waiting -= 1
+            request.touch()
 
     def _known_missing(self, key: StreamKey) -> bool:
         until = self._missing.get(key)

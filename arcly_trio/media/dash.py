@@ -19,7 +19,8 @@ segments HLS lists (nothing is packaged twice):
 
 The rendered text holds two markers that :func:`finalize` fills in per request, so the MPD is
 rendered once per change however many players fetch it: the time of the response (``UTCTiming``)
-and the request's query, appended to the segment URLs (``?token=...`` carried on).
+and the request's query, appended to the segment URLs (``?token=...`` carried on); it also adds
+the ``Location`` players reload a live MPD from (the MPD's URL with the player's session id).
 
 Error policy: never raises on a packager's state; ``None`` before any segment is complete.
 """
@@ -146,8 +147,16 @@ def render_mpd(packager: CmafPackager, *, now: float, suggested_delay: float | N
     return "\n".join(head + periods + tail) + "\n"
 
 
-def finalize(mpd: bytes, now: float, query: str = "") -> bytes:
-    """The MPD as sent: the ``UTCTiming`` value set to ``now`` and ``?query`` (already
-    URL-encoded) appended to the segment URLs."""
+def finalize(mpd: bytes, now: float, query: str = "", location: str | None = None) -> bytes:
+    """The MPD as sent: the ``UTCTiming`` value set to ``now``, ``?query`` (already
+    URL-encoded) appended to the segment URLs and, for a dynamic MPD, ``location`` (a URL, may
+    be relative) as its ``Location``: where players reload it from (a URL with the player's
+    session id)."""
     suffix = escape("?" + query, {'"': "&quot;"}) if query else ""
-    return mpd.replace(_NOW.encode(), iso_time(now).encode()).replace(_QUERY.encode(), suffix.encode())
+    done = mpd.replace(_NOW.encode(), iso_time(now).encode()).replace(_QUERY.encode(), suffix.encode())
+    if location is not None and b'type="dynamic"' in done:
+        element = f"<Location>{escape(location)}</Location>\n".encode()
+        at = done.find(b"<Period")
+        if at >= 0:
+            done = done[:at] + element + done[at:]
+    return done

@@ -18,7 +18,9 @@ A record::
 Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``auth-refusals`` (a summary, below),
 ``publish-start``, ``publish-end`` (``reason``, ``bytes``), ``rate-limited`` (a publisher cut
 for sending over its bitrate limit: ``limit`` and ``measured`` in bits/s, ``bytes``), ``play-start``, ``play-end``
-(``reason``, ``bytes``, ``dropped``), ``kick`` (``client_id``, ``role``), ``config-reload``
+(``reason``, ``bytes``, ``dropped``; HLS and DASH players have one ``play-start`` and one
+``play-end`` per session, see :mod:`arcly_trio.kernel.polled`), ``kick`` (``client_id``,
+``role``, ``by``: who asked), ``config-reload``
 (``ok``, ``file``, ``changes`` or ``error``).
 
 Refusals are aggregated, as the log does, so that a flood of refused requests cannot roll the
@@ -338,7 +340,7 @@ class AuditPipeline(Observer):
 
     def on_session_kicked(self, event: SessionKicked) -> None:
         self.record({"event": "kick", "app": event.key.app, "stream": event.key.name, "client_id": event.client_id,
-                     "role": event.role, "protocol": event.protocol, **_peer(event.peer)})
+                     "role": event.role, "protocol": event.protocol, **_peer(event.peer), "by": event.by})
 
     # ------------------------------------------------------------------ writing
 

@@ -11,7 +11,8 @@ in one process each have their own) with two kinds of metrics:
   HLS segments and their durations (a histogram, per app and variant) and bytes, HTTP hook
   latency (a histogram, per hook and outcome);
 * read from the engine when scraped (a collector): build info, streams per app, publishers and
-  subscribers per protocol (stream services' own subscriptions are not subscribers),
+  subscribers per protocol (stream services' own subscriptions are not subscribers; HLS and DASH
+  players' sessions are, see :mod:`arcly_trio.kernel.polled`),
   connections per protocol worker, ingress and egress bytes per protocol (media payload bytes
   of every session, closed and live, and what HLS/DASH requests were answered with), frames
   dropped per reason, HLS/DASH resources dropped early by the per-stream byte cap, recording
@@ -271,6 +272,7 @@ class _EngineCollector(Collector):
                     lag_drops += sub.dropped
                     if sub.protocol not in services:
                         subscribers[sub.protocol or "unknown"] += 1
+                subscribers.update(engine.polled.players(stream.key))  # HLS and DASH players' sessions
         yield streams
         yield _gauge("arcly_publishers", "Publishers, per protocol", "protocol", publishers)
         yield _gauge("arcly_subscribers", "Players subscribed, per protocol", "protocol", subscribers)
@@ -344,9 +346,10 @@ class _EngineCollector(Collector):
         for stream in engine.streams():
             stats = stream.stats()
             names = [stream.key.app, stream.key.name]
-            for protocol, count in sorted(stats.subscribers_by_protocol.items()):
-                if protocol not in services:
-                    subscribers.add_metric([*names, protocol], count)
+            players = Tally({p: n for p, n in stats.subscribers_by_protocol.items() if p not in services})
+            players.update(engine.polled.players(stream.key))
+            for protocol, count in sorted(players.items()):
+                subscribers.add_metric([*names, protocol], count)
             received.add_metric(names, stats.bytes_total)
             dropped.add_metric(names, stats.drops_total)
             bitrate.add_metric([*names, "video"], stats.video_bitrate)

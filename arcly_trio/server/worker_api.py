@@ -12,7 +12,7 @@ sockets in the run directory, all at once, within a second) and merges them:
   status;
 * ``/api/sessions``: every worker's sessions (their ids start with ``w{index}-``; the relays
   between workers are left out); ``DELETE /api/sessions/w{index}-{n}`` is passed on to worker
-  ``index``;
+  ``index``, with who asked (the kick's log line and audit record on that worker name them);
 * ``/metrics``: every worker's series, each with a ``worker`` label.
 
 Each says how many workers answered (``"workers_answered"``; for ``/metrics`` a gauge
@@ -43,7 +43,14 @@ from ..core.errors import StreamError
 from ..ops.metrics import CONTENT_TYPE, METRICS_PATH, PrometheusObserver
 from ..protocols.http.router import HttpRequest
 from ..workers.http import HttpServer
-from ..workers.http.api_routes import health_report, sessions_document, streams_document, without_client_addresses
+from ..workers.http.api_routes import (
+    KICKED_BY_HEADER,
+    health_report,
+    kicked_by,
+    sessions_document,
+    streams_document,
+    without_client_addresses,
+)
 from ..workers.http.exchange import Exchange
 
 __all__ = ["install", "merge_streams", "merge_metrics"]
@@ -112,8 +119,9 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
         session_id = request.params["id"]
         owner = _OWNER.match(session_id)  # ASCII digits only: "w²-..." is nobody's (int() would raise)
         peer = int(owner.group(1)) if owner is not None else index
+        by = kicked_by(request, exchange.server.api_token)
         if peer == index or not 0 <= peer < count:
-            session = exchange.engine.kick(session_id)
+            session = exchange.engine.kick(session_id, by=by)
             if session is None:
                 await exchange.json(404, {"error": f"no session {session_id[:64]!r}"})
             else:
@@ -122,7 +130,8 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
         try:
             with trio.fail_after(_TIMEOUT * 2):
                 async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_of(peer))) as client:
-                    answer = await client.delete(f"http://localhost/api/sessions/{quote(session_id, safe='')}")
+                    answer = await client.delete(f"http://localhost/api/sessions/{quote(session_id, safe='')}",
+                                                 headers={KICKED_BY_HEADER: by})
             await exchange.json(answer.status_code, answer.json())
         except (httpx.HTTPError, OSError, ValueError, trio.TooSlowError) as exc:
             await exchange.json(503, {"error": f"worker {peer} did not answer: {type(exc).__name__}"})

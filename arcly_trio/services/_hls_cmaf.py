@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.frame import Frame
+from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey
 from ..media import dash, llhls
 from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
@@ -34,6 +34,7 @@ from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceR
 from ._hls_held import HeldBytes
 
 if TYPE_CHECKING:
+    from ..kernel.stream import Stream
     from .hls import HlsService
 
 __all__ = ["CmafPackaging", "LiveCmaf"]
@@ -108,6 +109,10 @@ class CmafPackaging:
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
         self._reported: dict[str, int] = {}
+        self.stream: Stream | None = None
+        self.lists: set[str] = set()
+        """The lists stored that a player can start from (``video.m3u8``, ``audio.m3u8``,
+        ``index.m3u8``, ``index.mpd``; see :meth:`_note_ready`)."""
 
     def push(self, frame: Frame) -> Sequence[PackagerEvent]:
         return self.packager.push(frame, time.time())
@@ -155,6 +160,23 @@ class CmafPackaging:
             if mpd is not None:
                 self._mpd_state = state
                 await self._put(MPD, mpd, always=True)
+        self._note_ready()
+
+    def _note_ready(self) -> None:
+        """Add to :attr:`lists` what a player can now start from: a rendition's playlist once it
+        lists a complete segment (players that know no parts, ffmpeg's, find nothing to play in
+        a playlist of parts only: "Empty segment"), the multivariant playlist once its main
+        rendition's is, the MPD once stored (it names complete segments only)."""
+        ready = {llhls.playlist_name(r) for r in self.packager.renditions.values() if r.segments}
+        renditions = self.packager.renditions
+        main = renditions.get(FrameKind.VIDEO) or renditions.get(FrameKind.AUDIO)
+        if main is not None and llhls.playlist_name(main) in ready and MASTER in self._rendered:
+            ready.add(MASTER)
+        if MPD in self._rendered:
+            ready.add(MPD)
+        if not ready <= self.lists:
+            self.lists |= ready
+            self.service.lists_changed()
 
     async def _put(self, name: str, text: str, *, always: bool = False) -> None:
         if not always and self._rendered.get(name) == text:
@@ -163,6 +185,19 @@ class CmafPackaging:
         key = f"{self.base}/{name}"
         self._stored.add(key)
         await self.service.store(key, text.encode(), self.held)
+
+    @property
+    def playlist_target_duration(self) -> int:
+        return self.packager.playlist_target_duration
+
+    def expects(self, name: str) -> bool:
+        """Whether the list ``name``, not stored yet, may still come: the multivariant playlist
+        and the MPD do, and a rendition's playlist while that rendition exists or the
+        multivariant playlist (which names the renditions) has not been stored yet."""
+        if name in (MASTER, MPD):
+            return True
+        kinds = {llhls.playlist_name(rendition) for rendition in self.packager.renditions.values()}
+        return name in kinds or MASTER not in self.lists
 
     async def ended(self) -> None:
         self.live.ended = True

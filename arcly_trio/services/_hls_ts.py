@@ -4,6 +4,8 @@
 packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`): segments are stored
 under ``{app}/{stream}/{token}-{sequence}.ts`` before the playlist ``index.m3u8`` that lists
 them; a segment that leaves the window is deleted after the service's ``delete_delay``.
+:meth:`TsPackaging.entry_playlist` is the one-variant multivariant playlist a player is given
+first, which names the media playlist with the player's session id (see :mod:`.hls_routes`).
 MPEG-TS carries H.264, HEVC, AAC and MP3 of track 0; anything else is left out, counted in
 ``left_out`` (the service logs it once per kind and shows it in the API).
 
@@ -13,6 +15,7 @@ bytes (the service drops the frame); storage failures are the service's to log a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,9 +26,12 @@ from ..media.hls import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpire
 from ._hls_held import HeldBytes
 
 if TYPE_CHECKING:
+    from ..kernel.stream import Stream
     from .hls import HlsService
 
-__all__ = ["TsPackaging"]
+__all__ = ["TsPackaging", "PLAYLIST"]
+
+PLAYLIST = "index.m3u8"
 
 
 class TsPackaging:
@@ -41,6 +47,9 @@ class TsPackaging:
         self._done: list[tuple[str, float, int]] = []
         self.held = HeldBytes()
         """What this stream holds in the service's storage (the byte cap counts it)."""
+        self.stream: Stream | None = None
+        self.lists: set[str] = set()
+        """The playlists stored so far (``index.m3u8`` once the first segment is listed)."""
 
     def push(self, frame: Frame) -> Sequence[SegmentEvent]:
         return self.segmenter.push(frame)
@@ -63,6 +72,28 @@ class TsPackaging:
                 self.service.expire(f"{self.base}/{event.name}", held=self.held)
         if changed:
             await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
+            if PLAYLIST not in self.lists:
+                self.lists.add(PLAYLIST)
+                self.service.lists_changed()
+
+    @property
+    def playlist_target_duration(self) -> int:
+        return self.segmenter.playlist_target_duration
+
+    def expects(self, name: str) -> bool:
+        """Whether the list ``name``, not stored yet, may still come: the media playlist does."""
+        return name == PLAYLIST
+
+    def entry_playlist(self, uri: str) -> str:
+        """The multivariant playlist a player gets first (see :mod:`.hls_routes`): this
+        stream's one variant, the media playlist at ``uri``, with the peak bitrate of its listed
+        segments."""
+        peak = 1
+        for segment in self.segmenter.segments:
+            size = self.held.sizes.get(f"{self.base}/{segment.name}", 0)
+            if segment.duration > 0:
+                peak = max(peak, math.ceil(size * 8 / segment.duration))
+        return f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH={peak}\n{uri}\n"
 
     async def ended(self) -> None:
         pass

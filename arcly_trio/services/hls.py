@@ -41,7 +41,11 @@ Deletions are run by :meth:`HlsService.run`, a small janitor task the engine sta
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
 (:mod:`.hls_routes`) come with the service: :meth:`HlsService.install_routes`; they answer
-blocking playlist reloads from :attr:`HlsService.live`, one condition per stream.
+blocking playlist reloads from :attr:`HlsService.live`, one condition per stream, hold a request
+for a starting stream's first list on the service's one condition (:meth:`HlsService.list_state`,
+:meth:`HlsService.wait_lists`: each packaging records the lists a player can start from, and an
+earlier stream's final lists still in storage are never served as a live stream's), and keep
+players' sessions (:attr:`HlsService.session_timeout`).
 
 Error policy: nothing here ever ends a stream. A frame the packager rejects (malformed codec
 bytes) is dropped and counted in ``bad_frames``; a storage failure is logged and counted in
@@ -75,9 +79,10 @@ from ..media.hls import HlsSegmenter
 from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 from ._hls_held import HeldBytes
+from ._hls_lists import ListState
 from ._session import SessionTracker
 
-__all__ = ["HlsService", "HlsSegmentEvent", "VARIANTS"]
+__all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
 
 log = logging.getLogger("arcly_trio.hls")
 
@@ -106,11 +111,22 @@ class HlsSegmentEvent(ServiceEvent):
 
 class Packaging(Protocol):
     """What the packaging loop drives: one variant's packager of one stream (see
-    :mod:`._hls_ts`, :mod:`._hls_cmaf`)."""
+    :mod:`._hls_ts`, :mod:`._hls_cmaf`). ``stream`` is the stream it packages (set by the
+    service), ``lists`` the names of the playlists and MPD it has stored that a player can start
+    from (a media playlist once it lists a complete segment)."""
 
     left_out: dict[str, int]
     carried: set[str]
     held: HeldBytes
+    stream: Stream | None
+    lists: set[str]
+
+    @property
+    def playlist_target_duration(self) -> int:
+        """The ``EXT-X-TARGETDURATION`` its playlists say now (the longest segment, rounded)."""
+
+    def expects(self, name: str) -> bool:
+        """Whether the list ``name``, not stored yet, may still come."""
 
     def push(self, frame: Any) -> Sequence[object]: ...
 
@@ -156,6 +172,14 @@ class HlsService:
         locate: a playlist request for a stream that is not here asks the engine's stream
             sources for it (:meth:`~arcly_trio.kernel.engine.Engine.locate`: a pull on
             demand; each request keeps it alive). Off for workers sharing a storage.
+        session_timeout: seconds without a request after which an HLS or DASH player's
+            session ends (see :mod:`.hls_routes`); default three target durations (of the
+            stream's playlist when its segments are longer: :meth:`session_timeout_for`), at
+            least 6.
+        first_list_timeout: seconds a playlist or MPD request for a live stream whose
+            packaging has not stored that list yet waits for it (a stream that is starting,
+            or being pulled) before it is answered ``503``; default three target durations,
+            at least 10 (a long GOP makes the first segment late).
     """
 
     name = "hls"
@@ -177,6 +201,8 @@ class HlsService:
         skip_protocols: Iterable[str] = (),
         locate: bool = True,
         max_bytes: int | None = None,
+        session_timeout: float | None = None,
+        first_list_timeout: float | None = None,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if variant not in VARIANTS:
@@ -187,6 +213,10 @@ class HlsService:
             raise ValueError("delete_delay must be >= 0")
         if max_bytes is not None and max_bytes < 1024 * 1024:
             raise ValueError("max_bytes must be at least 1 MiB (or None)")
+        if session_timeout is not None and not 0 < session_timeout < math.inf:
+            raise ValueError("session_timeout must be > 0 (or None)")
+        if first_list_timeout is not None and not 0 <= first_list_timeout < math.inf:
+            raise ValueError("first_list_timeout must be >= 0 (or None)")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.variant = variant
         self.target_duration = target_duration
@@ -198,6 +228,14 @@ class HlsService:
         self.linger = target_duration if linger is None else linger
         self.skip_protocols = frozenset(skip_protocols)
         self.locate = locate
+        self.session_timeout = max(3 * target_duration, 6.0) if session_timeout is None else session_timeout
+        """Seconds without a request that end an HLS or DASH player's session (at least three
+        of a stream's longest segments unless given: :meth:`session_timeout_for`)."""
+        self._session_timeout_given = session_timeout is not None
+        self.first_list_timeout = (max(3 * target_duration, 10.0) if first_list_timeout is None
+                                   else first_list_timeout)  # fmt: skip
+        """Seconds a request waits for the first list of a stream that is starting."""
+        self._lists_changed = trio.Event()
         self.bad_frames = 0
         """Frames the packagers rejected (malformed codec bytes), over all streams."""
         self.storage_errors = 0
@@ -245,6 +283,60 @@ class HlsService:
         """The storage key of one of a stream's segments (``InvalidStorageKey`` if invalid)."""
         return check_key(f"{app}/{stream}/{name}")
 
+    def packages(self, stream: Stream) -> bool:
+        """Whether this service packages ``stream`` (its application's, its publisher's
+        protocol, its name)."""
+        if not self.applies_to(stream.spec) or stream.info.protocol in self.skip_protocols:
+            return False
+        try:
+            self.playlist_key(stream.key.app, stream.key.name)
+        except InvalidStorageKey:
+            return False
+        return True
+
+    def list_state(self, stream: Stream | None, name: str) -> ListState:
+        """Whether a request for the list ``name`` (``index.m3u8``, ``video.m3u8``,
+        ``audio.m3u8``, ``index.mpd``) of ``stream``, the live stream of its key (``None``:
+        none), is answered from the storage now (``READY``: stored by the stream's packaging, or
+        the stream is not packaged here: an ended stream's final list, or nothing), waits for it
+        (``WAIT``: the stream's packaging has not stored it yet but will) or finds nothing
+        (``NONE``: its packaging will not make it, such as an MPD of the ``ts`` variant). While
+        a stream is packaged here, what the storage holds under a name its packaging has not
+        stored is an earlier stream's (a final list, ``#EXT-X-ENDLIST``), never served as this
+        one's."""
+        if stream is None or not self.packages(stream):
+            return ListState.READY
+        packaging = self.streams.get(f"{stream.key.app}/{stream.key.name}")
+        if packaging is None or packaging.stream is not stream:
+            return ListState.WAIT  # its packaging has not started yet
+        if name in packaging.lists:
+            return ListState.READY
+        return ListState.WAIT if packaging.expects(name) else ListState.NONE
+
+    def session_timeout_for(self, key: StreamKey) -> float:
+        """Seconds without a request that end a session playing ``key``: the ``session_timeout``
+        given, else the default or three of the stream's longest segments if that is longer (a
+        stream whose keyframes are further apart than the target duration has longer segments,
+        and players reload its playlist less often)."""
+        if self._session_timeout_given:
+            return self.session_timeout
+        packaging = self.streams.get(f"{key.app}/{key.name}")
+        longest = packaging.playlist_target_duration if packaging is not None else 0
+        return max(self.session_timeout, 3.0 * longest)
+
+    def lists_changed(self) -> None:
+        """A packaging started or ended, or stored a list it had not stored before: wake the
+        requests waiting for a first list (:meth:`wait_lists`)."""
+        changed, self._lists_changed = self._lists_changed, trio.Event()
+        changed.set()
+
+    async def wait_lists(self, deadline: float) -> bool:
+        """Wait for the next :meth:`lists_changed`; ``False`` if ``deadline`` came first."""
+        with trio.move_on_at(deadline):
+            await self._lists_changed.wait()
+            return True
+        return False
+
     @property
     def pending_deletions(self) -> int:
         return len(self._due)
@@ -281,7 +373,9 @@ class HlsService:
             from ._hls_cmaf import CmafPackaging
 
             packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
+        packaging.stream = stream
         self.streams[base] = packaging
+        self.lists_changed()
         log.info("HLS (%s) packaging %s (segments of %g s, window %d)", variant, stream.key,
                  self.target_duration, self.window)
         try:
@@ -296,6 +390,7 @@ class HlsService:
         finally:
             if self.streams.get(base) is packaging:
                 del self.streams[base]
+            self.lists_changed()
             # Schedule the clean-up (synchronous, so it happens even when cancelled).
             due = trio.current_time() + self.delete_delay
             leftovers = packaging.leftovers()

@@ -1,9 +1,10 @@
-"""HLS and DASH over HTTP: what the HLS service stored, behind authorization, with blocking reloads.
+"""HLS and DASH over HTTP: what the HLS service stored, behind authorization, with players' sessions.
 
 Installed on the HTTP worker's router by :meth:`~arcly_trio.services.hls.HlsService.install_routes`:
 
-* ``GET /{app}/{stream}/index.m3u8``: the entry playlist (the MPEG-TS media playlist, or the
-  multivariant playlist of the ``fmp4`` and ``ll`` variants);
+* ``GET /{app}/{stream}/index.m3u8``: the entry playlist (the multivariant playlist of the
+  ``fmp4`` and ``ll`` variants; for ``ts``, a one-variant multivariant playlist naming the
+  MPEG-TS media playlist, which is ``index.m3u8`` with a session id: see *Sessions*);
 * ``GET /{app}/{stream}/video.m3u8`` and ``audio.m3u8``: the CMAF media playlists;
 * ``GET /{app}/{stream}/index.mpd``: the DASH MPD of the CMAF variants (the same segments);
 * ``GET /{app}/{stream}/{name}``: segments (``.ts``, ``.m4s``), parts (``.m4s``) and init
@@ -12,6 +13,34 @@ Installed on the HTTP worker's router by :meth:`~arcly_trio.services.hls.HlsServ
 Packaging happens once per stream in the service; these routes only read its storage (and, for
 blocking requests, its in-memory model), so any number of viewers costs one storage read per
 request.
+
+Sessions: an HLS or DASH player is one session (protocol ``hls`` or ``dash``, see
+:mod:`arcly_trio.kernel.polled`), authorized once and then counted like a subscriber (the API's
+``subscribers``, the metrics, ``play-start``/``play-end`` in the audit log and the event hook),
+listed in ``/api/sessions`` and kicked like one. A playlist or MPD request without a live
+session id is authorized (``engine.authorize("play", ...)``, with the request's ``?token=`` and
+query) and begins a session; every URI the answer names carries the request's query (less the
+``_HLS_`` directives) and ``arcly_session=ID``, so the player's next requests present the id and
+are served without being authorized again. For the MPEG-TS variant, whose entry playlist is the
+media playlist players reload, the first answer is a multivariant playlist with that one
+variant, ``index.m3u8?...&arcly_session=ID``; a live MPD names its own URL with the id in its
+``Location``, where players reload it from. The answer to a request without the id in its URL
+also sets the cookie ``arcly_session`` (path ``/{app}/{stream}/``): a client that reloads the
+MPD at the URL it was first given (ffmpeg) presents it back and stays in its session, as long as
+it never presented the id in a URL itself.
+
+A session id is bound to the stream and the client's address; a request whose id is not live
+(the player was idle for the session timeout, or its address changed, or the cap ended it) is
+authorized again and continues under the same id. A kicked session's id is answered ``410``.
+A segment request without a live id is authorized on its own and counted in no session. A
+session ends after :attr:`~arcly_trio.services.hls.HlsService.session_timeout` seconds without
+a request (a request being served is activity).
+
+Streams that are starting: a playlist or MPD request for a stream that is live here and
+packaged by the service, whose packaging has not stored that list yet (the stream was just
+published, or a pull brought it), waits for it, up to the service's ``first_list_timeout``
+(then ``503`` with ``Retry-After``); it is never answered with what the storage holds under that
+name meanwhile, an earlier stream's final list (``#EXT-X-ENDLIST``, or a static MPD).
 
 Blocking playlist reload (``ll`` variant, RFC 8216bis 6.2.5.2): a media playlist request with
 ``_HLS_msn`` (and ``_HLS_part``) is answered once the playlist holds that segment (or part), or
@@ -25,51 +54,54 @@ being served: it holds a busy connection slot (the HTTP worker's admission) and 
 engine's ``activity``, so connection limits and graceful shutdown see it; when the stream ends
 every waiter is answered with the final playlist.
 
-Authorization: every request is a play of the stream for the engine's authenticator
-(``engine.authorize("play", ...)``, protocol ``"hls"`` or ``"dash"``, with the request's
-``?token=`` and query), like every other egress. So that players keep presenting their
-credentials, playlists and MPDs are served with the request's query (less the ``_HLS_``
-directives) appended to every URI they name.
-
-On demand: when the engine has stream sources (a pull relay, a cluster), a playlist request
-for a stream that is not here asks them for it once authorized (``engine.locate``), so HLS
-viewers start pulls like other viewers do, and keep them alive while they poll the playlist.
+On demand: when the engine has stream sources (a pull relay, a cluster), a playlist or MPD
+request for a stream that is not here asks them for it once authorized (``engine.locate``), so
+HLS and DASH viewers start pulls like other viewers do; their sessions keep the pull alive.
 
 A rename by the authenticator (an HTTP hook's redirect) serves the stream it names: the
-playlist's relative URIs keep naming the requested path, and each of their requests is renamed
-the same way.
+playlist's relative URIs keep naming the requested path, and each of their requests is served
+from the session's stream (or renamed the same way).
 
 Errors: ``400`` with the reason for an invalid application or stream name (and one log line);
 ``404`` with a message when the application is unknown, has no HLS, or the stream has no
 such playlist, MPD or segment; ``403`` for a refused play (``401`` when the client presented no
-credential at all); names other than
+credential at all); ``410`` for a kicked session's id; ``503`` for a starting stream's list that
+did not come in time; names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
 keys are checked again by the storage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import attrs
 import trio
 
 from ..core.errors import AppNotFound, InvalidStreamName, RemoteProtocolError, StreamError, Unauthorized
 from ..core.frame import FrameKind
-from ..core.keys import StreamKey
+from ..core.keys import Credentials, StreamKey
+from ..kernel.polled import SESSION_ID, PolledSession
 from ..media import dash, llhls
 from ..protocols.http.router import HttpRequest, Responder, Router
 from ..storage import InvalidStorageKey, StorageError, StorageNotFound
+from ._hls_lists import ListState
+from ._hls_ts import PLAYLIST as TS_PLAYLIST
+from ._hls_ts import TsPackaging
 
 if TYPE_CHECKING:
     from ._hls_cmaf import LiveCmaf
     from .hls import HlsService
 
-__all__ = ["install"]
+__all__ = ["install", "SESSION_PARAMETER", "SESSION_COOKIE"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -79,6 +111,11 @@ _RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
 _URI_ATTRIBUTE = re.compile(rb'URI="([^"]*)"')
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PROTOCOL = "hls"
+SESSION_PARAMETER = "arcly_session"
+"""The query parameter that carries a player's session id in the URIs it is handed."""
+SESSION_COOKIE = "arcly_session"
+"""The cookie that gives the session id back for clients that reload without it."""
+_COOKIE_BYTES = 4096
 
 
 def install(service: HlsService, router: Router) -> None:
@@ -104,29 +141,137 @@ def install(service: HlsService, router: Router) -> None:
     router.get("/{app}/{stream}/{segment}", segment)
 
 
-async def _allowed(service: HlsService, request: HttpRequest, exchange: Responder,
-                   protocol: str = PROTOCOL) -> StreamKey | None:  # fmt: skip
-    """The stream's key if HLS serves it to this client; otherwise answered and ``None``."""
+@attrs.define(slots=True)
+class _Access:
+    """What a request may be served: ``key`` (the stream), in ``session`` (``None``: a segment
+    request outside any session, or a session that :meth:`begin` starts once the request is
+    answered); ``in_url``: its URL presented the session's id; ``query``: what the URIs of its
+    answer carry."""
+
+    key: StreamKey
+    requested: StreamKey
+    session: PolledSession | None
+    in_url: bool
+    query: str
+    carried: str = ""
+    """The request's query as it is handed on, without the session id."""
+    given: str = ""
+    """The session id the request's URL presented (if it looks like one)."""
+    pending: tuple[Credentials, bytes, float] | None = None
+    """The authorized credentials, their digest and the idle timeout of the session to begin."""
+
+    def begin(self, polled: Any) -> None:
+        """Begin the pending session, if any, once its first answer is about to be a ``200``
+        (a request that fails begins none)."""
+        if self.pending is None:
+            return
+        credentials, digest, timeout = self.pending
+        self.pending = None
+        self.session = polled.begin(self.requested, self.key, credentials.protocol, credentials, digest, timeout,
+                                    in_url=bool(self.given))  # fmt: skip
+        self.in_url = self.session.id == self.given
+        self.query = _with_session(self.carried, self.session)
+
+    def cookie(self) -> list[tuple[str, str]]:
+        """The ``Set-Cookie`` header of an answer that began (or rejoined) a session for a
+        request without the id in its URL."""
+        if self.session is None or self.in_url:
+            return []
+        path = f"/{self.requested.app}/{self.requested.name}/"
+        return [("set-cookie", f"{SESSION_COOKIE}={self.session.id}; Path={path}; HttpOnly; SameSite=Lax")]
+
+
+def _peer(request: HttpRequest) -> str:
+    return f"{request.peer[0]}:{request.peer[1]}" if request.peer is not None else "?"
+
+
+def _presented(request: HttpRequest) -> dict[str, str]:
+    """The request's query as credentials (without the session id and the directives)."""
+    return {k: v for k, v in request.query.items() if k != SESSION_PARAMETER and not k.startswith("_HLS_")}
+
+
+def _digest(query: dict[str, str], bearer: str | None) -> bytes:
+    """16 bytes that tell whether two requests presented the same credentials."""
+    text = repr((sorted(query.items()), bearer))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _cookie(request: HttpRequest) -> str:
+    """The session id the ``Cookie`` header gives back, or ``""``."""
+    value = request.header("cookie") or ""
+    if len(value) > _COOKIE_BYTES:
+        return ""
+    for part in value.split(";"):
+        name, _, found = part.strip().partition("=")
+        if name == SESSION_COOKIE and SESSION_ID.fullmatch(found):
+            return found
+    return ""
+
+
+async def _admit(service: HlsService, request: HttpRequest, exchange: Responder, protocol: str, *,
+                 entry: bool) -> _Access | None:  # fmt: skip
+    """What this request may be served (see the module docstring); otherwise answered and
+    ``None``. ``entry``: a playlist or MPD request (which begins sessions)."""
     try:
-        key = StreamKey(request.params["app"], request.params["stream"])
+        requested = StreamKey(request.params["app"], request.params["stream"])
     except InvalidStreamName as exc:
         log.info("http %s refused: %s", _peer(request), exc)  # the name is escaped (repr)
         await exchange.error(400, str(exc))
         return None
     try:
-        app = exchange.engine.application(key.app)
+        app = exchange.engine.application(requested.app)
     except AppNotFound as exc:
         await exchange.error(404, str(exc))
         return None
     if not service.applies_to(app.spec):
-        await exchange.error(404, f"HLS is not enabled for application {key.app!r}")
+        await exchange.error(404, f"HLS is not enabled for application {requested.app!r}")
         return None
+    engine = exchange.engine
+    polled = engine.polled
+    given = request.query.get(SESSION_PARAMETER, "")
+    if not SESSION_ID.fullmatch(given):
+        given = ""  # not one of ours: as if there were none
+    presented = _presented(request)
+    carried = urlencode(presented)
+    access = _Access(requested, requested, None, False, carried, carried, given)
+    if given:
+        if polled.was_kicked(given):
+            await exchange.error(410, "this session was ended by the server's operator")
+            return None
+        session = polled.resume(given, requested, request.peer)
+        if session is not None and (not entry or session.protocol == protocol):
+            return attrs.evolve(access, key=session.served, session=session, in_url=True,
+                                query=_with_session(carried, session))
+    digest = _digest(presented, request.bearer)
+    if entry and not given:
+        cookie = _cookie(request)
+        session = polled.rejoin(cookie, requested, request.peer, protocol, digest) if cookie else None
+        if session is not None:
+            return attrs.evolve(access, key=session.served, session=session, query=_with_session(carried, session))
+    if not entry and not given:  # a segment outside any session: authorized on its own
+        key = await _authorized(service, request, exchange, requested, request.credentials(protocol))
+        return None if key is None else attrs.evolve(access, key=key)
+    # The session's id (the one presented, continued, or a new one) is the hook's client_id.
+    credentials = engine.sessions.identify(attrs.evolve(request.credentials(protocol), query=presented,
+                                                        client_id=given))  # fmt: skip
+    key = await _authorized(service, request, exchange, requested, credentials)
+    if key is None:
+        return None
+    if not entry:  # an id that is not live: the segment is served, its playlist continues the session
+        return attrs.evolve(access, key=key)
+    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
+
+
+async def _authorized(service: HlsService, request: HttpRequest, exchange: Responder, requested: StreamKey,
+                      credentials: Credentials) -> StreamKey | None:  # fmt: skip
+    """The stream ``credentials`` may play (``requested`` or the authenticator's rename), or
+    answered and ``None``."""
     try:
-        renamed = await exchange.engine.authorize("play", key, request.credentials(protocol))
+        renamed = await exchange.engine.authorize("play", requested, credentials)
     except Unauthorized as exc:
         await exchange.error(exc.http_status, str(exc))
         return None
-    if renamed.app != key.app:
+    if renamed.app != requested.app:
         try:
             enabled = service.applies_to(exchange.engine.application(renamed.app).spec)
         except AppNotFound as exc:
@@ -136,6 +281,21 @@ async def _allowed(service: HlsService, request: HttpRequest, exchange: Responde
             await exchange.error(404, f"HLS is not enabled for application {renamed.app!r}")
             return None
     return renamed
+
+
+def _with_session(carried: str, session: PolledSession) -> str:
+    session_part = urlencode({SESSION_PARAMETER: session.id})
+    return f"{carried}&{session_part}" if carried else session_part
+
+
+@contextmanager
+def _serving(engine: Any, access: _Access, *, entry: bool) -> Iterator[None]:
+    """One request of the access's session (if any), for the duration of the block."""
+    if access.session is None:
+        yield
+        return
+    with engine.polled.request(access.session, in_url=entry and access.in_url):
+        yield
 
 
 async def _read(service: HlsService, exchange: Responder | None, key: str, missing: str) -> bytes | None:
@@ -152,11 +312,6 @@ async def _read(service: HlsService, exchange: Responder | None, key: str, missi
     return None
 
 
-def _carried_query(request: HttpRequest) -> str:
-    """The request's query to hand on to the URIs it names (without delivery directives)."""
-    return urlencode({k: v for k, v in request.query.items() if not k.startswith("_HLS_")})
-
-
 def _with_query(playlist: bytes, query: str) -> bytes:
     """Every URI of ``playlist`` (URI lines and ``URI="..."`` attributes) with ``?query``."""
     suffix = b"?" + query.encode()
@@ -170,36 +325,74 @@ def _with_query(playlist: bytes, query: str) -> bytes:
     return b"\n".join(lines)
 
 
-async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Responder, name: str) -> None:
-    key = await _allowed(service, request, exchange)
-    if key is None:
-        return
+async def _locate(service: HlsService, request: HttpRequest, exchange: Responder, key: StreamKey) -> None:
+    """Bring ``key`` here if a stream source can (a pull, the cluster) and it is not here."""
     engine = exchange.engine
     if service.locate and engine.sources:
-        try:  # a stream published elsewhere is pulled here on demand (each request keeps it)
+        try:
             await engine.locate(key, peer=request.peer)
         except StreamError:
-            pass
-    kind = _RENDITIONS.get(name)
-    if kind is not None:
-        try:
-            directives = llhls.parse_directives(request.query)
-        except RemoteProtocolError as exc:
-            await exchange.error(400, str(exc))
-            return
-        live = service.live.get(f"{key.app}/{key.name}")
-        if directives is not None and live is not None and live.low_latency:
-            if not await _block(service, live, kind, *directives, exchange):
-                return
-    data = await _read(service, exchange, service.playlist_key(key.app, key.name, name),
-                       f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet")
-    if data is None:
+            pass  # nothing brings it: what the storage has (or a 404)
+
+
+async def _first_list(service: HlsService, exchange: Responder, key: StreamKey, name: str) -> bool:
+    """Wait until the packaging of ``key``, if it is live and packaged here, has stored
+    ``name`` (see :meth:`~arcly_trio.services.hls.HlsService.list_state`); ``False`` once
+    answered: ``404`` when it will not, ``503`` when it did not within ``first_list_timeout``."""
+    engine = exchange.engine
+    deadline = trio.current_time() + service.first_list_timeout
+    with engine.sourcing.demand(key):  # a pull that brought it waits for this viewer
+        while True:
+            state = service.list_state(engine.stream(key) if engine.has_stream(key) else None, name)
+            if state is ListState.READY:
+                return True
+            if state is ListState.NONE:
+                await exchange.error(404, f"{key} has no {name} (not in its HLS variant, or no such track)")
+                return False
+            if not await service.wait_lists(deadline):
+                await exchange.error(503, f"{key} is starting: its {name} is not ready yet",
+                                     headers=[("retry-after", "1")])
+                return False
+
+
+async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Responder, name: str) -> None:
+    access = await _admit(service, request, exchange, PROTOCOL, entry=True)
+    if access is None:
         return
-    query = _carried_query(request)
-    if query:
-        data = _with_query(data, query)
-    _served(exchange, PROTOCOL, data)
-    await exchange.respond(200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache")])
+    with _serving(exchange.engine, access, entry=True):
+        key = access.key
+        await _locate(service, request, exchange, key)
+        kind = _RENDITIONS.get(name)
+        directives = None
+        if kind is not None:
+            try:
+                directives = llhls.parse_directives(request.query)
+            except RemoteProtocolError as exc:
+                await exchange.error(400, str(exc))
+                return
+        live = service.live.get(f"{key.app}/{key.name}")
+        if kind is not None and directives is not None and live is not None and live.low_latency:
+            if not await _block(service, live, kind, *directives, exchange):  # it waits for the list too
+                return
+        elif not await _first_list(service, exchange, key, name):
+            return
+        packaging = service.streams.get(f"{key.app}/{key.name}")
+        if (name == TS_PLAYLIST and not access.given and (access.session or access.pending) is not None
+                and isinstance(packaging, TsPackaging) and TS_PLAYLIST in packaging.lists):
+            # MPEG-TS: players reload the media playlist, so they are given it with the session id.
+            access.begin(exchange.engine.polled)
+            data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
+        else:
+            data = await _read(service, exchange, service.playlist_key(key.app, key.name, name),
+                               f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet")
+            if data is None:
+                return
+            access.begin(exchange.engine.polled)
+            if access.query:
+                data = _with_query(data, access.query)
+        _served(exchange, access, data)
+        await exchange.respond(200, data, content_type=PLAYLIST_TYPE,
+                               headers=[("cache-control", "no-cache"), *access.cookie()])
 
 
 def _block_timeout(service: HlsService, live: LiveCmaf) -> float:
@@ -226,16 +419,24 @@ async def _block(service: HlsService, live: LiveCmaf, kind: FrameKind, msn: int,
 
 
 async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Responder) -> None:
-    key = await _allowed(service, request, exchange, "dash")
-    if key is None:
+    access = await _admit(service, request, exchange, "dash", entry=True)
+    if access is None:
         return
-    data = await _read(service, exchange, service.playlist_key(key.app, key.name, "index.mpd"),
-                       f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet")
-    if data is None:
-        return
-    data = dash.finalize(data, time.time(), _carried_query(request))
-    _served(exchange, "dash", data)
-    await exchange.respond(200, data, content_type="application/dash+xml", headers=[("cache-control", "no-cache")])
+    with _serving(exchange.engine, access, entry=True):
+        key = access.key
+        await _locate(service, request, exchange, key)
+        if not await _first_list(service, exchange, key, "index.mpd"):
+            return
+        data = await _read(service, exchange, service.playlist_key(key.app, key.name, "index.mpd"),
+                           f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet")
+        if data is None:
+            return
+        access.begin(exchange.engine.polled)
+        location = f"index.mpd?{access.query}" if access.session is not None else None
+        data = dash.finalize(data, time.time(), access.query, location)
+        _served(exchange, access, data)
+        await exchange.respond(200, data, content_type="application/dash+xml",
+                               headers=[("cache-control", "no-cache"), *access.cookie()])
 
 
 async def serve_segment(service: HlsService, request: HttpRequest, exchange: Responder) -> None:
@@ -244,31 +445,34 @@ async def serve_segment(service: HlsService, request: HttpRequest, exchange: Res
     if not found:
         await exchange.error(404, f"not found: {request.path}")
         return
-    key = await _allowed(service, request, exchange)
-    if key is None:
+    access = await _admit(service, request, exchange, PROTOCOL, entry=False)
+    if access is None:
         return
-    storage_key = service.segment_key(key.app, key.name, segment)
-    missing = f"no HLS segment {segment} for {key} (expired, or never made)"
-    live = service.live.get(f"{key.app}/{key.name}")
-    if live is not None and _hinted(live, segment):
-        # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
-        deadline = trio.current_time() + 3 * math.ceil(live.packager.part_duration * 1000) / 1000
-        while _hinted(live, segment) and await live.wait(deadline):
-            pass
-    data = await _read(service, exchange, storage_key, missing)
-    if data is not None:
-        _served(exchange, PROTOCOL, data)
-        await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
-                               headers=[("cache-control", "max-age=60")])  # fmt: skip
+    with _serving(exchange.engine, access, entry=False):
+        key = access.key
+        storage_key = service.segment_key(key.app, key.name, segment)
+        missing = f"no HLS segment {segment} for {key} (expired, or never made)"
+        live = service.live.get(f"{key.app}/{key.name}")
+        if live is not None and _hinted(live, segment):
+            # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
+            deadline = trio.current_time() + 3 * math.ceil(live.packager.part_duration * 1000) / 1000
+            while _hinted(live, segment) and await live.wait(deadline):
+                pass
+        data = await _read(service, exchange, storage_key, missing)
+        if data is not None:
+            _served(exchange, access, data)
+            await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
+                                   headers=[("cache-control", "max-age=60")])  # fmt: skip
 
 
-def _peer(request: HttpRequest) -> str:
-    return f"{request.peer[0]}:{request.peer[1]}" if request.peer is not None else "?"
-
-
-def _served(exchange: Responder, protocol: str, data: bytes) -> None:
-    """Count what a request is answered with in the engine's egress bytes (metrics)."""
-    exchange.engine.sessions.count("play", protocol, len(data))
+def _served(exchange: Responder, access: _Access, data: bytes) -> None:
+    """Count what a request is answered with: in its session (its bytes, which go to the
+    engine's egress totals when it ends), or in the egress totals at once (metrics)."""
+    session = access.session
+    if session is not None:
+        session.bytes += len(data)
+    else:
+        exchange.engine.sessions.count("play", PROTOCOL, len(data))
 
 
 def _hinted(live: LiveCmaf, name: str) -> bool:

@@ -17,8 +17,10 @@
          "hls": "/live/demo/index.m3u8"}]}],
      "streams": 1, "publishers": 1}
 
-``subscribers`` counts players (the stream services' own subscriptions, HLS packaging,
-recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
+``subscribers`` counts players: subscribers, and the sessions of HLS and DASH players (one per
+player, from its first playlist or MPD until it has made no request for a few target durations:
+see :mod:`arcly_trio.kernel.polled`), per protocol (the stream services' own subscriptions, HLS
+packaging, recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
 ``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
@@ -42,8 +44,12 @@ and every critical check passes, ``503`` ``{"status": "failing"}`` when one fail
                    "port": 50414, "app": "live", "stream": "demo", "key": "live/demo",
                    "bytes": 1234567, "started_at": 1714564800.0}], "count": 1}
 
-and ``DELETE /api/sessions/{id}`` kicks one: ``200`` with the session it ended, ``404`` if
-there is none of that id.
+(HLS and DASH players' sessions too, protocol ``hls`` or ``dash``) and ``DELETE
+/api/sessions/{id}`` kicks one: ``200`` with the session it ended, ``404`` if there is none of
+that id. The kick's log line, audit record and event say who asked: ``api-token holder at
+ADDRESS`` (a request that presented the API token), ``local operator at ADDRESS`` (a local
+request to a server without one), or, for a kick another worker of ``--workers`` passed on, what
+that worker said.
 
 Who may ask (see :mod:`.access`): ``/api/streams`` is a *protected* route: when the HTTP worker
 has an API token (``HttpServer(api_token=...)``, ``--api-token``) it needs it (as ``/metrics``
@@ -57,11 +63,14 @@ the API carries CORS headers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...kernel.application import Application
 from ...kernel.stream import Stream
+from ...core.text import printable
 from ...protocols.http.router import HttpRequest
+from ..listen import LOCAL_PEER
 from .exchange import Exchange
 
 if TYPE_CHECKING:
@@ -69,7 +78,10 @@ if TYPE_CHECKING:
     from .server import HttpServer
 
 __all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
-           "sessions_document", "without_client_addresses"]
+           "sessions_document", "without_client_addresses", "kicked_by", "KICKED_BY_HEADER"]
+
+KICKED_BY_HEADER = "x-arcly-kicked-by"
+"""Who asked for a kick that another worker passes on (trusted only over the workers' sockets)."""
 
 
 def install(server: HttpServer) -> None:
@@ -84,12 +96,15 @@ def _number(value: float) -> float:
 
 
 def stream_document(stream: Stream, *, urls: dict[str, object] | None = None,
-                    services: frozenset[str] = frozenset()) -> dict[str, Any]:
+                    services: frozenset[str] = frozenset(), polled: Mapping[str, int] | None = None) -> dict[str, Any]:
     """One stream as ``/api/streams`` shows it (``urls``: what the services add for it, their
     paths and their status: ``hls`` and ``hls_status``...; ``services``: the protocols of
-    stream services' own subscriptions, which are not viewers)."""
+    stream services' own subscriptions, which are not viewers; ``polled``: the sessions of
+    players that poll it, per protocol)."""
     stats = stream.stats()
     viewers = {protocol: n for protocol, n in stats.subscribers_by_protocol.items() if protocol not in services}
+    for protocol, n in (polled or {}).items():
+        viewers[protocol] = viewers.get(protocol, 0) + n
     info = stats.info
     key = stats.key
     publisher: dict[str, Any] | None = None
@@ -166,8 +181,8 @@ def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
         "services": names,
         "hls": "hls" in names,
         "record": "record" in names,
-        "streams": [stream_document(stream, urls=urls(stream), services=engine.service_names)
-                    for stream in app.streams()],
+        "streams": [stream_document(stream, urls=urls(stream), services=engine.service_names,
+                                    polled=engine.polled.players(stream.key)) for stream in app.streams()],
     }
 
 
@@ -227,8 +242,19 @@ async def serve_sessions(request: HttpRequest, exchange: Exchange) -> None:
     await exchange.json(200, sessions_document(exchange.engine))
 
 
+def kicked_by(request: HttpRequest, api_token: str | None) -> str:
+    """Who asks for a kick (see the module docstring): the admin routes answered only the API
+    token's holders (with a token) or local requests (without one)."""
+    peer = request.peer
+    if peer == LOCAL_PEER:
+        passed_on = request.header(KICKED_BY_HEADER)
+        return printable(passed_on, 200) if passed_on else "another worker"
+    address = peer[0] if peer is not None else "?"
+    return f"{'api-token holder' if api_token is not None else 'local operator'} at {address}"
+
+
 async def serve_kick(request: HttpRequest, exchange: Exchange) -> None:
-    session = exchange.engine.kick(request.params["id"])
+    session = exchange.engine.kick(request.params["id"], by=kicked_by(request, exchange.server.api_token))
     if session is None:
         await exchange.json(404, {"error": f"no session {request.params['id'][:64]!r}"})
         return
