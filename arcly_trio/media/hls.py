@@ -25,13 +25,13 @@ Cutting
     a publisher whose keyframes are further apart than the target duration gets segments that
     do not all start with one (counted in :attr:`HlsSegmenter.keyframeless_cuts`), so that every
     segment keeps the playlist's promise (such a segment is cut at the next keyframe once it
-    lasts half the target duration, so that players find one sooner). When the leading track stalls (no video for longer
-    than ``max_segment_duration`` leaves past the target, at least 0.1 s, while the audio goes
-    on), a frame of the other track cuts it the same way. A segment that
-    grew past ``max_segment_bytes`` is cut on the next frame. A forced cut on a frame that comes
-    after a hole (nothing for a second: the publisher paused) closes the segment where its media
-    ends rather than stretching it over the hole; the next one starts after the hole on the same
-    timeline (no discontinuity). The duration of a
+    lasts half the target duration, so that players find one sooner). When the leading track
+    stalls (no video for longer than ``max_segment_duration`` leaves past the target, at least
+    0.1 s, while the audio goes on), a frame of the other track cuts it the same way. A segment
+    that grew past ``max_segment_bytes`` is cut on the next frame. A forced cut on a frame that
+    comes after a hole (nothing for a second: the publisher paused) closes the segment where its
+    media ends rather than stretching it over the hole; the next one starts after the hole on
+    the same timeline (no discontinuity). The duration of a
     segment is the DTS difference between its first frame and the first frame of the next
     segment. A segment that ends without a successor on the same timeline (at a discontinuity
     or at :meth:`~HlsSegmenter.finish`) lasts from its first frame to its last frame of the
@@ -65,9 +65,8 @@ Playlist
     time): the time its timeline's first segment started plus its media time since (players
     such as hls.js measure the latency behind live with it). Segment URIs are
     ``name_template`` formatted with the sequence number (``"{sequence}.ts"`` by default),
-    relative to the playlist. After
-    :meth:`~HlsSegmenter.finish` the playlist ends with ``#EXT-X-ENDLIST`` and keeps every
-    segment still in the window.
+    relative to the playlist. After :meth:`~HlsSegmenter.finish` the playlist ends with
+    ``#EXT-X-ENDLIST`` and keeps every segment still in the window.
 
 Error policy
     Malformed codec bytes from the publisher raise
