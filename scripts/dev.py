@@ -8,15 +8,17 @@
 All three create ``.venv`` next to the project (once: it says so, it takes about a minute) and
 install the project into it (editable, with the ``test`` extra for ``test``). ``run`` runs the
 command with ``.venv/bin`` first on ``PATH`` (``arcly-trio``, ``python`` and ``pip`` are the
-venv's), as ``source .venv/bin/activate`` would. ``test`` also installs the third-party tools the interop tests
-drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with libnginx-mod-rtmp, redis-server,
-prometheus) with apt-get when they are missing and
+venv's), as ``source .venv/bin/activate`` would. ``test`` also installs the third-party tools the
+interop tests drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with
+libnginx-mod-rtmp, redis-server, prometheus, VLC and GStreamer with the plugins that play DASH)
+with apt-get when they are missing and
 the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
 to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -36,9 +38,15 @@ TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chrom
          # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
          "nginx": "nginx", "redis-server": "redis-server",
          # a real Prometheus scrapes /metrics (tests/test_ops_interop.py)
-         "prometheus": "prometheus"}
-# files (not on PATH) -> the Debian package that provides them
-FILES = {"/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp"}
+         "prometheus": "prometheus",
+         # the DASH interop tests play the MPD with VLC (cvlc) and GStreamer (dashdemux2)
+         "cvlc": "vlc-bin", "gst-launch-1.0": "gstreamer1.0-tools"}
+# files (not on PATH; glob patterns) -> the Debian package that provides them
+FILES = {"/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp",
+         "/usr/lib/*/vlc/plugins/demux/libadaptive_plugin.so": "vlc-plugin-base",
+         "/usr/lib/*/gstreamer-1.0/libgstadaptivedemux2.so": "gstreamer1.0-plugins-good",
+         "/usr/lib/*/gstreamer-1.0/libgstvideoparsersbad.so": "gstreamer1.0-plugins-bad",
+         "/usr/lib/*/gstreamer-1.0/libgstlibav.so": "gstreamer1.0-libav"}
 
 
 def run(*cmd: str | Path) -> None:
@@ -92,7 +100,7 @@ def run_in_venv(command: list[str]) -> int:
 
 def ensure_tools() -> None:
     missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
-                     | {pkg for path, pkg in FILES.items() if not Path(path).exists()})
+                     | {pkg for pattern, pkg in FILES.items() if not glob.glob(pattern)})
     if not missing:
         return
     apt = shutil.which("apt-get")

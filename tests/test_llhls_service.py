@@ -10,6 +10,7 @@ complete; sockets are real (localhost, port 0), and every wait has a ``fail_afte
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ import pytest
 import trio
 import trio.testing
 
-from arcly_trio import AppSpec, Credentials, Engine, Frame, FrameKind
+from arcly_trio import AppSpec, Credentials, Engine, Frame, FrameKind, StreamKey
 from arcly_trio.core.errors import StreamError
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.media import llhls
@@ -485,3 +486,59 @@ async def test_a_fast_publisher_cannot_make_a_stream_hold_more_than_its_cap(demo
     assert hls.dropped_early > 0 and status["dropped_early"] > 0  # type: ignore[index]
     assert storage.violations == []
     assert sum("holds more than its cap" in r.getMessage() for r in caplog.records) == 1
+
+
+# --- issue 19: what players and operators see ------------------------------------------------
+
+
+async def test_a_request_for_the_next_dash_segment_waits_for_it_instead_of_404(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    # DASH players ask for the segment after the last one the MPD lists as soon as they have read
+    # it; ffmpeg's dashdemux skipped to the next number on each 404 (hundreds of 404s a second,
+    # then audio timestamps that went back 2 s when it fell back). Such a request waits for the
+    # segment; one further ahead is a 404 at once.
+    async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
+        frames, pos = await packaged(publisher, demo_frames, hls, lambda: bool(video_of(hls).segments))
+        packager = hls.live["live/demo"].packager
+        coming = packager.segment_name(packager.renditions[FrameKind.AUDIO], packager.next_sequence)
+        too_far = packager.segment_name(packager.renditions[FrameKind.AUDIO], packager.next_sequence + 1)
+        got: dict[str, Any] = {}
+
+        async def fetch() -> None:
+            got["response"] = await http_get(http.port, f"/live/demo/{coming}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            await wait_for(lambda: hls.live["live/demo"].waiting == 1)
+            with trio.fail_after(1):
+                assert (await http_get(http.port, f"/live/demo/{too_far}"))[0] == 404
+            assert "response" not in got
+            await feed_until(publisher, frames, pos, lambda: "response" in got)
+        status, headers, body = got["response"]
+        assert status == 200 and headers["content-type"] == "video/iso.segment" and body[4:8] == b"moof"
+        assert any(s.name == coming for s in packager.renditions[FrameKind.AUDIO].segments)
+
+
+async def test_mpegts_hls_of_av1_and_opus_says_why_there_is_none(caplog, demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="arcly_trio")
+    apps = [AppSpec("live", hls=True, hls_variant="ts")]
+    async with llhls_server(apps=apps) as (engine, http, hls), engine.publish("live/av1") as publisher:
+        await publisher.send(Frame(FrameKind.VIDEO, "av1", 0, 0, b"\x81\x00\x0c\x00", config=True))
+        await publisher.send(Frame(FrameKind.AUDIO, "opus", 0, 0, OPUS_HEAD, config=True))
+        for t in range(0, 3000, 20):
+            await publisher.send(Frame(FrameKind.VIDEO, "av1", t, t, b"\x12\x00\x32\x00", keyframe=t % 1000 == 0))
+            await publisher.send(Frame(FrameKind.AUDIO, "opus", t, t, b"\xfc\xff\xfe"))
+        await wait_for(lambda: hls.unavailable(StreamKey("live", "av1")) is not None)
+        status, _, body = await http_get(http.port, "/live/av1/index.m3u8")
+        text = body.decode()
+        assert status == 404 and "not published" not in text
+        assert "video is AV1 and audio is Opus, which MPEG-TS HLS" in text and "/live/av1.flv" in text, text
+        assert "--hls-variant ll" in text, text
+        _, _, api = await http_get(http.port, "/api/streams")
+        (stream,) = json.loads(api)["apps"][0]["streams"]
+        assert stream["hls"] is None and "dash" not in stream
+        assert stream["hls_tracks"]["unavailable"] == text.split(": ", 1)[1].strip()
+    lines = [r.getMessage() for r in caplog.records if "cannot carry" in r.getMessage()]
+    assert len(lines) == 1 and "av1 video, opus audio" in lines[0], lines
+
+
+OPUS_HEAD = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00"

@@ -22,11 +22,25 @@ Renditions
 Cutting
     The *leading* track is the video (the audio for a stream without video). Segments start on a
     leading keyframe (any audio frame for audio-only streams) once the current one lasts at least
-    ``target_duration``; a segment that grows past ``max_segment_duration`` or
-    ``max_segment_bytes`` is cut on the next leading frame, keyframe or not. Within a segment,
-    parts are cut on leading frames so that each lasts at most ``part_duration`` (the part is cut
-    before the frame that would make it longer: with 30 fps video and 1/3 s parts, parts of 0.3 s).
-    All renditions are cut at the same decode times; a part starting with a keyframe is
+    ``target_duration``. A segment is cut on the leading frame that would make it longer than
+    ``max_segment_duration`` (by default ``EXT-X-TARGETDURATION`` plus 0.3 s), keyframe or not, so
+    that every segment keeps the playlists' promise (``EXT-X-TARGETDURATION`` is fixed: the
+    configured value); such cuts are counted in :attr:`CmafPackager.keyframeless_cuts` (a
+    publisher whose keyframes are further apart than the segments), and while there are any,
+    segments are not announced as independent. When the leading track stalls (silent
+    while the other goes on for what ``max_segment_duration`` leaves past the target), a frame
+    of the other track cuts the segment the same way (the stalled track's last frame keeps its
+    usual duration; it resumes after a hole). A forced cut after a hole (nothing for
+    a second: the publisher paused) closes the segment where its media ends and starts the next
+    after the hole, on the same timeline. A segment past ``max_segment_bytes`` is cut on the
+    next leading frame. Within a segment, parts are cut on leading frames so that each lasts at
+    most ``part_duration`` (the part is cut before the frame that would make it longer: with
+    30 fps video and 1/3 s parts, parts of 0.3 s).
+    All renditions are cut at the same decode times: a segment boundary (a leading keyframe)
+    waits until every other rendition has a frame at or past it (at most one part duration, at
+    least 0.2 s, of leading media), so that the audio frames that end before the boundary end
+    the segment and the one that straddles it starts the next, whatever the interleaving: audio
+    segments start at their video's boundary or less than one audio frame before it. A part starting with a keyframe is
     *independent* (``INDEPENDENT=YES``); audio parts always are. A rendition that has no sample in
     a whole segment (its track stalled) gets a gap segment (``EXT-X-GAP``) so the media sequence
     numbers of all renditions stay aligned. A segment's bytes are its parts' bytes joined.
@@ -64,7 +78,6 @@ Error policy
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from typing import Final, Union
 
@@ -74,7 +87,7 @@ from ..core.errors import LocalProtocolError
 from ..core.frame import Frame, FrameKind
 from .codec_strings import decoder_parameters
 from .codecs import CodecError
-from .hls import check_segmenting, not_carried
+from .hls import HOLE_MS, check_segmenting, not_carried
 from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, needs_keyframe, track_from_config
 
 __all__ = [
@@ -165,13 +178,15 @@ class CmafSegment:
 class Epoch:
     """One continuous timeline with one set of init segments (a DASH period).
 
-    ``out_ms`` is the output time (ms) where it starts and ``wallclock`` the wall-clock time
-    (POSIX seconds) it is anchored to.
+    ``out_ms`` is the output time (ms) where it starts, ``wallclock`` the wall-clock time
+    (POSIX seconds) it is anchored to and ``first_sequence`` the media sequence number of its
+    first segment.
     """
 
     index: int
     out_ms: int
     wallclock: float
+    first_sequence: int = 0
 
 
 class Rendition:
@@ -188,6 +203,8 @@ class Rendition:
             between segments).
         hint: the name of the part that comes next (``EXT-X-PRELOAD-HINT``), or ``None``.
         peak_bitrate: the highest segment bitrate seen (bits/s), or an estimate from the parts.
+        media_starts: the sequence number of its first segment with media (not a gap) in each
+            epoch that has one, by epoch index (a DASH timeline numbers its segments from it).
     """
 
     def __init__(self, kind: FrameKind, track: Fmp4Track, init: str) -> None:
@@ -201,6 +218,7 @@ class Rendition:
         self.open_sequence: int | None = None
         self.hint: str | None = None
         self.peak_bitrate = 0
+        self.media_starts: dict[int, int] = {}
         self._writer = FragmentWriter([track], max_gap_ms=_MAX_GAP_MS)
         self._chunks: list[bytes] = []
         self._open_start: int | None = None  # ticks: decode time of the open segment's first sample
@@ -240,11 +258,22 @@ class OpenSegment:
     discontinuity: bool
     epoch: int
     size: int = 0
+    independent: bool = True  # it starts with a keyframe (or the stream has no video)
 
 
 _MAX_GAP_MS: Final = 3_600_000  # the packager detects jumps itself; the writer never has to
 _ROUNDING_MS: Final = 2  # millisecond timestamps of 30 fps video step by 33 or 34
 _MAX_CTO_MS: Final = 23_000_000  # a composition offset that fits a trun at 90 kHz
+_SETTLE_MS: Final = 200  # the longest a segment boundary waits for a lagging rendition (at least a part)
+
+
+@attrs.frozen
+class _PendingCut:
+    """A segment boundary at output ms ``at`` that waits for the other renditions to reach it."""
+
+    at: int
+    wallclock: float
+    independent: bool
 
 
 class CmafPackager:
@@ -275,7 +304,8 @@ class CmafPackager:
         max_segment_duration: float | None = None,
         max_segment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        max_segment_duration = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
+        limits = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
+        max_segment_duration = limits.max_segment_duration
         if not 0.05 <= part_duration <= target_duration:
             raise LocalProtocolError(f"part_duration must be from 0.05 s to target_duration, not {part_duration}")
         if not 0 < max_gap <= 3600:
@@ -299,6 +329,9 @@ class CmafPackager:
         """What is not carried (``"video track 1"``, ``"mp3 audio"``...), with frame counts."""
         self.dropped_frames = 0
         """Frames that could not be written (before the first keyframe, before a segment)."""
+        self.keyframeless_cuts = 0
+        """Segments of a stream with video cut without a keyframe to start them (its keyframes
+        are further apart than ``max_segment_duration``, or its video stalled)."""
         self.version = 0
         """Counts changes of what the lists show (a new part, segment, rendition or the end)."""
 
@@ -307,7 +340,10 @@ class CmafPackager:
         self._max_ms = max_segment_duration * 1000
         self._gap_ms = max_gap * 1000
         self._next_sequence = first_sequence
-        self._target_duration_value = math.ceil(target_duration)
+        self._target_duration_value = limits.target_duration
+        self._settle_ms = max(self._part_ms, _SETTLE_MS)
+        self._stall_ms = limits.stall_ms
+        self._cut: _PendingCut | None = None
         self._finished = False
         self._configs: dict[FrameKind, Frame] = {}  # the newest config of each kind
         self._stale: set[FrameKind] = set()  # kinds whose rendition needs a new init segment
@@ -367,9 +403,16 @@ class CmafPackager:
 
     @property
     def playlist_target_duration(self) -> int:
-        """``EXT-X-TARGETDURATION``: the ceiling of the longest segment listed or seen, at least
-        ``ceil(target_duration)``; it never decreases."""
+        """``EXT-X-TARGETDURATION``: ``ceil(target_duration)`` (or what a longer
+        ``max_segment_duration`` needs); it never changes, and every segment's duration rounded
+        to the nearest integer is at most it."""
         return self._target_duration_value
+
+    @property
+    def keyframe_aligned(self) -> bool:
+        """Whether every segment so far starts with a keyframe (``EXT-X-INDEPENDENT-SEGMENTS``,
+        DASH ``startWithSAP``)."""
+        return self.keyframeless_cuts == 0
 
     def discontinuity_sequence(self, rendition: Rendition) -> int:
         """``EXT-X-DISCONTINUITY-SEQUENCE`` of ``rendition``'s list."""
@@ -477,11 +520,9 @@ class CmafPackager:
             raise CodecError(f"composition offset of {frame.pts - frame.dts} ms does not fit a trun")
         leading = kind is self.leading
         video_led = self.leading is FrameKind.VIDEO
-        seg = self._open
         if self._rebase or self._jumped(frame):
             # A new timeline: close what is open, then land this frame at the end of it all.
             self._close_open(None)
-            seg = None
             self._offset = self._timeline_end() - frame.dts
             self._rebase = False
             self._pending_discontinuity = True
@@ -492,19 +533,34 @@ class CmafPackager:
         if self._offset:
             frame = Frame(kind, frame.codec, frame.pts + self._offset, out, frame.payload,
                           frame.keyframe, frame.config, frame.track)  # fmt: skip
+        cut = self._cut
+        if cut is not None:
+            # A segment boundary waits for the other renditions to pass it (see _defer).
+            if leading and out < cut.at + self._settle_ms or not leading and out < cut.at:
+                return self._append(frame, source_dts, out)
+            if not leading:
+                self._append(frame, source_dts, out)  # its predecessor gets its duration first
+                self._settle()
+                return self._take_events()
+            self._settle()
+        seg = self._open
         eligible = leading and (frame.keyframe or not video_led)
         boundary = None  # "segment" or "part"
+        forced = False
         if seg is None:
             boundary = "segment" if eligible else None
         elif leading:
             elapsed = out - seg.start_ms
             interval = self._interval.get(kind, 0)
-            if elapsed >= self._max_ms or seg.size >= self.max_segment_bytes:
-                boundary = "segment"
-            elif eligible and (elapsed >= self._target_ms or (self._stale and self._can_renew(frame))):
-                boundary = "segment"
+            if eligible and (elapsed >= self._target_ms or (self._stale and self._can_renew(frame))
+                             or not seg.independent and 2 * elapsed >= self._target_ms):
+                boundary = "segment"  # (a segment cut without a keyframe ends at the next one sooner)
+            elif elapsed + interval > self._max_ms or seg.size >= self.max_segment_bytes:
+                boundary, forced = "segment", True  # the segment would outgrow its promise
             elif out - seg.part_start_ms + interval > self._part_ms - _ROUNDING_MS:
                 boundary = "part"
+        elif self._stalled(seg, kind, out):
+            boundary, forced = "segment", True  # the leading track stalled: cut on this one
 
         renewed: dict[FrameKind, Rendition] = {}
         if boundary == "segment":
@@ -515,12 +571,24 @@ class CmafPackager:
             self.dropped_frames += 1  # before a segment, or a track that joins at the next one
             return self._take_events()
         pushed = False
+        independent = not (video_led and not frame.keyframe)
         if boundary == "segment":
-            if seg is not None:
+            if not independent:
+                self.keyframeless_cuts += 1
+            if seg is not None and forced and out - max(self._last_out.values(), default=out) > HOLE_MS:
+                self._close_open(None)  # after a hole: the segment ends where its media does
+            elif seg is not None:
                 if target is self.renditions.get(kind):
                     pushed = target._writer.push(frame)  # the frame's predecessor gets its duration
-                self._close_open(out, flush=set(renewed))
+                if self._defer(out, wallclock, renewed, leading, independent):
+                    self._note(kind, source_dts, out)
+                    seg.size += len(frame.payload)
+                    return self._take_events()
+                stalled = {self.leading} if not leading and self.leading is not None else set()
+                self._close_open(out, flush=set(renewed), stalled=stalled)
             self._open_segment(out, wallclock, renewed)
+            assert self._open is not None
+            self._open.independent = independent
         if not pushed and not target._writer.push(frame):
             self.dropped_frames += 1
         self._note(kind, source_dts, out)
@@ -532,9 +600,54 @@ class CmafPackager:
             seg.part_start_ms = out
         return self._take_events()
 
+    def _append(self, frame: Frame, source_dts: int, out: int) -> list[PackagerEvent]:
+        """Write ``frame`` into the open segment with no boundary (a cut is pending)."""
+        rendition = self.renditions.get(frame.kind)
+        if rendition is None or rendition.track.codec != frame.codec or not rendition._writer.push(frame):
+            self.dropped_frames += 1
+        self._note(frame.kind, source_dts, out)
+        if self._open is not None:
+            self._open.size += len(frame.payload)
+        return self._take_events()
+
+    def _stalled(self, seg: OpenSegment, kind: FrameKind, out: int) -> bool:
+        """Whether a frame of the non-leading ``kind`` at ``out`` must cut the open segment: it
+        would outgrow ``max_segment_duration`` while the leading track has been silent for
+        ``stall_ms`` (see :class:`~.hls.SegmentLimits`: a stall, not audio running ahead in the
+        interleaving)."""
+        if out - seg.start_ms + self._interval.get(kind, 0) <= self._max_ms:
+            return False
+        lead = self.leading
+        newest = self._last_out.get(lead) if lead is not None else None
+        return newest is None or out - newest > self._stall_ms
+
+    def _defer(self, at: int, wallclock: float, renewed: dict[FrameKind, Rendition], leading: bool,
+               independent: bool) -> bool:  # fmt: skip
+        """Hold the segment boundary at ``at`` (output ms of a leading frame) until every other
+        rendition has a frame at or past it, so that each cuts on the same boundary: the audio
+        frame that starts before the video's keyframe and is still held back (its duration not
+        known) belongs to the segment that ends. ``False`` when no rendition lags (cut now)."""
+        if renewed or not leading:
+            return False
+        lagging = [k for k in self.renditions if k is not self.leading and self._last_out.get(k, at) < at]
+        if not lagging:
+            return False
+        self._cut = _PendingCut(at, wallclock, independent)
+        return True
+
+    def _settle(self) -> None:
+        """Make the pending cut: close the open segment at its boundary, open the next there."""
+        cut = self._cut
+        assert cut is not None
+        self._cut = None
+        self._close_open(cut.at)
+        self._open_segment(cut.at, cut.wallclock, {})
+        assert self._open is not None
+        self._open.independent = cut.independent
+
     def _note(self, kind: FrameKind, dts: int, out: int) -> None:
         last = self._last_out.get(kind)
-        if last is not None and out > last:
+        if last is not None and 0 < out - last <= HOLE_MS:  # a frame interval, not a hole
             self._interval[kind] = out - last
         self._last_dts[kind] = dts
         self._last_out[kind] = out
@@ -574,13 +687,14 @@ class CmafPackager:
             self._availability_start = wallclock - out / 1000
         if not self.epochs or discontinuity:
             index = self.epochs[-1].index + 1 if self.epochs else 0
-            self.epochs.append(Epoch(index, out, wallclock))
+            self.epochs.append(Epoch(index, out, wallclock, self._next_sequence))
         if discontinuity:
             self._dsn += 1
         for kind, rendition in renewed.items():
             old = self.renditions.get(kind)
             if old is not None:
                 rendition.segments = old.segments
+                rendition.media_starts = old.media_starts
                 rendition.peak_bitrate = old.peak_bitrate
                 rendition._end = old._end
             self.renditions[kind] = rendition
@@ -629,28 +743,37 @@ class CmafPackager:
             rendition.peak_bitrate = max(rendition.peak_bitrate, int(len(fragment.data) * 8 / max(duration, self.part_duration)))
         self._events.append(ResourceReady(name, fragment.data))
 
-    def _cut_parts(self, until: int | None, flush: Collection[FrameKind] = ()) -> None:
+    def _cut_parts(self, until: int | None, flush: Collection[FrameKind] = (),
+                   stalled: Collection[FrameKind] = ()) -> None:  # fmt: skip
         """A part of every rendition with its samples before ``until`` (output ms; ``None``:
         all of them); the writers of the kinds in ``flush`` are ending: all their samples, the
-        last one lasting until ``until``."""
+        last one lasting until ``until``; those of the kinds in ``stalled`` too, the last one
+        lasting as long as the one before it (its track resumes later, after a hole)."""
         for kind, rendition in self.renditions.items():
             writer = rendition._writer
-            if until is None or kind in flush:
+            if kind in stalled:
+                fragment = writer.flush(None)
+            elif until is None or kind in flush:
                 fragment = writer.flush(until)
+            elif kind is not self.leading:
+                fragment = writer.fragment(writer.straddling(until))  # a straddling frame goes after
             else:
                 fragment = writer.fragment(until)
             if fragment is not None:
                 self._add_part(rendition, fragment)
         self.version += 1
 
-    def _close_open(self, until: int | None, flush: Collection[FrameKind] = ()) -> None:
+    def _close_open(self, until: int | None, flush: Collection[FrameKind] = (),
+                    stalled: Collection[FrameKind] = ()) -> None:  # fmt: skip
         """Close the open segment: at ``until`` (the next segment's first leading frame) or, at
         a discontinuity or the end, with everything written so far (``flush``: the kinds whose
-        writer is replaced, so all their samples go in)."""
+        writer is replaced, so all their samples go in). A pending cut is made first."""
+        if until is None and self._cut is not None:
+            self._settle()
         seg = self._open
         if seg is None:
             return
-        self._cut_parts(until, flush)
+        self._cut_parts(until, flush, stalled)
         self._open = None
         end_ms = until if until is not None else self._timeline_end()
         lead_duration = max(0, end_ms - seg.start_ms) / 1000
@@ -673,6 +796,7 @@ class CmafPackager:
                                       seg.epoch, wall, size=len(data))  # fmt: skip
                 if duration > 0:
                     rendition.peak_bitrate = max(rendition.peak_bitrate, int(len(data) * 8 / duration))
+                rendition.media_starts.setdefault(seg.epoch, seg.sequence)
                 self._events.append(ResourceReady(name, data))
             rendition.segments.append(segment)
             rendition.open_parts = []
@@ -680,7 +804,6 @@ class CmafPackager:
             rendition.open_sequence = None
             # The next part is the first of the next segment (the hint stays while none is open).
             rendition.hint = self._part_name(rendition, self._next_sequence, 0)
-            self._target_duration_value = max(self._target_duration_value, math.ceil(round(segment.duration, 3)))
         self._expire()
         self.version += 1
 
@@ -709,7 +832,9 @@ class CmafPackager:
         if self._open is not None:
             used.add(self._open.epoch)
         while len(self.epochs) > 1 and self.epochs[0].index not in used:
-            self.epochs.pop(0)
+            gone = self.epochs.pop(0).index
+            for rendition in self.renditions.values():
+                rendition.media_starts.pop(gone, None)
 
 
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")

@@ -5,8 +5,9 @@ segments HLS lists (nothing is packaged twice):
 
 * ``type="dynamic"`` while the stream is live, with ``availabilityStartTime`` (fixed when the
   first segment started), ``publishTime``, ``minimumUpdatePeriod`` (one target duration),
-  ``timeShiftBufferDepth`` (the listed window), ``suggestedPresentationDelay`` and
-  ``minBufferTime``; ``type="static"`` with ``mediaPresentationDuration`` once it ended.
+  ``timeShiftBufferDepth`` (the listed window), ``suggestedPresentationDelay``,
+  ``minBufferTime`` and ``maxSegmentDuration`` (the HLS target duration, which every segment
+  keeps); ``type="static"`` with ``mediaPresentationDuration`` once it ended.
 * One ``Period`` per timeline of the packager (:class:`~.cmaf.Epoch`: a new one after each
   discontinuity or init segment change), starting at the wall-clock time its timeline was
   anchored to, so that media time and wall-clock time agree (as with HLS program date times).
@@ -14,7 +15,14 @@ segments HLS lists (nothing is packaged twice):
   from the RFC 6381 codec string, ``bandwidth``, ``width``/``height`` or
   ``audioSamplingRate``), and a ``SegmentTemplate`` with ``$Number$`` (the HLS media sequence
   number), the rendition's timescale, ``presentationTimeOffset`` and a ``SegmentTimeline`` of
-  the listed segments (runs of equal durations folded with ``r``).
+  the listed segments (runs of equal durations folded with ``r``). The timeline starts at the
+  period's start with the period's first segment, numbered ``startNumber``, also once that one
+  has left the window (the segments gone are described evenly), and names only segments that
+  exist (a rendition's gap segments at the period's head are not numbered: its template names
+  offset numbers the routes map back, :func:`resolve`): see :func:`_listed` for the players
+  this serves. ``startWithSAP="1"`` while every segment starts with a keyframe. Players that
+  ask for the segment after the last listed one before it exists (ffmpeg) are held until it
+  does by the routes (:mod:`arcly_trio.services.hls_routes`).
 * A ``UTCTiming`` element (``urn:mpeg:dash:utc:direct:2014``) so players need no time server.
 
 The rendered text holds two markers that :func:`finalize` fills in per request, so the MPD is
@@ -27,15 +35,16 @@ Error policy: never raises on a packager's state; ``None`` before any segment is
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
 from ..core.frame import FrameKind
-from .cmaf import CmafPackager, CmafSegment, Rendition
+from .cmaf import CmafPackager, CmafSegment, Epoch, Rendition
 
-__all__ = ["render_mpd", "finalize", "iso_duration", "iso_time"]
+__all__ = ["render_mpd", "finalize", "iso_duration", "iso_time", "media_template", "resolve"]
 
 _NOW: Final = "@@ARCLY-NOW@@"
 _QUERY: Final = "@@ARCLY-QUERY@@"
@@ -53,29 +62,89 @@ def iso_time(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
 
 
-def _timeline(segments: list[CmafSegment]) -> Iterable[str]:
-    """``S`` elements: an explicit ``t`` where a segment does not start where the last ended,
-    equal durations folded into ``r``."""
-    runs: list[list[int]] = []  # [t, d, r]
+def _timeline(runs: Iterable[tuple[int, int, int]]) -> Iterable[str]:
+    """``S`` elements of ``(t, d, count)`` runs: an explicit ``t`` where a segment does not start
+    where the last ended, equal durations folded into ``r``."""
+    merged: list[list[int]] = []  # [t, d, r]
     end: int | None = None
-    for segment in segments:
-        if runs and segment.decode_time == end and segment.ticks == runs[-1][1]:
-            runs[-1][2] += 1
+    for t, d, count in runs:
+        if count <= 0:
+            continue
+        if merged and t == end and d == merged[-1][1]:
+            merged[-1][2] += count
         else:
-            runs.append([segment.decode_time, segment.ticks, 0])
-        end = segment.decode_time + segment.ticks
+            merged.append([t, d, count - 1])
+        end = t + d * count
     previous_end: int | None = None
-    for t, d, r in runs:
+    for t, d, r in merged:
         head = "" if t == previous_end else f' t="{t}"'
         tail = f' r="{r}"' if r else ""
         yield f'<S{head} d="{d}"{tail}/>'
         previous_end = t + d * (r + 1)
 
 
+def _listed(segments: list[CmafSegment], epoch: Epoch, ts: int,
+            first_media: int) -> tuple[list[tuple[int, int, int]], int]:  # fmt: skip
+    """The ``(t, d, count)`` runs of the segments a period's timeline lists, numbered from
+    ``epoch.first_sequence``, and the offset from those numbers to the segments' sequence numbers.
+
+    The timeline starts at the period's start, with the rendition's first segment with media
+    in the period (sequence ``first_media``), even when that one has left the window: dashdemux2
+    (GStreamer 1.22) finds the live segment only in a timeline that starts at the period's
+    start, ffmpeg's dashdemux counts segments from the first ``S`` when it reloads the MPD
+    (its numbers must start at ``startNumber`` there), and VLC stops asking for a rendition whose
+    first segment answers ``404``. So the rendition's gap segments at the head of the period
+    (audio that started a while after the video: never stored) are not numbered: the numbers
+    are offset by their count (the template names them, see :func:`media_template`). The
+    segments between the first with media and the first listed (gone from the window) are
+    described evenly over the time they span (their own durations are not kept): they are
+    outside ``timeShiftBufferDepth``, so no player asks for them. When the first listed segment
+    is the first with media, it is drawn from the period's start.
+    """
+    pto = epoch.out_ms * ts // 1000
+    while segments and segments[0].gap:
+        segments = segments[1:]
+    first = segments[0]
+    offset = max(0, first_media - epoch.first_sequence)
+    runs = [(s.decode_time, s.ticks, 1) for s in segments]
+    before = first.sequence - first_media  # segments with media since the first, not listed
+    span = first.decode_time - pto
+    if span > 0 and (before <= 0 or span < before):
+        runs[0] = (pto, first.ticks + span, 1)
+    elif span > 0:
+        each, longer = divmod(span, before)
+        runs = [(pto, each + 1, longer), (pto + longer * (each + 1), each, before - longer), *runs]
+    return runs, offset
+
+
+def media_template(name_prefix: str, letter: str, offset: int) -> str:
+    """The ``media`` template of a rendition's segments (``{prefix}v-$Number$.m4s``), or, when
+    its numbers are offset from the sequence numbers, the name the routes map back
+    (``{prefix}a3-$Number$.m4s`` is ``{prefix}a-{$Number$ + 3}.m4s``: :func:`resolve`)."""
+    return f"{name_prefix}{letter}{offset or ''}-$Number$.m4s"
+
+
+_OFFSET_NAME: Final = re.compile(r"(?P<prefix>(?:[A-Za-z0-9_]*-)*)(?P<letter>[va])(?P<offset>[1-9][0-9]{0,8})-"
+                                 r"(?P<number>[0-9]{1,12})\.m4s")
+
+
+def resolve(name: str) -> str:
+    """The segment name a DASH request names (``{prefix}a3-12.m4s`` -> ``{prefix}a-15.m4s``);
+    other names as they are."""
+    found = _OFFSET_NAME.fullmatch(name)
+    if found is None:
+        return name
+    sequence = int(found.group("number")) + int(found.group("offset"))
+    return f"{found.group('prefix')}{found.group('letter')}-{sequence}.m4s"
+
+
 def _adaptation_set(packager: CmafPackager, rendition: Rendition, segments: list[CmafSegment],
-                    out_ms: int, index: int) -> list[str]:  # fmt: skip
+                    epoch: Epoch, index: int) -> list[str]:  # fmt: skip
     track = rendition.track
     ts = rendition.timescale
+    pto = epoch.out_ms * ts // 1000
+    first_media = rendition.media_starts.get(epoch.index, segments[0].sequence)
+    runs, offset = _listed(segments, epoch, ts, first_media)
     video = rendition.kind is FrameKind.VIDEO
     kind = "video" if video else "audio"
     bandwidth = max(rendition.peak_bitrate, 1)
@@ -85,21 +154,21 @@ def _adaptation_set(packager: CmafPackager, rendition: Rendition, segments: list
     else:
         representation = (f'<Representation id="{kind}" codecs={quoteattr(rendition.codec_string)} '
                           f'bandwidth="{bandwidth}" audioSamplingRate="{track.sample_rate}">')  # fmt: skip
-    media = packager.segment_name(rendition, 0)[: -len("0.m4s")] + "$Number$.m4s"
+    media = media_template(packager.name_prefix, rendition.name[0], offset)
+    sap = ' startWithSAP="1"' if packager.keyframe_aligned or not video else ""
     lines = [
-        f'<AdaptationSet id="{index}" contentType="{kind}" mimeType="{kind}/mp4" segmentAlignment="true" '
-        f'startWithSAP="1">',
+        f'<AdaptationSet id="{index}" contentType="{kind}" mimeType="{kind}/mp4" segmentAlignment="true"{sap}>',
         representation,
     ]
     if not video and track.channels:
         lines.append('<AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" '
                      f'value="{track.channels}"/>')  # fmt: skip
     lines += [
-        f'<SegmentTemplate timescale="{ts}" presentationTimeOffset="{out_ms * ts // 1000}" '
+        f'<SegmentTemplate timescale="{ts}" presentationTimeOffset="{pto}" '
         f'initialization={quoteattr(segments[0].init + _QUERY)} media={quoteattr(media + _QUERY)} '
-        f'startNumber="{segments[0].sequence}">',
+        f'startNumber="{epoch.first_sequence}">',
         "<SegmentTimeline>",
-        *_timeline(segments),
+        *_timeline(runs),
         "</SegmentTimeline>",
         "</SegmentTemplate>",
         "</Representation>",
@@ -122,7 +191,8 @@ def render_mpd(packager: CmafPackager, *, now: float, suggested_delay: float | N
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" '
         f'type="{"static" if static else "dynamic"}" availabilityStartTime="{iso_time(start)}" '
-        f'publishTime="{iso_time(now)}" minBufferTime="{iso_duration(target)}"',
+        f'publishTime="{iso_time(now)}" minBufferTime="{iso_duration(target)}" '
+        f'maxSegmentDuration="{iso_duration(packager.playlist_target_duration)}"',
     ]
     periods: list[str] = []
     end = 0.0
@@ -130,8 +200,10 @@ def render_mpd(packager: CmafPackager, *, now: float, suggested_delay: float | N
         sets: list[str] = []
         for index, rendition in enumerate(renditions):
             segments = [s for s in rendition.segments if s.epoch == epoch.index]
+            while segments and segments[0].gap:
+                segments = segments[1:]
             if segments:
-                sets += _adaptation_set(packager, rendition, segments, epoch.out_ms, index)
+                sets += _adaptation_set(packager, rendition, segments, epoch, index)
                 last = segments[-1]
                 media_end = (last.decode_time + last.ticks) / rendition.timescale - epoch.out_ms / 1000
                 end = max(end, epoch.wallclock - start + media_end)

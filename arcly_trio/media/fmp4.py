@@ -352,8 +352,9 @@ def _av1_sample(payload: bytes) -> Payload:
 # --------------------------------------------------------------------------------------------
 
 
-def _vp9_picture_size(frame: bytes) -> tuple[int, int]:
-    """``(width, height)`` from the uncompressed header of a VP9 key frame (VP9 spec 6.2)."""
+def vp9_picture_size(frame: bytes) -> tuple[int, int]:
+    """``(width, height)`` from the uncompressed header of a VP9 key frame (VP9 spec 6.2);
+    :class:`CodecError` if it does not parse or is not a key frame."""
     r = _Bits(bytes(frame[:64]), "VP9 frame header")
     if r.u(2) != 2:
         raise CodecError("VP9 frame header: bad frame_marker")
@@ -601,7 +602,7 @@ def _video_entry(config: Frame, keyframe: Frame | None) -> tuple[bytes, int, int
         return _visual_sample_entry(b"av01", width, height, box), width, height
     # vp9
     record = _vpcc_record(payload)
-    width, height = _vp9_picture_size(_keyframe_payload(keyframe, codec))
+    width, height = vp9_picture_size(_keyframe_payload(keyframe, codec))
     box = _full_box(b"vpcC", 1, 0, record)
     return _visual_sample_entry(b"vp09", width, height, box), width, height
 
@@ -1043,6 +1044,19 @@ class FragmentWriter:
         return max(ends, default=0)
 
     # --- cutting --------------------------------------------------------------------------------
+
+    def straddling(self, until: int) -> int:
+        """Where to cut so that a complete sample that starts before ``until`` (a DTS in ms, as
+        for :meth:`fragment`) and ends after it goes after the cut: its DTS, or ``until`` when
+        none does. (An audio frame that straddles a video keyframe starts the next segment, so
+        that audio segments start at or a little before their video.)"""
+        limit = until + self._offset
+        for state in self._states.values():
+            ts = state.track.timescale
+            for sample in state.done:
+                if sample.out < limit < sample.out + _ticks_to_ms_ceil(sample.duration, ts):
+                    return sample.out - self._offset
+        return until
 
     def fragment(self, until: int | None = None) -> Fragment | None:
         """A fragment of every sample whose duration is known, or ``None`` if there is none.

@@ -2,8 +2,10 @@
 
 :class:`HlsSegmenter` packages one stream once for every viewer: frames go in through
 :meth:`~HlsSegmenter.push`, events come out, and :meth:`~HlsSegmenter.playlist` renders the live
-media playlist. It is time-free: it never reads a clock and sees only frame timestamps. An HTTP
-layer serves what the events carry and a storage layer writes it; neither is part of this module.
+media playlist. It never reads a clock: it sees frame timestamps, and the wall-clock time the
+caller passes with each frame (:meth:`~HlsSegmenter.push`), used only to anchor program date times
+when a timeline begins. An HTTP layer serves what the events carry and a storage layer writes it;
+neither is part of this module.
 
 Events
     :class:`SegmentOpened` when a segment starts, :class:`SegmentClosed` when it is complete (it
@@ -20,9 +22,18 @@ Cutting
     A segment starts on a video keyframe, or on any audio frame for an audio-only stream. A new
     segment is cut on such a frame once the current one lasts at least ``target_duration``
     (measured between the DTS of the segment's first frame and the DTS of the frame at hand).
-    A segment that has grown past ``max_segment_duration`` or ``max_segment_bytes`` (a
-    publisher that sends no keyframes, or whose video stalled while its audio goes on) is cut
-    on the next frame, keyframe or not, so no segment grows without bound. The duration of a
+    A segment is cut on the leading track's frame that would make it longer than
+    ``max_segment_duration`` (by default ``EXT-X-TARGETDURATION`` plus 0.3 s), keyframe or not:
+    a publisher whose keyframes are further apart than the target duration gets segments that
+    do not all start with one (counted in :attr:`HlsSegmenter.keyframeless_cuts`), so that every
+    segment keeps the playlist's promise (such a segment is cut at the next keyframe once it
+    lasts half the target duration, so that players find one sooner). When the leading track
+    stalls (no video for longer than ``max_segment_duration`` leaves past the target, at least
+    0.1 s, while the audio goes on), a frame of the other track cuts it the same way. A segment
+    that grew past ``max_segment_bytes`` is cut on the next frame. A forced cut on a frame that
+    comes after a hole (nothing for a second: the publisher paused) closes the segment where its
+    media ends rather than stretching it over the hole; the next one starts after the hole on
+    the same timeline (no discontinuity). The duration of a
     segment is the DTS difference between its first frame and the first frame of the next
     segment. A segment that ends without a successor on the same timeline (at a discontinuity
     or at :meth:`~HlsSegmenter.finish`) lasts from its first frame to its last frame of the
@@ -49,12 +60,15 @@ Discontinuities
     ``EXT-X-DISCONTINUITY-SEQUENCE`` counts the discontinuities that slid out of the window.
 
 Playlist
-    ``#EXT-X-VERSION:3``; ``#EXT-X-TARGETDURATION`` is the ceiling of the longest segment
-    duration seen so far, never less than ``ceil(target_duration)``, so it never decreases;
-    ``#EXTINF`` has three decimals; segment URIs are ``name_template`` formatted with the
-    sequence number (``"{sequence}.ts"`` by default), relative to the playlist. After
-    :meth:`~HlsSegmenter.finish` the playlist ends with ``#EXT-X-ENDLIST`` and keeps every
-    segment still in the window.
+    ``#EXT-X-VERSION:3``; ``#EXT-X-TARGETDURATION`` is ``ceil(target_duration)`` (or what a
+    longer ``max_segment_duration`` needs) and never changes; every segment's duration rounded
+    to the nearest integer is at most it (RFC 8216 4.3.3.1). ``#EXTINF`` has three decimals;
+    each segment has an ``#EXT-X-PROGRAM-DATE-TIME`` (when the caller passes the wall-clock
+    time): the time its timeline's first segment started plus its media time since (players
+    such as hls.js measure the latency behind live with it). Segment URIs are
+    ``name_template`` formatted with the sequence number (``"{sequence}.ts"`` by default),
+    relative to the playlist. After :meth:`~HlsSegmenter.finish` the playlist ends with
+    ``#EXT-X-ENDLIST`` and keeps every segment still in the window.
 
 Error policy
     Malformed codec bytes from the publisher raise
@@ -68,7 +82,8 @@ Error policy
 from __future__ import annotations
 
 import math
-from typing import Union
+import time
+from typing import Final, Union
 
 import attrs
 
@@ -84,17 +99,21 @@ __all__ = [
     "SegmentExpired",
     "SegmentEvent",
     "check_segmenting",
+    "SegmentLimits",
     "not_carried",
+    "program_date_time",
 ]
 
 
 @attrs.frozen
 class SegmentOpened:
-    """Segment ``sequence`` started; its bytes come with :class:`SegmentClosed`."""
+    """Segment ``sequence`` started; its bytes come with :class:`SegmentClosed`. ``independent``
+    is false for a segment of a stream with video that does not start with a keyframe."""
 
     sequence: int
     name: str
     discontinuity: bool = False
+    independent: bool = True
 
 
 @attrs.frozen
@@ -131,9 +150,19 @@ class Segment:
     name: str
     duration: float
     discontinuity: bool = False
+    program_date_time: float | None = None
+    """Wall-clock seconds (POSIX) of its start, if the caller gave the time."""
 
 
 Codecs = tuple[str | None, str | None]
+
+
+def program_date_time(seconds: float) -> str:
+    """ISO 8601 in UTC with milliseconds (``2026-11-28T20:13:33.123Z``), as
+    ``EXT-X-PROGRAM-DATE-TIME`` wants it."""
+    millis = int(round(seconds * 1000))
+    whole, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
 
 
 def not_carried(frame: Frame, codecs: frozenset[str], left_out: dict[str, int]) -> bool:
@@ -149,21 +178,54 @@ def not_carried(frame: Frame, codecs: frozenset[str], left_out: dict[str, int]) 
     return True
 
 
+#: What a segment may last past its video's last keyframe-free stretch so that its audio (cut on
+#: the video's boundaries, whole codec frames: up to ~72 ms) still rounds to the target duration.
+AUDIO_SLACK: Final = 0.2
+#: A frame that comes this long (ms) after the newest frame of the stream follows a hole (the
+#: publisher paused): a forced cut there ends the segment where its media ends.
+HOLE_MS: Final = 1000
+
+
+@attrs.frozen
+class SegmentLimits:
+    """How long a segment may be: ``max_segment_duration`` (seconds: a segment is cut, keyframe
+    or not, before it grows longer) and ``target_duration`` (the integer
+    ``EXT-X-TARGETDURATION``, fixed for the life of a playlist as RFC 8216 6.2.1 asks: every
+    segment's duration rounded to the nearest integer is at most it)."""
+
+    max_segment_duration: float
+    target_duration: int
+    stall_ms: int
+    """A frame of the non-leading track cuts a segment that would outgrow
+    ``max_segment_duration`` only once the leading track has been silent this long (ms): what
+    the maximum leaves past the configured target, at least 0.1 s (a stall, not audio running a
+    little ahead of the video in the interleaving)."""
+
+
 def check_segmenting(target_duration: float, window: int, first_sequence: int,
-                     max_segment_duration: float | None) -> float:  # fmt: skip
+                     max_segment_duration: float | None) -> SegmentLimits:  # fmt: skip
     """Check the settings every segmenter shares (``LocalProtocolError`` if one is invalid);
-    return ``max_segment_duration``, by default ``max(10 * target_duration, 30)``."""
+    return the segment limits. By default ``EXT-X-TARGETDURATION`` is ``ceil(target_duration)``
+    and a segment is cut before it lasts longer than that plus 0.3 s (so that its audio, a few
+    milliseconds longer or shorter, still rounds to it); a longer ``max_segment_duration``
+    raises the target duration to fit it."""
     if not target_duration > 0 or not math.isfinite(target_duration):
         raise LocalProtocolError(f"target_duration must be positive, not {target_duration}")
     if window < 1:
         raise LocalProtocolError(f"window must be at least 1, not {window}")
     if first_sequence < 0:
         raise LocalProtocolError(f"first_sequence must not be negative, not {first_sequence}")
+    declared = math.ceil(target_duration)
     if max_segment_duration is None:
-        max_segment_duration = max(10 * target_duration, 30.0)
-    if max_segment_duration < target_duration:
+        max_segment_duration = declared + 0.5 - AUDIO_SLACK
+        target = declared
+    elif not math.isfinite(max_segment_duration) or max_segment_duration < target_duration:
         raise LocalProtocolError("max_segment_duration must be at least target_duration")
-    return max_segment_duration
+    else:
+        # The smallest integer T with max + slack < T + 0.5 (rounded to the nearest, <= T).
+        target = max(declared, math.floor(max_segment_duration + AUDIO_SLACK + 0.5))
+    stall_ms = max(100, round((max_segment_duration - target_duration) * 1000))
+    return SegmentLimits(max_segment_duration, target, stall_ms)
 
 
 @attrs.define
@@ -176,6 +238,8 @@ class _Open:
     first_dts: int
     discontinuity: bool
     chunks: list[bytes]
+    program_date_time: float | None = None
+    independent: bool = True
     size: int = 0
     last_dts: int | None = None  # DTS of the last frame of the leading track
 
@@ -190,8 +254,9 @@ class HlsSegmenter:
         name_template: the segment URI, formatted with ``sequence``.
         first_sequence: the media sequence number of the first segment.
         max_gap: a forward DTS jump longer than this (seconds) is a discontinuity.
-        max_segment_duration: a segment this long (seconds) is cut even without a keyframe
-            (default: ``max(10 * target_duration, 30)``).
+        max_segment_duration: the longest segment (seconds): one is cut before it grows longer,
+            keyframe or not (default: ``ceil(target_duration) + 0.3``; a longer one raises
+            ``EXT-X-TARGETDURATION`` to fit it).
         max_segment_bytes: a segment this large is cut even without a keyframe.
     """
 
@@ -206,7 +271,8 @@ class HlsSegmenter:
         max_segment_duration: float | None = None,
         max_segment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        max_segment_duration = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
+        limits = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
+        max_segment_duration = limits.max_segment_duration
         try:
             if name_template.format(sequence=0) == name_template.format(sequence=1):
                 raise LocalProtocolError(f"name_template {name_template!r} ignores the sequence")
@@ -222,6 +288,9 @@ class HlsSegmenter:
         self.ignored_frames = 0
         #: Frames that could not be written (waiting for a keyframe or for a new segment).
         self.dropped_frames = 0
+        #: Segments of a stream with video that were cut without a keyframe to start them (its
+        #: keyframes are further apart than the segments may last, or its video stalled).
+        self.keyframeless_cuts = 0
         self.carried: set[str] = set()
         """What the segments carry (``"h264 video"``, ``"aac audio"``...)."""
         self.left_out: dict[str, int] = {}
@@ -234,13 +303,16 @@ class HlsSegmenter:
         self._next_sequence = first_sequence
         self._listed: list[Segment] = []
         self._discontinuity_sequence = 0
-        self._longest = 0.0
+        self._target_value = limits.target_duration
+        self._stall_ms = limits.stall_ms
+        self._anchor: tuple[float, int] | None = None  # (wall clock, DTS) of the timeline's start
         self._finished = False
         self._produced = False  # a segment was opened already
         self._pending_discontinuity = False
         self._codecs: dict[FrameKind, str] = {}
         self._configs: dict[FrameKind, Frame] = {}
         self._last_dts: dict[FrameKind, int] = {}
+        self._intervals: dict[FrameKind, int] = {}  # the newest DTS step of each kind
         self._interval = 0  # DTS step of the leading track, for segments without a successor
         self._current: _Open | None = None
         self._segment_codecs: Codecs | None = None  # the codecs of the last segment opened
@@ -269,8 +341,8 @@ class HlsSegmenter:
 
     @property
     def playlist_target_duration(self) -> int:
-        """The ``EXT-X-TARGETDURATION`` value."""
-        return max(math.ceil(self.target_duration), math.ceil(round(self._longest, 3)))
+        """The ``EXT-X-TARGETDURATION`` value (it never changes)."""
+        return self._target_value
 
     @property
     def finished(self) -> bool:
@@ -283,8 +355,9 @@ class HlsSegmenter:
 
     # --- input ---------------------------------------------------------------------------------
 
-    def push(self, frame: Frame) -> list[SegmentEvent]:
-        """Take in the stream's next frame; return what happened to the segments."""
+    def push(self, frame: Frame, wallclock: float | None = None) -> list[SegmentEvent]:
+        """Take in the stream's next frame (``wallclock``: POSIX seconds now, for program date
+        times); return what happened to the segments."""
         if self._finished:
             raise LocalProtocolError("push() after finish()")
         kind = frame.kind
@@ -298,7 +371,7 @@ class HlsSegmenter:
         if frame.config:
             self._push_config(frame)
             return []
-        return self._push_media(frame)
+        return self._push_media(frame, wallclock)
 
     def _push_config(self, frame: Frame) -> None:
         kind = frame.kind
@@ -327,7 +400,20 @@ class HlsSegmenter:
         newest = max(self._last_dts.values(), default=None)
         return newest is not None and frame.dts - newest > self._gap_ms
 
-    def _push_media(self, frame: Frame) -> list[SegmentEvent]:
+    def _too_long(self, seg: _Open, frame: Frame, leading: bool) -> bool:
+        """Whether ``frame`` must start a new segment, keyframe or not: the segment would grow
+        past ``max_segment_duration`` with it (for a frame of the other track, only while the
+        leading track is stalled), or it has grown past ``max_segment_bytes``."""
+        if seg.size >= self.max_segment_bytes:
+            return True
+        if frame.dts - seg.first_dts + self._intervals.get(frame.kind, 0) <= self._max_ms:
+            return False
+        if leading:
+            return True
+        newest = seg.last_dts if seg.last_dts is not None else seg.first_dts
+        return frame.dts - newest > self._stall_ms
+
+    def _push_media(self, frame: Frame, wallclock: float | None) -> list[SegmentEvent]:
         kind = frame.kind
         jumped = self._jumped(frame)
         discontinuity = self._pending_discontinuity or jumped
@@ -339,16 +425,18 @@ class HlsSegmenter:
 
         close_early = False  # the timeline broke: close without a successor
         cut = False  # close with this frame as the first of the next segment
+        hole = False  # close where its media ends: nothing came for a while before this frame
         if seg is not None:
             elapsed = frame.dts - seg.first_dts
             if discontinuity:
                 close_early = True
-            elif elapsed >= self._max_ms or seg.size >= self.max_segment_bytes:
+            elif self._too_long(seg, frame, leading):
                 cut = can_open = True  # forced: keyframe or not
+                hole = frame.dts - max(self._last_dts.values(), default=frame.dts) > HOLE_MS
             elif codecs != seg.codecs:
                 cut = can_open
-            elif can_open and elapsed >= self._target_ms:
-                cut = True
+            elif can_open and (elapsed >= self._target_ms or not seg.independent and 2 * elapsed >= self._target_ms):
+                cut = True  # (a segment cut without a keyframe ends at the next one sooner)
         opening = can_open and (seg is None or close_early or cut)
 
         data = b""
@@ -370,15 +458,19 @@ class HlsSegmenter:
         events: list[SegmentEvent] = []
         self._codecs[kind] = frame.codec
         if seg is not None and (close_early or cut):
-            end = None if close_early else frame.dts
+            end = None if close_early or hole else frame.dts
             events.extend(self._close(seg, end))
         if jumped:
             self._pending_discontinuity = True
         if opening:
             if new_muxer is not None:
                 self._muxer = new_muxer
-            seg = self._open(frame, codecs)
-            events.append(SegmentOpened(seg.sequence, seg.name, seg.discontinuity))
+            independent = not video_led or (leading and frame.keyframe)
+            if not independent:
+                self.keyframeless_cuts += 1
+            seg = self._open(frame, codecs, wallclock)
+            seg.independent = independent
+            events.append(SegmentOpened(seg.sequence, seg.name, seg.discontinuity, independent))
         elif seg is None or close_early:
             self.dropped_frames += 1
             self._note_dts(frame, jumped)
@@ -395,6 +487,9 @@ class HlsSegmenter:
     def _note_dts(self, frame: Frame, jumped: bool) -> None:
         if jumped:
             self._last_dts.clear()
+        last = self._last_dts.get(frame.kind)
+        if last is not None and 0 < frame.dts - last <= HOLE_MS:  # a frame interval, not a hole
+            self._intervals[frame.kind] = frame.dts - last
         self._last_dts[frame.kind] = frame.dts
 
     def _next_codecs(self, frame: Frame) -> Codecs:
@@ -413,7 +508,7 @@ class HlsSegmenter:
                 muxer.mux(config)  # validated when it arrived
         return muxer
 
-    def _open(self, frame: Frame, codecs: Codecs) -> _Open:
+    def _open(self, frame: Frame, codecs: Codecs, wallclock: float | None) -> _Open:
         sequence = self._next_sequence
         self._next_sequence += 1
         changed = self._segment_codecs is not None and self._segment_codecs != codecs
@@ -422,7 +517,12 @@ class HlsSegmenter:
         self._produced = True
         self._pending_discontinuity = False
         name = self.name_template.format(sequence=sequence)
-        self._current = _Open(sequence, name, codecs, frame.dts, discontinuity, [])
+        if wallclock is None:
+            self._anchor = None
+        elif self._anchor is None or discontinuity:
+            self._anchor = (wallclock, frame.dts)  # a timeline starts: anchor it to the clock
+        pdt = None if self._anchor is None else self._anchor[0] + (frame.dts - self._anchor[1]) / 1000
+        self._current = _Open(sequence, name, codecs, frame.dts, discontinuity, [], pdt)
         return self._current
 
     def _close(self, seg: _Open, end: int | None) -> list[SegmentEvent]:
@@ -433,12 +533,11 @@ class HlsSegmenter:
             end = last + self._interval
         duration = max(0, end - seg.first_dts) / 1000
         self._current = None
-        self._longest = max(self._longest, duration)
         data = b"".join(seg.chunks)
         events: list[SegmentEvent] = [
             SegmentClosed(seg.sequence, seg.name, duration, data, seg.discontinuity)
         ]
-        self._listed.append(Segment(seg.sequence, seg.name, duration, seg.discontinuity))
+        self._listed.append(Segment(seg.sequence, seg.name, duration, seg.discontinuity, seg.program_date_time))
         while len(self._listed) > self.window:
             gone = self._listed.pop(0)
             if gone.discontinuity:
@@ -501,6 +600,8 @@ class HlsSegmenter:
             for segment in self._listed:
                 if segment.discontinuity:
                     lines.append("#EXT-X-DISCONTINUITY")
+                if segment.program_date_time is not None:
+                    lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment.program_date_time)}")
                 lines.append(f"#EXTINF:{segment.duration:.3f},")
                 lines.append(segment.name)
             if self._finished:

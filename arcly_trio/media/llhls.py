@@ -16,7 +16,8 @@ Renders what a :class:`~.cmaf.CmafPackager` holds; never reads a clock, never to
   other rendition (its last media sequence number and part), as a multivariant presentation
   with an alternative audio rendition wants.
 
-:func:`multivariant_playlist` renders the entry playlist: the video rendition as the variant
+:func:`multivariant_playlist` renders the entry playlist (``#EXT-X-INDEPENDENT-SEGMENTS`` while
+every segment starts with a keyframe): the video rendition as the variant
 stream (``BANDWIDTH``, ``CODECS`` from the RFC 6381 codec strings of every rendition,
 ``RESOLUTION``), the audio rendition as its ``EXT-X-MEDIA`` group (or as the variant stream of an
 audio-only presentation).
@@ -37,13 +38,13 @@ from __future__ import annotations
 
 import enum
 import math
-import time
 from collections.abc import Mapping
 from typing import Final
 
 from ..core.errors import RemoteProtocolError
 from ..core.frame import FrameKind
 from .cmaf import CmafPackager, CmafSegment, Rendition
+from .hls import program_date_time
 
 __all__ = [
     "ReloadState",
@@ -69,13 +70,6 @@ def playlist_name(rendition: Rendition) -> str:
 def part_target(packager: CmafPackager) -> float:
     """``PART-TARGET``: the part duration rounded up to the millisecond (no part is longer)."""
     return math.ceil(packager.part_duration * 1000 - 1e-6) / 1000
-
-
-def program_date_time(seconds: float) -> str:
-    """ISO 8601 in UTC with milliseconds (``2026-11-28T20:13:33.123Z``)."""
-    millis = int(round(seconds * 1000))
-    whole, ms = divmod(millis, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
 
 
 def _part_line(duration: float, name: str, independent: bool) -> str:
@@ -152,7 +146,9 @@ def multivariant_playlist(packager: CmafPackager) -> str | None:
     audio = packager.renditions.get(FrameKind.AUDIO)
     if video is None and audio is None:
         return None
-    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}"]
+    if packager.keyframe_aligned:
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")  # every segment starts with a keyframe
     codecs = [r.codec_string for r in (video, audio) if r is not None]
     bandwidth = sum(max(r.peak_bitrate, 1) for r in (video, audio) if r is not None)
     attributes = [f"BANDWIDTH={bandwidth}", f'CODECS="{",".join(codecs)}"']

@@ -2,10 +2,15 @@
 
 :class:`MediaProbe` watches a stream's frames and keeps a :class:`StreamInfo` up to date:
 
-* the codecs, and from the config records: the coded size of H.264, HEVC and AV1 video (VP9
-  from its first keyframe is not read here), the codec string (RFC 6381 / WebCodecs), the audio
-  sample rate and channel count of AAC (AudioSpecificConfig) and Opus (OpusHead);
-* the frame rate, from the video timestamps (the median frame interval of the last frames);
+* the codecs, and from the config records: the coded size of H.264, HEVC and AV1 video (and of
+  VP9 from the uncompressed header of each keyframe, as its record does not say), the codec
+  string (RFC 6381 / WebCodecs), the audio sample rate and channel count of AAC
+  (AudioSpecificConfig) and Opus (OpusHead);
+* the frame rate, measured over the video timestamps of the last frames (up to 256, about 8 s
+  at 30 fps): frames counted over the time they span, so millisecond timestamps (33, 34, 33 ms
+  apart at 30 fps) give 30, not the 30.3 of one interval; the measure is reported as the common
+  rate it matches within its precision (29.97 and 30 are told apart once a few seconds are
+  measured), else rounded to two decimals;
 * the onMetaData fields (decoded once per metadata frame, scalars only, bounded), which fill in
   what the configs do not say (a publisher's metadata is advice; the configs are the truth).
 
@@ -27,14 +32,33 @@ from ..core.errors import RemoteProtocolError
 from ..core.frame import Frame, FrameKind
 from . import amf0
 from .codec_strings import decoder_parameters
+from .fmp4 import vp9_picture_size
 
-__all__ = ["StreamInfo", "MediaProbe", "METADATA_FIELDS", "METADATA_TEXT"]
+__all__ = ["StreamInfo", "MediaProbe", "METADATA_FIELDS", "METADATA_TEXT", "COMMON_RATES", "measured_rate"]
 
 #: The most onMetaData fields kept (scalars only) and the longest text value kept.
 METADATA_FIELDS = 64
 METADATA_TEXT = 256
 
-_INTERVALS = 32
+_TIMESTAMPS = 256
+#: Frame rates publishers use; a measured rate that matches one within its precision is it.
+COMMON_RATES = (10.0, 12.0, 12.5, 15.0, 20.0, 23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 90.0,
+                100.0, 119.88, 120.0, 144.0, 240.0)
+
+
+def measured_rate(first: int, last: int, frames: int) -> float | None:
+    """The frame rate of ``frames`` frames whose (millisecond) timestamps run from ``first`` to
+    ``last``: the common rate it matches within the precision of the timestamps, else rounded to
+    two decimals; ``None`` when there is too little to measure."""
+    span = last - first
+    if frames < 5 or span <= 0:
+        return None
+    rate = (frames - 1) * 1000 / span
+    tolerance = rate * 1.5 / span  # each end is rounded to the millisecond
+    nearest = min(COMMON_RATES, key=lambda common: abs(common - rate))
+    if abs(nearest - rate) <= max(tolerance, rate * 0.0005):
+        return nearest
+    return round(rate, 2)
 
 
 @attrs.define
@@ -66,19 +90,17 @@ def _number(value: object) -> float | None:
 class MediaProbe:
     """Keeps one :class:`StreamInfo` up to date from the frames of a stream."""
 
-    __slots__ = ("info", "_intervals", "_last_dts", "_from_config")
+    __slots__ = ("info", "_timestamps", "_from_config")
 
     def __init__(self, info: StreamInfo | None = None) -> None:
         self.info = info if info is not None else StreamInfo()
-        self._intervals: deque[int] = deque(maxlen=_INTERVALS)
-        self._last_dts: int | None = None
+        self._timestamps: deque[int] = deque(maxlen=_TIMESTAMPS)  # of the video frames, in a run
         self._from_config: set[str] = set()  # fields the configs gave (metadata may not override)
 
     def reset(self, info: StreamInfo) -> None:
         """A new publish session: start over with ``info``."""
         self.info = info
-        self._intervals.clear()
-        self._last_dts = None
+        self._timestamps.clear()
         self._from_config = set()
 
     def push(self, frame: Frame) -> None:
@@ -96,22 +118,29 @@ class MediaProbe:
                 info.video_codec = frame.codec
             if frame.track == 0:
                 self._timestamp(frame.dts)
+                if frame.keyframe and frame.codec == "vp9":
+                    self._vp9_size(frame.payload)
         elif kind is FrameKind.AUDIO and info.audio_codec is None:
             info.audio_codec = frame.codec
 
     def _timestamp(self, dts: int) -> None:
-        last = self._last_dts
-        self._last_dts = dts
-        if last is None:
+        stamps = self._timestamps
+        if stamps and not 0 < dts - stamps[-1] <= 1000:
+            stamps.clear()  # a jump or a gap: measure the new run
+        stamps.append(dts)
+        rate = measured_rate(stamps[0], dts, len(stamps))
+        if rate is not None:
+            self.info.framerate = rate
+            self._from_config.add("framerate")
+
+    def _vp9_size(self, payload: bytes) -> None:
+        """The picture size from a VP9 keyframe's uncompressed header (its record has none)."""
+        try:
+            width, height = vp9_picture_size(payload)
+        except RemoteProtocolError:
             return
-        step = dts - last
-        if 0 < step <= 1000:
-            self._intervals.append(step)
-            if len(self._intervals) >= 4:
-                ordered = sorted(self._intervals)
-                median = ordered[len(ordered) // 2]
-                self.info.framerate = round(1000 / median, 3)
-                self._from_config.add("framerate")
+        self.info.width, self.info.height = width, height
+        self._from_config |= {"width", "height"}
 
     def _config(self, frame: Frame) -> None:
         info = self.info

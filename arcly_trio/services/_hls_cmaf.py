@@ -213,6 +213,11 @@ class CmafPackaging:
         await self.apply(events)
         return True
 
+    @property
+    def keyframeless_cuts(self) -> int:
+        """Segments cut without a keyframe to start them (the publisher's GOP is too long)."""
+        return self.packager.keyframeless_cuts
+
     def take_segments(self) -> list[tuple[str, float, int]]:
         """The segments completed since the last call: (rendition, seconds, bytes)."""
         done = []

@@ -3,11 +3,13 @@
 :class:`TsPackaging` adapts an :class:`~arcly_trio.media.hls.HlsSegmenter` to the service's
 packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`): segments are stored
 under ``{app}/{stream}/{token}-{sequence}.ts`` before the playlist ``index.m3u8`` that lists
-them; a segment that leaves the window is deleted after the service's ``delete_delay``.
+them (each with its ``EXT-X-PROGRAM-DATE-TIME``, from the wall clock when its timeline began);
+a segment that leaves the window is deleted after the service's ``delete_delay``.
 :meth:`TsPackaging.entry_playlist` is the one-variant multivariant playlist a player is given
 first, which names the media playlist with the player's session id (see :mod:`.hls_routes`).
 MPEG-TS carries H.264, HEVC, AAC and MP3 of track 0; anything else is left out, counted in
-``left_out`` (the service logs it once per kind and shows it in the API).
+``left_out`` (the service logs it once per stream and shows it in the API; when nothing is
+carried, HLS requests are answered with the reason: :meth:`~arcly_trio.services.hls.HlsService.unavailable`).
 
 Error policy: :meth:`TsPackaging.push` raises the segmenter's ``CodecError`` for malformed codec
 bytes (the service drops the frame); storage failures are the service's to log and count.
@@ -16,6 +18,7 @@ bytes (the service drops the frame); storage failures are the service's to log a
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -52,7 +55,7 @@ class TsPackaging:
         """The playlists stored so far (``index.m3u8`` once the first segment is listed)."""
 
     def push(self, frame: Frame) -> Sequence[SegmentEvent]:
-        return self.segmenter.push(frame)
+        return self.segmenter.push(frame, time.time())
 
     def discontinuity(self) -> Sequence[SegmentEvent]:
         return self.segmenter.discontinuity()
@@ -105,6 +108,11 @@ class TsPackaging:
             return False
         await self.apply(events)
         return True
+
+    @property
+    def keyframeless_cuts(self) -> int:
+        """Segments cut without a keyframe to start them (the publisher's GOP is too long)."""
+        return self.segmenter.keyframeless_cuts
 
     def take_segments(self) -> list[tuple[str, float, int]]:
         """The segments completed since the last call: (rendition, seconds, bytes)."""

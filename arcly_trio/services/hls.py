@@ -7,7 +7,9 @@ application is packaged in one *variant* (``AppSpec.hls_variant``, else the serv
 ``variant``):
 
 * ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.hls`); tracks MPEG-TS cannot carry (AV1,
-  VP9, Opus...) are left out, with a warning logged once per kind and the API saying so
+  VP9, Opus...) are left out, with one warning logged per stream (once media flows; a track
+  that joins later gets its own line) and the API saying so; a stream with nothing it can carry
+  has no HLS, and its requests are answered with the reason (:meth:`HlsService.unavailable`)
   (:mod:`._hls_ts`);
 * ``fmp4``: fragmented MP4 (CMAF) segments of every codec, a multivariant playlist with a video
   and an audio rendition, ``#EXT-X-MAP``, version 7, and DASH (``index.mpd``) from the same
@@ -48,7 +50,8 @@ earlier stream's final lists still in storage are never served as a live stream'
 players' sessions (:attr:`HlsService.session_timeout`).
 
 Error policy: nothing here ever ends a stream. A frame the packager rejects (malformed codec
-bytes) is dropped and counted in ``bad_frames``; a storage failure is logged and counted in
+bytes) is dropped and counted in ``bad_frames``; a publisher whose keyframes are further apart
+than the segments is warned about once per stream; a storage failure is logged and counted in
 ``storage_errors`` and packaging goes on; a stream whose name cannot be a storage key is not
 packaged (logged once). Invalid settings raise ``LocalProtocolError`` or ``ValueError``.
 """
@@ -68,6 +71,7 @@ import trio
 
 from ..core.errors import LocalProtocolError, RemoteProtocolError
 from ..core.keys import StreamKey
+from ..core.text import printable
 from ..kernel.events import ServiceEvent
 from ..kernel.fanout import EndReason
 from ..kernel.pacing import Pacer
@@ -109,6 +113,18 @@ class HlsSegmentEvent(ServiceEvent):
     size: int = 0
 
 
+_CODEC_NAMES: Final = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "vp8": "VP8", "aac": "AAC",
+                       "opus": "Opus", "mp3": "MP3"}
+
+
+def _describe(left_out: str) -> str:
+    """``"av1 video"`` -> ``"video is AV1"``; ``"video track 1"`` stays as it is."""
+    words = left_out.split()
+    if len(words) == 2:
+        return f"{words[1]} is {_CODEC_NAMES.get(words[0], words[0])}"
+    return left_out
+
+
 class Packaging(Protocol):
     """What the packaging loop drives: one variant's packager of one stream (see
     :mod:`._hls_ts`, :mod:`._hls_cmaf`). ``stream`` is the stream it packages (set by the
@@ -127,6 +143,7 @@ class Packaging(Protocol):
 
     def expects(self, name: str) -> bool:
         """Whether the list ``name``, not stored yet, may still come."""
+    keyframeless_cuts: int
 
     def push(self, frame: Any) -> Sequence[object]: ...
 
@@ -402,6 +419,8 @@ class HlsService:
         tracker = SessionTracker(stream)
         pacer = Pacer()
         bad_logged = False
+        reported: set[str] = set()  # what was logged as left out
+        warned_keyframes = False
         try:
             while True:
                 batch = await subscription.next_batch(512)
@@ -412,11 +431,22 @@ class HlsService:
                     if tracker.starts_session(stream, frame):
                         events += packaging.discontinuity()
                     try:
-                        left_out = len(packaging.left_out)
                         events += packaging.push(frame)
-                        if len(packaging.left_out) != left_out:
-                            log.warning("HLS of %s cannot carry %s: it is left out (players see the other "
-                                        "tracks only)", stream.key, ", ".join(sorted(packaging.left_out)))
+                        if not frame.config and len(packaging.left_out) > len(reported):
+                            # Once media flows (the configs of every track are in by then): one
+                            # line for what is left out, another only for a track that joins later.
+                            new = sorted(set(packaging.left_out) - reported)
+                            reported.update(new)
+                            log.warning("HLS (%s) of %s cannot carry %s: %s", self.app_variant(stream.key.app),
+                                        stream.key, printable(", ".join(new)),
+                                        printable(self._left_out_advice(stream.key, packaging), 400))
+                        if not warned_keyframes and packaging.keyframeless_cuts:
+                            warned_keyframes = True
+                            log.warning("HLS of %s: the publisher's keyframes are further apart than the %g s "
+                                        "segments, so some segments start without one (players that join wait "
+                                        "for the next keyframe); set the encoder's keyframe interval to %g s or "
+                                        "less (ffmpeg -g, OBS 'Keyframe Interval')", stream.key,
+                                        self.target_duration, self.target_duration)
                         await pacer.spend(len(frame.payload))
                     except RemoteProtocolError as exc:
                         self.bad_frames += 1
@@ -523,10 +553,38 @@ class HlsService:
         hls_routes.install(self, router)
 
     def stream_urls(self, key: StreamKey) -> dict[str, str]:
+        """The stream's HLS (and, for the CMAF variants, DASH) paths; none while the stream is
+        packaged but none of its tracks can be carried (see :meth:`unavailable`)."""
+        if self.unavailable(key) is not None:
+            return {}
         urls = {"hls": f"/{key.app}/{key.name}/{PLAYLIST}"}
         if self.app_variant(key.app) != "ts":
             urls["dash"] = f"/{key.app}/{key.name}/index.mpd"
         return urls
+
+    def unavailable(self, key: StreamKey) -> str | None:
+        """Why the stream being packaged has no HLS at all, in words for the people who asked
+        (the HTTP answer, the API, the status page), or ``None``: its variant carries none of
+        its tracks (AV1/VP9 with Opus in MPEG-TS...)."""
+        packaging = self.streams.get(f"{key.app}/{key.name}")
+        if packaging is None or packaging.carried or not packaging.left_out:
+            return None
+        variant = self.app_variant(key.app)
+        container = "MPEG-TS HLS" if variant == "ts" else "fMP4 HLS"
+        what = " and ".join(_describe(kind) for kind in sorted(packaging.left_out))
+        return (f"{key}'s {what}, which {container} (the {variant!r} variant of application {key.app!r}) cannot "
+                f"carry; {self._left_out_advice(key, packaging)}")
+
+    def _left_out_advice(self, key: StreamKey, packaging: Packaging) -> str:
+        """What a viewer or operator can do about the tracks the variant leaves out."""
+        variant = self.app_variant(key.app)
+        base = f"/{key.app}/{key.name}"
+        others = f"play it over HTTP-FLV ({base}.flv), WebSocket-FLV or the frame API ({base}/frames)"
+        if variant == "ts" and any(t.split()[0] in fmp4.SUPPORTED_CODECS for t in packaging.left_out):
+            others += ", or package the application as fmp4 or ll (--hls-variant ll), which also serves DASH"
+        if packaging.carried:
+            return f"HLS players get {', '.join(sorted(packaging.carried))} only; {others}"
+        return others
 
     def stream_status(self, key: StreamKey) -> dict[str, object]:
         """What the HLS of ``key`` carries, for ``/api/streams``: never a silent drop. Also what
@@ -541,7 +599,8 @@ class HlsService:
             by_variant[variant] = {"carries": carries, "leaves_out": sorted(seen - set(carries))}
         return {"hls_tracks": {"variant": self.app_variant(key.app), "carried": sorted(packaging.carried),
                                "left_out": sorted(packaging.left_out), "by_variant": by_variant,
-                               "held_bytes": packaging.held.total, "dropped_early": packaging.held.dropped}}
+                               "held_bytes": packaging.held.total, "dropped_early": packaging.held.dropped,
+                               "unavailable": self.unavailable(key)}}
 
     async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the janitor that deletes expired segments and ended streams' files, until

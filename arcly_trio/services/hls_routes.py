@@ -8,7 +8,8 @@ Installed on the HTTP worker's router by :meth:`~arcly_trio.services.hls.HlsServ
 * ``GET /{app}/{stream}/video.m3u8`` and ``audio.m3u8``: the CMAF media playlists;
 * ``GET /{app}/{stream}/index.mpd``: the DASH MPD of the CMAF variants (the same segments);
 * ``GET /{app}/{stream}/{name}``: segments (``.ts``, ``.m4s``), parts (``.m4s``) and init
-  segments (``.mp4``).
+  segments (``.mp4``); the MPD may name a rendition's segments with offset numbers
+  (``{prefix}a3-12.m4s`` is ``{prefix}a-15.m4s``, see :func:`arcly_trio.media.dash.resolve`).
 
 Packaging happens once per stream in the service; these routes only read its storage (and, for
 blocking requests, its in-memory model), so any number of viewers costs one storage read per
@@ -49,7 +50,11 @@ at once when it does already or the stream ended; it waits on the stream's one c
 after three target durations without it. A request more than two segments, or more parts than the
 Advance Part Limit, ahead gets ``400`` at once, as do malformed directives and ``_HLS_part``
 without ``_HLS_msn``. A request for the part an ``EXT-X-PRELOAD-HINT`` names waits for it the
-same way (``404`` if it does not come within three part targets). A waiting request is a request
+same way (``404`` if it does not come within three part targets), and so does a request for a
+CMAF segment that is being written or comes next (DASH players ask for the segment after the last
+one the MPD lists as soon as they have read it; ffmpeg skips to the next number on a ``404``):
+it is answered once the segment is complete (``404`` if it does not come within three target
+durations; further ahead, ``404`` at once). A waiting request is a request
 being served: it holds a busy connection slot (the HTTP worker's admission) and counts in the
 engine's ``activity``, so connection limits and graceful shutdown see it; when the stream ends
 every waiter is answered with the final playlist.
@@ -64,7 +69,8 @@ from the session's stream (or renamed the same way).
 
 Errors: ``400`` with the reason for an invalid application or stream name (and one log line);
 ``404`` with a message when the application is unknown, has no HLS, or the stream has no
-such playlist, MPD or segment; ``403`` for a refused play (``401`` when the client presented no
+such playlist, MPD or segment (saying why when the stream is live but its application's variant
+can carry none of its tracks: AV1 or VP9 with Opus in MPEG-TS...); ``403`` for a refused play (``401`` when the client presented no
 credential at all); ``410`` for a kicked session's id; ``503`` for a starting stream's list that
 did not come in time; names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
@@ -362,6 +368,10 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
     with _serving(exchange.engine, access, entry=True):
         key = access.key
         await _locate(service, request, exchange, key)
+        reason = service.unavailable(key)
+        if reason is not None:
+            await exchange.error(404, f"no HLS for {key}: {reason}")
+            return
         kind = _RENDITIONS.get(name)
         directives = None
         if kind is not None:
@@ -425,6 +435,10 @@ async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Respond
     with _serving(exchange.engine, access, entry=True):
         key = access.key
         await _locate(service, request, exchange, key)
+        reason = service.unavailable(key)
+        if reason is not None:
+            await exchange.error(404, f"no DASH for {key}: {reason}")
+            return
         if not await _first_list(service, exchange, key, "index.mpd"):
             return
         data = await _read(service, exchange, service.playlist_key(key.app, key.name, "index.mpd"),
@@ -440,7 +454,7 @@ async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Respond
 
 
 async def serve_segment(service: HlsService, request: HttpRequest, exchange: Responder) -> None:
-    segment = request.params["segment"]
+    segment = dash.resolve(request.params["segment"])  # a DASH name with offset numbers
     found = _SEGMENT.fullmatch(segment)
     if not found:
         await exchange.error(404, f"not found: {request.path}")
@@ -458,6 +472,13 @@ async def serve_segment(service: HlsService, request: HttpRequest, exchange: Res
             deadline = trio.current_time() + 3 * math.ceil(live.packager.part_duration * 1000) / 1000
             while _hinted(live, segment) and await live.wait(deadline):
                 pass
+        elif live is not None and _coming(live, segment):
+            # The segment being written, or the next one: answer once it is complete (DASH players
+            # such as ffmpeg's ask for the segment after the last listed one before it exists, and
+            # skip ahead on a 404), within the blocking-reload bound.
+            deadline = trio.current_time() + _block_timeout(service, live)
+            while _coming(live, segment) and await live.wait(deadline):
+                pass
         data = await _read(service, exchange, storage_key, missing)
         if data is not None:
             _served(exchange, access, data)
@@ -473,6 +494,27 @@ def _served(exchange: Responder, access: _Access, data: bytes) -> None:
         session.bytes += len(data)
     else:
         exchange.engine.sessions.count("play", PROTOCOL, len(data))
+
+
+_LETTERS = {"v": FrameKind.VIDEO, "a": FrameKind.AUDIO}
+_CMAF_SEGMENT = re.compile(r"(?P<prefix>[A-Za-z0-9_-]*)(?P<letter>[va])-(?P<sequence>[0-9]{1,12})\.m4s")
+
+
+def _coming(live: LiveCmaf, name: str) -> bool:
+    """Whether ``name`` is a segment of the stream's packaging that does not exist yet but
+    will soon: the one being written or the next (or the stored lists lag the packager)."""
+    found = _CMAF_SEGMENT.fullmatch(name)
+    packager = live.packager
+    if found is None or found.group("prefix") != packager.name_prefix or live.ended:
+        return False
+    sequence = int(found.group("sequence"))
+    if sequence > packager.next_sequence:
+        return False  # further ahead than the next segment: 404 at once
+    rendition = packager.renditions.get(_LETTERS[found.group("letter")])
+    if rendition is not None and rendition.segments and rendition.segments[-1].sequence >= sequence:
+        return not live.current  # complete: answer once its lists are stored
+    upcoming = packager.open_sequence if packager.open_sequence is not None else packager.next_sequence
+    return sequence >= upcoming
 
 
 def _hinted(live: LiveCmaf, name: str) -> bool:

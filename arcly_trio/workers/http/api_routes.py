@@ -23,11 +23,13 @@ see :mod:`arcly_trio.kernel.polled`), per protocol (the stream services' own sub
 packaging, recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
 ``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
-configs, timestamps, metadata; ``null`` when nothing says); ``video``/``audio`` are ``null`` for a
-track not seen. The per-stream paths come from the egress routes and from every stream service
+configs and VP9 keyframes, timestamps: ``framerate`` is measured over them and reported as the
+common rate it matches, 30 or 29.97, metadata; ``null`` when nothing says); ``video``/``audio``
+are ``null`` for a track not seen. The per-stream paths come from the egress routes and from every stream service
 that applies to the application and from the stream sources (``stream_urls``: ``hls``...;
 ``dash`` for the CMAF variants; ``stream_status``: ``hls_tracks`` says what the HLS variant
-carries and what it leaves out, and ``by_variant`` what each variant would; ``push`` the state of
+carries and what it leaves out, ``by_variant`` what each variant would, and ``unavailable`` why
+a stream has no HLS at all (then it has no ``hls`` and ``dash`` paths); ``push`` the state of
 each push target, ``pull`` where a pulled stream comes from; lists that several services give
 under one field are joined). Services and sources with ``health_status()`` add fields to
 ``/api/health`` (``cluster``...), and observers' and the authenticator's too (``audit``,

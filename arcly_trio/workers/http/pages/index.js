@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, getJson, fmtBits, fmtDuration, httpUrl, wsUrl, streamPath, copyButton, base } = Arcly;
+  const { el, getJson, fmtBits, fmtDuration, httpUrl, wsUrl, streamPath, copyButton, base, token } = Arcly;
   let server = { rtmp_port: null, hls: false };
   const state = { streams: 0, updates: 0, error: null };
   window.arclyStatus = state;
@@ -13,15 +13,25 @@
     return `rtmp://${base.hostname}${port}/${app}/${stream}`;
   }
 
+  // The page's own ?token= (a server with --play-token) goes on every URL it offers to copy.
+  function withToken(url) {
+    if (!token) return url;
+    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  }
+
+  // [label, url to copy] rows, or [label, null, why] when there is nothing to play there.
   function urlsOf(app, doc) {
     const path = streamPath(app, doc.name);
     const rows = [];
     const rtmp = rtmpUrl(encodeURIComponent(app), encodeURIComponent(doc.name));
-    if (rtmp) rows.push(["RTMP", rtmp]);
-    rows.push(["HTTP-FLV", httpUrl(path + ".flv")]);
-    rows.push(["WS-FLV", wsUrl(path + ".flv", false)]);
-    if (doc.hls) rows.push(["HLS", httpUrl(doc.hls)]);
-    rows.push(["frames", wsUrl(path + "/frames", false)]);
+    if (rtmp) rows.push(["RTMP", withToken(rtmp)]);
+    rows.push(["HTTP-FLV", withToken(httpUrl(path + ".flv"))]);
+    rows.push(["WS-FLV", wsUrl(path + ".flv")]);
+    const unavailable = doc.hls_tracks && doc.hls_tracks.unavailable;
+    if (doc.hls) rows.push(["HLS", withToken(httpUrl(doc.hls))]);
+    else if (unavailable) rows.push(["HLS", null, unavailable]);
+    if (doc.dash) rows.push(["DASH", withToken(httpUrl(doc.dash))]);
+    rows.push(["frames", wsUrl(path + "/frames")]);
     return rows;
   }
 
@@ -37,7 +47,10 @@
       el("span", {}, el("b", {}, "from "), doc.publisher ? `${doc.publisher.protocol || "?"} ${doc.publisher.address || ""}` : "—"),
     );
     const urls = el("div", { class: "urls" });
-    for (const [label, url] of urlsOf(app, doc)) urls.append(el("span", { class: "muted" }, label), el("code", {}, url), copyButton(url));
+    for (const [label, url, why] of urlsOf(app, doc)) {
+      if (url) urls.append(el("span", { class: "muted" }, label), el("code", {}, url), copyButton(url));
+      else urls.append(el("span", { class: "muted" }, label), el("span", { class: "unavailable" }, "not available: " + why), el("span"));
+    }
     const watch = "/watch" + streamPath(app, doc.name) + location.search;
     return el("section", { class: "card stream", "data-key": doc.key },
       el("h2", {}, el("a", { href: watch }, doc.key), " ",

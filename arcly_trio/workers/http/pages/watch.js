@@ -4,10 +4,15 @@
 // drawn when their time comes, audio is scheduled on the AudioContext at the same instants, so
 // picture and sound stay in sync by timestamps. The page reconnects by itself when the stream
 // ends or the connection drops. window.arclyWatch holds the readout (tests read it).
+//
+// Each configuration is checked with VideoDecoder/AudioDecoder.isConfigSupported before a
+// decoder is made (frames that arrive meanwhile wait, a few hundred at most): a codec this
+// browser cannot decode (HEVC in Chromium builds without it...) is said in plain words, with the
+// URLs of the protocols that would play it elsewhere, instead of a decoder error per frame.
 "use strict";
 
 (() => {
-  const { wsUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params } = Arcly;
+  const { wsUrl, httpUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params, getJson, base, token, el } = Arcly;
   const [app, stream] = streamFromPath();
   const url = wsUrl(streamPath(app, stream) + "/frames");
   const canvas = document.getElementById("canvas");
@@ -23,7 +28,13 @@
     connected: false, status: "connecting", received: 0, decoded: 0, rendered: 0, late: 0, serverDropped: 0,
     skipped: 0, audioDecoded: 0, audioPlayed: 0, errors: 0, lastError: null, reconnects: 0, latencyMs: null,
     bufferMs: null, width: 0, height: 0, videoCodec: null, audioCodec: null, lastTimestamp: null, end: null,
+    unsupported: null,  // {video: codec, audio: codec} this browser cannot decode, or null
   };
+
+  const CODEC_NAMES = { avc1: "H.264", avc3: "H.264", hvc1: "HEVC", hev1: "HEVC", av01: "AV1", vp09: "VP9",
+                        vp8: "VP8", mp4a: "AAC", opus: "Opus", flac: "FLAC", mp3: "MP3" };
+  const codecName = (codec) => CODEC_NAMES[String(codec).split(".")[0]] || String(codec);
+  const HOLD_MAX = 600;        // frames kept while a configuration is being checked
 
   let ws = null, videoDecoder = null, audioDecoder = null, pending = null;
   let videoConfig = null, audioConfig = null, waitKey = true;
@@ -31,6 +42,9 @@
   let frames = [];             // decoded VideoFrames waiting for their time
   const arrivals = new Map();  // video timestamp -> performance.now() at arrival
   let audioCtx = null, muted = true, retryMs = 500, retryTimer = null;
+  // Per kind: "checking" (frames are held), "ok" (decode), "unsupported" (frames are dropped).
+  const support = { video: null, audio: null };
+  const held = { video: [], audio: [] };
 
   function setStatus(text, cls = "badge") { state.status = text; $("status").textContent = text; $("status").className = "status " + cls; }
   function fail(err) { state.errors += 1; state.lastError = String(err && err.message || err); $("error").textContent = state.lastError; }
@@ -55,27 +69,80 @@
     });
   }
 
+  async function isSupported(kind, decoderConfig) {
+    const Decoder = kind === "video" ? window.VideoDecoder : window.AudioDecoder;
+    if (!Decoder) return false;  // no WebCodecs at all
+    try { return (await Decoder.isConfigSupported(decoderConfig)).supported === true; }
+    catch (err) { return false; }
+  }
+
   function configure(config, record) {
+    const kind = config.kind === "video" ? "video" : "audio";
     const decoderConfig = Object.assign({}, config.decoderConfig);
     if (config.description && record) decoderConfig.description = record.slice();
-    if (config.kind === "video") {
-      state.videoCodec = decoderConfig.codec;
-      videoConfig = decoderConfig;
-      if (!videoDecoder || videoDecoder.state === "closed") videoDecoder = makeVideoDecoder();
-      try { videoDecoder.configure(decoderConfig); } catch (err) { fail(err); videoDecoder = null; }
-      waitKey = true;
-    } else {
-      state.audioCodec = decoderConfig.codec;
-      audioConfig = decoderConfig;
-      if (!audioDecoder || audioDecoder.state === "closed") audioDecoder = makeAudioDecoder();
-      try { audioDecoder.configure(decoderConfig); } catch (err) { fail(err); audioDecoder = null; }
-    }
+    if (kind === "video") { state.videoCodec = decoderConfig.codec; videoConfig = decoderConfig; }
+    else { state.audioCodec = decoderConfig.codec; audioConfig = decoderConfig; }
     $("codecs").textContent = [state.videoCodec, state.audioCodec].filter(Boolean).join(" + ");
+    support[kind] = "checking";
+    held[kind] = [];
+    const session = ws;
+    isSupported(kind, decoderConfig).then((ok) => {
+      const current = kind === "video" ? videoConfig : audioConfig;
+      if (ws !== session || current !== decoderConfig) return;  // reconnected or reconfigured meanwhile
+      if (!ok) { unsupported(kind, decoderConfig.codec); return; }
+      support[kind] = "ok";
+      if (kind === "video") {
+        if (!videoDecoder || videoDecoder.state === "closed") videoDecoder = makeVideoDecoder();
+        try { videoDecoder.configure(decoderConfig); } catch (err) { fail(err); videoDecoder = null; }
+        waitKey = true;
+      } else {
+        if (!audioDecoder || audioDecoder.state === "closed") audioDecoder = makeAudioDecoder();
+        try { audioDecoder.configure(decoderConfig); } catch (err) { fail(err); audioDecoder = null; }
+      }
+      const waiting = held[kind];
+      held[kind] = [];
+      for (const msg of waiting) onFrame(msg);
+    });
+  }
+
+  // Say plainly that this browser cannot decode the stream's codec, and what would play it.
+  async function unsupported(kind, codec) {
+    support[kind] = "unsupported";
+    held[kind] = [];
+    state.unsupported = Object.assign({}, state.unsupported, { [kind]: codec });
+    const name = codecName(codec);
+    const box = $("unsupported");
+    if (kind === "audio" && support.video !== "unsupported") {
+      box.replaceChildren(`This browser cannot decode ${name} audio (${codec}): the picture plays without sound.`);
+      box.hidden = false;
+      return;
+    }
+    setStatus(`cannot decode ${name}`, "badge warn");
+    const path = streamPath(app, stream);
+    const tokenQuery = token ? "?token=" + encodeURIComponent(token) : "";
+    let info = { rtmp_port: null, hls: false };
+    try { info = await getJson("/api/server"); } catch (err) { /* an older server: no RTMP port */ }
+    const tries = [];
+    if (info.hls) tries.push(["HLS, in Safari (which decodes HEVC) or any HLS player", httpUrl(path + "/index.m3u8") + tokenQuery]);
+    if (info.rtmp_port) {
+      const port = info.rtmp_port === 1935 ? "" : ":" + info.rtmp_port;
+      tries.push(["RTMP, in ffplay or VLC", `rtmp://${base.hostname}${port}${path}${tokenQuery}`]);
+    }
+    tries.push(["HTTP-FLV, in ffplay or VLC", httpUrl(path + ".flv") + tokenQuery]);
+    box.replaceChildren(
+      `This browser cannot decode ${name} ${kind} (${codec}), so this page cannot play the stream. Try:`,
+      el("ul", {}, ...tries.map(([how, url]) => el("li", {}, how + ": ", el("code", {}, url)))));
+    box.hidden = false;
   }
 
   function onFrame(msg) {
+    const kind = msg.kind === "video" ? "video" : "audio";
+    if (msg.track !== 0 || support[kind] === "unsupported") return;
+    if (support[kind] === "checking") {
+      if (held[kind].length < HOLD_MAX) held[kind].push(msg);
+      return;
+    }
     if (msg.kind === "video") {
-      if (msg.track !== 0) return;
       if (!videoDecoder && videoConfig) { videoDecoder = makeVideoDecoder(); videoDecoder.configure(videoConfig); waitKey = true; }
       if (!videoDecoder || videoDecoder.state !== "configured") return;
       if (waitKey && !msg.key) return;
@@ -180,6 +247,7 @@
   function reset() {
     for (const frame of frames) frame.close();
     frames = []; arrivals.clear(); offset = null; pending = null; waitKey = true;
+    support.video = support.audio = null; held.video = []; held.audio = [];
     for (const decoder of [videoDecoder, audioDecoder]) if (decoder && decoder.state !== "closed") decoder.close();
     videoDecoder = audioDecoder = null; videoConfig = audioConfig = null;
   }
@@ -194,7 +262,7 @@
     } else if (msg.type === "end") {
       state.end = msg;
     } else if (msg.type === "start") {
-      setStatus("live", "badge live");
+      if (support.video !== "unsupported") setStatus("live", "badge live");
     }
   }
 
