@@ -251,5 +251,5 @@ def test_the_cli_and_the_config_file_pass_the_batch_interval(tmp_path: Path) -> 
     specs = app_specs(resolve_args(build_parser(), ["serve", "--config", str(config)]))
     assert (specs["live"].batch_interval, specs["studio"].batch_interval) == (0.05, 0.2)
     for bad in ("-1", "nan", "inf"):
-        with pytest.raises(ValueError, match="batch_interval"):
+        with pytest.raises(ValueError, match="batch.interval"):
             app_specs(resolve_args(build_parser(), ["serve", "--batch-interval", bad]))
