@@ -1,4 +1,5 @@
-"""The architecture, checked: imports go only downward, no module circle, sans-IO loads no trio.
+"""The architecture, checked: imports go only downward, no module circle (type-only imports
+included), no private name reached across modules, sans-IO loads no trio.
 
 The layers (README "Layout"), lowest first; a package may import from its own layer's packages
 as listed and from every lower one:
@@ -110,9 +111,7 @@ def test_no_module_imports_itself_back_in_a_circle() -> None:
     names = modules()
     for name, path in names.items():
         edges = set()
-        for target, type_only in imports(name, path):
-            if type_only:
-                continue
+        for target, _ in imports(name, path):  # type-only imports too: a circle of types is one
             while target and target not in names:  # "pkg.mod.Name" -> "pkg.mod"
                 target = target.rpartition(".")[0]
             if target and target != name and not name.startswith(target + "."):

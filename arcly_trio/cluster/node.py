@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ..kernel.engine import Engine
     from ..kernel.sources import SourceRequest
 
-__all__ = ["ClusterNode", "RELAYED_PROTOCOLS"]
+__all__ = ["ClusterNode", "RELAYED_PROTOCOLS", "RunningDirectory"]
 
 log = logging.getLogger("arcly_trio.cluster")
 
@@ -62,6 +62,14 @@ RELAYED_PROTOCOLS = frozenset({"pull", "cluster", "worker"})
 
 def _noop() -> None:
     pass
+
+
+@runtime_checkable
+class RunningDirectory(Protocol):
+    """A directory's optional hook: a task of its own (a Redis directory's subscription, the
+    local directory's socket server), started by the node's ``run`` before it registers."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
 
 class _Pull:
@@ -145,9 +153,8 @@ class ClusterNode:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                run = getattr(self.directory, "run", None)
-                if run is not None:
-                    await nursery.start(run)
+                if isinstance(self.directory, RunningDirectory):
+                    await nursery.start(self.directory.run)
                 await self._beat()
                 nursery.start_soon(self._heartbeat)
                 nursery.start_soon(self._listen)

@@ -96,7 +96,7 @@ from .stream import Publisher, Stream
 from .subscription import Subscription
 from .throttle import AuthThrottle
 
-__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "StreamService", "StreamSource"]
+__all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "RunsWithEngine", "StreamService", "StreamSource"]
 
 log = logging.getLogger("arcly_trio.engine")
 
@@ -116,6 +116,16 @@ class ProtocolWorker(Protocol):
     """
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
+
+
+@runtime_checkable
+class RunsWithEngine(Protocol):
+    """A plugin's optional lifecycle hook (a stream service, a source, an observer, the
+    authenticator: :attr:`Engine.plugins`): ``run`` is started with
+    ``nursery.start(plugin.run, engine)`` when the engine starts, before the workers; it reports
+    ``task_status.started()`` once ready and runs until cancelled. Its exception stops the engine."""
+
+    async def run(self, engine: Engine, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
 
 class EngineBuilder:
@@ -459,10 +469,9 @@ class Engine:
                         await nursery.start(self.polled.run, name="polled sessions")
                         self._add_health_checks()
                         for plugin in self.plugins:
-                            run = getattr(plugin, "run", None)
-                            if run is not None:
+                            if isinstance(plugin, RunsWithEngine):
                                 name = getattr(plugin, "name", type(plugin).__name__)
-                                await nursery.start(run, self, name=f"plugin {name}")
+                                await nursery.start(plugin.run, self, name=f"plugin {name}")
                         for spec in self._initial_apps:
                             await self._start_app(spec)
                         for index, worker in enumerate(self._workers):
@@ -759,7 +768,7 @@ class Engine:
         self._running_app(key)
         key = await self.authorize("publish", key, credentials)
         release_claim = None
-        if self.sourcing._claimers:
+        if self.sourcing.claims_publishes:
             self._running_app(key).check_publish(key)  # refused here anyway: ask no one else
             release_claim = await self.sourcing.claim_publish(key, credentials)
         try:

@@ -20,14 +20,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import Any, Protocol, Union, runtime_checkable
 
 import attrs
 import trio
 
 from ..core.text import printable
 
-__all__ = ["CheckResult", "HealthCheck", "HealthRegistry"]
+__all__ = ["CheckResult", "HealthCheck", "HealthRegistry", "HealthReporter"]
+
+
+@runtime_checkable
+class HealthReporter(Protocol):
+    """A plugin's optional hook (a stream service, a source, an observer, the authenticator):
+    the fields it adds to ``/api/health`` (a cluster's directory, the HTTP hooks' reachability)."""
+
+    def health_status(self) -> dict[str, Any]: ...
 
 
 @attrs.frozen

@@ -17,10 +17,13 @@ stops by itself when its stream has had no viewer for its idle period
 in one synchronous step, and a viewer arriving after it waits for that pull to end and starts a
 new one, so no viewer is ever attached to a pull that is going away.
 
+The engine is seen here only through :class:`SourceHost` (what the requests and the sources
+use of it), so this module does not import the engine.
+
 A source may also have (the engine looks for them, as for stream services):
 
-* ``async claim_publish(key, credentials) -> release``: consulted before a publish of ``key``
-  is accepted here (a cluster refuses a key another node owns with
+* ``async claim_publish(key, credentials) -> release`` (:class:`PublishClaimer`): consulted
+  before a publish of ``key`` is accepted here (a cluster refuses a key another node owns with
   :class:`~arcly_trio.core.errors.StreamPublishedElsewhere`); ``release()`` is called once when
   that publish ends;
 * ``async run(engine, *, task_status)``, ``stream_status(key)``, ``health_status()``: its
@@ -53,8 +56,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
@@ -63,12 +66,28 @@ from ..core.excgroups import unwrap_single
 from ..core.keys import Credentials, StreamKey
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .stream import Stream
+    from .polled import PolledSessions
+    from .stream import Publisher, Stream
 
-__all__ = ["StreamSource", "SourceRequest", "Sourcing"]
+__all__ = ["PublishClaimer", "SourceHost", "StreamSource", "SourceRequest", "Sourcing"]
 
 log = logging.getLogger("arcly_trio.sources")
+
+
+class SourceHost(Protocol):
+    """What the sourcing and the sources use of the engine (the :class:`~.engine.Engine` is one)."""
+
+    @property
+    def service_names(self) -> frozenset[str]: ...
+
+    polled: PolledSessions
+
+    def has_stream(self, key: StreamKey) -> bool: ...
+
+    def stream(self, key: StreamKey | str) -> Stream: ...
+
+    def publish(self, key: StreamKey | str, credentials: Credentials | None = None, *,
+                protocol: str = "") -> AbstractAsyncContextManager[Publisher]: ...
 
 
 class StreamSource(Protocol):
@@ -78,8 +97,16 @@ class StreamSource(Protocol):
 
     def provides(self, key: StreamKey) -> bool: ...
 
-    async def open_stream(self, engine: Engine, request: SourceRequest, *,
+    async def open_stream(self, engine: SourceHost, request: SourceRequest, *,
                           task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+
+@runtime_checkable
+class PublishClaimer(Protocol):
+    """A source's optional hook: consulted before a publish is accepted here (see the module
+    docstring); returns the release, called once when that publish ends."""
+
+    async def claim_publish(self, key: StreamKey, credentials: Credentials) -> Callable[[], None]: ...
 
 
 class SourceRequest:
@@ -113,7 +140,7 @@ class SourceRequest:
         """Someone wants the stream now (a viewer arrived, an HLS playlist was asked for)."""
         self.last_wanted = trio.current_time()
 
-    def viewers(self, engine: Engine) -> int:
+    def viewers(self, engine: SourceHost) -> int:
         """Subscribers of the stream other than stream services (recording, HLS, pushes), and
         the sessions of HLS and DASH players (:mod:`.polled`)."""
         try:
@@ -124,7 +151,7 @@ class SourceRequest:
         polled = sum(engine.polled.players(self.key).values())
         return polled + sum(1 for sub in stream.fanout.subscribers if sub.protocol not in services)
 
-    async def wait_idle(self, engine: Engine, idle: float) -> None:
+    async def wait_idle(self, engine: SourceHost, idle: float) -> None:
         """Return once the stream has had no viewer and no demand for ``idle`` seconds; the
         request is then marked ``stopping`` in the same step, so no new viewer joins it."""
         poll = max(0.05, min(1.0, idle / 4))
@@ -168,9 +195,14 @@ class Sourcing:
         self.started_total = 0
         """Source runs started (each pull counts once, however many viewers shared it)."""
         self._missing: dict[StreamKey, float] = {}  # key -> until when it is refused, oldest first
-        self._claimers = [source for source in self.sources if hasattr(source, "claim_publish")]
+        self._claimers = [source for source in self.sources if isinstance(source, PublishClaimer)]
 
-    async def obtain(self, engine: Engine, key: StreamKey, nursery: trio.Nursery,
+    @property
+    def claims_publishes(self) -> bool:
+        """Whether a source claims publishes (:meth:`claim_publish` then asks them)."""
+        return bool(self._claimers)
+
+    async def obtain(self, engine: SourceHost, key: StreamKey, nursery: trio.Nursery,
                      peer: tuple[str, int] | None = None) -> None:
         """Make sure ``key`` is here if a source can bring it: returns at once when it is
         published here or no source provides it (the caller then finds it, or not), after the
@@ -275,7 +307,7 @@ class Sourcing:
             log.warning("%s: %s refused (%d so far)", why, key, self.refused_total)
         raise StreamNotFound(key.app, key.name)
 
-    async def _run(self, engine: Engine, candidates: list[StreamSource], request: SourceRequest) -> None:
+    async def _run(self, engine: SourceHost, candidates: list[StreamSource], request: SourceRequest) -> None:
         try:
             with request.scope:  # cancelled when evicted (its error is then set already)
                 error = await self._try(engine, candidates, request)
@@ -290,7 +322,7 @@ class Sourcing:
             request.ready.set()
             request.done.set()
 
-    async def _try(self, engine: Engine, candidates: list[StreamSource], request: SourceRequest) -> StreamError:
+    async def _try(self, engine: SourceHost, candidates: list[StreamSource], request: SourceRequest) -> StreamError:
         """Run the first of ``candidates`` that starts, until its stream ends; the last
         refusal if none started."""
         error: StreamError = StreamNotFound(request.key.app, request.key.name)
@@ -319,7 +351,7 @@ class Sourcing:
         releases: list[Callable[[], None]] = []
         try:
             for source in self._claimers:
-                releases.append(await source.claim_publish(key, credentials))  # type: ignore[attr-defined]
+                releases.append(await source.claim_publish(key, credentials))
         except BaseException:
             for release in releases:
                 release()

@@ -223,15 +223,18 @@ class Stream:
     def add_subscriber(self, subscriber_id: int, credentials: Credentials, protocol: str, sink: Sink) -> Subscriber:
         """Attach ``sink`` as a new subscriber (synchronous: atomic under trio)."""
         sub = Subscriber(subscriber_id, self.key, credentials, protocol, sink)
-        self.fanout.add(sub, self.next_seq)
-        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, protocol, credentials.peer,
-                                    credentials.client_id))
+        self._join(sub)
         return sub
+
+    def _join(self, sub: Subscriber) -> None:
+        self.fanout.add(sub, self.next_seq)
+        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, sub.protocol, sub.credentials.peer,
+                                    sub.credentials.client_id))
 
     def subscribe(self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int) -> Subscription:
         """A new :class:`~.subscription.Subscription` (a channel sink) on this stream."""
-        subscription = Subscription(self, capacity)
-        subscription.subscriber = self.add_subscriber(subscriber_id, credentials, protocol, subscription)
+        subscription = Subscription(self, capacity, subscriber_id, credentials, protocol)
+        self._join(subscription.subscriber)
         return subscription
 
     @contextmanager
@@ -248,7 +251,7 @@ class Stream:
     def unsubscribe(self, sub: Subscription) -> None:
         """End ``sub`` (idempotent) and let go of its frames."""
         self.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
-        sub._detach()
+        sub.detach()
 
     def remove_subscriber(self, sub: Subscriber, reason: EndReason) -> None:
         """Take ``sub`` off the stream (idempotent) and tell everyone once."""

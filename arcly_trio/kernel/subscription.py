@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
@@ -26,10 +26,16 @@ from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
 from .fanout import EndReason, Subscriber
 
-if TYPE_CHECKING:
-    from .stream import Stream
+__all__ = ["EndReason", "SubscribedStream", "Subscription"]
 
-__all__ = ["EndReason", "Subscription"]
+
+class SubscribedStream(Protocol):
+    """What a subscription knows of its stream (the :class:`~.stream.Stream` is one)."""
+
+    @property
+    def key(self) -> StreamKey: ...
+
+    def unsubscribe(self, sub: Subscription) -> None: ...
 
 
 class Subscription:
@@ -49,7 +55,8 @@ class Subscription:
     __slots__ = ("subscriber", "_stream", "_queue", "_capacity", "_waiter", "_ended", "_gone", "_replay",
                  "_replay_pos")
 
-    def __init__(self, stream: Stream, capacity: int) -> None:
+    def __init__(self, stream: SubscribedStream, capacity: int, subscriber_id: int, credentials: Credentials,
+                 protocol: str) -> None:
         self._stream = stream
         self._queue: deque[Frame] = deque()
         self._capacity = capacity
@@ -58,7 +65,8 @@ class Subscription:
         self._gone = False  # the reader left: offers are taken and forgotten
         self._replay: list[Frame] = []
         self._replay_pos = 0
-        self.subscriber: Subscriber = None  # type: ignore[assignment]  # set by Stream.add_subscriber
+        self.subscriber = Subscriber(subscriber_id, stream.key, credentials, protocol, self)
+        """The kernel's record of this subscriber (the stream adds it to its fan-out)."""
 
     # --------------------------------------------------------------- the Subscriber record
 
@@ -97,7 +105,7 @@ class Subscription:
         return self.subscriber.lagging
 
     @property
-    def stream(self) -> Stream:
+    def stream(self) -> SubscribedStream:
         return self._stream
 
     @property
@@ -199,7 +207,7 @@ class Subscription:
         popleft = queue.popleft
         return [popleft() for _ in range(limit)]
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
         """The reader is gone: let go of every frame; later offers are taken and forgotten."""
         self._gone = True
         self._ended = True

@@ -39,6 +39,8 @@ import trio
 from ..core.errors import Unauthorized
 from ..core.keys import Credentials, StreamKey
 from ..kernel.auth import Authenticator, decision
+from ..kernel.engine import RunsWithEngine
+from ..kernel.health import HealthReporter
 
 __all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "TrustedPeers", "ask"]
 
@@ -58,17 +60,15 @@ class _Composite:
         """Start the members that have a ``run`` (in this task's nursery), then report ready."""
         async with trio.open_nursery() as nursery:
             for member in self.members:
-                run = getattr(member, "run", None)
-                if run is not None:
-                    await nursery.start(run, engine)
+                if isinstance(member, RunsWithEngine):
+                    await nursery.start(member.run, engine)
             task_status.started()
 
     def health_status(self) -> dict[str, object]:
         found: dict[str, object] = {}
         for member in self.members:
-            method = getattr(member, "health_status", None)
-            if method is not None:
-                found.update(method())
+            if isinstance(member, HealthReporter):
+                found.update(member.health_status())
         return found
 
     async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> StreamKey:
@@ -170,11 +170,10 @@ class Swappable(_Composite):
         with trio.CancelScope() as scope:
             self._scopes[id(member)] = scope
             try:
-                run = getattr(member, "run", None)
-                if run is None:
+                if not isinstance(member, RunsWithEngine):
                     task_status.started()
                     await trio.sleep_forever()
-                await run(self._engine, task_status=task_status)
+                await member.run(self._engine, task_status=task_status)
             finally:
                 self._scopes.pop(id(member), None)
 

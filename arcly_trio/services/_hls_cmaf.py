@@ -1,7 +1,7 @@
 """The ``fmp4`` and ``ll`` variants of the HLS service (and DASH): CMAF, packaged once per stream.
 
 :class:`CmafPackaging` adapts a :class:`~arcly_trio.media.cmaf.CmafPackager` to the service's
-packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`). Under
+packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through :class:`~._hls_base.PackagingHost`). Under
 ``{app}/{stream}/`` it stores the init segments, parts and segments the packager makes (before
 any list names them), then the lists, rendered once per change: ``video.m3u8`` and
 ``audio.m3u8`` (:func:`~arcly_trio.media.llhls.media_playlist`, LL-HLS tags in the ``ll``
@@ -35,7 +35,7 @@ from ._hls_held import HeldBytes
 
 if TYPE_CHECKING:
     from ..kernel.stream import Stream
-    from .hls import HlsService
+    from ._hls_base import PackagingHost
 
 __all__ = ["CmafPackaging", "LiveCmaf"]
 
@@ -92,7 +92,7 @@ class LiveCmaf:
 class CmafPackaging:
     """One stream packaged as CMAF for fMP4 HLS or LL-HLS, and DASH."""
 
-    def __init__(self, service: HlsService, key: StreamKey, token: str, *, low_latency: bool) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool) -> None:
         self.service = service
         self.base = f"{key.app}/{key.name}"
         self.packager = CmafPackager(service.target_duration, service.part_duration, service.window,

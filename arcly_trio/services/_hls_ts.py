@@ -1,7 +1,7 @@
 """The ``ts`` variant of the HLS service: MPEG-TS segments and one media playlist per stream.
 
 :class:`TsPackaging` adapts an :class:`~arcly_trio.media.hls.HlsSegmenter` to the service's
-packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`): segments are stored
+packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through :class:`~._hls_base.PackagingHost`): segments are stored
 under ``{app}/{stream}/{token}-{sequence}.ts`` before the playlist ``index.m3u8`` that lists
 them (each with its ``EXT-X-PROGRAM-DATE-TIME``, from the wall clock when its timeline began);
 a segment that leaves the window is deleted after the service's ``delete_delay``.
@@ -30,7 +30,7 @@ from ._hls_held import HeldBytes
 
 if TYPE_CHECKING:
     from ..kernel.stream import Stream
-    from .hls import HlsService
+    from ._hls_base import PackagingHost
 
 __all__ = ["TsPackaging", "PLAYLIST"]
 
@@ -40,7 +40,7 @@ PLAYLIST = "index.m3u8"
 class TsPackaging:
     """One stream packaged as MPEG-TS HLS."""
 
-    def __init__(self, service: HlsService, key: StreamKey, token: str) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str) -> None:
         self.service = service
         self.base = f"{key.app}/{key.name}"
         self.segmenter = HlsSegmenter(service.target_duration, service.window, name_template=f"{token}-{{sequence}}.ts",

@@ -64,7 +64,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import attrs
 import trio
@@ -82,8 +82,12 @@ from ..media import fmp4, mpegts
 from ..media.hls import HlsSegmenter
 from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
+from ._hls_base import Packaging
+from ._hls_cmaf import CmafPackaging
 from ._hls_held import HeldBytes
 from ._hls_lists import ListState
+from . import hls_routes
+from ._hls_ts import TsPackaging
 from ._session import SessionTracker
 
 __all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
@@ -123,43 +127,6 @@ def _describe(left_out: str) -> str:
     if len(words) == 2:
         return f"{words[1]} is {_CODEC_NAMES.get(words[0], words[0])}"
     return left_out
-
-
-class Packaging(Protocol):
-    """What the packaging loop drives: one variant's packager of one stream (see
-    :mod:`._hls_ts`, :mod:`._hls_cmaf`). ``stream`` is the stream it packages (set by the
-    service), ``lists`` the names of the playlists and MPD it has stored that a player can start
-    from (a media playlist once it lists a complete segment)."""
-
-    left_out: dict[str, int]
-    carried: set[str]
-    held: HeldBytes
-    stream: Stream | None
-    lists: set[str]
-
-    @property
-    def playlist_target_duration(self) -> int:
-        """The ``EXT-X-TARGETDURATION`` its playlists say now (the longest segment, rounded)."""
-
-    def expects(self, name: str) -> bool:
-        """Whether the list ``name``, not stored yet, may still come."""
-    keyframeless_cuts: int
-
-    def push(self, frame: Any) -> Sequence[object]: ...
-
-    def discontinuity(self) -> Sequence[object]: ...
-
-    def finish(self) -> Sequence[object]: ...
-
-    async def apply(self, events: Sequence[object]) -> None: ...
-
-    async def ended(self) -> None: ...
-
-    def leftovers(self) -> list[str]: ...
-
-    def take_segments(self) -> list[tuple[str, float, int]]: ...
-
-    async def drop_oldest(self) -> bool: ...
 
 
 class HlsService:
@@ -383,12 +350,8 @@ class HlsService:
         self._variants[app] = variant
         packaging: Packaging
         if variant == "ts":
-            from ._hls_ts import TsPackaging
-
             packaging = TsPackaging(self, stream.key, token)
         else:
-            from ._hls_cmaf import CmafPackaging
-
             packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
         packaging.stream = stream
         self.streams[base] = packaging
@@ -548,8 +511,6 @@ class HlsService:
 
     def install_routes(self, router: Router) -> None:
         """Serve the playlists, segments and MPDs over HTTP (see :mod:`.hls_routes`)."""
-        from . import hls_routes
-
         hls_routes.install(self, router)
 
     def stream_urls(self, key: StreamKey) -> dict[str, str]:

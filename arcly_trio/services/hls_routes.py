@@ -86,7 +86,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import attrs
@@ -105,9 +105,12 @@ from ._hls_ts import TsPackaging
 
 if TYPE_CHECKING:
     from ._hls_cmaf import LiveCmaf
-    from .hls import HlsService
+    from ..kernel.spec import AppSpec
+    from ..kernel.stream import Stream
+    from ..storage import Storage
+    from ._hls_base import Packaging
 
-__all__ = ["install", "SESSION_PARAMETER", "SESSION_COOKIE"]
+__all__ = ["install", "HlsRoutesHost", "SESSION_PARAMETER", "SESSION_COOKIE"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -124,7 +127,32 @@ SESSION_COOKIE = "arcly_session"
 _COOKIE_BYTES = 4096
 
 
-def install(service: HlsService, router: Router) -> None:
+class HlsRoutesHost(Protocol):
+    """What the routes use of the service they serve (:class:`~.hls.HlsService` is the one)."""
+
+    storage: Storage
+    streams: dict[str, Packaging]
+    live: dict[str, LiveCmaf]
+    locate: bool
+    target_duration: float
+    first_list_timeout: float
+
+    def applies_to(self, spec: AppSpec) -> bool: ...
+
+    def list_state(self, stream: Stream | None, name: str) -> ListState: ...
+
+    def playlist_key(self, app: str, stream: str, name: str = ...) -> str: ...
+
+    def segment_key(self, app: str, stream: str, name: str) -> str: ...
+
+    def session_timeout_for(self, key: StreamKey) -> float: ...
+
+    def unavailable(self, key: StreamKey) -> str | None: ...
+
+    async def wait_lists(self, deadline: float) -> bool: ...
+
+
+def install(service: HlsRoutesHost, router: Router) -> None:
     async def entry(request: HttpRequest, exchange: Responder) -> None:
         await serve_playlist(service, request, exchange, "index.m3u8")
 
@@ -214,7 +242,7 @@ def _cookie(request: HttpRequest) -> str:
     return ""
 
 
-async def _admit(service: HlsService, request: HttpRequest, exchange: Responder, protocol: str, *,
+async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, protocol: str, *,
                  entry: bool) -> _Access | None:  # fmt: skip
     """What this request may be served (see the module docstring); otherwise answered and
     ``None``. ``entry``: a playlist or MPD request (which begins sessions)."""
@@ -268,7 +296,7 @@ async def _admit(service: HlsService, request: HttpRequest, exchange: Responder,
     return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
 
 
-async def _authorized(service: HlsService, request: HttpRequest, exchange: Responder, requested: StreamKey,
+async def _authorized(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, requested: StreamKey,
                       credentials: Credentials) -> StreamKey | None:  # fmt: skip
     """The stream ``credentials`` may play (``requested`` or the authenticator's rename), or
     answered and ``None``."""
@@ -304,7 +332,7 @@ def _serving(engine: Any, access: _Access, *, entry: bool) -> Iterator[None]:
         yield
 
 
-async def _read(service: HlsService, exchange: Responder | None, key: str, missing: str) -> bytes | None:
+async def _read(service: HlsRoutesHost, exchange: Responder | None, key: str, missing: str) -> bytes | None:
     """The stored object, or ``None`` (answered with ``404``/``500`` when ``exchange`` is given)."""
     try:
         return await service.storage.get(key)
@@ -331,7 +359,7 @@ def _with_query(playlist: bytes, query: str) -> bytes:
     return b"\n".join(lines)
 
 
-async def _locate(service: HlsService, request: HttpRequest, exchange: Responder, key: StreamKey) -> None:
+async def _locate(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, key: StreamKey) -> None:
     """Bring ``key`` here if a stream source can (a pull, the cluster) and it is not here."""
     engine = exchange.engine
     if service.locate and engine.sources:
@@ -341,7 +369,7 @@ async def _locate(service: HlsService, request: HttpRequest, exchange: Responder
             pass  # nothing brings it: what the storage has (or a 404)
 
 
-async def _first_list(service: HlsService, exchange: Responder, key: StreamKey, name: str) -> bool:
+async def _first_list(service: HlsRoutesHost, exchange: Responder, key: StreamKey, name: str) -> bool:
     """Wait until the packaging of ``key``, if it is live and packaged here, has stored
     ``name`` (see :meth:`~arcly_trio.services.hls.HlsService.list_state`); ``False`` once
     answered: ``404`` when it will not, ``503`` when it did not within ``first_list_timeout``."""
@@ -361,7 +389,7 @@ async def _first_list(service: HlsService, exchange: Responder, key: StreamKey, 
                 return False
 
 
-async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Responder, name: str) -> None:
+async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, name: str) -> None:
     access = await _admit(service, request, exchange, PROTOCOL, entry=True)
     if access is None:
         return
@@ -405,11 +433,11 @@ async def serve_playlist(service: HlsService, request: HttpRequest, exchange: Re
                                headers=[("cache-control", "no-cache"), *access.cookie()])
 
 
-def _block_timeout(service: HlsService, live: LiveCmaf) -> float:
+def _block_timeout(service: HlsRoutesHost, live: LiveCmaf) -> float:
     return 3 * max(live.packager.playlist_target_duration, service.target_duration)
 
 
-async def _block(service: HlsService, live: LiveCmaf, kind: FrameKind, msn: int, part: int | None,
+async def _block(service: HlsRoutesHost, live: LiveCmaf, kind: FrameKind, msn: int, part: int | None,
                  exchange: Responder) -> bool:  # fmt: skip
     """Hold a blocking reload until the playlist can answer it; ``False`` once answered with
     an error."""
@@ -428,7 +456,7 @@ async def _block(service: HlsService, live: LiveCmaf, kind: FrameKind, msn: int,
             return False
 
 
-async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Responder) -> None:
+async def serve_mpd(service: HlsRoutesHost, request: HttpRequest, exchange: Responder) -> None:
     access = await _admit(service, request, exchange, "dash", entry=True)
     if access is None:
         return
@@ -453,7 +481,7 @@ async def serve_mpd(service: HlsService, request: HttpRequest, exchange: Respond
                                headers=[("cache-control", "no-cache"), *access.cookie()])
 
 
-async def serve_segment(service: HlsService, request: HttpRequest, exchange: Responder) -> None:
+async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: Responder) -> None:
     segment = dash.resolve(request.params["segment"])  # a DASH name with offset numbers
     found = _SEGMENT.fullmatch(segment)
     if not found:

@@ -66,18 +66,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ...core.keys import StreamKey
 from ...kernel.application import Application
+from ...kernel.health import HealthReporter
 from ...kernel.stream import Stream
 from ...core.text import printable
-from ...protocols.http.router import HttpRequest
+from ...protocols.http.router import HttpRequest, Router
 from ..listen import LOCAL_PEER
-from .exchange import Exchange
+from .exchange import Exchange, ExchangeHost
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
-    from .server import HttpServer
 
 __all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
            "sessions_document", "without_client_addresses", "kicked_by", "KICKED_BY_HEADER"]
@@ -86,11 +87,27 @@ KICKED_BY_HEADER = "x-arcly-kicked-by"
 """Who asked for a kick that another worker passes on (trusted only over the workers' sockets)."""
 
 
-def install(server: HttpServer) -> None:
-    server.router.get("/api/health", serve_health)
-    server.router.get("/api/streams", serve_streams, protected=True)
-    server.router.get("/api/sessions", serve_sessions, admin=True)
-    server.router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), admin=True)
+@runtime_checkable
+class StreamUrls(Protocol):
+    """A stream service's or source's optional hook: the paths it serves a stream at, for
+    ``/api/streams`` (HLS: ``{"hls": ..., "dash": ...}``)."""
+
+    def stream_urls(self, key: StreamKey) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class StreamStatus(Protocol):
+    """A stream service's or source's optional hook: what it adds about a stream to
+    ``/api/streams`` (a pull's link, HLS's status)."""
+
+    def stream_status(self, key: StreamKey) -> dict[str, Any]: ...
+
+
+def install(router: Router) -> None:
+    router.get("/api/health", serve_health)
+    router.get("/api/streams", serve_streams, protected=True)
+    router.get("/api/sessions", serve_sessions, admin=True)
+    router.add("/api/sessions/{id}", serve_kick, methods=("DELETE",), admin=True)
 
 
 def _number(value: float) -> float:
@@ -171,10 +188,10 @@ def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
     def urls(stream: Stream) -> dict[str, object]:
         found: dict[str, object] = {}
         for plugin in plugins:
-            for hook in ("stream_urls", "stream_status"):
-                method = getattr(plugin, hook, None)
-                if method is not None:
-                    _merge(found, method(stream.key))
+            if isinstance(plugin, StreamUrls):
+                _merge(found, plugin.stream_urls(stream.key))
+            if isinstance(plugin, StreamStatus):
+                _merge(found, plugin.stream_status(stream.key))
         return found
 
     names = list(dict.fromkeys(service.name for service in services))
@@ -188,7 +205,7 @@ def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
     }
 
 
-def streams_document(engine: Engine, server: HttpServer | None = None) -> dict[str, Any]:
+def streams_document(engine: Engine, server: ExchangeHost | None = None) -> dict[str, Any]:
     """Every application and its streams (see the module docstring)."""
     apps = [_app_document(app, engine) for app in engine.applications()]
     return {
@@ -198,7 +215,7 @@ def streams_document(engine: Engine, server: HttpServer | None = None) -> dict[s
     }
 
 
-def health_document(engine: Engine, server: HttpServer | None = None) -> dict[str, Any]:
+def health_document(engine: Engine, server: ExchangeHost | None = None) -> dict[str, Any]:
     document: dict[str, Any] = {
         "status": "stopping" if engine.stopping else "ok",
         "applications": len(engine.applications()),
@@ -213,13 +230,12 @@ def health_document(engine: Engine, server: HttpServer | None = None) -> dict[st
     if server is not None:
         document["http_connections"] = server.open_connections
     for plugin in engine.plugins:
-        method = getattr(plugin, "health_status", None)
-        if method is not None:
-            document.update(method())
+        if isinstance(plugin, HealthReporter):
+            document.update(plugin.health_status())
     return document
 
 
-async def health_report(engine: Engine, server: HttpServer | None = None) -> tuple[int, dict[str, Any]]:
+async def health_report(engine: Engine, server: ExchangeHost | None = None) -> tuple[int, dict[str, Any]]:
     """Run the engine's health checks: the status code and the ``/api/health`` document."""
     document = health_document(engine, server)
     checks = await engine.health.run()

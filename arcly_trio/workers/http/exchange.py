@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 import trio
@@ -44,9 +44,10 @@ from ..egress import Egress
 from .ws_egress import EgressWebSocket, accept
 
 if TYPE_CHECKING:
-    from .server import _Connection
+    from ...kernel.engine import Engine
+    from ..clientlog import ClientLog
 
-__all__ = ["Exchange", "ClientGone", "stream_error_status", "SERVER_NAME"]
+__all__ = ["Exchange", "ExchangeHost", "ClientGone", "common_headers", "stream_error_status", "SERVER_NAME"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -69,6 +70,31 @@ def reason_phrase(status: int) -> bytes:
         return b""
 
 
+class ExchangeHost(Protocol):
+    """What an exchange and the worker's route handlers use of the server that answers (the
+    :class:`~.server.HttpServer` is the one): its settings, its client log, its access policy."""
+
+    name: str
+    cors: bool
+    write_timeout: float
+    clients: ClientLog
+    api_token: str | None
+    rtmp_port: int | None
+
+    @property
+    def open_connections(self) -> int: ...
+
+    def privileged(self, request: HttpRequest) -> bool: ...
+
+
+def common_headers(cors: bool) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer: the server's name, and CORS's ``*`` when ``cors``."""
+    headers = [(b"server", SERVER_NAME)]
+    if cors:
+        headers.append((b"access-control-allow-origin", b"*"))
+    return headers
+
+
 class Exchange:
     """How a handler answers one request.
 
@@ -79,14 +105,15 @@ class Exchange:
     not read within the server's write timeout.
     """
 
-    def __init__(self, connection: _Connection, event: h11.Request) -> None:
-        self._connection = connection
-        self._h11 = connection.h11
+    def __init__(self, server: ExchangeHost, engine: Engine, stream: trio.abc.Stream, connection: h11.Connection,
+                 peer: tuple[str, int], event: h11.Request) -> None:
+        self._stream = stream
+        self._h11 = connection
         self._event = event
         self.request: HttpRequest | None = None
-        self.server = connection.server
-        self.engine = connection.engine
-        self.peer = connection.peer
+        self.server = server
+        self.engine = engine
+        self.peer = peer
         self.responded = False
         """A response (or a WebSocket acceptance) has been started."""
         self.status: int | None = None
@@ -103,7 +130,7 @@ class Exchange:
     # ------------------------------------------------------------------ whole responses
 
     def _headers(self, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        headers = self._connection._common_headers(self.cors)
+        headers = common_headers(self.server.cors and self.cors)
         if self.engine.stopping:
             self.keep_alive = False
         if not self.keep_alive:
@@ -200,7 +227,7 @@ class Exchange:
     async def _send_raw(self, data: bytes) -> None:
         try:
             with trio.fail_after(self.server.write_timeout):
-                await self._connection.stream.send_all(data)
+                await self._stream.send_all(data)
         except trio.TooSlowError:
             self.server.clients.log(logging.INFO, self.peer[0], "timeouts", "%s %s:%s dropped: a write blocked for %g s",
                                     self.server.name, *self.peer, self.server.write_timeout)
@@ -225,7 +252,7 @@ class Exchange:
                     nursery.cancel_scope.cancel()
 
     async def _watch(self, scope: trio.CancelScope) -> None:
-        stream = self._connection.stream
+        stream = self._stream
         try:
             while await stream.receive_some(RECV_SIZE):
                 pass
@@ -271,7 +298,7 @@ class Exchange:
         server's write timeout), for a live body or WebSocket that a kernel sink writes.
         Whatever is written through it must come after the response head or handshake
         answer (:meth:`start` before the sink starts, or :meth:`accept_egress_websocket`)."""
-        return Egress(self._connection.stream, write_timeout=self.server.write_timeout)
+        return Egress(self._stream, write_timeout=self.server.write_timeout)
 
     @property
     def chunked(self) -> bool:

@@ -30,20 +30,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
 
 from ...core.errors import PeerGone, StreamError, WriteTimeout
 from ...core.frame import Frame, FrameBatch
 from ...kernel.fanout import EndReason, Subscriber
 from ...media.flv import FlvStreamWriter, frame_tags
-from ...protocols.http.router import HttpRequest
+from ...protocols.http.router import HttpRequest, Router
 from ...protocols.http.websocket import frame_header
 from ..clientlog import PLAY_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange, stream_error_status
-
-if TYPE_CHECKING:
-    from .server import HttpServer
 
 __all__ = ["install", "FlvSink", "attach"]
 
@@ -59,9 +55,9 @@ _TAGS_KEY = ("flv-tags",)
 Framing = Callable[[Sequence[Buffer], int], Encoded]
 
 
-def install(server: HttpServer) -> None:
-    server.router.websocket(FLV_PATH, serve_ws_flv)
-    server.router.get(FLV_PATH, serve_http_flv)
+def install(router: Router) -> None:
+    router.websocket(FLV_PATH, serve_ws_flv)
+    router.get(FLV_PATH, serve_http_flv)
 
 
 # ----------------------------------------------------------------------- framings

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -89,15 +88,12 @@ from ...protocols.frames.messages import (
     frame_message,
 )
 from ...protocols.frames.reader import FramesReader
-from ...protocols.http.router import BadRequest, HttpRequest
+from ...protocols.http.router import BadRequest, HttpRequest, Router
 from ...protocols.http.websocket import OPCODE_TEXT, frame_header
 from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
 from .exchange import Exchange
 from .ws_egress import EgressWebSocket
-
-if TYPE_CHECKING:
-    from .server import HttpServer
 
 __all__ = ["FRAMES_PATH", "INGEST_PATH", "LIMITS", "PROTOCOL", "close_code_for", "install"]
 
@@ -124,11 +120,11 @@ _END_REASONS = {
 }
 
 
-def install(server: HttpServer) -> None:
-    server.router.websocket(FRAMES_PATH, serve_frames)
-    server.router.websocket(INGEST_PATH, serve_ingest)
-    server.router.get(FRAMES_PATH, serve_not_websocket)
-    server.router.get(INGEST_PATH, serve_not_websocket)
+def install(router: Router) -> None:
+    router.websocket(FRAMES_PATH, serve_frames)
+    router.websocket(INGEST_PATH, serve_ingest)
+    router.get(FRAMES_PATH, serve_not_websocket)
+    router.get(INGEST_PATH, serve_not_websocket)
 
 
 def close_code_for(exc: StreamError) -> CloseCode:

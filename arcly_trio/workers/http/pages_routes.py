@@ -33,14 +33,10 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from ...protocols.frames.messages import SUBPROTOCOL
-from ...protocols.http.router import HttpRequest
+from ...protocols.http.router import HttpRequest, Router
 from .exchange import Exchange
-
-if TYPE_CHECKING:
-    from .server import HttpServer
 
 __all__ = ["PAGE_FILES", "install", "content_security_policy"]
 
@@ -74,7 +70,7 @@ def _load() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in PAGE_FILES}
 
 
-def install(server: HttpServer) -> None:
+def install(router: Router) -> None:
     pages = _load()
 
     async def send(request: HttpRequest, exchange: Exchange, name: str) -> None:
@@ -101,13 +97,13 @@ def install(server: HttpServer) -> None:
     async def serve_server_info(request: HttpRequest, exchange: Exchange) -> None:
         await exchange.json(200, {
             "server": "arcly-trio",
-            "rtmp_port": server.rtmp_port,
+            "rtmp_port": exchange.server.rtmp_port,
             "hls": any(service.name == "hls" for service in exchange.engine.services),
             "frames_protocol": SUBPROTOCOL,
         })
 
-    server.router.get("/", serve_index)
-    server.router.get("/watch/{app}/{stream}", serve_watch)
-    server.router.get("/publish/{app}/{stream}", serve_publish)
-    server.router.get("/pages/{name}", serve_asset)
-    server.router.get("/api/server", serve_server_info)
+    router.get("/", serve_index)
+    router.get("/watch/{app}/{stream}", serve_watch)
+    router.get("/publish/{app}/{stream}", serve_publish)
+    router.get("/pages/{name}", serve_asset)
+    router.get("/api/server", serve_server_info)

@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 import h11
@@ -95,12 +95,13 @@ from ..admission import Admission, Ticket
 from ..clientlog import ClientLog
 from ..listen import open_listeners, peer_of, with_tls
 from .access import admin_refusal, cors_allowed, privileged, token_refusal
-from .exchange import SERVER_NAME, ClientGone, Exchange, reason_phrase
+from . import api_routes, flv_routes, frames_routes, pages_routes
+from .exchange import ClientGone, Exchange, common_headers, reason_phrase
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
 
-__all__ = ["HttpServer", "Exchange", "ClientGone"]
+__all__ = ["HttpServer", "Exchange", "ClientGone", "RouteInstaller"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -112,6 +113,15 @@ _BUSY = (
     b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n"
     b"Access-Control-Allow-Origin: *\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
+
+
+@runtime_checkable
+class RouteInstaller(Protocol):
+    """A plugin's optional hook (a stream service, a source, an observer, the authenticator:
+    ``engine.plugins``): add its routes to the worker's router when the worker starts (HLS: its
+    playlists, segments and MPDs)."""
+
+    def install_routes(self, router: Router) -> None: ...
 
 
 class HttpServer:
@@ -188,12 +198,10 @@ class HttpServer:
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
         self.router = Router()
-        from . import api_routes, flv_routes, frames_routes, pages_routes  # (they import this module)
-
-        api_routes.install(self)
-        flv_routes.install(self)
-        frames_routes.install(self)
-        pages_routes.install(self)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
+        api_routes.install(self.router)
+        flv_routes.install(self.router)
+        frames_routes.install(self.router)
+        pages_routes.install(self.router)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
@@ -204,9 +212,8 @@ class HttpServer:
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
         for plugin in engine.plugins:
-            install = getattr(plugin, "install_routes", None)
-            if install is not None:
-                install(self.router)
+            if isinstance(plugin, RouteInstaller):
+                plugin.install_routes(self.router)
         listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
                                          unix_socket=self.unix_socket, protocol=self.name)
         self.port = listeners[0].socket.getsockname()[1]
@@ -356,7 +363,7 @@ class _Connection:
             return
         body = (message + "\n").encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
-                   (b"connection", b"close"), *self._common_headers()]
+                   (b"connection", b"close"), *common_headers(self.server.cors)]
         try:
             data = self.h11.send(h11.Response(status_code=status, headers=headers, reason=reason_phrase(status)))
             data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
@@ -367,12 +374,6 @@ class _Connection:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-
-    def _common_headers(self, cors: bool = True) -> list[tuple[bytes, bytes]]:
-        headers = [(b"server", SERVER_NAME)]
-        if cors and self.server.cors:
-            headers.append((b"access-control-allow-origin", b"*"))
-        return headers
 
     async def _discard_body(self) -> bool:
         """Read the rest of the request (a body nobody asked for is discarded, up to a limit)."""
@@ -408,7 +409,7 @@ class _Connection:
 
     async def _dispatch(self, event: h11.Request) -> bool:
         """Serve one request; whether the connection may serve another."""
-        exchange = Exchange(self, event)
+        exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
         try:
             try:
                 path, query = parse_target(event.target.decode("ascii", "replace"))
