@@ -137,13 +137,15 @@ class FrameBatch(list[Frame]):
     from the frames' caches). The batch must not be changed once it has been offered.
     """
 
-    __slots__ = ("_wire",)
+    __slots__ = ("encodings",)
 
     def __init__(self, frames: Iterable[Frame] = ()) -> None:
         super().__init__(frames)
-        self._wire: dict[Hashable, Any] = {}
+        self.encodings: dict[Hashable, Any] = {}
+        """What :meth:`encoded` built, by format: read-only for others (an egress's hot path
+        looks its format up here, with no call, before it calls :meth:`encoded`)."""
 
     def encoded(self, fmt: Hashable, build: Callable[..., Any], *args: Any) -> Any:
         """This batch serialised for ``fmt``: ``build(batch, *args)``, called at most once
         per ``fmt`` (see :meth:`Frame.encoded`)."""
-        return _encoded(self._wire, fmt, build, self, args)
+        return _encoded(self.encodings, fmt, build, self, args)

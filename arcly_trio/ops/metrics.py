@@ -160,6 +160,12 @@ class PrometheusObserver(Observer):
         finally:
             self.engine = None
 
+    @property
+    def left_drops(self) -> int:
+        """Frames dropped for lag by the subscribers that have left (the live ones' drops are
+        read from the engine at each scrape)."""
+        return self._left_drops
+
     def bind(self, engine: Any) -> None:
         """Read ``engine``'s state at scrape time (``run`` does it when the engine starts)."""
         self.engine = engine
@@ -261,7 +267,7 @@ class _EngineCollector(Collector):
         streams = GaugeMetricFamily("arcly_streams", "Live streams", labels=["app"])
         publishers: Tally[str] = Tally(dict.fromkeys(publish_protocols(engine), 0))
         subscribers: Tally[str] = Tally(dict.fromkeys(play_protocols(engine), 0))
-        lag_drops = self.owner._left_drops
+        lag_drops = self.owner.left_drops
         for app in engine.applications():
             live = app.streams()
             streams.add_metric([app.name], len(live))

@@ -429,7 +429,7 @@ class DirectSink:
             egress = self.egress
             fd = egress.fast_fd
             if fd >= 0:
-                data = frames._wire.get(self.batch_key)
+                data = frames.encodings.get(self.batch_key)
                 if data is None:
                     data = frames.encoded(self.batch_key, self.batch_build, *self.batch_args)
                     if data is None:

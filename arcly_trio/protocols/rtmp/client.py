@@ -45,7 +45,7 @@ from arcly_trio.core.frame import Frame
 from arcly_trio.media import amf0
 
 from .client_session import ClientSession
-from .endpoint import _PEER_BW, _stream_id_arg
+from .endpoint import stream_id_arg
 from .events import (
     CommandReceived,
     Connected,
@@ -60,10 +60,12 @@ from .events import (
 )
 from .handshake import ClientHandshake
 from .media import frame_chunks, with_stream_id
-from .messages import UserControlEvent
+from .messages import MessageType, UserControlEvent
 from .url import RtmpUrl
 
 __all__ = ["RtmpClient", "ClientState", "ClientMode", "CLIENT_TRANSITIONS", "FOURCC_LIST"]
+
+_PEER_BW: Final = int(MessageType.SET_PEER_BANDWIDTH)
 
 #: What ``connect`` announces we take (Enhanced RTMP ``fourCcList``).
 FOURCC_LIST: Final = ("avc1", "hvc1", "av01", "vp09", "mp4a", "Opus", ".mp3")
@@ -287,7 +289,7 @@ class RtmpClient:
                 self._events.append(Connected(event.command_object, event.info))
                 self._after_connect()
             elif stage == "createStream":
-                stream_id = _stream_id_arg(event.arguments[0]) if event.arguments else None
+                stream_id = stream_id_arg(event.arguments[0]) if event.arguments else None
                 if stream_id is None or stream_id == 0:
                     self._refuse(stage, "BadStreamId", f"createStream answered {event.arguments[:1]!r}")
                     return

@@ -11,13 +11,11 @@ Error policy: as :mod:`.endpoint`: the server's protocol violations raise
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from arcly_trio.media import amf0
 
 from .endpoint import (
-    _AMF0_DATA,
-    _AUDIO,
     CSID_AUDIO,
     CSID_DATA,
     CSID_VIDEO,
@@ -29,9 +27,12 @@ from .events import (
     MediaMessage,
     UserControlReceived,
 )
-from .messages import UserControlEvent
+from .messages import MessageType, UserControlEvent
 
 __all__ = ["ClientSession"]
+
+_AUDIO: Final = int(MessageType.AUDIO)
+_AMF0_DATA: Final = int(MessageType.AMF0_DATA)
 
 
 class ClientSession(RtmpEndpoint):

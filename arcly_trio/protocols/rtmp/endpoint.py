@@ -73,6 +73,9 @@ __all__ = [
     "CSID_DATA",
     "CSID_VIDEO",
     "MAX_AGGREGATE_PARTS",
+    "MASK32",
+    "amf_number",
+    "stream_id_arg",
     "split_query",
 ]
 
@@ -87,7 +90,8 @@ CSID_DATA: Final = 5
 #: Chunk stream reserved for video messages written by the adapter.
 CSID_VIDEO: Final = 6
 
-_MASK32: Final = 0xFFFFFFFF
+#: Stream ids, timestamps and byte counts are 32-bit: what wraps, and the largest valid value.
+MASK32: Final = 0xFFFFFFFF
 
 _SET_CHUNK_SIZE: Final = int(MessageType.SET_CHUNK_SIZE)
 _ABORT: Final = int(MessageType.ABORT)
@@ -119,17 +123,18 @@ def split_query(text: str) -> tuple[str, dict[str, str]]:
     return path, dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
 
 
-def _number(value: object, default: float) -> float:
+def amf_number(value: object, default: float) -> float:
+    """A command argument sent as an AMF0 number, or ``default`` if it is not one."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return default
 
 
-def _stream_id_arg(value: object) -> int | None:
+def stream_id_arg(value: object) -> int | None:
     """A stream id sent as an AMF0 number, or ``None`` if it is not a plausible one."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if not math.isfinite(value) or value < 0 or value > _MASK32 or value != int(value):
+    if not math.isfinite(value) or value < 0 or value > MASK32 or value != int(value):
         return None
     return int(value)
 
@@ -324,7 +329,7 @@ class RtmpEndpoint:
     def send_ping_request(self, timestamp: int) -> None:
         """Queue a Ping Request; the answer surfaces as :class:`PingResponseReceived`."""
         self._check_alive()
-        self._send_user_control(UserControlEvent.PING_REQUEST, timestamp & _MASK32)
+        self._send_user_control(UserControlEvent.PING_REQUEST, timestamp & MASK32)
 
     def send_window_ack_size(self, size: int) -> None:
         """Queue a Window Acknowledgement Size (how often the peer should acknowledge)."""
@@ -374,7 +379,7 @@ class RtmpEndpoint:
             self._on_user_control(control.event_type, control.data, control.buffer_length)
         elif type_id == _ACK:
             raw = decode_acknowledgement(message.payload)
-            self._peer_acknowledged += (raw - self._peer_ack_raw) & _MASK32
+            self._peer_acknowledged += (raw - self._peer_ack_raw) & MASK32
             self._peer_ack_raw = raw
             self._on_control(type_id, (raw,))
         elif type_id == _WINDOW:
@@ -452,7 +457,7 @@ class RtmpEndpoint:
         for type_id, stamp, start, size in spans:
             if first is None:
                 first = stamp
-            yield type_id, (base + stamp - first) & _MASK32, data[start : start + size]
+            yield type_id, (base + stamp - first) & MASK32, data[start : start + size]
 
     def _wants_media(self, stream_id: int) -> bool:
         """Whether media on ``stream_id`` is delivered (the server: only while publishing)."""

@@ -63,16 +63,13 @@ from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemotePr
 from arcly_trio.media import amf0
 
 from .endpoint import (
-    _MASK32,
-    _PEER_BW,
-    _WINDOW,
     CSID_COMMAND,
     CSID_CONTROL,
+    MASK32,
     RtmpEndpoint,
-    _AMF0_DATA,
-    _number,
-    _stream_id_arg,
+    amf_number,
     split_query,
+    stream_id_arg,
 )
 from .events import (
     BufferLengthChanged,
@@ -88,7 +85,13 @@ from .events import (
     StreamUnpublishRequested,
     UnknownCommand,
 )
-from .messages import PeerBandwidthLimit, UserControlEvent, encode_set_peer_bandwidth, encode_window_ack_size
+from .messages import (
+    MessageType,
+    PeerBandwidthLimit,
+    UserControlEvent,
+    encode_set_peer_bandwidth,
+    encode_window_ack_size,
+)
 
 __all__ = [
     "ServerSession",
@@ -97,6 +100,10 @@ __all__ = [
     "Decision",
     "STREAM_TRANSITIONS",
 ]
+
+_WINDOW: Final = int(MessageType.WINDOW_ACK_SIZE)
+_PEER_BW: Final = int(MessageType.SET_PEER_BANDWIDTH)
+_AMF0_DATA: Final = int(MessageType.AMF0_DATA)
 
 
 class ConnectionState(str, enum.Enum):
@@ -447,7 +454,7 @@ class ServerSession(RtmpEndpoint):
         while self._next_stream_id in self._streams:
             self._next_stream_id += 1
         new_id = self._next_stream_id
-        if new_id > _MASK32:
+        if new_id > MASK32:
             raise RemoteProtocolError("message stream ids exhausted")
         self._allocate(new_id)
         self._next_stream_id += 1
@@ -482,8 +489,8 @@ class ServerSession(RtmpEndpoint):
         if not args or not isinstance(args[0], str):
             raise RemoteProtocolError("play without a stream name")
         name, query = split_query(args[0])
-        start = _number(args[1] if len(args) > 1 else None, -2.0)
-        duration = _number(args[2] if len(args) > 2 else None, -1.0)
+        start = amf_number(args[1] if len(args) > 1 else None, -2.0)
+        duration = amf_number(args[2] if len(args) > 2 else None, -1.0)
         reset = True
         if len(args) > 3 and isinstance(args[3], (bool, int, float)):
             reset = bool(args[3])
@@ -500,11 +507,11 @@ class ServerSession(RtmpEndpoint):
         if stream_id not in self._streams:
             return
         paused = bool(args[0]) if args and isinstance(args[0], (bool, int, float)) else True
-        position = _number(args[1] if len(args) > 1 else None, 0.0)
+        position = amf_number(args[1] if len(args) > 1 else None, 0.0)
         self._events.append(PauseRequest(stream_id, paused, position))
 
     def _delete_stream(self, stream_id: int, tid: float, args: tuple[Any, ...]) -> None:
-        target = _stream_id_arg(args[0]) if args else None
+        target = stream_id_arg(args[0]) if args else None
         if target is None or target not in self._streams:
             return
         self._set_state(self._streams[target], _Trigger.CLOSE)
