@@ -443,8 +443,9 @@ class Engine:
     @property
     def plugins(self) -> list[Any]:
         """Stream services, stream sources, observers and the authenticator (each once): what
-        may have ``run``, ``install_routes``, ``stream_urls``, ``stream_status`` and
-        ``health_status`` (all optional)."""
+        may have ``run`` (:class:`RunsWithEngine`), ``install_routes``, ``stream_urls``,
+        ``stream_status`` and ``health_status`` (all optional, each a protocol declared where it
+        is called: see :mod:`.service`)."""
         found: dict[int, Any] = {}
         for plugin in (*self.services, *self.sources, *self.observers.observers, self._authenticator):
             found.setdefault(id(plugin), plugin)

@@ -9,15 +9,20 @@ A stream service is an object with:
 * ``async serve_stream(stream, subscription)``: the per-stream work, run in the application's
   nursery from the stream's first frame until the subscription ends.
 
-And, optionally (the engine and the HTTP worker look for them, nothing else needs to be wired):
+And, optionally (the engine and the HTTP worker look for them, nothing else needs to be wired;
+each hook is a ``runtime_checkable`` protocol declared where it is called):
 
-* ``async run(engine, *, task_status)``: the service's own lifecycle, started in the engine's
-  nursery with ``nursery.start`` before the protocol workers (a janitor, a connection pool...);
-* ``install_routes(router)``: HTTP routes the service serves (the HTTP worker calls it when it
-  starts; handlers receive the request and a :class:`~arcly_trio.protocols.http.router.Responder`);
-* ``stream_urls(key)``: the paths it serves for a stream, for ``/api/streams`` and the pages;
-* ``stream_status(key)``: more fields of the stream for ``/api/streams`` (lists under one
-  field from several services are joined); ``health_status()``: fields for ``/api/health``.
+* ``async run(engine, *, task_status)`` (:class:`~.engine.RunsWithEngine`): the service's own
+  lifecycle, started in the engine's nursery with ``nursery.start`` before the protocol workers
+  (a janitor, a connection pool...);
+* ``install_routes(router)`` (:class:`~arcly_trio.workers.http.server.RouteInstaller`): HTTP
+  routes the service serves (the HTTP worker calls it when it starts; handlers receive the
+  request and a :class:`~arcly_trio.protocols.http.router.Responder`);
+* ``stream_urls(key)`` (:class:`~arcly_trio.workers.http.api_routes.StreamUrls`): the paths it
+  serves for a stream, for ``/api/streams`` and the pages;
+* ``stream_status(key)`` (:class:`~arcly_trio.workers.http.api_routes.StreamStatus`): more
+  fields of the stream for ``/api/streams`` (lists under one field from several services are
+  joined); ``health_status()`` (:class:`~.health.HealthReporter`): fields for ``/api/health``.
 
 A service that needs more than one subscription per stream (the push service: one per target,
 so the lag policy applies to each alone) opens them with
