@@ -55,8 +55,10 @@ def anchors(path: Path) -> set[str]:
 def test_anchor_spelling_is_githubs() -> None:
     assert anchor("HLS and DASH players: sessions") == "hls-and-dash-players-sessions"
     assert anchor("### `arcly-trio serve`".lstrip("# ")) == "arcly-trio-serve"
-    assert anchor("All cores: `--workers 2` against one worker (`benchmarks/workers.py`)") == \
-        "all-cores---workers-2-against-one-worker-benchmarksworkerspy"
+    assert (
+        anchor("All cores: `--workers 2` against one worker (`benchmarks/workers.py`)")
+        == "all-cores---workers-2-against-one-worker-benchmarksworkerspy"
+    )
 
 
 def test_every_relative_link_and_anchor_resolves() -> None:

@@ -20,8 +20,14 @@ CHECKED = ["arcly_trio", "tests", "examples", "benchmarks", "scripts"]
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ruff", *args, *CHECKED], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, *CHECKED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_ruff_check_finds_nothing() -> None:
