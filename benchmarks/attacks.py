@@ -15,7 +15,7 @@ that is practical on one machine). For each attack it prints one JSON line:
 * attack-specific fields (connections refused or closed, tries answered...).
 
 Nothing here is a pass/fail test (that is ``tests/test_attacks.py``); these are the numbers
-README's "Limits and hardening" quotes. Run it from the repository root:
+docs/hardening.md quotes. Run it from the repository root:
 
     .venv/bin/python benchmarks/attacks.py            # every attack
     .venv/bin/python benchmarks/attacks.py --only fresh-stream-ids --scale 0.5

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How much the README's race-machine example exercises: seeds x examples of ``run_races``.
+"""How much the race-machine example of docs/testing.md exercises: seeds x examples of ``run_races``.
 
     .venv/bin/python scripts/race-machine-coverage.py            # 3 seeds x 500 examples
     .venv/bin/python scripts/race-machine-coverage.py 200 1,2    # 2 seeds x 200
@@ -27,7 +27,7 @@ from arcly_trio.testing.races import EngineRaces, RaceSetup, run_races
 
 
 class MyAuthenticator(TokenAuthenticator):
-    """The README's "yours": tokens, checked after an await; counts authorizations in flight."""
+    """docs/testing.md's "yours": tokens, checked after an await; counts authorizations in flight."""
 
     in_flight = 0
     most = 0
@@ -52,7 +52,7 @@ class MyAuthenticator(TokenAuthenticator):
 
 
 def my_server() -> RaceSetup:
-    """The README's example."""
+    """docs/testing.md's example."""
     engine = Engine.builder().application(AppSpec("live", lag_budget=50)).authenticator(MyAuthenticator()).build()
     return RaceSetup(engine, publish=Credentials(token="pub-secret"), play=Credentials(token="view"),
                      refused_publish=Credentials(token="wrong"), refused_play=Credentials(token="nope"))
