@@ -84,6 +84,7 @@ from .auth import AllowAll, Authenticator, decision
 from .events import AuthDecided, EventFeed, SessionKicked, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
 from .health import CheckResult, HealthRegistry
+from .lifecycle import EngineState, Lifecycle
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
@@ -298,7 +299,8 @@ class Engine:
         self.health = HealthRegistry()
         """Named health checks for ``/api/health`` (see :mod:`.health`)."""
         self.max_loop_lag = max_loop_lag
-        self._state = "new"  # new -> running -> stopping -> stopped
+        self.lifecycle = Lifecycle()
+        """The engine's :class:`~.lifecycle.EngineState`, changed only through its table."""
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
         self._publishers = 0
@@ -412,7 +414,11 @@ class Engine:
     @property
     def stopping(self) -> bool:
         """True once the engine has begun to stop: new publishes and plays are refused."""
-        return self._state == "stopping"
+        return self.lifecycle.stopping
+
+    @property
+    def state(self) -> EngineState:
+        return self.lifecycle.state
 
     @property
     def publisher_count(self) -> int:
@@ -453,7 +459,7 @@ class Engine:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    self._state = "running"
+                    self.lifecycle.move(EngineState.RUNNING)
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
                         await nursery.start(self.polled.run, name="polled sessions")
@@ -473,7 +479,7 @@ class Engine:
                         self._begin_stopping()
             finally:
                 self._nursery = None
-                self._state = "stopped"
+                self.lifecycle.move(EngineState.STOPPED)
                 self._apps.clear()
                 self._stopped.set()
 
@@ -502,7 +508,9 @@ class Engine:
 
     def _begin_stopping(self) -> None:
         """From now on nothing new is accepted (the nurseries are about to close)."""
-        self._state = "stopping"
+        if self.lifecycle.state is EngineState.STOPPED:
+            return  # it stopped by itself (a worker failed) before it was asked to
+        self.lifecycle.move(EngineState.STOPPING)
         for app in self._apps.values():
             app.close()
 
@@ -558,7 +566,7 @@ class Engine:
 
     async def _start_app(self, spec: AppSpec) -> Application:
         nursery = self._nursery
-        if nursery is None or self._state != "running":
+        if nursery is None or not self.lifecycle.running:
             raise EngineClosed()
         if spec.name in self._apps:
             raise AppAlreadyRegistered(spec.name)
@@ -626,7 +634,7 @@ class Engine:
     # -------------------------------------------------- publish / subscribe
 
     def _running_app(self, key: StreamKey) -> Application:
-        if self._nursery is None or self._state != "running":
+        if self._nursery is None or not self.lifecycle.running:
             raise EngineClosed()
         app = self.application(key.app)
         if not app.running:
