@@ -419,6 +419,14 @@ class Engine:
     def max_publisher_count(self) -> int | float:
         return self._max_publishers
 
+    def set_max_publishers(self, n: int | float) -> None:
+        """Change the publisher limit while running (a reload): publishers over a lowered
+        limit keep publishing; new ones are refused until the count is under it
+        (``ValueError`` if negative)."""
+        if n < 0:
+            raise ValueError("max_publishers must be >= 0")
+        self._max_publishers = n
+
     @property
     def sources(self) -> Sequence[StreamSource]:
         return self.sourcing.sources

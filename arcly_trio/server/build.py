@@ -459,7 +459,7 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
         engine.idle_timeout = args.idle_timeout if args.idle_timeout > 0 else None
         changes.append("idle timeout changed (for new streams)")
     if old.max_publishers != args.max_publishers:
-        engine._max_publishers = args.max_publishers
+        engine.set_max_publishers(args.max_publishers)
         changes.append("publisher limit changed")
     if old.max_publishers_per_ip != args.max_publishers_per_ip:
         engine.max_publishers_per_address = args.max_publishers_per_ip or None
