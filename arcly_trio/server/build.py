@@ -1,7 +1,8 @@
 """What ``arcly-trio serve`` runs, built from its resolved options, and how a reload changes it.
 
 :func:`build_runtime` turns the options (command line over configuration file over defaults,
-see :mod:`.config`) into a :class:`Runtime`: the engine with its applications, the protocol
+see :mod:`.config`), made once into a typed :class:`~.settings.Settings` with its secrets read,
+into a :class:`Runtime`: the engine with its applications, the protocol
 workers (RTMP, RTMPS, HTTP, HTTPS), the stream services and sources, the authenticator (tokens,
 signed URLs, HTTP hooks, per application, inside a :class:`~arcly_trio.ops.Swappable`) and the
 observers (Prometheus metrics, the audit log, the ``on_event`` hook).
