@@ -13,9 +13,11 @@ application runs and every protocol worker is ready (its port bound). Leaving ca
 and returns only when every task has ended. From the moment the engine starts to stop
 (``stop()``, leaving the block, ``shutdown()``) it refuses new publishers and subscribers with
 :class:`~arcly_trio.core.errors.EngineClosed`, even those whose authorization was in flight.
+Its state (new, running, stopping, stopped) moves only through the table of :mod:`.lifecycle`.
 
-Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
-(``publish``, ``subscribe`` and ``attach`` call it; HLS and DASH, which serve without
+Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`,
+the engine's :class:`~.gate.AuthorizationGate` (``publish`` calls it, and ``subscribe`` and
+``attach`` through their one admission step; HLS and DASH, which serve without
 subscribing, call it themselves, once per player's session: :mod:`.polled`), which lets each
 address have only a few authorizations in flight per action and spaces the tries of addresses
 whose attempts were refused (:mod:`.throttle`), tells the observers each decision
