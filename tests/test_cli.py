@@ -280,6 +280,8 @@ async def test_ready_names_urls_that_reach_the_server_listening_on_every_interfa
             assert f"arcly-trio ready: rtmp://127.0.0.1:{server.port}/{{app}}/{{stream}} (apps: live); " \
                 f"listening on 0.0.0.0:{server.port}; from other machines " \
                 f"rtmp://{socket.gethostname()}:{server.port}/{{app}}/{{stream}}" in ready
+            # "ready" is the first of the ready lines: the others may not be read yet.
+            await server.wait_log(" pages ")
             pages = next(line for line in server.lines if " pages " in line)
             assert f"pages http://127.0.0.1:{server.http_port}/ (status)" in pages
             async with await trio.open_tcp_stream("127.0.0.1", server.port):

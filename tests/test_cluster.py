@@ -32,12 +32,11 @@ HOST = "127.0.0.1"
 async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0, http: Any = None,
                        hls: Any = None) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
     """A node of the cluster (with an HTTP worker and an HLS service, if given)."""
-    rtmp = RtmpServer(HOST, 0)
     # The node learns its port once the worker is bound: reserve one first.
     listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
     port = listener.socket.getsockname()[1]
     await listener.aclose()
-    rtmp.requested_port = port
+    rtmp = RtmpServer(HOST, port)
     node = ClusterNode(directory, node_id=node_id, rtmp_url=f"rtmp://{HOST}:{port}", ttl=ttl, idle=0.5)
     builder = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(node)
     if http is not None:

@@ -232,7 +232,7 @@ def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_pat
     assert (engine.max_publishers_per_address, engine.publish_start_timeout) == (8, 10.0)
     assert "local" in engine.exempt_addresses  # the workers' relays
     assert [hls.max_bytes for hls in engine.services if isinstance(hls, HlsService)] == [64 * 1024 * 1024]
-    assert app_specs(defaults.args)["live"].max_publish_bitrate == 50_000_000
+    assert app_specs(defaults.settings)["live"].max_publish_bitrate == 50_000_000
     path = write(tmp_path, "max-publishers-per-ip = 0\npublish-start-timeout = 0\nhls-max-mib = 0\n"
                            "max-publish-bitrate = 20_000_000\n[apps.live]\n[apps.big]\nmax-publish-bitrate = 0\n")
     args = resolve_args(build_parser(), ["serve", "--config", path, "--http-port", "0", "--rtmp-port", "0"])

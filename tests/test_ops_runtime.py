@@ -524,12 +524,12 @@ async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type:
 
 
 def seen_from(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
-    """Make the HTTP worker see each new TCP connection as coming from ``address``: the worker
-    learns a peer's address in one place, ``peer_of`` (the tests' connections really come from
-    127.0.0.1; a non-loopback peer cannot be had on every machine)."""
-    import arcly_trio.workers.http.server as http_server
+    """Make the workers see each new TCP connection as coming from ``address``: they learn a
+    peer's address in one place, ``peer_of`` in their connection runner (the tests' connections
+    really come from 127.0.0.1; a non-loopback peer cannot be had on every machine)."""
+    import arcly_trio.workers.serving as serving
 
-    monkeypatch.setattr(http_server, "peer_of", lambda stream: (address, 40000))
+    monkeypatch.setattr(serving, "peer_of", lambda stream: (address, 40000))
 
 
 async def test_without_an_api_token_sessions_and_kicks_answer_only_this_machine(demo_frames, http_get,

@@ -13,9 +13,11 @@ application runs and every protocol worker is ready (its port bound). Leaving ca
 and returns only when every task has ended. From the moment the engine starts to stop
 (``stop()``, leaving the block, ``shutdown()``) it refuses new publishers and subscribers with
 :class:`~arcly_trio.core.errors.EngineClosed`, even those whose authorization was in flight.
+Its state (new, running, stopping, stopped) moves only through the table of :mod:`.lifecycle`.
 
-Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`
-(``publish``, ``subscribe`` and ``attach`` call it; HLS and DASH, which serve without
+Authorization: every publish and play of every protocol goes through :meth:`Engine.authorize`,
+the engine's :class:`~.gate.AuthorizationGate` (``publish`` calls it, and ``subscribe`` and
+``attach`` through their one admission step; HLS and DASH, which serve without
 subscribing, call it themselves, once per player's session: :mod:`.polled`), which lets each
 address have only a few authorizations in flight per action and spaces the tries of addresses
 whose attempts were refused (:mod:`.throttle`), tells the observers each decision
@@ -57,7 +59,6 @@ import functools
 import itertools
 import logging
 import math
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -68,11 +69,9 @@ from ..core.errors import (
     AppAlreadyRegistered,
     AddressPublisherLimitReached,
     AppNotFound,
-    AuthorizationBusy,
     EngineClosed,
     PublisherKicked,
     PublisherLimitReached,
-    Unauthorized,
 )
 from ..core.excgroups import unwrap_single
 from ..core.frame import Frame
@@ -80,10 +79,12 @@ from ..core.keys import Credentials, StreamKey
 from ..core.text import printable
 from .activity import Activity
 from .application import Application
-from .auth import AllowAll, Authenticator, decision
-from .events import AuthDecided, EventFeed, SessionKicked, StreamEvent
+from .auth import AllowAll, Authenticator
+from .events import EventFeed, SessionKicked, StreamEvent
 from .fanout import EndReason, Sink, Subscriber
+from .gate import AuthorizationGate
 from .health import CheckResult, HealthRegistry
+from .lifecycle import EngineState, Lifecycle
 from .loopwatch import LoopWatch
 from .observe import Observer, ObserverSet
 from .service import StreamService
@@ -100,9 +101,6 @@ __all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "RunsWithEngine", "Strea
 
 log = logging.getLogger("arcly_trio.engine")
 
-AUTHORIZATION_FAILED = "authorization failed"
-"""The reason clients are given when the authenticator raised something unexpected."""
-_MAX_FAILURE_KINDS = 64
 
 
 @runtime_checkable
@@ -288,7 +286,6 @@ class Engine:
         self.publish_start_timeout = publish_start_timeout
         """Seconds a new publish may take to send its first media frame (``None``: no limit)."""
         self._initial_apps = apps
-        self._authenticator = authenticator
         self.observers = ObserverSet([*([observer] if observer is not None else []), *observers])
         """Every observer, each failure-proof (see :mod:`.observe`)."""
         self._workers = workers
@@ -297,8 +294,9 @@ class Engine:
         """The names stream services subscribe under (their subscriptions are not viewers)."""
         self.sourcing = Sourcing(sources, max_active=max_pulls)
         """The stream sources and their one request per key (see :mod:`.sources`)."""
-        self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
-        """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
+        self.gate = AuthorizationGate(authenticator, auth_throttle if auth_throttle is not None else AuthThrottle(),
+                                      self.notify)
+        """Every publish's and play's authorization (see :mod:`.gate`)."""
         self.loop_watch = LoopWatch()
         """How late the event loop runs (see :mod:`.loopwatch`)."""
         self.activity = Activity()
@@ -308,7 +306,8 @@ class Engine:
         self.health = HealthRegistry()
         """Named health checks for ``/api/health`` (see :mod:`.health`)."""
         self.max_loop_lag = max_loop_lag
-        self._state = "new"  # new -> running -> stopping -> stopped
+        self.lifecycle = Lifecycle()
+        """The engine's :class:`~.lifecycle.EngineState`, changed only through its table."""
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
         self._publishers = 0
@@ -322,10 +321,6 @@ class Engine:
         self._outer: Any = None
         self.stream_failures = 0
         """Streams that ended because of a bug (an exception in the kernel); should stay 0."""
-        self.authenticator_failures = 0
-        """Authorizations refused because the authenticator raised something other than
-        ``Unauthorized`` (a bug); should stay 0."""
-        self._failure_kinds: set[tuple[str, str]] = set()
         self.worker_info: dict[int, Any] = {}
         """What each protocol worker passed to ``task_status.started`` (its bound port...),
         keyed by the worker's index in registration order."""
@@ -422,7 +417,11 @@ class Engine:
     @property
     def stopping(self) -> bool:
         """True once the engine has begun to stop: new publishes and plays are refused."""
-        return self._state == "stopping"
+        return self.lifecycle.stopping
+
+    @property
+    def state(self) -> EngineState:
+        return self.lifecycle.state
 
     @property
     def publisher_count(self) -> int:
@@ -432,13 +431,32 @@ class Engine:
     def max_publisher_count(self) -> int | float:
         return self._max_publishers
 
+    def set_max_publishers(self, n: int | float) -> None:
+        """Change the publisher limit while running (a reload): publishers over a lowered
+        limit keep publishing; new ones are refused until the count is under it
+        (``ValueError`` if negative)."""
+        if n < 0:
+            raise ValueError("max_publishers must be >= 0")
+        self._max_publishers = n
+
     @property
     def sources(self) -> Sequence[StreamSource]:
         return self.sourcing.sources
 
     @property
     def authenticator(self) -> Authenticator:
-        return self._authenticator
+        return self.gate.authenticator
+
+    @property
+    def auth_throttle(self) -> AuthThrottle:
+        """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
+        return self.gate.throttle
+
+    @property
+    def authenticator_failures(self) -> int:
+        """Authorizations refused because the authenticator raised something other than
+        ``Unauthorized`` (a bug); should stay 0."""
+        return self.gate.authenticator_failures
 
     @property
     def plugins(self) -> list[Any]:
@@ -447,7 +465,7 @@ class Engine:
         ``stream_status`` and ``health_status`` (all optional, each a protocol declared where it
         is called: see :mod:`.service`)."""
         found: dict[int, Any] = {}
-        for plugin in (*self.services, *self.sources, *self.observers.observers, self._authenticator):
+        for plugin in (*self.services, *self.sources, *self.observers.observers, self.gate.authenticator):
             found.setdefault(id(plugin), plugin)
         return list(found.values())
 
@@ -464,7 +482,7 @@ class Engine:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    self._state = "running"
+                    self.lifecycle.move(EngineState.RUNNING)
                     try:
                         await nursery.start(self.loop_watch.run, name="loop watch")
                         await nursery.start(self.polled.run, name="polled sessions")
@@ -483,7 +501,7 @@ class Engine:
                         self._begin_stopping()
             finally:
                 self._nursery = None
-                self._state = "stopped"
+                self.lifecycle.move(EngineState.STOPPED)
                 self._apps.clear()
                 self._stopped.set()
 
@@ -512,7 +530,9 @@ class Engine:
 
     def _begin_stopping(self) -> None:
         """From now on nothing new is accepted (the nurseries are about to close)."""
-        self._state = "stopping"
+        if self.lifecycle.state is EngineState.STOPPED:
+            return  # it stopped by itself (a worker failed) before it was asked to
+        self.lifecycle.move(EngineState.STOPPING)
         for app in self._apps.values():
             app.close()
 
@@ -568,7 +588,7 @@ class Engine:
 
     async def _start_app(self, spec: AppSpec) -> Application:
         nursery = self._nursery
-        if nursery is None or self._state != "running":
+        if nursery is None or not self.lifecycle.running:
             raise EngineClosed()
         if spec.name in self._apps:
             raise AppAlreadyRegistered(spec.name)
@@ -636,7 +656,7 @@ class Engine:
     # -------------------------------------------------- publish / subscribe
 
     def _running_app(self, key: StreamKey) -> Application:
-        if self._nursery is None or self._state != "running":
+        if self._nursery is None or not self.lifecycle.running:
             raise EngineClosed()
         app = self.application(key.app)
         if not app.running:
@@ -648,87 +668,16 @@ class Engine:
         ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not. Returns
         the key to use: ``key``, or the one the authenticator renamed it to (a redirect).
 
-        The one authorization path: ``publish``, ``subscribe`` and ``attach`` call it, and so
-        does every egress that serves a stream without subscribing to it (HLS). Each
-        authorization takes a turn of its address's (:attr:`auth_throttle`): a few at once per
-        address and action, spaced by the delay that address's refusals earned; past the few
-        waiting, it is refused at once with
+        The one authorization path (:attr:`gate`, see :mod:`.gate`): ``publish``, ``subscribe``
+        and ``attach`` call it, and so does every egress that serves a stream without
+        subscribing to it (HLS). Each authorization takes a turn of its address's
+        (:attr:`auth_throttle`); past the few waiting, it is refused at once with
         :class:`~arcly_trio.core.errors.AuthorizationBusy` (HTTP ``429``). Every refusal is
-        counted there and logged once per burst, and every decision is told to the observers
-        (:class:`~.events.AuthDecided`).
-
-        Any exception an authenticator raises that is not ``Unauthorized`` (a bug, a value it
-        could not parse) is a refusal too, with the generic reason ``authorization failed``:
-        counted, delayed and told like any other (its detail and traceback are logged, escaped,
-        the first time that failure is seen), never passed on to the protocol worker.
+        counted and every decision told to the observers (:class:`~.events.AuthDecided`).
+        Any exception an authenticator raises that is not ``Unauthorized`` is a refusal too,
+        with the generic reason ``authorization failed``, never passed on to the worker.
         """
-        address = credentials.peer[0] if credentials.peer else None
-        via = f" over {credentials.protocol}" if credentials.protocol else ""
-        throttle = self.auth_throttle
-        turn = throttle.admit(address, action)
-        if turn is None:
-            raise self._busy(action, key, credentials, address, via)
-        async with turn:
-            if turn.bounced:
-                raise self._busy(action, key, credentials, address, via)
-            check = (self._authenticator.authorize_publish if action == "publish"
-                     else self._authenticator.authorize_play)
-            started = trio.current_time()
-            try:
-                target = decision(await check(key, credentials), key, action)
-            except Unauthorized as exc:
-                throttle.refused(address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}",
-                                 str(key))
-                self._decided(action, key, credentials, started, exc.reason or "refused")
-                raise
-            except Exception as exc:  # a broken authenticator refuses, like any other refusal
-                detail = self._authenticator_failed(exc)
-                refusal = Unauthorized(key.app, key.name, action, AUTHORIZATION_FAILED)
-                throttle.refused(address, action, f"{action} of {key}{via}: {AUTHORIZATION_FAILED} ({detail})",
-                                 str(key))
-                self._decided(action, key, credentials, started, AUTHORIZATION_FAILED)
-                raise refusal from None
-            throttle.allowed(address, action, str(key))
-            self._decided(action, key, credentials, started, None, target if target != key else None)
-            log.debug("%s of %s%s from %s allowed", action, key, via, address or "a local client")
-        if target != key:
-            log.info("%s of %s renamed to %s by the authenticator", action, key, target)
-        return target
-
-    def _busy(self, action: str, key: StreamKey, credentials: Credentials, address: str | None,
-              via: str) -> AuthorizationBusy:
-        """The refusal of an authorization its address's throttle had no room for (counted and
-        told to the observers)."""
-        busy = AuthorizationBusy(key.app, key.name, action)
-        self.auth_throttle.refused_busy(address, action, f"{action} of {key}{via}: {busy.reason}")
-        self._decided(action, key, credentials, trio.current_time(), busy.reason)
-        return busy
-
-    def _authenticator_failed(self, exc: Exception) -> str:
-        """Log an authenticator's exception (with its traceback, escaped, the first time this
-        kind of failure is seen; at most ``_MAX_FAILURE_KINDS`` kinds remembered); its
-        one-line detail for the refusal's log line."""
-        self.authenticator_failures += 1
-        detail = printable(type(exc).__qualname__)
-        try:  # an exception whose str() raises too must not get out of here
-            detail = printable(f"{type(exc).__name__}: {exc}")
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-            kind = (type(exc).__qualname__, where)
-            if kind not in self._failure_kinds and len(self._failure_kinds) < _MAX_FAILURE_KINDS:
-                self._failure_kinds.add(kind)  # past the limit, failures are counted, not traced
-                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                log.error("the authenticator raised %s (a refusal; this failure is logged once): %s", detail,
-                          printable(trace, 8000))
-        except Exception:
-            log.error("the authenticator raised %s, which cannot even be shown (a refusal)", detail)
-        return detail
-
-    def _decided(self, action: str, key: StreamKey, credentials: Credentials, started: float,
-                 refused: str | None, renamed: StreamKey | None = None) -> None:
-        now = trio.current_time()
-        self.observers.notify(AuthDecided(key, now, action, refused is None, refused or "", credentials.protocol,
-                                          credentials.peer, credentials.client_id, renamed, now - started))
+        return await self.gate.authorize(action, key, credentials)
 
     def kick(self, session_id: str, *, by: str = "") -> ClientSession | None:
         """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``.
@@ -813,12 +762,7 @@ class Engine:
         entry. A key that is not published here is asked of the stream sources (see
         :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
         """
-        key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
-        self._running_app(key)
-        key = await self.authorize("play", key, credentials)
-        await self._from_sources(key, credentials.peer)
-        app = self._running_app(key)
+        key, credentials, app = await self._admit_player(key, credentials, protocol)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
         try:
             with self._holding_play(sub.subscriber):
@@ -840,18 +784,26 @@ class Engine:
         The stream's task hands frames straight to ``sink`` (which must never wait); the
         returned :class:`~.fanout.Subscriber` says what it missed and why it ended.
         """
-        key = StreamKey.parse(key) if isinstance(key, str) else key
-        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
-        self._running_app(key)
-        key = await self.authorize("play", key, credentials)
-        await self._from_sources(key, credentials.peer)
-        app = self._running_app(key)
+        key, credentials, app = await self._admit_player(key, credentials, protocol)
         subscriber = app.attach(key, credentials, protocol or credentials.protocol, sink)
         try:
             with self._holding_play(subscriber):
                 yield subscriber
         finally:
             app.detach(subscriber)
+
+    async def _admit_player(self, key: StreamKey | str, credentials: Credentials | None,
+                            protocol: str) -> tuple[StreamKey, Credentials, Application]:
+        """The one admission step of a player (``subscribe`` and ``attach``): identified,
+        refused at once if the engine or application is closed, authorized (the key it may be
+        renamed to), brought by a stream source if it is not here; the key, the credentials
+        and the running application to play from."""
+        key = StreamKey.parse(key) if isinstance(key, str) else key
+        credentials = self.sessions.identify(credentials or Credentials(protocol=protocol))
+        self._running_app(key)
+        key = await self.authorize("play", key, credentials)
+        await self._from_sources(key, credentials.peer)
+        return key, credentials, self._running_app(key)
 
     def _holding_play(self, subscriber: Subscriber) -> Any:
         """Register a player's session; kicking it ends its subscription (``KICKED``)."""

@@ -1,7 +1,8 @@
 """What ``arcly-trio serve`` runs, built from its resolved options, and how a reload changes it.
 
 :func:`build_runtime` turns the options (command line over configuration file over defaults,
-see :mod:`.config`) into a :class:`Runtime`: the engine with its applications, the protocol
+see :mod:`.config`), made once into a typed :class:`~.settings.Settings` with its secrets read,
+into a :class:`Runtime`: the engine with its applications, the protocol
 workers (RTMP, RTMPS, HTTP, HTTPS), the stream services and sources, the authenticator (tokens,
 signed URLs, HTTP hooks, per application, inside a :class:`~arcly_trio.ops.Swappable`) and the
 observers (Prometheus metrics, the audit log, the ``on_event`` hook).
@@ -72,6 +73,8 @@ from ..storage import FileStorage
 from ..workers.http import HttpServer
 from ..workers.listen import LOCAL_PEER
 from ..workers.rtmp import RtmpServer
+from ..workers.serving import Listener
+from .settings import Settings, read_secret
 
 __all__ = ["Runtime", "build_runtime", "reload_runtime", "reload_tls", "app_specs", "authenticator_for",
            "read_secret", "tls_context"]
@@ -88,15 +91,14 @@ RELOADABLE = frozenset({
     "auth_max_delay", "log_level", "tls_cert", "tls_key", "max_publish_bitrate", "max_publishers_per_ip",
     "publish_start_timeout",
 })
-#: Options that are not the server's configuration at all.
-_NOT_SETTINGS = frozenset({"command", "config", "worker_dir", "worker_index", "worker_count"})
 
 
 @attrs.define
 class Runtime:
     """Everything one ``serve`` process runs (see the module docstring)."""
 
-    args: argparse.Namespace
+    settings: Settings
+    """The options it was built with (secrets read), replaced by a reload."""
     engine: Engine
     rtmp: RtmpServer
     http: HttpServer | None
@@ -110,33 +112,6 @@ class Runtime:
     @property
     def http_servers(self) -> list[HttpServer]:
         return [server for server in (self.http, self.https) if server is not None]
-
-
-def read_secret(value: str | None, path: str | None, env: str) -> str | None:
-    """A secret from the command line, else the first line of a file, else the environment.
-
-    Raises ``SystemExit`` with a clear message if the file cannot be read or is empty.
-    """
-    if value:
-        return value
-    if path:
-        try:
-            with open(path, encoding="utf-8") as file:
-                secret = file.readline().strip()
-        except OSError as exc:
-            raise SystemExit(f"arcly-trio: cannot read the secret file {path}: {exc.strerror}") from None
-        if not secret:
-            raise SystemExit(f"arcly-trio: the secret file {path} is empty")
-        return secret
-    return os.environ.get(env) or None
-
-
-def _secrets(args: argparse.Namespace) -> None:
-    """Fill in every secret from its file or environment variable."""
-    for name, env in (("publish_token", "ARCLY_PUBLISH_TOKEN"), ("play_token", "ARCLY_PLAY_TOKEN"),
-                      ("sign_secret", "ARCLY_SIGN_SECRET"), ("publish_sign_secret", "ARCLY_PUBLISH_SIGN_SECRET"),
-                      ("api_token", "ARCLY_API_TOKEN")):
-        setattr(args, name, read_secret(getattr(args, name), getattr(args, f"{name}_file"), env))
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
@@ -171,9 +146,8 @@ def reload_tls(runtime: Runtime, cert: str | None, key: str | None) -> str | Non
     return f"TLS certificate reloaded from {cert}"
 
 
-def _apps_of(args: argparse.Namespace) -> list[str]:
-    tables: Mapping[str, Any] = getattr(args, "app_tables", {}) or {}
-    apps = list(dict.fromkeys([*(args.apps or []), *tables]))
+def _apps_of(args: Settings) -> list[str]:
+    apps = list(dict.fromkeys([*(args.apps or []), *args.app_tables]))
     if not apps:
         apps = ["live"]
     if args.demo and "live" not in apps:
@@ -181,9 +155,10 @@ def _apps_of(args: argparse.Namespace) -> list[str]:
     return apps
 
 
-def app_specs(args: argparse.Namespace) -> dict[str, AppSpec]:
+def app_specs(options: Settings | argparse.Namespace) -> dict[str, AppSpec]:
     """Every application's spec: the global options, then its ``[apps.NAME]`` table."""
-    tables: Mapping[str, Mapping[str, Any]] = getattr(args, "app_tables", {}) or {}
+    args = Settings.of(options)
+    tables = args.app_tables
     specs = {}
     for name in _apps_of(args):
         fields: dict[str, Any] = {
@@ -205,9 +180,10 @@ def app_specs(args: argparse.Namespace) -> dict[str, AppSpec]:
     return specs
 
 
-def _auth_settings(args: argparse.Namespace, table: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    settings = {name: getattr(args, name) for name in ("publish_token", "play_token", "sign_secret",
-                                                       "publish_sign_secret", "on_publish", "on_play")}
+def _auth_settings(args: Settings, table: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    values = args.as_dict()
+    settings = {name: values[name] for name in ("publish_token", "play_token", "sign_secret",
+                                                "publish_sign_secret", "on_publish", "on_play")}
     for key, value in (table or {}).items():
         from .config import APP_KEYS  # noqa: PLC0415
 
@@ -230,7 +206,7 @@ def check_credentials(settings: Mapping[str, Any]) -> None:
                          "(every viewer's ?sign= would publish)")
 
 
-def authenticator_for(settings: Mapping[str, Any], args: argparse.Namespace) -> Authenticator:
+def authenticator_for(settings: Mapping[str, Any], args: Settings) -> Authenticator:
     """Tokens or signatures (either does, per action), then the HTTP hooks (see the README).
     Each credential allows its own action only: a play token or a play signature never
     publishes (``ValueError`` from :func:`check_credentials` when settings would let one)."""
@@ -249,22 +225,21 @@ def authenticator_for(settings: Mapping[str, Any], args: argparse.Namespace) -> 
             members.append(ForActions(accepted[0] if len(accepted) == 1 else AnyOf(accepted), {action}))
     if settings["on_publish"] or settings["on_play"]:
         members.append(HttpHooks(settings["on_publish"], settings["on_play"], timeout=args.hook_timeout,
-                                 fail_open=args.hook_fail_open, node=getattr(args, "node_id", None) or ""))
+                                 fail_open=args.hook_fail_open, node=args.node_id or ""))
     if not members:
         return AllowAll()
     return members[0] if len(members) == 1 else AllOf(members)
 
 
-def build_authenticator(args: argparse.Namespace) -> Authenticator:
+def build_authenticator(args: Settings) -> Authenticator:
     """The whole server's authenticator: the global one, and one per application that has its
     own authorization keys in the file."""
     bad = {action for action in args.sign_actions.split(",") if action.strip()} - {"publish", "play"}
     if bad:
         raise ValueError(f"--sign-actions takes publish and/or play, not {', '.join(sorted(bad))}")
     default = authenticator_for(_auth_settings(args), args)
-    tables: Mapping[str, Mapping[str, Any]] = getattr(args, "app_tables", {}) or {}
     per_app = {}
-    for name, table in tables.items():
+    for name, table in args.app_tables.items():
         if any(k in table for k in ("publish-token", "play-token", "sign-secret", "publish-sign-secret", "on-publish",
                                     "on-play")):
             try:
@@ -277,7 +252,7 @@ def build_authenticator(args: argparse.Namespace) -> Authenticator:
     return TrustedPeers(chosen, {LOCAL_PEER}) if args.worker_dir else chosen
 
 
-def cluster_node(args: argparse.Namespace) -> ClusterNode | None:
+def cluster_node(args: Settings) -> ClusterNode | None:
     """The cluster node of a worker (``--workers``) or of a ``--cluster`` node, or ``None``."""
     worker_dir = args.worker_dir
     if worker_dir is None and not args.cluster:
@@ -322,9 +297,10 @@ def _audit_path(path: str, worker_dir: str | None, index: int) -> str:
     return f"{root}-w{index}{ext}"
 
 
-def build_runtime(args: argparse.Namespace) -> Runtime:
-    """Everything ``serve`` runs, from its resolved options (see the module docstring)."""
-    _secrets(args)
+def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
+    """Everything ``serve`` runs, from its resolved options (see the module docstring); the
+    settings it used (secrets read) are its :attr:`Runtime.settings`."""
+    args = Settings.of(options).with_secrets()
     try:
         specs = app_specs(args)
         authenticator = build_authenticator(args)
@@ -333,12 +309,13 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
     per_ip = args.max_connections_per_ip or None
     worker_dir = args.worker_dir
     index = int(args.worker_index or 0)
-    limits: dict[str, Any] = dict(max_connections=args.max_connections, max_pending_per_address=args.max_idle_per_ip,
-                                  max_per_address=per_ip, reuse_port=worker_dir is not None)
-    rtmp_limits = dict(limits, setup_timeout=args.setup_timeout, idle_timeout=args.connection_idle_timeout,
-                       write_timeout=args.write_timeout, max_partial_memory=int(args.max_ingest_memory * 1024 * 1024))
-    rtmp = RtmpServer(args.host, args.rtmp_port,
-                      unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None, **rtmp_limits)
+    listener = Listener(host=args.host, max_connections=args.max_connections,
+                        max_pending_per_address=args.max_idle_per_ip, max_per_address=per_ip,
+                        write_timeout=args.write_timeout, reuse_port=worker_dir is not None)
+    rtmp_options: dict[str, Any] = dict(setup_timeout=args.setup_timeout, idle_timeout=args.connection_idle_timeout,
+                                        max_partial_memory=int(args.max_ingest_memory * 1024 * 1024))
+    rtmp = RtmpServer(listener=attrs.evolve(listener, port=args.rtmp_port, unix_socket=os.path.join(
+        worker_dir, f"rtmp-{index}.sock") if worker_dir else None), **rtmp_options)
     tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
     auth = Swappable(authenticator)
     hls_max_bytes = int(args.hls_max_mib * 1024 * 1024) if args.hls_max_mib > 0 else None
@@ -357,17 +334,18 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
     )
     runtime = Runtime(args, None, rtmp, None, auth=auth)  # type: ignore[arg-type]
     if args.rtmps_port >= 0:
-        runtime.rtmps = RtmpServer(args.host, args.rtmps_port, ssl_context=tls, **rtmp_limits)
+        runtime.rtmps = RtmpServer(listener=attrs.evolve(listener, port=args.rtmps_port, ssl_context=tls),
+                                   **rtmp_options)
         builder.protocol(runtime.rtmps)
     hls: HlsService | None = None
     if args.http_port >= 0 or args.https_port >= 0:
-        http_options: dict[str, Any] = dict(limits, write_timeout=args.write_timeout, api_token=args.api_token)
         if args.http_port >= 0:
-            runtime.http = HttpServer(args.host, args.http_port, **http_options,
-                                      unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None)
+            runtime.http = HttpServer(listener=attrs.evolve(listener, port=args.http_port, unix_socket=os.path.join(
+                worker_dir, f"http-{index}.sock") if worker_dir else None), api_token=args.api_token)
             builder.protocol(runtime.http)
         if args.https_port >= 0:
-            runtime.https = HttpServer(args.host, args.https_port, ssl_context=tls, **http_options)
+            runtime.https = HttpServer(listener=attrs.evolve(listener, port=args.https_port, ssl_context=tls),
+                                       api_token=args.api_token)
             builder.protocol(runtime.https)
         if worker_dir:  # the workers share one HLS storage; the worker where a stream is published packages it
             hls = HlsService(FileStorage(os.path.join(worker_dir, "hls")), variant=args.hls_variant,
@@ -410,28 +388,25 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
     return runtime
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: value for name, value in vars(args).items() if name not in _NOT_SETTINGS}
-
-
-async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str]:
-    """Apply ``args`` (a new resolved configuration) to a running server; what changed (see the
-    module docstring). ``ValueError`` (nothing changed) if the new settings cannot be used."""
-    _secrets(args)
+async def reload_runtime(runtime: Runtime, options: Settings | argparse.Namespace) -> list[str]:
+    """Apply ``options`` (a new resolved configuration) to a running server; what changed (see
+    the module docstring). ``ValueError`` (nothing changed) if the new settings cannot be used."""
+    args = Settings.of(options).with_secrets()
     specs = app_specs(args)
     authenticator = build_authenticator(args)
     if args.on_event:
         from ..ops.hooks import check_hook_url  # noqa: PLC0415
 
         check_hook_url(args.on_event)
-    old = runtime.args
+    old = runtime.settings
     engine = runtime.engine
     changes: list[str] = []
     # The new authorization first: an application added below is served under it from its
     # first moment (adding one yields to other tasks, which may play or publish there).
     auth_keys = ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "sign_actions", "on_publish",
                  "on_play", "hook_timeout", "hook_fail_open", "app_tables")
-    if any(getattr(old, name, None) != getattr(args, name, None) for name in auth_keys) and runtime.auth is not None:
+    before, after = old.as_dict(), args.as_dict()
+    if any(before[name] != after[name] for name in auth_keys) and runtime.auth is not None:
         await runtime.auth.swap(authenticator)
         changes.append("authorization (tokens, signed URLs, hooks) rebuilt")
     current = {app.name: app for app in engine.applications()}
@@ -459,7 +434,7 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
         engine.idle_timeout = args.idle_timeout if args.idle_timeout > 0 else None
         changes.append("idle timeout changed (for new streams)")
     if old.max_publishers != args.max_publishers:
-        engine._max_publishers = args.max_publishers
+        engine.set_max_publishers(args.max_publishers)
         changes.append("publisher limit changed")
     if old.max_publishers_per_ip != args.max_publishers_per_ip:
         engine.max_publishers_per_address = args.max_publishers_per_ip or None
@@ -476,10 +451,10 @@ async def reload_runtime(runtime: Runtime, args: argparse.Namespace) -> list[str
     tls = reload_tls(runtime, args.tls_cert, args.tls_key)
     if tls is not None:
         changes.append(tls)
-    before, after = _settings(old), _settings(args)
+    before, after = old.configuration(), args.configuration()
     for name in sorted(set(before) | set(after)):
         if name not in RELOADABLE and before.get(name) != after.get(name):
             log.warning("configuration reload: %s changed; it takes effect after a restart", name.replace("_", "-"))
             changes.append(f"{name.replace('_', '-')} changed (needs a restart)")
-    runtime.args = args
+    runtime.settings = args
     return changes

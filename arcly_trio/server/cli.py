@@ -43,11 +43,12 @@ from ..core.excgroups import leaves
 from ..kernel.engine import Engine
 from ..ops.signing import sign_url
 from . import worker_api
-from .build import Runtime, build_runtime, read_secret, reload_runtime, reload_tls
+from .build import Runtime, build_runtime, reload_runtime, reload_tls
 from .config import ConfigError, command_line_problems, explicit_options, load, option_keys, resolve
 from .options import describe_listen_error, integer, number, together
 from .demo import publish_demo
 from .logs import configure_logging, ready_lines
+from .settings import Settings, read_secret
 from .supervisor import tell_supervisor_ready
 from ..kernel.spec import DEFAULT_MAX_PUBLISH_BITRATE
 from .memory import HeapTrimmer, heap_trim_available, pin_mmap_threshold
@@ -266,39 +267,40 @@ def resolve_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpar
     return args
 
 
-async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
+async def serve(options: Settings | argparse.Namespace, *, argv: Sequence[str] | None = None,
                 task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation); SIGHUP reloads ``--config``
     (re-read with the same command line ``argv``)."""
-    runtime = build_runtime(args)
+    runtime = build_runtime(options)
+    settings = runtime.settings  # built once, its secrets read
     engine, rtmp = runtime.engine, runtime.rtmp
-    if args.heap_trim_interval > 0 and heap_trim_available():
-        engine.add_observer(HeapTrimmer(interval=args.heap_trim_interval))  # see server.memory
-    if args.worker_dir:
+    if settings.heap_trim_interval > 0 and heap_trim_available():
+        engine.add_observer(HeapTrimmer(interval=settings.heap_trim_interval))  # see server.memory
+    if settings.worker_dir:
         for server in runtime.http_servers:
-            worker_api.install(server, args.worker_dir, int(args.worker_index), int(args.worker_count))
+            worker_api.install(server, settings.worker_dir, int(settings.worker_index), int(settings.worker_count))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             for http in runtime.http_servers:
                 http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
             for source in engine.sources:
-                if isinstance(source, ClusterNode) and not args.worker_dir:
+                if isinstance(source, ClusterNode) and not settings.worker_dir:
                     public = source.rtmp_url.rpartition(":")[0]
                     source.set_urls(f"{public}:{rtmp.port}", f"{public.replace('rtmp', 'http', 1)}:{runtime.http.port}"
                                     if runtime.http is not None else None)
             # With --workers the supervisor says it, once every worker listens.
-            level = logging.DEBUG if args.worker_dir else logging.INFO
-            for line in ready_lines(host=args.host, public_host=args.public_host, rtmp_port=rtmp.port,
+            level = logging.DEBUG if settings.worker_dir else logging.INFO
+            for line in ready_lines(host=settings.host, public_host=settings.public_host, rtmp_port=rtmp.port,
                                     rtmps_port=runtime.rtmps.port if runtime.rtmps is not None else None,
                                     http=[("https" if http.ssl_context is not None else "http", http.port)
                                           for http in runtime.http_servers],
                                     apps=[app.name for app in engine.applications()],
-                                    hls_variant=args.hls_variant if args.hls else None, demo=args.demo):
+                                    hls_variant=settings.hls_variant if settings.hls else None, demo=settings.demo):
                 log.log(level, "%s", line)
-            if args.demo and not int(args.worker_index or 0):  # with --workers, worker 0 publishes it
-                nursery.start_soon(partial(publish_demo, engine, "live/demo", token=args.publish_token))
-            if args.worker_dir:
+            if settings.demo and not int(settings.worker_index or 0):  # with --workers, worker 0 publishes it
+                nursery.start_soon(partial(publish_demo, engine, "live/demo", token=settings.publish_token))
+            if settings.worker_dir:
                 tell_supervisor_ready()
             # Everything allocated at start-up lives as long as the server: keep it out of
             # the cyclic collector's way (at thousands of players GC is a third of the CPU).
@@ -308,10 +310,10 @@ async def serve(args: argparse.Namespace, *, argv: Sequence[str] | None = None,
             task_status.started(engine)
             stop = trio.Event()
             nursery.start_soon(_until_signalled, signals, stop, runtime, list(argv if argv is not None else []))
-            if args.worker_dir:
+            if settings.worker_dir:
                 nursery.start_soon(_until_orphaned, os.getppid(), stop)
             await stop.wait()
-            await engine.shutdown(grace=args.shutdown_grace)
+            await engine.shutdown(grace=settings.shutdown_grace)
             nursery.cancel_scope.cancel()
     log.info("arcly-trio stopped")
 
@@ -321,9 +323,9 @@ async def reload(runtime: Runtime, argv: Sequence[str]) -> bool:
     included (without a configuration file: those alone); whether it was applied. A file that
     does not load, or settings that cannot be used, are logged and change nothing (TLS files
     that do not load keep the running certificate)."""
-    path = runtime.args.config
+    path = runtime.settings.config
     if not path:
-        tls = reload_tls(runtime, runtime.args.tls_cert, runtime.args.tls_key)
+        tls = reload_tls(runtime, runtime.settings.tls_cert, runtime.settings.tls_key)
         if tls is None:
             log.info("SIGHUP received: nothing to reload (no --config file, no TLS)")
             return False
@@ -353,7 +355,7 @@ async def _until_signalled(signals: AsyncIterator[int], stop: trio.Event, runtim
         if signum == signal.SIGHUP:
             await reload(runtime, argv)
             continue
-        log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, runtime.args.shutdown_grace)
+        log.info("%s received: shutting down (grace %g s)", signal.Signals(signum).name, runtime.settings.shutdown_grace)
         break
     stop.set()
 

@@ -45,7 +45,8 @@ handshakes are read by h11 too and then answered by wsproto on the connection's 
 :mod:`.ws_egress`).
 
 Resource handling: one task per connection in the worker's nursery, closed with
-``aclose_forcefully`` whatever happens (``trio.serve_listeners``); connection slots through an
+``aclose_forcefully`` whatever happens (the worker's :class:`~arcly_trio.workers.serving.ConnectionRunner`,
+which owns the stream's life); connection slots through an
 :class:`~arcly_trio.workers.admission.Admission` (``max_connections`` in all: the connection
 longest without a request — one between requests or still sending its head — evicted to make
 room; while the server is near that cap, at most ``max_pending_per_address`` idle ones per
@@ -72,8 +73,10 @@ Every line is at the level of its kind of event (``arcly_trio.server.logs``: a b
 warning, a timeout or a refused play information, an authorization refusal debug, as the RTMP
 worker's), and past ten of a kind from one address in 10 s they are summed up
 (:class:`~arcly_trio.workers.clientlog.ClientLog`); at debug level every request is a line (an
-access log: method, target without its query values, status). Errors accepting connections that mean overload (EMFILE...) are logged and retried by
-:func:`trio.serve_listeners`; any other error of the worker itself stops the engine.
+access log: method, target without its query values, status). A bug that gets out of a
+connection is logged by the runner (:mod:`arcly_trio.workers.serving`) and closes that connection only. Errors
+accepting connections that mean overload (EMFILE...) are logged and retried by :func:`trio.serve_listeners`;
+any other error of the worker itself stops the engine.
 """
 
 from __future__ import annotations
@@ -91,9 +94,8 @@ from ...core.redact import redact_url
 from ...core.text import printable
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
-from ..admission import Admission, Ticket
-from ..clientlog import ClientLog
-from ..listen import open_listeners, peer_of, with_tls
+from ..admission import Ticket
+from ..serving import ConnectionRunner, Listener
 from .access import admin_refusal, cors_allowed, privileged, token_refusal
 from . import api_routes, flv_routes, frames_routes, pages_routes
 from .exchange import ClientGone, Exchange, common_headers, reason_phrase
@@ -146,6 +148,9 @@ class HttpServer:
         unix_socket: also listen on this Unix socket (the other workers' API requests).
         api_token: the token protected routes need (``None``: they are open).
         ssl_context: serve HTTPS (a server-side :class:`ssl.SSLContext`) on the TCP port.
+        listener: all the listener's options at once (a :class:`~arcly_trio.workers.serving.Listener`,
+            in place of ``host``, ``port``, the connection limits, ``write_timeout``, ``reuse_port``,
+            ``unix_socket`` and ``ssl_context``; ``TypeError`` if both are given).
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -169,31 +174,32 @@ class HttpServer:
         unix_socket: str | None = None,
         api_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        listener: Listener | None = None,
     ) -> None:
-        self.host = host
+        given = Listener(host=host, port=port, max_connections=max_connections,
+                         max_pending_per_address=max_pending_per_address, max_per_address=max_per_address,
+                         write_timeout=write_timeout, reuse_port=reuse_port, unix_socket=unix_socket,
+                         ssl_context=ssl_context)
+        if listener is not None:
+            if given != DEFAULT_LISTENER:
+                raise TypeError("pass either listener= or its options (host, port, limits...), not both")
+            given = listener
+        self.listener = given
+        """Where and how this worker listens (see :mod:`..serving`)."""
         self.api_token = api_token
-        self.ssl_context = ssl_context
-        self.name = "https" if ssl_context is not None else "http"
+        self.ssl_context = given.ssl_context
+        self.name = "https" if given.ssl_context is not None else "http"
         """The protocol this worker serves (health checks, metrics)."""
-        self.listening = False
-        self.reuse_port = reuse_port
-        self.unix_socket = unix_socket
         self.rtmp_port = rtmp_port
-        self.requested_port = port
-        self.port: int | None = None
         self.cors = cors
-        self.admission = Admission(
-            max_connections=max_connections,
-            max_pending_per_address=max_pending_per_address,
-            max_per_address=max_per_address,
-            log=log,
-            label="HTTP connection",
-        )
-        self.clients = ClientLog(log)
+        self.runner = ConnectionRunner(given, name=self.name, label="HTTP connection", log=log, refuse=_send_busy)
+        """Listens, admits and runs the connections (see :mod:`..serving`)."""
+        self.admission = self.runner.admission
+        self.clients = self.runner.clients
         """How bad and refused clients ended: a line each while few, per burst when many."""
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
-        self.write_timeout = write_timeout
+        self.write_timeout = given.write_timeout
         self.connections = 0
         """Connections serving a request (live players included)."""
         self.engine: Engine | None = None
@@ -202,6 +208,31 @@ class HttpServer:
         flv_routes.install(self.router)
         frames_routes.install(self.router)
         pages_routes.install(self.router)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
+
+    @property
+    def requested_port(self) -> int:
+        return self.listener.port
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.listener.reuse_port
+
+    @property
+    def unix_socket(self) -> str | None:
+        return self.listener.unix_socket
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port, once serving."""
+        return self.runner.port
+
+    @property
+    def listening(self) -> bool:
+        return self.runner.listening
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
@@ -214,19 +245,8 @@ class HttpServer:
         for plugin in engine.plugins:
             if isinstance(plugin, RouteInstaller):
                 plugin.install_routes(self.router)
-        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
-                                         unix_socket=self.unix_socket, protocol=self.name)
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
-                 f" and {self.unix_socket}" if self.unix_socket else "")
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.clients.run)
-                await nursery.start(trio.serve_listeners, self._handle, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
-                self.listening = True
-                task_status.started(self.port)
-        finally:
-            self.listening = False
+        await self.runner.serve(self._handle, context_of=self._tls_context if self.ssl_context is not None else None,
+                                task_status=task_status)
 
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
         """Why ``request`` may not use a protected route (status and message), or ``None``."""
@@ -236,44 +256,35 @@ class HttpServer:
         """Whether ``request`` may see what identifies clients (see :mod:`.access`)."""
         return privileged(request, self.api_token)
 
-    async def _handle(self, stream: trio.abc.Stream) -> None:
-        try:
-            peer = peer_of(stream)
-        except OSError:
-            await trio.aclose_forcefully(stream)
-            return
-        ticket = self.admission.admit(peer[0])
-        if ticket is None:
-            with trio.move_on_after(1):
-                try:
-                    await stream.send_all(_BUSY)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-            await trio.aclose_forcefully(stream)
-            return
+    async def _handle(self, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
+        """One admitted connection (the runner closes its stream and releases its ticket)."""
         assert self.engine is not None
         connection = _Connection(self, self.engine, stream, peer, ticket)
         try:
-            with ticket.scope:
-                await connection.run()
-            if ticket.evicted:
-                log.debug("http %s:%s evicted (idle, its slot was needed)", *peer)
+            await connection.run()
         except ClientGone as exc:
             log.debug("http %s:%s went away: %s", *peer, exc)
         except trio.TooSlowError:
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             log.debug("http %s:%s went away: %s", *peer, exc or type(exc).__name__)
-        except Exception:
-            log.exception("http %s:%s failed", *peer)
-        finally:
-            ticket.release()
-            await trio.aclose_forcefully(stream)
 
     @property
     def open_connections(self) -> int:
         """Open TCP connections."""
         return self.admission.open
+
+
+DEFAULT_LISTENER = Listener(host="0.0.0.0", port=8080, max_connections=1024)
+"""The listener options :class:`HttpServer` takes by default."""
+
+
+async def _send_busy(stream: trio.abc.Stream) -> None:
+    """The answer of a connection admission has no slot for (the runner closes it)."""
+    try:
+        await stream.send_all(_BUSY)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
 
 
 class _Connection:

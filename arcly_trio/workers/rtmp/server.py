@@ -28,7 +28,9 @@ new one, open ones keep theirs. A
 TLS connection never takes the direct-write path on its socket: its bytes go through the
 stream's ``send_all`` (see :mod:`arcly_trio.workers.egress`).
 
-Resource handling (every limit is an argument of :class:`RtmpServer`):
+Resource handling (every limit is an argument of :class:`RtmpServer`; the listener's, in its
+:class:`~arcly_trio.workers.serving.Listener`, are applied by its
+:class:`~arcly_trio.workers.serving.ConnectionRunner`, which also closes each connection's stream):
 
 * connection slots through an :class:`~arcly_trio.workers.admission.Admission`: a global cap
   where, among the connections that neither publish nor play, the one longest without
@@ -112,10 +114,11 @@ from ...protocols.rtmp import (
 )
 from ...protocols.rtmp.handshake import ServerHandshake
 from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
-from ..admission import Admission, Ticket
-from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED, ClientLog
+from ..admission import Ticket
+from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
-from ..listen import LOCAL_PEER, open_listeners, peer_of, with_tls
+from ..listen import LOCAL_PEER
+from ..serving import ConnectionRunner, Listener
 
 if TYPE_CHECKING:
     from ...kernel.engine import Engine
@@ -164,7 +167,10 @@ class RtmpServer:
     workers: its players count under protocol ``"relay"``). ``ssl_context`` serves RTMPS on
     the TCP port. ``connections`` counts connections that publish or play (the
     engine's graceful shutdown waits for it to reach 0). See the module docstring for what
-    each limit does.
+    each limit does. ``listener`` gives the listener's options at once (a
+    :class:`~arcly_trio.workers.serving.Listener`, in place of ``host``, ``port``, the connection
+    limits, ``write_timeout``, ``reuse_port``, ``unix_socket`` and ``ssl_context``; ``TypeError``
+    if both are given).
     """
 
     def __init__(
@@ -185,34 +191,60 @@ class RtmpServer:
         reuse_port: bool = False,
         unix_socket: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        listener: Listener | None = None,
     ) -> None:
-        self.host = host
-        self.ssl_context = ssl_context
-        self.name = "rtmps" if ssl_context is not None else "rtmp"
+        given = Listener(host=host, port=port, max_connections=max_connections,
+                         max_pending_per_address=max_pending_per_address, max_per_address=max_per_address,
+                         write_timeout=write_timeout, reuse_port=reuse_port, unix_socket=unix_socket,
+                         ssl_context=ssl_context)
+        if listener is not None:
+            if given != DEFAULT_LISTENER:
+                raise TypeError("pass either listener= or its options (host, port, limits...), not both")
+            given = listener
+        self.listener = given
+        """Where and how this worker listens (see :mod:`..serving`)."""
+        self.ssl_context = given.ssl_context
+        self.name = "rtmps" if given.ssl_context is not None else "rtmp"
         """The protocol of this worker's clients (``rtmp`` or ``rtmps``)."""
-        self.listening = False
-        self.reuse_port = reuse_port
-        self.unix_socket = unix_socket
-        self.requested_port = port
-        self.port: int | None = None
         self.chunk_size = chunk_size
         self.handshake_timeout = handshake_timeout
         self.setup_timeout = setup_timeout
         self.idle_timeout = idle_timeout
-        self.write_timeout = write_timeout
+        self.write_timeout = given.write_timeout
         self.max_setup_buffer = max_setup_buffer
-        self.admission = Admission(
-            max_connections=max_connections,
-            max_pending_per_address=max_pending_per_address,
-            max_per_address=max_per_address,
-            log=log,
-            label="RTMP connection",
-        )
+        self.runner = ConnectionRunner(given, name=self.name, label="RTMP connection", log=log)
+        """Listens, admits and runs the connections (see :mod:`..serving`)."""
+        self.admission = self.runner.admission
         self.budget = ByteBudget(max_partial_memory)
         """Partial-message bytes held by all connections (see the module docstring)."""
         self.connections = 0
-        self.clients = ClientLog(log)
+        self.clients = self.runner.clients
         """How bad and refused clients ended: a line each while few, per burst when many."""
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
+
+    @property
+    def requested_port(self) -> int:
+        return self.listener.port
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.listener.reuse_port
+
+    @property
+    def unix_socket(self) -> str | None:
+        return self.listener.unix_socket
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port, once serving."""
+        return self.runner.port
+
+    @property
+    def listening(self) -> bool:
+        return self.runner.listening
 
     @property
     def open_connections(self) -> int:
@@ -234,42 +266,19 @@ class RtmpServer:
         return self.ssl_context
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await open_listeners(self.host, self.requested_port, reuse_port=self.reuse_port,
-                                         unix_socket=self.unix_socket, protocol=self.name)
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info("%s listening on %s:%d%s", self.name.upper(), self.host, self.port,
-                 f" and {self.unix_socket}" if self.unix_socket else "")
+        async def handler(stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
+            await self._handle(engine, stream, peer, ticket)
 
-        async def handler(stream: trio.abc.Stream) -> None:
-            await self._handle(engine, stream)
+        await self.runner.serve(handler, context_of=self._tls_context if self.ssl_context is not None else None,
+                                task_status=task_status)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.clients.run)
-                await nursery.start(trio.serve_listeners, handler, with_tls(listeners, self._tls_context if self.ssl_context is not None else None))
-                self.listening = True
-                task_status.started(self.port)
-        finally:
-            self.listening = False
-
-    async def _handle(self, engine: Engine, stream: trio.abc.Stream) -> None:
-        try:
-            peer = peer_of(stream)
-        except OSError:
-            await trio.aclose_forcefully(stream)
-            return
-        ticket = self.admission.admit(peer[0])
-        if ticket is None:
-            await trio.aclose_forcefully(stream)
-            return
+    async def _handle(self, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
+        """One admitted connection (the runner closes its stream and releases its ticket)."""
         connection = _Connection(self, engine, stream, peer)
+        connection.ticket = ticket
         clients, address, name = self.clients, peer[0], self.name
         try:
-            with ticket.scope:
-                connection.ticket = ticket
-                await connection.run()
-            if ticket.evicted:
-                log.debug("%s %s:%s evicted (idle, its slot was needed)", name, *peer)
+            await connection.run()
         except _Refused as exc:
             level = logging.DEBUG if exc.authorization else logging.INFO
             clients.log(level, address, "refusals", "%s %s:%s %s", name, *peer, exc)
@@ -285,17 +294,15 @@ class RtmpServer:
             log.debug("%s %s:%s went away: %s", name, *peer, exc or type(exc).__name__)
         except StreamError as exc:
             clients.log(logging.WARNING, address, "errors", "%s %s:%s closed: %s", name, *peer, exc)
-        except Exception:
-            # A bug in handling this one connection must not take the worker (and the engine)
-            # down with it: close the connection, log it loudly, serve the others.
-            log.exception("%s %s:%s closed: internal error", name, *peer)
         finally:
-            ticket.release()
             connection.session.close()
             if connection.busy:
                 self.connections -= 1
                 engine.activity.exit()
-            await trio.aclose_forcefully(stream)
+
+
+DEFAULT_LISTENER = Listener(host="0.0.0.0", port=1935, max_connections=4096)
+"""The listener options :class:`RtmpServer` takes by default."""
 
 
 class _Player(DirectSink):
