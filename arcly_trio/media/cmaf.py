@@ -87,7 +87,7 @@ from ..core.errors import LocalProtocolError
 from ..core.frame import Frame, FrameKind
 from .codec_strings import decoder_parameters, decoder_parameters_of
 from .codecs import CodecConfig, CodecError, parse_config
-from .hls import HOLE_MS, check_segmenting, not_carried
+from .ts_segments import HOLE_MS, check_segmenting, not_carried
 from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, track_from_config
 
 __all__ = [
@@ -626,7 +626,7 @@ class CmafPackager:
     def _stalled(self, seg: OpenSegment, kind: FrameKind, out: int) -> bool:
         """Whether a frame of the non-leading ``kind`` at ``out`` must cut the open segment: it
         would outgrow ``max_segment_duration`` while the leading track has been silent for
-        ``stall_ms`` (see :class:`~.hls.SegmentLimits`: a stall, not audio running ahead in the
+        ``stall_ms`` (see :class:`~.ts_segments.SegmentLimits`: a stall, not audio running ahead in the
         interleaving)."""
         if out - seg.start_ms + self._interval.get(kind, 0) <= self._max_ms:
             return False
