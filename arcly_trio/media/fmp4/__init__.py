@@ -15,6 +15,13 @@ Three steps:
   fragments (:meth:`~FragmentWriter.fragment`): ``moof`` + ``mdat``, each a :class:`Fragment`
   with its bytes and what a packager needs to list it (start, duration, independent, size).
 
+Modules
+    :mod:`.boxes` (box, FullBox and descriptor writing), :mod:`.init` (tracks, sample entries
+    and the init segment), :mod:`.fragment` (the fragment writer); every public name is
+    importable from here. The codec records are parsed by :mod:`arcly_trio.media.codecs`
+    (:func:`~arcly_trio.media.codecs.parse_config`); a caller that has parsed a config already
+    passes it as ``track_from_config(..., parsed=...)``.
+
 Codecs and sample entries
     ``h264`` -> ``avc1`` + ``avcC``; ``hevc`` -> ``hvc1`` + ``hvcC`` (what Apple requires; the
     records are written as the publisher sent them); ``av1`` -> ``av01`` + ``av1C``; ``vp9`` ->
