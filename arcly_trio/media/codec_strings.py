@@ -65,9 +65,12 @@ from .codecs import (
     UnsupportedCodec,
     Vp9Config,
     opus_head,
+    parse_audio_specific_config,
     parse_av1_config,
     parse_av1_sequence_header,
+    parse_avc_config,
     parse_config,
+    parse_hevc_config,
     parse_opus_head,
     parse_vp9_config,
 )
@@ -140,7 +143,7 @@ def takes_description(frame_codec: str) -> bool:
 
 def avc_codec_string(record: bytes) -> str:
     """``avc1.PPCCLL`` from an avcC record."""
-    return decoder_parameters("h264", record).codec
+    return _avc_string(parse_avc_config(bytes(record)))
 
 
 def _avc_string(config: AvcConfig) -> str:
@@ -153,7 +156,7 @@ def _reverse32(value: int) -> int:
 
 def hevc_codec_string(record: bytes) -> str:
     """``hvc1.…`` from an hvcC record (ISO/IEC 14496-15 Annex E)."""
-    return decoder_parameters("hevc", record).codec
+    return _hevc_string(parse_hevc_config(bytes(record)))
 
 
 def _hevc_string(config: HevcConfig) -> str:
@@ -176,7 +179,7 @@ def _hevc_string(config: HevcConfig) -> str:
 
 def av1_codec_string(record: bytes) -> str:
     """``av01.P.LLT.DD[.M.CCC.cp.tc.mc.F]`` from an av1C record."""
-    return decoder_parameters("av1", record).codec
+    return _av1_string(parse_av1_config(bytes(record)))
 
 
 def _av1_string(config: Av1Config) -> str:
@@ -201,7 +204,7 @@ def _av1_string(config: Av1Config) -> str:
 def vp9_codec_string(record: bytes) -> str:
     """``vp09.PP.LL.DD[.CC.cp.tc.mc.FF]`` from a vpcC record (with or without its version and
     flags)."""
-    return decoder_parameters("vp9", record).codec
+    return _vp9_string(parse_vp9_config(bytes(record)))
 
 
 def _vp9_string(c: Vp9Config) -> str:
@@ -220,7 +223,7 @@ def _vp9_string(c: Vp9Config) -> str:
 
 def aac_codec_string(record: bytes) -> str:
     """``mp4a.40.N`` from an AudioSpecificConfig."""
-    return decoder_parameters("aac", record).codec
+    return f"mp4a.40.{parse_audio_specific_config(bytes(record)).object_type}"
 
 
 # --- all codecs --------------------------------------------------------------------------------
