@@ -1,4 +1,4 @@
-"""Tests of arcly_trio.media.hls: the segmenter's events and playlist, checked after every call
+"""Tests of arcly_trio.media.ts_segments: the segmenter's events and playlist, checked after every call
 against the `m3u8` parser and an independent reading of the segments' MPEG-TS, for generated
 streams with restarts and timestamp jumps; and a real clip whose segments ffmpeg decodes.
 """
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.codecs import CodecError
-from arcly_trio.media.hls import (
+from arcly_trio.media.ts_segments import (
     HlsSegmenter,
     Segment,
     SegmentClosed,

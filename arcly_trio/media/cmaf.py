@@ -85,10 +85,10 @@ import attrs
 
 from ..core.errors import LocalProtocolError
 from ..core.frame import Frame, FrameKind
-from .codec_strings import decoder_parameters
-from .codecs import CodecError
-from .hls import HOLE_MS, check_segmenting, not_carried
-from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, needs_keyframe, track_from_config
+from .codec_strings import decoder_parameters, decoder_parameters_of
+from .codecs import CodecConfig, CodecError, parse_config
+from .ts_segments import HOLE_MS, check_segmenting, not_carried
+from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, track_from_config
 
 __all__ = [
     "CmafPackager",
@@ -211,7 +211,11 @@ class Rendition:
         self.kind = kind
         self.name = RENDITION_NAMES[kind]
         self.track = track
-        self.codec_string = decoder_parameters(track.codec, track.config).codec
+        parsed = track.codec_config
+        if parsed is None:
+            self.codec_string = decoder_parameters(track.codec, track.config).codec
+        else:
+            self.codec_string = decoder_parameters_of(parsed).codec
         self.init = init
         self.segments: list[CmafSegment] = []
         self.open_parts: list[CmafPart] = []
@@ -346,6 +350,8 @@ class CmafPackager:
         self._cut: _PendingCut | None = None
         self._finished = False
         self._configs: dict[FrameKind, Frame] = {}  # the newest config of each kind
+        self._parsed: dict[FrameKind, CodecConfig] = {}  # its record, parsed once
+        self._ready: dict[FrameKind, Fmp4Track] = {}  # its track, when it needs no keyframe
         self._stale: set[FrameKind] = set()  # kinds whose rendition needs a new init segment
         self._inits = 0
         self._availability_start: float | None = None
@@ -450,9 +456,16 @@ class CmafPackager:
         current = self._configs.get(kind)
         if current is not None and current.codec == frame.codec and current.payload == frame.payload:
             return
-        if not needs_keyframe(frame):  # raises CodecError for an AV1 record that does not parse
-            track_from_config(frame)  # validate now (raises CodecError)
+        parsed = parse_config(frame.codec, frame.payload)  # raises CodecError: nothing changed
+        track = None
+        if not parsed.needs_keyframe:
+            track = track_from_config(frame, track_id=1, parsed=parsed)  # validate now (CodecError)
         self._configs[kind] = frame
+        self._parsed[kind] = parsed
+        if track is None:
+            self._ready.pop(kind, None)
+        else:
+            self._ready[kind] = track
         rendition = self.renditions.get(kind)
         if rendition is None or rendition.track.config != frame.payload or rendition.track.codec != frame.codec:
             self._stale.add(kind)
@@ -613,7 +626,7 @@ class CmafPackager:
     def _stalled(self, seg: OpenSegment, kind: FrameKind, out: int) -> bool:
         """Whether a frame of the non-leading ``kind`` at ``out`` must cut the open segment: it
         would outgrow ``max_segment_duration`` while the leading track has been silent for
-        ``stall_ms`` (see :class:`~.hls.SegmentLimits`: a stall, not audio running ahead in the
+        ``stall_ms`` (see :class:`~.ts_segments.SegmentLimits`: a stall, not audio running ahead in the
         interleaving)."""
         if out - seg.start_ms + self._interval.get(kind, 0) <= self._max_ms:
             return False
@@ -655,8 +668,7 @@ class CmafPackager:
     def _can_renew(self, frame: Frame) -> bool:
         """Whether the stale renditions can get their new init segment at ``frame``."""
         for kind in self._stale:
-            config = self._configs[kind]
-            if kind is FrameKind.VIDEO and frame.kind is not FrameKind.VIDEO and needs_keyframe(config):
+            if kind is FrameKind.VIDEO and frame.kind is not FrameKind.VIDEO and self._parsed[kind].needs_keyframe:
                 return False
         return True
 
@@ -667,12 +679,11 @@ class CmafPackager:
         for kind, config in self._configs.items():
             if kind in self.renditions and kind not in self._stale:
                 continue
-            keyframe = None
-            if needs_keyframe(config):
+            track = self._ready.get(kind)
+            if track is None:
                 if frame.kind is not kind or not frame.keyframe or frame.codec != config.codec:
                     continue  # built at a later segment, on a keyframe of its own
-                keyframe = frame
-            track = track_from_config(config, keyframe, track_id=1)
+                track = track_from_config(config, frame, track_id=1, parsed=self._parsed[kind])
             self._inits += 1
             name = f"{self.name_prefix}{_LETTERS[kind]}{self._inits}.mp4"
             made[kind] = Rendition(kind, track, name)

@@ -22,8 +22,8 @@ Strings (``Frame.codec`` -> WebCodecs codec string):
   stream is not 4:2:0 8/10/12-bit studio-range video with default colours, read from the
   sequence header OBU in the record's configOBUs (when there is none, the short form). The
   sequence header also gives the coded size.
-* ``vp9``, a VPCodecConfigurationRecord (vpcC, the ``vpcC`` box payload with its version 1
-  and flags): ``vp09.PP.LL.DD`` and, when chroma subsampling, range or colours differ from the
+* ``vp9``, a VPCodecConfigurationRecord (vpcC, with or without the ``vpcC`` box's version 1
+  and flags in front): ``vp09.PP.LL.DD`` and, when chroma subsampling, range or colours differ from the
   defaults, the long form ``.CC.cp.tc.mc.FF`` (VP9 codec string, VP9-ISOBMFF "Codecs
   Parameter String").
 * ``aac``, an AudioSpecificConfig: ``mp4a.40.N`` with N the audioObjectType as signalled.
@@ -34,6 +34,11 @@ Which records a browser decoder takes as ``description`` (:attr:`DecoderParamete
 avcC (chunks are then AVCC length-prefixed NAL units), hvcC (HVCC), the AudioSpecificConfig
 (chunks are raw AAC frames) and OpusHead; not vpcC nor av1C (VP9 and AV1 chunks are
 self-describing).
+
+The records are parsed by :mod:`arcly_trio.media.codecs` (the one parser of each; its typed
+records are re-exported here); this module formats what they hold. A packager that has the
+record parsed already passes the :class:`~arcly_trio.media.codecs.CodecConfig` to
+:func:`decoder_parameters_of`.
 
 Reverse, for ingest (:func:`config_record_for`): a vpcC from a ``vp09.…`` string, an av1C
 (without configOBUs) from an ``av01.…`` string, an OpusHead from channels and rate.
@@ -47,20 +52,31 @@ caller that refuses peer input catches one class). Nothing else escapes on arbit
 from __future__ import annotations
 
 import re
-import struct
 from typing import Final
 
 import attrs
 
 from .codecs import (
+    Av1Config,
+    Av1SequenceHeader,
+    CodecConfig,
     CodecError,
-    _BitReader,
+    OpusHead,
+    UnsupportedCodec,
+    Vp9Config,
+    opus_head,
     parse_audio_specific_config,
+    parse_av1_config,
+    parse_av1_sequence_header,
     parse_avc_config,
-    parse_h264_sps,
+    parse_config,
     parse_hevc_config,
-    parse_hevc_sps,
+    parse_opus_head,
+    parse_vp9_config,
 )
+from .codecs.aac import AacConfig
+from .codecs.h264 import AvcConfig, H264Sps
+from .codecs.hevc import HevcConfig, HevcSps
 
 __all__ = [
     "AUDIO_CODECS",
@@ -76,6 +92,7 @@ __all__ = [
     "avc_codec_string",
     "config_record_for",
     "decoder_parameters",
+    "decoder_parameters_of",
     "frame_codec_of",
     "hevc_codec_string",
     "opus_head",
@@ -93,10 +110,6 @@ VIDEO_CODECS: Final = frozenset({"h264", "hevc", "av1", "vp9"})
 AUDIO_CODECS: Final = frozenset({"aac", "opus"})
 
 _DESCRIPTION_CODECS: Final = frozenset({"h264", "hevc", "aac", "opus"})
-
-
-class UnsupportedCodec(CodecError):
-    """A codec (or a codec string, or a record version) this module does not handle."""
 
 
 @attrs.frozen
@@ -130,7 +143,10 @@ def takes_description(frame_codec: str) -> bool:
 
 def avc_codec_string(record: bytes) -> str:
     """``avc1.PPCCLL`` from an avcC record."""
-    config = parse_avc_config(record)
+    return _avc_string(parse_avc_config(bytes(record)))
+
+
+def _avc_string(config: AvcConfig) -> str:
     return f"avc1.{config.profile:02x}{config.compatibility:02x}{config.level:02x}"
 
 
@@ -140,19 +156,19 @@ def _reverse32(value: int) -> int:
 
 def hevc_codec_string(record: bytes) -> str:
     """``hvc1.…`` from an hvcC record (ISO/IEC 14496-15 Annex E)."""
-    parse_hevc_config(record)  # validates the whole record
-    space = record[1] >> 6
-    tier = (record[1] >> 5) & 1
-    profile = record[1] & 0x1F
-    compat = _reverse32(int.from_bytes(record[2:6], "big"))
-    constraints = list(record[6:12])
+    return _hevc_string(parse_hevc_config(bytes(record)))
+
+
+def _hevc_string(config: HevcConfig) -> str:
+    constraints = list(config.constraints)
     while constraints and constraints[-1] == 0:
         constraints.pop()
+    space = config.profile_space
     parts = [
         "hvc1",
-        f"{'' if space == 0 else 'ABC'[space - 1]}{profile}",
-        f"{compat:X}",
-        f"{'H' if tier else 'L'}{record[12]}",
+        f"{'' if space == 0 else 'ABC'[space - 1]}{config.profile}",
+        f"{_reverse32(config.compatibility):X}",
+        f"{'H' if config.tier else 'L'}{config.level}",
         *(f"{byte:X}" for byte in constraints),
     ]
     return ".".join(parts)
@@ -161,202 +177,12 @@ def hevc_codec_string(record: bytes) -> str:
 # --- AV1 ---------------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Av1SequenceHeader:
-    """What a codec string and a decoder need from an AV1 sequence header OBU."""
-
-    profile: int
-    level: int
-    tier: int
-    bit_depth: int
-    monochrome: bool
-    subsampling_x: int
-    subsampling_y: int
-    chroma_sample_position: int
-    color_primaries: int
-    transfer_characteristics: int
-    matrix_coefficients: int
-    full_range: bool
-    max_width: int
-    max_height: int
-
-
-@attrs.frozen
-class Av1Config:
-    """An AV1CodecConfigurationRecord (AV1-ISOBMFF 2.3.3)."""
-
-    profile: int
-    level: int
-    tier: int
-    bit_depth: int
-    monochrome: bool
-    subsampling_x: int
-    subsampling_y: int
-    chroma_sample_position: int
-    config_obus: bytes
-    sequence_header: Av1SequenceHeader | None
-
-
-def _leb128(data: bytes, pos: int, what: str) -> tuple[int, int]:
-    value = 0
-    for i in range(8):
-        if pos >= len(data):
-            raise CodecError(f"{what}: leb128 truncated")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos
-    raise CodecError(f"{what}: leb128 longer than 8 bytes")
-
-
-def _uvlc(r: _BitReader) -> int:
-    zeros = 0
-    while not r.flag():
-        zeros += 1
-        if zeros >= 32:
-            raise CodecError("AV1 sequence header: uvlc longer than 32 bits")
-    return (1 << zeros) - 1 + r.u(zeros) if zeros else 0
-
-
-def parse_av1_sequence_header(payload: bytes) -> Av1SequenceHeader:
-    """Parse an AV1 ``sequence_header_obu()`` payload (AV1 5.5) up to its ``color_config``."""
-    r = _BitReader(bytes(payload), "AV1 sequence header")
-    profile = r.u(3)
-    if profile > 2:
-        raise CodecError(f"AV1 sequence header: seq_profile {profile} is reserved")
-    r.skip(1)  # still_picture
-    reduced = r.flag()
-    tier = 0
-    if reduced:
-        level = r.u(5)
-    else:
-        if r.flag():  # timing_info_present_flag
-            r.skip(64)  # num_units_in_display_tick, time_scale
-            if r.flag():  # equal_picture_interval
-                _uvlc(r)
-            decoder_model = r.flag()
-            if decoder_model:
-                buffer_delay_length = r.u(5) + 1
-                r.skip(32)  # num_units_in_decoding_tick
-                r.skip(10)  # buffer_removal_time_length_minus_1, frame_presentation_time_length_minus_1
-        else:
-            decoder_model = False
-            buffer_delay_length = 0
-        initial_display_delay = r.flag()
-        level = 0
-        for index in range(r.u(5) + 1):
-            r.skip(12)  # operating_point_idc
-            op_level = r.u(5)
-            op_tier = r.u(1) if op_level > 7 else 0
-            if index == 0:
-                level, tier = op_level, op_tier
-            if decoder_model and r.flag():
-                r.skip(2 * buffer_delay_length + 1)
-            if initial_display_delay and r.flag():
-                r.skip(4)
-    width_bits = r.u(4) + 1
-    height_bits = r.u(4) + 1
-    max_width = r.u(width_bits) + 1
-    max_height = r.u(height_bits) + 1
-    if not reduced and r.flag():  # frame_id_numbers_present_flag
-        r.skip(7)
-    r.skip(3)  # use_128x128_superblock, enable_filter_intra, enable_intra_edge_filter
-    if not reduced:
-        r.skip(4)  # interintra, masked compound, warped motion, dual filter
-        order_hint = r.flag()
-        if order_hint:
-            r.skip(2)  # enable_jnt_comp, enable_ref_frame_mvs
-        force_screen_content = 2 if r.flag() else r.u(1)
-        if force_screen_content > 0 and not r.flag():  # seq_choose_integer_mv
-            r.skip(1)  # seq_force_integer_mv
-        if order_hint:
-            r.skip(3)
-    r.skip(3)  # enable_superres, enable_cdef, enable_restoration
-    # color_config()
-    bit_depth = 8
-    if r.flag():  # high_bitdepth
-        bit_depth = 12 if profile == 2 and r.flag() else 10
-    monochrome = False if profile == 1 else r.flag()
-    primaries = transfer = matrix = 2
-    if r.flag():  # color_description_present_flag
-        primaries, transfer, matrix = r.u(8), r.u(8), r.u(8)
-    position = 0
-    if monochrome:
-        full_range = r.flag()
-        sub_x = sub_y = 1
-    elif primaries == 1 and transfer == 13 and matrix == 0:  # sRGB
-        full_range, sub_x, sub_y = True, 0, 0
-    else:
-        full_range = r.flag()
-        if profile == 0:
-            sub_x = sub_y = 1
-        elif profile == 1:
-            sub_x = sub_y = 0
-        elif bit_depth == 12:
-            sub_x = r.u(1)
-            sub_y = r.u(1) if sub_x else 0
-        else:
-            sub_x, sub_y = 1, 0
-        if sub_x and sub_y:
-            position = r.u(2)
-    return Av1SequenceHeader(
-        profile=profile, level=level, tier=tier, bit_depth=bit_depth, monochrome=monochrome,
-        subsampling_x=sub_x, subsampling_y=sub_y, chroma_sample_position=position,
-        color_primaries=primaries, transfer_characteristics=transfer, matrix_coefficients=matrix,
-        full_range=full_range, max_width=max_width, max_height=max_height,
-    )
-
-
-def _av1_sequence_header_in(obus: bytes) -> Av1SequenceHeader | None:
-    """The first sequence header OBU among ``obus`` (low-overhead format), parsed."""
-    pos = 0
-    what = "av1C configOBUs"
-    while pos < len(obus):
-        header = obus[pos]
-        if header & 0x80:
-            raise CodecError(f"{what}: OBU forbidden bit set")
-        obu_type = (header >> 3) & 0x0F
-        pos += 2 if header & 0x04 else 1
-        if not header & 0x02:  # no obu_size: the OBU runs to the end
-            size = len(obus) - pos
-        else:
-            size, pos = _leb128(obus, pos, what)
-        if pos + size > len(obus):
-            raise CodecError(f"{what}: OBU of {size} bytes runs past the end")
-        if obu_type == 1:
-            return parse_av1_sequence_header(obus[pos : pos + size])
-        pos += size
-    return None
-
-
-def parse_av1_config(record: bytes) -> Av1Config:
-    """Parse an av1C record, and the sequence header among its configOBUs if there is one."""
-    what = "AV1CodecConfigurationRecord"
-    if len(record) < 4:
-        raise CodecError(f"{what} is truncated ({len(record)} bytes)")
-    if record[0] != 0x81:
-        raise CodecError(f"{what}: marker/version byte {record[0]:#04x} is not 0x81")
-    b1, b2 = record[1], record[2]
-    high_bitdepth, twelve_bit = bool(b2 & 0x40), bool(b2 & 0x20)
-    obus = bytes(record[4:])
-    return Av1Config(
-        profile=b1 >> 5,
-        level=b1 & 0x1F,
-        tier=b2 >> 7,
-        bit_depth=(12 if twelve_bit else 10) if high_bitdepth else 8,
-        monochrome=bool(b2 & 0x10),
-        subsampling_x=(b2 >> 3) & 1,
-        subsampling_y=(b2 >> 2) & 1,
-        chroma_sample_position=b2 & 0x03,
-        config_obus=obus,
-        sequence_header=_av1_sequence_header_in(obus) if obus else None,
-    )
-
-
 def av1_codec_string(record: bytes) -> str:
     """``av01.P.LLT.DD[.M.CCC.cp.tc.mc.F]`` from an av1C record."""
-    config = parse_av1_config(record)
+    return _av1_string(parse_av1_config(bytes(record)))
+
+
+def _av1_string(config: Av1Config) -> str:
     base = f"av01.{config.profile}.{config.level:02d}{'H' if config.tier else 'M'}.{config.bit_depth:02d}"
     seq = config.sequence_header
     chroma = f"{config.subsampling_x}{config.subsampling_y}{config.chroma_sample_position}"
@@ -375,51 +201,13 @@ def av1_codec_string(record: bytes) -> str:
 # --- VP9 ---------------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Vp9Config:
-    """A VPCodecConfigurationRecord, version 1 (VP9-ISOBMFF)."""
-
-    profile: int
-    level: int
-    bit_depth: int
-    chroma_subsampling: int
-    full_range: bool
-    color_primaries: int
-    transfer_characteristics: int
-    matrix_coefficients: int
-
-
-def parse_vp9_config(record: bytes) -> Vp9Config:
-    """Parse a vpcC box payload (version 1, with its 4-byte version and flags)."""
-    what = "VPCodecConfigurationRecord"
-    if len(record) < 12:
-        raise CodecError(f"{what} is truncated ({len(record)} bytes)")
-    if record[0] != 1:
-        raise UnsupportedCodec(f"{what} version {record[0]} (only version 1 is supported)")
-    size = (record[10] << 8) | record[11]
-    if 12 + size > len(record):
-        raise CodecError(f"{what}: codecInitializationData runs past the end")
-    bits = record[6]
-    bit_depth = bits >> 4
-    if bit_depth not in (8, 10, 12):
-        raise CodecError(f"{what}: bit depth {bit_depth}")
-    if record[4] > 3:
-        raise CodecError(f"{what}: profile {record[4]}")
-    return Vp9Config(
-        profile=record[4],
-        level=record[5],
-        bit_depth=bit_depth,
-        chroma_subsampling=(bits >> 1) & 0x07,
-        full_range=bool(bits & 1),
-        color_primaries=record[7],
-        transfer_characteristics=record[8],
-        matrix_coefficients=record[9],
-    )
-
-
 def vp9_codec_string(record: bytes) -> str:
-    """``vp09.PP.LL.DD[.CC.cp.tc.mc.FF]`` from a vpcC record."""
-    c = parse_vp9_config(record)
+    """``vp09.PP.LL.DD[.CC.cp.tc.mc.FF]`` from a vpcC record (with or without its version and
+    flags)."""
+    return _vp9_string(parse_vp9_config(bytes(record)))
+
+
+def _vp9_string(c: Vp9Config) -> str:
     base = f"vp09.{c.profile:02d}.{c.level:02d}.{c.bit_depth:02d}"
     colours = (c.color_primaries, c.transfer_characteristics, c.matrix_coefficients)
     if colours == (2, 2, 2):
@@ -435,47 +223,7 @@ def vp9_codec_string(record: bytes) -> str:
 
 def aac_codec_string(record: bytes) -> str:
     """``mp4a.40.N`` from an AudioSpecificConfig."""
-    return f"mp4a.40.{parse_audio_specific_config(record).object_type}"
-
-
-@attrs.frozen
-class OpusHead:
-    """An Opus identification header (RFC 7845, 5.1)."""
-
-    channels: int
-    pre_skip: int
-    input_sample_rate: int
-    output_gain: int
-    mapping_family: int
-
-
-_OPUS_MAGIC: Final = b"OpusHead"
-
-
-def parse_opus_head(record: bytes) -> OpusHead:
-    """Parse an ``OpusHead`` identification header."""
-    what = "OpusHead"
-    if len(record) < 19 or not record.startswith(_OPUS_MAGIC):
-        raise CodecError(f"{what}: not an Opus identification header ({len(record)} bytes)")
-    version, channels, pre_skip, rate, gain, family = struct.unpack_from("<BBHIhB", record, 8)
-    if version >> 4:
-        raise UnsupportedCodec(f"{what} version {version}")
-    if channels == 0:
-        raise CodecError(f"{what}: 0 channels")
-    if family != 0 and len(record) < 21 + channels:
-        raise CodecError(f"{what}: channel mapping table truncated")
-    if family == 0 and channels > 2:
-        raise CodecError(f"{what}: mapping family 0 with {channels} channels")
-    return OpusHead(channels, pre_skip, rate, gain, family)
-
-
-def opus_head(channels: int, sample_rate: int = 48000, pre_skip: int = 0) -> bytes:
-    """A minimal ``OpusHead`` (mapping family 0: mono or stereo)."""
-    if channels not in (1, 2):
-        raise UnsupportedCodec(f"an OpusHead for {channels} channels needs a mapping table")
-    if not 0 < sample_rate < 2**32 or not 0 <= pre_skip < 2**16:
-        raise CodecError(f"OpusHead: sample rate {sample_rate} or pre-skip {pre_skip} out of range")
-    return _OPUS_MAGIC + struct.pack("<BBHIhB", 1, channels, pre_skip, sample_rate, 0, 0)
+    return f"mp4a.40.{parse_audio_specific_config(bytes(record)).object_type}"
 
 
 # --- all codecs --------------------------------------------------------------------------------
@@ -487,40 +235,32 @@ def decoder_parameters(frame_codec: str, record: bytes) -> DecoderParameters:
     Raises :class:`CodecError` for a malformed record, :class:`UnsupportedCodec` for a codec
     outside :data:`VIDEO_CODECS` and :data:`AUDIO_CODECS`.
     """
-    record = bytes(record)
-    if frame_codec == "h264":
-        avc = parse_avc_config(record)
-        width = height = depth = None
-        if avc.sps:
-            sps = parse_h264_sps(avc.sps[0])
-            width, height, depth = sps.width, sps.height, sps.bit_depth
-        return DecoderParameters(avc_codec_string(record), True, width, height, bit_depth=depth)
-    if frame_codec == "hevc":
-        hevc = parse_hevc_config(record)
-        width = height = depth = None
-        if hevc.sps:
-            hsps = parse_hevc_sps(hevc.sps[0])
-            width, height, depth = hsps.width, hsps.height, hsps.bit_depth
-        return DecoderParameters(hevc_codec_string(record), True, width, height, bit_depth=depth)
-    if frame_codec == "av1":
-        av1 = parse_av1_config(record)
-        seq = av1.sequence_header
+    if frame_codec not in VIDEO_CODECS | AUDIO_CODECS:
+        raise UnsupportedCodec(f"no WebCodecs codec string for {frame_codec!r}")
+    return decoder_parameters_of(parse_config(frame_codec, record))
+
+
+def decoder_parameters_of(config: CodecConfig) -> DecoderParameters:
+    """:func:`decoder_parameters` of a record parsed already (no parsing here)."""
+    record, sps = config.record, config.sps
+    if isinstance(record, (AvcConfig, HevcConfig)):
+        string = _avc_string(record) if isinstance(record, AvcConfig) else _hevc_string(record)
+        if isinstance(sps, (H264Sps, HevcSps)):
+            return DecoderParameters(string, True, sps.width, sps.height, bit_depth=sps.bit_depth)
+        return DecoderParameters(string, True)
+    if isinstance(record, Av1Config):
+        seq = record.sequence_header
         return DecoderParameters(
-            av1_codec_string(record), False,
-            seq.max_width if seq else None, seq.max_height if seq else None, bit_depth=av1.bit_depth,
+            _av1_string(record), False,
+            seq.max_width if seq else None, seq.max_height if seq else None, bit_depth=record.bit_depth,
         )
-    if frame_codec == "vp9":
-        vp9 = parse_vp9_config(record)
-        return DecoderParameters(vp9_codec_string(record), False, bit_depth=vp9.bit_depth)
-    if frame_codec == "aac":
-        asc = parse_audio_specific_config(record)
+    if isinstance(record, Vp9Config):
+        return DecoderParameters(_vp9_string(record), False, bit_depth=record.bit_depth)
+    if isinstance(record, AacConfig):
         return DecoderParameters(
-            f"mp4a.40.{asc.object_type}", True, sample_rate=asc.output_sample_rate, channels=asc.channels
+            f"mp4a.40.{record.object_type}", True, sample_rate=record.output_sample_rate, channels=record.channels
         )
-    if frame_codec == "opus":
-        head = parse_opus_head(record)
-        return DecoderParameters("opus", True, sample_rate=48000, channels=head.channels)
-    raise UnsupportedCodec(f"no WebCodecs codec string for {frame_codec!r}")
+    return DecoderParameters("opus", True, sample_rate=48000, channels=record.channels)
 
 
 # --- codec strings -> frame codecs and records (ingest) ---------------------------------------

@@ -44,7 +44,7 @@ from typing import Final
 from ..core.errors import RemoteProtocolError
 from ..core.frame import FrameKind
 from .cmaf import CmafPackager, CmafSegment, Rendition
-from .hls import program_date_time
+from .ts_segments import program_date_time
 
 __all__ = [
     "ReloadState",

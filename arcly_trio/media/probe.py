@@ -32,7 +32,7 @@ from ..core.errors import RemoteProtocolError
 from ..core.frame import Frame, FrameKind
 from . import amf0
 from .codec_strings import decoder_parameters
-from .fmp4 import vp9_picture_size
+from .codecs import vp9_picture_size
 
 __all__ = ["StreamInfo", "MediaProbe", "METADATA_FIELDS", "METADATA_TEXT", "COMMON_RATES", "measured_rate"]
 

@@ -1,7 +1,8 @@
 """The ``ts`` variant of the HLS service: MPEG-TS segments and one media playlist per stream.
 
-:class:`TsPackaging` adapts an :class:`~arcly_trio.media.hls.HlsSegmenter` to the service's
-packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through :class:`~._hls_base.PackagingHost`): segments are stored
+:class:`TsPackaging` adapts an :class:`~arcly_trio.media.ts_segments.HlsSegmenter` to the service's
+packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through
+:class:`~._hls_base.PackagingHost`): segments are stored
 under ``{app}/{stream}/{token}-{sequence}.ts`` before the playlist ``index.m3u8`` that lists
 them (each with its ``EXT-X-PROGRAM-DATE-TIME``, from the wall clock when its timeline began);
 a segment that leaves the window is deleted after the service's ``delete_delay``.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..core.frame import Frame
 from ..core.keys import StreamKey
-from ..media.hls import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from ..media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
 
 from ._hls_held import HeldBytes
 

@@ -6,7 +6,7 @@ applications it applies to (``AppSpec.hls``, or all of them with ``all_apps=True
 application is packaged in one *variant* (``AppSpec.hls_variant``, else the service's
 ``variant``):
 
-* ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.hls`); tracks MPEG-TS cannot carry (AV1,
+* ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.ts_segments`); tracks MPEG-TS cannot carry (AV1,
   VP9, Opus...) are left out, with one warning logged per stream (once media flows; a track
   that joins later gets its own line) and the API saying so; a stream with nothing it can carry
   has no HLS, and its requests are answered with the reason (:meth:`HlsService.unavailable`)
@@ -79,7 +79,7 @@ from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
 from ..media import fmp4, mpegts
-from ..media.hls import HlsSegmenter
+from ..media.ts_segments import HlsSegmenter
 from ..protocols.http.router import Router
 from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 from ._hls_base import Packaging

@@ -1,4 +1,4 @@
-"""A sans-IO HLS segmenter and live media playlist (RFC 8216) for the kernel's frames.
+"""The sans-IO MPEG-TS segmenter of HLS and its live media playlist (RFC 8216) for frames.
 
 :class:`HlsSegmenter` packages one stream once for every viewer: frames go in through
 :meth:`~HlsSegmenter.push`, events come out, and :meth:`~HlsSegmenter.playlist` renders the live
