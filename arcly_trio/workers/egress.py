@@ -54,9 +54,9 @@ from typing import Any, Union
 import trio
 
 from ..core.errors import LocalProtocolError, PeerGone, WriteTimeout
-from ..transport import TRANSPORT_ERRORS, describe, map_transport_errors
 from ..core.frame import Frame, FrameBatch
 from ..kernel.fanout import EndReason, Subscriber
+from ..transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
 __all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames"]
 
