@@ -7,7 +7,8 @@ command-line server in :mod:`arcly_trio.server` and property-testing helpers in
 :mod:`arcly_trio.testing`.
 
 The re-exports are lazy (PEP 562): ``import arcly_trio.media.flv`` loads no trio, and
-``from arcly_trio import Engine`` loads the kernel only then.
+``from arcly_trio import Engine`` loads the kernel only then. The errors (the root
+:class:`~arcly_trio.core.errors.ArclyError` and its family) come from the trio-free core.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def __getattr__(name: str) -> Any:
         return ["__version__", *_kernel_names()]
     if name.startswith("__"):
         raise AttributeError(name)
+    errors = importlib.import_module(".core.errors", __name__)
+    if name in errors.__all__:  # ``from arcly_trio import ArclyError`` loads no trio
+        value = getattr(errors, name)
+        globals()[name] = value
+        return value
     kernel = importlib.import_module(".kernel", __name__)
     if name in kernel.__all__:
         value = getattr(kernel, name)

@@ -11,6 +11,8 @@ as listed and from every lower one:
 4. ``storage``, then ``services`` (per-stream services, which use storage), then ``ops``
    (running it for real: HTTP hooks, signed URLs, composite authenticators, Prometheus metrics,
    the audit log, storage health checks; on the kernel and the services)
+   ``transport``: trio's transport errors mapped to ours (on ``core`` only), for every layer
+   above that talks to a peer
 5. ``workers`` and ``clients`` (trio adapters on sockets; independent of each other)
 6. ``relay`` (push and pull relays, on the clients), then ``cluster`` (directories, nodes)
 7. ``server``: the command line, the demo, the supervisor of ``--workers``
@@ -36,15 +38,16 @@ ALLOWED: dict[str, set[str]] = {
     "kernel": {"core", "media"},
     "storage": {"core"},
     "services": {"core", "media", "protocols", "kernel", "storage"},
-    "ops": {"core", "media", "protocols", "kernel", "storage", "services"},
-    "workers": {"core", "media", "protocols", "kernel"},
-    "clients": {"core", "media", "protocols"},
-    "relay": {"core", "media", "protocols", "kernel", "storage", "services", "clients"},
-    "cluster": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "relay"},
+    "transport": {"core"},
+    "ops": {"core", "media", "protocols", "kernel", "storage", "services", "transport"},
+    "workers": {"core", "media", "protocols", "kernel", "transport"},
+    "clients": {"core", "media", "protocols", "transport"},
+    "relay": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "transport"},
+    "cluster": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "relay", "transport"},
     "server": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
-               "cluster"},
+               "cluster", "transport"},
     "testing": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
-                "cluster", "server"},
+                "cluster", "server", "transport"},
 }
 SANS_IO = ("core", "media", "protocols")
 

@@ -30,11 +30,11 @@ import trio
 from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
 from ..core.redact import redact_url
 from ..core.text import printable
+from ..transport import TRANSPORT_ERRORS, describe
 
 __all__ = ["HttpResponse", "open_http_get", "get_json_bytes"]
 
 _RECV_SIZE = 65536
-_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class HttpResponse:
@@ -60,8 +60,8 @@ class HttpResponse:
             if event is h11.NEED_DATA:
                 try:
                     data = await self._stream.receive_some(_RECV_SIZE)
-                except _ERRORS as exc:
-                    raise ConnectionLost(f"{self._where}: connection broken: {exc}") from None
+                except TRANSPORT_ERRORS as exc:
+                    raise ConnectionLost(f"{self._where}: connection broken: {describe(exc)}") from None
                 self._h11.receive_data(bytes(data))
                 continue
             if isinstance(event, h11.Data):
@@ -113,8 +113,8 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                         response = event
                     elif isinstance(event, h11.ConnectionClosed):
                         raise ConnectionLost(f"{where}: the server closed before answering")
-            except _ERRORS as exc:
-                raise ConnectionLost(f"{where}: {exc}") from None
+            except TRANSPORT_ERRORS as exc:
+                raise ConnectionLost(f"{where}: {describe(exc)}") from None
             except h11.RemoteProtocolError as exc:
                 raise RemoteProtocolError(f"{where}: {exc}") from None
         if scope.cancelled_caught or stream is None or response is None:

@@ -30,10 +30,10 @@ targets encodes it once.
 Error policy: a refusal (unknown application or stream, bad token, stream taken) raises
 :class:`~arcly_trio.core.errors.RemoteRefused` on entry; connection failures, timeouts and a
 server that goes away raise :class:`~arcly_trio.core.errors.ConnectionLost` (trio's transport
-errors and ``OSError`` are mapped to it here); a server that breaks the protocol raises
-``RemoteProtocolError``. A player's iteration ends without raising when the server ends the
-stream (``end`` says how); a publisher's ``send`` raises ``ConnectionLost`` once the server has
-ended the publish.
+errors and ``OSError``, :data:`~arcly_trio.transport.TRANSPORT_ERRORS`, are mapped to it here); a
+server that breaks the protocol raises ``RemoteProtocolError``. A player's iteration ends
+without raising when the server ends the stream (``end`` says how); a publisher's ``send`` raises
+``ConnectionLost`` once the server has ended the publish.
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ from ..protocols.rtmp import (
     StreamStarted,
     parse_rtmp_url,
 )
+from ..transport import TRANSPORT_ERRORS, describe
 
 __all__ = ["RtmpPublisher", "RtmpPlayer", "open_rtmp_publisher", "open_rtmp_player"]
 
 _RECV_SIZE = 65536
-_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class _Connection:
@@ -80,7 +80,7 @@ class _Connection:
         self.bytes_received = 0
 
     def lost(self, what: str, exc: BaseException | None = None) -> ConnectionLost:
-        detail = f": {exc}" if exc is not None and str(exc) else (f": {type(exc).__name__}" if exc else "")
+        detail = f": {describe(exc)}" if exc is not None else ""
         return ConnectionLost(f"{self.url.redacted()}: {what}{detail}")
 
     async def open(self, unix_socket: str | None, ssl_context: ssl.SSLContext | None) -> None:
@@ -93,7 +93,7 @@ class _Connection:
                 self.stream = await trio.open_ssl_over_tcp_stream(url.host, url.port, ssl_context=context)
             else:
                 self.stream = await trio.open_tcp_stream(url.host, url.port)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self.lost("cannot connect", exc) from None
         sock = getattr(self.stream, "socket", None)
         if sock is not None and unix_socket is None:
@@ -123,7 +123,7 @@ class _Connection:
         assert self.stream is not None
         try:
             data = await self.stream.receive_some(_RECV_SIZE)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self.lost("connection broken", exc) from None
         if not data:
             raise self.lost("the server closed the connection")
@@ -142,7 +142,7 @@ class _Connection:
             with trio.move_on_after(self.write_timeout) as scope:
                 try:
                     await self.stream.send_all(data)
-                except _TRANSPORT_ERRORS as exc:
+                except TRANSPORT_ERRORS as exc:
                     raise self.lost("connection broken", exc) from None
             if scope.cancelled_caught:
                 raise self.lost(f"a write blocked for {self.write_timeout:g} s")
@@ -158,7 +158,7 @@ class _Connection:
             try:
                 self.client.close()
                 await self.flush()
-            except (ConnectionLost, *_TRANSPORT_ERRORS):
+            except (ConnectionLost, *TRANSPORT_ERRORS):
                 pass
         await trio.aclose_forcefully(stream)
 

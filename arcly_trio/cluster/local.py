@@ -36,6 +36,7 @@ import trio
 
 from ..core.errors import DirectoryUnavailable
 from ..core.excgroups import unwrap_single
+from ..transport import TRANSPORT_ERRORS
 from .directory import Announcement, NodeInfo
 from .memory import MemoryDirectory
 
@@ -107,7 +108,7 @@ class DirectoryServer:
                     while (line := await lines.next()) is not None:
                         await self._answer(line, send, owned, nursery)
                     nursery.cancel_scope.cancel()
-        except (ValueError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except (ValueError, *TRANSPORT_ERRORS) as exc:
             log.info("directory connection closed: %s", exc)
         finally:
             for node_id in owned:
@@ -200,7 +201,7 @@ class LocalDirectory:
                 if self._listeners:
                     await self._send({"id": 0, "op": "listen"})
                 await self._read(stream)
-            except (ValueError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except (ValueError, *TRANSPORT_ERRORS) as exc:
                 log.warning("lost the supervisor's directory: %s", exc)
             finally:
                 self._stream = None
@@ -237,7 +238,7 @@ class LocalDirectory:
         try:
             async with self._lock:
                 await stream.send_all(_encode(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except TRANSPORT_ERRORS as exc:
             raise DirectoryUnavailable(f"the connection to the supervisor broke: {exc}") from None
 
     async def _call(self, op: str, **args: Any) -> Any:

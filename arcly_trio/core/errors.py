@@ -1,9 +1,12 @@
 """The one exception hierarchy of arcly-trio.
 
-Everything the project raises on purpose derives from :class:`StreamError`, so a caller can catch
-all of it, or match one case by class and read its fields. Transport errors from trio
-(``BrokenResourceError``, ``ClosedResourceError``, ``TooSlowError``) are mapped to these at the
-edge of each protocol adapter.
+Everything the project raises on purpose derives from :class:`ArclyError` (named after the
+library, as httpcore's ``HTTPCoreError``), so a caller can catch all of it, or match one case by
+class and read its fields. :data:`StreamError` is the same class under its older name: ``except
+StreamError`` catches exactly what ``except ArclyError`` does. Transport errors from trio
+(``BrokenResourceError``, ``ClosedResourceError``, ``OSError``) are mapped to these at the edge
+of each protocol adapter, by :mod:`arcly_trio.transport`: to :class:`PeerGone` or
+:class:`ClientGone` on the server side, :class:`ConnectionLost` on the client side.
 
 This module imports nothing from trio: the sans-IO protocol cores raise these too.
 """
@@ -11,6 +14,7 @@ This module imports nothing from trio: the sans-IO protocol cores raise these to
 from __future__ import annotations
 
 __all__ = [
+    "ArclyError",
     "StreamError",
     "AppNotFound",
     "AppAlreadyRegistered",
@@ -35,6 +39,7 @@ __all__ = [
     "InvalidStreamName",
     "StorageError",
     "PeerGone",
+    "ClientGone",
     "WriteTimeout",
     "StreamPublishedElsewhere",
     "RemoteRefused",
@@ -44,11 +49,15 @@ __all__ = [
 ]
 
 
-class StreamError(Exception):
+class ArclyError(Exception):
     """Root of every error arcly-trio raises on purpose."""
 
 
-class AppNotFound(StreamError):
+StreamError = ArclyError
+"""The root's older name (the same class, kept so that ``except StreamError`` goes on working)."""
+
+
+class AppNotFound(ArclyError):
     """No application is registered under ``app``."""
 
     def __init__(self, app: str) -> None:
@@ -56,7 +65,7 @@ class AppNotFound(StreamError):
         self.app = app
 
 
-class AppAlreadyRegistered(StreamError):
+class AppAlreadyRegistered(ArclyError):
     """An application named ``app`` is registered already."""
 
     def __init__(self, app: str) -> None:
@@ -64,7 +73,7 @@ class AppAlreadyRegistered(StreamError):
         self.app = app
 
 
-class StreamNotFound(StreamError):
+class StreamNotFound(ArclyError):
     """Nothing is published under ``app/stream``."""
 
     def __init__(self, app: str, stream: str) -> None:
@@ -73,7 +82,7 @@ class StreamNotFound(StreamError):
         self.stream = stream
 
 
-class StreamAlreadyPublishing(StreamError):
+class StreamAlreadyPublishing(ArclyError):
     """A publisher holds ``app/stream`` and the application's takeover policy is ``reject``."""
 
     def __init__(self, app: str, stream: str) -> None:
@@ -86,13 +95,13 @@ class StreamPublishedElsewhere(StreamAlreadyPublishing):
     """Another node (or worker) of the cluster holds the publish lease of ``app/stream``."""
 
     def __init__(self, app: str, stream: str, node: str) -> None:
-        StreamError.__init__(self, f"stream {app}/{stream} is published on node {node!r}")
+        ArclyError.__init__(self, f"stream {app}/{stream} is published on node {node!r}")
         self.app = app
         self.stream = stream
         self.node = node
 
 
-class PublisherLimitReached(StreamError):
+class PublisherLimitReached(ArclyError):
     """The engine-wide number of concurrent publishers is at ``limit``."""
 
     def __init__(self, limit: int) -> None:
@@ -105,12 +114,12 @@ class AddressPublisherLimitReached(PublisherLimitReached):
     (``--max-publishers-per-ip``): one address cannot take every publisher slot."""
 
     def __init__(self, limit: int, address: str) -> None:
-        StreamError.__init__(self, f"publisher limit of {limit} per address reached")
+        ArclyError.__init__(self, f"publisher limit of {limit} per address reached")
         self.limit = limit
         self.address = address
 
 
-class Unauthorized(StreamError):
+class Unauthorized(ArclyError):
     """The authenticator refused an ``action`` ("publish" or "play") on ``app/stream``.
 
     ``missing`` says that the client presented no credential at all (no token, no signature),
@@ -150,7 +159,7 @@ class AuthorizationBusy(Unauthorized):
         return 429
 
 
-class PublishEnded(StreamError):
+class PublishEnded(ArclyError):
     """The kernel ended a publish session that its publisher had not closed.
 
     Raised when the publisher's context exits (and by ``send`` afterwards); ``reason`` says why.
@@ -210,14 +219,14 @@ class PublishRateLimited(PublishEnded):
         self.measured = measured
 
 
-class EngineClosed(StreamError):
+class EngineClosed(ArclyError):
     """The engine is not running (not entered yet, or shut down)."""
 
     def __init__(self) -> None:
         super().__init__("the engine is not running")
 
 
-class ProtocolError(StreamError):
+class ProtocolError(ArclyError):
     """A protocol conversation cannot go on. It ends that one connection, nothing else."""
 
 
@@ -253,7 +262,7 @@ class BudgetExceeded(RemoteProtocolError):
         self.limit = limit
 
 
-class InvalidStreamName(StreamError, ValueError):
+class InvalidStreamName(ArclyError, ValueError):
     """An application or stream name that arcly-trio refuses (length or characters).
 
     It is a ``ValueError`` too, for callers that build names from their own configuration.
@@ -268,16 +277,25 @@ class InvalidStreamName(StreamError, ValueError):
         self.reason = reason
 
 
-class StorageError(StreamError):
+class StorageError(ArclyError):
     """A storage backend refused a key or failed to read or write it."""
 
 
-class PeerGone(StreamError):
+class PeerGone(ArclyError):
     """The peer of a connection closed it or broke it while the server was writing to it
     (the transport's error is the message). It ends that one connection."""
 
 
-class WriteTimeout(StreamError):
+class ClientGone(ArclyError):
+    """An HTTP client closed its connection, broke it, or did not read within the write timeout.
+
+    Raised by the HTTP worker's ``Exchange`` writes (trio's transport errors are mapped to it);
+    the worker ends the connection quietly. A sibling of :class:`PeerGone` (what the direct-write
+    egress raises for the same cause), not a kind of it, so ``except PeerGone`` means what it did.
+    """
+
+
+class WriteTimeout(ArclyError):
     """The peer of a connection took no data for ``timeout`` seconds (it stopped reading).
     It ends that one connection."""
 
@@ -286,7 +304,7 @@ class WriteTimeout(StreamError):
         self.timeout = timeout
 
 
-class RemoteRefused(StreamError):
+class RemoteRefused(ArclyError):
     """A remote server refused what a client of ours asked (``stage``: ``connect``,
     ``createStream``, ``publish`` or ``play``), saying ``code`` (``NetStream.Play.StreamNotFound``,
     an HTTP status...) and ``description`` (the server's text, escaped when shown)."""
@@ -299,7 +317,7 @@ class RemoteRefused(StreamError):
         self.description = description
 
 
-class ConnectionLost(StreamError):
+class ConnectionLost(ArclyError):
     """A client's connection to a remote server failed, broke, ended or timed out (``reason``).
 
     Transport errors (``OSError``, trio's ``BrokenResourceError``, timeouts) are mapped to it at
@@ -311,7 +329,7 @@ class ConnectionLost(StreamError):
         self.reason = reason
 
 
-class DirectoryUnavailable(StreamError):
+class DirectoryUnavailable(ArclyError):
     """The cluster directory (Redis, or the supervisor's) cannot be reached: ``reason``."""
 
     def __init__(self, reason: str) -> None:
@@ -319,7 +337,7 @@ class DirectoryUnavailable(StreamError):
         self.reason = reason
 
 
-class CannotListen(StreamError, OSError):
+class CannotListen(ArclyError, OSError):
     """A protocol worker cannot listen on its port (taken, no permission...): ``protocol``
     (``rtmp``, ``http``...), ``host``, ``port`` as asked, and the system's ``errno`` and
     ``strerror``. An ``OSError`` too, for callers that handle binding errors as such."""
@@ -327,7 +345,7 @@ class CannotListen(StreamError, OSError):
     def __init__(self, protocol: str, host: str, port: int, errno: int | None, strerror: str) -> None:
         what = "is already in use" if strerror == "Address already in use" else f"cannot be listened on ({strerror})"
         self.message = f"{host}:{port} {what}"
-        StreamError.__init__(self, self.message)
+        ArclyError.__init__(self, self.message)
         self.errno = errno
         self.strerror = strerror
         self.protocol = protocol

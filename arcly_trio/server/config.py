@@ -18,7 +18,7 @@ reported at once, one ``FILE:LINE: key: what is wrong`` line each (:class:`Confi
 ``serve`` exits with code 2. :func:`command_line_problems` does the same for the options given
 on the command line.
 
-Error policy: :func:`load` raises :class:`ConfigError` (a ``ValueError``) for anything wrong in
+Error policy: :func:`load` raises :class:`ConfigError` (an ``ArclyError`` and a ``ValueError``) for anything wrong in
 the file, including a file that cannot be read or is not TOML; nothing else. A wrong value of a
 key that holds a secret or a URL (:data:`SECRET_KEYS`) is named by its type, never quoted (URLs
 are shown redacted).
@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from ..core.errors import InvalidStreamName
+from ..core.errors import ArclyError, InvalidStreamName
 from ..core.keys import check_name
 from .options import app_problem, problem
 
@@ -46,7 +46,7 @@ __all__ = ["ConfigError", "ConfigFile", "OptionKey", "APP_KEYS", "option_keys", 
 NOT_IN_FILE = frozenset({"config", "worker_dir", "worker_index", "worker_count", "help"})
 
 
-class ConfigError(ValueError):
+class ConfigError(ArclyError, ValueError):
     """What is wrong with the options: every problem found (:attr:`problems`), one line each,
     ``FILE:LINE: key: problem`` for the configuration file, ``--option value: problem`` for the
     command line."""

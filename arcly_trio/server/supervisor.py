@@ -43,6 +43,7 @@ import trio
 
 from ..cluster import DirectoryServer, MemoryDirectory
 from ..core.errors import CannotListen
+from ..transport import TRANSPORT_ERRORS
 from .logs import ready_lines
 from .options import describe_listen_error
 
@@ -194,7 +195,7 @@ class Supervisor:
                 if len(pending) > 65536:
                     _pass_on(pending)
                     pending = b""
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except TRANSPORT_ERRORS:
             pass
         finally:
             if pending:

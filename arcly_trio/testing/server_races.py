@@ -30,6 +30,7 @@ from ..core.frame import Frame, FrameKind
 from ..core.keys import StreamKey
 from ..media import flv
 from ..protocols.rtmp import CommandReceived, DataMessage, MediaMessage
+from ..transport import TRANSPORT_ERRORS
 from ..workers.http import HttpServer
 from ..workers.rtmp import RtmpServer
 from .races import EngineRaces, PublisherActor, check_decodable
@@ -89,7 +90,7 @@ class RtmpPublisherActor(PublisherActor):
                         nursery.start_soon(self._watch, connection, nursery.cancel_scope)
                         await self._obey(connection, stream_id)
                         nursery.cancel_scope.cancel()
-        except (ConnectionError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except TRANSPORT_ERRORS as exc:
             self.error = exc
             if self.state == "starting":
                 self.state = "refused"
@@ -126,7 +127,7 @@ class RtmpPublisherActor(PublisherActor):
                 connection.session.receive_data(data)
                 for _event in connection.session.events():
                     pass
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except TRANSPORT_ERRORS:
             pass
         scope.cancel()
 
@@ -163,8 +164,7 @@ class ProtocolPlayerActor:
                     await self._rtmp()
                 else:
                     await self._http()
-        except (ConnectionError, OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                flv.FlvError):
+        except (*TRANSPORT_ERRORS, flv.FlvError):
             pass
         finally:
             if self.state == "starting":

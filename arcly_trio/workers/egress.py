@@ -56,6 +56,7 @@ import trio
 from ..core.errors import LocalProtocolError, PeerGone, WriteTimeout
 from ..core.frame import Frame, FrameBatch
 from ..kernel.fanout import EndReason, Subscriber
+from ..transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
 __all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames"]
 
@@ -316,8 +317,8 @@ class Egress:
             try:
                 with trio.move_on_after(timeout) as scope:
                     await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.failed = PeerGone(f"write failed: {exc or type(exc).__name__}")
+            except TRANSPORT_ERRORS as exc:
+                self.failed = PeerGone(f"write failed: {describe(exc)}")
                 self.discard()
                 raise self.failed from None
             if scope.cancelled_caught:
@@ -342,9 +343,8 @@ class Egress:
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
-                return await self.stream.receive_some(max_bytes)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerGone(str(exc) or type(exc).__name__) from None
+                with map_transport_errors(PeerGone):
+                    return await self.stream.receive_some(max_bytes)
             finally:
                 self._scope = None
         self._poked = False

@@ -9,9 +9,11 @@ and AMF3 unwrapping, timestamps, limits) is :mod:`.endpoint`'s.
 
 States (every state and transition in one place, h11-style):
 
-* the connection: :class:`ConnectionState` ``NEW`` -> ``CONNECT_PENDING`` (a ``connect``
-  arrived) -> ``CONNECTED`` (:meth:`~ServerSession.accept_connect`) or ``REJECTED``
-  (:meth:`~ServerSession.reject_connect`); commands other than ``connect`` need ``CONNECTED``;
+* the connection: :class:`ConnectionState`, moved only through :data:`CONNECTION_TRANSITIONS`
+  (:func:`next_connection_state`): ``NEW`` -> ``CONNECT_PENDING`` (a ``connect`` arrived) ->
+  ``CONNECTED`` (:meth:`~ServerSession.accept_connect`) or ``REJECTED``
+  (:meth:`~ServerSession.reject_connect`); a ``connect`` in any other state is a second one (a
+  ``RemoteProtocolError``); commands other than ``connect`` need ``CONNECTED``;
 * each message stream: :class:`StreamState`, moved only through :data:`STREAM_TRANSITIONS`:
   ``IDLE`` -> ``PUBLISH_PENDING`` / ``PLAY_PENDING`` (a ``publish``/``play``) ->
   ``PUBLISHING`` / ``PLAYING`` (accepted) or back to ``IDLE`` (refused); ``closeStream`` and
@@ -96,9 +98,12 @@ from .messages import (
 __all__ = [
     "ServerSession",
     "ConnectionState",
+    "ConnectionTrigger",
     "StreamState",
     "Decision",
+    "CONNECTION_TRANSITIONS",
     "STREAM_TRANSITIONS",
+    "next_connection_state",
 ]
 
 _WINDOW: Final = int(MessageType.WINDOW_ACK_SIZE)
@@ -113,6 +118,14 @@ class ConnectionState(str, enum.Enum):
     CONNECT_PENDING = "connect-pending"
     CONNECTED = "connected"
     REJECTED = "rejected"
+
+
+class ConnectionTrigger(enum.Enum):
+    """What moves a connection along :data:`CONNECTION_TRANSITIONS`."""
+
+    CONNECT = "connect"  # the peer sent ``connect``
+    ACCEPT = "accept"  # the server called ``accept_connect()``
+    REJECT = "reject"  # the server called ``reject_connect()``
 
 
 class StreamState(str, enum.Enum):
@@ -139,6 +152,33 @@ class _Trigger(enum.Enum):
     ACCEPT = "accept"
     REJECT = "reject"
     CLOSE = "close"
+
+
+_C = ConnectionState
+_CT = ConnectionTrigger
+
+#: Every transition of the connection: ``(state, trigger) -> next state``.
+CONNECTION_TRANSITIONS: Final[dict[tuple[ConnectionState, ConnectionTrigger], ConnectionState]] = {
+    (_C.NEW, _CT.CONNECT): _C.CONNECT_PENDING,
+    (_C.CONNECT_PENDING, _CT.ACCEPT): _C.CONNECTED,
+    (_C.CONNECT_PENDING, _CT.REJECT): _C.REJECTED,
+}
+
+
+def next_connection_state(state: ConnectionState, trigger: ConnectionTrigger) -> ConnectionState:
+    """Where ``trigger`` moves a connection that is in ``state`` (:data:`CONNECTION_TRANSITIONS`).
+
+    A move the table does not have raises: a ``connect`` from the peer when one was received
+    already is the peer's fault (:class:`~arcly_trio.core.errors.RemoteProtocolError`); an
+    accept or reject with no ``connect`` waiting is the caller's
+    (:class:`~arcly_trio.core.errors.LocalProtocolError`).
+    """
+    try:
+        return CONNECTION_TRANSITIONS[state, trigger]
+    except KeyError:
+        if trigger is ConnectionTrigger.CONNECT:
+            raise RemoteProtocolError(f"a second connect on one connection (it is {state.value})") from None
+        raise LocalProtocolError(f"cannot {trigger.value} a connect: the connection is {state.value}") from None
 
 
 _S = StreamState
@@ -303,6 +343,11 @@ class ServerSession(RtmpEndpoint):
             reader.max_video_size = reader.max_audio_size = small
             reader.max_buffered_bytes = self.max_setup_buffer
 
+    def _advance(self, trigger: ConnectionTrigger) -> None:
+        """Move the connection along :data:`CONNECTION_TRANSITIONS`: the one place its state
+        changes (:func:`next_connection_state` refuses an illegal move)."""
+        self._state = next_connection_state(self._state, trigger)
+
     def _set_state(self, stream: _Stream, trigger: _Trigger) -> None:
         was = stream.state
         stream.state = _next_state(was, trigger)
@@ -355,15 +400,11 @@ class ServerSession(RtmpEndpoint):
 
     def _on_command(self, stream_id: int, payload: bytes) -> None:
         name, tid, command_object, args = self._decode_command(payload)
-        if self._state is not ConnectionState.CONNECTED:
-            if self._state is ConnectionState.NEW and name == "connect":
-                self._on_connect(tid, command_object, args)
-                return
-            if name == "connect":
-                raise RemoteProtocolError("a second connect on one connection")
-            raise RemoteProtocolError(f"command {name!r} before a successful connect")
         if name == "connect":
-            raise RemoteProtocolError("a second connect on one connection")
+            self._on_connect(tid, command_object, args)  # the transition table refuses a second one
+            return
+        if self._state is not ConnectionState.CONNECTED:
+            raise RemoteProtocolError(f"command {name!r} before a successful connect")
         handler = _HANDLERS.get(name)
         if handler is None:
             self._unknown(stream_id, name, tid, command_object, args)
@@ -371,6 +412,7 @@ class ServerSession(RtmpEndpoint):
             handler(self, stream_id, tid, args)
 
     def _on_connect(self, tid: float, command_object: Any, args: tuple[Any, ...]) -> None:
+        self._advance(ConnectionTrigger.CONNECT)
         if not isinstance(command_object, dict):
             raise RemoteProtocolError("connect without a command object")
         app = command_object.get("app", "")
@@ -383,7 +425,6 @@ class ServerSession(RtmpEndpoint):
         _, tc_query = split_query(tc_url)
         app_path = app_path.rstrip("/")
         self._app = app_path
-        self._state = ConnectionState.CONNECT_PENDING
         self._connect_tid = tid
         self._pending = (Decision.CONNECT, 0)
         self._events.append(
@@ -559,7 +600,7 @@ class ServerSession(RtmpEndpoint):
         ``information`` add fields to those two objects.
         """
         self._take_pending(Decision.CONNECT)
-        self._state = ConnectionState.CONNECTED
+        self._advance(ConnectionTrigger.ACCEPT)
         self._send_control(_WINDOW, encode_window_ack_size(self._window_ack_size))
         self._send_control(
             _PEER_BW,
@@ -593,7 +634,7 @@ class ServerSession(RtmpEndpoint):
         command from the peer is a ``RemoteProtocolError``.
         """
         self._take_pending(Decision.CONNECT)
-        self._state = ConnectionState.REJECTED
+        self._advance(ConnectionTrigger.REJECT)
         self._send_command(
             0,
             "_error",

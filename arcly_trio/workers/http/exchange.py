@@ -30,6 +30,7 @@ import trio
 from ...core.errors import (
     AppNotFound,
     AuthorizationBusy,
+    ClientGone,
     EngineClosed,
     InvalidStreamName,
     StreamError,
@@ -40,6 +41,7 @@ from ...core.excgroups import unwrap_single
 from ...protocols.http.router import BadRequest, HttpRequest
 from ...core.text import printable
 from ...protocols.http.websocket import WebSocketLimits, handshake_problem, rebuild_request_head
+from ...transport import TRANSPORT_ERRORS, describe
 from ..egress import Egress
 from .ws_egress import EgressWebSocket, accept
 
@@ -53,14 +55,6 @@ log = logging.getLogger("arcly_trio.http")
 
 RECV_SIZE = 65536
 SERVER_NAME = b"arcly-trio"
-
-
-class ClientGone(Exception):
-    """The client closed the connection, broke it, or did not read within the write timeout.
-
-    Raised by :class:`Exchange` writes (trio's transport errors are mapped to it); the worker
-    ends the connection quietly.
-    """
 
 
 def reason_phrase(status: int) -> bytes:
@@ -232,8 +226,8 @@ class Exchange:
             self.server.clients.log(logging.INFO, self.peer[0], "timeouts", "%s %s:%s dropped: a write blocked for %g s",
                                     self.server.name, *self.peer, self.server.write_timeout)
             raise ClientGone("write timeout") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientGone(str(exc) or "connection broken") from None
+        except TRANSPORT_ERRORS as exc:
+            raise ClientGone(describe(exc)) from None
 
     @asynccontextmanager
     async def until_disconnect(self) -> AsyncIterator[None]:
@@ -256,7 +250,7 @@ class Exchange:
         try:
             while await stream.receive_some(RECV_SIZE):
                 pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except TRANSPORT_ERRORS:
             pass
         self.client_gone = True
         self.keep_alive = False

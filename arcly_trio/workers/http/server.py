@@ -94,6 +94,7 @@ from ...core.redact import redact_url
 from ...core.text import printable
 from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from ...protocols.http.websocket import rebuild_request_head
+from ...transport import TRANSPORT_ERRORS, describe
 from ..admission import Ticket
 from ..serving import ConnectionRunner, Listener
 from .access import admin_refusal, cors_allowed, privileged, token_refusal
@@ -266,8 +267,8 @@ class HttpServer:
             log.debug("http %s:%s went away: %s", *peer, exc)
         except trio.TooSlowError:
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
-            log.debug("http %s:%s went away: %s", *peer, exc or type(exc).__name__)
+        except TRANSPORT_ERRORS as exc:
+            log.debug("http %s:%s went away: %s", *peer, describe(exc))
 
     @property
     def open_connections(self) -> int:
@@ -283,7 +284,7 @@ async def _send_busy(stream: trio.abc.Stream) -> None:
     """The answer of a connection admission has no slot for (the runner closes it)."""
     try:
         await stream.send_all(_BUSY)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except TRANSPORT_ERRORS:
         pass
 
 
@@ -326,8 +327,8 @@ class _Connection:
     async def _receive(self) -> bytes:
         try:
             return await self.stream.receive_some(_RECV_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientGone(str(exc) or "connection reset") from None
+        except TRANSPORT_ERRORS as exc:
+            raise ClientGone(describe(exc)) from None
 
     async def _read_request(self, first: bool) -> h11.Request | None:
         """The next request head, or ``None`` if the connection should close."""
@@ -383,7 +384,7 @@ class _Connection:
         with trio.move_on_after(self.server.write_timeout):
             try:
                 await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except TRANSPORT_ERRORS:
                 pass
 
     async def _discard_body(self) -> bool:

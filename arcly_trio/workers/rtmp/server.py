@@ -114,6 +114,7 @@ from ...protocols.rtmp import (
 )
 from ...protocols.rtmp.handshake import ServerHandshake
 from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
+from ...transport import TRANSPORT_ERRORS, describe
 from ..admission import Ticket
 from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
 from ..egress import Buffer, DirectSink, Egress, Encoded
@@ -289,9 +290,9 @@ class RtmpServer:
             clients.log(level, address, "timeouts", "%s %s:%s closed: %s", name, *peer, exc)
         except _Ended as exc:  # its "stopped publishing" line said why
             log.debug("%s %s:%s closed: %s", name, *peer, exc)
-        except (_Gone, PeerGone, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+        except (_Gone, PeerGone, *TRANSPORT_ERRORS) as exc:
             # After a publish or play its "stopped" line has said how it ended.
-            log.debug("%s %s:%s went away: %s", name, *peer, exc or type(exc).__name__)
+            log.debug("%s %s:%s went away: %s", name, *peer, describe(exc))
         except StreamError as exc:
             clients.log(logging.WARNING, address, "errors", "%s %s:%s closed: %s", name, *peer, exc)
         finally:
@@ -440,7 +441,7 @@ class _Connection:
             try:
                 self.flush()
                 await self.egress.drain()
-            except (PeerGone, WriteTimeout, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except (PeerGone, WriteTimeout, *TRANSPORT_ERRORS):
                 pass
         self.egress.discard()
         if failure is not None:
