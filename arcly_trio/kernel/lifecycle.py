@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import enum
 
+from ..core.errors import ArclyError
+
 __all__ = ["EngineState", "IllegalTransition", "Lifecycle", "TRANSITIONS"]
 
 
@@ -41,7 +43,7 @@ TRANSITIONS: dict[EngineState, frozenset[EngineState]] = {
 """From each state, the states it may move to."""
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(ArclyError, RuntimeError):
     """A transition the table does not have (a bug)."""
 
     def __init__(self, state: EngineState, to: EngineState) -> None:
