@@ -87,6 +87,9 @@ class Recorder:
         self.batches: list[Sequence[Frame]] = []
         self.times: list[float] = []
 
+    def start_session(self, start: object) -> None:
+        pass
+
     def replay(self, frames: list[Frame]) -> None:
         self.offers.append(list(frames))
 

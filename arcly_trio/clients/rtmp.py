@@ -60,6 +60,7 @@ from ..protocols.rtmp import (
     StreamStarted,
     parse_rtmp_url,
 )
+from ..protocols.rtmp.media import message_frames
 from ..transport import TRANSPORT_ERRORS, describe
 
 __all__ = ["RtmpPublisher", "RtmpPlayer", "open_rtmp_publisher", "open_rtmp_player"]
@@ -304,12 +305,8 @@ class RtmpPlayer:
             if self.end is not None:
                 return []
             while len(frames) < limit and (event := client.next_event()) is not None:
-                if isinstance(event, MediaMessage):
-                    frames += self._media(event)
-                elif isinstance(event, DataMessage):
-                    frame = flv.parse_data(event.timestamp, event.body)
-                    if frame is not None:
-                        frames.append(frame)
+                if isinstance(event, (MediaMessage, DataMessage)):
+                    frames += self._frames(event)
                 elif isinstance(event, StreamEnded):
                     self.end = printable(f"{event.code}: {event.description}")
                     break
@@ -326,11 +323,9 @@ class RtmpPlayer:
         self.frames_received += len(frames)
         return frames
 
-    def _media(self, event: MediaMessage) -> list[Frame]:
+    def _frames(self, event: MediaMessage | DataMessage) -> list[Frame]:
         try:
-            if event.type_id == 9:
-                return flv.parse_video_tracks(event.timestamp, event.payload)
-            return flv.parse_audio_tracks(event.timestamp, event.payload)
+            return message_frames(event)
         except flv.FlvUnsupported:
             self.skipped += 1
             return []

@@ -17,7 +17,7 @@ from .auth import AllowAll, Authenticator, TokenAuthenticator
 from .engine import Engine, EngineBuilder, ProtocolWorker
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
-from .fanout import EndReason, Sink, Subscriber
+from .fanout import EndReason, SessionStart, Sink, Subscriber
 from .health import CheckResult, HealthRegistry
 from .sessions import ClientSession, SessionTable
 from .observe import Observer
@@ -51,6 +51,7 @@ __all__ = [
     "Publisher",
     "Stream",
     "EndReason",
+    "SessionStart",
     "Sink",
     "Subscriber",
     "Subscription",

@@ -25,6 +25,14 @@ The policy (:class:`Fanout`):
   reconnect grace), every subscriber starts again, as a joiner without a cached GOP does: it
   waits for the new session's first keyframe and gets its configs right before it, so no decoder
   is ever fed a new publisher's frames with the old one's configs, or mid-GOP.
+* Every publish session that delivers a frame is announced to every sink present, in band: the
+  sink's ``start_session`` is given a :class:`SessionStart` (the session's number on the stream
+  and its :class:`~.qos.StreamInfo`) right before the first frame of that session is offered to
+  it, so a consumer that cuts per session (a recording file, an HLS discontinuity) knows where
+  the boundary is, even when the new session's frames look like a continuation of the old
+  one's (no new configs, timestamps that keep going). A subscriber that joins mid-session is
+  given the current session's announcement before its replay. A session that delivers no frame
+  is never announced. The announcement costs nothing per frame: it is one check per batch.
 * Counting, exactly: :attr:`Subscriber.dropped` counts every frame offered to the subscriber
   after it joined that it will never receive, except the frames skipped while it starts (before
   its first sync frame after a join or a session switch) and the frames of a video track of
@@ -46,12 +54,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import attrs
+
 from ..core.frame import Frame, FrameKind
 from ..core.keys import Credentials, StreamKey
 from .events import StreamEvent, SubscriberEvicted, SubscriberLagged, SubscriberResumed
 from .gop import GopCache
+from .qos import StreamInfo
 
-__all__ = ["EndReason", "Sink", "Subscriber", "Fanout"]
+__all__ = ["EndReason", "SessionStart", "Sink", "Subscriber", "Fanout"]
 
 log = logging.getLogger("arcly_trio.stream")
 
@@ -87,6 +98,20 @@ class EndReason(enum.Enum):
     server, reached its cap on such sessions (see :mod:`.polled`)."""
 
 
+@attrs.frozen
+class SessionStart:
+    """The announcement that a publish session starts on a stream (see the module docstring).
+
+    ``number`` counts the publish sessions of the stream from 1 (a session that delivered no
+    frame keeps its number, so numbers may skip); ``info`` is the session's
+    :class:`~.qos.StreamInfo` (protocol, peer, ``started_at``). Immutable; one object per
+    session, shared by every sink.
+    """
+
+    number: int
+    info: StreamInfo
+
+
 class Sink(Protocol):
     """Where a subscriber's frames go. Called by the stream's task only; never waits.
 
@@ -95,7 +120,12 @@ class Sink(Protocol):
     * ``offer(frames, start)``: take ``frames[start:]`` in order, as many as there is room for;
       return the index of the first frame not taken (``len(frames)`` if all were).
     * ``close(reason)``: no more frames will come; the sink delivers what it holds, then ends.
+    * ``start_session(start)``: the frames offered from now on belong to the publish session
+      ``start`` (see :class:`SessionStart`); called before ``replay`` for a subscriber that joins
+      mid-session, and before the first ``offer`` of each session that follows.
     """
+
+    def start_session(self, start: SessionStart) -> None: ...
 
     def replay(self, frames: list[Frame]) -> None: ...
 
@@ -190,7 +220,10 @@ class Fanout:
         self.drops_total = 0
         self.last_seq = 0
         """The sequence number of the last frame delivered."""
-        self._switch = False
+        self.session: SessionStart | None = None
+        """The publish session whose frames are delivered now (announced to every sink)."""
+        self._sessions = 0
+        self._pending: SessionStart | None = None  # announced with the next batch
         self._evicted: list[Subscriber] = []
 
     # ---------------------------------------------------------------- membership
@@ -210,6 +243,8 @@ class Fanout:
             sub.join_state = "starting"
         sub._ever_synced = set(sub._synced)
         self.subscribers.append(sub)
+        if self.session is not None:
+            sub.sink.start_session(self.session)
         sub.sink.replay(replay.frames)
         sub.bytes += _payload(replay.frames)
 
@@ -226,19 +261,28 @@ class Fanout:
         sub.sink.close(reason)
         return True
 
-    def new_session(self) -> None:
-        """A new publish session starts: when its first frame comes, everyone present starts
-        again (not on the stream's first session: who joined before any frame gets them all,
-        each video track from its first keyframe)."""
-        self._switch = self.last_seq > 0
+    def new_session(self, info: StreamInfo) -> SessionStart:
+        """A new publish session (described by ``info``) starts: when its first frame comes, it
+        is announced to every sink and everyone present starts again (not on the stream's first
+        session: who joined before any frame gets them all, each video track from its first
+        keyframe)."""
+        self._sessions += 1
+        self._pending = SessionStart(self._sessions, info)
+        return self._pending
 
-    def _restart_all(self, first_seq: int) -> None:
+    def _start_session(self, start: SessionStart, first_seq: int) -> None:
+        """Announce ``start`` to every sink, before the session's first frame; everyone present
+        starts again if frames of an earlier session were delivered."""
+        self._pending = None
+        self.session = start
+        restart = self.last_seq > 0
         for sub in self.subscribers:
-            if sub._state != EVICTED:
+            if restart and sub._state != EVICTED:
                 sub._state = STARTING
                 sub._gap_start = first_seq
                 sub._synced = set()
                 sub._ever_synced = set()
+            sub.sink.start_session(start)
 
     def close_all(self, reason: EndReason) -> list[Subscriber]:
         gone = list(self.subscribers)
@@ -263,9 +307,8 @@ class Fanout:
         """
         gop = self.gop
         last = len(batch)
-        if self._switch:
-            self._switch = False
-            self._restart_all(first_seq)
+        if self._pending is not None:
+            self._start_session(self._pending, first_seq)
         # The video tracks of this batch: a live subscriber synced on all of them takes the whole
         # batch at once; the others go frame by frame.
         tracks = {frame.track for frame in batch if frame.kind is _VIDEO and not frame.config}

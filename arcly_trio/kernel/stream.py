@@ -292,7 +292,7 @@ class Stream:
                 # A new session starts from scratch: no config, GOP or info of the previous one.
                 self.gop.clear()
                 self.probe.reset(session.info)
-                self.fanout.new_session()
+                self.fanout.new_session(session.info)
                 self.pumping = session
                 await self._pump(session)
                 self._feeding.popleft()

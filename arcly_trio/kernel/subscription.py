@@ -6,6 +6,13 @@ if the reader is parked; the subscriber takes them with ``async for`` or
 :meth:`Subscription.next_batch`. What it missed and why it ended are on its
 :class:`~.fanout.Subscriber` record, mirrored as attributes here.
 
+Publish sessions: :attr:`Subscription.session` is the :class:`~.fanout.SessionStart` of the
+frames last handed out. The fan-out announces each session in band (``start_session``), and the
+subscription keeps the announcement as a mark at its place in the queue: ``next_batch`` never
+hands out frames of two sessions at once, so a consumer that cuts per session compares
+``session`` after each batch (or each frame it iterates). Without a pending mark reading costs
+what it did: one test per batch (per frame when iterating).
+
 The queue is a plain ``deque`` and the wake-up a direct ``trio.lowlevel.reschedule`` of the one
 parked reader (a subscription has one reader task): a whole batch costs one ``extend`` and at
 most one task switch, where a memory channel cost a ``send_nowait`` per frame.
@@ -18,13 +25,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from ..core.frame import Frame
 from ..core.keys import Credentials, StreamKey
-from .fanout import EndReason, Subscriber
+from .fanout import EndReason, SessionStart, Subscriber
 
 __all__ = ["EndReason", "SubscribedStream", "Subscription"]
 
@@ -52,8 +59,8 @@ class Subscription:
     released as soon as they have been handed over, whichever way the subscription is read.
     """
 
-    __slots__ = ("subscriber", "_stream", "_queue", "_capacity", "_waiter", "_ended", "_gone", "_replay",
-                 "_replay_pos")
+    __slots__ = ("subscriber", "session", "_stream", "_queue", "_capacity", "_waiter", "_ended", "_gone",
+                 "_replay", "_replay_pos", "_marks")
 
     def __init__(self, stream: SubscribedStream, capacity: int, subscriber_id: int, credentials: Credentials,
                  protocol: str) -> None:
@@ -65,6 +72,9 @@ class Subscription:
         self._gone = False  # the reader left: offers are taken and forgotten
         self._replay: list[Frame] = []
         self._replay_pos = 0
+        self.session: SessionStart | None = None
+        """The publish session of the frames last handed out (see the module docstring)."""
+        self._marks: list[list[Any]] | None = None  # [queued frames before it, SessionStart]; made when needed
         self.subscriber = Subscriber(subscriber_id, stream.key, credentials, protocol, self)
         """The kernel's record of this subscriber (the stream adds it to its fan-out)."""
 
@@ -114,6 +124,16 @@ class Subscription:
         return (len(self._replay) - self._replay_pos) + len(self._queue)
 
     # ------------------------------------------------------------------ the Sink side
+
+    def start_session(self, start: SessionStart) -> None:
+        if self._gone:
+            return
+        if self.session is None and not self._queue and not self._marks:
+            self.session = start  # nothing of an earlier session to hand out first
+        else:
+            if self._marks is None:
+                self._marks = []
+            self._marks.append([len(self._queue), start])
 
     def replay(self, frames: list[Frame]) -> None:
         self._replay = frames
@@ -185,6 +205,8 @@ class Subscription:
             await self._park()
             if not queue:
                 raise StopAsyncIteration
+        if self._marks:
+            self._pass_marks(1)
         return queue.popleft()
 
     async def next_batch(self, limit: int = 256) -> list[Frame]:
@@ -200,6 +222,8 @@ class Subscription:
             await trio.lowlevel.checkpoint()
         else:
             await self._park()
+        if self._marks:
+            limit = self._pass_marks(limit)
         if len(queue) <= limit:
             batch = list(queue)
             queue.clear()
@@ -207,11 +231,26 @@ class Subscription:
         popleft = queue.popleft
         return [popleft() for _ in range(limit)]
 
+    def _pass_marks(self, limit: int) -> int:
+        """About to hand out up to ``limit`` queued frames: take on the session announced right
+        before the first of them, if any, and return how many may go (up to the next mark)."""
+        marks = self._marks
+        if not marks:
+            return limit
+        while marks and marks[0][0] <= 0:
+            self.session = marks.pop(0)[1]
+        if marks:
+            limit = min(limit, marks[0][0], len(self._queue))
+            for mark in marks:
+                mark[0] -= limit
+        return limit
+
     def detach(self) -> None:
         """The reader is gone: let go of every frame; later offers are taken and forgotten."""
         self._gone = True
         self._ended = True
         self._queue.clear()
+        self._marks = None
         self._replay = []
         self._replay_pos = 0
         self._wake()

@@ -24,7 +24,8 @@ stream that comes back under the same name never reuses a name a player may have
 
 A resource is stored before the playlist that lists it. One that leaves every list is deleted
 ``delete_delay`` seconds later (at least three target durations for parts, as RFC 8216bis
-asks), never while a stored playlist lists it. A new publish session (takeover, reconnect) or a
+asks), never while a stored playlist lists it. A new publish session (takeover, reconnect, as the
+kernel announces it: :attr:`~arcly_trio.kernel.subscription.Subscription.session`) or a
 timestamp jump starts a new timeline with ``EXT-X-DISCONTINUITY`` (a new DASH period). When the
 stream ends the playlists get ``EXT-X-ENDLIST`` (the MPD becomes ``static``); ``delete_delay``
 seconds later they and every resource are deleted (the playlists only if no newer stream of the
@@ -88,7 +89,6 @@ from ._hls_held import HeldBytes
 from ._hls_lists import ListState
 from . import hls_routes
 from ._hls_ts import TsPackaging
-from ._session import SessionTracker
 
 __all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
 
@@ -379,7 +379,7 @@ class HlsService:
             self._schedule(due, tuple(key for key in leftovers if key not in playlists), held=packaging.held)
 
     async def _package(self, stream: Stream, subscription: Subscription, packaging: Packaging) -> None:
-        tracker = SessionTracker(stream)
+        session = subscription.session
         pacer = Pacer()
         bad_logged = False
         reported: set[str] = set()  # what was logged as left out
@@ -390,9 +390,11 @@ class HlsService:
                 if not batch:
                     break
                 events: list[object] = []
-                for frame in batch:
-                    if tracker.starts_session(stream, frame):
+                if subscription.session is not session:  # a batch holds one session's frames
+                    if session is not None:
                         events += packaging.discontinuity()
+                    session = subscription.session
+                for frame in batch:
                     try:
                         events += packaging.push(frame)
                         if not frame.config and len(packaging.left_out) > len(reported):

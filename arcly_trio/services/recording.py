@@ -7,7 +7,9 @@ applies to (``AppSpec.record``, or all of them with ``all_apps=True``) to
 session's wall-clock start, ``YYYYMMDDTHHMMSSZ``, with ``-2``, ``-3``... appended if that name
 is taken). A recording starts with the session's first frame, not with the publish: a publisher
 that never sends a frame leaves no file. A new publish session on the same stream (takeover,
-reconnect within the grace) starts a new file.
+reconnect within the grace, as the kernel announces it:
+:attr:`~arcly_trio.kernel.subscription.Subscription.session`) starts a new file, whatever its
+frames look like.
 
 Completeness: the service sees every frame from the first (the engine subscribes it when the
 stream is created) and writes each batch of frames, then flushes it to the operating system,
@@ -44,7 +46,6 @@ from ..kernel.spec import AppSpec
 from ..kernel.stream import Stream
 from ..kernel.subscription import Subscription
 from ..storage import AppendHandle, FileStorage, Storage, StorageError, check_key
-from ._session import SessionTracker
 from ..media.flv import FlvStreamWriter
 
 __all__ = ["FlvRecorder", "RecordingStarted", "RecordingStopped", "RecordingFailed", "RecordingEvent",
@@ -172,7 +173,7 @@ class FlvRecorder:
         """Record ``stream``'s sessions until ``subscription`` ends (run by the engine)."""
         if stream.info.protocol in self.skip_protocols:
             return
-        tracker = SessionTracker(stream)
+        session = subscription.session
         recording: _Recording | None = None  # opened with a session's first frame
         reason = "cancelled"
         try:
@@ -180,17 +181,13 @@ class FlvRecorder:
                 batch = await subscription.next_batch(512)
                 if not batch:
                     break
-                start = 0
-                info = tracker.info
-                for index, frame in enumerate(batch):
-                    if tracker.starts_session(stream, frame):
-                        recording = await self._record(recording, stream, info, batch[start:index])
-                        if recording is not None:
-                            await self._close(recording, "new publish session")
-                            recording = None
-                        start = index
-                        info = tracker.info
-                recording = await self._record(recording, stream, info, batch[start:] if start else batch)
+                if subscription.session is not session:  # a batch holds one session's frames
+                    if recording is not None:
+                        await self._close(recording, "new publish session")
+                        recording = None
+                    session = subscription.session
+                info = session.info if session is not None else stream.info
+                recording = await self._record(recording, stream, info, batch)
             end = subscription.end_reason
             reason = end.value if end is not None else "stream ended"
         finally:

@@ -44,7 +44,10 @@ The invariants (:meth:`EngineRaces.check`), after every settle and at the end:
   keyframe after a gap in it, and starts on one;
 * **exact drops**: a subscriber's ``dropped`` equals the frames offered to it that it never got,
   less those skipped while starting and those of a video track no keyframe of which had been
-  offered or replayed to it (the kernel's counting rule, :mod:`arcly_trio.kernel.fanout`).
+  offered or replayed to it (the kernel's counting rule, :mod:`arcly_trio.kernel.fanout`);
+* **session announcements**: every frame a subscriber received was read under the announcement
+  (``Subscription.session``) of the publish session it came from: one announced number per
+  publish session, never two sessions under one number, numbers never going back.
 
 Extend :class:`EngineRaces` with your own ``step_*`` methods (and weights) or invariants
 (override :meth:`EngineRaces.check`; :meth:`EngineRaces.expected_refusals` if your engine refuses
@@ -304,6 +307,9 @@ class SubscriberActor:
         self.capacity = capacity
         self.mode = mode  # "iter" | "batch"
         self.received: list[Frame] = []
+        self.sessions: list[int] = []
+        """The number of the announced session (``Subscription.session``) each frame of
+        ``received`` was read under; 0 for none."""
         self.unread = 0
         """Frames its subscription had taken but it had not read when it left."""
         self.subscription: Subscription | None = None
@@ -359,12 +365,14 @@ class SubscriberActor:
                     self.received.append(await sub.__anext__())
                 except StopAsyncIteration:
                     return
+                self.sessions.append(sub.session.number if sub.session is not None else 0)
         while True:
             await self.gate.wait()
             batch = await sub.next_batch(limit=3)
             if not batch:
                 return
             self.received.extend(batch)
+            self.sessions += [sub.session.number if sub.session is not None else 0] * len(batch)
 
 
 # ------------------------------------------------------------------------------ the machine
@@ -662,6 +670,22 @@ class EngineRaces:
         else:  # it left: what it had been given and not read is not a drop
             exact = actor.unread == 0
         check_delivery(actor.received, delivered, sub, self.session_of, exact=exact)
+        check_sessions(actor.received, actor.sessions, self.session_of)
+
+
+def check_sessions(received: Sequence[Frame], sessions: Sequence[int], session_of: dict[int, int]) -> None:
+    """The session-announcement invariant for one subscriber (module docstring): ``sessions``
+    holds the announced number each frame of ``received`` was read under."""
+    serial_of: dict[int, int] = {}  # announced number -> the publish session's serial
+    last = 0
+    for frame, number in zip(received, sessions):
+        serial = session_of.get(id(frame), 0)
+        assert number > 0, f"a frame of {frame.kind.name} {frame.dts} was read before any session was announced"
+        assert number >= last, f"session announcements went back from {last} to {number}"
+        last = number
+        assert serial_of.setdefault(number, serial) == serial, (
+            f"frames of two publish sessions were read under announcement {number}")
+    assert len(set(serial_of.values())) == len(serial_of), ("one publish session announced twice", serial_of)
 
 
 def check_delivery(received: list[Frame], delivered: list[Frame], sub: Subscription,

@@ -55,7 +55,7 @@ import trio
 
 from ..core.errors import LocalProtocolError, PeerGone, WriteTimeout
 from ..core.frame import Frame, FrameBatch
-from ..kernel.fanout import EndReason, Subscriber
+from ..kernel.fanout import EndReason, SessionStart, Subscriber
 from ..transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
 __all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames"]
@@ -415,6 +415,9 @@ class DirectSink:
         self._shared = self._started and not self.ended
 
     # ------------------------------------------------------------------ the Sink
+
+    def start_session(self, start: SessionStart) -> None:
+        pass  # a viewer's stream goes on across publish sessions (its configs come in band)
 
     def replay(self, frames: list[Frame]) -> None:
         if not self._started:

@@ -1,4 +1,4 @@
-"""Frames as RTMP messages, built once per frame and shared (sans-IO).
+"""Frames as RTMP messages and back: built once per frame and shared, parsed in one place (sans-IO).
 
 Both the server (to its players) and the client (to the server it publishes to) send a frame as
 one RTMP message: its FLV tag body (:func:`arcly_trio.media.flv.frame_body`) on the media chunk
@@ -12,7 +12,17 @@ id appears, so no value a peer chooses multiplies what a frame holds.
 A publisher sends metadata with the ``@setDataFrame`` wrapper (servers keep it as the stream's
 metadata); a server sends it bare to players. ``publisher=True`` selects the former.
 
+The other way, :func:`message_frames` turns a received :class:`~.events.MediaMessage` or
+:class:`~.events.DataMessage` into the frames it carries, the way h11 hands back events: the
+server (a publisher's messages) and the client (a player's) both ingest through it. A message
+body becomes each frame's FLV body when it is what FLV would write again (see
+:mod:`arcly_trio.media.flv.tags`), so players get the publisher's bytes, rebuilt never.
+
 Error policy: ``LocalProtocolError`` (from the FLV layer) for a frame FLV cannot carry.
+:func:`message_frames` raises only ``RemoteProtocolError``, whatever the bytes: its subclass
+:class:`~arcly_trio.media.flv.FlvUnsupported` for a well-formed message this library does not
+handle (a caller drops that message and goes on), any other for a malformed one (a caller ends
+the connection).
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ from arcly_trio.media import flv
 
 from .chunks import chunk_message
 from .endpoint import CSID_AUDIO, CSID_DATA, CSID_VIDEO
+from .events import DataMessage, MediaMessage
 
-__all__ = ["SHARED_STREAM_ID", "frame_chunks", "with_stream_id", "message_type"]
+__all__ = ["SHARED_STREAM_ID", "frame_chunks", "with_stream_id", "message_type", "message_frames"]
 
 #: The message stream id the shared chunks are built with (the first ``createStream`` id).
 SHARED_STREAM_ID: Final = 1
@@ -69,3 +80,15 @@ def with_stream_id(data: bytes, stream_id: int) -> list[bytes | memoryview]:
     if stream_id == SHARED_STREAM_ID:
         return [data]
     return [data[:_SID_START] + stream_id.to_bytes(4, "little"), memoryview(data)[_SID_END:]]
+
+
+def message_frames(message: MediaMessage | DataMessage) -> list[Frame]:
+    """The frames a received RTMP message carries, in order: those of an audio or video message
+    (several for a multitrack one), the metadata frame of a data message (none for any other data
+    message). Raises ``RemoteProtocolError`` only (see the module docstring)."""
+    if isinstance(message, DataMessage):
+        frame = flv.parse_data(message.timestamp, message.body)
+        return [] if frame is None else [frame]
+    if message.type_id == 9:
+        return flv.parse_video_tracks(message.timestamp, message.payload)
+    return flv.parse_audio_tracks(message.timestamp, message.payload)

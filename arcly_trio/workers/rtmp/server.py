@@ -113,7 +113,7 @@ from ...protocols.rtmp import (
     StreamUnpublishRequested,
 )
 from ...protocols.rtmp.handshake import ServerHandshake
-from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, with_stream_id
+from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, message_frames, with_stream_id
 from ...transport import TRANSPORT_ERRORS, describe
 from ..admission import Ticket
 from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
@@ -539,12 +539,9 @@ class _Connection:
                 return _EOF
             if event is _ENDED:
                 return _ENDED
-            if isinstance(event, MediaMessage):
+            if isinstance(event, (MediaMessage, DataMessage)):
                 if publisher is not None and event.stream_id == self.publish_stream_id:
                     await self._ingest(publisher, event)
-            elif isinstance(event, DataMessage):
-                if publisher is not None and event.stream_id == self.publish_stream_id:
-                    await self._ingest_data(publisher, event)
             elif isinstance(event, ConnectRequest):
                 await self._connect(event)
             elif isinstance(event, PublishRequest):
@@ -635,25 +632,14 @@ class _Connection:
         session.reject_publish(sid, refusal[0], refusal[1])
         raise _Refused(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
 
-    async def _ingest(self, publisher: Publisher, event: MediaMessage) -> None:
-        # The message body becomes each frame's FLV body when it is what FLV would write
-        # again (see media.flv.tags): players get the publisher's bytes, rebuilt never.
+    async def _ingest(self, publisher: Publisher, event: MediaMessage | DataMessage) -> None:
         try:
-            if event.type_id == 9:
-                frames = flv.parse_video_tracks(event.timestamp, event.payload)
-            else:
-                frames = flv.parse_audio_tracks(event.timestamp, event.payload)
+            frames = message_frames(event)
         except flv.FlvUnsupported as exc:
             log.debug("rtmp %s:%s: skipped a message: %s", *self.peer, exc)
             return
         for frame in frames:
             await publisher.send(frame)
-
-    async def _ingest_data(self, publisher: Publisher, event: DataMessage) -> None:
-        frame = flv.parse_data(event.timestamp, event.body)
-        if frame is None:
-            return
-        await publisher.send(frame)
 
     # ------------------------------------------------------------------ play
 
