@@ -153,10 +153,9 @@ PRIVATE_ALLOWED: set[tuple[str, str]] = {
     ("arcly_trio.server.config", "_StoreTrueAction"),
     ("arcly_trio.server.config", "_StoreFalseAction"),
     ("arcly_trio.server.config", "_SubParsersAction"),
-    ("arcly_trio.server.build", "_max_publishers"),
 }
-#: Not checked here: rewritten as a whole by issue 21 item 1 (the codecs package).
-PRIVATE_UNCHECKED = ("arcly_trio.media",)
+#: Not checked here (none today).
+PRIVATE_UNCHECKED: tuple[str, ...] = ()
 _PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make"}  # namedtuple's API
 
 

@@ -25,7 +25,7 @@ from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemotePr
 from arcly_trio.core.frame import Frame, FrameKind
 
 from .tags import (
-    _MAX_BODY,
+    MAX_DATA_SIZE,
     DEFAULT_MAX_TAG_BODY,
     TAG_AUDIO,
     TAG_SCRIPT,
@@ -106,8 +106,8 @@ def encode_tag(tag_type: int, timestamp: int, body: bytes) -> bytes:
     outside 0..31 or a body over 16 MiB - 1.
     """
     size = len(body)
-    if size > _MAX_BODY:
-        raise LocalProtocolError(f"FLV tag body of {size} bytes exceeds {_MAX_BODY}")
+    if size > MAX_DATA_SIZE:
+        raise LocalProtocolError(f"FLV tag body of {size} bytes exceeds {MAX_DATA_SIZE}")
     if tag_type < 0 or tag_type > 31:
         raise LocalProtocolError(f"FLV tag type {tag_type} does not fit 5 bits")
     ts = timestamp & 0xFFFFFFFF if timestamp > 0 else 0

@@ -128,7 +128,8 @@ TAG_SCRIPT: Final = 18
 #: The largest tag body :class:`FlvReader` accepts by default (8 MiB).
 DEFAULT_MAX_TAG_BODY: Final = 8 * 1024 * 1024
 
-_MAX_BODY: Final = 0xFFFFFF  # DataSize is UI24
+MAX_DATA_SIZE: Final = 0xFFFFFF
+"""The largest tag body an FLV tag header can state (its DataSize is 24 bits)."""
 _CTS_MIN: Final = -0x800000
 _CTS_MAX: Final = 0x7FFFFF
 
