@@ -747,7 +747,7 @@ async def test_reconnecting_does_not_renew_the_burst_allowance(autojump_clock: t
         await burst(("192.0.2.7", 1))  # another address starts full
         await trio.sleep(6)  # the cut frame's debt paid, the allowance full again
         await burst(("198.51.100.1", 3))
-        assert len(eng.carried_buckets) == 2
+        assert len(eng.publishers.carried_buckets) == 2
 
 
 def test_carried_buckets_stay_few_and_go_once_full() -> None:

@@ -23,15 +23,11 @@ address have only a few authorizations in flight per action and spaces the tries
 whose attempts were refused (:mod:`.throttle`), tells the observers each decision
 (:class:`~.events.AuthDecided`) and follows an authenticator's rename (redirect).
 
-Rate limits: each publish session of an application with ``max_publish_bitrate`` gets a token
-bucket (see :mod:`.ratelimit`): a full one, or the emptiest one its address left in the last
-seconds, so reconnecting does not renew the burst allowance.
-
-Publisher slots: at most ``max_publishers`` publishers at once, and at most
-``max_publishers_per_address`` from one client address (addresses given as exempt, such as the
-workers' local relays, and in-process publishers without an address are not counted), so one
-address cannot take every slot. A publish that sends no media within ``publish_start_timeout``
-seconds gives its slot back (see :mod:`.stream`).
+Publisher slots and rate limits: :attr:`Engine.publishers` (:mod:`.publishers`) admits at most
+``max_publishers`` publishers at once and ``max_publishers_per_address`` from one client
+address, and gives each publish session of an application with ``max_publish_bitrate`` its token
+bucket. A publish that sends no media within ``publish_start_timeout`` seconds gives its slot
+back (see :mod:`.stream`).
 
 Sessions: each publish and play gets a client id before it is authorized and is listed in
 :attr:`Engine.sessions` while it lasts (see :mod:`.sessions`); :meth:`Engine.kick` ends one and
@@ -67,11 +63,9 @@ import trio
 
 from ..core.errors import (
     AppAlreadyRegistered,
-    AddressPublisherLimitReached,
     AppNotFound,
     EngineClosed,
     PublisherKicked,
-    PublisherLimitReached,
 )
 from ..core.excgroups import unwrap_single
 from ..core.frame import Frame
@@ -91,7 +85,8 @@ from .service import StreamService
 from .polled import PolledSessions
 from .sessions import ClientSession, SessionTable
 from .sources import Sourcing, StreamSource
-from .ratelimit import CarriedBuckets, PublishRateLimit
+from .publishers import PublisherSlots
+from .ratelimit import PublishRateLimit
 from .spec import AppSpec
 from .stream import Publisher, Stream
 from .subscription import Subscription
@@ -277,11 +272,8 @@ class Engine:
         session_prefix: str = "",
         max_loop_lag: float = 1.0,
     ) -> None:
-        self._max_publishers = max_publishers
-        self.max_publishers_per_address = max_publishers_per_address
-        """At most this many publishers from one address (``None``: no limit)."""
-        self.exempt_addresses = frozenset(exempt_addresses)
-        """Addresses whose publishers are not counted per address (trusted peers)."""
+        self.publishers = PublisherSlots(max_publishers, max_publishers_per_address, exempt_addresses)
+        """The publisher count, its limits and the publish rate-limit buckets (see :mod:`.publishers`)."""
         self.idle_timeout = idle_timeout
         self.publish_start_timeout = publish_start_timeout
         """Seconds a new publish may take to send its first media frame (``None``: no limit)."""
@@ -310,10 +302,6 @@ class Engine:
         """The engine's :class:`~.lifecycle.EngineState`, changed only through its table."""
         self._stopped = trio.Event()
         self._apps: dict[str, Application] = {}
-        self._publishers = 0
-        self._by_address: dict[str, int] = {}
-        self.carried_buckets = CarriedBuckets()
-        """Rate-limit buckets of ended publish sessions, by address (see :mod:`.ratelimit`)."""
         self._ids = itertools.count(1)
         self.polled = PolledSessions(self.sessions, self._notify_app, self.next_id)
         """The sessions of players that poll, HLS and DASH (see :mod:`.polled`)."""
@@ -357,53 +345,28 @@ class Engine:
             self.observers.notify(event)
 
     def claim_publisher(self, credentials: Credentials) -> Callable[[], None]:
-        """Count one more publisher, from ``credentials.peer``'s address
-        (``AddressPublisherLimitReached`` at the per-address limit, ``PublisherLimitReached`` at
-        the limit); returns the release, which counts it out exactly once however often it is
-        called."""
-        address = self._counted_address(credentials)
-        per_address = self.max_publishers_per_address
-        if address is not None and per_address is not None and self._by_address.get(address, 0) >= per_address:
-            raise AddressPublisherLimitReached(per_address, address)
-        if self._publishers >= self._max_publishers:
-            raise PublisherLimitReached(int(self._max_publishers))
-        self._publishers += 1
-        if address is not None:
-            self._by_address[address] = self._by_address.get(address, 0) + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._publishers -= 1
-                if address is not None:
-                    left = self._by_address[address] - 1
-                    if left:
-                        self._by_address[address] = left
-                    else:
-                        del self._by_address[address]
-
-        return release
+        """Count one more publisher (see :meth:`.publishers.PublisherSlots.claim`)."""
+        return self.publishers.claim(credentials)
 
     def publish_rate_limit(self, credentials: Credentials, spec: AppSpec) -> PublishRateLimit | None:
-        """The rate limit of a new publish session of ``credentials`` in an application of
-        ``spec`` (``None`` without ``max_publish_bitrate``): the emptiest bucket its address
-        left in the last seconds, or a full one. A publisher without a counted address (a relay,
-        a pull: it starts with its origin's GOP cache) has a burst of one GOP cache at least."""
-        if spec.max_publish_bitrate <= 0:
-            return None
-        address = self._counted_address(credentials)
-        return self.carried_buckets.bucket(address, spec.max_publish_bitrate, trio.current_time(),
-                                           spec.gop_cache_bytes if address is None else 0)
+        """A new publish session's rate limit (see :meth:`.publishers.PublisherSlots.rate_limit`)."""
+        return self.publishers.rate_limit(credentials, spec, trio.current_time())
 
-    def _counted_address(self, credentials: Credentials) -> str | None:
-        peer = credentials.peer
-        return peer[0] if peer is not None and peer[0] not in self.exempt_addresses else None
+    @property
+    def max_publishers_per_address(self) -> int | None:
+        return self.publishers.max_per_address
+
+    @max_publishers_per_address.setter
+    def max_publishers_per_address(self, n: int | None) -> None:
+        self.publishers.max_per_address = n
+
+    @property
+    def exempt_addresses(self) -> frozenset[str]:
+        return self.publishers.exempt_addresses
 
     def publishers_from(self, address: str) -> int:
         """How many publishers from ``address`` are counted against the per-address limit."""
-        return self._by_address.get(address, 0)
+        return self.publishers.from_address(address)
 
     def stream_failed(self, stream: Stream) -> None:
         self.stream_failures += 1
@@ -425,19 +388,17 @@ class Engine:
 
     @property
     def publisher_count(self) -> int:
-        return self._publishers
+        return self.publishers.count
 
     @property
     def max_publisher_count(self) -> int | float:
-        return self._max_publishers
+        return self.publishers.max_publishers
 
     def set_max_publishers(self, n: int | float) -> None:
         """Change the publisher limit while running (a reload): publishers over a lowered
         limit keep publishing; new ones are refused until the count is under it
         (``ValueError`` if negative)."""
-        if n < 0:
-            raise ValueError("max_publishers must be >= 0")
-        self._max_publishers = n
+        self.publishers.set_max(n)
 
     @property
     def sources(self) -> Sequence[StreamSource]:
@@ -739,8 +700,7 @@ class Engine:
             finally:
                 publisher.close()
                 if session.rate_limit is not None:  # a reconnect gets this allowance back, not a new one
-                    self.carried_buckets.ended(self._counted_address(credentials), session.rate_limit,
-                                               trio.current_time())
+                    self.publishers.rate_limit_ended(credentials, session.rate_limit, trio.current_time())
         finally:
             if release_claim is not None:
                 release_claim()
