@@ -9,54 +9,22 @@ re-registers when it is back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Credentials, Engine, StreamKey
+from arcly_trio import Credentials, StreamKey
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
-from arcly_trio.cluster import ClusterNode, MemoryDirectory
+from arcly_trio.cluster import MemoryDirectory
 from arcly_trio.core.errors import RemoteRefused, StreamAlreadyPublishing, StreamPublishedElsewhere
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.rtmp import RtmpServer
 from tests._hls import media_playlist
+from tests._nodes import cluster_node, publish_frames
 
 HOST = "127.0.0.1"
-
-
-@asynccontextmanager
-async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0, http: Any = None,
-                       hls: Any = None) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
-    """A node of the cluster (with an HTTP worker and an HLS service, if given)."""
-    rtmp = RtmpServer(HOST, 0)
-    # The node learns its port once the worker is bound: reserve one first.
-    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-    port = listener.socket.getsockname()[1]
-    await listener.aclose()
-    rtmp.requested_port = port
-    node = ClusterNode(directory, node_id=node_id, rtmp_url=f"rtmp://{HOST}:{port}", ttl=ttl, idle=0.5)
-    builder = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(node)
-    if http is not None:
-        builder.protocol(http)
-    if hls is not None:
-        builder.service(hls)
-    async with builder.build() as engine:
-        yield engine, rtmp, node
-
-
-async def publish_frames(url: str, frames: list, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
-    async with open_rtmp_publisher(url) as publisher:
-        await publisher.send_frames(frames[:30])
-        task_status.started()
-        for frame in frames[30:]:
-            await publisher.send(frame)
-            if not frame.config:
-                await trio.sleep(0.005)
-        await trio.sleep_forever()
 
 
 async def test_publish_on_a_play_on_b_and_c_duplicate_refused(demo_frames: list) -> None:  # type: ignore[type-arg]

@@ -23,8 +23,8 @@ from arcly_trio.clients.http import get_json_bytes
 from arcly_trio.cluster.redis import RedisDirectory
 from arcly_trio.core.errors import RemoteRefused
 from tests._peers import HOST, redis_server
-from tests.test_cli import CliServer, cli_server
-from tests.test_rtmp_interop import player, publisher
+from tests._cli import CliServer, cli_server
+from tests._ffmpeg import player, publisher
 
 pytestmark = pytest.mark.interop
 

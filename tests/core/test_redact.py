@@ -2,7 +2,7 @@
 
 Issue 18, finding 3: option URLs reached ``/api/health`` (a hook's ``user:password@``), logs and
 errors. Every place that shows an option's URL uses :func:`redact_url` (or :func:`scrub` for an
-error text that may quote it); ``tests/test_ops_interop.py`` checks the whole server with canaries.
+error text that may quote it); ``tests/ops/test_ops_interop.py`` checks the whole server with canaries.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from arcly_trio import (
     Credentials,
     EndReason,
     Engine,
+    EngineClosed,
     Frame,
     FrameKind,
     Observer,
@@ -39,6 +40,7 @@ from arcly_trio import (
     TokenAuthenticator,
     Unauthorized,
 )
+from arcly_trio.kernel.auth import AllowAll
 from arcly_trio.testing import (
     CountingObserver,
     audio,
@@ -49,6 +51,7 @@ from arcly_trio.testing import (
     synthetic_gop,
     video_config,
 )
+from arcly_trio.testing import frames as fb
 
 
 async def drain(sub, n: int) -> list[Frame]:  # type: ignore[no-untyped-def]
@@ -787,3 +790,119 @@ async def test_a_relay_may_replay_a_whole_gop_cache_at_once(autojump_clock: trio
             async with eng.publish("live/client", Credentials(peer=("198.51.100.3", 1))) as pub:
                 await pub.send(video_config())
                 await pub.send(keyframe(0, 6_000_000))
+
+
+# --------------------------- the kernel review's bugs (authorization in flight, grace, reaping)
+
+
+class SlowAuth(AllowAll):
+    """Authorizes after ``delay`` seconds (so an engine can stop while it is in flight)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def authorize_publish(self, key, credentials):  # type: ignore[no-untyped-def]
+        await trio.sleep(self.delay)
+
+    async def authorize_play(self, key, credentials):  # type: ignore[no-untyped-def]
+        await trio.sleep(self.delay)
+
+
+class LingeringService:
+    """A stream service whose clean-up takes a while (so an application's nursery stays
+    closing, "closed to new arrivals", for that long after the engine is told to stop)."""
+
+    name = "linger"
+    capacity = 16
+
+    def applies_to(self, spec: AppSpec) -> bool:
+        return True
+
+    async def serve_stream(self, stream, subscription) -> None:  # type: ignore[no-untyped-def]
+        try:
+            async for _frame in subscription:
+                pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(3)
+
+
+async def test_engine_exit_during_authorization_refuses_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+    engine = Engine.builder().application("live").authenticator(SlowAuth(1.0)).service(LingeringService()).build()
+    outcome: list[BaseException | str] = []
+
+    async def publish(name: str) -> None:
+        try:
+            async with engine.publish(f"live/{name}") as publisher:
+                outcome.append("published")
+                await publisher.send(fb.video_config())
+                await trio.sleep_forever()
+        except BaseException as exc:  # noqa: BLE001 - what leaks is the point
+            outcome.append(exc)
+            if not isinstance(exc, (trio.Cancelled, Exception)):
+                raise
+
+    async with trio.open_nursery() as nursery:
+        async with engine:
+            app = engine.application("live")
+            nursery.start_soon(publish, "first")
+            await trio.sleep(1.2)  # "first" publishes; its service task lingers when cancelled
+            nursery.start_soon(publish, "second")
+            await trio.sleep(0.5)  # the second authorization is in flight as the engine exits
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert outcome[0] == "published"
+    ends = sorted(type(o).__name__ for o in outcome[1:])
+    assert ends == ["EngineClosed", "PublishEnded"], outcome  # never a RuntimeError from a nursery
+    assert app.streams() == []
+
+
+async def test_stop_during_authorization_refuses_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+    engine = Engine.builder().application("live").authenticator(SlowAuth(1.0)).build()
+    outcome: list[BaseException] = []
+
+    async def subscribe() -> None:
+        try:
+            async with engine.subscribe("live/cam"):
+                pass
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.serve)
+        await trio.sleep(0.1)
+        async with engine.publish("live/cam", Credentials()) as publisher:
+            await publisher.send(fb.video_config())
+            nursery.start_soon(subscribe)
+            await trio.sleep(0.5)
+            engine.stop()
+    assert len(outcome) == 1 and isinstance(outcome[0], (EngineClosed, trio.Cancelled)), outcome
+
+
+async def test_a_returning_publisher_is_pumped_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    async with Engine.builder().application(AppSpec("live", reconnect_grace=10)).build() as engine:
+        async with engine.publish("live/cam") as publisher:
+            await publisher.send(fb.video_config())
+            await publisher.send(fb.keyframe(0))
+        async with engine.subscribe("live/cam") as sub:
+            await trio.sleep(1)
+            async with engine.publish("live/cam") as publisher:
+                back = trio.current_time()
+                await publisher.send(fb.video_config(payload=b"new"))
+                await publisher.send(fb.keyframe(5000))
+                async for frame in sub:
+                    if frame.keyframe and not frame.config and frame.dts == 5000:
+                        break
+                assert trio.current_time() - back < 1, "the comeback waited for the grace to end"
+
+
+async def test_a_reaped_publisher_block_is_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    async with Engine.builder().application("live").idle_timeout(5).build() as engine:
+        reached = False
+        try:
+            async with engine.publish("live/cam") as publisher:
+                await publisher.send(fb.video_config())
+                await trio.sleep_forever()  # only the kernel's cancellation ends this
+        except StreamIdleReaped:
+            reached = True
+        assert reached

@@ -3,7 +3,7 @@ DASH MPD (media.dash), sans-IO.
 
 Hypothesis drives the packager with the demo clip cut at random places, with random timestamp
 jumps, publisher restarts and codec changes, and checks, with the independent box reader of
-``tests/test_fmp4.py``: every part parses back as ``moof`` + ``mdat``; its sample durations sum
+``tests/_boxes.py``: every part parses back as ``moof`` + ``mdat``; its sample durations sum
 to the part's duration; decode times never go back and each part starts where the previous one
 of its rendition ended (except at a jump); a segment is exactly its parts joined; every name a
 list shows was stored and has not expired; the next part a rendition makes is the one its
@@ -30,7 +30,7 @@ from arcly_trio.media import dash, llhls
 from arcly_trio.media.cmaf import CmafPackager, ResourceExpired, ResourceReady
 from arcly_trio.media.fmp4 import ms_to_ticks
 from arcly_trio.media.llhls import ReloadState, parse_directives, reload_state
-from tests.test_fmp4 import parse_fragment, read_boxes
+from tests._boxes import parse_fragment, read_boxes
 
 NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 

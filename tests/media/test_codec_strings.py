@@ -3,7 +3,7 @@
 ``tests/data/codec_configs.json`` holds config records that ffmpeg 8 wrote (HEVC 8 and 10 bit,
 AV1 8 and 10 bit, VP9 profiles 0 and 2, Opus), with the strings and sizes expected; the AV1,
 VP9 and Opus strings are the ones ffmpeg's own DASH muxer writes for the same streams, and
-Chromium's ``VideoDecoder.isConfigSupported`` accepts them (``test_frames_browser.py``).
+Chromium's ``VideoDecoder.isConfigSupported`` accepts them (``tests/workers/test_http_pages_interop.py``).
 The interop test at the end encodes fresh clips with ffmpeg 8 and compares again.
 """
 
@@ -22,7 +22,7 @@ from arcly_trio.media import flv
 from arcly_trio.media.codecs import CodecError
 from tests._tools import require_ffmpeg8
 
-FIXTURES = json.loads((Path(__file__).parent / "data" / "codec_configs.json").read_text())
+FIXTURES = json.loads((Path(__file__).parent.parent / "data" / "codec_configs.json").read_text())
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f"{f['clip']}-{f['codec']}")

@@ -30,7 +30,7 @@ from arcly_trio.media.flv import (
 from arcly_trio.media.timestamps import TimestampUnwrapper
 from tests._tools import require_tool
 
-DEMO = Path(__file__).resolve().parent.parent / "arcly_trio" / "server" / "assets" / "demo.flv"
+DEMO = Path(__file__).resolve().parent.parent.parent / "arcly_trio" / "server" / "assets" / "demo.flv"
 
 
 def fields(frame: Frame) -> tuple[object, ...]:
@@ -730,3 +730,42 @@ def test_timestamp_unwrapper_follows_the_timeline(start: int, steps: list[int]) 
     for step in steps:
         value += step
         assert unwrapper.unwrap(value & 0xFFFFFFFF) == value
+
+
+# ----------------------------- ingest without copies: an RTMP body becomes the frame's FLV body
+
+
+def test_a_received_body_becomes_the_frames_flv_body() -> None:
+    avc = b"\x17\x01\x00\x00\x21" + bytes(range(200))
+    aac = b"\xaf\x01" + bytes(50)
+    (video,) = flv.parse_video_tracks(1000, avc)
+    (sound,) = flv.parse_audio_tracks(1000, aac)
+    assert flv.frame_body(video) is avc and flv.frame_body(sound) is aac
+    assert video.pts == 1033 and video.payload == avc[5:]
+    # Bodies FLV would not write back as they are get their own (the header is normalised).
+    disposable = b"\x37\x01\x00\x00\x00" + bytes(10)
+    (frame,) = flv.parse_video_tracks(0, disposable)
+    assert flv.frame_body(frame) is not disposable and flv.frame_body(frame)[0] == 0x27
+
+
+@given(
+    header=st.sampled_from([0x17, 0x27, 0x37, 0x47]),
+    packet_type=st.sampled_from([0, 1]),
+    cts=st.binary(min_size=3, max_size=3),
+    payload=st.binary(min_size=1, max_size=64),
+)
+def test_a_preset_video_body_is_what_flv_would_write(header: int, packet_type: int, cts: bytes, payload: bytes) -> None:
+    body = bytes((header, packet_type)) + cts + payload
+    frames = flv.parse_video_tracks(5, body)
+    for frame in frames:
+        assert flv.frame_body(frame) == flv.tag_body(frame)  # what is sent is what FLV would write
+        if flv.frame_body(frame) is body:
+            assert flv.tag_body(frame) == body
+
+
+@given(header=st.integers(0xA0, 0xAF), packet_type=st.sampled_from([0, 1]), payload=st.binary(min_size=1, max_size=64))
+def test_a_preset_audio_body_is_what_flv_would_write(header: int, packet_type: int, payload: bytes) -> None:
+    body = bytes((header, packet_type)) + payload
+    for frame in flv.parse_audio_tracks(5, body):
+        assert flv.frame_body(frame) == flv.tag_body(frame)
+        assert (flv.frame_body(frame) is body) == (header == 0xAF)

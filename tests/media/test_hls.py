@@ -27,8 +27,8 @@ from arcly_trio.media.hls import (
 )
 from arcly_trio.media.mpegts import AUDIO_PID, PMT_PID, STREAM_TYPES, VIDEO_PID
 from tests._tools import require_tool
-from tests.test_codecs import build_avcc, encode_flv, ffprobe_json, read_flv
-from tests.test_mpegts import demux, read_pmt, read_section
+from tests._media import build_avcc, encode_flv, ffprobe_json, read_flv
+from tests._mpegts import demux, read_pmt, read_section
 
 SPS = bytes.fromhex("6764001fac2ca40140169b0110")
 PPS = bytes.fromhex("68ebe3cb22c0")

@@ -14,13 +14,17 @@ VP9 (issue 19, item 9).
 from __future__ import annotations
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from arcly_trio import Engine
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.probe import COMMON_RATES, MediaProbe, measured_rate
+from arcly_trio.server.demo import publish_demo
+from arcly_trio.workers.http import HttpServer
 
-#: A libvpx keyframe's first bytes (320x240) and a VP9 configuration record, as tests/test_fmp4.py.
+#: A libvpx keyframe's first bytes (320x240) and a VP9 configuration record, as tests/media/test_fmp4.py.
 VP9_KEYFRAME = b"\x82\x49\x83\x42\x00\x13\xf0\x0e\xf6"
 VP9_RECORD = b"\x01\x00\x00\x00\x00\x14\x82\x02\x02\x02\x00\x00"
 
@@ -64,3 +68,18 @@ def test_vp9_width_and_height_come_from_the_keyframes() -> None:
     # A keyframe whose header does not parse changes nothing; metadata does not override it.
     probe.push(Frame(FrameKind.VIDEO, "vp9", 33, 33, b"\x00", keyframe=True))
     assert (probe.info.width, probe.info.height) == (320, 240)
+
+
+async def test_stream_info_comes_from_the_frames_whatever_the_publisher(autojump_clock, http_get) -> None:  # type: ignore[no-untyped-def]
+    http = HttpServer("127.0.0.1", 0)
+    async with Engine.builder().application("live").protocol(http).build() as engine:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_demo, engine)
+            await trio.sleep(3)
+            document = engine.stream("live/demo").info
+            nursery.cancel_scope.cancel()
+    assert document.protocol == "demo"
+    assert (document.width, document.height) == (640, 360)
+    assert document.framerate == pytest.approx(30, abs=0.5)
+    assert document.audio_sample_rate == 44100 and document.audio_channels == 1
+    assert document.video_codec_string == "avc1.4d401e" and document.audio_codec_string == "mp4a.40.2"

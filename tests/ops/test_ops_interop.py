@@ -42,8 +42,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests._hooks import dead_url, hook_server
 from tests._tools import require_tool
-from tests.test_cli import HOST, ROOT, cli_server, probe_streams, publish_exit_code, serve_command
-from tests.test_rtmp_interop import player, publisher
+from tests._cli import ROOT, cli_server, publish_exit_code, serve_command
+from tests._ffmpeg import probe_streams
+from tests._net import HOST
+from tests._ffmpeg import player, publisher
 
 pytestmark = pytest.mark.interop
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
-import socket
 import struct
 import subprocess
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from arcly_trio.protocols.rtmp.handshake import (
     ServerHandshake,
 )
 from tests._tools import require_tool
+from tests._net import free_port
 
 # --------------------------------------------------------------------------------------------
 # An independent reading of the digest scheme
@@ -478,13 +478,6 @@ async def test_ffmpeg_player_accepts_our_digest_answer(tmp_path: Path) -> None:
     assert s1_digest is not None
     c2 = received[1 + PACKET_SIZE :]
     assert response_ok(c2, s1_digest, PLAYER_KEY)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.interop

@@ -15,48 +15,15 @@ from typing import Any
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Credentials, Engine, StreamKey
+from arcly_trio import Credentials, Engine, StreamKey
 from arcly_trio.clients import open_rtmp_player
 from arcly_trio.core.errors import RemoteRefused, StreamNotFound
 from arcly_trio.relay import PullSource, PushService, PushTarget
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.rtmp import RtmpServer
 from tests._hls import media_playlist, uris
+from tests._nodes import feed, node
 
 HOST = "127.0.0.1"
-
-
-@asynccontextmanager
-async def node(*, services: tuple[Any, ...] = (), sources: tuple[Any, ...] = (), http: bool = False,
-               apps: tuple[str, ...] = ("live",), observer: Any = None
-               ) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer | None]]:
-    rtmp = RtmpServer(HOST, 0)
-    builder = Engine.builder().protocol(rtmp).idle_timeout(30)
-    if observer is not None:
-        builder.observer(observer)
-    for app in apps:
-        builder.application(AppSpec(app))
-    web = HttpServer(HOST, 0) if http else None
-    if web is not None:
-        builder.protocol(web)
-    for service in services:
-        builder.service(service)
-    for source in sources:
-        builder.source(source)
-    async with builder.build() as engine:
-        yield engine, rtmp, web
-
-
-async def feed(engine: Engine, key: str, frames: list, pace: float = 0.0, loops: int = 1) -> None:  # type: ignore[type-arg]
-    """Publish ``frames`` into ``engine`` (in-process) ``loops`` times (timestamps shifted by
-    10 s each time), then keep the publish open."""
-    async with engine.publish(key, Credentials(protocol="test")) as publisher:
-        for loop in range(loops):
-            for frame in frames:
-                await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
-                if pace and not frame.config:
-                    await trio.sleep(pace)
-        await trio.sleep_forever()
 
 
 async def read_until(player: Any, dts: int) -> list:  # type: ignore[type-arg]

@@ -40,28 +40,10 @@ from arcly_trio.relay import PullSource
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._peers import nginx_rtmp
 from tests._rtmp import count_media
-from tests.test_relay import feed
+from tests._nodes import feed
+from tests._net import black_hole
 
 HOST = "127.0.0.1"
-
-
-async def black_hole(*, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
-    """A TCP server that accepts and never says a word; reports (port, open connections)."""
-    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-    state = {"open": 0, "most": 0}
-
-    async def hold(stream: trio.SocketStream) -> None:
-        state["open"] += 1
-        state["most"] = max(state["most"], state["open"])
-        try:
-            while await stream.receive_some(65536):
-                pass
-        finally:
-            state["open"] -= 1
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, hold, [listener])
-        task_status.started((listener.socket.getsockname()[1], state))
 
 
 async def test_a_flood_of_made_up_names_opens_a_bounded_number_of_pulls(demo_frames) -> None:  # type: ignore[no-untyped-def]

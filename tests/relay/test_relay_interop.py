@@ -27,7 +27,7 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._peers import free_port, nginx_rtmp
 from tests._tools import require_tool
-from tests.test_rtmp_interop import ffprobe_packets, player, publisher, run_tool
+from tests._ffmpeg import ffprobe_packets, player, publisher, run_tool
 
 pytestmark = pytest.mark.interop
 

@@ -11,13 +11,9 @@ within 5 s, and a connected ffmpeg player is told the stream ended and exits by 
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,111 +21,14 @@ import pytest
 import trio
 
 from tests._tools import require_tool
-from tests.test_rtmp_interop import player, publisher
+from tests._hls import media_playlist
+from tests._ffmpeg import player, publisher
+from tests._cli import ROOT, cli_server, publish_exit_code, serve_command
+from tests._ffmpeg import probe_streams
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-_LISTENING = re.compile(r"RTMP listening on [\d.]+:(\d+)")
-_HTTP_LISTENING = re.compile(r"HTTP listening on [\d.]+:(\d+)")
-
-
-def serve_command(*options: str) -> list[str]:
-    return [sys.executable, "-m", "arcly_trio", "serve", *options]
-
-
-class CliServer:
-    """A running ``arcly-trio serve``: its process, its port, its log lines so far."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.port = 0
-        self.ready = trio.Event()
-        self.http_port: int | None = None
-
-    def url(self, path: str) -> str:
-        return f"rtmp://{HOST}:{self.port}/{path}"
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        pending = b""
-        async for chunk in self.process.stderr:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                match = _LISTENING.search(line)
-                if match:
-                    self.port = int(match.group(1))
-                match = _HTTP_LISTENING.search(line)
-                if match:
-                    self.http_port = int(match.group(1))
-                if "arcly-trio ready" in line:
-                    self.ready.set()
-
-    async def wait_log(self, text: str) -> None:
-        """Wait until a log line contains ``text``."""
-        while not any(text in line for line in self.lines):
-            if self.process.returncode is not None:
-                raise AssertionError(f"the server exited ({self.process.returncode}):\n{self.log()}")
-            await trio.sleep(0.02)
-
-    async def stop(self, signum: int = signal.SIGTERM, within: float = 5.0) -> int:
-        """Send ``signum`` and return the exit code; fails unless it exits ``within`` seconds."""
-        self.process.send_signal(signum)
-        with trio.fail_after(within):
-            return await self.process.wait()
-
-
-@asynccontextmanager
-async def cli_server(*options: str) -> AsyncIterator[CliServer]:
-    """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 --http-port 0 *options``, ready."""
-    args = serve_command("--host", HOST, "--rtmp-port", "0", "--http-port", "0", *options)
-    process = await trio.lowlevel.open_process(
-        args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    server = CliServer(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._read)
-            with trio.fail_after(10):
-                await server.ready.wait()
-            assert server.port
-            try:
-                yield server
-            finally:
-                with trio.CancelScope(shield=True):
-                    if process.returncode is None:
-                        process.kill()
-                    await process.wait()
-    finally:
-        if process.returncode is None:  # pragma: no cover - cancelled before the finally ran
-            process.kill()
-
-
-async def probe_streams(url: str) -> list[dict[str, Any]]:
-    """The streams ffprobe finds at ``url`` (codec, resolution)."""
-    args = [
-        require_tool("ffprobe"), "-v", "error", "-show_entries",
-        "stream=codec_type,codec_name,width,height", "-of", "json", url,
-    ]
-    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    streams: list[dict[str, Any]] = json.loads(result.stdout)["streams"]
-    return streams
-
-
-async def publish_exit_code(url: str) -> int:
-    """Publish a short test source to ``url``; the ffmpeg exit code (non-zero when refused)."""
-    async with publisher(url, seconds=5) as pub:
-        with trio.fail_after(10):
-            return await pub.wait()
 
 
 # ----------------------------------------------------------------------------------- tests
@@ -473,3 +372,24 @@ async def test_the_heap_trimmer_trims_after_streams_end_and_on_its_timer(autojum
         assert trimmer.trims == 3 and len(calls) == 3  # 1 s after the burst of ends, once
         await trio.sleep(10.6)
         assert trimmer.trims == 4  # and the timer goes on
+
+
+@pytest.mark.interop
+async def test_sigterm_ends_hls_playlists_and_serves_them_meanwhile(http_get) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(60):
+        async with cli_server("--demo", "--hls", "--hls-variant", "ts", "--hls-segment", "1") as server:
+            assert server.http_port
+            while (await http_get(server.http_port, "/live/demo/index.m3u8"))[0] != 200:
+                await trio.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            # A player reloads the playlist about once per target duration (1 s here): its next
+            # reload comes a while after the signal, and must still find the final playlist.
+            await trio.sleep(0.6)
+            try:  # the entry playlist names the media playlist (with a session id): follow it
+                status, _, body, _ = await media_playlist(http_get, server.http_port, "/live/demo/index.m3u8")
+                ended = status == 200 and b"#EXT-X-ENDLIST" in body
+            except OSError:
+                ended = False
+            with trio.fail_after(10):
+                assert await server.process.wait() == 0
+    assert ended, "no playlist with #EXT-X-ENDLIST was served during the shutdown"

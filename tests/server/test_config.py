@@ -34,7 +34,7 @@ from arcly_trio.server.config import APP_KEYS, NOT_IN_FILE, ConfigError, OptionK
 from arcly_trio.server.options import APP_RULES, RULES, problem
 from arcly_trio.services import HlsService
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -454,3 +454,18 @@ async def test_a_reload_with_wrong_values_keeps_the_configuration_and_logs_every
     (line,) = [r.getMessage() for r in caplog.records if "reload" in r.getMessage()]
     assert "\n" not in line
     assert f"{path}:2: rtmp-port: a port is 0-65535 (0 picks a free one), not 99999; {path}:4: idle-timeout: " in line
+
+
+def test_the_cli_and_the_config_file_pass_the_batch_interval(tmp_path: Path) -> None:
+    from arcly_trio.server.build import app_specs
+    from arcly_trio.server.cli import build_parser, resolve_args
+
+    args = resolve_args(build_parser(), ["serve", "--batch-interval", "0.1", "--http-port", "-1"])
+    assert app_specs(args)["live"].batch_interval == 0.1
+    config = tmp_path / "arcly.toml"
+    config.write_text("batch-interval = 0.05\n[apps.live]\n[apps.studio]\nbatch-interval = 0.2\n")
+    specs = app_specs(resolve_args(build_parser(), ["serve", "--config", str(config)]))
+    assert (specs["live"].batch_interval, specs["studio"].batch_interval) == (0.05, 0.2)
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="batch.interval"):
+            app_specs(resolve_args(build_parser(), ["serve", "--batch-interval", bad]))

@@ -33,7 +33,7 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 API_TOKEN = "fuzz-api-token"
 PUBLISH_TOKEN = "fuzz-publish-token"
 _HTTP_PORT = re.compile(r"HTTP listening on [\d.]+:(\d+)")

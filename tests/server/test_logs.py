@@ -8,7 +8,7 @@ connection after playing leaves its "stopped playing" line and nothing else; the
 workers' relays are not players; an idle flood, a refused-publisher flood and an idle HTTP flood
 from one address are ten lines and a summary, not one line per connection; a pull the cluster
 stops is one line, one that ends by itself one line too (the relay's); other libraries are
-held to warnings unless the level is debug. ``tests/test_cli.py`` reads a real ``serve``'s
+held to warnings unless the level is debug. ``tests/server/test_cli.py`` reads a real ``serve``'s
 log (ready, URLs, ``--workers``, ``--log-level debug``, coredis).
 """
 
@@ -277,7 +277,7 @@ async def test_a_pull_the_cluster_ends_and_one_that_ends_by_itself_are_one_line_
     """Before: the relay's "pull of live/cam from ... ended: no viewer for 0.5 s" and the
     cluster's "pull of live/cam from node A ended: no viewer for 0.5 s" for one end."""
     from arcly_trio.cluster import MemoryDirectory
-    from tests.test_cluster import cluster_node, publish_frames
+    from tests._nodes import cluster_node, publish_frames
 
     caplog.set_level(logging.INFO, logger="arcly_trio")
     directory = MemoryDirectory()
@@ -343,3 +343,22 @@ async def test_a_renamed_publish_is_logged_under_the_key_it_publishes(caplog: py
                 await trio.sleep(0.02)
     assert [r.getMessage().split(" ", 2)[2] for r in lines(caplog, "publishing live/")] == [
         "publishing live/public", "stopped publishing live/public (unpublished)"]
+
+
+async def test_players_of_a_stream_that_ended_are_not_logged_as_gone(caplog, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO)
+    http = HttpServer("127.0.0.1", 0)
+    async with Engine.builder().application("live").protocol(http).build() as engine:
+        async with engine.publish("live/cam") as publisher:
+            for frame in demo_frames[:30]:
+                await publisher.send(frame)
+            stream = await trio.open_tcp_stream("127.0.0.1", http.port)
+            await stream.send_all(b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(5):
+                await stream.receive_some(65536)
+        with trio.fail_after(5):
+            while await stream.receive_some(65536):
+                pass
+        await trio.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if "stopped playing live/cam" in r.getMessage()]
+    assert len(lines) == 1 and "(stream-ended;" in lines[0], lines

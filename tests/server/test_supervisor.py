@@ -21,8 +21,8 @@ import trio
 
 from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.core.errors import RemoteRefused
-from tests.test_cli import CliServer, cli_server
-from tests.test_rtmp_interop import publisher
+from tests._cli import CliServer, cli_server
+from tests._ffmpeg import publisher
 
 pytestmark = pytest.mark.interop
 

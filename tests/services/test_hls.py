@@ -18,6 +18,7 @@ import trio
 from arcly_trio import AppSpec, Engine, Frame, FrameKind
 from arcly_trio.services import HlsService
 from arcly_trio.storage import AppendHandle, MemoryStorage, StorageError
+from arcly_trio.workers.http import HttpServer
 
 
 @asynccontextmanager
@@ -232,3 +233,31 @@ def test_settings_are_validated() -> None:
     assert HlsService(window=4, target_duration=3).delete_delay == 12
     assert HlsService().applies_to(AppSpec("x", hls=True)) and not HlsService().applies_to(AppSpec("x"))
     assert HlsService(all_apps=True).applies_to(AppSpec("x"))
+
+
+async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.WARNING, logger="arcly_trio.hls")
+    http = HttpServer("127.0.0.1", 0)
+    engine = Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts")).protocol(http).build()
+    async with engine, engine.publish("live/opus") as publisher:
+        video = [f for f in demo_frames if f.kind is not FrameKind.AUDIO]
+        await publisher.send(Frame(FrameKind.AUDIO, "opus", 0, 0, b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00", config=True))
+        for frame in video[:40]:
+            await publisher.send(frame)
+            if not frame.config:
+                await publisher.send(Frame(FrameKind.AUDIO, "opus", frame.dts, frame.dts, b"\xfc\xff\xfe"))
+        with trio.fail_after(5):
+            while True:
+                status, _, body = await http_get(http.port, "/api/streams")
+                document = __import__("json").loads(body)
+                streams = document["apps"][0]["streams"]
+                if streams and streams[0].get("hls_tracks", {}).get("left_out"):
+                    break
+                await trio.sleep(0.02)
+    tracks = streams[0]["hls_tracks"]
+    assert {k: tracks[k] for k in ("variant", "carried", "left_out")} == {
+        "variant": "ts", "carried": ["h264 video"], "left_out": ["opus audio"]}
+    assert tracks["by_variant"]["ts"] == {"carries": ["h264 video"], "leaves_out": ["opus audio"]}
+    assert tracks["by_variant"]["ll"] == {"carries": ["h264 video", "opus audio"], "leaves_out": []}
+    warnings = [r.getMessage() for r in caplog.records if "cannot carry" in r.getMessage()]
+    assert len(warnings) == 1 and "opus audio" in warnings[0]

@@ -48,12 +48,12 @@ from arcly_trio.workers.rtmp import RtmpServer
 from tests._browser import FAKE_MEDIA, chromium
 from tests._npm import DASH_JS, HLS_JS, npm_file
 from tests._tools import require_ffmpeg8, require_tool
-from tests.test_rtmp_interop import run_tool
+from tests._ffmpeg import run_tool
 
 pytestmark = pytest.mark.interop
 
 DEMO = Path(arcly_trio.server.__file__).parent / "assets" / "demo.flv"
-PLAYERS = Path(__file__).parent / "data" / "players.html"
+PLAYERS = Path(__file__).parent.parent / "data" / "players.html"
 VARIANTS = ("ts", "fmp4", "ll")
 T = TypeVar("T")
 

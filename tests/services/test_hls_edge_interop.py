@@ -43,14 +43,14 @@ from arcly_trio.workers.rtmp import RtmpServer
 from tests._browser import FAKE_MEDIA, chromium
 from tests._npm import DASH_JS, HLS_JS, npm_file
 from tests._tools import require_tool
-from tests.test_cluster import cluster_node
-from tests.test_relay import node
+from tests._nodes import cluster_node
+from tests._nodes import node
 
 pytestmark = pytest.mark.interop
 
 HOST = "127.0.0.1"
 DEMO = Path(arcly_trio.server.__file__).parent / "assets" / "demo.flv"
-PLAYERS = Path(__file__).parent / "data" / "players.html"
+PLAYERS = Path(__file__).parent.parent / "data" / "players.html"
 EDGES = ("pull", "cluster")
 
 

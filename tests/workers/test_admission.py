@@ -29,7 +29,7 @@ from arcly_trio.workers.admission import Admission, Ticket
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import RawClient
-from tests.test_attacks import healthy_stream
+from tests._serving import healthy_stream
 
 A = "192.0.2.1"
 B = "192.0.2.2"

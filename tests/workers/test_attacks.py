@@ -43,6 +43,7 @@ from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import RawClient, count_media, publish_large_gop
+from tests._serving import healthy_stream
 
 MIB = 1024 * 1024
 
@@ -69,28 +70,6 @@ async def attacked(
         builder.observer(engine["observer"])
     async with builder.build() as eng:
         yield eng, rtmp_server, http_server
-
-
-async def healthy_stream(engine: Engine, demo_frames: list[Frame], nursery: trio.Nursery, key: str = "live/ok") -> None:
-    """A publisher that loops the demo clip (50 frames a second) until cancelled."""
-
-    async def run() -> None:
-        async with engine.publish(key) as publisher:
-            configs = [f for f in demo_frames if f.config]
-            media = [f for f in demo_frames if not f.config]
-            for frame in configs:
-                await publisher.send(frame)
-            loop = 0
-            while True:
-                for frame in media:
-                    await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
-                    await trio.sleep(0.02)
-                loop += 1
-
-    nursery.start_soon(run)
-    with trio.fail_after(5):
-        while not any(s.key.name == key.split("/")[1] and s.publishing for s in engine.streams()):
-            await trio.sleep(0.01)
 
 
 async def healthy_player(port: int, nursery: trio.Nursery, name: str = "ok") -> list[int]:

@@ -28,8 +28,9 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import RawClient
 from tests._tools import require_tool
-from tests.test_frames_browser import blocking, browser
-from tests.test_rtmp_interop import Player, publisher, rtmp_url, run_tool, wait_publishing
+from tests._browser import blocking, browser
+from tests._ffmpeg import Player, publisher, run_tool
+from tests._serving import rtmp_url, wait_publishing
 
 pytestmark = pytest.mark.interop
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import trio
@@ -39,30 +39,15 @@ from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.server.demo import publish_demo
-from tests._browser import FAKE_MEDIA, chromium
+from tests._browser import FAKE_MEDIA
 from tests._tools import require_ffmpeg8, require_tool
-from tests.test_rtmp_interop import run_tool
+from tests._ffmpeg import run_tool
+from tests._browser import blocking, browser
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = os.environ.get("ARCLY_UPDATE_SCREENSHOTS") == "1"
-T = TypeVar("T")
-
-
-async def blocking(fn: Callable[..., T], *args: Any) -> T:
-    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
-
-
-@contextlib.asynccontextmanager
-async def browser(*flags: str) -> AsyncIterator[Any]:
-    stack = contextlib.ExitStack()
-    driver = await blocking(stack.enter_context, chromium(*flags))
-    try:
-        yield driver
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(stack.close)
 
 
 @contextlib.asynccontextmanager

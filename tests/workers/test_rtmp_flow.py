@@ -9,7 +9,7 @@ from arcly_trio import AppSpec, Engine
 from arcly_trio.protocols.rtmp.messages import encode_acknowledgement, encode_set_peer_bandwidth
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.testing import delta, keyframe, video_config
-from tests.test_rtmp_robustness import RawClient
+from tests._rtmp import RawClient
 
 
 async def _read_for(client: RawClient, seconds: float) -> None:

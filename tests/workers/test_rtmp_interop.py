@@ -6,285 +6,33 @@ decode to ``framemd5`` so every decoded frame is one line) and checks what the p
 and what the kernel saw (an observer records every published frame and event). Real time is
 kept short; nothing asserts wall-clock speed. A ``trio.fail_after`` bounds every test.
 
-The helpers here (engine, publisher, player, polling) are shared with
-``test_rtmp_robustness.py``.
+The helpers (engine, publisher, player, polling) are in ``tests/_serving.py`` and
+``tests/_ffmpeg.py``, shared with ``tests/workers/test_rtmp_robustness.py`` and others.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import IO, Any
 
 import pytest
 import trio
 
-from arcly_trio.kernel.auth import Authenticator, TokenAuthenticator
-from arcly_trio.kernel.engine import Engine
-from arcly_trio.core.errors import StreamNotFound
+from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.events import (
     StreamClosed,
     StreamPublished,
     StreamUnpublished,
-    SubscriberJoined,
     SubscriberLeft,
 )
-from arcly_trio.core.frame import Frame, FrameKind
-from arcly_trio.core.keys import StreamKey
-from arcly_trio.kernel.stream import Stream
-from arcly_trio.workers.rtmp import RtmpServer
-from arcly_trio.testing import CountingObserver
-from tests._tools import require_tool
+from tests._ffmpeg import ffprobe_packets, player, publisher
+from tests._net import HOST
+from tests._serving import RecordingObserver, find_stream, records, rtmp_engine, rtmp_url, wait_publishing, wait_until
 
 pytestmark = pytest.mark.interop
 
-HOST = "127.0.0.1"
-
 
 # --------------------------------------------------------------------------------- helpers
-
-
-class RecordingObserver(CountingObserver):
-    """Counts events like :class:`CountingObserver`, and follows the video of every stream.
-
-    ``newest_video`` / ``newest_keyframe``: dts of the latest published video frame and the latest
-    keyframe. ``joins``: for each subscriber join, ``(newest_video, newest_keyframe)`` at that
-    instant (the hooks run synchronously in the kernel, so this is exactly what the stream had
-    published when the subscriber was attached).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.newest_video: int | None = None
-        self.newest_keyframe: int | None = None
-        self.keyframes: list[int] = []
-        self.joins: list[tuple[int | None, int | None]] = []
-
-    def on_frame(self, key: StreamKey, frame: Frame) -> None:
-        super().on_frame(key, frame)
-        if frame.kind is FrameKind.VIDEO and not frame.config:
-            self.newest_video = frame.dts
-            if frame.keyframe:
-                self.newest_keyframe = frame.dts
-                self.keyframes.append(frame.dts)
-
-    def on_subscriber_joined(self, event: SubscriberJoined) -> None:  # type: ignore[override]
-        self._record(event)
-        self.joins.append((self.newest_video, self.newest_keyframe))
-
-
-@asynccontextmanager
-async def rtmp_engine(
-    *,
-    observer: CountingObserver | None = None,
-    authenticator: Authenticator | None = None,
-    **server_options: Any,
-) -> AsyncIterator[tuple[Engine, RtmpServer]]:
-    """A running engine with the application ``live`` and an RTMP server on 127.0.0.1:0."""
-    server = RtmpServer(HOST, 0, **server_options)
-    builder = Engine.builder().application("live").protocol(server)
-    if observer is not None:
-        builder.observer(observer)
-    if authenticator is not None:
-        builder.authenticator(authenticator)
-    async with builder.build() as engine:
-        assert server.port and engine.worker_info[0] == server.port
-        yield engine, server
-
-
-def rtmp_url(port: int, path: str) -> str:
-    return f"rtmp://{HOST}:{port}/{path}"
-
-
-def find_stream(engine: Engine, key: str) -> Stream | None:
-    try:
-        return engine.stream(StreamKey.parse(key))
-    except StreamNotFound:
-        return None
-
-
-async def wait_until(predicate: Callable[[], bool], poll: float = 0.02) -> None:
-    """Poll ``predicate`` until it holds (bounded by the caller's ``fail_after``)."""
-    while not predicate():
-        await trio.sleep(poll)
-
-
-async def wait_publishing(engine: Engine, key: str, video_frames: int = 1) -> Stream:
-    """Wait until ``key`` is published and has carried ``video_frames`` video frames."""
-
-    def ready() -> bool:
-        stream = find_stream(engine, key)
-        return bool(stream and stream.publishing and stream.stats().video_frames_total >= video_frames)
-
-    await wait_until(ready)
-    stream = find_stream(engine, key)
-    assert stream is not None
-    return stream
-
-
-def publish_args(url: str, *, gop: int = 30, seconds: float | None = None) -> list[str]:
-    """ffmpeg publishing a 320x240 30 fps H.264 test pattern and a 440 Hz AAC tone in real time."""
-    args = [
-        require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-    ]
-    if seconds is not None:
-        args += ["-t", f"{seconds:g}"]
-    args += [
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", "64k",
-        "-f", "flv", url,
-    ]
-    return args
-
-
-def play_args(url: str) -> list[str]:
-    """ffmpeg playing ``url`` and writing one line per *decoded* frame (framemd5)."""
-    return [
-        require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", url, "-f", "framemd5", "-",
-    ]
-
-
-class Tool:
-    """A running ffmpeg/ffprobe: its process, its stdout lines as they come, its stderr."""
-
-    def __init__(self, process: trio.Process, stderr: IO[bytes]) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._stderr = stderr
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    async def wait(self) -> int:
-        return await self.process.wait()
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
-
-    def on_line(self, line: str) -> None:
-        self.lines.append(line)
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        async for chunk in self.process.stdout:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                self.on_line(line.decode(errors="replace"))
-        if pending:
-            self.on_line(pending.decode(errors="replace"))
-
-
-class Player(Tool):
-    """An ffmpeg player writing framemd5: counts decoded video and audio frames."""
-
-    def __init__(self, process: trio.Process, stderr: IO[bytes]) -> None:
-        super().__init__(process, stderr)
-        self.media_types: dict[str, str] = {}
-        self.dimensions: str | None = None
-        self.video = 0
-        self.audio = 0
-
-    def on_line(self, line: str) -> None:
-        if line.startswith("#media_type"):
-            index, _, kind = line[len("#media_type"):].partition(":")
-            self.media_types[index.strip()] = kind.strip()
-        elif line.startswith("#dimensions"):
-            self.dimensions = line.partition(":")[2].strip()
-        elif line and not line.startswith("#"):
-            kind = self.media_types.get(line.partition(",")[0].strip())
-            if kind == "video":
-                self.video += 1
-            elif kind == "audio":
-                self.audio += 1
-
-    async def wait_frames(self, video: int, audio: int) -> None:
-        """Wait until it has decoded at least this many video and audio frames."""
-        while self.video < video or self.audio < audio:
-            if not self.running:
-                raise AssertionError(
-                    f"player exited ({self.returncode}) after {self.video} video and {self.audio} "
-                    f"audio frames: {self.stderr()}"
-                )
-            await trio.sleep(0.02)
-
-    async def keeps_decoding(self, frames: int = 15) -> None:
-        """Prove the player is alive: ``frames`` more video and audio frames decoded from now."""
-        await self.wait_frames(self.video + frames, self.audio + frames)
-
-
-@asynccontextmanager
-async def run_tool(args: Sequence[str], kind: type[Tool] = Tool) -> AsyncIterator[Any]:
-    """Start ``args``; on exit stop it (SIGTERM, then SIGKILL after 5 s) and reap it."""
-    with tempfile.TemporaryFile() as stderr:
-        process = await trio.lowlevel.open_process(
-            list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
-        )
-        tool = kind(process, stderr)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(tool._read)
-                try:
-                    yield tool
-                finally:
-                    with trio.CancelScope(shield=True):
-                        if process.returncode is None:
-                            process.terminate()
-                            with trio.move_on_after(5):
-                                await process.wait()
-                        if process.returncode is None:
-                            process.kill()
-                            await process.wait()
-        finally:
-            if process.returncode is None:  # pragma: no cover - cancelled before the finally ran
-                process.kill()
-
-
-def publisher(url: str, **options: Any) -> Any:
-    return run_tool(publish_args(url, **options))
-
-
-def player(url: str) -> Any:
-    return run_tool(play_args(url), Player)
-
-
-async def ffprobe_packets(url: str, count: int) -> list[tuple[int, str]]:
-    """``(dts, flags)`` of the first ``count`` video packets ffprobe reads from ``url``."""
-    args = [
-        require_tool("ffprobe"), "-v", "error", "-select_streams", "v:0",
-        "-show_entries", "packet=dts,flags", "-of", "csv=p=0",
-        "-read_intervals", f"%+#{count}", url,
-    ]
-    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    packets = []
-    for line in result.stdout.decode().split():
-        dts, _, flags = line.partition(",")
-        packets.append((int(dts), flags))
-    return packets
-
-
-def records(caplog: pytest.LogCaptureFixture, *needles: str) -> list[logging.LogRecord]:
-    """Captured records of the RTMP worker whose message contains every one of ``needles``."""
-    return [
-        r for r in caplog.records
-        if r.name == "arcly_trio.rtmp" and all(n in r.getMessage() for n in needles)
-    ]
 
 
 # ----------------------------------------------------------------------------------- tests

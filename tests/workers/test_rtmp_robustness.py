@@ -32,15 +32,8 @@ from arcly_trio.media import amf0
 from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp import CommandReceived, Event
 from tests._rtmp import RawClient
-from tests.test_rtmp_interop import (
-    player,
-    publisher,
-    records,
-    rtmp_engine,
-    rtmp_url,
-    wait_publishing,
-    wait_until,
-)
+from tests._ffmpeg import player, publisher
+from tests._serving import records, rtmp_engine, rtmp_url, wait_publishing, wait_until
 
 pytestmark = pytest.mark.interop
 
