@@ -172,13 +172,14 @@ async def ffprobe_packets(url: str, count: int) -> list[tuple[int, str]]:
     return packets
 
 
-async def probe_streams(url: str) -> list[dict[str, Any]]:
-    """The streams ffprobe finds at ``url`` (codec, resolution)."""
+async def probe_streams(url: str, *options: str) -> list[dict[str, Any]]:
+    """The streams ffprobe finds at ``url`` (``codec_type``, ``codec_name``, ``width``,
+    ``height``), audio before video; ``options`` go before the URL (``-rw_timeout``...)."""
     args = [
-        require_tool("ffprobe"), "-v", "error", "-show_entries",
+        require_tool("ffprobe"), "-v", "error", *options, "-show_entries",
         "stream=codec_type,codec_name,width,height", "-of", "json", url,
     ]
     result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     streams: list[dict[str, Any]] = json.loads(result.stdout)["streams"]
-    return streams
+    return sorted(streams, key=lambda stream: stream["codec_type"])

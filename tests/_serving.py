@@ -8,13 +8,15 @@ their own ``timeout``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import trio
 
+from arcly_trio import AppSpec
 from arcly_trio.core.errors import StreamNotFound
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
@@ -24,7 +26,9 @@ from arcly_trio.kernel.events import (
     SubscriberJoined,
 )
 from arcly_trio.kernel.stream import Stream
+from arcly_trio.services import HlsService
 from arcly_trio.testing import CountingObserver
+from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._net import HOST
 
@@ -88,10 +92,12 @@ def find_stream(engine: Engine, key: str) -> Stream | None:
         return None
 
 
-async def wait_until(predicate: Callable[[], bool], poll: float = 0.02) -> None:
-    """Poll ``predicate`` until it holds (bounded by the caller's ``fail_after``)."""
-    while not predicate():
-        await trio.sleep(poll)
+async def wait_until(predicate: Callable[[], Any], poll: float = 0.02, timeout: float = math.inf) -> None:
+    """Poll ``predicate`` until it holds; ``TooSlowError`` after ``timeout`` seconds (by default
+    only the caller's ``fail_after`` bounds it)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(poll)
 
 
 async def wait_publishing(engine: Engine, key: str, video_frames: int = 1) -> Stream:
@@ -135,3 +141,31 @@ async def healthy_stream(engine: Engine, demo_frames: list[Frame], nursery: trio
     with trio.fail_after(5):
         while not any(s.key.name == key.split("/")[1] and s.publishing for s in engine.streams()):
             await trio.sleep(0.01)
+
+
+class Served(NamedTuple):
+    engine: Engine
+    rtmp: RtmpServer | None
+    http: HttpServer
+
+
+@asynccontextmanager
+async def serving(*apps: AppSpec, hls: bool = False, observer: CountingObserver | None = None,
+                  rtmp: dict[str, Any] | None = None, **http_options: Any) -> AsyncIterator[Served]:
+    """A running engine with ``apps`` (by default ``live``) and an HTTP server on 127.0.0.1:0
+    (``http_options``); with ``hls``, the MPEG-TS HLS service; with ``rtmp`` (its options), an
+    RTMP server on 127.0.0.1:0 too. Yields ``(engine, rtmp, http)``."""
+    rtmp_server = RtmpServer(HOST, 0, **rtmp) if rtmp is not None else None
+    http_server = HttpServer(HOST, 0, **http_options)
+    builder = Engine.builder()
+    for app in apps or (AppSpec("live"),):
+        builder.application(app)
+    if rtmp_server is not None:
+        builder.protocol(rtmp_server)
+    builder.protocol(http_server)
+    if hls:
+        builder.service(HlsService(variant="ts"))
+    if observer is not None:
+        builder.observer(observer)
+    async with builder.build() as engine:
+        yield Served(engine, rtmp_server, http_server)

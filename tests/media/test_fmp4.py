@@ -1099,7 +1099,7 @@ def probe_packets(path: Path, stream: str) -> tuple[list[tuple[int, int]], int]:
     return packets, int(probe["streams"][0]["duration_ts"])
 
 
-def probe_streams(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+def probe_file_streams(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
     entries = "stream=codec_name,width,height,sample_rate,channels,nb_read_frames,time_base"
     probe = ffprobe(path, "-count_frames", "-show_entries", entries)
     return {s["codec_name"]: s for s in probe["streams"]}
@@ -1115,7 +1115,7 @@ def test_ffmpeg_plays_the_demo_clip(tmp_path: Path) -> None:
     path = tmp_path / "demo.mp4"
     path.write_bytes(init + b"".join(f.data for f in fragments))
     decode_quietly(require_tool("ffmpeg"), path)
-    streams = probe_streams(path)
+    streams = probe_file_streams(path)
     video_frames = sum(1 for f in frames if f.is_video and not f.config)
     audio_frames = sum(1 for f in frames if f.is_audio and not f.config)
     assert (video_frames, audio_frames) == (300, 430)
@@ -1185,7 +1185,7 @@ def test_ffmpeg_plays_enhanced_rtmp_codecs(tmp_path: Path, name: str) -> None:
     path.write_bytes(init + b"".join(f.data for f in fragments))
     decode_quietly(ffmpeg8, path)
     decode_quietly(require_tool("ffmpeg"), path)
-    streams = probe_streams(path)
+    streams = probe_file_streams(path)
     assert set(streams) == {video_codec, audio_codec}
     assert (streams[video_codec]["width"], streams[video_codec]["height"]) == (320, 240)
     assert streams[audio_codec]["sample_rate"] == str(rate)

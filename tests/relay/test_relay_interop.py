@@ -25,22 +25,20 @@ from arcly_trio.core.errors import ConnectionLost
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._peers import free_port, nginx_rtmp
+from tests._net import free_port
+from tests._peers import nginx_rtmp
 from tests._tools import require_tool
 from tests._ffmpeg import ffprobe_packets, player, publisher, run_tool
+from tests._ffmpeg import probe_streams
 
 pytestmark = pytest.mark.interop
 
 HOST = "127.0.0.1"
 
 
-async def probe_streams(url: str) -> list[str]:
-    """The codec names ffprobe finds in ``url`` (live: reads a few seconds)."""
-    args = [require_tool("ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "json",
-            "-rw_timeout", "10000000", url]
-    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    return sorted(stream["codec_name"] for stream in json.loads(result.stdout)["streams"])
+async def codec_names(url: str) -> list[str]:
+    """The codec names ffprobe finds in ``url``, sorted (live: reads a few seconds)."""
+    return sorted(stream["codec_name"] for stream in await probe_streams(url, "-rw_timeout", "10000000"))
 
 
 async def paced(publisher_: object, frames: list, seconds: float = 30.0) -> None:  # type: ignore[type-arg]
@@ -67,7 +65,7 @@ async def test_the_client_publishes_to_nginx_rtmp_and_ffprobe_decodes_it(demo_fr
             async with open_rtmp_publisher(url) as pub:
                 assert pub.ended is None
                 nursery.start_soon(paced, pub, demo_frames)
-                assert await probe_streams(url) == ["aac", "h264"]
+                assert await codec_names(url) == ["aac", "h264"]
                 packets = await ffprobe_packets(url, 10)
                 assert packets and "K" in packets[0][1]
                 nursery.cancel_scope.cancel()
@@ -117,6 +115,8 @@ async def test_the_client_publishes_to_ffmpegs_own_rtmp_server(demo_frames: list
                     break
                 except ConnectionLost:  # not listening yet (ConnectionLost only comes from opening)
                     await trio.sleep(0.1)
+            else:
+                raise AssertionError("ffprobe never accepted the publisher")
             await probe.wait()
             assert probe.returncode == 0, probe.stderr()
             streams = sorted(s["codec_name"] for s in json.loads("\n".join(probe.lines))["streams"])
@@ -141,8 +141,10 @@ async def test_the_client_plays_from_ffmpegs_own_rtmp_server() -> None:
                             if len(frames) > 60:
                                 break
                     break
-                except Exception:
+                except ConnectionLost:  # not listening yet (refused, or closed during the handshake)
                     await trio.sleep(0.1)
+            else:
+                raise AssertionError("ffmpeg's RTMP server never accepted a player")
             codecs = {(f.kind.value, f.codec) for f in frames}
             assert {("video", "h264"), ("audio", "aac")} <= codecs
 
@@ -159,7 +161,7 @@ async def test_push_to_nginx_rtmp_then_ffprobe_plays_it_from_nginx() -> None:
                     with trio.fail_after(20):
                         while not push.stream_status(StreamKey("live", "restream")).get("push", [{}])[0].get("frames"):
                             await trio.sleep(0.1)
-                    assert await probe_streams(nginx_url) == ["aac", "h264"]
+                    assert await codec_names(nginx_url) == ["aac", "h264"]
                     async with player(nginx_url) as play:
                         await play.wait_frames(video=30, audio=30)
                     link = push.stream_status(StreamKey("live", "restream"))["push"][0]

@@ -9,6 +9,7 @@ complete; sockets are real (localhost, port 0), and every wait has a ``fail_afte
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from arcly_trio.services import HlsService
 from arcly_trio.storage import MemoryStorage
 from arcly_trio.workers.http import HttpServer
 from tests._tools import stuffed
+from tests._serving import wait_until
 
 
 @asynccontextmanager
@@ -48,10 +50,7 @@ async def llhls_server(**options: Any) -> AsyncIterator[tuple[Engine, HttpServer
         yield engine, http, hls
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.005)
+wait_for = functools.partial(wait_until, poll=0.005, timeout=5.0)
 
 
 def media(demo_frames: list[Frame]) -> tuple[list[Frame], list[Frame]]:

@@ -14,6 +14,7 @@ Real time with short periods (session timeout 0.4 s); every test is bounded by `
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ from arcly_trio.testing import CountingObserver
 from arcly_trio.workers.http import HttpServer
 from tests._hls import media_playlist, uris
 from tests._hooks import hook_server
+from tests._serving import wait_until
 
 SESSION = re.compile(r"arcly_session=([A-Za-z0-9_-]{16})")
 TIMEOUT = 0.4
@@ -108,10 +110,7 @@ async def served(demo_frames: list[Frame], *, variant: str = "ts", observers: tu
         nursery.cancel_scope.cancel()
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
+wait_for = functools.partial(wait_until, timeout=10.0)
 
 
 async def play(http_get: Any, port: int, entry: str, rounds: int = 4, query: str = "") -> str:

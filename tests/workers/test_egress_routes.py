@@ -20,8 +20,6 @@ import gc
 import logging
 import socket
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
@@ -35,23 +33,14 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media import flv
 from arcly_trio.protocols.rtmp import MediaMessage
 from arcly_trio.testing import CountingObserver, audio, audio_config, delta, keyframe, video_config
-from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import RawClient
+from tests._serving import serving
 
 SMALL = 65536
 
 
-@asynccontextmanager
-async def serving(spec: AppSpec, observer: CountingObserver | None = None,
-                  **rtmp: Any) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
-    rtmp_server = RtmpServer("127.0.0.1", 0, max_pending_per_address=None, **rtmp)
-    http_server = HttpServer("127.0.0.1", 0)
-    builder = Engine.builder().application(spec).protocol(rtmp_server).protocol(http_server)
-    if observer is not None:
-        builder.observer(observer)
-    async with builder.build() as engine:
-        yield engine, rtmp_server, http_server
+#: The RTMP options of every test here: no cap on a burst of connections from 127.0.0.1.
+RTMP = {"max_pending_per_address": None}
 
 
 def gops(count: int, start: int = 0, length: int = 15, key_size: int = 40_000, delta_size: int = 12_000) -> list[Frame]:
@@ -143,7 +132,7 @@ def small_receive_buffer(stream: trio.SocketStream) -> None:
 async def test_a_slow_rtmp_player_gets_whole_chunks_and_resumes_on_a_keyframe() -> None:
     configs = [video_config(), audio_config()]
     burst = gops(8)
-    async with serving(AppSpec("live", subscriber_queue=8)) as (engine, rtmp, _):
+    async with serving(AppSpec("live", subscriber_queue=8), rtmp=RTMP) as (engine, rtmp, _):
         with trio.fail_after(30):
             async with engine.publish("live/s") as publisher, trio.open_nursery() as nursery:
                 for frame in configs:
@@ -179,7 +168,7 @@ async def play_slowly(opening: bytes, protocol: str, unwrap: Any) -> tuple[list[
     each into FLV body bytes (it checks the framing), parse the tags. Returns what it got,
     what was published and its kernel subscriber."""
     burst = gops(8)
-    async with serving(AppSpec("live", subscriber_queue=8)) as (engine, _, http):
+    async with serving(AppSpec("live", subscriber_queue=8), rtmp=RTMP) as (engine, _, http):
         with trio.fail_after(30):
             async with engine.publish("live/s") as publisher, trio.open_nursery() as nursery:
                 await publisher.send(video_config())
@@ -283,7 +272,7 @@ async def test_200_stalled_players_next_to_20_healthy_ones(autojump_clock: trio.
     spec = AppSpec("live", subscriber_queue=32, lag_budget=20)
     configs = [video_config(), audio_config()]
     media = len(configs) + len(gops(12))  # the configs come as media messages too
-    async with serving(spec, observer, write_timeout=30.0) as (engine, rtmp, _):
+    async with serving(spec, observer=observer, rtmp={**RTMP, "write_timeout": 30.0}) as (engine, rtmp, _):
         with trio.fail_after(120):
             async with trio.open_nursery() as nursery:
                 async with engine.publish("live/s") as publisher:
@@ -365,7 +354,7 @@ def _tasks() -> int:
 
 
 async def test_each_viewer_costs_its_connection_one_task() -> None:
-    async with serving(AppSpec("live")) as (engine, rtmp, http):
+    async with serving(AppSpec("live"), rtmp=RTMP) as (engine, rtmp, http):
         with trio.fail_after(20):
             async with engine.publish("live/s") as publisher:
                 for frame in [video_config(), audio_config(), keyframe(0, 1000)]:

@@ -17,13 +17,7 @@ from arcly_trio import AppSpec, Engine, Frame, FrameKind, PublishEnded, StreamKe
 from arcly_trio.media import flv
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.testing import audio, audio_config
-
-
-@asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[tuple[Engine, HttpServer]]:
-    server = HttpServer("127.0.0.1", 0, **options)
-    async with Engine.builder().application(AppSpec("live")).protocol(server).build() as engine:
-        yield engine, server
+from tests._serving import serving
 
 
 class FlvClient:
@@ -99,7 +93,7 @@ def first_picture(frames: list[Frame]) -> Frame:
 
 
 async def test_http_flv_late_joiner_starts_on_a_keyframe(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             published = [f for f in demo_frames if f.dts < 5000]
             for frame in published:
@@ -125,7 +119,7 @@ async def test_http_flv_late_joiner_starts_on_a_keyframe(demo_frames) -> None:  
 
 
 async def test_http_flv_header_flags_follow_the_stream(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/radio") as publisher:
             await publisher.send(audio_config(0))
             for ts in range(0, 500, 23):
@@ -142,7 +136,7 @@ async def test_http_flv_header_flags_follow_the_stream(demo_frames) -> None:  # 
 
 async def test_http_flv_before_any_frame_waits_for_metadata_then_flags(demo_frames) -> None:  # type: ignore[no-untyped-def]
     # A player that joins an empty stream: the header waits for the metadata, which names both tracks.
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             await publisher.send(Frame(FrameKind.AUDIO, "aac", 0, 0, b"\x12\x10", config=True))
             await trio.sleep(0)
@@ -157,7 +151,7 @@ async def test_http_flv_before_any_frame_waits_for_metadata_then_flags(demo_fram
 
 
 async def test_http_flv_writes_are_batched_and_the_body_ends_with_the_stream(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         with trio.fail_after(10):
             async with engine.publish("live/demo") as publisher:
                 for frame in demo_frames[:3]:
@@ -188,7 +182,7 @@ async def wait_for_subscribers(engine: Engine, key: str, protocol: str, count: i
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle-stream", "live-stream"])
 async def test_disconnect_frees_the_subscription_at_once(demo_frames, idle: bool) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher, trio.open_nursery() as nursery:
             for frame in demo_frames[:50]:
                 await publisher.send(frame)
@@ -212,7 +206,7 @@ async def test_disconnect_frees_the_subscription_at_once(demo_frames, idle: bool
 
 
 async def test_ws_flv_gives_a_valid_flv_byte_stream(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             for frame in demo_frames[:150]:
                 await publisher.send(frame)
@@ -245,7 +239,7 @@ async def test_ws_flv_gives_a_valid_flv_byte_stream(demo_frames) -> None:  # typ
 
 
 async def test_ws_flv_end_of_stream_closes_the_websocket(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         published, unpublish = trio.Event(), trio.Event()
 
         async def publish() -> None:
@@ -269,7 +263,7 @@ async def test_ws_flv_end_of_stream_closes_the_websocket(demo_frames) -> None:  
 
 
 async def test_ws_flv_unknown_stream_is_refused_with_404() -> None:
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         with trio.fail_after(5):
             with pytest.raises(trio_websocket.ConnectionRejected) as info:
                 async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{server.port}/live/none.flv"):
@@ -279,7 +273,7 @@ async def test_ws_flv_unknown_stream_is_refused_with_404() -> None:
 
 
 async def test_bad_websocket_handshake_is_an_http_error(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             await publisher.send(demo_frames[0])
             request = (b"GET /live/demo.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -323,7 +317,7 @@ async def test_graceful_shutdown_ends_players_and_drains_connections(demo_frames
 
 
 async def test_head_request_for_a_live_stream(http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             await publisher.send(demo_frames[0])
             status, headers, body = await http_get(server.port, "/live/demo.flv", method="HEAD")

@@ -10,13 +10,11 @@ bounds every test.
 
 from __future__ import annotations
 
-import json
 import signal
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import m3u8
 import pytest
@@ -32,6 +30,8 @@ from arcly_trio.services import FlvRecorder, HlsService, RecordingStopped
 from arcly_trio.testing import CountingObserver
 from tests._hls import media_playlist
 from tests._tools import require_tool
+from tests._ffmpeg import probe_streams
+from tests._serving import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -92,11 +92,6 @@ async def ffmpeg_publishing(port: int, *, readrate: float = 1.0, loop: bool = Fa
             nursery.cancel_scope.cancel()
 
 
-async def wait_for(predicate: Any, poll: float = 0.02) -> None:
-    while not predicate():
-        await trio.sleep(poll)
-
-
 def video_frames(engine: Engine) -> int:
     try:
         return engine.stream(StreamKey("live", "demo")).stats().video_frames_total
@@ -106,13 +101,6 @@ def video_frames(engine: Engine) -> int:
 
 async def run(*args: str) -> trio.CompletedProcess[bytes]:
     return await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
-
-
-async def probe_streams(url: str) -> list[dict[str, Any]]:
-    result = await run(require_tool("ffprobe"), "-v", "error", "-show_entries",
-                       "stream=codec_name,codec_type,width,height", "-of", "json", url)
-    assert result.returncode == 0, result.stderr.decode()
-    return sorted(json.loads(result.stdout)["streams"], key=lambda s: s["codec_type"])
 
 
 def assert_monotonic(frames: list[Frame]) -> None:
@@ -144,7 +132,7 @@ async def test_ffprobe_and_ffmpeg_read_http_flv_of_an_rtmp_stream(tmp_path: Path
     with trio.fail_after(40):
         async with full_server(tmp_path) as (engine, rtmp, http, _):
             async with ffmpeg_publishing(rtmp.port, readrate=2, loop=True):  # type: ignore[arg-type]
-                await wait_for(lambda: video_frames(engine) >= 30)
+                await wait_until(lambda: video_frames(engine) >= 30)
                 url = f"http://127.0.0.1:{http.port}/live/demo.flv"
                 streams = await probe_streams(url)
                 assert [s["codec_name"] for s in streams] == ["aac", "h264"]
@@ -167,7 +155,7 @@ async def test_late_http_flv_joiner_of_an_rtmp_stream_starts_on_a_keyframe(tmp_p
     with trio.fail_after(40):
         async with full_server(tmp_path) as (engine, rtmp, http, _):
             async with ffmpeg_publishing(rtmp.port, readrate=2, loop=True):  # type: ignore[arg-type]
-                await wait_for(lambda: video_frames(engine) >= 100)  # well past the first GOP
+                await wait_until(lambda: video_frames(engine) >= 100)  # well past the first GOP
                 stream = await trio.open_tcp_stream("127.0.0.1", http.port)
                 async with stream:
                     conn = h11.Connection(h11.CLIENT)
@@ -240,10 +228,10 @@ async def test_recording_survives_kill_9_of_the_publishing_ffmpeg(tmp_path: Path
     with trio.fail_after(40):
         async with full_server(tmp_path, observer) as (engine, rtmp, http, recorder):
             async with ffmpeg_publishing(rtmp.port, readrate=2) as process:  # type: ignore[arg-type]
-                await wait_for(lambda: observer.newest_video >= 5000)
+                await wait_until(lambda: observer.newest_video >= 5000)
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
-            await wait_for(lambda: any(isinstance(e, RecordingStopped) for e in recorder.history))
+            await wait_until(lambda: any(isinstance(e, RecordingStopped) for e in recorder.history))
             published = observer.newest_video / 1000
     (path,) = sorted((tmp_path / "recordings" / "live").glob("demo-*.flv"))
     end = await recorded_video_end(path)
@@ -263,7 +251,7 @@ async def test_recording_survives_a_graceful_server_shutdown(tmp_path: Path) -> 
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             async with ffmpeg_publishing(rtmp.port, readrate=2):  # type: ignore[arg-type]
-                await wait_for(lambda: observer.newest_video >= 4000)
+                await wait_until(lambda: observer.newest_video >= 4000)
                 await engine.shutdown(grace=5)  # what SIGTERM does in ``arcly-trio serve``
                 published = observer.newest_video / 1000
     (path,) = sorted((tmp_path / "recordings" / "live").glob("demo-*.flv"))

@@ -40,9 +40,10 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.server.demo import publish_demo
 from tests._browser import FAKE_MEDIA
-from tests._tools import require_ffmpeg8, require_tool
+from tests._tools import require_ffmpeg8
 from tests._ffmpeg import run_tool
 from tests._browser import blocking, browser
+from tests._ffmpeg import probe_streams
 
 pytestmark = pytest.mark.interop
 
@@ -137,10 +138,7 @@ async def test_status_page_tells_how_to_publish_when_nothing_is_live() -> None:
 async def probe(url: str) -> list[dict[str, Any]]:
     # Debian's ffprobe 5.1 does not know Enhanced RTMP Opus: it would wait for the audio
     # track's parameters for as long as the stream lasts; 2 s of analysis is enough for video.
-    result = await run(require_tool("ffprobe"), "-v", "error", "-analyzeduration", "2000000", "-show_entries",
-                       "stream=codec_name,codec_type,width,height", "-of", "json", url)
-    assert result.returncode == 0, result.stderr.decode()
-    return [s for s in json.loads(result.stdout)["streams"] if s["codec_type"] == "video"]
+    return [s for s in await probe_streams(url, "-analyzeduration", "2000000") if s["codec_type"] == "video"]
 
 
 async def test_publish_page_publishes_h264_and_opus_that_ffmpeg_decodes_over_rtmp_and_http_flv() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import h11
@@ -19,19 +18,13 @@ from arcly_trio import AppSpec, Credentials, Engine
 from arcly_trio.media import flv
 from arcly_trio.workers.http import BadRequest, HttpServer, Router, parse_target
 from arcly_trio.services import HlsService
+from tests._serving import Served
+from tests._serving import serving as shared_serving
 
 
-@asynccontextmanager
-async def serving(*apps: AppSpec, hls: bool = True, **options: Any) -> AsyncIterator[tuple[Engine, HttpServer]]:
-    service = HlsService(variant="ts") if hls else None
-    server = HttpServer("127.0.0.1", 0, **options)
-    builder = Engine.builder().protocol(server)
-    for app in apps or (AppSpec("live", hls=True),):
-        builder.application(app)
-    if service is not None:
-        builder.service(service)
-    async with builder.build() as engine:
-        yield engine, server
+def serving(*apps: AppSpec, **options: Any) -> AbstractAsyncContextManager[Served]:
+    """The HTTP worker with the TS HLS service, and ``live`` (HLS on) unless other apps are given."""
+    return shared_serving(*(apps or (AppSpec("live", hls=True),)), hls=True, **options)
 
 
 async def raw_exchange(port: int, data: bytes, *, timeout: float = 5) -> bytes:
@@ -66,7 +59,7 @@ def status_of(response: bytes) -> int:
 
 
 async def test_health(http_get) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         status, headers, body = await http_get(server.port, "/api/health")
         assert status == 200
         assert headers["content-type"] == "application/json"
@@ -76,7 +69,7 @@ async def test_health(http_get) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_api_streams_reports_what_the_kernel_knows(http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving(AppSpec("live", hls=True), AppSpec("other")) as (engine, server):
+    async with serving(AppSpec("live", hls=True), AppSpec("other")) as (engine, _, server):
         credentials = Credentials(peer=("10.1.2.3", 5555))
         async with engine.publish("live/demo", credentials, protocol="rtmp") as publisher:
             publisher.info.width, publisher.info.height = 640, 360
@@ -118,7 +111,7 @@ async def test_api_streams_reports_what_the_kernel_knows(http_get, demo_frames) 
 
 
 async def test_cors_headers_and_preflight(http_get) -> None:  # type: ignore[no-untyped-def]
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         for target in ("/live/nothing.flv", "/live/nothing/index.m3u8", "/live/nothing/index.mpd", "/nowhere"):
             _, headers, _ = await http_get(server.port, target, headers=[("origin", "http://player.example")])
             assert headers["access-control-allow-origin"] == "*", target  # players of any origin
@@ -139,7 +132,7 @@ async def test_cors_headers_and_preflight(http_get) -> None:  # type: ignore[no-
 async def test_the_api_has_no_cors_so_no_other_origin_reads_or_kicks(http_get) -> None:  # type: ignore[no-untyped-def]
     # Issue 18, finding 5: every answer carried Access-Control-Allow-Origin: *, so any web page a
     # visitor opened could read /api/sessions (client addresses) and /api/streams.
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         for target in ("/api/streams", "/api/health", "/api/sessions", "/api/server", "/api/nothing"):
             _, headers, _ = await http_get(server.port, target, headers=[("origin", "http://evil.example")])
             assert "access-control-allow-origin" not in headers, target
@@ -151,7 +144,7 @@ async def test_the_api_has_no_cors_so_no_other_origin_reads_or_kicks(http_get) -
 
 
 async def test_cors_can_be_turned_off(http_get) -> None:  # type: ignore[no-untyped-def]
-    async with serving(cors=False) as (engine, server):
+    async with serving(cors=False) as (engine, _, server):
         _, headers, _ = await http_get(server.port, "/api/health")
         assert "access-control-allow-origin" not in headers
 
@@ -160,7 +153,7 @@ async def test_cors_can_be_turned_off(http_get) -> None:  # type: ignore[no-unty
 
 
 async def test_404s_say_what_is_missing(http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving(AppSpec("live", hls=True), AppSpec("nohls")) as (engine, server):
+    async with serving(AppSpec("live", hls=True), AppSpec("nohls")) as (engine, _, server):
         port = server.port
         status, _, body = await http_get(port, "/nope/demo.flv")
         assert status == 404 and b"application 'nope'" in body
@@ -200,7 +193,7 @@ INVALID_NAMES = [  # (target, a WebSocket handshake?) -- issue 18, finding 8
 async def test_invalid_stream_names_get_400_with_a_reason_and_one_log_line(target: str, websocket: bool,
                                                                            caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.DEBUG, logger="arcly_trio")
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         head = f"GET {target} HTTP/1.1\r\nHost: x\r\n" + (_WS_HEAD if websocket else "Connection: close\r\n")
         response = await raw_exchange(server.port, (head + "\r\n").encode())
         assert status_of(response) == 400, response[:200]
@@ -220,7 +213,7 @@ async def test_a_stray_invalid_name_in_any_handler_is_a_400_not_a_500(http_get, 
     async def careless(request, exchange) -> None:  # type: ignore[no-untyped-def]
         StreamKey(request.params["app"], "a b")
 
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         server.router.get("/careless/{app}", careless)
         status, _, body = await http_get(server.port, "/careless/live")
         assert status == 400 and b"invalid name" in body
@@ -232,7 +225,7 @@ async def test_a_kick_with_a_strange_worker_prefix_is_no_500(http_get, tmp_path)
     # raised, a 500 (the same trap as issue 18's finding 2).
     from arcly_trio.server import worker_api
 
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         worker_api.install(server, str(tmp_path), 0, 2)
         for session_id, status in (("w%C2%B2-x", 404), ("w0-nothing", 404), ("w9-x", 404),
                                    ("w1-a%3Fb%20c", 503)):  # worker 1 does not run: 503, said so
@@ -282,7 +275,7 @@ async def test_path_traversal_is_refused(target: str, tmp_path) -> None:  # type
 
 async def test_bad_request_gets_400_and_a_log_line_for_that_connection_only(caplog, http_get) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.http")
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         response = await raw_exchange(server.port, b"THIS IS NOT HTTP\r\n\r\n")
         assert status_of(response) == 400
         assert any("bad request" in r.getMessage() for r in caplog.records if r.name == "arcly_trio.http")
@@ -291,7 +284,7 @@ async def test_bad_request_gets_400_and_a_log_line_for_that_connection_only(capl
 
 
 async def test_oversized_request_head_gets_431(http_get) -> None:  # type: ignore[no-untyped-def]
-    async with serving(max_head_size=2048) as (engine, server):
+    async with serving(max_head_size=2048) as (engine, _, server):
         request = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n"
         response = await raw_exchange(server.port, request)
         assert status_of(response) == 431
@@ -301,7 +294,7 @@ async def test_oversized_request_head_gets_431(http_get) -> None:  # type: ignor
 
 async def test_slowloris_is_closed_and_logged_while_a_player_keeps_receiving(caplog, demo_frames) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.http")
-    async with serving(header_timeout=0.5) as (engine, server):
+    async with serving(header_timeout=0.5) as (engine, _, server):
         port = server.port
         received_after_close = 0
         slowloris_closed = trio.Event()
@@ -353,7 +346,7 @@ async def test_slowloris_is_closed_and_logged_while_a_player_keeps_receiving(cap
 
 async def test_idle_connections_give_their_slots_to_newcomers(http_get) -> None:  # type: ignore[no-untyped-def]
     """Attack: idle connections fill the cap, newcomers got 503. Now the oldest idle one goes."""
-    async with serving(max_connections=2) as (engine, server):
+    async with serving(max_connections=2) as (engine, _, server):
         first = await trio.open_tcp_stream("127.0.0.1", server.port)
         second = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with first, second:
@@ -366,7 +359,7 @@ async def test_idle_connections_give_their_slots_to_newcomers(http_get) -> None:
 
 
 async def test_503_only_when_every_slot_serves_a_request(demo_frames) -> None:  # type: ignore[no-untyped-def]
-    async with serving(max_connections=2) as (engine, server):
+    async with serving(max_connections=2) as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             for frame in demo_frames[:20]:
                 await publisher.send(frame)
@@ -382,7 +375,7 @@ async def test_503_only_when_every_slot_serves_a_request(demo_frames) -> None:  
 
 
 async def test_keep_alive_serves_several_requests_and_head() -> None:
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         request = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\nHEAD /api/streams HTTP/1.1\r\nHost: x\r\n\r\n"
         last = b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         response = await raw_exchange(server.port, request + last)
@@ -417,7 +410,7 @@ async def test_extra_routes_can_be_added(http_get) -> None:  # type: ignore[no-u
     async def page(request, exchange) -> None:  # type: ignore[no-untyped-def]
         await exchange.respond(200, b"<html>player</html>", content_type="text/html")
 
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         server.router.get("/player", page)  # ("/" is the built-in status page)
         status, headers, body = await http_get(server.port, "/player")
         assert status == 200 and body == b"<html>player</html>" and headers["content-type"] == "text/html"
@@ -427,7 +420,7 @@ async def test_handler_bug_is_a_500_and_the_server_goes_on(http_get, caplog) -> 
     async def broken(request, exchange) -> None:  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")
 
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         server.router.get("/broken", broken)
         status, _, _ = await http_get(server.port, "/broken")
         assert status == 500
@@ -443,7 +436,7 @@ async def test_graceful_shutdown_says_stopping_and_waits_for_busy_connections(ht
         await release.wait()
         await exchange.respond(200, b"done")
 
-    async with serving() as (engine, server):
+    async with serving() as (engine, _, server):
         server.router.get("/hold", hold)
         async with trio.open_nursery() as nursery:
             held: list[int] = []
