@@ -30,7 +30,10 @@ async def black_hole(*, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, hold, [listener])
         task_status.started((listener.socket.getsockname()[1], state))
+
+
 def free_port() -> int:
+    """A port nothing listens on now (for a tool that must be told its port: a small race)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])

@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests._net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 API_TOKEN = "fuzz-api-token"
@@ -43,9 +44,7 @@ _DOCUMENTED_503 = (b"did not come in time", b"busy", b"stopping", b"is starting"
 @contextmanager
 def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """``arcly-trio serve`` with most of its routes and plugins on: (HTTP port, its log file)."""
-    with socket.socket() as probe:  # a port where no upstream listens, for the pull relay
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
+    dead = free_port()  # a port where no upstream listens, for the pull relay
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "arcly_trio", "serve", "--host", "127.0.0.1", "--rtmp-port", "0",
             "--http-port", "0", "--demo", "--publish-token", PUBLISH_TOKEN, "--api-token", API_TOKEN,
