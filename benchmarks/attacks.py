@@ -14,7 +14,7 @@ that is practical on one machine). For each attack it prints one JSON line:
   during the attack (the demo is 30 fps);
 * attack-specific fields (connections refused or closed, tries answered...).
 
-Nothing here is a pass/fail test (that is ``tests/test_attacks.py``); these are the numbers
+Nothing here is a pass/fail test (that is ``tests/workers/test_attacks.py``); these are the numbers
 docs/hardening.md quotes. Run it from the repository root:
 
     .venv/bin/python benchmarks/attacks.py            # every attack

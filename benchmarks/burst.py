@@ -15,7 +15,7 @@ play (or failed), a ``--seconds`` window. It prints one JSON line: the generator
 refused connections (the first of each burst and the per-burst counts, see
 ``workers/admission.py``).
 
-A benchmark, not a test (``tests/test_admission.py`` has the scaled-down burst). From the
+A benchmark, not a test (``tests/workers/test_admission.py`` has the scaled-down burst). From the
 repository root::
 
     .venv/bin/python benchmarks/burst.py                                  # 3000 players in 8 s

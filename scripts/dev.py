@@ -37,7 +37,7 @@ TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chrom
          "npm": "npm",
          # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
          "nginx": "nginx", "redis-server": "redis-server",
-         # a real Prometheus scrapes /metrics (tests/test_ops_interop.py)
+         # a real Prometheus scrapes /metrics (tests/ops/test_ops_interop.py)
          "prometheus": "prometheus",
          # the DASH interop tests play the MPD with VLC (cvlc) and GStreamer (dashdemux2)
          "cvlc": "vlc-bin", "gst-launch-1.0": "gstreamer1.0-tools"}

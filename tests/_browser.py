@@ -15,6 +15,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from tests._tools import require_selenium, require_tool
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+import trio
 
 FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,3 +53,21 @@ def chromium(*extra: str) -> Iterator[Any]:
             driver.quit()
         finally:
             shutil.rmtree(profile, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
+@contextlib.asynccontextmanager
+async def browser(*flags: str) -> AsyncIterator[Any]:
+    stack = contextlib.ExitStack()
+    driver = await blocking(stack.enter_context, chromium(*flags))
+    try:
+        yield driver
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(stack.close)

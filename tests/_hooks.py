@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from tests._net import free_port
 
 
 class HookServer:
@@ -102,10 +103,7 @@ def hook_server() -> Iterator[HookServer]:
 
 def dead_url() -> str:
     """A URL on a port where nothing listens (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    return f"http://127.0.0.1:{free_port()}/hook"
 
 
 @contextmanager

@@ -8,7 +8,6 @@ elsewhere (:func:`tests._tools.require_tool`); nginx also needs Debian's ``libng
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ import pytest
 import trio
 
 from tests._tools import require_tool
+from tests._net import free_port
 
 HOST = "127.0.0.1"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -41,12 +41,6 @@ rtmp {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_port(port: int, process: trio.Process, what: str) -> None:

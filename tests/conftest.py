@@ -76,32 +76,20 @@ def http_get():  # type: ignore[no-untyped-def]
     """``await http_get(port, target, headers=(), method="GET", timeout=10)`` -> ``(status,
     headers, body)``.
 
-    A one-shot HTTP/1.1 client on h11 (``headers`` lower-cased into a dict; ``body`` bytes),
-    with a ``fail_after(timeout)`` around the whole exchange. It sends ``Host: 127.0.0.1`` unless
-    ``headers`` has a ``Host`` of its own.
+    One request to 127.0.0.1 with the project's client (:func:`arcly_trio.clients.http.http_request`:
+    any status, ``headers`` lower-cased into a dict, ``body`` bytes), with a ``fail_after(timeout)``
+    around the whole exchange. It sends ``Host: 127.0.0.1`` unless ``headers`` has a ``Host`` of
+    its own.
     """
-    import h11
     import trio
 
+    from arcly_trio.clients.http import http_request
+
     async def get(port: int, target: str, headers=(), method: str = "GET", timeout: float = 10):  # type: ignore[no-untyped-def]
+        host = [] if any(name.lower() == "host" for name, _ in headers) else [("host", "127.0.0.1")]
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                conn = h11.Connection(h11.CLIENT)
-                host = [] if any(name.lower() == "host" for name, _ in headers) else [("host", "127.0.0.1")]
-                request = h11.Request(method=method, target=target, headers=[*host, ("connection", "close"), *headers])
-                await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-                status, response_headers, body = 0, {}, bytearray()
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(65536))
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                        response_headers = {k.decode(): v.decode() for k, v in event.headers}
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                        return status, response_headers, bytes(body)
+            reply = await http_request(f"http://127.0.0.1:{port}{target}", method=method, headers=[*host, *headers],
+                                       timeout=timeout, limit=1 << 30)
+        return tuple(reply)
 
     return get

