@@ -26,7 +26,6 @@ from arcly_trio.testing import audio, audio_config, delta, keyframe, video_confi
 from arcly_trio.testing import frames as fb
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from arcly_trio import Frame
 from arcly_trio.core.keys import Credentials
 from arcly_trio.kernel.fanout import SessionStart
 from arcly_trio.kernel.subscription import Subscription

@@ -16,7 +16,7 @@ from arcly_trio import AppSpec, Engine
 from arcly_trio.kernel.fanout import EndReason
 from arcly_trio.testing import audio
 from arcly_trio.testing import frames as fb
-from arcly_trio import Credentials, EndReason, StreamKey
+from arcly_trio import Credentials, StreamKey
 from arcly_trio.kernel.subscription import Subscription
 from arcly_trio.testing import keyframe
 
