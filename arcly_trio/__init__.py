@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .kernel import *  # noqa: F403
+    from arcly_trio.kernel import *  # noqa: F403
 
 
 def _kernel_names() -> list[str]:

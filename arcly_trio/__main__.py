@@ -2,6 +2,6 @@
 
 import sys
 
-from .server.cli import main
+from arcly_trio.server.cli import main
 
 sys.exit(main())

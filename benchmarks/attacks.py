@@ -145,6 +145,7 @@ class Healthy:
 # HlsService's default delete delay: window (6) x target duration (2 s).
 HLS_DELETE_DELAY = 12.0
 
+
 class Bench:
     def __init__(self, rtmp: int, http: int, pid: int, scale: float) -> None:
         self.rtmp = rtmp
@@ -201,8 +202,8 @@ class Bench:
         return {"connections": 3 * self.n(8), "closed_by_server": closed}
 
     async def _publish_gop(self, name: str, gop_mb: float, frame_size: int = 200_000) -> tuple[Client, int]:
-        from arcly_trio.server.demo import demo_frames
         from arcly_trio.media import flv
+        from arcly_trio.server.demo import demo_frames
 
         frames = demo_frames()
         client = await Client.open(self.rtmp)
@@ -262,7 +263,7 @@ class Bench:
         back to back, they are over the bitrate limit, and reconnecting does not renew it."""
         before = rss_mb(self.pid)
         cut = 0
-        for i in range(self.n(25)):
+        for _i in range(self.n(25)):
             try:
                 client, _ = await self._publish_gop("big", 12 * min(1.0, self.scale), frame_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
@@ -276,8 +277,12 @@ class Bench:
         # HLS (on by default) keeps an ended stream's playlist and segments for its delete
         # delay (window x target duration: 12 s by default) so players can finish them.
         await trio.sleep(HLS_DELETE_DELAY + 2)
-        return {"sessions": self.n(25), "cut_by_rate_limit": cut, "rss_growth_after_mb": round(soon, 1),
-                "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+        return {
+            "sessions": self.n(25),
+            "cut_by_rate_limit": cut,
+            "rss_growth_after_mb": round(soon, 1),
+            "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1),
+        }
 
     async def small_frame_sessions(self) -> dict[str, Any]:
         """The same with 100 KB frames: under glibc's mmap threshold, they come from the heap,
@@ -362,8 +367,12 @@ class Bench:
         reaped = sum(results)
         for client in clients:
             await client.aclose()
-        return {"connections": count, "reaped": reaped, "newcomer_connected": newcomer_ok,
-                "seconds": round(time.monotonic() - started, 1)}
+        return {
+            "connections": count,
+            "reaped": reaped,
+            "newcomer_connected": newcomer_ok,
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
     async def stalled_players(self) -> dict[str, Any]:
         """RTMP players that stop reading (the review: never disconnected). Now dropped after
@@ -388,8 +397,7 @@ class Bench:
         seconds = time.monotonic() - started
         for client in clients:
             await client.aclose()
-        return {"players": players - 1, "dropped": players - 1 - remaining,
-                "seconds_until_dropped": round(seconds, 1)}
+        return {"players": players - 1, "dropped": players - 1 - remaining, "seconds_until_dropped": round(seconds, 1)}
 
     async def subscribers(self, name: str) -> int:
         stream = await trio.open_tcp_stream(HOST, self.http)
@@ -449,8 +457,12 @@ class Bench:
                     nursery.start_soon(check, stream)
         for stream in idle:
             await trio.aclose_forcefully(stream)
-        return {"idle_connections": len(idle), "closed_by_server": closed, "still_open": len(idle) - closed,
-                "newcomer_played": newcomer_ok}
+        return {
+            "idle_connections": len(idle),
+            "closed_by_server": closed,
+            "still_open": len(idle) - closed,
+            "newcomer_played": newcomer_ok,
+        }
 
     async def idle_http(self) -> dict[str, Any]:
         """1100 idle HTTP connections (the review: newcomers got 503 or a reset). Below three
@@ -508,9 +520,13 @@ class Bench:
         await trio.sleep(2)
         soon = rss_mb(self.pid) - before
         await trio.sleep(HLS_DELETE_DELAY + 2)
-        return {"sent_mb": round(sent / 1e6), "seconds": round(seconds, 1), "cut_by_server": cut,
-                "rss_growth_after_mb": round(soon, 1),
-                "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+        return {
+            "sent_mb": round(sent / 1e6),
+            "seconds": round(seconds, 1),
+            "cut_by_server": cut,
+            "rss_growth_after_mb": round(soon, 1),
+            "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1),
+        }
 
     async def mutated_publishes(self) -> dict[str, Any]:
         """300 publish sessions of the demo clip's first 60 frames with random bytes changed
@@ -540,8 +556,12 @@ class Bench:
                     if frame.is_metadata:
                         client.session.send_message(5, 18, stream_id, 0, bytes(body))
                     else:
-                        client.session.send_media(stream_id, 9 if frame.is_video else 8,
-                                                  max(0, frame.dts + rng.choice((0, 0, 0, -5000, 100_000))), bytes(body))
+                        client.session.send_media(
+                            stream_id,
+                            9 if frame.is_video else 8,
+                            max(0, frame.dts + rng.choice((0, 0, 0, -5000, 100_000))),
+                            bytes(body),
+                        )
                 await client.flush()
                 closed += await client.closed(0.05)
             except (ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -551,8 +571,12 @@ class Bench:
         await trio.sleep(2)
         soon = rss_mb(self.pid) - before
         await trio.sleep(HLS_DELETE_DELAY + 2)
-        return {"sessions": self.n(300), "closed_by_server": closed, "rss_growth_after_mb": round(soon, 1),
-                "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1)}
+        return {
+            "sessions": self.n(300),
+            "closed_by_server": closed,
+            "rss_growth_after_mb": round(soon, 1),
+            "rss_growth_after_hls_expiry_mb": round(rss_mb(self.pid) - before, 1),
+        }
 
     async def idle_publishers(self) -> dict[str, Any]:
         """1000 WebSocket ``/ingest`` publishers from 127.0.0.1 that send nothing (the review:
@@ -591,14 +615,20 @@ class Bench:
             for ws in sockets:
                 await ws.aclose()
             nursery.cancel_scope.cancel()
-        return {"publishers": count, "accepted": accepted, "refused": refused,
-                "attack_seconds": round(attack_seconds, 1), "second_address": second,
-                "second_address_ms": round(probe * 1000)}
+        return {
+            "publishers": count,
+            "accepted": accepted,
+            "refused": refused,
+            "attack_seconds": round(attack_seconds, 1),
+            "second_address": second,
+            "second_address_ms": round(probe * 1000),
+        }
 
     async def _ingest(self, nursery: trio.Nursery, name: str, local: str) -> trio_websocket.WebSocketConnection:
         stream = await trio.open_tcp_stream(HOST, self.http, local_address=local)
-        return await trio_websocket.wrap_client_stream(nursery, stream, HOST, f"/live/{name}/ingest?token=right",
-                                                       subprotocols=[SUBPROTOCOL])
+        return await trio_websocket.wrap_client_stream(
+            nursery, stream, HOST, f"/live/{name}/ingest?token=right", subprotocols=[SUBPROTOCOL]
+        )
 
     async def wrong_tokens(self) -> dict[str, Any]:
         """Wrong publish tokens as fast as possible for 5 s (the review: 2000 in 2.3 s, no
@@ -641,10 +671,31 @@ ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
 
 async def run(args: argparse.Namespace) -> None:
     rtmp, http = free_port(), free_port()
-    command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--hls", "--host", HOST,
-               "--rtmp-port", str(rtmp), "--http-port", str(http), "--publish-token", "right",
-               "--setup-timeout", "5", "--connection-idle-timeout", "5", "--write-timeout", "5",
-               "--log-level", "error", *(args.server_arg or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "arcly_trio",
+        "serve",
+        "--demo",
+        "--hls",
+        "--host",
+        HOST,
+        "--rtmp-port",
+        str(rtmp),
+        "--http-port",
+        str(http),
+        "--publish-token",
+        "right",
+        "--setup-timeout",
+        "5",
+        "--connection-idle-timeout",
+        "5",
+        "--write-timeout",
+        "5",
+        "--log-level",
+        "error",
+        *(args.server_arg or []),
+    ]
     server = subprocess.Popen(command, cwd=ROOT)
     try:
         bench = Bench(rtmp, http, server.pid, args.scale)
@@ -672,14 +723,21 @@ async def run(args: argparse.Namespace) -> None:
                 await trio.sleep(2)
                 lags = (await bench.health())["loop"]["lag_ms_per_second"]
                 span = int(end - start) + 4
-                print(json.dumps({
-                    "attack": name, "scale": args.scale,
-                    "loop_lag_max_ms": max(lags[-span:]),
-                    "rss_before_mb": round(before, 1), "rss_peak_mb": round(bench.rss_peak, 1),
-                    "rss_after_mb": round(rss_mb(server.pid), 1),
-                    "healthy_fps_min": healthy.min_fps(start, end),
-                    **fields,
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "attack": name,
+                            "scale": args.scale,
+                            "loop_lag_max_ms": max(lags[-span:]),
+                            "rss_before_mb": round(before, 1),
+                            "rss_peak_mb": round(bench.rss_peak, 1),
+                            "rss_after_mb": round(rss_mb(server.pid), 1),
+                            "healthy_fps_min": healthy.min_fps(start, end),
+                            **fields,
+                        }
+                    ),
+                    flush=True,
+                )
             nursery.cancel_scope.cancel()
     finally:
         server.terminate()
@@ -690,8 +748,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the review's numbers (default 1)")
     parser.add_argument("--only", action="append", choices=list(ATTACKS), help="run only this attack (repeatable)")
-    parser.add_argument("--server-arg", action="append", metavar="OPTION",
-                        help="pass this option to serve (repeatable; --server-arg=--heap-trim-interval=0)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        metavar="OPTION",
+        help="pass this option to serve (repeatable; --server-arg=--heap-trim-interval=0)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     trio.run(run, args)

@@ -61,16 +61,45 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rtmp, http = free_port(), free_port()
-    command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--host", HOST, "--rtmp-port", str(rtmp),
-               "--http-port", str(http), "--log-level", "warning", *shlex.split(args.serve_args)]
+    command = [
+        sys.executable,
+        "-m",
+        "arcly_trio",
+        "serve",
+        "--demo",
+        "--host",
+        HOST,
+        "--rtmp-port",
+        str(rtmp),
+        "--http-port",
+        str(http),
+        "--log-level",
+        "warning",
+        *shlex.split(args.serve_args),
+    ]
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_listening(rtmp, server)
             time.sleep(3)  # the demo publisher is on
-            generator = [sys.executable, str(args.harness / "rtmpload.py"), "--port", str(rtmp), "--stream", "demo",
-                         "-n", str(args.players), "--ramp", str(args.ramp), "--connect-concurrency",
-                         str(args.concurrency), "--seconds", str(args.seconds), "--server-pid", str(server.pid)]
+            generator = [
+                sys.executable,
+                str(args.harness / "rtmpload.py"),
+                "--port",
+                str(rtmp),
+                "--stream",
+                "demo",
+                "-n",
+                str(args.players),
+                "--ramp",
+                str(args.ramp),
+                "--connect-concurrency",
+                str(args.concurrency),
+                "--seconds",
+                str(args.seconds),
+                "--server-pid",
+                str(server.pid),
+            ]
             done = subprocess.run(generator, capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if done.returncode != 0 or not lines:
@@ -84,13 +113,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.kill()
                 server.wait()
         log.seek(0)
-        warnings = [line for line in log.read().decode(errors="replace").splitlines()
-                    if "evicted" in line or "refused" in line or "closed to admit" in line or "was closed" in line]
-    keep = ("subs", "connected_playing", "kept_up", "errors", "error_kinds", "connect_phase_s", "startup_p50_ms",
-            "startup_p99_ms", "server_cpu_pct", "server_rss_mb", "gen_saturated", "cpu0_busy_pct", "cpu1_busy_pct")
-    return {"players": args.players, "ramp_s": args.ramp, "concurrency": args.concurrency,
-            "serve_args": args.serve_args, **{key: result.get(key) for key in keep},
-            "server_admission_warnings": warnings[:6], "server_admission_warning_lines": len(warnings)}
+        warnings = [
+            line
+            for line in log.read().decode(errors="replace").splitlines()
+            if "evicted" in line or "refused" in line or "closed to admit" in line or "was closed" in line
+        ]
+    keep = (
+        "subs",
+        "connected_playing",
+        "kept_up",
+        "errors",
+        "error_kinds",
+        "connect_phase_s",
+        "startup_p50_ms",
+        "startup_p99_ms",
+        "server_cpu_pct",
+        "server_rss_mb",
+        "gen_saturated",
+        "cpu0_busy_pct",
+        "cpu1_busy_pct",
+    )
+    return {
+        "players": args.players,
+        "ramp_s": args.ramp,
+        "concurrency": args.concurrency,
+        "serve_args": args.serve_args,
+        **{key: result.get(key) for key in keep},
+        "server_admission_warnings": warnings[:6],
+        "server_admission_warning_lines": len(warnings),
+    }
 
 
 def main() -> None:
@@ -100,8 +151,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="players in set-up at once, at most")
     parser.add_argument("--seconds", type=float, default=10.0, help="the window once all play (s)")
     parser.add_argument("--serve-args", default="", help="more options for arcly-trio serve")
-    parser.add_argument("--harness", type=Path, default=ROOT.parent / "shared" / "bench",
-                        help="the shared harness with rtmpload.py (default ../shared/bench)")
+    parser.add_argument(
+        "--harness",
+        type=Path,
+        default=ROOT.parent / "shared" / "bench",
+        help="the shared harness with rtmpload.py (default ../shared/bench)",
+    )
     parser.add_argument("--record", type=Path, help="append the JSON line to this file")
     args = parser.parse_args()
     line = json.dumps(run(args))

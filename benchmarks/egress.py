@@ -153,18 +153,29 @@ def prepare(harness: Path, work: Path) -> None:
 
 def arcly_command(rtmp: int, http: int, viewers: int, extra: str = "") -> str:
     limit = max(4096, 2 * viewers + 64)
-    return (f"{sys.executable} -m arcly_trio serve --host 127.0.0.1 --rtmp-port {rtmp} --http-port {http} "
-            f"--log-level warning --max-connections {limit} --max-idle-per-ip {limit} "
-            f"--max-connections-per-ip {limit} {extra}").strip()
+    return (
+        f"{sys.executable} -m arcly_trio serve --host 127.0.0.1 --rtmp-port {rtmp} --http-port {http} "
+        f"--log-level warning --max-connections {limit} --max-idle-per-ip {limit} "
+        f"--max-connections-per-ip {limit} {extra}"
+    ).strip()
 
 
-def fanout(work: Path, server: str, protocol: str, viewers: int, seconds: float,
-           extra: str = "") -> dict[str, Any] | None:
+def fanout(
+    work: Path, server: str, protocol: str, viewers: int, seconds: float, extra: str = ""
+) -> dict[str, Any] | None:
     rtmp, http = PORTS[server]
     rtmp_viewers = viewers if protocol == "rtmp" else 0
     label = f"{server} {extra}".strip()
-    args = ["./fanout.sh", "custom" if server == "arcly-trio" else server, str(rtmp_viewers), str(seconds),
-            "--port", str(rtmp), "--label", label]
+    args = [
+        "./fanout.sh",
+        "custom" if server == "arcly-trio" else server,
+        str(rtmp_viewers),
+        str(seconds),
+        "--port",
+        str(rtmp),
+        "--label",
+        label,
+    ]
     if server == "arcly-trio":
         args += ["--server-cwd", str(ROOT), "--server-cmd", arcly_command(rtmp, http, viewers, extra)]
     if http is not None:
@@ -194,9 +205,11 @@ def table(results: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for row in results:
         groups.setdefault((row["server"], row["protocol"], row["viewers"]), []).append(row)
-    lines = ["| server | egress | N | runs | server CPU % | CPU-ms per viewer-s | marginal CPU-ms per viewer-s "
-             "| RSS MB | RSS KB per viewer | kept up | startup p50 / p99 ms | first frame a keyframe | load |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| server | egress | N | runs | server CPU % | CPU-ms per viewer-s | marginal CPU-ms per viewer-s "
+        "| RSS MB | RSS KB per viewer | kept up | startup p50 / p99 ms | first frame a keyframe | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for (server, protocol, n), rows in sorted(groups.items()):
         if n == 0:
             continue
@@ -214,26 +227,37 @@ def table(results: list[dict[str, Any]]) -> str:
         p50, p99 = median(rows, "startup_p50_ms"), median(rows, "startup_p99_ms")
         key = min((row.get("first_frame_keyframe_ratio") or 0) for row in rows)
         load = median([{"l": row["load_before"][0]} for row in rows], "l")
-        lines.append(f"| {server} | {protocol} | {n} | {len(rows)} | {cpu:.1f} | {median(rows, 'cpu_ms_per_sub_s'):.3f} "
-                     f"| {marginal} | {rss:.1f} | {per_viewer} | {kept:.0f}/{n} | {p50:.1f} / {p99:.1f} | {key:.2f} "
-                     f"| {load:.2f} |")
+        lines.append(
+            f"| {server} | {protocol} | {n} | {len(rows)} | {cpu:.1f} | {median(rows, 'cpu_ms_per_sub_s'):.3f} "
+            f"| {marginal} | {rss:.1f} | {per_viewer} | {kept:.0f}/{n} | {p50:.1f} / {p99:.1f} | {key:.2f} "
+            f"| {load:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--harness", type=Path, default=ROOT.parent / "shared" / "bench",
-                        help="the shared harness (read only; default ../shared/bench)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/arcly-egress-bench"),
-                        help="its writable copy, made on first use")
+    parser.add_argument(
+        "--harness",
+        type=Path,
+        default=ROOT.parent / "shared" / "bench",
+        help="the shared harness (read only; default ../shared/bench)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/arcly-egress-bench"), help="its writable copy, made on first use"
+    )
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--viewers", default="1000", help="comma-separated N")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--peers", action="store_true", help="also nginx-rtmp and Node-Media-Server, back to back")
     parser.add_argument("--only", choices=SERVERS, help="one server only")
-    parser.add_argument("--baseline", action="store_true", help="also N = 0 (publisher only) per server, for marginal CPU")
-    parser.add_argument("--arcly-args", default="", help="extra options for arcly-trio serve (e.g. --batch-interval 0.1)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also N = 0 (publisher only) per server, for marginal CPU"
+    )
+    parser.add_argument(
+        "--arcly-args", default="", help="extra options for arcly-trio serve (e.g. --batch-interval 0.1)"
+    )
     parser.add_argument("--record", type=Path, help="append the JSON lines to this file")
     args = parser.parse_args()
     prepare(args.harness, args.work)
@@ -246,8 +270,9 @@ def main() -> None:
             plan = [("rtmp", 0)] if args.baseline else []
             plan += [(protocol, n) for n in counts for protocol in protocols if protocol in SUPPORTS[server]]
             for protocol, n in plan:
-                result = fanout(args.work, server, protocol, n, args.seconds,
-                                args.arcly_args if server == "arcly-trio" else "")
+                result = fanout(
+                    args.work, server, protocol, n, args.seconds, args.arcly_args if server == "arcly-trio" else ""
+                )
                 if result is None:
                     continue
                 result["rep"] = rep

@@ -54,7 +54,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from arcly_trio.kernel.engine import Engine  # noqa: E402
 from arcly_trio.core.frame import Frame  # noqa: E402
+from arcly_trio.kernel.engine import Engine  # noqa: E402
 from arcly_trio.kernel.spec import AppSpec  # noqa: E402
 from arcly_trio.testing.frames import synthetic_stream  # noqa: E402
 
@@ -313,8 +313,7 @@ async def raw_batched_run(n: int, seconds: float, warmup: float, queue: int, ing
         elapsed, deliveries = time.perf_counter() - t0, counter[0] - c0
         for send in sends:
             send.close()
-    return {"deliveries": deliveries, "elapsed": elapsed, "drops": drops,
-            "published": count, "peak_rss": peak_rss()}
+    return {"deliveries": deliveries, "elapsed": elapsed, "drops": drops, "published": count, "peak_rss": peak_rss()}
 
 
 # ------------------------------------------------- where a subscriber's bytes go
@@ -392,8 +391,11 @@ async def split_run(n: int, queue: int) -> dict[str, float]:
     parts = {
         "  raw channel: deque (first 64-slot block)": sys.getsizeof(state.data),
         "  raw channel: two OrderedDicts of waiting tasks": 2 * sys.getsizeof(state.send_tasks),
-        "  raw channel: state and two endpoint objects": sys.getsizeof(state) + sys.getsizeof(send)
-        + sys.getsizeof(receive) + sys.getsizeof(send.__dict__) + sys.getsizeof(receive.__dict__),
+        "  raw channel: state and two endpoint objects": sys.getsizeof(state)
+        + sys.getsizeof(send)
+        + sys.getsizeof(receive)
+        + sys.getsizeof(send.__dict__)
+        + sys.getsizeof(receive.__dict__),
     }
     derived = {
         "= kernel: draining task with its subscribe() context": full - sub_only,
@@ -418,9 +420,20 @@ def child(mode: str, n: int, args: argparse.Namespace) -> None:
 
 def run_child(mode: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
-        sys.executable, __file__, "--child", mode, "--subscribers", str(n),
-        "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-        "--queue", str(args.queue), "--ingest", str(args.ingest),
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--subscribers",
+        str(n),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--queue",
+        str(args.queue),
+        "--ingest",
+        str(args.ingest),
     ] + (["--no-gc"] if args.no_gc else [])
     log(f"N={n}: {mode}")
     done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
@@ -475,16 +488,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="N = 1000 only (under 20 s)")
     parser.add_argument("--subscribers", default=None, help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=None, help="measurement window per run")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs per mode and N; the fastest counts (default 2)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per mode and N; the fastest counts (default 2)")
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up before the window")
     parser.add_argument("--queue", type=int, default=QUEUE, help="subscriber queue capacity")
     parser.add_argument("--ingest", type=int, default=INGEST, help="publisher ingest queue")
-    parser.add_argument("--no-gc", action="store_true",
-                        help="disable the cyclic garbage collector in the measured processes")
+    parser.add_argument(
+        "--no-gc", action="store_true", help="disable the cyclic garbage collector in the measured processes"
+    )
     parser.add_argument("--split", action="store_true", help="per-subscriber memory by part")
-    parser.add_argument("--record", type=Path, default=None,
-                        help="also append the lines, with date and machine, to this JSONL file")
+    parser.add_argument(
+        "--record", type=Path, default=None, help="also append the lines, with date and machine, to this JSONL file"
+    )
     parser.add_argument("--child", choices=["kernel", "raw", "raw-batched"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -504,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         counts = [1000] if args.quick else list(DEFAULT_SUBSCRIBERS)
     meta = {
         "run": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "trio": trio.__version__,
@@ -512,12 +526,16 @@ def main(argv: list[str] | None = None) -> None:
     for n in counts:
         line = measure(n, args)
         print(json.dumps(line), flush=True)
-        log(f"N={n}: batched_ratio {line['batched_ratio']:.2f} (the kernel against the batched raw trio loop; "
-            f"target >= 1.0 at N = 1000), ratio {line['ratio']:.2f} against the per-frame raw loop")
+        log(
+            f"N={n}: batched_ratio {line['batched_ratio']:.2f} (the kernel against the batched raw trio loop; "
+            f"target >= 1.0 at N = 1000), ratio {line['ratio']:.2f} against the per-frame raw loop"
+        )
         if line["drops"] or line["raw_drops"] or line["raw_batched_drops"]:
-            log(f"note: N={n}: {line['drops']} kernel drops, {line['raw_drops']} raw drops, "
+            log(
+                f"note: N={n}: {line['drops']} kernel drops, {line['raw_drops']} raw drops, "
                 f"{line['raw_batched_drops']} raw batched drops: "
-                "deliveries were lost, the rates do not compare like for like")
+                "deliveries were lost, the rates do not compare like for like"
+            )
         if args.record:
             with args.record.open("a") as f:
                 f.write(json.dumps({**line, **meta}) + "\n")

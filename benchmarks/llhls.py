@@ -102,8 +102,15 @@ def run_packaging(clip: Path, media_seconds: float) -> None:
     bits = sum(len(f.payload) for f in frames) * 8 / media
     for variant in ("ts", "fmp4", "ll"):
         cpu = min(trio.run(package, variant, frames) for _ in range(3))
-        emit(part="packaging", variant=variant, clip=clip.name, media_seconds=round(media, 1),
-             kbit_per_s=round(bits / 1000), cpu_seconds=round(cpu, 3), core_percent=round(100 * cpu / media, 3))
+        emit(
+            part="packaging",
+            variant=variant,
+            clip=clip.name,
+            media_seconds=round(media, 1),
+            kbit_per_s=round(bits / 1000),
+            cpu_seconds=round(cpu, 3),
+            core_percent=round(100 * cpu / media, 3),
+        )
 
 
 # --- a server in a child process -------------------------------------------------------------
@@ -196,9 +203,14 @@ async def measure_blocked(pid: int, port: int, count: int, mode: str) -> None:
     held, cpu_before, t0 = rss_kb(pid), cpu_seconds(pid), time.monotonic()
     await trio.sleep(1)
     cpu_after, t1 = cpu_seconds(pid), time.monotonic()
-    emit(part="blocked", mode=mode, connections=count, rss_growth_kb=held - before,
-         bytes_per_connection=round((held - before) * 1024 / count),
-         server_cpu_percent_while_held=round(100 * (cpu_after - cpu_before) / (t1 - t0), 1))
+    emit(
+        part="blocked",
+        mode=mode,
+        connections=count,
+        rss_growth_kb=held - before,
+        bytes_per_connection=round((held - before) * 1024 / count),
+        server_cpu_percent_while_held=round(100 * (cpu_after - cpu_before) / (t1 - t0), 1),
+    )
     for stream in streams:
         await stream.aclose()
 
@@ -234,9 +246,18 @@ def run_latency(clip: Path, seconds: float) -> None:
     if not latency:
         emit(part="latency", error="no sample", errors=report["errors"][:5])
         return
-    emit(part="latency", player="hls.js lowLatencyMode", clip=clip.name, samples=len(latency),
-         p50_ms=latency[len(latency) // 2], p90_ms=latency[int(len(latency) * 0.9)],
-         min_ms=latency[0], max_ms=latency[-1], fatal=report["fatal"], errors=len(report["errors"]))
+    emit(
+        part="latency",
+        player="hls.js lowLatencyMode",
+        clip=clip.name,
+        samples=len(latency),
+        p50_ms=latency[len(latency) // 2],
+        p90_ms=latency[int(len(latency) * 0.9)],
+        min_ms=latency[0],
+        max_ms=latency[-1],
+        fatal=report["fatal"],
+        errors=len(report["errors"]),
+    )
 
 
 def main() -> None:

@@ -45,20 +45,40 @@ RTMP_PORT, HTTP_PORT = 19470, 19471
 def group(filename: str) -> str:
     """What an allocation site is, by the module that made it."""
     name = filename.replace(os.sep, "/")
-    for part, label in (("/trio/", "trio (task, socket, epoll registration, cancel scopes)"),
-                        ("/h11/", "h11 (the request)"), ("/wsproto/", "wsproto (the viewer's WebSocket)"),
-                        ("/protocols/rtmp/", "RTMP session (sans-IO)"), ("/workers/", "worker (connection, sink, egress)"),
-                        ("/kernel/", "kernel (subscriber record)"), ("/media/", "per-frame encodings (shared)"),
-                        ("/protocols/http/", "HTTP request"), ("/core/", "core (keys, credentials, frame caches)")):
+    for part, label in (
+        ("/trio/", "trio (task, socket, epoll registration, cancel scopes)"),
+        ("/h11/", "h11 (the request)"),
+        ("/wsproto/", "wsproto (the viewer's WebSocket)"),
+        ("/protocols/rtmp/", "RTMP session (sans-IO)"),
+        ("/workers/", "worker (connection, sink, egress)"),
+        ("/kernel/", "kernel (subscriber record)"),
+        ("/media/", "per-frame encodings (shared)"),
+        ("/protocols/http/", "HTTP request"),
+        ("/core/", "core (keys, credentials, frame caches)"),
+    ):
         if part in name:
             return label
     return "other"
 
 
 async def main(args: argparse.Namespace) -> None:
-    options = cli.build_parser().parse_args([
-        "serve", "--rtmp-port", str(RTMP_PORT), "--http-port", str(HTTP_PORT), "--host", "127.0.0.1",
-        "--log-level", "warning", "--max-connections", "20000", "--max-idle-per-ip", "20000"])
+    options = cli.build_parser().parse_args(
+        [
+            "serve",
+            "--rtmp-port",
+            str(RTMP_PORT),
+            "--http-port",
+            str(HTTP_PORT),
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+            "--max-connections",
+            "20000",
+            "--max-idle-per-ip",
+            "20000",
+        ]
+    )
     engine, _, _ = cli.build_engine(options)
     n = args.viewers
     async with trio.open_nursery() as nursery:
@@ -66,9 +86,24 @@ async def main(args: argparse.Namespace) -> None:
         gc.collect()
         gc.freeze()
         publisher = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-             "-i", str(args.work / "media" / "sample.flv"), "-c", "copy", "-f", "flv",
-             f"rtmp://127.0.0.1:{RTMP_PORT}/live/bench"])
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(args.work / "media" / "sample.flv"),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                f"rtmp://127.0.0.1:{RTMP_PORT}/live/bench",
+            ]
+        )
         generator = None
         try:
             while not engine.streams():
@@ -77,14 +112,32 @@ async def main(args: argparse.Namespace) -> None:
             tracemalloc.start(8)
             gc.collect()
             before = tracemalloc.take_snapshot()
-            viewers = ["-n", str(n)] if args.protocol == "rtmp" else ["-n", "0", "-m", str(n), "--http-port", str(HTTP_PORT)]
+            viewers = (
+                ["-n", str(n)] if args.protocol == "rtmp" else ["-n", "0", "-m", str(n), "--http-port", str(HTTP_PORT)]
+            )
             if args.protocol == "ws-flv":
                 viewers.append("--ws")
             python = args.work / ".peers" / "venv" / "bin" / "python"
             generator = subprocess.Popen(
-                [str(python if python.exists() else sys.executable), "rtmpload.py", "--port", str(RTMP_PORT), *viewers,
-                 "--seconds", "30", "--warmup", "1", "--ramp", "2", "--expected-kbps", "1665"],
-                cwd=args.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(python if python.exists() else sys.executable),
+                    "rtmpload.py",
+                    "--port",
+                    str(RTMP_PORT),
+                    *viewers,
+                    "--seconds",
+                    "30",
+                    "--warmup",
+                    "1",
+                    "--ramp",
+                    "2",
+                    "--expected-kbps",
+                    "1665",
+                ],
+                cwd=args.work,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             stream = engine.stream(StreamKey("live", "bench"))
             while stream.stats().subscribers < n:
                 await trio.sleep(0.2)
@@ -107,8 +160,10 @@ async def main(args: argparse.Namespace) -> None:
     print("largest sites:")
     for stat in stats[: args.top]:
         frame = stat.traceback[0]
-        print(f"{stat.size_diff / n:8,.0f} B  {stat.count_diff / n:5.1f} blocks  "
-              f"{os.path.relpath(frame.filename, ROOT) if str(ROOT) in frame.filename else frame.filename}:{frame.lineno}")
+        print(
+            f"{stat.size_diff / n:8,.0f} B  {stat.count_diff / n:5.1f} blocks  "
+            f"{os.path.relpath(frame.filename, ROOT) if str(ROOT) in frame.filename else frame.filename}:{frame.lineno}"
+        )
 
 
 if __name__ == "__main__":

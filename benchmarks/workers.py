@@ -41,8 +41,25 @@ def free_port() -> int:
 
 def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
     cpus = "0" if workers == 1 else "0,1"
-    command = ["taskset", "-c", cpus, sys.executable, "-m", "arcly_trio", "serve", "--host", "127.0.0.1",
-               "--rtmp-port", str(port), "--http-port", "-1", "--log-level", "warning", "--workers", str(workers)]
+    command = [
+        "taskset",
+        "-c",
+        cpus,
+        sys.executable,
+        "-m",
+        "arcly_trio",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--rtmp-port",
+        str(port),
+        "--http-port",
+        "-1",
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -60,9 +77,24 @@ def measure(bench: Path, workers: int, n: int, seconds: int) -> dict[str, object
     port = free_port()
     server = start_server(workers, port)
     try:
-        result = subprocess.run(["./fanout.sh", "custom", str(n), str(seconds), "--port", str(port), "--server-pid",
-                                 str(server.pid), "--label", f"arcly-trio-w{workers}"],
-                                cwd=bench, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [
+                "./fanout.sh",
+                "custom",
+                str(n),
+                str(seconds),
+                "--port",
+                str(port),
+                "--server-pid",
+                str(server.pid),
+                "--label",
+                f"arcly-trio-w{workers}",
+            ],
+            cwd=bench,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -120,14 +152,17 @@ def main() -> int:
     parser.add_argument("--step", type=float, default=1.4, help="N grows by this factor until it fails (1.4)")
     parser.add_argument("--bisect", type=int, default=3, help="bisection steps (3)")
     parser.add_argument("--seconds", type=int, default=20, help="measurement window (20)")
-    parser.add_argument("--ignore-saturation", action="store_true",
-                        help="judge by kept_up alone (a shared machine keeps CPU 1 busy: the harness then "
-                             "flags every run as saturated; the flag is still recorded)")
+    parser.add_argument(
+        "--ignore-saturation",
+        action="store_true",
+        help="judge by kept_up alone (a shared machine keeps CPU 1 busy: the harness then "
+        "flags every run as saturated; the flag is still recorded)",
+    )
     args = parser.parse_args()
     global IGNORE_SATURATION
     IGNORE_SATURATION = args.ignore_saturation
     found: dict[int, tuple[int, dict]] = {}  # type: ignore[type-arg]
-    for workers in ([args.only] if args.only else [1, 2]):
+    for workers in [args.only] if args.only else [1, 2]:
         start = args.start if workers == 1 or args.only else max(args.start, found[1][0])
         found[workers] = largest(args.bench, workers, start, args.step, args.bisect, args.seconds)
     summary: dict[str, object] = {"summary": True}

@@ -21,7 +21,9 @@ async def main() -> None:
                 for _ in frames:
                     frame = await subscription.__anext__()
                     flags = "".join(f for f, on in (("K", frame.keyframe), ("C", frame.config)) if on)
-                    print(f"{frame.kind.value:5} {frame.codec:5} dts={frame.dts:4} {flags:2} {len(frame.payload)} bytes")
+                    print(
+                        f"{frame.kind.value:5} {frame.codec:5} dts={frame.dts:4} {flags:2} {len(frame.payload)} bytes"
+                    )
             stats = engine.stream("live/cam").stats()
             print(f"published {stats.video_frames_total} video and {stats.audio_frames_total} audio frames")
             while True:

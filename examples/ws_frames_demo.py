@@ -26,8 +26,8 @@ import trio
 
 from arcly_trio import AppSpec, Engine, FrameKind
 from arcly_trio.clients import open_frames_publisher, open_frames_subscription
-from arcly_trio.workers.http import HttpServer
 from arcly_trio.server.demo import LOOP_MS, demo_frames
+from arcly_trio.workers.http import HttpServer
 
 
 async def publish(url: str, seconds: float) -> int:
@@ -73,8 +73,10 @@ async def serve_and_check(seconds: float) -> None:
                         if media == 0:
                             print(f"first {frame.kind.value} frame: keyframe={frame.keyframe}", flush=True)
                         media += 1
-            print(f"watched {media} frames; stream ended: {subscription.end.reason if subscription.end else '?'}",
-                  flush=True)
+            print(
+                f"watched {media} frames; stream ended: {subscription.end.reason if subscription.end else '?'}",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py serve   # venv + install, then `arcly-trio serve --demo`
     python3 scripts/dev.py test    # venv + install + test tools (ffmpeg, chromium...), then the whole suite
-    python3 scripts/dev.py run COMMAND [ARGS...]   # any command in the venv: arcly-trio sign ..., python examples/embed.py
+    python3 scripts/dev.py run COMMAND [ARGS...]   # any command in the venv: arcly-trio sign ...
 
 All three create ``.venv`` next to the project (once: it says so, it takes about a minute) and
 install the project into it (editable, with the ``test`` extra for ``test``). ``run`` runs the
@@ -33,20 +33,29 @@ PYTHON = BIN / "python"
 # tool on PATH -> the Debian package that provides it (the browser tests drive Debian's
 # Chromium through its chromedriver; a downloaded browser is never used; npm installs the
 # players the browser tests serve to it, hls.js and dash.js, into a cache: tests/_npm.py).
-TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
-         "npm": "npm",
-         # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
-         "nginx": "nginx", "redis-server": "redis-server",
-         # a real Prometheus scrapes /metrics (tests/ops/test_ops_interop.py)
-         "prometheus": "prometheus",
-         # the DASH interop tests play the MPD with VLC (cvlc) and GStreamer (dashdemux2)
-         "cvlc": "vlc-bin", "gst-launch-1.0": "gstreamer1.0-tools"}
+TOOLS = {
+    "ffmpeg": "ffmpeg",
+    "ffprobe": "ffmpeg",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "npm": "npm",
+    # the relay tests push to and pull from nginx-rtmp; the cluster tests run a redis-server
+    "nginx": "nginx",
+    "redis-server": "redis-server",
+    # a real Prometheus scrapes /metrics (tests/ops/test_ops_interop.py)
+    "prometheus": "prometheus",
+    # the DASH interop tests play the MPD with VLC (cvlc) and GStreamer (dashdemux2)
+    "cvlc": "vlc-bin",
+    "gst-launch-1.0": "gstreamer1.0-tools",
+}
 # files (not on PATH; glob patterns) -> the Debian package that provides them
-FILES = {"/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp",
-         "/usr/lib/*/vlc/plugins/demux/libadaptive_plugin.so": "vlc-plugin-base",
-         "/usr/lib/*/gstreamer-1.0/libgstadaptivedemux2.so": "gstreamer1.0-plugins-good",
-         "/usr/lib/*/gstreamer-1.0/libgstvideoparsersbad.so": "gstreamer1.0-plugins-bad",
-         "/usr/lib/*/gstreamer-1.0/libgstlibav.so": "gstreamer1.0-libav"}
+FILES = {
+    "/usr/lib/nginx/modules/ngx_rtmp_module.so": "libnginx-mod-rtmp",
+    "/usr/lib/*/vlc/plugins/demux/libadaptive_plugin.so": "vlc-plugin-base",
+    "/usr/lib/*/gstreamer-1.0/libgstadaptivedemux2.so": "gstreamer1.0-plugins-good",
+    "/usr/lib/*/gstreamer-1.0/libgstvideoparsersbad.so": "gstreamer1.0-plugins-bad",
+    "/usr/lib/*/gstreamer-1.0/libgstlibav.so": "gstreamer1.0-libav",
+}
 
 
 def run(*cmd: str | Path) -> None:
@@ -68,8 +77,9 @@ def ensure_venv(extra: str) -> None:
     if _installed(extra):
         return
     what = f"arcly-trio and its {extra} extra" if extra else "arcly-trio"
-    print(f"Installing {what} into {VENV} (the first time takes about a minute; nothing shows meanwhile)...",
-          flush=True)
+    print(
+        f"Installing {what} into {VENV} (the first time takes about a minute; nothing shows meanwhile)...", flush=True
+    )
     if not PYTHON.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
@@ -77,16 +87,21 @@ def ensure_venv(extra: str) -> None:
     (VENV / f".installed-{extra or 'base'}").touch()
     activate = BIN / "activate"
     shown = activate.relative_to(ROOT) if activate.is_relative_to(ROOT) else activate
-    print(f"Installed. Its commands are in {BIN} (arcly-trio, python): `python3 scripts/dev.py run COMMAND`, "
-          f"or `source {shown}` first.", flush=True)
+    print(
+        f"Installed. Its commands are in {BIN} (arcly-trio, python): `python3 scripts/dev.py run COMMAND`, "
+        f"or `source {shown}` first.",
+        flush=True,
+    )
 
 
 def run_in_venv(command: list[str]) -> int:
     """Run ``command`` with the venv's ``bin`` first on ``PATH`` (as if it were activated);
     its exit code. Never returns on POSIX: the command replaces this process."""
     if not command:
-        print("usage: python3 scripts/dev.py run COMMAND [ARGS...]  (e.g. arcly-trio sign URL --secret S)",
-              file=sys.stderr)
+        print(
+            "usage: python3 scripts/dev.py run COMMAND [ARGS...]  (e.g. arcly-trio sign URL --secret S)",
+            file=sys.stderr,
+        )
         return 2
     env = {**os.environ, "VIRTUAL_ENV": str(VENV), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYTHONHOME", None)
@@ -99,15 +114,20 @@ def run_in_venv(command: list[str]) -> int:
 
 
 def ensure_tools() -> None:
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
-                     | {pkg for pattern, pkg in FILES.items() if not glob.glob(pattern)})
+    missing = sorted(
+        {pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
+        | {pkg for pattern, pkg in FILES.items() if not glob.glob(pattern)}
+    )
     if not missing:
         return
     apt = shutil.which("apt-get")
     prefix: list[str] = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else [])
     if apt is None or (os.geteuid() != 0 and not prefix):
-        print(f"warning: install {' '.join(missing)} for the interop tests "
-              "(they fail in CI without them and are skipped elsewhere)", file=sys.stderr)
+        print(
+            f"warning: install {' '.join(missing)} for the interop tests "
+            "(they fail in CI without them and are skipped elsewhere)",
+            file=sys.stderr,
+        )
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*prefix, apt, "update", "-qq"], check=True, env=env)

@@ -54,8 +54,13 @@ class MyAuthenticator(TokenAuthenticator):
 def my_server() -> RaceSetup:
     """docs/testing.md's example."""
     engine = Engine.builder().application(AppSpec("live", lag_budget=50)).authenticator(MyAuthenticator()).build()
-    return RaceSetup(engine, publish=Credentials(token="pub-secret"), play=Credentials(token="view"),
-                     refused_publish=Credentials(token="wrong"), refused_play=Credentials(token="nope"))
+    return RaceSetup(
+        engine,
+        publish=Credentials(token="pub-secret"),
+        play=Credentials(token="view"),
+        refused_publish=Credentials(token="wrong"),
+        refused_play=Credentials(token="nope"),
+    )
 
 
 def tally(races: EngineRaces, counts: collections.Counter[str]) -> None:
@@ -79,22 +84,31 @@ def main(examples: int, seeds: list[int]) -> None:
         counts: collections.Counter[str] = collections.Counter()
 
         @seed(number)
-        @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(st.data())
         def run(data: st.DataObject) -> None:
             MyAuthenticator.most = 0
-            tally(run_races(my_server, data), counts)
+            tally(run_races(my_server, data), counts)  # noqa: B023 (run() is called in this iteration)
 
         run()
         n = counts["examples"]
-        shares = ", ".join(f"{name} {100 * counts[name] / n:.1f} %" for name in
-                           ("plays media", "no subscriber", "races a refused play", "2-4 authorizations in flight"))
+        shares = ", ".join(
+            f"{name} {100 * counts[name] / n:.1f} %"
+            for name in ("plays media", "no subscriber", "races a refused play", "2-4 authorizations in flight")
+        )
         print(f"seed {number}: {n} examples: {shares}")
         for name in sorted(k for k in counts if k.startswith("subscribes")):
             print(f"    {name}: {counts[name]}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500,
-         [int(s) for s in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1, 2, 3])
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 500,
+        [int(s) for s in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1, 2, 3],
+    )

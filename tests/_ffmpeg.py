@@ -22,17 +22,46 @@ from tests._tools import require_tool
 def publish_args(url: str, *, gop: int = 30, seconds: float | None = None) -> list[str]:
     """ffmpeg publishing a 320x240 30 fps H.264 test pattern and a 440 Hz AAC tone in real time."""
     args = [
-        require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+        require_tool("ffmpeg"),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
     ]
     if seconds is not None:
         args += ["-t", f"{seconds:g}"]
     args += [
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", "64k",
-        "-f", "flv", url,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-f",
+        "flv",
+        url,
     ]
     return args
 
@@ -40,8 +69,16 @@ def publish_args(url: str, *, gop: int = 30, seconds: float | None = None) -> li
 def play_args(url: str) -> list[str]:
     """ffmpeg playing ``url`` and writing one line per *decoded* frame (framemd5)."""
     return [
-        require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", url, "-f", "framemd5", "-",
+        require_tool("ffmpeg"),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        url,
+        "-f",
+        "framemd5",
+        "-",
     ]
 
 
@@ -95,7 +132,7 @@ class Player(Tool):
 
     def on_line(self, line: str) -> None:
         if line.startswith("#media_type"):
-            index, _, kind = line[len("#media_type"):].partition(":")
+            index, _, kind = line[len("#media_type") :].partition(":")
             self.media_types[index.strip()] = kind.strip()
         elif line.startswith("#dimensions"):
             self.dimensions = line.partition(":")[2].strip()
@@ -159,9 +196,18 @@ def player(url: str) -> Any:
 async def ffprobe_packets(url: str, count: int) -> list[tuple[int, str]]:
     """``(dts, flags)`` of the first ``count`` video packets ffprobe reads from ``url``."""
     args = [
-        require_tool("ffprobe"), "-v", "error", "-select_streams", "v:0",
-        "-show_entries", "packet=dts,flags", "-of", "csv=p=0",
-        "-read_intervals", f"%+#{count}", url,
+        require_tool("ffprobe"),
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=dts,flags",
+        "-of",
+        "csv=p=0",
+        "-read_intervals",
+        f"%+#{count}",
+        url,
     ]
     result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
@@ -176,8 +222,15 @@ async def probe_streams(url: str, *options: str) -> list[dict[str, Any]]:
     """The streams ffprobe finds at ``url`` (``codec_type``, ``codec_name``, ``width``,
     ``height``), audio before video; ``options`` go before the URL (``-rw_timeout``...)."""
     args = [
-        require_tool("ffprobe"), "-v", "error", *options, "-show_entries",
-        "stream=codec_type,codec_name,width,height", "-of", "json", url,
+        require_tool("ffprobe"),
+        "-v",
+        "error",
+        *options,
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height",
+        "-of",
+        "json",
+        url,
     ]
     result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     assert result.returncode == 0, result.stderr.decode(errors="replace")

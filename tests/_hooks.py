@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
 from tests._net import free_port
 
 
@@ -58,7 +59,7 @@ class HookServer:
                     self._answer(500, b"Traceback (most recent call last): db password=hunter2 at 10.0.0.5")
                 elif path.startswith("/redirect/"):
                     self.send_response(302)
-                    self.send_header("location", path[len("/redirect/"):])
+                    self.send_header("location", path[len("/redirect/") :])
                     self.send_header("content-length", "0")
                     self.end_headers()
                 elif path == "/huge":

@@ -72,9 +72,7 @@ def read_flv(data: bytes) -> list[Frame]:
             if packet_type == 0:
                 frames.append(Frame(FrameKind.VIDEO, "h264", ts, ts, bytes(body[5:]), config=True))
             elif packet_type == 1:
-                frames.append(
-                    Frame(FrameKind.VIDEO, "h264", ts + cts, ts, bytes(body[5:]), keyframe=key)
-                )
+                frames.append(Frame(FrameKind.VIDEO, "h264", ts + cts, ts, bytes(body[5:]), keyframe=key))
         elif tag_type == 8 and body:
             fmt = body[0] >> 4
             if fmt == 10:
@@ -106,9 +104,7 @@ def build_avcc(sps: list[bytes], pps: list[bytes], nal_length_size: int = 4) -> 
     return out
 
 
-def encode_hevc(
-    out: Path, size: str, frames: int = 3, x265_params: str = "log-level=error"
-) -> bytes:
+def encode_hevc(out: Path, size: str, frames: int = 3, x265_params: str = "log-level=error") -> bytes:
     """Encode a testsrc clip with libx265 to a raw HEVC (Annex B) stream; its bytes."""
     ffmpeg = require_tool("ffmpeg")
     subprocess.run(

@@ -22,8 +22,9 @@ from tests._net import HOST
 
 
 @asynccontextmanager
-async def cluster_node(directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0, http: Any = None,
-                       hls: Any = None) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
+async def cluster_node(
+    directory: MemoryDirectory, node_id: str, *, ttl: float = 1.0, http: Any = None, hls: Any = None
+) -> AsyncIterator[tuple[Engine, RtmpServer, ClusterNode]]:
     """A node of the cluster (with an HTTP worker and an HLS service, if given)."""
     # The node learns its port once the worker is bound: reserve one first.
     listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
@@ -52,9 +53,14 @@ async def publish_frames(url: str, frames: list, *, task_status=trio.TASK_STATUS
 
 
 @asynccontextmanager
-async def node(*, services: tuple[Any, ...] = (), sources: tuple[Any, ...] = (), http: bool = False,
-               apps: tuple[str, ...] = ("live",), observer: Any = None
-               ) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer | None]]:
+async def node(
+    *,
+    services: tuple[Any, ...] = (),
+    sources: tuple[Any, ...] = (),
+    http: bool = False,
+    apps: tuple[str, ...] = ("live",),
+    observer: Any = None,
+) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer | None]]:
     rtmp = RtmpServer(HOST, 0)
     builder = Engine.builder().protocol(rtmp).idle_timeout(30)
     if observer is not None:

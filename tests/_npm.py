@@ -35,6 +35,20 @@ def npm_file(package: str, path: str) -> Path:
     if not target.exists() or f'"version": "{version}"' not in stamp.read_text(errors="replace"):
         npm = require_tool("npm")
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund", "--ignore-scripts",
-                        "--loglevel", "error", f"{package}@{version}"], check=True, timeout=600)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(cache),
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--loglevel",
+                "error",
+                f"{package}@{version}",
+            ],
+            check=True,
+            timeout=600,
+        )
     return target

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests._tools import require_tool
 from tests._net import free_port
+from tests._tools import require_tool
 
 HOST = "127.0.0.1"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -73,7 +73,9 @@ async def nginx_rtmp() -> AsyncIterator[int]:
         conf.write_text(NGINX_CONF.format(module=RTMP_MODULE, root=root, host=HOST, port=port))
         process = await trio.lowlevel.open_process(
             [nginx, "-p", root, "-c", str(conf), "-e", f"{root}/error.log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             await wait_port(port, process, "nginx")
             yield port
@@ -91,7 +93,9 @@ async def redis_server(port: int = 0) -> AsyncIterator[tuple[int, trio.Process]]
         port = port or free_port()
         process = await trio.lowlevel.open_process(
             [redis, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", root],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             await wait_port(port, process, "redis-server")
             yield port, process

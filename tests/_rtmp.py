@@ -72,9 +72,9 @@ class RawClient(RawRtmpClient):
                 return
 
 
-
-async def count_media(port: int, name: str, counter: list[int], *,
-                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def count_media(
+    port: int, name: str, counter: list[int], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Play ``live/{name}`` with the real RTMP client, adding every frame to ``counter[0]``
     (a healthy player), until the stream or the connection ends."""
     async with open_rtmp_player(f"rtmp://{HOST}:{port}/live/{name}") as player:

@@ -115,10 +115,7 @@ async def wait_publishing(engine: Engine, key: str, video_frames: int = 1) -> St
 
 def records(caplog: pytest.LogCaptureFixture, *needles: str) -> list[logging.LogRecord]:
     """Captured records of the RTMP worker whose message contains every one of ``needles``."""
-    return [
-        r for r in caplog.records
-        if r.name == "arcly_trio.rtmp" and all(n in r.getMessage() for n in needles)
-    ]
+    return [r for r in caplog.records if r.name == "arcly_trio.rtmp" and all(n in r.getMessage() for n in needles)]
 
 
 async def healthy_stream(engine: Engine, demo_frames: list[Frame], nursery: trio.Nursery, key: str = "live/ok") -> None:
@@ -150,8 +147,13 @@ class Served(NamedTuple):
 
 
 @asynccontextmanager
-async def serving(*apps: AppSpec, hls: bool = False, observer: CountingObserver | None = None,
-                  rtmp: dict[str, Any] | None = None, **http_options: Any) -> AsyncIterator[Served]:
+async def serving(
+    *apps: AppSpec,
+    hls: bool = False,
+    observer: CountingObserver | None = None,
+    rtmp: dict[str, Any] | None = None,
+    **http_options: Any,
+) -> AsyncIterator[Served]:
     """A running engine with ``apps`` (by default ``live``) and an HTTP server on 127.0.0.1:0
     (``http_options``); with ``hls``, the MPEG-TS HLS service; with ``rtmp`` (its options), an
     RTMP server on 127.0.0.1:0 too. Yields ``(engine, rtmp, http)``."""

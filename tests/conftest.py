@@ -39,8 +39,9 @@ def _real_clients_are_marked_interop(request: pytest.FixtureRequest) -> Iterator
     asked = _tools.tools_asked
     yield
     if _tools.tools_asked != asked and request.node.get_closest_marker("interop") is None:
-        pytest.fail(f"{request.node.nodeid} drives a real tool but is not marked interop "
-                    "(@pytest.mark.interop)", pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} drives a real tool but is not marked interop (@pytest.mark.interop)", pytrace=False
+        )
 
 
 @pytest.fixture
@@ -88,8 +89,13 @@ def http_get():  # type: ignore[no-untyped-def]
     async def get(port: int, target: str, headers=(), method: str = "GET", timeout: float = 10):  # type: ignore[no-untyped-def]
         host = [] if any(name.lower() == "host" for name, _ in headers) else [("host", "127.0.0.1")]
         with trio.fail_after(timeout):
-            reply = await http_request(f"http://127.0.0.1:{port}{target}", method=method, headers=[*host, *headers],
-                                       timeout=timeout, limit=1 << 30)
+            reply = await http_request(
+                f"http://127.0.0.1:{port}{target}",
+                method=method,
+                headers=[*host, *headers],
+                timeout=timeout,
+                limit=1 << 30,
+            )
         return tuple(reply)
 
     return get

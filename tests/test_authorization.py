@@ -37,10 +37,10 @@ from arcly_trio.server.cli import build_parser, resolve_args
 from arcly_trio.server.cli import main as cli_main
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
-from tests._hls import media_playlist, uris
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._rtmp import HOST, RawClient
+from tests._hls import media_playlist, uris
 from tests._net import black_hole
+from tests._rtmp import HOST, RawClient
 
 TOKEN = "p1ay"
 
@@ -48,10 +48,16 @@ TOKEN = "p1ay"
 @asynccontextmanager
 async def guarded(demo_frames: list[Frame]) -> AsyncIterator[tuple[Engine, int, int]]:
     rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
-    engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts", target_duration=1))
-              .authenticator(TokenAuthenticator(play_token=TOKEN))
-              .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
-              .protocol(rtmp).protocol(http).build())
+    engine = (
+        Engine.builder()
+        .application(AppSpec("live", hls=True))
+        .service(HlsService(variant="ts", target_duration=1))
+        .authenticator(TokenAuthenticator(play_token=TOKEN))
+        .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
+        .protocol(rtmp)
+        .protocol(http)
+        .build()
+    )
     async with engine, engine.publish("live/cam") as publisher:
         for frame in demo_frames[:200]:  # more than two 1 s segments
             await publisher.send(frame)
@@ -83,8 +89,12 @@ async def test_http_flv_and_ws_flv_need_the_token(demo_frames, http_get) -> None
         assert status == 403 and b"refused: wrong token" in body
         status, _, _ = await http_get(http, f"/live/cam.flv?token={TOKEN}", method="HEAD")
         assert status == 200
-        ws = [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-version", "13"),
-              ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
+        ws = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]
         status, _, _ = await http_get(http, "/live/cam.flv", headers=ws)
         assert status == 401
         assert engine.auth_throttle.refusals == 3
@@ -99,8 +109,9 @@ async def test_hls_needs_the_token_and_hands_it_on_to_segments(demo_frames, http
                     break
                 await trio.sleep(0.05)
         segments = uris(playlist)  # the token is handed on, with the player's session id
-        assert segments and all(re.search(f"\\?token={TOKEN}&arcly_session=[A-Za-z0-9_-]{{16}}$", line)
-                                for line in segments), segments
+        assert segments and all(
+            re.search(f"\\?token={TOKEN}&arcly_session=[A-Za-z0-9_-]{{16}}$", line) for line in segments
+        ), segments
         status, _, data = await http_get(http, f"/live/cam/{segments[0]}")
         assert status == 200 and data[:1] == b"\x47"  # MPEG-TS sync byte
         bare = segments[0].split("?")[0]
@@ -143,8 +154,23 @@ async def test_a_viewer_url_from_sign_never_publishes_and_the_streamers_jwt_does
     assert cli_main(["sign", "rtmp://example.org/live/cam", "--secret", SIGN_SECRET, "--action", "publish"]) == 0
     streamer = urlsplit(capsys.readouterr().out.strip()).query
     assert viewer.startswith("sign=") and streamer.startswith("jwt=")
-    args = resolve_args(build_parser(), ["serve", "--host", HOST, "--rtmp-port", "0", "--http-port", "0", "--no-hls",
-                                         "--sign-secret", SIGN_SECRET, "--auth-max-delay", "0.01"])
+    args = resolve_args(
+        build_parser(),
+        [
+            "serve",
+            "--host",
+            HOST,
+            "--rtmp-port",
+            "0",
+            "--http-port",
+            "0",
+            "--no-hls",
+            "--sign-secret",
+            SIGN_SECRET,
+            "--auth-max-delay",
+            "0.01",
+        ],
+    )
     runtime = build_runtime(args)
     engine = runtime.engine
     async with trio.open_nursery() as nursery:
@@ -167,9 +193,14 @@ async def test_a_viewer_url_from_sign_never_publishes_and_the_streamers_jwt_does
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("tokens", [["--publish-token", "same", "--play-token", "same"],
-                                    ["--sign-secret", "s", "--publish-sign-secret", "s"],
-                                    ["--publish-sign-secret", "p"]])
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        ["--publish-token", "same", "--play-token", "same"],
+        ["--sign-secret", "s", "--publish-sign-secret", "s"],
+        ["--publish-sign-secret", "p"],
+    ],
+)
 def test_settings_where_a_viewer_credential_would_publish_stop_the_server(tokens: list[str]) -> None:
     args = resolve_args(build_parser(), ["serve", "--rtmp-port", "0", "--http-port", "-1", *tokens])
     with pytest.raises(SystemExit, match="differ|needs --sign-secret"):
@@ -177,15 +208,34 @@ def test_settings_where_a_viewer_credential_would_publish_stop_the_server(tokens
 
 
 async def test_a_publish_sign_secret_makes_an_nms_publish_url(capsys, demo_frames) -> None:  # type: ignore[no-untyped-def]
-    assert cli_main(["sign", "rtmp://example.org/live/cam", "--action", "publish",
-                     "--publish-sign-secret", "for-streamers"]) == 0
+    assert (
+        cli_main(
+            ["sign", "rtmp://example.org/live/cam", "--action", "publish", "--publish-sign-secret", "for-streamers"]
+        )
+        == 0
+    )
     streamer = urlsplit(capsys.readouterr().out.strip()).query
     assert streamer.startswith("sign=")
     assert cli_main(["sign", "rtmp://example.org/live/cam", "--action", "*", "--secret", SIGN_SECRET]) == 0
     both = urlsplit(capsys.readouterr().out.strip()).query
     assert both.startswith("jwt=")  # both actions: a JWT, never a ?sign=
-    args = resolve_args(build_parser(), ["serve", "--host", HOST, "--rtmp-port", "0", "--http-port", "-1", "--no-hls",
-                                         "--sign-secret", SIGN_SECRET, "--publish-sign-secret", "for-streamers"])
+    args = resolve_args(
+        build_parser(),
+        [
+            "serve",
+            "--host",
+            HOST,
+            "--rtmp-port",
+            "0",
+            "--http-port",
+            "-1",
+            "--no-hls",
+            "--sign-secret",
+            SIGN_SECRET,
+            "--publish-sign-secret",
+            "for-streamers",
+        ],
+    )
     engine = build_runtime(args).engine
     async with engine:
         async with engine.publish("live/cam", Credentials(query=dict(parse_qsl(streamer)))):
@@ -204,10 +254,15 @@ async def test_ll_hls_parts_segments_and_init_need_the_play_token(demo_frames, h
     Mutants killed: the HLS routes skipping authorization for LL-HLS parts (names with two
     dots), or for every ``.m4s``."""
     http = HttpServer(HOST, 0, max_pending_per_address=None)
-    engine = (Engine.builder().application(AppSpec("live", hls=True, audio_hold=0))
-              .service(HlsService(variant="ll", target_duration=1))
-              .authenticator(TokenAuthenticator(play_token=TOKEN))
-              .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001)).protocol(http).build())
+    engine = (
+        Engine.builder()
+        .application(AppSpec("live", hls=True, audio_hold=0))
+        .service(HlsService(variant="ll", target_duration=1))
+        .authenticator(TokenAuthenticator(play_token=TOKEN))
+        .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
+        .protocol(http)
+        .build()
+    )
     async with engine, engine.publish("live/cam") as publisher:
         for frame in demo_frames[:300]:  # several 1 s segments, each in parts
             await publisher.send(frame)
@@ -218,8 +273,11 @@ async def test_ll_hls_parts_segments_and_init_need_the_play_token(demo_frames, h
                 if status == 200 and "#EXT-X-PART:" in text and re.search(r"^[^#].*\.m4s", text, re.M):
                     break
                 await trio.sleep(0.05)
-        uris = [uri.split("?")[0] for uri in re.findall(r'URI="([^"]+)"', text)
-                + [line for line in text.splitlines() if line and not line.startswith("#")]]
+        uris = [
+            uri.split("?")[0]
+            for uri in re.findall(r'URI="([^"]+)"', text)
+            + [line for line in text.splitlines() if line and not line.startswith("#")]
+        ]
         parts = [uri for uri in uris if uri.count(".") == 2 and uri.endswith(".m4s")]
         segments = [uri for uri in uris if uri.count(".") == 1 and uri.endswith(".m4s")]
         inits = [uri for uri in uris if uri.endswith(".mp4")]
@@ -242,10 +300,17 @@ async def test_a_refused_play_opens_no_upstream_connection(http_get) -> None:  #
         upstream_port, upstream = await outer.start(black_hole)
         pull = PullSource({None: f"rtmp://{HOST}:{upstream_port}/{{app}}/{{stream}}"}, timeout=1)
         rtmp, http = RtmpServer(HOST, 0), HttpServer(HOST, 0)
-        engine = (Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts"))
-                  .authenticator(TokenAuthenticator(play_token=TOKEN)).source(pull)
-                  .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
-                  .protocol(rtmp).protocol(http).build())
+        engine = (
+            Engine.builder()
+            .application(AppSpec("live", hls=True))
+            .service(HlsService(variant="ts"))
+            .authenticator(TokenAuthenticator(play_token=TOKEN))
+            .source(pull)
+            .auth_throttle(AuthThrottle(base_delay=0.001, max_delay=0.001))
+            .protocol(rtmp)
+            .protocol(http)
+            .build()
+        )
         async with engine:
             client = await RawClient.open(rtmp.port)
             await client.connect("live", rtmp.port)

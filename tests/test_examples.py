@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_embedding_example_prints_received_frames() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "embed.py")], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "embed.py")], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     lines = out.splitlines()
     assert lines[0].startswith("data ") and "C" in lines[0]  # metadata first
     assert any(line.startswith("video h264  dts=   0 K") for line in lines)
@@ -28,8 +29,13 @@ def test_embedding_example_prints_received_frames() -> None:
 
 
 def test_ws_frames_demo_publishes_over_the_frame_protocol_and_the_frames_come_back() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "ws_frames_demo.py"), "--serve", "--seconds", "2.5"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ws_frames_demo.py"), "--serve", "--seconds", "2.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "config video: avc1.4d401e" in out and "config audio: mp4a.40.2" in out
     assert "first video frame: keyframe=True" in out
     assert "published " in out and "stream ended: stream-ended" in out
@@ -66,8 +72,14 @@ def test_the_readmes_dev_py_run_commands_work_as_written() -> None:
         for command in found:
             argv = shlex.split(command, comments=True)
             assert argv[0] == "python3"
-            result = subprocess.run([shutil.which("python3") or sys.executable, *argv[1:]], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=120, check=False)
+            result = subprocess.run(
+                [shutil.which("python3") or sys.executable, *argv[1:]],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             assert result.returncode == 0, (command, result.stderr)
             assert re.search(output, result.stdout.strip()), (command, result.stdout)
 
@@ -94,8 +106,9 @@ def test_the_readmes_property_testing_example_is_complete_and_runs(tmp_path: Pat
         trio.run(authenticator.authorize_play, StreamKey("live", "cam"), Credentials(token="nope"))
 
 
-def test_dev_py_says_it_is_installing_on_the_first_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_dev_py_says_it_is_installing_on_the_first_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The first run spent about 45 s in a silent ``pip install --quiet``: it says so now, once."""
     spec = importlib.util.spec_from_file_location("dev", ROOT / "scripts" / "dev.py")
     assert spec is not None and spec.loader is not None

@@ -44,10 +44,35 @@ ALLOWED: dict[str, set[str]] = {
     "clients": {"core", "media", "protocols", "transport"},
     "relay": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "transport"},
     "cluster": {"core", "media", "protocols", "kernel", "storage", "services", "clients", "relay", "transport"},
-    "server": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
-               "cluster", "transport"},
-    "testing": {"core", "media", "protocols", "kernel", "storage", "services", "ops", "workers", "clients", "relay",
-                "cluster", "server", "transport"},
+    "server": {
+        "core",
+        "media",
+        "protocols",
+        "kernel",
+        "storage",
+        "services",
+        "ops",
+        "workers",
+        "clients",
+        "relay",
+        "cluster",
+        "transport",
+    },
+    "testing": {
+        "core",
+        "media",
+        "protocols",
+        "kernel",
+        "storage",
+        "services",
+        "ops",
+        "workers",
+        "clients",
+        "relay",
+        "cluster",
+        "server",
+        "transport",
+    },
 }
 SANS_IO = ("core", "media", "protocols")
 
@@ -128,7 +153,7 @@ def test_no_module_imports_itself_back_in_a_circle() -> None:
         if node in done:
             return
         if node in visiting:
-            cycles.append(visiting[visiting.index(node):] + [node])
+            cycles.append(visiting[visiting.index(node) :] + [node])
             return
         visiting.append(node)
         for nxt in graph.get(node, ()):
@@ -160,7 +185,9 @@ _PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make"}  # namedtuple's
 
 
 def _private(name: str) -> bool:
-    return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and name not in _PUBLIC_UNDERSCORE
+    return (
+        name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and name not in _PUBLIC_UNDERSCORE
+    )
 
 
 def _defined_here(tree: ast.Module) -> set[str]:
@@ -172,8 +199,12 @@ def _defined_here(tree: ast.Module) -> set[str]:
             own.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             own.add(node.id)
-        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
-              and node.value.id in ("self", "cls")):
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
             own.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _private(node.value):
             own.add(node.value)
@@ -222,10 +253,12 @@ def test_no_private_name_is_reached_across_modules() -> None:
 
 def test_the_private_name_check_sees_a_reach(tmp_path: Path) -> None:
     path = tmp_path / "example.py"
-    path.write_text("from arcly_trio.kernel.engine import _MAX_FAILURE_KINDS\n"
-                    "from . import _hls_held\n\n\n"
-                    "class Mine:\n    def __init__(self):\n        self._mine = 1\n\n\n"
-                    "def f(x, other):\n    return x._hidden, other._mine\n")
+    path.write_text(
+        "from arcly_trio.kernel.engine import _MAX_FAILURE_KINDS\n"
+        "from . import _hls_held\n\n\n"
+        "class Mine:\n    def __init__(self):\n        self._mine = 1\n\n\n"
+        "def f(x, other):\n    return x._hidden, other._mine\n"
+    )
     found = private_reaches("arcly_trio.services.example", path, modules())
     assert [(line, attribute) for _, line, attribute in found] == [(1, "_MAX_FAILURE_KINDS"), (11, "_hidden")]
 

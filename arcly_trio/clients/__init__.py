@@ -4,7 +4,7 @@
 :mod:`.rtmp`: RTMP (publish to and play from any RTMP server).
 """
 
-from .frames import (
+from arcly_trio.clients.frames import (
     FramesClosed,
     FramesPublisher,
     FramesRefused,
@@ -12,7 +12,7 @@ from .frames import (
     open_frames_publisher,
     open_frames_subscription,
 )
-from .rtmp import RtmpPlayer, RtmpPublisher, open_rtmp_player, open_rtmp_publisher
+from arcly_trio.clients.rtmp import RtmpPlayer, RtmpPublisher, open_rtmp_player, open_rtmp_publisher
 
 __all__ = [
     "RtmpPlayer",

@@ -22,11 +22,11 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ..core.errors import ConnectionLost
-from ..core.frame import Frame
-from ..media import flv
-from ..media.timestamps import TimestampUnwrapper
-from .http import HttpResponse, open_http_get
+from arcly_trio.clients.http import HttpResponse, open_http_get
+from arcly_trio.core.errors import ConnectionLost
+from arcly_trio.core.frame import Frame
+from arcly_trio.media import flv
+from arcly_trio.media.timestamps import TimestampUnwrapper
 
 __all__ = ["FlvPlayer", "open_flv_player"]
 
@@ -96,9 +96,15 @@ class FlvPlayer:
 
 
 @asynccontextmanager
-async def open_flv_player(url: str, *, unix_socket: str | None = None, timeout: float = 10.0,
-                          read_timeout: float = 30.0, max_tag_body: int = 8 * 1024 * 1024,
-                          ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[FlvPlayer]:
+async def open_flv_player(
+    url: str,
+    *,
+    unix_socket: str | None = None,
+    timeout: float = 10.0,
+    read_timeout: float = 30.0,
+    max_tag_body: int = 8 * 1024 * 1024,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[FlvPlayer]:
     """Play the HTTP-FLV stream at ``url`` for the duration of the block."""
     async with open_http_get(url, unix_socket=unix_socket, timeout=timeout, ssl_context=ssl_context) as response:
         yield FlvPlayer(response, read_timeout, max_tag_body)

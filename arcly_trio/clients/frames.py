@@ -34,9 +34,9 @@ from contextlib import asynccontextmanager
 import trio
 import trio_websocket
 
-from ..core.errors import StreamError
-from ..core.frame import Frame, FrameKind
-from ..protocols.frames.messages import (
+from arcly_trio.core.errors import StreamError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.protocols.frames.messages import (
     SUBPROTOCOL,
     Config,
     End,
@@ -49,7 +49,7 @@ from ..protocols.frames.messages import (
     encode_text,
     frame_message,
 )
-from ..protocols.frames.reader import FramesReader
+from arcly_trio.protocols.frames.reader import FramesReader
 
 __all__ = [
     "FramesClosed",
@@ -150,8 +150,11 @@ async def open_frames_subscription(
 ) -> AsyncIterator[FramesSubscription]:
     """Play ``url`` (``ws://host:port/{app}/{stream}/frames[?token=...]``)."""
     async with trio_websocket.open_websocket_url(
-        url, subprotocols=[SUBPROTOCOL], max_message_size=limits.max_message,
-        connect_timeout=connect_timeout, disconnect_timeout=2,
+        url,
+        subprotocols=[SUBPROTOCOL],
+        max_message_size=limits.max_message,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=2,
     ) as ws:
         subscription = FramesSubscription(ws, limits)
         await subscription._next_start()
@@ -227,16 +230,17 @@ class FramesPublisher:
 
 
 @asynccontextmanager
-async def open_frames_publisher(
-    url: str, *, connect_timeout: float = 10.0
-) -> AsyncIterator[FramesPublisher]:
+async def open_frames_publisher(url: str, *, connect_timeout: float = 10.0) -> AsyncIterator[FramesPublisher]:
     """Publish to ``url`` (``ws://host:port/{app}/{stream}/ingest[?token=...]``).
 
     Returns once the server said ``start`` (publish accepted); leaving the block sends ``end``.
     """
     async with trio_websocket.open_websocket_url(
-        url, subprotocols=[SUBPROTOCOL], max_message_size=64 * 1024,
-        connect_timeout=connect_timeout, disconnect_timeout=2,
+        url,
+        subprotocols=[SUBPROTOCOL],
+        max_message_size=64 * 1024,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=2,
     ) as ws:
         publisher = FramesPublisher(ws)
         try:

@@ -31,10 +31,10 @@ from typing import NamedTuple
 import h11
 import trio
 
-from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
-from ..core.redact import redact_url
-from ..core.text import printable
-from ..transport import TRANSPORT_ERRORS, describe
+from arcly_trio.core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
+from arcly_trio.core.redact import redact_url
+from arcly_trio.core.text import printable
+from arcly_trio.transport import TRANSPORT_ERRORS, describe
 
 __all__ = ["HttpReply", "HttpResponse", "get_json_bytes", "http_request", "open_http_exchange", "open_http_get"]
 
@@ -45,8 +45,7 @@ class HttpResponse:
     """The response of :func:`open_http_get`: ``status``, ``headers`` (lower-case names), the
     body by pieces."""
 
-    def __init__(self, stream: trio.abc.Stream, connection: h11.Connection, response: h11.Response,
-                 where: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, connection: h11.Connection, response: h11.Response, where: str) -> None:
         self._stream = stream
         self._h11 = connection
         self.status = response.status_code
@@ -92,8 +91,9 @@ class HttpReply(NamedTuple):
 
 
 @asynccontextmanager
-async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: float = 10.0,
-                        ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[HttpResponse]:
+async def open_http_get(
+    url: str, *, unix_socket: str | None = None, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[HttpResponse]:
     """``GET url``; yields the response once its head is in (see the module docstring)."""
     async with open_http_exchange(url, unix_socket=unix_socket, timeout=timeout, ssl_context=ssl_context) as result:
         if result.status != 200:
@@ -102,20 +102,34 @@ async def open_http_get(url: str, *, unix_socket: str | None = None, timeout: fl
         yield result
 
 
-async def http_request(url: str, *, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
-                       unix_socket: str | None = None, timeout: float = 10.0,
-                       ssl_context: ssl.SSLContext | None = None, limit: int = 16 * 1024 * 1024) -> HttpReply:
+async def http_request(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+    unix_socket: str | None = None,
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    limit: int = 16 * 1024 * 1024,
+) -> HttpReply:
     """One request, whatever the status: the whole reply (the head within ``timeout``; the body
     up to ``limit`` bytes)."""
-    async with open_http_exchange(url, method=method, headers=headers, unix_socket=unix_socket, timeout=timeout,
-                                  ssl_context=ssl_context) as response:
+    async with open_http_exchange(
+        url, method=method, headers=headers, unix_socket=unix_socket, timeout=timeout, ssl_context=ssl_context
+    ) as response:
         return HttpReply(response.status, response.headers, await response.read(limit))
 
 
 @asynccontextmanager
-async def open_http_exchange(url: str, *, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
-                             unix_socket: str | None = None, timeout: float = 10.0,
-                             ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[HttpResponse]:
+async def open_http_exchange(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+    unix_socket: str | None = None,
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[HttpResponse]:
     """``method url`` with ``headers`` (a ``Host`` or ``User-Agent`` there replaces ours); yields
     the response once its head is in, whatever its status."""
     parts = urllib.parse.urlsplit(url)
@@ -134,7 +148,8 @@ async def open_http_exchange(url: str, *, method: str = "GET", headers: Sequence
                     stream = await trio.open_unix_socket(unix_socket)
                 elif parts.scheme == "https":
                     stream = await trio.open_ssl_over_tcp_stream(
-                        parts.hostname or "", parts.port or 443, ssl_context=ssl_context or ssl.create_default_context())
+                        parts.hostname or "", parts.port or 443, ssl_context=ssl_context or ssl.create_default_context()
+                    )
                 else:
                     stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
                 request = h11.Request(method=method, target=target, headers=_request_headers(host, headers))
@@ -176,8 +191,9 @@ async def _short_body(response: HttpResponse) -> str:
     return ""
 
 
-async def get_json_bytes(url: str, *, unix_socket: str | None = None, timeout: float = 5.0,
-                         limit: int = 16 * 1024 * 1024) -> bytes:
+async def get_json_bytes(
+    url: str, *, unix_socket: str | None = None, timeout: float = 5.0, limit: int = 16 * 1024 * 1024
+) -> bytes:
     """The body of ``GET url`` (for JSON APIs), within ``timeout`` in all."""
     with trio.move_on_after(timeout):
         async with open_http_get(url, unix_socket=unix_socket, timeout=timeout) as response:

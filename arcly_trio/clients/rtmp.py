@@ -45,11 +45,11 @@ from typing import Any
 
 import trio
 
-from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
-from ..core.frame import Frame
-from ..core.text import printable
-from ..media import flv
-from ..protocols.rtmp import (
+from arcly_trio.core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.text import printable
+from arcly_trio.media import flv
+from arcly_trio.protocols.rtmp import (
     ClientMode,
     DataMessage,
     MediaMessage,
@@ -60,8 +60,8 @@ from ..protocols.rtmp import (
     StreamStarted,
     parse_rtmp_url,
 )
-from ..protocols.rtmp.media import message_frames
-from ..transport import TRANSPORT_ERRORS, describe
+from arcly_trio.protocols.rtmp.media import message_frames
+from arcly_trio.transport import TRANSPORT_ERRORS, describe
 
 __all__ = ["RtmpPublisher", "RtmpPlayer", "open_rtmp_publisher", "open_rtmp_player"]
 
@@ -166,8 +166,14 @@ class _Connection:
 
 @asynccontextmanager
 async def _opened(
-    url: str | RtmpUrl, mode: ClientMode, *, unix_socket: str | None, ssl_context: ssl.SSLContext | None,
-    timeout: float, write_timeout: float, client_options: dict[str, Any],
+    url: str | RtmpUrl,
+    mode: ClientMode,
+    *,
+    unix_socket: str | None,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    write_timeout: float,
+    client_options: dict[str, Any],
 ) -> AsyncIterator[_Connection]:
     parsed = parse_rtmp_url(url) if isinstance(url, str) else url
     connection = _Connection(parsed, RtmpClient(parsed, mode, **client_options), write_timeout)
@@ -253,8 +259,15 @@ async def open_rtmp_publisher(
     """Publish to ``url`` for the duration of the block; returns once the server said
     ``NetStream.Publish.Start``. ``client_options`` go to
     :class:`~arcly_trio.protocols.rtmp.client.RtmpClient` (``chunk_size``...)."""
-    async with _opened(url, ClientMode.PUBLISH, unix_socket=unix_socket, ssl_context=ssl_context,
-                       timeout=timeout, write_timeout=write_timeout, client_options=client_options) as connection:
+    async with _opened(
+        url,
+        ClientMode.PUBLISH,
+        unix_socket=unix_socket,
+        ssl_context=ssl_context,
+        timeout=timeout,
+        write_timeout=write_timeout,
+        client_options=client_options,
+    ) as connection:
         publisher = RtmpPublisher(connection)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(publisher._read)
@@ -345,6 +358,13 @@ async def open_rtmp_player(
     """Play ``url`` for the duration of the block; returns once the server said
     ``NetStream.Play.Start``. Iteration ends when the server ends the stream or nothing arrives
     for ``read_timeout`` seconds (``end`` says which)."""
-    async with _opened(url, ClientMode.PLAY, unix_socket=unix_socket, ssl_context=ssl_context,
-                       timeout=timeout, write_timeout=write_timeout, client_options=client_options) as connection:
+    async with _opened(
+        url,
+        ClientMode.PLAY,
+        unix_socket=unix_socket,
+        ssl_context=ssl_context,
+        timeout=timeout,
+        write_timeout=write_timeout,
+        client_options=client_options,
+    ) as connection:
         yield RtmpPlayer(connection, read_timeout)

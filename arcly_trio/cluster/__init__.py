@@ -9,10 +9,18 @@
 See ``docs/cluster.md`` for the design and deployments.
 """
 
-from .directory import Announcement, ClusterDirectory, NodeInfo
-from .local import DirectoryServer, LocalDirectory
-from .memory import MemoryDirectory
-from .node import RELAYED_PROTOCOLS, ClusterNode
+from arcly_trio.cluster.directory import Announcement, ClusterDirectory, NodeInfo
+from arcly_trio.cluster.local import DirectoryServer, LocalDirectory
+from arcly_trio.cluster.memory import MemoryDirectory
+from arcly_trio.cluster.node import RELAYED_PROTOCOLS, ClusterNode
 
-__all__ = ["Announcement", "ClusterDirectory", "ClusterNode", "DirectoryServer", "LocalDirectory",
-           "MemoryDirectory", "NodeInfo", "RELAYED_PROTOCOLS"]
+__all__ = [
+    "Announcement",
+    "ClusterDirectory",
+    "ClusterNode",
+    "DirectoryServer",
+    "LocalDirectory",
+    "MemoryDirectory",
+    "NodeInfo",
+    "RELAYED_PROTOCOLS",
+]

@@ -55,8 +55,14 @@ class NodeInfo:
     @classmethod
     def from_json(cls, text: str | bytes) -> NodeInfo:
         data = json.loads(text)
-        return cls(id=str(data["id"]), rtmp=str(data["rtmp"]), http=data.get("http"), relay=data.get("relay"),
-                   machine=str(data.get("machine", "")), load=dict(data.get("load") or {}))
+        return cls(
+            id=str(data["id"]),
+            rtmp=str(data["rtmp"]),
+            http=data.get("http"),
+            relay=data.get("relay"),
+            machine=str(data.get("machine", "")),
+            load=dict(data.get("load") or {}),
+        )
 
     def document(self) -> dict[str, Any]:
         return attrs.asdict(self)

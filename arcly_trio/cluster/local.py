@@ -34,11 +34,11 @@ from typing import Any
 
 import trio
 
-from ..core.errors import DirectoryUnavailable
-from ..core.excgroups import unwrap_single
-from ..transport import TRANSPORT_ERRORS
-from .directory import Announcement, NodeInfo
-from .memory import MemoryDirectory
+from arcly_trio.cluster.directory import Announcement, NodeInfo
+from arcly_trio.cluster.memory import MemoryDirectory
+from arcly_trio.core.errors import DirectoryUnavailable
+from arcly_trio.core.excgroups import unwrap_single
+from arcly_trio.transport import TRANSPORT_ERRORS
 
 __all__ = ["DirectoryServer", "LocalDirectory"]
 
@@ -118,8 +118,12 @@ class DirectoryServer:
                         await self.directory.announce(Announcement("unpublish", key, node_id))
                 # A worker that goes with streams published (it crashed) is news; one that stops
                 # with nothing is routine (the supervisor logs workers starting and stopping).
-                log.log(logging.INFO if released else logging.DEBUG, "directory: node %s is gone%s", node_id,
-                        f"; its streams are released ({', '.join(released)})" if released else "")
+                log.log(
+                    logging.INFO if released else logging.DEBUG,
+                    "directory: node %s is gone%s",
+                    node_id,
+                    f"; its streams are released ({', '.join(released)})" if released else "",
+                )
 
     async def _answer(self, line: bytes, send: Any, owned: set[str], nursery: trio.Nursery) -> None:
         directory = self.directory
@@ -142,8 +146,9 @@ class DirectoryServer:
             elif op == "claim":
                 result = await directory.claim(str(args["key"]), str(args["node_id"]), float(args["ttl"]))
             elif op == "refresh":
-                result = await directory.refresh([str(k) for k in args["keys"]], str(args["node_id"]),
-                                                 float(args["ttl"]))
+                result = await directory.refresh(
+                    [str(k) for k in args["keys"]], str(args["node_id"]), float(args["ttl"])
+                )
             elif op == "release":
                 await directory.release(str(args["key"]), str(args["node_id"]))
             elif op == "owner":

@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ..core.errors import DirectoryUnavailable
-from .directory import Announcement, NodeInfo
+from arcly_trio.cluster.directory import Announcement, NodeInfo
+from arcly_trio.core.errors import DirectoryUnavailable
 
 __all__ = ["MemoryDirectory"]
 

@@ -39,18 +39,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
-from ..core.errors import DirectoryUnavailable, StreamNotFound, StreamPublishedElsewhere
-from ..core.keys import Credentials, StreamKey
-from ..core.redact import redact_url
-from ..core.text import printable
-from ..relay.links import LinkStats
-from ..relay.pull import pull_into
-from .directory import Announcement, ClusterDirectory, NodeInfo
-from .local import LocalDirectory
+from arcly_trio.cluster.directory import Announcement, ClusterDirectory, NodeInfo
+from arcly_trio.cluster.local import LocalDirectory
+from arcly_trio.core.errors import DirectoryUnavailable, StreamNotFound, StreamPublishedElsewhere
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.redact import redact_url
+from arcly_trio.core.text import printable
+from arcly_trio.relay.links import LinkStats
+from arcly_trio.relay.pull import pull_into
 
 if TYPE_CHECKING:
-    from ..kernel.engine import Engine
-    from ..kernel.sources import SourceRequest
+    from arcly_trio.kernel.engine import Engine
+    from arcly_trio.kernel.sources import SourceRequest
 
 __all__ = ["ClusterNode", "RELAYED_PROTOCOLS", "RunningDirectory"]
 
@@ -105,15 +105,28 @@ class ClusterNode:
 
     name = "cluster"
 
-    def __init__(self, directory: ClusterDirectory, *, node_id: str, rtmp_url: str, http_url: str | None = None,
-                 relay_socket: str | None = None, machine: str = "", ttl: float = 10.0, idle: float = 10.0,
-                 timeout: float = 10.0, play_token: str | None = None, publish_token: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: ClusterDirectory,
+        *,
+        node_id: str,
+        rtmp_url: str,
+        http_url: str | None = None,
+        relay_socket: str | None = None,
+        machine: str = "",
+        ttl: float = 10.0,
+        idle: float = 10.0,
+        timeout: float = 10.0,
+        play_token: str | None = None,
+        publish_token: str | None = None,
+    ) -> None:
         self.directory = directory
         self.workers_only = isinstance(directory, LocalDirectory)
         """The directory is the supervisor's (``--workers`` without ``--cluster``): its
         registrations are routine, logged at debug level only."""
-        self.publish_protocols = ("worker",) if self.workers_only else \
-            ("cluster", "worker") if relay_socket else ("cluster",)
+        self.publish_protocols = (
+            ("worker",) if self.workers_only else ("cluster", "worker") if relay_socket else ("cluster",)
+        )
         """What pulled copies are published as here (for the metrics' series at 0)."""
         self.id = node_id
         self.rtmp_url = rtmp_url.rstrip("/")
@@ -144,8 +157,11 @@ class ClusterNode:
         load: dict[str, int] = {}
         if engine is not None:
             streams = engine.streams()
-            load = {"streams": len(streams), "publishers": engine.publisher_count,
-                    "viewers": sum(len(stream.fanout.subscribers) for stream in streams)}
+            load = {
+                "streams": len(streams),
+                "publishers": engine.publisher_count,
+                "viewers": sum(len(stream.fanout.subscribers) for stream in streams),
+            }
         return NodeInfo(self.id, self.rtmp_url, self.http_url, self.relay_socket, self.machine, load)
 
     async def run(self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -178,8 +194,12 @@ class ClusterNode:
 
     def _set_available(self, available: bool, error: str | None = None) -> None:
         if available and not self.available:
-            log.log(logging.DEBUG if self.workers_only else logging.INFO,
-                    "cluster node %s registered in the directory (leases: %d)", self.id, len(self.held))
+            log.log(
+                logging.DEBUG if self.workers_only else logging.INFO,
+                "cluster node %s registered in the directory (leases: %d)",
+                self.id,
+                len(self.held),
+            )
         elif not available and (self.available or self.last_error is None):
             log.warning("cluster directory unreachable: %s; serving local streams only, retrying", error)
         if available != self.available:
@@ -194,8 +214,11 @@ class ClusterNode:
             if self.held:
                 for key in await self.directory.refresh(list(self.held), self.id, self.ttl):
                     self.conflicts += 1
-                    log.warning("stream %s is published here and on another node (it took the lease while "
-                                "the directory was unreachable); this node keeps serving its own", key)
+                    log.warning(
+                        "stream %s is published here and on another node (it took the lease while "
+                        "the directory was unreachable); this node keeps serving its own",
+                        key,
+                    )
         except DirectoryUnavailable as exc:
             self._set_available(False, exc.reason)
             return
@@ -250,8 +273,11 @@ class ClusterNode:
                 owner = await self.directory.claim(name, self.id, self.ttl)
             except DirectoryUnavailable as exc:
                 self._set_available(False, exc.reason)
-                log.warning("publish of %s accepted without a lease (directory unreachable); "
-                            "it is claimed when the directory is back", key)
+                log.warning(
+                    "publish of %s accepted without a lease (directory unreachable); "
+                    "it is claimed when the directory is back",
+                    key,
+                )
                 owner = self.id
             if owner != self.id:
                 raise StreamPublishedElsewhere(key.app, key.name, printable(owner))
@@ -282,8 +308,9 @@ class ClusterNode:
     def provides(self, key: StreamKey) -> bool:
         return True
 
-    async def open_stream(self, engine: Engine, request: SourceRequest, *,
-                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def open_stream(
+        self, engine: Engine, request: SourceRequest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         key = request.key
         try:
             owner = await self.directory.owner(str(key))
@@ -315,13 +342,31 @@ class ClusterNode:
         if pull.stopped:  # the relay's pull was cancelled: it logged nothing (else it said how it ended)
             log.info("pull of %s from node %s ended: %s", key, owner.id, printable(pull.stopped))
 
-    async def _pull(self, engine: Engine, request: SourceRequest, url: str, unix: str | None, stats: LinkStats,
-                    credentials: Credentials, scope: trio.CancelScope, *,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _pull(
+        self,
+        engine: Engine,
+        request: SourceRequest,
+        url: str,
+        unix: str | None,
+        stats: LinkStats,
+        credentials: Credentials,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         try:
-            await pull_into(engine, request, url, stats=stats, credentials=credentials, idle=self.idle,
-                            unix_socket=unix, timeout=self.timeout, read_timeout=max(self.ttl, 5.0),
-                            task_status=task_status)
+            await pull_into(
+                engine,
+                request,
+                url,
+                stats=stats,
+                credentials=credentials,
+                idle=self.idle,
+                unix_socket=unix,
+                timeout=self.timeout,
+                read_timeout=max(self.ttl, 5.0),
+                task_status=task_status,
+            )
         finally:
             request.stopping = True
             scope.cancel()
@@ -350,13 +395,15 @@ class ClusterNode:
         return {}
 
     def health_status(self) -> dict[str, Any]:
-        return {"cluster": {
-            "node": self.id,
-            "directory": "ok" if self.available else "unreachable",
-            "last_error": None if self.available else self.last_error,
-            "since": round(self.since, 3),
-            "leases": len(self.held),
-            "pulls": len(self.pulls),
-            "remote_streams": len(self.remote),
-            "conflicts": self.conflicts,
-        }}
+        return {
+            "cluster": {
+                "node": self.id,
+                "directory": "ok" if self.available else "unreachable",
+                "last_error": None if self.available else self.last_error,
+                "since": round(self.since, 3),
+                "leases": len(self.held),
+                "pulls": len(self.pulls),
+                "remote_streams": len(self.remote),
+                "conflicts": self.conflicts,
+            }
+        }

@@ -29,10 +29,10 @@ import coredis
 import coredis.exceptions
 import trio
 
-from ..core.errors import DirectoryUnavailable
-from ..core.excgroups import leaves
-from ..core.redact import redact_url, scrub
-from .directory import Announcement, NodeInfo
+from arcly_trio.cluster.directory import Announcement, NodeInfo
+from arcly_trio.core.errors import DirectoryUnavailable
+from arcly_trio.core.excgroups import leaves
+from arcly_trio.core.redact import redact_url, scrub
 
 __all__ = ["RedisDirectory"]
 
@@ -76,8 +76,9 @@ class RedisDirectory:
         self._entered = False
 
     def _new_client(self) -> Any:
-        return coredis.Redis.from_url(self.url, decode_responses=True, connect_timeout=self.timeout,
-                                      stream_timeout=self.timeout)
+        return coredis.Redis.from_url(
+            self.url, decode_responses=True, connect_timeout=self.timeout, stream_timeout=self.timeout
+        )
 
     def _node_key(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}"
@@ -141,8 +142,9 @@ class RedisDirectory:
     async def claim(self, key: str, node_id: str, ttl: float) -> str:
         name = self._stream_key(key)
         for _ in range(3):
-            taken = await self._call("SET NX", self._client.set, name, node_id,
-                                     condition=coredis.PureToken.NX, ex=max(1, round(ttl)))
+            taken = await self._call(
+                "SET NX", self._client.set, name, node_id, condition=coredis.PureToken.NX, ex=max(1, round(ttl))
+            )
             if taken:
                 return node_id
             holder = await self._call("GET", self._client.get, name)
@@ -177,8 +179,9 @@ class RedisDirectory:
             raise DirectoryUnavailable("the Redis directory is not running")
         channel = f"{self.prefix}events"
         with _mapped("SUBSCRIBE", self.url):
-            async with self._client.pubsub(channels=[channel], ignore_subscribe_messages=True,
-                                           retry_policy=None) as pubsub:
+            async with self._client.pubsub(
+                channels=[channel], ignore_subscribe_messages=True, retry_policy=None
+            ) as pubsub:
                 yield _announcements(pubsub, self.url)
 
 

@@ -213,8 +213,9 @@ class PublishRateLimited(PublishEnded):
     """
 
     def __init__(self, app: str, stream: str, limit: int, measured: float) -> None:
-        super().__init__(app, stream, f"sent {measured / 1e6:.1f} Mbit/s, over the limit of "
-                                      f"{limit / 1e6:g} Mbit/s (rate limited)")
+        super().__init__(
+            app, stream, f"sent {measured / 1e6:.1f} Mbit/s, over the limit of {limit / 1e6:g} Mbit/s (rate limited)"
+        )
         self.limit = limit
         self.measured = measured
 

@@ -95,8 +95,9 @@ class Frame:
     def shifted(self, ms: int) -> Frame:
         """The same media ``ms`` milliseconds later, with an empty packet cache (the cached
         encodings carry timestamps, so they are not shared with the original)."""
-        return Frame(self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload,
-                     self.keyframe, self.config, self.track)
+        return Frame(
+            self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload, self.keyframe, self.config, self.track
+        )
 
     def preset(self, fmt: Hashable, value: Any) -> None:
         """Give this frame its ``fmt`` serialisation when it is already at hand, so it is never
@@ -116,8 +117,9 @@ class Frame:
         return _encoded(self._wire, fmt, build, self, args)
 
 
-def _encoded(wire: dict[Hashable, Any], fmt: Hashable, build: Callable[..., Any], owner: Any,
-             args: tuple[Any, ...]) -> Any:
+def _encoded(
+    wire: dict[Hashable, Any], fmt: Hashable, build: Callable[..., Any], owner: Any, args: tuple[Any, ...]
+) -> Any:
     """``wire[fmt]``, made with ``build(owner, *args)`` the first time (nothing kept if it raises)."""
     try:
         return wire[fmt]

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from .errors import InvalidStreamName
+from arcly_trio.core.errors import InvalidStreamName
 
 __all__ = ["StreamKey", "Credentials", "check_name", "MAX_NAME_LENGTH", "NAME_PUNCTUATION"]
 
@@ -42,9 +42,7 @@ def check_name(name: str, what: str = "stream name") -> str:
         raise InvalidStreamName(name, f"{article} {what} may not start with '.'")
     for char in name:
         if not (char.isalnum() or char in NAME_PUNCTUATION):
-            raise InvalidStreamName(
-                name, f"{article} {what} may hold only letters, digits and _-.~@+= (not {char!r})"
-            )
+            raise InvalidStreamName(name, f"{article} {what} may hold only letters, digits and _-.~@+= (not {char!r})")
     return name
 
 

@@ -27,4 +27,3 @@ def printable(text: object, limit: int = _LIMIT) -> str:
     else:
         safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return safe + "..." if cut else safe
-

@@ -5,27 +5,27 @@ Everything here is transport-agnostic; protocol workers drive it through ``Engin
 trio-free :mod:`arcly_trio.core`'s, re-exported here.
 """
 
-from ..core.errors import *  # noqa: F403
-from ..core.errors import __all__ as _errors_all
-from ..core.frame import Frame, FrameKind
-from ..core.keys import Credentials, StreamKey
-from ..media.probe import StreamInfo
-from .application import Application
-from .service import StreamService
-from .sources import SourceRequest, StreamSource
-from .auth import AllowAll, Authenticator, TokenAuthenticator
-from .engine import Engine, EngineBuilder, ProtocolWorker
-from .events import *  # noqa: F403
-from .events import __all__ as _events_all
-from .fanout import EndReason, SessionStart, Sink, Subscriber
-from .health import CheckResult, HealthRegistry
-from .sessions import ClientSession, SessionTable
-from .observe import Observer
-from .qos import StreamStats
-from .spec import AppSpec, Takeover
-from .stream import Publisher, Stream
-from .subscription import Subscription
-from .throttle import AuthThrottle
+from arcly_trio.core.errors import *  # noqa: F403
+from arcly_trio.core.errors import __all__ as _errors_all
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.application import Application
+from arcly_trio.kernel.auth import AllowAll, Authenticator, TokenAuthenticator
+from arcly_trio.kernel.engine import Engine, EngineBuilder, ProtocolWorker
+from arcly_trio.kernel.events import *  # noqa: F403
+from arcly_trio.kernel.events import __all__ as _events_all
+from arcly_trio.kernel.fanout import EndReason, SessionStart, Sink, Subscriber
+from arcly_trio.kernel.health import CheckResult, HealthRegistry
+from arcly_trio.kernel.observe import Observer
+from arcly_trio.kernel.qos import StreamStats
+from arcly_trio.kernel.service import StreamService
+from arcly_trio.kernel.sessions import ClientSession, SessionTable
+from arcly_trio.kernel.sources import SourceRequest, StreamSource
+from arcly_trio.kernel.spec import AppSpec, Takeover
+from arcly_trio.kernel.stream import Publisher, Stream
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.kernel.throttle import AuthThrottle
+from arcly_trio.media.probe import StreamInfo
 
 __all__ = [
     "Application",

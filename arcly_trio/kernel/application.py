@@ -23,17 +23,17 @@ from typing import Protocol
 
 import trio
 
-from ..core.errors import AppNotFound, StreamAlreadyPublishing, StreamNotFound
-from ..core.frame import Frame
-from ..core.keys import Credentials, StreamKey
-from .events import EventBus, StreamEvent
-from .fanout import EndReason, Sink, Subscriber
-from .publish import PublishSession
-from .ratelimit import PublishRateLimit
-from .service import StreamService
-from .spec import AppSpec, Takeover
-from .stream import Stream
-from .subscription import Subscription
+from arcly_trio.core.errors import AppNotFound, StreamAlreadyPublishing, StreamNotFound
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.events import EventBus, StreamEvent
+from arcly_trio.kernel.fanout import EndReason, Sink, Subscriber
+from arcly_trio.kernel.publish import PublishSession
+from arcly_trio.kernel.ratelimit import PublishRateLimit
+from arcly_trio.kernel.service import StreamService
+from arcly_trio.kernel.spec import AppSpec, Takeover
+from arcly_trio.kernel.stream import Stream
+from arcly_trio.kernel.subscription import Subscription
 
 __all__ = ["Application", "AppHost", "StreamService"]
 
@@ -89,8 +89,7 @@ class Application:
         """Return once no stream or stream service of this application runs."""
         await self._idle.wait()
 
-    def _start(self, nursery: trio.Nursery, function: Callable[..., Awaitable[None]], *args: object,
-               name: str) -> None:
+    def _start(self, nursery: trio.Nursery, function: Callable[..., Awaitable[None]], *args: object, name: str) -> None:
         if self._tasks == 0:
             self._idle = trio.Event()
         self._tasks += 1
@@ -190,8 +189,9 @@ class Application:
             self._start(nursery, stream.run, name=f"stream {key}")
             for service in self._host.services:
                 if service.applies_to(self.spec):
-                    sub = stream.subscribe(self._host.next_id(), Credentials(protocol=service.name),
-                                           service.name, service.capacity)
+                    sub = stream.subscribe(
+                        self._host.next_id(), Credentials(protocol=service.name), service.name, service.capacity
+                    )
                     self._start(nursery, self._serve_stream, service, stream, sub, name=f"{service.name} {key}")
         rate_limit = self._host.publish_rate_limit(credentials, stream.spec)
         return stream.new_session(credentials, protocol, release, rate_limit)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hmac
 from typing import Protocol, runtime_checkable
 
-from ..core.errors import Unauthorized
-from ..core.keys import Credentials, StreamKey
+from arcly_trio.core.errors import Unauthorized
+from arcly_trio.core.keys import Credentials, StreamKey
 
 __all__ = ["Authenticator", "AllowAll", "TokenAuthenticator", "decision"]
 

@@ -61,41 +61,35 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..core.errors import (
-    AppAlreadyRegistered,
-    AppNotFound,
-    EngineClosed,
-    PublisherKicked,
-)
-from ..core.excgroups import unwrap_single
-from ..core.frame import Frame
-from ..core.keys import Credentials, StreamKey
-from ..core.text import printable
-from .activity import Activity
-from .application import Application
-from .auth import AllowAll, Authenticator
-from .events import EventFeed, SessionKicked, StreamEvent
-from .fanout import EndReason, Sink, Subscriber
-from .gate import AuthorizationGate
-from .health import CheckResult, HealthRegistry
-from .lifecycle import EngineState, Lifecycle
-from .loopwatch import LoopWatch
-from .observe import Observer, ObserverSet
-from .service import StreamService
-from .polled import PolledSessions
-from .sessions import ClientSession, SessionTable
-from .sources import Sourcing, StreamSource
-from .publishers import PublisherSlots
-from .ratelimit import PublishRateLimit
-from .spec import AppSpec
-from .stream import Publisher, Stream
-from .subscription import Subscription
-from .throttle import AuthThrottle
+from arcly_trio.core.errors import AppAlreadyRegistered, AppNotFound, EngineClosed, PublisherKicked
+from arcly_trio.core.excgroups import unwrap_single
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.activity import Activity
+from arcly_trio.kernel.application import Application
+from arcly_trio.kernel.auth import AllowAll, Authenticator
+from arcly_trio.kernel.events import EventFeed, SessionKicked, StreamEvent
+from arcly_trio.kernel.fanout import EndReason, Sink, Subscriber
+from arcly_trio.kernel.gate import AuthorizationGate
+from arcly_trio.kernel.health import CheckResult, HealthRegistry
+from arcly_trio.kernel.lifecycle import EngineState, Lifecycle
+from arcly_trio.kernel.loopwatch import LoopWatch
+from arcly_trio.kernel.observe import Observer, ObserverSet
+from arcly_trio.kernel.polled import PolledSessions
+from arcly_trio.kernel.publishers import PublisherSlots
+from arcly_trio.kernel.ratelimit import PublishRateLimit
+from arcly_trio.kernel.service import StreamService
+from arcly_trio.kernel.sessions import ClientSession, SessionTable
+from arcly_trio.kernel.sources import Sourcing, StreamSource
+from arcly_trio.kernel.spec import AppSpec
+from arcly_trio.kernel.stream import Publisher, Stream
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.kernel.throttle import AuthThrottle
 
 __all__ = ["Engine", "EngineBuilder", "ProtocolWorker", "RunsWithEngine", "StreamService", "StreamSource"]
 
 log = logging.getLogger("arcly_trio.engine")
-
 
 
 @runtime_checkable
@@ -286,8 +280,9 @@ class Engine:
         """The names stream services subscribe under (their subscriptions are not viewers)."""
         self.sourcing = Sourcing(sources, max_active=max_pulls)
         """The stream sources and their one request per key (see :mod:`.sources`)."""
-        self.gate = AuthorizationGate(authenticator, auth_throttle if auth_throttle is not None else AuthThrottle(),
-                                      self.notify)
+        self.gate = AuthorizationGate(
+            authenticator, auth_throttle if auth_throttle is not None else AuthThrottle(), self.notify
+        )
         """Every publish's and play's authorization (see :mod:`.gate`)."""
         self.loop_watch = LoopWatch()
         """How late the event loop runs (see :mod:`.loopwatch`)."""
@@ -647,10 +642,20 @@ class Engine:
         session = self.sessions.get(session_id)
         if session is not None:
             by = printable(by, 200)
-            log.info("session %s (%s of %s over %s from %s) kicked by %s", session.id, session.role, session.key,
-                     session.protocol, session.peer[0] if session.peer else "?", by or "the embedding program")
-            self.observers.notify(SessionKicked(session.key, trio.current_time(), session.id, session.role,
-                                                session.protocol, session.peer, by))
+            log.info(
+                "session %s (%s of %s over %s from %s) kicked by %s",
+                session.id,
+                session.role,
+                session.key,
+                session.protocol,
+                session.peer[0] if session.peer else "?",
+                by or "the embedding program",
+            )
+            self.observers.notify(
+                SessionKicked(
+                    session.key, trio.current_time(), session.id, session.role, session.protocol, session.peer, by
+                )
+            )
             self.sessions.kick(session_id)
         return session
 
@@ -691,8 +696,10 @@ class Engine:
                 session.finish("kicked", PublisherKicked(key.app, key.name))
 
             try:
-                with self.sessions.holding("publish", key, credentials, session.protocol,
-                                           lambda: session.bytes, kick), session.scope:
+                with (
+                    self.sessions.holding("publish", key, credentials, session.protocol, lambda: session.bytes, kick),
+                    session.scope,
+                ):
                     yield publisher
             except BaseException as exc:
                 session.abort("cancelled" if isinstance(exc, trio.Cancelled) else "failed")
@@ -720,7 +727,8 @@ class Engine:
 
         Raises ``AppNotFound``, ``Unauthorized``, ``StreamNotFound``, ``EngineClosed`` on
         entry. A key that is not published here is asked of the stream sources (see
-        :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's ``subscriber_queue`` for this subscriber.
+        :mod:`.sources`) once authorized; their refusal is raised. ``capacity`` overrides the application's
+        ``subscriber_queue`` for this subscriber.
         """
         key, credentials, app = await self._admit_player(key, credentials, protocol)
         sub = app.subscribe(key, credentials, protocol or credentials.protocol, capacity)
@@ -752,8 +760,9 @@ class Engine:
         finally:
             app.detach(subscriber)
 
-    async def _admit_player(self, key: StreamKey | str, credentials: Credentials | None,
-                            protocol: str) -> tuple[StreamKey, Credentials, Application]:
+    async def _admit_player(
+        self, key: StreamKey | str, credentials: Credentials | None, protocol: str
+    ) -> tuple[StreamKey, Credentials, Application]:
         """The one admission step of a player (``subscribe`` and ``attach``): identified,
         refused at once if the engine or application is closed, authorized (the key it may be
         renamed to), brought by a stream source if it is not here; the key, the credentials
@@ -773,8 +782,9 @@ class Engine:
             if app is not None and app.has_stream(subscriber.key.name):
                 app.stream(subscriber.key.name).remove_subscriber(subscriber, EndReason.KICKED)
 
-        return self.sessions.holding("play", subscriber.key, subscriber.credentials, subscriber.protocol,
-                                     lambda: subscriber.bytes, kick)
+        return self.sessions.holding(
+            "play", subscriber.key, subscriber.credentials, subscriber.protocol, lambda: subscriber.bytes, kick
+        )
 
     async def _from_sources(self, key: StreamKey, peer: tuple[str, int] | None) -> None:
         """Have a stream source bring ``key`` if it is not here (see :mod:`.sources`);

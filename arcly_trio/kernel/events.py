@@ -16,7 +16,7 @@ from typing import ClassVar
 import attrs
 import trio
 
-from ..core.keys import StreamKey
+from arcly_trio.core.keys import StreamKey
 
 __all__ = [
     "StreamEvent",

@@ -56,11 +56,11 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..core.frame import Frame, FrameKind
-from ..core.keys import Credentials, StreamKey
-from .events import StreamEvent, SubscriberEvicted, SubscriberLagged, SubscriberResumed
-from .gop import GopCache
-from .qos import StreamInfo
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.events import StreamEvent, SubscriberEvicted, SubscriberLagged, SubscriberResumed
+from arcly_trio.kernel.gop import GopCache
+from arcly_trio.kernel.qos import StreamInfo
 
 __all__ = ["EndReason", "SessionStart", "Sink", "Subscriber", "Fanout"]
 
@@ -146,12 +146,28 @@ class Subscriber:
     (the media payload bytes its sink took, replay included).
     """
 
-    __slots__ = ("id", "key", "credentials", "protocol", "sink", "offer", "joined_seq", "left_seq", "join_state",
-                 "dropped", "lag_episodes", "end_reason", "bytes", "_state", "_gap_start", "_gap_dropped",
-                 "_synced", "_ever_synced")
+    __slots__ = (
+        "id",
+        "key",
+        "credentials",
+        "protocol",
+        "sink",
+        "offer",
+        "joined_seq",
+        "left_seq",
+        "join_state",
+        "dropped",
+        "lag_episodes",
+        "end_reason",
+        "bytes",
+        "_state",
+        "_gap_start",
+        "_gap_dropped",
+        "_synced",
+        "_ever_synced",
+    )
 
-    def __init__(self, subscriber_id: int, key: StreamKey, credentials: Credentials, protocol: str,
-                 sink: Sink) -> None:
+    def __init__(self, subscriber_id: int, key: StreamKey, credentials: Credentials, protocol: str, sink: Sink) -> None:
         self.id = subscriber_id
         self.key = key
         self.credentials = credentials
@@ -209,8 +225,14 @@ def _run_end(batch: Sequence[Frame], start: int, synced: set[int]) -> int:
 class Fanout:
     """The subscribers of one stream and the lag policy (see the module docstring)."""
 
-    def __init__(self, key: StreamKey, gop: GopCache, lag_budget: int | None,
-                 notify: Callable[[StreamEvent], None], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        key: StreamKey,
+        gop: GopCache,
+        lag_budget: int | None,
+        notify: Callable[[StreamEvent], None],
+        clock: Callable[[], float],
+    ) -> None:
         self.key = key
         self.gop = gop
         self.lag_budget = lag_budget
@@ -455,6 +477,7 @@ class Fanout:
             sub._state = EVICTED
             sub.left_seq = seq + 1  # nothing after this frame is offered, or counted
             self._evicted.append(sub)
-            log.warning("evicting subscriber #%d of %s: %d frames dropped, lag budget %d",
-                        sub.id, self.key, sub.dropped, budget)
+            log.warning(
+                "evicting subscriber #%d of %s: %d frames dropped, lag budget %d", sub.id, self.key, sub.dropped, budget
+            )
             self._notify(SubscriberEvicted(self.key, self._clock(), sub.id, sub.dropped, budget))

@@ -24,12 +24,12 @@ from collections.abc import Callable
 
 import trio
 
-from ..core.errors import AuthorizationBusy, Unauthorized
-from ..core.keys import Credentials, StreamKey
-from ..core.text import printable
-from .auth import Authenticator, decision
-from .events import AuthDecided
-from .throttle import AuthThrottle
+from arcly_trio.core.errors import AuthorizationBusy, Unauthorized
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.auth import Authenticator, decision
+from arcly_trio.kernel.events import AuthDecided
+from arcly_trio.kernel.throttle import AuthThrottle
 
 __all__ = ["AuthorizationGate", "AUTHORIZATION_FAILED"]
 
@@ -43,8 +43,9 @@ _MAX_FAILURE_KINDS = 64
 class AuthorizationGate:
     """An authenticator behind a refusal throttle, with every decision told to ``tell``."""
 
-    def __init__(self, authenticator: Authenticator, throttle: AuthThrottle,
-                 tell: Callable[[AuthDecided], None]) -> None:
+    def __init__(
+        self, authenticator: Authenticator, throttle: AuthThrottle, tell: Callable[[AuthDecided], None]
+    ) -> None:
         self.authenticator = authenticator
         self.throttle = throttle
         """Slows down addresses whose authorizations are refused (see :mod:`.throttle`)."""
@@ -68,21 +69,22 @@ class AuthorizationGate:
         async with turn:
             if turn.bounced:
                 raise self._busy(action, key, credentials, address, via)
-            check = (self.authenticator.authorize_publish if action == "publish"
-                     else self.authenticator.authorize_play)
+            check = self.authenticator.authorize_publish if action == "publish" else self.authenticator.authorize_play
             started = trio.current_time()
             try:
                 target = decision(await check(key, credentials), key, action)
             except Unauthorized as exc:
-                throttle.refused(address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}",
-                                 str(key))
+                throttle.refused(
+                    address, action, f"{action} of {key}{via}: {printable(exc.reason) or 'refused'}", str(key)
+                )
                 self._decided(action, key, credentials, started, exc.reason or "refused")
                 raise
             except Exception as exc:  # a broken authenticator refuses, like any other refusal
                 detail = self._authenticator_failed(exc)
                 refusal = Unauthorized(key.app, key.name, action, AUTHORIZATION_FAILED)
-                throttle.refused(address, action, f"{action} of {key}{via}: {AUTHORIZATION_FAILED} ({detail})",
-                                 str(key))
+                throttle.refused(
+                    address, action, f"{action} of {key}{via}: {AUTHORIZATION_FAILED} ({detail})", str(key)
+                )
                 self._decided(action, key, credentials, started, AUTHORIZATION_FAILED)
                 raise refusal from None
             throttle.allowed(address, action, str(key))
@@ -92,8 +94,9 @@ class AuthorizationGate:
             log.info("%s of %s renamed to %s by the authenticator", action, key, target)
         return target
 
-    def _busy(self, action: str, key: StreamKey, credentials: Credentials, address: str | None,
-              via: str) -> AuthorizationBusy:
+    def _busy(
+        self, action: str, key: StreamKey, credentials: Credentials, address: str | None, via: str
+    ) -> AuthorizationBusy:
         """The refusal of an authorization its address's throttle had no room for (counted and
         told)."""
         busy = AuthorizationBusy(key.app, key.name, action)
@@ -115,14 +118,36 @@ class AuthorizationGate:
             if kind not in self._failure_kinds and len(self._failure_kinds) < _MAX_FAILURE_KINDS:
                 self._failure_kinds.add(kind)  # past the limit, failures are counted, not traced
                 trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                log.error("the authenticator raised %s (a refusal; this failure is logged once): %s", detail,
-                          printable(trace, 8000))
+                log.error(
+                    "the authenticator raised %s (a refusal; this failure is logged once): %s",
+                    detail,
+                    printable(trace, 8000),
+                )
         except Exception:
             log.error("the authenticator raised %s, which cannot even be shown (a refusal)", detail)
         return detail
 
-    def _decided(self, action: str, key: StreamKey, credentials: Credentials, started: float,
-                 refused: str | None, renamed: StreamKey | None = None) -> None:
+    def _decided(
+        self,
+        action: str,
+        key: StreamKey,
+        credentials: Credentials,
+        started: float,
+        refused: str | None,
+        renamed: StreamKey | None = None,
+    ) -> None:
         now = trio.current_time()
-        self.tell(AuthDecided(key, now, action, refused is None, refused or "", credentials.protocol,
-                              credentials.peer, credentials.client_id, renamed, now - started))
+        self.tell(
+            AuthDecided(
+                key,
+                now,
+                action,
+                refused is None,
+                refused or "",
+                credentials.protocol,
+                credentials.peer,
+                credentials.client_id,
+                renamed,
+                now - started,
+            )
+        )

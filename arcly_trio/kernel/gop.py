@@ -20,7 +20,7 @@ Error policy: nothing raises; this is plain bookkeeping (no clock, no trio).
 
 from __future__ import annotations
 
-from ..core.frame import Frame, FrameKind
+from arcly_trio.core.frame import Frame, FrameKind
 
 __all__ = ["GopCache", "Replay"]
 
@@ -45,8 +45,7 @@ class Replay:
 class GopCache:
     """Configs, metadata and the current GOP of one stream (see the module docstring)."""
 
-    __slots__ = ("max_frames", "max_bytes", "primary", "video_tracks", "_configs", "_prefix", "_gop",
-                 "_gop_bytes")
+    __slots__ = ("max_frames", "max_bytes", "primary", "video_tracks", "_configs", "_prefix", "_gop", "_gop_bytes")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames

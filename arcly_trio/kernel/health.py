@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import trio
 
-from ..core.text import printable
+from arcly_trio.core.text import printable
 
 __all__ = ["CheckResult", "HealthCheck", "HealthRegistry", "HealthReporter"]
 
@@ -46,8 +46,8 @@ class CheckResult:
     detail: str = ""
 
 
-CheckOutcome = Union[CheckResult, bool, str, None]
-CheckFunction = Callable[[], Union[CheckOutcome, Awaitable[CheckOutcome]]]
+CheckOutcome = CheckResult | bool | str | None
+CheckFunction = Callable[[], CheckOutcome | Awaitable[CheckOutcome]]
 
 
 @attrs.define(eq=False)
@@ -83,8 +83,16 @@ class HealthRegistry:
     def __init__(self) -> None:
         self._checks: dict[str, HealthCheck] = {}
 
-    def add(self, name: str, function: CheckFunction, *, critical: bool = True, timeout: float = 2.0,
-            interval: float = 2.0, replace: bool = False) -> HealthCheck:
+    def add(
+        self,
+        name: str,
+        function: CheckFunction,
+        *,
+        critical: bool = True,
+        timeout: float = 2.0,
+        interval: float = 2.0,
+        replace: bool = False,
+    ) -> HealthCheck:
         """Register a check (``ValueError`` if ``name`` is taken, unless ``replace``)."""
         if name in self._checks and not replace:
             raise ValueError(f"a health check named {name!r} is registered already")

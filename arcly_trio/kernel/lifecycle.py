@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-from ..core.errors import ArclyError
+from arcly_trio.core.errors import ArclyError
 
 __all__ = ["EngineState", "IllegalTransition", "Lifecycle", "TRANSITIONS"]
 

@@ -45,7 +45,7 @@ class LoopWatch:
         span = min(self.window, seconds or self.window)
         current = math.floor(now)
         return max(
-            (lag for lag, stamp in zip(self._seconds, self._stamp) if current - span < stamp <= current),
+            (lag for lag, stamp in zip(self._seconds, self._stamp, strict=False) if current - span < stamp <= current),
             default=0.0,
         )
 

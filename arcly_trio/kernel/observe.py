@@ -23,10 +23,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core.keys import StreamKey
+from arcly_trio.core.keys import StreamKey
 
 if TYPE_CHECKING:
-    from .events import (
+    from arcly_trio.core.frame import Frame
+    from arcly_trio.kernel.events import (
         AuthDecided,
         RateLimited,
         ServiceEvent,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
         SubscriberLeft,
         SubscriberResumed,
     )
-    from ..core.frame import Frame
 
 __all__ = ["Observer", "SafeObserver", "ObserverSet"]
 
@@ -85,8 +85,7 @@ class SafeObserver:
         self.failures[hook] += 1
         count = self.failures[hook]
         if count == 1:
-            log.exception("observer %r raised in %s (further failures are counted)",
-                          self._observer, hook)
+            log.exception("observer %r raised in %s (further failures are counted)", self._observer, hook)
         elif count % 1000 == 0:
             log.error("observer %r has raised %d times in %s", self._observer, count, hook)
 
@@ -119,6 +118,7 @@ class ObserverSet:
         elif len(hooks) == 1:
             self.frame_hook = hooks[0]
         else:
+
             def all_hooks(key: StreamKey, frame: Frame) -> None:
                 for hook in hooks:
                     hook(key, frame)

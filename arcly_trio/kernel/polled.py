@@ -60,10 +60,10 @@ from contextlib import contextmanager
 import attrs
 import trio
 
-from ..core.keys import Credentials, StreamKey
-from .events import StreamEvent, SubscriberJoined, SubscriberLeft
-from .fanout import EndReason
-from .sessions import ClientSession, SessionTable
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.events import StreamEvent, SubscriberJoined, SubscriberLeft
+from arcly_trio.kernel.fanout import EndReason
+from arcly_trio.kernel.sessions import ClientSession, SessionTable
 
 __all__ = ["PolledSession", "PolledSessions", "SESSION_ID"]
 
@@ -91,8 +91,23 @@ class PolledSession:
             presented the id in a playlist or MPD URL).
     """
 
-    __slots__ = ("id", "key", "served", "protocol", "peer", "digest", "idle_timeout", "subscriber_id",
-                 "last_active", "in_flight", "bytes", "requests", "joinable", "ended", "client")
+    __slots__ = (
+        "id",
+        "key",
+        "served",
+        "protocol",
+        "peer",
+        "digest",
+        "idle_timeout",
+        "subscriber_id",
+        "last_active",
+        "in_flight",
+        "bytes",
+        "requests",
+        "joinable",
+        "ended",
+        "client",
+    )
 
     def __init__(self, session_id: str, key: StreamKey, served: StreamKey, protocol: str,
                  peer: tuple[str, int] | None, digest: bytes, idle_timeout: float, subscriber_id: int,
@@ -366,8 +381,11 @@ class PolledSessions:
     def _limit(self, session: PolledSession, why: str) -> None:
         self.limited_total += 1
         if self.limited_total == 1 or self.limited_total % 1000 == 0:
-            log.warning("%s polling sessions (HLS, DASH), its cap: the least recently active one ends to make "
-                        "room (%d so far)", why, self.limited_total)
+            log.warning(
+                "%s polling sessions (HLS, DASH), its cap: the least recently active one ends to make room (%d so far)",
+                why,
+                self.limited_total,
+            )
         self.end(session, EndReason.SESSION_LIMIT)
 
     def _kick(self, session: PolledSession) -> None:

@@ -27,11 +27,11 @@ from collections.abc import Callable
 
 import trio
 
-from ..core.errors import PublishEnded, PublishRateLimited
-from ..core.frame import Frame
-from ..core.keys import Credentials, StreamKey
-from ..media.probe import StreamInfo
-from .ratelimit import PublishRateLimit
+from arcly_trio.core.errors import PublishEnded, PublishRateLimited
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.ratelimit import PublishRateLimit
+from arcly_trio.media.probe import StreamInfo
 
 __all__ = ["Publisher", "PublishSession"]
 

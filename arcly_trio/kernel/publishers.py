@@ -21,10 +21,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from ..core.errors import AddressPublisherLimitReached, PublisherLimitReached
-from ..core.keys import Credentials
-from .ratelimit import CarriedBuckets, PublishRateLimit
-from .spec import AppSpec
+from arcly_trio.core.errors import AddressPublisherLimitReached, PublisherLimitReached
+from arcly_trio.core.keys import Credentials
+from arcly_trio.kernel.ratelimit import CarriedBuckets, PublishRateLimit
+from arcly_trio.kernel.spec import AppSpec
 
 __all__ = ["PublisherSlots"]
 
@@ -32,8 +32,12 @@ __all__ = ["PublisherSlots"]
 class PublisherSlots:
     """The engine's publisher count, its limits, and the rate-limit buckets publishers left."""
 
-    def __init__(self, max_publishers: int | float = math.inf, max_per_address: int | None = None,
-                 exempt_addresses: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        max_publishers: int | float = math.inf,
+        max_per_address: int | None = None,
+        exempt_addresses: Iterable[str] = (),
+    ) -> None:
         self.max_publishers = max_publishers
         """At most this many publishers at once (a reload may change it; see :meth:`set_max`)."""
         self.max_per_address = max_per_address
@@ -98,8 +102,9 @@ class PublisherSlots:
         if spec.max_publish_bitrate <= 0:
             return None
         address = self.counted_address(credentials)
-        return self.carried_buckets.bucket(address, spec.max_publish_bitrate, now,
-                                           spec.gop_cache_bytes if address is None else 0)
+        return self.carried_buckets.bucket(
+            address, spec.max_publish_bitrate, now, spec.gop_cache_bytes if address is None else 0
+        )
 
     def rate_limit_ended(self, credentials: Credentials, bucket: PublishRateLimit, now: float) -> None:
         """A publish session with ``bucket`` ended: a reconnect gets this allowance back."""

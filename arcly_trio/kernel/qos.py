@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import attrs
 
-from ..core.keys import StreamKey
-from ..media.probe import StreamInfo
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.media.probe import StreamInfo
 
 __all__ = ["RateMeter", "StreamInfo", "StreamStats"]
 

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from .spec import AppSpec
+from arcly_trio.kernel.spec import AppSpec
 
 if TYPE_CHECKING:
-    from .stream import Stream
-    from .subscription import Subscription
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.kernel.subscription import Subscription
 
 __all__ = ["StreamService"]
 

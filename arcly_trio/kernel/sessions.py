@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from ..core.keys import Credentials, StreamKey
+from arcly_trio.core.keys import Credentials, StreamKey
 
 __all__ = ["ClientSession", "SessionTable"]
 
@@ -68,9 +68,18 @@ class ClientSession:
     def document(self) -> dict[str, Any]:
         """The session as ``/api/sessions`` lists it."""
         address, port = self.peer if self.peer is not None else (None, None)
-        return {"id": self.id, "role": self.role, "protocol": self.protocol, "address": address, "port": port,
-                "app": self.key.app, "stream": self.key.name, "key": str(self.key), "bytes": self.bytes,
-                "started_at": round(self.started_at, 3)}
+        return {
+            "id": self.id,
+            "role": self.role,
+            "protocol": self.protocol,
+            "address": address,
+            "port": port,
+            "app": self.key.app,
+            "stream": self.key.name,
+            "key": str(self.key),
+            "bytes": self.bytes,
+            "started_at": round(self.started_at, 3),
+        }
 
 
 class SessionTable:
@@ -97,8 +106,15 @@ class SessionTable:
         return attrs.evolve(credentials, client_id=self.new_id())
 
     @contextmanager
-    def holding(self, role: str, key: StreamKey, credentials: Credentials, protocol: str,
-                bytes_: Callable[[], int], kick: Callable[[], None]) -> Iterator[ClientSession]:
+    def holding(
+        self,
+        role: str,
+        key: StreamKey,
+        credentials: Credentials,
+        protocol: str,
+        bytes_: Callable[[], int],
+        kick: Callable[[], None],
+    ) -> Iterator[ClientSession]:
         """Register a session for the duration of the block."""
         session = self.open(role, key, credentials, protocol, bytes_, kick)
         try:
@@ -106,13 +122,21 @@ class SessionTable:
         finally:
             self._close(session)
 
-    def open(self, role: str, key: StreamKey, credentials: Credentials, protocol: str,
-             bytes_: Callable[[], int], kick: Callable[[], None]) -> ClientSession:
+    def open(
+        self,
+        role: str,
+        key: StreamKey,
+        credentials: Credentials,
+        protocol: str,
+        bytes_: Callable[[], int],
+        kick: Callable[[], None],
+    ) -> ClientSession:
         """Register a session until :meth:`close` (for sessions that are no block of code: the
         polling players of :mod:`.polled`). Its id is ``credentials.client_id``, which must not
         be another live session's (a new one if it is empty)."""
-        session = ClientSession(credentials.client_id or self.new_id(), role, key, protocol, credentials.peer,
-                                time.time(), bytes_, kick)
+        session = ClientSession(
+            credentials.client_id or self.new_id(), role, key, protocol, credentials.peer, time.time(), bytes_, kick
+        )
         self._live[session.id] = session
         return session
 

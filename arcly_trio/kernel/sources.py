@@ -61,13 +61,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import trio
 
-from ..core.errors import StreamError, StreamNotFound
-from ..core.excgroups import unwrap_single
-from ..core.keys import Credentials, StreamKey
+from arcly_trio.core.errors import StreamError, StreamNotFound
+from arcly_trio.core.excgroups import unwrap_single
+from arcly_trio.core.keys import Credentials, StreamKey
 
 if TYPE_CHECKING:
-    from .polled import PolledSessions
-    from .stream import Publisher, Stream
+    from arcly_trio.kernel.polled import PolledSessions
+    from arcly_trio.kernel.stream import Publisher, Stream
 
 __all__ = ["PublishClaimer", "SourceHost", "StreamSource", "SourceRequest", "Sourcing"]
 
@@ -86,8 +86,9 @@ class SourceHost(Protocol):
 
     def stream(self, key: StreamKey | str) -> Stream: ...
 
-    def publish(self, key: StreamKey | str, credentials: Credentials | None = None, *,
-                protocol: str = "") -> AbstractAsyncContextManager[Publisher]: ...
+    def publish(
+        self, key: StreamKey | str, credentials: Credentials | None = None, *, protocol: str = ""
+    ) -> AbstractAsyncContextManager[Publisher]: ...
 
 
 class StreamSource(Protocol):
@@ -97,8 +98,9 @@ class StreamSource(Protocol):
 
     def provides(self, key: StreamKey) -> bool: ...
 
-    async def open_stream(self, engine: SourceHost, request: SourceRequest, *,
-                          task_status: trio.TaskStatus[None] = ...) -> None: ...
+    async def open_stream(
+        self, engine: SourceHost, request: SourceRequest, *, task_status: trio.TaskStatus[None] = ...
+    ) -> None: ...
 
 
 @runtime_checkable
@@ -172,8 +174,16 @@ class SourceRequest:
 class Sourcing:
     """The engine's sources and their requests, one per key (see the module docstring)."""
 
-    def __init__(self, sources: Sequence[StreamSource], *, max_active: int = 256, max_pending_per_address: int = 4,
-                 pending_grace: float = 1.0, negative_ttl: float = 10.0, negative_size: int = 4096) -> None:
+    def __init__(
+        self,
+        sources: Sequence[StreamSource],
+        *,
+        max_active: int = 256,
+        max_pending_per_address: int = 4,
+        pending_grace: float = 1.0,
+        negative_ttl: float = 10.0,
+        negative_size: int = 4096,
+    ) -> None:
         self.sources = tuple(sources)
         self.max_active = max_active
         """Most keys being brought at once (see the module docstring)."""
@@ -202,8 +212,9 @@ class Sourcing:
         """Whether a source claims publishes (:meth:`claim_publish` then asks them)."""
         return bool(self._claimers)
 
-    async def obtain(self, engine: SourceHost, key: StreamKey, nursery: trio.Nursery,
-                     peer: tuple[str, int] | None = None) -> None:
+    async def obtain(
+        self, engine: SourceHost, key: StreamKey, nursery: trio.Nursery, peer: tuple[str, int] | None = None
+    ) -> None:
         """Make sure ``key`` is here if a source can bring it: returns at once when it is
         published here or no source provides it (the caller then finds it, or not), after the
         source started otherwise; raises the source's refusal. The caller subscribes right
@@ -291,8 +302,11 @@ class Sourcing:
         if trio.current_time() - oldest.started_at < self.pending_grace:
             return False
         self.evicted_total += 1
-        log.info("the pull of %s has not started in %g s: it gives its place up", oldest.key,
-                 round(trio.current_time() - oldest.started_at, 1))
+        log.info(
+            "the pull of %s has not started in %g s: it gives its place up",
+            oldest.key,
+            round(trio.current_time() - oldest.started_at, 1),
+        )
         if self.active.get(oldest.key) is oldest:
             del self.active[oldest.key]
         oldest.error = StreamNotFound(oldest.key.app, oldest.key.name)
@@ -368,8 +382,11 @@ class Sourcing:
         request = self.active.get(key)
         if request is None:
             return None
-        return {"source": request.source, "stopping": request.stopping,
-                "idle_for": _seconds(trio.current_time() - request.last_wanted)}
+        return {
+            "source": request.source,
+            "stopping": request.stopping,
+            "idle_for": _seconds(trio.current_time() - request.last_wanted),
+        }
 
 
 def _seconds(value: float) -> float:

@@ -7,7 +7,7 @@ import math
 
 import attrs
 
-from ..core.keys import check_name
+from arcly_trio.core.keys import check_name
 
 __all__ = ["AppSpec", "Takeover", "DEFAULT_MAX_PUBLISH_BITRATE"]
 
@@ -91,8 +91,9 @@ class AppSpec:
     batch_interval: float = attrs.field(default=0.0, validator=_finite_non_negative)
     services: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     hls: bool = False
-    hls_variant: str | None = attrs.field(default=None, validator=attrs.validators.optional(
-        attrs.validators.in_(("ts", "fmp4", "ll"))))
+    hls_variant: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(("ts", "fmp4", "ll")))
+    )
     record: bool = False
     max_publish_bitrate: int = attrs.field(default=0, validator=_non_negative)
 

@@ -39,17 +39,16 @@ from typing import Protocol
 
 import trio
 
-from ..core.errors import (
+from arcly_trio.core.errors import (
     PublishEnded,
     PublisherReplaced,
     PublishRateLimited,
     PublishStartTimedOut,
     StreamIdleReaped,
 )
-from ..core.frame import Frame, FrameBatch, FrameKind
-from ..core.keys import Credentials, StreamKey
-from ..media.probe import MediaProbe, StreamInfo
-from .events import (
+from arcly_trio.core.frame import Frame, FrameBatch, FrameKind
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.events import (
     RateLimited,
     StreamClosed,
     StreamEvent,
@@ -59,13 +58,14 @@ from .events import (
     SubscriberJoined,
     SubscriberLeft,
 )
-from .fanout import EndReason, Fanout, Sink, Subscriber
-from .gop import GopCache
-from .publish import Publisher, PublishSession
-from .qos import RateMeter, StreamStats
-from .ratelimit import PublishRateLimit
-from .spec import AppSpec
-from .subscription import Subscription
+from arcly_trio.kernel.fanout import EndReason, Fanout, Sink, Subscriber
+from arcly_trio.kernel.gop import GopCache
+from arcly_trio.kernel.publish import Publisher, PublishSession
+from arcly_trio.kernel.qos import RateMeter, StreamStats
+from arcly_trio.kernel.ratelimit import PublishRateLimit
+from arcly_trio.kernel.spec import AppSpec
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.media.probe import MediaProbe, StreamInfo
 
 __all__ = ["Stream", "StreamOwner", "Publisher", "PublishSession"]
 
@@ -95,8 +95,9 @@ class StreamOwner(Protocol):
 class Stream:
     """One live stream of an application (see the module docstring)."""
 
-    def __init__(self, owner: StreamOwner, key: StreamKey, idle_timeout: float | None,
-                 start_timeout: float | None = None) -> None:
+    def __init__(
+        self, owner: StreamOwner, key: StreamKey, idle_timeout: float | None, start_timeout: float | None = None
+    ) -> None:
         spec = owner.spec
         self.key = key
         self._owner = owner
@@ -180,12 +181,24 @@ class Stream:
 
     # ------------------------------------------------- sessions (called by the owner)
 
-    def new_session(self, credentials: Credentials, protocol: str, release: Callable[[], None],
-                    rate_limit: PublishRateLimit | None = None) -> PublishSession:
+    def new_session(
+        self,
+        credentials: Credentials,
+        protocol: str,
+        release: Callable[[], None],
+        rate_limit: PublishRateLimit | None = None,
+    ) -> PublishSession:
         """A publish session on this stream (the owner has checked the limits and policy and
         gives its rate limit, for ``spec.max_publish_bitrate``)."""
-        session = PublishSession(self.key, credentials, protocol, self._spec.ingest_queue,
-                                 on_finish=self._session_finished, release=release, rate_limit=rate_limit)
+        session = PublishSession(
+            self.key,
+            credentials,
+            protocol,
+            self._spec.ingest_queue,
+            on_finish=self._session_finished,
+            release=release,
+            rate_limit=rate_limit,
+        )
         session.info = StreamInfo(protocol=protocol, peer=credentials.peer, started_at=time.time())
         self.session = session
         self.info = session.info
@@ -201,16 +214,39 @@ class Stream:
         error = session.end_error
         if isinstance(error, PublishRateLimited):
             peer = session.credentials.peer
-            log.warning("publish of %s from %s over %s cut: %s", self.key, peer[0] if peer else "?",
-                        session.protocol or "?", error.reason)
-            self._emit(RateLimited(self.key, trio.current_time(), error.limit, error.measured, session.protocol,
-                                   peer, session.credentials.client_id, session.bytes))
+            log.warning(
+                "publish of %s from %s over %s cut: %s",
+                self.key,
+                peer[0] if peer else "?",
+                session.protocol or "?",
+                error.reason,
+            )
+            self._emit(
+                RateLimited(
+                    self.key,
+                    trio.current_time(),
+                    error.limit,
+                    error.measured,
+                    session.protocol,
+                    peer,
+                    session.credentials.client_id,
+                    session.bytes,
+                )
+            )
         elif isinstance(error, PublishStartTimedOut):
             peer = session.credentials.peer
-            log.info("publish of %s from %s over %s ended: %s", self.key, peer[0] if peer else "?",
-                     session.protocol or "?", error.reason)
-        self._emit(StreamUnpublished(self.key, trio.current_time(), reason, session.protocol, session.bytes,
-                                     session.credentials.client_id))
+            log.info(
+                "publish of %s from %s over %s ended: %s",
+                self.key,
+                peer[0] if peer else "?",
+                session.protocol or "?",
+                error.reason,
+            )
+        self._emit(
+            StreamUnpublished(
+                self.key, trio.current_time(), reason, session.protocol, session.bytes, session.credentials.client_id
+            )
+        )
 
     def replace_session(self) -> None:
         """End the current session because a new publisher takes over (policy ``replace``)."""
@@ -228,8 +264,11 @@ class Stream:
 
     def _join(self, sub: Subscriber) -> None:
         self.fanout.add(sub, self.next_seq)
-        self._emit(SubscriberJoined(self.key, trio.current_time(), sub.id, sub.protocol, sub.credentials.peer,
-                                    sub.credentials.client_id))
+        self._emit(
+            SubscriberJoined(
+                self.key, trio.current_time(), sub.id, sub.protocol, sub.credentials.peer, sub.credentials.client_id
+            )
+        )
 
     def subscribe(self, subscriber_id: int, credentials: Credentials, protocol: str, capacity: int) -> Subscription:
         """A new :class:`~.subscription.Subscription` (a channel sink) on this stream."""
@@ -260,8 +299,18 @@ class Stream:
 
     def _left(self, sub: Subscriber) -> None:
         reason = sub.end_reason.value if sub.end_reason is not None else "unknown"
-        self._emit(SubscriberLeft(self.key, trio.current_time(), sub.id, reason, sub.dropped, sub.protocol, sub.bytes,
-                                  sub.credentials.client_id))
+        self._emit(
+            SubscriberLeft(
+                self.key,
+                trio.current_time(),
+                sub.id,
+                reason,
+                sub.dropped,
+                sub.protocol,
+                sub.bytes,
+                sub.credentials.client_id,
+            )
+        )
 
     # -------------------------------------------------------------- the task
 
@@ -369,8 +418,9 @@ class Stream:
                 pass
             if idle:
                 scope.deadline = trio.current_time() + idle
-            if awaiting_media and any(not frame.config and (frame.kind is _VIDEO or frame.kind is _AUDIO)
-                                      for frame in batch):
+            if awaiting_media and any(
+                not frame.config and (frame.kind is _VIDEO or frame.kind is _AUDIO) for frame in batch
+            ):
                 awaiting_media = False
             if interval:
                 if held:

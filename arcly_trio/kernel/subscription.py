@@ -29,9 +29,9 @@ from typing import Any, Protocol
 
 import trio
 
-from ..core.frame import Frame
-from ..core.keys import Credentials, StreamKey
-from .fanout import EndReason, SessionStart, Subscriber
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
 
 __all__ = ["EndReason", "SubscribedStream", "Subscription"]
 
@@ -59,11 +59,23 @@ class Subscription:
     released as soon as they have been handed over, whichever way the subscription is read.
     """
 
-    __slots__ = ("subscriber", "session", "_stream", "_queue", "_capacity", "_waiter", "_ended", "_gone",
-                 "_replay", "_replay_pos", "_marks")
+    __slots__ = (
+        "subscriber",
+        "session",
+        "_stream",
+        "_queue",
+        "_capacity",
+        "_waiter",
+        "_ended",
+        "_gone",
+        "_replay",
+        "_replay_pos",
+        "_marks",
+    )
 
-    def __init__(self, stream: SubscribedStream, capacity: int, subscriber_id: int, credentials: Credentials,
-                 protocol: str) -> None:
+    def __init__(
+        self, stream: SubscribedStream, capacity: int, subscriber_id: int, credentials: Credentials, protocol: str
+    ) -> None:
         self._stream = stream
         self._queue: deque[Frame] = deque()
         self._capacity = capacity

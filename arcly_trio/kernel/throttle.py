@@ -65,8 +65,19 @@ _OTHER_REASONS = "other refusals"
 class _Record:
     """What the throttle knows of one (address, action)."""
 
-    __slots__ = ("by_key", "refusals", "last", "next_at", "in_flight", "waiting", "lot", "burst", "unlogged",
-                 "logged_at", "reasons")
+    __slots__ = (
+        "by_key",
+        "refusals",
+        "last",
+        "next_at",
+        "in_flight",
+        "waiting",
+        "lot",
+        "burst",
+        "unlogged",
+        "logged_at",
+        "reasons",
+    )
 
     def __init__(self, now: float) -> None:
         self.by_key: OrderedDict[str, int] = OrderedDict()
@@ -150,8 +161,9 @@ class Turn:
             self._leave()
             raise
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._leave()
 
     def _leave(self) -> None:
@@ -354,7 +366,8 @@ class AuthThrottle:
 def _sum_up(key: tuple[str, str], record: _Record, now: float) -> None:
     """One line for the refusals of a burst not logged yet: how many, and each reason's count."""
     reasons = "; ".join(f"{count} x {what}" for what, count in record.reasons.items())
-    log.warning("%s: %d more %s refusals in %.0f s: %s", key[0], record.unlogged, key[1], now - record.logged_at,
-                reasons)
+    log.warning(
+        "%s: %d more %s refusals in %.0f s: %s", key[0], record.unlogged, key[1], now - record.logged_at, reasons
+    )
     record.unlogged = 0
     record.reasons = {}

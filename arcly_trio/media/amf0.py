@@ -390,9 +390,7 @@ class _Decoder:
             self.pos = pos + 2
             (index,) = _U16.unpack_from(data, pos)
             if index >= len(self.refs):
-                raise AMF0Error(
-                    f"AMF0 reference {index} points past the {len(self.refs)} complex values so far"
-                )
+                raise AMF0Error(f"AMF0 reference {index} points past the {len(self.refs)} complex values so far")
             return self.refs[index]
         if marker == DATE:
             pos = self._need(10, "date")
@@ -404,9 +402,7 @@ class _Decoder:
         if marker == XML_DOCUMENT:
             return self._long_text("XML document")
         if marker == AVMPLUS:
-            raise AMF0Error(
-                f"AMF3 values (AVM+ switch marker 0x11 at byte {pos}) are not supported"
-            )
+            raise AMF0Error(f"AMF3 values (AVM+ switch marker 0x11 at byte {pos}) are not supported")
         if marker == OBJECT_END:
             raise AMF0Error(f"AMF0 object end marker 0x09 where a value should start (byte {pos})")
         if marker == MOVIECLIP:
@@ -435,10 +431,7 @@ class _Decoder:
             self.pos = pos + 4
             # Every value takes at least one byte: a larger count cannot be honest.
             if count > self.end - self.pos:
-                raise AMF0Error(
-                    f"AMF0 strict array claims {count} values but only "
-                    f"{self.end - self.pos} bytes follow"
-                )
+                raise AMF0Error(f"AMF0 strict array claims {count} values but only {self.end - self.pos} bytes follow")
             items: list[object] = []
             self.refs.append(items)
             for _ in range(count):

@@ -79,16 +79,16 @@ Error policy
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Final, Union
+from typing import Final
 
 import attrs
 
-from ..core.errors import LocalProtocolError
-from ..core.frame import Frame, FrameKind
-from .codec_strings import decoder_parameters, decoder_parameters_of
-from .codecs import CodecConfig, CodecError, parse_config
-from .ts_segments import HOLE_MS, check_segmenting, not_carried
-from .fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, track_from_config
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.codec_strings import decoder_parameters, decoder_parameters_of
+from arcly_trio.media.codecs import CodecConfig, CodecError, parse_config
+from arcly_trio.media.fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, track_from_config
+from arcly_trio.media.ts_segments import HOLE_MS, check_segmenting, not_carried
 
 __all__ = [
     "CmafPackager",
@@ -126,7 +126,7 @@ class ResourceExpired:
     name: str
 
 
-PackagerEvent = Union[ResourceReady, ResourceExpired]
+PackagerEvent = ResourceReady | ResourceExpired
 
 
 @attrs.frozen
@@ -565,8 +565,12 @@ class CmafPackager:
         elif leading:
             elapsed = out - seg.start_ms
             interval = self._interval.get(kind, 0)
-            if eligible and (elapsed >= self._target_ms or (self._stale and self._can_renew(frame))
-                             or not seg.independent and 2 * elapsed >= self._target_ms):
+            if eligible and (
+                elapsed >= self._target_ms
+                or (self._stale and self._can_renew(frame))
+                or not seg.independent
+                and 2 * elapsed >= self._target_ms
+            ):
                 boundary = "segment"  # (a segment cut without a keyframe ends at the next one sooner)
             elif elapsed + interval > self._max_ms or seg.size >= self.max_segment_bytes:
                 boundary, forced = "segment", True  # the segment would outgrow its promise
@@ -713,7 +717,9 @@ class CmafPackager:
             self._events.append(ResourceReady(rendition.init, init_segment([rendition.track])))
             self.carried.add(f"{rendition.track.codec} {kind.value}")
         if FrameKind.VIDEO in self.renditions and next(iter(self.renditions)) is not FrameKind.VIDEO:
-            self.renditions = {k: self.renditions[k] for k in (FrameKind.VIDEO, FrameKind.AUDIO) if k in self.renditions}
+            self.renditions = {
+                k: self.renditions[k] for k in (FrameKind.VIDEO, FrameKind.AUDIO) if k in self.renditions
+            }
         sequence = self._next_sequence
         self._next_sequence += 1
         self._open = OpenSegment(sequence, out, out, discontinuity, self.epochs[-1].index)
@@ -751,7 +757,9 @@ class CmafPackager:
         rendition._chunks.append(fragment.data)
         rendition.hint = self._part_name(rendition, seg.sequence, rendition._next_part)
         if duration > 0:
-            rendition.peak_bitrate = max(rendition.peak_bitrate, int(len(fragment.data) * 8 / max(duration, self.part_duration)))
+            rendition.peak_bitrate = max(
+                rendition.peak_bitrate, int(len(fragment.data) * 8 / max(duration, self.part_duration))
+            )
         self._events.append(ResourceReady(name, fragment.data))
 
     def _cut_parts(self, until: int | None, flush: Collection[FrameKind] = (),

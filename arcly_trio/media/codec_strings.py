@@ -56,7 +56,7 @@ from typing import Final
 
 import attrs
 
-from .codecs import (
+from arcly_trio.media.codecs import (
     Av1Config,
     Av1SequenceHeader,
     CodecConfig,
@@ -74,9 +74,9 @@ from .codecs import (
     parse_opus_head,
     parse_vp9_config,
 )
-from .codecs.aac import AacConfig
-from .codecs.h264 import AvcConfig, H264Sps
-from .codecs.hevc import HevcConfig, HevcSps
+from arcly_trio.media.codecs.aac import AacConfig
+from arcly_trio.media.codecs.h264 import AvcConfig, H264Sps
+from arcly_trio.media.codecs.hevc import HevcConfig, HevcSps
 
 __all__ = [
     "AUDIO_CODECS",
@@ -251,8 +251,11 @@ def decoder_parameters_of(config: CodecConfig) -> DecoderParameters:
     if isinstance(record, Av1Config):
         seq = record.sequence_header
         return DecoderParameters(
-            _av1_string(record), False,
-            seq.max_width if seq else None, seq.max_height if seq else None, bit_depth=record.bit_depth,
+            _av1_string(record),
+            False,
+            seq.max_width if seq else None,
+            seq.max_height if seq else None,
+            bit_depth=record.bit_depth,
         )
     if isinstance(record, Vp9Config):
         return DecoderParameters(_vp9_string(record), False, bit_depth=record.bit_depth)
@@ -266,12 +269,20 @@ def decoder_parameters_of(config: CodecConfig) -> DecoderParameters:
 # --- codec strings -> frame codecs and records (ingest) ---------------------------------------
 
 _PREFIXES: Final[dict[str, str]] = {
-    "avc1": "h264", "avc3": "h264", "hvc1": "hevc", "hev1": "hevc",
-    "av01": "av1", "vp09": "vp9", "mp4a": "aac", "opus": "opus",
+    "avc1": "h264",
+    "avc3": "h264",
+    "hvc1": "hevc",
+    "hev1": "hevc",
+    "av01": "av1",
+    "vp09": "vp9",
+    "mp4a": "aac",
+    "opus": "opus",
 }
 _CODEC_STRING: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.]{0,63}")
 _VP09: Final = re.compile(r"vp09\.(\d\d)\.(\d\d)\.(\d\d)(?:\.(\d\d)\.(\d\d)\.(\d\d)\.(\d\d)\.(\d\d))?")
-_AV01: Final = re.compile(r"av01\.(\d)\.(\d\d)([MH])\.(\d\d)(?:\.([01])\.([01])([01])([0-3])\.(\d\d\d?)\.(\d\d\d?)\.(\d\d\d?)\.([01]))?")
+_AV01: Final = re.compile(
+    r"av01\.(\d)\.(\d\d)([MH])\.(\d\d)(?:\.([01])\.([01])([01])([0-3])\.(\d\d\d?)\.(\d\d\d?)\.(\d\d\d?)\.([01]))?"
+)
 
 
 def frame_codec_of(codec_string: str) -> str:
@@ -310,9 +321,7 @@ def _av1c_from(codec_string: str) -> bytes:
     return bytes((0x81, (profile << 5) | level, b2, 0))
 
 
-def config_record_for(
-    codec_string: str, *, channels: int | None = None, sample_rate: int | None = None
-) -> bytes:
+def config_record_for(codec_string: str, *, channels: int | None = None, sample_rate: int | None = None) -> bytes:
     """A config record for a codec whose browser encoder gives none: vpcC for ``vp09.…``, av1C
     (with no configOBUs: AV1 keyframes carry their sequence header) for ``av01.…``, OpusHead
     for ``opus`` (``channels``, ``sample_rate``). Other codecs need the encoder's record:

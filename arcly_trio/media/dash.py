@@ -41,8 +41,8 @@ from collections.abc import Iterable
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
-from ..core.frame import FrameKind
-from .cmaf import CmafPackager, CmafSegment, Epoch, Rendition
+from arcly_trio.core.frame import FrameKind
+from arcly_trio.media.cmaf import CmafPackager, CmafSegment, Epoch, Rendition
 
 __all__ = ["render_mpd", "finalize", "iso_duration", "iso_time", "media_template", "resolve"]
 
@@ -124,8 +124,10 @@ def media_template(name_prefix: str, letter: str, offset: int) -> str:
     return f"{name_prefix}{letter}{offset or ''}-$Number$.m4s"
 
 
-_OFFSET_NAME: Final = re.compile(r"(?P<prefix>(?:[A-Za-z0-9_]*-)*)(?P<letter>[va])(?P<offset>[1-9][0-9]{0,8})-"
-                                 r"(?P<number>[0-9]{1,12})\.m4s")
+_OFFSET_NAME: Final = re.compile(
+    r"(?P<prefix>(?:[A-Za-z0-9_]*-)*)(?P<letter>[va])(?P<offset>[1-9][0-9]{0,8})-"
+    r"(?P<number>[0-9]{1,12})\.m4s"
+)
 
 
 def resolve(name: str) -> str:
@@ -165,7 +167,7 @@ def _adaptation_set(packager: CmafPackager, rendition: Rendition, segments: list
                      f'value="{track.channels}"/>')  # fmt: skip
     lines += [
         f'<SegmentTemplate timescale="{ts}" presentationTimeOffset="{pto}" '
-        f'initialization={quoteattr(segments[0].init + _QUERY)} media={quoteattr(media + _QUERY)} '
+        f"initialization={quoteattr(segments[0].init + _QUERY)} media={quoteattr(media + _QUERY)} "
         f'startNumber="{epoch.first_sequence}">',
         "<SegmentTimeline>",
         *_timeline(runs),

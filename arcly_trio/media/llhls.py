@@ -41,10 +41,10 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-from ..core.errors import RemoteProtocolError
-from ..core.frame import FrameKind
-from .cmaf import CmafPackager, CmafSegment, Rendition
-from .ts_segments import program_date_time
+from arcly_trio.core.errors import RemoteProtocolError
+from arcly_trio.core.frame import FrameKind
+from arcly_trio.media.cmaf import CmafPackager, CmafSegment, Rendition
+from arcly_trio.media.ts_segments import program_date_time
 
 __all__ = [
     "ReloadState",

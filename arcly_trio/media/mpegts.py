@@ -30,7 +30,8 @@ Timestamps
     Frame milliseconds become 90 kHz ticks plus :data:`TIMESTAMP_OFFSET` (1.4 s, what ffmpeg's
     muxer starts at), modulo 2**33, so the first DTS is never 0 and a slightly negative
     timestamp (a negative composition time, audio that starts before video) still maps to a
-    small positive one instead of wrapping. DTS is written only when it differs from PTS. The PCR runs :data:`PCR_DELAY` (0.7 s) behind the
+    small positive one instead of wrapping. DTS is written only when it differs from PTS. The PCR runs
+    :data:`PCR_DELAY` (0.7 s) behind the
     DTS of the frame it is sent with. It is written on every PES packet of the PCR PID (so on
     every keyframe) and, when a frame of the other PID is more than :data:`PCR_INTERVAL` (100 ms)
     past the last PCR, in an adaptation-field-only packet of the PCR PID. The PCR never goes
@@ -56,9 +57,9 @@ Error policy
 
 from __future__ import annotations
 
-from ..core.errors import LocalProtocolError
-from ..core.frame import Frame, FrameKind
-from .codecs import (
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.codecs import (
     H264_AUD,
     H264_NAL_AUD,
     HEVC_AUD,
@@ -291,8 +292,7 @@ class TsMuxer:
             return None
         if codec is not None and frame.codec != codec:
             raise LocalProtocolError(
-                f"{frame.kind.value} frame of codec {frame.codec!r} fed to a muxer built for "
-                f"{codec!r}"
+                f"{frame.kind.value} frame of codec {frame.codec!r} fed to a muxer built for {codec!r}"
             )
         return codec
 
@@ -451,4 +451,3 @@ class TsMuxer:
             pusi = 0
         self._cc[pid] = cc
         return b"".join(packets)
-

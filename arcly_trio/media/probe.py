@@ -28,11 +28,11 @@ from typing import Any
 
 import attrs
 
-from ..core.errors import RemoteProtocolError
-from ..core.frame import Frame, FrameKind
-from . import amf0
-from .codec_strings import decoder_parameters
-from .codecs import vp9_picture_size
+from arcly_trio.core.errors import RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media import amf0
+from arcly_trio.media.codec_strings import decoder_parameters
+from arcly_trio.media.codecs import vp9_picture_size
 
 __all__ = ["StreamInfo", "MediaProbe", "METADATA_FIELDS", "METADATA_TEXT", "COMMON_RATES", "measured_rate"]
 
@@ -42,8 +42,28 @@ METADATA_TEXT = 256
 
 _TIMESTAMPS = 256
 #: Frame rates publishers use; a measured rate that matches one within its precision is it.
-COMMON_RATES = (10.0, 12.0, 12.5, 15.0, 20.0, 23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 90.0,
-                100.0, 119.88, 120.0, 144.0, 240.0)
+COMMON_RATES = (
+    10.0,
+    12.0,
+    12.5,
+    15.0,
+    20.0,
+    23.976,
+    24.0,
+    25.0,
+    29.97,
+    30.0,
+    48.0,
+    50.0,
+    59.94,
+    60.0,
+    90.0,
+    100.0,
+    119.88,
+    120.0,
+    144.0,
+    240.0,
+)
 
 
 def measured_rate(first: int, last: int, frames: int) -> float | None:

@@ -83,13 +83,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Final, Union
+from typing import Final
 
 import attrs
 
-from ..core.errors import LocalProtocolError
-from ..core.frame import Frame, FrameKind
-from .mpegts import SUPPORTED_AUDIO_CODECS, SUPPORTED_VIDEO_CODECS, TsMuxer
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.mpegts import SUPPORTED_AUDIO_CODECS, SUPPORTED_VIDEO_CODECS, TsMuxer
 
 __all__ = [
     "HlsSegmenter",
@@ -139,7 +139,7 @@ class SegmentExpired:
     name: str
 
 
-SegmentEvent = Union[SegmentOpened, SegmentClosed, SegmentExpired]
+SegmentEvent = SegmentOpened | SegmentClosed | SegmentExpired
 
 
 @attrs.frozen
@@ -534,9 +534,7 @@ class HlsSegmenter:
         duration = max(0, end - seg.first_dts) / 1000
         self._current = None
         data = b"".join(seg.chunks)
-        events: list[SegmentEvent] = [
-            SegmentClosed(seg.sequence, seg.name, duration, data, seg.discontinuity)
-        ]
+        events: list[SegmentEvent] = [SegmentClosed(seg.sequence, seg.name, duration, data, seg.discontinuity)]
         self._listed.append(Segment(seg.sequence, seg.name, duration, seg.discontinuity, seg.program_date_time))
         while len(self._listed) > self.window:
             gone = self._listed.pop(0)

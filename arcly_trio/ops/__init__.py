@@ -12,12 +12,12 @@ Everything here plugs into the engine through the kernel's seams (``EngineBuilde
 ``EngineBuilder.observer``, ``engine.health``) and is usable by library users as it is.
 """
 
-from .audit import AuditPipeline, AuditSink, JsonLinesFile, MemorySink
-from .composite import AllOf, AnyOf, ByApp, ForActions, Swappable, TrustedPeers
-from .health import storage_check
-from .hooks import EventHook, HookCalled, HttpHooks
-from .metrics import PrometheusObserver
-from .signing import SignedUrlAuthenticator, make_jwt, nms_sign, sign_url
+from arcly_trio.ops.audit import AuditPipeline, AuditSink, JsonLinesFile, MemorySink
+from arcly_trio.ops.composite import AllOf, AnyOf, ByApp, ForActions, Swappable, TrustedPeers
+from arcly_trio.ops.health import storage_check
+from arcly_trio.ops.hooks import EventHook, HookCalled, HttpHooks
+from arcly_trio.ops.metrics import PrometheusObserver
+from arcly_trio.ops.signing import SignedUrlAuthenticator, make_jwt, nms_sign, sign_url
 
 __all__ = [
     "AuditPipeline",

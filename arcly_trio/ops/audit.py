@@ -61,7 +61,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..kernel.events import (
+from arcly_trio.kernel.events import (
     AuthDecided,
     RateLimited,
     SessionKicked,
@@ -70,8 +70,8 @@ from ..kernel.events import (
     SubscriberJoined,
     SubscriberLeft,
 )
-from ..kernel.observe import Observer
-from ._outbox import LogLimiter, Outbox
+from arcly_trio.kernel.observe import Observer
+from arcly_trio.ops._outbox import LogLimiter, Outbox
 
 __all__ = ["AuditPipeline", "AuditSink", "JsonLinesFile", "MemorySink"]
 
@@ -157,7 +157,7 @@ class JsonLinesFile:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _peer(peer: tuple[str, int] | None) -> dict[str, Any]:
@@ -196,9 +196,16 @@ class _Burst:
             self.addresses.add(address)
 
     def summary(self, action: str, address: str | None, now: float, overflow: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {"event": "auth-refusals", "action": action, "address": "*" if overflow else address,
-                                  "since": self.since, "seconds": round(now - self.started, 1), "refused": self.count,
-                                  "streams": len(self.streams), "reasons": dict(self.reasons)}
+        record: dict[str, Any] = {
+            "event": "auth-refusals",
+            "action": action,
+            "address": "*" if overflow else address,
+            "since": self.since,
+            "seconds": round(now - self.started, 1),
+            "refused": self.count,
+            "streams": len(self.streams),
+            "reasons": dict(self.reasons),
+        }
         if overflow:
             record["addresses"] = len(self.addresses)
         return record
@@ -219,8 +226,15 @@ class AuditPipeline(Observer):
 
     name = "audit"
 
-    def __init__(self, sink: AuditSink, *, capacity: int = 10000, log_interval: float = 60.0,
-                 refusal_interval: float = 60.0, max_bursts: int = 128) -> None:
+    def __init__(
+        self,
+        sink: AuditSink,
+        *,
+        capacity: int = 10000,
+        log_interval: float = 60.0,
+        refusal_interval: float = 60.0,
+        max_bursts: int = 128,
+    ) -> None:
         if refusal_interval < 0 or max_bursts < 0:
             raise ValueError("refusal_interval and max_bursts must be >= 0")
         self.sink = sink
@@ -249,10 +263,20 @@ class AuditPipeline(Observer):
     def on_auth_decided(self, event: AuthDecided) -> None:
         if not event.allowed and self.refusal_interval > 0 and not self._first_of_burst(event):
             return
-        self.record({"event": "auth", "action": event.action, "allowed": event.allowed,
-                     "reason": event.reason or None, "app": event.key.app, "stream": event.key.name,
-                     "renamed": str(event.renamed) if event.renamed else None, "protocol": event.protocol,
-                     **_peer(event.peer), "client_id": event.client_id})
+        self.record(
+            {
+                "event": "auth",
+                "action": event.action,
+                "allowed": event.allowed,
+                "reason": event.reason or None,
+                "app": event.key.app,
+                "stream": event.key.name,
+                "renamed": str(event.renamed) if event.renamed else None,
+                "protocol": event.protocol,
+                **_peer(event.peer),
+                "client_id": event.client_id,
+            }
+        )
 
     # ------------------------------------------------------------------ refusal bursts
 
@@ -315,37 +339,90 @@ class AuditPipeline(Observer):
             self.roll()
 
     def on_publish_started(self, event: StreamPublished) -> None:
-        self.record({"event": "publish-start", "app": event.key.app, "stream": event.key.name,
-                     "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
+        self.record(
+            {
+                "event": "publish-start",
+                "app": event.key.app,
+                "stream": event.key.name,
+                "protocol": event.protocol,
+                **_peer(event.peer),
+                "client_id": event.client_id,
+            }
+        )
 
     def on_publish_ended(self, event: StreamUnpublished) -> None:
-        self.record({"event": "publish-end", "app": event.key.app, "stream": event.key.name, "reason": event.reason,
-                     "protocol": event.protocol, "bytes": event.bytes, "client_id": event.client_id})
+        self.record(
+            {
+                "event": "publish-end",
+                "app": event.key.app,
+                "stream": event.key.name,
+                "reason": event.reason,
+                "protocol": event.protocol,
+                "bytes": event.bytes,
+                "client_id": event.client_id,
+            }
+        )
 
     def on_rate_limited(self, event: RateLimited) -> None:
-        self.record({"event": "rate-limited", "app": event.key.app, "stream": event.key.name,
-                     "limit": event.limit, "measured": round(event.measured), "bytes": event.bytes,
-                     "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
+        self.record(
+            {
+                "event": "rate-limited",
+                "app": event.key.app,
+                "stream": event.key.name,
+                "limit": event.limit,
+                "measured": round(event.measured),
+                "bytes": event.bytes,
+                "protocol": event.protocol,
+                **_peer(event.peer),
+                "client_id": event.client_id,
+            }
+        )
 
     def on_subscriber_joined(self, event: SubscriberJoined) -> None:
         if event.client_id:
-            self.record({"event": "play-start", "app": event.key.app, "stream": event.key.name,
-                         "protocol": event.protocol, **_peer(event.peer), "client_id": event.client_id})
+            self.record(
+                {
+                    "event": "play-start",
+                    "app": event.key.app,
+                    "stream": event.key.name,
+                    "protocol": event.protocol,
+                    **_peer(event.peer),
+                    "client_id": event.client_id,
+                }
+            )
 
     def on_subscriber_left(self, event: SubscriberLeft) -> None:
         if event.client_id:
-            self.record({"event": "play-end", "app": event.key.app, "stream": event.key.name, "reason": event.reason,
-                         "protocol": event.protocol, "bytes": event.bytes, "dropped": event.dropped,
-                         "client_id": event.client_id})
+            self.record(
+                {
+                    "event": "play-end",
+                    "app": event.key.app,
+                    "stream": event.key.name,
+                    "reason": event.reason,
+                    "protocol": event.protocol,
+                    "bytes": event.bytes,
+                    "dropped": event.dropped,
+                    "client_id": event.client_id,
+                }
+            )
 
     def on_session_kicked(self, event: SessionKicked) -> None:
-        self.record({"event": "kick", "app": event.key.app, "stream": event.key.name, "client_id": event.client_id,
-                     "role": event.role, "protocol": event.protocol, **_peer(event.peer), "by": event.by})
+        self.record(
+            {
+                "event": "kick",
+                "app": event.key.app,
+                "stream": event.key.name,
+                "client_id": event.client_id,
+                "role": event.role,
+                "protocol": event.protocol,
+                **_peer(event.peer),
+                "by": event.by,
+            }
+        )
 
     # ------------------------------------------------------------------ writing
 
-    async def run(self, engine: Any = None, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write queued records until cancelled, then the open bursts' summaries and what is
         left (the engine starts this)."""
         try:
@@ -377,5 +454,11 @@ class AuditPipeline(Observer):
             self._failures.failed("audit sink failed (%d records lost so far): %s", self.failed, exc)
 
     def health_status(self) -> dict[str, object]:
-        return {"audit": {"written": self.written, "dropped": self.dropped, "failed": self.failed,
-                          "aggregated": self.aggregated}}
+        return {
+            "audit": {
+                "written": self.written,
+                "dropped": self.dropped,
+                "failed": self.failed,
+                "aggregated": self.aggregated,
+            }
+        }

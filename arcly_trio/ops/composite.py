@@ -36,11 +36,11 @@ from typing import Any
 
 import trio
 
-from ..core.errors import Unauthorized
-from ..core.keys import Credentials, StreamKey
-from ..kernel.auth import Authenticator, decision
-from ..kernel.engine import RunsWithEngine
-from ..kernel.health import HealthReporter
+from arcly_trio.core.errors import Unauthorized
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.auth import Authenticator, decision
+from arcly_trio.kernel.engine import RunsWithEngine
+from arcly_trio.kernel.health import HealthReporter
 
 __all__ = ["AnyOf", "AllOf", "ForActions", "ByApp", "Swappable", "TrustedPeers", "ask"]
 
@@ -165,8 +165,9 @@ class Swappable(_Composite):
         finally:
             self._nursery = None
 
-    async def _run_member(self, member: Authenticator, *,
-                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_member(
+        self, member: Authenticator, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.CancelScope() as scope:
             self._scopes[id(member)] = scope
             try:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
-from ..kernel.health import CheckResult
-from ..storage import FileStorage, Storage, StorageError
+from arcly_trio.kernel.health import CheckResult
+from arcly_trio.storage import FileStorage, Storage, StorageError
 
 __all__ = ["storage_check", "PROBE_KEY"]
 

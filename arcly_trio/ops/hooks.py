@@ -62,11 +62,11 @@ import attrs
 import httpx
 import trio
 
-from ..core.errors import InvalidStreamName, Unauthorized
-from ..core.keys import Credentials, StreamKey
-from ..core.redact import redact_url, scrub
-from ..core.text import printable
-from ..kernel.events import (
+from arcly_trio.core.errors import InvalidStreamName, Unauthorized
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.redact import redact_url, scrub
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.events import (
     ServiceEvent,
     StreamEvent,
     StreamPublished,
@@ -75,12 +75,19 @@ from ..kernel.events import (
     SubscriberJoined,
     SubscriberLeft,
 )
-from ..kernel.health import CheckResult
-from ..kernel.observe import Observer
-from ._outbox import LogLimiter, Outbox
+from arcly_trio.kernel.health import CheckResult
+from arcly_trio.kernel.observe import Observer
+from arcly_trio.ops._outbox import LogLimiter, Outbox
 
-__all__ = ["HttpHooks", "EventHook", "HookCalled", "check_hook_url", "parse_redirect", "HOOK_UNAVAILABLE",
-           "HOOK_INVALID"]
+__all__ = [
+    "HttpHooks",
+    "EventHook",
+    "HookCalled",
+    "check_hook_url",
+    "parse_redirect",
+    "HOOK_UNAVAILABLE",
+    "HOOK_INVALID",
+]
 
 log = logging.getLogger("arcly_trio.hooks")
 
@@ -144,9 +151,14 @@ class _HookBase:
         for check in self._checks:
             engine.health.remove(check.name, check)
         self._checks = [
-            engine.health.add(f"hook-reachable:{hook} {_host_port(url)}",
-                              lambda url=url: _reachable(url, self.timeout), critical=False,
-                              timeout=self.timeout + 1, interval=10.0, replace=True)
+            engine.health.add(
+                f"hook-reachable:{hook} {_host_port(url)}",
+                lambda url=url: _reachable(url, self.timeout),
+                critical=False,
+                timeout=self.timeout + 1,
+                interval=10.0,
+                replace=True,
+            )
             for hook, url in self._urls.items()
         ]
 
@@ -169,8 +181,9 @@ class _HookBase:
     def _tell(self, key: StreamKey, hook: str, outcome: str, status: int, seconds: float, detail: str = "") -> None:
         engine = self._engine
         if engine is not None:
-            engine.observers.notify(HookCalled(key, trio.current_time(), "hooks", hook, detail, hook, outcome, status,
-                                               seconds))
+            engine.observers.notify(
+                HookCalled(key, trio.current_time(), "hooks", hook, detail, hook, outcome, status, seconds)
+            )
 
     async def _post(self, url: str, document: Mapping[str, Any], max_body: int) -> tuple[int, str, bytes]:
         """POST ``document``; the status, the ``Location`` and at most ``max_body`` bytes of
@@ -182,8 +195,9 @@ class _HookBase:
         return await _post_with(client, url, document, max_body)
 
 
-async def _post_with(client: httpx.AsyncClient, url: str, document: Mapping[str, Any],
-                     max_body: int) -> tuple[int, str, bytes]:
+async def _post_with(
+    client: httpx.AsyncClient, url: str, document: Mapping[str, Any], max_body: int
+) -> tuple[int, str, bytes]:
     async with client.stream("POST", url, json=document) as response:
         body = b""
         async for chunk in response.aiter_bytes():
@@ -231,14 +245,25 @@ class HttpHooks(_HookBase):
             of the failures in between).
     """
 
-    def __init__(self, on_publish: str | None = None, on_play: str | None = None, *, timeout: float = 3.0,
-                 fail_open: bool = False, cache_seconds: float = 30.0, cache_size: int = 10000,
-                 max_body: int = 65536, node: str = "", log_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        on_publish: str | None = None,
+        on_play: str | None = None,
+        *,
+        timeout: float = 3.0,
+        fail_open: bool = False,
+        cache_seconds: float = 30.0,
+        cache_size: int = 10000,
+        max_body: int = 65536,
+        node: str = "",
+        log_interval: float = 10.0,
+    ) -> None:
         super().__init__()
         if timeout <= 0:
             raise ValueError("the hook timeout must be > 0")
-        self._urls = {hook: check_hook_url(url) for hook, url in (("on_publish", on_publish),
-                                                                  ("on_play", on_play)) if url}
+        self._urls = {
+            hook: check_hook_url(url) for hook, url in (("on_publish", on_publish), ("on_play", on_play)) if url
+        }
         self.timeout = timeout
         self.fail_open = fail_open
         self.cache_seconds = cache_seconds
@@ -263,9 +288,17 @@ class HttpHooks(_HookBase):
     def document(self, action: str, key: StreamKey, credentials: Credentials) -> dict[str, Any]:
         """What is POSTed for ``action`` on ``key``."""
         address, port = credentials.peer if credentials.peer is not None else (None, None)
-        return {"action": action, "app": key.app, "stream": key.name, "query": dict(credentials.query),
-                "address": address, "port": port, "protocol": credentials.protocol,
-                "client_id": credentials.client_id, "node": self.node}
+        return {
+            "action": action,
+            "app": key.app,
+            "stream": key.name,
+            "query": dict(credentials.query),
+            "address": address,
+            "port": port,
+            "protocol": credentials.protocol,
+            "client_id": credentials.client_id,
+            "node": self.node,
+        }
 
     async def ask(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         """Ask the hook of ``action``: the key to go on with, or ``Unauthorized``."""
@@ -294,8 +327,15 @@ class HttpHooks(_HookBase):
             failure = failure or f"timed out after {self.timeout:g} s"
             self._tell(key, hook, outcome, 0, seconds, failure)
             verdict = "allowed: fail-open" if self.fail_open else "refused"
-            self._failures.failed("%s hook %s for %s of %s (%s; %s)", hook, printable(failure), action, key,
-                                  printable(redact_url(url)), verdict)
+            self._failures.failed(
+                "%s hook %s for %s of %s (%s; %s)",
+                hook,
+                printable(failure),
+                action,
+                key,
+                printable(redact_url(url)),
+                verdict,
+            )
             if self.fail_open:
                 return key
             raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
@@ -309,8 +349,14 @@ class HttpHooks(_HookBase):
                 target = parse_redirect(location, key)
             except InvalidStreamName:
                 self._tell(key, hook, "refused", status, seconds, "bad redirect")
-                self._failures.failed("%s hook redirected %s of %s to an invalid name %r (%s; refused)", hook,
-                                      action, key, printable(location, 80), printable(redact_url(url)))
+                self._failures.failed(
+                    "%s hook redirected %s of %s to an invalid name %r (%s; refused)",
+                    hook,
+                    action,
+                    key,
+                    printable(location, 80),
+                    printable(redact_url(url)),
+                )
                 raise Unauthorized(key.app, key.name, action, HOOK_INVALID) from None
             self._tell(key, hook, "renamed", status, seconds, str(target))
             self._remember(cache_key, target)
@@ -318,8 +364,15 @@ class HttpHooks(_HookBase):
         self._tell(key, hook, "refused", status, seconds)
         said = printable(body.decode("utf-8", "replace").strip(), 120)
         if status >= 500 or status < 200:  # the service broke: its words are not for the client
-            self._failures.failed("%s hook answered %d for %s of %s (%s; refused)%s", hook, status, action, key,
-                                  printable(redact_url(url)), f": {said}" if said else "")
+            self._failures.failed(
+                "%s hook answered %d for %s of %s (%s; refused)%s",
+                hook,
+                status,
+                action,
+                key,
+                printable(redact_url(url)),
+                f": {said}" if said else "",
+            )
             raise Unauthorized(key.app, key.name, action, HOOK_UNAVAILABLE)
         raise Unauthorized(key.app, key.name, action, f"{hook} hook answered {status}" + (f": {said}" if said else ""))
 
@@ -345,8 +398,9 @@ class EventHook(_HookBase, Observer):
     name = "event-hook"
     _RECORDING: ClassVar[frozenset[str]] = frozenset({"recording-stopped", "recording-failed"})
 
-    def __init__(self, url: str | None, *, capacity: int = 1024, timeout: float = 3.0, node: str = "",
-                 log_interval: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None, *, capacity: int = 1024, timeout: float = 3.0, node: str = "", log_interval: float = 60.0
+    ) -> None:
         super().__init__()
         self._urls = {"on_event": check_hook_url(url)} if url else {}
         self.url = url
@@ -373,16 +427,28 @@ class EventHook(_HookBase, Observer):
         """Queue a notification (dropped and counted when the queue is full)."""
         if not self.url:
             return
-        document = {"event": name, "app": event.key.app, "stream": event.key.name, "at": round(time.time(), 3),
-                    "node": self.node, **fields}
+        document = {
+            "event": name,
+            "app": event.key.app,
+            "stream": event.key.name,
+            "at": round(time.time(), 3),
+            "node": self.node,
+            **fields,
+        }
         self._outbox.put((event.key, document))
 
     def on_publish_started(self, event: StreamPublished) -> None:
         self.queue(event, "publish-start", protocol=event.protocol, client_id=event.client_id, **_peer(event.peer))
 
     def on_publish_ended(self, event: StreamUnpublished) -> None:
-        self.queue(event, "publish-end", reason=event.reason, protocol=event.protocol, client_id=event.client_id,
-                   bytes=event.bytes)
+        self.queue(
+            event,
+            "publish-end",
+            reason=event.reason,
+            protocol=event.protocol,
+            client_id=event.client_id,
+            bytes=event.bytes,
+        )
 
     def on_subscriber_joined(self, event: SubscriberJoined) -> None:
         if event.client_id:  # a player, not a stream service's own subscription
@@ -390,17 +456,29 @@ class EventHook(_HookBase, Observer):
 
     def on_subscriber_left(self, event: SubscriberLeft) -> None:
         if event.client_id:
-            self.queue(event, "play-end", reason=event.reason, protocol=event.protocol, client_id=event.client_id,
-                       bytes=event.bytes, dropped=event.dropped)
+            self.queue(
+                event,
+                "play-end",
+                reason=event.reason,
+                protocol=event.protocol,
+                client_id=event.client_id,
+                bytes=event.bytes,
+                dropped=event.dropped,
+            )
 
     def on_stream_reaped(self, event: StreamReaped) -> None:
         self.queue(event, "stream-reaped", idle_timeout=event.idle_timeout)
 
     def on_service_event(self, event: ServiceEvent) -> None:
         if event.service == "record" and event.what in self._RECORDING:
-            self.queue(event, "recording-done", ok=event.what == "recording-stopped",
-                       file=getattr(event, "file", "") or event.detail, bytes=getattr(event, "bytes", None),
-                       detail=event.detail)
+            self.queue(
+                event,
+                "recording-done",
+                ok=event.what == "recording-stopped",
+                file=getattr(event, "file", "") or event.detail,
+                bytes=getattr(event, "bytes", None),
+                detail=event.detail,
+            )
 
     async def run(self, engine: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send the queued notifications, one at a time, while the engine runs."""
@@ -427,8 +505,14 @@ class EventHook(_HookBase, Observer):
                 self._failures.failed("on_event hook %s: %s", redact_url(self.url), printable(failure))
 
     def health_status(self) -> dict[str, object]:
-        return {"event_hook": {"sent": self.sent, "failed": self.failed, "dropped": self.dropped,
-                               "queued": self._outbox.queued}}
+        return {
+            "event_hook": {
+                "sent": self.sent,
+                "failed": self.failed,
+                "dropped": self.dropped,
+                "queued": self._outbox.queued,
+            }
+        }
 
 
 def _peer(peer: tuple[str, int] | None) -> dict[str, object]:

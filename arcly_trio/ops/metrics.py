@@ -50,8 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import arcly_trio
-
-from ..kernel.events import (
+from arcly_trio.kernel.events import (
     AuthDecided,
     RateLimited,
     ServiceEvent,
@@ -62,12 +61,12 @@ from ..kernel.events import (
     SubscriberLagged,
     SubscriberLeft,
 )
-from ..kernel.observe import Observer
-from ..protocols.http.router import HttpRequest, Responder, Router
-from ..services.hls import HlsSegmentEvent, HlsService
-from ..services.recording import FlvRecorder
-from .audit import AuditPipeline
-from .hooks import EventHook, HookCalled
+from arcly_trio.kernel.observe import Observer
+from arcly_trio.ops.audit import AuditPipeline
+from arcly_trio.ops.hooks import EventHook, HookCalled
+from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
+from arcly_trio.services.hls import HlsSegmentEvent, HlsService
+from arcly_trio.services.recording import FlvRecorder
 
 __all__ = ["PrometheusObserver", "METRICS_PATH", "CONTENT_TYPE", "play_protocols", "publish_protocols"]
 
@@ -122,30 +121,51 @@ class PrometheusObserver(Observer):
 
     name = "metrics"
 
-    def __init__(self, *, per_stream: bool = False, registry: CollectorRegistry | None = None,
-                 path: str = METRICS_PATH) -> None:
+    def __init__(
+        self, *, per_stream: bool = False, registry: CollectorRegistry | None = None, path: str = METRICS_PATH
+    ) -> None:
         self.per_stream = per_stream
         self.path = path
         self.registry = registry if registry is not None else CollectorRegistry()
         self.engine: Any = None
         r = self.registry
-        self.lag_episodes = Counter("arcly_subscriber_lag_episodes", "Times a subscriber fell behind and "
-                                    "skipped to the next keyframe", ["app"], registry=r)
-        self.evictions = Counter("arcly_subscriber_evictions", "Subscribers evicted past the lag budget",
-                                 ["app"], registry=r)
+        self.lag_episodes = Counter(
+            "arcly_subscriber_lag_episodes",
+            "Times a subscriber fell behind and skipped to the next keyframe",
+            ["app"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "arcly_subscriber_evictions", "Subscribers evicted past the lag budget", ["app"], registry=r
+        )
         self.plays = Counter("arcly_plays", "Plays started", ["app", "protocol"], registry=r)
         self.publishes = Counter("arcly_publishes", "Publish sessions started", ["app", "protocol"], registry=r)
-        self.rate_limited = Counter("arcly_publishes_rate_limited", "Publish sessions cut for sending over the "
-                                    "bitrate limit", ["app"], registry=r)
+        self.rate_limited = Counter(
+            "arcly_publishes_rate_limited",
+            "Publish sessions cut for sending over the bitrate limit",
+            ["app"],
+            registry=r,
+        )
         self.auth_refusals = Counter("arcly_auth_refusals", "Refused authorizations", ["action"], registry=r)
         self.auth_allowed = Counter("arcly_auth_allowed", "Allowed authorizations", ["action"], registry=r)
         self.kicks = Counter("arcly_sessions_kicked", "Sessions ended by an operator", ["role"], registry=r)
-        self.hls_segments = Histogram("arcly_hls_segment_duration_seconds", "Durations of the HLS segments made",
-                                      ["app", "variant"], buckets=_SEGMENT_BUCKETS, registry=r)
-        self.hls_segment_bytes = Counter("arcly_hls_segment_bytes", "Bytes of the HLS segments made",
-                                         ["app", "variant"], registry=r)
-        self.hook_latency = Histogram("arcly_hook_duration_seconds", "HTTP hook calls: how long each took",
-                                      ["hook", "outcome"], buckets=_HOOK_BUCKETS, registry=r)
+        self.hls_segments = Histogram(
+            "arcly_hls_segment_duration_seconds",
+            "Durations of the HLS segments made",
+            ["app", "variant"],
+            buckets=_SEGMENT_BUCKETS,
+            registry=r,
+        )
+        self.hls_segment_bytes = Counter(
+            "arcly_hls_segment_bytes", "Bytes of the HLS segments made", ["app", "variant"], registry=r
+        )
+        self.hook_latency = Histogram(
+            "arcly_hook_duration_seconds",
+            "HTTP hook calls: how long each took",
+            ["hook", "outcome"],
+            buckets=_HOOK_BUCKETS,
+            registry=r,
+        )
         self._left_drops = 0
         self.registry.register(_EngineCollector(self))
 
@@ -174,8 +194,9 @@ class PrometheusObserver(Observer):
         """Serve the metrics at :attr:`path` (the HTTP worker calls this)."""
 
         async def serve(request: HttpRequest, responder: Responder) -> None:
-            await responder.respond(200, self.render(), content_type=CONTENT_TYPE,
-                                    headers=[("cache-control", "no-cache")])
+            await responder.respond(
+                200, self.render(), content_type=CONTENT_TYPE, headers=[("cache-control", "no-cache")]
+            )
 
         router.get(self.path, serve, protected=True)
 
@@ -282,8 +303,9 @@ class _EngineCollector(Collector):
         yield streams
         yield _gauge("arcly_publishers", "Publishers, per protocol", "protocol", publishers)
         yield _gauge("arcly_subscribers", "Players subscribed, per protocol", "protocol", subscribers)
-        connections = GaugeMetricFamily("arcly_connections", "Open connections, per protocol worker",
-                                        labels=["protocol"])
+        connections = GaugeMetricFamily(
+            "arcly_connections", "Open connections, per protocol worker", labels=["protocol"]
+        )
         for index, worker in enumerate(engine.workers):
             open_connections = getattr(worker, "open_connections", None)
             if open_connections is not None:
@@ -296,8 +318,11 @@ class _EngineCollector(Collector):
         yield dropped
         hls = [service for service in engine.services if isinstance(service, HlsService)]
         if hls:
-            early = CounterMetricFamily("arcly_hls_dropped_early", "HLS/DASH segments and parts deleted before "
-                                        "their time because their stream held more than its byte cap")
+            early = CounterMetricFamily(
+                "arcly_hls_dropped_early",
+                "HLS/DASH segments and parts deleted before "
+                "their time because their stream held more than its byte cap",
+            )
             early.add_metric([], sum(service.dropped_early for service in hls))
             yield early
         lag = GaugeMetricFamily("arcly_event_loop_lag_seconds", "The worst event loop lag of the last 10 s")
@@ -305,10 +330,12 @@ class _EngineCollector(Collector):
         yield lag
 
     def _traffic(self, engine: Any) -> Iterator[Metric]:
-        ingress = CounterMetricFamily("arcly_ingress_bytes", "Media bytes received from publishers, per protocol",
-                                      labels=["protocol"])
-        egress = CounterMetricFamily("arcly_egress_bytes", "Media bytes given to players, per protocol",
-                                     labels=["protocol"])
+        ingress = CounterMetricFamily(
+            "arcly_ingress_bytes", "Media bytes received from publishers, per protocol", labels=["protocol"]
+        )
+        egress = CounterMetricFamily(
+            "arcly_egress_bytes", "Media bytes given to players, per protocol", labels=["protocol"]
+        )
         sizes: dict[tuple[str, str], int] = {
             **{("publish", protocol): 0 for protocol in publish_protocols(engine)},
             **{("play", protocol): 0 for protocol in play_protocols(engine)},
@@ -329,8 +356,11 @@ class _EngineCollector(Collector):
         yield recorded
 
     def _pipelines(self, engine: Any) -> Iterator[Metric]:
-        dropped = CounterMetricFamily("arcly_notifications_dropped", "Audit records and event-hook notifications "
-                                      "dropped because their queue was full", labels=["pipeline"])
+        dropped = CounterMetricFamily(
+            "arcly_notifications_dropped",
+            "Audit records and event-hook notifications dropped because their queue was full",
+            labels=["pipeline"],
+        )
         for observer in engine.observers.observers:
             if isinstance(observer, AuditPipeline):
                 dropped.add_metric(["audit"], observer.dropped)
@@ -340,13 +370,14 @@ class _EngineCollector(Collector):
 
     def _per_stream(self, engine: Any) -> Iterator[Metric]:
         labels = ["app", "stream"]
-        subscribers = GaugeMetricFamily("arcly_stream_subscribers", "Players of a stream, per protocol",
-                                        labels=[*labels, "protocol"])
+        subscribers = GaugeMetricFamily(
+            "arcly_stream_subscribers", "Players of a stream, per protocol", labels=[*labels, "protocol"]
+        )
         received = CounterMetricFamily("arcly_stream_received_bytes", "Media bytes a stream received", labels=labels)
-        dropped = CounterMetricFamily("arcly_stream_frames_dropped", "Frames a stream's players dropped",
-                                      labels=labels)
-        bitrate = GaugeMetricFamily("arcly_stream_bitrate_bits_per_second", "A stream's bitrate over the last second",
-                                    labels=[*labels, "kind"])
+        dropped = CounterMetricFamily("arcly_stream_frames_dropped", "Frames a stream's players dropped", labels=labels)
+        bitrate = GaugeMetricFamily(
+            "arcly_stream_bitrate_bits_per_second", "A stream's bitrate over the last second", labels=[*labels, "kind"]
+        )
         uptime = GaugeMetricFamily("arcly_stream_uptime_seconds", "How long a stream has existed", labels=labels)
         services = engine.service_names
         for stream in engine.streams():

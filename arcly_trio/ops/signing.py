@@ -44,8 +44,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import jwt
 
-from ..core.errors import Unauthorized
-from ..core.keys import Credentials, StreamKey
+from arcly_trio.core.errors import Unauthorized
+from arcly_trio.core.keys import Credentials, StreamKey
 
 __all__ = ["SignedUrlAuthenticator", "nms_sign", "sign_url", "make_jwt", "MAX_SIGNATURE"]
 
@@ -65,12 +65,18 @@ def nms_sign(app: str, stream: str, expiry: int, secret: str) -> str:
 def make_jwt(secret: str, app: str, stream: str, expiry: int, action: str | list[str] = "play") -> str:
     """An HS256 JWT for ``action`` (``"play"``, ``"publish"``, a list, or ``"*"`` for any) on
     ``app/stream`` (``"*"`` for any), valid until ``expiry``."""
-    return jwt.encode({"app": app, "stream": stream, "action": action, "exp": int(expiry)}, secret,
-                      algorithm="HS256")
+    return jwt.encode({"app": app, "stream": stream, "action": action, "exp": int(expiry)}, secret, algorithm="HS256")
 
 
-def sign_url(url: str, secret: str | None, expiry: int, *, style: str = "nms", action: str = "play",
-             publish_secret: str | None = None) -> str:
+def sign_url(
+    url: str,
+    secret: str | None,
+    expiry: int,
+    *,
+    style: str = "nms",
+    action: str = "play",
+    publish_secret: str | None = None,
+) -> str:
     """``url`` (``rtmp://host/app/stream``, ``http://host/app/stream.flv``, ``.../index.m3u8``...)
     with ``sign=`` (``style="nms"``) or ``jwt=`` (``style="jwt"``) added to its query, valid for
     ``action`` only.
@@ -97,11 +103,14 @@ def sign_url(url: str, secret: str | None, expiry: int, *, style: str = "nms", a
         elif action == "publish":
             signing = publish_secret
             if not signing:
-                raise ValueError("a ?sign= for publishing needs the publish signing secret "
-                                 "(--publish-sign-secret); or make a JWT")
+                raise ValueError(
+                    "a ?sign= for publishing needs the publish signing secret (--publish-sign-secret); or make a JWT"
+                )
         else:
-            raise ValueError("a ?sign= is valid for one action (play, or publish with the publish signing "
-                             "secret); make a JWT for both")
+            raise ValueError(
+                "a ?sign= is valid for one action (play, or publish with the publish signing "
+                "secret); make a JWT for both"
+            )
         if not signing:
             raise ValueError("the signing secret is missing")
         added = {"sign": nms_sign(app, stream, expiry, signing)}
@@ -129,16 +138,26 @@ class SignedUrlAuthenticator:
         clock: the time in unix seconds (tests give their own).
     """
 
-    def __init__(self, secret: str, *, publish_secret: str | None = None,
-                 actions: Iterable[str] = ("publish", "play"), nms: bool = True, jwt: bool = True,
-                 leeway: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        publish_secret: str | None = None,
+        actions: Iterable[str] = ("publish", "play"),
+        nms: bool = True,
+        jwt: bool = True,
+        leeway: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not secret:
             raise ValueError("the signing secret must not be empty")
         if publish_secret is not None and not publish_secret:
             raise ValueError("the publish signing secret must not be empty")
         if publish_secret is not None and hmac.compare_digest(publish_secret.encode(), secret.encode()):
-            raise ValueError("the publish signing secret must differ from the signing secret "
-                             "(else every viewer's ?sign= would publish)")
+            raise ValueError(
+                "the publish signing secret must differ from the signing secret "
+                "(else every viewer's ?sign= would publish)"
+            )
         self._secret = secret
         self._publish_secret = publish_secret
         self.actions = frozenset(actions)
@@ -198,8 +217,9 @@ class SignedUrlAuthenticator:
         if len(token) > MAX_SIGNATURE:
             raise self._refuse(action, key, "malformed token")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp"],
-                                "verify_exp": False})
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"], options={"require": ["exp"], "verify_exp": False}
+            )
         except jwt.InvalidSignatureError:
             raise self._refuse(action, key, "wrong token signature") from None
         except jwt.PyJWTError:

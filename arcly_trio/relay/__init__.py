@@ -12,9 +12,9 @@ recording) and every egress work on them. The cluster (:mod:`arcly_trio.cluster`
 the node that owns a stream with the same code.
 """
 
-from .links import Backoff, LinkStats
-from .pull import PullSource, pull_into
-from .push import PushService, PushTarget
-from .upstream import open_upstream
+from arcly_trio.relay.links import Backoff, LinkStats
+from arcly_trio.relay.pull import PullSource, pull_into
+from arcly_trio.relay.push import PushService, PushTarget
+from arcly_trio.relay.upstream import open_upstream
 
 __all__ = ["Backoff", "LinkStats", "PullSource", "PushService", "PushTarget", "open_upstream", "pull_into"]

@@ -48,9 +48,17 @@ class LinkStats:
         self.set_state("retrying")
 
     def document(self) -> dict[str, Any]:
-        return {"url": self.url, "state": self.state, "retries": self.retries, "bytes": self.bytes,
-                "frames": self.frames, "skipped": self.skipped, "last_error": self.last_error,
-                "connected_at": self.connected_at, "since": round(self.since, 3)}
+        return {
+            "url": self.url,
+            "state": self.state,
+            "retries": self.retries,
+            "bytes": self.bytes,
+            "frames": self.frames,
+            "skipped": self.skipped,
+            "last_error": self.last_error,
+            "connected_at": self.connected_at,
+            "since": round(self.since, 3),
+        }
 
 
 class Backoff:

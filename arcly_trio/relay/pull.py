@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused, StreamNotFound
-from ..core.keys import Credentials, StreamKey
-from ..core.redact import redact_url, scrub
-from ..core.text import printable
-from ..kernel.events import ServiceEvent
-from ..protocols.rtmp.url import check_template, fill_template
-from .links import LinkStats
-from .upstream import open_upstream
+from arcly_trio.core.errors import ConnectionLost, RemoteProtocolError, RemoteRefused, StreamNotFound
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.redact import redact_url, scrub
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.events import ServiceEvent
+from arcly_trio.protocols.rtmp.url import check_template, fill_template
+from arcly_trio.relay.links import LinkStats
+from arcly_trio.relay.upstream import open_upstream
 
 if TYPE_CHECKING:
-    from ..kernel.engine import Engine
-    from ..kernel.sources import SourceRequest
+    from arcly_trio.kernel.engine import Engine
+    from arcly_trio.kernel.sources import SourceRequest
 
 __all__ = ["PullSource", "pull_into"]
 
@@ -104,8 +104,9 @@ async def pull_into(
                 ended = printable(scrub(upstream.end or "upstream ended", url))
                 log.log(level, "pull of %s from %s ended: %s", key, where, ended)
                 stats.last_error = ended if upstream.end else None
-                stream.notify(ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-ended",
-                                           f"{where}: {ended}"))
+                stream.notify(
+                    ServiceEvent(key, trio.current_time(), credentials.protocol, "pull-ended", f"{where}: {ended}")
+                )
     except (RemoteRefused, ConnectionLost, RemoteProtocolError) as exc:
         stats.last_error = printable(scrub(str(exc), url))  # an upstream's refusal may quote the URL
         log.log(level, "pull of %s from %s failed: %s", key, where, stats.last_error)
@@ -130,8 +131,15 @@ class PullSource:
     name = "pull"
     publish_protocols = ("pull",)
 
-    def __init__(self, templates: Mapping[str | None, str], *, idle: float = 10.0, timeout: float = 10.0,
-                 read_timeout: float = 30.0, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        templates: Mapping[str | None, str],
+        *,
+        idle: float = 10.0,
+        timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.templates = {app: check_template(template) for app, template in templates.items()}
         self.idle = idle
         self.timeout = timeout
@@ -146,8 +154,9 @@ class PullSource:
     def provides(self, key: StreamKey) -> bool:
         return self.template_for(key.app) is not None
 
-    async def open_stream(self, engine: Engine, request: SourceRequest, *,
-                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def open_stream(
+        self, engine: Engine, request: SourceRequest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         key = request.key
         template = self.template_for(key.app)
         if template is None:
@@ -156,8 +165,17 @@ class PullSource:
         stats = LinkStats(redact_url(url))
         self.links[key] = stats
         try:
-            await pull_into(engine, request, url, stats=stats, credentials=self.credentials, idle=self.idle,
-                            timeout=self.timeout, read_timeout=self.read_timeout, task_status=task_status)
+            await pull_into(
+                engine,
+                request,
+                url,
+                stats=stats,
+                credentials=self.credentials,
+                idle=self.idle,
+                timeout=self.timeout,
+                read_timeout=self.read_timeout,
+                task_status=task_status,
+            )
         finally:
             if self.links.get(key) is stats:
                 del self.links[key]

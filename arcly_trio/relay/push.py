@@ -23,7 +23,8 @@ connects (``ServiceEvent`` ``push-connected``) and fails (``push-failed``, with 
 
 State: ``stream_status(key)`` gives ``{"push": [...]}`` for ``/api/streams``: per target its
 redacted URL (:meth:`~arcly_trio.protocols.rtmp.url.RtmpUrl.redacted`: no credentials, no query
-values, the stream key shortened; errors have the URL's secrets scrubbed, and so do the log lines), state (``connecting``, ``connected``, ``retrying``, ``stopped``), retries,
+values, the stream key shortened; errors have the URL's secrets scrubbed, and so do the log lines), state
+(``connecting``, ``connected``, ``retrying``, ``stopped``), retries,
 bytes, frames, frames skipped, the kernel's drops and the last error.
 
 Error policy: nothing a target does reaches the stream: its errors are logged (peer text
@@ -40,20 +41,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..clients.rtmp import RtmpPublisher, open_rtmp_publisher
-from ..core.errors import ConnectionLost, LocalProtocolError, RemoteProtocolError, RemoteRefused
-from ..core.frame import Frame, FrameKind
-from ..core.keys import StreamKey, check_name
-from ..core.redact import redact_url, scrub
-from ..core.text import printable
-from ..kernel.events import ServiceEvent
-from ..protocols.rtmp.url import check_template, fill_template, parse_rtmp_url
-from .links import Backoff, LinkStats
+from arcly_trio.clients.rtmp import RtmpPublisher, open_rtmp_publisher
+from arcly_trio.core.errors import ConnectionLost, LocalProtocolError, RemoteProtocolError, RemoteRefused
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import StreamKey, check_name
+from arcly_trio.core.redact import redact_url, scrub
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.events import ServiceEvent
+from arcly_trio.protocols.rtmp.url import check_template, fill_template, parse_rtmp_url
+from arcly_trio.relay.links import Backoff, LinkStats
 
 if TYPE_CHECKING:
-    from ..kernel.spec import AppSpec
-    from ..kernel.stream import Stream
-    from ..kernel.subscription import Subscription
+    from arcly_trio.kernel.spec import AppSpec
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.kernel.subscription import Subscription
 
 __all__ = ["PushTarget", "PushService"]
 
@@ -120,8 +121,9 @@ class _Link:
             self.stats.set_state("connecting")
             error = "closed"
             try:
-                async with open_rtmp_publisher(self.url, timeout=service.timeout,
-                                               write_timeout=service.write_timeout) as publisher:
+                async with open_rtmp_publisher(
+                    self.url, timeout=service.timeout, write_timeout=service.write_timeout
+                ) as publisher:
                     self.fresh = True
                     self.publisher = publisher
                     self.stats.set_state("connected")
@@ -138,8 +140,9 @@ class _Link:
             self.stats.failed(printable(scrub(error, self.url)))  # a refusal may quote the stream key
             self.tell("push-failed", self.stats.last_error or "")
             delay = backoff.next_delay()
-            log.warning("push of %s to %s failed: %s; retrying in %g s", self.key, self.stats.url,
-                        self.stats.last_error, delay)
+            log.warning(
+                "push of %s to %s failed: %s; retrying in %g s", self.key, self.stats.url, self.stats.last_error, delay
+            )
             await trio.sleep(delay)
 
     def _start_point(self, batch: Sequence[Frame]) -> int | None:
@@ -203,9 +206,16 @@ class PushService:
 
     name = "push"
 
-    def __init__(self, targets: Iterable[PushTarget | str], *, timeout: float = 10.0, write_timeout: float = 10.0,
-                 backoff: tuple[float, float, float] = (1.0, 30.0, 10.0), capacity: int = 512,
-                 skip_protocols: Iterable[str] = ("cluster", "worker")) -> None:
+    def __init__(
+        self,
+        targets: Iterable[PushTarget | str],
+        *,
+        timeout: float = 10.0,
+        write_timeout: float = 10.0,
+        backoff: tuple[float, float, float] = (1.0, 30.0, 10.0),
+        capacity: int = 512,
+        skip_protocols: Iterable[str] = ("cluster", "worker"),
+    ) -> None:
         self.targets = [target if isinstance(target, PushTarget) else PushTarget.parse(target) for target in targets]
         self.timeout = timeout
         self.write_timeout = write_timeout
@@ -221,8 +231,11 @@ class PushService:
         key = stream.key
         if stream.info.protocol in self.skip_protocols:
             return
-        links = [_Link(self, stream, fill_template(target.url, key.app, key.name))
-                 for target in self.targets if target.applies_to(key.app)]
+        links = [
+            _Link(self, stream, fill_template(target.url, key.app, key.name))
+            for target in self.targets
+            if target.applies_to(key.app)
+        ]
         if not links:
             return
         self.links[key] = links
@@ -256,8 +269,13 @@ class PushService:
             log.exception("push of %s to %s failed", link.key, link.stats.url)
             link.stats.failed("internal error")
             return
-        log.info("push of %s to %s stopped (stream ended; %d frames, %d bytes)", link.key, link.stats.url,
-                 link.stats.frames, link.stats.bytes)
+        log.info(
+            "push of %s to %s stopped (stream ended; %d frames, %d bytes)",
+            link.key,
+            link.stats.url,
+            link.stats.frames,
+            link.stats.bytes,
+        )
 
     def stream_status(self, key: StreamKey) -> dict[str, Any]:
         links = self.links.get(key)

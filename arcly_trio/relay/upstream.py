@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from ..clients.flv import open_flv_player
-from ..clients.rtmp import open_rtmp_player
-from ..core.frame import Frame
-from ..core.redact import redact_url
+from arcly_trio.clients.flv import open_flv_player
+from arcly_trio.clients.rtmp import open_rtmp_player
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.redact import redact_url
 
 __all__ = ["Upstream", "open_upstream"]
 
@@ -32,17 +32,18 @@ class Upstream(Protocol):
 
 
 @asynccontextmanager
-async def open_upstream(url: str, *, unix_socket: str | None = None, timeout: float = 10.0,
-                        read_timeout: float = 30.0) -> AsyncIterator[Upstream]:
+async def open_upstream(
+    url: str, *, unix_socket: str | None = None, timeout: float = 10.0, read_timeout: float = 30.0
+) -> AsyncIterator[Upstream]:
     """Play ``url`` (see the module docstring) for the duration of the block."""
     scheme = url.partition(":")[0].lower()
     if scheme in ("rtmp", "rtmps"):
-        async with open_rtmp_player(url, unix_socket=unix_socket, timeout=timeout,
-                                    read_timeout=read_timeout) as player:
+        async with open_rtmp_player(url, unix_socket=unix_socket, timeout=timeout, read_timeout=read_timeout) as player:
             yield player
     elif scheme in ("http", "https"):
-        async with open_flv_player(url, unix_socket=unix_socket, timeout=timeout,
-                                   read_timeout=read_timeout) as flv_player:
+        async with open_flv_player(
+            url, unix_socket=unix_socket, timeout=timeout, read_timeout=read_timeout
+        ) as flv_player:
             yield flv_player
     else:
         raise ValueError(f"upstreams are rtmp://, rtmps://, http:// or https://, not {redact_url(url)!r}")

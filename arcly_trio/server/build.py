@@ -45,14 +45,14 @@ from typing import Any
 
 import attrs
 
-from ..cluster import ClusterDirectory, ClusterNode, LocalDirectory
-from ..core.errors import InvalidStreamName
-from ..core.keys import Credentials
-from ..kernel.auth import AllowAll, Authenticator, TokenAuthenticator
-from ..kernel.engine import Engine
-from ..kernel.spec import AppSpec
-from ..kernel.throttle import AuthThrottle
-from ..ops import (
+from arcly_trio.cluster import ClusterDirectory, ClusterNode, LocalDirectory
+from arcly_trio.core.errors import InvalidStreamName
+from arcly_trio.core.keys import Credentials
+from arcly_trio.kernel.auth import AllowAll, Authenticator, TokenAuthenticator
+from arcly_trio.kernel.engine import Engine
+from arcly_trio.kernel.spec import AppSpec
+from arcly_trio.kernel.throttle import AuthThrottle
+from arcly_trio.ops import (
     AllOf,
     AnyOf,
     AuditPipeline,
@@ -67,30 +67,69 @@ from ..ops import (
     TrustedPeers,
     storage_check,
 )
-from ..relay import PullSource, PushService
-from ..services import FlvRecorder, HlsService
-from ..storage import FileStorage
-from ..workers.http import HttpServer
-from ..workers.listen import LOCAL_PEER
-from ..workers.rtmp import RtmpServer
-from ..workers.serving import Listener
-from .settings import Settings, read_secret
+from arcly_trio.relay import PullSource, PushService
+from arcly_trio.server.settings import Settings, read_secret
+from arcly_trio.services import FlvRecorder, HlsService
+from arcly_trio.storage import FileStorage
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.listen import LOCAL_PEER
+from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.workers.serving import Listener
 
-__all__ = ["Runtime", "build_runtime", "reload_runtime", "reload_tls", "app_specs", "authenticator_for",
-           "read_secret", "tls_context"]
+__all__ = [
+    "Runtime",
+    "build_runtime",
+    "reload_runtime",
+    "reload_tls",
+    "app_specs",
+    "authenticator_for",
+    "read_secret",
+    "tls_context",
+]
 
 log = logging.getLogger("arcly_trio.server")
 
 #: Options a reload applies (the others need a restart).
-RELOADABLE = frozenset({
-    "apps", "app_tables", "gop_cache", "lag_budget", "subscriber_queue", "takeover", "reconnect_grace",
-    "hls", "hls_variant", "record_apps", "publish_token", "publish_token_file", "play_token", "play_token_file",
-    "sign_secret", "sign_secret_file", "publish_sign_secret", "publish_sign_secret_file", "sign_actions",
-    "on_publish", "on_play", "hook_timeout", "hook_fail_open",
-    "on_event", "api_token", "api_token_file", "metrics_per_stream", "idle_timeout", "max_publishers",
-    "auth_max_delay", "log_level", "tls_cert", "tls_key", "max_publish_bitrate", "max_publishers_per_ip",
-    "publish_start_timeout",
-})
+RELOADABLE = frozenset(
+    {
+        "apps",
+        "app_tables",
+        "gop_cache",
+        "lag_budget",
+        "subscriber_queue",
+        "takeover",
+        "reconnect_grace",
+        "hls",
+        "hls_variant",
+        "record_apps",
+        "publish_token",
+        "publish_token_file",
+        "play_token",
+        "play_token_file",
+        "sign_secret",
+        "sign_secret_file",
+        "publish_sign_secret",
+        "publish_sign_secret_file",
+        "sign_actions",
+        "on_publish",
+        "on_play",
+        "hook_timeout",
+        "hook_fail_open",
+        "on_event",
+        "api_token",
+        "api_token_file",
+        "metrics_per_stream",
+        "idle_timeout",
+        "max_publishers",
+        "auth_max_delay",
+        "log_level",
+        "tls_cert",
+        "tls_key",
+        "max_publish_bitrate",
+        "max_publishers_per_ip",
+        "publish_start_timeout",
+    }
+)
 
 
 @attrs.define
@@ -138,8 +177,9 @@ def reload_tls(runtime: Runtime, cert: str | None, key: str | None) -> str | Non
     try:
         context = tls_context(cert, key)
     except SystemExit as exc:
-        log.error("TLS certificate reload failed; the running certificate is kept: %s",
-                  str(exc).removeprefix("arcly-trio: "))
+        log.error(
+            "TLS certificate reload failed; the running certificate is kept: %s", str(exc).removeprefix("arcly-trio: ")
+        )
         return "TLS certificate kept (the new one does not load)"
     for server in servers:
         server.ssl_context = context
@@ -162,12 +202,18 @@ def app_specs(options: Settings | argparse.Namespace) -> dict[str, AppSpec]:
     specs = {}
     for name in _apps_of(args):
         fields: dict[str, Any] = {
-            "gop_cache_frames": args.gop_cache, "subscriber_queue": args.subscriber_queue,
-            "lag_budget": args.lag_budget, "takeover": args.takeover, "reconnect_grace": args.reconnect_grace,
-            "hls": args.hls, "hls_variant": args.hls_variant, "record": bool(args.record),
-            "batch_interval": args.batch_interval, "max_publish_bitrate": args.max_publish_bitrate,
+            "gop_cache_frames": args.gop_cache,
+            "subscriber_queue": args.subscriber_queue,
+            "lag_budget": args.lag_budget,
+            "takeover": args.takeover,
+            "reconnect_grace": args.reconnect_grace,
+            "hls": args.hls,
+            "hls_variant": args.hls_variant,
+            "record": bool(args.record),
+            "batch_interval": args.batch_interval,
+            "max_publish_bitrate": args.max_publish_bitrate,
         }
-        from .config import APP_KEYS  # noqa: PLC0415 - config imports nothing of this module
+        from arcly_trio.server.config import APP_KEYS  # noqa: PLC0415 - config imports nothing of this module
 
         for key, value in (tables.get(name) or {}).items():
             field = APP_KEYS[key].field
@@ -182,14 +228,16 @@ def app_specs(options: Settings | argparse.Namespace) -> dict[str, AppSpec]:
 
 def _auth_settings(args: Settings, table: Mapping[str, Any] | None = None) -> dict[str, Any]:
     values = args.as_dict()
-    settings = {name: values[name] for name in ("publish_token", "play_token", "sign_secret",
-                                                "publish_sign_secret", "on_publish", "on_play")}
+    settings = {
+        name: values[name]
+        for name in ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "on_publish", "on_play")
+    }
     for key, value in (table or {}).items():
-        from .config import APP_KEYS  # noqa: PLC0415
+        from arcly_trio.server.config import APP_KEYS  # noqa: PLC0415
 
         field = APP_KEYS[key].field
         if field.startswith("auth:"):
-            settings[field[len("auth:"):]] = value
+            settings[field[len("auth:") :]] = value
     return settings
 
 
@@ -202,8 +250,7 @@ def check_credentials(settings: Mapping[str, Any]) -> None:
     if publish_secret and not settings.get("sign_secret"):
         raise ValueError("--publish-sign-secret needs --sign-secret")
     if publish_secret and publish_secret == settings.get("sign_secret"):
-        raise ValueError("--publish-sign-secret must differ from --sign-secret "
-                         "(every viewer's ?sign= would publish)")
+        raise ValueError("--publish-sign-secret must differ from --sign-secret (every viewer's ?sign= would publish)")
 
 
 def authenticator_for(settings: Mapping[str, Any], args: Settings) -> Authenticator:
@@ -219,13 +266,25 @@ def authenticator_for(settings: Mapping[str, Any], args: Settings) -> Authentica
         if token:
             accepted.append(TokenAuthenticator(**{f"{action}_token": token}))
         if settings["sign_secret"] and action in sign_actions:
-            accepted.append(SignedUrlAuthenticator(settings["sign_secret"], actions={action},
-                                                   publish_secret=settings.get("publish_sign_secret") or None))
+            accepted.append(
+                SignedUrlAuthenticator(
+                    settings["sign_secret"],
+                    actions={action},
+                    publish_secret=settings.get("publish_sign_secret") or None,
+                )
+            )
         if accepted:
             members.append(ForActions(accepted[0] if len(accepted) == 1 else AnyOf(accepted), {action}))
     if settings["on_publish"] or settings["on_play"]:
-        members.append(HttpHooks(settings["on_publish"], settings["on_play"], timeout=args.hook_timeout,
-                                 fail_open=args.hook_fail_open, node=args.node_id or ""))
+        members.append(
+            HttpHooks(
+                settings["on_publish"],
+                settings["on_play"],
+                timeout=args.hook_timeout,
+                fail_open=args.hook_fail_open,
+                node=args.node_id or "",
+            )
+        )
     if not members:
         return AllowAll()
     return members[0] if len(members) == 1 else AllOf(members)
@@ -240,8 +299,10 @@ def build_authenticator(args: Settings) -> Authenticator:
     default = authenticator_for(_auth_settings(args), args)
     per_app = {}
     for name, table in args.app_tables.items():
-        if any(k in table for k in ("publish-token", "play-token", "sign-secret", "publish-sign-secret", "on-publish",
-                                    "on-play")):
+        if any(
+            k in table
+            for k in ("publish-token", "play-token", "sign-secret", "publish-sign-secret", "on-publish", "on-play")
+        ):
             try:
                 per_app[name] = authenticator_for(_auth_settings(args, table), args)
             except ValueError as exc:
@@ -263,17 +324,23 @@ def cluster_node(args: Settings) -> ClusterNode | None:
     node_id = f"{machine}/w{index}" if worker_dir else machine
     directory: ClusterDirectory
     if args.cluster:
-        from ..cluster.redis import RedisDirectory  # noqa: PLC0415 - coredis only when clustering
+        from arcly_trio.cluster.redis import RedisDirectory  # noqa: PLC0415 - coredis only when clustering
 
         directory = RedisDirectory(args.cluster)
     else:
         directory = LocalDirectory(os.path.join(worker_dir, "directory.sock"))
     http_url = f"http://{public}:{args.http_port}" if args.http_port >= 0 else None
     return ClusterNode(
-        directory, node_id=node_id, rtmp_url=f"rtmp://{public}:{args.rtmp_port}", http_url=http_url,
+        directory,
+        node_id=node_id,
+        rtmp_url=f"rtmp://{public}:{args.rtmp_port}",
+        http_url=http_url,
         relay_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None,
-        machine=machine, ttl=args.cluster_ttl, idle=args.pull_idle,
-        play_token=args.play_token, publish_token=args.publish_token,
+        machine=machine,
+        ttl=args.cluster_ttl,
+        idle=args.pull_idle,
+        play_token=args.play_token,
+        publish_token=args.publish_token,
     )
 
 
@@ -309,13 +376,27 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     per_ip = args.max_connections_per_ip or None
     worker_dir = args.worker_dir
     index = int(args.worker_index or 0)
-    listener = Listener(host=args.host, max_connections=args.max_connections,
-                        max_pending_per_address=args.max_idle_per_ip, max_per_address=per_ip,
-                        write_timeout=args.write_timeout, reuse_port=worker_dir is not None)
-    rtmp_options: dict[str, Any] = dict(setup_timeout=args.setup_timeout, idle_timeout=args.connection_idle_timeout,
-                                        max_partial_memory=int(args.max_ingest_memory * 1024 * 1024))
-    rtmp = RtmpServer(listener=attrs.evolve(listener, port=args.rtmp_port, unix_socket=os.path.join(
-        worker_dir, f"rtmp-{index}.sock") if worker_dir else None), **rtmp_options)
+    listener = Listener(
+        host=args.host,
+        max_connections=args.max_connections,
+        max_pending_per_address=args.max_idle_per_ip,
+        max_per_address=per_ip,
+        write_timeout=args.write_timeout,
+        reuse_port=worker_dir is not None,
+    )
+    rtmp_options: dict[str, Any] = dict(
+        setup_timeout=args.setup_timeout,
+        idle_timeout=args.connection_idle_timeout,
+        max_partial_memory=int(args.max_ingest_memory * 1024 * 1024),
+    )
+    rtmp = RtmpServer(
+        listener=attrs.evolve(
+            listener,
+            port=args.rtmp_port,
+            unix_socket=os.path.join(worker_dir, f"rtmp-{index}.sock") if worker_dir else None,
+        ),
+        **rtmp_options,
+    )
     tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
     auth = Swappable(authenticator)
     hls_max_bytes = int(args.hls_max_mib * 1024 * 1024) if args.hls_max_mib > 0 else None
@@ -334,26 +415,44 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     )
     runtime = Runtime(args, None, rtmp, None, auth=auth)  # type: ignore[arg-type]
     if args.rtmps_port >= 0:
-        runtime.rtmps = RtmpServer(listener=attrs.evolve(listener, port=args.rtmps_port, ssl_context=tls),
-                                   **rtmp_options)
+        runtime.rtmps = RtmpServer(
+            listener=attrs.evolve(listener, port=args.rtmps_port, ssl_context=tls), **rtmp_options
+        )
         builder.protocol(runtime.rtmps)
     hls: HlsService | None = None
     if args.http_port >= 0 or args.https_port >= 0:
         if args.http_port >= 0:
-            runtime.http = HttpServer(listener=attrs.evolve(listener, port=args.http_port, unix_socket=os.path.join(
-                worker_dir, f"http-{index}.sock") if worker_dir else None), api_token=args.api_token)
+            runtime.http = HttpServer(
+                listener=attrs.evolve(
+                    listener,
+                    port=args.http_port,
+                    unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None,
+                ),
+                api_token=args.api_token,
+            )
             builder.protocol(runtime.http)
         if args.https_port >= 0:
-            runtime.https = HttpServer(listener=attrs.evolve(listener, port=args.https_port, ssl_context=tls),
-                                       api_token=args.api_token)
+            runtime.https = HttpServer(
+                listener=attrs.evolve(listener, port=args.https_port, ssl_context=tls), api_token=args.api_token
+            )
             builder.protocol(runtime.https)
         if worker_dir:  # the workers share one HLS storage; the worker where a stream is published packages it
-            hls = HlsService(FileStorage(os.path.join(worker_dir, "hls")), variant=args.hls_variant,
-                             target_duration=args.hls_segment, window=args.hls_window,
-                             skip_protocols=("worker",), locate=False, max_bytes=hls_max_bytes)
+            hls = HlsService(
+                FileStorage(os.path.join(worker_dir, "hls")),
+                variant=args.hls_variant,
+                target_duration=args.hls_segment,
+                window=args.hls_window,
+                skip_protocols=("worker",),
+                locate=False,
+                max_bytes=hls_max_bytes,
+            )
         else:
-            hls = HlsService(variant=args.hls_variant, target_duration=args.hls_segment, window=args.hls_window,
-                             max_bytes=hls_max_bytes)
+            hls = HlsService(
+                variant=args.hls_variant,
+                target_duration=args.hls_segment,
+                window=args.hls_window,
+                max_bytes=hls_max_bytes,
+            )
         builder.service(hls)
     recorder = FlvRecorder(args.record) if args.record else None
     if recorder is not None:
@@ -365,24 +464,32 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
         if args.push:
             builder.service(PushService(args.push))
         if args.pull:
-            builder.source(PullSource(pull_templates(args.pull), idle=args.pull_idle,
-                                      credentials=Credentials(token=args.publish_token)))
+            builder.source(
+                PullSource(
+                    pull_templates(args.pull), idle=args.pull_idle, credentials=Credentials(token=args.publish_token)
+                )
+            )
         runtime.events = EventHook(args.on_event, node=args.node_id or "")
     except ValueError as exc:
         raise SystemExit(f"arcly-trio: {exc}") from None
     runtime.metrics = PrometheusObserver(per_stream=args.metrics_per_stream)
     builder.observer(runtime.metrics).observer(runtime.events)
     if args.audit:
-        runtime.audit = AuditPipeline(JsonLinesFile(_audit_path(args.audit, worker_dir, index),
-                                                    max_bytes=int(args.audit_max_mib * 1024 * 1024),
-                                                    backups=args.audit_backups))
+        runtime.audit = AuditPipeline(
+            JsonLinesFile(
+                _audit_path(args.audit, worker_dir, index),
+                max_bytes=int(args.audit_max_mib * 1024 * 1024),
+                backups=args.audit_backups,
+            )
+        )
         builder.observer(runtime.audit)
     for spec in specs.values():
         builder.application(spec)
     engine = runtime.engine = builder.build()
     if recorder is not None:
-        engine.health.add("storage:record", storage_check(recorder.storage, what="the recording directory"),
-                          interval=10.0)
+        engine.health.add(
+            "storage:record", storage_check(recorder.storage, what="the recording directory"), interval=10.0
+        )
     if hls is not None and isinstance(hls.storage, FileStorage):
         engine.health.add("storage:hls", storage_check(hls.storage, what="the HLS directory"), interval=10.0)
     return runtime
@@ -395,7 +502,7 @@ async def reload_runtime(runtime: Runtime, options: Settings | argparse.Namespac
     specs = app_specs(args)
     authenticator = build_authenticator(args)
     if args.on_event:
-        from ..ops.hooks import check_hook_url  # noqa: PLC0415
+        from arcly_trio.ops.hooks import check_hook_url  # noqa: PLC0415
 
         check_hook_url(args.on_event)
     old = runtime.settings
@@ -403,8 +510,18 @@ async def reload_runtime(runtime: Runtime, options: Settings | argparse.Namespac
     changes: list[str] = []
     # The new authorization first: an application added below is served under it from its
     # first moment (adding one yields to other tasks, which may play or publish there).
-    auth_keys = ("publish_token", "play_token", "sign_secret", "publish_sign_secret", "sign_actions", "on_publish",
-                 "on_play", "hook_timeout", "hook_fail_open", "app_tables")
+    auth_keys = (
+        "publish_token",
+        "play_token",
+        "sign_secret",
+        "publish_sign_secret",
+        "sign_actions",
+        "on_publish",
+        "on_play",
+        "hook_timeout",
+        "hook_fail_open",
+        "app_tables",
+    )
     before, after = old.as_dict(), args.as_dict()
     if any(before[name] != after[name] for name in auth_keys) and runtime.auth is not None:
         await runtime.auth.swap(authenticator)

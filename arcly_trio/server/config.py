@@ -35,12 +35,21 @@ from typing import Any
 
 import attrs
 
-from ..core.errors import ArclyError, InvalidStreamName
-from ..core.keys import check_name
-from .options import app_problem, problem
+from arcly_trio.core.errors import ArclyError, InvalidStreamName
+from arcly_trio.core.keys import check_name
+from arcly_trio.server.options import app_problem, problem
 
-__all__ = ["ConfigError", "ConfigFile", "OptionKey", "APP_KEYS", "option_keys", "load", "resolve",
-           "explicit_options", "command_line_problems"]
+__all__ = [
+    "ConfigError",
+    "ConfigFile",
+    "OptionKey",
+    "APP_KEYS",
+    "option_keys",
+    "load",
+    "resolve",
+    "explicit_options",
+    "command_line_problems",
+]
 
 #: Options that are not configuration (the file itself, the supervisor's hidden ones).
 NOT_IN_FILE = frozenset({"config", "worker_dir", "worker_index", "worker_count", "help"})
@@ -85,21 +94,25 @@ APP_KEYS: Mapping[str, AppKey] = {
     "gop-cache-bytes": AppKey("int", "gop_cache_bytes", "bytes of the current GOP kept at most (0 = no cap)"),
     "queue": AppKey("int", "subscriber_queue", "frames a player may have queued before it drops to a keyframe"),
     "lag-budget": AppKey("int", "lag_budget", "evict a player that dropped more frames than this (omit: never)"),
-    "takeover": AppKey("str", "takeover", "a second publisher is refused (reject) or takes over (replace)",
-                       ("reject", "replace")),
+    "takeover": AppKey(
+        "str", "takeover", "a second publisher is refused (reject) or takes over (replace)", ("reject", "replace")
+    ),
     "grace": AppKey("float", "reconnect_grace", "seconds players wait for a publisher to come back"),
-    "batch-interval": AppKey("float", "batch_interval",
-                             "seconds frames are gathered between writes to each viewer (0: at once)"),
-    "max-publish-bitrate": AppKey("int", "max_publish_bitrate",
-                                  "the most a publisher may send, in bits/s, with 4 s of burst (0 = no limit)"),
+    "batch-interval": AppKey(
+        "float", "batch_interval", "seconds frames are gathered between writes to each viewer (0: at once)"
+    ),
+    "max-publish-bitrate": AppKey(
+        "int", "max_publish_bitrate", "the most a publisher may send, in bits/s, with 4 s of burst (0 = no limit)"
+    ),
     "hls": AppKey("bool", "hls", "package this application's streams as HLS"),
     "hls-variant": AppKey("str", "hls_variant", "ts, fmp4 or ll", ("ts", "fmp4", "ll")),
     "record": AppKey("bool", "record", "record this application's streams (needs the record directory)"),
     "publish-token": AppKey("str", "auth:publish_token", "publishers of this application need ?token="),
     "play-token": AppKey("str", "auth:play_token", "players of this application need ?token="),
     "sign-secret": AppKey("str", "auth:sign_secret", "signed URLs of this application use this secret"),
-    "publish-sign-secret": AppKey("str", "auth:publish_sign_secret",
-                                  "a ?sign= of this application made with this secret publishes"),
+    "publish-sign-secret": AppKey(
+        "str", "auth:publish_sign_secret", "a ?sign= of this application made with this secret publishes"
+    ),
     "on-publish": AppKey("str", "auth:on_publish", "the publish hook of this application"),
     "on-play": AppKey("str", "auth:on_play", "the play hook of this application"),
 }
@@ -136,10 +149,20 @@ def option_keys(serve: argparse.ArgumentParser) -> dict[str, OptionKey]:
 
 
 #: Keys whose values are secrets or URLs that may carry one: a wrong value is never quoted back.
-SECRET_KEYS = frozenset({
-    "publish-token", "play-token", "sign-secret", "api-token", "on-publish", "on-play", "on-event", "push", "pull",
-    "cluster",
-})
+SECRET_KEYS = frozenset(
+    {
+        "publish-token",
+        "play-token",
+        "sign-secret",
+        "api-token",
+        "on-publish",
+        "on-play",
+        "on-event",
+        "push",
+        "pull",
+        "cluster",
+    }
+)
 
 
 def _type_problem(kind: str, value: Any, choices: tuple[Any, ...] | None, *, secret: bool = False) -> str | None:
@@ -223,8 +246,9 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
         line = _line_of(text, table, key)
         problems.append((line, f"{path}:{line}: {where}: {problem}"))
 
-    def value_problem(kind: str, value: Any, choices: tuple[Any, ...] | None, secret: bool,
-                      check: Callable[[Any], str | None]) -> str | None:
+    def value_problem(
+        kind: str, value: Any, choices: tuple[Any, ...] | None, secret: bool, check: Callable[[Any], str | None]
+    ) -> str | None:
         wrong = _type_problem(kind, value, choices, secret=secret)
         if wrong:
             return wrong
@@ -256,8 +280,9 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
                     if spec is None:
                         fail(f"apps.{app}", key, "unknown key (application keys: " + ", ".join(APP_KEYS) + ")")
                         continue
-                    wrong = value_problem(spec.kind, item, spec.choices, key in SECRET_KEYS,
-                                          lambda item, key=key: app_problem(key, item))  # type: ignore[misc]
+                    wrong = value_problem(
+                        spec.kind, item, spec.choices, key in SECRET_KEYS, lambda item, key=key: app_problem(key, item)
+                    )  # type: ignore[misc]
                     if wrong:
                         fail(f"apps.{app}", key, wrong)
                         continue
@@ -269,8 +294,9 @@ def load(path: str, keys: Mapping[str, OptionKey]) -> ConfigFile:
             hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/config.md)"
             fail("", name, f"unknown key{hint}")
             continue
-        wrong = value_problem(option.kind, value, option.choices, name in SECRET_KEYS,
-                              lambda item, dest=option.dest: problem(dest, item))  # type: ignore[misc]
+        wrong = value_problem(
+            option.kind, value, option.choices, name in SECRET_KEYS, lambda item, dest=option.dest: problem(dest, item)
+        )  # type: ignore[misc]
         if wrong:
             fail("", name, wrong)
             continue
@@ -314,8 +340,7 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def command_line_problems(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                          given: set[str]) -> list[str]:
+def command_line_problems(parser: argparse.ArgumentParser, args: argparse.Namespace, given: set[str]) -> list[str]:
     """What is wrong with the options given on the command line (``given``: their ``dest``),
     one line each: ``--rtmp-port 99999: a port is 0-65535``; a secret is never quoted."""
     found = []
@@ -331,8 +356,9 @@ def command_line_problems(parser: argparse.ArgumentParser, args: argparse.Namesp
     return found
 
 
-def resolve(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace,
-            config: ConfigFile | None) -> argparse.Namespace:
+def resolve(
+    parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace, config: ConfigFile | None
+) -> argparse.Namespace:
     """``args`` (parsed from ``argv``) with the file's values for every option not given on the
     command line (defaults < file < command line)."""
     if config is None:

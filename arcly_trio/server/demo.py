@@ -13,11 +13,11 @@ from importlib import resources
 
 import trio
 
-from ..kernel.engine import Engine
-from ..core.errors import PublishEnded, StreamError
-from ..core.frame import Frame
-from ..core.keys import Credentials, StreamKey
-from ..media import amf0, flv
+from arcly_trio.core.errors import PublishEnded, StreamError
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.engine import Engine
+from arcly_trio.media import amf0, flv
 
 __all__ = ["demo_frames", "publish_demo"]
 

@@ -100,9 +100,17 @@ def local_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def ready_lines(*, host: str, public_host: str | None, rtmp_port: int, rtmps_port: int | None,
-                http: Sequence[tuple[str, int]], apps: Sequence[str], hls_variant: str | None,
-                demo: bool) -> list[str]:
+def ready_lines(
+    *,
+    host: str,
+    public_host: str | None,
+    rtmp_port: int,
+    rtmps_port: int | None,
+    http: Sequence[tuple[str, int]],
+    apps: Sequence[str],
+    hls_variant: str | None,
+    demo: bool,
+) -> list[str]:
     """What ``serve`` logs once it listens: the URLs to publish, play and open the pages at
     (``http``: each HTTP worker's scheme and port), reachable from this machine, and from other
     machines when it listens on every interface (see the module docstring). ``hls_variant``:
@@ -119,11 +127,15 @@ def ready_lines(*, host: str, public_host: str | None, rtmp_port: int, rtmps_por
         lines.append(f"RTMPS rtmps://{elsewhere or here}:{rtmps_port}/{{app}}/{{stream}}")
     for scheme, port in http:
         base = f"{scheme}://{here}:{port}"
-        lines.append(f"pages {base}/ (status), /watch/{{app}}/{{stream}}, /publish/{{app}}/{{stream}}; frames "
-                     "/{app}/{stream}/frames; API /api/streams, /api/sessions, /api/health; metrics /metrics")
-        lines.append(f"HTTP-FLV {base}/{{app}}/{{stream}}.flv, WebSocket-FLV on the same path"
-                     + (", HLS /{app}/{stream}/index.m3u8" if hls_variant else "")
-                     + (", DASH /{app}/{stream}/index.mpd" if hls_variant in ("fmp4", "ll") else ""))
+        lines.append(
+            f"pages {base}/ (status), /watch/{{app}}/{{stream}}, /publish/{{app}}/{{stream}}; frames "
+            "/{app}/{stream}/frames; API /api/streams, /api/sessions, /api/health; metrics /metrics"
+        )
+        lines.append(
+            f"HTTP-FLV {base}/{{app}}/{{stream}}.flv, WebSocket-FLV on the same path"
+            + (", HLS /{app}/{stream}/index.m3u8" if hls_variant else "")
+            + (", DASH /{app}/{stream}/index.mpd" if hls_variant in ("fmp4", "ll") else "")
+        )
     if demo:
         lines.append(f"demo stream: ffplay rtmp://{here}:{rtmp_port}/live/demo")
     return lines

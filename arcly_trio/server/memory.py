@@ -45,8 +45,8 @@ from typing import Any
 
 import trio
 
-from ..kernel.events import StreamClosed
-from ..kernel.observe import Observer
+from arcly_trio.kernel.events import StreamClosed
+from arcly_trio.kernel.observe import Observer
 
 __all__ = ["DEFAULT_MMAP_THRESHOLD", "HeapTrimmer", "heap_trim_available", "pin_mmap_threshold", "trim_heap"]
 
@@ -65,7 +65,7 @@ def _glibc() -> Any:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # only glibc has it (musl has mallopt as a stub)
+        libc.gnu_get_libc_version  # noqa: B018 - a probe: only glibc has it (musl has mallopt as a stub)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
@@ -109,7 +109,6 @@ def _rss_bytes() -> int:
         return 0
 
 
-
 class HeapTrimmer(Observer):
     """Trims the heap (:func:`trim_heap`) ``settle`` seconds after a stream ends and every
     ``interval`` seconds (see the module docstring). Add it as an observer; the engine runs it.
@@ -120,8 +119,14 @@ class HeapTrimmer(Observer):
 
     name = "heap-trim"
 
-    def __init__(self, *, interval: float = 10.0, settle: float = 1.0,
-                 trim: Callable[[], bool] = trim_heap, threaded: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = 10.0,
+        settle: float = 1.0,
+        trim: Callable[[], bool] = trim_heap,
+        threaded: bool = True,
+    ) -> None:
         if not interval > 0 or settle < 0:
             raise ValueError("interval must be > 0 and settle >= 0")
         self.interval = interval

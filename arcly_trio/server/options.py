@@ -26,12 +26,23 @@ from typing import Any
 
 import attrs
 
-from ..core.errors import CannotListen, InvalidStreamName
-from ..core.keys import check_name
-from ..core.redact import redact_url
+from arcly_trio.core.errors import CannotListen, InvalidStreamName
+from arcly_trio.core.keys import check_name
+from arcly_trio.core.redact import redact_url
 
-__all__ = ["Rule", "Unparsed", "integer", "number", "RULES", "APP_RULES", "problem", "app_problem", "together",
-           "PORT_OPTIONS", "describe_listen_error"]
+__all__ = [
+    "Rule",
+    "Unparsed",
+    "integer",
+    "number",
+    "RULES",
+    "APP_RULES",
+    "problem",
+    "app_problem",
+    "together",
+    "PORT_OPTIONS",
+    "describe_listen_error",
+]
 
 
 class Unparsed(str):
@@ -106,7 +117,7 @@ PORT_OR_OFF = Rule(0, 65535, also=-1, whole=True, says="a port is 0-65535 (0 pic
 
 
 def _hook_url(value: Any) -> str | None:
-    from ..ops.hooks import check_hook_url  # noqa: PLC0415 - ops is heavier; only when a hook is given
+    from arcly_trio.ops.hooks import check_hook_url  # noqa: PLC0415 - ops is heavier; only when a hook is given
 
     try:
         check_hook_url(value)
@@ -116,7 +127,7 @@ def _hook_url(value: Any) -> str | None:
 
 
 def _push_target(value: Any) -> str | None:
-    from ..relay.push import PushTarget  # noqa: PLC0415
+    from arcly_trio.relay.push import PushTarget  # noqa: PLC0415
 
     try:
         PushTarget.parse(value)
@@ -126,7 +137,7 @@ def _push_target(value: Any) -> str | None:
 
 
 def _pull_template(value: Any) -> str | None:
-    from ..protocols.rtmp.url import check_template  # noqa: PLC0415
+    from arcly_trio.protocols.rtmp.url import check_template  # noqa: PLC0415
 
     app, sep, rest = value.partition("=")
     try:

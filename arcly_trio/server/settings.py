@@ -25,9 +25,13 @@ import attrs
 
 __all__ = ["Settings", "read_secret", "SECRETS", "NOT_SETTINGS"]
 
-SECRETS = (("publish_token", "ARCLY_PUBLISH_TOKEN"), ("play_token", "ARCLY_PLAY_TOKEN"),
-           ("sign_secret", "ARCLY_SIGN_SECRET"), ("publish_sign_secret", "ARCLY_PUBLISH_SIGN_SECRET"),
-           ("api_token", "ARCLY_API_TOKEN"))
+SECRETS = (
+    ("publish_token", "ARCLY_PUBLISH_TOKEN"),
+    ("play_token", "ARCLY_PLAY_TOKEN"),
+    ("sign_secret", "ARCLY_SIGN_SECRET"),
+    ("publish_sign_secret", "ARCLY_PUBLISH_SIGN_SECRET"),
+    ("api_token", "ARCLY_API_TOKEN"),
+)
 """Each secret option and its environment variable (its file option is ``NAME_file``)."""
 
 NOT_SETTINGS = frozenset({"command", "config", "worker_dir", "worker_index", "worker_count"})
@@ -151,8 +155,9 @@ class Settings:
         """These settings with every secret read from its file or environment variable
         (``SystemExit`` if a secret file cannot be read or is empty)."""
         values = self.as_dict()
-        return attrs.evolve(self, **{name: read_secret(values[name], values[f"{name}_file"], env)
-                                     for name, env in SECRETS})
+        return attrs.evolve(
+            self, **{name: read_secret(values[name], values[f"{name}_file"], env) for name, env in SECRETS}
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name (shallow)."""

@@ -41,11 +41,11 @@ from collections.abc import Sequence
 
 import trio
 
-from ..cluster import DirectoryServer, MemoryDirectory
-from ..core.errors import CannotListen
-from ..transport import TRANSPORT_ERRORS
-from .logs import ready_lines
-from .options import describe_listen_error
+from arcly_trio.cluster import DirectoryServer, MemoryDirectory
+from arcly_trio.core.errors import CannotListen
+from arcly_trio.server.logs import ready_lines
+from arcly_trio.server.options import describe_listen_error
+from arcly_trio.transport import TRANSPORT_ERRORS
 
 __all__ = ["supervise", "worker_count", "worker_argv", "tell_supervisor_ready", "READY"]
 
@@ -71,8 +71,17 @@ def worker_count(value: str) -> int:
     return count
 
 
-def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir: str, index: int,
-                count: int, rtmps_port: int = -1, https_port: int = -1) -> list[str]:
+def worker_argv(
+    argv: Sequence[str],
+    *,
+    rtmp_port: int,
+    http_port: int,
+    run_dir: str,
+    index: int,
+    count: int,
+    rtmps_port: int = -1,
+    https_port: int = -1,
+) -> list[str]:
     """The command line of worker ``index``: the supervisor's options without ``--workers``,
     with the resolved ports and the worker options (later options win in argparse)."""
     out: list[str] = []
@@ -87,10 +96,27 @@ def worker_argv(argv: Sequence[str], *, rtmp_port: int, http_port: int, run_dir:
         if arg.startswith("--workers="):
             continue
         out.append(arg)
-    tls = [*(["--rtmps-port", str(rtmps_port)] if rtmps_port >= 0 else []),
-           *(["--https-port", str(https_port)] if https_port >= 0 else [])]
-    return [sys.executable, "-m", "arcly_trio", *out, "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
-            *tls, "--worker-dir", run_dir, "--worker-index", str(index), "--worker-count", str(count)]
+    tls = [
+        *(["--rtmps-port", str(rtmps_port)] if rtmps_port >= 0 else []),
+        *(["--https-port", str(https_port)] if https_port >= 0 else []),
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "arcly_trio",
+        *out,
+        "--rtmp-port",
+        str(rtmp_port),
+        "--http-port",
+        str(http_port),
+        *tls,
+        "--worker-dir",
+        run_dir,
+        "--worker-index",
+        str(index),
+        "--worker-count",
+        str(count),
+    ]
 
 
 def _reserve(host: str, port: int, protocol: str) -> socket.socket:
@@ -160,8 +186,11 @@ class Supervisor:
                             log.info("SIGHUP: forwarded to the workers")
                             self._signal_all(signal.SIGHUP)
                             continue
-                        log.info("%s received: stopping the workers (grace %g s)", signal.Signals(signum).name,
-                                 args.shutdown_grace)
+                        log.info(
+                            "%s received: stopping the workers (grace %g s)",
+                            signal.Signals(signum).name,
+                            args.shutdown_grace,
+                        )
                         break
                     self.stopping = True
                     self._signal_all(signal.SIGTERM)
@@ -209,14 +238,20 @@ class Supervisor:
             return
         self.announced = True
         args = self.args
-        from .build import app_specs  # noqa: PLC0415 - the runtime's modules, for the names only
+        from arcly_trio.server.build import app_specs  # noqa: PLC0415 - the runtime's modules, for the names only
 
-        for line in ready_lines(host=args.host, public_host=args.public_host, rtmp_port=self.rtmp_port,
-                                rtmps_port=self.rtmps_port if self.rtmps_port >= 0 else None,
-                                http=[(scheme, port) for scheme, port in (("http", self.http_port),
-                                                                          ("https", self.https_port)) if port >= 0],
-                                apps=list(app_specs(args)), hls_variant=args.hls_variant if args.hls else None,
-                                demo=args.demo):
+        for line in ready_lines(
+            host=args.host,
+            public_host=args.public_host,
+            rtmp_port=self.rtmp_port,
+            rtmps_port=self.rtmps_port if self.rtmps_port >= 0 else None,
+            http=[
+                (scheme, port) for scheme, port in (("http", self.http_port), ("https", self.https_port)) if port >= 0
+            ],
+            apps=list(app_specs(args)),
+            hls_variant=args.hls_variant if args.hls else None,
+            demo=args.demo,
+        ):
             log.info("%s", f"{line} ({self.count} workers)" if line.startswith("arcly-trio ready") else line)
 
     def _signal_all(self, signum: int) -> None:
@@ -228,9 +263,16 @@ class Supervisor:
         """Run worker ``index``; restart it when it exits while the server is not stopping."""
         delay = 1.0
         while True:
-            argv = worker_argv(self.argv, rtmp_port=self.rtmp_port, http_port=self.http_port,
-                               run_dir=self.run_dir, index=index, count=self.count,
-                               rtmps_port=self.rtmps_port, https_port=self.https_port)
+            argv = worker_argv(
+                self.argv,
+                rtmp_port=self.rtmp_port,
+                http_port=self.http_port,
+                run_dir=self.run_dir,
+                index=index,
+                count=self.count,
+                rtmps_port=self.rtmps_port,
+                https_port=self.https_port,
+            )
             started = trio.current_time()
             process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
             self.processes[index] = process

@@ -38,12 +38,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..clients.http import get_json_bytes
-from ..core.errors import StreamError
-from ..ops.metrics import CONTENT_TYPE, METRICS_PATH, PrometheusObserver
-from ..protocols.http.router import HttpRequest
-from ..workers.http import HttpServer
-from ..workers.http.api_routes import (
+from arcly_trio.clients.http import get_json_bytes
+from arcly_trio.core.errors import StreamError
+from arcly_trio.ops.metrics import CONTENT_TYPE, METRICS_PATH, PrometheusObserver
+from arcly_trio.protocols.http.router import HttpRequest
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.http.api_routes import (
     KICKED_BY_HEADER,
     health_report,
     kicked_by,
@@ -51,7 +51,7 @@ from ..workers.http.api_routes import (
     streams_document,
     without_client_addresses,
 )
-from ..workers.http.exchange import Exchange
+from arcly_trio.workers.http.exchange import Exchange
 
 __all__ = ["install", "merge_streams", "merge_metrics"]
 
@@ -70,8 +70,9 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
 
         async def fetch(peer: int) -> None:
             try:
-                body = await get_json_bytes(f"http://localhost{path}?scope=worker", unix_socket=socket_of(peer),
-                                            timeout=_TIMEOUT)
+                body = await get_json_bytes(
+                    f"http://localhost{path}?scope=worker", unix_socket=socket_of(peer), timeout=_TIMEOUT
+                )
                 found.append((peer, decode(body)))
             except (StreamError, ValueError, OSError):
                 pass
@@ -98,9 +99,16 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
         local["worker"] = index
         if request.query.get("scope") != "worker":
             others = await gather("/api/health")
-            local["workers"] = sorted([{"worker": index, "status": local["status"], "streams": local["streams"]},
-                                       *({"worker": peer, "status": doc.get("status"), "streams": doc.get("streams")}
-                                         for peer, doc in others)], key=lambda entry: entry["worker"])
+            local["workers"] = sorted(
+                [
+                    {"worker": index, "status": local["status"], "streams": local["streams"]},
+                    *(
+                        {"worker": peer, "status": doc.get("status"), "streams": doc.get("streams")}
+                        for peer, doc in others
+                    ),
+                ],
+                key=lambda entry: entry["worker"],
+            )
             local["workers_answered"] = len(others) + 1
         await exchange.json(status, local)
 
@@ -130,8 +138,9 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
         try:
             with trio.fail_after(_TIMEOUT * 2):
                 async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_of(peer))) as client:
-                    answer = await client.delete(f"http://localhost/api/sessions/{quote(session_id, safe='')}",
-                                                 headers={KICKED_BY_HEADER: by})
+                    answer = await client.delete(
+                        f"http://localhost/api/sessions/{quote(session_id, safe='')}", headers={KICKED_BY_HEADER: by}
+                    )
             await exchange.json(answer.status_code, answer.json())
         except (httpx.HTTPError, OSError, ValueError, trio.TooSlowError) as exc:
             await exchange.json(503, {"error": f"worker {peer} did not answer: {type(exc).__name__}"})
@@ -143,8 +152,9 @@ def install(http: HttpServer, run_dir: str, index: int, count: int) -> None:
             await exchange.respond(200, local, content_type=CONTENT_TYPE)
             return
         texts = [(index, local.decode()), *await gather(METRICS_PATH, lambda body: body.decode())]
-        await exchange.respond(200, merge_metrics(texts), content_type=CONTENT_TYPE,
-                               headers=[("cache-control", "no-cache")])
+        await exchange.respond(
+            200, merge_metrics(texts), content_type=CONTENT_TYPE, headers=[("cache-control", "no-cache")]
+        )
 
     router = http.router
     router.add("/api/streams", streams, first=True, protected=True)  # type: ignore[arg-type]
@@ -188,10 +198,18 @@ def merge_streams(documents: list[tuple[int, dict[str, Any]]], count: int) -> di
                 for protocol, n in by_protocol.items():
                     totals["by_protocol"][protocol] = totals["by_protocol"].get(protocol, 0) + n
     merged_apps = list(apps.values())
-    publishers = sum(1 for stream in streams.values()
-                     if stream.get("publishing") and (stream.get("publisher") or {}).get("protocol") != "worker")
-    return {"apps": merged_apps, "streams": len(streams), "publishers": publishers,
-            "workers": count, "workers_answered": len(documents)}
+    publishers = sum(
+        1
+        for stream in streams.values()
+        if stream.get("publishing") and (stream.get("publisher") or {}).get("protocol") != "worker"
+    )
+    return {
+        "apps": merged_apps,
+        "streams": len(streams),
+        "publishers": publishers,
+        "workers": count,
+        "workers_answered": len(documents),
+    }
 
 
 class _Merged:

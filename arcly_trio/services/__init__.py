@@ -8,9 +8,15 @@ file. :class:`FlvStreamWriter` turns frames into an FLV byte stream (shared by t
 the HTTP-FLV and WebSocket-FLV egress).
 """
 
-from ..media.flv import FlvStreamWriter, metadata_tracks
-from .hls import HlsService
-from .recording import FlvRecorder, RecordingEvent, RecordingFailed, RecordingStarted, RecordingStopped
+from arcly_trio.media.flv import FlvStreamWriter, metadata_tracks
+from arcly_trio.services.hls import HlsService
+from arcly_trio.services.recording import (
+    FlvRecorder,
+    RecordingEvent,
+    RecordingFailed,
+    RecordingStarted,
+    RecordingStopped,
+)
 
 __all__ = [
     "HlsService",

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..kernel.stream import Stream
-    from ._hls_held import HeldBytes
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.services._hls_held import HeldBytes
 
 __all__ = ["Packaging", "PackagingHost"]
 
@@ -40,6 +40,7 @@ class Packaging(Protocol):
 
     def expects(self, name: str) -> bool:
         """Whether the list ``name``, not stored yet, may still come."""
+
     keyframeless_cuts: int
 
     def push(self, frame: Any) -> Sequence[object]: ...

@@ -1,7 +1,8 @@
 """The ``fmp4`` and ``ll`` variants of the HLS service (and DASH): CMAF, packaged once per stream.
 
 :class:`CmafPackaging` adapts a :class:`~arcly_trio.media.cmaf.CmafPackager` to the service's
-packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through :class:`~._hls_base.PackagingHost`). Under
+packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen through
+:class:`~._hls_base.PackagingHost`). Under
 ``{app}/{stream}/`` it stores the init segments, parts and segments the packager makes (before
 any list names them), then the lists, rendered once per change: ``video.m3u8`` and
 ``audio.m3u8`` (:func:`~arcly_trio.media.llhls.media_playlist`, LL-HLS tags in the ``ll``
@@ -26,16 +27,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.frame import Frame, FrameKind
-from ..core.keys import StreamKey
-from ..media import dash, llhls
-from ..media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
-
-from ._hls_held import HeldBytes
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.media import dash, llhls
+from arcly_trio.media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
+from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
-    from ..kernel.stream import Stream
-    from ._hls_base import PackagingHost
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.services._hls_base import PackagingHost
 
 __all__ = ["CmafPackaging", "LiveCmaf"]
 

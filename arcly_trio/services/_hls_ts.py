@@ -23,15 +23,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..core.frame import Frame
-from ..core.keys import StreamKey
-from ..media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
-
-from ._hls_held import HeldBytes
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
-    from ..kernel.stream import Stream
-    from ._hls_base import PackagingHost
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.services._hls_base import PackagingHost
 
 __all__ = ["TsPackaging", "PLAYLIST"]
 

@@ -70,25 +70,25 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..core.errors import LocalProtocolError, RemoteProtocolError
-from ..core.keys import StreamKey
-from ..core.text import printable
-from ..kernel.events import ServiceEvent
-from ..kernel.fanout import EndReason
-from ..kernel.pacing import Pacer
-from ..kernel.spec import AppSpec
-from ..kernel.stream import Stream
-from ..kernel.subscription import Subscription
-from ..media import fmp4, mpegts
-from ..media.ts_segments import HlsSegmenter
-from ..protocols.http.router import Router
-from ..storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
-from ._hls_base import Packaging
-from ._hls_cmaf import CmafPackaging
-from ._hls_held import HeldBytes
-from ._hls_lists import ListState
-from . import hls_routes
-from ._hls_ts import TsPackaging
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.events import ServiceEvent
+from arcly_trio.kernel.fanout import EndReason
+from arcly_trio.kernel.pacing import Pacer
+from arcly_trio.kernel.spec import AppSpec
+from arcly_trio.kernel.stream import Stream
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.media import fmp4, mpegts
+from arcly_trio.media.ts_segments import HlsSegmenter
+from arcly_trio.protocols.http.router import Router
+from arcly_trio.services import hls_routes
+from arcly_trio.services._hls_base import Packaging
+from arcly_trio.services._hls_cmaf import CmafPackaging
+from arcly_trio.services._hls_held import HeldBytes
+from arcly_trio.services._hls_lists import ListState
+from arcly_trio.services._hls_ts import TsPackaging
+from arcly_trio.storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 
 __all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
 
@@ -117,8 +117,16 @@ class HlsSegmentEvent(ServiceEvent):
     size: int = 0
 
 
-_CODEC_NAMES: Final = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "vp8": "VP8", "aac": "AAC",
-                       "opus": "Opus", "mp3": "MP3"}
+_CODEC_NAMES: Final = {
+    "h264": "H.264",
+    "hevc": "HEVC",
+    "av1": "AV1",
+    "vp9": "VP9",
+    "vp8": "VP8",
+    "aac": "AAC",
+    "opus": "Opus",
+    "mp3": "MP3",
+}
 
 
 def _describe(left_out: str) -> str:
@@ -356,12 +364,20 @@ class HlsService:
         packaging.stream = stream
         self.streams[base] = packaging
         self.lists_changed()
-        log.info("HLS (%s) packaging %s (segments of %g s, window %d)", variant, stream.key,
-                 self.target_duration, self.window)
+        log.info(
+            "HLS (%s) packaging %s (segments of %g s, window %d)",
+            variant,
+            stream.key,
+            self.target_duration,
+            self.window,
+        )
         try:
             await self._package(stream, subscription, packaging)
-            log.info("HLS of %s ended (%s)", stream.key,
-                     subscription.end_reason.value if subscription.end_reason else "ended")
+            log.info(
+                "HLS of %s ended (%s)",
+                stream.key,
+                subscription.end_reason.value if subscription.end_reason else "ended",
+            )
             if subscription.end_reason is EndReason.SHUTDOWN and self.linger:
                 # The server is stopping: give players a moment to read the final playlist
                 # (#EXT-X-ENDLIST) so they end cleanly; the engine's shutdown waits for this
@@ -402,16 +418,24 @@ class HlsService:
                             # line for what is left out, another only for a track that joins later.
                             new = sorted(set(packaging.left_out) - reported)
                             reported.update(new)
-                            log.warning("HLS (%s) of %s cannot carry %s: %s", self.app_variant(stream.key.app),
-                                        stream.key, printable(", ".join(new)),
-                                        printable(self._left_out_advice(stream.key, packaging), 400))
+                            log.warning(
+                                "HLS (%s) of %s cannot carry %s: %s",
+                                self.app_variant(stream.key.app),
+                                stream.key,
+                                printable(", ".join(new)),
+                                printable(self._left_out_advice(stream.key, packaging), 400),
+                            )
                         if not warned_keyframes and packaging.keyframeless_cuts:
                             warned_keyframes = True
-                            log.warning("HLS of %s: the publisher's keyframes are further apart than the %g s "
-                                        "segments, so some segments start without one (players that join wait "
-                                        "for the next keyframe); set the encoder's keyframe interval to %g s or "
-                                        "less (ffmpeg -g, OBS 'Keyframe Interval')", stream.key,
-                                        self.target_duration, self.target_duration)
+                            log.warning(
+                                "HLS of %s: the publisher's keyframes are further apart than the %g s "
+                                "segments, so some segments start without one (players that join wait "
+                                "for the next keyframe); set the encoder's keyframe interval to %g s or "
+                                "less (ffmpeg -g, OBS 'Keyframe Interval')",
+                                stream.key,
+                                self.target_duration,
+                                self.target_duration,
+                            )
                         await pacer.spend(len(frame.payload))
                     except RemoteProtocolError as exc:
                         self.bad_frames += 1
@@ -446,16 +470,30 @@ class HlsService:
             elif not await packaging.drop_oldest():
                 break
         if held.dropped != before and not before:
-            log.warning("HLS of %s holds more than its cap of %.0f MiB: its oldest segments and parts are "
-                        "deleted early from now on (counted; players that lag see fewer segments)",
-                        key, cap / (1024 * 1024))
+            log.warning(
+                "HLS of %s holds more than its cap of %.0f MiB: its oldest segments and parts are "
+                "deleted early from now on (counted; players that lag see fewer segments)",
+                key,
+                cap / (1024 * 1024),
+            )
 
     def _report_segments(self, stream: Stream, packaging: Packaging) -> None:
         """Tell the observers (and the event feed) of each segment completed."""
         variant = self.app_variant(stream.key.app)
         for rendition, duration, size in packaging.take_segments():
-            stream.notify(HlsSegmentEvent(stream.key, trio.current_time(), self.name, "segment",
-                                          f"{rendition} {duration:.3f} s", variant, rendition, duration, size))
+            stream.notify(
+                HlsSegmentEvent(
+                    stream.key,
+                    trio.current_time(),
+                    self.name,
+                    "segment",
+                    f"{rendition} {duration:.3f} s",
+                    variant,
+                    rendition,
+                    duration,
+                    size,
+                )
+            )
 
     async def store(self, key: str, data: bytes, held: HeldBytes | None = None) -> None:
         """Store ``data`` under ``key`` (counted in ``held``); a failure is logged and counted,
@@ -491,8 +529,14 @@ class HlsService:
             held.expiring(key)
         self._schedule(trio.current_time() + (self.delete_delay if delay is None else delay), (key,), held=held)
 
-    def _schedule(self, due: float, keys: tuple[str, ...], owner: str | None = None, token: str | None = None,
-                  held: HeldBytes | None = None) -> None:
+    def _schedule(
+        self,
+        due: float,
+        keys: tuple[str, ...],
+        owner: str | None = None,
+        token: str | None = None,
+        held: HeldBytes | None = None,
+    ) -> None:
         if keys:
             heapq.heappush(self._due, (due, next(self._order), keys, owner, token, held))
             self._wake.set()
@@ -535,8 +579,10 @@ class HlsService:
         variant = self.app_variant(key.app)
         container = "MPEG-TS HLS" if variant == "ts" else "fMP4 HLS"
         what = " and ".join(_describe(kind) for kind in sorted(packaging.left_out))
-        return (f"{key}'s {what}, which {container} (the {variant!r} variant of application {key.app!r}) cannot "
-                f"carry; {self._left_out_advice(key, packaging)}")
+        return (
+            f"{key}'s {what}, which {container} (the {variant!r} variant of application {key.app!r}) cannot "
+            f"carry; {self._left_out_advice(key, packaging)}"
+        )
 
     def _left_out_advice(self, key: StreamKey, packaging: Packaging) -> str:
         """What a viewer or operator can do about the tracks the variant leaves out."""
@@ -560,10 +606,17 @@ class HlsService:
         for variant, codecs in _CARRIES.items():
             carries = sorted(t for t in seen if t.split()[0] in codecs and "track" not in t)
             by_variant[variant] = {"carries": carries, "leaves_out": sorted(seen - set(carries))}
-        return {"hls_tracks": {"variant": self.app_variant(key.app), "carried": sorted(packaging.carried),
-                               "left_out": sorted(packaging.left_out), "by_variant": by_variant,
-                               "held_bytes": packaging.held.total, "dropped_early": packaging.held.dropped,
-                               "unavailable": self.unavailable(key)}}
+        return {
+            "hls_tracks": {
+                "variant": self.app_variant(key.app),
+                "carried": sorted(packaging.carried),
+                "left_out": sorted(packaging.left_out),
+                "by_variant": by_variant,
+                "held_bytes": packaging.held.total,
+                "dropped_early": packaging.held.dropped,
+                "unavailable": self.unavailable(key),
+            }
+        }
 
     async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the janitor that deletes expired segments and ended streams' files, until

@@ -70,7 +70,8 @@ from the session's stream (or renamed the same way).
 Errors: ``400`` with the reason for an invalid application or stream name (and one log line);
 ``404`` with a message when the application is unknown, has no HLS, or the stream has no
 such playlist, MPD or segment (saying why when the stream is live but its application's variant
-can carry none of its tracks: AV1 or VP9 with Opus in MPEG-TS...); ``403`` for a refused play (``401`` when the client presented no
+can carry none of its tracks: AV1 or VP9 with Opus in MPEG-TS...); ``403`` for a refused play (``401`` when the
+client presented no
 credential at all); ``410`` for a kicked session's id; ``503`` for a starting stream's list that
 did not come in time; names other than
 ``<letters, digits, '-', '_'>[.<part>].(ts|m4s|mp4)`` are refused with ``404``, and storage
@@ -92,23 +93,23 @@ from urllib.parse import urlencode
 import attrs
 import trio
 
-from ..core.errors import AppNotFound, InvalidStreamName, RemoteProtocolError, StreamError, Unauthorized
-from ..core.frame import FrameKind
-from ..core.keys import Credentials, StreamKey
-from ..kernel.polled import SESSION_ID, PolledSession
-from ..media import dash, llhls
-from ..protocols.http.router import HttpRequest, Responder, Router
-from ..storage import InvalidStorageKey, StorageError, StorageNotFound
-from ._hls_lists import ListState
-from ._hls_ts import PLAYLIST as TS_PLAYLIST
-from ._hls_ts import TsPackaging
+from arcly_trio.core.errors import AppNotFound, InvalidStreamName, RemoteProtocolError, StreamError, Unauthorized
+from arcly_trio.core.frame import FrameKind
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.polled import SESSION_ID, PolledSession
+from arcly_trio.media import dash, llhls
+from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
+from arcly_trio.services._hls_lists import ListState
+from arcly_trio.services._hls_ts import PLAYLIST as TS_PLAYLIST
+from arcly_trio.services._hls_ts import TsPackaging
+from arcly_trio.storage import InvalidStorageKey, StorageError, StorageNotFound
 
 if TYPE_CHECKING:
-    from ._hls_cmaf import LiveCmaf
-    from ..kernel.spec import AppSpec
-    from ..kernel.stream import Stream
-    from ..storage import Storage
-    from ._hls_base import Packaging
+    from arcly_trio.kernel.spec import AppSpec
+    from arcly_trio.kernel.stream import Stream
+    from arcly_trio.services._hls_base import Packaging
+    from arcly_trio.services._hls_cmaf import LiveCmaf
+    from arcly_trio.storage import Storage
 
 __all__ = ["install", "HlsRoutesHost", "SESSION_PARAMETER", "SESSION_COOKIE"]
 
@@ -274,8 +275,9 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
             return None
         session = polled.resume(given, requested, request.peer)
         if session is not None and (not entry or session.protocol == protocol):
-            return attrs.evolve(access, key=session.served, session=session, in_url=True,
-                                query=_with_session(carried, session))
+            return attrs.evolve(
+                access, key=session.served, session=session, in_url=True, query=_with_session(carried, session)
+            )
     digest = _digest(presented, request.bearer)
     if entry and not given:
         cookie = _cookie(request)
@@ -384,8 +386,9 @@ async def _first_list(service: HlsRoutesHost, exchange: Responder, key: StreamKe
                 await exchange.error(404, f"{key} has no {name} (not in its HLS variant, or no such track)")
                 return False
             if not await service.wait_lists(deadline):
-                await exchange.error(503, f"{key} is starting: its {name} is not ready yet",
-                                     headers=[("retry-after", "1")])
+                await exchange.error(
+                    503, f"{key} is starting: its {name} is not ready yet", headers=[("retry-after", "1")]
+                )
                 return False
 
 
@@ -415,22 +418,32 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
         elif not await _first_list(service, exchange, key, name):
             return
         packaging = service.streams.get(f"{key.app}/{key.name}")
-        if (name == TS_PLAYLIST and not access.given and (access.session or access.pending) is not None
-                and isinstance(packaging, TsPackaging) and TS_PLAYLIST in packaging.lists):
+        if (
+            name == TS_PLAYLIST
+            and not access.given
+            and (access.session or access.pending) is not None
+            and isinstance(packaging, TsPackaging)
+            and TS_PLAYLIST in packaging.lists
+        ):
             # MPEG-TS: players reload the media playlist, so they are given it with the session id.
             access.begin(exchange.engine.polled)
             data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
         else:
-            data = await _read(service, exchange, service.playlist_key(key.app, key.name, name),
-                               f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet")
+            data = await _read(
+                service,
+                exchange,
+                service.playlist_key(key.app, key.name, name),
+                f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet",
+            )
             if data is None:
                 return
             access.begin(exchange.engine.polled)
             if access.query:
                 data = _with_query(data, access.query)
         _served(exchange, access, data)
-        await exchange.respond(200, data, content_type=PLAYLIST_TYPE,
-                               headers=[("cache-control", "no-cache"), *access.cookie()])
+        await exchange.respond(
+            200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache"), *access.cookie()]
+        )
 
 
 def _block_timeout(service: HlsRoutesHost, live: LiveCmaf) -> float:
@@ -452,7 +465,9 @@ async def _block(service: HlsRoutesHost, live: LiveCmaf, kind: FrameKind, msn: i
         if not await live.wait(deadline):
             if live.ended:
                 return True
-            await exchange.error(503, "the requested segment or part did not come in time", headers=[("retry-after", "1")])
+            await exchange.error(
+                503, "the requested segment or part did not come in time", headers=[("retry-after", "1")]
+            )
             return False
 
 
@@ -469,16 +484,21 @@ async def serve_mpd(service: HlsRoutesHost, request: HttpRequest, exchange: Resp
             return
         if not await _first_list(service, exchange, key, "index.mpd"):
             return
-        data = await _read(service, exchange, service.playlist_key(key.app, key.name, "index.mpd"),
-                           f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet")
+        data = await _read(
+            service,
+            exchange,
+            service.playlist_key(key.app, key.name, "index.mpd"),
+            f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet",
+        )
         if data is None:
             return
         access.begin(exchange.engine.polled)
         location = f"index.mpd?{access.query}" if access.session is not None else None
         data = dash.finalize(data, time.time(), access.query, location)
         _served(exchange, access, data)
-        await exchange.respond(200, data, content_type="application/dash+xml",
-                               headers=[("cache-control", "no-cache"), *access.cookie()])
+        await exchange.respond(
+            200, data, content_type="application/dash+xml", headers=[("cache-control", "no-cache"), *access.cookie()]
+        )
 
 
 async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: Responder) -> None:

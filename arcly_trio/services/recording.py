@@ -33,23 +33,28 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Union
 
 import attrs
 import trio
 
-from ..kernel.events import ServiceEvent
-from ..core.frame import Frame
-from ..core.keys import StreamKey
-from ..kernel.qos import StreamInfo
-from ..kernel.spec import AppSpec
-from ..kernel.stream import Stream
-from ..kernel.subscription import Subscription
-from ..storage import AppendHandle, FileStorage, Storage, StorageError, check_key
-from ..media.flv import FlvStreamWriter
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.events import ServiceEvent
+from arcly_trio.kernel.qos import StreamInfo
+from arcly_trio.kernel.spec import AppSpec
+from arcly_trio.kernel.stream import Stream
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.media.flv import FlvStreamWriter
+from arcly_trio.storage import AppendHandle, FileStorage, Storage, StorageError, check_key
 
-__all__ = ["FlvRecorder", "RecordingStarted", "RecordingStopped", "RecordingFailed", "RecordingEvent",
-           "RecordingFileEvent"]
+__all__ = [
+    "FlvRecorder",
+    "RecordingStarted",
+    "RecordingStopped",
+    "RecordingFailed",
+    "RecordingEvent",
+    "RecordingFileEvent",
+]
 
 log = logging.getLogger("arcly_trio.recording")
 
@@ -90,7 +95,7 @@ class RecordingFailed:
     bytes: int
 
 
-RecordingEvent = Union[RecordingStarted, RecordingStopped, RecordingFailed]
+RecordingEvent = RecordingStarted | RecordingStopped | RecordingFailed
 
 
 @attrs.frozen(slots=True)
@@ -197,8 +202,9 @@ class FlvRecorder:
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + 10):
                     await self._close(recording, reason)
 
-    async def _record(self, recording: _Recording | None, stream: Stream, info: StreamInfo,
-                      frames: Sequence[Frame]) -> _Recording | None:
+    async def _record(
+        self, recording: _Recording | None, stream: Stream, info: StreamInfo, frames: Sequence[Frame]
+    ) -> _Recording | None:
         """Write ``frames`` of the session ``info`` to ``recording``, opened now if it is not yet."""
         if not frames:
             return recording
@@ -265,8 +271,14 @@ class FlvRecorder:
             return
         self.active.pop(recording.path, None)
         frames = recording.writer.frames
-        log.info("recording of %s finished (%s): %s, %d frames, %d bytes",
-                 recording.key, reason, self.file_path(recording.path), frames, recording.bytes)
+        log.info(
+            "recording of %s finished (%s): %s, %d frames, %d bytes",
+            recording.key,
+            reason,
+            self.file_path(recording.path),
+            frames,
+            recording.bytes,
+        )
         self._emit(RecordingStopped(recording.key, recording.path, time.time(), frames, recording.bytes, reason))
         self._tell(recording, "recording-stopped", f"{recording.path} ({reason}, {frames} frames)")
 
@@ -280,17 +292,33 @@ class FlvRecorder:
                 await handle.aclose()
             except StorageError:
                 pass
-        log.error("recording of %s to %s stopped by a storage error (the stream goes on): %s",
-                  recording.key, recording.path, exc)
-        self._emit(RecordingFailed(recording.key, recording.path, time.time(), str(exc),
-                                   recording.writer.frames, recording.bytes))
+        log.error(
+            "recording of %s to %s stopped by a storage error (the stream goes on): %s",
+            recording.key,
+            recording.path,
+            exc,
+        )
+        self._emit(
+            RecordingFailed(
+                recording.key, recording.path, time.time(), str(exc), recording.writer.frames, recording.bytes
+            )
+        )
         self._tell(recording, "recording-failed", f"{recording.path}: {exc}")
 
     def _tell(self, recording: _Recording, what: str, detail: str) -> None:
         """Put a recording event on the application's event feed and to the observer."""
         if recording.stream is not None:
-            recording.stream.notify(RecordingFileEvent(recording.key, trio.current_time(), self.name, what, detail,
-                                                       self.file_path(recording.path), recording.bytes))
+            recording.stream.notify(
+                RecordingFileEvent(
+                    recording.key,
+                    trio.current_time(),
+                    self.name,
+                    what,
+                    detail,
+                    self.file_path(recording.path),
+                    recording.bytes,
+                )
+            )
 
     def _emit(self, event: RecordingEvent) -> None:
         self.history.append(event)

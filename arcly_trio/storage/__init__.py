@@ -5,7 +5,7 @@
 objects as files under a directory and writes them atomically where it can.
 """
 
-from .base import (
+from arcly_trio.storage.base import (
     MAX_KEY_LENGTH,
     AppendHandle,
     InvalidStorageKey,
@@ -15,8 +15,8 @@ from .base import (
     check_key,
     check_prefix,
 )
-from .filesystem import FileStorage
-from .memory import MemoryStorage
+from arcly_trio.storage.filesystem import FileStorage
+from arcly_trio.storage.memory import MemoryStorage
 
 __all__ = [
     "Storage",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
-from ..core.errors import StorageError
+from arcly_trio.core.errors import StorageError
 
 __all__ = [
     "Storage",

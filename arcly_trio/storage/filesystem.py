@@ -31,7 +31,14 @@ from typing import Any, TypeVar
 
 import trio
 
-from .base import AppendHandle, InvalidStorageKey, StorageError, StorageNotFound, check_key, check_prefix
+from arcly_trio.storage.base import (
+    AppendHandle,
+    InvalidStorageKey,
+    StorageError,
+    StorageNotFound,
+    check_key,
+    check_prefix,
+)
 
 __all__ = ["FileStorage"]
 
@@ -173,8 +180,7 @@ class _FileAppender:
     """A file opened for appending; ``flush`` pushes the buffer to the operating system. Every
     call runs in the storage's worker threads."""
 
-    def __init__(self, key: str, file: BufferedWriter, fsync: bool,
-                 run: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, key: str, file: BufferedWriter, fsync: bool, run: Callable[..., Awaitable[Any]]) -> None:
         self.key = key
         self._file = file
         self._fsync = fsync

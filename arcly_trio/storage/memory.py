@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import trio
 
-from .base import AppendHandle, StorageError, StorageNotFound, check_key, check_prefix
+from arcly_trio.storage.base import AppendHandle, StorageError, StorageNotFound, check_key, check_prefix
 
 __all__ = ["MemoryStorage"]
 

@@ -15,18 +15,18 @@
 first used (``from arcly_trio.testing import races`` or ``arcly_trio.testing.races``).
 """
 
-from .frames import (
+from arcly_trio.testing.frames import (
     audio,
     audio_config,
     delta,
     keyframe,
     metadata,
-    synthetic_gop,
     real_stream,
+    synthetic_gop,
     synthetic_stream,
     video_config,
 )
-from .observer import CountingObserver
+from arcly_trio.testing.observer import CountingObserver
 
 __all__ = [
     "audio",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..core.frame import Frame, FrameKind
+from arcly_trio.core.frame import Frame, FrameKind
 
 __all__ = [
     "video_config",
@@ -80,8 +80,9 @@ def synthetic_gop(
     return [frame for _, _, frame in out]
 
 
-def synthetic_stream(gops: int, frames_per_gop: int = 60, fps: float = 30.0,
-                     audio_fps: float = 46.875, **sizes: int) -> Iterator[Frame]:
+def synthetic_stream(
+    gops: int, frames_per_gop: int = 60, fps: float = 30.0, audio_fps: float = 46.875, **sizes: int
+) -> Iterator[Frame]:
     """Metadata, video and audio configs, then ``gops`` GOPs (the 30 fps + 47 fps pattern)."""
     yield metadata()
     yield video_config()
@@ -97,7 +98,7 @@ def real_stream(start_ms: int = 0) -> Iterator[Frame]:
     metadata and configs, then its media looped forever, each loop shifted by the clip's length,
     from ``start_ms`` on. Every frame is a new object (identity checks work across loops); the
     payloads are real, so HLS, recording and decoders can use them."""
-    from ..server.demo import LOOP_MS, demo_frames
+    from arcly_trio.server.demo import LOOP_MS, demo_frames
 
     frames = demo_frames()
     for frame in frames:
@@ -108,6 +109,14 @@ def real_stream(start_ms: int = 0) -> Iterator[Frame]:
     while True:
         offset = start_ms + loop * LOOP_MS
         for frame in media:
-            yield Frame(frame.kind, frame.codec, frame.pts + offset, frame.dts + offset, frame.payload,
-                        frame.keyframe, False, frame.track)
+            yield Frame(
+                frame.kind,
+                frame.codec,
+                frame.pts + offset,
+                frame.dts + offset,
+                frame.payload,
+                frame.keyframe,
+                False,
+                frame.track,
+            )
         loop += 1

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-from ..kernel.events import StreamEvent
-from ..core.frame import Frame
-from ..core.keys import StreamKey
-from ..kernel.observe import Observer
+from arcly_trio.core.frame import Frame
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.events import StreamEvent
+from arcly_trio.kernel.observe import Observer
 
 __all__ = ["CountingObserver"]
 

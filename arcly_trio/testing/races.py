@@ -68,7 +68,7 @@ import trio
 import trio.testing
 from hypothesis import strategies as st
 
-from ..core.errors import (
+from arcly_trio.core.errors import (
     AppNotFound,
     EngineClosed,
     PublisherLimitReached,
@@ -77,15 +77,15 @@ from ..core.errors import (
     StreamNotFound,
     Unauthorized,
 )
-from ..core.frame import Frame, FrameKind
-from ..core.keys import Credentials, StreamKey
-from ..media import amf0
-from ..kernel.engine import Engine
-from ..kernel.fanout import EndReason
-from ..kernel.observe import Observer
-from ..kernel.spec import Takeover
-from ..kernel.subscription import Subscription
-from . import frames as fb
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.kernel.engine import Engine
+from arcly_trio.kernel.fanout import EndReason
+from arcly_trio.kernel.observe import Observer
+from arcly_trio.kernel.spec import Takeover
+from arcly_trio.kernel.subscription import Subscription
+from arcly_trio.media import amf0
+from arcly_trio.testing import frames as fb
 
 __all__ = ["RaceSetup", "EngineRaces", "PublisherActor", "SubscriberActor", "run_races", "live_tasks"]
 
@@ -180,8 +180,7 @@ class PublisherActor:
 
     ids = itertools.count(1)
 
-    def __init__(self, races: EngineRaces, key: StreamKey, credentials: Credentials,
-                 style: dict[str, Any]) -> None:
+    def __init__(self, races: EngineRaces, key: StreamKey, credentials: Credentials, style: dict[str, Any]) -> None:
         self.id = next(self.ids)
         self.key = key
         self.credentials = credentials
@@ -236,8 +235,9 @@ class PublisherActor:
     def command(self, command: str, arg: Any = None) -> None:
         self._commands.send_nowait((command, arg))
 
-    def _frame(self, kind: FrameKind, tag: str, key: bool = False, config: bool = False, track: int = 0,
-               cts: int = 0) -> Frame:
+    def _frame(
+        self, kind: FrameKind, tag: str, key: bool = False, config: bool = False, track: int = 0, cts: int = 0
+    ) -> Frame:
         codec = "h264" if kind is _VIDEO else "aac" if kind is _AUDIO else "amf0"
         mark = f"{self.id}:{tag}:{track}:{self._count}"
         if kind is FrameKind.DATA:  # real AMF0, so that it can travel over RTMP and FLV too
@@ -269,8 +269,15 @@ class PublisherActor:
             self._t += data.draw(st.integers(0, 40), label="dt")
             extra = data.draw(st.sampled_from(["", "", "", "", "", "", "config", "cue"]), label="extra")
             if extra == "config" and self.video_tracks:
-                out.append(self._frame(_VIDEO, "cfg", key=True, config=True,
-                                       track=data.draw(st.sampled_from(self.video_tracks), label="cfg track")))
+                out.append(
+                    self._frame(
+                        _VIDEO,
+                        "cfg",
+                        key=True,
+                        config=True,
+                        track=data.draw(st.sampled_from(self.video_tracks), label="cfg track"),
+                    )
+                )
             elif extra == "cue":
                 out.append(self._frame(FrameKind.DATA, "cue"))
             for track in self.video_tracks:
@@ -281,7 +288,6 @@ class PublisherActor:
             if self.audio:
                 out.append(self._frame(_AUDIO, "a"))
         return out
-
 
     def _next_real(self, data: st.DataObject, n: int) -> list[Frame]:
         if self._real is None:
@@ -299,8 +305,15 @@ class SubscriberActor:
 
     ids = itertools.count(1)
 
-    def __init__(self, races: EngineRaces, key: StreamKey, capacity: int, paused: bool, mode: str,
-                 credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        races: EngineRaces,
+        key: StreamKey,
+        capacity: int,
+        paused: bool,
+        mode: str,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.id = next(self.ids)
         self.key = key
         self.credentials = races.setup.play if credentials is None else credentials
@@ -338,8 +351,9 @@ class SubscriberActor:
         races = self._races
         try:
             with self.scope:
-                async with races.engine.subscribe(self.key, self.credentials, protocol="race",
-                                                  capacity=self.capacity) as sub:
+                async with races.engine.subscribe(
+                    self.key, self.credentials, protocol="race", capacity=self.capacity
+                ) as sub:
                     self.subscription = sub
                     self.state = "active"
                     self.was_active = True
@@ -382,14 +396,28 @@ class EngineRaces:
     """The machine (see the module docstring). Subclass to add ``step_*`` methods."""
 
     weights: dict[str, int] = {
-        "step_publish": 3, "step_send": 12, "step_subscribe": 4, "step_toggle_slow": 5,
-        "step_unpublish": 1, "step_crash_publisher": 1, "step_cancel_publisher": 2,
-        "step_unsubscribe": 1, "step_time_passes": 2, "step_refused_publish": 1, "step_refused_play": 1,
+        "step_publish": 3,
+        "step_send": 12,
+        "step_subscribe": 4,
+        "step_toggle_slow": 5,
+        "step_unpublish": 1,
+        "step_crash_publisher": 1,
+        "step_cancel_publisher": 2,
+        "step_unsubscribe": 1,
+        "step_time_passes": 2,
+        "step_refused_publish": 1,
+        "step_refused_play": 1,
     }
     """How often each step is drawn (steps not listed weigh 1)."""
 
-    def __init__(self, setup: RaceSetup, data: st.DataObject, clock: trio.testing.MockClock,
-                 nursery: trio.Nursery, recorder: _Recorder) -> None:
+    def __init__(
+        self,
+        setup: RaceSetup,
+        data: st.DataObject,
+        clock: trio.testing.MockClock,
+        nursery: trio.Nursery,
+        recorder: _Recorder,
+    ) -> None:
         self.setup = setup
         self.engine = setup.engine
         self.data = data
@@ -470,11 +498,12 @@ class EngineRaces:
         expected = self.expected_refusals(action, key, credentials)
         if type(error) not in expected:
             names = ", ".join(sorted(t.__name__ for t in expected)) or "none: it should have been allowed"
-            return (f"{action} of {key} with {credentials} refused with {type(error).__name__} ({error}); "
-                    f"the situation calls for {names}" + (" (the engine is stopping)" if self.stopping else ""))
+            return (
+                f"{action} of {key} with {credentials} refused with {type(error).__name__} ({error}); "
+                f"the situation calls for {names}" + (" (the engine is stopping)" if self.stopping else "")
+            )
         if isinstance(error, PublisherLimitReached) and self.engine.publisher_count < error.limit:
-            return (f"publish of {key} refused with {error!r} while {self.engine.publisher_count} publishers "
-                    "publish")
+            return f"publish of {key} refused with {error!r} while {self.engine.publisher_count} publishers publish"
         return None
 
     def _active(self, actors: Sequence[Any]) -> list[Any]:
@@ -530,11 +559,17 @@ class EngineRaces:
         if live:
             self.data.draw(st.sampled_from(live), label="publisher").scope.cancel()
 
-    def subscribe(self, key: StreamKey, credentials: Credentials | None = None, paused: bool | None = None,
-                  capacity: st.SearchStrategy[int] = st.integers(1, 8)) -> SubscriberActor:
+    def subscribe(
+        self,
+        key: StreamKey,
+        credentials: Credentials | None = None,
+        paused: bool | None = None,
+        capacity: st.SearchStrategy[int] = st.integers(1, 8),
+    ) -> SubscriberActor:
         """Start a subscriber actor (paused or not, and its queue's capacity, drawn unless given)."""
         actor = SubscriberActor(
-            self, key,
+            self,
+            key,
             capacity=self.data.draw(capacity, label="capacity"),
             paused=self.data.draw(st.booleans(), label="paused") if paused is None else paused,
             mode=self.data.draw(st.sampled_from(["iter", "batch"]), label="mode"),
@@ -624,7 +659,10 @@ class EngineRaces:
         publishing = [s for s in engine.streams() if s.publishing]
         active = self._active(self.publishers)
         assert engine.publisher_count == len(publishing) == len(active), (
-            engine.publisher_count, len(publishing), [(a.key, a.state) for a in active])
+            engine.publisher_count,
+            len(publishing),
+            [(a.key, a.state) for a in active],
+        )
         per_key: defaultdict[StreamKey, int] = defaultdict(int)
         for actor in active:
             per_key[actor.key] += 1
@@ -644,11 +682,13 @@ class EngineRaces:
         for actor in [*self.publishers, *self.subscribers]:
             assert actor.wrong_refusal is None, actor.wrong_refusal
         if self.setup.refused_publish is not None:
-            assert not any(a.was_active for a in self.publishers if a.credentials == self.setup.refused_publish), \
+            assert not any(a.was_active for a in self.publishers if a.credentials == self.setup.refused_publish), (
                 "a publisher with RaceSetup.refused_publish published"
+            )
         if self.setup.refused_play is not None:
-            assert not any(a.was_active for a in self.subscribers if a.credentials == self.setup.refused_play), \
+            assert not any(a.was_active for a in self.subscribers if a.credentials == self.setup.refused_play), (
                 "a subscriber with RaceSetup.refused_play played"
+            )
 
     def check_no_task_left(self) -> None:
         tasks = live_tasks()
@@ -678,18 +718,20 @@ def check_sessions(received: Sequence[Frame], sessions: Sequence[int], session_o
     holds the announced number each frame of ``received`` was read under."""
     serial_of: dict[int, int] = {}  # announced number -> the publish session's serial
     last = 0
-    for frame, number in zip(received, sessions):
+    for frame, number in zip(received, sessions, strict=False):
         serial = session_of.get(id(frame), 0)
         assert number > 0, f"a frame of {frame.kind.name} {frame.dts} was read before any session was announced"
         assert number >= last, f"session announcements went back from {last} to {number}"
         last = number
         assert serial_of.setdefault(number, serial) == serial, (
-            f"frames of two publish sessions were read under announcement {number}")
+            f"frames of two publish sessions were read under announcement {number}"
+        )
     assert len(set(serial_of.values())) == len(serial_of), ("one publish session announced twice", serial_of)
 
 
-def check_delivery(received: list[Frame], delivered: list[Frame], sub: Subscription,
-                   session_of: dict[int, int], *, exact: bool) -> None:
+def check_delivery(
+    received: list[Frame], delivered: list[Frame], sub: Subscription, session_of: dict[int, int], *, exact: bool
+) -> None:
     """The order, decodability and exact-drop invariants for one subscriber (module docstring).
 
     ``delivered`` is everything its stream delivered, in sequence order (index ``i`` is
@@ -709,8 +751,14 @@ def check_delivery(received: list[Frame], delivered: list[Frame], sub: Subscript
     _check_exact_drops(delivered, positions, got, record, joined, end, session, session_of)
 
 
-def check_decodable(received: Sequence[Frame], delivered: list[Frame], session_of: dict[int, int],
-                    *, end: int | None = None, same: Callable[[Frame], Any] = id) -> list[int]:
+def check_decodable(
+    received: Sequence[Frame],
+    delivered: list[Frame],
+    session_of: dict[int, int],
+    *,
+    end: int | None = None,
+    same: Callable[[Frame], Any] = id,
+) -> list[int]:
     """Order and decodability of what a player received (module docstring); the positions of
     the received frames in ``delivered``. ``same`` says how a received frame is matched with a
     delivered one (identity in-process; the bytes of its FLV body over a protocol)."""
@@ -720,7 +768,7 @@ def check_decodable(received: Sequence[Frame], delivered: list[Frame], session_o
     for frame in received:
         assert same(frame) in index, f"a player got a frame its stream never delivered: {frame}"
         positions.append(index[same(frame)])
-    assert all(a < b for a, b in zip(positions, positions[1:])), "out of order or duplicated"
+    assert all(a < b for a, b in zip(positions, positions[1:], strict=False)), "out of order or duplicated"
     got = set(positions)
 
     def session(i: int) -> int:
@@ -740,21 +788,35 @@ def check_decodable(received: Sequence[Frame], delivered: list[Frame], session_o
         slot = (session(i), frame.track)
         previous = last_of_track.get(slot)
         gap = previous is None or any(
-            delivered[j].kind is _VIDEO and not delivered[j].config and delivered[j].track == frame.track
-            and session(j) == slot[0] for j in range(previous + 1, i))
+            delivered[j].kind is _VIDEO
+            and not delivered[j].config
+            and delivered[j].track == frame.track
+            and session(j) == slot[0]
+            for j in range(previous + 1, i)
+        )
         assert not gap or frame.keyframe, f"video track {frame.track} resumed on a non-keyframe {frame}"
         last_of_track[slot] = i
     return positions
 
 
-def _check_exact_drops(delivered: list[Frame], positions: list[int], got: set[int], record: Any,
-                       joined: int, end: int, session: Callable[[int], int],
-                       session_of: dict[int, int]) -> None:
+def _check_exact_drops(
+    delivered: list[Frame],
+    positions: list[int],
+    got: set[int],
+    record: Any,
+    joined: int,
+    end: int,
+    session: Callable[[int], int],
+    session_of: dict[int, int],
+) -> None:
     # Exact drops: every live frame offered and not received counts, except while starting
     # and for a video track of which no keyframe had been offered or replayed since the start.
     counted = 0
-    replayed_keys = {delivered[i].track for i in positions
-                     if i < joined and delivered[i].keyframe and delivered[i].kind is _VIDEO and not delivered[i].config}
+    replayed_keys = {
+        delivered[i].track
+        for i in positions
+        if i < joined and delivered[i].keyframe and delivered[i].kind is _VIDEO and not delivered[i].config
+    }
     started = record.join_state == "live"
     keyed: set[int] = set(replayed_keys) if started else set()
     current = session(joined - 1) if joined > 0 else None  # the session when it joined
@@ -780,12 +842,15 @@ def _check_exact_drops(delivered: list[Frame], positions: list[int], got: set[in
             continue
         counted += 1
     if record.dropped != counted:
-        lines = [f"  {'got ' if i in got else 'MISS' if joined <= i < end else '    '} #{i + 1} session {session(i)} "
-                 f"{f.kind.value} track {f.track}{' key' if f.keyframe else ''}{' config' if f.config else ''}"
-                 for i, f in enumerate(delivered)]
+        lines = [
+            f"  {'got ' if i in got else 'MISS' if joined <= i < end else '    '} #{i + 1} session {session(i)} "
+            f"{f.kind.value} track {f.track}{' key' if f.keyframe else ''}{' config' if f.config else ''}"
+            for i, f in enumerate(delivered)
+        ]
         raise AssertionError(
             f"dropped {record.dropped}, but {counted} frames were missed and counted "
-            f"(joined at #{joined + 1} {record.join_state}, left at #{end + 1}):\n" + "\n".join(lines))
+            f"(joined at #{joined + 1} {record.join_state}, left at #{end + 1}):\n" + "\n".join(lines)
+        )
     if record.end_reason is EndReason.EVICTED:
         assert record.dropped > 0
 
@@ -794,8 +859,9 @@ def _primary(delivered: list[Frame], session: int | None, session_of: dict[int, 
     """The lowest video track (media frames) of ``session`` delivered before index ``upto``."""
     if session is None:
         return None
-    tracks = [f.track for f in delivered[:upto]
-              if f.kind is _VIDEO and not f.config and session_of.get(id(f), 0) == session]
+    tracks = [
+        f.track for f in delivered[:upto] if f.kind is _VIDEO and not f.config and session_of.get(id(f), 0) == session
+    ]
     return min(tracks) if tracks else None
 
 
@@ -805,8 +871,9 @@ def _is_sync(frame: Frame, primary: int | None) -> bool:
     return frame.kind is _VIDEO and frame.keyframe and not frame.config and frame.track == primary
 
 
-def _config_before(delivered: list[Frame], i: int, session: int, kind: FrameKind, track: int,
-                   session_of: dict[int, int]) -> int | None:
+def _config_before(
+    delivered: list[Frame], i: int, session: int, kind: FrameKind, track: int, session_of: dict[int, int]
+) -> int | None:
     for j in range(i - 1, -1, -1):
         frame = delivered[j]
         if session_of.get(id(frame), 0) != session:
@@ -819,8 +886,13 @@ def _config_before(delivered: list[Frame], i: int, session: int, kind: FrameKind
 # ------------------------------------------------------------------------------ running
 
 
-def run_races(setup: Callable[[], RaceSetup], data: st.DataObject, *,
-              machine: type[EngineRaces] = EngineRaces, max_steps: int = 30) -> EngineRaces:
+def run_races(
+    setup: Callable[[], RaceSetup],
+    data: st.DataObject,
+    *,
+    machine: type[EngineRaces] = EngineRaces,
+    max_steps: int = 30,
+) -> EngineRaces:
     """Run ``machine`` against the engine ``setup()`` builds, with a fresh mock clock; stop the
     engine (while steps may still be in flight), check that every actor ended, that the
     invariants hold and that no task is left. Returns the machine (for your own checks)."""

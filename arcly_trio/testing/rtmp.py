@@ -20,8 +20,8 @@ from typing import Self
 
 import trio
 
-from ..protocols.rtmp import ClientSession, CommandReceived, Event
-from ..protocols.rtmp.handshake import ClientHandshake
+from arcly_trio.protocols.rtmp import ClientSession, CommandReceived, Event
+from arcly_trio.protocols.rtmp.handshake import ClientHandshake
 
 __all__ = ["RawRtmpClient"]
 

@@ -25,16 +25,16 @@ from typing import Any
 import trio
 from hypothesis import strategies as st
 
-from ..core.excgroups import unwrap_single
-from ..core.frame import Frame, FrameKind
-from ..core.keys import StreamKey
-from ..media import flv
-from ..protocols.rtmp import CommandReceived, DataMessage, MediaMessage
-from ..transport import TRANSPORT_ERRORS
-from ..workers.http import HttpServer
-from ..workers.rtmp import RtmpServer
-from .races import EngineRaces, PublisherActor, check_decodable
-from .rtmp import RawRtmpClient
+from arcly_trio.core.excgroups import unwrap_single
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.media import flv
+from arcly_trio.protocols.rtmp import CommandReceived, DataMessage, MediaMessage
+from arcly_trio.testing.races import EngineRaces, PublisherActor, check_decodable
+from arcly_trio.testing.rtmp import RawRtmpClient
+from arcly_trio.transport import TRANSPORT_ERRORS
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
 
 __all__ = ["ServerRaces", "RtmpPublisherActor", "ProtocolPlayerActor"]
 
@@ -101,7 +101,6 @@ class RtmpPublisherActor(PublisherActor):
                 self.state = "ended"
             self.task = None
 
-
     async def _obey(self, connection: _Rtmp, stream_id: int) -> None:
         async for command, frames in self._inbox:
             if command == "send":
@@ -133,7 +132,7 @@ class RtmpPublisherActor(PublisherActor):
 
 
 def _amf0_values(frame: Frame) -> list[Any]:
-    from ..media import amf0
+    from arcly_trio.media import amf0
 
     return list(amf0.decode(frame.payload))
 
@@ -192,7 +191,9 @@ class ProtocolPlayerActor:
                         self.was_active = True
                     elif isinstance(event, MediaMessage):
                         self.bodies.append((event.timestamp, event.payload))
-                    elif isinstance(event, DataMessage) and not event.payload.startswith(b"\x02\x00\x11|RtmpSampleAccess"):
+                    elif isinstance(event, DataMessage) and not event.payload.startswith(
+                        b"\x02\x00\x11|RtmpSampleAccess"
+                    ):
                         self.bodies.append((event.timestamp, event.body))
                 await connection.flush()
         finally:
@@ -268,7 +269,10 @@ class ServerRaces(EngineRaces):
 
     weights = {
         **EngineRaces.weights,
-        "step_rtmp_publish": 5, "step_rtmp_play": 4, "step_http_play": 4, "step_drop_player": 1,
+        "step_rtmp_publish": 5,
+        "step_rtmp_play": 4,
+        "step_http_play": 4,
+        "step_drop_player": 1,
         "step_half_handshake": 1,
     }
 
@@ -283,9 +287,12 @@ class ServerRaces(EngineRaces):
         if self.rtmp is None:
             return
         video = self.data.draw(st.sampled_from([(0,), (0,), (0, 1), ()]), label="video tracks")
-        style = {"video_tracks": video, "audio": not video or self.data.draw(st.booleans(), label="audio"),
-                 "start": self.data.draw(st.sampled_from(["configs", "mid-gop", "bare"]), label="start"),
-                 "gop": self.data.draw(st.integers(2, 6), label="gop")}
+        style = {
+            "video_tracks": video,
+            "audio": not video or self.data.draw(st.booleans(), label="audio"),
+            "start": self.data.draw(st.sampled_from(["configs", "mid-gop", "bare"]), label="start"),
+            "gop": self.data.draw(st.integers(2, 6), label="gop"),
+        }
         credentials = self.setup.publish
         if self.setup.refused_publish is not None and self.data.draw(st.integers(0, 5), label="refused?") == 0:
             credentials = self.setup.refused_publish
@@ -349,11 +356,16 @@ class ServerRaces(EngineRaces):
 
     def check_player(self, actor: ProtocolPlayerActor) -> None:
         if self.setup.refused_play is not None and actor.token == self.setup.refused_play.token:
-            assert not actor.was_active and not actor.bodies, \
+            assert not actor.was_active and not actor.bodies, (
                 f"{actor.protocol} player {actor.id} played {actor.key} with RaceSetup.refused_play"
+            )
         delivered = self.recorder.by_key.get(actor.key, [])
-        check_decodable(actor.bodies, delivered, self.session_of,  # type: ignore[arg-type]
-                        same=lambda f: f if isinstance(f, tuple) else (f.dts & 0xFFFFFFFF, _body(f)))
+        check_decodable(
+            actor.bodies,
+            delivered,
+            self.session_of,  # type: ignore[arg-type]
+            same=lambda f: f if isinstance(f, tuple) else (f.dts & 0xFFFFFFFF, _body(f)),
+        )
 
     async def finish(self) -> None:
         for scope in self._half_scopes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ..core.frame import Frame, FrameKind
-from . import frames as fb
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.testing import frames as fb
 
 __all__ = ["frames", "gops", "frame_sequences"]
 
@@ -17,13 +17,19 @@ _AUDIO_CODECS = ("aac", "mp3")
 def frames(draw: st.DrawFn, kinds: tuple[FrameKind, ...] = tuple(FrameKind)) -> Frame:
     """Any single frame (fields drawn independently; structure not guaranteed)."""
     kind = draw(st.sampled_from(kinds))
-    codec = draw(st.sampled_from(
-        _VIDEO_CODECS if kind is FrameKind.VIDEO else _AUDIO_CODECS if kind is FrameKind.AUDIO else ("amf0",)
-    ))
+    codec = draw(
+        st.sampled_from(
+            _VIDEO_CODECS if kind is FrameKind.VIDEO else _AUDIO_CODECS if kind is FrameKind.AUDIO else ("amf0",)
+        )
+    )
     dts = draw(st.integers(0, 2**33))
     cts = draw(st.integers(-500, 500)) if kind is FrameKind.VIDEO else 0
     return Frame(
-        kind, codec, max(0, dts + cts), dts, draw(st.binary(max_size=64)),
+        kind,
+        codec,
+        max(0, dts + cts),
+        dts,
+        draw(st.binary(max_size=64)),
         keyframe=kind is FrameKind.VIDEO and draw(st.booleans()),
         config=draw(st.booleans()),
         track=draw(st.integers(0, 3)),

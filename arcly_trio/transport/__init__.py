@@ -7,6 +7,6 @@ See :mod:`.errors`.
 
 from __future__ import annotations
 
-from .errors import TRANSPORT_ERRORS, describe, map_transport_errors
+from arcly_trio.transport.errors import TRANSPORT_ERRORS, describe, map_transport_errors
 
 __all__ = ["TRANSPORT_ERRORS", "describe", "map_transport_errors"]

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import trio
 
-from ..core.errors import ArclyError
+from arcly_trio.core.errors import ArclyError
 
 __all__ = ["TRANSPORT_ERRORS", "describe", "map_transport_errors"]
 

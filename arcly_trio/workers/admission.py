@@ -154,8 +154,7 @@ class Admission:
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
-        for name, value in (("max_pending_per_address", max_pending_per_address),
-                            ("max_per_address", max_per_address)):
+        for name, value in (("max_pending_per_address", max_pending_per_address), ("max_per_address", max_per_address)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None")
         if not idle_after > 0:
@@ -204,24 +203,29 @@ class Admission:
     def admit(self, address: str) -> Ticket | None:
         """A slot for a new connection from ``address``, or ``None`` (refused)."""
         if self.max_per_address is not None and self._per_address.get(address, 0) >= self.max_per_address:
-            self._refuse(f"%s refused: {self.max_per_address} connections from this address already",
-                         address)
+            self._refuse(f"%s refused: {self.max_per_address} connections from this address already", address)
             return None
         quota = self.max_pending_per_address
         mine = self._waiting_by_address.get(address)
         if quota is not None and mine is not None and len(mine) >= quota and self.under_pressure:
             idle = self._idle_prefix(mine)
             for ticket in idle[: max(0, len(idle) - quota + 1)]:
-                self._evict(ticket, f"%s: the oldest of {len(idle)} idle connections from this address was "
-                            f"closed to admit a new one ({self.held} of {self.max_connections} slots taken)")
+                self._evict(
+                    ticket,
+                    f"%s: the oldest of {len(idle)} idle connections from this address was "
+                    f"closed to admit a new one ({self.held} of {self.max_connections} slots taken)",
+                )
         if self.held >= self.max_connections:
             if not self._waiting:
                 self._refuse(f"%s refused: all {self.max_connections} connections are serving", address)
                 return None
             victim = next(iter(self._waiting))
             state = "idle" if self._is_idle(victim, trio.current_time()) else "in set-up"
-            self._evict(victim, f"%s: the connection longest without progress ({state}) was closed, all "
-                        f"{self.max_connections} slots being taken")
+            self._evict(
+                victim,
+                f"%s: the connection longest without progress ({state}) was closed, all "
+                f"{self.max_connections} slots being taken",
+            )
         ticket = Ticket(self, address, trio.current_time())
         self.open += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1

@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 import trio
 
-from ..core.errors import PublisherKicked, PublishRateLimited, PublishStartTimedOut
+from arcly_trio.core.errors import PublisherKicked, PublishRateLimited, PublishStartTimedOut
 
 __all__ = ["ClientLog", "SESSION_ENDS_LOGGED", "PLAY_ENDS_LOGGED"]
 
@@ -58,8 +58,15 @@ class ClientLog:
     """Client events of one worker, one line each while few, summed up per burst (module
     docstring)."""
 
-    def __init__(self, logger: logging.Logger, *, interval: float = 10.0, per_address: int = 10,
-                 in_all: int = 200, max_addresses: int = 4096) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = 10.0,
+        per_address: int = 10,
+        in_all: int = 200,
+        max_addresses: int = 4096,
+    ) -> None:
         self.logger = logger
         self.interval = interval
         self.per_address = per_address
@@ -119,11 +126,23 @@ class ClientLog:
                 self._overflow_last = tally.last
                 continue
             written += 1
-            self.logger.log(tally.level, "%s: %d more %s in the last %.0f s; the last: %s", address, tally.held,
-                            kind, seconds, tally.last)
+            self.logger.log(
+                tally.level,
+                "%s: %d more %s in the last %.0f s; the last: %s",
+                address,
+                tally.held,
+                kind,
+                seconds,
+                tally.last,
+            )
         if self._overflow:
-            self.logger.warning("%d more lines about clients in the last %.0f s, from more addresses than are "
-                                "followed one by one; the last: %s", self._overflow, seconds, self._overflow_last)
+            self.logger.warning(
+                "%d more lines about clients in the last %.0f s, from more addresses than are "
+                "followed one by one; the last: %s",
+                self._overflow,
+                seconds,
+                self._overflow_last,
+            )
         self._tallies.clear()
         self._since = None
         self._lines = 0

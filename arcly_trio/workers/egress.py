@@ -49,18 +49,18 @@ import os
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from itertools import islice
-from typing import Any, Union
+from typing import Any
 
 import trio
 
-from ..core.errors import LocalProtocolError, PeerGone, WriteTimeout
-from ..core.frame import Frame, FrameBatch
-from ..kernel.fanout import EndReason, SessionStart, Subscriber
-from ..transport import TRANSPORT_ERRORS, describe, map_transport_errors
+from arcly_trio.core.errors import LocalProtocolError, PeerGone, WriteTimeout
+from arcly_trio.core.frame import Frame, FrameBatch
+from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
+from arcly_trio.transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
 __all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames"]
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 Encoded = tuple[Sequence[Buffer], int]
 """What a sink writes for some frames: the buffers and their total size in bytes."""
 
@@ -77,8 +77,24 @@ class Egress:
     of the stream being played; a connection may set it when it knows the application).
     """
 
-    __slots__ = ("stream", "write_timeout", "max_frames", "sent", "failed", "queued_frames", "fast_fd",
-                 "_limit", "_fd", "_socket", "_queue", "_marks", "_in", "_out", "_scope", "_poked")
+    __slots__ = (
+        "stream",
+        "write_timeout",
+        "max_frames",
+        "sent",
+        "failed",
+        "queued_frames",
+        "fast_fd",
+        "_limit",
+        "_fd",
+        "_socket",
+        "_queue",
+        "_marks",
+        "_in",
+        "_out",
+        "_scope",
+        "_poked",
+    )
 
     def __init__(self, stream: trio.abc.Stream, *, write_timeout: float, max_frames: int = 256) -> None:
         self.stream = stream
@@ -113,8 +129,7 @@ class Egress:
         nothing queued, no failure, no flow control); -1 otherwise (see :meth:`DirectSink.offer`)."""
 
     def _refresh(self) -> None:
-        self.fast_fd = (self._fd if not self._queue and self.failed is None and self._limit == math.inf
-                        else -1)
+        self.fast_fd = self._fd if not self._queue and self.failed is None and self._limit == math.inf else -1
 
     @property
     def limit(self) -> float:
@@ -216,7 +231,6 @@ class Egress:
         self.failed = PeerGone(f"write failed: {exc.strerror or exc}")
         self.discard()
         self._wake()
-
 
     def _wake(self) -> None:
         scope = self._scope
@@ -386,8 +400,19 @@ class DirectSink:
     (``ended``, ``end_reason``).
     """
 
-    __slots__ = ("egress", "subscriber", "ended", "end_reason", "batch_key", "batch_build", "batch_args",
-                 "_shared", "_started", "_held", "_held_live")
+    __slots__ = (
+        "egress",
+        "subscriber",
+        "ended",
+        "end_reason",
+        "batch_key",
+        "batch_build",
+        "batch_args",
+        "_shared",
+        "_started",
+        "_held",
+        "_held_live",
+    )
 
     def __init__(self, egress: Egress) -> None:
         self.egress = egress

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import trio
 
-from ..core.errors import CannotListen
+from arcly_trio.core.errors import CannotListen
 
 __all__ = ["open_listeners", "peer_of", "raw_socket", "with_tls", "TlsListener", "LOCAL_PEER"]
 
@@ -38,8 +38,9 @@ LOCAL_PEER = ("local", 0)
 _BACKLOG = 1024
 
 
-async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
-                         unix_socket: str | None = None, protocol: str = "") -> list[trio.SocketListener]:
+async def open_listeners(
+    host: str, port: int, *, reuse_port: bool = False, unix_socket: str | None = None, protocol: str = ""
+) -> list[trio.SocketListener]:
     """TCP listeners on ``host:port`` (every address it resolves to; port 0 picks one), with
     ``SO_REUSEPORT`` if asked, and a Unix listener on ``unix_socket`` (mode 0600) if given.
     :class:`~arcly_trio.core.errors.CannotListen` (naming ``protocol``, the host and the port)
@@ -72,8 +73,9 @@ async def _tcp_listeners(host: str, port: int, reuse_port: bool) -> list[trio.So
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=_BACKLOG)
     else:
         listeners = []
-        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM,
-                                              flags=stdlib_socket.AI_PASSIVE)
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+        )
         for family, type_, proto, _, address in infos:
             sock = trio.socket.socket(family, type_, proto)
             try:
@@ -109,15 +111,18 @@ class TlsListener(trio.abc.Listener[trio.SSLStream[trio.SocketStream]]):
         await self.transport_listener.aclose()
 
 
-def with_tls(listeners: list[trio.SocketListener],
-             context_of: Callable[[], ssl.SSLContext] | None) -> list[trio.abc.Listener]:  # type: ignore[type-arg]
+def with_tls(
+    listeners: list[trio.SocketListener], context_of: Callable[[], ssl.SSLContext] | None
+) -> list[trio.abc.Listener]:  # type: ignore[type-arg]
     """``listeners`` with the TCP ones wrapped in TLS (the context ``context_of()`` gives at
     each accept; ``None``: unchanged). Unix listeners (the workers' private sockets) stay
     plain."""
     if context_of is None:
         return list(listeners)
-    return [listener if listener.socket.family == stdlib_socket.AF_UNIX
-            else TlsListener(listener, context_of) for listener in listeners]
+    return [
+        listener if listener.socket.family == stdlib_socket.AF_UNIX else TlsListener(listener, context_of)
+        for listener in listeners
+    ]
 
 
 def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:

@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from .admission import Admission, Ticket
-from .clientlog import ClientLog
-from .listen import open_listeners, peer_of, with_tls
+from arcly_trio.workers.admission import Admission, Ticket
+from arcly_trio.workers.clientlog import ClientLog
+from arcly_trio.workers.listen import open_listeners, peer_of, with_tls
 
 __all__ = ["Listener", "ConnectionRunner", "Handler"]
 
@@ -79,8 +79,15 @@ class ConnectionRunner:
     no slot for, before it is closed.
     """
 
-    def __init__(self, listener: Listener, *, name: str, label: str, log: logging.Logger,
-                 refuse: Callable[[trio.abc.Stream], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        *,
+        name: str,
+        label: str,
+        log: logging.Logger,
+        refuse: Callable[[trio.abc.Stream], Awaitable[None]] | None = None,
+    ) -> None:
         self.listener = listener
         self.name = name
         self.log = log
@@ -102,8 +109,13 @@ class ConnectionRunner:
         self.failures = 0
         """Connections ended by an exception their handler let out (a bug); should stay 0."""
 
-    async def serve(self, handler: Handler, *, context_of: Callable[[], ssl.SSLContext] | None = None,
-                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        handler: Handler,
+        *,
+        context_of: Callable[[], ssl.SSLContext] | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Listen and run ``handler`` for every admitted connection until cancelled; reports the
         bound port once every accept loop runs. ``context_of`` gives the TLS context at each
         accept (default: the listener's ``ssl_context``, if any)."""
@@ -111,16 +123,27 @@ class ConnectionRunner:
         if context_of is None and listener.ssl_context is not None:
             context = listener.ssl_context
             context_of = lambda: context  # noqa: E731
-        listeners = await open_listeners(listener.host, listener.port, reuse_port=listener.reuse_port,
-                                         unix_socket=listener.unix_socket, protocol=self.name)
+        listeners = await open_listeners(
+            listener.host,
+            listener.port,
+            reuse_port=listener.reuse_port,
+            unix_socket=listener.unix_socket,
+            protocol=self.name,
+        )
         self.port = listeners[0].socket.getsockname()[1]
-        self.log.info("%s listening on %s:%d%s", self.name.upper(), listener.host, self.port,
-                      f" and {listener.unix_socket}" if listener.unix_socket else "")
+        self.log.info(
+            "%s listening on %s:%d%s",
+            self.name.upper(),
+            listener.host,
+            self.port,
+            f" and {listener.unix_socket}" if listener.unix_socket else "",
+        )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.clients.run)
-                await nursery.start(trio.serve_listeners, functools.partial(self._run, handler),
-                                    with_tls(listeners, context_of))
+                await nursery.start(
+                    trio.serve_listeners, functools.partial(self._run, handler), with_tls(listeners, context_of)
+                )
                 self.listening = True
                 task_status.started(self.port)
         finally:

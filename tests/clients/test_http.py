@@ -43,8 +43,11 @@ async def test_any_status_comes_back_whole_with_the_method_and_headers_asked_for
     response = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nnope"
     with trio.fail_after(5):
         async with answering(response, heads) as port:
-            reply = await http_request(f"http://127.0.0.1:{port}/api/x?a=1", method="DELETE",
-                                       headers=[("Host", "example.test"), ("x-token", "k")])
+            reply = await http_request(
+                f"http://127.0.0.1:{port}/api/x?a=1",
+                method="DELETE",
+                headers=[("Host", "example.test"), ("x-token", "k")],
+            )
     assert reply == HttpReply(404, {"content-type": "text/plain", "content-length": "4"}, b"nope")
     lines = heads[0].decode().lower().split("\r\n")
     assert lines[0] == "delete /api/x?a=1 http/1.1"

@@ -144,8 +144,14 @@ def test_refusals_are_events_with_the_server_code(stage: str) -> None:
     pair.pump(refuse)
     refused = [e for e in pair.client_events if isinstance(e, Refused)]
     assert len(refused) == 1 and refused[0].stage == stage
-    assert refused[0].code == {"connect": "NetConnection.Connect.Rejected", "publish": "NetStream.Publish.Denied",
-                               "play": "NetStream.Play.StreamNotFound"}[stage]
+    assert (
+        refused[0].code
+        == {
+            "connect": "NetConnection.Connect.Rejected",
+            "publish": "NetStream.Publish.Denied",
+            "play": "NetStream.Play.StreamNotFound",
+        }[stage]
+    )
     assert pair.client.state is ClientState.CLOSED
 
 
@@ -161,7 +167,13 @@ def test_unpublish_notify_ends_a_play() -> None:
 
 def test_urls_and_templates() -> None:
     url = parse_rtmp_url("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl?x=1")
-    assert (url.host, url.port, url.app, url.stream, url.query) == ("a.rtmp.youtube.com", 1935, "live2", "abcd-efgh-ijkl", "x=1")
+    assert (url.host, url.port, url.app, url.stream, url.query) == (
+        "a.rtmp.youtube.com",
+        1935,
+        "live2",
+        "abcd-efgh-ijkl",
+        "x=1",
+    )
     assert url.tc_url == "rtmp://a.rtmp.youtube.com:1935/live2"
     assert "abcd-efgh" not in url.redacted() and "x=1" not in url.redacted()
     assert parse_rtmp_url("rtmps://live-api-s.facebook.com/rtmp/KEY").port == 443
@@ -193,9 +205,11 @@ async def test_frames_round_trip_through_the_server(demo_frames: list) -> None: 
                 async with open_rtmp_player(url) as player:
                     got = []
                     async with trio.open_nursery() as nursery:
+
                         async def rest() -> None:
                             for frame in frames[40:]:
                                 await publisher.send(frame)
+
                         nursery.start_soon(rest)
                         async for frame in player:
                             got.append(frame)
@@ -235,9 +249,11 @@ async def test_a_server_that_goes_away_is_connection_lost() -> None:
         listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
         port = listener.socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
+
             async def close_at_once() -> None:
                 stream = await listener.accept()
                 await stream.aclose()
+
             nursery.start_soon(close_at_once)
             with pytest.raises(ConnectionLost):
                 async with open_rtmp_player(f"rtmp://{HOST}:{port}/live/x"):
@@ -275,9 +291,11 @@ async def test_enhanced_rtmp_codecs_round_trip_through_the_client(video: str) ->
     from arcly_trio.core.frame import Frame, FrameKind
     from arcly_trio.testing import frames as fb
 
-    sent = [fb.video_config(0, codec=video, payload=b"\x01cfg" + video.encode()),
-            fb.audio_config(0, codec="opus", payload=b"OpusHead\x01\x02\x00\x0f\x80\xbb\x00\x00\x00\x00\x00"),
-            Frame(FrameKind.VIDEO, video, 0, 0, b"second track config", keyframe=True, config=True, track=1)]
+    sent = [
+        fb.video_config(0, codec=video, payload=b"\x01cfg" + video.encode()),
+        fb.audio_config(0, codec="opus", payload=b"OpusHead\x01\x02\x00\x0f\x80\xbb\x00\x00\x00\x00\x00"),
+        Frame(FrameKind.VIDEO, video, 0, 0, b"second track config", keyframe=True, config=True, track=1),
+    ]
     for index in range(60):
         ts = index * 33
         sent.append(fb.keyframe(ts, codec=video) if index % 30 == 0 else fb.delta(ts, codec=video))

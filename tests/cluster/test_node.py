@@ -140,7 +140,8 @@ async def test_pulled_copies_take_no_lease() -> None:
 
 @pytest.mark.parametrize("variant,entry", [("ts", "index.m3u8"), ("ll", "index.mpd")])
 async def test_hls_and_dash_on_an_edge_pull_from_the_owner_and_answer_the_first_request(
-        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    demo_frames: list, http_get: Any, variant: str, entry: str
+) -> None:  # type: ignore[type-arg]
     """Issue 19, item 1: the first playlist (or MPD) request on an edge node is answered with
     the stream's first list once the edge has pulled it from its owner, not with a 404."""
     directory = MemoryDirectory()

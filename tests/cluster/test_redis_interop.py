@@ -22,17 +22,19 @@ from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.clients.http import get_json_bytes
 from arcly_trio.cluster.redis import RedisDirectory
 from arcly_trio.core.errors import RemoteRefused
-from tests._peers import HOST, redis_server
 from tests._cli import CliServer, cli_server
 from tests._ffmpeg import player, publisher
+from tests._peers import HOST, redis_server
 
 pytestmark = pytest.mark.interop
+
 
 @asynccontextmanager
 async def cluster_node(name: str, redis_port: int) -> AsyncIterator[CliServer]:
     """A node of the cluster, registered in the directory."""
-    async with cli_server("--cluster", f"redis://{HOST}:{redis_port}/0", "--node-id", name,
-                          "--cluster-ttl", "2", "--pull-idle", "2") as node:
+    async with cli_server(
+        "--cluster", f"redis://{HOST}:{redis_port}/0", "--node-id", name, "--cluster-ttl", "2", "--pull-idle", "2"
+    ) as node:
         with trio.fail_after(20):
             await node.wait_log("registered in the directory")
         yield node

@@ -25,8 +25,12 @@ def exception_classes() -> list[type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
-            if (inspect.isclass(value) and issubclass(value, BaseException)
-                    and value.__module__ == module.__name__ and not name.startswith("_")):
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
                 found.append(value)
     return found
 
@@ -58,7 +62,9 @@ def test_client_gone_is_still_importable_where_it_was() -> None:
 
 
 def test_the_package_exports_the_root_without_loading_the_kernel() -> None:
-    script = ("import sys; from arcly_trio import ArclyError, StreamError; "
-              "assert ArclyError is StreamError; assert 'trio' not in sys.modules; print('ok')")
+    script = (
+        "import sys; from arcly_trio import ArclyError, StreamError; "
+        "assert ArclyError is StreamError; assert 'trio' not in sys.modules; print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr

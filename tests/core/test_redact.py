@@ -17,27 +17,35 @@ from arcly_trio.protocols.rtmp.url import parse_rtmp_url
 from arcly_trio.relay.push import PushTarget
 
 SECRET = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=2, max_size=30).map(
-    lambda text: "Q9" + text)  # "Q9": never part of the URLs' other parts, so any sighting is a leak
+    lambda text: "Q9" + text
+)  # "Q9": never part of the URLs' other parts, so any sighting is a leak
 
 
 def test_what_is_hidden_and_what_is_kept() -> None:
-    assert redact_url("https://hook:s3cret@example.com:8443/on_publish?key=abc&x") == \
-        "https://***@example.com:8443/on_publish?key=***&***"
+    assert (
+        redact_url("https://hook:s3cret@example.com:8443/on_publish?key=abc&x")
+        == "https://***@example.com:8443/on_publish?key=***&***"
+    )
     assert redact_url("redis://:pa55word@redis.internal:6379/0") == "redis://***@redis.internal:6379/0"
     assert redact_url("rtmp://a.rtmp.youtube.com/live2/KEY#frag") == "rtmp://a.rtmp.youtube.com/live2/KEY"
     assert redact_url("http://example.com/hook") == "http://example.com/hook"  # nothing to hide
     # Push links shorten a stream key placed in the path, and hide the query's values.
-    assert parse_rtmp_url("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl?bitrate=1").redacted() == \
-        "rtmp://a.rtmp.youtube.com:1935/live2/abcd…?bitrate=***"
+    assert (
+        parse_rtmp_url("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl?bitrate=1").redacted()
+        == "rtmp://a.rtmp.youtube.com:1935/live2/abcd…?bitrate=***"
+    )
 
 
 @given(user=SECRET, password=SECRET, value=SECRET)
 def test_no_credential_or_query_value_survives(user: str, password: str, value: str) -> None:
     quoted = {name: quote(text, safe="") for name, text in (("user", user), ("password", password), ("value", value))}
-    for url, secrets in ((f"https://{quoted['user']}:{quoted['password']}@example.com/x?key={quoted['value']}",
-                          (user, password, value, quoted["value"])),
-                         (f"rtmp://{quoted['user']}@example.com/app/s?a=1&token={quoted['value']}",
-                          (user, value, quoted["value"]))):
+    for url, secrets in (
+        (
+            f"https://{quoted['user']}:{quoted['password']}@example.com/x?key={quoted['value']}",
+            (user, password, value, quoted["value"]),
+        ),
+        (f"rtmp://{quoted['user']}@example.com/app/s?a=1&token={quoted['value']}", (user, value, quoted["value"])),
+    ):
         shown = redact_url(url)
         assert "Q9" not in shown, (url, shown)
         message = f"connecting to {url} failed: " + "; ".join(secrets)  # an error that quotes it all

@@ -53,6 +53,7 @@ from arcly_trio.testing import (
 )
 from arcly_trio.testing import frames as fb
 
+
 async def drain(sub, n: int) -> list[Frame]:  # type: ignore[no-untyped-def]
     """Receive up to ``n`` frames (fewer if the subscription ends); fail after 10 s."""
     out: list[Frame] = []
@@ -162,8 +163,11 @@ async def test_slow_subscriber_drops_to_keyframe_counts_and_tells(observer: Coun
 
 async def test_one_slow_subscriber_does_not_disturb_a_fast_one() -> None:
     async with engine_with(AppSpec("live", subscriber_queue=2)) as eng:
-        async with eng.publish("live/s") as pub, eng.subscribe("live/s") as slow, \
-                eng.subscribe("live/s", capacity=1000) as fast:
+        async with (
+            eng.publish("live/s") as pub,
+            eng.subscribe("live/s") as slow,
+            eng.subscribe("live/s", capacity=1000) as fast,
+        ):
             frames = [video_config(), *synthetic_gop(0, frames=30)]
             for f in frames:
                 await pub.send(f)
@@ -185,8 +189,9 @@ async def test_lag_budget_evicts_and_says_why(observer: CountingObserver) -> Non
     assert len(evicted) == 1 and evicted[0].lag_budget == 3  # type: ignore[attr-defined]
 
 
-async def test_idle_stream_is_reaped_with_a_clear_error(autojump_clock: trio.testing.MockClock,
-                                                        observer: CountingObserver) -> None:
+async def test_idle_stream_is_reaped_with_a_clear_error(
+    autojump_clock: trio.testing.MockClock, observer: CountingObserver
+) -> None:
     async with engine_with(AppSpec("live"), idle_timeout=5, observer=observer) as eng:
         start = trio.current_time()
         with pytest.raises(StreamIdleReaped) as info:
@@ -213,10 +218,12 @@ async def test_idle_is_counted_from_creation_when_nothing_is_sent(autojump_clock
 async def test_subscribers_of_a_reaped_stream_end_with_reason(autojump_clock: trio.testing.MockClock) -> None:
     async with engine_with(AppSpec("live"), idle_timeout=5) as eng:
         async with trio.open_nursery() as nursery:
+
             async def publisher() -> None:
                 with pytest.raises(StreamIdleReaped):
                     async with eng.publish("live/s"):
                         await trio.sleep_forever()
+
             nursery.start_soon(publisher)
             await settle()
             async with eng.subscribe("live/s") as sub:
@@ -387,8 +394,13 @@ async def test_an_observer_that_raises_is_logged_and_harmless(caplog: pytest.Log
             for f in frames:
                 await pub.send(f)
             assert [id(f) for f in await drain(sub, 3)] == [id(f) for f in frames]
-    assert sum("observer bug" in r.getMessage() or (r.exc_info and "observer bug" in str(r.exc_info[1]))
-               for r in caplog.records) == 2  # first failure per hook, with traceback
+    assert (
+        sum(
+            "observer bug" in r.getMessage() or (r.exc_info and "observer bug" in str(r.exc_info[1]))
+            for r in caplog.records
+        )
+        == 2
+    )  # first failure per hook, with traceback
 
 
 async def test_event_feed_is_bounded_and_counts_drops(engine: Engine) -> None:
@@ -555,8 +567,9 @@ async def test_graceful_shutdown_tells_publishers_and_drains_subscribers(autojum
     assert not eng.running
 
 
-async def test_audio_is_grouped_with_the_next_video_frame(autojump_clock: trio.testing.MockClock,
-                                                          engine: Engine) -> None:
+async def test_audio_is_grouped_with_the_next_video_frame(
+    autojump_clock: trio.testing.MockClock, engine: Engine
+) -> None:
     async with engine.publish("live/s") as pub, engine.subscribe("live/s") as sub:
         for f in [video_config(), keyframe(0)]:
             await pub.send(f)
@@ -622,8 +635,9 @@ async def test_stream_info_reads_codec_and_resolution_from_the_video_config(engi
 # --- publish limits (issue 18, findings 11 and 12) ---------------------------------------------
 
 
-async def test_a_publisher_over_its_bitrate_is_cut_with_the_rate_it_sent(autojump_clock: trio.testing.MockClock,
-                                                                        observer: CountingObserver) -> None:
+async def test_a_publisher_over_its_bitrate_is_cut_with_the_rate_it_sent(
+    autojump_clock: trio.testing.MockClock, observer: CountingObserver
+) -> None:
     """Attack: one publisher sending far more than any encoder (the review: 416 Mbit/s took RSS to
     564 MB). The kernel's publish path counts every payload byte against the application's
     limit (a 4 s burst allowance): at 2x the limit the session is cut after about 4 s, told why,
@@ -661,7 +675,8 @@ async def test_a_publisher_over_its_bitrate_is_cut_with_the_rate_it_sent(autojum
 
 
 async def test_a_publisher_under_its_bitrate_with_keyframe_bursts_is_never_cut(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """6 Mbit/s on average with a 1 MB keyframe every 2 s (and a 3.5 MB frame to start) under an
     8 Mbit/s limit: two minutes without a cut. Mutant killed: no burst allowance."""
     async with engine_with(AppSpec("live", max_publish_bitrate=8_000_000)) as eng:
@@ -691,10 +706,13 @@ async def test_one_address_holds_at_most_its_share_of_publishers() -> None:
             assert (info.value.limit, info.value.address) == (2, "198.51.100.9")
             assert "per address" in str(info.value) and isinstance(info.value, PublisherLimitReached)
             assert eng.publishers_from("198.51.100.9") == 2
-            async with eng.publish("live/b", Credentials(peer=("192.0.2.1", 1))), \
-                    eng.publish("live/r1", Credentials(peer=("local", 0))), \
-                    eng.publish("live/r2", Credentials(peer=("local", 0))), \
-                    eng.publish("live/r3", Credentials(peer=("local", 0))), eng.publish("live/demo"):
+            async with (
+                eng.publish("live/b", Credentials(peer=("192.0.2.1", 1))),
+                eng.publish("live/r1", Credentials(peer=("local", 0))),
+                eng.publish("live/r2", Credentials(peer=("local", 0))),
+                eng.publish("live/r3", Credentials(peer=("local", 0))),
+                eng.publish("live/demo"),
+            ):
                 assert eng.publisher_count == 7 and eng.publishers_from("local") == 0
         assert eng.publishers_from("198.51.100.9") == 0
         async with eng.publish("live/a3", attacker):  # its slots came back
@@ -702,7 +720,8 @@ async def test_one_address_holds_at_most_its_share_of_publishers() -> None:
 
 
 async def test_a_publish_without_media_gives_its_slot_back_after_the_start_timeout(
-        autojump_clock: trio.testing.MockClock, observer: CountingObserver) -> None:
+    autojump_clock: trio.testing.MockClock, observer: CountingObserver
+) -> None:
     """Attack: publishers that are accepted and then send nothing (or only metadata and configs),
     holding slots until the 30 s idle timeout. Without audio or video within the publish start
     timeout (10 s) the session ends and gives its slot back; one whose first keyframe comes at

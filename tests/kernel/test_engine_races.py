@@ -41,8 +41,13 @@ def race_setup(observer: CountingObserver) -> RaceSetup:
         .observer(observer)
         .build()
     )
-    return RaceSetup(engine, publish=Credentials(token="good"), play=Credentials(token="view"),
-                     refused_publish=Credentials(token="bad"), refused_play=Credentials(token="nope"))
+    return RaceSetup(
+        engine,
+        publish=Credentials(token="good"),
+        play=Credentials(token="view"),
+        refused_publish=Credentials(token="bad"),
+        refused_play=Credentials(token="nope"),
+    )
 
 
 @pytest.mark.timeout(900)
@@ -132,8 +137,14 @@ def _machine_fails_on(setup: Any, *messages: str, examples: int = 300) -> None:
     """The race machine, over ``examples`` derandomized examples (no shrinking), fails with an
     ``AssertionError`` that says one of ``messages``."""
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.data())
     def races(data: st.DataObject) -> None:
         run_races(setup, data)
@@ -148,8 +159,13 @@ def _machine_fails_on(setup: Any, *messages: str, examples: int = 300) -> None:
 
 def _readme_setup(authenticator: Any) -> RaceSetup:
     engine = Engine.builder().application(AppSpec("live", lag_budget=50)).authenticator(authenticator).build()
-    return RaceSetup(engine, publish=Credentials(token="pub"), play=Credentials(token="view"),
-                     refused_publish=Credentials(token="wrong"), refused_play=Credentials(token="nope"))
+    return RaceSetup(
+        engine,
+        publish=Credentials(token="pub"),
+        play=Credentials(token="view"),
+        refused_publish=Credentials(token="wrong"),
+        refused_play=Credentials(token="nope"),
+    )
 
 
 def test_the_machine_flags_an_engine_that_refuses_with_the_wrong_error_while_stopping() -> None:
@@ -183,5 +199,8 @@ def test_the_machine_flags_a_play_its_refused_credentials_got_through() -> None:
             if credentials.token != "nope":  # the bug: the refused token is let through
                 await super().authorize_play(key, credentials)
 
-    _machine_fails_on(lambda: _readme_setup(LeakyPlay(publish_token="pub", play_token="view")),
-                      "a subscriber with RaceSetup.refused_play played", "the situation calls for Unauthorized")
+    _machine_fails_on(
+        lambda: _readme_setup(LeakyPlay(publish_token="pub", play_token="view")),
+        "a subscriber with RaceSetup.refused_play played",
+        "the situation calls for Unauthorized",
+    )

@@ -14,21 +14,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 import trio.testing
 
 from arcly_trio import AppSpec, Engine, PublisherReplaced, Takeover
 from arcly_trio.core.frame import Frame, FrameBatch, FrameKind
-from arcly_trio.kernel.fanout import EndReason
+from arcly_trio.core.keys import Credentials
+from arcly_trio.kernel.fanout import EndReason, SessionStart
+from arcly_trio.kernel.subscription import Subscription
 from arcly_trio.testing import audio, audio_config, delta, keyframe, video_config
 from arcly_trio.testing import frames as fb
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from arcly_trio.core.keys import Credentials
-from arcly_trio.kernel.fanout import SessionStart
-from arcly_trio.kernel.subscription import Subscription
+
 
 class Recorder:
     """A sink that records every offer and takes everything."""
@@ -79,8 +78,11 @@ async def test_live_subscribers_share_one_frame_batch() -> None:
         await publisher.send(keyframe(0))
         await trio.testing.wait_all_tasks_blocked()
         sinks = [Recorder() for _ in range(3)]
-        async with engine.attach("live/s", sinks[0]), engine.attach("live/s", sinks[1]), \
-                engine.attach("live/s", sinks[2]):
+        async with (
+            engine.attach("live/s", sinks[0]),
+            engine.attach("live/s", sinks[1]),
+            engine.attach("live/s", sinks[2]),
+        ):
             for frame in [delta(33), audio(40), delta(66)]:
                 await publisher.send(frame)
             await trio.testing.wait_all_tasks_blocked()
@@ -366,4 +368,4 @@ async def test_every_sink_is_told_before_the_first_frame_of_each_session() -> No
         await publish(engine, continuing_session())
         stream.shutdown()
     assert sink.seen[:2] == [1, 0]  # the current session, then the replay (configs, keyframe)
-    assert sink.seen[sink.seen.index(2):] == [2, 66, 70, 100, 110, "closed"]
+    assert sink.seen[sink.seen.index(2) :] == [2, 66, 70, 100, 110, "closed"]

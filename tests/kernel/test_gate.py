@@ -66,7 +66,8 @@ async def test_a_refusal_is_counted_told_and_raised() -> None:
 
 
 async def test_a_broken_authenticator_is_a_counted_delayed_audited_refusal(
-        autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture) -> None:
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="arcly_trio.engine")
     gate, told = gate_of(KeyError("no such field"))
     for _ in range(3):

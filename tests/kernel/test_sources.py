@@ -33,8 +33,9 @@ class Bringing:
     def provides(self, key: StreamKey) -> bool:
         return True
 
-    async def open_stream(self, engine: FakeHost, request: SourceRequest, *,
-                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def open_stream(
+        self, engine: FakeHost, request: SourceRequest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self.opened.append(request.key)
         engine.here.add(request.key)
         task_status.started()

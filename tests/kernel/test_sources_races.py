@@ -48,8 +48,9 @@ class FakeSource:
     def provides(self, key: StreamKey) -> bool:
         return key == KEY
 
-    async def open_stream(self, engine: Engine, request: SourceRequest, *,
-                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def open_stream(
+        self, engine: Engine, request: SourceRequest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         attempt = self.starts
         self.starts += 1
         self.started_at.append(trio.current_time())
@@ -101,12 +102,15 @@ async def viewer(engine: Engine, arrive: float, stay: float, log: list[str]) -> 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_viewers_arriving_together_start_one_pull(data: st.DataObject) -> None:
-    arrivals = data.draw(st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.05, 0.5, 1.2, 2.5, 4.0]),
-                                  min_size=2, max_size=8), label="arrivals")
-    stays = data.draw(st.lists(st.sampled_from([0.0, 0.05, 0.3, 1.5]), min_size=len(arrivals),
-                               max_size=len(arrivals)), label="stays")
-    start_delays = data.draw(st.lists(st.sampled_from([0.0, 0.01, 0.2, 1.0]), min_size=1, max_size=4),
-                             label="start delays")
+    arrivals = data.draw(
+        st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.05, 0.5, 1.2, 2.5, 4.0]), min_size=2, max_size=8), label="arrivals"
+    )
+    stays = data.draw(
+        st.lists(st.sampled_from([0.0, 0.05, 0.3, 1.5]), min_size=len(arrivals), max_size=len(arrivals)), label="stays"
+    )
+    start_delays = data.draw(
+        st.lists(st.sampled_from([0.0, 0.01, 0.2, 1.0]), min_size=1, max_size=4), label="start delays"
+    )
     refusals = data.draw(st.lists(st.booleans(), min_size=1, max_size=4), label="refusals")
     source = FakeSource(start_delays, refusals)
     log: list[str] = []

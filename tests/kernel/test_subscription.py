@@ -12,13 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from arcly_trio import AppSpec, Engine
+from arcly_trio import AppSpec, Credentials, Engine, StreamKey
 from arcly_trio.kernel.fanout import EndReason
-from arcly_trio.testing import audio
-from arcly_trio.testing import frames as fb
-from arcly_trio import Credentials, StreamKey
 from arcly_trio.kernel.subscription import Subscription
-from arcly_trio.testing import keyframe
+from arcly_trio.testing import audio, keyframe
+from arcly_trio.testing import frames as fb
+
 
 async def test_a_burst_is_taken_in_one_call_and_the_bound_holds() -> None:
     engine = Engine.builder().application(AppSpec("live", subscriber_queue=6, audio_hold=0)).build()

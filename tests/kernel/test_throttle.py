@@ -21,8 +21,13 @@ from arcly_trio.kernel.throttle import AuthThrottle
 ADDRESS = "203.0.113.9"
 
 
-async def hold(throttle: AuthThrottle, started: list[float], release: trio.Event, *,
-               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def hold(
+    throttle: AuthThrottle,
+    started: list[float],
+    release: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Take a turn (reported once admitted), note when it starts, hold it until ``release``."""
     turn = throttle.admit(ADDRESS, "play")
     assert turn is not None

@@ -94,10 +94,14 @@ def test_connect_command_vector() -> None:
         string("connect")
         + num(1.0)
         + b"\x03"
-        + s16("app") + string("live")
-        + s16("type") + string("nonprivate")
-        + s16("flashVer") + string("FMLE/3.0 (compatible; Lavf59.27.100)")
-        + s16("tcUrl") + string("rtmp://127.0.0.1:37109/live")
+        + s16("app")
+        + string("live")
+        + s16("type")
+        + string("nonprivate")
+        + s16("flashVer")
+        + string("FMLE/3.0 (compatible; Lavf59.27.100)")
+        + s16("tcUrl")
+        + string("rtmp://127.0.0.1:37109/live")
         + END
     )
     assert by_spec == CONNECT_BODY
@@ -166,10 +170,14 @@ def test_ecma_array_count_is_advisory() -> None:
         string("@setDataFrame")
         + string("onMetaData")
         + b"\x08\x00\x00\x00\x00"  # count 0 although there are entries: must be ignored
-        + s16("duration") + num(0.0)
-        + s16("width") + num(160.0)
-        + s16("videocodecid") + num(7.0)
-        + s16("encoder") + string("Lavf61.7.100")
+        + s16("duration")
+        + num(0.0)
+        + s16("width")
+        + num(160.0)
+        + s16("videocodecid")
+        + num(7.0)
+        + s16("encoder")
+        + string("Lavf61.7.100")
         + END
     )
     values = decode(body)
@@ -242,11 +250,22 @@ def test_reference_numbering_counts_every_complex_kind_in_start_order() -> None:
     # 0: outer ECMA array, 1: strict array, 2: typed object, 3: object
     data = (
         b"\x08\x00\x00\x00\x00"
-        + s16("list") + b"\x0a\x00\x00\x00\x01" + b"\x10" + s16("T") + s16("o") + b"\x03" + END + END
-        + s16("r0") + b"\x07\x00\x00"
-        + s16("r1") + b"\x07\x00\x01"
-        + s16("r2") + b"\x07\x00\x02"
-        + s16("r3") + b"\x07\x00\x03"
+        + s16("list")
+        + b"\x0a\x00\x00\x00\x01"
+        + b"\x10"
+        + s16("T")
+        + s16("o")
+        + b"\x03"
+        + END
+        + END
+        + s16("r0")
+        + b"\x07\x00\x00"
+        + s16("r1")
+        + b"\x07\x00\x01"
+        + s16("r2")
+        + b"\x07\x00\x02"
+        + s16("r3")
+        + b"\x07\x00\x03"
         + END
     )
     [outer] = decode(data)

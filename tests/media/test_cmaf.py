@@ -127,7 +127,9 @@ def check_mpd(data: bytes, available: set[str], packager: CmafPackager) -> None:
         # media are described evenly, contiguous; every later one as it is.
         assert timeline and timeline[0][0] == pto
         listed = {s.name: s for r in packager.renditions.values() for s in r.segments}
-        names = [dash.resolve(media.split("?")[0].replace("$Number$", str(n))) for n in range(number, number + len(timeline))]
+        names = [
+            dash.resolve(media.split("?")[0].replace("$Number$", str(n))) for n in range(number, number + len(timeline))
+        ]
         real = [i for i, name in enumerate(names) if name in listed and not listed[name].gap]
         assert real, "the MPD lists no segment with media"
         head = timeline[: real[0] + 1]  # what precedes the first listed one is contiguous up to it
@@ -235,8 +237,9 @@ def test_the_preload_hint_names_the_next_part(demo_frames) -> None:  # type: ign
     recorder = Recorder(demo_packager())
     for frame in demo_frames:
         recorder.push(frame)
-    parts = sum(len(s.parts) for r in recorder.packager.renditions.values() for s in r.segments) + \
-        sum(len(r.open_parts) for r in recorder.packager.renditions.values())
+    parts = sum(len(s.parts) for r in recorder.packager.renditions.values() for s in r.segments) + sum(
+        len(r.open_parts) for r in recorder.packager.renditions.values()
+    )
     assert recorder.hints_checked > parts // 2  # most parts were made while a hint named them
     video = recorder.packager.renditions[FrameKind.VIDEO]
     sequence, index = video.last_part()  # type: ignore[misc]
@@ -268,10 +271,15 @@ def perturbed_streams(draw: st.DrawFn, frames: list[Frame]) -> list[object]:
 
 
 @pytest.mark.timeout(180)  # 15 whole clips, every list parsed after every frame: ~20 s on an idle machine
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
-@given(data=st.data(), part=st.sampled_from([0.2, 1 / 3, 0.5]), target=st.sampled_from([1.0, 2.0, 4.0]),
-       window=st.integers(1, 5))
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    data=st.data(),
+    part=st.sampled_from([0.2, 1 / 3, 0.5]),
+    target=st.sampled_from([1.0, 2.0, 4.0]),
+    window=st.integers(1, 5),
+)
 def test_random_cuts_jumps_and_restarts_keep_every_invariant(demo_frames, data, part, target, window) -> None:  # type: ignore[no-untyped-def]
     steps = data.draw(perturbed_streams(demo_frames))
     recorder = Recorder(demo_packager(part_duration=part, target_duration=target, window=window))
@@ -406,8 +414,15 @@ def test_delivery_directives_are_parsed_strictly() -> None:
     assert parse_directives({"token": "x"}) is None
     assert parse_directives({"_HLS_msn": "12"}) == (12, None)
     assert parse_directives({"_HLS_msn": "12", "_HLS_part": "3"}) == (12, 3)
-    for bad in ({"_HLS_part": "1"}, {"_HLS_msn": "-1"}, {"_HLS_msn": "1e3"}, {"_HLS_msn": ""},
-                {"_HLS_msn": "99999999999999999999"}, {"_HLS_msn": "1", "_HLS_part": "x"}, {"_HLS_msn": "١٢"}):
+    for bad in (
+        {"_HLS_part": "1"},
+        {"_HLS_msn": "-1"},
+        {"_HLS_msn": "1e3"},
+        {"_HLS_msn": ""},
+        {"_HLS_msn": "99999999999999999999"},
+        {"_HLS_msn": "1", "_HLS_part": "x"},
+        {"_HLS_msn": "١٢"},
+    ):
         with pytest.raises(RemoteProtocolError):
             parse_directives(bad)
 
@@ -435,7 +450,11 @@ def test_mpd_of_a_live_stream(demo_frames) -> None:  # type: ignore[no-untyped-d
     sets = root.findall(".//d:AdaptationSet", NS)
     assert [s.get("contentType") for s in sets] == ["video", "audio"]
     video = sets[0].find("d:Representation", NS)
-    assert video is not None and (video.get("codecs"), video.get("width"), video.get("height")) == ("avc1.4d401e", "640", "360")
+    assert video is not None and (video.get("codecs"), video.get("width"), video.get("height")) == (
+        "avc1.4d401e",
+        "640",
+        "360",
+    )
     assert dash.render_mpd(demo_packager(), now=0) is None
 
 
@@ -505,7 +524,9 @@ def test_mpd_names_only_segments_that_exist_and_starts_at_the_period_start(demo_
     root = mpd()
     video, audio = root.iterfind(".//d:SegmentTemplate", NS)
     assert video.get("startNumber") == audio.get("startNumber") == "0"
-    assert video.get("media", "").startswith("t-v-$Number$.m4s") and audio.get("media", "").startswith("t-a1-$Number$.m4s")
+    assert video.get("media", "").startswith("t-v-$Number$.m4s") and audio.get("media", "").startswith(
+        "t-a1-$Number$.m4s"
+    )
     assert dash.resolve("t-a1-0.m4s") == audio_segments[1].name
     timeline = audio.findall("d:SegmentTimeline/d:S", NS)
     assert len(timeline) == 1 and timeline[0].get("t") == "0"  # drawn from the period's start
@@ -513,7 +534,7 @@ def test_mpd_names_only_segments_that_exist_and_starts_at_the_period_start(demo_
     # Once segments leave the window, the timeline still starts at the period's start with its
     # first segment with media: the ones gone are described evenly, so that GStreamer's
     # dashdemux2 finds the live segment and ffmpeg's dashdemux counts segments right.
-    for frame in frames[frames.index(frame) + 1:]:
+    for frame in frames[frames.index(frame) + 1 :]:
         recorder.push(frame, 1e9 + frame.dts / 1000)
     _, audio = mpd().iterfind(".//d:SegmentTemplate", NS)
     timeline = audio.findall("d:SegmentTimeline/d:S", NS)
@@ -540,7 +561,7 @@ def test_long_gops_are_cut_between_keyframes_and_no_longer_announced_independent
     video = packager.renditions[FrameKind.VIDEO]
     assert all(s.duration <= 2.3 for s in video.segments) and packager.playlist_target_duration == 2
     assert "#EXT-X-INDEPENDENT-SEGMENTS" not in (llhls.multivariant_playlist(packager) or "")
-    video_set = ET.fromstring((dash.render_mpd(packager, now=2e9) or "")).find(".//d:AdaptationSet", NS)
+    video_set = ET.fromstring(dash.render_mpd(packager, now=2e9) or "").find(".//d:AdaptationSet", NS)
     assert video_set is not None and video_set.get("startWithSAP") is None
 
 

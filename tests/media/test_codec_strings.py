@@ -31,7 +31,10 @@ def test_real_config_records_give_the_expected_strings_and_sizes(fixture: dict) 
     assert params.codec == fixture["string"]
     assert (params.coded_width, params.coded_height) == (fixture["width"], fixture["height"])
     assert (params.sample_rate, params.channels, params.bit_depth) == (
-        fixture["sample_rate"], fixture["channels"], fixture["bit_depth"])
+        fixture["sample_rate"],
+        fixture["channels"],
+        fixture["bit_depth"],
+    )
     assert params.description == (fixture["codec"] in ("h264", "hevc", "aac", "opus"))
 
 
@@ -44,7 +47,12 @@ def test_the_demo_clip_is_avc1_main_3_0_and_aac_lc(demo_frames: list) -> None:  
 
 
 def _hvcc(byte1: int, compat: int, constraints: bytes, level: int) -> bytes:
-    return bytes((1, byte1)) + compat.to_bytes(4, "big") + constraints + bytes((level, 0xF0, 0, 0xFC, 0xFD, 0xF8, 0xF8, 0, 0, 0x0F, 0))
+    return (
+        bytes((1, byte1))
+        + compat.to_bytes(4, "big")
+        + constraints
+        + bytes((level, 0xF0, 0, 0xFC, 0xFD, 0xF8, 0xF8, 0, 0, 0x0F, 0))
+    )
 
 
 def test_hevc_strings_follow_iso_14496_15_annex_e() -> None:
@@ -53,7 +61,9 @@ def test_hevc_strings_follow_iso_14496_15_annex_e() -> None:
     # ... and a profile space 1, High tier, every constraint byte set, reversed compatibility.
     record = _hvcc(0x40 | 0x20 | 0x02, 0x80000001, bytes((1, 2, 3, 4, 5, 6)), 120)
     assert cs.hevc_codec_string(record) == "hvc1.A2.80000001.H120.1.2.3.4.5.6"
-    assert cs.hevc_codec_string(_hvcc(0x01, 0x40000000, b"\x90\x00\x00\x00\x00\x01", 150)) == "hvc1.1.2.L150.90.0.0.0.0.1"
+    assert (
+        cs.hevc_codec_string(_hvcc(0x01, 0x40000000, b"\x90\x00\x00\x00\x00\x01", 150)) == "hvc1.1.2.L150.90.0.0.0.0.1"
+    )
 
 
 def test_av1_long_form_when_colours_or_range_differ_from_the_defaults() -> None:
@@ -93,9 +103,19 @@ def test_av1_short_strings_round_trip(profile: int, level: int, tier: str, depth
 
 
 def test_codec_strings_name_frame_codecs_and_refuse_the_rest() -> None:
-    assert [cs.frame_codec_of(s) for s in ("avc1.42e01f", "avc3.640028", "hvc1.1.6.L93.B0", "hev1.1.6.L93.B0",
-                                           "av01.0.04M.08", "vp09.00.10.08", "mp4a.40.2", "opus")] == [
-        "h264", "h264", "hevc", "hevc", "av1", "vp9", "aac", "opus"]
+    assert [
+        cs.frame_codec_of(s)
+        for s in (
+            "avc1.42e01f",
+            "avc3.640028",
+            "hvc1.1.6.L93.B0",
+            "hev1.1.6.L93.B0",
+            "av01.0.04M.08",
+            "vp09.00.10.08",
+            "mp4a.40.2",
+            "opus",
+        )
+    ] == ["h264", "h264", "hevc", "hevc", "av1", "vp9", "aac", "opus"]
     for bad in ("", "vp8", "flac", "opus.1", "avc1 42", "x" * 100, "é"):
         with pytest.raises(CodecError):
             cs.frame_codec_of(bad)
@@ -132,12 +152,16 @@ def test_arbitrary_codec_strings_raise_only_codec_errors(text: str) -> None:
 
 
 @pytest.mark.interop
-@pytest.mark.parametrize("video", [
-    ("-c:v", "libaom-av1", "-cpu-used", "8"),
-    ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
-    ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p10le", "-profile:v", "2", "-deadline", "realtime", "-cpu-used", "8"),
-    ("-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast"),
-], ids=["av1", "vp9", "vp9-10bit", "h264-high"])
+@pytest.mark.parametrize(
+    "video",
+    [
+        ("-c:v", "libaom-av1", "-cpu-used", "8"),
+        ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
+        ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p10le", "-profile:v", "2", "-deadline", "realtime", "-cpu-used", "8"),
+        ("-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast"),
+    ],
+    ids=["av1", "vp9", "vp9-10bit", "h264-high"],
+)
 def test_strings_match_what_ffmpeg8_writes_in_a_dash_manifest(tmp_path: Path, video: tuple[str, ...]) -> None:
     """ffmpeg 8 encodes a clip to Enhanced RTMP FLV; our strings for its configs equal the
     ``codecs`` attributes ffmpeg's DASH muxer writes for the same streams."""
@@ -145,14 +169,57 @@ def test_strings_match_what_ffmpeg8_writes_in_a_dash_manifest(tmp_path: Path, vi
 
     ffmpeg = require_ffmpeg8()
     clip = tmp_path / "clip.flv"
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "1", *video,
-                    "-c:a", "libopus", "-ac", "2", "-f", "flv", str(clip)], check=True, timeout=120)
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-f", "dash",
-                    str(tmp_path / "out.mpd")], check=True, timeout=60)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "1",
+            *video,
+            "-c:a",
+            "libopus",
+            "-ac",
+            "2",
+            "-f",
+            "flv",
+            str(clip),
+        ],
+        check=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "dash",
+            str(tmp_path / "out.mpd"),
+        ],
+        check=True,
+        timeout=60,
+    )
     expected = set(re.findall(r'codecs="([^"]+)"', (tmp_path / "out.mpd").read_text()))
-    ours = {cs.decoder_parameters(f.codec, f.payload).codec
-            for f in flv.read_frames(clip.read_bytes()) if f.config and f.codec != "amf0"}
+    ours = {
+        cs.decoder_parameters(f.codec, f.payload).codec
+        for f in flv.read_frames(clip.read_bytes())
+        if f.config and f.codec != "amf0"
+    }
     assert ours == expected
     opus = next(f for f in flv.read_frames(clip.read_bytes()) if f.config and f.codec == "opus")
     assert cs.decoder_parameters("opus", opus.payload).channels == 2

@@ -38,8 +38,8 @@ from arcly_trio.media.codecs import (
     remove_emulation_prevention,
     split_nal_units,
 )
-from tests._tools import require_tool
 from tests._media import build_avcc, build_hvcc, encode_flv, encode_hevc, ffprobe_json, read_flv, split_annexb
+from tests._tools import require_tool
 
 # --- H.264 -------------------------------------------------------------------------------------
 
@@ -69,16 +69,12 @@ def test_h264_sps_matches_ffprobe(tmp_path: Path, size: str, extra: tuple[str, .
     assert avc.nal_length_size == 4
     assert len(avc.sps) == 1 and len(avc.pps) == 1
     sps = parse_h264_sps(avc.sps[0])
-    probe = ffprobe_json(
-        path, "-select_streams", "v:0", "-show_entries", "stream=width,height,level,profile"
-    )
+    probe = ffprobe_json(path, "-select_streams", "v:0", "-show_entries", "stream=width,height,level,profile")
     stream = probe["streams"][0]
     assert (sps.width, sps.height) == (stream["width"], stream["height"])
     assert sps.level == stream["level"] == avc.level
     assert sps.profile == avc.profile
-    expected_profile = {
-        66: "Baseline", 77: "Main", 100: "High", 122: "High 4:2:2", 244: "High 4:4:4"
-    }
+    expected_profile = {66: "Baseline", 77: "Main", 100: "High", 122: "High 4:2:2", 244: "High 4:4:4"}
     assert stream["profile"].startswith(expected_profile[sps.profile]) or (
         sps.profile == 66 and "Baseline" in stream["profile"]
     )
@@ -274,9 +270,7 @@ def test_hevc_sps_and_config_match_ffprobe(tmp_path: Path, size: str) -> None:
     for unit in units:
         by_type.setdefault(nal_type(unit, "hevc"), unit)
     sps = parse_hevc_sps(by_type[HEVC_NAL_SPS])
-    probe = ffprobe_json(
-        path, "-select_streams", "v:0", "-show_entries", "stream=width,height,level"
-    )
+    probe = ffprobe_json(path, "-select_streams", "v:0", "-show_entries", "stream=width,height,level")
     stream = probe["streams"][0]
     assert (sps.width, sps.height) == (stream["width"], stream["height"])
     assert sps.level == stream["level"]

@@ -19,8 +19,14 @@ from arcly_trio.media.codecs import records as records_module
 from arcly_trio.media.codecs.bits import BitReader, leb128, obus
 
 RECORD_PARSERS = [
-    "parse_avc_config", "parse_h264_sps", "parse_hevc_config", "parse_hevc_sps", "parse_av1_config",
-    "parse_vp9_config", "parse_audio_specific_config", "parse_opus_head",
+    "parse_avc_config",
+    "parse_h264_sps",
+    "parse_hevc_config",
+    "parse_hevc_sps",
+    "parse_av1_config",
+    "parse_vp9_config",
+    "parse_audio_specific_config",
+    "parse_opus_head",
 ]
 
 

@@ -33,7 +33,9 @@ def test_both_forms_parse_to_the_same_record() -> None:
     assert bare == prefixed
     assert (bare.profile, bare.level, bare.bit_depth, bare.chroma_subsampling) == (0, 20, 8, 1)
     assert bare.record == prefixed.record == BARE_VPCC
-    assert decoder_parameters("vp9", BARE_VPCC).codec == decoder_parameters("vp9", PREFIXED_VPCC).codec == "vp09.00.20.08"
+    assert (
+        decoder_parameters("vp9", BARE_VPCC).codec == decoder_parameters("vp9", PREFIXED_VPCC).codec == "vp09.00.20.08"
+    )
 
 
 def test_a_prefix_of_another_version_is_unsupported() -> None:

@@ -140,9 +140,7 @@ def rewrite(data: bytes) -> bytes:
     header = read_events(data)[0]
     assert isinstance(header, FlvHeader)
     frames = flv.read_frames(data)
-    return flv.file_header(header.has_audio, header.has_video) + b"".join(
-        flv.frame_to_tag(frame) for frame in frames
-    )
+    return flv.file_header(header.has_audio, header.has_video) + b"".join(flv.frame_to_tag(frame) for frame in frames)
 
 
 @pytest.mark.interop
@@ -198,9 +196,7 @@ LEGACY_AUDIO = [
 
 @pytest.mark.interop
 @pytest.mark.parametrize(("args", "codec", "header_byte"), LEGACY_AUDIO)
-def test_ffmpeg_legacy_audio_round_trips(
-    tmp_path: Path, args: list[str], codec: str, header_byte: int
-) -> None:
+def test_ffmpeg_legacy_audio_round_trips(tmp_path: Path, args: list[str], codec: str, header_byte: int) -> None:
     ffmpeg = require_tool("ffmpeg")
     path = tmp_path / "audio.flv"
     subprocess.run(
@@ -456,9 +452,7 @@ def test_file_header_and_encode_tag() -> None:
     assert flv.file_header(True, True) == b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
     assert flv.file_header(False, True)[4] == 0x01
     assert flv.file_header(True, False)[4] == 0x04
-    assert flv.encode_tag(9, 0x12345678, b"ab") == (
-        b"\x09\x00\x00\x02\x34\x56\x78\x12\x00\x00\x00ab\x00\x00\x00\x0d"
-    )
+    assert flv.encode_tag(9, 0x12345678, b"ab") == (b"\x09\x00\x00\x02\x34\x56\x78\x12\x00\x00\x00ab\x00\x00\x00\x0d")
     assert flv.encode_tag(8, -5, b"")[4:8] == b"\x00\x00\x00\x00"
     assert flv.encode_tag(8, 2**32 + 7, b"")[4:8] == b"\x00\x00\x07\x00"
     with pytest.raises(LocalProtocolError):
@@ -513,9 +507,7 @@ def test_reader_errors() -> None:
     with pytest.raises(MessageTooLarge) as info:
         reader.next_event()
     assert (info.value.size, info.value.limit) == (101, 100)
-    assert read_events(header + flv.encode_tag(9, 0, bytes(100)), max_tag_body=100)[1] == FlvTag(
-        9, 0, bytes(100)
-    )
+    assert read_events(header + flv.encode_tag(9, 0, bytes(100)), max_tag_body=100)[1] == FlvTag(9, 0, bytes(100))
 
     reader = FlvReader()
     reader.receive_data(b"")
@@ -529,9 +521,7 @@ def test_reader_errors() -> None:
 
 payloads = st.binary(min_size=1, max_size=64)
 dts_values = st.integers(min_value=-(2**40), max_value=2**40)
-cts_values = st.one_of(
-    st.integers(min_value=-0x800000, max_value=0x7FFFFF), st.integers(-100, 300)
-)
+cts_values = st.one_of(st.integers(min_value=-0x800000, max_value=0x7FFFFF), st.integers(-100, 300))
 tracks = st.one_of(st.just(0), st.integers(min_value=0, max_value=255))
 LEGACY_AUDIO_CODECS = [
     f"{name}/{rate}/{bits}/{channels}"
@@ -569,9 +559,7 @@ def audio_frames(draw: st.DrawFn) -> Frame:
         codec = draw(st.sampled_from(LEGACY_AUDIO_CODECS))
         return Frame(FrameKind.AUDIO, codec, dts, dts, draw(payloads))
     payload = draw(st.one_of(payloads, st.binary(min_size=4).map(lambda b: b"\xff\xfb" + b)))
-    return Frame(
-        FrameKind.AUDIO, codec, dts, dts, payload, False, draw(st.booleans()), draw(tracks)
-    )
+    return Frame(FrameKind.AUDIO, codec, dts, dts, payload, False, draw(st.booleans()), draw(tracks))
 
 
 @st.composite
@@ -609,9 +597,7 @@ def test_frame_body_round_trip(frame: Frame, legacy_hevc: bool) -> None:
     has=st.tuples(st.booleans(), st.booleans()),
     data=st.data(),
 )
-def test_stream_round_trip_under_any_split(
-    frames: list[Frame], has: tuple[bool, bool], data: st.DataObject
-) -> None:
+def test_stream_round_trip_under_any_split(frames: list[Frame], has: tuple[bool, bool], data: st.DataObject) -> None:
     stream = flv.file_header(*has) + b"".join(flv.frame_to_tag(f) for f in frames)
     whole = read_events(stream)
     assert whole[0] == FlvHeader(*has, 1)
@@ -637,10 +623,10 @@ def test_stream_round_trip_under_any_split(
         st.binary(max_size=48),
         # bias towards the interesting headers
         st.tuples(
-            st.sampled_from([0x17, 0x27, 0x1C, 0x90, 0x91, 0x93, 0x95, 0x96, 0x97, 0xD1, 0x12,
-                             0xAF, 0x2F, 0xE2, 0x3F, 0x92]),
-            st.sampled_from([b"", b"\x00", b"\x01", b"\x13", b"\x03", b"\x21", b"\x02\x00",
-                             b"\x00\x00\x00"]),
+            st.sampled_from(
+                [0x17, 0x27, 0x1C, 0x90, 0x91, 0x93, 0x95, 0x96, 0x97, 0xD1, 0x12, 0xAF, 0x2F, 0xE2, 0x3F, 0x92]
+            ),
+            st.sampled_from([b"", b"\x00", b"\x01", b"\x13", b"\x03", b"\x21", b"\x02\x00", b"\x00\x00\x00"]),
             st.sampled_from([b"", b"hvc1", b"avc1", b"av01", b"Opus", b"mp4a", b".mp3", b"xxxx"]),
             st.binary(max_size=24),
         ).map(lambda t: bytes((t[0],)) + t[1] + t[2] + t[3]),
@@ -674,9 +660,7 @@ def test_arbitrary_bodies_raise_only_our_errors(body: bytes, timestamp: int) -> 
     junk=st.binary(max_size=200),
     data=st.data(),
 )
-def test_arbitrary_streams_raise_only_our_errors(
-    prefix: bytes, junk: bytes, data: st.DataObject
-) -> None:
+def test_arbitrary_streams_raise_only_our_errors(prefix: bytes, junk: bytes, data: st.DataObject) -> None:
     stream = prefix + junk
     chunks = data.draw(st.lists(st.integers(min_value=0, max_value=30), max_size=10))
     try:
@@ -719,9 +703,7 @@ def test_timestamp_unwrapper_wraps_at_2_32() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     start=st.integers(min_value=0, max_value=2**32 - 1),
-    steps=st.lists(
-        st.one_of(st.integers(-2000, 2000), st.integers(0, 2**31 - 1)), max_size=50
-    ),
+    steps=st.lists(st.one_of(st.integers(-2000, 2000), st.integers(0, 2**31 - 1)), max_size=50),
 )
 def test_timestamp_unwrapper_follows_the_timeline(start: int, steps: list[int]) -> None:
     unwrapper = TimestampUnwrapper()

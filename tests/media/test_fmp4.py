@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 
 from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
-from arcly_trio.media.timestamps import TimestampUnwrapper
 from arcly_trio.media import flv, fmp4
 from arcly_trio.media.codecs import CodecError
 from arcly_trio.media.fmp4 import (
@@ -39,8 +38,9 @@ from arcly_trio.media.fmp4 import (
     init_segment,
     track_from_config,
 )
-from tests._tools import require_ffmpeg8, require_tool
+from arcly_trio.media.timestamps import TimestampUnwrapper
 from tests._boxes import Box, Sample, esds_config, full_box, parse_fragment, parse_init
+from tests._tools import require_ffmpeg8, require_tool
 
 DEMO = Path(fmp4.__file__).parent.parent.parent / "server" / "assets" / "demo.flv"
 
@@ -413,12 +413,8 @@ def test_vp9_track_from_keyframe(
     chroma: int, level: int, init_data: bytes,
 ) -> None:  # fmt: skip
     payload, profile, width, height = keyframe
-    record = (
-        bytes((profile, level, bit_depth << 4 | chroma << 1, 1, 1, 1)) + b"\x00\x00" + init_data
-    )
-    config = config_frame(
-        FrameKind.VIDEO, "vp9", (b"\x01\x00\x00\x00" if full_box_prefix else b"") + record
-    )
+    record = bytes((profile, level, bit_depth << 4 | chroma << 1, 1, 1, 1)) + b"\x00\x00" + init_data
+    config = config_frame(FrameKind.VIDEO, "vp9", (b"\x01\x00\x00\x00" if full_box_prefix else b"") + record)
     key = Frame(FrameKind.VIDEO, "vp9", 0, 0, payload, keyframe=True)
     track = track_from_config(config, key)
     assert (track.width, track.height) == (width, height)
@@ -437,22 +433,16 @@ def test_vp9_track_from_keyframe(
     ],
 )
 def test_vp9_rejects_malformed_records(record: bytes) -> None:
-    key = Frame(
-        FrameKind.VIDEO, "vp9", 0, 0, b"\x82\x49\x83\x42\x00\x13\xf0\x0e\xf6", keyframe=True
-    )
+    key = Frame(FrameKind.VIDEO, "vp9", 0, 0, b"\x82\x49\x83\x42\x00\x13\xf0\x0e\xf6", keyframe=True)
     with pytest.raises(CodecError):
         track_from_config(config_frame(FrameKind.VIDEO, "vp9", record), key)
-    good = track_from_config(
-        config_frame(FrameKind.VIDEO, "vp9", b"\x00\x14\x82\x02\x02\x02\x00\x00"), key
-    )
+    good = track_from_config(config_frame(FrameKind.VIDEO, "vp9", b"\x00\x14\x82\x02\x02\x02\x00\x00"), key)
     assert (good.width, good.height) == (320, 240)  # the header of a real libvpx keyframe
 
 
 def test_vp9_rejects_non_key_frames() -> None:
     config = config_frame(FrameKind.VIDEO, "vp9", b"\x00\x14\x82\x02\x02\x02\x00\x00")
-    inter = Frame(
-        FrameKind.VIDEO, "vp9", 0, 0, b"\x86\x00\x40\x92", keyframe=True
-    )  # an inter frame
+    inter = Frame(FrameKind.VIDEO, "vp9", 0, 0, b"\x86\x00\x40\x92", keyframe=True)  # an inter frame
     with pytest.raises(CodecError):
         track_from_config(config, inter)
     with pytest.raises(LocalProtocolError):  # not flagged as a keyframe
@@ -507,9 +497,7 @@ def opus_heads(draw: st.DrawFn) -> tuple[bytes, dict[str, int], bytes]:
     fields = {"channels": channels, "pre_skip": draw(st.integers(0, 65535)),
               "rate": draw(st.integers(0, 2**32 - 1)), "gain": draw(st.integers(-32768, 32767)),
               "family": family}  # fmt: skip
-    head = opus_head(
-        fields["channels"], fields["pre_skip"], fields["rate"], fields["gain"], family, mapping
-    )
+    head = opus_head(fields["channels"], fields["pre_skip"], fields["rate"], fields["gain"], family, mapping)
     return head, fields, mapping
 
 
@@ -590,9 +578,7 @@ def track_frames(draw: st.DrawFn, track: Fmp4Track, start: int) -> list[Frame]:
         else:
             key, cts = False, 0
         payload = f"{track.track_id}:{i}:".encode() + draw(st.binary(max_size=24))
-        frames.append(
-            Frame(track.kind, track.codec, dts + cts, dts, payload, keyframe=key, track=track.track)
-        )
+        frames.append(Frame(track.kind, track.codec, dts + cts, dts, payload, keyframe=key, track=track.track))
         dts += draw(st.integers(1, 100) if video else st.integers(15, 30))
     return frames
 
@@ -627,13 +613,7 @@ def run_writer(
     for frame, action in zip(frames, actions):
         if writer.push(frame):
             taken.append(frame)
-        fragment = (
-            writer.fragment(frame.dts)
-            if action == "until"
-            else writer.fragment()
-            if action
-            else None
-        )
+        fragment = writer.fragment(frame.dts) if action == "until" else writer.fragment() if action else None
         if fragment is not None:
             fragments.append(fragment)
     last = writer.flush(end)
@@ -685,9 +665,7 @@ def test_random_streams_parse_back(
         reference = lead or min(fragment.runs, key=lambda r: r.decode_time / r.timescale)
         assert fragment.start == reference.decode_time / reference.timescale
         assert fragment.duration == reference.duration / reference.timescale
-        assert fragment.independent == (
-            lead is not None and parsed.trafs[fragment.runs.index(lead)].samples[0].sync
-        )
+        assert fragment.independent == (lead is not None and parsed.trafs[fragment.runs.index(lead)].samples[0].sync)
         assert not fragment.discontinuity
     # Every taken frame is a sample, once, in order, with its bytes, time and flags.
     for track_id, got in samples.items():
@@ -831,9 +809,7 @@ def jumpy_streams(draw: st.DrawFn) -> tuple[list[Frame], list[str]]:
         if draw(st.booleans()):
             cts = draw(st.integers(0, 200))
             key = i == 0 or draw(st.integers(0, 5)) == 0
-            frames.append(
-                Frame(FrameKind.VIDEO, "h264", video_dts + cts, video_dts, b"v%d" % i, keyframe=key)
-            )
+            frames.append(Frame(FrameKind.VIDEO, "h264", video_dts + cts, video_dts, b"v%d" % i, keyframe=key))
             video_dts += draw(STEPS)
         else:
             frames.append(Frame(FrameKind.AUDIO, "aac", audio_dts, audio_dts, b"a%d" % i))
@@ -909,11 +885,7 @@ def av_session(writer: FragmentWriter, start: int, count: int, tag: bytes) -> No
                 keyframe=i == 0,
             )
         )
-        writer.push(
-            Frame(
-                FrameKind.AUDIO, "aac", start + 10 + i * 40, start + 10 + i * 40, tag + b"a%d" % i
-            )
-        )
+        writer.push(Frame(FrameKind.AUDIO, "aac", start + 10 + i * 40, start + 10 + i * 40, tag + b"a%d" % i))
 
 
 @pytest.mark.parametrize("second_start", [0, 5_000, 100_000_000, -3_000])
@@ -1023,9 +995,7 @@ def test_flush_end_before_a_held_sample_uses_the_previous_duration() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def package(
-    frames: list[Frame], part_ms: int = 300
-) -> tuple[list[Fmp4Track], bytes, list[Fragment]]:
+def package(frames: list[Frame], part_ms: int = 300) -> tuple[list[Fmp4Track], bytes, list[Fragment]]:
     """An LL-HLS-like packaging of a whole clip: tracks from its first configs, an init segment,
     parts of about ``part_ms`` cut right before each video keyframe and wherever a part is long
     enough, and a final flush."""
@@ -1037,9 +1007,7 @@ def package(
     for config in configs.values():
         keyframe = None
         if fmp4.needs_keyframe(config):
-            keyframe = next(
-                f for f in frames if f.kind is config.kind and f.keyframe and not f.config
-            )
+            keyframe = next(f for f in frames if f.kind is config.kind and f.keyframe and not f.config)
         tracks.append(track_from_config(config, keyframe))
     writer = FragmentWriter(tracks)
     fragments: list[Fragment] = []
@@ -1073,9 +1041,7 @@ def ffprobe(path: Path, *args: str) -> dict:  # type: ignore[type-arg]
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-def expected_packets(
-    frames: list[Frame], kind: FrameKind, timescale: int
-) -> tuple[list[tuple[int, int]], int]:
+def expected_packets(frames: list[Frame], kind: FrameKind, timescale: int) -> tuple[list[tuple[int, int]], int]:
     """From the source frames alone: (pts, dts) per sample in ticks (the frames' timestamps
     rounded to the timescale) and where the track ends (the last sample lasts as long as the
     one before it)."""
@@ -1094,9 +1060,7 @@ def probe_packets(path: Path, stream: str) -> tuple[list[tuple[int, int]], int]:
     of its last sample. (FFmpeg's demuxer places each sample of a trun at the tfdt plus the
     durations before it, and ends the track at the last sample's end; the packet durations it
     reports for fragmented files come from the codec, not from the trun.)"""
-    probe = ffprobe(
-        path, "-select_streams", stream, "-show_entries", "packet=pts,dts:stream=duration_ts"
-    )
+    probe = ffprobe(path, "-select_streams", stream, "-show_entries", "packet=pts,dts:stream=duration_ts")
     packets = [(int(p["pts"]), int(p["dts"])) for p in probe["packets"]]
     return packets, int(probe["streams"][0]["duration_ts"])
 
@@ -1111,9 +1075,7 @@ def probe_file_streams(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
 def test_ffmpeg_plays_the_demo_clip(tmp_path: Path) -> None:
     frames = flv.read_frames(DEMO.read_bytes())
     tracks, init, fragments = package(frames)
-    assert (
-        len(fragments) > 30 and sum(f.independent for f in fragments) == 5
-    )  # a part per GOP start
+    assert len(fragments) > 30 and sum(f.independent for f in fragments) == 5  # a part per GOP start
     path = tmp_path / "demo.mp4"
     path.write_bytes(init + b"".join(f.data for f in fragments))
     decode_quietly(require_tool("ffmpeg"), path)
@@ -1145,9 +1107,7 @@ def test_ffmpeg_joins_at_an_independent_part(tmp_path: Path) -> None:
     packets = probe["packets"]
     assert packets[0]["flags"].startswith("K")
     assert int(packets[0]["dts"]) == round(fragments[join].start * 90_000)
-    assert len(packets) == sum(
-        r.samples for f in fragments[join:] for r in f.runs if r.track_id == 1
-    )
+    assert len(packets) == sum(r.samples for f in fragments[join:] for r in f.runs if r.track_id == 1)
 
 
 ENCODES = {
@@ -1180,9 +1140,7 @@ def test_ffmpeg_plays_enhanced_rtmp_codecs(tmp_path: Path, name: str) -> None:
     assert {f.codec for f in frames if f.is_video} == {video_codec}
     assert {f.codec for f in frames if f.is_audio} == {audio_codec}
     tracks, init, fragments = package(frames)
-    assert [(t.codec, t.width, t.height) for t in tracks if t.kind is FrameKind.VIDEO] == [
-        (video_codec, 320, 240)
-    ]
+    assert [(t.codec, t.width, t.height) for t in tracks if t.kind is FrameKind.VIDEO] == [(video_codec, 320, 240)]
     path = tmp_path / "out.mp4"
     path.write_bytes(init + b"".join(f.data for f in fragments))
     decode_quietly(ffmpeg8, path)
@@ -1191,12 +1149,8 @@ def test_ffmpeg_plays_enhanced_rtmp_codecs(tmp_path: Path, name: str) -> None:
     assert set(streams) == {video_codec, audio_codec}
     assert (streams[video_codec]["width"], streams[video_codec]["height"]) == (320, 240)
     assert streams[audio_codec]["sample_rate"] == str(rate)
-    assert int(streams[video_codec]["nb_read_frames"]) == sum(
-        1 for f in frames if f.is_video and not f.config
-    )
-    assert int(streams[audio_codec]["nb_read_frames"]) == sum(
-        1 for f in frames if f.is_audio and not f.config
-    )
+    assert int(streams[video_codec]["nb_read_frames"]) == sum(1 for f in frames if f.is_video and not f.config)
+    assert int(streams[audio_codec]["nb_read_frames"]) == sum(1 for f in frames if f.is_audio and not f.config)
     assert probe_packets(path, "v:0") == expected_packets(frames, FrameKind.VIDEO, 90_000)
     assert probe_packets(path, "a:0") == expected_packets(frames, FrameKind.AUDIO, rate)
     if video_codec == "hevc":

@@ -35,9 +35,9 @@ from arcly_trio.media.mpegts import (
     crc32_mpeg2,
     ms_to_90k,
 )
-from tests._tools import require_tool
 from tests._media import build_avcc, build_hvcc, encode_flv, encode_hevc, ffprobe_json, read_flv, split_annexb
 from tests._mpegts import Pes, demux, parse_packets, read_pat, read_pmt, read_section
+from tests._tools import require_tool
 
 # --- unit tests ----------------------------------------------------------------------------------
 
@@ -315,9 +315,7 @@ def test_generated_sequences_mux_to_valid_transport_streams(case, data) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300), st.sampled_from(["h264", "hevc"]), st.booleans())
-def test_arbitrary_video_payloads_raise_only_codec_errors(
-    payload: bytes, codec: str, config: bool
-) -> None:
+def test_arbitrary_video_payloads_raise_only_codec_errors(payload: bytes, codec: str, config: bool) -> None:
     muxer = TsMuxer(codec, "aac")
     try:
         out = muxer.mux(Frame(FrameKind.VIDEO, codec, 0, 0, payload, keyframe=True, config=config))
@@ -386,9 +384,7 @@ def test_ffmpeg_decodes_h264_aac(tmp_path: Path) -> None:
 
 @pytest.mark.interop
 def test_ffmpeg_decodes_mp3_audio_only(tmp_path: Path) -> None:
-    frames = read_flv(
-        encode_flv(tmp_path / "in.flv", seconds=2, video=False, audio_args=("-c:a", "libmp3lame"))
-    )
+    frames = read_flv(encode_flv(tmp_path / "in.flv", seconds=2, video=False, audio_args=("-c:a", "libmp3lame")))
     media = [f for f in frames if not f.config]
     assert media and all(f.codec == "mp3" for f in media)
     path = tmp_path / "out.ts"

@@ -39,7 +39,9 @@ def video_frames(fps: float, seconds: float, codec: str = "h264", start: int = 0
     (30, 1, 30.0), (30, 20, 30.0), (29.97, 5, 29.97), (25, 3, 25.0), (23.976, 5, 23.976), (59.94, 5, 59.94),
     (60, 2, 60.0), (27.3, 5, 27.3), (12.5, 4, 12.5),
 ])  # fmt: skip
-def test_framerate_is_measured_over_timestamps_and_rounded_sensibly(fps: float, seconds: float, expected: float) -> None:
+def test_framerate_is_measured_over_timestamps_and_rounded_sensibly(
+    fps: float, seconds: float, expected: float
+) -> None:
     probe = MediaProbe()
     for frame in video_frames(fps, seconds):
         probe.push(frame)
@@ -53,7 +55,7 @@ def test_framerate_measures_the_new_run_after_a_jump() -> None:
     assert probe.info.framerate == 30.0
 
 
-@given(st.integers(-10**6, 10**6), st.integers(0, 10**6), st.integers(0, 300))
+@given(st.integers(-(10**6), 10**6), st.integers(0, 10**6), st.integers(0, 300))
 def test_measured_rate_is_a_positive_rate_or_nothing(first: int, span: int, frames: int) -> None:
     rate = measured_rate(first, first + span, frames)
     assert rate is None or (rate > 0 and (rate in COMMON_RATES or rate == round(rate, 2)))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.codecs import CodecError
+from arcly_trio.media.mpegts import AUDIO_PID, PMT_PID, STREAM_TYPES, VIDEO_PID
 from arcly_trio.media.ts_segments import (
     HlsSegmenter,
     Segment,
@@ -25,10 +26,9 @@ from arcly_trio.media.ts_segments import (
     SegmentExpired,
     SegmentOpened,
 )
-from arcly_trio.media.mpegts import AUDIO_PID, PMT_PID, STREAM_TYPES, VIDEO_PID
-from tests._tools import require_tool
 from tests._media import build_avcc, encode_flv, ffprobe_json, read_flv
 from tests._mpegts import demux, read_pmt, read_section
+from tests._tools import require_tool
 
 SPS = bytes.fromhex("6764001fac2ca40140169b0110")
 PPS = bytes.fromhex("68ebe3cb22c0")
@@ -111,9 +111,7 @@ class Checker:
         if how == "cut":
             # A segment closed by a frame without a new one opening ended early (timeline broke).
             for event in events:
-                if isinstance(event, SegmentClosed) and not any(
-                    isinstance(e, SegmentOpened) for e in events
-                ):
+                if isinstance(event, SegmentClosed) and not any(isinstance(e, SegmentOpened) for e in events):
                     self.closed_by[event.sequence] = "early"
         self.check_playlist()
         return events
@@ -125,8 +123,7 @@ class Checker:
         assert [s.uri for s in playlist.segments] == [self.closed[s].name for s in listed]
         assert len(listed) == min(self.seg.window, len(self.order))
         assert list(self.seg.segments) == [
-            Segment(s, self.closed[s].name, self.closed[s].duration, self.closed[s].discontinuity)
-            for s in listed
+            Segment(s, self.closed[s].name, self.closed[s].duration, self.closed[s].discontinuity) for s in listed
         ]
         # Expired segments are gone from the text; everything listed was closed and not expired.
         for sequence in self.expired:
@@ -190,9 +187,7 @@ class Checker:
 # --- simple cases --------------------------------------------------------------------------------
 
 
-def av_stream(
-    seconds: float, gop_ms: int = 1000, interval: int = 40, start: int = 0
-) -> list[Frame]:
+def av_stream(seconds: float, gop_ms: int = 1000, interval: int = 40, start: int = 0) -> list[Frame]:
     """Configs, then 40 ms video frames with a keyframe every ``gop_ms`` and 23 ms audio."""
     frames = [video_config(), audio_config()]
     a = start
@@ -254,8 +249,16 @@ def test_every_segment_has_a_program_date_time_from_the_clock_at_its_timeline_st
         checker.seg.push(frame, 1_700_000_100.0 + frame.dts / 1000)
     text = checker.seg.playlist()
     dates = [line.split(":", 1)[1] for line in text.splitlines() if line.startswith("#EXT-X-PROGRAM-DATE-TIME:")]
-    assert dates == ["2023-11-14T22:13:25.000Z", "2023-11-14T22:13:26.000Z", "2023-11-14T22:13:27.000Z",
-                     "2023-11-14T22:15:00.000Z", "2023-11-14T22:15:01.000Z"][: len(dates)]
+    assert (
+        dates
+        == [
+            "2023-11-14T22:13:25.000Z",
+            "2023-11-14T22:13:26.000Z",
+            "2023-11-14T22:13:27.000Z",
+            "2023-11-14T22:15:00.000Z",
+            "2023-11-14T22:15:01.000Z",
+        ][: len(dates)]
+    )
     assert len(dates) == len(checker.seg.segments) == 4
     playlist = m3u8.loads(text)
     assert all(segment.program_date_time is not None for segment in playlist.segments)
@@ -428,9 +431,7 @@ def test_settings_are_validated() -> None:
 
 
 def test_name_template_and_first_sequence() -> None:
-    segmenter = HlsSegmenter(
-        target_duration=1.0, name_template="live-{sequence:05d}.ts", first_sequence=42
-    )
+    segmenter = HlsSegmenter(target_duration=1.0, name_template="live-{sequence:05d}.ts", first_sequence=42)
     checker = Checker(segmenter)
     for frame in av_stream(2.5):
         checker.push(frame)
@@ -530,9 +531,7 @@ def test_segments_of_a_real_clip_decode_with_ffmpeg(tmp_path: Path) -> None:
             timeout=60,
         )
         assert result.returncode == 0 and result.stderr == b"", result.stderr
-        probe = ffprobe_json(
-            path, "-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"
-        )
+        probe = ffprobe_json(path, "-count_frames", "-show_entries", "stream=codec_name,nb_read_frames")
         counts = {s["codec_name"]: int(s["nb_read_frames"]) for s in probe["streams"]}
         assert set(counts) == {"h264", "aac"}
         total_video += counts["h264"]

@@ -40,18 +40,18 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests._hooks import dead_url, hook_server
-from tests._tools import require_tool
 from tests._cli import ROOT, cli_server, publish_exit_code, serve_command
-from tests._ffmpeg import probe_streams
+from tests._ffmpeg import player, probe_streams, publisher
+from tests._hooks import dead_url, hook_server
 from tests._net import HOST
-from tests._ffmpeg import player, publisher
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.interop
 
 
-async def api(port: int, method: str, path: str, token: str | None = None, scheme: str = "http",
-              verify: Any = True) -> httpx.Response:
+async def api(
+    port: int, method: str, path: str, token: str | None = None, scheme: str = "http", verify: Any = True
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(verify=verify) as client:
         with trio.fail_after(10):
@@ -59,8 +59,12 @@ async def api(port: int, method: str, path: str, token: str | None = None, schem
 
 
 async def sign(url: str, secret: str, *extra: str) -> str:
-    result = await trio.run_process([sys.executable, "-m", "arcly_trio", "sign", url, "--secret", secret, *extra],
-                                    cwd=ROOT, capture_stdout=True, capture_stderr=True)
+    result = await trio.run_process(
+        [sys.executable, "-m", "arcly_trio", "sign", url, "--secret", secret, *extra],
+        cwd=ROOT,
+        capture_stdout=True,
+        capture_stderr=True,
+    )
     return result.stdout.decode().strip()
 
 
@@ -72,12 +76,20 @@ async def test_ffmpeg_publishes_through_the_on_publish_hook() -> None:
                 assert {s["codec_name"] for s in await probe_streams(server.url("live/cam"))} == {"h264", "aac"}
                 assert pub.running
             document = hooks.documents("/allow")[0]
-            assert (document["action"], document["app"], document["stream"], document["query"], document["address"],
-                    document["protocol"]) == ("publish", "live", "cam", {"token": "abc"}, "127.0.0.1", "rtmp")
+            assert (
+                document["action"],
+                document["app"],
+                document["stream"],
+                document["query"],
+                document["address"],
+                document["protocol"],
+            ) == ("publish", "live", "cam", {"token": "abc"}, "127.0.0.1", "rtmp")
         async with cli_server("--on-publish", hooks.url("/deny")) as server:
             assert await publish_exit_code(server.url("live/cam")) != 0
             await server.wait_log("refused: publish of live/cam over rtmp: on_publish hook answered 403: no such key")
-        async with cli_server("--on-publish", hooks.url("/redirect/public"), "--on-play", hooks.url("/allow")) as server:
+        async with cli_server(
+            "--on-publish", hooks.url("/redirect/public"), "--on-play", hooks.url("/allow")
+        ) as server:
             async with publisher(server.url("live/secret-key"), seconds=10):
                 await server.wait_log("publish of live/secret-key renamed to live/public")
                 assert len(await probe_streams(server.url("live/public"))) == 2
@@ -85,8 +97,9 @@ async def test_ffmpeg_publishes_through_the_on_publish_hook() -> None:
 
 async def test_a_slow_or_dead_publish_hook_refuses_and_stalls_no_one() -> None:
     with hook_server() as hooks, trio.fail_after(90):
-        async with cli_server("--on-publish", hooks.url("/slow/30"), "--on-play", hooks.url("/allow"),
-                              "--hook-timeout", "3") as server:
+        async with cli_server(
+            "--on-publish", hooks.url("/slow/30"), "--on-play", hooks.url("/allow"), "--hook-timeout", "3"
+        ) as server:
             started = trio.current_time()
             async with trio.open_nursery() as nursery:
                 refused: list[int] = []
@@ -123,7 +136,9 @@ async def test_signed_urls_for_rtmp_and_http() -> None:
             streamer = await sign(server.url("live/cam"), secret, *streamer_options, "--expires", "60")
             for url in (viewer, streamer):
                 assert re.fullmatch(rf"rtmp://{HOST}:\d+/live/cam\?sign=\d+-[0-9a-f]{{32}}", url)
-            expired = await sign(server.url("live/cam"), secret, *streamer_options, "--expiry", str(int(time.time()) - 1))
+            expired = await sign(
+                server.url("live/cam"), secret, *streamer_options, "--expiry", str(int(time.time()) - 1)
+            )
             other = await sign(server.url("live/other"), secret, *streamer_options, "--expires", "60")
             assert await publish_exit_code(viewer) != 0  # a viewer's URL never publishes (issue 18)
             assert await publish_exit_code(expired) != 0
@@ -148,8 +163,11 @@ async def test_signed_urls_for_rtmp_and_http() -> None:
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_metrics_match_live_state_with_real_clients() -> None:
@@ -160,14 +178,25 @@ async def test_metrics_match_live_state_with_real_clients() -> None:
                 async with player(f"http://{HOST}:{server.http_port}/live/cam.flv") as play:
                     await play.wait_frames(video=30, audio=30)
                     segments = ("arcly_hls_segment_duration_seconds_count", (("app", "live"), ("variant", "ll")))
-                    while segments not in (found := samples((await api(server.http_port, "GET",  # type: ignore[arg-type]
-                                                                        "/metrics")).text)):
+                    while segments not in (
+                        found := samples(
+                            (
+                                await api(
+                                    server.http_port,
+                                    "GET",  # type: ignore[arg-type]
+                                    "/metrics",
+                                )
+                            ).text
+                        )
+                    ):
                         await trio.sleep(0.2)  # the first 2 s segment
                     sessions = (await api(server.http_port, "GET", "/api/sessions")).json()  # type: ignore[arg-type]
             assert found[("arcly_streams", (("app", "live"),))] == 1
             assert found[("arcly_publishers", (("protocol", "rtmp"),))] == 1
             assert found[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
-            assert found[("arcly_stream_subscribers", (("app", "live"), ("protocol", "http-flv"), ("stream", "cam")))] == 1
+            assert (
+                found[("arcly_stream_subscribers", (("app", "live"), ("protocol", "http-flv"), ("stream", "cam")))] == 1
+            )
             player_session = next(s for s in sessions["sessions"] if s["role"] == "play")
             egress = found[("arcly_egress_bytes_total", (("protocol", "http-flv"),))]
             assert 0 < egress <= player_session["bytes"]  # scraped first: it can only have grown since
@@ -181,12 +210,21 @@ async def prometheus(target_port: int, tmp_path: Path) -> AsyncIterator[str]:
     """A real Prometheus scraping ``127.0.0.1:target_port/metrics`` twice a second; yields the
     base URL of its HTTP API (on a port it picked itself, read from its log)."""
     config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n"
-                      f"  - job_name: arcly\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
+    config.write_text(
+        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n"
+        f"  - job_name: arcly\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+    )
     process = await trio.lowlevel.open_process(
-        [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         "--web.listen-address=127.0.0.1:0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            require_tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert process.stderr is not None
         log, address = b"", None
@@ -198,6 +236,7 @@ async def prometheus(target_port: int, tmp_path: Path) -> AsyncIterator[str]:
                 found = re.search(rb'msg="Listening on" address=([\d.]+:\d+)', log)
                 address = found.group(1).decode() if found else None
         async with trio.open_nursery() as nursery:
+
             async def drain() -> None:
                 async for _ in process.stderr:  # type: ignore[union-attr]
                     pass
@@ -226,7 +265,8 @@ async def promql(base: str, query: str) -> list[Any]:
 
 
 async def test_a_real_prometheus_sums_subscribers_to_0_after_the_last_player_and_sees_no_created_series(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Issue 19, item 7, with Prometheus itself scraping ``serve``'s ``/metrics``: while a player
     plays, ``sum(arcly_subscribers)`` is 1; once it has left, 0 (before: no series at all, so
     Prometheus answered an empty result); and no ``*_created`` series is stored."""
@@ -239,11 +279,14 @@ async def test_a_real_prometheus_sums_subscribers_to_0_after_the_last_player_and
                 while [sample["value"][1] for sample in await promql(base, "sum(arcly_subscribers)")] != ["1"]:
                     await trio.sleep(0.2)
             while (await api(server.http_port, "GET", "/api/streams")).json()["apps"][0]["streams"][0][  # type: ignore[arg-type]
-                    "subscribers"]["total"]:
+                "subscribers"
+            ]["total"]:
                 await trio.sleep(0.1)
             left = time.time()
             # Wait for a scrape that began after the player had left.
-            while not [s for s in await promql(base, "timestamp(arcly_build_info)") if float(s["value"][1]) > left + 0.1]:
+            while not [
+                s for s in await promql(base, "timestamp(arcly_build_info)") if float(s["value"][1]) > left + 0.1
+            ]:
                 await trio.sleep(0.2)
             assert [sample["value"][1] for sample in await promql(base, "sum(arcly_subscribers)")] == ["0"]
             assert await promql(base, 'count({__name__=~".+_created"})') == []
@@ -258,8 +301,9 @@ async def test_reload_adds_an_application_while_a_stream_plays(tmp_path: Path) -
             async with player(server.url("live/demo")) as play:
                 await play.wait_frames(video=20, audio=20)
                 assert await publish_exit_code(server.url("studio/cam")) != 0
-                config.write_text('app = ["live", "studio"]\n[apps.live]\nlag-budget = 600\n'
-                                  '[apps.studio]\npublish-token = "s3"\n')
+                config.write_text(
+                    'app = ["live", "studio"]\n[apps.live]\nlag-budget = 600\n[apps.studio]\npublish-token = "s3"\n'
+                )
                 server.process.send_signal(signal.SIGHUP)
                 await server.wait_log("configuration reloaded")
                 assert "application studio added" in server.log()
@@ -282,8 +326,16 @@ async def test_ffmpeg_publishes_over_rtmps_and_plays_over_https(tmp_path: Path) 
     certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     with trio.fail_after(90):
-        async with cli_server("--rtmps-port", "0", "--https-port", "0", "--tls-cert", str(tmp_path / "cert.pem"),
-                              "--tls-key", str(tmp_path / "key.pem")) as server:
+        async with cli_server(
+            "--rtmps-port",
+            "0",
+            "--https-port",
+            "0",
+            "--tls-cert",
+            str(tmp_path / "cert.pem"),
+            "--tls-key",
+            str(tmp_path / "key.pem"),
+        ) as server:
             await server.wait_log("RTMPS listening")
             rtmps = int(re.search(r"RTMPS listening on [\d.]+:(\d+)", server.log()).group(1))  # type: ignore[union-attr]
             https = int(re.search(r"HTTPS listening on [\d.]+:(\d+)", server.log()).group(1))  # type: ignore[union-attr]
@@ -321,8 +373,9 @@ async def test_a_wrong_type_in_the_configuration_stops_the_server_with_file_line
     config = tmp_path / "arcly.toml"
     config.write_text('rtmp-port = 1935\n\n[apps.live]\nlag-budget = "lots"\n')
     with trio.fail_after(20):
-        result = await trio.run_process(serve_command("--config", str(config)), cwd=ROOT, capture_stdout=True,
-                                        capture_stderr=True, check=False)
+        result = await trio.run_process(
+            serve_command("--config", str(config)), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+        )
     assert result.returncode == 2
     assert f"{config}:4: apps.live.lag-budget: expected an integer, not 'lots'" in result.stderr.decode()
 
@@ -347,7 +400,7 @@ async def test_no_secret_of_any_option_shows_in_the_api_metrics_log_or_audit_log
         settings = {
             "on-publish": f"http://u:{canary('pubhookpw')}@127.0.0.1:{dead}/hook?key={canary('pubhookkey')}",
             "on-play": f"http://{canary('playhookuser')}:{canary('playhookpw')}@127.0.0.1:{hooks.port}/allow"
-                       f"?key={canary('playhookkey')}&x=1",
+            f"?key={canary('playhookkey')}&x=1",
             "on-event": f"http://e:{canary('eventpw')}@127.0.0.1:{dead}/ev?token={canary('eventtoken')}",
             "push": [f"rtmp://p:{canary('pushpw')}@127.0.0.1:{dead}/live/{{stream}}?key={canary('pushkey')}"],
             "pull": [f"rtmp://l:{canary('pullpw')}@127.0.0.1:{dead}/{{app}}/{{stream}}?token={canary('pulltoken')}"],
@@ -364,8 +417,11 @@ async def test_no_secret_of_any_option_shows_in_the_api_metrics_log_or_audit_log
         def write(**changes: Any) -> None:
             lines = []
             for key, value in {**settings, **changes}.items():
-                text = "true" if value is True else (f"[{', '.join(repr(v) for v in value)}]" if isinstance(value, list)
-                                                     else repr(value))
+                text = (
+                    "true"
+                    if value is True
+                    else (f"[{', '.join(repr(v) for v in value)}]" if isinstance(value, list) else repr(value))
+                )
                 lines.append(f"{key} = {text}".replace("'", '"'))
             config.write_text("\n".join(lines) + "\n")
 
@@ -406,7 +462,9 @@ async def test_no_secret_of_any_option_shows_in_the_api_metrics_log_or_audit_log
     # What shows instead: the hooks' hosts and ports, the push target redacted, the failures.
     health = json.loads(seen[0])
     assert {check["name"] for check in health["checks"]} >= {
-        f"hook-reachable:on_publish 127.0.0.1:{dead}", f"hook-reachable:on_play 127.0.0.1:{hooks.port}"}
+        f"hook-reachable:on_publish 127.0.0.1:{dead}",
+        f"hook-reachable:on_play 127.0.0.1:{hooks.port}",
+    }
     assert health["cluster"]["directory"] == "unreachable" and health["cluster"]["last_error"]
     (demo,) = json.loads(seen[1])["apps"][0]["streams"]
     assert demo["push"][0]["url"] == f"rtmp://127.0.0.1:{dead}/live/demo?key=***" and demo["push"][0]["last_error"]

@@ -46,8 +46,9 @@ from tests._hooks import blackhole, dead_url, hook_server
 
 
 @asynccontextmanager
-async def served(*observers: Any, authenticator: Any = None, api_token: str | None = None,
-                 hls: bool = False) -> AsyncIterator[tuple[Engine, HttpServer]]:
+async def served(
+    *observers: Any, authenticator: Any = None, api_token: str | None = None, hls: bool = False
+) -> AsyncIterator[tuple[Engine, HttpServer]]:
     http = HttpServer("127.0.0.1", 0, api_token=api_token)
     builder = Engine.builder().application(AppSpec("live", hls=hls)).protocol(http)
     if hls:
@@ -62,8 +63,9 @@ async def served(*observers: Any, authenticator: Any = None, api_token: str | No
 
 async def feed(engine: Engine, frames: list[Frame], key: str = "live/cam", **credentials: Any) -> Any:
     """Publish ``frames`` and keep publishing (the caller's block); returns the publisher."""
-    publisher = await engine.publish(key, Credentials(peer=("198.51.100.9", 5000), protocol="rtmp",
-                                                      **credentials)).__aenter__()
+    publisher = await engine.publish(
+        key, Credentials(peer=("198.51.100.9", 5000), protocol="rtmp", **credentials)
+    ).__aenter__()
     for frame in frames:
         await publisher.send(frame)
     return publisher
@@ -74,8 +76,9 @@ async def test_sessions_list_publishers_and_players_with_bytes_and_kick_each(dem
     async with served() as (engine, http):
         with pytest.raises(PublisherKicked):
             async with engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as pub:
-                async with engine.subscribe("live/cam", Credentials(peer=("203.0.113.1", 6000)),
-                                            protocol="http-flv") as sub:
+                async with engine.subscribe(
+                    "live/cam", Credentials(peer=("203.0.113.1", 6000)), protocol="http-flv"
+                ) as sub:
                     for frame in demo_frames[:60]:
                         await pub.send(frame)
                     with trio.fail_after(5):
@@ -86,8 +89,11 @@ async def test_sessions_list_publishers_and_players_with_bytes_and_kick_each(dem
                     assert status == 200 and document["count"] == 2
                     by_role = {s["role"]: s for s in document["sessions"]}
                     assert by_role["publish"]["bytes"] == sent and by_role["play"]["bytes"] == sent
-                    assert (by_role["play"]["address"], by_role["play"]["protocol"], by_role["play"]["key"]) == \
-                        ("203.0.113.1", "http-flv", "live/cam")
+                    assert (by_role["play"]["address"], by_role["play"]["protocol"], by_role["play"]["key"]) == (
+                        "203.0.113.1",
+                        "http-flv",
+                        "live/cam",
+                    )
                     kick = f"/api/sessions/{by_role['play']['id']}"
                     status, _, body = await http_get(http.port, kick, method="DELETE")
                     assert status == 200 and json.loads(body)["kicked"]["id"] == by_role["play"]["id"]
@@ -167,9 +173,17 @@ async def test_audit_log_records_decisions_sessions_and_kicks(demo_frames) -> No
             while len(sink.records) < 9:
                 await trio.sleep(0.01)
     events = [(r["event"], r.get("allowed"), r.get("reason")) for r in sink.records]
-    assert events == [("auth", True, None), ("publish-start", None, None), ("auth", False, "wrong token"),
-                      ("auth", True, None), ("play-start", None, None), ("kick", None, None),
-                      ("play-end", None, "kicked"), ("publish-end", None, "closed"), ("config-reload", None, None)]
+    assert events == [
+        ("auth", True, None),
+        ("publish-start", None, None),
+        ("auth", False, "wrong token"),
+        ("auth", True, None),
+        ("play-start", None, None),
+        ("kick", None, None),
+        ("play-end", None, "kicked"),
+        ("publish-end", None, "closed"),
+        ("config-reload", None, None),
+    ]
     assert sink.records[2]["address"] == "203.0.113.5" and all(r["time"].endswith("Z") for r in sink.records)
 
 
@@ -189,8 +203,9 @@ async def test_audit_drops_and_counts_when_its_sink_stalls_and_never_blocks(demo
 
 
 def refusal(address: str, stream: str = "cam", reason: str = "wrong token", action: str = "play") -> AuthDecided:
-    return AuthDecided(StreamKey("live", stream), trio.current_time(), action, False, reason, "rtmp",
-                       (address, 1000), "7")
+    return AuthDecided(
+        StreamKey("live", stream), trio.current_time(), action, False, reason, "rtmp", (address, 1000), "7"
+    )
 
 
 async def test_audit_sums_refusals_up_per_address_action_and_interval(autojump_clock) -> None:
@@ -206,8 +221,9 @@ async def test_audit_sums_refusals_up_per_address_action_and_interval(autojump_c
             for n in range(4):
                 audit.on_auth_decided(refusal("203.0.113.1", stream=f"s{n}", reason="wrong token" if n else "expired"))
             await trio.sleep(1)
-        allowed = AuthDecided(StreamKey("live", "cam"), trio.current_time(), "play", True, "", "rtmp",
-                              ("203.0.113.1", 1), "8")
+        allowed = AuthDecided(
+            StreamKey("live", "cam"), trio.current_time(), "play", True, "", "rtmp", ("203.0.113.1", 1), "8"
+        )
         audit.on_auth_decided(allowed)
         audit.on_auth_decided(allowed)
         audit.on_auth_decided(refusal("203.0.113.1", action="publish"))  # another action: its own burst
@@ -218,8 +234,11 @@ async def test_audit_sums_refusals_up_per_address_action_and_interval(autojump_c
         nursery.cancel_scope.cancel()
     kinds = [(r["event"], r.get("address"), r.get("action"), r.get("refused")) for r in sink.records]
     assert kinds[0] == ("auth", "203.0.113.1", "play", None)
-    summaries = [r for r in sink.records if r["event"] == "auth-refusals" and r["address"] == "203.0.113.1"
-                 and r["action"] == "play"]
+    summaries = [
+        r
+        for r in sink.records
+        if r["event"] == "auth-refusals" and r["address"] == "203.0.113.1" and r["action"] == "play"
+    ]
     assert [r["refused"] for r in summaries] == [39, 40, 20]  # 10 s windows over the 25 s, the first taken
     assert summaries[0]["reasons"] == {"expired": 9, "wrong token": 30} and summaries[0]["streams"] == 4
     assert sum(1 for r in sink.records if r["event"] == "auth" and r["allowed"]) == 2
@@ -237,8 +256,11 @@ async def test_json_lines_file_rotates_by_size(tmp_path) -> None:  # type: ignor
     await sink.aclose()
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["log.jsonl", "log.jsonl.1", "log.jsonl.2"]
-    lines = [json.loads(line) for name in ("log.jsonl.2", "log.jsonl.1", "log.jsonl")
-             for line in (path.parent / name).read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for name in ("log.jsonl.2", "log.jsonl.1", "log.jsonl")
+        for line in (path.parent / name).read_text().splitlines()
+    ]
     assert [line["n"] for line in lines] == list(range(60 - len(lines), 60))
     assert all((path.parent / name).stat().st_size <= 2048 for name in files)
 
@@ -277,14 +299,17 @@ async def test_metrics_parse_and_match_the_engine(demo_frames, http_get) -> None
                 assert found[("arcly_publishers", (("protocol", "rtmp"),))] == 1
                 assert found[("arcly_subscribers", (("protocol", "http-flv"),))] == 1
                 assert found[("arcly_subscribers", (("protocol", "hls"),))] == 0  # the packager is no player
-                assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] == \
-                    sum(len(frame.payload) for frame in demo_frames[:250])
+                assert found[("arcly_ingress_bytes_total", (("protocol", "rtmp"),))] == sum(
+                    len(frame.payload) for frame in demo_frames[:250]
+                )
                 assert found[("arcly_egress_bytes_total", (("protocol", "http-flv"),))] == sub.subscriber.bytes
                 assert found[("arcly_auth_refusals_total", (("action", "play"),))] == 1
                 assert found[("arcly_connections", (("protocol", "http"),))] >= 1
                 assert found[("arcly_hls_segment_duration_seconds_count", (("app", "live"), ("variant", "ts")))] >= 1
-                assert found[("arcly_stream_received_bytes_total", (("app", "live"), ("stream", "cam")))] \
+                assert (
+                    found[("arcly_stream_received_bytes_total", (("app", "live"), ("stream", "cam")))]
                     == stats.bytes_total
+                )
                 build = [dict(labels) for name, labels in found if name == "arcly_build_info"]
                 assert len(build) == 1 and (build[0]["trio"], build[0]["version"]) == (trio.__version__, "0.1.0")
     metrics.per_stream = False
@@ -298,6 +323,7 @@ async def test_labelled_series_exist_at_zero_and_there_are_no_created_series(dem
     services (HLS and DASH included), each application, each action and role."""
     metrics = PrometheusObserver()
     async with served(metrics, hls=True) as (engine, http):
+
         def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             return samples(metrics.render().decode())
 
@@ -338,8 +364,12 @@ async def test_labelled_series_exist_at_zero_and_there_are_no_created_series(dem
 async def test_hooks_allow_refuse_rename_and_say_what_they_were_asked(demo_frames) -> None:  # type: ignore[no-untyped-def]
     with hook_server() as hooks:
         for path, expect in (("/allow", "allowed"), ("/deny", "refused"), ("/redirect/renamed", "renamed")):
-            engine = (Engine.builder().application("live")
-                      .authenticator(HttpHooks(on_publish=hooks.url(path), node="edge-1")).build())
+            engine = (
+                Engine.builder()
+                .application("live")
+                .authenticator(HttpHooks(on_publish=hooks.url(path), node="edge-1"))
+                .build()
+            )
             async with engine:
                 credentials = Credentials(query={"token": "abc"}, peer=("198.51.100.2", 7), protocol="rtmp")
                 if expect == "refused":
@@ -352,8 +382,16 @@ async def test_hooks_allow_refuse_rename_and_say_what_they_were_asked(demo_frame
         documents = [document for _, document in hooks.calls]
         assert [d["action"] for d in documents] == ["publish"] * 3
         assert documents[0] | {"client_id": "-"} == {
-            "action": "publish", "app": "live", "stream": "cam", "query": {"token": "abc"}, "address": "198.51.100.2",
-            "port": 7, "protocol": "rtmp", "client_id": "-", "node": "edge-1"}
+            "action": "publish",
+            "app": "live",
+            "stream": "cam",
+            "query": {"token": "abc"},
+            "address": "198.51.100.2",
+            "port": 7,
+            "protocol": "rtmp",
+            "client_id": "-",
+            "node": "edge-1",
+        }
         assert documents[0]["client_id"]
 
 
@@ -387,8 +425,12 @@ async def test_a_slow_or_dead_hook_refuses_without_stalling_anyone_else() -> Non
                 with trio.fail_after(3), pytest.raises(Unauthorized, match="authorization service unavailable"):
                     async with refusing.subscribe("live/cam"):
                         pass
-            lenient = (Engine.builder().application("live")
-                       .authenticator(HttpHooks(on_play=url, timeout=0.5, fail_open=True)).build())
+            lenient = (
+                Engine.builder()
+                .application("live")
+                .authenticator(HttpHooks(on_play=url, timeout=0.5, fail_open=True))
+                .build()
+            )
             async with lenient:
                 with trio.fail_after(3), pytest.raises(Exception) as caught:
                     async with lenient.subscribe("live/cam"):
@@ -423,8 +465,11 @@ async def test_a_failing_hook_gives_clients_a_generic_reason_and_the_log_the_det
             assert len(logged) == 1, logged
             line = logged[0]
             assert "(http://***@127.0.0.1:" in line and "?key=***; refused)" in line, line
-            assert {"unreachable": "on_play hook failed: ConnectError", "timed out": "on_play hook timed out after 0.5 s",
-                    "broken": "on_play hook answered 500 for play of live/cam"}[case] in line, line
+            assert {
+                "unreachable": "on_play hook failed: ConnectError",
+                "timed out": "on_play hook timed out after 0.5 s",
+                "broken": "on_play hook answered 500 for play of live/cam",
+            }[case] in line, line
             assert case != "broken" or "refused): Traceback" in line, line
             # httpx logs each request with its URL at INFO: serve sets it to WARNING (test_cli)
             everything = " ".join(r.getMessage() for r in caplog.records if r.name != "httpx") + body.decode()
@@ -470,8 +515,14 @@ async def test_on_event_notifications_arrive_and_overflow_is_counted(demo_frames
     with hook_server() as hooks:
         events = EventHook(hooks.url("/events"))
         recorder = FlvRecorder(tmp_path)
-        engine = (Engine.builder().application(AppSpec("live", record=True)).service(recorder).observer(events)
-                  .idle_timeout(1).build())
+        engine = (
+            Engine.builder()
+            .application(AppSpec("live", record=True))
+            .service(recorder)
+            .observer(events)
+            .idle_timeout(1)
+            .build()
+        )
         async with engine:
             async with engine.publish("live/cam", Credentials(peer=("198.51.100.4", 9))) as pub:
                 for frame in demo_frames[:30]:
@@ -507,8 +558,13 @@ async def test_guessing_the_api_token_is_slowed_down(http_get) -> None:  # type:
     from arcly_trio.kernel.throttle import AuthThrottle
 
     http = HttpServer("127.0.0.1", 0, api_token="k3y")
-    engine = (Engine.builder().application("live").protocol(http)
-              .auth_throttle(AuthThrottle(base_delay=0.05, max_delay=0.4)).build())
+    engine = (
+        Engine.builder()
+        .application("live")
+        .protocol(http)
+        .auth_throttle(AuthThrottle(base_delay=0.05, max_delay=0.4))
+        .build()
+    )
     async with engine:
         tries = 0
         with trio.move_on_after(1.5):
@@ -532,8 +588,9 @@ def seen_from(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     monkeypatch.setattr(serving, "peer_of", lambda stream: (address, 40000))
 
 
-async def test_without_an_api_token_sessions_and_kicks_answer_only_this_machine(demo_frames, http_get,
-                                                                                monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_without_an_api_token_sessions_and_kicks_answer_only_this_machine(
+    demo_frames, http_get, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     # Without --api-token, GET /api/sessions (every client's address) and DELETE
     # /api/sessions/{id} answered anyone; /api/streams showed every publisher's address.
     async with served(PrometheusObserver()) as (engine, http):
@@ -544,8 +601,9 @@ async def test_without_an_api_token_sessions_and_kicks_answer_only_this_machine(
                 await trio.sleep_forever()  # the kick cancels the publisher's block
 
 
-async def _sessions_answer_only_this_machine(engine: Engine, http: HttpServer, http_get: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def _sessions_answer_only_this_machine(
+    engine: Engine, http: HttpServer, http_get: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (session,) = list(engine.sessions)
     port = http.port
     status, _, body = await http_get(port, "/api/sessions")
@@ -553,8 +611,11 @@ async def _sessions_answer_only_this_machine(engine: Engine, http: HttpServer, h
     status, _, body = await http_get(port, "/api/streams")
     assert json.loads(body)["apps"][0]["streams"][0]["publisher"]["address"] == "198.51.100.9"
     # From this machine, but not for this machine: a DNS-rebound page, a local reverse proxy.
-    for headers in ([("host", "evil.example:8080")], [("host", "127.0.0.1"), ("x-forwarded-for", "203.0.113.7")],
-                    [("host", "localhost"), ("forwarded", "for=203.0.113.7")]):
+    for headers in (
+        [("host", "evil.example:8080")],
+        [("host", "127.0.0.1"), ("x-forwarded-for", "203.0.113.7")],
+        [("host", "localhost"), ("forwarded", "for=203.0.113.7")],
+    ):
         status, _, body = await http_get(port, "/api/sessions", headers)
         assert status == 403 and b"--api-token" in body, headers
     seen_from(monkeypatch, "203.0.113.7")
@@ -579,8 +640,10 @@ async def _sessions_answer_only_this_machine(engine: Engine, http: HttpServer, h
 
 
 async def test_with_an_api_token_a_remote_operator_sees_the_clients(demo_frames, http_get, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    async with served(api_token="k3y") as (engine, http), \
-            engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as publisher:
+    async with (
+        served(api_token="k3y") as (engine, http),
+        engine.publish("live/cam", Credentials(peer=("198.51.100.9", 5000), protocol="rtmp")) as publisher,
+    ):
         await publisher.send(demo_frames[0])
         seen_from(monkeypatch, "203.0.113.7")
         bearer = [("host", "stream.example"), ("authorization", "Bearer k3y")]
@@ -599,7 +662,7 @@ def test_session_ids_cannot_be_guessed() -> None:
     assert len(set(ids)) == len(ids)  # two tables (two workers, two runs) never repeat an id
     for session_id in ids:
         assert session_id.startswith("w3-")  # the workers still route kicks by the prefix
-        rest = session_id[len("w3-"):]
+        rest = session_id[len("w3-") :]
         assert len(rest) >= 16 and not rest.isdigit()
     assert {session_id[3] for session_id in ids} > set("0123456789")  # random letters, not a counter
 

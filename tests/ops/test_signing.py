@@ -43,7 +43,9 @@ def auth(**options: object) -> SignedUrlAuthenticator:
     return SignedUrlAuthenticator(SECRET, clock=lambda: NOW, **options)  # type: ignore[arg-type]
 
 
-def refusal(authenticator: SignedUrlAuthenticator, action: str, key: StreamKey, credentials: Credentials) -> Unauthorized:
+def refusal(
+    authenticator: SignedUrlAuthenticator, action: str, key: StreamKey, credentials: Credentials
+) -> Unauthorized:
     with pytest.raises(Unauthorized) as caught:
         authenticator.check(action, key, credentials)
     return caught.value
@@ -57,7 +59,9 @@ def test_nms_signature_is_node_media_servers_md5_of_path_expiry_and_secret() -> 
 def test_nms_signature_accepted_until_it_expires_and_only_for_its_stream() -> None:
     good = nms_sign("live", "cam", NOW + 60, SECRET)
     auth().check("play", KEY, signed({"sign": good}))
-    assert refusal(auth(), "play", StreamKey("live", "other"), signed({"sign": good})).reason.startswith("wrong signature")
+    assert refusal(auth(), "play", StreamKey("live", "other"), signed({"sign": good})).reason.startswith(
+        "wrong signature"
+    )
     assert refusal(auth(), "play", StreamKey("vod", "cam"), signed({"sign": good})).reason.startswith("wrong signature")
     expired = nms_sign("live", "cam", NOW - 1, SECRET)
     assert refusal(auth(), "play", KEY, signed({"sign": expired})).reason == "signature expired"
@@ -87,12 +91,28 @@ def test_an_nms_play_signature_never_publishes() -> None:
         SignedUrlAuthenticator(SECRET, publish_secret="")
 
 
-@pytest.mark.parametrize("sign", ["", "abc", "123-", "-" + "0" * 32, "12x-" + "0" * 32, "1" * 13 + "-" + "0" * 32,
-                                  f"{NOW + 60}-" + "0" * 31, "9" * 5000,
-                                  # Unicode digits: str.isdigit() says yes, int() fails (finding 2)
-                                  "\u00b2-" + "0" * 32, "\u0661\u0662-" + "0" * 32, "\uff11-" + "0" * 32,
-                                  "+1-" + "0" * 32, " 1-" + "0" * 32, "1_0-" + "0" * 32, f"{NOW + 60}-" + "g" * 32,
-                                  f"{NOW + 60}-" + "0" * 32 + "\n"])
+@pytest.mark.parametrize(
+    "sign",
+    [
+        "",
+        "abc",
+        "123-",
+        "-" + "0" * 32,
+        "12x-" + "0" * 32,
+        "1" * 13 + "-" + "0" * 32,
+        f"{NOW + 60}-" + "0" * 31,
+        "9" * 5000,
+        # Unicode digits: str.isdigit() says yes, int() fails (finding 2)
+        "\u00b2-" + "0" * 32,
+        "\u0661\u0662-" + "0" * 32,
+        "\uff11-" + "0" * 32,
+        "+1-" + "0" * 32,
+        " 1-" + "0" * 32,
+        "1_0-" + "0" * 32,
+        f"{NOW + 60}-" + "g" * 32,
+        f"{NOW + 60}-" + "0" * 32 + "\n",
+    ],
+)
 def test_malformed_signatures_are_refused_as_such(sign: str) -> None:
     found = refusal(auth(), "play", KEY, signed({"sign": sign} if sign else {}))
     assert found.reason in ("malformed signature", "no signature")
@@ -110,14 +130,21 @@ def test_jwt_by_query_or_bearer_header_with_its_claims() -> None:
     auth().check("play", KEY, signed({"jwt": token}))
     auth().check("play", KEY, signed({}, bearer=token))
     assert refusal(auth(), "publish", KEY, signed({"jwt": token})).reason == "token does not allow publish"
-    assert refusal(auth(), "play", StreamKey("live", "x"), signed({"jwt": token})).reason == "token is for another stream"
+    assert (
+        refusal(auth(), "play", StreamKey("live", "x"), signed({"jwt": token})).reason == "token is for another stream"
+    )
     any_stream = make_jwt(SECRET, "live", "*", NOW + 60, ["play", "publish"])
     auth().check("publish", StreamKey("live", "x"), signed({"jwt": any_stream}))
-    assert refusal(auth(), "play", StreamKey("vod", "x"), signed({"jwt": any_stream})).reason == "token is for another stream"
+    assert (
+        refusal(auth(), "play", StreamKey("vod", "x"), signed({"jwt": any_stream})).reason
+        == "token is for another stream"
+    )
     expired = make_jwt(SECRET, "live", "cam", NOW - 1)
     assert refusal(auth(), "play", KEY, signed({"jwt": expired})).reason == "token expired"
-    assert refusal(auth(), "play", KEY, signed({"jwt": make_jwt("wrong", "live", "cam", NOW + 60)})).reason \
+    assert (
+        refusal(auth(), "play", KEY, signed({"jwt": make_jwt("wrong", "live", "cam", NOW + 60)})).reason
         == "wrong token signature"
+    )
     no_exp = pyjwt.encode({"app": "live", "stream": "cam", "action": "play"}, SECRET, algorithm="HS256")
     assert refusal(auth(), "play", KEY, signed({"jwt": no_exp})).reason == "malformed token"
     none_alg = pyjwt.encode({"app": "live", "stream": "cam", "exp": NOW + 60}, None, algorithm="none")
@@ -135,7 +162,9 @@ def test_a_jwt_must_name_its_action_and_a_wildcard_must_be_written() -> None:
     auth().check("publish", KEY, signed({"jwt": wildcard}))
     auth().check("play", KEY, signed({"jwt": wildcard}))
     for odd in (None, 1, {"publish": True}, ["pla"], ""):
-        token = pyjwt.encode({"app": "live", "stream": "cam", "exp": NOW + 60, "action": odd}, SECRET, algorithm="HS256")
+        token = pyjwt.encode(
+            {"app": "live", "stream": "cam", "exp": NOW + 60, "action": odd}, SECRET, algorithm="HS256"
+        )
         assert refusal(auth(), "publish", KEY, signed({"jwt": token})).reason == "token does not allow publish"
 
 
@@ -158,8 +187,15 @@ def test_arbitrary_signatures_only_ever_refuse(sign: str, token: str, action: st
         raise AssertionError(f"accepted {query!r}")
 
 
-@pytest.mark.parametrize("url", ["rtmp://example.org/live/cam", "http://example.org:8080/live/cam.flv?x=1",
-                                 "https://example.org/live/cam/index.m3u8", "/live/cam"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtmp://example.org/live/cam",
+        "http://example.org:8080/live/cam.flv?x=1",
+        "https://example.org/live/cam/index.m3u8",
+        "/live/cam",
+    ],
+)
 @pytest.mark.parametrize("style", ["nms", "jwt"])
 def test_sign_url_makes_urls_the_authenticator_accepts_for_their_action_only(url: str, style: str) -> None:
     made = sign_url(url, SECRET, NOW + 60, style=style)
@@ -280,19 +316,30 @@ async def test_engine_follows_a_rename_and_tells_the_observers() -> None:
     observer = CountingObserver()
     seen: list[AuthDecided] = []
     observer.on_auth_decided = seen.append  # type: ignore[method-assign]
-    engine = (Engine.builder().application(AppSpec("live")).application(AppSpec("studio"))
-              .authenticator(AllOf([Renamer(StreamKey("studio", "main")), TokenAuthenticator(play_token="v")]))
-              .observer(observer).build())
+    engine = (
+        Engine.builder()
+        .application(AppSpec("live"))
+        .application(AppSpec("studio"))
+        .authenticator(AllOf([Renamer(StreamKey("studio", "main")), TokenAuthenticator(play_token="v")]))
+        .observer(observer)
+        .build()
+    )
     async with engine:
         async with engine.publish("live/secret-key", Credentials(peer=("198.51.100.1", 1))) as publisher:
             assert publisher.key == StreamKey("studio", "main")
-            assert engine.has_stream(StreamKey("studio", "main")) and not engine.has_stream(StreamKey("live", "secret-key"))
+            assert engine.has_stream(StreamKey("studio", "main")) and not engine.has_stream(
+                StreamKey("live", "secret-key")
+            )
         with pytest.raises(Unauthorized):
             async with engine.subscribe("live/x", Credentials(token="wrong")):
                 pass
     publish, play = seen
-    assert (publish.action, publish.allowed, publish.renamed, publish.key) == \
-        ("publish", True, StreamKey("studio", "main"), StreamKey("live", "secret-key"))
+    assert (publish.action, publish.allowed, publish.renamed, publish.key) == (
+        "publish",
+        True,
+        StreamKey("studio", "main"),
+        StreamKey("live", "secret-key"),
+    )
     assert publish.client_id and publish.peer == ("198.51.100.1", 1)
     assert (play.action, play.allowed, play.reason) == ("play", False, "wrong token")
 

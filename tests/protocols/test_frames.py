@@ -32,9 +32,16 @@ def media_frames(draw: st.DrawFn) -> Frame:
     kind = draw(st.sampled_from([FrameKind.VIDEO, FrameKind.AUDIO]))
     dts = draw(timestamps_ms)
     pts = dts + (draw(st.integers(-1000, 1000)) if kind is FrameKind.VIDEO else 0)
-    return Frame(kind, "h264" if kind is FrameKind.VIDEO else "aac", pts, dts,
-                 draw(st.binary(min_size=1, max_size=200)), kind is FrameKind.VIDEO and draw(st.booleans()),
-                 draw(st.booleans()), draw(st.integers(0, 7)))
+    return Frame(
+        kind,
+        "h264" if kind is FrameKind.VIDEO else "aac",
+        pts,
+        dts,
+        draw(st.binary(min_size=1, max_size=200)),
+        kind is FrameKind.VIDEO and draw(st.booleans()),
+        draw(st.booleans()),
+        draw(st.integers(0, 7)),
+    )
 
 
 @given(media_frames())
@@ -50,7 +57,7 @@ def test_binary_frame_messages_round_trip(frame: Frame) -> None:
 
 def test_the_header_is_20_fixed_bytes() -> None:
     frame = Frame(FrameKind.VIDEO, "h264", 1067, 1000, b"\x00\x00\x00\x01\x65", keyframe=True, track=2)
-    assert fp.encode_frame(frame)[:20].hex() == "01" "01" "01" "02" "00000000001047f8" "00000000000f4240"
+    assert fp.encode_frame(frame)[:20].hex() == "0101010200000000001047f800000000000f4240"
 
 
 def test_a_frame_message_is_built_once_and_shared() -> None:
@@ -62,14 +69,24 @@ def test_a_frame_message_is_built_once_and_shared() -> None:
 
 configs = st.builds(
     fp.Config,
-    kind=st.just(FrameKind.VIDEO), track=st.integers(0, 7), format=st.just("h264"),
-    codec=st.sampled_from(["avc1.42e01f", "avc1.640028"]), record=st.integers(1, 65536), description=st.just(True),
-    coded_width=st.integers(1, 65536), coded_height=st.integers(1, 65536),
+    kind=st.just(FrameKind.VIDEO),
+    track=st.integers(0, 7),
+    format=st.just("h264"),
+    codec=st.sampled_from(["avc1.42e01f", "avc1.640028"]),
+    record=st.integers(1, 65536),
+    description=st.just(True),
+    coded_width=st.integers(1, 65536),
+    coded_height=st.integers(1, 65536),
 ) | st.builds(
     fp.Config,
-    kind=st.just(FrameKind.AUDIO), track=st.integers(0, 7), format=st.sampled_from(["opus"]),
-    codec=st.just("opus"), record=st.integers(0, 1000), description=st.booleans(),
-    sample_rate=st.integers(1, 768000), channels=st.integers(1, 255),
+    kind=st.just(FrameKind.AUDIO),
+    track=st.integers(0, 7),
+    format=st.sampled_from(["opus"]),
+    codec=st.just("opus"),
+    record=st.integers(0, 1000),
+    description=st.booleans(),
+    sample_rate=st.integers(1, 768000),
+    channels=st.integers(1, 255),
 ).filter(lambda c: c.record or not c.description)
 counters = st.integers(0, 2**53)
 text_messages = st.one_of(
@@ -111,21 +128,36 @@ def test_the_demo_clip_goes_through_encoder_and_reader_unchanged(demo_frames: li
     events = feed(FramesReader("server"), wire(media))
     frames = [e for e in events if isinstance(e, Frame)]
     assert [(f.kind, f.codec, f.pts, f.dts, f.payload, f.keyframe, f.config) for f in frames] == [
-        (f.kind, f.codec, f.pts, f.dts, f.payload, f.keyframe, f.config) for f in media]
+        (f.kind, f.codec, f.pts, f.dts, f.payload, f.keyframe, f.config) for f in media
+    ]
     config = json.loads(fp.config_message(media[0]))  # type: ignore[arg-type]
-    assert config == {"type": "config", "kind": "video", "track": 0, "format": "h264", "record": 39,
-                      "description": True,
-                      "decoderConfig": {"codec": "avc1.4d401e", "codedWidth": 640, "codedHeight": 360}}
+    assert config == {
+        "type": "config",
+        "kind": "video",
+        "track": 0,
+        "format": "h264",
+        "record": 39,
+        "description": True,
+        "decoderConfig": {"codec": "avc1.4d401e", "codedWidth": 640, "codedHeight": 360},
+    }
 
 
 def video_config(record: bytes = AVCC, **extra: object) -> str:
-    doc = {"type": "config", "kind": "video", "track": 0,
-           "decoderConfig": {"codec": "avc1.4d401e", "codedWidth": 640, "codedHeight": 360},
-           "record": len(record), "description": True, **extra}
+    doc = {
+        "type": "config",
+        "kind": "video",
+        "track": 0,
+        "decoderConfig": {"codec": "avc1.4d401e", "codedWidth": 640, "codedHeight": 360},
+        "record": len(record),
+        "description": True,
+        **extra,
+    }
     return json.dumps(doc)
 
 
-def binary(kind: int = 1, flags: int = 1, track: int = 0, pts: int = 0, dts: int = 0, payload: bytes = b"\x00\x00\x00\x01\x65") -> bytes:
+def binary(
+    kind: int = 1, flags: int = 1, track: int = 0, pts: int = 0, dts: int = 0, payload: bytes = b"\x00\x00\x00\x01\x65"
+) -> bytes:
     return HEADER.pack(1, kind, flags, track, pts, dts) + payload
 
 
@@ -139,18 +171,29 @@ GOOD = [video_config(), record(), binary(flags=1), binary(flags=0, pts=40_000, d
 def test_a_well_behaved_publisher_is_accepted() -> None:
     events = feed(FramesReader("publisher"), GOOD)
     frames = [e for e in events if isinstance(e, Frame)]
-    assert [(f.config, f.keyframe, f.pts, f.dts) for f in frames] == [(True, False, 0, 0), (False, True, 0, 0),
-                                                                        (False, False, 40, 33)]
+    assert [(f.config, f.keyframe, f.pts, f.dts) for f in frames] == [
+        (True, False, 0, 0),
+        (False, True, 0, 0),
+        (False, False, 40, 33),
+    ]
     assert frames[0].payload == AVCC
 
 
 def test_vp9_av1_and_opus_configs_without_a_record_get_one() -> None:
     reader = FramesReader("publisher")
-    events = feed(reader, [
-        json.dumps({"type": "config", "kind": "video", "decoderConfig": {"codec": "vp09.00.10.08"}}),
-        json.dumps({"type": "config", "kind": "audio", "decoderConfig": {"codec": "opus", "sampleRate": 48000,
-                                                                          "numberOfChannels": 1}}),
-    ])
+    events = feed(
+        reader,
+        [
+            json.dumps({"type": "config", "kind": "video", "decoderConfig": {"codec": "vp09.00.10.08"}}),
+            json.dumps(
+                {
+                    "type": "config",
+                    "kind": "audio",
+                    "decoderConfig": {"codec": "opus", "sampleRate": 48000, "numberOfChannels": 1},
+                }
+            ),
+        ],
+    )
     frames = [e for e in events if isinstance(e, Frame)]
     assert [f.codec for f in frames] == ["vp9", "opus"] and all(f.config for f in frames)
     assert codec_strings.vp9_codec_string(frames[0].payload) == "vp09.00.10.08"
@@ -166,8 +209,18 @@ BAD: list[tuple[str, list[str | bytes], CloseCode, str]] = [
     ("unknown type", ['{"type": "hello"}'], CloseCode.MALFORMED, "unknown message type"),
     ("a publisher's stats", ['{"type": "stats"}'], CloseCode.MALFORMED, "may not send"),
     ("oversized text", ['{"type": "end", "message": "' + "x" * 20000 + '"}'], CloseCode.TOO_BIG, "over the limit"),
-    ("unknown codec", [video_config().replace("avc1.4d401e", "vp08.00.10.08")], CloseCode.UNSUPPORTED, "unsupported codec"),
-    ("audio codec on video", [video_config().replace("avc1.4d401e", "opus")], CloseCode.UNSUPPORTED, "not a video codec"),
+    (
+        "unknown codec",
+        [video_config().replace("avc1.4d401e", "vp08.00.10.08")],
+        CloseCode.UNSUPPORTED,
+        "unsupported codec",
+    ),
+    (
+        "audio codec on video",
+        [video_config().replace("avc1.4d401e", "opus")],
+        CloseCode.UNSUPPORTED,
+        "not a video codec",
+    ),
     ("h264 without its avcC", [video_config(b"", description=False)], CloseCode.UNSUPPORTED, "needs its config record"),
     ("bad avcC", [video_config(b"\x02" * 10), record(b"\x02" * 10)], CloseCode.UNSUPPORTED, "bad h264 config record"),
     ("record of another size", [video_config(), record(AVCC + b"x")], CloseCode.MALFORMED, "were announced"),
@@ -214,18 +267,42 @@ def test_arbitrary_binary_messages_raise_only_protocol_errors(data: bytes) -> No
         pass
 
 
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200),
-                 st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                              lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-                              max_leaves=12).map(json.dumps),
-                 st.dictionaries(st.sampled_from(["type", "kind", "track", "decoderConfig", "record", "description",
-                                                  "reason", "frames", "role", "stream"]),
-                                 st.none() | st.integers() | st.text(max_size=12) | st.sampled_from(
-                                     ["config", "end", "stats", "start", "video", "audio"])
-                                 | st.fixed_dictionaries({"codec": st.sampled_from(["opus", "vp09.00.10.08", "avc1.42e01f", "x"])},
-                                                         optional={"sampleRate": st.integers(-5, 10**6),
-                                                                   "numberOfChannels": st.integers(-1, 300)}),
-                                 max_size=6).map(json.dumps)))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+            max_leaves=12,
+        ).map(json.dumps),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "kind",
+                    "track",
+                    "decoderConfig",
+                    "record",
+                    "description",
+                    "reason",
+                    "frames",
+                    "role",
+                    "stream",
+                ]
+            ),
+            st.none()
+            | st.integers()
+            | st.text(max_size=12)
+            | st.sampled_from(["config", "end", "stats", "start", "video", "audio"])
+            | st.fixed_dictionaries(
+                {"codec": st.sampled_from(["opus", "vp09.00.10.08", "avc1.42e01f", "x"])},
+                optional={"sampleRate": st.integers(-5, 10**6), "numberOfChannels": st.integers(-1, 300)},
+            ),
+            max_size=6,
+        ).map(json.dumps),
+    )
+)
 def test_arbitrary_text_raises_only_protocol_errors(text: str | bytes) -> None:
     for peer in ("publisher", "server"):
         try:

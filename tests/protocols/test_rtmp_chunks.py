@@ -92,11 +92,19 @@ def test_spec_example_audio_messages_with_type2_and_type3_headers() -> None:
     """RTMP spec 5.3.2.1: one type 0, one type 2 (delta), then type 3 reusing the delta."""
     payload = bytes(32)
     data = (
-        b"\x03" + (1000).to_bytes(3, "big") + (32).to_bytes(3, "big") + b"\x08" + b"\x0c\0\0\0"
+        b"\x03"
+        + (1000).to_bytes(3, "big")
+        + (32).to_bytes(3, "big")
+        + b"\x08"
+        + b"\x0c\0\0\0"
         + payload
-        + b"\x83" + (20).to_bytes(3, "big") + payload
-        + b"\xc3" + payload
-        + b"\xc3" + payload
+        + b"\x83"
+        + (20).to_bytes(3, "big")
+        + payload
+        + b"\xc3"
+        + payload
+        + b"\xc3"
+        + payload
     )
     stamps = [msg.timestamp for msg in read_all(data)]
     assert stamps == [1000, 1020, 1040, 1060]
@@ -185,9 +193,7 @@ def test_interleaved_chunk_streams() -> None:
 
 def test_set_chunk_size_applies_to_the_next_chunk() -> None:
     payload = bytes(range(256)) * 20
-    data = chunk_message(2, 1, 0, 0, m.encode_set_chunk_size(4096), 128) + chunk_message(
-        6, 9, 1, 0, payload, 4096
-    )
+    data = chunk_message(2, 1, 0, 0, m.encode_set_chunk_size(4096), 128) + chunk_message(6, 9, 1, 0, payload, 4096)
     reader = ChunkReader()
     reader.receive_data(data)
     first = reader.next_message()
@@ -230,9 +236,7 @@ def test_abort_drops_the_partial_message() -> None:
     ("type_id", "size", "kind"),
     [(9, 8 * 1024 * 1024 + 1, "video"), (8, 1024 * 1024 + 1, "audio"), (20, 65537, "type 20")],
 )
-def test_oversized_message_rejected_from_its_header_alone(
-    type_id: int, size: int, kind: str
-) -> None:
+def test_oversized_message_rejected_from_its_header_alone(type_id: int, size: int, kind: str) -> None:
     header = b"\x06\x00\x00\x00" + size.to_bytes(3, "big") + bytes([type_id]) + b"\x01\0\0\0"
     reader = ChunkReader()
     reader.receive_data(header)  # no payload byte at all
@@ -432,9 +436,7 @@ def test_round_trip_with_chunk_size_changes_and_random_splits(
     writer = ChunkWriter(compress=compress)
     first_size = data.draw(st.integers(1, 300))
     wire = writer.set_chunk_size(first_size)
-    expected: list[tuple[int, int, int, int, bytes]] = [
-        (2, 1, 0, 0, m.encode_set_chunk_size(first_size))
-    ]
+    expected: list[tuple[int, int, int, int, bytes]] = [(2, 1, 0, 0, m.encode_set_chunk_size(first_size))]
     for item in items:
         if item[0] == "chunk-size":  # type: ignore[index]
             wire += writer.set_chunk_size(item[1])  # type: ignore[index]
@@ -493,9 +495,7 @@ def test_interleaved_messages_on_distinct_chunk_streams(
     chunk_size=st.integers(1, 64),
     data=st.data(),
 )
-def test_extended_timestamps_with_compressed_headers(
-    stamps: list[int], chunk_size: int, data: st.DataObject
-) -> None:
+def test_extended_timestamps_with_compressed_headers(stamps: list[int], chunk_size: int, data: st.DataObject) -> None:
     writer = ChunkWriter(compress=True)
     payloads = [data.draw(st.binary(max_size=150)) for _ in stamps]
     wire = writer.set_chunk_size(chunk_size)
@@ -557,9 +557,7 @@ def test_control_message_round_trips() -> None:
     assert m.decode_set_peer_bandwidth(b"\x00\x26\x25\xa0") == (2_500_000, 2)
     assert m.encode_user_control(0, 1) == b"\x00\x00\x00\x00\x00\x01"
     assert m.encode_user_control(3, 1, 3000) == b"\x00\x03\x00\x00\x00\x01\x00\x00\x0b\xb8"
-    assert m.decode_user_control(b"\x00\x03\x00\x00\x00\x01\x00\x00\x0b\xb8") == m.UserControl(
-        3, 1, 3000
-    )
+    assert m.decode_user_control(b"\x00\x03\x00\x00\x00\x01\x00\x00\x0b\xb8") == m.UserControl(3, 1, 3000)
     assert m.decode_user_control(m.encode_user_control(6, -1)) == m.UserControl(6, MASK32)
     assert m.decode_user_control(b"\x00\x1f\x00\x00\x00\x01") == m.UserControl(31, 1)
     assert m.decode_user_control(b"\x00\x1f") == m.UserControl(31, 0)

@@ -28,8 +28,8 @@ from arcly_trio.protocols.rtmp.handshake import (
     HandshakeError,
     ServerHandshake,
 )
-from tests._tools import require_tool
 from tests._net import free_port
+from tests._tools import require_tool
 
 # --------------------------------------------------------------------------------------------
 # An independent reading of the digest scheme
@@ -154,9 +154,7 @@ def test_client_server_any_split(
     extra=st.binary(min_size=1, max_size=500),
     seed=st.integers(0, 1000),
 )
-def test_server_whole_client_stream_any_split(
-    digest: bool, sizes: list[int], extra: bytes, seed: int
-) -> None:
+def test_server_whole_client_stream_any_split(digest: bool, sizes: list[int], extra: bytes, seed: int) -> None:
     """C0+C1, C2 and chunk bytes as one stream, split anywhere (C2 may share a read with C1)."""
     # First pass: learn C2 (deterministic randomness makes a second server answer the same).
     first = ServerHandshake(random_bytes=seeded(seed))
@@ -405,9 +403,7 @@ async def ffmpeg_handshake(args: list[str], log: Path) -> tuple[ServerHandshake,
     ffmpeg = require_tool("ffmpeg")
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
-    argv = [ffmpeg, "-nostdin", "-loglevel", "error"] + [
-        arg.replace("PORT", str(port)) for arg in args
-    ]
+    argv = [ffmpeg, "-nostdin", "-loglevel", "error"] + [arg.replace("PORT", str(port)) for arg in args]
     with log.open("wb") as err:
         process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
@@ -515,9 +511,7 @@ async def test_client_against_ffmpeg_server(tmp_path: Path, digest: bool) -> Non
                     if out:
                         await stream.send_all(out)
                 assert client.digest is False  # ffmpeg's server only speaks the simple scheme
-                body = amf0.encode(
-                    "connect", 1, {"app": "live", "tcUrl": f"rtmp://127.0.0.1:{port}/live"}
-                )
+                body = amf0.encode("connect", 1, {"app": "live", "tcUrl": f"rtmp://127.0.0.1:{port}/live"})
                 assert len(body) <= 128
                 header = b"\x03" + bytes(3) + len(body).to_bytes(3, "big") + b"\x14" + bytes(4)
                 await stream.send_all(header + body)

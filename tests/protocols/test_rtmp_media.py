@@ -27,7 +27,14 @@ def test_a_media_message_gives_back_the_frame_it_was_built_from() -> None:
     for frame in (fb.video_config(), fb.keyframe(0), fb.delta(33, cts=40), fb.audio_config(), fb.audio(23)):
         (back,) = message_frames(media(frame))
         assert (back.kind, back.codec, back.dts, back.pts, back.keyframe, back.config, back.payload) == (
-            frame.kind, frame.codec, frame.dts, frame.pts, frame.keyframe, frame.config, frame.payload)
+            frame.kind,
+            frame.codec,
+            frame.dts,
+            frame.pts,
+            frame.keyframe,
+            frame.config,
+            frame.payload,
+        )
         assert frame_chunks(back, 128) == frame_chunks(frame, 128)  # players get the same bytes
 
 
@@ -48,9 +55,29 @@ def test_an_unsupported_message_is_flagged_so_callers_skip_it() -> None:
 @st.composite
 def garbage(draw: st.DrawFn) -> MediaMessage | DataMessage:
     """Random bodies, often behind a real first byte or header so the deeper parsers run."""
-    prefix = draw(st.sampled_from([b"", b"\x17\x00", b"\x17\x01", b"\x27\x01", b"\xaf\x00", b"\xaf\x01", b"\x2f",
-                                   b"\x90hvc1", b"\x91av01", b"\x80vp09", b"\x9fmod", b"\x9f", b"\xd0", b"\xed",
-                                   b"\x02\x00\x0aonMetaData", b"\x02\x00\x0d@setDataFrame", b"\x02\xff"]))
+    prefix = draw(
+        st.sampled_from(
+            [
+                b"",
+                b"\x17\x00",
+                b"\x17\x01",
+                b"\x27\x01",
+                b"\xaf\x00",
+                b"\xaf\x01",
+                b"\x2f",
+                b"\x90hvc1",
+                b"\x91av01",
+                b"\x80vp09",
+                b"\x9fmod",
+                b"\x9f",
+                b"\xd0",
+                b"\xed",
+                b"\x02\x00\x0aonMetaData",
+                b"\x02\x00\x0d@setDataFrame",
+                b"\x02\xff",
+            ]
+        )
+    )
     body = prefix + draw(st.binary(max_size=64))
     timestamp = draw(st.integers(min_value=0, max_value=2**32 - 1))
     if draw(st.booleans()):

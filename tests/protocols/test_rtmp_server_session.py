@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
 import struct
 from typing import Any
 
@@ -12,8 +15,6 @@ from hypothesis import strategies as st
 from arcly_trio.core.budget import ByteBudget
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.media import amf0
-from arcly_trio.protocols.rtmp import messages as m
-from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp import (
     CSID_AUDIO,
     CSID_DATA,
@@ -37,11 +38,10 @@ from arcly_trio.protocols.rtmp import (
     StreamUnpublishRequested,
     UnknownCommand,
     UserControlReceived,
+    server_session,
 )
-import ast
-import inspect
-import itertools
-from arcly_trio.protocols.rtmp import server_session
+from arcly_trio.protocols.rtmp import messages as m
+from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.server_session import (
     CONNECTION_TRANSITIONS,
     ConnectionState,
@@ -64,11 +64,7 @@ def drain(session: ServerSession | ClientSession) -> list[Event]:
 
 
 def commands(events: list[Event]) -> list[tuple[str, float, Any, tuple[Any, ...]]]:
-    return [
-        (e.name, e.transaction_id, e.command_object, e.arguments)
-        for e in events
-        if isinstance(e, CommandReceived)
-    ]
+    return [(e.name, e.transaction_id, e.command_object, e.arguments) for e in events if isinstance(e, CommandReceived)]
 
 
 def connected(**options: Any) -> tuple[ServerSession, ClientSession]:
@@ -231,9 +227,7 @@ def test_play_conversation_with_shared_prechunked_media() -> None:
     client.play(stream_id, "cam?token=t1", -2000.0)
     client.send_set_buffer_length(stream_id, 3000)  # FFmpeg sends this right after play
     pump(client, server)
-    assert drain(server) == [
-        PlayRequest(stream_id, "cam", {"token": "t1"}, -2000.0, -1.0, True, 0.0)
-    ]
+    assert drain(server) == [PlayRequest(stream_id, "cam", {"token": "t1"}, -2000.0, -1.0, True, 0.0)]
     assert server.awaiting_decision == ("play", stream_id)
     server.accept_play(stream_id)
     assert drain(server) == [BufferLengthChanged(stream_id, 3000)]
@@ -375,9 +369,7 @@ def test_decisions_pause_parsing_so_answers_keep_their_order() -> None:
     server.accept_publish(1)
     assert drain(server) == [MediaMessage(1, 9, 0, b"early")]
     pump(server, client)
-    results = [
-        (e.name, e.transaction_id) for e in drain(client) if isinstance(e, CommandReceived)
-    ]
+    results = [(e.name, e.transaction_id) for e in drain(client) if isinstance(e, CommandReceived)]
     assert results == [("_result", 1.0), ("_result", 2.0), ("onStatus", 0.0)]
 
 
@@ -494,9 +486,7 @@ def test_amf3_command_and_data_messages() -> None:
     body = amf0.encode("onMetaData", {"duration": 0.0})
     client.send_message(5, m.MessageType.AMF3_DATA, stream_id, 3, b"\x00" + body)
     pump(client, server)
-    assert drain(server) == [
-        DataMessage(stream_id, 3, body, body)
-    ]
+    assert drain(server) == [DataMessage(stream_id, 3, body, body)]
 
 
 def flv_tag(type_id: int, timestamp: int, body: bytes) -> bytes:
@@ -601,11 +591,7 @@ def test_acknowledgement_sent_each_time_the_window_is_crossed() -> None:
                 last_ack = received
                 expected = [received]
             pump(server, client)
-            acks = [
-                e.values[0]
-                for e in drain(client)
-                if isinstance(e, ControlReceived) and e.type_id == 3
-            ]
+            acks = [e.values[0] for e in drain(client) if isinstance(e, ControlReceived) and e.type_id == 3]
             assert acks == expected
     assert server.bytes_received == received
     assert len(drain(server)) == 9
@@ -923,9 +909,7 @@ def test_arbitrary_bytes_raise_only_remote_protocol_errors(data: bytes) -> None:
 # Interop with FFmpeg (the session behind a minimal trio server; handshake from .handshake)
 
 
-async def _serve_rtmp(
-    stream: Any, recorded: list[Event], to_play: list[Event], done: Any
-) -> None:
+async def _serve_rtmp(stream: Any, recorded: list[Event], to_play: list[Event], done: Any) -> None:
     """Drive one connection: accept everything; record a publish, or play back ``to_play``."""
     import trio
 
@@ -955,7 +939,11 @@ async def _serve_rtmp(
                         if isinstance(item, DataMessage):
                             shared.append(
                                 chunk_message(
-                                    5, 18, event.stream_id, item.timestamp, item.body,
+                                    5,
+                                    18,
+                                    event.stream_id,
+                                    item.timestamp,
+                                    item.body,
                                     session.out_chunk_size,
                                 )
                             )
@@ -963,8 +951,12 @@ async def _serve_rtmp(
                             csid = CSID_VIDEO if item.type_id == 9 else CSID_AUDIO
                             shared.append(
                                 chunk_message(
-                                    csid, item.type_id, event.stream_id, item.timestamp,
-                                    item.payload, session.out_chunk_size,
+                                    csid,
+                                    item.type_id,
+                                    event.stream_id,
+                                    item.timestamp,
+                                    item.payload,
+                                    session.out_chunk_size,
                                 )
                             )
                     await stream.send_all(session.data_to_send())
@@ -983,9 +975,7 @@ async def _serve_rtmp(
         done.set()
 
 
-async def _run_with_server(
-    argv_for_port: Any, to_play: list[Event]
-) -> tuple[list[Event], Any]:
+async def _run_with_server(argv_for_port: Any, to_play: list[Event]) -> tuple[list[Event], Any]:
     import trio
 
     recorded: list[Event] = []
@@ -999,9 +989,7 @@ async def _run_with_server(
                 await _serve_rtmp(stream, recorded, to_play, done)
 
             nursery.start_soon(trio.serve_listeners, handler, listeners)
-            result = await trio.run_process(
-                argv_for_port(port), capture_stdout=True, capture_stderr=True, check=False
-            )
+            result = await trio.run_process(argv_for_port(port), capture_stdout=True, capture_stderr=True, check=False)
             await done.wait()
             nursery.cancel_scope.cancel()
     return recorded, result
@@ -1015,11 +1003,31 @@ async def test_ffmpeg_publishes_then_ffprobe_plays() -> None:
     ffprobe = require_tool("ffprobe")
     recorded, result = await _run_with_server(
         lambda port: [
-            ffmpeg, "-hide_banner", "-loglevel", "error",
-            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-            "-c:a", "aac", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/cam?token=abc",
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            f"rtmp://127.0.0.1:{port}/live/cam?token=abc",
         ],
         [],
     )
@@ -1042,8 +1050,14 @@ async def test_ffmpeg_publishes_then_ffprobe_plays() -> None:
 
     played, result = await _run_with_server(
         lambda port: [
-            ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width",
-            "-of", "csv=p=0", f"rtmp://127.0.0.1:{port}/live/cam",
+            ffprobe,
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width",
+            "-of",
+            "csv=p=0",
+            f"rtmp://127.0.0.1:{port}/live/cam",
         ],
         [metadata, *media],
     )
@@ -1239,13 +1253,17 @@ def test_a_second_connect_is_the_peers_protocol_error(state: ConnectionState) ->
     assert server.state is state
 
 
-@pytest.mark.parametrize(("state", "trigger"), [
-    (state, trigger)
-    for state, trigger in itertools.product(ConnectionState, [ConnectionTrigger.ACCEPT, ConnectionTrigger.REJECT])
-    if (state, trigger) not in CONNECTION_TRANSITIONS
-])
-def test_accepting_or_rejecting_without_a_connect_is_the_callers_error(state: ConnectionState,
-                                                                      trigger: ConnectionTrigger) -> None:
+@pytest.mark.parametrize(
+    ("state", "trigger"),
+    [
+        (state, trigger)
+        for state, trigger in itertools.product(ConnectionState, [ConnectionTrigger.ACCEPT, ConnectionTrigger.REJECT])
+        if (state, trigger) not in CONNECTION_TRANSITIONS
+    ],
+)
+def test_accepting_or_rejecting_without_a_connect_is_the_callers_error(
+    state: ConnectionState, trigger: ConnectionTrigger
+) -> None:
     server, client = session_in(state)
     with pytest.raises(LocalProtocolError):
         apply(server, client, trigger)
@@ -1259,7 +1277,11 @@ def test_the_connection_state_is_assigned_in_one_place() -> None:
     for function in ast.walk(tree):
         if isinstance(function, ast.FunctionDef):
             for node in ast.walk(function):
-                if isinstance(node, ast.Assign) and any(ast.unparse(target) == "self._state" for target in node.targets):
+                if isinstance(node, ast.Assign) and any(
+                    ast.unparse(target) == "self._state" for target in node.targets
+                ):
                     setters.append((function.name, ast.unparse(node.value)))
-    assert sorted(setters) == [("__init__", "ConnectionState.NEW"),
-                               ("_advance", "next_connection_state(self._state, trigger)")]
+    assert sorted(setters) == [
+        ("__init__", "ConnectionState.NEW"),
+        ("_advance", "next_connection_state(self._state, trigger)"),
+    ]

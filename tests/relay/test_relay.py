@@ -47,8 +47,11 @@ def same_frames(got: list, sent: list) -> bool:  # type: ignore[type-arg]
 async def test_a_play_on_the_edge_pulls_from_the_origin(demo_frames: list, upstream: str) -> None:  # type: ignore[type-arg]
     async with node(http=True) as (origin, origin_rtmp, origin_http):
         assert origin_http is not None
-        template = (f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}" if upstream == "rtmp"
-                    else f"http://{HOST}:{origin_http.port}/{{app}}/{{stream}}.flv")
+        template = (
+            f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"
+            if upstream == "rtmp"
+            else f"http://{HOST}:{origin_http.port}/{{app}}/{{stream}}.flv"
+        )
         pull = PullSource({None: template}, idle=0.5)
         async with node(sources=(pull,)) as (edge, edge_rtmp, _), trio.open_nursery() as nursery:
             nursery.start_soon(feed, origin, "live/cam", demo_frames, 0.002)
@@ -131,9 +134,14 @@ async def test_every_publish_is_pushed_to_each_target_and_a_dead_target_is_retri
         dead = (await trio.open_tcp_listeners(0, host=HOST))[0]
         dead_port = dead.socket.getsockname()[1]
         await dead.aclose()
-        push = PushService([PushTarget(f"rtmp://{HOST}:{rtmp_a.port}/{{app}}/{{stream}}"),
-                            PushTarget(f"rtmp://{HOST}:{dead_port}/live/{{stream}}", apps=["live"])],
-                           backoff=(0.1, 0.2, 1.0), timeout=2)
+        push = PushService(
+            [
+                PushTarget(f"rtmp://{HOST}:{rtmp_a.port}/{{app}}/{{stream}}"),
+                PushTarget(f"rtmp://{HOST}:{dead_port}/live/{{stream}}", apps=["live"]),
+            ],
+            backoff=(0.1, 0.2, 1.0),
+            timeout=2,
+        )
         async with node(services=(push,), observer=observer) as (source, _, _), trio.open_nursery() as nursery:
             nursery.start_soon(feed, source, "live/cam", demo_frames, 0.003)
             with trio.fail_after(20):
@@ -166,6 +174,7 @@ async def test_pulled_copies_are_not_pushed_again(demo_frames: list) -> None:  #
     async with node() as (target, target_rtmp, _):
         push = PushService([f"rtmp://{HOST}:{target_rtmp.port}/{{app}}/{{stream}}"])
         async with node(services=(push,)) as (engine, _, _), trio.open_nursery() as nursery:
+
             async def replica() -> None:
                 async with engine.publish("live/copy", Credentials(protocol="cluster"), protocol="cluster") as pub:
                     for frame in demo_frames[:50]:
@@ -192,7 +201,8 @@ def test_push_target_parsing() -> None:
 
 
 async def test_a_pulled_stream_is_packaged_as_hls_and_recorded_and_hls_alone_starts_the_pull(
-        demo_frames: list, tmp_path, http_get) -> None:  # type: ignore[no-untyped-def,type-arg]
+    demo_frames: list, tmp_path, http_get
+) -> None:  # type: ignore[no-untyped-def,type-arg]
     from arcly_trio.media import flv
     from arcly_trio.services import FlvRecorder, HlsService
 
@@ -200,8 +210,10 @@ async def test_a_pulled_stream_is_packaged_as_hls_and_recorded_and_hls_alone_sta
         pull = PullSource({None: f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"}, idle=3)
         hls = HlsService(variant="ts", target_duration=0.5, all_apps=True)
         recorder = FlvRecorder(str(tmp_path), all_apps=True)
-        async with node(sources=(pull,), services=(hls, recorder), http=True) as (edge, _, edge_http), \
-                trio.open_nursery() as nursery:
+        async with (
+            node(sources=(pull,), services=(hls, recorder), http=True) as (edge, _, edge_http),
+            trio.open_nursery() as nursery,
+        ):
             assert edge_http is not None
             nursery.start_soon(feed, origin, "live/cam", demo_frames, 0.002)
             with trio.fail_after(20):
@@ -236,8 +248,11 @@ def live_list(entry: str, body: bytes) -> bool:
 
 
 @asynccontextmanager
-async def pulling_edge(demo_frames: list, variant: str, **hls_options: Any  # type: ignore[type-arg]
-                       ) -> AsyncIterator[tuple[Engine, HttpServer, Any]]:
+async def pulling_edge(
+    demo_frames: list,
+    variant: str,
+    **hls_options: Any,  # type: ignore[type-arg]
+) -> AsyncIterator[tuple[Engine, HttpServer, Any]]:
     """An origin that publishes ``live/cam`` (paced, looped), and an edge that pulls it on
     demand and packages it in ``variant``: the edge, its HTTP server and its HLS service."""
     from arcly_trio.services import HlsService
@@ -245,8 +260,10 @@ async def pulling_edge(demo_frames: list, variant: str, **hls_options: Any  # ty
     async with node() as (origin, origin_rtmp, _):
         pull = PullSource({None: f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"}, idle=0.3)
         hls = HlsService(variant=variant, target_duration=0.5, all_apps=True, **hls_options)
-        async with node(sources=(pull,), services=(hls,), http=True) as (edge, _, edge_http), \
-                trio.open_nursery() as nursery:
+        async with (
+            node(sources=(pull,), services=(hls,), http=True) as (edge, _, edge_http),
+            trio.open_nursery() as nursery,
+        ):
             assert edge_http is not None
             nursery.start_soon(feed, origin, "live/cam", demo_frames, 0.005, 20)
             with trio.fail_after(10):
@@ -258,7 +275,8 @@ async def pulling_edge(demo_frames: list, variant: str, **hls_options: Any  # ty
 
 @pytest.mark.parametrize("variant,entry", LISTS)
 async def test_the_first_request_of_a_stream_only_a_pull_brings_gets_its_first_list(
-        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    demo_frames: list, http_get: Any, variant: str, entry: str
+) -> None:  # type: ignore[type-arg]
     async with pulling_edge(demo_frames, variant) as (edge, edge_http, hls):
         with trio.fail_after(20):
             status, _, body, _ = await media_playlist(http_get, edge_http.port, f"/live/cam/{entry}")
@@ -268,7 +286,8 @@ async def test_the_first_request_of_a_stream_only_a_pull_brings_gets_its_first_l
 
 @pytest.mark.parametrize("variant,entry", LISTS)
 async def test_after_an_idle_pull_stop_a_new_viewer_gets_the_new_pulls_list_never_the_old_final_one(
-        demo_frames: list, http_get: Any, variant: str, entry: str) -> None:  # type: ignore[type-arg]
+    demo_frames: list, http_get: Any, variant: str, entry: str
+) -> None:  # type: ignore[type-arg]
     # The old stream's final lists stay stored for a minute: what a new viewer must not get.
     async with pulling_edge(demo_frames, variant, delete_delay=60, session_timeout=0.3) as (edge, edge_http, hls):
         key = StreamKey("live", "cam")

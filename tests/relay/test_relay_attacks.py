@@ -28,9 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey
-from arcly_trio.clients import open_rtmp_player
+from arcly_trio.clients import open_rtmp_player, open_rtmp_publisher
 from arcly_trio.cluster import DirectoryServer, LocalDirectory, MemoryDirectory, NodeInfo
-from arcly_trio.clients import open_rtmp_publisher
 from arcly_trio.core.errors import RemoteProtocolError, RemoteRefused, StreamNotFound
 from arcly_trio.core.frame import Frame
 from arcly_trio.protocols.rtmp import RtmpClient, parse_rtmp_url
@@ -38,10 +37,10 @@ from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp.handshake import ServerHandshake
 from arcly_trio.relay import PullSource
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._net import black_hole
+from tests._nodes import feed
 from tests._peers import nginx_rtmp
 from tests._rtmp import count_media
-from tests._nodes import feed
-from tests._net import black_hole
 
 HOST = "127.0.0.1"
 
@@ -51,8 +50,7 @@ async def test_a_flood_of_made_up_names_opens_a_bounded_number_of_pulls(demo_fra
         port, upstream = await outer.start(black_hole)
         pull = PullSource({None: f"rtmp://{HOST}:{port}/{{app}}/{{stream}}"}, timeout=2)
         rtmp = RtmpServer(HOST, 0, max_pending_per_address=None)
-        engine = (Engine.builder().application(AppSpec("live")).protocol(rtmp).source(pull).max_pulls(8)
-                  .build())
+        engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).source(pull).max_pulls(8).build()
         async with engine, trio.open_nursery() as nursery:
             nursery.start_soon(feed, engine, "live/real", demo_frames, 0.01, 1000)
             counter = [0]
@@ -119,7 +117,9 @@ async def test_plays_of_made_up_names_open_at_most_one_upstream_play_per_name() 
 
             async def play(index: int) -> None:
                 try:
-                    async with edge.subscribe(f"live/ghost{index % 50}", Credentials(peer=("127.0.0.9", 40000 + index))):
+                    async with edge.subscribe(
+                        f"live/ghost{index % 50}", Credentials(peer=("127.0.0.9", 40000 + index))
+                    ):
                         raise AssertionError("a made-up name played")
                 except StreamNotFound:
                     refused[0] += 1
@@ -248,8 +248,12 @@ async def test_the_directory_socket_refuses_garbage_and_long_lines_per_connectio
             await client.register(NodeInfo("w0", "rtmp://h:1"), 10)
             with trio.fail_after(10):
                 raw = await trio.open_unix_socket(path)
-                for junk in (b"not json\n", b'{"id": 1}\n', b'{"id": 2, "op": "explode"}\n',
-                             b'{"id": 3, "op": "claim", "args": {}}\n'):
+                for junk in (
+                    b"not json\n",
+                    b'{"id": 1}\n',
+                    b'{"id": 2, "op": "explode"}\n',
+                    b'{"id": 3, "op": "claim", "args": {}}\n',
+                ):
                     await raw.send_all(junk)
                     answer = json.loads(await raw.receive_some(65536))
                     assert "error" in answer
@@ -312,10 +316,14 @@ async def test_a_push_target_that_breaks_the_protocol_affects_no_other_target(de
     target = Engine.builder().application(AppSpec("live")).protocol(rtmp).build()
     async with trio.open_nursery() as outer, target:
         await outer.start(trio.serve_listeners, evil, [listener])
-        push = PushService([f"rtmp://{HOST}:{evil_port}/live/{{stream}}",
-                            f"rtmp://{HOST}:{rtmp.port}/live/{{stream}}"], backoff=(0.2, 0.4, 5))
-        async with Engine.builder().application(AppSpec("live")).service(push).build() as source, \
-                trio.open_nursery() as nursery:
+        push = PushService(
+            [f"rtmp://{HOST}:{evil_port}/live/{{stream}}", f"rtmp://{HOST}:{rtmp.port}/live/{{stream}}"],
+            backoff=(0.2, 0.4, 5),
+        )
+        async with (
+            Engine.builder().application(AppSpec("live")).service(push).build() as source,
+            trio.open_nursery() as nursery,
+        ):
             nursery.start_soon(feed, source, "live/cam", demo_frames, 0.003, 100)
             with trio.fail_after(20):
                 while True:

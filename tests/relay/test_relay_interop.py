@@ -25,11 +25,10 @@ from arcly_trio.core.errors import ConnectionLost
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._ffmpeg import ffprobe_packets, player, probe_streams, publisher, run_tool
 from tests._net import free_port
 from tests._peers import nginx_rtmp
 from tests._tools import require_tool
-from tests._ffmpeg import ffprobe_packets, player, publisher, run_tool
-from tests._ffmpeg import probe_streams
 
 pytestmark = pytest.mark.interop
 
@@ -97,8 +96,18 @@ async def test_the_client_publishes_to_ffmpegs_own_rtmp_server(demo_frames: list
     before the process is reaped, so a test that waits for the exit races the publisher)."""
     port = free_port()
     url = f"rtmp://{HOST}:{port}/live/listen"
-    args = [require_tool("ffprobe"), "-v", "error", "-listen", "1", "-show_entries", "stream=codec_name",
-            "-of", "json", url]
+    args = [
+        require_tool("ffprobe"),
+        "-v",
+        "error",
+        "-listen",
+        "1",
+        "-show_entries",
+        "stream=codec_name",
+        "-of",
+        "json",
+        url,
+    ]
 
     async def publish_until_ffprobe_hangs_up(pub: Any) -> None:
         try:
@@ -126,10 +135,38 @@ async def test_the_client_publishes_to_ffmpegs_own_rtmp_server(demo_frames: list
 async def test_the_client_plays_from_ffmpegs_own_rtmp_server() -> None:
     port = free_port()
     url = f"rtmp://{HOST}:{port}/live/served"
-    args = [require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error",
-            "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-re", "-f", "lavfi",
-            "-i", "sine=frequency=440:sample_rate=44100", "-t", "20", "-c:v", "libx264", "-preset",
-            "ultrafast", "-g", "30", "-c:a", "aac", "-f", "flv", "-listen", "1", url]
+    args = [
+        require_tool("ffmpeg"),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        "20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+        "-listen",
+        "1",
+        url,
+    ]
     with trio.fail_after(40):
         async with run_tool(args):
             for _ in range(100):
@@ -174,8 +211,7 @@ async def test_pull_from_nginx_rtmp_serves_rtmp_and_http_flv_players() -> None:
             pull = PullSource({None: f"rtmp://{HOST}:{nginx_port}/{{app}}/{{stream}}"}, idle=2)
             rtmp = RtmpServer(HOST, 0)
             http = HttpServer(HOST, 0)
-            engine = (Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http)
-                      .source(pull).build())
+            engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).source(pull).build()
             async with engine:
                 async with publisher(f"rtmp://{HOST}:{nginx_port}/live/upstream"):
                     await trio.sleep(1)

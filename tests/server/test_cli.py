@@ -21,12 +21,10 @@ import pytest
 import trio
 
 from arcly_trio.core.errors import ConnectionLost
-
-from tests._tools import require_tool
-from tests._hls import media_playlist
-from tests._ffmpeg import player, publisher
 from tests._cli import ROOT, cli_server, publish_exit_code, serve_command
-from tests._ffmpeg import probe_streams
+from tests._ffmpeg import player, probe_streams, publisher
+from tests._hls import media_playlist
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -133,9 +131,12 @@ async def test_bad_option_values_exit_2_with_one_line_each_and_no_traceback() ->
     34463; every wrong value is now named at once, one line each, exit code 2."""
     with trio.fail_after(15):
         result = await trio.run_process(
-            serve_command("--hls-segment", "0", "--hls-window", "0", "--gop-cache", "many",
-                          "--rtmp-port=99999"),
-            cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False)
+            serve_command("--hls-segment", "0", "--hls-window", "0", "--gop-cache", "many", "--rtmp-port=99999"),
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == [
         "arcly-trio: --rtmp-port 99999: a port is 0-65535 (0 picks a free one)",
@@ -149,8 +150,13 @@ async def test_version() -> None:
     from arcly_trio import __version__
 
     with trio.fail_after(15):
-        result = await trio.run_process([sys.executable, "-m", "arcly_trio", "--version"], cwd=ROOT,
-                                        capture_stdout=True, capture_stderr=True, check=False)
+        result = await trio.run_process(
+            [sys.executable, "-m", "arcly_trio", "--version"],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     assert result.returncode == 0 and result.stdout.decode() == f"arcly-trio {__version__}\n"
 
 
@@ -160,11 +166,15 @@ async def test_taken_port_exits_with_code_1_naming_the_port_and_its_option(which
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = ["--rtmp-port", str(port), "--http-port", "0"] if which == "rtmp" else \
-            ["--rtmp-port", "0", "--http-port", str(port)]
+        ports = (
+            ["--rtmp-port", str(port), "--http-port", "0"]
+            if which == "rtmp"
+            else ["--rtmp-port", "0", "--http-port", str(port)]
+        )
         with trio.fail_after(15):
-            result = await trio.run_process(serve_command("--host", HOST, *ports),
-                                            cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False)
+            result = await trio.run_process(
+                serve_command("--host", HOST, *ports), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+            )
     assert result.returncode == 1
     assert f"cannot start: --{which}-port {port}: {HOST}:{port} is already in use" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
@@ -178,9 +188,11 @@ async def test_ready_names_urls_that_reach_the_server_listening_on_every_interfa
     with trio.fail_after(30):
         async with cli_server("--host", "0.0.0.0") as server:
             ready = next(line for line in server.lines if "arcly-trio ready" in line)
-            assert f"arcly-trio ready: rtmp://127.0.0.1:{server.port}/{{app}}/{{stream}} (apps: live); " \
-                f"listening on 0.0.0.0:{server.port}; from other machines " \
+            assert (
+                f"arcly-trio ready: rtmp://127.0.0.1:{server.port}/{{app}}/{{stream}} (apps: live); "
+                f"listening on 0.0.0.0:{server.port}; from other machines "
                 f"rtmp://{socket.gethostname()}:{server.port}/{{app}}/{{stream}}" in ready
+            )
             # "ready" is the first of the ready lines: the others may not be read yet.
             await server.wait_log(" pages ")
             pages = next(line for line in server.lines if " pages " in line)
@@ -205,7 +217,7 @@ async def test_log_level_debug_adds_the_requests_connects_and_allowed_authorizat
             await server.wait_log("play of live/demo over rtmp from 127.0.0.1 allowed")
             assert await server.stop() == 0
     debug = [line for line in server.lines if " DEBUG " in line]
-    assert any(f"DEBUG arcly_trio.http: http 127.0.0.1:" in line and "GET /api/streams: 200" in line for line in debug)
+    assert any("DEBUG arcly_trio.http: http 127.0.0.1:" in line and "GET /api/streams: 200" in line for line in debug)
 
 
 async def test_an_unreachable_redis_does_not_fill_the_log_with_coredis_lines() -> None:
@@ -244,7 +256,7 @@ async def _api_streams(port: int) -> list[dict[str, Any]]:
             size = int(size_line, 16)
             if size == 0:
                 break
-            decoded, rest = decoded + rest[:size], rest[size + 2:]
+            decoded, rest = decoded + rest[:size], rest[size + 2 :]
         body = decoded
     return [s for app in json.loads(body)["apps"] for s in app["streams"]]
 
@@ -253,8 +265,7 @@ async def test_recording_is_complete_after_sigterm_of_the_server(tmp_path: Path)
     """`--record DIR`: SIGTERM while ffmpeg publishes; the file holds every frame received."""
     ffprobe = require_tool("ffprobe")
     with trio.fail_after(60):
-        async with cli_server("--record", str(tmp_path), "--hls") as server, \
-                publisher(server.url("live/rec"), gop=30):
+        async with cli_server("--record", str(tmp_path), "--hls") as server, publisher(server.url("live/rec"), gop=30):
             assert server.http_port
             received = 0
             while received < 75:  # about 2.5 s of video
@@ -265,15 +276,28 @@ async def test_recording_is_complete_after_sigterm_of_the_server(tmp_path: Path)
     files = list((tmp_path / "live").glob("rec-*.flv"))
     assert len(files) == 1
     probe = await trio.run_process(
-        [ffprobe, "-v", "error", "-count_packets", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_packets:format=duration", "-of", "json", str(files[0])],
-        capture_stdout=True)
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_packets:format=duration",
+            "-of",
+            "json",
+            str(files[0]),
+        ],
+        capture_stdout=True,
+    )
     info = json.loads(probe.stdout)
     packets = int(info["streams"][0]["nb_read_packets"])
     assert packets >= received  # every frame seen before SIGTERM is in the file
     assert abs(float(info["format"]["duration"]) - packets / 30) < 1.0  # within one GOP (1 s)
-    decode = await trio.run_process([require_tool("ffmpeg"), "-v", "error", "-i", str(files[0]), "-f", "null", "-"],
-                                    capture_stderr=True)
+    decode = await trio.run_process(
+        [require_tool("ffmpeg"), "-v", "error", "-i", str(files[0]), "-f", "null", "-"], capture_stderr=True
+    )
     assert decode.stderr == b""
 
 
@@ -303,8 +327,9 @@ async def test_the_memory_of_large_frames_goes_back_to_the_system_after_their_se
     with trio.fail_after(60):
         # (--max-publish-bitrate 0: sessions back to back are over the bitrate limit; the
         # point here is the memory of sessions that are allowed)
-        async with cli_server("--demo", "--hls-window", "2", "--hls-segment", "1", "--max-publish-bitrate", "0",
-                              "--log-level", "info") as server:
+        async with cli_server(
+            "--demo", "--hls-window", "2", "--hls-segment", "1", "--max-publish-bitrate", "0", "--log-level", "info"
+        ) as server:
             pid = server.process.pid
             await trio.sleep(0.5)
             before = _rss_mb(pid)
@@ -332,8 +357,19 @@ async def test_freed_heap_memory_goes_back_to_the_system_after_the_sessions() ->
 
     frames = demo_frames()
     with trio.fail_after(60):
-        async with cli_server("--demo", "--hls-window", "2", "--hls-segment", "1", "--heap-trim-interval", "2",
-                              "--max-publish-bitrate", "0", "--log-level", "info") as server:
+        async with cli_server(
+            "--demo",
+            "--hls-window",
+            "2",
+            "--hls-segment",
+            "1",
+            "--heap-trim-interval",
+            "2",
+            "--max-publish-bitrate",
+            "0",
+            "--log-level",
+            "info",
+        ) as server:
             pid = server.process.pid
             await trio.sleep(0.5)
             before = _rss_mb(pid)

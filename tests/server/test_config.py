@@ -57,28 +57,37 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_every_serve_option_is_a_key_and_the_hidden_ones_are_not() -> None:
     found = keys()
-    options = {flag[2:] for action in serve_parser()._actions for flag in action.option_strings
-               if flag.startswith("--") and not flag.startswith("--no-") and action.dest not in NOT_IN_FILE
-               and action.help != argparse.SUPPRESS}
+    options = {
+        flag[2:]
+        for action in serve_parser()._actions
+        for flag in action.option_strings
+        if flag.startswith("--")
+        and not flag.startswith("--no-")
+        and action.dest not in NOT_IN_FILE
+        and action.help != argparse.SUPPRESS
+    }
     assert set(found) == options and len(found) > 50
     assert {"worker-dir", "config", "help"}.isdisjoint(found)
     assert {"hls", "hls-variant", "on-publish", "rtmps-port", "api-token", "push"} <= set(found)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("rtmp-port = 1935\nrtmp-prot = 1\n", r"arcly.toml:2: rtmp-prot: unknown key \(did you mean 'rtmp-port'\?\)"),
-    ("\n\nrtmp-port = \"1935\"\n", r"arcly.toml:3: rtmp-port: expected an integer, not '1935'"),
-    ("hls = 1\n", r"arcly.toml:1: hls: expected true or false, not 1"),
-    ("hls-variant = \"dash\"\n", r"arcly.toml:1: hls-variant: expected one of ll, fmp4, ts, not 'dash'"),
-    ("push = \"rtmp://x/a\"\n", r"arcly.toml:1: push: expected a list of strings"),
-    ("workers = 0\n", r"arcly.toml:1: workers: expected a number of at least 1"),
-    ("idle-timeout = true\n", r"arcly.toml:1: idle-timeout: expected a number, not True"),
-    ("[apps.live]\ngop-cache = 10\nlag-budjet = 5\n", r"arcly.toml:3: apps.live.lag-budjet: unknown key"),
-    ("[apps.live]\n\ntakeover = \"steal\"\n", r"arcly.toml:3: apps.live.takeover: expected one of reject, replace"),
-    ("[apps.\"a b\"]\nhls = true\n", r"arcly.toml:1: apps.a b: invalid name"),
-    ("rtmp-port = \n", r"arcly.toml:1: not valid TOML"),
-    ("apps = 3\n", r"arcly.toml:1: apps: expected \[apps.NAME\] tables"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rtmp-port = 1935\nrtmp-prot = 1\n", r"arcly.toml:2: rtmp-prot: unknown key \(did you mean 'rtmp-port'\?\)"),
+        ('\n\nrtmp-port = "1935"\n', r"arcly.toml:3: rtmp-port: expected an integer, not '1935'"),
+        ("hls = 1\n", r"arcly.toml:1: hls: expected true or false, not 1"),
+        ('hls-variant = "dash"\n', r"arcly.toml:1: hls-variant: expected one of ll, fmp4, ts, not 'dash'"),
+        ('push = "rtmp://x/a"\n', r"arcly.toml:1: push: expected a list of strings"),
+        ("workers = 0\n", r"arcly.toml:1: workers: expected a number of at least 1"),
+        ("idle-timeout = true\n", r"arcly.toml:1: idle-timeout: expected a number, not True"),
+        ("[apps.live]\ngop-cache = 10\nlag-budjet = 5\n", r"arcly.toml:3: apps.live.lag-budjet: unknown key"),
+        ('[apps.live]\n\ntakeover = "steal"\n', r"arcly.toml:3: apps.live.takeover: expected one of reject, replace"),
+        ('[apps."a b"]\nhls = true\n', r"arcly.toml:1: apps.a b: invalid name"),
+        ("rtmp-port = \n", r"arcly.toml:1: not valid TOML"),
+        ("apps = 3\n", r"arcly.toml:1: apps: expected \[apps.NAME\] tables"),
+    ],
+)
 def test_bad_files_are_refused_with_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(write(tmp_path, text), keys())
@@ -90,16 +99,31 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from([*keys(), "nope", "apps"]),
-                       st.one_of(st.integers(-5, 70000), st.booleans(), st.text(max_size=20), st.floats(allow_nan=False),
-                                 st.lists(st.text(max_size=5), max_size=3),
-                                 st.dictionaries(st.sampled_from(["live", "a b", "x"]),
-                                                 st.dictionaries(st.sampled_from([*APP_KEYS, "zzz"]),
-                                                                 st.one_of(st.integers(), st.text(max_size=5),
-                                                                           st.booleans()), max_size=3),
-                                                 max_size=2)), max_size=6))
-def test_arbitrary_documents_load_or_raise_config_error(tmp_path_factory: pytest.TempPathFactory,
-                                                       document: dict[str, object]) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from([*keys(), "nope", "apps"]),
+        st.one_of(
+            st.integers(-5, 70000),
+            st.booleans(),
+            st.text(max_size=20),
+            st.floats(allow_nan=False),
+            st.lists(st.text(max_size=5), max_size=3),
+            st.dictionaries(
+                st.sampled_from(["live", "a b", "x"]),
+                st.dictionaries(
+                    st.sampled_from([*APP_KEYS, "zzz"]),
+                    st.one_of(st.integers(), st.text(max_size=5), st.booleans()),
+                    max_size=3,
+                ),
+                max_size=2,
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_arbitrary_documents_load_or_raise_config_error(
+    tmp_path_factory: pytest.TempPathFactory, document: dict[str, object]
+) -> None:
     import tomli_w  # the test extra's TOML writer
 
     path = tmp_path_factory.mktemp("fuzz") / "arcly.toml"
@@ -113,16 +137,28 @@ def test_arbitrary_documents_load_or_raise_config_error(tmp_path_factory: pytest
 
 
 def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, 'rtmp-port = 1936\nhttp-port = 8090\nhls = false\npush = ["rtmp://a/{app}/{stream}"]\n'
-                           '[apps.live]\nlag-budget = 100\n[apps.studio]\ntakeover = "replace"\nhls = true\n')
+    path = write(
+        tmp_path,
+        'rtmp-port = 1936\nhttp-port = 8090\nhls = false\npush = ["rtmp://a/{app}/{stream}"]\n'
+        '[apps.live]\nlag-budget = 100\n[apps.studio]\ntakeover = "replace"\nhls = true\n',
+    )
     argv = ["serve", "--config", path, "--http-port", "9000"]
     args = resolve_args(build_parser(), argv)
-    assert (args.rtmp_port, args.http_port, args.hls, args.push, args.idle_timeout) == \
-        (1936, 9000, False, ["rtmp://a/{app}/{stream}"], 30.0)
+    assert (args.rtmp_port, args.http_port, args.hls, args.push, args.idle_timeout) == (
+        1936,
+        9000,
+        False,
+        ["rtmp://a/{app}/{stream}"],
+        30.0,
+    )
     specs = app_specs(args)
     assert sorted(specs) == ["live", "studio"]
-    assert (specs["live"].lag_budget, specs["live"].hls, specs["studio"].takeover.value, specs["studio"].hls) == \
-        (100, False, "replace", True)
+    assert (specs["live"].lag_budget, specs["live"].hls, specs["studio"].takeover.value, specs["studio"].hls) == (
+        100,
+        False,
+        "replace",
+        True,
+    )
     assert resolve_args(build_parser(), ["serve", "--config", path, "--hls"]).hls is True
 
 
@@ -146,8 +182,10 @@ async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_pat
         await nursery.start(engine.serve)
         async with engine.publish("live/cam") as publisher, engine.subscribe("live/cam") as sub:
             await publisher.send(demo_frames[0])
-            path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
-                            'play-token = "v"\n[apps.new]\npublish-token = "n"\nlag-budget = 7\n')
+            path.write_text(
+                'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
+                'play-token = "v"\n[apps.new]\npublish-token = "n"\nlag-budget = 7\n'
+            )
             assert await reload(runtime, argv)
             assert sorted(app.name for app in engine.applications()) == ["live", "new"]
             assert engine.application("new").spec.lag_budget == 7
@@ -172,8 +210,15 @@ async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_pat
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("text", ["api-token = 918273645\n", 'push = "rtmp://h/live/s?key=918273645"\n',
-                                  "[apps.live]\nplay-token = 918273645\n", "on-play = [918273645]\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api-token = 918273645\n",
+        'push = "rtmp://h/live/s?key=918273645"\n',
+        "[apps.live]\nplay-token = 918273645\n",
+        "on-play = [918273645]\n",
+    ],
+)
 def test_a_wrong_secret_is_not_quoted_back(tmp_path: Path, text: str) -> None:
     # Issue 18, finding 3: the error names the key and the type; it goes to the log (and, on a
     # reload, to the audit log), so it must not carry the value.
@@ -209,8 +254,9 @@ async def test_a_reload_swaps_the_authorization_before_it_starts_new_application
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)
             nursery.start_soon(intruder)
-            path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
-                            'publish-token = "n"\n')
+            path.write_text(
+                'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\npublish-token = "n"\n'
+            )
             assert await reload(runtime, argv)
             for _ in range(10):
                 await trio.lowlevel.checkpoint()
@@ -233,8 +279,11 @@ def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_pat
     assert "local" in engine.exempt_addresses  # the workers' relays
     assert [hls.max_bytes for hls in engine.services if isinstance(hls, HlsService)] == [64 * 1024 * 1024]
     assert app_specs(defaults.settings)["live"].max_publish_bitrate == 50_000_000
-    path = write(tmp_path, "max-publishers-per-ip = 0\npublish-start-timeout = 0\nhls-max-mib = 0\n"
-                           "max-publish-bitrate = 20_000_000\n[apps.live]\n[apps.big]\nmax-publish-bitrate = 0\n")
+    path = write(
+        tmp_path,
+        "max-publishers-per-ip = 0\npublish-start-timeout = 0\nhls-max-mib = 0\n"
+        "max-publish-bitrate = 20_000_000\n[apps.live]\n[apps.big]\nmax-publish-bitrate = 0\n",
+    )
     args = resolve_args(build_parser(), ["serve", "--config", path, "--http-port", "0", "--rtmp-port", "0"])
     engine = build_runtime(args).engine
     assert (engine.max_publishers_per_address, engine.publish_start_timeout) == (None, None)
@@ -283,8 +332,10 @@ async def test_reload_applies_changed_settings_of_an_application_that_stays(tmp_
             assert (spec.lag_budget, spec.subscriber_queue) == (50, 64)
             assert engine.stream("live/old").spec.lag_budget == 7  # a live stream keeps its policy
             async with engine.publish("live/new"):
-                assert (engine.stream("live/new").spec.lag_budget, engine.stream("live/new").spec.subscriber_queue) \
-                    == (50, 64)
+                assert (engine.stream("live/new").spec.lag_budget, engine.stream("live/new").spec.subscriber_queue) == (
+                    50,
+                    64,
+                )
         nursery.cancel_scope.cancel()
 
 
@@ -292,8 +343,11 @@ async def test_reload_applies_changed_settings_of_an_application_that_stays(tmp_
 
 
 def _numeric_options() -> dict[str, OptionKey]:
-    return {name: option for name, option in keys().items()  # type: ignore[misc]
-            if option.kind in ("int", "float")}  # type: ignore[attr-defined]
+    return {
+        name: option
+        for name, option in keys().items()  # type: ignore[misc]
+        if option.kind in ("int", "float")
+    }  # type: ignore[attr-defined]
 
 
 def test_every_option_that_takes_a_number_has_a_rule_and_every_default_passes() -> None:
@@ -308,15 +362,31 @@ def test_every_option_that_takes_a_number_has_a_rule_and_every_default_passes() 
     assert [key for key, spec in APP_KEYS.items() if spec.kind in ("int", "float") and key not in APP_RULES] == []
 
 
-def test_the_values_of_the_issue_are_refused_all_at_once_one_line_each(capsys: pytest.CaptureFixture[str],
-                                                                      tmp_path: Path) -> None:
+def test_the_values_of_the_issue_are_refused_all_at_once_one_line_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """``--hls-segment 0`` and ``-5`` and ``--hls-window 0`` printed an 8-frame traceback,
     ``--rtmp-port 99999`` listened on 34463, ``--idle-timeout -1`` was accepted, ``--http-port -5``
     turned HTTP off, and a file's errors came one at a time: now every problem of the command
     line and of the file, one line each, exit code 2."""
     path = write(tmp_path, "hls-window = 0\nrtmp-prot = 1\n[apps.live]\nqueue = 0\n")
-    code = main(["serve", "--hls-segment", "-5", "--rtmp-port", "99999", "--idle-timeout", "-1", "--http-port", "-5",
-                 "--gop-cache", "many", "--config", path])
+    code = main(
+        [
+            "serve",
+            "--hls-segment",
+            "-5",
+            "--rtmp-port",
+            "99999",
+            "--idle-timeout",
+            "-1",
+            "--http-port",
+            "-5",
+            "--gop-cache",
+            "many",
+            "--config",
+            path,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.splitlines() == [
@@ -346,8 +416,12 @@ def _value_text(option: OptionKey) -> st.SearchStrategy[str]:
     """Command-line text for a number option: in and around its range, odd floats, not numbers."""
     numbers = st.one_of(st.integers(-70000, 70000), st.sampled_from([0, 1, -1, 65535, 65536, 2**40]))
     if option.kind == "float":
-        return st.one_of(numbers.map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                         st.floats(-10, 100).map(repr), st.sampled_from(["1e3", "-0.0", "0.001", "x", ""]))
+        return st.one_of(
+            numbers.map(str),
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+            st.floats(-10, 100).map(repr),
+            st.sampled_from(["1e3", "-0.0", "0.001", "x", ""]),
+        )
     return st.one_of(numbers.map(str), st.sampled_from(["1.5", "x", "0x10", " 7", ""]))
 
 
@@ -360,8 +434,9 @@ def _option_values(draw: st.DrawFn) -> tuple[OptionKey, str]:
 
 @settings(max_examples=300, deadline=None)
 @given(_option_values())
-def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(tmp_path_factory: pytest.TempPathFactory,
-                                                                          found: tuple[OptionKey, str]) -> None:
+def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(
+    tmp_path_factory: pytest.TempPathFactory, found: tuple[OptionKey, str]
+) -> None:
     """Over every option that takes a number and any text for it: either the value is accepted
     and the server can be built from it (no traceback later: ``--hls-segment 0`` used to pass
     the parser and crash in the HLS service) and a port is a port; or ``serve`` exits with code 2
@@ -383,8 +458,12 @@ def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(tmp_pat
         build_runtime(args)
         value = getattr(args, option.dest)
         if option.name.endswith("-port"):
-            assert value == -1 and option.default == -1 or 0 <= value <= 65535 or \
-                (option.name == "http-port" and value == -1)
+            assert (
+                value == -1
+                and option.default == -1
+                or 0 <= value <= 65535
+                or (option.name == "http-port" and value == -1)
+            )
         assert not isinstance(value, float) or math.isfinite(value)
     # The file: the same value, as TOML would hold it, is refused exactly when the command line refuses it.
     try:
@@ -439,9 +518,9 @@ def test_the_docs_show_every_default_as_the_file_takes_it(tmp_path: Path) -> Non
     assert "# lag-budget = 0\n" not in example  # 0 evicts at the first dropped frame: it is not "never"
 
 
-
 async def test_a_reload_with_wrong_values_keeps_the_configuration_and_logs_every_problem_on_one_line(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "arcly.toml"
     path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n')
     argv = ["serve", "--config", str(path)]

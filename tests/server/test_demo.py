@@ -28,6 +28,17 @@ async def test_ffprobe_sees_the_demo_as_live() -> None:
     with trio.fail_after(30):
         async with cli_server("--demo") as server:
             result = await trio.run_process(
-                [require_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of",
-                 "default=nw=1", server.url("live/demo")], capture_stdout=True, capture_stderr=True)
+                [
+                    require_tool("ffprobe"),
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "format=duration",
+                    "-of",
+                    "default=nw=1",
+                    server.url("live/demo"),
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+            )
     assert result.stdout.decode().strip() == "duration=N/A", result.stdout

@@ -79,7 +79,8 @@ async def play_raw(port: int, name: str, local_address: str = HOST) -> RawClient
 
 
 async def test_a_refused_play_is_the_throttles_one_warning_with_its_reason_once_on_every_protocol(
-        caplog: pytest.LogCaptureFixture, demo_frames: list) -> None:  # type: ignore[type-arg]
+    caplog: pytest.LogCaptureFixture, demo_frames: list
+) -> None:  # type: ignore[type-arg]
     """Before: "play of live/cam refused: play of live/cam refused: no token" (doubled), logged
     by ``auth`` and again by ``rtmp`` at WARNING, while HTTP-FLV's second line was INFO."""
     caplog.set_level(logging.DEBUG, logger="arcly_trio")
@@ -95,15 +96,20 @@ async def test_a_refused_play_is_the_throttles_one_warning_with_its_reason_once_
         warnings = lines(caplog, address, level=logging.WARNING)
         assert [r.getMessage() for r in warnings] == [
             f"{address} refused: play of live/cam over {protocol}: no token (further refusals from this address are "
-            "delayed)"]
+            "delayed)"
+        ]
         assert warnings[0].name == "arcly_trio.auth"
-        own = [r for r in caplog.records if r.name == worker and "refused" in r.getMessage() and address in r.getMessage()]
+        own = [
+            r for r in caplog.records if r.name == worker and "refused" in r.getMessage() and address in r.getMessage()
+        ]
         assert [(r.levelno, r.getMessage().partition(" ")[2].partition(" ")[2]) for r in own] == [
-            (logging.DEBUG, "play of live/cam refused: no token")]
+            (logging.DEBUG, "play of live/cam refused: no token")
+        ]
 
 
 async def test_a_play_of_a_missing_stream_is_one_info_line_on_rtmp_and_http_flv(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="arcly_trio")
     with trio.fail_after(20):
         async with servers() as (engine, rtmp, http):
@@ -112,14 +118,17 @@ async def test_a_play_of_a_missing_stream_is_one_info_line_on_rtmp_and_http_flv(
                     pass
             assert await http_status(http.port, "/live/none.flv") == 404
     refused = lines(caplog, "play of live/none refused", level=logging.INFO)
-    assert sorted((r.name, r.levelno) for r in refused) == [("arcly_trio.http", logging.INFO),
-                                                            ("arcly_trio.rtmp", logging.INFO)]
+    assert sorted((r.name, r.levelno) for r in refused) == [
+        ("arcly_trio.http", logging.INFO),
+        ("arcly_trio.rtmp", logging.INFO),
+    ]
     assert all(r.getMessage().count("refused") == 1 for r in refused)
     assert not lines(caplog, level=logging.WARNING)
 
 
 async def test_a_player_that_resets_its_connection_after_playing_leaves_only_its_stop_line(
-        caplog: pytest.LogCaptureFixture, demo_frames: list) -> None:  # type: ignore[type-arg]
+    caplog: pytest.LogCaptureFixture, demo_frames: list
+) -> None:  # type: ignore[type-arg]
     """Before: "stopped playing live/cam (connection closed...)" and then "went away: socket
     connection broken: [Errno 104] Connection reset by peer" for the same player."""
     caplog.set_level(logging.INFO, logger="arcly_trio")
@@ -136,12 +145,15 @@ async def test_a_player_that_resets_its_connection_after_playing_leaves_only_its
                     await trio.sleep(0.02)
                 while rtmp.open_connections:
                     await trio.sleep(0.02)
-    assert [r.getMessage().partition(client.tag)[2].split(" (")[0] for r in lines(caplog, client.tag)] == \
-        [" playing live/cam", " stopped playing live/cam"]
+    assert [r.getMessage().partition(client.tag)[2].split(" (")[0] for r in lines(caplog, client.tag)] == [
+        " playing live/cam",
+        " stopped playing live/cam",
+    ]
 
 
 async def test_the_other_workers_relays_are_not_players_in_the_log(
-        caplog: pytest.LogCaptureFixture, demo_frames: list, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    caplog: pytest.LogCaptureFixture, demo_frames: list, tmp_path: Path
+) -> None:  # type: ignore[type-arg]
     """Before: "rtmp local:0 playing live/cam" for every pull of another worker."""
     caplog.set_level(logging.DEBUG, logger="arcly_trio")
     relay = str(tmp_path / "rtmp.sock")
@@ -150,14 +162,15 @@ async def test_the_other_workers_relays_are_not_players_in_the_log(
             async with engine.publish("live/cam") as publisher:
                 for frame in demo_frames[:40]:
                     await publisher.send(frame)
-                async with open_rtmp_player(f"rtmp://localhost/live/cam", unix_socket=relay) as player:
+                async with open_rtmp_player("rtmp://localhost/live/cam", unix_socket=relay) as player:
                     assert await player.next_batch()
             while rtmp.open_connections:
                 await trio.sleep(0.02)
     assert not lines(caplog, "local:0", level=logging.INFO)
     assert [r.getMessage() for r in lines(caplog, "local:0", "playing live/cam")] == [
         "relay local:0 playing live/cam",
-        "relay local:0 stopped playing live/cam (stopped by the player; 0 frames dropped)"]
+        "relay local:0 stopped playing live/cam (stopped by the player; 0 frames dropped)",
+    ]
 
 
 # ------------------------------------------------------------------ floods: a few lines and a summary
@@ -195,7 +208,8 @@ async def test_an_idle_http_flood_from_one_address_is_ten_lines_and_a_summary(ca
 
 
 async def test_refused_publishers_past_the_per_address_cap_are_ten_lines_and_a_summary(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Before: one line per refused publisher (1000 for 1000)."""
     caplog.set_level(logging.INFO, logger="arcly_trio")
     with trio.fail_after(30):
@@ -258,14 +272,23 @@ def test_client_lines_are_bounded_in_all_and_summed_up_per_address(autojump_cloc
         assert log.held == 30 - 5
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert records[:5] == ["client 10.0.0.0 timed out", "client 10.0.0.0 timed out", "client 10.0.0.1 timed out",
-                           "client 10.0.0.1 timed out", "client 10.0.0.2 timed out"]
-    assert records[5:9] == ["10.0.0.0: 1 more timeouts in the last 11 s; the last: client 10.0.0.0 timed out",
-                            "10.0.0.1: 1 more timeouts in the last 11 s; the last: client 10.0.0.1 timed out",
-                            "10.0.0.2: 2 more timeouts in the last 11 s; the last: client 10.0.0.2 timed out",
-                            "10.0.0.3: 3 more timeouts in the last 11 s; the last: client 10.0.0.3 timed out"]
-    assert records[9] == ("18 more lines about clients in the last 11 s, from more addresses than are followed one "
-                          "by one; the last: client 10.0.0.9 timed out")
+    assert records[:5] == [
+        "client 10.0.0.0 timed out",
+        "client 10.0.0.0 timed out",
+        "client 10.0.0.1 timed out",
+        "client 10.0.0.1 timed out",
+        "client 10.0.0.2 timed out",
+    ]
+    assert records[5:9] == [
+        "10.0.0.0: 1 more timeouts in the last 11 s; the last: client 10.0.0.0 timed out",
+        "10.0.0.1: 1 more timeouts in the last 11 s; the last: client 10.0.0.1 timed out",
+        "10.0.0.2: 2 more timeouts in the last 11 s; the last: client 10.0.0.2 timed out",
+        "10.0.0.3: 3 more timeouts in the last 11 s; the last: client 10.0.0.3 timed out",
+    ]
+    assert records[9] == (
+        "18 more lines about clients in the last 11 s, from more addresses than are followed one "
+        "by one; the last: client 10.0.0.9 timed out"
+    )
     assert records[10:] == ["client 10.0.0.1 timed out"]
 
 
@@ -273,7 +296,8 @@ def test_client_lines_are_bounded_in_all_and_summed_up_per_address(autojump_cloc
 
 
 async def test_a_pull_the_cluster_ends_and_one_that_ends_by_itself_are_one_line_each(
-        caplog: pytest.LogCaptureFixture, demo_frames: list) -> None:  # type: ignore[type-arg]
+    caplog: pytest.LogCaptureFixture, demo_frames: list
+) -> None:  # type: ignore[type-arg]
     """Before: the relay's "pull of live/cam from ... ended: no viewer for 0.5 s" and the
     cluster's "pull of live/cam from node A ended: no viewer for 0.5 s" for one end."""
     from arcly_trio.cluster import MemoryDirectory
@@ -342,7 +366,9 @@ async def test_a_renamed_publish_is_logged_under_the_key_it_publishes(caplog: py
             while not lines(caplog, "stopped publishing"):
                 await trio.sleep(0.02)
     assert [r.getMessage().split(" ", 2)[2] for r in lines(caplog, "publishing live/")] == [
-        "publishing live/public", "stopped publishing live/public (unpublished)"]
+        "publishing live/public",
+        "stopped publishing live/public (unpublished)",
+    ]
 
 
 async def test_players_of_a_stream_that_ended_are_not_logged_as_gone(caplog, demo_frames) -> None:  # type: ignore[no-untyped-def]

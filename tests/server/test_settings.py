@@ -36,7 +36,7 @@ def test_an_option_that_is_not_a_field_is_refused() -> None:
 
 def test_command_line_over_file_over_defaults_with_app_tables(tmp_path: Path) -> None:
     path = tmp_path / "arcly.toml"
-    path.write_text('rtmp-port = 1000\nhttp-port = 2000\n[apps.cams]\nlag-budget = 7\n')
+    path.write_text("rtmp-port = 1000\nhttp-port = 2000\n[apps.cams]\nlag-budget = 7\n")
     settings = Settings.of(resolved("--config", str(path), "--rtmp-port", "3000"))
     assert (settings.rtmp_port, settings.http_port, settings.max_connections) == (3000, 2000, 4096)
     assert dict(settings.app_tables) == {"cams": {"lag-budget": 7}}
@@ -49,15 +49,20 @@ def test_settings_are_immutable() -> None:
 
 
 def test_secrets_come_from_the_line_then_the_file_then_the_environment(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "play.txt"
     secret.write_text("from-file\nignored\n")
     monkeypatch.setenv("ARCLY_API_TOKEN", "from-env")
     monkeypatch.delenv("ARCLY_PUBLISH_TOKEN", raising=False)
     settings = Settings.of(resolved("--play-token-file", str(secret), "--sign-secret", "given"))
     read = settings.with_secrets()
-    assert (read.play_token, read.sign_secret, read.api_token, read.publish_token) == ("from-file", "given",
-                                                                                      "from-env", None)
+    assert (read.play_token, read.sign_secret, read.api_token, read.publish_token) == (
+        "from-file",
+        "given",
+        "from-env",
+        None,
+    )
     assert settings.play_token is None  # the settings it was made from are unchanged
 
 
@@ -76,9 +81,22 @@ def test_configuration_leaves_out_what_is_not_configuration() -> None:
 def test_the_runtime_keeps_the_settings_it_was_built_from_secrets_read(tmp_path: Path) -> None:
     secret = tmp_path / "publish.txt"
     secret.write_text("s3cret\n")
-    runtime = build_runtime(resolved("--host", "127.0.0.1", "--rtmp-port", "0", "--http-port", "0",
-                                     "--publish-token-file", str(secret), "--max-connections", "77",
-                                     "--write-timeout", "9"))
+    runtime = build_runtime(
+        resolved(
+            "--host",
+            "127.0.0.1",
+            "--rtmp-port",
+            "0",
+            "--http-port",
+            "0",
+            "--publish-token-file",
+            str(secret),
+            "--max-connections",
+            "77",
+            "--write-timeout",
+            "9",
+        )
+    )
     assert isinstance(runtime.settings, Settings) and runtime.settings.publish_token == "s3cret"
     for server in (runtime.rtmp, runtime.http):
         assert server is not None

@@ -133,7 +133,7 @@ async def test_ready_is_said_once_every_worker_listens_and_the_workers_directory
         with trio.fail_after(40):
             ready = [i for i, line in enumerate(server.lines) if "arcly-trio ready" in line]
             assert len(ready) == 1 and "(2 workers)" in server.lines[ready[0]]
-            before = server.lines[:ready[0]]
+            before = server.lines[: ready[0]]
             for index in (0, 1):
                 assert any(f"w{index} INFO arcly_trio.rtmp: RTMP listening on" in line for line in before)
                 assert any(f"worker {index} ready (pid" in line for line in before)
@@ -165,8 +165,9 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
 
     from arcly_trio.ops import sign_url
 
-    async with cli_server("--workers", "2", "--demo", "--api-token", "k3y", "--sign-secret", "s3cret",
-                          "--sign-actions", "play") as server:
+    async with cli_server(
+        "--workers", "2", "--demo", "--api-token", "k3y", "--sign-secret", "s3cret", "--sign-actions", "play"
+    ) as server:
         await wait_count(server, " ready (pid", 2)
         await server.wait_log("demo stream: ffplay")
         url = sign_url(f"rtmp://{HOST}:{server.port}/live/demo", "s3cret", int(time.time()) + 600)
@@ -187,20 +188,30 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
                 for session in by_worker.values():
                     answer = await client.delete(f"{base}/api/sessions/{session['id']}")
                     assert answer.status_code == 200 and answer.json()["kicked"]["id"] == session["id"]
-                while sum(1 for s in (await client.get(f"{base}/api/sessions")).json()["sessions"]
-                          if s["role"] == "play") != 10:
+                while (
+                    sum(1 for s in (await client.get(f"{base}/api/sessions")).json()["sessions"] if s["role"] == "play")
+                    != 10
+                ):
                     await trio.sleep(0.1)
                 # Each kick's log line says who asked, on the worker that held the session too.
                 for session in by_worker.values():
-                    await server.wait_log(f"session {session['id']} (play of live/demo over rtmp from 127.0.0.1) "
-                                          "kicked by api-token holder at 127.0.0.1")
+                    await server.wait_log(
+                        f"session {session['id']} (play of live/demo over rtmp from 127.0.0.1) "
+                        "kicked by api-token holder at 127.0.0.1"
+                    )
                 text = (await client.get(f"{base}/metrics")).text
             families = {family.name: family for family in text_string_to_metric_families(text)}
             assert families["arcly_workers_answered"].samples[0].value == 2
-            kicks = [s for s in families["arcly_sessions_kicked"].samples if s.name.endswith("_total")
-                     and s.labels["role"] == "play"]  # (every role has its series, at 0 until a kick)
+            kicks = [
+                s
+                for s in families["arcly_sessions_kicked"].samples
+                if s.name.endswith("_total") and s.labels["role"] == "play"
+            ]  # (every role has its series, at 0 until a kick)
             assert sorted((s.labels["worker"], s.value) for s in kicks) == [("0", 1), ("1", 1)]
-            subscribers = {s.labels["worker"]: s.value for s in families["arcly_subscribers"].samples
-                           if s.labels["protocol"] == "rtmp"}
+            subscribers = {
+                s.labels["worker"]: s.value
+                for s in families["arcly_subscribers"].samples
+                if s.labels["protocol"] == "rtmp"
+            }
             assert sum(subscribers.values()) == 10
             nursery.cancel_scope.cancel()

@@ -57,8 +57,10 @@ async def test_rtmps_publish_and_play_and_https(authority: trustme.CA, demo_fram
     async with engine:
         assert (rtmps.name, https.name) == ("rtmps", "https")
         url = f"rtmps://127.0.0.1:{rtmps.port}/live/secure"
-        async with open_rtmp_publisher(url, ssl_context=client_context(authority)) as publisher, \
-                httpx.AsyncClient(verify=client_context(authority)) as client:
+        async with (
+            open_rtmp_publisher(url, ssl_context=client_context(authority)) as publisher,
+            httpx.AsyncClient(verify=client_context(authority)) as client,
+        ):
             await publisher.send_frames(frames[:2])  # metadata and configs first
             with trio.fail_after(10):
                 while not engine.application("live").has_stream("secure"):
@@ -73,7 +75,7 @@ async def test_rtmps_publish_and_play_and_https(authority: trustme.CA, demo_fram
             media = [(f.kind, f.dts, bytes(f.payload)) for f in received if not f.config and f.kind.value != "data"]
             sent = [(f.kind, f.dts, bytes(f.payload)) for f in frames if not f.config and f.kind.value != "data"]
             start = sent.index(media[0])
-            assert media == sent[start:start + len(media)]
+            assert media == sent[start : start + len(media)]
             health = (await client.get(f"https://127.0.0.1:{https.port}/api/health")).json()
             checks = {check["name"]: check["ok"] for check in health["checks"]}
             assert checks["listening:rtmps"] and checks["listening:https"]
@@ -111,8 +113,9 @@ def write_cert(authority: trustme.CA, name: str, cert: Path, key: Path) -> None:
 
 async def tls_names(port: int, authority: trustme.CA) -> tuple[trio.SSLStream[trio.SocketStream], set[str]]:
     """A new TLS connection to ``port`` and the DNS names of the certificate it was shown."""
-    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=client_context(authority),
-                                                 https_compatible=True)
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", port, ssl_context=client_context(authority), https_compatible=True
+    )
     await stream.do_handshake()
     peer = stream.getpeercert()
     assert peer is not None
@@ -130,12 +133,27 @@ async def get_ok(stream: trio.SSLStream[trio.SocketStream]) -> bool:
 
 @pytest.mark.parametrize("with_config", [True, False], ids=["config file", "command line only"])
 async def test_sighup_reloads_the_certificate_for_new_connections_and_keeps_it_if_the_new_one_is_bad(
-        authority: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture, with_config: bool) -> None:
+    authority: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture, with_config: bool
+) -> None:
     """Mutant killed: the TLS context read once, when the listeners start."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_cert(authority, "first.example", cert, key)
-    options = ["--host", "127.0.0.1", "--rtmp-port", "0", "--http-port", "-1", "--rtmps-port", "0",
-               "--https-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    options = [
+        "--host",
+        "127.0.0.1",
+        "--rtmp-port",
+        "0",
+        "--http-port",
+        "-1",
+        "--rtmps-port",
+        "0",
+        "--https-port",
+        "0",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    ]
     if with_config:
         config = tmp_path / "arcly.toml"
         config.write_text('app = ["live"]\n')
@@ -159,8 +177,11 @@ async def test_sighup_reloads_the_certificate_for_new_connections_and_keeps_it_i
             cert.write_text("not a certificate\n")
             caplog.set_level(logging.ERROR, "arcly_trio.server")
             await reload(runtime, argv)
-            assert any("TLS certificate reload failed; the running certificate is kept" in r.getMessage()
-                       and r.levelno == logging.ERROR for r in caplog.records)
+            assert any(
+                "TLS certificate reload failed; the running certificate is kept" in r.getMessage()
+                and r.levelno == logging.ERROR
+                for r in caplog.records
+            )
             for port in (https, rtmps):
                 new, names = await tls_names(port, authority)
                 assert "second.example" in names, port

@@ -11,14 +11,14 @@ from typing import Any
 
 import m3u8
 import pytest
-
-from arcly_trio.core.errors import InvalidStreamName
 import trio
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind
+from arcly_trio.core.errors import InvalidStreamName
 from arcly_trio.services import HlsService
 from arcly_trio.storage import AppendHandle, MemoryStorage, StorageError
 from arcly_trio.workers.http import HttpServer
+
 
 @asynccontextmanager
 async def packaging(hls: HlsService, *apps: AppSpec) -> AsyncIterator[Engine]:
@@ -122,7 +122,8 @@ async def test_expired_segments_are_deleted_after_the_delay_never_while_listed(d
     async with packaging(hls) as engine:
         frames = demo_frames + [  # loop the clip once more on the same timeline
             Frame(f.kind, f.codec, f.pts + 10_100, f.dts + 10_100, f.payload, f.keyframe, f.config)
-            for f in demo_frames if not f.config
+            for f in demo_frames
+            if not f.config
         ]
         await publish(engine, "live/demo", frames, realtime=True)
         await settle(hls)
@@ -237,10 +238,14 @@ def test_settings_are_validated() -> None:
 async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, demo_frames) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.WARNING, logger="arcly_trio.hls")
     http = HttpServer("127.0.0.1", 0)
-    engine = Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts")).protocol(http).build()
+    engine = (
+        Engine.builder().application(AppSpec("live", hls=True)).service(HlsService(variant="ts")).protocol(http).build()
+    )
     async with engine, engine.publish("live/opus") as publisher:
         video = [f for f in demo_frames if f.kind is not FrameKind.AUDIO]
-        await publisher.send(Frame(FrameKind.AUDIO, "opus", 0, 0, b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00", config=True))
+        await publisher.send(
+            Frame(FrameKind.AUDIO, "opus", 0, 0, b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00", config=True)
+        )
         for frame in video[:40]:
             await publisher.send(frame)
             if not frame.config:
@@ -255,7 +260,10 @@ async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, de
                 await trio.sleep(0.02)
     tracks = streams[0]["hls_tracks"]
     assert {k: tracks[k] for k in ("variant", "carried", "left_out")} == {
-        "variant": "ts", "carried": ["h264 video"], "left_out": ["opus audio"]}
+        "variant": "ts",
+        "carried": ["h264 video"],
+        "left_out": ["opus audio"],
+    }
     assert tracks["by_variant"]["ts"] == {"carries": ["h264 video"], "leaves_out": ["opus audio"]}
     assert tracks["by_variant"]["ll"] == {"carries": ["h264 video", "opus audio"], "leaves_out": []}
     warnings = [r.getMessage() for r in caplog.records if "cannot carry" in r.getMessage()]
@@ -264,7 +272,8 @@ async def test_hls_mpegts_says_which_tracks_it_cannot_carry(caplog, http_get, de
 
 # ------------------------------------------------------------ (merged)
 async def test_a_session_that_sends_no_configs_and_goes_on_forward_is_a_discontinuity(  # type: ignore[no-untyped-def]
-        demo_frames) -> None:
+    demo_frames,
+) -> None:
     """A publisher back within the grace that sends neither configs nor a timestamp going back
     (what the retired ``SessionTracker`` guessed sessions from) is still a new timeline."""
     storage = MemoryStorage()

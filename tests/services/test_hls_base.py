@@ -41,8 +41,7 @@ class FakeHost:
 
 
 def members(protocol: type) -> set[str]:
-    return {name for name in vars(protocol) if not name.startswith("_")} | set(
-        getattr(protocol, "__annotations__", {}))
+    return {name for name in vars(protocol) if not name.startswith("_")} | set(getattr(protocol, "__annotations__", {}))
 
 
 def test_the_hls_service_is_a_packaging_host() -> None:

@@ -29,8 +29,8 @@ from arcly_trio.media import llhls
 from arcly_trio.services import HlsService
 from arcly_trio.storage import MemoryStorage
 from arcly_trio.workers.http import HttpServer
-from tests._tools import stuffed
 from tests._serving import wait_until
+from tests._tools import stuffed
 
 
 @asynccontextmanager
@@ -122,8 +122,12 @@ async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(dem
         assert f"{video.init.split('-')[0]}-v-{msn}.{part}.m4s" in uris
         # Too far ahead: 400 at once; malformed: 400; _HLS_part alone: 400.
         live_msn, have = video_of(hls).open_sequence, len(video_of(hls).open_parts)
-        for query in (f"_HLS_msn={live_msn + 2}", f"_HLS_msn={live_msn}&_HLS_part={have + 20}", "_HLS_msn=x",
-                      "_HLS_part=1"):
+        for query in (
+            f"_HLS_msn={live_msn + 2}",
+            f"_HLS_msn={live_msn}&_HLS_part={have + 20}",
+            "_HLS_msn=x",
+            "_HLS_part=1",
+        ):
             with trio.fail_after(1):
                 status, _, body = await http_get(http.port, f"/live/demo/video.m3u8?{query}")
             assert status == 400, (query, body)
@@ -156,7 +160,9 @@ async def test_a_blocking_reload_waits_until_the_new_playlist_is_stored(demo_fra
     only when the request happens to be scheduled inside the storage's one checkpoint)."""
     storage = GatedStorage()
     async with llhls_server(storage=storage) as (engine, http, hls), engine.publish("live/demo") as publisher:
-        frames, pos = await packaged(publisher, demo_frames, hls, lambda: stored(hls) and bool(video_of(hls).open_parts))
+        frames, pos = await packaged(
+            publisher, demo_frames, hls, lambda: stored(hls) and bool(video_of(hls).open_parts)
+        )
         video = video_of(hls)
         msn, part = video.open_sequence, len(video.open_parts)
         storage.gate = trio.Event()
@@ -181,8 +187,10 @@ async def test_a_blocking_reload_waits_until_the_new_playlist_is_stored(demo_fra
 
 async def test_blocked_request_times_out_with_503_when_the_stream_stalls(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
     configs, frames = media(demo_frames)
-    async with llhls_server(target_duration=0.5, part_duration=0.2) as (engine, http, hls), \
-            engine.publish("live/demo") as publisher:
+    async with (
+        llhls_server(target_duration=0.5, part_duration=0.2) as (engine, http, hls),
+        engine.publish("live/demo") as publisher,
+    ):
         for frame in configs + frames[:40]:
             await publisher.send(frame)
         await wait_for(lambda: "live/demo" in hls.live and video_of(hls).open_sequence is not None)
@@ -217,8 +225,10 @@ async def test_preload_hinted_part_is_answered_when_it_is_made(demo_frames, http
 
 async def test_token_is_required_and_carried_on_every_uri(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
     auth = TokenAuthenticator(play_token="s3cret")
-    async with llhls_server(authenticator=auth) as (engine, http, hls), \
-            engine.publish("live/demo", Credentials(token=None)) as publisher:
+    async with (
+        llhls_server(authenticator=auth) as (engine, http, hls),
+        engine.publish("live/demo", Credentials(token=None)) as publisher,
+    ):
         for frame in demo_frames[:200]:
             await publisher.send(frame)
         await wait_for(lambda: "live/demo" in hls.live and video_of(hls).segments and stored(hls))
@@ -264,7 +274,9 @@ async def test_ended_stream_lists_end_and_waiters_get_the_final_playlist(demo_fr
             async with engine.publish("live/demo") as publisher:
                 for frame in configs + frames[:100]:
                     await publisher.send(frame)
-                await wait_for(lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)
+                await wait_for(
+                    lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions
+                )
                 await block_next_segment(nursery, http_get, http.port, hls, 5, results)
             # The publisher left: the stream ends, and so do the waits.
         assert [r[0] for r in results] == [200] * 5
@@ -290,7 +302,9 @@ async def test_shutdown_answers_blocked_requests_with_the_final_playlist(demo_fr
 
         async with trio.open_nursery() as nursery:
             await nursery.start(publish)
-            await wait_for(lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions)
+            await wait_for(
+                lambda: "live/demo" in hls.live and FrameKind.VIDEO in hls.live["live/demo"].packager.renditions
+            )
             await block_next_segment(nursery, http_get, http.port, hls, 3, results)
             assert engine.activity.count >= 3
             with trio.fail_after(5):
@@ -315,7 +329,9 @@ async def test_a_new_session_is_a_discontinuity_in_playlists_and_a_new_period(de
         assert mpd.count(b"<Period ") == 2
 
 
-async def test_expired_resources_are_deleted_after_the_delay_and_never_while_listed(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_resources_are_deleted_after_the_delay_and_never_while_listed(
+    demo_frames, autojump_clock
+) -> None:  # type: ignore[no-untyped-def]
     storage = ListingStorage()
     hls = HlsService(storage, window=2, delete_delay=2.0, target_duration=1.0)
     async with Engine.builder().service(hls).application(AppSpec("live", hls=True)).build() as engine:
@@ -347,7 +363,11 @@ class ListingStorage(MemoryStorage):
                 text = bytes(value).decode()
                 base = key.rpartition("/")[0]
                 names |= {f"{base}/{n}" for n in re.findall(r'URI="([^"]+)"', text)}
-                names |= {f"{base}/{line}" for line in text.splitlines() if line and line[0] != "#" and not line.startswith("<")}
+                names |= {
+                    f"{base}/{line}"
+                    for line in text.splitlines()
+                    if line and line[0] != "#" and not line.startswith("<")
+                }
         return names
 
     async def delete(self, key: str) -> None:
@@ -366,8 +386,14 @@ async def test_the_api_says_what_each_variant_carries(demo_frames, http_get) -> 
             await publisher.send(frame)
             if not frame.config:
                 await publisher.send(Frame(FrameKind.AUDIO, "opus", frame.dts, frame.dts, b"\xfc\xff\xfe"))
-        await wait_for(lambda: "live/demo" in hls.live and FrameKind.AUDIO in hls.live["live/demo"].packager.renditions
-                       and bool(video_of(hls).segments) and stored(hls))
+        await wait_for(
+            lambda: (
+                "live/demo" in hls.live
+                and FrameKind.AUDIO in hls.live["live/demo"].packager.renditions
+                and bool(video_of(hls).segments)
+                and stored(hls)
+            )
+        )
         _, _, body = await http_get(http.port, "/api/streams")
         stream = json.loads(body)["apps"][0]["streams"][0]
         tracks = stream["hls_tracks"]
@@ -388,9 +414,13 @@ async def open_blocked(port: int, target: str) -> trio.SocketStream:
 
 
 @pytest.mark.parametrize("count", [1000])
-async def test_a_thousand_blocked_requests_then_a_disconnect_storm_leak_nothing(demo_frames, http_get, count: int) -> None:  # type: ignore[no-untyped-def]
-    async with llhls_server(max_connections=count + 64) as (engine, http, hls), \
-            engine.publish("live/demo") as publisher:
+async def test_a_thousand_blocked_requests_then_a_disconnect_storm_leak_nothing(
+    demo_frames, http_get, count: int
+) -> None:  # type: ignore[no-untyped-def]
+    async with (
+        llhls_server(max_connections=count + 64) as (engine, http, hls),
+        engine.publish("live/demo") as publisher,
+    ):
         frames, pos = await packaged(publisher, demo_frames, hls)
         live = hls.live["live/demo"]
         msn = video_of(hls).open_sequence
@@ -414,7 +444,9 @@ async def test_a_thousand_blocked_requests_then_a_disconnect_storm_leak_nothing(
         assert status == 200
 
 
-async def test_a_publisher_flapping_configs_and_jumping_timestamps_keeps_storage_bounded(demo_frames, autojump_clock) -> None:  # type: ignore[no-untyped-def]
+async def test_a_publisher_flapping_configs_and_jumping_timestamps_keeps_storage_bounded(
+    demo_frames, autojump_clock
+) -> None:  # type: ignore[no-untyped-def]
     """Attack: a publisher that changes its audio config at every keyframe and makes its
     timestamps jump every few frames forces a new init segment, a discontinuity and a new
     period each time. What is stored stays bounded by the window (old inits, segments, parts
@@ -451,8 +483,12 @@ async def test_a_publisher_flapping_configs_and_jumping_timestamps_keeps_storage
 
 
 @pytest.mark.parametrize("variant", ["ts", "fmp4", "ll"])
-async def test_a_fast_publisher_cannot_make_a_stream_hold_more_than_its_cap(demo_frames, autojump_clock, caplog,  # type: ignore[no-untyped-def]
-                                                                            variant) -> None:
+async def test_a_fast_publisher_cannot_make_a_stream_hold_more_than_its_cap(
+    demo_frames,
+    autojump_clock,
+    caplog,  # type: ignore[no-untyped-def]
+    variant,
+) -> None:
     """Attack (issue 18, finding 11): a publisher at 416 Mbit/s took the server from 54 MB to
     564 MB, mostly the HLS window kept in memory. Here video frames of 60 KB at 30 fps (14 Mbit/s:
     about 40 MB for the default window and delete delays) against a cap of 2 MiB: what the
@@ -473,8 +509,14 @@ async def test_a_fast_publisher_cannot_make_a_stream_hold_more_than_its_cap(demo
                 for frame in frames:
                     dts = frame.dts + 10_100 * loop
                     await trio.sleep_until(start + dts / 1000)
-                    await publisher.send(stuffed(Frame(frame.kind, frame.codec, frame.pts + 10_100 * loop, dts,
-                                                        frame.payload, frame.keyframe), 60_000))
+                    await publisher.send(
+                        stuffed(
+                            Frame(
+                                frame.kind, frame.codec, frame.pts + 10_100 * loop, dts, frame.payload, frame.keyframe
+                            ),
+                            60_000,
+                        )
+                    )
                     if frame.keyframe:
                         await trio.testing.wait_all_tasks_blocked()
                         samples.append(storage.size)

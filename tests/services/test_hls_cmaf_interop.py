@@ -46,9 +46,9 @@ from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._browser import FAKE_MEDIA, chromium
+from tests._ffmpeg import run_tool
 from tests._npm import DASH_JS, HLS_JS, npm_file
 from tests._tools import require_ffmpeg8, require_tool
-from tests._ffmpeg import run_tool
 
 pytestmark = pytest.mark.interop
 
@@ -213,8 +213,10 @@ async def test_ffmpeg8_decodes_enhanced_rtmp_codecs_with_opus_over_ll_hls_and_da
               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "12", *video, "-pix_fmt", "yuv420p",
               "-c:a", "libopus", "-ac", "2", "-f", "flv", str(clip), timeout=120)  # fmt: skip
     assert clip.stat().st_size > 10_000
-    async with cmaf_server() as (engine, rtmp, http), \
-            publishing(ffmpeg, clip, f"rtmp://127.0.0.1:{rtmp.port}/ll/{codec}", loop=False):
+    async with (
+        cmaf_server() as (engine, rtmp, http),
+        publishing(ffmpeg, clip, f"rtmp://127.0.0.1:{rtmp.port}/ll/{codec}", loop=False),
+    ):
         port = http.port
         assert port is not None
         master = m3u8.loads((await wait_ready(port, f"/ll/{codec}/index.m3u8")).decode())
@@ -239,8 +241,10 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 @pytest.mark.parametrize("kind", ["hls", "dash"])
 async def test_hlsjs_low_latency_and_dashjs_play_in_chromium(kind: str) -> None:
     ffmpeg = require_tool("ffmpeg")
-    async with cmaf_server(players=True) as (engine, rtmp, http), \
-            publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/demo"):
+    async with (
+        cmaf_server(players=True) as (engine, rtmp, http),
+        publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/demo"),
+    ):
         port = http.port
         entry = "index.m3u8" if kind == "hls" else "index.mpd"
         await wait_ready(port, f"/ll/demo/{entry}")
@@ -292,8 +296,10 @@ async def test_ffmpeg8_reads_a_fresh_dash_stream_with_no_404_and_audio_that_neve
     # each 404 (thousands), then fell back: audio timestamps went back 2 s.
     ffmpeg, ffmpeg8 = require_tool("ffmpeg"), require_ffmpeg8()
     with trio.fail_after(90):
-        async with cmaf_server() as (engine, rtmp, http), \
-                publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/fresh"):
+        async with (
+            cmaf_server() as (engine, rtmp, http),
+            publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/fresh"),
+        ):
             await wait_ready(http.port, "/ll/fresh/index.mpd")
             result = await run(ffmpeg8, "-hide_banner", "-nostdin", "-loglevel", "warning", "-i",
                                f"http://127.0.0.1:{http.port}/ll/fresh/index.mpd", "-t", "8", "-c", "copy",
@@ -307,8 +313,10 @@ async def test_ffmpeg51_reads_the_dash_of_a_stream_whose_audio_starts_late() -> 
     # for an audio segment thousands of times (404), its timestamps going back each time.
     ffmpeg = require_tool("ffmpeg")
     with trio.fail_after(90):
-        async with cmaf_server() as (engine, rtmp, http), \
-                publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"):
+        async with (
+            cmaf_server() as (engine, rtmp, http),
+            publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"),
+        ):
             await until(lambda: (p := packager_of(engine, "ll/late")) is not None and
                         any(not s.gap for s in p.renditions.get(FrameKind.AUDIO, EMPTY).segments))  # fmt: skip
             result = await run(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-i",
@@ -339,8 +347,10 @@ async def test_vlc_fetches_both_renditions_of_a_stream_whose_audio_starts_late()
     # audio again: one picture, no sound, then it stopped.
     ffmpeg = require_tool("ffmpeg")
     with trio.fail_after(90):
-        async with cmaf_server() as (engine, rtmp, http), \
-                publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"):
+        async with (
+            cmaf_server() as (engine, rtmp, http),
+            publishing_late_audio(ffmpeg, f"rtmp://127.0.0.1:{rtmp.port}/ll/late"),
+        ):
             await until(lambda: (p := packager_of(engine, "ll/late")) is not None and
                         any(not s.gap for s in p.renditions.get(FrameKind.AUDIO, EMPTY).segments))  # fmt: skip
             async with run_tool(vlc_command(f"http://127.0.0.1:{http.port}/ll/late/index.mpd")) as vlc:
@@ -362,8 +372,10 @@ async def test_gstreamer_dashdemux2_plays_the_mpd_of_a_stream_whose_window_slid(
     # did not exist, and stayed at "buffering 0%" for as long as the stream lasted.
     ffmpeg, gst = require_tool("ffmpeg"), require_tool("gst-launch-1.0")
     with trio.fail_after(150):
-        async with cmaf_server(window=3) as (engine, rtmp, http), \
-                publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/slid"):
+        async with (
+            cmaf_server(window=3) as (engine, rtmp, http),
+            publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/ll/slid"),
+        ):
             # The window (3 segments) has slid: the first listed segment is not the first.
             await until(lambda: (p := packager_of(engine, "ll/slid")) is not None and
                         [s.sequence for s in p.renditions.get(FrameKind.VIDEO, EMPTY).segments[:1]] >= [2],
@@ -397,8 +409,10 @@ async def test_hlsjs_reads_program_dates_and_the_configured_target_duration(vari
     # EXT-X-TARGETDURATION:3 for 2 s segments (audio segments of 2.01 s rounded up), so hls.js
     # stayed 3 target durations (9 s) behind live instead of 6 s.
     ffmpeg = require_tool("ffmpeg")
-    async with cmaf_server(players=True) as (engine, rtmp, http), \
-            publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/{variant}/demo"):
+    async with (
+        cmaf_server(players=True) as (engine, rtmp, http),
+        publishing(ffmpeg, DEMO, f"rtmp://127.0.0.1:{rtmp.port}/{variant}/demo"),
+    ):
         await wait_ready(http.port, f"/{variant}/demo/index.m3u8")
         stack = contextlib.ExitStack()
         driver = await blocking(stack.enter_context, chromium(*FAKE_MEDIA))
@@ -407,7 +421,7 @@ async def test_hlsjs_reads_program_dates_and_the_configured_target_duration(vari
             await blocking(driver.get, f"http://127.0.0.1:{http.port}/test/players.html?kind=hls&src={src}")
             with trio.fail_after(60):
                 # Past the demo clip's first loop (10 s), where its audio segments of 2.01 s come.
-                await until(lambda: engine.stream("{}/demo".format(variant)).stats().uptime > 12, poll=0.5)
+                await until(lambda: engine.stream(f"{variant}/demo").stats().uptime > 12, poll=0.5)
                 while True:
                     report = await blocking(driver.execute_script, "return window.report")
                     if report["fatal"] or report["latency"] and report["targetDuration"]:

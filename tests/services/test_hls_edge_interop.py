@@ -41,10 +41,9 @@ from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from tests._browser import FAKE_MEDIA, chromium
+from tests._nodes import cluster_node, node
 from tests._npm import DASH_JS, HLS_JS, npm_file
 from tests._tools import require_tool
-from tests._nodes import cluster_node
-from tests._nodes import node
 
 pytestmark = pytest.mark.interop
 
@@ -90,12 +89,16 @@ async def edge(kind: str, hls: HlsService, *, players: bool = False) -> AsyncIte
         if kind == "pull":
             origin, origin_rtmp, _ = await stack.enter_async_context(node())
             pull = PullSource({None: f"rtmp://{HOST}:{origin_rtmp.port}/{{app}}/{{stream}}"}, idle=0.5)
-            edge_engine, _, edge_http = await stack.enter_async_context(node(sources=(pull,), services=(hls,), http=True))
+            edge_engine, _, edge_http = await stack.enter_async_context(
+                node(sources=(pull,), services=(hls,), http=True)
+            )
         else:
             directory = MemoryDirectory()
             origin, origin_rtmp, _ = await stack.enter_async_context(cluster_node(directory, "origin"))
             edge_http = HttpServer(HOST, 0)
-            edge_engine, _, _ = await stack.enter_async_context(cluster_node(directory, "edge", http=edge_http, hls=hls))
+            edge_engine, _, _ = await stack.enter_async_context(
+                cluster_node(directory, "edge", http=edge_http, hls=hls)
+            )
         assert edge_http is not None
         if players:
             install_players(edge_http)
@@ -195,8 +198,10 @@ async def counted_server(*, players: bool = False) -> AsyncIterator[tuple[Engine
         builder.application(AppSpec(variant, hls=True, hls_variant=variant))
     async with builder.build() as engine:
         assert rtmp.port is not None and http.port is not None
-        async with ffmpeg_publishing(f"rtmp://{HOST}:{rtmp.port}/ts/cam"), \
-                ffmpeg_publishing(f"rtmp://{HOST}:{rtmp.port}/ll/cam"):
+        async with (
+            ffmpeg_publishing(f"rtmp://{HOST}:{rtmp.port}/ts/cam"),
+            ffmpeg_publishing(f"rtmp://{HOST}:{rtmp.port}/ll/cam"),
+        ):
             with trio.fail_after(20):
                 while not (engine.has_stream(StreamKey("ts", "cam")) and engine.has_stream(StreamKey("ll", "cam"))):
                     await trio.sleep(0.05)
@@ -219,10 +224,12 @@ async def one_session_while(engine: Engine, http_get: Any, port: int, app: str, 
     return seen
 
 
-@pytest.mark.parametrize("app,entry,protocol", [("ts", "index.m3u8", "hls"), ("ll", "index.m3u8", "hls"),
-                                                ("ll", "index.mpd", "dash")])
-async def test_ffmpeg_playing_hls_or_dash_is_one_session_authorized_once(http_get, app: str, entry: str,
-                                                                          protocol: str) -> None:
+@pytest.mark.parametrize(
+    "app,entry,protocol", [("ts", "index.m3u8", "hls"), ("ll", "index.m3u8", "hls"), ("ll", "index.mpd", "dash")]
+)
+async def test_ffmpeg_playing_hls_or_dash_is_one_session_authorized_once(
+    http_get, app: str, entry: str, protocol: str
+) -> None:
     async with counted_server() as (engine, http, audit, _):
         result: dict[str, Any] = {}
 
@@ -262,8 +269,9 @@ async def test_hlsjs_and_dashjs_playing_are_one_session_each(http_get, kind: str
         result: dict[str, Any] = {}
 
         async def watch() -> None:
-            result["report"] = await page_report(f"http://{HOST}:{http.port}/test/players.html?kind={kind}&src={src}",
-                                                 14)
+            result["report"] = await page_report(
+                f"http://{HOST}:{http.port}/test/players.html?kind={kind}&src={src}", 14
+            )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)

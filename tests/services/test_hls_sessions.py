@@ -89,8 +89,14 @@ async def publishing(engine: Engine, frames: list[Frame], *, task_status: Any = 
 
 
 @asynccontextmanager
-async def served(demo_frames: list[Frame], *, variant: str = "ts", observers: tuple[Any, ...] = (),
-                 authenticator: Any = None, api_token: str | None = None) -> AsyncIterator[Served]:
+async def served(
+    demo_frames: list[Frame],
+    *,
+    variant: str = "ts",
+    observers: tuple[Any, ...] = (),
+    authenticator: Any = None,
+    api_token: str | None = None,
+) -> AsyncIterator[Served]:
     """A server with HLS (``variant``), the metrics, an audit log in memory and a counting
     observer, publishing ``live/cam`` until the end of the block, its first lists stored."""
     http = HttpServer("127.0.0.1", 0, api_token=api_token, max_pending_per_address=None)
@@ -185,7 +191,8 @@ async def test_the_ts_entry_playlist_names_the_media_playlist_with_the_session(d
 
 
 async def test_a_dash_client_reloading_the_mpd_without_the_id_stays_in_its_session_by_the_cookie(
-        demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    demo_frames, http_get
+) -> None:  # type: ignore[no-untyped-def]
     async with served(demo_frames, variant="ll") as server:
         await wait_for(lambda: "index.mpd" in server.hls.streams["live/cam"].lists)
         status, headers, mpd = await http_get(server.port, "/live/cam/index.mpd")
@@ -214,8 +221,7 @@ async def test_a_dash_client_reloading_the_mpd_without_the_id_stays_in_its_sessi
 
 
 @pytest.mark.parametrize("api_token", [None, "k3y"])
-async def test_a_kicked_session_gets_410_and_the_kick_says_who_asked(demo_frames, http_get, caplog,
-                                                                    api_token) -> None:  # type: ignore[no-untyped-def]
+async def test_a_kicked_session_gets_410_and_the_kick_says_who_asked(demo_frames, http_get, caplog, api_token) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.engine")
     async with served(demo_frames, api_token=api_token) as server:
         session = await play(http_get, server.port, "index.m3u8", rounds=1)
@@ -228,8 +234,9 @@ async def test_a_kicked_session_gets_410_and_the_kick_says_who_asked(demo_frames
         await wait_for(lambda: server.records("kick") and server.records("play-end"))
         assert server.records("kick")[0]["by"] == who and server.records("kick")[0]["client_id"] == session
         assert server.records("play-end")[0]["reason"] == "kicked"
-        assert any(f"session {session}" in r.getMessage() and f"kicked by {who}" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            f"session {session}" in r.getMessage() and f"kicked by {who}" in r.getMessage() for r in caplog.records
+        )
         # Starting again from the entry URL is a new, authorized session.
         assert await play(http_get, server.port, "index.m3u8", rounds=1) != session
         assert len(server.records("auth", action="play")) == 2
@@ -274,7 +281,8 @@ async def test_an_id_from_another_address_or_not_live_is_authorized_again(demo_f
 
 
 async def test_a_session_per_request_is_capped_per_address_and_in_all_and_the_table_empties(
-        demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    demo_frames, http_get
+) -> None:  # type: ignore[no-untyped-def]
     async with served(demo_frames) as server:
         polled = server.engine.polled
         polled.max_per_address, polled.max_sessions = 4, 6
@@ -324,20 +332,30 @@ async def test_idle_sessions_end_a_request_in_flight_is_activity_and_a_flood_sta
             polled.begin(key, key, "dash", Credentials(peer=(f"198.51.{n % 250}.{n % 7}", n)), b"x" * 16, 2.0)
             assert len(polled) <= 100
         assert polled.players(key) == {"dash": 100} and len(sessions) == 100
-        joined, left = [e for e in told if isinstance(e, SubscriberJoined)], [e for e in told if isinstance(e, SubscriberLeft)]
+        joined, left = (
+            [e for e in told if isinstance(e, SubscriberJoined)],
+            [e for e in told if isinstance(e, SubscriberLeft)],
+        )
         assert len(joined) == 20_002 and len(left) == 20_002 - 100
         nursery.cancel_scope.cancel()
     assert not polled and not sessions  # the engine stopping ends them
     assert [e.reason for e in told[-100:]] == [EndReason.SHUTDOWN.value] * 100  # type: ignore[attr-defined]
 
 
-OPERATIONS = st.lists(st.tuples(st.sampled_from(["begin"] * 4 + ["request", "kick", "wait", "expire"]),
-                                st.integers(0, 7), st.integers(0, 2)), min_size=8, max_size=60)
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["begin"] * 4 + ["request", "kick", "wait", "expire"]), st.integers(0, 7), st.integers(0, 2)
+    ),
+    min_size=8,
+    max_size=60,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(operations=OPERATIONS)
-def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operations: list[tuple[str, int, int]]) -> None:
+def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(
+    operations: list[tuple[str, int, int]],
+) -> None:
     """Any sequence of begins (from 8 addresses, for 3 streams, some continuing an id),
     requests, kicks, waits and expiries: the caps hold, the counts agree with what is live, each
     session is told begun once and ended once, and a kicked id is remembered."""
@@ -349,10 +367,19 @@ def test_the_table_stays_consistent_and_within_its_caps_whatever_happens(operati
         for op, a, b in operations:
             live = list(polled)
             if op == "begin":  # b == 2: continuing a live id (the least recently active one if a < 2)
-                reuse = (live[a % len(live)] if a >= 2 else next(iter(polled._recent.values()))).id \
-                    if live and b == 2 else ""
-                polled.begin(keys[b], keys[b], ("hls", "dash")[a % 2],
-                             Credentials(peer=(f"203.0.113.{a}", 1), client_id=reuse), bytes(16), 1.0 + b)
+                reuse = (
+                    (live[a % len(live)] if a >= 2 else next(iter(polled._recent.values()))).id
+                    if live and b == 2
+                    else ""
+                )
+                polled.begin(
+                    keys[b],
+                    keys[b],
+                    ("hls", "dash")[a % 2],
+                    Credentials(peer=(f"203.0.113.{a}", 1), client_id=reuse),
+                    bytes(16),
+                    1.0 + b,
+                )
             elif op == "request" and live:
                 with polled.request(live[a % len(live)], in_url=bool(b)):
                     await trio.sleep(b)
@@ -389,8 +416,13 @@ def test_the_cookie_and_the_query_give_only_ids_of_ours(value: str, peer_id: str
     from arcly_trio.protocols.http.router import HttpRequest
     from arcly_trio.services.hls_routes import _cookie, _presented
 
-    request = HttpRequest("GET", "/live/cam/index.mpd", "/live/cam/index.mpd",
-                          {"arcly_session": peer_id, "_HLS_msn": "1", "token": "t"}, (("cookie", value),))
+    request = HttpRequest(
+        "GET",
+        "/live/cam/index.mpd",
+        "/live/cam/index.mpd",
+        {"arcly_session": peer_id, "_HLS_msn": "1", "token": "t"},
+        (("cookie", value),),
+    )
     found = _cookie(request)
     assert found == "" or (SESSION_ID.fullmatch(found) and f"arcly_session={found}" in value)
     assert _presented(request) == {"token": "t"}

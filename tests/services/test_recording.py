@@ -37,9 +37,9 @@ async def recording(recorder: FlvRecorder, app: AppSpec | None = None, **kw: Any
 async def finished(recorder: FlvRecorder, count: int = 1) -> None:
     """Wait until ``count`` recordings have ended (stopped or failed) and none is open."""
     with trio.fail_after(5):
-        while recorder.active or sum(
-            isinstance(e, (RecordingStopped, RecordingFailed)) for e in recorder.history
-        ) < count:
+        while (
+            recorder.active or sum(isinstance(e, (RecordingStopped, RecordingFailed)) for e in recorder.history) < count
+        ):
             await trio.sleep(0.01)
 
 
@@ -54,12 +54,24 @@ async def probe(path: Path) -> tuple[list[str], float]:
     with trio.fail_after(30):
         codecs = await trio.run_process(
             [ffprobe, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(path)],
-            capture_stdout=True, capture_stderr=True,
+            capture_stdout=True,
+            capture_stderr=True,
         )
         packets = await trio.run_process(
-            [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time",
-             "-of", "csv=p=0", str(path)],
-            capture_stdout=True, capture_stderr=True,
+            [
+                ffprobe,
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "packet=pts_time",
+                "-of",
+                "csv=p=0",
+                str(path),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
         )
         decode = await trio.run_process(
             [ffmpeg, "-v", "error", "-i", str(path), "-f", "null", "-"], capture_stderr=True, check=False
@@ -298,8 +310,9 @@ async def test_disk_error_stops_the_recording_not_the_stream(tmp_path: Path, dem
         failures = [e for e in seen if isinstance(e, RecordingFailed)]
         assert len(failures) == 1 and "cannot write" in failures[0].error
         assert recorder.failures == 1 and not recorder.active
-        assert any(r.levelno == logging.ERROR and "stopped by a storage error" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            r.levelno == logging.ERROR and "stopped by a storage error" in r.getMessage() for r in caplog.records
+        )
         # What was written before the error is a valid, playable prefix.
         (path,) = files(tmp_path)
         assert 0 < len(flv.read_frames(path.read_bytes())) < len(demo_frames)
@@ -342,7 +355,8 @@ async def test_only_apps_that_record(tmp_path: Path, demo_frames) -> None:  # ty
 
 # ------------------------------------------------------------ (merged)
 async def test_a_session_that_sends_no_configs_and_goes_on_forward_gets_its_own_file(  # type: ignore[no-untyped-def]
-        tmp_path: Path, demo_frames) -> None:
+    tmp_path: Path, demo_frames
+) -> None:
     """A publisher back within the grace that sends neither configs nor a timestamp going back
     (what the retired ``SessionTracker`` guessed sessions from) still starts a new file."""
     recorder = FlvRecorder(tmp_path)

@@ -30,8 +30,13 @@ def server_setup() -> RaceSetup:
         .protocol(HttpServer("127.0.0.1", 0))
         .build()
     )
-    return RaceSetup(engine, publish=Credentials(token="good"), play=Credentials(token="view"),
-                     refused_publish=Credentials(token="bad"), refused_play=Credentials(token="nope"))
+    return RaceSetup(
+        engine,
+        publish=Credentials(token="good"),
+        play=Credentials(token="view"),
+        refused_publish=Credentials(token="bad"),
+        refused_play=Credentials(token="nope"),
+    )
 
 
 @pytest.mark.timeout(600)

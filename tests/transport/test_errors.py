@@ -12,14 +12,17 @@ from arcly_trio.core.errors import ArclyError, CannotListen, ClientGone, Connect
 from arcly_trio.transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
 
-@pytest.mark.parametrize("error", [
-    trio.BrokenResourceError("connection reset"),
-    trio.ClosedResourceError(),
-    ConnectionResetError(104, "Connection reset by peer"),
-    BrokenPipeError(32, "Broken pipe"),
-    ssl.SSLError(1, "bad record mac"),
-    OSError(9, "Bad file descriptor"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        trio.BrokenResourceError("connection reset"),
+        trio.ClosedResourceError(),
+        ConnectionResetError(104, "Connection reset by peer"),
+        BrokenPipeError(32, "Broken pipe"),
+        ssl.SSLError(1, "bad record mac"),
+        OSError(9, "Bad file descriptor"),
+    ],
+)
 def test_every_transport_error_becomes_the_asked_one(error: Exception) -> None:
     assert isinstance(error, TRANSPORT_ERRORS)
     with pytest.raises(PeerGone) as caught:
@@ -40,10 +43,13 @@ def test_the_mapping_may_build_the_error_from_the_reason() -> None:
             raise trio.BrokenResourceError("reset")
 
 
-@pytest.mark.parametrize("error", [
-    PeerGone("already ours"),
-    CannotListen("rtmp", "::", 1935, 98, "Address already in use"),  # ours, and an OSError too
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        PeerGone("already ours"),
+        CannotListen("rtmp", "::", 1935, 98, "Address already in use"),  # ours, and an OSError too
+    ],
+)
 def test_our_own_errors_pass_unchanged(error: ArclyError) -> None:
     with pytest.raises(type(error)) as caught:
         with map_transport_errors(ClientGone):

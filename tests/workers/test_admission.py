@@ -44,7 +44,9 @@ def admit_all(admission: Admission, address: str, count: int) -> list[Ticket]:
 # ------------------------------------------------------------------------------- the policy
 
 
-async def test_below_the_pressure_mark_an_address_keeps_every_connection(autojump_clock: trio.testing.MockClock) -> None:
+async def test_below_the_pressure_mark_an_address_keeps_every_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: a 33rd connection from one address that served nothing yet evicted the oldest,
     however empty the server. Now the per-address quota waits for the pressure mark (three
     quarters of the slots), even for connections that have been idle for long."""
@@ -58,7 +60,8 @@ async def test_below_the_pressure_mark_an_address_keeps_every_connection(autojum
 
 
 async def test_under_pressure_an_address_gives_up_idle_connections_never_ones_in_set_up(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Past the pressure mark, an address at its quota of idle connections gives up its oldest
     idle ones for a newcomer; its connections that keep making steps (a handshake part, a
     command) are not idle, however many they are. Before: every connection that did not serve
@@ -84,7 +87,8 @@ async def test_under_pressure_an_address_gives_up_idle_connections_never_ones_in
 
 
 async def test_at_the_cap_the_connection_longest_without_progress_makes_room(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """At the cap a newcomer evicts the waiting connection that has gone longest without a step
     (an idle one first, then one in set-up); a busy one never; when all are busy, the newcomer
     is refused."""
@@ -128,9 +132,13 @@ async def test_a_keep_alive_connection_counts_from_its_last_request(autojump_clo
 
 
 def test_limits_out_of_range_are_refused() -> None:
-    for bad in (dict(max_connections=0), dict(max_connections=1, idle_after=0),
-                dict(max_connections=1, pressure=0), dict(max_connections=1, pressure=1.5),
-                dict(max_connections=1, max_pending_per_address=0)):
+    for bad in (
+        dict(max_connections=0),
+        dict(max_connections=1, idle_after=0),
+        dict(max_connections=1, pressure=0),
+        dict(max_connections=1, pressure=1.5),
+        dict(max_connections=1, max_pending_per_address=0),
+    ):
         with pytest.raises(ValueError):
             Admission(**bad)  # type: ignore[arg-type]
 
@@ -197,15 +205,18 @@ async def test_a_burst_of_players_from_one_address_all_play(demo_frames: list[Fr
 
 
 async def test_a_burst_past_the_pressure_mark_evicts_only_the_idle(
-        autojump_clock: trio.testing.MockClock, demo_frames: list[Frame]) -> None:
+    autojump_clock: trio.testing.MockClock, demo_frames: list[Frame]
+) -> None:
     """The same burst near the cap (40 slots, pressure from 30 open), next to 6 connections of
     the same address that send nothing. Each player makes a step of its set-up every 3 s (a
     slow but real client); 5 s without one is idle. Four latecomers arrive under pressure: the
     address gives up its 3 oldest idle connections (it keeps fewer than its quota of 4 idle),
     never a player.
     Before: every connection counted against the quota from the start, players included."""
-    async with rtmp_serving(max_connections=40, max_pending_per_address=4,
-                            handshake_timeout=60, setup_timeout=60) as (engine, server):
+    async with rtmp_serving(max_connections=40, max_pending_per_address=4, handshake_timeout=60, setup_timeout=60) as (
+        engine,
+        server,
+    ):
         async with trio.open_nursery() as nursery:
             await healthy_stream(engine, demo_frames, nursery)
             with trio.fail_after(30):
@@ -243,8 +254,7 @@ async def test_the_rtmp_worker_reports_each_step_of_the_set_up(autojump_clock: t
     nothing (a drip) do not. While the server decides on a publish (a slow authorization),
     the connection is not idle: it is the server's turn."""
     authenticator = SlowAuthenticator(delay=20)
-    async with rtmp_serving(authenticator, handshake_timeout=60, setup_timeout=60,
-                            idle_timeout=60) as (engine, server):
+    async with rtmp_serving(authenticator, handshake_timeout=60, setup_timeout=60, idle_timeout=60) as (engine, server):
         admission = server.admission
         with trio.fail_after(50):
             client = await RawClient.open(server.port)

@@ -25,7 +25,6 @@ from urllib.parse import quote
 
 import pytest
 import trio
-
 import trio_websocket
 
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey, TokenAuthenticator
@@ -206,6 +205,7 @@ async def test_ended_sessions_free_their_frames_without_the_cycle_collector(demo
         gc.collect()
         gc.disable()
         try:
+
             def frames_alive() -> int:
                 return sum(1 for o in gc.get_objects() if type(o) is Frame)
 
@@ -284,6 +284,7 @@ async def test_a_slow_drip_does_not_keep_a_connection_alive(caplog) -> None:  # 
         wire = client.session.data_to_send()
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
+
                 async def drip() -> None:
                     for offset in range(0, len(wire) - 4, 4):
                         try:
@@ -291,6 +292,7 @@ async def test_a_slow_drip_does_not_keep_a_connection_alive(caplog) -> None:  # 
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             return
                         await trio.sleep(0.3)
+
                 nursery.start_soon(drip)
                 await client.assert_closed_by_server()
                 nursery.cancel_scope.cancel()
@@ -319,9 +321,13 @@ async def test_a_player_that_stops_reading_is_dropped_after_the_write_timeout(ca
                     await trio.sleep(0.01)
 
             nursery.start_soon(feed)
+
             def ended() -> list[str]:  # the client's lines but the one of its start
-                return [r.getMessage() for r in caplog.records if client.tag in r.getMessage()
-                        and not r.getMessage().endswith(" playing live/fat")]
+                return [
+                    r.getMessage()
+                    for r in caplog.records
+                    if client.tag in r.getMessage() and not r.getMessage().endswith(" playing live/fat")
+                ]
 
             with trio.fail_after(8):
                 while not ended():
@@ -329,11 +335,13 @@ async def test_a_player_that_stops_reading_is_dropped_after_the_write_timeout(ca
             nursery.cancel_scope.cancel()
         # One line says it: the play's end, with why (issue 19, item 8).
         assert [line.partition("live/fat ")[2] for line in ended()] == [
-            "(dropped: a write blocked for 0.5 s (the peer does not read); 0 frames dropped)"]
+            "(dropped: a write blocked for 0.5 s (the peer does not read); 0 frames dropped)"
+        ]
 
 
 async def test_an_idle_flood_from_one_address_does_not_lock_players_out(  # type: ignore[no-untyped-def]
-        autojump_clock, demo_frames) -> None:
+    autojump_clock, demo_frames
+) -> None:
     """Attack: idle connections filling the cap (4094 of 4096; newcomers reset). Now, at the
     cap, the connection longest without progress makes room, so a real player from the same
     address still gets in; and once the server is near its cap (three quarters of it), an
@@ -428,7 +436,9 @@ class _Broken:
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["signature", "broken-authenticator"])
-async def test_an_authenticator_that_raises_refuses_like_any_refusal(caplog, http_get, demo_frames, broken: bool) -> None:  # type: ignore[no-untyped-def]
+async def test_an_authenticator_that_raises_refuses_like_any_refusal(
+    caplog, http_get, demo_frames, broken: bool
+) -> None:  # type: ignore[no-untyped-def]
     """Issue 18, finding 2: ``?sign=²-<32 chars>`` made the signature check raise ``ValueError``
     (``"²".isdigit()``, then ``int("²")``), not ``Unauthorized``: 15 wrong ``?token=`` guesses
     got ``500`` in 0.07 s, none delayed, counted or audited, 15 tracebacks logged; the right
@@ -441,8 +451,11 @@ async def test_an_authenticator_that_raises_refuses_like_any_refusal(caplog, htt
     caplog.set_level(logging.INFO)
     sink = MemorySink()
     throttle = AuthThrottle(base_delay=0.01, max_delay=0.04)
-    auth = _Broken() if broken else AnyOf([TokenAuthenticator(play_token="right"),
-                                           SignedUrlAuthenticator("a-secret-of-the-server")])
+    auth = (
+        _Broken()
+        if broken
+        else AnyOf([TokenAuthenticator(play_token="right"), SignedUrlAuthenticator("a-secret-of-the-server")])
+    )
     sign = quote("\u00b2-" + "0" * 32)
     async with attacked(auth=auth, throttle=throttle, observer=AuditPipeline(sink)) as (engine, rtmp, http):
         async with engine.publish("live/cam") as publisher:
@@ -489,8 +502,11 @@ async def test_concurrent_guessers_from_one_address_get_no_more_tries_than_one(h
 
     throttle = AuthThrottle()  # the defaults: 0.05 s doubling up to 2 s, 2 in flight, 8 waiting
     statuses: collections.Counter[int] = collections.Counter()
-    async with attacked(auth=Counting(play_token="right"), throttle=throttle,
-                        http={"max_pending_per_address": None, "max_connections": 1024}) as (engine, rtmp, http):
+    async with attacked(
+        auth=Counting(play_token="right"),
+        throttle=throttle,
+        http={"max_pending_per_address": None, "max_connections": 1024},
+    ) as (engine, rtmp, http):
 
         async def guesser(index: int) -> None:
             for attempt in range(6):
@@ -540,7 +556,7 @@ async def test_a_successful_play_does_not_wipe_the_refusals_of_another_stream(ht
             for guess in range(4):
                 assert (await http_get(http.port, f"/live/secret.flv?token=g{guess}"))[0] == 403
             earned = throttle.delay("127.0.0.1", "play")
-            assert earned == 0.02 * 2 ** 3
+            assert earned == 0.02 * 2**3
             for _ in range(3):
                 assert (await http_get(http.port, "/live/open.flv", method="HEAD"))[0] == 200
                 assert throttle.delay("127.0.0.1", "play") == earned
@@ -562,19 +578,31 @@ async def test_a_flood_of_refusals_cannot_roll_the_audit_history_out(tmp_path, h
     audit = AuditPipeline(JsonLinesFile(str(path), max_bytes=8192, backups=1))
     throttle = AuthThrottle(base_delay=0.0001, max_delay=0.0001)
     async with attacked(auth=TokenAuthenticator(play_token="right"), throttle=throttle, observer=audit) as (
-            engine, rtmp, http):
+        engine,
+        rtmp,
+        http,
+    ):
         async with engine.publish("live/cam", Credentials(peer=("198.51.100.7", 1935))) as publisher:
             await publisher.send(next(f for f in demo_frames if f.config))
             for guess in range(300):
                 assert (await http_get(http.port, f"/live/cam.flv?token=g{guess}"))[0] == 403
             for _ in range(3):
                 assert (await http_get(http.port, "/live/cam.flv?token=right", method="HEAD"))[0] == 200
-    records = [json.loads(line) for name in (f"{path}.1", str(path)) if os.path.exists(name)
-               for line in open(name).read().splitlines()]
+    records = [
+        json.loads(line)
+        for name in (f"{path}.1", str(path))
+        if os.path.exists(name)
+        for line in open(name).read().splitlines()
+    ]
     assert not os.path.exists(f"{path}.1")  # nothing rolled over
     auth = [(r["allowed"], r["address"]) for r in records if r["event"] == "auth"]
-    assert auth == [(True, "198.51.100.7"), (False, "127.0.0.1"), (True, "127.0.0.1"), (True, "127.0.0.1"),
-                    (True, "127.0.0.1")]
+    assert auth == [
+        (True, "198.51.100.7"),
+        (False, "127.0.0.1"),
+        (True, "127.0.0.1"),
+        (True, "127.0.0.1"),
+        (True, "127.0.0.1"),
+    ]
     (summary,) = [r for r in records if r["event"] == "auth-refusals"]
     assert summary["refused"] == 299 and summary["reasons"] == {"wrong token": 299} and summary["action"] == "play"
     assert audit.aggregated == 299
@@ -619,9 +647,16 @@ async def test_http_rejects_what_it_cannot_serve_properly(http_get) -> None:  # 
                 assert (await stream.receive_some(1000)).startswith(b"HTTP/1.1 505 ")
         async with engine.publish("live/ws"):
             for key in ("abc", "A" * 10_000, "dGhlIHNhbXBsZSBub25jZQ=="[:-1] + "!"):
-                status, _, body = await http_get(http.port, "/live/ws.flv", headers=[
-                    ("upgrade", "websocket"), ("connection", "Upgrade"),
-                    ("sec-websocket-version", "13"), ("sec-websocket-key", key)])
+                status, _, body = await http_get(
+                    http.port,
+                    "/live/ws.flv",
+                    headers=[
+                        ("upgrade", "websocket"),
+                        ("connection", "Upgrade"),
+                        ("sec-websocket-version", "13"),
+                        ("sec-websocket-key", key),
+                    ],
+                )
                 assert status == 400 and b"Sec-WebSocket-Key" in body, (key[:10], status)
 
 
@@ -645,13 +680,15 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch) -> N
 # ------------------------------------------------------------- publishers (issue 18: 11, 12)
 
 
-async def ingest_from(port: int, name: str, nursery: trio.Nursery,
-                      local: str = "127.0.0.1") -> tuple[trio_websocket.WebSocketConnection, dict[str, Any]]:
+async def ingest_from(
+    port: int, name: str, nursery: trio.Nursery, local: str = "127.0.0.1"
+) -> tuple[trio_websocket.WebSocketConnection, dict[str, Any]]:
     """A WebSocket ``/live/{name}/ingest`` publisher from the address ``local``, and the server's
     first message (``start``, or the ``end`` of a refusal)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
-    ws = await trio_websocket.wrap_client_stream(nursery, stream, "127.0.0.1", f"/live/{name}/ingest",
-                                                 subprotocols=[SUBPROTOCOL])
+    ws = await trio_websocket.wrap_client_stream(
+        nursery, stream, "127.0.0.1", f"/live/{name}/ingest", subprotocols=[SUBPROTOCOL]
+    )
     return ws, json.loads(await ws.get_message())
 
 
@@ -667,7 +704,8 @@ async def close_code(ws: trio_websocket.WebSocketConnection) -> int | None:
 
 @pytest.mark.parametrize("publishers, per_address", [(40, 4), (24, None)])
 async def test_idle_publishers_from_one_address_leave_another_address_publishing(
-        demo_frames, publishers: int, per_address: int | None) -> None:  # type: ignore[no-untyped-def]
+    demo_frames, publishers: int, per_address: int | None
+) -> None:  # type: ignore[no-untyped-def]
     """Attack: 1000 idle ``/ingest`` publishers from 127.0.0.1 held every publisher slot (``--max-publishers
     1000``) until the idle timeout; the next publisher, a real streamer, got ``4503``. Here as many
     idle publishers as there are slots, from one address: only ``--max-publishers-per-ip`` of them
@@ -705,8 +743,7 @@ async def test_an_ingest_publisher_that_sends_nothing_is_closed_after_the_start_
     """Attack: a publisher that is accepted and then sends nothing kept its slot for the 30 s idle
     timeout. With ``--publish-start-timeout`` (0.5 s here) it is closed with ``4410`` and the
     reason, and its slot is free again. Mutant killed: only the idle timeout."""
-    async with attacked(start_timeout=0.5, publishers=(1, 1)) as (engine, rtmp, http), \
-            trio.open_nursery() as nursery:
+    async with attacked(start_timeout=0.5, publishers=(1, 1)) as (engine, rtmp, http), trio.open_nursery() as nursery:
         with trio.fail_after(10):
             ws, first = await ingest_from(http.port, "idle", nursery)
             assert first["type"] == "start"

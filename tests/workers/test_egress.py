@@ -109,9 +109,11 @@ async def test_partial_writes_finish_each_frame_before_anything_else() -> None:
     assert egress.blocked and egress.queued_frames > 0, "the socket should have been full"
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
+
             async def drain() -> None:
                 while egress.blocked:
                     await egress.drain()
+
             nursery.start_soon(drain)
             received = await read_all(client, len(expected))
     assert received == bytes(expected)

@@ -26,18 +26,19 @@ from arcly_trio import AppSpec, Engine
 from arcly_trio.testing import CountingObserver
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._rtmp import RawClient
-from tests._tools import require_tool
 from tests._browser import blocking, browser
 from tests._ffmpeg import Player, publisher, run_tool
+from tests._rtmp import RawClient
 from tests._serving import rtmp_url, wait_publishing
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.interop
 
 
 @contextlib.asynccontextmanager
-async def servers(spec: AppSpec, observer: CountingObserver | None = None,
-                  write_timeout: float = 30) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
+async def servers(
+    spec: AppSpec, observer: CountingObserver | None = None, write_timeout: float = 30
+) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer]]:
     rtmp = RtmpServer("127.0.0.1", 0, max_pending_per_address=None, write_timeout=write_timeout)
     http = HttpServer("127.0.0.1", 0, max_pending_per_address=None, write_timeout=write_timeout)
     builder = Engine.builder().application(spec).protocol(rtmp).protocol(http)
@@ -49,8 +50,22 @@ async def servers(spec: AppSpec, observer: CountingObserver | None = None,
 
 def decoding_player(url: str) -> Any:
     """ffmpeg playing ``url``, failing on the first decoding error, one framemd5 line per frame."""
-    return run_tool([require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror",
-                     "-i", url, "-f", "framemd5", "-"], Player)
+    return run_tool(
+        [
+            require_tool("ffmpeg"),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-xerror",
+            "-i",
+            url,
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        Player,
+    )
 
 
 async def test_ffmpeg_decodes_rtmp_and_http_flv_next_to_150_stalled_players() -> None:
@@ -74,8 +89,10 @@ async def test_ffmpeg_decodes_rtmp_and_http_flv_next_to_150_stalled_players() ->
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                     await sock.send_all(b"GET /live/cam.flv HTTP/1.1\r\nhost: x\r\n\r\n")
                     stalled.append(sock)
-                async with decoding_player(url) as over_rtmp, \
-                        decoding_player(f"http://127.0.0.1:{http.port}/live/cam.flv") as over_http:
+                async with (
+                    decoding_player(url) as over_rtmp,
+                    decoding_player(f"http://127.0.0.1:{http.port}/live/cam.flv") as over_http,
+                ):
                     await over_rtmp.wait_frames(video=150, audio=150)
                     await over_http.wait_frames(video=150, audio=150)
                     assert over_rtmp.running and over_http.running
@@ -134,8 +151,9 @@ async def test_chromium_plays_websocket_flv_until_the_stream_ends() -> None:
                 async with publisher(url, gop=15, seconds=12):
                     await wait_publishing(engine, "live/cam", video_frames=20)
                     await blocking(driver.get, f"http://127.0.0.1:{http.port}/api/health")
-                    opened = await blocking(driver.execute_async_script, _PLAY_FLV,
-                                            f"ws://127.0.0.1:{http.port}/live/cam.flv")
+                    opened = await blocking(
+                        driver.execute_async_script, _PLAY_FLV, f"ws://127.0.0.1:{http.port}/live/cam.flv"
+                    )
                     assert opened
                     for _ in range(600):
                         result = await blocking(driver.execute_script, "return window.flvResult;")

@@ -67,7 +67,11 @@ def check_received(received: list[Frame], published: list[Frame]) -> int:
     last_video = None
     for frame, position in zip(media, positions):
         if frame.kind is FrameKind.VIDEO:
-            if last_video is not None and position != last_video + 1 and published[last_video + 1].kind is FrameKind.AUDIO:
+            if (
+                last_video is not None
+                and position != last_video + 1
+                and published[last_video + 1].kind is FrameKind.AUDIO
+            ):
                 gap = position - last_video - 2  # the audio right after the last picture is fine
             else:
                 gap = 0 if last_video is None else position - last_video - 1
@@ -234,8 +238,9 @@ async def test_a_slow_websocket_flv_player_gets_whole_websocket_frames() -> None
                 raise AssertionError(f"closed: {event.code}")
         return pieces
 
-    received, published, subscriber = await play_slowly(ws.send(Request(host="x", target="/live/s.flv")),
-                                                        "ws-flv", unwrap)
+    received, published, subscriber = await play_slowly(
+        ws.send(Request(host="x", target="/live/s.flv")), "ws-flv", unwrap
+    )
     assert accepted
     missing = check_received(received, published)
     assert subscriber.dropped > 0 and missing <= subscriber.dropped

@@ -15,8 +15,8 @@ import trio_websocket
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, PublishEnded, StreamKey
 from arcly_trio.media import flv
-from arcly_trio.workers.http import HttpServer
 from arcly_trio.testing import audio, audio_config
+from arcly_trio.workers.http import HttpServer
 from tests._serving import serving
 
 
@@ -187,10 +187,12 @@ async def test_disconnect_frees_the_subscription_at_once(demo_frames, idle: bool
             for frame in demo_frames[:50]:
                 await publisher.send(frame)
             if not idle:
+
                 async def feed() -> None:
                     for frame in demo_frames[50:]:
                         await publisher.send(frame)
                         await trio.sleep(0.01)
+
                 nursery.start_soon(feed)
             with trio.fail_after(5):
                 async with FlvClient.open(server.port, "/live/demo.flv") as client:
@@ -276,8 +278,10 @@ async def test_bad_websocket_handshake_is_an_http_error(demo_frames) -> None:  #
     async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
             await publisher.send(demo_frames[0])
-            request = (b"GET /live/demo.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                       b"Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: abc\r\n\r\n")
+            request = (
+                b"GET /live/demo.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: abc\r\n\r\n"
+            )
             with trio.fail_after(5):
                 stream = await trio.open_tcp_stream("127.0.0.1", server.port)
                 async with stream:

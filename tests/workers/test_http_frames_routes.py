@@ -33,9 +33,9 @@ from arcly_trio.clients import (
 from arcly_trio.media import flv
 from arcly_trio.protocols.frames import SUBPROTOCOL, CloseCode
 from arcly_trio.protocols.frames.messages import HEADER
-from arcly_trio.workers.http import HttpServer
 from arcly_trio.server.demo import demo_frames as load_demo_frames
 from arcly_trio.server.demo import publish_demo
+from arcly_trio.workers.http import HttpServer
 
 
 @asynccontextmanager
@@ -57,12 +57,14 @@ def ws_url(http: HttpServer, path: str) -> str:
     return f"ws://127.0.0.1:{http.port}{path}"
 
 
-async def raw_session(url: str, messages: list[str | bytes], subprotocols: list[str] | None = None
-                      ) -> tuple[list[Any], int | None, str | None]:
+async def raw_session(
+    url: str, messages: list[str | bytes], subprotocols: list[str] | None = None
+) -> tuple[list[Any], int | None, str | None]:
     """Connect, send ``messages``, read until the server closes: (texts, close code, reason)."""
     texts: list[Any] = []
-    async with trio_websocket.open_websocket_url(url, subprotocols=subprotocols or [SUBPROTOCOL],
-                                                 max_message_size=1 << 20) as ws:
+    async with trio_websocket.open_websocket_url(
+        url, subprotocols=subprotocols or [SUBPROTOCOL], max_message_size=1 << 20
+    ) as ws:
         try:
             for message in messages:
                 await ws.send_message(message)
@@ -192,7 +194,8 @@ async def test_bad_ingest_gets_a_clear_close_and_disturbs_nobody() -> None:
             for index, (name, messages, subprotocols, code, reason) in enumerate(BAD_INGEST):
                 before = viewer["frames"], engine.stream(StreamKey("live", "healthy")).stats().video_frames_total
                 texts, got_code, got_reason = await raw_session(
-                    ws_url(http, f"/live/bad{index}/ingest"), messages, subprotocols)
+                    ws_url(http, f"/live/bad{index}/ingest"), messages, subprotocols
+                )
                 assert got_code == code, (name, got_code, got_reason, texts)
                 assert got_reason is not None and reason in got_reason, (name, got_reason)
                 if code != CloseCode.TOO_BIG:  # trio-websocket itself closes an oversized message
@@ -262,10 +265,13 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
         async with frames_server(demo=False) as (engine, http):
             status, headers, body = await http_get(http.port, "/live/demo/frames")
             assert status == 426 and SUBPROTOCOL.encode() in body
-            for path, kind, needle in [("/", "text/html", b"live streams"), ("/watch/live/demo", "text/html", b"watch.js"),
-                                       ("/publish/live/cam", "text/html", b"publish.js"),
-                                       ("/pages/watch.js", "text/javascript", b"VideoDecoder"),
-                                       ("/pages/style.css", "text/css", b"body")]:
+            for path, kind, needle in [
+                ("/", "text/html", b"live streams"),
+                ("/watch/live/demo", "text/html", b"watch.js"),
+                ("/publish/live/cam", "text/html", b"publish.js"),
+                ("/pages/watch.js", "text/javascript", b"VideoDecoder"),
+                ("/pages/style.css", "text/css", b"body"),
+            ]:
                 status, headers, body = await http_get(http.port, path)
                 assert status == 200 and headers["content-type"].startswith(kind) and needle in body, path
                 assert "default-src 'self'" in headers["content-security-policy"]
@@ -274,7 +280,11 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
                 assert status == 404, path
             status, headers, body = await http_get(http.port, "/api/server")
             assert status == 200 and json.loads(body) == {
-                "server": "arcly-trio", "rtmp_port": 1935, "hls": False, "frames_protocol": SUBPROTOCOL}
+                "server": "arcly-trio",
+                "rtmp_port": 1935,
+                "hls": False,
+                "frames_protocol": SUBPROTOCOL,
+            }
 
 
 async def test_pages_may_connect_to_their_own_origin_only(http_get) -> None:  # type: ignore[no-untyped-def]
@@ -305,11 +315,17 @@ async def test_a_slow_viewer_skips_to_the_next_keyframe_and_is_told() -> None:
         async with engine, open_frames_publisher(ws_url(http, "/live/big/ingest")) as pub:
             await pub.send(config)
             await pub.send(Frame(FrameKind.VIDEO, "h264", 0, 0, bytes(1000), keyframe=True))
-            async with trio_websocket.open_websocket_url(ws_url(http, "/live/big/frames"), subprotocols=[SUBPROTOCOL],
-                                                         message_queue_size=1, max_message_size=1 << 20) as ws:
+            async with trio_websocket.open_websocket_url(
+                ws_url(http, "/live/big/frames"),
+                subprotocols=[SUBPROTOCOL],
+                message_queue_size=1,
+                max_message_size=1 << 20,
+            ) as ws:
                 assert json.loads(await ws.get_message())["type"] == "start"
                 for n in range(1, 121):  # 30 MB the viewer does not read for now
-                    await pub.send(Frame(FrameKind.VIDEO, "h264", n * 33, n * 33, bytes(256 * 1024), keyframe=n % 10 == 0))
+                    await pub.send(
+                        Frame(FrameKind.VIDEO, "h264", n * 33, n * 33, bytes(256 * 1024), keyframe=n % 10 == 0)
+                    )
                 await trio.sleep(0.5)
                 messages: list[str | bytes] = []
 
@@ -324,19 +340,27 @@ async def test_a_slow_viewer_skips_to_the_next_keyframe_and_is_told() -> None:
                         await pub.send(Frame(FrameKind.VIDEO, "h264", n * 33, n * 33, bytes(1000), keyframe=n == 130))
                     await trio.sleep(0.5)
                     nursery.cancel_scope.cancel()
-    told_at = next(i for i, m in enumerate(messages)
-                   if isinstance(m, str) and json.loads(m)["type"] == "stats" and json.loads(m)["skipped"])
+    told_at = next(
+        i
+        for i, m in enumerate(messages)
+        if isinstance(m, str) and json.loads(m)["type"] == "stats" and json.loads(m)["skipped"]
+    )
     told = json.loads(messages[told_at])
-    message = next(m for m in messages[told_at + 1:] if isinstance(m, bytes) and not m[2] & 2)  # not a record
+    message = next(m for m in messages[told_at + 1 :] if isinstance(m, bytes) and not m[2] & 2)  # not a record
     assert told["dropped"] >= told["skipped"] > 0
     assert message[1] == 1 and message[2] & 1  # a video keyframe
     assert pub.close_code is None or pub.close_code == CloseCode.NORMAL
 
 
 @pytest.mark.interop
-@pytest.mark.parametrize("video", [("-c:v", "libaom-av1", "-cpu-used", "8"),
-                                   ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error")],
-                         ids=["av1", "hevc"])
+@pytest.mark.parametrize(
+    "video",
+    [
+        ("-c:v", "libaom-av1", "-cpu-used", "8"),
+        ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"),
+    ],
+    ids=["av1", "hevc"],
+)
 async def test_av1_hevc_and_opus_published_over_ingest_decode_in_ffmpeg8_over_rtmp_and_http_flv(
     tmp_path: Any, video: tuple[str, ...]
 ) -> None:
@@ -345,14 +369,42 @@ async def test_av1_hevc_and_opus_published_over_ingest_decode_in_ffmpeg8_over_rt
 
     ffmpeg = require_ffmpeg8()
     clip = tmp_path / "clip.flv"
-    await trio.run_process([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-                            "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-                            "-t", "4", "-g", "25", *video, "-c:a", "libopus", "-f", "flv", str(clip)])
+    await trio.run_process(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+            "-g",
+            "25",
+            *video,
+            "-c:a",
+            "libopus",
+            "-f",
+            "flv",
+            str(clip),
+        ]
+    )
     frames = [f for f in flv.read_frames(clip.read_bytes()) if f.kind is not FrameKind.DATA]
     rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
     engine = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).build()
     with trio.fail_after(90):
-        async with engine, open_frames_publisher(ws_url(http, "/live/clip/ingest")) as pub, trio.open_nursery() as nursery:
+        async with (
+            engine,
+            open_frames_publisher(ws_url(http, "/live/clip/ingest")) as pub,
+            trio.open_nursery() as nursery,
+        ):
+
             async def send_looping() -> None:
                 start, offset = trio.current_time(), 0
                 frames.sort(key=lambda f: f.dts)
@@ -367,8 +419,12 @@ async def test_av1_hevc_and_opus_published_over_ingest_decode_in_ffmpeg8_over_rt
             nursery.start_soon(send_looping)
             codec = "av1" if "libaom-av1" in video else "hevc"
             for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/clip", f"http://127.0.0.1:{http.port}/live/clip.flv"):
-                result = await trio.run_process([ffmpeg, "-hide_banner", "-i", url, "-t", "2", "-f", "null", "-"],
-                                                capture_stdout=True, capture_stderr=True, check=False)
+                result = await trio.run_process(
+                    [ffmpeg, "-hide_banner", "-i", url, "-t", "2", "-f", "null", "-"],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
                 text = result.stderr.decode()
                 assert result.returncode == 0 and f"Video: {codec}" in text and "Audio: opus" in text, text
                 assert "rror" not in text.split("Press [q]")[-1], text

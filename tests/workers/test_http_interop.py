@@ -11,9 +11,9 @@ bounds every test.
 from __future__ import annotations
 
 import signal
-from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import m3u8
@@ -24,14 +24,14 @@ import arcly_trio.server
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
 from arcly_trio.clients.flv import open_flv_player
 from arcly_trio.media import flv
-from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.services import FlvRecorder, HlsService, RecordingStopped
 from arcly_trio.testing import CountingObserver
-from tests._hls import media_playlist
-from tests._tools import require_tool
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
 from tests._ffmpeg import probe_streams
+from tests._hls import media_playlist
 from tests._serving import wait_until
+from tests._tools import require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -52,9 +52,9 @@ class VideoObserver(CountingObserver):
 
 
 @asynccontextmanager
-async def full_server(tmp_path: Path, observer: CountingObserver | None = None) -> AsyncIterator[
-    tuple[Engine, RtmpServer, HttpServer, FlvRecorder]
-]:
+async def full_server(
+    tmp_path: Path, observer: CountingObserver | None = None
+) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer, FlvRecorder]]:
     """RTMP in, HTTP out, HLS (2 s segments, window 6) and recording for the app ``live``."""
     hls = HlsService(variant="ts")
     recorder = FlvRecorder(tmp_path / "recordings")
@@ -80,8 +80,17 @@ async def ffmpeg_publishing(port: int, *, readrate: float = 1.0, loop: bool = Fa
     args = [require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error"]
     if loop:
         args += ["-stream_loop", "-1"]
-    args += ["-readrate", f"{readrate:g}", "-i", str(DEMO), "-c", "copy", "-f", "flv",
-             f"rtmp://127.0.0.1:{port}/live/demo"]
+    args += [
+        "-readrate",
+        f"{readrate:g}",
+        "-i",
+        str(DEMO),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        f"rtmp://127.0.0.1:{port}/live/demo",
+    ]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(partial(trio.run_process, args, check=False))
         try:
@@ -144,8 +153,20 @@ async def test_ffprobe_and_ffmpeg_read_http_flv_of_an_rtmp_stream(tmp_path: Path
                         if sum(f.kind is FrameKind.VIDEO for f in received) >= 400:
                             break
                 assert_monotonic(received)
-                decoded = await run(require_tool("ffmpeg"), "-v", "error", "-i", url,
-                                    "-frames:v", "45", "-enc_time_base:v", "-1", "-f", "null", "-")
+                decoded = await run(
+                    require_tool("ffmpeg"),
+                    "-v",
+                    "error",
+                    "-i",
+                    url,
+                    "-frames:v",
+                    "45",
+                    "-enc_time_base:v",
+                    "-1",
+                    "-f",
+                    "null",
+                    "-",
+                )
                 assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
 
 
@@ -159,8 +180,9 @@ async def test_late_http_flv_joiner_of_an_rtmp_stream_starts_on_a_keyframe(tmp_p
                 stream = await trio.open_tcp_stream("127.0.0.1", http.port)
                 async with stream:
                     conn = h11.Connection(h11.CLIENT)
-                    await stream.send_all(conn.send(h11.Request(method="GET", target="/live/demo.flv",
-                                                                headers=[("host", "x")])))
+                    await stream.send_all(
+                        conn.send(h11.Request(method="GET", target="/live/demo.flv", headers=[("host", "x")]))
+                    )
                     reader = flv.FlvReader()
                     frames: list[Frame] = []
                     while not any(f.kind is FrameKind.VIDEO and not f.config for f in frames):
@@ -199,8 +221,9 @@ async def test_hls_of_an_rtmp_stream_parses_and_every_segment_decodes(tmp_path: 
                     # Decode every frame (passthrough timestamps: a segment played alone starts
                     # with audio a little before the keyframe's pts, and the CLI's constant-rate
                     # output would warn about that, which is not a decoding problem).
-                    decoded = await run(ffmpeg, "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
-                                        "-f", "framemd5", "-")
+                    decoded = await run(
+                        ffmpeg, "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "framemd5", "-"
+                    )
                     assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
                     lines = decoded.stdout.decode().splitlines()
                     pictures = sum(line.startswith("0,") for line in lines)
@@ -218,8 +241,18 @@ async def recorded_video_end(path: Path) -> float:
     ffprobe, ffmpeg = require_tool("ffprobe"), require_tool("ffmpeg")
     decoded = await run(ffmpeg, "-v", "error", "-i", str(path), "-f", "null", "-")
     assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
-    packets = await run(ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                        "packet=pts_time", "-of", "csv=p=0", str(path))
+    packets = await run(
+        ffprobe,
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts_time",
+        "-of",
+        "csv=p=0",
+        str(path),
+    )
     return max(float(line.strip(",")) for line in packets.stdout.decode().split() if line.strip(","))
 
 
@@ -244,9 +277,16 @@ async def test_recording_survives_a_graceful_server_shutdown(tmp_path: Path) -> 
     hls = HlsService(variant="ts")
     recorder = FlvRecorder(tmp_path / "recordings")
     rtmp = RtmpServer("127.0.0.1", 0)
-    engine = (Engine.builder().application(AppSpec("live", record=True, hls=True)).protocol(rtmp)
-              .protocol(HttpServer("127.0.0.1", 0)).service(hls).service(recorder)
-              .observer(observer).build())
+    engine = (
+        Engine.builder()
+        .application(AppSpec("live", record=True, hls=True))
+        .protocol(rtmp)
+        .protocol(HttpServer("127.0.0.1", 0))
+        .service(hls)
+        .service(recorder)
+        .observer(observer)
+        .build()
+    )
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.serve)

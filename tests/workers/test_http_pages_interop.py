@@ -35,15 +35,13 @@ import trio
 
 from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey, StreamNotFound
 from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.server.demo import publish_demo
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from arcly_trio.server.demo import publish_demo
-from tests._browser import FAKE_MEDIA
+from tests._browser import FAKE_MEDIA, blocking, browser
+from tests._ffmpeg import probe_streams, run_tool
 from tests._tools import require_ffmpeg8
-from tests._ffmpeg import run_tool
-from tests._browser import blocking, browser
-from tests._ffmpeg import probe_streams
 
 pytestmark = pytest.mark.interop
 
@@ -113,14 +111,19 @@ async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
             while ((await page_state(driver, "arclyStatus")) or {}).get("streams", 0) < 1:
                 await trio.sleep(0.2)
             await trio.sleep(1.5)  # a refresh with rates measured
-            text = await blocking(driver.execute_script,
-                                  "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText")
+            text = await blocking(
+                driver.execute_script, "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText"
+            )
             await screenshot(driver, "status")
             state = await page_state(driver, "arclyStatus")
     assert state["error"] is None
     port = http.port
-    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo", f"http://127.0.0.1:{port}/live/demo.flv",
-                f"ws://127.0.0.1:{port}/live/demo.flv", f"ws://127.0.0.1:{port}/live/demo/frames"):
+    for url in (
+        f"rtmp://127.0.0.1:{rtmp.port}/live/demo",
+        f"http://127.0.0.1:{port}/live/demo.flv",
+        f"ws://127.0.0.1:{port}/live/demo.flv",
+        f"ws://127.0.0.1:{port}/live/demo/frames",
+    ):
         assert url in text, text
     assert "h264" in text and "640×360" in text and "aac" in text
 
@@ -157,10 +160,25 @@ async def test_publish_page_publishes_h264_and_opus_that_ffmpeg_decodes_over_rtm
                 (video,) = await probe(url)
                 assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
             # ffmpeg 8: both tracks (Opus in Enhanced RTMP FLV) decode without an error.
-            decoded = await run(ffmpeg8, "-hide_banner", "-v", "error", "-i", f"http://127.0.0.1:{http.port}/live/cam.flv",
-                                "-t", "3", "-fps_mode", "passthrough", "-f", "null", "-")
+            decoded = await run(
+                ffmpeg8,
+                "-hide_banner",
+                "-v",
+                "error",
+                "-i",
+                f"http://127.0.0.1:{http.port}/live/cam.flv",
+                "-t",
+                "3",
+                "-fps_mode",
+                "passthrough",
+                "-f",
+                "null",
+                "-",
+            )
             assert decoded.returncode == 0 and decoded.stderr == b"", decoded.stderr.decode()
-            info = await run(ffmpeg8, "-hide_banner", "-i", f"rtmp://127.0.0.1:{rtmp.port}/live/cam", "-t", "1", "-f", "null", "-")
+            info = await run(
+                ffmpeg8, "-hide_banner", "-i", f"rtmp://127.0.0.1:{rtmp.port}/live/cam", "-t", "1", "-f", "null", "-"
+            )
             described = info.stderr.decode()
             assert "Audio: opus" in described and "Video: h264" in described, described
 
@@ -177,13 +195,18 @@ async def test_publish_page_never_sends_the_camera_to_another_server() -> None:
         await trio.sleep_forever()
 
     with trio.fail_after(60):
-        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver, \
-                trio.open_nursery() as nursery:
+        async with (
+            server(demo=False) as (engine, rtmp, http),
+            browser(*FAKE_MEDIA) as driver,
+            trio.open_nursery() as nursery,
+        ):
             (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
             other_port = listener.socket.getsockname()[1]
             nursery.start_soon(trio.serve_listeners, other, [listener])
-            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam"
-                                       f"?server=http://127.0.0.1:{other_port}&autostart=1")
+            await blocking(
+                driver.get,
+                f"http://127.0.0.1:{http.port}/publish/live/cam?server=http://127.0.0.1:{other_port}&autostart=1",
+            )
             # Wait for whichever happens: this server gets the page's frames, or OTHER is contacted.
             while frames_of(engine, "live/cam")[0] < 10 and not contacted.is_set():
                 await trio.sleep(0.2)
@@ -201,8 +224,17 @@ async def test_publish_page_with_vp9_publishes_what_ffmpeg8_decodes() -> None:
                 await trio.sleep(0.2)
             state = await page_state(driver, "arclyPublish")
             assert state["videoCodec"].startswith("vp09.") and state["errors"] == 0, state
-            info = await run(ffmpeg8, "-hide_banner", "-i", f"http://127.0.0.1:{http.port}/live/vp9.flv",
-                             "-t", "2", "-f", "null", "-")
+            info = await run(
+                ffmpeg8,
+                "-hide_banner",
+                "-i",
+                f"http://127.0.0.1:{http.port}/live/vp9.flv",
+                "-t",
+                "2",
+                "-f",
+                "null",
+                "-",
+            )
             described = info.stderr.decode()
             assert info.returncode == 0 and "Video: vp9" in described and "640x360" in described, described
             # The API knows its picture size (VP9's record has none: it comes from the keyframes).
@@ -217,7 +249,9 @@ async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() ->
     with trio.fail_after(60):
         async with server(demo=False) as (engine, rtmp, http), browser() as driver:
             await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
-            result = await blocking(driver.execute_async_script, """
+            result = await blocking(
+                driver.execute_async_script,
+                """
                 const [videos, audios, done] = arguments;
                 (async () => {
                   const out = {};
@@ -226,7 +260,10 @@ async def test_chromium_accepts_the_codec_strings_derived_from_real_configs() ->
                     out[codec + "/" + numberOfChannels] = (await AudioDecoder.isConfigSupported(
                       {codec, sampleRate, numberOfChannels})).supported;
                   done(out);
-                })();""", strings, audio)
+                })();""",
+                strings,
+                audio,
+            )
     assert result and all(result.values()), result
 
 
@@ -257,10 +294,34 @@ async def test_watch_page_says_plainly_when_this_browser_cannot_decode_hevc() ->
     ffmpeg8 = require_ffmpeg8()
     with trio.fail_after(120):
         async with server(demo=False) as (engine, rtmp, http), browser() as driver:
-            args = [ffmpeg8, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-                    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", f"rtmp://127.0.0.1:{rtmp.port}/live/hevc"]
+            args = [
+                ffmpeg8,
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error:keyint=25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-f",
+                "flv",
+                f"rtmp://127.0.0.1:{rtmp.port}/live/hevc",
+            ]
             async with run_tool(args):
                 while frames_of(engine, "live/hevc")[0] < 10:
                     await trio.sleep(0.2)
@@ -272,7 +333,9 @@ async def test_watch_page_says_plainly_when_this_browser_cannot_decode_hevc() ->
                 while (await page_state(driver, "arclyWatch"))["received"] < received + 50:
                     await trio.sleep(0.2)
                 state = await page_state(driver, "arclyWatch")
-                notice = await blocking(driver.execute_script, "return document.getElementById('unsupported').innerText")
+                notice = await blocking(
+                    driver.execute_script, "return document.getElementById('unsupported').innerText"
+                )
                 badge = await blocking(driver.execute_script, "return document.getElementById('status').innerText")
     assert state["unsupported"]["video"].startswith(("hvc1.", "hev1.")) and state["errors"] == 0, state
     assert state["decoded"] == 0 and state["audioDecoded"] > 0  # the AAC audio still decodes
@@ -285,9 +348,16 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
     # The copyable URLs lacked ?token= with --play-token, DASH was not listed, and an AV1/Opus
     # stream in an MPEG-TS HLS application was offered an HLS URL that answered 404.
     rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
-    engine = (Engine.builder().application(AppSpec("live", hls=True, hls_variant="ll"))
-              .application(AppSpec("tv", hls=True, hls_variant="ts")).service(HlsService())
-              .authenticator(TokenAuthenticator(play_token="s3cret")).protocol(rtmp).protocol(http).build())
+    engine = (
+        Engine.builder()
+        .application(AppSpec("live", hls=True, hls_variant="ll"))
+        .application(AppSpec("tv", hls=True, hls_variant="ts"))
+        .service(HlsService())
+        .authenticator(TokenAuthenticator(play_token="s3cret"))
+        .protocol(rtmp)
+        .protocol(http)
+        .build()
+    )
     with trio.fail_after(60):
         async with engine, trio.open_nursery() as nursery, browser() as driver:
             http.rtmp_port = rtmp.port
@@ -299,15 +369,23 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
                 await blocking(driver.get, f"http://127.0.0.1:{http.port}/?token=s3cret")
                 cards = {}
                 while len(cards) < 2 or "DASH" not in cards.get("live/demo", ""):
-                    cards = await blocking(driver.execute_script, """
+                    cards = await blocking(
+                        driver.execute_script,
+                        """
                         const out = {};
                         for (const card of document.querySelectorAll('.stream')) out[card.dataset.key] = card.innerText;
-                        return out;""")
+                        return out;""",
+                    )
                     await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
     port, demo, av1 = http.port, cards["live/demo"], cards["tv/av1"]
-    for url in (f"rtmp://127.0.0.1:{rtmp.port}/live/demo?token=s3cret", f"http://127.0.0.1:{port}/live/demo.flv?token=s3cret",
-                f"ws://127.0.0.1:{port}/live/demo.flv?token=s3cret", f"http://127.0.0.1:{port}/live/demo/index.m3u8?token=s3cret",
-                f"http://127.0.0.1:{port}/live/demo/index.mpd?token=s3cret", f"ws://127.0.0.1:{port}/live/demo/frames?token=s3cret"):
+    for url in (
+        f"rtmp://127.0.0.1:{rtmp.port}/live/demo?token=s3cret",
+        f"http://127.0.0.1:{port}/live/demo.flv?token=s3cret",
+        f"ws://127.0.0.1:{port}/live/demo.flv?token=s3cret",
+        f"http://127.0.0.1:{port}/live/demo/index.m3u8?token=s3cret",
+        f"http://127.0.0.1:{port}/live/demo/index.mpd?token=s3cret",
+        f"ws://127.0.0.1:{port}/live/demo/frames?token=s3cret",
+    ):
         assert url in demo, demo
     assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from arcly_trio import AppSpec, Credentials, Engine
 from arcly_trio.media import flv
-from arcly_trio.workers.http import BadRequest, HttpServer, Router, parse_target
 from arcly_trio.services import HlsService
+from arcly_trio.workers.http import BadRequest, HttpServer, Router, parse_target
 from tests._serving import Served
 from tests._serving import serving as shared_serving
 
@@ -75,9 +75,11 @@ async def test_api_streams_reports_what_the_kernel_knows(http_get, demo_frames) 
             publisher.info.width, publisher.info.height = 640, 360
             for frame in demo_frames[:200]:
                 await publisher.send(frame)
-            async with engine.subscribe("live/demo", protocol="http-flv"), engine.subscribe(
-                "live/demo", protocol="ws-flv"
-            ), trio.open_nursery() as nursery:
+            async with (
+                engine.subscribe("live/demo", protocol="http-flv"),
+                engine.subscribe("live/demo", protocol="ws-flv"),
+                trio.open_nursery() as nursery,
+            ):
 
                 async def keep_publishing() -> None:  # rates are measured over the last second
                     for frame in demo_frames[200:]:
@@ -119,8 +121,11 @@ async def test_cors_headers_and_preflight(http_get) -> None:  # type: ignore[no-
             server.port,
             "/live/demo.flv",
             method="OPTIONS",
-            headers=[("origin", "http://player.example"), ("access-control-request-method", "GET"),
-                     ("access-control-request-headers", "range")],
+            headers=[
+                ("origin", "http://player.example"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "range"),
+            ],
         )
         assert status == 204 and body == b""
         assert headers["access-control-allow-origin"] == "*"
@@ -137,8 +142,11 @@ async def test_the_api_has_no_cors_so_no_other_origin_reads_or_kicks(http_get) -
             _, headers, _ = await http_get(server.port, target, headers=[("origin", "http://evil.example")])
             assert "access-control-allow-origin" not in headers, target
         status, headers, _ = await http_get(
-            server.port, "/api/sessions/abc", method="OPTIONS",
-            headers=[("origin", "http://evil.example"), ("access-control-request-method", "DELETE")])
+            server.port,
+            "/api/sessions/abc",
+            method="OPTIONS",
+            headers=[("origin", "http://evil.example"), ("access-control-request-method", "DELETE")],
+        )
         assert status == 204 and "access-control-allow-origin" not in headers  # the browser sends no DELETE
         assert "access-control-allow-methods" not in headers
 
@@ -175,12 +183,14 @@ async def test_404s_say_what_is_missing(http_get, demo_frames) -> None:  # type:
 
 # ------------------------------------------------------------------- invalid stream names
 
-_WS_HEAD = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n")
+_WS_HEAD = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+)
 INVALID_NAMES = [  # (target, a WebSocket handshake?) -- issue 18, finding 8
-    ("/live/a%20b.flv", False),         # HTTP-FLV: was a 500 and a traceback
-    ("/live/a%20b.flv", True),          # WebSocket-FLV: the same
-    ("/%3Cscript%3E/x.flv", False),     # an application name with markup
+    ("/live/a%20b.flv", False),  # HTTP-FLV: was a 500 and a traceback
+    ("/live/a%20b.flv", True),  # WebSocket-FLV: the same
+    ("/%3Cscript%3E/x.flv", False),  # an application name with markup
     ("/live/a%22b/index.m3u8", False),  # HLS: was a 404
     ("/live/a%20b/video.m3u8", False),
     ("/live/%E2%80%AEb/index.mpd", False),  # DASH, a right-to-left override
@@ -190,8 +200,9 @@ INVALID_NAMES = [  # (target, a WebSocket handshake?) -- issue 18, finding 8
 
 
 @pytest.mark.parametrize("target, websocket", INVALID_NAMES)
-async def test_invalid_stream_names_get_400_with_a_reason_and_one_log_line(target: str, websocket: bool,
-                                                                           caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_stream_names_get_400_with_a_reason_and_one_log_line(
+    target: str, websocket: bool, caplog
+) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.DEBUG, logger="arcly_trio")
     async with serving() as (engine, _, server):
         head = f"GET {target} HTTP/1.1\r\nHost: x\r\n" + (_WS_HEAD if websocket else "Connection: close\r\n")
@@ -202,8 +213,9 @@ async def test_invalid_stream_names_get_400_with_a_reason_and_one_log_line(targe
         assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
         assert all(r.exc_info is None and r.levelno < logging.ERROR for r in caplog.records)
         assert all(c.isprintable() for c in lines[0].getMessage())  # the name is escaped
-        assert (await raw_exchange(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n"
-                                   b"Connection: close\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        assert (
+            await raw_exchange(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        ).startswith(b"HTTP/1.1 200")
 
 
 async def test_a_stray_invalid_name_in_any_handler_is_a_400_not_a_500(http_get, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -227,8 +239,12 @@ async def test_a_kick_with_a_strange_worker_prefix_is_no_500(http_get, tmp_path)
 
     async with serving() as (engine, _, server):
         worker_api.install(server, str(tmp_path), 0, 2)
-        for session_id, status in (("w%C2%B2-x", 404), ("w0-nothing", 404), ("w9-x", 404),
-                                   ("w1-a%3Fb%20c", 503)):  # worker 1 does not run: 503, said so
+        for session_id, status in (
+            ("w%C2%B2-x", 404),
+            ("w0-nothing", 404),
+            ("w9-x", 404),
+            ("w1-a%3Fb%20c", 503),
+        ):  # worker 1 does not run: 503, said so
             got, _, body = await http_get(server.port, f"/api/sessions/{session_id}", method="DELETE")
             assert got == status, (session_id, body)
 
@@ -493,7 +509,9 @@ def test_parse_target() -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.sampled_from(list("/.%25abcef0?&=\\") + ["%2e", "%2f", "%5c", "%00", "%ff"]), max_size=30).map("".join))
+@given(
+    st.lists(st.sampled_from(list("/.%25abcef0?&=\\") + ["%2e", "%2f", "%5c", "%00", "%ff"]), max_size=30).map("".join)
+)
 def test_parse_target_never_lets_traversal_through(target: str) -> None:
     try:
         path, query = parse_target("/" + target)

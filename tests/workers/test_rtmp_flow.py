@@ -7,8 +7,8 @@ import trio.testing
 
 from arcly_trio import AppSpec, Engine
 from arcly_trio.protocols.rtmp.messages import encode_acknowledgement, encode_set_peer_bandwidth
-from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.testing import delta, keyframe, video_config
+from arcly_trio.workers.rtmp import RtmpServer
 from tests._rtmp import RawClient
 
 

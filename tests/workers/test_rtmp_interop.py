@@ -185,10 +185,12 @@ async def test_publish_token_refuses_wrong_and_missing_tokens(caplog: pytest.Log
                 assert accepted.running, accepted.stderr()
             assert observer.counts["on_publish_started"] == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 2 and warnings[0] == (f"{HOST} refused: publish of live/cam over rtmp: wrong token "
-                                                  "(further refusals from this address are delayed)")
-    assert re.fullmatch(rf"{HOST}: 1 more publish refusals in \d+ s: 1 x publish of live/cam over rtmp: no token",
-                        warnings[1]), warnings
+    assert len(warnings) == 2 and warnings[0] == (
+        f"{HOST} refused: publish of live/cam over rtmp: wrong token (further refusals from this address are delayed)"
+    )
+    assert re.fullmatch(
+        rf"{HOST}: 1 more publish refusals in \d+ s: 1 x publish of live/cam over rtmp: no token", warnings[1]
+    ), warnings
 
 
 async def test_graceful_shutdown_tells_the_player_and_the_publisher(caplog: pytest.LogCaptureFixture) -> None:

@@ -29,10 +29,10 @@ import pytest
 import trio
 
 from arcly_trio.media import amf0
-from arcly_trio.protocols.rtmp.chunks import chunk_message
 from arcly_trio.protocols.rtmp import CommandReceived, Event
-from tests._rtmp import RawClient
+from arcly_trio.protocols.rtmp.chunks import chunk_message
 from tests._ffmpeg import player, publisher
+from tests._rtmp import RawClient
 from tests._serving import records, rtmp_engine, rtmp_url, wait_publishing, wait_until
 
 pytestmark = pytest.mark.interop
@@ -153,8 +153,10 @@ async def missing_stream(port: int) -> tuple[RawClient, str]:
 
 #: The level of each attack's line: one per kind of event (arcly_trio/server/logs.py, README Logs).
 LEVELS = {
-    "slowloris": logging.INFO, "idle-after-connect": logging.INFO,  # timeouts
-    "unknown-app": logging.INFO, "missing-stream": logging.INFO,  # refusals of what was asked
+    "slowloris": logging.INFO,
+    "idle-after-connect": logging.INFO,  # timeouts
+    "unknown-app": logging.INFO,
+    "missing-stream": logging.INFO,  # refusals of what was asked
 }
 
 ATTACKS: dict[str, Attack] = {
@@ -171,9 +173,7 @@ ATTACKS: dict[str, Attack] = {
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
-async def test_bad_client_is_closed_logged_and_disturbs_nothing(
-    attack: str, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_bad_client_is_closed_logged_and_disturbs_nothing(attack: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="arcly_trio")
     with trio.fail_after(30):
         async with rtmp_engine(handshake_timeout=1.0, idle_timeout=1.0) as (engine, server):

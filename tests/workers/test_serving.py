@@ -46,9 +46,13 @@ async def test_the_runner_reports_its_port_and_runs_the_handler_then_closes_the_
 
 
 async def test_a_connection_without_a_slot_gets_the_refusal_and_is_closed() -> None:
-    runner = ConnectionRunner(Listener(host="127.0.0.1", port=0, max_connections=1), name="test",
-                              label="test connection", log=log,
-                              refuse=lambda stream: stream.send_all(b"busy"))
+    runner = ConnectionRunner(
+        Listener(host="127.0.0.1", port=0, max_connections=1),
+        name="test",
+        label="test connection",
+        log=log,
+        refuse=lambda stream: stream.send_all(b"busy"),
+    )
     release = trio.Event()
 
     async def handler(stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
@@ -69,8 +73,7 @@ async def test_a_connection_without_a_slot_gets_the_refusal_and_is_closed() -> N
             nursery.cancel_scope.cancel()
 
 
-async def test_a_handler_bug_is_counted_logged_and_closes_only_its_connection(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_handler_bug_is_counted_logged_and_closes_only_its_connection(caplog: pytest.LogCaptureFixture) -> None:
     runner = ConnectionRunner(Listener(host="127.0.0.1", port=0), name="test", label="test connection", log=log)
     calls = 0
 
@@ -96,8 +99,9 @@ async def test_a_handler_bug_is_counted_logged_and_closes_only_its_connection(
 
 async def test_the_runner_listens_on_its_unix_socket_too(tmp_path: object) -> None:
     path = os.path.join(str(tmp_path), "worker.sock")
-    runner = ConnectionRunner(Listener(host="127.0.0.1", port=0, unix_socket=path), name="test",
-                              label="test connection", log=log)
+    runner = ConnectionRunner(
+        Listener(host="127.0.0.1", port=0, unix_socket=path), name="test", label="test connection", log=log
+    )
     peers: list[tuple[str, int]] = []
 
     async def handler(stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
@@ -118,10 +122,13 @@ def test_a_worker_takes_its_listener_or_its_options_not_both(worker: type) -> No
     listener = Listener(host="127.0.0.1", port=0, max_connections=7, write_timeout=3.0, unix_socket="/tmp/x.sock")
     server = worker(listener=listener)
     assert server.listener is listener
-    assert (server.host, server.requested_port, server.unix_socket, server.write_timeout) == ("127.0.0.1", 0,
-                                                                                                "/tmp/x.sock", 3.0)
+    assert (server.host, server.requested_port, server.unix_socket, server.write_timeout) == (
+        "127.0.0.1",
+        0,
+        "/tmp/x.sock",
+        3.0,
+    )
     assert server.admission.max_connections == 7 and server.port is None and not server.listening
     with pytest.raises(TypeError, match="not both"):
         worker("127.0.0.1", listener=listener)
-    assert worker("127.0.0.1", 0, max_connections=7).listener == Listener(
-        host="127.0.0.1", port=0, max_connections=7)
+    assert worker("127.0.0.1", 0, max_connections=7).listener == Listener(host="127.0.0.1", port=0, max_connections=7)

@@ -115,10 +115,20 @@ ROUTES = [
 ]
 FLOODS = {
     # (the frames repeated, code, what the reason says, most frames handled, most bytes held)
-    "empty continuations": (client_frame(CONTINUATION, b"", fin=False) * 1000, POLICY_VIOLATION, "fragments",
-                            LIMITS.max_fragments + 1, 0),
-    "1-byte continuations": (client_frame(CONTINUATION, b"x", fin=False) * 1000, POLICY_VIOLATION, "fragments",
-                             LIMITS.max_fragments + 1, LIMITS.max_fragments + 1),
+    "empty continuations": (
+        client_frame(CONTINUATION, b"", fin=False) * 1000,
+        POLICY_VIOLATION,
+        "fragments",
+        LIMITS.max_fragments + 1,
+        0,
+    ),
+    "1-byte continuations": (
+        client_frame(CONTINUATION, b"x", fin=False) * 1000,
+        POLICY_VIOLATION,
+        "fragments",
+        LIMITS.max_fragments + 1,
+        LIMITS.max_fragments + 1,
+    ),
     "pings": (client_frame(PING, b"p") * 1000, POLICY_VIOLATION, "control frames", LIMITS.control_burst + 3, 0),
 }
 
@@ -130,7 +140,8 @@ def closed_lines(caplog: pytest.LogCaptureFixture, path: str) -> list[str]:
 @pytest.mark.parametrize("attack", list(FLOODS))
 @pytest.mark.parametrize(("path", "subprotocols"), ROUTES, ids=[route for route, _ in ROUTES])
 async def test_a_flood_of_fragments_or_pings_is_closed_after_a_bounded_number_of_frames(
-        caplog: pytest.LogCaptureFixture, path: str, subprotocols: list[str], attack: str) -> None:
+    caplog: pytest.LogCaptureFixture, path: str, subprotocols: list[str], attack: str
+) -> None:
     """Mutants killed: no fragment count per message (only bytes); no control-frame rate."""
     caplog.set_level(logging.INFO, "arcly_trio.http")
     frames, code, reason, most_frames, most_held = FLOODS[attack]
@@ -179,7 +190,8 @@ async def trickle(client: RawWebSocket, size: int, every: float) -> None:
 
 @pytest.mark.parametrize("every", [0.5, 0], ids=["trickled", "then silent"])
 async def test_a_message_that_does_not_keep_the_minimum_rate_is_closed(
-        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, every: float) -> None:
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, every: float
+) -> None:
     """50 bytes every half second (100 bytes/s, under the 8 KiB/s minimum), or one piece and
     then nothing: closed once the message is past its 5 s grace (virtual time).
     Mutant killed: no progress rate (the message would stay open for ever)."""

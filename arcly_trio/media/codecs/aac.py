@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import attrs
 
-from .bits import BitReader
-from .errors import CodecError
+from arcly_trio.media.codecs.bits import BitReader
+from arcly_trio.media.codecs.errors import CodecError
 
 __all__ = ["AAC_SAMPLE_RATES", "AacConfig", "parse_audio_specific_config", "adts_header"]
 
 #: AAC sampling frequencies by sampling_frequency_index (ISO/IEC 14496-3, 1.6.3.4).
 AAC_SAMPLE_RATES: tuple[int, ...] = (
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
 )
 
 # Output channels by channelConfiguration (ISO/IEC 23001-8 for the values above 7).

@@ -19,8 +19,8 @@ from typing import Final
 
 import attrs
 
-from .bits import BitReader, Payload, leb128, obus
-from .errors import CodecError
+from arcly_trio.media.codecs.bits import BitReader, Payload, leb128, obus
+from arcly_trio.media.codecs.errors import CodecError
 
 __all__ = [
     "Av1Config",
@@ -159,10 +159,20 @@ def parse_av1_sequence_header(payload: bytes) -> Av1SequenceHeader:
         if sub_x and sub_y:
             position = r.u(2)
     return Av1SequenceHeader(
-        profile=profile, level=level, tier=tier, bit_depth=bit_depth, monochrome=monochrome,
-        subsampling_x=sub_x, subsampling_y=sub_y, chroma_sample_position=position,
-        color_primaries=primaries, transfer_characteristics=transfer, matrix_coefficients=matrix,
-        full_range=full_range, max_width=max_width, max_height=max_height,
+        profile=profile,
+        level=level,
+        tier=tier,
+        bit_depth=bit_depth,
+        monochrome=monochrome,
+        subsampling_x=sub_x,
+        subsampling_y=sub_y,
+        chroma_sample_position=position,
+        color_primaries=primaries,
+        transfer_characteristics=transfer,
+        matrix_coefficients=matrix,
+        full_range=full_range,
+        max_width=max_width,
+        max_height=max_height,
     )
 
 

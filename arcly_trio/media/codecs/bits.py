@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .errors import CodecError
+from arcly_trio.media.codecs.errors import CodecError
 
 __all__ = ["BitReader", "remove_emulation_prevention", "leb128", "obus", "Payload"]
 

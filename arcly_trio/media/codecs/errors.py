@@ -7,7 +7,7 @@ from a peer that do not parse, and nothing else on arbitrary bytes.
 
 from __future__ import annotations
 
-from ...core.errors import RemoteProtocolError
+from arcly_trio.core.errors import RemoteProtocolError
 
 __all__ = ["CodecError", "UnsupportedCodec"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import attrs
 
-from .bits import BitReader, remove_emulation_prevention
-from .errors import CodecError
-from .nal import H264_NAL_SPS, MAX_DIMENSION, crop_units, parameter_set_list
+from arcly_trio.media.codecs.bits import BitReader, remove_emulation_prevention
+from arcly_trio.media.codecs.errors import CodecError
+from arcly_trio.media.codecs.nal import H264_NAL_SPS, MAX_DIMENSION, crop_units, parameter_set_list
 
 __all__ = ["AvcConfig", "H264Sps", "parse_avc_config", "parse_h264_sps"]
 

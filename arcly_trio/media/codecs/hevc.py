@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import attrs
 
-from .bits import BitReader, remove_emulation_prevention
-from .errors import CodecError
-from .nal import HEVC_NAL_PPS, HEVC_NAL_SPS, HEVC_NAL_VPS, MAX_DIMENSION, crop_units, parameter_set_list
+from arcly_trio.media.codecs.bits import BitReader, remove_emulation_prevention
+from arcly_trio.media.codecs.errors import CodecError
+from arcly_trio.media.codecs.nal import (
+    HEVC_NAL_PPS,
+    HEVC_NAL_SPS,
+    HEVC_NAL_VPS,
+    MAX_DIMENSION,
+    crop_units,
+    parameter_set_list,
+)
 
 __all__ = ["HevcConfig", "HevcSps", "parse_hevc_config", "parse_hevc_sps"]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...core.errors import LocalProtocolError
-from .errors import CodecError
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.media.codecs.errors import CodecError
 
 __all__ = [
     "H264_NAL_IDR",

@@ -16,7 +16,7 @@ from typing import Final
 
 import attrs
 
-from .errors import CodecError, UnsupportedCodec
+from arcly_trio.media.codecs.errors import CodecError, UnsupportedCodec
 
 __all__ = ["OpusHead", "parse_opus_head", "opus_head"]
 

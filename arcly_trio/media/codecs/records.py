@@ -12,21 +12,21 @@ bytes.
 
 from __future__ import annotations
 
-from typing import Final, Union
+from typing import Final
 
 import attrs
 
-from .aac import AacConfig, parse_audio_specific_config
-from .av1 import Av1Config, parse_av1_config
-from .errors import UnsupportedCodec
-from .h264 import AvcConfig, H264Sps, parse_avc_config, parse_h264_sps
-from .hevc import HevcConfig, HevcSps, parse_hevc_config, parse_hevc_sps
-from .opus import OpusHead, parse_opus_head
-from .vp9 import Vp9Config, parse_vp9_config
+from arcly_trio.media.codecs.aac import AacConfig, parse_audio_specific_config
+from arcly_trio.media.codecs.av1 import Av1Config, parse_av1_config
+from arcly_trio.media.codecs.errors import UnsupportedCodec
+from arcly_trio.media.codecs.h264 import AvcConfig, H264Sps, parse_avc_config, parse_h264_sps
+from arcly_trio.media.codecs.hevc import HevcConfig, HevcSps, parse_hevc_config, parse_hevc_sps
+from arcly_trio.media.codecs.opus import OpusHead, parse_opus_head
+from arcly_trio.media.codecs.vp9 import Vp9Config, parse_vp9_config
 
 __all__ = ["CONFIG_CODECS", "CodecConfig", "ConfigRecord", "parse_config"]
 
-ConfigRecord = Union[AvcConfig, HevcConfig, Av1Config, Vp9Config, AacConfig, OpusHead]
+ConfigRecord = AvcConfig | HevcConfig | Av1Config | Vp9Config | AacConfig | OpusHead
 
 #: The ``Frame.codec`` names whose config record :func:`parse_config` reads.
 CONFIG_CODECS: Final = frozenset({"h264", "hevc", "av1", "vp9", "aac", "opus"})

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import attrs
 
-from .bits import BitReader
-from .errors import CodecError, UnsupportedCodec
+from arcly_trio.media.codecs.bits import BitReader
+from arcly_trio.media.codecs.errors import CodecError, UnsupportedCodec
 
 __all__ = ["Vp9Config", "parse_vp9_config", "vp9_picture_size"]
 

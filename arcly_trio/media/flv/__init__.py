@@ -4,10 +4,10 @@ and frames -> one FLV stream with its header flags decided (:mod:`.stream`).
 Everything public is re-exported here: ``from arcly_trio.media import flv; flv.read_frames(...)``.
 """
 
-from .container import *  # noqa: F403
-from .container import __all__ as _container_all
-from .stream import FlvStreamWriter, frame_tags, metadata_tracks
-from .tags import *  # noqa: F403
-from .tags import __all__ as _tags_all
+from arcly_trio.media.flv.container import *  # noqa: F403
+from arcly_trio.media.flv.container import __all__ as _container_all
+from arcly_trio.media.flv.stream import FlvStreamWriter, frame_tags, metadata_tracks
+from arcly_trio.media.flv.tags import *  # noqa: F403
+from arcly_trio.media.flv.tags import __all__ as _tags_all
 
 __all__ = [*_tags_all, *_container_all, "FlvStreamWriter", "frame_tags", "metadata_tracks"]

@@ -23,10 +23,9 @@ import attrs
 
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
-
-from .tags import (
-    MAX_DATA_SIZE,
+from arcly_trio.media.flv.tags import (
     DEFAULT_MAX_TAG_BODY,
+    MAX_DATA_SIZE,
     TAG_AUDIO,
     TAG_SCRIPT,
     TAG_VIDEO,
@@ -60,6 +59,7 @@ _TAG_TYPE: Final[dict[FrameKind, int]] = {
 }
 _TAG_KEY: Final = ("flv-tag",)
 _TAG_KEY_LEGACY_HEVC: Final = ("flv-tag", "legacy-hevc")
+
 
 def _build_tag(frame: Frame) -> bytes:
     return encode_tag(_TAG_TYPE[frame.kind], frame.dts, frame_body(frame))

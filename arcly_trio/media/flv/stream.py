@@ -24,9 +24,8 @@ from collections.abc import Sequence
 
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
-
-from .. import amf0
-from .container import file_header, frame_to_tag
+from arcly_trio.media import amf0
+from arcly_trio.media.flv.container import file_header, frame_to_tag
 
 __all__ = ["FlvStreamWriter", "frame_tags", "metadata_tracks"]
 

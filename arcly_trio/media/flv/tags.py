@@ -97,7 +97,6 @@ from __future__ import annotations
 
 from typing import Final
 
-
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 
@@ -401,17 +400,13 @@ def parse_video_tracks(timestamp: int, body: bytes) -> list[Frame]:
         for track_fourcc, track, start, end in _multitrack_spans(
             body, pos, multitrack_type, fourcc, "Enhanced RTMP video"
         ):
-            frame = _ex_video_frame(
-                timestamp, body, track_fourcc, packet_type, keyframe, track, start, end
-            )
+            frame = _ex_video_frame(timestamp, body, track_fourcc, packet_type, keyframe, track, start, end)
             if frame is not None:
                 frames.append(frame)
         return frames
     if pos + 4 > n:
         raise FlvError("Enhanced RTMP video FourCC truncated")
-    frame = _ex_video_frame(
-        timestamp, body, body[pos : pos + 4], packet_type, keyframe, 0, pos + 4, n
-    )
+    frame = _ex_video_frame(timestamp, body, body[pos : pos + 4], packet_type, keyframe, 0, pos + 4, n)
     return [] if frame is None else [frame]
 
 
@@ -425,9 +420,7 @@ def parse_video(timestamp: int, body: bytes) -> Frame | None:
     if not frames:
         return None
     if len(frames) > 1:
-        raise FlvUnsupported(
-            f"video message carries {len(frames)} tracks (use parse_video_tracks)"
-        )
+        raise FlvUnsupported(f"video message carries {len(frames)} tracks (use parse_video_tracks)")
     return frames[0]
 
 
@@ -517,9 +510,7 @@ def parse_audio(timestamp: int, body: bytes) -> Frame | None:
     if not frames:
         return None
     if len(frames) > 1:
-        raise FlvUnsupported(
-            f"audio message carries {len(frames)} tracks (use parse_audio_tracks)"
-        )
+        raise FlvUnsupported(f"audio message carries {len(frames)} tracks (use parse_audio_tracks)")
     return frames[0]
 
 
@@ -590,7 +581,7 @@ def video_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
     if frame.track == 0 and (codec == "h264" or (legacy_hevc and codec == "hevc")):
         b0 = frame_type | (7 if codec == "h264" else 12)
         if frame.config:
-            header = (b0 << 32)  # AVCPacketType 0, CompositionTime 0
+            header = b0 << 32  # AVCPacketType 0, CompositionTime 0
         else:
             header = (b0 << 32) | (1 << 24) | (_cts(frame) & 0xFFFFFF)
         return header.to_bytes(5, "big") + frame.payload
@@ -615,9 +606,7 @@ def video_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
     else:
         packet_type = 1
     if frame.track == 0:
-        return b"".join(
-            (bytes((0x80 | frame_type | packet_type,)), fourcc, cts_bytes, frame.payload)
-        )
+        return b"".join((bytes((0x80 | frame_type | packet_type,)), fourcc, cts_bytes, frame.payload))
     header = bytes((0x80 | frame_type | 6, packet_type)) + fourcc + bytes((_track(frame),))
     return b"".join((header, cts_bytes, frame.payload))
 
@@ -697,6 +686,7 @@ def tag_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
 
 _BODY_KEY: Final = ("flv-body",)
 _BODY_KEY_LEGACY_HEVC: Final = ("flv-body", "legacy-hevc")
+
 
 def _tag_body_legacy_hevc(frame: Frame) -> bytes:
     return tag_body(frame, legacy_hevc=True)

@@ -112,8 +112,8 @@ Error policy
 
 from __future__ import annotations
 
-from .fragment import DEFAULT_MAX_GAP_MS, Fragment, FragmentWriter, TrackRun, ms_to_ticks
-from .init import (
+from arcly_trio.media.fmp4.fragment import DEFAULT_MAX_GAP_MS, Fragment, FragmentWriter, TrackRun, ms_to_ticks
+from arcly_trio.media.fmp4.init import (
     BRANDS,
     SUPPORTED_CODECS,
     VIDEO_TIMESCALE,

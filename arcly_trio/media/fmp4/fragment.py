@@ -19,15 +19,15 @@ from typing import Final
 
 import attrs
 
-from ...core.errors import LocalProtocolError
-from ...core.frame import Frame, FrameKind
-from ..codecs import CodecError
-from ..codecs.av1 import strip_temporal_delimiter
-from ..codecs.bits import Payload
-from .boxes import U32 as _U32
-from .boxes import box as _box
-from .boxes import full_box as _full_box
-from .init import Fmp4Track, check_tracks
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.codecs import CodecError
+from arcly_trio.media.codecs.av1 import strip_temporal_delimiter
+from arcly_trio.media.codecs.bits import Payload
+from arcly_trio.media.fmp4.boxes import U32 as _U32
+from arcly_trio.media.fmp4.boxes import box as _box
+from arcly_trio.media.fmp4.boxes import full_box as _full_box
+from arcly_trio.media.fmp4.init import Fmp4Track, check_tracks
 
 __all__ = [
     "DEFAULT_MAX_GAP_MS",
@@ -137,9 +137,7 @@ class _Sample:
 
     __slots__ = ("decode", "cto", "payload", "sync", "dts", "out", "duration", "rebased")
 
-    def __init__(
-        self, decode: int, cto: int, payload: Payload, sync: bool, dts: int, out: int, rebased: bool
-    ) -> None:
+    def __init__(self, decode: int, cto: int, payload: Payload, sync: bool, dts: int, out: int, rebased: bool) -> None:
         self.decode = decode  # ticks
         self.cto = cto  # ticks
         self.payload = payload
@@ -203,9 +201,7 @@ def _trun(run: list[_Sample], data_offset: int) -> bytes:
         fields = ">" + "IIIi" * len(run)
     else:
         fields = ">" + "III" * len(run)
-    return _full_box(
-        b"trun", 1, flags, struct.pack(">Ii", len(run), data_offset), struct.pack(fields, *values)
-    )
+    return _full_box(b"trun", 1, flags, struct.pack(">Ii", len(run), data_offset), struct.pack(fields, *values))
 
 
 def _trun_size(run: list[_Sample]) -> int:
@@ -291,9 +287,7 @@ class FragmentWriter:
             return False
         track = state.track
         if frame.codec != track.codec:
-            raise LocalProtocolError(
-                f"{frame.codec} frame pushed for track {track.track_id} of codec {track.codec}"
-            )
+            raise LocalProtocolError(f"{frame.codec} frame pushed for track {track.track_id} of codec {track.codec}")
         if frame.config:
             return False
         if not state.started and not frame.keyframe:
@@ -308,9 +302,7 @@ class FragmentWriter:
         decode = ms_to_ticks(out, ts)
         cto = ms_to_ticks(frame.pts + offset, ts) - decode
         if not _I32_MIN <= cto <= _I32_MAX:
-            raise CodecError(
-                f"composition offset of {frame.pts - frame.dts} ms does not fit a trun"
-            )
+            raise CodecError(f"composition offset of {frame.pts - frame.dts} ms does not fit a trun")
         payload: Payload = strip_temporal_delimiter(frame.payload) if track.codec == "av1" else frame.payload
         # Nothing below raises: the writer changes only from here on.
         if rebased:

@@ -20,9 +20,9 @@ from typing import Final
 
 import attrs
 
-from ...core.errors import LocalProtocolError
-from ...core.frame import Frame, FrameKind
-from ..codecs import (
+from arcly_trio.core.errors import LocalProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.codecs import (
     AacConfig,
     Av1Config,
     CodecConfig,
@@ -33,11 +33,11 @@ from ..codecs import (
     parse_config,
     vp9_picture_size,
 )
-from ..codecs.av1 import find_sequence_header
-from .boxes import U32 as _U32
-from .boxes import box as _box
-from .boxes import descriptor as _descriptor
-from .boxes import full_box as _full_box
+from arcly_trio.media.codecs.av1 import find_sequence_header
+from arcly_trio.media.fmp4.boxes import U32 as _U32
+from arcly_trio.media.fmp4.boxes import box as _box
+from arcly_trio.media.fmp4.boxes import descriptor as _descriptor
+from arcly_trio.media.fmp4.boxes import full_box as _full_box
 
 __all__ = [
     "SUPPORTED_CODECS",
@@ -83,11 +83,15 @@ def _esds(audio_specific_config: bytes) -> bytes:
     return _full_box(b"esds", 0, 0, es)
 
 
-
 def _dops(head: OpusHead) -> bytes:
     """The ``dOps`` box (Opus in ISO BMFF, 4.3.2): the OpusHead fields, big-endian."""
     fields = struct.pack(
-        ">BBHIhB", 0, head.channels, head.pre_skip, head.input_sample_rate, head.output_gain,
+        ">BBHIhB",
+        0,
+        head.channels,
+        head.pre_skip,
+        head.input_sample_rate,
+        head.output_gain,
         head.mapping_family,
     )
     return _box(b"dOps", fields, head.mapping)
@@ -269,9 +273,7 @@ def track_from_config(
     """
     _check_config_frame(config)
     if timescale is not None and not _MIN_TIMESCALE <= timescale <= _MAX_TIMESCALE:
-        raise LocalProtocolError(
-            f"timescale {timescale} is outside {_MIN_TIMESCALE}..{_MAX_TIMESCALE}"
-        )
+        raise LocalProtocolError(f"timescale {timescale} is outside {_MIN_TIMESCALE}..{_MAX_TIMESCALE}")
     if track_id is None:
         track_id = 1 + 2 * config.track + (config.kind is FrameKind.AUDIO)
     if not 1 <= track_id <= _U32:
@@ -332,14 +334,10 @@ def _trak(track: Fmp4Track) -> bytes:
         _UNITY_MATRIX,
         struct.pack(">II", track.width << 16, track.height << 16),
     )  # fmt: skip
-    mdhd = _full_box(
-        b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, _LANGUAGE_UND, 0)
-    )
+    mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, _LANGUAGE_UND, 0))
     handler, name = (b"vide", b"VideoHandler\x00") if video else (b"soun", b"SoundHandler\x00")
     hdlr = _full_box(b"hdlr", 0, 0, b"\x00" * 4, handler, b"\x00" * 12, name)
-    media_header = (
-        _full_box(b"vmhd", 0, 1, b"\x00" * 8) if video else _full_box(b"smhd", 0, 0, b"\x00" * 4)
-    )
+    media_header = _full_box(b"vmhd", 0, 1, b"\x00" * 8) if video else _full_box(b"smhd", 0, 0, b"\x00" * 4)
     dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
     empty = struct.pack(">I", 0)
     stbl = _box(

@@ -6,7 +6,7 @@ server routes live in :mod:`arcly_trio.workers.http.frames_routes`, the Python c
 :mod:`arcly_trio.clients.frames`. Nothing here imports trio.
 """
 
-from .messages import (
+from arcly_trio.protocols.frames.messages import (
     SUBPROTOCOL,
     CloseCode,
     Config,
@@ -24,7 +24,7 @@ from .messages import (
     encode_text,
     frame_message,
 )
-from .reader import Event, FramesReader
+from arcly_trio.protocols.frames.reader import Event, FramesReader
 
 __all__ = [
     "SUBPROTOCOL",

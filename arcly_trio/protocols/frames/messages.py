@@ -67,10 +67,10 @@ from typing import Any, Final
 
 import attrs
 
-from ...core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ...core.frame import Frame, FrameKind
-from ...media import codec_strings
-from ...media.codecs import CodecError
+from arcly_trio.core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media import codec_strings
+from arcly_trio.media.codecs import CodecError
 
 __all__ = [
     "CONFIG_MESSAGE_KEY",
@@ -239,8 +239,9 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()
     :class:`~.reader.FramesReader`'s)."""
     size = len(data)
     if size > limits.max_frame:
-        raise FramesProtocolError(f"binary message of {size} bytes is over the limit of {limits.max_frame}",
-                                  CloseCode.TOO_BIG)
+        raise FramesProtocolError(
+            f"binary message of {size} bytes is over the limit of {limits.max_frame}", CloseCode.TOO_BIG
+        )
     if size < HEADER_SIZE:
         raise FramesProtocolError(f"binary message of {size} bytes is shorter than the {HEADER_SIZE}-byte header")
     mtype, kind_code, flags, track, pts, dts = HEADER.unpack_from(data, 0)
@@ -257,8 +258,9 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()
         raise FramesProtocolError("timestamp out of range (more than 2**53 microseconds)")
     if size == HEADER_SIZE:
         raise FramesProtocolError("binary message with an empty payload")
-    return FrameMessage(kind, track, bool(flags & FLAG_KEY), bool(flags & FLAG_CONFIG), pts, dts,
-                        memoryview(data)[HEADER_SIZE:])
+    return FrameMessage(
+        kind, track, bool(flags & FLAG_KEY), bool(flags & FLAG_CONFIG), pts, dts, memoryview(data)[HEADER_SIZE:]
+    )
 
 
 # --- text messages -----------------------------------------------------------------------------
@@ -358,7 +360,7 @@ def _config_from(doc: dict[str, Any], limits: Limits) -> Config:
     name = doc.get("kind")
     kind = _KIND_OF_NAME.get(name) if isinstance(name, str) else None
     if kind is None:
-        raise FramesProtocolError(f"config 'kind' must be \"video\" or \"audio\", not {_show(doc.get('kind'))}")
+        raise FramesProtocolError(f'config \'kind\' must be "video" or "audio", not {_show(doc.get("kind"))}')
     track = _int(doc, "track", 0, limits.max_track, 0)
     decoder = doc.get("decoderConfig")
     if not isinstance(decoder, dict):
@@ -380,19 +382,35 @@ def _config_from(doc: dict[str, Any], limits: Limits) -> Config:
     if description and not record:
         raise FramesProtocolError("'description' is true but no record follows ('record' is 0)")
     if kind is FrameKind.VIDEO:
-        return Config(kind, track, fmt, codec, record, description,
-                      _opt_int(decoder, "codedWidth", 1, 65536), _opt_int(decoder, "codedHeight", 1, 65536))
-    return Config(kind, track, fmt, codec, record, description,
-                  sample_rate=_int(decoder, "sampleRate", 1, 768000),
-                  channels=_int(decoder, "numberOfChannels", 1, 255))
+        return Config(
+            kind,
+            track,
+            fmt,
+            codec,
+            record,
+            description,
+            _opt_int(decoder, "codedWidth", 1, 65536),
+            _opt_int(decoder, "codedHeight", 1, 65536),
+        )
+    return Config(
+        kind,
+        track,
+        fmt,
+        codec,
+        record,
+        description,
+        sample_rate=_int(decoder, "sampleRate", 1, 768000),
+        channels=_int(decoder, "numberOfChannels", 1, 255),
+    )
 
 
 def decode_text(text: str | bytes, limits: Limits = Limits()) -> TextMessage:
     """Decode one text message; raise :class:`FramesProtocolError` for anything malformed."""
     size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > limits.max_text:
-        raise FramesProtocolError(f"text message of {size} bytes is over the limit of {limits.max_text}",
-                                  CloseCode.TOO_BIG)
+        raise FramesProtocolError(
+            f"text message of {size} bytes is over the limit of {limits.max_text}", CloseCode.TOO_BIG
+        )
     try:
         doc = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
@@ -403,8 +421,12 @@ def decode_text(text: str | bytes, limits: Limits = Limits()) -> TextMessage:
     if kind == "config":
         return _config_from(doc, limits)
     if kind == "end":
-        return End(_str(doc, "reason", 64, "end"), _str(doc, "message", 1024, ""),
-                   _int(doc, "dropped", 0, _INT_LIMIT, 0), _int(doc, "frames", 0, _INT_LIMIT, 0))
+        return End(
+            _str(doc, "reason", 64, "end"),
+            _str(doc, "message", 1024, ""),
+            _int(doc, "dropped", 0, _INT_LIMIT, 0),
+            _int(doc, "frames", 0, _INT_LIMIT, 0),
+        )
     if kind == "stats":
         return Stats(*(_int(doc, name, 0, _INT_LIMIT, 0) for name in ("frames", "dropped", "skipped", "queued")))
     if kind == "start":
@@ -420,15 +442,31 @@ def encode_text(message: TextMessage) -> str:
     """The JSON text of a text message."""
     doc: dict[str, Any]
     if isinstance(message, Config):
-        doc = {"type": "config", "kind": _KIND_NAME[message.kind], "track": message.track,
-               "format": message.format, "decoderConfig": message.decoder_config(),
-               "description": message.description, "record": message.record}
+        doc = {
+            "type": "config",
+            "kind": _KIND_NAME[message.kind],
+            "track": message.track,
+            "format": message.format,
+            "decoderConfig": message.decoder_config(),
+            "description": message.description,
+            "record": message.record,
+        }
     elif isinstance(message, Stats):
-        doc = {"type": "stats", "frames": message.frames, "dropped": message.dropped,
-               "skipped": message.skipped, "queued": message.queued}
+        doc = {
+            "type": "stats",
+            "frames": message.frames,
+            "dropped": message.dropped,
+            "skipped": message.skipped,
+            "queued": message.queued,
+        }
     elif isinstance(message, End):
-        doc = {"type": "end", "reason": message.reason, "message": message.message,
-               "dropped": message.dropped, "frames": message.frames}
+        doc = {
+            "type": "end",
+            "reason": message.reason,
+            "message": message.message,
+            "dropped": message.dropped,
+            "frames": message.frames,
+        }
     elif isinstance(message, Start):
         doc = {"type": "start", "role": message.role, "stream": message.stream}
     else:
@@ -451,8 +489,18 @@ def config_for_frame(frame: Frame) -> Config:
     channels = params.channels
     if frame.kind is FrameKind.AUDIO and channels is None:
         channels = 2  # an AAC program config element decides; decoders take the record's word
-    return Config(frame.kind, frame.track, frame.codec, params.codec, len(frame.payload), params.description,
-                  params.coded_width, params.coded_height, params.sample_rate, channels)
+    return Config(
+        frame.kind,
+        frame.track,
+        frame.codec,
+        params.codec,
+        len(frame.payload),
+        params.description,
+        params.coded_width,
+        params.coded_height,
+        params.sample_rate,
+        channels,
+    )
 
 
 def _build_config_message(frame: Frame) -> str | None:
@@ -467,4 +515,3 @@ def config_message(frame: Frame) -> str | None:
     not one the protocol carries or the record does not parse (viewers skip that track)."""
     text: str | None = frame.encoded(CONFIG_MESSAGE_KEY, _build_config_message)
     return text
-

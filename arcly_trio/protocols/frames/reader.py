@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from ...core.frame import Frame, FrameKind
-from ...media import codec_strings
-from ...media.codecs import CodecError
-from .messages import (
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media import codec_strings
+from arcly_trio.media.codecs import CodecError
+from arcly_trio.protocols.frames.messages import (
     CloseCode,
     Config,
     End,
@@ -163,8 +163,16 @@ class FramesReader:
         payload = bytes(message.payload)
         self.frames += 1
         self.bytes += len(payload)
-        return Frame(message.kind, config.format, message.pts_us // 1000, message.dts_us // 1000,
-                     payload, keyframe, False, message.track)
+        return Frame(
+            message.kind,
+            config.format,
+            message.pts_us // 1000,
+            message.dts_us // 1000,
+            payload,
+            keyframe,
+            False,
+            message.track,
+        )
 
     def _record(self, message: FrameMessage) -> Frame:
         pending = self._pending
@@ -187,5 +195,13 @@ class FramesReader:
         self._pending = None
         self._accept_config(pending)
         keyframe = message.key and pending.kind is FrameKind.VIDEO
-        return Frame(pending.kind, pending.format, message.pts_us // 1000, message.dts_us // 1000,
-                     record, keyframe, True, pending.track)
+        return Frame(
+            pending.kind,
+            pending.format,
+            message.pts_us // 1000,
+            message.dts_us // 1000,
+            record,
+            keyframe,
+            True,
+            pending.track,
+        )

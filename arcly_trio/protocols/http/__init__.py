@@ -3,8 +3,8 @@
 The HTTP worker that uses them (h11 over trio sockets) is :mod:`arcly_trio.workers.http`.
 """
 
-from .router import BadRequest, HttpRequest, Route, Router, parse_target
-from .websocket import handshake_problem, rebuild_request_head
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Route, Router, parse_target
+from arcly_trio.protocols.http.websocket import handshake_problem, rebuild_request_head
 
 __all__ = [
     "BadRequest",

@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ...core.errors import InvalidStreamName, RemoteProtocolError
-from ...core.keys import Credentials, StreamKey
+from arcly_trio.core.errors import InvalidStreamName, RemoteProtocolError
+from arcly_trio.core.keys import Credentials, StreamKey
 
 __all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target"]
 
@@ -108,7 +108,6 @@ class HttpRequest:
         """A WebSocket opening handshake: ``Upgrade: websocket`` and ``Connection: upgrade``."""
         return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
 
-
     @property
     def bearer(self) -> str | None:
         """The token of an ``Authorization: Bearer TOKEN`` header, or ``None``."""
@@ -145,11 +144,19 @@ class Responder(Protocol):
 
     engine: Any
 
-    async def respond(self, status: int, body: bytes = b"", *, content_type: str = ...,
-                      headers: Iterable[tuple[str, str]] = ..., close: bool = ...) -> None: ...
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = ...,
+        headers: Iterable[tuple[str, str]] = ...,
+        close: bool = ...,
+    ) -> None: ...
 
-    async def error(self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = ...,
-                    close: bool = ...) -> None: ...
+    async def error(
+        self, status: int, message: str, *, headers: Iterable[tuple[str, str]] = ..., close: bool = ...
+    ) -> None: ...
 
     async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ...) -> None: ...
 
@@ -218,8 +225,9 @@ class Router:
         """Add a route (after the others; ``first=True``: before them, so it overrides;
         ``protected=True``: it needs the server's API token, if it has one; ``admin=True``: that,
         and local requests only when there is no token)."""
-        route = Route(pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket,
-                      protected, admin)
+        route = Route(
+            pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket, protected, admin
+        )
         if first:
             self._routes.insert(0, route)
         else:

@@ -33,10 +33,21 @@ import math
 import attrs
 import h11
 
-from .router import HttpRequest
+from arcly_trio.protocols.http.router import HttpRequest
 
-__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "POLICY_VIOLATION", "TOO_BIG", "Violation", "WebSocketGuard",
-           "WebSocketLimits", "frame_header", "rebuild_request_head", "handshake_problem", "valid_websocket_key"]
+__all__ = [
+    "OPCODE_BINARY",
+    "OPCODE_TEXT",
+    "POLICY_VIOLATION",
+    "TOO_BIG",
+    "Violation",
+    "WebSocketGuard",
+    "WebSocketLimits",
+    "frame_header",
+    "rebuild_request_head",
+    "handshake_problem",
+    "valid_websocket_key",
+]
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
@@ -182,8 +193,11 @@ class WebSocketGuard:
     def check_progress(self, now: float) -> Violation | None:
         """A violation if the message in progress is past :attr:`deadline`."""
         if now >= self.deadline:
-            return Violation(POLICY_VIOLATION, f"message too slow: {self.held} bytes in {now - self._started:.0f} s "
-                                               f"(at least {self.limits.min_rate} bytes/s)")
+            return Violation(
+                POLICY_VIOLATION,
+                f"message too slow: {self.held} bytes in {now - self._started:.0f} s "
+                f"(at least {self.limits.min_rate} bytes/s)",
+            )
         return None
 
     def on_control(self, now: float) -> Violation | None:

@@ -12,13 +12,20 @@
 None of it imports trio: the worker is :mod:`arcly_trio.workers.rtmp`.
 """
 
-from .client import ClientMode, ClientState, RtmpClient
-from .client_session import ClientSession
-from .endpoint import CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_DATA, CSID_VIDEO, RtmpEndpoint
-from .events import *  # noqa: F403
-from .events import __all__ as _events_all
-from .server_session import ConnectionState, Decision, ServerSession, StreamState
-from .url import RtmpUrl, fill_template, parse_rtmp_url
+from arcly_trio.protocols.rtmp.client import ClientMode, ClientState, RtmpClient
+from arcly_trio.protocols.rtmp.client_session import ClientSession
+from arcly_trio.protocols.rtmp.endpoint import (
+    CSID_AUDIO,
+    CSID_COMMAND,
+    CSID_CONTROL,
+    CSID_DATA,
+    CSID_VIDEO,
+    RtmpEndpoint,
+)
+from arcly_trio.protocols.rtmp.events import *  # noqa: F403
+from arcly_trio.protocols.rtmp.events import __all__ as _events_all
+from arcly_trio.protocols.rtmp.server_session import ConnectionState, Decision, ServerSession, StreamState
+from arcly_trio.protocols.rtmp.url import RtmpUrl, fill_template, parse_rtmp_url
 
 __all__ = [
     "RtmpClient",

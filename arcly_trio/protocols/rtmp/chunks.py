@@ -191,9 +191,7 @@ class ChunkReader:
         budget: ByteBudget | None = None,
     ) -> None:
         if not DEFAULT_CHUNK_SIZE <= max_chunk_size <= MAX_CHUNK_SIZE:
-            raise LocalProtocolError(
-                f"max_chunk_size must be within {DEFAULT_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
-            )
+            raise LocalProtocolError(f"max_chunk_size must be within {DEFAULT_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
         if not 1 <= min_chunk_size <= DEFAULT_CHUNK_SIZE:
             raise LocalProtocolError(f"min_chunk_size must be within 1..{DEFAULT_CHUNK_SIZE}")
         for name, value in (
@@ -367,9 +365,7 @@ class ChunkReader:
 
         state = self._streams.get(csid)
         if state is None and fmt >= 2:
-            raise RemoteProtocolError(
-                f"chunk stream {csid} starts with a format {fmt} header (no previous header)"
-            )
+            raise RemoteProtocolError(f"chunk stream {csid} starts with a format {fmt} header (no previous header)")
         extended = state.extended if fmt == 3 else field == _EXTENDED  # type: ignore[union-attr]
         if extended:
             if p + 4 > end:
@@ -400,9 +396,7 @@ class ChunkReader:
             state.partial = None
             self._partials -= 1
             self._unhold(state.length)
-            return self._complete(
-                RtmpMessage(state.type_id, state.stream_id, state.timestamp, payload, csid)
-            )
+            return self._complete(RtmpMessage(state.type_id, state.stream_id, state.timestamp, payload, csid))
 
         # The first chunk of a new message.
         if fmt == 0:
@@ -424,15 +418,11 @@ class ChunkReader:
         if length > limit:
             raise MessageTooLarge(kind, length, limit)
         if state is None and len(self._streams) >= self.max_chunk_streams:
-            raise RemoteProtocolError(
-                f"more than {self.max_chunk_streams} chunk streams in use by the peer"
-            )
+            raise RemoteProtocolError(f"more than {self.max_chunk_streams} chunk streams in use by the peer")
         n = length if length <= chunk_size else chunk_size
         partial = n < length
         if partial and self._partials >= self.max_partial_messages:
-            raise RemoteProtocolError(
-                f"more than {self.max_partial_messages} chunk streams interleave messages"
-            )
+            raise RemoteProtocolError(f"more than {self.max_partial_messages} chunk streams interleave messages")
         if p + n > end:
             return _NEED_DATA
         if partial:

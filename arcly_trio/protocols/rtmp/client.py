@@ -43,10 +43,9 @@ from typing import Any, Final
 from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.core.frame import Frame
 from arcly_trio.media import amf0
-
-from .client_session import ClientSession
-from .endpoint import stream_id_arg
-from .events import (
+from arcly_trio.protocols.rtmp.client_session import ClientSession
+from arcly_trio.protocols.rtmp.endpoint import stream_id_arg
+from arcly_trio.protocols.rtmp.events import (
     CommandReceived,
     Connected,
     ControlReceived,
@@ -58,10 +57,10 @@ from .events import (
     StreamStarted,
     UserControlReceived,
 )
-from .handshake import ClientHandshake
-from .media import frame_chunks, with_stream_id
-from .messages import MessageType, UserControlEvent
-from .url import RtmpUrl
+from arcly_trio.protocols.rtmp.handshake import ClientHandshake
+from arcly_trio.protocols.rtmp.media import frame_chunks, with_stream_id
+from arcly_trio.protocols.rtmp.messages import MessageType, UserControlEvent
+from arcly_trio.protocols.rtmp.url import RtmpUrl
 
 __all__ = ["RtmpClient", "ClientState", "ClientMode", "CLIENT_TRANSITIONS", "FOURCC_LIST"]
 
@@ -118,10 +117,14 @@ CLIENT_TRANSITIONS: Final[dict[tuple[ClientState, _Trigger], ClientState]] = {
     **{(state, _T.CLOSE): _S.CLOSED for state in ClientState},
 }
 
-_ENDING_CODES: Final = frozenset({
-    "NetStream.Play.UnpublishNotify", "NetStream.Play.Stop", "NetStream.Play.Complete",
-    "NetStream.Unpublish.Success",
-})
+_ENDING_CODES: Final = frozenset(
+    {
+        "NetStream.Play.UnpublishNotify",
+        "NetStream.Play.Stop",
+        "NetStream.Play.Complete",
+        "NetStream.Unpublish.Success",
+    }
+)
 
 
 class RtmpClient:
@@ -232,8 +235,7 @@ class RtmpClient:
         session.set_chunk_size(self._chunk_size)
         extra: dict[str, Any] = {"fourCcList": list(FOURCC_LIST)}
         if self.mode is ClientMode.PLAY:
-            extra.update(fpad=False, capabilities=15.0, audioCodecs=4071.0, videoCodecs=252.0,
-                         videoFunction=1.0)
+            extra.update(fpad=False, capabilities=15.0, audioCodecs=4071.0, videoCodecs=252.0, videoFunction=1.0)
         tid = session.connect(self.url.app, self.url.tc_url, extra=extra)
         self._pending[tid] = "connect"
 
@@ -266,8 +268,11 @@ class RtmpClient:
         elif isinstance(event, CommandReceived):
             self._on_command(event)
         elif isinstance(event, UserControlReceived):
-            if (event.event_type == UserControlEvent.STREAM_EOF and self._state is ClientState.PLAYING
-                    and event.data == self.stream_id):
+            if (
+                event.event_type == UserControlEvent.STREAM_EOF
+                and self._state is ClientState.PLAYING
+                and event.data == self.stream_id
+            ):
                 self._end("StreamEOF", "the server sent Stream EOF")
         elif isinstance(event, ControlReceived):
             if event.type_id == _PEER_BW and event.values and event.values[0] != self._window:

@@ -14,20 +14,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from arcly_trio.media import amf0
-
-from .endpoint import (
-    CSID_AUDIO,
-    CSID_DATA,
-    CSID_VIDEO,
-    RtmpEndpoint,
-)
-from .events import (
-    CommandReceived,
-    ControlReceived,
-    MediaMessage,
-    UserControlReceived,
-)
-from .messages import MessageType, UserControlEvent
+from arcly_trio.protocols.rtmp.endpoint import CSID_AUDIO, CSID_DATA, CSID_VIDEO, RtmpEndpoint
+from arcly_trio.protocols.rtmp.events import CommandReceived, ControlReceived, MediaMessage, UserControlReceived
+from arcly_trio.protocols.rtmp.messages import MessageType, UserControlEvent
 
 __all__ = ["ClientSession"]
 
@@ -68,9 +57,7 @@ class ClientSession(RtmpEndpoint):
         self._transactions = 0
 
     def _on_media(self, stream_id: int, type_id: int, timestamp: int, payload: bytes) -> None:
-        self._events.append(
-            MediaMessage(stream_id, type_id, self._clock(stream_id, timestamp), payload)
-        )
+        self._events.append(MediaMessage(stream_id, type_id, self._clock(stream_id, timestamp), payload))
 
     def _on_data(self, stream_id: int, timestamp: int, payload: bytes) -> None:
         self._events.append(self._data_event(stream_id, timestamp, payload))
@@ -101,9 +88,7 @@ class ClientSession(RtmpEndpoint):
         self._send_command(stream_id, name, transaction_id, command_object, *args)
         return transaction_id
 
-    def connect(
-        self, app: str, tc_url: str | None = None, *, extra: dict[str, Any] | None = None
-    ) -> float:
+    def connect(self, app: str, tc_url: str | None = None, *, extra: dict[str, Any] | None = None) -> float:
         """Queue ``connect`` (FFmpeg-like command object plus ``extra``)."""
         command_object: dict[str, Any] = {
             "app": app,
@@ -137,9 +122,7 @@ class ClientSession(RtmpEndpoint):
         duration: float = -1.0,
         reset: bool = True,
     ) -> None:
-        self.call(
-            "play", name, start, duration, reset, stream_id=stream_id, transaction_id=0.0
-        )
+        self.call("play", name, start, duration, reset, stream_id=stream_id, transaction_id=0.0)
 
     def pause(self, stream_id: int, paused: bool, position: float = 0.0) -> None:
         self.call("pause", paused, position, stream_id=stream_id, transaction_id=0.0)

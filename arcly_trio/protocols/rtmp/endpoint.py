@@ -49,10 +49,9 @@ from arcly_trio.core.budget import ByteBudget
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.media import amf0
 from arcly_trio.media.timestamps import TimestampUnwrapper
-
-from .chunks import ChunkReader, ChunkWriter, RtmpMessage, chunk_message
-from .events import DataMessage, Event
-from .messages import (
+from arcly_trio.protocols.rtmp.chunks import ChunkReader, ChunkWriter, RtmpMessage, chunk_message
+from arcly_trio.protocols.rtmp.events import DataMessage, Event
+from arcly_trio.protocols.rtmp.messages import (
     MessageType,
     UserControlEvent,
     decode_acknowledgement,
@@ -106,7 +105,6 @@ _AMF3_COMMAND: Final = int(MessageType.AMF3_COMMAND)
 _AMF0_DATA: Final = int(MessageType.AMF0_DATA)
 _AMF0_COMMAND: Final = int(MessageType.AMF0_COMMAND)
 _AGGREGATE: Final = int(MessageType.AGGREGATE)
-
 
 
 #: The most sub-messages an aggregate message may hold (real encoders put a few dozen in one).
@@ -289,9 +287,7 @@ class RtmpEndpoint:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _send(
-        self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
-    ) -> None:
+    def _send(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> None:
         self._out += self._writer.write(csid, type_id, stream_id, timestamp, payload)
 
     def _send_control(self, type_id: int, payload: bytes) -> None:
@@ -301,9 +297,7 @@ class RtmpEndpoint:
         self._send_control(_USER_CONTROL, encode_user_control(event_type, data, buffer_length))
 
     def _send_command(self, stream_id: int, name: str, transaction_id: float, *values: Any) -> None:
-        self._send(
-            CSID_COMMAND, _AMF0_COMMAND, stream_id, 0, amf0.encode(name, transaction_id, *values)
-        )
+        self._send(CSID_COMMAND, _AMF0_COMMAND, stream_id, 0, amf0.encode(name, transaction_id, *values))
 
     def send_message(
         self,
@@ -315,13 +309,9 @@ class RtmpEndpoint:
     ) -> None:
         """Queue any message (format 0 first header, our chunk size; timestamp mod 2**32)."""
         self._check_alive()
-        self._out += chunk_message(
-            csid, type_id, stream_id, timestamp, payload, self._writer.chunk_size
-        )
+        self._out += chunk_message(csid, type_id, stream_id, timestamp, payload, self._writer.chunk_size)
 
-    def send_command(
-        self, stream_id: int, name: str, transaction_id: float, command_object: Any, *args: Any
-    ) -> None:
+    def send_command(self, stream_id: int, name: str, transaction_id: float, command_object: Any, *args: Any) -> None:
         """Queue an AMF0 command ``name`` (chunk stream 3)."""
         self._check_alive()
         self._send_command(stream_id, name, transaction_id, command_object, *args)
@@ -412,7 +402,7 @@ class RtmpEndpoint:
 
     def _data_event(self, stream_id: int, raw_timestamp: int, payload: bytes) -> DataMessage:
         # Nothing is decoded: the @setDataFrame wrapper is recognised by its bytes.
-        body = payload[len(_SET_DATA_FRAME):] if payload.startswith(_SET_DATA_FRAME) else payload
+        body = payload[len(_SET_DATA_FRAME) :] if payload.startswith(_SET_DATA_FRAME) else payload
         return DataMessage(stream_id, self._clock(stream_id, raw_timestamp), payload, body)
 
     def _split_aggregate(self, message: RtmpMessage) -> Iterator[tuple[int, int, bytes]]:
@@ -433,9 +423,7 @@ class RtmpEndpoint:
         reader = self._reader
         while pos < end:
             if len(spans) >= self.max_aggregate_parts:
-                raise RemoteProtocolError(
-                    f"aggregate message with more than {self.max_aggregate_parts} sub-messages"
-                )
+                raise RemoteProtocolError(f"aggregate message with more than {self.max_aggregate_parts} sub-messages")
             if pos + 11 > end:
                 raise RemoteProtocolError("aggregate message ends inside a sub-message header")
             type_id = data[pos] & 0x1F

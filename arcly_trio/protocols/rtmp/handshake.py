@@ -57,9 +57,7 @@ _DIGEST_SIZE: Final = 32
 _RANDOM_ECHO_SIZE: Final = PACKET_SIZE - _DIGEST_SIZE  # the digested part of S2/C2
 
 # 32 bytes shared by both keys, after their text part.
-_KEY_TAIL: Final = bytes.fromhex(
-    "f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae"
-)
+_KEY_TAIL: Final = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 #: The client key: its 30-byte text part signs C1, the whole of it keys C2.
 _CLIENT_KEY_TEXT: Final = b"Genuine Adobe Flash Player 001"
 _CLIENT_KEY: Final = _CLIENT_KEY_TEXT + _KEY_TAIL
@@ -215,9 +213,7 @@ class ServerHandshake:
         if not self._have_c1:
             if self._buffer and self._buffer[0] != RTMP_VERSION:
                 self._failed = True
-                raise HandshakeError(
-                    f"unsupported RTMP version {self._buffer[0]} in C0 (only 3 is accepted)"
-                )
+                raise HandshakeError(f"unsupported RTMP version {self._buffer[0]} in C0 (only 3 is accepted)")
             if len(self._buffer) < 1 + PACKET_SIZE:
                 return
             c1 = bytes(self._buffer[1 : 1 + PACKET_SIZE])
@@ -334,9 +330,7 @@ class ClientHandshake:
         try:
             if not self._have_s1:
                 if self._buffer and self._buffer[0] != RTMP_VERSION:
-                    raise HandshakeError(
-                        f"unsupported RTMP version {self._buffer[0]} in S0 (expected 3)"
-                    )
+                    raise HandshakeError(f"unsupported RTMP version {self._buffer[0]} in S0 (expected 3)")
                 if len(self._buffer) < 1 + PACKET_SIZE:
                     return
                 s1 = bytes(self._buffer[1 : 1 + PACKET_SIZE])
@@ -360,9 +354,7 @@ class ClientHandshake:
             if found is None:
                 raise HandshakeError("S1 has a server version but no valid digest")
             self._server_digest = found[1]
-            c2 = _response_packet(
-                self._server_digest, _CLIENT_KEY, self._random(_RANDOM_ECHO_SIZE)
-            )
+            c2 = _response_packet(self._server_digest, _CLIENT_KEY, self._random(_RANDOM_ECHO_SIZE))
         else:
             c2 = s1
         self._outgoing += c2

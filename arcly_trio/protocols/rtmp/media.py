@@ -31,10 +31,9 @@ from typing import Final
 
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media import flv
-
-from .chunks import chunk_message
-from .endpoint import CSID_AUDIO, CSID_DATA, CSID_VIDEO
-from .events import DataMessage, MediaMessage
+from arcly_trio.protocols.rtmp.chunks import chunk_message
+from arcly_trio.protocols.rtmp.endpoint import CSID_AUDIO, CSID_DATA, CSID_VIDEO
+from arcly_trio.protocols.rtmp.events import DataMessage, MediaMessage
 
 __all__ = ["SHARED_STREAM_ID", "frame_chunks", "with_stream_id", "message_type", "message_frames"]
 
@@ -54,8 +53,14 @@ def message_type(frame: Frame) -> int:
 
 
 def _build(frame: Frame, chunk_size: int) -> bytes:
-    return chunk_message(_CSID[frame.kind], _TYPE[frame.kind], SHARED_STREAM_ID, frame.dts & 0xFFFFFFFF,
-                         flv.frame_body(frame), chunk_size)
+    return chunk_message(
+        _CSID[frame.kind],
+        _TYPE[frame.kind],
+        SHARED_STREAM_ID,
+        frame.dts & 0xFFFFFFFF,
+        flv.frame_body(frame),
+        chunk_size,
+    )
 
 
 def _build_published(frame: Frame, chunk_size: int) -> bytes:

@@ -63,8 +63,7 @@ from typing import Any, Final
 from arcly_trio.core.budget import ByteBudget
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.media import amf0
-
-from .endpoint import (
+from arcly_trio.protocols.rtmp.endpoint import (
     CSID_COMMAND,
     CSID_CONTROL,
     MASK32,
@@ -73,7 +72,7 @@ from .endpoint import (
     split_query,
     stream_id_arg,
 )
-from .events import (
+from arcly_trio.protocols.rtmp.events import (
     BufferLengthChanged,
     ConnectRequest,
     MediaMessage,
@@ -87,7 +86,7 @@ from .events import (
     StreamUnpublishRequested,
     UnknownCommand,
 )
-from .messages import (
+from arcly_trio.protocols.rtmp.messages import (
     MessageType,
     PeerBandwidthLimit,
     UserControlEvent,
@@ -381,9 +380,7 @@ class ServerSession(RtmpEndpoint):
         if stream is None or stream.state is not StreamState.PUBLISHING:
             self.dropped_messages += 1
             return
-        self._events.append(
-            MediaMessage(stream_id, type_id, self._clock(stream_id, timestamp), payload)
-        )
+        self._events.append(MediaMessage(stream_id, type_id, self._clock(stream_id, timestamp), payload))
 
     def _on_data(self, stream_id: int, timestamp: int, payload: bytes) -> None:
         stream = self._streams.get(stream_id)
@@ -427,13 +424,9 @@ class ServerSession(RtmpEndpoint):
         self._app = app_path
         self._connect_tid = tid
         self._pending = (Decision.CONNECT, 0)
-        self._events.append(
-            ConnectRequest(tid, app_path, tc_url, {**tc_query, **app_query}, command_object, args)
-        )
+        self._events.append(ConnectRequest(tid, app_path, tc_url, {**tc_query, **app_query}, command_object, args))
 
-    def _unknown(
-        self, stream_id: int, name: str, tid: float, command_object: Any, args: tuple[Any, ...]
-    ) -> None:
+    def _unknown(self, stream_id: int, name: str, tid: float, command_object: Any, args: tuple[Any, ...]) -> None:
         if tid and not name.startswith(("_", "on")):
             self._send_command(
                 stream_id,
@@ -570,9 +563,7 @@ class ServerSession(RtmpEndpoint):
 
     # -- answers ------------------------------------------------------------------------------
 
-    def _status(
-        self, stream_id: int, level: str, code: str, description: str, **extra: Any
-    ) -> None:
+    def _status(self, stream_id: int, level: str, code: str, description: str, **extra: Any) -> None:
         info: dict[str, Any] = {"level": level, "code": code, "description": description}
         info.update(extra)
         self._send_command(stream_id, "onStatus", 0, None, info)
@@ -580,9 +571,7 @@ class ServerSession(RtmpEndpoint):
     def _take_pending(self, kind: Decision, stream_id: int = 0) -> None:
         self._check_alive()
         if self._pending != (kind, stream_id):
-            raise LocalProtocolError(
-                f"no {kind} request pending on stream {stream_id} (pending: {self._pending})"
-            )
+            raise LocalProtocolError(f"no {kind} request pending on stream {stream_id} (pending: {self._pending})")
         self._pending = None
 
     def accept_connect(
@@ -698,9 +687,7 @@ class ServerSession(RtmpEndpoint):
             f"Started playing {stream.name}.",
             details=stream.name,
         )
-        self._send(
-            CSID_COMMAND, _AMF0_DATA, stream_id, 0, amf0.encode("|RtmpSampleAccess", True, True)
-        )
+        self._send(CSID_COMMAND, _AMF0_DATA, stream_id, 0, amf0.encode("|RtmpSampleAccess", True, True))
 
     def reject_play(
         self,
@@ -743,16 +730,12 @@ class ServerSession(RtmpEndpoint):
         self._check_alive()
         self._send_user_control(UserControlEvent.STREAM_EOF, stream_id)
 
-    def send_on_status(
-        self, stream_id: int, level: str, code: str, description: str, **extra: Any
-    ) -> None:
+    def send_on_status(self, stream_id: int, level: str, code: str, description: str, **extra: Any) -> None:
         """Queue ``onStatus(0, null, {level, code, description, **extra})`` on ``stream_id``."""
         self._check_alive()
         self._status(stream_id, level, code, description, **extra)
 
-    def send_unpublish_notify(
-        self, stream_id: int, description: str = "Stream unpublished."
-    ) -> None:
+    def send_unpublish_notify(self, stream_id: int, description: str = "Stream unpublished.") -> None:
         """Tell a player its stream ended: onStatus NetStream.Play.UnpublishNotify, Stream EOF.
 
         FFmpeg ends its input on that status.

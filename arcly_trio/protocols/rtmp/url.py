@@ -21,7 +21,7 @@ import urllib.parse
 
 import attrs
 
-from ...core.redact import redact_url
+from arcly_trio.core.redact import redact_url
 
 __all__ = ["RtmpUrl", "parse_rtmp_url", "fill_template", "check_template"]
 

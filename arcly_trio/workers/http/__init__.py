@@ -4,8 +4,8 @@
 :attr:`~HttpServer.router` and answer through an :class:`Exchange`.
 """
 
-from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
-from .exchange import ClientGone, Exchange
-from .server import HttpServer
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from arcly_trio.workers.http.exchange import ClientGone, Exchange
+from arcly_trio.workers.http.server import HttpServer
 
 __all__ = ["HttpServer", "Router", "HttpRequest", "Exchange", "BadRequest", "ClientGone", "parse_target"]

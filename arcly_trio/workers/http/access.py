@@ -37,11 +37,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
-from ...protocols.http.router import HttpRequest, Route
-from ..listen import LOCAL_PEER
+from arcly_trio.protocols.http.router import HttpRequest, Route
+from arcly_trio.workers.listen import LOCAL_PEER
 
-__all__ = ["is_loopback", "is_local", "token_refusal", "admin_refusal", "privileged", "cors_allowed",
-           "ADMIN_REFUSAL"]
+__all__ = ["is_loopback", "is_local", "token_refusal", "admin_refusal", "privileged", "cors_allowed", "ADMIN_REFUSAL"]
 
 ADMIN_REFUSAL = (
     "this API names and ends client sessions, so without an API token it answers only on the server's own "

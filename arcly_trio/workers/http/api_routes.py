@@ -20,7 +20,8 @@
 ``subscribers`` counts players: subscribers, and the sessions of HLS and DASH players (one per
 player, from its first playlist or MPD until it has made no request for a few target durations:
 see :mod:`arcly_trio.kernel.polled`), per protocol (the stream services' own subscriptions, HLS
-packaging, recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames and bits per second);
+packaging, recording, pushes, are not viewers). ``fps`` and ``bitrate`` are measured over the last second (frames
+and bits per second);
 ``uptime`` is in seconds; ``codec_string``, ``width``, ``height``, ``framerate``,
 ``sample_rate`` and ``channels`` are derived by the kernel from what any publisher sends (codec
 configs and VP9 keyframes, timestamps: ``framerate`` is measured over them and reported as the
@@ -68,20 +69,29 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ...core.keys import StreamKey
-from ...kernel.application import Application
-from ...kernel.health import HealthReporter
-from ...kernel.stream import Stream
-from ...core.text import printable
-from ...protocols.http.router import HttpRequest, Router
-from ..listen import LOCAL_PEER
-from .exchange import Exchange, ExchangeHost
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.application import Application
+from arcly_trio.kernel.health import HealthReporter
+from arcly_trio.kernel.stream import Stream
+from arcly_trio.protocols.http.router import HttpRequest, Router
+from arcly_trio.workers.http.exchange import Exchange, ExchangeHost
+from arcly_trio.workers.listen import LOCAL_PEER
 
 if TYPE_CHECKING:
-    from ...kernel.engine import Engine
+    from arcly_trio.kernel.engine import Engine
 
-__all__ = ["install", "streams_document", "stream_document", "health_document", "health_report",
-           "sessions_document", "without_client_addresses", "kicked_by", "KICKED_BY_HEADER"]
+__all__ = [
+    "install",
+    "streams_document",
+    "stream_document",
+    "health_document",
+    "health_report",
+    "sessions_document",
+    "without_client_addresses",
+    "kicked_by",
+    "KICKED_BY_HEADER",
+]
 
 KICKED_BY_HEADER = "x-arcly-kicked-by"
 """Who asked for a kick that another worker passes on (trusted only over the workers' sockets)."""
@@ -114,8 +124,13 @@ def _number(value: float) -> float:
     return round(value, 3) if math.isfinite(value) else 0.0
 
 
-def stream_document(stream: Stream, *, urls: dict[str, object] | None = None,
-                    services: frozenset[str] = frozenset(), polled: Mapping[str, int] | None = None) -> dict[str, Any]:
+def stream_document(
+    stream: Stream,
+    *,
+    urls: dict[str, object] | None = None,
+    services: frozenset[str] = frozenset(),
+    polled: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """One stream as ``/api/streams`` shows it (``urls``: what the services add for it, their
     paths and their status: ``hls`` and ``hls_status``...; ``services``: the protocols of
     stream services' own subscriptions, which are not viewers; ``polled``: the sessions of
@@ -130,8 +145,12 @@ def stream_document(stream: Stream, *, urls: dict[str, object] | None = None,
     if stats.publishing:
         peer = info.peer
         address, port = (peer[0], peer[1]) if peer is not None and len(peer) >= 2 else (None, None)
-        publisher = {"protocol": info.protocol or None, "address": address, "port": port,
-                     "started_at": info.started_at or None}
+        publisher = {
+            "protocol": info.protocol or None,
+            "address": address,
+            "port": port,
+            "started_at": info.started_at or None,
+        }
     document: dict[str, Any] = {
         "name": key.name,
         "key": str(key),
@@ -200,8 +219,12 @@ def _app_document(app: Application, engine: Engine) -> dict[str, Any]:
         "services": names,
         "hls": "hls" in names,
         "record": "record" in names,
-        "streams": [stream_document(stream, urls=urls(stream), services=engine.service_names,
-                                    polled=engine.polled.players(stream.key)) for stream in app.streams()],
+        "streams": [
+            stream_document(
+                stream, urls=urls(stream), services=engine.service_names, polled=engine.polled.players(stream.key)
+            )
+            for stream in app.streams()
+        ],
     }
 
 

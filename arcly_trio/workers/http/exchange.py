@@ -7,7 +7,8 @@ connection's direct-write :class:`~arcly_trio.workers.egress.Egress` instead
 (:meth:`~Exchange.open_egress`), and every WebSocket is accepted on it
 (:meth:`~Exchange.accept_egress_websocket`, see :mod:`.ws_egress`): the stream's task
 writes the frames' shared buffers straight to the socket, and the handler's task (the
-connection's only task) reads the client and drains what the socket did not take. Handlers of the worker's own routes use
+connection's only task) reads the client and drains what the socket did not take. Handlers of the worker's own
+routes use
 it whole; services' routes use only the :class:`~arcly_trio.protocols.http.router.Responder` part.
 
 Error policy: writes raise :class:`ClientGone` when the client is gone or does not read within
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import h11
 import trio
 
-from ...core.errors import (
+from arcly_trio.core.errors import (
     AppNotFound,
     AuthorizationBusy,
     ClientGone,
@@ -37,17 +38,17 @@ from ...core.errors import (
     StreamNotFound,
     Unauthorized,
 )
-from ...core.excgroups import unwrap_single
-from ...protocols.http.router import BadRequest, HttpRequest
-from ...core.text import printable
-from ...protocols.http.websocket import WebSocketLimits, handshake_problem, rebuild_request_head
-from ...transport import TRANSPORT_ERRORS, describe
-from ..egress import Egress
-from .ws_egress import EgressWebSocket, accept
+from arcly_trio.core.excgroups import unwrap_single
+from arcly_trio.core.text import printable
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest
+from arcly_trio.protocols.http.websocket import WebSocketLimits, handshake_problem, rebuild_request_head
+from arcly_trio.transport import TRANSPORT_ERRORS, describe
+from arcly_trio.workers.egress import Egress
+from arcly_trio.workers.http.ws_egress import EgressWebSocket, accept
 
 if TYPE_CHECKING:
-    from ...kernel.engine import Engine
-    from ..clientlog import ClientLog
+    from arcly_trio.kernel.engine import Engine
+    from arcly_trio.workers.clientlog import ClientLog
 
 __all__ = ["Exchange", "ExchangeHost", "ClientGone", "common_headers", "stream_error_status", "SERVER_NAME"]
 
@@ -99,8 +100,15 @@ class Exchange:
     not read within the server's write timeout.
     """
 
-    def __init__(self, server: ExchangeHost, engine: Engine, stream: trio.abc.Stream, connection: h11.Connection,
-                 peer: tuple[str, int], event: h11.Request) -> None:
+    def __init__(
+        self,
+        server: ExchangeHost,
+        engine: Engine,
+        stream: trio.abc.Stream,
+        connection: h11.Connection,
+        peer: tuple[str, int],
+        event: h11.Request,
+    ) -> None:
         self._stream = stream
         self._h11 = connection
         self._event = event
@@ -169,8 +177,9 @@ class Exchange:
 
     async def json(self, status: int, document: Any, *, headers: Iterable[tuple[str, str]] = ()) -> None:
         body = json.dumps(document, indent=2, sort_keys=False).encode() + b"\n"
-        await self.respond(status, body, content_type="application/json",
-                           headers=[("cache-control", "no-cache"), *headers])
+        await self.respond(
+            status, body, content_type="application/json", headers=[("cache-control", "no-cache"), *headers]
+        )
 
     async def preflight(self) -> None:
         """Answer a CORS preflight (``OPTIONS``)."""
@@ -194,20 +203,28 @@ class Exchange:
         authorization = isinstance(exc, Unauthorized)
         text = str(exc) if authorization else f"{action} of {key} refused: {exc}"
         address, port = self.peer
-        self.server.clients.log(logging.DEBUG if authorization else logging.INFO, str(address), "refusals",
-                                "%s %s:%s %s", protocol, address, port, text)
+        self.server.clients.log(
+            logging.DEBUG if authorization else logging.INFO,
+            str(address),
+            "refusals",
+            "%s %s:%s %s",
+            protocol,
+            address,
+            port,
+            text,
+        )
 
     # ---------------------------------------------------------------- streamed responses
 
-    async def start(
-        self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    async def start(self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Send the head of a response whose body follows in :meth:`send` calls (chunked for
         HTTP/1.1 clients, delimited by closing the connection for HTTP/1.0)."""
         self.responded = True
         self.status = status
         fields = self._headers([("content-type", content_type), *headers])
-        await self._send_raw(self._h11.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status))))
+        await self._send_raw(
+            self._h11.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status)))
+        )
 
     async def send(self, data: bytes) -> None:
         """Send one piece of a streamed body (nothing for ``HEAD``)."""
@@ -223,8 +240,15 @@ class Exchange:
             with trio.fail_after(self.server.write_timeout):
                 await self._stream.send_all(data)
         except trio.TooSlowError:
-            self.server.clients.log(logging.INFO, self.peer[0], "timeouts", "%s %s:%s dropped: a write blocked for %g s",
-                                    self.server.name, *self.peer, self.server.write_timeout)
+            self.server.clients.log(
+                logging.INFO,
+                self.peer[0],
+                "timeouts",
+                "%s %s:%s dropped: a write blocked for %g s",
+                self.server.name,
+                *self.peer,
+                self.server.write_timeout,
+            )
             raise ClientGone("write timeout") from None
         except TRANSPORT_ERRORS as exc:
             raise ClientGone(describe(exc)) from None
@@ -301,7 +325,11 @@ class Exchange:
         return self._event.http_version == b"1.1"
 
     def accept_egress_websocket(
-        self, egress: Egress, *, max_message_size: int = 64 * 1024, subprotocol: str | None = None,
+        self,
+        egress: Egress,
+        *,
+        max_message_size: int = 64 * 1024,
+        subprotocol: str | None = None,
         protocol: str = "websocket",
     ) -> EgressWebSocket:
         """Complete the WebSocket handshake through ``egress`` (the ``101`` answer is its first
@@ -315,8 +343,14 @@ class Exchange:
         request = self.request
         path = printable(request.path, 80) if request is not None else "?"
         label = f"{protocol} {self.peer[0]}:{self.peer[1]} {path}"
-        return accept(egress, rebuild_request_head(self._event), self._upgrade_headers(),
-                      subprotocol=subprotocol, limits=WebSocketLimits(max_message_size), label=label)
+        return accept(
+            egress,
+            rebuild_request_head(self._event),
+            self._upgrade_headers(),
+            subprotocol=subprotocol,
+            limits=WebSocketLimits(max_message_size),
+            label=label,
+        )
 
 
 def stream_error_status(exc: StreamError) -> int:

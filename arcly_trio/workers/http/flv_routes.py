@@ -31,15 +31,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from ...core.errors import PeerGone, StreamError, WriteTimeout
-from ...core.frame import Frame, FrameBatch
-from ...kernel.fanout import EndReason, Subscriber
-from ...media.flv import FlvStreamWriter, frame_tags
-from ...protocols.http.router import HttpRequest, Router
-from ...protocols.http.websocket import frame_header
-from ..clientlog import PLAY_ENDS_LOGGED
-from ..egress import Buffer, DirectSink, Egress, Encoded
-from .exchange import Exchange, stream_error_status
+from arcly_trio.core.errors import PeerGone, StreamError, WriteTimeout
+from arcly_trio.core.frame import Frame, FrameBatch
+from arcly_trio.kernel.fanout import EndReason, Subscriber
+from arcly_trio.media.flv import FlvStreamWriter, frame_tags
+from arcly_trio.protocols.http.router import HttpRequest, Router
+from arcly_trio.protocols.http.websocket import frame_header
+from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED
+from arcly_trio.workers.egress import Buffer, DirectSink, Egress, Encoded
+from arcly_trio.workers.http.exchange import Exchange, stream_error_status
 
 __all__ = ["install", "FlvSink", "attach"]
 
@@ -129,8 +129,9 @@ class FlvSink(DirectSink):
             self.egress.write((_LAST_CHUNK,), len(_LAST_CHUNK))
 
 
-async def attach(request: HttpRequest, exchange: Exchange, protocol: str,
-                 sink: DirectSink) -> AbstractAsyncContextManager[Subscriber] | None:
+async def attach(
+    request: HttpRequest, exchange: Exchange, protocol: str, sink: DirectSink
+) -> AbstractAsyncContextManager[Subscriber] | None:
     """Attach ``sink`` to the requested stream through the engine's one authorization path.
 
     Returns the entered ``engine.attach`` (the caller exits it, ``__aexit__``, when the viewer
@@ -165,8 +166,13 @@ def _peer(request: HttpRequest) -> tuple[str, object]:
     return request.peer if request.peer is not None else ("?", "?")
 
 
-async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framing: Framing,
-                 play: Callable[[FlvSink, Subscriber], Awaitable[None]]) -> None:
+async def _serve(
+    request: HttpRequest,
+    exchange: Exchange,
+    protocol: str,
+    framing: Framing,
+    play: Callable[[FlvSink, Subscriber], Awaitable[None]],
+) -> None:
     """Attach an :class:`FlvSink` in ``framing``, ``play`` it (the protocol's part: the
     response head or WebSocket, then reading the client until the sink ends), and let go of
     everything whatever happens, logging how it ended."""
@@ -191,9 +197,15 @@ async def _serve(request: HttpRequest, exchange: Exchange, protocol: str, framin
     # One line for the end of the play, whatever ended it.
     ended = sink.end_reason
     reason = ended.value if ended is not None and ended is not EndReason.UNSUBSCRIBED else why
-    log.log(logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
-            "%s %s:%s stopped playing %s (%s; %d frames dropped)", protocol, *_peer(request), subscriber.key, reason,
-            subscriber.dropped)
+    log.log(
+        logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
+        "%s %s:%s stopped playing %s (%s; %d frames dropped)",
+        protocol,
+        *_peer(request),
+        subscriber.key,
+        reason,
+        subscriber.dropped,
+    )
 
 
 def _started(protocol: str, request: HttpRequest, sink: FlvSink, subscriber: Subscriber) -> None:

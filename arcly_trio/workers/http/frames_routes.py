@@ -3,7 +3,8 @@
 The protocol (messages, close codes) is :mod:`arcly_trio.protocols.frames` and
 ``docs/frames-protocol.md``. Both routes need the WebSocket subprotocol ``arcly.frames.v1``
 and go through the engine: ``engine.subscribe`` / ``engine.publish`` with the credentials of
-the query (``?token=``, see :meth:`~arcly_trio.protocols.http.router.HttpRequest.credentials`), protocol ``"ws-frames"``, so
+the query (``?token=``, see :meth:`~arcly_trio.protocols.http.router.HttpRequest.credentials`), protocol
+``"ws-frames"``, so
 the engine's authenticator, publisher limit and takeover policy apply as on every path.
 
 Play: ``start``, then for each config frame its ``config`` text and its record, then frames
@@ -35,7 +36,8 @@ frame went to the stream. Every write has the server's write timeout.
 
 Error policy: an invalid application or stream name in the path is refused like any other
 refusal, with close code 4400 (``MALFORMED``, the protocol's ``400``) and the reason in ``end``
-(a handshake that cannot be accepted is answered ``400`` over HTTP). Bad input from a publisher (malformed, oversized, out of order, a codec we do not
+(a handshake that cannot be accepted is answered ``400`` over HTTP). Bad input from a publisher (malformed,
+oversized, out of order, a codec we do not
 carry) ends that publisher only: ``end`` with the reason, then the close code of the
 :class:`~arcly_trio.protocols.frames.FramesProtocolError`; the stream's viewers see the stream
 end as for any publisher that leaves. Peer-provided text is logged with ``%r``. A viewer or
@@ -49,7 +51,7 @@ from collections.abc import Sequence
 
 import trio
 
-from ...core.errors import (
+from arcly_trio.core.errors import (
     AddressPublisherLimitReached,
     AppNotFound,
     EngineClosed,
@@ -57,8 +59,8 @@ from ...core.errors import (
     LocalProtocolError,
     PeerGone,
     PublishEnded,
-    PublisherLimitReached,
     PublisherKicked,
+    PublisherLimitReached,
     PublisherReplaced,
     PublishRateLimited,
     PublishStartTimedOut,
@@ -69,11 +71,11 @@ from ...core.errors import (
     Unauthorized,
     WriteTimeout,
 )
-from ...core.frame import Frame, FrameBatch, FrameKind
-from ...core.keys import StreamKey
-from ...kernel.fanout import EndReason
-from ...kernel.stream import Publisher, Stream
-from ...protocols.frames.messages import (
+from arcly_trio.core.frame import Frame, FrameBatch, FrameKind
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.fanout import EndReason
+from arcly_trio.kernel.stream import Publisher, Stream
+from arcly_trio.protocols.frames.messages import (
     SUBPROTOCOL,
     CloseCode,
     End,
@@ -87,13 +89,13 @@ from ...protocols.frames.messages import (
     encode_text,
     frame_message,
 )
-from ...protocols.frames.reader import FramesReader
-from ...protocols.http.router import BadRequest, HttpRequest, Router
-from ...protocols.http.websocket import OPCODE_TEXT, frame_header
-from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
-from ..egress import Buffer, DirectSink, Egress, Encoded
-from .exchange import Exchange
-from .ws_egress import EgressWebSocket
+from arcly_trio.protocols.frames.reader import FramesReader
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router
+from arcly_trio.protocols.http.websocket import OPCODE_TEXT, frame_header
+from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
+from arcly_trio.workers.egress import Buffer, DirectSink, Egress, Encoded
+from arcly_trio.workers.http.exchange import Exchange
+from arcly_trio.workers.http.ws_egress import EgressWebSocket
 
 __all__ = ["FRAMES_PATH", "INGEST_PATH", "LIMITS", "PROTOCOL", "close_code_for", "install"]
 
@@ -151,8 +153,11 @@ def close_code_for(exc: StreamError) -> CloseCode:
 
 
 async def serve_not_websocket(request: HttpRequest, exchange: Exchange) -> None:
-    await exchange.error(426, f"{request.path} is a WebSocket endpoint (subprotocol {SUBPROTOCOL}); "
-                              "see docs/frames-protocol.md", headers=[("upgrade", "websocket")])
+    await exchange.error(
+        426,
+        f"{request.path} is a WebSocket endpoint (subprotocol {SUBPROTOCOL}); see docs/frames-protocol.md",
+        headers=[("upgrade", "websocket")],
+    )
 
 
 def _peer(request: HttpRequest) -> tuple[str, object]:
@@ -174,15 +179,19 @@ async def _say_goodbye(ws: EgressWebSocket, end: End, code: int, timeout: float)
             pass
 
 
-async def _refused(exchange: Exchange, request: HttpRequest, code: CloseCode, message: str,
-                   egress: Egress | None = None) -> None:
+async def _refused(
+    exchange: Exchange, request: HttpRequest, code: CloseCode, message: str, egress: Egress | None = None
+) -> None:
     """Accept the WebSocket only to say why the request is refused, then close it: browsers
     cannot read an HTTP error answer to a handshake."""
     egress = egress or exchange.open_egress()
     try:
         ws = exchange.accept_egress_websocket(
-            egress, max_message_size=_REFUSED_MESSAGE_SIZE, protocol=PROTOCOL,
-            subprotocol=SUBPROTOCOL if _offers_subprotocol(request) else None)
+            egress,
+            max_message_size=_REFUSED_MESSAGE_SIZE,
+            protocol=PROTOCOL,
+            subprotocol=SUBPROTOCOL if _offers_subprotocol(request) else None,
+        )
         await _say_goodbye(ws, End("refused", message), code, exchange.server.write_timeout)
     finally:
         egress.discard()
@@ -192,8 +201,9 @@ def _subprotocol_problem(request: HttpRequest) -> str | None:
     if _offers_subprotocol(request):
         return None
     offered = request.header("sec-websocket-protocol")
-    return (f"this endpoint needs the WebSocket subprotocol {SUBPROTOCOL}"
-            + (f" (offered: {offered[:60]})" if offered else " (none offered)"))
+    return f"this endpoint needs the WebSocket subprotocol {SUBPROTOCOL}" + (
+        f" (offered: {offered[:60]})" if offered else " (none offered)"
+    )
 
 
 # --- play --------------------------------------------------------------------------------------
@@ -254,8 +264,14 @@ class FramesSink(DirectSink):
 
     def write(self, frames: Sequence[Frame], start: int, end: int, counted: int) -> None:
         subscriber = self.subscriber
-        if (start == 0 and end == len(frames) and type(frames) is FrameBatch and not self.skipped
-                and not self.skipped_tracks and (subscriber is None or subscriber.dropped == self.reported)):
+        if (
+            start == 0
+            and end == len(frames)
+            and type(frames) is FrameBatch
+            and not self.skipped
+            and not self.skipped_tracks
+            and (subscriber is None or subscriber.dropped == self.reported)
+        ):
             shared = frames.encoded(_BATCH_KEY, _frames_batch)
             if shared is not None:
                 self.sent += shared[1]
@@ -320,8 +336,9 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
         return
     problem = _subprotocol_problem(request)
     if problem is not None:
-        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s play of %s refused: %s",
-                                    *peer, key, problem)
+        exchange.server.clients.log(
+            logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s play of %s refused: %s", *peer, key, problem
+        )
         await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
         return
     engine = exchange.engine
@@ -339,8 +356,9 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     try:
         sink.stream = engine.stream(key)
         egress.max_frames = engine.application(key.app).spec.subscriber_queue
-        ws = exchange.accept_egress_websocket(egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL,
-                                              protocol=PROTOCOL)
+        ws = exchange.accept_egress_websocket(
+            egress, max_message_size=_VIEWER_MESSAGE_SIZE, subprotocol=SUBPROTOCOL, protocol=PROTOCOL
+        )
         log.info("ws-frames %s:%s playing %s (subscriber #%d)", *peer, key, subscriber.id)
         ws.send_text(encode_text(Start("play", str(key))))
         sink.start()
@@ -362,8 +380,14 @@ async def serve_frames(request: HttpRequest, exchange: Exchange) -> None:
     # One line for the end of the play, whatever ended it.
     ended = sink.end_reason
     reason = ended.value if ended is not None and ended is not EndReason.UNSUBSCRIBED else why
-    log.log(logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
-            "ws-frames %s:%s stopped playing %s (%s; %d frames dropped)", *peer, key, reason, subscriber.dropped)
+    log.log(
+        logging.DEBUG if reason in PLAY_ENDS_LOGGED else logging.INFO,  # else the kernel's line says it
+        "ws-frames %s:%s stopped playing %s (%s; %d frames dropped)",
+        *peer,
+        key,
+        reason,
+        subscriber.dropped,
+    )
 
 
 async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey | None:
@@ -373,8 +397,9 @@ async def _key_or_refuse(request: HttpRequest, exchange: Exchange) -> StreamKey 
         return request.stream_key()
     except BadRequest as exc:
         peer = _peer(request)
-        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s refused: %s", *peer,
-                                    exc)  # the name is escaped (repr)
+        exchange.server.clients.log(
+            logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s refused: %s", *peer, exc
+        )  # the name is escaped (repr)
         await _refused(exchange, request, CloseCode.MALFORMED, str(exc))
         return None
 
@@ -392,16 +417,18 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
     timeout = exchange.server.write_timeout
     problem = _subprotocol_problem(request)
     if problem is not None:
-        exchange.server.clients.log(logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s publish of %s refused: %s",
-                                    *peer, key, problem)
+        exchange.server.clients.log(
+            logging.INFO, str(peer[0]), "refusals", "ws-frames %s:%s publish of %s refused: %s", *peer, key, problem
+        )
         await _refused(exchange, request, CloseCode.SUBPROTOCOL, problem)
         return
     egress = exchange.open_egress()
     ws: EgressWebSocket | None = None
     try:
         async with engine.publish(key, request.credentials(PROTOCOL), protocol=PROTOCOL) as publisher:
-            ws = exchange.accept_egress_websocket(egress, max_message_size=LIMITS.max_message,
-                                                  subprotocol=SUBPROTOCOL, protocol=PROTOCOL)
+            ws = exchange.accept_egress_websocket(
+                egress, max_message_size=LIMITS.max_message, subprotocol=SUBPROTOCOL, protocol=PROTOCOL
+            )
             key = publisher.key  # the authorization may have renamed it
             log.info("ws-frames %s:%s publishing %s", *peer, key)
             await _ingest(ws, publisher, exchange, str(key))
@@ -410,13 +437,23 @@ async def serve_ingest(request: HttpRequest, exchange: Exchange) -> None:
         if ws is None:
             authorization = isinstance(exc, Unauthorized)
             text = str(exc) if authorization else f"publish of {key} refused: {exc}"
-            exchange.server.clients.log(logging.DEBUG if authorization else logging.INFO, str(peer[0]), "refusals",
-                                        "ws-frames %s:%s %s", *peer, text)
+            exchange.server.clients.log(
+                logging.DEBUG if authorization else logging.INFO,
+                str(peer[0]),
+                "refusals",
+                "ws-frames %s:%s %s",
+                *peer,
+                text,
+            )
             await _refused(exchange, request, code, str(exc), egress)
         else:
-            log.log(logging.DEBUG if isinstance(exc, SESSION_ENDS_LOGGED) else logging.INFO,
-                    "ws-frames %s:%s stopped publishing %s (%s)", *peer, key,
-                    exc.reason if isinstance(exc, PublishEnded) else exc)
+            log.log(
+                logging.DEBUG if isinstance(exc, SESSION_ENDS_LOGGED) else logging.INFO,
+                "ws-frames %s:%s stopped publishing %s (%s)",
+                *peer,
+                key,
+                exc.reason if isinstance(exc, PublishEnded) else exc,
+            )
             reason = "shutdown" if code == CloseCode.GOING_AWAY else "publish-ended"
             await _say_goodbye(ws, End(reason, str(exc)), code, timeout)
     finally:
@@ -443,10 +480,13 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
                 events = [reader.receive_binary(message)]
             for event in events:
                 if isinstance(event, End):
-                    log.info("ws-frames %s:%s stopped publishing %s (ended by the publisher: %r)", *exchange.peer, key,
-                             event.reason)
-                    await _say_goodbye(ws, End("publisher-ended", "", 0, reader.frames),
-                                       CloseCode.NORMAL, timeout)
+                    log.info(
+                        "ws-frames %s:%s stopped publishing %s (ended by the publisher: %r)",
+                        *exchange.peer,
+                        key,
+                        event.reason,
+                    )
+                    await _say_goodbye(ws, End("publisher-ended", "", 0, reader.frames), CloseCode.NORMAL, timeout)
                     return
                 if isinstance(event, Frame):
                     await publisher.send(event)
@@ -455,9 +495,15 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
                 next_stats = now + _STATS_INTERVAL
                 ws.send_text(encode_text(Stats(reader.frames)))
     except FramesProtocolError as exc:
-        exchange.server.clients.log(logging.WARNING, exchange.peer[0], "protocol errors",
-                                    "ws-frames %s:%s stopped publishing %s (broke the protocol: %r)", *exchange.peer,
-                                    key, str(exc))
+        exchange.server.clients.log(
+            logging.WARNING,
+            exchange.peer[0],
+            "protocol errors",
+            "ws-frames %s:%s stopped publishing %s (broke the protocol: %r)",
+            *exchange.peer,
+            key,
+            str(exc),
+        )
         await _say_goodbye(ws, End("protocol-error", str(exc), 0, reader.frames), exc.code, timeout)
     except PeerGone:
         log.info("ws-frames %s:%s stopped publishing %s (publisher left)", *exchange.peer, key)

@@ -34,14 +34,22 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from ...protocols.frames.messages import SUBPROTOCOL
-from ...protocols.http.router import HttpRequest, Router
-from .exchange import Exchange
+from arcly_trio.protocols.frames.messages import SUBPROTOCOL
+from arcly_trio.protocols.http.router import HttpRequest, Router
+from arcly_trio.workers.http.exchange import Exchange
 
 __all__ = ["PAGE_FILES", "install", "content_security_policy"]
 
-PAGE_FILES = ("index.html", "watch.html", "publish.html", "common.js", "index.js", "watch.js", "publish.js",
-              "style.css")
+PAGE_FILES = (
+    "index.html",
+    "watch.html",
+    "publish.html",
+    "common.js",
+    "index.js",
+    "watch.js",
+    "publish.js",
+    "style.css",
+)
 _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 _HEADERS = [
     ("cache-control", "no-cache"),
@@ -61,8 +69,10 @@ def content_security_policy(host: str | None, *, frameable: bool) -> str:
     if host is not None and _HOST.fullmatch(host):
         connect += f" ws://{host} wss://{host}"
     ancestors = "*" if frameable else "'self'"
-    return (f"default-src 'self'; connect-src {connect}; img-src 'self' data: blob:; media-src 'self' blob:; "
-            f"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}")
+    return (
+        f"default-src 'self'; connect-src {connect}; img-src 'self' data: blob:; media-src 'self' blob:; "
+        f"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}"
+    )
 
 
 def _load() -> dict[str, bytes]:
@@ -75,8 +85,12 @@ def install(router: Router) -> None:
 
     async def send(request: HttpRequest, exchange: Exchange, name: str) -> None:
         policy = content_security_policy(request.header("host"), frameable=name in _FRAMEABLE)
-        await exchange.respond(200, pages[name], content_type=_TYPES[name.rsplit(".", 1)[1]],
-                               headers=[*_HEADERS, ("content-security-policy", policy)])
+        await exchange.respond(
+            200,
+            pages[name],
+            content_type=_TYPES[name.rsplit(".", 1)[1]],
+            headers=[*_HEADERS, ("content-security-policy", policy)],
+        )
 
     async def serve_index(request: HttpRequest, exchange: Exchange) -> None:
         await send(request, exchange, "index.html")
@@ -95,12 +109,15 @@ def install(router: Router) -> None:
         await send(request, exchange, name)
 
     async def serve_server_info(request: HttpRequest, exchange: Exchange) -> None:
-        await exchange.json(200, {
-            "server": "arcly-trio",
-            "rtmp_port": exchange.server.rtmp_port,
-            "hls": any(service.name == "hls" for service in exchange.engine.services),
-            "frames_protocol": SUBPROTOCOL,
-        })
+        await exchange.json(
+            200,
+            {
+                "server": "arcly-trio",
+                "rtmp_port": exchange.server.rtmp_port,
+                "hls": any(service.name == "hls" for service in exchange.engine.services),
+                "frames_protocol": SUBPROTOCOL,
+            },
+        )
 
     router.get("/", serve_index)
     router.get("/watch/{app}/{stream}", serve_watch)

@@ -32,7 +32,8 @@ API token (see :mod:`.access`): with ``api_token`` set, *protected* and *admin* 
 compared in constant time; refusals slow the address down like refused plays (the engine's
 ``auth_throttle``, action ``api``: a few checks in flight per address, ``429`` past them).
 Without a token, admin routes answer only requests from this machine (loopback, with a local
-``Host`` and no proxy header) and refuse others with ``403`` and how to set ``--api-token``. Requests on the Unix socket (the other workers of ``--workers``, in a
+``Host`` and no proxy header) and refuse others with ``403`` and how to set ``--api-token``. Requests on the Unix
+socket (the other workers of ``--workers``, in a
 private run directory) need none.
 
 HTTPS: with ``ssl_context`` the TCP listeners speak TLS (:func:`~arcly_trio.workers.listen.with_tls`);
@@ -89,20 +90,20 @@ import attrs
 import h11
 import trio
 
-from ...core.errors import InvalidStreamName
-from ...core.redact import redact_url
-from ...core.text import printable
-from ...protocols.http.router import BadRequest, HttpRequest, Router, parse_target
-from ...protocols.http.websocket import rebuild_request_head
-from ...transport import TRANSPORT_ERRORS, describe
-from ..admission import Ticket
-from ..serving import ConnectionRunner, Listener
-from .access import admin_refusal, cors_allowed, privileged, token_refusal
-from . import api_routes, flv_routes, frames_routes, pages_routes
-from .exchange import ClientGone, Exchange, common_headers, reason_phrase
+from arcly_trio.core.errors import InvalidStreamName
+from arcly_trio.core.redact import redact_url
+from arcly_trio.core.text import printable
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from arcly_trio.protocols.http.websocket import rebuild_request_head
+from arcly_trio.transport import TRANSPORT_ERRORS, describe
+from arcly_trio.workers.admission import Ticket
+from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes
+from arcly_trio.workers.http.access import admin_refusal, cors_allowed, privileged, token_refusal
+from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
+from arcly_trio.workers.serving import ConnectionRunner, Listener
 
 if TYPE_CHECKING:
-    from ...kernel.engine import Engine
+    from arcly_trio.kernel.engine import Engine
 
 __all__ = ["HttpServer", "Exchange", "ClientGone", "RouteInstaller"]
 
@@ -177,10 +178,17 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
     ) -> None:
-        given = Listener(host=host, port=port, max_connections=max_connections,
-                         max_pending_per_address=max_pending_per_address, max_per_address=max_per_address,
-                         write_timeout=write_timeout, reuse_port=reuse_port, unix_socket=unix_socket,
-                         ssl_context=ssl_context)
+        given = Listener(
+            host=host,
+            port=port,
+            max_connections=max_connections,
+            max_pending_per_address=max_pending_per_address,
+            max_per_address=max_per_address,
+            write_timeout=write_timeout,
+            reuse_port=reuse_port,
+            unix_socket=unix_socket,
+            ssl_context=ssl_context,
+        )
         if listener is not None:
             if given != DEFAULT_LISTENER:
                 raise TypeError("pass either listener= or its options (host, port, limits...), not both")
@@ -246,8 +254,11 @@ class HttpServer:
         for plugin in engine.plugins:
             if isinstance(plugin, RouteInstaller):
                 plugin.install_routes(self.router)
-        await self.runner.serve(self._handle, context_of=self._tls_context if self.ssl_context is not None else None,
-                                task_status=task_status)
+        await self.runner.serve(
+            self._handle,
+            context_of=self._tls_context if self.ssl_context is not None else None,
+            task_status=task_status,
+        )
 
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
         """Why ``request`` may not use a protected route (status and message), or ``None``."""
@@ -291,8 +302,9 @@ async def _send_busy(stream: trio.abc.Stream) -> None:
 class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
-    def __init__(self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int],
-                 ticket: Ticket) -> None:
+    def __init__(
+        self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
+    ) -> None:
         self.server = server
         self.ticket = ticket
         self.engine = engine
@@ -360,22 +372,33 @@ class _Connection:
                 return None  # ConnectionClosed (or PAUSED: nothing more to do)
         if scope.cancelled_caught:
             if received or first:
-                self.server.clients.log(logging.INFO, self.peer[0], "timeouts",
-                                        "%s %s:%s closed: request head not complete after %g s", self.server.name,
-                                        *self.peer, self.server.header_timeout)
+                self.server.clients.log(
+                    logging.INFO,
+                    self.peer[0],
+                    "timeouts",
+                    "%s %s:%s closed: request head not complete after %g s",
+                    self.server.name,
+                    *self.peer,
+                    self.server.header_timeout,
+                )
             else:
                 log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
         return None
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a request h11 could not read, then the connection closes."""
-        self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s %s", self.server.name,
-                                *self.peer, message)
+        self.server.clients.log(
+            logging.WARNING, self.peer[0], "bad requests", "%s %s:%s %s", self.server.name, *self.peer, message
+        )
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = (message + "\n").encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
-                   (b"connection", b"close"), *common_headers(self.server.cors)]
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+            *common_headers(self.server.cors),
+        ]
         try:
             data = self.h11.send(h11.Response(status_code=status, headers=headers, reason=reason_phrase(status)))
             data += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
@@ -427,8 +450,16 @@ class _Connection:
                 path, query = parse_target(event.target.decode("ascii", "replace"))
             except BadRequest as exc:
                 target = printable(redact_url(event.target.decode("ascii", "replace")))  # no query values
-                self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s bad request %s: %s",
-                                        self.server.name, *self.peer, target, exc)
+                self.server.clients.log(
+                    logging.WARNING,
+                    self.peer[0],
+                    "bad requests",
+                    "%s %s:%s bad request %s: %s",
+                    self.server.name,
+                    *self.peer,
+                    target,
+                    exc,
+                )
                 await exchange.error(exc.status, str(exc), close=True)
                 return False
             request = self._request(event, path, query)
@@ -445,8 +476,9 @@ class _Connection:
                 allowed = router.allowed_methods(path)
                 if allowed:
                     methods = ", ".join(sorted(allowed | {"OPTIONS"}))
-                    await exchange.error(405, f"method {request.method} is not allowed here",
-                                         headers=[("allow", methods)])
+                    await exchange.error(
+                        405, f"method {request.method} is not allowed here", headers=[("allow", methods)]
+                    )
                 else:
                     await exchange.error(404, f"not found: {path}")
                 return exchange.keep_alive
@@ -460,8 +492,9 @@ class _Connection:
                         if not turn.bounced:
                             refusal = self.server.api_refusal(request)
                             if refusal is not None:
-                                throttle.refused(self.peer[0], "api",
-                                                 f"{request.method} {printable(path)}: {refusal[1]}")
+                                throttle.refused(
+                                    self.peer[0], "api", f"{request.method} {printable(path)}: {refusal[1]}"
+                                )
                             else:
                                 throttle.allowed(self.peer[0], "api")
                 if turn is None or turn.bounced:
@@ -473,8 +506,12 @@ class _Connection:
             elif route.admin:
                 refusal = admin_refusal(request, self.server.api_token)
                 if refusal is not None:
-                    log.info("http %s:%s %s %s refused: not local and no --api-token", *self.peer, request.method,
-                             printable(path))
+                    log.info(
+                        "http %s:%s %s %s refused: not local and no --api-token",
+                        *self.peer,
+                        request.method,
+                        printable(path),
+                    )
                     await exchange.error(*refusal)
                     return exchange.keep_alive
             exchange.request = attrs.evolve(request, params=params)
@@ -482,8 +519,15 @@ class _Connection:
                 await route.handler(exchange.request, exchange)
             except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
                 status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
-                self.server.clients.log(logging.WARNING, self.peer[0], "bad requests", "%s %s:%s bad request: %s",
-                                        self.server.name, *self.peer, printable(str(exc)))
+                self.server.clients.log(
+                    logging.WARNING,
+                    self.peer[0],
+                    "bad requests",
+                    "%s %s:%s bad request: %s",
+                    self.server.name,
+                    *self.peer,
+                    printable(str(exc)),
+                )
                 if not exchange.responded:
                     await exchange.error(status, str(exc), headers=headers, close=True)
                 return False
@@ -504,6 +548,11 @@ class _Connection:
             return False
         finally:
             if log.isEnabledFor(logging.DEBUG):  # an access log, for --log-level debug
-                log.debug("%s %s:%s %s %s: %s", self.server.name, *self.peer, event.method.decode("ascii", "replace"),
-                          printable(redact_url(event.target.decode("ascii", "replace")), 200),
-                          exchange.status if exchange.status is not None else "no answer")
+                log.debug(
+                    "%s %s:%s %s %s: %s",
+                    self.server.name,
+                    *self.peer,
+                    event.method.decode("ascii", "replace"),
+                    printable(redact_url(event.target.decode("ascii", "replace")), 200),
+                    exchange.status if exchange.status is not None else "no answer",
+                )

@@ -45,9 +45,9 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
-from ...protocols.http.router import BadRequest
-from ...protocols.http.websocket import Violation, WebSocketGuard, WebSocketLimits
-from ..egress import Egress
+from arcly_trio.protocols.http.router import BadRequest
+from arcly_trio.protocols.http.websocket import Violation, WebSocketGuard, WebSocketLimits
+from arcly_trio.workers.egress import Egress
 
 __all__ = ["EVENTS_PER_TURN", "EgressWebSocket", "accept"]
 
@@ -60,8 +60,15 @@ EVENTS_PER_TURN = 64
 """Frames one turn of the connection's task handles before it lets the other tasks run."""
 
 
-def accept(egress: Egress, request_head: bytes, headers: list[tuple[bytes, bytes]], *,
-           subprotocol: str | None, limits: WebSocketLimits, label: str = "websocket") -> EgressWebSocket:
+def accept(
+    egress: Egress,
+    request_head: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    subprotocol: str | None,
+    limits: WebSocketLimits,
+    label: str = "websocket",
+) -> EgressWebSocket:
     """Answer the handshake in ``request_head`` (already checked by the worker) with ``101``
     through ``egress``, selecting ``subprotocol``; the peer is held to ``limits``. ``label``
     (already printable) names the connection in the log."""
@@ -79,8 +86,21 @@ def accept(egress: Egress, request_head: bytes, headers: list[tuple[bytes, bytes
 class EgressWebSocket:
     """An accepted server WebSocket (see the module docstring)."""
 
-    __slots__ = ("egress", "guard", "label", "closed", "close_code", "violation", "_ws", "_pending", "_keep",
-                 "_binary", "_text", "_is_text", "_message")
+    __slots__ = (
+        "egress",
+        "guard",
+        "label",
+        "closed",
+        "close_code",
+        "violation",
+        "_ws",
+        "_pending",
+        "_keep",
+        "_binary",
+        "_text",
+        "_is_text",
+        "_message",
+    )
 
     def __init__(self, egress: Egress, ws: Connection, limits: WebSocketLimits, label: str = "websocket") -> None:
         self.egress = egress
@@ -161,8 +181,9 @@ class EgressWebSocket:
         for event in ws.events():
             violation: Violation | None = None
             if isinstance(event, Message):
-                violation = guard.on_data(len(event.data), event.frame_finished, event.message_finished,
-                                          trio.current_time())
+                violation = guard.on_data(
+                    len(event.data), event.frame_finished, event.message_finished, trio.current_time()
+                )
                 if violation is None and self._keep:
                     self._assemble(event)
             elif isinstance(event, (Ping, Pong)):
@@ -208,8 +229,14 @@ class EgressWebSocket:
         self._binary = bytearray()
         self._text = io.StringIO()
         guard = self.guard
-        log.info("%s closed (%d): %s, after %d frames (%d bytes of a message held)", self.label, violation.code,
-                 violation.reason, guard.frames, guard.held)
+        log.info(
+            "%s closed (%d): %s, after %d frames (%d bytes of a message held)",
+            self.label,
+            violation.code,
+            violation.reason,
+            guard.frames,
+            guard.held,
+        )
         if self._ws.state is ConnectionState.OPEN:
             self._write(self._ws.send(CloseConnection(violation.code, violation.reason)))
         # A lingering close: closing a socket with unread bytes resets the connection, and

@@ -78,8 +78,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...core.budget import ByteBudget
-from ...core.errors import (
+from arcly_trio.core.budget import ByteBudget
+from arcly_trio.core.errors import (
     AppNotFound,
     EngineClosed,
     InvalidStreamName,
@@ -95,12 +95,12 @@ from ...core.errors import (
     Unauthorized,
     WriteTimeout,
 )
-from ...core.frame import Frame, FrameBatch
-from ...core.keys import Credentials, StreamKey
-from ...core.text import printable
-from ...kernel.fanout import EndReason, Subscriber
-from ...media import flv
-from ...protocols.rtmp import (
+from arcly_trio.core.frame import Frame, FrameBatch
+from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.kernel.fanout import EndReason, Subscriber
+from arcly_trio.media import flv
+from arcly_trio.protocols.rtmp import (
     ConnectRequest,
     DataMessage,
     MediaMessage,
@@ -112,18 +112,18 @@ from ...protocols.rtmp import (
     StreamDeleted,
     StreamUnpublishRequested,
 )
-from ...protocols.rtmp.handshake import ServerHandshake
-from ...protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, message_frames, with_stream_id
-from ...transport import TRANSPORT_ERRORS, describe
-from ..admission import Ticket
-from ..clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
-from ..egress import Buffer, DirectSink, Egress, Encoded
-from ..listen import LOCAL_PEER
-from ..serving import ConnectionRunner, Listener
+from arcly_trio.protocols.rtmp.handshake import ServerHandshake
+from arcly_trio.protocols.rtmp.media import SHARED_STREAM_ID, frame_chunks, message_frames, with_stream_id
+from arcly_trio.transport import TRANSPORT_ERRORS, describe
+from arcly_trio.workers.admission import Ticket
+from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
+from arcly_trio.workers.egress import Buffer, DirectSink, Egress, Encoded
+from arcly_trio.workers.listen import LOCAL_PEER
+from arcly_trio.workers.serving import ConnectionRunner, Listener
 
 if TYPE_CHECKING:
-    from ...kernel.engine import Engine
-    from ...kernel.stream import Publisher
+    from arcly_trio.kernel.engine import Engine
+    from arcly_trio.kernel.stream import Publisher
 
 __all__ = ["RtmpServer"]
 
@@ -194,10 +194,17 @@ class RtmpServer:
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
     ) -> None:
-        given = Listener(host=host, port=port, max_connections=max_connections,
-                         max_pending_per_address=max_pending_per_address, max_per_address=max_per_address,
-                         write_timeout=write_timeout, reuse_port=reuse_port, unix_socket=unix_socket,
-                         ssl_context=ssl_context)
+        given = Listener(
+            host=host,
+            port=port,
+            max_connections=max_connections,
+            max_pending_per_address=max_pending_per_address,
+            max_per_address=max_per_address,
+            write_timeout=write_timeout,
+            reuse_port=reuse_port,
+            unix_socket=unix_socket,
+            ssl_context=ssl_context,
+        )
         if listener is not None:
             if given != DEFAULT_LISTENER:
                 raise TypeError("pass either listener= or its options (host, port, limits...), not both")
@@ -270,8 +277,9 @@ class RtmpServer:
         async def handler(stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
             await self._handle(engine, stream, peer, ticket)
 
-        await self.runner.serve(handler, context_of=self._tls_context if self.ssl_context is not None else None,
-                                task_status=task_status)
+        await self.runner.serve(
+            handler, context_of=self._tls_context if self.ssl_context is not None else None, task_status=task_status
+        )
 
     async def _handle(self, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
         """One admitted connection (the runner closes its stream and releases its ticket)."""
@@ -355,11 +363,26 @@ def _chunks(frames: Sequence[Frame], start: int, end: int, chunk_size: int, stre
 class _Connection:
     """One RTMP connection, one task: the command loop, which also drains its players' egress."""
 
-    __slots__ = ("server", "engine", "stream", "peer", "protocol", "session", "egress", "app", "connect_query",
-                 "publish_stream_id", "players", "busy", "ticket", "setup_deadline", "last_progress", "told")
+    __slots__ = (
+        "server",
+        "engine",
+        "stream",
+        "peer",
+        "protocol",
+        "session",
+        "egress",
+        "app",
+        "connect_query",
+        "publish_stream_id",
+        "players",
+        "busy",
+        "ticket",
+        "setup_deadline",
+        "last_progress",
+        "told",
+    )
 
-    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.abc.Stream,
-                 peer: tuple[str, int]) -> None:
+    def __init__(self, server: RtmpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int]) -> None:
         self.server = server
         self.engine = engine
         self.stream = stream
@@ -433,8 +456,9 @@ class _Connection:
         finally:
             # Each player's one "stopped" line says how its connection ended.
             self.told = bool(self.players)
-            await self._stop_players(f"dropped: {failure}" if isinstance(failure, (WriteTimeout, _Timeout))
-                                     else "connection closed")
+            await self._stop_players(
+                f"dropped: {failure}" if isinstance(failure, (WriteTimeout, _Timeout)) else "connection closed"
+            )
         # Say what is still queued (a rejection, an end-of-stream) before the socket closes.
         with trio.move_on_after(1) as scope:
             scope.shield = True
@@ -607,8 +631,13 @@ class _Connection:
                     outcome = await self._command_loop(pub)
                 finally:
                     self.publish_stream_id = None
-                log.info("%s %s:%s stopped publishing %s (%s)", name, *self.peer, key,
-                         "unpublished" if outcome is _UNPUBLISHED else "connection closed")
+                log.info(
+                    "%s %s:%s stopped publishing %s (%s)",
+                    name,
+                    *self.peer,
+                    key,
+                    "unpublished" if outcome is _UNPUBLISHED else "connection closed",
+                )
                 return outcome
         except InvalidStreamName as exc:
             refusal = ("NetStream.Publish.BadName", str(exc))
@@ -616,8 +645,11 @@ class _Connection:
             session.reject_publish(sid, "NetStream.Publish.Denied", str(exc))
             raise _Refused(str(exc), authorization=True) from None
         except (StreamAlreadyPublishing, PublisherLimitReached, AppNotFound, EngineClosed) as exc:
-            code = "NetStream.Publish.BadName" if isinstance(exc, StreamAlreadyPublishing) else \
-                "NetStream.Publish.Rejected"
+            code = (
+                "NetStream.Publish.BadName"
+                if isinstance(exc, StreamAlreadyPublishing)
+                else "NetStream.Publish.Rejected"
+            )
             refusal = (code, str(exc))
         except PublishEnded as exc:  # the kernel ended it (kicked, cut, shut down): this session's end
             if isinstance(exc, PublishRateLimited):  # an error, not an unpublish
@@ -626,8 +658,15 @@ class _Connection:
                 session.send_on_status(sid, "status", "NetStream.Unpublish.Success", str(exc))
             # A kick, a cut and a start timeout are logged by the kernel with this session's end.
             level = logging.DEBUG if isinstance(exc, SESSION_ENDS_LOGGED) else logging.INFO
-            log.log(level, "%s %s:%s stopped publishing %s/%s (%s)", self.server.name, *self.peer, exc.app, exc.stream,
-                    exc.reason)
+            log.log(
+                level,
+                "%s %s:%s stopped publishing %s/%s (%s)",
+                self.server.name,
+                *self.peer,
+                exc.app,
+                exc.stream,
+                exc.reason,
+            )
             raise _Ended(str(exc)) from None
         session.reject_publish(sid, refusal[0], refusal[1])
         raise _Refused(f"publish of {self.app}/{printable(event.name)} refused: {refusal[1]}")
@@ -699,8 +738,15 @@ class _Connection:
             with trio.CancelScope(shield=True):
                 await attached.__aexit__(None, None, None)
         level = logging.DEBUG if why in PLAY_ENDS_LOGGED else self._player_level
-        log.log(level, "%s %s:%s stopped playing %s (%s; %d frames dropped)",
-                self.protocol, *self.peer, player.key, why, player.dropped)
+        log.log(
+            level,
+            "%s %s:%s stopped playing %s (%s; %d frames dropped)",
+            self.protocol,
+            *self.peer,
+            player.key,
+            why,
+            player.dropped,
+        )
 
     async def _players_ended(self) -> bool:
         """Say goodbye to every player whose stream ended. True when the connection should
@@ -723,8 +769,12 @@ class _Connection:
     def _say_ended(self, player: _Player, sid: int) -> None:
         reason = player.end_reason
         if reason is EndReason.EVICTED:
-            self.session.send_on_status(sid, "error", "NetStream.Play.InsufficientBW",
-                                        f"dropped {player.dropped} frames: too slow for this stream")
+            self.session.send_on_status(
+                sid,
+                "error",
+                "NetStream.Play.InsufficientBW",
+                f"dropped {player.dropped} frames: too slow for this stream",
+            )
             self.session.send_stream_eof(sid)
         elif reason is not None:
             self.session.send_unpublish_notify(sid, f"stream {player.key} ended ({reason.value})")
