@@ -69,7 +69,8 @@ COMMON_RATES = (
 def measured_rate(first: int, last: int, frames: int) -> float | None:
     """The frame rate of ``frames`` frames whose (millisecond) timestamps run from ``first`` to
     ``last``: the common rate it matches within the precision of the timestamps, else rounded to
-    two decimals; ``None`` when there is too little to measure."""
+    two decimals; ``None`` when there is too little to measure (under 5 frames, no time between
+    them, or under 0.01 frames a second, which two decimals cannot tell from none)."""
     span = last - first
     if frames < 5 or span <= 0:
         return None
@@ -78,7 +79,8 @@ def measured_rate(first: int, last: int, frames: int) -> float | None:
     nearest = min(COMMON_RATES, key=lambda common: abs(common - rate))
     if abs(nearest - rate) <= max(tolerance, rate * 0.0005):
         return nearest
-    return round(rate, 2)
+    rounded = round(rate, 2)
+    return rounded if rounded > 0 else None
 
 
 @attrs.define

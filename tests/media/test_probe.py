@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from arcly_trio import Engine
@@ -56,6 +56,7 @@ def test_framerate_measures_the_new_run_after_a_jump() -> None:
 
 
 @given(st.integers(-(10**6), 10**6), st.integers(0, 10**6), st.integers(0, 300))
+@example(0, 800_001, 5)  # 0.005 frames a second rounded to 0.0 (hypothesis found it)
 def test_measured_rate_is_a_positive_rate_or_nothing(first: int, span: int, frames: int) -> None:
     rate = measured_rate(first, first + span, frames)
     assert rate is None or (rate > 0 and (rate in COMMON_RATES or rate == round(rate, 2)))
