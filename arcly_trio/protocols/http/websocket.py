@@ -71,6 +71,14 @@ def handshake_problem(request: HttpRequest) -> tuple[int, str] | None:
         return 400, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 section 4.1)"
     if not request.header("host"):
         return 400, "missing Host header"
+    # The handshake library reads the last Upgrade and Connection headers only: hold every
+    # handshake to that reading, so that what is accepted here is never refused after routing.
+    upgrades = [value for name, value in request.headers if name == "upgrade"]
+    if not upgrades or upgrades[-1].lower() != "websocket":
+        return 400, "the Upgrade header must be websocket (one Upgrade header)"
+    connections = [value for name, value in request.headers if name == "connection"]
+    if not connections or "upgrade" not in {token.strip().lower() for token in connections[-1].split(",")}:
+        return 400, "the Connection header must name upgrade (one Connection header)"
     return None
 
 
