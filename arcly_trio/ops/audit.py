@@ -425,18 +425,22 @@ class AuditPipeline(Observer):
     async def run(self, engine: Any = None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write queued records until cancelled, then the open bursts' summaries and what is
         left (the engine starts this)."""
+        taken: list[dict[str, Any]] = []  # out of the queue, not yet written
         try:
             async with trio.open_nursery() as nursery:
                 if self.refusal_interval > 0:
                     nursery.start_soon(self._roll_forever)
                 task_status.started()
                 while True:
-                    batch = [await self._outbox.get()]
-                    await self._write(self._outbox.more(batch, _BATCH))
+                    taken = self._outbox.more([await self._outbox.get()], _BATCH)
+                    await self._write(taken)
+                    taken = []
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
+                # A cancellation that came between taking a batch and writing it (a sink's
+                # first checkpoint, such as a worker thread's start) must not lose the batch.
                 self.roll(final=True)
-                leftover = self._outbox.more([], _BATCH)
+                leftover = self._outbox.more(taken, _BATCH)
                 while leftover:
                     await self._write(leftover)
                     leftover = self._outbox.more([], _BATCH)
