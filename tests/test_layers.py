@@ -171,8 +171,6 @@ def test_no_module_imports_itself_back_in_a_circle() -> None:
 #: to walk a parser's options (the TOML config and the CLI's help map them), and the engine's
 #: publisher limit that a reload changes (to be given a public setter with the typed settings).
 PRIVATE_ALLOWED: set[tuple[str, str]] = {
-    ("arcly_trio.server.cli", "_actions"),
-    ("arcly_trio.server.cli", "_SubParsersAction"),
     ("arcly_trio.server.config", "_actions"),
     ("arcly_trio.server.config", "_AppendAction"),
     ("arcly_trio.server.config", "_StoreTrueAction"),

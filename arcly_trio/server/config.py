@@ -314,7 +314,7 @@ def _toml_line(message: str) -> int | str:
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     """The ``dest`` of every option given on the command line ``argv`` (a parse with every
     default suppressed: what is left was given)."""
-    serve = _serve_parser(parser)
+    serve = serve_parser(parser)
     saved = [(action, action.default) for action in serve._actions]
     try:
         for action, _ in saved:
@@ -326,7 +326,8 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> se
     return set(vars(namespace)) - {"command"}
 
 
-def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``serve`` command's parser of the command line's ``parser`` (``LookupError``: none)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action.choices["serve"]  # type: ignore[no-any-return]
@@ -344,7 +345,7 @@ def command_line_problems(parser: argparse.ArgumentParser, args: argparse.Namesp
     """What is wrong with the options given on the command line (``given``: their ``dest``),
     one line each: ``--rtmp-port 99999: a port is 0-65535``; a secret is never quoted."""
     found = []
-    for name, option in option_keys(_serve_parser(parser)).items():
+    for name, option in option_keys(serve_parser(parser)).items():
         if option.dest not in given:
             continue
         value = getattr(args, option.dest, None)

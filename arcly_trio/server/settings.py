@@ -1,6 +1,6 @@
 """The resolved options of ``arcly-trio serve`` as one typed, immutable object.
 
-:class:`Settings` is built once (:meth:`Settings.of`) from what :func:`~.cli.resolve_args`
+:class:`Settings` is built once (:meth:`Settings.of`) from what :func:`~.arguments.resolve_args`
 gives (the command line over the configuration file over the defaults, each value already
 checked by :mod:`.options`), and then passed around instead of an ``argparse.Namespace``: each
 field is the option of the same name (``--rtmp-port`` is :attr:`Settings.rtmp_port`; ``arcly-trio
