@@ -158,8 +158,10 @@ def test_module_imports_no_runtime() -> None:
             elif isinstance(node, ast.ImportFrom):
                 imported.add(("." * node.level) + (node.module or ""))
     assert imported <= {"__future__", "struct", "collections.abc", "typing", "attrs",
-                        "...core.errors", "...core.frame", "..codecs", "..codecs.av1",
-                        "..codecs.bits", ".boxes", ".init", ".fragment"}, imported  # fmt: skip
+                        "arcly_trio.core.errors", "arcly_trio.core.frame", "arcly_trio.media.codecs",
+                        "arcly_trio.media.codecs.av1", "arcly_trio.media.codecs.bits",
+                        "arcly_trio.media.fmp4.boxes", "arcly_trio.media.fmp4.init",
+                        "arcly_trio.media.fmp4.fragment"}, imported  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

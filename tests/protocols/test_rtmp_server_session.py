@@ -42,11 +42,15 @@ from arcly_trio.protocols.rtmp import (
 )
 from arcly_trio.protocols.rtmp import messages as m
 from arcly_trio.protocols.rtmp.chunks import chunk_message
-from arcly_trio.protocols.rtmp.server_session import (
+from arcly_trio.protocols.rtmp.server_states import (
     CONNECTION_TRANSITIONS,
+    STREAM_TRANSITIONS,
     ConnectionState,
     ConnectionTrigger,
+    StreamState,
+    StreamTrigger,
     next_connection_state,
+    next_stream_state,
 )
 
 MASK32 = 0xFFFFFFFF
@@ -1285,3 +1289,12 @@ def test_the_connection_state_is_assigned_in_one_place() -> None:
         ("__init__", "ConnectionState.NEW"),
         ("_advance", "next_connection_state(self._state, trigger)"),
     ]
+
+
+@pytest.mark.parametrize(("state", "trigger"), list(itertools.product(StreamState, StreamTrigger)))
+def test_every_stream_move_is_in_the_table_or_the_callers_error(state: StreamState, trigger: StreamTrigger) -> None:
+    if (state, trigger) in STREAM_TRANSITIONS:
+        assert next_stream_state(state, trigger) is STREAM_TRANSITIONS[state, trigger]
+        return
+    with pytest.raises(LocalProtocolError, match=f"a {state.value} stream cannot {trigger.value}"):
+        next_stream_state(state, trigger)

@@ -23,6 +23,7 @@ import attrs
 
 from arcly_trio.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.flv.read import parse_audio, parse_audio_tracks, parse_data, parse_video, parse_video_tracks
 from arcly_trio.media.flv.tags import (
     DEFAULT_MAX_TAG_BODY,
     MAX_DATA_SIZE,
@@ -30,13 +31,8 @@ from arcly_trio.media.flv.tags import (
     TAG_SCRIPT,
     TAG_VIDEO,
     FlvError,
-    frame_body,
-    parse_audio,
-    parse_audio_tracks,
-    parse_data,
-    parse_video,
-    parse_video_tracks,
 )
+from arcly_trio.media.flv.write import frame_body
 
 __all__ = [
     "frame_to_tag",

@@ -1,20 +1,22 @@
-"""FLV tag bodies <-> frames: the payload format of RTMP audio, video and data messages.
+"""FLV tag bodies: the payload format of RTMP audio, video and data messages, and what reading
+and writing it share.
 
 FLV is the payload format of RTMP audio (8), video (9) and script data (18) messages, and of
-each tag's body in an FLV stream (the container is :mod:`.container`). This module is sans-IO:
-bytes in, frames out, and back.
+each tag's body in an FLV stream (the container is :mod:`.container`). Reading a tag body into
+frames is :mod:`.read`'s (:func:`~.read.parse_video`, :func:`~.read.parse_audio`,
+:func:`~.read.parse_data`...), writing frames into tag bodies :mod:`.write`'s
+(:func:`~.write.video_body`, :func:`~.write.audio_body`, :func:`~.write.data_body`,
+:func:`~.write.tag_body`, :func:`~.write.frame_body`); both are sans-IO. This module holds what
+they share: the tag types, the size limits, the errors, the codec tables (legacy codec ids and
+sound formats, Enhanced RTMP FourCCs, and back), the ``@setDataFrame`` name and
+:data:`BODY_KEY`, the :meth:`Frame.encoded` key of a frame's tag body. The format both follow,
+codec by codec, is described here once.
 
-:func:`parse_video`, :func:`parse_audio`, :func:`parse_data` turn one tag body (one RTMP message
-payload) into a :class:`~arcly_trio.core.frame.Frame`, or ``None`` for a body that carries no
-media (an AVC end of sequence, a video command frame, an Enhanced RTMP ``Metadata`` or
-``MultichannelConfig`` packet, an empty body or payload). :func:`video_body`,
-:func:`audio_body`, :func:`data_body` and :func:`tag_body` do the reverse; :func:`frame_body`
-caches the body on the frame (:meth:`Frame.encoded`), so N subscribers cost one serialisation.
-Ingest without copies: when the body a parser was given is exactly what :func:`tag_body` would
-build again (a legacy H.264 body with frame type key or inter; an AAC body with the 0xAF header
-byte; as FFmpeg and OBS send them), the parsed frame keeps that very ``bytes`` object as its
-cached body (:meth:`Frame.preset`), so RTMP passes the publisher's message body on and FLV
-tags are built around it, with nothing rebuilt.
+Ingest without copies: when the body a parser was given is exactly what
+:func:`~.write.tag_body` would build again (a legacy H.264 body with frame type key or inter; an
+AAC body with the 0xAF header byte; as FFmpeg and OBS send them), the parsed frame keeps that
+very ``bytes`` object as its cached body (:meth:`Frame.preset`), so RTMP passes the publisher's
+message body on and FLV tags are built around it, with nothing rebuilt.
 
 Video (``Frame.codec`` <- FLV):
 
@@ -37,10 +39,11 @@ Video (``Frame.codec`` <- FLV):
   ``ModEx`` prefixes are skipped (their nanosecond timestamp offset does not fit millisecond
   frames).
 * Multitrack (``PacketType`` 6 video, 5 audio): every ``AvMultitrackType`` is read.
-  :func:`parse_video_tracks` / :func:`parse_audio_tracks` return one frame per track, with
-  ``Frame.track`` set to the track id. :func:`parse_video` / :func:`parse_audio` handle the
-  common case, one track per message (``OneTrack``, as OBS sends it), and raise
-  :class:`FlvUnsupported` for a message that really carries several tracks.
+  :func:`~.read.parse_video_tracks` / :func:`~.read.parse_audio_tracks` return one frame per
+  track, with ``Frame.track`` set to the track id. :func:`~.read.parse_video` /
+  :func:`~.read.parse_audio` handle the common case, one track per message (``OneTrack``, as
+  OBS sends it), and raise :class:`FlvUnsupported` for a message that really carries several
+  tracks.
 
 Video (frame -> FLV): ``h264`` is written with legacy codec id 7 (what every player reads);
 ``hevc`` with the Enhanced RTMP ``hvc1`` FourCC (what OBS 30 and FFmpeg 6.1+ send and accept),
@@ -75,22 +78,22 @@ points itself when a stream has no video).
   ``ac3`` and ``eac3`` frames are written Enhanced; ``aac`` and ``mp3`` legacy, unless the
   frame has ``track != 0`` (or is an ``mp3`` config frame), which needs the Enhanced form.
 
-Script data: :func:`parse_data` reads the leading AMF0 string name at the byte level (marker
-0x02, u16 length, name) and needs no AMF0 decoder. An ``@setDataFrame`` wrapper is removed, so a
-metadata frame's payload is the ``onMetaData`` name and its value, as in an FLV file. That frame
-is ``kind=DATA, codec="amf0", config=True``; other data (``onCuePoint``, ``onTextData``...) has
-``config=False`` and is kept whole.
+Script data: :func:`~.read.parse_data` reads the leading AMF0 string name at the byte level
+(marker 0x02, u16 length, name) and needs no AMF0 decoder. An ``@setDataFrame`` wrapper is
+removed, so a metadata frame's payload is the ``onMetaData`` name and its value, as in an FLV
+file. That frame is ``kind=DATA, codec="amf0", config=True``; other data (``onCuePoint``,
+``onTextData``...) has ``config=False`` and is kept whole.
 
 Error policy:
 
-* Parsing never raises anything but :class:`FlvError` (a ``RemoteProtocolError``) or
+* This module defines what reading raises for the peer's bytes: :class:`FlvError` (a
+  ``RemoteProtocolError``), and :class:`FlvUnsupported` (a subclass of :class:`FlvError`) for a
+  well-formed body the FLV modules do not handle (a reserved codec id or packet type, an
+  unknown FourCC, several tracks in one message given to :func:`~.read.parse_video`): a caller
+  may drop that message and go on. Reading (:mod:`.read`) raises only these, or
   :class:`~arcly_trio.core.errors.MessageTooLarge`, whatever the bytes.
-  :class:`FlvUnsupported` (a subclass of :class:`FlvError`) marks a well-formed body this
-  module does not handle (a reserved codec id or packet type, an unknown FourCC, several tracks
-  in one message given to :func:`parse_video`): a caller may drop that message and go on.
-* Writing raises ``LocalProtocolError`` for a frame FLV cannot carry: an unknown codec, a
-  legacy audio codec string that is not in the form above, a composition time outside the
-  signed 24-bit range, a track id over 255, a body over 16 MiB - 1, a frame of the wrong kind.
+* :func:`legacy_audio_codec` and writing (:mod:`.write`) raise ``LocalProtocolError`` for what
+  FLV cannot carry.
 """
 
 from __future__ import annotations
@@ -98,7 +101,6 @@ from __future__ import annotations
 from typing import Final
 
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
-from arcly_trio.core.frame import Frame, FrameKind
 
 __all__ = [
     "TAG_AUDIO",
@@ -107,17 +109,7 @@ __all__ = [
     "DEFAULT_MAX_TAG_BODY",
     "FlvError",
     "FlvUnsupported",
-    "parse_video",
-    "parse_video_tracks",
-    "parse_audio",
-    "parse_audio_tracks",
-    "parse_data",
     "legacy_audio_codec",
-    "video_body",
-    "audio_body",
-    "data_body",
-    "tag_body",
-    "frame_body",
 ]
 
 TAG_AUDIO: Final = 8
@@ -129,8 +121,6 @@ DEFAULT_MAX_TAG_BODY: Final = 8 * 1024 * 1024
 
 MAX_DATA_SIZE: Final = 0xFFFFFF
 """The largest tag body an FLV tag header can state (its DataSize is 24 bits)."""
-_CTS_MIN: Final = -0x800000
-_CTS_MAX: Final = 0x7FFFFF
 
 
 class FlvError(RemoteProtocolError):
@@ -138,27 +128,29 @@ class FlvError(RemoteProtocolError):
 
 
 class FlvUnsupported(FlvError):
-    """A well-formed FLV tag body that uses something this module does not handle.
+    """A well-formed FLV tag body that uses something the FLV modules do not handle.
 
     Examples: a reserved codec id or packet type, an unknown Enhanced RTMP FourCC, a multitrack
-    message with several tracks given to :func:`parse_video`. Dropping the message is safe.
+    message with several tracks given to :func:`~.read.parse_video`. Dropping the message is
+    safe.
     """
 
 
 # --------------------------------------------------------------------------------------------
-# Codec tables
+# What reading (:mod:`.read`) and writing (:mod:`.write`) share: the codec tables, the
+# ``@setDataFrame`` name and the cache key of a frame's tag body
 # --------------------------------------------------------------------------------------------
 
-_LEGACY_VIDEO_CODECS: Final[dict[int, str]] = {
+LEGACY_VIDEO_CODECS: Final[dict[int, str]] = {
     2: "h263",
     3: "screen",
     4: "vp6",
     5: "vp6a",
     6: "screen2",
 }
-_LEGACY_VIDEO_IDS: Final[dict[str, int]] = {name: cid for cid, name in _LEGACY_VIDEO_CODECS.items()}
+LEGACY_VIDEO_IDS: Final[dict[str, int]] = {name: cid for cid, name in LEGACY_VIDEO_CODECS.items()}
 
-_VIDEO_FOURCC: Final[dict[bytes, str]] = {
+VIDEO_FOURCC: Final[dict[bytes, str]] = {
     b"avc1": "h264",
     b"hvc1": "hevc",
     b"vvc1": "vvc",
@@ -166,11 +158,11 @@ _VIDEO_FOURCC: Final[dict[bytes, str]] = {
     b"vp09": "vp9",
     b"vp08": "vp8",
 }
-_VIDEO_FOURCC_OF: Final[dict[str, bytes]] = {name: cc for cc, name in _VIDEO_FOURCC.items()}
+VIDEO_FOURCC_OF: Final[dict[str, bytes]] = {name: cc for cc, name in VIDEO_FOURCC.items()}
 # Codecs whose CodedFrames packets carry an SI24 composition time.
-_CTS_CODECS: Final = frozenset({"h264", "hevc", "vvc"})
+CTS_CODECS: Final = frozenset({"h264", "hevc", "vvc"})
 
-_AUDIO_FOURCC: Final[dict[bytes, str]] = {
+AUDIO_FOURCC: Final[dict[bytes, str]] = {
     b"Opus": "opus",
     b"fLaC": "flac",
     b"ac-3": "ac3",
@@ -178,7 +170,7 @@ _AUDIO_FOURCC: Final[dict[bytes, str]] = {
     b".mp3": "mp3",
     b"mp4a": "aac",
 }
-_AUDIO_FOURCC_OF: Final[dict[str, bytes]] = {name: cc for cc, name in _AUDIO_FOURCC.items()}
+AUDIO_FOURCC_OF: Final[dict[str, bytes]] = {name: cc for cc, name in AUDIO_FOURCC.items()}
 
 _LEGACY_AUDIO_NAMES: Final[dict[int, str]] = {
     0: "pcm",
@@ -194,14 +186,21 @@ _LEGACY_AUDIO_NAMES: Final[dict[int, str]] = {
 _SOUND_RATES: Final = (5512, 11025, 22050, 44100)
 
 # The codec string of every legacy audio header byte, and back.
-_LEGACY_AUDIO_CODEC_OF_BYTE: Final[dict[int, str]] = {}
-_LEGACY_AUDIO_BYTE_OF_CODEC: Final[dict[str, int]] = {}
+LEGACY_AUDIO_CODEC_OF_BYTE: Final[dict[int, str]] = {}
+LEGACY_AUDIO_BYTE_OF_CODEC: Final[dict[str, int]] = {}
 for _fmt, _name in _LEGACY_AUDIO_NAMES.items():
     for _flags in range(16):
         _codec = f"{_name}/{_SOUND_RATES[_flags >> 2]}/{16 if _flags & 2 else 8}/{(_flags & 1) + 1}"
-        _LEGACY_AUDIO_CODEC_OF_BYTE[(_fmt << 4) | _flags] = _codec
-        _LEGACY_AUDIO_BYTE_OF_CODEC[_codec] = (_fmt << 4) | _flags
+        LEGACY_AUDIO_CODEC_OF_BYTE[(_fmt << 4) | _flags] = _codec
+        LEGACY_AUDIO_BYTE_OF_CODEC[_codec] = (_fmt << 4) | _flags
 del _fmt, _name, _flags, _codec
+
+
+#: The ``@setDataFrame`` name of the script data an RTMP publisher sends (AMF0 string).
+SET_DATA_FRAME: Final = b"\x02\x00\x0d@setDataFrame"
+#: The :meth:`Frame.encoded` key of a frame's tag body (:func:`~.write.frame_body`), preset by
+#: :mod:`.read` when the body it was given is what :func:`~.write.tag_body` would build again.
+BODY_KEY: Final = ("flv-body",)
 
 
 def legacy_audio_codec(name: str, rate: int, bits: int, channels: int) -> str:
@@ -212,495 +211,6 @@ def legacy_audio_codec(name: str, rate: int, bits: int, channels: int) -> str:
     ``bits`` 8 or 16; ``channels`` 1 or 2. Raises ``LocalProtocolError`` for anything else.
     """
     codec = f"{name}/{rate}/{bits}/{channels}"
-    if codec not in _LEGACY_AUDIO_BYTE_OF_CODEC:
+    if codec not in LEGACY_AUDIO_BYTE_OF_CODEC:
         raise LocalProtocolError(f"FLV has no legacy audio format {codec!r}")
     return codec
-
-
-# --------------------------------------------------------------------------------------------
-# Tag bodies -> frames
-# --------------------------------------------------------------------------------------------
-
-
-def _si24(body: bytes, pos: int) -> int:
-    value = (body[pos] << 16) | (body[pos + 1] << 8) | body[pos + 2]
-    return value - 0x1000000 if value & 0x800000 else value
-
-
-def _skip_mod_ex(body: bytes, pos: int, packet_type: int, what: str) -> tuple[int, int]:
-    """Skip the Enhanced RTMP ``ModEx`` chain at ``pos``; return (real packet type, position)."""
-    n = len(body)
-    while packet_type == 7:
-        if pos >= n:
-            raise FlvError(f"{what} ModEx truncated")
-        size = body[pos] + 1
-        pos += 1
-        if size == 256:
-            if pos + 2 > n:
-                raise FlvError(f"{what} ModEx truncated")
-            size = ((body[pos] << 8) | body[pos + 1]) + 1
-            pos += 2
-        pos += size
-        if pos >= n:
-            raise FlvError(f"{what} ModEx truncated")
-        packet_type = body[pos] & 0x0F
-        pos += 1
-    return packet_type, pos
-
-
-def _multitrack_header(body: bytes, pos: int, multitrack_packet: int, what: str) -> tuple[int, int, bytes | None, int]:
-    """Parse an Enhanced RTMP multitrack header at ``pos``: ``(AvMultitrackType, the tracks'
-    packet type, the shared FourCC or None when each track has its own, the offset after)``."""
-    if pos >= len(body):
-        raise FlvError(f"{what} multitrack header truncated")
-    multitrack_type = body[pos] >> 4
-    packet_type = body[pos] & 0x0F
-    pos += 1
-    if multitrack_type > 2:
-        raise FlvUnsupported(f"Enhanced RTMP AvMultitrackType {multitrack_type}")
-    if packet_type == multitrack_packet:
-        raise FlvError(f"{what} multitrack inside multitrack")
-    fourcc: bytes | None = None
-    if multitrack_type != 2:
-        if pos + 4 > len(body):
-            raise FlvError(f"{what} FourCC truncated")
-        fourcc = body[pos : pos + 4]
-        pos += 4
-    return multitrack_type, packet_type, fourcc, pos
-
-
-def _multitrack_spans(
-    body: bytes, pos: int, multitrack_type: int, fourcc: bytes | None, what: str
-) -> list[tuple[bytes, int, int, int]]:
-    """Split an Enhanced RTMP multitrack body into (fourcc, track id, start, end) spans."""
-    n = len(body)
-    spans: list[tuple[bytes, int, int, int]] = []
-    while pos < n or multitrack_type == 0:
-        if multitrack_type == 2:
-            if pos + 4 > n:
-                raise FlvError(f"{what} multitrack FourCC truncated")
-            fourcc = body[pos : pos + 4]
-            pos += 4
-        if pos >= n:
-            raise FlvError(f"{what} multitrack track id missing")
-        track = body[pos]
-        pos += 1
-        if multitrack_type == 0:
-            assert fourcc is not None
-            spans.append((fourcc, track, pos, n))
-            break
-        if pos + 3 > n:
-            raise FlvError(f"{what} multitrack track size truncated")
-        size = (body[pos] << 16) | (body[pos + 1] << 8) | body[pos + 2]
-        pos += 3
-        if pos + size > n:
-            raise FlvError(f"{what} multitrack track of {size} bytes overruns the body")
-        assert fourcc is not None
-        spans.append((fourcc, track, pos, pos + size))
-        pos += size
-    return spans
-
-
-def _ex_video_frame(
-    timestamp: int,
-    body: bytes,
-    fourcc: bytes,
-    packet_type: int,
-    keyframe: bool,
-    track: int,
-    start: int,
-    end: int,
-) -> Frame | None:
-    codec = _VIDEO_FOURCC.get(fourcc)
-    if codec is None:
-        raise FlvUnsupported(f"unknown Enhanced RTMP video FourCC {fourcc!r}")
-    cts = 0
-    config = False
-    if packet_type == 0 or packet_type == 5:  # SequenceStart, MPEG2TSSequenceStart
-        config = True
-    elif packet_type == 1:  # CodedFrames
-        if codec in _CTS_CODECS:
-            if start + 3 > end:
-                raise FlvError("Enhanced RTMP video composition time truncated")
-            cts = _si24(body, start)
-            start += 3
-    elif packet_type == 3:  # CodedFramesX
-        pass
-    elif packet_type == 2 or packet_type == 4:  # SequenceEnd, Metadata
-        return None
-    else:
-        raise FlvUnsupported(f"Enhanced RTMP video packet type {packet_type} is not supported")
-    if start >= end:
-        return None
-    return Frame(
-        FrameKind.VIDEO,
-        codec,
-        timestamp + cts,
-        timestamp,
-        body[start:end],
-        keyframe,
-        config,
-        track,
-    )
-
-
-def parse_video_tracks(timestamp: int, body: bytes) -> list[Frame]:
-    """All the frames of one video tag body (one per track of a multitrack message).
-
-    ``timestamp`` (ms) becomes each frame's ``dts``. Returns an empty list for a body that
-    carries no media. Raises :class:`FlvError` (or :class:`FlvUnsupported`) as the module
-    docstring says.
-    """
-    n = len(body)
-    if n == 0:
-        return []
-    b0 = body[0]
-    frame_type = (b0 >> 4) & 0x07
-    keyframe = frame_type == 1
-    if not b0 & 0x80:
-        if frame_type == 5:  # video info / command frame: one UI8, no picture
-            return []
-        codec_id = b0 & 0x0F
-        if codec_id == 7 or codec_id == 12:
-            if n >= 2 and body[1] == 2:  # end of sequence (some encoders cut it short)
-                return []
-            if n < 5:
-                raise FlvError(f"{'AVC' if codec_id == 7 else 'HEVC'} video body of {n} bytes")
-            packet_type = body[1]
-            if packet_type > 2:
-                raise FlvError(f"unknown AVCPacketType {packet_type}")
-            if n == 5:
-                return []
-            cts = _si24(body, 2) if packet_type == 1 else 0  # the spec's 0 for config
-            frame = Frame(
-                FrameKind.VIDEO,
-                "h264" if codec_id == 7 else "hevc",
-                timestamp + cts,
-                timestamp,
-                body[5:],
-                keyframe,
-                packet_type == 0,
-            )
-            if (b0 == 0x17 or b0 == 0x27) and (packet_type == 1 or body[2:5] == b"\0\0\0") and type(body) is bytes:
-                frame.preset(_BODY_KEY, body)  # what video_body() would build: RTMP passes it on
-            return [frame]
-        codec = _LEGACY_VIDEO_CODECS.get(codec_id)
-        if codec is None:
-            raise FlvUnsupported(f"unknown FLV video codec id {codec_id}")
-        if n == 1:
-            return []
-        return [Frame(FrameKind.VIDEO, codec, timestamp, timestamp, body[1:], keyframe)]
-
-    packet_type, pos = _skip_mod_ex(body, 1, b0 & 0x0F, "Enhanced RTMP video")
-    if frame_type == 5 and packet_type != 4:  # a video command (seek start/end), no picture
-        return []
-    if packet_type == 6:  # Multitrack
-        multitrack_type, packet_type, fourcc, pos = _multitrack_header(body, pos, 6, "Enhanced RTMP video")
-        frames = []
-        for track_fourcc, track, start, end in _multitrack_spans(
-            body, pos, multitrack_type, fourcc, "Enhanced RTMP video"
-        ):
-            frame = _ex_video_frame(timestamp, body, track_fourcc, packet_type, keyframe, track, start, end)
-            if frame is not None:
-                frames.append(frame)
-        return frames
-    if pos + 4 > n:
-        raise FlvError("Enhanced RTMP video FourCC truncated")
-    frame = _ex_video_frame(timestamp, body, body[pos : pos + 4], packet_type, keyframe, 0, pos + 4, n)
-    return [] if frame is None else [frame]
-
-
-def parse_video(timestamp: int, body: bytes) -> Frame | None:
-    """The frame of one video tag body, or ``None`` for a body without media.
-
-    A multitrack message with several frames raises :class:`FlvUnsupported`: use
-    :func:`parse_video_tracks` to accept those.
-    """
-    frames = parse_video_tracks(timestamp, body)
-    if not frames:
-        return None
-    if len(frames) > 1:
-        raise FlvUnsupported(f"video message carries {len(frames)} tracks (use parse_video_tracks)")
-    return frames[0]
-
-
-def _ex_audio_frame(
-    timestamp: int, body: bytes, fourcc: bytes, packet_type: int, track: int, start: int, end: int
-) -> Frame | None:
-    codec = _AUDIO_FOURCC.get(fourcc)
-    if codec is None:
-        raise FlvUnsupported(f"unknown Enhanced RTMP audio FourCC {fourcc!r}")
-    if packet_type == 2 or packet_type == 4:  # SequenceEnd, MultichannelConfig
-        return None
-    if packet_type > 1:
-        raise FlvUnsupported(f"Enhanced RTMP audio packet type {packet_type} is not supported")
-    if start >= end:
-        return None
-    return Frame(
-        FrameKind.AUDIO,
-        codec,
-        timestamp,
-        timestamp,
-        body[start:end],
-        False,
-        packet_type == 0,
-        track,
-    )
-
-
-def parse_audio_tracks(timestamp: int, body: bytes) -> list[Frame]:
-    """All the frames of one audio tag body (one per track of a multitrack message).
-
-    ``timestamp`` (ms) becomes each frame's ``pts`` and ``dts``. Returns an empty list for a
-    body that carries no media. Raises :class:`FlvError` (or :class:`FlvUnsupported`).
-    """
-    n = len(body)
-    if n == 0:
-        return []
-    b0 = body[0]
-    sound_format = b0 >> 4
-    if sound_format == 10:  # AAC
-        if n < 2:
-            raise FlvError("AAC audio body without AACPacketType")
-        packet_type = body[1]
-        if packet_type > 1:
-            raise FlvError(f"unknown AACPacketType {packet_type}")
-        if n == 2:
-            return []
-        frame = Frame(FrameKind.AUDIO, "aac", timestamp, timestamp, body[2:], False, packet_type == 0)
-        if b0 == 0xAF and type(body) is bytes:
-            frame.preset(_BODY_KEY, body)  # what audio_body() would build: RTMP passes it on
-        return [frame]
-    if sound_format == 2 or sound_format == 14:  # MP3, MP3 8 kHz
-        if n == 1:
-            return []
-        return [Frame(FrameKind.AUDIO, "mp3", timestamp, timestamp, body[1:])]
-    if sound_format != 9:
-        codec = _LEGACY_AUDIO_CODEC_OF_BYTE.get(b0)
-        if codec is None:
-            raise FlvUnsupported(f"unknown FLV sound format {sound_format}")
-        if n == 1:
-            return []
-        return [Frame(FrameKind.AUDIO, codec, timestamp, timestamp, body[1:])]
-
-    packet_type, pos = _skip_mod_ex(body, 1, b0 & 0x0F, "Enhanced RTMP audio")
-    if packet_type == 5:  # Multitrack
-        multitrack_type, packet_type, fourcc, pos = _multitrack_header(body, pos, 5, "Enhanced RTMP audio")
-        frames = []
-        for track_fourcc, track, start, end in _multitrack_spans(
-            body, pos, multitrack_type, fourcc, "Enhanced RTMP audio"
-        ):
-            frame = _ex_audio_frame(timestamp, body, track_fourcc, packet_type, track, start, end)
-            if frame is not None:
-                frames.append(frame)
-        return frames
-    if pos + 4 > n:
-        raise FlvError("Enhanced RTMP audio FourCC truncated")
-    frame = _ex_audio_frame(timestamp, body, body[pos : pos + 4], packet_type, 0, pos + 4, n)
-    return [] if frame is None else [frame]
-
-
-def parse_audio(timestamp: int, body: bytes) -> Frame | None:
-    """The frame of one audio tag body, or ``None`` for a body without media.
-
-    A multitrack message with several frames raises :class:`FlvUnsupported`: use
-    :func:`parse_audio_tracks` to accept those.
-    """
-    frames = parse_audio_tracks(timestamp, body)
-    if not frames:
-        return None
-    if len(frames) > 1:
-        raise FlvUnsupported(f"audio message carries {len(frames)} tracks (use parse_audio_tracks)")
-    return frames[0]
-
-
-_SET_DATA_FRAME: Final = b"\x02\x00\x0d@setDataFrame"
-_ON_METADATA: Final = b"\x02\x00\x0aonMetaData"
-
-
-def _amf0_name_end(body: bytes, pos: int) -> int:
-    """The end of the AMF0 short string at ``pos`` (the script data name)."""
-    n = len(body)
-    if pos + 3 > n or body[pos] != 0x02:
-        raise FlvError("script data does not start with an AMF0 string name")
-    end = pos + 3 + ((body[pos + 1] << 8) | body[pos + 2])
-    if end > n:
-        raise FlvError("script data name overruns the body")
-    return end
-
-
-def parse_data(timestamp: int, body: bytes) -> Frame | None:
-    """The data frame of one script data (AMF0) tag body, or ``None`` for an empty body.
-
-    Strips an ``@setDataFrame`` wrapper; ``onMetaData`` gives a metadata frame
-    (``config=True``). Raises :class:`FlvError` when the body does not start with an AMF0
-    string name (or the name is cut short); the values after the name are not checked.
-    """
-    if not body:
-        return None
-    end = _amf0_name_end(body, 0)
-    if end == len(_SET_DATA_FRAME) and body.startswith(_SET_DATA_FRAME):
-        if end == len(body):
-            return None
-        _amf0_name_end(body, end)
-        body = body[end:]
-    config = body.startswith(_ON_METADATA)
-    return Frame(FrameKind.DATA, "amf0", timestamp, timestamp, body, False, config)
-
-
-# --------------------------------------------------------------------------------------------
-# Frames -> tag bodies
-# --------------------------------------------------------------------------------------------
-
-
-def _cts(frame: Frame) -> int:
-    cts = frame.pts - frame.dts
-    if cts < _CTS_MIN or cts > _CTS_MAX:
-        raise LocalProtocolError(f"composition time {cts} ms does not fit FLV's signed 24 bits")
-    return cts
-
-
-def _track(frame: Frame) -> int:
-    track = frame.track
-    if track < 0 or track > 255:
-        raise LocalProtocolError(f"track id {track} does not fit Enhanced RTMP's 8 bits")
-    return track
-
-
-def video_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
-    """The FLV video tag body (RTMP video message payload) of a video frame.
-
-    See the module docstring for the layout chosen per codec. ``legacy_hevc=True`` writes
-    track-0 ``hevc`` frames with the pre-standard codec id 12 instead of Enhanced ``hvc1``.
-    Raises ``LocalProtocolError`` for a frame FLV cannot carry.
-    """
-    if frame.kind is not FrameKind.VIDEO:
-        raise LocalProtocolError(f"video_body() given a {frame.kind.value} frame")
-    codec = frame.codec
-    frame_type = 0x10 if frame.keyframe else 0x20
-    if frame.track == 0 and (codec == "h264" or (legacy_hevc and codec == "hevc")):
-        b0 = frame_type | (7 if codec == "h264" else 12)
-        if frame.config:
-            header = b0 << 32  # AVCPacketType 0, CompositionTime 0
-        else:
-            header = (b0 << 32) | (1 << 24) | (_cts(frame) & 0xFFFFFF)
-        return header.to_bytes(5, "big") + frame.payload
-    fourcc = _VIDEO_FOURCC_OF.get(codec)
-    if fourcc is None:
-        cid = _LEGACY_VIDEO_IDS.get(codec)
-        if cid is None:
-            raise LocalProtocolError(f"FLV cannot carry video codec {codec!r}")
-        if frame.config or frame.track:
-            raise LocalProtocolError(f"FLV {codec} has no config frames nor tracks")
-        return bytes((frame_type | cid,)) + frame.payload
-    cts_bytes = b""
-    if frame.config:
-        packet_type = 0  # SequenceStart
-    elif codec in _CTS_CODECS:
-        cts = _cts(frame)
-        if cts:
-            packet_type = 1  # CodedFrames
-            cts_bytes = (cts & 0xFFFFFF).to_bytes(3, "big")
-        else:
-            packet_type = 3  # CodedFramesX
-    else:
-        packet_type = 1
-    if frame.track == 0:
-        return b"".join((bytes((0x80 | frame_type | packet_type,)), fourcc, cts_bytes, frame.payload))
-    header = bytes((0x80 | frame_type | 6, packet_type)) + fourcc + bytes((_track(frame),))
-    return b"".join((header, cts_bytes, frame.payload))
-
-
-_AAC_CONFIG: Final = b"\xaf\x00"
-_AAC_RAW: Final = b"\xaf\x01"
-_MPEG_RATE_FLAGS: Final[dict[tuple[int, int], int]] = {
-    # (MPEG version bits, sample rate index) -> FLV header byte, mono (| 1 for stereo).
-    (3, 0): 0x2E, (3, 1): 0x2E, (3, 2): 0x2E,  # MPEG-1: 44.1, 48, 32 kHz
-    (2, 0): 0x2A, (2, 1): 0x2A, (2, 2): 0x2A,  # MPEG-2: 22.05, 24, 16 kHz
-    (0, 0): 0x26, (0, 1): 0x26, (0, 2): 0xE2,  # MPEG-2.5: 11.025, 12, 8 kHz
-}  # fmt: skip
-
-
-def _mp3_header_byte(payload: bytes) -> int:
-    if len(payload) >= 4 and payload[0] == 0xFF and payload[1] & 0xE0 == 0xE0:
-        byte = _MPEG_RATE_FLAGS.get(((payload[1] >> 3) & 3, (payload[2] >> 2) & 3))
-        if byte is not None:
-            return byte if payload[3] >> 6 == 3 else byte | 1
-    return 0x2F
-
-
-def audio_body(frame: Frame) -> bytes:
-    """The FLV audio tag body (RTMP audio message payload) of an audio frame.
-
-    See the module docstring for the layout chosen per codec. Raises ``LocalProtocolError``
-    for a frame FLV cannot carry.
-    """
-    if frame.kind is not FrameKind.AUDIO:
-        raise LocalProtocolError(f"audio_body() given a {frame.kind.value} frame")
-    codec = frame.codec
-    track = frame.track
-    if codec == "aac" and not track:
-        return (_AAC_CONFIG if frame.config else _AAC_RAW) + frame.payload
-    if codec == "mp3" and not track and not frame.config:
-        return bytes((_mp3_header_byte(frame.payload),)) + frame.payload
-    fourcc = _AUDIO_FOURCC_OF.get(codec)
-    if fourcc is None:
-        byte = _LEGACY_AUDIO_BYTE_OF_CODEC.get(codec)
-        if byte is None:
-            raise LocalProtocolError(
-                f"FLV cannot carry audio codec {codec!r} (legacy formats are written "
-                "'<name>/<rate>/<bits>/<channels>', see legacy_audio_codec())"
-            )
-        if frame.config or track:
-            raise LocalProtocolError(f"FLV {codec} has no config frames nor tracks")
-        return bytes((byte,)) + frame.payload
-    packet_type = 0 if frame.config else 1
-    if not track:
-        return b"".join((bytes((0x90 | packet_type,)), fourcc, frame.payload))
-    return b"".join((bytes((0x95, packet_type)), fourcc, bytes((_track(frame),)), frame.payload))
-
-
-def data_body(frame: Frame, *, set_data_frame: bool = False) -> bytes:
-    """The FLV script data tag body of a data frame: its AMF0 payload as it is.
-
-    With ``set_data_frame=True`` a metadata frame gets the ``@setDataFrame`` wrapper that an
-    RTMP publisher sends (a server sends ``onMetaData`` to players without it). Raises
-    ``LocalProtocolError`` for a frame that is not an ``amf0`` data frame.
-    """
-    if frame.kind is not FrameKind.DATA or frame.codec != "amf0":
-        raise LocalProtocolError(f"data_body() given a {frame.kind.value}/{frame.codec} frame")
-    if set_data_frame and frame.config:
-        return _SET_DATA_FRAME + frame.payload
-    return frame.payload
-
-
-def tag_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
-    """The FLV tag body of any frame (dispatches on ``frame.kind``); not cached."""
-    kind = frame.kind
-    if kind is FrameKind.VIDEO:
-        return video_body(frame, legacy_hevc=legacy_hevc)
-    if kind is FrameKind.AUDIO:
-        return audio_body(frame)
-    return data_body(frame)
-
-
-_BODY_KEY: Final = ("flv-body",)
-_BODY_KEY_LEGACY_HEVC: Final = ("flv-body", "legacy-hevc")
-
-
-def _tag_body_legacy_hevc(frame: Frame) -> bytes:
-    return tag_body(frame, legacy_hevc=True)
-
-
-def frame_body(frame: Frame, *, legacy_hevc: bool = False) -> bytes:
-    """:func:`tag_body`, built once per frame and kept on it (the RTMP message payload).
-
-    The cache key is ``("flv-body",)`` (``("flv-body", "legacy-hevc")`` for an ``hevc`` frame
-    with ``legacy_hevc=True``).
-    """
-    body: bytes
-    if legacy_hevc and frame.codec == "hevc":
-        body = frame.encoded(_BODY_KEY_LEGACY_HEVC, _tag_body_legacy_hevc)
-    else:
-        body = frame.encoded(_BODY_KEY, tag_body)
-    return body

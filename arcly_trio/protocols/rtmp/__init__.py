@@ -5,7 +5,8 @@
 * :mod:`.messages` — protocol control and user control message payloads;
 * :mod:`.events` — what a session's ``next_event`` returns;
 * :mod:`.endpoint` — what both sides share (acknowledgements, pings, aggregates, timestamps);
-* :mod:`.server_session` — the server's state machine; :mod:`.client_session` — the client's
+* :mod:`.server_states` — every state and transition of the server's session;
+  :mod:`.server_session` — the server's state machine; :mod:`.client_session` — the client's
   raw session; :mod:`.client` — the client's whole conversation (handshake to close);
 * :mod:`.media` — frames as chunked messages, built once and shared; :mod:`.url` — RTMP URLs.
 
@@ -24,7 +25,8 @@ from arcly_trio.protocols.rtmp.endpoint import (
 )
 from arcly_trio.protocols.rtmp.events import *  # noqa: F403
 from arcly_trio.protocols.rtmp.events import __all__ as _events_all
-from arcly_trio.protocols.rtmp.server_session import ConnectionState, Decision, ServerSession, StreamState
+from arcly_trio.protocols.rtmp.server_session import ServerSession
+from arcly_trio.protocols.rtmp.server_states import ConnectionState, Decision, StreamState
 from arcly_trio.protocols.rtmp.url import RtmpUrl, fill_template, parse_rtmp_url
 
 __all__ = [

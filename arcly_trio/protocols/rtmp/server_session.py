@@ -7,14 +7,17 @@ answer the events that need a decision, and write what :meth:`~ServerSession.dat
 returns. It never touches a socket. What both roles share (acknowledgements, pings, aggregate
 and AMF3 unwrapping, timestamps, limits) is :mod:`.endpoint`'s.
 
-States (every state and transition in one place, h11-style):
+States: every state and transition is in :mod:`.server_states` (h11's ``_state.py``), and
+the session changes a state only through its tables:
 
-* the connection: :class:`ConnectionState`, moved only through :data:`CONNECTION_TRANSITIONS`
-  (:func:`next_connection_state`): ``NEW`` -> ``CONNECT_PENDING`` (a ``connect`` arrived) ->
-  ``CONNECTED`` (:meth:`~ServerSession.accept_connect`) or ``REJECTED``
-  (:meth:`~ServerSession.reject_connect`); a ``connect`` in any other state is a second one (a
-  ``RemoteProtocolError``); commands other than ``connect`` need ``CONNECTED``;
-* each message stream: :class:`StreamState`, moved only through :data:`STREAM_TRANSITIONS`:
+* the connection: :class:`~.server_states.ConnectionState`, moved only through
+  :data:`~.server_states.CONNECTION_TRANSITIONS` (:func:`~.server_states.next_connection_state`):
+  ``NEW`` -> ``CONNECT_PENDING`` (a ``connect`` arrived) -> ``CONNECTED``
+  (:meth:`~ServerSession.accept_connect`) or ``REJECTED`` (:meth:`~ServerSession.reject_connect`);
+  a ``connect`` in any other state is a second one (a ``RemoteProtocolError``); commands other
+  than ``connect`` need ``CONNECTED``;
+* each message stream: :class:`~.server_states.StreamState`, moved only through
+  :data:`~.server_states.STREAM_TRANSITIONS` (:func:`~.server_states.next_stream_state`):
   ``IDLE`` -> ``PUBLISH_PENDING`` / ``PLAY_PENDING`` (a ``publish``/``play``) ->
   ``PUBLISHING`` / ``PLAYING`` (accepted) or back to ``IDLE`` (refused); ``closeStream`` and
   ``deleteStream`` bring it back to ``IDLE`` (and delete it).
@@ -57,7 +60,6 @@ except :meth:`~ServerSession.data_to_send` and :meth:`~ServerSession.close` rais
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Final
 
 from arcly_trio.core.budget import ByteBudget
@@ -93,115 +95,21 @@ from arcly_trio.protocols.rtmp.messages import (
     encode_set_peer_bandwidth,
     encode_window_ack_size,
 )
+from arcly_trio.protocols.rtmp.server_states import (
+    ConnectionState,
+    ConnectionTrigger,
+    Decision,
+    StreamState,
+    StreamTrigger,
+    next_connection_state,
+    next_stream_state,
+)
 
-__all__ = [
-    "ServerSession",
-    "ConnectionState",
-    "ConnectionTrigger",
-    "StreamState",
-    "Decision",
-    "CONNECTION_TRANSITIONS",
-    "STREAM_TRANSITIONS",
-    "next_connection_state",
-]
+__all__ = ["ServerSession"]
 
 _WINDOW: Final = int(MessageType.WINDOW_ACK_SIZE)
 _PEER_BW: Final = int(MessageType.SET_PEER_BANDWIDTH)
 _AMF0_DATA: Final = int(MessageType.AMF0_DATA)
-
-
-class ConnectionState(str, enum.Enum):
-    """Where an RTMP connection is in its ``connect``."""
-
-    NEW = "new"
-    CONNECT_PENDING = "connect-pending"
-    CONNECTED = "connected"
-    REJECTED = "rejected"
-
-
-class ConnectionTrigger(enum.Enum):
-    """What moves a connection along :data:`CONNECTION_TRANSITIONS`."""
-
-    CONNECT = "connect"  # the peer sent ``connect``
-    ACCEPT = "accept"  # the server called ``accept_connect()``
-    REJECT = "reject"  # the server called ``reject_connect()``
-
-
-class StreamState(str, enum.Enum):
-    """Where one message stream of a connection is."""
-
-    IDLE = "idle"
-    PUBLISH_PENDING = "publish-pending"
-    PUBLISHING = "publishing"
-    PLAY_PENDING = "play-pending"
-    PLAYING = "playing"
-
-
-class Decision(str, enum.Enum):
-    """What a paused session waits for the adapter to decide."""
-
-    CONNECT = "connect"
-    PUBLISH = "publish"
-    PLAY = "play"
-
-
-class _Trigger(enum.Enum):
-    PUBLISH = "publish"
-    PLAY = "play"
-    ACCEPT = "accept"
-    REJECT = "reject"
-    CLOSE = "close"
-
-
-_C = ConnectionState
-_CT = ConnectionTrigger
-
-#: Every transition of the connection: ``(state, trigger) -> next state``.
-CONNECTION_TRANSITIONS: Final[dict[tuple[ConnectionState, ConnectionTrigger], ConnectionState]] = {
-    (_C.NEW, _CT.CONNECT): _C.CONNECT_PENDING,
-    (_C.CONNECT_PENDING, _CT.ACCEPT): _C.CONNECTED,
-    (_C.CONNECT_PENDING, _CT.REJECT): _C.REJECTED,
-}
-
-
-def next_connection_state(state: ConnectionState, trigger: ConnectionTrigger) -> ConnectionState:
-    """Where ``trigger`` moves a connection that is in ``state`` (:data:`CONNECTION_TRANSITIONS`).
-
-    A move the table does not have raises: a ``connect`` from the peer when one was received
-    already is the peer's fault (:class:`~arcly_trio.core.errors.RemoteProtocolError`); an
-    accept or reject with no ``connect`` waiting is the caller's
-    (:class:`~arcly_trio.core.errors.LocalProtocolError`).
-    """
-    try:
-        return CONNECTION_TRANSITIONS[state, trigger]
-    except KeyError:
-        if trigger is ConnectionTrigger.CONNECT:
-            raise RemoteProtocolError(f"a second connect on one connection (it is {state.value})") from None
-        raise LocalProtocolError(f"cannot {trigger.value} a connect: the connection is {state.value}") from None
-
-
-_S = StreamState
-_T = _Trigger
-
-#: Every transition of a message stream: ``(state, trigger) -> next state``.
-STREAM_TRANSITIONS: Final[dict[tuple[StreamState, _Trigger], StreamState]] = {
-    (_S.IDLE, _T.PUBLISH): _S.PUBLISH_PENDING,
-    (_S.IDLE, _T.PLAY): _S.PLAY_PENDING,
-    (_S.PUBLISH_PENDING, _T.ACCEPT): _S.PUBLISHING,
-    (_S.PUBLISH_PENDING, _T.REJECT): _S.IDLE,
-    (_S.PLAY_PENDING, _T.ACCEPT): _S.PLAYING,
-    (_S.PLAY_PENDING, _T.REJECT): _S.IDLE,
-    (_S.IDLE, _T.CLOSE): _S.IDLE,
-    (_S.PUBLISHING, _T.CLOSE): _S.IDLE,
-    (_S.PLAYING, _T.CLOSE): _S.IDLE,
-}
-
-
-def _next_state(state: StreamState, trigger: _Trigger) -> StreamState:
-    try:
-        return STREAM_TRANSITIONS[state, trigger]
-    except KeyError:
-        raise LocalProtocolError(f"a {state.value} stream cannot {trigger.value}") from None
 
 
 class _Stream:
@@ -347,9 +255,9 @@ class ServerSession(RtmpEndpoint):
         changes (:func:`next_connection_state` refuses an illegal move)."""
         self._state = next_connection_state(self._state, trigger)
 
-    def _set_state(self, stream: _Stream, trigger: _Trigger) -> None:
+    def _set_state(self, stream: _Stream, trigger: StreamTrigger) -> None:
         was = stream.state
-        stream.state = _next_state(was, trigger)
+        stream.state = next_stream_state(was, trigger)
         publishing = (stream.state is StreamState.PUBLISHING) - (was is StreamState.PUBLISHING)
         if publishing:
             self._publishing += publishing
@@ -513,7 +421,7 @@ class ServerSession(RtmpEndpoint):
         if stream.state is not StreamState.IDLE:
             self._status(stream_id, "error", "NetStream.Publish.BadName", "Stream is busy.")
             return
-        self._set_state(stream, _Trigger.PUBLISH)
+        self._set_state(stream, StreamTrigger.PUBLISH)
         stream.name = name
         self._pending = (Decision.PUBLISH, stream_id)
         self._events.append(PublishRequest(stream_id, name, query, publish_type, tid))
@@ -531,7 +439,7 @@ class ServerSession(RtmpEndpoint):
         if stream.state is not StreamState.IDLE:
             self._status(stream_id, "error", "NetStream.Play.Failed", "Stream is busy.")
             return
-        self._set_state(stream, _Trigger.PLAY)
+        self._set_state(stream, StreamTrigger.PLAY)
         stream.name = name
         stream.reset = reset
         self._pending = (Decision.PLAY, stream_id)
@@ -548,7 +456,7 @@ class ServerSession(RtmpEndpoint):
         target = stream_id_arg(args[0]) if args else None
         if target is None or target not in self._streams:
             return
-        self._set_state(self._streams[target], _Trigger.CLOSE)
+        self._set_state(self._streams[target], StreamTrigger.CLOSE)
         del self._streams[target]
         self._clocks.pop(target, None)
         self._events.append(StreamDeleted(target))
@@ -557,7 +465,7 @@ class ServerSession(RtmpEndpoint):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        self._set_state(stream, _Trigger.CLOSE)
+        self._set_state(stream, StreamTrigger.CLOSE)
         self._clocks.pop(stream_id, None)
         self._events.append(StreamCloseRequested(stream_id))
 
@@ -636,7 +544,7 @@ class ServerSession(RtmpEndpoint):
         """Accept the pending ``publish``: Stream Begin, onStatus NetStream.Publish.Start."""
         self._take_pending(Decision.PUBLISH, stream_id)
         stream = self._streams[stream_id]
-        self._set_state(stream, _Trigger.ACCEPT)
+        self._set_state(stream, StreamTrigger.ACCEPT)
         self._send_user_control(UserControlEvent.STREAM_BEGIN, stream_id)
         self._status(
             stream_id,
@@ -659,7 +567,7 @@ class ServerSession(RtmpEndpoint):
         The stream goes back to idle.
         """
         self._take_pending(Decision.PUBLISH, stream_id)
-        self._set_state(self._streams[stream_id], _Trigger.REJECT)
+        self._set_state(self._streams[stream_id], StreamTrigger.REJECT)
         self._status(stream_id, "error", code, description)
 
     def accept_play(self, stream_id: int) -> None:
@@ -670,7 +578,7 @@ class ServerSession(RtmpEndpoint):
         """
         self._take_pending(Decision.PLAY, stream_id)
         stream = self._streams[stream_id]
-        self._set_state(stream, _Trigger.ACCEPT)
+        self._set_state(stream, StreamTrigger.ACCEPT)
         self._send_user_control(UserControlEvent.STREAM_BEGIN, stream_id)
         if stream.reset:
             self._status(
@@ -701,7 +609,7 @@ class ServerSession(RtmpEndpoint):
         """
         self._take_pending(Decision.PLAY, stream_id)
         stream = self._streams[stream_id]
-        self._set_state(stream, _Trigger.REJECT)
+        self._set_state(stream, StreamTrigger.REJECT)
         if description is None:
             description = f"No such stream: {stream.name}."
         self._status(stream_id, "error", code, description)
