@@ -1,5 +1,5 @@
-"""The RTMP worker (``workers/rtmp/server.py``) in one process: ingest without copies, an RTMP player
-gets the publisher's message bodies byte for byte.
+"""The RTMP worker (``workers/rtmp/``: ``server.py``, ``connection.py``, ``play.py``) in one process:
+ingest without copies, an RTMP player gets the publisher's message bodies byte for byte.
 """
 
 from __future__ import annotations
