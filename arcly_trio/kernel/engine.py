@@ -54,7 +54,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -68,7 +67,8 @@ from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.core.text import printable
 from arcly_trio.kernel.activity import Activity
 from arcly_trio.kernel.application import Application
-from arcly_trio.kernel.auth import AllowAll, Authenticator
+from arcly_trio.kernel.auth import Authenticator
+from arcly_trio.kernel.builder import EngineOptions
 from arcly_trio.kernel.events import EventFeed, SessionKicked, StreamEvent
 from arcly_trio.kernel.fanout import EndReason, Sink, Subscriber
 from arcly_trio.kernel.gate import AuthorizationGate
@@ -115,131 +115,36 @@ class RunsWithEngine(Protocol):
     async def run(self, engine: Engine, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
 
-class EngineBuilder:
-    """Fluent configuration of an :class:`Engine`; ``build()`` makes one (many may coexist)."""
+class EngineBuilder(EngineOptions):
+    """Fluent configuration of an :class:`Engine` (its options: :class:`~.builder.EngineOptions`)
+    plus its protocol workers; ``build()`` makes one (many may coexist)."""
 
     def __init__(self) -> None:
-        self._max_publishers: int | float = math.inf
-        self._max_per_address: int | None = None
-        self._exempt_addresses: frozenset[str] = frozenset()
-        self._idle_timeout: float | None = None
-        self._start_timeout: float | None = None
-        self._apps: dict[str, AppSpec] = {}
-        self._authenticator: Authenticator = AllowAll()
-        self._observers: list[Observer] = []
+        super().__init__()
         self._workers: list[ProtocolWorker] = []
-        self._services: list[StreamService] = []
-        self._sources: list[StreamSource] = []
-        self._max_pulls = 256
-        self._throttle: AuthThrottle | None = None
-        self._session_prefix = ""
-        self._max_loop_lag = 1.0
-
-    def max_publishers(self, n: int) -> EngineBuilder:
-        """At most ``n`` concurrent publishers across all applications."""
-        if n < 0:
-            raise ValueError("max_publishers must be >= 0")
-        self._max_publishers = n
-        return self
-
-    def max_publishers_per_address(self, n: int | None, exempt: Iterable[str] = ()) -> EngineBuilder:
-        """At most ``n`` concurrent publishers from one client address (``None``: no limit);
-        the addresses in ``exempt`` (trusted peers, such as the workers' local relays) are not
-        counted, nor are publishers without an address (in-process ones)."""
-        if n is not None and n < 1:
-            raise ValueError("max_publishers_per_address must be >= 1 or None")
-        self._max_per_address = n
-        self._exempt_addresses = frozenset(exempt)
-        return self
-
-    def publish_start_timeout(self, seconds: float | None) -> EngineBuilder:
-        """End a publish that has sent no media frame (audio or video, not a config) within
-        ``seconds`` of being accepted (``None``: never; the idle timeout still applies)."""
-        if seconds is not None and not 0 < seconds < math.inf:
-            raise ValueError("publish_start_timeout must be > 0 or None")
-        self._start_timeout = seconds
-        return self
-
-    def idle_timeout(self, seconds: float | None) -> EngineBuilder:
-        """Reap a stream after ``seconds`` without a frame (``None``: never)."""
-        if seconds is not None and seconds <= 0:
-            raise ValueError("idle_timeout must be > 0 or None")
-        self._idle_timeout = seconds
-        return self
-
-    def application(self, spec: AppSpec | str) -> EngineBuilder:
-        spec = AppSpec(spec) if isinstance(spec, str) else spec
-        if spec.name in self._apps:
-            raise AppAlreadyRegistered(spec.name)
-        self._apps[spec.name] = spec
-        return self
-
-    def authenticator(self, authenticator: Authenticator) -> EngineBuilder:
-        self._authenticator = authenticator
-        return self
-
-    def auth_throttle(self, throttle: AuthThrottle) -> EngineBuilder:
-        """How refused authorizations are slowed down per address (default: ``AuthThrottle()``)."""
-        self._throttle = throttle
-        return self
-
-    def observer(self, observer: Observer) -> EngineBuilder:
-        """Add an observer (several may be added; each gets every event, in order)."""
-        self._observers.append(observer)
-        return self
 
     def protocol(self, worker: ProtocolWorker) -> EngineBuilder:
         self._workers.append(worker)
         return self
 
-    def service(self, service: StreamService) -> EngineBuilder:
-        self._services.append(service)
-        return self
-
-    def source(self, source: StreamSource) -> EngineBuilder:
-        """Add a stream source (pull relays, cluster peers: see :mod:`.sources`); sources are
-        asked in the order they were added."""
-        self._sources.append(source)
-        return self
-
-    def max_pulls(self, n: int) -> EngineBuilder:
-        """At most ``n`` streams brought by stream sources at once (see :mod:`.sources`)."""
-        if n < 1:
-            raise ValueError("max_pulls must be >= 1")
-        self._max_pulls = n
-        return self
-
-    def session_prefix(self, prefix: str) -> EngineBuilder:
-        """Client ids are ``{prefix}{n}`` (default ``""``; the workers of ``--workers`` use
-        ``w{index}-``)."""
-        self._session_prefix = prefix
-        return self
-
-    def max_loop_lag(self, seconds: float) -> EngineBuilder:
-        """The ``event-loop`` health check fails when the loop ran this late (default 1 s)
-        in the last 10 seconds."""
-        if seconds <= 0:
-            raise ValueError("max_loop_lag must be > 0")
-        self._max_loop_lag = seconds
-        return self
-
     def build(self) -> Engine:
+        settings = self.settings
         return Engine(
-            max_publishers=self._max_publishers,
-            max_publishers_per_address=self._max_per_address,
-            exempt_addresses=self._exempt_addresses,
-            idle_timeout=self._idle_timeout,
-            publish_start_timeout=self._start_timeout,
-            apps=list(self._apps.values()),
-            authenticator=self._authenticator,
-            observers=list(self._observers),
+            max_publishers=settings.max_publishers,
+            max_publishers_per_address=settings.max_publishers_per_address,
+            exempt_addresses=settings.exempt_addresses,
+            idle_timeout=settings.idle_timeout,
+            publish_start_timeout=settings.publish_start_timeout,
+            apps=list(settings.apps.values()),
+            authenticator=settings.authenticator,
+            observers=list(settings.observers),
             workers=list(self._workers),
-            services=list(self._services),
-            sources=list(self._sources),
-            max_pulls=self._max_pulls,
-            auth_throttle=self._throttle,
-            session_prefix=self._session_prefix,
-            max_loop_lag=self._max_loop_lag,
+            services=list(settings.services),
+            sources=list(settings.sources),
+            max_pulls=settings.max_pulls,
+            auth_throttle=settings.auth_throttle,
+            session_prefix=settings.session_prefix,
+            max_loop_lag=settings.max_loop_lag,
         )
 
 

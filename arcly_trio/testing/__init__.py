@@ -4,13 +4,14 @@
 * :mod:`.observer` — :class:`CountingObserver`;
 * :mod:`.strategies` — hypothesis strategies for frames and publishable sequences;
 * :mod:`.races` — :func:`~.races.run_races`, :class:`~.races.RaceSetup` and
-  :class:`~.races.EngineRaces`: property-test publish/unpublish/play races against your engine;
+  :class:`~.races.EngineRaces`: property-test publish/unpublish/play races against your engine
+  (its actors in :mod:`.actors`, its invariant checkers in :mod:`.invariants`);
 * :mod:`.server_races` — :class:`~.server_races.ServerRaces`: the same over real RTMP and
   HTTP-FLV connections to your workers.
 * :mod:`.rtmp` — :class:`~.rtmp.RawRtmpClient`: a raw RTMP client for tests that must send
   what a well-behaved client never would.
 
-``strategies``, ``races`` and ``server_races`` need hypothesis
+``strategies``, ``races``, ``actors`` and ``server_races`` need hypothesis
 (``pip install 'arcly-trio[test]'``); importing this package does not, and they are loaded when
 first used (``from arcly_trio.testing import races`` or ``arcly_trio.testing.races``).
 """

@@ -52,15 +52,16 @@ The invariants (:meth:`EngineRaces.check`), after every settle and at the end:
 Extend :class:`EngineRaces` with your own ``step_*`` methods (and weights) or invariants
 (override :meth:`EngineRaces.check`; :meth:`EngineRaces.expected_refusals` if your engine refuses
 for reasons of its own, a cluster or stream sources). Needs hypothesis (the ``test`` extra).
+
+The actors live in :mod:`~.actors`, the invariant checkers in :mod:`~.invariants` (both
+re-exported here). Error policy: a violated invariant, or a first publish refused, fails the run
+with ``AssertionError``; whatever an engine task or an actor raises otherwise propagates.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -77,20 +78,23 @@ from arcly_trio.core.errors import (
     StreamNotFound,
     Unauthorized,
 )
-from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.engine import Engine
-from arcly_trio.kernel.fanout import EndReason
-from arcly_trio.kernel.observe import Observer
 from arcly_trio.kernel.spec import Takeover
-from arcly_trio.kernel.subscription import Subscription
-from arcly_trio.media import amf0
-from arcly_trio.testing import frames as fb
+from arcly_trio.testing.actors import PublisherActor, Recorder, SubscriberActor
+from arcly_trio.testing.invariants import check_decodable, check_delivery, check_sessions
 
-__all__ = ["RaceSetup", "EngineRaces", "PublisherActor", "SubscriberActor", "run_races", "live_tasks"]
-
-_VIDEO = FrameKind.VIDEO
-_AUDIO = FrameKind.AUDIO
+__all__ = [
+    "RaceSetup",
+    "EngineRaces",
+    "PublisherActor",
+    "SubscriberActor",
+    "run_races",
+    "live_tasks",
+    "check_sessions",
+    "check_delivery",
+    "check_decodable",
+]
 
 
 @attrs.define
@@ -135,260 +139,6 @@ def live_tasks() -> set[trio.lowlevel.Task]:
     return found
 
 
-class _Crash(Exception):
-    """Raised inside a publish block to model a crashing publisher."""
-
-
-class _Recorder(Observer):
-    """Records what each stream delivered, in sequence order, and which publish session each
-    frame came from (whatever the publisher's protocol)."""
-
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self.delivered: defaultdict[int, list[Frame]] = defaultdict(list)
-        """What each stream delivered, by the stream's :meth:`serial`."""
-        self.by_key: defaultdict[StreamKey, list[Frame]] = defaultdict(list)
-        self.session_of: dict[int, int] = {}
-        """The :meth:`serial` of the publish session each frame came from, by ``id(frame)``
-        (the frames are held in ``delivered``, so their ids are not reused)."""
-        self._serials: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
-        self._numbers = itertools.count(1)
-
-    def serial(self, thing: object) -> int:
-        """A number for a stream or a publish session that no other one ever gets. (Not
-        ``id()``: once a stream has ended and been freed, the next one may get its id, and its
-        frames would be taken for the new stream's.) Holds no reference to ``thing``."""
-        number = self._serials.get(thing)
-        if number is None:
-            number = self._serials[thing] = next(self._numbers)
-        return number
-
-    def on_frame(self, key: StreamKey, frame: Frame) -> None:
-        assert self.engine is not None
-        stream = self.engine.stream(key)  # the stream delivering is the one in the table
-        self.delivered[self.serial(stream)].append(frame)
-        self.by_key[key].append(frame)
-        pumping = stream.pumping
-        self.session_of[id(frame)] = self.serial(pumping) if pumping is not None else 0
-
-
-# ------------------------------------------------------------------------------- actors
-
-
-class PublisherActor:
-    """A task that holds ``engine.publish(key)`` and obeys commands (send, close, crash)."""
-
-    ids = itertools.count(1)
-
-    def __init__(self, races: EngineRaces, key: StreamKey, credentials: Credentials, style: dict[str, Any]) -> None:
-        self.id = next(self.ids)
-        self.key = key
-        self.credentials = credentials
-        self.state = "starting"  # -> active -> ended | refused
-        self.was_active = False
-        self.error: BaseException | None = None
-        self.wrong_refusal: str | None = None
-        """Why its refusal was not the one its situation called for (see
-        :meth:`EngineRaces.judge_refusal`); ``None`` if it was, or it was not refused."""
-        self.scope = trio.CancelScope()
-        self.task: trio.lowlevel.Task | None = None
-        self._races = races
-        self._commands, self._inbox = trio.open_memory_channel[tuple[str, Any]](math.inf)
-        self.video_tracks: tuple[int, ...] = style["video_tracks"]
-        self.audio: bool = style["audio"]
-        self.start: str = style["start"]  # "configs" | "mid-gop" | "bare"
-        self.gop: int = style["gop"]
-        self._count = 0  # frames made (their payloads are unique)
-        self._picture = 0  # pictures of each video track made (a keyframe every ``gop``)
-        self._t = races.clock_ms()
-        self._configured = False
-        self._real: Iterator[Frame] | None = None
-
-    async def run(self) -> None:
-        self.task = trio.lowlevel.current_task()
-        races = self._races
-        try:
-            with self.scope:
-                async with races.engine.publish(self.key, self.credentials, protocol="race") as publisher:
-                    self.state = "active"
-                    self.was_active = True
-                    async for command, frames in self._inbox:
-                        if command == "send":
-                            for frame in frames:
-                                await publisher.send(frame)
-                        elif command == "crash":
-                            raise _Crash()
-                        elif command == "close":
-                            break
-        except _Crash as exc:
-            self.error = exc
-        except StreamError as exc:
-            self.error = exc
-            if self.state == "starting":  # (no checkpoint since the engine decided)
-                self.state = "refused"
-                self.wrong_refusal = races.judge_refusal("publish", self.key, self.credentials, exc)
-        finally:
-            if self.state != "refused":
-                self.state = "ended"
-            self.task = None
-
-    def command(self, command: str, arg: Any = None) -> None:
-        self._commands.send_nowait((command, arg))
-
-    def _frame(
-        self, kind: FrameKind, tag: str, key: bool = False, config: bool = False, track: int = 0, cts: int = 0
-    ) -> Frame:
-        codec = "h264" if kind is _VIDEO else "aac" if kind is _AUDIO else "amf0"
-        mark = f"{self.id}:{tag}:{track}:{self._count}"
-        if kind is FrameKind.DATA:  # real AMF0, so that it can travel over RTMP and FLV too
-            payload = amf0.encode("onMetaData" if config else "onCuePoint", {"mark": mark})
-        else:
-            payload = mark.encode()
-        self._count += 1
-        return Frame(kind, codec, self._t + cts, self._t, payload, keyframe=key, config=config, track=track)
-
-    def configs(self, tag: str = "cfg") -> list[Frame]:
-        out = [self._frame(FrameKind.DATA, "meta", config=True)]
-        out += [self._frame(_VIDEO, tag, key=True, config=True, track=t) for t in self.video_tracks]
-        if self.audio:
-            out.append(self._frame(_AUDIO, tag, config=True))
-        return out
-
-    def next_frames(self, data: st.DataObject, n: int) -> list[Frame]:
-        """The next ``n`` media frames of this session (configs first when its style says so)."""
-        if self._races.setup.real_media:
-            return self._next_real(data, n)
-        out: list[Frame] = []
-        if not self._configured:
-            self._configured = True
-            if self.start != "bare":
-                out += self.configs()
-            if self.start == "mid-gop":
-                self._picture += data.draw(st.integers(1, self.gop - 1), label="mid-gop offset")
-        for _ in range(n):
-            self._t += data.draw(st.integers(0, 40), label="dt")
-            extra = data.draw(st.sampled_from(["", "", "", "", "", "", "config", "cue"]), label="extra")
-            if extra == "config" and self.video_tracks:
-                out.append(
-                    self._frame(
-                        _VIDEO,
-                        "cfg",
-                        key=True,
-                        config=True,
-                        track=data.draw(st.sampled_from(self.video_tracks), label="cfg track"),
-                    )
-                )
-            elif extra == "cue":
-                out.append(self._frame(FrameKind.DATA, "cue"))
-            for track in self.video_tracks:
-                phase = 0 if track == self.video_tracks[0] else self.gop // 2
-                key = (self._picture + phase) % self.gop == 0
-                out.append(self._frame(_VIDEO, "v", key=key, track=track, cts=data.draw(st.sampled_from([0, 0, 33]))))
-            self._picture += 1
-            if self.audio:
-                out.append(self._frame(_AUDIO, "a"))
-        return out
-
-    def _next_real(self, data: st.DataObject, n: int) -> list[Frame]:
-        if self._real is None:
-            self._real = fb.real_stream(start_ms=self._t)
-            if self.start != "configs":
-                configs = 3  # metadata, video and audio configs come first in the clip
-                skip = configs if self.start == "bare" else configs + data.draw(st.integers(1, 40), label="skip")
-                for _ in range(skip):
-                    next(self._real)
-        return [next(self._real) for _ in range(n * 2)]
-
-
-class SubscriberActor:
-    """A task that holds ``engine.subscribe(key)`` and records what it receives."""
-
-    ids = itertools.count(1)
-
-    def __init__(
-        self,
-        races: EngineRaces,
-        key: StreamKey,
-        capacity: int,
-        paused: bool,
-        mode: str,
-        credentials: Credentials | None = None,
-    ) -> None:
-        self.id = next(self.ids)
-        self.key = key
-        self.credentials = races.setup.play if credentials is None else credentials
-        self.capacity = capacity
-        self.mode = mode  # "iter" | "batch"
-        self.received: list[Frame] = []
-        self.sessions: list[int] = []
-        """The number of the announced session (``Subscription.session``) each frame of
-        ``received`` was read under; 0 for none."""
-        self.unread = 0
-        """Frames its subscription had taken but it had not read when it left."""
-        self.subscription: Subscription | None = None
-        self.state = "starting"  # -> active -> ended | refused
-        self.was_active = False
-        self.error: BaseException | None = None
-        self.wrong_refusal: str | None = None
-        """As :attr:`PublisherActor.wrong_refusal`."""
-        self.scope = trio.CancelScope()
-        self.gate = trio.Event()
-        self.task: trio.lowlevel.Task | None = None
-        if not paused:
-            self.gate.set()
-        self._races = races
-
-    @property
-    def paused(self) -> bool:
-        return not self.gate.is_set()
-
-    def pause(self) -> None:
-        if self.gate.is_set():
-            self.gate = trio.Event()
-
-    async def run(self) -> None:
-        self.task = trio.lowlevel.current_task()
-        races = self._races
-        try:
-            with self.scope:
-                async with races.engine.subscribe(
-                    self.key, self.credentials, protocol="race", capacity=self.capacity
-                ) as sub:
-                    self.subscription = sub
-                    self.state = "active"
-                    self.was_active = True
-                    try:
-                        await self._read(sub)
-                    finally:
-                        self.unread = sub.queued
-        except StreamError as exc:
-            self.error = exc
-            if self.state == "starting":  # (no checkpoint since the engine decided)
-                self.state = "refused"
-                self.wrong_refusal = races.judge_refusal("play", self.key, self.credentials, exc)
-        finally:
-            if self.state != "refused":
-                self.state = "ended"
-            self.task = None
-
-    async def _read(self, sub: Subscription) -> None:
-        if self.mode == "iter":
-            while True:
-                await self.gate.wait()
-                try:
-                    self.received.append(await sub.__anext__())
-                except StopAsyncIteration:
-                    return
-                self.sessions.append(sub.session.number if sub.session is not None else 0)
-        while True:
-            await self.gate.wait()
-            batch = await sub.next_batch(limit=3)
-            if not batch:
-                return
-            self.received.extend(batch)
-            self.sessions += [sub.session.number if sub.session is not None else 0] * len(batch)
-
-
 # ------------------------------------------------------------------------------ the machine
 
 
@@ -416,7 +166,7 @@ class EngineRaces:
         data: st.DataObject,
         clock: trio.testing.MockClock,
         nursery: trio.Nursery,
-        recorder: _Recorder,
+        recorder: Recorder,
     ) -> None:
         self.setup = setup
         self.engine = setup.engine
@@ -713,176 +463,6 @@ class EngineRaces:
         check_sessions(actor.received, actor.sessions, self.session_of)
 
 
-def check_sessions(received: Sequence[Frame], sessions: Sequence[int], session_of: dict[int, int]) -> None:
-    """The session-announcement invariant for one subscriber (module docstring): ``sessions``
-    holds the announced number each frame of ``received`` was read under."""
-    serial_of: dict[int, int] = {}  # announced number -> the publish session's serial
-    last = 0
-    for frame, number in zip(received, sessions, strict=False):
-        serial = session_of.get(id(frame), 0)
-        assert number > 0, f"a frame of {frame.kind.name} {frame.dts} was read before any session was announced"
-        assert number >= last, f"session announcements went back from {last} to {number}"
-        last = number
-        assert serial_of.setdefault(number, serial) == serial, (
-            f"frames of two publish sessions were read under announcement {number}"
-        )
-    assert len(set(serial_of.values())) == len(serial_of), ("one publish session announced twice", serial_of)
-
-
-def check_delivery(
-    received: list[Frame], delivered: list[Frame], sub: Subscription, session_of: dict[int, int], *, exact: bool
-) -> None:
-    """The order, decodability and exact-drop invariants for one subscriber (module docstring).
-
-    ``delivered`` is everything its stream delivered, in sequence order (index ``i`` is
-    sequence number ``i + 1``); ``exact`` when the subscriber has read all it was given.
-    """
-    record = sub.subscriber
-    end = (record.left_seq - 1) if record.left_seq is not None else len(delivered)
-    positions = check_decodable(received, delivered, session_of, end=end)
-    got = set(positions)
-    joined = record.joined_seq - 1  # index of the first live frame offered
-
-    def session(i: int) -> int:
-        return session_of.get(id(delivered[i]), 0)
-
-    if not exact:
-        return
-    _check_exact_drops(delivered, positions, got, record, joined, end, session, session_of)
-
-
-def check_decodable(
-    received: Sequence[Frame],
-    delivered: list[Frame],
-    session_of: dict[int, int],
-    *,
-    end: int | None = None,
-    same: Callable[[Frame], Any] = id,
-) -> list[int]:
-    """Order and decodability of what a player received (module docstring); the positions of
-    the received frames in ``delivered``. ``same`` says how a received frame is matched with a
-    delivered one (identity in-process; the bytes of its FLV body over a protocol)."""
-    end = len(delivered) if end is None else end
-    index = {same(frame): i for i, frame in enumerate(delivered)}
-    positions = []
-    for frame in received:
-        assert same(frame) in index, f"a player got a frame its stream never delivered: {frame}"
-        positions.append(index[same(frame)])
-    assert all(a < b for a, b in zip(positions, positions[1:], strict=False)), "out of order or duplicated"
-    got = set(positions)
-
-    def session(i: int) -> int:
-        return session_of.get(id(delivered[i]), 0)
-
-    # Configs current for the session came first, and every video track (re)starts on a keyframe.
-    for i, frame in enumerate(delivered[:end]):
-        if not frame.config and frame.kind is not FrameKind.DATA and i in got:
-            needed = _config_before(delivered, i, session(i), frame.kind, frame.track, session_of)
-            if needed is not None:
-                assert needed in got and needed < i, f"received {frame} without its config {delivered[needed]}"
-    last_of_track: dict[tuple[int, int], int] = {}
-    for i in positions:
-        frame = delivered[i]
-        if frame.kind is not _VIDEO or frame.config:
-            continue
-        slot = (session(i), frame.track)
-        previous = last_of_track.get(slot)
-        gap = previous is None or any(
-            delivered[j].kind is _VIDEO
-            and not delivered[j].config
-            and delivered[j].track == frame.track
-            and session(j) == slot[0]
-            for j in range(previous + 1, i)
-        )
-        assert not gap or frame.keyframe, f"video track {frame.track} resumed on a non-keyframe {frame}"
-        last_of_track[slot] = i
-    return positions
-
-
-def _check_exact_drops(
-    delivered: list[Frame],
-    positions: list[int],
-    got: set[int],
-    record: Any,
-    joined: int,
-    end: int,
-    session: Callable[[int], int],
-    session_of: dict[int, int],
-) -> None:
-    # Exact drops: every live frame offered and not received counts, except while starting
-    # and for a video track of which no keyframe had been offered or replayed since the start.
-    counted = 0
-    replayed_keys = {
-        delivered[i].track
-        for i in positions
-        if i < joined and delivered[i].keyframe and delivered[i].kind is _VIDEO and not delivered[i].config
-    }
-    started = record.join_state == "live"
-    keyed: set[int] = set(replayed_keys) if started else set()
-    current = session(joined - 1) if joined > 0 else None  # the session when it joined
-    primary = _primary(delivered, current, session_of, upto=joined)
-    for i in range(joined, end):
-        frame = delivered[i]
-        if session(i) != current:
-            if i > 0:  # the first frame of a new session on the stream: a fresh start
-                started, keyed, primary = False, set(), None
-            current = session(i)
-        if frame.kind is _VIDEO and not frame.config:
-            primary = frame.track if primary is None else min(primary, frame.track)
-        if not started:
-            if i in got and _is_sync(frame, primary):
-                started = True
-                keyed = {frame.track} if frame.kind is _VIDEO else set()
-            continue
-        if frame.kind is _VIDEO and frame.keyframe and not frame.config:
-            keyed.add(frame.track)
-        if i in got:
-            continue
-        if frame.kind is _VIDEO and not frame.config and frame.track not in keyed:
-            continue
-        counted += 1
-    if record.dropped != counted:
-        lines = [
-            f"  {'got ' if i in got else 'MISS' if joined <= i < end else '    '} #{i + 1} session {session(i)} "
-            f"{f.kind.value} track {f.track}{' key' if f.keyframe else ''}{' config' if f.config else ''}"
-            for i, f in enumerate(delivered)
-        ]
-        raise AssertionError(
-            f"dropped {record.dropped}, but {counted} frames were missed and counted "
-            f"(joined at #{joined + 1} {record.join_state}, left at #{end + 1}):\n" + "\n".join(lines)
-        )
-    if record.end_reason is EndReason.EVICTED:
-        assert record.dropped > 0
-
-
-def _primary(delivered: list[Frame], session: int | None, session_of: dict[int, int], upto: int) -> int | None:
-    """The lowest video track (media frames) of ``session`` delivered before index ``upto``."""
-    if session is None:
-        return None
-    tracks = [
-        f.track for f in delivered[:upto] if f.kind is _VIDEO and not f.config and session_of.get(id(f), 0) == session
-    ]
-    return min(tracks) if tracks else None
-
-
-def _is_sync(frame: Frame, primary: int | None) -> bool:
-    if primary is None:
-        return frame.kind is _AUDIO and not frame.config
-    return frame.kind is _VIDEO and frame.keyframe and not frame.config and frame.track == primary
-
-
-def _config_before(
-    delivered: list[Frame], i: int, session: int, kind: FrameKind, track: int, session_of: dict[int, int]
-) -> int | None:
-    for j in range(i - 1, -1, -1):
-        frame = delivered[j]
-        if session_of.get(id(frame), 0) != session:
-            return None
-        if frame.config and frame.kind is kind and frame.track == track:
-            return j
-    return None
-
-
 # ------------------------------------------------------------------------------ running
 
 
@@ -902,7 +482,7 @@ def run_races(
     async def main() -> None:
         race_setup = setup()
         engine = race_setup.engine
-        recorder = _Recorder()
+        recorder = Recorder()
         recorder.engine = engine
         engine.add_observer(recorder)
         before = live_tasks()

@@ -30,7 +30,9 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media import flv
 from arcly_trio.protocols.rtmp import CommandReceived, DataMessage, MediaMessage
-from arcly_trio.testing.races import EngineRaces, PublisherActor, check_decodable
+from arcly_trio.testing.actors import PublisherActor
+from arcly_trio.testing.invariants import check_decodable
+from arcly_trio.testing.races import EngineRaces
 from arcly_trio.testing.rtmp import RawRtmpClient
 from arcly_trio.transport import TRANSPORT_ERRORS
 from arcly_trio.workers.http import HttpServer

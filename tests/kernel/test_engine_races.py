@@ -103,7 +103,7 @@ def test_the_race_recorder_keeps_streams_apart_when_a_freed_one_s_id_is_reused()
     session now gets a serial number no other one gets."""
     from arcly_trio.core.frame import Frame, FrameKind
     from arcly_trio.core.keys import StreamKey
-    from arcly_trio.testing.races import _Recorder
+    from arcly_trio.testing.actors import Recorder
 
     class Stream:  # what the recorder reads of a stream
         pumping: object = None
@@ -115,7 +115,7 @@ def test_the_race_recorder_keeps_streams_apart_when_a_freed_one_s_id_is_reused()
         def stream(self, key: StreamKey) -> Stream:
             return self.current
 
-    recorder = _Recorder()
+    recorder = Recorder()
     engine = recorder.engine = Engine()  # type: ignore[assignment]
     key = StreamKey("live", "s")
     frame = Frame(FrameKind.AUDIO, "aac", 0, 0, b"a")
