@@ -38,6 +38,7 @@ import trio
 from arcly_trio.core.budget import ByteBudget
 from arcly_trio.core.errors import (
     AppNotFound,
+    ArclyError,
     EngineClosed,
     InvalidStreamName,
     PeerGone,
@@ -93,7 +94,7 @@ log = logging.getLogger("arcly_trio.rtmp")
 _RECV_SIZE = 65536
 
 
-class CloseConnection(Exception):
+class CloseConnection(ArclyError):
     """End this connection after flushing what is queued: the client broke the protocol (the
     reason is logged by the handler as a warning)."""
 
@@ -107,16 +108,16 @@ class Refused(CloseConnection):
         self.authorization = authorization
 
 
-class LeftBeforeHandshake(Exception):
+class LeftBeforeHandshake(ArclyError):
     """The client went away before it said anything (a port check, a health probe)."""
 
 
-class PublishEndedByKernel(Exception):
+class PublishEndedByKernel(ArclyError):
     """The kernel ended this connection's publish (kicked, cut by its bitrate limit, shut down):
     its "stopped publishing" line said so; the connection closes after telling the client."""
 
 
-class DeadlinePassed(Exception):
+class DeadlinePassed(ArclyError):
     """A deadline of this connection passed (the reason is the message)."""
 
 
