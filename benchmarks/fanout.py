@@ -375,7 +375,7 @@ async def split_run(n: int, queue: int) -> dict[str, float]:
                     subs = [stream.subscribe(i, Credentials(), "", queue) for i in range(n)]
                 for sub in subs:
                     stream.remove_subscriber(sub.subscriber, EndReason.UNSUBSCRIBED)
-                    sub._detach()
+                    sub.detach()
                 del subs
                 async with Traced("kernel: full subscriber (subscribe() block + draining task)"):
                     for _ in range(n):
