@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -524,7 +524,7 @@ class Engine:
             raise EngineClosed()
         return app
 
-    async def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
+    def authorize(self, action: str, key: StreamKey, credentials: Credentials) -> Coroutine[Any, Any, StreamKey]:
         """Ask the authenticator whether ``credentials`` may ``action`` (``"publish"`` or
         ``"play"``) ``key``; raise :class:`~arcly_trio.core.errors.Unauthorized` if not. Returns
         the key to use: ``key``, or the one the authenticator renamed it to (a redirect).
@@ -537,8 +537,11 @@ class Engine:
         counted and every decision told to the observers (:class:`~.events.AuthDecided`).
         Any exception an authenticator raises that is not ``Unauthorized`` is a refusal too,
         with the generic reason ``authorization failed``, never passed on to the worker.
+
+        It hands back the gate's own coroutine (``await engine.authorize(...)``): a player's
+        admission keeps no extra frame, which showed as RSS per subscriber.
         """
-        return await self.gate.authorize(action, key, credentials)
+        return self.gate.authorize(action, key, credentials)
 
     def kick(self, session_id: str, *, by: str = "") -> ClientSession | None:
         """End the client session ``session_id`` (see :mod:`.sessions`); it, or ``None``.
