@@ -37,7 +37,7 @@ from arcly_trio.workers.admission import Admission, Ticket
 from arcly_trio.workers.clientlog import ClientLog
 from arcly_trio.workers.listen import open_listeners, peer_of, with_tls
 
-__all__ = ["Listener", "ConnectionRunner", "Handler"]
+__all__ = ["Listener", "ConnectionRunner", "Handler", "ListeningWorker", "chosen_listener"]
 
 Handler = Callable[[trio.abc.Stream, tuple[str, int], Ticket], Awaitable[None]]
 """A worker's connection handler: the stream, its peer's ``(address, port)``, its ticket."""
@@ -177,3 +177,52 @@ class ConnectionRunner:
         finally:
             ticket.release()
             await trio.aclose_forcefully(stream)
+
+
+def chosen_listener(options: Listener, default: Listener, listener: Listener | None) -> Listener:
+    """The listener a worker was made with: ``listener`` if given (its separate options, here
+    ``options``, must then be left at the worker's ``default``: ``TypeError`` otherwise), else
+    ``options``."""
+    if listener is None:
+        return options
+    if options != default:
+        raise TypeError("pass either listener= or its options (host, port, limits...), not both")
+    return listener
+
+
+class ListeningWorker:
+    """What a protocol worker on a :class:`ConnectionRunner` says of where it listens, read from
+    its :attr:`listener` and :attr:`runner` (the RTMP and HTTP workers share it)."""
+
+    listener: Listener
+    runner: ConnectionRunner
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
+
+    @property
+    def requested_port(self) -> int:
+        return self.listener.port
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.listener.reuse_port
+
+    @property
+    def unix_socket(self) -> str | None:
+        return self.listener.unix_socket
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port, once serving."""
+        return self.runner.port
+
+    @property
+    def listening(self) -> bool:
+        return self.runner.listening
+
+    @property
+    def open_connections(self) -> int:
+        """Open TCP connections."""
+        return self.runner.admission.open

@@ -100,7 +100,7 @@ from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes
 from arcly_trio.workers.http.access import admin_refusal, cors_allowed, privileged, token_refusal
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
-from arcly_trio.workers.serving import ConnectionRunner, Listener
+from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
@@ -128,7 +128,7 @@ class RouteInstaller(Protocol):
     def install_routes(self, router: Router) -> None: ...
 
 
-class HttpServer:
+class HttpServer(ListeningWorker):
     """The HTTP worker; register it with ``EngineBuilder.protocol``.
 
     Args:
@@ -178,21 +178,21 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
     ) -> None:
-        given = Listener(
-            host=host,
-            port=port,
-            max_connections=max_connections,
-            max_pending_per_address=max_pending_per_address,
-            max_per_address=max_per_address,
-            write_timeout=write_timeout,
-            reuse_port=reuse_port,
-            unix_socket=unix_socket,
-            ssl_context=ssl_context,
+        given = chosen_listener(
+            Listener(
+                host=host,
+                port=port,
+                max_connections=max_connections,
+                max_pending_per_address=max_pending_per_address,
+                max_per_address=max_per_address,
+                write_timeout=write_timeout,
+                reuse_port=reuse_port,
+                unix_socket=unix_socket,
+                ssl_context=ssl_context,
+            ),
+            DEFAULT_LISTENER,
+            listener,
         )
-        if listener is not None:
-            if given != DEFAULT_LISTENER:
-                raise TypeError("pass either listener= or its options (host, port, limits...), not both")
-            given = listener
         self.listener = given
         """Where and how this worker listens (see :mod:`..serving`)."""
         self.api_token = api_token
@@ -217,31 +217,6 @@ class HttpServer:
         flv_routes.install(self.router)
         frames_routes.install(self.router)
         pages_routes.install(self.router)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
-
-    @property
-    def host(self) -> str:
-        return self.listener.host
-
-    @property
-    def requested_port(self) -> int:
-        return self.listener.port
-
-    @property
-    def reuse_port(self) -> bool:
-        return self.listener.reuse_port
-
-    @property
-    def unix_socket(self) -> str | None:
-        return self.listener.unix_socket
-
-    @property
-    def port(self) -> int | None:
-        """The bound TCP port, once serving."""
-        return self.runner.port
-
-    @property
-    def listening(self) -> bool:
-        return self.runner.listening
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
@@ -280,11 +255,6 @@ class HttpServer:
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except TRANSPORT_ERRORS as exc:
             log.debug("http %s:%s went away: %s", *peer, describe(exc))
-
-    @property
-    def open_connections(self) -> int:
-        """Open TCP connections."""
-        return self.admission.open
 
 
 DEFAULT_LISTENER = Listener(host="0.0.0.0", port=8080, max_connections=1024)

@@ -75,7 +75,7 @@ from arcly_trio.workers.rtmp.connection import (
     Refused,
     RtmpConnection,
 )
-from arcly_trio.workers.serving import ConnectionRunner, Listener
+from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
@@ -85,7 +85,7 @@ __all__ = ["RtmpServer"]
 log = logging.getLogger("arcly_trio.rtmp")
 
 
-class RtmpServer:
+class RtmpServer(ListeningWorker):
     """The RTMP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one) and
@@ -120,21 +120,21 @@ class RtmpServer:
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
     ) -> None:
-        given = Listener(
-            host=host,
-            port=port,
-            max_connections=max_connections,
-            max_pending_per_address=max_pending_per_address,
-            max_per_address=max_per_address,
-            write_timeout=write_timeout,
-            reuse_port=reuse_port,
-            unix_socket=unix_socket,
-            ssl_context=ssl_context,
+        given = chosen_listener(
+            Listener(
+                host=host,
+                port=port,
+                max_connections=max_connections,
+                max_pending_per_address=max_pending_per_address,
+                max_per_address=max_per_address,
+                write_timeout=write_timeout,
+                reuse_port=reuse_port,
+                unix_socket=unix_socket,
+                ssl_context=ssl_context,
+            ),
+            DEFAULT_LISTENER,
+            listener,
         )
-        if listener is not None:
-            if given != DEFAULT_LISTENER:
-                raise TypeError("pass either listener= or its options (host, port, limits...), not both")
-            given = listener
         self.listener = given
         """Where and how this worker listens (see :mod:`..serving`)."""
         self.ssl_context = given.ssl_context
@@ -154,35 +154,6 @@ class RtmpServer:
         self.connections = 0
         self.clients = self.runner.clients
         """How bad and refused clients ended: a line each while few, per burst when many."""
-
-    @property
-    def host(self) -> str:
-        return self.listener.host
-
-    @property
-    def requested_port(self) -> int:
-        return self.listener.port
-
-    @property
-    def reuse_port(self) -> bool:
-        return self.listener.reuse_port
-
-    @property
-    def unix_socket(self) -> str | None:
-        return self.listener.unix_socket
-
-    @property
-    def port(self) -> int | None:
-        """The bound TCP port, once serving."""
-        return self.runner.port
-
-    @property
-    def listening(self) -> bool:
-        return self.runner.listening
-
-    @property
-    def open_connections(self) -> int:
-        return self.admission.open
 
     @property
     def play_protocols(self) -> tuple[str, ...]:
