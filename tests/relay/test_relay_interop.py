@@ -25,7 +25,7 @@ from arcly_trio.core.errors import ConnectionLost
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from tests._ffmpeg import ffprobe_packets, player, probe_streams, publisher, run_tool
+from tests._ffmpeg import ffprobe_packets, player, probe_streams, publish_args, publisher, run_tool
 from tests._net import free_port
 from tests._peers import nginx_rtmp
 from tests._tools import require_tool
@@ -135,38 +135,8 @@ async def test_the_client_publishes_to_ffmpegs_own_rtmp_server(demo_frames: list
 async def test_the_client_plays_from_ffmpegs_own_rtmp_server() -> None:
     port = free_port()
     url = f"rtmp://{HOST}:{port}/live/served"
-    args = [
-        require_tool("ffmpeg"),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=320x240:rate=30",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-t",
-        "20",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-        "-c:a",
-        "aac",
-        "-f",
-        "flv",
-        "-listen",
-        "1",
-        url,
-    ]
+    # ffmpeg as an RTMP server: the usual test publisher, listening instead of connecting.
+    args = [*publish_args(url, seconds=20)[:-1], "-listen", "1", url]
     with trio.fail_after(40):
         async with run_tool(args):
             for _ in range(100):
