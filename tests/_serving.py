@@ -30,6 +30,7 @@ from arcly_trio.services import HlsService
 from arcly_trio.testing import CountingObserver
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.workers.webrtc import WebRtcServer
 from tests._net import HOST
 
 
@@ -144,6 +145,7 @@ class Served(NamedTuple):
     engine: Engine
     rtmp: RtmpServer | None
     http: HttpServer
+    webrtc: WebRtcServer | None = None
 
 
 @asynccontextmanager
@@ -152,22 +154,33 @@ async def serving(
     hls: bool = False,
     observer: CountingObserver | None = None,
     rtmp: dict[str, Any] | None = None,
+    webrtc: dict[str, Any] | None = None,
+    services: tuple[Any, ...] = (),
+    authenticator: Authenticator | None = None,
     **http_options: Any,
 ) -> AsyncIterator[Served]:
     """A running engine with ``apps`` (by default ``live``) and an HTTP server on 127.0.0.1:0
     (``http_options``); with ``hls``, the MPEG-TS HLS service; with ``rtmp`` (its options), an
-    RTMP server on 127.0.0.1:0 too. Yields ``(engine, rtmp, http)``."""
+    RTMP server on 127.0.0.1:0 too; with ``webrtc`` (its options), the WHIP/WHEP worker on UDP
+    127.0.0.1:0; ``services``: more engine plugins. Yields ``(engine, rtmp, http, webrtc)``."""
     rtmp_server = RtmpServer(HOST, 0, **rtmp) if rtmp is not None else None
     http_server = HttpServer(HOST, 0, **http_options)
+    webrtc_server = WebRtcServer(HOST, 0, **webrtc) if webrtc is not None else None
     builder = Engine.builder()
     for app in apps or (AppSpec("live"),):
         builder.application(app)
     if rtmp_server is not None:
         builder.protocol(rtmp_server)
     builder.protocol(http_server)
+    if webrtc_server is not None:
+        builder.protocol(webrtc_server)
+    for service in services:
+        builder.service(service)
+    if authenticator is not None:
+        builder.authenticator(authenticator)
     if hls:
         builder.service(HlsService(variant="ts"))
     if observer is not None:
         builder.observer(observer)
     async with builder.build() as engine:
-        yield Served(engine, rtmp_server, http_server)
+        yield Served(engine, rtmp_server, http_server, webrtc_server)

@@ -228,6 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow when a hook times out or cannot be reached (default: refuse)",
     )
+    webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
+    webrtc.add_argument(
+        "--webrtc-port",
+        type=integer,
+        default=8189,
+        help="UDP port for every WebRTC session's media; WHIP/WHEP are served on the HTTP ports "
+        "(default 8189; 0 picks one; -1 = off; --workers N use PORT+index)",
+    )
+    webrtc.add_argument(
+        "--webrtc-host",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="an address announced to WebRTC peers as a candidate (behind NAT: the public one); repeatable "
+        "(default: --public-host, or --host, or this machine's addresses)",
+    )
+    webrtc.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN/TURN URL offered to WHIP/WHEP clients in Link headers; repeatable (default none)",
+    )
     ops = serve_p.add_argument_group("operations: API, metrics, audit, TLS")
     ops.add_argument(
         "--api-token",

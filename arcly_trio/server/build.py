@@ -67,6 +67,7 @@ from arcly_trio.ops import (
     TrustedPeers,
     storage_check,
 )
+from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import FlvRecorder, HlsService
@@ -75,6 +76,7 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.listen import LOCAL_PEER
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.serving import Listener
+from arcly_trio.workers.webrtc import WebRtcServer
 
 __all__ = [
     "Runtime",
@@ -147,6 +149,7 @@ class Runtime:
     metrics: PrometheusObserver | None = None
     audit: AuditPipeline | None = None
     events: EventHook | None = None
+    webrtc: WebRtcServer | None = None
 
     @property
     def http_servers(self) -> list[HttpServer]:
@@ -454,6 +457,9 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
                 max_bytes=hls_max_bytes,
             )
         builder.service(hls)
+    if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
+        runtime.webrtc = webrtc_server(args, index if worker_dir else 0)
+        builder.protocol(runtime.webrtc)
     recorder = FlvRecorder(args.record) if args.record else None
     if recorder is not None:
         builder.service(recorder)
@@ -493,6 +499,21 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     if hls is not None and isinstance(hls.storage, FileStorage):
         engine.health.add("storage:hls", storage_check(hls.storage, what="the HLS directory"), interval=10.0)
     return runtime
+
+
+def webrtc_server(args: Settings, index: int) -> WebRtcServer:
+    """The WHIP/WHEP worker: its UDP port (``--webrtc-port``, plus the worker's index under
+    ``--workers``), the candidates it announces and the DTLS certificate (the TLS one if given,
+    else a self-signed one made at start)."""
+    port = args.webrtc_port + index if args.webrtc_port else 0
+    hosts = args.webrtc_host or ([args.public_host] if args.public_host else [])
+    certificate = None
+    if args.tls_cert and args.tls_key:
+        try:
+            certificate = DtlsCertificate.from_files(args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"arcly-trio: cannot use the TLS certificate for DTLS: {exc}") from None
+    return WebRtcServer(args.host, port, candidate_hosts=hosts, certificate=certificate, ice_servers=args.ice_server)
 
 
 async def reload_runtime(runtime: Runtime, options: Settings | argparse.Namespace) -> list[str]:

@@ -118,6 +118,9 @@ class Settings:
     max_ingest_memory: float = 256.0
     max_pulls: int = 256
     auth_max_delay: float = 2.0
+    webrtc_port: int = 8189
+    webrtc_host: list[str] = attrs.Factory(list)
+    ice_server: list[str] = attrs.Factory(list)
     heap_trim_interval: float = 10.0
     push: list[str] = attrs.Factory(list)
     pull: list[str] = attrs.Factory(list)

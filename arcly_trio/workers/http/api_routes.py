@@ -113,6 +113,15 @@ class StreamStatus(Protocol):
     def stream_status(self, key: StreamKey) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class SessionDetails(Protocol):
+    """A protocol worker's optional hook: more about one of its client sessions for
+    ``/api/sessions`` (WebRTC: RTT, loss, NACKs), by the session's client id; ``None`` if it is
+    not one of its own."""
+
+    def session_details(self, client_id: str) -> dict[str, Any] | None: ...
+
+
 def install(router: Router) -> None:
     router.get("/api/health", serve_health)
     router.get("/api/streams", serve_streams, protected=True)
@@ -275,7 +284,15 @@ async def serve_health(request: HttpRequest, exchange: Exchange) -> None:
 
 def sessions_document(engine: Engine) -> dict[str, Any]:
     """Every client session of this engine (see the module docstring)."""
-    sessions = [session.document() for session in engine.sessions]
+    detailing = [worker for worker in engine.workers if isinstance(worker, SessionDetails)]
+    sessions = []
+    for session in engine.sessions:
+        document = session.document()
+        for worker in detailing:
+            details = worker.session_details(session.id)
+            if details is not None:
+                document.update(details)
+        sessions.append(document)
     return {"sessions": sessions, "count": len(sessions)}
 
 

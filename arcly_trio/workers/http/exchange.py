@@ -72,6 +72,7 @@ class ExchangeHost(Protocol):
     name: str
     cors: bool
     write_timeout: float
+    header_timeout: float
     clients: ClientLog
     api_token: str | None
     rtmp_port: int | None
@@ -181,15 +182,51 @@ class Exchange:
             status, body, content_type="application/json", headers=[("cache-control", "no-cache"), *headers]
         )
 
-    async def preflight(self) -> None:
-        """Answer a CORS preflight (``OPTIONS``)."""
+    async def read_body(self, limit: int) -> bytes:
+        """The request's body, whole: at most ``limit`` bytes, within the server's header timeout.
+
+        Raises :class:`~arcly_trio.protocols.http.router.BadRequest` with ``413`` for a longer
+        body (nothing past the limit is kept) and ``408`` for one that does not arrive in time;
+        :class:`ClientGone` if the client leaves.
+        """
+        conn = self._h11
+        parts: list[bytes] = []
+        size = 0
+        with trio.move_on_after(self.server.header_timeout):
+            while conn.their_state is h11.SEND_BODY:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise BadRequest(f"bad request body: {exc}") from None
+                if event is h11.NEED_DATA:
+                    try:
+                        data = await self._stream.receive_some(RECV_SIZE)
+                    except TRANSPORT_ERRORS as exc:
+                        raise ClientGone(describe(exc)) from None
+                    if not data:
+                        raise ClientGone("the client closed the connection in its request body")
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > limit:
+                        raise BadRequest(f"the request body is larger than {limit} bytes", 413)
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ClientGone("the client closed the connection in its request body")
+            return b"".join(parts)
+        raise BadRequest("the request body did not arrive in time", 408)
+
+    async def preflight(self, methods: Iterable[str] = ()) -> None:
+        """Answer a CORS preflight (``OPTIONS``); ``methods``: what the path's routes accept
+        besides ``GET``/``HEAD``."""
         request = self.request
         assert request is not None
-        headers = [("allow", "GET, HEAD, OPTIONS")]
+        allowed = ", ".join(["GET", "HEAD", *sorted(set(methods) - {"GET", "HEAD", "OPTIONS"}), "OPTIONS"])
+        headers = [("allow", allowed)]
         if self.server.cors and self.cors:
             asked = request.header("access-control-request-headers")
             headers += [
-                ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+                ("access-control-allow-methods", allowed),
                 ("access-control-allow-headers", asked or "*"),
                 ("access-control-max-age", "86400"),
             ]

@@ -226,7 +226,7 @@ class HttpServer(ListeningWorker):
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
-        for plugin in engine.plugins:
+        for plugin in (*engine.plugins, *engine.workers):  # a worker may serve routes too (WHIP/WHEP)
             if isinstance(plugin, RouteInstaller):
                 plugin.install_routes(self.router)
         await self.runner.serve(
@@ -440,7 +440,7 @@ class _Connection:
             policy_route = found if found is not None else router.match("GET", path)  # a preflight's route
             exchange.cors = cors_allowed(path, policy_route[0] if policy_route is not None else None)
             if request.method == "OPTIONS":
-                await exchange.preflight()
+                await exchange.preflight(router.allowed_methods(path))
                 return exchange.keep_alive
             if found is None:
                 allowed = router.allowed_methods(path)

@@ -1,0 +1,417 @@
+"""WHEP playback: a viewer is a kernel sink whose frames go out as SRTP on the server's UDP port.
+
+A :class:`WhepSession` attaches an :class:`RtpSink` to its stream (``engine.attach``, protocol
+``"whep"``: the one authorization path of every player), negotiates the answer from what the
+stream carries (:func:`video_source`: the codec and, for H.264, the profile and level of its
+SPS), and from then on the stream's task hands it frames, as to every direct-write egress
+(:mod:`arcly_trio.workers.egress`):
+
+* **Packetized once per stream.** A frame's RTP payloads are built once
+  (:meth:`~arcly_trio.core.frame.Frame.encoded`, key ``("rtp", codec, mtu)``) and shared by every
+  WHEP viewer; each viewer adds its own 12-byte RTP header (its SSRC, its sequence numbers) and
+  protects the packet with its own SRTP keys, then the UDP port sends it at once
+  (:meth:`~.udp.UdpPort.send` never waits). No task per frame, no queue per viewer.
+* **Start.** Until DTLS is up the sink holds the frames from the latest keyframe (bounded by
+  :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
+  :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind), else
+  it waits for the next keyframe and asks a WHIP publisher of the stream for one
+  (:meth:`~.peer.SessionHost.request_keyframe`).
+* **Loss.** Each viewer keeps a ring of what it sent (:class:`~arcly_trio.protocols.webrtc.rtp.SendHistory`:
+  references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
+  (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR is passed on to a WHIP publisher of
+  the stream; any other source's next keyframe comes on its own. A viewer whose packets the
+  socket would not take for :data:`MAX_FAILED_FRAMES` frames in a row skips to the next
+  keyframe (counted in ``send_drops``).
+* **Audio.** Opus frames go out as they are (RFC 7587); for a stream whose audio is AAC the
+  session asks the audio bridge (an engine plugin with ``want_opus``, see :class:`OpusBridge`)
+  for Opus while it plays, and sends what the bridge delivers.
+* **Sync.** Sender reports map each track's RTP clock to one wall clock (the same media
+  timestamp gives the same NTP time on both tracks), so the browser keeps lips in sync.
+
+Error policy: nothing here raises into the stream's task: a frame the payload format cannot
+carry is skipped (counted in ``skipped``), a codec that is not the negotiated one too. The end
+of the stream ends the session (:meth:`RtpSink.close`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
+from arcly_trio.media.codecs.av1 import parse_av1_config
+from arcly_trio.media.codecs.h264 import parse_avc_config
+from arcly_trio.media.codecs.hevc import parse_hevc_config
+from arcly_trio.media.probe import StreamInfo
+from arcly_trio.protocols.webrtc import rtcp
+from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
+from arcly_trio.protocols.webrtc.rtp import SendHistory, rtp_header
+from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
+from arcly_trio.workers.webrtc.peer import PeerSession
+
+__all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
+
+MAX_HELD = 600
+"""Frames a viewer holds while it connects (from the latest keyframe); past it, it waits for the next."""
+MAX_START_AGE = 1000
+"""Milliseconds of media a viewer may start behind; older held frames are dropped for the next keyframe."""
+HISTORY = 1024
+"""Video packets each viewer can resend on a NACK (references to shared payloads)."""
+MAX_RETRANSMITS = 400
+"""Retransmissions per second per viewer at most (a NACK storm cannot multiply our work)."""
+MAX_FAILED_FRAMES = 3
+
+_PAYLOADS: dict[str, ModuleType] = {"h264": h264, "hevc": h265, "av1": av1, "vp9": vp9}
+_MASK32 = 0xFFFFFFFF
+
+
+@runtime_checkable
+class OpusBridge(Protocol):
+    """An engine plugin that makes Opus of a stream's AAC while someone asks
+    (:class:`arcly_trio.services.audio_bridge.AudioBridge` is one)."""
+
+    def want_opus(self, key: StreamKey, deliver: Callable[[Frame], None]) -> Callable[[], None]: ...
+
+
+def video_source(info: StreamInfo) -> VideoSource | None:
+    """What the stream's video is, for the answer: its codec and, for H.264, its
+    ``profile-level-id`` (from the codec string ``avc1.PPCCLL``); ``None`` for no video or one
+    WebRTC cannot carry."""
+    codec = info.video_codec
+    if codec not in _PAYLOADS:
+        return None
+    profile_level_id = None
+    string = info.video_codec_string or ""
+    if codec == "h264" and string.startswith(("avc1.", "avc3.")) and len(string) == 11:
+        profile_level_id = string[5:].lower()
+    return VideoSource(codec=codec, profile_level_id=profile_level_id)
+
+
+def prefix_of(codec: str, record: bytes) -> tuple[bytes, ...]:
+    """What goes before a keyframe for a viewer that starts there: the parameter sets (H.264,
+    H.265) or the sequence header OBU (AV1) of a configuration record; ``()`` if unreadable."""
+    try:
+        if codec == "h264":
+            avc = parse_avc_config(record)
+            return (*avc.sps, *avc.pps)
+        if codec == "hevc":
+            hevc = parse_hevc_config(record)
+            return (*hevc.vps, *hevc.sps, *hevc.pps)
+        if codec == "av1":
+            config_obus = parse_av1_config(record).config_obus
+            return (config_obus,) if config_obus else ()
+    except RemoteProtocolError:
+        return ()
+    return ()
+
+
+def _packetize(frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...]) -> Sequence[bytes]:
+    """A frame's RTP payloads (built once per frame for every WHEP viewer); none if the format
+    cannot carry it."""
+    try:
+        payloads: list[bytes] = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
+    except LocalProtocolError:
+        return ()
+    return payloads
+
+
+@attrs.define(slots=True, eq=False)
+class OutTrack:
+    """One track a viewer sends: its negotiated payload type, SSRC, clock and counters."""
+
+    kind: str
+    codec: str
+    payload_type: int
+    ssrc: int
+    clock: int
+    sequence: int = attrs.field(factory=lambda: secrets.randbelow(0x8000))
+    packets: int = 0
+    octets: int = 0
+    last_pts: int | None = None
+    history: SendHistory | None = None
+    prefix: tuple[bytes, ...] = ()
+    module: ModuleType | None = None
+    failed_frames: int = 0
+
+    def send(self, session: PeerSession, payloads: Sequence[bytes], timestamp: int, marker_last: bool) -> bool:
+        """Send ``payloads`` as consecutive packets; whether every one went out."""
+        ok = True
+        last = len(payloads) - 1
+        history = self.history
+        for index, payload in enumerate(payloads):
+            sequence = self.sequence
+            self.sequence = (sequence + 1) & 0xFFFF
+            marker = marker_last and index == last
+            if history is not None:
+                history.add(sequence, (payload, timestamp, marker))
+            if not session.send_rtp(rtp_header(self.payload_type, sequence, timestamp, self.ssrc, marker) + payload):
+                ok = False
+            self.packets += 1
+            self.octets += len(payload)
+        return ok
+
+
+class RtpSink:
+    """The kernel sink of one WHEP viewer (see the module docstring)."""
+
+    def __init__(self, session: WhepSession) -> None:
+        self.session = session
+        self.video: OutTrack | None = None
+        self.audio: OutTrack | None = None
+        self.mtu = session.host.mtu
+        self.ready = False
+        self.ended = False
+        self.end_reason: EndReason | None = None
+        self.wait_keyframe = True
+        self.held: list[Frame] = []
+        self.configs: dict[FrameKind, Frame] = {}
+        self.skipped = 0
+        """Frames not sent: waiting for a keyframe, a codec the answer did not negotiate."""
+        self.base: tuple[float, int] | None = None
+        """(wall clock, media timestamp) of the first frame sent: the sender reports' mapping."""
+        self._retransmit_window = (0.0, 0)
+
+    def configure(self, answer: Answer) -> None:
+        """The tracks the answer negotiated."""
+        for track in answer.tracks:
+            if track.send_ssrc is None:
+                continue
+            if track.kind == "video" and self.video is None:
+                self.video = _out_track(track)
+            elif track.kind == "audio" and self.audio is None and track.codec.name == "opus":
+                self.audio = _out_track(track)
+
+    # ------------------------------------------------------------------ the kernel's Sink
+
+    def start_session(self, start: SessionStart) -> None:
+        self.wait_keyframe = True  # a new publish session: start again at a keyframe
+
+    def replay(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            self._take(frame)
+
+    def offer(self, frames: Sequence[Frame], start: int) -> int:
+        for index in range(start, len(frames)):
+            self._take(frames[index])
+        return len(frames)
+
+    def close(self, reason: EndReason) -> None:
+        self.ended = True
+        self.end_reason = reason
+        self.session.close(f"stream {reason.value}")
+
+    # ------------------------------------------------------------------ frames
+
+    def _take(self, frame: Frame) -> None:
+        if self.ended:
+            return
+        if frame.config:
+            self._config(frame)
+        elif self.ready:
+            self._send(frame)
+        else:
+            self._hold(frame)
+
+    def _config(self, frame: Frame) -> None:
+        self.configs[frame.kind] = frame
+        video = self.video
+        if frame.kind is FrameKind.VIDEO and video is not None and frame.codec == video.codec:
+            video.prefix = prefix_of(frame.codec, frame.payload)
+
+    def _hold(self, frame: Frame) -> None:
+        held = self.held
+        if frame.kind is FrameKind.VIDEO and frame.keyframe:
+            held.clear()
+            held.append(frame)
+        elif held:
+            if len(held) >= MAX_HELD:
+                held.clear()
+            else:
+                held.append(frame)
+
+    def connected(self) -> None:
+        """DTLS is up: send what was held if it is fresh, else wait for the next keyframe."""
+        self.ready = True
+        held, self.held = self.held, []
+        if held and held[-1].dts - held[0].dts <= MAX_START_AGE:
+            for frame in held:
+                self._send(frame)
+        elif self.video is not None:
+            self.session.host.request_keyframe(self.session.key)
+
+    def _send(self, frame: Frame) -> None:
+        kind = frame.kind
+        if kind is FrameKind.VIDEO:
+            track = self.video
+            if track is None or frame.codec != track.codec or frame.track:
+                self.skipped += 1
+                return
+            if self.wait_keyframe:
+                if not frame.keyframe:
+                    self.skipped += 1
+                    return
+                self.wait_keyframe = False
+            payloads = frame.encoded(("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix)
+            if not payloads:
+                self.skipped += 1
+                return
+            if self.base is None:
+                self.base = (time.time(), frame.pts)
+            if track.send(self.session, payloads, (frame.pts * 90) & _MASK32, True):
+                track.failed_frames = 0
+            else:
+                track.failed_frames += 1
+                if track.failed_frames >= MAX_FAILED_FRAMES:  # the socket keeps refusing: skip to a keyframe
+                    track.failed_frames = 0
+                    self.wait_keyframe = True
+            track.last_pts = frame.pts
+        elif kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
+            self._send_audio(frame)
+
+    def deliver_bridged(self, frame: Frame) -> None:
+        """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task."""
+        if self.ready and not self.ended and not frame.config:
+            self._send_audio(frame)
+
+    def _send_audio(self, frame: Frame) -> None:
+        track = self.audio
+        if track is None:
+            return
+        if self.base is None:
+            self.base = (time.time(), frame.pts)
+        payloads = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, ())
+        track.send(self.session, payloads, (frame.pts * 48) & _MASK32, False)
+        track.last_pts = frame.pts
+
+    # ------------------------------------------------------------------ RTCP
+
+    def sender_reports(self) -> bytes:
+        """A compound RTCP packet: a sender report and CNAME for each track that sent."""
+        base = self.base
+        parts: list[bytes] = []
+        if base is None:
+            return b""
+        wall, pts0 = base
+        for track in (self.video, self.audio):
+            if track is None or track.last_pts is None:
+                continue
+            ntp = wall + (track.last_pts - pts0) / 1000
+            rtp_ts = (track.last_pts * (track.clock // 1000)) & _MASK32
+            parts.append(rtcp.sender_report(track.ssrc, ntp, rtp_ts, track.packets & _MASK32, track.octets & _MASK32))
+            parts.append(rtcp.sdes_cname(track.ssrc, "arcly-trio"))
+        return b"".join(parts)
+
+    def retransmit(self, sequences: Sequence[int], now: float) -> int:
+        """Resend the NACKed ``sequences`` of the video track that are still in the history."""
+        track = self.video
+        if track is None or track.history is None:
+            return 0
+        second, count = self._retransmit_window
+        if now - second >= 1.0:
+            second, count = now, 0
+        sent = 0
+        for sequence in sequences:
+            if count >= MAX_RETRANSMITS:
+                break
+            entry = track.history.get(sequence)
+            if entry is None:
+                continue
+            payload, timestamp, marker = entry
+            count += 1
+            if self.session.send_rtp(rtp_header(track.payload_type, sequence, timestamp, track.ssrc, marker) + payload):
+                sent += 1
+        self._retransmit_window = (second, count)
+        return sent
+
+
+def _out_track(track: Track) -> OutTrack:
+    assert track.send_ssrc is not None
+    codec = track.codec
+    if track.kind == "audio":
+        return OutTrack("audio", "opus", codec.payload_type, track.send_ssrc, 48000, module=opus)
+    kernel = "hevc" if codec.name == "h265" else codec.name
+    return OutTrack(
+        "video",
+        kernel,
+        codec.payload_type,
+        track.send_ssrc,
+        90000,
+        history=SendHistory(HISTORY),
+        module=_PAYLOADS.get(kernel),
+    )
+
+
+def _ssrc() -> int:
+    return secrets.randbits(32) or 1
+
+
+class WhepSession(PeerSession):
+    """One WHEP viewer: an :class:`RtpSink` on its stream, and RTCP with its browser."""
+
+    kind = "whep"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sink = RtpSink(self)
+        self.subscriber: Subscriber | None = None
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[Answer]:
+        async with self.engine.attach(self.key, self.sink, self.credentials, protocol="whep") as subscriber:
+            self.subscriber = subscriber
+            info = self.engine.stream(subscriber.key).info
+            answer = answer_whep(self.offer, self.local_endpoint(), video=video_source(info), audio=True, ssrcs=_ssrc)
+            self.setup(answer)
+            self.sink.configure(answer)
+            release = None
+            if self.sink.audio is not None and info.audio_codec == "aac":
+                for plugin in self.engine.plugins:
+                    if isinstance(plugin, OpusBridge):
+                        release = plugin.want_opus(subscriber.key, self.sink.deliver_bridged)
+                        break
+            try:
+                yield answer
+            finally:
+                if release is not None:
+                    release()
+
+    def on_connected(self, now: float) -> None:
+        self.sink.connected()
+
+    def on_rtcp(self, packets: list[Any], now: float) -> None:
+        stats = self.stats
+        sink = self.sink
+        for packet in packets:
+            if isinstance(packet, rtcp.Nack):
+                stats.nacks += len(packet.lost)
+                stats.retransmitted += sink.retransmit(packet.lost, now)
+            elif isinstance(packet, (rtcp.Pli, rtcp.Fir)):
+                stats.keyframe_requests += 1
+                self.host.request_keyframe(self.key)
+            elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
+                for block in packet.reports:
+                    if sink.video is not None and block.ssrc == sink.video.ssrc or sink.video is None:
+                        stats.lost = max(0, block.cumulative_lost)
+                        stats.fraction_lost = block.fraction_lost / 256
+                    rtt = rtcp.rtt_from_report(block, time.time())
+                    if rtt is not None:
+                        stats.rtt = rtt
+
+    async def tick(self, now: float) -> None:
+        report = self.sink.sender_reports()
+        if report:
+            self.send_rtcp(report)
+
+    def document(self) -> dict[str, Any]:
+        out = super().document()
+        out["skipped_frames"] = self.sink.skipped
+        return out

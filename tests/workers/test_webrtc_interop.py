@@ -1,0 +1,339 @@
+"""WHIP and WHEP with clients no one here wrote: Debian's Chromium and ffmpeg 8's WHIP muxer.
+
+* Chromium plays WHEP (a plain ``RTCPeerConnection`` with recvonly transceivers, on a blank page
+  of the server's origin) of a stream ffmpeg publishes over RTMP with H.264 and AAC: the picture
+  moves (``framesDecoded`` grows) and the audio track has energy (the AAC→Opus bridge);
+* Chromium publishes WHIP with its fake camera and microphone; Debian's ffmpeg 5.1 then decodes
+  the video over RTMP;
+* ffmpeg 8 publishes H.264 + Opus with ``-f whip``; ffmpeg 5.1 decodes the video over RTMP;
+* AV1 and VP9 published by ffmpeg 8 over Enhanced RTMP play over WHEP in Chromium without
+  transcoding;
+* loss: a UDP relay between Chromium and the server drops and reorders 5 % of the datagrams;
+  the picture keeps moving, the NACKs are answered, and no freeze lasts 2 s.
+
+Each test waits on what the client reports (Chromium's ``getStats``, ffmpeg's exit), inside a
+``trio.fail_after``; servers run in-process on port 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from arcly_trio import AppSpec, Engine
+from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.workers.webrtc import WebRtcServer
+from tests._browser import FAKE_MEDIA, blocking, browser
+from tests._ffmpeg import probe_streams, run_tool
+from tests._net import HOST
+from tests._tools import require_ffmpeg8, require_tool
+
+pytestmark = pytest.mark.interop
+
+WHEP_PLAY = """
+const [url, token, codec] = arguments; const done = arguments[arguments.length - 1];
+(async () => {
+  const pc = new RTCPeerConnection();
+  const video = pc.addTransceiver('video', {direction: 'recvonly'});
+  pc.addTransceiver('audio', {direction: 'recvonly'});
+  if (codec) {
+    const caps = RTCRtpReceiver.getCapabilities('video').codecs;
+    video.setCodecPreferences(caps.filter(c => c.mimeType.toLowerCase() === 'video/' + codec));
+  }
+  const media = new MediaStream();
+  pc.ontrack = e => media.addTrack(e.track);
+  await pc.setLocalDescription(await pc.createOffer());
+  const headers = {'content-type': 'application/sdp'};
+  if (token) headers.authorization = 'Bearer ' + token;
+  const r = await fetch(url, {method: 'POST', headers, body: pc.localDescription.sdp});
+  const text = await r.text();
+  if (r.status !== 201) { done({error: r.status + ' ' + text}); return; }
+  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  const v = document.createElement('video');
+  v.autoplay = true; v.muted = false; v.srcObject = media; document.body.appendChild(v);
+  window.pc = pc; window.location_ = r.headers.get('location');
+  done({ok: true});
+})().catch(e => done({error: String(e)}));
+"""
+
+WHIP_PUBLISH = """
+const [url, token] = arguments; const done = arguments[arguments.length - 1];
+(async () => {
+  const media = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 360}, audio: true});
+  const pc = new RTCPeerConnection();
+  for (const track of media.getTracks()) pc.addTransceiver(track, {direction: 'sendonly'});
+  await pc.setLocalDescription(await pc.createOffer());
+  const headers = {'content-type': 'application/sdp'};
+  if (token) headers.authorization = 'Bearer ' + token;
+  const r = await fetch(url, {method: 'POST', headers, body: pc.localDescription.sdp});
+  const text = await r.text();
+  if (r.status !== 201) { done({error: r.status + ' ' + text}); return; }
+  await pc.setRemoteDescription({type: 'answer', sdp: text});
+  window.pc = pc;
+  done({ok: true});
+})().catch(e => done({error: String(e)}));
+"""
+
+STATS = """
+const done = arguments[arguments.length - 1];
+window.pc.getStats().then(stats => {
+  const out = {state: window.pc.connectionState};
+  stats.forEach(r => {
+    if (r.type === 'inbound-rtp' || r.type === 'outbound-rtp') {
+      out[r.type + ':' + r.kind] = {
+        framesDecoded: r.framesDecoded, framesEncoded: r.framesEncoded, packetsReceived: r.packetsReceived,
+        packetsSent: r.packetsSent, packetsLost: r.packetsLost, nackCount: r.nackCount,
+        totalAudioEnergy: r.totalAudioEnergy, frameWidth: r.frameWidth, codecId: r.codecId,
+        freezeCount: r.freezeCount, totalFreezesDuration: r.totalFreezesDuration,
+      };
+    }
+    if (r.type === 'codec') out[r.id] = r.mimeType;
+  });
+  done(out);
+}).catch(e => done({error: String(e)}));
+"""
+
+
+@contextlib.asynccontextmanager
+async def server(
+    *, authenticator: Any = None, candidate_port: int | None = None
+) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer, WebRtcServer]]:
+    rtmp = RtmpServer(HOST, 0)
+    http = HttpServer(HOST, 0)
+    webrtc = WebRtcServer(HOST, 0, announced_port=candidate_port)
+    builder = Engine.builder().application(AppSpec("live")).protocol(rtmp).protocol(http).protocol(webrtc)
+    if authenticator is not None:
+        builder.authenticator(authenticator)
+    async with builder.build() as engine:
+        yield engine, rtmp, http, webrtc
+
+
+async def stats(driver: Any) -> dict[str, Any]:
+    return await blocking(driver.execute_async_script, STATS)
+
+
+async def until_stats(driver: Any, predicate: Any, poll: float = 0.25) -> dict[str, Any]:
+    """Chromium's stats once ``predicate`` holds (polled: the browser has no push of its stats)."""
+    while True:
+        found = await stats(driver)
+        if predicate(found):
+            return found
+        await trio.sleep(poll)
+
+
+def inbound(found: dict[str, Any], kind: str) -> dict[str, Any]:
+    return found.get(f"inbound-rtp:{kind}") or {}
+
+
+def ffmpeg_rtmp_publish(url: str, *, video: tuple[str, ...] = ("-c:v", "libx264"), binary: str | None = None) -> list[str]:
+    """A real-time testsrc + sine publisher (H.264 baseline + AAC by default) to ``url``."""
+    return [
+        binary or require_tool("ffmpeg"),
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x360:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        *video,
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+        url,
+    ]
+
+
+async def wait_stream(engine: Engine, key: str) -> None:
+    while not any(str(s.key) == key and s.publishing and s.stats().video_frames_total > 5 for s in engine.streams()):
+        await trio.sleep(0.05)
+
+
+async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound():
+    async with server() as (engine, rtmp, http, webrtc):
+        args = ffmpeg_rtmp_publish(
+            f"rtmp://{HOST}:{rtmp.port}/live/cam",
+            video=("-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-bf", "0"),
+        )
+        async with run_tool(args), browser(*FAKE_MEDIA, "--mute-audio") as driver:
+            with trio.fail_after(60):
+                await wait_stream(engine, "live/cam")
+                await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
+                started = await blocking(
+                    driver.execute_async_script, WHEP_PLAY, f"http://{HOST}:{http.port}/live/cam/whep", None, None
+                )
+                assert started.get("ok"), started
+                first = await until_stats(driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 25)
+                later = await until_stats(
+                    driver,
+                    lambda s: inbound(s, "video").get("framesDecoded", 0) >= inbound(first, "video")["framesDecoded"] + 25
+                    and (inbound(s, "audio").get("totalAudioEnergy") or 0) > 0,
+                )
+        assert later["state"] == "connected"
+        assert inbound(later, "video")["frameWidth"] == 640
+
+
+async def test_chromium_publishes_whip_and_ffmpeg_51_decodes_it():
+    async with server() as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
+        with trio.fail_after(60):
+            await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
+            started = await blocking(driver.execute_async_script, WHIP_PUBLISH, f"http://{HOST}:{http.port}/live/web/whip", None)
+            assert started.get("ok"), started
+            await wait_stream(engine, "live/web")
+            streams = await probe_streams(f"rtmp://{HOST}:{rtmp.port}/live/web", "-rw_timeout", "15000000")
+        video = [s for s in streams if s["codec_type"] == "video"]
+        assert video and video[0]["codec_name"] == "h264", streams
+
+
+async def test_ffmpeg8_whip_muxer_publishes_h264_and_opus():
+    ffmpeg8 = require_ffmpeg8()
+    auth = TokenAuthenticator(publish_token="pub")
+    async with server(authenticator=auth) as (engine, rtmp, http, webrtc):
+        args = [
+            ffmpeg8,
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+            "-g",
+            "25",
+            "-tune",
+            "zerolatency",
+            "-c:a",
+            "libopus",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-authorization",
+            "pub",
+            "-f",
+            "whip",
+            f"http://{HOST}:{http.port}/live/ff/whip",
+        ]
+        async with run_tool(args):
+            with trio.fail_after(60):
+                await wait_stream(engine, "live/ff")
+                streams = await probe_streams(f"rtmp://{HOST}:{rtmp.port}/live/ff", "-rw_timeout", "15000000")
+        video = [s for s in streams if s["codec_type"] == "video"]
+        assert video and video[0]["codec_name"] == "h264" and video[0]["width"] == 640, streams
+        stream = engine.stream("live/ff")
+        assert stream.info.audio_codec == "opus"
+
+
+@pytest.mark.parametrize(("codec", "encoder"), [("av1", ("-c:v", "libaom-av1", "-cpu-used", "8", "-row-mt", "1")), ("vp9", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"))])
+async def test_chromium_plays_av1_and_vp9_over_whep_without_transcoding(codec, encoder):
+    ffmpeg8 = require_ffmpeg8()
+    async with server() as (engine, rtmp, http, webrtc):
+        args = ffmpeg_rtmp_publish(f"rtmp://{HOST}:{rtmp.port}/live/{codec}", video=encoder, binary=ffmpeg8)
+        async with run_tool(args), browser(*FAKE_MEDIA, "--mute-audio") as driver:
+            with trio.fail_after(90):
+                await wait_stream(engine, f"live/{codec}")
+                await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
+                started = await blocking(
+                    driver.execute_async_script, WHEP_PLAY, f"http://{HOST}:{http.port}/live/{codec}/whep", None, codec
+                )
+                assert started.get("ok"), started
+                found = await until_stats(driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 10)
+        codec_id = inbound(found, "video")["codecId"]
+        assert found[codec_id].lower() == f"video/{codec}"
+
+
+class LossyRelay:
+    """A UDP relay that drops and reorders a share of the datagrams in both directions."""
+
+    def __init__(self, server: tuple[str, int], loss: float = 0.05, seed: int = 7) -> None:
+        self.server = server
+        self.loss = loss
+        self.random = random.Random(seed)
+        self.socket = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.client: Any = None
+        self.dropped = 0
+        self.forwarded = 0
+
+    async def bind(self) -> int:
+        await self.socket.bind((HOST, 0))
+        return self.socket.getsockname()[1]
+
+    async def run(self, upstream: Any) -> None:
+        held: tuple[bytes, Any] | None = None
+        while True:
+            data, source = await self.socket.recvfrom(4096)
+            if source[:2] != self.server:
+                self.client = source
+                target = self.server
+            else:
+                target = self.client
+            if target is None:
+                continue
+            roll = self.random.random()
+            if roll < self.loss:
+                self.dropped += 1
+                continue
+            if roll < self.loss * 2 and held is None:
+                held = (data, target)  # reorder: this one goes out after the next
+                continue
+            await self.socket.sendto(data, target)
+            self.forwarded += 1
+            if held is not None:
+                await self.socket.sendto(*held)
+                held = None
+
+
+async def test_loss_is_recovered_with_nacks():
+    relay_socket = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await relay_socket.bind((HOST, 0))
+    relay_port = relay_socket.getsockname()[1]
+    relay_socket.close()
+    async with server(candidate_port=relay_port) as (engine, rtmp, http, webrtc), trio.open_nursery() as nursery:
+        relay = LossyRelay((HOST, webrtc.port_number))
+        relay.socket = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await relay.socket.bind((HOST, relay_port))
+        nursery.start_soon(relay.run, None)
+        args = ffmpeg_rtmp_publish(
+            f"rtmp://{HOST}:{rtmp.port}/live/lossy",
+            video=("-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-bf", "0", "-b:v", "1500k"),
+        )
+        async with run_tool(args), browser(*FAKE_MEDIA, "--mute-audio") as driver:
+            with trio.fail_after(90):
+                await wait_stream(engine, "live/lossy")
+                await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
+                started = await blocking(
+                    driver.execute_async_script, WHEP_PLAY, f"http://{HOST}:{http.port}/live/lossy/whep", None, None
+                )
+                assert started.get("ok"), started
+                found = await until_stats(
+                    driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 200
+                )
+        nursery.cancel_scope.cancel()
+    video = inbound(found, "video")
+    assert relay.dropped > 0
+    assert video["nackCount"] > 0
+    assert (video.get("totalFreezesDuration") or 0) < 2.0  # all freezes together: none over 2 s

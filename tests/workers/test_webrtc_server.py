@@ -1,0 +1,181 @@
+"""The WebRTC worker end to end in one process: WHEP and WHIP with the project's own clients
+(real ICE, DTLS, SRTP over loopback UDP), every refusal of the HTTP exchange, and the attacker's
+view of the shared UDP port."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import httpx
+import pytest
+import trio
+
+from arcly_trio import AppSpec
+from arcly_trio.clients.webrtc import client_offer, open_whep_player, open_whip_publisher
+from arcly_trio.core.errors import RemoteRefused
+from arcly_trio.core.frame import FrameKind
+from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.protocols.webrtc import stun
+from arcly_trio.protocols.webrtc.ice import new_credentials
+from tests._net import HOST
+from tests._serving import healthy_stream, serving, wait_until
+
+FINGERPRINT = "sha-256 " + ":".join(["AB"] * 32)
+
+
+def _offer(send: bool = False, codecs: tuple[str, ...] = ("h264",)) -> str:
+    ufrag, pwd = new_credentials()
+    return client_offer(ufrag, pwd, FINGERPRINT, send=send, ssrcs=(1111, 2222), codecs=codecs)
+
+
+async def _post(port: int, path: str, body: str | bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(
+            f"http://{HOST}:{port}{path}",
+            content=body.encode() if isinstance(body, str) else body,
+            headers={"content-type": "application/sdp", **(headers or {})},
+        )
+
+
+async def test_whep_plays_a_published_stream(demo_frames):
+    async with serving(webrtc={}) as served, trio.open_nursery() as nursery:
+        await healthy_stream(served.engine, demo_frames, nursery, "live/cam")
+        with trio.fail_after(20):
+            async with open_whep_player(f"http://{HOST}:{served.http.port}/live/cam/whep") as player:
+                await player.wait_frames(20)
+                assert player.video().keyframes >= 1
+                assert player.video().codec == "h264"
+                sessions = served.engine.sessions
+                (session,) = [s for s in sessions if s.protocol == "whep"]
+                assert session.role == "play"
+                details = served.webrtc.session_details(session.id)
+                assert details is not None and details["packets_sent"] > 0
+        await wait_until(lambda: not served.webrtc.sessions, timeout=5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_whip_publishes_into_the_kernel(demo_frames):
+    video = [f for f in demo_frames if f.kind is FrameKind.VIDEO]
+    async with serving(webrtc={}) as served:
+        with trio.fail_after(20):
+            async with open_whip_publisher(f"http://{HOST}:{served.http.port}/live/cam/whip") as publisher:
+                async with served.engine.subscribe("live/cam") as subscription:
+                    sent = 0
+                    received = []
+                    async with trio.open_nursery() as nursery:
+
+                        async def feed() -> None:
+                            nonlocal sent
+                            for frame in video[:60]:
+                                await publisher.send(frame)
+                                sent += 1
+                                await trio.sleep(0.01)
+
+                        nursery.start_soon(feed)
+                        async for frame in subscription:
+                            received.append(frame)
+                            if sum(1 for f in received if f.is_video and not f.config) >= 20:
+                                nursery.cancel_scope.cancel()
+                                break
+        configs = [f for f in received if f.config and f.is_video]
+        assert configs and configs[0].codec == "h264"
+        media = [f for f in received if f.is_video and not f.config]
+        assert media[0].keyframe
+        assert [f.dts for f in media] == sorted(f.dts for f in media)
+
+
+async def test_refusals_are_http_answers_never_500():
+    auth = TokenAuthenticator(publish_token="pub", play_token="view")
+    async with serving(AppSpec("live"), webrtc={}, authenticator=auth) as served:
+        port = served.http.port
+        offer = _offer()
+        assert (await _post(port, "/live/cam/whep", offer, {"content-type": "text/plain"})).status_code == 415
+        assert (await _post(port, "/live/cam/whep", b"v=0\r\n" + b"a=x\r\n" * 20000)).status_code == 413
+        bad = await _post(port, "/live/cam/whep", "this is not SDP")
+        assert bad.status_code == 400 and "SDP" in bad.text
+        assert (await _post(port, "/live/cam/whip", _offer(send=True))).status_code == 401
+        # a play credential never publishes
+        refused = await _post(port, "/live/cam/whip", _offer(send=True), {"authorization": "Bearer view"})
+        assert refused.status_code == 403
+        assert (await _post(port, "/live/cam/whep", offer, {"authorization": "Bearer view"})).status_code == 404
+        assert (await _post(port, "/nope/cam/whep", offer)).status_code == 404
+        assert (await _post(port, "/live/cam/whip", _offer(send=True, codecs=()), {"authorization": "Bearer pub"})).status_code in (406, 400)
+        async with httpx.AsyncClient(timeout=5) as client:
+            gone = await client.delete(f"http://{HOST}:{port}/live/cam/whep/nosuchsession")
+        assert gone.status_code == 404
+
+
+async def test_delete_ends_the_session():
+    async with serving(webrtc={}) as served:
+        port = served.http.port
+        answer = await _post(port, "/live/cam/whip", _offer(send=True))
+        assert answer.status_code == 201, answer.text
+        location = answer.headers["location"]
+        assert location.startswith("/live/cam/whip/")
+        assert "a=ice-lite" in answer.text
+        assert served.webrtc.sessions
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.delete(f"http://{HOST}:{port}{location}")).status_code == 200
+        with trio.fail_after(5):
+            await wait_until(lambda: not served.webrtc.sessions)
+
+
+async def test_a_session_that_never_connects_ends_after_the_handshake_window():
+    async with serving(webrtc={"handshake_timeout": 0.5}) as served:
+        answer = await _post(served.http.port, "/live/cam/whip", _offer(send=True))
+        assert answer.status_code == 201
+        with trio.fail_after(5):
+            await wait_until(lambda: not served.webrtc.sessions)
+        assert not served.engine.streams() or not any(s.publishing for s in served.engine.streams())
+
+
+async def test_sessions_per_address_are_limited():
+    async with serving(webrtc={"max_sessions_per_address": 2}) as served:
+        port = served.http.port
+        for stream in ("a", "b"):
+            assert (await _post(port, f"/live/{stream}/whip", _offer(send=True))).status_code == 201
+        third = await _post(port, "/live/c/whip", _offer(send=True))
+        assert third.status_code == 429
+
+
+async def test_datagrams_from_strangers_get_nothing_back():
+    """No answer, no state for STUN that names no session, fails integrity, or is not STUN."""
+    async with serving(webrtc={}) as served:
+        answer = await _post(served.http.port, "/live/cam/whip", _offer(send=True))
+        assert answer.status_code == 201
+        session = next(iter(served.webrtc.sessions.values()))
+        udp = served.webrtc.port_number
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            probes = [
+                os.urandom(200),
+                b"\x16\xfe\xfd" + os.urandom(100),  # a DTLS-looking record
+                stun.build_stun(stun.BINDING, stun.REQUEST, os.urandom(12), [(stun.USERNAME, b"nobody:x")], integrity_key=b"k"),
+                stun.build_stun(
+                    stun.BINDING,
+                    stun.REQUEST,
+                    os.urandom(12),
+                    [(stun.USERNAME, f"{session.ufrag}:x".encode())],
+                    integrity_key=b"wrong password",
+                ),
+            ]
+            before = served.webrtc.unrouted
+            for probe in probes:
+                sock.sendto(probe, (HOST, udp))
+            with trio.fail_after(5):
+                await wait_until(lambda: served.webrtc.unrouted >= before + 3 and session.stats.bad_packets >= 1)
+            await trio.sleep(0.2)
+            with pytest.raises(BlockingIOError):
+                sock.recvfrom(2048)
+            assert not session.addresses
+        finally:
+            sock.close()
+
+
+async def test_refused_whep_client_gets_remote_refused():
+    async with serving(webrtc={}) as served:
+        with trio.fail_after(10), pytest.raises(RemoteRefused, match="404"):
+            async with open_whep_player(f"http://{HOST}:{served.http.port}/live/none/whep"):
+                pass
