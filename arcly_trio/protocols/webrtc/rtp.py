@@ -320,6 +320,11 @@ class ReorderBuffer:
         """Packets held."""
         return len(self._pending)
 
+    @property
+    def tracked(self) -> int:
+        """Missing sequence numbers being waited for (at most ``capacity``)."""
+        return len(self._missing)
+
     def push(self, packet: RtpPacket, now: float) -> list[tuple[RtpPacket, bool]]:
         """Take one packet; return what is released (with what :meth:`flush` gives up now)."""
         self.received += 1
