@@ -206,7 +206,7 @@ def hevc_config_record(
     arrays = [(kind, units) for kind, units in arrays if units]
     out.append(len(arrays))
     for kind, units in arrays:
-        out.append(0x80 | kind)  # array_completeness 1
+        out.append(kind)  # array_completeness 0: they may come in band too (as FFmpeg writes)
         out += len(units).to_bytes(2, "big")
         for unit in units:
             if len(unit) > 0xFFFF:

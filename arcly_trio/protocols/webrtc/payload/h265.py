@@ -92,11 +92,11 @@ def packetize(payload: bytes, mtu: int, *, prefix: Sequence[bytes] = ()) -> list
         nals = split_nal_units(payload, 4)
     except CodecError as error:
         raise H265PayloadError(f"access unit is not HVCC: {error}") from None
-    if any(len(nal) < 2 for nal in nals):
-        raise H265PayloadError("a NAL unit shorter than its header")
+    if any(len(nal) < 2 or nal[0] & 0x80 or _type(nal) >= AP for nal in nals):
+        raise H265PayloadError("a NAL unit shorter than its header, with F set or of a type RTP reserves (48-63)")
     own = {_type(nal) for nal in nals}
     if prefix and not {HEVC_NAL_VPS, HEVC_NAL_SPS, HEVC_NAL_PPS} <= own:
-        nals = [bytes(nal) for nal in prefix if len(nal) >= 2] + nals
+        nals = [bytes(nal) for nal in prefix if len(nal) >= 2 and not nal[0] & 0x80 and _type(nal) < AP] + nals
     packets: list[bytes] = []
     group: list[bytes] = []
 
@@ -156,10 +156,12 @@ class H265Depacketizer(Assembly):
         self._nals.append(nal)
 
     def _add(self, payload: bytes) -> None:
-        if len(payload) < 3:
-            raise H265Error("payload shorter than a header and one byte")
+        if len(payload) < 2:
+            raise H265Error("payload shorter than a payload header")
         kind = _type(payload)
         if kind == FU:
+            if len(payload) < 3:
+                raise H265Error("FU without its FU header")
             fu = payload[2]
             start, end = bool(fu & 0x80), bool(fu & 0x40)
             if start:
