@@ -154,3 +154,30 @@ def test_arbitrary_descriptors_and_headers_raise_only_their_errors(data: bytes) 
         parse_vp9_frame_header(data)
     except CodecError:
         pass
+
+
+def key_frame(width: int, height: int) -> bytes:
+    """A VP9 key frame's uncompressed header (profile 0, shown, colour space unknown), padded."""
+    bits = "10" + "00" + "0" + "0" + "1" + "0" + f"{0x498342:024b}" + "000" + "0"
+    bits += f"{width - 1:016b}{height - 1:016b}"
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big") + b"\x00" * 20
+
+
+def test_the_vpcc_comes_again_when_the_key_frames_change() -> None:
+    depacketizer = Vp9Depacketizer()
+    configs = []
+    for index, (width, height) in enumerate([(160, 96), (160, 96), (1920, 1080), (1920, 1080)]):
+        [unit] = push_all(depacketizer, packetize(key_frame(width, height), 1200), index)
+        assert unit.keyframe
+        configs.append(unit.config)
+    assert configs[0] == FFMPEG_VPCC and configs[1] is None and configs[3] is None
+    assert configs[2] is not None and parse_vp9_config(configs[2]).level == 40
+
+
+def test_a_frame_whose_marker_never_came_ends_at_the_next_timestamp() -> None:
+    depacketizer = primed()
+    [packet] = packetize(FRAMES[1], 1200)
+    assert depacketizer.push(packet, marker=False, timestamp=1) == []
+    [first, second] = depacketizer.push(packet, marker=True, timestamp=2)
+    assert (first.timestamp, second.timestamp, first.payload) == (1, 2, FRAMES[1])
