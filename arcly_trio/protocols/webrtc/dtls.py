@@ -12,10 +12,14 @@ time is the float ``now`` its worker passes (``trio.current_time()``).
 * The client's first flight comes from :meth:`DtlsTransport.start`.
 * Retransmission (RFC 6347 section 4.2.4) runs on the ``now`` clock: :meth:`DtlsTransport.timeout`
   says when :meth:`DtlsTransport.handle_timeout` is due (1 s, doubling up to 60 s). OpenSSL's own
-  DTLS timer reads the wall clock, so on our deadline OpenSSL is asked first (when its timer
-  agrees it re-encrypts the flight under fresh record numbers) and otherwise the last flight we
-  produced is sent again byte for byte (the peer drops a copy it already has as a replay, and
-  takes one it lost). Past ``handshake_timeout`` the handshake fails with :class:`DtlsTimeout`.
+  DTLS timer reads the wall clock, so on our deadline OpenSSL is asked first: when its timer
+  agrees (or will within 100 ms: we wait for it once) it re-encrypts the flight
+  under fresh record numbers; otherwise (a clock that is not the wall's, as in tests) the last
+  flight we produced is sent again byte for byte, which the peer takes if it lost it and drops
+  as a replay if not. The one case a copy cannot mend is a lost final flight of the server
+  while we are the client (the server answers only a fresh retransmission of ours); with the
+  trio clock in step with the wall, OpenSSL's re-encryption is what goes out. Past
+  ``handshake_timeout`` the handshake fails with :class:`DtlsTimeout`.
 * The peer's certificate is accepted whatever signed it; its digest must equal one of the
   fingerprints its SDP announced, checked in the verification callback (a mismatch aborts the
   handshake with a ``bad_certificate`` alert) and again once established, before
@@ -101,7 +105,8 @@ _DTLS1_2_VERSION: Final = 0xFEFD
 _RECORD_HEADER: Final = 13
 _CONTENT_TYPES: Final = frozenset(range(20, 26))  # change_cipher_spec .. tls12_cid
 _READ_SIZE: Final = 65536
-_ALERT_SIZE: Final = 512
+_DEFER_LIMIT: Final = 0.1
+_DEFER_SLACK: Final = 0.002
 
 
 class DtlsError(RemoteProtocolError):
@@ -195,9 +200,12 @@ class DtlsTransport:
         now: float,
         handshake_timeout: float = 10.0,
         mtu: int = 1200,
+        profiles: Sequence[str] = SRTP_PROFILES,
     ) -> None:
         if not 256 <= mtu <= MAX_DATAGRAM:
             raise ValueError(f"mtu {mtu} is outside 256..{MAX_DATAGRAM}")
+        if not profiles or any(profile not in SRTP_KEY_LENGTHS for profile in profiles):
+            raise ValueError(f"SRTP profiles must be some of {SRTP_PROFILES}")
         if handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
         self.server = server
@@ -221,7 +229,8 @@ class DtlsTransport:
         self._retransmit_at: float | None = None
         self._interval = INITIAL_RETRANSMIT
         self._records = 0
-        self._peer_matched = False
+        self._peer_rejected = False
+        self._deferred = False
 
         context = SSL.Context(SSL.DTLS_METHOD)
         context.set_min_proto_version(_DTLS1_2_VERSION)
@@ -229,7 +238,7 @@ class DtlsTransport:
         context.use_certificate(certificate.certificate)
         context.use_privatekey(certificate.key)
         context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
-        context.set_tlsext_use_srtp(":".join(SRTP_PROFILES).encode())
+        context.set_tlsext_use_srtp(":".join(profiles).encode())
         self._connection = SSL.Connection(context, None)
         self._connection.set_ciphertext_mtu(mtu)
         if server:
@@ -274,7 +283,7 @@ class DtlsTransport:
             self.dropped += 1
             return []
         records = split_records(datagram)
-        if records is None:
+        if not records:  # not DTLS, or empty
             self.dropped += 1
             return []
         if self.state is DtlsState.NEW:
@@ -300,13 +309,23 @@ class DtlsTransport:
         if self._retransmit_at is None or now < self._retransmit_at:
             return []
         try:
-            self._connection.DTLSv1_handle_timeout()
+            retransmitted = self._connection.DTLSv1_handle_timeout()
         except SSL.Error as error:
             out = self._pending()
             self._fail()
             raise DtlsError(f"DTLS retransmission failed: {_reason(error)}", out) from None
-        out = self._pending() or list(self._flight)
+        out = self._pending()
+        if not retransmitted and not out:
+            remaining = self._connection.DTLSv1_get_timeout()
+            if not self._deferred and remaining is not None and remaining <= _DEFER_LIMIT:
+                # OpenSSL's wall-clock timer expires in a moment (it started just after our
+                # `now`): wait for it once, so that it re-encrypts under fresh record numbers.
+                self._deferred = True
+                self._retransmit_at = now + remaining + _DEFER_SLACK
+                return []
+            out = list(self._flight)
         self._flight = out
+        self._deferred = False
         self.retransmissions += 1
         self._interval = min(self._interval * 2, MAX_RETRANSMIT)
         self._retransmit_at = now + self._interval
@@ -330,8 +349,9 @@ class DtlsTransport:
         """Accept any chain; the leaf must match a fingerprint of the peer's SDP."""
         if depth != 0:
             return True
-        self._peer_matched = self._matches(x509)
-        return self._peer_matched
+        matched = self._matches(x509)
+        self._peer_rejected = not matched
+        return matched
 
     def _matches(self, x509: crypto.X509) -> bool:
         der = x509.to_cryptography().public_bytes(Encoding.DER)
@@ -354,7 +374,7 @@ class DtlsTransport:
         except SSL.Error as error:
             out = self._pending()
             self._fail()
-            if not self._peer_matched and self._connection.get_peer_certificate() is not None:
+            if self._peer_rejected:
                 raise DtlsError("the peer's certificate matches no fingerprint of its SDP", out) from None
             raise DtlsError(f"DTLS handshake failed: {_reason(error)}", out) from None
         else:
@@ -364,6 +384,7 @@ class DtlsTransport:
             self._flight = out
             self._interval = INITIAL_RETRANSMIT
             self._retransmit_at = now + self._interval
+            self._deferred = False
         return out
 
     def _complete(self) -> list[bytes]:
