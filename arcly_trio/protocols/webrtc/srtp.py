@@ -7,8 +7,9 @@ two libsrtp sessions this takes (libsrtp allows one "any SSRC" template per sess
 (``ssrc_any_outbound``, our local key and salt) and inbound (``ssrc_any_inbound``, the remote
 ones), so that any number of SSRCs (video, audio, retransmission streams) work without being
 declared. The outbound policy allows repeated transmission (``allow_repeat_tx``): a packet
-resent for a NACK is protected again under the same sequence number. Both use libsrtp's
-default replay window (128 packets).
+resent for a NACK is protected again under the same sequence number, up to
+:data:`OUTBOUND_WINDOW` packets back (libsrtp checks outgoing indexes against a window too);
+inbound uses libsrtp's default replay window (128 packets).
 
 Attacker's view: libsrtp authenticates a packet before it creates state for a new SSRC, so
 only the peer that holds the keys can add streams; even so at most :data:`MAX_SSRCS` SSRCs are
@@ -36,7 +37,7 @@ import pylibsrtp
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SrtpKeys
 
-__all__ = ["MAX_PACKET", "MAX_SSRCS", "PROFILES", "SrtpContext", "SrtpError", "SrtpProtectError"]
+__all__ = ["MAX_PACKET", "MAX_SSRCS", "OUTBOUND_WINDOW", "PROFILES", "SrtpContext", "SrtpError", "SrtpProtectError"]
 
 PROFILES: Final = {
     "SRTP_AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
@@ -47,6 +48,9 @@ MAX_PACKET: Final = 1500
 """The largest packet pylibsrtp handles (its buffer), trailer included."""
 MAX_SSRCS: Final = 64
 """The most SSRCs kept per direction."""
+OUTBOUND_WINDOW: Final = 1024
+"""How far back (in packets of one SSRC) a packet may be protected again for a NACK: libsrtp
+checks our own indexes against a window too, and refuses older ones."""
 
 _RTP_HEADER: Final = 12
 _RTCP_HEADER: Final = 8
@@ -64,9 +68,11 @@ class SrtpProtectError(LocalProtocolError):
 class _Direction:
     """One libsrtp session with an "any SSRC" template, and the SSRCs it holds, bounded."""
 
-    def __init__(self, profile: int, key: bytes, ssrc_type: int, *, repeat: bool) -> None:
+    def __init__(self, profile: int, key: bytes, ssrc_type: int, *, repeat: bool, window: int | None) -> None:
         policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
         policy.allow_repeat_tx = repeat
+        if window is not None:
+            policy.window_size = window
         self.session = pylibsrtp.Session(policy)
         self.ssrcs: OrderedDict[int, None] = OrderedDict()
 
@@ -100,10 +106,18 @@ class SrtpContext:
                 raise ValueError(f"{keys.profile} takes a {key_len}-byte key and a {salt_len}-byte salt")
         self.profile = keys.profile
         self._outbound = _Direction(
-            profile, keys.local_key + keys.local_salt, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, repeat=True
+            profile,
+            keys.local_key + keys.local_salt,
+            pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            repeat=True,
+            window=OUTBOUND_WINDOW,
         )
         self._inbound = _Direction(
-            profile, keys.remote_key + keys.remote_salt, pylibsrtp.Policy.SSRC_ANY_INBOUND, repeat=False
+            profile,
+            keys.remote_key + keys.remote_salt,
+            pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            repeat=False,
+            window=None,
         )
 
     def protect(self, rtp: bytes) -> bytes:
