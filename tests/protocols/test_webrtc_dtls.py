@@ -310,6 +310,33 @@ def test_garbage_raises_only_dtls_error_or_is_dropped(datagrams: list[bytes], es
     assert server.established == established
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flight=st.sampled_from([0, 2]), position=st.integers(0, 10_000), value=st.integers(0, 255))
+def test_a_corrupted_client_flight_fails_only_with_dtls_error(flight: int, position: int, value: int) -> None:
+    client, server = transports()
+    flights = [client.start(0.0)]
+    peers = [server, client]
+    while flights[-1]:
+        datagrams = flights[-1]
+        if len(flights) - 1 == flight:
+            joined = bytearray(datagrams[0])
+            joined[position % len(joined)] = value
+            datagrams = [bytes(joined), *datagrams[1:]]
+        try:
+            flights.append(deliver(datagrams, peers[(len(flights) - 1) % 2], 0.0))
+        except DtlsError:
+            assert client.failed or server.failed
+            return
+    # the byte was unchanged, or the damaged record was dropped and the handshake waits
+    assert (client.established and server.established) or not server.established
+
+
+def test_close_during_the_handshake_stops_the_timers() -> None:
+    client, _ = transports()
+    client.start(0.0)
+    assert client.close() == [] and client.timeout() is None and client.handle_timeout(50.0) == []
+
+
 # -- interop: OpenSSL's command-line DTLS client and server, not written here ---------------
 
 

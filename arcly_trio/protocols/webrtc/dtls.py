@@ -60,7 +60,6 @@ from collections.abc import Sequence
 from typing import Final
 
 import attrs
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
@@ -270,7 +269,7 @@ class DtlsTransport:
     def start(self, now: float) -> list[bytes]:
         """Begin the handshake: the client's first flight (a server waits for it: ``[]``)."""
         if self.state is not DtlsState.NEW:
-            raise DtlsUsageError("start() called twice")
+            raise DtlsUsageError(f"start() called in state {self.state.value}")
         self.state = DtlsState.HANDSHAKING
         if self.server:
             return []
@@ -293,7 +292,11 @@ class DtlsTransport:
             if self._records > MAX_HANDSHAKE_RECORDS:
                 self._fail()
                 raise DtlsError(f"more than {MAX_HANDSHAKE_RECORDS} records before the handshake completed")
-        self._connection.bio_write(datagram)
+        try:
+            self._connection.bio_write(datagram)
+        except SSL.Error as error:  # not expected of a memory BIO
+            self._fail()
+            raise DtlsError(f"DTLS input refused: {_reason(error)}") from None
         if self.state is DtlsState.HANDSHAKING:
             return self._step(now)
         return self._read_established()
@@ -332,7 +335,13 @@ class DtlsTransport:
         return out
 
     def close(self) -> list[bytes]:
-        """Our ``close_notify`` (nothing if the handshake never completed or already failed)."""
+        """End the association: our ``close_notify`` if established (also the answer to the
+        peer's, see :attr:`closed`); during the handshake it just stops the timers."""
+        if self.state is DtlsState.NEW or self.state is DtlsState.HANDSHAKING:
+            self.state = DtlsState.CLOSED
+            self._flight = []
+            self._retransmit_at = None
+            return []
         if self.state is not DtlsState.ESTABLISHED:
             return []
         try:
@@ -349,12 +358,15 @@ class DtlsTransport:
         """Accept any chain; the leaf must match a fingerprint of the peer's SDP."""
         if depth != 0:
             return True
-        matched = self._matches(x509)
+        try:
+            matched = self._matches(x509)
+        except Exception:  # nothing may leave a callback: OpenSSL took what it could not be read back
+            matched = False
         self._peer_rejected = not matched
         return matched
 
     def _matches(self, x509: crypto.X509) -> bool:
-        der = x509.to_cryptography().public_bytes(Encoding.DER)
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, x509)  # as sent: no re-parse
         return any(
             hmac.compare_digest(peer_fingerprint(der, algorithm), value) for algorithm, value in self.fingerprints
         )
@@ -392,7 +404,10 @@ class DtlsTransport:
         out = self._pending()
         certificate = self._connection.get_peer_certificate()
         if certificate is None or not self._matches(certificate):
-            self._connection.shutdown()
+            try:
+                self._connection.shutdown()
+            except SSL.Error:
+                pass
             out += self._pending()
             self._fail()
             raise DtlsError("the peer's certificate matches no fingerprint of its SDP", out)
