@@ -13,10 +13,10 @@ time is the float ``now`` its worker passes (``trio.current_time()``).
 * Retransmission (RFC 6347 section 4.2.4) runs on the ``now`` clock: :meth:`DtlsTransport.timeout`
   says when :meth:`DtlsTransport.handle_timeout` is due (1 s, doubling up to 60 s). OpenSSL's own
   DTLS timer reads the wall clock, so on our deadline OpenSSL is asked first: when its timer
-  agrees (or will within 100 ms: we wait for it once) it re-encrypts the flight
-  under fresh record numbers; otherwise (a clock that is not the wall's, as in tests) the last
-  flight we produced is sent again byte for byte, which the peer takes if it lost it and drops
-  as a replay if not. The one case a copy cannot mend is a lost final flight of the server
+  agrees (or will within 100 ms: we wait for it once) it re-encrypts the flight under fresh
+  record numbers; otherwise (a clock that is not the wall's, as in tests) the last flight we
+  produced is sent again byte for byte, which the peer takes if it lost it and drops as a
+  replay if not. The one case a copy cannot mend is a lost final flight of the server
   while we are the client (the server answers only a fresh retransmission of ours); with the
   trio clock in step with the wall, OpenSSL's re-encryption is what goes out. Past
   ``handshake_timeout`` the handshake fails with :class:`DtlsTimeout`.
@@ -29,27 +29,31 @@ time is the float ``now`` its worker passes (``trio.current_time()``).
   is what we protect with: the server's when we are the server).
 * Outgoing records are packed into datagrams of at most ``mtu`` bytes (OpenSSL fragments the
   handshake to that size: ``SSL_set_mtu`` with ``SSL_OP_NO_QUERY_MTU``).
+* SRTP profiles: :data:`SRTP_PROFILES` (AES-GCM first), or the ``profiles`` given.
 * Application data (data channels) is read and dropped; a ``close_notify`` sets
-  :attr:`DtlsTransport.closed`, after which the worker ends the session.
+  :attr:`DtlsTransport.closed`, after which the worker answers with :meth:`DtlsTransport.close`
+  and ends the session.
 
 Attacker's view: a datagram over :data:`MAX_DATAGRAM` bytes, or that is not a sequence of
 well-formed DTLS record headers, is dropped before OpenSSL sees it (and counted in
 :attr:`DtlsTransport.dropped`); before the handshake completes at most
 :data:`MAX_HANDSHAKE_RECORDS` records are accepted and the whole handshake has
 ``handshake_timeout`` seconds, so a peer cannot keep one association busy; the association
-keeps only its last flight (a few kilobytes) for retransmission; retransmissions are paced by our
-clock, never by what the peer sends (no amplification: a datagram from the peer makes OpenSSL
-answer at most with the flight it already sent). No cookie exchange: ICE has checked the
-address before DTLS starts.
+keeps only its last flight (a few kilobytes) for retransmission; retransmissions are paced by
+our clock, and a peer's datagram gets at most our current flight again (OpenSSL answers a
+retransmitted flight so). No cookie exchange: ICE has checked the address before DTLS starts,
+so the first flight's size (about three times a ClientHello) goes only to a consenting peer.
 
 Error policy: :meth:`DtlsTransport.receive` and :meth:`DtlsTransport.handle_timeout` raise
 :class:`DtlsError` (a :class:`~arcly_trio.core.errors.RemoteProtocolError`) when the
 association cannot go on: a failed handshake, a fatal alert, a fingerprint mismatch, no common
 SRTP profile, too many records; :class:`DtlsTimeout` when the handshake ran out of time. The
 error carries ``datagrams``, the alert to send before dropping the association. Nothing else
-comes out of them (fuzzed); once failed, the transport drops everything. Calling
-:meth:`DtlsTransport.start` twice raises :class:`DtlsUsageError` (a
-:class:`~arcly_trio.core.errors.LocalProtocolError`); impossible arguments raise ``ValueError``.
+comes out of them (fuzzed, with garbage and with corrupted real flights); once failed or
+closed, the transport drops everything. The constructor raises :class:`DtlsError` when the
+peer's SDP gave no fingerprint of a known hash function, ``ValueError`` for impossible
+arguments; calling :meth:`DtlsTransport.start` twice raises :class:`DtlsUsageError` (a
+:class:`~arcly_trio.core.errors.LocalProtocolError`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ __all__ = [
     "DtlsTimeout",
     "DtlsUsageError",
     "DtlsState",
+    "TRANSITIONS",
     "SrtpKeys",
     "DtlsTransport",
     "split_records",
@@ -126,12 +131,27 @@ class DtlsUsageError(LocalProtocolError):
 
 
 class DtlsState(enum.Enum):
+    """Where an association stands; :data:`TRANSITIONS` says where it may go."""
+
     NEW = "new"
+    """Made, not started (a server also starts on its first ClientHello)."""
     HANDSHAKING = "handshaking"
     ESTABLISHED = "established"
+    """Handshake done, peer certificate matched, keys exported."""
     CLOSED = "closed"
-    """We sent close_notify: nothing more in or out (the keys stay)."""
+    """We closed: nothing more in or out (the keys stay)."""
     FAILED = "failed"
+    """A :class:`DtlsError` was raised: nothing more in or out."""
+
+
+TRANSITIONS: Final[dict[DtlsState, frozenset[DtlsState]]] = {
+    DtlsState.NEW: frozenset({DtlsState.HANDSHAKING, DtlsState.CLOSED, DtlsState.FAILED}),
+    DtlsState.HANDSHAKING: frozenset({DtlsState.ESTABLISHED, DtlsState.CLOSED, DtlsState.FAILED}),
+    DtlsState.ESTABLISHED: frozenset({DtlsState.CLOSED, DtlsState.FAILED}),
+    DtlsState.CLOSED: frozenset(),
+    DtlsState.FAILED: frozenset(),
+}
+"""Every state change of :class:`DtlsTransport`, in one place."""
 
 
 @attrs.frozen
@@ -270,7 +290,7 @@ class DtlsTransport:
         """Begin the handshake: the client's first flight (a server waits for it: ``[]``)."""
         if self.state is not DtlsState.NEW:
             raise DtlsUsageError(f"start() called in state {self.state.value}")
-        self.state = DtlsState.HANDSHAKING
+        self._move(DtlsState.HANDSHAKING)
         if self.server:
             return []
         return self._step(now)
@@ -286,7 +306,7 @@ class DtlsTransport:
             self.dropped += 1
             return []
         if self.state is DtlsState.NEW:
-            self.state = DtlsState.HANDSHAKING  # a server is started by its first ClientHello
+            self._move(DtlsState.HANDSHAKING)  # a server is started by its first ClientHello
         if self.state is DtlsState.HANDSHAKING:
             self._records += len(records)
             if self._records > MAX_HANDSHAKE_RECORDS:
@@ -338,7 +358,7 @@ class DtlsTransport:
         """End the association: our ``close_notify`` if established (also the answer to the
         peer's, see :attr:`closed`); during the handshake it just stops the timers."""
         if self.state is DtlsState.NEW or self.state is DtlsState.HANDSHAKING:
-            self.state = DtlsState.CLOSED
+            self._move(DtlsState.CLOSED)
             self._flight = []
             self._retransmit_at = None
             return []
@@ -349,7 +369,7 @@ class DtlsTransport:
         except SSL.Error:
             pass
         out = self._pending()
-        self.state = DtlsState.CLOSED
+        self._move(DtlsState.CLOSED)
         return out
 
     # -- internals ----------------------------------------------------------------------------
@@ -371,8 +391,13 @@ class DtlsTransport:
             hmac.compare_digest(peer_fingerprint(der, algorithm), value) for algorithm, value in self.fingerprints
         )
 
+    def _move(self, state: DtlsState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise DtlsUsageError(f"no DTLS transition from {self.state.value} to {state.value}")
+        self.state = state
+
     def _fail(self) -> None:
-        self.state = DtlsState.FAILED
+        self._move(DtlsState.FAILED)
         self.keys = None
         self._flight = []
         self._retransmit_at = None
@@ -418,7 +443,7 @@ class DtlsTransport:
         key_len, salt_len = SRTP_KEY_LENGTHS[profile]
         material = self._connection.export_keying_material(EXPORTER_LABEL, 2 * (key_len + salt_len))
         self.keys = SrtpKeys.from_material(profile, material, server=self.server)
-        self.state = DtlsState.ESTABLISHED
+        self._move(DtlsState.ESTABLISHED)
         self._flight = []
         self._retransmit_at = None
         return out + self._read_established()
