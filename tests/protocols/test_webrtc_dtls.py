@@ -214,6 +214,26 @@ def test_a_lost_final_server_flight_is_answered_when_the_client_retransmits() ->
     assert client.keys.local_key == server.keys.remote_key
 
 
+def test_with_a_clock_in_step_with_the_wall_openssl_retransmits_under_fresh_record_numbers() -> None:
+    """The production case: the worker's clock runs with the wall clock that OpenSSL's timer
+    reads, so at our deadline OpenSSL re-encrypts the flight (or will within moments: we wait)."""
+    start = time.monotonic()
+    client = DtlsTransport(
+        CLIENT_CERT, server=False, remote_fingerprints=[("sha-256", SERVER_CERT.fingerprint())], now=start
+    )
+    first = client.start(start)  # lost
+    again: list[bytes] = []
+    for _ in range(3):
+        deadline = client.timeout()
+        assert deadline is not None
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        again = client.handle_timeout(time.monotonic())
+        if again:
+            break
+    assert again and again != first  # a fresh record sequence number, not a copy
+    assert again[0][:3] == first[0][:3] and again[0][11:] == first[0][11:]  # the same ClientHello
+
+
 @pytest.mark.parametrize("server", [False, True])
 def test_a_handshake_that_does_not_complete_in_time_raises_dtls_timeout(server: bool) -> None:
     transport = DtlsTransport(
