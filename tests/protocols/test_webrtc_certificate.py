@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,6 +121,24 @@ def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path) -> None:
         DtlsCertificate.from_files(cert_path, other)
     with pytest.raises(ValueError):
         DtlsCertificate.from_files(other, other)  # a key is no certificate
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(ValueError, match="encrypted"):
+        DtlsCertificate.from_files(cert_path, encrypted)
+    with pytest.raises(ValueError, match="RSA or EC"):
+        ed25519_key = tmp_path / "ed25519.pem"
+        ed25519_key.write_bytes(
+            ed25519.Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        DtlsCertificate.from_files(cert_path, ed25519_key)
 
 
 def test_the_pem_of_a_generated_certificate_reads_back(tmp_path: Path) -> None:

@@ -126,11 +126,14 @@ class DtlsCertificate:
     @classmethod
     def from_files(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> DtlsCertificate:
         """The first certificate of the PEM file ``cert_path`` and the unencrypted PEM private
-        key (RSA or EC) of ``key_path``."""
+        key (RSA or EC, PKCS#8 or traditional) of ``key_path``."""
         with open(cert_path, "rb") as file:
             certificate = x509.load_pem_x509_certificate(file.read())
         with open(key_path, "rb") as file:
-            key = serialization.load_pem_private_key(file.read(), password=None)
+            try:
+                key = serialization.load_pem_private_key(file.read(), password=None)
+            except TypeError as error:  # an encrypted key
+                raise ValueError(f"{os.fspath(key_path)}: {error}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise ValueError(f"{os.fspath(key_path)}: a DTLS key must be RSA or EC, not {type(key).__name__}")
         spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
