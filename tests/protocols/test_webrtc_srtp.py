@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SRTP_PROFILES, SrtpKeys
-from arcly_trio.protocols.webrtc.srtp import MAX_PACKET, OUTBOUND_WINDOW, SrtpContext, SrtpError, SrtpProtectError
+from arcly_trio.protocols.webrtc.srtp import (
+    MAX_PACKET,
+    MAX_SSRCS,
+    OUTBOUND_WINDOW,
+    SrtpContext,
+    SrtpError,
+    SrtpProtectError,
+)
 
 # RFC 3711 appendix B.3: master key and salt, and the session keys derived from them.
 MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -168,6 +175,17 @@ def test_many_ssrcs_work_without_being_declared() -> None:
     for ssrc in range(1, 201):
         assert server.unprotect(client.protect(rtp(1, ssrc))) == rtp(1, ssrc)
     assert server.unprotect(client.protect(rtp(2, 200))) == rtp(2, 200)
+
+
+def test_the_least_recently_seen_ssrc_is_forgotten_past_the_bound() -> None:
+    client, server = contexts("SRTP_AES128_CM_SHA1_80")
+    first = client.protect(rtp(1, 1))
+    server.unprotect(first)
+    with pytest.raises(SrtpError):
+        server.unprotect(first)  # a replay while SSRC 1 is remembered
+    for ssrc in range(2, MAX_SSRCS + 2):
+        server.unprotect(client.protect(rtp(1, ssrc)))
+    assert server.unprotect(first) == rtp(1, 1)  # forgotten: its replay window started over
 
 
 def test_sizes_and_keys_are_checked() -> None:
