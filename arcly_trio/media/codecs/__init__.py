@@ -25,11 +25,18 @@ function does not know, is our own bug and raises
 from __future__ import annotations
 
 from arcly_trio.media.codecs.aac import AAC_SAMPLE_RATES, AacConfig, adts_header, parse_audio_specific_config
-from arcly_trio.media.codecs.av1 import Av1Config, Av1SequenceHeader, parse_av1_config, parse_av1_sequence_header
+from arcly_trio.media.codecs.av1 import (
+    Av1Config,
+    Av1SequenceHeader,
+    av1_config_record,
+    is_key_frame_header,
+    parse_av1_config,
+    parse_av1_sequence_header,
+)
 from arcly_trio.media.codecs.bits import BitReader, remove_emulation_prevention
 from arcly_trio.media.codecs.errors import CodecError, UnsupportedCodec
 from arcly_trio.media.codecs.h264 import AvcConfig, H264Sps, parse_avc_config, parse_h264_sps
-from arcly_trio.media.codecs.hevc import HevcConfig, HevcSps, parse_hevc_config, parse_hevc_sps
+from arcly_trio.media.codecs.hevc import HevcConfig, HevcSps, hevc_config_record, parse_hevc_config, parse_hevc_sps
 from arcly_trio.media.codecs.nal import (
     H264_AUD,
     H264_NAL_AUD,
@@ -54,7 +61,14 @@ from arcly_trio.media.codecs.nal import (
 )
 from arcly_trio.media.codecs.opus import OpusHead, opus_head, parse_opus_head
 from arcly_trio.media.codecs.records import CONFIG_CODECS, CodecConfig, ConfigRecord, parse_config
-from arcly_trio.media.codecs.vp9 import Vp9Config, parse_vp9_config, vp9_picture_size
+from arcly_trio.media.codecs.vp9 import (
+    Vp9Config,
+    Vp9FrameHeader,
+    parse_vp9_config,
+    parse_vp9_frame_header,
+    vp9_config_record,
+    vp9_picture_size,
+)
 
 __all__ = [
     "CodecError",
@@ -93,6 +107,12 @@ __all__ = [
     "parse_av1_sequence_header",
     "parse_vp9_config",
     "vp9_picture_size",
+    "Vp9FrameHeader",
+    "parse_vp9_frame_header",
+    "vp9_config_record",
+    "hevc_config_record",
+    "av1_config_record",
+    "is_key_frame_header",
     "parse_opus_head",
     "opus_head",
     "parse_config",

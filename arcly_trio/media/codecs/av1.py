@@ -8,6 +8,9 @@
   (av1C configOBUs, or a keyframe's temporal unit).
 * :func:`strip_temporal_delimiter`: a temporal unit without its leading temporal delimiter OBU,
   as the AV1 ISO BMFF binding stores samples.
+* :func:`av1_config_record` writes an av1C around a sequence header OBU (as an RTP
+  depacketizer, which gets no record from the sender, needs it); :func:`is_key_frame_header`
+  says whether a frame (header) OBU starts a key frame.
 
 Error policy: the bytes come from a peer: anything malformed raises
 :class:`~.errors.CodecError`; nothing else escapes on arbitrary bytes.
@@ -28,6 +31,10 @@ __all__ = [
     "MAX_CONFIG_OBUS",
     "OBU_SEQUENCE_HEADER",
     "OBU_TEMPORAL_DELIMITER",
+    "OBU_FRAME_HEADER",
+    "OBU_FRAME",
+    "av1_config_record",
+    "is_key_frame_header",
     "find_sequence_header",
     "parse_av1_config",
     "parse_av1_sequence_header",
@@ -36,6 +43,8 @@ __all__ = [
 
 OBU_SEQUENCE_HEADER: Final = 1
 OBU_TEMPORAL_DELIMITER: Final = 2
+OBU_FRAME_HEADER: Final = 3
+OBU_FRAME: Final = 6
 #: Bytes of av1C configOBUs or of a keyframe searched for a sequence header.
 MAX_CONFIG_OBUS: Final = 4096
 _MAX_SEQUENCE_HEADER: Final = 512  # bytes of a sequence header read (real ones: < 400)
@@ -222,3 +231,33 @@ def strip_temporal_delimiter(payload: bytes) -> Payload:
         return payload
     end = start + size
     return memoryview(payload)[end:] if end <= len(payload) else payload
+
+
+def av1_config_record(sequence_header_obu: bytes) -> bytes:
+    """An av1C (AV1-ISOBMFF 2.3.3) whose fields come from ``sequence_header_obu`` (one
+    low-overhead sequence header OBU, with its size field) and whose configOBUs are that OBU.
+    :class:`CodecError` if it is not a sequence header OBU that parses."""
+    what = "AV1 sequence header OBU"
+    found = next(iter(obus(sequence_header_obu, what)), None)
+    if found is None or found[0] != OBU_SEQUENCE_HEADER:
+        raise CodecError(f"{what}: not a sequence header")
+    _, start, end = found
+    header = parse_av1_sequence_header(bytes(sequence_header_obu[start:end]))
+    high, twelve = int(header.bit_depth > 8), int(header.bit_depth == 12)
+    b2 = (
+        (header.tier << 7)
+        | (high << 6)
+        | (twelve << 5)
+        | (int(header.monochrome) << 4)
+        | (header.subsampling_x << 3)
+        | (header.subsampling_y << 2)
+        | header.chroma_sample_position
+    )
+    return bytes((0x81, (header.profile << 5) | header.level, b2, 0)) + bytes(sequence_header_obu[:end])
+
+
+def is_key_frame_header(payload: Payload) -> bool:
+    """Whether the payload of an OBU_FRAME or OBU_FRAME_HEADER starts a key frame:
+    ``show_existing_frame`` 0 and ``frame_type`` KEY_FRAME (AV1 5.9.2; for a sequence without
+    ``reduced_still_picture_header``, which a real-time stream does not use)."""
+    return bool(payload) and payload[0] & 0xE0 == 0

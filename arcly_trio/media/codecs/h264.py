@@ -1,11 +1,13 @@
 """H.264 (AVC): the AVCDecoderConfigurationRecord and the sequence parameter set (sans-IO).
 
 :func:`parse_avc_config` reads an avcC (the payload of a video config frame),
+:func:`avc_config` writes one from in-band parameter sets (what an RTP depacketizer sees),
 :func:`parse_h264_sps` a sequence parameter set (profile, level, picture size after cropping).
 
 Error policy: the bytes come from a peer: malformed input of any kind (truncated,
 inconsistent, out of range) raises :class:`~.errors.CodecError`; nothing else escapes on
-arbitrary bytes.
+arbitrary bytes. :func:`avc_config` raises it too for parameter sets that cannot go in a
+record (an SPS too short to name its profile, too many or too long units).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from arcly_trio.media.codecs.bits import BitReader, remove_emulation_prevention
 from arcly_trio.media.codecs.errors import CodecError
 from arcly_trio.media.codecs.nal import H264_NAL_SPS, MAX_DIMENSION, crop_units, parameter_set_list
 
-__all__ = ["AvcConfig", "H264Sps", "parse_avc_config", "parse_h264_sps"]
+__all__ = ["AvcConfig", "H264Sps", "avc_config", "parse_avc_config", "parse_h264_sps"]
 
 _H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 
@@ -65,6 +67,32 @@ def parse_avc_config(record: bytes) -> AvcConfig:
         sps=tuple(sps),
         pps=tuple(pps),
     )
+
+
+def avc_config(
+    sps: tuple[bytes, ...] | list[bytes], pps: tuple[bytes, ...] | list[bytes], nal_length_size: int = 4
+) -> bytes:
+    """An AVCDecoderConfigurationRecord for these SPS and PPS NAL units (with their NAL header
+    byte); profile, compatibility and level come from the first SPS. The optional
+    high-profile trailer is not written (readers, :func:`parse_avc_config` included, do not
+    need it). Raises :class:`CodecError` for no SPS, an SPS under 4 bytes, more than 31 SPS or
+    255 PPS, or a unit over 65535 bytes.
+    """
+    what = "AVCDecoderConfigurationRecord"
+    if not sps or len(sps[0]) < 4:
+        raise CodecError(f"{what}: needs an SPS of at least 4 bytes")
+    if len(sps) > 31 or len(pps) > 255 or any(len(unit) > 0xFFFF for unit in (*sps, *pps)):
+        raise CodecError(f"{what}: too many or too long parameter sets")
+    if not 1 <= nal_length_size <= 4:
+        raise CodecError(f"{what}: nal_length_size {nal_length_size} is not 1 to 4")
+    first = sps[0]
+    out = bytearray((1, first[1], first[2], first[3], 0xFC | (nal_length_size - 1), 0xE0 | len(sps)))
+    for unit in sps:
+        out += len(unit).to_bytes(2, "big") + unit
+    out.append(len(pps))
+    for unit in pps:
+        out += len(unit).to_bytes(2, "big") + unit
+    return bytes(out)
 
 
 @attrs.frozen

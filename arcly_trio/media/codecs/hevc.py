@@ -2,13 +2,17 @@
 
 :func:`parse_hevc_config` reads an hvcC (the payload of a video config frame),
 :func:`parse_hevc_sps` a sequence parameter set (profile, level, picture size after the
-conformance window).
+conformance window); :func:`hevc_config_record` writes an hvcC from in-band VPS, SPS and PPS
+(as an RTP depacketizer finds them).
 
 Error policy: the bytes come from a peer: malformed input of any kind raises
-:class:`~.errors.CodecError`; nothing else escapes on arbitrary bytes.
+:class:`~.errors.CodecError` (:func:`hevc_config_record` too, for an SPS it cannot read);
+nothing else escapes on arbitrary bytes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import attrs
 
@@ -23,7 +27,7 @@ from arcly_trio.media.codecs.nal import (
     parameter_set_list,
 )
 
-__all__ = ["HevcConfig", "HevcSps", "parse_hevc_config", "parse_hevc_sps"]
+__all__ = ["HevcConfig", "HevcSps", "hevc_config_record", "parse_hevc_config", "parse_hevc_sps"]
 
 
 @attrs.frozen
@@ -172,3 +176,40 @@ def parse_hevc_sps(nal: bytes) -> HevcSps:
         width=width,
         height=height,
     )
+
+
+def hevc_config_record(
+    vps: Sequence[bytes], sps: Sequence[bytes], pps: Sequence[bytes], nal_length_size: int = 4
+) -> bytes:
+    """An HEVCDecoderConfigurationRecord (ISO/IEC 14496-15, 8.3.3.1) for these parameter sets
+    (NAL units with their two-byte header), the general profile, tier and level copied from the
+    first SPS. Raises :class:`CodecError` if there is no SPS or it does not parse, or a NAL
+    unit is too long for the record."""
+    if not sps:
+        raise CodecError("hvcC needs an SPS")
+    parsed = parse_hevc_sps(sps[0])
+    rbsp = remove_emulation_prevention(sps[0][2:24])
+    if len(rbsp) < 13:
+        raise CodecError("HEVC SPS is truncated")
+    sub_layers = ((rbsp[0] >> 1) & 0x07) + 1
+    nested = rbsp[0] & 0x01
+    out = bytearray([1])
+    out += rbsp[1:13]  # general profile space/tier/idc, compatibility, constraints, level
+    out += b"\xf0\x00"  # min_spatial_segmentation_idc 0
+    out.append(0xFC)  # parallelismType 0
+    out.append(0xFC | parsed.chroma_format)
+    out.append(0xF8 | (parsed.bit_depth - 8))
+    out.append(0xF8 | (parsed.bit_depth - 8))
+    out += b"\x00\x00"  # avgFrameRate unknown
+    out.append((sub_layers << 3) | (nested << 2) | (nal_length_size - 1))
+    arrays = [(HEVC_NAL_VPS, vps), (HEVC_NAL_SPS, sps), (HEVC_NAL_PPS, pps)]
+    arrays = [(kind, units) for kind, units in arrays if units]
+    out.append(len(arrays))
+    for kind, units in arrays:
+        out.append(kind)  # array_completeness 0: they may come in band too (as FFmpeg writes)
+        out += len(units).to_bytes(2, "big")
+        for unit in units:
+            if len(unit) > 0xFFFF:
+                raise CodecError("hvcC: parameter set longer than 65535 bytes")
+            out += len(unit).to_bytes(2, "big") + unit
+    return bytes(out)

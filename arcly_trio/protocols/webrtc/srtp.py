@@ -1,0 +1,155 @@
+"""SRTP and SRTCP (RFC 3711, AES-GCM of RFC 7714) for one DTLS-SRTP association, over pylibsrtp.
+
+Once :class:`~arcly_trio.protocols.webrtc.dtls.DtlsTransport` has exported its
+:class:`~arcly_trio.protocols.webrtc.dtls.SrtpKeys`, every RTP and RTCP packet of the session is
+protected with our key and salt and unprotected with the peer's. :class:`SrtpContext` holds the
+two libsrtp sessions this takes (libsrtp allows one "any SSRC" template per session): outbound
+(``ssrc_any_outbound``, our local key and salt) and inbound (``ssrc_any_inbound``, the remote
+ones), so that any number of SSRCs (video, audio, retransmission streams) work without being
+declared. The outbound policy allows repeated transmission (``allow_repeat_tx``): a packet
+resent for a NACK is protected again under the same sequence number, up to
+:data:`OUTBOUND_WINDOW` packets back (libsrtp checks outgoing indexes against a window too);
+inbound uses libsrtp's default replay window (128 packets).
+
+Attacker's view: libsrtp authenticates a packet before it creates state for a new SSRC, so
+only the peer that holds the keys can add streams; even so at most :data:`MAX_SSRCS` SSRCs are
+kept per direction (the least recently seen is forgotten first: its replay window and rollover
+counter start over if it comes back). A packet is at most :data:`MAX_PACKET` bytes
+(pylibsrtp's buffer); larger ones fail. Nothing is buffered between calls.
+
+Error policy: :meth:`SrtpContext.unprotect` and :meth:`SrtpContext.unprotect_rtcp` raise
+:class:`SrtpError` (a :class:`~arcly_trio.core.errors.RemoteProtocolError`) for a packet that
+fails authentication, is a replay, is too short or too long, and nothing else (fuzzed): the
+caller counts and drops it. :meth:`SrtpContext.protect` and :meth:`SrtpContext.protect_rtcp`
+raise :class:`SrtpProtectError` (a :class:`~arcly_trio.core.errors.LocalProtocolError`) for a
+packet this side cannot protect (too short to be RTP, too long). ``ValueError`` for keys of an
+unknown profile or the wrong length.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+import pylibsrtp
+
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
+from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SrtpKeys
+
+__all__ = ["MAX_PACKET", "MAX_SSRCS", "OUTBOUND_WINDOW", "PROFILES", "SrtpContext", "SrtpError", "SrtpProtectError"]
+
+PROFILES: Final = {
+    "SRTP_AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    "SRTP_AES128_CM_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+}
+"""The DTLS-SRTP profile names (IANA) mapped to pylibsrtp's."""
+MAX_PACKET: Final = 1500
+"""The largest packet pylibsrtp handles (its buffer), trailer included."""
+MAX_SSRCS: Final = 64
+"""The most SSRCs kept per direction."""
+OUTBOUND_WINDOW: Final = 1024
+"""How far back (in packets of one SSRC) a packet may be protected again for a NACK: libsrtp
+checks our own indexes against a window too, and refuses older ones."""
+
+_RTP_HEADER: Final = 12
+_RTCP_HEADER: Final = 8
+
+
+class SrtpError(RemoteProtocolError):
+    """An SRTP or SRTCP packet from the peer that cannot be unprotected (authentication,
+    replay, size)."""
+
+
+class SrtpProtectError(LocalProtocolError):
+    """An RTP or RTCP packet of ours that cannot be protected."""
+
+
+class _Direction:
+    """One libsrtp session with an "any SSRC" template, and the SSRCs it holds, bounded."""
+
+    def __init__(self, profile: int, key: bytes, ssrc_type: int, *, repeat: bool, window: int | None) -> None:
+        policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
+        policy.allow_repeat_tx = repeat
+        if window is not None:
+            policy.window_size = window
+        self.session = pylibsrtp.Session(policy)
+        self.ssrcs: OrderedDict[int, None] = OrderedDict()
+
+    def run(self, process: Callable[[bytes], bytes], packet: bytes, ssrc_at: int) -> bytes:
+        result = process(packet)
+        ssrc = int.from_bytes(packet[ssrc_at : ssrc_at + 4], "big")
+        if ssrc in self.ssrcs:
+            self.ssrcs.move_to_end(ssrc)
+        else:
+            self.ssrcs[ssrc] = None
+            if len(self.ssrcs) > MAX_SSRCS:
+                oldest, _ = self.ssrcs.popitem(last=False)
+                try:
+                    self.session.remove_stream(oldest)
+                except pylibsrtp.Error:
+                    pass
+        return result
+
+
+class SrtpContext:
+    """SRTP/SRTCP protection for one association: outbound with ``keys.local_*``, inbound
+    with ``keys.remote_*``."""
+
+    def __init__(self, keys: SrtpKeys) -> None:
+        profile = PROFILES.get(keys.profile)
+        if profile is None:
+            raise ValueError(f"unknown SRTP profile {keys.profile!r}")
+        key_len, salt_len = SRTP_KEY_LENGTHS[keys.profile]
+        for key, salt in ((keys.local_key, keys.local_salt), (keys.remote_key, keys.remote_salt)):
+            if len(key) != key_len or len(salt) != salt_len:
+                raise ValueError(f"{keys.profile} takes a {key_len}-byte key and a {salt_len}-byte salt")
+        self.profile = keys.profile
+        self._outbound = _Direction(
+            profile,
+            keys.local_key + keys.local_salt,
+            pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            repeat=True,
+            window=OUTBOUND_WINDOW,
+        )
+        self._inbound = _Direction(
+            profile,
+            keys.remote_key + keys.remote_salt,
+            pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            repeat=False,
+            window=None,
+        )
+
+    def protect(self, rtp: bytes) -> bytes:
+        """SRTP of the RTP packet ``rtp`` (again for a NACK resend: allowed)."""
+        return self._protect(self._outbound.session.protect, rtp, _RTP_HEADER, 8)
+
+    def protect_rtcp(self, rtcp: bytes) -> bytes:
+        """SRTCP of the (compound) RTCP packet ``rtcp``."""
+        return self._protect(self._outbound.session.protect_rtcp, rtcp, _RTCP_HEADER, 4)
+
+    def unprotect(self, srtp: bytes) -> bytes:
+        """The RTP packet inside ``srtp``, authenticated and not a replay."""
+        return self._unprotect(self._inbound.session.unprotect, srtp, _RTP_HEADER, 8)
+
+    def unprotect_rtcp(self, srtcp: bytes) -> bytes:
+        """The RTCP packet inside ``srtcp``, authenticated and not a replay."""
+        return self._unprotect(self._inbound.session.unprotect_rtcp, srtcp, _RTCP_HEADER, 4)
+
+    def _protect(self, process: Callable[[bytes], bytes], packet: bytes, header: int, ssrc_at: int) -> bytes:
+        if len(packet) < header or packet[0] >> 6 != 2:
+            raise SrtpProtectError(f"not an RTP/RTCP packet ({len(packet)} bytes)")
+        try:
+            return self._outbound.run(process, bytes(packet), ssrc_at)
+        except (pylibsrtp.Error, ValueError) as error:
+            raise SrtpProtectError(f"cannot protect a {len(packet)}-byte packet: {error}") from None
+
+    def _unprotect(self, process: Callable[[bytes], bytes], packet: bytes, header: int, ssrc_at: int) -> bytes:
+        if len(packet) < header or packet[0] >> 6 != 2:
+            raise SrtpError(f"not an SRTP/SRTCP packet ({len(packet)} bytes)")
+        if len(packet) > MAX_PACKET:
+            raise SrtpError(f"a {len(packet)}-byte packet is over {MAX_PACKET}")
+        try:
+            return self._inbound.run(process, bytes(packet), ssrc_at)
+        except (pylibsrtp.Error, ValueError) as error:
+            raise SrtpError(f"cannot unprotect a {len(packet)}-byte packet: {error}") from None

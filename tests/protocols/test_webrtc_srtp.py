@@ -1,0 +1,214 @@
+"""SRTP/SRTCP over pylibsrtp (arcly_trio.protocols.webrtc.srtp): a packet protected with
+AES128_CM_SHA1_80 equals what an independent RFC 3711 implementation here (AES-CM and
+HMAC-SHA1 from ``cryptography``, its key derivation checked against RFC 3711 appendix B.3)
+makes of it; round trips both ways for RTP and RTCP with both profiles; tampering and replays
+give SrtpError; a NACK resend is protected again and taken; many SSRCs; garbage gives
+SrtpError only."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SRTP_PROFILES, SrtpKeys
+from arcly_trio.protocols.webrtc.srtp import (
+    MAX_PACKET,
+    MAX_SSRCS,
+    OUTBOUND_WINDOW,
+    SrtpContext,
+    SrtpError,
+    SrtpProtectError,
+)
+
+# RFC 3711 appendix B.3: master key and salt, and the session keys derived from them.
+MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
+MASTER_SALT = bytes.fromhex("0EC675AD498AFEEBB6960B3AABE6")
+SESSION_KEY = bytes.fromhex("C61E7A93744F39EE10734AFE3FF7A087")
+SESSION_SALT = bytes.fromhex("30CBBC08863D8C85D49DB34A9AE1")
+SESSION_AUTH = bytes.fromhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+
+
+def aes_cm(key: bytes, iv: int, data: bytes) -> bytes:
+    """AES in counter mode (RFC 3711 section 4.1.1) from the 128-bit ``iv``."""
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def derive(master_key: bytes, master_salt: bytes, label: int, length: int) -> bytes:
+    """RFC 3711 section 4.3.1 with key_derivation_rate 0 and index 0."""
+    x = int.from_bytes(master_salt, "big") ^ (label << 48)
+    return aes_cm(master_key, x << 16, bytes(length))
+
+
+def reference_protect(master_key: bytes, master_salt: bytes, rtp: bytes) -> bytes:
+    """RFC 3711 SRTP of a 12-byte-header RTP packet with rollover counter 0."""
+    key, auth, salt = (derive(master_key, master_salt, label, n) for label, n in ((0, 16), (1, 20), (2, 14)))
+    ssrc = int.from_bytes(rtp[8:12], "big")
+    index = int.from_bytes(rtp[2:4], "big")
+    iv = (int.from_bytes(salt, "big") << 16) ^ (ssrc << 64) ^ (index << 16)
+    encrypted = rtp[:12] + aes_cm(key, iv, rtp[12:])
+    tag = hmac.new(auth, encrypted + bytes(4), hashlib.sha1).digest()[:10]
+    return encrypted + tag
+
+
+def test_the_reference_derivation_gives_the_rfc_3711_b3_session_keys() -> None:
+    assert derive(MASTER_KEY, MASTER_SALT, 0, 16) == SESSION_KEY
+    assert derive(MASTER_KEY, MASTER_SALT, 1, 20) == SESSION_AUTH
+    assert derive(MASTER_KEY, MASTER_SALT, 2, 14) == SESSION_SALT
+
+
+def contexts(profile: str, seed: int = 1) -> tuple[SrtpContext, SrtpContext]:
+    """(client, server) contexts with crosswise keys."""
+    key_len, salt_len = SRTP_KEY_LENGTHS[profile]
+    client_key, server_key = bytes([seed]) * key_len, bytes([seed + 1]) * key_len
+    client_salt, server_salt = bytes([seed + 2]) * salt_len, bytes([seed + 3]) * salt_len
+    client = SrtpContext(SrtpKeys(profile, client_key, client_salt, server_key, server_salt))
+    server = SrtpContext(SrtpKeys(profile, server_key, server_salt, client_key, client_salt))
+    return client, server
+
+
+def rtp(sequence: int, ssrc: int = 0x11223344, payload: bytes = b"media" * 20, marker: bool = False) -> bytes:
+    return (
+        bytes([0x80, (0x80 if marker else 0) | 96])
+        + sequence.to_bytes(2, "big")
+        + (sequence * 3000).to_bytes(4, "big")
+        + ssrc.to_bytes(4, "big")
+        + payload
+    )
+
+
+def rtcp_receiver_report(ssrc: int) -> bytes:
+    return bytes([0x80, 201, 0, 1]) + ssrc.to_bytes(4, "big")
+
+
+@given(sequence=st.integers(0, 0xFFFF), ssrc=st.integers(0, 2**32 - 1), payload=st.binary(max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_aes128_cm_sha1_80_protection_equals_an_independent_rfc_3711_implementation(
+    sequence: int, ssrc: int, payload: bytes
+) -> None:
+    context = SrtpContext(
+        SrtpKeys("SRTP_AES128_CM_SHA1_80", MASTER_KEY, MASTER_SALT, bytes(16), bytes(14)),
+    )
+    packet = rtp(sequence, ssrc, payload)
+    assert context.protect(packet) == reference_protect(MASTER_KEY, MASTER_SALT, packet)
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@given(
+    start=st.integers(0, 0xFFFF),
+    packets=st.lists(
+        st.tuples(st.integers(1, 1000), st.sampled_from([1, 2, 0xFFFFFFFF]), st.binary(max_size=1200)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+@settings(max_examples=40, deadline=None)
+def test_rtp_round_trips_both_ways(profile: str, start: int, packets: list[tuple[int, int, bytes]]) -> None:
+    """Sequence numbers go forward (by up to 1000, wrapping), as a sender's do."""
+    client, server = contexts(profile)
+    sequence = start
+    for step, ssrc, payload in packets:
+        sequence = (sequence + step) & 0xFFFF
+        packet = rtp(sequence, ssrc, payload)
+        protected = client.protect(packet)
+        assert protected != packet and len(protected) > len(packet)
+        assert server.unprotect(protected) == packet
+        assert client.unprotect(server.protect(packet)) == packet
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+def test_rtcp_round_trips_both_ways(profile: str) -> None:
+    client, server = contexts(profile)
+    for ssrc in (1, 2, 3):
+        report = rtcp_receiver_report(ssrc)
+        assert server.unprotect_rtcp(client.protect_rtcp(report)) == report
+        assert client.unprotect_rtcp(server.protect_rtcp(report)) == report
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@given(position=st.integers(0, 10_000), bit=st.integers(0, 7), rtcp=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_a_flipped_bit_anywhere_is_an_srtp_error(profile: str, position: int, bit: int, rtcp: bool) -> None:
+    client, server = contexts(profile)
+    protected = client.protect_rtcp(rtcp_receiver_report(7)) if rtcp else client.protect(rtp(5))
+    tampered = bytearray(protected)
+    tampered[position % len(tampered)] ^= 1 << bit
+    with pytest.raises(SrtpError):
+        (server.unprotect_rtcp if rtcp else server.unprotect)(bytes(tampered))
+    # the genuine packet still passes: a forgery leaves no state behind
+    assert (server.unprotect_rtcp if rtcp else server.unprotect)(protected)
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+def test_a_replay_is_an_srtp_error(profile: str) -> None:
+    client, server = contexts(profile)
+    protected = client.protect(rtp(10))
+    server.unprotect(protected)
+    with pytest.raises(SrtpError):
+        server.unprotect(protected)
+    report = client.protect_rtcp(rtcp_receiver_report(1))
+    server.unprotect_rtcp(report)
+    with pytest.raises(SrtpError):
+        server.unprotect_rtcp(report)
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+def test_a_packet_resent_for_a_nack_is_protected_again_and_taken(profile: str) -> None:
+    client, server = contexts(profile)
+    first, lost, third = (client.protect(rtp(sequence)) for sequence in (100, 101, 102))
+    assert server.unprotect(first) == rtp(100) and server.unprotect(third) == rtp(102)
+    resent = client.protect(rtp(101))  # allow_repeat_tx: the same index again
+    assert resent == lost
+    assert server.unprotect(resent) == rtp(101)
+    for sequence in range(103, 103 + OUTBOUND_WINDOW - 10):
+        client.protect(rtp(sequence))
+    assert client.protect(rtp(100)) == first  # still inside the outbound window
+
+
+def test_many_ssrcs_work_without_being_declared() -> None:
+    client, server = contexts("SRTP_AEAD_AES_128_GCM")
+    for ssrc in range(1, 201):
+        assert server.unprotect(client.protect(rtp(1, ssrc))) == rtp(1, ssrc)
+    assert server.unprotect(client.protect(rtp(2, 200))) == rtp(2, 200)
+
+
+def test_the_least_recently_seen_ssrc_is_forgotten_past_the_bound() -> None:
+    client, server = contexts("SRTP_AES128_CM_SHA1_80")
+    first = client.protect(rtp(1, 1))
+    server.unprotect(first)
+    with pytest.raises(SrtpError):
+        server.unprotect(first)  # a replay while SSRC 1 is remembered
+    for ssrc in range(2, MAX_SSRCS + 2):
+        server.unprotect(client.protect(rtp(1, ssrc)))
+    assert server.unprotect(first) == rtp(1, 1)  # forgotten: its replay window started over
+
+
+def test_sizes_and_keys_are_checked() -> None:
+    client, server = contexts("SRTP_AES128_CM_SHA1_80")
+    with pytest.raises(SrtpError):
+        server.unprotect(rtp(1, payload=bytes(MAX_PACKET)))
+    with pytest.raises(SrtpProtectError):
+        client.protect(rtp(1, payload=bytes(MAX_PACKET)))
+    with pytest.raises(SrtpProtectError):
+        client.protect(b"\x80\x60")
+    with pytest.raises(ValueError):
+        SrtpContext(SrtpKeys("SRTP_AES128_CM_SHA1_80", bytes(16), bytes(12), bytes(16), bytes(14)))
+    with pytest.raises(ValueError):
+        SrtpContext(SrtpKeys("SRTP_NULL_NULL", bytes(16), bytes(14), bytes(16), bytes(14)))
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@given(garbage=st.binary(max_size=1600), rtp_version=st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_garbage_gives_srtp_error_only(profile: str, garbage: bytes, rtp_version: bool) -> None:
+    _, server = contexts(profile)
+    if rtp_version and garbage:
+        garbage = bytes([0x80 | (garbage[0] & 0x3F)]) + garbage[1:]
+    for unprotect in (server.unprotect, server.unprotect_rtcp):
+        with pytest.raises(SrtpError):
+            unprotect(garbage)
