@@ -247,7 +247,7 @@ class _Link:
         self.socket.close()
 
 
-async def _post(url: str, offer: str, token: str | None, timeout: float) -> tuple[str, str]:
+async def _post(url: str, offer: str, token: str | None, timeout: float, stage: str) -> tuple[str, str]:
     headers = {"content-type": "application/sdp"}
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -257,7 +257,7 @@ async def _post(url: str, offer: str, token: str | None, timeout: float) -> tupl
     except httpx.HTTPError as exc:
         raise ConnectionLost(f"POST {url}: {exc}") from None
     if response.status_code != 201:
-        raise RemoteRefused(f"{response.status_code}: {response.text.strip()[:300]}")
+        raise RemoteRefused(stage, str(response.status_code), response.text.strip()[:300])
     location = urllib.parse.urljoin(url, response.headers.get("location", ""))
     return response.text, location
 
@@ -271,12 +271,12 @@ async def _delete(location: str) -> None:
 
 
 async def _negotiate(
-    url: str, offer_for: Any, token: str | None, timeout: float
+    url: str, offer_for: Any, token: str | None, timeout: float, stage: str
 ) -> tuple[_Link, SessionDescription, str]:
     certificate = DtlsCertificate.generate()
     ufrag, pwd = new_credentials()
     offer = offer_for(ufrag, pwd, f"sha-256 {certificate.fingerprint('sha-256')}")
-    text, location = await _post(url, offer, token, timeout)
+    text, location = await _post(url, offer, token, timeout, stage)
     try:
         answer = parse_sdp(text)
     except SdpError as exc:
@@ -394,14 +394,19 @@ class WhepPlayer:
 
 @asynccontextmanager
 async def open_whep_player(
-    url: str, *, token: str | None = None, timeout: float = 10.0, decrypt: bool = True, codecs: Sequence[str] = ("h264",)
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float = 10.0,
+    decrypt: bool = True,
+    codecs: Sequence[str] = ("h264",),
 ) -> AsyncIterator[WhepPlayer]:
     """Play the stream of a WHEP ``url`` for the duration of the block (see the module docstring)."""
 
     def offer(ufrag: str, pwd: str, fingerprint: str) -> str:
         return client_offer(ufrag, pwd, fingerprint, send=False, codecs=codecs)
 
-    link, answer, location = await _negotiate(url, offer, token, timeout)
+    link, answer, location = await _negotiate(url, offer, token, timeout, "whep")
     player = WhepPlayer(link, answer, decrypt)
     try:
         async with trio.open_nursery() as nursery:
@@ -487,14 +492,16 @@ class WhipPublisher:
 
 
 @asynccontextmanager
-async def open_whip_publisher(url: str, *, token: str | None = None, timeout: float = 10.0) -> AsyncIterator[WhipPublisher]:
+async def open_whip_publisher(
+    url: str, *, token: str | None = None, timeout: float = 10.0
+) -> AsyncIterator[WhipPublisher]:
     """Publish to a WHIP ``url`` for the duration of the block (see the module docstring)."""
     ssrcs = (secrets.randbits(32) or 1, secrets.randbits(32) or 2)
 
     def offer(ufrag: str, pwd: str, fingerprint: str) -> str:
         return client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=ssrcs)
 
-    link, answer, location = await _negotiate(url, offer, token, timeout)
+    link, answer, location = await _negotiate(url, offer, token, timeout, "whip")
     publisher = WhipPublisher(link, answer, ssrcs)
     try:
         async with trio.open_nursery() as nursery:

@@ -132,7 +132,9 @@ def inbound(found: dict[str, Any], kind: str) -> dict[str, Any]:
     return found.get(f"inbound-rtp:{kind}") or {}
 
 
-def ffmpeg_rtmp_publish(url: str, *, video: tuple[str, ...] = ("-c:v", "libx264"), binary: str | None = None) -> list[str]:
+def ffmpeg_rtmp_publish(
+    url: str, *, video: tuple[str, ...] = ("-c:v", "libx264"), binary: str | None = None
+) -> list[str]:
     """A real-time testsrc + sine publisher (H.264 baseline + AAC by default) to ``url``."""
     return [
         binary or require_tool("ffmpeg"),
@@ -180,8 +182,10 @@ async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound():
                 first = await until_stats(driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 25)
                 later = await until_stats(
                     driver,
-                    lambda s: inbound(s, "video").get("framesDecoded", 0) >= inbound(first, "video")["framesDecoded"] + 25
-                    and (inbound(s, "audio").get("totalAudioEnergy") or 0) > 0,
+                    lambda s: (
+                        inbound(s, "video").get("framesDecoded", 0) >= inbound(first, "video")["framesDecoded"] + 25
+                        and (inbound(s, "audio").get("totalAudioEnergy") or 0) > 0
+                    ),
                 )
         assert later["state"] == "connected"
         assert inbound(later, "video")["frameWidth"] == 640
@@ -191,7 +195,9 @@ async def test_chromium_publishes_whip_and_ffmpeg_51_decodes_it():
     async with server() as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
         with trio.fail_after(60):
             await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
-            started = await blocking(driver.execute_async_script, WHIP_PUBLISH, f"http://{HOST}:{http.port}/live/web/whip", None)
+            started = await blocking(
+                driver.execute_async_script, WHIP_PUBLISH, f"http://{HOST}:{http.port}/live/web/whip", None
+            )
             assert started.get("ok"), started
             await wait_stream(engine, "live/web")
             streams = await probe_streams(f"rtmp://{HOST}:{rtmp.port}/live/web", "-rw_timeout", "15000000")
@@ -248,7 +254,13 @@ async def test_ffmpeg8_whip_muxer_publishes_h264_and_opus():
         assert stream.info.audio_codec == "opus"
 
 
-@pytest.mark.parametrize(("codec", "encoder"), [("av1", ("-c:v", "libaom-av1", "-cpu-used", "8", "-row-mt", "1")), ("vp9", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"))])
+@pytest.mark.parametrize(
+    ("codec", "encoder"),
+    [
+        ("av1", ("-c:v", "libaom-av1", "-cpu-used", "8", "-row-mt", "1")),
+        ("vp9", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8")),
+    ],
+)
 async def test_chromium_plays_av1_and_vp9_over_whep_without_transcoding(codec, encoder):
     ffmpeg8 = require_ffmpeg8()
     async with server() as (engine, rtmp, http, webrtc):
@@ -329,9 +341,7 @@ async def test_loss_is_recovered_with_nacks():
                     driver.execute_async_script, WHEP_PLAY, f"http://{HOST}:{http.port}/live/lossy/whep", None, None
                 )
                 assert started.get("ok"), started
-                found = await until_stats(
-                    driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 200
-                )
+                found = await until_stats(driver, lambda s: inbound(s, "video").get("framesDecoded", 0) >= 200)
         nursery.cancel_scope.cancel()
     video = inbound(found, "video")
     assert relay.dropped > 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,7 +48,13 @@ __all__ = ["WhipSession", "InTrack", "PLI_INTERVAL", "MAX_SSRCS"]
 
 PLI_INTERVAL = 0.5
 MAX_SSRCS = 8
-_DEPACKETIZERS: dict[str, Any] = {"h264": h264, "h265": h265, "av1": av1, "vp9": vp9, "opus": opus}
+_DEPACKETIZERS: dict[str, Callable[[], Depacketizer]] = {
+    "h264": h264.Depacketizer,
+    "h265": h265.H265Depacketizer,
+    "av1": av1.Av1Depacketizer,
+    "vp9": vp9.Vp9Depacketizer,
+    "opus": opus.Depacketizer,
+}
 _KERNEL_NAMES = {"h265": "hevc"}
 
 
@@ -86,11 +92,11 @@ class InTrack:
 
 def _in_track(track: Track) -> InTrack | None:
     name = track.codec.name
-    module = _DEPACKETIZERS.get(name)
-    if module is None:
+    make = _DEPACKETIZERS.get(name)
+    if make is None:
         return None
     kind = FrameKind.AUDIO if track.kind == "audio" else FrameKind.VIDEO
-    return InTrack(kind, _KERNEL_NAMES.get(name, name), track.codec.payload_type, track.codec.clock_rate, module.Depacketizer())
+    return InTrack(kind, _KERNEL_NAMES.get(name, name), track.codec.payload_type, track.codec.clock_rate, make())
 
 
 class WhipSession(PeerSession):
@@ -179,7 +185,9 @@ class WhipSession(PeerSession):
             self.epoch = now
         arrival_ms = int((now - self.epoch) * 1000)
         for packet, lost in released:
-            for unit in track.depacketizer.push(packet.payload, marker=packet.marker, timestamp=packet.timestamp, lost=lost):
+            for unit in track.depacketizer.push(
+                packet.payload, marker=packet.marker, timestamp=packet.timestamp, lost=lost
+            ):
                 pts = track.pts(unit.timestamp, arrival_ms)
                 if track.kind is FrameKind.AUDIO:
                     if not track.configured:
@@ -236,7 +244,9 @@ class WhipSession(PeerSession):
         track.expected_at_report = expected
         track.received_at_report = received
         lost_interval = expected_interval - received_interval
-        fraction = 0 if expected_interval <= 0 or lost_interval <= 0 else min(255, (lost_interval << 8) // expected_interval)
+        fraction = (
+            0 if expected_interval <= 0 or lost_interval <= 0 else min(255, (lost_interval << 8) // expected_interval)
+        )
         cumulative = max(0, expected - received)
         self.stats.lost = cumulative
         self.stats.fraction_lost = fraction / 256

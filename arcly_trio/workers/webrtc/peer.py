@@ -51,7 +51,7 @@ from arcly_trio.protocols.webrtc.ice import IceLiteAgent, new_credentials
 from arcly_trio.protocols.webrtc.rtcp import RtcpError, parse_rtcp
 from arcly_trio.protocols.webrtc.rtp import RtpError, RtpPacket, parse_rtp
 from arcly_trio.protocols.webrtc.sdp import Answer, LocalEndpoint, SessionDescription
-from arcly_trio.protocols.webrtc.srtp import SrtpContext, SrtpError
+from arcly_trio.protocols.webrtc.srtp import SrtpContext, SrtpError, SrtpProtectError
 from arcly_trio.protocols.webrtc.stun import StunError, parse_stun
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class SessionHost(Protocol):
     def bind(self, session: PeerSession, address: tuple[str, int]) -> bool: ...
 
     def request_keyframe(self, key: StreamKey) -> None: ...
+
+    def picture_ids(self, key: StreamKey) -> Any: ...
 
 
 @attrs.define(slots=True)
@@ -434,7 +436,7 @@ class PeerSession:
             return False
         try:
             data = srtp.protect(packet)
-        except SrtpError:
+        except (SrtpError, SrtpProtectError):
             self.stats.srtp_errors += 1
             return False
         if not self.host.port.send(data, address):
@@ -452,8 +454,7 @@ class PeerSession:
             return False
         try:
             data = srtp.protect_rtcp(packet)
-        except SrtpError:
+        except (SrtpError, SrtpProtectError):
             self.stats.srtp_errors += 1
             return False
         return self.host.port.send(data, address)
-

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,7 @@ from arcly_trio.workers.webrtc import routes
 from arcly_trio.workers.webrtc.ingest import WhipSession
 from arcly_trio.workers.webrtc.peer import PeerSession
 from arcly_trio.workers.webrtc.udp import UdpPort, open_udp
-from arcly_trio.workers.webrtc.viewer import WhepSession
+from arcly_trio.workers.webrtc.viewer import PictureIds, WhepSession
 
 __all__ = ["WebRtcServer", "WebRtcBusy", "DEFAULT_PORT"]
 
@@ -145,6 +146,7 @@ class WebRtcServer:
         """Datagrams no session owns (dropped without state)."""
         self.refused_busy = 0
         self._announced: tuple[Candidate, ...] = ()
+        self._pictures: weakref.WeakValueDictionary[StreamKey, PictureIds] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ properties
 
@@ -225,7 +227,10 @@ class WebRtcServer:
 
     def local_endpoint(self, ufrag: str, pwd: str) -> LocalEndpoint:
         return LocalEndpoint(
-            ice_ufrag=ufrag, ice_pwd=pwd, fingerprint=f"sha-256 {self.certificate.fingerprint('sha-256')}", candidates=self._announced
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
+            fingerprint=f"sha-256 {self.certificate.fingerprint('sha-256')}",
+            candidates=self._announced,
         )
 
     def bind(self, session: PeerSession, address: tuple[str, int]) -> bool:
@@ -241,6 +246,13 @@ class WebRtcServer:
         publisher = self.publishers.get(key)
         if publisher is not None:
             publisher.request_keyframe()
+
+    def picture_ids(self, key: StreamKey) -> PictureIds:
+        """The VP9 picture ids of ``key``'s shared packetization (kept while a viewer holds them)."""
+        found = self._pictures.get(key)
+        if found is None:
+            found = self._pictures[key] = PictureIds()
+        return found
 
     def publishing(self, session: WhipSession) -> None:
         self.publishers[session.key] = session

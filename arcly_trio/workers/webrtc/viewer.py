@@ -48,9 +48,6 @@ from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
-from arcly_trio.media.codecs.av1 import parse_av1_config
-from arcly_trio.media.codecs.h264 import parse_avc_config
-from arcly_trio.media.codecs.hevc import parse_hevc_config
 from arcly_trio.media.probe import StreamInfo
 from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
@@ -71,6 +68,11 @@ MAX_RETRANSMITS = 400
 MAX_FAILED_FRAMES = 3
 
 _PAYLOADS: dict[str, ModuleType] = {"h264": h264, "hevc": h265, "av1": av1, "vp9": vp9}
+_PARAMETER_SETS: dict[str, Callable[[bytes], Sequence[bytes]]] = {
+    "h264": h264.parameter_sets,
+    "hevc": h265.parameter_sets,
+    "av1": av1.parameter_sets,
+}
 _MASK32 = 0xFFFFFFFF
 
 
@@ -99,26 +101,40 @@ def video_source(info: StreamInfo) -> VideoSource | None:
 def prefix_of(codec: str, record: bytes) -> tuple[bytes, ...]:
     """What goes before a keyframe for a viewer that starts there: the parameter sets (H.264,
     H.265) or the sequence header OBU (AV1) of a configuration record; ``()`` if unreadable."""
+    parameter_sets = _PARAMETER_SETS.get(codec)
+    if parameter_sets is None:
+        return ()
     try:
-        if codec == "h264":
-            avc = parse_avc_config(record)
-            return (*avc.sps, *avc.pps)
-        if codec == "hevc":
-            hevc = parse_hevc_config(record)
-            return (*hevc.vps, *hevc.sps, *hevc.pps)
-        if codec == "av1":
-            config_obus = parse_av1_config(record).config_obus
-            return (config_obus,) if config_obus else ()
+        return tuple(parameter_sets(record))
     except RemoteProtocolError:
         return ()
-    return ()
 
 
-def _packetize(frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...]) -> Sequence[bytes]:
+class PictureIds:
+    """The picture ids of one stream's VP8/VP9 payload descriptors: one per frame, counted up in
+    the order frames are packetized (once per stream, shared by every viewer)."""
+
+    __slots__ = ("next", "__weakref__")
+
+    def __init__(self) -> None:
+        self.next = secrets.randbelow(0x8000)
+
+    def take(self) -> int:
+        value = self.next
+        self.next = (value + 1) & 0x7FFF
+        return value
+
+
+def _packetize(
+    frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...], pictures: PictureIds | None
+) -> Sequence[bytes]:
     """A frame's RTP payloads (built once per frame for every WHEP viewer); none if the format
     cannot carry it."""
     try:
-        payloads: list[bytes] = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
+        if pictures is not None:
+            payloads: list[bytes] = module.packetize(frame.payload, mtu, picture_id=pictures.take())
+        else:
+            payloads = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
     except LocalProtocolError:
         return ()
     return payloads
@@ -176,6 +192,8 @@ class RtpSink:
         self.configs: dict[FrameKind, Frame] = {}
         self.skipped = 0
         """Frames not sent: waiting for a keyframe, a codec the answer did not negotiate."""
+        self.pictures: PictureIds | None = None
+        """The stream's VP9 picture ids (shared with its other viewers), for a VP9 track."""
         self.base: tuple[float, int] | None = None
         """(wall clock, media timestamp) of the first frame sent: the sender reports' mapping."""
         self._retransmit_window = (0.0, 0)
@@ -187,6 +205,11 @@ class RtpSink:
                 continue
             if track.kind == "video" and self.video is None:
                 self.video = _out_track(track)
+                if self.video.codec == "vp9":
+                    self.pictures = self.session.host.picture_ids(self.session.key)
+                held = self.configs.get(FrameKind.VIDEO)
+                if held is not None:  # the replay came before the answer
+                    self._config(held)
             elif track.kind == "audio" and self.audio is None and track.codec.name == "opus":
                 self.audio = _out_track(track)
 
@@ -260,7 +283,9 @@ class RtpSink:
                     self.skipped += 1
                     return
                 self.wait_keyframe = False
-            payloads = frame.encoded(("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix)
+            payloads = frame.encoded(
+                ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures
+            )
             if not payloads:
                 self.skipped += 1
                 return
@@ -288,7 +313,7 @@ class RtpSink:
             return
         if self.base is None:
             self.base = (time.time(), frame.pts)
-        payloads = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, ())
+        payloads = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None)
         track.send(self.session, payloads, (frame.pts * 48) & _MASK32, False)
         track.last_pts = frame.pts
 
@@ -392,8 +417,8 @@ class WhepSession(PeerSession):
         sink = self.sink
         for packet in packets:
             if isinstance(packet, rtcp.Nack):
-                stats.nacks += len(packet.lost)
-                stats.retransmitted += sink.retransmit(packet.lost, now)
+                stats.nacks += len(packet.sequences)
+                stats.retransmitted += sink.retransmit(packet.sequences, now)
             elif isinstance(packet, (rtcp.Pli, rtcp.Fir)):
                 stats.keyframe_requests += 1
                 self.host.request_keyframe(self.key)
