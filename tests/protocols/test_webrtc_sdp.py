@@ -171,7 +171,12 @@ def test_session_level_transport_is_inherited() -> None:
         (b"v=0\r\na=fingerprint:sha-256 XYZ\r\n", "fingerprint"),
         (b"v=0\r\na=setup:sideways\r\n", "setup"),
         (b"v=0\r\na=ice-ufrag:" + b"x" * 300 + b"\r\n", "ice-ufrag"),
-        (b"v=0\r\nm=video 9 RTP/AVP 96\r\na=extmap:15 urn:x\r\n", "extmap"),
+        (b"v=0\r\nm=video 9 RTP/AVP 96\r\na=extmap:0 urn:x\r\n", "extmap"),
+        (b"v=0\r\nm=video 9 RTP/AVP 96\r\na=fmtp:96 a=1\ra=mid:x\r\n", "line 3 holds a control"),
+        (b"v=0\r\ns=\x00\r\n", "control"),
+        (b"v=0\r\nm=video 9 RTP/AVP 96\r\na=mid:a b\r\n", "mid"),
+        (b"v=0\r\nm=video 9 RTP/AVP 96\r\na=mid:\r\n", "mid"),
+        ("v=0\r\ns=\ud800\r\n", "UTF-8"),
         (b"v=0\r\n" + b"a=x\r\n" * 600, "attribute lines"),
         (b"v=0\r\n" + b"m=audio 9 RTP/AVP 0\r\n" * (MAX_MEDIA + 1), "m-sections"),
         (b"v=0\r\nm=audio 9 RTP/AVP 0\r\n" + b"a=candidate:1 1 udp 1 h 1 typ host\r\n" * 33, "candidates"),
@@ -529,3 +534,99 @@ def test_answers_parse_back_to_what_was_negotiated(
             continue
         check_round_trip(offer, answer)
         assert answer.remote_setup == setup and answer.remote_ufrag == "peer"
+
+
+# --- Chromium takes our answers (interop) ----------------------------------------------------
+
+_OFFER_JS = """
+const [kind, done] = arguments;
+(async () => {
+  const pc = new RTCPeerConnection();
+  window.pc = pc;
+  if (kind === 'whep') {
+    pc.addTransceiver('video', {direction: 'recvonly'});
+    pc.addTransceiver('audio', {direction: 'recvonly'});
+    pc.createDataChannel('chat');
+  } else {
+    const canvas = document.createElement('canvas');
+    canvas.getContext('2d').fillRect(0, 0, 8, 8);
+    const audio = new AudioContext().createMediaStreamDestination();
+    const stream = new MediaStream([canvas.captureStream(30).getVideoTracks()[0], audio.stream.getAudioTracks()[0]]);
+    for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
+  }
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  done(offer.sdp);
+})().catch(error => done('ERROR ' + error));
+"""
+_ANSWER_JS = """
+const [sdp, done] = arguments;
+window.pc.setRemoteDescription({type: 'answer', sdp})
+  .then(() => done(window.pc.getTransceivers().map(t => t.mid + ' ' + t.currentDirection).join(',')))
+  .catch(error => done('ERROR ' + error));
+"""
+
+
+@pytest.mark.interop
+def test_chromium_accepts_our_whep_and_whip_answers() -> None:
+    from tests._browser import chromium
+
+    with chromium() as driver:
+        driver.get("about:blank")
+        offer = driver.execute_async_script(_OFFER_JS, "whep")
+        assert offer.startswith("v=0"), offer
+        answer = answer_whep(parse_sdp(offer), LOCAL, video=CB_STREAM, audio=True, ssrcs=counter().__next__)
+        assert "m=application 0 " in answer.sdp
+        assert driver.execute_async_script(_ANSWER_JS, answer.sdp) == "0 recvonly,1 recvonly"
+        offer = driver.execute_async_script(_OFFER_JS, "whip")
+        assert offer.startswith("v=0"), offer
+        answer = answer_whip(parse_sdp(offer), LOCAL)
+        assert driver.execute_async_script(_ANSWER_JS, answer.sdp) == "0 sendonly,1 sendonly"
+
+
+@pytest.mark.interop
+def test_ffmpeg_8_whip_muxer_reads_our_answer() -> None:
+    """ffmpeg 8 POSTs its offer to a small HTTP server answering with :func:`answer_whip`, reads
+    the ICE credentials and the UDP candidate out of the answer (its verbose log says so), then
+    gives up on ICE after a short handshake timeout (nothing listens on the candidate)."""
+    import http.server
+    import subprocess
+    import threading
+
+    from tests._tools import require_ffmpeg8
+
+    ffmpeg = require_ffmpeg8()
+    local = LocalEndpoint(
+        LOCAL.ice_ufrag, LOCAL.ice_pwd, LOCAL.fingerprint, (Candidate("1", "udp", 1, "127.0.0.1", 9),)
+    )
+    offers: list[bytes] = []
+
+    class Whip(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+            offers.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = answer_whip(parse_sdp(offers[-1]), local).sdp.encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/sdp")
+            self.send_header("Location", "/live/test/whip/session")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Whip)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        command = [ffmpeg, "-hide_banner", "-loglevel", "verbose", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"]
+        command += ["-f", "lavfi", "-i", "sine", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0"]
+        command += ["-pix_fmt", "yuv420p", "-c:a", "libopus", "-ar", "48000", "-ac", "2", "-t", "1"]
+        command += ["-handshake_timeout", "300", "-f", "whip", f"http://127.0.0.1:{server.server_port}/live/test/whip"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(offers) == 1 and parse_sdp(offers[0]).media[0].setup == "passive"
+    assert f"ufrag={LOCAL.ice_ufrag}" in result.stderr, result.stderr[-3000:]
+    assert "transport=udp://127.0.0.1:9" in result.stderr, result.stderr[-3000:]

@@ -35,7 +35,9 @@ per section (and at session level), :data:`MAX_CODECS` payload types per section
 :data:`MAX_CANDIDATES`, :data:`MAX_SSRCS`, :data:`MAX_EXTMAPS`, :data:`MAX_FINGERPRINTS`,
 :data:`MAX_FMTP_PARAMETERS` of their kind; ICE fragments are at most 256 characters (RFC 8839).
 Parsing is linear in the offer's size and keeps only what it reads; the answer is built from
-what was accepted, never echoing unparsed text except the chosen codec's fmtp.
+what was accepted, never echoing unchecked text: a control character anywhere (a lone CR
+included) rejects the offer, so nothing echoed (mids, tokens, the chosen codec's fmtp) can
+start a line of its own in the answer.
 
 Error policy: :func:`parse_sdp` raises :class:`SdpError` (a
 :class:`~arcly_trio.core.errors.RemoteProtocolError`) for an offer that is oversized, not UTF-8,
@@ -123,6 +125,8 @@ _WRITTEN: Final = {"h264": "H264", "h265": "H265", "av1": "AV1", "vp9": "VP9", "
 _FINGERPRINT_HEX: Final = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){0,127}")
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _CNAME: Final = "arcly"
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+_MID: Final = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,64}")
 
 
 class SdpError(RemoteProtocolError):
@@ -223,8 +227,19 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise SdpError(f"an SDP that is not UTF-8 ({error.reason} at byte {error.start})") from None
-    elif len(text) > MAX_SDP_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
-        raise SdpError(f"an SDP over {MAX_SDP_BYTES} bytes")
+    else:
+        if len(text) > MAX_SDP_BYTES:
+            raise SdpError(f"an SDP over {MAX_SDP_BYTES} bytes")
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise SdpError("an SDP that cannot be written as UTF-8 (a lone surrogate)") from None
+        if size > MAX_SDP_BYTES:
+            raise SdpError(f"an SDP of {size} bytes is over {MAX_SDP_BYTES}")
+    control = _CONTROL.search(text)
+    if control is not None:
+        line = text.count("\n", 0, control.start()) + 1
+        raise SdpError(f"SDP line {line} holds a control character {control.group()!r}")
     lines = text.split("\n")
     if len(lines) > MAX_LINES + 1:
         raise SdpError(f"an SDP of over {MAX_LINES} lines")
@@ -312,8 +327,8 @@ class _Parser:
         if name in DIRECTIONS and not colon:
             section.direction = name
         elif name == "mid":
-            if not rest:
-                raise SdpError("an empty a=mid")
+            if not _MID.fullmatch(rest):
+                raise SdpError("an a=mid that is not a token of at most 64 characters")
             section.mid = rest
         elif name == "rtpmap":
             self.rtpmap(section, rest)
@@ -408,7 +423,7 @@ class _Parser:
         if len(parts) < 2:
             raise SdpError("an a=extmap is <id>[/<direction>] <uri>")
         number = _integer(parts[0].partition("/")[0], 255, "extmap id")
-        if not 1 <= number <= 255 or number == 15:
+        if number == 0:
             raise SdpError(f"an extmap id of {number}")
         section.extmaps.append((number, parts[1]))
 
