@@ -178,3 +178,76 @@ def test_any_username_round_trips_through_local_ufrag(username: str, transaction
     message = parse_stun(build_stun(BINDING, REQUEST, transaction, [(USERNAME, username.encode())]))
     key = local_ufrag(message)
     assert key is None or username.startswith(key + ":")
+
+
+@pytest.mark.interop
+def test_ffmpeg_8_whip_muxer_completes_ice_with_the_agent() -> None:
+    """ffmpeg 8 (``-f whip``) gets an answer from :func:`answer_whip`, sends its Binding
+    requests to a UDP socket answered by an :class:`IceLiteAgent`, and says "ICE STUN ok"; it
+    then waits for DTLS (nobody here speaks it) and gives up after a short handshake timeout."""
+    import http.server
+    import socket
+    import subprocess
+    import threading
+
+    from arcly_trio.protocols.webrtc.sdp import Candidate, LocalEndpoint, answer_whip, parse_sdp
+    from arcly_trio.protocols.webrtc.stun import is_stun
+    from tests._tools import require_ffmpeg8
+
+    ffmpeg = require_ffmpeg8()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.2)
+    ufrag, pwd = new_credentials()
+    candidate = Candidate("1", "udp", 2130706431, "127.0.0.1", udp.getsockname()[1])
+    local = LocalEndpoint(ufrag, pwd, "sha-256 " + ":".join(["AB"] * 32), (candidate,))
+    agents: list[IceLiteAgent] = []
+    answered: list[int] = []
+    stop = threading.Event()
+
+    class Whip(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+            answer = answer_whip(parse_sdp(self.rfile.read(int(self.headers["Content-Length"]))), local)
+            agents.append(IceLiteAgent(ufrag, pwd, answer.remote_ufrag, now=0.0))
+            body = answer.sdp.encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/sdp")
+            self.send_header("Location", "/whip/session")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def serve_udp() -> None:
+        while not stop.is_set():
+            try:
+                datagram, source = udp.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if agents and is_stun(datagram):
+                reply = agents[-1].receive(parse_stun(datagram), source, 1.0)
+                if reply is not None:
+                    answered.append(len(reply))
+                    udp.sendto(reply, source)
+
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Whip)
+    threads = [threading.Thread(target=http_server.serve_forever, daemon=True), threading.Thread(target=serve_udp)]
+    for thread in threads:
+        thread.start()
+    try:
+        command = [ffmpeg, "-hide_banner", "-loglevel", "verbose", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"]
+        command += ["-f", "lavfi", "-i", "sine", "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0"]
+        command += ["-pix_fmt", "yuv420p", "-c:a", "libopus", "-ar", "48000", "-ac", "2", "-t", "1"]
+        command += ["-handshake_timeout", "500", "-f", "whip", f"http://127.0.0.1:{http_server.server_port}/whip"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        stop.set()
+        http_server.shutdown()
+        http_server.server_close()
+        threads[1].join()
+        udp.close()
+    assert "ICE STUN ok" in result.stderr, result.stderr[-3000:]
+    assert answered and agents[-1].selected is not None and agents[-1].selected[0] == "127.0.0.1"
+    assert agents[-1].rejected == 0
