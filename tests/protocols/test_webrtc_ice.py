@@ -1,6 +1,6 @@
 """The ICE-lite agent (arcly_trio.protocols.webrtc.ice): the RFC 5769 request answered, browser-
-and ffmpeg-style checks, nomination, consent freshness, no amplification, and arbitrary
-messages never answered nor raising."""
+and ffmpeg-style checks, nomination, consent freshness, no amplification, arbitrary
+messages never answered nor raising; and ffmpeg 8's WHIP muxer completing ICE against it."""
 
 from __future__ import annotations
 
