@@ -1,6 +1,7 @@
 """The ICE-lite agent (arcly_trio.protocols.webrtc.ice): the RFC 5769 request answered, browser-
 and ffmpeg-style checks, nomination, consent freshness, no amplification, arbitrary
-messages never answered nor raising; and ffmpeg 8's WHIP muxer completing ICE against it."""
+messages never answered nor raising; and ffmpeg 8's WHIP muxer and headless Chromium completing ICE
+against it over real UDP."""
 
 from __future__ import annotations
 
@@ -251,3 +252,82 @@ def test_ffmpeg_8_whip_muxer_completes_ice_with_the_agent() -> None:
     assert "ICE STUN ok" in result.stderr, result.stderr[-3000:]
     assert answered and agents[-1].selected is not None and agents[-1].selected[0] == "127.0.0.1"
     assert agents[-1].rejected == 0
+
+
+_CHROMIUM_OFFER_JS = """
+const [done] = arguments;
+(async () => {
+  const pc = new RTCPeerConnection();
+  window.pc = pc;
+  pc.addTransceiver('video', {direction: 'recvonly'});
+  pc.addTransceiver('audio', {direction: 'recvonly'});
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  done(offer.sdp);
+})().catch(error => done('ERROR ' + error));
+"""
+_CHROMIUM_ICE_JS = """
+const [sdp, done] = arguments;
+(async () => {
+  await window.pc.setRemoteDescription({type: 'answer', sdp});
+  const start = Date.now();
+  while (Date.now() - start < 10000) {
+    const state = window.pc.iceConnectionState;
+    if (state === 'connected' || state === 'completed' || state === 'failed') break;
+    await new Promise(resolve => setTimeout(resolve, 20));
+  }
+  done(window.pc.iceConnectionState);
+})().catch(error => done('ERROR ' + error));
+"""
+
+
+@pytest.mark.interop
+def test_chromium_connects_ice_to_the_agent() -> None:
+    """Headless Chromium gets a WHEP answer naming a UDP socket answered by an
+    :class:`IceLiteAgent`; its connectivity checks (PRIORITY, ICE-CONTROLLING, FINGERPRINT)
+    pass and its ``iceConnectionState`` becomes ``connected`` (DTLS is not part of this)."""
+    import itertools
+    import socket
+    import threading
+
+    from arcly_trio.protocols.webrtc.sdp import Candidate, LocalEndpoint, VideoSource, answer_whep, parse_sdp
+    from arcly_trio.protocols.webrtc.stun import is_stun
+    from tests._browser import chromium
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.2)
+    ufrag, pwd = new_credentials()
+    candidate = Candidate("1", "udp", 2130706431, "127.0.0.1", udp.getsockname()[1])
+    local = LocalEndpoint(ufrag, pwd, "sha-256 " + ":".join(["AB"] * 32), (candidate,))
+    agents: list[IceLiteAgent] = []
+    stop = threading.Event()
+
+    def serve_udp() -> None:
+        while not stop.is_set():
+            try:
+                datagram, source = udp.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if agents and is_stun(datagram):
+                reply = agents[-1].receive(parse_stun(datagram), source, 1.0)
+                if reply is not None:
+                    udp.sendto(reply, source)
+
+    thread = threading.Thread(target=serve_udp)
+    thread.start()
+    try:
+        with chromium() as driver:
+            driver.get("about:blank")
+            offer = parse_sdp(driver.execute_async_script(_CHROMIUM_OFFER_JS))
+            video = VideoSource("h264", "42e01f")
+            answer = answer_whep(offer, local, video=video, audio=True, ssrcs=itertools.count(1).__next__)
+            agents.append(IceLiteAgent(ufrag, pwd, answer.remote_ufrag, now=0.0))
+            state = driver.execute_async_script(_CHROMIUM_ICE_JS, answer.sdp)
+    finally:
+        stop.set()
+        thread.join()
+        udp.close()
+    assert state == "connected"
+    assert agents[-1].selected is not None and agents[-1].selected[0] == "127.0.0.1"
+    assert agents[-1].requests >= 1 and agents[-1].rejected == 0
