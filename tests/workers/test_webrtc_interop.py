@@ -150,6 +150,8 @@ def ffmpeg_rtmp_publish(
         "-i",
         "sine=frequency=440:sample_rate=44100",
         *video,
+        "-pix_fmt",
+        "yuv420p",
         "-g",
         "25",
         "-c:a",

@@ -152,6 +152,8 @@ class PeerSession:
         self.scope = trio.CancelScope()
         self._send_inbox, self._inbox = trio.open_memory_channel[tuple[bytes, tuple[str, int]]](INBOX)
         self._next_tick = self.created + self.tick_interval
+        self.dtls_client = False
+        self._dtls_started = False
 
     # ------------------------------------------------------------------ the subclass's part
 
@@ -205,9 +207,12 @@ class PeerSession:
         self.agent = IceLiteAgent(
             self.ufrag, self.pwd, answer.remote_ufrag, consent_timeout=self.host.session_timeout, now=now
         )
+        # We answer a=setup:passive (DTLS server) to actpass/active offers; an offer that says
+        # passive (ffmpeg 8's WHIP muxer) makes us the DTLS client, once ICE has an address.
+        self.dtls_client = answer.remote_setup == "passive"
         self.dtls = DtlsTransport(
             self.host.certificate,
-            server=True,
+            server=not self.dtls_client,
             remote_fingerprints=answer.remote_fingerprints,
             now=now,
             handshake_timeout=self.host.handshake_timeout,
@@ -402,6 +407,13 @@ class PeerSession:
             self.address = selected
         elif self.address is None and address in self.addresses:
             self.address = address
+        dtls = self.dtls
+        if self.dtls_client and dtls is not None and not self._dtls_started and self.address is not None:
+            self._dtls_started = True
+            try:
+                self._send_all(dtls.start(now))
+            except DtlsError as exc:
+                self.close(f"DTLS: {exc}")
 
     def _dtls(self, data: bytes, now: float) -> None:
         dtls = self.dtls
