@@ -4,7 +4,7 @@ restart; a failing consumer drops out alone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -58,11 +58,11 @@ async def test_opus_for_an_aac_stream_config_first_then_released() -> None:
             assert all(f.codec == "opus" for f in got)
             rate, _, rms, _ = decode(got)
             assert rate == 48000 and rms > 0.1
-            status = bridge.stream_status(KEY)["audio_bridge"]
+            (status,) = bridge.stream_status(KEY)["audio_bridge"]
             assert status["direction"] == "aac->opus" and status["callers"] == 1
             assert status["frames_in"] == len(AAC) and status["frames_out"] == len(got)
             assert status["cpu_seconds"] > 0 and status["skipped"] == 0
-            assert bridge.stats()[KEY].frames_out == len(got)
+            assert bridge.stats()[KEY][0].frames_out == len(got)
             stream = engine.stream(KEY)
             assert any(s.protocol == "audio-bridge" for s in stream.subscribers)
             release()
@@ -86,7 +86,7 @@ async def test_one_transcoder_shared_a_late_caller_gets_the_config_first() -> No
             await until(lambda: len(second) > 5)
         assert second[0] is first[0]  # the same OpusHead, then the frames from where it joined
         assert second[1:] == first[len(first) - len(second) + 1 :]
-        assert bridge.stats()[KEY].sessions == 1
+        assert bridge.stats()[KEY][0].sessions == 1
         release_first()
         assert bridge.running(KEY)
         release_second()
@@ -121,7 +121,7 @@ async def test_a_failing_consumer_drops_out_alone() -> None:
         release = bridge.want_opus(KEY, good.append)
         await publish(engine, AAC)
         await until(lambda: len(media(good)) >= 45)
-        assert bridge.stream_status(KEY)["audio_bridge"]["callers"] == 1
+        assert bridge.stream_status(KEY)["audio_bridge"][0]["callers"] == 1
         release_bad()
         assert bridge.running(KEY)
         release()
@@ -131,3 +131,83 @@ async def test_a_failing_consumer_drops_out_alone() -> None:
 def test_want_opus_needs_the_engine_running_it() -> None:
     with pytest.raises(RuntimeError):
         AudioBridge().want_opus(KEY, lambda frame: None)
+
+
+OPUS = encoded_sine("opus", 48000, 2, 1.0, 0)
+
+
+class LegacySink:
+    """A kernel sink that takes bridged frames (as an FLV viewer's does) and keeps them all."""
+
+    bridged_audio = True
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def start_session(self, start: object) -> None:
+        pass
+
+    def replay(self, frames: list[Frame]) -> None:
+        self.frames += frames
+
+    def offer(self, frames: Sequence[Frame], start: int) -> int:
+        self.frames += frames[start:]
+        return len(frames)
+
+    def close(self, reason: object) -> None:
+        pass
+
+
+async def test_aac_for_legacy_sinks_of_an_opus_stream_only_while_they_are_there() -> None:
+    bridge = AudioBridge(poll_interval=0.05, linger=0.1)
+    async with Engine.builder().application(AppSpec("live")).observer(bridge).build() as engine:
+        async with engine.publish(KEY) as publisher:
+            await publisher.send(OPUS[0])
+            await publisher.send(OPUS[1])
+            await until(lambda: engine.has_stream(KEY) and engine.stream(KEY).info.audio_codec == "opus")
+            async with engine.subscribe(KEY) as legacy, engine.subscribe(KEY) as modern:
+                legacy.bridged_audio = True
+                await until(lambda: bridge.running(KEY, "opus->aac"))
+                for frame in OPUS[2:]:
+                    await publisher.send(frame)
+                legacy_got: list[Frame] = []
+                modern_got: list[Frame] = []
+                with trio.fail_after(10):
+                    while sum(1 for f in legacy_got if f.bridged and not f.config) < 40:
+                        legacy_got += await legacy.next_batch()
+                    while len(modern_got) < len(OPUS) - 2:
+                        modern_got += await modern.next_batch()
+                bridged = [f for f in legacy_got if f.bridged]
+                assert bridged[0].config and bridged[0].codec == "aac"
+                assert all(f.codec == "aac" and f.track == 0 for f in bridged)
+                assert decode(bridged)[2] > 0.1  # the AAC has the sine's energy
+                # A/V sync: the AAC keeps the Opus frames' timeline (it starts at the first Opus
+                # frame the bridge saw, then counts samples).
+                assert bridged[1].pts in {f.pts for f in OPUS}
+                assert [f.pts for f in bridged[1:]] == [
+                    bridged[1].pts + round(n * 64 / 3) for n in range(len(bridged) - 1)
+                ]
+                assert not any(f.bridged for f in modern_got)  # other sinks never see it
+                assert [f for f in legacy_got if not f.bridged and f.codec == "opus"]  # originals unchanged
+                (status,) = bridge.stream_status(KEY)["audio_bridge"]
+                assert status["direction"] == "opus->aac" and status["frames_out"] >= len(bridged)
+                # A legacy viewer that joins now gets the bridged AAC config in its replay.
+                late = LegacySink()
+                async with engine.attach(KEY, late):
+                    assert any(f.bridged and f.config for f in late.frames)
+                async with engine.subscribe(KEY) as other:
+                    assert not any(f.bridged for f in await other.next_batch())
+            await until(lambda: not bridge.running(KEY, "opus->aac"))  # the legacy sinks left
+            assert engine.stream(KEY).info.audio_codec == "opus"  # the probe never saw the AAC
+
+
+async def test_an_aac_stream_needs_no_aac_bridge() -> None:
+    bridge = AudioBridge(poll_interval=0.01)
+    async with Engine.builder().application(AppSpec("live")).observer(bridge).build() as engine:
+        async with engine.publish(KEY) as publisher:
+            for frame in AAC[:10]:
+                await publisher.send(frame)
+            async with engine.subscribe(KEY) as legacy:
+                legacy.bridged_audio = True
+                await trio.sleep(0.1)
+                assert not bridge.running(KEY, "opus->aac") and bridge.stream_status(KEY) == {}
