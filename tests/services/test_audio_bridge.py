@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Engine, Frame, StreamKey
+from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey
 from arcly_trio.media.codecs.opus import parse_opus_head
 from arcly_trio.services.audio_bridge import AudioBridge
 from tests.media.test_transcode import decode, encoded_sine
@@ -211,3 +211,118 @@ async def test_an_aac_stream_needs_no_aac_bridge() -> None:
                 legacy.bridged_audio = True
                 await trio.sleep(0.1)
                 assert not bridge.running(KEY, "opus->aac") and bridge.stream_status(KEY) == {}
+
+
+async def test_flv_viewers_get_aac_rtmp_players_that_announce_opus_keep_it() -> None:
+    from arcly_trio.clients.flv import open_flv_player
+    from arcly_trio.clients.rtmp import open_rtmp_player
+    from arcly_trio.workers.http import HttpServer
+    from arcly_trio.workers.rtmp import RtmpServer
+
+    rtmp, http = RtmpServer("127.0.0.1", 0), HttpServer("127.0.0.1", 0)
+    bridge = AudioBridge(poll_interval=0.05)
+    builder = Engine.builder().application(AppSpec("live")).observer(bridge).protocol(rtmp).protocol(http)
+    async with builder.build() as engine, trio.open_nursery() as nursery:
+
+        async def publish_looping() -> None:
+            async with engine.publish(KEY) as publisher:
+                await publisher.send(OPUS[0])
+                offset = 0
+                while True:
+                    for frame in OPUS[1:]:
+                        await publisher.send(frame.shifted(offset))
+                        await trio.sleep(0.005)
+                    offset += 1000
+
+        nursery.start_soon(publish_looping)
+        await until(lambda: engine.has_stream(KEY) and engine.stream(KEY).info.audio_codec == "opus")
+        with trio.fail_after(10):
+            async with open_flv_player(f"http://127.0.0.1:{http.port}/live/demo.flv") as flv_player:
+                flv_got: list[Frame] = []
+                async for frame in flv_player:
+                    flv_got.append(frame)
+                    if sum(1 for f in flv_got if f.codec == "aac" and not f.config) >= 20:
+                        break
+            assert not any(f.codec == "opus" for f in flv_got)  # legacy: the AAC only
+            assert any(f.codec == "aac" and f.config for f in flv_got)
+            async with open_rtmp_player(f"rtmp://127.0.0.1:{rtmp.port}/live/demo") as rtmp_player:
+                rtmp_got: list[Frame] = []
+                async for frame in rtmp_player:
+                    rtmp_got.append(frame)
+                    if len(rtmp_got) >= 30:
+                        break
+            assert all(f.codec == "opus" for f in rtmp_got if f.kind is FrameKind.AUDIO)  # announced Opus
+        nursery.cancel_scope.cancel()
+
+
+def test_connect_announces_a_fourcc() -> None:
+    from arcly_trio.protocols.rtmp.events import ConnectRequest
+
+    def connect(command: dict[str, object]) -> ConnectRequest:
+        return ConnectRequest(1.0, "live", "", {}, command)
+
+    assert connect({"fourCcList": ["avc1", "Opus"]}).announces("Opus")
+    assert connect({"fourCcList": ["*"]}).announces("Opus")
+    assert not connect({"fourCcList": ["avc1", "mp4a"]}).announces("Opus")
+    assert not connect({"fourCcList": "Opus"}).announces("Opus")
+    assert not connect({"fourCcList": [1, None, {"Opus": 1}]}).announces("Opus")
+    assert not connect({}).announces("Opus")
+
+
+class GatedSink(LegacySink):
+    """A sink that refuses everything while ``full`` (so its subscriber lags)."""
+
+    def __init__(self, legacy: bool) -> None:
+        super().__init__()
+        self.bridged_audio = legacy
+        self.full = False
+
+    def offer(self, frames: Sequence[Frame], start: int) -> int:
+        return start if self.full else super().offer(frames, start)
+
+
+def test_the_fanout_gives_bridged_frames_to_legacy_sinks_only_live_on_resume_and_on_join() -> None:
+    from arcly_trio.core.keys import Credentials
+    from arcly_trio.kernel.fanout import Fanout, Subscriber
+    from arcly_trio.kernel.gop import GopCache
+
+    def video(pts: int, key: bool = False, config: bool = False) -> Frame:
+        return Frame(FrameKind.VIDEO, "h264", pts, pts, b"v", keyframe=key or config, config=config)
+
+    def audio(pts: int, codec: str, config: bool = False, bridged: bool = False) -> Frame:
+        return Frame(FrameKind.AUDIO, codec, pts, pts, codec.encode(), config=config, bridged=bridged)
+
+    fanout = Fanout(KEY, GopCache(1000, 0), None, lambda event: None, lambda: 0.0)
+    seq = 1
+
+    def deliver(frames: list[Frame], bridged: bool = False) -> None:
+        nonlocal seq
+        fanout.deliver(frames, seq, bridged=bridged)
+        seq += len(frames)
+
+    def join(sink: GatedSink) -> None:
+        fanout.add(Subscriber(seq, KEY, Credentials(), "test", sink), seq)
+
+    legacy, modern = GatedSink(True), GatedSink(False)
+    join(legacy)
+    join(modern)
+    deliver([video(0, config=True), audio(0, "opus", config=True), video(0, key=True), audio(0, "opus")])
+    deliver([audio(0, "aac", config=True, bridged=True), audio(0, "aac", bridged=True)], bridged=True)
+    assert [f.bridged for f in legacy.frames] == [False] * 4 + [True, True]
+    assert not any(f.bridged for f in modern.frames)
+    # Both lag; a new bridged config comes meanwhile; on the next keyframe only the legacy sink
+    # is given it with the configs it missed.
+    legacy.full = modern.full = True
+    deliver([video(33), audio(20, "opus")])
+    deliver([audio(20, "aac", config=True, bridged=True)], bridged=True)
+    legacy.full = modern.full = False
+    before_legacy, before_modern = len(legacy.frames), len(modern.frames)
+    deliver([video(66), video(1000, key=True)])
+    assert any(f.bridged and f.config for f in legacy.frames[before_legacy:])
+    assert not any(f.bridged for f in modern.frames[before_modern:])
+    # Joiners: the replay has the bridged config for a legacy sink only.
+    late_legacy, late_modern = GatedSink(True), GatedSink(False)
+    join(late_legacy)
+    join(late_modern)
+    assert any(f.bridged and f.config for f in late_legacy.frames)
+    assert late_modern.frames and not any(f.bridged for f in late_modern.frames)
