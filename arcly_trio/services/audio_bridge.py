@@ -294,7 +294,9 @@ class AudioBridge(Observer):
     def want_opus(self, key: StreamKey, deliver: Callable[[Frame], None]) -> Callable[[], None]:
         """Call ``deliver`` with every Opus frame of ``key``'s audio (config first) until the
         returned function is called (idempotent). ``deliver`` runs in the bridge's task and
-        must not block. Raises ``RuntimeError`` if the engine is not running the bridge."""
+        must not block. Only AAC of the main audio track is transcoded: a stream whose audio
+        is Opus already gives nothing here (take its own frames). Raises ``RuntimeError`` if
+        the engine is not running the bridge."""
         nursery = self._nursery
         if nursery is None:
             raise RuntimeError("the audio bridge is not running (is it registered with the engine?)")
