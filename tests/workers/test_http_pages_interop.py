@@ -15,6 +15,12 @@
   per frame under a "live" badge; the status page opened with ``?token=`` offers URLs that
   carry it, the DASH URL, and no HLS URL for a stream its HLS variant cannot carry (saying
   why); the VP9 stream of the publish page has its picture size in ``/api/streams``.
+* issue 22, against stand-in WHEP/WHIP endpoints (the WebRTC worker's tests drive the real
+  thing): the watch page posts its offer as ``application/sdp`` with ``?token=`` as a Bearer
+  token, falls back to the frames API on an HTTP error or when ICE does not connect within
+  5 s (and then DELETEs the session it was given), keeps to WHEP with ``?via=whep`` and never
+  posts with ``?via=frames``; the publish page does the same over WHIP; the status page lists
+  the WHEP and WHIP URLs once ``/api/server`` says ``"webrtc": true``.
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
@@ -389,3 +395,148 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
     ):
         assert url in demo, demo
     assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1
+
+
+# --- Issue 22: the WHEP/WHIP paths of the pages, against stand-in endpoints --------------------
+# The WebRTC worker is not here yet: these endpoints answer the pages' offers with an error, or
+# with an ICE-lite answer whose only candidate is a UDP port that never answers (so Chromium
+# takes the answer and ICE never completes). What is tested is the pages' side: the offer is
+# POSTed as application/sdp with the page's token as a Bearer token, a failed session is
+# DELETEd at its Location, the fallback to the frames API works (or, with ?via=whep, does not
+# happen), and the status page lists the URLs.
+
+
+class StandIn:
+    """Stand-in WHEP and WHIP routes on ``http``'s router (which makes ``/api/server`` say
+    ``"webrtc": true``): each POST and DELETE is recorded; ``answer`` is ``None`` for a ``503``."""
+
+    def __init__(self, http: HttpServer, candidate_port: int | None) -> None:
+        self.posts: list[tuple[str, str | None, str | None]] = []  # path, content type, bearer
+        self.deletes: list[str] = []
+        self.candidate_port = candidate_port
+        for kind in ("whep", "whip"):
+            http.router.add(f"/{{app}}/{{stream}}/{kind}", self.post, methods=("POST",))
+            http.router.add(f"/{{app}}/{{stream}}/{kind}/{{id}}", self.delete, methods=("DELETE",))
+
+    def answer(self, kind: str) -> bytes:
+        direction = "sendonly" if kind == "whep" else "recvonly"
+        lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=ice-lite", "a=group:BUNDLE 0 1"]
+        for mid, media, rtpmap in (("0", "video 9 UDP/TLS/RTP/SAVPF 96", "96 VP8/90000"),
+                                   ("1", "audio 9 UDP/TLS/RTP/SAVPF 111", "111 opus/48000/2")):  # fmt: skip
+            lines += [
+                f"m={media}",
+                "c=IN IP4 127.0.0.1",
+                f"a=mid:{mid}",
+                f"a={direction}",
+                "a=rtcp-mux",
+                "a=ice-ufrag:standin",
+                "a=ice-pwd:standinstandinstandin1234",
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                "a=setup:passive",
+                f"a=rtpmap:{rtpmap}",
+                f"a=candidate:1 1 udp 2130706431 127.0.0.1 {self.candidate_port} typ host",
+            ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    async def post(self, request: Any, exchange: Any) -> None:
+        kind = request.path.rsplit("/", 1)[1]
+        self.posts.append((request.path, request.header("content-type"), request.bearer))
+        if self.candidate_port is None:
+            await exchange.error(503, "WebRTC is resting")
+            return
+        location = f"{request.path}/s{len(self.posts)}"
+        await exchange.respond(201, self.answer(kind), content_type="application/sdp", headers=[("location", location)])
+
+    async def delete(self, request: Any, exchange: Any) -> None:
+        self.deletes.append(request.path)
+        await exchange.respond(200)
+
+
+async def wait_for(driver: Any, name: str, ready: Any) -> dict[str, Any]:
+    while True:
+        state = (await page_state(driver, name)) or {}
+        if ready(state):
+            return state
+        await trio.sleep(0.2)
+
+
+async def test_watch_page_falls_back_to_the_frames_api_when_whep_answers_an_error() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            player = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+            error = await blocking(driver.execute_script, "return document.getElementById('error').textContent")
+    assert player["transport"] == "frames" and "503" in player["fallback"], player
+    assert "WebRTC is resting" in player["fallback"] and "frames API" in error
+    assert stand_in.posts == [("/live/demo/whep", "application/sdp", None)] and stand_in.deletes == []
+    assert player["stats"]["errors"] == 0
+
+
+async def test_watch_page_gives_up_on_whep_when_ice_does_not_connect_and_hangs_up() -> None:
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)  # a candidate that never answers
+    await silent.bind(("127.0.0.1", 0))
+    with silent, trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, silent.getsockname()[1])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?token=t0k")
+            whep = await wait_for(driver, "arclyPlayer", lambda s: s.get("transport") == "whep")
+            player = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+            while not stand_in.deletes:
+                await trio.sleep(0.1)
+    assert whep["state"] == "connecting", whep
+    assert player["transport"] == "frames" and "ICE/DTLS not connected after 5 s" in player["fallback"], player
+    assert stand_in.posts == [("/live/demo/whep", "application/sdp", "t0k")]
+    assert stand_in.deletes == ["/live/demo/whep/s1"]
+
+
+async def test_watch_page_with_via_whep_keeps_trying_whep_and_via_frames_never_posts() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?via=whep")
+            while len(stand_in.posts) < 2:  # failed, and tried again
+                await trio.sleep(0.2)
+            forced = await page_state(driver, "arclyPlayer")
+            watch = await page_state(driver, "arclyWatch")
+            stand_in.posts.clear()
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?via=frames")
+            frames = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+    assert forced["transport"] == "whep" and forced["state"] == "retrying" and "503" in forced["error"], forced
+    assert watch["rendered"] == 0 and watch["received"] == 0  # the frames API was never used
+    assert frames["transport"] == "frames" and frames["fallback"] is None and stand_in.posts == []
+
+
+async def test_publish_page_falls_back_to_the_frames_api_when_whip_does_not_connect() -> None:
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await silent.bind(("127.0.0.1", 0))
+    with silent, trio.fail_after(90):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            stand_in = StandIn(http, silent.getsockname()[1])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1&kbps=600")
+            whip = await wait_for(driver, "arclyPublisher", lambda s: s.get("transport") == "whip")
+            while frames_of(engine, "live/cam")[0] < 30:
+                await trio.sleep(0.2)
+            publisher = await page_state(driver, "arclyPublisher")
+            state = await page_state(driver, "arclyPublish")
+            bitrate = await blocking(driver.execute_script, "return document.getElementById('bitrate').value")
+    assert whip["state"] == "starting…", whip
+    assert publisher["transport"] == "frames" and "ICE/DTLS not connected" in publisher["fallback"], publisher
+    assert publisher["state"] == "publishing" and state["errors"] == 0, (publisher, state)
+    assert state["source"] == "test pattern + tone" and state["videoCodec"].startswith("avc1."), state
+    assert stand_in.posts == [("/live/cam/whip", "application/sdp", None)]
+    assert stand_in.deletes == ["/live/cam/whip/s1"] and bitrate == "600000"
+
+
+async def test_status_page_lists_whep_and_whip_urls_when_the_server_serves_webrtc() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            await wait_for(driver, "arclyStatus", lambda s: s.get("streams", 0) >= 1)
+            text = await blocking(
+                driver.execute_script, "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText"
+            )
+    for url in (f"http://127.0.0.1:{http.port}/live/demo/whep", f"http://127.0.0.1:{http.port}/live/demo/whip"):
+        assert url in text, text
+    assert f"ws://127.0.0.1:{http.port}/live/demo/frames" in text
