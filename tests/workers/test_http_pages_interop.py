@@ -408,9 +408,11 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
 
 class StandIn:
     """Stand-in WHEP and WHIP routes on ``http``'s router (which makes ``/api/server`` say
-    ``"webrtc": true``): each POST and DELETE is recorded; ``answer`` is ``None`` for a ``503``."""
+    ``"webrtc": true``): each POST and DELETE is recorded; a POST gets ``status`` (with a reason)
+    when ``candidate_port`` is ``None``, else an answer that names it."""
 
-    def __init__(self, http: HttpServer, candidate_port: int | None) -> None:
+    def __init__(self, http: HttpServer, candidate_port: int | None, status: int = 503) -> None:
+        self.status = status
         self.posts: list[tuple[str, str | None, str | None]] = []  # path, content type, bearer
         self.deletes: list[str] = []
         self.candidate_port = candidate_port
@@ -442,7 +444,7 @@ class StandIn:
         kind = request.path.rsplit("/", 1)[1]
         self.posts.append((request.path, request.header("content-type"), request.bearer))
         if self.candidate_port is None:
-            await exchange.error(503, "WebRTC is resting")
+            await exchange.error(self.status, "WebRTC is resting")
             return
         location = f"{request.path}/s{len(self.posts)}"
         await exchange.respond(201, self.answer(kind), content_type="application/sdp", headers=[("location", location)])
@@ -505,6 +507,24 @@ async def test_watch_page_with_via_whep_keeps_trying_whep_and_via_frames_never_p
     assert forced["transport"] == "whep" and forced["state"] == "retrying" and "503" in forced["error"], forced
     assert watch["rendered"] == 0 and watch["received"] == 0  # the frames API was never used
     assert frames["transport"] == "frames" and frames["fallback"] is None and stand_in.posts == []
+
+
+async def test_watch_page_waits_on_whep_404_and_stops_on_403_without_falling_back() -> None:
+    # 404: the stream is not live yet (wait, and try WHEP again); 403: refused, which the frames
+    # API would be too (say so, and stop).
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None, 404)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/later")
+            while len(stand_in.posts) < 2:
+                await trio.sleep(0.2)
+            waiting = await page_state(driver, "arclyPlayer")
+            stand_in.status = 403
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/later")
+            refused = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "refused")
+            badge = await blocking(driver.execute_script, "return document.getElementById('status').textContent")
+    assert waiting["transport"] == "whep" and waiting["state"] == "waiting" and waiting["fallback"] is None, waiting
+    assert refused["transport"] == "whep" and refused["fallback"] is None and "403" in badge, (refused, badge)
 
 
 async def test_publish_page_falls_back_to_the_frames_api_when_whip_does_not_connect() -> None:

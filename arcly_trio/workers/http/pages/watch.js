@@ -24,7 +24,7 @@
 "use strict";
 
 (() => {
-  const { wsUrl, httpUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params, getJson, base, token, el,
+  const { wsUrl, httpUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params, base, token, el,
           fmtBits, chooseTransport, signal, hangUp, connected } = Arcly;
   const [app, stream] = streamFromPath();
   const url = wsUrl(streamPath(app, stream) + "/frames");
@@ -138,7 +138,7 @@
     const path = streamPath(app, stream);
     const tokenQuery = token ? "?token=" + encodeURIComponent(token) : "";
     let info = { rtmp_port: null, hls: false };
-    try { info = await getJson("/api/server"); } catch (err) { /* an older server: no RTMP port */ }
+    info = Object.assign(info, await Arcly.serverInfo());  // {} from an older server: no RTMP port
     const tries = [];
     if (info.hls) tries.push(["HLS, in Safari (which decodes HEVC) or any HLS player", httpUrl(path + "/index.m3u8") + tokenQuery]);
     if (info.rtmp_port) {
