@@ -21,6 +21,12 @@
   5 s (and then DELETEs the session it was given), keeps to WHEP with ``?via=whep`` and never
   posts with ``?via=frames``; the publish page does the same over WHIP; the status page lists
   the WHEP and WHIP URLs once ``/api/server`` says ``"webrtc": true``.
+* issue 22, the successful paths, against a loopback peer in the page (a ``fetch`` wrapper
+  injected by the test answers the POST with a second ``RTCPeerConnection``): the watch page
+  plays WHEP video with sound in its ``<video>`` and fills its readout from ``getStats()``
+  (picture size, bitrate, latency, round trip); the publish page sends H.264 (its codec
+  preference) and Opus over WHIP, its bitrate control reaches the sender's ``maxBitrate``, and
+  Stop DELETEs the session.
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
@@ -560,3 +566,109 @@ async def test_status_page_lists_whep_and_whip_urls_when_the_server_serves_webrt
     for url in (f"http://127.0.0.1:{http.port}/live/demo/whep", f"http://127.0.0.1:{http.port}/live/demo/whip"):
         assert url in text, text
     assert f"ws://127.0.0.1:{http.port}/live/demo/frames" in text
+
+
+# A loopback in the page itself: a fetch wrapper (injected before the page's scripts, so the
+# page's CSP does not apply to it) answers the pages' WHEP/WHIP POSTs with a second
+# RTCPeerConnection in the same browser, which sends a moving canvas and a tone (WHEP) or
+# receives (WHIP). So the pages' successful paths run end to end in Chromium: transceivers,
+# codec preferences, the video element, getStats() readouts, the bitrate control.
+LOOPBACK = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  const loop = window.arclyLoopback = { posts: [], deletes: [], received: 0 };
+  async function answer(kind, offer) {
+    const peer = new RTCPeerConnection();
+    peer.ontrack = () => { loop.received += 1; };
+    await peer.setRemoteDescription({ type: "offer", sdp: offer });
+    if (kind === "whep") {
+      const canvas = document.createElement("canvas");
+      canvas.width = 320; canvas.height = 240;
+      const g = canvas.getContext("2d");
+      let n = 0;
+      setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360} 80% 50%)`; g.fillRect(0, 0, 320, 240); }, 33);
+      const ctx = new AudioContext(), osc = ctx.createOscillator(), dest = ctx.createMediaStreamDestination();
+      osc.connect(dest); osc.start();
+      const [video, audio] = peer.getTransceivers();
+      video.direction = "sendonly"; await video.sender.replaceTrack(canvas.captureStream(30).getVideoTracks()[0]);
+      audio.direction = "sendonly"; await audio.sender.replaceTrack(dest.stream.getAudioTracks()[0]);
+    }
+    await peer.setLocalDescription(await peer.createAnswer());
+    await new Promise((resolve) => {
+      const check = () => { if (peer.iceGatheringState === "complete") resolve(); };
+      peer.addEventListener("icegatheringstatechange", check); check();
+    });
+    return peer.localDescription.sdp;
+  }
+  window.fetch = async (url, init = {}) => {
+    const path = new URL(String(url), location.href).pathname;
+    const kind = path.split("/").pop();
+    if (init.method === "POST" && (kind === "whep" || kind === "whip")) {
+      loop.posts.push({ path, type: init.headers["content-type"], auth: init.headers.authorization || null });
+      const sdp = await answer(kind, init.body);
+      return new Response(sdp, { status: 201, headers: { "content-type": "application/sdp", location: path + "/loop" } });
+    }
+    if (init.method === "DELETE") { loop.deletes.push(path); return new Response("", { status: 200 }); }
+    return realFetch(url, init);
+  };
+})();
+"""
+LOOPBACK_FLAGS = (*FAKE_MEDIA, "--disable-features=WebRtcHideLocalIpsWithMdns")
+
+
+async def test_watch_page_plays_whep_with_sound_and_a_readout_from_get_stats() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)  # /api/server says "webrtc": true
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?token=t0k")
+            first = await wait_for(
+                driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("framesDecoded", 0) > 10
+            )
+            await trio.sleep(2.5)
+            last = await page_state(driver, "arclyPlayer")
+            page = await blocking(
+                driver.execute_script,
+                """const v = document.getElementById('video');
+                   return {playing: !v.paused, muted: v.muted, width: v.videoWidth, canvas: !document.getElementById('canvas').hidden,
+                           readout: document.getElementById('readout-whep').innerText, loop: window.arclyLoopback};""",
+            )
+            await screenshot(driver, "watch-whep")
+    stats = last["stats"]
+    assert last["transport"] == "whep" and last["state"] == "live" and last["fallback"] is None, last
+    assert stats["framesDecoded"] - first["stats"]["framesDecoded"] >= 30, (first, last)
+    assert (stats["width"], stats["height"]) == (320, 240) and stats["audioPackets"] > 50, stats
+    assert stats["bitrate"] > 0 and stats["latencyMs"] is not None and 0 <= stats["latencyMs"] < 1000, stats
+    assert stats["rttMs"] is not None and stats["packetsLost"] == 0, stats
+    assert stats["videoCodec"].startswith("video/") and stats["audioCodec"] == "audio/opus", stats
+    assert page["playing"] and not page["muted"] and page["width"] == 320 and not page["canvas"], page
+    assert "320×240" in page["readout"] and "ms" in page["readout"], page["readout"]
+    assert page["loop"]["posts"] == [{"path": "/live/demo/whep", "type": "application/sdp", "auth": "Bearer t0k"}]
+
+
+async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies() -> None:
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1")
+            await wait_for(driver, "arclyPublisher", lambda s: s.get("stats") and s["stats"].get("framesSent", 0) > 30)
+            await blocking(
+                driver.execute_script,
+                """const select = document.getElementById('bitrate');
+                   select.value = '250000'; select.dispatchEvent(new Event('change'));""",
+            )
+            await trio.sleep(1.5)
+            publisher = await page_state(driver, "arclyPublisher")
+            state = await page_state(driver, "arclyPublish")
+            loop = await blocking(driver.execute_script, "return window.arclyLoopback")
+            assert frames_of(engine, "live/cam") == (0, 0)  # nothing went to the frames API
+            await blocking(driver.find_element("id", "stop").click)
+            while len(await blocking(driver.execute_script, "return window.arclyLoopback.deletes")) < 1:
+                await trio.sleep(0.1)
+    stats = publisher["stats"]
+    assert publisher["transport"] == "whip" and publisher["state"] == "publishing", publisher
+    assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/opus", stats  # H.264 preferred
+    assert stats["audioPackets"] > 50 and stats["bytesSent"] > 0 and state["errors"] == 0, (stats, state)
+    assert state["source"] == "test pattern + tone" and loop["received"] == 2, (state, loop)
+    assert publisher["maxBitrate"] == 250_000 and loop["posts"][0]["type"] == "application/sdp", (publisher, loop)

@@ -160,7 +160,7 @@ const Arcly = (() => {
     }
     const location = response.headers.get("location");
     // The session URL must stay on this origin (the DELETE carries the token).
-    const session = location ? new URL(location, response.url) : null;
+    const session = location ? new URL(location, response.url || httpUrl(path)) : null;
     try { await pc.setRemoteDescription({ type: "answer", sdp: body }); }
     catch (err) {
       if (session && session.origin === base.origin) hangUp(session.href);

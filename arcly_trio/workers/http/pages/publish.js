@@ -32,7 +32,9 @@
     bitrate: null, nacks: null, retransmitted: null, rttMs: null,
   };
   // transport "whip" or "frames" (null before a start); fallback: why WHIP was left.
-  const publisher = window.arclyPublisher = { transport: null, state: "idle", stats: null, error: null, fallback: null };
+  // maxBitrate: the video bitrate the control set, as the sender (or encoder) has it.
+  const publisher = window.arclyPublisher = { transport: null, state: "idle", stats: null, error: null, fallback: null,
+                                              maxBitrate: null };
   const MIME = { h264: "video/H264", vp9: "video/VP9", av1: "video/AV1", vp8: "video/VP8" };
   const canvas = $("canvas");
   const ctx2d = canvas.getContext("2d");
@@ -112,6 +114,7 @@
         error: (err) => { fail(err); stop("encoder error"); },
       });
       encoderConfig = Object.assign({}, support.config, { bitrate: bitrate() });
+      publisher.maxBitrate = encoderConfig.bitrate;
       encoder.configure(encoderConfig);
       state.videoCodec = config.codec;
       return encoder;
@@ -230,6 +233,7 @@
     const videoTransceiver = own.addTransceiver(videoTrack, { direction: "sendonly", streams,
                                                               sendEncodings: [{ maxBitrate: bitrate() }] });
     videoSender = videoTransceiver.sender;
+    publisher.maxBitrate = bitrate();
     preferCodec(videoTransceiver, "video", MIME[params.get("codec")] || MIME.h264);
     preferCodec(own.addTransceiver(audioTrack, { direction: "sendonly", streams }), "audio", "audio/opus");
     running = true; t0 = performance.now(); lastSlot = -1;
@@ -311,8 +315,9 @@
         if (!parameters.encodings || !parameters.encodings.length) parameters.encodings = [{}];
         parameters.encodings[0].maxBitrate = bitrate();
         await videoSender.setParameters(parameters);
+        publisher.maxBitrate = videoSender.getParameters().encodings[0].maxBitrate;  // as applied
       } else if (videoEncoder && encoderConfig) {
-        encoderConfig.bitrate = bitrate();
+        encoderConfig.bitrate = publisher.maxBitrate = bitrate();
         videoEncoder.configure(encoderConfig);
         needKey = true;
       }
