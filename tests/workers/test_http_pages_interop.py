@@ -578,7 +578,7 @@ LOOPBACK = """
   const realFetch = window.fetch.bind(window);
   const loop = window.arclyLoopback = { posts: [], deletes: [], received: 0 };
   async function answer(kind, offer) {
-    const peer = new RTCPeerConnection();
+    const peer = window.arclyLoopbackPeer = new RTCPeerConnection();
     peer.ontrack = () => { loop.received += 1; };
     await peer.setRemoteDescription({ type: "offer", sdp: offer });
     if (kind === "whep") {
@@ -644,6 +644,23 @@ async def test_watch_page_plays_whep_with_sound_and_a_readout_from_get_stats() -
     assert page["playing"] and not page["muted"] and page["width"] == 320 and not page["canvas"], page
     assert "320×240" in page["readout"] and "ms" in page["readout"], page["readout"]
     assert page["loop"]["posts"] == [{"path": "/live/demo/whep", "type": "application/sdp", "auth": "Bearer t0k"}]
+
+
+async def test_watch_page_starts_whep_again_when_the_session_is_lost() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live")
+            await blocking(driver.execute_script, "window.arclyLoopbackPeer.close()")  # the server side goes away
+            lost = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") != "live")
+            again = await wait_for(
+                driver, "arclyPlayer", lambda s: s.get("state") == "live" and s["stats"] and s["stats"]["framesDecoded"]
+            )
+            loop = await blocking(driver.execute_script, "return window.arclyLoopback")
+    assert lost["state"] in ("reconnecting", "connecting") and again["transport"] == "whep", (lost, again)
+    assert len(loop["posts"]) == 2 and loop["deletes"] == ["/live/demo/whep/loop"], loop
 
 
 async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies() -> None:
