@@ -217,17 +217,16 @@
   // --- start / stop -----------------------------------------------------------------------------
   // --- WHIP ---------------------------------------------------------------------------------------
   async function startWhip(forced) {
+    const attempt = stops;
     publisher.transport = "whip";
     $("transport").textContent = "Sending over WebRTC (WHIP)" + (forced ? ", as ?via=whip asks." : ".");
     await openSource();
     let videoTrack = media && media.getVideoTracks()[0];
     let audioTrack = media && media.getAudioTracks()[0];
+    const tone = audioTrack ? null : await makeTone();
+    if (stops !== attempt) { if (tone) tone.ctx.close(); throw new Error("stopped"); }
+    if (tone) { audioTrack = tone.track; toneStop = () => tone.ctx.close(); }
     if (!videoTrack) videoTrack = canvasTrack = canvas.captureStream(FPS).getVideoTracks()[0];  // the test pattern
-    if (!audioTrack) {
-      const tone = await makeTone();
-      audioTrack = tone.track;
-      toneStop = () => tone.ctx.close();
-    }
     const own = pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
     const streams = [new MediaStream([videoTrack, audioTrack])];
     const videoTransceiver = own.addTransceiver(videoTrack, { direction: "sendonly", streams,
@@ -238,7 +237,9 @@
     preferCodec(own.addTransceiver(audioTrack, { direction: "sendonly", streams }), "audio", "audio/opus");
     running = true; t0 = performance.now(); lastSlot = -1;
     tick();                                               // draws the pattern (or the camera preview)
-    session = await signal(own, streamPath(app, stream) + "/whip");
+    const url = await signal(own, streamPath(app, stream) + "/whip");
+    if (pc !== own) { hangUp(url); throw new Error("stopped"); }
+    session = url;
     await connected(own, 5000);
     if (pc !== own) throw new Error("stopped");
     publisher.error = null;
@@ -332,14 +333,15 @@
     publisher.fallback = null;
     const attempt = stops;
     const { webrtc, forced } = await chooseTransport("whip");
+    if (stops !== attempt) return;                        // stopped meanwhile
     if (webrtc) {
       try { await startWhip(forced); return; }
       catch (err) {
+        if (stops !== attempt) return;                    // stopped meanwhile (stop cleaned up)
         const refused = err.status === 401 || err.status === 403;
         closeWhip();
         running = false; clearTimeout(timer);
         publisher.error = String(err && err.message || err);
-        if (stops !== attempt) return;                    // stopped meanwhile
         if (forced || refused) { fail(err); stop(refused ? "refused: " + publisher.error : "failed"); return; }
         publisher.fallback = publisher.error;
         $("error").textContent = `WHIP failed (${publisher.error}): publishing over the frames API instead.`;
