@@ -24,9 +24,10 @@
 * issue 22, the successful paths, against a loopback peer in the page (a ``fetch`` wrapper
   injected by the test answers the POST with a second ``RTCPeerConnection``): the watch page
   plays WHEP video with sound in its ``<video>`` and fills its readout from ``getStats()``
-  (picture size, bitrate, latency, round trip); the publish page sends H.264 (its codec
-  preference) and Opus over WHIP, its bitrate control reaches the sender's ``maxBitrate``, and
-  Stop DELETEs the session.
+  (picture size, bitrate, latency, round trip), says when the picture stops and comes back,
+  and starts a lost session again; the publish page (test pattern or fake camera) sends H.264
+  (its codec preference) and Opus over WHIP, its bitrate control reaches the sender's
+  ``maxBitrate``, and Stop DELETEs the session.
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
@@ -646,6 +647,29 @@ async def test_watch_page_plays_whep_with_sound_and_a_readout_from_get_stats() -
     assert page["loop"]["posts"] == [{"path": "/live/demo/whep", "type": "application/sdp", "auth": "Bearer t0k"}]
 
 
+async def test_watch_page_says_when_the_whep_picture_stops_and_comes_back() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live" and s["stats"])
+            # The loopback stops sending video (a disabled track would still send black frames).
+            await blocking(
+                driver.execute_script,
+                "window.arclyHeld = window.arclyLoopbackPeer.getTransceivers()[0].sender.track;"
+                "window.arclyLoopbackPeer.getTransceivers()[0].sender.replaceTrack(null);",
+            )
+            stalled = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "stalled")
+            badge = await blocking(driver.execute_script, "return document.getElementById('status').textContent")
+            await blocking(
+                driver.execute_script,
+                "window.arclyLoopbackPeer.getTransceivers()[0].sender.replaceTrack(window.arclyHeld);",
+            )
+            back = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live")
+    assert stalled["transport"] == "whep" and badge == "no picture…" and back["transport"] == "whep", (stalled, badge)
+
+
 async def test_watch_page_starts_whep_again_when_the_session_is_lost() -> None:
     with trio.fail_after(60):
         async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
@@ -663,12 +687,14 @@ async def test_watch_page_starts_whep_again_when_the_session_is_lost() -> None:
     assert len(loop["posts"]) == 2 and loop["deletes"] == ["/live/demo/whep/loop"], loop
 
 
-async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies() -> None:
+@pytest.mark.parametrize("source", ["test pattern + tone", "camera + microphone"])
+async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies(source: str) -> None:
+    pattern = "1" if source.startswith("test") else "0"
     with trio.fail_after(60):
         async with server(demo=False) as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
             StandIn(http, None)
             await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
-            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1")
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern={pattern}")
             await wait_for(driver, "arclyPublisher", lambda s: s.get("stats") and s["stats"].get("framesSent", 0) > 30)
             await blocking(
                 driver.execute_script,
@@ -687,5 +713,5 @@ async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies
     assert publisher["transport"] == "whip" and publisher["state"] == "publishing", publisher
     assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/opus", stats  # H.264 preferred
     assert stats["audioPackets"] > 50 and stats["bytesSent"] > 0 and state["errors"] == 0, (stats, state)
-    assert state["source"] == "test pattern + tone" and loop["received"] == 2, (state, loop)
+    assert state["source"] == source and loop["received"] == 2, (state, loop)
     assert publisher["maxBitrate"] == 250_000 and loop["posts"][0]["type"] == "application/sdp", (publisher, loop)

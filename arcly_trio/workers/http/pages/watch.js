@@ -411,7 +411,7 @@
   // Once a second: the readout from getStats() (deltas over the last second where it matters).
   async function whepStats() {
     const own = pc;
-    if (player.transport !== "whep" || !own || player.state !== "live") return;
+    if (player.transport !== "whep" || !own || !["live", "stalled"].includes(player.state)) return;
     let report;
     try { report = await own.getStats(); } catch (err) { return; }
     if (pc !== own) return;
@@ -434,6 +434,16 @@
     const jitterMs = emitted > 0 ? delay / emitted * 1000 : null;
     const rttMs = pair && typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null;
     const codec = (entry) => entry && entry.codecId && byId.get(entry.codecId) ? byId.get(entry.codecId).mimeType : null;
+    // No new picture for 3 s (the publisher left, or the network holds it back): say so; the
+    // session stays (the server ends it, or the picture comes back).
+    const progressed = !prev || (v.framesDecoded || 0) !== prev.frames;
+    sample.frames = v.framesDecoded || 0;
+    sample.progressAt = progressed ? sample.at : prev.progressAt;
+    const stalled = sample.at - sample.progressAt > 3000;
+    if (stalled !== (player.state === "stalled")) {
+      player.state = stalled ? "stalled" : "live";
+      if (stalled) setStatus("no picture…", "badge warn"); else setStatus("live", "badge live");
+    }
     player.stats = {
       latencyMs: jitterMs === null ? null : Math.round(jitterMs + (rttMs || 0) / 2),
       jitterBufferMs: jitterMs === null ? null : Math.round(jitterMs),
