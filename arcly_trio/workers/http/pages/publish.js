@@ -31,7 +31,8 @@
     keyframes: 0, dropped: 0, bytes: 0, serverFrames: null, errors: 0, lastError: null, end: null,
     bitrate: null, nacks: null, retransmitted: null, rttMs: null,
   };
-  // transport "whip" or "frames" (null before a start); fallback: why WHIP was left.
+  // transport "whip" or "frames" (null before a start); stats: getStats()'s figures over WHIP,
+  // the readout over the frames API; fallback: why WHIP was left.
   // maxBitrate: the video bitrate the control set, as the sender (or encoder) has it.
   const publisher = window.arclyPublisher = { transport: null, state: "idle", stats: null, error: null, fallback: null,
                                               maxBitrate: null };
@@ -129,8 +130,8 @@
     const ms = slot * 1000 / FPS;
     if (video) ctx2d.drawImage(video, 0, 0, WIDTH, HEIGHT); else drawPattern(ms);
     if (!videoEncoder || slot <= lastSlot) {
-      // WHIP sends the camera or the canvas as a track: drawing is all there is to do
-      // the timer fired early: this slot was sent already
+      // WHIP (no encoder here: the camera or the canvas goes as a track), or the timer fired
+      // early and this slot was sent already
     } else if (ws.bufferedAmount > MAX_BUFFERED || videoEncoder.encodeQueueSize > 4) {
       state.dropped += 1; needKey = true;                   // congested: skip, then restart on a keyframe
     } else {
@@ -214,7 +215,6 @@
     return out;
   }
 
-  // --- start / stop -----------------------------------------------------------------------------
   // --- WHIP ---------------------------------------------------------------------------------------
   async function startWhip(forced) {
     const attempt = stops;
@@ -351,7 +351,7 @@
   }
 
   async function startFrames() {
-    publisher.transport = "frames";
+    publisher.transport = "frames"; publisher.stats = state;
     $("transport").textContent = "Sending over the frames API (WebCodecs).";
     try {
       await openSource();
