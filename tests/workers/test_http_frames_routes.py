@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -323,6 +324,23 @@ async def test_server_info_says_webrtc_once_a_whep_route_is_installed(http_get) 
             http.router.add(WHEP_ROUTE, refuse, methods=("POST",))
             _, _, body = await http_get(http.port, "/api/server")
             assert json.loads(body)["webrtc"] is True
+
+
+async def test_pages_never_reflect_what_the_request_carries(http_get) -> None:  # type: ignore[no-untyped-def]
+    # The pages read the stream, ?token= and ?via= in their scripts: the HTML served is the
+    # same bytes whatever the path and query hold.
+    evil = "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    name = "%3Cb%20onclick%3Dalert(1)%3E"  # a path segment has no slash
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            for page, path in (
+                ("watch.html", f"/watch/{name}/x?via={evil}&token={evil}"),
+                ("publish.html", f"/publish/live/{name}?via=whip&kbps={evil}&codec={evil}"),
+                ("index.html", f"/?token={evil}&api_token={evil}"),
+            ):
+                status, _, body = await http_get(http.port, path)
+                expected = resources.files("arcly_trio.workers.http").joinpath("pages", page).read_bytes()
+                assert status == 200 and body == expected and b"alert" not in body, path
 
 
 async def test_pages_speak_whep_and_whip_to_their_own_origin_only(http_get) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,8 @@
 // "Unmute sound" button turns it on. Once a second getStats() gives the readout: latency
 // (the jitter buffer's delay per emitted frame over the last second, plus half the round
 // trip), packets lost, NACKs sent, bitrate, picture size and rate. A session that fails after
-// it played is started again (a 404 means the stream is not live yet: the page waits).
+// it played is started again (a 404 means the stream is not live yet: the page waits); a
+// picture that stops for 3 s is said ("no picture…", state "stalled") until it comes back.
 //
 // Frames: one media clock maps stream timestamps (microseconds) to performance.now(): video
 // frames are drawn when their time comes, audio is scheduled on the AudioContext at the same
