@@ -555,6 +555,20 @@ async def test_publish_page_falls_back_to_the_frames_api_when_whip_does_not_conn
     assert stand_in.deletes == ["/live/cam/whip/s1"] and bitrate == "600000"
 
 
+async def test_publish_page_with_via_frames_never_posts_a_whip_offer() -> None:
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            stand_in = StandIn(http, None)
+            await blocking(
+                driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1&via=frames"
+            )
+            while frames_of(engine, "live/cam")[0] < 30:
+                await trio.sleep(0.2)
+            publisher = await page_state(driver, "arclyPublisher")
+    assert publisher["transport"] == "frames" and publisher["fallback"] is None and stand_in.posts == [], publisher
+    assert publisher["stats"]["videoFrames"] >= 30 and publisher["maxBitrate"] == 1_000_000, publisher
+
+
 async def test_status_page_lists_whep_and_whip_urls_when_the_server_serves_webrtc() -> None:
     with trio.fail_after(60):
         async with server() as (engine, rtmp, http), browser() as driver:
