@@ -203,8 +203,10 @@ const Arcly = (() => {
     const wanted = mimeType.toLowerCase();
     const rank = (codec) => {
       if (codec.mimeType.toLowerCase() !== wanted) return 3;
+      if (wanted !== "video/h264") return 0;
       const fmtp = codec.sdpFmtpLine || "";
-      return /packetization-mode=1/.test(fmtp) || wanted !== "video/h264" ? (/42e01f/.test(fmtp) ? 0 : 1) : 2;
+      if (!/packetization-mode=1/.test(fmtp)) return 2;
+      return /profile-level-id=42e01f/.test(fmtp) ? 0 : 1;
     };
     if (!caps.codecs.some((codec) => rank(codec) < 3)) return false;
     try { transceiver.setCodecPreferences([...caps.codecs].sort((a, b) => rank(a) - rank(b))); return true; }
