@@ -58,6 +58,10 @@ class Frame:
         keyframe: a video random access point (IDR / key picture).
         config: a codec configuration (sequence header) or, for data, the stream metadata.
         track: the track index, 0 for the main track of each kind (Enhanced RTMP multitrack).
+        bridged: made by the server, not the publisher: the audio bridge's AAC of a stream whose
+            audio is Opus, for the players that cannot decode Opus. The kernel offers such frames
+            only to sinks that ask for them (a sink's ``bridged_audio``, see
+            :mod:`arcly_trio.kernel.fanout`); they carry the original's timestamps and track.
 
     Equality is identity: two frames are the same frame only if they are the same object. This
     keeps comparisons cheap on the hot path and makes "the subscriber received exactly what was
@@ -72,6 +76,7 @@ class Frame:
     keyframe: bool = False
     config: bool = False
     track: int = 0
+    bridged: bool = False
     _wire: dict[Hashable, Any] = attrs.field(factory=dict, repr=False, alias="_wire")
 
     @property
@@ -96,7 +101,15 @@ class Frame:
         """The same media ``ms`` milliseconds later, with an empty packet cache (the cached
         encodings carry timestamps, so they are not shared with the original)."""
         return Frame(
-            self.kind, self.codec, self.pts + ms, self.dts + ms, self.payload, self.keyframe, self.config, self.track
+            self.kind,
+            self.codec,
+            self.pts + ms,
+            self.dts + ms,
+            self.payload,
+            self.keyframe,
+            self.config,
+            self.track,
+            self.bridged,
         )
 
     def preset(self, fmt: Hashable, value: Any) -> None:

@@ -38,6 +38,12 @@ The policy (:class:`Fanout`):
   its first sync frame after a join or a session switch) and the frames of a video track of
   which no keyframe has been offered to it since then, nor given in its replay (those it could
   not have decoded anyway: no keyframe came yet). Configs given again are not counted.
+* Bridged frames (:attr:`~arcly_trio.core.frame.Frame.bridged`: the audio bridge's AAC of an
+  Opus stream, :meth:`~.stream.Stream.deliver_bridged`) come in batches of their own and are
+  offered only to the sinks whose ``bridged_audio`` attribute is true (legacy egress: FLV,
+  RTMP players that did not announce Opus, HLS-TS), in their replay and resumption configs
+  too; every other sink never sees one. Until a stream's first bridged batch this costs
+  nothing (one flag per batch, none per subscriber or frame).
 * Past the application's lag budget a subscriber is evicted: its sink is closed with
   ``EndReason.EVICTED``.
 * The start of a lag, the resumption and an eviction are told through ``notify`` (the event
@@ -247,6 +253,8 @@ class Fanout:
         self._sessions = 0
         self._pending: SessionStart | None = None  # announced with the next batch
         self._evicted: list[Subscriber] = []
+        self.bridging = False
+        """Whether bridged frames were ever delivered (then joins and resumptions filter them)."""
 
     # ---------------------------------------------------------------- membership
 
@@ -267,8 +275,11 @@ class Fanout:
         self.subscribers.append(sub)
         if self.session is not None:
             sub.sink.start_session(self.session)
-        sub.sink.replay(replay.frames)
-        sub.bytes += _payload(replay.frames)
+        frames = replay.frames
+        if self.bridging and not _takes_bridged(sub):
+            frames = [frame for frame in frames if not frame.bridged]
+        sub.sink.replay(frames)
+        sub.bytes += _payload(frames)
 
     def remove(self, sub: Subscriber, reason: EndReason) -> bool:
         """Detach ``sub`` and close its sink with ``reason`` (idempotent: False if gone)."""
@@ -315,7 +326,7 @@ class Fanout:
 
     # ----------------------------------------------------------------- the hot path
 
-    def deliver(self, batch: Sequence[Frame], first_seq: int) -> list[Subscriber]:
+    def deliver(self, batch: Sequence[Frame], first_seq: int, bridged: bool = False) -> list[Subscriber]:
         """Push ``batch`` (frames ``first_seq``, ``first_seq + 1``...) into the GOP cache and
         offer it to every subscriber. Returns the subscribers evicted by this batch (already
         removed and closed).
@@ -326,6 +337,8 @@ class Fanout:
         exactly those current at its keyframe; a frame it can take goes out with the run of
         frames after it that it can take as they are, in one offer (an egress writes it at
         once).
+
+        ``bridged``: the batch is bridged frames, offered only to the sinks that take them.
         """
         gop = self.gop
         last = len(batch)
@@ -336,7 +349,11 @@ class Fanout:
         tracks = {frame.track for frame in batch if frame.kind is _VIDEO and not frame.config}
         size = _payload(batch)
         slow: list[list[Any]] = []  # [subscriber, index of the next frame to walk for it]
-        for sub in self.subscribers:
+        subscribers = self.subscribers
+        if bridged:
+            self.bridging = True
+            subscribers = [sub for sub in subscribers if _takes_bridged(sub)]
+        for sub in subscribers:
             if sub._state == LIVE and tracks <= sub._synced:
                 taken = sub.offer(batch, 0)
                 if taken == last:
@@ -388,6 +405,8 @@ class Fanout:
         # A sync point: the configs published since the gap began, then the frame, then the run
         # of frames after it that the subscriber, synced on the primary track, can take.
         pending = gop.configs_since(sub._gap_start)
+        if self.bridging and not _takes_bridged(sub):
+            pending = [entry for entry in pending if not entry[1].bridged]
         given = [entry[1] for entry in pending]
         given.append(frame)
         synced = len(given)
@@ -481,3 +500,8 @@ class Fanout:
                 "evicting subscriber #%d of %s: %d frames dropped, lag budget %d", sub.id, self.key, sub.dropped, budget
             )
             self._notify(SubscriberEvicted(self.key, self._clock(), sub.id, sub.dropped, budget))
+
+
+def _takes_bridged(sub: Subscriber) -> bool:
+    """Whether ``sub``'s sink takes bridged frames (its optional ``bridged_audio``)."""
+    return bool(getattr(sub.sink, "bridged_audio", False))

@@ -1,6 +1,7 @@
 """The GOP cache: what a late joiner needs to start playing at once, track by track.
 
-It keeps the latest config of every (kind, track) and the latest metadata apart from each other,
+It keeps the latest config of every (kind, track) and the latest metadata apart from each other
+(a bridged config, :attr:`~arcly_trio.core.frame.Frame.bridged`, apart from the original's),
 and the frames of the current GOP. A GOP starts at a keyframe of the *primary* video track (the
 lowest video track id of the session, 0 unless a publisher sends only other tracks); it holds
 the frames of every track from there on. Nothing is cached before the first such keyframe. When
@@ -27,7 +28,7 @@ __all__ = ["GopCache", "Replay"]
 _VIDEO = FrameKind.VIDEO
 _DATA = FrameKind.DATA
 
-Slot = tuple[FrameKind, int]
+Slot = tuple[FrameKind, int, bool]
 
 
 class Replay:
@@ -88,7 +89,7 @@ class GopCache:
         if frame.kind is _VIDEO and not frame.config and frame.track not in self.video_tracks:
             self.note_video_track(frame.track)
         if frame.config:
-            self._configs[(frame.kind, frame.track)] = (seq, frame)
+            self._configs[(frame.kind, frame.track, frame.bridged)] = (seq, frame)
             if self._gop:
                 self._append(frame)
             return

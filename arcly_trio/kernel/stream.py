@@ -477,6 +477,19 @@ class Stream:
         for sub in self.fanout.deliver(FrameBatch(batch), first_seq):
             self._left(sub)
 
+    def deliver_bridged(self, frames: list[Frame]) -> None:
+        """Deliver frames the server made for this stream (the audio bridge's AAC, each
+        :attr:`~arcly_trio.core.frame.Frame.bridged`) to the sinks that take them, in a batch of
+        their own (see :mod:`.fanout`). Called from another task, synchronously; not seen by the
+        probe, the QoS meters, the frame hook or the idle timer (the publisher's frames are).
+        Ignored once the stream has ended."""
+        if self.closed or not frames:
+            return
+        first_seq = self._seq + 1
+        self._seq += len(frames)
+        for sub in self.fanout.deliver(FrameBatch(frames), first_seq, bridged=True):
+            self._left(sub)
+
     # ----------------------------------------------------------------- ending
 
     def _close(self, reason: EndReason) -> None:

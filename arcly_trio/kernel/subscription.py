@@ -71,6 +71,7 @@ class Subscription:
         "_replay",
         "_replay_pos",
         "_marks",
+        "bridged_audio",
     )
 
     def __init__(
@@ -87,6 +88,9 @@ class Subscription:
         self.session: SessionStart | None = None
         """The publish session of the frames last handed out (see the module docstring)."""
         self._marks: list[list[Any]] | None = None  # [queued frames before it, SessionStart]; made when needed
+        self.bridged_audio = False
+        """Whether this subscription takes bridged frames (see :mod:`.fanout`): a service that
+        packages for legacy players (HLS-TS) sets it."""
         self.subscriber = Subscriber(subscriber_id, stream.key, credentials, protocol, self)
         """The kernel's record of this subscriber (the stream adds it to its fan-out)."""
 

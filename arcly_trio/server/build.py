@@ -5,7 +5,8 @@ see :mod:`.config`), made once into a typed :class:`~.settings.Settings` with it
 into a :class:`Runtime`: the engine with its applications, the protocol
 workers (RTMP, RTMPS, HTTP, HTTPS), the stream services and sources, the authenticator (tokens,
 signed URLs, HTTP hooks, per application, inside a :class:`~arcly_trio.ops.Swappable`) and the
-observers (Prometheus metrics, the audit log, the ``on_event`` hook).
+observers (Prometheus metrics, the audit log, the ``on_event`` hook, and the audio bridge:
+:class:`~arcly_trio.services.audio_bridge.AudioBridge`, idle until someone asks it for Opus).
 
 :func:`reload_runtime` applies a new set of options to a running :class:`Runtime` (SIGHUP):
 
@@ -71,6 +72,7 @@ from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import FlvRecorder, HlsService
+from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.storage import FileStorage
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.listen import LOCAL_PEER
@@ -480,6 +482,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
         raise SystemExit(f"arcly-trio: {exc}") from None
     runtime.metrics = PrometheusObserver(per_stream=args.metrics_per_stream)
     builder.observer(runtime.metrics).observer(runtime.events)
+    builder.observer(AudioBridge())  # idle until a WebRTC player asks for Opus (issue 22)
     if args.audit:
         runtime.audit = AuditPipeline(
             JsonLinesFile(

@@ -6,7 +6,9 @@ applications it applies to (``AppSpec.hls``, or all of them with ``all_apps=True
 application is packaged in one *variant* (``AppSpec.hls_variant``, else the service's
 ``variant``):
 
-* ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.ts_segments`); tracks MPEG-TS cannot carry (AV1,
+* ``ts``: MPEG-TS segments (:mod:`arcly_trio.media.ts_segments`), which take the audio bridge's
+  AAC of an Opus stream (bridged frames, :mod:`arcly_trio.kernel.fanout`; the bridge runs while
+  such a packaging needs it: :mod:`.audio_bridge`); tracks MPEG-TS cannot carry (AV1,
   VP9, Opus...) are left out, with one warning logged per stream (once media flows; a track
   that joins later gets its own line) and the API saying so; a stream with nothing it can carry
   has no HLS, and its requests are answered with the reason (:meth:`HlsService.unavailable`)
@@ -359,6 +361,7 @@ class HlsService:
         packaging: Packaging
         if variant == "ts":
             packaging = TsPackaging(self, stream.key, token)
+            subscription.bridged_audio = True  # MPEG-TS gets the audio bridge's AAC of an Opus stream
         else:
             packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
         packaging.stream = stream

@@ -34,6 +34,13 @@ task sends the queue with ``send_all`` (same queue, bound, ordering and write ti
 write only happens in the connection's task instead of the stream's). The ordinary path needs
 the stream's ``receive_some`` to lose nothing when cancelled, as trio's streams guarantee.
 
+**Legacy audio** (issue 22): a sink whose ``bridged_audio`` is true plays for a client that
+cannot decode Opus (HTTP-FLV, WebSocket-FLV, an RTMP player that did not announce Opus in
+``fourCcList``): the kernel gives it the audio bridge's AAC of an Opus stream (bridged frames,
+see :mod:`arcly_trio.kernel.fanout`) and its format leaves the original Opus out
+(:func:`legacy_audio`). Sinks are made legacy only on an engine that runs an audio bridge
+(:func:`bridges_audio`): without one, Opus goes out as it came.
+
 Error policy: nothing here raises into the stream's task (a sink's encoding skips a frame its
 format cannot carry). A write that fails (the peer reset the connection) marks the egress
 :attr:`~Egress.failed`, drops what is queued and pokes the connection's task, whose next
@@ -58,7 +65,7 @@ from arcly_trio.core.frame import Frame, FrameBatch
 from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
 from arcly_trio.transport import TRANSPORT_ERRORS, describe, map_transport_errors
 
-__all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames"]
+__all__ = ["Buffer", "Encoded", "Egress", "DirectSink", "encode_frames", "bridges_audio", "legacy_audio"]
 
 Buffer = bytes | bytearray | memoryview
 Encoded = tuple[Sequence[Buffer], int]
@@ -381,6 +388,21 @@ def encode_frames(frames: Sequence[Frame], start: int, end: int, encode: Callabl
     return buffers, size
 
 
+def bridges_audio(engine: Any) -> bool:
+    """Whether ``engine`` runs an audio bridge (a plugin with a true ``bridges_audio``), so that
+    players that cannot decode Opus get its AAC (see the module docstring)."""
+    return any(getattr(plugin, "bridges_audio", False) for plugin in engine.plugins)
+
+
+def legacy_audio(frames: Sequence[Frame]) -> Sequence[Frame]:
+    """``frames`` without Opus audio (for a legacy sink: it gets the bridge's AAC instead);
+    ``frames`` itself when there is none (one look per frame, no copy)."""
+    for frame in frames:
+        if frame.codec == "opus":
+            return [frame for frame in frames if frame.codec != "opus"]
+    return frames
+
+
 class DirectSink:
     """A kernel :class:`~arcly_trio.kernel.fanout.Sink` that writes one viewer's frames through
     its connection's :class:`Egress`.
@@ -398,10 +420,13 @@ class DirectSink:
     "play" yet); then it writes them, replay first. After :meth:`close` or a failed write it
     takes everything and writes nothing, and its connection's task is poked to say goodbye
     (``ended``, ``end_reason``).
+    ``bridged_audio``: the viewer cannot decode Opus (see the module docstring); the kernel then
+    offers it bridged frames, and the format leaves Opus out.
     """
 
     __slots__ = (
         "egress",
+        "bridged_audio",
         "subscriber",
         "ended",
         "end_reason",
@@ -416,6 +441,7 @@ class DirectSink:
 
     def __init__(self, egress: Egress) -> None:
         self.egress = egress
+        self.bridged_audio = False
         self.subscriber: Subscriber | None = None
         self.ended = False
         self.end_reason: EndReason | None = None

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from arcly_trio.protocols.frames.messages import HEADER
 from arcly_trio.server.demo import demo_frames as load_demo_frames
 from arcly_trio.server.demo import publish_demo
 from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.http.pages_routes import WHEP_ROUTE
 
 
 @asynccontextmanager
@@ -284,6 +286,7 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
                 "rtmp_port": 1935,
                 "hls": False,
                 "frames_protocol": SUBPROTOCOL,
+                "webrtc": False,
             }
 
 
@@ -305,6 +308,57 @@ async def test_pages_may_connect_to_their_own_origin_only(http_get) -> None:  # 
                 assert "connect-src 'self';" in policy and policy.count("connect-src") == 1, policy
             _, _, script = await http_get(http.port, "/pages/common.js", [("host", own)])
             assert b'params.get("server")' not in script  # no ?server= (the browser test proves it)
+
+
+async def test_server_info_says_webrtc_once_a_whep_route_is_installed(http_get) -> None:  # type: ignore[no-untyped-def]
+    # Issue 22: the pages try WHEP/WHIP only where the server serves it (the WebRTC worker's
+    # POST route), and use the frames API otherwise.
+    async def refuse(request: Any, exchange: Any) -> None:
+        await exchange.error(503, "not here")
+
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            http.router.add("/{app}/{stream}/whep", refuse, methods=("GET",))  # not a POST: not WHEP
+            _, _, body = await http_get(http.port, "/api/server")
+            assert json.loads(body)["webrtc"] is False
+            http.router.add(WHEP_ROUTE, refuse, methods=("POST",))
+            _, _, body = await http_get(http.port, "/api/server")
+            assert json.loads(body)["webrtc"] is True
+
+
+async def test_pages_never_reflect_what_the_request_carries(http_get) -> None:  # type: ignore[no-untyped-def]
+    # The pages read the stream, ?token= and ?via= in their scripts: the HTML served is the
+    # same bytes whatever the path and query hold.
+    evil = "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    name = "%3Cb%20onclick%3Dalert(1)%3E"  # a path segment has no slash
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            for page, path in (
+                ("watch.html", f"/watch/{name}/x?via={evil}&token={evil}"),
+                ("publish.html", f"/publish/live/{name}?via=whip&kbps={evil}&codec={evil}"),
+                ("index.html", f"/?token={evil}&api_token={evil}"),
+            ):
+                status, _, body = await http_get(http.port, path)
+                expected = resources.files("arcly_trio.workers.http").joinpath("pages", page).read_bytes()
+                assert status == 200 and body == expected and b"alert" not in body, path
+
+
+async def test_pages_speak_whep_and_whip_to_their_own_origin_only(http_get) -> None:  # type: ignore[no-untyped-def]
+    # The WebRTC paths of the pages: the offer goes by fetch to this origin (connect-src 'self'),
+    # with the page's ?token= as a Bearer token, and the frames API stays the fallback.
+    with trio.fail_after(30):
+        async with frames_server(demo=False) as (engine, http):
+            _, _, common = await http_get(http.port, "/pages/common.js")
+            _, _, watch = await http_get(http.port, "/pages/watch.js")
+            _, _, publish = await http_get(http.port, "/pages/publish.js")
+            _, _, status = await http_get(http.port, "/pages/index.js")
+    assert b'"application/sdp"' in common and b'"Bearer " + token' in common
+    assert b"session.origin === base.origin" in common  # a Location elsewhere is never DELETEd
+    assert b'"/whep"' in watch and b"startFrames()" in watch and b"getStats()" in watch
+    assert b'"/whip"' in publish and b"setParameters" in publish and b"setCodecPreferences" not in publish
+    assert b"setCodecPreferences" in common and b'"/whep"' in status and b'"/whip"' in status
+    for script in (common, watch, publish, status):
+        assert b"http://" not in script and b"https://" not in script  # nothing from elsewhere
 
 
 async def test_a_slow_viewer_skips_to_the_next_keyframe_and_is_told() -> None:

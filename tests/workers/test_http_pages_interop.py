@@ -15,6 +15,19 @@
   per frame under a "live" badge; the status page opened with ``?token=`` offers URLs that
   carry it, the DASH URL, and no HLS URL for a stream its HLS variant cannot carry (saying
   why); the VP9 stream of the publish page has its picture size in ``/api/streams``.
+* issue 22, against stand-in WHEP/WHIP endpoints (the WebRTC worker's tests drive the real
+  thing): the watch page posts its offer as ``application/sdp`` with ``?token=`` as a Bearer
+  token, falls back to the frames API on an HTTP error or when ICE does not connect within
+  5 s (and then DELETEs the session it was given), keeps to WHEP with ``?via=whep`` and never
+  posts with ``?via=frames``; the publish page does the same over WHIP; the status page lists
+  the WHEP and WHIP URLs once ``/api/server`` says ``"webrtc": true``.
+* issue 22, the successful paths, against a loopback peer in the page (a ``fetch`` wrapper
+  injected by the test answers the POST with a second ``RTCPeerConnection``): the watch page
+  plays WHEP video with sound in its ``<video>`` and fills its readout from ``getStats()``
+  (picture size, bitrate, latency, round trip), says when the picture stops and comes back,
+  and starts a lost session again; the publish page (test pattern or fake camera) sends H.264
+  (its codec preference) and Opus over WHIP, its bitrate control reaches the sender's
+  ``maxBitrate``, and Stop DELETEs the session.
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
@@ -389,3 +402,331 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
     ):
         assert url in demo, demo
     assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1
+
+
+# --- Issue 22: the WHEP/WHIP paths of the pages, against stand-in endpoints --------------------
+# The WebRTC worker is not here yet: these endpoints answer the pages' offers with an error, or
+# with an ICE-lite answer whose only candidate is a UDP port that never answers (so Chromium
+# takes the answer and ICE never completes). What is tested is the pages' side: the offer is
+# POSTed as application/sdp with the page's token as a Bearer token, a failed session is
+# DELETEd at its Location, the fallback to the frames API works (or, with ?via=whep, does not
+# happen), and the status page lists the URLs.
+
+
+class StandIn:
+    """Stand-in WHEP and WHIP routes on ``http``'s router (which makes ``/api/server`` say
+    ``"webrtc": true``): each POST and DELETE is recorded; a POST gets ``status`` (with a reason)
+    when ``candidate_port`` is ``None``, else an answer that names it."""
+
+    def __init__(self, http: HttpServer, candidate_port: int | None, status: int = 503) -> None:
+        self.status = status
+        self.posts: list[tuple[str, str | None, str | None]] = []  # path, content type, bearer
+        self.deletes: list[str] = []
+        self.candidate_port = candidate_port
+        for kind in ("whep", "whip"):
+            http.router.add(f"/{{app}}/{{stream}}/{kind}", self.post, methods=("POST",))
+            http.router.add(f"/{{app}}/{{stream}}/{kind}/{{id}}", self.delete, methods=("DELETE",))
+
+    def answer(self, kind: str) -> bytes:
+        direction = "sendonly" if kind == "whep" else "recvonly"
+        lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=ice-lite", "a=group:BUNDLE 0 1"]
+        for mid, media, rtpmap in (("0", "video 9 UDP/TLS/RTP/SAVPF 96", "96 VP8/90000"),
+                                   ("1", "audio 9 UDP/TLS/RTP/SAVPF 111", "111 opus/48000/2")):  # fmt: skip
+            lines += [
+                f"m={media}",
+                "c=IN IP4 127.0.0.1",
+                f"a=mid:{mid}",
+                f"a={direction}",
+                "a=rtcp-mux",
+                "a=ice-ufrag:standin",
+                "a=ice-pwd:standinstandinstandin1234",
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                "a=setup:passive",
+                f"a=rtpmap:{rtpmap}",
+                f"a=candidate:1 1 udp 2130706431 127.0.0.1 {self.candidate_port} typ host",
+            ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    async def post(self, request: Any, exchange: Any) -> None:
+        kind = request.path.rsplit("/", 1)[1]
+        self.posts.append((request.path, request.header("content-type"), request.bearer))
+        if self.candidate_port is None:
+            await exchange.error(self.status, "WebRTC is resting")
+            return
+        location = f"{request.path}/s{len(self.posts)}"
+        await exchange.respond(201, self.answer(kind), content_type="application/sdp", headers=[("location", location)])
+
+    async def delete(self, request: Any, exchange: Any) -> None:
+        self.deletes.append(request.path)
+        await exchange.respond(200)
+
+
+async def wait_for(driver: Any, name: str, ready: Any) -> dict[str, Any]:
+    while True:
+        state = (await page_state(driver, name)) or {}
+        if ready(state):
+            return state
+        await trio.sleep(0.2)
+
+
+async def test_watch_page_falls_back_to_the_frames_api_when_whep_answers_an_error() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            player = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+            error = await blocking(driver.execute_script, "return document.getElementById('error').textContent")
+    assert player["transport"] == "frames" and "503" in player["fallback"], player
+    assert "WebRTC is resting" in player["fallback"] and "frames API" in error
+    assert stand_in.posts == [("/live/demo/whep", "application/sdp", None)] and stand_in.deletes == []
+    assert player["stats"]["errors"] == 0
+
+
+async def test_watch_page_gives_up_on_whep_when_ice_does_not_connect_and_hangs_up() -> None:
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)  # a candidate that never answers
+    await silent.bind(("127.0.0.1", 0))
+    with silent, trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, silent.getsockname()[1])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?token=t0k")
+            whep = await wait_for(driver, "arclyPlayer", lambda s: s.get("transport") == "whep")
+            player = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+            while not stand_in.deletes:
+                await trio.sleep(0.1)
+    assert whep["state"] == "connecting", whep
+    assert player["transport"] == "frames" and "ICE/DTLS not connected after 5 s" in player["fallback"], player
+    assert stand_in.posts == [("/live/demo/whep", "application/sdp", "t0k")]
+    assert stand_in.deletes == ["/live/demo/whep/s1"]
+
+
+async def test_watch_page_with_via_whep_keeps_trying_whep_and_via_frames_never_posts() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?via=whep")
+            while len(stand_in.posts) < 2:  # failed, and tried again
+                await trio.sleep(0.2)
+            forced = await page_state(driver, "arclyPlayer")
+            watch = await page_state(driver, "arclyWatch")
+            stand_in.posts.clear()
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?via=frames")
+            frames = await wait_for(driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("rendered"))
+    assert forced["transport"] == "whep" and forced["state"] == "retrying" and "503" in forced["error"], forced
+    assert watch["rendered"] == 0 and watch["received"] == 0  # the frames API was never used
+    assert frames["transport"] == "frames" and frames["fallback"] is None and stand_in.posts == []
+
+
+async def test_watch_page_waits_on_whep_404_and_stops_on_403_without_falling_back() -> None:
+    # 404: the stream is not live yet (wait, and try WHEP again); 403: refused, which the frames
+    # API would be too (say so, and stop).
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser() as driver:
+            stand_in = StandIn(http, None, 404)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/later")
+            while len(stand_in.posts) < 2:
+                await trio.sleep(0.2)
+            waiting = await page_state(driver, "arclyPlayer")
+            stand_in.status = 403
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/later")
+            refused = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "refused")
+            badge = await blocking(driver.execute_script, "return document.getElementById('status').textContent")
+    assert waiting["transport"] == "whep" and waiting["state"] == "waiting" and waiting["fallback"] is None, waiting
+    assert refused["transport"] == "whep" and refused["fallback"] is None and "403" in badge, (refused, badge)
+
+
+async def test_publish_page_falls_back_to_the_frames_api_when_whip_does_not_connect() -> None:
+    silent = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await silent.bind(("127.0.0.1", 0))
+    with silent, trio.fail_after(90):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            stand_in = StandIn(http, silent.getsockname()[1])
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1&kbps=600")
+            whip = await wait_for(driver, "arclyPublisher", lambda s: s.get("transport") == "whip")
+            while frames_of(engine, "live/cam")[0] < 30:
+                await trio.sleep(0.2)
+            publisher = await page_state(driver, "arclyPublisher")
+            state = await page_state(driver, "arclyPublish")
+            bitrate = await blocking(driver.execute_script, "return document.getElementById('bitrate').value")
+    assert whip["state"] == "starting…", whip
+    assert publisher["transport"] == "frames" and "ICE/DTLS not connected" in publisher["fallback"], publisher
+    assert publisher["state"] == "publishing" and state["errors"] == 0, (publisher, state)
+    assert state["source"] == "test pattern + tone" and state["videoCodec"].startswith("avc1."), state
+    assert stand_in.posts == [("/live/cam/whip", "application/sdp", None)]
+    assert stand_in.deletes == ["/live/cam/whip/s1"] and bitrate == "600000"
+
+
+async def test_publish_page_with_via_frames_never_posts_a_whip_offer() -> None:
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*FAKE_MEDIA) as driver:
+            stand_in = StandIn(http, None)
+            await blocking(
+                driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern=1&via=frames"
+            )
+            while frames_of(engine, "live/cam")[0] < 30:
+                await trio.sleep(0.2)
+            publisher = await page_state(driver, "arclyPublisher")
+    assert publisher["transport"] == "frames" and publisher["fallback"] is None and stand_in.posts == [], publisher
+    assert publisher["stats"]["videoFrames"] >= 30 and publisher["maxBitrate"] == 1_000_000, publisher
+
+
+async def test_status_page_lists_whep_and_whip_urls_when_the_server_serves_webrtc() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser() as driver:
+            StandIn(http, None)
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
+            await wait_for(driver, "arclyStatus", lambda s: s.get("streams", 0) >= 1)
+            text = await blocking(
+                driver.execute_script, "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText"
+            )
+    for url in (f"http://127.0.0.1:{http.port}/live/demo/whep", f"http://127.0.0.1:{http.port}/live/demo/whip"):
+        assert url in text, text
+    assert f"ws://127.0.0.1:{http.port}/live/demo/frames" in text
+
+
+# A loopback in the page itself: a fetch wrapper (injected before the page's scripts, so the
+# page's CSP does not apply to it) answers the pages' WHEP/WHIP POSTs with a second
+# RTCPeerConnection in the same browser, which sends a moving canvas and a tone (WHEP) or
+# receives (WHIP). So the pages' successful paths run end to end in Chromium: transceivers,
+# codec preferences, the video element, getStats() readouts, the bitrate control.
+LOOPBACK = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  const loop = window.arclyLoopback = { posts: [], deletes: [], received: 0 };
+  async function answer(kind, offer) {
+    const peer = window.arclyLoopbackPeer = new RTCPeerConnection();
+    peer.ontrack = () => { loop.received += 1; };
+    await peer.setRemoteDescription({ type: "offer", sdp: offer });
+    if (kind === "whep") {
+      const canvas = document.createElement("canvas");
+      canvas.width = 320; canvas.height = 240;
+      const g = canvas.getContext("2d");
+      let n = 0;
+      setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360} 80% 50%)`; g.fillRect(0, 0, 320, 240); }, 33);
+      const ctx = new AudioContext(), osc = ctx.createOscillator(), dest = ctx.createMediaStreamDestination();
+      osc.connect(dest); osc.start();
+      const [video, audio] = peer.getTransceivers();
+      video.direction = "sendonly"; await video.sender.replaceTrack(canvas.captureStream(30).getVideoTracks()[0]);
+      audio.direction = "sendonly"; await audio.sender.replaceTrack(dest.stream.getAudioTracks()[0]);
+    }
+    await peer.setLocalDescription(await peer.createAnswer());
+    await new Promise((resolve) => {
+      const check = () => { if (peer.iceGatheringState === "complete") resolve(); };
+      peer.addEventListener("icegatheringstatechange", check); check();
+    });
+    return peer.localDescription.sdp;
+  }
+  window.fetch = async (url, init = {}) => {
+    const path = new URL(String(url), location.href).pathname;
+    const kind = path.split("/").pop();
+    if (init.method === "POST" && (kind === "whep" || kind === "whip")) {
+      loop.posts.push({ path, type: init.headers["content-type"], auth: init.headers.authorization || null });
+      const sdp = await answer(kind, init.body);
+      return new Response(sdp, { status: 201, headers: { "content-type": "application/sdp", location: path + "/loop" } });
+    }
+    if (init.method === "DELETE") { loop.deletes.push(path); return new Response("", { status: 200 }); }
+    return realFetch(url, init);
+  };
+})();
+"""
+LOOPBACK_FLAGS = (*FAKE_MEDIA, "--disable-features=WebRtcHideLocalIpsWithMdns")
+
+
+async def test_watch_page_plays_whep_with_sound_and_a_readout_from_get_stats() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)  # /api/server says "webrtc": true
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo?token=t0k")
+            first = await wait_for(
+                driver, "arclyPlayer", lambda s: s.get("stats") and s["stats"].get("framesDecoded", 0) > 10
+            )
+            await trio.sleep(2.5)
+            last = await page_state(driver, "arclyPlayer")
+            page = await blocking(
+                driver.execute_script,
+                """const v = document.getElementById('video');
+                   return {playing: !v.paused, muted: v.muted, width: v.videoWidth, canvas: !document.getElementById('canvas').hidden,
+                           readout: document.getElementById('readout-whep').innerText, loop: window.arclyLoopback};""",
+            )
+            await screenshot(driver, "watch-whep")
+    stats = last["stats"]
+    assert last["transport"] == "whep" and last["state"] == "live" and last["fallback"] is None, last
+    assert stats["framesDecoded"] - first["stats"]["framesDecoded"] >= 30, (first, last)
+    assert (stats["width"], stats["height"]) == (320, 240) and stats["audioPackets"] > 50, stats
+    assert stats["bitrate"] > 0 and stats["latencyMs"] is not None and 0 <= stats["latencyMs"] < 1000, stats
+    assert stats["rttMs"] is not None and stats["packetsLost"] == 0, stats
+    assert stats["videoCodec"].startswith("video/") and stats["audioCodec"] == "audio/opus", stats
+    assert page["playing"] and not page["muted"] and page["width"] == 320 and not page["canvas"], page
+    assert "320×240" in page["readout"] and "ms" in page["readout"], page["readout"]
+    assert page["loop"]["posts"] == [{"path": "/live/demo/whep", "type": "application/sdp", "auth": "Bearer t0k"}]
+
+
+async def test_watch_page_says_when_the_whep_picture_stops_and_comes_back() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live" and s["stats"])
+            # The loopback stops sending video (a disabled track would still send black frames).
+            await blocking(
+                driver.execute_script,
+                "window.arclyHeld = window.arclyLoopbackPeer.getTransceivers()[0].sender.track;"
+                "window.arclyLoopbackPeer.getTransceivers()[0].sender.replaceTrack(null);",
+            )
+            stalled = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "stalled")
+            badge = await blocking(driver.execute_script, "return document.getElementById('status').textContent")
+            await blocking(
+                driver.execute_script,
+                "window.arclyLoopbackPeer.getTransceivers()[0].sender.replaceTrack(window.arclyHeld);",
+            )
+            back = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live")
+    assert stalled["transport"] == "whep" and badge == "no picture…" and back["transport"] == "whep", (stalled, badge)
+
+
+async def test_watch_page_starts_whep_again_when_the_session_is_lost() -> None:
+    with trio.fail_after(60):
+        async with server() as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/watch/live/demo")
+            await wait_for(driver, "arclyPlayer", lambda s: s.get("state") == "live")
+            await blocking(driver.execute_script, "window.arclyLoopbackPeer.close()")  # the server side goes away
+            # (no picture for 3 s: "stalled"; then ICE says disconnected, and 5 s later the page gives up)
+            lost = await wait_for(driver, "arclyPlayer", lambda s: s.get("state") not in ("live", "stalled"))
+            again = await wait_for(
+                driver, "arclyPlayer", lambda s: s.get("state") == "live" and s["stats"] and s["stats"]["framesDecoded"]
+            )
+            loop = await blocking(driver.execute_script, "return window.arclyLoopback")
+    assert lost["state"] in ("reconnecting", "connecting") and again["transport"] == "whep", (lost, again)
+    assert len(loop["posts"]) == 2 and loop["deletes"] == ["/live/demo/whep/loop"], loop
+
+
+@pytest.mark.parametrize("source", ["test pattern + tone", "camera + microphone"])
+async def test_publish_page_sends_h264_over_whip_and_its_bitrate_control_applies(source: str) -> None:
+    pattern = "1" if source.startswith("test") else "0"
+    with trio.fail_after(60):
+        async with server(demo=False) as (engine, rtmp, http), browser(*LOOPBACK_FLAGS) as driver:
+            StandIn(http, None)
+            await blocking(driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": LOOPBACK})
+            await blocking(driver.get, f"http://127.0.0.1:{http.port}/publish/live/cam?autostart=1&pattern={pattern}")
+            await wait_for(driver, "arclyPublisher", lambda s: s.get("stats") and s["stats"].get("framesSent", 0) > 30)
+            await blocking(
+                driver.execute_script,
+                """const select = document.getElementById('bitrate');
+                   select.value = '250000'; select.dispatchEvent(new Event('change'));""",
+            )
+            await trio.sleep(1.5)
+            publisher = await page_state(driver, "arclyPublisher")
+            state = await page_state(driver, "arclyPublish")
+            loop = await blocking(driver.execute_script, "return window.arclyLoopback")
+            assert frames_of(engine, "live/cam") == (0, 0)  # nothing went to the frames API
+            await blocking(driver.find_element("id", "stop").click)
+            while len(await blocking(driver.execute_script, "return window.arclyLoopback.deletes")) < 1:
+                await trio.sleep(0.1)
+    stats = publisher["stats"]
+    assert publisher["transport"] == "whip" and publisher["state"] == "publishing", publisher
+    assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/opus", stats  # H.264 preferred
+    assert stats["audioPackets"] > 50 and stats["bytesSent"] > 0 and state["errors"] == 0, (stats, state)
+    assert state["source"] == source and loop["received"] == 2, (state, loop)
+    assert publisher["maxBitrate"] == 250_000 and loop["posts"][0]["type"] == "application/sdp", (publisher, loop)

@@ -71,6 +71,14 @@ class ConnectRequest(Event):
     command_object: dict[str, Any]
     arguments: tuple[Any, ...] = ()
 
+    def announces(self, fourcc: str) -> bool:
+        """Whether the client's Enhanced RTMP ``fourCcList`` names ``fourcc`` (``"Opus"``...) or
+        ``"*"`` (any codec). Anything else a peer put there counts as not announcing it."""
+        announced = self.command_object.get("fourCcList")
+        if not isinstance(announced, list):
+            return False
+        return any(item == fourcc or item == "*" for item in announced if isinstance(item, str))
+
 
 @attrs.frozen(slots=True)
 class StreamCreated(Event):

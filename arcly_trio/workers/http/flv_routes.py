@@ -18,6 +18,11 @@ pings are answered) and drains what the socket did not take. A viewer that canno
 its queue and the kernel makes it skip to the next keyframe; one that takes nothing for the
 server's write timeout is dropped.
 
+Legacy audio: FLV viewers cannot be assumed to decode Opus (Debian's ffmpeg 5.1, VLC 3, OBS),
+so on an engine with an audio bridge every FLV viewer is legacy (``bridged_audio``, see
+:mod:`arcly_trio.workers.egress`): it gets the bridge's AAC of an Opus stream and no Opus (the
+tags of a batch without Opus are the usual shared ones).
+
 Errors: an invalid application or stream name is a ``400`` with the reason, an unknown
 application or stream a ``404`` with a message that names it, a refused
 play a ``403``, a stopping server a ``503`` (for WebSocket these are HTTP answers to the
@@ -38,7 +43,7 @@ from arcly_trio.media.flv import FlvStreamWriter, frame_tags
 from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.protocols.http.websocket import frame_header
 from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED
-from arcly_trio.workers.egress import Buffer, DirectSink, Egress, Encoded
+from arcly_trio.workers.egress import Buffer, DirectSink, Egress, Encoded, bridges_audio, legacy_audio
 from arcly_trio.workers.http.exchange import Exchange, stream_error_status
 
 __all__ = ["install", "FlvSink", "attach"]
@@ -51,6 +56,7 @@ _WS_MESSAGE_SIZE = 64 * 1024  # what a WebSocket-FLV viewer may send in one mess
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _TAGS_KEY = ("flv-tags",)
+_LEGACY_TAGS_KEY = ("flv-tags-legacy",)
 
 Framing = Callable[[Sequence[Buffer], int], Encoded]
 
@@ -89,10 +95,21 @@ def _batch_tags(batch: FrameBatch) -> Encoded:
     return tags, sum(map(len, tags))
 
 
-def _framed_batch(batch: FrameBatch, framing: Framing) -> bytes:
+def _legacy_batch_tags(batch: FrameBatch) -> Encoded:
+    frames = legacy_audio(batch)
+    if frames is batch:
+        return batch.encoded(_TAGS_KEY, _batch_tags)
+    tags, _ = frame_tags(frames)
+    return tags, sum(map(len, tags))
+
+
+def _framed_batch(batch: FrameBatch, framing: Framing, legacy: bool = False) -> bytes:
     """A whole batch's tags in ``framing``, in one buffer: built once per batch and framing,
-    for every viewer."""
-    parts, size = batch.encoded(_TAGS_KEY, _batch_tags)
+    for every viewer (``legacy``: without Opus)."""
+    if legacy:
+        parts, size = batch.encoded(_LEGACY_TAGS_KEY, _legacy_batch_tags)
+    else:
+        parts, size = batch.encoded(_TAGS_KEY, _batch_tags)
     return b"".join(framing(parts, size)[0])
 
 
@@ -114,9 +131,11 @@ class FlvSink(DirectSink):
 
     def encode(self, frames: Sequence[Frame], start: int, end: int) -> Encoded:
         writer = self.writer
-        parts = writer.write_parts(frames[start:end] if start or end != len(frames) else frames)
+        frames = frames[start:end] if start or end != len(frames) else frames
+        legacy = self.bridged_audio
+        parts = writer.write_parts(legacy_audio(frames) if legacy else frames)
         if writer.started and self.batch_key is None:  # the header is out: share from now on
-            self.share(("flv", self.framing), _framed_batch, self.framing)
+            self.share(("flv", self.framing, legacy), _framed_batch, self.framing, legacy)
         return self.framing(parts, sum(map(len, parts)))
 
     def finish(self) -> None:
@@ -178,6 +197,7 @@ async def _serve(
     everything whatever happens, logging how it ended."""
     egress = exchange.open_egress()
     sink = FlvSink(egress, framing)
+    sink.bridged_audio = bridges_audio(exchange.engine)
     attached = await attach(request, exchange, protocol, sink)
     if attached is None:
         return

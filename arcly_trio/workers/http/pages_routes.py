@@ -5,8 +5,11 @@ step, nothing loaded from elsewhere), read once when the routes are installed an
 memory:
 
 * ``GET /``: ``index.html``, the status page (it polls ``/api/streams``).
-* ``GET /watch/{app}/{stream}``: ``watch.html``, WebCodecs player on ``/{app}/{stream}/frames``.
-* ``GET /publish/{app}/{stream}``: ``publish.html``, camera (or test pattern) publisher on
+* ``GET /watch/{app}/{stream}``: ``watch.html``, a WHEP player (``POST /{app}/{stream}/whep``,
+  a ``<video>`` fed by an ``RTCPeerConnection``) when the server serves WebRTC, falling back to
+  the WebCodecs player on ``/{app}/{stream}/frames``.
+* ``GET /publish/{app}/{stream}``: ``publish.html``, camera (or test pattern) publisher over
+  WHIP (``POST /{app}/{stream}/whip``) when the server serves WebRTC, falling back to
   ``/{app}/{stream}/ingest``.
 * ``GET /pages/{name}``: the pages' scripts and style sheet.
 * ``GET /api/server``: what the pages cannot guess from their own URL, as JSON:
@@ -19,7 +22,9 @@ is no ``?server=`` (a link must not be able to send a visitor's camera, or its A
 another server), and every page is served with a Content-Security-Policy whose ``connect-src`` is
 ``'self'`` and this host's ``ws://`` and ``wss://`` (:func:`content_security_policy`, built from
 the request's ``Host`` header when it is a well-formed host name or address, else ``'self'``
-alone), so even a modified copy of a script cannot connect elsewhere. The publish page may not
+alone), so even a modified copy of a script cannot connect elsewhere (WHEP and WHIP are
+``fetch`` calls to this origin; the media then flows to the ICE candidates of the server's own
+SDP answer). The publish page may not
 be framed by another origin (``frame-ancestors 'self'``) and its ``?autostart=1`` only works
 when it is not framed; the status and watch pages may be embedded anywhere. Pages are never
 built from request data (the stream name is read by the page's script), so nothing a client
@@ -38,7 +43,7 @@ from arcly_trio.protocols.frames.messages import SUBPROTOCOL
 from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.workers.http.exchange import Exchange
 
-__all__ = ["PAGE_FILES", "install", "content_security_policy"]
+__all__ = ["PAGE_FILES", "WHEP_ROUTE", "install", "content_security_policy", "serves_webrtc"]
 
 PAGE_FILES = (
     "index.html",
@@ -50,6 +55,8 @@ PAGE_FILES = (
     "publish.js",
     "style.css",
 )
+WHEP_ROUTE = "/{app}/{stream}/whep"
+"""The route pattern of WHEP playback (the WebRTC worker's); its presence turns the pages to WebRTC."""
 _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 _HEADERS = [
     ("cache-control", "no-cache"),
@@ -73,6 +80,12 @@ def content_security_policy(host: str | None, *, frameable: bool) -> str:
         f"default-src 'self'; connect-src {connect}; img-src 'self' data: blob:; media-src 'self' blob:; "
         f"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}"
     )
+
+
+def serves_webrtc(router: Router) -> bool:
+    """Whether ``router`` has the WHEP route (``POST /{app}/{stream}/whep``): the pages' cue to
+    play over WHEP and publish over WHIP."""
+    return any(route.pattern == WHEP_ROUTE and "POST" in route.methods for route in router.routes)
 
 
 def _load() -> dict[str, bytes]:
@@ -116,6 +129,7 @@ def install(router: Router) -> None:
                 "rtmp_port": exchange.server.rtmp_port,
                 "hls": any(service.name == "hls" for service in exchange.engine.services),
                 "frames_protocol": SUBPROTOCOL,
+                "webrtc": serves_webrtc(router),
             },
         )
 

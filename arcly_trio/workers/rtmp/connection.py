@@ -71,7 +71,7 @@ from arcly_trio.protocols.rtmp.media import message_frames
 from arcly_trio.transport import TRANSPORT_ERRORS
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
-from arcly_trio.workers.egress import Egress
+from arcly_trio.workers.egress import Egress, bridges_audio
 from arcly_trio.workers.listen import LOCAL_PEER
 from arcly_trio.workers.rtmp.play import RtmpPlayer
 
@@ -150,6 +150,7 @@ class RtmpConnection:
         "egress",
         "app",
         "connect_query",
+        "takes_opus",
         "publish_stream_id",
         "players",
         "busy",
@@ -172,6 +173,9 @@ class RtmpConnection:
         self.egress = Egress(stream, write_timeout=server.write_timeout)
         self.app: str | None = None
         self.connect_query: dict[str, str] = {}
+        self.takes_opus = False
+        """The client announced Opus in ``connect``'s ``fourCcList``: its plays keep the
+        original Opus audio instead of the audio bridge's AAC."""
         self.publish_stream_id: int | None = None
         self.players: dict[int, RtmpPlayer] = {}
         self.busy = False
@@ -371,6 +375,7 @@ class RtmpConnection:
             raise Refused(f"connect to unknown application {printable(event.app)!r} refused") from None
         self.app = event.app
         self.connect_query = dict(event.query)
+        self.takes_opus = event.announces("Opus")
         self.session.accept_connect()
         log.debug("%s %s:%s connected to application %s", self.server.name, *self.peer, event.app)
 
@@ -469,7 +474,8 @@ class RtmpConnection:
         player: RtmpPlayer | None = None
         try:
             key = self._key(event.name)
-            player = RtmpPlayer(self.egress, sid, key, session.out_chunk_size)
+            legacy = not self.takes_opus and bridges_audio(self.engine)
+            player = RtmpPlayer(self.egress, sid, key, session.out_chunk_size, legacy_audio=legacy)
             self._servers_turn()
             attached = self.engine.attach(key, player, self._credentials(event.query), protocol=self.protocol)
             player.subscriber = await attached.__aenter__()

@@ -1,5 +1,7 @@
 // arcly-trio pages: helpers shared by the status, watch and publish pages (no library).
-// The arcly.frames.v1 protocol is described in docs/frames-protocol.md of the project.
+// The arcly.frames.v1 protocol is described in docs/frames-protocol.md of the project; WHIP is
+// RFC 9725 and WHEP its playback twin (the IETF draft): POST an SDP offer, get 201 + an answer
+// and a Location to DELETE when done.
 "use strict";
 
 const Arcly = (() => {
@@ -114,6 +116,104 @@ const Arcly = (() => {
     }, "copy");
   }
 
+  // /api/server once per page ({} from an older server or when unreachable: the frames API).
+  let infoPromise = null;
+  function serverInfo() {
+    infoPromise = infoPromise || getJson("/api/server").catch(() => ({}));
+    return infoPromise;
+  }
+
+  // Which transport a page should use: ?via=frames|whep|whip forces one, else WebRTC when the
+  // server says it serves it. Returns {webrtc: bool, forced: bool}.
+  async function chooseTransport(webrtcName) {
+    const via = params.get("via");
+    if (via === "frames") return { webrtc: false, forced: true };
+    if (via === webrtcName) return { webrtc: true, forced: true };
+    const info = await serverInfo();
+    return { webrtc: info.webrtc === true && !!window.RTCPeerConnection, forced: false };
+  }
+
+  // An error of the WHIP/WHEP exchange; status is the HTTP status (0: no answer at all).
+  class SignalError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  // One WHIP/WHEP exchange: offer (no trickle: the ICE-lite server puts its candidates in the
+  // answer, so ours go as they are once setLocalDescription resolves), POST it, apply the
+  // answer. Resolves to the session's URL (its Location), for hangUp.
+  async function signal(pc, path, timeoutMs = 8000) {
+    await pc.setLocalDescription(await pc.createOffer());
+    const headers = { "content-type": "application/sdp" };
+    if (token) headers.authorization = "Bearer " + token;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    let response, body;
+    try {
+      response = await fetch(httpUrl(path), { method: "POST", headers, body: pc.localDescription.sdp,
+                                              signal: controller.signal, cache: "no-store" });
+      body = await response.text();
+    } catch (err) {
+      throw new SignalError(0, `${path}: ${err.name === "AbortError" ? "no answer" : err.message || err}`);
+    } finally { clearTimeout(timer); }
+    if (response.status !== 201) {
+      throw new SignalError(response.status, `${path}: HTTP ${response.status} ${body.slice(0, 200)}`.trim());
+    }
+    const location = response.headers.get("location");
+    // The session URL must stay on this origin (the DELETE carries the token).
+    const session = location ? new URL(location, response.url || httpUrl(path)) : null;
+    try { await pc.setRemoteDescription({ type: "answer", sdp: body }); }
+    catch (err) {
+      if (session && session.origin === base.origin) hangUp(session.href);
+      throw new SignalError(201, `${path}: unusable answer: ${err.message || err}`);
+    }
+    return session && session.origin === base.origin ? session.href : null;
+  }
+
+  // End a WHIP/WHEP session (DELETE its URL; keepalive so it also goes out when the page closes).
+  function hangUp(sessionUrl) {
+    if (!sessionUrl) return;
+    const headers = token ? { authorization: "Bearer " + token } : {};
+    fetch(sessionUrl, { method: "DELETE", headers, keepalive: true, cache: "no-store" }).catch(() => {});
+  }
+
+  // Resolves once ICE and DTLS are up; rejects when they fail or take longer than timeoutMs.
+  function connected(pc, timeoutMs = 5000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => done(new Error(`ICE/DTLS not connected after ${timeoutMs / 1000} s`)), timeoutMs);
+      const check = () => {
+        if (pc.connectionState === "connected") done(null);
+        else if (pc.connectionState === "failed" || pc.connectionState === "closed") done(new Error(`ICE/DTLS ${pc.connectionState}`));
+      };
+      function done(err) {
+        clearTimeout(timer);
+        pc.removeEventListener("connectionstatechange", check);
+        if (err) reject(err); else resolve();
+      }
+      pc.addEventListener("connectionstatechange", check);
+      check();
+    });
+  }
+
+  // Put the codecs of mimeType (e.g. "video/H264") first in a transceiver's preferences, where
+  // the browser lets us; packetization-mode=1 and the constrained baseline profile lead for H.264.
+  function preferCodec(transceiver, kind, mimeType) {
+    if (!transceiver.setCodecPreferences || !window.RTCRtpSender || !RTCRtpSender.getCapabilities) return false;
+    const caps = RTCRtpSender.getCapabilities(kind);
+    if (!caps) return false;
+    const wanted = mimeType.toLowerCase();
+    const rank = (codec) => {
+      if (codec.mimeType.toLowerCase() !== wanted) return 3;
+      if (wanted !== "video/h264") return 0;
+      const fmtp = codec.sdpFmtpLine || "";
+      if (!/packetization-mode=1/.test(fmtp)) return 2;
+      return /profile-level-id=42e01f/.test(fmtp) ? 0 : 1;
+    };
+    if (!caps.codecs.some((codec) => rank(codec) < 3)) return false;
+    try { transceiver.setCodecPreferences([...caps.codecs].sort((a, b) => rank(a) - rank(b))); return true; }
+    catch (err) { return false; }
+  }
+
   return { params, base, token, httpUrl, wsUrl, streamFromPath, streamPath, el, getJson, fmtBits, fmtDuration,
-           PROTOCOL, HEADER_SIZE, FLAG_KEY, FLAG_CONFIG, parseFrame, buildFrame, copyButton };
+           PROTOCOL, HEADER_SIZE, FLAG_KEY, FLAG_CONFIG, parseFrame, buildFrame, copyButton,
+           serverInfo, chooseTransport, SignalError, signal, hangUp, connected, preferCodec };
 })();

@@ -1,9 +1,11 @@
-// The status page: live streams from /api/streams, refreshed every second.
+// The status page: live streams from /api/streams, refreshed every second. When the server
+// serves WebRTC (/api/server's "webrtc"), each stream also shows its WHEP (play) and WHIP
+// (publish) URLs: their clients send a token as "Authorization: Bearer", so it is not put on them.
 "use strict";
 
 (() => {
   const { el, getJson, fmtBits, fmtDuration, httpUrl, wsUrl, streamPath, copyButton, base, token } = Arcly;
-  let server = { rtmp_port: null, hls: false };
+  let server = { rtmp_port: null, hls: false, webrtc: false };
   const state = { streams: 0, updates: 0, error: null };
   window.arclyStatus = state;
 
@@ -32,6 +34,10 @@
     else if (unavailable) rows.push(["HLS", null, unavailable]);
     if (doc.dash) rows.push(["DASH", withToken(httpUrl(doc.dash))]);
     rows.push(["frames", wsUrl(path + "/frames")]);
+    if (server.webrtc) {
+      rows.push([token ? "WHEP (Bearer token)" : "WHEP", httpUrl(path + "/whep")]);
+      rows.push([token ? "WHIP (Bearer token)" : "WHIP", httpUrl(path + "/whip")]);
+    }
     return rows;
   }
 
@@ -69,6 +75,8 @@
     document.getElementById("ffmpeg-file").textContent =
       `ffmpeg -re -i input.mp4 -c:v libx264 -c:a aac -f flv ${rtmp}/mystream`;
     document.getElementById("obs-server").textContent = rtmp;
+    document.getElementById("whip-hint").hidden = !server.webrtc;
+    document.getElementById("whip-server").textContent = httpUrl(streamPath(app, "mystream") + "/whip");
     const publish = document.getElementById("publish-link");
     publish.href = `/publish/${encodeURIComponent(app)}/mystream${location.search}`;
     publish.textContent = `/publish/${app}/mystream`;
@@ -92,7 +100,7 @@
   }
 
   (async () => {
-    try { server = await getJson("/api/server"); } catch (err) { /* older server: no RTMP URL */ }
+    server = Object.assign(server, await Arcly.serverInfo());  // {} from an older server: no RTMP URL
     await refresh();
     setInterval(refresh, 1000);
   })();

@@ -1,10 +1,19 @@
-// The publish page: camera + microphone (or a canvas test pattern and a tone) encoded with
-// WebCodecs (H.264 where the browser has it, else VP9, else AV1; Opus audio) and sent over
-// arcly.frames.v1 to /{app}/{stream}/ingest. window.arclyPublish holds the readout.
+// The publish page: camera + microphone (or a canvas test pattern and a tone), sent over WHIP
+// (RFC 9725: POST /{app}/{stream}/whip) when the server serves WebRTC, else (or when WHIP fails:
+// an HTTP error other than a refusal, or ICE/DTLS not up within 5 s) encoded with WebCodecs
+// (H.264 where the browser has it, else VP9, else AV1; Opus audio) and sent over
+// arcly.frames.v1 to /{app}/{stream}/ingest. ?via=frames or ?via=whip forces one.
+//
+// WHIP: the tracks go on sendonly transceivers (H.264 first in the codec preferences, or the
+// codec ?codec= names), the offer is POSTed as soon as it is made (the server is ICE-lite: no
+// trickle), and the bitrate control sets the video sender's maxBitrate (for the frames API:
+// the encoder's bitrate). window.arclyPublisher = {transport, state, stats} says which runs and
+// how it goes (stats from getStats() once a second); window.arclyPublish is the readout.
 "use strict";
 
 (() => {
-  const { wsUrl, streamFromPath, streamPath, buildFrame, FLAG_KEY, FLAG_CONFIG, PROTOCOL, params, el } = Arcly;
+  const { wsUrl, streamFromPath, streamPath, buildFrame, FLAG_KEY, FLAG_CONFIG, PROTOCOL, params, el,
+          fmtBits, chooseTransport, signal, hangUp, connected, preferCodec } = Arcly;
   const [app, stream] = streamFromPath();
   const $ = (id) => document.getElementById(id);
   $("title").textContent = `${app}/${stream}`;
@@ -20,13 +29,22 @@
   const state = window.arclyPublish = {
     status: "idle", source: null, videoCodec: null, audioCodec: null, videoFrames: 0, audioFrames: 0,
     keyframes: 0, dropped: 0, bytes: 0, serverFrames: null, errors: 0, lastError: null, end: null,
+    bitrate: null, nacks: null, retransmitted: null, rttMs: null,
   };
+  // transport "whip" or "frames" (null before a start); stats: getStats()'s figures over WHIP,
+  // the readout over the frames API; fallback: why WHIP was left.
+  // maxBitrate: the video bitrate the control set, as the sender (or encoder) has it.
+  const publisher = window.arclyPublisher = { transport: null, state: "idle", stats: null, error: null, fallback: null,
+                                              maxBitrate: null };
+  const MIME = { h264: "video/H264", vp9: "video/VP9", av1: "video/AV1", vp8: "video/VP8" };
   const canvas = $("canvas");
   const ctx2d = canvas.getContext("2d");
   let ws = null, media = null, video = null, videoEncoder = null, audioEncoder = null, running = false;
+  let pc = null, session = null, videoSender = null, encoderConfig = null, toneStop = null, lastSample = null;
+  let canvasTrack = null, stops = 0;
   let t0 = 0, lastSlot = -1, lastKey = -Infinity, needKey = true, audioBase = null, lastAudioTs = -1, timer = null, audioStop = null;
 
-  function setStatus(text, cls = "badge") { state.status = text; $("status").textContent = text; $("status").className = "status " + cls; }
+  function setStatus(text, cls = "badge") { state.status = text; publisher.state = text.replace(/^● /, ""); $("status").textContent = text; $("status").className = "status " + cls; }
   function fail(err) { state.errors += 1; state.lastError = String(err && err.message || err); $("error").textContent = state.lastError; }
 
   function send(buffer) {
@@ -50,6 +68,7 @@
 
   // --- sources --------------------------------------------------------------------------------
   async function openSource() {
+    if (state.source) return;                              // still open (WHIP fell back to frames)
     if (params.get("pattern") !== "1") {
       try {
         media = await navigator.mediaDevices.getUserMedia({
@@ -95,7 +114,9 @@
         },
         error: (err) => { fail(err); stop("encoder error"); },
       });
-      encoder.configure(support.config);
+      encoderConfig = Object.assign({}, support.config, { bitrate: bitrate() });
+      publisher.maxBitrate = encoderConfig.bitrate;
+      encoder.configure(encoderConfig);
       state.videoCodec = config.codec;
       return encoder;
     }
@@ -108,8 +129,9 @@
     const slot = Math.round((performance.now() - t0) * FPS / 1000);
     const ms = slot * 1000 / FPS;
     if (video) ctx2d.drawImage(video, 0, 0, WIDTH, HEIGHT); else drawPattern(ms);
-    if (slot <= lastSlot) {
-      // the timer fired early: this slot was sent already
+    if (!videoEncoder || slot <= lastSlot) {
+      // WHIP (no encoder here: the camera or the canvas goes as a track), or the timer fired
+      // early and this slot was sent already
     } else if (ws.bufferedAmount > MAX_BUFFERED || videoEncoder.encodeQueueSize > 4) {
       state.dropped += 1; needKey = true;                   // congested: skip, then restart on a keyframe
     } else {
@@ -135,17 +157,20 @@
     if (send(buildFrame("audio", FLAG_KEY, 0, ts, ts, chunk.byteLength, (out) => chunk.copyTo(out)))) state.audioFrames += 1;
   }
 
+  // A quiet 440 Hz tone as a track (no microphone, or the test pattern).
+  async function makeTone() {
+    const ctx = new AudioContext({ sampleRate: 48000 });
+    await ctx.resume().catch(() => {});
+    const osc = ctx.createOscillator(), gain = ctx.createGain(), dest = ctx.createMediaStreamDestination();
+    osc.frequency.value = 440; gain.gain.value = 0.1;
+    osc.connect(gain).connect(dest); osc.start();
+    return { track: dest.stream.getAudioTracks()[0], ctx };
+  }
+
   async function openAudio() {
     let track = media && media.getAudioTracks()[0];
     let ctx = null;
-    if (!track) {                                          // a quiet 440 Hz tone
-      ctx = new AudioContext({ sampleRate: 48000 });
-      await ctx.resume().catch(() => {});
-      const osc = ctx.createOscillator(), gain = ctx.createGain(), dest = ctx.createMediaStreamDestination();
-      osc.frequency.value = 440; gain.gain.value = 0.1;
-      osc.connect(gain).connect(dest); osc.start();
-      track = dest.stream.getAudioTracks()[0];
-    }
+    if (!track) ({ track, ctx } = await makeTone());
     const settings = track.getSettings();
     const config = { codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate: 64000 };
     const support = await AudioEncoder.isConfigSupported(config).catch(() => ({ supported: false }));
@@ -190,11 +215,144 @@
     return out;
   }
 
+  // --- WHIP ---------------------------------------------------------------------------------------
+  async function startWhip(forced) {
+    const attempt = stops;
+    publisher.transport = "whip";
+    $("transport").textContent = "Sending over WebRTC (WHIP)" + (forced ? ", as ?via=whip asks." : ".");
+    await openSource();
+    let videoTrack = media && media.getVideoTracks()[0];
+    let audioTrack = media && media.getAudioTracks()[0];
+    const tone = audioTrack ? null : await makeTone();
+    if (stops !== attempt) { if (tone) tone.ctx.close(); throw new Error("stopped"); }
+    if (tone) { audioTrack = tone.track; toneStop = () => tone.ctx.close(); }
+    if (!videoTrack) videoTrack = canvasTrack = canvas.captureStream(FPS).getVideoTracks()[0];  // the test pattern
+    const own = pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    const streams = [new MediaStream([videoTrack, audioTrack])];
+    const videoTransceiver = own.addTransceiver(videoTrack, { direction: "sendonly", streams,
+                                                              sendEncodings: [{ maxBitrate: bitrate() }] });
+    videoSender = videoTransceiver.sender;
+    publisher.maxBitrate = bitrate();
+    preferCodec(videoTransceiver, "video", MIME[params.get("codec")] || MIME.h264);
+    preferCodec(own.addTransceiver(audioTrack, { direction: "sendonly", streams }), "audio", "audio/opus");
+    running = true; t0 = performance.now(); lastSlot = -1;
+    tick();                                               // draws the pattern (or the camera preview)
+    const url = await signal(own, streamPath(app, stream) + "/whip");
+    if (pc !== own) { hangUp(url); throw new Error("stopped"); }
+    session = url;
+    await connected(own, 5000);
+    if (pc !== own) throw new Error("stopped");
+    publisher.error = null;
+    setStatus("● publishing", "badge live");
+    own.addEventListener("connectionstatechange", () => {
+      if (pc !== own || !["failed", "closed"].includes(own.connectionState)) return;
+      fail(`ICE/DTLS ${own.connectionState}`);
+      stop("connection lost");
+    });
+  }
+
+  function closeWhip() {
+    if (session) hangUp(session);
+    if (pc) pc.close();
+    if (toneStop) toneStop();
+    if (canvasTrack) canvasTrack.stop();
+    canvasTrack = null; pc = null; session = null; videoSender = null; toneStop = null; lastSample = null;
+  }
+  window.addEventListener("pagehide", closeWhip);
+
+  // Once a second: the readout from getStats() (the sender's view, and the server's receiver
+  // reports: loss and round trip).
+  async function whipStats() {
+    const own = pc;
+    if (!own || publisher.transport !== "whip" || !running) return;
+    let report;
+    try { report = await own.getStats(); } catch (err) { return; }
+    if (pc !== own) return;
+    const byId = new Map();
+    report.forEach((entry) => byId.set(entry.id, entry));
+    const out = { video: {}, audio: {} }, remote = { video: {}, audio: {} };
+    for (const entry of byId.values()) {
+      if (entry.type === "outbound-rtp" && out[entry.kind]) out[entry.kind] = entry;
+      if (entry.type === "remote-inbound-rtp" && remote[entry.kind]) remote[entry.kind] = entry;
+    }
+    const v = out.video, a = out.audio;
+    const sample = { at: performance.now(), bytes: (v.bytesSent || 0) + (a.bytesSent || 0) };
+    const prev = lastSample;
+    lastSample = sample;
+    const codec = byId.get(v.codecId), audioCodec = byId.get(a.codecId);
+    const rtt = remote.video.roundTripTime ?? remote.audio.roundTripTime;
+    publisher.stats = {
+      bitrate: prev && sample.at > prev.at ? Math.round((sample.bytes - prev.bytes) * 8000 / (sample.at - prev.at)) : null,
+      bytesSent: sample.bytes, framesEncoded: v.framesEncoded || 0, framesSent: v.framesSent || 0,
+      keyFramesEncoded: v.keyFramesEncoded || 0, audioPackets: a.packetsSent || 0,
+      nackCount: (v.nackCount || 0) + (a.nackCount || 0), retransmittedPackets: v.retransmittedPacketsSent || 0,
+      pliCount: v.pliCount || 0, packetsLost: (remote.video.packetsLost || 0) + (remote.audio.packetsLost || 0),
+      rttMs: typeof rtt === "number" ? Math.round(rtt * 1000) : null,
+      width: v.frameWidth || 0, height: v.frameHeight || 0, fps: v.framesPerSecond || 0,
+      qualityLimitation: v.qualityLimitationReason || null,
+      videoCodec: codec ? codec.mimeType : null, audioCodec: audioCodec ? audioCodec.mimeType : null,
+    };
+    const s = publisher.stats;
+    Object.assign(state, { videoFrames: s.framesSent, audioFrames: s.audioPackets, keyframes: s.keyFramesEncoded,
+                           bytes: s.bytesSent, bitrate: s.bitrate, nacks: s.nackCount,
+                           retransmitted: s.retransmittedPackets, rttMs: s.rttMs });
+    if (s.videoCodec) state.videoCodec = s.videoCodec;
+    if (s.audioCodec) state.audioCodec = s.audioCodec;
+  }
+  setInterval(whipStats, 1000);
+
+  // The bitrate control: the sender's maxBitrate over WHIP, the encoder's bitrate otherwise.
+  function bitrate() { return Number($("bitrate").value) || 1_000_000; }
+  const wantedKbps = Number(params.get("kbps"));
+  if (wantedKbps > 0) {
+    const option = el("option", { value: String(Math.round(wantedKbps * 1000)) }, fmtBits(wantedKbps * 1000));
+    $("bitrate").append(option);
+    $("bitrate").value = option.value;
+  }
+  $("bitrate").addEventListener("change", async () => {
+    try {
+      if (videoSender) {
+        const parameters = videoSender.getParameters();
+        if (!parameters.encodings || !parameters.encodings.length) parameters.encodings = [{}];
+        parameters.encodings[0].maxBitrate = bitrate();
+        await videoSender.setParameters(parameters);
+        publisher.maxBitrate = videoSender.getParameters().encodings[0].maxBitrate;  // as applied
+      } else if (videoEncoder && encoderConfig) {
+        encoderConfig.bitrate = publisher.maxBitrate = bitrate();
+        videoEncoder.configure(encoderConfig);
+        needKey = true;
+      }
+    } catch (err) { fail(err); }
+  });
+
   // --- start / stop -----------------------------------------------------------------------------
   async function start() {
     if (running) return;
     $("start").hidden = true; $("stop").hidden = false;
     setStatus("starting…");
+    publisher.fallback = null;
+    const attempt = stops;
+    const { webrtc, forced } = await chooseTransport("whip");
+    if (stops !== attempt) return;                        // stopped meanwhile
+    if (webrtc) {
+      try { await startWhip(forced); return; }
+      catch (err) {
+        if (stops !== attempt) return;                    // stopped meanwhile (stop cleaned up)
+        const refused = err.status === 401 || err.status === 403;
+        closeWhip();
+        running = false; clearTimeout(timer);
+        publisher.error = String(err && err.message || err);
+        if (forced || refused) { fail(err); stop(refused ? "refused: " + publisher.error : "failed"); return; }
+        publisher.fallback = publisher.error;
+        $("error").textContent = `WHIP failed (${publisher.error}): publishing over the frames API instead.`;
+      }
+    }
+    await startFrames();
+  }
+
+  async function startFrames() {
+    publisher.transport = "frames"; publisher.stats = state;
+    $("transport").textContent = "Sending over the frames API (WebCodecs).";
     try {
       await openSource();
       videoEncoder = await openVideoEncoder();
@@ -223,13 +381,14 @@
 
   function stop(why = "stopped") {
     const was = running;
-    running = false;
+    running = false; stops += 1;
+    closeWhip();
     clearTimeout(timer);
     if (audioStop) { audioStop(); audioStop = null; }
     for (const encoder of [videoEncoder, audioEncoder]) if (encoder && encoder.state !== "closed") encoder.close();
     videoEncoder = audioEncoder = null; audioBase = null; lastAudioTs = -1;
     if (media) for (const track of media.getTracks()) track.stop();
-    media = null; video = null;
+    media = null; video = null; state.source = null;
     if (ws && ws.readyState === WebSocket.OPEN) { if (was) ws.send(JSON.stringify({ type: "end", reason: why })); ws.close(1000, why); }
     ws = null;
     $("start").hidden = false; $("stop").hidden = true;
@@ -248,6 +407,9 @@
     $("r-dropped").textContent = state.dropped;
     $("r-bytes").textContent = (state.bytes / 1e6).toFixed(2) + " MB";
     $("r-server").textContent = state.serverFrames === null ? "–" : state.serverFrames + " frames";
+    $("r-bitrate").textContent = state.bitrate === null ? "–" : fmtBits(state.bitrate);
+    $("r-nacks").textContent = state.nacks === null ? "–" : `${state.nacks} (${state.retransmitted})`;
+    $("r-rtt").textContent = state.rttMs === null ? "–" : state.rttMs + " ms";
     $("r-errors").textContent = state.errors;
   }, 250);
   drawPattern(0);

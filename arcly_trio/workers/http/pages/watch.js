@@ -1,9 +1,22 @@
-// The watch page: arcly.frames.v1 -> WebCodecs VideoDecoder -> canvas, AudioDecoder -> Web Audio.
+// The watch page: WHEP (an RTCPeerConnection into a <video>, sound included) when the server
+// serves WebRTC, else (or when WHEP fails: an HTTP error, or ICE/DTLS not up within 5 s) the
+// frames API: arcly.frames.v1 -> WebCodecs VideoDecoder -> canvas, AudioDecoder -> Web Audio.
+// ?via=frames or ?via=whep forces one. window.arclyPlayer = {transport, state, stats} says
+// which runs and how it goes (tests read it); window.arclyWatch is the frames player's readout.
 //
-// One media clock maps stream timestamps (microseconds) to performance.now(): video frames are
-// drawn when their time comes, audio is scheduled on the AudioContext at the same instants, so
-// picture and sound stay in sync by timestamps. The page reconnects by itself when the stream
-// ends or the connection drops. window.arclyWatch holds the readout (tests read it).
+// WHEP: recvonly video and audio transceivers, the offer POSTed as soon as it is made (the
+// server is ICE-lite and puts its candidates in the answer: no trickle). An unmuted <video>
+// with autoplay; where the browser refuses sound without a click, it plays muted and the
+// "Unmute sound" button turns it on. Once a second getStats() gives the readout: latency
+// (the jitter buffer's delay per emitted frame over the last second, plus half the round
+// trip), packets lost, NACKs sent, bitrate, picture size and rate. A session that fails after
+// it played is started again (a 404 means the stream is not live yet: the page waits); a
+// picture that stops for 3 s is said ("no picture…", state "stalled") until it comes back.
+//
+// Frames: one media clock maps stream timestamps (microseconds) to performance.now(): video
+// frames are drawn when their time comes, audio is scheduled on the AudioContext at the same
+// instants, so picture and sound stay in sync by timestamps. The page reconnects by itself
+// when the stream ends or the connection drops.
 //
 // Each configuration is checked with VideoDecoder/AudioDecoder.isConfigSupported before a
 // decoder is made (frames that arrive meanwhile wait, a few hundred at most): a codec this
@@ -12,7 +25,8 @@
 "use strict";
 
 (() => {
-  const { wsUrl, httpUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params, getJson, base, token, el } = Arcly;
+  const { wsUrl, httpUrl, streamFromPath, streamPath, parseFrame, PROTOCOL, params, base, token, el,
+          fmtBits, chooseTransport, signal, hangUp, connected } = Arcly;
   const [app, stream] = streamFromPath();
   const url = wsUrl(streamPath(app, stream) + "/frames");
   const canvas = document.getElementById("canvas");
@@ -46,7 +60,11 @@
   const support = { video: null, audio: null };
   const held = { video: [], audio: [] };
 
-  function setStatus(text, cls = "badge") { state.status = text; $("status").textContent = text; $("status").className = "status " + cls; }
+  // What plays and how it goes: transport "whep" or "frames"; stats: the WHEP readout, or the
+  // frames player's (window.arclyWatch); fallback: why WHEP was left for the frames API.
+  const player = window.arclyPlayer = { transport: null, state: "starting", stats: null, error: null, fallback: null };
+
+  function setStatus(text, cls = "badge") { if (player.transport === "frames") player.state = text; state.status = text; $("status").textContent = text; $("status").className = "status " + cls; }
   function fail(err) { state.errors += 1; state.lastError = String(err && err.message || err); $("error").textContent = state.lastError; }
 
   // --- decoders ---------------------------------------------------------------------------
@@ -121,7 +139,7 @@
     const path = streamPath(app, stream);
     const tokenQuery = token ? "?token=" + encodeURIComponent(token) : "";
     let info = { rtmp_port: null, hls: false };
-    try { info = await getJson("/api/server"); } catch (err) { /* an older server: no RTMP port */ }
+    info = Object.assign(info, await Arcly.serverInfo());  // {} from an older server: no RTMP port
     const tries = [];
     if (info.hls) tries.push(["HLS, in Safari (which decodes HEVC) or any HLS player", httpUrl(path + "/index.m3u8") + tokenQuery]);
     if (info.rtmp_port) {
@@ -190,10 +208,10 @@
     $("unmute").textContent = muted ? "Unmute sound" : "Mute sound";
   }
   $("unmute").addEventListener("click", () => {
+    if (player.transport === "whep") { whepSound(video.muted); return; }
     if (!muted) { muted = true; $("unmute").textContent = "Unmute sound"; return; }
     unmute();
   });
-  if (params.get("unmute") === "1") unmute();  // kiosks (autoplay policies permitting)
 
   // --- rendering ------------------------------------------------------------------------------
   function render() {
@@ -231,6 +249,7 @@
   requestAnimationFrame(render);
 
   setInterval(() => {
+    if (player.transport !== "frames") return;
     $("r-decoded").textContent = state.decoded;
     $("r-rendered").textContent = state.rendered;
     $("r-late").textContent = state.late;
@@ -292,5 +311,164 @@
       retryTimer = setTimeout(connect, retryMs);
     };
   }
-  connect();
+
+  function startFrames() {
+    player.transport = "frames"; player.stats = state; player.state = state.status;
+    $("via").textContent = "WebCodecs over arcly.frames.v1 — no player library";
+    $("transport").textContent = "Playing over the frames API (WebCodecs).";
+    $("readout").hidden = false; $("readout-whep").hidden = true;
+    $("video").hidden = true; canvas.hidden = false;
+    if (params.get("unmute") === "1") unmute();  // kiosks (autoplay policies permitting)
+    connect();
+  }
+
+  // --- WHEP: an RTCPeerConnection into the <video> ------------------------------------------------
+  const video = $("video");
+  let pc = null, session = null, retryWhepMs = 1000, lastSample = null, whepTimer = null, downTimer = null;
+
+  function closeWhep() {
+    clearTimeout(downTimer);
+    if (session) hangUp(session);
+    if (pc) pc.close();
+    pc = null; session = null; lastSample = null;
+  }
+  window.addEventListener("pagehide", closeWhep);
+
+  // Sound on (or off); a browser that refuses sound without a click plays muted meanwhile.
+  function whepSound(on) {
+    video.muted = !on;
+    video.play().catch(() => { video.muted = true; video.play().catch(() => {}); })
+      .finally(() => { $("unmute").textContent = video.muted ? "Unmute sound" : "Mute sound"; });
+  }
+
+  async function startWhep(forced) {
+    clearTimeout(whepTimer);
+    closeWhep();
+    player.transport = "whep"; player.state = "connecting";
+    $("via").textContent = "WebRTC (WHEP) — no player library";
+    $("transport").textContent = "Playing over WebRTC (WHEP)" + (forced ? ", as ?via=whep asks." : ".");
+    $("readout").hidden = true; $("readout-whep").hidden = false;
+    canvas.hidden = true; video.hidden = false;
+    setStatus("connecting…");
+    const own = pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    own.addTransceiver("video", { direction: "recvonly" });
+    own.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
+    own.ontrack = (event) => { media.addTrack(event.track); if (video.srcObject !== media) video.srcObject = media; };
+    try {
+      const url = await signal(own, streamPath(app, stream) + "/whep");
+      if (pc !== own) { hangUp(url); return; }
+      session = url;
+      await connected(own, 5000);
+    } catch (err) {
+      if (pc === own) whepFailed(err, forced);
+      return;
+    }
+    if (pc !== own) return;
+    player.state = "live"; player.error = null; retryWhepMs = 1000;
+    setStatus("live", "badge live");
+    whepSound(true);
+    own.addEventListener("connectionstatechange", () => {
+      if (pc !== own) return;
+      clearTimeout(downTimer);
+      if (own.connectionState === "failed" || own.connectionState === "closed") whepLost(`ICE/DTLS ${own.connectionState}`);
+      else if (own.connectionState === "disconnected") downTimer = setTimeout(() => whepLost("disconnected"), 5000);
+    });
+  }
+
+  // A session that played went away (the stream ended, the network broke): start again.
+  function whepLost(why) {
+    closeWhep();
+    state.reconnects += 1;
+    player.state = "reconnecting";
+    setStatus(`reconnecting: ${why}`, "badge warn");
+    whepTimer = setTimeout(() => startWhep(params.get("via") === "whep"), 1000);
+  }
+
+  // WHEP did not come up. 401/403: refused (the frames API would be too); 404: the stream is
+  // not live, wait for it; anything else falls back to the frames API unless ?via=whep.
+  function whepFailed(err, forced) {
+    closeWhep();
+    const message = String(err && err.message || err);
+    player.error = message;
+    if (err.status === 401 || err.status === 403) {
+      player.state = "refused";
+      setStatus("refused: " + message, "badge warn");
+      return;
+    }
+    if (err.status === 404 || forced) {
+      player.state = err.status === 404 ? "waiting" : "retrying";
+      setStatus(err.status === 404 ? "waiting for the stream…" : "WHEP failed, retrying", "badge warn");
+      if (err.status !== 404) $("error").textContent = message;
+      retryWhepMs = Math.min(retryWhepMs * 2, 5000);
+      whepTimer = setTimeout(() => startWhep(forced), retryWhepMs);
+      return;
+    }
+    player.fallback = message;
+    $("error").textContent = `WHEP failed (${message}): playing over the frames API instead.`;
+    startFrames();
+  }
+
+  // Once a second: the readout from getStats() (deltas over the last second where it matters).
+  async function whepStats() {
+    const own = pc;
+    if (player.transport !== "whep" || !own || !["live", "stalled"].includes(player.state)) return;
+    let report;
+    try { report = await own.getStats(); } catch (err) { return; }
+    if (pc !== own) return;
+    let inVideo = null, inAudio = null, pair = null;
+    const byId = new Map();
+    report.forEach((entry) => byId.set(entry.id, entry));
+    for (const entry of byId.values()) {
+      if (entry.type === "inbound-rtp" && entry.kind === "video") inVideo = entry;
+      else if (entry.type === "inbound-rtp" && entry.kind === "audio") inAudio = entry;
+      else if (entry.type === "transport" && entry.selectedCandidatePairId) pair = byId.get(entry.selectedCandidatePairId) || pair;
+    }
+    if (!pair) for (const entry of byId.values()) if (entry.type === "candidate-pair" && entry.nominated && entry.state === "succeeded") pair = entry;
+    const v = inVideo || {}, a = inAudio || {};
+    const sample = { at: performance.now(), bytes: (v.bytesReceived || 0) + (a.bytesReceived || 0),
+                     delay: v.jitterBufferDelay || 0, emitted: v.jitterBufferEmittedCount || 0 };
+    const prev = lastSample;
+    lastSample = sample;
+    const emitted = prev ? sample.emitted - prev.emitted : sample.emitted;
+    const delay = prev ? sample.delay - prev.delay : sample.delay;
+    const jitterMs = emitted > 0 ? delay / emitted * 1000 : null;
+    const rttMs = pair && typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null;
+    const codec = (entry) => entry && entry.codecId && byId.get(entry.codecId) ? byId.get(entry.codecId).mimeType : null;
+    // No new picture for 3 s (the publisher left, or the network holds it back): say so; the
+    // session stays (the server ends it, or the picture comes back).
+    const progressed = !prev || (v.framesDecoded || 0) !== prev.frames;
+    sample.frames = v.framesDecoded || 0;
+    sample.progressAt = progressed ? sample.at : prev.progressAt;
+    const stalled = sample.at - sample.progressAt > 3000;
+    if (stalled !== (player.state === "stalled")) {
+      player.state = stalled ? "stalled" : "live";
+      if (stalled) setStatus("no picture…", "badge warn"); else setStatus("live", "badge live");
+    }
+    player.stats = {
+      latencyMs: jitterMs === null ? null : Math.round(jitterMs + (rttMs || 0) / 2),
+      jitterBufferMs: jitterMs === null ? null : Math.round(jitterMs),
+      rttMs: rttMs === null ? null : Math.round(rttMs),
+      packetsLost: (v.packetsLost || 0) + (a.packetsLost || 0),
+      nackCount: (v.nackCount || 0) + (a.nackCount || 0),
+      bitrate: prev && sample.at > prev.at ? Math.round((sample.bytes - prev.bytes) * 8000 / (sample.at - prev.at)) : null,
+      width: v.frameWidth || 0, height: v.frameHeight || 0, fps: v.framesPerSecond || 0,
+      framesDecoded: v.framesDecoded || 0, framesDropped: v.framesDropped || 0, freezeCount: v.freezeCount || 0,
+      audioPackets: a.packetsReceived || 0, audioSamples: a.totalSamplesReceived || 0,
+      videoCodec: codec(inVideo), audioCodec: codec(inAudio), muted: video.muted,
+    };
+    const s = player.stats;
+    $("w-latency").textContent = s.latencyMs === null ? "–" : s.latencyMs + " ms";
+    $("w-rtt").textContent = s.rttMs === null ? "–" : s.rttMs + " ms";
+    $("w-lost").textContent = s.packetsLost;
+    $("w-nacks").textContent = s.nackCount;
+    $("w-bitrate").textContent = s.bitrate === null ? "–" : fmtBits(s.bitrate);
+    $("w-size").textContent = s.width ? `${s.width}×${s.height} ${s.fps} fps` : "–";
+    $("w-frames").textContent = `${s.framesDecoded} (${s.framesDropped})`;
+    $("w-codecs").textContent = [s.videoCodec, s.audioCodec].filter(Boolean).join(" + ") || "–";
+    $("w-reconnects").textContent = state.reconnects;
+  }
+  setInterval(whepStats, 1000);
+
+  chooseTransport("whep").then(({ webrtc, forced }) => (webrtc ? startWhep(forced) : startFrames()));
 })();
