@@ -360,3 +360,45 @@ async def test_loss_is_recovered_with_nacks():
     assert relay.dropped > 0
     assert video["nackCount"] > 0
     assert (video.get("totalFreezesDuration") or 0) < 2.0  # all freezes together: none over 2 s
+
+
+PLAYER = "return window.arclyPlayer ? JSON.parse(JSON.stringify(window.arclyPlayer)) : null;"
+PUBLISHER = "return window.arclyPublisher ? JSON.parse(JSON.stringify(window.arclyPublisher)) : null;"
+
+
+async def until_page(driver: Any, script: str, predicate: Any) -> dict[str, Any]:
+    """The page's own readout (``window.arclyPlayer``/``arclyPublisher``) once ``predicate`` holds."""
+    while True:
+        found = await blocking(driver.execute_script, script)
+        if found and predicate(found):
+            return found
+        await trio.sleep(0.25)
+
+
+async def test_the_pages_publish_over_whip_and_play_over_whep():
+    """The built-in publish page (fake camera, ``?autostart=1``) publishes over WHIP; the watch
+    page plays it over WHEP, with sound, and its readout counts decoded frames."""
+    async with server() as (engine, rtmp, http, webrtc):
+        base = f"http://{HOST}:{http.port}"
+        async with browser(*FAKE_MEDIA, "--mute-audio") as publisher, browser(*FAKE_MEDIA, "--mute-audio") as viewer:
+            with trio.fail_after(90):
+                await blocking(publisher.get, f"{base}/publish/live/page?autostart=1")
+                published = await until_page(publisher, PUBLISHER, lambda p: p["transport"] == "whip" and p["stats"])
+                await wait_stream(engine, "live/page")
+                await blocking(viewer.get, f"{base}/watch/live/page")
+                first = await until_page(
+                    viewer,
+                    PLAYER,
+                    lambda p: p["transport"] == "whep" and (p["stats"] or {}).get("framesDecoded", 0) > 10,
+                )
+                later = await until_page(
+                    viewer,
+                    PLAYER,
+                    lambda p: (
+                        p["stats"]["framesDecoded"] > first["stats"]["framesDecoded"] + 25
+                        and p["stats"]["audioPackets"] > 25
+                    ),
+                )
+        assert published["transport"] == "whip"
+        assert later["stats"]["videoCodec"].lower().startswith("video/h264")
+        assert later["stats"]["width"] > 0

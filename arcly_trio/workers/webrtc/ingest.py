@@ -81,6 +81,8 @@ class InTrack:
     first_sequence: int | None = None
     sequences: SequenceUnwrapper = attrs.field(factory=SequenceUnwrapper)
     highest: int = 0
+    lost: int = 0
+    """Packets that never arrived (expected from the sequence numbers less received)."""
 
     def pts(self, timestamp: int, arrival_ms: int) -> int:
         unwrapped = self.timestamps.unwrap(timestamp)
@@ -229,13 +231,14 @@ class WhipSession(PeerSession):
                     self._keyframe_wanted = False
         if now >= self._next_report:
             self._next_report = now + 1.0
-            blocks = [self._report_block(track) for track in self.tracks if track.ssrc is not None]
+            blocks = [self._report_block(track) for track in self.tracks if track.first_sequence is not None]
             if blocks:
+                self.stats.lost = sum(track.lost for track in self.tracks)
                 parts.insert(0, rtcp.receiver_report(self.our_ssrc, blocks))
         if parts:
             self.send_rtcp(b"".join(parts))
 
-    def _report_block(self, track: InTrack) -> Any:
+    def _report_block(self, track: InTrack) -> rtcp.ReportBlock:
         first = track.first_sequence or 0
         expected = track.highest - first + 1
         received = track.reorder.received
@@ -247,8 +250,7 @@ class WhipSession(PeerSession):
         fraction = (
             0 if expected_interval <= 0 or lost_interval <= 0 else min(255, (lost_interval << 8) // expected_interval)
         )
-        cumulative = max(0, expected - received)
-        self.stats.lost = cumulative
+        cumulative = track.lost = max(0, expected - received)
         self.stats.fraction_lost = fraction / 256
         assert track.ssrc is not None
         return rtcp.ReportBlock(

@@ -319,19 +319,23 @@ class RtpSink:
 
     # ------------------------------------------------------------------ RTCP
 
-    def sender_reports(self) -> bytes:
-        """A compound RTCP packet: a sender report and CNAME for each track that sent."""
+    def sender_reports(self, wall: float) -> bytes:
+        """A compound RTCP packet: a sender report and CNAME for each track that sent.
+
+        Both tracks map media time to the wall clock the same way (the first frame sent gives
+        the origin), so the NTP time ``wall`` (now: the receiver's RTT needs it) stands for the
+        same media instant on both and the browser keeps them in sync."""
         base = self.base
         parts: list[bytes] = []
         if base is None:
             return b""
-        wall, pts0 = base
+        wall0, pts0 = base
+        media_now = pts0 + (wall - wall0) * 1000
         for track in (self.video, self.audio):
             if track is None or track.last_pts is None:
                 continue
-            ntp = wall + (track.last_pts - pts0) / 1000
-            rtp_ts = (track.last_pts * (track.clock // 1000)) & _MASK32
-            parts.append(rtcp.sender_report(track.ssrc, ntp, rtp_ts, track.packets & _MASK32, track.octets & _MASK32))
+            rtp_ts = int(media_now * (track.clock // 1000)) & _MASK32
+            parts.append(rtcp.sender_report(track.ssrc, wall, rtp_ts, track.packets & _MASK32, track.octets & _MASK32))
             parts.append(rtcp.sdes_cname(track.ssrc, "arcly-trio"))
         return b"".join(parts)
 
@@ -432,7 +436,7 @@ class WhepSession(PeerSession):
                         stats.rtt = rtt
 
     async def tick(self, now: float) -> None:
-        report = self.sink.sender_reports()
+        report = self.sink.sender_reports(time.time())
         if report:
             self.send_rtcp(report)
 
