@@ -22,17 +22,19 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from arcly_trio import AppSpec, Engine
 from arcly_trio.kernel.auth import TokenAuthenticator
+from arcly_trio.services import HlsService
 from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.webrtc import WebRtcServer
 from tests._browser import FAKE_MEDIA, blocking, browser
-from tests._ffmpeg import probe_streams, run_tool
+from tests._ffmpeg import run_tool
 from tests._net import HOST
 from tests._tools import require_ffmpeg8, require_tool
 
@@ -104,19 +106,20 @@ window.pc.getStats().then(stats => {
 
 @contextlib.asynccontextmanager
 async def server(
-    *, authenticator: Any = None, candidate_port: int | None = None
+    *, authenticator: Any = None, candidate_port: int | None = None, hls: bool = False
 ) -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer, WebRtcServer]]:
+    """The RTMP, HTTP and WebRTC workers on port 0 with the audio bridge; with ``hls``, HLS
+    packaging: application ``live`` as MPEG-TS, ``ll`` as LL-HLS (fMP4) and DASH."""
     rtmp = RtmpServer(HOST, 0)
     http = HttpServer(HOST, 0)
     webrtc = WebRtcServer(HOST, 0, announced_port=candidate_port)
-    builder = (
-        Engine.builder()
-        .application(AppSpec("live"))
-        .protocol(rtmp)
-        .protocol(http)
-        .protocol(webrtc)
-        .observer(AudioBridge())
-    )
+    builder = Engine.builder().protocol(rtmp).protocol(http).protocol(webrtc).observer(AudioBridge())
+    if hls:
+        builder.service(HlsService(target_duration=1.0))
+        builder.application(AppSpec("live", hls=True, hls_variant="ts"))
+        builder.application(AppSpec("ll", hls=True, hls_variant="ll"))
+    else:
+        builder.application(AppSpec("live"))
     if authenticator is not None:
         builder.authenticator(authenticator)
     async with builder.build() as engine:
@@ -201,70 +204,86 @@ async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound():
         assert inbound(later, "video")["frameWidth"] == 640
 
 
-async def test_chromium_publishes_whip_and_ffmpeg_51_decodes_it():
-    async with server() as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
-        with trio.fail_after(60):
+async def decoded(ffmpeg: str, url: str, stream: str) -> tuple[int, str]:
+    """How many frames of ``stream`` (``v`` or ``a``) ``ffmpeg`` decodes from ``url`` in 3 s of
+    media (framemd5 writes a line per decoded frame), and what it said about the input."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-rw_timeout", "15000000", "-i", url, "-map", f"0:{stream}:0",
+            "-t", "3", "-f", "framemd5", "-"]  # fmt: skip
+    result = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+    lines = [line for line in result.stdout.decode().splitlines() if line and not line.startswith("#")]
+    return len(lines), result.stderr.decode(errors="replace")
+
+
+async def wait_segments(http: HttpServer, path: str, count: int = 2) -> None:
+    """Until the media playlist at ``path`` (or the first one a multivariant playlist there names)
+    lists ``count`` media segments."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        url = f"http://{HOST}:{http.port}{path}"
+        while True:
+            reply = await client.get(url)
+            if reply.status_code == 200:
+                if "#EXT-X-STREAM-INF" in reply.text:
+                    lines = reply.text.splitlines()
+                    found = next(i for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF"))
+                    url = str(httpx.URL(url).join(lines[found + 1].strip()))
+                    continue
+                if reply.text.count("#EXTINF") >= count:
+                    return
+            await trio.sleep(0.25)
+
+
+async def test_chromium_publishes_whip_and_ffmpeg_decodes_it_with_audio():
+    """Chromium's fake camera and microphone over WHIP (H.264 + Opus); Debian's ffmpeg 5.1 decodes
+    the video and the bridged AAC over RTMP and HLS-TS, ffmpeg 8 the video over RTMP."""
+    ffmpeg, ffmpeg8 = require_tool("ffmpeg"), require_ffmpeg8()
+    async with server(hls=True) as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
+        with trio.fail_after(120):
             await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
             started = await blocking(
                 driver.execute_async_script, WHIP_PUBLISH, f"http://{HOST}:{http.port}/live/web/whip", None
             )
             assert started.get("ok"), started
             await wait_stream(engine, "live/web")
-            streams = await probe_streams(f"rtmp://{HOST}:{rtmp.port}/live/web", "-rw_timeout", "15000000")
-        video = [s for s in streams if s["codec_type"] == "video"]
-        assert video and video[0]["codec_name"] == "h264", streams
+            rtmp_url = f"rtmp://{HOST}:{rtmp.port}/live/web"
+            video, said = await decoded(ffmpeg, rtmp_url, "v")
+            assert video > 30 and "Video: h264" in said, said
+            audio, said = await decoded(ffmpeg, rtmp_url, "a")
+            assert audio > 50 and "Audio: aac" in said, said
+            video8, said = await decoded(ffmpeg8, rtmp_url, "v")
+            assert video8 > 30, said
+            # ffmpeg starts three segments from the live edge: past the first ones, cut before
+            # the bridge had started (it starts within a second of a legacy viewer, at a keyframe)
+            await wait_segments(http, "/live/web/index.m3u8", 6)
+            audio, said = await decoded(ffmpeg, f"http://{HOST}:{http.port}/live/web/index.m3u8", "a")
+            assert audio > 50 and "Audio: aac" in said, said
 
 
 async def test_ffmpeg8_whip_muxer_publishes_h264_and_opus():
-    ffmpeg8 = require_ffmpeg8()
+    """ffmpeg 8's WHIP muxer (H.264 + Opus, a Bearer token); ffmpeg 5.1 decodes it over RTMP
+    (the bridged AAC) and HTTP-FLV, ffmpeg 8 over LL-HLS and DASH (the original Opus)."""
+    ffmpeg, ffmpeg8 = require_tool("ffmpeg"), require_ffmpeg8()
     auth = TokenAuthenticator(publish_token="pub")
-    async with server(authenticator=auth) as (engine, rtmp, http, webrtc):
-        args = [
-            ffmpeg8,
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-bf",
-            "0",
-            "-g",
-            "25",
-            "-tune",
-            "zerolatency",
-            "-c:a",
-            "libopus",
-            "-ar",
-            "48000",
-            "-ac",
-            "2",
-            "-authorization",
-            "pub",
-            "-f",
-            "whip",
-            f"http://{HOST}:{http.port}/live/ff/whip",
-        ]
+    async with server(authenticator=auth, hls=True) as (engine, rtmp, http, webrtc):
+        args = [ffmpeg8, "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25", "-f", "lavfi",
+                "-i", "sine=frequency=440:sample_rate=48000", "-c:v", "libx264", "-profile:v", "baseline",
+                "-pix_fmt", "yuv420p", "-bf", "0", "-g", "25", "-tune", "zerolatency", "-c:a", "libopus",
+                "-ar", "48000", "-ac", "2", "-authorization", "pub", "-f", "whip",
+                f"http://{HOST}:{http.port}/ll/ff/whip"]  # fmt: skip
         async with run_tool(args):
-            with trio.fail_after(60):
-                await wait_stream(engine, "live/ff")
-                streams = await probe_streams(f"rtmp://{HOST}:{rtmp.port}/live/ff", "-rw_timeout", "15000000")
-                assert engine.stream("live/ff").info.audio_codec == "opus"  # the original, kept in the stream
-        video = [s for s in streams if s["codec_type"] == "video"]
-        assert video and video[0]["codec_name"] == "h264" and video[0]["width"] == 640, streams
-        audio = [s for s in streams if s["codec_type"] == "audio"]
-        assert audio and audio[0]["codec_name"] == "aac", streams  # what ffmpeg 5.1 can decode: the bridge's
+            with trio.fail_after(120):
+                await wait_stream(engine, "ll/ff")
+                assert engine.stream("ll/ff").info.audio_codec == "opus"  # the original, kept in the stream
+                for url in (f"rtmp://{HOST}:{rtmp.port}/ll/ff", f"http://{HOST}:{http.port}/ll/ff.flv"):
+                    video, said = await decoded(ffmpeg, url, "v")
+                    assert video > 30 and "Video: h264" in said and "640x360" in said, said
+                    audio, said = await decoded(ffmpeg, url, "a")
+                    assert audio > 50 and "Audio: aac" in said, said
+                await wait_segments(http, "/ll/ff/index.m3u8")
+                for path in ("/ll/ff/index.m3u8", "/ll/ff/index.mpd"):
+                    video, said = await decoded(ffmpeg8, f"http://{HOST}:{http.port}{path}", "v")
+                    assert video > 30, said
+                    audio, said = await decoded(ffmpeg8, f"http://{HOST}:{http.port}{path}", "a")
+                    assert audio > 50 and "opus" in said, said
 
 
 @pytest.mark.parametrize(
