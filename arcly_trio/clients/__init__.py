@@ -2,6 +2,7 @@
 
 :mod:`.frames`: the ``arcly.frames.v1`` WebSocket frame protocol (play and publish).
 :mod:`.rtmp`: RTMP (publish to and play from any RTMP server).
+:mod:`.webrtc`: WHEP (play) and WHIP (publish), on trio.
 """
 
 from arcly_trio.clients.frames import (
@@ -13,6 +14,7 @@ from arcly_trio.clients.frames import (
     open_frames_subscription,
 )
 from arcly_trio.clients.rtmp import RtmpPlayer, RtmpPublisher, open_rtmp_player, open_rtmp_publisher
+from arcly_trio.clients.webrtc import WhepPlayer, WhipPublisher, open_whep_player, open_whip_publisher
 
 __all__ = [
     "RtmpPlayer",
@@ -25,4 +27,8 @@ __all__ = [
     "FramesSubscription",
     "open_frames_publisher",
     "open_frames_subscription",
+    "WhepPlayer",
+    "WhipPublisher",
+    "open_whep_player",
+    "open_whip_publisher",
 ]

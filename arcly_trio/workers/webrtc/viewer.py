@@ -424,8 +424,12 @@ class WhepSession(PeerSession):
                 stats.nacks += len(packet.sequences)
                 stats.retransmitted += sink.retransmit(packet.sequences, now)
             elif isinstance(packet, (rtcp.Pli, rtcp.Fir)):
+                # The browser cannot decode what follows: a WHIP publisher is asked for a
+                # keyframe; whatever the source, this viewer resumes at the next one (sending
+                # frames it cannot decode would only cost bandwidth).
                 stats.keyframe_requests += 1
                 self.host.request_keyframe(self.key)
+                sink.wait_keyframe = True
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 for block in packet.reports:
                     if sink.video is not None and block.ssrc == sink.video.ssrc or sink.video is None:
