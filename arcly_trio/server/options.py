@@ -186,6 +186,7 @@ def _workers(value: Any) -> str | None:
 RULES: Mapping[str, Callable[[Any], str | None]] = {
     "rtmp_port": PORT,
     "http_port": PORT_OR_OFF,
+    "webrtc_port": PORT_OR_OFF,
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds
