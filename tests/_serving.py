@@ -145,7 +145,11 @@ class Served(NamedTuple):
     engine: Engine
     rtmp: RtmpServer | None
     http: HttpServer
-    webrtc: WebRtcServer | None = None
+
+    @property
+    def webrtc(self) -> WebRtcServer:
+        """The WHIP/WHEP worker (``serving(webrtc=...)``)."""
+        return next(worker for worker in self.engine.workers if isinstance(worker, WebRtcServer))
 
 
 @asynccontextmanager
@@ -162,7 +166,7 @@ async def serving(
     """A running engine with ``apps`` (by default ``live``) and an HTTP server on 127.0.0.1:0
     (``http_options``); with ``hls``, the MPEG-TS HLS service; with ``rtmp`` (its options), an
     RTMP server on 127.0.0.1:0 too; with ``webrtc`` (its options), the WHIP/WHEP worker on UDP
-    127.0.0.1:0; ``services``: more engine plugins. Yields ``(engine, rtmp, http, webrtc)``."""
+    127.0.0.1:0 (``Served.webrtc``); ``services``: more engine plugins. Yields ``(engine, rtmp, http)``."""
     rtmp_server = RtmpServer(HOST, 0, **rtmp) if rtmp is not None else None
     http_server = HttpServer(HOST, 0, **http_options)
     webrtc_server = WebRtcServer(HOST, 0, **webrtc) if webrtc is not None else None
@@ -183,4 +187,4 @@ async def serving(
     if observer is not None:
         builder.observer(observer)
     async with builder.build() as engine:
-        yield Served(engine, rtmp_server, http_server, webrtc_server)
+        yield Served(engine, rtmp_server, http_server)

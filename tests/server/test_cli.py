@@ -173,7 +173,11 @@ async def test_taken_port_exits_with_code_1_naming_the_port_and_its_option(which
         )
         with trio.fail_after(15):
             result = await trio.run_process(
-                serve_command("--host", HOST, *ports), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+                serve_command("--host", HOST, "--webrtc-port", "0", *ports),
+                cwd=ROOT,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
             )
     assert result.returncode == 1
     assert f"cannot start: --{which}-port {port}: {HOST}:{port} is already in use" in result.stderr.decode()

@@ -58,6 +58,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "0",
         "--http-port",
         "0",
+        "--webrtc-port",
+        "0",
         "--demo",
         "--publish-token",
         PUBLISH_TOKEN,
