@@ -15,6 +15,9 @@ from arcly_trio import AppSpec, Engine
 from arcly_trio.clients.webrtc import client_offer
 from arcly_trio.protocols.webrtc import stun
 from arcly_trio.protocols.webrtc.ice import new_credentials
+from arcly_trio.server.build import webrtc_server
+from arcly_trio.server.cli import build_parser, resolve_args
+from arcly_trio.server.settings import Settings
 from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
@@ -114,6 +117,14 @@ async def test_a_tcp_only_server_announces_only_tcp():
         assert lines and all(" tcp " in line and line.endswith("tcptype passive") for line in lines)
     with pytest.raises(ValueError, match="transports"):
         WebRtcServer(HOST, 0, transports=("sctp",))
+
+
+def test_the_webrtc_transports_option():
+    for argv, transports in (((), ("udp", "tcp")), (("--webrtc-transports", "tcp"), ("tcp",))):
+        settings = Settings.of(resolve_args(build_parser(), ["serve", *argv]))
+        assert webrtc_server(settings, 0).transports == transports
+    with pytest.raises(SystemExit):
+        resolve_args(build_parser(), ["serve", "--webrtc-transports", "sctp"])
 
 
 async def test_a_valid_check_over_tcp_binds_the_connection_and_is_answered_in_a_frame():
