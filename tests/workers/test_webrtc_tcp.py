@@ -4,8 +4,10 @@ candidates, and Chromium playing WHEP with only TCP candidates announced."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -151,6 +153,25 @@ async def test_a_valid_check_over_tcp_binds_the_connection_and_is_answered_in_a_
         assert served.webrtc.tcp is not None and not served.webrtc.tcp.links
 
 
+async def test_the_end_of_a_session_closes_its_connections():
+    async with serving(webrtc={}) as served:
+        ufrag, pwd = new_credentials()
+        answer = await _whip(served.http.port, ufrag, pwd)
+        session = next(iter(served.webrtc.sessions.values()))
+        async with await trio.open_tcp_stream(HOST, served.webrtc.port_number) as stream:
+            with trio.fail_after(5):
+                await stream.send_all(frame(_check(f"{session.ufrag}:{ufrag}", session.pwd.encode())))
+                deframer = Deframer()
+                assert stun.parse_stun(await _receive_frame(stream, deframer)).cls == stun.SUCCESS
+                async with httpx.AsyncClient(timeout=5) as client:
+                    location = answer.headers["location"]
+                    assert (await client.delete(f"http://{HOST}:{served.http.port}{location}")).status_code == 200
+                while await stream.receive_some(4096):
+                    pass  # the server closes the connection
+        assert not served.webrtc.sessions
+        assert served.webrtc.tcp is not None and not served.webrtc.tcp.links
+
+
 async def test_strangers_connections_are_closed_and_get_nothing():
     async with serving(webrtc={"tcp_hello_timeout": 0.5}) as served:
         ufrag, pwd = new_credentials()
@@ -254,12 +275,8 @@ async def test_sending_to_a_peer_that_does_not_read_never_waits_and_drops_past_t
 # ---------------------------------------------------------------------- Chromium over ICE-TCP
 
 
-@pytest.mark.interop
-async def test_chromium_plays_whep_over_ice_tcp_only():
-    from tests._browser import FAKE_MEDIA, blocking, browser
-    from tests._ffmpeg import run_tool
-    from tests.workers.test_webrtc_interop import WHEP_PLAY, ffmpeg_rtmp_publish, inbound, until_stats, wait_stream
-
+@contextlib.asynccontextmanager
+async def tcp_only_server() -> AsyncIterator[tuple[Engine, RtmpServer, HttpServer, WebRtcServer]]:
     rtmp = RtmpServer(HOST, 0)
     http = HttpServer(HOST, 0)
     webrtc = WebRtcServer(HOST, 0, transports=("tcp",))
@@ -272,6 +289,34 @@ async def test_chromium_plays_whep_over_ice_tcp_only():
         .observer(AudioBridge())
     )
     async with builder.build() as engine:
+        yield engine, rtmp, http, webrtc
+
+
+@pytest.mark.interop
+async def test_chromium_publishes_whip_over_ice_tcp_only():
+    from tests._browser import FAKE_MEDIA, blocking, browser
+    from tests.workers.test_webrtc_interop import WHIP_PUBLISH, wait_stream
+
+    async with tcp_only_server() as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
+        with trio.fail_after(60):
+            await blocking(driver.get, f"http://{HOST}:{http.port}/api/server")
+            started = await blocking(
+                driver.execute_async_script, WHIP_PUBLISH, f"http://{HOST}:{http.port}/live/web/whip", None
+            )
+            assert started.get("ok"), started
+            await wait_stream(engine, "live/web")
+        (session,) = webrtc.sessions.values()
+        assert session.link is not None and not session.addresses
+        assert session.stats.packets_received > 0 and webrtc.port.received == 0
+
+
+@pytest.mark.interop
+async def test_chromium_plays_whep_over_ice_tcp_only():
+    from tests._browser import FAKE_MEDIA, blocking, browser
+    from tests._ffmpeg import run_tool
+    from tests.workers.test_webrtc_interop import WHEP_PLAY, ffmpeg_rtmp_publish, inbound, until_stats, wait_stream
+
+    async with tcp_only_server() as (engine, rtmp, http, webrtc):
         args = ffmpeg_rtmp_publish(
             f"rtmp://{HOST}:{rtmp.port}/live/cam",
             video=("-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-bf", "0"),
