@@ -5,7 +5,10 @@ A :class:`PeerSession` is what a WHEP viewer (:mod:`.viewer`) or a WHIP publishe
 (:mod:`arcly_trio.protocols.webrtc`: :class:`~arcly_trio.protocols.webrtc.ice.IceLiteAgent`,
 :class:`~arcly_trio.protocols.webrtc.dtls.DtlsTransport`,
 :class:`~arcly_trio.protocols.webrtc.srtp.SrtpContext`, the RFC 7983 demux); this module moves
-datagrams between them and the server's one UDP port, and keeps their clocks with trio's.
+datagrams between them and the server's one UDP port, and keeps their clocks with trio's. A
+path may also be an ICE-TCP connection (:mod:`.tcp`): its frames arrive like datagrams, tagged
+with their link; a link that passed a check is bound to the session (:attr:`PeerSession.links`)
+and, once the peer selects it, carries everything the session sends (:attr:`PeerSession.link`).
 
 Life of a session, all in its one task (:meth:`PeerSession.run`, started by the server with
 ``nursery.start``): the subclass's :meth:`~PeerSession.admitted` goes through the engine (``attach``
@@ -17,11 +20,11 @@ reports, NACKs), the end of the handshake window, the end of the peer's liveness
 
 Attacker's view: a session is created only by an authorized WHIP/WHEP exchange. Before that,
 the server keeps no state for a datagram (see :mod:`.server`). A STUN request must carry the
-session's username and pass ``MESSAGE-INTEGRITY`` to be answered, and only an address that did
-so may speak DTLS or SRTP to the session (others are dropped, counted). The inbox is bounded
+session's username and pass ``MESSAGE-INTEGRITY`` to be answered, and only an address (or an
+ICE-TCP link) that did so may speak DTLS or SRTP to the session (others are dropped, counted). The inbox is bounded
 (:data:`INBOX`: a flood is dropped, counted, not queued); ICE and DTLS must complete within
 ``handshake_timeout`` seconds of the answer, and a session that receives nothing valid for
-``session_timeout`` seconds ends. A session binds at most :data:`MAX_ADDRESSES` addresses.
+``session_timeout`` seconds ends. A session binds at most :data:`MAX_ADDRESSES` addresses and links.
 
 Error policy: bad input from the peer (a malformed STUN, RTP or RTCP packet, SRTP that fails
 authentication) is dropped and counted in :class:`LinkStats`; a DTLS failure, a silent peer or
@@ -67,7 +70,7 @@ log = logging.getLogger("arcly_trio.webrtc")
 INBOX = 512
 """Datagrams waiting for a session's task at most; more are dropped (counted)."""
 MAX_ADDRESSES = 8
-"""Addresses one session may bind (its peer's candidates that passed a check)."""
+"""Addresses and ICE-TCP links one session may bind (its peer's candidates that passed a check)."""
 
 
 class SessionHost(Protocol):

@@ -33,7 +33,8 @@ progress.
 
 Error policy: nothing a connection does raises out of its task: a reset, a framing error or a
 timeout closes that connection only (its session, if any, loses this path; see
-:meth:`~.peer.PeerSession.link_lost`). :meth:`TcpLink.send` never raises. A listener that
+:meth:`~.peer.PeerSession.link_lost`). :meth:`TcpLink.send` never raises. A failing ``accept``
+(out of descriptors) is retried after a pause, logged unless it is a usual one. A listener that
 cannot be bound raises :class:`~arcly_trio.core.errors.CannotListen` from :func:`open_tcp`.
 """
 
@@ -348,10 +349,10 @@ class TcpPort:
                     except BlockingIOError:
                         continue
                     except OSError as exc:
-                        if exc.errno in _ACCEPT_ERRORS:
-                            await trio.sleep(0.01)  # out of descriptors: let others finish
-                            continue
-                        raise
+                        if exc.errno not in _ACCEPT_ERRORS:
+                            log.warning("webrtc: accepting an ICE-TCP connection failed: %s", exc)
+                        await trio.sleep(0.05)  # out of descriptors...: let others finish
+                        continue
                     address = (peer[0], peer[1])
                     if len(self.links) >= self.max_links or self.per_address[address[0]] >= self.max_links_per_address:
                         self.refused += 1
