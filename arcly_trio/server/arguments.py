@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a STUN/TURN URL offered to WHIP/WHEP clients in Link headers; repeatable (default none)",
     )
+    webrtc.add_argument(
+        "--webrtc-transports",
+        choices=["udp,tcp", "udp", "tcp"],
+        default="udp,tcp",
+        help="the WebRTC candidates announced: UDP and ICE-TCP passive on the same port number (default), "
+        "or only one (tcp: for networks that block UDP)",
+    )
     ops = serve_p.add_argument_group("operations: API, metrics, audit, TLS")
     ops.add_argument(
         "--api-token",

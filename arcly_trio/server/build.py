@@ -506,8 +506,9 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
 
 def webrtc_server(args: Settings, index: int) -> WebRtcServer:
     """The WHIP/WHEP worker: its UDP port (``--webrtc-port``, plus the worker's index under
-    ``--workers``), the candidates it announces and the DTLS certificate (the TLS one if given,
-    else a self-signed one made at start)."""
+    ``--workers``; ICE-TCP on the same number), the candidates it announces (and on which
+    transports: ``--webrtc-transports``) and the DTLS certificate (the TLS one if given, else a
+    self-signed one made at start)."""
     port = args.webrtc_port + index if args.webrtc_port else 0
     hosts = args.webrtc_host or ([args.public_host] if args.public_host else [])
     certificate = None
@@ -516,7 +517,14 @@ def webrtc_server(args: Settings, index: int) -> WebRtcServer:
             certificate = DtlsCertificate.from_files(args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"arcly-trio: cannot use the TLS certificate for DTLS: {exc}") from None
-    return WebRtcServer(args.host, port, candidate_hosts=hosts, certificate=certificate, ice_servers=args.ice_server)
+    return WebRtcServer(
+        args.host,
+        port,
+        candidate_hosts=hosts,
+        certificate=certificate,
+        ice_servers=args.ice_server,
+        transports=tuple(args.webrtc_transports.split(",")),
+    )
 
 
 async def reload_runtime(runtime: Runtime, options: Settings | argparse.Namespace) -> list[str]:

@@ -120,6 +120,7 @@ class Settings:
     auth_max_delay: float = 2.0
     webrtc_port: int = 8189
     webrtc_host: list[str] = attrs.Factory(list)
+    webrtc_transports: str = "udp,tcp"
     ice_server: list[str] = attrs.Factory(list)
     heap_trim_interval: float = 10.0
     push: list[str] = attrs.Factory(list)

@@ -5,7 +5,10 @@ A :class:`PeerSession` is what a WHEP viewer (:mod:`.viewer`) or a WHIP publishe
 (:mod:`arcly_trio.protocols.webrtc`: :class:`~arcly_trio.protocols.webrtc.ice.IceLiteAgent`,
 :class:`~arcly_trio.protocols.webrtc.dtls.DtlsTransport`,
 :class:`~arcly_trio.protocols.webrtc.srtp.SrtpContext`, the RFC 7983 demux); this module moves
-datagrams between them and the server's one UDP port, and keeps their clocks with trio's.
+datagrams between them and the server's one UDP port, and keeps their clocks with trio's. A
+path may also be an ICE-TCP connection (:mod:`.tcp`): its frames arrive like datagrams, tagged
+with their link; a link that passed a check is bound to the session (:attr:`PeerSession.links`)
+and, once the peer selects it, carries everything the session sends (:attr:`PeerSession.link`).
 
 Life of a session, all in its one task (:meth:`PeerSession.run`, started by the server with
 ``nursery.start``): the subclass's :meth:`~PeerSession.admitted` goes through the engine (``attach``
@@ -17,11 +20,11 @@ reports, NACKs), the end of the handshake window, the end of the peer's liveness
 
 Attacker's view: a session is created only by an authorized WHIP/WHEP exchange. Before that,
 the server keeps no state for a datagram (see :mod:`.server`). A STUN request must carry the
-session's username and pass ``MESSAGE-INTEGRITY`` to be answered, and only an address that did
-so may speak DTLS or SRTP to the session (others are dropped, counted). The inbox is bounded
+session's username and pass ``MESSAGE-INTEGRITY`` to be answered, and only an address (or an
+ICE-TCP link) that did so may speak DTLS or SRTP to the session (others are dropped, counted). The inbox is bounded
 (:data:`INBOX`: a flood is dropped, counted, not queued); ICE and DTLS must complete within
 ``handshake_timeout`` seconds of the answer, and a session that receives nothing valid for
-``session_timeout`` seconds ends. A session binds at most :data:`MAX_ADDRESSES` addresses.
+``session_timeout`` seconds ends. A session binds at most :data:`MAX_ADDRESSES` addresses and links.
 
 Error policy: bad input from the peer (a malformed STUN, RTP or RTCP packet, SRTP that fails
 authentication) is dropped and counted in :class:`LinkStats`; a DTLS failure, a silent peer or
@@ -57,6 +60,7 @@ from arcly_trio.protocols.webrtc.stun import StunError, parse_stun
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
     from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
+    from arcly_trio.workers.webrtc.tcp import TcpLink
     from arcly_trio.workers.webrtc.udp import UdpPort
 
 __all__ = ["PeerSession", "SessionHost", "LinkStats", "INBOX", "MAX_ADDRESSES"]
@@ -66,7 +70,7 @@ log = logging.getLogger("arcly_trio.webrtc")
 INBOX = 512
 """Datagrams waiting for a session's task at most; more are dropped (counted)."""
 MAX_ADDRESSES = 8
-"""Addresses one session may bind (its peer's candidates that passed a check)."""
+"""Addresses and ICE-TCP links one session may bind (its peer's candidates that passed a check)."""
 
 
 class SessionHost(Protocol):
@@ -144,13 +148,17 @@ class PeerSession:
         """Where media goes: the address the peer nominated."""
         self.addresses: set[tuple[str, int]] = set()
         """Addresses that passed a connectivity check (the only ones heard beyond STUN)."""
+        self.link: TcpLink | None = None
+        """The ICE-TCP connection media goes to, when the selected path is TCP (see :mod:`.tcp`)."""
+        self.links: set[TcpLink] = set()
+        """ICE-TCP connections that passed a check (bound to this session; counted with the addresses)."""
         self.stats = LinkStats()
         self.created = trio.current_time()
         self.connected_at: float | None = None
         self.last_heard = self.created
         self.end_reason: str | None = None
         self.scope = trio.CancelScope()
-        self._send_inbox, self._inbox = trio.open_memory_channel[tuple[bytes, tuple[str, int]]](INBOX)
+        self._send_inbox, self._inbox = trio.open_memory_channel[tuple[bytes, tuple[str, int], "TcpLink | None"]](INBOX)
         self._next_tick = self.created + self.tick_interval
         self.dtls_client = False
         self._dtls_started = False
@@ -180,19 +188,28 @@ class PeerSession:
         return {
             "webrtc_id": self.id,
             "state": "connected" if self.srtp is not None else "connecting",
+            "transport": "tcp" if self.link is not None else "udp",
             **self.stats.document(),
         }
 
     # ------------------------------------------------------------------ the server's side
 
-    def deliver(self, data: bytes, address: tuple[str, int]) -> None:
-        """A datagram for this session (called by the server's receive task; never waits)."""
+    def deliver(self, data: bytes, address: tuple[str, int], link: TcpLink | None = None) -> None:
+        """A datagram for this session (called by the server's receive task, or by the task of
+        the ICE-TCP ``link`` it came on; never waits)."""
         try:
-            self._send_inbox.send_nowait((data, address))
+            self._send_inbox.send_nowait((data, address, link))
         except trio.WouldBlock:
             self.stats.inbox_drops += 1
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def link_lost(self, link: TcpLink) -> None:
+        """An ICE-TCP connection of this session closed: it is no longer a path."""
+        self.links.discard(link)
+        if self.link is link:
+            self.link = None
+            self.address = None
 
     def close(self, reason: str) -> None:
         """End the session (``DELETE``, a kick, the stream's end...): its task returns."""
@@ -244,6 +261,8 @@ class PeerSession:
         finally:
             self._send_inbox.close()
             self._say_goodbye()
+            for link in list(self.links):
+                link.close("its session ended")
         self._log_end()
 
     def _ended_by(self, exc: BaseException) -> None:
@@ -263,7 +282,7 @@ class PeerSession:
         if dtls is not None and dtls.established and self.address is not None:
             try:
                 for datagram in dtls.close():
-                    self.host.port.send(datagram, self.address)
+                    self._send(datagram)
             except DtlsError:
                 pass
 
@@ -294,7 +313,7 @@ class PeerSession:
                 received = await inbox.receive()
             now = trio.current_time()
             if received is not None:
-                await self._datagram(received[0], received[1], now)
+                await self._datagram(received[0], received[1], received[2], now)
             if now >= deadline or received is None:
                 await self._timers(now)
 
@@ -331,19 +350,30 @@ class PeerSession:
             self._next_tick = now + self.tick_interval
             await self.tick(now)
 
-    def _send_all(self, datagrams: list[bytes]) -> None:
+    def _send(self, data: bytes) -> bool:
+        """One packet on the selected path (the ICE-TCP link, else the UDP port); never waits."""
+        link = self.link
+        if link is not None:
+            return link.send(data)
         address = self.address
         if address is None:
-            return
-        for datagram in datagrams:
-            self.host.port.send(datagram, address)
+            return False
+        return self.host.port.send(data, address)
 
-    async def _datagram(self, data: bytes, address: tuple[str, int], now: float) -> None:
+    def _send_all(self, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            self._send(datagram)
+
+    def _checked(self, address: tuple[str, int], link: TcpLink | None) -> bool:
+        """Whether this path passed a check: the link for ICE-TCP, the address for UDP."""
+        return link in self.links if link is not None else address in self.addresses
+
+    async def _datagram(self, data: bytes, address: tuple[str, int], link: TcpLink | None, now: float) -> None:
         kind = classify(data)
         if kind is PacketKind.STUN:
-            self._stun(data, address, now)
+            self._stun(data, address, link, now)
             return
-        if address not in self.addresses:
+        if not self._checked(address, link):
             self.stats.bad_packets += 1  # only an address that passed a check is heard
             return
         if kind is PacketKind.DTLS:
@@ -385,7 +415,7 @@ class PeerSession:
         else:
             self.stats.bad_packets += 1
 
-    def _stun(self, data: bytes, address: tuple[str, int], now: float) -> None:
+    def _stun(self, data: bytes, address: tuple[str, int], link: TcpLink | None, now: float) -> None:
         agent = self.agent
         if agent is None:
             return
@@ -398,15 +428,21 @@ class PeerSession:
         if reply is None:
             self.stats.bad_packets += 1
             return
-        self.host.port.send(reply, address)
         self.last_heard = now
-        if address not in self.addresses and len(self.addresses) < MAX_ADDRESSES and self.host.bind(self, address):
-            self.addresses.add(address)
-        selected = agent.selected
-        if selected is not None and selected in self.addresses:
-            self.address = selected
-        elif self.address is None and address in self.addresses:
+        paths = len(self.addresses) + len(self.links)
+        if link is not None:
+            if link not in self.links and paths < MAX_ADDRESSES and link.bind(self):
+                self.links.add(link)
+            if link not in self.links:
+                return  # not ours (bound to another session, or closed): nothing goes back
+            link.send(reply)
+        else:
+            self.host.port.send(reply, address)
+            if address not in self.addresses and paths < MAX_ADDRESSES and self.host.bind(self, address):
+                self.addresses.add(address)
+        if self._checked(address, link) and (agent.selected == address or self.address is None):
             self.address = address
+            self.link = link
         dtls = self.dtls
         if self.dtls_client and dtls is not None and not self._dtls_started and self.address is not None:
             self._dtls_started = True
@@ -451,7 +487,7 @@ class PeerSession:
         except (SrtpError, SrtpProtectError):
             self.stats.srtp_errors += 1
             return False
-        if not self.host.port.send(data, address):
+        if not self._send(data):
             self.stats.send_drops += 1
             return False
         self.stats.packets_sent += 1
@@ -469,4 +505,4 @@ class PeerSession:
         except (SrtpError, SrtpProtectError):
             self.stats.srtp_errors += 1
             return False
-        return self.host.port.send(data, address)
+        return self._send(data)

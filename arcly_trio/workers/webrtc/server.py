@@ -1,4 +1,4 @@
-"""The WebRTC worker: WHIP publishers and WHEP viewers on one UDP port.
+"""The WebRTC worker: WHIP publishers and WHEP viewers on one UDP port (and ICE-TCP on its number).
 
 :class:`WebRtcServer` is a protocol worker (``engine.serve`` starts it with ``nursery.start``)
 that is also a route installer: the HTTP worker gives it its router, and the WHIP/WHEP
@@ -16,7 +16,11 @@ OvenMediaEngine: one receive task reads every datagram and hands it to its sessi
 * anything else is dropped and counted (:attr:`WebRtcServer.unrouted`): no state, no answer.
 
 The answer announces host candidates for ``candidate_hosts`` (``--webrtc-host``, or the
-addresses found on this machine when listening on every address) on the UDP port.
+addresses found on this machine when listening on every address) on the UDP port, then, with a
+lower priority, ``tcptype passive`` ones on a TCP listener of the same port number (ICE-TCP,
+RFC 6544, for networks that block UDP: see :mod:`.tcp`; its connections are routed like
+datagrams, by the ufrag of their first STUN check). ``transports`` chooses what is announced:
+``("udp", "tcp")`` by default, ``("tcp",)`` to have clients use TCP only.
 
 Attacker's view: sessions exist only after an authorized WHIP/WHEP exchange, at most
 ``max_sessions`` in all and ``max_sessions_per_address`` per client address (the HTTP
@@ -41,7 +45,7 @@ from typing import Any
 import attrs
 import trio
 
-from arcly_trio.core.errors import ArclyError
+from arcly_trio.core.errors import ArclyError, CannotListen
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.protocols.http.router import Router
@@ -53,6 +57,7 @@ from arcly_trio.protocols.webrtc.stun import StunError, parse_stun
 from arcly_trio.workers.webrtc import routes
 from arcly_trio.workers.webrtc.ingest import WhipSession
 from arcly_trio.workers.webrtc.peer import PeerSession
+from arcly_trio.workers.webrtc.tcp import TcpPort, open_tcp
 from arcly_trio.workers.webrtc.udp import UdpPort, open_udp
 from arcly_trio.workers.webrtc.viewer import PictureIds, WhepSession
 
@@ -61,6 +66,12 @@ __all__ = ["WebRtcServer", "WebRtcBusy", "DEFAULT_PORT"]
 log = logging.getLogger("arcly_trio.webrtc")
 
 DEFAULT_PORT = 8189
+TRANSPORTS = ("udp", "tcp")
+_UDP_PRIORITY = 2130706431
+"""Type preference 126 (host), local preference 65535, component 1."""
+_TCP_PRIORITY = 1518280447
+"""Below every UDP candidate (what Chromium gives its own TCP host candidates)."""
+_PORT_TRIES = 8
 
 
 class WebRtcBusy(ArclyError):
@@ -103,6 +114,10 @@ class WebRtcServer:
         handshake_timeout: seconds ICE and DTLS have to complete after the answer.
         session_timeout: seconds without anything valid from a peer before its session ends.
         mtu: the largest RTP payload sent (RTP header and SRTP tag come on top).
+        transports: the candidates announced: ``"udp"``, ``"tcp"`` (ICE-TCP passive on the same
+            port number) or both (UDP first: ffmpeg reads only the first candidate).
+        max_tcp_links, max_tcp_links_per_address: ICE-TCP connection limits.
+        tcp_hello_timeout: seconds an ICE-TCP connection has to pass a session's ICE check.
     """
 
     name = "webrtc"
@@ -121,7 +136,18 @@ class WebRtcServer:
         handshake_timeout: float = 10.0,
         session_timeout: float = 30.0,
         mtu: int = 1200,
+        transports: Sequence[str] = TRANSPORTS,
+        max_tcp_links: int = 1000,
+        max_tcp_links_per_address: int = 16,
+        tcp_hello_timeout: float = 5.0,
     ) -> None:
+        transports = tuple(transports)
+        if not transports or any(t not in TRANSPORTS for t in transports) or len(set(transports)) != len(transports):
+            raise ValueError(f"transports: some of {TRANSPORTS}, not {transports!r}")
+        self.transports = transports
+        self.max_tcp_links = max_tcp_links
+        self.max_tcp_links_per_address = max_tcp_links_per_address
+        self.tcp_hello_timeout = tcp_hello_timeout
         self.host = host
         self.requested_port = port
         self.candidate_hosts = tuple(candidate_hosts)
@@ -135,6 +161,7 @@ class WebRtcServer:
         self.mtu = mtu
         self.engine: Engine = None  # type: ignore[assignment]  # set by serve()
         self._port: UdpPort | None = None
+        self._tcp: TcpPort | None = None
         self._nursery: trio.Nursery | None = None
         self.sessions: dict[str, PeerSession] = {}
         self.by_ufrag: dict[str, PeerSession] = {}
@@ -161,6 +188,11 @@ class WebRtcServer:
         return self._port.address[1] if self._port is not None else None
 
     @property
+    def tcp(self) -> TcpPort | None:
+        """The ICE-TCP listener, once serving with ``"tcp"`` in :attr:`transports`."""
+        return self._tcp
+
+    @property
     def certificate(self) -> DtlsCertificate:
         if self._certificate is None:
             self._certificate = DtlsCertificate.generate()
@@ -175,28 +207,59 @@ class WebRtcServer:
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
         self.certificate  # noqa: B018 - made now, not on the first request
-        self._port = open_udp(self.host, self.requested_port)
-        bound = self._port.address[1]
+        self._open_ports()
+        bound = self.port.address[1]
         hosts = self.candidate_hosts or (tuple(local_addresses()) if self.host in ("0.0.0.0", "::") else (self.host,))
-        self._announced = tuple(
-            Candidate(
-                foundation=str(index + 1),
-                transport="udp",
-                priority=2130706431 - index,
-                host=host,
-                port=self.announced_port or bound,
-            )
-            for index, host in enumerate(hosts)
-        )
-        log.info("webrtc listening on udp %s:%d (candidates %s)", self.host, bound, ", ".join(hosts))
+        announced = []
+        for transport in self.transports:
+            for index, host in enumerate(hosts):
+                tcp = transport == "tcp"
+                announced.append(
+                    Candidate(
+                        foundation=str(len(announced) + 1),
+                        transport=transport,
+                        priority=(_TCP_PRIORITY if tcp else _UDP_PRIORITY) - index,
+                        host=host,
+                        port=self.announced_port or bound,
+                        tcptype="passive" if tcp else None,
+                    )
+                )
+        self._announced = tuple(announced)
+        listening = "+".join(self.transports)
+        log.info("webrtc listening on %s %s:%d (candidates %s)", listening, self.host, bound, ", ".join(hosts))
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._tcp is not None:
+                    nursery.start_soon(self._tcp.serve, self)
                 task_status.started(bound)
                 await self._receive_loop()
         finally:
             self._nursery = None
-            self._port.close()
+            self.port.close()
+            if self._tcp is not None:
+                self._tcp.close()
+
+    def _open_ports(self) -> None:
+        """Bind the UDP port, and the TCP listener on its number (port 0: a number free for both)."""
+        for attempt in range(_PORT_TRIES):
+            self._port = open_udp(self.host, self.requested_port)
+            if "tcp" not in self.transports:
+                return
+            try:
+                self._tcp = open_tcp(
+                    self.host,
+                    self._port.address[1],
+                    max_links=self.max_tcp_links,
+                    max_links_per_address=self.max_tcp_links_per_address,
+                    hello_timeout=self.tcp_hello_timeout,
+                )
+                return
+            except CannotListen:
+                self._port.close()
+                self._port = None
+                if self.requested_port != 0 or attempt == _PORT_TRIES - 1:
+                    raise
 
     def install_routes(self, router: Router) -> None:
         routes.install(router, self)
@@ -204,24 +267,26 @@ class WebRtcServer:
     async def _receive_loop(self) -> None:
         port = self.port
         by_address = self.by_address
-        by_ufrag = self.by_ufrag
         while True:
             data, address = await port.receive()
             session = by_address.get(address)
             if session is None:
-                if classify(data) is not PacketKind.STUN:
-                    self.unrouted += 1
-                    continue
-                try:
-                    ufrag = local_ufrag(parse_stun(data))
-                except StunError:
-                    self.unrouted += 1
-                    continue
-                session = by_ufrag.get(ufrag) if ufrag is not None else None
+                session = self.route_stun(data)
                 if session is None:
                     self.unrouted += 1
                     continue
             session.deliver(data, address)
+
+    def route_stun(self, data: bytes) -> PeerSession | None:
+        """The live session a STUN request's ``USERNAME`` names (its ICE agent checks the rest),
+        for a datagram from an unbound address or an ICE-TCP connection's first frames."""
+        if classify(data) is not PacketKind.STUN:
+            return None
+        try:
+            ufrag = local_ufrag(parse_stun(data))
+        except StunError:
+            return None
+        return self.by_ufrag.get(ufrag) if ufrag is not None else None
 
     # ------------------------------------------------------------------ what sessions ask
 
@@ -345,5 +410,18 @@ class WebRtcServer:
             "publishers": sum(1 for s in self.sessions.values() if s.kind == "whip"),
             "unrouted_datagrams": self.unrouted,
             "send_drops": port.send_drops if port is not None else 0,
+            **self._tcp_status(),
             "refused_busy": self.refused_busy,
+        }
+
+    def _tcp_status(self) -> dict[str, Any]:
+        tcp = self._tcp
+        if tcp is None:
+            return {}
+        return {
+            "tcp_links": len(tcp.links),
+            "tcp_refused": tcp.refused,
+            "tcp_strangers": tcp.strangers,
+            "tcp_hello_timeouts": tcp.hello_timeouts,
+            "tcp_send_drops": sum(link.drops for link in tcp.links),
         }
