@@ -56,6 +56,7 @@ _DEPACKETIZERS: dict[str, Callable[[], Depacketizer]] = {
     "opus": opus.Depacketizer,
 }
 _KERNEL_NAMES = {"h265": "hevc"}
+_MAX_CUMULATIVE_LOST = 0x7FFFFF
 
 
 @attrs.define(slots=True, eq=False)
@@ -250,7 +251,8 @@ class WhipSession(PeerSession):
         fraction = (
             0 if expected_interval <= 0 or lost_interval <= 0 else min(255, (lost_interval << 8) // expected_interval)
         )
-        cumulative = track.lost = max(0, expected - received)
+        track.lost = max(0, expected - received)
+        cumulative = min(track.lost, _MAX_CUMULATIVE_LOST)  # a 24-bit field: saturate (RFC 3550 6.4.1)
         self.stats.fraction_lost = fraction / 256
         assert track.ssrc is not None
         return rtcp.ReportBlock(
