@@ -32,9 +32,10 @@ import httpx
 import pytest
 import trio
 
-from arcly_trio.clients.webrtc import open_whep_player, open_whip_publisher
-from arcly_trio.core.frame import FrameKind
+from arcly_trio.clients.webrtc import client_offer, open_whep_player, open_whip_publisher
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.engine import Engine
 from arcly_trio.protocols.webrtc import rtcp, stun
 from arcly_trio.protocols.webrtc.ice import new_credentials
 from arcly_trio.protocols.webrtc.payload import h264
@@ -42,11 +43,12 @@ from arcly_trio.protocols.webrtc.payload.assembly import MAX_ACCESS_UNIT
 from arcly_trio.protocols.webrtc.rtp import rtp_header
 from arcly_trio.protocols.webrtc.sdp import parse_sdp
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
+from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.webrtc.server import WebRtcServer
 from arcly_trio.workers.webrtc.viewer import MAX_RETRANSMITS
 from tests._net import HOST
 from tests._serving import healthy_stream, serving, wait_until
-from tests.workers.test_webrtc_server import _offer, _post
+from tests.workers.test_webrtc_server import FINGERPRINT, _offer, _post
 
 _MASK32 = 0xFFFFFFFF
 
@@ -86,6 +88,25 @@ async def _ice(sock: trio.socket.SocketType, answer: str, client_ufrag: str, udp
 
 
 # ------------------------------------------------------------------ strangers
+
+
+async def test_whip_and_whep_count_against_the_engines_and_the_servers_limits(demo_frames: list[Frame]) -> None:
+    """A WHIP publish is a publish like any other (the engine's per-address publisher limit);
+    sessions count against the worker's limits whatever their kind; each refusal says why."""
+    http = HttpServer(HOST, 0)
+    webrtc = WebRtcServer(HOST, 0, max_sessions=3)
+    builder = Engine.builder().application("live").protocol(http).protocol(webrtc)
+    async with builder.max_publishers_per_address(2).build() as engine, engine.publish("live/cam") as publisher:
+        await publisher.send(next(f for f in demo_frames if f.config))
+        port = http.port
+        for stream in ("a", "b"):
+            assert (await _post(port, f"/live/{stream}/whip", _offer(send=True))).status_code == 201
+        third = await _post(port, "/live/c/whip", _offer(send=True))
+        assert third.status_code == 429 and third.text.strip()
+        assert (await _post(port, "/live/cam/whep", _offer())).status_code == 201
+        full = await _post(port, "/live/cam/whep", _offer())
+        assert full.status_code == 503 and "maximum" in full.text
+        assert len(webrtc.sessions) == 3 and webrtc.refused_busy == 1
 
 
 async def test_a_stun_flood_naming_no_session_gets_no_answer_and_leaves_no_state():
@@ -133,11 +154,8 @@ async def test_stun_answers_are_never_larger_than_their_requests():
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        from arcly_trio.clients.webrtc import client_offer
-
-        fingerprint = "sha-256 " + ":".join(["AB"] * 32)
         answer = await _post(
-            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=(1, 2))
+            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         assert answer.status_code == 201
         media = parse_sdp(answer.text).media[0]
@@ -347,11 +365,8 @@ async def test_ice_without_dtls_ends_at_the_handshake_timeout():
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        from arcly_trio.clients.webrtc import client_offer
-
-        fingerprint = "sha-256 " + ":".join(["AB"] * 32)
         answer = await _post(
-            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=(1, 2))
+            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         (session,) = server.sessions.values()
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
@@ -371,13 +386,8 @@ async def test_garbage_dtls_after_ice_ends_the_session_at_once_or_at_the_timeout
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        from arcly_trio.clients.webrtc import client_offer
-
-        fingerprint = "sha-256 " + ":".join(["AB"] * 32)
-        answer = await _post(served.http.port, "/live/cam/whep", client_offer(ufrag, pwd, fingerprint, send=False))
-        assert answer.status_code == 404  # no stream: WHEP needs one; WHIP then
         answer = await _post(
-            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=(1, 2))
+            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         (session,) = server.sessions.values()
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
