@@ -37,6 +37,8 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.protocols.webrtc import rtcp, stun
+from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
+from arcly_trio.protocols.webrtc.dtls import DtlsTransport
 from arcly_trio.protocols.webrtc.ice import new_credentials
 from arcly_trio.protocols.webrtc.payload import h264
 from arcly_trio.protocols.webrtc.payload.assembly import MAX_ACCESS_UNIT
@@ -408,6 +410,53 @@ async def test_garbage_dtls_after_ice_ends_the_session_at_once_or_at_the_timeout
         assert received < 200 * 120  # no amplification: garbage is not answered (0 bytes measured)
         assert session.end_reason is not None and "DTLS" in session.end_reason
         assert _structures(server) == dict.fromkeys(_structures(server), 0)
+
+
+async def test_a_dtls_handshake_started_and_abandoned_ends_at_the_timeout_with_few_retransmissions():
+    """A client that sends its ClientHello and then nothing: the server's flight is resent with
+    back-off only until the handshake timeout, then the session ends."""
+    async with serving(webrtc={"handshake_timeout": 1.5}) as served:
+        server = served.webrtc
+        assert server is not None
+        certificate = DtlsCertificate.generate()
+        fingerprint = f"sha-256 {certificate.fingerprint('sha-256')}"
+        ufrag, pwd = new_credentials()
+        answer = await _post(
+            served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=(1, 2))
+        )
+        (session,) = server.sessions.values()
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock, trio.fail_after(10):
+            await sock.bind((HOST, 0))
+            await _ice(sock, answer.text, ufrag, server.port_number)
+            client = DtlsTransport(
+                certificate,
+                server=False,
+                remote_fingerprints=parse_sdp(answer.text).media[0].fingerprints,
+                now=trio.current_time(),
+            )
+            hello = client.start(trio.current_time())
+            sent = sum(len(datagram) for datagram in hello)
+            for datagram in hello:
+                await sock.sendto(datagram, (HOST, server.port_number))
+            flights: list[int] = []
+
+            async def listen() -> None:
+                while True:
+                    data, _ = await sock.recvfrom(2048)
+                    flights.append(len(data))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listen)
+                await wait_until(lambda: not server.sessions)
+                await trio.sleep(0.3)
+                nursery.cancel_scope.cancel()
+        assert session.end_reason is not None and "DTLS" in session.end_reason, session.end_reason
+        assert flights, "the server answers a ClientHello from a checked address"
+        # the first flight and its back-off retransmission (at 1 s, within the 1.5 s), no more:
+        # measured 2 datagrams of 685 bytes for a 213-byte ClientHello
+        assert len(flights) <= 3, flights
+        assert sum(flights) < 10 * sent, (flights, sent)
 
 
 # ------------------------------------------------------------------ many sessions, then none
