@@ -225,6 +225,23 @@ async def test_forged_datagrams_at_a_connected_viewer_are_counted_and_it_keeps_p
                 )
                 assert session.end_reason is None, session.end_reason
                 assert stats.srtp_errors >= 500
+                # a burst of 3000 sent without yielding once (a twin of the viewer's socket): each
+                # is counted, as an SRTP failure or an inbox drop, none is queued past the inbox
+                counted = stats.srtp_errors + stats.inbox_drops
+                twin = socket.socket(fileno=os.dup(player.link.socket.fileno()))  # shares O_NONBLOCK
+                burst = 0
+                try:
+                    datagram = rtp_header(102, 1, 1, 1, False) + os.urandom(1000)
+                    for _ in range(3000):
+                        try:
+                            twin.sendto(datagram, (HOST, server.port_number))
+                            burst += 1
+                        except BlockingIOError:
+                            pass
+                finally:
+                    twin.close()
+                await wait_until(lambda: stats.srtp_errors + stats.inbox_drops >= counted + burst * 0.95)
+                assert burst >= 1000
                 # from another address: nothing reaches the session
                 unrouted = server.unrouted
                 stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
