@@ -44,8 +44,10 @@ from arcly_trio.protocols.webrtc.payload import h264
 from arcly_trio.protocols.webrtc.payload.assembly import MAX_ACCESS_UNIT
 from arcly_trio.protocols.webrtc.rtp import rtp_header
 from arcly_trio.protocols.webrtc.sdp import parse_sdp
+from arcly_trio.protocols.webrtc.srtp import MAX_SSRCS as SRTP_MAX_SSRCS
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
 from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.webrtc.ingest import MAX_SSRCS
 from arcly_trio.workers.webrtc.server import WebRtcServer
 from arcly_trio.workers.webrtc.viewer import MAX_RETRANSMITS
 from tests._net import HOST
@@ -374,6 +376,47 @@ async def test_a_publisher_sending_absurd_rtp_stays_bounded_and_others_are_serve
                 if session.end_reason is None:
                     assert server.publishers.get(StreamKey.parse("live/cam")) is session
         assert _structures(server)["sessions"] <= 2
+
+
+async def test_a_publisher_inventing_ssrcs_gets_bounded_state_and_its_real_stream_goes_on(demo_frames, monkeypatch):
+    """2000 authenticated packets, each of a new SSRC: the session learns at most MAX_SSRCS of
+    them, SRTP keeps at most its MAX_SSRCS streams, and the publisher's own video still arrives."""
+    monkeypatch.setattr(
+        rtcp.Nack, "lost", property(lambda nack: nack.sequences), raising=False
+    )  # test_the_whip_client_answers_nacks
+    video = [f for f in demo_frames if f.kind is FrameKind.VIDEO]
+    async with serving(webrtc={}) as served:
+        server = served.webrtc
+        assert server is not None
+        with trio.fail_after(30):
+            async with open_whip_publisher(f"http://{HOST}:{served.http.port}/live/cam/whip") as publisher:
+                session = server.publishers[StreamKey.parse("live/cam")]
+                assert publisher.link.dtls.keys is not None and session.srtp is not None
+                forger = SrtpContext(publisher.link.dtls.keys)
+                received = session.stats.packets_received + session.stats.bad_packets
+                for index in range(2000):
+                    ssrc = 0x10000 + index
+                    header = rtp_header(publisher.video_pt, index & 0xFFFF, index * 3000, ssrc, True)
+                    await publisher.link.send(forger.protect(header + bytes([0x65]) + os.urandom(100)))
+                    if index % 200 == 0:
+                        await trio.sleep(0.01)
+                await wait_until(lambda: session.stats.packets_received + session.stats.bad_packets >= received + 1900)
+                assert len(session.by_ssrc) <= MAX_SSRCS
+                assert len(session.srtp._inbound.ssrcs) <= SRTP_MAX_SSRCS
+                async with served.engine.subscribe("live/cam") as subscription:
+                    async with trio.open_nursery() as nursery:
+
+                        async def feed() -> None:
+                            for frame in video[:120]:
+                                await publisher.send(frame)
+                                await trio.sleep(0.005)
+
+                        nursery.start_soon(feed)
+                        async for frame in subscription:
+                            if frame.is_video and frame.keyframe and not frame.config:
+                                nursery.cancel_scope.cancel()
+                                break
+                assert session.end_reason is None
 
 
 # ------------------------------------------------------------------ handshakes that never finish
