@@ -47,11 +47,11 @@ from arcly_trio.protocols.webrtc.sdp import parse_sdp
 from arcly_trio.protocols.webrtc.srtp import MAX_SSRCS as SRTP_MAX_SSRCS
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.webrtc.ingest import MAX_SSRCS
+from arcly_trio.workers.webrtc.ingest import MAX_SSRCS, PLI_INTERVAL
 from arcly_trio.workers.webrtc.server import WebRtcServer
 from arcly_trio.workers.webrtc.viewer import MAX_RETRANSMITS
 from tests._net import HOST
-from tests._serving import healthy_stream, serving, wait_until
+from tests._serving import healthy_stream, serving, wait_publishing, wait_until
 from tests.workers.test_webrtc_server import FINGERPRINT, _offer, _post
 
 _MASK32 = 0xFFFFFFFF
@@ -286,6 +286,43 @@ async def test_a_nack_storm_gets_at_most_max_retransmits_a_second(demo_frames):
                 await player.wait_frames(frames + 10)
                 assert session.end_reason is None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_pli_storm_from_a_viewer_reaches_the_publisher_at_most_every_pli_interval(demo_frames, monkeypatch):
+    """500 PLIs within a second from a WHEP viewer: the WHIP publisher of the stream is asked
+    for a keyframe at most every PLI_INTERVAL, not 500 times."""
+    monkeypatch.setattr(rtcp.Nack, "lost", property(lambda nack: nack.sequences), raising=False)  # see the xfail
+    video = [f for f in demo_frames if f.kind is FrameKind.VIDEO]
+    async with serving(webrtc={}) as served:
+        base = f"http://{HOST}:{served.http.port}/live/cam"
+        with trio.fail_after(30):
+            async with open_whip_publisher(f"{base}/whip") as publisher, trio.open_nursery() as nursery:
+
+                async def feed() -> None:
+                    loop = 0
+                    while True:
+                        for frame in video:
+                            await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
+                            await trio.sleep(0.02)
+                        loop += 1
+
+                nursery.start_soon(feed)
+                await wait_publishing(served.engine, "live/cam", 3)  # the answer offers the video it has
+                async with open_whep_player(f"{base}/whep") as player:
+                    await player.wait_frames(3)
+                    video_ssrc = next(ssrc for ssrc, track in player.tracks.items() if track.kind == "video")
+                    before = publisher.keyframe_requests
+                    started = trio.current_time()
+                    for _ in range(500):
+                        await player.link.send_rtcp(rtcp.pli(player.ssrc, video_ssrc))
+                        await trio.sleep(0.002)
+                    await trio.sleep(0.3)
+                    elapsed = trio.current_time() - started
+                    (viewer,) = [s for s in served.webrtc.sessions.values() if s.kind == "whep"]  # type: ignore[union-attr]
+                    assert viewer.stats.keyframe_requests >= 450
+                    asked = publisher.keyframe_requests - before
+                    assert 1 <= asked <= elapsed / PLI_INTERVAL + 2, (asked, elapsed)
+                nursery.cancel_scope.cancel()
 
 
 # ------------------------------------------------------------------ a hostile publisher
