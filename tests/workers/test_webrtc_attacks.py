@@ -260,6 +260,42 @@ async def test_forged_datagrams_at_a_connected_viewer_are_counted_and_it_keeps_p
         nursery.cancel_scope.cancel()
 
 
+async def test_a_valid_check_of_another_session_from_a_bound_address_does_not_steal_it(demo_frames):
+    """An attacker with a session of its own sends that session's (valid) ICE check from a
+    connected viewer's address (spoofed: here a twin of the viewer's socket): the address stays
+    the viewer's, nothing is answered, and the viewer keeps playing."""
+    async with serving(webrtc={}) as served, trio.open_nursery() as nursery:
+        server = served.webrtc
+        assert server is not None
+        await healthy_stream(served.engine, demo_frames, nursery, "live/cam")
+        with trio.fail_after(30):
+            async with open_whep_player(f"http://{HOST}:{served.http.port}/live/cam/whep") as player:
+                await player.wait_frames(3)
+                (victim,) = server.sessions.values()
+                (address,) = victim.addresses
+                ufrag, pwd = new_credentials()
+                answer = await _post(
+                    served.http.port, "/live/evil/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
+                )
+                attacker = next(s for s in server.sessions.values() if s is not victim)
+                media = parse_sdp(answer.text).media[0]
+                assert media.ice_ufrag is not None and media.ice_pwd is not None
+                twin = socket.socket(fileno=os.dup(player.link.socket.fileno()))
+                try:
+                    for _ in range(5):
+                        twin.sendto(
+                            _binding_request(media.ice_ufrag, ufrag, media.ice_pwd.encode()),
+                            (HOST, server.port_number),
+                        )
+                finally:
+                    twin.close()
+                await wait_until(lambda: victim.stats.bad_packets >= 5)
+                assert server.by_address[address] is victim and not attacker.addresses
+                frames = player.video().frames
+                await player.wait_frames(frames + 10)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_nack_storm_gets_at_most_max_retransmits_a_second(demo_frames):
     async with serving(webrtc={}) as served, trio.open_nursery() as nursery:
         server = served.webrtc
