@@ -18,7 +18,8 @@ Packets are matched to tracks by SSRC (from the offer's ``a=ssrc``), else by the
 header extension, else by payload type; at most :data:`MAX_SSRCS` SSRCs are learnt.
 
 Receiver reports go back every second (with the loss the buffer saw), so the sender's
-congestion control sees the path.
+congestion control sees the path; their cumulative loss saturates at the field's 24 bits
+(sequence jumps a publisher sends cannot make the report fail and end its session).
 
 Error policy: bad media (a packet no track owns, a payload the depacketizer cannot use) is
 dropped and counted; the kernel's end of the publish session (kicked, replaced, rate-limited) ends
