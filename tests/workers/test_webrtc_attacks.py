@@ -4,14 +4,17 @@ Each test runs the in-process server (``tests._serving.serving(webrtc=...)``) an
 one UDP port with raw sockets, or with the project's client (:mod:`arcly_trio.clients.webrtc`)
 for a session that really connected, then forges what a hostile peer would send:
 
+* WHIP and WHEP over the limits: the engine's publishers per address, the worker's sessions;
 * STUN floods naming no session, from many source ports: never answered, no state, counted;
-* garbage and forged SRTP/SRTCP/DTLS at a connected viewer, from its own address and from
-  another: dropped and counted, and the real viewer keeps playing;
-* a WHIP publisher sending RTP with random sequence jumps, an endless FU-A, absurd timestamps:
-  its buffers stay bounded, the server serves others;
-* a NACK storm from a WHEP viewer: retransmissions stay under ``MAX_RETRANSMITS`` a second;
-* ICE that passes but DTLS that never completes, or is garbage: the session ends at its
-  handshake timeout (or at once) with a reason;
+* garbage and forged SRTP/SRTCP/DTLS at a connected viewer, from its own address (a burst too)
+  and from another: dropped and counted, and the real viewer keeps playing; a valid check of
+  another session spoofed from its address does not take the address over;
+* a WHIP publisher sending RTP with random sequence jumps, an endless FU-A, absurd timestamps,
+  or thousands of SSRCs: its buffers stay bounded, the server serves others;
+* NACK and PLI storms from a WHEP viewer: retransmissions stay under ``MAX_RETRANSMITS`` a
+  second, the publisher is asked for a keyframe at most every ``PLI_INTERVAL``;
+* ICE that passes but DTLS that never completes, is abandoned after its ClientHello, or is
+  garbage: the session ends at its handshake timeout with a reason;
 * no amplification: every STUN answer is no larger than its request;
 * 200 sessions opened and deleted: every server structure returns to empty, memory to
   near its baseline.
