@@ -16,7 +16,10 @@ in one process each have their own) with two kinds of metrics:
   connections per protocol worker, ingress and egress bytes per protocol (media payload bytes
   of every session, closed and live, and what HLS/DASH requests were answered with), frames
   dropped per reason, HLS/DASH resources dropped early by the per-stream byte cap, recording
-  bytes, the event loop's lag, audit and event-hook drops.
+  bytes, the event loop's lag, audit and event-hook drops; with a WebRTC worker (a worker named
+  ``webrtc`` with a ``status()``: found in ``engine.workers`` without importing it), its
+  sessions per kind (``whep``, ``whip``), the datagrams no session owned, the datagrams its
+  full socket dropped, and the NACKed packets and retransmissions of its sessions.
 
 Names have the ``arcly_`` prefix and base units (seconds, bytes); counters end in ``_total``,
 without the ``*_created`` series ``prometheus_client`` adds to every counter and histogram
@@ -280,6 +283,7 @@ class _EngineCollector(Collector):
         yield from self._streams(engine)
         yield from self._traffic(engine)
         yield from self._pipelines(engine)
+        yield from _webrtc(engine)
         if self.owner.per_stream:
             yield from self._per_stream(engine)
 
@@ -393,6 +397,40 @@ class _EngineCollector(Collector):
             bitrate.add_metric([*names, "audio"], stats.audio_bitrate)
             uptime.add_metric(names, stats.uptime)
         yield from (subscribers, received, dropped, bitrate, uptime)
+
+
+def _webrtc(engine: Any) -> Iterator[Metric]:
+    """The WebRTC workers' figures (none without one): read from ``status()``; the NACK and
+    retransmission totals from ``status()`` when it keeps them for ended sessions too, else
+    summed over the live sessions' link stats."""
+    workers = [
+        worker
+        for worker in engine.workers
+        if getattr(worker, "name", None) == "webrtc" and callable(getattr(worker, "status", None))
+    ]
+    if not workers:
+        return
+    kinds: Tally[str] = Tally({"whep": 0, "whip": 0})
+    unrouted = send_drops = nacks = retransmitted = 0
+    for worker in workers:
+        status = worker.status()
+        kinds["whep"] += status.get("viewers", 0)
+        kinds["whip"] += status.get("publishers", 0)
+        unrouted += status.get("unrouted_datagrams", 0)
+        send_drops += status.get("send_drops", 0)
+        live = [getattr(session, "stats", None) for session in getattr(worker, "sessions", {}).values()]
+        nacks += status.get("nacks", sum(getattr(stats, "nacks", 0) for stats in live))
+        retransmitted += status.get("retransmitted", sum(getattr(stats, "retransmitted", 0) for stats in live))
+    yield _gauge("arcly_webrtc_sessions", "WebRTC sessions, per kind (whep: viewers, whip: publishers)", "kind", kinds)
+    for name, documentation, value in (
+        ("arcly_webrtc_unrouted_datagrams", "UDP datagrams no WebRTC session owned (dropped without state)", unrouted),
+        ("arcly_webrtc_send_drops", "Datagrams dropped: the WebRTC socket's send buffer was full", send_drops),
+        ("arcly_webrtc_nacks", "Packets NACKed: asked of us by WHEP viewers, or asked by us of WHIP publishers", nacks),
+        ("arcly_webrtc_retransmissions", "Packets resent to WHEP viewers on their NACKs", retransmitted),
+    ):
+        family = CounterMetricFamily(name, documentation)
+        family.add_metric([], value)
+        yield family
 
 
 def _gauge(name: str, documentation: str, label: str, values: Tally[str]) -> GaugeMetricFamily:

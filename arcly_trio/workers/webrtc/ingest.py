@@ -18,7 +18,8 @@ Packets are matched to tracks by SSRC (from the offer's ``a=ssrc``), else by the
 header extension, else by payload type; at most :data:`MAX_SSRCS` SSRCs are learnt.
 
 Receiver reports go back every second (with the loss the buffer saw), so the sender's
-congestion control sees the path.
+congestion control sees the path; their cumulative loss saturates at the field's 24 bits
+(sequence jumps a publisher sends cannot make the report fail and end its session).
 
 Error policy: bad media (a packet no track owns, a payload the depacketizer cannot use) is
 dropped and counted; the kernel's end of the publish session (kicked, replaced, rate-limited) ends
@@ -56,6 +57,7 @@ _DEPACKETIZERS: dict[str, Callable[[], Depacketizer]] = {
     "opus": opus.Depacketizer,
 }
 _KERNEL_NAMES = {"h265": "hevc"}
+_MAX_CUMULATIVE_LOST = 0x7FFFFF
 
 
 @attrs.define(slots=True, eq=False)
@@ -250,7 +252,8 @@ class WhipSession(PeerSession):
         fraction = (
             0 if expected_interval <= 0 or lost_interval <= 0 else min(255, (lost_interval << 8) // expected_interval)
         )
-        cumulative = track.lost = max(0, expected - received)
+        track.lost = max(0, expected - received)
+        cumulative = min(track.lost, _MAX_CUMULATIVE_LOST)  # a 24-bit field: saturate (RFC 3550 6.4.1)
         self.stats.fraction_lost = fraction / 256
         assert track.ssrc is not None
         return rtcp.ReportBlock(
