@@ -407,31 +407,35 @@ def run_viewers(protocols: list[str], viewers: int, seconds: float, clip: Path, 
 
 
 def viewers_table(rows: list[dict[str, Any]]) -> str:
+    """Per egress: CPU per viewer-second and RSS per viewer, marginal against 0 and against 1 viewer."""
     lines = [
         "| egress | N | connected | server CPU % (0 / 1 / N) | CPU-ms per viewer-s | marginal vs 0 | marginal vs 1 "
-        "| RSS MB (N) | RSS KB per viewer | kbit/s per viewer | loss % | generator CPU % | CPU 0 busy % |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | loss % | generator CPU % "
+        "| CPU 0 busy % |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     by: dict[tuple[str, int], dict[str, Any]] = {(r["protocol"], r["viewers"]): r for r in rows}
+
+    def fmt(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
     for (protocol, n), row in by.items():
         if n <= 1 or row.get("server_cpu_pct") is None:
             continue
         zero, one = by.get((protocol, 0), {}), by.get((protocol, 1), {})
         cpu, cpu0, cpu1 = row["server_cpu_pct"], zero.get("server_cpu_pct"), one.get("server_cpu_pct")
         connected = row.get("connected") or n
-
-        def fmt(value: float | None) -> str:
-            return "–" if value is None else f"{value:.3f}"
-
         marginal0 = (cpu - cpu0) * 10 / connected if cpu0 is not None else None
         marginal1 = (cpu - cpu1) * 10 / (connected - 1) if cpu1 is not None and connected > 1 else None
-        rss0 = zero.get("server_rss_kb")
-        per_viewer = (row["server_rss_kb"] - rss0) / connected if rss0 else None
+        rss, rss0, rss1 = row["server_rss_kb"], zero.get("server_rss_kb"), one.get("server_rss_kb")
+        per0 = (rss - rss0) / connected if rss0 else None
+        per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
+        mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
         lines.append(
             f"| {protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
-            f"| {fmt(marginal0)} | {fmt(marginal1)} | {row['server_rss_kb'] / 1024:.1f} "
-            f"| {'–' if per_viewer is None else f'{per_viewer:.1f}'} | {row.get('kbps_median', '–')} "
-            f"| {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} | {row.get('cpu0_busy_pct', '–')} |"
+            f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
+            f"| {row.get('kbps_median', '–')} | {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
+            f"| {row.get('cpu0_busy_pct', '–')} |"
         )
     return "\n".join(lines)
 
@@ -464,7 +468,7 @@ function read(source, width, height) {
 function onVideoFrame() { read(video, video.videoWidth, video.videoHeight); video.requestVideoFrameCallback(onVideoFrame); }
 function fail(e) { report.errors.push(String(e && e.message || e)); }
 async function whep() {
-  const pc = new RTCPeerConnection();
+  const pc = window.pc = new RTCPeerConnection();
   pc.addTransceiver("video", {direction: "recvonly"}); pc.addTransceiver("audio", {direction: "recvonly"});
   pc.ontrack = (e) => { if (!video.srcObject) video.srcObject = e.streams[0] || new MediaStream([e.track]); else video.srcObject.addTrack(e.track); };
   await pc.setLocalDescription(await pc.createOffer());
@@ -481,12 +485,13 @@ function hls() {
 async function flv() {  // HTTP-FLV parsed here, H.264 into WebCodecs' VideoDecoder, drawn as decoded
   const decoder = new VideoDecoder({output: (frame) => { read(frame, frame.displayWidth, frame.displayHeight); frame.close(); }, error: fail});
   const reader = (await fetch(src)).body.getReader();
-  let buf = new Uint8Array(0), pos = 13, configured = false;
+  let buf = new Uint8Array(0), pos = 0, header = false, configured = false, keyed = false;
   for (;;) {
     const {value, done} = await reader.read();
     if (done) break;
     const joined = new Uint8Array(buf.length - pos + value.length);
     joined.set(buf.subarray(pos)); joined.set(value, buf.length - pos); buf = joined; pos = 0;
+    if (!header) { if (buf.length < 13) continue; pos = 13; header = true; }  // FLV header, PreviousTagSize0
     while (buf.length - pos >= 11) {
       const size = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3];
       if (buf.length - pos < 11 + size + 4) break;
@@ -500,14 +505,20 @@ async function flv() {  // HTTP-FLV parsed here, H.264 into WebCodecs' VideoDeco
         configured = true;
       } else if (body[1] === 1 && configured) {
         const key = (body[0] >> 4) === 1;
-        if (!key && decoder.decodeQueueSize === 0 && report.frames === 0 && !report.keyed) continue;
-        if (key) report.keyed = true;
-        if (!report.keyed) continue;
+        keyed = keyed || key;
+        if (!keyed) continue;  // a decoder starts at a keyframe
         decoder.decode(new EncodedVideoChunk({type: key ? "key" : "delta", timestamp: ts * 1000, data: body.slice(5)}));
       }
     }
   }
 }
+window.jitter = async () => {  // WHEP: mean jitter-buffer delay per kind, in ms (Chromium's getStats)
+  const out = {};
+  if (window.pc) (await window.pc.getStats()).forEach((e) => {
+    if (e.type === "inbound-rtp" && e.jitterBufferEmittedCount) out[e.kind] = Math.round(1000 * e.jitterBufferDelay / e.jitterBufferEmittedCount);
+  });
+  return out;
+};
 video.requestVideoFrameCallback(onVideoFrame);
 ({whep, hls, flv})[kind]().catch(fail);
 </script></body></html>
@@ -524,22 +535,27 @@ def burn_clock_filter(epoch: int) -> str:
                      "setpts=N/30/TB"])  # fmt: skip
 
 
-def latency_publisher(path: str, ports: dict[str, int], epoch: int) -> subprocess.Popen[Any]:
-    """ffmpeg encoding a 640x360 30 fps pattern with the clock burnt in, zerolatency, GOP 1 s."""
+def latency_publisher(path: str, ports: dict[str, int], epoch: int, audio: bool = True) -> subprocess.Popen[Any]:
+    """ffmpeg encoding a 640x360 30 fps pattern with the clock burnt in, zerolatency, GOP 1 s
+    (and a 440 Hz tone unless ``audio`` is false)."""
     video = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
              "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-b:v", "1M"]  # fmt: skip
     inputs = ["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i",
               "sine=frequency=440:sample_rate=48000", "-vf", burn_clock_filter(epoch)]  # fmt: skip
+    if not audio:
+        inputs = [*inputs[:5], *inputs[9:]]  # without the tone's input
     if path.startswith("rtmp"):
-        args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, "-c:a", "aac",
+        sound = ["-c:a", "aac"] if audio else []
+        args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, *sound,
                 "-f", "flv", f"rtmp://{HOST}:{ports['rtmp']}/live/bench"]  # fmt: skip
     else:
-        args = [ffmpeg8(), "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, "-c:a", "libopus",
-                "-ar", "48000", "-ac", "2", "-f", "whip", f"http://{HOST}:{ports['http']}/live/bench/whip"]  # fmt: skip
+        sound = ["-c:a", "libopus", "-ar", "48000", "-ac", "2"] if audio else []
+        args = [ffmpeg8(), "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, *sound,
+                "-f", "whip", f"http://{HOST}:{ports['http']}/live/bench/whip"]  # fmt: skip
     return subprocess.Popen(["taskset", "-c", "1", *args], stdin=subprocess.DEVNULL)
 
 
-def run_latency(paths: list[str], seconds: float) -> list[dict[str, Any]]:
+def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[dict[str, Any]]:
     from tests._browser import chromium
     from tests._npm import HLS_JS, npm_file
 
@@ -553,7 +569,7 @@ def run_latency(paths: list[str], seconds: float) -> list[dict[str, Any]]:
         for path in paths:
             egress = path.split("-", 1)[1]
             with server(hls=egress == "llhls") as (_, ports):
-                publisher = latency_publisher(path, ports, epoch)
+                publisher = latency_publisher(path, ports, epoch, audio)
                 try:
                     if not publishing(ports["http"]):
                         emit(mode="latency", path=path, error="the publish did not start")
@@ -566,9 +582,12 @@ def run_latency(paths: list[str], seconds: float) -> list[dict[str, Any]]:
                         driver.get(f"{page.as_uri()}?kind={kind}&src={src}&epoch={epoch}&bits={BITS}")
                         time.sleep(seconds)
                         report = driver.execute_script("return window.report")
+                        report["jitter"] = driver.execute_async_script(
+                            "const done = arguments[0]; window.jitter().then(done, () => done({}));"
+                        )
                 finally:
                     stop(publisher)
-            rows.append(latency_row(path, report))
+            rows.append({**latency_row(path, report), "audio": audio})
             emit(**rows[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -581,6 +600,8 @@ def latency_row(path: str, report: dict[str, Any]) -> dict[str, Any]:
     kept = sorted(samples[skip:])
     row: dict[str, Any] = {"mode": "latency", "path": path, "samples": len(kept), "bad_codes": report.get("bad", 0),
                            "errors": (report.get("errors") or [])[:3]}  # fmt: skip
+    if report.get("jitter"):
+        row["jitter_buffer_ms"] = report["jitter"]
     if kept:
         row.update(
             p50_ms=kept[len(kept) // 2],
@@ -611,9 +632,11 @@ def main() -> None:
     viewers.add_argument("--warmup", type=float, default=2.0, help="after the WHEP handshakes, before the window")
     viewers.add_argument("--protocols", default="whep,rtmp,http-flv")
     viewers.add_argument("--clip", type=Path, default=SAMPLE if SAMPLE.exists() else DEMO)
+    viewers.add_argument("--table", type=Path, help="only print the table of the JSON lines in this file")
     latency = sub.add_parser("latency", help="glass-to-glass in Chromium")
     latency.add_argument("--seconds", type=float, default=30.0, help="seconds each path plays")
     latency.add_argument("--paths", default=",".join(PATHS))
+    latency.add_argument("--no-audio", action="store_true", help="publish video only")
     load = sub.add_parser("whep-load", help="(internal) the WHEP load generator")
     load.add_argument("--url", required=True)
     load.add_argument("--viewers", type=int, required=True)
@@ -624,12 +647,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "whep-load":
         whep_load(args.url, args.viewers, args.warmup, args.seconds, args.server_pid, args.concurrency)
+    elif args.mode == "viewers" and args.table:
+        lines = [json.loads(line) for line in args.table.read_text().splitlines() if line.startswith("{")]
+        print(viewers_table([row for row in lines if row.get("mode") == "viewers"]))
     elif args.mode == "viewers":
         rows = run_viewers([p for p in args.protocols.split(",") if p], args.viewers, args.seconds, args.clip,
                            args.warmup)  # fmt: skip
         print(viewers_table(rows), file=sys.stderr)
     else:
-        rows = run_latency([p for p in args.paths.split(",") if p], args.seconds)
+        rows = run_latency([p for p in args.paths.split(",") if p], args.seconds, not args.no_audio)
         print(latency_table(rows), file=sys.stderr)
 
 
