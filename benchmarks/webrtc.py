@@ -29,12 +29,15 @@ run.
   offline, so this is the decode-as-it-arrives floor of an HTTP-FLV player, without a player's
   jitter buffer), WHIP to LL-HLS (hls.js ``lowLatencyMode`` from the npm cache, as
   benchmarks/llhls.py). Chromium runs with ``--disable-web-security`` so a ``file://`` page may
-  talk to the server.
+  talk to the server. For WHEP the row also has Chromium's mean jitter-buffer delay per kind
+  (``getStats``); ``--no-audio`` publishes video only (with audio, Chromium holds the video for
+  lip sync behind the audio's jitter buffer).
 
 How to run (from the repository root, with the project's environment)::
 
     python benchmarks/webrtc.py viewers --viewers 200 --seconds 20
     python benchmarks/webrtc.py latency --seconds 30
+    python benchmarks/webrtc.py latency --seconds 30 --paths rtmp-whep,whip-whep --no-audio
 
 Attacker's view: none; it talks to 127.0.0.1 only, to servers it started, and stops only its own
 processes, by PID. Error policy: a path or egress that fails is reported as a JSON line with
@@ -578,13 +581,12 @@ def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[di
                     base = f"http://{HOST}:{ports['http']}/live/bench"
                     src = {"whep": f"{base}/whep", "flv": f"{base}.flv", "llhls": f"{base}/index.m3u8"}[egress]
                     kind = {"whep": "whep", "flv": "flv", "llhls": "hls"}[egress]
-                    with chromium("--autoplay-policy=no-user-gesture-required", "--disable-web-security") as driver:
-                        driver.get(f"{page.as_uri()}?kind={kind}&src={src}&epoch={epoch}&bits={BITS}")
-                        time.sleep(seconds)
-                        report = driver.execute_script("return window.report")
-                        report["jitter"] = driver.execute_async_script(
-                            "const done = arguments[0]; window.jitter().then(done, () => done({}));"
-                        )
+                    try:
+                        report = play_in_chromium(chromium, f"{page.as_uri()}?kind={kind}&src={src}&epoch={epoch}"
+                                                  f"&bits={BITS}", seconds)  # fmt: skip
+                    except Exception as exc:  # the browser failed: say so, go on with the next path
+                        emit(mode="latency", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
+                        continue
                 finally:
                     stop(publisher)
             rows.append({**latency_row(path, report), "audio": audio})
@@ -592,6 +594,19 @@ def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[di
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+def play_in_chromium(chromium: Any, url: str, seconds: float) -> dict[str, Any]:
+    """Open the page in a fresh headless Chromium, let it play, return its report (with WHEP's
+    jitter-buffer delays)."""
+    with chromium("--autoplay-policy=no-user-gesture-required", "--disable-web-security") as driver:
+        driver.get(url)
+        time.sleep(seconds)
+        report: dict[str, Any] = driver.execute_script("return window.report")
+        report["jitter"] = driver.execute_async_script(
+            "const done = arguments[0]; window.jitter().then(done, () => done({}));"
+        )
+    return report
 
 
 def latency_row(path: str, report: dict[str, Any]) -> dict[str, Any]:
