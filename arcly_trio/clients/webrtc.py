@@ -247,12 +247,19 @@ class _Link:
         self.socket.close()
 
 
-async def _post(url: str, offer: str, token: str | None, timeout: float, stage: str) -> tuple[str, str]:
+def _http(timeout: float, local_address: str | None) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+    return httpx.AsyncClient(timeout=timeout, transport=transport)
+
+
+async def _post(
+    url: str, offer: str, token: str | None, timeout: float, stage: str, local_address: str | None = None
+) -> tuple[str, str]:
     headers = {"content-type": "application/sdp"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with _http(timeout, local_address) as client:
             response = await client.post(url, content=offer.encode(), headers=headers)
     except httpx.HTTPError as exc:
         raise ConnectionLost(f"POST {url}: {exc}") from None
@@ -262,32 +269,32 @@ async def _post(url: str, offer: str, token: str | None, timeout: float, stage: 
     return response.text, location
 
 
-async def _delete(location: str) -> None:
+async def _delete(location: str, local_address: str | None = None) -> None:
     try:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with _http(5, local_address) as client:
             await client.delete(location)
     except httpx.HTTPError:
         pass
 
 
 async def _negotiate(
-    url: str, offer_for: Any, token: str | None, timeout: float, stage: str
+    url: str, offer_for: Any, token: str | None, timeout: float, stage: str, local_address: str | None = None
 ) -> tuple[_Link, SessionDescription, str]:
     certificate = DtlsCertificate.generate()
     ufrag, pwd = new_credentials()
     offer = offer_for(ufrag, pwd, f"sha-256 {certificate.fingerprint('sha-256')}")
-    text, location = await _post(url, offer, token, timeout, stage)
+    text, location = await _post(url, offer, token, timeout, stage, local_address)
     try:
         answer = parse_sdp(text)
     except SdpError as exc:
-        await _delete(location)
+        await _delete(location, local_address)
         raise ConnectionLost(f"the answer does not parse: {exc}") from None
     link = _Link(answer, ufrag, pwd, certificate)
     try:
         await link.connect(timeout)
     except BaseException:
         await link.close()
-        await _delete(location)
+        await _delete(location, local_address)
         raise
     return link, answer, location
 
@@ -327,32 +334,42 @@ class WhepPlayer:
                 return
             await self._changed.wait()
 
-    async def _run(self) -> None:
+    async def _run(self, receive: bool = True) -> None:
         link = self.link
         next_report = trio.current_time() + 1.0
         while True:
             with trio.move_on_at(next_report):
+                if not receive:
+                    await trio.sleep_forever()
                 data, _ = await link.socket.recvfrom(2048)
                 if classify(data) is PacketKind.RTP:
                     self._packet(data)
                 continue
             next_report = trio.current_time() + 1.0
-            blocks = [
-                rtcp.ReportBlock(
-                    ssrc=ssrc,
-                    fraction_lost=0,
-                    cumulative_lost=track.gaps,
-                    highest_sequence=(track.highest or 0) & 0xFFFFFFFF,
-                    jitter=0,
-                    lsr=0,
-                    dlsr=0,
-                )
-                for ssrc, track in self.tracks.items()
-            ]
-            try:
-                await link.send_rtcp(rtcp.receiver_report(self.ssrc, blocks))
-            except SrtpError:
-                pass
+            await self.send_report()
+
+    def receiver_report(self) -> bytes:
+        """This player's receiver report (RTCP, before SRTP): one block per track it counted."""
+        blocks = [
+            rtcp.ReportBlock(
+                ssrc=ssrc,
+                fraction_lost=0,
+                cumulative_lost=track.gaps,
+                highest_sequence=(track.highest or 0) & 0xFFFFFFFF,
+                jitter=0,
+                lsr=0,
+                dlsr=0,
+            )
+            for ssrc, track in self.tracks.items()
+        ]
+        return rtcp.receiver_report(self.ssrc, blocks)
+
+    async def send_report(self) -> None:
+        """Send a receiver report (what keeps the session alive on the server)."""
+        try:
+            await self.link.send_rtcp(self.receiver_report())
+        except SrtpError:
+            pass
 
     def _packet(self, data: bytes) -> None:
         srtp = self.link.srtp
@@ -400,17 +417,24 @@ async def open_whep_player(
     timeout: float = 10.0,
     decrypt: bool = True,
     codecs: Sequence[str] = ("h264",),
+    receive: bool = True,
+    local_address: str | None = None,
 ) -> AsyncIterator[WhepPlayer]:
-    """Play the stream of a WHEP ``url`` for the duration of the block (see the module docstring)."""
+    """Play the stream of a WHEP ``url`` for the duration of the block (see the module docstring).
+
+    ``receive=False``: the player only sends its receiver reports; the caller reads
+    ``player.link.socket`` itself (a load generator's cheaper receive loop). ``local_address``:
+    the source address of the HTTP exchanges (the server counts sessions per client address).
+    """
 
     def offer(ufrag: str, pwd: str, fingerprint: str) -> str:
         return client_offer(ufrag, pwd, fingerprint, send=False, codecs=codecs)
 
-    link, answer, location = await _negotiate(url, offer, token, timeout, "whep")
+    link, answer, location = await _negotiate(url, offer, token, timeout, "whep", local_address)
     player = WhepPlayer(link, answer, decrypt)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(player._run)
+            nursery.start_soon(player._run, receive)
             try:
                 yield player
             finally:
@@ -418,7 +442,7 @@ async def open_whep_player(
     finally:
         with trio.CancelScope(shield=True):
             await link.close()
-            await _delete(location)
+            await _delete(location, local_address)
 
 
 class WhipPublisher:
