@@ -151,8 +151,9 @@ class _Link:
     """The client side of one peer connection: controlling ICE, DTLS client, SRTP."""
 
     def __init__(self, answer: SessionDescription, ufrag: str, pwd: str, certificate: DtlsCertificate) -> None:
-        media = answer.media[0]
-        if media.ice_ufrag is None or media.ice_pwd is None:
+        # the first section the server accepted (a rejected one, port 0, may carry nothing)
+        media = next((m for m in answer.media if m.ice_ufrag is not None and m.ice_pwd is not None), None)
+        if media is None or media.ice_ufrag is None or media.ice_pwd is None:
             raise ConnectionLost("the answer has no ICE credentials")
         self.remote = _candidate(answer)
         self.username = f"{media.ice_ufrag}:{ufrag}".encode()
@@ -506,7 +507,7 @@ class WhipPublisher:
                 continue
             for packet in packets:
                 if isinstance(packet, rtcp.Nack):
-                    for sequence in packet.lost:
+                    for sequence in packet.sequences:
                         self.nacks += 1
                         resent = self.history.get(sequence)
                         if isinstance(resent, bytes):

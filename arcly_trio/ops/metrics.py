@@ -45,7 +45,7 @@ from __future__ import annotations
 import platform
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -399,15 +399,19 @@ class _EngineCollector(Collector):
         yield from (subscribers, received, dropped, bitrate, uptime)
 
 
+@runtime_checkable
+class WorkerStatus(Protocol):
+    """A protocol worker that reports its counters (the WebRTC worker's ``status()``: sessions
+    per kind, unrouted datagrams, send drops, NACK and retransmission totals)."""
+
+    name: str
+
+    def status(self) -> dict[str, Any]: ...
+
+
 def _webrtc(engine: Any) -> Iterator[Metric]:
-    """The WebRTC workers' figures (none without one): read from ``status()``; the NACK and
-    retransmission totals from ``status()`` when it keeps them for ended sessions too, else
-    summed over the live sessions' link stats."""
-    workers = [
-        worker
-        for worker in engine.workers
-        if getattr(worker, "name", None) == "webrtc" and callable(getattr(worker, "status", None))
-    ]
+    """The WebRTC workers' figures (none without one), from their ``status()``."""
+    workers = [worker for worker in engine.workers if isinstance(worker, WorkerStatus) and worker.name == "webrtc"]
     if not workers:
         return
     kinds: Tally[str] = Tally({"whep": 0, "whip": 0})
@@ -418,9 +422,8 @@ def _webrtc(engine: Any) -> Iterator[Metric]:
         kinds["whip"] += status.get("publishers", 0)
         unrouted += status.get("unrouted_datagrams", 0)
         send_drops += status.get("send_drops", 0)
-        live = [getattr(session, "stats", None) for session in getattr(worker, "sessions", {}).values()]
-        nacks += status.get("nacks", sum(getattr(stats, "nacks", 0) for stats in live))
-        retransmitted += status.get("retransmitted", sum(getattr(stats, "retransmitted", 0) for stats in live))
+        nacks += status.get("nacks", 0)
+        retransmitted += status.get("retransmitted", 0)
     yield _gauge("arcly_webrtc_sessions", "WebRTC sessions, per kind (whep: viewers, whip: publishers)", "kind", kinds)
     for name, documentation, value in (
         ("arcly_webrtc_unrouted_datagrams", "UDP datagrams no WebRTC session owned (dropped without state)", unrouted),

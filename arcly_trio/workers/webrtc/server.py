@@ -172,6 +172,8 @@ class WebRtcServer:
         self.unrouted = 0
         """Datagrams no session owns (dropped without state)."""
         self.refused_busy = 0
+        self.ended_nacks = 0
+        self.ended_retransmitted = 0
         self._announced: tuple[Candidate, ...] = ()
         self._pictures: weakref.WeakValueDictionary[StreamKey, PictureIds] = weakref.WeakValueDictionary()
 
@@ -378,6 +380,8 @@ class WebRtcServer:
         for bound in session.addresses:
             if self.by_address.get(bound) is session:
                 del self.by_address[bound]
+        self.ended_nacks += session.stats.nacks
+        self.ended_retransmitted += session.stats.retransmitted
         self.per_address[address] -= 1
         if self.per_address[address] <= 0:
             del self.per_address[address]
@@ -412,6 +416,9 @@ class WebRtcServer:
             "send_drops": port.send_drops if port is not None else 0,
             **self._tcp_status(),
             "refused_busy": self.refused_busy,
+            # totals that survive the sessions (monotonic, for counters): the ended ones' and the live ones'
+            "nacks": self.ended_nacks + sum(s.stats.nacks for s in self.sessions.values()),
+            "retransmitted": self.ended_retransmitted + sum(s.stats.retransmitted for s in self.sessions.values()),
         }
 
     def _tcp_status(self) -> dict[str, Any]:
