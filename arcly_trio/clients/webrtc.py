@@ -32,7 +32,7 @@ import os
 import secrets
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -300,6 +300,25 @@ async def _negotiate(
     return link, answer, location
 
 
+@asynccontextmanager
+async def _running(
+    link: _Link, location: str, local_address: str | None, run: Callable[..., Awaitable[None]], *args: Any
+) -> AsyncIterator[None]:
+    """Run a session's receive task (``run(*args)``) for the block; then say goodbye: DTLS
+    ``close_notify`` and ``DELETE`` of its resource, even when cancelled."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, *args)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await link.close()
+            await _delete(location, local_address)
+
+
 class WhepPlayer:
     """A WHEP session's receiving side (see the module docstring)."""
 
@@ -433,17 +452,8 @@ async def open_whep_player(
 
     link, answer, location = await _negotiate(url, offer, token, timeout, "whep", local_address)
     player = WhepPlayer(link, answer, decrypt)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(player._run, receive)
-            try:
-                yield player
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await link.close()
-            await _delete(location, local_address)
+    async with _running(link, location, local_address, player._run, receive):
+        yield player
 
 
 class WhipPublisher:
@@ -528,14 +538,5 @@ async def open_whip_publisher(
 
     link, answer, location = await _negotiate(url, offer, token, timeout, "whip")
     publisher = WhipPublisher(link, answer, ssrcs)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publisher._run)
-            try:
-                yield publisher
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await link.close()
-            await _delete(location)
+    async with _running(link, location, None, publisher._run):
+        yield publisher
