@@ -16,6 +16,8 @@
   free port, black hole), ``_serving`` (engines serving on loopback, polling), ``_ffmpeg``
   (ffmpeg/ffprobe publishers, players, probes), ``_cli`` (``arcly-trio serve`` in a subprocess),
   ``_nodes`` (relay and cluster nodes), ``_rtmp`` (a raw RTMP client), ``_hls``, ``_hooks``,
-  ``_peers`` (nginx-rtmp, redis), ``_browser``, ``_npm``, and independent readers to check the
+  ``_peers`` (nginx-rtmp, redis), ``_browser``, ``_npm``, ``_webrtc`` (SDP offers, WHIP/WHEP
+  POSTs, the browser's WHEP/WHIP scripts and statistics), ``_rtp_payloads`` (clips and round trips
+  of the RTP payload formats), and independent readers to check the
   package against: ``_media`` (FLV, avcC/hvcC), ``_mpegts``, ``_boxes`` (ISO BMFF).
 """

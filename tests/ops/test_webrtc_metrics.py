@@ -15,7 +15,7 @@ from arcly_trio.ops import PrometheusObserver
 from arcly_trio.protocols.webrtc import rtcp
 from tests._net import HOST
 from tests._serving import healthy_stream, serving, wait_until
-from tests.workers.test_webrtc_server import _offer, _post
+from tests._webrtc import post_sdp, sdp_offer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,7 +38,7 @@ async def test_metrics_show_webrtc_sessions_unrouted_drops_and_nacks(demo_frames
         assert first[("arcly_webrtc_sessions", (("kind", "whip"),))] == 0
         assert first[("arcly_webrtc_unrouted_datagrams_total", ())] == 0
         await healthy_stream(served.engine, demo_frames, nursery, "live/cam")
-        assert (await _post(served.http.port, "/live/other/whip", _offer(send=True))).status_code == 201
+        assert (await post_sdp(served.http.port, "/live/other/whip", sdp_offer(send=True))).status_code == 201
         with trio.fail_after(20):
             async with open_whep_player(f"http://{HOST}:{served.http.port}/live/cam/whep") as player:
                 await player.wait_frames(10)

@@ -17,7 +17,7 @@ from arcly_trio.protocols.webrtc.payload.av1 import (
     packetize,
     parameter_sets,
 )
-from tests.protocols._payload import ivf_frames, push_all
+from tests._rtp_payloads import ivf_frames, push_all
 
 FRAMES = ivf_frames("av1.ivf")
 # The av1C FFmpeg 8 writes when it muxes the clip into MP4 (`ffmpeg -i av1.ivf -c copy x.mp4`).

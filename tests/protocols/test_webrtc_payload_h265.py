@@ -19,7 +19,7 @@ from arcly_trio.protocols.webrtc.payload.h265 import (
     packetize,
     parameter_sets,
 )
-from tests.protocols._payload import hevc_access_units, hvcc, push_all
+from tests._rtp_payloads import hevc_access_units, hvcc, push_all
 
 UNITS = hevc_access_units("h265.hevc")
 # The hvcC FFmpeg 8 writes when it muxes the clip into MP4 (`ffmpeg -i h265.hevc -c copy x.mp4`).

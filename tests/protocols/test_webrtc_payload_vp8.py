@@ -17,7 +17,7 @@ from arcly_trio.protocols.webrtc.payload.vp8 import (
     packetize,
     parse_descriptor,
 )
-from tests.protocols._payload import ivf_frames, push_all
+from tests._rtp_payloads import ivf_frames, push_all
 
 FRAMES = ivf_frames("vp8.ivf")
 KEY = b"\x10\x02\x00\x9d\x01\x2a\xa0\x00\x60\x00" + b"\x11" * 30  # P=0, start code, 160x96

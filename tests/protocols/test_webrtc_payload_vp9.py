@@ -24,7 +24,7 @@ from arcly_trio.protocols.webrtc.payload.vp9 import (
     packetize,
     parse_descriptor,
 )
-from tests.protocols._payload import ivf_frames, push_all
+from tests._rtp_payloads import ivf_frames, push_all
 
 FRAMES = ivf_frames("vp9.ivf")
 # The vpcC FFmpeg 8 writes when it muxes the clip into MP4 (`ffmpeg -i vp9.ivf -c copy x.mp4`).

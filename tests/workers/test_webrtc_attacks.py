@@ -55,7 +55,7 @@ from arcly_trio.workers.webrtc.server import WebRtcServer
 from arcly_trio.workers.webrtc.viewer import MAX_RETRANSMITS
 from tests._net import HOST
 from tests._serving import healthy_stream, serving, wait_publishing, wait_until
-from tests.workers.test_webrtc_server import FINGERPRINT, _offer, _post
+from tests._webrtc import FINGERPRINT, post_sdp, sdp_offer
 
 _MASK32 = 0xFFFFFFFF
 
@@ -107,11 +107,11 @@ async def test_whip_and_whep_count_against_the_engines_and_the_servers_limits(de
         await publisher.send(next(f for f in demo_frames if f.config))
         port = http.port
         for stream in ("a", "b"):
-            assert (await _post(port, f"/live/{stream}/whip", _offer(send=True))).status_code == 201
-        third = await _post(port, "/live/c/whip", _offer(send=True))
+            assert (await post_sdp(port, f"/live/{stream}/whip", sdp_offer(send=True))).status_code == 201
+        third = await post_sdp(port, "/live/c/whip", sdp_offer(send=True))
         assert third.status_code == 429 and third.text.strip()
-        assert (await _post(port, "/live/cam/whep", _offer())).status_code == 201
-        full = await _post(port, "/live/cam/whep", _offer())
+        assert (await post_sdp(port, "/live/cam/whep", sdp_offer())).status_code == 201
+        full = await post_sdp(port, "/live/cam/whep", sdp_offer())
         assert full.status_code == 503 and "maximum" in full.text
         assert len(webrtc.sessions) == 3 and webrtc.refused_busy == 1
 
@@ -120,7 +120,7 @@ async def test_a_stun_flood_naming_no_session_gets_no_answer_and_leaves_no_state
     async with serving(webrtc={}) as served:
         server = served.webrtc
         assert server is not None
-        assert (await _post(served.http.port, "/live/cam/whip", _offer(send=True))).status_code == 201
+        assert (await post_sdp(served.http.port, "/live/cam/whip", sdp_offer(send=True))).status_code == 201
         session = next(iter(server.sessions.values()))
         before = _structures(server)
         unrouted = server.unrouted
@@ -161,7 +161,7 @@ async def test_stun_answers_are_never_larger_than_their_requests():
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        answer = await _post(
+        answer = await post_sdp(
             served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         assert answer.status_code == 201
@@ -277,7 +277,7 @@ async def test_a_valid_check_of_another_session_from_a_bound_address_does_not_st
                 (victim,) = server.sessions.values()
                 (address,) = victim.addresses
                 ufrag, pwd = new_credentials()
-                answer = await _post(
+                answer = await post_sdp(
                     served.http.port, "/live/evil/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
                 )
                 attacker = next(s for s in server.sessions.values() if s is not victim)
@@ -498,7 +498,7 @@ async def test_ice_without_dtls_ends_at_the_handshake_timeout():
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        answer = await _post(
+        answer = await post_sdp(
             served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         (session,) = server.sessions.values()
@@ -519,7 +519,7 @@ async def test_garbage_dtls_after_ice_ends_the_session_at_once_or_at_the_timeout
         server = served.webrtc
         assert server is not None
         ufrag, pwd = new_credentials()
-        answer = await _post(
+        answer = await post_sdp(
             served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, FINGERPRINT, send=True, ssrcs=(1, 2))
         )
         (session,) = server.sessions.values()
@@ -552,7 +552,7 @@ async def test_a_dtls_handshake_started_and_abandoned_ends_at_the_timeout_with_f
         certificate = DtlsCertificate.generate()
         fingerprint = f"sha-256 {certificate.fingerprint('sha-256')}"
         ufrag, pwd = new_credentials()
-        answer = await _post(
+        answer = await post_sdp(
             served.http.port, "/live/cam/whip", client_offer(ufrag, pwd, fingerprint, send=True, ssrcs=(1, 2))
         )
         (session,) = server.sessions.values()
@@ -603,7 +603,7 @@ async def test_200_sessions_opened_and_deleted_leave_nothing_behind():
             async def one(index: int) -> None:
                 answer = await client.post(
                     f"{base}/live/s{index}/whip",
-                    content=_offer(send=True).encode(),
+                    content=sdp_offer(send=True).encode(),
                     headers={"content-type": "application/sdp"},
                 )
                 assert answer.status_code == 201, answer.text

@@ -20,10 +20,10 @@ from arcly_trio.core.frame import Frame
 from arcly_trio.protocols.webrtc.sdp import MAX_SDP_BYTES
 from tests._net import HOST
 from tests._serving import serving
-from tests.workers.test_webrtc_server import _offer
+from tests._webrtc import sdp_offer
 
 _PRINTABLE = string.ascii_letters + string.digits + " ;=/,.-_:+*\"'()<>@[]?{}"
-_VALID = [_offer(), _offer(send=True), _offer(codecs=("vp9", "av1")), _offer(send=True, codecs=("h264",))]
+_VALID = [sdp_offer(), sdp_offer(send=True), sdp_offer(codecs=("vp9", "av1")), sdp_offer(send=True, codecs=("h264",))]
 _LINES = sorted({line for offer in _VALID for line in offer.split("\r\n")})
 
 _content_types = st.sampled_from(

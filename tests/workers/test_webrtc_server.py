@@ -12,30 +12,14 @@ import pytest
 import trio
 
 from arcly_trio import AppSpec
-from arcly_trio.clients.webrtc import client_offer, open_whep_player, open_whip_publisher
+from arcly_trio.clients.webrtc import open_whep_player, open_whip_publisher
 from arcly_trio.core.errors import RemoteRefused
 from arcly_trio.core.frame import FrameKind
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.protocols.webrtc import stun
-from arcly_trio.protocols.webrtc.ice import new_credentials
 from tests._net import HOST
 from tests._serving import healthy_stream, serving, wait_until
-
-FINGERPRINT = "sha-256 " + ":".join(["AB"] * 32)
-
-
-def _offer(send: bool = False, codecs: tuple[str, ...] = ("h264",)) -> str:
-    ufrag, pwd = new_credentials()
-    return client_offer(ufrag, pwd, FINGERPRINT, send=send, ssrcs=(1111, 2222), codecs=codecs)
-
-
-async def _post(port: int, path: str, body: str | bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as client:
-        return await client.post(
-            f"http://{HOST}:{port}{path}",
-            content=body.encode() if isinstance(body, str) else body,
-            headers={"content-type": "application/sdp", **(headers or {})},
-        )
+from tests._webrtc import post_sdp, sdp_offer
 
 
 async def test_whep_plays_a_published_stream(demo_frames):
@@ -91,19 +75,19 @@ async def test_refusals_are_http_answers_never_500():
     auth = TokenAuthenticator(publish_token="pub", play_token="view")
     async with serving(AppSpec("live"), webrtc={}, authenticator=auth) as served:
         port = served.http.port
-        offer = _offer()
-        assert (await _post(port, "/live/cam/whep", offer, {"content-type": "text/plain"})).status_code == 415
-        assert (await _post(port, "/live/cam/whep", b"v=0\r\n" + b"a=x\r\n" * 20000)).status_code == 413
-        bad = await _post(port, "/live/cam/whep", "this is not SDP")
+        offer = sdp_offer()
+        assert (await post_sdp(port, "/live/cam/whep", offer, {"content-type": "text/plain"})).status_code == 415
+        assert (await post_sdp(port, "/live/cam/whep", b"v=0\r\n" + b"a=x\r\n" * 20000)).status_code == 413
+        bad = await post_sdp(port, "/live/cam/whep", "this is not SDP")
         assert bad.status_code == 400 and "SDP" in bad.text
-        assert (await _post(port, "/live/cam/whip", _offer(send=True))).status_code == 401
+        assert (await post_sdp(port, "/live/cam/whip", sdp_offer(send=True))).status_code == 401
         # a play credential never publishes
-        refused = await _post(port, "/live/cam/whip", _offer(send=True), {"authorization": "Bearer view"})
+        refused = await post_sdp(port, "/live/cam/whip", sdp_offer(send=True), {"authorization": "Bearer view"})
         assert refused.status_code == 403
-        assert (await _post(port, "/live/cam/whep", offer, {"authorization": "Bearer view"})).status_code == 404
-        assert (await _post(port, "/nope/cam/whep", offer)).status_code == 404
-        vp8_only = _offer(send=True).replace("H264/90000", "VP8/90000").replace("opus/48000/2", "PCMU/8000")
-        unusable = await _post(port, "/live/cam/whip", vp8_only, {"authorization": "Bearer pub"})
+        assert (await post_sdp(port, "/live/cam/whep", offer, {"authorization": "Bearer view"})).status_code == 404
+        assert (await post_sdp(port, "/nope/cam/whep", offer)).status_code == 404
+        vp8_only = sdp_offer(send=True).replace("H264/90000", "VP8/90000").replace("opus/48000/2", "PCMU/8000")
+        unusable = await post_sdp(port, "/live/cam/whip", vp8_only, {"authorization": "Bearer pub"})
         assert unusable.status_code == 406, unusable.text
         async with httpx.AsyncClient(timeout=5) as client:
             gone = await client.delete(f"http://{HOST}:{port}/live/cam/whep/nosuchsession")
@@ -113,7 +97,7 @@ async def test_refusals_are_http_answers_never_500():
 async def test_delete_ends_the_session():
     async with serving(webrtc={}) as served:
         port = served.http.port
-        answer = await _post(port, "/live/cam/whip", _offer(send=True))
+        answer = await post_sdp(port, "/live/cam/whip", sdp_offer(send=True))
         assert answer.status_code == 201, answer.text
         location = answer.headers["location"]
         assert location.startswith("/live/cam/whip/")
@@ -127,7 +111,7 @@ async def test_delete_ends_the_session():
 
 async def test_a_session_that_never_connects_ends_after_the_handshake_window():
     async with serving(webrtc={"handshake_timeout": 0.5}) as served:
-        answer = await _post(served.http.port, "/live/cam/whip", _offer(send=True))
+        answer = await post_sdp(served.http.port, "/live/cam/whip", sdp_offer(send=True))
         assert answer.status_code == 201
         with trio.fail_after(5):
             await wait_until(lambda: not served.webrtc.sessions)
@@ -138,15 +122,15 @@ async def test_sessions_per_address_are_limited():
     async with serving(webrtc={"max_sessions_per_address": 2}) as served:
         port = served.http.port
         for stream in ("a", "b"):
-            assert (await _post(port, f"/live/{stream}/whip", _offer(send=True))).status_code == 201
-        third = await _post(port, "/live/c/whip", _offer(send=True))
+            assert (await post_sdp(port, f"/live/{stream}/whip", sdp_offer(send=True))).status_code == 201
+        third = await post_sdp(port, "/live/c/whip", sdp_offer(send=True))
         assert third.status_code == 429
 
 
 async def test_datagrams_from_strangers_get_nothing_back():
     """No answer, no state for STUN that names no session, fails integrity, or is not STUN."""
     async with serving(webrtc={}) as served:
-        answer = await _post(served.http.port, "/live/cam/whip", _offer(send=True))
+        answer = await post_sdp(served.http.port, "/live/cam/whip", sdp_offer(send=True))
         assert answer.status_code == 201
         session = next(iter(served.webrtc.sessions.values()))
         udp = served.webrtc.port_number

@@ -295,7 +295,7 @@ async def tcp_only_server() -> AsyncIterator[tuple[Engine, RtmpServer, HttpServe
 @pytest.mark.interop
 async def test_chromium_publishes_whip_over_ice_tcp_only():
     from tests._browser import FAKE_MEDIA, blocking, browser
-    from tests.workers.test_webrtc_interop import WHIP_PUBLISH, wait_stream
+    from tests._webrtc import WHIP_PUBLISH, wait_stream
 
     async with tcp_only_server() as (engine, rtmp, http, webrtc), browser(*FAKE_MEDIA) as driver:
         with trio.fail_after(60):
@@ -314,7 +314,7 @@ async def test_chromium_publishes_whip_over_ice_tcp_only():
 async def test_chromium_plays_whep_over_ice_tcp_only():
     from tests._browser import FAKE_MEDIA, blocking, browser
     from tests._ffmpeg import run_tool
-    from tests.workers.test_webrtc_interop import WHEP_PLAY, ffmpeg_rtmp_publish, inbound, until_stats, wait_stream
+    from tests._webrtc import WHEP_PLAY, ffmpeg_rtmp_publish, inbound, until_stats, wait_stream
 
     async with tcp_only_server() as (engine, rtmp, http, webrtc):
         args = ffmpeg_rtmp_publish(

@@ -10,7 +10,7 @@ from typing import Any
 
 from arcly_trio.protocols.webrtc.payload import AccessUnit
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "protocols" / "data"
 
 
 def ivf_frames(name: str) -> list[bytes]:
