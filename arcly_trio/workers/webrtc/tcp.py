@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import trio
 
-from arcly_trio.core.errors import CannotListen
+from arcly_trio.core.errors import CannotListen, RemoteProtocolError
 
 __all__ = [
     "MAX_FRAME",
@@ -77,7 +77,7 @@ _RECEIVE = 16384
 _ACCEPT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOBUFS})
 
 
-class FramingError(ValueError):
+class FramingError(RemoteProtocolError):
     """A frame longer than :data:`MAX_FRAME` (or than the length field holds)."""
 
 
