@@ -39,12 +39,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
+import httpx
 
 from arcly_trio.cluster import ClusterDirectory, ClusterNode, LocalDirectory
 from arcly_trio.core.errors import InvalidStreamName
@@ -460,7 +462,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             )
         builder.service(hls)
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
-        runtime.webrtc = webrtc_server(args, index if worker_dir else 0)
+        runtime.webrtc = webrtc_server(args, index if worker_dir else 0, worker_dir)
         builder.protocol(runtime.webrtc)
     recorder = FlvRecorder(args.record) if args.record else None
     if recorder is not None:
@@ -504,7 +506,27 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     return runtime
 
 
-def webrtc_server(args: Settings, index: int) -> WebRtcServer:
+def _delete_on_worker(run_dir: str) -> Callable[[str, str], Awaitable[bool]]:
+    """How a worker of ``--workers`` passes a WHIP/WHEP ``DELETE`` on to the worker whose
+    session it is (the id's ``w{index}-``), over that worker's private HTTP socket."""
+
+    async def forward(session_id: str, path: str) -> bool:
+        found = re.match(r"w([0-9]{1,6})-", session_id)
+        if found is None:
+            return False
+        sock = os.path.join(run_dir, f"http-{found.group(1)}.sock")
+        try:
+            transport = httpx.AsyncHTTPTransport(uds=sock)
+            async with httpx.AsyncClient(transport=transport, timeout=2.0) as client:
+                reply = await client.delete(f"http://worker{path}")
+        except httpx.HTTPError:
+            return False
+        return reply.status_code == 200
+
+    return forward
+
+
+def webrtc_server(args: Settings, index: int, run_dir: str | None = None) -> WebRtcServer:
     """The WHIP/WHEP worker: its UDP port (``--webrtc-port``, plus the worker's index under
     ``--workers``; ICE-TCP on the same number), the candidates it announces (and on which
     transports: ``--webrtc-transports``) and the DTLS certificate (the TLS one if given, else a
@@ -524,6 +546,8 @@ def webrtc_server(args: Settings, index: int) -> WebRtcServer:
         certificate=certificate,
         ice_servers=args.ice_server,
         transports=tuple(args.webrtc_transports.split(",")),
+        id_prefix=f"w{index}-" if run_dir else "",
+        elsewhere=_delete_on_worker(run_dir) if run_dir else None,
     )
 
 

@@ -215,3 +215,38 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
             }
             assert sum(subscribers.values()) == 10
             nursery.cancel_scope.cancel()
+
+
+async def test_a_whip_delete_reaching_another_worker_ends_the_session_on_its_own() -> None:
+    """Under ``--workers 2`` a WHIP session's resource id says its worker (``w0-``, ``w1-``); a
+    ``DELETE`` that lands on the other worker (one keep-alive connection deletes them all) is
+    passed on to the right one, and every session ends."""
+    import httpx
+
+    from tests._webrtc import sdp_offer
+
+    async with cli_server("--workers", "2") as server:
+        await wait_count(server, " ready (pid", 2)
+        base = f"http://{HOST}:{server.http_port}"
+        locations: dict[str, str] = {}
+        with trio.fail_after(60):
+            n = 0
+            while {"w0", "w1"} - {location.rsplit("/", 1)[1].partition("-")[0] for location in locations.values()}:
+                async with httpx.AsyncClient() as client:  # a new connection: either worker may take it
+                    answer = await client.post(
+                        f"{base}/live/s{n}/whip",
+                        content=sdp_offer(send=True),
+                        headers={"content-type": "application/sdp"},
+                    )
+                assert answer.status_code == 201, answer.text
+                locations[f"s{n}"] = answer.headers["location"]
+                n += 1
+                assert n < 40, "every connection landed on one worker"
+            async with httpx.AsyncClient() as client:  # one connection: one worker answers every DELETE
+                for location in locations.values():
+                    assert (await client.delete(f"{base}{location}")).status_code == 200, location
+                    assert (await client.delete(f"{base}{location}")).status_code == 404  # gone, wherever it was
+                while any(
+                    s["protocol"] == "whip" for s in (await client.get(f"{base}/api/sessions")).json()["sessions"]
+                ):
+                    await trio.sleep(0.1)

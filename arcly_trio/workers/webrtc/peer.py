@@ -87,6 +87,9 @@ class SessionHost(Protocol):
 
     def bind(self, session: PeerSession, address: tuple[str, int]) -> bool: ...
 
+    id_prefix: str
+    """Starts every session's resource id: the worker's ``w{index}-`` under ``--workers``."""
+
     def request_keyframe(self, key: StreamKey) -> None: ...
 
     def picture_ids(self, key: StreamKey) -> Any: ...
@@ -136,7 +139,7 @@ class PeerSession:
         self.key = key
         self.credentials = credentials
         self.offer = offer
-        self.id = secrets.token_urlsafe(16)
+        self.id = f"{host.id_prefix}{secrets.token_urlsafe(16)}"
         """The resource id in the ``Location`` URL (96+ random bits: only its creator knows it)."""
         self.client_id = credentials.client_id
         self.ufrag, self.pwd = new_credentials()

@@ -8,7 +8,8 @@
   never publishes). The answer is ``201 Created`` with the SDP answer, ``Location`` (the
   session's resource, ``/{app}/{stream}/whep/{id}``), ``Link`` headers for the configured ICE
   servers, and ``Access-Control-Expose-Headers`` so a page on another origin can read them.
-* ``DELETE`` of the resource ends the session (``200``); ``PATCH`` (trickle ICE) is accepted
+* ``DELETE`` of the resource ends the session (``200``; under ``--workers`` a worker passes on
+  the ``DELETE`` of another worker's session to it); ``PATCH`` (trickle ICE) is accepted
   and ignored (``204``): the server is ICE-lite and needs no candidates of the client.
 
 Error policy: every failure is an HTTP answer with a text body, never a ``500``: ``415`` for
@@ -56,6 +57,8 @@ class WebRtcEndpoint(Protocol):
     def close_session(self, session_id: str, key: StreamKey, kind: str) -> bool: ...
 
     def has_session(self, session_id: str, key: StreamKey, kind: str) -> bool: ...
+
+    async def close_elsewhere(self, session_id: str, path: str) -> bool: ...
 
 
 def install(router: Router, endpoint: WebRtcEndpoint) -> None:
@@ -135,7 +138,7 @@ async def _resource(request: HttpRequest, exchange: Exchange, endpoint: WebRtcEn
         else:
             await exchange.error(404, "no such WebRTC session")
         return
-    if endpoint.close_session(session_id, key, kind):
+    if endpoint.close_session(session_id, key, kind) or await endpoint.close_elsewhere(session_id, request.path):
         await exchange.respond(200, b"", headers=[_EXPOSED])
     else:
         await exchange.error(404, "no such WebRTC session")

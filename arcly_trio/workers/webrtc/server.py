@@ -39,7 +39,7 @@ import logging
 import socket
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -118,6 +118,9 @@ class WebRtcServer:
             port number) or both (UDP first: ffmpeg reads only the first candidate).
         max_tcp_links, max_tcp_links_per_address: ICE-TCP connection limits.
         tcp_hello_timeout: seconds an ICE-TCP connection has to pass a session's ICE check.
+        id_prefix: what starts every session's resource id (``w{index}-`` under ``--workers``).
+        elsewhere: ``await elsewhere(session_id, path)`` passes a ``DELETE`` of a session this
+            worker does not hold to the worker that does (``--workers``); whether it ended one.
     """
 
     name = "webrtc"
@@ -136,6 +139,8 @@ class WebRtcServer:
         handshake_timeout: float = 10.0,
         session_timeout: float = 30.0,
         mtu: int = 1200,
+        id_prefix: str = "",
+        elsewhere: Callable[[str, str], Awaitable[bool]] | None = None,
         transports: Sequence[str] = TRANSPORTS,
         max_tcp_links: int = 1000,
         max_tcp_links_per_address: int = 16,
@@ -159,6 +164,8 @@ class WebRtcServer:
         self.handshake_timeout = handshake_timeout
         self.session_timeout = session_timeout
         self.mtu = mtu
+        self.id_prefix = id_prefix
+        self.elsewhere = elsewhere
         self.engine: Engine = None  # type: ignore[assignment]  # set by serve()
         self._port: UdpPort | None = None
         self._tcp: TcpPort | None = None
@@ -390,6 +397,13 @@ class WebRtcServer:
         """Whether ``session_id`` is a live session of that kind on that stream."""
         session = self.sessions.get(session_id)
         return session is not None and session.key == key and session.kind == kind
+
+    async def close_elsewhere(self, session_id: str, path: str) -> bool:
+        """``DELETE`` of a session another worker of ``--workers`` holds (its id does not start
+        with this worker's prefix): passed on to it with ``elsewhere``; whether it ended one."""
+        if self.elsewhere is None or session_id.startswith(self.id_prefix):
+            return False
+        return await self.elsewhere(session_id, path)
 
     def close_session(self, session_id: str, key: StreamKey, kind: str) -> bool:
         """``DELETE`` of a session's resource: end it; whether it existed (for this stream and kind)."""

@@ -18,8 +18,9 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   (:meth:`~.peer.SessionHost.request_keyframe`).
 * **Loss.** Each viewer keeps a ring of what it sent (:class:`~arcly_trio.protocols.webrtc.rtp.SendHistory`:
   references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
-  (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR is passed on to a WHIP publisher of
-  the stream; any other source's next keyframe comes on its own. A viewer whose packets the
+  (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR (the browser cannot decode what
+  follows) makes the viewer resume at the next keyframe, and is passed on to a WHIP publisher of
+  the stream so that one comes at once; any other source's next keyframe comes on its own. A viewer whose packets the
   socket would not take for :data:`MAX_FAILED_FRAMES` frames in a row skips to the next
   keyframe (counted in ``send_drops``).
 * **Audio.** Opus frames go out as they are (RFC 7587); for a stream whose audio is AAC the
