@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -40,13 +39,6 @@ async def publishing(ffmpeg: str, clip: Path, url: str) -> AsyncIterator[None]:
         await process.wait()
 
 
-async def segments(port: int, path: str, count: int) -> None:
-    """Until the playlist at ``path`` lists ``count`` segments (polled: a player's view of it)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        while (await client.get(f"http://127.0.0.1:{port}{path}")).text.count("#EXTINF") < count:
-            await trio.sleep(0.25)
-
-
 async def audio_frames(ffmpeg: str, url: str) -> tuple[int, str]:
     """How many audio frames ffmpeg decodes from ``url`` in 3 s (framemd5: a line per frame)."""
     result = await run(ffmpeg, "-hide_banner", "-nostdin", "-i", url, "-map", "0:a", "-t", "3", "-f", "framemd5", "-")
@@ -75,7 +67,7 @@ async def test_ffmpeg51_decodes_the_bridged_aac_of_an_opus_publish_over_rtmp_flv
                 count, errors = await audio_frames(ffmpeg, url)
                 assert count > 50 and "Audio: aac" in errors, errors
             assert bridge.running(key, "opus->aac")
-            await segments(http.port, "/live/opus/index.m3u8", 6)  # ffmpeg starts 3 from the live edge: bridged AAC
+            await trio.sleep(4)  # segments with the bridged AAC
             count, errors = await audio_frames(ffmpeg, f"http://127.0.0.1:{http.port}/live/opus/index.m3u8")
             assert count > 50 and "Audio: aac" in errors, errors
             (status,) = bridge.stream_status(key)["audio_bridge"]
