@@ -174,6 +174,11 @@ async def test_every_worker_lists_and_kicks_every_workers_sessions_and_merges_me
         headers = {"authorization": "Bearer k3y"}
         base = f"http://{HOST}:{server.http_port}"
         async with trio.open_nursery() as nursery, httpx.AsyncClient(headers=headers) as client:
+            # The banner says where the demo plays as soon as the server is ready, before the
+            # demo has published: wait for the stream itself (a loaded machine showed the race).
+            with trio.fail_after(30):
+                while not (await client.get(f"{base}/api/streams")).json()["streams"]:
+                    await trio.sleep(0.1)
             counts = await players(url, nursery, 12)
             with trio.fail_after(30):
                 while not all(counts):
