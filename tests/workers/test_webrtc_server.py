@@ -39,6 +39,29 @@ async def test_whep_plays_a_published_stream(demo_frames):
         nursery.cancel_scope.cancel()
 
 
+async def test_two_viewers_send_the_same_packets_each_with_its_own_header(demo_frames):
+    """Packetized once per stream: what two WHEP viewers resend on a NACK (their send history)
+    is the same packet objects, not a copy per viewer; their sequence numbers are their own."""
+    async with serving(webrtc={}) as served, trio.open_nursery() as nursery:
+        await healthy_stream(served.engine, demo_frames, nursery, "live/cam")
+        url = f"http://{HOST}:{served.http.port}/live/cam/whep"
+        with trio.fail_after(20):
+            async with open_whep_player(url) as first, open_whep_player(url) as second:
+                await first.wait_frames(20)
+                await second.wait_frames(20)
+                one, two = (session.sink.video for session in served.webrtc.sessions.values())
+                sent = [
+                    {
+                        id(packet)
+                        for n in range(track.sequence - 200, track.sequence)
+                        if (packet := track.history.get(n))
+                    }
+                    for track in (one, two)
+                ]
+                assert len(sent[0] & sent[1]) >= 20  # the same shared packets in both histories (a copy: none)
+        nursery.cancel_scope.cancel()
+
+
 async def test_whip_publishes_into_the_kernel(demo_frames):
     video = [f for f in demo_frames if f.kind is FrameKind.VIDEO]
     async with serving(webrtc={}) as served:

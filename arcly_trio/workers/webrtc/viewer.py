@@ -6,7 +6,7 @@ stream carries (:func:`video_source`: the codec and, for H.264, the profile and 
 SPS), and from then on the stream's task hands it frames, as to every direct-write egress
 (:mod:`arcly_trio.workers.egress`):
 
-* **Packetized once per stream.** A frame's RTP payloads are built once
+* **Packetized once per stream.** A frame's RTP packets (payload, timestamp, marker) are built once
   (:meth:`~arcly_trio.core.frame.Frame.encoded`, key ``("rtp", codec, mtu)``) and shared by every
   WHEP viewer; each viewer adds its own 12-byte RTP header (its SSRC, its sequence numbers) and
   protects the packet with its own SRTP keys, then the UDP port sends it at once
@@ -126,11 +126,18 @@ class PictureIds:
         return value
 
 
+Packet = tuple[bytes, int, bool]
+"""One RTP packet of a frame, as every viewer sends it: payload, RTP timestamp, marker bit.
+Built once per frame and shared: each viewer adds its own header (sequence number, SSRC) and
+keeps a reference in its send history."""
+
+
 def _packetize(
-    frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...], pictures: PictureIds | None
-) -> Sequence[bytes]:
-    """A frame's RTP payloads (built once per frame for every WHEP viewer); none if the format
-    cannot carry it."""
+    frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...], pictures: PictureIds | None, video: bool
+) -> tuple[Packet, ...]:
+    """A frame's RTP packets (built once per frame for every WHEP viewer): the RTP clock is
+    90 kHz for video (the marker on the last packet of the picture) and 48 kHz for Opus; none
+    if the format cannot carry the frame."""
     try:
         if pictures is not None:
             payloads: list[bytes] = module.packetize(frame.payload, mtu, picture_id=pictures.take())
@@ -138,7 +145,13 @@ def _packetize(
             payloads = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
     except LocalProtocolError:
         return ()
-    return payloads
+    timestamp = (frame.pts * (90 if video else 48)) & _MASK32
+    last = len(payloads) - 1
+    return tuple((payload, timestamp, video and index == last) for index, payload in enumerate(payloads))
+
+
+def _prefix(frame: Frame) -> tuple[bytes, ...]:
+    return prefix_of(frame.codec, frame.payload)
 
 
 @attrs.define(slots=True, eq=False)
@@ -159,17 +172,17 @@ class OutTrack:
     module: ModuleType | None = None
     failed_frames: int = 0
 
-    def send(self, session: PeerSession, payloads: Sequence[bytes], timestamp: int, marker_last: bool) -> bool:
-        """Send ``payloads`` as consecutive packets; whether every one went out."""
+    def send(self, session: PeerSession, packets: Sequence[Packet]) -> bool:
+        """Send a frame's shared ``packets`` as consecutive sequence numbers; whether every one
+        went out."""
         ok = True
-        last = len(payloads) - 1
         history = self.history
-        for index, payload in enumerate(payloads):
+        for packet in packets:
+            payload, timestamp, marker = packet
             sequence = self.sequence
             self.sequence = (sequence + 1) & 0xFFFF
-            marker = marker_last and index == last
             if history is not None:
-                history.add(sequence, (payload, timestamp, marker))
+                history.add(sequence, packet)
             if not session.send_rtp(rtp_header(self.payload_type, sequence, timestamp, self.ssrc, marker) + payload):
                 ok = False
             self.packets += 1
@@ -249,7 +262,7 @@ class RtpSink:
         self.configs[frame.kind] = frame
         video = self.video
         if frame.kind is FrameKind.VIDEO and video is not None and frame.codec == video.codec:
-            video.prefix = prefix_of(frame.codec, frame.payload)
+            video.prefix = frame.encoded(("rtp-prefix",), _prefix)  # parsed once for every viewer
 
     def _hold(self, frame: Frame) -> None:
         held = self.held
@@ -284,15 +297,15 @@ class RtpSink:
                     self.skipped += 1
                     return
                 self.wait_keyframe = False
-            payloads = frame.encoded(
-                ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures
+            packets = frame.encoded(
+                ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures, True
             )
-            if not payloads:
+            if not packets:
                 self.skipped += 1
                 return
             if self.base is None:
                 self.base = (time.time(), frame.pts)
-            if track.send(self.session, payloads, (frame.pts * 90) & _MASK32, True):
+            if track.send(self.session, packets):
                 track.failed_frames = 0
             else:
                 track.failed_frames += 1
@@ -314,8 +327,7 @@ class RtpSink:
             return
         if self.base is None:
             self.base = (time.time(), frame.pts)
-        payloads = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None)
-        track.send(self.session, payloads, (frame.pts * 48) & _MASK32, False)
+        track.send(self.session, frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False))
         track.last_pts = frame.pts
 
     # ------------------------------------------------------------------ RTCP
