@@ -89,6 +89,7 @@ from arcly_trio.services.recordings.catalog import (
     index_line,
     rewrite_index,
 )
+from arcly_trio.services.recordings.routes import install
 from arcly_trio.services.recordings.segmenter import FORMATS, Closed, Opened, Operation, Segmenter, Wrote
 
 __all__ = ["Recorder", "SegmentFiles", "MAX_REQUESTED"]
@@ -315,8 +316,6 @@ class Recorder:
 
     def install_routes(self, router: Router) -> None:
         """The recordings API (:mod:`.routes`)."""
-        from arcly_trio.services.recordings.routes import install  # noqa: PLC0415 - routes import this module
-
         install(router, self)
 
     def stream_status(self, key: StreamKey) -> dict[str, Any]:

@@ -40,18 +40,15 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from arcly_trio.core.errors import InvalidStreamName, StorageError
 from arcly_trio.core.keys import StreamKey, check_name
 from arcly_trio.core.text import printable
 from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router
-from arcly_trio.services.recordings.catalog import SegmentRecord, Span
+from arcly_trio.services.recordings.catalog import Catalog, SegmentRecord, Span
 
-if TYPE_CHECKING:
-    from arcly_trio.services.recordings.recorder import Recorder
-
-__all__ = ["install", "parse_time", "iso", "MAX_STREAMS", "MAX_SPANS", "MAX_SEGMENTS"]
+__all__ = ["install", "RecordingControl", "parse_time", "iso", "MAX_STREAMS", "MAX_SPANS", "MAX_SEGMENTS"]
 
 #: The most streams one listing holds.
 MAX_STREAMS: Final = 1000
@@ -61,6 +58,21 @@ MAX_SPANS: Final = 1000
 MAX_SEGMENTS: Final = 5000
 
 _MAX_EPOCH: Final = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+class RecordingControl(Protocol):
+    """What the routes need of the recorder (:class:`~.recorder.Recorder` is one)."""
+
+    catalog: Catalog
+
+    @property
+    def requested(self) -> frozenset[StreamKey]: ...
+
+    def recording(self, key: StreamKey) -> bool: ...
+
+    def start(self, key: StreamKey, by: str = "") -> bool: ...
+
+    def stop(self, key: StreamKey, by: str = "") -> bool: ...
 
 
 def parse_time(value: str, name: str) -> float:
@@ -139,7 +151,7 @@ def _who(request: HttpRequest, responder: Any) -> str:
     return f"{'api-token holder' if has_token else 'local operator'} at {address}"
 
 
-def install(router: Router, recorder: Recorder) -> None:
+def install(router: Router, recorder: RecordingControl) -> None:
     """Add the recordings API routes for ``recorder`` to ``router``."""
 
     async def listing(request: HttpRequest, responder: Any) -> None:
