@@ -55,6 +55,8 @@ repair is logged and retried later. An ``on_event`` callback that raises is logg
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -92,10 +94,12 @@ from arcly_trio.services.recordings.catalog import (
 from arcly_trio.services.recordings.routes import install
 from arcly_trio.services.recordings.segmenter import FORMATS, Closed, Opened, Operation, Segmenter, Wrote
 
-__all__ = ["Recorder", "SegmentFiles", "MAX_REQUESTED"]
+__all__ = ["Recorder", "SegmentFiles", "MAX_REQUESTED", "LOCK_NAME"]
 
 log = logging.getLogger("arcly_trio.recording")
 
+#: The writer lock of a stream's directory (hidden: the catalog and storage listings skip it).
+LOCK_NAME: Final = ".writer.lock"
 #: The most streams that may be asked for at once (``start``).
 MAX_REQUESTED: Final = 10_000
 #: Index lines a stream's recorder appends before it compacts the index (one line per segment).
@@ -128,6 +132,25 @@ class SegmentFiles:
     def delete(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def lock(self, directory: Path) -> int | None:
+        """Take the stream directory's writer lock (``.writer.lock``, an ``flock`` that the
+        operating system lets go when the process dies); its descriptor, or ``None`` when another
+        process holds it (a worker of ``--workers`` recording that stream)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def unlock(self, fd: int) -> None:
+        os.close(fd)
+
 
 @attrs.define
 class _Segment:
@@ -151,6 +174,7 @@ class _Run:
     stream: Stream | None = None
     segment: _Segment | None = None
     started: bool = False  # a file was written
+    lock: int | None = None  # the directory's writer lock, held while the run writes
     failed: bool = False
     frames: int = 0
     bytes: int = 0
@@ -368,12 +392,22 @@ class Recorder:
             log.error("cannot list the recordings to repair them: %s", exc)
             return 0
         for key in keys:
-            keep = [r.segment.name for k, r in self._runs.items() if k == key and r.segment is not None]
+            if key in self._runs:
+                continue
             try:
-                fixed = await self.catalog.repair(key, keep)
+                lock = await trio.to_thread.run_sync(self.files.lock, self.catalog.directory(key))
+            except OSError as exc:
+                log.error("cannot repair the recording of %s: %s", key, exc)
+                continue
+            if lock is None:  # another process is writing it
+                continue
+            try:
+                fixed = await self.catalog.repair(key)
             except StorageError as exc:
                 log.error("cannot repair the recording of %s: %s", key, exc)
                 continue
+            finally:
+                await trio.to_thread.run_sync(self.files.unlock, lock)
             for record in fixed:
                 log.warning(
                     "recording %s/%s was left open (a crash?): closed at %.3f s, %d bytes",
@@ -474,6 +508,7 @@ class Recorder:
         operations = run.segmenter.finish()
         if operations:
             await self._apply(run, operations)
+        await self._unlock(run)
         if run.failed or not run.started:
             return
         log.info(
@@ -524,6 +559,10 @@ class Recorder:
                 elif isinstance(op, Wrote) and segment is not None:
                     first = segment.handle is None
                     if first:
+                        if run.lock is None:
+                            run.lock = self.files.lock(run.directory)
+                            if run.lock is None:
+                                raise OSError(errno.EBUSY, "another process records this stream")
                         segment.handle = self.files.create(run.directory / segment.name)
                         run.segments += 1
                         run.started = True
@@ -574,9 +613,18 @@ class Recorder:
                 await trio.to_thread.run_sync(self.files.close, segment.handle, limiter=self._limiter)
             except OSError:
                 pass
+        await self._unlock(run)
         log.error("recording of %s stopped by a file-system error (the stream goes on): %s", run.key, exc)
         self._emit(RecordingFailed(run.key, f"{run.key}", time.time(), str(exc), run.frames, run.bytes))
         self._tell(run, "recording-failed", f"{run.key}: {exc}")
+
+    async def _unlock(self, run: _Run) -> None:
+        lock, run.lock = run.lock, None
+        if lock is not None:
+            try:
+                await trio.to_thread.run_sync(self.files.unlock, lock, limiter=self._limiter)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ retention
 
