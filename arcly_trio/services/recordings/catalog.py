@@ -23,6 +23,12 @@ session follow each other exactly (the ``end`` of one is the ``start`` of the ne
 :class:`Span` is a run of segments of one session with no gap over :data:`SPAN_GAP` seconds.
 A new session (reconnect, takeover) is a discontinuity: a new span.
 
+Inside a segment (fMP4): the decode times are the publisher's timestamps (the project's muxer
+maps milliseconds to each track's timescale), so the segments of one session continue each
+other's timeline, and the first ``tfdt`` of a segment is the media time that ``start`` names;
+a player that opens one segment alone starts at that time (ffprobe's ``duration`` then counts
+from 0: subtract its ``start_time``).
+
 Repair (:meth:`Catalog.repair`, which the recorder runs at start for every stream before it
 records): a segment without a final line (the server died while writing it) or without any
 line (the index was lost) is scanned, its file cut back to the end of its last complete

@@ -303,6 +303,11 @@ class Recorder:
         return {k: r.segment.name for k, r in self._runs.items() if r.segment is not None and not r.failed}
 
     @property
+    def writing(self) -> frozenset[StreamKey]:
+        """The streams with a recording run (writing, or waiting for its first keyframe)."""
+        return frozenset(k for k, r in self._runs.items() if not r.failed)
+
+    @property
     def requested(self) -> frozenset[StreamKey]:
         """The streams asked for on demand."""
         return frozenset(self._requested)
@@ -606,17 +611,17 @@ class Recorder:
 
     async def _fail(self, run: _Run, exc: StorageError) -> None:
         run.failed = True
-        self.failures += 1
         segment, run.segment = run.segment, None
+        log.error("recording of %s stopped by a file-system error (the stream goes on): %s", run.key, exc)
+        self._emit(RecordingFailed(run.key, f"{run.key}", time.time(), str(exc), run.frames, run.bytes))
+        self._tell(run, "recording-failed", f"{run.key}: {exc}")
+        self.failures += 1  # last: who waits on it sees the event too
         if segment is not None and segment.handle is not None:
             try:
                 await trio.to_thread.run_sync(self.files.close, segment.handle, limiter=self._limiter)
             except OSError:
                 pass
         await self._unlock(run)
-        log.error("recording of %s stopped by a file-system error (the stream goes on): %s", run.key, exc)
-        self._emit(RecordingFailed(run.key, f"{run.key}", time.time(), str(exc), run.frames, run.bytes))
-        self._tell(run, "recording-failed", f"{run.key}: {exc}")
 
     async def _unlock(self, run: _Run) -> None:
         lock, run.lock = run.lock, None
@@ -639,6 +644,10 @@ class Recorder:
         """Delete the oldest segments of every application past its age or byte limit (never
         one being written); the (stream, file) pairs deleted."""
         now = time.time() if now is None else now
+        if self.max_age is None and self.max_bytes is None and self._engine is not None:
+            specs = [app.spec for app in self._engine.applications()]
+            if not any(spec.record_max_age or spec.record_max_bytes for spec in specs):
+                return []  # no limit anywhere: nothing to list
         writing = {(k, r.segment.name) for k, r in self._runs.items() if r.segment is not None}
         deleted: list[tuple[StreamKey, str]] = []
         apps: dict[str, list[StreamKey]] = {}

@@ -68,6 +68,9 @@ class RecordingControl(Protocol):
     @property
     def requested(self) -> frozenset[StreamKey]: ...
 
+    @property
+    def writing(self) -> frozenset[StreamKey]: ...
+
     def recording(self, key: StreamKey) -> bool: ...
 
     def start(self, key: StreamKey, by: str = "") -> bool: ...
@@ -169,7 +172,11 @@ def install(router: Router, recorder: RecordingControl) -> None:
             if app is not None and stream is not None:
                 keys = [StreamKey(app, stream)]
             else:
-                keys = [k for k in await recorder.catalog.streams(app) if stream is None or k.name == stream]
+                listed = set(await recorder.catalog.streams(app)) | recorder.writing  # not on disk yet
+                keys = sorted(
+                    (k for k in listed if (app is None or k.app == app) and (stream is None or k.name == stream)),
+                    key=str,
+                )
             truncated = len(keys) > MAX_STREAMS
             documents = []
             for key in keys[:MAX_STREAMS]:
