@@ -368,4 +368,4 @@ async def test_a_day_of_segments_answers_fast(tmp_path: Path) -> None:
         hour = await catalog.segments(KEY, T0 + 3600, T0 + 7200)
         again = trio.current_time() - start
     assert len(spans) == 15 and len(hour) == 60
-    assert first < 0.5 and again < 0.05, (first, again)
+    assert first < 2 and again < 0.05, (first, again)  # the first read parses 1440 lines (~20 ms idle)

@@ -300,7 +300,11 @@ class Recorder:
     @property
     def active(self) -> dict[StreamKey, str]:
         """The streams being recorded: key -> the segment file being written."""
-        return {k: r.segment.name for k, r in self._runs.items() if r.segment is not None and not r.failed}
+        return {
+            k: r.segment.name
+            for k, r in self._runs.items()
+            if r.segment is not None and r.segment.handle is not None and not r.failed
+        }
 
     @property
     def writing(self) -> frozenset[StreamKey]:
@@ -500,12 +504,12 @@ class Recorder:
             await self._apply(run, operations)
 
     async def _end(self, run: _Run, reason: str) -> None:
-        if self._runs.get(run.key) is run:
-            del self._runs[run.key]
         try:
             await self._finish(run, reason)
         finally:
             self._ends[run.key] = max(self._ends.get(run.key, 0.0), run.segmenter.ended_at)
+            if self._runs.get(run.key) is run:  # listed until its last segment is closed
+                del self._runs[run.key]
 
     async def _finish(self, run: _Run, reason: str) -> None:
         if run.failed:
