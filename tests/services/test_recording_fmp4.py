@@ -96,6 +96,18 @@ def test_every_batch_writes_at_most_a_second_of_media(tmp_path: Path) -> None:
     assert len(wrote) >= 5 and max(durations) <= 1.05
 
 
+def test_a_stalled_video_track_does_not_hold_the_audio_back() -> None:
+    frames = frames_until(8000)
+    stalled = [f for f in frames if f.config or f.kind is FrameKind.AUDIO or f.dts < 1000]  # video stops at 1 s
+    segmenter = Segmenter("fmp4", 60.0)
+    wrote: list[float] = []  # the last audio dts when bytes came out
+    for frame in stalled:
+        if any(isinstance(op, Wrote) for op in segmenter.push([frame], WALL)):
+            wrote.append(frame.dts)
+    gaps = [b - a for a, b in zip([1000.0, *wrote], wrote, strict=False)]
+    assert wrote and wrote[-1] > 6000 and max(gaps) <= 2100, wrote
+
+
 def test_recording_starts_on_a_keyframe_and_renews_on_a_new_config() -> None:
     frames = frames_until(7000)
     configs = [f for f in frames if f.config]

@@ -26,6 +26,10 @@ appeared (the init segment must describe it). Segment names are their start: the
 wall-clock anchor (the wall-clock time of the first frame recorded) plus the media time since,
 so the segments of one run follow each other exactly in the catalog's time.
 
+A leading track that stalls (a publisher's video freezes while its audio goes on) does not
+hold the other tracks back: after two fragment durations without a cut, any frame cuts one,
+so what the segmenter holds stays bounded by about two seconds of media.
+
 Durations: a segment's duration is the media time of its leading track from its first sample to
 the end of its last one (for a cut, exactly up to the keyframe that starts the next segment).
 
@@ -325,7 +329,9 @@ class Segmenter:
                 if writer is None:
                     self.dropped += 1
                     continue
-            elif is_leading and (frame.keyframe or frame.dts - self._fragment_first >= self.fragment_ms):
+            elif (is_leading and (frame.keyframe or frame.dts - self._fragment_first >= self.fragment_ms)) or (
+                frame.dts - self._fragment_first >= 2 * self.fragment_ms  # the leading track stalled
+            ):
                 data = writer.take(frame.dts)
                 if data:
                     out.append(Wrote(data, writer.written))
