@@ -300,3 +300,24 @@ async def test_retention_never_deletes_the_segment_being_written(tmp_path: Path)
                     await trio.sleep(0.01)
             assert await recorder.enforce_retention() == []
             assert (tmp_path / "live" / "cam" / recorder.active[KEY]).exists()
+
+
+async def test_start_up_repair_leaves_a_stream_another_process_writes(tmp_path: Path) -> None:
+    """With ``--workers``, a restarted worker must not cut the segment another worker writes:
+    the stream directory's lock (an ``flock``, gone with its process) says who writes."""
+    ops = run_segmenter(Segmenter("fmp4", 60.0), frames_until(3000))
+    ((opened, data, _),) = files_of(ops)
+    directory = tmp_path / "live" / "cam"
+    directory.mkdir(parents=True)
+    (directory / opened.name).write_bytes(data[: len(data) - 1000])  # being written: mid-fragment
+    files = SegmentFiles()
+    held = files.lock(directory)  # another process's lock: a second open file description
+    assert held is not None and files.lock(directory) is None
+    recorder = Recorder(tmp_path)
+    async with recording(recorder):
+        assert (directory / opened.name).stat().st_size == len(data) - 1000  # left alone
+    files.unlock(held)
+    recorder = Recorder(tmp_path)
+    async with recording(recorder):
+        (record,) = await recorder.catalog.segments(KEY)
+    assert record.final and (directory / opened.name).stat().st_size == record.bytes < len(data) - 1000
