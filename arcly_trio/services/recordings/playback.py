@@ -1,0 +1,447 @@
+"""Playing recordings back: a span of a stream's recorded fMP4 segments as an HLS VOD playlist over
+byte ranges of the files, or as one fragmented MP4 re-based onto one timeline.
+
+:class:`Playback` answers for a recording directory through its catalog (the record service's
+:class:`~arcly_trio.services.recordings.catalog.Catalog`, or anything with the same
+``segments`` and ``path``: :class:`RecordingCatalog`). The HTTP routes
+(:mod:`arcly_trio.workers.http.playback_routes`) find it as the ``playback`` attribute of an
+engine plugin (:class:`~arcly_trio.workers.http.playback_routes.PlaybackProvider`), authorize
+the request, and call:
+
+* :meth:`Playback.plan`: which files, and which fragments of each, cover ``[start, start +
+  duration)``: from the last fragment that starts with a keyframe at or before ``start`` (so
+  playback starts on a keyframe, up to one GOP early; when ``start`` is before the first
+  recorded keyframe, at the first one) to the last fragment that starts before the end. Each
+  file is scanned once by its box headers (:mod:`.mp4scan`) in a thread and the result is kept
+  while the file's size and modification time stay the same (a file still being written is
+  scanned again when it grew), for at most :attr:`Playback.cache_files` files.
+* :meth:`Playback.playlist`: the HLS VOD playlist of a plan (:mod:`.vod`): one media segment per
+  run of fragments from a keyframe to the next (so each is independent), its bytes a range of
+  the file, the file's init segment as ``EXT-X-MAP``, a discontinuity across publish sessions
+  and wherever a file's timeline does not follow the previous one's. A fragment is listed when
+  its middle is before the end, so the playlist's duration is within half a fragment of what was
+  asked.
+* :meth:`Playback.mp4`: the bytes of one fMP4 of the plan, as an async iterator: the first
+  file's init segment with the span's duration (:func:`~.mp4rebase.span_init`), then every
+  fragment rebuilt (:func:`~.mp4rebase.rewrite_fragment`): numbered 1, 2, 3..., each file's
+  decode times moved so the files follow one another from 0 (gaps between files closed), the
+  last fragment cut at the requested end to the frame. **Codec changes:** an MP4 has one
+  ``moov``, so the span stops before the first file whose tracks differ from the first file's
+  (another codec, configuration, picture size, track ids or timescales: a publisher that came
+  back with other settings); :attr:`Plan.stopped` says so, and the route sends a header.
+  (The HLS playlist has no such limit: each file brings its init segment.)
+* :meth:`Playback.file` and :meth:`Playback.read`: a recorded file's size and bytes, for the
+  byte ranges the playlist names.
+
+Everything that touches the disk runs in ``trio.to_thread.run_sync`` under one capacity
+limiter per :class:`Playback` (:attr:`Playback.threads` at once); an MP4 is read and rebuilt a
+batch of fragments (about :data:`BATCH_BYTES`) per thread hop, never whole in memory.
+
+Attacker's view: start and duration are the client's (the routes parse them strictly and bound
+the duration to :data:`MAX_DURATION`); what a span costs is bounded by the recordings it covers
+(at most a day's files, each scanned once and cached); file names come from the catalog, or for
+a byte-range request are checked against :data:`FILE_NAME` and resolved by the catalog's
+``path`` (which refuses anything outside the stream's directory); the caches are bounded.
+
+Error policy: a file that vanished, cannot be read or does not parse is left out of a plan
+(logged at warning level once per file and size); :meth:`plan` returns ``None`` when nothing
+recorded covers the span. During :meth:`mp4` a file that cannot be read or rebuilt ends the
+body early (logged): the client sees a shorter MP4, never a broken one. :meth:`read` raises
+``OSError`` from the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final, Protocol
+
+import attrs
+import trio
+
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.core.text import printable
+from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
+from arcly_trio.services.recordings.mp4scan import FragmentInfo, Mp4Index, TrackInfo, scan
+from arcly_trio.services.recordings.vod import VodSegment, render
+
+__all__ = [
+    "Playback",
+    "Plan",
+    "Piece",
+    "RecordingCatalog",
+    "RecordedSegment",
+    "MAX_DURATION",
+    "FILE_NAME",
+    "BATCH_BYTES",
+]
+
+log = logging.getLogger("arcly_trio.playback")
+
+MAX_DURATION: Final = 86_400.0
+"""The longest span one request may ask for (seconds): a day."""
+BATCH_BYTES: Final = 1 << 20
+"""About how many bytes of an MP4 body one thread hop reads and rebuilds."""
+FILE_NAME: Final = re.compile(r"[0-9]{8}T[0-9]{6}(?:\.[0-9]{1,9})?Z(?:-[0-9]{1,6})?\.mp4")
+"""A recorded segment's file name (``{UTC start}.mp4``, see the recording contract)."""
+_EPSILON: Final = 0.001
+
+
+class RecordedSegment(Protocol):
+    """What :class:`Playback` reads of a catalog's segment record."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def session(self) -> str: ...
+
+
+class RecordingCatalog(Protocol):
+    """What :class:`Playback` needs of the recording catalog."""
+
+    def path(self, key: StreamKey, file: str) -> pathlib.Path: ...
+
+    async def segments(
+        self, key: StreamKey, start: float | None = None, end: float | None = None
+    ) -> Sequence[RecordedSegment]: ...
+
+    async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> Sequence[Any]: ...
+
+
+@attrs.frozen
+class Piece:
+    """One file's part of a span: ``fragments`` of ``file`` (in order); the file's own time ``t``
+    (seconds) is wall-clock ``base + t``; ``cut``: where the span ends inside the last fragment
+    (file time), or ``None``."""
+
+    file: str
+    path: pathlib.Path
+    session: str
+    index: Mp4Index
+    fragments: tuple[FragmentInfo, ...]
+    base: float
+    cut: float | None = None
+
+    @property
+    def origin(self) -> float:
+        """File time of the earliest sample of the piece (any track)."""
+        scales = {t.track_id: t.timescale for t in self.index.tracks}
+        first = self.fragments[0]
+        return min((t.decode_time / scales[t.track_id] for t in first.times), default=first.start)
+
+    @property
+    def stop(self) -> float:
+        """File time where the piece's latest sample (any track) ends, the cut applied."""
+        scales = {t.track_id: t.timescale for t in self.index.tracks}
+        ends = [t.end / scales[t.track_id] for f in self.fragments for t in f.times]
+        end = max(ends, default=self.fragments[-1].end)
+        return min(end, self.cut) if self.cut is not None else end
+
+    @property
+    def start(self) -> float:
+        """Wall-clock time of the piece's first fragment."""
+        return self.base + self.fragments[0].start
+
+    @property
+    def end(self) -> float:
+        """Wall-clock time where the piece's last fragment ends (the cut applied)."""
+        last = self.fragments[-1].end
+        return self.base + (min(last, self.cut) if self.cut is not None else last)
+
+
+@attrs.frozen
+class Plan:
+    """What plays for a request: ``pieces`` from ``start`` (wall clock, the first keyframe) to
+    ``end``; ``stopped``: why an MP4 plan ends before what was asked (or ``None``)."""
+
+    key: StreamKey
+    start: float
+    end: float
+    pieces: tuple[Piece, ...]
+    stopped: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of media: the pieces' spans, gaps between files left out."""
+        return sum(max(0.0, p.stop - p.origin) for p in self.pieces)
+
+
+def _compatible(a: Sequence[TrackInfo], b: Sequence[TrackInfo]) -> bool:
+    return [(t.track_id, t.timescale, t.video, t.entry) for t in a] == [
+        (t.track_id, t.timescale, t.video, t.entry) for t in b
+    ]
+
+
+def _stat(path: pathlib.Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _scan_file(path: pathlib.Path, size: int) -> Mp4Index:
+    with open(path, "rb") as file:
+
+        def read(offset: int, length: int) -> bytes:
+            file.seek(offset)
+            return file.read(length)
+
+        return scan(read, size)
+
+
+def _read(path: pathlib.Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read(length)
+
+
+class Playback:
+    """Plans, playlists and MP4 bodies over one recording catalog (see the module docstring).
+
+    Args:
+        catalog: the recording catalog.
+        threads: file reads and scans at once.
+        cache_files: scanned files remembered.
+    """
+
+    def __init__(self, catalog: RecordingCatalog, *, threads: int = 2, cache_files: int = 2048) -> None:
+        if threads < 1 or cache_files < 1:
+            raise ValueError("threads and cache_files must be at least 1")
+        self.catalog = catalog
+        self.threads = threads
+        self.cache_files = cache_files
+        self.limiter = trio.CapacityLimiter(threads)
+        self._indexes: OrderedDict[pathlib.Path, tuple[tuple[int, int], Mp4Index]] = OrderedDict()
+        self._warned: set[tuple[pathlib.Path, int]] = set()
+        self.scans = 0
+        """Files scanned (not answered from the cache), for tests and metrics."""
+
+    # ---------------------------------------------------------------- files
+
+    async def index(self, path: pathlib.Path) -> Mp4Index | None:
+        """The scan of ``path`` (cached by size and modification time), or ``None`` when it
+        cannot be read."""
+        stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
+        if stat is None:
+            return None
+        cached = self._indexes.get(path)
+        if cached is not None and cached[0] == stat:
+            self._indexes.move_to_end(path)
+            return cached[1]
+        try:
+            index = await trio.to_thread.run_sync(_scan_file, path, stat[0], limiter=self.limiter)
+        except OSError as exc:
+            self._warn(path, stat[0], f"cannot be read: {exc}")
+            return None
+        self.scans += 1
+        if index.problem is not None:
+            self._warn(path, stat[0], f"is damaged after {len(index.fragments)} fragments: {index.problem}")
+        self._indexes[path] = (stat, index)
+        self._indexes.move_to_end(path)
+        while len(self._indexes) > self.cache_files:
+            self._indexes.popitem(last=False)
+        return index
+
+    def _warn(self, path: pathlib.Path, size: int, what: str) -> None:
+        if (path, size) in self._warned:
+            return
+        if len(self._warned) > self.cache_files:
+            self._warned.clear()
+        self._warned.add((path, size))
+        log.warning("recording %s %s", printable(str(path)), printable(what))
+
+    async def file(self, key: StreamKey, name: str) -> tuple[pathlib.Path, int] | None:
+        """The path and size of the recorded file ``name`` of ``key``, or ``None`` when the name
+        is not a recording's or there is no such file. (The catalog's ``path`` may raise
+        ``ValueError`` for a name it refuses: ``None`` too.)"""
+        if not FILE_NAME.fullmatch(name):
+            return None
+        try:
+            path = self.catalog.path(key, name)
+        except (ValueError, OSError):
+            return None
+        stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
+        if stat is None or not await trio.to_thread.run_sync(os.path.isfile, path, limiter=self.limiter):
+            return None
+        return path, stat[0]
+
+    async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> Sequence[Any]:
+        """The catalog's spans of ``key`` overlapping ``[start, end)`` (``/list``)."""
+        return await self.catalog.spans(key, start, end)
+
+    async def read(self, path: pathlib.Path, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of ``path`` from ``offset`` (a thread hop)."""
+        return await trio.to_thread.run_sync(_read, path, offset, length, limiter=self.limiter)
+
+    # ---------------------------------------------------------------- plans
+
+    async def plan(
+        self, key: StreamKey, start: float, duration: float, *, whole_fragments: bool = False
+    ) -> Plan | None:
+        """What plays for ``[start, start + duration)`` of ``key`` (see the module docstring),
+        or ``None`` when nothing recorded covers it. ``whole_fragments`` (HLS): fragments are
+        not cut; one is listed when its middle is before the end. Otherwise (MP4) the last one is
+        cut at the end and the plan stops before a file whose tracks differ from the first's."""
+        end = start + min(duration, MAX_DURATION)
+        records = await self.catalog.segments(key, start, end)
+        scanned: list[tuple[RecordedSegment, pathlib.Path, Mp4Index]] = []
+        for record in records:
+            try:
+                path = self.catalog.path(key, record.file)
+            except (ValueError, OSError):
+                continue
+            index = await self.index(path)
+            if index is not None and index.fragments and index.init_size:
+                scanned.append((record, path, index))
+        # Every fragment on the wall clock: (file number, fragment number, start).
+        timeline: list[tuple[int, int, float]] = []
+        for number, (record, _, index) in enumerate(scanned):
+            base = record.start - index.fragments[0].start
+            timeline.extend((number, i, base + f.start) for i, f in enumerate(index.fragments))
+        first = None
+        for position, (number, i, at) in enumerate(timeline):
+            if scanned[number][2].fragments[i].sync and at <= start + _EPSILON:
+                first = position
+        if first is None:
+            first = next((p for p, (n, i, _) in enumerate(timeline) if scanned[n][2].fragments[i].sync), None)
+        if first is None:
+            return None
+        chosen: dict[int, list[int]] = {}
+        for number, i, at in timeline[first:]:
+            fragment = scanned[number][2].fragments[i]
+            if at >= end - _EPSILON or (whole_fragments and at + fragment.duration / 2 >= end and chosen):
+                break
+            if number not in chosen and not fragment.sync:
+                continue  # a file's part begins on a keyframe
+            chosen.setdefault(number, []).append(i)
+        pieces: list[Piece] = []
+        stopped = None
+        for number, indexes in chosen.items():
+            record, path, index = scanned[number]
+            if not whole_fragments and pieces and not _compatible(index.tracks, pieces[0].index.tracks):
+                stopped = f"the recording's tracks change at {record.file} (another codec or configuration)"
+                break
+            base = record.start - index.fragments[0].start
+            fragments = tuple(index.fragments[i] for i in indexes)
+            cut = None
+            if not whole_fragments and base + fragments[-1].end > end + _EPSILON:
+                cut = end - base
+            pieces.append(Piece(record.file, path, record.session, index, fragments, base, cut))
+        if not pieces:
+            return None
+        return Plan(key, pieces[0].start, pieces[-1].end, tuple(pieces), stopped)
+
+    # ---------------------------------------------------------------- HLS
+
+    @staticmethod
+    def playlist(plan: Plan, prefix: str, query: str = "") -> str:
+        """The HLS VOD playlist of ``plan``; each file's URI is ``prefix + file`` (+ ``?query``)."""
+        segments: list[VodSegment] = []
+        previous: Piece | None = None
+        for piece in plan.pieces:
+            broken = previous is not None and (
+                piece.session != previous.session
+                or abs(piece.fragments[0].start - previous.fragments[-1].end) > 0.25
+                or not _compatible(piece.index.tracks, previous.index.tracks)
+            )
+            previous = piece
+            group: list[FragmentInfo] = []
+            for fragment in piece.fragments:
+                if group and (fragment.sync or fragment.offset != group[-1].offset + group[-1].size):
+                    segments.append(_segment(piece, group, prefix, broken))
+                    broken = False
+                    group = []
+                group.append(fragment)
+            segments.append(_segment(piece, group, prefix, broken))
+        return render(segments, query)
+
+    # ---------------------------------------------------------------- MP4
+
+    async def mp4(self, plan: Plan) -> AsyncIterator[bytes]:
+        """The fMP4 of ``plan``, a piece at a time (see the module docstring)."""
+        first = plan.pieces[0]
+        tracks = {t.track_id: t for t in first.index.tracks}
+        try:
+            init = await self.read(first.path, 0, first.index.init_size)
+            yield span_init(init, plan.duration)
+        except (OSError, ValueError) as exc:
+            log.warning("recording %s: no MP4 init segment: %s", printable(first.file), exc)
+            return
+        sequence = 1
+        cursor = 0.0
+        for piece in plan.pieces:
+            shifts = {t.track_id: round((cursor - piece.origin) * t.timescale) for t in first.index.tracks}
+            cut = None if piece.cut is None else {t.track_id: round(piece.cut * t.timescale) for t in tracks.values()}
+            for batch in _batches(piece.fragments):
+                try:
+                    data = await trio.to_thread.run_sync(
+                        _rebuilt, piece.path, batch, sequence, shifts, tracks, cut, limiter=self.limiter
+                    )
+                except (OSError, ValueError) as exc:
+                    log.warning("recording %s cannot be played back past here: %s", printable(piece.file), exc)
+                    return
+                sequence += len(batch)
+                if data:
+                    yield data
+            cursor += max(0.0, piece.stop - piece.origin)
+
+
+def _segment(piece: Piece, group: list[FragmentInfo], prefix: str, discontinuity: bool) -> VodSegment:
+    last = group[-1]
+    return VodSegment(
+        uri=prefix + piece.file,
+        offset=group[0].offset,
+        length=last.offset + last.size - group[0].offset,
+        init_length=piece.index.init_size,
+        duration=max(0.0, last.end - group[0].start),
+        date=piece.base + group[0].start,
+        discontinuity=discontinuity,
+        independent=group[0].sync,
+    )
+
+
+def _batches(fragments: Sequence[FragmentInfo]) -> list[list[FragmentInfo]]:
+    """Contiguous runs of fragments of about :data:`BATCH_BYTES` (one thread hop each)."""
+    batches: list[list[FragmentInfo]] = []
+    size = 0
+    for fragment in fragments:
+        if (
+            not batches
+            or size + fragment.size > BATCH_BYTES
+            or fragment.offset != batches[-1][-1].offset + batches[-1][-1].size
+        ):
+            batches.append([])
+            size = 0
+        batches[-1].append(fragment)
+        size += fragment.size
+    return batches
+
+
+def _rebuilt(
+    path: pathlib.Path,
+    batch: list[FragmentInfo],
+    sequence: int,
+    shifts: dict[int, int],
+    tracks: dict[int, TrackInfo],
+    cut: dict[int, int] | None,
+) -> bytes:
+    """Read a contiguous batch of fragments and rebuild each (in a thread)."""
+    start = batch[0].offset
+    data = _read(path, start, batch[-1].offset + batch[-1].size - start)
+    out = []
+    for number, fragment in enumerate(batch):
+        begin = fragment.offset - start
+        piece = data[begin : begin + fragment.size]
+        if len(piece) != fragment.size:
+            raise OSError(f"the file is shorter than its fragment at {fragment.offset}")
+        out.append(rewrite_fragment(piece, sequence + number, shifts, tracks, offset=fragment.offset, cut=cut))
+    return b"".join(out)
