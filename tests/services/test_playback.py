@@ -32,7 +32,7 @@ from arcly_trio.media import flv
 from arcly_trio.media.fmp4 import FragmentWriter, init_segment, track_from_config
 from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
 from arcly_trio.services.recordings.mp4scan import MAX_FRAGMENTS, scan_bytes
-from arcly_trio.services.recordings.playback import Playback
+from arcly_trio.services.recordings.playback import Playback, apply_patches
 from arcly_trio.services.recordings.vod import VodSegment, program_date, render
 from tests._boxes import parse_fragment, read_boxes
 
@@ -321,6 +321,16 @@ def test_the_vod_playlist_lists_maps_dates_ranges_and_discontinuities() -> None:
         render([])
 
 
+def test_patches_are_written_over_the_bytes_they_fall_in() -> None:
+    data = bytes(range(20))
+    patches = [(2, b"AB"), (9, b"CDEF"), (18, b"GHIJ")]
+    whole = apply_patches(data, 0, patches)
+    assert whole == bytes(range(2)) + b"AB" + bytes(range(4, 9)) + b"CDEF" + bytes(range(13, 18)) + b"GH"
+    # In pieces (a patch across two reads), the same bytes.
+    assert b"".join(apply_patches(data[i : i + 3], i, patches) for i in range(0, 20, 3)) == whole
+    assert apply_patches(data, 0, []) is data
+
+
 # --------------------------------------------------------------------------- plans
 
 
@@ -387,8 +397,27 @@ async def test_a_file_gone_from_disk_is_left_out(tmp_path: pathlib.Path, frames:
 async def mp4_of(playback: Playback, start: float, duration: float) -> tuple[bytes, Any]:
     plan = await playback.plan(KEY, start, duration)
     assert plan is not None
+    layout = await playback.layout(plan)
+    assert layout is not None
     with trio.fail_after(10):
-        return b"".join([piece async for piece in playback.mp4(plan)]), plan
+        body = b"".join([piece async for piece in playback.mp4(plan, layout)])
+    assert len(body) == layout.size  # the size announced before a byte is read
+    return body, plan
+
+
+async def test_any_byte_range_of_the_mp4_is_those_bytes_of_the_whole(
+    tmp_path: pathlib.Path, frames: list[Frame]
+) -> None:
+    playback, _ = recorded(tmp_path, frames, gap=5.0)
+    body, plan = await mp4_of(playback, T0 + 3, 13.5)  # cut inside a fragment
+    layout = await playback.layout(plan)
+    assert layout is not None
+    edges = sorted({0, 1, len(layout.init) - 1, len(layout.init), *(o for o, _, _, _ in layout.parts),
+                    *(o - 1 for o, _, _, _ in layout.parts), layout.size - 1})  # fmt: skip
+    for first in edges[::3]:
+        for last in (first, first + 5000, layout.size - 1):
+            got = b"".join([piece async for piece in playback.mp4(plan, layout, first, last)])
+            assert got == body[first : last + 1], (first, last)
 
 
 async def test_the_mp4_of_a_span_across_sessions_is_one_timeline(tmp_path: pathlib.Path, frames: list[Frame]) -> None:

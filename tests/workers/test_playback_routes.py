@@ -130,6 +130,42 @@ async def test_the_playlist_and_its_byte_ranges(recording: tuple[pathlib.Path, l
         assert status == 200 and body == b"" and headers["content-length"] == str(len(data))
 
 
+async def test_the_file_after_a_reconnect_is_served_on_the_playlists_timeline(
+    recording: tuple[pathlib.Path, list[Any]], http_get: Any
+) -> None:
+    # The second session's decode times start again from 0: the playlist asks for them moved so
+    # they follow the first session's (ffmpeg's MP4 reader drops a fragment that goes back).
+    root, records = recording
+    async with serving(services=(recordings(recording),)) as served:
+        port = served.http.port
+        status, _, body = await http_get(port, f"/live/cam/playback.m3u8?start={START}&duration=10")
+        lines = body.decode().splitlines()
+        uris = [line for line in lines if line and not line.startswith("#")]
+        ranges = [line[17:].partition("@") for line in lines if line.startswith("#EXT-X-BYTERANGE:")]
+        queries = [uri.partition("?")[2] for uri in uris]  # 4..10 s of session 1, then 0..3 s of session 2
+        assert queries[:3] == ["", "", ""] and queries[3] == queries[4] and queries[3].startswith("shift=1004")
+        assert all("shift" not in line for line in lines if line.startswith("#EXT-X-MAP"))
+        init_length = int(next(line for line in lines if line.startswith("#EXT-X-MAP")).split('"')[3].partition("@")[0])
+        times = []
+        for uri, (length, _, offset) in zip(uris, ranges, strict=True):
+            first, last = int(offset), int(offset) + int(length) - 1
+            status, _, init = await http_get(
+                port, f"/live/cam/{uri}", headers=[("range", f"bytes=0-{init_length - 1}")]
+            )
+            status, _, data = await http_get(port, f"/live/cam/{uri}", headers=[("range", f"bytes={first}-{last}")])
+            assert status == 206
+            times += [f.start for f in scan_bytes(init + data).fragments]
+        assert all(0.9 < b - a < 1.1 for a, b in zip(times, times[1:])), times  # one timeline, 1 s fragments
+        original = (root / "live/cam" / uris[-1].partition("?")[0].rpartition("/")[2]).read_bytes()
+        first, last = int(ranges[-1][2]), int(ranges[-1][2]) + int(ranges[-1][0]) - 1
+        status, _, moved = await http_get(
+            port, f"/live/cam/{uris[-1]}", headers=[("range", f"bytes={first + 10}-{last}")]
+        )
+        assert len(moved) == last - first - 9 and moved != original[first + 10 : last + 1]  # same size, times moved
+        status, _, _ = await http_get(port, f"/live/cam/{uris[-1].partition('?')[0]}?shift=1.5")
+        assert status == 400
+
+
 async def test_the_mp4_of_a_span_and_mediamtxs_get_and_list(
     recording: tuple[pathlib.Path, list[Any]], http_get: Any
 ) -> None:
@@ -140,6 +176,15 @@ async def test_the_mp4_of_a_span_and_mediamtxs_get_and_list(
         index = scan_bytes(body)
         # From the keyframe at 4 s to 10 s, then (the 2 s between sessions left out) 12 s to 14 s.
         assert index.problem is None and index.init_size and abs(index.fragments[-1].end - 8.0) < 0.15
+        assert headers["content-length"] == str(len(body)) and headers["accept-ranges"] == "bytes"
+        target = f"/live/cam/playback.mp4?start={START}&duration=9"
+        status, headers, part = await http_get(port, target, headers=[("range", "bytes=5000-90000")])
+        assert status == 206 and part == body[5000:90001]
+        assert headers["content-range"] == f"bytes 5000-90000/{len(body)}"
+        status, headers, _ = await http_get(port, target, headers=[("range", f"bytes={len(body)}-")])
+        assert status == 416
+        status, headers, empty = await http_get(port, target, method="HEAD")
+        assert status == 200 and empty == b"" and headers["content-length"] == str(len(body))
         status, _, same = await http_get(port, f"/get?path=live/cam&start={START}&duration=9&format=fmp4")
         assert status == 200 and same == body
         status, _, listed = await http_get(port, "/list?path=live/cam")
@@ -207,7 +252,7 @@ async def test_a_play_signature_for_the_stream_plays_its_recordings_and_nothing_
         status, _, body = await http_get(port, f"/live/cam/playback.m3u8?{span}&sign={play}")
         assert status == 200
         uris = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
-        assert uris and all(uri.endswith(f"?sign={play}") for uri in uris)  # handed on to the segments
+        assert uris and all(uri.endswith(f"sign={play}") for uri in uris)  # handed on to the segments
         status, _, _ = await http_get(port, f"/live/cam/{uris[0]}", headers=[("range", "bytes=0-99")])
         assert status == 206
         for target, expected in (

@@ -28,12 +28,12 @@ cannot rebuild (a box that does not parse, a sample outside the fragment); nothi
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from arcly_trio.services.recordings.mp4scan import TrackInfo
+from arcly_trio.services.recordings.mp4scan import TrackInfo, TrackTime
 
-__all__ = ["span_init", "rewrite_fragment"]
+__all__ = ["span_init", "rewrite_fragment", "rebuilt_size"]
 
 _U64: Final = (1 << 64) - 1
 
@@ -292,3 +292,11 @@ def _traf(
             decode += duration
             cursor += size
     return track_id, samples, cursor
+
+
+def rebuilt_size(times: Sequence[TrackTime]) -> int:
+    """The length of what :func:`rewrite_fragment` makes of a fragment whose ``traf`` boxes
+    (with samples) are ``times``, when no sample is cut: its ``moof`` (``mfhd``; per ``traf``: ``tfhd``,
+    ``tfdt`` and a ``trun`` of 12 bytes a sample, 16 with composition offsets) and ``mdat``."""
+    header = 8 + 16 + sum(8 + 16 + 20 + 20 + (16 if t.cto else 12) * t.samples for t in times)
+    return header + 8 + sum(t.data for t in times)

@@ -90,6 +90,15 @@ class TrackTime:
     track_id: int
     decode_time: int
     duration: int
+    field: int = attrs.field(default=-1, eq=False)
+    """Where the ``tfdt``'s decode time is in the file (its first byte), for patching it."""
+    wide: bool = attrs.field(default=True, eq=False)
+    """The field is 8 bytes (``tfdt`` version 1), else 4."""
+    samples: int = 0
+    data: int = 0
+    """The bytes of its samples."""
+    cto: bool = False
+    """Some sample has a composition offset."""
 
     @property
     def end(self) -> int:
@@ -165,6 +174,18 @@ def _children(body: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _children_at(body: bytes, base: int) -> list[tuple[bytes, bytes, int]]:
+    """:func:`_children` with where each box's body starts (``base`` is where ``body`` does)."""
+    out = []
+    pos = 0
+    for kind, inner in _children(body):
+        size = struct.unpack_from(">I", body, pos)[0]
+        head = 16 if size == 1 else 8
+        out.append((kind, inner, base + pos + head))
+        pos += head + len(inner)
+    return out
+
+
 def _one(boxes: list[tuple[bytes, bytes]], kind: bytes) -> bytes:
     for found, body in boxes:
         if found == kind:
@@ -231,6 +252,10 @@ class TrafInfo:
     duration: int
     samples: int
     first_flags: int
+    field: int = -1
+    wide: bool = True
+    data: int = 0
+    cto: bool = False
 
     @property
     def end_time(self) -> int:
@@ -258,17 +283,18 @@ _FLAGS: Final = 0x400
 _CTO: Final = 0x800
 
 
-def parse_moof(body: bytes, tracks: tuple[TrackInfo, ...]) -> MoofInfo:
-    """The sequence and ``traf`` times of a ``moof`` body; raises ``ValueError`` if it does not
-    parse or names a track the ``moov`` has not."""
+def parse_moof(body: bytes, tracks: tuple[TrackInfo, ...], base: int = 0) -> MoofInfo:
+    """The sequence and ``traf`` times of a ``moof`` body (which starts at ``base`` in its file);
+    raises ``ValueError`` if it does not parse or names a track the ``moov`` has not."""
     try:
-        return _parse_moof(body, {t.track_id: t for t in tracks})
+        return _parse_moof(body, {t.track_id: t for t in tracks}, base)
     except _Malformed as exc:
         raise ValueError(str(exc)) from None
 
 
-def _tfhd(tfhd: bytes) -> tuple[int, int, int, int]:
-    """``(track_id, flags, default duration or -1, default flags or -1)`` of a ``tfhd``."""
+def _tfhd(tfhd: bytes) -> tuple[int, int, int, int, int]:
+    """``(track_id, default size or -1, default duration or -1, default flags or -1)`` of a
+    ``tfhd``."""
     (word, track_id) = _unpack(">II", tfhd)
     flags = word & 0xFFFFFF
     pos = 8
@@ -276,36 +302,42 @@ def _tfhd(tfhd: bytes) -> tuple[int, int, int, int]:
         pos += 8
     if flags & _DESCRIPTION_INDEX:
         pos += 4
-    duration = sample_flags = -1
+    duration = size = sample_flags = -1
     if flags & _DEFAULT_DURATION:
         (duration,) = _unpack(">I", tfhd, pos)
         pos += 4
     if flags & _DEFAULT_SIZE:
+        (size,) = _unpack(">I", tfhd, pos)
         pos += 4
     if flags & _DEFAULT_FLAGS:
         (sample_flags,) = _unpack(">I", tfhd, pos)
-    return track_id, flags, duration, sample_flags
+    return track_id, size, duration, sample_flags
 
 
-def _parse_moof(body: bytes, tracks: dict[int, TrackInfo]) -> MoofInfo:
+def _parse_moof(body: bytes, tracks: dict[int, TrackInfo], base: int) -> MoofInfo:
     boxes = _children(body)
     (sequence,) = _unpack(">I", _one(boxes, b"mfhd"), 4)
     trafs = []
-    for kind, inner in boxes:
+    for kind, inner, at in _children_at(body, base):
         if kind != b"traf":
             continue
-        traf = _children(inner)
-        track_id, _, default_duration, default_flags = _tfhd(_one(traf, b"tfhd"))
+        placed = _children_at(inner, at)
+        field, wide = next(((where + 4, b[:1] == b"\x01") for k, b, where in placed if k == b"tfdt"), (-1, True))
+        traf = [(k, b) for k, b, _ in placed]
+        track_id, default_size, default_duration, default_flags = _tfhd(_one(traf, b"tfhd"))
         track = tracks.get(track_id)
         if track is None:
             raise _Malformed(f"a traf of track {track_id}, which the moov has not")
+        if default_size < 0:
+            default_size = track.default_size
         if default_duration < 0:
             default_duration = track.default_duration
         if default_flags < 0:
             default_flags = track.default_flags
         tfdt = _one(traf, b"tfdt")
         (decode_time,) = _unpack(">Q" if tfdt[:1] == b"\x01" else ">I", tfdt, 4)
-        duration = samples = 0
+        duration = samples = data = 0
+        cto = False
         first_flags = -1
         for sub, trun in traf:
             if sub != b"trun":
@@ -329,17 +361,27 @@ def _parse_moof(body: bytes, tracks: dict[int, TrackInfo]) -> MoofInfo:
                     duration += count * default_duration
                 if first < 0 and flags & _FLAGS:
                     first = values[fields.index(_FLAGS)]
+                if flags & _SIZE:
+                    data += sum(values[fields.index(_SIZE) :: width])
+                else:
+                    data += count * default_size
+                cto = cto or bool(flags & _CTO and any(values[fields.index(_CTO) :: width]))
             else:
                 duration += count * default_duration
+                data += count * default_size
             if samples == 0 and count:
                 first_flags = first if first >= 0 else default_flags
             samples += count
-        trafs.append(TrafInfo(track_id, decode_time, duration, samples, first_flags))
+        trafs.append(TrafInfo(track_id, decode_time, duration, samples, first_flags, field, wide, data, cto))
     return MoofInfo(sequence, tuple(trafs))
 
 
 def _fragment(offset: int, end: int, moof: MoofInfo, leading: TrackInfo, scales: dict[int, int]) -> FragmentInfo:
-    times = tuple(TrackTime(t.track_id, t.decode_time, t.duration) for t in moof.trafs if t.samples)
+    times = tuple(
+        TrackTime(t.track_id, t.decode_time, t.duration, t.field, t.wide, t.samples, t.data, t.cto)
+        for t in moof.trafs
+        if t.samples
+    )
     lead = [t for t in moof.trafs if t.track_id == leading.track_id and t.samples]
     sync = bool(lead) and not lead[0].first_flags & NON_SYNC
     if lead:
@@ -407,7 +449,8 @@ def scan(read: Reader, size: int) -> Mp4Index:
                 problem = f"moof of {box_size} bytes at {pos} is over {MAX_MOOF}"
                 break
             try:
-                moof = _parse_moof(_read_exactly(read, pos + head, box_size - head), {t.track_id: t for t in tracks})
+                body = _read_exactly(read, pos + head, box_size - head)
+                moof = _parse_moof(body, {t.track_id: t for t in tracks}, pos + head)
             except _Malformed as exc:
                 problem = f"moof at {pos}: {exc}"
                 break

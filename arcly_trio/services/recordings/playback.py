@@ -52,6 +52,7 @@ body early (logged): the client sees a shorter MP4, never a broken one. :meth:`r
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import pathlib
@@ -65,7 +66,7 @@ import trio
 
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.core.text import printable
-from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
+from arcly_trio.services.recordings.mp4rebase import rebuilt_size, rewrite_fragment, span_init
 from arcly_trio.services.recordings.mp4scan import FragmentInfo, Mp4Index, TrackInfo, scan
 from arcly_trio.services.recordings.vod import VodSegment, render
 
@@ -78,6 +79,9 @@ __all__ = [
     "MAX_DURATION",
     "FILE_NAME",
     "BATCH_BYTES",
+    "apply_patches",
+    "timeline",
+    "Mp4Layout",
 ]
 
 log = logging.getLogger("arcly_trio.playback")
@@ -130,20 +134,26 @@ class Piece:
     base: float
     cut: float | None = None
 
-    @property
-    def origin(self) -> float:
-        """File time of the earliest sample of the piece (any track)."""
+    def firsts(self) -> dict[int, float]:
+        """File time of each track's first sample in the piece."""
         scales = {t.track_id: t.timescale for t in self.index.tracks}
-        first = self.fragments[0]
-        return min((t.decode_time / scales[t.track_id] for t in first.times), default=first.start)
+        out: dict[int, float] = {}
+        for fragment in self.fragments:
+            for time in fragment.times:
+                out.setdefault(time.track_id, time.decode_time / scales[time.track_id])
+        return out
 
-    @property
-    def stop(self) -> float:
-        """File time where the piece's latest sample (any track) ends, the cut applied."""
+    def ends(self) -> dict[int, float]:
+        """File time where each track's last sample in the piece ends, the cut applied."""
         scales = {t.track_id: t.timescale for t in self.index.tracks}
-        ends = [t.end / scales[t.track_id] for f in self.fragments for t in f.times]
-        end = max(ends, default=self.fragments[-1].end)
-        return min(end, self.cut) if self.cut is not None else end
+        out: dict[int, float] = {}
+        for fragment in self.fragments:
+            for time in fragment.times:
+                end = time.end / scales[time.track_id]
+                if self.cut is not None:
+                    end = min(end, max(self.cut, time.decode_time / scales[time.track_id]))
+                out[time.track_id] = max(out.get(time.track_id, 0.0), end)
+        return out
 
     @property
     def start(self) -> float:
@@ -170,8 +180,31 @@ class Plan:
 
     @property
     def duration(self) -> float:
-        """Seconds of media: the pieces' spans, gaps between files left out."""
-        return sum(max(0.0, p.stop - p.origin) for p in self.pieces)
+        """Seconds of media on the MP4's timeline (gaps between files left out)."""
+        return timeline(self.pieces, from_zero=True)[1]
+
+
+def timeline(pieces: Sequence[Piece], *, from_zero: bool) -> tuple[list[float], float]:
+    """How far each piece's decode times move (seconds) so that the pieces follow one another,
+    every track after its own previous end (within a publish session, where the files follow
+    one another already, that is 0; after a reconnect, whose decode times start again, it moves
+    them past the previous session's), and where the last track then ends. The first piece
+    moves to 0 (``from_zero``: the MP4) or stays where it is (HLS)."""
+    shifts: list[float] = []
+    ends: dict[int, float] = {}
+    for piece in pieces:
+        firsts = piece.firsts()
+        if not shifts:
+            shift = -min(firsts.values(), default=0.0) if from_zero else 0.0
+        else:
+            common = [ends[track] - first for track, first in firsts.items() if track in ends]
+            shift = max(common) if common else max(ends.values()) - min(firsts.values(), default=0.0)
+            if abs(shift) < 0.001:
+                shift = 0.0  # the files follow one another already
+        shifts.append(shift)
+        for track, end in piece.ends().items():
+            ends[track] = max(ends.get(track, 0.0), end + shift)
+    return shifts, max(ends.values(), default=0.0)
 
 
 def _compatible(a: Sequence[TrackInfo], b: Sequence[TrackInfo]) -> bool:
@@ -344,61 +377,187 @@ class Playback:
 
     @staticmethod
     def playlist(plan: Plan, prefix: str, query: str = "") -> str:
-        """The HLS VOD playlist of ``plan``; each file's URI is ``prefix + file`` (+ ``?query``)."""
+        """The HLS VOD playlist of ``plan``; each file's URI is ``prefix + file`` (+ ``?query``),
+        with ``shift=MICROSECONDS`` first in its query when its decode times must move to
+        follow the previous file's (see :meth:`patches`)."""
         segments: list[VodSegment] = []
         previous: Piece | None = None
-        for piece in plan.pieces:
+        moves, _ = timeline(plan.pieces, from_zero=False)
+        for piece, move in zip(plan.pieces, moves, strict=True):
             broken = previous is not None and (
-                piece.session != previous.session
-                or abs(piece.fragments[0].start - previous.fragments[-1].end) > 0.25
-                or not _compatible(piece.index.tracks, previous.index.tracks)
+                piece.session != previous.session or not _compatible(piece.index.tracks, previous.index.tracks)
             )
+            shift = round(move * 1_000_000)
             previous = piece
+            uri = prefix + piece.file + (f"?shift={shift}" if shift else "")
             group: list[FragmentInfo] = []
             for fragment in piece.fragments:
                 if group and (fragment.sync or fragment.offset != group[-1].offset + group[-1].size):
-                    segments.append(_segment(piece, group, prefix, broken))
+                    segments.append(_segment(piece, group, uri, broken))
                     broken = False
                     group = []
                 group.append(fragment)
-            segments.append(_segment(piece, group, prefix, broken))
+            segments.append(_segment(piece, group, uri, broken))
         return render(segments, query)
+
+    async def patches(self, path: pathlib.Path, shift: int) -> list[tuple[int, bytes]]:
+        """Where the decode times of ``path`` are, and their bytes moved by ``shift``
+        microseconds (each track in its own timescale, never below 0): what
+        :func:`apply_patches` writes over the file's bytes, so that a byte range of a file whose
+        timeline does not follow the previous file's can be served with one that does (ffmpeg's
+        MP4 reader drops the samples of a fragment whose decode times go back)."""
+        index = await self.index(path)
+        if index is None or not shift:
+            return []
+        scales = {t.track_id: t.timescale for t in index.tracks}
+        out = []
+        for fragment in index.fragments:
+            for time in fragment.times:
+                if time.field < 0:
+                    continue
+                moved = max(0, time.decode_time + round(shift * scales[time.track_id] / 1_000_000))
+                if time.wide:
+                    out.append((time.field, min(moved, (1 << 64) - 1).to_bytes(8, "big")))
+                else:
+                    out.append((time.field, min(moved, 0xFFFFFFFF).to_bytes(4, "big")))
+        return out
+
+    @staticmethod
+    def apply_patches(data: bytes, position: int, patches: Sequence[tuple[int, bytes]]) -> bytes:
+        """:func:`apply_patches` (for the routes, which reach this module only through an object)."""
+        return apply_patches(data, position, patches)
 
     # ---------------------------------------------------------------- MP4
 
-    async def mp4(self, plan: Plan) -> AsyncIterator[bytes]:
-        """The fMP4 of ``plan``, a piece at a time (see the module docstring)."""
+    async def layout(self, plan: Plan) -> Mp4Layout | None:
+        """Where every byte of the MP4 of ``plan`` comes from, so that its length is known before
+        it is sent (``Content-Length``) and any byte range of it can be made alone: its init
+        segment, and each fragment's place, size and rebuilding. Sizes come from the scans; only
+        the fragments the end cuts are rebuilt here (in a thread) to measure them. ``None`` when
+        the first file's init segment cannot be read."""
         first = plan.pieces[0]
         tracks = {t.track_id: t for t in first.index.tracks}
         try:
-            init = await self.read(first.path, 0, first.index.init_size)
-            yield span_init(init, plan.duration)
+            init = span_init(await self.read(first.path, 0, first.index.init_size), plan.duration)
         except (OSError, ValueError) as exc:
             log.warning("recording %s: no MP4 init segment: %s", printable(first.file), exc)
-            return
-        sequence = 1
-        cursor = 0.0
-        for piece in plan.pieces:
-            shifts = {t.track_id: round((cursor - piece.origin) * t.timescale) for t in first.index.tracks}
-            cut = None if piece.cut is None else {t.track_id: round(piece.cut * t.timescale) for t in tracks.values()}
-            for batch in _batches(piece.fragments):
+            return None
+        moves, _ = timeline(plan.pieces, from_zero=True)
+        shifts = tuple({t.track_id: round(move * t.timescale) for t in first.index.tracks} for move in moves)
+        cuts = tuple(
+            None if piece.cut is None else {t.track_id: round(piece.cut * t.timescale) for t in tracks.values()}
+            for piece in plan.pieces
+        )
+        parts: list[tuple[int, int, int, int]] = []
+        offset = len(init)
+        for number, piece in enumerate(plan.pieces):
+            cut = cuts[number]
+            measured: dict[int, int] = {}
+            if cut is not None:
+                touched = [i for i, f in enumerate(piece.fragments) if any(t.end > cut[t.track_id] for t in f.times)]
                 try:
-                    data = await trio.to_thread.run_sync(
-                        _rebuilt, piece.path, batch, sequence, shifts, tracks, cut, limiter=self.limiter
-                    )
+                    sizes = await trio.to_thread.run_sync(
+                        _sizes, piece.path, [piece.fragments[i] for i in touched], shifts[number], tracks, cut,
+                        limiter=self.limiter,
+                    )  # fmt: skip
                 except (OSError, ValueError) as exc:
-                    log.warning("recording %s cannot be played back past here: %s", printable(piece.file), exc)
+                    log.warning("recording %s cannot be played back: %s", printable(piece.file), exc)
+                    return None
+                measured = dict(zip(touched, sizes, strict=True))
+            for i, fragment in enumerate(piece.fragments):
+                size = measured.get(i, rebuilt_size(fragment.times))
+                if size:
+                    parts.append((offset, size, number, i))
+                    offset += size
+        return Mp4Layout(init, tuple(parts), offset, shifts, cuts)
+
+    async def mp4(self, plan: Plan, layout: Mp4Layout, first: int = 0, last: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``first`` to ``last`` (inclusive; by default all) of the MP4 of ``plan`` laid out
+        as ``layout``, a batch of fragments at a time (see the module docstring). Ends early
+        (logged) if a file cannot be read or no longer matches its scan."""
+        last = layout.size - 1 if last is None else min(last, layout.size - 1)
+        if first < len(layout.init):
+            yield layout.init[first : last + 1]
+        tracks = {t.track_id: t for t in plan.pieces[0].index.tracks}
+        wanted = [k for k, (offset, size, _, _) in enumerate(layout.parts) if offset + size > first and offset <= last]
+        for batch in _part_batches(layout, plan, wanted):
+            number = layout.parts[batch[0]][2]
+            piece = plan.pieces[number]
+            fragments = [piece.fragments[layout.parts[k][3]] for k in batch]
+            try:
+                rebuilt = await trio.to_thread.run_sync(
+                    _rebuilt, piece.path, fragments, [k + 1 for k in batch], layout.shifts[number], tracks,
+                    layout.cuts[number], limiter=self.limiter,
+                )  # fmt: skip
+            except (OSError, ValueError) as exc:
+                log.warning("recording %s cannot be played back past here: %s", printable(piece.file), exc)
+                return
+            for k, data in zip(batch, rebuilt, strict=True):
+                offset, size = layout.parts[k][:2]
+                if len(data) != size:
+                    log.warning("recording %s changed since it was scanned", printable(piece.file))
                     return
-                sequence += len(batch)
-                if data:
-                    yield data
-            cursor += max(0.0, piece.stop - piece.origin)
+                yield data[max(0, first - offset) : last + 1 - offset]
 
 
-def _segment(piece: Piece, group: list[FragmentInfo], prefix: str, discontinuity: bool) -> VodSegment:
+@attrs.frozen
+class Mp4Layout:
+    """The MP4 of a plan, byte by byte: ``init`` (the span's init segment), then ``parts``
+    (``(offset, size, piece number, fragment number)``, in order), ``size`` bytes in all; each
+    piece's decode-time ``shifts`` and ``cuts`` (ticks per track)."""
+
+    init: bytes = attrs.field(repr=False)
+    parts: tuple[tuple[int, int, int, int], ...] = attrs.field(repr=False)
+    size: int
+    shifts: tuple[dict[int, int], ...] = attrs.field(repr=False)
+    cuts: tuple[dict[int, int] | None, ...] = attrs.field(repr=False)
+
+
+def _part_batches(layout: Mp4Layout, plan: Plan, wanted: list[int]) -> list[list[int]]:
+    """The wanted parts in runs of one piece, contiguous in its file, of about
+    :data:`BATCH_BYTES` (one thread hop each)."""
+    batches: list[list[int]] = []
+    size = 0
+    previous: FragmentInfo | None = None
+    for k in wanted:
+        _, part_size, number, i = layout.parts[k]
+        fragment = plan.pieces[number].fragments[i]
+        if (
+            not batches
+            or layout.parts[batches[-1][-1]][2] != number
+            or previous is None
+            or fragment.offset != previous.offset + previous.size
+            or size + fragment.size > BATCH_BYTES
+        ):
+            batches.append([])
+            size = 0
+        batches[-1].append(k)
+        size += fragment.size
+        previous = fragment
+    return batches
+
+
+def apply_patches(data: bytes, position: int, patches: Sequence[tuple[int, bytes]]) -> bytes:
+    """``data`` (bytes ``[position, position + len(data))`` of a file) with the parts of
+    ``patches`` (``(offset, bytes)`` in the file, sorted) that fall in it written over."""
+    end = position + len(data)
+    if not patches or not data:
+        return data
+    first = bisect.bisect_left(patches, position - 8, key=lambda patch: patch[0])
+    out = bytearray(data)
+    for offset, value in patches[first:]:
+        if offset >= end:
+            break
+        low, high = max(offset, position), min(offset + len(value), end)
+        if low < high:
+            out[low - position : high - position] = value[low - offset : high - offset]
+    return bytes(out)
+
+
+def _segment(piece: Piece, group: list[FragmentInfo], uri: str, discontinuity: bool) -> VodSegment:
     last = group[-1]
     return VodSegment(
-        uri=prefix + piece.file,
+        uri=uri,
         offset=group[0].offset,
         length=last.offset + last.size - group[0].offset,
         init_length=piece.index.init_size,
@@ -409,39 +568,33 @@ def _segment(piece: Piece, group: list[FragmentInfo], prefix: str, discontinuity
     )
 
 
-def _batches(fragments: Sequence[FragmentInfo]) -> list[list[FragmentInfo]]:
-    """Contiguous runs of fragments of about :data:`BATCH_BYTES` (one thread hop each)."""
-    batches: list[list[FragmentInfo]] = []
-    size = 0
-    for fragment in fragments:
-        if (
-            not batches
-            or size + fragment.size > BATCH_BYTES
-            or fragment.offset != batches[-1][-1].offset + batches[-1][-1].size
-        ):
-            batches.append([])
-            size = 0
-        batches[-1].append(fragment)
-        size += fragment.size
-    return batches
-
-
 def _rebuilt(
     path: pathlib.Path,
     batch: list[FragmentInfo],
-    sequence: int,
+    sequences: list[int],
     shifts: dict[int, int],
     tracks: dict[int, TrackInfo],
     cut: dict[int, int] | None,
-) -> bytes:
+) -> list[bytes]:
     """Read a contiguous batch of fragments and rebuild each (in a thread)."""
     start = batch[0].offset
     data = _read(path, start, batch[-1].offset + batch[-1].size - start)
     out = []
-    for number, fragment in enumerate(batch):
+    for fragment, sequence in zip(batch, sequences, strict=True):
         begin = fragment.offset - start
         piece = data[begin : begin + fragment.size]
         if len(piece) != fragment.size:
             raise OSError(f"the file is shorter than its fragment at {fragment.offset}")
-        out.append(rewrite_fragment(piece, sequence + number, shifts, tracks, offset=fragment.offset, cut=cut))
-    return b"".join(out)
+        out.append(rewrite_fragment(piece, sequence, shifts, tracks, offset=fragment.offset, cut=cut))
+    return out
+
+
+def _sizes(
+    path: pathlib.Path,
+    fragments: list[FragmentInfo],
+    shifts: dict[int, int],
+    tracks: dict[int, TrackInfo],
+    cut: dict[int, int] | None,
+) -> list[int]:
+    """The rebuilt sizes of ``fragments`` (each read and rebuilt alone, in a thread)."""
+    return [len(_rebuilt(path, [fragment], [1], shifts, tracks, cut)[0]) for fragment in fragments]

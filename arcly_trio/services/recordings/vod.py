@@ -51,10 +51,13 @@ def program_date(epoch: float) -> str:
 
 def render(segments: list[VodSegment], query: str = "") -> str:
     """The playlist of ``segments`` (in order); ``query`` (already encoded) is appended to every
-    URI as ``?query``."""
+    URI (``?query``, or ``&query`` after a query of its own)."""
     if not segments:
         raise ValueError("a VOD playlist needs a segment")
-    suffix = f"?{query}" if query else ""
+
+    def with_query(uri: str) -> str:
+        return f"{uri}{'&' if '?' in uri else '?'}{query}" if query else uri
+
     target = max(1, math.ceil(max(s.duration for s in segments) - 1e-9))
     lines = [
         "#EXTM3U",
@@ -69,12 +72,13 @@ def render(segments: list[VodSegment], query: str = "") -> str:
     for segment in segments:
         if segment.discontinuity and init is not None:
             lines.append("#EXT-X-DISCONTINUITY")
-        if (segment.uri, segment.init_length) != init or segment.discontinuity:
-            init = (segment.uri, segment.init_length)
-            lines.append(f'#EXT-X-MAP:URI="{segment.uri}{suffix}",BYTERANGE="{segment.init_length}@0"')
+        file = segment.uri.partition("?")[0]
+        if (file, segment.init_length) != init or segment.discontinuity:
+            init = (file, segment.init_length)
+            lines.append(f'#EXT-X-MAP:URI="{with_query(file)}",BYTERANGE="{segment.init_length}@0"')
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date(segment.date)}")
         lines.append(f"#EXTINF:{segment.duration:.3f},")
         lines.append(f"#EXT-X-BYTERANGE:{segment.length}@{segment.offset}")
-        lines.append(f"{segment.uri}{suffix}")
+        lines.append(with_query(segment.uri))
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

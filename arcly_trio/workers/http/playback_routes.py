@@ -12,12 +12,17 @@ taken for an HLS segment name):
 * ``GET /{app}/{stream}/playback/{file}``: a recorded file (``{UTC start}.mp4``), whole or a
   byte range (``Range: bytes=A-B``, ``A-`` or ``-N``: ``206`` with ``Content-Range``; past the
   end ``416`` with ``Content-Range: bytes */SIZE``; several ranges or a malformed header: the
-  whole file, ``200``, as RFC 9110 allows).
+  whole file, ``200``, as RFC 9110 allows). With ``?shift=MICROSECONDS`` (the playlist adds it
+  to a file whose timeline does not follow the previous file's: a publisher that reconnected
+  starts again from 0) its fragments' decode times are moved by that much as they are sent,
+  bytes in place, so the playlist's media has one timeline.
 * ``GET /{app}/{stream}/playback.mp4?start=TIME&duration=SECONDS``: one fragmented MP4 of the
-  span, streamed (chunked) as it is read and re-based (see
-  :mod:`arcly_trio.services.recordings.playback`); it stops before a file whose tracks differ
-  from the first file's (a publisher that came back with another codec or configuration) and
-  then says so in the ``X-Playback-Stopped`` header.
+  span, sent as it is read and re-based (see :mod:`arcly_trio.services.recordings.playback`),
+  with its ``Content-Length`` known in advance and byte ranges served (a ``<video>`` element and
+  ffmpeg seek in it, and read its duration: a player that cannot seek sees only the first
+  fragment's); it stops before a file whose tracks differ from the first file's (a publisher
+  that came back with another codec or configuration) and then says so in the
+  ``X-Playback-Stopped`` header.
 * MediaMTX's playback API, the same names: ``GET /get?path=APP/STREAM&start=&duration=&format=``
   (``format`` ``fmp4``, the default, or ``mp4``: both get the fragmented MP4) and ``GET
   /list?path=APP/STREAM&start=&end=`` (JSON: the recorded spans, each with ``start``,
@@ -91,7 +96,8 @@ _TIME: Final = re.compile(
 )
 _DURATION: Final = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 _RANGE: Final = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
-_CARRIED_OUT: Final = frozenset({"start", "duration", "end", "format", "path"})
+_CARRIED_OUT: Final = frozenset({"start", "duration", "end", "format", "path", "shift"})
+_SHIFT: Final = re.compile(r"-?[0-9]{1,15}")
 
 
 class PlaybackProvider(Protocol):
@@ -101,13 +107,19 @@ class PlaybackProvider(Protocol):
 
     def playlist(self, plan: Any, prefix: str, query: str = "") -> str: ...
 
-    def mp4(self, plan: Any) -> AsyncIterator[bytes]: ...
+    async def layout(self, plan: Any) -> Any: ...
+
+    def mp4(self, plan: Any, layout: Any, first: int = 0, last: int | None = None) -> AsyncIterator[bytes]: ...
 
     async def file(self, key: StreamKey, name: str) -> tuple[Any, int] | None: ...
 
     async def read(self, path: Any, offset: int, length: int) -> bytes: ...
 
     async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> Sequence[Any]: ...
+
+    async def patches(self, path: Any, shift: int) -> list[tuple[int, bytes]]: ...
+
+    def apply_patches(self, data: bytes, position: int, patches: Sequence[tuple[int, bytes]]) -> bytes: ...
 
 
 class RangeNotSatisfiable(BadRequest):
@@ -263,25 +275,38 @@ async def _send_mp4(request: HttpRequest, exchange: Exchange, key: StreamKey, st
     if planned is None:
         return
     playback, plan = planned
+    layout = await playback.layout(plan)
+    if layout is None:
+        await exchange.error(404, f"the recording of {key} at {_iso(start)} cannot be read")
+        return
+    wanted = parse_range(request.header("range"), layout.size)  # RangeNotSatisfiable: 416, answered by the worker
+    first, last = wanted if wanted is not None else (0, layout.size - 1)
     headers = [
+        ("accept-ranges", "bytes"),
         ("cache-control", "no-cache"),
         ("content-disposition", f'inline; filename="{key.app}-{key.name}-{_stamp(plan.start)}.mp4"'),
+        ("content-length", str(last - first + 1)),
     ]
+    if wanted is not None:
+        headers.append(("content-range", f"bytes {first}-{last}/{layout.size}"))
     if plan.stopped:
         headers.append(("x-playback-stopped", printable(plan.stopped, 200)))
-    await exchange.start(200, content_type="video/mp4", headers=headers)
+    await exchange.start(206 if wanted is not None else 200, content_type="video/mp4", headers=headers)
     if request.method == "HEAD":
         await exchange.end()
         return
     sent = 0
     try:
-        async for piece in playback.mp4(plan):
+        async for piece in playback.mp4(plan, layout, first, last):
             await exchange.send(piece)
             sent += len(piece)
     finally:
         exchange.engine.sessions.count("play", PROTOCOL, sent)
+    if sent != last - first + 1:  # a file changed or failed (logged): the body is short, so the connection ends
+        exchange.keep_alive = False
+        raise ClientGone(f"the MP4 of {key} ended {last - first + 1 - sent} bytes early")
     await exchange.end()
-    log.info("playback %s:%s got %s from %s: %d bytes", *_peer(request), key, _iso(plan.start), sent)
+    log.debug("playback %s:%s got %s from %s: %d bytes", *_peer(request), key, _iso(plan.start), sent)
 
 
 def _stamp(epoch: float) -> str:
@@ -353,6 +378,10 @@ async def serve_file(request: HttpRequest, exchange: Exchange) -> None:
     """``GET /{app}/{stream}/playback/{file}``, whole or a byte range."""
     key = request.stream_key()
     name = request.params["file"]
+    shift_text = request.query.get("shift", "0")
+    if not _SHIFT.fullmatch(shift_text):
+        raise BadRequest("shift must be a whole number of microseconds")
+    shift = int(shift_text)
     admitted = await _admit(request, exchange, key)
     if admitted is None:
         return
@@ -362,6 +391,7 @@ async def serve_file(request: HttpRequest, exchange: Exchange) -> None:
         await exchange.error(404, f"{key} has no recording {printable(name, 80)!r}")
         return
     path, size = found
+    patches = await playback.patches(path, shift) if shift else []
     wanted = parse_range(request.header("range"), size)  # RangeNotSatisfiable: 416, answered by the worker
     first, last = wanted if wanted is not None else (0, size - 1)
     length = max(0, last - first + 1)
@@ -380,7 +410,7 @@ async def serve_file(request: HttpRequest, exchange: Exchange) -> None:
             data = await playback.read(path, position, min(_CHUNK, last + 1 - position))
             if not data:
                 break
-            await exchange.send(data)
+            await exchange.send(playback.apply_patches(data, position, patches) if patches else data)
             position += len(data)
     except OSError as exc:
         log.warning("playback of %s %s failed: %s", key, printable(name, 80), exc)
