@@ -8,6 +8,9 @@ other.
 * Debian's ffmpeg 5.1 and ffmpeg 8 decode ``playback.m3u8`` of a span that starts on a
   keyframe and crosses the reconnect (10 s of wall clock, 8 s of media): the first frame decoded is a keyframe, the video lasts the
   span (±0.5 s, counted in frames), the audio is there, and nothing fails to decode.
+* End to end with the recorder: ffmpeg publishes twice over RTMP (a reconnect), and Debian's
+  ffmpeg plays ``playback.m3u8`` of a span from a keyframe of the first session into the second:
+  first frame a keyframe, duration ±0.5 s.
 * ffprobe reads the duration of ``playback.mp4`` of the span over HTTP (it seeks: the body's
   length is known and ranges are served).
 * Debian's Chromium plays the same playlist with hls.js past the discontinuity, and
@@ -18,6 +21,7 @@ Servers run in-process on port 0; every test is bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import re
 from typing import Any
@@ -26,15 +30,17 @@ from urllib.parse import quote
 import pytest
 import trio
 
+from arcly_trio.kernel.spec import AppSpec
 from arcly_trio.protocols.http.router import HttpRequest
 from arcly_trio.services.recordings.playback import Playback
+from arcly_trio.services.recordings.recorder import Recorder
 from arcly_trio.services.recordings.vod import program_date
 from tests._browser import FAKE_MEDIA, blocking, browser
+from tests._ffmpeg import publisher
 from tests._npm import HLS_JS, npm_file
+from tests._playback import KEY, T0, ListCatalog, Recordings, demo_frames, record_sessions
 from tests._serving import serving
 from tests._tools import require_ffmpeg8, require_tool
-from tests.services.test_playback import KEY, T0, ListCatalog, demo_frames, record_sessions
-from tests.workers.test_playback_routes import Recordings
 
 pytestmark = pytest.mark.interop
 
@@ -95,6 +101,31 @@ async def test_ffmpeg_decodes_a_span_across_a_reconnect(recording: tuple[pathlib
     assert abs(len(video) / rate - 8.0) <= 0.5, (len(video), log[-2000:])
     assert audio >= 8 * 44100 / 1024 * 0.9, audio
     assert "error" not in log.lower().replace("-xerror", ""), log[-3000:]
+
+
+async def test_the_recorders_segments_play_back_across_a_reconnect_in_ffmpeg(tmp_path: pathlib.Path) -> None:
+    # End to end: ffmpeg publishes twice (a reconnect), the recorder writes 2 s segments, and
+    # ffmpeg plays a span from a keyframe of the first session into the second.
+    recorder = Recorder(tmp_path, segment_seconds=2.0)
+    with trio.fail_after(90):
+        async with serving(AppSpec("live", record=True), services=(recorder,), rtmp={}) as served:
+            assert served.rtmp is not None
+            url = f"rtmp://127.0.0.1:{served.rtmp.port}/live/cam"
+            for _ in range(2):
+                async with publisher(url, seconds=4, gop=30) as pub:  # a keyframe a second
+                    assert await pub.process.wait() == 0
+                while recorder.active:
+                    await trio.sleep(0.02)
+            first, second = await recorder.catalog.spans(KEY)
+            start = first.start + 2.0  # a keyframe: the session's clock is its media's
+            duration = first.start + first.duration - start + (second.start - first.start - first.duration) + 2.0
+            when = dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            target = f"http://127.0.0.1:{served.http.port}/live/cam/playback.m3u8?start={quote(when)}&duration={duration:.6f}"
+            video, audio, log = await decode(require_tool("ffmpeg"), target)
+    expected = first.start + first.duration - start + 2.0  # media: the rest of the first session, 2 s of the second
+    assert video and video[0][0], "the first frame decoded is not a keyframe"
+    assert abs(len(video) / 30 - expected) <= 0.5, (len(video), expected, log[-2000:])
+    assert audio > 0
 
 
 async def test_ffprobe_reads_the_duration_of_playback_mp4(recording: tuple[pathlib.Path, list[Any]]) -> None:

@@ -3,8 +3,9 @@ span, MediaMTX's ``/get`` and ``/list``; strict, bounded parameters; authorizati
 live playback (signed URLs: a play signature for the stream plays its recordings, a publish one
 or another stream's does not, byte ranges included).
 
-Recordings are made with the project's fMP4 muxer (``tests/services/test_playback.py``); the
-engine's plugin that serves them is a stand-in for the recording service (its ``playback``).
+Recordings are made with the project's fMP4 muxer (:mod:`tests._playback`) and read through the
+recorder's catalog; the engine's plugin that serves them is a stand-in for the recording service
+(its ``playback``).
 
 Error policy: nothing is caught; every exchange is bounded by ``http_get``'s ``fail_after``.
 """
@@ -20,34 +21,18 @@ from urllib.parse import quote
 import pytest
 
 from arcly_trio.core.keys import StreamKey
-from arcly_trio.kernel.spec import AppSpec
 from arcly_trio.kernel.throttle import AuthThrottle
 from arcly_trio.ops.signing import SignedUrlAuthenticator, nms_sign
 from arcly_trio.protocols.http.router import BadRequest
+from arcly_trio.services.recordings.catalog import Catalog
 from arcly_trio.services.recordings.mp4scan import scan_bytes
 from arcly_trio.services.recordings.playback import Playback
 from arcly_trio.services.recordings.vod import program_date
 from arcly_trio.workers.http.playback_routes import RangeNotSatisfiable, parse_duration, parse_range, parse_time
+from tests._playback import KEY, T0, Recordings, demo_frames, record_sessions
 from tests._serving import serving
-from tests.services.test_playback import KEY, T0, ListCatalog, demo_frames, record_sessions
 
 START = quote(program_date(T0 + 5).replace(".000", ""))  # 2026-12-07T01:34:17Z
-
-
-class Recordings:
-    """A stream service that records nothing and plays back what a catalog lists."""
-
-    name = "recordings"
-    capacity = 1
-
-    def __init__(self, playback: Playback) -> None:
-        self.playback = playback
-
-    def applies_to(self, spec: AppSpec) -> bool:
-        return False
-
-    async def serve_stream(self, stream: Any, subscription: Any) -> None:  # pragma: no cover - applies to none
-        raise AssertionError("not a live service")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +43,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, l
 
 
 def recordings(recording: tuple[pathlib.Path, list[Any]]) -> Recordings:
-    root, records = recording
-    return Recordings(Playback(ListCatalog(root, {KEY: records})))
+    return Recordings(Playback(Catalog(recording[0])))  # the recorder's catalog reads the index
 
 
 # --------------------------------------------------------------------------- parameters

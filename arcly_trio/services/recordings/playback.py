@@ -69,6 +69,7 @@ from arcly_trio.core.text import printable
 from arcly_trio.services.recordings.mp4rebase import rebuilt_size, rewrite_fragment, span_init
 from arcly_trio.services.recordings.mp4scan import FragmentInfo, Mp4Index, TrackInfo, scan
 from arcly_trio.services.recordings.vod import VodSegment, render
+from arcly_trio.storage import StorageError
 
 __all__ = [
     "Playback",
@@ -298,18 +299,35 @@ class Playback:
         ``ValueError`` for a name it refuses: ``None`` too.)"""
         if not FILE_NAME.fullmatch(name):
             return None
+        return await trio.to_thread.run_sync(self._file, key, name, limiter=self.limiter)
+
+    def _file(self, key: StreamKey, name: str) -> tuple[pathlib.Path, int] | None:
         try:
-            path = self.catalog.path(key, name)
-        except (ValueError, OSError):
+            path = self.catalog.path(key, name)  # it resolves the path: in a thread
+        except (StorageError, ValueError, OSError):
             return None
-        stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
-        if stat is None or not await trio.to_thread.run_sync(os.path.isfile, path, limiter=self.limiter):
+        stat = _stat(path)
+        if stat is None or not os.path.isfile(path):
             return None
         return path, stat[0]
 
+    def _paths(self, key: StreamKey, files: list[str]) -> list[pathlib.Path | None]:
+        out: list[pathlib.Path | None] = []
+        for file in files:
+            try:
+                out.append(self.catalog.path(key, file))
+            except (StorageError, ValueError, OSError):
+                out.append(None)
+        return out
+
     async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> Sequence[Any]:
-        """The catalog's spans of ``key`` overlapping ``[start, end)`` (``/list``)."""
-        return await self.catalog.spans(key, start, end)
+        """The catalog's spans of ``key`` overlapping ``[start, end)`` (``/list``; none when the
+        catalog cannot be read, logged)."""
+        try:
+            return await self.catalog.spans(key, start, end)
+        except StorageError as exc:
+            log.warning("the recordings of %s cannot be listed: %s", key, exc)
+            return []
 
     async def read(self, path: pathlib.Path, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes of ``path`` from ``offset`` (a thread hop)."""
@@ -325,12 +343,15 @@ class Playback:
         not cut; one is listed when its middle is before the end. Otherwise (MP4) the last one is
         cut at the end and the plan stops before a file whose tracks differ from the first's."""
         end = start + min(duration, MAX_DURATION)
-        records = await self.catalog.segments(key, start, end)
+        try:
+            records = [r for r in await self.catalog.segments(key, start, end) if r.file.endswith(".mp4")]
+        except StorageError as exc:
+            log.warning("the recordings of %s cannot be listed: %s", key, exc)
+            return None
+        paths = await trio.to_thread.run_sync(self._paths, key, [r.file for r in records], limiter=self.limiter)
         scanned: list[tuple[RecordedSegment, pathlib.Path, Mp4Index]] = []
-        for record in records:
-            try:
-                path = self.catalog.path(key, record.file)
-            except (ValueError, OSError):
+        for record, path in zip(records, paths, strict=True):
+            if path is None:
                 continue
             index = await self.index(path)
             if index is not None and index.fragments and index.init_size:
