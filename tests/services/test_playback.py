@@ -119,6 +119,38 @@ def test_a_box_that_claims_no_size_or_a_huge_one_ends_the_walk() -> None:
 # --------------------------------------------------------------------------- rebaser
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_damaged_fragment_is_rebuilt_or_refused_never_a_crash(one_file: bytes, data: st.DataObject) -> None:
+    # The file may change between its scan and its reading: whatever the bytes, ValueError or bytes.
+    index = scan_bytes(one_file)
+    fragment = index.fragments[data.draw(st.integers(0, len(index.fragments) - 1))]
+    blob = bytearray(one_file[fragment.offset : fragment.offset + fragment.size])
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, min(len(blob), 600) - 1))  # the moof, mostly
+        blob[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.none() | st.dictionaries(st.integers(1, 2), st.integers(0, 1 << 40)))
+    try:
+        out = rewrite_fragment(bytes(blob), 3, {1: -5, 2: 7}, {t.track_id: t for t in index.tracks}, cut=cut)
+    except ValueError:
+        return
+    assert len(out) <= len(blob) + 64 * 8
+
+
+def test_a_trun_that_claims_billions_of_default_samples_is_refused(one_file: bytes) -> None:
+    index = scan_bytes(one_file)
+    fragment = index.fragments[0]
+    blob = bytearray(one_file[fragment.offset : fragment.offset + fragment.size])
+    at = blob.index(b"trun")
+    blob[at + 4 : at + 8] = (0x000001).to_bytes(4, "big")  # version 0, a data offset, nothing per sample
+    blob[at + 8 : at + 12] = (0xFFFFFFFF).to_bytes(4, "big")
+    with pytest.raises(ValueError, match="samples"):
+        rewrite_fragment(bytes(blob), 1, {}, {t.track_id: t for t in index.tracks})
+    damaged = one_file[: fragment.offset] + bytes(blob) + one_file[fragment.offset + fragment.size :]
+    scanned = scan_bytes(damaged)
+    assert scanned.fragments == () and scanned.problem is not None and "samples" in scanned.problem
+
+
 def test_a_rewritten_fragment_is_renumbered_moved_and_cut_to_the_sample(one_file: bytes) -> None:
     index = scan_bytes(one_file)
     tracks = {t.track_id: t for t in index.tracks}

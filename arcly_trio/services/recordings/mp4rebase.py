@@ -31,7 +31,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from arcly_trio.services.recordings.mp4scan import TrackInfo, TrackTime
+from arcly_trio.services.recordings.mp4scan import MAX_SAMPLES, TrackInfo, TrackTime
 
 __all__ = ["span_init", "rewrite_fragment", "rebuilt_size"]
 
@@ -259,6 +259,8 @@ def _traf(
         word = _u32(trun, 0)
         version, trun_flags = word >> 24, word & 0xFFFFFF
         count = _u32(trun, 4)
+        if count > MAX_SAMPLES:
+            raise ValueError(f"a trun of {count} samples")
         pos = 8
         if trun_flags & _DATA_OFFSET:
             cursor = base + int.from_bytes(trun[pos : pos + 4], "big", signed=True)

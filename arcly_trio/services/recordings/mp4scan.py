@@ -41,6 +41,7 @@ __all__ = [
     "MAX_MOOV",
     "MAX_MOOF",
     "MAX_FRAGMENTS",
+    "MAX_SAMPLES",
     "TrackInfo",
     "TrackTime",
     "FragmentInfo",
@@ -61,6 +62,9 @@ MAX_MOOF: Final = 4 * 1024 * 1024
 """The largest ``moof`` read (bytes)."""
 MAX_FRAGMENTS: Final = 200_000
 """The most fragments one file lists (a day of 1 s fragments is 86 400)."""
+MAX_SAMPLES: Final = 100_000
+"""The most samples one ``trun`` may hold (a ``trun`` whose samples all take their defaults
+could claim four billion in 20 bytes)."""
 NON_SYNC: Final = 0x00010000
 """``sample_is_non_sync_sample`` in sample flags (ISO/IEC 14496-12, 8.8.3.1)."""
 
@@ -343,6 +347,8 @@ def _parse_moof(body: bytes, tracks: dict[int, TrackInfo], base: int) -> MoofInf
             if sub != b"trun":
                 continue
             (word, count) = _unpack(">II", trun)
+            if count > MAX_SAMPLES:
+                raise _Malformed(f"a trun of {count} samples")
             flags = word & 0xFFFFFF
             pos = 8 + 4 * bool(flags & _DATA_OFFSET)
             first = -1
