@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
+from arcly_trio.core.frame import FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.throttle import AuthThrottle
 from arcly_trio.ops.signing import SignedUrlAuthenticator, nms_sign
@@ -178,6 +179,18 @@ async def test_the_mp4_of_a_span_and_mediamtxs_get_and_list(
         assert all(abs(s["duration"] - 10.04) < 0.01 for s in spans)
         status, _, again = await http_get(port, spans[0]["url"])
         assert status == 200 and scan_bytes(again).fragments
+
+
+async def test_an_mp4_stops_where_the_publisher_came_back_with_other_tracks(
+    tmp_path: pathlib.Path, http_get: Any
+) -> None:
+    frames = demo_frames()
+    record_sessions(tmp_path, KEY, [(T0, frames), (T0 + 11, [f for f in frames if f.kind is FrameKind.VIDEO])])
+    async with serving(services=(Recordings(Playback(Catalog(tmp_path))),)) as served:
+        target = f"/live/cam/playback.mp4?start={quote('2026-12-07T01:34:12Z')}&duration=30"
+        status, headers, body = await http_get(served.http.port, target)
+    assert status == 200 and "tracks change" in headers["x-playback-stopped"]
+    assert abs(scan_bytes(body).fragments[-1].end - 10.0) < 0.1
 
 
 @pytest.mark.parametrize(
