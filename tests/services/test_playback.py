@@ -262,15 +262,28 @@ async def test_a_plan_across_sessions_and_its_playlist(tmp_path: pathlib.Path, f
     assert lines.count("#EXT-X-DISCONTINUITY") == 1
     maps = [line for line in lines if line.startswith("#EXT-X-MAP")]
     assert [m.split('"')[1] for m in maps] == [f"playback/{p.file}?token=t" for p in plan.pieces]
+    # A segment from a keyframe to the first one 4 s later, or to the end of its file.
     dates = [line.partition(":")[2] for line in lines if line.startswith("#EXT-X-PROGRAM-DATE-TIME")]
-    assert dates == [program_date(T0 + t) for t in (6, 8, 12, 14)]  # one segment per keyframe (2 s each)
+    assert dates == [program_date(T0 + t) for t in (6, 8, 12)]
     extinf = [float(line[8:-1]) for line in lines if line.startswith("#EXTINF:")]
-    assert len(extinf) == 4 and all(abs(d - 2) < 0.05 for d in extinf), extinf
+    assert [round(d) for d in extinf] == [2, 2, 4], extinf
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in lines and lines[-1] == "#EXT-X-ENDLIST"
     # Byte ranges are the files' own fragments.
     ranges = [line.partition(":")[2] for line in lines if line.startswith("#EXT-X-BYTERANGE")]
     first = scan_bytes((tmp_path / "live/cam" / plan.pieces[0].file).read_bytes())
     assert ranges[0] == f"{first.fragments[2].size + first.fragments[3].size}@{first.fragments[2].offset}"  # 6 s, 7 s
+
+
+async def test_long_files_are_listed_in_segments_of_four_to_six_seconds(
+    tmp_path: pathlib.Path, frames: list[Frame]
+) -> None:
+    records = record_sessions(tmp_path, KEY, [(T0, frames)], segment_ms=60_000)  # one 10 s file
+    playback = Playback(ListCatalog(tmp_path, {KEY: records}))
+    plan = await playback.plan(KEY, T0, 10.0, whole_fragments=True)
+    assert plan is not None
+    lines = playback.playlist(plan, "").splitlines()
+    extinf = [float(line[8:-1]) for line in lines if line.startswith("#EXTINF:")]
+    assert [round(d) for d in extinf] == [4, 4, 2] and "#EXT-X-TARGETDURATION:4" in lines, extinf
 
 
 async def test_the_scan_of_a_file_is_cached_until_it_changes(tmp_path: pathlib.Path, frames: list[Frame]) -> None:

@@ -128,7 +128,7 @@ async def test_the_file_after_a_reconnect_is_served_on_the_playlists_timeline(
         uris = [line for line in lines if line and not line.startswith("#")]
         ranges = [line[17:].partition("@") for line in lines if line.startswith("#EXT-X-BYTERANGE:")]
         queries = [uri.partition("?")[2] for uri in uris]  # 4..10 s of session 1, then 0..3 s of session 2
-        assert queries[:3] == ["", "", ""] and queries[3] == queries[4] and queries[3].startswith("shift=1004")
+        assert queries[:2] == ["", ""] and queries[2].startswith("shift=1004") and len(queries) == 3
         assert all("shift" not in line for line in lines if line.startswith("#EXT-X-MAP"))
         init_length = int(next(line for line in lines if line.startswith("#EXT-X-MAP")).split('"')[3].partition("@")[0])
         times = []
@@ -141,6 +141,7 @@ async def test_the_file_after_a_reconnect_is_served_on_the_playlists_timeline(
             assert status == 206
             times += [f.start for f in scan_bytes(init + data).fragments]
         assert all(0.9 < b - a < 1.1 for a, b in zip(times, times[1:])), times  # one timeline, 1 s fragments
+        assert len(times) == 9
         original = (root / "live/cam" / uris[-1].partition("?")[0].rpartition("/")[2]).read_bytes()
         first, last = int(ranges[-1][2]), int(ranges[-1][2]) + int(ranges[-1][0]) - 1
         status, _, moved = await http_get(

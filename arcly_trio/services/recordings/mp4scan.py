@@ -31,6 +31,7 @@ caller's file is gone).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -139,6 +140,12 @@ class Mp4Index:
     fragments: tuple[FragmentInfo, ...]
     problem: str | None = None
     """Why the scan stopped before the end of the file (a damaged box), or ``None``."""
+
+    @functools.cached_property
+    def signature(self) -> tuple[tuple[int, int, bool, bytes], ...]:
+        """What two files must share for one ``moov`` to describe both: each track's id,
+        timescale, kind and sample entry."""
+        return tuple((t.track_id, t.timescale, t.video, t.entry) for t in self.tracks)
 
     @property
     def leading(self) -> TrackInfo | None:

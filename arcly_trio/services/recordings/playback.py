@@ -16,16 +16,22 @@ the request, and call:
   while the file's size and modification time stay the same (a file still being written is
   scanned again when it grew), for at most :attr:`Playback.cache_files` files.
 * :meth:`Playback.playlist`: the HLS VOD playlist of a plan (:mod:`.vod`): one media segment per
-  run of fragments from a keyframe to the next (so each is independent), its bytes a range of
-  the file, the file's init segment as ``EXT-X-MAP``, a discontinuity across publish sessions
-  and wherever a file's timeline does not follow the previous one's. A fragment is listed when
-  its middle is before the end, so the playlist's duration is within half a fragment of what was
-  asked.
-* :meth:`Playback.mp4`: the bytes of one fMP4 of the plan, as an async iterator: the first
-  file's init segment with the span's duration (:func:`~.mp4rebase.span_init`), then every
-  fragment rebuilt (:func:`~.mp4rebase.rewrite_fragment`): numbered 1, 2, 3..., each file's
-  decode times moved so the files follow one another from 0 (gaps between files closed), the
-  last fragment cut at the requested end to the frame. **Codec changes:** an MP4 has one
+  run of fragments from a keyframe to the first keyframe at least :data:`SEGMENT_SECONDS` later
+  (so each is independent), its bytes a range of the file, the file's init segment as
+  ``EXT-X-MAP``, a discontinuity across publish sessions. A fragment is listed when its middle
+  is before the end, so the playlist's duration is within half a fragment of what was asked.
+  Where a file's decode times do not follow the previous file's (a publisher that reconnected
+  starts again from 0: ffmpeg's MP4 reader drops the fragments that go back), its URI asks for
+  them moved (``?shift=MICROSECONDS``, :func:`timeline`), which :meth:`Playback.patches` and
+  :func:`apply_patches` do in place as the bytes are sent, so that ranges still hold.
+* :meth:`Playback.layout` and :meth:`Playback.mp4`: one fMP4 of the plan: the first file's init
+  segment with the span's duration (:func:`~.mp4rebase.span_init`), then every fragment rebuilt
+  (:func:`~.mp4rebase.rewrite_fragment`): numbered 1, 2, 3..., each file's decode times moved so
+  the files follow one another from 0 (gaps between files closed), the last fragment cut at the
+  requested end to the frame. The layout says where every byte comes from before one is read
+  (sizes from the scans, :func:`~.mp4rebase.rebuilt_size`; only cut fragments are rebuilt to
+  be measured), so the length is known and any byte range is made alone (a ``<video>`` element
+  and ffmpeg seek in it to read its duration). **Codec changes:** an MP4 has one
   ``moov``, so the span stops before the first file whose tracks differ from the first file's
   (another codec, configuration, picture size, track ids or timescales: a publisher that came
   back with other settings); :attr:`Plan.stopped` says so, and the route sends a header.
@@ -44,15 +50,18 @@ a byte-range request are checked against :data:`FILE_NAME` and resolved by the c
 ``path`` (which refuses anything outside the stream's directory); the caches are bounded.
 
 Error policy: a file that vanished, cannot be read or does not parse is left out of a plan
-(logged at warning level once per file and size); :meth:`plan` returns ``None`` when nothing
-recorded covers the span. During :meth:`mp4` a file that cannot be read or rebuilt ends the
-body early (logged): the client sees a shorter MP4, never a broken one. :meth:`read` raises
-``OSError`` from the disk.
+(logged at warning level once per file and size), and so is a segment in another format (TS,
+FLV); :meth:`plan` returns ``None`` when nothing recorded covers the span, or the catalog
+cannot be read (logged). :meth:`layout` returns ``None`` when the first file's init segment
+cannot be read. :meth:`mp4` stops early (logged) when a file cannot be read or no longer
+matches its scan: the route then closes the connection, so the client sees a short body, never
+wrong bytes. :meth:`read` raises ``OSError`` from the disk.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import pathlib
@@ -80,6 +89,7 @@ __all__ = [
     "MAX_DURATION",
     "FILE_NAME",
     "BATCH_BYTES",
+    "SEGMENT_SECONDS",
     "apply_patches",
     "timeline",
     "Mp4Layout",
@@ -89,6 +99,10 @@ log = logging.getLogger("arcly_trio.playback")
 
 MAX_DURATION: Final = 86_400.0
 """The longest span one request may ask for (seconds): a day."""
+SEGMENT_SECONDS: Final = 4.0
+"""A playlist's media segment ends at the first keyframe this long after its start (or at the
+end of its file): segments of 4 to 6 s with the usual GOPs of 1 or 2 s, one GOP each when GOPs
+are longer."""
 BATCH_BYTES: Final = 1 << 20
 """About how many bytes of an MP4 body one thread hop reads and rebuilds."""
 FILE_NAME: Final = re.compile(r"[0-9]{8}T[0-9]{6}(?:\.[0-9]{1,9})?Z(?:-[0-9]{1,6})?\.mp4")
@@ -135,6 +149,7 @@ class Piece:
     base: float
     cut: float | None = None
 
+    @functools.cached_property
     def firsts(self) -> dict[int, float]:
         """File time of each track's first sample in the piece."""
         scales = {t.track_id: t.timescale for t in self.index.tracks}
@@ -144,6 +159,7 @@ class Piece:
                 out.setdefault(time.track_id, time.decode_time / scales[time.track_id])
         return out
 
+    @functools.cached_property
     def ends(self) -> dict[int, float]:
         """File time where each track's last sample in the piece ends, the cut applied."""
         scales = {t.track_id: t.timescale for t in self.index.tracks}
@@ -178,10 +194,11 @@ class Plan:
     end: float
     pieces: tuple[Piece, ...]
     stopped: str | None = None
+    duration: float = attrs.field(init=False)
+    """Seconds of media on the MP4's timeline (gaps between files left out)."""
 
-    @property
-    def duration(self) -> float:
-        """Seconds of media on the MP4's timeline (gaps between files left out)."""
+    @duration.default
+    def _duration(self) -> float:
         return timeline(self.pieces, from_zero=True)[1]
 
 
@@ -194,7 +211,7 @@ def timeline(pieces: Sequence[Piece], *, from_zero: bool) -> tuple[list[float], 
     shifts: list[float] = []
     ends: dict[int, float] = {}
     for piece in pieces:
-        firsts = piece.firsts()
+        firsts = piece.firsts
         if not shifts:
             shift = -min(firsts.values(), default=0.0) if from_zero else 0.0
         else:
@@ -203,15 +220,13 @@ def timeline(pieces: Sequence[Piece], *, from_zero: bool) -> tuple[list[float], 
             if abs(shift) < 0.001:
                 shift = 0.0  # the files follow one another already
         shifts.append(shift)
-        for track, end in piece.ends().items():
+        for track, end in piece.ends.items():
             ends[track] = max(ends.get(track, 0.0), end + shift)
     return shifts, max(ends.values(), default=0.0)
 
 
-def _compatible(a: Sequence[TrackInfo], b: Sequence[TrackInfo]) -> bool:
-    return [(t.track_id, t.timescale, t.video, t.entry) for t in a] == [
-        (t.track_id, t.timescale, t.video, t.entry) for t in b
-    ]
+def _compatible(a: Mp4Index, b: Mp4Index) -> bool:
+    return a is b or a.signature == b.signature
 
 
 def _stat(path: pathlib.Path) -> tuple[int, int] | None:
@@ -261,10 +276,11 @@ class Playback:
 
     # ---------------------------------------------------------------- files
 
-    async def index(self, path: pathlib.Path) -> Mp4Index | None:
-        """The scan of ``path`` (cached by size and modification time), or ``None`` when it
-        cannot be read."""
-        stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
+    async def index(self, path: pathlib.Path, stat: tuple[int, int] | None = None) -> Mp4Index | None:
+        """The scan of ``path`` (cached by size and modification time: ``stat``, which is read
+        when not given), or ``None`` when it cannot be read."""
+        if stat is None:
+            stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
         if stat is None:
             return None
         cached = self._indexes.get(path)
@@ -311,13 +327,17 @@ class Playback:
             return None
         return path, stat[0]
 
-    def _paths(self, key: StreamKey, files: list[str]) -> list[pathlib.Path | None]:
-        out: list[pathlib.Path | None] = []
+    def _paths(self, key: StreamKey, files: list[str]) -> list[tuple[pathlib.Path, tuple[int, int]] | None]:
+        """Each file's path and (size, modification time), or ``None`` (one thread hop for all)."""
+        out: list[tuple[pathlib.Path, tuple[int, int]] | None] = []
         for file in files:
             try:
-                out.append(self.catalog.path(key, file))
+                path = self.catalog.path(key, file)
             except (StorageError, ValueError, OSError):
                 out.append(None)
+                continue
+            stat = _stat(path)
+            out.append(None if stat is None else (path, stat))
         return out
 
     async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> Sequence[Any]:
@@ -350,10 +370,11 @@ class Playback:
             return None
         paths = await trio.to_thread.run_sync(self._paths, key, [r.file for r in records], limiter=self.limiter)
         scanned: list[tuple[RecordedSegment, pathlib.Path, Mp4Index]] = []
-        for record, path in zip(records, paths, strict=True):
-            if path is None:
+        for record, found in zip(records, paths, strict=True):
+            if found is None:
                 continue
-            index = await self.index(path)
+            path, stat = found
+            index = await self.index(path, stat)
             if index is not None and index.fragments and index.init_size:
                 scanned.append((record, path, index))
         # Every fragment on the wall clock: (file number, fragment number, start).
@@ -381,7 +402,7 @@ class Playback:
         stopped = None
         for number, indexes in chosen.items():
             record, path, index = scanned[number]
-            if not whole_fragments and pieces and not _compatible(index.tracks, pieces[0].index.tracks):
+            if not whole_fragments and pieces and not _compatible(index, pieces[0].index):
                 stopped = f"the recording's tracks change at {record.file} (another codec or configuration)"
                 break
             base = record.start - index.fragments[0].start
@@ -406,14 +427,15 @@ class Playback:
         moves, _ = timeline(plan.pieces, from_zero=False)
         for piece, move in zip(plan.pieces, moves, strict=True):
             broken = previous is not None and (
-                piece.session != previous.session or not _compatible(piece.index.tracks, previous.index.tracks)
+                piece.session != previous.session or not _compatible(piece.index, previous.index)
             )
             shift = round(move * 1_000_000)
             previous = piece
             uri = prefix + piece.file + (f"?shift={shift}" if shift else "")
             group: list[FragmentInfo] = []
             for fragment in piece.fragments:
-                if group and (fragment.sync or fragment.offset != group[-1].offset + group[-1].size):
+                long_enough = group and fragment.sync and fragment.start - group[0].start >= SEGMENT_SECONDS
+                if group and (long_enough or fragment.offset != group[-1].offset + group[-1].size):
                     segments.append(_segment(piece, group, uri, broken))
                     broken = False
                     group = []
