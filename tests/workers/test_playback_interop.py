@@ -11,6 +11,7 @@ other.
 * End to end with the recorder: ffmpeg publishes twice over RTMP (a reconnect), and Debian's
   ffmpeg plays ``playback.m3u8`` of a span from a keyframe of the first session into the second:
   first frame a keyframe, duration ±0.5 s.
+* VLC 3.0 plays a span of one session (every byte range fetched, pictures shown).
 * ffprobe reads the duration of ``playback.mp4`` of the span over HTTP (it seeks: the body's
   length is known and ranges are served).
 * Debian's Chromium plays the same playlist with hls.js past the discontinuity, and
@@ -22,6 +23,7 @@ Servers run in-process on port 0; every test is bounded by ``trio.fail_after``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import pathlib
 import re
 from typing import Any
@@ -126,6 +128,31 @@ async def test_the_recorders_segments_play_back_across_a_reconnect_in_ffmpeg(tmp
     assert video and video[0][0], "the first frame decoded is not a keyframe"
     assert abs(len(video) / 30 - expected) <= 0.5, (len(video), expected, log[-2000:])
     assert audio > 0
+
+
+async def test_vlc_plays_a_span_of_one_session(recording: tuple[pathlib.Path, list[Any]], http_get: Any) -> None:
+    # VLC 3.0 fetches every byte range, across files, and shows pictures. (Across a publish
+    # session it stops at the EXT-X-DISCONTINUITY: it plays one segment after it, then ends.)
+    prefix = [require_tool("runuser"), "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    span = f"start={quote(program_date(T0 + 2).replace('.000', ''))}&duration=6"  # 2..8 s: two files
+    async with serving(services=(recordings(recording),)) as served:
+        url = f"http://127.0.0.1:{served.http.port}/live/cam/playback.m3u8?{span}"
+        status, _, body = await http_get(served.http.port, f"/live/cam/playback.m3u8?{span}")
+        listed = re.findall(r"#EXT-X-BYTERANGE:([0-9]+)@([0-9]+)\n(\S+)", body.decode())
+        args = [*prefix, "sh", "-c", 'HOME=/tmp exec "$@" 2>&1', "vlc", require_tool("cvlc"), "-vv", "--rate=4",
+                "--no-video-title-show", "--vout=dummy", "--aout=dummy", "--play-and-exit", url]  # fmt: skip
+        with trio.fail_after(60):
+            result = await trio.run_process(args, capture_stdout=True, check=False)
+    log = result.stdout.decode(errors="replace")
+    fetched = set(re.findall(r"Retrieving (\S+) @([0-9]+)-([0-9]+)", log))
+    assert status == 200 and len(listed) == 2, body
+    for length, offset, uri in listed:
+        assert (
+            f"http://127.0.0.1:{served.http.port}/live/cam/{uri}",
+            offset,
+            str(int(offset) + int(length) - 1),
+        ) in fetched
+    assert "VoutDisplayEvent 'resize' 640x360" in log and "end of playlist" in log, log[-3000:]
 
 
 async def test_ffprobe_reads_the_duration_of_playback_mp4(recording: tuple[pathlib.Path, list[Any]]) -> None:
