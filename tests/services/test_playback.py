@@ -298,6 +298,15 @@ async def test_the_scan_of_a_file_is_cached_until_it_changes(tmp_path: pathlib.P
     assert playback.scans == len(records) + 1
 
 
+async def test_concurrent_plans_scan_each_file_once(tmp_path: pathlib.Path, frames: list[Frame]) -> None:
+    playback, records = recorded(tmp_path, frames)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(playback.plan, KEY, T0, 30.0)
+    assert playback.scans == len(records)
+
+
 async def test_a_file_gone_from_disk_is_left_out(tmp_path: pathlib.Path, frames: list[Frame]) -> None:
     playback, records = recorded(tmp_path, frames)
     (tmp_path / "live/cam" / records[0].file).unlink()

@@ -271,6 +271,7 @@ class Playback:
         self.limiter = trio.CapacityLimiter(threads)
         self._indexes: OrderedDict[pathlib.Path, tuple[tuple[int, int], Mp4Index]] = OrderedDict()
         self._warned: set[tuple[pathlib.Path, int]] = set()
+        self._scanning: dict[pathlib.Path, trio.Event] = {}
         self.scans = 0
         """Files scanned (not answered from the cache), for tests and metrics."""
 
@@ -283,15 +284,21 @@ class Playback:
             stat = await trio.to_thread.run_sync(_stat, path, limiter=self.limiter)
         if stat is None:
             return None
+        while (scanning := self._scanning.get(path)) is not None:
+            await scanning.wait()  # one scan of a file at a time: a flood of requests costs one
         cached = self._indexes.get(path)
         if cached is not None and cached[0] == stat:
             self._indexes.move_to_end(path)
             return cached[1]
+        done = self._scanning[path] = trio.Event()
         try:
             index = await trio.to_thread.run_sync(_scan_file, path, stat[0], limiter=self.limiter)
         except OSError as exc:
             self._warn(path, stat[0], f"cannot be read: {exc}")
             return None
+        finally:
+            del self._scanning[path]
+            done.set()
         self.scans += 1
         if index.problem is not None:
             self._warn(path, stat[0], f"is damaged after {len(index.fragments)} fragments: {index.problem}")
