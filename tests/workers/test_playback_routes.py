@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arcly_trio.core.frame import FrameKind
 from arcly_trio.core.keys import StreamKey
@@ -61,6 +63,33 @@ def test_times_are_rfc_3339_with_a_zone() -> None:
                 "0000-01-01T00:00:00Z", "2026-12-07T01:34:12.1234567890Z", "x" * 10_000):  # fmt: skip
         with pytest.raises(BadRequest):
             parse_time(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=80)
+    | st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+ -][0-9]{2}:[0-9]{2})",
+        fullmatch=True,
+    )
+)
+def test_any_text_is_a_time_or_a_400(text: str) -> None:
+    try:
+        epoch = parse_time(text)
+    except BadRequest as exc:
+        assert exc.status == 400
+    else:
+        assert 0 <= epoch < 253370764800
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"bytes=[0-9]{0,4}-[0-9]{0,4}", fullmatch=True), st.integers(0, 5000))
+def test_any_range_header_is_a_range_within_the_file_the_whole_file_or_a_416(header: str, size: int) -> None:
+    try:
+        found = parse_range(header, size)
+    except RangeNotSatisfiable:
+        return
+    assert found is None or 0 <= found[0] <= found[1] < size
 
 
 def test_durations_are_positive_and_at_most_a_day() -> None:
@@ -207,6 +236,7 @@ async def test_an_mp4_stops_where_the_publisher_came_back_with_other_tracks(
         f"/get?path=nope&start={START}&duration=5",
         f"/get?path=live/cam&start={START}&duration=5&format=flv",
         "/list?path=live/cam&start=2026-12-07T01:34:12Z&end=2026-12-07T01:34:12Z",
+        "/live/cam/playback.m3u8?start=9999-12-31T23:00:00Z&duration=86400",
         f"/bad%20app/cam/playback.m3u8?start={START}&duration=5",
     ],
 )

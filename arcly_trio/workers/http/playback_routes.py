@@ -95,6 +95,7 @@ _TIME: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?([Zz]|[+\- ][0-9]{2}:[0-9]{2})"
 )
 _DURATION: Final = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
+_LATEST: Final = 253370764800  # 9999-01-01T00:00:00Z: a span's end is a date too
 _RANGE: Final = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _CARRIED_OUT: Final = frozenset({"start", "duration", "end", "format", "path", "shift"})
 _SHIFT: Final = re.compile(r"-?[0-9]{1,15}")
@@ -150,8 +151,8 @@ def parse_time(text: str, name: str = "start") -> float:
     except (ValueError, OverflowError):
         raise BadRequest(f"{name} is not a valid date and time") from None
     epoch = moment.timestamp() + fraction
-    if not 0 <= epoch < 253402300800:  # 1970 .. 9999
-        raise BadRequest(f"{name} is out of range")
+    if not 0 <= epoch < _LATEST:
+        raise BadRequest(f"{name} is out of range (1970 to 9998)")
     return epoch
 
 
