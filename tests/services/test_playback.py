@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
-from arcly_trio.services.recordings.mp4scan import MAX_FRAGMENTS, scan_bytes
-from arcly_trio.services.recordings.playback import Playback, apply_patches
+from arcly_trio.services.recordings.mp4scan import MAX_FRAGMENTS, FragmentInfo, Mp4Index, TrackInfo, scan_bytes
+from arcly_trio.services.recordings.playback import Piece, Playback, apply_patches, timeline
 from arcly_trio.services.recordings.vod import VodSegment, program_date, render
 from tests._boxes import parse_fragment, read_boxes
 from tests._playback import KEY, T0, ListCatalog, Record, demo_frames, fmp4_files, record_sessions, utc_name
@@ -296,6 +296,12 @@ async def test_the_scan_of_a_file_is_cached_until_it_changes(tmp_path: pathlib.P
         grown.write(b"\x00\x00\x00\x08free")
     await playback.plan(KEY, T0, 30.0)
     assert playback.scans == len(records) + 1
+
+
+def test_the_timeline_of_fragments_without_samples_is_empty() -> None:
+    index = Mp4Index(100, 10, (TrackInfo(1, 1000, True, b""),), (FragmentInfo(10, 50, 1, (), 0.0, 0.0, True),))
+    piece = Piece("a.mp4", pathlib.Path("a.mp4"), "s", index, index.fragments, T0)
+    assert timeline([piece, piece], from_zero=True) == ([0.0, 0.0], 0.0)
 
 
 async def test_concurrent_plans_scan_each_file_once(tmp_path: pathlib.Path, frames: list[Frame]) -> None:

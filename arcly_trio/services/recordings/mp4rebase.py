@@ -149,6 +149,20 @@ def rewrite_fragment(
     absent; never below 0), samples whose decode time is at or past ``cut[track_id]`` left out.
     Returns ``b""`` when no sample is left. Raises ``ValueError`` for what it cannot rebuild.
     """
+    try:
+        return _rewrite(data, sequence, shifts, tracks, offset, cut)
+    except struct.error as exc:  # a value the output cannot hold (an mdat past 2 GiB...)
+        raise ValueError(f"cannot rebuild the fragment: {exc}") from None
+
+
+def _rewrite(
+    data: bytes,
+    sequence: int,
+    shifts: Mapping[int, int],
+    tracks: Mapping[int, TrackInfo],
+    offset: int,
+    cut: Mapping[int, int] | None,
+) -> bytes:
     top = _boxes(data)
     if not top or top[0][0] != b"moof":
         raise ValueError("a fragment must start with a moof")

@@ -216,7 +216,7 @@ def timeline(pieces: Sequence[Piece], *, from_zero: bool) -> tuple[list[float], 
             shift = -min(firsts.values(), default=0.0) if from_zero else 0.0
         else:
             common = [ends[track] - first for track, first in firsts.items() if track in ends]
-            shift = max(common) if common else max(ends.values()) - min(firsts.values(), default=0.0)
+            shift = max(common) if common else max(ends.values(), default=0.0) - min(firsts.values(), default=0.0)
             if abs(shift) < 0.001:
                 shift = 0.0  # the files follow one another already
         shifts.append(shift)
