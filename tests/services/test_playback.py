@@ -248,6 +248,10 @@ async def test_a_plan_starts_at_the_keyframe_at_or_before_start(tmp_path: pathli
     # Before the first keyframe recorded: from the first one.
     early = await playback.plan(KEY, T0 - 30, 31.0)
     assert early is not None and early.start == T0
+    # Between two sessions (10 s to 12 s): from the next session's first keyframe, not the last
+    # one before the gap.
+    between = await playback.plan(KEY, T0 + 11, 3.0)
+    assert between is not None and between.start == T0 + 12 and between.pieces[0].session == "s1"
     # Nothing recorded there.
     assert await playback.plan(KEY, T0 + 100, 5.0) is None
     assert await playback.plan(StreamKey("live", "other"), T0, 5.0) is None

@@ -10,8 +10,9 @@ the request, and call:
 
 * :meth:`Playback.plan`: which files, and which fragments of each, cover ``[start, start +
   duration)``: from the last fragment that starts with a keyframe at or before ``start`` (so
-  playback starts on a keyframe, up to one GOP early; when ``start`` is before the first
-  recorded keyframe, at the first one) to the last fragment that starts before the end. Each
+  playback starts on a keyframe, up to one GOP early; when nothing was recorded at ``start``,
+  before or between recordings, at the first keyframe after it) to the last fragment that
+  starts before the end. Each
   file is scanned once by its box headers (:mod:`.mp4scan`) in a thread and the result is kept
   while the file's size and modification time stay the same (a file still being written is
   scanned again when it grew), for at most :attr:`Playback.cache_files` files.
@@ -390,11 +391,22 @@ class Playback:
             base = record.start - index.fragments[0].start
             timeline.extend((number, i, base + f.start) for i, f in enumerate(index.fragments))
         first = None
+        recorded = False  # whether a fragment holds `start` (else it falls before or between recordings)
         for position, (number, i, at) in enumerate(timeline):
-            if scanned[number][2].fragments[i].sync and at <= start + _EPSILON:
-                first = position
-        if first is None:
-            first = next((p for p, (n, i, _) in enumerate(timeline) if scanned[n][2].fragments[i].sync), None)
+            fragment = scanned[number][2].fragments[i]
+            if at <= start + _EPSILON:
+                recorded = recorded or start < at + fragment.duration
+                if fragment.sync:
+                    first = position
+        if not recorded:  # from the first keyframe after it
+            first = next(
+                (
+                    p
+                    for p, (n, i, at) in enumerate(timeline)
+                    if scanned[n][2].fragments[i].sync and at >= start - _EPSILON
+                ),
+                None,
+            )
         if first is None:
             return None
         chosen: dict[int, list[int]] = {}
