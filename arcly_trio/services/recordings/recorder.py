@@ -91,6 +91,7 @@ from arcly_trio.services.recordings.catalog import (
     index_line,
     rewrite_index,
 )
+from arcly_trio.services.recordings.playback import Playback
 from arcly_trio.services.recordings.routes import install
 from arcly_trio.services.recordings.segmenter import FORMATS, Closed, Opened, Operation, Segmenter, Wrote
 
@@ -233,6 +234,8 @@ class Recorder:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
         self.directory = Path(directory).absolute()
         self.catalog = Catalog(self.directory)
+        self.playback = Playback(self.catalog)
+        """Plays the fMP4 recordings back (the HTTP worker's playback routes find it here)."""
         self.format = format
         self.segment_seconds = segment_seconds
         self.all_apps = all_apps

@@ -97,7 +97,7 @@ from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, pa
 from arcly_trio.protocols.http.websocket import rebuild_request_head
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
-from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes
+from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
 from arcly_trio.workers.http.access import admin_refusal, cors_allowed, privileged, token_refusal
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
@@ -217,6 +217,7 @@ class HttpServer(ListeningWorker):
         flv_routes.install(self.router)
         frames_routes.install(self.router)
         pages_routes.install(self.router)  # before services': /{app}/{stream}/{segment} would match /watch/a/b
+        playback_routes.install(self.router)  # recordings; before services' too (playback.m3u8 is no segment)
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
