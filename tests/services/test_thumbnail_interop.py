@@ -1,0 +1,80 @@
+"""Thumbnails of a stream ffmpeg publishes over RTMP (a moving test pattern, a keyframe every
+second): a JPEG of the asked width whose pixels change between two keyframes, and a flood of 50
+concurrent requests that costs at most one decode per keyframe per width."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from arcly_trio.core.keys import StreamKey
+from arcly_trio.kernel.engine import Engine
+from arcly_trio.services.thumbnails import Thumbnails
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
+from tests._ffmpeg import publish_args, run_tool
+from tests._net import HOST
+from tests._serving import RecordingObserver, rtmp_url, wait_publishing, wait_until
+
+pytestmark = pytest.mark.interop
+
+
+def luma(jpeg: bytes) -> tuple[int, int, bytes]:
+    """Width, height and the Y plane of a JPEG, decoded with PyAV."""
+    import av
+
+    decoder = av.CodecContext.create("mjpeg", "r")
+    (picture,) = decoder.decode(av.Packet(jpeg))
+    plane = picture.planes[0]
+    rows = bytes(plane)
+    return (
+        picture.width,
+        picture.height,
+        b"".join(rows[row * plane.line_size : row * plane.line_size + picture.width] for row in range(picture.height)),
+    )
+
+
+async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_decodes_once(http_get) -> None:  # type: ignore[no-untyped-def]
+    thumbnails = Thumbnails()
+    observer = RecordingObserver()
+    rtmp, http = RtmpServer(HOST, 0), HttpServer(HOST, 0)
+    engine = (
+        Engine.builder()
+        .application("live")
+        .protocol(rtmp)
+        .protocol(http)
+        .observer(thumbnails)
+        .observer(observer)
+        .build()
+    )
+    with trio.fail_after(60):
+        async with engine, run_tool(publish_args(rtmp_url(rtmp.port, "live/moving"), gop=30, seconds=8)):
+            await wait_publishing(engine, "live/moving", 1)
+            await wait_until(lambda: len(observer.keyframes) >= 1)
+            status, headers, first = await http_get(http.port, "/live/moving/thumbnail.jpg?width=200")
+            assert status == 200 and headers["content-type"] == "image/jpeg", first
+            width, height, first_luma = luma(first)
+            assert (width, height) == (200, 150)  # 320x240
+            seen = len(observer.keyframes)
+            await wait_until(lambda: len(observer.keyframes) >= seen + 1)
+            status, _, second = await http_get(http.port, "/live/moving/thumbnail.jpg?width=200")
+            assert status == 200
+            _, _, second_luma = luma(second)
+            changed = sum(a != b for a, b in zip(first_luma, second_luma, strict=True))
+            assert changed > len(first_luma) // 50, changed  # the pattern moved between keyframes
+
+            decodes, keyframes = thumbnails.decodes, len(observer.keyframes)
+            bodies: list[bytes] = []
+
+            async def one() -> None:
+                status, _, body = await http_get(http.port, "/live/moving/thumbnail.jpg?width=160", timeout=20)
+                assert status == 200
+                bodies.append(body)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(one)
+            during = len(observer.keyframes) - keyframes + 1  # the keyframe current at the start, and any new
+            assert len(bodies) == 50
+            assert 1 <= thumbnails.decodes - decodes <= during, (thumbnails.decodes - decodes, during)
+            assert StreamKey("live", "moving") in thumbnails
