@@ -73,6 +73,10 @@ class AppSpec:
             (MPEG-TS), ``"fmp4"`` (fragmented MP4, and DASH) or ``"ll"`` (Low-Latency HLS on
             fragmented MP4, and DASH); ``None``: the service's own default.
         record: shorthand for ``"record"`` in ``services``.
+        record_max_age: the recorder deletes this application's segments that ended longer
+            ago than this (seconds; 0: never); ``None``: the recorder's own setting.
+        record_max_bytes: the recorder keeps at most this many bytes of this application's
+            segments, deleting the oldest first (0: no cap); ``None``: the recorder's own setting.
         max_publish_bitrate: the most media a publisher may send, in bits/s, averaged with a
             burst allowance of a few seconds of it (:mod:`.ratelimit`); past it the publish is
             cut (``PublishRateLimited``). 0 = no limit (the default here, like the engine's other
@@ -95,6 +99,8 @@ class AppSpec:
         default=None, validator=attrs.validators.optional(attrs.validators.in_(("ts", "fmp4", "ll")))
     )
     record: bool = False
+    record_max_age: float | None = attrs.field(default=None, validator=attrs.validators.optional(_finite_non_negative))
+    record_max_bytes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative))
     max_publish_bitrate: int = attrs.field(default=0, validator=_non_negative)
 
     def uses(self, service: str) -> bool:

@@ -20,7 +20,8 @@ Events: ``auth`` (``allowed``, ``reason``, ``renamed``), ``auth-refusals`` (a su
 for sending over its bitrate limit: ``limit`` and ``measured`` in bits/s, ``bytes``), ``play-start``, ``play-end``
 (``reason``, ``bytes``, ``dropped``; HLS and DASH players have one ``play-start`` and one
 ``play-end`` per session, see :mod:`arcly_trio.kernel.polled`), ``kick`` (``client_id``,
-``role``, ``by``: who asked), ``config-reload``
+``role``, ``by``: who asked), ``recording-start`` and ``recording-stop`` (on-demand recording
+control, ``by``: who asked), ``config-reload``
 (``ok``, ``file``, ``changes`` or ``error``).
 
 Refusals are aggregated, as the log does, so that a flood of refused requests cannot roll the
@@ -64,6 +65,7 @@ import trio
 from arcly_trio.kernel.events import (
     AuthDecided,
     RateLimited,
+    ServiceEvent,
     SessionKicked,
     StreamPublished,
     StreamUnpublished,
@@ -78,6 +80,11 @@ __all__ = ["AuditPipeline", "AuditSink", "JsonLinesFile", "MemorySink"]
 log = logging.getLogger("arcly_trio.audit")
 
 _BATCH = 256
+#: The recorder's control events and the audit events they become.
+_RECORDING_CONTROL = {
+    "recording-start-requested": "recording-start",
+    "recording-stop-requested": "recording-stop",
+}
 
 
 @runtime_checkable
@@ -403,6 +410,18 @@ class AuditPipeline(Observer):
                     "bytes": event.bytes,
                     "dropped": event.dropped,
                     "client_id": event.client_id,
+                }
+            )
+
+    def on_service_event(self, event: ServiceEvent) -> None:
+        """Recording control requests (``POST``/``DELETE /api/recordings/...``), with who asked."""
+        if event.service == "record" and event.what in _RECORDING_CONTROL:
+            self.record(
+                {
+                    "event": _RECORDING_CONTROL[event.what],
+                    "app": event.key.app,
+                    "stream": event.key.name,
+                    "by": event.detail,
                 }
             )
 

@@ -29,7 +29,7 @@ query (at most ``cache_size`` answers).
 
 :class:`EventHook` is an observer that POSTs fire-and-forget notifications to ``on_event``::
 
-    {"event": "publish-start" | "publish-end" | "play-start" | "play-end" | "recording-done"
+    {"event": "publish-start" | "publish-end" | "play-start" | "play-end" | "recording-start" | "recording-done"
               | "stream-reaped", "app": ..., "stream": ..., "at": UNIX_SECONDS, ...}
 
 from a bounded queue (``capacity``) drained by one task: emitting never waits, and what does not
@@ -470,6 +470,8 @@ class EventHook(_HookBase, Observer):
         self.queue(event, "stream-reaped", idle_timeout=event.idle_timeout)
 
     def on_service_event(self, event: ServiceEvent) -> None:
+        if event.service == "record" and event.what == "recording-started":
+            self.queue(event, "recording-start", file=getattr(event, "file", "") or event.detail)
         if event.service == "record" and event.what in self._RECORDING:
             self.queue(
                 event,

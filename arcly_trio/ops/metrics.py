@@ -70,6 +70,7 @@ from arcly_trio.ops.hooks import EventHook, HookCalled
 from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
 from arcly_trio.services.hls import HlsSegmentEvent, HlsService
 from arcly_trio.services.recording import FlvRecorder
+from arcly_trio.services.recordings import Recorder
 
 __all__ = ["PrometheusObserver", "METRICS_PATH", "CONTENT_TYPE", "play_protocols", "publish_protocols"]
 
@@ -356,7 +357,7 @@ class _EngineCollector(Collector):
             sessions.add_metric([role], roles[role])
         yield sessions
         recorded = CounterMetricFamily("arcly_recording_bytes", "Bytes written to recordings")
-        recorded.add_metric([], sum(s.bytes_written for s in engine.services if isinstance(s, FlvRecorder)))
+        recorded.add_metric([], sum(s.bytes_written for s in engine.services if isinstance(s, (FlvRecorder, Recorder))))
         yield recorded
 
     def _pipelines(self, engine: Any) -> Iterator[Metric]:

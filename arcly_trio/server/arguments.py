@@ -85,7 +85,43 @@ def build_parser() -> argparse.ArgumentParser:
         "late players); past it its oldest are deleted early (default 64; 0 = no cap)",
     )
     serve_p.add_argument(
-        "--record", metavar="DIR", help="record every publish session as DIR/{app}/{stream}-{UTC start}.flv"
+        "--record",
+        metavar="DIR",
+        help="record every publish session as segments DIR/{app}/{stream}/{UTC start}.mp4 with an index "
+        "(docs/recording.md); with --record-on-demand only the streams asked for by the API",
+    )
+    serve_p.add_argument(
+        "--record-format",
+        choices=["fmp4", "ts", "flv"],
+        default="fmp4",
+        help="recording segments as fragmented MP4 (default), MPEG-TS or FLV",
+    )
+    serve_p.add_argument(
+        "--record-segment",
+        type=number,
+        default=60.0,
+        metavar="SECONDS",
+        help="cut recording segments on the first keyframe after this long, from 1 to 86400 (default 60)",
+    )
+    serve_p.add_argument(
+        "--record-max-age",
+        type=number,
+        default=0.0,
+        metavar="SECONDS",
+        help="delete recorded segments older than this, per application (default 0: keep them)",
+    )
+    serve_p.add_argument(
+        "--record-max-bytes",
+        type=integer,
+        default=0,
+        metavar="BYTES",
+        help="keep at most this many bytes of recordings per application, oldest deleted first (default 0: no cap)",
+    )
+    serve_p.add_argument(
+        "--record-on-demand",
+        action="store_true",
+        help="record only the streams asked for (POST /api/recordings/{app}/{stream}) and the applications "
+        "with record = true in their [apps.NAME] table",
     )
     serve_p.add_argument(
         "--app", action="append", dest="apps", metavar="NAME", help="application name, repeatable (default: live)"

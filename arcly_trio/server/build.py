@@ -73,8 +73,9 @@ from arcly_trio.ops import (
 from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
 from arcly_trio.server.settings import Settings, read_secret
-from arcly_trio.services import FlvRecorder, HlsService
+from arcly_trio.services import HlsService
 from arcly_trio.services.audio_bridge import AudioBridge
+from arcly_trio.services.recordings import Recorder
 from arcly_trio.services.stream_history import StreamHistory
 from arcly_trio.services.thumbnails import Thumbnails
 from arcly_trio.storage import FileStorage
@@ -218,7 +219,7 @@ def app_specs(options: Settings | argparse.Namespace) -> dict[str, AppSpec]:
             "reconnect_grace": args.reconnect_grace,
             "hls": args.hls,
             "hls_variant": args.hls_variant,
-            "record": bool(args.record),
+            "record": bool(args.record) and not args.record_on_demand,
             "batch_interval": args.batch_interval,
             "max_publish_bitrate": args.max_publish_bitrate,
         }
@@ -466,7 +467,17 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
         runtime.webrtc = webrtc_server(args, index if worker_dir else 0, worker_dir)
         builder.protocol(runtime.webrtc)
-    recorder = FlvRecorder(args.record) if args.record else None
+    recorder = (
+        Recorder(
+            args.record,
+            format=args.record_format,
+            segment_seconds=args.record_segment,
+            max_age=args.record_max_age or None,
+            max_bytes=args.record_max_bytes or None,
+        )
+        if args.record
+        else None
+    )
     if recorder is not None:
         builder.service(recorder)
     try:
@@ -501,8 +512,9 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
         builder.application(spec)
     engine = runtime.engine = builder.build()
     if recorder is not None:
+        record_storage = FileStorage(recorder.directory)
         engine.health.add(
-            "storage:record", storage_check(recorder.storage, what="the recording directory"), interval=10.0
+            "storage:record", storage_check(record_storage, what="the recording directory"), interval=10.0
         )
     if hls is not None and isinstance(hls.storage, FileStorage):
         engine.health.add("storage:hls", storage_check(hls.storage, what="the HLS directory"), interval=10.0)

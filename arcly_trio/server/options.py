@@ -193,6 +193,9 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "hls_segment": Rule(0.5, 60, says="a duration in seconds, from 0.5 to 60"),
     "hls_window": _count(),
     "hls_max_mib": Rule(1, _MAX_MIB, also=0, says="a size in MiB, from 1 to 1048576 (or 0: no cap)"),
+    "record_segment": Rule(1, 86400, says="a duration in seconds, from 1 to 86400"),
+    "record_max_age": _seconds("keep every segment"),
+    "record_max_bytes": _count("no cap"),
     "apps": _app_name,
     "gop_cache": _count("off"),
     "subscriber_queue": _count(),
@@ -239,6 +242,8 @@ APP_RULES: Mapping[str, Callable[[Any], str | None]] = {
     "grace": RULES["reconnect_grace"],
     "batch-interval": RULES["batch_interval"],
     "max-publish-bitrate": RULES["max_publish_bitrate"],
+    "record-max-age": RULES["record_max_age"],
+    "record-max-bytes": RULES["record_max_bytes"],
     "on-publish": _hook_url,
     "on-play": _hook_url,
 }

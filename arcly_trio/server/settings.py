@@ -73,6 +73,11 @@ class Settings:
     hls_window: int = 6
     hls_max_mib: float = 64.0
     record: str | None = None
+    record_format: str = "fmp4"
+    record_segment: float = 60.0
+    record_max_age: float = 0.0
+    record_max_bytes: int = 0
+    record_on_demand: bool = False
     apps: list[str] | None = None
     gop_cache: int = 1024
     subscriber_queue: int = 256

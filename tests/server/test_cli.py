@@ -277,7 +277,7 @@ async def test_recording_is_complete_after_sigterm_of_the_server(tmp_path: Path)
                 streams = await _api_streams(server.http_port)
                 received = (streams[0]["video"] or {}).get("frames", 0) if streams else 0
             assert await server.stop(signal.SIGTERM) == 0
-    files = list((tmp_path / "live").glob("rec-*.flv"))
+    files = list((tmp_path / "live" / "rec").glob("*.mp4"))  # one fMP4 segment (--record-segment 60)
     assert len(files) == 1
     probe = await trio.run_process(
         [
