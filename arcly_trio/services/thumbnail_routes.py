@@ -28,8 +28,9 @@ Answers: ``200`` ``image/jpeg``; ``400`` for a width that is not a whole number 
 or an ``at`` that is not a time (or not within the years 2000 to 2200); ``404`` for a stream
 that is not live (``thumbnail.jpg``), a server that does not record, or nothing recorded at
 ``at``; ``409`` for a stream without video or of a codec without thumbnails (h264, hevc, av1
-and vp9 have them); ``503`` with ``Retry-After: 1`` before the first keyframe or while the
-decoders are too busy; ``422`` for a keyframe that does not decode.
+and vp9 have them); ``503`` with ``Retry-After: 1`` before the first keyframe, while the
+decoders are too busy, or when the recording directory cannot be read (logged); ``422`` for a
+keyframe that does not decode.
 
 Attacker's view: every parameter is bounded before anything is looked up (width digits, ``at``
 at most 64 characters); the work a request can cause is bounded by the service (one decode per
@@ -45,12 +46,14 @@ request of these routes is a ``500`` unless the code has a bug.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import re
 from typing import Any, Final, Protocol, runtime_checkable
 
-from arcly_trio.core.errors import ArclyError, EngineClosed, Unauthorized
+from arcly_trio.core.errors import ArclyError, EngineClosed, StorageError, Unauthorized
 from arcly_trio.core.keys import StreamKey
+from arcly_trio.core.text import printable
 from arcly_trio.kernel.gop import GopCache
 from arcly_trio.media.thumbnail import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH, NoPicture
 from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Responder, Router
@@ -65,6 +68,8 @@ __all__ = [
     "ThumbnailMaker",
 ]
 
+log = logging.getLogger("arcly_trio.thumbnails")
+
 LIVE_ROUTE: Final = "/{app}/{stream}/thumbnail.jpg"
 RECORDED_ROUTE: Final = "/{app}/{stream}/playback.jpg"
 PROTOCOL: Final = "thumbnail"
@@ -75,7 +80,10 @@ _MAX_MOMENT = 64
 _EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC).timestamp()
 _LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC).timestamp()
 _SLACK = 0.5
-"""Seconds past a segment's recorded end that still count as in it (its last frame lasts)."""
+"""Seconds past a closed segment's end that still count as in it (its last frame lasts)."""
+_GROWING = 10.0
+"""Seconds past a growing segment's end (as its index line last said: the recorder refreshes it
+every few seconds) that still count as in it."""
 
 
 @runtime_checkable
@@ -211,15 +219,21 @@ def install(router: Router, thumbnails: ThumbnailMaker) -> None:
         if catalog is None:
             await exchange.error(404, "this server does not record (--record)")
             return
-        segments = await catalog.segments(key, moment - _SLACK, moment)
-        covering = [s for s in segments if s.start <= moment <= s.start + s.duration + _SLACK]
-        if not covering:
+        try:
+            segments = await catalog.segments(key, moment - _GROWING, moment)
+            covering = [s for s in segments if s.start <= moment <= s.end + (_SLACK if s.final else _GROWING)]
+            segment = max(covering, key=lambda s: s.start) if covering else None
+            path = catalog.path(key, segment.file) if segment is not None else None
+        except StorageError as exc:  # the index or directory cannot be read, a bad segment name
+            log.warning("playback.jpg of %s: %s", key, printable(str(exc), 200))
+            await exchange.error(503, "the recordings cannot be read now", headers=[("retry-after", "1")])
+            return
+        if segment is None or path is None:
             when = datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat().replace("+00:00", "Z")
             await exchange.error(404, f"nothing of {key} is recorded at {when}")
             return
-        segment = max(covering, key=lambda s: s.start)
         try:
-            picture = await thumbnails.recorded(catalog.path(key, segment.file), moment - segment.start, width)
+            picture = await thumbnails.recorded(path, moment - segment.start, width)
         except NoPicture as exc:
             await _refuse(exchange, exc)
             return

@@ -1,14 +1,18 @@
 """Thumbnails of a stream ffmpeg publishes over RTMP (a moving test pattern, a keyframe every
-second): a JPEG of the asked width whose pixels change between two keyframes, and a flood of 50
-concurrent requests that costs at most one decode per keyframe per width."""
+second): a JPEG of the asked width whose pixels change between two keyframes, a flood of 50
+concurrent requests that costs at most one decode per keyframe per width, and a moment of the
+same stream as the recorder wrote it (``playback.jpg``, through the real catalog)."""
 
 from __future__ import annotations
+
+import datetime
 
 import pytest
 import trio
 
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.services.recordings import Recorder
 from arcly_trio.services.thumbnails import Thumbnails
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
@@ -34,8 +38,9 @@ def luma(jpeg: bytes) -> tuple[int, int, bytes]:
     )
 
 
-async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_decodes_once(http_get) -> None:  # type: ignore[no-untyped-def]
+async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_decodes_once(http_get, tmp_path) -> None:  # type: ignore[no-untyped-def]
     thumbnails = Thumbnails()
+    recorder = Recorder(tmp_path, all_apps=True, refresh_seconds=0.5)
     observer = RecordingObserver()
     rtmp, http = RtmpServer(HOST, 0), HttpServer(HOST, 0)
     engine = (
@@ -45,6 +50,7 @@ async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_de
         .protocol(http)
         .observer(thumbnails)
         .observer(observer)
+        .service(recorder)
         .build()
     )
     with trio.fail_after(60):
@@ -78,3 +84,18 @@ async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_de
             assert len(bodies) == 50
             assert 1 <= thumbnails.decodes - decodes <= during, (thumbnails.decodes - decodes, during)
             assert StreamKey("live", "moving") in thumbnails
+
+            key = StreamKey("live", "moving")
+
+            async def recorded() -> float:
+                segments = await recorder.catalog.segments(key)
+                return segments[0].duration if segments else 0.0
+
+            while await recorded() < 2.5:
+                await trio.sleep(0.1)
+            (segment,) = await recorder.catalog.segments(key)
+            at = datetime.datetime.fromtimestamp(segment.start + 2.2, datetime.UTC).isoformat()
+            status, headers, moment = await http_get(http.port, f"/live/moving/playback.jpg?width=96&at={at}")
+            assert status == 200, moment
+            width, height, _ = luma(moment)
+            assert (width, height) == (96, 72)

@@ -20,6 +20,7 @@ from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.publish import Publisher
 from arcly_trio.media.fmp4 import FragmentWriter, init_segment, track_from_config
+from arcly_trio.services.recordings.catalog import Catalog, SegmentRecord, append_index, index_line, segment_name
 from arcly_trio.services.thumbnails import Thumbnails, latest_keyframe
 from tests._serving import find_stream, serving, wait_until
 
@@ -209,35 +210,6 @@ async def test_a_stream_without_video_or_not_live(demo_frames: list[Frame], http
 # --- recorded moments ------------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Segment:
-    file: str
-    start: float
-    duration: float
-    bytes: int = 0
-    codecs: tuple[str, ...] = ()
-    session: str = "s"
-    final: bool = True
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-
-class _Catalog:
-    """The recording catalog's API (``segments``, ``path``) over a folder of fMP4 files."""
-
-    def __init__(self, root: pathlib.Path, segments: list[_Segment]) -> None:
-        self.root = root
-        self.listed = segments
-
-    def path(self, key: StreamKey, file: str) -> pathlib.Path:
-        return self.root / key.app / key.name / file
-
-    async def segments(self, key: StreamKey, start: float | None = None, end: float | None = None) -> list[_Segment]:
-        return [s for s in self.listed if (start is None or s.end >= start) and (end is None or s.start <= end)]
-
-
 class _Recorder:
     """A plugin with a ``catalog``, as the recording service is (a stream service that applies
     to no application: it only lends its catalog)."""
@@ -245,7 +217,7 @@ class _Recorder:
     name = "fake-recorder"
     capacity = 1
 
-    def __init__(self, catalog: _Catalog) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
     def applies_to(self, spec: object) -> bool:
@@ -286,8 +258,12 @@ def _iso(moment: float) -> str:
 async def test_playback_thumbnail_of_a_recorded_moment(
     demo_frames: list[Frame], http_get: HttpGet, tmp_path: pathlib.Path
 ) -> None:
-    write_segment(tmp_path / "live" / "t" / "20261207T010000.000000Z.mp4", demo_frames)
-    catalog = _Catalog(tmp_path, [_Segment("20261207T010000.000000Z.mp4", START, 10.0)])
+    catalog = Catalog(tmp_path)
+    key = StreamKey("live", "t")
+    name = segment_name(START)
+    write_segment(catalog.path(key, name), demo_frames)
+    record = SegmentRecord(name, START, 10.0, catalog.path(key, name).stat().st_size, ("avc1.4d401e",), "s1", True)
+    append_index(catalog.directory(key), [index_line(record)])
     with trio.fail_after(20):
         async with thumbs(services=(_Recorder(catalog),)) as served:
             port = served.http.port

@@ -78,22 +78,24 @@
     try { history = await getJson("/api/history"); } catch (err) { history = { streams: {} }; }
   }
 
-  function isoOf(seconds) { return new Date(seconds * 1000).toISOString(); }
-
-  // /api/recordings answers spans (start, duration in seconds); each gets links that play it.
+  // /api/recordings: {"recordings": [{"key", "spans": [{"start" (ISO 8601), "start_epoch",
+  // "duration" (s), ...}]}]}; each span gets links that play it from its start.
   async function loadRecordings(app, stream, box) {
     let doc;
     try {
       doc = await getJson(`/api/recordings?app=${encodeURIComponent(app)}&stream=${encodeURIComponent(stream)}`);
     } catch (err) { box.replaceChildren(); return; }
-    const spans = (Array.isArray(doc.spans) ? doc.spans : (doc.recordings || []).flatMap((r) => r.spans || []))
-      .filter((s) => Number.isFinite(s.start) && Number.isFinite(s.duration) && s.duration > 0)
-      .slice(-8).reverse();
+    const spans = (Array.isArray(doc.recordings) ? doc.recordings : [])
+      .filter((r) => r && r.app === app && r.stream === stream)
+      .flatMap((r) => (Array.isArray(r.spans) ? r.spans : []))
+      .filter((s) => s && typeof s.start === "string" && Number.isFinite(s.start_epoch) &&
+                     Number.isFinite(s.duration) && s.duration > 0)
+      .sort((a, b) => b.start_epoch - a.start_epoch).slice(0, 8);
     if (!spans.length) { box.replaceChildren(); return; }
     const path = streamPath(app, stream);
     const rows = spans.map((span) => {
-      const query = `?start=${encodeURIComponent(isoOf(span.start))}&duration=${Math.ceil(span.duration)}`;
-      const when = new Date(span.start * 1000).toLocaleString();
+      const query = `?start=${encodeURIComponent(span.start)}&duration=${Math.ceil(span.duration)}`;
+      const when = new Date(span.start_epoch * 1000).toLocaleString();
       return el("li", {},
         el("span", {}, `${when} · ${fmtDuration(span.duration)} `),
         el("a", { href: withToken(path + "/playback.m3u8" + query) }, "HLS"), " ",
