@@ -27,7 +27,8 @@ stream service's catch-all ``/{app}/{stream}/{segment}`` does not take them).
 Answers: ``200`` ``image/jpeg``; ``400`` for a width that is not a whole number in the bounds
 or an ``at`` that is not a time (or not within the years 2000 to 2200); ``404`` for a stream
 that is not live (``thumbnail.jpg``), a server that does not record, or nothing recorded at
-``at``; ``409`` for a stream without video or of a codec without thumbnails (h264, hevc, av1
+``at``; ``409`` for a stream without video (after its first 5 s: a stream just started may send
+its audio first) or of a codec without thumbnails (h264, hevc, av1
 and vp9 have them); ``503`` with ``Retry-After: 1`` before the first keyframe, while the
 decoders are too busy, or when the recording directory cannot be read (logged); ``422`` for a
 keyframe that does not decode.
@@ -50,6 +51,8 @@ import logging
 import math
 import re
 from typing import Any, Final, Protocol, runtime_checkable
+
+import trio
 
 from arcly_trio.core.errors import ArclyError, EngineClosed, StorageError, Unauthorized
 from arcly_trio.core.keys import StreamKey
@@ -81,6 +84,8 @@ _EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC).timestamp()
 _LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC).timestamp()
 _SLACK = 0.5
 """Seconds past a closed segment's end that still count as in it (its last frame lasts)."""
+_STARTING = 5.0
+"""Seconds a new stream without video yet is taken to be starting (``503``, not ``409``)."""
 _GROWING = 10.0
 """Seconds past a growing segment's end (as its index line last said: the recorder refreshes it
 every few seconds) that still count as in it."""
@@ -109,7 +114,7 @@ class ThumbnailMaker(Protocol):
 
     def prune(self, alive: Any) -> None: ...
 
-    async def live(self, key: StreamKey, gop: GopCache, width: int) -> Jpeg: ...
+    async def live(self, key: StreamKey, gop: GopCache, width: int, *, starting: bool = False) -> Jpeg: ...
 
     async def recorded(self, path: Any, offset: float, width: int) -> Jpeg: ...
 
@@ -203,7 +208,8 @@ def install(router: Router, thumbnails: ThumbnailMaker) -> None:
         if key not in thumbnails:
             thumbnails.prune(engine.has_stream)
         try:
-            picture = await thumbnails.live(key, stream.gop, width)
+            starting = trio.current_time() - stream.created_at < _STARTING
+            picture = await thumbnails.live(key, stream.gop, width, starting=starting)
         except NoPicture as exc:
             await _refuse(exchange, exc)
             return

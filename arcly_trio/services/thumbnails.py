@@ -196,10 +196,14 @@ class Thumbnails(Observer):
 
     # --- live ------------------------------------------------------------------------------
 
-    async def live(self, key: StreamKey, gop: GopCache, width: int) -> Picture:
+    async def live(self, key: StreamKey, gop: GopCache, width: int, *, starting: bool = False) -> Picture:
         """The thumbnail ``width`` pixels wide of the latest keyframe of stream ``key`` (whose
         GOP cache is ``gop``). Raises :class:`NoPicture` (with its status) or
-        :class:`ThumbnailBusy`."""
+        :class:`ThumbnailBusy`.
+
+        A stream with no video frame yet is told apart by ``starting``: a stream that has just
+        begun (its audio may come first) gets ``503`` (retry), one that has run for a while
+        without video ``409``; one whose video config arrived is always ``503``."""
         check_width(width)
         entry = self._live.get(key)
         if entry is None:
@@ -213,7 +217,7 @@ class Thumbnails(Observer):
             stale = _nearest(entry.sizes, width, done_only=True)
             if stale is not None and stale.done.is_set() and stale.result is not None:
                 return stale.result  # the GOP was dropped (over its caps): the last picture holds
-            if gop.primary is None:
+            if gop.primary is None and not starting and not _has_video_config(gop):
                 raise NoPicture(f"{key} has no video", 409)
             raise NoPicture(f"{key} has no keyframe yet; retry in a moment", 503)
         config, keyframe = found
@@ -373,6 +377,10 @@ def _nearest(sizes: dict[int, _Flight[Picture]], width: int, *, done_only: bool)
         if abs(size - width) < distance:
             best, distance = flight, abs(size - width)
     return best
+
+
+def _has_video_config(gop: GopCache) -> bool:
+    return any(frame.kind is FrameKind.VIDEO for _, frame in gop.configs())
 
 
 def _drop(cache: dict[Any, Any], key: Any, flight: _Flight[Any]) -> None:

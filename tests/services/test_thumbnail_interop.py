@@ -19,6 +19,7 @@ from arcly_trio.workers.rtmp import RtmpServer
 from tests._ffmpeg import publish_args, run_tool
 from tests._net import HOST
 from tests._serving import RecordingObserver, rtmp_url, wait_publishing, wait_until
+from tests._tools import require_ffmpeg8
 
 pytestmark = pytest.mark.interop
 
@@ -99,3 +100,37 @@ async def test_thumbnails_of_an_ffmpeg_stream_change_per_keyframe_and_a_flood_de
             assert status == 200, moment
             width, height, _ = luma(moment)
             assert (width, height) == (96, 72)
+
+
+@pytest.mark.parametrize(
+    ("codec", "encoder"),
+    [
+        ("hevc", ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=15"]),
+        ("av1", ["-c:v", "libsvtav1", "-preset", "12", "-svtav1-params", "keyint=15"]),
+        ("vp9", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "15"]),
+    ],
+)
+async def test_thumbnails_of_enhanced_rtmp_codecs_from_ffmpeg8(http_get, codec: str, encoder: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """ffmpeg 8 publishes HEVC, AV1 or VP9 (Enhanced RTMP, with Opus): the thumbnail decodes from
+    the stream's own config record (``hvcC``, ``av1C``) and keyframe."""
+    ffmpeg8 = require_ffmpeg8()
+    thumbnails = Thumbnails()
+    rtmp, http = RtmpServer(HOST, 0), HttpServer(HOST, 0)
+    engine = Engine.builder().application("live").protocol(rtmp).protocol(http).observer(thumbnails).build()
+    with trio.fail_after(60):
+        async with engine:
+            args = [ffmpeg8, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                    "testsrc=size=320x240:rate=30", "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-t", "4", "-pix_fmt", "yuv420p", *encoder, "-c:a", "libopus", "-f", "flv",
+                    rtmp_url(rtmp.port, f"live/{codec}")]  # fmt: skip
+            async with run_tool(args):
+                stream = await wait_publishing(engine, f"live/{codec}", 1)
+                while True:  # 503 until the first keyframe
+                    status, _, body = await http_get(http.port, f"/live/{codec}/thumbnail.jpg?width=160")
+                    if status != 503:
+                        break
+                    await trio.sleep(0.1)
+                assert status == 200, body
+                assert stream.gop.primary is not None
+                assert luma(body)[:2] == (160, 120)
+                assert thumbnails.decodes == 1

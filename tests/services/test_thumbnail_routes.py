@@ -197,14 +197,22 @@ async def test_a_stream_without_video_or_not_live(demo_frames: list[Frame], http
                 await wait_until(
                     lambda: (s := find_stream(served.engine, "live/radio")) and s.stats().audio_frames_total
                 )
+                status, headers, body = await http_get(port, "/live/radio/thumbnail.jpg")
+                assert status == 503 and headers["retry-after"] == "1"  # just started: video may follow
+                radio = find_stream(served.engine, "live/radio")
+                assert radio is not None
+                radio.created_at -= 10  # ten seconds of audio only
                 status, _, body = await http_get(port, "/live/radio/thumbnail.jpg")
                 assert status == 409 and b"no video" in body
             video = [f for f in [*configs, *gops[0]] if f.kind is FrameKind.VIDEO]
             async with served.engine.publish("live/late") as publisher:
                 for frame in video[:1]:  # the config only: no keyframe yet
                     await publisher.send(frame)
+                late = find_stream(served.engine, "live/late")
+                assert late is not None
+                late.created_at -= 10
                 status, headers, body = await http_get(port, "/live/late/thumbnail.jpg")
-                assert status == 409 or (status == 503 and headers.get("retry-after") == "1"), body
+                assert status == 503 and headers["retry-after"] == "1", body  # its video config came
 
 
 # --- recorded moments ------------------------------------------------------------------------
