@@ -34,7 +34,8 @@ decoders are too busy, or when the recording directory cannot be read (logged); 
 keyframe that does not decode.
 
 Attacker's view: every parameter is bounded before anything is looked up (width digits, ``at``
-at most 64 characters); the work a request can cause is bounded by the service (one decode per
+at most 64 characters); a live picture larger than 8K (as the stream's codec config says) is not
+decoded at all (``409``); the work a request can cause is bounded by the service (one decode per
 keyframe and width, a few widths per keyframe, a few threads); error texts hold only validated
 names and the service's own reasons.
 
@@ -58,7 +59,7 @@ from arcly_trio.core.errors import ArclyError, EngineClosed, StorageError, Unaut
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.core.text import printable
 from arcly_trio.kernel.gop import GopCache
-from arcly_trio.media.thumbnail import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH, NoPicture
+from arcly_trio.media.thumbnail import DEFAULT_WIDTH, MAX_SOURCE_PIXELS, MAX_WIDTH, MIN_WIDTH, NoPicture
 from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Responder, Router
 
 __all__ = [
@@ -204,6 +205,10 @@ def install(router: Router, thumbnails: ThumbnailMaker) -> None:
             stream = None
         if stream is None or not stream.publishing:
             await exchange.error(404, f"{key} is not live")
+            return
+        info = stream.info
+        if info.width and info.height and info.width * info.height > MAX_SOURCE_PIXELS:
+            await exchange.error(409, f"{key}'s picture ({info.width}x{info.height}) is too large for thumbnails")
             return
         if key not in thumbnails:
             thumbnails.prune(engine.has_stream)

@@ -303,3 +303,14 @@ async def test_playback_thumbnail_without_recording_is_404(http_get: HttpGet) ->
         async with thumbs() as served:
             status, _, body = await http_get(served.http.port, "/live/t/playback.jpg?at=2026-12-07T01:00:00Z")
             assert status == 404 and b"does not record" in body
+
+
+async def test_a_picture_over_8k_is_not_decoded(demo_frames: list[Frame], http_get: HttpGet) -> None:
+    with trio.fail_after(20):
+        async with thumbs() as served, published(served, demo_frames):
+            stream = find_stream(served.engine, "live/t")
+            assert stream is not None
+            stream.info.width, stream.info.height = 16384, 16384  # what a hostile SPS could say
+            status, _, body = await http_get(served.http.port, "/live/t/thumbnail.jpg")
+            assert status == 409 and b"too large" in body
+            assert served.thumbnails.decodes == 0
