@@ -15,8 +15,9 @@ How it works:
   the asked width (the height follows the display aspect ratio, both even, at most
   :data:`MAX_HEIGHT`) and encoded by FFmpeg's ``mjpeg`` encoder (full-range 4:2:0).
 * :func:`recorded_keyframe` finds the keyframe at or before a moment of a recorded file
-  (fragmented MP4, or anything FFmpeg demuxes): open, seek backwards on the video stream, read
-  packets until the first keyframe. It decodes nothing: its result (codec, extradata, payload,
+  (fragmented MP4, MPEG-TS, FLV: anything FFmpeg demuxes): open, seek backwards on the video
+  stream, read packets up to the moment and keep the last keyframe; a seek that lands past it
+  (MPEG-TS has no index) is tried again from further back. It decodes nothing: its result (codec, extradata, payload,
   time) goes to :func:`keyframe_jpeg`, and its time lets a caller share one decode between
   every request that lands on the same keyframe.
 
@@ -75,6 +76,10 @@ MAX_PAYLOAD: Final = 16 * 1024 * 1024
 MAX_SOURCE_PIXELS: Final = 7680 * 4320
 #: Packets read after a seek, at most, looking for a keyframe of the video stream.
 MAX_PACKETS: Final = 2000
+_SEEK_BACK: Final = (0.0, 2.0, 10.0, 60.0)
+"""Seconds before the moment to seek to, in turn, until a keyframe at or before it is read (a
+demuxer without an index, MPEG-TS, may land after the keyframe asked for)."""
+_EPSILON: Final = 0.001
 
 _DECODERS: Final = {"h264": ("h264",), "hevc": ("hevc",), "av1": ("libdav1d", "av1"), "vp9": ("vp9", "libvpx-vp9")}
 """The FFmpeg decoders to try for each of the project's video codec names, in order."""
@@ -228,10 +233,29 @@ def recorded_keyframe(path: str | os.PathLike[str], offset: float) -> RecordedKe
     """The keyframe of the file at ``path`` at or before ``offset`` seconds after its first
     video sample (the first keyframe when ``offset`` is before it). Reads, decodes nothing;
     :class:`NoPicture` for a file without video or that cannot be read."""
+
+    where = os.fspath(path)
+    found: RecordedKeyframe | None = None
+    after: RecordedKeyframe | None = None
+    tries = [back for back in _SEEK_BACK if offset - back > 0]
+    for back in (*tries, None):  # None: from the beginning, without a seek (bounded by MAX_PACKETS)
+        found, first = _scan(where, offset, back)
+        if found is not None:
+            return found
+        after = after or first
+    if after is not None:  # the moment is before the first keyframe: the first one
+        return after
+    raise NoPicture("no keyframe found in the recording at that time")
+
+
+def _scan(path: str, offset: float, back: float | None) -> tuple[RecordedKeyframe | None, RecordedKeyframe | None]:
+    """Open ``path``, seek ``back`` seconds before ``offset`` (``None``: read from the
+    beginning) and read up to ``offset``: the last keyframe at or before it, and the first one
+    after it if none was."""
     import av
 
     try:
-        container = av.open(os.fspath(path), "r")
+        container = av.open(path, "r")
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise NoPicture(f"the recording cannot be read ({type(exc).__name__})") from None
     try:
@@ -245,18 +269,24 @@ def recorded_keyframe(path: str | os.PathLike[str], offset: float) -> RecordedKe
             raise NoPicture(f"no thumbnails of {context.name[:20]!r} video (h264, hevc, av1 and vp9 only)")
         time_base = stream.time_base or fractions.Fraction(1, 90000)
         start = stream.start_time or 0
-        if offset > 0:
-            try:
-                container.seek(start + int(offset / time_base), stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError:
-                container.seek(0, stream=stream)
         extradata = bytes(context.extradata) if context.extradata else None
+        if back is not None:
+            target = max(0.0, offset - back)
+            container.seek(start + int(target / time_base), stream=stream, backward=True, any_frame=False)
+        best: RecordedKeyframe | None = None
         for count, packet in enumerate(container.demux(stream)):
-            if count >= MAX_PACKETS:
+            if count >= MAX_PACKETS or packet.pts is None:
                 break
-            if packet.size and packet.is_keyframe and packet.pts is not None:
-                return RecordedKeyframe(codec, extradata, bytes(packet), float((packet.pts - start) * time_base))
-        raise NoPicture("no keyframe found in the recording at that time")
+            if not packet.size or not packet.is_keyframe:
+                order = packet.dts if packet.dts is not None else packet.pts
+                if float((order - start) * time_base) > offset + _EPSILON:
+                    break
+                continue
+            keyframe = RecordedKeyframe(codec, extradata, bytes(packet), float((packet.pts - start) * time_base))
+            if keyframe.time > offset + _EPSILON:
+                return best, (keyframe if best is None else None)
+            best = keyframe
+        return best, None
     except av.error.FFmpegError as exc:
         raise NoPicture(f"the recording cannot be read ({type(exc).__name__})") from None
     finally:

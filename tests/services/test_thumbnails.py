@@ -266,3 +266,31 @@ async def test_the_last_picture_holds_while_the_gop_cache_has_none() -> None:
     with pytest.raises(NoPicture) as caught:
         await thumbnails.live(StreamKey("live", "other"), GopCache(10, 0), 320)
     assert caught.value.status == 409
+
+
+def _clip(path: pathlib.Path, fmt: str) -> pathlib.Path:
+    """3 s of 64x48 H.264 at 30 fps, a keyframe every second, muxed by PyAV as ``fmt``."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as output:
+        stream = output.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "30", "keyint_min": "30", "sc_threshold": "0", "bf": "2"}
+        for index in range(90):
+            picture = av.VideoFrame(64, 48, "yuv420p")
+            for plane in picture.planes:
+                plane.update(bytes([(index * 3) % 256]) * plane.buffer_size)
+            picture.pts = index
+            output.mux(stream.encode(picture))
+        output.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "mpegts", "flv"])
+def test_the_recorded_keyframe_is_the_one_at_or_before_the_moment(tmp_path: pathlib.Path, fmt: str) -> None:
+    clip = _clip(tmp_path / f"clip.{fmt}", fmt)
+    times = {offset: recorded_keyframe(clip, offset).time for offset in (0, 0.5, 0.99, 1.0, 2.5, 2.99, 30.0)}
+    assert times == {0: 0.0, 0.5: 0.0, 0.99: 0.0, 1.0: 1.0, 2.5: 2.0, 2.99: 2.0, 30.0: 2.0}
+    found = recorded_keyframe(clip, 1.5)
+    made = keyframe_jpeg(found.codec, found.extradata, found.payload, 32)
+    assert (made.width, made.height) == (32, 24)
