@@ -24,9 +24,10 @@ How it works:
 
 Attacker's view: every request may pick the stream, the width and (recorded) the moment. Per
 stream and keyframe at most ``max_sizes`` widths are decoded; a request for another width then
-gets the rendered width nearest to it (the response says which: :attr:`Picture.width`). The
+gets the rendered width nearest to it (the JPEG's own size says which). The
 caches are bounded: ``max_streams`` live streams (least recently asked dropped first),
-``max_recorded`` recorded pictures and as many found keyframes. A decode that takes longer than
+``max_recorded`` recorded keyframes' pictures and four times as many found keyframes; a stream's
+pictures go when its publish session ends. A decode that takes longer than
 ``timeout`` seconds leaves its waiters with :class:`ThumbnailBusy` (the thread finishes on its
 own, its result kept). A waiter that goes away never cancels the flight others wait for; the
 flight's own task is the one that asked first, and if it is cancelled before its thread started,
@@ -57,6 +58,7 @@ from arcly_trio.protocols.http.router import Router
 from arcly_trio.services import thumbnail_routes
 
 if TYPE_CHECKING:
+    from arcly_trio.kernel.events import StreamUnpublished
     from arcly_trio.kernel.gop import GopCache
 
 __all__ = [
@@ -144,8 +146,9 @@ def latest_keyframe(gop: GopCache) -> tuple[Frame | None, Frame] | None:
 
 class Thumbnails(Observer):
     """The thumbnail caches and decodes (see the module docstring), and the engine plugin that
-    serves them: add it with ``EngineBuilder.observer`` (it has no hooks: it only lends the
-    plugin slot for its routes, :meth:`install_routes`).
+    serves them: add it with ``EngineBuilder.observer`` (its one hook, ``on_publish_ended``,
+    drops a stream's pictures when its publish session ends; it sees no frames; its routes come
+    through :meth:`install_routes`).
 
     Args:
         max_sizes: widths decoded per stream and keyframe (or per recorded keyframe).
@@ -246,6 +249,10 @@ class Thumbnails(Observer):
                     float(keyframe.pts),
                 )
         return await flight.wait(self.timeout)
+
+    def on_publish_ended(self, event: StreamUnpublished) -> None:
+        """A publish session ended: its pictures and keyframe go (the next session's come new)."""
+        self._live.pop(event.key, None)
 
     def __contains__(self, key: StreamKey) -> bool:
         """Whether stream ``key`` has live thumbnails cached."""

@@ -93,26 +93,29 @@ async def test_live_thumbnail_is_a_jpeg_of_the_asked_width_and_cached_until_the_
     demo_frames: list[Frame], http_get: HttpGet
 ) -> None:
     with trio.fail_after(20):
-        async with thumbs() as served, published(served, demo_frames) as publisher:
-            port = served.http.port
-            status, headers, first = await http_get(port, "/live/t/thumbnail.jpg?width=160")
-            assert status == 200, first
-            assert headers["content-type"] == "image/jpeg"
-            assert "max-age=1" in headers["cache-control"]
-            assert jpeg_size(first) == (160, 90)  # 640x360: the height follows
-            status, _, default = await http_get(port, "/live/t/thumbnail.jpg")
-            assert status == 200 and jpeg_size(default) == (320, 180)
-            assert served.thumbnails.decodes == 2
-            status, _, again = await http_get(port, "/live/t/thumbnail.jpg?width=160")
-            assert again == first and served.thumbnails.decodes == 2  # cached
-            _, gops = _media(demo_frames)
-            for frame in gops[2]:
-                await publisher.send(frame)
-            await wait_until(lambda: _keyframe_is(served, "live/t", gops[2][0]))
-            status, _, later = await http_get(port, "/live/t/thumbnail.jpg?width=160")
-            assert status == 200 and jpeg_size(later) == (160, 90)
-            assert later != first  # another keyframe, another picture
-            assert served.thumbnails.decodes == 3
+        async with thumbs() as served:
+            async with published(served, demo_frames) as publisher:
+                port = served.http.port
+                status, headers, first = await http_get(port, "/live/t/thumbnail.jpg?width=160")
+                assert status == 200, first
+                assert headers["content-type"] == "image/jpeg"
+                assert "max-age=1" in headers["cache-control"]
+                assert jpeg_size(first) == (160, 90)  # 640x360: the height follows
+                status, _, default = await http_get(port, "/live/t/thumbnail.jpg")
+                assert status == 200 and jpeg_size(default) == (320, 180)
+                assert served.thumbnails.decodes == 2
+                status, _, again = await http_get(port, "/live/t/thumbnail.jpg?width=160")
+                assert again == first and served.thumbnails.decodes == 2  # cached
+                _, gops = _media(demo_frames)
+                for frame in gops[2]:
+                    await publisher.send(frame)
+                await wait_until(lambda: _keyframe_is(served, "live/t", gops[2][0]))
+                status, _, later = await http_get(port, "/live/t/thumbnail.jpg?width=160")
+                assert status == 200 and jpeg_size(later) == (160, 90)
+                assert later != first  # another keyframe, another picture
+                assert served.thumbnails.decodes == 3
+                assert StreamKey("live", "t") in served.thumbnails
+            await wait_until(lambda: StreamKey("live", "t") not in served.thumbnails)  # the session ended
 
 
 async def test_a_flood_costs_one_decode_per_keyframe_and_width(demo_frames: list[Frame], http_get: HttpGet) -> None:
