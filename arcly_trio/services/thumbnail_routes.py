@@ -85,6 +85,9 @@ _EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC).timestamp()
 _LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC).timestamp()
 _SLACK = 0.5
 """Seconds past a closed segment's end that still count as in it (its last frame lasts)."""
+_EPSILON = 0.001
+"""A moment this close before a segment's start is in it (a start read back from an ISO 8601 text
+of the index's float may round either way)."""
 _STARTING = 5.0
 """Seconds a new stream without video yet is taken to be starting (``503``, not ``409``)."""
 _GROWING = 10.0
@@ -231,8 +234,10 @@ def install(router: Router, thumbnails: ThumbnailMaker) -> None:
             await exchange.error(404, "this server does not record (--record)")
             return
         try:
-            segments = await catalog.segments(key, moment - _GROWING, moment)
-            covering = [s for s in segments if s.start <= moment <= s.end + (_SLACK if s.final else _GROWING)]
+            segments = await catalog.segments(key, moment - _GROWING, moment + _EPSILON)
+            covering = [
+                s for s in segments if s.start - _EPSILON <= moment <= s.end + (_SLACK if s.final else _GROWING)
+            ]
             segment = max(covering, key=lambda s: s.start) if covering else None
             path = catalog.path(key, segment.file) if segment is not None else None
         except StorageError as exc:  # the index or directory cannot be read, a bad segment name

@@ -291,6 +291,8 @@ async def test_playback_thumbnail_of_a_recorded_moment(
             assert pictures[2.0] == pictures[3.5]  # the keyframe at 2 s
             assert pictures[0.5] != pictures[2.0] != pictures[9.0]
             assert served.thumbnails.decodes == 3  # one per keyframe landed on
+            status, _, body = await http_get(port, f"/live/t/playback.jpg?at={_iso(START - 0.000001)}")
+            assert status == 200, body  # a start written to the microsecond below (as ISO texts may be)
             status, _, body = await http_get(port, f"/live/t/playback.jpg?at={START + 4.25:.2f}")
             assert status == 200 and jpeg_size(body) == (320, 180)  # epoch seconds work too
             for moment in (START - 60, START + 11):
