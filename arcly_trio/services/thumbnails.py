@@ -1,9 +1,10 @@
 """Thumbnails of live streams and of recordings: one decode per keyframe and size, shared.
 
 What it is for: ``GET /{app}/{stream}/thumbnail.jpg`` (the latest keyframe of a live stream)
-and ``GET /{app}/{stream}/playback.jpg?at=`` (a recorded moment), served by
-:mod:`arcly_trio.workers.http.thumbnail_routes`, and the status page's live pictures. A
-:class:`Thumbnails` holds the caches and runs the decodes of one HTTP worker.
+and ``GET /{app}/{stream}/playback.jpg?at=`` (a recorded moment, found through the recorder's
+catalog), served by :mod:`.thumbnail_routes`, and the status page's live pictures. A
+:class:`Thumbnails` is an engine plugin (``EngineBuilder.observer``; ``arcly-trio serve`` adds
+one): it installs those routes on the HTTP workers, holds the caches and runs the decodes.
 
 How it works:
 
@@ -24,14 +25,14 @@ How it works:
 
 Attacker's view: every request may pick the stream, the width and (recorded) the moment. Per
 stream and keyframe at most ``max_sizes`` widths are decoded; a request for another width then
-gets the rendered width nearest to it (the JPEG's own size says which). The
-caches are bounded: ``max_streams`` live streams (least recently asked dropped first),
-``max_recorded`` recorded keyframes' pictures and four times as many found keyframes; a stream's
-pictures go when its publish session ends. A decode that takes longer than
-``timeout`` seconds leaves its waiters with :class:`ThumbnailBusy` (the thread finishes on its
-own, its result kept). A waiter that goes away never cancels the flight others wait for; the
-flight's own task is the one that asked first, and if it is cancelled before its thread started,
-the flight is dropped and the next request starts another.
+gets the rendered width nearest to it (the JPEG's own size says which). The caches are
+bounded: ``max_streams`` live streams (least recently asked dropped first), ``max_recorded``
+recorded keyframes' pictures and four times as many found keyframes; a stream's pictures go when
+its publish session ends. A decode that takes longer than ``timeout`` seconds leaves its waiters
+with :class:`ThumbnailBusy` (the thread finishes on its own, its result kept). A waiter that
+goes away never cancels the flight others wait for; the flight's own task is the one that asked
+first, and if it is cancelled before its thread started, the flight is dropped and the next
+request starts another.
 
 Error policy: :class:`NoPicture` (a picture cannot be made: no video, no keyframe yet, an
 undecodable keyframe; ``status`` says which HTTP status fits: 409, 503...) and
