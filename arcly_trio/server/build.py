@@ -76,6 +76,8 @@ from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import HlsService
 from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.services.recordings import Recorder
+from arcly_trio.services.stream_history import StreamHistory
+from arcly_trio.services.thumbnails import Thumbnails
 from arcly_trio.storage import FileStorage
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.listen import LOCAL_PEER
@@ -496,6 +498,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     runtime.metrics = PrometheusObserver(per_stream=args.metrics_per_stream)
     builder.observer(runtime.metrics).observer(runtime.events)
     builder.observer(AudioBridge())  # idle until a WebRTC player asks for Opus (issue 22)
+    builder.observer(Thumbnails()).observer(StreamHistory())  # thumbnail.jpg, /api/history (issue 23)
     if args.audit:
         runtime.audit = AuditPipeline(
             JsonLinesFile(

@@ -1,13 +1,109 @@
 // The status page: live streams from /api/streams, refreshed every second. When the server
 // serves WebRTC (/api/server's "webrtc"), each stream also shows its WHEP (play) and WHIP
 // (publish) URLs: their clients send a token as "Authorization: Bearer", so it is not put on them.
+// Each stream also gets a live thumbnail (/{app}/{stream}/thumbnail.jpg, reloaded every few
+// seconds), its viewers and bitrate over the last minutes as inline SVG sparklines (from
+// /api/history, every few seconds) and its recordings (/api/recordings, every 30 s) with links
+// that play them. Every text from the server goes into the page as text, never as HTML.
 "use strict";
 
 (() => {
   const { el, getJson, fmtBits, fmtDuration, httpUrl, wsUrl, streamPath, copyButton, base, token } = Arcly;
   let server = { rtmp_port: null, hls: false, webrtc: false };
-  const state = { streams: 0, updates: 0, error: null };
+  const state = { streams: 0, updates: 0, error: null, thumbnails: 0, sparklines: 0, recordings: 0 };
   window.arclyStatus = state;
+  const THUMB_WIDTH = 320, THUMB_EVERY_MS = 4000, HISTORY_EVERY_MS = 5000, RECORDINGS_EVERY_MS = 30000;
+  const SVG = "http://www.w3.org/2000/svg";
+  // Per stream key: the elements that outlive a refresh (a thumbnail keeps loading while the
+  // card around it is rebuilt) and what was last fetched for it.
+  const kept = new Map();
+  let history = { streams: {} }, historyAt = 0;
+
+  function keptFor(app, doc) {
+    let entry = kept.get(doc.key);
+    if (!entry) {
+      const img = el("img", { class: "thumb", alt: `${doc.key} (latest keyframe)`, width: "240", height: "135" });
+      const note = el("span", { class: "thumb-note muted" });
+      img.addEventListener("load", () => { img.hidden = false; note.textContent = ""; state.thumbnails += 1; });
+      img.addEventListener("error", () => { img.hidden = true; note.textContent = "no picture yet"; });
+      entry = { img, note, loadedAt: 0, recordings: el("div", { class: "recordings" }), recordingsAt: 0 };
+      kept.set(doc.key, entry);
+    }
+    entry.seen = state.updates;
+    const now = Date.now();
+    if (now - entry.loadedAt >= THUMB_EVERY_MS) {
+      entry.loadedAt = now;
+      const path = streamPath(app, doc.name) + `/thumbnail.jpg?width=${THUMB_WIDTH}&t=${Math.floor(now / 1000)}`;
+      entry.img.src = withToken(path);
+    }
+    if (now - entry.recordingsAt >= RECORDINGS_EVERY_MS) {
+      entry.recordingsAt = now;
+      loadRecordings(app, doc.name, entry.recordings);
+    }
+    return entry;
+  }
+
+  // A sparkline of numbers (oldest first) as an inline SVG polyline, with its newest value.
+  function sparkline(label, values, fmt) {
+    const width = 120, height = 28;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "sparkline");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", `${label} over the last minutes`);
+    const points = values.length === 1 ? [values[0], values[0]] : values;
+    const top = Math.max(1, ...points);
+    const step = width / Math.max(1, points.length - 1);
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", points.map((v, i) =>
+      `${(i * step).toFixed(1)},${(height - 2 - (Math.max(0, Number(v) || 0) / top) * (height - 4)).toFixed(1)}`).join(" "));
+    svg.append(line);
+    const newest = values[values.length - 1];
+    return el("span", { class: "spark", title: `${label}: last ${values.length} samples` },
+      el("b", {}, label + " "), svg, el("span", { class: "muted" }, fmt(newest)));
+  }
+
+  function sparklines(key) {
+    const series = history.streams && history.streams[key];
+    if (!series || !series.viewers || !series.viewers.length) return el("div", { class: "sparks" });
+    state.sparklines += 1;
+    return el("div", { class: "sparks" },
+      sparkline("viewers", series.viewers, (v) => String(v)),
+      sparkline("bitrate", series.bitrate, fmtBits));
+  }
+
+  async function loadHistory() {
+    if (Date.now() - historyAt < HISTORY_EVERY_MS) return;
+    historyAt = Date.now();
+    try { history = await getJson("/api/history"); } catch (err) { history = { streams: {} }; }
+  }
+
+  // /api/recordings: {"recordings": [{"key", "spans": [{"start" (ISO 8601), "start_epoch",
+  // "duration" (s), ...}]}]}; each span gets links that play it from its start.
+  async function loadRecordings(app, stream, box) {
+    let doc;
+    try {
+      doc = await getJson(`/api/recordings?app=${encodeURIComponent(app)}&stream=${encodeURIComponent(stream)}`);
+    } catch (err) { box.replaceChildren(); return; }
+    const spans = (Array.isArray(doc.recordings) ? doc.recordings : [])
+      .filter((r) => r && r.app === app && r.stream === stream)
+      .flatMap((r) => (Array.isArray(r.spans) ? r.spans : []))
+      .filter((s) => s && typeof s.start === "string" && Number.isFinite(s.start_epoch) &&
+                     Number.isFinite(s.duration) && s.duration > 0)
+      .sort((a, b) => b.start_epoch - a.start_epoch).slice(0, 8);
+    if (!spans.length) { box.replaceChildren(); return; }
+    const path = streamPath(app, stream);
+    const rows = spans.map((span) => {
+      const query = `?start=${encodeURIComponent(span.start)}&duration=${Math.ceil(span.duration)}`;
+      const when = new Date(span.start_epoch * 1000).toLocaleString();
+      return el("li", {},
+        el("span", {}, `${when} · ${fmtDuration(span.duration)} `),
+        el("a", { href: withToken(path + "/playback.m3u8" + query) }, "HLS"), " ",
+        el("a", { href: withToken(path + "/playback.mp4" + query) }, "MP4"));
+    });
+    state.recordings += rows.length;
+    box.replaceChildren(el("b", {}, "recordings"), el("ul", {}, ...rows));
+  }
 
   function rtmpUrl(app, stream) {
     if (!server.rtmp_port) return null;
@@ -58,11 +154,14 @@
       else urls.append(el("span", { class: "muted" }, label), el("span", { class: "unavailable" }, "not available: " + why), el("span"));
     }
     const watch = "/watch" + streamPath(app, doc.name) + location.search;
+    const mine = keptFor(app, doc);
     return el("section", { class: "card stream", "data-key": doc.key },
       el("h2", {}, el("a", { href: watch }, doc.key), " ",
          el("span", { class: doc.publishing ? "badge live" : "badge" }, doc.publishing ? "LIVE" : "waiting"), " ",
          el("a", { href: watch, class: "badge ok" }, "▶ watch")),
-      facts, urls);
+      el("div", { class: "stream-body" },
+        el("a", { href: watch, class: "thumb-box" }, mine.img, mine.note),
+        el("div", {}, facts, sparklines(doc.key), urls, mine.recordings)));
   }
 
   function showEmpty(apps) {
@@ -85,10 +184,12 @@
   async function refresh() {
     try {
       const doc = await getJson("/api/streams");
+      await loadHistory();
       const box = document.getElementById("streams");
       const cards = [];
       for (const app of doc.apps) for (const stream of app.streams) cards.push(streamCard(app.name, stream));
       box.replaceChildren(...cards);
+      for (const [key, entry] of kept) if (entry.seen !== state.updates) kept.delete(key);  // gone
       document.getElementById("empty").hidden = cards.length > 0;
       if (!cards.length) showEmpty(doc.apps);
       state.streams = cards.length; state.updates += 1; state.error = null;
