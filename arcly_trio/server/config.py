@@ -106,6 +106,7 @@ APP_KEYS: Mapping[str, AppKey] = {
     ),
     "hls": AppKey("bool", "hls", "package this application's streams as HLS"),
     "hls-variant": AppKey("str", "hls_variant", "ts, fmp4 or ll", ("ts", "fmp4", "ll")),
+    "dvr-window": AppKey("float", "dvr_window", "seconds of the live HLS playlist players can seek back in (0: off)"),
     "record": AppKey("bool", "record", "record this application's streams (needs the record directory)"),
     "publish-token": AppKey("str", "auth:publish_token", "publishers of this application need ?token="),
     "play-token": AppKey("str", "auth:play_token", "players of this application need ?token="),

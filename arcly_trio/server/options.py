@@ -193,6 +193,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "hls_segment": Rule(0.5, 60, says="a duration in seconds, from 0.5 to 60"),
     "hls_window": _count(),
     "hls_max_mib": Rule(1, _MAX_MIB, also=0, says="a size in MiB, from 1 to 1048576 (or 0: no cap)"),
+    "dvr_window": Rule(0, 21600, says="a duration in seconds, from 0 (off) to 21600 (6 hours)"),
     "apps": _app_name,
     "gop_cache": _count("off"),
     "subscriber_queue": _count(),
@@ -239,6 +240,7 @@ APP_RULES: Mapping[str, Callable[[Any], str | None]] = {
     "grace": RULES["reconnect_grace"],
     "batch-interval": RULES["batch_interval"],
     "max-publish-bitrate": RULES["max_publish_bitrate"],
+    "dvr-window": RULES["dvr_window"],
     "on-publish": _hook_url,
     "on-play": _hook_url,
 }

@@ -92,12 +92,15 @@ class LiveCmaf:
 class CmafPackaging:
     """One stream packaged as CMAF for fMP4 HLS or LL-HLS, and DASH."""
 
-    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool,
+                 window: int | None = None) -> None:  # fmt: skip
         self.service = service
         self.base = f"{key.app}/{key.name}"
-        self.packager = CmafPackager(service.target_duration, service.part_duration, service.window,
+        self.packager = CmafPackager(service.target_duration, service.part_duration, window or service.window,
                                      name_prefix=f"{token}-", max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.low_latency = low_latency
+        self._memos: dict[str, llhls.SegmentMemo] | None = {} if window and window > service.window else None
+        """A DVR window's playlists keep their older segments' text (:class:`~arcly_trio.media.llhls.SegmentMemo`)."""
         self.live = LiveCmaf(self.packager, low_latency)
         service.live[self.base] = self.live
         self.left_out = self.packager.left_out
@@ -146,7 +149,8 @@ class CmafPackaging:
         for kind, rendition in packager.renditions.items():
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
-                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency)
+                memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo)
                 await self._put(llhls.playlist_name(rendition), text)
         if not ready:
             return

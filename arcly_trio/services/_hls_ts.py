@@ -40,10 +40,11 @@ PLAYLIST = "index.m3u8"
 class TsPackaging:
     """One stream packaged as MPEG-TS HLS."""
 
-    def __init__(self, service: PackagingHost, key: StreamKey, token: str) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, window: int | None = None) -> None:
         self.service = service
         self.base = f"{key.app}/{key.name}"
-        self.segmenter = HlsSegmenter(service.target_duration, service.window, name_template=f"{token}-{{sequence}}.ts",
+        self.segmenter = HlsSegmenter(service.target_duration, window or service.window,
+                                      name_template=f"{token}-{{sequence}}.ts",
                                       max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.left_out = self.segmenter.left_out
         self.carried = self.segmenter.carried
@@ -93,7 +94,8 @@ class TsPackaging:
         segments."""
         peak = 1
         for segment in self.segmenter.segments:
-            size = self.held.sizes.get(f"{self.base}/{segment.name}", 0)
+            key = f"{self.base}/{segment.name}"
+            size = self.held.sizes.get(key) or self.held.disk.get(key, 0)
             if segment.duration > 0:
                 peak = max(peak, math.ceil(size * 8 / segment.duration))
         return f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH={peak}\n{uri}\n"

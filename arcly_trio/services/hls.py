@@ -65,6 +65,8 @@ import heapq
 import itertools
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -87,10 +89,11 @@ from arcly_trio.protocols.http.router import Router
 from arcly_trio.services import hls_routes
 from arcly_trio.services._hls_base import Packaging
 from arcly_trio.services._hls_cmaf import CmafPackaging
+from arcly_trio.services._hls_dvr import DvrKeys, DvrStorage, dvr_window_segments
 from arcly_trio.services._hls_held import HeldBytes
 from arcly_trio.services._hls_lists import ListState
 from arcly_trio.services._hls_ts import TsPackaging
-from arcly_trio.storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
+from arcly_trio.storage import FileStorage, InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 
 __all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
 
@@ -174,6 +177,10 @@ class HlsService:
             packaging has not stored that list yet waits for it (a stream that is starting,
             or being pulled) before it is answered ``503``; default three target durations,
             at least 10 (a long GOP makes the first segment late).
+        dvr_storage: where the segments of the applications with a DVR window
+            (``AppSpec.dvr_window``) go when ``storage`` is in memory; default: a temporary
+            directory of the service's own, made when the first such stream starts and removed
+            when the janitor (:meth:`run`) ends (see :mod:`._hls_dvr`).
     """
 
     name = "hls"
@@ -197,6 +204,7 @@ class HlsService:
         max_bytes: int | None = None,
         session_timeout: float | None = None,
         first_list_timeout: float | None = None,
+        dvr_storage: Storage | None = None,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if variant not in VARIANTS:
@@ -252,6 +260,9 @@ class HlsService:
         self._order = itertools.count()
         self._wake = trio.Event()
         self._janitors = 0
+        self._dvr_keys = DvrKeys()
+        self._dvr_disk = dvr_storage
+        self._dvr_temporary: str | None = None
 
     # ------------------------------------------------------------------------- lookups
 
@@ -358,21 +369,26 @@ class HlsService:
         self._owners[base] = token
         variant = self.variant_for(stream.spec)
         self._variants[app] = variant
+        window = self.window_for(stream.spec)
+        if window != self.window:
+            self._dvr_keys.tokens.add(token)
+            self._dvr_storage()
         packaging: Packaging
         if variant == "ts":
-            packaging = TsPackaging(self, stream.key, token)
+            packaging = TsPackaging(self, stream.key, token, window=window)
             subscription.bridged_audio = True  # MPEG-TS gets the audio bridge's AAC of an Opus stream
         else:
-            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
+            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll", window=window)
         packaging.stream = stream
         self.streams[base] = packaging
         self.lists_changed()
         log.info(
-            "HLS (%s) packaging %s (segments of %g s, window %d)",
+            "HLS (%s) packaging %s (segments of %g s, window %d%s)",
             variant,
             stream.key,
             self.target_duration,
-            self.window,
+            window,
+            f", DVR of {stream.spec.dvr_window:g} s" if window != self.window else "",
         )
         try:
             await self._package(stream, subscription, packaging)
@@ -396,6 +412,21 @@ class HlsService:
             playlists = tuple(key for key in leftovers if key.endswith((".m3u8", ".mpd")))
             self._schedule(due, playlists, base, token)
             self._schedule(due, tuple(key for key in leftovers if key not in playlists), held=packaging.held)
+
+    def window_for(self, spec: AppSpec) -> int:
+        """How many segments the playlists of ``spec``'s streams list: the service's window, or
+        the DVR window's segments (``AppSpec.dvr_window``, see :mod:`._hls_dvr`)."""
+        return dvr_window_segments(spec.dvr_window, self.target_duration, self.window)
+
+    def _dvr_storage(self) -> None:
+        """Make sure DVR segments go to disk: wrap an in-memory storage (once)."""
+        if isinstance(self.storage, DvrStorage) or not isinstance(self.storage, MemoryStorage):
+            return  # wrapped already, or the storage is on disk already
+        if self._dvr_disk is None:
+            self._dvr_temporary = tempfile.mkdtemp(prefix="arcly-dvr-")
+            self._dvr_disk = FileStorage(self._dvr_temporary)
+            log.info("HLS DVR segments are kept in %s", self._dvr_temporary)
+        self.storage = DvrStorage(self.storage, self._dvr_disk, self._dvr_keys)
 
     async def _package(self, stream: Stream, subscription: Subscription, packaging: Packaging) -> None:
         session = subscription.session
@@ -470,8 +501,8 @@ class HlsService:
                 await self._delete(next(iter(held.leaving)), held)
                 held.dropped += 1
                 self.dropped_early += 1
-            elif not await packaging.drop_oldest():
-                break
+            elif held.disk or not await packaging.drop_oldest():
+                break  # a DVR stream's segments are on disk: dropping them frees no memory
         if held.dropped != before and not before:
             log.warning(
                 "HLS of %s holds more than its cap of %.0f MiB: its oldest segments and parts are "
@@ -507,7 +538,7 @@ class HlsService:
             self._storage_failed("write", key, exc)
             return
         if held is not None:
-            held.stored(key, len(data))
+            held.stored(key, len(data), on_disk=self._dvr_keys.on_disk(key))
 
     async def _delete(self, key: str, held: HeldBytes | None) -> None:
         try:
@@ -554,7 +585,7 @@ class HlsService:
                     continue  # a newer stream of the same name owns the playlists now
                 del self._owners[owner]
             for key in keys:
-                if held is not None and key not in held.sizes:
+                if held is not None and not held.holds(key):
                     continue  # deleted early already (the byte cap)
                 await self._delete(key, held)
 
@@ -616,6 +647,7 @@ class HlsService:
                 "left_out": sorted(packaging.left_out),
                 "by_variant": by_variant,
                 "held_bytes": packaging.held.total,
+                "dvr_bytes": packaging.held.disk_total,
                 "dropped_early": packaging.held.dropped,
                 "unavailable": self.unavailable(key),
             }
@@ -635,3 +667,6 @@ class HlsService:
                     await self._wake.wait()
         finally:
             self._janitors -= 1
+            if not self._janitors and self._dvr_temporary is not None:
+                shutil.rmtree(self._dvr_temporary, ignore_errors=True)  # the DVR's own directory
+                self._dvr_temporary = None
