@@ -155,6 +155,11 @@ class SegmentMemo:
         self._chunks: collections.deque[tuple[int, str]] = collections.deque()
         self._text = ""
 
+    @property
+    def run(self) -> str:
+        """The text of the run as last rendered (one object until the run changes)."""
+        return self._text
+
     def text(self, segments: Sequence[CmafSegment], end: int, low_latency: bool) -> str:
         """The lines of ``segments[1:end]``, joined with line ends (no final one)."""
         chunks = self._chunks

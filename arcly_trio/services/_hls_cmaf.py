@@ -31,6 +31,7 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media import dash, llhls
 from arcly_trio.media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
+from arcly_trio.services._hls_dvr import QueryPieces
 from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class LiveCmaf:
         self.low_latency = low_latency
         self.ended = False
         self.waiting = 0
+        self.pieces: dict[str, QueryPieces] = {}
+        """A DVR window's media playlists cut where a player's query goes, by name (see
+        :class:`~._hls_dvr.QueryPieces`); empty for other streams."""
         self.published = -1
         self._changed = trio.Event()
 
@@ -151,7 +155,10 @@ class CmafPackaging:
                 ready = True
                 memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
                 text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo)
-                await self._put(llhls.playlist_name(rendition), text)
+                name = llhls.playlist_name(rendition)
+                data = await self._put(name, text)
+                if memo is not None and data is not None:
+                    self.live.pieces.setdefault(name, QueryPieces()).cut(text, data, memo.run)
         if not ready:
             return
         master = llhls.multivariant_playlist(packager)
@@ -182,13 +189,16 @@ class CmafPackaging:
             self.lists |= ready
             self.service.lists_changed()
 
-    async def _put(self, name: str, text: str, *, always: bool = False) -> None:
+    async def _put(self, name: str, text: str, *, always: bool = False) -> bytes | None:
+        """Store the list ``name`` if it changed; its bytes (``None``: unchanged)."""
         if not always and self._rendered.get(name) == text:
-            return
+            return None
         self._rendered[name] = text
         key = f"{self.base}/{name}"
         self._stored.add(key)
-        await self.service.store(key, text.encode(), self.held)
+        data = text.encode()
+        await self.service.store(key, data, self.held)
+        return data
 
     @property
     def playlist_target_duration(self) -> int:

@@ -26,7 +26,7 @@ from arcly_trio.server.build import app_specs
 from arcly_trio.server.cli import build_parser, resolve_args
 from arcly_trio.server.config import ConfigError
 from arcly_trio.services import HlsService
-from arcly_trio.services._hls_dvr import DvrKeys, dvr_window_segments
+from arcly_trio.services._hls_dvr import DvrKeys, QueryPieces, dvr_window_segments, query_pieces
 from arcly_trio.storage import MemoryStorage
 
 SEGMENT = re.compile(r"[0-9a-f]+-(?:[va]-)?[0-9]+\.(?:m4s|ts)")
@@ -100,7 +100,10 @@ async def test_the_playlist_lists_the_dvr_window_from_disk_and_old_segments_leav
         async with trio.open_nursery() as nursery:
             nursery.start_soon(publish_paced, engine, "live/demo", frames)
             await trio.sleep(45)
-            playlist = m3u8.loads((await hls.storage.get(f"live/demo/{name}")).decode())
+            data = await hls.storage.get(f"live/demo/{name}")
+            playlist = m3u8.loads(data.decode())
+            if variant != "ts":  # the playlist is cut where players' queries go, once per render
+                assert hls.live["live/demo"].pieces[name].get(data) == query_pieces(data)
             status = hls.stream_status(engine.stream("live/demo").key)["hls_tracks"]
         # 20 s of 2 s segments, one sliding live playlist with a date on every segment
         complete = [s for s in playlist.segments if s.uri]  # not the LL-HLS open segment's parts
@@ -198,6 +201,7 @@ def test_a_long_window_renders_the_same_playlist_from_its_memo(demo_frames, low_
     discontinuity (a new init segment after it), early drops and the end."""
     packager = CmafPackager(2.0, 1 / 3, 12, name_prefix="t-")
     memos = {kind: SegmentMemo() for kind in (FrameKind.VIDEO, FrameKind.AUDIO)}
+    cuts = {kind: QueryPieces() for kind in (FrameKind.VIDEO, FrameKind.AUDIO)}
     frames = looped(demo_frames, 3)
     renders = 0
     for index, frame in enumerate(frames):
@@ -208,7 +212,12 @@ def test_a_long_window_renders_the_same_playlist_from_its_memo(demo_frames, low_
         packager.push(frame, 1e9 + frame.dts / 1000)
         for kind in packager.renditions:
             full = media_playlist(packager, kind, low_latency=low_latency)
-            assert media_playlist(packager, kind, low_latency=low_latency, memo=memos[kind]) == full
+            text = media_playlist(packager, kind, low_latency=low_latency, memo=memos[kind])
+            assert text == full
+            # and the playlist cut where players' queries go, from the memo's run: as a full parse
+            data = text.encode()
+            cuts[kind].cut(text, data, memos[kind].run)
+            assert cuts[kind].get(data) == query_pieces(data)
             renders += 1
     packager.finish()
     for kind in packager.renditions:
@@ -216,3 +225,13 @@ def test_a_long_window_renders_the_same_playlist_from_its_memo(demo_frames, low_
         assert "#EXT-X-DISCONTINUITY\n" in full and full.count("#EXTINF") >= 10
         assert media_playlist(packager, kind, low_latency=low_latency, memo=memos[kind]) == full
     assert renders > 1000
+
+
+def test_a_query_goes_after_every_uri_of_a_playlist() -> None:
+    playlist = (b'#EXTM3U\n#EXT-X-MAP:URI="i.mp4"\n#EXT-X-PART:DURATION=0.3,URI="a.0.m4s",INDEPENDENT=YES\n'
+                b'#EXTINF:2.000,\na.m4s\n\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI="a.1.m4s"\nb.m4s')  # fmt: skip
+    assert b"?q=1".join(query_pieces(playlist)) == (
+        b'#EXTM3U\n#EXT-X-MAP:URI="i.mp4?q=1"\n#EXT-X-PART:DURATION=0.3,URI="a.0.m4s?q=1",INDEPENDENT=YES\n'
+        b'#EXTINF:2.000,\na.m4s?q=1\n\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI="a.1.m4s?q=1"\nb.m4s?q=1'
+    )
+    assert query_pieces(b"#EXTM3U\n") == [b"#EXTM3U\n"]
