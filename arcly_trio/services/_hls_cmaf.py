@@ -63,9 +63,6 @@ class LiveCmaf:
         self.low_latency = low_latency
         self.ended = False
         self.waiting = 0
-        self.pieces: dict[str, QueryPieces] = {}
-        """A DVR window's media playlists cut where a player's query goes, by name (see
-        :class:`~._hls_dvr.QueryPieces`); empty for other streams."""
         self.published = -1
         self._changed = trio.Event()
 
@@ -116,6 +113,9 @@ class CmafPackaging:
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
         self._reported: dict[str, int] = {}
+        self.pieces: dict[str, QueryPieces] = {}
+        """A DVR window's media playlists cut where a player's query goes, by name (see
+        :class:`~._hls_dvr.QueryPieces`); empty for other streams."""
         self.stream: Stream | None = None
         self.lists: set[str] = set()
         """The lists stored that a player can start from (``video.m3u8``, ``audio.m3u8``,
@@ -158,7 +158,7 @@ class CmafPackaging:
                 name = llhls.playlist_name(rendition)
                 data = await self._put(name, text)
                 if memo is not None and data is not None:
-                    self.live.pieces.setdefault(name, QueryPieces()).cut(text, data, memo.run)
+                    self.pieces.setdefault(name, QueryPieces()).cut(text, data, memo.run)
         if not ready:
             return
         master = llhls.multivariant_playlist(packager)

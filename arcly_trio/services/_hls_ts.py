@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from arcly_trio.core.frame import Frame
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from arcly_trio.services._hls_dvr import QueryPieces
 from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class TsPackaging:
         self._done: list[tuple[str, float, int]] = []
         self.held = HeldBytes()
         """What this stream holds in the service's storage (the byte cap counts it)."""
+        self._dvr = bool(window and window > service.window)
+        self.pieces: dict[str, QueryPieces] = {}
+        """A DVR window's playlist cut where a player's query goes (see
+        :class:`~._hls_dvr.QueryPieces`), once per segment; empty for other streams."""
         self.stream: Stream | None = None
         self.lists: set[str] = set()
         """The playlists stored so far (``index.m3u8`` once the first segment is listed)."""
@@ -75,7 +80,11 @@ class TsPackaging:
                 changed = True
                 self.service.expire(f"{self.base}/{event.name}", held=self.held)
         if changed:
-            await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
+            text = self.segmenter.playlist()
+            data = text.encode()
+            await self.service.store(f"{self.base}/index.m3u8", data, self.held)
+            if self._dvr:
+                self.pieces.setdefault(PLAYLIST, QueryPieces()).cut(text, data, "")
             if PLAYLIST not in self.lists:
                 self.lists.add(PLAYLIST)
                 self.service.lists_changed()

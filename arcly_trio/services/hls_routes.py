@@ -432,7 +432,7 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
                 return
             access.begin(exchange.engine.polled)
             if access.query:
-                cut = live.pieces.get(name) if live is not None else None
+                cut = packaging.pieces.get(name) if packaging is not None else None
                 data = _with_query(data, access.query, cut.get(data) if cut is not None else None)
         _served(exchange, access, data)
         await exchange.respond(
