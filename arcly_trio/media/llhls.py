@@ -26,6 +26,10 @@ audio-only presentation).
 rendition: ready, wait, or too far ahead (RFC 8216bis 6.2.5.2: more than two segments past the
 last one, or more parts past the last part than the Advance Part Limit).
 
+A long window (a DVR's: thousands of segments) is rendered with a :class:`SegmentMemo`, which
+keeps the text of the segments that list no parts: a render then costs what the live edge
+costs, plus one join per new segment.
+
 URIs are the packager's resource names, relative to the playlist. Every function returns text
 with ``\\n`` line ends and a final newline.
 

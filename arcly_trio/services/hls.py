@@ -42,6 +42,14 @@ the cap even without a keyframe. The first time for a stream it is logged; every
 is counted (:attr:`HlsService.dropped_early`). So the memory (or disk) a stream's HLS and DASH
 take is bounded by configuration, not by how fast its publisher sends.
 
+DVR: an application with ``AppSpec.dvr_window`` (``--dvr-window``) keeps that many seconds of
+its streams listed (:meth:`HlsService.window_for`), so players seek back and return to live; its
+complete segments go to disk (the storage itself when it is on disk, else ``dvr_storage`` or a
+temporary directory of the service's own: :class:`._hls_dvr.DvrStorage`) and are counted apart
+from the memory cap; the older segments' playlist text is kept, and each media playlist is cut
+where players' queries go once per render, so that neither a render nor a request costs a pass
+over the whole window (:mod:`._hls_dvr`).
+
 Deletions are run by :meth:`HlsService.run`, a small janitor task the engine starts (see
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes

@@ -105,12 +105,16 @@ async def test_the_playlist_lists_the_dvr_window_from_disk_and_old_segments_leav
             # the playlist is cut where players' queries go, once per render
             assert hls.streams["live/demo"].pieces[name].get(data) == query_pieces(data)
             status = hls.stream_status(engine.stream("live/demo").key)["hls_tracks"]
+            mpd = "" if variant == "ts" else (await hls.storage.get("live/demo/index.mpd")).decode()
         # 20 s of 2 s segments, one sliding live playlist with a date on every segment
         complete = [s for s in playlist.segments if s.uri]  # not the LL-HLS open segment's parts
         assert len(complete) == 10
         assert playlist.media_sequence >= 10 and playlist.playlist_type is None and not playlist.is_endlist
         assert all(s.program_date_time is not None for s in complete)
         assert 19 <= sum(s.duration for s in complete) <= 21
+        if variant != "ts":  # DASH from the same segments: the window is its time shift buffer
+            depth = re.search(r'timeShiftBufferDepth="PT([0-9.]+)S"', mpd)
+            assert depth and 19 <= float(depth.group(1)) <= 21, mpd[:600]
         if variant == "ll":
             with_parts = [s for s in complete if s.parts]
             assert 1 <= len(with_parts) <= 3 and with_parts == complete[-len(with_parts) :]
