@@ -655,6 +655,7 @@ class HlsService:
                 "left_out": sorted(packaging.left_out),
                 "by_variant": by_variant,
                 "held_bytes": packaging.held.total,
+                "dvr_window": packaging.stream.spec.dvr_window if packaging.stream is not None else 0.0,
                 "dvr_bytes": packaging.held.disk_total,
                 "dropped_early": packaging.held.dropped,
                 "unavailable": self.unavailable(key),

@@ -122,7 +122,9 @@ async def test_the_playlist_lists_the_dvr_window_from_disk_and_old_segments_leav
         for segment in complete:
             assert await disk.get(f"live/demo/{segment.uri}") == await hls.storage.get(f"live/demo/{segment.uri}")
         assert not memory.segments_in_memory
-        assert status["dvr_bytes"] > status["held_bytes"] > 0  # in memory: parts at the edge, lists
+        assert (
+            status["dvr_window"] == 20 and status["dvr_bytes"] > status["held_bytes"] > 0
+        )  # in memory: parts at the edge, lists
         # what left the window was deleted from disk after the delete delay (6 s), on time
         assert len(memory.unlisted) >= 5
         for key, when in memory.unlisted.items():
