@@ -31,14 +31,16 @@ storage errors, as for any storage).
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from typing import Final
 
 from arcly_trio.kernel.spec import MAX_DVR_WINDOW
+from arcly_trio.media.ts_segments import HlsSegmenter, program_date_time
 from arcly_trio.storage import AppendHandle, Storage
 
-__all__ = ["DvrKeys", "DvrStorage", "dvr_window_segments", "query_pieces", "QueryPieces"]
+__all__ = ["DvrKeys", "DvrStorage", "dvr_window_segments", "query_pieces", "QueryPieces", "TsPlaylist"]
 
 _URI_ATTRIBUTE: Final = re.compile(rb'URI="([^"]*)"')
 #: A complete segment's name: CMAF ``{token}-v-12.m4s`` / ``{token}-a-12.m4s`` (not a part,
@@ -110,9 +112,55 @@ class QueryPieces:
             self.pieces = _joined(_joined(query_pieces(head), self._run_pieces), query_pieces(tail))
         self.data = data
 
+    def keep(self, data: bytes, pieces: list[bytes]) -> None:
+        """``data`` is cut into ``pieces`` already (:class:`TsPlaylist`)."""
+        self.data, self.pieces = data, pieces
+
     def get(self, data: bytes) -> list[bytes] | None:
         """The pieces of ``data`` if it is the playlist last cut."""
         return self.pieces if data is self.data or data == self.data else None
+
+
+class TsPlaylist:
+    """The ``ts`` variant's media playlist of a long (DVR) window: the very text of
+    :meth:`~arcly_trio.media.ts_segments.HlsSegmenter.playlist` (80 ms for a 6-hour window),
+    with each segment's lines rendered once (the window's render then costs a join, 0.5 ms),
+    already cut where players' queries go (after each segment's URI)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[tuple[int, bytes]] = collections.deque()
+        """``b"\\n"`` and the lines of each listed segment, by sequence number."""
+
+    def render(self, segmenter: HlsSegmenter) -> tuple[bytes, list[bytes]]:
+        """The playlist's bytes and their pieces (joined with ``b"?" + query``)."""
+        segments = segmenter.segments
+        chunks = self._chunks
+        first = segments[0].sequence if segments else None
+        while chunks and (first is None or chunks[0][0] < first):
+            chunks.popleft()
+        if chunks and not (chunks[0][0] == first and len(chunks) <= len(segments)
+                           and segments[len(chunks) - 1].sequence == chunks[-1][0]):  # fmt: skip
+            chunks.clear()  # not the window it held: start over
+        for segment in segments[len(chunks) :]:
+            lines = ["#EXT-X-DISCONTINUITY"] if segment.discontinuity else []
+            if segment.program_date_time is not None:
+                lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(segment.program_date_time)}")
+            lines += [f"#EXTINF:{segment.duration:.3f},", segment.name]
+            chunks.append((segment.sequence, ("\n" + "\n".join(lines)).encode()))
+        head = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{segmenter.playlist_target_duration}",
+                f"#EXT-X-MEDIA-SEQUENCE:{segmenter.media_sequence}"]  # fmt: skip
+        if segmenter.discontinuity_sequence:
+            head.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{segmenter.discontinuity_sequence}")
+        pieces = ["\n".join(head).encode()]
+        pieces += [chunk for _, chunk in chunks]
+        if len(pieces) > 1:
+            pieces[:2] = [pieces[0] + pieces[1]]
+        pieces.append(b"\n#EXT-X-ENDLIST\n" if segmenter.finished else b"\n")
+        if len(pieces) == 2 and not chunks:
+            pieces = [pieces[0] + pieces[1]]
+        return b"".join(pieces), pieces
 
 
 class DvrKeys:

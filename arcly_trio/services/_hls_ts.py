@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from arcly_trio.core.frame import Frame
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
-from arcly_trio.services._hls_dvr import QueryPieces
+from arcly_trio.services._hls_dvr import QueryPieces, TsPlaylist
 from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class TsPackaging:
         self._done: list[tuple[str, float, int]] = []
         self.held = HeldBytes()
         """What this stream holds in the service's storage (the byte cap counts it)."""
-        self._dvr = bool(window and window > service.window)
+        self._dvr = TsPlaylist() if window and window > service.window else None
         self.pieces: dict[str, QueryPieces] = {}
         """A DVR window's playlist cut where a player's query goes (see
         :class:`~._hls_dvr.QueryPieces`), once per segment; empty for other streams."""
@@ -80,11 +80,12 @@ class TsPackaging:
                 changed = True
                 self.service.expire(f"{self.base}/{event.name}", held=self.held)
         if changed:
-            text = self.segmenter.playlist()
-            data = text.encode()
-            await self.service.store(f"{self.base}/index.m3u8", data, self.held)
-            if self._dvr:
-                self.pieces.setdefault(PLAYLIST, QueryPieces()).cut(text, data, "")
+            if self._dvr is None:
+                await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
+            else:  # a long window: each segment's lines rendered once, cut for players' queries
+                data, pieces = self._dvr.render(self.segmenter)
+                await self.service.store(f"{self.base}/index.m3u8", data, self.held)
+                self.pieces.setdefault(PLAYLIST, QueryPieces()).keep(data, pieces)
             if PLAYLIST not in self.lists:
                 self.lists.add(PLAYLIST)
                 self.service.lists_changed()

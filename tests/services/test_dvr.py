@@ -22,11 +22,12 @@ import trio
 from arcly_trio import AppSpec, Engine, Frame, FrameKind
 from arcly_trio.media.cmaf import CmafPackager
 from arcly_trio.media.llhls import SegmentMemo, media_playlist
+from arcly_trio.media.ts_segments import HlsSegmenter
 from arcly_trio.server.build import app_specs
 from arcly_trio.server.cli import build_parser, resolve_args
 from arcly_trio.server.config import ConfigError
 from arcly_trio.services import HlsService
-from arcly_trio.services._hls_dvr import DvrKeys, QueryPieces, dvr_window_segments, query_pieces
+from arcly_trio.services._hls_dvr import DvrKeys, QueryPieces, TsPlaylist, dvr_window_segments, query_pieces
 from arcly_trio.storage import MemoryStorage
 
 SEGMENT = re.compile(r"[0-9a-f]+-(?:[va]-)?[0-9]+\.(?:m4s|ts)")
@@ -241,3 +242,25 @@ def test_a_query_goes_after_every_uri_of_a_playlist() -> None:
         b'#EXTINF:2.000,\na.m4s?q=1\n\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI="a.1.m4s?q=1"\nb.m4s?q=1'
     )
     assert query_pieces(b"#EXTM3U\n") == [b"#EXTM3U\n"]
+
+
+def test_a_long_ts_window_renders_the_segmenters_playlist_cut_for_queries(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """The ``ts`` variant's DVR playlist, each segment rendered once: the segmenter's very text at
+    every push (the window sliding, a discontinuity, an early drop, the end), cut where players'
+    queries go as a full parse would cut it."""
+    segmenter, playlist = HlsSegmenter(2.0, 9, name_template="t-{sequence}.ts"), TsPlaylist()
+    frames = looped(demo_frames, 3)
+    data, pieces = playlist.render(segmenter)
+    assert data == segmenter.playlist().encode() and pieces == query_pieces(data)
+    for index, frame in enumerate(frames):
+        if index == len(frames) // 2:
+            segmenter.discontinuity()
+        if index == 2 * len(frames) // 3:
+            segmenter.drop_oldest()
+        if segmenter.push(frame, 1e9 + frame.dts / 1000):
+            data, pieces = playlist.render(segmenter)
+            assert data == segmenter.playlist().encode() and pieces == query_pieces(data)
+    segmenter.finish()
+    data, pieces = playlist.render(segmenter)
+    assert data == segmenter.playlist().encode() and pieces == query_pieces(data)
+    assert b"#EXT-X-DISCONTINUITY\n" in data and data.count(b"#EXTINF") >= 8 and data.endswith(b"#EXT-X-ENDLIST\n")
