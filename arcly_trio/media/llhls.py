@@ -40,8 +40,10 @@ not decimal integers in range, or ``_HLS_part`` without ``_HLS_msn``.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import enum
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -296,8 +298,10 @@ def reload_state(packager: CmafPackager, kind: FrameKind, msn: int, part: int | 
         return ReloadState.TOO_FAR
     if part is None:
         return ReloadState.READY if complete is not None and complete >= msn else ReloadState.WAIT
-    # A part index past a complete segment's last part is part 0 of the next segment.
-    for segment in rendition.segments:
+    # A part index past a complete segment's last part is part 0 of the next segment (from
+    # segment msn on: a DVR window lists thousands before it).
+    start = bisect.bisect_left(rendition.segments, msn, key=lambda segment: segment.sequence)
+    for segment in itertools.islice(rendition.segments, start, None):
         if segment.sequence == msn and part >= len(segment.parts) and segment.parts:
             msn, part = msn + 1, 0
     if complete is not None and msn <= complete:

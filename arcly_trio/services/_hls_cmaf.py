@@ -237,9 +237,13 @@ class CmafPackaging:
         done = []
         for rendition in self.packager.renditions.values():
             last = self._reported.get(rendition.name, -1)
-            for segment in rendition.segments:
-                if segment.sequence > last and not segment.gap:
-                    done.append((rendition.name, segment.duration, segment.size))
+            new = []
+            for segment in reversed(rendition.segments):  # newest first: a DVR window lists thousands
+                if segment.sequence <= last:
+                    break
+                if not segment.gap:
+                    new.append((rendition.name, segment.duration, segment.size))
+            done += reversed(new)
             if rendition.segments:
                 self._reported[rendition.name] = max(last, rendition.segments[-1].sequence)
         return done

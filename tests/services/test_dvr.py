@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import attrs
@@ -19,14 +20,15 @@ import m3u8
 import pytest
 import trio
 
-from arcly_trio import AppSpec, Engine, Frame, FrameKind
+from arcly_trio import AppSpec, Engine, Frame, FrameKind, StreamKey
 from arcly_trio.media.cmaf import CmafPackager
-from arcly_trio.media.llhls import SegmentMemo, media_playlist
+from arcly_trio.media.llhls import ReloadState, SegmentMemo, media_playlist, reload_state
 from arcly_trio.media.ts_segments import HlsSegmenter
 from arcly_trio.server.build import app_specs
 from arcly_trio.server.cli import build_parser, resolve_args
 from arcly_trio.server.config import ConfigError
 from arcly_trio.services import HlsService
+from arcly_trio.services._hls_cmaf import CmafPackaging
 from arcly_trio.services._hls_dvr import DvrKeys, QueryPieces, TsPlaylist, dvr_window_segments, query_pieces
 from arcly_trio.storage import MemoryStorage
 
@@ -264,3 +266,27 @@ def test_a_long_ts_window_renders_the_segmenters_playlist_cut_for_queries(demo_f
     data, pieces = playlist.render(segmenter)
     assert data == segmenter.playlist().encode() and pieces == query_pieces(data)
     assert b"#EXT-X-DISCONTINUITY\n" in data and data.count(b"#EXTINF") >= 8 and data.endswith(b"#EXT-X-ENDLIST\n")
+
+
+def test_per_batch_and_per_request_work_does_not_walk_the_window(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    """What runs after every batch of frames (the segments to report) and at every blocking
+    playlist reload (is the part there?) looks at the live edge only, not at a 6-hour window
+    (it walked all of it: some 100 ms per second and stream)."""
+    packager = CmafPackager(2.0, 1 / 3, 30000, name_prefix="t-")
+    for frame in looped(demo_frames, 1):
+        packager.push(frame, 1e9 + frame.dts / 1000)
+    video = packager.renditions[FrameKind.VIDEO]
+    model = video.segments[-2]
+    video.segments[:0] = [attrs.evolve(model, sequence=i - 20000, parts=()) for i in range(20000)]
+    assert video.segments[-1].parts  # the live edge lists its parts
+    msn, part = video.segments[-1].sequence, len(video.segments[-1].parts)
+    host = type("Host", (), {"target_duration": 2.0, "part_duration": 1 / 3, "window": 6, "max_segment_bytes": 1 << 26,
+                             "live": {}, "part_delete_delay": 6.0})()  # fmt: skip
+    packaging = CmafPackaging(host, StreamKey("live", "x"), "t", low_latency=True)  # type: ignore[arg-type]
+    packaging.packager = packager
+    packaging.take_segments()
+    start = time.perf_counter()
+    for _ in range(200):
+        assert packaging.take_segments() == []
+        assert reload_state(packager, FrameKind.VIDEO, msn, part) is ReloadState.READY
+    assert time.perf_counter() - start < 0.05  # walking the window took 0.3 s
