@@ -58,7 +58,7 @@ async def dvr_server(*, players: bool = False) -> AsyncIterator[tuple[Engine, in
 
         for name in bodies:
             http.router.get(f"/test/{name}", serve_file)
-    hls = HlsService(target_duration=2, window=4)
+    hls = HlsService(target_duration=2, window=4, capacity=16384)  # takes an 80 s burst without a drop
     builder = Engine.builder().service(hls).protocol(http)
     builder.application(AppSpec("dvr", hls=True, hls_variant="ll", dvr_window=60))
     async with builder.build() as engine:
