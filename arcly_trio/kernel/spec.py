@@ -9,10 +9,12 @@ import attrs
 
 from arcly_trio.core.keys import check_name
 
-__all__ = ["AppSpec", "Takeover", "DEFAULT_MAX_PUBLISH_BITRATE"]
+__all__ = ["AppSpec", "Takeover", "DEFAULT_MAX_PUBLISH_BITRATE", "MAX_DVR_WINDOW"]
 
 #: ``arcly-trio serve``'s ``--max-publish-bitrate``: 50 Mbit/s, far above a live encoder's output.
 DEFAULT_MAX_PUBLISH_BITRATE = 50_000_000
+#: The longest DVR window (``AppSpec.dvr_window``, ``--dvr-window``): 6 hours.
+MAX_DVR_WINDOW = 6 * 3600.0
 
 
 class Takeover(enum.Enum):
@@ -32,6 +34,11 @@ def _non_negative(instance: object, attribute: attrs.Attribute[object], value: o
 def _finite_non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
+
+
+def _dvr_window(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value <= MAX_DVR_WINDOW:  # NaN fails too
+        raise ValueError(f"{attribute.name} must be from 0 to {MAX_DVR_WINDOW:g} seconds, not {value!r}")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
@@ -81,6 +88,9 @@ class AppSpec:
             burst allowance of a few seconds of it (:mod:`.ratelimit`); past it the publish is
             cut (``PublishRateLimited``). 0 = no limit (the default here, like the engine's other
             limits; ``arcly-trio serve`` sets :data:`DEFAULT_MAX_PUBLISH_BITRATE`).
+        dvr_window: seconds of the live HLS playlist kept so that players can seek back (DVR),
+            up to :data:`MAX_DVR_WINDOW` (6 hours); 0 = off (the playlist lists the live window
+            only). See ``arcly_trio.services.hls``.
     """
 
     name: str = attrs.field(kw_only=False)
@@ -102,6 +112,7 @@ class AppSpec:
     record_max_age: float | None = attrs.field(default=None, validator=attrs.validators.optional(_finite_non_negative))
     record_max_bytes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative))
     max_publish_bitrate: int = attrs.field(default=0, validator=_non_negative)
+    dvr_window: float = attrs.field(default=0.0, validator=_dvr_window)
 
     def uses(self, service: str) -> bool:
         """Whether the stream service named ``service`` applies to this application."""

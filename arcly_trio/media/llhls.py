@@ -26,6 +26,10 @@ audio-only presentation).
 rendition: ready, wait, or too far ahead (RFC 8216bis 6.2.5.2: more than two segments past the
 last one, or more parts past the last part than the Advance Part Limit).
 
+A long window (a DVR's: thousands of segments) is rendered with a :class:`SegmentMemo`, which
+keeps the text of the segments that list no parts: a render then costs what the live edge
+costs, plus one join per new segment.
+
 URIs are the packager's resource names, relative to the playlist. Every function returns text
 with ``\\n`` line ends and a final newline.
 
@@ -36,9 +40,12 @@ not decimal integers in range, or ``_HLS_part`` without ``_HLS_msn``.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import enum
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from arcly_trio.core.errors import RemoteProtocolError
@@ -48,6 +55,7 @@ from arcly_trio.media.ts_segments import program_date_time
 
 __all__ = [
     "ReloadState",
+    "SegmentMemo",
     "media_playlist",
     "multivariant_playlist",
     "parse_directives",
@@ -76,8 +84,11 @@ def _part_line(duration: float, name: str, independent: bool) -> str:
     return f'#EXT-X-PART:DURATION={duration:.3f},URI="{name}"' + (",INDEPENDENT=YES" if independent else "")
 
 
-def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool) -> str:
-    """The media playlist of the rendition of ``kind`` (see the module docstring)."""
+def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool,
+                   memo: SegmentMemo | None = None) -> str:  # fmt: skip
+    """The media playlist of the rendition of ``kind`` (see the module docstring); ``memo``
+    (one per rendition and ``low_latency``, kept by the caller) keeps the text of the listed
+    segments without parts, so that a long window (DVR) is not rendered again at each part."""
     rendition = packager.renditions[kind]
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{packager.playlist_target_duration}"]
     target = part_target(packager)
@@ -91,14 +102,18 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
     if dsn:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}")
     init: str | None = None
-    for segment in segments:
-        init = _segment_head(lines, segment, init)
-        if low_latency:
-            lines.extend(_part_line(p.duration, p.name, p.independent) for p in segment.parts)
-        if segment.gap:
-            lines.append("#EXT-X-GAP")
-        lines.append(f"#EXTINF:{segment.duration:.3f},")
-        lines.append(segment.name)
+    start = 0
+    if memo is not None and len(segments) > 2:
+        end = len(segments)
+        while low_latency and end > 1 and (segments[end - 1].parts or segments[end - 1].gap):
+            end -= 1  # the segments at the live edge list their parts: rendered each time
+        init = _segment_lines(lines, segments[0], None, low_latency)
+        if end > 1:
+            lines.append(memo.text(segments, end, low_latency))
+            init = segments[end - 1].init
+        start = max(end, 1)
+    for segment in segments[start:]:
+        init = _segment_lines(lines, segment, init, low_latency)
     if low_latency and not packager.finished and rendition.open_sequence is not None:
         open_segment = packager.open_segment
         if open_segment is not None:
@@ -119,6 +134,62 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
     if packager.finished:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def _segment_lines(lines: list[str], segment: CmafSegment, init: str | None, low_latency: bool) -> str:
+    """A listed segment's lines; returns the init segment in force after it."""
+    init = _segment_head(lines, segment, init)
+    if low_latency:
+        lines.extend(_part_line(p.duration, p.name, p.independent) for p in segment.parts)
+    if segment.gap:
+        lines.append("#EXT-X-GAP")
+    lines.append(f"#EXTINF:{segment.duration:.3f},")
+    lines.append(segment.name)
+    return init
+
+
+class SegmentMemo:
+    """The text of a media playlist's listed segments from the second to the first that lists
+    parts (every one of them without ``low_latency``): each segment's lines are rendered once,
+    and joined again only when that run changes (once per segment), not at each render (once
+    per part). A segment's text depends only on it and its predecessor's init segment, both
+    fixed once listed. One per rendition (of one ``low_latency``)."""
+
+    __slots__ = ("_chunks", "_text")
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[tuple[int, str]] = collections.deque()
+        self._text = ""
+
+    @property
+    def run(self) -> str:
+        """The text of the run as last rendered (one object until the run changes)."""
+        return self._text
+
+    def text(self, segments: Sequence[CmafSegment], end: int, low_latency: bool) -> str:
+        """The lines of ``segments[1:end]``, joined with line ends (no final one)."""
+        chunks = self._chunks
+        changed = False
+        first = segments[1].sequence if end > 1 else None
+        while chunks and (first is None or chunks[0][0] < first):
+            chunks.popleft()
+            changed = True
+        done = 1
+        if chunks:
+            done = end - 1 - (segments[end - 1].sequence - chunks[-1][0])
+            if not (chunks[0][0] == first and 1 <= done < end and segments[done].sequence == chunks[-1][0]):
+                chunks.clear()  # not the run it held (a window that shrank): start over
+                done = 1
+            else:
+                done += 1
+        for index in range(done, end):
+            lines: list[str] = []
+            _segment_lines(lines, segments[index], segments[index - 1].init, low_latency)
+            chunks.append((segments[index].sequence, "\n".join(lines)))
+            changed = True
+        if changed:
+            self._text = "\n".join(chunk for _, chunk in chunks)
+        return self._text
 
 
 def _segment_head(lines: list[str], segment: CmafSegment, init: str | None) -> str:
@@ -227,8 +298,10 @@ def reload_state(packager: CmafPackager, kind: FrameKind, msn: int, part: int | 
         return ReloadState.TOO_FAR
     if part is None:
         return ReloadState.READY if complete is not None and complete >= msn else ReloadState.WAIT
-    # A part index past a complete segment's last part is part 0 of the next segment.
-    for segment in rendition.segments:
+    # A part index past a complete segment's last part is part 0 of the next segment (from
+    # segment msn on: a DVR window lists thousands before it).
+    start = bisect.bisect_left(rendition.segments, msn, key=lambda segment: segment.sequence)
+    for segment in itertools.islice(rendition.segments, start, None):
         if segment.sequence == msn and part >= len(segment.parts) and segment.parts:
             msn, part = msn + 1, 0
     if complete is not None and msn <= complete:

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "late players); past it its oldest are deleted early (default 64; 0 = no cap)",
     )
     serve_p.add_argument(
+        "--dvr-window",
+        type=number,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep this much of each live HLS playlist so players can seek back and return to live "
+        "(DVR; segments on disk; up to 21600; default 0: off)",
+    )
+    serve_p.add_argument(
         "--record",
         metavar="DIR",
         help="record every publish session as segments DIR/{app}/{stream}/{UTC start}.mp4 with an index "

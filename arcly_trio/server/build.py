@@ -110,6 +110,7 @@ RELOADABLE = frozenset(
         "reconnect_grace",
         "hls",
         "hls_variant",
+        "dvr_window",
         "record_apps",
         "publish_token",
         "publish_token_file",
@@ -222,6 +223,7 @@ def app_specs(options: Settings | argparse.Namespace) -> dict[str, AppSpec]:
             "record": bool(args.record) and not args.record_on_demand,
             "batch_interval": args.batch_interval,
             "max_publish_bitrate": args.max_publish_bitrate,
+            "dvr_window": args.dvr_window,
         }
         from arcly_trio.server.config import APP_KEYS  # noqa: PLC0415 - config imports nothing of this module
 

@@ -196,6 +196,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "record_segment": Rule(1, 86400, says="a duration in seconds, from 1 to 86400"),
     "record_max_age": _seconds("keep every segment"),
     "record_max_bytes": _count("no cap"),
+    "dvr_window": Rule(0, 21600, says="a duration in seconds, from 0 (off) to 21600 (6 hours)"),
     "apps": _app_name,
     "gop_cache": _count("off"),
     "subscriber_queue": _count(),
@@ -244,6 +245,7 @@ APP_RULES: Mapping[str, Callable[[Any], str | None]] = {
     "max-publish-bitrate": RULES["max_publish_bitrate"],
     "record-max-age": RULES["record_max_age"],
     "record-max-bytes": RULES["record_max_bytes"],
+    "dvr-window": RULES["dvr_window"],
     "on-publish": _hook_url,
     "on-play": _hook_url,
 }

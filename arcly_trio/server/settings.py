@@ -72,6 +72,7 @@ class Settings:
     hls_segment: float = 2.0
     hls_window: int = 6
     hls_max_mib: float = 64.0
+    dvr_window: float = 0.0
     record: str | None = None
     record_format: str = "fmp4"
     record_segment: float = 60.0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.stream import Stream
+    from arcly_trio.services._hls_dvr import QueryPieces
     from arcly_trio.services._hls_held import HeldBytes
 
 __all__ = ["Packaging", "PackagingHost"]
@@ -33,6 +34,8 @@ class Packaging(Protocol):
     held: HeldBytes
     stream: Stream | None
     lists: set[str]
+    pieces: dict[str, QueryPieces]
+    """A DVR window's playlists cut where a player's query goes, by name (:mod:`._hls_dvr`)."""
 
     @property
     def playlist_target_duration(self) -> int:

@@ -31,6 +31,7 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media import dash, llhls
 from arcly_trio.media.cmaf import CmafPackager, PackagerEvent, ResourceExpired, ResourceReady
+from arcly_trio.services._hls_dvr import QueryPieces
 from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
@@ -92,12 +93,15 @@ class LiveCmaf:
 class CmafPackaging:
     """One stream packaged as CMAF for fMP4 HLS or LL-HLS, and DASH."""
 
-    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool,
+                 window: int | None = None) -> None:  # fmt: skip
         self.service = service
         self.base = f"{key.app}/{key.name}"
-        self.packager = CmafPackager(service.target_duration, service.part_duration, service.window,
+        self.packager = CmafPackager(service.target_duration, service.part_duration, window or service.window,
                                      name_prefix=f"{token}-", max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.low_latency = low_latency
+        self._memos: dict[str, llhls.SegmentMemo] | None = {} if window and window > service.window else None
+        """A DVR window's playlists keep their older segments' text (:class:`~arcly_trio.media.llhls.SegmentMemo`)."""
         self.live = LiveCmaf(self.packager, low_latency)
         service.live[self.base] = self.live
         self.left_out = self.packager.left_out
@@ -109,6 +113,9 @@ class CmafPackaging:
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
         self._reported: dict[str, int] = {}
+        self.pieces: dict[str, QueryPieces] = {}
+        """A DVR window's media playlists cut where a player's query goes, by name (see
+        :class:`~._hls_dvr.QueryPieces`); empty for other streams."""
         self.stream: Stream | None = None
         self.lists: set[str] = set()
         """The lists stored that a player can start from (``video.m3u8``, ``audio.m3u8``,
@@ -146,8 +153,12 @@ class CmafPackaging:
         for kind, rendition in packager.renditions.items():
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
-                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency)
-                await self._put(llhls.playlist_name(rendition), text)
+                memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo)
+                name = llhls.playlist_name(rendition)
+                data = await self._put(name, text)
+                if memo is not None and data is not None:
+                    self.pieces.setdefault(name, QueryPieces()).cut(text, data, memo.run)
         if not ready:
             return
         master = llhls.multivariant_playlist(packager)
@@ -178,13 +189,16 @@ class CmafPackaging:
             self.lists |= ready
             self.service.lists_changed()
 
-    async def _put(self, name: str, text: str, *, always: bool = False) -> None:
+    async def _put(self, name: str, text: str, *, always: bool = False) -> bytes | None:
+        """Store the list ``name`` if it changed; its bytes (``None``: unchanged)."""
         if not always and self._rendered.get(name) == text:
-            return
+            return None
         self._rendered[name] = text
         key = f"{self.base}/{name}"
         self._stored.add(key)
-        await self.service.store(key, text.encode(), self.held)
+        data = text.encode()
+        await self.service.store(key, data, self.held)
+        return data
 
     @property
     def playlist_target_duration(self) -> int:
@@ -223,9 +237,13 @@ class CmafPackaging:
         done = []
         for rendition in self.packager.renditions.values():
             last = self._reported.get(rendition.name, -1)
-            for segment in rendition.segments:
-                if segment.sequence > last and not segment.gap:
-                    done.append((rendition.name, segment.duration, segment.size))
+            new = []
+            for segment in reversed(rendition.segments):  # newest first: a DVR window lists thousands
+                if segment.sequence <= last:
+                    break
+                if not segment.gap:
+                    new.append((rendition.name, segment.duration, segment.size))
+            done += reversed(new)
             if rendition.segments:
                 self._reported[rendition.name] = max(last, rendition.segments[-1].sequence)
         return done

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from arcly_trio.core.frame import Frame
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media.ts_segments import HlsSegmenter, SegmentClosed, SegmentEvent, SegmentExpired
+from arcly_trio.services._hls_dvr import QueryPieces, TsPlaylist
 from arcly_trio.services._hls_held import HeldBytes
 
 if TYPE_CHECKING:
@@ -40,16 +41,21 @@ PLAYLIST = "index.m3u8"
 class TsPackaging:
     """One stream packaged as MPEG-TS HLS."""
 
-    def __init__(self, service: PackagingHost, key: StreamKey, token: str) -> None:
+    def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, window: int | None = None) -> None:
         self.service = service
         self.base = f"{key.app}/{key.name}"
-        self.segmenter = HlsSegmenter(service.target_duration, service.window, name_template=f"{token}-{{sequence}}.ts",
+        self.segmenter = HlsSegmenter(service.target_duration, window or service.window,
+                                      name_template=f"{token}-{{sequence}}.ts",
                                       max_segment_bytes=service.max_segment_bytes)  # fmt: skip
         self.left_out = self.segmenter.left_out
         self.carried = self.segmenter.carried
         self._done: list[tuple[str, float, int]] = []
         self.held = HeldBytes()
         """What this stream holds in the service's storage (the byte cap counts it)."""
+        self._dvr = TsPlaylist() if window and window > service.window else None
+        self.pieces: dict[str, QueryPieces] = {}
+        """A DVR window's playlist cut where a player's query goes (see
+        :class:`~._hls_dvr.QueryPieces`), once per segment; empty for other streams."""
         self.stream: Stream | None = None
         self.lists: set[str] = set()
         """The playlists stored so far (``index.m3u8`` once the first segment is listed)."""
@@ -74,7 +80,12 @@ class TsPackaging:
                 changed = True
                 self.service.expire(f"{self.base}/{event.name}", held=self.held)
         if changed:
-            await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
+            if self._dvr is None:
+                await self.service.store(f"{self.base}/index.m3u8", self.segmenter.playlist().encode(), self.held)
+            else:  # a long window: each segment's lines rendered once, cut for players' queries
+                data, pieces = self._dvr.render(self.segmenter)
+                await self.service.store(f"{self.base}/index.m3u8", data, self.held)
+                self.pieces.setdefault(PLAYLIST, QueryPieces()).keep(data, pieces)
             if PLAYLIST not in self.lists:
                 self.lists.add(PLAYLIST)
                 self.service.lists_changed()
@@ -93,7 +104,8 @@ class TsPackaging:
         segments."""
         peak = 1
         for segment in self.segmenter.segments:
-            size = self.held.sizes.get(f"{self.base}/{segment.name}", 0)
+            key = f"{self.base}/{segment.name}"
+            size = self.held.sizes.get(key) or self.held.disk.get(key, 0)
             if segment.duration > 0:
                 peak = max(peak, math.ceil(size * 8 / segment.duration))
         return f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH={peak}\n{uri}\n"

@@ -42,6 +42,14 @@ the cap even without a keyframe. The first time for a stream it is logged; every
 is counted (:attr:`HlsService.dropped_early`). So the memory (or disk) a stream's HLS and DASH
 take is bounded by configuration, not by how fast its publisher sends.
 
+DVR: an application with ``AppSpec.dvr_window`` (``--dvr-window``) keeps that many seconds of
+its streams listed (:meth:`HlsService.window_for`), so players seek back and return to live; its
+complete segments go to disk (the storage itself when it is on disk, else ``dvr_storage`` or a
+temporary directory of the service's own: :class:`._hls_dvr.DvrStorage`) and are counted apart
+from the memory cap; the older segments' playlist text is kept, and each media playlist is cut
+where players' queries go once per render, so that neither a render nor a request costs a pass
+over the whole window (:mod:`._hls_dvr`).
+
 Deletions are run by :meth:`HlsService.run`, a small janitor task the engine starts (see
 :mod:`arcly_trio.kernel.service`); without it, stream tasks run the deletions that fall due while
 they are alive, and the final clean-up of ended streams waits for a janitor. The HTTP routes
@@ -65,6 +73,8 @@ import heapq
 import itertools
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -87,10 +97,11 @@ from arcly_trio.protocols.http.router import Router
 from arcly_trio.services import hls_routes
 from arcly_trio.services._hls_base import Packaging
 from arcly_trio.services._hls_cmaf import CmafPackaging
+from arcly_trio.services._hls_dvr import DvrKeys, DvrStorage, dvr_window_segments
 from arcly_trio.services._hls_held import HeldBytes
 from arcly_trio.services._hls_lists import ListState
 from arcly_trio.services._hls_ts import TsPackaging
-from arcly_trio.storage import InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
+from arcly_trio.storage import FileStorage, InvalidStorageKey, MemoryStorage, Storage, StorageError, check_key
 
 __all__ = ["HlsService", "HlsSegmentEvent", "ListState", "VARIANTS"]
 
@@ -174,6 +185,10 @@ class HlsService:
             packaging has not stored that list yet waits for it (a stream that is starting,
             or being pulled) before it is answered ``503``; default three target durations,
             at least 10 (a long GOP makes the first segment late).
+        dvr_storage: where the segments of the applications with a DVR window
+            (``AppSpec.dvr_window``) go when ``storage`` is in memory; default: a temporary
+            directory of the service's own, made when the first such stream starts and removed
+            when the janitor (:meth:`run`) ends (see :mod:`._hls_dvr`).
     """
 
     name = "hls"
@@ -197,6 +212,7 @@ class HlsService:
         max_bytes: int | None = None,
         session_timeout: float | None = None,
         first_list_timeout: float | None = None,
+        dvr_storage: Storage | None = None,
     ) -> None:
         HlsSegmenter(target_duration, window)  # validates both (LocalProtocolError)
         if variant not in VARIANTS:
@@ -252,6 +268,9 @@ class HlsService:
         self._order = itertools.count()
         self._wake = trio.Event()
         self._janitors = 0
+        self._dvr_keys = DvrKeys()
+        self._dvr_disk = dvr_storage
+        self._dvr_temporary: str | None = None
 
     # ------------------------------------------------------------------------- lookups
 
@@ -358,21 +377,26 @@ class HlsService:
         self._owners[base] = token
         variant = self.variant_for(stream.spec)
         self._variants[app] = variant
+        window = self.window_for(stream.spec)
+        if window != self.window:
+            self._dvr_keys.tokens.add(token)
+            self._dvr_storage()
         packaging: Packaging
         if variant == "ts":
-            packaging = TsPackaging(self, stream.key, token)
+            packaging = TsPackaging(self, stream.key, token, window=window)
             subscription.bridged_audio = True  # MPEG-TS gets the audio bridge's AAC of an Opus stream
         else:
-            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll")
+            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll", window=window)
         packaging.stream = stream
         self.streams[base] = packaging
         self.lists_changed()
         log.info(
-            "HLS (%s) packaging %s (segments of %g s, window %d)",
+            "HLS (%s) packaging %s (segments of %g s, window %d%s)",
             variant,
             stream.key,
             self.target_duration,
-            self.window,
+            window,
+            f", DVR of {stream.spec.dvr_window:g} s" if window != self.window else "",
         )
         try:
             await self._package(stream, subscription, packaging)
@@ -396,6 +420,21 @@ class HlsService:
             playlists = tuple(key for key in leftovers if key.endswith((".m3u8", ".mpd")))
             self._schedule(due, playlists, base, token)
             self._schedule(due, tuple(key for key in leftovers if key not in playlists), held=packaging.held)
+
+    def window_for(self, spec: AppSpec) -> int:
+        """How many segments the playlists of ``spec``'s streams list: the service's window, or
+        the DVR window's segments (``AppSpec.dvr_window``, see :mod:`._hls_dvr`)."""
+        return dvr_window_segments(spec.dvr_window, self.target_duration, self.window)
+
+    def _dvr_storage(self) -> None:
+        """Make sure DVR segments go to disk: wrap an in-memory storage (once)."""
+        if isinstance(self.storage, DvrStorage) or not isinstance(self.storage, MemoryStorage):
+            return  # wrapped already, or the storage is on disk already
+        if self._dvr_disk is None:
+            self._dvr_temporary = tempfile.mkdtemp(prefix="arcly-dvr-")
+            self._dvr_disk = FileStorage(self._dvr_temporary)
+            log.info("HLS DVR segments are kept in %s", self._dvr_temporary)
+        self.storage = DvrStorage(self.storage, self._dvr_disk, self._dvr_keys)
 
     async def _package(self, stream: Stream, subscription: Subscription, packaging: Packaging) -> None:
         session = subscription.session
@@ -470,8 +509,8 @@ class HlsService:
                 await self._delete(next(iter(held.leaving)), held)
                 held.dropped += 1
                 self.dropped_early += 1
-            elif not await packaging.drop_oldest():
-                break
+            elif held.disk or not await packaging.drop_oldest():
+                break  # a DVR stream's segments are on disk: dropping them frees no memory
         if held.dropped != before and not before:
             log.warning(
                 "HLS of %s holds more than its cap of %.0f MiB: its oldest segments and parts are "
@@ -507,7 +546,7 @@ class HlsService:
             self._storage_failed("write", key, exc)
             return
         if held is not None:
-            held.stored(key, len(data))
+            held.stored(key, len(data), on_disk=self._dvr_keys.on_disk(key))
 
     async def _delete(self, key: str, held: HeldBytes | None) -> None:
         try:
@@ -554,7 +593,7 @@ class HlsService:
                     continue  # a newer stream of the same name owns the playlists now
                 del self._owners[owner]
             for key in keys:
-                if held is not None and key not in held.sizes:
+                if held is not None and not held.holds(key):
                     continue  # deleted early already (the byte cap)
                 await self._delete(key, held)
 
@@ -616,6 +655,8 @@ class HlsService:
                 "left_out": sorted(packaging.left_out),
                 "by_variant": by_variant,
                 "held_bytes": packaging.held.total,
+                "dvr_window": packaging.stream.spec.dvr_window if packaging.stream is not None else 0.0,
+                "dvr_bytes": packaging.held.disk_total,
                 "dropped_early": packaging.held.dropped,
                 "unavailable": self.unavailable(key),
             }
@@ -635,3 +676,6 @@ class HlsService:
                     await self._wake.wait()
         finally:
             self._janitors -= 1
+            if not self._janitors and self._dvr_temporary is not None:
+                shutil.rmtree(self._dvr_temporary, ignore_errors=True)  # the DVR's own directory
+                self._dvr_temporary = None

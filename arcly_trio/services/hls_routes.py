@@ -99,6 +99,7 @@ from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.polled import SESSION_ID, PolledSession
 from arcly_trio.media import dash, llhls
 from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
+from arcly_trio.services._hls_dvr import query_pieces
 from arcly_trio.services._hls_lists import ListState
 from arcly_trio.services._hls_ts import PLAYLIST as TS_PLAYLIST
 from arcly_trio.services._hls_ts import TsPackaging
@@ -118,7 +119,6 @@ log = logging.getLogger("arcly_trio.http")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}(?:\.[0-9]{1,6})?\.(ts|m4s|mp4)")
 _CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}
 _RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
-_URI_ATTRIBUTE = re.compile(rb'URI="([^"]*)"')
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PROTOCOL = "hls"
 SESSION_PARAMETER = "arcly_session"
@@ -348,17 +348,10 @@ async def _read(service: HlsRoutesHost, exchange: Responder | None, key: str, mi
     return None
 
 
-def _with_query(playlist: bytes, query: str) -> bytes:
-    """Every URI of ``playlist`` (URI lines and ``URI="..."`` attributes) with ``?query``."""
-    suffix = b"?" + query.encode()
-    lines = []
-    for line in playlist.split(b"\n"):
-        if line.startswith(b"#"):
-            line = _URI_ATTRIBUTE.sub(lambda m: b'URI="' + m.group(1) + suffix + b'"', line)
-        elif line:
-            line += suffix
-        lines.append(line)
-    return b"\n".join(lines)
+def _with_query(playlist: bytes, query: str, pieces: list[bytes] | None = None) -> bytes:
+    """Every URI of ``playlist`` (URI lines and ``URI="..."`` attributes) with ``?query``;
+    ``pieces``: the playlist already cut there (a DVR window's: :class:`~._hls_dvr.QueryPieces`)."""
+    return (b"?" + query.encode()).join(query_pieces(playlist) if pieces is None else pieces)
 
 
 async def _locate(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, key: StreamKey) -> None:
@@ -439,7 +432,8 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
                 return
             access.begin(exchange.engine.polled)
             if access.query:
-                data = _with_query(data, access.query)
+                cut = packaging.pieces.get(name) if packaging is not None else None
+                data = _with_query(data, access.query, cut.get(data) if cut is not None else None)
         _served(exchange, access, data)
         await exchange.respond(
             200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache"), *access.cookie()]

@@ -18,6 +18,14 @@
 // instants, so picture and sound stay in sync by timestamps. The page reconnects by itself
 // when the stream ends or the connection drops.
 //
+// HLS (?via=hls): the stream's HLS in the <video>, with a scrub bar over the seekable range (the
+// DVR window of an application with --dvr-window, else the few live segments) and a "live"
+// button that returns to the live edge. The player is hls.js when the page has it (window.Hls:
+// a page that embeds this script with hls.js; the server serves no library), else the
+// browser's own: Safari's seeks in the window; Chromium 156's plays a live playlist from its
+// first segment with an empty seekable range, so there the bar is hidden and the page says so.
+// window.arclyPlayer.dvr = {start, end, time, behind} (null while there is nothing to seek in).
+//
 // Each configuration is checked with VideoDecoder/AudioDecoder.isConfigSupported before a
 // decoder is made (frames that arrive meanwhile wait, a few hundred at most): a codec this
 // browser cannot decode (HEVC in Chromium builds without it...) is said in plain words, with the
@@ -208,7 +216,7 @@
     $("unmute").textContent = muted ? "Unmute sound" : "Mute sound";
   }
   $("unmute").addEventListener("click", () => {
-    if (player.transport === "whep") { whepSound(video.muted); return; }
+    if (player.transport === "whep" || player.transport === "hls") { whepSound(video.muted); return; }
     if (!muted) { muted = true; $("unmute").textContent = "Unmute sound"; return; }
     unmute();
   });
@@ -470,5 +478,97 @@
   }
   setInterval(whepStats, 1000);
 
-  chooseTransport("whep").then(({ webrtc, forced }) => (webrtc ? startWhep(forced) : startFrames()));
+  // --- HLS with a scrub bar over the DVR window -----------------------------------------------------
+  const LIVE_SLACK = 8;          // seconds behind the seekable end still called live
+  let dragging = false;
+
+  function seekableRange() {
+    const s = video.seekable;
+    return s.length ? { start: s.start(0), end: s.end(s.length - 1) } : null;
+  }
+
+  let hlsjs = null;
+
+  function goLive() {
+    const range = seekableRange();
+    const edge = hlsjs && hlsjs.liveSyncPosition;
+    if (range) video.currentTime = edge && edge <= range.end ? edge : Math.max(range.start, range.end - 3);
+    video.play().catch(() => {});
+  }
+
+  function showPosition() {
+    const range = seekableRange();
+    if (player.transport !== "hls") return;
+    if (!range || !isFinite(range.end)) {
+      player.dvr = null;
+      $("scrub").hidden = $("golive").hidden = true;
+      if (video.currentTime > 0) {
+        $("behind").textContent = "this browser's HLS player cannot seek in a live stream (open it in Safari)";
+        player.state = video.paused ? "paused" : "playing";
+      }
+      return;
+    }
+    $("scrub").hidden = $("golive").hidden = false;
+    const span = Math.max(range.end - range.start, 0.001);
+    const behind = Math.max(0, range.end - video.currentTime);
+    player.dvr = { start: range.start, end: range.end, time: video.currentTime, behind };
+    if (!dragging) $("scrub").value = String(Math.round((video.currentTime - range.start) / span * 1000));
+    const live = behind <= LIVE_SLACK;
+    $("behind").textContent = live ? `live (window ${Math.round(span)} s)` : `−${Math.round(behind)} s of ${Math.round(span)} s`;
+    $("golive").disabled = live;
+    player.state = video.paused ? "paused" : live ? "live" : "behind";
+    setStatus(live ? "live" : "DVR", live ? "badge live" : "badge");
+  }
+
+  function startHls() {
+    player.transport = "hls"; player.state = "connecting";
+    $("via").textContent = "HLS — the browser's own player";  // or hls.js, below
+    $("readout").hidden = true; $("readout-whep").hidden = true;
+    canvas.hidden = true; video.hidden = false;
+    const src = httpUrl(streamPath(app, stream) + "/index.m3u8") + (token ? "?token=" + encodeURIComponent(token) : "");
+    const native = video.canPlayType("application/vnd.apple.mpegurl");
+    if (!(window.Hls && window.Hls.isSupported()) && !native) {
+      player.state = "unsupported";
+      setStatus("no HLS here", "badge warn");
+      $("unsupported").replaceChildren("This browser has no HLS player of its own: open the page without ?via=hls, "
+        + "or play " + httpUrl(streamPath(app, stream) + "/index.m3u8") + " in Safari or an hls.js player.");
+      $("unsupported").hidden = false;
+      return;
+    }
+    $("transport").textContent = "Playing over HLS, as ?via=hls asks: drag the bar to go back, \"live\" returns.";
+    const scrub = $("scrub");
+    scrub.addEventListener("input", () => { dragging = true; });
+    scrub.addEventListener("change", () => {
+      dragging = false;
+      const range = seekableRange();
+      if (range) video.currentTime = range.start + Number(scrub.value) / 1000 * (range.end - range.start);
+      video.play().catch(() => {});
+    });
+    $("golive").addEventListener("click", goLive);
+    $("dvr").hidden = false;
+    video.muted = true;  // autoplay; the button turns sound on
+    video.addEventListener("error", () => { player.error = video.error && video.error.message; $("error").textContent = `HLS: ${player.error || "error"}`; });
+    if (window.Hls && window.Hls.isSupported()) {
+      // No worker: the page's Content-Security-Policy allows no blob: scripts.
+      hlsjs = new window.Hls({ lowLatencyMode: true, enableWorker: false });
+      hlsjs.on(window.Hls.Events.ERROR, (event, data) => {
+        if (!data.fatal) return;
+        player.error = data.details;
+        $("error").textContent = `HLS: ${data.details}`;
+      });
+      hlsjs.loadSource(src);
+      hlsjs.attachMedia(video);
+      player.engine = "hls.js";
+      $("via").textContent = "HLS — hls.js";
+    } else {
+      video.src = src;
+      player.engine = "native";
+    }
+    video.play().catch(() => {});
+    setInterval(showPosition, 250);
+  }
+  window.arclyGoLive = goLive;
+
+  if (params.get("via") === "hls") startHls();
+  else chooseTransport("whep").then(({ webrtc, forced }) => (webrtc ? startWhep(forced) : startFrames()));
 })();
