@@ -254,7 +254,12 @@ async def test_a_full_disk_stops_the_recording_not_the_stream(tmp_path: Path, ca
                 while not recorder.failures:
                     await publisher.send(frames[-1].shifted(40))
                     await trio.sleep(0.01)
-            assert engine.has_stream(KEY)
+            for frame in frames_until(10100, 6100):  # the session goes on: no new try, no new event
+                await publisher.send(frame)
+            with trio.move_on_after(0.3):  # (a negative check: give a retry the time to show)
+                while recorder.failures == 1:
+                    await trio.sleep(0.01)
+            assert engine.has_stream(KEY) and recorder.failures == 1 and not recorder.recording(KEY)
     assert [type(e) for e in recorder.history] == [RecordingStarted, RecordingFailed]
     assert "No space left on device" in recorder.history[-1].error  # type: ignore[union-attr]
     assert any("stopped by a file-system error (the stream goes on)" in r.getMessage() for r in caplog.records)

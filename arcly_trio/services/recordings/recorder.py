@@ -250,6 +250,8 @@ class Recorder:
         self._paused: set[StreamKey] = set()  # always-recording streams stopped until their next session
         self._runs: dict[StreamKey, _Run] = {}
         self._ends: dict[StreamKey, float] = {}  # where each stream's last run ended (epoch s)
+        self._generation: dict[StreamKey, int] = {}  # the streams asked for: the number of their start()
+        self._starts = 0
         self._retention_due = trio.Event()
         self._lag_logged: dict[StreamKey, float] = {}
         self.history: deque[RecordingEvent] = deque(maxlen=1000)
@@ -323,6 +325,8 @@ class Recorder:
             return False
         self._requested[key] = by
         self._paused.discard(key)
+        self._starts += 1
+        self._generation[key] = self._starts  # a run that failed before may try again
         log.info("recording of %s requested by %s", key, by or "the program")
         self._notify(key, "recording-start-requested", by)
         return True
@@ -331,6 +335,7 @@ class Recorder:
         """Stop recording ``key`` (an application that records always pauses it until its next
         publish session); whether it was recording or asked for."""
         was = self._requested.pop(key, None) is not None or self.recording(key)
+        self._generation.pop(key, None)
         if self.records_always(key.app):
             self._paused.add(key)
         log.info("recording of %s stopped by %s", key, by or "the program")
@@ -439,6 +444,7 @@ class Recorder:
         session = subscription.session
         seen = Segmenter(self.format, self.segment_seconds)  # remembers configs while idle
         run: _Run | None = None
+        blocked: int | None = None  # after a failure: the start() generation it happened in
         dropped = subscription.dropped
         reason = "stream ended"
         try:
@@ -452,16 +458,19 @@ class Recorder:
                         await self._end(run, "new publish session")
                         run = None
                     self._paused.discard(key)
+                    blocked = None  # a new session tries again
                     seen = Segmenter(self.format, self.segment_seconds)
                 if subscription.dropped != dropped:
                     self._lagged(key, subscription.dropped - dropped)
                     dropped = subscription.dropped
                 if run is not None and (run.failed or not self.wanted(key)):
+                    if run.failed:
+                        blocked = self._generation.get(key, 0)
                     await self._end(run, "stopped" if not run.failed else "failed")
                     run = None
                 if run is None:
-                    if not self.wanted(key):
-                        seen.seed(batch)
+                    if not self.wanted(key) or blocked == self._generation.get(key, 0):
+                        seen.seed(batch)  # not asked for, or failed: until a new session or start()
                         continue
                     run = await self._new_run(stream, seen)
                 await self._record(run, batch)
