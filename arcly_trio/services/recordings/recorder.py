@@ -102,6 +102,8 @@ log = logging.getLogger("arcly_trio.recording")
 LOCK_NAME: Final = ".writer.lock"
 #: The most streams that may be asked for at once (``start``).
 MAX_REQUESTED: Final = 10_000
+#: Streams whose last end and last lag warning are remembered (older ones are forgotten).
+_REMEMBERED: Final = 10_000
 #: Index lines a stream's recorder appends before it compacts the index (one line per segment).
 _COMPACT_AFTER: Final = 500
 
@@ -501,7 +503,10 @@ class Recorder:
         self.lagged_frames += frames
         now = trio.current_time()
         if now - self._lag_logged.get(key, -1e18) >= 60:
+            self._lag_logged.pop(key, None)
             self._lag_logged[key] = now
+            while len(self._lag_logged) > _REMEMBERED:
+                del self._lag_logged[next(iter(self._lag_logged))]
             log.warning("recording of %s fell behind: %d frames missed (the stream went on)", key, frames)
 
     async def _record(self, run: _Run, frames: Sequence[Frame]) -> None:
@@ -516,7 +521,9 @@ class Recorder:
         try:
             await self._finish(run, reason)
         finally:
-            self._ends[run.key] = max(self._ends.get(run.key, 0.0), run.segmenter.ended_at)
+            self._ends[run.key] = max(self._ends.pop(run.key, 0.0), run.segmenter.ended_at)
+            while len(self._ends) > _REMEMBERED:  # the oldest first (the catalog knows them too)
+                del self._ends[next(iter(self._ends))]
             if self._runs.get(run.key) is run:  # listed until its last segment is closed
                 del self._runs[run.key]
 
