@@ -176,12 +176,12 @@ class _Run:
     stream: Stream | None = None
     segment: _Segment | None = None
     started: bool = False  # a file was written
+    lines: int = 0  # index lines appended by this run since it last compacted the index
     lock: int | None = None  # the directory's writer lock, held while the run writes
     failed: bool = False
     frames: int = 0
     bytes: int = 0
     segments: int = 0
-    lines: int = 0  # index lines appended since the last compaction
 
 
 class Recorder:
@@ -254,6 +254,7 @@ class Recorder:
         self._ends: dict[StreamKey, float] = {}  # where each stream's last run ended (epoch s)
         self._generation: dict[StreamKey, int] = {}  # the streams asked for: the number of their start()
         self._starts = 0
+        self._lines: dict[StreamKey, int] = {}  # index lines appended per stream since its compaction
         self._retention_due = trio.Event()
         self._lag_logged: dict[StreamKey, float] = {}
         self.history: deque[RecordingEvent] = deque(maxlen=1000)
@@ -522,8 +523,13 @@ class Recorder:
             await self._finish(run, reason)
         finally:
             self._ends[run.key] = max(self._ends.pop(run.key, 0.0), run.segmenter.ended_at)
+            if run.lines:
+                self._lines[run.key] = self._lines.get(run.key, 0) + run.lines
+                run.lines = 0
             while len(self._ends) > _REMEMBERED:  # the oldest first (the catalog knows them too)
-                del self._ends[next(iter(self._ends))]
+                forgotten = next(iter(self._ends))
+                del self._ends[forgotten]
+                self._lines.pop(forgotten, None)
             if self._runs.get(run.key) is run:  # listed until its last segment is closed
                 del self._runs[run.key]
 
@@ -567,7 +573,7 @@ class Recorder:
             return
         if closed:
             self._retention_due.set()
-            if run.lines > _COMPACT_AFTER:
+            if self._lines.get(run.key, 0) + run.lines > _COMPACT_AFTER:
                 await self._compact(run)
 
     def _perform(self, run: _Run, operations: list[Operation]) -> int:
@@ -627,6 +633,7 @@ class Recorder:
         except (StorageError, OSError) as exc:
             log.warning("could not compact the recording index of %s (kept as it is): %s", run.key, exc)
             return
+        self._lines.pop(run.key, None)
         run.lines = 0
 
     async def _fail(self, run: _Run, exc: StorageError) -> None:
