@@ -254,7 +254,12 @@ async def test_a_full_disk_stops_the_recording_not_the_stream(tmp_path: Path, ca
                 while not recorder.failures:
                     await publisher.send(frames[-1].shifted(40))
                     await trio.sleep(0.01)
-            assert engine.has_stream(KEY)
+            for frame in frames_until(10100, 6100):  # the session goes on: no new try, no new event
+                await publisher.send(frame)
+            with trio.move_on_after(0.3):  # (a negative check: give a retry the time to show)
+                while recorder.failures == 1:
+                    await trio.sleep(0.01)
+            assert engine.has_stream(KEY) and recorder.failures == 1 and not recorder.recording(KEY)
     assert [type(e) for e in recorder.history] == [RecordingStarted, RecordingFailed]
     assert "No space left on device" in recorder.history[-1].error  # type: ignore[union-attr]
     assert any("stopped by a file-system error (the stream goes on)" in r.getMessage() for r in caplog.records)
@@ -321,3 +326,19 @@ async def test_start_up_repair_leaves_a_stream_another_process_writes(tmp_path: 
     async with recording(recorder):
         (record,) = await recorder.catalog.segments(KEY)
     assert record.final and (directory / opened.name).stat().st_size == record.bytes < len(data) - 1000
+
+
+async def test_the_index_is_compacted_across_short_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from arcly_trio.services.recordings import recorder as module
+
+    monkeypatch.setattr(module, "_COMPACT_AFTER", 6)
+    recorder = Recorder(tmp_path, segment_seconds=1.0)
+    async with recording(recorder) as engine:
+        for n in range(4):  # short sessions: none alone appends enough lines to compact
+            await publish(engine, frames_until(2000))
+            await ended(recorder, n + 1)
+    segments = await Catalog(tmp_path).segments(KEY)
+    assert len(segments) == 4 and all(r.final for r in segments)  # a keyframe every 2 s: one per session
+    lines = index_records(tmp_path / "live" / "cam")
+    assert len(lines) < 2 * len(segments)  # two lines per segment were written: some were compacted
+    assert {r.file for r in lines} == {r.file for r in segments}

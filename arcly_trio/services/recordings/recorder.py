@@ -103,6 +103,8 @@ log = logging.getLogger("arcly_trio.recording")
 LOCK_NAME: Final = ".writer.lock"
 #: The most streams that may be asked for at once (``start``).
 MAX_REQUESTED: Final = 10_000
+#: Streams whose last end and last lag warning are remembered (older ones are forgotten).
+_REMEMBERED: Final = 10_000
 #: Index lines a stream's recorder appends before it compacts the index (one line per segment).
 _COMPACT_AFTER: Final = 500
 
@@ -175,12 +177,12 @@ class _Run:
     stream: Stream | None = None
     segment: _Segment | None = None
     started: bool = False  # a file was written
+    lines: int = 0  # index lines appended by this run since it last compacted the index
     lock: int | None = None  # the directory's writer lock, held while the run writes
     failed: bool = False
     frames: int = 0
     bytes: int = 0
     segments: int = 0
-    lines: int = 0  # index lines appended since the last compaction
 
 
 class Recorder:
@@ -253,6 +255,9 @@ class Recorder:
         self._paused: set[StreamKey] = set()  # always-recording streams stopped until their next session
         self._runs: dict[StreamKey, _Run] = {}
         self._ends: dict[StreamKey, float] = {}  # where each stream's last run ended (epoch s)
+        self._generation: dict[StreamKey, int] = {}  # the streams asked for: the number of their start()
+        self._starts = 0
+        self._lines: dict[StreamKey, int] = {}  # index lines appended per stream since its compaction
         self._retention_due = trio.Event()
         self._lag_logged: dict[StreamKey, float] = {}
         self.history: deque[RecordingEvent] = deque(maxlen=1000)
@@ -326,6 +331,8 @@ class Recorder:
             return False
         self._requested[key] = by
         self._paused.discard(key)
+        self._starts += 1
+        self._generation[key] = self._starts  # a run that failed before may try again
         log.info("recording of %s requested by %s", key, by or "the program")
         self._notify(key, "recording-start-requested", by)
         return True
@@ -334,6 +341,7 @@ class Recorder:
         """Stop recording ``key`` (an application that records always pauses it until its next
         publish session); whether it was recording or asked for."""
         was = self._requested.pop(key, None) is not None or self.recording(key)
+        self._generation.pop(key, None)
         if self.records_always(key.app):
             self._paused.add(key)
         log.info("recording of %s stopped by %s", key, by or "the program")
@@ -442,6 +450,7 @@ class Recorder:
         session = subscription.session
         seen = Segmenter(self.format, self.segment_seconds)  # remembers configs while idle
         run: _Run | None = None
+        blocked: int | None = None  # after a failure: the start() generation it happened in
         dropped = subscription.dropped
         reason = "stream ended"
         try:
@@ -455,16 +464,19 @@ class Recorder:
                         await self._end(run, "new publish session")
                         run = None
                     self._paused.discard(key)
+                    blocked = None  # a new session tries again
                     seen = Segmenter(self.format, self.segment_seconds)
                 if subscription.dropped != dropped:
                     self._lagged(key, subscription.dropped - dropped)
                     dropped = subscription.dropped
                 if run is not None and (run.failed or not self.wanted(key)):
+                    if run.failed:
+                        blocked = self._generation.get(key, 0)
                     await self._end(run, "stopped" if not run.failed else "failed")
                     run = None
                 if run is None:
-                    if not self.wanted(key):
-                        seen.seed(batch)
+                    if not self.wanted(key) or blocked == self._generation.get(key, 0):
+                        seen.seed(batch)  # not asked for, or failed: until a new session or start()
                         continue
                     run = await self._new_run(stream, seen)
                 await self._record(run, batch)
@@ -495,7 +507,10 @@ class Recorder:
         self.lagged_frames += frames
         now = trio.current_time()
         if now - self._lag_logged.get(key, -1e18) >= 60:
+            self._lag_logged.pop(key, None)
             self._lag_logged[key] = now
+            while len(self._lag_logged) > _REMEMBERED:
+                del self._lag_logged[next(iter(self._lag_logged))]
             log.warning("recording of %s fell behind: %d frames missed (the stream went on)", key, frames)
 
     async def _record(self, run: _Run, frames: Sequence[Frame]) -> None:
@@ -510,7 +525,14 @@ class Recorder:
         try:
             await self._finish(run, reason)
         finally:
-            self._ends[run.key] = max(self._ends.get(run.key, 0.0), run.segmenter.ended_at)
+            self._ends[run.key] = max(self._ends.pop(run.key, 0.0), run.segmenter.ended_at)
+            if run.lines:
+                self._lines[run.key] = self._lines.get(run.key, 0) + run.lines
+                run.lines = 0
+            while len(self._ends) > _REMEMBERED:  # the oldest first (the catalog knows them too)
+                forgotten = next(iter(self._ends))
+                del self._ends[forgotten]
+                self._lines.pop(forgotten, None)
             if self._runs.get(run.key) is run:  # listed until its last segment is closed
                 del self._runs[run.key]
 
@@ -554,7 +576,7 @@ class Recorder:
             return
         if closed:
             self._retention_due.set()
-            if run.lines > _COMPACT_AFTER:
+            if self._lines.get(run.key, 0) + run.lines > _COMPACT_AFTER:
                 await self._compact(run)
 
     def _perform(self, run: _Run, operations: list[Operation]) -> int:
@@ -614,6 +636,7 @@ class Recorder:
         except (StorageError, OSError) as exc:
             log.warning("could not compact the recording index of %s (kept as it is): %s", run.key, exc)
             return
+        self._lines.pop(run.key, None)
         run.lines = 0
 
     async def _fail(self, run: _Run, exc: StorageError) -> None:
