@@ -52,8 +52,9 @@ from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
 from arcly_trio.media.probe import StreamInfo
 from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
-from arcly_trio.protocols.webrtc.rtp import SendHistory, rtp_header
+from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
+from arcly_trio.protocols.webrtc.srtp import SrtpProtectError
 from arcly_trio.workers.webrtc.peer import PeerSession
 
 __all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
@@ -126,28 +127,34 @@ class PictureIds:
         return value
 
 
-Packet = tuple[bytes, int, bool]
-"""One RTP packet of a frame, as every viewer sends it: payload, RTP timestamp, marker bit.
-Built once per frame and shared: each viewer adds its own header (sequence number, SSRC) and
-keeps a reference in its send history."""
+Packet = tuple[bytes, int, int]
+"""One RTP packet of a frame, as every viewer sends it: payload, RTP timestamp, marker bit
+(``0x80`` or ``0``, or'ed into the header's second byte). Built once per frame and shared: each
+viewer adds its own header (sequence number, SSRC) and keeps a reference in its send history."""
 
 
 def _packetize(
     frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...], pictures: PictureIds | None, video: bool
-) -> tuple[Packet, ...]:
-    """A frame's RTP packets (built once per frame for every WHEP viewer): the RTP clock is
-    90 kHz for video (the marker on the last packet of the picture) and 48 kHz for Opus; none
-    if the format cannot carry the frame."""
+) -> tuple[tuple[Packet, ...], int]:
+    """A frame's RTP packets (built once per frame for every WHEP viewer) and the payload bytes
+    they carry: the RTP clock is 90 kHz for video (the marker on the last packet of the picture)
+    and 48 kHz for Opus; none if the format cannot carry the frame."""
     try:
         if pictures is not None:
             payloads: list[bytes] = module.packetize(frame.payload, mtu, picture_id=pictures.take())
         else:
             payloads = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
     except LocalProtocolError:
-        return ()
+        return _NOTHING
     timestamp = (frame.pts * (90 if video else 48)) & _MASK32
     last = len(payloads) - 1
-    return tuple((payload, timestamp, video and index == last) for index, payload in enumerate(payloads))
+    packets = tuple(
+        (payload, timestamp, 0x80 if video and index == last else 0) for index, payload in enumerate(payloads)
+    )
+    return packets, sum(len(payload) for payload in payloads)
+
+
+_NOTHING: tuple[tuple[Packet, ...], int] = ((), 0)
 
 
 def _prefix(frame: Frame) -> tuple[bytes, ...]:
@@ -172,22 +179,59 @@ class OutTrack:
     module: ModuleType | None = None
     failed_frames: int = 0
 
-    def send(self, session: PeerSession, packets: Sequence[Packet]) -> bool:
-        """Send a frame's shared ``packets`` as consecutive sequence numbers; whether every one
-        went out."""
-        ok = True
-        history = self.history
-        for packet in packets:
-            payload, timestamp, marker = packet
-            sequence = self.sequence
-            self.sequence = (sequence + 1) & 0xFFFF
-            if history is not None:
-                history.add(sequence, packet)
-            if not session.send_rtp(rtp_header(self.payload_type, sequence, timestamp, self.ssrc, marker) + payload):
-                ok = False
-            self.packets += 1
-            self.octets += len(payload)
-        return ok
+    def send(self, session: PeerSession, packets: Sequence[Packet], octets: int) -> bool:
+        """Send a frame's shared ``packets`` (``octets`` payload bytes) as consecutive sequence
+        numbers; whether every one went out. The hot path of a WHEP viewer: the packets are
+        built and protected back to back (:meth:`~.srtp.SrtpContext.protect_packets`) and go
+        out in one GSO ``sendmsg`` per run of equal-sized ones (:meth:`~.udp.UdpPort.send_many`)."""
+        count = len(packets)
+        sequence = self.sequence
+        self.sequence = (sequence + count) & 0xFFFF
+        self.packets += count
+        self.octets += octets
+        if self.history is not None:
+            self.history.add_run(sequence, packets)
+        return send_packets(session, packets, self.payload_type, sequence, self.ssrc)
+
+
+def send_packets(session: PeerSession, packets: Sequence[Packet], payload_type: int, sequence: int, ssrc: int) -> bool:
+    """Protect ``packets`` (sequence numbers from ``sequence``) and send them on the session's
+    path now; whether every one went out (the session's counters say what did not)."""
+    srtp = session.srtp
+    address = session.address
+    stats = session.stats
+    count = len(packets)
+    if srtp is None or address is None:
+        stats.send_drops += count
+        return False
+    link = session.link
+    port = session.host.port
+    ok = True
+    start = 0
+    while start < count:
+        try:
+            data, ends = srtp.protect_packets(packets, start, payload_type, (sequence + start) & 0xFFFF, ssrc)
+        except SrtpProtectError:
+            stats.srtp_errors += count - start
+            return False
+        built = len(ends)
+        start += built
+        if link is not None:
+            went = True
+            begin = 0
+            for end in ends:
+                if not link.send(bytes(data[begin:end])):
+                    went = False
+                begin = end
+        else:
+            went = port.send_many(data, ends, address)
+        if went:
+            stats.packets_sent += built
+            stats.bytes_sent += ends[-1]
+        else:
+            stats.send_drops += built  # (some of them may have gone: a drop is a drop to the viewer)
+            ok = False
+    return ok
 
 
 class RtpSink:
@@ -297,7 +341,7 @@ class RtpSink:
                     self.skipped += 1
                     return
                 self.wait_keyframe = False
-            packets = frame.encoded(
+            packets, octets = frame.encoded(
                 ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures, True
             )
             if not packets:
@@ -305,7 +349,7 @@ class RtpSink:
                 return
             if self.base is None:
                 self.base = (time.time(), frame.pts)
-            if track.send(self.session, packets):
+            if track.send(self.session, packets, octets):
                 track.failed_frames = 0
             else:
                 track.failed_frames += 1
@@ -327,7 +371,8 @@ class RtpSink:
             return
         if self.base is None:
             self.base = (time.time(), frame.pts)
-        track.send(self.session, frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False))
+        packets, octets = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False)
+        track.send(self.session, packets, octets)
         track.last_pts = frame.pts
 
     # ------------------------------------------------------------------ RTCP
@@ -367,9 +412,8 @@ class RtpSink:
             entry = track.history.get(sequence)
             if entry is None:
                 continue
-            payload, timestamp, marker = entry
             count += 1
-            if self.session.send_rtp(rtp_header(track.payload_type, sequence, timestamp, track.ssrc, marker) + payload):
+            if send_packets(self.session, (entry,), track.payload_type, sequence, track.ssrc):  # type: ignore[arg-type]
                 sent += 1
         self._retransmit_window = (second, count)
         return sent
