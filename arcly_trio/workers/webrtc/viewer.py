@@ -20,9 +20,17 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
   (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR (the browser cannot decode what
   follows) makes the viewer resume at the next keyframe, and is passed on to a WHIP publisher of
-  the stream so that one comes at once; any other source's next keyframe comes on its own. A viewer whose packets the
-  socket would not take for :data:`MAX_FAILED_FRAMES` frames in a row skips to the next
-  keyframe (counted in ``send_drops``).
+  the stream so that one comes at once; any other source's next keyframe comes on its own.
+* **Slow viewers** are the kernel's, as every other sink's (:mod:`arcly_trio.kernel.fanout`). A
+  frame whose packets the path would not take (the UDP socket's buffer full: ``EAGAIN``,
+  ``ENOBUFS``; an ICE-TCP link's queue full because the peer reads too slowly) is a loss the
+  viewer repairs with NACKs, until :data:`MAX_FAILED_FRAMES` tracks' frames in a row failed: then
+  the sink does not take that frame (:meth:`RtpSink.offer`) and the kernel's lag policy applies:
+  the viewer drops everything to the next keyframe (counted in the subscriber's ``dropped``,
+  an event, a log line) and, past the application's lag budget (``lag-budget``), is evicted: its
+  session ends (``evicted``, logged). An ICE-TCP viewer that reads nothing for the link's
+  ``write_timeout`` loses its link (:mod:`.tcp`) and, that being its path, its session, as a
+  TCP egress that times out is closed.
 * **Audio.** Opus frames go out as they are (RFC 7587); for a stream whose audio is AAC the
   session asks the audio bridge (an engine plugin with ``want_opus``, see :class:`OpusBridge`)
   for Opus while it plays, and sends what the bridge delivers.
@@ -41,7 +49,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import ModuleType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -57,6 +65,9 @@ from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_w
 from arcly_trio.protocols.webrtc.srtp import SrtpProtectError
 from arcly_trio.workers.webrtc.peer import PeerSession
 
+if TYPE_CHECKING:
+    from arcly_trio.workers.webrtc.tcp import TcpLink
+
 __all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
 
 MAX_HELD = 600
@@ -68,6 +79,8 @@ HISTORY = 1024
 MAX_RETRANSMITS = 400
 """Retransmissions per second per viewer at most (a NACK storm cannot multiply our work)."""
 MAX_FAILED_FRAMES = 3
+"""Frames of a track in a row whose packets the path refused (in part) before a frame is not
+taken and the kernel's lag policy applies (fewer are a loss the viewer repairs with NACKs)."""
 
 _PAYLOADS: dict[str, ModuleType] = {"h264": h264, "hevc": h265, "av1": av1, "vp9": vp9}
 _PARAMETER_SETS: dict[str, Callable[[bytes], Sequence[bytes]]] = {
@@ -250,6 +263,8 @@ class RtpSink:
         self.configs: dict[FrameKind, Frame] = {}
         self.skipped = 0
         """Frames not sent: waiting for a keyframe, a codec the answer did not negotiate."""
+        self.refused = 0
+        """Frames not taken because the path kept refusing (the kernel then drops to a keyframe)."""
         self.pictures: PictureIds | None = None
         """The stream's VP9 picture ids (shared with its other viewers), for a VP9 track."""
         self.base: tuple[float, int] | None = None
@@ -282,25 +297,31 @@ class RtpSink:
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
         for index in range(start, len(frames)):
-            self._take(frames[index])
+            if not self._take(frames[index]):
+                return index  # the path keeps refusing: the kernel's lag policy (see the module docstring)
         return len(frames)
 
     def close(self, reason: EndReason) -> None:
         self.ended = True
         self.end_reason = reason
-        self.session.close(f"stream {reason.value}")
+        if reason is EndReason.EVICTED:
+            self.session.close("evicted: it could not keep up (past the lag budget)")
+        else:
+            self.session.close(f"stream {reason.value}")
 
     # ------------------------------------------------------------------ frames
 
-    def _take(self, frame: Frame) -> None:
+    def _take(self, frame: Frame) -> bool:
+        """Whether the frame was taken (sent, held, skipped): not when the path keeps refusing."""
         if self.ended:
-            return
+            return True
         if frame.config:
             self._config(frame)
         elif self.ready:
-            self._send(frame)
+            return self._send(frame)
         else:
             self._hold(frame)
+        return True
 
     def _config(self, frame: Frame) -> None:
         self.configs[frame.kind] = frame
@@ -329,51 +350,59 @@ class RtpSink:
         elif self.video is not None:
             self.session.host.request_keyframe(self.session.key)
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame) -> bool:
         kind = frame.kind
         if kind is FrameKind.VIDEO:
             track = self.video
             if track is None or frame.codec != track.codec or frame.track:
                 self.skipped += 1
-                return
+                return True
             if self.wait_keyframe:
                 if not frame.keyframe:
                     self.skipped += 1
-                    return
+                    return True
                 self.wait_keyframe = False
             packets, octets = frame.encoded(
                 ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures, True
             )
             if not packets:
                 self.skipped += 1
-                return
+                return True
             if self.base is None:
                 self.base = (time.time(), frame.pts)
-            if track.send(self.session, packets, octets):
-                track.failed_frames = 0
-            else:
-                track.failed_frames += 1
-                if track.failed_frames >= MAX_FAILED_FRAMES:  # the socket keeps refusing: skip to a keyframe
-                    track.failed_frames = 0
-                    self.wait_keyframe = True
             track.last_pts = frame.pts
-        elif kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
-            self._send_audio(frame)
+            return self._sent(track, track.send(self.session, packets, octets))
+        if kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
+            return self._send_audio(frame)
+        return True
+
+    def _sent(self, track: OutTrack, ok: bool) -> bool:
+        """Whether a frame the path took in part counts as taken: a burst is a loss the viewer
+        repairs (NACK); :data:`MAX_FAILED_FRAMES` in a row are the kernel's lag policy's."""
+        if ok:
+            track.failed_frames = 0
+            return True
+        track.failed_frames += 1
+        if track.failed_frames < MAX_FAILED_FRAMES:
+            return True
+        track.failed_frames = 0
+        self.refused += 1
+        return False
 
     def deliver_bridged(self, frame: Frame) -> None:
         """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task."""
         if self.ready and not self.ended and not frame.config:
             self._send_audio(frame)
 
-    def _send_audio(self, frame: Frame) -> None:
+    def _send_audio(self, frame: Frame) -> bool:
         track = self.audio
         if track is None:
-            return
+            return True
         if self.base is None:
             self.base = (time.time(), frame.pts)
         packets, octets = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False)
-        track.send(self.session, packets, octets)
         track.last_pts = frame.pts
+        return self._sent(track, track.send(self.session, packets, octets))
 
     # ------------------------------------------------------------------ RTCP
 
@@ -504,4 +533,14 @@ class WhepSession(PeerSession):
     def document(self) -> dict[str, Any]:
         out = super().document()
         out["skipped_frames"] = self.sink.skipped
+        out["refused_frames"] = self.sink.refused
         return out
+
+    def link_lost(self, link: TcpLink) -> None:
+        """An ICE-TCP link closed: when it was the viewer's path and it closed because the peer
+        read nothing for the write timeout (:attr:`~.tcp.TcpLink.stalled`), the viewer is too
+        slow and its session ends, as a TCP egress that times out is closed."""
+        selected = self.link is link
+        super().link_lost(link)
+        if selected and link.stalled and self.link is None:
+            self.close(f"evicted: {link.end_reason or 'the peer stopped reading'}")
