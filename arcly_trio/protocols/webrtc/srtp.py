@@ -95,10 +95,11 @@ class _Scratch(threading.local):
     """One thread's buffer for :meth:`SrtpContext.protect_packets` and libsrtp's view of it."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray(SCRATCH + MAX_PACKET)
-        self.view = memoryview(self.buffer)
-        self.pointer: Any = _ffi.from_buffer("char[]", self.buffer) if _ffi is not None else None
-        self.length: Any = _ffi.new("int *") if _ffi is not None else None
+        buffer = bytearray(SCRATCH + MAX_PACKET)
+        pointer = _ffi.from_buffer("char[]", buffer) if _ffi is not None else None
+        length = _ffi.new("int *") if _ffi is not None else None
+        self.parts: tuple[bytearray, memoryview, Any, Any] = (buffer, memoryview(buffer), pointer, length)
+        """The buffer, a view of it, libsrtp's pointer to it and a length cell (one attribute: one lookup)."""
 
 
 _scratch = _Scratch()
@@ -187,8 +188,7 @@ class SrtpContext:
         :data:`SCRATCH` bytes (at least one); the caller sends them before the next call on
         this thread, and calls again for the rest. :class:`SrtpProtectError` for a payload
         too long for one packet or a packet libsrtp refuses (nothing of that call is valid)."""
-        scratch = _scratch
-        buffer = scratch.buffer
+        buffer, view, pointer, length = _scratch.parts
         ends: list[int] = []
         pack = _HEADER.pack_into
         context = self._context
@@ -214,9 +214,7 @@ class SrtpContext:
                 ends.append(end)
                 sequence = (sequence + 1) & 0xFFFF
                 index += 1
-            return scratch.view, ends
-        pointer = scratch.pointer
-        length = scratch.length
+            return view, ends
         call = _srtp_protect
         while index < count:
             payload, timestamp, marker = packets[index]
@@ -235,7 +233,7 @@ class SrtpContext:
             ends.append(offset)
             sequence = (sequence + 1) & 0xFFFF
             index += 1
-        return scratch.view, ends
+        return view, ends
 
     def protect(self, rtp: bytes) -> bytes:
         """SRTP of the RTP packet ``rtp`` (again for a NACK resend: allowed)."""

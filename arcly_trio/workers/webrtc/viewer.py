@@ -229,15 +229,15 @@ def send_packets(session: PeerSession, packets: Sequence[Packet], payload_type: 
             return False
         built = len(ends)
         start += built
-        if link is not None:
+        if link is None:
+            went = port.send(data[: ends[0]], address) if built == 1 else port.send_many(data, ends, address)
+        else:
             went = True
             begin = 0
             for end in ends:
                 if not link.send(bytes(data[begin:end])):
                     went = False
                 begin = end
-        else:
-            went = port.send_many(data, ends, address)
         if went:
             stats.packets_sent += built
             stats.bytes_sent += ends[-1]
@@ -296,10 +296,19 @@ class RtpSink:
             self._take(frame)
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
-        for index in range(start, len(frames)):
-            if not self._take(frames[index]):
+        count = len(frames)
+        if self.ended:
+            return count
+        send = self._send if self.ready else None
+        for index in range(start, count):
+            frame = frames[index]
+            if frame.config:
+                self._config(frame)
+            elif send is None:
+                self._hold(frame)
+            elif not send(frame):
                 return index  # the path keeps refusing: the kernel's lag policy (see the module docstring)
-        return len(frames)
+        return count
 
     def close(self, reason: EndReason) -> None:
         self.ended = True
