@@ -435,15 +435,16 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         "| CPU 0 busy % |",
         "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
-    by: dict[tuple[str, int], dict[str, Any]] = {(r["protocol"], r["viewers"]): r for r in rows}
+    # rows of one run go together: saved lines may carry a "run" tag (results-webrtc.jsonl does)
+    by: dict[tuple[str, str, int], dict[str, Any]] = {(r.get("run", ""), r["protocol"], r["viewers"]): r for r in rows}
 
     def fmt(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    for (protocol, n), row in by.items():
+    for (run, protocol, n), row in by.items():
         if n <= 1 or row.get("server_cpu_pct") is None:
             continue
-        zero, one = by.get((protocol, 0), {}), by.get((protocol, 1), {})
+        zero, one = by.get((run, protocol, 0), {}), by.get((run, protocol, 1), {})
         cpu, cpu0, cpu1 = row["server_cpu_pct"], zero.get("server_cpu_pct"), one.get("server_cpu_pct")
         connected = row.get("connected") or n
         marginal0 = (cpu - cpu0) * 10 / connected if cpu0 is not None else None
@@ -453,7 +454,7 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
         mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
         lines.append(
-            f"| {protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
+            f"| {f'{run}: ' if run else ''}{protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
             f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
             f"| {row.get('kbps_median', '–')} | {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
             f"| {row.get('cpu0_busy_pct', '–')} |"
