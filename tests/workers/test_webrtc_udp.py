@@ -126,3 +126,15 @@ async def test_a_full_buffer_drops_the_run_and_counts_it(pair: tuple[UdpPort, so
     assert not port.send_many(data, ends, receiver.getsockname())
     assert port.send_drops == 6 and port.sent == 0
     assert port.gso  # a full buffer says nothing about GSO
+
+
+async def test_a_run_too_large_for_one_gso_send_does_not_turn_gso_off(pair: tuple[UdpPort, socket.socket]) -> None:
+    """EMSGSIZE says the run or the route is too large, not that the kernel lacks GSO."""
+    port, receiver = pair
+    refusing = _Refusing(port.socket, errno.EMSGSIZE)
+    port.socket = refusing  # type: ignore[assignment]
+    data, ends, packets = _laid_out(SIZES[:6])
+    with trio.fail_after(5):
+        assert port.send_many(data, ends, receiver.getsockname())
+        assert _receive(receiver, 6) == packets
+    assert port.gso and refusing.sendmsg_calls == 1

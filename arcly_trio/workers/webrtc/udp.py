@@ -16,7 +16,8 @@ one per packet (measured on loopback: ~2 µs per packet instead of ~4.7, ~0.8 µ
 receiver takes them coalesced with ``UDP_GRO``). A kernel or route that refuses it (``EIO``: no
 checksum offload; ``EINVAL``, ``ENOPROTOOPT``, ``EOPNOTSUPP``: no GSO; ``EMSGSIZE``) gets those
 packets one ``sendto`` at a time, and if GSO never worked on the port it is not tried again
-(:attr:`UdpPort.gso`). The datagrams on the wire are the same either way.
+(:attr:`UdpPort.gso`; ``EMSGSIZE`` excepted: that run was too large, not GSO missing). The
+datagrams on the wire are the same either way.
 
 Error policy: :meth:`UdpPort.send` and :meth:`UdpPort.send_many` never raise (a full buffer or
 an unreachable peer is counted in :attr:`UdpPort.send_drops` / :attr:`UdpPort.send_errors` and
@@ -132,7 +133,7 @@ class UdpPort:
             if exc.errno not in _NO_GSO:
                 self.send_errors += count
                 return False
-            if not self._gso_worked:
+            if not self._gso_worked and exc.errno != errno.EMSGSIZE:
                 self.gso = False  # this kernel does not do it: one datagram at a time from now on
             ok = True
             for offset in range(0, len(data), size):
