@@ -184,11 +184,16 @@ def publish_clip(http: int, clip: Path) -> subprocess.Popen[Any]:
 # --- the WHEP load generator (a child process on CPU 1) --------------------------------------
 
 _HEADER = struct.Struct("!H4xI")
+_UDP_GRO = 104  # linux/udp.h: receive GSO runs coalesced (the control message gives the segment size)
+_GRO_CMSG = socket.CMSG_SPACE(4)
 
 
 def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: int) -> dict[str, Any]:
-    """Count packets and gaps per viewer with epoll and non-blocking ``recv_into`` (trio is idle
-    meanwhile); send each viewer's receiver report every 2 s; measure the server over the window."""
+    """Count packets and gaps per viewer with epoll and non-blocking ``recvmsg_into`` (trio is
+    idle meanwhile); with ``UDP_GRO`` on each socket, a run of packets the server sent with one GSO
+    ``sendmsg`` comes back as one read (its segment size in a control message), so the generator
+    keeps up with one read per viewer and frame; send each viewer's receiver report every 2 s;
+    measure the server over the window."""
     poller = select.epoll()
     sockets: dict[int, socket.socket] = {}
     index: dict[int, int] = {}
@@ -198,6 +203,8 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_UDP, _UDP_GRO, 1)
         sockets[sock.fileno()] = sock
         index[sock.fileno()] = i
         own.append(sock)
@@ -205,7 +212,9 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
     count = len(players)
     packets, gaps, octets = [0] * count, [0] * count, [0] * count
     last: list[dict[int, int]] = [{} for _ in range(count)]
-    buffer = bytearray(2048)
+    buffer = bytearray(65536)
+    buffers = [buffer]
+    reads = 0
     now = time.monotonic()
     window_at, end_at = now + warmup, now + warmup + seconds
     next_report = now
@@ -217,6 +226,7 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
         if not measuring and now >= window_at:
             measuring = True
             packets, gaps, octets = [0] * count, [0] * count, [0] * count
+            reads = 0
             cpu0, cpu_s0, gen0 = now, cpu_seconds(server_pid), time.process_time()
             core0 = cpu0_times()
         if now >= end_at:
@@ -232,21 +242,28 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
             seen = last[i]
             while True:
                 try:
-                    size = sock.recv_into(buffer)
+                    size, ancillary, _, _ = sock.recvmsg_into(buffers, _GRO_CMSG)
                 except BlockingIOError:
                     break
-                if size < 12 or 192 <= buffer[1] <= 223:  # RTCP (sender reports) or runt
-                    continue
-                sequence, ssrc = _HEADER.unpack_from(buffer, 2)
-                packets[i] += 1
-                octets[i] += size
-                previous = seen.get(ssrc)
-                if previous is not None:
-                    step = (sequence - previous) & 0xFFFF
-                    if step == 0 or step >= 0x8000:  # a resend or a reordered packet
+                reads += 1
+                segment = size
+                for level, kind, value in ancillary:
+                    if level == socket.SOL_UDP and kind == _UDP_GRO and len(value) >= 2:
+                        segment = int.from_bytes(value[:2], sys.byteorder) or size
+                for offset in range(0, size, segment):
+                    length = min(segment, size - offset)
+                    if length < 12 or 192 <= buffer[offset + 1] <= 223:  # RTCP (sender reports) or runt
                         continue
-                    gaps[i] += step - 1
-                seen[ssrc] = sequence
+                    sequence, ssrc = _HEADER.unpack_from(buffer, offset + 2)
+                    packets[i] += 1
+                    octets[i] += length
+                    previous = seen.get(ssrc)
+                    if previous is not None:
+                        step = (sequence - previous) & 0xFFFF
+                        if step == 0 or step >= 0x8000:  # a resend or a reordered packet
+                            continue
+                        gaps[i] += step - 1
+                    seen[ssrc] = sequence
     elapsed = time.monotonic() - cpu0
     server_cpu = cpu_seconds(server_pid) - cpu_s0
     core = busy_pct(core0, cpu0_times())
@@ -268,6 +285,7 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
         "gaps_total": sum(gaps),
         "loss_pct": round(100 * sum(gaps) / max(1, sum(gaps) + sum(packets)), 3),
         "viewers_with_gaps": sum(1 for g in gaps if g),
+        "packets_per_read": round(sum(packets) / max(1, reads), 2),
     }
 
 
@@ -417,15 +435,16 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         "| CPU 0 busy % |",
         "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
-    by: dict[tuple[str, int], dict[str, Any]] = {(r["protocol"], r["viewers"]): r for r in rows}
+    # rows of one run go together: saved lines may carry a "run" tag (results-webrtc.jsonl does)
+    by: dict[tuple[str, str, int], dict[str, Any]] = {(r.get("run", ""), r["protocol"], r["viewers"]): r for r in rows}
 
     def fmt(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    for (protocol, n), row in by.items():
+    for (run, protocol, n), row in by.items():
         if n <= 1 or row.get("server_cpu_pct") is None:
             continue
-        zero, one = by.get((protocol, 0), {}), by.get((protocol, 1), {})
+        zero, one = by.get((run, protocol, 0), {}), by.get((run, protocol, 1), {})
         cpu, cpu0, cpu1 = row["server_cpu_pct"], zero.get("server_cpu_pct"), one.get("server_cpu_pct")
         connected = row.get("connected") or n
         marginal0 = (cpu - cpu0) * 10 / connected if cpu0 is not None else None
@@ -435,7 +454,7 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
         mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
         lines.append(
-            f"| {protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
+            f"| {f'{run}: ' if run else ''}{protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
             f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
             f"| {row.get('kbps_median', '–')} | {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
             f"| {row.get('cpu0_busy_pct', '–')} |"

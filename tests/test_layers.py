@@ -176,6 +176,8 @@ PRIVATE_ALLOWED: set[tuple[str, str]] = {
     ("arcly_trio.server.config", "_StoreTrueAction"),
     ("arcly_trio.server.config", "_StoreFalseAction"),
     ("arcly_trio.server.config", "_SubParsersAction"),
+    # pylibsrtp's libsrtp session, for srtp_protect in place on the WHEP hot path (with a fallback)
+    ("arcly_trio.protocols.webrtc.srtp", "_srtp"),
 }
 #: Not checked here (none today).
 PRIVATE_UNCHECKED: tuple[str, ...] = ()

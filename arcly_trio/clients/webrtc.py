@@ -14,7 +14,8 @@ Publish (kernel frames in: configs first, then media)::
 
 Both speak the same protocols as a browser, from the other side of the server's sans-IO cores:
 an SDP offer POSTed over HTTP (httpx), ICE as the controlling agent (binding requests with
-``USE-CANDIDATE`` to the first UDP candidate of the answer), DTLS as the client, SRTP. A player
+``USE-CANDIDATE`` to the first UDP candidate of the answer, or with ``transport="tcp"`` over one
+ICE-TCP connection to its passive TCP candidate, RFC 4571 framing), DTLS as the client, SRTP. A player
 sends receiver reports every second (which keeps the session alive on the server) and can skip
 decryption (``decrypt=False``: a load generator counts packets and sequence gaps from the RTP
 headers, which SRTP leaves in the clear). A publisher packetizes H.264 and Opus, answers NACKs
@@ -137,30 +138,84 @@ class TrackStats:
     first_at: float | None = None
 
 
-def _candidate(answer: SessionDescription) -> tuple[str, int]:
-    """The first UDP host candidate of an answer."""
+def _candidate(answer: SessionDescription, transport: str = "udp") -> tuple[str, int]:
+    """The first host candidate of an answer for ``transport`` (a passive one for TCP)."""
     for media in answer.media:
         for value in media.candidates:
             parts = value.split()
-            if len(parts) >= 6 and parts[2].lower() == "udp":
+            if len(parts) >= 6 and parts[2].lower() == transport and (transport == "udp" or "passive" in parts):
                 return parts[4], int(parts[5])
-    raise ConnectionLost("the answer has no UDP candidate")
+    raise ConnectionLost(f"the answer has no {transport.upper()} candidate")
+
+
+class _TcpPath:
+    """ICE-TCP (RFC 6544) to the server's passive candidate, each packet in an RFC 4571 frame
+    (a 2-byte length first): what :class:`_Link` needs of its socket, over one TCP connection."""
+
+    def __init__(self, remote: tuple[str, int], family: int) -> None:
+        self.remote = remote
+        self.family = family
+        self.stream: trio.SocketStream | None = None
+        self._buffer = bytearray()
+        self._lock = trio.StrictFIFOLock()
+
+    async def bind(self, address: Any) -> None:
+        """Connect (the UDP socket's ``bind``, for :meth:`_Link.connect`)."""
+        self.stream = await trio.open_tcp_stream(*self.remote)
+
+    async def sendto(self, data: bytes, address: Any) -> None:
+        if self.stream is None:
+            raise OSError("not connected")
+        async with self._lock:
+            try:
+                await self.stream.send_all(len(data).to_bytes(2, "big") + data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise OSError(f"the ICE-TCP connection is gone: {exc}") from None
+
+    async def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= 2:
+                length = (buffer[0] << 8) | buffer[1]
+                if len(buffer) >= 2 + length:
+                    data = bytes(buffer[2 : 2 + length])
+                    del buffer[: 2 + length]
+                    if data:
+                        return data, self.remote
+                    continue
+            if self.stream is None:
+                raise ConnectionLost("the ICE-TCP connection is not open")
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                chunk = b""
+            if not chunk:
+                raise ConnectionLost("the server closed the ICE-TCP connection")
+            buffer += chunk
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.socket.close()
 
 
 class _Link:
     """The client side of one peer connection: controlling ICE, DTLS client, SRTP."""
 
-    def __init__(self, answer: SessionDescription, ufrag: str, pwd: str, certificate: DtlsCertificate) -> None:
+    def __init__(
+        self, answer: SessionDescription, ufrag: str, pwd: str, certificate: DtlsCertificate, transport: str = "udp"
+    ) -> None:
         # the first section the server accepted (a rejected one, port 0, may carry nothing)
         media = next((m for m in answer.media if m.ice_ufrag is not None and m.ice_pwd is not None), None)
         if media is None or media.ice_ufrag is None or media.ice_pwd is None:
             raise ConnectionLost("the answer has no ICE credentials")
-        self.remote = _candidate(answer)
+        self.remote = _candidate(answer, transport)
         self.username = f"{media.ice_ufrag}:{ufrag}".encode()
         self.remote_pwd = media.ice_pwd.encode()
         self.ufrag, self.pwd = ufrag, pwd
         family = trio.socket.AF_INET6 if ":" in self.remote[0] else trio.socket.AF_INET
-        self.socket = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        self.socket: Any = (
+            _TcpPath(self.remote, family) if transport == "tcp" else trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        )
         self.dtls = DtlsTransport(
             certificate, server=False, remote_fingerprints=media.fingerprints, now=trio.current_time()
         )
@@ -279,7 +334,13 @@ async def _delete(location: str, local_address: str | None = None) -> None:
 
 
 async def _negotiate(
-    url: str, offer_for: Any, token: str | None, timeout: float, stage: str, local_address: str | None = None
+    url: str,
+    offer_for: Any,
+    token: str | None,
+    timeout: float,
+    stage: str,
+    local_address: str | None = None,
+    transport: str = "udp",
 ) -> tuple[_Link, SessionDescription, str]:
     certificate = DtlsCertificate.generate()
     ufrag, pwd = new_credentials()
@@ -290,7 +351,11 @@ async def _negotiate(
     except SdpError as exc:
         await _delete(location, local_address)
         raise ConnectionLost(f"the answer does not parse: {exc}") from None
-    link = _Link(answer, ufrag, pwd, certificate)
+    try:
+        link = _Link(answer, ufrag, pwd, certificate, transport)
+    except ConnectionLost:
+        await _delete(location, local_address)
+        raise
     try:
         await link.connect(timeout)
     except BaseException:
@@ -439,18 +504,23 @@ async def open_whep_player(
     codecs: Sequence[str] = ("h264",),
     receive: bool = True,
     local_address: str | None = None,
+    transport: str = "udp",
 ) -> AsyncIterator[WhepPlayer]:
     """Play the stream of a WHEP ``url`` for the duration of the block (see the module docstring).
 
     ``receive=False``: the player only sends its receiver reports; the caller reads
-    ``player.link.socket`` itself (a load generator's cheaper receive loop). ``local_address``:
-    the source address of the HTTP exchanges (the server counts sessions per client address).
+    ``player.link.socket`` itself (a load generator's cheaper receive loop), or nothing (a
+    viewer that stops reading). ``local_address``: the source address of the HTTP exchanges
+    (the server counts sessions per client address). ``transport``: ``"udp"`` or ``"tcp"``
+    (ICE-TCP to the server's passive candidate).
     """
+    if transport not in ("udp", "tcp"):
+        raise ValueError(f"transport: udp or tcp, not {transport!r}")
 
     def offer(ufrag: str, pwd: str, fingerprint: str) -> str:
         return client_offer(ufrag, pwd, fingerprint, send=False, codecs=codecs)
 
-    link, answer, location = await _negotiate(url, offer, token, timeout, "whep", local_address)
+    link, answer, location = await _negotiate(url, offer, token, timeout, "whep", local_address, transport)
     player = WhepPlayer(link, answer, decrypt)
     async with _running(link, location, local_address, player._run, receive):
         yield player

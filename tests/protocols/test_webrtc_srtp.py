@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SRTP_PROFILES, SrtpKeys
+from arcly_trio.protocols.webrtc.rtp import RTP_HEADER
 from arcly_trio.protocols.webrtc.srtp import (
     MAX_PACKET,
     MAX_SSRCS,
@@ -212,3 +213,47 @@ def test_garbage_gives_srtp_error_only(profile: str, garbage: bytes, rtp_version
     for unprotect in (server.unprotect, server.unprotect_rtcp):
         with pytest.raises(SrtpError):
             unprotect(garbage)
+
+
+def _shared(count: int, size: int = 1200) -> list[tuple[bytes, int, int]]:
+    """A frame's shared packets as the WHEP viewer keeps them: (payload, timestamp, marker bit)."""
+    return [(bytes([n % 251]) * (size - n % 3), 90_000 + n // 5, 0x80 if n % 5 == 4 else 0) for n in range(count)]
+
+
+def _built(context: SrtpContext, packets: list[tuple[bytes, int, int]], sequence: int) -> list[bytes]:
+    out: list[bytes] = []
+    start = 0
+    while start < len(packets):
+        view, ends = context.protect_packets(packets, start, 96, (sequence + start) & 0xFFFF, 0x1234)
+        begin = 0
+        for end in ends:
+            out.append(bytes(view[begin:end]))
+            begin = end
+        start += len(ends)
+    return out
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@pytest.mark.parametrize("in_place", [True, False])
+def test_packets_protected_in_place_equal_protect_of_each_packet(profile: str, in_place: bool) -> None:
+    """The viewer's batch path gives, packet for packet, what ``protect`` gives (in place through
+    libsrtp, and through pylibsrtp's public ``protect`` where its internals differ), past the
+    scratch buffer's size (several calls) and across the sequence number's wrap."""
+    batch, single = contexts(profile)[0], contexts(profile)[0]
+    if not in_place:
+        batch._context = None
+    packets = _shared(120)  # ~144 KB: three scratch buffers
+    built = _built(batch, packets, 0xFFC0)
+    expected = [
+        single.protect(RTP_HEADER.pack(0x80, 96 | marker, (0xFFC0 + n) & 0xFFFF, timestamp, 0x1234) + payload)
+        for n, (payload, timestamp, marker) in enumerate(packets)
+    ]
+    assert built == expected
+    peer = contexts(profile)[1]
+    assert [peer.unprotect(packet)[12:] for packet in built] == [payload for payload, _, _ in packets]
+
+
+def test_a_payload_too_long_for_one_packet_is_refused() -> None:
+    client, _ = contexts("SRTP_AEAD_AES_128_GCM")
+    with pytest.raises(SrtpProtectError):
+        client.protect_packets([(bytes(MAX_PACKET), 0, 0)], 0, 96, 1, 1)

@@ -35,7 +35,7 @@ never raise for what a peer sends (``ValueError`` only for a bad ``capacity`` or
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -451,6 +451,19 @@ class SendHistory:
         slot = sequence & self._mask
         self._sequences[slot] = sequence
         self._packets[slot] = packet
+
+    def add_run(self, sequence: int, packets: Sequence[object]) -> None:
+        """Add ``packets`` as sequence numbers ``sequence``, ``sequence + 1``... (one call per
+        frame on a viewer's hot path)."""
+        mask = self._mask
+        sequences = self._sequences
+        held = self._packets
+        for packet in packets:
+            sequence &= 0xFFFF
+            slot = sequence & mask
+            sequences[slot] = sequence
+            held[slot] = packet
+            sequence += 1
 
     def get(self, sequence: int) -> object | None:
         """What was sent as ``sequence``, or ``None`` if it is no longer (or never was) held."""

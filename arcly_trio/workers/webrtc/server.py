@@ -428,6 +428,8 @@ class WebRtcServer:
             "publishers": sum(1 for s in self.sessions.values() if s.kind == "whip"),
             "unrouted_datagrams": self.unrouted,
             "send_drops": port.send_drops if port is not None else 0,
+            "gso": port.gso if port is not None else False,
+            "gso_sends": port.gso_sends if port is not None else 0,
             **self._tcp_status(),
             "refused_busy": self.refused_busy,
             # totals that survive the sessions (monotonic, for counters): the ended ones' and the live ones'
@@ -445,4 +447,5 @@ class WebRtcServer:
             "tcp_strangers": tcp.strangers,
             "tcp_hello_timeouts": tcp.hello_timeouts,
             "tcp_send_drops": sum(link.drops for link in tcp.links),
+            "tcp_stalled": tcp.stalled,
         }

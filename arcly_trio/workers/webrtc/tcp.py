@@ -153,6 +153,8 @@ class TcpLink:
         """Frames dropped because the queue was full."""
         self.received = 0
         self.closed = False
+        self.stalled = False
+        """Closed because the peer read nothing for ``write_timeout`` seconds (a viewer too slow)."""
         self.end_reason: str | None = None
         self.scope = trio.CancelScope()
         self._wake = trio.Event()
@@ -274,6 +276,8 @@ class TcpLink:
                 with trio.move_on_after(port.write_timeout) as waited:
                     await trio.lowlevel.wait_writable(self.socket)
                 if waited.cancelled_caught:
+                    self.stalled = True
+                    port.stalled += 1
                     self.close(f"the peer read nothing for {port.write_timeout:g} s")
                     return
                 self._flush()
@@ -331,6 +335,8 @@ class TcpPort:
         """Connections closed because a frame before their ICE check named no live session."""
         self.hello_timeouts = 0
         self.bad_frames = 0
+        self.stalled = 0
+        """Links closed because their peer read nothing for ``write_timeout`` seconds."""
 
     @property
     def address(self) -> tuple[str, int]:

@@ -20,9 +20,17 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
   (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR (the browser cannot decode what
   follows) makes the viewer resume at the next keyframe, and is passed on to a WHIP publisher of
-  the stream so that one comes at once; any other source's next keyframe comes on its own. A viewer whose packets the
-  socket would not take for :data:`MAX_FAILED_FRAMES` frames in a row skips to the next
-  keyframe (counted in ``send_drops``).
+  the stream so that one comes at once; any other source's next keyframe comes on its own.
+* **Slow viewers** are the kernel's, as every other sink's (:mod:`arcly_trio.kernel.fanout`). A
+  frame whose packets the path would not take (the UDP socket's buffer full: ``EAGAIN``,
+  ``ENOBUFS``; an ICE-TCP link's queue full because the peer reads too slowly) is a loss the
+  viewer repairs with NACKs, until :data:`MAX_FAILED_FRAMES` tracks' frames in a row failed: then
+  the sink does not take that frame (:meth:`RtpSink.offer`) and the kernel's lag policy applies:
+  the viewer drops everything to the next keyframe (counted in the subscriber's ``dropped``,
+  an event, a log line) and, past the application's lag budget (``lag-budget``), is evicted: its
+  session ends (``evicted``, logged). An ICE-TCP viewer that reads nothing for the link's
+  ``write_timeout`` loses its link (:mod:`.tcp`) and, that being its path, its session, as a
+  TCP egress that times out is closed.
 * **Audio.** Opus frames go out as they are (RFC 7587); for a stream whose audio is AAC the
   session asks the audio bridge (an engine plugin with ``want_opus``, see :class:`OpusBridge`)
   for Opus while it plays, and sends what the bridge delivers.
@@ -41,7 +49,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import ModuleType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -52,9 +60,13 @@ from arcly_trio.kernel.fanout import EndReason, SessionStart, Subscriber
 from arcly_trio.media.probe import StreamInfo
 from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
-from arcly_trio.protocols.webrtc.rtp import SendHistory, rtp_header
+from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
+from arcly_trio.protocols.webrtc.srtp import SrtpProtectError
 from arcly_trio.workers.webrtc.peer import PeerSession
+
+if TYPE_CHECKING:
+    from arcly_trio.workers.webrtc.tcp import TcpLink
 
 __all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
 
@@ -67,6 +79,8 @@ HISTORY = 1024
 MAX_RETRANSMITS = 400
 """Retransmissions per second per viewer at most (a NACK storm cannot multiply our work)."""
 MAX_FAILED_FRAMES = 3
+"""Frames of a track in a row whose packets the path refused (in part) before a frame is not
+taken and the kernel's lag policy applies (fewer are a loss the viewer repairs with NACKs)."""
 
 _PAYLOADS: dict[str, ModuleType] = {"h264": h264, "hevc": h265, "av1": av1, "vp9": vp9}
 _PARAMETER_SETS: dict[str, Callable[[bytes], Sequence[bytes]]] = {
@@ -126,28 +140,34 @@ class PictureIds:
         return value
 
 
-Packet = tuple[bytes, int, bool]
-"""One RTP packet of a frame, as every viewer sends it: payload, RTP timestamp, marker bit.
-Built once per frame and shared: each viewer adds its own header (sequence number, SSRC) and
-keeps a reference in its send history."""
+Packet = tuple[bytes, int, int]
+"""One RTP packet of a frame, as every viewer sends it: payload, RTP timestamp, marker bit
+(``0x80`` or ``0``, or'ed into the header's second byte). Built once per frame and shared: each
+viewer adds its own header (sequence number, SSRC) and keeps a reference in its send history."""
 
 
 def _packetize(
     frame: Frame, module: ModuleType, mtu: int, prefix: tuple[bytes, ...], pictures: PictureIds | None, video: bool
-) -> tuple[Packet, ...]:
-    """A frame's RTP packets (built once per frame for every WHEP viewer): the RTP clock is
-    90 kHz for video (the marker on the last packet of the picture) and 48 kHz for Opus; none
-    if the format cannot carry the frame."""
+) -> tuple[tuple[Packet, ...], int]:
+    """A frame's RTP packets (built once per frame for every WHEP viewer) and the payload bytes
+    they carry: the RTP clock is 90 kHz for video (the marker on the last packet of the picture)
+    and 48 kHz for Opus; none if the format cannot carry the frame."""
     try:
         if pictures is not None:
             payloads: list[bytes] = module.packetize(frame.payload, mtu, picture_id=pictures.take())
         else:
             payloads = module.packetize(frame.payload, mtu, prefix=prefix if frame.keyframe else ())
     except LocalProtocolError:
-        return ()
+        return _NOTHING
     timestamp = (frame.pts * (90 if video else 48)) & _MASK32
     last = len(payloads) - 1
-    return tuple((payload, timestamp, video and index == last) for index, payload in enumerate(payloads))
+    packets = tuple(
+        (payload, timestamp, 0x80 if video and index == last else 0) for index, payload in enumerate(payloads)
+    )
+    return packets, sum(len(payload) for payload in payloads)
+
+
+_NOTHING: tuple[tuple[Packet, ...], int] = ((), 0)
 
 
 def _prefix(frame: Frame) -> tuple[bytes, ...]:
@@ -172,22 +192,59 @@ class OutTrack:
     module: ModuleType | None = None
     failed_frames: int = 0
 
-    def send(self, session: PeerSession, packets: Sequence[Packet]) -> bool:
-        """Send a frame's shared ``packets`` as consecutive sequence numbers; whether every one
-        went out."""
-        ok = True
-        history = self.history
-        for packet in packets:
-            payload, timestamp, marker = packet
-            sequence = self.sequence
-            self.sequence = (sequence + 1) & 0xFFFF
-            if history is not None:
-                history.add(sequence, packet)
-            if not session.send_rtp(rtp_header(self.payload_type, sequence, timestamp, self.ssrc, marker) + payload):
-                ok = False
-            self.packets += 1
-            self.octets += len(payload)
-        return ok
+    def send(self, session: PeerSession, packets: Sequence[Packet], octets: int) -> bool:
+        """Send a frame's shared ``packets`` (``octets`` payload bytes) as consecutive sequence
+        numbers; whether every one went out. The hot path of a WHEP viewer: the packets are
+        built and protected back to back (:meth:`~.srtp.SrtpContext.protect_packets`) and go
+        out in one GSO ``sendmsg`` per run of equal-sized ones (:meth:`~.udp.UdpPort.send_many`)."""
+        count = len(packets)
+        sequence = self.sequence
+        self.sequence = (sequence + count) & 0xFFFF
+        self.packets += count
+        self.octets += octets
+        if self.history is not None:
+            self.history.add_run(sequence, packets)
+        return send_packets(session, packets, self.payload_type, sequence, self.ssrc)
+
+
+def send_packets(session: PeerSession, packets: Sequence[Packet], payload_type: int, sequence: int, ssrc: int) -> bool:
+    """Protect ``packets`` (sequence numbers from ``sequence``) and send them on the session's
+    path now; whether every one went out (the session's counters say what did not)."""
+    srtp = session.srtp
+    address = session.address
+    stats = session.stats
+    count = len(packets)
+    if srtp is None or address is None:
+        stats.send_drops += count
+        return False
+    link = session.link
+    port = session.host.port
+    ok = True
+    start = 0
+    while start < count:
+        try:
+            data, ends = srtp.protect_packets(packets, start, payload_type, (sequence + start) & 0xFFFF, ssrc)
+        except SrtpProtectError:
+            stats.srtp_errors += count - start
+            return False
+        built = len(ends)
+        start += built
+        if link is None:
+            went = port.send(data[: ends[0]], address) if built == 1 else port.send_many(data, ends, address)
+        else:
+            went = True
+            begin = 0
+            for end in ends:
+                if not link.send(bytes(data[begin:end])):
+                    went = False
+                begin = end
+        if went:
+            stats.packets_sent += built
+            stats.bytes_sent += ends[-1]
+        else:
+            stats.send_drops += built  # (some of them may have gone: a drop is a drop to the viewer)
+            ok = False
+    return ok
 
 
 class RtpSink:
@@ -206,6 +263,8 @@ class RtpSink:
         self.configs: dict[FrameKind, Frame] = {}
         self.skipped = 0
         """Frames not sent: waiting for a keyframe, a codec the answer did not negotiate."""
+        self.refused = 0
+        """Frames not taken because the path kept refusing (the kernel then drops to a keyframe)."""
         self.pictures: PictureIds | None = None
         """The stream's VP9 picture ids (shared with its other viewers), for a VP9 track."""
         self.base: tuple[float, int] | None = None
@@ -237,26 +296,41 @@ class RtpSink:
             self._take(frame)
 
     def offer(self, frames: Sequence[Frame], start: int) -> int:
-        for index in range(start, len(frames)):
-            self._take(frames[index])
-        return len(frames)
+        count = len(frames)
+        if self.ended:
+            return count
+        send = self._send if self.ready else None
+        for index in range(start, count):
+            frame = frames[index]
+            if frame.config:
+                self._config(frame)
+            elif send is None:
+                self._hold(frame)
+            elif not send(frame):
+                return index  # the path keeps refusing: the kernel's lag policy (see the module docstring)
+        return count
 
     def close(self, reason: EndReason) -> None:
         self.ended = True
         self.end_reason = reason
-        self.session.close(f"stream {reason.value}")
+        if reason is EndReason.EVICTED:
+            self.session.close("evicted: it could not keep up (past the lag budget)")
+        else:
+            self.session.close(f"stream {reason.value}")
 
     # ------------------------------------------------------------------ frames
 
-    def _take(self, frame: Frame) -> None:
+    def _take(self, frame: Frame) -> bool:
+        """Whether the frame was taken (sent, held, skipped): not when the path keeps refusing."""
         if self.ended:
-            return
+            return True
         if frame.config:
             self._config(frame)
         elif self.ready:
-            self._send(frame)
+            return self._send(frame)
         else:
             self._hold(frame)
+        return True
 
     def _config(self, frame: Frame) -> None:
         self.configs[frame.kind] = frame
@@ -285,50 +359,59 @@ class RtpSink:
         elif self.video is not None:
             self.session.host.request_keyframe(self.session.key)
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame) -> bool:
         kind = frame.kind
         if kind is FrameKind.VIDEO:
             track = self.video
             if track is None or frame.codec != track.codec or frame.track:
                 self.skipped += 1
-                return
+                return True
             if self.wait_keyframe:
                 if not frame.keyframe:
                     self.skipped += 1
-                    return
+                    return True
                 self.wait_keyframe = False
-            packets = frame.encoded(
+            packets, octets = frame.encoded(
                 ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures, True
             )
             if not packets:
                 self.skipped += 1
-                return
+                return True
             if self.base is None:
                 self.base = (time.time(), frame.pts)
-            if track.send(self.session, packets):
-                track.failed_frames = 0
-            else:
-                track.failed_frames += 1
-                if track.failed_frames >= MAX_FAILED_FRAMES:  # the socket keeps refusing: skip to a keyframe
-                    track.failed_frames = 0
-                    self.wait_keyframe = True
             track.last_pts = frame.pts
-        elif kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
-            self._send_audio(frame)
+            return self._sent(track, track.send(self.session, packets, octets))
+        if kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
+            return self._send_audio(frame)
+        return True
+
+    def _sent(self, track: OutTrack, ok: bool) -> bool:
+        """Whether a frame the path took in part counts as taken: a burst is a loss the viewer
+        repairs (NACK); :data:`MAX_FAILED_FRAMES` in a row are the kernel's lag policy's."""
+        if ok:
+            track.failed_frames = 0
+            return True
+        track.failed_frames += 1
+        if track.failed_frames < MAX_FAILED_FRAMES:
+            return True
+        track.failed_frames = 0
+        self.refused += 1
+        return False
 
     def deliver_bridged(self, frame: Frame) -> None:
         """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task."""
         if self.ready and not self.ended and not frame.config:
             self._send_audio(frame)
 
-    def _send_audio(self, frame: Frame) -> None:
+    def _send_audio(self, frame: Frame) -> bool:
         track = self.audio
         if track is None:
-            return
+            return True
         if self.base is None:
             self.base = (time.time(), frame.pts)
-        track.send(self.session, frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False))
+        packets, octets = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False)
         track.last_pts = frame.pts
+        return self._sent(track, track.send(self.session, packets, octets))
 
     # ------------------------------------------------------------------ RTCP
 
@@ -367,9 +450,8 @@ class RtpSink:
             entry = track.history.get(sequence)
             if entry is None:
                 continue
-            payload, timestamp, marker = entry
             count += 1
-            if self.session.send_rtp(rtp_header(track.payload_type, sequence, timestamp, track.ssrc, marker) + payload):
+            if send_packets(self.session, (entry,), track.payload_type, sequence, track.ssrc):  # type: ignore[arg-type]
                 sent += 1
         self._retransmit_window = (second, count)
         return sent
@@ -460,4 +542,14 @@ class WhepSession(PeerSession):
     def document(self) -> dict[str, Any]:
         out = super().document()
         out["skipped_frames"] = self.sink.skipped
+        out["refused_frames"] = self.sink.refused
         return out
+
+    def link_lost(self, link: TcpLink) -> None:
+        """An ICE-TCP link closed: when it was the viewer's path and it closed because the peer
+        read nothing for the write timeout (:attr:`~.tcp.TcpLink.stalled`), the viewer is too
+        slow and its session ends, as a TCP egress that times out is closed."""
+        selected = self.link is link
+        super().link_lost(link)
+        if selected and link.stalled and self.link is None:
+            self.close(f"evicted: {link.end_reason or 'the peer stopped reading'}")
