@@ -15,7 +15,8 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
   :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind), else
   it waits for the next keyframe and asks a WHIP publisher of the stream for one
-  (:meth:`~.peer.SessionHost.request_keyframe`).
+  (:meth:`~.peer.SessionHost.request_keyframe`). The audio starts at most
+  :data:`MAX_AUDIO_START` ms behind the video: a burst of audio would be played late (see there).
 * **Loss.** Each viewer keeps a ring of what it sent (:class:`~arcly_trio.protocols.webrtc.rtp.SendHistory`:
   references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
   (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR (the browser cannot decode what
@@ -56,12 +57,34 @@ from arcly_trio.protocols.webrtc.rtp import SendHistory, rtp_header
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
 from arcly_trio.workers.webrtc.peer import PeerSession
 
-__all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
+__all__ = [
+    "WhepSession",
+    "RtpSink",
+    "OpusBridge",
+    "video_source",
+    "MAX_HELD",
+    "MAX_START_AGE",
+    "MAX_AUDIO_START",
+    "MAX_STALE_AUDIO",
+    "HISTORY",
+]
 
 MAX_HELD = 600
 """Frames a viewer holds while it connects (from the latest keyframe); past it, it waits for the next."""
 MAX_START_AGE = 1000
 """Milliseconds of media a viewer may start behind; older held frames are dropped for the next keyframe."""
+MAX_AUDIO_START = 40
+"""How far (ms) a viewer's first audio may be behind its latest video: older audio of the start
+is left out (the held burst is video from the keyframe, audio only from the last 40 ms; from the
+audio bridge, at most :data:`MAX_STALE_AUDIO` stale frames are skipped before the first).
+
+The video of a start must go back to its keyframe (up to :data:`MAX_START_AGE`), but audio
+sent in that burst fills the browser's audio jitter buffer (NetEq) with as much, which it then
+plays that much late: measured in Chromium, a start with the whole held GOP put the sound
+300-400 ms behind the picture for five seconds (its lip sync moves the video at most ~80 ms a
+second), a start without it did not."""
+MAX_STALE_AUDIO = 50
+"""Bridged Opus frames (20 ms each) a viewer skips at most while waiting for fresh audio."""
 HISTORY = 1024
 """Video packets each viewer can resend on a NACK (references to shared payloads)."""
 MAX_RETRANSMITS = 400
@@ -211,6 +234,7 @@ class RtpSink:
         self.base: tuple[float, int] | None = None
         """(wall clock, media timestamp) of the first frame sent: the sender reports' mapping."""
         self._retransmit_window = (0.0, 0)
+        self._stale_audio = 0
 
     def configure(self, answer: Answer) -> None:
         """The tracks the answer negotiated."""
@@ -280,7 +304,10 @@ class RtpSink:
         self.ready = True
         held, self.held = self.held, []
         if held and held[-1].dts - held[0].dts <= MAX_START_AGE:
+            newest = held[-1].dts
             for frame in held:
+                if frame.kind is FrameKind.AUDIO and frame.dts < newest - MAX_AUDIO_START:
+                    continue  # the video needs its keyframe; the audio would only be heard late
                 self._send(frame)
         elif self.video is not None:
             self.session.host.request_keyframe(self.session.key)
@@ -317,9 +344,24 @@ class RtpSink:
             self._send_audio(frame)
 
     def deliver_bridged(self, frame: Frame) -> None:
-        """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task."""
-        if self.ready and not self.ended and not frame.config:
-            self._send_audio(frame)
+        """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task.
+        Until the first audio frame went out, frames more than :data:`MAX_AUDIO_START` ms behind
+        the video sent are skipped (the bridge's start transcodes the stream's cached GOP: a
+        burst), :data:`MAX_STALE_AUDIO` at most."""
+        if not self.ready or self.ended or frame.config:
+            return
+        audio, video = self.audio, self.video
+        if (
+            audio is not None
+            and audio.packets == 0
+            and video is not None
+            and video.last_pts is not None
+            and frame.pts < video.last_pts - MAX_AUDIO_START
+            and self._stale_audio < MAX_STALE_AUDIO
+        ):
+            self._stale_audio += 1
+            return
+        self._send_audio(frame)
 
     def _send_audio(self, frame: Frame) -> None:
         track = self.audio
