@@ -44,7 +44,7 @@ from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.webrtc import WebRtcServer
-from arcly_trio.workers.webrtc.viewer import MAX_AUDIO_START, OutTrack, RtpSink
+from arcly_trio.workers.webrtc.viewer import MAX_AUDIO_START, MAX_STALE_AUDIO, OutTrack, RtpSink
 from tests._browser import FAKE_MEDIA, blocking, browser
 from tests._ffmpeg import run_tool
 from tests._net import HOST
@@ -285,6 +285,32 @@ def test_a_viewer_starts_with_the_held_video_from_its_keyframe_but_only_the_late
     # from then on every audio frame goes out
     sink.offer([Frame(FrameKind.AUDIO, "opus", newest + 20, newest + 20, b"\xfc" + bytes(20))], 0)
     assert session.sent[-1] == (111, (newest + 20) * 48)
+
+
+def test_the_bridges_first_opus_starts_near_the_video_not_with_its_stale_burst():
+    sink, session = _sink()
+    sink.replay(_gop(0.5)[:1])  # the keyframe
+    sink.connected()
+    sink.offer([Frame(FrameKind.VIDEO, "h264", 1000, 1000, bytes([0, 0, 0, 2, 0x41, 0]))], 0)
+    stale = [Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20)) for pts in range(500, 1000, 20)]
+    for frame in stale:
+        sink.deliver_bridged(frame)
+    audio = [ts // 48 for pt, ts in session.sent if pt == 111]
+    assert audio == [pts for pts in range(500, 1000, 20) if pts >= 1000 - MAX_AUDIO_START]
+    # once audio runs, every bridged frame goes out, late or not
+    sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", 700, 700, b"\xfc" + bytes(20)))
+    assert session.sent[-1] == (111, 700 * 48)
+
+
+def test_a_bridge_that_lags_behind_the_video_still_starts_the_audio():
+    sink, session = _sink()
+    sink.replay(_gop(0.5)[:1])
+    sink.connected()
+    sink.offer([Frame(FrameKind.VIDEO, "h264", 5000, 5000, bytes([0, 0, 0, 2, 0x41, 0]))], 0)
+    for pts in range(0, 20 * (MAX_STALE_AUDIO + 5), 20):  # all far behind the video
+        sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20)))
+    audio = [ts // 48 for pt, ts in session.sent if pt == 111]
+    assert audio == list(range(20 * MAX_STALE_AUDIO, 20 * (MAX_STALE_AUDIO + 5), 20))
 
 
 # --- Chromium -----------------------------------------------------------------------------------
