@@ -44,7 +44,14 @@ from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.webrtc import WebRtcServer
-from arcly_trio.workers.webrtc.viewer import MAX_AUDIO_START, MAX_STALE_AUDIO, OutTrack, RtpSink
+from arcly_trio.workers.webrtc.viewer import (
+    MAX_AUDIO_START,
+    MAX_STALE_AUDIO,
+    MAX_START_AGE,
+    MAX_SYNCED_START_AGE,
+    OutTrack,
+    RtpSink,
+)
 from tests._browser import FAKE_MEDIA, blocking, browser
 from tests._ffmpeg import run_tool
 from tests._net import HOST
@@ -285,6 +292,25 @@ def test_a_viewer_starts_with_the_held_video_from_its_keyframe_but_only_the_late
     # from then on every audio frame goes out
     sink.offer([Frame(FrameKind.AUDIO, "opus", newest + 20, newest + 20, b"\xfc" + bytes(20))], 0)
     assert session.sent[-1] == (111, (newest + 20) * 48)
+
+
+def test_a_viewer_of_a_stream_with_audio_starts_at_the_next_keyframe_when_the_held_one_is_old():
+    opus_config = Frame(FrameKind.AUDIO, "opus", 0, 0, b"OpusHead" + bytes(11), config=True)
+    sink, session = _sink()
+    sink.replay([opus_config, *_gop(0.8)])  # 800 ms behind: more than MAX_SYNCED_START_AGE
+    sink.connected()
+    assert session.sent == [] and session.host.keyframe_requests == 1
+    later = _gop(0.1)
+    sink.offer([Frame(f.kind, f.codec, f.pts + 2000, f.dts + 2000, f.payload, f.keyframe) for f in later], 0)
+    assert session.sent[0] == (102, 2000 * 90)  # the next keyframe
+    sink, session = _sink()
+    sink.replay([opus_config, *_gop(MAX_SYNCED_START_AGE / 1000 - 0.05)])  # fresh enough: starts at once
+    sink.connected()
+    assert session.sent[0] == (102, 0) and session.host.keyframe_requests == 0
+    sink, session = _sink()
+    sink.replay(_gop(0.8))  # no audio in the stream: the held keyframe up to MAX_START_AGE
+    sink.connected()
+    assert session.sent[0] == (102, 0) and MAX_START_AGE > 800
 
 
 def test_the_bridges_first_opus_starts_near_the_video_not_with_its_stale_burst():

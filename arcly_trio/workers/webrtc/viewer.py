@@ -13,7 +13,8 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   (:meth:`~.udp.UdpPort.send` never waits). No task per frame, no queue per viewer.
 * **Start.** Until DTLS is up the sink holds the frames from the latest keyframe (bounded by
   :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
-  :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind), else
+  :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind;
+  :data:`MAX_SYNCED_START_AGE` for a stream with audio, for lip sync), else
   it waits for the next keyframe and asks a WHIP publisher of the stream for one
   (:meth:`~.peer.SessionHost.request_keyframe`). The audio starts at most
   :data:`MAX_AUDIO_START` ms behind the video: a burst of audio would be played late (see there).
@@ -73,6 +74,16 @@ MAX_HELD = 600
 """Frames a viewer holds while it connects (from the latest keyframe); past it, it waits for the next."""
 MAX_START_AGE = 1000
 """Milliseconds of media a viewer may start behind; older held frames are dropped for the next keyframe."""
+MAX_SYNCED_START_AGE = 300
+""":data:`MAX_START_AGE` for a stream with audio: a viewer starts from the held keyframe only
+if it is at most this old, else at the next keyframe (asking a WHIP publisher for one).
+
+A start from an older keyframe sends its frames as a burst, and Chromium then plays the sound
+behind the picture for ten seconds and more while its lip sync converges: measured with the
+flash-and-beep clip under load, the first offsets were 270 ms (RTMP, the bridge) and
+decreasing 10-15 ms a second; starting at the next keyframe they were 100 ms at most and
+15-55 ms after a few seconds. The price is the time to the first picture: up to one GOP more
+when the latest keyframe is older than this."""
 MAX_AUDIO_START = 40
 """How far (ms) a viewer's first audio may be behind its latest video: older audio of the start
 is left out (the held burst is video from the keyframe, audio only from the last 40 ms; from the
@@ -303,7 +314,8 @@ class RtpSink:
         """DTLS is up: send what was held if it is fresh, else wait for the next keyframe."""
         self.ready = True
         held, self.held = self.held, []
-        if held and held[-1].dts - held[0].dts <= MAX_START_AGE:
+        with_audio = self.audio is not None and FrameKind.AUDIO in self.configs
+        if held and held[-1].dts - held[0].dts <= (MAX_SYNCED_START_AGE if with_audio else MAX_START_AGE):
             newest = held[-1].dts
             for frame in held:
                 if frame.kind is FrameKind.AUDIO and frame.dts < newest - MAX_AUDIO_START:
