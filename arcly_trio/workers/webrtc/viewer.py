@@ -74,16 +74,16 @@ MAX_HELD = 600
 """Frames a viewer holds while it connects (from the latest keyframe); past it, it waits for the next."""
 MAX_START_AGE = 1000
 """Milliseconds of media a viewer may start behind; older held frames are dropped for the next keyframe."""
-MAX_SYNCED_START_AGE = 300
+MAX_SYNCED_START_AGE = 50
 """:data:`MAX_START_AGE` for a stream with audio: a viewer starts from the held keyframe only
 if it is at most this old, else at the next keyframe (asking a WHIP publisher for one).
 
 A start from an older keyframe sends its frames as a burst, and Chromium then plays the sound
 behind the picture for ten seconds and more while its lip sync converges: measured with the
 flash-and-beep clip under load, the first offsets were 270 ms (RTMP, the bridge) and
-decreasing 10-15 ms a second; starting at the next keyframe they were 100 ms at most and
-15-55 ms after a few seconds. The price is the time to the first picture: up to one GOP more
-when the latest keyframe is older than this."""
+decreasing 10-15 ms a second (and a 300 ms burst still started one at 250 ms); starting at the
+next keyframe they were 105 ms at most and 15-55 ms after a few seconds. The price is the time
+to the first picture: up to one GOP more (a WHIP publisher sends one on the PLI at once)."""
 MAX_AUDIO_START = 40
 """How far (ms) a viewer's first audio may be behind its latest video: older audio of the start
 is left out (the held burst is video from the keyframe, audio only from the last 40 ms; from the
