@@ -58,6 +58,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -131,11 +132,14 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 @contextlib.contextmanager
-def server(viewers: int = 0, *, hls: bool = False) -> Iterator[tuple[subprocess.Popen[Any], dict[str, int]]]:
-    """``python -m arcly_trio serve`` from this checkout, pinned to CPU 0, on ports of its own."""
+def server(
+    viewers: int = 0, *, hls: bool = False, pin: bool = True
+) -> Iterator[tuple[subprocess.Popen[Any], dict[str, int]]]:
+    """``python -m arcly_trio serve`` from this checkout, on ports of its own (pinned to CPU 0
+    with ``pin``)."""
     ports = {"rtmp": free_port(), "http": free_port(), "webrtc": free_port(socket.SOCK_DGRAM)}
     limit = str(max(4096, 2 * viewers + 64))
-    args = ["taskset", "-c", "0", sys.executable, "-m", "arcly_trio", "serve", "--host", HOST,
+    args = [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "arcly_trio", "serve", "--host", HOST,
             "--rtmp-port", str(ports["rtmp"]), "--http-port", str(ports["http"]),
             "--webrtc-port", str(ports["webrtc"]), "--log-level", "warning", "--max-connections", limit,
             "--max-idle-per-ip", limit, "--max-connections-per-ip", limit,
@@ -557,16 +561,28 @@ def burn_clock_filter(epoch: int) -> str:
                      "setpts=N/30/TB"])  # fmt: skip
 
 
-def latency_publisher(path: str, ports: dict[str, int], epoch: int, audio: bool = True) -> subprocess.Popen[Any]:
+#: ffmpeg 8 reads ``-re`` input in real time but, once behind (the WHIP handshake blocks it for
+#: about a second before the first packet), catches up 5 % faster (``-readrate_catchup``'s
+#: default) and starts with a 0.5 s burst: its packets then arrive up to 5 % faster than their
+#: timestamps for 20 s, and Chromium's audio jitter buffer grows with it. A live source does
+#: neither: read strictly in real time.
+REALTIME_FFMPEG8 = ("-readrate_initial_burst", "0", "-readrate_catchup", "1")
+
+
+def latency_publisher(
+    path: str, ports: dict[str, int], epoch: int, audio: bool = True, *, pin: bool = False
+) -> subprocess.Popen[Any]:
     """ffmpeg encoding a 640x360 30 fps pattern with the clock burnt in, zerolatency, GOP 1 s
-    (and a 440 Hz tone unless ``audio`` is false)."""
+    (and a 440 Hz tone unless ``audio`` is false); on CPU 1 with ``pin``."""
     video = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
              "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-b:v", "1M"]  # fmt: skip
-    inputs = ["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i",
-              "sine=frequency=440:sample_rate=48000", "-vf", burn_clock_filter(epoch)]  # fmt: skip
-    if not audio:
-        inputs = [*inputs[:5], *inputs[9:]]  # without the tone's input
-    if path.startswith("rtmp"):
+    whip = not path.startswith("rtmp")
+    realtime = ["-re", *(REALTIME_FFMPEG8 if whip else ())]
+    inputs = [*realtime, "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]
+    if audio:
+        inputs += [*realtime, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    inputs += ["-vf", burn_clock_filter(epoch)]
+    if not whip:
         sound = ["-c:a", "aac"] if audio else []
         args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, *sound,
                 "-f", "flv", f"rtmp://{HOST}:{ports['rtmp']}/live/bench"]  # fmt: skip
@@ -574,10 +590,61 @@ def latency_publisher(path: str, ports: dict[str, int], epoch: int, audio: bool 
         sound = ["-c:a", "libopus", "-ar", "48000", "-ac", "2"] if audio else []
         args = [ffmpeg8(), "-hide_banner", "-nostdin", "-loglevel", "error", *inputs, *video, *sound,
                 "-f", "whip", f"http://{HOST}:{ports['http']}/live/bench/whip"]  # fmt: skip
-    return subprocess.Popen(["taskset", "-c", "1", *args], stdin=subprocess.DEVNULL)
+    return subprocess.Popen([*(["taskset", "-c", "1"] if pin else []), *args], stdin=subprocess.DEVNULL)
 
 
-def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[dict[str, Any]]:
+class RunQueue:
+    """How long processes waited for a CPU (``/proc/PID/task/*/schedstat``: time runnable but
+    not running), sampled every 20 ms in a thread: a process that waits 100 ms for a CPU stalls
+    its stream that long, whatever its code does."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def waited_ns(pid: int) -> int:
+        total = 0
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.samples.append((time.monotonic(), {name: self.waited_ns(pid) for name, pid in self.pids.items()}))
+
+    def __enter__(self) -> RunQueue:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        """Per process: the wait in ms per second, and the longest wait within any 100 ms."""
+        out: dict[str, Any] = {}
+        samples = self.samples
+        if len(samples) < 2:
+            return out
+        span = samples[-1][0] - samples[0][0]
+        for name in self.pids:
+            total = (samples[-1][1][name] - samples[0][1][name]) / 1e6
+            worst, j = 0.0, 0
+            for i in range(len(samples)):
+                while samples[i][0] - samples[j][0] > 0.1:
+                    j += 1
+                worst = max(worst, (samples[i][1][name] - samples[j][1][name]) / 1e6)
+            out[f"{name}_runq_ms_per_s"] = round(total / span, 1)
+            out[f"{name}_runq_worst_100ms"] = round(worst)
+        return out
+
+
+def run_latency(paths: list[str], seconds: float, audio: bool = True, pin: bool = False) -> list[dict[str, Any]]:
     from tests._browser import chromium
     from tests._npm import HLS_JS, npm_file
 
@@ -590,8 +657,8 @@ def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[di
     try:
         for path in paths:
             egress = path.split("-", 1)[1]
-            with server(hls=egress == "llhls") as (_, ports):
-                publisher = latency_publisher(path, ports, epoch, audio)
+            with server(hls=egress == "llhls", pin=pin) as (process, ports):
+                publisher = latency_publisher(path, ports, epoch, audio, pin=pin)
                 try:
                     if not publishing(ports["http"]):
                         emit(mode="latency", path=path, error="the publish did not start")
@@ -601,14 +668,16 @@ def run_latency(paths: list[str], seconds: float, audio: bool = True) -> list[di
                     src = {"whep": f"{base}/whep", "flv": f"{base}.flv", "llhls": f"{base}/index.m3u8"}[egress]
                     kind = {"whep": "whep", "flv": "flv", "llhls": "hls"}[egress]
                     try:
-                        report = play_in_chromium(chromium, f"{page.as_uri()}?kind={kind}&src={src}&epoch={epoch}"
-                                                  f"&bits={BITS}", seconds)  # fmt: skip
+                        with RunQueue({"server": process.pid, "publisher": publisher.pid}) as waits:
+                            report = play_in_chromium(chromium, f"{page.as_uri()}?kind={kind}&src={src}"
+                                                      f"&epoch={epoch}&bits={BITS}", seconds)  # fmt: skip
                     except Exception as exc:  # the browser failed: say so, go on with the next path
                         emit(mode="latency", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
                         continue
                 finally:
                     stop(publisher)
-            rows.append({**latency_row(path, report), "audio": audio})
+            rows.append({**latency_row(path, report), "audio": audio, "pinned": pin, **waits.summary(),
+                         "load_1min": round(os.getloadavg()[0], 2)})  # fmt: skip
             emit(**rows[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -648,11 +717,16 @@ def latency_row(path: str, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def latency_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| path | samples | p50 ms | p95 ms | min ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| path | samples | p50 ms | p95 ms | min ms | max ms | jitter buffer a / v ms "
+             "| run-queue worst 100 ms: server / publisher |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for row in rows:
+        jitter = row.get("jitter_buffer_ms") or {}
         lines.append(
             f"| {row['path']} | {row['samples']} | {row.get('p50_ms', '–')} | {row.get('p95_ms', '–')} "
-            f"| {row.get('min_ms', '–')} | {row.get('max_ms', '–')} |"
+            f"| {row.get('min_ms', '–')} | {row.get('max_ms', '–')} | {jitter.get('audio', '–')} / "
+            f"{jitter.get('video', '–')} | {row.get('server_runq_worst_100ms', '–')} / "
+            f"{row.get('publisher_runq_worst_100ms', '–')} |"
         )
     return "\n".join(lines)
 
@@ -671,6 +745,7 @@ def main() -> None:
     latency.add_argument("--seconds", type=float, default=30.0, help="seconds each path plays")
     latency.add_argument("--paths", default=",".join(PATHS))
     latency.add_argument("--no-audio", action="store_true", help="publish video only")
+    latency.add_argument("--pin", action="store_true", help="server on CPU 0, publisher on CPU 1 (as viewers)")
     load = sub.add_parser("whep-load", help="(internal) the WHEP load generator")
     load.add_argument("--url", required=True)
     load.add_argument("--viewers", type=int, required=True)
@@ -689,7 +764,7 @@ def main() -> None:
                            args.warmup)  # fmt: skip
         print(viewers_table(rows), file=sys.stderr)
     else:
-        rows = run_latency([p for p in args.paths.split(",") if p], args.seconds, not args.no_audio)
+        rows = run_latency([p for p in args.paths.split(",") if p], args.seconds, not args.no_audio, args.pin)
         print(latency_table(rows), file=sys.stderr)
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -39,6 +40,30 @@ async def publishing(ffmpeg: str, clip: Path, url: str) -> AsyncIterator[None]:
         await process.wait()
 
 
+def segment_uris(playlist: str) -> list[str]:
+    return [line for line in playlist.splitlines() if line and not line.startswith("#")]
+
+
+async def media_playlist(client: httpx.AsyncClient, url: str) -> tuple[str, str]:
+    """The media playlist at ``url``, or the first one the multivariant playlist there names:
+    (its URL, its text)."""
+    text = (await client.get(url)).text
+    if "#EXT-X-STREAM-INF" in text:
+        url = str(httpx.URL(url).join(segment_uris(text)[0]))
+        text = (await client.get(url)).text
+    return url, text
+
+
+async def new_segments(url: str, count: int) -> None:
+    """Until the media playlist at ``url`` lists ``count`` segments it did not list when called
+    (segments cut from now on: a player starting at the live edge reads only those)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        url, text = await media_playlist(client, url)
+        before = set(segment_uris(text))
+        while len([uri for uri in segment_uris((await client.get(url)).text) if uri not in before]) < count:
+            await trio.sleep(0.1)
+
+
 async def audio_frames(ffmpeg: str, url: str) -> tuple[int, str]:
     """How many audio frames ffmpeg decodes from ``url`` in 3 s (framemd5: a line per frame)."""
     result = await run(ffmpeg, "-hide_banner", "-nostdin", "-i", url, "-map", "0:a", "-t", "3", "-f", "framemd5", "-")
@@ -67,8 +92,9 @@ async def test_ffmpeg51_decodes_the_bridged_aac_of_an_opus_publish_over_rtmp_flv
                 count, errors = await audio_frames(ffmpeg, url)
                 assert count > 50 and "Audio: aac" in errors, errors
             assert bridge.running(key, "opus->aac")
-            await trio.sleep(4)  # segments with the bridged AAC
-            count, errors = await audio_frames(ffmpeg, f"http://127.0.0.1:{http.port}/live/opus/index.m3u8")
+            playlist = f"http://127.0.0.1:{http.port}/live/opus/index.m3u8"
+            await new_segments(playlist, 3)  # ffmpeg starts 3 from the live edge: all cut with the bridged AAC
+            count, errors = await audio_frames(ffmpeg, playlist)
             assert count > 50 and "Audio: aac" in errors, errors
             (status,) = bridge.stream_status(key)["audio_bridge"]
             assert status["direction"] == "opus->aac" and status["frames_out"] > 100 and status["skipped"] == 0

@@ -13,9 +13,11 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   (:meth:`~.udp.UdpPort.send` never waits). No task per frame, no queue per viewer.
 * **Start.** Until DTLS is up the sink holds the frames from the latest keyframe (bounded by
   :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
-  :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind), else
+  :data:`MAX_START_AGE` ms of media: a low-latency player must not start seconds behind;
+  :data:`MAX_SYNCED_START_AGE` for a stream with audio, for lip sync), else
   it waits for the next keyframe and asks a WHIP publisher of the stream for one
-  (:meth:`~.peer.SessionHost.request_keyframe`).
+  (:meth:`~.peer.SessionHost.request_keyframe`). The audio starts at most
+  :data:`MAX_AUDIO_START` ms behind the video: a burst of audio would be played late (see there).
 * **Loss.** Each viewer keeps a ring of what it sent (:class:`~arcly_trio.protocols.webrtc.rtp.SendHistory`:
   references to the shared payloads, :data:`HISTORY` packets); a NACK is answered from it
   (:data:`MAX_RETRANSMITS` per second at most). A PLI or FIR (the browser cannot decode what
@@ -68,12 +70,44 @@ from arcly_trio.workers.webrtc.peer import PeerSession
 if TYPE_CHECKING:
     from arcly_trio.workers.webrtc.tcp import TcpLink
 
-__all__ = ["WhepSession", "RtpSink", "OpusBridge", "video_source", "MAX_HELD", "MAX_START_AGE", "HISTORY"]
+__all__ = [
+    "WhepSession",
+    "RtpSink",
+    "OpusBridge",
+    "video_source",
+    "MAX_HELD",
+    "MAX_START_AGE",
+    "MAX_AUDIO_START",
+    "MAX_STALE_AUDIO",
+    "HISTORY",
+]
 
 MAX_HELD = 600
 """Frames a viewer holds while it connects (from the latest keyframe); past it, it waits for the next."""
 MAX_START_AGE = 1000
 """Milliseconds of media a viewer may start behind; older held frames are dropped for the next keyframe."""
+MAX_SYNCED_START_AGE = 50
+""":data:`MAX_START_AGE` for a stream with audio: a viewer starts from the held keyframe only
+if it is at most this old, else at the next keyframe (asking a WHIP publisher for one).
+
+A start from an older keyframe sends its frames as a burst, and Chromium then plays the sound
+behind the picture for ten seconds and more while its lip sync converges: measured with the
+flash-and-beep clip under load, the first offsets were 270 ms (RTMP, the bridge) and
+decreasing 10-15 ms a second (and a 300 ms burst still started one at 250 ms); starting at the
+next keyframe they were 105 ms at most and 15-55 ms after a few seconds. The price is the time
+to the first picture: up to one GOP more (a WHIP publisher sends one on the PLI at once)."""
+MAX_AUDIO_START = 40
+"""How far (ms) a viewer's first audio may be behind its latest video: older audio of the start
+is left out (the held burst is video from the keyframe, audio only from the last 40 ms; from the
+audio bridge, at most :data:`MAX_STALE_AUDIO` stale frames are skipped before the first).
+
+The video of a start must go back to its keyframe (up to :data:`MAX_START_AGE`), but audio
+sent in that burst fills the browser's audio jitter buffer (NetEq) with as much, which it then
+plays that much late: measured in Chromium, a start with the whole held GOP put the sound
+300-400 ms behind the picture for five seconds (its lip sync moves the video at most ~80 ms a
+second), a start without it did not."""
+MAX_STALE_AUDIO = 50
+"""Bridged Opus frames (20 ms each) a viewer skips at most while waiting for fresh audio."""
 HISTORY = 1024
 """Video packets each viewer can resend on a NACK (references to shared payloads)."""
 MAX_RETRANSMITS = 400
@@ -270,6 +304,7 @@ class RtpSink:
         self.base: tuple[float, int] | None = None
         """(wall clock, media timestamp) of the first frame sent: the sender reports' mapping."""
         self._retransmit_window = (0.0, 0)
+        self._stale_audio = 0
 
     def configure(self, answer: Answer) -> None:
         """The tracks the answer negotiated."""
@@ -353,8 +388,12 @@ class RtpSink:
         """DTLS is up: send what was held if it is fresh, else wait for the next keyframe."""
         self.ready = True
         held, self.held = self.held, []
-        if held and held[-1].dts - held[0].dts <= MAX_START_AGE:
+        with_audio = self.audio is not None and FrameKind.AUDIO in self.configs
+        if held and held[-1].dts - held[0].dts <= (MAX_SYNCED_START_AGE if with_audio else MAX_START_AGE):
+            newest = held[-1].dts
             for frame in held:
+                if frame.kind is FrameKind.AUDIO and frame.dts < newest - MAX_AUDIO_START:
+                    continue  # the video needs its keyframe; the audio would only be heard late
                 self._send(frame)
         elif self.video is not None:
             self.session.host.request_keyframe(self.session.key)
@@ -399,9 +438,24 @@ class RtpSink:
         return False
 
     def deliver_bridged(self, frame: Frame) -> None:
-        """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task."""
-        if self.ready and not self.ended and not frame.config:
-            self._send_audio(frame)
+        """Opus from the audio bridge (a stream whose audio is AAC); called by the bridge's task.
+        Until the first audio frame went out, frames more than :data:`MAX_AUDIO_START` ms behind
+        the video sent are skipped (the bridge's start transcodes the stream's cached GOP: a
+        burst), :data:`MAX_STALE_AUDIO` at most."""
+        if not self.ready or self.ended or frame.config:
+            return
+        audio, video = self.audio, self.video
+        if (
+            audio is not None
+            and audio.packets == 0
+            and video is not None
+            and video.last_pts is not None
+            and frame.pts < video.last_pts - MAX_AUDIO_START
+            and self._stale_audio < MAX_STALE_AUDIO
+        ):
+            self._stale_audio += 1
+            return
+        self._send_audio(frame)
 
     def _send_audio(self, frame: Frame) -> bool:
         track = self.audio
