@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import struct
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.webrtc import WebRtcServer
+from arcly_trio.workers.webrtc.peer import LinkStats
 from arcly_trio.workers.webrtc.viewer import (
     MAX_AUDIO_START,
     MAX_STALE_AUDIO,
@@ -229,28 +231,61 @@ def test_summary_reports_median_and_p95_of_magnitudes():
 # --- the start of a viewer (a sink with a stand-in session) ---------------------------------------
 
 
+class _Port:
+    """The UDP port's two sends, recording each datagram's payload type and timestamp."""
+
+    def __init__(self, sent: list[tuple[int, int]]) -> None:
+        self.sent = sent
+
+    def send(self, data: bytes | memoryview, address: object) -> bool:
+        self.sent.append((data[1] & 0x7F, int.from_bytes(data[4:8], "big")))
+        return True
+
+    def send_many(self, data: memoryview, ends: list[int], address: object) -> bool:
+        begin = 0
+        for end in ends:
+            self.send(data[begin:end], address)
+            begin = end
+        return True
+
+
+class _Clear:
+    """SRTP that protects nothing: the packets as the sink builds them."""
+
+    def protect_packets(
+        self, packets: Sequence[tuple[bytes, int, int]], start: int, second: int, sequence: int, ssrc: int
+    ) -> tuple[memoryview, list[int]]:
+        data = bytearray()
+        ends = []
+        for offset, (payload, timestamp, marker) in enumerate(packets[start:]):
+            data += struct.pack("!BBHII", 0x80, second | marker, (sequence + offset) & 0xFFFF, timestamp, ssrc)
+            data += payload
+            ends.append(len(data))
+        return memoryview(data), ends
+
+
 class _Host:
     mtu = 1200
 
-    def __init__(self) -> None:
+    def __init__(self, sent: list[tuple[int, int]]) -> None:
         self.keyframe_requests = 0
+        self.port = _Port(sent)
 
     def request_keyframe(self, key: object) -> None:
         self.keyframe_requests += 1
 
 
 class _Session:
-    """What :class:`RtpSink` uses of its session: the host, the key, and ``send_rtp``."""
+    """What :class:`RtpSink` uses of its session: the host and its port, the key, SRTP, the address."""
 
     def __init__(self) -> None:
-        self.host = _Host()
-        self.key = StreamKey("live", "sync")
         self.sent: list[tuple[int, int]] = []
-
-    def send_rtp(self, packet: bytes) -> bool:
-        payload_type, timestamp = packet[1] & 0x7F, int.from_bytes(packet[4:8], "big")
-        self.sent.append((payload_type, timestamp))
-        return True
+        self.host = _Host(self.sent)
+        self.key = StreamKey("live", "sync")
+        self.srtp = _Clear()
+        self.address = ("127.0.0.1", 9)
+        self.link = None
+        self.stats = LinkStats()
 
     def close(self, reason: str) -> None:
         pass
