@@ -1,8 +1,7 @@
 """The browser pages: status ``/``, player ``/watch/{app}/{stream}``, publisher ``/publish/{app}/{stream}``.
 
-Plain HTML, JavaScript and CSS from the package data folder ``pages/`` (no library, no build
-step, nothing loaded from elsewhere), read once when the routes are installed and served from
-memory:
+Plain HTML, JavaScript and CSS from the package data folder ``pages/`` (no build step, nothing
+loaded from elsewhere), read once when the routes are installed and served from memory:
 
 * ``GET /``: ``index.html``, the status page (it polls ``/api/streams``).
 * ``GET /watch/{app}/{stream}``: ``watch.html``, a WHEP player (``POST /{app}/{stream}/whep``,
@@ -11,7 +10,11 @@ memory:
 * ``GET /publish/{app}/{stream}``: ``publish.html``, camera (or test pattern) publisher over
   WHIP (``POST /{app}/{stream}/whip``) when the server serves WebRTC, falling back to
   ``/{app}/{stream}/ingest``.
-* ``GET /pages/{name}``: the pages' scripts and style sheet.
+* ``GET /pages/{name}``: the pages' scripts and style sheet (``Cache-Control: no-cache``).
+* ``GET /pages/vendor/{name}``: the one library, hls.js (:data:`VENDOR_FILES`: the exact file of
+  the npm package, its version in the name; ``pages/vendor/README.md`` has its sha256 and
+  ``hls.js.LICENSE`` its license), which the watch page loads only when it plays HLS (the DVR
+  scrub bar). Its URL changes with its version, so it is cached for a year (``immutable``).
 * ``GET /api/server``: what the pages cannot guess from their own URL, as JSON:
   ``{"server": "arcly-trio", "rtmp_port": 1935, "hls": false, "frames_protocol":
   "arcly.frames.v1"}``. ``rtmp_port`` is :attr:`HttpServer.rtmp_port` (``null`` when unknown:
@@ -31,7 +34,8 @@ built from request data (the stream name is read by the page's script), so nothi
 sends is reflected into HTML.
 
 Error policy: an unknown asset name is a ``404``; names are matched against the files that
-exist, never joined to a path.
+exist, never joined to a path. A page file missing from the package (a broken install) fails
+:func:`install`, at start, not a request.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from arcly_trio.protocols.frames.messages import SUBPROTOCOL
 from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.workers.http.exchange import Exchange
 
-__all__ = ["PAGE_FILES", "WHEP_ROUTE", "install", "content_security_policy", "serves_webrtc"]
+__all__ = ["PAGE_FILES", "VENDOR_FILES", "HLS_JS", "WHEP_ROUTE", "install", "content_security_policy", "serves_webrtc"]
 
 PAGE_FILES = (
     "index.html",
@@ -55,11 +59,19 @@ PAGE_FILES = (
     "publish.js",
     "style.css",
 )
+HLS_JS = "hls-1.7.4.min.js"
+"""hls.js (npm ``hls.js`` 1.7.4, ``dist/hls.min.js``), served at ``/pages/vendor/hls-1.7.4.min.js``."""
+VENDOR_FILES = (HLS_JS,)
+"""The libraries in ``pages/vendor/`` that are served (its README and license are not)."""
 WHEP_ROUTE = "/{app}/{stream}/whep"
 """The route pattern of WHEP playback (the WebRTC worker's); its presence turns the pages to WebRTC."""
 _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 _HEADERS = [
     ("cache-control", "no-cache"),
+    ("x-content-type-options", "nosniff"),
+]
+_VENDOR_HEADERS = [
+    ("cache-control", "public, max-age=31536000, immutable"),
     ("x-content-type-options", "nosniff"),
 ]
 _FRAMEABLE = frozenset({"index.html", "watch.html"})
@@ -88,13 +100,15 @@ def serves_webrtc(router: Router) -> bool:
     return any(route.pattern == WHEP_ROUTE and "POST" in route.methods for route in router.routes)
 
 
-def _load() -> dict[str, bytes]:
+def _load() -> tuple[dict[str, bytes], dict[str, bytes]]:
     folder = resources.files(__package__).joinpath("pages")
-    return {name: folder.joinpath(name).read_bytes() for name in PAGE_FILES}
+    pages = {name: folder.joinpath(name).read_bytes() for name in PAGE_FILES}
+    vendor = {name: folder.joinpath("vendor", name).read_bytes() for name in VENDOR_FILES}
+    return pages, vendor
 
 
 def install(router: Router) -> None:
-    pages = _load()
+    pages, vendor = _load()
 
     async def send(request: HttpRequest, exchange: Exchange, name: str) -> None:
         policy = content_security_policy(request.header("host"), frameable=name in _FRAMEABLE)
@@ -121,6 +135,13 @@ def install(router: Router) -> None:
             return
         await send(request, exchange, name)
 
+    async def serve_vendor(request: HttpRequest, exchange: Exchange) -> None:
+        name = request.params["name"]
+        if name not in vendor:
+            await exchange.error(404, f"no page library {name[:80]!r}")
+            return
+        await exchange.respond(200, vendor[name], content_type=_TYPES["js"], headers=_VENDOR_HEADERS)
+
     async def serve_server_info(request: HttpRequest, exchange: Exchange) -> None:
         await exchange.json(
             200,
@@ -137,4 +158,5 @@ def install(router: Router) -> None:
     router.get("/watch/{app}/{stream}", serve_watch)
     router.get("/publish/{app}/{stream}", serve_publish)
     router.get("/pages/{name}", serve_asset)
+    router.get("/pages/vendor/{name}", serve_vendor)
     router.get("/api/server", serve_server_info)
