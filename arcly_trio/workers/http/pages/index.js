@@ -13,7 +13,9 @@
   const state = { streams: 0, updates: 0, error: null, thumbnails: 0, sparklines: 0, recordings: 0 };
   window.arclyStatus = state;
   const THUMB_WIDTH = 320, THUMB_EVERY_MS = 4000, HISTORY_EVERY_MS = 5000, RECORDINGS_EVERY_MS = 30000;
-  const SVG = "http://www.w3.org/2000/svg";
+  // The sparkline's SVG comes from a <template> of index.html (the HTML parser gives it the SVG
+  // namespace), so no script here names a URL.
+  const SPARK = document.getElementById("sparkline").content.firstElementChild;
   // Per stream key: the elements that outlive a refresh (a thumbnail keeps loading while the
   // card around it is rebuilt) and what was last fetched for it.
   const kept = new Map();
@@ -46,18 +48,15 @@
   // A sparkline of numbers (oldest first) as an inline SVG polyline, with its newest value.
   function sparkline(label, values, fmt) {
     const width = 120, height = 28;
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("class", "sparkline");
+    const svg = SPARK.cloneNode(true);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", `${label} over the last minutes`);
     const points = values.length === 1 ? [values[0], values[0]] : values;
     const top = Math.max(1, ...points);
     const step = width / Math.max(1, points.length - 1);
-    const line = document.createElementNS(SVG, "polyline");
+    const line = svg.querySelector("polyline");
     line.setAttribute("points", points.map((v, i) =>
       `${(i * step).toFixed(1)},${(height - 2 - (Math.max(0, Number(v) || 0) / top) * (height - 4)).toFixed(1)}`).join(" "));
-    svg.append(line);
     const newest = values[values.length - 1];
     return el("span", { class: "spark", title: `${label}: last ${values.length} samples` },
       el("b", {}, label + " "), svg, el("span", { class: "muted" }, fmt(newest)));
