@@ -4,7 +4,9 @@
 // Each stream also gets a live thumbnail (/{app}/{stream}/thumbnail.jpg, reloaded every few
 // seconds), its viewers and bitrate over the last minutes as inline SVG sparklines (from
 // /api/history, every few seconds) and its recordings (/api/recordings, every 30 s) with links
-// that play them. Every text from the server goes into the page as text, never as HTML.
+// that play them; a stream of an application with a DVR window (/api/streams' hls_tracks.dvr_window)
+// links to the watch page over HLS (?via=hls), which has a scrub bar over the window. Every text
+// from the server goes into the page as text, never as HTML.
 "use strict";
 
 (() => {
@@ -154,10 +156,19 @@
     }
     const watch = "/watch" + streamPath(app, doc.name) + location.search;
     const mine = keptFor(app, doc);
+    // An application with a DVR window (--dvr-window): the watch page over HLS, with its scrub bar.
+    const window_ = Number(doc.hls_tracks && doc.hls_tracks.dvr_window) || 0;
+    const rewind = [];
+    if (window_ > 0) {
+      const query = new URLSearchParams(location.search);
+      query.set("via", "hls");
+      rewind.push(" ", el("a", { href: "/watch" + streamPath(app, doc.name) + "?" + query, class: "badge dvr-link",
+                                 title: `watch over HLS and go back up to ${fmtDuration(window_)}` }, `⏪ DVR ${fmtDuration(window_)}`));
+    }
     return el("section", { class: "card stream", "data-key": doc.key },
       el("h2", {}, el("a", { href: watch }, doc.key), " ",
          el("span", { class: doc.publishing ? "badge live" : "badge" }, doc.publishing ? "LIVE" : "waiting"), " ",
-         el("a", { href: watch, class: "badge ok" }, "▶ watch")),
+         el("a", { href: watch, class: "badge ok" }, "▶ watch"), ...rewind),
       el("div", { class: "stream-body" },
         el("a", { href: watch, class: "thumb-box" }, mine.img, mine.note),
         el("div", {}, facts, sparklines(doc.key), urls, mine.recordings)));
