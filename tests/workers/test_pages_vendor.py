@@ -11,7 +11,8 @@ scrub bar): shipped, served, pinned, and loaded only when the watch page plays H
   next to the file, the watch script names the same file the routes serve, and no page loads
   it up front (the watch script adds it when it plays HLS).
 * Only the listed library is served: the README, the license, other names and traversals are
-  ``404``.
+  ``404``. A client that takes gzip gets the packaged ``.gz`` (``Content-Encoding: gzip``, the
+  same bytes once decompressed); ``q=0`` or no ``Accept-Encoding`` gets the plain file.
 
 The pages' strict Content-Security-Policy is unchanged (``script-src`` falls back to
 ``default-src 'self'``): :mod:`tests.workers.test_dvr_watch_interop` plays with it in Chromium.
@@ -20,6 +21,7 @@ The pages' strict Content-Security-Policy is unchanged (``script-src`` falls bac
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -30,11 +32,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import trio
 
 from arcly_trio import Engine
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.http.pages_routes import HLS_JS, PAGE_FILES, VENDOR_FILES
+from arcly_trio.workers.http.pages_routes import HLS_JS, PAGE_FILES, VENDOR_FILES, accepts_gzip
 from tests._npm import PACKAGES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -110,6 +113,7 @@ def test_the_vendored_file_is_the_pinned_version_with_its_license() -> None:
     assert HLS_JS == f"hls-{version}.min.js" and VENDOR_FILES == (HLS_JS,)
     assert f"| `{HLS_JS}` | npm `hls.js`, `dist/hls.min.js` | {version} | Apache-2.0" in readme
     assert hashlib.sha256((VENDOR / HLS_JS).read_bytes()).hexdigest() == recorded_sha256()
+    assert gzip.decompress((VENDOR / f"{HLS_JS}.gz").read_bytes()) == (VENDOR / HLS_JS).read_bytes()
     assert "Apache License, Version 2.0" in (VENDOR / "hls.js.LICENSE").read_text()
     # The file itself says which version it is (hls.js sets Hls.version from its package.json).
     assert f'"{version}"' in (VENDOR / HLS_JS).read_text()
@@ -135,3 +139,40 @@ async def test_only_the_listed_library_is_served(http_get) -> None:  # type: ign
                 assert b"Apache" not in body and b"sha256" not in body
             status, _, _ = await http_get(http.port, "/pages/vendor")
             assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("value", "gzipped"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("gzip, deflate, br, zstd", True),  # Chromium's
+        ("br;q=1.0, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("identity", False),
+        ("deflate, br", False),
+        ("gzip;q=nonsense", True),
+        ("gzipped", False),
+        ("," * 10_000 + "gzip", False),  # only the first 64 items are read
+    ],
+)
+def test_accept_encoding(value: str | None, gzipped: bool) -> None:
+    assert accepts_gzip(value) is gzipped
+
+
+async def test_gzip_for_whoever_takes_it(http_get) -> None:  # type: ignore[no-untyped-def]
+    http = HttpServer("127.0.0.1", 0)
+    with trio.fail_after(20):
+        async with Engine.builder().protocol(http).build():
+            path = f"/pages/vendor/{HLS_JS}"
+            status, headers, body = await http_get(http.port, path, [("accept-encoding", "gzip, deflate, br")])
+            assert status == 200 and headers["content-encoding"] == "gzip" and len(body) < 200_000
+            assert hashlib.sha256(gzip.decompress(body)).hexdigest() == recorded_sha256()
+            assert headers["vary"] == "accept-encoding" and headers["content-type"].startswith("text/javascript")
+            status, headers, body = await http_get(http.port, path, [("accept-encoding", "gzip;q=0, br")])
+            assert status == 200 and "content-encoding" not in headers
+            assert hashlib.sha256(body).hexdigest() == recorded_sha256()

@@ -15,6 +15,9 @@ loaded from elsewhere), read once when the routes are installed and served from 
   the npm package, its version in the name; ``pages/vendor/README.md`` has its sha256 and
   ``hls.js.LICENSE`` its license), which the watch page loads only when it plays HLS (the DVR
   scrub bar). Its URL changes with its version, so it is cached for a year (``immutable``).
+  A client whose ``Accept-Encoding`` takes gzip gets the packaged ``NAME.gz`` (``gzip -9n`` of
+  the file: 190 kB instead of 624 kB) with ``Content-Encoding: gzip``; nothing is compressed
+  while serving.
 * ``GET /api/server``: what the pages cannot guess from their own URL, as JSON:
   ``{"server": "arcly-trio", "rtmp_port": 1935, "hls": false, "frames_protocol":
   "arcly.frames.v1"}``. ``rtmp_port`` is :attr:`HttpServer.rtmp_port` (``null`` when unknown:
@@ -47,7 +50,16 @@ from arcly_trio.protocols.frames.messages import SUBPROTOCOL
 from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.workers.http.exchange import Exchange
 
-__all__ = ["PAGE_FILES", "VENDOR_FILES", "HLS_JS", "WHEP_ROUTE", "install", "content_security_policy", "serves_webrtc"]
+__all__ = [
+    "HLS_JS",
+    "PAGE_FILES",
+    "VENDOR_FILES",
+    "WHEP_ROUTE",
+    "accepts_gzip",
+    "content_security_policy",
+    "install",
+    "serves_webrtc",
+]
 
 PAGE_FILES = (
     "index.html",
@@ -73,6 +85,7 @@ _HEADERS = [
 _VENDOR_HEADERS = [
     ("cache-control", "public, max-age=31536000, immutable"),
     ("x-content-type-options", "nosniff"),
+    ("vary", "accept-encoding"),
 ]
 _FRAMEABLE = frozenset({"index.html", "watch.html"})
 """Pages another site may embed (a player); the publish page may be framed only by this origin."""
@@ -100,10 +113,30 @@ def serves_webrtc(router: Router) -> bool:
     return any(route.pattern == WHEP_ROUTE and "POST" in route.methods for route in router.routes)
 
 
-def _load() -> tuple[dict[str, bytes], dict[str, bytes]]:
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value takes gzip (``gzip``, ``x-gzip`` or ``*`` with a
+    weight other than ``q=0``; RFC 9110 12.5.3). An unreadable weight counts as ``q=1``."""
+    for item in (accept_encoding or "").split(",")[:64]:
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        name, _, weight = params.partition("=")
+        if name.strip().lower() != "q":
+            return True
+        try:
+            return float(weight.strip()[:8]) > 0
+        except ValueError:
+            return True
+    return False
+
+
+def _load() -> tuple[dict[str, bytes], dict[str, tuple[bytes, bytes]]]:
     folder = resources.files(__package__).joinpath("pages")
     pages = {name: folder.joinpath(name).read_bytes() for name in PAGE_FILES}
-    vendor = {name: folder.joinpath("vendor", name).read_bytes() for name in VENDOR_FILES}
+    vendor = {
+        name: (folder.joinpath("vendor", name).read_bytes(), folder.joinpath("vendor", name + ".gz").read_bytes())
+        for name in VENDOR_FILES
+    }
     return pages, vendor
 
 
@@ -140,7 +173,12 @@ def install(router: Router) -> None:
         if name not in vendor:
             await exchange.error(404, f"no page library {name[:80]!r}")
             return
-        await exchange.respond(200, vendor[name], content_type=_TYPES["js"], headers=_VENDOR_HEADERS)
+        plain, gzipped = vendor[name]
+        if accepts_gzip(request.header("accept-encoding")):
+            headers = [*_VENDOR_HEADERS, ("content-encoding", "gzip")]
+            await exchange.respond(200, gzipped, content_type=_TYPES["js"], headers=headers)
+        else:
+            await exchange.respond(200, plain, content_type=_TYPES["js"], headers=_VENDOR_HEADERS)
 
     async def serve_server_info(request: HttpRequest, exchange: Exchange) -> None:
         await exchange.json(
