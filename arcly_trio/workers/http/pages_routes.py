@@ -34,7 +34,10 @@ SDP answer). The publish page may not
 be framed by another origin (``frame-ancestors 'self'``) and its ``?autostart=1`` only works
 when it is not framed; the status and watch pages may be embedded anywhere. Pages are never
 built from request data (the stream name is read by the page's script), so nothing a client
-sends is reflected into HTML.
+sends is reflected into HTML. The library is third-party code run by the pages under the same
+policy (``script-src`` falls back to ``default-src 'self'``; hls.js runs without its ``blob:``
+worker): it is pinned by name and sha256, never fetched from elsewhere, and a request can only
+choose between the two fixed bodies (``Accept-Encoding`` is read up to its 64th item).
 
 Error policy: an unknown asset name is a ``404``; names are matched against the files that
 exist, never joined to a path. A page file missing from the package (a broken install) fails
