@@ -31,7 +31,8 @@
 
 Servers run in-process on port 0. Selenium blocks, so its calls run in threads; a
 ``trio.fail_after`` bounds every test. With ``ARCLY_UPDATE_SCREENSHOTS=1`` the tests write
-the screenshots of ``docs/`` (``docs/page-*.png``).
+the screenshots of ``docs/`` (``docs/page-*.png``; the status page's is
+:mod:`tests.workers.test_status_page_interop`'s, which has thumbnails and recordings).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
             text = await blocking(
                 driver.execute_script, "return document.querySelector('.stream[data-key=\"live/demo\"]').innerText"
             )
-            await screenshot(driver, "status")
+            # docs/page-status.png: tests/workers/test_status_page_interop.py (thumbnails, sparklines, recordings)
             state = await page_state(driver, "arclyStatus")
     assert state["error"] is None
     port = http.port

@@ -1,10 +1,11 @@
 """The status page in headless Chromium (selenium) with the demo stream live and recorded: each
 stream shows a thumbnail ``<img>`` that loaded (a decoded JPEG, not a broken image), its viewers
 and bitrate as inline SVG sparklines drawn from ``/api/history``, and its recordings with links
-that play them."""
+that play them. With ``ARCLY_UPDATE_SCREENSHOTS=1`` it writes ``docs/page-status.png``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from arcly_trio.workers.http import HttpServer
 from tests._browser import blocking, browser
 
 pytestmark = pytest.mark.interop
+
+SCREENSHOT = Path(__file__).resolve().parent.parent.parent / "docs" / "page-status.png"
 
 _READ = """
 const card = document.querySelector('.stream[data-key="live/demo"]');
@@ -61,6 +64,12 @@ async def test_status_page_shows_a_live_thumbnail_sparklines_and_recordings(tmp_
             ):
                 await trio.sleep(0.25)
                 found = await blocking(driver.execute_script, _READ)
+            if os.environ.get("ARCLY_UPDATE_SCREENSHOTS") == "1":  # a picture with some history and an RTMP URL
+                http.rtmp_port = 1935
+                await trio.sleep(8)
+                await blocking(driver.refresh)
+                await trio.sleep(3)
+                await blocking(driver.save_screenshot, str(SCREENSHOT))
             nursery.cancel_scope.cancel()
     assert found["naturalWidth"] == 320  # the page asks for 320 pixels wide
     assert thumbnails.decodes >= 1

@@ -4,7 +4,9 @@
 // Each stream also gets a live thumbnail (/{app}/{stream}/thumbnail.jpg, reloaded every few
 // seconds), its viewers and bitrate over the last minutes as inline SVG sparklines (from
 // /api/history, every few seconds) and its recordings (/api/recordings, every 30 s) with links
-// that play them. Every text from the server goes into the page as text, never as HTML.
+// that play them; a stream of an application with a DVR window (/api/streams' hls_tracks.dvr_window)
+// links to the watch page over HLS (?via=hls), which has a scrub bar over the window. Every text
+// from the server goes into the page as text, never as HTML.
 "use strict";
 
 (() => {
@@ -13,7 +15,9 @@
   const state = { streams: 0, updates: 0, error: null, thumbnails: 0, sparklines: 0, recordings: 0 };
   window.arclyStatus = state;
   const THUMB_WIDTH = 320, THUMB_EVERY_MS = 4000, HISTORY_EVERY_MS = 5000, RECORDINGS_EVERY_MS = 30000;
-  const SVG = "http://www.w3.org/2000/svg";
+  // The sparkline's SVG comes from a <template> of index.html (the HTML parser gives it the SVG
+  // namespace), so no script here names a URL.
+  const SPARK = document.getElementById("sparkline").content.firstElementChild;
   // Per stream key: the elements that outlive a refresh (a thumbnail keeps loading while the
   // card around it is rebuilt) and what was last fetched for it.
   const kept = new Map();
@@ -46,18 +50,15 @@
   // A sparkline of numbers (oldest first) as an inline SVG polyline, with its newest value.
   function sparkline(label, values, fmt) {
     const width = 120, height = 28;
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("class", "sparkline");
+    const svg = SPARK.cloneNode(true);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", `${label} over the last minutes`);
     const points = values.length === 1 ? [values[0], values[0]] : values;
     const top = Math.max(1, ...points);
     const step = width / Math.max(1, points.length - 1);
-    const line = document.createElementNS(SVG, "polyline");
+    const line = svg.querySelector("polyline");
     line.setAttribute("points", points.map((v, i) =>
       `${(i * step).toFixed(1)},${(height - 2 - (Math.max(0, Number(v) || 0) / top) * (height - 4)).toFixed(1)}`).join(" "));
-    svg.append(line);
     const newest = values[values.length - 1];
     return el("span", { class: "spark", title: `${label}: last ${values.length} samples` },
       el("b", {}, label + " "), svg, el("span", { class: "muted" }, fmt(newest)));
@@ -155,10 +156,19 @@
     }
     const watch = "/watch" + streamPath(app, doc.name) + location.search;
     const mine = keptFor(app, doc);
+    // An application with a DVR window (--dvr-window): the watch page over HLS, with its scrub bar.
+    const window_ = Number(doc.hls_tracks && doc.hls_tracks.dvr_window) || 0;
+    const rewind = [];
+    if (window_ > 0) {
+      const query = new URLSearchParams(location.search);
+      query.set("via", "hls");
+      rewind.push(" ", el("a", { href: "/watch" + streamPath(app, doc.name) + "?" + query, class: "badge dvr-link",
+                                 title: `watch over HLS and go back up to ${fmtDuration(window_)}` }, `⏪ DVR ${fmtDuration(window_)}`));
+    }
     return el("section", { class: "card stream", "data-key": doc.key },
       el("h2", {}, el("a", { href: watch }, doc.key), " ",
          el("span", { class: doc.publishing ? "badge live" : "badge" }, doc.publishing ? "LIVE" : "waiting"), " ",
-         el("a", { href: watch, class: "badge ok" }, "▶ watch")),
+         el("a", { href: watch, class: "badge ok" }, "▶ watch"), ...rewind),
       el("div", { class: "stream-body" },
         el("a", { href: watch, class: "thumb-box" }, mine.img, mine.note),
         el("div", {}, facts, sparklines(doc.key), urls, mine.recordings)));

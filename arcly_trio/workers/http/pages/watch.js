@@ -20,11 +20,14 @@
 //
 // HLS (?via=hls): the stream's HLS in the <video>, with a scrub bar over the seekable range (the
 // DVR window of an application with --dvr-window, else the few live segments) and a "live"
-// button that returns to the live edge. The player is hls.js when the page has it (window.Hls:
-// a page that embeds this script with hls.js; the server serves no library), else the
-// browser's own: Safari's seeks in the window; Chromium 156's plays a live playlist from its
-// first segment with an empty seekable range, so there the bar is hidden and the page says so.
-// window.arclyPlayer.dvr = {start, end, time, behind} (null while there is nothing to seek in).
+// button that returns to the live edge. The player is hls.js, which the server serves
+// (/pages/vendor/, HLS_JS below) and this page loads only then, where the browser has Media
+// Source Extensions; without them (iOS Safari before 17.1) the browser's own player, which in
+// Safari seeks in the window. A browser whose own player cannot seek in a live playlist
+// (Chromium 156's plays it from its first segment with an empty seekable range: it gets hls.js
+// unless the script fails to load) has the bar hidden, and the page says so.
+// window.arclyPlayer.dvr = {start, end, time, behind} (null while there is nothing to seek in);
+// window.arclyPlayer.engine = "hls.js" or "native".
 //
 // Each configuration is checked with VideoDecoder/AudioDecoder.isConfigSupported before a
 // decoder is made (frames that arrive meanwhile wait, a few hundred at most): a codec this
@@ -520,18 +523,34 @@
     setStatus(live ? "live" : "DVR", live ? "badge live" : "badge");
   }
 
-  function startHls() {
+  // hls.js, served by this server with a year-long cache: loaded on the first HLS play only.
+  const HLS_JS = "/pages/vendor/hls-1.7.4.min.js";
+  function loadHlsJs() {
+    if (window.Hls) return Promise.resolve(window.Hls);
+    return new Promise((resolve) => {
+      const script = document.createElement("script");
+      script.src = HLS_JS;
+      script.onload = () => resolve(window.Hls || null);
+      script.onerror = () => resolve(null);
+      document.head.append(script);
+    });
+  }
+
+  async function startHls() {
     player.transport = "hls"; player.state = "connecting";
-    $("via").textContent = "HLS — the browser's own player";  // or hls.js, below
     $("readout").hidden = true; $("readout-whep").hidden = true;
     canvas.hidden = true; video.hidden = false;
     const src = httpUrl(streamPath(app, stream) + "/index.m3u8") + (token ? "?token=" + encodeURIComponent(token) : "");
     const native = video.canPlayType("application/vnd.apple.mpegurl");
-    if (!(window.Hls && window.Hls.isSupported()) && !native) {
+    const mse = Boolean(window.MediaSource || window.ManagedMediaSource);
+    const Hls = mse ? await loadHlsJs() : null;
+    const useHlsJs = Boolean(Hls && Hls.isSupported());
+    if (mse && !useHlsJs) player.fallback = Hls ? "hls.js: not supported here" : "hls.js did not load";
+    if (!useHlsJs && !native) {
       player.state = "unsupported";
       setStatus("no HLS here", "badge warn");
-      $("unsupported").replaceChildren("This browser has no HLS player of its own: open the page without ?via=hls, "
-        + "or play " + httpUrl(streamPath(app, stream) + "/index.m3u8") + " in Safari or an hls.js player.");
+      $("unsupported").replaceChildren("This browser has no HLS player of its own and hls.js did not load: open the page "
+        + "without ?via=hls, or play " + httpUrl(streamPath(app, stream) + "/index.m3u8") + " in Safari or an hls.js player.");
       $("unsupported").hidden = false;
       return;
     }
@@ -548,10 +567,10 @@
     $("dvr").hidden = false;
     video.muted = true;  // autoplay; the button turns sound on
     video.addEventListener("error", () => { player.error = video.error && video.error.message; $("error").textContent = `HLS: ${player.error || "error"}`; });
-    if (window.Hls && window.Hls.isSupported()) {
+    if (useHlsJs) {
       // No worker: the page's Content-Security-Policy allows no blob: scripts.
-      hlsjs = new window.Hls({ lowLatencyMode: true, enableWorker: false });
-      hlsjs.on(window.Hls.Events.ERROR, (event, data) => {
+      hlsjs = new Hls({ lowLatencyMode: true, enableWorker: false });
+      hlsjs.on(Hls.Events.ERROR, (event, data) => {
         if (!data.fatal) return;
         player.error = data.details;
         $("error").textContent = `HLS: ${data.details}`;
@@ -559,10 +578,11 @@
       hlsjs.loadSource(src);
       hlsjs.attachMedia(video);
       player.engine = "hls.js";
-      $("via").textContent = "HLS — hls.js";
+      $("via").textContent = `HLS — hls.js ${Hls.version || ""}`.trim();
     } else {
       video.src = src;
       player.engine = "native";
+      $("via").textContent = "HLS — the browser's own player";
     }
     video.play().catch(() => {});
     setInterval(showPosition, 250);
