@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
+from arcly_trio.services.recordings import mp4scan
 from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
 from arcly_trio.services.recordings.mp4scan import MAX_FRAGMENTS, FragmentInfo, Mp4Index, TrackInfo, scan_bytes
 from arcly_trio.services.recordings.playback import Piece, Playback, apply_patches, timeline
@@ -112,8 +113,15 @@ def test_a_box_that_claims_no_size_or_a_huge_one_ends_the_walk() -> None:
     assert scan_bytes(loops * 3).fragments == ()
     tiny = struct.pack(">I4s", 4, b"free") + b"\x00" * 16  # smaller than its own header
     assert scan_bytes(tiny).problem is not None
-    huge = struct.pack(">I4sQ", 1, b"mdat", 1 << 62)
+    huge = struct.pack(">I4s", 8, b"ftyp") + struct.pack(">I4sQ", 1, b"mdat", 1 << 62)
     assert scan_bytes(huge).problem is None and scan_bytes(huge).fragments == ()
+
+
+def test_the_walk_looks_at_a_bounded_number_of_boxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mp4scan, "MAX_BOXES", 10)
+    free = struct.pack(">I4s", 8, b"free")
+    assert scan_bytes(struct.pack(">I4s", 8, b"ftyp") + free * 8).problem is None
+    assert scan_bytes(struct.pack(">I4s", 8, b"ftyp") + free * 10).problem == "more than 10 boxes"
 
 
 # --------------------------------------------------------------------------- rebaser
