@@ -84,7 +84,6 @@ __all__ = [
     "parse_tfhd",
     "Tfhd",
     "MoofInfo",
-    "TrafInfo",
     "NON_SYNC",
 ]
 
@@ -145,6 +144,8 @@ class TrackTime:
     """The bytes of its samples."""
     cto: bool = False
     """Some sample has a composition offset."""
+    first_flags: int = attrs.field(default=-1, eq=False)
+    """The first sample's flags (-1 without a sample)."""
 
     @property
     def end(self) -> int:
@@ -395,28 +396,11 @@ def parse_moov(body: bytes) -> tuple[TrackInfo, ...]:
 
 
 @attrs.frozen
-class TrafInfo:
-    """One ``traf`` as :func:`parse_moof` reads it."""
-
-    track_id: int
-    decode_time: int
-    duration: int
-    samples: int
-    first_flags: int
-    field: int = -1
-    wide: bool = True
-    data: int = 0
-    cto: bool = False
-
-    @property
-    def end_time(self) -> int:
-        return self.decode_time + self.duration
-
-
-@attrs.frozen
 class MoofInfo:
+    """A ``moof`` as :func:`parse_moof` reads it: its sequence and every ``traf``."""
+
     sequence: int
-    trafs: tuple[TrafInfo, ...]
+    trafs: tuple[TrackTime, ...]
 
 
 class TfhdFlags:
@@ -547,23 +531,19 @@ def _parse_moof(body: bytes, tracks: dict[int, TrackInfo], base: int) -> MoofInf
             if samples == 0 and count:
                 first_flags = first if first >= 0 else default_flags
             samples += count
-        trafs.append(TrafInfo(track_id, decode_time, duration, samples, first_flags, field, wide, data, cto))
+        trafs.append(TrackTime(track_id, decode_time, duration, field, wide, samples, data, cto, first_flags))
     return MoofInfo(sequence, tuple(trafs))
 
 
 def _fragment(offset: int, end: int, moof: MoofInfo, leading: TrackInfo, scales: dict[int, int]) -> FragmentInfo:
-    times = tuple(
-        TrackTime(t.track_id, t.decode_time, t.duration, t.field, t.wide, t.samples, t.data, t.cto)
-        for t in moof.trafs
-        if t.samples
-    )
+    times = tuple(t for t in moof.trafs if t.samples)
     lead = [t for t in moof.trafs if t.track_id == leading.track_id and t.samples]
     sync = bool(lead) and not lead[0].first_flags & NON_SYNC
     if lead:
         scale = leading.timescale
         first, last = lead[0], lead[-1]
         start = first.decode_time / scale
-        duration = (last.end_time - first.decode_time) / scale
+        duration = (last.end - first.decode_time) / scale
     elif times:
         start, duration = min((t.decode_time / scales[t.track_id], t.duration / scales[t.track_id]) for t in times)
     else:
