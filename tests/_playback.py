@@ -9,8 +9,6 @@ Error policy: helpers assert; nothing is caught.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +21,7 @@ from arcly_trio.core.keys import StreamKey
 from arcly_trio.kernel.spec import AppSpec
 from arcly_trio.media import flv
 from arcly_trio.media.fmp4 import FragmentWriter, init_segment, track_from_config
-from arcly_trio.services.recordings.catalog import Catalog
+from arcly_trio.services.recordings.catalog import Catalog, SegmentRecord, index_line, segment_name
 from arcly_trio.services.recordings.playback import Playback
 
 DEMO = pathlib.Path(arcly_trio.server.__file__).parent / "assets" / "demo.flv"
@@ -34,28 +32,6 @@ KEY = StreamKey("live", "cam")
 def demo_frames() -> list[Frame]:
     """The demo clip's audio and video frames (10 s, H.264 + AAC, a keyframe every 2 s)."""
     return [f for f in flv.read_frames(DEMO.read_bytes()) if f.kind is not FrameKind.DATA]
-
-
-def utc_name(epoch: float) -> str:
-    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return moment.strftime("%Y%m%dT%H%M%S.") + f"{moment.microsecond:06d}Z.mp4"
-
-
-@attrs.frozen
-class Record:
-    """A segment record as the contract's catalog gives it."""
-
-    file: str
-    start: float
-    duration: float
-    bytes: int
-    codecs: tuple[str, ...]
-    session: str
-    final: bool
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
 
 
 def fmp4_files(
@@ -101,8 +77,8 @@ def fmp4_files(
 
 
 def record_sessions(root: pathlib.Path, key: StreamKey, sessions: Sequence[tuple[float, Sequence[Frame]]],
-                    **options: Any) -> list[Record]:  # fmt: skip
-    """Record each ``(wall-clock start, frames)`` session into ``root`` in the recording layout
+                    **options: Any) -> list[SegmentRecord]:  # fmt: skip
+    """SegmentRecord each ``(wall-clock start, frames)`` session into ``root`` in the recording layout
     (files and ``index.jsonl``); the records, in order."""
     folder = root / key.app / key.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,20 +88,25 @@ def record_sessions(root: pathlib.Path, key: StreamKey, sessions: Sequence[tuple
         origin = files[0][1]
         for data, first, end in files:
             at = start + (first - origin) / 1000
-            record = Record(utc_name(at), at, (end - first) / 1000, len(data), ("avc1.42c01e", "mp4a.40.2"),
+            record = SegmentRecord(segment_name(at), at, (end - first) / 1000, len(data), ("avc1.42c01e", "mp4a.40.2"),
                             f"s{number}", True)  # fmt: skip
             (folder / record.file).write_bytes(data)
             records.append(record)
-    with open(folder / "index.jsonl", "w") as index:
-        for record in records:
-            index.write(json.dumps(attrs.asdict(record) | {"codecs": list(record.codecs)}) + "\n")
+    (folder / "index.jsonl").write_text("".join(index_line(r) for r in records))
     return records
+
+
+def two_sessions(root: pathlib.Path) -> tuple[pathlib.Path, list[SegmentRecord]]:
+    """``root`` and the records of the demo clip recorded into it twice as ``KEY``: at
+    :data:`T0` and 12 s later (2 s between the publish sessions)."""
+    frames = demo_frames()
+    return root, record_sessions(root, KEY, [(T0, frames), (T0 + 12, frames)])
 
 
 class ListCatalog:
     """The contract's catalog API over a list of records (what :class:`Playback` needs of it)."""
 
-    def __init__(self, root: pathlib.Path, records: dict[StreamKey, list[Record]]) -> None:
+    def __init__(self, root: pathlib.Path, records: dict[StreamKey, list[SegmentRecord]]) -> None:
         self.root = root
         self.records = records
 
@@ -134,13 +115,15 @@ class ListCatalog:
             raise ValueError(f"bad file name {file!r}")
         return self.root / key.app / key.name / file
 
-    async def segments(self, key: StreamKey, start: float | None = None, end: float | None = None) -> list[Record]:
+    async def segments(
+        self, key: StreamKey, start: float | None = None, end: float | None = None
+    ) -> list[SegmentRecord]:
         return [
             r for r in self.records.get(key, []) if (start is None or r.end > start) and (end is None or r.start < end)
         ]
 
     async def spans(self, key: StreamKey, start: float | None = None, end: float | None = None) -> list[Any]:
-        spans: list[Record] = []
+        spans: list[SegmentRecord] = []
         for record in await self.segments(key, start, end):
             if spans and spans[-1].session == record.session:
                 spans[-1] = attrs.evolve(spans[-1], duration=record.end - spans[-1].start)

@@ -384,9 +384,8 @@ class Engine:
 
     def _worker_check(self, index: int, worker: ProtocolWorker) -> CheckResult:
         listening = getattr(worker, "listening", index in self.worker_info)
-        port = getattr(worker, "port", None)
         if listening:
-            return CheckResult(True, f"port {port}" if port is not None else "")
+            return CheckResult(True, _listening_on(worker, self.worker_info.get(index)))
         return CheckResult(False, "not listening")
 
     def _begin_stopping(self) -> None:
@@ -713,3 +712,18 @@ class Engine:
         self._running_app(key)
         await self._from_sources(key, peer)
         return self.stream(key)
+
+
+def _listening_on(worker: object, started: object) -> str:
+    """Where a protocol worker listens, for its health check: ``host:port`` (``[::1]:port``),
+    from its ``host`` and the port its ``serve`` reported as started (else its ``port``, when
+    that is a number: the WebRTC worker's ``port`` is its UDP socket); its Unix socket's path;
+    or ``""`` when it says neither."""
+    port = started if isinstance(started, int) else getattr(worker, "port", None)
+    if isinstance(port, bool) or not isinstance(port, int):
+        unix = getattr(worker, "unix_socket", None)
+        return unix if isinstance(unix, str) else ""
+    host = getattr(worker, "host", None)
+    if not isinstance(host, str) or not host:
+        return f"port {port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

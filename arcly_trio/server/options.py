@@ -7,7 +7,8 @@ are finite and more than 0 seconds (0 or more where 0 is documented to mean "off
 once"), counts at least 1 (0 or more where 0 means "off" or "no limit"), URLs and names what
 their users accept. :data:`APP_RULES` holds the same checks for the keys of ``[apps.NAME]``
 tables. :func:`problem` says what is wrong with one value, :func:`together` what is wrong with
-a set of options that are each fine (RTMPS without a certificate...), and
+a set of options that are each fine (RTMPS without a certificate, on-demand recording without
+a recording directory...), and
 :func:`describe_listen_error` names the option of a port that cannot be bound.
 
 The command line parses numbers with :data:`integer` and :data:`number`, which never fail: a
@@ -278,6 +279,8 @@ def together(values: Mapping[str, Any]) -> list[str]:
     for port in ("rtmps_port", "https_port"):
         if values.get(port, -1) >= 0 and not (values.get("tls_cert") and values.get("tls_key")):
             found.append(f"--{port.replace('_', '-')} {values[port]}: needs --tls-cert and --tls-key")
+    if values.get("record_on_demand") and not values.get("record"):
+        found.append("--record-on-demand: needs --record DIR (the recording directory)")
     return found
 
 

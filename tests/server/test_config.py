@@ -405,6 +405,19 @@ def test_the_values_of_the_issue_are_refused_all_at_once_one_line_each(
     assert capsys.readouterr().err == "arcly-trio: --https-port 8443: needs --tls-cert and --tls-key\n"
 
 
+def test_on_demand_recording_without_a_recording_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--record-on-demand"]) == 2
+    assert capsys.readouterr().err == "arcly-trio: --record-on-demand: needs --record DIR (the recording directory)\n"
+    path = tmp_path / "arcly.toml"
+    path.write_text("record-on-demand = true\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "--record-on-demand: needs --record DIR" in capsys.readouterr().err
+    args = resolve_args(build_parser(), ["serve", "--record", str(tmp_path), "--record-on-demand"])
+    assert args.record_on_demand and args.record == str(tmp_path)
+
+
 def test_an_application_name_error_says_an_application() -> None:
     with pytest.raises(InvalidStreamName, match="an application name may hold only"):
         check_name("a b", "application name")

@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
+from arcly_trio.services.recordings import mp4scan
+from arcly_trio.services.recordings.catalog import SegmentRecord, segment_name
 from arcly_trio.services.recordings.mp4rebase import rewrite_fragment, span_init
 from arcly_trio.services.recordings.mp4scan import MAX_FRAGMENTS, FragmentInfo, Mp4Index, TrackInfo, scan_bytes
 from arcly_trio.services.recordings.playback import Piece, Playback, apply_patches, timeline
 from arcly_trio.services.recordings.vod import VodSegment, program_date, render
 from tests._boxes import parse_fragment, read_boxes
-from tests._playback import KEY, T0, ListCatalog, Record, demo_frames, fmp4_files, record_sessions, utc_name
+from tests._playback import KEY, T0, ListCatalog, demo_frames, fmp4_files, record_sessions
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def one_file(frames: list[Frame]) -> bytes:
     return fmp4_files(frames, segment_ms=60_000)[0][0]
 
 
-def recorded(tmp_path: pathlib.Path, frames: list[Frame], gap: float = 2.0) -> tuple[Playback, list[Record]]:
+def recorded(tmp_path: pathlib.Path, frames: list[Frame], gap: float = 2.0) -> tuple[Playback, list[SegmentRecord]]:
     """Two sessions of the demo clip (10 s each, ``gap`` s apart) in files of 4 s."""
     records = record_sessions(tmp_path, KEY, [(T0, frames), (T0 + 10 + gap, frames)])
     return Playback(ListCatalog(tmp_path, {KEY: records})), records
@@ -112,8 +114,15 @@ def test_a_box_that_claims_no_size_or_a_huge_one_ends_the_walk() -> None:
     assert scan_bytes(loops * 3).fragments == ()
     tiny = struct.pack(">I4s", 4, b"free") + b"\x00" * 16  # smaller than its own header
     assert scan_bytes(tiny).problem is not None
-    huge = struct.pack(">I4sQ", 1, b"mdat", 1 << 62)
+    huge = struct.pack(">I4s", 8, b"ftyp") + struct.pack(">I4sQ", 1, b"mdat", 1 << 62)
     assert scan_bytes(huge).problem is None and scan_bytes(huge).fragments == ()
+
+
+def test_the_walk_looks_at_a_bounded_number_of_boxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mp4scan, "MAX_BOXES", 10)
+    free = struct.pack(">I4s", 8, b"free")
+    assert scan_bytes(struct.pack(">I4s", 8, b"ftyp") + free * 8).problem is None
+    assert scan_bytes(struct.pack(">I4s", 8, b"ftyp") + free * 10).problem == "more than 10 boxes"
 
 
 # --------------------------------------------------------------------------- rebaser
@@ -237,7 +246,7 @@ def test_patches_are_written_over_the_bytes_they_fall_in() -> None:
 
 async def test_a_plan_starts_at_the_keyframe_at_or_before_start(tmp_path: pathlib.Path, frames: list[Frame]) -> None:
     playback, records = recorded(tmp_path, frames)
-    assert [r.file for r in records][:1] == [utc_name(T0)] and len(records) == 6
+    assert [r.file for r in records][:1] == [segment_name(T0)] and len(records) == 6
     plan = await playback.plan(KEY, T0 + 5.5, 2.0)  # keyframes every 2 s: the one at 4 s
     assert plan is not None and round(plan.start - T0, 3) == 4.0 and round(plan.end - T0, 3) == 7.5
     assert [p.file for p in plan.pieces] == [records[1].file] and plan.pieces[0].cut is not None

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.media.codec_strings import decoder_parameters_of
+from arcly_trio.media.codecs.opus import opus_head
 from arcly_trio.media.fmp4 import FragmentWriter, init_segment, track_from_config
 from arcly_trio.services.recordings import Catalog, SegmentRecord
 from arcly_trio.services.recordings.catalog import (
@@ -31,7 +32,7 @@ from arcly_trio.services.recordings.catalog import (
     segment_name,
     spans_of,
 )
-from arcly_trio.services.recordings.scan import ScanError, scan_mp4
+from arcly_trio.services.recordings.mp4scan import scan_bytes, scan_path
 from arcly_trio.storage import InvalidStorageKey
 from arcly_trio.testing.frames import real_stream
 
@@ -283,26 +284,37 @@ def test_the_scan_reads_codecs_and_duration_of_a_real_segment(
     data, ends, _, codecs = segment
     path = tmp_path / "s.mp4"
     path.write_bytes(data)
-    with open(path, "rb") as handle:
-        found = scan_mp4(handle, len(data))
+    found = scan_path(path)
     assert found.codecs == codecs == ("avc1.4d401e", "mp4a.40.2")
-    assert found.fragments == len(ends) and found.complete == len(data) and found.truncated == 0
+    assert len(found.fragments) == len(ends) and found.complete == len(data) and found.problem is None
     assert 3.9 < found.duration < 4.2
     # Cut in the middle of the last fragment: only the complete ones count.
     cut = (ends[-2] + ends[-1]) // 2
     path.write_bytes(data[:cut])
-    with open(path, "rb") as handle:
-        partial = scan_mp4(handle, cut)
-    assert partial.complete == ends[-2] and partial.fragments == len(ends) - 1
-    assert partial.duration < found.duration
+    partial = scan_path(path)
+    assert partial.complete == ends[-2] and len(partial.fragments) == len(ends) - 1
+    assert partial.duration < found.duration and partial.problem is None
+    assert scan_path(path, ends[-2]).complete == ends[-2]  # the size given, not the file's
+    # Not an MP4 recording: it must start with ftyp.
     path.write_bytes(b"\x00\x00\x00\x08free" + data)
-    with open(path, "rb") as handle, pytest.raises(ScanError):
-        scan_mp4(handle, len(data) + 8)
+    refused = scan_path(path)
+    assert refused.tracks == () and refused.complete == 0 and "ftyp" in (refused.problem or "")
+
+
+def test_the_scan_names_each_tracks_codec_or_its_sample_entry() -> None:
+    video = next(f for f in real_stream() if f.config and f.is_video)
+    opus = Frame(FrameKind.AUDIO, "opus", 0, 0, opus_head(2), config=True)
+    init = init_segment([track_from_config(video, track_id=1), track_from_config(opus, track_id=2)])
+    assert scan_bytes(init).codecs == ("avc1.4d401e", "opus")
+    # An avcC that does not parse (version 0): the sample entry's code, not an error.
+    at = init.index(b"avcC") + 4
+    damaged = scan_bytes(init[:at] + b"\x00" + init[at + 1 :])
+    assert damaged.codecs == ("avc1", "opus") and damaged.problem is None
 
 
 @settings(max_examples=40, deadline=None)
 @given(cut=st.integers(min_value=0, max_value=10**9), flips=st.lists(st.integers(min_value=0), max_size=4))
-def test_the_scan_of_damaged_files_raises_only_scan_error(
+def test_the_scan_of_damaged_files_never_raises(
     tmp_path_factory: pytest.TempPathFactory, cut: int, flips: list[int]
 ) -> None:
     data = bytearray(DAMAGE_BASE[: cut % (len(DAMAGE_BASE) + 1)])
@@ -311,12 +323,10 @@ def test_the_scan_of_damaged_files_raises_only_scan_error(
             data[flip % len(data)] ^= 0xFF
     path = tmp_path_factory.mktemp("scan") / "s.mp4"
     path.write_bytes(data)
-    with open(path, "rb") as handle:
-        try:
-            found = scan_mp4(handle, len(data))
-        except ScanError:
-            return
-    assert 0 <= found.complete <= len(data)
+    found = scan_path(path)
+    assert 0 <= found.complete <= len(data) and found.duration >= 0
+    assert all(f.offset >= found.init_size > 0 and f.offset + f.size <= len(data) for f in found.fragments)
+    assert found.tracks or (found.complete == 0 and not found.fragments)
 
 
 DAMAGE_BASE = mp4_segment(real_stream(), 2.0)[0]
@@ -358,8 +368,8 @@ async def test_repair_cuts_a_segment_back_to_its_last_complete_fragment(
     assert (directory / open_rec.file).stat().st_size == ends[-2]
     assert fixed.final and fixed.bytes == ends[-2] and fixed.session == "s9" and fixed.start == T0
     assert 2.5 < fixed.duration < 4.0
-    with open(directory / open_rec.file, "rb") as handle:
-        assert scan_mp4(handle, ends[-2]).truncated == 0
+    rescanned = scan_path(directory / open_rec.file)
+    assert rescanned.complete == rescanned.size == ends[-2] and rescanned.problem is None
     assert [r.final for r in await catalog.segments(KEY)] == [True, False]
 
 

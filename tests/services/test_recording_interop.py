@@ -28,6 +28,7 @@ from arcly_trio import AppSpec
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.services.recordings import Catalog, Recorder
 from arcly_trio.services.recordings.catalog import INDEX_NAME, parse_index_line
+from arcly_trio.services.recordings.mp4scan import scan_path
 from tests._cli import cli_server
 from tests._ffmpeg import publisher
 from tests._serving import serving
@@ -157,6 +158,8 @@ async def test_ffmpeg8_enhanced_rtmp_codecs_are_recorded_and_decode(tmp_path: Pa
         for record in segments:
             assert record.final and record.codecs[0].startswith(prefixes[0]) and record.codecs[1] == prefixes[1]
             path = recorder.catalog.path(KEY, record.file)
+            scanned = scan_path(path)  # what repair and a rebuilt index read: the same codecs
+            assert (scanned.codecs, scanned.complete) == (record.codecs, record.bytes)
             found = await probe(path)  # Debian ffprobe reads these codecs in MP4 (not in FLV)
             assert sorted(s["codec_name"] for s in found["streams"]) == names
             await decodes(ffmpeg, path)

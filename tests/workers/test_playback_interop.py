@@ -40,7 +40,7 @@ from arcly_trio.services.recordings.vod import program_date
 from tests._browser import FAKE_MEDIA, blocking, browser
 from tests._ffmpeg import publisher
 from tests._npm import HLS_JS, npm_file
-from tests._playback import KEY, T0, ListCatalog, Recordings, demo_frames, record_sessions
+from tests._playback import KEY, T0, ListCatalog, Recordings, two_sessions
 from tests._serving import serving
 from tests._tools import require_ffmpeg8, require_tool
 
@@ -67,9 +67,7 @@ setInterval(() => { report.hls.push(hlsVideo.currentTime); report.mp4.push(mp4Vi
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[Any]]:
-    root = tmp_path_factory.mktemp("recordings")
-    frames = demo_frames()
-    return root, record_sessions(root, KEY, [(T0, frames), (T0 + 12, frames)])
+    return two_sessions(tmp_path_factory.mktemp("recordings"))
 
 
 def recordings(recording: tuple[pathlib.Path, list[Any]]) -> Recordings:

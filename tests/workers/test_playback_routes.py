@@ -32,7 +32,7 @@ from arcly_trio.services.recordings.mp4scan import scan_bytes
 from arcly_trio.services.recordings.playback import Playback
 from arcly_trio.services.recordings.vod import program_date
 from arcly_trio.workers.http.playback_routes import RangeNotSatisfiable, parse_duration, parse_range, parse_time
-from tests._playback import KEY, T0, Recordings, demo_frames, record_sessions
+from tests._playback import KEY, T0, Recordings, demo_frames, record_sessions, two_sessions
 from tests._serving import serving
 
 START = quote(program_date(T0 + 5).replace(".000", ""))  # 2026-12-07T01:34:17Z
@@ -40,9 +40,7 @@ START = quote(program_date(T0 + 5).replace(".000", ""))  # 2026-12-07T01:34:17Z
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[Any]]:
-    root = tmp_path_factory.mktemp("recordings")
-    frames = demo_frames()
-    return root, record_sessions(root, KEY, [(T0, frames), (T0 + 12, frames)])
+    return two_sessions(tmp_path_factory.mktemp("recordings"))
 
 
 def recordings(recording: tuple[pathlib.Path, list[Any]]) -> Recordings:

@@ -192,3 +192,13 @@ async def test_refused_whep_client_gets_remote_refused():
         with trio.fail_after(10), pytest.raises(RemoteRefused, match="404"):  # noqa: PT012
             async with open_whep_player(f"http://{HOST}:{served.http.port}/live/none/whep"):
                 pass
+
+
+async def test_the_health_checks_say_where_each_worker_listens() -> None:
+    """``listening:webrtc`` names its UDP address (it showed the socket object's repr)."""
+    async with serving(webrtc={}) as served:
+        with trio.fail_after(10):
+            checks = {c.name: c.document() for c in await served.engine.health.run()}
+        assert checks["listening:webrtc"]["ok"] and checks["listening:http"]["ok"]
+        assert checks["listening:webrtc"]["detail"] == f"{HOST}:{served.webrtc.port_number}"
+        assert checks["listening:http"]["detail"] == f"{HOST}:{served.http.port}"

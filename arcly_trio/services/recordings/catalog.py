@@ -13,7 +13,7 @@ Retention appends ``{"file": ..., "deleted": true}`` for a segment it removed. A
 :class:`Catalog` answers from the index without opening the segments: it reads a stream's index
 once, then only what was appended since (it remembers the offset, and starts over when the file
 was replaced or shrank), and lists the directory to drop segments that are gone and to find
-segments the index does not name (those, and only those, are scanned: :mod:`.scan`), both
+segments the index does not name (those, and only those, are scanned: :mod:`.mp4scan`), both
 cached by the file's size and modification time. A day of 60 s segments (1440 lines) is read in
 a few milliseconds, then answered from memory with a binary search.
 
@@ -69,7 +69,7 @@ import trio
 
 from arcly_trio.core.errors import InvalidStreamName, StorageError
 from arcly_trio.core.keys import StreamKey, check_name
-from arcly_trio.services.recordings.scan import ScanError, scan_mp4
+from arcly_trio.services.recordings.mp4scan import scan_path
 from arcly_trio.storage import InvalidStorageKey
 
 __all__ = [
@@ -323,10 +323,10 @@ def _scan_record(path: pathlib.Path, file: str, start: float) -> SegmentRecord |
             return None
         return SegmentRecord(file, start, 0.0, size, (), "", False)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            found = scan_mp4(handle, size)
-    except (OSError, ScanError):
+        found = scan_path(path)
+    except OSError:
+        return None
+    if not found.tracks:  # no ftyp + moov: not a recording
         return None
     return SegmentRecord(file, start, found.duration, found.complete, found.codecs, "", False)
 

@@ -17,7 +17,8 @@ so players show it and ``ffprobe`` reports it), then every fragment of the span 
   runs, defaults from ``tfhd`` or ``trex``). Boxes this does not understand inside a ``traf``
   (``sdtp``, sample groups, encryption) are left out.
 
-Attacker's view: the input is a file on disk (see :mod:`.mp4scan`); every offset and size is
+Attacker's view: the input is a file on disk (see :mod:`.mp4scan`, whose box walker and ``tfhd``
+reader this shares); every offset and size is
 checked against the fragment's bytes before a slice is taken, and the output is never larger
 than the input plus a fixed header per ``traf``.
 
@@ -31,7 +32,15 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from arcly_trio.services.recordings.mp4scan import MAX_SAMPLES, TrackInfo, TrackTime
+from arcly_trio.services.recordings.mp4scan import (
+    MAX_SAMPLES,
+    TfhdFlags,
+    TrackInfo,
+    TrackTime,
+    TrunFlags,
+    parse_tfhd,
+)
+from arcly_trio.services.recordings.mp4scan import boxes as _boxes
 
 __all__ = ["span_init", "rewrite_fragment", "rebuilt_size"]
 
@@ -41,28 +50,6 @@ _U64: Final = (1 << 64) - 1
 def _box(kind: bytes, *parts: bytes) -> bytes:
     body = b"".join(parts)
     return struct.pack(">I4s", 8 + len(body), kind) + body
-
-
-def _boxes(body: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    pos = 0
-    while pos < len(body):
-        if pos + 8 > len(body):
-            raise ValueError("truncated box header")
-        size, kind = struct.unpack_from(">I4s", body, pos)
-        head = 8
-        if size == 1:
-            if pos + 16 > len(body):
-                raise ValueError("truncated box header")
-            size = struct.unpack_from(">Q", body, pos + 8)[0]
-            head = 16
-        elif size == 0:
-            size = len(body) - pos
-        if size < head or pos + size > len(body):
-            raise ValueError(f"box {kind!r} does not fit")
-        out.append((kind, body[pos + head : pos + size]))
-        pos += size
-    return out
 
 
 def _seconds_to(duration: float, timescale: int) -> int:
@@ -111,21 +98,7 @@ def span_init(init: bytes, duration: float) -> bytes:
     return b"".join(out)
 
 
-# tfhd flags
-_BASE_DATA_OFFSET: Final = 0x01
-_DESCRIPTION_INDEX: Final = 0x02
-_DEFAULT_DURATION: Final = 0x08
-_DEFAULT_SIZE: Final = 0x10
-_DEFAULT_FLAGS: Final = 0x20
-_DEFAULT_BASE_IS_MOOF: Final = 0x020000
-# trun flags
-_DATA_OFFSET: Final = 0x01
-_FIRST_FLAGS: Final = 0x04
-_DURATION: Final = 0x100
-_SIZE: Final = 0x200
-_FLAGS: Final = 0x400
-_CTO: Final = 0x800
-_OUT_TRUN: Final = _DATA_OFFSET | _DURATION | _SIZE | _FLAGS | _CTO
+_OUT_TRUN: Final = TrunFlags.DATA_OFFSET | TrunFlags.DURATION | TrunFlags.SIZE | TrunFlags.FLAGS | TrunFlags.CTO
 
 
 def _u32(data: bytes, pos: int) -> int:
@@ -199,13 +172,13 @@ def _rewrite(
                     raise ValueError("a composition offset does not fit 32 signed bits")
                 values.append(struct.pack(">i", cto))
             payloads.append(data[position : position + size])
-        flags = _OUT_TRUN if cto_present else _OUT_TRUN & ~_CTO
+        flags = _OUT_TRUN if cto_present else _OUT_TRUN & ~TrunFlags.CTO
         trun = _box(b"trun", struct.pack(">IIi", (1 << 24) | flags, len(chosen), data_offset), *values)
         data_offset += sum(s[5] for s in chosen)
         moof_parts.append(
             _box(
                 b"traf",
-                _box(b"tfhd", struct.pack(">II", _DEFAULT_BASE_IS_MOOF, track_id)),
+                _box(b"tfhd", struct.pack(">II", TfhdFlags.DEFAULT_BASE_IS_MOOF, track_id)),
                 _box(b"tfdt", struct.pack(">IQ", 1 << 24, decode)),
                 trun,
             )
@@ -233,32 +206,18 @@ def _traf(
     tfdt = next((b for k, b in traf if k == b"tfdt"), None)
     if tfhd is None or tfdt is None:
         raise ValueError("a traf without tfhd or tfdt")
-    flags = _u32(tfhd, 0) & 0xFFFFFF
-    track_id = _u32(tfhd, 4)
+    header = parse_tfhd(tfhd)
+    track_id = header.track_id
     track = tracks.get(track_id)
     if track is None:
         raise ValueError(f"a traf of unknown track {track_id}")
-    pos = 8
-    if flags & _BASE_DATA_OFFSET:
-        if pos + 8 > len(tfhd):
-            raise ValueError("tfhd too short")
-        base = int.from_bytes(tfhd[pos : pos + 8], "big") - offset
-        pos += 8
-    elif flags & _DEFAULT_BASE_IS_MOOF or index == 0:
+    if header.base_data_offset is not None:
+        base = header.base_data_offset - offset
+    elif header.flags & TfhdFlags.DEFAULT_BASE_IS_MOOF or index == 0:
         base = 0
     else:
         base = previous_end
-    if flags & _DESCRIPTION_INDEX:
-        pos += 4
-    default_duration, default_size, default_flags = track.default_duration, track.default_size, track.default_flags
-    if flags & _DEFAULT_DURATION:
-        default_duration = _u32(tfhd, pos)
-        pos += 4
-    if flags & _DEFAULT_SIZE:
-        default_size = _u32(tfhd, pos)
-        pos += 4
-    if flags & _DEFAULT_FLAGS:
-        default_flags = _u32(tfhd, pos)
+    default_duration, default_size, default_flags = header.defaults(track)
     if tfdt[:1] == b"\x01":
         if len(tfdt) < 12:
             raise ValueError("tfdt too short")
@@ -276,28 +235,28 @@ def _traf(
         if count > MAX_SAMPLES:
             raise ValueError(f"a trun of {count} samples")
         pos = 8
-        if trun_flags & _DATA_OFFSET:
+        if trun_flags & TrunFlags.DATA_OFFSET:
             cursor = base + int.from_bytes(trun[pos : pos + 4], "big", signed=True)
             pos += 4
         first_flags = None
-        if trun_flags & _FIRST_FLAGS:
+        if trun_flags & TrunFlags.FIRST_FLAGS:
             first_flags = _u32(trun, pos)
             pos += 4
-        width = 4 * sum(1 for bit in (_DURATION, _SIZE, _FLAGS, _CTO) if trun_flags & bit)
+        width = 4 * sum(1 for bit in TrunFlags.SAMPLE_FIELDS if trun_flags & bit)
         if pos + count * width > len(trun):
             raise ValueError("trun shorter than its sample count")
         for i in range(count):
             duration, size, sample_flags, cto = default_duration, default_size, default_flags, 0
-            if trun_flags & _DURATION:
+            if trun_flags & TrunFlags.DURATION:
                 duration = _u32(trun, pos)
                 pos += 4
-            if trun_flags & _SIZE:
+            if trun_flags & TrunFlags.SIZE:
                 size = _u32(trun, pos)
                 pos += 4
-            if trun_flags & _FLAGS:
+            if trun_flags & TrunFlags.FLAGS:
                 sample_flags = _u32(trun, pos)
                 pos += 4
-            if trun_flags & _CTO:
+            if trun_flags & TrunFlags.CTO:
                 cto = int.from_bytes(trun[pos : pos + 4], "big", signed=bool(version))
                 pos += 4
             if i == 0 and first_flags is not None:

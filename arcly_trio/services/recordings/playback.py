@@ -77,7 +77,7 @@ import trio
 from arcly_trio.core.keys import StreamKey
 from arcly_trio.core.text import printable
 from arcly_trio.services.recordings.mp4rebase import rebuilt_size, rewrite_fragment, span_init
-from arcly_trio.services.recordings.mp4scan import FragmentInfo, Mp4Index, TrackInfo, scan
+from arcly_trio.services.recordings.mp4scan import FragmentInfo, Mp4Index, TrackInfo, scan_path
 from arcly_trio.services.recordings.vod import VodSegment, render
 from arcly_trio.storage import StorageError
 
@@ -238,16 +238,6 @@ def _stat(path: pathlib.Path) -> tuple[int, int] | None:
     return info.st_size, info.st_mtime_ns
 
 
-def _scan_file(path: pathlib.Path, size: int) -> Mp4Index:
-    with open(path, "rb") as file:
-
-        def read(offset: int, length: int) -> bytes:
-            file.seek(offset)
-            return file.read(length)
-
-        return scan(read, size)
-
-
 def _read(path: pathlib.Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
         file.seek(offset)
@@ -293,7 +283,7 @@ class Playback:
             return cached[1]
         done = self._scanning[path] = trio.Event()
         try:
-            index = await trio.to_thread.run_sync(_scan_file, path, stat[0], limiter=self.limiter)
+            index = await trio.to_thread.run_sync(scan_path, path, stat[0], limiter=self.limiter)
         except OSError as exc:
             self._warn(path, stat[0], f"cannot be read: {exc}")
             return None

@@ -113,7 +113,11 @@ class LinkStats:
     fraction_lost: float = 0.0
     rtt: float | None = None
     send_drops: int = 0
-    """Packets not sent because the socket was full, or skipped to the next keyframe after that."""
+    """RTP packets this peer's path did not take (the UDP socket's send buffer full or a send
+    error, the ICE-TCP link's queue full): each is lost, not skipped to a keyframe; the viewer
+    repairs the loss with NACKs. Only when a track's frames fail many times in a row does the
+    kernel's lag policy drop to the next keyframe (:mod:`.viewer`; counted in the subscriber's
+    ``dropped``, not here)."""
     inbox_drops: int = 0
     bad_packets: int = 0
     srtp_errors: int = 0
