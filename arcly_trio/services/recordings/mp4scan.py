@@ -54,6 +54,7 @@ from typing import Final
 
 import attrs
 
+from arcly_trio.core.errors import RemoteProtocolError
 from arcly_trio.media.codec_strings import (
     aac_codec_string,
     av1_codec_string,
@@ -106,8 +107,9 @@ Reader = Callable[[int, int], bytes]
 """``read(offset, size)``: up to ``size`` bytes of the file from ``offset``."""
 
 
-class ScanError(ValueError):
-    """A box that does not parse (see the module docstring)."""
+class ScanError(RemoteProtocolError, ValueError):
+    """A box that does not parse (see the module docstring): a ``RemoteProtocolError`` (the
+    file's bytes are not what they claim), and a ``ValueError`` as before."""
 
 
 @attrs.frozen
