@@ -176,3 +176,21 @@ def test_frames_reach_the_stream_kind() -> None:
     # The helper stream really has both kinds (so the tests above exercise video and audio).
     kinds = {f.kind for f in gop_stream()}
     assert kinds == {FrameKind.VIDEO, FrameKind.AUDIO}
+
+
+def test_serve_options_make_one_worker_per_ingest_udp_and_refuse_bad_values() -> None:
+    from arcly_trio.server.arguments import build_parser, resolve_args
+    from arcly_trio.server.build import build_runtime
+    from arcly_trio.server.config import ConfigError
+
+    argv = ["serve", "--http-port", "-1", "--rtmp-port", "0", "--ingest-udp", "live/cam=udp://127.0.0.1:0"]
+    argv += ["--ingest-udp", "udp://239.1.1.1:0?localaddr=127.0.0.1", "--ingest-udp-idle", "2.5"]
+    engine = build_runtime(resolve_args(build_parser(), argv)).engine
+    workers = [w for w in engine.workers if isinstance(w, UdpTsIngest)]
+    assert [(w.source.key, w.source.multicast, w.idle) for w in workers] == [
+        (KEY, False, 2.5),
+        (StreamKey("live", "udp-0"), True, 2.5),
+    ]
+    for bad in (["--ingest-udp", "live/cam=udp://nowhere:1"], ["--ingest-udp-idle", "0"]):
+        with pytest.raises(ConfigError, match="ingest-udp"):
+            resolve_args(build_parser(), ["serve", *bad])
