@@ -337,3 +337,87 @@ def test_ffmpeg_captures(tmp_path: Path, video: str, audio: str, codecs: tuple[s
         assert parse_hevc_config(configs[0].payload).sps
     stats = demuxer.stats
     assert (stats.continuity_errors, stats.malformed, stats.dropped_frames, stats.resyncs) == (0, 0, 0, 0)
+
+
+# --- the other audio codecs and the table bounds ------------------------------------------------
+
+MP3_HEADER = bytes.fromhex("fffb9064")  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
+
+
+def test_mp3_round_trip_and_other_mpeg_audio_layers_are_dropped() -> None:
+    frames = [Frame(FrameKind.AUDIO, "mp3", i * 26, i * 26, MP3_HEADER + bytes([i + 1]) * 413) for i in range(5)]
+    demuxer, got = demux_all(mux(frames, video=None, audio="mp3"))
+    assert [(f.codec, f.pts, f.payload) for f in got] == [("mp3", f.pts, f.payload) for f in frames]
+    layer2 = [Frame(FrameKind.AUDIO, "mp3", 0, 0, bytes.fromhex("fffd9004") + bytes(200))]
+    demuxer, got = demux_all(mux(layer2, video=None, audio="mp3"))
+    assert got == [] and demuxer.stats.malformed == 1
+
+
+def opus_pes_stream(units: bytes, descriptors: bytes) -> bytes:
+    """PAT, a PMT with one Opus stream (PID 0x101, stream type 0x06), one PES of ``units``."""
+    pat_body = b"\x00\x01\xc1\x00\x00" + b"\x00\x01\xf0\x00"
+    pat = section_packet(0, b"\x00" + (0xB000 | (len(pat_body) + 4)).to_bytes(2, "big") + pat_body)
+    entry = b"\x06\xe1\x01" + (0xF000 | len(descriptors)).to_bytes(2, "big") + descriptors
+    body = b"\x00\x01\xc1\x00\x00" + b"\xe1\x01" + b"\xf0\x00" + entry
+    pmt = section_packet(0x1000, b"\x02" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body)
+    pts = 90_000
+    stamp = bytes(
+        (
+            0x21 | (pts >> 29) & 0x0E,
+            (pts >> 22) & 0xFF,
+            (pts >> 14) & 0xFE | 1,
+            (pts >> 7) & 0xFF,
+            (pts << 1) & 0xFE | 1,
+        )
+    )
+    pes = b"\x00\x00\x01\xbd" + (len(units) + 8).to_bytes(2, "big") + b"\x80\x80\x05" + stamp + units
+    assert len(pes) <= 182
+    packet = (
+        bytes((0x47, 0x41, 0x01, 0x30, 183 - len(pes)))
+        + (b"\x00" + b"\xff" * (182 - len(pes)) if len(pes) < 183 else b"")
+        + pes
+    )
+    return pat + pmt + packet
+
+
+def test_opus_access_units_with_trims_and_extensions() -> None:
+    first = b"\xfc" + b"\x01" * 30  # TOC config 31 (CELT 20 ms), one frame
+    second = b"\x08" + b"\x02" * 20  # config 1 (SILK 20 ms), code 0
+    units = b"\x7f\xe0" + bytes((len(first),)) + first
+    units += b"\x7f\xfc" + bytes((len(second),)) + b"\x00\x10" + b"\x00\x20" + b"\x02\xaa\xbb" + second
+    descriptors = b"\x05\x04Opus" + b"\x7f\x02\x80\x01"  # registration, extension: 1 channel
+    got = TsDemuxer().feed(opus_pes_stream(units, descriptors))
+    assert [(f.codec, f.config, f.pts) for f in got] == [("opus", True, 0), ("opus", False, 0), ("opus", False, 20)]
+    assert got[0].payload[:8] == b"OpusHead" and got[0].payload[9] == 1
+    assert [f.payload for f in got[1:]] == [first, second]
+    # Without the registration descriptor the stream is not Opus: ignored.
+    assert TsDemuxer().feed(opus_pes_stream(units, b"")) == []
+
+
+def test_pat_and_pmt_entries_read_are_bounded() -> None:
+    limits = TsLimits(max_programs=3, max_streams=2)
+    entries = b"".join((n).to_bytes(2, "big") + (0xE000 | (0x1000 + n)).to_bytes(2, "big") for n in range(1, 200))
+    body = b"\x00\x01\xc1\x00\x00" + entries
+    pat = b"\x00" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body
+    # A section longer than one packet: the first 183 bytes, then the rest in a continuation packet.
+    whole = pat + crc32_mpeg2(pat).to_bytes(4, "big")
+    assert len(whole) <= 1024
+    packets = b""
+    pos, cc, first = 0, 0, True
+    while pos < len(whole):
+        room = 183 if first else 184
+        chunk = whole[pos : pos + room]
+        head = bytes((0x47, 0x40 if first else 0x00, 0x00, 0x10 | cc)) + (b"\x00" if first else b"")
+        packets += (head + chunk).ljust(PACKET_SIZE, b"\xff")
+        pos, cc, first = pos + room, cc + 1, False
+    demuxer = TsDemuxer(limits=limits)
+    demuxer.feed(packets)
+    assert demuxer.stats.programs == 3 and demuxer.stats.crc_errors == 0
+    assert demuxer._program == 1 and demuxer._pmt is not None and demuxer._pmt.pid == 0x1001
+    # PMT entries past max_streams are not read: an H.264 stream third in the list is not seen.
+    pmt = section_packet(0x1001, pmt_with(b"\x86\xe2\x00\xf0\x00" * 2 + b"\x1b\xe1\x00\xf0\x00"))
+    demuxer.feed(pmt)
+    assert demuxer.stats.video is None
+    demuxer = TsDemuxer(limits=TsLimits(max_programs=3, max_streams=3))
+    demuxer.feed(packets + pmt)
+    assert demuxer.stats.video == "h264"
