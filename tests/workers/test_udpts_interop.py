@@ -3,6 +3,8 @@ datagram) to the UDP ingest; ffmpeg players decode it over RTMP, HTTP-FLV and LL
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 
@@ -20,14 +22,14 @@ from tests._tools import require_tool
 pytestmark = pytest.mark.interop
 
 
-def udp_sender(port: int, seconds: int) -> list[str]:
+def udp_sender(port: int, seconds: int, host: str = "127.0.0.1", options: str = "") -> list[str]:
     return [
         require_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
         "-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "64k",
-        "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316",
+        "-f", "mpegts", f"udp://{host}:{port}?pkt_size=1316{options}",
     ]  # fmt: skip
 
 
@@ -61,3 +63,26 @@ async def test_ffmpeg_over_udp_plays_over_rtmp_http_flv_and_ll_hls() -> None:
             assert (stats.video, stats.audio) == ("h264", "aac")
             assert stats.continuity_errors == stats.resyncs == stats.malformed == 0
             assert ingest.foreign == 0
+
+
+async def test_ffmpeg_to_a_multicast_group_on_loopback_plays_over_rtmp() -> None:
+    # ffmpeg 5.1 sends a group's datagrams out of the interface of its localaddr (measured).
+    group = "239.255.43.9"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(
+            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton("127.0.0.1")
+        )
+    except OSError as exc:  # pragma: no cover - depends on the sandbox
+        pytest.skip(f"this machine refuses a multicast join on loopback: {exc}")
+    finally:
+        probe.close()
+    ingest = UdpTsIngest(UdpTsSource(StreamKey("live", "cam"), group, 0, "127.0.0.1"), idle=2.0)
+    rtmp = RtmpServer("127.0.0.1", 0)
+    engine = Engine.builder().application("live").protocol(rtmp).protocol(ingest).build()
+    with trio.fail_after(60):
+        options = "&localaddr=127.0.0.1&ttl=1"
+        async with engine, run_tool(udp_sender(ingest.port or 0, 5, group, options)):
+            await wait_publishing(engine, "live/cam", video_frames=5)
+            async with player(f"rtmp://127.0.0.1:{rtmp.port}/live/cam") as rtmp_player:
+                await rtmp_player.wait_frames(video=25, audio=25)
