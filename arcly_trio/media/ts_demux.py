@@ -22,7 +22,8 @@ Tables
     ``0x0F``, MPEG audio ``0x03``/``0x04`` when it is layer III, Opus: stream type ``0x06`` with
     an ``Opus`` registration descriptor) audio track 0. Every other PID (SCTE-35 ``0x86``,
     teletext, a second program, unknown types) is ignored, without state. Sections are checked
-    with their CRC-32; a bad one is counted and ignored. A new PMT version that changes a
+    with their CRC-32; a bad one is counted and ignored; a table repeated unchanged (muxers repeat
+    them every 100 ms or so) is not parsed again. A new PMT version that changes a
     stream's PID or type restarts that stream (a new config frame comes before its next frame).
 
 Elementary streams
@@ -263,12 +264,13 @@ class _Clock:
 class _Section:
     """A PSI section being assembled on one PID (PAT or PMT)."""
 
-    __slots__ = ("cc", "data", "pid")
+    __slots__ = ("cc", "data", "last", "pid")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.cc: int | None = None
         self.data: bytearray | None = None
+        self.last = b""  # the last section read (a repeat of it is not parsed again)
 
 
 class _Es:
@@ -520,11 +522,14 @@ class TsDemuxer:
         body = bytes(data[:length])
         rest = bytes(data[length:])
         section.data = None
+        if body == section.last:
+            return rest  # the same table again (muxers repeat them every 100 ms or so)
         if crc32_mpeg2(body) != 0:
             self._stats.crc_errors += 1
             return rest
         if not body[5] & 0x01:  # current_next_indicator 0: not in force yet
             return rest
+        section.last = body
         if section.pid == PAT_PID and body[0] == 0x00:
             self._read_pat(body)
         elif section is self._pmt and body[0] == 0x02:
