@@ -577,7 +577,11 @@ class TsDemuxer:
             elif audio is None and (found := self._audio_codec(stream_type, descriptors)) is not None:
                 codec, channels = found
                 audio = self._stream(pid, stream_type, codec, FrameKind.AUDIO, channels)
-        self._es = {es.pid: es for es in (video, audio) if es is not None}
+        streams = {es.pid: es for es in (video, audio) if es is not None}
+        for old in self._es.values():
+            if streams.get(old.pid) is not old and old.chunks is not None and old.expected == 0:
+                self._finish(old)  # the last access unit of a stream the new PMT replaces
+        self._es = streams
         self._stats.video = video.codec if video else None
         self._stats.audio = audio.codec if audio else None
 

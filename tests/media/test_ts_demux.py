@@ -421,3 +421,22 @@ def test_pat_and_pmt_entries_read_are_bounded() -> None:
     demuxer = TsDemuxer(limits=TsLimits(max_programs=3, max_streams=3))
     demuxer.feed(packets + pmt)
     assert demuxer.stats.video == "h264"
+
+
+def test_a_new_pmt_that_moves_the_video_restarts_it_with_a_config_first() -> None:
+    before = packets_of(mux(gop_stream(count=4)))
+    later = [f.shifted(1000) if not f.config else f for f in gop_stream(count=4)]
+    after = []
+    new_pmt = section_packet(0x1000, pmt_with(b"\x1b\xe1\x02\xf0\x00" + b"\x0f\xe1\x01\xf0\x00"))
+    for packet in packets_of(mux(later)):
+        if pid_of(packet) == 0x1000:
+            after.append(new_pmt)
+        elif pid_of(packet) == VIDEO_PID:
+            after.append(packet[:1] + bytes((packet[1] & 0xE0 | 0x01, 0x02)) + packet[3:])  # PID 0x102
+        else:
+            after.append(packet)
+    demuxer, got = demux_all(b"".join(before + after))
+    video = [f for f in got if f.is_video]
+    assert [(f.config, f.dts) for f in video] == [(True, 0)] + [(False, t) for t in (0, 40, 80, 120)] + [
+        (True, 1000)
+    ] + [(False, t) for t in (1000, 1040, 1080, 1120)]
