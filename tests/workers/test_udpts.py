@@ -194,3 +194,21 @@ def test_serve_options_make_one_worker_per_ingest_udp_and_refuse_bad_values() ->
     for bad in (["--ingest-udp", "live/cam=udp://nowhere:1"], ["--ingest-udp-idle", "0"]):
         with pytest.raises(ConfigError, match="ingest-udp"):
             resolve_args(build_parser(), ["serve", *bad])
+
+
+async def test_metrics_count_udp_publishes_and_ingress() -> None:
+    from arcly_trio.ops.metrics import PrometheusObserver
+
+    worker = UdpTsIngest(UdpTsSource(KEY, "127.0.0.1", 0), idle=IDLE)
+    metrics = PrometheusObserver()
+    with trio.fail_after(20):
+        async with Engine.builder().application("live").protocol(worker).observer(metrics).build() as engine:
+            text = metrics.render().decode()
+            assert 'arcly_publishes_total{app="live",protocol="udp"} 0.0' in text
+            assert 'arcly_ingress_bytes_total{protocol="udp"} 0.0' in text
+            with sender() as sock:
+                await send_all(sock, datagrams(gop_stream(count=8)), ("127.0.0.1", worker.port or 0))
+                await wait_until(lambda: video_frames(engine) >= 7)
+            text = metrics.render().decode()
+            assert 'arcly_publishes_total{app="live",protocol="udp"} 1.0' in text
+            assert 'arcly_ingress_bytes_total{protocol="udp"} 0.0' not in text

@@ -137,6 +137,8 @@ class UdpTsIngest:
     """
 
     name = "udp-ts"
+    publish_protocols = (PROTOCOL,)
+    """What its publishers are counted under (the metrics list it at 0 before the first)."""
 
     def __init__(
         self,
