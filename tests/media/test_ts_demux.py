@@ -4,6 +4,7 @@ resynchronisation, 33-bit wrap, limits, fuzzing, and captures made by ffmpeg 5.1
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,51 @@ def test_a_new_pmt_that_moves_the_video_restarts_it_with_a_config_first() -> Non
     assert [(f.config, f.dts) for f in video] == [(True, 0)] + [(False, t) for t in (0, 40, 80, 120)] + [
         (True, 1000)
     ] + [(False, t) for t in (1000, 1040, 1080, 1120)]
+
+
+_CAPTURE: list[bytes] = []
+
+
+def ffmpeg_capture() -> bytes:
+    """One second of H.264 + AAC from ffmpeg 5.1, made once per test session."""
+    if not _CAPTURE:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "capture.ts"
+            subprocess.run(
+                [require_tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+                 "-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "1", "-c:v", "libx264", "-g", "10",
+                 "-c:a", "aac", "-f", "mpegts", str(path)],
+                check=True, timeout=60,
+            )  # fmt: skip
+            _CAPTURE.append(path.read_bytes())
+    return _CAPTURE[0]
+
+
+@pytest.mark.interop
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["flip", "drop", "repeat"]), st.integers(0, 10**6), st.integers(1, 2000)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_damaged_ffmpeg_captures_raise_only_ts_error_and_stay_bounded(edits: list[tuple[str, int, int]]) -> None:
+    data = bytearray(ffmpeg_capture())
+    for kind, where, size in edits:
+        where %= len(data)
+        if kind == "flip":
+            data[where] ^= 1 + size % 255
+        elif kind == "drop":
+            del data[where : where + size]
+        else:
+            data[where:where] = data[where : where + size]
+    demuxer = TsDemuxer(limits=SMALL)
+    try:
+        for i in range(0, len(data), 1316):
+            for frame in demuxer.feed(bytes(data[i : i + 1316])):
+                assert frame.codec in ("h264", "aac")
+            assert demuxer.held <= HELD_BOUND
+        demuxer.flush()
+    except TsError:
+        pass
