@@ -354,11 +354,12 @@ def test_mp3_round_trip_and_other_mpeg_audio_layers_are_dropped() -> None:
     assert got == [] and demuxer.stats.malformed == 1
 
 
-def opus_pes_stream(units: bytes, descriptors: bytes) -> bytes:
-    """PAT, a PMT with one Opus stream (PID 0x101, stream type 0x06), one PES of ``units``."""
+def opus_pes_stream(units: bytes, descriptors: bytes, stream_type: int = 0x06) -> bytes:
+    """PAT, a PMT with one audio stream (PID 0x101, Opus's stream type 0x06 unless told), one
+    PES of ``units``."""
     pat_body = b"\x00\x01\xc1\x00\x00" + b"\x00\x01\xf0\x00"
     pat = section_packet(0, b"\x00" + (0xB000 | (len(pat_body) + 4)).to_bytes(2, "big") + pat_body)
-    entry = b"\x06\xe1\x01" + (0xF000 | len(descriptors)).to_bytes(2, "big") + descriptors
+    entry = bytes((stream_type,)) + b"\xe1\x01" + (0xF000 | len(descriptors)).to_bytes(2, "big") + descriptors
     body = b"\x00\x01\xc1\x00\x00" + b"\xe1\x01" + b"\xf0\x00" + entry
     pmt = section_packet(0x1000, b"\x02" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body)
     pts = 90_000
@@ -489,3 +490,28 @@ def test_damaged_ffmpeg_captures_raise_only_ts_error_and_stay_bounded(edits: lis
         demuxer.flush()
     except TsError:
         pass
+
+
+@pytest.mark.interop
+def test_latm_aac_gives_the_frames_adts_gives(tmp_path: Path) -> None:
+    # The same encode framed as LATM (stream type 0x11) and as ADTS: the same config and frames.
+    results = []
+    for flags in (["-mpegts_flags", "latm"], []):
+        path = tmp_path / "audio.ts"
+        subprocess.run(
+            [require_tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+             "-t", "1", "-c:a", "aac", *flags, "-f", "mpegts", str(path)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        demuxer, got = demux_all(path.read_bytes())
+        assert demuxer.stats.malformed == 0 and demuxer.stats.audio == "aac"
+        results.append([(f.config, f.pts, f.payload) for f in got])
+    assert len(results[0]) > 40 and results[0] == results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=160))
+def test_arbitrary_latm_payloads_are_counted_never_raised(units: bytes) -> None:
+    demuxer = TsDemuxer()
+    for frame in demuxer.feed(opus_pes_stream(b"\x56\xe0" + bytes((len(units),)) + units, b"", 0x11)):
+        assert frame.codec == "aac"
