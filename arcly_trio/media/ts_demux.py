@@ -500,7 +500,7 @@ class TsDemuxer:
         while True:
             pos = buf.find(_SYNC, pos)
             if pos < 0:
-                return max(start, n - PACKET_SIZE + 1)
+                return n  # no sync byte at all: none of these bytes can start a packet
             if pos + PACKET_SIZE >= n or buf[pos + PACKET_SIZE] == _SYNC:
                 return pos
             pos += 1

@@ -203,6 +203,7 @@ def test_duplicates_and_garbage_between_packets_change_nothing() -> None:
 def test_bytes_that_are_not_mpeg_ts_raise_ts_error() -> None:
     demuxer = TsDemuxer(limits=TsLimits(max_unsynced=10_000))
     demuxer.feed(b"\x00" * 5000)
+    assert demuxer.held == 0  # bytes with no sync byte at all are not kept
     with pytest.raises(TsError):
         demuxer.feed(b"\x00" * 6000)
     assert demuxer.held < 2 * PACKET_SIZE
