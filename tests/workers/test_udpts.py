@@ -15,6 +15,7 @@ import trio
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.kernel.events import StreamUnpublished
 from arcly_trio.media.mpegts import TsMuxer
 from arcly_trio.testing import CountingObserver
 from arcly_trio.workers.http.api_routes import sessions_document
@@ -84,7 +85,7 @@ def video_frames(engine: Engine) -> int:
 
 async def test_unicast_publish_idle_end_restart_and_foreign_senders() -> None:
     with trio.fail_after(20):
-        async with ingesting(UdpTsSource(KEY, "127.0.0.1", 0)) as (engine, worker, _):
+        async with ingesting(UdpTsSource(KEY, "127.0.0.1", 0)) as (engine, worker, observer):
             address = ("127.0.0.1", worker.port or 0)
             frames = gop_stream(count=12, gop=4)
             with sender() as sock, sender() as other:
@@ -100,6 +101,8 @@ async def test_unicast_publish_idle_end_restart_and_foreign_senders() -> None:
                 assert worker.status()["publishing"]
                 # Silence ends the publish after IDLE seconds ...
                 await wait_until(lambda: not publishing(engine))
+                ended = observer.of_type(StreamUnpublished)
+                assert [(e.reason, e.protocol) for e in ended] == [("closed", "udp")]  # type: ignore[attr-defined]
                 assert worker.session is None and worker.sessions_started == 1
                 # ... and the next datagram (of any sender) starts a new one.
                 await send_all(other, datagrams(frames, shift=10_000), address)

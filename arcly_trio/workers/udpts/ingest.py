@@ -11,8 +11,9 @@ any publisher, and the session shows in ``/api/sessions`` (with the demuxer's co
 :meth:`UdpTsIngest.session_details`) and in the metrics, events and audit log. The datagrams go
 through a :class:`~arcly_trio.media.ts_demux.TsDemuxer` into the stream.
 
-A stream that stops sending ends after ``idle`` seconds: the session runs in a cancel scope whose
-deadline every datagram of its sender moves on. The next datagram starts a new publish (the
+A stream that stops sending ends after ``idle`` seconds: each wait for the sender's next
+datagram runs in a cancel scope with the deadline ``idle`` seconds after the last one, and when it
+expires the publish block is left normally (the publish ends as ``closed``). The next datagram starts a new publish (the
 stream restarts: players see a new publish, as with an RTMP publisher that reconnects).
 
 Attacker's view: one stream per configured port, and only the first sender's datagrams feed it;
@@ -221,29 +222,30 @@ class UdpTsIngest:
         session = _Session(credentials.client_id, sender, demuxer, datagrams=1)
         failure: str | None = None
         try:
-            with trio.CancelScope(deadline=trio.current_time() + self.idle) as scope:
-                async with engine.publish(key, credentials, protocol=PROTOCOL) as publisher:
-                    self.session = session
-                    self.sessions_started += 1
-                    log.info("udp mpeg-ts publish of %s from %s", key, where)
-                    data = first
-                    while True:
-                        for frame in demuxer.feed(data):
-                            await publisher.send(frame)
+            async with engine.publish(key, credentials, protocol=PROTOCOL) as publisher:
+                self.session = session
+                self.sessions_started += 1
+                log.info("udp mpeg-ts publish of %s from %s", key, where)
+                data, last = first, trio.current_time()
+                while True:
+                    for frame in demuxer.feed(data):
+                        await publisher.send(frame)
+                    with trio.move_on_at(last + self.idle) as waiting:
                         data = await self._receive(sender)
-                        session.datagrams += 1
-                        scope.deadline = trio.current_time() + self.idle
-            if scope.cancelled_caught:
-                stats = demuxer.stats
-                log.info(
-                    "udp mpeg-ts publish of %s from %s ended: no datagram for %g s (%d packets, %d lost, %d resyncs)",
-                    key,
-                    where,
-                    self.idle,
-                    stats.packets,
-                    stats.lost_packets,
-                    stats.resyncs,
-                )
+                    if waiting.cancelled_caught:
+                        break  # silent for idle seconds: the publish ends as closed
+                    last = trio.current_time()
+                    session.datagrams += 1
+            stats = demuxer.stats
+            log.info(
+                "udp mpeg-ts publish of %s from %s ended: no datagram for %g s (%d packets, %d lost, %d resyncs)",
+                key,
+                where,
+                self.idle,
+                stats.packets,
+                stats.lost_packets,
+                stats.resyncs,
+            )
         except TsError as exc:
             failure = f"not MPEG-TS: {exc}"
         except StreamError as exc:
