@@ -232,8 +232,10 @@ class UdpTsIngest:
                         await publisher.send(frame)
                     with trio.move_on_at(last + self.idle) as waiting:
                         data = await self._receive(sender)
-                    if waiting.cancelled_caught:
-                        break  # silent for idle seconds: the publish ends as closed
+                    if waiting.cancelled_caught:  # silent for idle seconds: the publish ends as closed
+                        for frame in demuxer.flush():  # with its last access unit
+                            await publisher.send(frame)
+                        break
                     last = trio.current_time()
                     session.datagrams += 1
             stats = demuxer.stats
