@@ -98,6 +98,7 @@ async def test_unicast_publish_idle_end_restart_and_foreign_senders() -> None:
                 session = next(s for s in sessions_document(engine)["sessions"] if s["protocol"] == "udp")
                 assert session["udp"]["sender"] == f"127.0.0.1:{sock.getsockname()[1]}"
                 assert session["udp"]["continuity_errors"] == 0 and session["udp"]["video"] == "h264"
+                assert session["udp"]["foreign_datagrams"] == worker.foreign > 0
                 assert worker.status()["publishing"]
                 # Silence ends the publish after IDLE seconds ...
                 await wait_until(lambda: not publishing(engine))

@@ -270,7 +270,11 @@ class UdpTsIngest:
     def session_details(self, client_id: str) -> dict[str, Any] | None:
         """The demuxer's counters of the live session with this client id (``/api/sessions``)."""
         session = self.session
-        return session.document() if session is not None and session.client_id == client_id else None
+        if session is None or session.client_id != client_id:
+            return None
+        document = session.document()
+        document["udp"]["foreign_datagrams"] = self.foreign  # the port's, since it was bound
+        return document
 
     def status(self) -> dict[str, Any]:
         """Counters for ``/api/health``."""
