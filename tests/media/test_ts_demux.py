@@ -1,0 +1,339 @@
+"""The sans-IO MPEG-TS demuxer: round trips through the project's own muxer, chunking, loss and
+resynchronisation, 33-bit wrap, limits, fuzzing, and captures made by ffmpeg 5.1 and ffmpeg 8."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.media.codecs import parse_avc_config, parse_hevc_config, split_nal_units
+from arcly_trio.media.codecs.h264 import avc_config
+from arcly_trio.media.mpegts import PACKET_SIZE, VIDEO_PID, TsMuxer, crc32_mpeg2
+from arcly_trio.media.ts_demux import TsDemuxer, TsError, TsLimits, annexb_nal_units
+from tests._tools import require_ffmpeg8, require_tool
+
+SPS = bytes.fromhex("6764001fac2ca40140169b0110")
+PPS = bytes.fromhex("68ebe3cb22c0")
+ASC = bytes.fromhex("1210")  # AAC-LC, 44.1 kHz, stereo
+AVCC = avc_config([SPS], [PPS])
+
+
+def avcc(*nals: bytes) -> bytes:
+    return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+
+def demux_all(data: bytes, chunk: int = 1316, **kwargs: object) -> tuple[TsDemuxer, list[Frame]]:
+    demuxer = TsDemuxer(**kwargs)  # type: ignore[arg-type]
+    frames: list[Frame] = []
+    for i in range(0, len(data), chunk):
+        frames += demuxer.feed(data[i : i + chunk])
+    frames += demuxer.flush()
+    return demuxer, frames
+
+
+def media(frames: list[Frame], kind: FrameKind) -> list[Frame]:
+    return [f for f in frames if f.kind is kind and not f.config]
+
+
+def without_parameter_sets(payload: bytes) -> list[bytes]:
+    return [n for n in split_nal_units(payload) if n[0] & 0x1F not in (7, 8)]
+
+
+def mux(frames: list[Frame], video: str | None = "h264", audio: str | None = "aac", **kwargs: object) -> bytes:
+    muxer = TsMuxer(video, audio, **kwargs)  # type: ignore[arg-type]
+    return muxer.header() + b"".join(muxer.mux(f) for f in frames)
+
+
+def gop_stream(count: int = 12, gop: int = 4, body: int = 1500) -> list[Frame]:
+    frames = [
+        Frame(FrameKind.VIDEO, "h264", 0, 0, AVCC, config=True),
+        Frame(FrameKind.AUDIO, "aac", 0, 0, ASC, config=True),
+    ]
+    for i in range(count):
+        key = i % gop == 0
+        nal = (b"\x65" if key else b"\x41") + bytes([i + 1]) * body
+        frames.append(Frame(FrameKind.VIDEO, "h264", i * 40 + 40, i * 40, avcc(nal), keyframe=key))
+        frames.append(Frame(FrameKind.AUDIO, "aac", i * 40 + 5, i * 40 + 5, bytes([0x21, i + 1]) * 50))
+    return frames
+
+
+# --- round trips through the project's muxer ---------------------------------------------------
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Frame]:
+    frames = [
+        Frame(FrameKind.VIDEO, "h264", 0, 0, AVCC, config=True),
+        Frame(FrameKind.AUDIO, "aac", 0, 0, ASC, config=True),
+    ]
+    dts = 0
+    nonzero = st.binary(min_size=1, max_size=3000).map(lambda b: bytes(x or 1 for x in b))
+    for i in range(draw(st.integers(1, 20))):
+        key = i == 0 or draw(st.booleans())
+        nals = [(b"\x65" if key else b"\x41") + draw(nonzero) for _ in range(draw(st.integers(1, 3)))]
+        cts = draw(st.integers(0, 200))
+        frames.append(Frame(FrameKind.VIDEO, "h264", dts + cts, dts, avcc(*nals), keyframe=key))
+        for _ in range(draw(st.integers(0, 2))):
+            audio = dts + draw(st.integers(0, 40))
+            frames.append(Frame(FrameKind.AUDIO, "aac", audio, audio, draw(st.binary(min_size=1, max_size=800))))
+        dts += draw(st.integers(1, 100))
+    return frames
+
+
+def check_round_trip(sent: list[Frame], got: list[Frame]) -> None:
+    video_in, video_out = media(sent, FrameKind.VIDEO), media(got, FrameKind.VIDEO)
+    audio_in, audio_out = media(sent, FrameKind.AUDIO), media(got, FrameKind.AUDIO)
+    assert [(f.pts, f.dts, f.keyframe) for f in video_out] == [(f.pts, f.dts, f.keyframe) for f in video_in]
+    assert [without_parameter_sets(f.payload) for f in video_out] == [split_nal_units(f.payload) for f in video_in]
+    assert [(f.pts, f.payload) for f in audio_out] == [(f.pts, f.payload) for f in audio_in]
+    configs = [f for f in got if f.config]
+    expected = [("h264", AVCC)] + ([("aac", ASC)] if audio_in else [])
+    assert sorted((f.codec, f.payload) for f in configs) == sorted(expected)
+    # Each config comes before the first frame of its stream.
+    for config in configs:
+        first = next(f for f in got if f.kind is config.kind and not f.config)
+        assert got.index(config) < got.index(first)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.lists(st.integers(1, 4000), min_size=1, max_size=30))
+def test_round_trip_through_the_muxer_in_any_chunking(sent: list[Frame], cuts: list[int]) -> None:
+    data = mux(sent)
+    whole, expected = demux_all(data, chunk=len(data))
+    check_round_trip(sent, expected)
+    demuxer = TsDemuxer()
+    got: list[Frame] = []
+    pos = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):
+        got += demuxer.feed(data[pos : pos + cut])
+        pos += cut
+        if pos >= len(data):
+            break
+    got += demuxer.flush()
+    assert [(f.kind, f.pts, f.dts, f.payload, f.keyframe, f.config) for f in got] == [
+        (f.kind, f.pts, f.dts, f.payload, f.keyframe, f.config) for f in expected
+    ]
+    assert demuxer.stats.continuity_errors == demuxer.stats.resyncs == demuxer.stats.malformed == 0
+
+
+def test_timestamps_unwrap_across_the_33_bit_wrap() -> None:
+    sent = gop_stream(count=30)
+    # The first DTS is 2 s before the wrap: the stream crosses it half way.
+    data = mux(sent, timestamp_offset=(1 << 33) - 2 * 90_000)
+    _, got = demux_all(data)
+    check_round_trip(sent, got)
+    assert media(got, FrameKind.VIDEO)[-1].dts == 29 * 40
+
+
+def test_audio_only_and_pcr_on_the_frames_timeline() -> None:
+    sent = [f for f in gop_stream() if f.is_audio]
+    demuxer, got = demux_all(mux(sent, video=None))
+    # The first DTS of the stream (5 ms here) is 0 on the frames' timeline.
+    expected = [(f.pts - 5, f.payload) for f in media(sent, FrameKind.AUDIO)]
+    assert [(f.pts, f.payload) for f in media(got, FrameKind.AUDIO)] == expected
+    assert demuxer.stats.video is None and demuxer.stats.audio == "aac"
+    assert demuxer.stats.pcr_ms is not None and demuxer.stats.pcr_ms < sent[-1].dts
+
+
+def test_several_adts_frames_in_one_pes_are_spaced_by_1024_samples() -> None:
+    muxer = TsMuxer(None, "aac")
+    muxer.mux(Frame(FrameKind.AUDIO, "aac", 0, 0, ASC, config=True))
+    single = [muxer.mux(Frame(FrameKind.AUDIO, "aac", 0, 0, bytes([i + 1]) * 20)) for i in range(3)]
+    # Rebuild one PES holding the three ADTS frames from the three PES packets the muxer made.
+    adts = b"".join(p[4 + 1 + p[4] + 14 : 188] for p in single)  # after the AF and the PES header
+    first = single[0]
+    header = first[4 + 1 + first[4] : 4 + 1 + first[4] + 14]
+    pes = header[:4] + (len(adts) + 8).to_bytes(2, "big") + header[6:] + adts
+    assert len(pes) <= 184
+    packet = bytes((0x47, 0x41, 0x01, 0x10)) + pes
+    packet = (
+        packet[:4] + bytes((183 - len(pes),)) + (b"\x00" + b"\xff" * (182 - len(pes)) if len(pes) < 183 else b"") + pes
+    )
+    packet = bytes((0x47, 0x41, 0x01, 0x30)) + packet[4:]
+    got = TsDemuxer().feed(muxer.header() + packet)
+    frames = media(got, FrameKind.AUDIO)
+    assert [f.payload for f in frames] == [bytes([i + 1]) * 20 for i in range(3)]
+    assert [f.pts for f in frames] == [0, 1024 * 1000 // 44100, 2 * 1024 * 1000 // 44100]
+
+
+# --- loss, duplicates, garbage --------------------------------------------------------------
+
+
+def packets_of(data: bytes) -> list[bytes]:
+    return [data[i : i + PACKET_SIZE] for i in range(0, len(data), PACKET_SIZE)]
+
+
+def pid_of(packet: bytes) -> int:
+    return (packet[1] & 0x1F) << 8 | packet[2]
+
+
+def test_a_lost_packet_drops_video_until_the_next_keyframe() -> None:
+    sent = gop_stream(count=12, gop=4)
+    packets = packets_of(mux(sent))
+    # Drop a packet in the middle of frame 1 (a non-keyframe): frames 1-3 go, 4 (a keyframe) plays.
+    starts = [i for i, p in enumerate(packets) if pid_of(p) == VIDEO_PID and p[1] & 0x40]
+    victim = starts[1] + 3
+    assert pid_of(packets[victim]) == VIDEO_PID
+    demuxer, got = demux_all(b"".join(packets[:victim] + packets[victim + 1 :]))
+    video = media(got, FrameKind.VIDEO)
+    assert [f.dts for f in video] == [0] + [i * 40 for i in range(4, 12)]
+    assert demuxer.stats.continuity_errors == 1
+    assert demuxer.stats.lost_packets == 1
+    assert demuxer.stats.dropped_frames == 2  # frames 2 and 3 (frame 1 was the broken PES)
+    assert len(media(got, FrameKind.AUDIO)) == 12
+
+
+def test_duplicates_and_garbage_between_packets_change_nothing() -> None:
+    sent = gop_stream()
+    packets = packets_of(mux(sent))
+    noisy = b"".join(p + p + b"\x47garbage\x00" if i % 7 == 3 else p for i, p in enumerate(packets))
+    demuxer, got = demux_all(noisy, chunk=500)
+    check_round_trip(sent, got)
+    assert demuxer.stats.duplicates > 0
+    assert demuxer.stats.resyncs > 0
+    assert demuxer.stats.continuity_errors == 0
+
+
+def test_bytes_that_are_not_mpeg_ts_raise_ts_error() -> None:
+    demuxer = TsDemuxer(limits=TsLimits(max_unsynced=10_000))
+    demuxer.feed(b"\x00" * 5000)
+    with pytest.raises(TsError):
+        demuxer.feed(b"\x00" * 6000)
+    assert demuxer.held < 2 * PACKET_SIZE
+
+
+def test_an_oversized_pes_is_dropped_and_the_next_keyframe_plays() -> None:
+    sent = gop_stream(count=8, gop=4, body=1500)
+    big = Frame(FrameKind.VIDEO, "h264", 1000, 1000, avcc(b"\x41" + b"\x07" * 20_000))
+    sent.insert(6, big)  # after frame 1
+    sent = sorted((f for f in sent if not f.config), key=lambda f: f.dts)
+    sent = [
+        Frame(FrameKind.VIDEO, "h264", 0, 0, AVCC, config=True),
+        Frame(FrameKind.AUDIO, "aac", 0, 0, ASC, config=True),
+        *sent,
+    ]
+    demuxer, got = demux_all(mux(sent), limits=TsLimits(max_video_pes=10_000))
+    assert demuxer.stats.oversized_pes == 1
+    assert all(len(f.payload) < 10_000 for f in got)
+    assert [f.dts for f in media(got, FrameKind.VIDEO)][-4:] == [160, 200, 240, 280]
+
+
+def section_packet(pid: int, section: bytes) -> bytes:
+    body = section + crc32_mpeg2(section).to_bytes(4, "big")
+    packet = bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x10, 0)) + body
+    return packet + b"\xff" * (PACKET_SIZE - len(packet))
+
+
+def pmt_with(streams: bytes) -> bytes:
+    body = b"\x00\x01\xc1\x00\x00" + (0xE000 | VIDEO_PID).to_bytes(2, "big") + b"\xf0\x00" + streams
+    return b"\x02" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body
+
+
+def test_scte35_and_unknown_pids_are_ignored_and_a_bad_crc_is_counted() -> None:
+    sent = gop_stream()
+    packets = packets_of(mux(sent))
+    # A PMT with an SCTE-35 stream on PID 0x200 (and the normal two), then packets on it.
+    streams = b"\x1b\xe1\x00\xf0\x00" + b"\x0f\xe1\x01\xf0\x00" + b"\x86\xe2\x00\xf0\x00"
+    pmt = section_packet(0x1000, pmt_with(streams))
+    pmt = pmt[:3] + bytes((0x11,)) + pmt[4:]  # continuity counter 1 (after the muxer's 0)
+    bad = bytearray(section_packet(0x1000, pmt_with(b"\x02\xe1\x00\xf0\x00")))
+    bad[3] = 0x12
+    bad[20] ^= 0xFF
+    scte = bytes((0x47, 0x42, 0x00, 0x10)) + bytes(range(184))
+    data = packets[0] + packets[1] + pmt + bytes(bad) + scte * 3 + b"".join(packets[2:])
+    demuxer, got = demux_all(data)
+    check_round_trip(sent, got)
+    assert demuxer.stats.crc_errors == 1
+    assert demuxer.stats.video == "h264"
+
+
+# --- fuzzing ----------------------------------------------------------------------------------
+
+SMALL = TsLimits(max_video_pes=4096, max_audio_pes=1024, max_unsynced=4096)
+HELD_BOUND = 2 * PACKET_SIZE + 2 * 1024 + SMALL.max_video_pes + SMALL.max_audio_pes + 0x1FFF
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=12))
+def test_arbitrary_bytes_raise_only_ts_error_and_hold_at_most_the_limits(chunks: list[bytes]) -> None:
+    demuxer = TsDemuxer(limits=SMALL)
+    for chunk in chunks:
+        try:
+            demuxer.feed(chunk)
+        except TsError:
+            return
+        assert demuxer.held <= HELD_BOUND
+
+
+FUZZ_BASE = mux(gop_stream(count=6, body=300))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(FUZZ_BASE) - 1), st.integers(0, 255)), min_size=1, max_size=40))
+def test_mutated_streams_raise_only_ts_error_and_hold_at_most_the_limits(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(FUZZ_BASE)
+    for pos, value in edits:
+        data[pos] = value
+    demuxer = TsDemuxer(limits=SMALL)
+    try:
+        for i in range(0, len(data), 188 * 3):
+            demuxer.feed(bytes(data[i : i + 188 * 3]))
+            assert demuxer.held <= HELD_BOUND
+        demuxer.flush()
+    except TsError:
+        pass
+
+
+def test_annexb_nal_units() -> None:
+    assert annexb_nal_units(b"junk\x00\x00\x00\x01\x67\x01\x00\x00\x01\x68\x02\x00\x00") == [b"\x67\x01", b"\x68\x02"]
+    assert annexb_nal_units(b"") == []
+
+
+# --- captures made by ffmpeg ------------------------------------------------------------------
+
+
+def capture(tool: str, path: Path, video: str, audio: str) -> bytes:
+    subprocess.run(
+        [tool, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2",
+         "-c:v", video, "-g", "30", "-c:a", audio, "-f", "mpegts", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("video", "audio", "codecs", "ffmpeg8"),
+    [
+        ("libx264", "aac", ("h264", "aac"), False),
+        ("libx265", "aac", ("hevc", "aac"), False),
+        ("libx264", "libopus", ("h264", "opus"), True),
+    ],
+)
+def test_ffmpeg_captures(tmp_path: Path, video: str, audio: str, codecs: tuple[str, str], ffmpeg8: bool) -> None:
+    tool = require_ffmpeg8() if ffmpeg8 else require_tool("ffmpeg")
+    data = capture(tool, tmp_path / "in.ts", video, audio)
+    demuxer, got = demux_all(data)
+    configs = [f for f in got if f.config]
+    assert [(f.kind, f.codec) for f in configs] == [(FrameKind.VIDEO, codecs[0]), (FrameKind.AUDIO, codecs[1])]
+    video_frames, audio_frames = media(got, FrameKind.VIDEO), media(got, FrameKind.AUDIO)
+    assert len(video_frames) == 60
+    assert video_frames[0].keyframe and video_frames[0].dts == 0
+    assert sum(f.keyframe for f in video_frames) == 2
+    assert all(b.dts > a.dts for a, b in zip(video_frames, video_frames[1:]))
+    assert video_frames[-1].dts == 1966
+    # 2 s of audio (AAC: 1024-sample frames at 48 kHz, Opus: 20 ms), on the same timeline.
+    assert 1900 <= audio_frames[-1].pts - audio_frames[0].pts + (20 if codecs[1] == "opus" else 21) <= 2100
+    assert abs(audio_frames[0].pts - video_frames[0].dts) < 100
+    if codecs[0] == "h264":
+        assert parse_avc_config(configs[0].payload).sps
+    else:
+        assert parse_hevc_config(configs[0].payload).sps
+    stats = demuxer.stats
+    assert (stats.continuity_errors, stats.malformed, stats.dropped_frames, stats.resyncs) == (0, 0, 0, 0)
