@@ -13,7 +13,7 @@ import trio
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.srt import SrtServer
-from tests._ffmpeg import Player, publisher, run_tool
+from tests._ffmpeg import Player, player, publish_args, publisher, run_tool
 from tests._serving import HOST, rtmp_url, wait_publishing
 from tests._tools import require_tool
 
@@ -44,3 +44,20 @@ async def test_ffmpeg_plays_over_srt_an_rtmp_published_stream() -> None:
             await wait_publishing(engine, "live/cam")
             async with run_tool(srt_play_args(srt_url(srt_port, "read:live/cam")), Player) as player:
                 await player.wait_frames(30, 30)
+
+
+def srt_publish_args(url: str, seconds: float | None = None) -> list[str]:
+    """ffmpeg publishing the usual test pattern and tone as MPEG-TS over SRT."""
+    args = publish_args(url, seconds=seconds)
+    args[args.index("flv")] = "mpegts"
+    return args
+
+
+@pytest.mark.parametrize("streamid", ["publish:live/cam", "#!::r=live/cam,m=publish"])
+async def test_ffmpeg_publishes_over_srt_and_rtmp_plays_it(streamid: str) -> None:
+    with trio.fail_after(30):
+        async with srt_engine() as (engine, rtmp_port, srt_port):
+            async with run_tool(srt_publish_args(srt_url(srt_port, streamid))):
+                await wait_publishing(engine, "live/cam")
+                async with player(rtmp_url(rtmp_port, "live/cam")) as watcher:
+                    await watcher.wait_frames(30, 30)

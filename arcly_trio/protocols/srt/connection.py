@@ -61,6 +61,10 @@ ACK_INTERVAL = 0.01
 KEEPALIVE_INTERVAL = 1.0
 MIN_NAK_INTERVAL = 0.02
 MAX_ACKS = 64
+KM_REQUEST = 3
+KM_RESPONSE = 4
+MAX_KM_REFRESHES = 1000
+"""KM refreshes (user-defined control, subtype 3) one session answers: libsrt sends one per key switch."""
 PAYLOAD_SIZE = 1316
 """Seven 188-byte TS packets: the live-mode payload libsrt and ffmpeg use."""
 _WRAP = 1 << 32
@@ -104,6 +108,7 @@ class SrtConnection:
         idle_timeout: float = 5.0,
         decrypt: Callable[[int, int, bytes], bytes] | None = None,
         encrypt: Callable[[int, bytes], tuple[int, bytes]] | None = None,
+        refresh: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.our_id = our_id
         self.peer_id = peer_id
@@ -114,6 +119,8 @@ class SrtConnection:
         self.idle_timeout = idle_timeout
         self.decrypt = decrypt
         self.encrypt = encrypt
+        self.refresh = refresh
+        self.km_refreshes = 0
         self.outgoing: list[bytes] = []
         self.closed: str | None = None
         self.stats = SrtStats()
@@ -187,6 +194,16 @@ class SrtConnection:
             self.closed = "the peer shut the session down"
         elif kind == ControlType.DROPREQ:
             return self._on_dropreq(packet)
+        elif kind == ControlType.USER and packet.subtype == KM_REQUEST and self.refresh is not None:
+            self.km_refreshes += 1
+            if self.km_refreshes <= MAX_KM_REFRESHES:  # each may cost a key derivation
+                answer = self.refresh(packet.body)
+                if answer is not None:
+                    self.outgoing.append(
+                        ControlPacket(
+                            ControlType.USER, KM_RESPONSE, 0, self.timestamp(now), self.peer_id, answer
+                        ).to_bytes()
+                    )
         return []
 
     def _data(self, packet: DataPacket, now: float) -> list[bytes]:

@@ -238,7 +238,8 @@ class SrtServer:
             self._reject(packet, address, hs.Reject.UNSECURE, "encryption not available", conclusion.streamid)
             return None
         try:
-            return SrtKeys.from_km(KeyMaterial.parse(conclusion.km), self.passphrase)
+            km = KeyMaterial.parse(conclusion.km)
+            return _Ciphers(SrtKeys.from_km(km, self.passphrase.encode()), 2 if km.kk == 2 else 1)
         except Exception:  # the crypto module's SrtCryptoError, or a malformed KM
             self._reject(packet, address, hs.Reject.BADSECRET, "wrong passphrase", conclusion.streamid)
             return None
@@ -340,6 +341,7 @@ class SrtSession:
             idle_timeout=server.idle_timeout,
             decrypt=keys.decrypt if keys is not None else None,
             encrypt=keys.encrypt if keys is not None else None,
+            refresh=keys.refresh if keys is not None else None,
         )
         self.answer = hs.accept(
             self.conclusion,
@@ -577,6 +579,31 @@ class TsSink:
         self.ended = True
         self.session.end_reason = f"stream {reason.value}"
         self.session.wake.set()
+
+
+class _Ciphers:
+    """A session's payload ciphers: the caller's keys (its KMREQ) both ways, as libsrt's
+    listener does; a player's packets go out under the key the caller announced."""
+
+    def __init__(self, keys: Any, kk: int) -> None:
+        self.keys = keys
+        self.kk = kk
+
+    def decrypt(self, kk: int, index: int, payload: bytes) -> bytes:
+        return bytes(self.keys.decrypt(kk, index, payload))
+
+    def encrypt(self, index: int, payload: bytes) -> tuple[int, bytes]:
+        return self.kk, bytes(self.keys.decrypt(self.kk, index, payload))  # AES-CTR: the same operation
+
+    def refresh(self, km: bytes) -> bytes | None:
+        """A KM refresh from the caller (its next key): applied, echoed; ``None`` if unusable."""
+        from arcly_trio.protocols.srt.crypto import KeyMaterial
+
+        try:
+            self.keys.apply(KeyMaterial.parse(km))
+        except Exception:  # the crypto module's SrtCryptoError
+            return None
+        return km
 
 
 def _open(host: str, port: int) -> UdpPort:
