@@ -535,6 +535,16 @@ class TsSink:
             return b""
         if frame.config:
             self.configs[frame.kind] = frame
+            muxer = self.muxer
+            if muxer is not None and (
+                frame.kind is FrameKind.AUDIO
+                and muxer.audio_codec is None
+                and frame.codec in _AUDIO
+                or frame.kind is FrameKind.VIDEO
+                and muxer.video_codec is None
+                and frame.codec in _VIDEO
+            ):
+                self.muxer = None  # a track the program lacks: a new program from the next keyframe
             if self.muxer is not None:
                 try:
                     self.muxer.mux(frame)
