@@ -4,6 +4,7 @@ publish over SRT and play it over RTMP; refusals with a clear reason."""
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -130,3 +131,70 @@ async def run_to_end(args: list[str]) -> int:
         code = await tool.wait()
         refused_stderr.append(tool.stderr())
         return code
+
+
+class LossyRelay:
+    """A UDP relay between one caller and the server that drops ``loss`` of the packets each
+    way (a seeded random, so a run is repeatable), handshakes included."""
+
+    def __init__(self, server_port: int, loss: float, seed: int = 24) -> None:
+        self.server = (HOST, server_port)
+        self.loss = loss
+        self.random = random.Random(seed)
+        self.outer = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.inner = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.client: Any = None
+        self.dropped = 0
+        self.passed = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.outer.bind((HOST, 0))
+        await self.inner.bind((HOST, 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_in)
+            nursery.start_soon(self._pump_out)
+            task_status.started(self.outer.getsockname()[1])
+
+    def _keep(self) -> bool:
+        if self.random.random() < self.loss:
+            self.dropped += 1
+            return False
+        self.passed += 1
+        return True
+
+    async def _pump_in(self) -> None:
+        while True:
+            data, address = await self.outer.recvfrom(2048)
+            self.client = address
+            if self._keep():
+                await self.inner.sendto(data, self.server)
+
+    async def _pump_out(self) -> None:
+        while True:
+            data, _ = await self.inner.recvfrom(2048)
+            if self.client is not None and self._keep():
+                await self.outer.sendto(data, self.client)
+
+
+async def test_five_percent_loss_with_200_ms_latency_decodes_without_error() -> None:
+    with trio.fail_after(40):
+        async with srt_engine(latency_ms=200) as (engine, rtmp_port, srt_port), trio.open_nursery() as nursery:
+            relay = LossyRelay(srt_port, 0.05)
+            relay_port = await nursery.start(relay.run)
+            url = srt_url(relay_port, "publish:live/cam", "latency=200000")
+            async with run_tool(srt_publish_args(url)) as sender:
+                await wait_publishing(engine, "live/cam")
+                async with player(rtmp_url(rtmp_port, "live/cam")) as watcher:
+                    await watcher.wait_frames(90, 90)
+                    assert watcher.running and not watcher.stderr().strip(), watcher.stderr()
+                server = next(w for w in engine.workers if isinstance(w, SrtServer))
+                (session,) = server.sessions.values()
+                stats = session.document()
+                assert (
+                    relay.dropped >= 5
+                    and stats["lost"] > 0
+                    and stats["retransmits_received"] > 0
+                    and stats["dropped"] == 0
+                ), (relay.dropped, stats)
+                assert sender.running
+            nursery.cancel_scope.cancel()
