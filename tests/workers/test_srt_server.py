@@ -16,6 +16,7 @@ from arcly_trio.core.frame import Frame
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.protocols.srt import packet as p
+from arcly_trio.workers.http.api_routes import sessions_document
 from arcly_trio.workers.srt import SrtServer
 from tests._net import HOST
 from tests._serving import healthy_stream
@@ -179,4 +180,6 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
                         break
                 (session,) = server.sessions.values()
                 assert session.document()["mode"] == "play"
+                (listed,) = [d for d in sessions_document(engine)["sessions"] if d.get("protocol") == "srt"]
+                assert set(listed["srt"]) >= {"rtt_ms", "latency_ms", "lost", "dropped", "retransmitted"}
             nursery.cancel_scope.cancel()

@@ -103,6 +103,7 @@ class SrtServer:
         self.engine: Engine | None = None
         self.sessions: dict[int, SrtSession] = {}
         self.by_caller: dict[tuple[tuple[str, int], int], SrtSession] = {}
+        self.by_client: dict[str, SrtSession] = {}
         self.per_address: dict[str, int] = {}
         self.bad_packets = 0
         self.handshakes_dropped = 0
@@ -263,6 +264,7 @@ class SrtServer:
 
     def forget(self, session: SrtSession) -> None:
         self.sessions.pop(session.our_id, None)
+        self.by_client.pop(session.client_id, None)
         self.by_caller.pop((session.address, session.conclusion.socket_id), None)
         left = self.per_address.get(session.address[0], 1) - 1
         if left > 0:
@@ -270,7 +272,15 @@ class SrtServer:
         else:
             self.per_address.pop(session.address[0], None)
 
+    def session_details(self, client_id: str) -> dict[str, Any] | None:
+        """The link figures of the session with this client id (``/api/sessions``), if it is ours."""
+        session = self.by_client.get(client_id)
+        if session is None or session.connection is None:
+            return None
+        return {"srt": session.connection.document()}
+
     def status(self) -> dict[str, Any]:
+        """Counters and sessions (for ``/api/health`` and the status of the worker)."""
         return {
             "port": self.port_number,
             "latency_ms": self.latency_ms,
@@ -311,6 +321,7 @@ class SrtSession:
         self.wake = trio.Event()
         self.frames = 0
         self.end_reason = ""
+        self.client_id = ""
 
     @property
     def publishing(self) -> bool:
@@ -395,15 +406,18 @@ class SrtSession:
         task_status.started()
         engine = self.server.engine
         assert engine is not None
+        credentials = engine.sessions.identify(self.credentials())
+        self.client_id = credentials.client_id
+        self.server.by_client[self.client_id] = self
         engine.activity.enter()
         try:
             if self.publishing:
-                async with engine.publish(self.key, self.credentials(), protocol="srt") as publisher:
+                async with engine.publish(self.key, credentials, protocol="srt") as publisher:
                     self._accept()
                     await self._publish(publisher)
             else:
                 sink = TsSink(self)
-                async with engine.attach(self.key, sink, self.credentials(), protocol="srt"):
+                async with engine.attach(self.key, sink, credentials, protocol="srt"):
                     self._accept()
                     sink.send_pending()
                     await self._loop(lambda: sink.ended)
