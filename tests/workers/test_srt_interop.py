@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 import trio
 
+from arcly_trio import AppSpec
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.services.hls import HlsService
+from arcly_trio.workers.http.server import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.srt import SrtServer
-from tests._ffmpeg import Player, player, publish_args, publisher, run_tool
+from tests._ffmpeg import Player, player, probe_streams, publish_args, publisher, run_tool
+from tests._hls import media_playlist
 from tests._serving import HOST, rtmp_url, wait_publishing
 from tests._tools import require_tool
 
@@ -198,3 +202,24 @@ async def test_five_percent_loss_with_200_ms_latency_decodes_without_error() -> 
                 ), (relay.dropped, stats)
                 assert sender.running
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("path", ["live/cam.flv", "live/cam/index.m3u8"])
+async def test_http_flv_and_ll_hls_play_an_srt_publisher(path: str, http_get: Any) -> None:
+    http = HttpServer(HOST, 0)
+    srt = SrtServer(HOST, 0)
+    builder = Engine.builder().application(AppSpec("live", hls=True)).protocol(http).protocol(srt)
+    builder.service(HlsService(variant="ll"))
+    with trio.fail_after(40):
+        async with builder.build() as engine:
+            async with run_tool(srt_publish_args(srt_url(srt.port_number or 0, "publish:live/cam"))):
+                await wait_publishing(engine, "live/cam")
+                url = f"http://{HOST}:{http.port}/{path}"
+                if path.endswith(".flv"):
+                    async with player(url) as watcher:
+                        await watcher.wait_frames(30, 30)
+                else:
+                    while (await media_playlist(http_get, http.port, f"/{path}"))[0] != 200:
+                        await trio.sleep(0.1)
+                    streams = await probe_streams(url)
+                    assert [s["codec_name"] for s in streams] == ["aac", "h264"]
