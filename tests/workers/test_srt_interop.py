@@ -21,8 +21,8 @@ from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.srt import SrtServer
 from tests._ffmpeg import Player, player, probe_streams, publish_args, publisher, run_tool
 from tests._hls import media_playlist
-from tests._serving import HOST, rtmp_url, wait_publishing
-from tests._tools import require_tool
+from tests._serving import HOST, find_stream, rtmp_url, wait_publishing, wait_until
+from tests._tools import require_ffmpeg8, require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -223,3 +223,66 @@ async def test_http_flv_and_ll_hls_play_an_srt_publisher(path: str, http_get: An
                         await trio.sleep(0.1)
                     streams = await probe_streams(url)
                     assert [s["codec_name"] for s in streams] == ["aac", "h264"]
+
+
+def gstreamer_args(url: str, streamid: str) -> list[str]:
+    """GStreamer's srtsink publishing a live H.264 (openh264) + AAC test source as MPEG-TS."""
+    return [
+        require_tool("gst-launch-1.0"),
+        "-q",
+        "videotestsrc",
+        "is-live=true",
+        "!",
+        "video/x-raw,width=320,height=240,framerate=30/1",
+        "!",
+        "openh264enc",
+        "!",
+        "h264parse",
+        "config-interval=-1",
+        "!",
+        "mpegtsmux",
+        "name=mux",
+        "!",
+        "srtsink",
+        f"uri={url}",
+        f'streamid="{streamid}"',  # quoted: gst-launch reads ! as a link
+        "audiotestsrc",
+        "is-live=true",
+        "!",
+        "audioconvert",
+        "!",
+        "avenc_aac",
+        "!",
+        "aacparse",
+        "!",
+        "mux.",
+    ]
+
+
+async def test_gstreamer_srtsink_publishes() -> None:
+    """GStreamer's srtsink (one 188-byte TS packet per SRT packet, the #!:: streamid quoted for
+    gst-launch) publishes into the kernel. Its audio is asserted: the openh264 video of this
+    pipeline carries no SPS/PPS once live (ffmpeg cannot decode it either; x264enc is not
+    installed here)."""
+    with trio.fail_after(30):
+        async with srt_engine() as (engine, _, srt_port):
+            async with run_tool(gstreamer_args(f"srt://{HOST}:{srt_port}", "#!::r=live/gst,m=publish")):
+
+                def carried() -> bool:
+                    stream = find_stream(engine, "live/gst")
+                    return stream is not None and stream.stats().audio_frames_total >= 30
+
+                await wait_until(carried)
+                stream = find_stream(engine, "live/gst")
+                assert stream is not None and stream.info.protocol == "srt" and stream.info.audio_codec == "aac"
+
+
+async def test_ffmpeg8_publishes_over_srt() -> None:
+    with trio.fail_after(30):
+        async with srt_engine() as (engine, rtmp_port, srt_port):
+            args = srt_publish_args(srt_url(srt_port, "publish:live/cam8"))
+            args[0] = require_ffmpeg8()
+            async with run_tool(args):
+                await wait_publishing(engine, "live/cam8")
+                async with player(rtmp_url(rtmp_port, "live/cam8")) as watcher:
+                    await watcher.wait_frames(30, 30)
