@@ -183,3 +183,26 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
                 (listed,) = [d for d in sessions_document(engine)["sessions"] if d.get("protocol") == "srt"]
                 assert set(listed["srt"]) >= {"rtt_ms", "latency_ms", "lost", "dropped", "retransmitted"}
             nursery.cancel_scope.cancel()
+
+
+async def test_garbage_never_takes_the_worker_down() -> None:
+    import random
+
+    rng = random.Random(7)
+    with trio.fail_after(10):
+        async with srt() as (_, server), Caller(server.port_number or 0) as caller:
+            for index in range(300):
+                body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+                if index % 3 == 0:  # a handshake header with a random body (v5 with broken extensions...)
+                    version = rng.choice([4, 5]).to_bytes(4, "big")
+                    kind = rng.choice([1, 0xFFFFFFFF, 7]).to_bytes(4, "big")
+                    body = version + body[:16].ljust(16, b"\0") + kind + body[16:]
+                    await caller.send(p.ControlPacket(p.ControlType.HANDSHAKE, 0, 0, 0, 0, body))
+                else:
+                    await caller.send(bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))))
+            while await caller.receive(0.2) is not None:
+                pass  # the answers to the garbage's valid inductions
+            # still serving: a real caller gets its answer
+            hs = await caller.connect("read:live/none")
+            assert hs.type == 1000 + 1404
+            assert server.bad_packets > 0 and not server.sessions

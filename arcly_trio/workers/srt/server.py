@@ -64,6 +64,9 @@ __all__ = ["SrtServer", "SrtSession", "TsSink"]
 log = logging.getLogger("arcly_trio.srt")
 
 TICK = 0.01
+"""A publisher's timers (its ACKs go out every 10 ms, as libsrt's do)."""
+PLAY_TICK = 0.1
+"""A player's timers (keepalive, send buffer, idle): NAKs are answered as they arrive."""
 _VIDEO = frozenset({"h264", "hevc"})
 _AUDIO = frozenset({"aac", "mp3"})
 _BUFFER = 4 * 1024 * 1024
@@ -172,7 +175,11 @@ class SrtServer:
         wall = trio.current_time()
         if kind == HandshakeType.INDUCTION:
             if self._allow_handshake(now):
-                answer = self.listener.induction(packet, address, wall)
+                try:
+                    answer = self.listener.induction(packet, address, wall)
+                except ArclyError:
+                    self.bad_packets += 1
+                    return
                 if answer:
                     port.send(answer, address)
             return
@@ -420,7 +427,7 @@ class SrtSession:
                 async with engine.attach(self.key, sink, credentials, protocol="srt"):
                     self._accept()
                     sink.send_pending()
-                    await self._loop(lambda: sink.ended)
+                    await self._loop(lambda: sink.ended, tick=PLAY_TICK)
         except Unauthorized as exc:
             self._refuse(hs.Reject.UNAUTHORIZED, exc)
         except (StreamNotFound, AppNotFound) as exc:
@@ -452,11 +459,13 @@ class SrtSession:
         else:
             self.end_reason = printable(str(exc), 200)
 
-    async def _loop(self, ended: Callable[[], bool], take: Callable[[list[bytes]], Any] | None = None) -> None:
+    async def _loop(
+        self, ended: Callable[[], bool], take: Callable[[list[bytes]], Any] | None = None, *, tick: float = TICK
+    ) -> None:
         connection = self.connection
         assert connection is not None
         while connection.closed is None and not ended():
-            with trio.move_on_after(TICK):
+            with trio.move_on_after(tick):
                 await self.wake.wait()
             self.wake = trio.Event()
             released = connection.tick(trio.current_time())
