@@ -206,3 +206,23 @@ async def test_garbage_never_takes_the_worker_down() -> None:
             hs = await caller.connect("read:live/none")
             assert hs.type == 1000 + 1404
             assert server.bad_packets > 0 and not server.sessions
+
+
+def test_serve_options_build_the_worker() -> None:
+    from arcly_trio.server.build import build_runtime
+    from arcly_trio.server.cli import build_parser, resolve_args
+    from arcly_trio.server.config import ConfigError
+
+    base = ["serve", "--http-port", "-1", "--rtmp-port", "0", "--webrtc-port", "-1"]
+    runtime = build_runtime(resolve_args(build_parser(), base))
+    assert runtime.srt is not None and runtime.srt.requested_port == 8890 and runtime.srt.latency_ms == 120
+    args = resolve_args(
+        build_parser(), [*base, "--srt-port", "0", "--srt-latency", "200", "--srt-passphrase", "p" * 12]
+    )
+    runtime = build_runtime(args)
+    assert runtime.srt is not None
+    assert (runtime.srt.requested_port, runtime.srt.latency_ms, runtime.srt.passphrase) == (0, 200, "p" * 12)
+    assert build_runtime(resolve_args(build_parser(), [*base, "--srt-port", "-1"])).srt is None
+    with pytest.raises(ConfigError) as refused:
+        resolve_args(build_parser(), [*base, "--srt-passphrase", "short-one"])
+    assert "short-one" not in str(refused.value.problems)  # a secret is never quoted back
