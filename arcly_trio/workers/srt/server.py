@@ -67,6 +67,8 @@ TICK = 0.01
 """A publisher's timers (its ACKs go out every 10 ms, as libsrt's do)."""
 PLAY_TICK = 0.1
 """A player's timers (keepalive, send buffer, idle): NAKs are answered as they arrive."""
+WAKE_PACKETS = 64
+"""Payloads a publisher's session lets pile up before its task is woken ahead of its tick."""
 _VIDEO = frozenset({"h264", "hevc"})
 _AUDIO = frozenset({"aac", "mp3"})
 _BUFFER = 4 * 1024 * 1024
@@ -406,8 +408,8 @@ class SrtSession:
             else:
                 self.inbox += delivered
         self.flush()
-        if delivered or connection.closed is not None:
-            self.wake.set()
+        if connection.closed is not None or len(self.inbox) >= WAKE_PACKETS:
+            self.wake.set()  # else the next tick (10 ms) takes what came: one wakeup for many packets
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
