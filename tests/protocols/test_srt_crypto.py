@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from arcly_trio.protocols.srt import crypto
 from arcly_trio.protocols.srt.crypto import (
+    MAX_DERIVATIONS,
     MAX_KM,
     CipherId,
     KeyFlags,
@@ -36,7 +37,7 @@ from arcly_trio.protocols.srt.crypto import (
     wrap_keys,
 )
 from tests._ffmpeg import run_tool
-from tests._tools import require_tool
+from tests._tools import require_ffmpeg8, require_tool
 
 PASSPHRASE = b"correct-horse-battery"
 
@@ -303,6 +304,18 @@ def test_a_repeated_or_same_salt_refresh_costs_no_derivation(monkeypatch: pytest
     assert len(calls) == 1 and receiver.has_key(KeyFlags.ODD)
 
 
+def test_a_peer_changing_the_salt_again_and_again_is_refused() -> None:
+    receiver = SrtKeys.from_km(SrtKeys.generate(PASSPHRASE, 16)[1], PASSPHRASE)
+    for _ in range(MAX_DERIVATIONS - 1):
+        sender, km = SrtKeys.generate(PASSPHRASE, 16)
+        receiver.apply(km)
+    with pytest.raises(SrtCryptoError, match="salt"):
+        receiver.apply(SrtKeys.generate(PASSPHRASE, 16)[1])
+    # the last keys it took still decrypt
+    kk, data = sender.encrypt(1, b"payload")
+    assert receiver.decrypt(kk, 1, data) == b"payload"
+
+
 @pytest.mark.parametrize(
     "km",
     [
@@ -340,12 +353,12 @@ _HSRSP, _KMREQ, _KMRSP = 2, 3, 4
 
 async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, list[bytes]]:
     """Play an SRT listener just far enough: answer the induction (HSv5 magic 0x4A17 and a
-    cookie), take the conclusion's KMREQ, answer with HSRSP and the KM echoed as KMRSP, then
-    collect ``packets`` data packets. Returns the conclusion's encryption field, the KM and the
-    data packets."""
+    cookie, sent to the caller's socket ID: libsrt 1.5.5 drops it when sent to 0, which 1.5.1
+    takes), take the conclusion's KMREQ, answer with HSRSP and the KM echoed as KMRSP, then
+    collect what comes until ``packets`` data packets have come. Returns the conclusion's
+    encryption field, the KM and the datagrams after the handshake."""
     data, peer = await sock.recvfrom(2048)
-    _, _, _, caller = _HEADER.unpack_from(data)
-    version, _, _, isn, mtu, window, kind, _, _ = _CIF.unpack_from(data, 16)
+    version, _, _, isn, mtu, window, kind, caller, _ = _CIF.unpack_from(data, 16)
     assert (version, kind) == (4, _INDUCTION)
     ip = data[16 + _CIF.size : 64]
     reply = _CIF.pack(5, 0, 0x4A17, isn, mtu, window, _INDUCTION, 0x5EC, 0xC00C1E) + ip
@@ -368,37 +381,65 @@ async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, li
     reply = _CIF.pack(5, 0, 0x3, isn, mtu, window, _CONCLUSION, 0x5EC, 0xC00C1E) + ip + hsrsp + kmrsp
     await sock.sendto(_HEADER.pack(0x80000000, 0, 0, caller) + reply, peer)
     captured: list[bytes] = []
-    while len(captured) < packets:
+    while packets:
         data, _ = await sock.recvfrom(2048)
-        if not data[0] & 0x80:  # a data packet (control ones, keepalives, are skipped)
-            captured.append(data)
+        captured.append(data)
+        packets -= not data[0] & 0x80  # a data packet (control ones are kept, not counted)
     return encryption, km, captured
+
+
+def decrypt_all(keys: SrtKeys, datagrams: list[bytes]) -> list[int]:
+    """Apply every KM refresh (a user-defined control packet, subtype KMREQ) to ``keys`` and
+    decrypt every data packet, checking that it is MPEG-TS; returns the data packets' KK bits."""
+    flags = []
+    for datagram in datagrams:
+        first, message = struct.unpack_from(">II", datagram)
+        if first >> 31:
+            if first >> 16 == 0xFFFF and first & 0xFFFF == _KMREQ:
+                keys.apply(KeyMaterial.parse(datagram[16:]))
+            continue
+        kk = (message >> 27) & 0x3
+        plain = keys.decrypt(kk, first, datagram[16:])
+        assert len(plain) % 188 == 0
+        assert plain[::188] == b"\x47" * (len(plain) // 188)  # every MPEG-TS packet's sync byte
+        flags.append(kk)
+    return flags
+
+
+async def capture_from(ffmpeg: str, query: str, packets: int) -> tuple[int, bytes, list[bytes]]:
+    """Run ``ffmpeg`` publishing a short MPEG-2 test pattern over SRT (``query``) to a listener
+    here; the handshake's encryption field and KM, and the datagrams that followed."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]
+        args += ["-i", "testsrc=size=320x240:rate=30", "-t", "3", "-c:v", "mpeg2video", "-b:v", "2M"]
+        args += ["-f", "mpegts", f"srt://127.0.0.1:{port}?passphrase={PASSPHRASE.decode()}&{query}"]
+        with trio.fail_after(10):
+            async with run_tool(args):
+                return await handshake_and_capture(sock, packets)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("key_len", [16, 24, 32])
 async def test_ffmpeg_libsrt_key_material_unwraps_and_its_packets_decrypt(key_len: int) -> None:
-    ffmpeg = require_tool("ffmpeg")
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    with sock:
-        await sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        url = f"srt://127.0.0.1:{port}?passphrase={PASSPHRASE.decode()}&pbkeylen={key_len}"
-        args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]
-        args += ["-i", "testsrc=size=64x64:rate=10", "-t", "3", "-f", "mpegts", url]
-        with trio.fail_after(10):
-            async with run_tool(args):
-                encryption, km_bytes, packets = await handshake_and_capture(sock, 3)
+    encryption, km_bytes, datagrams = await capture_from(require_tool("ffmpeg"), f"pbkeylen={key_len}", 5)
     assert encryption == encryption_field(key_len)
     km = KeyMaterial.parse(km_bytes)
     assert (km.kk, km.key_len, km.cipher) == (KeyFlags.EVEN, key_len, CipherId.AES_CTR)
     assert km.to_bytes() == km_bytes
     with pytest.raises(SrtBadSecret):
         SrtKeys.from_km(km, b"not-the-passphrase")
-    keys = SrtKeys.from_km(km, PASSPHRASE)
-    for packet in packets:
-        sequence, message = struct.unpack_from(">II", packet)
-        kk = (message >> 27) & 0x3
-        plain = keys.decrypt(kk, sequence, packet[16:])
-        assert len(plain) % 188 == 0
-        assert plain[::188] == b"\x47" * (len(plain) // 188)  # every MPEG-TS packet's sync byte
+    assert decrypt_all(SrtKeys.from_km(km, PASSPHRASE), datagrams) == [KeyFlags.EVEN] * 5
+
+
+@pytest.mark.interop
+async def test_ffmpeg8_libsrt_key_refreshes_switch_keys_and_every_packet_decrypts() -> None:
+    # libsrt switches keys every kmrefreshrate packets and announces the next one
+    # kmpreannounce packets before, in KM refreshes that carry both keys
+    query = "pbkeylen=16&kmrefreshrate=40&kmpreannounce=10"
+    _, km, datagrams = await capture_from(require_ffmpeg8(), query, 100)
+    flags = decrypt_all(SrtKeys.from_km(KeyMaterial.parse(km), PASSPHRASE), datagrams)
+    # (libsrt counts the first key's packets from 1 and the next ones' from 0)
+    assert flags == [KeyFlags.EVEN] * 40 + [KeyFlags.ODD] * 41 + [KeyFlags.EVEN] * 19

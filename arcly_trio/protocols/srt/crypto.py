@@ -43,8 +43,10 @@ Attacker's view: a KM message is parsed strictly and is small and bounded (at mo
 three AES key lengths), so it cannot make this side allocate or compute more than that. Deriving a
 KEK costs a PBKDF2 of 2048 iterations (about a millisecond): it is done once per salt and kept, so
 a peer repeating KM refreshes with the same salt costs one unwrap each, not a derivation; a peer
-sending a new salt every time costs one derivation each, which is why the SRT core must bound KM
-refreshes per session (libsrt sends one per key switch). A wrong passphrase shows as the
+sending a new salt costs one derivation, at most :data:`MAX_DERIVATIONS` per session (libsrt keeps
+one salt for the whole session), then :class:`SrtCryptoError`. The SRT core should still bound
+KM refreshes per session and second (each costs an unwrap; libsrt sends one per key switch and
+repeats it until answered). A wrong passphrase shows as the
 unwrap's integrity failure (:class:`SrtBadSecret`), never as garbage keys. AES-CTR has no
 integrity: a tampered payload decrypts to garbage that the MPEG-TS demuxer above must survive
 (it is fuzzed); this is SRT's design (libsrt's AES-GCM mode, cipher 4, is not supported here).
@@ -80,6 +82,7 @@ __all__ = [
     "KEY_LENGTHS",
     "KM_HEADER",
     "KM_SIGN",
+    "MAX_DERIVATIONS",
     "MAX_KM",
     "PASSPHRASE_MAX",
     "PASSPHRASE_MIN",
@@ -130,6 +133,9 @@ DEFAULT_REFRESH_RATE: Final = 0x1000000
 DEFAULT_PRE_ANNOUNCE: Final = 0x10000
 """Packets before a switch that the next key is announced, and after it that the old one is
 withdrawn (libsrt's ``SRTO_KMPREANNOUNCE`` as SRT sets it)."""
+MAX_DERIVATIONS: Final = 4
+"""The most KEK derivations (a new salt or key length in a KM) one :class:`SrtKeys` makes for a
+peer: libsrt keeps its salt for a whole session, so one is the rule."""
 STREAM_ENCAPSULATION_SRT: Final = 2
 """Stream encapsulation "MPEG-TS over SRT" (1 is "over UDP"); libsrt sends 2."""
 
@@ -375,6 +381,7 @@ class SrtKeys:
     _announced: KeyMaterial | None = None
     _pending: KeyMaterial | None = None
     _last_km: bytes = b""
+    _derivations: int = 0
 
     def __repr__(self) -> str:
         return f"SrtKeys(key_len={self.key_len}, keys={sorted(self._keys)}, active={self._active})"
@@ -402,6 +409,9 @@ class SrtKeys:
         if encoded == self._last_km:
             return
         if not self._kek or km.salt != self.salt or km.key_len != self.key_len:
+            if self._derivations >= MAX_DERIVATIONS:
+                raise SrtCryptoError(f"the peer changed the KM salt more than {MAX_DERIVATIONS} times")
+            self._derivations += 1
             kek = derive_kek(self.passphrase, km.salt, km.key_len)
         else:
             kek = self._kek
@@ -465,7 +475,9 @@ class SrtKeys:
 
     def encrypt(self, packet_index: int, payload: bytes) -> tuple[int, bytes]:
         """Encrypt the payload of the data packet ``packet_index`` with the active key:
-        ``(kk, data)``, ``kk`` for the packet's KK bits. Counts the packet toward a key switch."""
+        ``(kk, data)``, ``kk`` for the packet's KK bits. Counts the packet toward a key switch,
+        so call it once per packet: a retransmission resends the bytes (and KK) it gave, as
+        libsrt keeps packets encrypted in its send buffer."""
         self._sent += 1
         if self._sent > self.refresh_rate:
             self._switch()
