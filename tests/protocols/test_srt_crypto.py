@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.protocols.srt import crypto
 from arcly_trio.protocols.srt.crypto import (
     MAX_DERIVATIONS,
@@ -261,6 +262,28 @@ def test_generated_keys_round_trip_through_their_key_material(key_len: int) -> N
         assert receiver.decrypt(kk, index, data) == b"\x47" * 1316
     with pytest.raises(SrtBadSecret):
         SrtKeys.from_km(km, PASSPHRASE + b"!")
+
+
+def test_a_listener_sends_with_the_callers_keys_and_rotates_its_own() -> None:
+    caller_tx, km = SrtKeys.generate(PASSPHRASE, 24)
+    listener_rx = SrtKeys.from_km(km, PASSPHRASE)
+    with pytest.raises(LocalProtocolError):
+        listener_rx.encrypt(1, b"payload")
+    listener_tx = listener_rx.for_sending(refresh_rate=10, pre_announce=3)
+    assert listener_tx.key_material == km  # the same key, salt and wrap as the caller's KMREQ
+    caller_rx = SrtKeys.from_km(km, PASSPHRASE)
+    flags = set()
+    for index in range(25):
+        kk, data = listener_tx.encrypt(index, b"payload")
+        refresh = listener_tx.take_key_material()
+        if refresh is not None:
+            caller_rx.apply(refresh)
+        assert caller_rx.decrypt(kk, index, data) == b"payload"
+        flags.add(kk)
+    assert flags == {KeyFlags.EVEN, KeyFlags.ODD}
+    # the caller's own keys did not move
+    kk, data = caller_tx.encrypt(99, b"payload")
+    assert listener_rx.decrypt(kk, 99, data) == b"payload"
 
 
 def test_two_generated_sessions_have_their_own_salt_and_key() -> None:

@@ -58,7 +58,8 @@ naming a key this side does not have; a KM whose keys do not unwrap under our pa
 its subclass :class:`SrtBadSecret` (the session answers with the KM state
 :attr:`KmState.BADSECRET` and refuses). Nothing else escapes :meth:`KeyMaterial.parse` (fuzzed).
 Bad local settings (a passphrase outside 10..79 bytes, a key length that is not 16/24/32) raise
-``ValueError``.
+``ValueError``; :meth:`SrtKeys.encrypt` on receiving keys raises
+:class:`~arcly_trio.core.errors.LocalProtocolError` (a bug in the caller).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from arcly_trio.core.errors import RemoteProtocolError
+from arcly_trio.core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_PRE_ANNOUNCE",
@@ -363,10 +364,11 @@ class _Key:
 class SrtKeys:
     """The stream keys of one SRT session, with the KM that announces them.
 
-    Build it with :meth:`from_km` (receiving side) or :meth:`generate` (sending side); a session
-    that sends and receives uses one of each (libsrt keys each direction on its own, with the
-    same passphrase: the listener answers a caller's KMREQ and takes the caller's keys for both
-    directions).
+    Build it with :meth:`from_km` (receiving side) or :meth:`generate` (sending side). Each
+    direction of a session has its own: in SRT (HSv5) the caller's KMREQ keys both directions,
+    so a listener that also sends (playback to a caller) encrypts with
+    :meth:`for_sending` of the keys it received, as libsrt clones them; from then on each side
+    rotates its own sending keys and announces them in KM refreshes.
     """
 
     passphrase: bytes
@@ -382,6 +384,7 @@ class SrtKeys:
     _pending: KeyMaterial | None = None
     _last_km: bytes = b""
     _derivations: int = 0
+    _sending: bool = False
 
     def __repr__(self) -> str:
         return f"SrtKeys(key_len={self.key_len}, keys={sorted(self._keys)}, active={self._active})"
@@ -458,9 +461,28 @@ class SrtKeys:
         keys._kek = derive_kek(passphrase, salt, key_len)
         sek = os.urandom(key_len)
         keys._keys[KeyFlags.EVEN] = _Key(sek, PayloadCipher(sek, salt))
+        keys._sending = True
         km = keys._km(KeyFlags.EVEN)
         keys._announced = km
         return keys, km
+
+    def for_sending(
+        self, *, refresh_rate: int = DEFAULT_REFRESH_RATE, pre_announce: int = DEFAULT_PRE_ANNOUNCE
+    ) -> SrtKeys:
+        """Sending keys that start with the key and salt received here (the even key, else the
+        odd one), as a listener sends to the caller whose KMREQ it took; they rotate on their
+        own. Its :attr:`key_material` is then the KM that announces that key."""
+        if not 0 < pre_announce <= (refresh_rate - 1) // 2:
+            raise ValueError("0 < pre_announce <= (refresh_rate - 1) / 2, as libsrt requires")
+        kk = KeyFlags.EVEN if KeyFlags.EVEN in self._keys else KeyFlags.ODD
+        if kk not in self._keys:
+            raise LocalProtocolError("SrtKeys.for_sending before any key was received")
+        keys = SrtKeys(self.passphrase, self.salt, self.key_len, refresh_rate, pre_announce, self._kek)
+        keys._keys[kk] = self._keys[kk]
+        keys._active = kk
+        keys._sending = True
+        keys._announced = keys._km(kk)
+        return keys
 
     @property
     def key_material(self) -> KeyMaterial | None:
@@ -478,6 +500,8 @@ class SrtKeys:
         ``(kk, data)``, ``kk`` for the packet's KK bits. Counts the packet toward a key switch,
         so call it once per packet: a retransmission resends the bytes (and KK) it gave, as
         libsrt keeps packets encrypted in its send buffer."""
+        if not self._sending:
+            raise LocalProtocolError("SrtKeys.encrypt on receiving keys (see for_sending)")
         self._sent += 1
         if self._sent > self.refresh_rate:
             self._switch()
@@ -486,9 +510,7 @@ class SrtKeys:
         elif self._sent == self.pre_announce + 1 and len(self._keys) == 2 and self._announced is not None:
             if self._announced.kk == KeyFlags.BOTH:
                 self._withdraw()
-        key = self._keys.get(self._active)
-        if key is None:
-            raise RuntimeError("SrtKeys.encrypt on a receiving side (no key of ours)")
+        key = self._keys[self._active]
         return int(self._active), key.cipher.crypt(packet_index, payload)
 
     def _km(self, kk: int) -> KeyMaterial:
