@@ -27,6 +27,7 @@ from arcly_trio.protocols.srt.crypto import (
     CipherId,
     KeyFlags,
     KeyMaterial,
+    KmState,
     PayloadCipher,
     SrtBadSecret,
     SrtCryptoError,
@@ -34,6 +35,8 @@ from arcly_trio.protocols.srt.crypto import (
     derive_kek,
     encryption_field,
     key_length_of,
+    kmrsp_state,
+    parse_kmrsp,
     unwrap_keys,
     wrap_keys,
 )
@@ -349,6 +352,16 @@ def test_a_peer_changing_the_salt_again_and_again_is_refused() -> None:
 def test_key_material_this_side_cannot_use_is_refused(km: KeyMaterial) -> None:
     with pytest.raises(SrtCryptoError, match="supported"):
         SrtKeys.from_km(km, PASSPHRASE)
+
+
+def test_a_kmrsp_is_the_km_echoed_or_a_state_word() -> None:
+    assert parse_kmrsp(LIBSRT_KM) == KeyMaterial.parse(LIBSRT_KM)
+    assert kmrsp_state(KmState.BADSECRET) == b"\x00\x00\x00\x04"
+    assert parse_kmrsp(kmrsp_state(KmState.NOSECRET)) is KmState.NOSECRET
+    with pytest.raises(SrtCryptoError):
+        parse_kmrsp(b"\x00\x00\x00\x09")
+    with pytest.raises(SrtCryptoError):
+        parse_kmrsp(b"\x00\x00")
 
 
 def test_encryption_field_names_the_key_length() -> None:

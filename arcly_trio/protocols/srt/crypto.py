@@ -100,6 +100,8 @@ __all__ = [
     "SrtKeys",
     "derive_kek",
     "encryption_field",
+    "kmrsp_state",
+    "parse_kmrsp",
     "key_length_of",
     "unwrap_keys",
     "wrap_keys",
@@ -182,6 +184,26 @@ class KmState(enum.IntEnum):
     NOSECRET = 3
     BADSECRET = 4
     BADCRYPTOMODE = 5
+
+
+_KM_STATES: Final = frozenset(state.value for state in KmState)
+
+
+def parse_kmrsp(data: bytes) -> KeyMaterial | KmState:
+    """A KMRSP's body: the KM echoed (keying worked) or, in one 4-byte word, the
+    :class:`KmState` saying why not (``NOSECRET``, ``BADSECRET``);
+    :class:`SrtCryptoError` for anything else."""
+    if len(data) == 4:
+        value = int.from_bytes(data, "big")
+        if value not in _KM_STATES:
+            raise SrtCryptoError(f"KMRSP with unknown KM state {value}")
+        return KmState(value)
+    return KeyMaterial.parse(data)
+
+
+def kmrsp_state(state: KmState) -> bytes:
+    """The body of a KMRSP that refuses with ``state`` (one 4-byte word)."""
+    return int(state).to_bytes(4, "big")
 
 
 def encryption_field(key_len: int) -> int:
