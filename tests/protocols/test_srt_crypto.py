@@ -5,12 +5,16 @@ fuzzing; stream keys that round trip, refuse a wrong passphrase and rotate even/
 does. Against libsrt: a KM and an encrypted data packet that ffmpeg 5.1 (libsrt 1.5.1) made are
 unwrapped and decrypted (a stored vector), and live, ffmpeg as an SRT caller with a passphrase
 connects to a tiny listener here that does just enough of the handshake to get its KMREQ and
-its first data packets: they decrypt to MPEG-TS."""
+its data packets: they decrypt to MPEG-TS, across libsrt's own key switches (ffmpeg 8, libsrt
+1.5.5); and ffmpeg as a player decodes what that listener sends encrypted with the caller's
+keys (:meth:`SrtKeys.for_sending`)."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +44,7 @@ from arcly_trio.protocols.srt.crypto import (
     unwrap_keys,
     wrap_keys,
 )
-from tests._ffmpeg import run_tool
+from tests._ffmpeg import Player, run_tool
 from tests._tools import require_ffmpeg8, require_tool
 
 PASSPHRASE = b"correct-horse-battery"
@@ -387,12 +391,23 @@ _INDUCTION, _CONCLUSION = 1, -1
 _HSRSP, _KMREQ, _KMRSP = 2, 3, 4
 
 
-async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, list[bytes]]:
+@dataclass
+class Caller:
+    """What the handshake learnt of the SRT caller: its address, socket ID, initial sequence
+    number, the conclusion's encryption field and its KM."""
+
+    peer: Any
+    socket_id: int
+    isn: int
+    encryption: int
+    km: bytes
+
+
+async def handshake(sock: Any) -> Caller:
     """Play an SRT listener just far enough: answer the induction (HSv5 magic 0x4A17 and a
     cookie, sent to the caller's socket ID: libsrt 1.5.5 drops it when sent to 0, which 1.5.1
-    takes), take the conclusion's KMREQ, answer with HSRSP and the KM echoed as KMRSP, then
-    collect what comes until ``packets`` data packets have come. Returns the conclusion's
-    encryption field, the KM and the datagrams after the handshake."""
+    takes), take the conclusion's KMREQ, answer with HSRSP (TSBPD both ways, 120 ms) and the KM
+    echoed as KMRSP."""
     data, peer = await sock.recvfrom(2048)
     version, _, _, isn, mtu, window, kind, caller, _ = _CIF.unpack_from(data, 16)
     assert (version, kind) == (4, _INDUCTION)
@@ -416,12 +431,19 @@ async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, li
     kmrsp = _EXT.pack(_KMRSP, len(km) // 4) + km
     reply = _CIF.pack(5, 0, 0x3, isn, mtu, window, _CONCLUSION, 0x5EC, 0xC00C1E) + ip + hsrsp + kmrsp
     await sock.sendto(_HEADER.pack(0x80000000, 0, 0, caller) + reply, peer)
+    return Caller(peer, caller, isn, encryption, km)
+
+
+async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, list[bytes]]:
+    """:func:`handshake`, then collect what comes until ``packets`` data packets have come.
+    Returns the conclusion's encryption field, the KM and the datagrams after the handshake."""
+    caller = await handshake(sock)
     captured: list[bytes] = []
     while packets:
         data, _ = await sock.recvfrom(2048)
         captured.append(data)
         packets -= not data[0] & 0x80  # a data packet (control ones are kept, not counted)
-    return encryption, km, captured
+    return caller.encryption, caller.km, captured
 
 
 def decrypt_all(keys: SrtKeys, datagrams: list[bytes]) -> list[int]:
@@ -479,3 +501,34 @@ async def test_ffmpeg8_libsrt_key_refreshes_switch_keys_and_every_packet_decrypt
     flags = decrypt_all(SrtKeys.from_km(KeyMaterial.parse(km), PASSPHRASE), datagrams)
     # (libsrt counts the first key's packets from 1 and the next ones' from 0)
     assert flags == [KeyFlags.EVEN] * 40 + [KeyFlags.ODD] * 41 + [KeyFlags.EVEN] * 19
+
+
+@pytest.mark.interop
+async def test_ffmpeg_libsrt_plays_what_a_listener_encrypts_with_the_callers_keys(tmp_path: Path) -> None:
+    # the other direction: ffmpeg 5.1 is an SRT caller that reads (a player); the listener here
+    # sends an MPEG-TS clip encrypted with for_sending() of the keys of ffmpeg's KMREQ
+    ffmpeg = require_tool("ffmpeg")
+    clip = tmp_path / "clip.ts"
+    make = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi"]
+    make += ["-i", "testsrc=size=160x120:rate=25", "-t", "2", "-c:v", "mpeg2video", "-g", "10", str(clip)]
+    with trio.fail_after(10):
+        await trio.run_process(make)
+    ts = clip.read_bytes()
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        url = f"srt://127.0.0.1:{sock.getsockname()[1]}?passphrase={PASSPHRASE.decode()}"
+        play = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-probesize", "32768", "-i", url]
+        play += ["-frames:v", "40", "-f", "framemd5", "-"]
+        with trio.fail_after(10):
+            async with run_tool(play, Player) as player:
+                caller = await handshake(sock)
+                keys = SrtKeys.from_km(KeyMaterial.parse(caller.km), PASSPHRASE).for_sending()
+                for number, at in enumerate(range(0, len(ts), 1316)):
+                    sequence = (caller.isn + number) & 0x7FFFFFFF
+                    kk, payload = keys.encrypt(sequence, ts[at : at + 1316])
+                    message = (0b11 << 30) | (kk << 27) | (number + 1)  # a solo message, KK bits
+                    header = _HEADER.pack(sequence, message, number * 1000, caller.socket_id)
+                    await sock.sendto(header + payload, caller.peer)
+                assert await player.wait() == 0, player.stderr()
+    assert player.video == 40
