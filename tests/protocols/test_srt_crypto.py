@@ -150,10 +150,12 @@ def test_payload_cipher_is_aes_ctr_from_the_spec_counter_block(salt: bytes, inde
     assert cipher.crypt(index, encrypted) == payload
 
 
-def test_the_salt_bytes_14_and_15_and_the_packet_index_high_bits_do_not_leak() -> None:
+def test_salt_bytes_14_and_15_do_not_count_and_each_packet_has_its_keystream() -> None:
     salt = bytes(range(16))
-    assert PayloadCipher(bytes(16), salt).counter_block(1)[14:] == b"\x00\x00"
-    assert PayloadCipher(bytes(16), salt).crypt(7, bytes(32)) != PayloadCipher(bytes(16), salt).crypt(8, bytes(32))
+    cipher = PayloadCipher(bytes(16), salt)
+    assert cipher.counter_block(1)[14:] == b"\x00\x00"
+    assert PayloadCipher(bytes(16), salt[:14] + b"\xff\xff").crypt(7, bytes(32)) == cipher.crypt(7, bytes(32))
+    assert cipher.crypt(7, bytes(32)) != cipher.crypt(8, bytes(32))
 
 
 # -- Key Material
