@@ -36,6 +36,7 @@ from arcly_trio.protocols.srt.crypto import (
     SrtBadSecret,
     SrtCryptoError,
     SrtKeys,
+    check_passphrase,
     derive_kek,
     encryption_field,
     key_length_of,
@@ -127,6 +128,9 @@ def test_a_passphrase_libsrt_would_refuse_is_a_value_error(passphrase: bytes) ->
         derive_kek(passphrase, bytes(16), 16)
     with pytest.raises(ValueError):
         SrtKeys.generate(passphrase, 16)
+    with pytest.raises(ValueError):
+        check_passphrase(passphrase)
+    check_passphrase(passphrase[:10].ljust(10, b"x"))
 
 
 def spec_counter_block(salt: bytes, packet_index: int) -> bytes:

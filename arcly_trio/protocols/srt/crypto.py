@@ -111,6 +111,7 @@ __all__ = [
     "SrtBadSecret",
     "SrtCryptoError",
     "SrtKeys",
+    "check_passphrase",
     "derive_kek",
     "encryption_field",
     "kmrsp_state",
