@@ -5,12 +5,16 @@ fuzzing; stream keys that round trip, refuse a wrong passphrase and rotate even/
 does. Against libsrt: a KM and an encrypted data packet that ffmpeg 5.1 (libsrt 1.5.1) made are
 unwrapped and decrypted (a stored vector), and live, ffmpeg as an SRT caller with a passphrase
 connects to a tiny listener here that does just enough of the handshake to get its KMREQ and
-its first data packets: they decrypt to MPEG-TS."""
+its data packets: they decrypt to MPEG-TS, across libsrt's own key switches (ffmpeg 8, libsrt
+1.5.5); and ffmpeg as a player decodes what that listener sends encrypted with the caller's
+keys (:meth:`SrtKeys.for_sending`)."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,24 +23,30 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.protocols.srt import crypto
 from arcly_trio.protocols.srt.crypto import (
+    MAX_DERIVATIONS,
     MAX_KM,
     CipherId,
     KeyFlags,
     KeyMaterial,
+    KmState,
     PayloadCipher,
     SrtBadSecret,
     SrtCryptoError,
     SrtKeys,
+    check_passphrase,
     derive_kek,
     encryption_field,
     key_length_of,
+    kmrsp_state,
+    parse_kmrsp,
     unwrap_keys,
     wrap_keys,
 )
-from tests._ffmpeg import run_tool
-from tests._tools import require_tool
+from tests._ffmpeg import Player, run_tool
+from tests._tools import require_ffmpeg8, require_tool
 
 PASSPHRASE = b"correct-horse-battery"
 
@@ -118,6 +128,9 @@ def test_a_passphrase_libsrt_would_refuse_is_a_value_error(passphrase: bytes) ->
         derive_kek(passphrase, bytes(16), 16)
     with pytest.raises(ValueError):
         SrtKeys.generate(passphrase, 16)
+    with pytest.raises(ValueError):
+        check_passphrase(passphrase)
+    check_passphrase(passphrase[:10].ljust(10, b"x"))
 
 
 def spec_counter_block(salt: bytes, packet_index: int) -> bytes:
@@ -141,10 +154,12 @@ def test_payload_cipher_is_aes_ctr_from_the_spec_counter_block(salt: bytes, inde
     assert cipher.crypt(index, encrypted) == payload
 
 
-def test_the_salt_bytes_14_and_15_and_the_packet_index_high_bits_do_not_leak() -> None:
+def test_salt_bytes_14_and_15_do_not_count_and_each_packet_has_its_keystream() -> None:
     salt = bytes(range(16))
-    assert PayloadCipher(bytes(16), salt).counter_block(1)[14:] == b"\x00\x00"
-    assert PayloadCipher(bytes(16), salt).crypt(7, bytes(32)) != PayloadCipher(bytes(16), salt).crypt(8, bytes(32))
+    cipher = PayloadCipher(bytes(16), salt)
+    assert cipher.counter_block(1)[14:] == b"\x00\x00"
+    assert PayloadCipher(bytes(16), salt[:14] + b"\xff\xff").crypt(7, bytes(32)) == cipher.crypt(7, bytes(32))
+    assert cipher.crypt(7, bytes(32)) != cipher.crypt(8, bytes(32))
 
 
 # -- Key Material
@@ -262,6 +277,28 @@ def test_generated_keys_round_trip_through_their_key_material(key_len: int) -> N
         SrtKeys.from_km(km, PASSPHRASE + b"!")
 
 
+def test_a_listener_sends_with_the_callers_keys_and_rotates_its_own() -> None:
+    caller_tx, km = SrtKeys.generate(PASSPHRASE, 24)
+    listener_rx = SrtKeys.from_km(km, PASSPHRASE)
+    with pytest.raises(LocalProtocolError):
+        listener_rx.encrypt(1, b"payload")
+    listener_tx = listener_rx.for_sending(refresh_rate=10, pre_announce=3)
+    assert listener_tx.key_material == km  # the same key, salt and wrap as the caller's KMREQ
+    caller_rx = SrtKeys.from_km(km, PASSPHRASE)
+    flags = set()
+    for index in range(25):
+        kk, data = listener_tx.encrypt(index, b"payload")
+        refresh = listener_tx.take_key_material()
+        if refresh is not None:
+            caller_rx.apply(refresh)
+        assert caller_rx.decrypt(kk, index, data) == b"payload"
+        flags.add(kk)
+    assert flags == {KeyFlags.EVEN, KeyFlags.ODD}
+    # the caller's own keys did not move
+    kk, data = caller_tx.encrypt(99, b"payload")
+    assert listener_rx.decrypt(kk, 99, data) == b"payload"
+
+
 def test_two_generated_sessions_have_their_own_salt_and_key() -> None:
     (_, first), (_, second) = SrtKeys.generate(PASSPHRASE, 16), SrtKeys.generate(PASSPHRASE, 16)
     assert first.salt != second.salt and first.wrapped != second.wrapped
@@ -303,6 +340,18 @@ def test_a_repeated_or_same_salt_refresh_costs_no_derivation(monkeypatch: pytest
     assert len(calls) == 1 and receiver.has_key(KeyFlags.ODD)
 
 
+def test_a_peer_changing_the_salt_again_and_again_is_refused() -> None:
+    receiver = SrtKeys.from_km(SrtKeys.generate(PASSPHRASE, 16)[1], PASSPHRASE)
+    for _ in range(MAX_DERIVATIONS - 1):
+        sender, km = SrtKeys.generate(PASSPHRASE, 16)
+        receiver.apply(km)
+    with pytest.raises(SrtCryptoError, match="salt"):
+        receiver.apply(SrtKeys.generate(PASSPHRASE, 16)[1])
+    # the last keys it took still decrypt
+    kk, data = sender.encrypt(1, b"payload")
+    assert receiver.decrypt(kk, 1, data) == b"payload"
+
+
 @pytest.mark.parametrize(
     "km",
     [
@@ -313,6 +362,16 @@ def test_a_repeated_or_same_salt_refresh_costs_no_derivation(monkeypatch: pytest
 def test_key_material_this_side_cannot_use_is_refused(km: KeyMaterial) -> None:
     with pytest.raises(SrtCryptoError, match="supported"):
         SrtKeys.from_km(km, PASSPHRASE)
+
+
+def test_a_kmrsp_is_the_km_echoed_or_a_state_word() -> None:
+    assert parse_kmrsp(LIBSRT_KM) == KeyMaterial.parse(LIBSRT_KM)
+    assert kmrsp_state(KmState.BADSECRET) == b"\x00\x00\x00\x04"
+    assert parse_kmrsp(kmrsp_state(KmState.NOSECRET)) is KmState.NOSECRET
+    with pytest.raises(SrtCryptoError):
+        parse_kmrsp(b"\x00\x00\x00\x09")
+    with pytest.raises(SrtCryptoError):
+        parse_kmrsp(b"\x00\x00")
 
 
 def test_encryption_field_names_the_key_length() -> None:
@@ -338,14 +397,25 @@ _INDUCTION, _CONCLUSION = 1, -1
 _HSRSP, _KMREQ, _KMRSP = 2, 3, 4
 
 
-async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, list[bytes]]:
+@dataclass
+class Caller:
+    """What the handshake learnt of the SRT caller: its address, socket ID, initial sequence
+    number, the conclusion's encryption field and its KM."""
+
+    peer: Any
+    socket_id: int
+    isn: int
+    encryption: int
+    km: bytes
+
+
+async def handshake(sock: Any) -> Caller:
     """Play an SRT listener just far enough: answer the induction (HSv5 magic 0x4A17 and a
-    cookie), take the conclusion's KMREQ, answer with HSRSP and the KM echoed as KMRSP, then
-    collect ``packets`` data packets. Returns the conclusion's encryption field, the KM and the
-    data packets."""
+    cookie, sent to the caller's socket ID: libsrt 1.5.5 drops it when sent to 0, which 1.5.1
+    takes), take the conclusion's KMREQ, answer with HSRSP (TSBPD both ways, 120 ms) and the KM
+    echoed as KMRSP."""
     data, peer = await sock.recvfrom(2048)
-    _, _, _, caller = _HEADER.unpack_from(data)
-    version, _, _, isn, mtu, window, kind, _, _ = _CIF.unpack_from(data, 16)
+    version, _, _, isn, mtu, window, kind, caller, _ = _CIF.unpack_from(data, 16)
     assert (version, kind) == (4, _INDUCTION)
     ip = data[16 + _CIF.size : 64]
     reply = _CIF.pack(5, 0, 0x4A17, isn, mtu, window, _INDUCTION, 0x5EC, 0xC00C1E) + ip
@@ -367,38 +437,104 @@ async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, li
     kmrsp = _EXT.pack(_KMRSP, len(km) // 4) + km
     reply = _CIF.pack(5, 0, 0x3, isn, mtu, window, _CONCLUSION, 0x5EC, 0xC00C1E) + ip + hsrsp + kmrsp
     await sock.sendto(_HEADER.pack(0x80000000, 0, 0, caller) + reply, peer)
+    return Caller(peer, caller, isn, encryption, km)
+
+
+async def handshake_and_capture(sock: Any, packets: int) -> tuple[int, bytes, list[bytes]]:
+    """:func:`handshake`, then collect what comes until ``packets`` data packets have come.
+    Returns the conclusion's encryption field, the KM and the datagrams after the handshake."""
+    caller = await handshake(sock)
     captured: list[bytes] = []
-    while len(captured) < packets:
+    while packets:
         data, _ = await sock.recvfrom(2048)
-        if not data[0] & 0x80:  # a data packet (control ones, keepalives, are skipped)
-            captured.append(data)
-    return encryption, km, captured
+        captured.append(data)
+        packets -= not data[0] & 0x80  # a data packet (control ones are kept, not counted)
+    return caller.encryption, caller.km, captured
+
+
+def decrypt_all(keys: SrtKeys, datagrams: list[bytes]) -> list[int]:
+    """Apply every KM refresh (a user-defined control packet, subtype KMREQ) to ``keys`` and
+    decrypt every data packet, checking that it is MPEG-TS; returns the data packets' KK bits."""
+    flags = []
+    for datagram in datagrams:
+        first, message = struct.unpack_from(">II", datagram)
+        if first >> 31:
+            if first >> 16 == 0xFFFF and first & 0xFFFF == _KMREQ:
+                keys.apply(KeyMaterial.parse(datagram[16:]))
+            continue
+        kk = (message >> 27) & 0x3
+        plain = keys.decrypt(kk, first, datagram[16:])
+        assert len(plain) % 188 == 0
+        assert plain[::188] == b"\x47" * (len(plain) // 188)  # every MPEG-TS packet's sync byte
+        flags.append(kk)
+    return flags
+
+
+async def capture_from(ffmpeg: str, query: str, packets: int) -> tuple[int, bytes, list[bytes]]:
+    """Run ``ffmpeg`` publishing a short MPEG-2 test pattern over SRT (``query``) to a listener
+    here; the handshake's encryption field and KM, and the datagrams that followed."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]
+        args += ["-i", "testsrc=size=320x240:rate=30", "-t", "3", "-c:v", "mpeg2video", "-b:v", "2M"]
+        args += ["-f", "mpegts", f"srt://127.0.0.1:{port}?passphrase={PASSPHRASE.decode()}&{query}"]
+        with trio.fail_after(10):
+            async with run_tool(args):
+                return await handshake_and_capture(sock, packets)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("key_len", [16, 24, 32])
 async def test_ffmpeg_libsrt_key_material_unwraps_and_its_packets_decrypt(key_len: int) -> None:
-    ffmpeg = require_tool("ffmpeg")
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    with sock:
-        await sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        url = f"srt://127.0.0.1:{port}?passphrase={PASSPHRASE.decode()}&pbkeylen={key_len}"
-        args = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]
-        args += ["-i", "testsrc=size=64x64:rate=10", "-t", "3", "-f", "mpegts", url]
-        with trio.fail_after(10):
-            async with run_tool(args):
-                encryption, km_bytes, packets = await handshake_and_capture(sock, 3)
+    encryption, km_bytes, datagrams = await capture_from(require_tool("ffmpeg"), f"pbkeylen={key_len}", 5)
     assert encryption == encryption_field(key_len)
     km = KeyMaterial.parse(km_bytes)
     assert (km.kk, km.key_len, km.cipher) == (KeyFlags.EVEN, key_len, CipherId.AES_CTR)
     assert km.to_bytes() == km_bytes
     with pytest.raises(SrtBadSecret):
         SrtKeys.from_km(km, b"not-the-passphrase")
-    keys = SrtKeys.from_km(km, PASSPHRASE)
-    for packet in packets:
-        sequence, message = struct.unpack_from(">II", packet)
-        kk = (message >> 27) & 0x3
-        plain = keys.decrypt(kk, sequence, packet[16:])
-        assert len(plain) % 188 == 0
-        assert plain[::188] == b"\x47" * (len(plain) // 188)  # every MPEG-TS packet's sync byte
+    assert decrypt_all(SrtKeys.from_km(km, PASSPHRASE), datagrams) == [KeyFlags.EVEN] * 5
+
+
+@pytest.mark.interop
+async def test_ffmpeg8_libsrt_key_refreshes_switch_keys_and_every_packet_decrypts() -> None:
+    # libsrt switches keys every kmrefreshrate packets and announces the next one
+    # kmpreannounce packets before, in KM refreshes that carry both keys
+    query = "pbkeylen=16&kmrefreshrate=40&kmpreannounce=10"
+    _, km, datagrams = await capture_from(require_ffmpeg8(), query, 100)
+    flags = decrypt_all(SrtKeys.from_km(KeyMaterial.parse(km), PASSPHRASE), datagrams)
+    # (libsrt counts the first key's packets from 1 and the next ones' from 0)
+    assert flags == [KeyFlags.EVEN] * 40 + [KeyFlags.ODD] * 41 + [KeyFlags.EVEN] * 19
+
+
+@pytest.mark.interop
+async def test_ffmpeg_libsrt_plays_what_a_listener_encrypts_with_the_callers_keys(tmp_path: Path) -> None:
+    # the other direction: ffmpeg 5.1 is an SRT caller that reads (a player); the listener here
+    # sends an MPEG-TS clip encrypted with for_sending() of the keys of ffmpeg's KMREQ
+    ffmpeg = require_tool("ffmpeg")
+    clip = tmp_path / "clip.ts"
+    make = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi"]
+    make += ["-i", "testsrc=size=160x120:rate=25", "-t", "2", "-c:v", "mpeg2video", "-g", "10", str(clip)]
+    with trio.fail_after(10):
+        await trio.run_process(make)
+    ts = clip.read_bytes()
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        url = f"srt://127.0.0.1:{sock.getsockname()[1]}?passphrase={PASSPHRASE.decode()}"
+        play = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-probesize", "32768", "-i", url]
+        play += ["-frames:v", "40", "-f", "framemd5", "-"]
+        with trio.fail_after(10):
+            async with run_tool(play, Player) as player:
+                caller = await handshake(sock)
+                keys = SrtKeys.from_km(KeyMaterial.parse(caller.km), PASSPHRASE).for_sending()
+                for number, at in enumerate(range(0, len(ts), 1316)):
+                    sequence = (caller.isn + number) & 0x7FFFFFFF
+                    kk, payload = keys.encrypt(sequence, ts[at : at + 1316])
+                    message = (0b11 << 30) | (kk << 27) | (number + 1)  # a solo message, KK bits
+                    header = _HEADER.pack(sequence, message, number * 1000, caller.socket_id)
+                    await sock.sendto(header + payload, caller.peer)
+                assert await player.wait() == 0, player.stderr()
+    assert player.video == 40
