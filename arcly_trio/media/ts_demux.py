@@ -19,26 +19,31 @@ Tables
     The PAT (PID 0) names the programs; the first program (other than the network PID, program
     0) is followed. Its PMT names the elementary streams: the first video stream (H.264
     ``0x1B``, HEVC ``0x24``) becomes video track 0 and the first audio stream (AAC ADTS
-    ``0x0F``, MPEG audio ``0x03``/``0x04`` when it is layer III, Opus: stream type ``0x06`` with
-    an ``Opus`` registration descriptor) audio track 0. Every other PID (SCTE-35 ``0x86``,
-    teletext, a second program, unknown types) is ignored, without state. Sections are checked
-    with their CRC-32; a bad one is counted and ignored. A new PMT version that changes a
-    stream's PID or type restarts that stream (a new config frame comes before its next frame).
+    ``0x0F``, AAC LATM ``0x11``, MPEG audio ``0x03``/``0x04`` when it is layer III, Opus: stream
+    type ``0x06`` with an ``Opus`` registration descriptor) audio track 0. Every other PID
+    (SCTE-35 ``0x86``, teletext, a second program, unknown types) is ignored, without state.
+    Sections are checked with their CRC-32; a bad one is counted and ignored; a table repeated
+    unchanged (muxers repeat them every 100 ms or so) is not parsed again. A new PMT version
+    that changes a stream's PID or type restarts that stream (a new config frame comes before
+    its next frame).
 
 Elementary streams
     H.264/HEVC access units (one PES packet each) are converted from Annex B to 4-byte
-    length-prefixed NAL units; access unit delimiters and filler data are dropped, parameter sets
-    stay in-band. When the SPS/PPS (and VPS) change, a config frame with the decoder
+    length-prefixed NAL units; access unit delimiters and filler data are dropped, parameter
+    sets stay in-band. When the SPS/PPS (and VPS) change, a config frame with the decoder
     configuration record built from them (``avcC``/``hvcC``, by
-    :func:`~arcly_trio.media.codecs.avc_config` / :func:`~arcly_trio.media.codecs.hevc_config_record`)
-    comes before the frame. Video starts at the first random access picture (IDR/IRAP) after
-    its parameter sets, and after any loss on the video PID it starts again at the next one: a
-    picture with a gap before it is dropped (:attr:`TsStats.dropped_frames`), not passed on
-    broken. AAC ADTS frames become raw AAC frames with an AudioSpecificConfig config frame
-    built from the ADTS header (again when it changes); each ADTS frame after the first of a
-    PES packet is 1024 samples later. Opus access units are cut by their control headers (TS
-    102 366-style Opus framing from the Opus-in-TS specification), the trim and extension
-    fields skipped; the config frame is an ``OpusHead`` for the channel count of the PMT's
+    :func:`~arcly_trio.media.codecs.avc_config` /
+    :func:`~arcly_trio.media.codecs.hevc_config_record`) comes before the frame. Video starts at
+    the first random access picture (IDR/IRAP) after its parameter sets, and after any loss on
+    the video PID it starts again at the next one: a picture with a gap before it is dropped
+    (:attr:`TsStats.dropped_frames`), not passed on broken. AAC ADTS frames become raw AAC
+    frames with an AudioSpecificConfig config frame built from the ADTS header (again when it
+    changes); each ADTS frame after the first of a PES packet is 1024 samples later. LATM AAC
+    (LOAS sync frames) is read in the layout LOAS streams use (audioMuxVersion 0, one program,
+    layer and subframe, frameLengthType 0, the AudioSpecificConfig of the last StreamMuxConfig);
+    other layouts are counted as malformed. Opus access units are cut by their control headers
+    (the "Encapsulation of Opus in MPEG-2 Transport Streams" of opus-codec.org), the trim and
+    extension fields skipped; the config frame is an ``OpusHead`` for the channel count of the PMT's
     extension descriptor (mono or stereo; more channels are not supported and the stream is
     ignored). MPEG audio layer III PES payloads become ``mp3`` frames as they are; other layers
     are dropped.
@@ -89,6 +94,7 @@ from arcly_trio.media.codecs import (
     HEVC_NAL_VPS,
     MAX_NAL_UNITS,
     CodecError,
+    UnsupportedCodec,
     has_idr,
     hevc_config_record,
     opus_head,
@@ -109,6 +115,9 @@ _OPUS_STREAM_TYPE: Final = 0x06
 _MP3_STREAM_TYPES: Final = frozenset({0x03, 0x04})
 _VIDEO_TYPES: Final = {STREAM_TYPES["h264"]: "h264", STREAM_TYPES["hevc"]: "hevc"}
 _AAC_TYPE: Final = STREAM_TYPES["aac"]
+_LATM_TYPE: Final = 0x11
+# AAC object types whose AudioSpecificConfig ends with a GASpecificConfig (ISO/IEC 14496-3, 1.6.2.1).
+_GA_OBJECT_TYPES: Final = frozenset({1, 2, 3, 4, 6, 7, 17, 19, 20, 21, 22, 23})
 # PES stream_ids without the optional PES header (ISO/IEC 13818-1, 2.4.3.7).
 _NO_PES_HEADER: Final = frozenset({0xBC, 0xBE, 0xBF, 0xF0, 0xF1, 0xF2, 0xF8, 0xFF})
 # Opus frame sizes in 48 kHz samples by TOC config (RFC 6716, 3.1).
@@ -234,6 +243,92 @@ def _opus_samples(packet: bytes) -> int:
     return total if total <= 5760 else 0  # at most 120 ms per packet
 
 
+class _Bits:
+    """MSB-first reads from a short byte string held as one integer (LATM elements are not
+    byte-aligned inside)."""
+
+    __slots__ = ("left", "value")
+
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if n > self.left:
+            raise CodecError("LATM AudioMuxElement is truncated")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+
+def _object_type(bits: _Bits) -> int:
+    value = bits.u(5)
+    return 32 + bits.u(6) if value == 31 else value
+
+
+def _latm_audio_specific_config(bits: _Bits) -> bytes:
+    """Read an AudioSpecificConfig inline in a StreamMuxConfig (its length is known only by
+    parsing it) and return its bytes, padded to a byte boundary."""
+    start = bits.left
+    object_type = core = _object_type(bits)
+    if bits.u(4) == 15:
+        bits.u(24)
+    channels = bits.u(4)
+    if object_type in (5, 29):
+        if bits.u(4) == 15:
+            bits.u(24)
+        core = _object_type(bits)
+    if core not in _GA_OBJECT_TYPES or channels == 0:
+        raise UnsupportedCodec(f"LATM: AAC object type {core} with channel configuration {channels}")
+    bits.u(1)  # frameLengthFlag
+    if bits.u(1):  # dependsOnCoreCoder
+        bits.u(14)
+    extension = bits.u(1)
+    if core in (6, 20):
+        bits.u(3)
+    if extension:
+        if core == 22:
+            bits.u(16)
+        if core in (17, 19, 20, 23):
+            bits.u(3)
+        bits.u(1)
+    size = start - bits.left
+    value = (bits.value >> bits.left) & ((1 << size) - 1)
+    return (value << (-size % 8)).to_bytes((size + 7) // 8, "big")
+
+
+def _audio_mux_element(element: bytes, config: bytes | None) -> tuple[bytes, bytes]:
+    """The AudioSpecificConfig and the raw AAC frame of one AudioMuxElement (muxConfigPresent
+    1) in the one layout LOAS streams use: audioMuxVersion 0, one program, one layer, one
+    subframe, frameLengthType 0. Raises :class:`CodecError` for anything else."""
+    bits = _Bits(element)
+    if not bits.u(1):  # useSameStreamMux 0: a StreamMuxConfig follows
+        if bits.u(1):
+            raise UnsupportedCodec("LATM audioMuxVersion 1")
+        if not bits.u(1) or bits.u(6) or bits.u(4) or bits.u(3):
+            raise UnsupportedCodec("LATM with several programs, layers or subframes")
+        config = _latm_audio_specific_config(bits)
+        if bits.u(3):
+            raise UnsupportedCodec("LATM frameLengthType other than 0")
+        bits.u(8)  # latmBufferFullness
+        if bits.u(1):  # otherDataPresent
+            while bits.u(1):
+                bits.u(8)
+            bits.u(8)
+        if bits.u(1):  # crcCheckPresent
+            bits.u(8)
+    if config is None:
+        raise CodecError("LATM: a frame before any StreamMuxConfig")
+    size = 0
+    while True:
+        byte = bits.u(8)
+        size += byte
+        if byte != 0xFF:
+            break
+    if size == 0:
+        raise CodecError("LATM: an empty payload")
+    return config, bits.u(size * 8).to_bytes(size, "big")
+
+
 class _Clock:
     """Unwraps 33-bit 90 kHz values into one timeline and converts them to milliseconds."""
 
@@ -263,12 +358,13 @@ class _Clock:
 class _Section:
     """A PSI section being assembled on one PID (PAT or PMT)."""
 
-    __slots__ = ("cc", "data", "pid")
+    __slots__ = ("cc", "data", "last", "pid")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.cc: int | None = None
         self.data: bytearray | None = None
+        self.last = b""  # the last section read (a repeat of it is not parsed again)
 
 
 class _Es:
@@ -284,6 +380,7 @@ class _Es:
         "config",
         "expected",
         "kind",
+        "latm_config",
         "limit",
         "needs_keyframe",
         "parameter_sets",
@@ -310,6 +407,7 @@ class _Es:
         self.parameter_sets: dict[int, tuple[bytes, ...]] = {}
         self.carry = b""  # the start of an ADTS frame that runs into the next PES packet
         self.audio_next: int | None = None  # extended 90 kHz time of the next audio frame
+        self.latm_config: bytes | None = None  # the AudioSpecificConfig of the last StreamMuxConfig
 
     def drop(self) -> None:
         self.chunks = None
@@ -402,7 +500,7 @@ class TsDemuxer:
         while True:
             pos = buf.find(_SYNC, pos)
             if pos < 0:
-                return max(start, n - PACKET_SIZE + 1)
+                return n  # no sync byte at all: none of these bytes can start a packet
             if pos + PACKET_SIZE >= n or buf[pos + PACKET_SIZE] == _SYNC:
                 return pos
             pos += 1
@@ -520,11 +618,14 @@ class TsDemuxer:
         body = bytes(data[:length])
         rest = bytes(data[length:])
         section.data = None
+        if body == section.last:
+            return rest  # the same table again (muxers repeat them every 100 ms or so)
         if crc32_mpeg2(body) != 0:
             self._stats.crc_errors += 1
             return rest
         if not body[5] & 0x01:  # current_next_indicator 0: not in force yet
             return rest
+        section.last = body
         if section.pid == PAT_PID and body[0] == 0x00:
             self._read_pat(body)
         elif section is self._pmt and body[0] == 0x02:
@@ -572,13 +673,19 @@ class TsDemuxer:
             elif audio is None and (found := self._audio_codec(stream_type, descriptors)) is not None:
                 codec, channels = found
                 audio = self._stream(pid, stream_type, codec, FrameKind.AUDIO, channels)
-        self._es = {es.pid: es for es in (video, audio) if es is not None}
+        streams = {es.pid: es for es in (video, audio) if es is not None}
+        for old in self._es.values():
+            if streams.get(old.pid) is not old and old.chunks is not None and old.expected == 0:
+                self._finish(old)  # the last access unit of a stream the new PMT replaces
+        self._es = streams
         self._stats.video = video.codec if video else None
         self._stats.audio = audio.codec if audio else None
 
     def _audio_codec(self, stream_type: int, descriptors: bytes) -> tuple[str, int] | None:
         if stream_type == _AAC_TYPE:
             return "aac", 2
+        if stream_type == _LATM_TYPE:
+            return "aac", 0  # channels 0: LATM framing
         if stream_type in _MP3_STREAM_TYPES:
             return "mp3", 2
         if stream_type != _OPUS_STREAM_TYPE:
@@ -681,6 +788,8 @@ class TsDemuxer:
         try:
             if es.kind is FrameKind.VIDEO:
                 self._video(es, payload, pts, dts)
+            elif es.codec == "aac" and es.stream_type == _LATM_TYPE:
+                self._latm(es, payload, pts)
             elif es.codec == "aac":
                 self._aac(es, payload, pts)
             elif es.codec == "opus":
@@ -786,6 +895,37 @@ class TsDemuxer:
             if len(es.carry) > 0x1FFF:
                 es.carry = b""
                 self._stats.malformed += 1
+
+    def _latm(self, es: _Es, payload: bytes, pts: int | None) -> None:
+        """LOAS/LATM AAC (stream type 0x11): AudioSyncStream frames of one AudioMuxElement each."""
+        if es.carry:
+            data, when = es.carry + payload, es.audio_next
+            es.carry = b""
+        else:
+            data, when = payload, pts if pts is not None else es.audio_next
+        if when is None:
+            self._stats.malformed += 1
+            return
+        pos, n = 0, len(data)
+        while pos + 3 <= n:
+            if data[pos] != 0x56 or data[pos + 1] & 0xE0 != 0xE0:
+                self._stats.malformed += 1
+                return
+            end = pos + 3 + ((data[pos + 1] & 0x1F) << 8 | data[pos + 2])
+            if end > n:
+                break
+            config, raw = _audio_mux_element(data[pos + 3 : end], es.latm_config)
+            pos = end
+            es.latm_config = config
+            if config != es.config:
+                parse_audio_specific_config(config)
+                self._set_config(es, config)
+            rate = parse_audio_specific_config(config).sample_rate
+            self._emit(es, when, when, raw)
+            when += 1024 * 90000 // rate
+        es.audio_next = when
+        if pos < n:
+            es.carry = data[pos:]
 
     def _opus(self, es: _Es, payload: bytes, pts: int | None) -> None:
         when = pts if pts is not None else es.audio_next

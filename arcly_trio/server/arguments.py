@@ -468,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop a pull after this long without a viewer (default 10)",
     )
     relay.add_argument(
+        "--ingest-udp",
+        action="append",
+        default=[],
+        metavar="[APP/STREAM=]udp://HOST:PORT",
+        help="publish APP/STREAM (default live/udp-PORT) from the MPEG-TS datagrams sent to this "
+        "address (a multicast group is joined; ?localaddr=IP picks its interface); repeatable",
+    )
+    relay.add_argument(
+        "--ingest-udp-idle",
+        type=number,
+        default=5.0,
+        metavar="SECONDS",
+        help="end a UDP MPEG-TS publish after this long without a datagram (default 5)",
+    )
+    relay.add_argument(
         "--workers",
         default="1",
         metavar="N",

@@ -84,6 +84,7 @@ from arcly_trio.workers.listen import LOCAL_PEER
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.serving import Listener
 from arcly_trio.workers.srt import SrtServer
+from arcly_trio.workers.udpts import UdpTsIngest, parse_ingest_udp
 from arcly_trio.workers.webrtc import WebRtcServer
 
 __all__ = [
@@ -480,6 +481,14 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             passphrase=args.srt_passphrase,
         )
         builder.protocol(runtime.srt)
+    if index == 0:  # one receiver per UDP port: with --workers, the first worker's
+        try:
+            sources = [parse_ingest_udp(value) for value in args.ingest_udp]
+        except ValueError as exc:
+            raise SystemExit(f"arcly-trio: {exc}") from None
+        for source in sources:
+            credentials = Credentials(token=args.publish_token)
+            builder.protocol(UdpTsIngest(source, idle=args.ingest_udp_idle, credentials=credentials))
     recorder = (
         Recorder(
             args.record,

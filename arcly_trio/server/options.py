@@ -136,6 +136,16 @@ def _push_target(value: Any) -> str | None:
     return None
 
 
+def _ingest_udp(value: Any) -> str | None:
+    from arcly_trio.workers.udpts import parse_ingest_udp  # noqa: PLC0415
+
+    try:
+        parse_ingest_udp(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _pull_template(value: Any) -> str | None:
     from arcly_trio.protocols.rtmp.url import check_template  # noqa: PLC0415
 
@@ -239,6 +249,8 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "push": _push_target,
     "pull": _pull_template,
     "pull_idle": _seconds(),
+    "ingest_udp": _ingest_udp,
+    "ingest_udp_idle": _seconds(),
     "workers": _workers,
     "cluster": _directory_url,
     "cluster_ttl": _seconds(),

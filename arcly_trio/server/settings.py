@@ -135,6 +135,8 @@ class Settings:
     push: list[str] = attrs.Factory(list)
     pull: list[str] = attrs.Factory(list)
     pull_idle: float = 10.0
+    ingest_udp: list[str] = attrs.Factory(list)
+    ingest_udp_idle: float = 5.0
     workers: str = "1"
     cluster: str | None = None
     node_id: str | None = None

@@ -4,6 +4,7 @@ resynchronisation, 33-bit wrap, limits, fuzzing, and captures made by ffmpeg 5.1
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,7 @@ def test_duplicates_and_garbage_between_packets_change_nothing() -> None:
 def test_bytes_that_are_not_mpeg_ts_raise_ts_error() -> None:
     demuxer = TsDemuxer(limits=TsLimits(max_unsynced=10_000))
     demuxer.feed(b"\x00" * 5000)
+    assert demuxer.held == 0  # bytes with no sync byte at all are not kept
     with pytest.raises(TsError):
         demuxer.feed(b"\x00" * 6000)
     assert demuxer.held < 2 * PACKET_SIZE
@@ -337,3 +339,180 @@ def test_ffmpeg_captures(tmp_path: Path, video: str, audio: str, codecs: tuple[s
         assert parse_hevc_config(configs[0].payload).sps
     stats = demuxer.stats
     assert (stats.continuity_errors, stats.malformed, stats.dropped_frames, stats.resyncs) == (0, 0, 0, 0)
+
+
+# --- the other audio codecs and the table bounds ------------------------------------------------
+
+MP3_HEADER = bytes.fromhex("fffb9064")  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
+
+
+def test_mp3_round_trip_and_other_mpeg_audio_layers_are_dropped() -> None:
+    frames = [Frame(FrameKind.AUDIO, "mp3", i * 26, i * 26, MP3_HEADER + bytes([i + 1]) * 413) for i in range(5)]
+    demuxer, got = demux_all(mux(frames, video=None, audio="mp3"))
+    assert [(f.codec, f.pts, f.payload) for f in got] == [("mp3", f.pts, f.payload) for f in frames]
+    layer2 = [Frame(FrameKind.AUDIO, "mp3", 0, 0, bytes.fromhex("fffd9004") + bytes(200))]
+    demuxer, got = demux_all(mux(layer2, video=None, audio="mp3"))
+    assert got == [] and demuxer.stats.malformed == 1
+
+
+def opus_pes_stream(units: bytes, descriptors: bytes, stream_type: int = 0x06) -> bytes:
+    """PAT, a PMT with one audio stream (PID 0x101, Opus's stream type 0x06 unless told), one
+    PES of ``units``."""
+    pat_body = b"\x00\x01\xc1\x00\x00" + b"\x00\x01\xf0\x00"
+    pat = section_packet(0, b"\x00" + (0xB000 | (len(pat_body) + 4)).to_bytes(2, "big") + pat_body)
+    entry = bytes((stream_type,)) + b"\xe1\x01" + (0xF000 | len(descriptors)).to_bytes(2, "big") + descriptors
+    body = b"\x00\x01\xc1\x00\x00" + b"\xe1\x01" + b"\xf0\x00" + entry
+    pmt = section_packet(0x1000, b"\x02" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body)
+    pts = 90_000
+    stamp = bytes(
+        (
+            0x21 | (pts >> 29) & 0x0E,
+            (pts >> 22) & 0xFF,
+            (pts >> 14) & 0xFE | 1,
+            (pts >> 7) & 0xFF,
+            (pts << 1) & 0xFE | 1,
+        )
+    )
+    pes = b"\x00\x00\x01\xbd" + (len(units) + 8).to_bytes(2, "big") + b"\x80\x80\x05" + stamp + units
+    assert len(pes) <= 182
+    packet = (
+        bytes((0x47, 0x41, 0x01, 0x30, 183 - len(pes)))
+        + (b"\x00" + b"\xff" * (182 - len(pes)) if len(pes) < 183 else b"")
+        + pes
+    )
+    return pat + pmt + packet
+
+
+def test_opus_access_units_with_trims_and_extensions() -> None:
+    first = b"\xfc" + b"\x01" * 30  # TOC config 31 (CELT 20 ms), one frame
+    second = b"\x08" + b"\x02" * 20  # config 1 (SILK 20 ms), code 0
+    units = b"\x7f\xe0" + bytes((len(first),)) + first
+    units += b"\x7f\xfc" + bytes((len(second),)) + b"\x00\x10" + b"\x00\x20" + b"\x02\xaa\xbb" + second
+    descriptors = b"\x05\x04Opus" + b"\x7f\x02\x80\x01"  # registration, extension: 1 channel
+    got = TsDemuxer().feed(opus_pes_stream(units, descriptors))
+    assert [(f.codec, f.config, f.pts) for f in got] == [("opus", True, 0), ("opus", False, 0), ("opus", False, 20)]
+    assert got[0].payload[:8] == b"OpusHead" and got[0].payload[9] == 1
+    assert [f.payload for f in got[1:]] == [first, second]
+    # Without the registration descriptor the stream is not Opus: ignored.
+    assert TsDemuxer().feed(opus_pes_stream(units, b"")) == []
+
+
+def test_pat_and_pmt_entries_read_are_bounded() -> None:
+    limits = TsLimits(max_programs=3, max_streams=2)
+    entries = b"".join((n).to_bytes(2, "big") + (0xE000 | (0x1000 + n)).to_bytes(2, "big") for n in range(1, 200))
+    body = b"\x00\x01\xc1\x00\x00" + entries
+    pat = b"\x00" + (0xB000 | (len(body) + 4)).to_bytes(2, "big") + body
+    # A section longer than one packet: the first 183 bytes, then the rest in a continuation packet.
+    whole = pat + crc32_mpeg2(pat).to_bytes(4, "big")
+    assert len(whole) <= 1024
+    packets = b""
+    pos, cc, first = 0, 0, True
+    while pos < len(whole):
+        room = 183 if first else 184
+        chunk = whole[pos : pos + room]
+        head = bytes((0x47, 0x40 if first else 0x00, 0x00, 0x10 | cc)) + (b"\x00" if first else b"")
+        packets += (head + chunk).ljust(PACKET_SIZE, b"\xff")
+        pos, cc, first = pos + room, cc + 1, False
+    demuxer = TsDemuxer(limits=limits)
+    demuxer.feed(packets)
+    assert demuxer.stats.programs == 3 and demuxer.stats.crc_errors == 0
+    assert demuxer._program == 1 and demuxer._pmt is not None and demuxer._pmt.pid == 0x1001
+    # PMT entries past max_streams are not read: an H.264 stream third in the list is not seen.
+    pmt = section_packet(0x1001, pmt_with(b"\x86\xe2\x00\xf0\x00" * 2 + b"\x1b\xe1\x00\xf0\x00"))
+    demuxer.feed(pmt)
+    assert demuxer.stats.video is None
+    demuxer = TsDemuxer(limits=TsLimits(max_programs=3, max_streams=3))
+    demuxer.feed(packets + pmt)
+    assert demuxer.stats.video == "h264"
+
+
+def test_a_new_pmt_that_moves_the_video_restarts_it_with_a_config_first() -> None:
+    before = packets_of(mux(gop_stream(count=4)))
+    later = [f.shifted(1000) if not f.config else f for f in gop_stream(count=4)]
+    after = []
+    new_pmt = section_packet(0x1000, pmt_with(b"\x1b\xe1\x02\xf0\x00" + b"\x0f\xe1\x01\xf0\x00"))
+    for packet in packets_of(mux(later)):
+        if pid_of(packet) == 0x1000:
+            after.append(new_pmt)
+        elif pid_of(packet) == VIDEO_PID:
+            after.append(packet[:1] + bytes((packet[1] & 0xE0 | 0x01, 0x02)) + packet[3:])  # PID 0x102
+        else:
+            after.append(packet)
+    demuxer, got = demux_all(b"".join(before + after))
+    video = [f for f in got if f.is_video]
+    assert [(f.config, f.dts) for f in video] == [(True, 0)] + [(False, t) for t in (0, 40, 80, 120)] + [
+        (True, 1000)
+    ] + [(False, t) for t in (1000, 1040, 1080, 1120)]
+
+
+_CAPTURE: list[bytes] = []
+
+
+def ffmpeg_capture() -> bytes:
+    """One second of H.264 + AAC from ffmpeg 5.1, made once per test session."""
+    if not _CAPTURE:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "capture.ts"
+            subprocess.run(
+                [require_tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+                 "-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "1", "-c:v", "libx264", "-g", "10",
+                 "-c:a", "aac", "-f", "mpegts", str(path)],
+                check=True, timeout=60,
+            )  # fmt: skip
+            _CAPTURE.append(path.read_bytes())
+    return _CAPTURE[0]
+
+
+@pytest.mark.interop
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["flip", "drop", "repeat"]), st.integers(0, 10**6), st.integers(1, 2000)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_damaged_ffmpeg_captures_raise_only_ts_error_and_stay_bounded(edits: list[tuple[str, int, int]]) -> None:
+    data = bytearray(ffmpeg_capture())
+    for kind, where, size in edits:
+        where %= len(data)
+        if kind == "flip":
+            data[where] ^= 1 + size % 255
+        elif kind == "drop":
+            del data[where : where + size]
+        else:
+            data[where:where] = data[where : where + size]
+    demuxer = TsDemuxer(limits=SMALL)
+    try:
+        for i in range(0, len(data), 1316):
+            for frame in demuxer.feed(bytes(data[i : i + 1316])):
+                assert frame.codec in ("h264", "aac")
+            assert demuxer.held <= HELD_BOUND
+        demuxer.flush()
+    except TsError:
+        pass
+
+
+@pytest.mark.interop
+def test_latm_aac_gives_the_frames_adts_gives(tmp_path: Path) -> None:
+    # The same encode framed as LATM (stream type 0x11) and as ADTS: the same config and frames.
+    results = []
+    for flags in (["-mpegts_flags", "latm"], []):
+        path = tmp_path / "audio.ts"
+        subprocess.run(
+            [require_tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+             "-t", "1", "-c:a", "aac", *flags, "-f", "mpegts", str(path)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        demuxer, got = demux_all(path.read_bytes())
+        assert demuxer.stats.malformed == 0 and demuxer.stats.audio == "aac"
+        results.append([(f.config, f.pts, f.payload) for f in got])
+    assert len(results[0]) > 40 and results[0] == results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=160))
+def test_arbitrary_latm_payloads_are_counted_never_raised(units: bytes) -> None:
+    demuxer = TsDemuxer()
+    for frame in demuxer.feed(opus_pes_stream(b"\x56\xe0" + bytes((len(units),)) + units, b"", 0x11)):
+        assert frame.codec == "aac"
