@@ -11,23 +11,29 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from arcly_trio.core.frame import Frame
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.ops import PrometheusObserver
 from arcly_trio.protocols.srt import packet as p
 from arcly_trio.workers.http.api_routes import sessions_document
 from arcly_trio.workers.srt import SrtServer
 from tests._net import HOST
-from tests._serving import healthy_stream
+from tests._serving import healthy_stream, wait_until
 
 
 @asynccontextmanager
-async def srt(authenticator: Any = None, **options: Any) -> AsyncIterator[tuple[Engine, SrtServer]]:
+async def srt(
+    authenticator: Any = None, observer: Any = None, **options: Any
+) -> AsyncIterator[tuple[Engine, SrtServer]]:
     server = SrtServer(HOST, 0, **options)
     builder = Engine.builder().application("live").protocol(server)
     if authenticator is not None:
         builder.authenticator(authenticator)
+    if observer is not None:
+        builder.observer(observer)
     async with builder.build() as engine:
         yield engine, server
 
@@ -152,8 +158,9 @@ async def test_handshakes_are_rate_limited() -> None:
 
 
 async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list[Frame]) -> None:
+    metrics = PrometheusObserver()
     with trio.fail_after(10):
-        async with srt() as (engine, server), trio.open_nursery() as nursery:
+        async with srt(observer=metrics) as (engine, server), trio.open_nursery() as nursery:
             await healthy_stream(engine, demo_frames, nursery, "live/ok")
             async with Caller(server.port_number or 0) as caller:
                 hs = await caller.connect("read:live/ok")
@@ -161,6 +168,7 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
                 srt_hs = p.SrtHs.parse(hs.extension(p.Extension.HSRSP) or b"")
                 assert (srt_hs.recv_delay, srt_hs.send_delay) == (120, 120)
                 payload = b""
+                newest = 0
                 while len(payload) < 188 * 20:
                     data = await caller.receive()
                     assert data is not None
@@ -168,8 +176,14 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
                     if isinstance(packet, p.DataPacket):
                         assert packet.dest == caller.socket_id and len(packet.payload) <= 1316
                         payload += packet.payload
+                        newest = packet.seq
                 assert all(payload[i] == 0x47 for i in range(0, len(payload), 188))
-                ack = p.ControlPacket(p.ControlType.ACK, 0, 1, 0, hs.socket_id, p.Ack(p.seq_add(777, 3)).to_bytes())
+                # a NAK at once (the send buffer keeps packets for the latency + 100 ms)
+                nak = p.ControlPacket(
+                    p.ControlType.NAK, 0, 0, 0, hs.socket_id, p.encode_losses([(p.seq_add(newest, -1), newest)])
+                )
+                await caller.send(nak)
+                ack = p.ControlPacket(p.ControlType.ACK, 0, 1, 0, hs.socket_id, p.Ack(p.seq_add(777, 1)).to_bytes())
                 await caller.send(ack)
                 while True:
                     data = await caller.receive()
@@ -182,6 +196,15 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
                 assert session.document()["mode"] == "play"
                 (listed,) = [d for d in sessions_document(engine)["sessions"] if d.get("protocol") == "srt"]
                 assert set(listed["srt"]) >= {"rtt_ms", "latency_ms", "lost", "dropped", "retransmitted"}
+                await wait_until(lambda: server.status()["retransmitted"] >= 1)
+                figures = {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(metrics.render().decode())
+                    for s in family.samples
+                }
+                assert figures[("arcly_srt_sessions", (("mode", "play"),))] == 1
+                assert figures[("arcly_srt_retransmitted_total", ())] == 2
+                assert figures[("arcly_srt_naks_received_total", ())] == 1
             nursery.cancel_scope.cancel()
 
 

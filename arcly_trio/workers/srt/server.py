@@ -70,6 +70,7 @@ PLAY_TICK = 0.1
 """A player's timers (keepalive, send buffer, idle): NAKs are answered as they arrive."""
 WAKE_PACKETS = 64
 """Payloads a publisher's session lets pile up before its task is woken ahead of its tick."""
+_TOTALS = ("lost", "dropped", "retransmitted", "naks_sent", "naks_received")
 _VIDEO = frozenset({"h264", "hevc"})
 _AUDIO = frozenset({"aac", "mp3"})
 _BUFFER = 4 * 1024 * 1024
@@ -112,6 +113,8 @@ class SrtServer:
         self.by_client: dict[str, SrtSession] = {}
         self.per_address: dict[str, int] = {}
         self.bad_packets = 0
+        self.ended_totals: dict[str, int] = dict.fromkeys(_TOTALS, 0)
+        """The loss figures of the sessions that ended (``status()`` adds the live ones)."""
         self.handshakes_dropped = 0
         self.rejections = 0
         self._bucket = (0.0, 0)
@@ -273,6 +276,10 @@ class SrtServer:
             self.port.send(answer, address)
 
     def forget(self, session: SrtSession) -> None:
+        if session.connection is not None:
+            figures = session.connection.document()
+            for name in _TOTALS:
+                self.ended_totals[name] += int(figures[name])  # type: ignore[call-overload]
         self.sessions.pop(session.our_id, None)
         self.by_client.pop(session.client_id, None)
         self.by_caller.pop((session.address, session.conclusion.socket_id), None)
@@ -291,10 +298,19 @@ class SrtServer:
 
     def status(self) -> dict[str, Any]:
         """Counters and sessions (for ``/api/health`` and the status of the worker)."""
+        totals = dict(self.ended_totals)
+        for session in self.sessions.values():
+            if session.connection is not None:
+                figures = session.connection.document()
+                for name in _TOTALS:
+                    totals[name] += int(figures[name])  # type: ignore[call-overload]
         return {
             "port": self.port_number,
             "latency_ms": self.latency_ms,
             "encrypted": self.passphrase is not None,
+            "publishers": sum(1 for s in self.sessions.values() if s.publishing and s.connection is not None),
+            "players": sum(1 for s in self.sessions.values() if not s.publishing and s.connection is not None),
+            **totals,
             "sessions": [s.document() for s in self.sessions.values()],
             "bad_packets": self.bad_packets,
             "handshakes_dropped": self.handshakes_dropped,
