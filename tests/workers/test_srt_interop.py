@@ -286,3 +286,19 @@ async def test_ffmpeg8_publishes_over_srt() -> None:
                 await wait_publishing(engine, "live/cam8")
                 async with player(rtmp_url(rtmp_port, "live/cam8")) as watcher:
                     await watcher.wait_frames(30, 30)
+
+
+async def test_hevc_over_srt_both_ways() -> None:
+    """ffmpeg publishes HEVC + AAC over SRT, and ffmpeg plays it back over SRT (the TS demuxer's
+    hvcC, then the TS muxer's HEVC)."""
+    with trio.fail_after(40):
+        async with srt_engine() as (engine, _, srt_port):
+            args = srt_publish_args(srt_url(srt_port, "publish:live/hevc"))
+            args[args.index("libx264")] = "libx265"
+            args[args.index("-tune") : args.index("-tune") + 2] = ["-x265-params", "log-level=error"]
+            async with run_tool(args):
+                await wait_publishing(engine, "live/hevc")
+                stream = find_stream(engine, "live/hevc")
+                assert stream is not None and stream.info.video_codec == "hevc"
+                async with run_tool(srt_play_args(srt_url(srt_port, "read:live/hevc")), Player) as watcher:
+                    await watcher.wait_frames(30, 30)
