@@ -222,3 +222,26 @@ def test_any_loss_and_reordering_is_repaired_in_order(drops: list[bool], rng: ra
     else:
         assert got == expected
     assert receiver.stats.dropped == 0
+
+
+def test_caller_and_listener_agree() -> None:
+    listener = h.Listener(42)
+    caller = h.Caller("#!::r=live/cam,m=publish", socket_id=11, isn=500, latency_ms=300)
+    request = p.parse(caller.induction())
+    assert isinstance(request, p.ControlPacket)
+    answer = p.parse(listener.induction(request, ADDRESS, 0.0))
+    assert isinstance(answer, p.ControlPacket)
+    conclusion = p.parse(caller.conclusion(answer))
+    assert isinstance(conclusion, p.ControlPacket)
+    got = listener.conclusion(conclusion, ADDRESS, 0.0)
+    assert (got.streamid, got.socket_id, got.isn) == ("#!::r=live/cam,m=publish", 11, 500)
+    accepted = p.parse(h.accept(got, socket_id=99, latency_ms=120, timestamp=7, address=ADDRESS))
+    assert isinstance(accepted, p.ControlPacket)
+    connected = caller.concluded(accepted)
+    assert (connected.peer_socket_id, connected.isn, connected.timestamp) == (99, 500, 7)
+    assert (connected.recv_latency_ms, connected.send_latency_ms) == (300, 300)  # the larger wish
+    refused = p.parse(h.reject(conclusion, h.Reject.CONFLICT, 99, ADDRESS))
+    assert isinstance(refused, p.ControlPacket)
+    with pytest.raises(h.Rejected) as caught:
+        caller.concluded(refused)
+    assert caught.value.reason is h.Reject.CONFLICT

@@ -35,6 +35,7 @@ import attrs
 from arcly_trio.core.errors import RemoteProtocolError
 from arcly_trio.protocols.srt.packet import (
     CRYPT,
+    FLAG_CONFIG,
     FLAG_HSREQ,
     FLAG_KMREQ,
     HS_VERSION_5,
@@ -52,9 +53,12 @@ from arcly_trio.protocols.srt.packet import (
     HsExtension,
     SrtHs,
     decode_streamid,
+    encode_streamid,
 )
 
 __all__ = [
+    "Caller",
+    "Connected",
     "Reject",
     "Rejected",
     "Listener",
@@ -256,3 +260,109 @@ def reject(packet: ControlPacket, reason: Reject, socket_id: int, address: tuple
         peer_ip=peer_ip(address[0]),
     ).to_bytes()
     return ControlPacket(ControlType.HANDSHAKE, 0, 0, packet.timestamp, hs.socket_id, answer).to_bytes()
+
+
+@attrs.frozen(slots=True)
+class Connected:
+    """What a caller's handshake agreed with the listener."""
+
+    peer_socket_id: int
+    isn: int
+    recv_latency_ms: int
+    send_latency_ms: int
+    km_response: bytes | None
+    timestamp: int
+    """The listener's timestamp on its conclusion answer (its clock: our TSBPD time base)."""
+
+
+class Caller:
+    """The caller's side of the HSv5 handshake (for pushing to an SRT listener): an induction,
+    then, with the listener's cookie, a conclusion with HSREQ, the streamid and an optional
+    KMREQ; the listener's answer is :class:`Connected` or raises :class:`Rejected`.
+
+    Sans-IO: each method returns the datagram to send; the caller of this class resends the
+    last one every 250 ms until an answer comes (libsrt does so), and gives up after its timeout.
+    """
+
+    def __init__(
+        self,
+        streamid: str = "",
+        *,
+        socket_id: int | None = None,
+        isn: int | None = None,
+        latency_ms: int = 120,
+        mtu: int = 1500,
+        flow_window: int = 8192,
+        km: bytes | None = None,
+        encryption: int = 0,
+    ) -> None:
+        self.streamid = streamid
+        self.socket_id = socket_id if socket_id is not None else secrets.randbits(30) + 1
+        self.isn = isn if isn is not None else secrets.randbits(31)
+        self.latency_ms = latency_ms
+        self.mtu = mtu
+        self.flow_window = flow_window
+        self.km = km
+        self.encryption = encryption
+        self.cookie: int | None = None
+        self.peer_listener_id = 0
+
+    def induction(self, timestamp: int = 0) -> bytes:
+        hs = Handshake(4, 0, 2, self.isn, self.mtu, self.flow_window, HandshakeType.INDUCTION, self.socket_id, 0)
+        return ControlPacket(ControlType.HANDSHAKE, 0, 0, timestamp, 0, hs.to_bytes()).to_bytes()
+
+    def conclusion(self, answer: ControlPacket, timestamp: int = 0) -> bytes:
+        """The conclusion request, from the listener's induction answer (its cookie)."""
+        hs = Handshake.parse(answer.body)
+        if hs.type != HandshakeType.INDUCTION or hs.version != HS_VERSION_5 or hs.extension_field != SRT_MAGIC:
+            raise RemoteProtocolError("not an HSv5 listener's induction answer")
+        self.cookie = hs.cookie
+        self.peer_listener_id = hs.socket_id
+        flags = TSBPDSND | TSBPDRCV | TLPKTDROP | PERIODICNAK | REXMITFLG | (CRYPT if self.km else 0)
+        extensions = [
+            HsExtension(Extension.HSREQ, SrtHs(SRT_VERSION, flags, self.latency_ms, self.latency_ms).to_bytes())
+        ]
+        if self.km is not None:
+            extensions.append(HsExtension(Extension.KMREQ, self.km))
+        if self.streamid:
+            extensions.append(HsExtension(Extension.SID, encode_streamid(self.streamid)))
+        field = FLAG_HSREQ | (FLAG_KMREQ if self.km is not None else 0) | (FLAG_CONFIG if self.streamid else 0)
+        request = Handshake(
+            HS_VERSION_5,
+            self.encryption,
+            field,
+            self.isn,
+            self.mtu,
+            self.flow_window,
+            HandshakeType.CONCLUSION,
+            self.socket_id,
+            hs.cookie,
+            hs.peer_ip,
+            tuple(extensions),
+        )
+        return ControlPacket(ControlType.HANDSHAKE, 0, 0, timestamp, 0, request.to_bytes()).to_bytes()
+
+    def concluded(self, answer: ControlPacket) -> Connected:
+        """The listener's answer to our conclusion: :class:`Connected`, or :class:`Rejected`."""
+        hs = Handshake.parse(answer.body)
+        if hs.type >= URQ_FAILURE_TYPE and hs.type < HandshakeType.DONE:
+            code = hs.type - URQ_FAILURE_TYPE
+            try:
+                reason = Reject(code)
+            except ValueError:
+                reason = Reject.UNKNOWN
+            raise Rejected(reason, f"the listener refused: code {code}")
+        if hs.type != HandshakeType.CONCLUSION or hs.version != HS_VERSION_5:
+            raise RemoteProtocolError("not a conclusion answer")
+        content = hs.extension(Extension.HSRSP)
+        if content is None:
+            raise RemoteProtocolError("conclusion answer without HSRSP")
+        srt = SrtHs.parse(content)
+        return Connected(
+            peer_socket_id=hs.socket_id,
+            isn=hs.isn & 0x7FFFFFFF,
+            recv_latency_ms=srt.send_delay,
+            send_latency_ms=srt.recv_delay,
+            km_response=hs.extension(Extension.KMRSP),
+            timestamp=answer.timestamp,
+        )
