@@ -13,14 +13,20 @@ import pytest
 import trio
 
 from arcly_trio import AppSpec
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.media.mpegts import TsMuxer
+from arcly_trio.protocols.srt import handshake as hs
+from arcly_trio.protocols.srt.connection import SrtConnection
+from arcly_trio.protocols.srt.packet import ControlPacket, ControlType, parse
 from arcly_trio.services.hls import HlsService
 from arcly_trio.workers.http.server import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.srt import SrtServer
 from tests._ffmpeg import Player, player, probe_streams, publish_args, publisher, run_tool
 from tests._hls import media_playlist
+from tests._net import free_port
 from tests._serving import HOST, find_stream, rtmp_url, wait_publishing, wait_until
 from tests._tools import require_ffmpeg8, require_tool
 
@@ -302,3 +308,70 @@ async def test_hevc_over_srt_both_ways() -> None:
                 assert stream is not None and stream.info.video_codec == "hevc"
                 async with run_tool(srt_play_args(srt_url(srt_port, "read:live/hevc")), Player) as watcher:
                     await watcher.wait_frames(30, 30)
+
+
+async def test_our_caller_pushes_to_a_libsrt_listener(demo_frames: list[Frame]) -> None:
+    """The core's caller handshake and send side against libsrt: ffmpeg listens, our caller
+    pushes the demo clip as MPEG-TS, ffmpeg decodes it (and its ACKs get ACKACKs)."""
+    port = free_port()
+    url = f"srt://{HOST}:{port}?mode=listener&latency=200000"
+    with trio.fail_after(30):
+        async with run_tool(srt_play_args(url), Player) as watcher, trio.open_nursery() as nursery:
+            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            await sock.bind((HOST, 0))
+            caller = hs.Caller("live/cam", latency_ms=200)
+            answer: Any = None
+            while answer is None:  # ffmpeg may not listen yet: resend every 250 ms, as libsrt does
+                await sock.sendto(caller.induction(), (HOST, port))
+                with trio.move_on_after(0.25):
+                    answer = parse((await sock.recvfrom(2048))[0])
+            await sock.sendto(caller.conclusion(answer), (HOST, port))
+            while True:
+                packet = parse((await sock.recvfrom(2048))[0])
+                if isinstance(packet, ControlPacket) and packet.type == ControlType.HANDSHAKE:
+                    connected = caller.concluded(packet)
+                    break
+            now = trio.current_time()
+            connection = SrtConnection(
+                our_id=caller.socket_id,
+                peer_id=connected.peer_socket_id,
+                isn=connected.isn,
+                now=now,
+                peer_timestamp=connected.timestamp,
+                recv_latency=connected.recv_latency_ms / 1000,
+                send_latency=connected.send_latency_ms / 1000,
+            )
+
+            async def flush() -> None:
+                out, connection.outgoing = connection.outgoing, []
+                for data in out:
+                    await sock.sendto(data, (HOST, port))
+
+            async def receive() -> None:
+                while True:
+                    data = (await sock.recvfrom(2048))[0]
+                    connection.receive(parse(data), trio.current_time())
+                    await flush()
+
+            nursery.start_soon(receive)
+            configs = [f for f in demo_frames if f.config]
+            muxer = TsMuxer(
+                *(next(f.codec for f in configs if f.kind is kind) for kind in (FrameKind.VIDEO, FrameKind.AUDIO))
+            )
+            for frame in configs:
+                muxer.mux(frame)
+            start = trio.current_time()
+            pending = b""
+            for frame in (f for f in demo_frames if not f.config):
+                await trio.sleep_until(start + frame.dts / 1000)
+                pending += muxer.mux(frame, with_tables=not pending and frame.keyframe)
+                while len(pending) >= 1316:
+                    connection.send(pending[:1316], trio.current_time())
+                    pending = pending[1316:]
+                connection.tick(trio.current_time())
+                await flush()
+                if watcher.video >= 30 and watcher.audio >= 30:
+                    break
+            assert watcher.video >= 30 and watcher.audio >= 30, watcher.stderr()
+            assert connection.stats.packets_sent > 0 and connection.peer_rtt is not None  # ACKs came
+            nursery.cancel_scope.cancel()
