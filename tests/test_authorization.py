@@ -166,6 +166,8 @@ async def test_a_viewer_url_from_sign_never_publishes_and_the_streamers_jwt_does
             "0",
             "--webrtc-port",
             "0",
+            "--srt-port",
+            "0",
             "--no-hls",
             "--sign-secret",
             SIGN_SECRET,

@@ -285,6 +285,7 @@ class _EngineCollector(Collector):
         yield from self._traffic(engine)
         yield from self._pipelines(engine)
         yield from _webrtc(engine)
+        yield from _srt(engine)
         if self.owner.per_stream:
             yield from self._per_stream(engine)
 
@@ -434,6 +435,34 @@ def _webrtc(engine: Any) -> Iterator[Metric]:
     ):
         family = CounterMetricFamily(name, documentation)
         family.add_metric([], value)
+        yield family
+
+
+def _srt(engine: Any) -> Iterator[Metric]:
+    """The SRT workers' figures (none without one), from their ``status()``."""
+    workers = [worker for worker in engine.workers if isinstance(worker, WorkerStatus) and worker.name == "srt"]
+    if not workers:
+        return
+    modes: Tally[str] = Tally({"publish": 0, "play": 0})
+    totals: Tally[str] = Tally()
+    for worker in workers:
+        status = worker.status()
+        modes["publish"] += status.get("publishers", 0)
+        modes["play"] += status.get("players", 0)
+        for name in ("lost", "dropped", "retransmitted", "naks_sent", "naks_received", "rejections", "bad_packets"):
+            totals[name] += status.get(name, 0)
+    yield _gauge("arcly_srt_sessions", "SRT sessions, per mode (publish, play)", "mode", modes)
+    for name, documentation in (
+        ("lost", "SRT packets found missing from publishers"),
+        ("dropped", "SRT packets given up: too late for the latency"),
+        ("retransmitted", "SRT packets resent to players on their NAKs"),
+        ("naks_sent", "SRT NAKs sent to publishers"),
+        ("naks_received", "SRT NAKs received from players"),
+        ("rejections", "SRT handshakes refused (with a reason code)"),
+        ("bad_packets", "SRT datagrams no session owned or that could not be read (dropped without state)"),
+    ):
+        family = CounterMetricFamily(f"arcly_srt_{name}", documentation)
+        family.add_metric([], totals[name])
         yield family
 
 

@@ -272,6 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow when a hook times out or cannot be reached (default: refuse)",
     )
+    srt = serve_p.add_argument_group("SRT: publish and play MPEG-TS over SRT (see docs/srt.md)")
+    srt.add_argument(
+        "--srt-port",
+        type=integer,
+        default=8890,
+        help="UDP port for every SRT session, publishers and players (default 8890; 0 picks one; -1 = off; "
+        "--workers N use PORT+index)",
+    )
+    srt.add_argument(
+        "--srt-latency",
+        type=integer,
+        default=120,
+        metavar="MS",
+        help="SRT latency (TSBPD) in milliseconds: how long a lost packet may be waited for; the larger of "
+        "this and the caller's wins (default 120)",
+    )
+    srt.add_argument(
+        "--srt-passphrase",
+        default=None,
+        metavar="SECRET",
+        help="require SRT encryption with this passphrase (10 to 79 characters; AES-128/192/256 as the caller "
+        "chooses); without it, encrypted callers are refused (default: none)",
+    )
     webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
     webrtc.add_argument(
         "--webrtc-port",

@@ -83,6 +83,7 @@ from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.listen import LOCAL_PEER
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.serving import Listener
+from arcly_trio.workers.srt import SrtServer
 from arcly_trio.workers.udpts import UdpTsIngest, parse_ingest_udp
 from arcly_trio.workers.webrtc import WebRtcServer
 
@@ -159,6 +160,7 @@ class Runtime:
     audit: AuditPipeline | None = None
     events: EventHook | None = None
     webrtc: WebRtcServer | None = None
+    srt: SrtServer | None = None
 
     @property
     def http_servers(self) -> list[HttpServer]:
@@ -470,6 +472,15 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
         runtime.webrtc = webrtc_server(args, index if worker_dir else 0, worker_dir)
         builder.protocol(runtime.webrtc)
+    if args.srt_port >= 0:
+        srt_index = index if worker_dir else 0
+        runtime.srt = SrtServer(
+            args.host,
+            args.srt_port + srt_index if args.srt_port else 0,
+            latency_ms=args.srt_latency,
+            passphrase=args.srt_passphrase,
+        )
+        builder.protocol(runtime.srt)
     if index == 0:  # one receiver per UDP port: with --workers, the first worker's
         try:
             sources = [parse_ingest_udp(value) for value in args.ingest_udp]

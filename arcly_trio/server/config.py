@@ -158,6 +158,7 @@ SECRET_KEYS = frozenset(
         "play-token",
         "sign-secret",
         "api-token",
+        "srt-passphrase",
         "on-publish",
         "on-play",
         "on-event",

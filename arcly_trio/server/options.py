@@ -169,6 +169,14 @@ def _app_name(value: Any) -> str | None:
     return None
 
 
+def _passphrase(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 10 <= len(value.encode()) <= 79:
+        return "an SRT passphrase is 10 to 79 bytes"  # never quoted back: it is a secret
+    return None
+
+
 def _directory_url(value: Any) -> str | None:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         return f"--cluster takes a redis://, rediss:// or unix:// URL, not {redact_url(value)!r}"
@@ -198,6 +206,9 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "rtmp_port": PORT,
     "http_port": PORT_OR_OFF,
     "webrtc_port": PORT_OR_OFF,
+    "srt_port": PORT_OR_OFF,
+    "srt_latency": Rule(20, 10000, whole=True, says="a latency in milliseconds, from 20 to 10000"),
+    "srt_passphrase": _passphrase,
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds

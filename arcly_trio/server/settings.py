@@ -125,6 +125,9 @@ class Settings:
     max_pulls: int = 256
     auth_max_delay: float = 2.0
     webrtc_port: int = 8189
+    srt_port: int = 8890
+    srt_latency: int = 120
+    srt_passphrase: str | None = None
     webrtc_host: list[str] = attrs.Factory(list)
     webrtc_transports: str = "udp,tcp"
     ice_server: list[str] = attrs.Factory(list)

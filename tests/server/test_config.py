@@ -475,7 +475,7 @@ def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(
                 value == -1
                 and option.default == -1
                 or 0 <= value <= 65535
-                or (option.name in ("http-port", "webrtc-port") and value == -1)  # on by default, -1 = off
+                or (option.name in ("http-port", "webrtc-port", "srt-port") and value == -1)  # on by default, -1 = off
             )
         assert not isinstance(value, float) or math.isfinite(value)
     # The file: the same value, as TOML would hold it, is refused exactly when the command line refuses it.
