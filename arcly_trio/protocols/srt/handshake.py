@@ -100,7 +100,7 @@ class Reject(enum.IntEnum):
     CONFLICT = 1409
 
 
-class Rejected(Exception):
+class Rejected(RemoteProtocolError):
     """The listener refuses a conclusion; ``reason`` goes back in the handshake type."""
 
     def __init__(self, reason: Reject, message: str) -> None:

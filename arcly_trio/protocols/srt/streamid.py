@@ -25,13 +25,15 @@ from urllib.parse import parse_qsl
 
 import attrs
 
+from arcly_trio.core.errors import RemoteProtocolError
+
 __all__ = ["Route", "BadStreamId", "parse_streamid", "MAX_KEYS"]
 
 MAX_KEYS = 16
 _TYPES = frozenset({"", "stream"})
 
 
-class BadStreamId(ValueError):
+class BadStreamId(RemoteProtocolError, ValueError):
     """A streamid that names no stream this way."""
 
 
