@@ -55,6 +55,7 @@ from arcly_trio.core.errors import (
     StreamNotFound,
     Unauthorized,
 )
+from arcly_trio.core.excgroups import unwrap_single
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.auth import TokenAuthenticator
@@ -190,14 +191,18 @@ class RtspConnection:
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self._reports)
-                if await self._loop():
-                    await self._publish_session()
-                nursery.cancel_scope.cancel()
+            with unwrap_single():
+                await self._run()
         finally:
             await self._cleanup()
+
+    async def _run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._reports)
+            if await self._loop():
+                await self._publish_session()
+            nursery.cancel_scope.cancel()
 
     async def _publish_session(self) -> None:
         """Publish what ANNOUNCE described for as long as the connection lasts (the engine's
@@ -216,10 +221,11 @@ class RtspConnection:
                 headers.append(("Session", f"{self.session_id};timeout={int(self.server.session_timeout)}"))
                 self.egress.send(encode_response(200, None, headers))
                 try:
-                    async with trio.open_nursery() as nursery:
-                        self.nursery = nursery
-                        await self._loop()
-                        nursery.cancel_scope.cancel()
+                    with unwrap_single():
+                        async with trio.open_nursery() as nursery:
+                            self.nursery = nursery
+                            await self._loop()
+                            nursery.cancel_scope.cancel()
                 finally:
                     if self.recording:
                         self.server.unpublishing(self)
