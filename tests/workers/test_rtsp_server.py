@@ -315,3 +315,12 @@ async def test_a_kicked_player_is_disconnected(served: tuple[Engine, RtspServer]
         assert await client.closed()
         while server.connections:
             await trio.sleep(0.01)
+
+
+def test_digest_finds_the_token_inside_the_servers_swappable_authenticator() -> None:
+    from arcly_trio.ops.composite import Swappable
+    from arcly_trio.workers.rtsp.connection import _expected_token
+
+    wrapped = Swappable(TokenAuthenticator(publish_token="pub", play_token="secret"))
+    assert (_expected_token(wrapped, "play"), _expected_token(wrapped, "publish")) == ("secret", "pub")
+    assert _expected_token(object(), "play") is None
