@@ -324,3 +324,15 @@ def test_digest_finds_the_token_inside_the_servers_swappable_authenticator() -> 
     wrapped = Swappable(TokenAuthenticator(publish_token="pub", play_token="secret"))
     assert (_expected_token(wrapped, "play"), _expected_token(wrapped, "publish")) == ("secret", "pub")
     assert _expected_token(object(), "play") is None
+
+
+async def test_a_player_that_sets_up_only_the_audio_gets_audio(served: tuple[Engine, RtspServer]) -> None:
+    _, server = served
+    with trio.fail_after(10):
+        client = await _client(server)
+        base = (await client.request("DESCRIBE", url(server))).header("Content-Base") or ""
+        setup = await client.request("SETUP", base + "trackID=1", [("Transport", "RTP/AVP/TCP;interleaved=0-1")])
+        session = (setup.header("Session") or "").split(";")[0]
+        assert (await client.request("PLAY", base, [("Session", session)])).status == 200
+        await client.until_packets(5)
+        assert {parse_rtp(p.data).payload_type for p in client.packets if p.channel == 0} == {97}
