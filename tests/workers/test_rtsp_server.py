@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from arcly_trio.core.frame import Frame
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
@@ -23,6 +23,7 @@ from arcly_trio.protocols.rtsp.messages import (
     Interleaved,
     RtspReader,
     RtspResponse,
+    encode_interleaved,
     encode_request,
 )
 from arcly_trio.protocols.rtsp.sdp import parse_sdp
@@ -336,3 +337,78 @@ async def test_a_player_that_sets_up_only_the_audio_gets_audio(served: tuple[Eng
         assert (await client.request("PLAY", base, [("Session", session)])).status == 200
         await client.until_packets(5)
         assert {parse_rtp(p.data).payload_type for p in client.packets if p.channel == 0} == {97}
+
+
+def _announce_sdp(demo_frames: list[Frame]) -> bytes:
+    from arcly_trio.protocols.rtsp.sdp import build_sdp, describe_track
+
+    configs = {f.kind: f for f in demo_frames if f.config and f.kind is not FrameKind.DATA}
+    tracks = [
+        describe_track("h264", configs[FrameKind.VIDEO].payload, payload_type=96, control="streamid=0"),
+        describe_track("aac", configs[FrameKind.AUDIO].payload, payload_type=97, control="streamid=1"),
+    ]
+    return build_sdp(tracks)
+
+
+def _rtp_of(frame: Frame, sequence: int) -> list[bytes]:
+    from arcly_trio.protocols.webrtc.payload import aac, h264
+    from arcly_trio.protocols.webrtc.rtp import build_rtp
+
+    video = frame.kind is FrameKind.VIDEO
+    payloads = (h264 if video else aac).packetize(frame.payload, 1200)
+    clock = 90 if video else 44
+    return [
+        build_rtp(
+            96 if video else 97,
+            sequence + i,
+            frame.pts * clock,
+            1 if video else 2,
+            payload,
+            marker=i == len(payloads) - 1,
+        )
+        for i, payload in enumerate(payloads)
+    ]
+
+
+async def test_a_publisher_announces_records_over_tcp_and_the_kernel_gets_frames_with_configs(
+    demo_frames: list[Frame],
+) -> None:
+    async for engine, server in _engine(TokenAuthenticator(publish_token="pub")):
+        with trio.fail_after(10):
+            client = await _client(server)
+            target = url(server, "live/in")
+            sdp = _announce_sdp(demo_frames)
+            refused = await client.request("ANNOUNCE", target, [("Content-Type", "application/sdp")], sdp)
+            assert refused.status == 401
+            assert await client.closed()
+            client = await _client(server)
+            announced = await client.request(
+                "ANNOUNCE", target + "?token=pub", [("Content-Type", "application/sdp")], sdp
+            )
+            assert announced.status == 200
+            session = (announced.header("Session") or "").split(";")[0]
+            for index in (0, 1):
+                transport = f"RTP/AVP/TCP;unicast;interleaved={2 * index}-{2 * index + 1};mode=record"
+                setup = await client.request(
+                    "SETUP", f"{target}?token=pub/streamid={index}", [("Transport", transport), ("Session", session)]
+                )
+                assert setup.status == 200, setup
+            assert (await client.request("RECORD", target, [("Session", session)])).status == 200
+            async with engine.subscribe("live/in") as subscription:
+                sequences = {FrameKind.VIDEO: 0, FrameKind.AUDIO: 0}
+                data = b""
+                for frame in [f for f in demo_frames if not f.config and f.kind is not FrameKind.DATA][:120]:
+                    packets = _rtp_of(frame, sequences[frame.kind])
+                    sequences[frame.kind] += len(packets)
+                    channel = 0 if frame.kind is FrameKind.VIDEO else 2
+                    data += b"".join(encode_interleaved(channel, packet) for packet in packets)
+                await client.stream.send_all(data)
+                got: list[Frame] = []
+                async for frame in subscription:
+                    got.append(frame)
+                    if sum(not f.config and f.kind is FrameKind.VIDEO for f in got) >= 20:
+                        break
+            kinds = {(f.kind, f.codec, f.config) for f in got}
+            assert {(FrameKind.VIDEO, "h264", True), (FrameKind.AUDIO, "aac", True)} <= kinds
+            assert (FrameKind.VIDEO, "h264", False) in kinds and (FrameKind.AUDIO, "aac", False) in kinds
+            assert [(s.role, s.protocol) for s in engine.sessions if s.protocol == "rtsp"] == [("publish", "rtsp")]

@@ -264,6 +264,8 @@ class RtspConnection:
     def _deadline(self) -> float:
         if self.reader.in_message:
             return self.message_started + self.server.head_timeout
+        if self.playing and self.sink is not None and not any(t.udp for t in self.sink.tracks.values()):
+            return math.inf  # TCP: the session lives with its connection (the write timeout finds dead peers)
         if self.busy:
             return self.last_activity + self.server.session_timeout
         return min(self.setup_deadline, self.last_activity + self.server.session_timeout)
@@ -678,6 +680,7 @@ class RtspConnection:
         return True, b"", []
 
     async def _interleaved(self, event: Interleaved) -> None:
+        self.last_activity = trio.current_time()
         if not self.recording:
             return  # RTCP receiver reports of a player, or media before RECORD
         for track in self.in_tracks:
