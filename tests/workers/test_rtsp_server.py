@@ -412,3 +412,18 @@ async def test_a_publisher_announces_records_over_tcp_and_the_kernel_gets_frames
             assert {(FrameKind.VIDEO, "h264", True), (FrameKind.AUDIO, "aac", True)} <= kinds
             assert (FrameKind.VIDEO, "h264", False) in kinds and (FrameKind.AUDIO, "aac", False) in kinds
             assert [(s.role, s.protocol) for s in engine.sessions if s.protocol == "rtsp"] == [("publish", "rtsp")]
+
+
+async def test_sessions_per_address_are_capped(demo_frames: list[Frame]) -> None:
+    async for engine, server in _engine(max_sessions_per_address=1):
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(10):
+                await healthy_stream(engine, demo_frames, nursery)
+                first, second = await _client(server), await _client(server)
+                assert (await first.request("DESCRIBE", url(server))).status == 200
+                assert (await second.request("DESCRIBE", url(server))).status == 453
+                await first.stream.aclose()
+                while server.sessions_per_address:
+                    await trio.sleep(0.01)
+                assert (await second.request("DESCRIBE", url(server))).status == 200
+            nursery.cancel_scope.cancel()

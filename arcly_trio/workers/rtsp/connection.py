@@ -111,6 +111,8 @@ class RtspHost(Protocol):
     write_timeout: float
     udp: UdpPorts | None
     connections: int
+    max_sessions_per_address: int | None
+    sessions_per_address: dict[str, int]
 
     def publishing(self, connection: RtspConnection) -> None: ...
 
@@ -195,6 +197,7 @@ class RtspConnection:
         self.pairs: list[UdpPair] = []
         self.busy = False
         self.nonce = secrets.token_hex(16)
+        self.holds_session = False
         self.last_activity = trio.current_time()
         self.setup_deadline = trio.current_time() + server.setup_timeout
         self.epoch: float | None = None
@@ -420,6 +423,18 @@ class RtspConnection:
             if self.ticket is not None:
                 self.ticket.busy()
 
+    def _hold_session(self) -> None:
+        """Count this connection's session against its address's cap (453 past it)."""
+        if self.holds_session:
+            return
+        server, address = self.server, self.peer[0]
+        held = server.sessions_per_address.get(address, 0)
+        cap = server.max_sessions_per_address
+        if cap is not None and held >= cap:
+            raise _Answer(453)
+        server.sessions_per_address[address] = held + 1
+        self.holds_session = True
+
     def _new_session(self) -> None:
         if self.session_id is None:
             self.session_id = secrets.token_hex(8)
@@ -431,6 +446,7 @@ class RtspConnection:
             key, query, _ = stream_key(request.uri)
         except (ValueError, InvalidStreamName):
             raise _Answer(404) from None
+        self._hold_session()
         sink = RtspSink(self.egress, key)
         sink.on_config = self.config_arrived.set
         credentials = self._credentials(request, query, "play", key)
@@ -627,6 +643,7 @@ class RtspConnection:
             tracks.append(InRecordTrack(track, state))
         if not tracks:
             raise _Answer(415)
+        self._hold_session()
         credentials = self._credentials(request, query, "publish", key)
         self.in_tracks = tracks
         cseq = request.header("CSeq") or "0"
@@ -817,6 +834,12 @@ class RtspConnection:
                         self.key,
                         self.sink.dropped,
                     )
+        if self.holds_session:
+            self.holds_session = False
+            counts, address = self.server.sessions_per_address, self.peer[0]
+            counts[address] -= 1
+            if not counts[address]:
+                del counts[address]
         udp = self.server.udp
         for pair in self.pairs:
             if udp is not None:
