@@ -10,6 +10,7 @@ import base64
 import hashlib
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -82,6 +83,7 @@ class Client:
                 return True
 
 
+@asynccontextmanager
 async def _engine(
     authenticator: TokenAuthenticator | None = None, **options: object
 ) -> AsyncIterator[tuple[Engine, RtspServer]]:
@@ -95,7 +97,7 @@ async def _engine(
 
 @pytest.fixture
 async def served(demo_frames: list[Frame]) -> AsyncIterator[tuple[Engine, RtspServer]]:
-    async for pair in _engine(udp_ports=(47000, 47999)):
+    async with _engine(udp_ports=(47000, 47999)) as pair:
         async with trio.open_nursery() as nursery:
             await healthy_stream(pair[0], demo_frames, nursery)
             yield pair
@@ -221,7 +223,7 @@ async def test_requests_out_of_order_or_for_nothing_are_answered_not_fatal(serve
 
 
 async def test_a_slow_request_head_is_cut_off(autojump_clock: trio.testing.MockClock) -> None:
-    async for _, server in _engine(head_timeout=5.0):
+    async with _engine(head_timeout=5.0) as (_, server):
         with trio.fail_after(60):
             client = await _client(server)
             await client.stream.send_all(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n")
@@ -231,7 +233,7 @@ async def test_a_slow_request_head_is_cut_off(autojump_clock: trio.testing.MockC
 
 
 async def test_an_idle_connection_is_closed_after_the_setup_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    async for _, server in _engine(setup_timeout=7.0):
+    async with _engine(setup_timeout=7.0) as (_, server):
         with trio.fail_after(60):
             client = await _client(server)
             assert (await client.request("OPTIONS", "*")).status == 200
@@ -254,7 +256,7 @@ def _digest(method: str, uri: str, challenge: str, token: str, algorithm: str) -
 
 @pytest.mark.parametrize("scheme", ["query", "basic", "md5", "sha256", "wrong"])
 async def test_play_authorization_basic_digest_and_query_token(demo_frames: list[Frame], scheme: str) -> None:
-    async for engine, server in _engine(TokenAuthenticator(publish_token="pub", play_token="secret")):
+    async with _engine(TokenAuthenticator(publish_token="pub", play_token="secret")) as (engine, server):
         async with trio.open_nursery() as nursery:
             with trio.fail_after(10):
                 await _publish_with_token(engine, demo_frames, nursery)
@@ -373,7 +375,7 @@ def _rtp_of(frame: Frame, sequence: int) -> list[bytes]:
 async def test_a_publisher_announces_records_over_tcp_and_the_kernel_gets_frames_with_configs(
     demo_frames: list[Frame],
 ) -> None:
-    async for engine, server in _engine(TokenAuthenticator(publish_token="pub")):
+    async with _engine(TokenAuthenticator(publish_token="pub")) as (engine, server):
         with trio.fail_after(10):
             client = await _client(server)
             target = url(server, "live/in")
@@ -415,7 +417,7 @@ async def test_a_publisher_announces_records_over_tcp_and_the_kernel_gets_frames
 
 
 async def test_sessions_per_address_are_capped(demo_frames: list[Frame]) -> None:
-    async for engine, server in _engine(max_sessions_per_address=1):
+    async with _engine(max_sessions_per_address=1) as (engine, server):
         async with trio.open_nursery() as nursery:
             with trio.fail_after(10):
                 await healthy_stream(engine, demo_frames, nursery)
@@ -427,3 +429,51 @@ async def test_sessions_per_address_are_capped(demo_frames: list[Frame]) -> None
                     await trio.sleep(0.01)
                 assert (await second.request("DESCRIBE", url(server))).status == 200
             nursery.cancel_scope.cancel()
+
+
+async def test_a_udp_publishers_loss_and_reordering_are_counted_and_video_resumes(demo_frames: list[Frame]) -> None:
+    async with _engine(udp_ports=(47000, 47999)) as (engine, server):
+        with trio.fail_after(10):
+            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await sender.bind((HOST, 0))
+            port = sender.getsockname()[1]
+            client = await _client(server)
+            target = url(server, "live/udp")
+            announced = await client.request(
+                "ANNOUNCE", target, [("Content-Type", "application/sdp")], _announce_sdp(demo_frames)
+            )
+            session = (announced.header("Session") or "").split(";")[0]
+            setup = await client.request(
+                "SETUP",
+                target + "/streamid=0",
+                [("Transport", f"RTP/AVP;unicast;client_port={port}-{port + 1};mode=record"), ("Session", session)],
+            )
+            server_port = parse_transport(setup.header("Transport") or "")[0].server_port
+            assert server_port is not None
+            assert (await client.request("RECORD", target, [("Session", session)])).status == 200
+            video = [f for f in demo_frames if f.kind is FrameKind.VIDEO and not f.config][:70]  # keyframes 0 and 60
+            packets: list[bytes] = []
+            ends: set[int] = set()
+            for frame in video:
+                packets += _rtp_of(frame, len(packets))
+                ends.add(len(packets) - 1)
+            first_end = min(ends)
+            lost = first_end + 2  # the second picture after the keyframe
+            order = [i for i in range(len(packets)) if i != lost]
+            swap = order.index(first_end + 5)
+            order[swap], order[swap + 1] = order[swap + 1], order[swap]
+            async with engine.subscribe("live/udp") as subscription:
+                for index in order:
+                    await sender.sendto(packets[index], (HOST, server_port[0]))
+                    if index in ends:
+                        await trio.lowlevel.checkpoint()  # let the server read: no burst past its socket buffer
+                keyframes = 0
+                async for frame in subscription:
+                    keyframes += frame.keyframe
+                    if keyframes == 2:  # the next GOP came through after the loss
+                        break
+            (connection,) = server.publishers
+            while connection.packets_lost < 1:
+                await trio.sleep(0.01)
+            assert (connection.packets_lost, connection.packets_reordered) == (1, 1)
+            sender.close()

@@ -247,7 +247,14 @@ class RtspConnection:
                 finally:
                     if self.recording:
                         self.server.unpublishing(self)
-                        log.info("%s %s:%s stopped publishing %s", self.server.name, *self.peer, self.key)
+                        log.info(
+                            "%s %s:%s stopped publishing %s (%d RTP packets lost, %d reordered)",
+                            self.server.name,
+                            *self.peer,
+                            self.key,
+                            self.packets_lost,
+                            self.packets_reordered,
+                        )
                     self.publisher = None
             return
         except InvalidStreamName:
@@ -740,6 +747,16 @@ class RtspConnection:
                 state.frames += 1
                 self.frames_in += 1
 
+    @property
+    def packets_lost(self) -> int:
+        """RTP packets of a UDP publisher that never arrived (given up by the reorder buffer)."""
+        return sum(track.state.reorder.lost for track in self.in_tracks)
+
+    @property
+    def packets_reordered(self) -> int:
+        """RTP packets of a UDP publisher that came after a later one (put back in order)."""
+        return sum(track.state.reorder.reordered for track in self.in_tracks)
+
     async def _seed(self, track: InRecordTrack, timestamp: int, arrival_ms: int) -> None:
         """What the SDP says before the first packet: the audio config frame, and the video
         parameter sets fed to the depacketizer (senders with global headers, ffmpeg's, send
@@ -777,7 +794,10 @@ class RtspConnection:
         sock = pair.rtp
         reorder = track.state.reorder
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            # Wake at least every max_wait: a gap is given up (and the depacketizer told) even
+            # when nothing more arrives.
+            with trio.move_on_after(reorder.max_wait):
+                await trio.lowlevel.wait_readable(sock)
             while True:
                 try:
                     data, source = sock.recvfrom(65536)
