@@ -51,6 +51,7 @@ from arcly_trio.core.errors import (
     EngineClosed,
     InvalidStreamName,
     PublisherLimitReached,
+    RemoteProtocolError,
     StreamAlreadyPublishing,
     StreamNotFound,
     Unauthorized,
@@ -58,6 +59,7 @@ from arcly_trio.core.errors import (
 from arcly_trio.core.excgroups import unwrap_single
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.core.text import printable
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.publish import Publisher
 from arcly_trio.protocols.rtsp.messages import (
@@ -218,14 +220,16 @@ class RtspConnection:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._reports)
-            if await self._loop():
-                await self._publish_session()
+            while await self._loop():
+                if await self._publish_session():
+                    break
             nursery.cancel_scope.cancel()
 
-    async def _publish_session(self) -> None:
+    async def _publish_session(self) -> bool:
         """Publish what ANNOUNCE described for as long as the connection lasts (the engine's
         ``publish`` block wraps the rest of the connection: the answer to ANNOUNCE, SETUP,
-        RECORD and the media)."""
+        RECORD and the media). False when it was refused for its credentials (answered 401:
+        the client may try again on this connection, as ffmpeg does)."""
         pending = self.pending_publish
         assert pending is not None
         key, credentials, cseq = pending
@@ -256,20 +260,22 @@ class RtspConnection:
                             self.packets_reordered,
                         )
                     self.publisher = None
-            return
+            return True
         except InvalidStreamName:
             status, reason = 400, "bad stream name"
         except Unauthorized as exc:
+            log.debug("%s %s:%s %s", self.server.name, *self.peer, exc)
             self.egress.send(encode_response(401, None, headers + self._challenges()))
-            await self.egress.drain()
-            raise Refused(f"publish of {key} refused: {exc}", authorization=True) from None
+            self.pending_publish = None
+            self.in_tracks = []
+            return False
         except (StreamAlreadyPublishing, PublisherLimitReached) as exc:
             status, reason = 503, str(exc)
         except (AppNotFound, EngineClosed) as exc:
             status, reason = 404, str(exc)
         self.egress.send(encode_response(status, None, headers))
         await self.egress.drain()
-        raise Refused(f"publish of {key} refused: {reason}")
+        raise Refused(f"publish of {key} refused: {printable(reason)}")
 
     def _deadline(self) -> float:
         if self.reader.in_message:
@@ -758,33 +764,26 @@ class RtspConnection:
         return sum(track.state.reorder.reordered for track in self.in_tracks)
 
     async def _seed(self, track: InRecordTrack, timestamp: int, arrival_ms: int) -> None:
-        """What the SDP says before the first packet: the audio config frame, and the video
-        parameter sets fed to the depacketizer (senders with global headers, ffmpeg's, send
-        them only there)."""
+        """What the SDP says, before the first packet: the track's config frame (senders with
+        global headers, ffmpeg's, send the parameter sets and the AudioSpecificConfig nowhere
+        else), and for H.264 the parameter sets fed to the depacketizer, which holds pictures
+        until it knows them."""
         state = track.state
         publisher = self.publisher
         assert publisher is not None
         config = track.sdp.config
-        if state.kind is FrameKind.AUDIO:
-            pts = state.pts(timestamp, arrival_ms)
-            record = config if state.codec != "opus" else config
-            if record is not None:
-                await publisher.send(Frame(FrameKind.AUDIO, state.codec, pts, pts, record, config=True))
-            return
         if config is None:
             return
-        try:
-            if state.codec == "h264":
+        pts = state.pts(timestamp, arrival_ms)
+        await publisher.send(Frame(state.kind, state.codec, pts, pts, config, config=True))
+        state.configured = True
+        if state.codec == "h264":
+            try:
                 units = h264.parameter_sets(config)
-                payload = bytes([0x18]) + b"".join(len(u).to_bytes(2, "big") + u for u in units)
-            elif state.codec == "hevc":
-                units = h265.parameter_sets(config)
-                payload = bytes([48 << 1, 1]) + b"".join(len(u).to_bytes(2, "big") + u for u in units)
-            else:
+            except RemoteProtocolError:
                 return
-        except Exception:  # noqa: BLE001 - an SDP's bad parameter sets only lose the seed
-            return
-        state.depacketizer.push(payload, marker=False, timestamp=(timestamp - 1) & 0xFFFFFFFF)
+            stap_a = bytes([24]) + b"".join(len(u).to_bytes(2, "big") + u for u in units)
+            state.depacketizer.push(stap_a, marker=True, timestamp=(timestamp - 1) & 0xFFFFFFFF)
 
     # ------------------------------------------------------------------ UDP
 
