@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.rtsp.server import RtspServer
@@ -26,10 +27,15 @@ UDP_PORTS = (46000, 46999)
 
 
 @asynccontextmanager
-async def servers() -> AsyncIterator[tuple[Engine, RtmpServer, RtspServer]]:
+async def servers(
+    authenticator: TokenAuthenticator | None = None,
+) -> AsyncIterator[tuple[Engine, RtmpServer, RtspServer]]:
     rtmp = RtmpServer(HOST, 0)
     rtsp = RtspServer(HOST, 0, udp_ports=UDP_PORTS)
-    async with Engine.builder().application("live").protocol(rtmp).protocol(rtsp).build() as engine:
+    builder = Engine.builder().application("live").protocol(rtmp).protocol(rtsp)
+    if authenticator is not None:
+        builder.authenticator(authenticator)
+    async with builder.build() as engine:
         yield engine, rtmp, rtsp
 
 
@@ -104,3 +110,21 @@ async def test_gstreamer_rtspsrc_plays_video_and_audio(protocols: str) -> None:
                 async with run_tool(args) as tool:
                     await wait_until(lambda: decoded("video") >= 30 and decoded("audio") >= 30 or not tool.running)
                     assert decoded("video") >= 30 and decoded("audio") >= 30, "\n".join(tool.lines[-20:])
+
+
+async def test_ffmpeg_publishes_hevc_with_a_password_and_plays_it_back_over_rtsp() -> None:
+    # ffmpeg sends ANNOUNCE without credentials, takes the 401 and asks again on the same
+    # connection; its HEVC parameter sets are only in the SDP (global headers). (ffmpeg 5.1
+    # cannot play HEVC over RTMP: it reads it back over RTSP.)
+    with trio.fail_after(30):
+        async with servers(TokenAuthenticator(publish_token="pub")) as (engine, rtmp, rtsp):
+            args = publish_args(f"rtsp://user:pub@{HOST}:{rtsp.port}/live/h")
+            args[args.index("libx264")] = "libx265"
+            args[args.index("-tune") : args.index("-tune") + 2] = ["-x265-params", "log-level=error"]
+            args[-2:-1] = ["rtsp", "-rtsp_transport", "tcp"]
+            async with run_tool(args):
+                stream = await wait_publishing(engine, "live/h")
+                await wait_until(lambda: stream.info.audio_codec == "aac")  # DESCRIBE names the tracks there are
+                url = f"rtsp://{HOST}:{rtsp.port}/live/h"
+                video, audio, stderr = await _ffmpeg_reads(url, "-rtsp_transport", "tcp")
+    assert video >= 55 and audio >= 80, stderr
