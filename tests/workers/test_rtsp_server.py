@@ -475,3 +475,29 @@ async def test_a_udp_publishers_loss_and_reordering_are_counted_and_video_resume
                 await trio.sleep(0.01)
             assert (connection.packets_lost, connection.packets_reordered) == (1, 1)
             sender.close()
+
+
+async def test_a_udp_player_without_keepalives_times_out(
+    demo_frames: list[Frame], autojump_clock: trio.testing.MockClock
+) -> None:
+    async with _engine(udp_ports=(47000, 47999), session_timeout=20.0) as (engine, server):
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(120):
+                await healthy_stream(engine, demo_frames, nursery)
+                rtp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                await rtp.bind((HOST, 0))
+                port = rtp.getsockname()[1]
+                client = await _client(server)
+                base = (await client.request("DESCRIBE", url(server))).header("Content-Base") or ""
+                transport = f"RTP/AVP;unicast;client_port={port}-{port + 1}"
+                setup = await client.request("SETUP", base + "trackID=0", [("Transport", transport)])
+                session = (setup.header("Session") or "").split(";")[0]
+                assert (await client.request("PLAY", base, [("Session", session)])).status == 200
+                before = trio.current_time()
+                assert await client.closed()
+                assert 20.0 <= trio.current_time() - before < 21.0
+                assert server.udp is not None
+                while server.udp.in_use:
+                    await trio.sleep(0.01)
+                rtp.close()
+            nursery.cancel_scope.cancel()
