@@ -62,6 +62,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "0",
         "--srt-port",
         "0",
+        "--rtsp-port",
+        "0",
         "--demo",
         "--publish-token",
         PUBLISH_TOKEN,
