@@ -54,7 +54,7 @@ class FakeCamera:
 
     def __init__(self, video: list[Frame], *, auth: str | None = None, session_timeout: int = 60) -> None:
         self.video = [f for f in video if f.kind is FrameKind.VIDEO]
-        self.config = next(f.payload for f in self.video if f.config)
+        self.config = next((f.payload for f in self.video if f.config), b"")
         self.auth = auth
         self.session_timeout = session_timeout
         self.port = 0
