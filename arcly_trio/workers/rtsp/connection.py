@@ -39,6 +39,7 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -49,12 +50,12 @@ from arcly_trio.core.errors import (
     AppNotFound,
     EngineClosed,
     InvalidStreamName,
-    PublishEnded,
     PublisherLimitReached,
     StreamAlreadyPublishing,
     StreamNotFound,
     Unauthorized,
 )
+from arcly_trio.core.excgroups import unwrap_single
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.auth import TokenAuthenticator
@@ -164,6 +165,7 @@ class RtspConnection:
         self.peer = peer
         self.ticket: Ticket | None = None
         self.reader = RtspReader(role="server")
+        self.events: deque[RtspRequest | Interleaved | Any] = deque()
         self.egress = Egress(stream, write_timeout=server.write_timeout)
         self.session_id: str | None = None
         self.mode: str | None = None  # "play" or "record" once DESCRIBE/ANNOUNCE succeeded
@@ -171,7 +173,7 @@ class RtspConnection:
         self.sink: RtspSink | None = None
         self.attached: Any = None
         self.playing = False
-        self.publishing_cm: Any = None
+        self.pending_publish: tuple[StreamKey, Credentials, str] | None = None
         self.publisher: Publisher | None = None
         self.recording = False
         self.in_tracks: list[InRecordTrack] = []
@@ -189,13 +191,60 @@ class RtspConnection:
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self._reports)
-                await self._loop()
-                nursery.cancel_scope.cancel()
+            with unwrap_single():
+                await self._run()
         finally:
             await self._cleanup()
+
+    async def _run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._reports)
+            if await self._loop():
+                await self._publish_session()
+            nursery.cancel_scope.cancel()
+
+    async def _publish_session(self) -> None:
+        """Publish what ANNOUNCE described for as long as the connection lasts (the engine's
+        ``publish`` block wraps the rest of the connection: the answer to ANNOUNCE, SETUP,
+        RECORD and the media)."""
+        pending = self.pending_publish
+        assert pending is not None
+        key, credentials, cseq = pending
+        headers = [("CSeq", cseq), ("Server", "arcly-trio")]
+        try:
+            async with self.engine.publish(key, credentials, protocol=self.server.name) as publisher:
+                self.publisher = publisher
+                self.key = publisher.key
+                self.mode = "record"
+                self._new_session()
+                headers.append(("Session", f"{self.session_id};timeout={int(self.server.session_timeout)}"))
+                self.egress.send(encode_response(200, None, headers))
+                try:
+                    with unwrap_single():
+                        async with trio.open_nursery() as nursery:
+                            self.nursery = nursery
+                            await self._loop()
+                            nursery.cancel_scope.cancel()
+                finally:
+                    if self.recording:
+                        self.server.unpublishing(self)
+                        log.info("%s %s:%s stopped publishing %s", self.server.name, *self.peer, self.key)
+                    self.publisher = None
+            return
+        except InvalidStreamName:
+            status, reason = 400, "bad stream name"
+        except Unauthorized as exc:
+            self.egress.send(encode_response(401, None, headers + self._challenges()))
+            await self.egress.drain()
+            raise Refused(f"publish of {key} refused: {exc}", authorization=True) from None
+        except (StreamAlreadyPublishing, PublisherLimitReached) as exc:
+            status, reason = 503, str(exc)
+        except (AppNotFound, EngineClosed) as exc:
+            status, reason = 404, str(exc)
+        self.egress.send(encode_response(status, None, headers))
+        await self.egress.drain()
+        raise Refused(f"publish of {key} refused: {reason}")
 
     def _deadline(self) -> float:
         if self.reader.in_message:
@@ -204,9 +253,25 @@ class RtspConnection:
             return self.last_activity + self.server.session_timeout
         return min(self.setup_deadline, self.last_activity + self.server.session_timeout)
 
-    async def _loop(self) -> None:
+    async def _loop(self) -> bool:
+        """Read and answer until the connection ends (False) or an ANNOUNCE is to be published
+        (True: the caller enters the engine's ``publish`` block and calls this again)."""
         self.message_started = trio.current_time()
+        events = self.events
         while True:
+            while events:
+                event = events.popleft()
+                if isinstance(event, Interleaved):
+                    await self._interleaved(event)
+                    continue
+                if self.ticket is not None:
+                    self.ticket.progress()
+                self.last_activity = trio.current_time()
+                if not await self._request(event):
+                    await self.egress.drain()
+                    return False
+                if self.pending_publish is not None and self.publisher is None:
+                    return True
             if self.sink is not None and self.sink.ended:
                 reason = self.sink.end_reason
                 await self.egress.drain()
@@ -223,26 +288,15 @@ class RtspConnection:
             if data is None:
                 continue
             if not data:
-                return
+                return False
             if not was_in_message:
                 self.message_started = trio.current_time()
             try:
-                events = self.reader.feed(data)
+                events.extend(self.reader.feed(data))
             except RtspError as exc:
                 self.egress.send(encode_response(exc.status, None, [("Connection", "close")]))
                 await self.egress.drain()
                 raise CloseConnection(f"malformed request: {exc}") from None
-            for event in events:
-                if isinstance(event, Interleaved):
-                    await self._interleaved(event)
-                    continue
-                if isinstance(event, RtspRequest):
-                    if self.ticket is not None:
-                        self.ticket.progress()
-                    self.last_activity = trio.current_time()
-                    if not await self._request(event):
-                        await self.egress.drain()
-                        return
             if self.reader.in_message and not was_in_message:
                 self.message_started = trio.current_time()
 
@@ -269,6 +323,8 @@ class RtspConnection:
                 pass
             self.egress.send(encode_response(answer.status, None, headers))
             return True
+        if method == "ANNOUNCE":
+            return more  # answered once the engine's publish block is entered
         headers += extra
         if self.session_id is not None and method not in ("OPTIONS",):
             headers.append(("Session", f"{self.session_id};timeout={int(self.server.session_timeout)}"))
@@ -558,24 +614,9 @@ class RtspConnection:
         if not tracks:
             raise _Answer(415)
         credentials = self._credentials(request, query, "publish", key)
-        cm = self.engine.publish(key, credentials, protocol=self.server.name)
-        try:
-            self.publisher = await cm.__aenter__()
-        except InvalidStreamName:
-            raise _Answer(400) from None
-        except Unauthorized as exc:
-            log.debug("rtsp %s:%s publish of %s refused: %s", *self.peer, key, exc)
-            raise _Answer(401, "", self._challenges()) from None
-        except (StreamAlreadyPublishing, PublisherLimitReached) as exc:
-            log.info("rtsp %s:%s publish of %s refused: %s", *self.peer, key, exc)
-            raise _Answer(503) from None
-        except (AppNotFound, EngineClosed):
-            raise _Answer(404) from None
-        self.publishing_cm = cm
-        self.key = self.publisher.key
-        self.mode = "record"
         self.in_tracks = tracks
-        self._new_session()
+        cseq = request.header("CSeq") or "0"
+        self.pending_publish = (key, credentials, cseq if cseq.isdigit() and len(cseq) <= 10 else "0")
         return True, b"", []
 
     def _setup_record(self, request: RtspRequest) -> tuple[bool, bytes, list[tuple[str, str]]]:
@@ -761,16 +802,6 @@ class RtspConnection:
                         self.key,
                         self.sink.dropped,
                     )
-            cm, self.publishing_cm = self.publishing_cm, None
-            if cm is not None:
-                if self.recording:
-                    self.server.unpublishing(self)
-                try:
-                    await cm.__aexit__(None, None, None)
-                except PublishEnded:
-                    pass
-                if self.recording:
-                    log.info("%s %s:%s stopped publishing %s", self.server.name, *self.peer, self.key)
         udp = self.server.udp
         for pair in self.pairs:
             if udp is not None:
