@@ -235,7 +235,10 @@ class RtspPlayer:
                     return
 
     async def _session(self, backoff: Backoff, task_status: trio.TaskStatus[None] | None) -> None:
-        client = RtspClient(self._secret_url, transport=self.transport)
+        try:
+            client = RtspClient(self._secret_url, transport=self.transport)
+        except ValueError as exc:  # its text is redacted
+            raise RemoteRefused("connect", "URL", str(exc)) from None
         host, port = _address(client.url)
         try:
             with trio.fail_after(self.timeout):

@@ -205,6 +205,17 @@ def test_a_response_to_another_request_is_a_protocol_error() -> None:
         client.receive_data(encode_response(200, None, (("CSeq", "77"),)))
 
 
+def test_a_control_url_that_cannot_be_sent_is_a_protocol_error() -> None:
+    client = RtspClient(URL)
+    client.start()
+    (options,) = requests(client)
+    client.receive_data(answer(options))
+    (describe,) = requests(client)
+    client.receive_data(answer(describe, body=SDP.replace("trackID=1", "track 1").encode()))
+    with pytest.raises(RemoteProtocolError):
+        client.setup()
+
+
 def test_server_keepalives_are_answered() -> None:
     client = RtspClient(URL)
     client.start()

@@ -320,6 +320,13 @@ async def test_a_camera_gone_for_good_ends_the_stream(demo_frames: list[Frame]) 
                 assert player.end
 
 
+async def test_a_url_of_a_bad_transport_is_refused_on_entry() -> None:
+    with trio.fail_after(5), pytest.raises(RemoteRefused) as caught:
+        async with open_rtsp_player(f"rtsp://{USER}:{PASSWORD}@{HOST}:1/cam?transport=sctp"):
+            pass
+    assert PASSWORD not in str(caught.value)
+
+
 async def test_a_camera_that_cannot_be_reached_fails_on_entry() -> None:
     listener = trio.socket.socket()
     await listener.bind((HOST, 0))

@@ -286,7 +286,10 @@ class RtspClient:
         if authorization:
             full.append(("Authorization", authorization))
         full.extend(headers)
-        self._out += encode_request(method, uri, full)
+        try:
+            self._out += encode_request(method, uri, full)
+        except ValueError:  # a control URL or a header value of the server's that cannot be sent back
+            raise RtspError(f"the server gave a {method} URL or header that cannot be sent") from None
         self._pending = (self._cseq, method, uri, headers)
 
     def _authorization(self, method: str, uri: str) -> str | None:
