@@ -98,6 +98,7 @@ async def pull_into(
                             await publisher.send(frame)
                         stats.frames += len(batch)
                         stats.bytes = upstream.bytes_received
+                        stats.retries = getattr(upstream, "reconnects", 0)  # an RTSP camera's
                         batch = await upstream.next_batch()
                     request.stopping = True  # no new viewer joins a stream that is ending
                     nursery.cancel_scope.cancel()

@@ -8,7 +8,9 @@ ffmpeg cannot be an RTSP camera itself: ``-rtsp_flags listen`` is an option of i
 sets in band, ``-bf 0`` as cameras) and G.711 A-law at 8 kHz (``-c:a pcm_alaw -ar 8000``), the
 usual camera pair. The edge pulls it with Digest credentials through an ``rtsp://`` template;
 ffprobe reads the stream over RTMP (H.264 and AAC made from the G.711) and the LL-HLS playlist
-is served. One ffmpeg run of a few seconds.
+is served; the camera's RTSP side is then killed and started again on its port, the pull
+reconnects (its link's ``retries``) and ffprobe reads the stream again. One ffmpeg run of a few
+seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 
+from arcly_trio import StreamKey
 from arcly_trio.protocols.rtsp.messages import encode_interleaved
 from arcly_trio.relay import PullSource
 from arcly_trio.services import HlsService
@@ -94,19 +97,42 @@ async def test_an_ffmpeg_camera_with_g711_is_pulled_and_plays_over_rtmp_and_ll_h
             cam = FfmpegCamera(sdp_file.read_text())
             nursery.start_soon(cam.relay, sockets[0], 0)
             nursery.start_soon(cam.relay, sockets[2], 1)
-            await nursery.start(cam.serve)
+            scope = trio.CancelScope()
+
+            async def run_camera(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                with scope:
+                    await cam.serve(task_status=task_status)
+
+            await nursery.start(run_camera)
             template = f"rtsp://{USER}:{PASSWORD}@{HOST}:{cam.port}/{{stream}}"
             pull = PullSource({None: template}, idle=1.0)
             hls = HlsService(variant="ll", target_duration=0.5, all_apps=True)
             async with node(sources=(pull,), services=(hls,), http=True) as (_edge, edge_rtmp, edge_http):
                 assert edge_http is not None
-                streams = await probe_streams(f"rtmp://{HOST}:{edge_rtmp.port}/live/cam", "-rw_timeout", "15000000")
+                rtmp = f"rtmp://{HOST}:{edge_rtmp.port}/live/cam"
+                streams = await probe_streams(rtmp, "-rw_timeout", "15000000")
                 assert [(s["codec_type"], s["codec_name"]) for s in streams] == [("audio", "aac"), ("video", "h264")]
                 assert streams[1]["width"] == 320 and streams[1]["height"] == 240
                 status, body = 0, b""
                 while status != 200 or b"#EXT-X-PART:" not in body:
                     status, _, body, _ = await media_playlist(http_get, edge_http.port, "/live/cam/index.m3u8")
                     await trio.sleep(0.1)
+                # The camera restarts (its RTSP side: connections closed, the port taken again):
+                # the pull reconnects, the stream stays up, and ffprobe reads it again.
+                link = pull.links[StreamKey("live", "cam")]
+                scope.cancel()
+                scope = trio.CancelScope()
+                await nursery.start(run_camera)
+                while link.retries < 1:
+                    await trio.sleep(0.05)
+                frames = link.frames
+                while link.frames < frames + 25:
+                    await trio.sleep(0.05)
+                assert cam.plays >= 1 and link.state == "connected"
+                assert [s["codec_name"] for s in await probe_streams(rtmp, "-rw_timeout", "15000000")] == [
+                    "aac",
+                    "h264",
+                ]
             assert cam.authorizations and cam.authorizations[0].startswith("Digest ")
             process.terminate()
             nursery.cancel_scope.cancel()
