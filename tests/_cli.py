@@ -83,7 +83,9 @@ class CliServer:
 @asynccontextmanager
 async def cli_server(*options: str) -> AsyncIterator[CliServer]:
     """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 --http-port 0 *options``, ready."""
-    args = serve_command("--host", HOST, "--rtmp-port", "0", "--http-port", "0", "--webrtc-port", "0", *options)
+    args = serve_command(
+        "--host", HOST, "--rtmp-port", "0", "--http-port", "0", "--webrtc-port", "0", "--rtsp-port", "0", *options
+    )
     process = await trio.lowlevel.open_process(
         args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -79,6 +79,11 @@ class TokenAuthenticator:
             reason = "no token" if not given else "wrong token"
             raise Unauthorized(key.app, key.name, action, reason, missing=not given)
 
+    def expected_token(self, action: str) -> str | None:
+        """The token ``action`` (``"publish"``/``"play"``) needs, ``None`` if it is open: what a
+        challenge-response scheme (RTSP's Digest) checks a client's answer against."""
+        return self._publish_token if action == "publish" else self._play_token
+
     async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
         self._check(self._publish_token, key, credentials, "publish")
 

@@ -272,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow when a hook times out or cannot be reached (default: refuse)",
     )
+    rtsp = serve_p.add_argument_group("RTSP: publish and play (see docs/rtsp.md)")
+    rtsp.add_argument(
+        "--rtsp-port",
+        type=integer,
+        default=8554,
+        help="RTSP port: play any stream, publish with ANNOUNCE/RECORD (default 8554; 0 picks one; -1 = off)",
+    )
+    rtsp.add_argument(
+        "--rtsp-udp-ports",
+        default="",
+        metavar="LOW-HIGH",
+        help="UDP ports for RTP/RTCP over UDP, a pair per track (e.g. 8000-8099; default: none, TCP interleaved only)",
+    )
     webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
     webrtc.add_argument(
         "--webrtc-port",

@@ -72,6 +72,7 @@ from arcly_trio.ops import (
 )
 from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
+from arcly_trio.server.options import udp_range
 from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import HlsService
 from arcly_trio.services.audio_bridge import AudioBridge
@@ -82,6 +83,7 @@ from arcly_trio.storage import FileStorage
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.listen import LOCAL_PEER
 from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.workers.rtsp.server import RtspServer
 from arcly_trio.workers.serving import Listener
 from arcly_trio.workers.webrtc import WebRtcServer
 
@@ -158,6 +160,7 @@ class Runtime:
     audit: AuditPipeline | None = None
     events: EventHook | None = None
     webrtc: WebRtcServer | None = None
+    rtsp: RtspServer | None = None
 
     @property
     def http_servers(self) -> list[HttpServer]:
@@ -466,6 +469,14 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
                 max_bytes=hls_max_bytes,
             )
         builder.service(hls)
+    if args.rtsp_port >= 0:
+        runtime.rtsp = RtspServer(
+            listener=attrs.evolve(listener, port=args.rtsp_port),
+            udp_ports=udp_range(args.rtsp_udp_ports),
+            setup_timeout=args.setup_timeout,
+            session_timeout=args.connection_idle_timeout,
+        )
+        builder.protocol(runtime.rtsp)
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
         runtime.webrtc = webrtc_server(args, index if worker_dir else 0, worker_dir)
         builder.protocol(runtime.webrtc)

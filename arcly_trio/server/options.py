@@ -43,6 +43,7 @@ __all__ = [
     "together",
     "PORT_OPTIONS",
     "describe_listen_error",
+    "udp_range",
 ]
 
 
@@ -182,12 +183,36 @@ def _workers(value: Any) -> str | None:
     return None if count >= 1 else 'a whole number, at least 1, or "auto"'
 
 
+def udp_range(text: str) -> tuple[int, int] | None:
+    """``"LOW-HIGH"`` as ports (``None`` for ``""``); ``ValueError`` if it is not a range of at
+    least two ports within 1-65535."""
+    if not text:
+        return None
+    low, dash, high = text.partition("-")
+    if not dash or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(text)
+    pair = (int(low), int(high))
+    if not 0 < pair[0] < pair[1] <= 65535:
+        raise ValueError(text)
+    return pair
+
+
+def _udp_range(value: Any) -> str | None:
+    try:
+        udp_range(str(value))
+    except ValueError:
+        return "a range of UDP ports LOW-HIGH within 1-65535 (e.g. 8000-8099), or empty for none"
+    return None if isinstance(value, str) else "a range of UDP ports LOW-HIGH, as a string"
+
+
 #: Every ``serve`` option with a check (by argparse ``dest``); ``tests/server/test_config.py`` checks
 #: that every option taking a number has one, and that every default passes.
 RULES: Mapping[str, Callable[[Any], str | None]] = {
     "rtmp_port": PORT,
     "http_port": PORT_OR_OFF,
     "webrtc_port": PORT_OR_OFF,
+    "rtsp_port": PORT_OR_OFF,
+    "rtsp_udp_ports": _udp_range,
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds
@@ -285,7 +310,13 @@ def together(values: Mapping[str, Any]) -> list[str]:
 
 
 #: The option of each protocol worker's port, for the messages of ports that cannot be bound.
-PORT_OPTIONS = {"rtmp": "--rtmp-port", "rtmps": "--rtmps-port", "http": "--http-port", "https": "--https-port"}
+PORT_OPTIONS = {
+    "rtmp": "--rtmp-port",
+    "rtmps": "--rtmps-port",
+    "http": "--http-port",
+    "https": "--https-port",
+    "rtsp": "--rtsp-port",
+}
 
 
 def describe_listen_error(error: OSError) -> str:

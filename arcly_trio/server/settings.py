@@ -124,6 +124,8 @@ class Settings:
     max_ingest_memory: float = 256.0
     max_pulls: int = 256
     auth_max_delay: float = 2.0
+    rtsp_port: int = 8554
+    rtsp_udp_ports: str = ""
     webrtc_port: int = 8189
     webrtc_host: list[str] = attrs.Factory(list)
     webrtc_transports: str = "udp,tcp"

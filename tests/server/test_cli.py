@@ -173,7 +173,7 @@ async def test_taken_port_exits_with_code_1_naming_the_port_and_its_option(which
         )
         with trio.fail_after(15):
             result = await trio.run_process(
-                serve_command("--host", HOST, "--webrtc-port", "0", *ports),
+                serve_command("--host", HOST, "--webrtc-port", "0", "--rtsp-port", "0", *ports),
                 cwd=ROOT,
                 capture_stdout=True,
                 capture_stderr=True,

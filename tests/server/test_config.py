@@ -174,7 +174,7 @@ def test_docs_and_example_cover_every_key() -> None:
 
 async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_path: Path, demo_frames) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "arcly.toml"
-    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "old"]\n')
+    path.write_text('http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\napp = ["live", "old"]\n')
     argv = ["serve", "--config", str(path)]
     runtime = build_runtime(resolve_args(build_parser(), argv))
     engine = runtime.engine
@@ -183,7 +183,7 @@ async def test_reload_adds_and_removes_apps_keeps_streams_and_swaps_auth(tmp_pat
         async with engine.publish("live/cam") as publisher, engine.subscribe("live/cam") as sub:
             await publisher.send(demo_frames[0])
             path.write_text(
-                'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
+                'http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\napp = ["live", "new"]\n'
                 'play-token = "v"\n[apps.new]\npublish-token = "n"\nlag-budget = 7\n'
             )
             assert await reload(runtime, argv)
@@ -234,7 +234,7 @@ async def test_a_reload_swaps_the_authorization_before_it_starts_new_application
     applications started, the intruder published under the old, open authorization.)
     Mutant killed: the authenticator swapped after the applications were added."""
     path = tmp_path / "arcly.toml"
-    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live"]\n')
+    path.write_text('http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\napp = ["live"]\n')
     argv = ["serve", "--config", str(path)]
     runtime = build_runtime(resolve_args(build_parser(), argv))
     engine = runtime.engine
@@ -255,7 +255,7 @@ async def test_a_reload_swaps_the_authorization_before_it_starts_new_application
             await nursery.start(engine.serve)
             nursery.start_soon(intruder)
             path.write_text(
-                'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live", "new"]\npublish-token = "n"\n'
+                'http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\napp = ["live", "new"]\npublish-token = "n"\n'
             )
             assert await reload(runtime, argv)
             for _ in range(10):
@@ -296,7 +296,7 @@ def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_pat
 
 async def test_reload_applies_the_publisher_limits(tmp_path: Path) -> None:
     path = tmp_path / "arcly.toml"
-    base = 'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n'
+    base = 'http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\n'
     path.write_text(base)
     argv = ["serve", "--config", str(path)]
     runtime = build_runtime(resolve_args(build_parser(), argv))
@@ -316,7 +316,7 @@ async def test_reload_applies_changed_settings_of_an_application_that_stays(tmp_
     a live stream keeps its own. Mutant killed: ``elif current[name].spec != spec`` never
     taken in ``reload_runtime`` (the new settings silently ignored)."""
     path = tmp_path / "arcly.toml"
-    head = 'http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\napp = ["live"]\n'
+    head = 'http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\napp = ["live"]\n'
     path.write_text(head + "[apps.live]\nlag-budget = 7\nqueue = 16\n")
     argv = ["serve", "--config", str(path)]
     runtime = build_runtime(resolve_args(build_parser(), argv))
@@ -475,7 +475,7 @@ def test_any_value_of_any_number_option_is_usable_or_refused_in_one_line(
                 value == -1
                 and option.default == -1
                 or 0 <= value <= 65535
-                or (option.name in ("http-port", "webrtc-port") and value == -1)  # on by default, -1 = off
+                or (option.name in ("http-port", "webrtc-port", "rtsp-port") and value == -1)  # on by default, -1 = off
             )
         assert not isinstance(value, float) or math.isfinite(value)
     # The file: the same value, as TOML would hold it, is refused exactly when the command line refuses it.
@@ -535,7 +535,7 @@ async def test_a_reload_with_wrong_values_keeps_the_configuration_and_logs_every
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "arcly.toml"
-    path.write_text('http-port = -1\nrtmp-port = 0\nhost = "127.0.0.1"\n')
+    path.write_text('http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\n')
     argv = ["serve", "--config", str(path)]
     runtime = build_runtime(resolve_args(build_parser(), argv))
     async with trio.open_nursery() as nursery:

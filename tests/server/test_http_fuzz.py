@@ -60,6 +60,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "0",
         "--webrtc-port",
         "0",
+        "--rtsp-port",
+        "0",
         "--demo",
         "--publish-token",
         PUBLISH_TOKEN,

@@ -158,7 +158,7 @@ async def test_sighup_reloads_the_certificate_for_new_connections_and_keeps_it_i
         config = tmp_path / "arcly.toml"
         config.write_text('app = ["live"]\n')
         options += ["--config", str(config)]
-    argv = ["serve", "--webrtc-port", "0", *options]
+    argv = ["serve", "--webrtc-port", "0", "--rtsp-port", "0", *options]
     runtime = build_runtime(resolve_args(build_parser(), argv))
     assert runtime.rtmps is not None and runtime.https is not None
     with trio.fail_after(20):

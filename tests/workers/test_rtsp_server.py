@@ -135,6 +135,7 @@ async def test_describe_setup_play_over_tcp_sends_rtp_from_a_keyframe(served: tu
         assert setup.status == 200
         assert (await client.request("PLAY", base, [("Session", session)])).status == 200
         assert server.connections == 1
+        assert [(s.role, s.protocol) for s in engine.sessions if s.protocol == "rtsp"] == [("play", "rtsp")]
         await client.until_packets(40)
         video = [parse_rtp(p.data) for p in client.packets if p.channel == 0]
         assert video[0].payload_type == 96
@@ -299,3 +300,39 @@ def test_stream_key_reads_the_path_query_and_track_control() -> None:
     assert (str(key), query, rest) == ("live/cam", {}, "streamid=0")
     with pytest.raises(ValueError):
         stream_key("rtsp://h/onlyone")
+
+
+async def test_a_kicked_player_is_disconnected(served: tuple[Engine, RtspServer]) -> None:
+    engine, server = served
+    with trio.fail_after(10):
+        client = await _client(server)
+        base = (await client.request("DESCRIBE", url(server))).header("Content-Base") or ""
+        setup = await client.request("SETUP", base + "trackID=0", [("Transport", "RTP/AVP/TCP;interleaved=0-1")])
+        session = (setup.header("Session") or "").split(";")[0]
+        assert (await client.request("PLAY", base, [("Session", session)])).status == 200
+        (mine,) = [s for s in engine.sessions if s.protocol == "rtsp"]
+        engine.kick(mine.id, by="test")
+        assert await client.closed()
+        while server.connections:
+            await trio.sleep(0.01)
+
+
+def test_digest_finds_the_token_inside_the_servers_swappable_authenticator() -> None:
+    from arcly_trio.ops.composite import Swappable
+    from arcly_trio.workers.rtsp.connection import _expected_token
+
+    wrapped = Swappable(TokenAuthenticator(publish_token="pub", play_token="secret"))
+    assert (_expected_token(wrapped, "play"), _expected_token(wrapped, "publish")) == ("secret", "pub")
+    assert _expected_token(object(), "play") is None
+
+
+async def test_a_player_that_sets_up_only_the_audio_gets_audio(served: tuple[Engine, RtspServer]) -> None:
+    _, server = served
+    with trio.fail_after(10):
+        client = await _client(server)
+        base = (await client.request("DESCRIBE", url(server))).header("Content-Base") or ""
+        setup = await client.request("SETUP", base + "trackID=1", [("Transport", "RTP/AVP/TCP;interleaved=0-1")])
+        session = (setup.header("Session") or "").split(";")[0]
+        assert (await client.request("PLAY", base, [("Session", session)])).status == 200
+        await client.until_packets(5)
+        assert {parse_rtp(p.data).payload_type for p in client.packets if p.channel == 0} == {97}

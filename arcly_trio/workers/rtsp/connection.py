@@ -41,7 +41,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
@@ -75,13 +75,12 @@ from arcly_trio.protocols.webrtc.payload import av1 as av1_payload
 from arcly_trio.protocols.webrtc.rtp import RtpError, RtpPacket, parse_rtp
 from arcly_trio.workers.egress import Egress
 from arcly_trio.workers.rtsp.play import MODULES, OutTrack, RtspSink
-from arcly_trio.workers.rtsp.udp import UdpPair
+from arcly_trio.workers.rtsp.udp import UdpPair, UdpPorts
 from arcly_trio.workers.webrtc.ingest import InTrack
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
     from arcly_trio.workers.admission import Ticket
-    from arcly_trio.workers.rtsp.server import RtspServer
 
 __all__ = ["CloseConnection", "Refused", "RtspConnection", "MAX_TRACKS"]
 
@@ -100,6 +99,22 @@ _DEPACKETIZERS: dict[str, Any] = {
     "aac": aac.Depacketizer,
     "opus": opus.Depacketizer,
 }
+
+
+class RtspHost(Protocol):
+    """What a connection needs of its server (:class:`~.server.RtspServer`)."""
+
+    name: str
+    head_timeout: float
+    setup_timeout: float
+    session_timeout: float
+    write_timeout: float
+    udp: UdpPorts | None
+    connections: int
+
+    def publishing(self, connection: RtspConnection) -> None: ...
+
+    def unpublishing(self, connection: RtspConnection) -> None: ...
 
 
 class CloseConnection(Exception):
@@ -158,7 +173,7 @@ class InRecordTrack:
 class RtspConnection:
     """One RTSP client connection (see the module docstring)."""
 
-    def __init__(self, server: RtspServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int]) -> None:
+    def __init__(self, server: RtspHost, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int]) -> None:
         self.server = server
         self.engine = engine
         self.stream = stream
@@ -364,12 +379,9 @@ class RtspConnection:
 
     def _digest_token(self, request: RtspRequest, value: str, action: str) -> str | None:
         """The token a Digest answer proves (checked against the token authenticator's), or None."""
-        authenticator = self.engine.authenticator
-        if not isinstance(authenticator, TokenAuthenticator):
-            return None
-        expected = authenticator._publish_token if action == "publish" else authenticator._play_token
+        expected = _expected_token(self.engine.authenticator, action)
         if expected is None:
-            return ""
+            return None
         fields = _digest_fields(value)
         algorithm = fields.get("algorithm", "MD5").upper()
         digest = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}.get(algorithm)
@@ -392,7 +404,7 @@ class RtspConnection:
 
     def _challenges(self) -> list[tuple[str, str]]:
         out = [("WWW-Authenticate", f'Basic realm="{_REALM}"')]
-        if isinstance(self.engine.authenticator, TokenAuthenticator):
+        if _token_authenticator(self.engine.authenticator) is not None:
             out.insert(0, ("WWW-Authenticate", f'Digest realm="{_REALM}", nonce="{self.nonce}", algorithm=MD5'))
             out.insert(0, ("WWW-Authenticate", f'Digest realm="{_REALM}", nonce="{self.nonce}", algorithm=SHA-256'))
         return out
@@ -810,6 +822,27 @@ class RtspConnection:
                 pair.close()
         self.pairs = []
         self.egress.discard()
+
+
+def _token_authenticator(authenticator: Any, depth: int = 0) -> TokenAuthenticator | None:
+    """The :class:`TokenAuthenticator` inside ``authenticator`` (itself, or a member of a
+    composite or swappable one), if any: Digest needs the token it expects."""
+    if isinstance(authenticator, TokenAuthenticator):
+        return authenticator
+    if depth > 4:
+        return None
+    inner = [getattr(authenticator, "current", None), *(getattr(authenticator, "members", ()) or ())]
+    for member in inner:
+        if member is not None and member is not authenticator:
+            found = _token_authenticator(member, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _expected_token(authenticator: Any, action: str) -> str | None:
+    found = _token_authenticator(authenticator)
+    return found.expected_token(action) if found is not None else None
 
 
 def _digest_fields(value: str) -> dict[str, str]:

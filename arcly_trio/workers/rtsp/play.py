@@ -151,11 +151,15 @@ class RtspSink(DirectSink):
             if not frame.keyframe:
                 return None
             self.wait_keyframe = False
-        elif frame.kind is FrameKind.AUDIO and self.wait_keyframe and FrameKind.VIDEO in self.tracks:
+        elif frame.kind is FrameKind.AUDIO and self.wait_keyframe and self._video_set_up():
             return None  # audio starts with the picture
         if self.wall_base is None:
             self.wall_base = (time.time(), frame.pts)
         return track
+
+    def _video_set_up(self) -> bool:
+        video = self.tracks.get(FrameKind.VIDEO)
+        return video is not None and video.setup
 
     # --------------------------------------------------------------- writing
 
