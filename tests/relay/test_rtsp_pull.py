@@ -394,3 +394,44 @@ def test_g711_becomes_aac_with_the_input_timeline(transcoder: type) -> None:
     assert out[0].config and out[0].codec == "aac" and t.skipped == 0
     media = [f for f in out if not f.config]
     assert media[0].pts == 5000 and math.isclose(media[-1].pts, 5000 + 2000, abs_tol=40)
+
+
+# ----------------------------------------------------------- against this project's RTSP server
+
+
+async def test_an_arcly_rtsp_server_is_pulled_with_digest_and_its_aac(demo_frames: list[Frame]) -> None:
+    """The RTSP worker of another arcly-trio is a camera too: H.264 and AAC (RFC 3640
+    ``mpeg4-generic``) come back as they were published; its Digest takes the play token."""
+    from arcly_trio import Credentials, Engine
+    from arcly_trio.kernel.auth import TokenAuthenticator
+    from arcly_trio.workers.rtsp.server import RtspServer
+
+    rtsp = RtspServer(HOST, 0)
+    builder = Engine.builder().application("live").protocol(rtsp)
+    builder.authenticator(TokenAuthenticator(play_token="play-t0ken"))
+    with trio.fail_after(15):
+        async with builder.build() as origin, trio.open_nursery() as nursery:
+
+            async def publish() -> None:
+                async with origin.publish("live/cam", Credentials(protocol="test")) as publisher:
+                    for loop in range(20):
+                        for frame in demo_frames:
+                            await publisher.send(frame.shifted(loop * 10_000) if loop else frame)
+                            if not frame.config:
+                                await trio.sleep(0.002)
+
+            nursery.start_soon(publish)
+            while not origin.has_stream(StreamKey("live", "cam")):
+                await trio.sleep(0.01)
+            with pytest.raises(RemoteRefused):
+                async with open_rtsp_player(f"rtsp://any:wrong-t0ken@{HOST}:{rtsp.port}/live/cam", timeout=5):
+                    pass
+            async with open_rtsp_player(f"rtsp://any:play-t0ken@{HOST}:{rtsp.port}/live/cam", timeout=5) as player:
+                got = await take(player, 200)
+            nursery.cancel_scope.cancel()
+    sent = {f.payload for f in demo_frames if not f.config}
+    video = [f for f in got if f.kind is FrameKind.VIDEO and not f.config]
+    audio = [f for f in got if f.kind is FrameKind.AUDIO and not f.config]
+    assert video and audio and all(f.payload in sent for f in audio)
+    assert sum(f.payload in sent for f in video) >= len(video) - 1  # a keyframe may carry the SDP's SPS/PPS
+    assert any(f.config and f.codec == "aac" for f in got)
