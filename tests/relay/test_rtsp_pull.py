@@ -64,6 +64,7 @@ class FakeCamera:
         self.playing = trio.Event()
         self.keepalive = trio.Event()
         self.pace = 0.005
+        self.drop_every = 0  # over UDP: leave out every n-th video packet (loss)
 
     def sdp(self) -> str:
         import base64
@@ -188,6 +189,8 @@ class FakeCamera:
                     for i, payload in enumerate(payloads):
                         packet = build_rtp(96, sequence[0], ts, 0x1111, payload, marker=i == len(payloads) - 1)
                         sequence[0] += 1
+                        if self.drop_every and udp[0] is not None and sequence[0] % self.drop_every == 0:
+                            continue
                         await out(0, packet)
                     while audio_ts < (frame.pts + loop * 10_000) * 8:
                         await out(1, build_rtp(8, sequence[1], audio_ts, 0x2222, b"\xd5" * 160))
@@ -255,6 +258,21 @@ async def test_a_camera_plays_over_udp_and_only_from_its_own_address(demo_frames
             assert not any("interleaved" in m for m in cam.methods)
     assert any(f.kind is FrameKind.VIDEO and f.keyframe for f in got)
     assert any(f.kind is FrameKind.AUDIO and not f.config for f in got)
+
+
+async def test_udp_loss_is_counted_and_the_video_resumes_on_keyframes(demo_frames: list[Frame]) -> None:
+    with trio.fail_after(10):
+        async with camera(demo_frames) as (cam, _):
+            cam.drop_every = 97
+            async with open_rtsp_player(url_of(cam, query="?transport=udp"), timeout=5) as player:
+                got: list[Frame] = []
+                while sum(f.kind is FrameKind.VIDEO and f.keyframe for f in got) < 3:
+                    got += await take(player, 1)
+            assert player.lost > 0
+    sent = {f.payload for f in demo_frames if f.kind is FrameKind.VIDEO}
+    video = [f for f in got if f.kind is FrameKind.VIDEO and not f.config]
+    assert sum(f.payload not in sent for f in video) <= 1  # no broken picture is passed on (the first has SPS/PPS)
+    assert len(video) < 110  # 121 pictures from the first to the third keyframe: those after a loss are left out
 
 
 @pytest.mark.parametrize("auth", ["basic", "digest"])
