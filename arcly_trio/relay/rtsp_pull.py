@@ -125,6 +125,7 @@ class _Track:
         if self.kind is FrameKind.VIDEO:  # a fresh depacketizer gives the configuration out again
             self.depacketizer = h264.Depacketizer() if self.sdp.codec == "h264" else h265.H265Depacketizer()
             self.configured = False
+            self.prefix_done = False
 
     def pts(self, timestamp: int, arrival_ms: int) -> int:
         ext = self.timestamps.unwrap(timestamp)
@@ -272,7 +273,7 @@ class RtspPlayer:
                 client.start()
                 await stream.send_all(client.data_to_send())
                 with trio.fail_after(self.timeout):
-                    playing = await self._handshake(stream, client, sockets)
+                    playing, early = await self._handshake(stream, client, sockets)
             except trio.TooSlowError:
                 raise ConnectionLost(f"{self.url}: no answer within {self.timeout:g} s") from None
             if not self._tracks or [t.sdp for t in self._tracks] != list(playing.tracks):
@@ -290,6 +291,8 @@ class RtspPlayer:
             backoff.connected()
             if task_status is not None:
                 task_status.started()
+            now = trio.current_time()  # media that came with the PLAY answer: the first keyframe, often
+            await self._publish([u for event in early for u in self._on_rtp(event.track, event.data, now)])
             lock = trio.Lock()
 
             async def send(data: bytes) -> None:
@@ -345,13 +348,15 @@ class RtspPlayer:
         stream: trio.SocketStream,
         client: RtspClient,
         sockets: list[tuple[trio.socket.SocketType, trio.socket.SocketType]],
-    ) -> Playing:
+    ) -> tuple[Playing, list[RtpData]]:
+        """Run the exchange to PLAY's answer; return it and the RTP read with it."""
         while True:
             data = await stream.receive_some(_RECV_SIZE)
             if not data:
                 raise ConnectionLost(f"{self.url}: the camera closed the connection")
             self._bytes += len(data)
-            for event in client.receive_data(data):
+            events = client.receive_data(data)
+            for position, event in enumerate(events):
                 if isinstance(event, Described):
                     ports = None
                     if client.transport == "udp":
@@ -364,7 +369,8 @@ class RtspPlayer:
                     if client.transport == "udp":
                         await _connect_udp(stream, sockets, event)
                     await stream.send_all(client.data_to_send())
-                    return event
+                    early = [e for e in events[position + 1 :] if isinstance(e, RtpData) and not e.rtcp]
+                    return event, early
             await stream.send_all(client.data_to_send())
 
     async def _udp_reader(self, sock: trio.socket.SocketType, index: int) -> None:
@@ -404,13 +410,15 @@ class RtspPlayer:
 
     def _depacketize(self, track: _Track, rtp: RtpPacket, lost: bool) -> list[AccessUnit]:
         units: list[AccessUnit] = []
-        if track.prefix and not track.configured and rtp.timestamp != track.last_timestamp:
+        if track.prefix and not track.prefix_done and rtp.timestamp != track.last_timestamp:
             # Until a configuration is out, each access unit starts with the SDP's parameter sets.
             for nal in track.prefix:
                 units += track.depacketizer.push(nal, marker=False, timestamp=rtp.timestamp, lost=lost)
             lost = False
         track.last_timestamp = rtp.timestamp
         units += track.depacketizer.push(rtp.payload, marker=rtp.marker, timestamp=rtp.timestamp, lost=lost)
+        if any(unit.config is not None for unit in units):
+            track.prefix_done = True
         return units
 
     async def _publish(self, units: list[tuple[_Track, AccessUnit, int]]) -> None:

@@ -151,10 +151,22 @@ class FakeCamera:
                                 answer = transport
                             await send(encode_response(200, None, (*cseq, *session, ("Transport", answer))))
                         elif message.method == "PLAY":
-                            await send(encode_response(200, None, (*cseq, *session)))
+                            answer = encode_response(200, None, (*cseq, *session))
                             self.plays += 1
                             self.playing.set()
-                            nursery.start_soon(self.media, send, udp_socket, list(udp))
+                            if udp and all(u is None for u in udp):
+                                # The answer and the first packets in one write, as cameras do.
+                                first: list[bytes] = [answer]
+
+                                async def with_answer(data: bytes, first: list[bytes] = first) -> None:
+                                    if first:
+                                        data = first.pop() + data
+                                    await send(data)
+
+                                nursery.start_soon(self.media, with_answer, udp_socket, list(udp))
+                            else:
+                                await send(answer)
+                                nursery.start_soon(self.media, send, udp_socket, list(udp))
                         elif message.method == "GET_PARAMETER":
                             self.keepalive.set()
                             await send(encode_response(200, None, (*cseq, *session)))
@@ -242,6 +254,9 @@ async def test_a_camera_plays_as_h264_and_aac_frames_over_tcp(
     audio = [f for f in got if f.kind is FrameKind.AUDIO]
     # The configuration comes from the SDP's sprop-parameter-sets (none is in band).
     assert video[0].config and video[0].codec == "h264" and video[1].keyframe
+    # The first picture came in the same read as PLAY's answer: it is not lost.
+    first_key = next(f for f in demo_frames if f.kind is FrameKind.VIDEO and f.keyframe and not f.config)
+    assert video[1].payload.endswith(first_key.payload)
     sent = {f.payload for f in demo_frames if f.kind is FrameKind.VIDEO and not f.config}
     assert all(f.payload in sent for f in video[2:])  # the first carries the SDP's SPS and PPS too
     assert audio and audio[0].config and audio[0].codec == "aac" and len(audio) > 3  # G.711 became AAC
@@ -451,5 +466,6 @@ async def test_an_arcly_rtsp_server_is_pulled_with_digest_and_its_aac(demo_frame
     video = [f for f in got if f.kind is FrameKind.VIDEO and not f.config]
     audio = [f for f in got if f.kind is FrameKind.AUDIO and not f.config]
     assert video and audio and all(f.payload in sent for f in audio)
-    assert sum(f.payload in sent for f in video) >= len(video) - 1  # a keyframe may carry the SDP's SPS/PPS
+    # Pictures come back as published; keyframes with parameter sets in front (the server's, the SDP's).
+    assert all(f.payload in sent for f in video if not f.keyframe) and sum(f.keyframe for f in video) >= 1
     assert any(f.config and f.codec == "aac" for f in got)
