@@ -5,7 +5,7 @@ keep-alives, G.711 to AAC, the pull relay (``rtsp://`` templates), credentials n
 DESCRIBE (H.264 with ``sprop-parameter-sets`` only, no parameter sets in band, as many cameras
 do, and PCMA audio), SETUP (interleaved or UDP), PLAY, GET_PARAMETER and TEARDOWN, asks for
 credentials when it has some, and sends the demo clip's H.264 packetized with the WebRTC RTP
-layer plus 20 ms of A-law silence per 20 ms. Every test has a ``fail_after``; real time is a
+layer plus a 440 Hz A-law tone in 20 ms packets. Every test has a ``fail_after``; real time is a
 few tenths of a second each.
 """
 
@@ -43,6 +43,26 @@ HOST = "127.0.0.1"
 USER, PASSWORD = "admin", "cam-s3cret-pw"
 NONCE = "0123456789abcdef"
 REALM = "IP Camera"
+
+
+def alaw_tone(seconds: float = 1.0, frequency: int = 440) -> bytes:
+    """A 440 Hz tone in G.711 A-law at 8 kHz, encoded by FFmpeg's ``pcm_alaw``."""
+    import array
+
+    import av
+
+    samples = int(8000 * seconds)
+    pcm = array.array("h", (int(12000 * math.sin(2 * math.pi * frequency * i / 8000)) for i in range(samples)))
+    encoder = av.CodecContext.create("pcm_alaw", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 8000, "mono", "s16"
+    encoder.open()
+    frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+    frame.sample_rate = 8000
+    frame.planes[0].update(pcm.tobytes())
+    return b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)])
+
+
+TONE = alaw_tone()
 
 
 def _md5(text: str) -> str:
@@ -205,7 +225,8 @@ class FakeCamera:
                             continue
                         await out(0, packet)
                     while audio_ts < (frame.pts + loop * 10_000) * 8:
-                        await out(1, build_rtp(8, sequence[1], audio_ts, 0x2222, b"\xd5" * 160))
+                        start = audio_ts % len(TONE)
+                        await out(1, build_rtp(8, sequence[1], audio_ts, 0x2222, TONE[start : start + 160]))
                         sequence[1] += 1
                         audio_ts += 160
                     await trio.sleep(self.pace)
@@ -418,15 +439,41 @@ async def test_an_rtsp_template_with_wrong_credentials_is_stream_not_found(demo_
 
 @pytest.mark.parametrize("transcoder", [PcmaToAac, PcmuToAac])
 def test_g711_becomes_aac_with_the_input_timeline(transcoder: type) -> None:
+    from tests.media.test_transcode import decode
+
     t = transcoder()
-    law = t.in_codec
     out: list[Frame] = []
-    for i in range(100):  # 2 s of a 440 Hz tone would do as well: silence is enough for timing
-        out += t.push(Frame(FrameKind.AUDIO, law, 5000 + i * 20, 5000 + i * 20, bytes(160)))
+    for i in range(100):  # 2 s in 20 ms packets (A-law: the tone; mu-law: its zero level, 0xff)
+        chunk = TONE[(i % 50) * 160 : (i % 50 + 1) * 160] if t.in_codec == "pcma" else b"\xff" * 160
+        out += t.push(Frame(FrameKind.AUDIO, t.in_codec, 5000 + i * 20, 5000 + i * 20, chunk))
     out += t.flush()
     assert out[0].config and out[0].codec == "aac" and t.skipped == 0
     media = [f for f in out if not f.config]
     assert media[0].pts == 5000 and math.isclose(media[-1].pts, 5000 + 2000, abs_tol=40)
+    rate, samples, rms, channels = decode(out)
+    assert rate == 48000 and channels == 1 and math.isclose(samples, 96000, rel_tol=0.05)
+    assert (rms > 0.2) if t.in_codec == "pcma" else (rms < 0.01)
+
+
+async def test_the_cameras_g711_reaches_webrtc_as_opus_through_the_audio_bridge(demo_frames: list[Frame]) -> None:
+    from arcly_trio.services.audio_bridge import AudioBridge
+    from tests.media.test_transcode import decode
+
+    bridge = AudioBridge(poll_interval=0.05)
+    with trio.fail_after(20):
+        async with camera(demo_frames) as (cam, _):
+            pull = PullSource({None: f"rtsp://{HOST}:{cam.port}/{{stream}}"}, idle=0.3)
+            async with node(sources=(pull,), observer=bridge) as (_edge, edge_rtmp, _):
+                async with open_rtmp_player(f"rtmp://{HOST}:{edge_rtmp.port}/live/cam") as player:
+                    await player.next_batch()  # the pull runs
+                    got: list[Frame] = []
+                    release = bridge.want_opus(StreamKey("live", "cam"), got.append)
+                    while len(got) < 30:
+                        await trio.sleep(0.02)
+                    release()
+    assert got[0].config and all(f.codec == "opus" for f in got)
+    rate, _, rms, _ = decode(got)
+    assert rate == 48000 and rms > 0.1  # the tone, not silence
 
 
 # ----------------------------------------------------------- against this project's RTSP server
