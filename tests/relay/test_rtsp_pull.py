@@ -516,3 +516,18 @@ async def test_an_arcly_rtsp_server_is_pulled_with_digest_and_its_aac(demo_frame
     # Pictures come back as published; keyframes with parameter sets in front (the server's, the SDP's).
     assert all(f.payload in sent for f in video if not f.keyframe) and sum(f.keyframe for f in video) >= 1
     assert any(f.config and f.codec == "aac" for f in got)
+
+
+def test_rtsp_templates_are_for_pulls_only() -> None:
+    from arcly_trio.protocols.rtmp.url import check_template
+    from arcly_trio.relay import PushTarget
+    from arcly_trio.server.options import _pull_template
+
+    template = f"rtsp://{USER}:{PASSWORD}@{HOST}/{{stream}}?transport=udp"
+    assert check_template(template, pull=True) == template and _pull_template(f"cams={template}") is None
+    with pytest.raises(ValueError) as caught:
+        check_template(template)  # a push cannot go to a camera
+    assert PASSWORD not in str(caught.value)
+    with pytest.raises(ValueError):
+        PushTarget.parse(template)
+    assert _pull_template("rtsp:///nohost") is not None
