@@ -10,12 +10,13 @@ import base64
 import hashlib
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from arcly_trio.core.frame import Frame
+from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.keys import Credentials
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
@@ -23,6 +24,7 @@ from arcly_trio.protocols.rtsp.messages import (
     Interleaved,
     RtspReader,
     RtspResponse,
+    encode_interleaved,
     encode_request,
 )
 from arcly_trio.protocols.rtsp.sdp import parse_sdp
@@ -81,6 +83,7 @@ class Client:
                 return True
 
 
+@asynccontextmanager
 async def _engine(
     authenticator: TokenAuthenticator | None = None, **options: object
 ) -> AsyncIterator[tuple[Engine, RtspServer]]:
@@ -94,7 +97,7 @@ async def _engine(
 
 @pytest.fixture
 async def served(demo_frames: list[Frame]) -> AsyncIterator[tuple[Engine, RtspServer]]:
-    async for pair in _engine(udp_ports=(47000, 47999)):
+    async with _engine(udp_ports=(47000, 47999)) as pair:
         async with trio.open_nursery() as nursery:
             await healthy_stream(pair[0], demo_frames, nursery)
             yield pair
@@ -220,7 +223,7 @@ async def test_requests_out_of_order_or_for_nothing_are_answered_not_fatal(serve
 
 
 async def test_a_slow_request_head_is_cut_off(autojump_clock: trio.testing.MockClock) -> None:
-    async for _, server in _engine(head_timeout=5.0):
+    async with _engine(head_timeout=5.0) as (_, server):
         with trio.fail_after(60):
             client = await _client(server)
             await client.stream.send_all(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n")
@@ -230,7 +233,7 @@ async def test_a_slow_request_head_is_cut_off(autojump_clock: trio.testing.MockC
 
 
 async def test_an_idle_connection_is_closed_after_the_setup_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    async for _, server in _engine(setup_timeout=7.0):
+    async with _engine(setup_timeout=7.0) as (_, server):
         with trio.fail_after(60):
             client = await _client(server)
             assert (await client.request("OPTIONS", "*")).status == 200
@@ -253,7 +256,7 @@ def _digest(method: str, uri: str, challenge: str, token: str, algorithm: str) -
 
 @pytest.mark.parametrize("scheme", ["query", "basic", "md5", "sha256", "wrong"])
 async def test_play_authorization_basic_digest_and_query_token(demo_frames: list[Frame], scheme: str) -> None:
-    async for engine, server in _engine(TokenAuthenticator(publish_token="pub", play_token="secret")):
+    async with _engine(TokenAuthenticator(publish_token="pub", play_token="secret")) as (engine, server):
         async with trio.open_nursery() as nursery:
             with trio.fail_after(10):
                 await _publish_with_token(engine, demo_frames, nursery)
@@ -336,3 +339,141 @@ async def test_a_player_that_sets_up_only_the_audio_gets_audio(served: tuple[Eng
         assert (await client.request("PLAY", base, [("Session", session)])).status == 200
         await client.until_packets(5)
         assert {parse_rtp(p.data).payload_type for p in client.packets if p.channel == 0} == {97}
+
+
+def _announce_sdp(demo_frames: list[Frame]) -> bytes:
+    from arcly_trio.protocols.rtsp.sdp import build_sdp, describe_track
+
+    configs = {f.kind: f for f in demo_frames if f.config and f.kind is not FrameKind.DATA}
+    tracks = [
+        describe_track("h264", configs[FrameKind.VIDEO].payload, payload_type=96, control="streamid=0"),
+        describe_track("aac", configs[FrameKind.AUDIO].payload, payload_type=97, control="streamid=1"),
+    ]
+    return build_sdp(tracks)
+
+
+def _rtp_of(frame: Frame, sequence: int) -> list[bytes]:
+    from arcly_trio.protocols.webrtc.payload import aac, h264
+    from arcly_trio.protocols.webrtc.rtp import build_rtp
+
+    video = frame.kind is FrameKind.VIDEO
+    payloads = (h264 if video else aac).packetize(frame.payload, 1200)
+    clock = 90 if video else 44
+    return [
+        build_rtp(
+            96 if video else 97,
+            sequence + i,
+            frame.pts * clock,
+            1 if video else 2,
+            payload,
+            marker=i == len(payloads) - 1,
+        )
+        for i, payload in enumerate(payloads)
+    ]
+
+
+async def test_a_publisher_announces_records_over_tcp_and_the_kernel_gets_frames_with_configs(
+    demo_frames: list[Frame],
+) -> None:
+    async with _engine(TokenAuthenticator(publish_token="pub")) as (engine, server):
+        with trio.fail_after(10):
+            client = await _client(server)
+            target = url(server, "live/in")
+            sdp = _announce_sdp(demo_frames)
+            refused = await client.request("ANNOUNCE", target, [("Content-Type", "application/sdp")], sdp)
+            assert refused.status == 401
+            assert await client.closed()
+            client = await _client(server)
+            announced = await client.request(
+                "ANNOUNCE", target + "?token=pub", [("Content-Type", "application/sdp")], sdp
+            )
+            assert announced.status == 200
+            session = (announced.header("Session") or "").split(";")[0]
+            for index in (0, 1):
+                transport = f"RTP/AVP/TCP;unicast;interleaved={2 * index}-{2 * index + 1};mode=record"
+                setup = await client.request(
+                    "SETUP", f"{target}?token=pub/streamid={index}", [("Transport", transport), ("Session", session)]
+                )
+                assert setup.status == 200, setup
+            assert (await client.request("RECORD", target, [("Session", session)])).status == 200
+            async with engine.subscribe("live/in") as subscription:
+                sequences = {FrameKind.VIDEO: 0, FrameKind.AUDIO: 0}
+                data = b""
+                for frame in [f for f in demo_frames if not f.config and f.kind is not FrameKind.DATA][:120]:
+                    packets = _rtp_of(frame, sequences[frame.kind])
+                    sequences[frame.kind] += len(packets)
+                    channel = 0 if frame.kind is FrameKind.VIDEO else 2
+                    data += b"".join(encode_interleaved(channel, packet) for packet in packets)
+                await client.stream.send_all(data)
+                got: list[Frame] = []
+                async for frame in subscription:
+                    got.append(frame)
+                    if sum(not f.config and f.kind is FrameKind.VIDEO for f in got) >= 20:
+                        break
+            kinds = {(f.kind, f.codec, f.config) for f in got}
+            assert {(FrameKind.VIDEO, "h264", True), (FrameKind.AUDIO, "aac", True)} <= kinds
+            assert (FrameKind.VIDEO, "h264", False) in kinds and (FrameKind.AUDIO, "aac", False) in kinds
+            assert [(s.role, s.protocol) for s in engine.sessions if s.protocol == "rtsp"] == [("publish", "rtsp")]
+
+
+async def test_sessions_per_address_are_capped(demo_frames: list[Frame]) -> None:
+    async with _engine(max_sessions_per_address=1) as (engine, server):
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(10):
+                await healthy_stream(engine, demo_frames, nursery)
+                first, second = await _client(server), await _client(server)
+                assert (await first.request("DESCRIBE", url(server))).status == 200
+                assert (await second.request("DESCRIBE", url(server))).status == 453
+                await first.stream.aclose()
+                while server.sessions_per_address:
+                    await trio.sleep(0.01)
+                assert (await second.request("DESCRIBE", url(server))).status == 200
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_udp_publishers_loss_and_reordering_are_counted_and_video_resumes(demo_frames: list[Frame]) -> None:
+    async with _engine(udp_ports=(47000, 47999)) as (engine, server):
+        with trio.fail_after(10):
+            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await sender.bind((HOST, 0))
+            port = sender.getsockname()[1]
+            client = await _client(server)
+            target = url(server, "live/udp")
+            announced = await client.request(
+                "ANNOUNCE", target, [("Content-Type", "application/sdp")], _announce_sdp(demo_frames)
+            )
+            session = (announced.header("Session") or "").split(";")[0]
+            setup = await client.request(
+                "SETUP",
+                target + "/streamid=0",
+                [("Transport", f"RTP/AVP;unicast;client_port={port}-{port + 1};mode=record"), ("Session", session)],
+            )
+            server_port = parse_transport(setup.header("Transport") or "")[0].server_port
+            assert server_port is not None
+            assert (await client.request("RECORD", target, [("Session", session)])).status == 200
+            video = [f for f in demo_frames if f.kind is FrameKind.VIDEO and not f.config][:70]  # keyframes 0 and 60
+            packets: list[bytes] = []
+            ends: set[int] = set()
+            for frame in video:
+                packets += _rtp_of(frame, len(packets))
+                ends.add(len(packets) - 1)
+            first_end = min(ends)
+            lost = first_end + 2  # the second picture after the keyframe
+            order = [i for i in range(len(packets)) if i != lost]
+            swap = order.index(first_end + 5)
+            order[swap], order[swap + 1] = order[swap + 1], order[swap]
+            async with engine.subscribe("live/udp") as subscription:
+                for index in order:
+                    await sender.sendto(packets[index], (HOST, server_port[0]))
+                    if index in ends:
+                        await trio.lowlevel.checkpoint()  # let the server read: no burst past its socket buffer
+                keyframes = 0
+                async for frame in subscription:
+                    keyframes += frame.keyframe
+                    if keyframes == 2:  # the next GOP came through after the loss
+                        break
+            (connection,) = server.publishers
+            while connection.packets_lost < 1:
+                await trio.sleep(0.01)
+            assert (connection.packets_lost, connection.packets_reordered) == (1, 1)
+            sender.close()

@@ -111,6 +111,8 @@ class RtspHost(Protocol):
     write_timeout: float
     udp: UdpPorts | None
     connections: int
+    max_sessions_per_address: int | None
+    sessions_per_address: dict[str, int]
 
     def publishing(self, connection: RtspConnection) -> None: ...
 
@@ -195,6 +197,7 @@ class RtspConnection:
         self.pairs: list[UdpPair] = []
         self.busy = False
         self.nonce = secrets.token_hex(16)
+        self.holds_session = False
         self.last_activity = trio.current_time()
         self.setup_deadline = trio.current_time() + server.setup_timeout
         self.epoch: float | None = None
@@ -244,7 +247,14 @@ class RtspConnection:
                 finally:
                     if self.recording:
                         self.server.unpublishing(self)
-                        log.info("%s %s:%s stopped publishing %s", self.server.name, *self.peer, self.key)
+                        log.info(
+                            "%s %s:%s stopped publishing %s (%d RTP packets lost, %d reordered)",
+                            self.server.name,
+                            *self.peer,
+                            self.key,
+                            self.packets_lost,
+                            self.packets_reordered,
+                        )
                     self.publisher = None
             return
         except InvalidStreamName:
@@ -264,6 +274,8 @@ class RtspConnection:
     def _deadline(self) -> float:
         if self.reader.in_message:
             return self.message_started + self.server.head_timeout
+        if self.playing and self.sink is not None and not any(t.udp for t in self.sink.tracks.values()):
+            return math.inf  # TCP: the session lives with its connection (the write timeout finds dead peers)
         if self.busy:
             return self.last_activity + self.server.session_timeout
         return min(self.setup_deadline, self.last_activity + self.server.session_timeout)
@@ -418,6 +430,18 @@ class RtspConnection:
             if self.ticket is not None:
                 self.ticket.busy()
 
+    def _hold_session(self) -> None:
+        """Count this connection's session against its address's cap (453 past it)."""
+        if self.holds_session:
+            return
+        server, address = self.server, self.peer[0]
+        held = server.sessions_per_address.get(address, 0)
+        cap = server.max_sessions_per_address
+        if cap is not None and held >= cap:
+            raise _Answer(453)
+        server.sessions_per_address[address] = held + 1
+        self.holds_session = True
+
     def _new_session(self) -> None:
         if self.session_id is None:
             self.session_id = secrets.token_hex(8)
@@ -429,6 +453,7 @@ class RtspConnection:
             key, query, _ = stream_key(request.uri)
         except (ValueError, InvalidStreamName):
             raise _Answer(404) from None
+        self._hold_session()
         sink = RtspSink(self.egress, key)
         sink.on_config = self.config_arrived.set
         credentials = self._credentials(request, query, "play", key)
@@ -625,6 +650,7 @@ class RtspConnection:
             tracks.append(InRecordTrack(track, state))
         if not tracks:
             raise _Answer(415)
+        self._hold_session()
         credentials = self._credentials(request, query, "publish", key)
         self.in_tracks = tracks
         cseq = request.header("CSeq") or "0"
@@ -678,6 +704,7 @@ class RtspConnection:
         return True, b"", []
 
     async def _interleaved(self, event: Interleaved) -> None:
+        self.last_activity = trio.current_time()
         if not self.recording:
             return  # RTCP receiver reports of a player, or media before RECORD
         for track in self.in_tracks:
@@ -720,6 +747,16 @@ class RtspConnection:
                 state.frames += 1
                 self.frames_in += 1
 
+    @property
+    def packets_lost(self) -> int:
+        """RTP packets of a UDP publisher that never arrived (given up by the reorder buffer)."""
+        return sum(track.state.reorder.lost for track in self.in_tracks)
+
+    @property
+    def packets_reordered(self) -> int:
+        """RTP packets of a UDP publisher that came after a later one (put back in order)."""
+        return sum(track.state.reorder.reordered for track in self.in_tracks)
+
     async def _seed(self, track: InRecordTrack, timestamp: int, arrival_ms: int) -> None:
         """What the SDP says before the first packet: the audio config frame, and the video
         parameter sets fed to the depacketizer (senders with global headers, ffmpeg's, send
@@ -757,7 +794,10 @@ class RtspConnection:
         sock = pair.rtp
         reorder = track.state.reorder
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            # Wake at least every max_wait: a gap is given up (and the depacketizer told) even
+            # when nothing more arrives.
+            with trio.move_on_after(reorder.max_wait):
+                await trio.lowlevel.wait_readable(sock)
             while True:
                 try:
                     data, source = sock.recvfrom(65536)
@@ -814,6 +854,12 @@ class RtspConnection:
                         self.key,
                         self.sink.dropped,
                     )
+        if self.holds_session:
+            self.holds_session = False
+            counts, address = self.server.sessions_per_address, self.peer[0]
+            counts[address] -= 1
+            if not counts[address]:
+                del counts[address]
         udp = self.server.udp
         for pair in self.pairs:
             if udp is not None:

@@ -49,8 +49,10 @@ class RtspServer(ListeningWorker):
     """The RTSP protocol worker; register it with ``EngineBuilder.protocol``.
 
     ``serve`` reports the bound port through ``task_status.started`` (port 0 picks one).
-    ``udp_ports`` is the ``(low, high)`` range of RTP/RTCP port pairs for UDP transport
-    (``None``: TCP interleaved only). ``connections`` counts connections that play or publish.
+    ``max_sessions_per_address`` caps the sessions one address holds at once (``None``: no
+    cap), so one client cannot take every UDP port pair. ``udp_ports`` is the ``(low, high)``
+    range of RTP/RTCP port pairs for UDP transport (``None``: TCP interleaved only).
+    ``connections`` counts connections that play or publish.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class RtspServer(ListeningWorker):
         write_timeout: float = 30.0,
         max_connections: int = 4096,
         max_per_address: int | None = None,
+        max_sessions_per_address: int | None = 64,
         listener: Listener | None = None,
     ) -> None:
         given = chosen_listener(
@@ -88,6 +91,9 @@ class RtspServer(ListeningWorker):
         self.runner = ConnectionRunner(given, name=self.name, label="RTSP connection", log=log)
         self.admission = self.runner.admission
         self.connections = 0
+        self.max_sessions_per_address = max_sessions_per_address
+        self.sessions_per_address: dict[str, int] = {}
+        """Sessions (a DESCRIBE or ANNOUNCE that succeeded, until the connection ends) per address."""
         self.publishers: set[RtspConnection] = set()
         self.clients = self.runner.clients
 
