@@ -26,6 +26,12 @@ in the input timeline (a publisher's gap or restart: an input pts more than
 :data:`JUMP_MS` away from what the samples decoded so far predict) moves the anchor: the
 samples still queued keep the times before the jump.
 
+G.711 (an IP camera's 8 kHz A-law or mu-law audio, codecs ``pcma`` and ``pcmu``, pulled over
+RTSP) has no config frame: :class:`PcmaToAac` and :class:`PcmuToAac` open FFmpeg's
+``pcm_alaw``/``pcm_mulaw`` decoder at 8 kHz mono and give AAC-LC (48 kHz mono) out, which the
+kernel's legacy paths (RTMP, FLV, HLS) take as they are and the bridge turns into Opus for
+WebRTC players like any AAC.
+
 Attacker's view: the input is a peer's media. An input frame larger than
 :data:`MAX_INPUT_BYTES` is not decoded, and one that decodes to more than
 :data:`MAX_FRAME_SECONDS` of audio is dropped, so one call gives out a bounded number of
@@ -52,7 +58,17 @@ from arcly_trio.media.codecs.aac import parse_audio_specific_config
 from arcly_trio.media.codecs.errors import CodecError
 from arcly_trio.media.codecs.opus import opus_head, parse_opus_head
 
-__all__ = ["AacToOpus", "OpusToAac", "Transcoder", "JUMP_MS", "MAX_INPUT_BYTES", "MAX_FRAME_SECONDS"]
+__all__ = [
+    "AacToOpus",
+    "OpusToAac",
+    "G711ToAac",
+    "PcmaToAac",
+    "PcmuToAac",
+    "Transcoder",
+    "JUMP_MS",
+    "MAX_INPUT_BYTES",
+    "MAX_FRAME_SECONDS",
+]
 
 log = logging.getLogger("arcly_trio.transcode")
 
@@ -318,3 +334,42 @@ class OpusToAac(Transcoder):
 
     def _config_payload(self, encoder: av.CodecContext, channels: int) -> bytes:
         return bytes(encoder.extradata or b"")
+
+
+class G711ToAac(Transcoder):
+    """G.711 (8 kHz mono, no config frame) to AAC-LC (48 kHz); :class:`PcmaToAac` and
+    :class:`PcmuToAac` name the law."""
+
+    decoder_name = ""
+    out_codec = "aac"
+    encoder_name = "aac"
+    out_rate = 48000
+    frame_size = 1024
+
+    def _open_decoder(self, config: bytes | None) -> av.CodecContext:
+        decoder = av.CodecContext.create(self.decoder_name, "r")
+        decoder.sample_rate = 8000
+        decoder.layout = "mono"
+        decoder.open()
+        return decoder
+
+    def _tune_encoder(self, encoder: av.CodecContext, channels: int) -> None:
+        encoder.format = "fltp"
+        encoder.bit_rate = 64000
+
+    def _config_payload(self, encoder: av.CodecContext, channels: int) -> bytes:
+        return bytes(encoder.extradata or b"")
+
+
+class PcmaToAac(G711ToAac):
+    """G.711 A-law (``pcma``) to AAC."""
+
+    in_codec = "pcma"
+    decoder_name = "pcm_alaw"
+
+
+class PcmuToAac(G711ToAac):
+    """G.711 mu-law (``pcmu``) to AAC."""
+
+    in_codec = "pcmu"
+    decoder_name = "pcm_mulaw"

@@ -2,7 +2,8 @@
 
 :class:`PullSource` is a kernel :class:`~arcly_trio.kernel.sources.StreamSource` (register it
 with ``EngineBuilder.source``): for the applications it has a URL template for
-(``rtmp://origin/{app}/{stream}`` or ``http://origin:8080/{app}/{stream}.flv``), the first
+(``rtmp://origin/{app}/{stream}``, ``http://origin:8080/{app}/{stream}.flv`` or an IP camera's
+``rtsp://user:pass@camera/{stream}``, :mod:`arcly_trio.relay.rtsp_pull`), the first
 authorized viewer of a stream that is not here starts one pull, every viewer shares it (the
 engine's single-flight: two viewers arriving together start one pull), and it stops once its
 stream has had no viewer for ``idle`` seconds. The pulled stream is published into the engine
@@ -97,6 +98,7 @@ async def pull_into(
                             await publisher.send(frame)
                         stats.frames += len(batch)
                         stats.bytes = upstream.bytes_received
+                        stats.retries = getattr(upstream, "reconnects", 0)  # an RTSP camera's
                         batch = await upstream.next_batch()
                     request.stopping = True  # no new viewer joins a stream that is ending
                     nursery.cancel_scope.cancel()
@@ -140,7 +142,7 @@ class PullSource:
         read_timeout: float = 30.0,
         credentials: Credentials | None = None,
     ) -> None:
-        self.templates = {app: check_template(template) for app, template in templates.items()}
+        self.templates = {app: check_template(template, pull=True) for app, template in templates.items()}
         self.idle = idle
         self.timeout = timeout
         self.read_timeout = read_timeout

@@ -1,7 +1,8 @@
 """One upstream connection as batches of frames, whatever its protocol (sans the details).
 
 :func:`open_upstream` plays ``rtmp://``/``rtmps://`` URLs with the RTMP client and ``http://``/
-``https://`` URLs (HTTP-FLV) with the FLV client; both give an :class:`Upstream`: ``next_batch()``
+``https://`` URLs (HTTP-FLV) with the FLV client, ``rtsp://`` URLs (cameras) with the RTSP pull
+(:func:`~arcly_trio.relay.rtsp_pull.open_rtsp_player`); all give an :class:`Upstream`: ``next_batch()``
 (``[]`` once it ended), ``end`` (why), ``bytes_received``.
 
 Error policy: what the clients raise on entry (``RemoteRefused``, ``ConnectionLost``,
@@ -45,5 +46,10 @@ async def open_upstream(
             url, unix_socket=unix_socket, timeout=timeout, read_timeout=read_timeout
         ) as flv_player:
             yield flv_player
+    elif scheme == "rtsp":
+        from arcly_trio.relay.rtsp_pull import open_rtsp_player  # noqa: PLC0415  (loads PyAV)
+
+        async with open_rtsp_player(url, timeout=timeout, read_timeout=read_timeout) as rtsp_player:
+            yield rtsp_player
     else:
-        raise ValueError(f"upstreams are rtmp://, rtmps://, http:// or https://, not {redact_url(url)!r}")
+        raise ValueError(f"upstreams are rtmp://, rtmps://, http://, https:// or rtsp://, not {redact_url(url)!r}")

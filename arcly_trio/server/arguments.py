@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[APP=]URL",
-        help="a play of a stream that is not here pulls it from this rtmp:// or http:// "
-        "(HTTP-FLV) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app",
+        help="a play of a stream that is not here pulls it from this rtmp://, http:// "
+        "(HTTP-FLV) or rtsp:// (IP camera) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app",
     )
     relay.add_argument(
         "--pull-idle",

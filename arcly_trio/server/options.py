@@ -156,7 +156,7 @@ def _pull_template(value: Any) -> str | None:
         if sep and "/" not in app and ":" not in app:
             check_name(app, "application name")
             value = rest
-        check_template(value)
+        check_template(value, pull=True)
     except ValueError as exc:  # InvalidStreamName is one too
         return str(exc)
     return None

@@ -86,18 +86,20 @@ def parse_rtmp_url(url: str) -> RtmpUrl:
     return RtmpUrl(scheme, parts.hostname, port, app, stream, parts.query)
 
 
-def check_template(template: str) -> str:
-    """Check a relay URL template (``rtmp://``, ``rtmps://``, ``http://`` or ``https://``, with
-    optional ``{app}``/``{stream}``); return it, or raise ``ValueError``."""
+def check_template(template: str, *, pull: bool = False) -> str:
+    """Check a relay URL template (``rtmp://``, ``rtmps://``, ``http://`` or ``https://``, and
+    ``rtsp://`` for a ``pull``, with optional ``{app}``/``{stream}``); return it, or raise
+    ``ValueError``."""
     sample = fill_template(template, "app", "stream")
     scheme = urllib.parse.urlsplit(sample).scheme.lower()
     if scheme in _DEFAULT_PORTS:
         parse_rtmp_url(sample)
-    elif scheme in ("http", "https"):
+    elif scheme in ("http", "https") or (pull and scheme == "rtsp"):
         if not urllib.parse.urlsplit(sample).hostname:
             raise ValueError(f"no host in {redact_url(template)!r}")
     else:
-        raise ValueError(f"relay URLs are rtmp://, rtmps://, http:// or https://, not {redact_url(template)!r}")
+        shown = redact_url(template)
+        raise ValueError(f"relay URLs are rtmp://, rtmps://, http:// or https:// (or rtsp:// to pull), not {shown!r}")
     return template
 
 
