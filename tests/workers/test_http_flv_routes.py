@@ -293,6 +293,28 @@ async def test_bad_websocket_handshake_is_an_http_error(demo_frames) -> None:  #
         assert b"sec-websocket-version: 13" in response.lower()
 
 
+async def test_a_websocket_handshake_with_a_non_ascii_host_is_a_400_not_a_traceback(demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
+    # found by the HTTP fuzz test: wsproto decodes Host as IDNA and raised UnicodeDecodeError
+    # out of the handler (no answer at all, a traceback in the log)
+    caplog.set_level(logging.INFO, logger="arcly_trio.http")
+    async with serving() as (engine, _, server):
+        async with engine.publish("live/demo") as publisher:
+            await publisher.send(demo_frames[0])
+            request = (
+                b"GET /live/demo.flv HTTP/1.1\r\nHost: \x80\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            with trio.fail_after(5):
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                async with stream:
+                    await stream.send_all(request)
+                    response = b""
+                    while chunk := await stream.receive_some(65536):
+                        response += chunk
+    assert response.startswith(b"HTTP/1.1 400 "), response[:200]
+    assert "Traceback" not in caplog.text
+
+
 async def test_graceful_shutdown_ends_players_and_drains_connections(demo_frames, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.http")
     server = HttpServer("127.0.0.1", 0)

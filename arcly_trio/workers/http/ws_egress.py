@@ -44,6 +44,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, Request, TextMessage
 from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError as WsprotoRemoteError
 
 from arcly_trio.protocols.http.router import BadRequest
 from arcly_trio.protocols.http.websocket import Violation, WebSocketGuard, WebSocketLimits
@@ -73,8 +74,14 @@ def accept(
     through ``egress``, selecting ``subprotocol``; the peer is held to ``limits``. ``label``
     (already printable) names the connection in the log."""
     handshake = H11Handshake(ConnectionType.SERVER)
-    handshake.receive_data(request_head)
-    if not any(isinstance(event, Request) for event in handshake.events()):
+    try:
+        handshake.receive_data(request_head)
+        events = list(handshake.events())
+    except (WsprotoRemoteError, UnicodeError, ValueError) as error:
+        # wsproto reads the Host header as IDNA (a non-ASCII byte raises UnicodeDecodeError) and
+        # checks what the worker did not: a bad head is this request's 400, never a traceback
+        raise BadRequest(f"not a valid WebSocket handshake ({type(error).__name__})") from None
+    if not any(isinstance(event, Request) for event in events):
         raise BadRequest("not a WebSocket handshake")
     answer = handshake.send(AcceptConnection(subprotocol=subprotocol, extra_headers=headers))
     connection = handshake.connection
