@@ -48,6 +48,7 @@ import trio
 
 from arcly_trio.core.errors import (
     AppNotFound,
+    ArclyError,
     EngineClosed,
     InvalidStreamName,
     PublisherLimitReached,
@@ -121,11 +122,11 @@ class RtspHost(Protocol):
     def unpublishing(self, connection: RtspConnection) -> None: ...
 
 
-class CloseConnection(Exception):
+class CloseConnection(ArclyError):
     """The connection ends (a protocol error, a timeout): the reason is logged."""
 
 
-class Refused(Exception):
+class Refused(ArclyError):
     """A play or publish was refused (answered already); ``authorization`` for a 401/403."""
 
     def __init__(self, reason: str, *, authorization: bool = False) -> None:
