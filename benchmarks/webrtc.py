@@ -17,6 +17,14 @@ run.
   counts packets and sequence gaps per viewer from the RTP headers (which SRTP leaves in the
   clear) and sends each viewer's receiver report every 2 s. RTMP and HTTP-FLV viewers are the
   shared harness's load generator (``/work/shared/bench/rtmpload.py``), also on CPU 1.
+* ``hotpath``: the WHEP send path in process, without a server: ``--viewers`` real
+  :class:`~arcly_trio.workers.webrtc.viewer.RtpSink` s (each with its own
+  :class:`~arcly_trio.protocols.webrtc.srtp.SrtpContext`) on one real
+  :class:`~arcly_trio.workers.webrtc.udp.UdpPort` sending to a loopback socket that is not
+  read, offered the 1.6 Mbit/s stream's shape (30 pictures a second of ~5.8 KB, a 40 KB keyframe
+  every 2 s, 50 Opus frames of 160 bytes) frame by frame as the fan-out does; the process's CPU
+  (min of ``--repeat`` passes) per viewer-second and per packet. ``--no-send`` stubs the socket
+  calls out (what the rest costs), ``--profile`` prints cProfile's top functions.
 * ``latency``: glass-to-glass in Debian's headless Chromium (selenium, as tests/_browser.py). ffmpeg
   encodes a test pattern (640x360, 30 fps, x264 ``-tune zerolatency``, GOP 1 s) after burning the
   wall clock into the picture as a pixel code: ``setpts`` sets each frame's timestamp to
@@ -36,6 +44,7 @@ run.
 How to run (from the repository root, with the project's environment)::
 
     python benchmarks/webrtc.py viewers --viewers 200 --seconds 20
+    python benchmarks/webrtc.py hotpath --viewers 300 --seconds 2 [--no-send] [--profile]
     python benchmarks/webrtc.py latency --seconds 30
     python benchmarks/webrtc.py latency --seconds 30 --paths rtmp-whep,whip-whep --no-audio
 
@@ -731,6 +740,95 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_hotpath(viewers: int, seconds: int, repeat: int, send: bool, profile: bool) -> dict[str, Any]:
+    """The ``hotpath`` mode (see the module docstring): one JSON-able row."""
+    import cProfile
+    import pstats
+    import types
+
+    from arcly_trio.core.frame import Frame, FrameKind
+    from arcly_trio.protocols.webrtc.dtls import SrtpKeys
+    from arcly_trio.protocols.webrtc.payload import h264, opus
+    from arcly_trio.protocols.webrtc.rtp import SendHistory
+    from arcly_trio.protocols.webrtc.srtp import SrtpContext
+    from arcly_trio.workers.webrtc.peer import LinkStats
+    from arcly_trio.workers.webrtc.udp import open_udp
+    from arcly_trio.workers.webrtc.viewer import HISTORY, OutTrack, RtpSink
+
+    port = open_udp("127.0.0.1", 0)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    real = port.socket
+    if not send:
+
+        class _Stub:
+            def sendto(self, *args: Any) -> int:
+                return 0
+
+            def sendmsg(self, *args: Any) -> int:
+                return 0
+
+        port.socket = _Stub()  # type: ignore[assignment]
+    host = types.SimpleNamespace(mtu=1200, port=port, picture_ids=lambda key: None, request_keyframe=lambda key: None)
+    sinks = []
+    for n in range(viewers):
+        keys = SrtpKeys("SRTP_AEAD_AES_128_GCM", os.urandom(16), os.urandom(12), os.urandom(16), os.urandom(12))
+        session = types.SimpleNamespace(
+            host=host, key=None, link=None, address=receiver.getsockname(), srtp=SrtpContext(keys), stats=LinkStats()
+        )
+        sink = RtpSink(session)  # type: ignore[arg-type]
+        sink.video = OutTrack("video", "h264", 102, 1000 + n, 90000, history=SendHistory(HISTORY), module=h264)
+        sink.audio = OutTrack("audio", "opus", 111, 5000 + n, 48000, module=opus)
+        sink.ready = True
+        sink.wait_keyframe = False
+        sinks.append(sink)
+    frames = []
+    video_at = audio_at = 0
+    while video_at < seconds * 1000 or audio_at < seconds * 1000:
+        if video_at <= audio_at:
+            key = video_at % 2000 == 0
+            nal = bytes([0x65 if key else 0x41]) + os.urandom(40000 if key else 5800)
+            payload = len(nal).to_bytes(4, "big") + nal
+            frames.append(Frame(FrameKind.VIDEO, "h264", video_at, video_at, payload, keyframe=key))
+            video_at += 33
+        else:
+            frames.append(Frame(FrameKind.AUDIO, "opus", audio_at, audio_at, os.urandom(160)))
+            audio_at += 20
+    best = float("inf")
+    profiler = cProfile.Profile() if profile else None
+    for _ in range(repeat):
+        for sink in sinks:
+            sink.session.stats = LinkStats()
+        started = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        for frame in frames:
+            batch = [frame]
+            for sink in sinks:
+                sink.offer(batch, 0)
+        if profiler is not None:
+            profiler.disable()
+        best = min(best, time.process_time() - started)
+    packets = sum(sink.session.stats.packets_sent for sink in sinks)
+    drops = sum(sink.session.stats.send_drops for sink in sinks)
+    real.close()
+    receiver.close()
+    if profiler is not None:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    return {
+        "mode": "hotpath",
+        "viewers": viewers,
+        "seconds": seconds,
+        "send": send,
+        "cpu_ms_per_viewer_s": round(best * 1000 / (viewers * seconds), 3),
+        "us_per_packet": round(best * 1e6 / max(1, packets), 2),
+        "packets_per_viewer_s": round(packets / (viewers * seconds), 1),
+        "send_drops": drops,
+        "gso_sends": port.gso_sends,
+        "load_before": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -746,6 +844,12 @@ def main() -> None:
     latency.add_argument("--paths", default=",".join(PATHS))
     latency.add_argument("--no-audio", action="store_true", help="publish video only")
     latency.add_argument("--pin", action="store_true", help="server on CPU 0, publisher on CPU 1 (as viewers)")
+    hotpath = sub.add_parser("hotpath", help="the WHEP send path in process (no server): CPU per viewer and packet")
+    hotpath.add_argument("--viewers", type=int, default=300)
+    hotpath.add_argument("--seconds", type=int, default=2, help="seconds of media offered per pass")
+    hotpath.add_argument("--repeat", type=int, default=5, help="passes; the least CPU counts")
+    hotpath.add_argument("--no-send", action="store_true", help="stub the socket calls out")
+    hotpath.add_argument("--profile", action="store_true", help="cProfile's top functions to stderr")
     load = sub.add_parser("whep-load", help="(internal) the WHEP load generator")
     load.add_argument("--url", required=True)
     load.add_argument("--viewers", type=int, required=True)
@@ -759,6 +863,12 @@ def main() -> None:
     elif args.mode == "viewers" and args.table:
         lines = [json.loads(line) for line in args.table.read_text().splitlines() if line.startswith("{")]
         print(viewers_table([row for row in lines if row.get("mode") == "viewers"]))
+    elif args.mode == "hotpath":
+        row = run_hotpath(
+            min(max(1, args.viewers), 5000), min(max(1, args.seconds), 60), max(1, args.repeat),
+            not args.no_send, args.profile,
+        )  # fmt: skip
+        print(json.dumps(row))
     elif args.mode == "viewers":
         rows = run_viewers([p for p in args.protocols.split(",") if p], args.viewers, args.seconds, args.clip,
                            args.warmup)  # fmt: skip

@@ -257,3 +257,21 @@ def test_a_payload_too_long_for_one_packet_is_refused() -> None:
     client, _ = contexts("SRTP_AEAD_AES_128_GCM")
     with pytest.raises(SrtpProtectError):
         client.protect_packets([(bytes(MAX_PACKET), 0, 0)], 0, 96, 1, 1)
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@pytest.mark.parametrize("in_place", [True, False])
+def test_one_packet_protected_in_place_equals_protect(profile: str, in_place: bool) -> None:
+    """The viewer's one-packet path (an Opus frame) gives what ``protect`` gives, the marker
+    or'ed into the second byte, in place and through pylibsrtp's public path; too long is refused."""
+    fast, single = contexts(profile)[0], contexts(profile)[0]
+    if not in_place:
+        fast._context = None
+    peer = contexts(profile)[1]
+    for sequence, marker in ((0xFFFF, 0x80), (0, 0)):
+        payload = bytes([sequence & 0xFF]) * 160
+        built = bytes(fast.protect_one(payload, 48_000, 111 | marker, sequence, 0x5678))
+        assert built == single.protect(RTP_HEADER.pack(0x80, 111 | marker, sequence, 48_000, 0x5678) + payload)
+        assert peer.unprotect(built)[12:] == payload
+    with pytest.raises(SrtpProtectError):
+        fast.protect_one(bytes(MAX_PACKET), 0, 111, 1, 1)

@@ -263,6 +263,9 @@ class _Clear:
             ends.append(len(data))
         return memoryview(data), ends
 
+    def protect_one(self, payload: bytes, timestamp: int, second: int, sequence: int, ssrc: int) -> memoryview:
+        return memoryview(struct.pack("!BBHII", 0x80, second, sequence, timestamp, ssrc) + payload)
+
 
 class _Host:
     mtu = 1200

@@ -235,6 +235,27 @@ class SrtpContext:
             index += 1
         return view, ends
 
+    def protect_one(self, payload: bytes, timestamp: int, second: int, sequence: int, ssrc: int) -> memoryview:
+        """:meth:`protect_packets` for one packet (an Opus frame, most of a viewer's packets):
+        the packet built and protected at the start of this thread's scratch buffer, returned as
+        a view of it that is valid until the next call on this thread (send it at once).
+        ``second`` is the payload type or'ed with the marker. :class:`SrtpProtectError` as there."""
+        size = len(payload) + _RTP_HEADER
+        if size + _TRAILER > MAX_PACKET:
+            raise SrtpProtectError(f"cannot protect a {size}-byte packet")
+        context = self._context
+        if context is None:
+            view, ends = self.protect_packets(((payload, timestamp, second & 0x80),), 0, second & 0x7F, sequence, ssrc)
+            return view[: ends[0]]
+        buffer, view, pointer, length = _scratch.parts
+        _HEADER.pack_into(buffer, 0, 0x80, second, sequence, timestamp, ssrc)
+        buffer[_RTP_HEADER:size] = payload
+        length[0] = size
+        status = _srtp_protect(context, pointer, length)
+        if status:
+            raise SrtpProtectError(f"cannot protect a {size}-byte packet: libsrtp error {status}")
+        return view[: length[0]]
+
     def protect(self, rtp: bytes) -> bytes:
         """SRTP of the RTP packet ``rtp`` (again for a NACK resend: allowed)."""
         return self._protect(self._outbound.session.protect, rtp, _RTP_HEADER)

@@ -1,0 +1,132 @@
+"""A WHEP viewer's send path end to end (arcly_trio.workers.webrtc.viewer): real SRTP keys, a
+real UDP port and a receiving socket. Opus frames (one packet each, sent without building a
+run) and video frames (runs, UDP GSO) go out as SRTP the browser's keys open, with consecutive
+sequence numbers per track and the session's counters right; a socket that keeps refusing
+makes the sink stop taking frames after MAX_FAILED_FRAMES (the kernel's lag policy)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any
+
+import pytest
+
+from arcly_trio.core.frame import Frame, FrameKind
+from arcly_trio.protocols.webrtc.dtls import SrtpKeys
+from arcly_trio.protocols.webrtc.payload import h264, opus
+from arcly_trio.protocols.webrtc.rtp import SendHistory
+from arcly_trio.protocols.webrtc.srtp import SrtpContext
+from arcly_trio.workers.webrtc.peer import LinkStats
+from arcly_trio.workers.webrtc.udp import open_udp
+from arcly_trio.workers.webrtc.viewer import MAX_FAILED_FRAMES, OutTrack, RtpSink
+from tests._net import HOST
+
+PROFILE = "SRTP_AEAD_AES_128_GCM"
+
+
+class _Host:
+    mtu = 1200
+
+    def __init__(self) -> None:
+        self.port = open_udp(HOST, 0)
+
+    def picture_ids(self, key: Any) -> None:
+        return None
+
+    def request_keyframe(self, key: Any) -> None:
+        pass
+
+
+class _Session:
+    def __init__(self, address: tuple[str, int], keys: SrtpKeys) -> None:
+        self.host = _Host()
+        self.key = None
+        self.link = None
+        self.address = address
+        self.srtp = SrtpContext(keys)
+        self.stats = LinkStats()
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+@pytest.fixture
+async def viewer():
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((HOST, 0))
+    receiver.settimeout(5)
+    ours, theirs = os.urandom(16), os.urandom(16)
+    salt, peer_salt = os.urandom(12), os.urandom(12)
+    session = _Session(receiver.getsockname(), SrtpKeys(PROFILE, ours, salt, theirs, peer_salt))
+    browser = SrtpContext(SrtpKeys(PROFILE, theirs, peer_salt, ours, salt))
+    sink = RtpSink(session)  # type: ignore[arg-type]
+    sink.video = OutTrack("video", "h264", 102, 0x1111, 90000, history=SendHistory(64), module=h264)
+    sink.audio = OutTrack("audio", "opus", 111, 0x2222, 48000, module=opus)
+    sink.ready = True
+    sink.wait_keyframe = False
+    try:
+        yield sink, session, receiver, browser
+    finally:
+        session.host.port.close()
+        receiver.close()
+
+
+def _opus(ms: int) -> Frame:
+    return Frame(FrameKind.AUDIO, "opus", ms, ms, bytes([ms // 20 % 256]) * 120)
+
+
+def _video(ms: int, size: int) -> Frame:
+    nal = b"\x41" + bytes([ms % 256]) * (size - 1)
+    return Frame(FrameKind.VIDEO, "h264", ms, ms, len(nal).to_bytes(4, "big") + nal)
+
+
+async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer) -> None:
+    sink, session, receiver, browser = viewer
+    frames = [_opus(0), _video(0, 3000), _opus(20), _opus(40), _video(33, 200)]
+    assert sink.offer(frames, 0) == len(frames)
+    got: dict[int, list[tuple[int, int, bytes]]] = {0x1111: [], 0x2222: []}
+    sent = 0
+    while sent < session.stats.packets_sent:
+        packet = browser.unprotect(receiver.recv(2048))
+        sent += 1
+        ssrc = int.from_bytes(packet[8:12], "big")
+        got[ssrc].append((int.from_bytes(packet[2:4], "big"), packet[1], packet[12:]))
+    audio = got[0x2222]
+    assert [payload for _, _, payload in audio] == [_opus(ms).payload for ms in (0, 20, 40)]
+    assert all(second == 111 for _, second, _ in audio)
+    first = audio[0][0]
+    assert [sequence for sequence, _, _ in audio] == [(first + n) & 0xFFFF for n in range(3)]
+    video = got[0x1111]
+    assert len(video) == 4  # three packets of the 3 KB picture (FU-A), one of the small one
+    assert [second >> 7 for _, second, _ in video] == [0, 0, 1, 1]
+    assert sink.audio is not None and sink.audio.packets == 3 and sink.audio.octets == 360
+    assert session.stats.packets_sent == 7 and session.stats.bytes_sent > 3000 + 360
+    assert session.stats.send_drops == 0
+
+
+class _Full:
+    """A socket whose send buffer is full."""
+
+    def sendto(self, *args: Any) -> int:
+        raise BlockingIOError(errno.EAGAIN, "full")
+
+    def sendmsg(self, *args: Any) -> int:
+        raise BlockingIOError(errno.EAGAIN, "full")
+
+
+async def test_audio_the_path_keeps_refusing_is_not_taken_after_the_limit(viewer) -> None:
+    sink, session, _, _ = viewer
+    real = session.host.port.socket
+    session.host.port.socket = _Full()
+    try:
+        frames = [_opus(20 * n) for n in range(MAX_FAILED_FRAMES + 1)]
+        assert sink.offer(frames, 0) == MAX_FAILED_FRAMES - 1
+        assert session.stats.send_drops == MAX_FAILED_FRAMES
+        assert sink.refused == 1
+        session.host.port.socket = real
+        assert sink.offer(frames, MAX_FAILED_FRAMES) == len(frames)  # taken again once the path takes it
+        assert session.stats.packets_sent == 1
+    finally:
+        session.host.port.socket = real
