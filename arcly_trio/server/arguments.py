@@ -308,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOW-HIGH",
         help="UDP ports for RTP/RTCP over UDP, a pair per track (e.g. 8000-8099; default: none, TCP interleaved only)",
     )
+    rtsp.add_argument(
+        "--rtsps-port",
+        type=integer,
+        default=-1,
+        metavar="PORT",
+        help="also serve RTSPS (RTSP over TLS, TCP interleaved only) on this port (needs --tls-cert, --tls-key; "
+        "default off)",
+    )
     webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
     webrtc.add_argument(
         "--webrtc-port",

@@ -234,6 +234,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "srt_passphrase": _passphrase,
     "rtsp_port": PORT_OR_OFF,
     "rtsp_udp_ports": _udp_range,
+    "rtsps_port": PORT_OR_OFF,
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds
@@ -324,7 +325,7 @@ def app_problem(key: str, value: Any) -> str | None:
 def together(values: Mapping[str, Any]) -> list[str]:
     """What is wrong with options that are each fine (by ``dest``), as lines naming them."""
     found = []
-    for port in ("rtmps_port", "https_port"):
+    for port in ("rtmps_port", "https_port", "rtsps_port"):
         if values.get(port, -1) >= 0 and not (values.get("tls_cert") and values.get("tls_key")):
             found.append(f"--{port.replace('_', '-')} {values[port]}: needs --tls-cert and --tls-key")
     if values.get("record_on_demand") and not values.get("record"):
@@ -339,6 +340,7 @@ PORT_OPTIONS = {
     "http": "--http-port",
     "https": "--https-port",
     "rtsp": "--rtsp-port",
+    "rtsps": "--rtsps-port",
 }
 
 
