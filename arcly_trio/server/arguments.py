@@ -482,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(HTTP-FLV) or rtsp:// (IP camera) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app",
     )
     relay.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="APP/STREAM=URL",
+        help="this stream comes from this rtsp:// (IP camera), rtmp:// or http:// (HTTP-FLV) URL: pulled on "
+        "the first play and stopped when idle, or always (reconnecting) with ?always=1 on the URL; repeatable",
+    )
+    relay.add_argument(
         "--pull-idle",
         type=number,
         default=10.0,

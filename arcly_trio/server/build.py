@@ -72,6 +72,7 @@ from arcly_trio.ops import (
 )
 from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
+from arcly_trio.relay.sources import StreamSources, parse_source
 from arcly_trio.server.options import udp_range
 from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import HlsService
@@ -534,6 +535,14 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             builder.source(
                 PullSource(
                     pull_templates(args.pull), idle=args.pull_idle, credentials=Credentials(token=args.publish_token)
+                )
+            )
+        if args.source:
+            builder.source(
+                StreamSources(
+                    [parse_source(value) for value in args.source],
+                    idle=args.pull_idle,
+                    credentials=Credentials(token=args.publish_token),
                 )
             )
         runtime.events = EventHook(args.on_event, node=args.node_id or "")

@@ -162,6 +162,16 @@ def _pull_template(value: Any) -> str | None:
     return None
 
 
+def _stream_source(value: Any) -> str | None:
+    from arcly_trio.relay.sources import parse_source  # noqa: PLC0415
+
+    try:
+        parse_source(value)
+    except ValueError as exc:  # InvalidStreamName is one too; the message has no credentials
+        return str(exc)
+    return None
+
+
 def _app_name(value: Any) -> str | None:
     try:
         check_name(value, "application name")
@@ -276,6 +286,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "push": _push_target,
     "pull": _pull_template,
     "pull_idle": _seconds(),
+    "source": _stream_source,
     "ingest_udp": _ingest_udp,
     "ingest_udp_idle": _seconds(),
     "workers": _workers,

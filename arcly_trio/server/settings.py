@@ -138,6 +138,7 @@ class Settings:
     push: list[str] = attrs.Factory(list)
     pull: list[str] = attrs.Factory(list)
     pull_idle: float = 10.0
+    source: list[str] = attrs.Factory(list)
     ingest_udp: list[str] = attrs.Factory(list)
     ingest_udp_idle: float = 5.0
     workers: str = "1"
