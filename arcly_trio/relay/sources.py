@@ -193,6 +193,8 @@ class StreamSources:
                 await self._pull(engine, SourceRequest(source.key), source, math.inf)
             except StreamError as exc:  # failed to start (logged by pull_into), or the key is taken
                 log.debug("source %s: %s", source.key, printable(scrub(str(exc), source.url)))
+            except Exception as exc:  # an upstream client's surprise must not stop the engine
+                log.warning("source %s: %s", source.key, printable(scrub(repr(exc), source.url)))
             if self.starts.get(source.key, 0) > before:
                 delay = self.retry
             log.info("source %s (%s): pulled again in %g s", source.key, redact_url(source.url), delay)

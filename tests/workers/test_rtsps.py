@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -17,6 +18,10 @@ import trustme
 
 from arcly_trio.core.frame import Frame
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.relay.sources import StreamSources
+from arcly_trio.server.build import build_runtime, reload_tls
+from arcly_trio.server.cli import build_parser, resolve_args
+from arcly_trio.server.config import ConfigError
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.rtsp.server import RtspServer
 from tests._ffmpeg import publish_args, run_tool
@@ -91,3 +96,22 @@ async def test_ffmpeg_plays_rtsps(authority: trustme.CA) -> None:
     video = sum(line.startswith("0,") for line in tool.lines)
     audio = sum(line.startswith("1,") for line in tool.lines)
     assert video >= 55 and audio >= 80, stderr  # 2 s of 30 fps and 44.1 kHz AAC
+
+
+def test_serve_builds_rtsps_and_the_sources_and_reloads_the_certificate(authority: trustme.CA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf = authority.issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    argv = ["serve", "--host", HOST, "--rtmp-port", "0", "--http-port", "-1", "--webrtc-port", "0"]
+    argv += ["--srt-port", "0", "--rtsp-port", "0", "--rtsps-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    argv += ["--source", "live/door=rtsp://u:p@127.0.0.1:1/cam?always=1"]
+    runtime = build_runtime(resolve_args(build_parser(), argv))
+    assert runtime.rtsps is not None and runtime.rtsps.name == "rtsps" and runtime.rtsps.udp is None
+    before = runtime.rtsps.ssl_context
+    assert reload_tls(runtime, str(cert), str(key)) is not None
+    assert runtime.rtsps.ssl_context is not before  # a renewed certificate reaches RTSPS too
+    sources = [s for s in runtime.engine.sources if isinstance(s, StreamSources)]
+    assert [(str(s.key), s.always) for one in sources for s in one.sources.values()] == [("live/door", True)]
+    with pytest.raises(ConfigError, match="--rtsps-port 0: needs --tls-cert and --tls-key"):
+        resolve_args(build_parser(), ["serve", "--rtsps-port", "0"])
