@@ -308,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOW-HIGH",
         help="UDP ports for RTP/RTCP over UDP, a pair per track (e.g. 8000-8099; default: none, TCP interleaved only)",
     )
+    rtsp.add_argument(
+        "--rtsps-port",
+        type=integer,
+        default=-1,
+        metavar="PORT",
+        help="also serve RTSPS (RTSP over TLS, TCP interleaved only) on this port (needs --tls-cert, --tls-key; "
+        "default off)",
+    )
     webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
     webrtc.add_argument(
         "--webrtc-port",
@@ -472,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[APP=]URL",
         help="a play of a stream that is not here pulls it from this rtmp://, http:// "
         "(HTTP-FLV) or rtsp:// (IP camera) URL template, e.g. rtmp://origin/{app}/{stream}; repeatable per app",
+    )
+    relay.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="APP/STREAM=URL",
+        help="this stream comes from this rtsp:// (IP camera), rtmp:// or http:// (HTTP-FLV) URL: pulled on "
+        "the first play and stopped when idle, or always (reconnecting) with ?always=1 on the URL; repeatable",
     )
     relay.add_argument(
         "--pull-idle",

@@ -72,6 +72,7 @@ from arcly_trio.ops import (
 )
 from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
 from arcly_trio.relay import PullSource, PushService
+from arcly_trio.relay.sources import StreamSources, parse_source
 from arcly_trio.server.options import udp_range
 from arcly_trio.server.settings import Settings, read_secret
 from arcly_trio.services import HlsService
@@ -164,6 +165,7 @@ class Runtime:
     webrtc: WebRtcServer | None = None
     srt: SrtServer | None = None
     rtsp: RtspServer | None = None
+    rtsps: RtspServer | None = None
 
     @property
     def http_servers(self) -> list[HttpServer]:
@@ -174,7 +176,7 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
     """A server TLS context from PEM files; ``SystemExit`` with a message when they are missing
     or cannot be loaded."""
     if not cert or not key:
-        raise SystemExit("arcly-trio: --rtmps-port and --https-port need --tls-cert and --tls-key")
+        raise SystemExit("arcly-trio: --rtmps-port, --https-port and --rtsps-port need --tls-cert and --tls-key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
@@ -188,7 +190,9 @@ def reload_tls(runtime: Runtime, cert: str | None, key: str | None) -> str | Non
     use them, open ones keep theirs. What happened, for the log and the audit record (``None``
     without TLS). Files that do not load keep the running certificate; that is logged as an
     error, and never raises."""
-    servers: list[RtmpServer | HttpServer] = [server for server in (runtime.rtmps, runtime.https) if server is not None]
+    servers: list[RtmpServer | HttpServer | RtspServer] = [
+        server for server in (runtime.rtmps, runtime.https, runtime.rtsps) if server is not None
+    ]
     if not servers:
         return None
     try:
@@ -415,7 +419,8 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
         ),
         **rtmp_options,
     )
-    tls = tls_context(args.tls_cert, args.tls_key) if args.rtmps_port >= 0 or args.https_port >= 0 else None
+    tls_ports = (args.rtmps_port, args.https_port, args.rtsps_port)
+    tls = tls_context(args.tls_cert, args.tls_key) if max(tls_ports) >= 0 else None
     auth = Swappable(authenticator)
     hls_max_bytes = int(args.hls_max_mib * 1024 * 1024) if args.hls_max_mib > 0 else None
     builder = (
@@ -480,6 +485,13 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             session_timeout=args.connection_idle_timeout,
         )
         builder.protocol(runtime.rtsp)
+    if args.rtsps_port >= 0:
+        runtime.rtsps = RtspServer(
+            listener=attrs.evolve(listener, port=args.rtsps_port, ssl_context=tls),
+            setup_timeout=args.setup_timeout,
+            session_timeout=args.connection_idle_timeout,
+        )
+        builder.protocol(runtime.rtsps)
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):
         runtime.webrtc = webrtc_server(args, index if worker_dir else 0, worker_dir)
         builder.protocol(runtime.webrtc)
@@ -523,6 +535,14 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             builder.source(
                 PullSource(
                     pull_templates(args.pull), idle=args.pull_idle, credentials=Credentials(token=args.publish_token)
+                )
+            )
+        if args.source:
+            builder.source(
+                StreamSources(
+                    [parse_source(value) for value in args.source],
+                    idle=args.pull_idle,
+                    credentials=Credentials(token=args.publish_token),
                 )
             )
         runtime.events = EventHook(args.on_event, node=args.node_id or "")

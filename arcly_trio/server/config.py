@@ -164,6 +164,7 @@ SECRET_KEYS = frozenset(
         "on-event",
         "push",
         "pull",
+        "source",
         "cluster",
     }
 )

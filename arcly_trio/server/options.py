@@ -162,6 +162,16 @@ def _pull_template(value: Any) -> str | None:
     return None
 
 
+def _stream_source(value: Any) -> str | None:
+    from arcly_trio.relay.sources import parse_source  # noqa: PLC0415
+
+    try:
+        parse_source(value)
+    except ValueError as exc:  # InvalidStreamName is one too; the message has no credentials
+        return str(exc)
+    return None
+
+
 def _app_name(value: Any) -> str | None:
     try:
         check_name(value, "application name")
@@ -234,6 +244,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "srt_passphrase": _passphrase,
     "rtsp_port": PORT_OR_OFF,
     "rtsp_udp_ports": _udp_range,
+    "rtsps_port": PORT_OR_OFF,
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds
@@ -275,6 +286,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "push": _push_target,
     "pull": _pull_template,
     "pull_idle": _seconds(),
+    "source": _stream_source,
     "ingest_udp": _ingest_udp,
     "ingest_udp_idle": _seconds(),
     "workers": _workers,
@@ -324,7 +336,7 @@ def app_problem(key: str, value: Any) -> str | None:
 def together(values: Mapping[str, Any]) -> list[str]:
     """What is wrong with options that are each fine (by ``dest``), as lines naming them."""
     found = []
-    for port in ("rtmps_port", "https_port"):
+    for port in ("rtmps_port", "https_port", "rtsps_port"):
         if values.get(port, -1) >= 0 and not (values.get("tls_cert") and values.get("tls_key")):
             found.append(f"--{port.replace('_', '-')} {values[port]}: needs --tls-cert and --tls-key")
     if values.get("record_on_demand") and not values.get("record"):
@@ -339,6 +351,7 @@ PORT_OPTIONS = {
     "http": "--http-port",
     "https": "--https-port",
     "rtsp": "--rtsp-port",
+    "rtsps": "--rtsps-port",
 }
 
 

@@ -126,6 +126,7 @@ class Settings:
     auth_max_delay: float = 2.0
     rtsp_port: int = 8554
     rtsp_udp_ports: str = ""
+    rtsps_port: int = -1
     webrtc_port: int = 8189
     srt_port: int = 8890
     srt_latency: int = 120
@@ -137,6 +138,7 @@ class Settings:
     push: list[str] = attrs.Factory(list)
     pull: list[str] = attrs.Factory(list)
     pull_idle: float = 10.0
+    source: list[str] = attrs.Factory(list)
     ingest_udp: list[str] = attrs.Factory(list)
     ingest_udp_idle: float = 5.0
     workers: str = "1"

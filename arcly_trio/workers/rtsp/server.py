@@ -7,6 +7,12 @@ kernel sink (:class:`~.play.RtspSink`, see :mod:`.play` for the hot path) that t
 writes to directly. RTP over UDP uses port pairs from ``udp_ports`` (``--rtsp-udp-ports``);
 without a range only TCP interleaved is offered.
 
+RTSPS: with ``ssl_context`` (``--rtsps-port``, the certificate of ``--tls-cert``) the same
+worker speaks TLS on its TCP listener (:func:`~arcly_trio.workers.listen.with_tls`) and its
+protocol is ``rtsps``; it offers TCP interleaved only (RTP over UDP would leave the TLS
+channel in clear, so ``udp_ports`` is ignored). ``ssl_context`` may be replaced while serving
+(a certificate reloaded): new connections use the new one, open ones keep theirs.
+
 Resource handling: connection slots and per-address caps through the listener's
 :class:`~arcly_trio.workers.admission.Admission` (as RTMP); one session per connection, at most
 :data:`~.connection.MAX_TRACKS` tracks each (so interleaved channels and UDP pairs are bounded
@@ -26,6 +32,7 @@ be bound stops the engine (:class:`~arcly_trio.core.errors.CannotListen`).
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 import trio
@@ -52,6 +59,7 @@ class RtspServer(ListeningWorker):
     ``max_sessions_per_address`` caps the sessions one address holds at once (``None``: no
     cap), so one client cannot take every UDP port pair. ``udp_ports`` is the ``(low, high)``
     range of RTP/RTCP port pairs for UDP transport (``None``: TCP interleaved only).
+    ``ssl_context`` serves RTSPS (TLS, TCP interleaved only; the protocol is ``rtsps``).
     ``connections`` counts connections that play or publish.
     """
 
@@ -69,6 +77,7 @@ class RtspServer(ListeningWorker):
         max_per_address: int | None = None,
         max_sessions_per_address: int | None = 64,
         listener: Listener | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -77,17 +86,20 @@ class RtspServer(ListeningWorker):
                 max_connections=max_connections,
                 max_per_address=max_per_address,
                 write_timeout=write_timeout,
+                ssl_context=ssl_context,
             ),
             DEFAULT_LISTENER,
             listener,
         )
         self.listener = given
-        self.name = "rtsp"
+        self.ssl_context = given.ssl_context
+        """The TLS context of RTSPS (``None``: plain RTSP); may be replaced while serving."""
+        self.name = "rtsps" if given.ssl_context is not None else "rtsp"
         self.head_timeout = head_timeout
         self.setup_timeout = setup_timeout
         self.session_timeout = session_timeout
         self.write_timeout = given.write_timeout
-        self.udp = UdpPorts(given.host, *udp_ports) if udp_ports is not None else None
+        self.udp = UdpPorts(given.host, *udp_ports) if udp_ports is not None and self.ssl_context is None else None
         self.runner = ConnectionRunner(given, name=self.name, label="RTSP connection", log=log)
         self.admission = self.runner.admission
         self.connections = 0
@@ -115,7 +127,14 @@ class RtspServer(ListeningWorker):
         async def handler(stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
             await self._handle(engine, stream, peer, ticket)
 
-        await self.runner.serve(handler, task_status=task_status)
+        await self.runner.serve(
+            handler, context_of=self._tls_context if self.ssl_context is not None else None, task_status=task_status
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context for the next connection (:attr:`ssl_context` may be replaced)."""
+        assert self.ssl_context is not None
+        return self.ssl_context
 
     async def _handle(self, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
         connection = RtspConnection(self, engine, stream, peer)
