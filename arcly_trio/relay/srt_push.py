@@ -39,7 +39,7 @@ import trio
 from arcly_trio.core.errors import ArclyError, ConnectionLost, RemoteProtocolError, RemoteRefused
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.core.redact import redact_url
-from arcly_trio.media.mpegts import TsMuxer
+from arcly_trio.media.mpegts import TS_AUDIO_CODECS, TsMuxer
 from arcly_trio.protocols.srt import handshake as hs
 from arcly_trio.protocols.srt.connection import KM_REQUEST, PAYLOAD_SIZE, SrtConnection
 from arcly_trio.protocols.srt.packet import ControlPacket, ControlType, Handshake, HandshakeType, parse
@@ -49,7 +49,7 @@ __all__ = ["SrtTarget", "SrtPublisher", "parse_srt_target", "open_srt_publisher"
 MAX_LATENCY_MS = 10_000
 MAX_STREAMID = 512
 _VIDEO_CODECS = frozenset({"h264", "hevc"})
-_AUDIO_CODECS = frozenset({"aac", "mp3"})
+_AUDIO_CODECS = TS_AUDIO_CODECS
 _RESEND = 0.25
 
 
