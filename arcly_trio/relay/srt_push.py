@@ -44,7 +44,7 @@ from arcly_trio.protocols.srt import handshake as hs
 from arcly_trio.protocols.srt.connection import KM_REQUEST, PAYLOAD_SIZE, SrtConnection
 from arcly_trio.protocols.srt.packet import ControlPacket, ControlType, Handshake, HandshakeType, parse
 
-__all__ = ["SrtTarget", "SrtPublisher", "parse_srt_target", "open_srt_publisher"]
+__all__ = ["SrtTarget", "SrtPublisher", "parse_srt_target", "open_srt_publisher", "caller_handshake"]
 
 MAX_LATENCY_MS = 10_000
 MAX_STREAMID = 512
@@ -245,9 +245,11 @@ def _is_induction(packet: ControlPacket) -> bool:
         return False
 
 
-async def _handshake(
+async def caller_handshake(
     sock: trio.socket.SocketType, address: Any, caller: hs.Caller, timeout: float
 ) -> tuple[hs.Connected, float]:
+    """The caller's handshake on ``sock`` (induction, conclusion, each resent every 250 ms):
+    what was agreed and the time it was; ``RemoteRefused`` or ``ConnectionLost`` (see above)."""
     start = trio.current_time()
 
     async def answer_to(request: bytes, *, skip_induction: bool = False) -> ControlPacket:
@@ -302,7 +304,7 @@ async def open_srt_publisher(
         try:
             await sock.connect(address)  # ICMP errors then reach us; and only the listener's packets
             caller = hs.Caller(target.streamid, latency_ms=target.latency_ms, km=km, encryption=encryption)
-            connected, now = await _handshake(sock, address, caller, timeout)
+            connected, now = await caller_handshake(sock, address, caller, timeout)
         except OSError as exc:
             raise ConnectionLost(f"SRT connect failed: {exc.strerror or exc}") from None
         if keys is not None:
@@ -331,5 +333,8 @@ async def open_srt_publisher(
             finally:
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    if publisher.pending and connection.closed is None:  # the last frame's tail
+                        connection.send(publisher.pending, trio.current_time())
+                        publisher.pending = b""
                     connection.shutdown(trio.current_time())
                     await publisher.flush()

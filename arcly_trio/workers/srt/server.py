@@ -510,6 +510,15 @@ class SrtSession:
             self.frames += len(frames)
 
         await self._loop(lambda: False, take)
+        # The caller ended (SHUTDOWN) or went silent: what arrived, and the frames the demuxer
+        # still holds (its last PES of each track ends only at the next one), go in before the end.
+        if self.inbox:
+            payloads, self.inbox = self.inbox, []
+            await take(payloads)
+        tail = demuxer.flush()
+        for frame in tail:
+            await publisher.send(frame)
+        self.frames += len(tail)
 
     def document(self) -> dict[str, Any]:
         out: dict[str, Any] = {
