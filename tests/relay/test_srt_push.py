@@ -27,8 +27,8 @@ SECRET = "correct-horse-42"
 
 
 @asynccontextmanager
-async def srt_target(passphrase: str | None = None) -> AsyncIterator[tuple[Engine, int]]:
-    srt = SrtServer(HOST, 0, passphrase=passphrase)
+async def srt_target(passphrase: str | None = None, port: int = 0) -> AsyncIterator[tuple[Engine, int]]:
+    srt = SrtServer(HOST, port, passphrase=passphrase)
     async with Engine.builder().application(AppSpec("live")).protocol(srt).build() as engine:
         assert srt.port_number is not None
         yield engine, srt.port_number
@@ -91,6 +91,32 @@ async def test_a_target_nobody_listens_on_is_counted_and_retried(demo_frames: li
         nursery.cancel_scope.cancel()
     assert link["state"] in ("retrying", "connecting") and link["frames"] == 0
     assert "refused" in link["last_error"] or "no SRT handshake answer" in link["last_error"]
+
+
+async def run_target(stop: trio.Event, *, task_status: trio.TaskStatus[tuple[Engine, int]]) -> None:
+    async with srt_target() as (target, port):
+        task_status.started((target, port))
+        await stop.wait()
+
+
+async def test_a_target_that_goes_away_is_retried_and_reconnected(demo_frames: list) -> None:  # type: ignore[type-arg]
+    """The listener stops (its engine ends); the link notices (the port is closed, or silence for
+    write_timeout), backs off, and connects again once a listener is back on the port."""
+    stop = trio.Event()
+    async with trio.open_nursery() as targets:
+        first, port = await targets.start(run_target, stop)
+        push = PushService([push_url(port, None)], timeout=0.5, write_timeout=0.5, backoff=(0.05, 0.1, 10.0))
+        async with node(services=(push,)) as (engine, _, _), trio.open_nursery() as nursery:
+            nursery.start_soon(feed, engine, "live/cam", demo_frames, 0.002, 20)
+            with trio.fail_after(15):
+                await wait_publishing(first, "live/cam")
+                stop.set()  # the listener goes away
+                await wait_link(push, lambda link: link["retries"] >= 1 and link["state"] != "connected")
+                async with srt_target(port=port) as (second, _):
+                    await wait_publishing(second, "live/cam")
+                    link = await wait_link(push, lambda link: link["state"] == "connected")
+            assert link["retries"] >= 1
+            nursery.cancel_scope.cancel()
 
 
 def test_srt_push_urls_are_checked_and_shown_redacted() -> None:
