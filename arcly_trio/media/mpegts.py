@@ -2,14 +2,17 @@
 
 :class:`TsMuxer` turns :class:`~arcly_trio.core.frame.Frame` objects into whole 188-byte
 transport packets: one program (number 1) with at most one video elementary stream (H.264 or
-HEVC) and one audio elementary stream (AAC as ADTS, or MP3). It never touches a clock or a
+HEVC) and one audio elementary stream (AAC as ADTS, MP3, or Opus; HLS-TS keeps to AAC and MP3,
+:data:`SUPPORTED_AUDIO_CODECS`: MSE players do not take Opus in TS). It never touches a clock or a
 socket: timestamps come from the frames only, bytes come out of :meth:`TsMuxer.mux`.
 
 Layout
     PAT on PID 0, PMT on PID ``0x1000``, video on PID ``0x100`` (stream_id ``0xE0``), audio on
     PID ``0x101`` (stream_id ``0xC0``). PMT stream types: H.264 ``0x1B``, HEVC ``0x24``, AAC
-    (ADTS) ``0x0F``, MP3 ``0x03``. The PCR is carried on the video PID, or on the audio PID for
-    an audio-only program.
+    (ADTS) ``0x0F``, MP3 ``0x03``, Opus ``0x06`` (PES private data, stream_id ``0xBD``) with a
+    registration descriptor ``Opus`` and the DVB extension descriptor ``0x80`` giving the
+    channel count (1 or 2, from the ``OpusHead``), as ffmpeg writes them. The PCR is carried on
+    the video PID, or on the audio PID for an audio-only program.
 
 Tables
     :meth:`TsMuxer.header` returns PAT + PMT (two packets). :meth:`TsMuxer.mux` prepends them
@@ -23,7 +26,11 @@ Elementary streams
     the latest config frame right after the delimiter, unless the frame carries them in-band.
     AAC raw frames get an ADTS header built from the latest AudioSpecificConfig; AAC frames that
     arrive before any config cannot be framed and are dropped (counted in
-    :attr:`TsMuxer.dropped_frames`). One frame is one PES packet. Video PES packets have length 0
+    :attr:`TsMuxer.dropped_frames`). An Opus packet gets the control header of "Encapsulation of
+    Opus in MPEG-2 Transport Streams" (opus-codec.org; the prefix ``0x7FE0``, no trim fields, the
+    size as ``0xFF`` bytes and a remainder), as ffmpeg writes it; its ``OpusHead`` config sets
+    the PMT's channel count (the PMT's version goes up if that changes after tables went out).
+    One frame is one PES packet. Video PES packets have length 0
     (unbounded), audio PES packets their real length.
 
 Timestamps
@@ -75,6 +82,8 @@ from arcly_trio.media.codecs import (
     parse_hevc_config,
     split_nal_units,
 )
+from arcly_trio.media.codecs.errors import CodecError
+from arcly_trio.media.codecs.opus import parse_opus_head
 
 __all__ = [
     "TsMuxer",
@@ -87,6 +96,7 @@ __all__ = [
     "STREAM_TYPES",
     "SUPPORTED_VIDEO_CODECS",
     "SUPPORTED_AUDIO_CODECS",
+    "TS_AUDIO_CODECS",
     "TIMESTAMP_OFFSET",
     "PCR_DELAY",
     "PCR_INTERVAL",
@@ -103,9 +113,12 @@ PROGRAM_NUMBER = 1
 TRANSPORT_STREAM_ID = 1
 
 #: PMT stream_type by codec name.
-STREAM_TYPES: dict[str, int] = {"h264": 0x1B, "hevc": 0x24, "aac": 0x0F, "mp3": 0x03}
+STREAM_TYPES: dict[str, int] = {"h264": 0x1B, "hevc": 0x24, "aac": 0x0F, "mp3": 0x03, "opus": 0x06}
 SUPPORTED_VIDEO_CODECS = frozenset({"h264", "hevc"})
+#: The audio codecs HLS-TS serves (browsers' MSE takes no Opus in TS).
 SUPPORTED_AUDIO_CODECS = frozenset({"aac", "mp3"})
+#: The audio codecs the muxer carries (SRT play and push add Opus).
+TS_AUDIO_CODECS = SUPPORTED_AUDIO_CODECS | {"opus"}
 
 _WRAP = 1 << 33
 _MASK = _WRAP - 1
@@ -120,6 +133,7 @@ PCR_JITTER = 180_000
 
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
+_PRIVATE_STREAM_1 = 0xBD
 _PAYLOAD = 184
 
 
@@ -169,6 +183,12 @@ def _timestamp(prefix: int, ts: int) -> bytes:
     )
 
 
+def _opus_control_header(size: int) -> bytes:
+    """The Opus-in-TS control header before one packet of ``size`` bytes: prefix 0x3FF, no
+    trim, no extension; the size as 255s and a last byte below 255 (0 when it divides)."""
+    return b"\x7f\xe0" + b"\xff" * (size // 255) + bytes((size % 255,))
+
+
 def _pcr_field(base: int) -> bytes:
     # 33-bit base, 6 reserved bits (ones), 9-bit extension (0).
     return ((base << 15) | (0x3F << 9)).to_bytes(6, "big")
@@ -179,7 +199,7 @@ class TsMuxer:
 
     Args:
         video_codec: ``"h264"``, ``"hevc"`` or ``None`` (no video stream).
-        audio_codec: ``"aac"``, ``"mp3"`` or ``None`` (no audio stream).
+        audio_codec: ``"aac"``, ``"mp3"``, ``"opus"`` or ``None`` (no audio stream).
         tables_on_keyframes: write PAT + PMT before every video keyframe.
         timestamp_offset: 90 kHz ticks added to every PTS/DTS (default :data:`TIMESTAMP_OFFSET`).
 
@@ -198,7 +218,7 @@ class TsMuxer:
     ) -> None:
         if video_codec is not None and video_codec not in SUPPORTED_VIDEO_CODECS:
             raise LocalProtocolError(f"MPEG-TS cannot carry video codec {video_codec!r}")
-        if audio_codec is not None and audio_codec not in SUPPORTED_AUDIO_CODECS:
+        if audio_codec is not None and audio_codec not in TS_AUDIO_CODECS:
             raise LocalProtocolError(f"MPEG-TS cannot carry audio codec {audio_codec!r}")
         if video_codec is None and audio_codec is None:
             raise LocalProtocolError("an MPEG-TS program needs a video or an audio stream")
@@ -213,6 +233,9 @@ class TsMuxer:
         self._nal_length_size = 4
         self._parameter_sets: tuple[bytes, ...] = ()
         self._aac: AacConfig | None = None
+        self._opus_channels = 2
+        self._pmt_version = 0
+        self._tables_sent = False
         self._last_pcr: int | None = None
         self._pcr_discontinuity = False
         self._pat = self._build_pat()
@@ -235,10 +258,13 @@ class TsMuxer:
         for codec, pid in ((self.video_codec, VIDEO_PID), (self.audio_codec, AUDIO_PID)):
             if codec is not None:
                 streams += bytes((STREAM_TYPES[codec],)) + (0xE000 | pid).to_bytes(2, "big")
-                streams += b"\xf0\x00"  # ES_info_length 0
+                info = b""
+                if codec == "opus":  # registration 'Opus', DVB extension: Opus audio, channels
+                    info = b"\x05\x04Opus\x7f\x02\x80" + bytes((self._opus_channels,))
+                streams += (0xF000 | len(info)).to_bytes(2, "big") + info
         body = (
             PROGRAM_NUMBER.to_bytes(2, "big")
-            + b"\xc1\x00\x00"
+            + bytes((0xC1 | (self._pmt_version << 1), 0, 0))
             + (0xE000 | self.pcr_pid).to_bytes(2, "big")
             + b"\xf0\x00"  # program_info_length 0
             + streams
@@ -252,6 +278,7 @@ class TsMuxer:
 
     def header(self) -> bytes:
         """PAT + PMT: two packets (continuity counters of PIDs 0 and 0x1000 advance)."""
+        self._tables_sent = True
         return _section_packet(PAT_PID, self._next_cc(PAT_PID), self._pat) + _section_packet(
             PMT_PID, self._next_cc(PMT_PID), self._pmt
         )
@@ -278,6 +305,15 @@ class TsMuxer:
             aac = parse_audio_specific_config(frame.payload)
             adts_header(aac, 0)  # raises CodecError now if ADTS cannot carry it
             self._aac = aac
+        elif frame.codec == "opus":
+            channels = parse_opus_head(bytes(frame.payload)).channels
+            if channels > 2:
+                raise CodecError(f"Opus in MPEG-TS here carries 1 or 2 channels, not {channels}")
+            if channels != self._opus_channels:
+                self._opus_channels = channels
+                if self._tables_sent:
+                    self._pmt_version = (self._pmt_version + 1) & 0x1F
+                self._pmt = self._build_pmt()
 
     # --- muxing --------------------------------------------------------------------------------
 
@@ -337,6 +373,9 @@ class TsMuxer:
                     self.dropped_frames += 1
                     return self.header() if with_tables else b""
                 es = adts_header(self._aac, len(frame.payload)) + frame.payload
+            elif codec == "opus":
+                es = _opus_control_header(len(frame.payload)) + frame.payload if frame.payload else b""
+                stream_id = _PRIVATE_STREAM_1
             else:
                 es = bytes(frame.payload)
             if not es:

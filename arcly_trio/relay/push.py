@@ -1,8 +1,9 @@
-"""Push relays: every publish of an application forwarded to RTMP targets (restreaming).
+"""Push relays: every publish of an application forwarded to RTMP or SRT targets (restreaming).
 
 :class:`PushService` is a kernel stream service (register it with ``EngineBuilder.service``):
 each :class:`PushTarget` is a URL template (``rtmp://a.rtmp.youtube.com/live2/KEY``,
-``rtmp://backup/{app}/{stream}``; ``rtmps://`` works too) and the applications it applies to
+``rtmp://backup/{app}/{stream}``; ``rtmps://`` works too, and ``srt://HOST:PORT?streamid=
+{app}/{stream}&passphrase=...&latency=MS``, an SRT caller, :mod:`.srt_push`) and the applications it applies to
 (all of them by default). For every stream of those applications, each target gets its own
 kernel subscription (so the kernel's lag policy applies to it alone: a slow target drops to the
 next keyframe, counted, and never slows the publisher or another target) and its own link task:
@@ -50,11 +51,13 @@ from arcly_trio.core.text import printable
 from arcly_trio.kernel.events import ServiceEvent
 from arcly_trio.protocols.rtmp.url import check_template, fill_template, parse_rtmp_url
 from arcly_trio.relay.links import Backoff, LinkStats
+from arcly_trio.relay.srt_push import open_srt_publisher, parse_srt_target
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.spec import AppSpec
     from arcly_trio.kernel.stream import Stream
     from arcly_trio.kernel.subscription import Subscription
+    from arcly_trio.relay.srt_push import SrtPublisher
 
 __all__ = ["PushTarget", "PushService"]
 
@@ -67,9 +70,12 @@ class PushTarget:
     """One push target: a URL template and the applications it applies to (``None``: all)."""
 
     def __init__(self, url: str, apps: Iterable[str] | None = None) -> None:
-        check_template(url)
-        if not url.lower().startswith(("rtmp://", "rtmps://")):
-            raise ValueError(f"push targets are rtmp:// or rtmps:// URLs, not {redact_url(url)!r}")
+        if _is_srt(url):
+            parse_srt_target(fill_template(url, "app", "stream"))
+        else:
+            check_template(url)
+            if not url.lower().startswith(("rtmp://", "rtmps://")):
+                raise ValueError(f"push targets are rtmp://, rtmps:// or srt:// URLs, not {redact_url(url)!r}")
         self.url = url
         self.apps = None if apps is None else frozenset(check_name(app, "application name") for app in apps)
 
@@ -85,7 +91,17 @@ class PushTarget:
         return cls(text)
 
     def __repr__(self) -> str:
-        return f"<PushTarget {parse_rtmp_url(fill_template(self.url, 'app', 'stream')).redacted()}>"
+        return f"<PushTarget {_shown(fill_template(self.url, 'app', 'stream'))}>"
+
+
+def _is_srt(url: str) -> bool:
+    return url[:6].lower() == "srt://"
+
+
+def _shown(url: str) -> str:
+    """The URL as logs and the API show it: RTMP's stream key shortened; for SRT no query values
+    (the streamid and passphrase)."""
+    return redact_url(url) if _is_srt(url) else parse_rtmp_url(url).redacted()
 
 
 class _Link:
@@ -96,8 +112,8 @@ class _Link:
         self.stream = stream
         self.key = stream.key
         self.url = url
-        self.stats = LinkStats(parse_rtmp_url(url).redacted())
-        self.publisher: RtmpPublisher | None = None
+        self.stats = LinkStats(_shown(url))
+        self.publisher: RtmpPublisher | SrtPublisher | None = None
         self.fresh = True
         self.configs: dict[tuple[FrameKind, int], Frame] = {}
         self.has_video = False
@@ -121,9 +137,8 @@ class _Link:
             self.stats.set_state("connecting")
             error = "closed"
             try:
-                async with open_rtmp_publisher(
-                    self.url, timeout=service.timeout, write_timeout=service.write_timeout
-                ) as publisher:
+                opener = open_srt_publisher if _is_srt(self.url) else open_rtmp_publisher
+                async with opener(self.url, timeout=service.timeout, write_timeout=service.write_timeout) as publisher:
                     self.fresh = True
                     self.publisher = publisher
                     self.stats.set_state("connected")

@@ -53,7 +53,7 @@ from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.core.text import printable
 from arcly_trio.kernel.engine import Engine
 from arcly_trio.kernel.fanout import EndReason, SessionStart
-from arcly_trio.media.mpegts import TsMuxer
+from arcly_trio.media.mpegts import TS_AUDIO_CODECS, TsMuxer
 from arcly_trio.protocols.srt import handshake as hs
 from arcly_trio.protocols.srt.connection import PAYLOAD_SIZE, SrtConnection, new_socket_id
 from arcly_trio.protocols.srt.packet import ControlPacket, ControlType, DataPacket, HandshakeType, parse
@@ -72,7 +72,7 @@ WAKE_PACKETS = 64
 """Payloads a publisher's session lets pile up before its task is woken ahead of its tick."""
 _TOTALS = ("lost", "dropped", "retransmitted", "naks_sent", "naks_received")
 _VIDEO = frozenset({"h264", "hevc"})
-_AUDIO = frozenset({"aac", "mp3"})
+_AUDIO = TS_AUDIO_CODECS
 _BUFFER = 4 * 1024 * 1024
 MAX_PENDING = 8 * 1024 * 1024
 """MPEG-TS a player's sink holds before its session is admitted (the replay of a cached GOP)."""
@@ -510,6 +510,15 @@ class SrtSession:
             self.frames += len(frames)
 
         await self._loop(lambda: False, take)
+        # The caller ended (SHUTDOWN) or went silent: what arrived, and the frames the demuxer
+        # still holds (its last PES of each track ends only at the next one), go in before the end.
+        if self.inbox:
+            payloads, self.inbox = self.inbox, []
+            await take(payloads)
+        tail = demuxer.flush()
+        for frame in tail:
+            await publisher.send(frame)
+        self.frames += len(tail)
 
     def document(self) -> dict[str, Any]:
         out: dict[str, Any] = {
