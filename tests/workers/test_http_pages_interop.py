@@ -121,6 +121,7 @@ async def test_watch_page_decodes_the_demo_stream_for_five_seconds() -> None:
 async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
     with trio.fail_after(60):
         async with server() as (engine, rtmp, http), browser() as driver:
+            http.srt_port, http.rtsp_port = 8890, 8554  # hints /api/server hands on (RTSPS: off)
             await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
             while ((await page_state(driver, "arclyStatus")) or {}).get("streams", 0) < 1:
                 await trio.sleep(0.2)
@@ -137,8 +138,11 @@ async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
         f"http://127.0.0.1:{port}/live/demo.flv",
         f"ws://127.0.0.1:{port}/live/demo.flv",
         f"ws://127.0.0.1:{port}/live/demo/frames",
+        "srt://127.0.0.1:8890?streamid=read:live/demo",
+        "rtsp://127.0.0.1:8554/live/demo",
     ):
         assert url in text, text
+    assert "rtsps://" not in text
     assert "h264" in text and "640×360" in text and "aac" in text
 
 
