@@ -1,6 +1,8 @@
 // The status page: live streams from /api/streams, refreshed every second. When the server
 // serves WebRTC (/api/server's "webrtc"), each stream also shows its WHEP (play) and WHIP
 // (publish) URLs: their clients send a token as "Authorization: Bearer", so it is not put on them.
+// When the server listens for SRT or RTSP/RTSPS (/api/server's srt_port, rtsp_port, rtsps_port),
+// each stream also shows its srt://...?streamid=read:app/stream and rtsp(s):// play URLs.
 // Each stream also gets a live thumbnail (/{app}/{stream}/thumbnail.jpg, reloaded every few
 // seconds), its viewers and bitrate over the last minutes as inline SVG sparklines (from
 // /api/history, every few seconds) and its recordings (/api/recordings, every 30 s) with links
