@@ -78,6 +78,9 @@ async def serve(
             await nursery.start(engine.serve)
             for http in runtime.http_servers:
                 http.rtmp_port = rtmp.port  # for the pages' copyable rtmp:// URLs
+                http.srt_port = runtime.srt.port_number if runtime.srt is not None else None
+                http.rtsp_port = runtime.rtsp.port if runtime.rtsp is not None else None
+                http.rtsps_port = runtime.rtsps.port if runtime.rtsps is not None else None
             for source in engine.sources:
                 if isinstance(source, ClusterNode) and not settings.worker_dir:
                     public = source.rtmp_url.rpartition(":")[0]
@@ -100,6 +103,9 @@ async def serve(
                 apps=[app.name for app in engine.applications()],
                 hls_variant=settings.hls_variant if settings.hls else None,
                 demo=settings.demo,
+                srt_port=runtime.srt.port_number if runtime.srt is not None else None,
+                rtsp_port=runtime.rtsp.port if runtime.rtsp is not None else None,
+                rtsps_port=runtime.rtsps.port if runtime.rtsps is not None else None,
             ):
                 log.log(level, "%s", line)
             if settings.demo and not int(settings.worker_index or 0):  # with --workers, worker 0 publishes it

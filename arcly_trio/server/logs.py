@@ -110,11 +110,17 @@ def ready_lines(
     apps: Sequence[str],
     hls_variant: str | None,
     demo: bool,
+    srt_port: int | None = None,
+    srt_workers: int = 1,
+    rtsp_port: int | None = None,
+    rtsps_port: int | None = None,
 ) -> list[str]:
     """What ``serve`` logs once it listens: the URLs to publish, play and open the pages at
     (``http``: each HTTP worker's scheme and port), reachable from this machine, and from other
     machines when it listens on every interface (see the module docstring). ``hls_variant``:
-    ``None`` without HLS (DASH comes with ``fmp4`` and ``ll``)."""
+    ``None`` without HLS (DASH comes with ``fmp4`` and ``ll``). ``srt_port``, ``rtsp_port``,
+    ``rtsps_port``: ``None`` when that listener is off; ``srt_workers``: with ``--workers N`` each
+    worker's SRT port is ``srt_port`` + its index."""
     here = local_host(host)
     elsewhere = public_host or (socket.gethostname() if host in _EVERY_INTERFACE else None)
     where = ""
@@ -125,6 +131,16 @@ def ready_lines(
     lines = [f"arcly-trio ready: rtmp://{here}:{rtmp_port}/{{app}}/{{stream}} (apps: {', '.join(apps)}){where}"]
     if rtmps_port is not None:
         lines.append(f"RTMPS rtmps://{elsewhere or here}:{rtmps_port}/{{app}}/{{stream}}")
+    if srt_port is not None:
+        lines.append(
+            f"SRT srt://{here}:{srt_port}?streamid=publish:{{app}}/{{stream}} (play: streamid=read:{{app}}/{{stream}})"
+            + (f"; worker ports {srt_port}-{srt_port + srt_workers - 1}" if srt_workers > 1 else "")
+        )
+    if rtsp_port is not None or rtsps_port is not None:
+        urls = [f"rtsp://{here}:{rtsp_port}/{{app}}/{{stream}}"] if rtsp_port is not None else []
+        if rtsps_port is not None:
+            urls.append(f"rtsps://{elsewhere or here}:{rtsps_port}/{{app}}/{{stream}}")
+        lines.append(f"RTSP {', '.join(urls)} (play, and publish with ANNOUNCE/RECORD)")
     for scheme, port in http:
         base = f"{scheme}://{here}:{port}"
         lines.append(

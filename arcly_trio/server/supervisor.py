@@ -4,7 +4,12 @@ The supervisor:
 
 * makes a private run directory (mode 0700) and reserves the TCP ports (port 0 is resolved
   here, so every worker gets the same one): it binds them with ``SO_REUSEPORT`` without
-  listening, which keeps them for the workers' ``SO_REUSEPORT`` listeners;
+  listening, which keeps them for the workers' ``SO_REUSEPORT`` listeners: RTMP, HTTP, and
+  RTMPS, HTTPS, RTSP and RTSPS when they are on. The UDP listeners differ: WebRTC
+  (``--webrtc-port``) and SRT (``--srt-port``) listen on port + worker index (a UDP peer must
+  reach the process that holds its session); the RTSP workers share ``--rtsp-udp-ports`` (each
+  binds the pairs it finds free); ``--ingest-udp`` is received by the first worker only (one
+  receiver per port);
 * serves the workers' directory (:class:`~arcly_trio.cluster.DirectoryServer`) on a Unix socket
   there, unless ``--cluster`` gives a Redis one;
 * starts the N workers (``python -m arcly_trio serve`` with the same options, plus the hidden
@@ -81,9 +86,13 @@ def worker_argv(
     count: int,
     rtmps_port: int = -1,
     https_port: int = -1,
+    rtsp_port: int = -1,
+    rtsps_port: int = -1,
 ) -> list[str]:
     """The command line of worker ``index``: the supervisor's options without ``--workers``,
-    with the resolved ports and the worker options (later options win in argparse)."""
+    with the resolved ports and the worker options (later options win in argparse). The TCP
+    ports the supervisor holds (RTMP, HTTP, and RTMPS, HTTPS, RTSP, RTSPS when on: ``-1`` is off)
+    are given resolved, so ``0`` means one port every worker shares, not one each."""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -99,6 +108,8 @@ def worker_argv(
     tls = [
         *(["--rtmps-port", str(rtmps_port)] if rtmps_port >= 0 else []),
         *(["--https-port", str(https_port)] if https_port >= 0 else []),
+        *(["--rtsp-port", str(rtsp_port)] if rtsp_port >= 0 else []),
+        *(["--rtsps-port", str(rtsps_port)] if rtsps_port >= 0 else []),
     ]
     return [
         sys.executable,
@@ -146,6 +157,8 @@ class Supervisor:
         self.http_port = -1
         self.rtmps_port = -1
         self.https_port = -1
+        self.rtsp_port = -1
+        self.rtsps_port = -1
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self.stopping = False
@@ -165,7 +178,7 @@ class Supervisor:
                 http = _reserve(args.host, args.http_port, "http")
                 reserved.append(http)
                 self.http_port = http.getsockname()[1]
-            for name in ("rtmps_port", "https_port"):  # TLS ports, when asked for
+            for name in ("rtmps_port", "https_port", "rtsp_port", "rtsps_port"):  # when asked for
                 if getattr(args, name) >= 0:
                     sock = _reserve(args.host, getattr(args, name), name.partition("_")[0])
                     reserved.append(sock)
@@ -251,6 +264,10 @@ class Supervisor:
             apps=list(app_specs(args)),
             hls_variant=args.hls_variant if args.hls else None,
             demo=args.demo,
+            srt_port=args.srt_port if args.srt_port > 0 else None,
+            srt_workers=self.count,
+            rtsp_port=self.rtsp_port if self.rtsp_port >= 0 else None,
+            rtsps_port=self.rtsps_port if self.rtsps_port >= 0 else None,
         ):
             log.info("%s", f"{line} ({self.count} workers)" if line.startswith("arcly-trio ready") else line)
 
@@ -272,6 +289,8 @@ class Supervisor:
                 count=self.count,
                 rtmps_port=self.rtmps_port,
                 https_port=self.https_port,
+                rtsp_port=self.rtsp_port,
+                rtsps_port=self.rtsps_port,
             )
             started = trio.current_time()
             process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)

@@ -201,6 +201,13 @@ async def test_ready_names_urls_that_reach_the_server_listening_on_every_interfa
             await server.wait_log(" pages ")
             pages = next(line for line in server.lines if " pages " in line)
             assert f"pages http://127.0.0.1:{server.http_port}/ (status)" in pages
+            # SRT and RTSP (on: port 0 here) are named with their bound ports.
+            srt = next(line for line in server.lines if " SRT srt://" in line)
+            rtsp = next(line for line in server.lines if " RTSP rtsp://" in line)
+            assert "srt://127.0.0.1:0" not in srt and "?streamid=publish:{app}/{stream}" in srt
+            rtsp_port = int(rtsp.split("rtsp://127.0.0.1:", 1)[1].split("/", 1)[0])
+            async with await trio.open_tcp_stream("127.0.0.1", rtsp_port):
+                pass
             async with await trio.open_tcp_stream("127.0.0.1", server.port):
                 pass  # the URL reaches it
             assert await server.stop() == 0
@@ -437,3 +444,19 @@ async def test_sigterm_ends_hls_playlists_and_serves_them_meanwhile(http_get) ->
             with trio.fail_after(10):
                 assert await server.process.wait() == 0
     assert ended, "no playlist with #EXT-X-ENDLIST was served during the shutdown"
+
+
+def test_ready_lines_name_srt_rtsp_and_rtsps_only_when_they_are_on() -> None:
+    """Before: the banner named RTMP, RTMPS and the HTTP URLs only."""
+    from arcly_trio.server.logs import ready_lines
+
+    common: dict[str, Any] = dict(
+        host="127.0.0.1", public_host=None, rtmp_port=1935, rtmps_port=None, http=[], apps=["live"], hls_variant=None
+    )
+    text = "\n".join(ready_lines(**common, demo=False, srt_port=8890, rtsp_port=8554, rtsps_port=8322))
+    assert "SRT srt://127.0.0.1:8890?streamid=publish:{app}/{stream} (play: streamid=read:{app}/{stream})" in text
+    assert "RTSP rtsp://127.0.0.1:8554/{app}/{stream}, rtsps://127.0.0.1:8322/{app}/{stream}" in text
+    workers = "\n".join(ready_lines(**common, demo=False, srt_port=8890, srt_workers=3))
+    assert "worker ports 8890-8892" in workers and "rtsp" not in workers.lower()
+    off = "\n".join(ready_lines(**common, demo=False))
+    assert "srt://" not in off and "rtsp" not in off.lower()

@@ -137,6 +137,14 @@ async def test_ready_is_said_once_every_worker_listens_and_the_workers_directory
             for index in (0, 1):
                 assert any(f"w{index} INFO arcly_trio.rtmp: RTMP listening on" in line for line in before)
                 assert any(f"worker {index} ready (pid" in line for line in before)
+            # --rtsp-port 0 is resolved once, by the supervisor: both workers share that port
+            # (before: each picked its own, and the banner named none).
+            rtsp = {re.search(r"w\d INFO arcly_trio.rtsp: RTSP listening on [\d.]+:(\d+)", line) for line in before}
+            ports = {match.group(1) for match in rtsp if match}
+            assert len(ports) == 1, ports
+            await server.wait_log("RTSP rtsp://")
+            port = ports.pop()
+            assert any(f"RTSP rtsp://127.0.0.1:{port}/{{app}}/{{stream}}" in line for line in server.lines)
             await trio.sleep(1)
             assert await server.stop(within=15) == 0
     assert sum("arcly-trio ready" in line for line in server.lines) == 1
@@ -255,3 +263,26 @@ async def test_a_whip_delete_reaching_another_worker_ends_the_session_on_its_own
                     s["protocol"] == "whip" for s in (await client.get(f"{base}/api/sessions")).json()["sessions"]
                 ):
                     await trio.sleep(0.1)
+
+
+def test_worker_argv_gives_every_worker_the_supervisors_rtsp_and_rtsps_ports() -> None:
+    """Before: ``--rtsp-port 0`` / ``--rtsps-port 0`` went to each worker as given, so each
+    listened on a port of its own; the supervisor now resolves them and passes them on."""
+    from arcly_trio.server.supervisor import worker_argv
+
+    argv = worker_argv(
+        ["serve", "--rtsp-port", "0", "--rtsps-port", "0", "--workers", "2"],
+        rtmp_port=1935,
+        http_port=8080,
+        run_dir="/run/x",
+        index=1,
+        count=2,
+        rtsp_port=8554,
+        rtsps_port=8322,
+    )
+    assert "--workers" not in argv
+    # argparse keeps the last: the resolved ports come after the user's.
+    assert argv[len(argv) - 1 - argv[::-1].index("--rtsp-port") + 1] == "8554"
+    assert argv[len(argv) - 1 - argv[::-1].index("--rtsps-port") + 1] == "8322"
+    off = worker_argv(["serve", "--rtsp-port", "-1"], rtmp_port=1, http_port=2, run_dir="/r", index=0, count=2)
+    assert off.count("--rtsp-port") == 1 and "--rtsps-port" not in off

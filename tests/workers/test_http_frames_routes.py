@@ -287,7 +287,15 @@ async def test_plain_gets_pages_and_server_info(http_get) -> None:  # type: igno
                 "hls": False,
                 "frames_protocol": SUBPROTOCOL,
                 "webrtc": False,
+                "srt_port": None,
+                "rtsp_port": None,
+                "rtsps_port": None,
             }
+            # The SRT and RTSP(S) ports the CLI sets once they are bound, for the status page.
+            http.srt_port, http.rtsp_port, http.rtsps_port = 8890, 8554, 8322
+            _, _, body = await http_get(http.port, "/api/server")
+            info = json.loads(body)
+            assert (info["srt_port"], info["rtsp_port"], info["rtsps_port"]) == (8890, 8554, 8322)
 
 
 async def test_pages_may_connect_to_their_own_origin_only(http_get) -> None:  # type: ignore[no-untyped-def]

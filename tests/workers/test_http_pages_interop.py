@@ -121,6 +121,7 @@ async def test_watch_page_decodes_the_demo_stream_for_five_seconds() -> None:
 async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
     with trio.fail_after(60):
         async with server() as (engine, rtmp, http), browser() as driver:
+            http.srt_port, http.rtsp_port = 8890, 8554  # hints /api/server hands on (RTSPS: off)
             await blocking(driver.get, f"http://127.0.0.1:{http.port}/")
             while ((await page_state(driver, "arclyStatus")) or {}).get("streams", 0) < 1:
                 await trio.sleep(0.2)
@@ -137,8 +138,11 @@ async def test_status_page_lists_the_live_stream_with_its_urls() -> None:
         f"http://127.0.0.1:{port}/live/demo.flv",
         f"ws://127.0.0.1:{port}/live/demo.flv",
         f"ws://127.0.0.1:{port}/live/demo/frames",
+        "srt://127.0.0.1:8890?streamid=read:live/demo",
+        "rtsp://127.0.0.1:8554/live/demo",
     ):
         assert url in text, text
+    assert "rtsps://" not in text
     assert "h264" in text and "640×360" in text and "aac" in text
 
 
@@ -375,6 +379,7 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
     with trio.fail_after(60):
         async with engine, trio.open_nursery() as nursery, browser() as driver:
             http.rtmp_port = rtmp.port
+            http.srt_port, http.rtsps_port = 8890, 8322  # hints only (RTSP: off)
             nursery.start_soon(publish_demo, engine, "live/demo")
             async with engine.publish("tv/av1") as publisher:
                 await publisher.send(Frame(FrameKind.VIDEO, "av1", 0, 0, b"\x81\x00\x0c\x00", config=True))
@@ -400,8 +405,12 @@ async def test_status_page_urls_carry_the_play_token_and_list_dash() -> None:
         f"http://127.0.0.1:{port}/live/demo/index.m3u8?token=s3cret",
         f"http://127.0.0.1:{port}/live/demo/index.mpd?token=s3cret",
         f"ws://127.0.0.1:{port}/live/demo/frames?token=s3cret",
+        # The token inside the SRT streamid, percent-encoded: ffmpeg 5.1 plays it so (measured).
+        "srt://127.0.0.1:8890?streamid=read:live/demo?token=s3cret",
+        "rtsps://127.0.0.1:8322/live/demo?token=s3cret",
     ):
         assert url in demo, demo
+    assert "rtsp://" not in demo
     assert "index.m3u8" not in av1 and "not available" in av1 and "MPEG-TS HLS" in av1, av1
 
 

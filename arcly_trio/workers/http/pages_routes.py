@@ -21,7 +21,9 @@ loaded from elsewhere), read once when the routes are installed and served from 
 * ``GET /api/server``: what the pages cannot guess from their own URL, as JSON:
   ``{"server": "arcly-trio", "rtmp_port": 1935, "hls": false, "frames_protocol":
   "arcly.frames.v1"}``. ``rtmp_port`` is :attr:`HttpServer.rtmp_port` (``null`` when unknown:
-  the CLI sets it, embedders may), so the status page can show ``rtmp://`` URLs.
+  the CLI sets it, embedders may), so the status page can show ``rtmp://`` URLs; ``srt_port``,
+  ``rtsp_port`` and ``rtsps_port`` likewise (``null``: off), for its ``srt://``, ``rtsp://`` and
+  ``rtsps://`` play URLs, and ``webrtc`` says whether WHEP/WHIP are served.
 
 The pages take the stream from their own path and talk only to the origin they came from: there
 is no ``?server=`` (a link must not be able to send a visitor's camera, or its API token, to
@@ -192,6 +194,9 @@ def install(router: Router) -> None:
                 "hls": any(service.name == "hls" for service in exchange.engine.services),
                 "frames_protocol": SUBPROTOCOL,
                 "webrtc": serves_webrtc(router),
+                "srt_port": exchange.server.srt_port,
+                "rtsp_port": exchange.server.rtsp_port,
+                "rtsps_port": exchange.server.rtsps_port,
             },
         )
 

@@ -200,6 +200,11 @@ class HttpServer(ListeningWorker):
         self.name = "https" if given.ssl_context is not None else "http"
         """The protocol this worker serves (health checks, metrics)."""
         self.rtmp_port = rtmp_port
+        self.srt_port: int | None = None
+        """The SRT, RTSP and RTSPS ports, hints for the pages' play URLs like ``rtmp_port``
+        (``None``: off or unknown; the CLI sets them once those workers have bound)."""
+        self.rtsp_port: int | None = None
+        self.rtsps_port: int | None = None
         self.cors = cors
         self.runner = ConnectionRunner(given, name=self.name, label="HTTP connection", log=log, refuse=_send_busy)
         """Listens, admits and runs the connections (see :mod:`..serving`)."""

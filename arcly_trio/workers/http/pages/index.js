@@ -1,6 +1,8 @@
 // The status page: live streams from /api/streams, refreshed every second. When the server
 // serves WebRTC (/api/server's "webrtc"), each stream also shows its WHEP (play) and WHIP
 // (publish) URLs: their clients send a token as "Authorization: Bearer", so it is not put on them.
+// When the server listens for SRT or RTSP/RTSPS (/api/server's srt_port, rtsp_port, rtsps_port),
+// each stream also shows its srt://...?streamid=read:app/stream and rtsp(s):// play URLs.
 // Each stream also gets a live thumbnail (/{app}/{stream}/thumbnail.jpg, reloaded every few
 // seconds), its viewers and bitrate over the last minutes as inline SVG sparklines (from
 // /api/history, every few seconds) and its recordings (/api/recordings, every 30 s) with links
@@ -11,7 +13,7 @@
 
 (() => {
   const { el, getJson, fmtBits, fmtDuration, httpUrl, wsUrl, streamPath, copyButton, base, token } = Arcly;
-  let server = { rtmp_port: null, hls: false, webrtc: false };
+  let server = { rtmp_port: null, hls: false, webrtc: false, srt_port: null, rtsp_port: null, rtsps_port: null };
   const state = { streams: 0, updates: 0, error: null, thumbnails: 0, sparklines: 0, recordings: 0 };
   window.arclyStatus = state;
   const THUMB_WIDTH = 320, THUMB_EVERY_MS = 4000, HISTORY_EVERY_MS = 5000, RECORDINGS_EVERY_MS = 30000;
@@ -112,6 +114,21 @@
     return `rtmp://${base.hostname}${port}/${app}/${stream}`;
   }
 
+  // SRT (MediaMTX's streamid form) and RTSP(S) play URLs, when the server listens there
+  // (/api/server gives their ports; null: off). The token rides in the streamid / the query.
+  function srtUrl(app, stream) {
+    if (!server.srt_port) return null;
+    const tail = token ? "?token=" + encodeURIComponent(token) : "";
+    return `srt://${base.hostname}:${server.srt_port}?streamid=read:${app}/${stream}${tail}`;
+  }
+
+  function rtspUrls(app, stream) {
+    const urls = [];
+    if (server.rtsp_port) urls.push(["RTSP", withToken(`rtsp://${base.hostname}:${server.rtsp_port}/${app}/${stream}`)]);
+    if (server.rtsps_port) urls.push(["RTSPS", withToken(`rtsps://${base.hostname}:${server.rtsps_port}/${app}/${stream}`)]);
+    return urls;
+  }
+
   // The page's own ?token= (a server with --play-token) goes on every URL it offers to copy.
   function withToken(url) {
     if (!token) return url;
@@ -124,6 +141,9 @@
     const rows = [];
     const rtmp = rtmpUrl(encodeURIComponent(app), encodeURIComponent(doc.name));
     if (rtmp) rows.push(["RTMP", withToken(rtmp)]);
+    const srt = srtUrl(encodeURIComponent(app), encodeURIComponent(doc.name));
+    if (srt) rows.push(["SRT", srt]);
+    rows.push(...rtspUrls(encodeURIComponent(app), encodeURIComponent(doc.name)));
     rows.push(["HTTP-FLV", withToken(httpUrl(path + ".flv"))]);
     rows.push(["WS-FLV", wsUrl(path + ".flv")]);
     const unavailable = doc.hls_tracks && doc.hls_tracks.unavailable;
