@@ -11,7 +11,9 @@ per track and sequence gaps (``rtp_seq_gaps``, summed as ``rtsp_seq_gaps`` in th
 Timing (``play_ms``, first picture, first keyframe) is the harness's: a video frame starts at a
 new RTP timestamp, and it is a keyframe when its first NAL unit is an IDR, SPS or
 aggregation (H.264) or an IRAP or parameter set (H.265). The video clock (from the SDP's
-``rtpmap``) gives the media timestamp the harness turns into ``ts_rate``.
+``rtpmap``) gives the media timestamp the harness turns into ``ts_rate``. Against 127.0.0.1 the
+viewers connect from 127.0.0.2, .3, ... (:data:`PER_ADDRESS` each), since arcly-trio caps the
+RTSP sessions of one client address at 64.
 
 Plain Python on the harness's asyncio loop (no arcly-trio import: it runs on the generator's
 core with the harness's interpreter). The attacker's view is the server's: this client only
@@ -28,6 +30,9 @@ import sys
 from typing import Any
 
 _LIMIT = 65536
+PER_ADDRESS = 50
+"""RTSP viewers per loopback source address (127.0.0.2, .3, ...): under the server's per-address
+session cap (64), as if the viewers came from N / 50 hosts."""
 
 
 def install(harness: Any) -> None:
@@ -235,7 +240,27 @@ def make_sub(harness: Any) -> type:
         out["rtp_packets"] = sum(row.get("rtp_packets", 0) for row in rows)
         return out
 
+    async def open_one(self: Any, sub: Any, port: int, sem: Any, start_at: float) -> None:
+        """The harness's ``Gen.open_one``, from a loopback source address per ``PER_ADDRESS``
+        viewers (arcly-trio holds at most 64 RTSP sessions per client address)."""
+        delay = start_at - harness.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with sem:
+            sub.t_connect = harness.now()
+            local = (f"127.0.0.{2 + sub.idx // PER_ADDRESS}", 0) if self.host == "127.0.0.1" else None
+            try:
+                await self.loop.create_connection(lambda: sub, self.host, port, local_addr=local)
+            except OSError as exc:
+                sub.error = f"connect: {exc}"
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(sub.done), self.a.connect_timeout)
+            except TimeoutError:
+                sub.fail(f"no play start within {self.a.connect_timeout:.0f}s")
+
     harness.Gen.summary = with_gaps
+    harness.Gen.open_one = open_one
     return RtspSub
 
 
