@@ -1,7 +1,9 @@
 """Egress benchmark: arcly-trio (and the peers) through the shared fan-out harness.
 
 Runs ``fanout.sh`` of the shared harness (``shared/bench``, see its README) for RTMP players,
-HTTP-FLV viewers and WebSocket-FLV viewers, against arcly-trio from this checkout and, with
+HTTP-FLV viewers, WebSocket-FLV viewers and RTSP (TCP interleaved) viewers (arcly-trio only;
+the generator's HTTP-FLV viewers speak RTSP through ``rtspload.py``, installed with the shim
+below), against arcly-trio from this checkout and, with
 ``--peers``, against nginx-rtmp (RTMP) and Node-Media-Server (RTMP, HTTP-FLV, WebSocket-FLV) in
 the same session with the same settings: for each repetition, every server and protocol runs
 back to back, so a busy machine disturbs them alike. Each run prints one JSON line (the
@@ -21,7 +23,8 @@ the timeline, what is measured) is the harness's own.
 
 Usage::
 
-    python benchmarks/egress.py                               # arcly-trio, 1000 viewers, 3 reps, all 3 protocols
+    python benchmarks/egress.py                               # arcly-trio, 1000 viewers, 3 reps, all 4 protocols
+    python benchmarks/egress.py --protocols rtmp,http-flv,rtsp --viewers 500 --repeat 2 --baseline
     python benchmarks/egress.py --peers --viewers 1000 --repeat 3 --baseline
     python benchmarks/egress.py --protocols rtmp --viewers 3000 --repeat 1
     python benchmarks/egress.py --only nms --protocols ws-flv --viewers 200 --repeat 1
