@@ -1,7 +1,9 @@
 """Egress benchmark: arcly-trio (and the peers) through the shared fan-out harness.
 
 Runs ``fanout.sh`` of the shared harness (``shared/bench``, see its README) for RTMP players,
-HTTP-FLV viewers and WebSocket-FLV viewers, against arcly-trio from this checkout and, with
+HTTP-FLV viewers, WebSocket-FLV viewers and RTSP (TCP interleaved) viewers (arcly-trio only;
+the generator's HTTP-FLV viewers speak RTSP through ``rtspload.py``, installed with the shim
+below), against arcly-trio from this checkout and, with
 ``--peers``, against nginx-rtmp (RTMP) and Node-Media-Server (RTMP, HTTP-FLV, WebSocket-FLV) in
 the same session with the same settings: for each repetition, every server and protocol runs
 back to back, so a busy machine disturbs them alike. Each run prints one JSON line (the
@@ -21,7 +23,8 @@ the timeline, what is measured) is the harness's own.
 
 Usage::
 
-    python benchmarks/egress.py                               # arcly-trio, 1000 viewers, 3 reps, all 3 protocols
+    python benchmarks/egress.py                               # arcly-trio, 1000 viewers, 3 reps, all 4 protocols
+    python benchmarks/egress.py --protocols rtmp,http-flv,rtsp --viewers 500 --repeat 2 --baseline
     python benchmarks/egress.py --peers --viewers 1000 --repeat 3 --baseline
     python benchmarks/egress.py --protocols rtmp --viewers 3000 --repeat 1
     python benchmarks/egress.py --only nms --protocols ws-flv --viewers 200 --repeat 1
@@ -43,11 +46,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOCOLS = ("rtmp", "http-flv", "ws-flv")
+PROTOCOLS = ("rtmp", "http-flv", "ws-flv", "rtsp")
 SERVERS = ("arcly-trio", "nginx-rtmp", "nms")
-SUPPORTS = {"arcly-trio": PROTOCOLS, "nms": PROTOCOLS, "nginx-rtmp": ("rtmp",)}
+SUPPORTS = {"arcly-trio": PROTOCOLS, "nms": PROTOCOLS[:3], "nginx-rtmp": ("rtmp",)}
 # Ports of this benchmark (not the harness's defaults: other people may run the harness too).
 PORTS = {"arcly-trio": (19460, 19461), "nginx-rtmp": (19450, None), "nms": (19452, 19453)}
+RTSP_PORT = 19462
+"""arcly-trio's RTSP port in this benchmark (the RTSP viewers are the generator's ``-m`` viewers
+with ``--rtsp``, pointed at this port as their "HTTP" port)."""
 
 SHIM = '''"""rtmpload.py of the harness with WebSocket-FLV viewers (``--ws``): installed in a copy of the
 harness by arcly-trio's benchmarks/egress.py; the original is rtmpload_harness.py, unchanged."""
@@ -135,12 +141,17 @@ class WsFlvSub(harness.FlvSub):
 if "--ws" in sys.argv:
     sys.argv.remove("--ws")
     harness.FlvSub = WsFlvSub
+if "--rtsp" in sys.argv:
+    sys.argv.remove("--rtsp")
+    import rtspload
+
+    rtspload.install(harness)
 harness.main()
 '''
 
 
 def prepare(harness: Path, work: Path) -> None:
-    """A writable copy of the harness with the WebSocket-FLV shim."""
+    """A writable copy of the harness with the WebSocket-FLV shim and the RTSP viewers."""
     if not (work / "fanout.sh").exists():
         shutil.copytree(harness, work, dirs_exist_ok=True)
         for path in [work, *work.rglob("*")]:
@@ -149,6 +160,7 @@ def prepare(harness: Path, work: Path) -> None:
     if not original.exists():
         shutil.copy2(work / "rtmpload.py", original)
     (work / "rtmpload.py").write_text(SHIM)
+    shutil.copy2(Path(__file__).resolve().parent / "rtspload.py", work / "rtspload.py")
 
 
 def arcly_command(rtmp: int, http: int, viewers: int, extra: str = "") -> str:
@@ -156,7 +168,7 @@ def arcly_command(rtmp: int, http: int, viewers: int, extra: str = "") -> str:
     return (
         f"{sys.executable} -m arcly_trio serve --host 127.0.0.1 --rtmp-port {rtmp} --http-port {http} "
         f"--log-level warning --max-connections {limit} --max-idle-per-ip {limit} "
-        f"--max-connections-per-ip {limit} {extra}"
+        f"--max-connections-per-ip {limit} --rtsp-port {RTSP_PORT} {extra}"
     ).strip()
 
 
@@ -178,12 +190,14 @@ def fanout(
     ]
     if server == "arcly-trio":
         args += ["--server-cwd", str(ROOT), "--server-cmd", arcly_command(rtmp, http, viewers, extra)]
+    if protocol == "rtsp":
+        http = RTSP_PORT
     if http is not None:
         args += ["--http-port", str(http)]
     if protocol != "rtmp" and viewers:
         args += ["--http-subs", str(viewers)]
-        if protocol == "ws-flv":
-            args += ["--gen-args", "--ws"]
+        if protocol in ("ws-flv", "rtsp"):
+            args += ["--gen-args", "--ws" if protocol == "ws-flv" else "--rtsp"]
     load = os.getloadavg()
     done = subprocess.run(args, cwd=work, capture_output=True, text=True, check=False)
     line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
@@ -192,6 +206,13 @@ def fanout(
         return None
     result: dict[str, Any] = json.loads(line)
     result.update(protocol=protocol, viewers=viewers, load_before=[round(x, 2) for x in load])
+    if protocol == "rtsp" and result.get("detail"):
+        try:  # the RTSP viewers' sequence gaps are in the generator's full JSON only
+            detail = json.loads((work / result["detail"]).read_text())
+        except (OSError, ValueError):
+            detail = {}
+        for key in ("rtsp_seq_gaps", "rtsp_viewers_with_gaps", "rtp_packets"):
+            result[key] = detail.get(key)
     return result
 
 
