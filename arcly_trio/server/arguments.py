@@ -316,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve RTSPS (RTSP over TLS, TCP interleaved only) on this port (needs --tls-cert, --tls-key; "
         "default off)",
     )
+    rtsp.add_argument(
+        "--rtsp-max-sessions-per-address",
+        type=integer,
+        default=64,
+        metavar="N",
+        help="RTSP sessions (publish or play) one client address may hold at once, on RTSP and RTSPS "
+        "each (default 64; 0 = no cap)",
+    )
     webrtc = serve_p.add_argument_group("WebRTC: WHIP publish and WHEP play (see docs/webrtc.md)")
     webrtc.add_argument(
         "--webrtc-port",

@@ -483,6 +483,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             udp_ports=udp_range(args.rtsp_udp_ports),
             setup_timeout=args.setup_timeout,
             session_timeout=args.connection_idle_timeout,
+            max_sessions_per_address=args.rtsp_max_sessions_per_address or None,
         )
         builder.protocol(runtime.rtsp)
     if args.rtsps_port >= 0:
@@ -490,6 +491,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
             listener=attrs.evolve(listener, port=args.rtsps_port, ssl_context=tls),
             setup_timeout=args.setup_timeout,
             session_timeout=args.connection_idle_timeout,
+            max_sessions_per_address=args.rtsp_max_sessions_per_address or None,
         )
         builder.protocol(runtime.rtsps)
     if args.webrtc_port >= 0 and (args.http_port >= 0 or args.https_port >= 0):

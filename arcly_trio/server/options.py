@@ -245,6 +245,7 @@ RULES: Mapping[str, Callable[[Any], str | None]] = {
     "rtsp_port": PORT_OR_OFF,
     "rtsp_udp_ports": _udp_range,
     "rtsps_port": PORT_OR_OFF,
+    "rtsp_max_sessions_per_address": _count("no cap"),
     "rtmps_port": PORT_OR_OFF,
     "https_port": PORT_OR_OFF,
     # LL-HLS parts are 1/3 s, and HLS players want segments of a few seconds

@@ -127,6 +127,7 @@ class Settings:
     rtsp_port: int = 8554
     rtsp_udp_ports: str = ""
     rtsps_port: int = -1
+    rtsp_max_sessions_per_address: int = 64
     webrtc_port: int = 8189
     srt_port: int = 8890
     srt_latency: int = 120

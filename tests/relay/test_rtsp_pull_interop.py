@@ -1,4 +1,5 @@
-"""A camera made of real ffmpeg output is pulled over RTSP and played by ffprobe over RTMP and LL-HLS.
+"""A camera made of real ffmpeg output is pulled over RTSP and played by ffprobe over RTMP and
+LL-HLS, and by the project's WHEP client.
 
 ffmpeg cannot be an RTSP camera itself: ``-rtsp_flags listen`` is an option of its RTSP
 *demuxer* (it waits for a client to ANNOUNCE/RECORD to it), its RTSP muxer only publishes (ffmpeg
@@ -7,8 +8,8 @@ ffmpeg cannot be an RTSP camera itself: ``-rtsp_flags listen`` is an option of i
 (``-sdp_file``) and relaying, interleaved, the RTP ffmpeg sends it: H.264 from libx264 (parameter
 sets in band, ``-bf 0`` as cameras) and G.711 A-law at 8 kHz (``-c:a pcm_alaw -ar 8000``), the
 usual camera pair. The edge pulls it with Digest credentials through an ``rtsp://`` template;
-ffprobe reads the stream over RTMP (H.264 and AAC made from the G.711) and the LL-HLS playlist
-is served; the camera's RTSP side is then killed and started again on its port, the pull
+ffprobe reads the stream over RTMP (H.264 and AAC made from the G.711), the LL-HLS playlist
+is served and the WHEP client receives video and audio (the audio bridge's Opus of that AAC); the camera's RTSP side is then killed and started again on its port, the pull
 reconnects (its link's ``retries``) and ffprobe reads the stream again. One ffmpeg run of a few
 seconds.
 """
@@ -21,13 +22,17 @@ from typing import Any
 import pytest
 import trio
 
-from arcly_trio import StreamKey
+from arcly_trio import AppSpec, Engine, StreamKey
+from arcly_trio.clients.webrtc import open_whep_player
 from arcly_trio.protocols.rtsp.messages import encode_interleaved
 from arcly_trio.relay import PullSource
 from arcly_trio.services import HlsService
+from arcly_trio.services.audio_bridge import AudioBridge
+from arcly_trio.workers.http import HttpServer
+from arcly_trio.workers.rtmp import RtmpServer
+from arcly_trio.workers.webrtc.server import WebRtcServer
 from tests._ffmpeg import probe_streams
 from tests._hls import media_playlist
-from tests._nodes import node
 from tests._tools import require_ffmpeg8
 from tests.relay.test_rtsp_pull import HOST, PASSWORD, USER, FakeCamera
 
@@ -68,7 +73,7 @@ async def udp_socket() -> trio.socket.SocketType:
     return sock
 
 
-async def test_an_ffmpeg_camera_with_g711_is_pulled_and_plays_over_rtmp_and_ll_hls(
+async def test_an_ffmpeg_camera_with_g711_is_pulled_and_plays_over_rtmp_ll_hls_and_whep(
     tmp_path: Any, http_get: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -107,8 +112,10 @@ async def test_an_ffmpeg_camera_with_g711_is_pulled_and_plays_over_rtmp_and_ll_h
             template = f"rtsp://{USER}:{PASSWORD}@{HOST}:{cam.port}/{{stream}}"
             pull = PullSource({None: template}, idle=1.0)
             hls = HlsService(variant="ll", target_duration=0.5, all_apps=True)
-            async with node(sources=(pull,), services=(hls,), http=True) as (_edge, edge_rtmp, edge_http):
-                assert edge_http is not None
+            edge_rtmp, edge_http = RtmpServer(HOST, 0), HttpServer(HOST, 0)
+            builder = Engine.builder().application(AppSpec("live")).idle_timeout(30).source(pull).service(hls)
+            builder.protocol(edge_rtmp).protocol(edge_http).protocol(WebRtcServer(HOST, 0)).observer(AudioBridge())
+            async with builder.build():
                 rtmp = f"rtmp://{HOST}:{edge_rtmp.port}/live/cam"
                 streams = await probe_streams(rtmp, "-rw_timeout", "15000000")
                 assert [(s["codec_type"], s["codec_name"]) for s in streams] == [("audio", "aac"), ("video", "h264")]
@@ -117,6 +124,9 @@ async def test_an_ffmpeg_camera_with_g711_is_pulled_and_plays_over_rtmp_and_ll_h
                 while status != 200 or b"#EXT-X-PART:" not in body:
                     status, _, body, _ = await media_playlist(http_get, edge_http.port, "/live/cam/index.m3u8")
                     await trio.sleep(0.1)
+                async with open_whep_player(f"http://{HOST}:{edge_http.port}/live/cam/whep") as player:
+                    await player.wait_frames(10)
+                    await player.wait_frames(20, "audio")
                 # The camera restarts (its RTSP side: connections closed, the port taken again):
                 # the pull reconnects, the stream stays up, and ffprobe reads it again.
                 link = pull.links[StreamKey("live", "cam")]

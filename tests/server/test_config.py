@@ -294,6 +294,21 @@ def test_publish_limits_and_the_hls_cap_come_from_options_and_app_tables(tmp_pat
         resolve_args(build_parser(), ["serve", "--hls-max-mib", "0.5"])
 
 
+def test_the_rtsp_per_address_session_cap_comes_from_the_option(tmp_path: Path) -> None:
+    """Issue 25: ``--rtsp-max-sessions-per-address`` (file key ``rtsp-max-sessions-per-address``)
+    reaches the RTSP worker; 64 by default, 0 turns the cap off, a negative count is refused."""
+    base = ["serve", "--http-port", "-1", "--rtmp-port", "0", "--rtsp-port", "0"]
+    runtime = build_runtime(resolve_args(build_parser(), base))
+    assert runtime.rtsp is not None and runtime.rtsp.max_sessions_per_address == 64
+    path = write(tmp_path, "rtsp-max-sessions-per-address = 3\n")
+    runtime = build_runtime(resolve_args(build_parser(), [*base, "--config", path]))
+    assert runtime.rtsp is not None and runtime.rtsp.max_sessions_per_address == 3
+    runtime = build_runtime(resolve_args(build_parser(), [*base, "--rtsp-max-sessions-per-address", "0"]))
+    assert runtime.rtsp is not None and runtime.rtsp.max_sessions_per_address is None
+    with pytest.raises(ConfigError, match="--rtsp-max-sessions-per-address -1"):
+        resolve_args(build_parser(), [*base, "--rtsp-max-sessions-per-address", "-1"])
+
+
 async def test_reload_applies_the_publisher_limits(tmp_path: Path) -> None:
     path = tmp_path / "arcly.toml"
     base = 'http-port = -1\nrtmp-port = 0\nrtsp-port = -1\nhost = "127.0.0.1"\n'

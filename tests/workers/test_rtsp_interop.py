@@ -1,5 +1,6 @@
 """RTSP with real clients: ffmpeg 5.1 publishes (TCP and UDP) and RTMP plays it back; ffmpeg
-(TCP and UDP) and GStreamer's ``rtspsrc`` play an RTMP-published stream.
+(TCP and UDP) and GStreamer's ``rtspsrc`` play an RTMP-published stream; ffmpeg 8 publishes over
+RTSP and HTTP-FLV, LL-HLS (ffmpeg decodes) and WHEP (the project's WHEP client) play it.
 
 Each test has one purpose and a few seconds of media; every wait is bounded by ``fail_after``.
 """
@@ -8,18 +9,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
 
+from arcly_trio import AppSpec
+from arcly_trio.clients.webrtc import open_whep_player
 from arcly_trio.kernel.auth import TokenAuthenticator
 from arcly_trio.kernel.engine import Engine
+from arcly_trio.services import HlsService
+from arcly_trio.services.audio_bridge import AudioBridge
+from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.rtsp.server import RtspServer
+from arcly_trio.workers.webrtc.server import WebRtcServer
 from tests._ffmpeg import publish_args, run_tool
+from tests._hls import media_playlist
 from tests._net import HOST
 from tests._serving import wait_publishing, wait_until
-from tests._tools import require_tool
+from tests._tools import require_ffmpeg8, require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -127,4 +136,33 @@ async def test_ffmpeg_publishes_hevc_with_a_password_and_plays_it_back_over_rtsp
                 await wait_until(lambda: stream.info.audio_codec == "aac")  # DESCRIBE names the tracks there are
                 url = f"rtsp://{HOST}:{rtsp.port}/live/h"
                 video, audio, stderr = await _ffmpeg_reads(url, "-rtsp_transport", "tcp")
+    assert video >= 55 and audio >= 80, stderr
+
+
+async def test_every_other_protocol_plays_an_rtsp_published_stream(http_get: Any) -> None:
+    """ffmpeg 8 publishes H.264 + AAC over RTSP (TCP); ffmpeg decodes it over HTTP-FLV and
+    LL-HLS, and the project's WHEP client receives its video and (bridged Opus) audio."""
+    ffmpeg8 = require_ffmpeg8()
+    rtsp, http, webrtc = RtspServer(HOST, 0), HttpServer(HOST, 0), WebRtcServer(HOST, 0)
+    builder = Engine.builder().application(AppSpec("live", hls=True)).protocol(rtsp).protocol(http)
+    builder.protocol(webrtc).service(HlsService(variant="ll", target_duration=1.0)).observer(AudioBridge())
+    with trio.fail_after(60):
+        async with builder.build() as engine:
+            args = publish_args(f"rtsp://{HOST}:{rtsp.port}/live/cam")
+            args[0] = ffmpeg8
+            args[-2:-1] = ["rtsp", "-rtsp_transport", "tcp"]
+            async with run_tool(args):
+                await wait_publishing(engine, "live/cam")
+                assert rtsp.publishers
+                video, audio, stderr = await _ffmpeg_reads(f"http://{HOST}:{http.port}/live/cam.flv")
+                assert video >= 55 and audio >= 80, stderr
+                async with open_whep_player(f"http://{HOST}:{http.port}/live/cam/whep") as player:
+                    await player.wait_frames(10)
+                    await player.wait_frames(20, "audio")
+                playlist = "/live/cam/index.m3u8"
+                status, body = 0, b""
+                while status != 200 or body.count(b"#EXTINF") < 4 or b"#EXT-X-PART:" not in body:
+                    status, _, body, _ = await media_playlist(http_get, http.port, playlist)
+                    await trio.sleep(0.2)
+                video, audio, stderr = await _ffmpeg_reads(f"http://{HOST}:{http.port}{playlist}")
     assert video >= 55 and audio >= 80, stderr
