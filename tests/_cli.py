@@ -80,22 +80,20 @@ class CliServer:
             return await self.process.wait()
 
 
+EPHEMERAL_PORTS = (
+    "--rtmp-port", "0", "--http-port", "0", "--webrtc-port", "0", "--srt-port", "0", "--rtsp-port", "0",
+)  # fmt: skip
+"""Every listener that is on by default, on a port of the system's choosing (so tests never
+bind a protocol's default port): a new protocol's port option goes here."""
+
+
 @asynccontextmanager
 async def cli_server(*options: str) -> AsyncIterator[CliServer]:
     """``arcly-trio serve --host 127.0.0.1 --rtmp-port 0 --http-port 0 *options``, ready."""
     args = serve_command(
         "--host",
         HOST,
-        "--rtmp-port",
-        "0",
-        "--http-port",
-        "0",
-        "--webrtc-port",
-        "0",
-        "--srt-port",
-        "0",
-        "--rtsp-port",
-        "0",
+        *EPHEMERAL_PORTS,
         *options,
     )
     process = await trio.lowlevel.open_process(

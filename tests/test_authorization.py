@@ -38,6 +38,7 @@ from arcly_trio.server.cli import main as cli_main
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
+from tests._cli import EPHEMERAL_PORTS
 from tests._hls import media_playlist, uris
 from tests._net import black_hole
 from tests._rtmp import HOST, RawClient
@@ -160,16 +161,7 @@ async def test_a_viewer_url_from_sign_never_publishes_and_the_streamers_jwt_does
             "serve",
             "--host",
             HOST,
-            "--rtmp-port",
-            "0",
-            "--http-port",
-            "0",
-            "--webrtc-port",
-            "0",
-            "--srt-port",
-            "0",
-            "--rtsp-port",
-            "0",
+            *EPHEMERAL_PORTS,
             "--no-hls",
             "--sign-secret",
             SIGN_SECRET,

@@ -33,6 +33,7 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests._cli import EPHEMERAL_PORTS
 from tests._net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -54,16 +55,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "serve",
         "--host",
         "127.0.0.1",
-        "--rtmp-port",
-        "0",
-        "--http-port",
-        "0",
-        "--webrtc-port",
-        "0",
-        "--srt-port",
-        "0",
-        "--rtsp-port",
-        "0",
+        *EPHEMERAL_PORTS,
         "--demo",
         "--publish-token",
         PUBLISH_TOKEN,

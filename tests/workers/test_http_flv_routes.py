@@ -274,6 +274,18 @@ async def test_ws_flv_unknown_stream_is_refused_with_404() -> None:
         assert b"live/none is not published" in (info.value.body or b"")
 
 
+async def _raw_answer(port: int, request: bytes) -> bytes:
+    """Send ``request`` as is on a new connection; everything the server answers until it closes."""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request)
+            response = b""
+            while chunk := await stream.receive_some(65536):
+                response += chunk
+    return response
+
+
 async def test_bad_websocket_handshake_is_an_http_error(demo_frames) -> None:  # type: ignore[no-untyped-def]
     async with serving() as (engine, _, server):
         async with engine.publish("live/demo") as publisher:
@@ -282,13 +294,7 @@ async def test_bad_websocket_handshake_is_an_http_error(demo_frames) -> None:  #
                 b"GET /live/demo.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: abc\r\n\r\n"
             )
-            with trio.fail_after(5):
-                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-                async with stream:
-                    await stream.send_all(request)
-                    response = b""
-                    while chunk := await stream.receive_some(65536):
-                        response += chunk
+            response = await _raw_answer(server.port, request)
         assert response.startswith(b"HTTP/1.1 426 ")
         assert b"sec-websocket-version: 13" in response.lower()
 
@@ -304,13 +310,7 @@ async def test_a_websocket_handshake_with_a_non_ascii_host_is_a_400_not_a_traceb
                 b"GET /live/demo.flv HTTP/1.1\r\nHost: \x80\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
-            with trio.fail_after(5):
-                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-                async with stream:
-                    await stream.send_all(request)
-                    response = b""
-                    while chunk := await stream.receive_some(65536):
-                        response += chunk
+            response = await _raw_answer(server.port, request)
     assert response.startswith(b"HTTP/1.1 400 "), response[:200]
     assert "Traceback" not in caplog.text
 

@@ -69,8 +69,13 @@ def handshake_problem(request: HttpRequest) -> tuple[int, str] | None:
         return 400, "missing or repeated Sec-WebSocket-Key"
     if not valid_websocket_key(key):
         return 400, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 section 4.1)"
-    if not request.header("host"):
+    host = request.header("host")
+    if not host:
         return 400, "missing Host header"
+    try:  # the handshake library reads Host as IDNA: a host it cannot read is refused here
+        host.encode("latin-1").decode("idna")
+    except (UnicodeError, ValueError):
+        return 400, "the Host header is not a host name"
     # The handshake library reads the last Upgrade and Connection headers only: hold every
     # handshake to that reading, so that what is accepted here is never refused after routing.
     upgrades = [value for name, value in request.headers if name == "upgrade"]

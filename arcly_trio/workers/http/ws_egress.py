@@ -78,8 +78,8 @@ def accept(
         handshake.receive_data(request_head)
         events = list(handshake.events())
     except (WsprotoRemoteError, UnicodeError, ValueError) as error:
-        # wsproto reads the Host header as IDNA (a non-ASCII byte raises UnicodeDecodeError) and
-        # checks what the worker did not: a bad head is this request's 400, never a traceback
+        # handshake_problem() holds every handshake to wsproto's reading before the play starts;
+        # should the two ever differ, the request ends with one log line, never a traceback
         raise BadRequest(f"not a valid WebSocket handshake ({type(error).__name__})") from None
     if not any(isinstance(event, Request) for event in events):
         raise BadRequest("not a WebSocket handshake")
