@@ -9,6 +9,7 @@ missing browser, driver or selenium fails in CI and skips elsewhere (:mod:`tests
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,6 +53,7 @@ def chromium(*extra: str) -> Iterator[Any]:
     options.binary_location = browser
     for flag in (*FLAGS, *extra, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    _ordinary_scheduling()  # chromedriver and the browser inherit the policy
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.set_page_load_timeout(20)
     driver.set_script_timeout(20)
@@ -62,6 +64,15 @@ def chromium(*extra: str) -> Iterator[Any]:
             driver.quit()
         finally:
             shutil.rmtree(profile, ignore_errors=True)
+            _ordinary_scheduling()
+
+
+def _ordinary_scheduling() -> None:
+    """Put the test process back on the ordinary scheduler if something moved it to a realtime
+    one: one CI run found it on SCHED_FIFO 99 after a Chromium test (cause not found), and every
+    browser, server and ffmpeg it started afterwards inherited that and starved each other."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(os.getpid()) != os.SCHED_OTHER:
+        os.sched_setscheduler(os.getpid(), os.SCHED_OTHER, os.sched_param(0))
 
 
 T = TypeVar("T")
