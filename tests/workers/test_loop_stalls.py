@@ -7,6 +7,8 @@ sockets, with the work per task step counted rather than timed.
   other client (a play of a stream the hook answers at once) queued behind the hung ones.
 * ``storage:record`` under load: its probe's thread hops waited behind the busy loop and the
   recorder's threads ("no answer within 2 s", a 503); the recorder's own recent writes answer.
+* The built-in demo publisher, behind real time after a long turn of the loop, sent one frame
+  per turn (its viewers got 3-5 fps while 100 publishers kept the loop busy).
 
 Each test fails on the code before its fix (noted per test); ``trio.fail_after`` bounds each
 one and nothing asserts speed.
@@ -22,8 +24,10 @@ import pytest
 import trio
 
 from arcly_trio import AppSpec, Credentials, Engine, StreamKey
+from arcly_trio.kernel.publish import Publisher
 from arcly_trio.ops import HttpHooks, storage_check
 from arcly_trio.protocols.rtmp import ServerSession
+from arcly_trio.server.demo import publish_demo
 from arcly_trio.storage import MemoryStorage
 from arcly_trio.testing.rtmp import RawRtmpClient
 from arcly_trio.workers.rtmp import RtmpServer
@@ -162,3 +166,21 @@ async def test_a_directory_written_to_recently_needs_no_probe(autojump_clock: tr
     wrote_at[0] = None  # the recorder failed since its last write: a probe too
     await engine.health.run()
     assert storage.puts == 2
+
+
+async def test_the_demo_publisher_catches_up_after_a_long_turn(
+    monkeypatch: pytest.MonkeyPatch, mock_clock: trio.testing.MockClock
+) -> None:
+    """Mutant killed: ``sleep_until`` before every frame (one frame per turn when behind)."""
+    engine = Engine.builder().application(AppSpec("live")).build()
+    async with engine, trio.open_nursery() as nursery:
+        with counting(monkeypatch, Publisher, "send") as steps:
+            nursery.start_soon(publish_demo, engine)
+            await trio.testing.wait_all_tasks_blocked()
+            assert steps.most >= 1
+            steps.most = 0
+            # The loop was busy for a second: some 70 frames are due at once.
+            mock_clock.jump(1.0)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert steps.most >= 30
