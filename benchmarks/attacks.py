@@ -12,6 +12,8 @@ that is practical on one machine). For each attack it prints one JSON line:
   at the worst during, and 2 s after the attack;
 * ``healthy_fps_min``: the lowest one-second video frame rate the healthy player received
   during the attack (the demo is 30 fps);
+* ``server_cpu_s`` / ``attack_s``: the server's CPU time during the attack, and how long it took
+  (a loop busier than one core cannot be free of stalls);
 * attack-specific fields (connections refused or closed, tries answered...).
 
 Nothing here is a pass/fail test (that is ``tests/workers/test_attacks.py``); these are the numbers
@@ -74,6 +76,13 @@ def _dechunk(body: bytes) -> bytes:
             break
         out, body = out + body[:size], body[size + 2 :]
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system), from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -662,10 +671,12 @@ class Bench:
 
     async def ingest_publishers(self) -> dict[str, Any]:
         """100 WebSocket ``/ingest`` frame-API publishers (each from its own address) sending the
-        demo clip's H.264+AAC frames in real time for 15 s (the reliability run: +543 MB peak,
+        demo clip's H.264+AAC frames in real time for 15 s, each starting at its own moment within a second (the
+        reliability run: +543 MB peak,
         587 ms stalls, ``/api/health`` 503 for 85 of 131 probes with ``--record``: the
         ``storage:record`` check got no answer within 2 s). The frames are encoded once and sent
-        as pre-built WebSocket frames, a tick's worth per write, so the bench stays cheap."""
+        as pre-built WebSocket frames, a video frame's worth (33 ms) per write, so the bench
+        stays cheap."""
         count, seconds = self.n(100), 15.0
         ticks = _ingest_ticks(seconds)
         probes = failing = 0
@@ -674,6 +685,7 @@ class Bench:
 
         async def publisher(n: int) -> None:
             nonlocal started, ended
+            phase = random.Random(n).uniform(0, 1)
             local = f"127.0.{1 + n // 250}.{1 + n % 250}"
             stream = await trio.open_tcp_stream(HOST, self.http, local_address=local)
             async with stream:
@@ -699,7 +711,7 @@ class Bench:
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(drain)
-                    begin = trio.current_time()
+                    begin = trio.current_time() + phase  # encoders are not in step
                     try:
                         for due, data in ticks:
                             await trio.sleep_until(begin + due)
@@ -828,7 +840,7 @@ def _ws_frame(opcode: int, payload: bytes) -> bytes:
     return head + bytes(4) + payload
 
 
-def _ingest_ticks(seconds: float, tick: float = 0.1) -> list[tuple[float, bytes]]:
+def _ingest_ticks(seconds: float, tick: float = 1 / 30) -> list[tuple[float, bytes]]:
     """The demo clip as ``/ingest`` messages for ``seconds`` (looped, timestamps going on),
     grouped in ``tick``-second writes: ``(due, bytes)`` from the start."""
     import attrs
@@ -982,7 +994,9 @@ async def _run(args: argparse.Namespace, hook_port: int, bench_box: list[Bench],
                 before = rss_mb(server.pid)
                 bench.rss_peak = before
                 start = time.monotonic()
+                cpu = cpu_seconds(server.pid)
                 fields = await attack(bench)
+                cpu = cpu_seconds(server.pid) - cpu
                 end = time.monotonic()
                 await trio.sleep(2)
                 lags = (await bench.health())["loop"]["lag_ms_per_second"]
@@ -997,6 +1011,8 @@ async def _run(args: argparse.Namespace, hook_port: int, bench_box: list[Bench],
                             "rss_peak_mb": round(bench.rss_peak, 1),
                             "rss_after_mb": round(rss_mb(server.pid), 1),
                             "healthy_fps_min": healthy.min_fps(start, end),
+                            "server_cpu_s": round(cpu, 2),
+                            "attack_s": round(end - start, 1),
                             **fields,
                         }
                     ),
