@@ -23,6 +23,10 @@ docs/hardening.md quotes. Run it from the repository root:
     .venv/bin/python benchmarks/attacks.py --only fresh-stream-ids --scale 0.5
     .venv/bin/python benchmarks/attacks.py --only fast-publisher --server-arg=--heap-trim-interval=0
 
+The server's ``--on-play`` hook is the bench's own (a small trio HTTP server): it allows every
+play at once, except of streams named ``hung*``, which it never answers (``hung-on-play``);
+``--record`` records every stream into a temporary directory (the ``storage:record`` check).
+
 ``--server-arg`` passes an option to ``serve`` (repeatable): to measure without a limit (``0``
 turns most of them off) or without the heap trim.
 """

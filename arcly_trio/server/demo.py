@@ -64,7 +64,7 @@ async def publish_demo(
 
     Frames already due (the loop was busy) go out together, up to ``_CATCH_UP`` per turn: one
     per turn, the demo fell behind real time whenever a turn of the loop took longer than a
-    frame (its viewers got 3-5 fps while 100 publishers kept the loop busy).
+    frame (its viewers got 3-8 fps while 100 publishers kept the loop busy).
 
     ``token`` is presented to the engine's authenticator like a publisher's ``?token=``.
     """

@@ -8,7 +8,7 @@ sockets, with the work per task step counted rather than timed.
 * ``storage:record`` under load: its probe's thread hops waited behind the busy loop and the
   recorder's threads ("no answer within 2 s", a 503); the recorder's own recent writes answer.
 * The built-in demo publisher, behind real time after a long turn of the loop, sent one frame
-  per turn (its viewers got 3-5 fps while 100 publishers kept the loop busy).
+  per turn (its viewers got 3-8 fps while 100 publishers kept the loop busy).
 
 Each test fails on the code before its fix (noted per test); ``trio.fail_after`` bounds each
 one and nothing asserts speed.
