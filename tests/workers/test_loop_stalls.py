@@ -1,5 +1,5 @@
-"""Loads that used to hold the event loop (issue 26, part 3), each reproduced small over real
-sockets, with the work per task step counted rather than timed.
+"""Loads that used to hold the event loop (issue 26, part 3), each reproduced small (over real
+sockets where the load comes from them), with the work per task step counted rather than timed.
 
 * 1000 ``createStream``/``deleteStream`` pairs in one write: the RTMP connection handled a whole
   64 KiB read (some 1500 commands) in one task step; now it lets the others run every 64.
@@ -10,8 +10,8 @@ sockets, with the work per task step counted rather than timed.
 * The built-in demo publisher, behind real time after a long turn of the loop, sent one frame
   per turn (its viewers got 3-8 fps while 100 publishers kept the loop busy).
 
-Each test fails on the code before its fix (noted per test); ``trio.fail_after`` bounds each
-one and nothing asserts speed.
+Each test fails on the code before its fix (noted per test); ``trio.fail_after`` or a mock
+clock bounds each one and nothing asserts speed.
 """
 
 from __future__ import annotations
