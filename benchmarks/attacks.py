@@ -12,6 +12,8 @@ that is practical on one machine). For each attack it prints one JSON line:
   at the worst during, and 2 s after the attack;
 * ``healthy_fps_min``: the lowest one-second video frame rate the healthy player received
   during the attack (the demo is 30 fps);
+* ``server_cpu_s`` / ``attack_s``: the server's CPU time during the attack, and how long it took
+  (a loop busier than one core cannot be free of stalls);
 * attack-specific fields (connections refused or closed, tries answered...).
 
 Nothing here is a pass/fail test (that is ``tests/workers/test_attacks.py``); these are the numbers
@@ -21,6 +23,10 @@ docs/hardening.md quotes. Run it from the repository root:
     .venv/bin/python benchmarks/attacks.py --only fresh-stream-ids --scale 0.5
     .venv/bin/python benchmarks/attacks.py --only fast-publisher --server-arg=--heap-trim-interval=0
 
+The server's ``--on-play`` hook is the bench's own (a small trio HTTP server): it allows every
+play at once, except of streams named ``hung*``, which it never answers (``hung-on-play``);
+``--record`` records every stream into a temporary directory (the ``storage:record`` check).
+
 ``--server-arg`` passes an option to ``serve`` (repeatable): to measure without a limit (``0``
 turns most of them off) or without the heap trim.
 """
@@ -28,12 +34,14 @@ turns most of them off) or without the heap trim.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,6 +80,13 @@ def _dechunk(body: bytes) -> bytes:
             break
         out, body = out + body[:size], body[size + 2 :]
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system), from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -153,6 +168,8 @@ class Bench:
         self.pid = pid
         self.scale = scale
         self.rss_peak = 0.0
+        self.hook_held = 0
+        """Requests the bench's ``--on-play`` hook holds (see :func:`_hung_hook`)."""
 
     def n(self, full: int, least: int = 1) -> int:
         return max(least, int(full * self.scale))
@@ -172,6 +189,12 @@ class Bench:
             await trio.sleep(0.1)
 
     # Each attack returns its own fields.
+
+    async def control(self) -> dict[str, Any]:
+        """No attack for 5 s: the loop lag and frame rate of the same server unattacked, the
+        figure the others compare with (on a shared machine it moves)."""
+        await trio.sleep(5)
+        return {}
 
     async def pre_connect_partials(self) -> dict[str, Any]:
         """8 connections: Set Chunk Size 2, then 8 MiB video messages, every chunk but the last
@@ -650,8 +673,243 @@ class Bench:
                     await client.aclose()
         return {"tries_answered_in_5s": answered}
 
+    async def ingest_publishers(self) -> dict[str, Any]:
+        """100 WebSocket ``/ingest`` frame-API publishers (each from its own address) sending the
+        demo clip's H.264+AAC frames in real time for 15 s, each starting at its own moment within a second (the
+        reliability run: +543 MB peak,
+        587 ms stalls, ``/api/health`` 503 for 85 of 131 probes with ``--record``: the
+        ``storage:record`` check got no answer within 2 s). The frames are encoded once and sent
+        as pre-built WebSocket frames, a video frame's worth (33 ms) per write, so the bench
+        stays cheap."""
+        count, seconds = self.n(100), 15.0
+        ticks = _ingest_ticks(seconds)
+        probes = failing = 0
+        failed_checks: dict[str, int] = {}
+        started = ended = 0
+
+        async def publisher(n: int) -> None:
+            nonlocal started, ended
+            phase = random.Random(n).uniform(0, 1)
+            local = f"127.0.{1 + n // 250}.{1 + n % 250}"
+            stream = await trio.open_tcp_stream(HOST, self.http, local_address=local)
+            async with stream:
+                request = (
+                    f"GET /live/ingest{n}/ingest?token=right HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+                )
+                await stream.send_all(request.encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    head += data
+                if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                    return
+                started += 1
+
+                async def drain() -> None:
+                    while await stream.receive_some(65536):
+                        pass
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(drain)
+                    begin = trio.current_time() + phase  # encoders are not in step
+                    try:
+                        for due, data in ticks:
+                            await trio.sleep_until(begin + due)
+                            await stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                    nursery.cancel_scope.cancel()
+                ended += 1
+
+        async def probe() -> None:
+            nonlocal probes, failing
+            while True:
+                await trio.sleep(0.5)
+                try:
+                    document = await self.health()
+                except (OSError, ValueError, trio.BrokenResourceError):
+                    failing += 1
+                    probes += 1
+                    continue
+                probes += 1
+                if document.get("status") != "ok":
+                    failing += 1
+                    for check in document.get("checks", []):
+                        if not check.get("ok"):
+                            failed_checks[check["name"]] = failed_checks.get(check["name"], 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            async with trio.open_nursery() as publishers:
+                for n in range(count):
+                    publishers.start_soon(publisher, n)
+            nursery.cancel_scope.cancel()
+        return {
+            "publishers": count,
+            "publishing": started,
+            "health_probes": probes,
+            "health_not_ok": failing,
+            "failed_checks": failed_checks,
+        }
+
+    async def hung_on_play(self) -> dict[str, Any]:
+        """300 RTMP plays (from 300 addresses) whose ``--on-play`` hook never answers (the bench's hook holds every
+        request for a stream named ``hung*``; it answers others at once), then a newcomer's play
+        of ``live/demo`` (from another address): the time to its first video frame (the reliability run: 389-531 ms
+        stalls, the newcomer waited 2.5 s). The hung plays end with the hook timeout (``--hook-timeout 10`` in the bench)."""
+        count = self.n(300)
+        clients: list[Client] = []
+
+        opening = trio.CapacityLimiter(30)  # a burst the listen backlog takes
+
+        async def play(i: int) -> None:
+            async with opening:
+                await start_play(i)
+
+        async def start_play(i: int) -> None:
+            # each from its own address (a crowd, not one guesser: the throttle lets an address
+            # have only 2 authorizations in flight)
+            client = await Client.open(self.rtmp, local_address=f"127.0.{1 + i // 250}.{1 + i % 250}")
+            await client.connect(self.rtmp)
+            stream_id = await client.create_stream()
+            client.session.play(stream_id, f"hung{i}")
+            await client.flush()
+            clients.append(client)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(play, i)
+        with trio.move_on_after(5):  # (the hook timeout is 10 s: the newcomer comes while they wait)
+            while self.hook_held < min(count, 100):  # (100: httpx's default pool before the fix)
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        held = self.hook_held
+        newcomer_ms = -1.0
+        with trio.move_on_after(10):
+            started = time.monotonic()
+            probe = await Client.open(self.rtmp, local_address="127.0.9.1")
+            await probe.connect(self.rtmp)
+            stream_id = await probe.create_stream()
+            probe.session.play(stream_id, "demo")
+            await probe.flush()
+            while True:
+                event = await probe.read_event(MediaMessage)
+                if isinstance(event, MediaMessage) and event.type_id == 9:
+                    break
+            newcomer_ms = (time.monotonic() - started) * 1000
+            await probe.aclose()
+        for client in clients:
+            await client.aclose()
+        await trio.sleep(10)  # the hung plays' hook calls end with the hook timeout
+        return {
+            "hung_plays": count,
+            "hooks_held": held,
+            "newcomer_first_video_ms": round(newcomer_ms),
+        }
+
+    async def create_delete_streams(self) -> dict[str, Any]:
+        """10 000 createStream/deleteStream pairs on one RTMP connection,
+        1000 pairs per write (the reliability run: 72-117 ms stalls)."""
+        count = self.n(10_000)
+        client = await Client.open(self.rtmp)
+        await client.connect(self.rtmp)
+        answered = 0
+        for batch in range(0, count, 1000):
+            pairs = min(1000, count - batch)
+            for i in range(pairs):
+                client.session.create_stream()
+                client.session.delete_stream(1 + batch + i)  # the id createStream gives next
+            await client.flush()
+            for _ in range(pairs):
+                await client.command()
+                answered += 1
+        await client.aclose()
+        return {"pairs": count, "create_answered": answered}
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One client WebSocket frame, masked with the all-zero key (legal, and the payload stays
+    as it is: no per-byte work in the bench)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, 0x80 | size])
+    elif size < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
+    return head + bytes(4) + payload
+
+
+def _ingest_ticks(seconds: float, tick: float = 1 / 30) -> list[tuple[float, bytes]]:
+    """The demo clip as ``/ingest`` messages for ``seconds`` (looped, timestamps going on),
+    grouped in ``tick``-second writes: ``(due, bytes)`` from the start."""
+    import attrs
+
+    from arcly_trio.protocols.frames.messages import config_for_frame, encode_frame, encode_text
+    from arcly_trio.server.demo import demo_frames
+
+    frames = [f for f in demo_frames() if not f.is_metadata]
+    head = b"".join(
+        _ws_frame(1, encode_text(config_for_frame(f)).encode()) + _ws_frame(2, encode_frame(f))
+        for f in frames
+        if f.config
+    )
+    body = [f for f in frames if not f.config]
+    length = body[-1].dts - body[0].dts + 33
+    ticks: dict[int, list[bytes]] = {0: [head]}
+    loop = 0
+    while loop * length < seconds * 1000:
+        for f in body:
+            dts = f.dts - body[0].dts + loop * length
+            if dts >= seconds * 1000:
+                break
+            shifted = attrs.evolve(f, dts=dts, pts=f.pts - f.dts + dts)
+            ticks.setdefault(int(dts / 1000 / tick), []).append(_ws_frame(2, encode_frame(shifted)))
+        loop += 1
+    return [(n * tick, b"".join(parts)) for n, parts in sorted(ticks.items())]
+
+
+async def _hung_hook(bench: Bench, stream: trio.SocketStream) -> None:
+    """The bench's ``--on-play`` hook: answers 200 at once, but never for a stream ``hung*``."""
+    buffer = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffer) < length:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            body, buffer = buffer[:length], buffer[length:]
+            if json.loads(body).get("stream", "").startswith("hung"):
+                bench.hook_held += 1
+                try:
+                    while await stream.receive_some(65536):  # until the server gives up
+                        pass
+                    return
+                finally:
+                    bench.hook_held -= 1
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+
 
 ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "control": Bench.control,
     "pre-connect-partials": Bench.pre_connect_partials,
     "fresh-stream-ids": Bench.fresh_stream_ids,
     "large-gop-sessions": Bench.large_gop_sessions,
@@ -666,10 +924,25 @@ ATTACKS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "fast-publisher": Bench.fast_publisher,
     "mutated-publishes": Bench.mutated_publishes,
     "idle-publishers": Bench.idle_publishers,
+    "ingest-publishers": Bench.ingest_publishers,
+    "hung-on-play": Bench.hung_on_play,
+    "create-delete-streams": Bench.create_delete_streams,
 }
 
 
 async def run(args: argparse.Namespace) -> None:
+    async with trio.open_nursery() as hooks:
+        bench_box: list[Bench] = []
+        listeners = await hooks.start(
+            functools.partial(trio.serve_tcp, lambda stream: _hung_hook(bench_box[0], stream), 0, host=HOST)
+        )
+        hook_port = listeners[0].socket.getsockname()[1]
+        with tempfile.TemporaryDirectory() as record:
+            await _run(args, hook_port, bench_box, record)
+        hooks.cancel_scope.cancel()
+
+
+async def _run(args: argparse.Namespace, hook_port: int, bench_box: list[Bench], record: str) -> None:
     rtmp, http = free_port(), free_port()
     command = [
         sys.executable,
@@ -684,6 +957,7 @@ async def run(args: argparse.Namespace) -> None:
         str(rtmp),
         "--http-port",
         str(http),
+        *("--webrtc-port", "0", "--srt-port", "0", "--rtsp-port", "0"),  # never a protocol's default port
         "--publish-token",
         "right",
         "--setup-timeout",
@@ -694,12 +968,18 @@ async def run(args: argparse.Namespace) -> None:
         "5",
         "--log-level",
         "error",
+        "--on-play",
+        f"http://{HOST}:{hook_port}/on_play",
+        "--hook-timeout",
+        "10",
+        *(["--record", record] if args.record else []),
         *(args.server_arg or []),
     ]
     server = subprocess.Popen(command, cwd=ROOT)
     try:
         bench = Bench(rtmp, http, server.pid, args.scale)
-        with trio.fail_after(20):
+        bench_box.append(bench)
+        with trio.fail_after(60):
             while True:
                 try:
                     await bench.health()
@@ -718,7 +998,9 @@ async def run(args: argparse.Namespace) -> None:
                 before = rss_mb(server.pid)
                 bench.rss_peak = before
                 start = time.monotonic()
+                cpu = cpu_seconds(server.pid)
                 fields = await attack(bench)
+                cpu = cpu_seconds(server.pid) - cpu
                 end = time.monotonic()
                 await trio.sleep(2)
                 lags = (await bench.health())["loop"]["lag_ms_per_second"]
@@ -733,6 +1015,8 @@ async def run(args: argparse.Namespace) -> None:
                             "rss_peak_mb": round(bench.rss_peak, 1),
                             "rss_after_mb": round(rss_mb(server.pid), 1),
                             "healthy_fps_min": healthy.min_fps(start, end),
+                            "server_cpu_s": round(cpu, 2),
+                            "attack_s": round(end - start, 1),
                             **fields,
                         }
                     ),
@@ -753,6 +1037,11 @@ def main() -> None:
         action="append",
         metavar="OPTION",
         help="pass this option to serve (repeatable; --server-arg=--heap-trim-interval=0)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record every stream (into a temporary directory): the storage:record health check runs",
     )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -17,8 +17,9 @@ redirect does (``Location: newname`` keeps the application, ``/app/name`` or a U
 hook's words for the client); a ``5xx`` refuses as a failure does (below). The body of the
 answer is read up to ``max_body`` bytes and otherwise ignored.
 
-Each call runs in its own cancel scope of ``timeout`` seconds, in the asking client's own task,
-so a slow or dead hook delays only the clients waiting for it; on a timeout or a connection
+Each call runs in its own cancel scope of ``timeout`` seconds, in the asking client's own task
+and on a connection of its own (the pool has no cap, see ``_LIMITS``), so a slow or dead hook,
+or one that hangs for some streams only, delays only the clients waiting for it; on a timeout or a connection
 error the client is refused, unless ``fail_open`` (then allowed, with a warning). For these and
 a ``5xx`` answer the client is told only ``authorization service unavailable`` (for a redirect
 to an invalid name: ``authorization service gave an invalid answer``); the log says what went
@@ -99,6 +100,15 @@ HOOK_INVALID = "authorization service gave an invalid answer"
 _CACHED_PROTOCOLS = frozenset({"hls", "dash"})
 
 
+_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+"""No cap on the hook connections at once: httpx's default (100) made every client beyond the
+hundredth wait in the pool's queue behind the ones the hook does not answer (a legitimate
+newcomer waited for the hung ones' timeouts), and the pool's queue costs work per queued
+request on every change (hundreds queued stalled the loop for 400+ ms). What bounds them is
+what bounds the clients being authorized: the workers' connection limits and the throttle's
+two authorizations in flight per address. Up to 20 are kept alive between calls."""
+
+
 @attrs.frozen(slots=True)
 class HookCalled(ServiceEvent):
     """One HTTP hook call: ``callback`` (``on_publish``, ``on_play``, ``on_event``), ``outcome``
@@ -166,7 +176,7 @@ class _HookBase:
         self._engine = engine
         self._add_checks()
         try:
-            async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
+            async with httpx.AsyncClient(timeout=None, follow_redirects=False, limits=_LIMITS) as client:
                 self._client = client
                 task_status.started()
                 if body is None:
@@ -190,7 +200,7 @@ class _HookBase:
         the body. httpx's errors propagate."""
         client = self._client
         if client is None:  # not run by an engine (a library user's own wiring): one-off client
-            async with httpx.AsyncClient(timeout=None, follow_redirects=False) as once:
+            async with httpx.AsyncClient(timeout=None, follow_redirects=False, limits=_LIMITS) as once:
                 return await _post_with(once, url, document, max_body)
         return await _post_with(client, url, document, max_body)
 

@@ -569,7 +569,9 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
     if recorder is not None:
         record_storage = FileStorage(recorder.directory)
         engine.health.add(
-            "storage:record", storage_check(record_storage, what="the recording directory"), interval=10.0
+            "storage:record",
+            storage_check(record_storage, what="the recording directory", witness=recorder.wrote_at),
+            interval=10.0,
         )
     if hls is not None and isinstance(hls.storage, FileStorage):
         engine.health.add("storage:hls", storage_check(hls.storage, what="the HLS directory"), interval=10.0)

@@ -172,8 +172,10 @@ def index_records(directory: Path) -> list[Any]:
 async def test_each_publish_session_is_a_span_of_final_segments(tmp_path: Path) -> None:
     recorder = Recorder(tmp_path, segment_seconds=2.0)
     async with recording(recorder) as engine:
+        assert recorder.wrote_at() is None  # (the storage health check's witness)
         await publish(engine, frames_until(5000))
         await ended(recorder, 1)
+        assert recorder.wrote_at() is not None
         await publish(engine, frames_until(3000))  # the publisher reconnects
         await ended(recorder, 2)
     catalog = Catalog(tmp_path)
@@ -257,6 +259,7 @@ async def test_a_full_disk_stops_the_recording_not_the_stream(tmp_path: Path, ca
                 while recorder.failures == 1:
                     await trio.sleep(0.01)
             assert engine.has_stream(KEY) and recorder.failures == 1 and not recorder.recording(KEY)
+            assert recorder.wrote_at() is None  # a failure since the last write: no witness
     assert [type(e) for e in recorder.history] == [RecordingStarted, RecordingFailed]
     assert "No space left on device" in recorder.history[-1].error  # type: ignore[union-attr]
     assert any("stopped by a file-system error (the stream goes on)" in r.getMessage() for r in caplog.records)

@@ -58,6 +58,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import secrets
 import time
@@ -264,6 +265,8 @@ class Recorder:
         """The latest recording events (bounded)."""
         self.failures = 0
         """Recording runs stopped by a file-system error."""
+        self._wrote_at = -math.inf
+        self._failed_at = -math.inf
         self.bytes_written = 0
         """Bytes written to segments, in all (the metrics' recording bytes)."""
         self.lagged_frames = 0
@@ -556,6 +559,14 @@ class Recorder:
         self._emit(RecordingStopped(run.key, f"{run.key}", time.time(), run.frames, run.bytes, reason))
         self._tell(run, "recording-stopped", f"{run.key} ({reason}, {run.segments} segments)")
 
+    def wrote_at(self) -> float | None:
+        """When (trio's clock) the recorder last wrote to its directory with success, unless a
+        write failed since: the ``storage:record`` health check's witness (a directory the
+        recorder writes to every second under load needs no probe of its own)."""
+        if self._wrote_at > self._failed_at:
+            return self._wrote_at
+        return None
+
     # ------------------------------------------------------------------ files
 
     async def _apply(self, run: _Run, operations: list[Operation]) -> None:
@@ -567,6 +578,9 @@ class Recorder:
             closed = await trio.to_thread.run_sync(self._perform, run, operations, limiter=self._limiter)
         except StorageError as exc:
             failure = exc
+        else:
+            if operations:
+                self._wrote_at = trio.current_time()
         if run.started and not was_started:
             log.info("recording %s to %s", run.key, run.directory)
             self._emit(RecordingStarted(run.key, f"{run.key}", time.time()))
@@ -641,6 +655,7 @@ class Recorder:
 
     async def _fail(self, run: _Run, exc: StorageError) -> None:
         run.failed = True
+        self._failed_at = trio.current_time()
         segment, run.segment = run.segment, None
         log.error("recording of %s stopped by a file-system error (the stream goes on): %s", run.key, exc)
         self._emit(RecordingFailed(run.key, f"{run.key}", time.time(), str(exc), run.frames, run.bytes))

@@ -11,6 +11,10 @@ one :class:`~arcly_trio.workers.egress.Egress`, in order, so replies and media n
 mid-chunk. What the connection needs of its worker is :class:`ConnectionHost` (its settings,
 its partial-message budget and its count of busy connections).
 
+Fairness: a read of 64 KiB can hold well over a thousand small messages; the loop lets the
+other tasks run after every 64 messages handled, so no peer holds the event loop for longer
+than that much work however it packs its messages.
+
 Flow control: acknowledgements are sent for the peer's window; a player that announced a
 Set Peer Bandwidth gets no more unacknowledged bytes than it allows (the egress queues past
 it, and the kernel drops to the next keyframe for this player once the queue is full).
@@ -92,6 +96,10 @@ __all__ = [
 log = logging.getLogger("arcly_trio.rtmp")
 
 _RECV_SIZE = 65536
+_MESSAGES_PER_CHECKPOINT = 64
+"""Messages handled from one read before the connection lets the other tasks run: a read of
+64 KiB holds some 1500 small commands (``createStream``/``deleteStream`` pairs at ~40 us each
+would hold the loop for 60+ ms)."""
 
 
 class CloseConnection(ArclyError):
@@ -158,6 +166,7 @@ class RtmpConnection:
         "setup_deadline",
         "last_progress",
         "told",
+        "_unyielded",
     )
 
     def __init__(self, server: ConnectionHost, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int]) -> None:
@@ -185,6 +194,8 @@ class RtmpConnection:
         now = trio.current_time()
         self.setup_deadline = now + server.setup_timeout
         self.last_progress = now
+        self._unyielded = 0
+        """Messages handled since the connection last let the other tasks run."""
 
     @property
     def _player_level(self) -> int:
@@ -315,6 +326,10 @@ class RtmpConnection:
             if session.messages_handled != handled:
                 self.last_progress = trio.current_time()
                 self._progress()
+                self._unyielded += session.messages_handled - handled
+                if self._unyielded >= _MESSAGES_PER_CHECKPOINT:  # a read full of small messages
+                    self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
             if event is not None:
                 return event
             self._flow_control()
@@ -329,6 +344,7 @@ class RtmpConnection:
                     data = await egress.receive(_RECV_SIZE)
                 if scope.cancelled_caught:
                     raise DeadlinePassed(reason)
+            self._unyielded = 0  # waiting for the peer let the others run
             if data is None:
                 continue  # interrupted: drain, or a play has ended
             if not data:
