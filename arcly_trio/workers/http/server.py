@@ -84,21 +84,21 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import attrs
 import h11
 import trio
 
-from arcly_trio.core.errors import InvalidStreamName
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
-from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.protocols.http.websocket import rebuild_request_head
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
-from arcly_trio.workers.http.access import admin_refusal, cors_allowed, privileged, token_refusal
+from arcly_trio.workers.http.access import privileged, token_refusal
+from arcly_trio.workers.http.dispatch import dispatch
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
@@ -407,7 +407,7 @@ class _Connection:
             return True
         return False
 
-    def _request(self, event: h11.Request, path: str, query: dict[str, str]) -> HttpRequest:
+    def _request(self, event: h11.Request, path: str, query: Mapping[str, str]) -> HttpRequest:
         return HttpRequest(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("ascii", "replace"),
@@ -422,103 +422,14 @@ class _Connection:
         """Serve one request; whether the connection may serve another."""
         exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
         try:
-            try:
-                path, query = parse_target(event.target.decode("ascii", "replace"))
-            except BadRequest as exc:
-                target = printable(redact_url(event.target.decode("ascii", "replace")))  # no query values
-                self.server.clients.log(
-                    logging.WARNING,
-                    self.peer[0],
-                    "bad requests",
-                    "%s %s:%s bad request %s: %s",
-                    self.server.name,
-                    *self.peer,
-                    target,
-                    exc,
-                )
-                await exchange.error(exc.status, str(exc), close=True)
-                return False
-            request = self._request(event, path, query)
-            exchange.request = request
-            router = self.server.router
-            websocket = request.method == "GET" and request.wants_websocket
-            found = router.match(request.method, path, websocket=websocket)
-            policy_route = found if found is not None else router.match("GET", path)  # a preflight's route
-            exchange.cors = cors_allowed(path, policy_route[0] if policy_route is not None else None)
-            if request.method == "OPTIONS":
-                await exchange.preflight(router.allowed_methods(path))
-                return exchange.keep_alive
-            if found is None:
-                allowed = router.allowed_methods(path)
-                if allowed:
-                    methods = ", ".join(sorted(allowed | {"OPTIONS"}))
-                    await exchange.error(
-                        405, f"method {request.method} is not allowed here", headers=[("allow", methods)]
-                    )
-                else:
-                    await exchange.error(404, f"not found: {path}")
-                return exchange.keep_alive
-            route, params = found
-            if (route.protected or route.admin) and self.server.api_token is not None:
-                throttle = self.engine.auth_throttle
-                turn = throttle.admit(self.peer[0], "api")
-                refusal: tuple[int, str] | None = None
-                if turn is not None:
-                    async with turn:
-                        if not turn.bounced:
-                            refusal = self.server.api_refusal(request)
-                            if refusal is not None:
-                                throttle.refused(
-                                    self.peer[0], "api", f"{request.method} {printable(path)}: {refusal[1]}"
-                                )
-                            else:
-                                throttle.allowed(self.peer[0], "api")
-                if turn is None or turn.bounced:
-                    throttle.refused_busy(self.peer[0], "api", f"{request.method} {printable(path)}: too many at once")
-                    refusal = (429, "too many API requests in flight from this address; retry later")
-                if refusal is not None:
-                    await exchange.error(*refusal)
-                    return exchange.keep_alive
-            elif route.admin:
-                refusal = admin_refusal(request, self.server.api_token)
-                if refusal is not None:
-                    log.info(
-                        "http %s:%s %s %s refused: not local and no --api-token",
-                        *self.peer,
-                        request.method,
-                        printable(path),
-                    )
-                    await exchange.error(*refusal)
-                    return exchange.keep_alive
-            exchange.request = attrs.evolve(request, params=params)
-            try:
-                await route.handler(exchange.request, exchange)
-            except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
-                status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
-                self.server.clients.log(
-                    logging.WARNING,
-                    self.peer[0],
-                    "bad requests",
-                    "%s %s:%s bad request: %s",
-                    self.server.name,
-                    *self.peer,
-                    printable(str(exc)),
-                )
-                if not exchange.responded:
-                    await exchange.error(status, str(exc), headers=headers, close=True)
-                return False
-            except (ClientGone, trio.TooSlowError):
-                raise
-            except Exception:
-                log.exception("http %s:%s handler of %s failed", *self.peer, route.pattern)
-                if not exchange.responded:
-                    await exchange.error(500, "internal server error", close=True)
-                return False
-            if not exchange.responded:
-                log.error("http handler of %s sent no response", route.pattern)
-                await exchange.error(500, "internal server error: no response", close=True)
-                return False
-            return exchange.keep_alive
+            return await dispatch(
+                self.server,
+                self.engine,
+                exchange,
+                self.peer,
+                event.target.decode("ascii", "replace"),
+                lambda path, query: self._request(event, path, query),
+            )
         except h11.LocalProtocolError as exc:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
