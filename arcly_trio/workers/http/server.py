@@ -43,7 +43,10 @@ connections use the new one, open ones keep theirs.
 
 HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
-:mod:`.ws_egress`).
+:mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
+handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
+library; streams in tasks of the connection, the same routes and policy through
+:func:`~.dispatch.dispatch`, its own limits: see that module); any other client by h11.
 
 Resource handling: one task per connection in the worker's nursery, closed with
 ``aclose_forcefully`` whatever happens (the worker's :class:`~arcly_trio.workers.serving.ConnectionRunner`,
@@ -100,6 +103,7 @@ from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages
 from arcly_trio.workers.http.access import privileged, token_refusal
 from arcly_trio.workers.http.dispatch import dispatch
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
+from arcly_trio.workers.http.h2_connection import H2Connection
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
@@ -153,6 +157,9 @@ class HttpServer(ListeningWorker):
         listener: all the listener's options at once (a :class:`~arcly_trio.workers.serving.Listener`,
             in place of ``host``, ``port``, the connection limits, ``write_timeout``, ``reuse_port``,
             ``unix_socket`` and ``ssl_context``; ``TypeError`` if both are given).
+        http2: offer HTTP/2 by ALPN (``h2`` before ``http/1.1``) on HTTPS (see
+            :mod:`.h2_connection`); the worker sets the ALPN protocols of the TLS context it
+            is given, so give it a context of its own.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -177,6 +184,7 @@ class HttpServer(ListeningWorker):
         api_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
+        http2: bool = True,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -214,8 +222,12 @@ class HttpServer(ListeningWorker):
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
         self.write_timeout = given.write_timeout
+        self.http2 = http2
+        """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
+        self._alpn_set: ssl.SSLContext | None = None
         self.connections = 0
-        """Connections serving a request (live players included)."""
+        """Requests in service: HTTP/1.1 connections serving one and HTTP/2 streams (live
+        players included)."""
         self.engine: Engine | None = None
         self.router = Router()
         api_routes.install(self.router)
@@ -227,8 +239,12 @@ class HttpServer(ListeningWorker):
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
         serving (a certificate reloaded); connections already open keep theirs."""
-        assert self.ssl_context is not None
-        return self.ssl_context
+        context = self.ssl_context
+        assert context is not None
+        if context is not self._alpn_set:
+            context.set_alpn_protocols(["h2", "http/1.1"] if self.http2 else ["http/1.1"])
+            self._alpn_set = context
+        return context
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
@@ -252,8 +268,17 @@ class HttpServer(ListeningWorker):
     async def _handle(self, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
         """One admitted connection (the runner closes its stream and releases its ticket)."""
         assert self.engine is not None
-        connection = _Connection(self, self.engine, stream, peer, ticket)
+        connection: _Connection | H2Connection
         try:
+            if isinstance(stream, trio.SSLStream) and self.http2:
+                if not await self._handshake(stream, peer):
+                    return
+                if stream.selected_alpn_protocol() == "h2":
+                    connection = H2Connection(self, self.engine, stream, peer, ticket)
+                else:
+                    connection = _Connection(self, self.engine, stream, peer, ticket)
+            else:
+                connection = _Connection(self, self.engine, stream, peer, ticket)
             await connection.run()
         except ClientGone as exc:
             log.debug("http %s:%s went away: %s", *peer, exc)
@@ -261,6 +286,22 @@ class HttpServer(ListeningWorker):
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except TRANSPORT_ERRORS as exc:
             log.debug("http %s:%s went away: %s", *peer, describe(exc))
+
+    async def _handshake(self, stream: trio.SSLStream[trio.abc.Stream], peer: tuple[str, int]) -> bool:
+        """The TLS handshake (to learn the ALPN protocol), within the request-head deadline."""
+        with trio.move_on_after(self.header_timeout):
+            await stream.do_handshake()
+            return True
+        self.clients.log(
+            logging.INFO,
+            peer[0],
+            "timeouts",
+            "%s %s:%s closed: TLS handshake not complete after %g s",
+            self.name,
+            *peer,
+            self.header_timeout,
+        )
+        return False
 
 
 DEFAULT_LISTENER = Listener(host="0.0.0.0", port=8080, max_connections=1024)
