@@ -110,6 +110,12 @@ async def raw_client(port: int, authority: trustme.CA) -> AsyncIterator[RawClien
         yield client
 
 
+def refused(client: RawClient, caplog: pytest.LogCaptureFixture, code: ErrorCodes, text: str) -> bool:
+    """The server ended the connection for ``text`` (its log line), with a GOAWAY of ``code``
+    if the client read it before the close (a close with the client's bytes unread resets)."""
+    return client.closed and goaway_code(client) in (code, None) and text in caplog.text
+
+
 def goaway_code(client: RawClient) -> ErrorCodes | int | None:
     codes = [e.error_code for e in client.events if isinstance(e, h2.events.ConnectionTerminated)]
     return codes[-1] if codes else None
@@ -179,3 +185,155 @@ async def test_no_http2_offers_only_http11(authority: trustme.CA) -> None:
             async with httpx.AsyncClient(http2=True, verify=client_context(authority, ["h2", "http/1.1"])) as client:
                 answer = await client.get(f"https://localhost:{server.port}/api/health")
                 assert answer.http_version == "HTTP/1.1"
+
+
+# ---------------------------------------------------------------------------- the attacks
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+
+
+async def settle(server: HttpServer) -> None:
+    """Wait until the server holds no connection and no request (memory back to baseline)."""
+    while server.connections or server.open_connections:
+        await trio.sleep(0.01)
+
+
+async def test_rapid_reset_is_bounded_and_ends_with_enhance_your_calm(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with https(authority) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                for _ in range(RESET_BURST + 50):
+                    stream_id = client.request("/api/health")
+                    client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
+                try:
+                    await client.flush()
+                except trio.BrokenResourceError:
+                    pass
+                await client.until_closed()
+                assert refused(client, caplog, ErrorCodes.ENHANCE_YOUR_CALM, "too many reset streams")
+            await settle(server)
+            await still_serves(server.port, authority)
+
+
+async def test_continuation_flood_is_cut_at_max_head_size(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with https(authority, max_head_size=4096) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                block = client.conn.encoder.encode([(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https")])
+                sent = 0
+                try:
+                    await client.send_raw(frame(0x1, 0, 1, block))  # HEADERS without END_HEADERS
+                    for _ in range(1000):  # 1 MB of CONTINUATION if nothing stopped it
+                        await client.send_raw(frame(0x9, 0, 1, b"\x00" * 1000))
+                        sent += 1
+                except trio.BrokenResourceError:
+                    pass
+                await client.until_closed()
+                assert refused(client, caplog, ErrorCodes.ENHANCE_YOUR_CALM, "header block")
+                assert sent < 1000
+            await settle(server)
+            await still_serves(server.port, authority)
+
+
+async def test_hpack_bomb_is_refused_by_the_header_list_cap(authority: trustme.CA) -> None:
+    async with https(authority, max_head_size=8192) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                big = (b"x-bomb", b"b" * 3000)
+                headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), *[big] * 200]
+                block = client.conn.encoder.encode(headers)  # 3 kB once, then 1-byte references
+                assert len(block) < 4096  # small on the wire: 600 kB decoded
+                await client.send_raw(frame(0x1, 0x4 | 0x1, 1, block))
+                await client.until_closed()
+                assert goaway_code(client) in (ErrorCodes.ENHANCE_YOUR_CALM, ErrorCodes.PROTOCOL_ERROR)
+                assert not any(isinstance(e, h2.events.ResponseReceived) for e in client.events)
+            await settle(server)
+
+
+@pytest.mark.parametrize("flood", ["settings", "ping"])
+async def test_settings_and_ping_floods_end_with_goaway(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture, flood: str
+) -> None:
+    async with https(authority) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                one = frame(0x4, 0, 0, b"") if flood == "settings" else frame(0x6, 0, 0, b"12345678")
+                try:
+                    await client.send_raw(one * 500)
+                except trio.BrokenResourceError:
+                    pass
+                await client.until_closed()
+                assert refused(client, caplog, ErrorCodes.ENHANCE_YOUR_CALM, f"too many {flood.upper()} frames")
+                acks = [e for e in client.events if isinstance(e, h2.events.PingAckReceived)]
+                assert not acks  # refused before h2 parsed (and acknowledged) any of them
+            await settle(server)
+            await still_serves(server.port, authority)
+
+
+async def test_streams_past_the_advertised_limit_end_the_connection(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture, demo_frames: list[Frame]
+) -> None:
+    async with https(authority) as (engine, _, server):
+        with trio.fail_after(30):
+            async with engine.publish("live/demo", protocol="rtmp") as publisher:
+                for frame_ in demo_frames[:50]:
+                    await publisher.send(frame_)
+                async with raw_client(server.port, authority) as client:
+                    await client.until(h2.events.RemoteSettingsChanged)
+                    assert client.conn.remote_settings.max_concurrent_streams == MAX_STREAMS
+                    for _ in range(MAX_STREAMS):  # live bodies: each stream stays open
+                        client.request("/live/demo.flv")
+                    await client.flush()
+                    answers = await client.until(h2.events.ResponseReceived, MAX_STREAMS)
+                    assert len(answers) == MAX_STREAMS and server.connections == MAX_STREAMS
+                    client.conn.local_settings = h2.settings.Settings(client=True)  # h2 would refuse to send
+                    client.conn.remote_settings.update({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
+                    client.conn.remote_settings.acknowledge()
+                    client.request("/live/demo.flv")
+                    await client.flush()
+                    await client.until_closed()
+                    assert refused(client, caplog, ErrorCodes.PROTOCOL_ERROR, "Max inbound streams")
+                await settle(server)
+            await still_serves(server.port, authority)
+
+
+async def test_a_closed_window_drops_the_stream_after_write_timeout(authority: trustme.CA) -> None:
+    async with https(authority, write_timeout=0.5) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+                stream_id = client.request("/")  # the status page: several kB
+                await client.flush()
+                resets = await client.until(h2.events.StreamReset)
+                assert resets and resets[0].stream_id == stream_id
+                assert resets[0].error_code == ErrorCodes.CANCEL
+                assert not any(isinstance(e, h2.events.DataReceived) and e.data for e in client.events)
+                assert server.connections == 0
+            await settle(server)
+
+
+async def test_a_preface_that_never_comes_is_closed_after_header_timeout(authority: trustme.CA) -> None:
+    async with https(authority, header_timeout=0.5) as (_, _, server):
+        with trio.fail_after(20):
+            tcp = await trio.open_tcp_stream("127.0.0.1", server.port)
+            stream = trio.SSLStream(tcp, client_context(authority, ["h2"]), server_hostname="localhost")
+            async with stream:
+                await stream.do_handshake()
+                assert stream.selected_alpn_protocol() == "h2"
+                received = b""
+                while True:  # the server's SETTINGS, its GOAWAY, then the end
+                    try:
+                        data = await stream.receive_some(65536)
+                    except trio.BrokenResourceError:
+                        break
+                    if not data:
+                        break
+                    received += data
+                assert received  # the server spoke first (SETTINGS), then closed
+            await settle(server)

@@ -8,6 +8,9 @@ two kinds of abuse are cheaper to stop in front of it:
   as they are announced, so a block over the limit ends the connection before its bytes arrive
   or are decoded (the CONTINUATION flood, CVE-2024-27316 and its family: ``h2`` alone buffers
   up to 64 continuation frames of any size it allows).
+* It also counts the ``RST_STREAM``, ``SETTINGS`` and ``PING`` frames as their headers arrive
+  (:attr:`HeaderBlockGuard.resets`...), so the connection can refuse a flood before ``h2``
+  has parsed (and acknowledged) any of it.
 * :class:`RateBudget` is a token bucket over trio's clock (or any clock): so many events at
   once, refilled at a steady rate. The connection spends one per client reset stream (rapid
   reset, CVE-2023-44487), per ``SETTINGS`` and per ``PING`` frame, and answers a client that
@@ -31,6 +34,9 @@ PREFACE_SIZE = 24
 _HEADERS = 0x1
 _PUSH_PROMISE = 0x5
 _CONTINUATION = 0x9
+_RST_STREAM = 0x3
+_SETTINGS = 0x4
+_PING = 0x6
 _END_HEADERS = 0x4
 _FRAME_HEADER = 9
 
@@ -40,7 +46,7 @@ class HeaderBlockGuard:
     ``limit`` bytes of frame payload, counted across ``CONTINUATION`` frames as soon as each
     frame header arrives (see the module docstring)."""
 
-    __slots__ = ("limit", "block", "in_block", "_skip", "_header")
+    __slots__ = ("limit", "block", "in_block", "resets", "settings", "pings", "_skip", "_header")
 
     def __init__(self, limit: int, *, preface: bool = True) -> None:
         self.limit = limit
@@ -48,6 +54,10 @@ class HeaderBlockGuard:
         """Payload bytes announced for the header block in progress."""
         self.in_block = False
         """Whether a header block has begun and not ended (``END_HEADERS`` not seen)."""
+        self.resets = 0
+        """``RST_STREAM`` frames seen (the caller zeroes the counters as it spends them)."""
+        self.settings = 0
+        self.pings = 0
         self._skip = PREFACE_SIZE if preface else 0  # bytes to pass over: the preface, then payloads
         self._header = bytearray()  # a frame header that arrived in part
 
@@ -75,7 +85,13 @@ class HeaderBlockGuard:
             flags = header[4]
             self._header = bytearray()
             self._skip = length
-            if kind in (_HEADERS, _PUSH_PROMISE) or (kind == _CONTINUATION and self.in_block):
+            if kind == _RST_STREAM:
+                self.resets += 1
+            elif kind == _SETTINGS:
+                self.settings += 1
+            elif kind == _PING:
+                self.pings += 1
+            elif kind in (_HEADERS, _PUSH_PROMISE) or (kind == _CONTINUATION and self.in_block):
                 self.block = length if kind != _CONTINUATION else self.block + length
                 if self.block > self.limit:
                     raise MessageTooLarge("HTTP/2 header block", self.block, self.limit)

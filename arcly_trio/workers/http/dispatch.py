@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -26,24 +26,36 @@ import trio
 from arcly_trio.core.errors import InvalidStreamName
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
-from arcly_trio.protocols.http.router import BadRequest, HttpRequest, parse_target
+from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, parse_target
 from arcly_trio.workers.http.access import admin_refusal, cors_allowed
 from arcly_trio.workers.http.exchange import ClientGone, Exchange
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
-    from arcly_trio.workers.http.server import HttpServer
+    from arcly_trio.workers.clientlog import ClientLog
 
-__all__ = ["dispatch"]
+__all__ = ["dispatch", "DispatchHost"]
 
 log = logging.getLogger("arcly_trio.http")
+
+
+class DispatchHost(Protocol):
+    """What :func:`dispatch` uses of the server (the :class:`~.server.HttpServer`)."""
+
+    name: str
+    router: Router
+    api_token: str | None
+    clients: ClientLog
+
+    def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None: ...
+
 
 RequestBuilder = Callable[[str, Mapping[str, str]], HttpRequest]
 """Makes the :class:`HttpRequest` of a parsed target (path, query)."""
 
 
 async def dispatch(
-    server: HttpServer,
+    server: DispatchHost,
     engine: Engine,
     exchange: Exchange,
     peer: tuple[str, int],

@@ -51,8 +51,9 @@ worker, which logs it at debug level); a handler's errors are :func:`~.dispatch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import h2.config
 import h2.connection
@@ -62,13 +63,13 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 
-from arcly_trio.core.errors import MessageTooLarge
+from arcly_trio.core.errors import MessageTooLarge, RemoteProtocolError
 from arcly_trio.core.text import printable
 from arcly_trio.protocols.http.h2_guard import HeaderBlockGuard, RateBudget
 from arcly_trio.protocols.http.router import HttpRequest
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
-from arcly_trio.workers.http.dispatch import dispatch
+from arcly_trio.workers.http.dispatch import DispatchHost, dispatch
 from arcly_trio.workers.http.exchange import ClientGone
 from arcly_trio.workers.http.h2_exchange import H2Exchange, H2Stream
 
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from arcly_trio.kernel.engine import Engine
-    from arcly_trio.workers.http.server import HttpServer
 
 __all__ = ["H2Connection", "MAX_STREAMS"]
 
@@ -92,7 +92,23 @@ PING_BURST, PING_RATE = 50, 5.0
 _RECV_SIZE = 65536
 
 
-class CalmDown(Exception):
+class H2Host(DispatchHost, Protocol):
+    """What an :class:`H2Connection` uses of the server (the :class:`~.server.HttpServer`)."""
+
+    cors: bool
+    max_head_size: int
+    header_timeout: float
+    write_timeout: float
+    connections: int
+    rtmp_port: int | None
+
+    @property
+    def open_connections(self) -> int: ...
+
+    def privileged(self, request: HttpRequest) -> bool: ...
+
+
+class CalmDown(RemoteProtocolError):
     """A client went past a rate budget (the connection answers ``ENHANCE_YOUR_CALM``)."""
 
 
@@ -100,7 +116,7 @@ class H2Connection:
     """One HTTP/2 connection of the HTTP worker (see the module docstring)."""
 
     def __init__(
-        self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
+        self, server: H2Host, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
     ) -> None:
         self.server = server
         self.engine = engine
@@ -304,10 +320,20 @@ class H2Connection:
 
     async def _receive(self, data: bytes, nursery: trio.Nursery) -> bool:
         """Act on the client's ``data``; whether to go on reading."""
+        guard = self.guard
         try:
-            self.guard.feed(data)
-            if self.guard.in_block and self._idle_since is None:
-                self._idle_since = trio.current_time()  # a header block must complete in time
+            guard.feed(data)
+            now = trio.current_time()
+            for budget, count, what in (
+                (self.resets, guard.resets, "reset streams (rapid reset)"),
+                (self.settings, guard.settings, "SETTINGS frames"),
+                (self.pings, guard.pings, "PING frames"),
+            ):
+                if count and not budget.spend(now, count):
+                    raise CalmDown(f"too many {what}")
+            guard.resets = guard.settings = guard.pings = 0
+            if guard.in_block and self._idle_since is None:
+                self._idle_since = now  # a header block must complete in time
             events = self.conn.receive_data(data)
             started = [stream for event in events if (stream := self._event(event)) is not None]
         except MessageTooLarge as exc:
@@ -322,6 +348,7 @@ class H2Connection:
         await self.flush()
         for stream in started:
             if not stream.reset:
+                stream.started = True
                 nursery.start_soon(self._serve, stream)
         if self.guard.in_block or self.streams:
             if not self.guard.in_block:
@@ -334,9 +361,10 @@ class H2Connection:
         if isinstance(event, h2.events.RequestReceived):
             assert event.stream_id is not None and event.headers is not None
             if len(self.streams) >= MAX_STREAMS or self.engine.stopping:
-                self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                 if not self.resets.spend(now):
                     raise CalmDown("too many refused streams")
+                with contextlib.suppress(h2.exceptions.StreamClosedError):  # the client reset it already
+                    self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                 return None
             stream = H2Stream(event.stream_id, list(event.headers), body_done=bool(event.stream_ended))
             self.streams[stream.id] = stream
@@ -361,19 +389,24 @@ class H2Connection:
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.gone()
+                if not stream.started:  # reset in the same read that opened it: no task to unwind
+                    self._forget(stream)
             self._wake_writers()
-            if event.remote_reset and not self.resets.spend(now):
-                raise CalmDown("too many reset streams (rapid reset)")
         elif isinstance(event, h2.events.WindowUpdated):
             self._wake_writers()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._wake_writers()
-            if not self.settings.spend(now):
-                raise CalmDown("too many SETTINGS frames")
-        elif isinstance(event, h2.events.PingReceived):
-            if not self.pings.spend(now):
-                raise CalmDown("too many PING frames")
         return None
+
+    def _forget(self, stream: H2Stream) -> None:
+        """``stream``'s handler is done (or never started): let go of it."""
+        del self.streams[stream.id]
+        self.acknowledge(stream, stream.unread)
+        if not self.streams:
+            self.ticket.pending()
+            self._idle_since = trio.current_time()
+            if self._wait is not None:
+                self._wait.cancel()  # the reader's deadline changed
 
     # ------------------------------------------------------------------ streams
 
@@ -424,8 +457,7 @@ class H2Connection:
         finally:
             server.connections -= 1
             self.engine.activity.exit()
-            del self.streams[stream.id]
-            self.acknowledge(stream, stream.unread)
+            self._forget(stream)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s %s:%s %s %s (h2): %s",
@@ -435,14 +467,9 @@ class H2Connection:
                     printable(target, 200),
                     exchange.status if exchange.status is not None else "no answer",
                 )
-            if not self.streams:
-                self.ticket.pending()
-                self._idle_since = trio.current_time()
-                if self._wait is not None:
-                    self._wait.cancel()  # the reader's deadline changed
-                if self.engine.stopping:
-                    self.conn.close_connection()
-                    self._reader.cancel()
+            if not self.streams and self.engine.stopping:
+                self.conn.close_connection()
+                self._reader.cancel()
         try:
             await self.flush()
         except ClientGone:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -37,11 +37,25 @@ from arcly_trio.workers.http.ws_egress import EgressWebSocket
 
 if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
-    from arcly_trio.workers.http.h2_connection import H2Connection
 
 __all__ = ["H2Exchange", "H2Stream", "H2StreamChannel"]
 
 _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+
+
+class H2Writer(Protocol):
+    """What a stream's exchange uses of its connection (the :class:`~.h2_connection.H2Connection`)."""
+
+    @property
+    def broken(self) -> bool: ...
+
+    async def flush(self) -> None: ...
+
+    async def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+
+    async def send_data(self, stream: H2Stream, data: bytes | bytearray | memoryview, end: bool) -> None: ...
+
+    def acknowledge(self, stream: H2Stream, size: int) -> None: ...
 
 
 class H2Stream:
@@ -55,6 +69,7 @@ class H2Stream:
         "body_done",
         "ended",
         "reset",
+        "started",
         "scope",
         "unread",
         "_body",
@@ -73,6 +88,10 @@ class H2Stream:
         """Our side is ended (the response is whole)."""
         self.reset = False
         """The client reset the stream or the connection ended."""
+        self.started = False
+        """Whether its handler's task was started."""
+        self.started = False
+        """Whether its handler's task was started."""
         self.scope = trio.CancelScope()
         """The handler's scope, cancelled when the stream is reset."""
         self.unread = 0
@@ -121,7 +140,7 @@ class H2StreamChannel(trio.abc.Stream):
     ``send_all`` sends ``DATA`` as the windows allow; ``receive_some`` gives the request body's
     bytes, then waits, and returns ``b""`` once the stream is reset or the connection ends."""
 
-    def __init__(self, connection: H2Connection, stream: H2Stream) -> None:
+    def __init__(self, connection: H2Writer, stream: H2Stream) -> None:
         self.connection = connection
         self.h2_stream = stream
 
@@ -161,7 +180,7 @@ class H2Exchange(Exchange):
     """An :class:`~.exchange.Exchange` answering on an HTTP/2 stream (see the module docstring)."""
 
     def __init__(
-        self, server: ExchangeHost, engine: Engine, connection: H2Connection, stream: H2Stream, peer: tuple[str, int]
+        self, server: ExchangeHost, engine: Engine, connection: H2Writer, stream: H2Stream, peer: tuple[str, int]
     ) -> None:
         # Not Exchange.__init__: there is no h11 connection or event; the same attributes.
         self._stream = H2StreamChannel(connection, stream)
