@@ -113,6 +113,7 @@ class Settings:
     audit_backups: int = 5
     rtmps_port: int = -1
     https_port: int = -1
+    http2: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
     max_connections: int = 4096
