@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import h2.config
@@ -20,11 +20,15 @@ import pytest
 import trio
 import trustme
 from h2.errors import ErrorCodes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arcly_trio import AppSpec
+from arcly_trio.core.errors import MessageTooLarge
 from arcly_trio.core.frame import Frame
+from arcly_trio.protocols.http.h2_guard import HeaderBlockGuard, RateBudget
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.http.h2_connection import MAX_STREAMS, RESET_BURST
+from arcly_trio.workers.http.h2_connection import FRAME_BURST, MAX_STREAMS, RESET_BURST
 from tests._serving import Served, serving
 
 
@@ -337,3 +341,122 @@ async def test_a_preface_that_never_comes_is_closed_after_header_timeout(authori
                     received += data
                 assert received  # the server spoke first (SETTINGS), then closed
             await settle(server)
+
+
+async def test_a_flood_of_window_updates_ends_with_goaway(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with https(authority) as (_, _, server):
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                try:
+                    await client.send_raw(frame(0x8, 0, 0, (1).to_bytes(4, "big")) * (3 * FRAME_BURST))
+                except trio.BrokenResourceError:
+                    pass
+                await client.until_closed()
+                assert refused(client, caplog, ErrorCodes.ENHANCE_YOUR_CALM, "too many frames")
+            await settle(server)
+
+
+async def test_request_bodies_are_flow_controlled_and_capped(authority: trustme.CA) -> None:
+    async with https(authority) as (_, _, server):
+
+        async def echo(request: Any, exchange: Any) -> None:
+            body = await exchange.read_body(int(request.query.get("limit", 256 * 1024)))
+            await exchange.respond(200, b"%d" % len(body))
+
+        server.router.add("/echo", echo, methods=("POST",))
+        base = f"https://localhost:{server.port}"
+        with trio.fail_after(20):
+            async with httpx.AsyncClient(http2=True, verify=client_context(authority, ["h2"])) as client:
+                # 200 kB: more than the 64 KiB windows, so only the handler's reading lets it in
+                answer = await client.post(f"{base}/echo", content=b"x" * 200_000)
+                assert (answer.http_version, answer.status_code, answer.text) == ("HTTP/2", 200, "200000")
+                answer = await client.post(f"{base}/echo?limit=1000", content=b"x" * 50_000)
+                assert answer.status_code == 413
+                answer = await client.post(f"{base}/nowhere", content=b"x" * 100_000)  # nobody reads it
+                assert answer.status_code == 404
+                answer = await client.get(f"{base}/api/health")  # the same connection goes on
+                assert answer.status_code == 200
+        await settle(server)
+
+
+async def test_a_live_viewer_whose_window_stays_closed_is_a_slow_viewer(
+    authority: trustme.CA, demo_frames: list[Frame]
+) -> None:
+    async with https(authority, write_timeout=1) as (engine, _, server):
+        with trio.fail_after(30):
+            async with engine.publish("live/demo", protocol="rtmp") as publisher:
+                for frame_ in demo_frames[:20]:
+                    await publisher.send(frame_)
+                async with raw_client(server.port, authority) as client:
+                    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+                    stream_id = client.request("/live/demo.flv")
+                    await client.flush()
+                    await client.until(h2.events.ResponseReceived)
+                    for frame_ in demo_frames[20:]:  # the publisher never waits for the viewer
+                        await publisher.send(frame_)
+                    await client.until(h2.events.StreamReset)
+                    resets = [e for e in client.events if isinstance(e, h2.events.StreamReset)]
+                    assert resets and resets[0].stream_id == stream_id
+                    assert not any(isinstance(e, h2.events.DataReceived) and e.data for e in client.events)
+                    await settle_streams(server)
+                    assert not [s for s in engine.stream("live/demo").subscribers if s.protocol == "http-flv"]
+
+
+async def settle_streams(server: HttpServer) -> None:
+    while server.connections:
+        await trio.sleep(0.01)
+
+
+async def test_shutdown_closes_an_idle_http2_connection(authority: trustme.CA) -> None:
+    with trio.fail_after(20):
+        async with AsyncExitStack() as clients:
+            async with https(authority) as (engine, _, server):
+                client = await clients.enter_async_context(raw_client(server.port, authority))
+                client.request("/api/health")
+                await client.flush()
+                await client.until(h2.events.StreamEnded)
+            # the engine stopped while the client held its connection: closed
+            await client.until_closed()
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(1, 50), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_the_header_block_guard_reads_any_bytes_in_any_pieces(data: bytes, cuts: list[int]) -> None:
+    whole = HeaderBlockGuard(300)
+    pieces = HeaderBlockGuard(300)
+    try:
+        whole.feed(data)
+        failed = None
+    except MessageTooLarge as exc:
+        failed = exc.size
+    at = 0
+    try:
+        for cut in [*cuts, len(data)]:
+            pieces.feed(data[at : at + cut])
+            at += cut
+        pieces.feed(data[at:])
+    except MessageTooLarge as exc:
+        assert failed == exc.size
+    else:
+        assert failed is None
+        assert (pieces.frames, pieces.resets, pieces.block) == (whole.frames, whole.resets, whole.block)
+
+
+def test_the_header_block_guard_counts_across_continuations() -> None:
+    guard = HeaderBlockGuard(100)
+    guard.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    guard.feed(frame(0x1, 0, 1, b"h" * 60))  # HEADERS, no END_HEADERS
+    assert guard.in_block and guard.block == 60
+    with pytest.raises(MessageTooLarge):
+        guard.feed(frame(0x9, 0, 1, b"c" * 41)[:9])  # the CONTINUATION's frame header is enough
+    fresh = HeaderBlockGuard(100, preface=False)
+    fresh.feed(frame(0x1, 0x4, 1, b"h" * 100) + frame(0x1, 0x4, 3, b"h" * 100))  # two whole blocks
+    assert not fresh.in_block and fresh.frames == 2
+
+
+def test_the_rate_budget_refills() -> None:
+    budget = RateBudget(3, 1.0, now=0)
+    assert all(budget.spend(0) for _ in range(3)) and not budget.spend(0)
+    assert budget.spend(1.0) and not budget.spend(1.0)

@@ -9,7 +9,7 @@ two kinds of abuse are cheaper to stop in front of it:
   or are decoded (the CONTINUATION flood, CVE-2024-27316 and its family: ``h2`` alone buffers
   up to 64 continuation frames of any size it allows).
 * It also counts the ``RST_STREAM``, ``SETTINGS`` and ``PING`` frames as their headers arrive
-  (:attr:`HeaderBlockGuard.resets`...), so the connection can refuse a flood before ``h2``
+  (:attr:`HeaderBlockGuard.resets`...), and all frames, so the connection can refuse a flood before ``h2``
   has parsed (and acknowledged) any of it.
 * :class:`RateBudget` is a token bucket over trio's clock (or any clock): so many events at
   once, refilled at a steady rate. The connection spends one per client reset stream (rapid
@@ -46,7 +46,7 @@ class HeaderBlockGuard:
     ``limit`` bytes of frame payload, counted across ``CONTINUATION`` frames as soon as each
     frame header arrives (see the module docstring)."""
 
-    __slots__ = ("limit", "block", "in_block", "resets", "settings", "pings", "_skip", "_header")
+    __slots__ = ("limit", "block", "in_block", "frames", "resets", "settings", "pings", "_skip", "_header")
 
     def __init__(self, limit: int, *, preface: bool = True) -> None:
         self.limit = limit
@@ -54,6 +54,8 @@ class HeaderBlockGuard:
         """Payload bytes announced for the header block in progress."""
         self.in_block = False
         """Whether a header block has begun and not ended (``END_HEADERS`` not seen)."""
+        self.frames = 0
+        """Frames of any kind seen (a catch-all: empty DATA, WINDOW_UPDATE or PRIORITY floods)."""
         self.resets = 0
         """``RST_STREAM`` frames seen (the caller zeroes the counters as it spends them)."""
         self.settings = 0
@@ -85,6 +87,7 @@ class HeaderBlockGuard:
             flags = header[4]
             self._header = bytearray()
             self._skip = length
+            self.frames += 1
             if kind == _RST_STREAM:
                 self.resets += 1
             elif kind == _SETTINGS:

@@ -11,8 +11,9 @@ write goes through one lock (:meth:`H2Connection.flush`): whichever task flushes
 Limits (the attacker's view; every one ends with a log line for that connection only):
 
 * At most :data:`MAX_STREAMS` (100) handlers run at once per connection: advertised as
-  ``SETTINGS_MAX_CONCURRENT_STREAMS`` and enforced on running handler tasks (a stream the
-  client reset counts until its handler has unwound), past it ``REFUSED_STREAM``. 100 is the
+  ``SETTINGS_MAX_CONCURRENT_STREAMS`` (``h2`` ends a connection that opens more with
+  ``GOAWAY PROTOCOL_ERROR``) and enforced on running handler tasks too (a stream the client
+  reset counts until its handler has unwound: past it, ``REFUSED_STREAM``). 100 is the
   value RFC 9113 asks servers not to go below (a page loads many resources at once; an LL-HLS
   player holds a blocking playlist reload and a part or two), and with the header block cap it
   bounds what one connection holds to about what 100 HTTP/1.1 connections' requests would.
@@ -22,13 +23,16 @@ Limits (the attacker's view; every one ends with a log line for that connection 
   HPACK decoder, whose table stays at the default 4096 bytes): no HPACK bomb or CONTINUATION
   flood grows memory past it. ``431``-like: the connection ends with ``GOAWAY``.
 * Reset streams (the client's ``RST_STREAM`` and our ``REFUSED_STREAM``), ``SETTINGS`` and
-  ``PING`` frames each spend a :class:`~arcly_trio.protocols.http.h2_guard.RateBudget`; past
+  ``PING`` frames, and frames of any kind (a catch-all for floods of empty ``DATA``,
+  ``WINDOW_UPDATE`` or ``PRIORITY`` frames) each spend a :class:`~arcly_trio.protocols.http.h2_guard.RateBudget`; past
   it the connection ends with ``GOAWAY ENHANCE_YOUR_CALM`` (rapid reset, CVE-2023-44487;
   SETTINGS and PING floods). What ``h2`` answers to one read (acks) is flushed before the next
   read, so a client that does not read cannot grow the output.
 * Request bodies are flow controlled: the client's bytes are acknowledged (their window
   reopened) only as a handler reads them or once its stream is done, so one connection never
-  holds more than the initial 64 KiB connection window of unread body.
+  holds more than the initial 64 KiB connection window of unread body. The rest of a body
+  nobody reads is taken and dropped up to 64 KiB after the answer (as HTTP/1.1 does), then the
+  stream is reset with ``NO_ERROR``.
 * Responses wait for the client's flow-control window within ``write_timeout``; a stream whose
   window stays closed that long is reset (a live viewer: its egress drops it as a slow viewer,
   :mod:`arcly_trio.workers.egress`, after its queue bound and the kernel's lag policy). A
@@ -88,8 +92,13 @@ RESET_BURST, RESET_RATE = 200, 50.0
 """Reset streams a connection may cause at once, and per second after."""
 SETTINGS_BURST, SETTINGS_RATE = 20, 2.0
 PING_BURST, PING_RATE = 50, 5.0
+FRAME_BURST, FRAME_RATE = 5000, 2000.0
+"""Frames of any kind: far more than a player's requests and window updates need, far fewer
+than a flood of empty or control frames (CVE-2019-9513, -9514, -9518) would send."""
 
 _RECV_SIZE = 65536
+_MAX_DISCARDED_BODY = 64 * 1024
+"""Request body bytes still taken (and dropped) after the answer, before ``RST_STREAM NO_ERROR``."""
 
 
 class H2Host(DispatchHost, Protocol):
@@ -140,6 +149,8 @@ class H2Connection:
         self.resets = RateBudget(RESET_BURST, RESET_RATE, now)
         self.settings = RateBudget(SETTINGS_BURST, SETTINGS_RATE, now)
         self.pings = RateBudget(PING_BURST, PING_RATE, now)
+        self.frames = RateBudget(FRAME_BURST, FRAME_RATE, now)
+        self._discarding: dict[int, int] = {}  # answered streams whose body goes on: bytes still taken
         self.streams: dict[int, H2Stream] = {}
         """The streams whose handler runs (until it has unwound)."""
         self.served = 0
@@ -264,6 +275,8 @@ class H2Connection:
                 try:
                     with self._reader:
                         await self._read(nursery)
+                except ClientGone as exc:  # raised after the nursery, not grouped by it
+                    self._broken = self._broken or str(exc)
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
@@ -328,10 +341,11 @@ class H2Connection:
                 (self.resets, guard.resets, "reset streams (rapid reset)"),
                 (self.settings, guard.settings, "SETTINGS frames"),
                 (self.pings, guard.pings, "PING frames"),
+                (self.frames, guard.frames, "frames"),
             ):
                 if count and not budget.spend(now, count):
                     raise CalmDown(f"too many {what}")
-            guard.resets = guard.settings = guard.pings = 0
+            guard.frames = guard.resets = guard.settings = guard.pings = 0
             if guard.in_block and self._idle_since is None:
                 self._idle_since = now  # a header block must complete in time
             events = self.conn.receive_data(data)
@@ -379,13 +393,23 @@ class H2Connection:
             if stream is None or stream.reset:
                 if size:
                     self.conn.acknowledge_received_data(size, event.stream_id)
+                allowance = self._discarding.get(event.stream_id)
+                if allowance is not None:
+                    if allowance < size:  # enough of a body nobody reads: no more (RFC 9113 8.1)
+                        del self._discarding[event.stream_id]
+                        with contextlib.suppress(h2.exceptions.ProtocolError):
+                            self.conn.reset_stream(event.stream_id, ErrorCodes.NO_ERROR)
+                    else:
+                        self._discarding[event.stream_id] = allowance - size
             else:
                 stream.take(event.data or b"", size)
         elif isinstance(event, h2.events.StreamEnded):
+            self._discarding.pop(event.stream_id or 0, None)
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.finish()
         elif isinstance(event, h2.events.StreamReset):
+            self._discarding.pop(event.stream_id or 0, None)
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.gone()
@@ -445,6 +469,8 @@ class H2Connection:
                     server, self.engine, exchange, self.peer, target, lambda p, q: self._request(stream, p, q)
                 )
                 if exchange.responded and not stream.ended:
+                    if stream.truncated:  # a body cut short (a dropped viewer): not a clean end
+                        raise ClientGone("its body was cut short")
                     with trio.fail_after(server.write_timeout):
                         await self.send_data(stream, b"", end=True)
         except (ClientGone, trio.TooSlowError) as exc:
@@ -457,6 +483,8 @@ class H2Connection:
         finally:
             server.connections -= 1
             self.engine.activity.exit()
+            if stream.ended and not stream.body_done and not stream.reset and self._broken is None:
+                self._discarding[stream.id] = _MAX_DISCARDED_BODY  # answered before its body ended
             self._forget(stream)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(

@@ -70,6 +70,7 @@ class H2Stream:
         "ended",
         "reset",
         "started",
+        "truncated",
         "scope",
         "unread",
         "_body",
@@ -88,6 +89,8 @@ class H2Stream:
         """Our side is ended (the response is whole)."""
         self.reset = False
         """The client reset the stream or the connection ended."""
+        self.truncated = False
+        """A write of its body did not finish (timed out, failed): it must not end cleanly."""
         self.started = False
         """Whether its handler's task was started."""
         self.started = False
@@ -145,10 +148,15 @@ class H2StreamChannel(trio.abc.Stream):
         self.h2_stream = stream
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        done = False
         try:
             await self.connection.send_data(self.h2_stream, data, end=False)
+            done = True
         except ClientGone as exc:
             raise trio.BrokenResourceError(str(exc)) from None
+        finally:
+            if not done:
+                self.h2_stream.truncated = True
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -208,6 +216,7 @@ class H2Exchange(Exchange):
     async def _write(self, headers: list[tuple[bytes, bytes]] | None, body: bytes, end: bool) -> None:
         connection = self._connection
         stream = self._h2_stream
+        stream.truncated = True  # until the write is done
         try:
             with trio.fail_after(self.server.write_timeout):
                 if headers is not None:
@@ -226,6 +235,7 @@ class H2Exchange(Exchange):
                 self.server.write_timeout,
             )
             raise ClientGone("write timeout") from None
+        stream.truncated = False
 
     async def respond(
         self,
@@ -262,13 +272,13 @@ class H2Exchange(Exchange):
                     if size > limit:
                         raise BadRequest(f"the request body is larger than {limit} bytes", 413)
                     parts.append(data)
-                    continue
+                    await self._connection.flush()  # the window updates of what was read
+                    continue  # (and look again: more may have come meanwhile)
                 if stream.body_done:
                     return b"".join(parts)
                 if stream.reset:
                     raise ClientGone("the client reset the stream in its request body")
-                await self._connection.flush()  # the window updates of what was read
-                await stream.changed()
+                await stream.changed()  # no checkpoint since the look: no wake-up is missed
         raise BadRequest("the request body did not arrive in time", 408)
 
     async def start(self, status: int, *, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
