@@ -325,11 +325,17 @@ class H2Connection:
         except (ClientGone, h2.exceptions.ProtocolError):
             pass
 
-    async def _refuse(self, message: str, code: ErrorCodes) -> None:
+    async def _refuse(self, message: str, code: ErrorCodes | None) -> None:
+        """Log a client's breach and end the connection with ``GOAWAY`` of ``code`` (``None``:
+        the one ``h2`` has prepared already)."""
         self.server.clients.log(
             logging.WARNING, self.peer[0], "bad requests", "%s %s:%s %s", self.server.name, *self.peer, message
         )
-        await self._goaway(code)
+        if code is None:
+            with contextlib.suppress(ClientGone):
+                await self.flush()
+        else:
+            await self._goaway(code)
 
     async def _receive(self, data: bytes, nursery: trio.Nursery) -> bool:
         """Act on the client's ``data``; whether to go on reading."""
@@ -357,7 +363,7 @@ class H2Connection:
             await self._refuse(f"HTTP/2 {exc}: GOAWAY ENHANCE_YOUR_CALM", ErrorCodes.ENHANCE_YOUR_CALM)
             return False
         except h2.exceptions.ProtocolError as exc:
-            await self._refuse(f"HTTP/2 protocol error: {printable(str(exc), 200)}", ErrorCodes.PROTOCOL_ERROR)
+            await self._refuse(f"HTTP/2 protocol error: {printable(str(exc), 200)}", None)  # h2's GOAWAY
             return False
         await self.flush()
         for stream in started:
