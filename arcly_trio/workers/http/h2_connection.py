@@ -206,7 +206,10 @@ class H2Connection:
         self._window.set()
         self._window = trio.Event()
 
-    async def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+    async def send_headers(
+        self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool, *, flush: bool = True
+    ) -> None:
+        """Send a response head (``flush=False``: leave it for the next flush, a body's)."""
         self._check(stream)
         try:
             self.conn.send_headers(stream.id, headers, end_stream=end)
@@ -214,7 +217,10 @@ class H2Connection:
             raise ClientGone("the client reset the stream") from None
         if end:
             stream.ended = True
-        await self.flush()
+        if flush:
+            await self.flush()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def send_data(self, stream: H2Stream, data: bytes | bytearray | memoryview, end: bool) -> None:
         """Send ``data`` on ``stream`` as the client's flow-control windows allow (waits for

@@ -51,7 +51,9 @@ class H2Writer(Protocol):
 
     async def flush(self) -> None: ...
 
-    async def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+    async def send_headers(
+        self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool, *, flush: bool = True
+    ) -> None: ...
 
     async def send_data(self, stream: H2Stream, data: bytes | bytearray | memoryview, end: bool) -> None: ...
 
@@ -220,7 +222,8 @@ class H2Exchange(Exchange):
         try:
             with trio.fail_after(self.server.write_timeout):
                 if headers is not None:
-                    await connection.send_headers(stream, headers, end and not body)
+                    # a head with a body goes out with the body's first DATA, in one write
+                    await connection.send_headers(stream, headers, end and not body, flush=not body)
                 if body or (end and headers is None):
                     await connection.send_data(stream, body, end)
         except trio.TooSlowError:
