@@ -468,3 +468,34 @@ def test_the_rate_budget_refills() -> None:
     budget = RateBudget(3, 1.0, now=0)
     assert all(budget.spend(0) for _ in range(3)) and not budget.spend(0)
     assert budget.spend(1.0) and not budget.spend(1.0)
+
+
+async def test_a_stream_reset_mid_write_leaves_the_connection_whole(authority: trustme.CA) -> None:
+    big = b"x" * (16 * 1024 * 1024)
+    async with https(authority) as (_, _, server):
+
+        async def huge(request: Any, exchange: Any) -> None:  # a streamed body: the stream stays open
+            await exchange.start(200, content_type="application/octet-stream")
+            await exchange.send(big)
+            await exchange.end()
+
+        server.router.add("/huge", huge)
+        with trio.fail_after(30):
+            async with raw_client(server.port, authority) as client:
+                client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+                client.conn.increment_flow_control_window(2**31 - 1 - 65535)
+                stream_id = client.request("/huge")
+                await client.flush()
+                while not server.connections:
+                    await trio.sleep(0.01)
+                await trio.sleep(0.3)  # the server is writing 16 MB the client does not read yet
+                client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)  # its handler is cancelled
+                await client.flush()
+                while server.connections:  # read what was in flight
+                    with trio.move_on_after(0.05):
+                        await client.pump()
+                second = client.request("/api/health")  # the same connection serves on
+                await client.flush()
+                while not any(isinstance(e, h2.events.StreamEnded) and e.stream_id == second for e in client.events):
+                    assert not client.closed, "the connection broke"
+                    await client.pump()

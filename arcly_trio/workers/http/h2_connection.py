@@ -22,7 +22,7 @@ Limits (the attacker's view; every one ends with a log line for that connection 
   decoded header list at the same size (``SETTINGS_MAX_HEADER_LIST_SIZE``, enforced by the
   HPACK decoder, whose table stays at the default 4096 bytes): no HPACK bomb or CONTINUATION
   flood grows memory past it. ``431``-like: the connection ends with ``GOAWAY``.
-* Reset streams (the client's ``RST_STREAM`` and our ``REFUSED_STREAM``), ``SETTINGS`` and
+* Streams reset (by the client, once per stream, or refused by us), ``SETTINGS`` and
   ``PING`` frames, and frames of any kind (a catch-all for floods of empty ``DATA``,
   ``WINDOW_UPDATE`` or ``PRIORITY`` frames) each spend a :class:`~arcly_trio.protocols.http.h2_guard.RateBudget`; past
   it the connection ends with ``GOAWAY ENHANCE_YOUR_CALM`` (rapid reset, CVE-2023-44487;
@@ -171,31 +171,40 @@ class H2Connection:
 
     async def flush(self) -> None:
         """Send what ``h2`` has prepared (for every stream), within the write timeout; raises
-        :class:`ClientGone` (and ends the connection) when the client is gone or does not read."""
-        async with self._lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
-            if self._broken is not None:
-                raise ClientGone(self._broken)
-            try:
-                with trio.fail_after(self.server.write_timeout):
-                    await self.stream.send_all(data)
-            except trio.TooSlowError:
-                self._break(f"a write blocked for {self.server.write_timeout:g} s")
-                self.server.clients.log(
-                    logging.INFO,
-                    self.peer[0],
-                    "timeouts",
-                    "%s %s:%s dropped: a write blocked for %g s",
-                    self.server.name,
-                    *self.peer,
-                    self.server.write_timeout,
-                )
-                raise ClientGone("write timeout") from None
-            except TRANSPORT_ERRORS as exc:
-                self._break(describe(exc))
-                raise ClientGone(describe(exc)) from None
+        :class:`ClientGone` (and ends the connection) when the client is gone or does not read.
+
+        The write is shielded: a stream's handler cancelled mid-write (its client reset it)
+        must not cut a TLS record or a frame of the connection in two. Bytes are taken from
+        ``h2`` and queued on the (FIFO) lock with no checkpoint between, so they go out in
+        order."""
+        if self._broken is not None:
+            raise ClientGone(self._broken)
+        data = self.conn.data_to_send()
+        if not data:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                if self._broken is not None:
+                    raise ClientGone(self._broken)
+                try:
+                    with trio.fail_after(self.server.write_timeout):
+                        await self.stream.send_all(data)
+                except trio.TooSlowError:
+                    self._break(f"a write blocked for {self.server.write_timeout:g} s")
+                    self.server.clients.log(
+                        logging.INFO,
+                        self.peer[0],
+                        "timeouts",
+                        "%s %s:%s dropped: a write blocked for %g s",
+                        self.server.name,
+                        *self.peer,
+                        self.server.write_timeout,
+                    )
+                    raise ClientGone("write timeout") from None
+                except TRANSPORT_ERRORS as exc:
+                    self._break(describe(exc))
+                    raise ClientGone(describe(exc)) from None
 
     def _break(self, why: str) -> None:
         self._broken = why
@@ -350,7 +359,6 @@ class H2Connection:
             guard.feed(data)
             now = trio.current_time()
             for budget, count, what in (
-                (self.resets, guard.resets, "reset streams (rapid reset)"),
                 (self.settings, guard.settings, "SETTINGS frames"),
                 (self.pings, guard.pings, "PING frames"),
                 (self.frames, guard.frames, "frames"),
@@ -428,6 +436,10 @@ class H2Connection:
                 if not stream.started:  # reset in the same read that opened it: no task to unwind
                     self._forget(stream)
             self._wake_writers()
+            # Counted per stream h2 knew open: a client answering our in-flight DATA with
+            # RST_STREAM frames (as h2 itself does) spends the frame budget only.
+            if event.remote_reset and not self.resets.spend(now):
+                raise CalmDown("too many reset streams (rapid reset)")
         elif isinstance(event, h2.events.WindowUpdated):
             self._wake_writers()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
