@@ -1,6 +1,7 @@
 """HTTP/2 on the HTTPS port with real clients: curl ``--http2`` against ``arcly-trio serve``
 (LL-HLS playlist, a blocking part, ``/api/streams``, a live HTTP-FLV body, each answered over
-HTTP/2), and hls.js in Debian's Chromium playing LL-HLS over h2 (``nextHopProtocol``). ffmpeg
+HTTP/2), hls.js in Debian's Chromium playing LL-HLS over h2 (``nextHopProtocol``), and the
+watch page loaded over h2 playing through the frame API's WebSocket (HTTP/1.1). ffmpeg
 5.1, which offers no ALPN, plays HTTP-FLV over the same port by HTTP/1.1 in
 ``tests/ops/test_ops_interop.py`` (the fallback)."""
 
@@ -18,6 +19,7 @@ import trustme
 
 from arcly_trio import AppSpec, Engine
 from arcly_trio.protocols.http.router import HttpRequest
+from arcly_trio.server.demo import publish_demo
 from arcly_trio.services import HlsService
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
@@ -129,3 +131,29 @@ async def test_hlsjs_in_chromium_plays_llhls_over_http2(tmp_path: Path) -> None:
     media = [(name, protocol) for name, protocol in entries if ".m3u8" in name or ".m4s" in name or ".mp4" in name]
     assert media and {protocol for _, protocol in media} == {"h2"}, entries
     assert any("_HLS_msn=" in name for name, _ in media)  # blocking reloads, over the one h2 connection
+
+
+async def test_the_watch_page_over_http2_plays_through_the_frames_websocket(tmp_path: Path) -> None:
+    # HTTP/2 offers no WebSocket (no SETTINGS_ENABLE_CONNECT_PROTOCOL): Chromium opens the frame
+    # API's wss:// on a separate HTTP/1.1 connection, and the page plays.
+    _, cert, key = certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    https = HttpServer("127.0.0.1", 0, ssl_context=context)
+    engine = Engine.builder().application(AppSpec("live")).protocol(https).build()
+    with trio.fail_after(60):
+        async with (
+            engine,
+            trio.open_nursery() as nursery,
+            browser("--ignore-certificate-errors", "--autoplay-policy=no-user-gesture-required") as driver,
+        ):
+            nursery.start_soon(publish_demo, engine, "live/demo")
+            await blocking(driver.get, f"https://localhost:{https.port}/watch/live/demo?via=frames")
+            script = "return JSON.parse(JSON.stringify(window.arclyWatch || null))"
+            while ((await blocking(driver.execute_script, script)) or {}).get("rendered", 0) < 30:
+                await trio.sleep(0.2)
+            page = await blocking(
+                driver.execute_script, "return performance.getEntriesByType('navigation')[0].nextHopProtocol"
+            )
+            nursery.cancel_scope.cancel()
+    assert page == "h2"
