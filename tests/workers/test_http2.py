@@ -499,3 +499,23 @@ async def test_a_stream_reset_mid_write_leaves_the_connection_whole(authority: t
                 while not any(isinstance(e, h2.events.StreamEnded) and e.stream_id == second for e in client.events):
                     assert not client.closed, "the connection broke"
                     await client.pump()
+
+
+async def test_a_handler_that_writes_http11_bytes_gets_its_stream_reset_not_a_broken_connection(
+    authority: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with https(authority) as (_, _, server):
+
+        async def raw(request: Any, exchange: Any) -> None:  # a method written for h11 only
+            exchange.responded = True
+            await exchange._send_raw(b"HTTP/1.1 200 OK\r\n\r\n")
+
+        server.router.add("/raw", raw)
+        with trio.fail_after(20):
+            async with raw_client(server.port, authority) as client:
+                stream_id = client.request("/raw")
+                await client.flush()
+                resets = await client.until(h2.events.StreamReset)
+                assert resets[0].stream_id == stream_id
+                assert "cannot be written to an HTTP/2 stream" in caplog.text
+                await still_serves(server.port, authority)

@@ -224,6 +224,7 @@ class H2Connection:
             self.conn.send_headers(stream.id, headers, end_stream=end)
         except h2.exceptions.StreamClosedError:
             raise ClientGone("the client reset the stream") from None
+        stream.head_sent = True
         if end:
             stream.ended = True
         if flush:
@@ -493,8 +494,8 @@ class H2Connection:
                     server, self.engine, exchange, self.peer, target, lambda p, q: self._request(stream, p, q)
                 )
                 if exchange.responded and not stream.ended:
-                    if stream.truncated:  # a body cut short (a dropped viewer): not a clean end
-                        raise ClientGone("its body was cut short")
+                    if stream.truncated or not stream.head_sent:  # a body cut short (a dropped viewer)
+                        raise ClientGone("its answer was cut short")  # or a bug: not a clean end
                     with trio.fail_after(server.write_timeout):
                         await self.send_data(stream, b"", end=True)
         except (ClientGone, trio.TooSlowError) as exc:

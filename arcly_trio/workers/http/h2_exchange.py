@@ -17,6 +17,8 @@ headers, the body's bytes not yet read (held within the flow-control window), re
 Error policy: as :class:`~.exchange.Exchange`: writes raise :class:`~.exchange.ClientGone`
 when the client reset the stream, closed the connection or did not open its window within
 the write timeout; :meth:`H2Exchange.read_body` raises :class:`BadRequest` (``413``, ``408``).
+An inherited method that would write h11's raw bytes raises ``LocalProtocolError`` (a bug: it
+needs an HTTP/2 form here), answered ``500`` by the worker.
 :class:`H2StreamChannel` raises ``trio.BrokenResourceError`` (a transport error) instead, as a
 socket would.
 """
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from arcly_trio.core.errors import AuthorizationBusy
+from arcly_trio.core.errors import AuthorizationBusy, LocalProtocolError
 from arcly_trio.protocols.http.router import BadRequest
 from arcly_trio.workers.egress import Egress
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, ExchangeHost, common_headers
@@ -73,6 +75,7 @@ class H2Stream:
         "reset",
         "started",
         "truncated",
+        "head_sent",
         "scope",
         "unread",
         "_body",
@@ -91,6 +94,8 @@ class H2Stream:
         """Our side is ended (the response is whole)."""
         self.reset = False
         """The client reset the stream or the connection ended."""
+        self.head_sent = False
+        """The response's head (``HEADERS``) has been handed to ``h2``."""
         self.truncated = False
         """A write of its body did not finish (timed out, failed): it must not end cleanly."""
         self.started = False
@@ -296,6 +301,11 @@ class H2Exchange(Exchange):
     async def end(self) -> None:
         if not self._h2_stream.ended:
             await self._write(None, b"", True)
+
+    async def _send_raw(self, data: bytes) -> None:
+        """HTTP/1.1 bytes (h11's) mean nothing on an HTTP/2 stream: a method of
+        :class:`~.exchange.Exchange` that writes them must be given an HTTP/2 form here."""
+        raise LocalProtocolError("raw HTTP/1.1 bytes cannot be written to an HTTP/2 stream")
 
     @property
     def chunked(self) -> bool:
