@@ -453,6 +453,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
                     unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None,
                 ),
                 api_token=args.api_token,
+                http2_cleartext=args.http2_cleartext,
             )
             builder.protocol(runtime.http)
         if args.https_port >= 0:

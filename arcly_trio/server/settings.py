@@ -114,6 +114,7 @@ class Settings:
     rtmps_port: int = -1
     https_port: int = -1
     http2: bool = True
+    http2_cleartext: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
     max_connections: int = 4096

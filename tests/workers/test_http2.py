@@ -519,3 +519,39 @@ async def test_a_handler_that_writes_http11_bytes_gets_its_stream_reset_not_a_br
                 assert resets[0].stream_id == stream_id
                 assert "cannot be written to an HTTP/2 stream" in caplog.text
                 await still_serves(server.port, authority)
+
+
+# ----------------------------------------------------------------------------- h2c
+
+
+async def test_h2c_with_prior_knowledge_on_the_plain_port_beside_http11() -> None:
+    async with serving(http2_cleartext=True) as (_, _, server):
+        with trio.fail_after(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                client = RawClient(stream)  # type: ignore[arg-type]
+                client.conn.initiate_connection()
+                stream_id = client.request("/api/health")
+                await client.flush()
+                answers = await client.until(h2.events.ResponseReceived)
+                assert answers[0].stream_id == stream_id and dict(answers[0].headers)[b":status"] == b"200"
+                await client.until(h2.events.StreamEnded)
+            async with httpx.AsyncClient() as plain:  # HTTP/1.1 on the same port, as before
+                answer = await plain.get(f"http://127.0.0.1:{server.port}/api/health")
+                assert answer.http_version == "HTTP/1.1" and answer.status_code == 200
+            async with httpx.AsyncClient(http1=False, http2=True) as h2c:  # httpx's prior knowledge
+                answer = await h2c.get(f"http://127.0.0.1:{server.port}/api/health")
+                assert answer.http_version == "HTTP/2" and answer.status_code == 200
+        await settle(server)
+
+
+async def test_without_the_option_the_plain_port_refuses_the_preface() -> None:
+    async with serving() as (_, _, server):
+        with trio.fail_after(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                answer = b""
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 ")  # h11's refusal (its version 2.0 is not 1.x)

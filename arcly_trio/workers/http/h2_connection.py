@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 
     from arcly_trio.kernel.engine import Engine
 
-__all__ = ["H2Connection", "MAX_STREAMS"]
+__all__ = ["H2Connection", "MAX_STREAMS", "H2_PREFACE"]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -97,6 +97,8 @@ FRAME_BURST, FRAME_RATE = 5000, 2000.0
 than a flood of empty or control frames (CVE-2019-9513, -9514, -9518) would send."""
 
 _RECV_SIZE = 65536
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""The client connection preface (what an h2c client with prior knowledge opens with)."""
 _MAX_DISCARDED_BODY = 64 * 1024
 """Request body bytes still taken (and dropped) after the answer, before ``RST_STREAM NO_ERROR``."""
 
@@ -125,9 +127,17 @@ class H2Connection:
     """One HTTP/2 connection of the HTTP worker (see the module docstring)."""
 
     def __init__(
-        self, server: H2Host, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
+        self,
+        server: H2Host,
+        engine: Engine,
+        stream: trio.abc.Stream,
+        peer: tuple[str, int],
+        ticket: Ticket,
+        *,
+        received: bytes = b"",
     ) -> None:
         self.server = server
+        self._received = received  # read already (h2c: the preface the worker looked at)
         self.engine = engine
         self.stream = stream
         self.peer = peer
@@ -290,7 +300,9 @@ class H2Connection:
             async with trio.open_nursery() as nursery:
                 try:
                     with self._reader:
-                        await self._read(nursery)
+                        received, self._received = self._received, b""
+                        if not received or await self._receive(received, nursery):
+                            await self._read(nursery)
                 except ClientGone as exc:  # raised after the nursery, not grouped by it
                     self._broken = self._broken or str(exc)
                 finally:

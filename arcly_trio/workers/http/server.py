@@ -103,7 +103,7 @@ from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages
 from arcly_trio.workers.http.access import privileged, token_refusal
 from arcly_trio.workers.http.dispatch import dispatch
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
-from arcly_trio.workers.http.h2_connection import H2Connection
+from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
@@ -160,6 +160,10 @@ class HttpServer(ListeningWorker):
         http2: offer HTTP/2 by ALPN (``h2`` before ``http/1.1``) on HTTPS (see
             :mod:`.h2_connection`); the worker sets the ALPN protocols of the TLS context it
             is given, so give it a context of its own.
+        http2_cleartext: also serve HTTP/2 with prior knowledge (h2c, RFC 9113 3.3) on a plain
+            port: a connection that opens with the HTTP/2 preface (``curl
+            --http2-prior-knowledge``, a proxy's h2c upstream); others get HTTP/1.1 as before.
+            Browsers never speak h2c.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -185,6 +189,7 @@ class HttpServer(ListeningWorker):
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
         http2: bool = True,
+        http2_cleartext: bool = False,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -223,6 +228,8 @@ class HttpServer(ListeningWorker):
         self.header_timeout = header_timeout
         self.write_timeout = given.write_timeout
         self.http2 = http2
+        self.http2_cleartext = http2_cleartext
+        """Whether the plain port serves HTTP/2 with prior knowledge too."""
         """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
         self._alpn_set: ssl.SSLContext | None = None
         self.connections = 0
@@ -277,6 +284,14 @@ class HttpServer(ListeningWorker):
                     connection = H2Connection(self, self.engine, stream, peer, ticket)
                 else:
                     connection = _Connection(self, self.engine, stream, peer, ticket)
+            elif self.http2_cleartext and not isinstance(stream, trio.SSLStream):
+                first = await self._opening(stream, peer)
+                if first is None:
+                    return
+                if first.startswith(H2_PREFACE):
+                    connection = H2Connection(self, self.engine, stream, peer, ticket, received=first)
+                else:
+                    connection = _Connection(self, self.engine, stream, peer, ticket, received=first)
             else:
                 connection = _Connection(self, self.engine, stream, peer, ticket)
             await connection.run()
@@ -286,6 +301,28 @@ class HttpServer(ListeningWorker):
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except TRANSPORT_ERRORS as exc:
             log.debug("http %s:%s went away: %s", *peer, describe(exc))
+
+    async def _opening(self, stream: trio.abc.Stream, peer: tuple[str, int]) -> bytes | None:
+        """A plain connection's first bytes, enough to tell the HTTP/2 preface from an
+        HTTP/1.1 request (``None``: the client left or sent nothing within the head deadline)."""
+        received = b""
+        with trio.move_on_after(self.header_timeout):
+            while len(received) < len(H2_PREFACE) and H2_PREFACE.startswith(received):
+                data = await stream.receive_some(_RECV_SIZE)
+                if not data:
+                    return None
+                received += data
+            return received
+        self.clients.log(
+            logging.INFO,
+            peer[0],
+            "timeouts",
+            "%s %s:%s closed: request head not complete after %g s",
+            self.name,
+            *peer,
+            self.header_timeout,
+        )
+        return None
 
     async def _handshake(self, stream: trio.SSLStream[trio.abc.Stream], peer: tuple[str, int]) -> bool:
         """The TLS handshake (to learn the ALPN protocol), within the request-head deadline."""
@@ -320,7 +357,14 @@ class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
     def __init__(
-        self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
+        self,
+        server: HttpServer,
+        engine: Engine,
+        stream: trio.abc.Stream,
+        peer: tuple[str, int],
+        ticket: Ticket,
+        *,
+        received: bytes = b"",
     ) -> None:
         self.server = server
         self.ticket = ticket
@@ -328,6 +372,8 @@ class _Connection:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+        if received:  # read already (to tell it from an HTTP/2 preface)
+            self.h11.receive_data(received)
 
     async def run(self) -> None:
         first = True
