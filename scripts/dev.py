@@ -10,7 +10,8 @@ install the project into it (editable, with the ``test`` extra for ``test``). ``
 command with ``.venv/bin`` first on ``PATH`` (``arcly-trio``, ``python`` and ``pip`` are the
 venv's), as ``source .venv/bin/activate`` would. ``test`` also installs the third-party tools the
 interop tests drive (ffmpeg/ffprobe, chromium and chromium-driver, npm, nginx with
-libnginx-mod-rtmp, redis-server, prometheus, VLC and GStreamer with the plugins that play DASH)
+libnginx-mod-rtmp, redis-server, prometheus, VLC and GStreamer with the plugins that play DASH,
+curl)
 with apt-get when they are missing and
 the script runs as root (or with sudo); otherwise it says what to install. Extra arguments go
 to the command: ``dev.py serve --rtmp-port 1936``, ``dev.py test -k rtmp``.
@@ -47,6 +48,8 @@ TOOLS = {
     # the DASH interop tests play the MPD with VLC (cvlc) and GStreamer (dashdemux2)
     "cvlc": "vlc-bin",
     "gst-launch-1.0": "gstreamer1.0-tools",
+    # curl --http2 (with nghttp2) fetches over HTTP/2 from the HTTPS port (tests/workers/test_http2_interop.py)
+    "curl": "curl",
 }
 # files (not on PATH; glob patterns) -> the Debian package that provides them
 FILES = {

@@ -397,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="also serve HTTPS (everything of the HTTP port) on this port (default off)",
     )
+    ops.add_argument(
+        "--http2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer HTTP/2 on the HTTPS port (ALPN h2; what Safari and iOS need for Low-Latency HLS); "
+        "HTTP/1.1 clients are served as before (default on; --no-http2: HTTP/1.1 only)",
+    )
+    ops.add_argument(
+        "--http2-cleartext",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also serve HTTP/2 with prior knowledge (h2c) on the plain HTTP port, for clients and proxies "
+        "that open with the HTTP/2 preface; browsers never do (default off)",
+    )
     ops.add_argument("--tls-cert", metavar="PEM", help="the TLS certificate chain (PEM)")
     ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")
     limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")

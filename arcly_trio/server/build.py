@@ -197,13 +197,14 @@ def reload_tls(runtime: Runtime, cert: str | None, key: str | None) -> str | Non
         return None
     try:
         context = tls_context(cert, key)
+        https = tls_context(cert, key) if runtime.https is not None else None  # its own: it gets ALPN h2
     except SystemExit as exc:
         log.error(
             "TLS certificate reload failed; the running certificate is kept: %s", str(exc).removeprefix("arcly-trio: ")
         )
         return "TLS certificate kept (the new one does not load)"
     for server in servers:
-        server.ssl_context = context
+        server.ssl_context = https if server is runtime.https and https is not None else context
     return f"TLS certificate reloaded from {cert}"
 
 
@@ -452,11 +453,17 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
                     unix_socket=os.path.join(worker_dir, f"http-{index}.sock") if worker_dir else None,
                 ),
                 api_token=args.api_token,
+                http2_cleartext=args.http2_cleartext,
             )
             builder.protocol(runtime.http)
         if args.https_port >= 0:
             runtime.https = HttpServer(
-                listener=attrs.evolve(listener, port=args.https_port, ssl_context=tls), api_token=args.api_token
+                # a context of its own: the worker sets its ALPN protocols (h2), RTMPS's must not offer them
+                listener=attrs.evolve(
+                    listener, port=args.https_port, ssl_context=tls_context(args.tls_cert, args.tls_key)
+                ),
+                api_token=args.api_token,
+                http2=args.http2,
             )
             builder.protocol(runtime.https)
         if worker_dir:  # the workers share one HLS storage; the worker where a stream is published packages it

@@ -113,6 +113,8 @@ class Settings:
     audit_backups: int = 5
     rtmps_port: int = -1
     https_port: int = -1
+    http2: bool = True
+    http2_cleartext: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
     max_connections: int = 4096

@@ -43,7 +43,10 @@ connections use the new one, open ones keep theirs.
 
 HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
-:mod:`.ws_egress`).
+:mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
+handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
+library; streams in tasks of the connection, the same routes and policy through
+:func:`~.dispatch.dispatch`, its own limits: see that module); any other client by h11.
 
 Resource handling: one task per connection in the worker's nursery, closed with
 ``aclose_forcefully`` whatever happens (the worker's :class:`~arcly_trio.workers.serving.ConnectionRunner`,
@@ -84,22 +87,23 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import attrs
 import h11
 import trio
 
-from arcly_trio.core.errors import InvalidStreamName
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
-from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router, parse_target
+from arcly_trio.protocols.http.router import HttpRequest, Router
 from arcly_trio.protocols.http.websocket import rebuild_request_head
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
-from arcly_trio.workers.http.access import admin_refusal, cors_allowed, privileged, token_refusal
+from arcly_trio.workers.http.access import privileged, token_refusal
+from arcly_trio.workers.http.dispatch import dispatch
 from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
+from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
@@ -153,6 +157,13 @@ class HttpServer(ListeningWorker):
         listener: all the listener's options at once (a :class:`~arcly_trio.workers.serving.Listener`,
             in place of ``host``, ``port``, the connection limits, ``write_timeout``, ``reuse_port``,
             ``unix_socket`` and ``ssl_context``; ``TypeError`` if both are given).
+        http2: offer HTTP/2 by ALPN (``h2`` before ``http/1.1``) on HTTPS (see
+            :mod:`.h2_connection`); the worker sets the ALPN protocols of the TLS context it
+            is given, so give it a context of its own.
+        http2_cleartext: also serve HTTP/2 with prior knowledge (h2c, RFC 9113 3.3) on a plain
+            port: a connection that opens with the HTTP/2 preface (``curl
+            --http2-prior-knowledge``, a proxy's h2c upstream); others get HTTP/1.1 as before.
+            Browsers never speak h2c.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -177,6 +188,8 @@ class HttpServer(ListeningWorker):
         api_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         listener: Listener | None = None,
+        http2: bool = True,
+        http2_cleartext: bool = False,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -214,8 +227,14 @@ class HttpServer(ListeningWorker):
         self.max_head_size = max_head_size
         self.header_timeout = header_timeout
         self.write_timeout = given.write_timeout
+        self.http2 = http2
+        self.http2_cleartext = http2_cleartext
+        """Whether the plain port serves HTTP/2 with prior knowledge too."""
+        """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
+        self._alpn_set: ssl.SSLContext | None = None
         self.connections = 0
-        """Connections serving a request (live players included)."""
+        """Requests in service: HTTP/1.1 connections serving one and HTTP/2 streams (live
+        players included)."""
         self.engine: Engine | None = None
         self.router = Router()
         api_routes.install(self.router)
@@ -227,8 +246,12 @@ class HttpServer(ListeningWorker):
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context for the next connection: :attr:`ssl_context` may be replaced while
         serving (a certificate reloaded); connections already open keep theirs."""
-        assert self.ssl_context is not None
-        return self.ssl_context
+        context = self.ssl_context
+        assert context is not None
+        if context is not self._alpn_set:
+            context.set_alpn_protocols(["h2", "http/1.1"] if self.http2 else ["http/1.1"])
+            self._alpn_set = context
+        return context
 
     async def serve(self, engine: Engine, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         self.engine = engine
@@ -252,8 +275,25 @@ class HttpServer(ListeningWorker):
     async def _handle(self, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket) -> None:
         """One admitted connection (the runner closes its stream and releases its ticket)."""
         assert self.engine is not None
-        connection = _Connection(self, self.engine, stream, peer, ticket)
+        connection: _Connection | H2Connection
         try:
+            if isinstance(stream, trio.SSLStream) and self.http2:
+                if not await self._handshake(stream, peer):
+                    return
+                if stream.selected_alpn_protocol() == "h2":
+                    connection = H2Connection(self, self.engine, stream, peer, ticket)
+                else:
+                    connection = _Connection(self, self.engine, stream, peer, ticket)
+            elif self.http2_cleartext and not isinstance(stream, trio.SSLStream):
+                first = await self._opening(stream, peer)
+                if first is None:
+                    return
+                if first.startswith(H2_PREFACE):
+                    connection = H2Connection(self, self.engine, stream, peer, ticket, received=first)
+                else:
+                    connection = _Connection(self, self.engine, stream, peer, ticket, received=first)
+            else:
+                connection = _Connection(self, self.engine, stream, peer, ticket)
             await connection.run()
         except ClientGone as exc:
             log.debug("http %s:%s went away: %s", *peer, exc)
@@ -261,6 +301,44 @@ class HttpServer(ListeningWorker):
             self.clients.log(logging.INFO, peer[0], "timeouts", "%s %s:%s closed: timed out", self.name, *peer)
         except TRANSPORT_ERRORS as exc:
             log.debug("http %s:%s went away: %s", *peer, describe(exc))
+
+    async def _opening(self, stream: trio.abc.Stream, peer: tuple[str, int]) -> bytes | None:
+        """A plain connection's first bytes, enough to tell the HTTP/2 preface from an
+        HTTP/1.1 request (``None``: the client left or sent nothing within the head deadline)."""
+        received = b""
+        with trio.move_on_after(self.header_timeout):
+            while len(received) < len(H2_PREFACE) and H2_PREFACE.startswith(received):
+                data = await stream.receive_some(_RECV_SIZE)
+                if not data:
+                    return None
+                received += data
+            return received
+        self.clients.log(
+            logging.INFO,
+            peer[0],
+            "timeouts",
+            "%s %s:%s closed: request head not complete after %g s",
+            self.name,
+            *peer,
+            self.header_timeout,
+        )
+        return None
+
+    async def _handshake(self, stream: trio.SSLStream[trio.abc.Stream], peer: tuple[str, int]) -> bool:
+        """The TLS handshake (to learn the ALPN protocol), within the request-head deadline."""
+        with trio.move_on_after(self.header_timeout):
+            await stream.do_handshake()
+            return True
+        self.clients.log(
+            logging.INFO,
+            peer[0],
+            "timeouts",
+            "%s %s:%s closed: TLS handshake not complete after %g s",
+            self.name,
+            *peer,
+            self.header_timeout,
+        )
+        return False
 
 
 DEFAULT_LISTENER = Listener(host="0.0.0.0", port=8080, max_connections=1024)
@@ -279,7 +357,14 @@ class _Connection:
     """One HTTP connection: read a request with h11, route it, answer, repeat."""
 
     def __init__(
-        self, server: HttpServer, engine: Engine, stream: trio.abc.Stream, peer: tuple[str, int], ticket: Ticket
+        self,
+        server: HttpServer,
+        engine: Engine,
+        stream: trio.abc.Stream,
+        peer: tuple[str, int],
+        ticket: Ticket,
+        *,
+        received: bytes = b"",
     ) -> None:
         self.server = server
         self.ticket = ticket
@@ -287,6 +372,8 @@ class _Connection:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+        if received:  # read already (to tell it from an HTTP/2 preface)
+            self.h11.receive_data(received)
 
     async def run(self) -> None:
         first = True
@@ -407,7 +494,7 @@ class _Connection:
             return True
         return False
 
-    def _request(self, event: h11.Request, path: str, query: dict[str, str]) -> HttpRequest:
+    def _request(self, event: h11.Request, path: str, query: Mapping[str, str]) -> HttpRequest:
         return HttpRequest(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("ascii", "replace"),
@@ -422,103 +509,14 @@ class _Connection:
         """Serve one request; whether the connection may serve another."""
         exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
         try:
-            try:
-                path, query = parse_target(event.target.decode("ascii", "replace"))
-            except BadRequest as exc:
-                target = printable(redact_url(event.target.decode("ascii", "replace")))  # no query values
-                self.server.clients.log(
-                    logging.WARNING,
-                    self.peer[0],
-                    "bad requests",
-                    "%s %s:%s bad request %s: %s",
-                    self.server.name,
-                    *self.peer,
-                    target,
-                    exc,
-                )
-                await exchange.error(exc.status, str(exc), close=True)
-                return False
-            request = self._request(event, path, query)
-            exchange.request = request
-            router = self.server.router
-            websocket = request.method == "GET" and request.wants_websocket
-            found = router.match(request.method, path, websocket=websocket)
-            policy_route = found if found is not None else router.match("GET", path)  # a preflight's route
-            exchange.cors = cors_allowed(path, policy_route[0] if policy_route is not None else None)
-            if request.method == "OPTIONS":
-                await exchange.preflight(router.allowed_methods(path))
-                return exchange.keep_alive
-            if found is None:
-                allowed = router.allowed_methods(path)
-                if allowed:
-                    methods = ", ".join(sorted(allowed | {"OPTIONS"}))
-                    await exchange.error(
-                        405, f"method {request.method} is not allowed here", headers=[("allow", methods)]
-                    )
-                else:
-                    await exchange.error(404, f"not found: {path}")
-                return exchange.keep_alive
-            route, params = found
-            if (route.protected or route.admin) and self.server.api_token is not None:
-                throttle = self.engine.auth_throttle
-                turn = throttle.admit(self.peer[0], "api")
-                refusal: tuple[int, str] | None = None
-                if turn is not None:
-                    async with turn:
-                        if not turn.bounced:
-                            refusal = self.server.api_refusal(request)
-                            if refusal is not None:
-                                throttle.refused(
-                                    self.peer[0], "api", f"{request.method} {printable(path)}: {refusal[1]}"
-                                )
-                            else:
-                                throttle.allowed(self.peer[0], "api")
-                if turn is None or turn.bounced:
-                    throttle.refused_busy(self.peer[0], "api", f"{request.method} {printable(path)}: too many at once")
-                    refusal = (429, "too many API requests in flight from this address; retry later")
-                if refusal is not None:
-                    await exchange.error(*refusal)
-                    return exchange.keep_alive
-            elif route.admin:
-                refusal = admin_refusal(request, self.server.api_token)
-                if refusal is not None:
-                    log.info(
-                        "http %s:%s %s %s refused: not local and no --api-token",
-                        *self.peer,
-                        request.method,
-                        printable(path),
-                    )
-                    await exchange.error(*refusal)
-                    return exchange.keep_alive
-            exchange.request = attrs.evolve(request, params=params)
-            try:
-                await route.handler(exchange.request, exchange)
-            except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
-                status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
-                self.server.clients.log(
-                    logging.WARNING,
-                    self.peer[0],
-                    "bad requests",
-                    "%s %s:%s bad request: %s",
-                    self.server.name,
-                    *self.peer,
-                    printable(str(exc)),
-                )
-                if not exchange.responded:
-                    await exchange.error(status, str(exc), headers=headers, close=True)
-                return False
-            except (ClientGone, trio.TooSlowError):
-                raise
-            except Exception:
-                log.exception("http %s:%s handler of %s failed", *self.peer, route.pattern)
-                if not exchange.responded:
-                    await exchange.error(500, "internal server error", close=True)
-                return False
-            if not exchange.responded:
-                log.error("http handler of %s sent no response", route.pattern)
-                await exchange.error(500, "internal server error: no response", close=True)
-                return False
-            return exchange.keep_alive
+            return await dispatch(
+                self.server,
+                self.engine,
+                exchange,
+                self.peer,
+                event.target.decode("ascii", "replace"),
+                lambda path, query: self._request(event, path, query),
+            )
         except h11.LocalProtocolError as exc:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
