@@ -186,6 +186,83 @@ async def srt_viewer(port: int, stats: dict[str, int], ready: Any) -> None:
         stats.update(packets=s.packets_received, bytes=s.bytes_received, lost=s.lost, dropped=s.dropped)
 
 
+async def srt_publisher(port: int, index: int, payloads: list[bytes], rate: float, stats: dict[str, int]) -> None:
+    """A light SRT publisher: the core's caller handshake and :class:`SrtConnection` (which
+    numbers, stamps, keeps for retransmission and answers NAKs), replaying ``payloads`` (the
+    clip's 1316-byte chunks) at ``rate`` packets per second, paced every 5 ms."""
+    from arcly_trio.protocols.srt import handshake as hs
+    from arcly_trio.protocols.srt.connection import SrtConnection
+    from arcly_trio.protocols.srt.packet import parse
+    from arcly_trio.relay.srt_push import caller_handshake
+
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.connect((HOST, port))
+    caller = hs.Caller(f"publish:live/s{index}", latency_ms=200)
+    connected, now = await caller_handshake(sock, (HOST, port), caller, 20)
+    connection = SrtConnection(
+        our_id=caller.socket_id,
+        peer_id=connected.peer_socket_id,
+        isn=connected.isn,
+        now=now,
+        peer_timestamp=connected.timestamp,
+        recv_latency=connected.recv_latency_ms / 1000,
+        send_latency=max(connected.send_latency_ms / 1000, 0.2),
+        idle_timeout=30,
+    )
+    raw = sock._sock if hasattr(sock, "_sock") else sock  # the stdlib socket: sends never wait
+
+    def flush() -> None:
+        out, connection.outgoing = connection.outgoing, []
+        for datagram in out:
+            try:
+                raw.send(datagram)
+            except BlockingIOError:
+                stats["send_drops"] = stats.get("send_drops", 0) + 1
+
+    async def reader() -> None:
+        while True:
+            data = await sock.recv(2048)
+            connection.receive(parse(data), trio.current_time())
+            flush()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        start = trio.current_time()
+        sent = 0
+        while sent < len(payloads):
+            await trio.sleep(0.005)
+            now = trio.current_time()
+            due = min(len(payloads), int((now - start) * rate) + 1)
+            while sent < due:
+                connection.send(payloads[sent], now)
+                sent += 1
+            connection.tick(now)
+            flush()
+        end = trio.current_time() + 0.5  # NAKs of the last packets answered
+        while trio.current_time() < end:
+            await trio.sleep(0.01)
+            connection.tick(trio.current_time())
+            flush()
+        connection.shutdown(trio.current_time())
+        flush()
+        stats["packets"] = connection.stats.packets_sent
+        stats["retransmitted"] = connection.stats.retransmitted
+        nursery.cancel_scope.cancel()
+
+
+async def publishers(port: int, count: int, clip: str, seconds: float) -> None:
+    pin(LOAD_CPU)
+    data = Path(clip).read_bytes()
+    payloads = [data[offset : offset + 1316] for offset in range(0, len(data), 1316)]
+    rate = len(payloads) / seconds
+    stats: list[dict[str, int]] = [{} for _ in range(count)]
+    async with trio.open_nursery() as nursery:
+        for index in range(count):
+            nursery.start_soon(srt_publisher, port, index, payloads, rate, stats[index])
+            await trio.sleep(0.002)
+    print(json.dumps(stats), flush=True)
+
+
 async def rtmp_viewer(port: int, stats: dict[str, int], ready: Any) -> None:
     from arcly_trio.clients import open_rtmp_player
 
@@ -261,6 +338,8 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
         before = server.ask()
         processes = []
         for index in range(args.publishers):
+            if protocol == "srt" and args.sender == "light":
+                break
             if protocol == "srt":
                 url = (
                     f"srt://{HOST}:{ports['srt']}?streamid=publish:live/s{index}&latency=200000&pkt_size=1316&linger=2"
@@ -273,7 +352,13 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
                 out += ["-c", "copy", "-f", "flv", url]
             processes.append(subprocess.Popen(out, preexec_fn=on_load_cpu))
         started = time.monotonic()
-        codes = [process.wait() for process in processes]
+        if protocol == "srt" and args.sender == "light":
+            light = Child("_publishers", str(ports["srt"]), str(args.publishers), str(ts), str(args.seconds))
+            sent = light.read()
+            light.process.wait()
+            codes = [0 if entry.get("packets") else 1 for entry in sent]
+        else:
+            codes = [process.wait() for process in processes]
         elapsed = time.monotonic() - started
         time.sleep(1.0)  # the last frames through the kernel (SRT's latency, the TS demuxer's flush)
         after = server.ask()
@@ -287,7 +372,8 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
         print(
             json.dumps({
                 "bench": "ingest", "protocol": protocol, "publishers": args.publishers, "bitrate": args.bitrate,
-                "seconds": round(elapsed, 2), "ffmpeg_failed": sum(1 for code in codes if code),
+                "seconds": round(elapsed, 2),
+                "sender": args.sender if protocol == "srt" else "ffmpeg", "failed": sum(1 for code in codes if code),
                 "server_cpu_s": round(cpu, 3), "cpu_pct": round(100 * cpu / elapsed, 1),
                 "media_mbit_per_s": round(mbits / elapsed, 2),
                 "cpu_ms_per_mbit": round(1000 * cpu / mbits, 3) if mbits else None,
@@ -356,7 +442,16 @@ def play(server: Child, ports: dict[str, int], args: argparse.Namespace) -> None
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
-        trio.run(serve)
+        profile = os.environ.get("SRT_BENCH_PROFILE")  # a path: the server's cProfile goes there
+        if profile:
+            import cProfile
+
+            cProfile.run("trio.run(serve)", profile)
+        else:
+            trio.run(serve)
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_publishers":
+        trio.run(publishers, int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_viewers":
         trio.run(viewers, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
@@ -368,6 +463,10 @@ def main() -> None:
     parser.add_argument("--bitrate", default="4M", help="ingest clip's video bitrate (ffmpeg syntax)")
     parser.add_argument("--play-bitrate", default="1M", help="the played clip's video bitrate")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--sender", choices=("light", "ffmpeg"), default="light",
+        help="SRT publishers: the project's caller replaying the clip (light) or ffmpeg -re processes",
+    )  # fmt: skip
     args = parser.parse_args()
     server = Child("_server")
     try:

@@ -152,6 +152,27 @@ def test_ack_ackack_measures_rtt_and_frees_the_send_buffer() -> None:
     assert receiver.rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
 
 
+def test_one_ack_per_period_with_the_last_seconds_rates() -> None:
+    """Many packets in one 10 ms period give one ACK; its packet and byte rates count the
+    arrivals of the last second only (a running total, not a sum per ACK)."""
+    sender, receiver = pair()
+    acks: list[p.Ack] = []
+    for index in range(300):  # 3 s at 100 packets/s of 100 bytes
+        now = 0.01 * index
+        sender.send(bytes(100), now)
+        receiver.receive(drain(sender)[0], now)
+        sender.send(bytes(100), now)
+        receiver.receive(drain(sender)[0], now)
+        receiver.tick(now + 0.005)
+        sent = [c for c in drain(receiver) if isinstance(c, p.ControlPacket) and c.type == p.ControlType.ACK]
+        assert len(sent) <= 1
+        acks += [p.Ack.parse(c.body) for c in sent]
+    assert len(acks) >= 140  # one per period with something new (every other tick here)
+    last = acks[-1]
+    assert 198 <= last.packet_rate <= 202 and last.byte_rate == 100 * last.packet_rate
+    assert len(receiver._window) == last.packet_rate
+
+
 def test_window_is_bounded() -> None:
     sender, receiver = pair(buffer_packets=16)
     for index in range(40):

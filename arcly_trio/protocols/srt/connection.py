@@ -30,7 +30,7 @@ packet that cannot be decrypted is dropped and counted; the session's end is
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import attrs
@@ -140,7 +140,9 @@ class SrtConnection:
         self.next_ack = now + ACK_INTERVAL
         self.next_nak = now + MIN_NAK_INTERVAL
         self.last_heard = now
-        self._window: list[tuple[float, int]] = []
+        self._window: deque[tuple[float, int]] = deque()
+        self._window_bytes = 0
+        """The payload bytes in :attr:`_window` (the last second's arrivals, for the ACK's rates)."""
         # send side
         self.snd_next = isn
         self.msgno = 1
@@ -255,7 +257,9 @@ class SrtConnection:
         self.received[seq] = (payload, int(sent_at * 1e6))
         if seq_less(self.rcv_highest, seq):
             self.rcv_highest = seq
-        self._window.append((now, len(payload)))
+        size = len(payload)
+        self._window.append((now, size))
+        self._window_bytes += size
         return self._deliver()
 
     def _deliver(self) -> list[bytes]:
@@ -400,7 +404,7 @@ class SrtConnection:
         cutoff = now - 1.0
         window = self._window
         while window and window[0][0] < cutoff:
-            window.pop(0)
+            self._window_bytes -= window.popleft()[1]
         ack = Ack(
             last=self.rcv_next,
             rtt=int(self.rtt * 1e6),
@@ -408,7 +412,7 @@ class SrtConnection:
             buffer=max(2, self.buffer_packets - len(self.received)),
             packet_rate=len(window),
             capacity=max(len(window), 1000),
-            byte_rate=sum(size for _, size in window),
+            byte_rate=self._window_bytes,
         )
         self.ack_times[self.ack_number] = now
         if len(self.ack_times) > MAX_ACKS:
