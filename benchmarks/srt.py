@@ -128,6 +128,20 @@ class Counter:
             counts[3] = subscription.dropped
 
 
+def socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped for the UDP socket bound to ``port`` (its receive buffer
+    was full): the ``drops`` column of ``/proc/net/udp``."""
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return -1
+    for line in lines:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            return int(fields[-1])
+    return -1
+
+
 async def serve() -> None:
     from arcly_trio import AppSpec, Engine
     from arcly_trio.workers.rtmp import RtmpServer
@@ -143,9 +157,16 @@ async def serve() -> None:
         stdin = trio.wrap_file(sys.stdin)
         while (line := await stdin.readline()).strip() != "quit" and line:
             usage = resource.getrusage(resource.RUSAGE_SELF)
+            try:  # run time and time spent runnable but waiting for the CPU (another process had it), ns
+                waited = int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                waited = -1.0
             totals = {k: v for k, v in srt.status().items() if k != "sessions" and isinstance(v, int)}
+            totals["socket_drops"] = socket_drops(srt.port_number or 0)
             print(
-                json.dumps({"cpu": usage.ru_utime + usage.ru_stime, "counts": counter.counts, "srt": totals}),
+                json.dumps(
+                    {"cpu": usage.ru_utime + usage.ru_stime, "waited": waited, "counts": counter.counts, "srt": totals}
+                ),
                 flush=True,
             )
 
@@ -186,81 +207,95 @@ async def srt_viewer(port: int, stats: dict[str, int], ready: Any) -> None:
         stats.update(packets=s.packets_received, bytes=s.bytes_received, lost=s.lost, dropped=s.dropped)
 
 
-async def srt_publisher(port: int, index: int, payloads: list[bytes], rate: float, stats: dict[str, int]) -> None:
+class LightPublisher:
     """A light SRT publisher: the core's caller handshake and :class:`SrtConnection` (which
-    numbers, stamps, keeps for retransmission and answers NAKs), replaying ``payloads`` (the
-    clip's 1316-byte chunks) at ``rate`` packets per second, paced every 5 ms."""
-    from arcly_trio.protocols.srt import handshake as hs
-    from arcly_trio.protocols.srt.connection import SrtConnection
-    from arcly_trio.protocols.srt.packet import parse
-    from arcly_trio.relay.srt_push import caller_handshake
+    numbers, stamps, keeps for retransmission and answers NAKs); :func:`publishers` paces
+    all of them from one task."""
 
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    await sock.connect((HOST, port))
-    caller = hs.Caller(f"publish:live/s{index}", latency_ms=200)
-    connected, now = await caller_handshake(sock, (HOST, port), caller, 20)
-    connection = SrtConnection(
-        our_id=caller.socket_id,
-        peer_id=connected.peer_socket_id,
-        isn=connected.isn,
-        now=now,
-        peer_timestamp=connected.timestamp,
-        recv_latency=connected.recv_latency_ms / 1000,
-        send_latency=max(connected.send_latency_ms / 1000, 0.2),
-        idle_timeout=30,
-    )
-    raw = sock._sock if hasattr(sock, "_sock") else sock  # the stdlib socket: sends never wait
+    def __init__(self, port: int, index: int) -> None:
+        self.port = port
+        self.index = index
+        self.connection: Any = None
+        self.sock: Any = None
+        self.send_drops = 0
 
-    def flush() -> None:
-        out, connection.outgoing = connection.outgoing, []
+    async def connect(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from arcly_trio.protocols.srt import handshake as hs
+        from arcly_trio.protocols.srt.connection import SrtConnection
+        from arcly_trio.protocols.srt.packet import parse
+        from arcly_trio.relay.srt_push import caller_handshake
+
+        sock = self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await sock.connect((HOST, self.port))
+        caller = hs.Caller(f"publish:live/s{self.index}", latency_ms=200)
+        connected, now = await caller_handshake(sock, (HOST, self.port), caller, 20)
+        connection = self.connection = SrtConnection(
+            our_id=caller.socket_id,
+            peer_id=connected.peer_socket_id,
+            isn=connected.isn,
+            now=now,
+            peer_timestamp=connected.timestamp,
+            recv_latency=connected.recv_latency_ms / 1000,
+            send_latency=max(connected.send_latency_ms / 1000, 0.2),
+            idle_timeout=60,
+        )
+        task_status.started()
+        while True:  # the listener's ACKs and NAKs
+            data = await sock.recv(2048)
+            connection.receive(parse(data), trio.current_time())
+            self.flush()
+
+    def flush(self) -> None:
+        raw = self.sock._sock if hasattr(self.sock, "_sock") else self.sock  # the stdlib socket: never waits
+        out, self.connection.outgoing = self.connection.outgoing, []
         for datagram in out:
             try:
                 raw.send(datagram)
             except BlockingIOError:
-                stats["send_drops"] = stats.get("send_drops", 0) + 1
+                self.send_drops += 1
 
-    async def reader() -> None:
-        while True:
-            data = await sock.recv(2048)
-            connection.receive(parse(data), trio.current_time())
-            flush()
 
+async def publishers(port: int, count: int, clip: str, seconds: float) -> None:
+    """``count`` light publishers replaying the clip's 1316-byte chunks at its own rate."""
+    pin(LOAD_CPU)
+    data = Path(clip).read_bytes()
+    payloads = [data[offset : offset + 1316] for offset in range(0, len(data), 1316)]
+    rate = len(payloads) / seconds
+    senders = [LightPublisher(port, index) for index in range(count)]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
+        for sender in senders:
+            await nursery.start(sender.connect)
         start = trio.current_time()
         sent = 0
         while sent < len(payloads):
             await trio.sleep(0.005)
             now = trio.current_time()
             due = min(len(payloads), int((now - start) * rate) + 1)
-            while sent < due:
-                connection.send(payloads[sent], now)
-                sent += 1
-            connection.tick(now)
-            flush()
-        end = trio.current_time() + 0.5  # NAKs of the last packets answered
+            for sender in senders:
+                for index in range(sent, due):
+                    sender.connection.send(payloads[index], now)
+                sender.connection.tick(now)
+                sender.flush()
+            sent = due
+        end = trio.current_time() + 0.5  # the NAKs of the last packets answered
         while trio.current_time() < end:
             await trio.sleep(0.01)
-            connection.tick(trio.current_time())
-            flush()
-        connection.shutdown(trio.current_time())
-        flush()
-        stats["packets"] = connection.stats.packets_sent
-        stats["retransmitted"] = connection.stats.retransmitted
+            for sender in senders:
+                sender.connection.tick(trio.current_time())
+                sender.flush()
+        for sender in senders:
+            sender.connection.shutdown(trio.current_time())
+            sender.flush()
+        late = trio.current_time() - start - seconds
         nursery.cancel_scope.cancel()
-
-
-async def publishers(port: int, count: int, clip: str, seconds: float) -> None:
-    pin(LOAD_CPU)
-    data = Path(clip).read_bytes()
-    payloads = [data[offset : offset + 1316] for offset in range(0, len(data), 1316)]
-    rate = len(payloads) / seconds
-    stats: list[dict[str, int]] = [{} for _ in range(count)]
-    async with trio.open_nursery() as nursery:
-        for index in range(count):
-            nursery.start_soon(srt_publisher, port, index, payloads, rate, stats[index])
-            await trio.sleep(0.002)
-    print(json.dumps(stats), flush=True)
+    print(
+        json.dumps([
+            {"packets": s.connection.stats.packets_sent, "retransmitted": s.connection.stats.retransmitted,
+             "send_drops": s.send_drops, "late_s": round(late, 2)}
+            for s in senders
+        ]),
+        flush=True,
+    )  # fmt: skip
 
 
 async def rtmp_viewer(port: int, stats: dict[str, int], ready: Any) -> None:
@@ -352,11 +387,15 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
                 out += ["-c", "copy", "-f", "flv", url]
             processes.append(subprocess.Popen(out, preexec_fn=on_load_cpu))
         started = time.monotonic()
+        sender_totals: dict[str, int] = {}
         if protocol == "srt" and args.sender == "light":
             light = Child("_publishers", str(ports["srt"]), str(args.publishers), str(ts), str(args.seconds))
             sent = light.read()
             light.process.wait()
             codes = [0 if entry.get("packets") else 1 for entry in sent]
+            sender_totals = {
+                name: sum(entry.get(name, 0) for entry in sent) for name in ("packets", "retransmitted", "send_drops")
+            } | {"late_s": sent[0]["late_s"] if sent else None}
         else:
             codes = [process.wait() for process in processes]
         elapsed = time.monotonic() - started
@@ -375,6 +414,7 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
                 "seconds": round(elapsed, 2),
                 "sender": args.sender if protocol == "srt" else "ffmpeg", "failed": sum(1 for code in codes if code),
                 "server_cpu_s": round(cpu, 3), "cpu_pct": round(100 * cpu / elapsed, 1),
+                "server_runqueue_wait_s": round(after["waited"] - before["waited"], 2),
                 "media_mbit_per_s": round(mbits / elapsed, 2),
                 "cpu_ms_per_mbit": round(1000 * cpu / mbits, 3) if mbits else None,
                 "clip_frames": [video, audio], "streams": len(streams),
@@ -385,8 +425,9 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
                 "kernel_drops": sum(value[3] for value in streams.values()),
                 "audio_ms_first_last": sorted({(value[4], value[5]) for value in streams.values()})[:2],
                 **({f"srt_{name}": after["srt"][name] - before["srt"].get(name, 0)
-                    for name in ("lost", "dropped", "retransmits_received") if name in after["srt"]}
+                    for name in ("lost", "dropped", "retransmits_received", "socket_drops") if name in after["srt"]}
                    if protocol == "srt" else {}),
+                **({"light_sender": sender_totals} if sender_totals else {}),
             }),
             flush=True,
         )  # fmt: skip
