@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,6 +105,46 @@ def test_in_order_packets_are_delivered_at_once_across_the_wrap() -> None:
         got += receiver.receive(packet, 0.01)
     assert got == [bytes([i]) * 10 for i in range(8)]
     assert receiver.rcv_next == p.seq_add(p.SEQ_MASK - 3, 8)
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_sent_datagrams_are_the_codecs_bytes(encrypted: bool) -> None:
+    """The send path packs headers itself (no packet object per payload) and a retransmission
+    patches the R bit: the bytes are exactly what :class:`DataPacket` writes, across the
+    sequence wrap, with the key bits of an encrypted session."""
+
+    def encrypt(seq: int, payload: bytes) -> tuple[int, bytes]:
+        return 2, bytes(b ^ 0x5A for b in payload)
+
+    sender = SrtConnection(our_id=1, peer_id=77, isn=p.SEQ_MASK - 1, now=0.0, encrypt=encrypt if encrypted else None)
+    sender.msgno = 0x03FFFFFE  # the message number wraps too
+    for index in range(4):
+        sender.send(bytes([index]) * 1316, 0.25 * index)
+    sent = list(sender.outgoing)
+    sender.outgoing.clear()
+    for index, datagram in enumerate(sent):
+        payload = bytes([index]) * 1316
+        expected = p.DataPacket(
+            p.seq_add(p.SEQ_MASK - 1, index),
+            [0x03FFFFFE, 0x03FFFFFF, 1, 2][index],
+            250_000 * index,
+            77,
+            encrypt(0, payload)[1] if encrypted else payload,
+            key=2 if encrypted else 0,
+        )
+        assert datagram == expected.to_bytes()
+    nak = p.ControlPacket(p.ControlType.NAK, 0, 0, 0, 1, p.encode_losses([(p.SEQ_MASK, 0)]))
+    sender.receive(nak, 1.0)
+    again = [p.parse(d) for d in sender.outgoing]
+    assert [d.seq for d in again] == [p.SEQ_MASK, 0]  # type: ignore[union-attr]
+    assert all(d.retransmitted for d in again)  # type: ignore[union-attr]
+    assert (
+        [a.to_bytes() for a in again]
+        == [
+            attrs.evolve(p.parse(d), retransmitted=True).to_bytes()  # type: ignore[misc]
+            for d in sent[1:3]
+        ]
+    )
 
 
 def test_loss_is_nakked_retransmitted_and_filled() -> None:

@@ -30,12 +30,14 @@ packet that cannot be decrypted is dropped and counted; the session's end is
 from __future__ import annotations
 
 import secrets
+import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import attrs
 
 from arcly_trio.protocols.srt.packet import (
+    SEQ_MASK,
     Ack,
     ControlPacket,
     ControlType,
@@ -68,6 +70,11 @@ MAX_KM_REFRESHES = 1000
 PAYLOAD_SIZE = 1316
 """Seven 188-byte TS packets: the live-mode payload libsrt and ffmpeg use."""
 _WRAP = 1 << 32
+_DATA_HEADER = struct.Struct(">IIII")
+_WHOLE = 3 << 30
+"""PP bits 11: the packet is a whole message (live mode)."""
+_RETRANSMITTED = 0x04
+"""The R bit (bit 26 of the message word) in the word's first byte."""
 
 
 @attrs.define(slots=True)
@@ -146,7 +153,8 @@ class SrtConnection:
         # send side
         self.snd_next = isn
         self.msgno = 1
-        self.sent: OrderedDict[int, tuple[DataPacket, float]] = OrderedDict()
+        self.sent: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        """The datagrams sent and not yet acknowledged (by sequence number) and when."""
         self.last_sent = now
         self.peer_rtt: float | None = None
 
@@ -320,8 +328,9 @@ class SrtConnection:
                 held = self.sent.get(seq_add(first, index))
                 if held is None:
                     continue
-                data = attrs.evolve(held[0], retransmitted=True)
-                self.outgoing.append(data.to_bytes())
+                again = bytearray(held[0])
+                again[4] |= _RETRANSMITTED  # the R bit of the message word
+                self.outgoing.append(bytes(again))
                 self.stats.retransmitted += 1
             budget -= count
             if budget <= 0:
@@ -336,17 +345,19 @@ class SrtConnection:
         key = 0
         if self.encrypt is not None:
             key, payload = self.encrypt(seq, payload)
-        packet = DataPacket(seq, self.msgno, self.timestamp(now), self.peer_id, payload, key=key)
-        self.snd_next = seq_add(seq, 1)
+        # The packet's header in one pack (what DataPacket.to_bytes writes: a whole message, PP 3).
+        datagram = _DATA_HEADER.pack(seq, _WHOLE | key << 27 | self.msgno, self.timestamp(now), self.peer_id) + payload
+        self.snd_next = (seq + 1) & SEQ_MASK
         self.msgno = self.msgno % 0x03FFFFFF + 1
-        self.outgoing.append(packet.to_bytes())
-        self.stats.packets_sent += 1
-        self.stats.bytes_sent += len(payload)
+        self.outgoing.append(datagram)
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(payload)
         sent = self.sent
-        sent[seq] = (packet, now)
+        sent[seq] = (datagram, now)
         if len(sent) > self.buffer_packets:
             sent.popitem(last=False)
-            self.stats.send_dropped += 1
+            stats.send_dropped += 1
         self.last_sent = now
 
     def shutdown(self, now: float, reason: str = "closed") -> None:
