@@ -395,6 +395,16 @@ class Child:
             self.process.wait()
 
 
+def srt_received_mbit(sender: dict[str, int], after: dict[str, Any], before: dict[str, Any]) -> float:
+    """SRT payload Mbit that reached the server (the light senders' packets and retransmissions
+    less the server socket's drops): the CPU's denominator when loss breaks frames the kernel
+    never counts."""
+    if not sender:
+        return 0.0
+    drops = after["srt"].get("socket_drops", 0) - before["srt"].get("socket_drops", 0)
+    return (sender["packets"] + sender["retransmitted"] - max(drops, 0)) * 1316 * 8 / 1e6
+
+
 def on_load_cpu() -> None:
     pin(LOAD_CPU)
 
@@ -450,6 +460,8 @@ def ingest(server: Child, ports: dict[str, int], args: argparse.Namespace) -> No
                 "server_runqueue_wait_s": round(after["waited"] - before["waited"], 2),
                 "media_mbit_per_s": round(mbits / elapsed, 2),
                 "cpu_ms_per_mbit": round(1000 * cpu / mbits, 3) if mbits else None,
+                **({"cpu_ms_per_received_mbit": round(1000 * cpu / received, 3)}
+                   if (received := srt_received_mbit(sender_totals, after, before)) else {}),
                 "clip_frames": [video, audio], "streams": len(streams),
                 "video_frames_min_max": [got_video[0], got_video[-1]] if got_video else None,
                 "audio_frames_min_max": [got_audio[0], got_audio[-1]] if got_audio else None,
