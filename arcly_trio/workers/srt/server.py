@@ -10,7 +10,8 @@ the authenticator for ``publish`` or ``play`` (a play credential never publishes
 a handshake rejection with a reason code (``UNAUTHORIZED`` 1401, ``NOTFOUND`` 1404, ``CONFLICT``
 1409, ``OVERLOAD`` 1402, ``BAD_REQUEST`` 1400, ``BADSECRET``, ``UNSECURE``) and a log line.
 
-How: the receive task reads every datagram; handshakes go to the stateless
+How: the receive task reads every datagram, a burst at a time (after one trio wait, up to
+:data:`DRAIN_BURST` more already queued, with :meth:`UdpPort.receive_nowait`); handshakes go to the stateless
 :class:`~arcly_trio.protocols.srt.handshake.Listener`; a valid conclusion starts a session task
 in the worker's nursery (``nursery.start``); it is answered once the kernel admitted it (a
 repeated conclusion gets the same answer again). Other packets are routed by their destination
