@@ -135,6 +135,10 @@ _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
 _PRIVATE_STREAM_1 = 0xBD
 _PAYLOAD = 184
+_HEADS: dict[int, tuple[bytes, ...]] = {
+    pid: tuple(bytes((0x47, pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16)) for pid in (VIDEO_PID, AUDIO_PID)
+}
+"""The 4-byte headers of a PES packet's middle packets (no start, no adaptation field), by PID and counter."""
 
 
 def ms_to_90k(ms: int, offset: int = TIMESTAMP_OFFSET) -> int:
@@ -470,6 +474,14 @@ class TsMuxer:
         cc = self._cc[pid]
         pid_hi, pid_lo = pid >> 8, pid & 0xFF
         while pos < end:
+            if pusi == 0 and end - pos >= _PAYLOAD:  # a middle packet: a 4-byte header and 184 bytes
+                heads = _HEADS[pid]
+                while end - pos >= _PAYLOAD:
+                    packets.append(heads[cc])
+                    packets.append(pes[pos : pos + _PAYLOAD])
+                    pos += _PAYLOAD
+                    cc = (cc + 1) & 0x0F
+                continue
             space = _PAYLOAD - (0 if af is None else 1 + len(af))
             chunk = pes[pos : pos + space]
             pos += len(chunk)

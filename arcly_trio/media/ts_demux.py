@@ -107,6 +107,8 @@ __all__ = ["TsDemuxer", "TsError", "TsLimits", "TsStats", "annexb_nal_units"]
 
 _SYNC: Final = 0x47
 _WRAP: Final = 1 << 33
+_PES_CHUNK: Final = PACKET_SIZE - 4
+"""The payload of a packet with no adaptation field."""
 _HALF: Final = 1 << 32
 _MAX_SECTION: Final = 1024
 _H264_FILLER: Final = 12
@@ -462,38 +464,73 @@ class TsDemuxer:
         Raises :class:`TsError` when no sync byte was found for
         :attr:`TsLimits.max_unsynced` bytes."""
         self._stats.bytes += len(data)
-        buf = self._buf
-        buf += data
+        held = self._buf
+        buf: bytes | bytearray
+        if held:
+            held += data
+            buf = held
+        else:
+            buf = data  # aligned input (the usual case): sliced without another copy
         pos, n = 0, len(buf)
-        while n - pos >= PACKET_SIZE:
-            left = n - pos
-            if buf[pos] == _SYNC and (
-                left == PACKET_SIZE or (left >= 2 * PACKET_SIZE and buf[pos + PACKET_SIZE] == _SYNC)
-            ):
-                self._unsynced = 0
-                self._lost_sync = False
-                self._packet(bytes(buf[pos : pos + PACKET_SIZE]))
-                pos += PACKET_SIZE
-                continue
-            if buf[pos] == _SYNC and left < 2 * PACKET_SIZE:
-                break  # a packet and part of the next: wait for the rest to check its sync byte
-            if not self._lost_sync:
-                self._lost_sync = True
-                self._stats.resyncs += 1
-            found = self._find_sync(buf, pos + 1, n)
-            skipped = found - pos
-            self._stats.skipped_bytes += skipped
-            self._unsynced += skipped
-            pos = found
-            if self._unsynced > self.limits.max_unsynced:
-                del buf[:pos]
-                raise TsError(f"no MPEG-TS sync byte in {self._unsynced} bytes")
-        del buf[:pos]
+        es_by_pid = self._es
+        try:
+            while n - pos >= PACKET_SIZE:
+                left = n - pos
+                if buf[pos] == _SYNC and (
+                    left == PACKET_SIZE or (left >= 2 * PACKET_SIZE and buf[pos + PACKET_SIZE] == _SYNC)
+                ):
+                    self._unsynced = 0
+                    self._lost_sync = False
+                    # The fast path: a PES continuation (no error, no start, not scrambled, payload
+                    # only) of a followed stream, in order, that neither completes nor overflows
+                    # its PES packet: one more chunk. Anything else takes the general path.
+                    head = buf[pos + 1]
+                    flags = buf[pos + 3]
+                    if not head & 0xC0 and flags & 0xF0 == 0x10:
+                        pid = (head & 0x1F) << 8 | buf[pos + 2]
+                        es = es_by_pid.get(pid)
+                        if (
+                            es is not None
+                            and pid != PAT_PID
+                            and (self._pmt is None or pid != self._pmt.pid)
+                            and es.chunks is not None
+                            and es.expected is not None
+                            and es.cc is not None
+                            and flags & 0x0F == (es.cc + 1) & 0x0F
+                        ):
+                            size = es.size + _PES_CHUNK
+                            if size <= es.limit and (es.expected == 0 or size < es.expected):
+                                es.cc = flags & 0x0F
+                                es.chunks.append(bytes(buf[pos + 4 : pos + PACKET_SIZE]))
+                                es.size = size
+                                self._stats.packets += 1
+                                pos += PACKET_SIZE
+                                continue
+                    self._packet(bytes(buf[pos : pos + PACKET_SIZE]))
+                    pos += PACKET_SIZE
+                    continue
+                if buf[pos] == _SYNC and left < 2 * PACKET_SIZE:
+                    break  # a packet and part of the next: wait for the rest to check its sync byte
+                if not self._lost_sync:
+                    self._lost_sync = True
+                    self._stats.resyncs += 1
+                found = self._find_sync(buf, pos + 1, n)
+                skipped = found - pos
+                self._stats.skipped_bytes += skipped
+                self._unsynced += skipped
+                pos = found
+                if self._unsynced > self.limits.max_unsynced:
+                    raise TsError(f"no MPEG-TS sync byte in {self._unsynced} bytes")
+        finally:
+            if buf is held:
+                del held[:pos]
+            else:
+                held += buf[pos:]
         out, self._out = self._out, []
         return out
 
     @staticmethod
-    def _find_sync(buf: bytearray, start: int, n: int) -> int:
+    def _find_sync(buf: bytes | bytearray, start: int, n: int) -> int:
         """The next position that looks like a packet start (a sync byte, and another one
         packet later when there is room to check), or where to wait for more bytes."""
         pos = start

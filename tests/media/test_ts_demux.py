@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -198,6 +199,61 @@ def test_duplicates_and_garbage_between_packets_change_nothing() -> None:
     assert demuxer.stats.duplicates > 0
     assert demuxer.stats.resyncs > 0
     assert demuxer.stats.continuity_errors == 0
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(["drop", "repeat", "cc", "start", "adaptation", "error"])),
+        max_size=12,
+    ),
+    st.sampled_from([1316, 188 * 3, 500]),
+    st.sampled_from([TsLimits(), TsLimits(max_video_pes=2000)]),
+)
+@settings(max_examples=30, deadline=None)
+def test_feed_matches_the_packet_by_packet_path(edits: list[tuple[int, str]], chunk: int, limits: TsLimits) -> None:
+    """``feed`` takes PES continuation packets on a fast path: whatever the damage (lost,
+    repeated, renumbered packets, a start or adaptation field where none was, transport errors,
+    a PES over its limit), its frames and counters are those of the general per-packet path."""
+    sizes = iter([347, 715, 600] * 4)  # audio PES packets (they carry their length) over 2, 4, 4 TS packets
+    frames = [  # (the first two fill them exactly: no adaptation field in their last packet)
+        attrs.evolve(f, payload=bytes([0x21]) * next(sizes)) if f.kind is FrameKind.AUDIO and not f.config else f
+        for f in gop_stream(count=6, gop=3, body=2500)
+    ]
+    packets = packets_of(mux(frames))
+    for index, edit in edits:
+        index %= len(packets)
+        packet = bytearray(packets[index])
+        if edit == "drop":
+            del packets[index]
+            continue
+        if edit == "repeat":
+            packets.insert(index, bytes(packet))
+            continue
+        if edit == "cc":
+            packet[3] = packet[3] & 0xF0 | (packet[3] + 5) & 0x0F
+        elif edit == "start":
+            packet[1] |= 0x40
+        elif edit == "adaptation":
+            packet[3] |= 0x20
+            packet[4] = 0
+        else:
+            packet[1] |= 0x80
+        packets[index] = bytes(packet)
+    data = b"".join(packets)
+    fed = TsDemuxer(limits=limits)
+    got: list[Frame] = []
+    for offset in range(0, len(data), chunk):
+        got += fed.feed(data[offset : offset + chunk])
+        assert all(es.size <= es.limit for es in fed._es.values())
+    reference = TsDemuxer(limits=limits)
+    for packet in packets:
+        reference._packet(packet)  # the general path, one packet at a time
+
+    def key(frames: list[Frame]) -> list[tuple[object, ...]]:
+        return [(f.kind, f.codec, f.pts, f.dts, bytes(f.payload), f.keyframe, f.config) for f in frames]
+
+    assert key(got) == key(reference._out)
+    assert fed.stats == reference.stats.__class__(**{**attrs.asdict(reference.stats), "bytes": len(data)})
 
 
 def test_bytes_that_are_not_mpeg_ts_raise_ts_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -106,6 +107,46 @@ def test_in_order_packets_are_delivered_at_once_across_the_wrap() -> None:
     assert receiver.rcv_next == p.seq_add(p.SEQ_MASK - 3, 8)
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_sent_datagrams_are_the_codecs_bytes(encrypted: bool) -> None:
+    """The send path packs headers itself (no packet object per payload) and a retransmission
+    patches the R bit: the bytes are exactly what :class:`DataPacket` writes, across the
+    sequence wrap, with the key bits of an encrypted session."""
+
+    def encrypt(seq: int, payload: bytes) -> tuple[int, bytes]:
+        return 2, bytes(b ^ 0x5A for b in payload)
+
+    sender = SrtConnection(our_id=1, peer_id=77, isn=p.SEQ_MASK - 1, now=0.0, encrypt=encrypt if encrypted else None)
+    sender.msgno = 0x03FFFFFE  # the message number wraps too
+    for index in range(4):
+        sender.send(bytes([index]) * 1316, 0.25 * index)
+    sent = list(sender.outgoing)
+    sender.outgoing.clear()
+    for index, datagram in enumerate(sent):
+        payload = bytes([index]) * 1316
+        expected = p.DataPacket(
+            p.seq_add(p.SEQ_MASK - 1, index),
+            [0x03FFFFFE, 0x03FFFFFF, 1, 2][index],
+            250_000 * index,
+            77,
+            encrypt(0, payload)[1] if encrypted else payload,
+            key=2 if encrypted else 0,
+        )
+        assert datagram == expected.to_bytes()
+    nak = p.ControlPacket(p.ControlType.NAK, 0, 0, 0, 1, p.encode_losses([(p.SEQ_MASK, 0)]))
+    sender.receive(nak, 1.0)
+    again = [p.parse(d) for d in sender.outgoing]
+    assert [d.seq for d in again] == [p.SEQ_MASK, 0]  # type: ignore[union-attr]
+    assert all(d.retransmitted for d in again)  # type: ignore[union-attr]
+    assert (
+        [a.to_bytes() for a in again]
+        == [
+            attrs.evolve(p.parse(d), retransmitted=True).to_bytes()  # type: ignore[misc]
+            for d in sent[1:3]
+        ]
+    )
+
+
 def test_loss_is_nakked_retransmitted_and_filled() -> None:
     sender, receiver = pair()
     for index in range(5):
@@ -150,6 +191,27 @@ def test_ack_ackack_measures_rtt_and_frees_the_send_buffer() -> None:
     assert isinstance(ackack, p.ControlPacket) and ackack.type == p.ControlType.ACKACK
     receiver.receive(ackack, 0.07)
     assert receiver.rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
+
+
+def test_one_ack_per_period_with_the_last_seconds_rates() -> None:
+    """Many packets in one 10 ms period give one ACK; its packet and byte rates count the
+    arrivals of the last second only (a running total, not a sum per ACK)."""
+    sender, receiver = pair()
+    acks: list[p.Ack] = []
+    for index in range(300):  # 3 s at 100 packets/s of 100 bytes
+        now = 0.01 * index
+        sender.send(bytes(100), now)
+        receiver.receive(drain(sender)[0], now)
+        sender.send(bytes(100), now)
+        receiver.receive(drain(sender)[0], now)
+        receiver.tick(now + 0.005)
+        sent = [c for c in drain(receiver) if isinstance(c, p.ControlPacket) and c.type == p.ControlType.ACK]
+        assert len(sent) <= 1
+        acks += [p.Ack.parse(c.body) for c in sent]
+    assert len(acks) >= 140  # one per period with something new (every other tick here)
+    last = acks[-1]
+    assert 198 <= last.packet_rate <= 202 and last.byte_rate == 100 * last.packet_rate
+    assert len(receiver._window) == last.packet_rate
 
 
 def test_window_is_bounded() -> None:

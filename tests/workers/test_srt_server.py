@@ -208,6 +208,43 @@ async def test_a_player_gets_mpeg_ts_and_its_acks_are_answered(demo_frames: list
             nursery.cancel_scope.cancel()
 
 
+async def test_a_burst_is_read_with_few_wakeups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datagrams already in the socket's buffer are taken without a trio wait each: 600 data
+    packets queued at once cost a few awaited receives, and all reach the session in order."""
+    import socket
+
+    from arcly_trio.workers.srt import server as srt_server
+    from arcly_trio.workers.webrtc.udp import UdpPort
+
+    waits = 0
+    receive = UdpPort.receive
+
+    async def counting(self: UdpPort) -> tuple[bytes, tuple[str, int]]:
+        nonlocal waits
+        waits += 1
+        return await receive(self)
+
+    monkeypatch.setattr(UdpPort, "receive", counting)
+    null_ts = (b"\x47\x1f\xff\x10" + bytes(184)) * 7  # null packets: the demuxer skips them
+    with trio.fail_after(10):
+        async with srt() as (_, server), Caller(server.port_number or 0) as caller:
+            hs = await caller.connect("publish:live/burst")
+            assert hs.type == p.HandshakeType.CONCLUSION
+            (session,) = server.sessions.values()
+            connection = session.connection
+            assert connection is not None
+            blocking = socket.fromfd(caller.sock.fileno(), socket.AF_INET, socket.SOCK_DGRAM)
+            blocking.setblocking(True)
+            waits = 0
+            for index in range(600):  # no checkpoint in between: all queued before the server runs
+                packet = p.DataPacket(p.seq_add(777, index), index + 1, 1000 + index, hs.socket_id, null_ts)
+                blocking.sendto(packet.to_bytes(), (HOST, server.port_number or 0))
+            blocking.close()
+            await wait_until(lambda: connection.stats.packets_received == 600)
+            assert connection.rcv_next == p.seq_add(777, 600) and connection.stats.lost == 0
+            assert waits <= 600 // srt_server.DRAIN_BURST + 3
+
+
 async def test_garbage_never_takes_the_worker_down() -> None:
     import random
 

@@ -30,12 +30,14 @@ packet that cannot be decrypted is dropped and counted; the session's end is
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+import struct
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import attrs
 
 from arcly_trio.protocols.srt.packet import (
+    SEQ_MASK,
     Ack,
     ControlPacket,
     ControlType,
@@ -68,6 +70,11 @@ MAX_KM_REFRESHES = 1000
 PAYLOAD_SIZE = 1316
 """Seven 188-byte TS packets: the live-mode payload libsrt and ffmpeg use."""
 _WRAP = 1 << 32
+_DATA_HEADER = struct.Struct(">IIII")
+_WHOLE = 3 << 30
+"""PP bits 11: the packet is a whole message (live mode)."""
+_RETRANSMITTED = 0x04
+"""The R bit (bit 26 of the message word) in the word's first byte."""
 
 
 @attrs.define(slots=True)
@@ -140,11 +147,14 @@ class SrtConnection:
         self.next_ack = now + ACK_INTERVAL
         self.next_nak = now + MIN_NAK_INTERVAL
         self.last_heard = now
-        self._window: list[tuple[float, int]] = []
+        self._window: deque[tuple[float, int]] = deque()
+        self._window_bytes = 0
+        """The payload bytes in :attr:`_window` (the last second's arrivals, for the ACK's rates)."""
         # send side
         self.snd_next = isn
         self.msgno = 1
-        self.sent: OrderedDict[int, tuple[DataPacket, float]] = OrderedDict()
+        self.sent: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        """The datagrams sent and not yet acknowledged (by sequence number) and when."""
         self.last_sent = now
         self.peer_rtt: float | None = None
 
@@ -255,7 +265,9 @@ class SrtConnection:
         self.received[seq] = (payload, int(sent_at * 1e6))
         if seq_less(self.rcv_highest, seq):
             self.rcv_highest = seq
-        self._window.append((now, len(payload)))
+        size = len(payload)
+        self._window.append((now, size))
+        self._window_bytes += size
         return self._deliver()
 
     def _deliver(self) -> list[bytes]:
@@ -316,8 +328,9 @@ class SrtConnection:
                 held = self.sent.get(seq_add(first, index))
                 if held is None:
                     continue
-                data = attrs.evolve(held[0], retransmitted=True)
-                self.outgoing.append(data.to_bytes())
+                again = bytearray(held[0])
+                again[4] |= _RETRANSMITTED  # the R bit of the message word
+                self.outgoing.append(bytes(again))
                 self.stats.retransmitted += 1
             budget -= count
             if budget <= 0:
@@ -332,17 +345,19 @@ class SrtConnection:
         key = 0
         if self.encrypt is not None:
             key, payload = self.encrypt(seq, payload)
-        packet = DataPacket(seq, self.msgno, self.timestamp(now), self.peer_id, payload, key=key)
-        self.snd_next = seq_add(seq, 1)
+        # The packet's header in one pack (what DataPacket.to_bytes writes: a whole message, PP 3).
+        datagram = _DATA_HEADER.pack(seq, _WHOLE | key << 27 | self.msgno, self.timestamp(now), self.peer_id) + payload
+        self.snd_next = (seq + 1) & SEQ_MASK
         self.msgno = self.msgno % 0x03FFFFFF + 1
-        self.outgoing.append(packet.to_bytes())
-        self.stats.packets_sent += 1
-        self.stats.bytes_sent += len(payload)
+        self.outgoing.append(datagram)
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(payload)
         sent = self.sent
-        sent[seq] = (packet, now)
+        sent[seq] = (datagram, now)
         if len(sent) > self.buffer_packets:
             sent.popitem(last=False)
-            self.stats.send_dropped += 1
+            stats.send_dropped += 1
         self.last_sent = now
 
     def shutdown(self, now: float, reason: str = "closed") -> None:
@@ -400,7 +415,7 @@ class SrtConnection:
         cutoff = now - 1.0
         window = self._window
         while window and window[0][0] < cutoff:
-            window.pop(0)
+            self._window_bytes -= window.popleft()[1]
         ack = Ack(
             last=self.rcv_next,
             rtt=int(self.rtt * 1e6),
@@ -408,7 +423,7 @@ class SrtConnection:
             buffer=max(2, self.buffer_packets - len(self.received)),
             packet_rate=len(window),
             capacity=max(len(window), 1000),
-            byte_rate=sum(size for _, size in window),
+            byte_rate=self._window_bytes,
         )
         self.ack_times[self.ack_number] = now
         if len(self.ack_times) > MAX_ACKS:

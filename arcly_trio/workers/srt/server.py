@@ -10,7 +10,8 @@ the authenticator for ``publish`` or ``play`` (a play credential never publishes
 a handshake rejection with a reason code (``UNAUTHORIZED`` 1401, ``NOTFOUND`` 1404, ``CONFLICT``
 1409, ``OVERLOAD`` 1402, ``BAD_REQUEST`` 1400, ``BADSECRET``, ``UNSECURE``) and a log line.
 
-How: the receive task reads every datagram; handshakes go to the stateless
+How: the receive task reads every datagram, a burst at a time (after one trio wait, up to
+:data:`DRAIN_BURST` more already queued, with :meth:`UdpPort.receive_nowait`); handshakes go to the stateless
 :class:`~arcly_trio.protocols.srt.handshake.Listener`; a valid conclusion starts a session task
 in the worker's nursery (``nursery.start``); it is answered once the kernel admitted it (a
 repeated conclusion gets the same answer again). Other packets are routed by their destination
@@ -70,6 +71,9 @@ PLAY_TICK = 0.1
 """A player's timers (keepalive, send buffer, idle): NAKs are answered as they arrive."""
 WAKE_PACKETS = 64
 """Payloads a publisher's session lets pile up before its task is woken ahead of its tick."""
+DRAIN_BURST = 256
+"""Datagrams the receive task takes from the socket's buffer without a checkpoint (one trio
+wakeup for a burst rather than one per datagram)."""
 _TOTALS = ("lost", "dropped", "retransmitted", "naks_sent", "naks_received")
 _VIDEO = frozenset({"h264", "hevc"})
 _AUDIO = TS_AUDIO_CODECS
@@ -142,21 +146,41 @@ class SrtServer:
         port = self.port
         assert port is not None
         while True:
-            data, address = await port.receive()
-            now = trio.current_time()
-            try:
-                packet = parse(data)
-            except ArclyError:
-                self.bad_packets += 1
-                continue
-            if isinstance(packet, ControlPacket) and packet.type == ControlType.HANDSHAKE:
-                await self._handshake(packet, address, now)
-                continue
-            session = self.sessions.get(packet.dest)
+            received: tuple[bytes, tuple[str, int]] | None = await port.receive()
+            burst = 0
+            while received is not None:
+                await self._datagram(received[0], received[1], trio.current_time())
+                burst += 1
+                if burst >= DRAIN_BURST:
+                    break  # the next burst after a checkpoint: the sessions' tasks get their turn
+                received = port.receive_nowait()
+
+    async def _datagram(self, data: bytes, address: tuple[str, int], now: float) -> None:
+        if len(data) >= 16 and not data[0] & 0x80:  # a data packet: the common case first
+            session = self.sessions.get(int.from_bytes(data[12:16], "big"))
             if session is None or session.address != address:
                 self.bad_packets += 1
-                continue
-            session.on_packet(packet, now)
+                return
+            try:
+                data_packet = parse(data)
+            except ArclyError:
+                self.bad_packets += 1
+                return
+            session.on_packet(data_packet, now)
+            return
+        try:
+            packet = parse(data)
+        except ArclyError:
+            self.bad_packets += 1
+            return
+        if isinstance(packet, ControlPacket) and packet.type == ControlType.HANDSHAKE:
+            await self._handshake(packet, address, now)
+            return
+        session = self.sessions.get(packet.dest)
+        if session is None or session.address != address:
+            self.bad_packets += 1
+            return
+        session.on_packet(packet, now)
 
     # ------------------------------------------------------------------ handshakes
 
