@@ -47,7 +47,7 @@ __all__ = ["CmafPackaging", "LiveCmaf"]
 
 MASTER = "index.m3u8"
 MPD = "index.mpd"
-WAKE_TURN = 32
+WAKE_TURN = 8
 """How many waiters of one change run in one pass of the scheduler (see the module docstring):
 small enough that a pass stays a few milliseconds, large enough that the relay costs little."""
 
