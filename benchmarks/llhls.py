@@ -317,8 +317,9 @@ async def measure_wake(frames: list[Frame], count: int, turn: int) -> dict[str, 
             stream = await trio.open_tcp_stream(HOST, http.port)
             await stream.send_all(request.encode())
             streams.append(stream)
-        while live.waiting < count:
-            await trio.sleep(0.01)
+        with trio.fail_after(60):
+            while live.waiting < count:
+                await trio.sleep(0.01)
         longest = 0.0
         done = False
 
