@@ -57,7 +57,7 @@ async def test_one_change_wakes_every_waiter_in_turns_with_passes_of_the_schedul
     assert max(woken) - start >= count // WAKE_TURN - 1
 
 
-async def test_a_waiter_that_comes_back_for_the_next_change_is_not_woken_by_this_one() -> None:
+async def test_a_waiter_that_comes_back_for_the_next_change_is_not_woken_by_this_one(autojump_clock) -> None:  # type: ignore[no-untyped-def]
     """The relay of one change wakes only its own waiters: one that was answered and waits
     again (the next blocking reload) sleeps until the next change, and times out without it.
     Mutant killed: one lot for every change (the relay woke the returning waiter at once, which
