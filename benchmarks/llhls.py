@@ -2,7 +2,8 @@
 """LL-HLS, fMP4 HLS and DASH: packaging cost, blocked requests against idle connections, and
 the latency behind live that hls.js reaches in headless Chromium.
 
-Three parts, each printing one JSON line per measurement (``--only packaging|blocked|latency``):
+Four parts, each printing one JSON line per measurement
+(``--only packaging|blocked|latency|viewers``):
 
 * ``packaging``: the HLS service's packaging of one stream, in-process: frames of a clip
   (default: the shared bench sample, 720p30 H.264 + AAC at 1665 kbit/s) go through the variant's
@@ -19,6 +20,23 @@ Three parts, each printing one JSON line per measurement (``--only packaging|blo
   (over HTTP/1.1, from npm, as the browser tests do) for ``--seconds``; every 250 ms the page
   samples wall clock minus hls.js's ``playingDate`` (the program date time of what is on screen,
   anchored to the server's wall clock when the frames arrived). p50/p90 in milliseconds.
+
+* ``viewers``: ``arcly-trio serve --demo`` (a child process pinned to CPU 0 with ``taskset``)
+  packages the clip, published by ffmpeg in real time as ``live/bench`` (the shared bench
+  sample: 720p30 H.264 + AAC, 1.6 Mbit/s), as ``ll``; this process (pinned to CPU 1) runs
+  ``--viewers`` LL-HLS viewers of it (:func:`arcly_trio.clients.hls.follow_llhls`: blocking
+  reloads and part fetches as hls.js in low-latency mode, one keep-alive connection per
+  rendition) for ``--window`` seconds, while a healthy RTMP player of *another* stream (the
+  built-in demo) counts its frames per second; then, in a fresh server, as many HTTP-FLV
+  viewers of ``live/bench`` (reading and discarding). For each: server CPU ms per
+  viewer-second (its CPU time over the window, from ``/proc``, less a run with no viewer,
+  divided by viewers × seconds), the healthy player's lowest fps, the largest loop lag
+  ``/api/health`` reported, RSS per viewer, what the viewers got (parts, playlists, gaps,
+  errors), server CPU µs per request, and ``runqueue_wait_s``: the seconds the server was
+  runnable but another process had its CPU (``/proc/PID/schedstat``): on a shared machine the
+  loop lag and the healthy fps owe that much to others. Each count in ``--counts`` (default
+  300,1000,3000) is one pair of runs (``--kinds``); ``--server-root`` runs another checkout's
+  server (compare before and after a change in one session).
 
 Run from the repository root: ``.venv/bin/python benchmarks/llhls.py [--only NAME]``.
 """
@@ -41,7 +59,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arcly_trio.core.frame import Frame  # noqa: E402
+from arcly_trio.core.frame import Frame, FrameKind  # noqa: E402
 from arcly_trio.core.keys import StreamKey  # noqa: E402
 from arcly_trio.media import flv  # noqa: E402
 from arcly_trio.services import HlsService  # noqa: E402
@@ -260,13 +278,248 @@ def run_latency(clip: Path, seconds: float) -> None:
     )
 
 
+# --- wake -------------------------------------------------------------------------------------
+
+
+async def measure_wake(frames: list[Frame], count: int, turn: int) -> dict[str, Any]:
+    """``count`` blocking reloads of the next part held by an in-process server, answered by one
+    change: the longest pass of trio's scheduler while they are answered, in CPU ms of this
+    thread (a probe task's gap between two of its own turns: what every other connection waited,
+    whatever else the machine runs), and the CPU to answer them all."""
+    from arcly_trio import AppSpec, Engine
+    from arcly_trio.services import _hls_cmaf
+    from arcly_trio.workers.http import HttpServer
+
+    _hls_cmaf.WAKE_TURN = turn
+    http = HttpServer(HOST, 0, max_connections=count + 64, max_pending_per_address=None)
+    hls = HlsService()
+    builder = Engine.builder().service(hls).protocol(http).application(AppSpec("live", hls=True, audio_hold=0))
+    async with builder.build() as engine, engine.publish("live/bench") as publisher:
+        configs = [f for f in frames if f.config]
+        media = [f for f in frames if not f.config]
+        for frame in configs:
+            await publisher.send(frame)
+        position = 0
+
+        def video() -> Any:
+            live = hls.live.get("live/bench")
+            return None if live is None else live.packager.renditions.get(FrameKind.VIDEO)
+
+        while video() is None or not video().segments or not hls.live["live/bench"].current:
+            await publisher.send(media[position])
+            position += 1
+            await trio.sleep(0.001)
+        rendition, live = video(), hls.live["live/bench"]
+        msn, part = rendition.open_sequence, len(rendition.open_parts)
+        streams = []
+        request = f"GET /live/bench/video.m3u8?_HLS_msn={msn}&_HLS_part={part} HTTP/1.1\r\nHost: x\r\n\r\n"
+        for _ in range(count):
+            stream = await trio.open_tcp_stream(HOST, http.port)
+            await stream.send_all(request.encode())
+            streams.append(stream)
+        with trio.fail_after(60):
+            while live.waiting < count:
+                await trio.sleep(0.01)
+        longest = 0.0
+        done = False
+
+        async def probe() -> None:
+            nonlocal longest
+            while not done:
+                before = time.thread_time()
+                await trio.sleep(0)
+                longest = max(longest, time.thread_time() - before)
+
+        cpu0 = time.thread_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            while live.waiting:  # frames until the part is made and every waiter woken
+                if len(rendition.open_parts) <= part and rendition.open_sequence == msn:
+                    await publisher.send(media[position])
+                    position += 1
+                await trio.sleep(0)
+            for stream in streams:  # every answer arrived
+                await stream.receive_some(65536)
+            cpu = time.thread_time() - cpu0
+            done = True
+        for stream in streams:
+            await stream.aclose()
+    return {"part": "wake", "held": count, "turn": turn, "longest_pass_cpu_ms": round(1000 * longest, 1),
+            "cpu_ms_to_answer_all": round(1000 * cpu, 1)}  # fmt: skip
+
+
+def run_wake(counts: list[int]) -> None:
+    frames = flv.read_frames(DEMO.read_bytes())
+    for count in counts:
+        for turn in (10**9, 32, 8):  # everyone in one pass (as before), then in turns
+            emit(**trio.run(measure_wake, frames, count, turn))
+
+
+# --- viewers ----------------------------------------------------------------------------------
+
+
+SERVER_ROOT = ROOT
+"""The checkout whose server the viewers part runs (``--server-root``: compare two)."""
+
+
+def serve_pinned(http_port: int, rtmp_port: int) -> subprocess.Popen[bytes]:
+    """``arcly-trio serve --demo`` as ``ll`` on CPU 0 (the load generator goes on CPU 1)."""
+    command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--hls", "--hls-variant", "ll",
+               "--host", HOST, "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
+               "--max-connections", "16384", "--max-idle-per-ip", "16384", "--log-level", "error",
+               "--srt-port", "-1", "--rtsp-port", "-1", "--webrtc-port", "-1"]  # fmt: skip
+    return subprocess.Popen(["taskset", "-c", "0", *command], cwd=SERVER_ROOT)
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Seconds the process's main thread spent runnable but not running (another process had
+    its CPU): on a shared machine, what the loop lag owes to others rather than to the server."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+async def api_get(port: int, target: str) -> dict[str, Any]:
+    return dict(json.loads(await http_get(port, target)))
+
+
+async def flv_viewer(port: int, counter: list[int], errors: list[int]) -> None:
+    try:
+        stream = await trio.open_tcp_stream(HOST, port)
+        async with stream:
+            await stream.send_all(b"GET /live/bench.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+            while chunk := await stream.receive_some(262144):
+                counter[0] += len(chunk)
+    except (OSError, trio.BrokenResourceError):
+        pass
+    errors[0] += 1  # every end is one: a viewer plays until the run ends
+
+
+HEALTHY = r"""
+import json, sys, trio
+sys.path.insert(0, sys.argv[1])
+from attacks import Healthy  # the reliability run's healthy RTMP player of live/demo
+healthy = Healthy()
+async def main():
+    with trio.move_on_after(float(sys.argv[3])):
+        await healthy.run(int(sys.argv[2]))
+trio.run(main)
+print(json.dumps(healthy.per_second))
+"""
+
+
+def healthy_player(rtmp_port: int, seconds: float) -> subprocess.Popen[bytes]:
+    """A healthy RTMP player of live/demo in a process of its own (the load generator's own
+    loop is busy), counting video frames per second of ``time.monotonic`` (one clock for every
+    process): its JSON on stdout once it ends."""
+    return subprocess.Popen([sys.executable, "-c", HEALTHY, str(ROOT / "benchmarks"), str(rtmp_port), str(seconds)],
+                            cwd=ROOT, stdout=subprocess.PIPE)  # fmt: skip
+
+
+def min_fps(per_second: dict[str, int], start: float, end: float) -> int:
+    return min((per_second.get(str(s), 0) for s in range(int(start) + 1, int(end))), default=-1)
+
+
+async def measure_viewers(kind: str, count: int, window: float, clip: Path) -> dict[str, Any]:
+    from arcly_trio.clients.hls import LlhlsStats, follow_llhls
+
+    http_port, rtmp_port = free_port(), free_port()
+    process = serve_pinned(http_port, rtmp_port)
+    publisher = None
+    try:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    await api_get(http_port, "/api/health")
+                    break
+                except (OSError, ValueError):
+                    await trio.sleep(0.2)
+        publisher = subprocess.Popen(["taskset", "-c", "1", "ffmpeg", "-hide_banner", "-nostdin", "-loglevel",
+                                      "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f",
+                                      "flv", f"rtmp://{HOST}:{rtmp_port}/live/bench"])  # fmt: skip
+        with trio.fail_after(30):
+            while b"#EXT-X-PART" not in await http_get(http_port, "/live/bench/video.m3u8"):
+                await trio.sleep(0.3)
+        healthy = healthy_player(rtmp_port, window + 5 + count / 2000 + 3)
+        stats = LlhlsStats()
+        flv_bytes, flv_ends = [0], [0]
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for index in range(count):
+                if kind == "llhls":
+                    nursery.start_soon(follow_llhls, HOST, http_port, "/live/bench/index.m3u8", stats, stop)
+                else:
+                    nursery.start_soon(flv_viewer, http_port, flv_bytes, flv_ends)
+                if index % 100 == 99:
+                    await trio.sleep(0.05)
+            await trio.sleep(5)  # every viewer settled
+            before = (stats.parts, stats.gaps, stats.errors + flv_ends[0], flv_bytes[0], stats.bytes, stats.playlists)
+            rss0, cpu0, start = rss_kb(process.pid), cpu_seconds(process.pid), time.monotonic()
+            waited0 = runqueue_seconds(process.pid)
+            await trio.sleep(window)
+            cpu1, end = cpu_seconds(process.pid), time.monotonic()
+            waited = runqueue_seconds(process.pid) - waited0
+            lags = (await api_get(http_port, "/api/health"))["loop"]["lag_ms_per_second"]
+            rss1 = rss_kb(process.pid)
+            stop.set()
+            nursery.cancel_scope.cancel()
+        per_second = json.loads((await trio.to_thread.run_sync(healthy.communicate))[0])
+        return {
+            "viewers": kind,
+            "count": count,
+            "window_s": round(end - start, 1),
+            "cpu_s": round(cpu1 - cpu0, 2),
+            "runqueue_wait_s": round(waited, 2),
+            "rss_kb": max(rss0, rss1),
+            "healthy_fps_min": min_fps(per_second, start, end),
+            "loop_lag_max_ms": max(lags[-int(end - start) :], default=0),
+            "parts_per_s": round((stats.parts - before[0]) / (end - start), 1),
+            "playlists_per_s": round((stats.playlists - before[5]) / (end - start), 1),
+            "gaps": stats.gaps - before[1],
+            "errors": stats.errors + flv_ends[0] - before[2],
+            "mbit_per_s": round(8 * ((flv_bytes[0] - before[3]) + (stats.bytes - before[4])) / (end - start) / 1e6, 1),
+        }
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        process.terminate()
+        process.wait(10)
+
+
+def run_viewers(counts: list[int], window: float, clip: Path, kinds: list[str]) -> None:
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {1})  # the load generator on the other core than the server
+    base = trio.run(measure_viewers, "none", 0, window, clip)
+    emit(part="viewers", server=str(SERVER_ROOT), **base)
+    per_second = base["cpu_s"] / base["window_s"]
+    for count in counts:
+        results = {}
+        for kind in kinds:
+            result = trio.run(measure_viewers, kind, count, window, clip)
+            marginal = result["cpu_s"] - per_second * result["window_s"]
+            result["cpu_ms_per_viewer_second"] = round(1000 * marginal / (count * result["window_s"]), 3)
+            requests = (result["parts_per_s"] + result["playlists_per_s"]) * result["window_s"]
+            if requests:
+                result["cpu_us_per_request"] = round(1e6 * marginal / requests, 1)
+            result["rss_kb_per_viewer"] = round((result["rss_kb"] - base["rss_kb"]) / count, 1)
+            results[kind] = result
+            emit(part="viewers", **result)
+        flv = results["http-flv"]["cpu_ms_per_viewer_second"] if len(results) == 2 else 0
+        if flv > 0:
+            emit(part="viewers", count=count,
+                 llhls_over_flv=round(results["llhls"]["cpu_ms_per_viewer_second"] / flv, 2))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["packaging", "blocked", "latency"])
+    parser.add_argument("--only", choices=["packaging", "blocked", "latency", "viewers", "wake"])
     parser.add_argument("--clip", type=Path, default=SAMPLE if SAMPLE.exists() else DEMO)
     parser.add_argument("--media", type=float, default=120, help="seconds of media packaged")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=40, help="seconds hls.js plays")
+    parser.add_argument("--counts", default="300,1000,3000", help="viewer counts of the viewers part")
+    parser.add_argument("--server-root", type=Path, default=ROOT, help="the checkout whose server viewers run")
+    parser.add_argument("--kinds", default="llhls,http-flv", help="viewers part: llhls, http-flv or both")
+    parser.add_argument("--window", type=float, default=20, help="seconds the viewers part measures")
     args = parser.parse_args()
     if args.only in (None, "packaging"):
         run_packaging(args.clip, args.media)
@@ -274,6 +527,12 @@ def main() -> None:
         run_blocked(args.connections)
     if args.only in (None, "latency"):
         run_latency(args.clip, args.seconds)
+    if args.only in (None, "wake"):
+        run_wake([int(n) for n in args.counts.split(",")])
+    if args.only in (None, "viewers"):
+        global SERVER_ROOT
+        SERVER_ROOT = args.server_root
+        run_viewers([int(n) for n in args.counts.split(",")], args.window, args.clip, args.kinds.split(","))
 
 
 if __name__ == "__main__":

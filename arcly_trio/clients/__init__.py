@@ -3,6 +3,7 @@
 :mod:`.frames`: the ``arcly.frames.v1`` WebSocket frame protocol (play and publish).
 :mod:`.rtmp`: RTMP (publish to and play from any RTMP server).
 :mod:`.webrtc`: WHEP (play) and WHIP (publish), on trio.
+:mod:`.hls`: an LL-HLS load generator (viewers that follow playlists as hls.js low-latency mode does).
 """
 
 from arcly_trio.clients.frames import (

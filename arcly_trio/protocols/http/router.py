@@ -180,6 +180,12 @@ class Route:
     websocket: bool
     protected: bool = False
     admin: bool = False
+    prefix: str = ""
+    """The pattern's literal text before its first placeholder (the whole pattern without one)."""
+    suffix: str = ""
+    """The pattern's literal text after its last placeholder (the whole pattern without one):
+    a path must start with ``prefix`` and end with ``suffix`` for the regex to be worth trying
+    (two string comparisons, not a regex per route, on every request's hot path)."""
 
 
 class Router:
@@ -226,7 +232,15 @@ class Router:
         ``protected=True``: it needs the server's API token, if it has one; ``admin=True``: that,
         and local requests only when there is no token)."""
         route = Route(
-            pattern, self.compile(pattern), frozenset(m.upper() for m in methods), handler, websocket, protected, admin
+            pattern,
+            self.compile(pattern),
+            frozenset(m.upper() for m in methods),
+            handler,
+            websocket,
+            protected,
+            admin,
+            pattern.partition("{")[0],
+            pattern.rpartition("}")[2],
         )
         if first:
             self._routes.insert(0, route)
@@ -254,7 +268,7 @@ class Router:
         for route in candidates:
             if route.websocket and not websocket:
                 continue
-            if method not in route.methods:
+            if method not in route.methods or not (path.startswith(route.prefix) and path.endswith(route.suffix)):
                 continue
             found = route.regex.fullmatch(path)
             if found is not None:
@@ -263,4 +277,9 @@ class Router:
 
     def allowed_methods(self, path: str) -> set[str]:
         """Every method some plain route accepts for ``path`` (for a 405 ``Allow`` header)."""
-        return {m for r in self._routes if not r.websocket and r.regex.fullmatch(path) for m in r.methods}
+        return {
+            m
+            for r in self._routes
+            if not r.websocket and path.startswith(r.prefix) and path.endswith(r.suffix) and r.regex.fullmatch(path)
+            for m in r.methods
+        }
