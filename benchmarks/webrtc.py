@@ -43,7 +43,7 @@ run.
 
 How to run (from the repository root, with the project's environment)::
 
-    python benchmarks/webrtc.py viewers --viewers 200 --seconds 20
+    python benchmarks/webrtc.py viewers --viewers 250,500,1000 --seconds 15
     python benchmarks/webrtc.py hotpath --viewers 300 --seconds 2 [--no-send] [--profile]
     python benchmarks/webrtc.py latency --seconds 30
     python benchmarks/webrtc.py latency --seconds 30 --paths rtmp-whep,whip-whep --no-audio
@@ -412,10 +412,12 @@ def run_harness(pid: int, ports: dict[str, int], protocol: str, viewers: int, se
     }
 
 
-def run_viewers(protocols: list[str], viewers: int, seconds: float, clip: Path, warmup: float) -> list[dict[str, Any]]:
+def run_viewers(
+    protocols: list[str], viewers: list[int], seconds: float, clip: Path, warmup: float
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for protocol in protocols:
-        with server(viewers) as (process, ports):
+        with server(max(viewers)) as (process, ports):
             publisher = publish_clip(ports["http"], clip)
             try:
                 if not publishing(ports["http"]):
@@ -423,7 +425,7 @@ def run_viewers(protocols: list[str], viewers: int, seconds: float, clip: Path, 
                     continue
                 time.sleep(3)
                 pid = process.pid
-                for n in (0, 1, viewers):
+                for n in (0, 1, *viewers):
                     load = os.getloadavg()[0]
                     if n == 0:
                         result = idle_window(pid, seconds)
@@ -833,7 +835,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     viewers = sub.add_parser("viewers", help="server CPU and RSS per WHEP, RTMP and HTTP-FLV viewer")
-    viewers.add_argument("--viewers", type=int, default=200)
+    viewers.add_argument("--viewers", default="200", help="viewer counts, comma-separated (e.g. 250,500,1000)")
     viewers.add_argument("--seconds", type=float, default=20.0, help="each measurement window")
     viewers.add_argument("--warmup", type=float, default=2.0, help="after the WHEP handshakes, before the window")
     viewers.add_argument("--protocols", default="whep,rtmp,http-flv")
@@ -870,7 +872,8 @@ def main() -> None:
         )  # fmt: skip
         print(json.dumps(row))
     elif args.mode == "viewers":
-        rows = run_viewers([p for p in args.protocols.split(",") if p], args.viewers, args.seconds, args.clip,
+        counts = [int(n) for n in args.viewers.split(",") if n.strip()]
+        rows = run_viewers([p for p in args.protocols.split(",") if p], counts, args.seconds, args.clip,
                            args.warmup)  # fmt: skip
         print(viewers_table(rows), file=sys.stderr)
     else:

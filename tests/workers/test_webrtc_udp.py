@@ -78,6 +78,24 @@ async def test_runs_of_equal_packets_go_out_as_the_same_datagrams(pair: tuple[Ud
         assert port.gso_sends == 3
 
 
+async def test_precomputed_runs_send_what_send_many_sends(pair: tuple[UdpPort, socket.socket]) -> None:
+    """The runs a frame's plan carries (worked out once for every viewer) give the same
+    datagrams, in order, with the same GSO sends as :meth:`UdpPort.send_many`; a full buffer
+    drops and counts them."""
+    port, receiver = pair
+    data, ends, packets = _laid_out(SIZES)
+    runs = ((0, 6840, 1228, 6), (6840, 7120, 140, 2), (7120, 9666, 1228, 3))
+    assert runs[-1][1] == ends[-1]
+    with trio.fail_after(5):
+        assert port.send_runs(data, runs, receiver.getsockname())
+        assert _receive(receiver, len(packets)) == packets
+    if port.gso:
+        assert port.gso_sends == 3
+    port.socket = _Refusing(port.socket, errno.EAGAIN)  # type: ignore[assignment]
+    assert not port.send_runs(data, runs[:1], receiver.getsockname())
+    assert port.send_drops == 6
+
+
 async def test_more_than_the_segment_limit_is_split(pair: tuple[UdpPort, socket.socket]) -> None:
     port, receiver = pair
     data, ends, packets = _laid_out([200] * (MAX_SEGMENTS + 5))

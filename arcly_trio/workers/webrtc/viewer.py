@@ -64,7 +64,7 @@ from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
 from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
-from arcly_trio.protocols.webrtc.srtp import SrtpProtectError
+from arcly_trio.protocols.webrtc.srtp import PacketPlan, SrtpProtectError, plan_packets
 from arcly_trio.workers.webrtc.peer import PeerSession
 
 if TYPE_CHECKING:
@@ -239,6 +239,48 @@ class OutTrack:
         if self.history is not None:
             self.history.add_run(sequence, packets)
         return send_packets(session, packets, self.payload_type, sequence, self.ssrc)
+
+    def send_plans(
+        self, session: PeerSession, packets: Sequence[Packet], octets: int, plans: Sequence[PacketPlan]
+    ) -> bool:
+        """:meth:`send` on a UDP path with in-place SRTP: the frame's ``plans`` (its ``packets``
+        laid out once for every viewer, :func:`~.srtp.plan_packets`) are copied, given this
+        viewer's headers and protected (:meth:`~.srtp.SrtpContext.protect_plan`) and sent with
+        the runs worked out once (:meth:`~.udp.UdpPort.send_runs`): the same datagrams as
+        :meth:`send`, with no per-packet work but the header and libsrtp's call."""
+        count = len(packets)
+        sequence = self.sequence
+        self.sequence = (sequence + count) & 0xFFFF
+        self.packets += count
+        self.octets += octets
+        if self.history is not None:
+            self.history.add_run(sequence, packets)
+        srtp = session.srtp
+        address = session.address
+        stats = session.stats
+        assert srtp is not None and address is not None  # (the caller checked)
+        port = session.host.port
+        payload_type = self.payload_type
+        ssrc = self.ssrc
+        ok = True
+        for plan in plans:
+            try:
+                data = srtp.protect_plan(plan, payload_type, sequence, ssrc)
+            except SrtpProtectError:
+                stats.srtp_errors += plan.count
+                return False
+            if port.send_runs(data, plan.runs, address):
+                stats.packets_sent += plan.count
+                stats.bytes_sent += plan.size
+            else:
+                stats.send_drops += plan.count  # (some of them may have gone: a drop is a drop to the viewer)
+                ok = False
+            sequence = (sequence + plan.count) & 0xFFFF
+        return ok
+
+
+def _plan(frame: Frame, packets: Sequence[Packet], trailer: int) -> tuple[PacketPlan, ...]:
+    return plan_packets(packets, trailer)
 
 
 def send_packets(session: PeerSession, packets: Sequence[Packet], payload_type: int, sequence: int, ssrc: int) -> bool:
@@ -432,7 +474,17 @@ class RtpSink:
             if self.base is None:
                 self.base = (time.time(), frame.pts)
             track.last_pts = frame.pts
-            return self._sent(track, track.send(self.session, packets, octets))
+            session = self.session
+            srtp = session.srtp
+            trailer = srtp.trailer if srtp is not None else None
+            if trailer is not None and session.link is None and session.address is not None:
+                try:  # laid out once per frame and profile for every viewer (see OutTrack.send_plans)
+                    plans = frame.encoded(("rtp-plan", track.codec, self.mtu, trailer), _plan, packets, trailer)
+                except SrtpProtectError:
+                    self.skipped += 1
+                    return True
+                return self._sent(track, track.send_plans(session, packets, octets, plans))
+            return self._sent(track, track.send(session, packets, octets))
         if kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
             return self._send_audio(frame)
         return True
