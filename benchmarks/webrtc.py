@@ -151,7 +151,7 @@ def server(
     args = [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "arcly_trio", "serve", "--host", HOST,
             "--rtmp-port", str(ports["rtmp"]), "--http-port", str(ports["http"]),
             "--webrtc-port", str(ports["webrtc"]), "--log-level", "warning", "--max-connections", limit,
-            "--max-idle-per-ip", limit, "--max-connections-per-ip", limit,
+            "--max-idle-per-ip", limit, "--max-connections-per-ip", limit, "--rtsp-port", "-1", "--srt-port", "-1",
             *(["--hls-variant", "ll"] if hls else ["--no-hls"])]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
@@ -446,9 +446,9 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
     """Per egress: CPU per viewer-second and RSS per viewer, marginal against 0 and against 1 viewer."""
     lines = [
         "| egress | N | connected | server CPU % (0 / 1 / N) | CPU-ms per viewer-s | marginal vs 0 | marginal vs 1 "
-        "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | loss % | generator CPU % "
-        "| CPU 0 busy % |",
-        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | packets/s per viewer (median / min) "
+        "| gaps per viewer | loss % | generator CPU % | CPU 0 busy % |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|",
     ]
     # rows of one run go together: saved lines may carry a "run" tag (results-webrtc.jsonl does)
     by: dict[tuple[str, str, int], dict[str, Any]] = {(r.get("run", ""), r["protocol"], r["viewers"]): r for r in rows}
@@ -471,7 +471,9 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {f'{run}: ' if run else ''}{protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
             f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
-            f"| {row.get('kbps_median', '–')} | {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
+            f"| {row.get('kbps_median', '–')} | {row.get('packets_per_s_median', '–')} / {row.get('packets_per_s_min', '–')} "
+            f"| {fmt(row['gaps_total'] / connected, 2) if 'gaps_total' in row else '–'} "
+            f"| {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
             f"| {row.get('cpu0_busy_pct', '–')} |"
         )
     return "\n".join(lines)
