@@ -379,7 +379,10 @@ def run_whep(pid: int, ports: dict[str, int], viewers: int, seconds: float, warm
     args = ["taskset", "-c", "1", sys.executable, str(Path(__file__).resolve()), "whep-load",
             "--url", f"http://{HOST}:{ports['http']}/live/bench/whep", "--viewers", str(viewers),
             "--seconds", str(seconds), "--warmup", str(warmup), "--server-pid", str(pid)]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=900)
+    except subprocess.TimeoutExpired:
+        return {"error": "the load generator did not finish in 900 s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         return {"error": done.stderr.strip()[-400:]}
