@@ -450,8 +450,9 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| egress | N | connected | server CPU % (0 / 1 / N) | CPU-ms per viewer-s | marginal vs 0 | marginal vs 1 "
         "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | packets/s per viewer (median / min) "
-        "| gaps per viewer | loss % | generator CPU % | CPU 0 busy % |",
-        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|",
+        "| gaps per viewer | loss % | µs per packet (vs 1) | CPU-ms per viewer-s at the full rate (vs 1) "
+        "| generator CPU % | CPU 0 busy % |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     # rows of one run go together: saved lines may carry a "run" tag (results-webrtc.jsonl does)
     by: dict[tuple[str, str, int], dict[str, Any]] = {(r.get("run", ""), r["protocol"], r["viewers"]): r for r in rows}
@@ -470,13 +471,18 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         rss, rss0, rss1 = row["server_rss_kb"], zero.get("server_rss_kb"), one.get("server_rss_kb")
         per0 = (rss - rss0) / connected if rss0 else None
         per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
+        # WHEP: what a packet costs, and so a viewer of the whole stream (the 1-viewer window's
+        # packet rate) when the N viewers got less of it (the server short of CPU)
+        rate, full = row.get("packets_per_s_median"), one.get("packets_per_s_median")
+        per_packet = (cpu - cpu1) * 1e4 / (connected * rate) if rate and cpu1 is not None else None
+        full_rate = per_packet * full / 1000 if per_packet is not None and full else None
         mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
         lines.append(
             f"| {f'{run}: ' if run else ''}{protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
             f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
             f"| {row.get('kbps_median', '–')} | {row.get('packets_per_s_median', '–')} / {row.get('packets_per_s_min', '–')} "
             f"| {fmt(row['gaps_total'] / connected, 2) if 'gaps_total' in row else '–'} "
-            f"| {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
+            f"| {row.get('loss_pct', '–')} | {fmt(per_packet, 2)} | {fmt(full_rate)} | {row.get('gen_cpu_pct', '–')} "
             f"| {row.get('cpu0_busy_pct', '–')} |"
         )
     return "\n".join(lines)
