@@ -1,7 +1,8 @@
 """The WebRTC worker's one UDP port: every session's STUN, DTLS, SRTP and SRTCP.
 
 A :class:`UdpPort` owns one bound, non-blocking UDP socket. Receiving is the server's one
-receive task (:meth:`UdpPort.receive`, a trio wait); sending is synchronous and never waits
+receive task (:meth:`UdpPort.receive_batch`: a trio wait, then what the socket already holds,
+up to a limit, without one scheduler pass per datagram); sending is synchronous and never waits
 (:meth:`UdpPort.send`), so a viewer's packets are written straight from the stream's task, as
 the TCP egresses write their sockets (see :mod:`arcly_trio.workers.egress`): a datagram the
 kernel's socket buffer has no room for is not queued but dropped and counted, which is what a

@@ -9,7 +9,9 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
 * **Packetized once per stream.** A frame's RTP packets (payload, timestamp, marker) are built once
   (:meth:`~arcly_trio.core.frame.Frame.encoded`, key ``("rtp", codec, mtu)``) and shared by every
   WHEP viewer; each viewer adds its own 12-byte RTP header (its SSRC, its sequence numbers) and
-  protects the packet with its own SRTP keys, then the UDP port sends it at once
+  protects the packet with its own SRTP keys (on UDP: from the frame's
+  :class:`~arcly_trio.protocols.webrtc.srtp.PacketPlan` s, laid out once per frame and SRTP
+  profile for every viewer, cached on the frame as its packets are), then the UDP port sends it at once
   (:meth:`~.udp.UdpPort.send` never waits). No task per frame, no queue per viewer.
 * **Start.** Until DTLS is up the sink holds the frames from the latest keyframe (bounded by
   :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
