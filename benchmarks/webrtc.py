@@ -302,6 +302,18 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
     }
 
 
+def server_send_drops(url: str) -> int | None:
+    """The WHEP sessions' ``send_drops`` summed (``/api/sessions`` of the server ``url`` is on):
+    a gap the generator counts that the server did not count was lost on the generator's side."""
+    base = url.split("/live/", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/api/sessions", timeout=30) as response:
+            sessions = json.loads(response.read())["sessions"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return sum(int(s.get("send_drops") or 0) for s in sessions if s.get("protocol") == "whep")
+
+
 def whep_load(url: str, viewers: int, warmup: float, seconds: float, server_pid: int, concurrency: int) -> None:
     """The child: open ``viewers`` WHEP sessions (``concurrency`` handshakes at a time, 30 per
     source address), then :func:`receive_loop`; print one JSON line."""
@@ -349,6 +361,8 @@ def whep_load(url: str, viewers: int, warmup: float, seconds: float, server_pid:
             await done.wait()
             connect_s = time.monotonic() - started
             result = receive_loop(players, warmup, seconds, server_pid) if players else {}
+            if players:  # what the server could not send (its counters), before the players leave
+                result["server_send_drops"] = await trio.to_thread.run_sync(server_send_drops, url)
             handshake_ms.sort()
             emit(
                 viewers=viewers,
@@ -450,7 +464,7 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| egress | N | connected | server CPU % (0 / 1 / N) | CPU-ms per viewer-s | marginal vs 0 | marginal vs 1 "
         "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | packets/s per viewer (median / min) "
-        "| gaps per viewer | loss % | µs per packet (vs 1) | CPU-ms per viewer-s at the full rate (vs 1) "
+        "| gaps per viewer | loss % | µs per packet numbered (vs 1) | CPU-ms per viewer-s at the full rate (vs 1) "
         "| generator CPU % | CPU 0 busy % |",
         "|---|---:|---:|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -473,7 +487,10 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
         # WHEP: what a packet costs, and so a viewer of the whole stream (the 1-viewer window's
         # packet rate) when the N viewers got less of it (the server short of CPU)
+        # (packets the server numbered: those received and the sequence gaps)
         rate, full = row.get("packets_per_s_median"), one.get("packets_per_s_median")
+        if rate and row.get("gaps_total") and row.get("window_s"):
+            rate += row["gaps_total"] / row["window_s"] / connected
         per_packet = (cpu - cpu1) * 1e4 / (connected * rate) if rate and cpu1 is not None else None
         full_rate = per_packet * full / 1000 if per_packet is not None and full else None
         mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
