@@ -43,7 +43,7 @@ run.
 
 How to run (from the repository root, with the project's environment)::
 
-    python benchmarks/webrtc.py viewers --viewers 200 --seconds 20
+    python benchmarks/webrtc.py viewers --viewers 250,500,1000 --seconds 15
     python benchmarks/webrtc.py hotpath --viewers 300 --seconds 2 [--no-send] [--profile]
     python benchmarks/webrtc.py latency --seconds 30
     python benchmarks/webrtc.py latency --seconds 30 --paths rtmp-whep,whip-whep --no-audio
@@ -151,7 +151,7 @@ def server(
     args = [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "arcly_trio", "serve", "--host", HOST,
             "--rtmp-port", str(ports["rtmp"]), "--http-port", str(ports["http"]),
             "--webrtc-port", str(ports["webrtc"]), "--log-level", "warning", "--max-connections", limit,
-            "--max-idle-per-ip", limit, "--max-connections-per-ip", limit,
+            "--max-idle-per-ip", limit, "--max-connections-per-ip", limit, "--rtsp-port", "-1", "--srt-port", "-1",
             *(["--hls-variant", "ll"] if hls else ["--no-hls"])]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile()
@@ -302,6 +302,18 @@ def receive_loop(players: list[Any], warmup: float, seconds: float, server_pid: 
     }
 
 
+def server_send_drops(url: str) -> int | None:
+    """The WHEP sessions' ``send_drops`` summed (``/api/sessions`` of the server ``url`` is on):
+    a gap the generator counts that the server did not count was lost on the generator's side."""
+    base = url.split("/live/", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/api/sessions", timeout=30) as response:
+            sessions = json.loads(response.read())["sessions"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return sum(int(s.get("send_drops") or 0) for s in sessions if s.get("protocol") == "whep")
+
+
 def whep_load(url: str, viewers: int, warmup: float, seconds: float, server_pid: int, concurrency: int) -> None:
     """The child: open ``viewers`` WHEP sessions (``concurrency`` handshakes at a time, 30 per
     source address), then :func:`receive_loop`; print one JSON line."""
@@ -349,6 +361,8 @@ def whep_load(url: str, viewers: int, warmup: float, seconds: float, server_pid:
             await done.wait()
             connect_s = time.monotonic() - started
             result = receive_loop(players, warmup, seconds, server_pid) if players else {}
+            if players:  # what the server could not send (its counters), before the players leave
+                result["server_send_drops"] = await trio.to_thread.run_sync(server_send_drops, url)
             handshake_ms.sort()
             emit(
                 viewers=viewers,
@@ -379,7 +393,10 @@ def run_whep(pid: int, ports: dict[str, int], viewers: int, seconds: float, warm
     args = ["taskset", "-c", "1", sys.executable, str(Path(__file__).resolve()), "whep-load",
             "--url", f"http://{HOST}:{ports['http']}/live/bench/whep", "--viewers", str(viewers),
             "--seconds", str(seconds), "--warmup", str(warmup), "--server-pid", str(pid)]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=900)
+    except subprocess.TimeoutExpired:
+        return {"error": "the load generator did not finish in 900 s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         return {"error": done.stderr.strip()[-400:]}
@@ -412,10 +429,12 @@ def run_harness(pid: int, ports: dict[str, int], protocol: str, viewers: int, se
     }
 
 
-def run_viewers(protocols: list[str], viewers: int, seconds: float, clip: Path, warmup: float) -> list[dict[str, Any]]:
+def run_viewers(
+    protocols: list[str], viewers: list[int], seconds: float, clip: Path, warmup: float
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for protocol in protocols:
-        with server(viewers) as (process, ports):
+        with server(max(viewers)) as (process, ports):
             publisher = publish_clip(ports["http"], clip)
             try:
                 if not publishing(ports["http"]):
@@ -423,7 +442,7 @@ def run_viewers(protocols: list[str], viewers: int, seconds: float, clip: Path, 
                     continue
                 time.sleep(3)
                 pid = process.pid
-                for n in (0, 1, viewers):
+                for n in (0, 1, *viewers):
                     load = os.getloadavg()[0]
                     if n == 0:
                         result = idle_window(pid, seconds)
@@ -444,9 +463,10 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
     """Per egress: CPU per viewer-second and RSS per viewer, marginal against 0 and against 1 viewer."""
     lines = [
         "| egress | N | connected | server CPU % (0 / 1 / N) | CPU-ms per viewer-s | marginal vs 0 | marginal vs 1 "
-        "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | loss % | generator CPU % "
-        "| CPU 0 busy % |",
-        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        "| RSS MB (0 / 1 / N) | RSS KB per viewer vs 0 / vs 1 | kbit/s per viewer | packets/s per viewer (median / min) "
+        "| gaps per viewer | loss % | µs per packet numbered (vs 1) | CPU-ms per viewer-s at the full rate (vs 1) "
+        "| generator CPU % | CPU 0 busy % |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     # rows of one run go together: saved lines may carry a "run" tag (results-webrtc.jsonl does)
     by: dict[tuple[str, str, int], dict[str, Any]] = {(r.get("run", ""), r["protocol"], r["viewers"]): r for r in rows}
@@ -465,11 +485,21 @@ def viewers_table(rows: list[dict[str, Any]]) -> str:
         rss, rss0, rss1 = row["server_rss_kb"], zero.get("server_rss_kb"), one.get("server_rss_kb")
         per0 = (rss - rss0) / connected if rss0 else None
         per1 = (rss - rss1) / (connected - 1) if rss1 and connected > 1 else None
+        # WHEP: what a packet costs, and so a viewer of the whole stream (the 1-viewer window's
+        # packet rate) when the N viewers got less of it (the server short of CPU)
+        # (packets the server numbered: those received and the sequence gaps)
+        rate, full = row.get("packets_per_s_median"), one.get("packets_per_s_median")
+        if rate and row.get("gaps_total") and row.get("window_s"):
+            rate += row["gaps_total"] / row["window_s"] / connected
+        per_packet = (cpu - cpu1) * 1e4 / (connected * rate) if rate and cpu1 is not None else None
+        full_rate = per_packet * full / 1000 if per_packet is not None and full else None
         mb = " / ".join(fmt(v / 1024 if v else None, 1) for v in (rss0, rss1, rss))
         lines.append(
             f"| {f'{run}: ' if run else ''}{protocol} | {n} | {connected} | {cpu0} / {cpu1} / {cpu} | {fmt(cpu * 10 / connected)} "
             f"| {fmt(marginal0)} | {fmt(marginal1)} | {mb} | {fmt(per0, 1)} / {fmt(per1, 1)} "
-            f"| {row.get('kbps_median', '–')} | {row.get('loss_pct', '–')} | {row.get('gen_cpu_pct', '–')} "
+            f"| {row.get('kbps_median', '–')} | {row.get('packets_per_s_median', '–')} / {row.get('packets_per_s_min', '–')} "
+            f"| {fmt(row['gaps_total'] / connected, 2) if 'gaps_total' in row else '–'} "
+            f"| {row.get('loss_pct', '–')} | {fmt(per_packet, 2)} | {fmt(full_rate)} | {row.get('gen_cpu_pct', '–')} "
             f"| {row.get('cpu0_busy_pct', '–')} |"
         )
     return "\n".join(lines)
@@ -833,7 +863,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     viewers = sub.add_parser("viewers", help="server CPU and RSS per WHEP, RTMP and HTTP-FLV viewer")
-    viewers.add_argument("--viewers", type=int, default=200)
+    viewers.add_argument("--viewers", default="200", help="viewer counts, comma-separated (e.g. 250,500,1000)")
     viewers.add_argument("--seconds", type=float, default=20.0, help="each measurement window")
     viewers.add_argument("--warmup", type=float, default=2.0, help="after the WHEP handshakes, before the window")
     viewers.add_argument("--protocols", default="whep,rtmp,http-flv")
@@ -870,7 +900,8 @@ def main() -> None:
         )  # fmt: skip
         print(json.dumps(row))
     elif args.mode == "viewers":
-        rows = run_viewers([p for p in args.protocols.split(",") if p], args.viewers, args.seconds, args.clip,
+        counts = [int(n) for n in args.viewers.split(",") if n.strip()]
+        rows = run_viewers([p for p in args.protocols.split(",") if p], counts, args.seconds, args.clip,
                            args.warmup)  # fmt: skip
         print(viewers_table(rows), file=sys.stderr)
     else:

@@ -152,6 +152,26 @@ def test_a_certificate_that_matches_no_fingerprint_fails_with_an_alert(side: str
     assert checker.receive(raised.value.datagrams[0], 0.0) == []  # a failed transport drops everything
 
 
+def test_associations_share_one_context_and_each_checks_its_own_peer() -> None:
+    """Every association presenting one certificate shares one OpenSSL context (made once: ~22 KB
+    less per viewer), and the shared verification callback asks each connection's own
+    transport: interleaved, the one whose peer matches completes and the other one fails."""
+    good_client, good_server = transports()
+    bad_client, bad_server = transports(server_expects=OTHER_CERT)
+    assert good_server._connection.get_context() is bad_server._connection.get_context()
+    assert good_client._connection.get_context() is not good_server._connection.get_context()
+    good, bad = [good_client.start(0.0)], [bad_client.start(0.0)]
+    good.append(deliver(good[-1], good_server, 0.0))
+    bad.append(deliver(bad[-1], bad_server, 0.0))
+    good.append(deliver(good[-1], good_client, 0.0))
+    bad.append(deliver(bad[-1], bad_client, 0.0))
+    with pytest.raises(DtlsError, match="fingerprint"):
+        deliver(bad[-1], bad_server, 0.0)
+    deliver(deliver(good[-1], good_server, 0.0), good_client, 0.0)
+    assert good_server.keys is not None and good_client.keys is not None
+    assert bad_server.failed and bad_server.keys is None
+
+
 def test_fingerprints_of_unknown_hash_functions_are_no_fingerprints() -> None:
     with pytest.raises(DtlsError, match="no certificate fingerprint"):
         DtlsTransport(SERVER_CERT, server=True, remote_fingerprints=[("md5", "00:11")], now=0.0)

@@ -272,3 +272,19 @@ def test_send_history_is_a_ring_by_sequence_number() -> None:
     assert history.get(4) is None
     with pytest.raises(ValueError):
         SendHistory(100)
+
+
+@given(
+    size=st.sampled_from([4, 64, 1024]),
+    runs=st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(1, 80)), min_size=1, max_size=8),
+)
+def test_send_history_add_run_equals_adding_one_by_one(size: int, runs: list[tuple[int, int]]) -> None:
+    """A frame's run (slice copies when it wraps neither the ring nor the 16-bit sequence
+    number) leaves the history exactly as adding its packets one at a time does."""
+    fast, slow = SendHistory(size), SendHistory(size)
+    for sequence, count in runs:
+        packets = [(sequence, n) for n in range(count)]
+        fast.add_run(sequence, packets)
+        for n, packet in enumerate(packets):
+            slow.add(sequence + n, packet)
+        assert fast._sequences == slow._sequences and fast._packets == slow._packets

@@ -19,11 +19,15 @@ from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SRTP_PROFILES, Sr
 from arcly_trio.protocols.webrtc.rtp import RTP_HEADER
 from arcly_trio.protocols.webrtc.srtp import (
     MAX_PACKET,
+    MAX_PLAN_PACKETS,
     MAX_SSRCS,
     OUTBOUND_WINDOW,
+    SCRATCH,
+    TRAILERS,
     SrtpContext,
     SrtpError,
     SrtpProtectError,
+    plan_packets,
 )
 
 # RFC 3711 appendix B.3: master key and salt, and the session keys derived from them.
@@ -275,3 +279,58 @@ def test_one_packet_protected_in_place_equals_protect(profile: str, in_place: bo
         assert peer.unprotect(built)[12:] == payload
     with pytest.raises(SrtpProtectError):
         fast.protect_one(bytes(MAX_PACKET), 0, 111, 1, 1)
+
+
+def _planned(context: SrtpContext, packets: list[tuple[bytes, int, int]], sequence: int) -> list[bytes]:
+    """The datagrams of the viewer's planned path: each plan protected and cut along its runs."""
+    assert context.trailer is not None
+    out: list[bytes] = []
+    for plan in plan_packets(packets, context.trailer):
+        view = bytes(context.protect_plan(plan, 96, sequence, 0x1234))
+        assert len(view) == plan.size
+        for begin, end, size, count in plan.runs:
+            cut = [view[at : min(at + size, end)] for at in range(begin, end, size)]
+            assert len(cut) == count
+            out += cut
+        sequence = (sequence + plan.count) & 0xFFFF
+    return out
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@given(
+    sizes=st.lists(st.integers(1, MAX_PACKET - 12 - 16), min_size=1, max_size=150),
+    sequence=st.integers(0, 0xFFFF),
+)
+@settings(max_examples=25, deadline=None)
+def test_planned_packets_equal_the_packets_built_one_call_at_a_time(
+    profile: str, sizes: list[int], sequence: int
+) -> None:
+    """The plan a frame is laid out in once for every viewer gives, datagram for datagram and in
+    order, what :meth:`SrtpContext.protect_packets` gives (and so what ``protect`` gives, see
+    above): any sizes, past the scratch buffer and the GSO segment limit, across the wrap."""
+    planned, built = contexts(profile)[0], contexts(profile)[0]
+    packets = [(bytes([n % 251]) * size, 3000 * n, 0x80 if n % 7 == 6 else 0) for n, size in enumerate(sizes)]
+    plans = plan_packets(packets, TRAILERS[profile])
+    assert all(plan.count <= MAX_PLAN_PACKETS and plan.size <= SCRATCH for plan in plans)
+    assert sum(plan.count for plan in plans) == len(packets)
+    assert _planned(planned, packets, sequence) == _built(built, packets, sequence)
+
+
+def test_a_plan_refuses_a_payload_too_long_and_needs_the_in_place_path() -> None:
+    with pytest.raises(SrtpProtectError):
+        plan_packets([(bytes(MAX_PACKET), 0, 0)], 16)
+    client, _ = contexts("SRTP_AEAD_AES_128_GCM")
+    plan = plan_packets([(b"x" * 100, 0, 0)], 16)[0]
+    client._context = None
+    client.trailer = None
+    with pytest.raises(SrtpProtectError):
+        client.protect_plan(plan, 96, 1, 1)
+
+
+def test_plan_runs_group_equal_sizes_and_a_shorter_last() -> None:
+    """Five full packets and a shorter last are one GSO send; two equal small ones another; a
+    larger one after a small one starts a run of its own."""
+    sizes = [1200] * 5 + [700, 140, 140, 1200, 90]
+    plan = plan_packets([(bytes(size), 0, 0) for size in sizes], 16)[0]
+    assert [(size, count) for _, _, size, count in plan.runs] == [(1228, 6), (168, 2), (1228, 2)]
+    assert plan.runs[-1][1] == plan.size == sum(size + 28 for size in sizes)

@@ -252,6 +252,8 @@ class _Port:
 class _Clear:
     """SRTP that protects nothing: the packets as the sink builds them."""
 
+    trailer = None  # no in-place path: the sink builds each frame with protect_packets
+
     def protect_packets(
         self, packets: Sequence[tuple[bytes, int, int]], start: int, second: int, sequence: int, ssrc: int
     ) -> tuple[memoryview, list[int]]:

@@ -78,6 +78,24 @@ async def test_runs_of_equal_packets_go_out_as_the_same_datagrams(pair: tuple[Ud
         assert port.gso_sends == 3
 
 
+async def test_precomputed_runs_send_what_send_many_sends(pair: tuple[UdpPort, socket.socket]) -> None:
+    """The runs a frame's plan carries (worked out once for every viewer) give the same
+    datagrams, in order, with the same GSO sends as :meth:`UdpPort.send_many`; a full buffer
+    drops and counts them."""
+    port, receiver = pair
+    data, ends, packets = _laid_out(SIZES)
+    runs = ((0, 6840, 1228, 6), (6840, 7120, 140, 2), (7120, 9666, 1228, 3))
+    assert runs[-1][1] == ends[-1]
+    with trio.fail_after(5):
+        assert port.send_runs(data, runs, receiver.getsockname())
+        assert _receive(receiver, len(packets)) == packets
+    if port.gso:
+        assert port.gso_sends == 3
+    port.socket = _Refusing(port.socket, errno.EAGAIN)  # type: ignore[assignment]
+    assert not port.send_runs(data, runs[:1], receiver.getsockname())
+    assert port.send_drops == 6
+
+
 async def test_more_than_the_segment_limit_is_split(pair: tuple[UdpPort, socket.socket]) -> None:
     port, receiver = pair
     data, ends, packets = _laid_out([200] * (MAX_SEGMENTS + 5))
@@ -138,3 +156,33 @@ async def test_a_run_too_large_for_one_gso_send_does_not_turn_gso_off(pair: tupl
         assert port.send_many(data, ends, receiver.getsockname())
         assert _receive(receiver, 6) == packets
     assert port.gso and refusing.sendmsg_calls == 1
+
+
+async def test_a_burst_is_read_in_batches_in_order(pair: tuple[UdpPort, socket.socket]) -> None:
+    """One wakeup of the receive task reads what the socket holds, up to the limit, in order;
+    the rest comes with the next call; an ICMP error in the burst is skipped, not returned."""
+    port, receiver = pair
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.bind((HOST, 0))
+        for n in range(100):  # (loopback queues each datagram before sendto returns)
+            sender.sendto(n.to_bytes(2, "big"), port.address)
+        with trio.fail_after(5):
+            first = await port.receive_batch(64)
+            second = await port.receive_batch(64)
+        assert [data for data, _ in first + second] == [n.to_bytes(2, "big") for n in range(100)]
+        assert len(first) == 64 and {address for _, address in first + second} == {sender.getsockname()}
+        assert port.received == 100
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind((HOST, 0))
+        gone = closed.getsockname()
+        closed.close()
+        port.send(b"x", gone)  # the port answers with ICMP: an error queued on our socket
+        sender.sendto(b"after", port.address)
+        with trio.fail_after(5):
+            batch = await port.receive_batch(64)
+            while not batch or batch[-1][0] != b"after":
+                batch += await port.receive_batch(64)
+        assert [data for data, _ in batch] == [b"after"]
+    finally:
+        sender.close()

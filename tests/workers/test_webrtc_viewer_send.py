@@ -130,3 +130,46 @@ async def test_audio_the_path_keeps_refusing_is_not_taken_after_the_limit(viewer
         assert session.stats.packets_sent == 1
     finally:
         session.host.port.socket = real
+
+
+def _datagrams(receiver: socket.socket, count: int) -> list[bytes]:
+    return [receiver.recv(2048) for _ in range(count)]
+
+
+async def test_the_planned_video_path_sends_what_the_per_packet_path_sends(viewer) -> None:
+    """Video frames laid out once for every viewer (``PacketPlan``, the in-place SRTP path) go
+    out as exactly the datagrams, in order, that the per-packet path builds for the same viewer
+    state: a keyframe past the scratch buffer (several plans), small and medium pictures."""
+    sink, session, receiver, browser = viewer
+    assert session.srtp.trailer is not None
+    video = sink.video
+    assert video is not None
+    frames = [_video(0, 70_000), _video(33, 5800), _video(66, 300), _video(99, 1199)]
+    start = video.sequence
+    assert sink.offer(frames, 0) == len(frames)
+    planned = _datagrams(receiver, session.stats.packets_sent)
+    # the same viewer again, from the same sequence number, through the per-packet path
+    video.sequence = start
+    session.srtp.trailer = None
+    sent = session.stats.packets_sent
+    assert sink.offer([_video(ms, size) for ms, size in ((0, 70_000), (33, 5800), (66, 300), (99, 1199))], 0) == 4
+    assert session.stats.packets_sent == 2 * sent
+    assert _datagrams(receiver, sent) == planned
+    sequences = [int.from_bytes(browser.unprotect(packet)[2:4], "big") for packet in planned]
+    assert sequences == [(start + n) & 0xFFFF for n in range(len(planned))]
+    assert len(planned) > 48  # more than one plan
+
+
+async def test_video_the_path_keeps_refusing_is_not_taken_after_the_limit(viewer) -> None:
+    sink, session, _, _ = viewer
+    real = session.host.port.socket
+    session.host.port.socket = _Full()
+    try:
+        frames = [_video(33 * n, 3000) for n in range(MAX_FAILED_FRAMES + 1)]
+        assert sink.offer(frames, 0) == MAX_FAILED_FRAMES - 1
+        assert session.stats.send_drops == 3 * MAX_FAILED_FRAMES and sink.refused == 1
+        session.host.port.socket = real
+        assert sink.offer(frames, MAX_FAILED_FRAMES) == len(frames)
+        assert session.stats.packets_sent == 3
+    finally:
+        session.host.port.socket = real

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from cryptography import x509
@@ -85,6 +85,9 @@ class DtlsCertificate:
 
     certificate: x509.Certificate
     key: PrivateKey = attrs.field(repr=False, eq=False)  # the certificate names its key
+    contexts: dict[Any, Any] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+    """The OpenSSL contexts that present this certificate, made once and shared by every
+    association (:mod:`.dtls`: ~22 KB each), by what they were made for."""
 
     @property
     def der(self) -> bytes:

@@ -458,6 +458,13 @@ class SendHistory:
         mask = self._mask
         sequences = self._sequences
         held = self._packets
+        sequence &= 0xFFFF
+        count = len(packets)
+        slot = sequence & mask
+        if slot + count <= mask + 1 and sequence + count <= 0x10000:  # no wrap: two slice copies
+            sequences[slot : slot + count] = range(sequence, sequence + count)
+            held[slot : slot + count] = packets
+            return
         for packet in packets:
             sequence &= 0xFFFF
             slot = sequence & mask

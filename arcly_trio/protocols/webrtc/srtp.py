@@ -51,6 +51,8 @@ from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SrtpKeys
 
 __all__ = [
     "MAX_PACKET",
+    "MAX_PLAN_PACKETS",
+    "PacketPlan",
     "MAX_SSRCS",
     "OUTBOUND_WINDOW",
     "PROFILES",
@@ -58,6 +60,8 @@ __all__ = [
     "SrtpContext",
     "SrtpError",
     "SrtpProtectError",
+    "TRAILERS",
+    "plan_packets",
 ]
 
 PROFILES: Final = {
@@ -76,6 +80,11 @@ checks our own indexes against a window too, and refuses older ones."""
 SCRATCH: Final = 48 * 1280
 """Bytes of the per-thread buffer :meth:`SrtpContext.protect_packets` builds packets in (48
 packets of a 1200-byte payload, header and tag: under UDP GSO's 64 segments and 64 KB)."""
+
+MAX_PLAN_PACKETS: Final = 64
+"""Packets one :class:`PacketPlan` holds at most (UDP GSO's ``UDP_MAX_SEGMENTS``)."""
+TRAILERS: Final = {"SRTP_AEAD_AES_128_GCM": 16, "SRTP_AES128_CM_SHA1_80": 10}
+"""The bytes SRTP adds to an RTP packet, per profile (the tag; no MKI)."""
 
 _RTP_HEADER: Final = 12
 _RTCP_HEADER: Final = 8
@@ -103,6 +112,81 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+
+
+class PacketPlan:
+    """Up to :data:`MAX_PLAN_PACKETS` RTP packets of a frame laid out once for every viewer
+    (:func:`plan_packets`): what :meth:`SrtpContext.protect_plan` copies and protects.
+
+    ``template`` holds the packets back to back as they will be sent, each a 12-byte header
+    left blank, its payload and room for the SRTP tag; ``headers`` gives, per packet, its offset
+    in the template, its RTP size (header and payload), its marker (``0x80`` or ``0``) and its
+    timestamp; ``runs`` the UDP sends it takes (``(begin, end, segment size, count)``: equal-sized
+    packets, a shorter last one included, go out in one GSO send); ``count`` packets,
+    ``size`` bytes protected."""
+
+    __slots__ = ("template", "headers", "runs", "count", "size")
+
+    def __init__(
+        self,
+        template: bytes,
+        headers: tuple[tuple[int, int, int, int], ...],
+        runs: tuple[tuple[int, int, int, int], ...],
+    ) -> None:
+        self.template = template
+        self.headers = headers
+        self.runs = runs
+        self.count = len(headers)
+        self.size = len(template)
+
+
+def plan_packets(packets: Sequence[tuple[bytes, int, int]], trailer: int) -> tuple[PacketPlan, ...]:
+    """A frame's shared packets (``(payload, timestamp, marker)``) as :class:`PacketPlan` s for a
+    profile whose tag is ``trailer`` bytes (:data:`TRAILERS`): built once per frame and profile,
+    used by every viewer. Each plan fits this thread's scratch buffer (:data:`SCRATCH` bytes) and
+    holds :data:`MAX_PLAN_PACKETS` at most. :class:`SrtpProtectError` for a payload too long for
+    one packet (:data:`MAX_PACKET`)."""
+    plans: list[PacketPlan] = []
+    template = bytearray()
+    headers: list[tuple[int, int, int, int]] = []
+    sizes: list[int] = []
+    for payload, timestamp, marker in packets:
+        size = len(payload) + _RTP_HEADER
+        if size + trailer > MAX_PACKET:
+            raise SrtpProtectError(f"cannot protect a {size}-byte packet")
+        if headers and (len(template) + size + trailer > SCRATCH or len(headers) == MAX_PLAN_PACKETS):
+            plans.append(PacketPlan(bytes(template), tuple(headers), _runs(sizes)))
+            template.clear()
+            headers.clear()
+            sizes.clear()
+        headers.append((len(template), size, marker, timestamp))
+        template += bytes(_RTP_HEADER)
+        template += payload
+        template += bytes(trailer)
+        sizes.append(size + trailer)
+    if headers:
+        plans.append(PacketPlan(bytes(template), tuple(headers), _runs(sizes)))
+    return tuple(plans)
+
+
+def _runs(sizes: list[int]) -> tuple[tuple[int, int, int, int], ...]:
+    """The sends of packets of ``sizes`` laid back to back: each run of equal sizes (a shorter
+    last one closing it) as ``(begin, end, segment size, count)``."""
+    runs: list[tuple[int, int, int, int]] = []
+    begin = index = 0
+    count = len(sizes)
+    while index < count:
+        size = sizes[index]
+        following = index + 1
+        while following < count and sizes[following] == size:
+            following += 1
+        if following < count and sizes[following] < size:
+            following += 1  # a shorter last datagram closes the run
+        end = begin + sum(sizes[index:following])
+        runs.append((begin, end, size, following - index))
+        begin = end
+        index = following
+    return tuple(runs)
 
 
 class SrtpError(RemoteProtocolError):
@@ -154,6 +238,8 @@ class SrtpContext:
             if len(key) != key_len or len(salt) != salt_len:
                 raise ValueError(f"{keys.profile} takes a {key_len}-byte key and a {salt_len}-byte salt")
         self.profile = keys.profile
+        self.trailer: int | None = None
+        """The tag's size when :meth:`protect_plan` can be used (libsrtp in place), else ``None``."""
         self._outbound = _Direction(
             profile,
             keys.local_key + keys.local_salt,
@@ -175,6 +261,8 @@ class SrtpContext:
                 self._context = self._outbound.session._srtp[0]
             except (AttributeError, TypeError, IndexError):  # pragma: no cover - another pylibsrtp
                 self._context = None
+        if self._context is not None:
+            self.trailer = TRAILERS[keys.profile]
 
     def protect_packets(
         self, packets: Sequence[tuple[bytes, int, int]], start: int, second: int, sequence: int, ssrc: int
@@ -234,6 +322,31 @@ class SrtpContext:
             sequence = (sequence + 1) & 0xFFFF
             index += 1
         return view, ends
+
+    def protect_plan(self, plan: PacketPlan, payload_type: int, sequence: int, ssrc: int) -> memoryview:
+        """The packets of ``plan`` (made for this profile's :attr:`trailer`) with the headers
+        ``0x80``, ``payload_type | marker``, ``sequence`` counted up, the timestamp and ``ssrc``,
+        protected in place in this thread's scratch buffer: a view of it, valid until the next
+        call on this thread (send ``plan.runs`` of it at once). The viewer's hot path: the
+        template is copied with one slice assignment and each packet costs a header write and
+        libsrtp's call. :class:`SrtpProtectError` for a packet libsrtp refuses (nothing of that
+        call is valid) or without the in-place path (:attr:`trailer` is ``None``)."""
+        context = self._context
+        trailer = self.trailer
+        if context is None or trailer is None:
+            raise SrtpProtectError("no in-place SRTP here: use protect_packets")
+        buffer, view, pointer, length = _scratch.parts
+        buffer[: plan.size] = plan.template
+        pack = _HEADER.pack_into
+        call = _srtp_protect
+        for offset, size, marker, timestamp in plan.headers:
+            pack(buffer, offset, 0x80, payload_type | marker, sequence, timestamp, ssrc)
+            length[0] = size
+            status = call(context, pointer + offset, length)
+            if status or length[0] != size + trailer:
+                raise SrtpProtectError(f"cannot protect a {size}-byte packet: libsrtp error {status}")
+            sequence = (sequence + 1) & 0xFFFF
+        return view[: plan.size]
 
     def protect_one(self, payload: bytes, timestamp: int, second: int, sequence: int, ssrc: int) -> memoryview:
         """:meth:`protect_packets` for one packet (an Opus frame, most of a viewer's packets):

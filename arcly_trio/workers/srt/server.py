@@ -11,7 +11,7 @@ a handshake rejection with a reason code (``UNAUTHORIZED`` 1401, ``NOTFOUND`` 14
 1409, ``OVERLOAD`` 1402, ``BAD_REQUEST`` 1400, ``BADSECRET``, ``UNSECURE``) and a log line.
 
 How: the receive task reads every datagram, a burst at a time (after one trio wait, up to
-:data:`DRAIN_BURST` more already queued, with :meth:`UdpPort.receive_nowait`); handshakes go to the stateless
+:data:`DRAIN_BURST` in all already queued, with :meth:`UdpPort.receive_batch`); handshakes go to the stateless
 :class:`~arcly_trio.protocols.srt.handshake.Listener`; a valid conclusion starts a session task
 in the worker's nursery (``nursery.start``); it is answered once the kernel admitted it (a
 repeated conclusion gets the same answer again). Other packets are routed by their destination
@@ -146,14 +146,9 @@ class SrtServer:
         port = self.port
         assert port is not None
         while True:
-            received: tuple[bytes, tuple[str, int]] | None = await port.receive()
-            burst = 0
-            while received is not None:
-                await self._datagram(received[0], received[1], trio.current_time())
-                burst += 1
-                if burst >= DRAIN_BURST:
-                    break  # the next burst after a checkpoint: the sessions' tasks get their turn
-                received = port.receive_nowait()
+            # the next burst after a checkpoint: the sessions' tasks get their turn
+            for data, address in await port.receive_batch(DRAIN_BURST):
+                await self._datagram(data, address, trio.current_time())
 
     async def _datagram(self, data: bytes, address: tuple[str, int], now: float) -> None:
         if len(data) >= 16 and not data[0] & 0x80:  # a data packet: the common case first

@@ -61,11 +61,14 @@ from arcly_trio.workers.webrtc.tcp import TcpPort, open_tcp
 from arcly_trio.workers.webrtc.udp import UdpPort, open_udp
 from arcly_trio.workers.webrtc.viewer import PictureIds, WhepSession
 
-__all__ = ["WebRtcServer", "WebRtcBusy", "DEFAULT_PORT"]
+__all__ = ["WebRtcServer", "WebRtcBusy", "DEFAULT_PORT", "RECEIVE_BATCH"]
 
 log = logging.getLogger("arcly_trio.webrtc")
 
 DEFAULT_PORT = 8189
+RECEIVE_BATCH = 64
+"""Datagrams the receive task reads per wakeup at most (:meth:`~.udp.UdpPort.receive_batch`):
+a burst is drained at once, and each goes to its session's bounded inbox without waiting."""
 TRANSPORTS = ("udp", "tcp")
 _UDP_PRIORITY = 2130706431
 """Type preference 126 (host), local preference 65535, component 1."""
@@ -277,14 +280,14 @@ class WebRtcServer:
         port = self.port
         by_address = self.by_address
         while True:
-            data, address = await port.receive()
-            session = by_address.get(address)
-            if session is None:
-                session = self.route_stun(data)
+            for data, address in await port.receive_batch(RECEIVE_BATCH):
+                session = by_address.get(address)
                 if session is None:
-                    self.unrouted += 1
-                    continue
-            session.deliver(data, address)
+                    session = self.route_stun(data)
+                    if session is None:
+                        self.unrouted += 1
+                        continue
+                session.deliver(data, address)
 
     def route_stun(self, data: bytes) -> PeerSession | None:
         """The live session a STUN request's ``USERNAME`` names (its ICE agent checks the rest),

@@ -1,7 +1,8 @@
 """The WebRTC worker's one UDP port: every session's STUN, DTLS, SRTP and SRTCP.
 
 A :class:`UdpPort` owns one bound, non-blocking UDP socket. Receiving is the server's one
-receive task (:meth:`UdpPort.receive`, a trio wait); sending is synchronous and never waits
+receive task (:meth:`UdpPort.receive_batch`: a trio wait, then what the socket already holds,
+up to a limit, without one scheduler pass per datagram); sending is synchronous and never waits
 (:meth:`UdpPort.send`), so a viewer's packets are written straight from the stream's task, as
 the TCP egresses write their sockets (see :mod:`arcly_trio.workers.egress`): a datagram the
 kernel's socket buffer has no room for is not queued but dropped and counted, which is what a
@@ -123,6 +124,20 @@ class UdpPort:
             index = following
         return ok
 
+    def send_runs(self, data: memoryview, runs: Sequence[tuple[int, int, int, int]], address: tuple[str, int]) -> bool:
+        """:meth:`send_many` with the runs worked out already (``(begin, end, segment size,
+        count)``, as :class:`~arcly_trio.protocols.webrtc.srtp.PacketPlan` has them: the same
+        for every viewer of a frame); the same datagrams. Never waits, never raises."""
+        ok = True
+        for begin, end, size, count in runs:
+            if count == 1 or not self.gso or size > 1500:
+                for offset in range(begin, end, size):
+                    if not self.send(data[offset : min(offset + size, end)], address):
+                        ok = False
+            elif not self._send_segments(data[begin:end], size, count, address):
+                ok = False
+        return ok
+
     def _send_segments(self, data: memoryview, size: int, count: int, address: tuple[str, int]) -> bool:
         try:
             self.socket.sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, _SEGMENT_SIZES[size])], 0, address)
@@ -157,21 +172,26 @@ class UdpPort:
             self.received += 1
             return data, (address[0], address[1])
 
-    def receive_nowait(self) -> tuple[bytes, tuple[str, int]] | None:
-        """The next datagram already in the socket's buffer, or ``None``: no wait, no trio
-        checkpoint (a receive loop drains a burst with it after one :meth:`receive`, one
-        scheduler round per burst instead of per datagram)."""
-        while True:
+    async def receive_batch(self, limit: int = 64) -> list[tuple[bytes, tuple[str, int]]]:
+        """The next datagram (waiting for it) and up to ``limit - 1`` more the socket already
+        holds, read without waiting: one wakeup of the receive task drains a burst. (One
+        scheduler pass per datagram let the socket's buffer fill while the process was short of
+        CPU: measured, a WHIP publisher's packets then were dropped by the kernel.) Errors as
+        :meth:`receive`; one that comes after the first datagram ends the batch."""
+        batch = [await self.receive()]
+        recvfrom = self.socket.recvfrom
+        for _ in range(limit - 1):
             try:
-                data, address = self.socket.recvfrom(MAX_DATAGRAM)
+                data, address = recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
-                return None
+                break
             except OSError as exc:
                 if exc.errno in _ICMP_ERRORS:
                     continue
-                raise
+                break  # (the next receive raises it)
             self.received += 1
-            return data, (address[0], address[1])
+            batch.append((data, (address[0], address[1])))
+        return batch
 
     def close(self) -> None:
         self._trio.close()

@@ -9,7 +9,9 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
 * **Packetized once per stream.** A frame's RTP packets (payload, timestamp, marker) are built once
   (:meth:`~arcly_trio.core.frame.Frame.encoded`, key ``("rtp", codec, mtu)``) and shared by every
   WHEP viewer; each viewer adds its own 12-byte RTP header (its SSRC, its sequence numbers) and
-  protects the packet with its own SRTP keys, then the UDP port sends it at once
+  protects the packet with its own SRTP keys (on UDP: from the frame's
+  :class:`~arcly_trio.protocols.webrtc.srtp.PacketPlan` s, laid out once per frame and SRTP
+  profile for every viewer, cached on the frame as its packets are), then the UDP port sends it at once
   (:meth:`~.udp.UdpPort.send` never waits). No task per frame, no queue per viewer.
 * **Start.** Until DTLS is up the sink holds the frames from the latest keyframe (bounded by
   :data:`MAX_HELD`); once connected it sends them if they are fresh (at most
@@ -64,7 +66,7 @@ from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
 from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
-from arcly_trio.protocols.webrtc.srtp import SrtpProtectError
+from arcly_trio.protocols.webrtc.srtp import PacketPlan, SrtpProtectError, plan_packets
 from arcly_trio.workers.webrtc.peer import PeerSession
 
 if TYPE_CHECKING:
@@ -239,6 +241,48 @@ class OutTrack:
         if self.history is not None:
             self.history.add_run(sequence, packets)
         return send_packets(session, packets, self.payload_type, sequence, self.ssrc)
+
+    def send_plans(
+        self, session: PeerSession, packets: Sequence[Packet], octets: int, plans: Sequence[PacketPlan]
+    ) -> bool:
+        """:meth:`send` on a UDP path with in-place SRTP: the frame's ``plans`` (its ``packets``
+        laid out once for every viewer, :func:`~.srtp.plan_packets`) are copied, given this
+        viewer's headers and protected (:meth:`~.srtp.SrtpContext.protect_plan`) and sent with
+        the runs worked out once (:meth:`~.udp.UdpPort.send_runs`): the same datagrams as
+        :meth:`send`, with no per-packet work but the header and libsrtp's call."""
+        count = len(packets)
+        sequence = self.sequence
+        self.sequence = (sequence + count) & 0xFFFF
+        self.packets += count
+        self.octets += octets
+        if self.history is not None:
+            self.history.add_run(sequence, packets)
+        srtp = session.srtp
+        address = session.address
+        stats = session.stats
+        assert srtp is not None and address is not None  # (the caller checked)
+        port = session.host.port
+        payload_type = self.payload_type
+        ssrc = self.ssrc
+        ok = True
+        for plan in plans:
+            try:
+                data = srtp.protect_plan(plan, payload_type, sequence, ssrc)
+            except SrtpProtectError:
+                stats.srtp_errors += plan.count
+                return False
+            if port.send_runs(data, plan.runs, address):
+                stats.packets_sent += plan.count
+                stats.bytes_sent += plan.size
+            else:
+                stats.send_drops += plan.count  # (some of them may have gone: a drop is a drop to the viewer)
+                ok = False
+            sequence = (sequence + plan.count) & 0xFFFF
+        return ok
+
+
+def _plan(frame: Frame, packets: Sequence[Packet], trailer: int) -> tuple[PacketPlan, ...]:
+    return plan_packets(packets, trailer)
 
 
 def send_packets(session: PeerSession, packets: Sequence[Packet], payload_type: int, sequence: int, ssrc: int) -> bool:
@@ -432,7 +476,17 @@ class RtpSink:
             if self.base is None:
                 self.base = (time.time(), frame.pts)
             track.last_pts = frame.pts
-            return self._sent(track, track.send(self.session, packets, octets))
+            session = self.session
+            srtp = session.srtp
+            trailer = srtp.trailer if srtp is not None else None
+            if trailer is not None and session.link is None and session.address is not None:
+                try:  # laid out once per frame and profile for every viewer (see OutTrack.send_plans)
+                    plans = frame.encoded(("rtp-plan", track.codec, self.mtu, trailer), _plan, packets, trailer)
+                except SrtpProtectError:
+                    self.skipped += 1
+                    return True
+                return self._sent(track, track.send_plans(session, packets, octets, plans))
+            return self._sent(track, track.send(session, packets, octets))
         if kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
             return self._send_audio(frame)
         return True
