@@ -18,6 +18,8 @@ from urllib.parse import quote
 import m3u8
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arcly_trio.core.errors import RemoteProtocolError
 from arcly_trio.core.frame import FrameKind
@@ -98,6 +100,16 @@ def test_skip_directives_are_parsed_strictly() -> None:
     for bad in ("yes", "NO", "", "v3", "YES\x00"):
         with pytest.raises(RemoteProtocolError, match="_HLS_skip"):
             parse_skip({"_HLS_skip": bad})
+
+
+@given(st.dictionaries(st.sampled_from(["_HLS_skip", "_HLS_msn", "token"]), st.text(max_size=8)))
+def test_arbitrary_skip_values_raise_only_our_error(query: dict[str, str]) -> None:
+    try:
+        skip = parse_skip(query)
+    except RemoteProtocolError:
+        assert query["_HLS_skip"] not in ("YES", "v2")
+        return
+    assert skip == ("_HLS_skip" in query)
 
 
 def _uris(playlist: m3u8.M3U8) -> list[str]:
