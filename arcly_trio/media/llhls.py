@@ -15,6 +15,16 @@ Renders what a :class:`~.cmaf.CmafPackager` holds; never reads a clock, never to
   ``#EXT-X-PRELOAD-HINT:TYPE=PART`` of the next part, and an ``#EXT-X-RENDITION-REPORT`` for each
   other rendition (its last media sequence number and part), as a multivariant presentation
   with an alternative audio rendition wants.
+* ``ll`` with ``deltas`` (a DVR window: a live window of six segments has nothing older than six
+  target durations to skip) adds ``CAN-SKIP-UNTIL=`` (:func:`skip_until`: six target durations,
+  the least RFC 8216bis allows) to ``EXT-X-SERVER-CONTROL``; with ``skip`` too it renders the
+  Playlist Delta Update (RFC 8216bis 6.2.5.1) a ``_HLS_skip=YES`` request gets: the segments
+  that start more than the Skip Boundary before the end of the last complete one are replaced by
+  ``#EXT-X-SKIP:SKIPPED-SEGMENTS=N`` (``#EXT-X-VERSION:9``; ``EXT-X-MEDIA-SEQUENCE`` and
+  ``EXT-X-DISCONTINUITY-SEQUENCE`` unchanged), and the first segment after it repeats its
+  ``EXT-X-DISCONTINUITY`` (if it starts one), its ``EXT-X-MAP`` and its
+  ``EXT-X-PROGRAM-DATE-TIME``, so that the merged playlist keeps its timeline; the rest is the
+  full playlist's. No ``EXT-X-DATERANGE`` is ever rendered, so no ``CAN-SKIP-DATERANGES``.
 
 :func:`multivariant_playlist` renders the entry playlist (``#EXT-X-INDEPENDENT-SEGMENTS`` while
 every segment starts with a keyframe): the video rendition as the variant
@@ -34,8 +44,9 @@ URIs are the packager's resource names, relative to the playlist. Every function
 with ``\\n`` line ends and a final newline.
 
 Error policy: these functions never raise on a packager's state; :func:`parse_directives`
-raises :class:`~arcly_trio.core.errors.RemoteProtocolError` for delivery directives that are
-not decimal integers in range, or ``_HLS_part`` without ``_HLS_msn``.
+and :func:`parse_skip` raise :class:`~arcly_trio.core.errors.RemoteProtocolError` for delivery
+directives that are not decimal integers in range, ``_HLS_part`` without ``_HLS_msn``, or an
+``_HLS_skip`` other than ``YES`` and ``v2``.
 """
 
 from __future__ import annotations
@@ -59,6 +70,8 @@ __all__ = [
     "media_playlist",
     "multivariant_playlist",
     "parse_directives",
+    "parse_skip",
+    "skip_until",
     "reload_state",
     "playlist_name",
     "part_target",
@@ -67,6 +80,10 @@ __all__ = [
 
 #: Playlist version of fMP4 playlists (EXT-X-MAP without I-frames needs 6; 7 as issued).
 VERSION: Final = 7
+#: Playlist version of a Playlist Delta Update (RFC 8216bis section 7: ``EXT-X-SKIP`` needs 9).
+DELTA_VERSION: Final = 9
+#: The Skip Boundary in target durations: RFC 8216bis's least.
+SKIP_TARGETS: Final = 6
 _MAX_DIRECTIVE: Final = 2**63 - 1
 
 
@@ -80,22 +97,48 @@ def part_target(packager: CmafPackager) -> float:
     return math.ceil(packager.part_duration * 1000 - 1e-6) / 1000
 
 
+def skip_until(packager: CmafPackager) -> float:
+    """``CAN-SKIP-UNTIL``: the Skip Boundary of delta updates, six target durations."""
+    return float(SKIP_TARGETS * packager.playlist_target_duration)
+
+
+def skipped_segments(segments: Sequence[CmafSegment], until: float) -> int:
+    """How many of the listed ``segments`` a delta update skips: those that start more than
+    ``until`` seconds before the end of the last one (counted from the live edge, so the cost
+    is the few segments within the boundary, not the window)."""
+    kept = 0.0
+    index = len(segments)
+    while index > 0 and kept + segments[index - 1].duration <= until + 1e-9:
+        index -= 1
+        kept += segments[index].duration
+    return index
+
+
 def _part_line(duration: float, name: str, independent: bool) -> str:
     return f'#EXT-X-PART:DURATION={duration:.3f},URI="{name}"' + (",INDEPENDENT=YES" if independent else "")
 
 
 def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool,
-                   memo: SegmentMemo | None = None) -> str:  # fmt: skip
+                   memo: SegmentMemo | None = None, deltas: bool = False, skip: bool = False) -> str:  # fmt: skip
     """The media playlist of the rendition of ``kind`` (see the module docstring); ``memo``
     (one per rendition and ``low_latency``, kept by the caller) keeps the text of the listed
-    segments without parts, so that a long window (DVR) is not rendered again at each part."""
+    segments without parts, so that a long window (DVR) is not rendered again at each part.
+    ``deltas``: advertise delta updates (``ll`` only); ``skip``: render the delta update (the
+    full playlist when it would skip nothing)."""
     rendition = packager.renditions[kind]
-    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{packager.playlist_target_duration}"]
+    deltas = deltas and low_latency
+    segments = rendition.segments
+    until = skip_until(packager)
+    skipped = skipped_segments(segments, until) if deltas and skip else 0
+    if skipped >= len(segments):
+        skipped = 0  # never reached: a segment is never longer than the target duration
+    version = DELTA_VERSION if skipped else VERSION
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{packager.playlist_target_duration}"]
     target = part_target(packager)
     if low_latency:
-        lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={3 * target:.3f}")
+        skipping = f",CAN-SKIP-UNTIL={until:.3f}" if deltas else ""
+        lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES{skipping},PART-HOLD-BACK={3 * target:.3f}")
         lines.append(f"#EXT-X-PART-INF:PART-TARGET={target:.3f}")
-    segments = rendition.segments
     first = segments[0].sequence if segments else (rendition.open_sequence or packager.next_sequence)
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first}")
     dsn = packager.discontinuity_sequence(rendition)
@@ -103,7 +146,13 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}")
     init: str | None = None
     start = 0
-    if memo is not None and len(segments) > 2:
+    if skipped:
+        lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+        if segments[skipped].discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")  # from the last skipped segment, which the client has
+        init = _segment_lines(lines, segments[skipped], None, low_latency)  # its EXT-X-MAP, its PDT
+        start = skipped + 1
+    elif memo is not None and len(segments) > 2:
         end = len(segments)
         while low_latency and end > 1 and (segments[end - 1].parts or segments[end - 1].gap):
             end -= 1  # the segments at the live edge list their parts: rendered each time
@@ -266,6 +315,17 @@ def parse_directives(query: Mapping[str, str]) -> tuple[int, int | None] | None:
         return None
     msn = _decimal(msn_text, "_HLS_msn")
     return msn, None if part_text is None else _decimal(part_text, "_HLS_part")
+
+
+def parse_skip(query: Mapping[str, str]) -> bool:
+    """Whether a playlist request asks for a delta update (``_HLS_skip=YES``, or ``v2``, which
+    also skips date ranges: none are rendered). Raises ``RemoteProtocolError`` for other values."""
+    value = query.get("_HLS_skip")
+    if value is None:
+        return False
+    if value not in ("YES", "v2"):
+        raise RemoteProtocolError(f"_HLS_skip must be YES or v2, not {value[:32]!r}")
+    return True
 
 
 def _decimal(text: str, name: str) -> int:

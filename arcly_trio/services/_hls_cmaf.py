@@ -6,7 +6,8 @@ packaging loop (:meth:`arcly_trio.services.hls.HlsService.serve_stream`, seen th
 ``{app}/{stream}/`` it stores the init segments, parts and segments the packager makes (before
 any list names them), then the lists, rendered once per change: ``video.m3u8`` and
 ``audio.m3u8`` (:func:`~arcly_trio.media.llhls.media_playlist`, LL-HLS tags in the ``ll``
-variant), ``index.m3u8`` (the multivariant playlist) and ``index.mpd``
+variant; with a DVR window in the ``ll`` variant also each one's Playlist Delta Update, stored
+as ``video.delta.m3u8``, see :func:`delta_name`), ``index.m3u8`` (the multivariant playlist) and ``index.mpd``
 (:func:`~arcly_trio.media.dash.render_mpd`). Names that leave every list are deleted after the
 service's :attr:`~arcly_trio.services.hls.HlsService.part_delete_delay`.
 
@@ -43,13 +44,19 @@ if TYPE_CHECKING:
     from arcly_trio.kernel.stream import Stream
     from arcly_trio.services._hls_base import PackagingHost
 
-__all__ = ["CmafPackaging", "LiveCmaf"]
+__all__ = ["CmafPackaging", "LiveCmaf", "delta_name"]
 
 MASTER = "index.m3u8"
 MPD = "index.mpd"
 WAKE_TURN = 8
 """How many waiters of one change run in one pass of the scheduler (see the module docstring):
 small enough that a pass stays a few milliseconds, large enough that the relay costs little."""
+
+
+def delta_name(name: str) -> str:
+    """Where a media playlist's delta update is stored (``video.m3u8``: ``video.delta.m3u8``);
+    no route serves that name, only a ``_HLS_skip`` request for the playlist."""
+    return name.removesuffix(".m3u8") + ".delta.m3u8"
 
 
 class LiveCmaf:
@@ -168,11 +175,17 @@ class CmafPackaging:
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
                 memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
-                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo)
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo,
+                                            deltas=memo is not None)  # fmt: skip
                 name = llhls.playlist_name(rendition)
                 data = await self._put(name, text)
                 if data is not None:
                     self.pieces.setdefault(name, QueryPieces()).cut(text, data, "" if memo is None else memo.run)
+                if memo is not None and self.low_latency:  # a DVR window: its delta update too
+                    text = llhls.media_playlist(packager, kind, low_latency=True, deltas=True, skip=True)
+                    name = delta_name(name)
+                    if (data := await self._put(name, text)) is not None:
+                        self.pieces.setdefault(name, QueryPieces()).cut(text, data, "")
         if not ready:
             return
         master = llhls.multivariant_playlist(packager)

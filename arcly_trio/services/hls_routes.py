@@ -48,8 +48,14 @@ Blocking playlist reload (``ll`` variant, RFC 8216bis 6.2.5.2): a media playlist
 at once when it does already or the stream ended; it waits on the stream's one condition
 (:class:`~arcly_trio.services._hls_cmaf.LiveCmaf`), with no task of its own, and answers ``503``
 after three target durations without it. A request more than two segments, or more parts than the
-Advance Part Limit, ahead gets ``400`` at once, as do malformed directives and ``_HLS_part``
-without ``_HLS_msn``. A request for the part an ``EXT-X-PRELOAD-HINT`` names waits for it the
+Advance Part Limit, ahead gets ``400`` at once, as do malformed directives, ``_HLS_part``
+without ``_HLS_msn`` and an ``_HLS_skip`` other than ``YES`` or ``v2``.
+
+Delta updates (RFC 8216bis 6.2.5.1): a media playlist request with ``_HLS_skip=YES`` (or ``v2``;
+with or without ``_HLS_msn``) is answered with the playlist's delta update where the packaging
+stores one (the ``ll`` variant with a DVR window, whose playlist advertises ``CAN-SKIP-UNTIL``),
+rendered once per change like the playlist; elsewhere with the full playlist, as the spec asks of
+a server that cannot skip. A request for the part an ``EXT-X-PRELOAD-HINT`` names waits for it the
 same way (``404`` if it does not come within three part targets), and so does a request for a
 CMAF segment that is being written or comes next (DASH players ask for the segment after the last
 one the MPD lists as soon as they have read it; ffmpeg skips to the next number on a ``404``):
@@ -99,6 +105,7 @@ from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.polled import SESSION_ID, PolledSession
 from arcly_trio.media import dash, llhls
 from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
+from arcly_trio.services._hls_cmaf import delta_name
 from arcly_trio.services._hls_dvr import query_pieces
 from arcly_trio.services._hls_lists import ListState
 from arcly_trio.services._hls_ts import PLAYLIST as TS_PLAYLIST
@@ -398,9 +405,11 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
             return
         kind = _RENDITIONS.get(name)
         directives = None
+        skip = False
         if kind is not None:
             try:
                 directives = llhls.parse_directives(request.query)
+                skip = llhls.parse_skip(request.query)
             except RemoteProtocolError as exc:
                 await exchange.error(400, str(exc))
                 return
@@ -422,17 +431,24 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
             access.begin(exchange.engine.polled)
             data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
         else:
-            data = await _read(
-                service,
-                exchange,
-                service.playlist_key(key.app, key.name, name),
-                f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet",
-            )
+            stored = name
+            data = None
+            if skip:  # the delta update, where the packaging makes one (a DVR window); else the playlist
+                stored = delta_name(name)
+                data = await _read(service, None, service.playlist_key(key.app, key.name, stored), "")
+            if data is None:
+                stored = name
+                data = await _read(
+                    service,
+                    exchange,
+                    service.playlist_key(key.app, key.name, name),
+                    f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet",
+                )
             if data is None:
                 return
             access.begin(exchange.engine.polled)
             if access.query:
-                cut = packaging.pieces.get(name) if packaging is not None else None
+                cut = packaging.pieces.get(stored) if packaging is not None else None
                 data = _with_query(data, access.query, cut.get(data) if cut is not None else None)
         _served(exchange, access, data)
         await exchange.respond(

@@ -3,7 +3,8 @@
 * hls.js (pinned, from npm) in Debian's headless Chromium plays a live LL-HLS stream of an
   application with a 60 s DVR window, seeks 20 s back (after 30 s of stream), plays from there
   (``currentTime`` advances, frames are decoded) and returns to live (near the end of the
-  ``seekable`` range).
+  ``seekable`` range); it reloads the playlist as delta updates (``_HLS_skip=YES``), as the
+  playlist's ``CAN-SKIP-UNTIL`` allows.
 * Debian's ffmpeg 5.1 reads the DVR playlist (80 s of stream: the 60 s window has slid) from
   its first segment (``-live_start_index 0``) and decodes frames from it.
 
@@ -142,6 +143,10 @@ async def test_hlsjs_seeks_back_20_s_in_the_dvr_window_plays_and_returns_to_live
             playing = await until(driver, "never played", lambda s: s["time"] > 1 and not s["paused"])
             assert playing["end"] - playing["start"] >= BURST - 6, playing  # the window is seekable
             first = await until(driver, "never played on", lambda s: s["time"] >= playing["time"] + 1)
+            # it reloads the long playlist as delta updates (CAN-SKIP-UNTIL: issue 26), and plays on
+            reloads = await blocking(driver.execute_script, "return performance.getEntriesByType('resource')"
+                                     ".map(e => e.name).filter(n => n.includes('/video.m3u8?'));")  # fmt: skip
+            assert any("_HLS_skip=YES" in uri for uri in reloads), reloads[-3:]
             target = first["time"] - 20
             assert target >= first["start"], first
             await blocking(driver.execute_script, f"document.getElementById('v').currentTime = {target};")

@@ -127,6 +127,7 @@ async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(dem
             f"_HLS_msn={live_msn}&_HLS_part={have + 20}",
             "_HLS_msn=x",
             "_HLS_part=1",
+            "_HLS_skip=yes",
         ):
             with trio.fail_after(1):
                 status, _, body = await http_get(http.port, f"/live/demo/video.m3u8?{query}")
@@ -134,6 +135,11 @@ async def test_blocking_reload_answers_right_after_the_part_and_400s_too_far(dem
         # Already there: at once.
         with trio.fail_after(1):
             assert (await http_get(http.port, f"/live/demo/video.m3u8?_HLS_msn={msn}&_HLS_part=0"))[0] == 200
+            # no DVR window, nothing to skip: no CAN-SKIP-UNTIL, and a skip request gets the full playlist
+            status, _, body = await http_get(
+                http.port, f"/live/demo/video.m3u8?_HLS_msn={msn}&_HLS_part=0&_HLS_skip=YES"
+            )
+        assert status == 200 and b"#EXT-X-MEDIA-SEQUENCE:" in body and b"SKIP" not in body, body
 
 
 class GatedStorage(MemoryStorage):
