@@ -38,6 +38,7 @@ through. A handshake wsproto cannot accept raises
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -57,11 +58,12 @@ __all__ = ["EVENTS_PER_TURN", "MESSAGES_PER_TURN", "EgressWebSocket", "accept"]
 log = logging.getLogger("arcly_trio.http")
 
 _RECV_SIZE = 65536
+_NO_TIMER = contextlib.nullcontext()
 _LINGER = 1.0  # seconds a peer closed for breaking a limit has to read its close frame
 _LINGER_BYTES = 1 << 20  # what it may send meanwhile (dropped unparsed)
 EVENTS_PER_TURN = 64
 """Frames one turn of the connection's task handles before it lets the other tasks run."""
-MESSAGES_PER_TURN = 4
+MESSAGES_PER_TURN = 2
 """Whole messages :meth:`EgressWebSocket.receive_message` hands out before it lets the others run."""
 
 
@@ -174,7 +176,8 @@ class EgressWebSocket:
         if self._pending:
             # Whole messages of one read go out one by one without a trip through the
             # scheduler each (a publisher's video and audio frame reach the stream together),
-            # but never more than EVENTS_PER_TURN frames before the others run.
+            # but never more than MESSAGES_PER_TURN of them (EVENTS_PER_TURN frames) before
+            # the others run.
             if self._budget <= 0 or self._run >= MESSAGES_PER_TURN:
                 await trio.lowlevel.checkpoint()
                 self._budget = EVENTS_PER_TURN
@@ -183,7 +186,8 @@ class EgressWebSocket:
             self._budget = EVENTS_PER_TURN
             self._run = 0
             deadline = self.guard.deadline
-            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+            # Between messages there is no rate to keep: no cancel scope (one per read costs).
+            with trio.move_on_at(deadline) if math.isfinite(deadline) else _NO_TIMER:
                 data = await self.egress.receive(_RECV_SIZE)
                 if data is None:
                     return True
