@@ -43,6 +43,10 @@ class FrameKind(enum.Enum):
     AUDIO = "audio"
     DATA = "data"
 
+    # Members are singletons compared by identity: hash them by identity too (C, not
+    # ``Enum.__hash__``'s Python call), since the hot path keys dicts by kind on every frame.
+    __hash__ = object.__hash__
+
 
 @attrs.frozen(slots=True, eq=False)
 class Frame:

@@ -23,6 +23,7 @@ Error policy: never raises: a config or metadata that does not parse leaves the 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -76,7 +77,11 @@ def measured_rate(first: int, last: int, frames: int) -> float | None:
         return None
     rate = (frames - 1) * 1000 / span
     tolerance = rate * 1.5 / span  # each end is rounded to the millisecond
-    nearest = min(COMMON_RATES, key=lambda common: abs(common - rate))
+    # The nearest common rate (the lower of two as near): one of the two around ``rate``.
+    above = bisect_left(COMMON_RATES, rate)
+    nearest = COMMON_RATES[min(above, len(COMMON_RATES) - 1)]
+    if above and rate - COMMON_RATES[above - 1] <= abs(nearest - rate):
+        nearest = COMMON_RATES[above - 1]
     if abs(nearest - rate) <= max(tolerance, rate * 0.0005):
         return nearest
     rounded = round(rate, 2)

@@ -62,6 +62,20 @@ def test_measured_rate_is_a_positive_rate_or_nothing(first: int, span: int, fram
     assert rate is None or (rate > 0 and (rate in COMMON_RATES or rate == round(rate, 2)))
 
 
+@given(st.integers(0, 10**6), st.integers(1, 10**6), st.integers(5, 300))
+@example(0, 1000, 25)  # 24 fps: a common rate itself
+@example(0, 2000, 109)  # 54 fps: as near 50 as 58 (neither: 54.0 within no tolerance)
+def test_measured_rate_snaps_to_the_nearest_common_rate_the_lower_of_two(first: int, span: int, frames: int) -> None:
+    """The common rate it snaps to is the nearest (the lower of two as near), as a scan of
+    every common rate finds it (the probe runs this on every video frame: it looks at two)."""
+    rate = (frames - 1) * 1000 / span
+    nearest = min(COMMON_RATES, key=lambda common: abs(common - rate))
+    snapped = abs(nearest - rate) <= max(rate * 1.5 / span, rate * 0.0005)
+    rounded = round(rate, 2)
+    expected = nearest if snapped else rounded if rounded > 0 else None
+    assert measured_rate(first, first + span, frames) == expected
+
+
 def test_vp9_width_and_height_come_from_the_keyframes() -> None:
     probe = MediaProbe()
     probe.push(Frame(FrameKind.VIDEO, "vp9", 0, 0, VP9_RECORD, config=True))

@@ -35,7 +35,7 @@ from arcly_trio.protocols.http.websocket import POLICY_VIOLATION, TOO_BIG, WebSo
 from arcly_trio.server.demo import demo_frames as load_demo_frames
 from arcly_trio.workers.egress import Egress
 from arcly_trio.workers.http import HttpServer
-from arcly_trio.workers.http.ws_egress import EVENTS_PER_TURN, accept
+from arcly_trio.workers.http.ws_egress import EVENTS_PER_TURN, MESSAGES_PER_TURN, accept
 
 LIMITS = WebSocketLimits(4096)
 CONTINUATION, TEXT, BINARY, PING = 0x0, 0x1, 0x2, 0x9
@@ -227,6 +227,38 @@ async def test_one_turn_handles_a_bounded_number_of_frames() -> None:
             assert await ws.serve_peer()
             turns += 1
     assert turns >= 10_000 // EVENTS_PER_TURN and not ws.closed
+
+
+async def test_the_messages_of_one_read_go_out_a_few_per_trip_through_the_scheduler() -> None:
+    """An ``/ingest`` publisher's messages that came in one read (a video frame and the audio
+    with it) are handed out MESSAGES_PER_TURN at a time between two trips through the
+    scheduler, not one per trip (each trip costs as much as a frame's own work); the other
+    tasks still run at least every MESSAGES_PER_TURN messages.
+    Mutants killed: a checkpoint after every message; none between the messages of a read."""
+    server_side, client_side = trio.testing.memory_stream_pair()
+    egress = Egress(server_side, write_timeout=5)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    ws = accept(egress, client.send(Request(host="x", target="/")), [], subprotocol=None, limits=LIMITS)
+    count = 40
+    await client_side.send_all(b"".join(client_frame(BINARY, bytes([n])) for n in range(count)))
+    runs = 0
+
+    async def other() -> None:
+        nonlocal runs
+        while True:
+            runs += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await trio.lowlevel.checkpoint()
+            before = runs
+            messages = [await ws.receive_message() for _ in range(count)]
+            trips = runs - before
+            nursery.cancel_scope.cancel()
+    assert messages == [bytes([n]) for n in range(count)]
+    assert count // MESSAGES_PER_TURN - 1 <= trips <= count // MESSAGES_PER_TURN + 5, trips
 
 
 events = st.lists(st.tuples(st.integers(0, 2000), st.booleans(), st.booleans(), st.floats(0, 3)), max_size=300)

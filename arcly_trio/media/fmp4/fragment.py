@@ -259,6 +259,9 @@ class FragmentWriter:
         self._leading = (video or ordered)[0].track_id
         self._offset = 0
         self._rebase = False
+        # The newest output DTS (ms) of any track: the most recent is never older than any
+        # earlier one (a frame that would be is a jump and lands at the end of the timeline).
+        self._newest_out: int | None = None
 
     @property
     def offset(self) -> int:
@@ -312,6 +315,8 @@ class FragmentWriter:
         sync = frame.keyframe or track.kind is FrameKind.AUDIO
         state.held = _Sample(decode, cto, payload, sync, frame.dts, out, rebased)
         state.last_out = out
+        if self._newest_out is None or out > self._newest_out:
+            self._newest_out = out
         state.started = True
         return True
 
@@ -324,8 +329,8 @@ class FragmentWriter:
         if state.held is None and state.end is not None:
             if ms_to_ticks(out, state.track.timescale) < state.end:
                 return True
-        outs = [s.last_out for s in self._states.values() if s.last_out is not None]
-        return bool(outs) and out - max(outs) > self.max_gap_ms
+        newest = self._newest_out
+        return newest is not None and out - newest > self.max_gap_ms
 
     def _timeline_end(self) -> int:
         """Output ms where everything written so far ends (0 for a new writer)."""

@@ -24,7 +24,9 @@ more the peer sent is parsed (it is read and dropped for at most a second, so th
 frame reaches the peer before the connection closes). A message being assembled is held in one growing buffer (its real
 bytes), so what a peer makes the server hold is bounded by ``max_message``. A turn of the
 connection's task handles at most :data:`EVENTS_PER_TURN` frames before it lets the other tasks
-run, so no single read (64 KiB: some ten thousand empty frames) stalls the event loop.
+run, so no single read (64 KiB: some ten thousand empty frames) stalls the event loop; a
+publisher's whole messages of one read go out up to :data:`MESSAGES_PER_TURN` before it lets
+them run (a trip through the scheduler for each costs as much as the frame's own work).
 
 Error policy: :meth:`EgressWebSocket.serve_peer` returns ``False`` and
 :meth:`EgressWebSocket.receive_message` ``None`` once the WebSocket is closed (by either side,
@@ -36,6 +38,7 @@ through. A handshake wsproto cannot accept raises
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -50,15 +53,18 @@ from arcly_trio.protocols.http.router import BadRequest
 from arcly_trio.protocols.http.websocket import Violation, WebSocketGuard, WebSocketLimits
 from arcly_trio.workers.egress import Egress
 
-__all__ = ["EVENTS_PER_TURN", "EgressWebSocket", "accept"]
+__all__ = ["EVENTS_PER_TURN", "MESSAGES_PER_TURN", "EgressWebSocket", "accept"]
 
 log = logging.getLogger("arcly_trio.http")
 
 _RECV_SIZE = 65536
+_NO_TIMER = contextlib.nullcontext()
 _LINGER = 1.0  # seconds a peer closed for breaking a limit has to read its close frame
 _LINGER_BYTES = 1 << 20  # what it may send meanwhile (dropped unparsed)
 EVENTS_PER_TURN = 64
 """Frames one turn of the connection's task handles before it lets the other tasks run."""
+MESSAGES_PER_TURN = 2
+"""Whole messages :meth:`EgressWebSocket.receive_message` hands out before it lets the others run."""
 
 
 def accept(
@@ -102,6 +108,8 @@ class EgressWebSocket:
         "violation",
         "_ws",
         "_pending",
+        "_budget",
+        "_run",
         "_keep",
         "_binary",
         "_text",
@@ -121,6 +129,8 @@ class EgressWebSocket:
         """The limit the peer broke, if that is why the WebSocket was closed."""
         self._ws = ws
         self._pending = False  # events may be left from the last read
+        self._budget = 0  # frames this turn may still handle without letting the others run
+        self._run = 0  # whole messages handed out since the task last let the others run
         self._keep = False  # assemble messages (receive_message) rather than discard them
         self._binary = bytearray()
         self._text = io.StringIO()
@@ -154,6 +164,7 @@ class EgressWebSocket:
             if not await self._turn():
                 return None
         message, self._message = self._message, None
+        self._run += 1
         return message
 
     async def _turn(self) -> bool:
@@ -163,10 +174,20 @@ class EgressWebSocket:
             return False
         ws = self._ws
         if self._pending:
-            await trio.lowlevel.checkpoint()
+            # Whole messages of one read go out one by one without a trip through the
+            # scheduler each (a publisher's video and audio frame reach the stream together),
+            # but never more than MESSAGES_PER_TURN of them (EVENTS_PER_TURN frames) before
+            # the others run.
+            if self._budget <= 0 or self._run >= MESSAGES_PER_TURN:
+                await trio.lowlevel.checkpoint()
+                self._budget = EVENTS_PER_TURN
+                self._run = 0
         else:
+            self._budget = EVENTS_PER_TURN
+            self._run = 0
             deadline = self.guard.deadline
-            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
+            # Between messages there is no rate to keep: no cancel scope (one per read costs).
+            with trio.move_on_at(deadline) if math.isfinite(deadline) else _NO_TIMER:
                 data = await self.egress.receive(_RECV_SIZE)
                 if data is None:
                     return True
@@ -183,7 +204,6 @@ class EgressWebSocket:
     async def _handle_events(self) -> bool:
         ws = self._ws
         guard = self.guard
-        handled = 0
         self._pending = False
         for event in ws.events():
             violation: Violation | None = None
@@ -208,8 +228,8 @@ class EgressWebSocket:
             if violation is not None:
                 await self._violated(violation)
                 return False
-            handled += 1
-            if handled >= EVENTS_PER_TURN or self._message is not None:
+            self._budget -= 1
+            if self._budget <= 0 or self._message is not None:
                 self._pending = True  # the rest waits for the next turn
                 break
         return True
