@@ -96,7 +96,7 @@ import trio
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
 from arcly_trio.protocols.http.router import HttpRequest, Router
-from arcly_trio.protocols.http.websocket import rebuild_request_head
+from arcly_trio.protocols.http.websocket import head_size
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
@@ -409,30 +409,25 @@ class _Connection:
         """The next request head, or ``None`` if the connection should close."""
         conn = self.h11
         received = False
+        try:  # a pipelined head already received needs no timer
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(exc.error_status_hint, f"bad request: {exc}")
+            return None
+        if event is not h11.NEED_DATA:
+            return await self._checked(event)
         with trio.move_on_after(self.server.header_timeout) as scope:
             while True:
+                data = await self._receive()
+                received = received or bool(data)
+                conn.receive_data(data)
                 try:
                     event = conn.next_event()
                 except h11.RemoteProtocolError as exc:
                     await self._refuse(exc.error_status_hint, f"bad request: {exc}")
                     return None
-                if event is h11.NEED_DATA:
-                    data = await self._receive()
-                    received = received or bool(data)
-                    conn.receive_data(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    if event.http_version not in (b"1.0", b"1.1"):
-                        await self._refuse(505, f"HTTP version {event.http_version!r} is not supported")
-                        return None
-                    # h11 caps incomplete heads only; a whole head that arrived at once is
-                    # measured here.
-                    size = len(rebuild_request_head(event))
-                    if size > self.server.max_head_size:
-                        await self._refuse(431, f"request head of {size} bytes is over {self.server.max_head_size}")
-                        return None
-                    return event
-                return None  # ConnectionClosed (or PAUSED: nothing more to do)
+                if event is not h11.NEED_DATA:
+                    return await self._checked(event)
         if scope.cancelled_caught:
             if received or first:
                 self.server.clients.log(
@@ -447,6 +442,23 @@ class _Connection:
             else:
                 log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
         return None
+
+    async def _checked(self, event: h11.Event | type[h11.PAUSED]) -> h11.Request | None:
+        """``event`` if it is a request this server serves; else ``None`` (refused when it is
+        a request of another HTTP version or with too large a head; ``ConnectionClosed`` or
+        ``PAUSED``: nothing more to do)."""
+        if not isinstance(event, h11.Request):
+            return None
+        if event.http_version not in (b"1.0", b"1.1"):
+            await self._refuse(505, f"HTTP version {event.http_version!r} is not supported")
+            return None
+        # h11 caps incomplete heads only; a whole head that arrived at once is measured here
+        # (its size from the parsed parts: the bytes of rebuild_request_head without building them).
+        size = head_size(event)
+        if size > self.server.max_head_size:
+            await self._refuse(431, f"request head of {size} bytes is over {self.server.max_head_size}")
+            return None
+        return event
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a request h11 could not read, then the connection closes."""
@@ -476,6 +488,8 @@ class _Connection:
     async def _discard_body(self) -> bool:
         """Read the rest of the request (a body nobody asked for is discarded, up to a limit)."""
         conn = self.h11
+        if conn.their_state is not h11.SEND_BODY:  # no body (every GET): no timer to set
+            return True
         discarded = 0
         with trio.move_on_after(self.server.header_timeout):
             while conn.their_state is h11.SEND_BODY:
