@@ -124,11 +124,12 @@ async def run(args: argparse.Namespace) -> None:
 
             command = [sys.executable, "-c", CLIENT, HOST, str(http.port), targets["part"], str(args.clients),
                        str(args.requests), str(args.batch)]  # fmt: skip
-            profile = cProfile.Profile()
+            profile = cProfile.Profile(time.process_time)
             profile.enable()
             await trio.run_process(command, stdout=subprocess.DEVNULL)
             profile.disable()
-            pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+            for sort in ("tottime", "cumulative"):
+                pstats.Stats(profile).sort_stats(sort).print_stats(40)
 
 
 def main() -> None:

@@ -486,11 +486,27 @@ class _Connection:
                 pass
 
     async def _discard_body(self) -> bool:
-        """Read the rest of the request (a body nobody asked for is discarded, up to a limit)."""
+        """Read the rest of the request (a body nobody asked for is discarded, up to a limit).
+
+        What is received already is read without a timer: a GET's end of message (h11 gives it
+        after the head) needs no waiting."""
         conn = self.h11
-        if conn.their_state is not h11.SEND_BODY:  # no body (every GET): no timer to set
-            return True
         discarded = 0
+        while conn.their_state is h11.SEND_BODY:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.Data):
+                discarded += len(event.data)
+                if discarded > _MAX_DISCARDED_BODY:
+                    return False
+            elif isinstance(event, h11.ConnectionClosed):
+                return False
+        else:
+            return True
         with trio.move_on_after(self.server.header_timeout):
             while conn.their_state is h11.SEND_BODY:
                 try:
