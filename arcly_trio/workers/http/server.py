@@ -372,6 +372,8 @@ class _Connection:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+        self._past_h11 = False
+        """The last response was written without h11 (see :attr:`.Exchange.past_h11`)."""
         if received:  # read already (to tell it from an HTTP/2 preface)
             self.h11.receive_data(received)
 
@@ -395,9 +397,21 @@ class _Connection:
                 return
             if not await self._discard_body():
                 return
+            if self._past_h11:  # answered without h11: a fresh one reads what follows
+                self._renew_h11()
+                continue
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return
             self.h11.start_next_cycle()
+
+    def _renew_h11(self) -> None:
+        """A fresh h11 state for the next request, given the bytes received past this one."""
+        trailing, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.max_head_size)
+        if trailing:
+            self.h11.receive_data(trailing)
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _receive(self) -> bytes:
         try:
@@ -538,6 +552,7 @@ class _Connection:
     async def _dispatch(self, event: h11.Request) -> bool:
         """Serve one request; whether the connection may serve another."""
         exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
+        self._past_h11 = False
         try:
             return await dispatch(
                 self.server,
@@ -551,6 +566,7 @@ class _Connection:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
         finally:
+            self._past_h11 = exchange.past_h11
             if log.isEnabledFor(logging.DEBUG):  # an access log, for --log-level debug
                 log.debug(
                     "%s %s:%s %s %s: %s",
