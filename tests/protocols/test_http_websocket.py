@@ -91,6 +91,7 @@ _VALUE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ;=/.,0123456789", max_size
 def test_head_size_counts_the_rebuilt_head(method: bytes, target: str, version: bytes, headers: list) -> None:
     """The HTTP worker measures a whole head for its 431 limit with head_size, without building
     the bytes; it must count exactly what rebuild_request_head builds."""
+    headers = [(name, value) for name, value in headers if name not in ("host", "content-length", "transfer-encoding")]
     fields = [("host", "x"), *headers] if version == b"1.1" else headers
     event = h11.Request(method=method, target=target, http_version=version, headers=fields)
     assert head_size(event) == len(rebuild_request_head(event))
