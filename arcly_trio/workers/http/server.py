@@ -41,7 +41,9 @@ the handshake is read within the request-head deadline, so a client that stalls 
 a slowloris head. ``ssl_context`` may be replaced while serving (a certificate reloaded): new
 connections use the new one, open ones keep theirs.
 
-HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
+HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses; a whole response to a
+keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write, and a fresh h11
+state reads the next request: see :attr:`.Exchange.past_h11`); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
