@@ -12,7 +12,7 @@ from wsproto.events import Request
 from wsproto.utilities import RemoteProtocolError
 
 from arcly_trio.protocols.http.router import HttpRequest
-from arcly_trio.protocols.http.websocket import handshake_problem
+from arcly_trio.protocols.http.websocket import handshake_problem, head_size, rebuild_request_head
 
 GOOD = (
     ("host", "127.0.0.1"),
@@ -76,3 +76,22 @@ def test_whatever_host_the_check_accepts_the_handshake_library_reads(host: str) 
     headers = (("host", host.strip() or "x"), *GOOD[1:])
     if handshake_problem(request(headers)) is None:
         assert wsproto_accepts(headers), headers
+
+
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=20)
+_VALUE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ;=/.,0123456789", max_size=40).map(str.strip)
+
+
+@given(
+    method=st.sampled_from([b"GET", b"HEAD", b"OPTIONS", b"DELETE"]),
+    target=st.text(alphabet="abc/?=&%.0123456789", min_size=1, max_size=60).map(lambda t: "/" + t),
+    version=st.sampled_from([b"1.0", b"1.1"]),
+    headers=st.lists(st.tuples(_TOKEN, _VALUE), max_size=8),
+)
+def test_head_size_counts_the_rebuilt_head(method: bytes, target: str, version: bytes, headers: list) -> None:
+    """The HTTP worker measures a whole head for its 431 limit with head_size, without building
+    the bytes; it must count exactly what rebuild_request_head builds."""
+    headers = [(name, value) for name, value in headers if name not in ("host", "content-length", "transfer-encoding")]
+    fields = [("host", "x"), *headers] if version == b"1.1" else headers
+    event = h11.Request(method=method, target=target, http_version=version, headers=fields)
+    assert head_size(event) == len(rebuild_request_head(event))

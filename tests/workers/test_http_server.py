@@ -309,6 +309,35 @@ async def test_oversized_request_head_gets_431(http_get) -> None:  # type: ignor
         assert status == 200
 
 
+async def test_pipelined_requests_keep_their_order_body_and_head_limit() -> None:
+    """Heads already received are served without waiting for more bytes (no timer): each
+    answered in order, a body before the next head discarded, and a whole oversized head that
+    came in the same bytes still refused with 431."""
+    async with serving(max_head_size=2048) as (engine, _, server):
+        request = (
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /api/health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"HEAD /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n"
+        )
+        response = await raw_exchange(server.port, request)
+    conn = h11.Connection(h11.CLIENT)
+    statuses = []
+    for method in ("GET", "POST", "HEAD", "GET"):
+        conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        conn.receive_data(response)
+        response = b""
+        event = conn.next_event()
+        assert isinstance(event, h11.Response), event
+        statuses.append(event.status_code)
+        while not isinstance(conn.next_event(), h11.EndOfMessage):
+            pass
+        if statuses[-1] != 431:
+            conn.start_next_cycle()
+    assert statuses == [200, 405, 200, 431]
+
+
 async def test_slowloris_is_closed_and_logged_while_a_player_keeps_receiving(caplog, demo_frames) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="arcly_trio.http")
     async with serving(header_timeout=0.5) as (engine, _, server):

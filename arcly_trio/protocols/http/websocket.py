@@ -45,6 +45,7 @@ __all__ = [
     "WebSocketLimits",
     "frame_header",
     "rebuild_request_head",
+    "head_size",
     "handshake_problem",
     "valid_websocket_key",
 ]
@@ -104,6 +105,14 @@ def rebuild_request_head(event: h11.Request) -> bytes:
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def head_size(event: h11.Request) -> int:
+    """``len(rebuild_request_head(event))``, counted without building the bytes."""
+    size = len(event.method) + len(event.target) + len(event.http_version) + 11  # "M T HTTP/V\r\n", "\r\n"
+    for name, value in event.headers.raw_items():
+        size += len(name) + len(value) + 4
+    return size
 
 
 def frame_header(size: int, opcode: int = OPCODE_BINARY) -> bytes:

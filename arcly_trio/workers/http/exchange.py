@@ -21,6 +21,7 @@ from __future__ import annotations
 import http
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +57,40 @@ log = logging.getLogger("arcly_trio.http")
 
 RECV_SIZE = 65536
 SERVER_NAME = b"arcly-trio"
+
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")  # h11's field-value
+_H11_FRAMED = frozenset((b"content-length", b"transfer-encoding", b"connection", b"host"))
+"""Header names h11 checks, moves or rewrites in a response: not written past it..."""
+_OWN_FRAMING = ([b"content-length"], [b"connection", b"content-length"])
+"""... but for the ones :meth:`Exchange.respond` itself adds (``connection`` only as ``close``)."""
+
+
+def client_keeps_alive(event: h11.Request) -> bool:
+    """Whether h11 would keep the connection alive after ``event``'s response (HTTP/1.1 and no
+    ``Connection: close``), judged conservatively: any ``close`` in a ``Connection`` value is
+    taken as one (the answer then goes through h11)."""
+    if event.http_version != b"1.1":
+        return False
+    for name, value in event.headers:
+        if name == b"connection" and b"close" in value.lower():
+            return False
+    return True
+
+
+def response_bytes(status: int, fields: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
+    """The bytes h11 writes for a whole response to a keep-alive HTTP/1.1 request (``fields``
+    with its ``content-length``; ``body`` already left out for ``HEAD``), built in one join;
+    ``None`` when h11 must write it (a field it would refuse or rewrite)."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
+    for name, value in fields:
+        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            return None
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
 
 
 def reason_phrase(status: int) -> bytes:
@@ -129,6 +164,9 @@ class Exchange:
         """Whether the answer may carry CORS headers (the server decides per route: not the API's,
         see :mod:`.access`; and only with the server's ``cors``)."""
         self._head = event.method == b"HEAD"
+        self.past_h11 = False
+        """The whole response was written without h11 (its side of ``connection`` not moved
+        on): the connection reads its next request with a fresh h11 state."""
 
     # ------------------------------------------------------------------ whole responses
 
@@ -161,9 +199,26 @@ class Exchange:
             if not any(name.lower() == "retry-after" for name, _ in headers):
                 headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
+        if self.past_h11:
+            raise h11.LocalProtocolError("a response was sent already")
+        h = self._h11
+        if (
+            not self.responded
+            and h.our_state is h11.SEND_RESPONSE
+            and 200 <= status < 1000
+            and status not in (204, 304)  # h11 frames these with no body whatever they say
+            and client_keeps_alive(self._event)
+            and [name for name, _ in fields if name in _H11_FRAMED] in _OWN_FRAMING
+        ):
+            data = response_bytes(status, fields, b"" if self._head else body)
+            if data is not None:  # what h11 would write, without its events and checks
+                self.responded = True
+                self.status = status
+                self.past_h11 = True
+                await self._send_raw(data)
+                return
         self.responded = True
         self.status = status
-        h = self._h11
         data = h.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status)))
         if body and not self._head:
             data += h.send(h11.Data(data=body))

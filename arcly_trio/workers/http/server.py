@@ -41,7 +41,9 @@ the handshake is read within the request-head deadline, so a client that stalls 
 a slowloris head. ``ssl_context`` may be replaced while serving (a certificate reloaded): new
 connections use the new one, open ones keep theirs.
 
-HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses); WebSocket
+HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses; a whole response to a
+keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write, and a fresh h11
+state reads the next request: see :attr:`.Exchange.past_h11`); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
@@ -96,7 +98,7 @@ import trio
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
 from arcly_trio.protocols.http.router import HttpRequest, Router
-from arcly_trio.protocols.http.websocket import rebuild_request_head
+from arcly_trio.protocols.http.websocket import head_size
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
@@ -372,6 +374,8 @@ class _Connection:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+        self._past_h11 = False
+        """The last response was written without h11 (see :attr:`.Exchange.past_h11`)."""
         if received:  # read already (to tell it from an HTTP/2 preface)
             self.h11.receive_data(received)
 
@@ -395,9 +399,21 @@ class _Connection:
                 return
             if not await self._discard_body():
                 return
+            if self._past_h11:  # answered without h11: a fresh one reads what follows
+                self._renew_h11()
+                continue
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return
             self.h11.start_next_cycle()
+
+    def _renew_h11(self) -> None:
+        """A fresh h11 state for the next request, given the bytes received past this one."""
+        trailing, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.max_head_size)
+        if trailing:
+            self.h11.receive_data(trailing)
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _receive(self) -> bytes:
         try:
@@ -409,30 +425,25 @@ class _Connection:
         """The next request head, or ``None`` if the connection should close."""
         conn = self.h11
         received = False
+        try:  # a pipelined head already received needs no timer
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(exc.error_status_hint, f"bad request: {exc}")
+            return None
+        if event is not h11.NEED_DATA:
+            return await self._checked(event)
         with trio.move_on_after(self.server.header_timeout) as scope:
             while True:
+                data = await self._receive()
+                received = received or bool(data)
+                conn.receive_data(data)
                 try:
                     event = conn.next_event()
                 except h11.RemoteProtocolError as exc:
                     await self._refuse(exc.error_status_hint, f"bad request: {exc}")
                     return None
-                if event is h11.NEED_DATA:
-                    data = await self._receive()
-                    received = received or bool(data)
-                    conn.receive_data(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    if event.http_version not in (b"1.0", b"1.1"):
-                        await self._refuse(505, f"HTTP version {event.http_version!r} is not supported")
-                        return None
-                    # h11 caps incomplete heads only; a whole head that arrived at once is
-                    # measured here.
-                    size = len(rebuild_request_head(event))
-                    if size > self.server.max_head_size:
-                        await self._refuse(431, f"request head of {size} bytes is over {self.server.max_head_size}")
-                        return None
-                    return event
-                return None  # ConnectionClosed (or PAUSED: nothing more to do)
+                if event is not h11.NEED_DATA:
+                    return await self._checked(event)
         if scope.cancelled_caught:
             if received or first:
                 self.server.clients.log(
@@ -447,6 +458,23 @@ class _Connection:
             else:
                 log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
         return None
+
+    async def _checked(self, event: h11.Event | type[h11.PAUSED]) -> h11.Request | None:
+        """``event`` if it is a request this server serves; else ``None`` (refused when it is
+        a request of another HTTP version or with too large a head; ``ConnectionClosed`` or
+        ``PAUSED``: nothing more to do)."""
+        if not isinstance(event, h11.Request):
+            return None
+        if event.http_version not in (b"1.0", b"1.1"):
+            await self._refuse(505, f"HTTP version {event.http_version!r} is not supported")
+            return None
+        # h11 caps incomplete heads only; a whole head that arrived at once is measured here
+        # (its size from the parsed parts: the bytes of rebuild_request_head without building them).
+        size = head_size(event)
+        if size > self.server.max_head_size:
+            await self._refuse(431, f"request head of {size} bytes is over {self.server.max_head_size}")
+            return None
+        return event
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a request h11 could not read, then the connection closes."""
@@ -474,9 +502,27 @@ class _Connection:
                 pass
 
     async def _discard_body(self) -> bool:
-        """Read the rest of the request (a body nobody asked for is discarded, up to a limit)."""
+        """Read the rest of the request (a body nobody asked for is discarded, up to a limit).
+
+        What is received already is read without a timer: a GET's end of message (h11 gives it
+        after the head) needs no waiting."""
         conn = self.h11
         discarded = 0
+        while conn.their_state is h11.SEND_BODY:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.Data):
+                discarded += len(event.data)
+                if discarded > _MAX_DISCARDED_BODY:
+                    return False
+            elif isinstance(event, h11.ConnectionClosed):
+                return False
+        else:
+            return True
         with trio.move_on_after(self.server.header_timeout):
             while conn.their_state is h11.SEND_BODY:
                 try:
@@ -508,6 +554,7 @@ class _Connection:
     async def _dispatch(self, event: h11.Request) -> bool:
         """Serve one request; whether the connection may serve another."""
         exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
+        self._past_h11 = False
         try:
             return await dispatch(
                 self.server,
@@ -521,6 +568,7 @@ class _Connection:
             log.warning("http %s:%s response error: %s", *self.peer, exc)
             return False
         finally:
+            self._past_h11 = exchange.past_h11
             if log.isEnabledFor(logging.DEBUG):  # an access log, for --log-level debug
                 log.debug(
                     "%s %s:%s %s %s: %s",
