@@ -15,7 +15,8 @@ Life of a session, all in its one task (:meth:`PeerSession.run`, started by the 
 for a viewer, ``publish`` for a publisher: the one authorization path) and negotiates the SDP
 answer, which goes back to the HTTP handler through ``task_status.started``. Then the task
 waits for datagrams (the server's receive task hands them over through a bounded channel, see
-:meth:`deliver`) or for its next deadline: a DTLS retransmission, the subclass's tick (RTCP
+:meth:`deliver`) or for its next deadline (one cancel scope per timer period, its deadline moved
+as datagrams move it): a DTLS retransmission, the subclass's tick (RTCP
 reports, NACKs), the end of the handshake window, the end of the peer's liveness.
 
 Attacker's view: a session is created only by an authorized WHIP/WHEP exchange. Before that,
@@ -312,17 +313,27 @@ class PeerSession:
     # ------------------------------------------------------------------ the loop
 
     async def _serve(self) -> None:
+        """Datagrams until the next deadline, then the timers, until the session ends.
+
+        One cancel scope per timer period, not one per wait: a viewer's task wakes for each
+        RTCP report and consent check, and a scope entered, registered and left each time was
+        a measurable part of its cost (see ``docs/performance.md``). The scope's deadline moves
+        when a datagram moves the session's (a DTLS flight, the liveness window); a datagram
+        that makes a deadline due (the handshake done: the first tick now) runs the timers at once."""
         inbox = self._inbox
+        receive = inbox.receive
         while True:
-            deadline = self._deadline()
-            received = None
-            with trio.move_on_at(deadline):
-                received = await inbox.receive()
-            now = trio.current_time()
-            if received is not None:
-                await self._datagram(received[0], received[1], received[2], now)
-            if now >= deadline or received is None:
-                await self._timers(now)
+            with trio.CancelScope(deadline=self._deadline()) as timer:
+                while True:
+                    data, address, link = await receive()
+                    now = trio.current_time()
+                    await self._datagram(data, address, link, now)
+                    deadline = self._deadline()
+                    if now >= deadline:
+                        break
+                    if deadline != timer.deadline:
+                        timer.deadline = deadline
+            await self._timers(trio.current_time())
 
     def _deadline(self) -> float:
         dtls = self.dtls
