@@ -678,10 +678,16 @@ class WhepSession(PeerSession):
                     if rtt is not None:
                         stats.rtt = rtt
 
-    async def tick(self, now: float) -> None:
+    ticked = True
+
+    def periodic(self, now: float) -> None:
+        """A sender report for each track that sent (run by the worker's ticker once a second)."""
         report = self.sink.sender_reports(time.time())
         if report:
             self.send_rtcp(report)
+
+    async def tick(self, now: float) -> None:
+        self.periodic(now)
 
     def document(self) -> dict[str, Any]:
         out = super().document()
