@@ -85,6 +85,33 @@ async def test_one_items_failure_closes_it_only(
     assert "periodic work failed" in caplog.text
 
 
+async def test_an_empty_wheel_sleeps_until_an_item_comes(autojump_clock: trio.testing.MockClock) -> None:
+    """A server without viewers does not wake twenty times a second for nothing."""
+    ticker = Ticker(period=1.0)
+    slots = 0
+    real = ticker.run_slot
+
+    def counted(now: float) -> int:
+        nonlocal slots
+        slots += 1
+        return real(now)
+
+    ticker.run_slot = counted  # type: ignore[method-assign]
+    item = _Item(ticker)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ticker.run)
+        await trio.sleep(10)
+        assert slots == 0
+        start = trio.current_time()
+        ticker.add(item)
+        await trio.sleep(2.01)
+        ticker.discard(item)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert [round(run - start, 6) for run in item.runs] == [0.05, 1.05]
+    assert slots <= 2 * SLOTS + 1
+
+
 def test_a_ticker_needs_a_period_and_slots() -> None:
     with pytest.raises(ValueError):
         Ticker(period=0)

@@ -53,6 +53,8 @@ class Ticker:
         self._where: dict[Ticked, int] = {}
         self._next = 0
         """The slot that runs next."""
+        self._added = trio.Event()
+        """Set when an item is added: the task sleeps on it while the wheel is empty."""
 
     def __len__(self) -> int:
         return len(self._where)
@@ -71,6 +73,7 @@ class Ticker:
         index = (self._next + best) % count
         slots[index][item] = None
         self._where[item] = index
+        self._added.set()
 
     def discard(self, item: Ticked) -> None:
         """Stop running ``item`` (at once: a slot being run skips it)."""
@@ -97,11 +100,16 @@ class Ticker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The wheel's task (``nursery.start``): a slot every ``period / slots`` seconds, on a
-        fixed grid (a late wakeup does not shift the ones after it)."""
+        fixed grid (a late wakeup does not shift the ones after it); asleep while the wheel is
+        empty (a server without viewers does not wake twenty times a second)."""
         step = self.period / len(self._slots)
         due = trio.current_time() + step
         task_status.started()
         while True:
+            if not self._where:
+                self._added = trio.Event()
+                await self._added.wait()
+                due = trio.current_time() + step
             await trio.sleep_until(due)
             now = trio.current_time()
             self.run_slot(now)
