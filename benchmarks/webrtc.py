@@ -25,6 +25,14 @@ run.
   every 2 s, 50 Opus frames of 160 bytes) frame by frame as the fan-out does; the process's CPU
   (min of ``--repeat`` passes) per viewer-second and per packet. ``--no-send`` stubs the socket
   calls out (what the rest costs), ``--profile`` prints cProfile's top functions.
+* ``sessions``: the WHEP viewers' own tasks in process, without media: ``--viewers`` real
+  :class:`~arcly_trio.workers.webrtc.viewer.WhepSession` s, connected (real SRTP keys, a track
+  of each kind that has sent), each served by its task (``_serve``) and, in a checkout that has
+  it, the worker's ticker; each viewer's "browser" sends an SRTCP receiver report (with SDES)
+  every ``--report-every`` seconds, phases spread and delivered in 10 ms batches, and each
+  viewer sends its sender reports to a loopback socket. The process's CPU per viewer-second over
+  ``--seconds`` (it includes the trio loop's idle wakeups, ~100-250 µs each on this VM: compare
+  runs of the same N only). Compare two checkouts back to back (``PYTHONPATH``).
 * ``latency``: glass-to-glass in Debian's headless Chromium (selenium, as tests/_browser.py). ffmpeg
   encodes a test pattern (640x360, 30 fps, x264 ``-tune zerolatency``, GOP 1 s) after burning the
   wall clock into the picture as a pixel code: ``setpts`` sets each frame's timestamp to
@@ -45,6 +53,7 @@ How to run (from the repository root, with the project's environment)::
 
     python benchmarks/webrtc.py viewers --viewers 250,500,1000 --seconds 15
     python benchmarks/webrtc.py hotpath --viewers 300 --seconds 2 [--no-send] [--profile]
+    python benchmarks/webrtc.py sessions --viewers 1000 --seconds 5
     python benchmarks/webrtc.py latency --seconds 30
     python benchmarks/webrtc.py latency --seconds 30 --paths rtmp-whep,whip-whep --no-audio
 
@@ -859,6 +868,116 @@ def run_hotpath(viewers: int, seconds: int, repeat: int, send: bool, profile: bo
     }
 
 
+def run_sessions(viewers: int, seconds: float, report_every: float) -> dict[str, Any]:
+    """The ``sessions`` mode (see the module docstring): one JSON-able row."""
+    import types
+
+    import trio
+
+    from arcly_trio.core.keys import Credentials, StreamKey
+    from arcly_trio.protocols.webrtc import rtcp
+    from arcly_trio.protocols.webrtc.dtls import SrtpKeys
+    from arcly_trio.protocols.webrtc.payload import h264, opus
+    from arcly_trio.protocols.webrtc.rtp import SendHistory
+    from arcly_trio.protocols.webrtc.srtp import SrtpContext
+    from arcly_trio.workers.webrtc.udp import open_udp
+    from arcly_trio.workers.webrtc.viewer import HISTORY, OutTrack, WhepSession
+
+    try:
+        from arcly_trio.workers.webrtc.ticker import Ticker
+    except ImportError:  # a checkout before the shared ticker: each viewer's task ticks
+        Ticker = None  # type: ignore[assignment,misc]  # noqa: N806
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    profile = "SRTP_AEAD_AES_128_GCM"
+
+    async def main() -> dict[str, Any]:
+        port = open_udp("127.0.0.1", 0)
+        host = types.SimpleNamespace(
+            engine=None, id_prefix="", handshake_timeout=10.0, session_timeout=30.0, mtu=1200, port=port,
+            picture_ids=lambda key: None, request_keyframe=lambda key: None,
+        )  # fmt: skip
+        ticker = host.ticker = Ticker() if Ticker is not None else None
+        sessions = []
+        reports: list[list[bytes]] = []
+        count = int(seconds / report_every) + 2
+        for n in range(viewers):
+            session = WhepSession(host, StreamKey("live", "bench"), Credentials(), None)  # type: ignore[arg-type]
+            ours, theirs, salt, peer_salt = os.urandom(16), os.urandom(16), os.urandom(12), os.urandom(12)
+            session.srtp = SrtpContext(SrtpKeys(profile, ours, salt, theirs, peer_salt))
+            browser = SrtpContext(SrtpKeys(profile, theirs, peer_salt, ours, salt))
+            address = receiver.getsockname()  # (a closed port would bill ICMP errors to the run)
+            session.address = address
+            session.addresses.add(address)
+            sink = session.sink
+            sink.video = OutTrack("video", "h264", 102, 1000 + n, 90000, history=SendHistory(HISTORY), module=h264)
+            sink.audio = OutTrack("audio", "opus", 111, 5000 + n, 48000, module=opus)
+            sink.video.last_pts = sink.audio.last_pts = 0
+            sink.base = (time.time(), 0)
+            block = rtcp.ReportBlock(sink.video.ssrc, highest_sequence=1000)
+            compound = rtcp.receiver_report(7 + n, [block]) + rtcp.sdes_cname(7 + n, "browser")
+            reports.append([browser.protect_rtcp(compound) for _ in range(count)])
+            sessions.append(session)
+        started = time.process_time()
+        async with trio.open_nursery() as nursery:
+            if ticker is not None:
+                await nursery.start(ticker.run)
+            for session in sessions:
+
+                async def serve(session: WhepSession = session) -> None:
+                    with session.scope:
+                        await session._serve()
+
+                nursery.start_soon(serve)
+                if ticker is not None:
+                    ticker.add(session)
+            ready = time.process_time()
+            # Every viewer's browser reports once per report_every, their phases spread: delivered
+            # by 10 ms batches (a trio sleep per datagram, shorter than epoll's millisecond,
+            # would spin and bill the run ~200 µs each).
+            batches = max(1, round(report_every / 0.01))
+            begin = trio.current_time()
+            for index in range(count - 2):
+                for batch in range(batches):
+                    await trio.sleep_until(begin + index * report_every + batch * report_every / batches)
+                    for n in range(batch, viewers, batches):
+                        sessions[n].deliver(reports[n][index], sessions[n].address)
+            await trio.sleep_until(begin + seconds)
+            used = time.process_time() - ready
+            sent = sum(1 for _ in iter(lambda: _drain(receiver), None))
+            nursery.cancel_scope.cancel()
+        port.close()
+        return {
+            "used": used,
+            "setup": ready - started,
+            "sent_reports": sent,
+            "nacks": sum(s.stats.nacks for s in sessions),
+            "bad": sum(s.stats.bad_packets + s.stats.srtp_errors for s in sessions),
+        }
+
+    row = trio.run(main)
+    receiver.close()
+    return {
+        "mode": "sessions",
+        "viewers": viewers,
+        "seconds": seconds,
+        "report_every_s": report_every,
+        "ticker": Ticker is not None,
+        "cpu_us_per_viewer_s": round(row["used"] * 1e6 / (viewers * seconds), 1),
+        "bad_packets": row["bad"],
+        "load_before": os.getloadavg()[0],
+    }
+
+
+def _drain(sock: socket.socket) -> bytes | None:
+    try:
+        return sock.recv(2048, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -880,6 +999,10 @@ def main() -> None:
     hotpath.add_argument("--repeat", type=int, default=5, help="passes; the least CPU counts")
     hotpath.add_argument("--no-send", action="store_true", help="stub the socket calls out")
     hotpath.add_argument("--profile", action="store_true", help="cProfile's top functions to stderr")
+    sessions = sub.add_parser("sessions", help="the WHEP sessions' own tasks in process: CPU per viewer-second")
+    sessions.add_argument("--viewers", type=int, default=500)
+    sessions.add_argument("--seconds", type=float, default=10.0)
+    sessions.add_argument("--report-every", type=float, default=1.0, help="each browser's receiver report period")
     load = sub.add_parser("whep-load", help="(internal) the WHEP load generator")
     load.add_argument("--url", required=True)
     load.add_argument("--viewers", type=int, required=True)
@@ -899,6 +1022,8 @@ def main() -> None:
             not args.no_send, args.profile,
         )  # fmt: skip
         print(json.dumps(row))
+    elif args.mode == "sessions":
+        print(json.dumps(run_sessions(min(max(1, args.viewers), 5000), max(1.0, args.seconds), args.report_every)))
     elif args.mode == "viewers":
         counts = [int(n) for n in args.viewers.split(",") if n.strip()]
         rows = run_viewers([p for p in args.protocols.split(",") if p], counts, args.seconds, args.clip,

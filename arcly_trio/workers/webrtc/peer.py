@@ -15,8 +15,10 @@ Life of a session, all in its one task (:meth:`PeerSession.run`, started by the 
 for a viewer, ``publish`` for a publisher: the one authorization path) and negotiates the SDP
 answer, which goes back to the HTTP handler through ``task_status.started``. Then the task
 waits for datagrams (the server's receive task hands them over through a bounded channel, see
-:meth:`deliver`) or for its next deadline: a DTLS retransmission, the subclass's tick (RTCP
-reports, NACKs), the end of the handshake window, the end of the peer's liveness.
+:meth:`deliver`) or for its next deadline (one cancel scope per timer period, its deadline moved
+when a datagram brings it earlier): a DTLS retransmission, the subclass's tick (RTCP
+reports, NACKs; a WHEP viewer's sender reports run from the worker's one ticker instead, see
+:mod:`.ticker`), the end of the handshake window, the end of the peer's liveness.
 
 Attacker's view: a session is created only by an authorized WHIP/WHEP exchange. Before that,
 the server keeps no state for a datagram (see :mod:`.server`). A STUN request must carry the
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
     from arcly_trio.protocols.webrtc.certificate import DtlsCertificate
     from arcly_trio.workers.webrtc.tcp import TcpLink
+    from arcly_trio.workers.webrtc.ticker import Ticker
     from arcly_trio.workers.webrtc.udp import UdpPort
 
 __all__ = ["PeerSession", "SessionHost", "LinkStats", "INBOX", "MAX_ADDRESSES"]
@@ -82,6 +85,8 @@ class SessionHost(Protocol):
     handshake_timeout: float
     session_timeout: float
     mtu: int
+    ticker: Ticker
+    """Runs the periodic work of sessions whose class says :attr:`PeerSession.ticked` (:mod:`.ticker`)."""
 
     def local_endpoint(self, ufrag: str, pwd: str) -> LocalEndpoint: ...
 
@@ -136,6 +141,10 @@ class PeerSession:
     kind: ClassVar[str] = ""
     """``"whep"`` or ``"whip"``: the resource path segment and the engine's protocol name."""
     tick_interval: ClassVar[float] = 1.0
+    ticked: ClassVar[bool] = False
+    """Whether the host's ticker (:mod:`.ticker`) runs this session's :meth:`periodic` once a
+    second instead of its own task running :meth:`tick` (a WHEP viewer: its only periodic work
+    is a sender report, and a thousand viewers' tasks waking each second cost a fifth of their CPU)."""
 
     def __init__(self, host: SessionHost, key: StreamKey, credentials: Credentials, offer: SessionDescription) -> None:
         self.host = host
@@ -190,6 +199,9 @@ class PeerSession:
     async def tick(self, now: float) -> None:
         """Periodic work (every :attr:`tick_interval` seconds once connected)."""
 
+    def periodic(self, now: float) -> None:
+        """Periodic work run by the host's ticker (for a :attr:`ticked` session; never waits)."""
+
     def document(self) -> dict[str, Any]:
         """The session's link figures for ``/api/sessions``."""
         return {
@@ -222,6 +234,8 @@ class PeerSession:
         """End the session (``DELETE``, a kick, the stream's end...): its task returns."""
         if self.end_reason is None:
             self.end_reason = reason
+        if self.ticked:
+            self.host.ticker.discard(self)  # detached at once, not when its task gets to run
         self.scope.cancel()
 
     def setup(self, answer: Answer) -> None:
@@ -266,6 +280,8 @@ class PeerSession:
                 raise
             self._ended_by(exc)
         finally:
+            if self.ticked:
+                self.host.ticker.discard(self)
             self._send_inbox.close()
             self._say_goodbye()
             for link in list(self.links):
@@ -312,17 +328,30 @@ class PeerSession:
     # ------------------------------------------------------------------ the loop
 
     async def _serve(self) -> None:
+        """Datagrams until the next deadline, then the timers, until the session ends.
+
+        One cancel scope per timer period, not one per wait: a viewer's task wakes for each
+        RTCP report and consent check, and a scope entered, registered and left each time was
+        a measurable part of its cost (see ``docs/performance.md``). The scope's deadline moves
+        when a datagram brings the session's earlier (a DTLS flight); one that moves it later
+        (the liveness window, on every datagram) leaves it: the scope then ends early, the
+        timers find nothing due and the next scope has the new deadline, so a viewer's task
+        wakes once per window for it, not once per datagram. A datagram that makes a deadline
+        due (the handshake done: the first tick now) runs the timers at once."""
         inbox = self._inbox
+        receive = inbox.receive
         while True:
-            deadline = self._deadline()
-            received = None
-            with trio.move_on_at(deadline):
-                received = await inbox.receive()
-            now = trio.current_time()
-            if received is not None:
-                await self._datagram(received[0], received[1], received[2], now)
-            if now >= deadline or received is None:
-                await self._timers(now)
+            with trio.CancelScope(deadline=self._deadline()) as timer:
+                while True:
+                    data, address, link = await receive()
+                    now = trio.current_time()
+                    await self._datagram(data, address, link, now)
+                    deadline = self._deadline()
+                    if now >= deadline:
+                        break
+                    if deadline < timer.deadline:
+                        timer.deadline = deadline
+            await self._timers(trio.current_time())
 
     def _deadline(self) -> float:
         dtls = self.dtls
@@ -333,6 +362,8 @@ class PeerSession:
                 if retransmit is not None:
                     deadline = min(deadline, retransmit)
             return deadline
+        if self.ticked:
+            return self.last_heard + self.host.session_timeout
         return min(self._next_tick, self.last_heard + self.host.session_timeout)
 
     async def _timers(self, now: float) -> None:
@@ -353,7 +384,7 @@ class PeerSession:
         if now >= self.last_heard + self.host.session_timeout:
             self.close(f"peer silent for {self.host.session_timeout:g} s")
             return
-        if now >= self._next_tick:
+        if not self.ticked and now >= self._next_tick:
             self._next_tick = now + self.tick_interval
             await self.tick(now)
 
@@ -480,6 +511,9 @@ class PeerSession:
             self.last_heard = now
             self._next_tick = now
             self.on_connected(now)
+            if self.ticked and self.end_reason is None:
+                self.periodic(now)  # a first report at once (after what on_connected sent), then the wheel's
+                self.host.ticker.add(self)
 
     # ------------------------------------------------------------------ sending
 

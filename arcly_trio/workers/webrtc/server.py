@@ -58,6 +58,7 @@ from arcly_trio.workers.webrtc import routes
 from arcly_trio.workers.webrtc.ingest import WhipSession
 from arcly_trio.workers.webrtc.peer import PeerSession
 from arcly_trio.workers.webrtc.tcp import TcpPort, open_tcp
+from arcly_trio.workers.webrtc.ticker import Ticker
 from arcly_trio.workers.webrtc.udp import UdpPort, open_udp
 from arcly_trio.workers.webrtc.viewer import PictureIds, WhepSession
 
@@ -173,6 +174,8 @@ class WebRtcServer:
         self._port: UdpPort | None = None
         self._tcp: TcpPort | None = None
         self._nursery: trio.Nursery | None = None
+        self.ticker = Ticker()
+        """The WHEP viewers' sender reports: one task for all, spread over the second (:mod:`.ticker`)."""
         self.sessions: dict[str, PeerSession] = {}
         self.by_ufrag: dict[str, PeerSession] = {}
         self.by_address: dict[tuple[str, int], PeerSession] = {}
@@ -244,6 +247,7 @@ class WebRtcServer:
                 self._nursery = nursery
                 if self._tcp is not None:
                     nursery.start_soon(self._tcp.serve, self)
+                await nursery.start(self.ticker.run)
                 task_status.started(bound)
                 await self._receive_loop()
         finally:

@@ -125,6 +125,8 @@ _PARAMETER_SETS: dict[str, Callable[[bytes], Sequence[bytes]]] = {
     "av1": av1.parameter_sets,
 }
 _MASK32 = 0xFFFFFFFF
+_VIDEO = FrameKind.VIDEO
+_AUDIO = FrameKind.AUDIO
 
 
 @runtime_checkable
@@ -346,6 +348,8 @@ class RtpSink:
         self.video: OutTrack | None = None
         self.audio: OutTrack | None = None
         self.mtu = session.host.mtu
+        self._opus_key = ("rtp", "opus", self.mtu)
+        """The shared Opus packets' key in :meth:`Frame.encoded` (made once: 50 lookups a second)."""
         self.ready = False
         self.ended = False
         self.end_reason: EndReason | None = None
@@ -457,7 +461,11 @@ class RtpSink:
 
     def _send(self, frame: Frame) -> bool:
         kind = frame.kind
-        if kind is FrameKind.VIDEO:
+        if kind is _AUDIO:
+            if frame.codec == "opus" and not frame.track:
+                return self._send_audio(frame)
+            return True
+        if kind is _VIDEO:
             track = self.video
             if track is None or frame.codec != track.codec or frame.track:
                 self.skipped += 1
@@ -487,8 +495,6 @@ class RtpSink:
                     return True
                 return self._sent(track, track.send_plans(session, packets, octets, plans))
             return self._sent(track, track.send(session, packets, octets))
-        if kind is FrameKind.AUDIO and frame.codec == "opus" and not frame.track:
-            return self._send_audio(frame)
         return True
 
     def _sent(self, track: OutTrack, ok: bool) -> bool:
@@ -528,13 +534,15 @@ class RtpSink:
         track = self.audio
         if track is None:
             return True
+        pts = frame.pts
         if self.base is None:
-            self.base = (time.time(), frame.pts)
-        packets, octets = frame.encoded(("rtp", "opus", self.mtu), _packetize, opus, self.mtu, (), None, False)
-        track.last_pts = frame.pts
+            self.base = (time.time(), pts)
+        packets, octets = frame.encoded(self._opus_key, _packetize, opus, self.mtu, (), None, False)
+        track.last_pts = pts
         session = self.session
         srtp = session.srtp
-        if len(packets) != 1 or session.link is not None or srtp is None or session.address is None:
+        address = session.address
+        if len(packets) != 1 or session.link is not None or srtp is None or address is None:
             return self._sent(track, track.send(session, packets, octets))
         # The common case in line (an Opus frame is one packet, half of a viewer's packets):
         # what OutTrack.send and send_packets do, without their calls.
@@ -549,7 +557,7 @@ class RtpSink:
         except SrtpProtectError:
             stats.srtp_errors += 1
             return self._sent(track, False)
-        if session.host.port.send(data, session.address):
+        if session.host.port.send(data, address):
             stats.packets_sent += 1
             stats.bytes_sent += len(data)
             track.failed_frames = 0
@@ -678,10 +686,16 @@ class WhepSession(PeerSession):
                     if rtt is not None:
                         stats.rtt = rtt
 
-    async def tick(self, now: float) -> None:
+    ticked = True
+
+    def periodic(self, now: float) -> None:
+        """A sender report for each track that sent (run by the worker's ticker once a second)."""
         report = self.sink.sender_reports(time.time())
         if report:
             self.send_rtcp(report)
+
+    async def tick(self, now: float) -> None:
+        self.periodic(now)
 
     def document(self) -> dict[str, Any]:
         out = super().document()
