@@ -501,3 +501,22 @@ async def test_a_udp_player_without_keepalives_times_out(
                     await trio.sleep(0.01)
                 rtp.close()
             nursery.cancel_scope.cancel()
+
+
+def test_an_rtp_socket_asks_for_a_receive_buffer_of_a_second_of_video() -> None:
+    """The system's default receive buffer (~200 kB) overflowed while a busy server's session
+    task waited for its turn (a UDP publisher lost audio under load); the RTP socket asks for
+    more, as far as ``net.core.rmem_max`` allows."""
+    from pathlib import Path
+
+    from arcly_trio.workers.rtsp.udp import RECEIVE_BUFFER, UdpPorts
+
+    ports = UdpPorts("127.0.0.1", 40000, 40999)
+    pair = ports.take()
+    assert pair is not None
+    try:
+        allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        # Linux reports twice what was set (its bookkeeping overhead).
+        assert pair.rtp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(RECEIVE_BUFFER, allowed)
+    finally:
+        ports.give_back(pair)

@@ -9,6 +9,12 @@ ends; when none is free a ``SETUP`` is answered 453 (Not Enough Bandwidth) and n
 Datagrams a socket receives are read by the session's task only from the client's own address
 (see :mod:`.connection`).
 
+An RTP socket asks for a receive buffer of :data:`RECEIVE_BUFFER` (the system's default, about
+200 kB, is a fraction of a second of a publisher's video: a server short of CPU for a moment
+lost packets there while its session task waited for its turn, as the other UDP workers did
+before they asked for more). The kernel takes the memory only as datagrams wait, and caps the
+size at ``net.core.rmem_max``.
+
 Error policy: :meth:`UdpPorts.take` returns ``None`` when no pair can be bound (all taken, or
 the system refuses): the caller answers the client; nothing raises.
 """
@@ -17,7 +23,10 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["UdpPair", "UdpPorts"]
+__all__ = ["UdpPair", "UdpPorts", "RECEIVE_BUFFER"]
+
+RECEIVE_BUFFER = 1024 * 1024
+"""The receive buffer an RTP socket asks for (bytes; see the module docstring)."""
 
 
 class UdpPair:
@@ -69,6 +78,10 @@ class UdpPorts:
                 rtp.close()
                 rtcp.close()
                 continue
+            try:
+                rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError:
+                pass  # the system's default then
             rtp.setblocking(False)
             rtcp.setblocking(False)
             self._used.add(port)
