@@ -51,7 +51,16 @@ if TYPE_CHECKING:
     from arcly_trio.kernel.engine import Engine
     from arcly_trio.workers.clientlog import ClientLog
 
-__all__ = ["Exchange", "ExchangeHost", "ClientGone", "common_headers", "stream_error_status", "SERVER_NAME"]
+__all__ = [
+    "Exchange",
+    "ExchangeHost",
+    "ClientGone",
+    "common_headers",
+    "log_write_timeout",
+    "status_headers",
+    "stream_error_status",
+    "SERVER_NAME",
+]
 
 log = logging.getLogger("arcly_trio.http")
 
@@ -126,6 +135,34 @@ def common_headers(cors: bool) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def status_headers(status: int, headers: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+    """``headers`` with what a ``status`` must or should say added (HTTP/1.1 and HTTP/2 alike):
+    a ``401`` how to authenticate (RFC 9110), a ``429`` when to come back (RFC 6585) unless
+    the handler said it."""
+    if status == 401:
+        return [("www-authenticate", 'Bearer realm="arcly-trio"'), *headers]
+    if status == 429:
+        headers = list(headers)
+        if not any(name.lower() == "retry-after" for name, _ in headers):
+            headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
+    return headers
+
+
+def log_write_timeout(server: ExchangeHost, peer: tuple[str, int], what: str = "a write blocked") -> None:
+    """The line for a client dropped because ``what`` lasted the server's write timeout
+    (summed up per address when many, like every client's line)."""
+    server.clients.log(
+        logging.INFO,
+        peer[0],
+        "timeouts",
+        "%s %s:%s dropped: %s for %g s",
+        server.name,
+        *peer,
+        what,
+        server.write_timeout,
+    )
+
+
 class Exchange:
     """How a handler answers one request.
 
@@ -192,12 +229,7 @@ class Exchange:
         """Send a whole response (the body is left out for ``HEAD``)."""
         if close:
             self.keep_alive = False
-        if status == 401:  # RFC 9110: a 401 says how to authenticate
-            headers = [("www-authenticate", 'Bearer realm="arcly-trio"'), *headers]
-        elif status == 429:  # RFC 6585: a 429 may say when to come back
-            headers = list(headers)
-            if not any(name.lower() == "retry-after" for name, _ in headers):
-                headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
+        headers = status_headers(status, headers)
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
         if self.past_h11:
             raise h11.LocalProtocolError("a response was sent already")
@@ -332,15 +364,7 @@ class Exchange:
             with trio.fail_after(self.server.write_timeout):
                 await self._stream.send_all(data)
         except trio.TooSlowError:
-            self.server.clients.log(
-                logging.INFO,
-                self.peer[0],
-                "timeouts",
-                "%s %s:%s dropped: a write blocked for %g s",
-                self.server.name,
-                *self.peer,
-                self.server.write_timeout,
-            )
+            log_write_timeout(self.server, self.peer)
             raise ClientGone("write timeout") from None
         except TRANSPORT_ERRORS as exc:
             raise ClientGone(describe(exc)) from None

@@ -74,7 +74,7 @@ from arcly_trio.protocols.http.router import HttpRequest
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http.dispatch import DispatchHost, dispatch
-from arcly_trio.workers.http.exchange import ClientGone
+from arcly_trio.workers.http.exchange import ClientGone, log_write_timeout
 from arcly_trio.workers.http.h2_exchange import H2Exchange, H2Stream
 
 if TYPE_CHECKING:
@@ -202,15 +202,7 @@ class H2Connection:
                         await self.stream.send_all(data)
                 except trio.TooSlowError:
                     self._break(f"a write blocked for {self.server.write_timeout:g} s")
-                    self.server.clients.log(
-                        logging.INFO,
-                        self.peer[0],
-                        "timeouts",
-                        "%s %s:%s dropped: a write blocked for %g s",
-                        self.server.name,
-                        *self.peer,
-                        self.server.write_timeout,
-                    )
+                    log_write_timeout(self.server, self.peer)
                     raise ClientGone("write timeout") from None
                 except TRANSPORT_ERRORS as exc:
                     self._break(describe(exc))

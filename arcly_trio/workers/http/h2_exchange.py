@@ -25,16 +25,22 @@ socket would.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from arcly_trio.core.errors import AuthorizationBusy, LocalProtocolError
+from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.protocols.http.router import BadRequest
 from arcly_trio.workers.egress import Egress
-from arcly_trio.workers.http.exchange import ClientGone, Exchange, ExchangeHost, common_headers
+from arcly_trio.workers.http.exchange import (
+    ClientGone,
+    Exchange,
+    ExchangeHost,
+    common_headers,
+    log_write_timeout,
+    status_headers,
+)
 from arcly_trio.workers.http.ws_egress import EgressWebSocket
 
 if TYPE_CHECKING:
@@ -232,16 +238,7 @@ class H2Exchange(Exchange):
                 if body or (end and headers is None):
                     await connection.send_data(stream, body, end)
         except trio.TooSlowError:
-            self.server.clients.log(
-                logging.INFO,
-                self.peer[0],
-                "timeouts",
-                "%s %s:%s stream %d dropped: its window stayed closed for %g s",
-                self.server.name,
-                *self.peer,
-                stream.id,
-                self.server.write_timeout,
-            )
+            log_write_timeout(self.server, self.peer, f"stream {stream.id}'s window stayed closed")
             raise ClientGone("write timeout") from None
         stream.truncated = False
 
@@ -254,12 +251,7 @@ class H2Exchange(Exchange):
         headers: Iterable[tuple[str, str]] = (),
         close: bool = False,
     ) -> None:
-        if status == 401:
-            headers = [("www-authenticate", 'Bearer realm="arcly-trio"'), *headers]
-        elif status == 429:
-            headers = list(headers)
-            if not any(name.lower() == "retry-after" for name, _ in headers):
-                headers.insert(0, ("retry-after", str(AuthorizationBusy.retry_after)))
+        headers = status_headers(status, headers)
         fields = self._h2_headers(
             status, [("content-type", content_type), ("content-length", str(len(body))), *headers]
         )
