@@ -14,6 +14,8 @@ that is practical on one machine). For each attack it prints one JSON line:
   during the attack (the demo is 30 fps);
 * ``server_cpu_s`` / ``attack_s``: the server's CPU time during the attack, and how long it took
   (a loop busier than one core cannot be free of stalls);
+* ``loop_runqueue_wait_s``: how long the server's event-loop thread waited for a CPU during the
+  attack (``/proc/PID/schedstat``): on a shared machine, part of a stall is other processes';
 * attack-specific fields (connections refused or closed, tries answered...).
 
 Nothing here is a pass/fail test (that is ``tests/workers/test_attacks.py``); these are the numbers
@@ -87,6 +89,15 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """How long the process's main thread (the event loop) waited on a run queue so far."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):  # no schedstats in this kernel
+        return 0.0
 
 
 def rss_mb(pid: int) -> float:
@@ -999,8 +1010,10 @@ async def _run(args: argparse.Namespace, hook_port: int, bench_box: list[Bench],
                 bench.rss_peak = before
                 start = time.monotonic()
                 cpu = cpu_seconds(server.pid)
+                waited = runqueue_wait_seconds(server.pid)
                 fields = await attack(bench)
                 cpu = cpu_seconds(server.pid) - cpu
+                waited = runqueue_wait_seconds(server.pid) - waited
                 end = time.monotonic()
                 await trio.sleep(2)
                 lags = (await bench.health())["loop"]["lag_ms_per_second"]
@@ -1017,6 +1030,7 @@ async def _run(args: argparse.Namespace, hook_port: int, bench_box: list[Bench],
                             "healthy_fps_min": healthy.min_fps(start, end),
                             "server_cpu_s": round(cpu, 2),
                             "attack_s": round(end - start, 1),
+                            "loop_runqueue_wait_s": round(waited, 2),
                             **fields,
                         }
                     ),

@@ -3,7 +3,9 @@ publish path of ``/ingest`` publishers.
 
 N publishers each send the demo clip (640x360 H.264 + AAC, 30 fps, ``arcly_trio.testing.frames.
 real_stream``) as ``arcly.frames.v1`` WebSocket messages: each tick's frames (a video frame and
-the audio due with it) are masked WebSocket frames, parsed by wsproto and the
+the audio due with it) are masked WebSocket frames, parsed by the server's
+:class:`~arcly_trio.protocols.http.ws_reader.WebSocketReader` (``--parser wsproto``: by wsproto's
+``Connection``, as before 2026-12) and the
 :class:`~arcly_trio.protocols.frames.reader.FramesReader` as ``/ingest`` does, then sent to an
 engine with the HLS service (LL-HLS, as ``serve --hls``) and, with ``--record``, the recorder
 (fMP4 into a temporary directory). Ticks are not paced by the clock: each publisher sends one
@@ -12,12 +14,13 @@ time (a tick per publisher per step) without waiting for it. What it measures is
 process's CPU time per frame (``resource``), setup excluded, so other processes on a shared
 machine change it little; ``frames_per_core_s`` is its inverse.
 
-Printed (one JSON line on stdout): frames, ``cpu_us_per_frame``, ``frames_per_core_s``.
+Printed (one JSON line on stdout): the parser, frames, ``cpu_us_per_frame``, ``frames_per_core_s``.
 
 Usage::
 
     python benchmarks/ingest.py                    # 100 publishers, 20 s of media each
     python benchmarks/ingest.py --record --streams 50 --seconds 10
+    python benchmarks/ingest.py --record --parser wsproto   # the same with wsproto, to compare
 
 This is a benchmark, not a test: it asserts nothing, it reports.
 """
@@ -48,6 +51,7 @@ from arcly_trio.kernel.engine import Engine  # noqa: E402
 from arcly_trio.kernel.spec import AppSpec  # noqa: E402
 from arcly_trio.protocols.frames.messages import config_for_frame, encode_frame, encode_text  # noqa: E402
 from arcly_trio.protocols.frames.reader import FramesReader  # noqa: E402
+from arcly_trio.protocols.http.ws_reader import Received, WebSocketReader  # noqa: E402
 from arcly_trio.services.hls import HlsService  # noqa: E402
 from arcly_trio.services.recordings import Recorder  # noqa: E402
 from arcly_trio.testing.frames import real_stream  # noqa: E402
@@ -90,7 +94,10 @@ def ticks(seconds: float) -> tuple[list[bytes], list[bytes], int]:
     return head, out, frames
 
 
-async def publish(engine: Engine, key: str, head: list[bytes], body: list[bytes]) -> None:
+async def publish(engine: Engine, key: str, head: list[bytes], body: list[bytes], parser: str) -> None:
+    if parser == "arcly":
+        await publish_read_by_arcly(engine, key, head, body)
+        return
     ws = Connection(ConnectionType.SERVER)
     reader = FramesReader("publisher")
     async with engine.publish(key) as publisher:
@@ -106,7 +113,23 @@ async def publish(engine: Engine, key: str, head: list[bytes], body: list[bytes]
             await trio.sleep(0)
 
 
-async def run(streams: int, seconds: float, record: bool, directory: Path) -> dict[str, Any]:
+async def publish_read_by_arcly(engine: Engine, key: str, head: list[bytes], body: list[bytes]) -> None:
+    ws = WebSocketReader()
+    reader = FramesReader("publisher")
+    async with engine.publish(key) as publisher:
+        for data in [*head, *body]:
+            ws.feed(data)
+            while (event := ws.next_event()) is not None:
+                assert isinstance(event, Received) and event.message_finished
+                message = event.data
+                found = reader.receive_text(message) if isinstance(message, str) else [reader.receive_binary(message)]
+                for item in found:
+                    if isinstance(item, Frame):
+                        await publisher.send(item)
+            await trio.sleep(0)
+
+
+async def run(streams: int, seconds: float, record: bool, directory: Path, parser: str = "arcly") -> dict[str, Any]:
     head, body, per_stream = ticks(seconds)
     builder = Engine.builder().application(AppSpec("live", hls=True, record=record, ingest_queue=256))
     builder.service(HlsService())
@@ -119,13 +142,14 @@ async def run(streams: int, seconds: float, record: bool, directory: Path) -> di
         before = resource.getrusage(resource.RUSAGE_SELF)
         async with trio.open_nursery() as nursery:
             for n in range(streams):
-                nursery.start_soon(publish, engine, f"live/s{n}", head, body)
+                nursery.start_soon(publish, engine, f"live/s{n}", head, body, parser)
         await trio.sleep(0.5)  # the services take in what is queued
         after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     frames = streams * per_stream
     return {
         "benchmark": "ingest" + ("-record" if record else ""),
+        "parser": parser,
         "streams": streams,
         "frames": frames,
         "cpu_s": round(cpu, 2),
@@ -139,9 +163,15 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--record", action="store_true", help="record every stream too (fMP4, temporary directory)")
+    parser.add_argument(
+        "--parser",
+        choices=["arcly", "wsproto"],
+        default="arcly",
+        help="what reads the WebSocket frames: the server's reader (default) or wsproto's Connection",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        result = trio.run(run, args.streams, args.seconds, args.record, Path(directory))
+        result = trio.run(run, args.streams, args.seconds, args.record, Path(directory), args.parser)
     result.update(
         {
             "python": platform.python_version(),
