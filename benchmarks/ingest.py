@@ -15,12 +15,19 @@ process's CPU time per frame (``resource``), setup excluded, so other processes 
 machine change it little; ``frames_per_core_s`` is its inverse.
 
 Printed (one JSON line on stdout): the parser, frames, ``cpu_us_per_frame``, ``frames_per_core_s``.
+``--parse-only`` measures the WebSocket parsing alone instead: the clip's masked frames read by
+wsproto and by the server's reader, alternated 7 times in the same run, the best CPU time per
+message of each and their ratio. ``--turns`` measures a publisher's reads through the server's
+``ws_egress`` (over an in-memory stream: a video frame and two audio frames per read, three
+``receive_message`` calls) with ``MESSAGES_PER_TURN`` 2 and 4, alternated in one run.
 
 Usage::
 
     python benchmarks/ingest.py                    # 100 publishers, 20 s of media each
     python benchmarks/ingest.py --record --streams 50 --seconds 10
     python benchmarks/ingest.py --record --parser wsproto   # the same with wsproto, to compare
+    python benchmarks/ingest.py --parse-only                # the parsers alone, side by side
+    python benchmarks/ingest.py --turns                     # ws_egress reads, 2 or 4 messages a turn
 
 This is a benchmark, not a test: it asserts nothing, it reports.
 """
@@ -34,6 +41,7 @@ import platform
 import resource
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +137,87 @@ async def publish_read_by_arcly(engine: Engine, key: str, head: list[bytes], bod
             await trio.sleep(0)
 
 
+def parse_only(seconds: float, repeat: int = 7) -> dict[str, Any]:
+    """The WebSocket parsing of ``seconds`` of the clip alone, wsproto against the server's
+    reader, alternated ``repeat`` times (CPU time, the best of each)."""
+    head, body, _ = ticks(seconds)
+    stream = [*head, *body]
+
+    def by_wsproto() -> int:
+        connection = Connection(ConnectionType.SERVER)
+        count = 0
+        for data in stream:
+            connection.receive_data(data)
+            for _ in connection.events():
+                count += 1
+        return count
+
+    def by_arcly() -> int:
+        reader = WebSocketReader()
+        count = 0
+        for data in stream:
+            reader.feed(data)
+            while reader.next_event() is not None:
+                count += 1
+        return count
+
+    messages = by_wsproto()
+    assert by_arcly() == messages
+    best = {"wsproto": float("inf"), "arcly": float("inf")}
+    for _ in range(repeat):
+        for name, parse in (("wsproto", by_wsproto), ("arcly", by_arcly)):
+            start = time.process_time()
+            parse()
+            best[name] = min(best[name], time.process_time() - start)
+    return {
+        "benchmark": "ingest-parse",
+        "messages": messages,
+        "wsproto_us_per_message": round(best["wsproto"] / messages * 1e6, 2),
+        "arcly_us_per_message": round(best["arcly"] / messages * 1e6, 2),
+        "ratio": round(best["arcly"] / best["wsproto"], 3),
+    }
+
+
+async def turns(reads: int = 20000, repeat: int = 6) -> dict[str, Any]:
+    """CPU per read of one tick through ``ws_egress``, ``MESSAGES_PER_TURN`` 2 against 4."""
+    import trio.testing
+    import wsproto
+    from wsproto.events import Request
+
+    from arcly_trio.protocols.http.websocket import WebSocketLimits
+    from arcly_trio.workers.egress import Egress
+    from arcly_trio.workers.http import ws_egress
+
+    tick = _masked(2, b"v" * 4000) + _masked(2, b"a" * 300) * 2
+    kept = ws_egress.MESSAGES_PER_TURN
+    best = {2: float("inf"), 4: float("inf")}
+    for _ in range(repeat):
+        for per_turn in best:
+            ws_egress.MESSAGES_PER_TURN = per_turn
+            server_side, client_side = trio.testing.memory_stream_pair()
+            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            ws = ws_egress.accept(
+                Egress(server_side, write_timeout=5),
+                client.send(Request(host="x", target="/")),
+                [],
+                subprotocol=None,
+                limits=WebSocketLimits(1 << 20),
+            )
+            start = time.process_time()
+            for _ in range(reads):
+                await client_side.send_all(tick)
+                for _ in range(3):
+                    await ws.receive_message()
+            best[per_turn] = min(best[per_turn], time.process_time() - start)
+    ws_egress.MESSAGES_PER_TURN = kept
+    return {
+        "benchmark": "ingest-turns",
+        "reads": reads,
+        "us_per_read_2_per_turn": round(best[2] / reads * 1e6, 2),
+        "us_per_read_4_per_turn": round(best[4] / reads * 1e6, 2),
+    }
+
+
 async def run(streams: int, seconds: float, record: bool, directory: Path, parser: str = "arcly") -> dict[str, Any]:
     head, body, per_stream = ticks(seconds)
     builder = Engine.builder().application(AppSpec("live", hls=True, record=record, ingest_queue=256))
@@ -169,7 +258,15 @@ def main() -> None:
         default="arcly",
         help="what reads the WebSocket frames: the server's reader (default) or wsproto's Connection",
     )
+    parser.add_argument("--parse-only", action="store_true", help="measure the WebSocket parsers alone, side by side")
+    parser.add_argument("--turns", action="store_true", help="measure ws_egress reads, 2 or 4 messages a turn")
     args = parser.parse_args()
+    if args.turns:
+        print(json.dumps(trio.run(turns)))
+        return
+    if args.parse_only:
+        print(json.dumps(parse_only(args.seconds)))
+        return
     with tempfile.TemporaryDirectory() as directory:
         result = trio.run(run, args.streams, args.seconds, args.record, Path(directory), args.parser)
     result.update(
