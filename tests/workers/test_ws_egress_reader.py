@@ -5,7 +5,8 @@ here a wsproto client talks to :class:`~arcly_trio.workers.http.ws_egress.Egress
 an in-memory stream: a text message in fragments with a ping between them, binary messages in
 one frame and in three, the ping answered with its payload, the peer's close (with and without
 a code) answered in kind, and a frame that breaks the protocol closed with wsproto's code.
-``trio.fail_after`` bounds every test.
+``trio.fail_after`` bounds every test; the one that waits for nothing to come runs on the
+autojump clock.
 
 Error policy: plain asserts.
 """
@@ -79,7 +80,7 @@ async def test_a_close_without_a_code_is_answered_without_one() -> None:
         assert isinstance(answer, CloseConnection) and answer.code == 1005
 
 
-async def test_a_frame_that_breaks_the_protocol_is_closed_with_wsprotos_code() -> None:
+async def test_a_frame_that_breaks_the_protocol_is_closed_with_wsprotos_code(autojump_clock: object) -> None:
     with trio.fail_after(10):
         ws, client, stream = await connected()
         await stream.send_all(bytes((0x81, 0x81)) + bytes(4) + b"\xff")  # text that is not UTF-8
@@ -88,5 +89,5 @@ async def test_a_frame_that_breaks_the_protocol_is_closed_with_wsprotos_code() -
         assert isinstance(answer, CloseConnection) and answer.code == 1007
         ws.send_text("nothing after the close")  # dropped, not written after the close frame
         await ws.egress.drain()
-        with trio.move_on_after(0.5):
+        with trio.move_on_after(0.5):  # virtual time: nothing was written, the read waits in vain
             assert not await stream.receive_some(65536)
