@@ -330,10 +330,11 @@ def test_a_viewer_starts_with_the_held_video_from_its_keyframe_but_only_the_late
     assert video[0] == 0 and len(set(video)) == sum(1 for f in gop if f.kind is FrameKind.VIDEO)
     newest = gop[-1].dts
     assert audio and min(audio) >= newest - MAX_AUDIO_START  # no burst of old audio
-    assert len(audio) == sum(1 for f in gop if f.kind is FrameKind.AUDIO and f.dts >= newest - MAX_AUDIO_START)
+    latest = sum(1 for f in gop if f.kind is FrameKind.AUDIO and f.dts >= newest - MAX_AUDIO_START)
+    assert len(audio) == latest // 2  # two 20 ms frames a packet (the last odd one held for its pair)
     # from then on every audio frame goes out
     sink.offer([Frame(FrameKind.AUDIO, "opus", newest + 20, newest + 20, b"\xfc" + bytes(20))], 0)
-    assert session.sent[-1] == (111, (newest + 20) * 48)
+    assert session.sent[-1] == (111, newest * 48)  # joined with the one held
 
 
 def test_a_viewer_of_a_stream_with_audio_starts_at_the_next_keyframe_when_the_held_one_is_old():
@@ -364,9 +365,10 @@ def test_the_bridges_first_opus_starts_near_the_video_not_with_its_stale_burst()
     for frame in stale:
         sink.deliver_bridged(frame)
     audio = [ts // 48 for pt, ts in session.sent if pt == 111]
-    assert audio == [pts for pts in range(500, 1000, 20) if pts >= 1000 - MAX_AUDIO_START]
+    assert audio == [pts for pts in range(500, 1000, 20) if pts >= 1000 - MAX_AUDIO_START][::2]  # in pairs
     # once audio runs, every bridged frame goes out, late or not
     sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", 700, 700, b"\xfc" + bytes(20)))
+    sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", 720, 720, b"\xfc" + bytes(20)))  # (pairs)
     assert session.sent[-1] == (111, 700 * 48)
 
 
@@ -378,7 +380,7 @@ def test_a_bridge_that_lags_behind_the_video_still_starts_the_audio():
     for pts in range(0, 20 * (MAX_STALE_AUDIO + 5), 20):  # all far behind the video
         sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20)))
     audio = [ts // 48 for pt, ts in session.sent if pt == 111]
-    assert audio == list(range(20 * MAX_STALE_AUDIO, 20 * (MAX_STALE_AUDIO + 5), 20))
+    assert audio == list(range(20 * MAX_STALE_AUDIO, 20 * (MAX_STALE_AUDIO + 4), 40))  # in pairs, the 5th held
 
 
 # --- Chromium -----------------------------------------------------------------------------------
@@ -450,3 +452,23 @@ async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep():
                     await wait_stream(engine, "live/sync")
                     report = await measure(driver, http, "sync", 8)
     check_sync(report)
+
+
+def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer():
+    """Two consecutive 20 ms Opus frames go out as one packet (the first one's timestamp); the
+    pairs are the stream's, decided by the first viewer: one that came in between sends the
+    second of a pair alone; a gap in the audio sends the one held alone."""
+    first, late = _sink(), _sink()
+    for sink, _ in (first, late):
+        sink.ready, sink.wait_keyframe = True, False
+    frames = [
+        Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes([n]) * 20)
+        for n, pts in enumerate((0, 20, 40, 100, 120))
+    ]
+    first[0].offer(frames[:1], 0)
+    for frame in frames[1:]:
+        first[0].offer([frame], 0)
+        late[0].offer([frame], 0)
+    assert [ts // 48 for _, ts in first[1].sent] == [0, 40, 100]  # (0, 20), 40 alone (a gap), (100, 120)
+    assert [ts // 48 for _, ts in late[1].sent] == [20, 40, 100]
+    assert first[0].audio is not None and first[0].audio.packets == 3
