@@ -472,3 +472,18 @@ def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer():
     assert [ts // 48 for _, ts in first[1].sent] == [0, 40, 100]  # (0, 20), 40 alone (a gap), (100, 120)
     assert [ts // 48 for _, ts in late[1].sent] == [20, 40, 100]
     assert first[0].audio is not None and first[0].audio.packets == 3
+
+
+@pytest.mark.parametrize(("max_ptime", "sent"), [(None, [0, 40]), (20, [0, 20, 40, 60]), (40, [0, 40])])
+def test_a_viewer_that_asks_for_shorter_packets_gets_each_opus_packet_alone(max_ptime, sent):
+    """An offer's ``a=maxptime`` under 40 ms keeps that viewer's Opus packets as they are."""
+    from tests.protocols.test_webrtc_sdp import WHEP_OFFER, whep
+
+    line = "" if max_ptime is None else f"a=maxptime:{max_ptime}\r\n"
+    session = _Session()
+    sink = RtpSink(session)  # type: ignore[arg-type]
+    sink.configure(whep(WHEP_OFFER.decode().replace("a=fmtp:111 ", line + "a=fmtp:111 ")))
+    sink.ready, sink.wait_keyframe = True, False
+    for pts in (0, 20, 40, 60):
+        sink.offer([Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20))], 0)
+    assert [ts // 48 for _, ts in session.sent] == sent

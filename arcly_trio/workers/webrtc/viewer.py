@@ -401,6 +401,9 @@ class RtpSink:
         """The last Opus frame this viewer was handed (the stream's previous one, for :func:`_opus_role`)."""
         self._audio_held: Frame | None = None
         """The first Opus frame of a pair, until the second comes."""
+        self.join_opus = True
+        """Whether this viewer's Opus packets go out in pairs (not if its offer's ``a=maxptime``
+        is under 40 ms)."""
         self.ready = False
         self.ended = False
         self.end_reason: EndReason | None = None
@@ -432,6 +435,8 @@ class RtpSink:
                     self._config(held)
             elif track.kind == "audio" and self.audio is None and track.codec.name == "opus":
                 self.audio = _out_track(track)
+                # a peer that said it wants shorter packets gets each Opus packet as it is
+                self.join_opus = track.max_ptime is None or track.max_ptime * 48 >= 2 * JOIN_OPUS_SAMPLES
 
     # ------------------------------------------------------------------ the kernel's Sink
 
@@ -588,6 +593,8 @@ class RtpSink:
         track = self.audio
         if track is None:
             return True
+        if not self.join_opus:
+            return self._send_opus(track, frame.pts, frame.encoded(self._opus_key, _opus_alone, self.mtu))
         key = self._pair_key
         role = frame.encoded(key, _opus_role, self._audio_last, self.mtu, key)
         self._audio_last = frame
