@@ -810,7 +810,9 @@ def run_hotpath(viewers: int, seconds: int, repeat: int, send: bool, profile: bo
                 return 0
 
         port.socket = _Stub()  # type: ignore[assignment]
-    host = types.SimpleNamespace(mtu=1200, port=port, picture_ids=lambda key: None, request_keyframe=lambda key: None)
+    host = types.SimpleNamespace(
+        mtu=1200, port=port, picture_ids=lambda key: None, request_keyframe=lambda key: None, sessions=range(viewers)
+    )
     sinks = []
     for n in range(viewers):
         keys = SrtpKeys("SRTP_AEAD_AES_128_GCM", os.urandom(16), os.urandom(12), os.urandom(16), os.urandom(12))

@@ -45,7 +45,7 @@ from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from arcly_trio.workers.webrtc import WebRtcServer
+from arcly_trio.workers.webrtc import WebRtcServer, viewer
 from arcly_trio.workers.webrtc.peer import LinkStats
 from arcly_trio.workers.webrtc.viewer import (
     MAX_AUDIO_START,
@@ -275,6 +275,7 @@ class _Host:
     def __init__(self, sent: list[tuple[int, int]]) -> None:
         self.keyframe_requests = 0
         self.port = _Port(sent)
+        self.sessions: dict[str, object] = {}
 
     def request_keyframe(self, key: object) -> None:
         self.keyframe_requests += 1
@@ -330,11 +331,10 @@ def test_a_viewer_starts_with_the_held_video_from_its_keyframe_but_only_the_late
     assert video[0] == 0 and len(set(video)) == sum(1 for f in gop if f.kind is FrameKind.VIDEO)
     newest = gop[-1].dts
     assert audio and min(audio) >= newest - MAX_AUDIO_START  # no burst of old audio
-    latest = sum(1 for f in gop if f.kind is FrameKind.AUDIO and f.dts >= newest - MAX_AUDIO_START)
-    assert len(audio) == latest // 2  # two 20 ms frames a packet (the last odd one held for its pair)
+    assert len(audio) == sum(1 for f in gop if f.kind is FrameKind.AUDIO and f.dts >= newest - MAX_AUDIO_START)
     # from then on every audio frame goes out
     sink.offer([Frame(FrameKind.AUDIO, "opus", newest + 20, newest + 20, b"\xfc" + bytes(20))], 0)
-    assert session.sent[-1] == (111, newest * 48)  # joined with the one held
+    assert session.sent[-1] == (111, (newest + 20) * 48)
 
 
 def test_a_viewer_of_a_stream_with_audio_starts_at_the_next_keyframe_when_the_held_one_is_old():
@@ -365,10 +365,9 @@ def test_the_bridges_first_opus_starts_near_the_video_not_with_its_stale_burst()
     for frame in stale:
         sink.deliver_bridged(frame)
     audio = [ts // 48 for pt, ts in session.sent if pt == 111]
-    assert audio == [pts for pts in range(500, 1000, 20) if pts >= 1000 - MAX_AUDIO_START][::2]  # in pairs
+    assert audio == [pts for pts in range(500, 1000, 20) if pts >= 1000 - MAX_AUDIO_START]
     # once audio runs, every bridged frame goes out, late or not
     sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", 700, 700, b"\xfc" + bytes(20)))
-    sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", 720, 720, b"\xfc" + bytes(20)))  # (pairs)
     assert session.sent[-1] == (111, 700 * 48)
 
 
@@ -380,7 +379,7 @@ def test_a_bridge_that_lags_behind_the_video_still_starts_the_audio():
     for pts in range(0, 20 * (MAX_STALE_AUDIO + 5), 20):  # all far behind the video
         sink.deliver_bridged(Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20)))
     audio = [ts // 48 for pt, ts in session.sent if pt == 111]
-    assert audio == list(range(20 * MAX_STALE_AUDIO, 20 * (MAX_STALE_AUDIO + 4), 40))  # in pairs, the 5th held
+    assert audio == list(range(20 * MAX_STALE_AUDIO, 20 * (MAX_STALE_AUDIO + 5), 20))
 
 
 # --- Chromium -----------------------------------------------------------------------------------
@@ -443,7 +442,8 @@ async def test_rtmp_aac_through_the_bridge_plays_in_sync_over_whep():
 
 
 @pytest.mark.interop
-async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep():
+async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep(monkeypatch):
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)  # Opus in 40 ms pairs, as a busy worker sends it
     ffmpeg8 = require_ffmpeg8()
     async with server() as (engine, rtmp, http):
         async with run_tool(whip_opus_publisher(ffmpeg8, f"http://{HOST}:{http.port}/live/sync/whip")):
@@ -454,10 +454,21 @@ async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep():
     check_sync(report)
 
 
-def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer():
+def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer(monkeypatch):
     """Two consecutive 20 ms Opus frames go out as one packet (the first one's timestamp); the
     pairs are the stream's, decided by the first viewer: one that came in between sends the
-    second of a pair alone; a gap in the audio sends the one held alone."""
+    second of a pair alone; a gap in the audio sends the one held alone. Only from
+    JOIN_OPUS_FROM sessions on the worker: below, each goes out alone (no latency added)."""
+    frames = [
+        Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes([n]) * 20)
+        for n, pts in enumerate((0, 20, 40, 100, 120))
+    ]
+    alone, session = _sink()
+    session.host.sessions = {str(n): None for n in range(viewer.JOIN_OPUS_FROM - 1)}
+    alone.ready, alone.wait_keyframe = True, False
+    alone.offer(frames, 0)
+    assert [ts // 48 for _, ts in session.sent] == [0, 20, 40, 100, 120]
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)
     first, late = _sink(), _sink()
     for sink, _ in (first, late):
         sink.ready, sink.wait_keyframe = True, False
@@ -475,10 +486,11 @@ def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer():
 
 
 @pytest.mark.parametrize(("max_ptime", "sent"), [(None, [0, 40]), (20, [0, 20, 40, 60]), (40, [0, 40])])
-def test_a_viewer_that_asks_for_shorter_packets_gets_each_opus_packet_alone(max_ptime, sent):
+def test_a_viewer_that_asks_for_shorter_packets_gets_each_opus_packet_alone(max_ptime, sent, monkeypatch):
     """An offer's ``a=maxptime`` under 40 ms keeps that viewer's Opus packets as they are."""
     from tests.protocols.test_webrtc_sdp import WHEP_OFFER, whep
 
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)
     line = "" if max_ptime is None else f"a=maxptime:{max_ptime}\r\n"
     session = _Session()
     sink = RtpSink(session)  # type: ignore[arg-type]

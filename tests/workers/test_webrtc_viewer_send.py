@@ -18,6 +18,7 @@ from arcly_trio.protocols.webrtc.dtls import SrtpKeys
 from arcly_trio.protocols.webrtc.payload import h264, opus
 from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
+from arcly_trio.workers.webrtc import viewer as viewer_module
 from arcly_trio.workers.webrtc.peer import LinkStats
 from arcly_trio.workers.webrtc.udp import open_udp
 from arcly_trio.workers.webrtc.viewer import MAX_FAILED_FRAMES, OutTrack, RtpSink
@@ -31,6 +32,7 @@ class _Host:
 
     def __init__(self) -> None:
         self.port = open_udp(HOST, 0)
+        self.sessions: dict[str, object] = {}
 
     def picture_ids(self, key: Any) -> None:
         return None
@@ -88,7 +90,8 @@ def _video(ms: int, size: int) -> Frame:
     return Frame(FrameKind.VIDEO, "h264", ms, ms, len(nal).to_bytes(4, "big") + nal)
 
 
-async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer) -> None:
+async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer, monkeypatch) -> None:
+    monkeypatch.setattr(viewer_module, "JOIN_OPUS_FROM", 0)  # Opus in pairs (a busy worker)
     sink, session, receiver, browser = viewer
     frames = [_opus(0), _video(0, 3000), _opus(20), _opus(40), _video(33, 200), _opus(60)]
     assert sink.offer(frames, 0) == len(frames)
