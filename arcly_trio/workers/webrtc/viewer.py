@@ -35,7 +35,10 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   session ends (``evicted``, logged). An ICE-TCP viewer that reads nothing for the link's
   ``write_timeout`` loses its link (:mod:`.tcp`) and, that being its path, its session, as a
   TCP egress that times out is closed.
-* **Audio.** Opus frames go out as they are (RFC 7587); for a stream whose audio is AAC the
+* **Audio.** Opus frames go out as they are (RFC 7587), or, on a worker with at least
+  :data:`JOIN_OPUS_FROM` WebRTC sessions, two consecutive 20 ms packets as one 40 ms packet
+  (:func:`_opus_role`: half the audio datagrams for 20 ms more latency; not for a viewer whose
+  offer's ``a=maxptime`` is under 40); for a stream whose audio is AAC the
   session asks the audio bridge (an engine plugin with ``want_opus``, see :class:`OpusBridge`)
   for Opus while it plays, and sends what the bridge delivers.
 * **Sync.** Sender reports map each track's RTP clock to one wall clock (the same media
