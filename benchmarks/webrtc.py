@@ -92,6 +92,8 @@ HARNESS = Path("/work/shared/bench")
 DEMO = ROOT / "arcly_trio" / "server" / "assets" / "demo.flv"
 EPOCH_S = 1_796_000_000  # the pixel code counts milliseconds from here (24 bits: 4.6 hours)
 BITS = 24
+# hotpath: an Opus packet's TOC as libopus makes it at 96 kbit/s (CELT fullband 20 ms, stereo, one frame)
+OPUS_TOC = bytes((0xFC,))
 
 
 def emit(**fields: Any) -> None:
@@ -808,7 +810,9 @@ def run_hotpath(viewers: int, seconds: int, repeat: int, send: bool, profile: bo
                 return 0
 
         port.socket = _Stub()  # type: ignore[assignment]
-    host = types.SimpleNamespace(mtu=1200, port=port, picture_ids=lambda key: None, request_keyframe=lambda key: None)
+    host = types.SimpleNamespace(
+        mtu=1200, port=port, picture_ids=lambda key: None, request_keyframe=lambda key: None, sessions=range(viewers)
+    )
     sinks = []
     for n in range(viewers):
         keys = SrtpKeys("SRTP_AEAD_AES_128_GCM", os.urandom(16), os.urandom(12), os.urandom(16), os.urandom(12))
@@ -831,7 +835,7 @@ def run_hotpath(viewers: int, seconds: int, repeat: int, send: bool, profile: bo
             frames.append(Frame(FrameKind.VIDEO, "h264", video_at, video_at, payload, keyframe=key))
             video_at += 33
         else:
-            frames.append(Frame(FrameKind.AUDIO, "opus", audio_at, audio_at, os.urandom(160)))
+            frames.append(Frame(FrameKind.AUDIO, "opus", audio_at, audio_at, OPUS_TOC + os.urandom(159)))
             audio_at += 20
     best = float("inf")
     profiler = cProfile.Profile() if profile else None

@@ -630,3 +630,12 @@ def test_ffmpeg_8_whip_muxer_reads_our_answer() -> None:
     assert len(offers) == 1 and parse_sdp(offers[0]).media[0].setup == "passive"
     assert f"ufrag={LOCAL.ice_ufrag}" in result.stderr, result.stderr[-3000:]
     assert "transport=udp://127.0.0.1:9" in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("line", "max_ptime"), [("", None), ("a=maxptime:20\r\n", 20), ("a=maxptime:2.5\r\n", None)])
+def test_the_offers_maxptime_reaches_the_audio_track(line: str, max_ptime: int | None) -> None:
+    """``a=maxptime`` (a hint: a malformed one is ignored, not an error) is the audio track's."""
+    offer = WHEP_OFFER.decode().replace("a=fmtp:111 ", line + "a=fmtp:111 ")
+    assert parse_sdp(offer).media[1].max_ptime == max_ptime
+    audio = [track for track in whep(offer).tracks if track.kind == "audio"]
+    assert audio[0].max_ptime == max_ptime

@@ -45,7 +45,7 @@ from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
-from arcly_trio.workers.webrtc import WebRtcServer
+from arcly_trio.workers.webrtc import WebRtcServer, viewer
 from arcly_trio.workers.webrtc.peer import LinkStats
 from arcly_trio.workers.webrtc.viewer import (
     MAX_AUDIO_START,
@@ -275,6 +275,7 @@ class _Host:
     def __init__(self, sent: list[tuple[int, int]]) -> None:
         self.keyframe_requests = 0
         self.port = _Port(sent)
+        self.sessions: dict[str, object] = {}
 
     def request_keyframe(self, key: object) -> None:
         self.keyframe_requests += 1
@@ -441,7 +442,8 @@ async def test_rtmp_aac_through_the_bridge_plays_in_sync_over_whep():
 
 
 @pytest.mark.interop
-async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep():
+async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep(monkeypatch):
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)  # Opus in 40 ms pairs, as a busy worker sends it
     ffmpeg8 = require_ffmpeg8()
     async with server() as (engine, rtmp, http):
         async with run_tool(whip_opus_publisher(ffmpeg8, f"http://{HOST}:{http.port}/live/sync/whip")):
@@ -450,3 +452,50 @@ async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep():
                     await wait_stream(engine, "live/sync")
                     report = await measure(driver, http, "sync", 8)
     check_sync(report)
+
+
+def test_opus_frames_go_out_in_pairs_decided_once_for_every_viewer(monkeypatch):
+    """Two consecutive 20 ms Opus frames go out as one packet (the first one's timestamp); the
+    pairs are the stream's, decided by the first viewer: one that came in between sends the
+    second of a pair alone; a gap in the audio sends the one held alone. Only from
+    JOIN_OPUS_FROM sessions on the worker: below, each goes out alone (no latency added)."""
+    frames = [
+        Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes([n]) * 20)
+        for n, pts in enumerate((0, 20, 40, 100, 120))
+    ]
+    alone, session = _sink()
+    session.host.sessions = {str(n): None for n in range(viewer.JOIN_OPUS_FROM - 1)}
+    alone.ready, alone.wait_keyframe = True, False
+    alone.offer(frames, 0)
+    assert [ts // 48 for _, ts in session.sent] == [0, 20, 40, 100, 120]
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)
+    first, late = _sink(), _sink()
+    for sink, _ in (first, late):
+        sink.ready, sink.wait_keyframe = True, False
+    frames = [
+        Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes([n]) * 20)
+        for n, pts in enumerate((0, 20, 40, 100, 120))
+    ]
+    first[0].offer(frames[:1], 0)
+    for frame in frames[1:]:
+        first[0].offer([frame], 0)
+        late[0].offer([frame], 0)
+    assert [ts // 48 for _, ts in first[1].sent] == [0, 40, 100]  # (0, 20), 40 alone (a gap), (100, 120)
+    assert [ts // 48 for _, ts in late[1].sent] == [20, 40, 100]
+    assert first[0].audio is not None and first[0].audio.packets == 3
+
+
+@pytest.mark.parametrize(("max_ptime", "sent"), [(None, [0, 40]), (20, [0, 20, 40, 60]), (40, [0, 40])])
+def test_a_viewer_that_asks_for_shorter_packets_gets_each_opus_packet_alone(max_ptime, sent, monkeypatch):
+    """An offer's ``a=maxptime`` under 40 ms keeps that viewer's Opus packets as they are."""
+    from tests.protocols.test_webrtc_sdp import WHEP_OFFER, whep
+
+    monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)
+    line = "" if max_ptime is None else f"a=maxptime:{max_ptime}\r\n"
+    session = _Session()
+    sink = RtpSink(session)  # type: ignore[arg-type]
+    sink.configure(whep(WHEP_OFFER.decode().replace("a=fmtp:111 ", line + "a=fmtp:111 ")))
+    sink.ready, sink.wait_keyframe = True, False
+    for pts in (0, 20, 40, 60):
+        sink.offer([Frame(FrameKind.AUDIO, "opus", pts, pts, b"\xfc" + bytes(20))], 0)
+    assert [ts // 48 for _, ts in session.sent] == sent

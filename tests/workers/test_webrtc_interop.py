@@ -33,6 +33,7 @@ from arcly_trio.services.audio_bridge import AudioBridge
 from arcly_trio.workers.http import HttpServer
 from arcly_trio.workers.rtmp import RtmpServer
 from arcly_trio.workers.webrtc import WebRtcServer
+from arcly_trio.workers.webrtc import viewer as whep_viewer
 from tests._browser import FAKE_MEDIA, blocking, browser
 from tests._ffmpeg import run_tool
 from tests._net import HOST
@@ -64,7 +65,8 @@ async def server(
         yield engine, rtmp, http, webrtc
 
 
-async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound():
+async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound(monkeypatch):
+    monkeypatch.setattr(whep_viewer, "JOIN_OPUS_FROM", 0)  # Opus in 40 ms pairs, as a busy worker sends it
     async with server() as (engine, rtmp, http, webrtc):
         args = ffmpeg_rtmp_publish(
             f"rtmp://{HOST}:{rtmp.port}/live/cam",

@@ -18,6 +18,7 @@ from arcly_trio.protocols.webrtc.dtls import SrtpKeys
 from arcly_trio.protocols.webrtc.payload import h264, opus
 from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
+from arcly_trio.workers.webrtc import viewer as viewer_module
 from arcly_trio.workers.webrtc.peer import LinkStats
 from arcly_trio.workers.webrtc.udp import open_udp
 from arcly_trio.workers.webrtc.viewer import MAX_FAILED_FRAMES, OutTrack, RtpSink
@@ -31,6 +32,7 @@ class _Host:
 
     def __init__(self) -> None:
         self.port = open_udp(HOST, 0)
+        self.sessions: dict[str, object] = {}
 
     def picture_ids(self, key: Any) -> None:
         return None
@@ -74,7 +76,13 @@ async def viewer():
 
 
 def _opus(ms: int) -> Frame:
-    return Frame(FrameKind.AUDIO, "opus", ms, ms, bytes([ms // 20 % 256]) * 120)
+    """A 20 ms Opus frame (TOC 0xfc: CELT fullband 20 ms, stereo, one frame)."""
+    return Frame(FrameKind.AUDIO, "opus", ms, ms, b"\xfc" + bytes([ms // 20 % 256]) * 119)
+
+
+def _opus60(ms: int) -> Frame:
+    """A 60 ms Opus frame (TOC 0x18: SILK narrowband 60 ms): too long to be joined, sent alone."""
+    return Frame(FrameKind.AUDIO, "opus", ms, ms, b"\x18" + bytes([ms // 20 % 256]) * 119)
 
 
 def _video(ms: int, size: int) -> Frame:
@@ -82,9 +90,10 @@ def _video(ms: int, size: int) -> Frame:
     return Frame(FrameKind.VIDEO, "h264", ms, ms, len(nal).to_bytes(4, "big") + nal)
 
 
-async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer) -> None:
+async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer, monkeypatch) -> None:
+    monkeypatch.setattr(viewer_module, "JOIN_OPUS_FROM", 0)  # Opus in pairs (a busy worker)
     sink, session, receiver, browser = viewer
-    frames = [_opus(0), _video(0, 3000), _opus(20), _opus(40), _video(33, 200)]
+    frames = [_opus(0), _video(0, 3000), _opus(20), _opus(40), _video(33, 200), _opus(60)]
     assert sink.offer(frames, 0) == len(frames)
     got: dict[int, list[tuple[int, int, bytes]]] = {0x1111: [], 0x2222: []}
     sent = 0
@@ -94,15 +103,19 @@ async def test_audio_and_video_go_out_as_srtp_the_browser_opens(viewer) -> None:
         ssrc = int.from_bytes(packet[8:12], "big")
         got[ssrc].append((int.from_bytes(packet[2:4], "big"), packet[1], packet[12:]))
     audio = got[0x2222]
-    assert [payload for _, _, payload in audio] == [_opus(ms).payload for ms in (0, 20, 40)]
+    # two 20 ms frames a packet: one Opus packet of two frames (code 1: of equal sizes)
+    pairs = [(0, 20), (40, 60)]
+    assert [payload for _, _, payload in audio] == [
+        b"\xfd" + _opus(a).payload[1:] + _opus(b).payload[1:] for a, b in pairs
+    ]
     assert all(second == 111 for _, second, _ in audio)
     first = audio[0][0]
-    assert [sequence for sequence, _, _ in audio] == [(first + n) & 0xFFFF for n in range(3)]
+    assert [sequence for sequence, _, _ in audio] == [(first + n) & 0xFFFF for n in range(2)]
     video = got[0x1111]
     assert len(video) == 4  # three packets of the 3 KB picture (FU-A), one of the small one
     assert [second >> 7 for _, second, _ in video] == [0, 0, 1, 1]
-    assert sink.audio is not None and sink.audio.packets == 3 and sink.audio.octets == 360
-    assert session.stats.packets_sent == 7 and session.stats.bytes_sent > 3000 + 360
+    assert sink.audio is not None and sink.audio.packets == 2 and sink.audio.octets == 2 * 239
+    assert session.stats.packets_sent == 6 and session.stats.bytes_sent > 3000 + 2 * 239
     assert session.stats.send_drops == 0
 
 
@@ -121,7 +134,7 @@ async def test_audio_the_path_keeps_refusing_is_not_taken_after_the_limit(viewer
     real = session.host.port.socket
     session.host.port.socket = _Full()
     try:
-        frames = [_opus(20 * n) for n in range(MAX_FAILED_FRAMES + 1)]
+        frames = [_opus60(60 * n) for n in range(MAX_FAILED_FRAMES + 1)]
         assert sink.offer(frames, 0) == MAX_FAILED_FRAMES - 1
         assert session.stats.send_drops == MAX_FAILED_FRAMES
         assert sink.refused == 1

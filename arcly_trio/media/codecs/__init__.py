@@ -8,11 +8,13 @@ Modules, one codec or one job each:
 * :mod:`.nal`: H.264/HEVC NAL units and access units (AVCC/HVCC, Annex B).
 * :mod:`.h264`, :mod:`.hevc`: avcC/hvcC and the SPS. :mod:`.aac`: AudioSpecificConfig, ADTS.
   :mod:`.av1`: av1C, the sequence header OBU. :mod:`.vp9`: vpcC (with or without its FullBox
-  version and flags), the keyframe header. :mod:`.opus`: ``OpusHead``.
+  version and flags), the keyframe header. :mod:`.opus`: ``OpusHead``. :mod:`.opus_packet`:
+  an Opus packet's frames (RFC 6716 3.2), read and joined into one packet.
 * :mod:`.records`: :func:`~.records.parse_config`, a config frame's record parsed once into a
   :class:`~.records.CodecConfig` that the packagers pass down.
 
-Every public name is importable from here (``from arcly_trio.media.codecs import ...``).
+Every public name is importable from here (``from arcly_trio.media.codecs import ...``), but
+:mod:`.opus_packet`'s, which are used through their module (``opus_packet.join``).
 
 Error policy: every input comes from a peer (a publisher), so malformed input of any kind
 (truncated, inconsistent, out of range) raises :class:`CodecError`, a

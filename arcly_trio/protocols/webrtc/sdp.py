@@ -192,6 +192,9 @@ class Media:
     rtcp_rsize: bool = False
     formats: tuple[str, ...] = ()
     """The m-line's format tokens as written (payload types, or ``webrtc-datachannel``)."""
+    max_ptime: int | None = None
+    """``a=maxptime`` (RFC 4566): the most milliseconds of media the peer wants in one packet
+    (``None``: not said, or not a number: it is a hint, not a reason to refuse the offer)."""
 
     def codec(self, payload_type: int) -> Codec | None:
         for codec in self.codecs:
@@ -278,6 +281,7 @@ class _Section:
         self.setup: str | None = None
         self.rtcp_mux = False
         self.rtcp_rsize = False
+        self.max_ptime: int | None = None
         self.ssrcs: list[int] = []
         self.ssrc_groups: list[tuple[str, tuple[int, ...]]] = []
         self.candidates: list[str] = []
@@ -364,6 +368,8 @@ class _Parser:
             section.rtcp_mux = True
         elif name == "rtcp-rsize" and not colon:
             section.rtcp_rsize = True
+        elif name == "maxptime":
+            section.max_ptime = int(rest) if rest.isascii() and rest.isdigit() and len(rest) <= 6 else None
         elif name == "ssrc":
             ssrc_text = rest.partition(" ")[0]
             ssrc = _integer(ssrc_text, 0xFFFFFFFF, "SSRC")
@@ -471,6 +477,7 @@ class _Parser:
                     candidates=tuple(section.candidates),
                     rtcp_rsize=section.rtcp_rsize,
                     formats=section.formats,
+                    max_ptime=section.max_ptime if section.max_ptime is not None else session.max_ptime,
                 )
             )
         return SessionDescription(tuple(media), session.bundle or (), session.ice_lite)
@@ -542,6 +549,8 @@ class Track:
     mid_extension: int | None
     nack: bool
     pli: bool
+    max_ptime: int | None = None
+    """The offer's ``a=maxptime`` for this m-section (``None``: not said)."""
 
 
 @attrs.frozen
@@ -823,6 +832,7 @@ def _answer(
                 mid_extension=mid_extension,
                 nack="nack" in codec.feedback,
                 pli="nack pli" in codec.feedback,
+                max_ptime=media.max_ptime,
             )
         )
     return Answer(
