@@ -41,9 +41,13 @@ the handshake is read within the request-head deadline, so a client that stalls 
 a slowloris head. ``ssl_context`` may be replaced while serving (a certificate reloaded): new
 connections use the new one, open ones keep theirs.
 
-HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses; a whole response to a
-keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write, and a fresh h11
-state reads the next request: see :attr:`.Exchange.past_h11`); WebSocket
+HTTP/1.1: a plain request head (``GET``/``HEAD``, no body, no upgrade) is read by a strict
+reader that yields exactly what h11 would (:mod:`arcly_trio.protocols.http.head`; several
+pipelined heads from one buffer, no h11 state per request), and a whole response to a
+keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write (see
+:attr:`.Exchange.past_h11`); every other head is parsed by h11 from the same bytes (so its
+errors stay h11's) and every other answer written by h11 (chunked, HTTP/1.0, ``Connection:
+close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
