@@ -26,7 +26,7 @@ import attrs
 from arcly_trio.core.errors import InvalidStreamName, RemoteProtocolError
 from arcly_trio.core.keys import Credentials, StreamKey
 
-__all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target"]
+__all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target", "wants_websocket"]
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -73,6 +73,18 @@ def parse_target(target: str) -> tuple[str, dict[str, str]]:
     return path, query
 
 
+def _tokens(headers: Iterable[tuple[str, str]], name: str) -> set[str]:
+    return {
+        token.strip().lower() for key, value in headers if key == name for token in value.split(",") if token.strip()
+    }
+
+
+def wants_websocket(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether request ``headers`` (lower-case names) open a WebSocket: ``Upgrade: websocket``
+    and ``Connection: upgrade`` (:attr:`HttpRequest.wants_websocket`)."""
+    return "websocket" in _tokens(headers, "upgrade") and "upgrade" in _tokens(headers, "connection")
+
+
 @attrs.frozen
 class HttpRequest:
     """One request as a handler sees it.
@@ -106,7 +118,7 @@ class HttpRequest:
     @property
     def wants_websocket(self) -> bool:
         """A WebSocket opening handshake: ``Upgrade: websocket`` and ``Connection: upgrade``."""
-        return "websocket" in self.header_tokens("upgrade") and "upgrade" in self.header_tokens("connection")
+        return wants_websocket(self.headers)
 
     @property
     def bearer(self) -> str | None:
@@ -188,11 +200,25 @@ class Route:
     (two string comparisons, not a regex per route, on every request's hot path)."""
 
 
+def _first_segment(pattern: str) -> str | None:
+    """A pattern's first path segment if it is all literal (``/api/health``: ``api``; ``/``:
+    the empty one), else ``None`` (``/{app}/...``)."""
+    segment = pattern[1:].partition("/")[0]
+    return None if "{" in segment else segment
+
+
 class Router:
-    """An ordered list of routes; the first that matches wins."""
+    """An ordered list of routes; the first that matches wins.
+
+    Matching a plain (not WebSocket) request looks only at the routes that could match its
+    path's first segment: those whose pattern begins with that literal segment and those that
+    begin with a placeholder, in their order (an index made when first needed after a change),
+    so a media request does not try the API's and the pages' routes."""
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self._by_segment: dict[str, tuple[Route, ...]] | None = None
+        self._any_segment: tuple[Route, ...] = ()
 
     @property
     def routes(self) -> list[Route]:
@@ -246,7 +272,22 @@ class Router:
             self._routes.insert(0, route)
         else:
             self._routes.append(route)
+        self._by_segment = None
         return route
+
+    def _index(self) -> dict[str, tuple[Route, ...]]:
+        """The plain routes a path's first segment may match, per literal segment (the others:
+        :attr:`_any_segment`), each in the routes' order."""
+        plain = [route for route in self._routes if not route.websocket]
+        segments = {_first_segment(route.pattern) for route in plain} - {None}
+        self._any_segment = tuple(route for route in plain if _first_segment(route.pattern) is None)
+        index = {
+            segment: tuple(route for route in plain if _first_segment(route.pattern) in (segment, None))
+            for segment in segments
+            if segment is not None
+        }
+        self._by_segment = index
+        return index
 
     def get(self, pattern: str, handler: Handler, *, protected: bool = False, admin: bool = False) -> Route:
         """A ``GET`` (and ``HEAD``) route."""
@@ -262,9 +303,15 @@ class Router:
         A WebSocket handshake tries the WebSocket routes first, then the plain ones (which
         then answer over HTTP, declining the upgrade).
         """
-        candidates = self._routes
-        if websocket:
-            candidates = [r for r in self._routes if r.websocket] + [r for r in self._routes if not r.websocket]
+        if not websocket:
+            index = self._by_segment if self._by_segment is not None else self._index()
+            for route in index.get(path[1:].partition("/")[0], self._any_segment):
+                if method in route.methods and path.startswith(route.prefix) and path.endswith(route.suffix):
+                    found = route.regex.fullmatch(path)
+                    if found is not None:
+                        return route, found.groupdict()
+            return None
+        candidates = [r for r in self._routes if r.websocket] + [r for r in self._routes if not r.websocket]
         for route in candidates:
             if route.websocket and not websocket:
                 continue

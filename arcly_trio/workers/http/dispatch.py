@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-import attrs
 import trio
 
 from arcly_trio.core.errors import InvalidStreamName
@@ -50,8 +49,9 @@ class DispatchHost(Protocol):
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None: ...
 
 
-RequestBuilder = Callable[[str, Mapping[str, str]], HttpRequest]
-"""Makes the :class:`HttpRequest` of a parsed target (path, query)."""
+RequestBuilder = Callable[[str, Mapping[str, str], Mapping[str, str]], HttpRequest]
+"""Makes the :class:`HttpRequest` of a parsed target (path, query) and the route's parameters
+(found before the request is made, so it is made once)."""
 
 
 async def dispatch(
@@ -59,10 +59,15 @@ async def dispatch(
     engine: Engine,
     exchange: Exchange,
     peer: tuple[str, int],
+    method: str,
     target: str,
+    websocket: bool,
     build: RequestBuilder,
 ) -> bool:
-    """Serve one request through ``exchange``; whether its connection may serve another."""
+    """Serve one request through ``exchange``; whether its connection may serve another.
+
+    ``method`` and ``target`` are the request's, ``websocket`` whether it is a WebSocket
+    handshake (:func:`~arcly_trio.protocols.http.router.wants_websocket`)."""
     try:
         path, query = parse_target(target)
     except BadRequest as exc:
@@ -78,11 +83,11 @@ async def dispatch(
         )
         await exchange.error(exc.status, str(exc), close=True)
         return False
-    request = build(path, query)
-    exchange.request = request
     router = server.router
-    websocket = request.method == "GET" and request.wants_websocket
-    found = router.match(request.method, path, websocket=websocket)
+    websocket = websocket and method == "GET"
+    found = router.match(method, path, websocket=websocket)
+    request = build(path, query, found[1] if found is not None else {})
+    exchange.request = request
     policy_route = found if found is not None else router.match("GET", path)  # a preflight's route
     exchange.cors = cors_allowed(path, policy_route[0] if policy_route is not None else None)
     if request.method == "OPTIONS":
@@ -121,9 +126,8 @@ async def dispatch(
             log.info("http %s:%s %s %s refused: not local and no --api-token", *peer, request.method, printable(path))
             await exchange.error(*refusal)
             return exchange.keep_alive
-    exchange.request = attrs.evolve(request, params=params)
     try:
-        await route.handler(exchange.request, exchange)
+        await route.handler(request, exchange)
     except (BadRequest, InvalidStreamName) as exc:  # the client's mistake: 400, one line, no traceback
         status, headers = (exc.status, exc.headers) if isinstance(exc, BadRequest) else (400, ())
         server.clients.log(

@@ -21,8 +21,9 @@ from __future__ import annotations
 import http
 import json
 import logging
+import math
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +42,7 @@ from arcly_trio.core.errors import (
 )
 from arcly_trio.core.excgroups import unwrap_single
 from arcly_trio.core.text import printable
+from arcly_trio.protocols.http.head import PlainRequest
 from arcly_trio.protocols.http.router import BadRequest, HttpRequest
 from arcly_trio.protocols.http.websocket import WebSocketLimits, handshake_problem, rebuild_request_head
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Exchange",
     "ExchangeHost",
+    "WriteDeadline",
     "ClientGone",
     "common_headers",
     "log_write_timeout",
@@ -76,7 +79,7 @@ _OWN_FRAMING = ([b"content-length"], [b"connection", b"content-length"])
 """... but for the ones :meth:`Exchange.respond` itself adds (``connection`` only as ``close``)."""
 
 
-def client_keeps_alive(event: h11.Request) -> bool:
+def client_keeps_alive(event: h11.Request | PlainRequest) -> bool:
     """Whether h11 would keep the connection alive after ``event``'s response (HTTP/1.1 and no
     ``Connection: close``), judged conservatively: any ``close`` in a ``Connection`` value is
     taken as one (the answer then goes through h11)."""
@@ -163,6 +166,40 @@ def log_write_timeout(server: ExchangeHost, peer: tuple[str, int], what: str = "
     )
 
 
+class WriteDeadline:
+    """The write timeout of an HTTP/1.1 connection, as one cancel scope the connection runs in
+    (entered once, its deadline moved for each write) rather than a scope per write.
+
+    :meth:`send` arms the deadline for one write and disarms it after; a write that does not
+    finish in time cancels the whole connection (the handler included), and the connection,
+    seeing :attr:`writing` still set when its scope caught the cancellation, logs the write
+    timeout (:func:`log_write_timeout`) and closes. Its other waits (the next request head)
+    move the same deadline (:attr:`scope`)."""
+
+    __slots__ = ("scope", "writing")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.writing = False
+        """A write was under way when the deadline passed (set during each write)."""
+
+    async def send(self, stream: trio.abc.Stream, data: bytes, seconds: float) -> None:
+        scope = self.scope
+        scope.deadline = trio.current_time() + seconds
+        self.writing = True
+        try:
+            await stream.send_all(data)
+        except TRANSPORT_ERRORS as exc:
+            raise ClientGone(describe(exc)) from None
+        self.writing = False
+        scope.deadline = math.inf
+
+
+H11Opener = Callable[[], tuple[h11.Connection, h11.Request]]
+"""Makes the h11 state of a request read without h11 (a fresh connection that has read its
+head and end of message), for an answer h11 must write."""
+
+
 class Exchange:
     """How a handler answers one request.
 
@@ -178,13 +215,23 @@ class Exchange:
         server: ExchangeHost,
         engine: Engine,
         stream: trio.abc.Stream,
-        connection: h11.Connection,
+        connection: h11.Connection | H11Opener,
         peer: tuple[str, int],
-        event: h11.Request,
+        event: h11.Request | PlainRequest,
+        *,
+        deadline: WriteDeadline | None = None,
     ) -> None:
         self._stream = stream
-        self._h11 = connection
+        self._h11_state: h11.Connection | None = None
+        self._h11_event: h11.Request | None = None
+        self._open_h11: H11Opener | None = None
+        if isinstance(connection, h11.Connection):
+            assert isinstance(event, h11.Request)
+            self._h11_state, self._h11_event = connection, event
+        else:  # a plain request (see protocols.http.head): h11 only if an answer needs it
+            self._open_h11 = connection
         self._event = event
+        self._deadline = deadline
         self.request: HttpRequest | None = None
         self.server = server
         self.engine = engine
@@ -204,6 +251,22 @@ class Exchange:
         self.past_h11 = False
         """The whole response was written without h11 (its side of ``connection`` not moved
         on): the connection reads its next request with a fresh h11 state."""
+
+    @property
+    def _h11(self) -> h11.Connection:
+        """The request's h11 state (made when first needed for a plain request)."""
+        connection = self._h11_state
+        if connection is None:
+            assert self._open_h11 is not None
+            connection, self._h11_event = self._open_h11()
+            self._h11_state = connection
+        return connection
+
+    @property
+    def h11_state(self) -> h11.Connection | None:
+        """The h11 state of this request if any answer went through h11 (``None`` for a plain
+        request answered without it)."""
+        return self._h11_state
 
     # ------------------------------------------------------------------ whole responses
 
@@ -233,10 +296,10 @@ class Exchange:
         fields = self._headers([("content-type", content_type), ("content-length", str(len(body))), *headers])
         if self.past_h11:
             raise h11.LocalProtocolError("a response was sent already")
-        h = self._h11
+        h = self._h11_state
         if (
             not self.responded
-            and h.our_state is h11.SEND_RESPONSE
+            and (h is None or h.our_state is h11.SEND_RESPONSE)  # None: a plain request, nothing sent
             and 200 <= status < 1000
             and status not in (204, 304)  # h11 frames these with no body whatever they say
             and client_keeps_alive(self._event)
@@ -251,6 +314,7 @@ class Exchange:
                 return
         self.responded = True
         self.status = status
+        h = self._h11
         data = h.send(h11.Response(status_code=status, headers=fields, reason=reason_phrase(status)))
         if body and not self._head:
             data += h.send(h11.Data(data=body))
@@ -360,6 +424,9 @@ class Exchange:
         await self._send_raw(self._h11.send(h11.EndOfMessage()))
 
     async def _send_raw(self, data: bytes) -> None:
+        if self._deadline is not None:  # the connection's moved deadline (see WriteDeadline)
+            await self._deadline.send(self._stream, data, self.server.write_timeout)
+            return
         try:
             with trio.fail_after(self.server.write_timeout):
                 await self._stream.send_all(data)
@@ -420,6 +487,7 @@ class Exchange:
         self.responded = True
         self.status = 101
         self.keep_alive = False
+        assert self._h11_event is not None
 
     def _upgrade_headers(self) -> list[tuple[bytes, bytes]]:
         extra = [(b"access-control-allow-origin", b"*")] if self.server.cors and self.cors else []
@@ -461,7 +529,7 @@ class Exchange:
         label = f"{protocol} {self.peer[0]}:{self.peer[1]} {path}"
         return accept(
             egress,
-            rebuild_request_head(self._event),
+            rebuild_request_head(self._h11_event),
             self._upgrade_headers(),
             subprotocol=subprotocol,
             limits=WebSocketLimits(max_message_size),

@@ -70,7 +70,7 @@ from h2.errors import ErrorCodes
 from arcly_trio.core.errors import MessageTooLarge, RemoteProtocolError
 from arcly_trio.core.text import printable
 from arcly_trio.protocols.http.h2_guard import HeaderBlockGuard, RateBudget
-from arcly_trio.protocols.http.router import HttpRequest
+from arcly_trio.protocols.http.router import HttpRequest, wants_websocket
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http.dispatch import DispatchHost, dispatch
@@ -463,7 +463,9 @@ class H2Connection:
 
     # ------------------------------------------------------------------ streams
 
-    def _request(self, stream: H2Stream, path: str, query: Mapping[str, str]) -> HttpRequest:
+    @staticmethod
+    def _headers(stream: H2Stream) -> tuple[tuple[str, str], ...]:
+        """A stream's request headers as an HTTP/1.1 request's (``:authority`` as ``host``)."""
         headers: list[tuple[str, str]] = []
         host: str | None = None
         for name, value in stream.headers:
@@ -474,14 +476,25 @@ class H2Connection:
             headers.append((name.decode("latin-1"), value.decode("latin-1")))
         if host is not None and not any(name == "host" for name, _ in headers):
             headers.insert(0, ("host", host))
+        return tuple(headers)
+
+    def _request(
+        self,
+        stream: H2Stream,
+        headers: tuple[tuple[str, str], ...],
+        path: str,
+        query: Mapping[str, str],
+        params: Mapping[str, str],
+    ) -> HttpRequest:
         return HttpRequest(
             method=stream.method.decode("ascii", "replace"),
             target=stream.target.decode("ascii", "replace"),
             path=path,
             query=query,
-            headers=tuple(headers),
+            headers=headers,
             peer=self.peer,
             http_version="2",
+            params=params,
         )
 
     async def _serve(self, stream: H2Stream) -> None:
@@ -492,10 +505,18 @@ class H2Connection:
         self.served += 1
         exchange = H2Exchange(server, self.engine, self, stream, self.peer)
         target = stream.target.decode("ascii", "replace")
+        headers = self._headers(stream)
         try:
             with stream.scope:
                 await dispatch(
-                    server, self.engine, exchange, self.peer, target, lambda p, q: self._request(stream, p, q)
+                    server,
+                    self.engine,
+                    exchange,
+                    self.peer,
+                    stream.method.decode("ascii", "replace"),
+                    target,
+                    wants_websocket(headers),
+                    lambda path, query, params: self._request(stream, headers, path, query, params),
                 )
                 if exchange.responded and not stream.ended:
                     if stream.truncated or not stream.head_sent:  # a body cut short (a dropped viewer)

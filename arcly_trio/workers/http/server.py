@@ -41,9 +41,13 @@ the handshake is read within the request-head deadline, so a client that stalls 
 a slowloris head. ``ssl_context`` may be replaced while serving (a certificate reloaded): new
 connections use the new one, open ones keep theirs.
 
-HTTP/1.1 is parsed by h11 (keep-alive, pipelining-safe, chunked responses; a whole response to a
-keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write, and a fresh h11
-state reads the next request: see :attr:`.Exchange.past_h11`); WebSocket
+HTTP/1.1: a plain request head (``GET``/``HEAD``, no body, no upgrade) is read by a strict
+reader that yields exactly what h11 would (:mod:`arcly_trio.protocols.http.head`; several
+pipelined heads from one buffer, no h11 state per request), and a whole response to a
+keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write (see
+:attr:`.Exchange.past_h11`); every other head is parsed by h11 from the same bytes (so its
+errors stay h11's) and every other answer written by h11 (chunked, HTTP/1.0, ``Connection:
+close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
@@ -88,6 +92,7 @@ any other error of the worker itself stops the engine.
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -97,14 +102,22 @@ import trio
 
 from arcly_trio.core.redact import redact_url
 from arcly_trio.core.text import printable
-from arcly_trio.protocols.http.router import HttpRequest, Router
+from arcly_trio.protocols.http.head import DECLINED, PlainRequest, read_plain_head
+from arcly_trio.protocols.http.router import HttpRequest, Router, wants_websocket
 from arcly_trio.protocols.http.websocket import head_size
 from arcly_trio.transport import TRANSPORT_ERRORS, describe
 from arcly_trio.workers.admission import Ticket
 from arcly_trio.workers.http import api_routes, flv_routes, frames_routes, pages_routes, playback_routes
 from arcly_trio.workers.http.access import privileged, token_refusal
 from arcly_trio.workers.http.dispatch import dispatch
-from arcly_trio.workers.http.exchange import ClientGone, Exchange, common_headers, reason_phrase
+from arcly_trio.workers.http.exchange import (
+    ClientGone,
+    Exchange,
+    WriteDeadline,
+    common_headers,
+    log_write_timeout,
+    reason_phrase,
+)
 from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
@@ -356,7 +369,20 @@ async def _send_busy(stream: trio.abc.Stream) -> None:
 
 
 class _Connection:
-    """One HTTP connection: read a request with h11, route it, answer, repeat."""
+    """One HTTP/1.x connection: read a request head, route it, answer, repeat.
+
+    Plain requests (``GET``/``HEAD`` without a body or an upgrade, see
+    :mod:`arcly_trio.protocols.http.head`) are read from the connection's own buffer without
+    h11, several pipelined ones from one packet, and a whole answer to a keep-alive HTTP/1.1
+    one is written without h11 too (:attr:`.Exchange.past_h11`; any other answer makes the
+    request's h11 state then, from its head's bytes). Any head the strict reader declines is
+    read by h11 from the same bytes, so its errors and edge cases are h11's; once that request
+    is answered, what h11 received past it comes back to the buffer.
+
+    Timers: the connection runs in one cancel scope whose deadline is moved (rather than a
+    scope per read and per write): the head deadline while a head is awaited, the write
+    timeout during each write (:class:`~.exchange.WriteDeadline`), none while a handler works
+    (a blocking playlist reload may wait long)."""
 
     def __init__(
         self,
@@ -373,47 +399,118 @@ class _Connection:
         self.engine = engine
         self.stream = stream
         self.peer = peer
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head_size)
+        self._buffer = bytearray(received)
+        """What was received and not read yet (while h11 reads a request, h11 holds it)."""
+        self._eof = False
+        """The client closed its side (after what :attr:`_buffer` holds)."""
+        self.h11: h11.Connection | None = None
+        """h11's state while it reads and answers a request the strict reader declined."""
         self._past_h11 = False
         """The last response was written without h11 (see :attr:`.Exchange.past_h11`)."""
-        if received:  # read already (to tell it from an HTTP/2 preface)
-            self.h11.receive_data(received)
+        self._plain_head = b""
+        """The bytes of the plain request being served (for its h11 state, if needed)."""
+        self._deadline: WriteDeadline | None = None
+        self._head_noticed = False
+        """The head being awaited is worth a line if it times out (the first one, or bytes came)."""
 
     async def run(self) -> None:
+        with trio.CancelScope() as scope:
+            deadline = self._deadline = WriteDeadline(scope)
+            await self._serve()
+        if not scope.cancelled_caught:
+            return
+        if deadline.writing:
+            log_write_timeout(self.server, self.peer)
+        elif self._head_noticed:
+            self._log_head_timeout()
+        else:
+            log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
+
+    async def _serve(self) -> None:
         first = True
         while True:
-            event = await self._read_request(first)
-            if event is None:
+            request = await self._next_request(first)
+            if request is None:
                 return
             first = False
             self.server.connections += 1
             self.engine.activity.enter()
             self.ticket.busy()
             try:
-                keep_alive = await self._dispatch(event)
+                if isinstance(request, PlainRequest):
+                    again = await self._dispatch_plain(request)
+                else:
+                    again = await self._dispatch(request) and not self.engine.stopping and await self._h11_done()
             finally:
                 self.server.connections -= 1
                 self.engine.activity.exit()
                 self.ticket.pending()
-            if not keep_alive or self.engine.stopping:
+            if not again or self.engine.stopping:
                 return
-            if not await self._discard_body():
-                return
-            if self._past_h11:  # answered without h11: a fresh one reads what follows
-                self._renew_h11()
-                continue
-            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-                return
-            self.h11.start_next_cycle()
 
-    def _renew_h11(self) -> None:
-        """A fresh h11 state for the next request, given the bytes received past this one."""
-        trailing, closed = self.h11.trailing_data
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.max_head_size)
-        if trailing:
-            self.h11.receive_data(trailing)
-        if closed:
-            self.h11.receive_data(b"")
+    async def _next_request(self, first: bool) -> PlainRequest | h11.Request | None:
+        """The next request head, or ``None`` if the connection should close."""
+        buffer = self._buffer
+        limit = self.server.max_head_size
+        assert self._deadline is not None
+        scope = self._deadline.scope
+        armed = False
+        self._head_noticed = first or bool(buffer)  # a part of the next head came with the last one
+        while True:
+            found = read_plain_head(buffer, limit)
+            if isinstance(found, PlainRequest):
+                self._plain_head = bytes(buffer[: found.end])
+                del buffer[: found.end]
+                break
+            if found is DECLINED or self._eof:
+                break
+            if not armed:  # NEED_DATA
+                scope.deadline = trio.current_time() + self.server.header_timeout
+                armed = True
+            data = await self._receive()
+            if data:
+                buffer += data
+                self._head_noticed = True
+            else:
+                self._eof = True
+        if armed:
+            scope.deadline = math.inf
+        if isinstance(found, PlainRequest):
+            return found
+        # not a plain request (or the client closed): h11 reads the same bytes, as it always has
+        conn = self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
+        if buffer:
+            conn.receive_data(bytes(buffer))
+            buffer.clear()
+        if self._eof:
+            conn.receive_data(b"")
+        return await self._read_request(first)
+
+    def _log_head_timeout(self) -> None:
+        self.server.clients.log(
+            logging.INFO,
+            self.peer[0],
+            "timeouts",
+            "%s %s:%s closed: request head not complete after %g s",
+            self.server.name,
+            *self.peer,
+            self.server.header_timeout,
+        )
+
+    async def _h11_done(self) -> bool:
+        """After a request h11 read: whether the connection may read another (what h11
+        received past it goes back to the buffer)."""
+        if not await self._discard_body():
+            return False
+        conn = self.h11
+        assert conn is not None
+        if not self._past_h11 and (conn.our_state is not h11.DONE or conn.their_state is not h11.DONE):
+            return False
+        trailing, closed = conn.trailing_data
+        self._buffer[:] = trailing
+        self._eof = closed
+        self.h11 = None
+        return True
 
     async def _receive(self) -> bytes:
         try:
@@ -424,6 +521,7 @@ class _Connection:
     async def _read_request(self, first: bool) -> h11.Request | None:
         """The next request head, or ``None`` if the connection should close."""
         conn = self.h11
+        assert conn is not None
         received = False
         try:  # a pipelined head already received needs no timer
             event = conn.next_event()
@@ -481,7 +579,7 @@ class _Connection:
         self.server.clients.log(
             logging.WARNING, self.peer[0], "bad requests", "%s %s:%s %s", self.server.name, *self.peer, message
         )
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self.h11 is None or self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = (message + "\n").encode()
         headers = [
@@ -507,6 +605,7 @@ class _Connection:
         What is received already is read without a timer: a GET's end of message (h11 gives it
         after the head) needs no waiting."""
         conn = self.h11
+        assert conn is not None
         discarded = 0
         while conn.their_state is h11.SEND_BODY:
             try:
@@ -540,41 +639,98 @@ class _Connection:
             return True
         return False
 
-    def _request(self, event: h11.Request, path: str, query: Mapping[str, str]) -> HttpRequest:
-        return HttpRequest(
-            method=event.method.decode("ascii", "replace"),
-            target=event.target.decode("ascii", "replace"),
-            path=path,
-            query=query,
-            headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers),
-            peer=self.peer,
-            http_version=event.http_version.decode("ascii", "replace"),
+    def _plain_h11(self) -> tuple[h11.Connection, h11.Request]:
+        """The h11 state of the plain request being served, for an answer h11 must write: a
+        fresh connection that has read its head (and its end: it has no body)."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.max_head_size)
+        conn.receive_data(self._plain_head)
+        event = conn.next_event()
+        assert isinstance(event, h11.Request), event  # the strict reader accepts only what h11 reads
+        conn.next_event()  # EndOfMessage
+        return conn, event
+
+    async def _dispatch_plain(self, head: PlainRequest) -> bool:
+        """Serve one plain request; whether the connection may serve another."""
+        exchange = Exchange(
+            self.server, self.engine, self.stream, self._plain_h11, self.peer, head, deadline=self._deadline
+        )
+        target = head.target.decode("ascii", "replace")
+        peer = self.peer
+
+        def build(path: str, query: Mapping[str, str], params: Mapping[str, str]) -> HttpRequest:
+            return HttpRequest(
+                method=head.method.decode("ascii"),
+                target=target,
+                path=path,
+                query=query,
+                headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers),
+                peer=peer,
+                http_version=head.http_version.decode("ascii"),
+                params=params,
+            )
+
+        try:
+            keep_alive = await dispatch(
+                self.server, self.engine, exchange, peer, head.method.decode("ascii"), target, False, build
+            )
+        except h11.LocalProtocolError as exc:
+            log.warning("http %s:%s response error: %s", *peer, exc)
+            return False
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_access(head.method, target, exchange.status)
+        if not (keep_alive and head.keep_alive):
+            return False
+        conn = exchange.h11_state  # an answer h11 wrote must be complete
+        return exchange.past_h11 or conn is None or conn.our_state is h11.DONE
+
+    def _log_access(self, method: bytes, target: str, status: int | None) -> None:
+        """An access log line, for --log-level debug."""
+        log.debug(
+            "%s %s:%s %s %s: %s",
+            self.server.name,
+            *self.peer,
+            method.decode("ascii", "replace"),
+            printable(redact_url(target), 200),
+            status if status is not None else "no answer",
         )
 
     async def _dispatch(self, event: h11.Request) -> bool:
-        """Serve one request; whether the connection may serve another."""
-        exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event)
+        """Serve one request h11 read; whether the connection may serve another."""
+        assert self.h11 is not None
+        exchange = Exchange(self.server, self.engine, self.stream, self.h11, self.peer, event, deadline=self._deadline)
         self._past_h11 = False
+        target = event.target.decode("ascii", "replace")
+        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+        peer = self.peer
+
+        def build(path: str, query: Mapping[str, str], params: Mapping[str, str]) -> HttpRequest:
+            return HttpRequest(
+                method=event.method.decode("ascii", "replace"),
+                target=target,
+                path=path,
+                query=query,
+                headers=headers,
+                peer=peer,
+                http_version=event.http_version.decode("ascii", "replace"),
+                params=params,
+            )
+
         try:
             return await dispatch(
                 self.server,
                 self.engine,
                 exchange,
-                self.peer,
-                event.target.decode("ascii", "replace"),
-                lambda path, query: self._request(event, path, query),
+                peer,
+                event.method.decode("ascii", "replace"),
+                target,
+                wants_websocket(headers),
+                build,
             )
         except h11.LocalProtocolError as exc:
-            log.warning("http %s:%s response error: %s", *self.peer, exc)
+            log.warning("http %s:%s response error: %s", *peer, exc)
             return False
         finally:
             self._past_h11 = exchange.past_h11
-            if log.isEnabledFor(logging.DEBUG):  # an access log, for --log-level debug
-                log.debug(
-                    "%s %s:%s %s %s: %s",
-                    self.server.name,
-                    *self.peer,
-                    event.method.decode("ascii", "replace"),
-                    printable(redact_url(event.target.decode("ascii", "replace")), 200),
-                    exchange.status if exchange.status is not None else "no answer",
-                )
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_access(event.method, target, exchange.status)
