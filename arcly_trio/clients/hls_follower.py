@@ -1,0 +1,330 @@
+"""The sans-IO core of an LL-HLS viewer: answers in, the next requests out (no sockets, no trio).
+
+A :class:`RenditionFollower` follows one media playlist the way hls.js does in
+``lowLatencyMode``, as request targets (bytes) to send on one HTTP/1.1 keep-alive connection
+and the answers to them, in order:
+
+1. a plain reload of the playlist;
+2. then, as one pipelined batch: the init segment (``EXT-X-MAP``, once), the parts the last
+   playlist lists after the newest part fetched (at the start: only the newest listed part, the
+   live edge), the blocking reload of the part after the newest listed one
+   (``_HLS_msn``/``_HLS_part``, with ``_HLS_skip=YES`` when ``EXT-X-SERVER-CONTROL`` advertises
+   ``CAN-SKIP-UNTIL``), and the part ``EXT-X-PRELOAD-HINT`` names (the next one, which the server
+   answers once it exists), unless fetched already;
+3. step 2 again with the playlist the blocking reload answered, until ``EXT-X-ENDLIST``.
+
+Parts are known by their place, ``(media sequence number, index in the segment)``, counted
+from ``EXT-X-MEDIA-SEQUENCE`` (plus ``EXT-X-SKIP:SKIPPED-SEGMENTS`` of a delta update) and the
+``#EXTINF`` lines; a hint is the part after the last listed one. A **gap** is counted once each
+time the parts fetched stop being consecutive: the first part a playlist lists after the newest
+one fetched is not the one after it (the parts between left the playlist before they were
+fetched: the viewer fell behind), or a listed part is answered with a status other than 200 (it
+left the window while its request waited); a stream whose sequence numbers go back (a new
+publisher) counts one and starts again at the live edge. The index of the last part of a segment
+is known once a playlist lists the segment complete with its parts; a viewer so far behind that
+it never saw the segment complete counts a gap when the first part after it is ``(m + 1, 0)``.
+
+:func:`parse_media_playlist` reads what this needs with byte searches (no regular expression
+per line, no decoding): a load generator's follower parses one playlist per part.
+
+Bounds: a batch asks for at most :data:`MAX_BATCH_PARTS` listed parts (a viewer further behind
+counts a gap and jumps to the live edge); the follower keeps the part counts of at most the
+segments of one playlist. Bodies are as large as the driver allows.
+
+Error policy: :meth:`RenditionFollower.receive` raises
+:class:`~arcly_trio.core.errors.RemoteProtocolError` for a playlist answered with a status other
+than 200 or without ``EXT-X-MEDIA-SEQUENCE``, and for an init segment answered with a status
+other than 200; the driver counts an error and starts the rendition again (:meth:`start`, on a
+new connection). A hinted part answered with a status other than 200 is not a gap: the next
+playlist lists it and it is fetched then. Nothing else is raised, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from arcly_trio.core.errors import RemoteProtocolError
+
+__all__ = [
+    "MAX_BATCH_PARTS",
+    "FollowerCounts",
+    "MediaPlaylist",
+    "RenditionFollower",
+    "parse_media_playlist",
+    "rendition_targets",
+    "resolve",
+]
+
+MAX_BATCH_PARTS: Final = 64
+"""The most listed parts one batch asks for; further behind, a viewer jumps to the live edge."""
+
+_PLAYLIST: Final = 0
+_INIT: Final = 1
+_PART: Final = 2
+_HINT: Final = 3
+
+
+@attrs.define(slots=True)
+class FollowerCounts:
+    """What followers fetched (shared by as many as count together)."""
+
+    playlists: int = 0
+    parts: int = 0
+    bytes: int = 0
+    gaps: int = 0
+    errors: int = 0
+
+
+@attrs.frozen(slots=True)
+class MediaPlaylist:
+    """What a follower needs of a media playlist."""
+
+    open_msn: int
+    """The media sequence number of the segment after the last complete one listed (the one
+    whose parts are being written)."""
+    open_parts: int
+    """How many parts of that segment the playlist lists."""
+    parts: tuple[tuple[int, int, bytes], ...]
+    """Every ``EXT-X-PART``: ``(msn, index, URI)``, in order."""
+    closed: tuple[tuple[int, int], ...]
+    """``(msn, parts)`` of each complete segment listed with its parts."""
+    hint: bytes | None
+    """The ``EXT-X-PRELOAD-HINT`` part's URI: part ``(open_msn, open_parts)``."""
+    init: bytes | None
+    """The first ``EXT-X-MAP`` URI."""
+    can_skip: bool
+    """``EXT-X-SERVER-CONTROL`` advertises ``CAN-SKIP-UNTIL`` (delta updates)."""
+    ended: bool
+
+
+def _attribute(line: bytes, name: bytes) -> bytes | None:
+    """The quoted attribute ``name`` (``b'URI="'``) of a tag line."""
+    at = line.find(name)
+    if at < 0:
+        return None
+    start = at + len(name)
+    end = line.find(b'"', start)
+    return line[start:] if end < 0 else line[start:end]
+
+
+def _decimal(line: bytes, prefix: bytes) -> int | None:
+    text = line[len(prefix) :].strip()
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+def parse_media_playlist(body: bytes) -> MediaPlaylist:
+    """The :class:`MediaPlaylist` of an LL-HLS media playlist (``RemoteProtocolError`` when it has
+    no ``EXT-X-MEDIA-SEQUENCE``)."""
+    sequence: int | None = None
+    skipped = 0
+    segments = 0
+    index = 0
+    parts: list[tuple[int, int, bytes]] = []
+    closed: list[tuple[int, int]] = []
+    hint = init = None
+    can_skip = ended = False
+    for line in body.split(b"\n"):
+        if not line.startswith(b"#EXT"):
+            continue
+        if line.startswith(b"#EXT-X-PART:"):
+            if sequence is not None:
+                parts.append((sequence + skipped + segments, index, _attribute(line, b'URI="') or b""))
+            index += 1
+        elif line.startswith(b"#EXTINF"):
+            if index and sequence is not None:
+                closed.append((sequence + skipped + segments, index))
+            segments += 1
+            index = 0
+        elif line.startswith(b"#EXT-X-MEDIA-SEQUENCE:"):
+            sequence = _decimal(line, b"#EXT-X-MEDIA-SEQUENCE:")
+        elif line.startswith(b"#EXT-X-SKIP:"):
+            found = line.find(b"SKIPPED-SEGMENTS=")
+            if found >= 0:
+                digits = line[found + 17 :].partition(b",")[0].strip()
+                skipped = int(digits) if digits.isdigit() and len(digits) <= 9 else 0
+        elif line.startswith(b"#EXT-X-PRELOAD-HINT:"):
+            if b"TYPE=PART" in line:
+                hint = _attribute(line, b'URI="')
+        elif line.startswith(b"#EXT-X-MAP:"):
+            if init is None:
+                init = _attribute(line, b'URI="')
+        elif line.startswith(b"#EXT-X-SERVER-CONTROL:"):
+            can_skip = b"CAN-SKIP-UNTIL=" in line
+        elif line.startswith(b"#EXT-X-ENDLIST"):
+            ended = True
+    if sequence is None:
+        raise RemoteProtocolError("media playlist without #EXT-X-MEDIA-SEQUENCE")
+    return MediaPlaylist(
+        open_msn=sequence + skipped + segments,
+        open_parts=index,
+        parts=tuple(parts),
+        closed=tuple(closed),
+        hint=hint,
+        init=init,
+        can_skip=can_skip,
+        ended=ended,
+    )
+
+
+def resolve(base: bytes, uri: bytes) -> bytes:
+    """``uri`` (relative to the playlist whose request target is ``base``) as a request target."""
+    if uri.startswith(b"/"):
+        return uri
+    return base.partition(b"?")[0].rpartition(b"/")[0] + b"/" + uri
+
+
+def rendition_targets(target: bytes, body: bytes) -> list[bytes]:
+    """The media playlists a multivariant playlist (requested as ``target``) names: the first
+    variant stream, then every ``EXT-X-MEDIA`` with a URI (the audio rendition)."""
+    variant: list[bytes] = []
+    media: list[bytes] = []
+    for line in body.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"#EXT-X-MEDIA:"):
+            uri = _attribute(line, b'URI="')
+            if uri:
+                media.append(resolve(target, uri))
+        elif line and not line.startswith(b"#") and not variant:
+            variant.append(resolve(target, line))
+    return variant + media
+
+
+class RenditionFollower:
+    """One viewer's follower of one media playlist (see the module docstring).
+
+    The driver sends the targets :meth:`start` returns, feeds each answer, in order, to
+    :meth:`receive`, and sends what it returns once the batch is answered (an empty list until
+    then); ``pending`` is how many answers the batch still waits for. Counts go to ``counts``.
+    """
+
+    __slots__ = ("counts", "ended", "_target", "_kinds", "_keys", "_playlist", "_newest", "_closed", "_init_done")
+
+    def __init__(self, target: bytes, counts: FollowerCounts | None = None) -> None:
+        self.counts = counts if counts is not None else FollowerCounts()
+        self.ended = False
+        self._target = target
+        self._kinds: list[int] = []
+        self._keys: list[tuple[int, int]] = []
+        self._playlist: MediaPlaylist | None = None
+        self._newest: tuple[int, int] | None = None
+        self._closed: dict[int, int] = {}
+        self._init_done = False
+
+    @property
+    def pending(self) -> int:
+        """Answers the batch sent still waits for."""
+        return len(self._kinds)
+
+    def start(self) -> list[bytes]:
+        """Start (again, on a new connection): the first batch, a plain reload."""
+        self._kinds = [_PLAYLIST]
+        self._keys = [(0, 0)]
+        self._playlist = None
+        self._newest = None
+        self._closed.clear()
+        self._init_done = False
+        self.ended = False
+        return [self._target]
+
+    def receive(self, status: int, body: bytes, length: int | None = None) -> list[bytes]:
+        """The answer to the oldest request of the batch: its ``status`` and ``body`` (a driver that
+        does not keep part bodies passes ``b""`` and their ``length``); the next batch once this
+        one is answered, else ``[]``."""
+        kind = self._kinds.pop(0)
+        key = self._keys.pop(0)
+        size = len(body) if length is None else length
+        counts = self.counts
+        if kind == _PLAYLIST:
+            if status != 200:
+                raise RemoteProtocolError(f"media playlist answered {status}")
+            counts.playlists += 1
+            self._playlist = parse_media_playlist(body)
+        elif kind == _INIT:
+            if status != 200:
+                raise RemoteProtocolError(f"init segment answered {status}")
+            counts.bytes += size
+            self._init_done = True
+        elif status == 200:
+            counts.parts += 1
+            counts.bytes += size
+            if self._newest is None or key > self._newest:
+                self._newest = key
+        elif kind == _PART:
+            counts.gaps += 1  # listed, gone before its turn: skipped
+            if self._newest is None or key > self._newest:
+                self._newest = key
+        if self._kinds:
+            return []
+        return self._next_batch()
+
+    def next_is_playlist(self) -> bool:
+        """Whether the next answer is a playlist (a driver keeps only those bodies)."""
+        return bool(self._kinds) and self._kinds[0] == _PLAYLIST
+
+    def _successor(self, key: tuple[int, int]) -> tuple[int, int]:
+        msn, index = key
+        count = self._closed.get(msn)
+        if count is not None and index + 1 >= count:
+            return (msn + 1, 0)
+        return (msn, index + 1)
+
+    def _next_batch(self) -> list[bytes]:
+        playlist = self._playlist
+        if playlist is None:  # never reached: every batch holds a playlist
+            return self.start()
+        if playlist.ended:
+            self.ended = True
+            return []
+        closed = self._closed
+        for msn, count in playlist.closed:
+            closed[msn] = count
+        newest = self._newest
+        if newest is not None and newest[0] > playlist.open_msn:  # numbers went back: a new stream
+            self.counts.gaps += 1
+            newest = self._newest = None
+            closed.clear()
+            for msn, count in playlist.closed:
+                closed[msn] = count
+        if len(closed) > 2 * len(playlist.closed) + 8:
+            keep = {msn for msn, _ in playlist.closed}
+            for msn in [msn for msn in closed if msn not in keep]:
+                del closed[msn]
+        targets: list[bytes] = []
+        kinds: list[int] = []
+        keys: list[tuple[int, int]] = []
+        base = self._target
+        if not self._init_done and playlist.init is not None:
+            targets.append(resolve(base, playlist.init))
+            kinds.append(_INIT)
+            keys.append((0, 0))
+        listed = playlist.parts
+        if newest is None:
+            wanted = listed[-1:]
+        else:
+            wanted = tuple(part for part in listed if (part[0], part[1]) > newest)
+            if len(wanted) > MAX_BATCH_PARTS:
+                self.counts.gaps += 1
+                wanted = wanted[-1:]
+            elif wanted and (wanted[0][0], wanted[0][1]) != self._successor(newest):
+                self.counts.gaps += 1
+        for msn, index, uri in wanted:
+            targets.append(resolve(base, uri))
+            kinds.append(_PART)
+            keys.append((msn, index))
+        next_key = (playlist.open_msn, playlist.open_parts)
+        joiner = b"&" if b"?" in base else b"?"
+        reload = b"%s%s_HLS_msn=%d&_HLS_part=%d" % (base, joiner, next_key[0], next_key[1])
+        if playlist.can_skip:
+            reload += b"&_HLS_skip=YES"
+        targets.append(reload)
+        kinds.append(_PLAYLIST)
+        keys.append(next_key)
+        if playlist.hint is not None and (newest is None or next_key > newest):
+            targets.append(resolve(base, playlist.hint))
+            kinds.append(_HINT)
+            keys.append(next_key)
+        self._kinds = kinds
+        self._keys = keys
+        return targets
