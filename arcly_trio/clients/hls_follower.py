@@ -15,14 +15,18 @@ and the answers to them, in order:
 
 Parts are known by their place, ``(media sequence number, index in the segment)``, counted
 from ``EXT-X-MEDIA-SEQUENCE`` (plus ``EXT-X-SKIP:SKIPPED-SEGMENTS`` of a delta update) and the
-``#EXTINF`` lines; a hint is the part after the last listed one. A **gap** is counted once each
-time the parts fetched stop being consecutive: the first part a playlist lists after the newest
-one fetched is not the one after it (the parts between left the playlist before they were
-fetched: the viewer fell behind), or a listed part is answered with a status other than 200 (it
-left the window while its request waited); a stream whose sequence numbers go back (a new
-publisher) counts one and starts again at the live edge. The index of the last part of a segment
-is known once a playlist lists the segment complete with its parts; a viewer so far behind that
-it never saw the segment complete counts a gap when the first part after it is ``(m + 1, 0)``.
+``#EXTINF`` lines; a hint is the part after the last listed one. A **gap** is counted once for
+each run of parts skipped between two parts fetched: the first part a playlist lists after the
+newest one fetched is not the one after it (the parts between left the playlist before they
+were fetched: the viewer fell behind), or a listed part is answered with a status other than 200
+(it left the window while its request waited); a stream whose sequence numbers go back (a new
+publisher) counts one and starts again at the live edge. Whether part ``(m, i)`` was the last of
+segment ``m`` is known from a playlist that lists ``m`` complete with its parts or, for a viewer
+that was so far behind that ``m`` lost its parts from the playlist, from ``m``'s ``#EXTINF``
+duration: what is left of it after the start of part ``i`` (the sum of the ``DURATION`` of parts
+``0..i-1``, as the playlist that listed or hinted part ``i`` gave them) is at most one
+``PART-TARGET`` (RFC 8216bis: a part other than a segment's last lasts at least 85 % of it, a
+part at most all of it).
 
 :func:`parse_media_playlist` reads what this needs with byte searches (no regular expression
 per line, no decoding): a load generator's follower parses one playlist per part.
@@ -86,14 +90,20 @@ class MediaPlaylist:
     whose parts are being written)."""
     open_parts: int
     """How many parts of that segment the playlist lists."""
-    parts: tuple[tuple[int, int, bytes], ...]
-    """Every ``EXT-X-PART``: ``(msn, index, URI)``, in order."""
+    parts: tuple[tuple[int, int, bytes, bytes], ...]
+    """Every ``EXT-X-PART``: ``(msn, index, URI, the tag's line)``, in order."""
+    first_msn: int
+    """The media sequence number of the first segment listed (after the skipped ones)."""
+    durations: tuple[bytes, ...]
+    """The ``#EXTINF`` line of every segment listed, from ``first_msn`` on."""
     closed: tuple[tuple[int, int], ...]
     """``(msn, parts)`` of each complete segment listed with its parts."""
     hint: bytes | None
     """The ``EXT-X-PRELOAD-HINT`` part's URI: part ``(open_msn, open_parts)``."""
     init: bytes | None
     """The first ``EXT-X-MAP`` URI."""
+    part_target: float | None
+    """``EXT-X-PART-INF:PART-TARGET``, if readable."""
     can_skip: bool
     """``EXT-X-SERVER-CONTROL`` advertises ``CAN-SKIP-UNTIL`` (delta updates)."""
     ended: bool
@@ -114,6 +124,21 @@ def _decimal(line: bytes, prefix: bytes) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
+def _seconds(line: bytes, prefix: bytes) -> float | None:
+    """The decimal after ``prefix`` in a tag line (``DURATION=``, ``#EXTINF:``), if readable."""
+    at = line.find(prefix)
+    if at < 0:
+        return None
+    start = at + len(prefix)
+    end = start
+    while end < len(line) and line[end] in b"0123456789.":
+        end += 1
+    try:
+        return float(line[start:end]) if end - start <= 18 else None
+    except ValueError:
+        return None
+
+
 def parse_media_playlist(body: bytes) -> MediaPlaylist:
     """The :class:`MediaPlaylist` of an LL-HLS media playlist (``RemoteProtocolError`` when it has
     no ``EXT-X-MEDIA-SEQUENCE``)."""
@@ -121,20 +146,23 @@ def parse_media_playlist(body: bytes) -> MediaPlaylist:
     skipped = 0
     segments = 0
     index = 0
-    parts: list[tuple[int, int, bytes]] = []
+    parts: list[tuple[int, int, bytes, bytes]] = []
+    durations: list[bytes] = []
     closed: list[tuple[int, int]] = []
     hint = init = None
+    part_target: float | None = None
     can_skip = ended = False
     for line in body.split(b"\n"):
         if not line.startswith(b"#EXT"):
             continue
         if line.startswith(b"#EXT-X-PART:"):
             if sequence is not None:
-                parts.append((sequence + skipped + segments, index, _attribute(line, b'URI="') or b""))
+                parts.append((sequence + skipped + segments, index, _attribute(line, b'URI="') or b"", line))
             index += 1
         elif line.startswith(b"#EXTINF"):
             if index and sequence is not None:
                 closed.append((sequence + skipped + segments, index))
+            durations.append(line)
             segments += 1
             index = 0
         elif line.startswith(b"#EXT-X-MEDIA-SEQUENCE:"):
@@ -150,6 +178,8 @@ def parse_media_playlist(body: bytes) -> MediaPlaylist:
         elif line.startswith(b"#EXT-X-MAP:"):
             if init is None:
                 init = _attribute(line, b'URI="')
+        elif line.startswith(b"#EXT-X-PART-INF:"):
+            part_target = _seconds(line, b"PART-TARGET=")
         elif line.startswith(b"#EXT-X-SERVER-CONTROL:"):
             can_skip = b"CAN-SKIP-UNTIL=" in line
         elif line.startswith(b"#EXT-X-ENDLIST"):
@@ -160,9 +190,12 @@ def parse_media_playlist(body: bytes) -> MediaPlaylist:
         open_msn=sequence + skipped + segments,
         open_parts=index,
         parts=tuple(parts),
+        first_msn=sequence + skipped,
+        durations=tuple(durations),
         closed=tuple(closed),
         hint=hint,
         init=init,
+        part_target=part_target,
         can_skip=can_skip,
         ended=ended,
     )
@@ -199,7 +232,8 @@ class RenditionFollower:
     then); ``pending`` is how many answers the batch still waits for. Counts go to ``counts``.
     """
 
-    __slots__ = ("counts", "ended", "_target", "_kinds", "_keys", "_playlist", "_newest", "_closed", "_init_done")
+    __slots__ = ("counts", "ended", "_target", "_kinds", "_keys", "_playlist", "_newest", "_newest_start", "_closed",
+                 "_init_done", "_lost", "_last_start")  # fmt: skip
 
     def __init__(self, target: bytes, counts: FollowerCounts | None = None) -> None:
         self.counts = counts if counts is not None else FollowerCounts()
@@ -209,8 +243,15 @@ class RenditionFollower:
         self._keys: list[tuple[int, int]] = []
         self._playlist: MediaPlaylist | None = None
         self._newest: tuple[int, int] | None = None
+        self._newest_start: MediaPlaylist | None = None
+        """The playlist that listed or hinted the newest part fetched (where it starts in its
+        segment is read from it only when needed)."""
+        self._last_start: tuple[tuple[int, int], MediaPlaylist | None] = ((-1, -1), None)
+        """The last part the batch asks for, and the playlist that named it."""
         self._closed: dict[int, int] = {}
         self._init_done = False
+        self._lost = False
+        """The last thing that happened to the parts was a skip (one gap per run of them)."""
 
     @property
     def pending(self) -> int:
@@ -223,8 +264,10 @@ class RenditionFollower:
         self._keys = [(0, 0)]
         self._playlist = None
         self._newest = None
+        self._newest_start = None
         self._closed.clear()
         self._init_done = False
+        self._lost = False
         self.ended = False
         return [self._target]
 
@@ -249,12 +292,15 @@ class RenditionFollower:
         elif status == 200:
             counts.parts += 1
             counts.bytes += size
+            self._lost = False
             if self._newest is None or key > self._newest:
                 self._newest = key
+                self._newest_start = self._last_start[1] if self._last_start[0] == key else None
         elif kind == _PART:
-            counts.gaps += 1  # listed, gone before its turn: skipped
+            self._skip()  # listed, gone before its turn
             if self._newest is None or key > self._newest:
                 self._newest = key
+                self._newest_start = self._last_start[1] if self._last_start[0] == key else None
         if self._kinds:
             return []
         return self._next_batch()
@@ -263,12 +309,28 @@ class RenditionFollower:
         """Whether the next answer is a playlist (a driver keeps only those bodies)."""
         return bool(self._kinds) and self._kinds[0] == _PLAYLIST
 
-    def _successor(self, key: tuple[int, int]) -> tuple[int, int]:
-        msn, index = key
+    def _skip(self) -> None:
+        if not self._lost:
+            self.counts.gaps += 1
+            self._lost = True
+
+    def _follows(self, newest: tuple[int, int], key: tuple[int, int], playlist: MediaPlaylist) -> bool:
+        """Whether part ``key`` is the one after ``newest``."""
+        msn, index = newest
+        if key == (msn, index + 1):
+            return True
+        if key != (msn + 1, 0):
+            return False
         count = self._closed.get(msn)
-        if count is not None and index + 1 >= count:
-            return (msn + 1, 0)
-        return (msn, index + 1)
+        if count is not None:
+            return index + 1 == count
+        at = msn - playlist.first_msn  # segment ``msn`` listed without its parts: its duration
+        named, target = self._newest_start, playlist.part_target
+        start = None if named is None else _start_of(named, msn, index)
+        if start is None or target is None or not 0 <= at < len(playlist.durations):
+            return False
+        duration = _seconds(playlist.durations[at], b"#EXTINF:")
+        return duration is not None and duration - start <= target + 0.005
 
     def _next_batch(self) -> list[bytes]:
         playlist = self._playlist
@@ -282,8 +344,8 @@ class RenditionFollower:
             closed[msn] = count
         newest = self._newest
         if newest is not None and newest[0] > playlist.open_msn:  # numbers went back: a new stream
-            self.counts.gaps += 1
-            newest = self._newest = None
+            self._skip()
+            newest = self._newest = self._newest_end = None
             closed.clear()
             for msn, count in playlist.closed:
                 closed[msn] = count
@@ -305,11 +367,11 @@ class RenditionFollower:
         else:
             wanted = tuple(part for part in listed if (part[0], part[1]) > newest)
             if len(wanted) > MAX_BATCH_PARTS:
-                self.counts.gaps += 1
+                self._skip()
                 wanted = wanted[-1:]
-            elif wanted and (wanted[0][0], wanted[0][1]) != self._successor(newest):
-                self.counts.gaps += 1
-        for msn, index, uri in wanted:
+            elif wanted and not self._follows(newest, (wanted[0][0], wanted[0][1]), playlist):
+                self._skip()
+        for msn, index, uri, _ in wanted:
             targets.append(resolve(base, uri))
             kinds.append(_PART)
             keys.append((msn, index))
@@ -325,6 +387,25 @@ class RenditionFollower:
             targets.append(resolve(base, playlist.hint))
             kinds.append(_HINT)
             keys.append(next_key)
+            last = next_key
+        else:
+            last = (wanted[-1][0], wanted[-1][1]) if wanted else (-1, -1)
+        self._last_start = (last, playlist)
         self._kinds = kinds
         self._keys = keys
         return targets
+
+
+def _start_of(playlist: MediaPlaylist, msn: int, index: int) -> float | None:
+    """Where part ``(msn, index)`` starts in its segment: the sum of the ``DURATION`` of the
+    parts before it the playlist lists (``None`` if they are not all there)."""
+    start = 0.0
+    count = 0
+    for part_msn, part_index, _, line in playlist.parts:
+        if part_msn == msn and part_index < index:
+            duration = _seconds(line, b"DURATION=")
+            if duration is None:
+                return None
+            start += duration
+            count += 1
+    return start if count == index else None
