@@ -107,7 +107,7 @@ class LlhlsLoad:
                 for connection in due:
                     self._open(connection)
                 continue
-            timeout = deadline - now
+            timeout = deadline - now if until is None else min(deadline - now, 0.05)
             if self._waiting:
                 timeout = min(timeout, self._waiting[0][0] - now)
             for key, mask in selector.select(timeout):
