@@ -57,6 +57,7 @@ __all__ = [
     "MediaPlaylist",
     "RenditionFollower",
     "parse_media_playlist",
+    "part_uri",
     "rendition_targets",
     "resolve",
 ]
@@ -90,12 +91,10 @@ class MediaPlaylist:
     whose parts are being written)."""
     open_parts: int
     """How many parts of that segment the playlist lists."""
-    parts: tuple[tuple[int, int, bytes, bytes], ...]
-    """Every ``EXT-X-PART``: ``(msn, index, URI, the tag's line)``, in order."""
+    parts: tuple[tuple[int, int, bytes], ...]
+    """Every ``EXT-X-PART``: ``(msn, index, the tag's line)``, in order (:func:`part_uri`)."""
     first_msn: int
     """The media sequence number of the first segment listed (after the skipped ones)."""
-    durations: tuple[bytes, ...]
-    """The ``#EXTINF`` line of every segment listed, from ``first_msn`` on."""
     closed: tuple[tuple[int, int], ...]
     """``(msn, parts)`` of each complete segment listed with its parts."""
     hint: bytes | None
@@ -107,6 +106,16 @@ class MediaPlaylist:
     can_skip: bool
     """``EXT-X-SERVER-CONTROL`` advertises ``CAN-SKIP-UNTIL`` (delta updates)."""
     ended: bool
+    body: bytes = attrs.field(repr=False)
+
+    def segment_duration(self, msn: int) -> float | None:
+        """The ``#EXTINF`` duration of segment ``msn``, if listed (a search of the body: rare)."""
+        at = -1
+        for _ in range(msn - self.first_msn + 1):
+            at = _tag(self.body, b"#EXTINF", at + 1)
+            if at < 0:
+                return None
+        return _seconds(_line(self.body, at), b"#EXTINF:") if at >= 0 else None
 
 
 def _attribute(line: bytes, name: bytes) -> bytes | None:
@@ -139,66 +148,78 @@ def _seconds(line: bytes, prefix: bytes) -> float | None:
         return None
 
 
+def _tag(body: bytes, tag: bytes, start: int = 0) -> int:
+    """Where the first line from ``start`` on that starts with ``tag`` starts (``-1``: none)."""
+    if body.startswith(tag, start):
+        return start
+    at = body.find(b"\n" + tag, start)
+    return at + 1 if at >= 0 else -1
+
+
+def _line(body: bytes, at: int) -> bytes:
+    end = body.find(b"\n", at)
+    return body[at:] if end < 0 else body[at:end]
+
+
 def parse_media_playlist(body: bytes) -> MediaPlaylist:
     """The :class:`MediaPlaylist` of an LL-HLS media playlist (``RemoteProtocolError`` when it has
-    no ``EXT-X-MEDIA-SEQUENCE``)."""
-    sequence: int | None = None
-    skipped = 0
-    segments = 0
-    index = 0
-    parts: list[tuple[int, int, bytes, bytes]] = []
-    durations: list[bytes] = []
-    closed: list[tuple[int, int]] = []
-    hint = init = None
-    part_target: float | None = None
-    can_skip = ended = False
-    for line in body.split(b"\n"):
-        if not line.startswith(b"#EXT"):
-            continue
-        if line.startswith(b"#EXT-X-PART:"):
-            if sequence is not None:
-                parts.append((sequence + skipped + segments, index, _attribute(line, b'URI="') or b"", line))
-            index += 1
-        elif line.startswith(b"#EXTINF"):
-            if index and sequence is not None:
-                closed.append((sequence + skipped + segments, index))
-            durations.append(line)
-            segments += 1
-            index = 0
-        elif line.startswith(b"#EXT-X-MEDIA-SEQUENCE:"):
-            sequence = _decimal(line, b"#EXT-X-MEDIA-SEQUENCE:")
-        elif line.startswith(b"#EXT-X-SKIP:"):
-            found = line.find(b"SKIPPED-SEGMENTS=")
-            if found >= 0:
-                digits = line[found + 17 :].partition(b",")[0].strip()
-                skipped = int(digits) if digits.isdigit() and len(digits) <= 9 else 0
-        elif line.startswith(b"#EXT-X-PRELOAD-HINT:"):
-            if b"TYPE=PART" in line:
-                hint = _attribute(line, b'URI="')
-        elif line.startswith(b"#EXT-X-MAP:"):
-            if init is None:
-                init = _attribute(line, b'URI="')
-        elif line.startswith(b"#EXT-X-PART-INF:"):
-            part_target = _seconds(line, b"PART-TARGET=")
-        elif line.startswith(b"#EXT-X-SERVER-CONTROL:"):
-            can_skip = b"CAN-SKIP-UNTIL=" in line
-        elif line.startswith(b"#EXT-X-ENDLIST"):
-            ended = True
+    no ``EXT-X-MEDIA-SEQUENCE``). Each tag is found with one byte search (the first line that
+    starts with it); only the lines from the first ``EXT-X-PART`` on are read one by one."""
+    at = _tag(body, b"#EXT-X-MEDIA-SEQUENCE:")
+    sequence = None if at < 0 else _decimal(_line(body, at), b"#EXT-X-MEDIA-SEQUENCE:")
     if sequence is None:
         raise RemoteProtocolError("media playlist without #EXT-X-MEDIA-SEQUENCE")
+    skipped = 0
+    at = _tag(body, b"#EXT-X-SKIP:")
+    if at >= 0:
+        digits = _line(body, at).partition(b"SKIPPED-SEGMENTS=")[2].partition(b",")[0].strip()
+        skipped = int(digits) if digits.isdigit() and len(digits) <= 9 else 0
+    first = sequence + skipped
+    region = _tag(body, b"#EXT-X-PART:")
+    if region < 0:
+        region = len(body)
+    segments = body.count(b"\n#EXTINF", 0, region) + body.startswith(b"#EXTINF")
+    index = 0
+    parts: list[tuple[int, int, bytes]] = []
+    closed: list[tuple[int, int]] = []
+    for line in body[region:].split(b"\n"):
+        if line.startswith(b"#EXT-X-PART:"):
+            parts.append((first + segments, index, line))
+            index += 1
+        elif line.startswith(b"#EXTINF"):
+            if index:
+                closed.append((first + segments, index))
+            segments += 1
+            index = 0
+    hint = None
+    at = _tag(body, b"#EXT-X-PRELOAD-HINT:")
+    while at >= 0 and hint is None:
+        line = _line(body, at)
+        hint = _attribute(line, b'URI="') if b"TYPE=PART" in line else None
+        at = _tag(body, b"#EXT-X-PRELOAD-HINT:", at + 1)
+    at = _tag(body, b"#EXT-X-MAP:")
+    init = None if at < 0 else _attribute(_line(body, at), b'URI="')
+    at = _tag(body, b"#EXT-X-PART-INF:")
+    part_target = None if at < 0 else _seconds(_line(body, at), b"PART-TARGET=")
+    at = _tag(body, b"#EXT-X-SERVER-CONTROL:")
     return MediaPlaylist(
-        open_msn=sequence + skipped + segments,
+        open_msn=first + segments,
         open_parts=index,
         parts=tuple(parts),
-        first_msn=sequence + skipped,
-        durations=tuple(durations),
+        first_msn=first,
         closed=tuple(closed),
         hint=hint,
         init=init,
         part_target=part_target,
-        can_skip=can_skip,
-        ended=ended,
+        can_skip=at >= 0 and b"CAN-SKIP-UNTIL=" in _line(body, at),
+        ended=_tag(body, b"#EXT-X-ENDLIST") >= 0,
+        body=body,
     )
+
+
+def part_uri(line: bytes) -> bytes:
+    """The URI of an ``EXT-X-PART`` line (``b""`` if it has none)."""
+    return _attribute(line, b'URI="') or b""
 
 
 def resolve(base: bytes, uri: bytes) -> bytes:
@@ -324,12 +345,11 @@ class RenditionFollower:
         count = self._closed.get(msn)
         if count is not None:
             return index + 1 == count
-        at = msn - playlist.first_msn  # segment ``msn`` listed without its parts: its duration
-        named, target = self._newest_start, playlist.part_target
+        named, target = self._newest_start, playlist.part_target  # segment ``msn`` without its parts
         start = None if named is None else _start_of(named, msn, index)
-        if start is None or target is None or not 0 <= at < len(playlist.durations):
+        if start is None or target is None or msn < playlist.first_msn:
             return False
-        duration = _seconds(playlist.durations[at], b"#EXTINF:")
+        duration = playlist.segment_duration(msn)
         return duration is not None and duration - start <= target + 0.005
 
     def _next_batch(self) -> list[bytes]:
@@ -371,8 +391,8 @@ class RenditionFollower:
                 wanted = wanted[-1:]
             elif wanted and not self._follows(newest, (wanted[0][0], wanted[0][1]), playlist):
                 self._skip()
-        for msn, index, uri, _ in wanted:
-            targets.append(resolve(base, uri))
+        for msn, index, line in wanted:
+            targets.append(resolve(base, part_uri(line)))
             kinds.append(_PART)
             keys.append((msn, index))
         next_key = (playlist.open_msn, playlist.open_parts)
@@ -401,7 +421,7 @@ def _start_of(playlist: MediaPlaylist, msn: int, index: int) -> float | None:
     parts before it the playlist lists (``None`` if they are not all there)."""
     start = 0.0
     count = 0
-    for part_msn, part_index, _, line in playlist.parts:
+    for part_msn, part_index, line in playlist.parts:
         if part_msn == msn and part_index < index:
             duration = _seconds(line, b"DURATION=")
             if duration is None:

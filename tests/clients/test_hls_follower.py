@@ -23,6 +23,7 @@ from arcly_trio.clients.hls_follower import (
     MAX_BATCH_PARTS,
     RenditionFollower,
     parse_media_playlist,
+    part_uri,
     rendition_targets,
     resolve,
 )
@@ -90,6 +91,51 @@ def test_the_follower_takes_any_answers_with_bounded_batches(answers: list[tuple
             follower.start()
 
 
+def _reference(body: bytes) -> tuple[object, ...]:
+    """What :func:`parse_media_playlist` reads, read line by line (the obvious way)."""
+    sequence = skipped = segments = index = 0
+    parts, closed = [], []
+    hint = init = None
+    can_skip = ended = False
+    for line in body.split(b"\n"):
+        if line.startswith(b"#EXT-X-MEDIA-SEQUENCE:"):
+            sequence = int(line.split(b":")[1])
+        elif line.startswith(b"#EXT-X-SKIP:"):
+            skipped = int(line.split(b"=")[1])
+        elif line.startswith(b"#EXT-X-PART:"):
+            parts.append((sequence + skipped + segments, index, line.split(b'URI="')[1].split(b'"')[0]))
+            index += 1
+        elif line.startswith(b"#EXTINF"):
+            if index:
+                closed.append((sequence + skipped + segments, index))
+            segments, index = segments + 1, 0
+        elif line.startswith(b"#EXT-X-PRELOAD-HINT:TYPE=PART"):
+            hint = line.split(b'URI="')[1].split(b'"')[0]
+        elif line.startswith(b"#EXT-X-MAP:") and init is None:
+            init = line.split(b'URI="')[1].split(b'"')[0]
+        elif line.startswith(b"#EXT-X-SERVER-CONTROL:"):
+            can_skip = b"CAN-SKIP-UNTIL" in line
+        ended = ended or line == b"#EXT-X-ENDLIST"
+    return (sequence + skipped + segments, index, parts, closed, hint, init, can_skip, ended)
+
+
+def _read(body: bytes) -> tuple[object, ...]:
+    playlist = parse_media_playlist(body)
+    parts = [(msn, index, part_uri(line)) for msn, index, line in playlist.parts]
+    return (playlist.open_msn, playlist.open_parts, parts, list(playlist.closed), playlist.hint, playlist.init,
+            playlist.can_skip, playlist.ended)  # fmt: skip
+
+
+@given(st.integers(0, 10**6), st.lists(st.integers(0, 8), max_size=8), st.integers(0, 8), st.integers(0, 20))
+def test_the_parser_reads_what_a_line_by_line_reader_reads(first: int, segments: list[int], open_parts: int,
+                                                           skipped: int) -> None:  # fmt: skip
+    body = _playlist(first, segments, open_parts, skipped=skipped)
+    assert _read(body) == _reference(body)
+    playlist = parse_media_playlist(body)
+    for offset, count in enumerate(segments):
+        assert playlist.segment_duration(first + skipped + offset) == round(0.3 * count, 3)
+
+
 def test_targets_resolve_against_the_playlist_without_its_query() -> None:
     assert resolve(TARGET, b"v-1.0.m4s?token=t") == b"/live/demo/v-1.0.m4s?token=t"
     assert resolve(TARGET, b"/other/x.mp4") == b"/other/x.mp4"
@@ -148,6 +194,7 @@ class _Server:
             skip = "_HLS_skip" in directives
             self.skip_requests += skip
             text = media_playlist(self.packager, FrameKind.VIDEO, low_latency=True, deltas=self.deltas, skip=skip)
+            assert _read(text.encode()) == _reference(text.encode())  # the server's renders read as they are
             return 200, text.encode()
         if name.endswith(".mp4"):
             return 200, b"init"
