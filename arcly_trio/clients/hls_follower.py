@@ -161,10 +161,11 @@ def _line(body: bytes, at: int) -> bytes:
     return body[at:] if end < 0 else body[at:end]
 
 
-def parse_media_playlist(body: bytes) -> MediaPlaylist:
+def parse_media_playlist(body: bytes, since: int | None = None) -> MediaPlaylist:
     """The :class:`MediaPlaylist` of an LL-HLS media playlist (``RemoteProtocolError`` when it has
-    no ``EXT-X-MEDIA-SEQUENCE``). Each tag is found with one byte search (the first line that
-    starts with it); only the lines from the first ``EXT-X-PART`` on are read one by one."""
+    no ``EXT-X-MEDIA-SEQUENCE``); with ``since``, only the parts (and ``closed``) of segments from
+    media sequence number ``since`` on. Each tag is found with one byte search (the first line
+    that starts with it); only the lines of the parts wanted are read one by one."""
     at = _tag(body, b"#EXT-X-MEDIA-SEQUENCE:")
     sequence = None if at < 0 else _decimal(_line(body, at), b"#EXT-X-MEDIA-SEQUENCE:")
     if sequence is None:
@@ -179,20 +180,33 @@ def parse_media_playlist(body: bytes) -> MediaPlaylist:
     if region < 0:
         region = len(body)
     segments = body.count(b"\n#EXTINF", 0, region) + body.startswith(b"#EXTINF")
+    while since is not None and first + segments < since:  # skip whole segments, by search
+        at = _tag(body, b"#EXTINF", region)
+        if at < 0:
+            break
+        segments += 1
+        region = at + 1
     index = 0
     parts: list[tuple[int, int, bytes]] = []
     closed: list[tuple[int, int]] = []
+    floor = -1 if since is None else since
     for line in body[region:].split(b"\n"):
         if line.startswith(b"#EXT-X-PART:"):
-            parts.append((first + segments, index, line))
+            if first + segments >= floor:
+                parts.append((first + segments, index, line))
             index += 1
         elif line.startswith(b"#EXTINF"):
-            if index:
+            if index and first + segments >= floor:
                 closed.append((first + segments, index))
             segments += 1
             index = 0
     hint = None
-    at = _tag(body, b"#EXT-X-PRELOAD-HINT:")
+    at = body.rfind(b"\n#EXT-X-PRELOAD-HINT:TYPE=PART,")  # where a server puts it: near the end
+    if at >= 0:
+        hint = _attribute(_line(body, at + 1), b'URI="')
+        at = -1
+    else:
+        at = _tag(body, b"#EXT-X-PRELOAD-HINT:")
     while at >= 0 and hint is None:
         line = _line(body, at)
         hint = _attribute(line, b'URI="') if b"TYPE=PART" in line else None
@@ -304,7 +318,7 @@ class RenditionFollower:
             if status != 200:
                 raise RemoteProtocolError(f"media playlist answered {status}")
             counts.playlists += 1
-            self._playlist = parse_media_playlist(body)
+            self._playlist = parse_media_playlist(body, None if self._newest is None else self._newest[0])
         elif kind == _INIT:
             if status != 200:
                 raise RemoteProtocolError(f"init segment answered {status}")

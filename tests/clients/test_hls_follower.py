@@ -132,6 +132,11 @@ def test_the_parser_reads_what_a_line_by_line_reader_reads(first: int, segments:
     body = _playlist(first, segments, open_parts, skipped=skipped)
     assert _read(body) == _reference(body)
     playlist = parse_media_playlist(body)
+    for since in range(first + skipped - 1, playlist.open_msn + 2):
+        later = parse_media_playlist(body, since)
+        assert later.parts == tuple(part for part in playlist.parts if part[0] >= since)
+        assert later.closed == tuple(segment for segment in playlist.closed if segment[0] >= since)
+        assert (later.open_msn, later.open_parts, later.hint) == (playlist.open_msn, playlist.open_parts, playlist.hint)
     for offset, count in enumerate(segments):
         assert playlist.segment_duration(first + skipped + offset) == round(0.3 * count, 3)
 
