@@ -45,7 +45,7 @@ playlist lists it and it is fetched then. Nothing else is raised, whatever the b
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -82,9 +82,9 @@ class FollowerCounts:
     errors: int = 0
 
 
-@attrs.frozen(slots=True)
-class MediaPlaylist:
-    """What a follower needs of a media playlist."""
+class MediaPlaylist(NamedTuple):
+    """What a follower needs of a media playlist (a named tuple: one is made per reload, and
+    a tuple is the cheapest immutable record to make)."""
 
     open_msn: int
     """The media sequence number of the segment after the last complete one listed (the one
@@ -106,7 +106,8 @@ class MediaPlaylist:
     can_skip: bool
     """``EXT-X-SERVER-CONTROL`` advertises ``CAN-SKIP-UNTIL`` (delta updates)."""
     ended: bool
-    body: bytes = attrs.field(repr=False)
+    body: bytes
+    """The playlist (read again only by :meth:`segment_duration`)."""
 
     def segment_duration(self, msn: int) -> float | None:
         """The ``#EXTINF`` duration of segment ``msn``, if listed (a search of the body: rare)."""
@@ -165,20 +166,22 @@ def parse_media_playlist(body: bytes, since: int | None = None) -> MediaPlaylist
     """The :class:`MediaPlaylist` of an LL-HLS media playlist (``RemoteProtocolError`` when it has
     no ``EXT-X-MEDIA-SEQUENCE``); with ``since``, only the parts (and ``closed``) of segments from
     media sequence number ``since`` on. Each tag is found with one byte search (the first line
-    that starts with it); only the lines of the parts wanted are read one by one."""
+    that starts with it; ``EXT-X-SKIP`` before the first part, ``EXT-X-ENDLIST`` after it); only
+    the lines of the parts wanted are read one by one."""
     at = _tag(body, b"#EXT-X-MEDIA-SEQUENCE:")
     sequence = None if at < 0 else _decimal(_line(body, at), b"#EXT-X-MEDIA-SEQUENCE:")
     if sequence is None:
         raise RemoteProtocolError("media playlist without #EXT-X-MEDIA-SEQUENCE")
+    region = _tag(body, b"#EXT-X-PART:")
+    with_parts = region >= 0
+    if not with_parts:
+        region = len(body)
     skipped = 0
-    at = _tag(body, b"#EXT-X-SKIP:")
+    at = body.find(b"\n#EXT-X-SKIP:", 0, region)  # before the segments (and their parts)
     if at >= 0:
-        digits = _line(body, at).partition(b"SKIPPED-SEGMENTS=")[2].partition(b",")[0].strip()
+        digits = _line(body, at + 1).partition(b"SKIPPED-SEGMENTS=")[2].partition(b",")[0].strip()
         skipped = int(digits) if digits.isdigit() and len(digits) <= 9 else 0
     first = sequence + skipped
-    region = _tag(body, b"#EXT-X-PART:")
-    if region < 0:
-        region = len(body)
     segments = body.count(b"\n#EXTINF", 0, region) + body.startswith(b"#EXTINF")
     while since is not None and first + segments < since:  # skip whole segments, by search
         at = _tag(body, b"#EXTINF", region)
@@ -226,7 +229,7 @@ def parse_media_playlist(body: bytes, since: int | None = None) -> MediaPlaylist
         init=init,
         part_target=part_target,
         can_skip=at >= 0 and b"CAN-SKIP-UNTIL=" in _line(body, at),
-        ended=_tag(body, b"#EXT-X-ENDLIST") >= 0,
+        ended=_tag(body, b"#EXT-X-ENDLIST", region if with_parts else 0) >= 0,  # after the parts
         body=body,
     )
 
