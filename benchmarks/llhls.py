@@ -2,8 +2,8 @@
 """LL-HLS, fMP4 HLS and DASH: packaging cost, blocked requests against idle connections, and
 the latency behind live that hls.js reaches in headless Chromium.
 
-Four parts, each printing one JSON line per measurement
-(``--only packaging|blocked|latency|viewers``):
+Six parts, each printing one JSON line per measurement
+(``--only packaging|blocked|latency|wake|viewers|generator``):
 
 * ``packaging``: the HLS service's packaging of one stream, in-process: frames of a clip
   (default: the shared bench sample, 720p30 H.264 + AAC at 1665 kbit/s) go through the variant's
@@ -22,21 +22,29 @@ Four parts, each printing one JSON line per measurement
   anchored to the server's wall clock when the frames arrived). p50/p90 in milliseconds.
 
 * ``viewers``: ``arcly-trio serve --demo`` (a child process pinned to CPU 0 with ``taskset``)
-  packages the clip, published by ffmpeg in real time as ``live/bench`` (the shared bench
-  sample: 720p30 H.264 + AAC, 1.6 Mbit/s), as ``ll``; this process (pinned to CPU 1) runs
-  ``--viewers`` LL-HLS viewers of it (:func:`arcly_trio.clients.hls.follow_llhls`: blocking
-  reloads and part fetches as hls.js in low-latency mode, one keep-alive connection per
-  rendition) for ``--window`` seconds, while a healthy RTMP player of *another* stream (the
-  built-in demo) counts its frames per second; then, in a fresh server, as many HTTP-FLV
-  viewers of ``live/bench`` (reading and discarding). For each: server CPU ms per
-  viewer-second (its CPU time over the window, from ``/proc``, less a run with no viewer,
-  divided by viewers × seconds), the healthy player's lowest fps, the largest loop lag
-  ``/api/health`` reported, RSS per viewer, what the viewers got (parts, playlists, gaps,
-  errors), server CPU µs per request, and ``runqueue_wait_s``: the seconds the server was
+  packages the clip, published by ffmpeg in real time (the shared bench sample: 720p30 H.264 +
+  AAC, 1.6 Mbit/s) as ``live/bench``, as ``ll``; ``--generators`` load generator processes
+  (default one), pinned to CPU 1, run ``--viewers`` LL-HLS viewers of it for ``--window``
+  seconds: the sans-IO follower (:mod:`arcly_trio.clients.hls_follower`: blocking reloads and
+  part fetches as hls.js in low-latency mode, one keep-alive connection per rendition) driven
+  by ``--generator lean`` (:mod:`arcly_trio.clients.hls_load`, one ``selectors`` loop, the
+  default) or ``trio`` (:func:`arcly_trio.clients.hls.follow_llhls`); meanwhile a healthy RTMP
+  player of *another* stream (the built-in demo) counts its frames per second; then, in a
+  fresh server, as many HTTP-FLV viewers of ``live/bench`` (reading and discarding). For each:
+  server CPU ms per viewer-second (its CPU time over the window, from ``/proc``, less a run
+  with no viewer, divided by viewers × seconds), the healthy player's lowest fps, the largest
+  loop lag ``/api/health`` reported, RSS per viewer, what the viewers got (parts, playlists,
+  gaps, errors), server CPU µs per request, and ``runqueue_wait_s``: the seconds the server was
   runnable but another process had its CPU (``/proc/PID/schedstat``): on a shared machine the
-  loop lag and the healthy fps owe that much to others. Each count in ``--counts`` (default
-  300,1000,3000) is one pair of runs (``--kinds``); ``--server-root`` runs another checkout's
-  server (compare before and after a change in one session).
+  loop lag and the healthy fps owe that much to others. For LL-HLS, whether the generator kept
+  up: its own CPU (percent and µs per request, over the same window), requests and parts per
+  viewer-second against what the stream's part rate asks for (two requests per part), gaps,
+  errors, ``kept_up``. Each count in ``--counts`` (default 300,1000,3000) is one pair of runs
+  (``--kinds``); ``--server-root`` runs another checkout's server (compare before and after a
+  change in one session).
+* ``generator``: the load generator's own ceiling: a trivial LL-HLS origin answering from memory
+  (every blocking reload at once; CPU 0) and each driver flat out against it on CPU 1,
+  alternated: its CPU per request and the requests per second of one core that gives.
 
 Run from the repository root: ``.venv/bin/python benchmarks/llhls.py [--only NAME]``.
 """
