@@ -6,9 +6,9 @@ same core as the trio :func:`~arcly_trio.clients.hls.follow_llhls`) over non-blo
 and one :mod:`selectors` loop (epoll on Linux), so that the load generator costs much less per
 request than the server it measures:
 
-* each viewer reads the multivariant playlist on its first connection, which then follows the
-  first media playlist; every other rendition gets a connection of its own (HTTP/1.1
-  keep-alive, ``TCP_NODELAY``), as the trio driver does;
+* viewers join 100 at a time every 50 ms; each reads the multivariant playlist on its first
+  connection, which then follows the first media playlist; every other rendition gets a
+  connection of its own (HTTP/1.1 keep-alive, ``TCP_NODELAY``), as the trio driver does;
 * a batch of requests the follower asks for goes out in one ``send``; answers are read with
   ``recv_into`` one shared buffer and cut by ``Content-Length`` with ``bytes.find``: the bodies of
   parts and init segments are counted and never copied (only playlists' bodies are kept, for the
@@ -47,6 +47,10 @@ from arcly_trio.core.errors import RemoteProtocolError
 __all__ = ["LlhlsLoad"]
 
 MAX_HEAD: Final = 16384
+RAMP: Final = 100
+RAMP_INTERVAL: Final = 0.05
+"""Viewers join :data:`RAMP` at a time, every :data:`RAMP_INTERVAL` seconds (as a crowd
+arrives, not as one burst of thousands of connects)."""
 _RECEIVE: Final = 262144
 
 
@@ -89,9 +93,9 @@ class LlhlsLoad:
         self._scratch = bytearray(_RECEIVE)
         self._view = memoryview(self._scratch)
         self._waiting: list[tuple[float, _Connection]] = []
-        target = path.encode()
-        for _ in range(viewers):
-            self._open(_Connection(target, None))
+        self._target = path.encode()
+        self._to_open = viewers
+        self._next_open = 0.0
 
     def run(self, seconds: float, until: Callable[[], bool] | None = None) -> None:
         """Follow for ``seconds``, or until ``until()`` is true (asked after each pass of the loop);
@@ -101,6 +105,11 @@ class LlhlsLoad:
         deadline = clock() + seconds
         read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
         while (now := clock()) < deadline and (until is None or not until()):
+            if self._to_open and now >= self._next_open:  # viewers join RAMP at a time
+                for _ in range(min(RAMP, self._to_open)):
+                    self._open(_Connection(self._target, None))
+                self._to_open -= min(RAMP, self._to_open)
+                self._next_open = now + RAMP_INTERVAL
             if self._waiting and self._waiting[0][0] <= now:
                 due = [c for at, c in self._waiting if at <= now]
                 self._waiting = [(at, c) for at, c in self._waiting if at > now]
@@ -110,6 +119,8 @@ class LlhlsLoad:
             timeout = deadline - now if until is None else min(deadline - now, 0.05)
             if self._waiting:
                 timeout = min(timeout, self._waiting[0][0] - now)
+            if self._to_open:
+                timeout = min(timeout, max(0.0, self._next_open - now))
             for key, mask in selector.select(timeout):
                 connection = key.data
                 if mask & write:
