@@ -214,11 +214,15 @@ class LlhlsLoad:
         if not received:
             self._fail(connection)
             return
+        self._feed(connection, self._scratch, received)
+
+    def _feed(self, connection: _Connection, data: bytearray, received: int) -> None:
+        """Bytes ``data[:received]`` just read on ``connection``."""
         if connection.buffer:
-            data = connection.buffer + self._view[:received]
-            self._consume(connection, data, len(data))
+            joined = connection.buffer + memoryview(data)[:received]
+            self._consume(connection, joined, len(joined))
         else:
-            self._consume(connection, self._scratch, received)
+            self._consume(connection, data, received)
 
     def _consume(self, connection: _Connection, data: bytes | bytearray, end: int) -> None:
         """Cut the answers in ``data[:end]``; keep what is left of an unfinished one."""
