@@ -2,8 +2,8 @@
 """LL-HLS, fMP4 HLS and DASH: packaging cost, blocked requests against idle connections, and
 the latency behind live that hls.js reaches in headless Chromium.
 
-Four parts, each printing one JSON line per measurement
-(``--only packaging|blocked|latency|viewers``):
+Six parts, each printing one JSON line per measurement
+(``--only packaging|blocked|latency|wake|viewers|generator``):
 
 * ``packaging``: the HLS service's packaging of one stream, in-process: frames of a clip
   (default: the shared bench sample, 720p30 H.264 + AAC at 1665 kbit/s) go through the variant's
@@ -22,21 +22,29 @@ Four parts, each printing one JSON line per measurement
   anchored to the server's wall clock when the frames arrived). p50/p90 in milliseconds.
 
 * ``viewers``: ``arcly-trio serve --demo`` (a child process pinned to CPU 0 with ``taskset``)
-  packages the clip, published by ffmpeg in real time as ``live/bench`` (the shared bench
-  sample: 720p30 H.264 + AAC, 1.6 Mbit/s), as ``ll``; this process (pinned to CPU 1) runs
-  ``--viewers`` LL-HLS viewers of it (:func:`arcly_trio.clients.hls.follow_llhls`: blocking
-  reloads and part fetches as hls.js in low-latency mode, one keep-alive connection per
-  rendition) for ``--window`` seconds, while a healthy RTMP player of *another* stream (the
-  built-in demo) counts its frames per second; then, in a fresh server, as many HTTP-FLV
-  viewers of ``live/bench`` (reading and discarding). For each: server CPU ms per
-  viewer-second (its CPU time over the window, from ``/proc``, less a run with no viewer,
-  divided by viewers × seconds), the healthy player's lowest fps, the largest loop lag
-  ``/api/health`` reported, RSS per viewer, what the viewers got (parts, playlists, gaps,
-  errors), server CPU µs per request, and ``runqueue_wait_s``: the seconds the server was
+  packages the clip, published by ffmpeg in real time (the shared bench sample: 720p30 H.264 +
+  AAC, 1.6 Mbit/s) as ``live/bench``, as ``ll``; ``--generators`` load generator processes
+  (default one), pinned to CPU 1, run ``--viewers`` LL-HLS viewers of it for ``--window``
+  seconds: the sans-IO follower (:mod:`arcly_trio.clients.hls_follower`: blocking reloads and
+  part fetches as hls.js in low-latency mode, one keep-alive connection per rendition) driven
+  by ``--generator lean`` (:mod:`arcly_trio.clients.hls_load`, one ``selectors`` loop, the
+  default) or ``trio`` (:func:`arcly_trio.clients.hls.follow_llhls`); meanwhile a healthy RTMP
+  player of *another* stream (the built-in demo) counts its frames per second; then, in a
+  fresh server, as many HTTP-FLV viewers of ``live/bench`` (reading and discarding). For each:
+  server CPU ms per viewer-second (its CPU time over the window, from ``/proc``, less a run
+  with no viewer, divided by viewers × seconds), the healthy player's lowest fps, the largest
+  loop lag ``/api/health`` reported, RSS per viewer, what the viewers got (parts, playlists,
+  gaps, errors), server CPU µs per request, and ``runqueue_wait_s``: the seconds the server was
   runnable but another process had its CPU (``/proc/PID/schedstat``): on a shared machine the
-  loop lag and the healthy fps owe that much to others. Each count in ``--counts`` (default
-  300,1000,3000) is one pair of runs (``--kinds``); ``--server-root`` runs another checkout's
-  server (compare before and after a change in one session).
+  loop lag and the healthy fps owe that much to others. For LL-HLS, whether the generator kept
+  up: its own CPU (percent and µs per request, over the same window), requests and parts per
+  viewer-second against what the stream's part rate asks for (two requests per part), gaps,
+  errors, ``kept_up``. Each count in ``--counts`` (default 300,1000,3000) is one pair of runs
+  (``--kinds``); ``--server-root`` runs another checkout's server (compare before and after a
+  change in one session).
+* ``generator``: the load generator's own ceiling: a trivial LL-HLS origin answering from memory
+  (every blocking reload at once; CPU 0) and each driver flat out against it on CPU 1,
+  alternated: its CPU per request and the requests per second of one core that gives.
 
 Run from the repository root: ``.venv/bin/python benchmarks/llhls.py [--only NAME]``.
 """
@@ -355,6 +363,211 @@ def run_wake(counts: list[int]) -> None:
             emit(**trio.run(measure_wake, frames, count, turn))
 
 
+# --- generator: the load generator's own ceiling ----------------------------------------------
+
+RESPONDER = r"""
+import selectors, socket, sys
+# A trivial LL-HLS origin answering from memory (no blocking: every reload is answered at once
+# with the playlist whose live edge is the part asked for), so that a load generator runs flat
+# out and its own CPU per request can be read.
+port, video_bytes, audio_bytes = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+PARTS = 7
+def answer(body, kind=b"application/vnd.apple.mpegurl"):
+    return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (kind, len(body), body)
+MULTI = answer(b'#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="a",URI="audio.m3u8"\n'
+               b'#EXT-X-STREAM-INF:BANDWIDTH=1700000,AUDIO="a"\nvideo.m3u8\n')
+PART = {b"v": answer(b"v" * video_bytes, b"video/mp4"), b"a": answer(b"a" * audio_bytes, b"audio/mp4")}
+INIT = answer(b"i" * 700, b"video/mp4")
+cache = {}
+def playlist(letter, msn, part):
+    # live edge: part ``part`` of segment ``msn`` (its last part: the segment is complete)
+    key = (letter, msn, part)
+    if key not in cache:
+        if len(cache) > 20000:
+            cache.clear()
+        complete = msn if part == PARTS - 1 else msn - 1
+        lines = [b"#EXTM3U", b"#EXT-X-VERSION:7", b"#EXT-X-TARGETDURATION:2",
+                 b"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.000",
+                 b"#EXT-X-PART-INF:PART-TARGET=0.286", b"#EXT-X-MEDIA-SEQUENCE:%d" % (complete - 5),
+                 b'#EXT-X-MAP:URI="%s1.mp4"' % letter]
+        for sequence in range(complete - 5, complete + 1):
+            lines.append(b"#EXT-X-PROGRAM-DATE-TIME:2026-12-07T11:00:00.000Z")
+            if sequence >= complete - 2:
+                lines += [b'#EXT-X-PART:DURATION=0.286,URI="%s-%d.%d.m4s"%s' % (letter, sequence, i,
+                          b",INDEPENDENT=YES" if i == 0 else b"") for i in range(PARTS)]
+            lines += [b"#EXTINF:2.000,", b"%s-%d.m4s" % (letter, sequence)]
+        if complete < msn:
+            lines += [b'#EXT-X-PART:DURATION=0.286,URI="%s-%d.%d.m4s"' % (letter, msn, i) for i in range(part + 1)]
+            lines.append(b'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="%s-%d.%d.m4s"' % (letter, msn, part + 1))
+        else:
+            lines.append(b'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="%s-%d.0.m4s"' % (letter, msn + 1))
+        lines.append(b'#EXT-X-RENDITION-REPORT:URI="other.m3u8",LAST-MSN=%d,LAST-PART=%d' % (msn, part))
+        cache[key] = answer(b"\n".join(lines) + b"\n")
+    return cache[key]
+def respond(target):
+    path, _, query = target.partition(b"?")
+    name = path.rpartition(b"/")[2]
+    if name == b"index.m3u8":
+        return MULTI
+    if name.endswith(b".m3u8"):
+        msn, part = 100, 0
+        if b"_HLS_msn=" in query:
+            fields = dict(f.split(b"=", 1) for f in query.split(b"&") if b"=" in f)
+            msn, part = int(fields[b"_HLS_msn"]), int(fields[b"_HLS_part"])
+            if part >= PARTS:
+                msn, part = msn + 1, 0
+        return playlist(name[:1], msn, part)
+    if name.endswith(b".mp4"):
+        return INIT
+    return PART[name[:1]]
+selector = selectors.DefaultSelector()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(4096)
+listener.setblocking(False)
+selector.register(listener, selectors.EVENT_READ, None)
+pending = {}
+while True:
+    for key, _ in selector.select():
+        if key.data is None:
+            try:
+                while True:
+                    conn, _ = listener.accept()
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    selector.register(conn, selectors.EVENT_READ, [b""])
+            except BlockingIOError:
+                pass
+            continue
+        conn, state = key.fileobj, key.data
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            selector.unregister(conn)
+            conn.close()
+            continue
+        buffer = state[0] + data
+        out = []
+        while (end := buffer.find(b"\r\n\r\n")) >= 0:
+            out.append(respond(buffer[4 : buffer.find(b" ", 4)]))
+            buffer = buffer[end + 4 :]
+        state[0] = buffer
+        conn.setblocking(True)  # a benchmark origin: the generator always reads
+        conn.sendall(b"".join(out))
+        conn.setblocking(False)
+"""
+
+
+def responder(port: int, video_bytes: int, audio_bytes: int) -> subprocess.Popen[bytes]:
+    """The trivial origin on CPU 0."""
+    return subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", RESPONDER, str(port), str(video_bytes),
+                             str(audio_bytes)])  # fmt: skip
+
+
+def lean_generator(port: int, viewers: int, start: float, end: float) -> dict[str, Any]:
+    """:class:`~arcly_trio.clients.hls_load.LlhlsLoad`: counts and this process's CPU between the
+    ``time.monotonic`` instants ``start`` and ``end`` (one clock for every process)."""
+    from arcly_trio.clients.hls_load import LlhlsLoad
+
+    load = LlhlsLoad(HOST, port, "/live/bench/index.m3u8", viewers)
+    load.run(start - time.monotonic())
+    before = (load.requests, load.counts.parts, load.counts.playlists, load.counts.gaps, load.counts.errors,
+              load.counts.bytes, time.process_time(), time.monotonic())  # fmt: skip
+    load.run(end - time.monotonic())
+    after = (load.requests, load.counts.parts, load.counts.playlists, load.counts.gaps, load.counts.errors,
+             load.counts.bytes, time.process_time(), time.monotonic())  # fmt: skip
+    load.close()
+    return _generator_result(before, after, load.connections)
+
+
+def trio_generator(port: int, viewers: int, start: float, end: float) -> dict[str, Any]:
+    """The trio driver (:func:`~arcly_trio.clients.hls.follow_llhls`), measured as
+    :func:`lean_generator`; its requests are counted as playlists plus parts (plus one init per
+    rendition, before the window)."""
+    from arcly_trio.clients.hls import LlhlsStats, follow_llhls
+
+    stats = LlhlsStats()
+
+    def snapshot() -> tuple[Any, ...]:
+        return (stats.playlists + stats.parts, stats.parts, stats.playlists, stats.gaps, stats.errors, stats.bytes,
+                time.process_time(), time.monotonic())  # fmt: skip
+
+    async def main() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(viewers):
+                nursery.start_soon(follow_llhls, HOST, port, "/live/bench/index.m3u8", stats, stop)
+            await trio.sleep(start - time.monotonic())
+            before = snapshot()
+            await trio.sleep(end - time.monotonic())
+            after = snapshot()
+            stop.set()
+        return before, after
+
+    before, after = trio.run(main)
+    return _generator_result(before, after, stats.renditions)
+
+
+def _generator_result(before: tuple[Any, ...], after: tuple[Any, ...], connections: int) -> dict[str, Any]:
+    requests, parts, playlists, gaps, errors, size, cpu, wall = (b - a for a, b in zip(before, after, strict=True))
+    return {"requests": requests, "parts": parts, "playlists": playlists, "gaps": gaps, "errors": errors,
+            "bytes": size, "cpu_s": round(cpu, 3), "window_s": round(wall, 3), "connections": connections}  # fmt: skip
+
+
+GENERATOR = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import llhls
+driver, port, viewers, start, end = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+run = llhls.lean_generator if driver == "lean" else llhls.trio_generator
+print(json.dumps(run(port, viewers, start, end)), flush=True)
+"""
+
+
+def generators(
+    driver: str, processes: int, port: int, viewers: int, start: float, end: float
+) -> list[subprocess.Popen[bytes]]:
+    """``processes`` load generator processes on CPU 1, sharing ``viewers``; each prints its
+    :func:`_generator_result` JSON once ``end`` (``time.monotonic``) is past."""
+    share = [viewers // processes + (index < viewers % processes) for index in range(processes)]
+    return [subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", GENERATOR, str(ROOT / "benchmarks"), driver,
+                              str(port), str(count), repr(start), repr(end)], cwd=ROOT, stdout=subprocess.PIPE)
+            for count in share if count]  # fmt: skip
+
+
+def collect(processes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """The sum of the generators' results (``window_s``: the longest)."""
+    total: dict[str, Any] = {}
+    for process in processes:
+        out, _ = process.communicate(timeout=600)
+        for name, value in json.loads(out).items():
+            total[name] = max(total.get(name, 0), value) if name == "window_s" else total.get(name, 0) + value
+    return total
+
+
+def run_generator(viewers: int, seconds: float, video_bytes: int, audio_bytes: int) -> None:
+    """Each driver flat out against the trivial origin (alternated, twice): its own CPU per
+    request, and the requests per second of one core that gives."""
+    port = free_port()
+    origin = responder(port, video_bytes, audio_bytes)
+    try:
+        time.sleep(1)
+        for driver in ("lean", "trio", "lean", "trio"):
+            now = time.monotonic()
+            result = collect(generators(driver, 1, port, viewers, now + 3, now + 3 + seconds))
+            per_request = result["cpu_s"] / max(1, result["requests"])
+            emit(part="generator", driver=driver, viewers=viewers, **result,
+                 cpu_us_per_request=round(1e6 * per_request, 2),
+                 requests_per_core_s=round(1 / per_request) if per_request else None,
+                 requests_per_wall_s=round(result["requests"] / result["window_s"]))  # fmt: skip
+    finally:
+        origin.terminate()
+        origin.wait(10)
+
+
 # --- viewers ----------------------------------------------------------------------------------
 
 
@@ -418,9 +631,31 @@ def min_fps(per_second: dict[str, int], start: float, end: float) -> int:
     return min((per_second.get(str(s), 0) for s in range(int(start) + 1, int(end))), default=-1)
 
 
-async def measure_viewers(kind: str, count: int, window: float, clip: Path) -> dict[str, Any]:
-    from arcly_trio.clients.hls import LlhlsStats, follow_llhls
+GENERATOR_DRIVER = "lean"
+"""The load generator of the viewers part (``--generator``: ``lean`` or ``trio``)."""
+GENERATOR_PROCESSES = 1
+"""How many generator processes share the viewers (``--generators``), all on CPU 1."""
 
+
+async def part_rate(port: int) -> float:
+    """Parts per second of media the stream's renditions make together: for each media playlist,
+    its listed parts of complete segments over the sum of their ``DURATION`` (one blocking reload
+    and one part request per part is what a viewer that keeps up sends)."""
+    from arcly_trio.clients.hls_follower import parse_media_playlist, rendition_targets
+
+    rate = 0.0
+    index = b"/live/bench/index.m3u8"
+    for target in rendition_targets(index, await http_get(port, index.decode())):
+        playlist = parse_media_playlist(await http_get(port, target.decode()))
+        closed = {msn for msn, _ in playlist.closed}
+        durations = [float(line.partition(b"DURATION=")[2].partition(b",")[0] or 0)
+                     for msn, _, line in playlist.parts if msn in closed]  # fmt: skip
+        if durations and sum(durations):
+            rate += len(durations) / sum(durations)
+    return rate
+
+
+async def measure_viewers(kind: str, count: int, window: float, clip: Path) -> dict[str, Any]:
     http_port, rtmp_port = free_port(), free_port()
     process = serve_pinned(http_port, rtmp_port)
     publisher = None
@@ -438,30 +673,45 @@ async def measure_viewers(kind: str, count: int, window: float, clip: Path) -> d
         with trio.fail_after(30):
             while b"#EXT-X-PART" not in await http_get(http_port, "/live/bench/video.m3u8"):
                 await trio.sleep(0.3)
-        healthy = healthy_player(rtmp_port, window + 5 + count / 2000 + 3)
-        stats = LlhlsStats()
+        settle = 5 + count / 500  # every viewer connected and following
+        healthy = healthy_player(rtmp_port, window + settle + 3)
         flv_bytes, flv_ends = [0], [0]
-        stop = trio.Event()
+        begin = time.monotonic() + settle
+        spawned = []
+        if kind == "llhls":
+            spawned = generators(GENERATOR_DRIVER, GENERATOR_PROCESSES, http_port, count, begin, begin + window)
         async with trio.open_nursery() as nursery:
-            for index in range(count):
-                if kind == "llhls":
-                    nursery.start_soon(follow_llhls, HOST, http_port, "/live/bench/index.m3u8", stats, stop)
-                else:
-                    nursery.start_soon(flv_viewer, http_port, flv_bytes, flv_ends)
+            for index in range(count if kind == "http-flv" else 0):
+                nursery.start_soon(flv_viewer, http_port, flv_bytes, flv_ends)
                 if index % 100 == 99:
                     await trio.sleep(0.05)
-            await trio.sleep(5)  # every viewer settled
-            before = (stats.parts, stats.gaps, stats.errors + flv_ends[0], flv_bytes[0], stats.bytes, stats.playlists)
+            await trio.sleep(max(0, begin - time.monotonic()))
+            before = (flv_ends[0], flv_bytes[0])
             rss0, cpu0, start = rss_kb(process.pid), cpu_seconds(process.pid), time.monotonic()
             waited0 = runqueue_seconds(process.pid)
-            await trio.sleep(window)
+            await trio.sleep(max(0, begin + window - time.monotonic()))
             cpu1, end = cpu_seconds(process.pid), time.monotonic()
             waited = runqueue_seconds(process.pid) - waited0
             lags = (await api_get(http_port, "/api/health"))["loop"]["lag_ms_per_second"]
             rss1 = rss_kb(process.pid)
-            stop.set()
+            rate = await part_rate(http_port)
             nursery.cancel_scope.cancel()
+        load = await trio.to_thread.run_sync(collect, spawned) if spawned else {}
         per_second = json.loads((await trio.to_thread.run_sync(healthy.communicate))[0])
+        span = end - start
+        generator = {}
+        if load:
+            viewer_seconds = count * load["window_s"]
+            generator = {
+                "generator": f"{GENERATOR_DRIVER} x{len(spawned)}",
+                "generator_cpu_percent": round(100 * load["cpu_s"] / load["window_s"], 1),
+                "generator_cpu_us_per_request": round(1e6 * load["cpu_s"] / max(1, load["requests"]), 1),
+                "requests_per_viewer_s": round(load["requests"] / viewer_seconds, 2),
+                "expected_requests_per_viewer_s": round(2 * rate, 2),
+                "parts_per_viewer_s": round(load["parts"] / viewer_seconds, 2),
+                "expected_parts_per_viewer_s": round(rate, 2),
+                "kept_up": load["gaps"] == 0 and load["errors"] == 0 and load["parts"] >= 0.97 * rate * viewer_seconds,
+            }
         return {
             "viewers": kind,
             "count": count,
@@ -471,11 +721,12 @@ async def measure_viewers(kind: str, count: int, window: float, clip: Path) -> d
             "rss_kb": max(rss0, rss1),
             "healthy_fps_min": min_fps(per_second, start, end),
             "loop_lag_max_ms": max(lags[-int(end - start) :], default=0),
-            "parts_per_s": round((stats.parts - before[0]) / (end - start), 1),
-            "playlists_per_s": round((stats.playlists - before[5]) / (end - start), 1),
-            "gaps": stats.gaps - before[1],
-            "errors": stats.errors + flv_ends[0] - before[2],
-            "mbit_per_s": round(8 * ((flv_bytes[0] - before[3]) + (stats.bytes - before[4])) / (end - start) / 1e6, 1),
+            "parts_per_s": round(load.get("parts", 0) / span, 1),
+            "playlists_per_s": round(load.get("playlists", 0) / span, 1),
+            "gaps": load.get("gaps", 0),
+            "errors": load.get("errors", 0) + flv_ends[0] - before[0],
+            "mbit_per_s": round(8 * ((flv_bytes[0] - before[1]) + load.get("bytes", 0)) / span / 1e6, 1),
+            **generator,
         }
     finally:
         if publisher is not None:
@@ -511,7 +762,7 @@ def run_viewers(counts: list[int], window: float, clip: Path, kinds: list[str]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["packaging", "blocked", "latency", "viewers", "wake"])
+    parser.add_argument("--only", choices=["packaging", "blocked", "latency", "viewers", "wake", "generator"])
     parser.add_argument("--clip", type=Path, default=SAMPLE if SAMPLE.exists() else DEMO)
     parser.add_argument("--media", type=float, default=120, help="seconds of media packaged")
     parser.add_argument("--connections", type=int, default=1000)
@@ -520,6 +771,19 @@ def main() -> None:
     parser.add_argument("--server-root", type=Path, default=ROOT, help="the checkout whose server viewers run")
     parser.add_argument("--kinds", default="llhls,http-flv", help="viewers part: llhls, http-flv or both")
     parser.add_argument("--window", type=float, default=20, help="seconds the viewers part measures")
+    parser.add_argument(
+        "--generator",
+        choices=["lean", "trio"],
+        default="lean",
+        help="viewers part: the LL-HLS load generator (lean: selectors, trio: follow_llhls)",
+    )
+    parser.add_argument(
+        "--generators", type=int, default=1, help="viewers part: generator processes sharing the viewers (all on CPU 1)"
+    )
+    parser.add_argument("--generator-viewers", type=int, default=1000, help="generator part: viewers")
+    parser.add_argument(
+        "--part-bytes", default="66000,5500", help="generator part: the trivial origin's video and audio part sizes"
+    )
     args = parser.parse_args()
     if args.only in (None, "packaging"):
         run_packaging(args.clip, args.media)
@@ -529,9 +793,13 @@ def main() -> None:
         run_latency(args.clip, args.seconds)
     if args.only in (None, "wake"):
         run_wake([int(n) for n in args.counts.split(",")])
+    if args.only in (None, "generator"):
+        video_bytes, audio_bytes = (int(n) for n in args.part_bytes.split(","))
+        run_generator(args.generator_viewers, args.window, video_bytes, audio_bytes)
     if args.only in (None, "viewers"):
-        global SERVER_ROOT
+        global SERVER_ROOT, GENERATOR_DRIVER, GENERATOR_PROCESSES
         SERVER_ROOT = args.server_root
+        GENERATOR_DRIVER, GENERATOR_PROCESSES = args.generator, args.generators
         run_viewers([int(n) for n in args.counts.split(",")], args.window, args.clip, args.kinds.split(","))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from arcly_trio.clients.hls import LlhlsStats, follow_llhls, parse_media_playlist
+from arcly_trio.clients.hls_follower import part_uri
 from arcly_trio.core.frame import Frame
 from arcly_trio.media.cmaf import CmafPackager
 from arcly_trio.services import _hls_dvr, hls_routes
@@ -150,5 +151,8 @@ def test_the_load_generator_reads_the_live_edge_of_a_playlist() -> None:
     )
     playlist = parse_media_playlist(body)
     assert (playlist.open_msn, playlist.open_parts) == (8, 2)
-    assert playlist.parts == (b"v-7.0.m4s", b"v-8.0.m4s", b"v-8.1.m4s")
-    assert playlist.hint == b"v-8.2.m4s" and playlist.init == b"i.mp4?s=1" and not playlist.ended
+    assert [(msn, index, part_uri(line)) for msn, index, line in playlist.parts] == [
+        (7, 0, b"v-7.0.m4s?s=1"), (8, 0, b"v-8.0.m4s?s=1"), (8, 1, b"v-8.1.m4s?s=1")]  # fmt: skip
+    assert playlist.first_msn == 7 and playlist.segment_duration(7) == 2.0 and playlist.segment_duration(8) is None
+    assert playlist.closed == ((7, 1),)
+    assert playlist.hint == b"v-8.2.m4s?s=1" and playlist.init == b"i.mp4?s=1" and not playlist.ended
