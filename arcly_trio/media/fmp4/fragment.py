@@ -472,15 +472,15 @@ def merge_fragments(fragments: Sequence[tuple[bytes, int]], sequence: int) -> by
     mdat_before = 0  # media bytes of the fragments before this one
     for data, track_id in fragments:
         view = memoryview(data)
-        moof_size, kind = struct.unpack_from(">I4s", view)
-        if kind != b"moof" or moof_size + 8 > len(view) or bytes(view[moof_size + 4 : moof_size + 8]) != b"mdat":
+        moof_size, kind = struct.unpack_from(">I4s", view) if len(view) >= 8 else (0, b"")
+        if kind != b"moof" or not 24 <= moof_size <= len(view) - 8 or view[moof_size + 4 : moof_size + 8] != b"mdat":
             raise LocalProtocolError("merge_fragments() takes moof + mdat fragments")
         mdat_size = struct.unpack_from(">I", view, moof_size)[0]
         if moof_size + mdat_size != len(view) or not 1 <= track_id <= _U32:
             raise LocalProtocolError("merge_fragments(): a fragment's sizes or track_ID are not valid")
         at = 8 + 16  # after the moof header and its mfhd
         while at < moof_size:
-            size, kind = struct.unpack_from(">I4s", view, at)
+            size, kind = struct.unpack_from(">I4s", view, at) if at + 8 <= moof_size else (0, b"")
             if (
                 kind != b"traf"
                 or size < _TRAF_FIXED + 20
@@ -504,8 +504,10 @@ def merge_fragments(fragments: Sequence[tuple[bytes, int]], sequence: int) -> by
     for traf, track_id, shift in trafs:
         edited = bytearray(traf)
         struct.pack_into(">I", edited, 8 + 12, track_id)  # tfhd: header, version and flags, track_ID
-        old = struct.unpack_from(">i", edited, trun_offset)[0]
-        struct.pack_into(">i", edited, trun_offset, old + moof_size + shift)
+        offset = struct.unpack_from(">i", edited, trun_offset)[0] + moof_size + shift
+        if not 0 <= offset <= _MAX_MDAT:
+            raise LocalProtocolError("merge_fragments(): a trun's data_offset is not valid")
+        struct.pack_into(">i", edited, trun_offset, offset)
         parts.append(bytes(edited))
     parts.append(struct.pack(">I4s", 8 + mdat_before, b"mdat"))
     parts.extend(payloads)
