@@ -19,6 +19,18 @@ Renditions
     :attr:`CmafPackager.left_out`, never dropped silently. A rendition appears when its track's
     config (and, for VP9 and some AV1, its first keyframe) is known, from the next segment on.
 
+Muxed
+    With ``muxed=True`` the packager also makes one rendition of every track
+    (:attr:`CmafPackager.muxed_rendition`, :attr:`CmafPackager.playlists`): at each cut, the
+    per-track parts just made are merged into one part, a ``moof`` with a ``traf`` per track
+    (:func:`~.fmp4.merge_fragments`; video track 1, audio 2), whose duration and independence
+    are the leading track's part's; its segments are its parts joined and span the leading
+    track's segments (same media sequence numbers, discontinuities, program date times; a gap
+    when no track has media); its init segment lists every track and is made again when a
+    track's init segment is. Only its resources are stored: the per-track renditions are cut
+    as always (they are the model of its parts) but emit nothing, so they have no playlist and
+    no DASH. Named ``m``: ``{prefix}m{n}.mp4``, ``{prefix}m-{sequence}.{part}.m4s``.
+
 Cutting
     The *leading* track is the video (the audio for a stream without video). Segments start on a
     leading keyframe (any audio frame for audio-only streams) once the current one lasts at least
