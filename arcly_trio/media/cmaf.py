@@ -751,7 +751,8 @@ class CmafPackager:
 
     def _open_segment(self, out: int, wallclock: float, renewed: dict[FrameKind, Rendition]) -> None:
         had_media = any(r.segments or r.open_parts for r in self.renditions.values())
-        replaced = any(kind in self.renditions for kind in renewed)
+        # (a track that joins changes the muxed rendition's tracks: RFC 8216 asks for a discontinuity)
+        replaced = any(kind in self.renditions for kind in renewed) or self.muxed and bool(renewed)
         discontinuity = had_media and (self._pending_discontinuity or replaced)
         self._pending_discontinuity = False
         if self._availability_start is None:

@@ -245,3 +245,25 @@ def test_merge_fragments_refuses_what_the_writer_did_not_write(demo_frames) -> N
             merge_fragments([(bad, 1)], 1)
     with pytest.raises(LocalProtocolError):
         merge_fragments([(fragment.data, 0)], 1)
+
+
+def test_audio_that_joins_late_gets_a_new_init_segment_after_a_discontinuity(demo_frames) -> None:  # type: ignore[no-untyped-def]
+    # A browser publisher's audio starts after its video: the muxed init segment gains the
+    # audio track, which RFC 8216 says needs EXT-X-DISCONTINUITY. Nothing is lost on the way.
+    steps = [f for f in demo_frames if f.kind is not FrameKind.AUDIO or f.dts >= 4000]
+    audio_config = next(f for f in demo_frames if f.config and f.kind is FrameKind.AUDIO)
+    joined = next(i for i, f in enumerate(steps) if f.kind is FrameKind.AUDIO)
+    steps.insert(joined, audio_config)
+    plain, muxed = both(list(steps), window=10)
+    expected, got = plain.tracks("va"), muxed.tracks("m")
+    for kind in (0, 1):
+        assert samples(got[kind]) == samples(expected[kind]) and got[kind]
+    rendition = muxed.packager.muxed_rendition
+    assert rendition is not None and len(rendition.tracks) == 2
+    inits = [s.init for s in rendition.segments]
+    changed = next(i for i, init in enumerate(inits) if init != inits[0])
+    assert rendition.segments[changed].discontinuity and not rendition.segments[changed - 1].discontinuity
+    assert sorted(parse_init(muxed.stored[inits[0]]).traks) == [1]
+    assert sorted(parse_init(muxed.stored[inits[changed]]).traks) == [1, 2]
+    text = llhls.media_playlist(muxed.packager, FrameKind.VIDEO, low_latency=False)
+    assert text.count("#EXT-X-MAP") == 2 and text.count("#EXT-X-DISCONTINUITY\n") == 1
