@@ -256,7 +256,8 @@ class Rendition:
         self.peak_bitrate = 0
         self.media_starts: dict[int, int] = {}
         self._writer = FragmentWriter([track], max_gap_ms=_MAX_GAP_MS)
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = []  # the open segment's parts (none kept for a muxed packager's tracks)
+        self._size = 0  # the open segment's bytes
         self._open_start: int | None = None  # ticks: decode time of the open segment's first sample
         self._open_end: int | None = None  # ticks
         self._end: int | None = None  # ticks: end of everything written
@@ -787,6 +788,7 @@ class CmafPackager:
             rendition.open_sequence = sequence
             rendition.open_parts = []
             rendition._chunks = []
+            rendition._size = 0
             rendition._open_start = rendition._open_end = None
             rendition._next_part = 0
             rendition.hint = self._part_name(rendition, sequence, 0)
@@ -833,7 +835,9 @@ class CmafPackager:
         duration = (end - first) / rendition.timescale
         independent = fragment.independent
         rendition.open_parts.append(CmafPart(index, name, duration, independent))
-        rendition._chunks.append(fragment.data)
+        rendition._size += len(fragment.data)
+        if not self.muxed:
+            rendition._chunks.append(fragment.data)
         rendition.hint = self._part_name(rendition, seg.sequence, rendition._next_part)
         if duration > 0:
             rendition.peak_bitrate = max(
@@ -865,6 +869,7 @@ class CmafPackager:
         name = self._part_name(muxed, seg.sequence, index)
         muxed.open_parts.append(CmafPart(index, name, duration, independent))
         muxed._chunks.append(data)
+        muxed._size += len(data)
         muxed.hint = self._part_name(muxed, seg.sequence, muxed._next_part)
         if duration > 0:
             muxed.peak_bitrate = max(muxed.peak_bitrate, int(len(data) * 8 / max(duration, self.part_duration)))
@@ -917,7 +922,7 @@ class CmafPackager:
                 segment = CmafSegment(seg.sequence, name, lead_duration, start, ticks, (), seg.discontinuity,
                                       self._dsn, rendition.init, seg.epoch, wall, gap=True)  # fmt: skip
             else:
-                size = sum(len(chunk) for chunk in rendition._chunks)
+                size = rendition._size
                 ticks = rendition._open_end - rendition._open_start
                 duration = ticks / rendition.timescale
                 segment = CmafSegment(seg.sequence, name, duration, rendition._open_start, ticks,
@@ -952,6 +957,7 @@ class CmafPackager:
     def _end_segment(self, rendition: Rendition) -> None:
         rendition.open_parts = []
         rendition._chunks = []
+        rendition._size = 0
         rendition.open_sequence = None
         # The next part is the first of the next segment (the hint stays while none is open).
         rendition.hint = self._part_name(rendition, self._next_sequence, 0)
