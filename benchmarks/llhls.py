@@ -41,7 +41,9 @@ Six parts, each printing one JSON line per measurement
   viewer-second against what the stream's part rate asks for (two requests per part), gaps,
   errors, ``kept_up``. Each count in ``--counts`` (default 300,1000,3000) is one pair of runs
   (``--kinds``); ``--server-root`` runs another checkout's server (compare before and after a
-  change in one session).
+  change in one session); ``--hls-muxed`` packages the stream as one muxed rendition
+  (``serve --hls-muxed``: one media playlist to follow instead of two; compare runs with and
+  without it).
 * ``generator``: the load generator's own ceiling: a trivial LL-HLS origin answering from memory
   (every blocking reload at once; CPU 0) and each driver flat out against it on CPU 1,
   alternated: its CPU per request and the requests per second of one core that gives.
@@ -573,6 +575,8 @@ def run_generator(viewers: int, seconds: float, video_bytes: int, audio_bytes: i
 
 SERVER_ROOT = ROOT
 """The checkout whose server the viewers part runs (``--server-root``: compare two)."""
+SERVER_ARGS: list[str] = []
+"""More options for that server (``--hls-muxed``)."""
 
 
 def serve_pinned(http_port: int, rtmp_port: int) -> subprocess.Popen[bytes]:
@@ -580,7 +584,7 @@ def serve_pinned(http_port: int, rtmp_port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "arcly_trio", "serve", "--demo", "--hls", "--hls-variant", "ll",
                "--host", HOST, "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
                "--max-connections", "16384", "--max-idle-per-ip", "16384", "--log-level", "error",
-               "--srt-port", "-1", "--rtsp-port", "-1", "--webrtc-port", "-1"]  # fmt: skip
+               "--srt-port", "-1", "--rtsp-port", "-1", "--webrtc-port", "-1", *SERVER_ARGS]  # fmt: skip
     return subprocess.Popen(["taskset", "-c", "0", *command], cwd=SERVER_ROOT)
 
 
@@ -740,7 +744,7 @@ def run_viewers(counts: list[int], window: float, clip: Path, kinds: list[str]) 
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})  # the load generator on the other core than the server
     base = trio.run(measure_viewers, "none", 0, window, clip)
-    emit(part="viewers", server=str(SERVER_ROOT), **base)
+    emit(part="viewers", server=str(SERVER_ROOT), server_args=SERVER_ARGS, **base)
     per_second = base["cpu_s"] / base["window_s"]
     for count in counts:
         results = {}
@@ -753,7 +757,7 @@ def run_viewers(counts: list[int], window: float, clip: Path, kinds: list[str]) 
                 result["cpu_us_per_request"] = round(1e6 * marginal / requests, 1)
             result["rss_kb_per_viewer"] = round((result["rss_kb"] - base["rss_kb"]) / count, 1)
             results[kind] = result
-            emit(part="viewers", **result)
+            emit(part="viewers", server_args=SERVER_ARGS, **result)
         flv = results["http-flv"]["cpu_ms_per_viewer_second"] if len(results) == 2 else 0
         if flv > 0:
             emit(part="viewers", count=count,
@@ -784,7 +788,12 @@ def main() -> None:
     parser.add_argument(
         "--part-bytes", default="66000,5500", help="generator part: the trivial origin's video and audio part sizes"
     )
+    parser.add_argument(
+        "--hls-muxed", action="store_true", help="viewers part: the server packages one muxed rendition"
+    )
     args = parser.parse_args()
+    if args.hls_muxed:
+        SERVER_ARGS.append("--hls-muxed")
     if args.only in (None, "packaging"):
         run_packaging(args.clip, args.media)
     if args.only in (None, "blocked"):

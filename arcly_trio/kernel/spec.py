@@ -79,6 +79,10 @@ class AppSpec:
         hls_variant: how the HLS service packages this application's streams: ``"ts"``
             (MPEG-TS), ``"fmp4"`` (fragmented MP4, and DASH) or ``"ll"`` (Low-Latency HLS on
             fragmented MP4, and DASH); ``None``: the service's own default.
+        hls_muxed: in the ``fmp4`` and ``ll`` variants, one rendition whose parts carry both
+            the video and the audio (one ``moof`` with a ``traf`` per track) instead of a video
+            rendition and an alternative audio rendition: an LL-HLS player makes half the
+            requests. DASH is then not offered (it needs the tracks apart).
         record: shorthand for ``"record"`` in ``services``.
         record_max_age: the recorder deletes this application's segments that ended longer
             ago than this (seconds; 0: never); ``None``: the recorder's own setting.
@@ -108,6 +112,7 @@ class AppSpec:
     hls_variant: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.in_(("ts", "fmp4", "ll")))
     )
+    hls_muxed: bool = False
     record: bool = False
     record_max_age: float | None = attrs.field(default=None, validator=attrs.validators.optional(_finite_non_negative))
     record_max_bytes: int | None = attrs.field(default=None, validator=attrs.validators.optional(_non_negative))

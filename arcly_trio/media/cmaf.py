@@ -19,6 +19,18 @@ Renditions
     :attr:`CmafPackager.left_out`, never dropped silently. A rendition appears when its track's
     config (and, for VP9 and some AV1, its first keyframe) is known, from the next segment on.
 
+Muxed
+    With ``muxed=True`` the packager also makes one rendition of every track
+    (:attr:`CmafPackager.muxed_rendition`, :attr:`CmafPackager.playlists`): at each cut, the
+    per-track parts just made are merged into one part, a ``moof`` with a ``traf`` per track
+    (:func:`~.fmp4.merge_fragments`; video track 1, audio 2), whose duration and independence
+    are the leading track's part's; its segments are its parts joined and span the leading
+    track's segments (same media sequence numbers, discontinuities, program date times; a gap
+    when no track has media); its init segment lists every track and is made again when a
+    track's init segment is. Only its resources are stored: the per-track renditions are cut
+    as always (they are the model of its parts) but emit nothing, so they have no playlist and
+    no DASH. Named ``m``: ``{prefix}m{n}.mp4``, ``{prefix}m-{sequence}.{part}.m4s``.
+
 Cutting
     The *leading* track is the video (the audio for a stream without video). Segments start on a
     leading keyframe (any audio frame for audio-only streams) once the current one lasts at least
@@ -78,7 +90,7 @@ Error policy
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Final
 
 import attrs
@@ -87,7 +99,15 @@ from arcly_trio.core.errors import LocalProtocolError
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media.codec_strings import decoder_parameters, decoder_parameters_of
 from arcly_trio.media.codecs import CodecConfig, CodecError, parse_config
-from arcly_trio.media.fmp4 import SUPPORTED_CODECS, Fmp4Track, Fragment, FragmentWriter, init_segment, track_from_config
+from arcly_trio.media.fmp4 import (
+    SUPPORTED_CODECS,
+    Fmp4Track,
+    Fragment,
+    FragmentWriter,
+    init_segment,
+    merge_fragments,
+    track_from_config,
+)
 from arcly_trio.media.ts_segments import HOLE_MS, check_segmenting, not_carried
 
 __all__ = [
@@ -106,6 +126,7 @@ __all__ = [
 #: The rendition of each kind, by name (also the media playlist's base name).
 RENDITION_NAMES: Final = {FrameKind.VIDEO: "video", FrameKind.AUDIO: "audio"}
 _LETTERS: Final = {FrameKind.VIDEO: "v", FrameKind.AUDIO: "a"}
+_MUXED_LETTER: Final = "m"
 #: Parts are listed for segments that end within this many target durations of the live edge.
 PART_LIST_TARGETS: Final = 3
 
@@ -189,13 +210,26 @@ class Epoch:
     first_sequence: int = 0
 
 
+def _codec_string(track: Fmp4Track) -> str:
+    parsed = track.codec_config
+    if parsed is None:
+        return decoder_parameters(track.codec, track.config).codec
+    return decoder_parameters_of(parsed).codec
+
+
 class Rendition:
-    """One track's rendition: what its media playlist and adaptation set list.
+    """One track's rendition (or the muxed rendition of every track): what its media playlist
+    and adaptation set list.
 
     Attributes (read them, never change them):
-        kind, name: video or audio; ``"video"`` or ``"audio"``.
-        track: the :class:`~.fmp4.Fmp4Track` of the current init segment.
-        codec_string: its RFC 6381 codec string (``CODECS``, DASH ``codecs``).
+        kind, name: video or audio; ``"video"`` or ``"audio"`` (the muxed rendition's are its
+            leading track's).
+        track: the :class:`~.fmp4.Fmp4Track` of the current init segment (the muxed rendition's
+            leading track).
+        tracks: every track of its init segment (one, except in the muxed rendition).
+        letter: what its resource names start with after the prefix (``v``, ``a``; ``m``: muxed).
+        codec_string: its RFC 6381 codec string (``CODECS``, DASH ``codecs``; the muxed
+            rendition's lists every track's, comma-separated).
         init: the name of the current init segment.
         segments: the listed complete segments, oldest first.
         open_parts: the parts of the segment being written.
@@ -207,15 +241,13 @@ class Rendition:
             epoch that has one, by epoch index (a DASH timeline numbers its segments from it).
     """
 
-    def __init__(self, kind: FrameKind, track: Fmp4Track, init: str) -> None:
+    def __init__(self, kind: FrameKind, track: Fmp4Track, init: str, *, tracks: Sequence[Fmp4Track] = ()) -> None:
         self.kind = kind
         self.name = RENDITION_NAMES[kind]
         self.track = track
-        parsed = track.codec_config
-        if parsed is None:
-            self.codec_string = decoder_parameters(track.codec, track.config).codec
-        else:
-            self.codec_string = decoder_parameters_of(parsed).codec
+        self.tracks = tuple(tracks) or (track,)
+        self.letter = _MUXED_LETTER if tracks else _LETTERS[kind]
+        self.codec_string = ",".join(_codec_string(t) for t in self.tracks)
         self.init = init
         self.segments: list[CmafSegment] = []
         self.open_parts: list[CmafPart] = []
@@ -224,11 +256,13 @@ class Rendition:
         self.peak_bitrate = 0
         self.media_starts: dict[int, int] = {}
         self._writer = FragmentWriter([track], max_gap_ms=_MAX_GAP_MS)
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = []  # the open segment's parts (none kept for a muxed packager's tracks)
+        self._size = 0  # the open segment's bytes
         self._open_start: int | None = None  # ticks: decode time of the open segment's first sample
         self._open_end: int | None = None  # ticks
         self._end: int | None = None  # ticks: end of everything written
         self._next_part = 0
+        self._sources: list[str] = []  # the muxed rendition's: the init segments of its tracks
 
     @property
     def timescale(self) -> int:
@@ -294,6 +328,9 @@ class CmafPackager:
         max_segment_duration: a segment this long is cut even without a keyframe (default:
             ``max(10 * target_duration, 30)``).
         max_segment_bytes: a segment this large is cut even without a keyframe.
+        muxed: package every track into one rendition as well (:attr:`muxed_rendition`; see
+            the module docstring): only its resources are stored (the per-track renditions
+            are still cut, as the model of its parts, but store nothing: no DASH).
     """
 
     def __init__(
@@ -307,6 +344,7 @@ class CmafPackager:
         max_gap: float = 10.0,
         max_segment_duration: float | None = None,
         max_segment_bytes: int = 64 * 1024 * 1024,
+        muxed: bool = False,
     ) -> None:
         limits = check_segmenting(target_duration, window, first_sequence, max_segment_duration)
         max_segment_duration = limits.max_segment_duration
@@ -325,6 +363,9 @@ class CmafPackager:
         self.max_segment_bytes = max_segment_bytes
         self.renditions: dict[FrameKind, Rendition] = {}
         """The renditions, video first (read-only)."""
+        self.muxed = muxed
+        self.muxed_rendition: Rendition | None = None
+        """With ``muxed``: the one rendition of every track (read-only), from the first segment on."""
         self.epochs: list[Epoch] = []
         """The timelines that listed segments belong to, oldest first (read-only)."""
         self.carried: set[str] = set()
@@ -365,6 +406,8 @@ class CmafPackager:
         self._dsn = 0  # discontinuity sequence number of the newest segment
         self._discontinuity_sequence: dict[FrameKind, int] = {}
         self._events: list[PackagerEvent] = []
+        self._mux_fragments: list[tuple[Rendition, Fragment]] = []  # the parts of one cut, per track
+        self._mux_sequence = 1  # the muxed parts' mfhd sequence number
 
     # --- the model -----------------------------------------------------------------------------
 
@@ -376,6 +419,20 @@ class CmafPackager:
     def offset(self) -> int:
         """Milliseconds added to the frames' timestamps on the output timeline."""
         return self._offset
+
+    @property
+    def playlists(self) -> dict[FrameKind, Rendition]:
+        """The renditions that have a media playlist, by kind: :attr:`renditions`, or with
+        ``muxed`` the muxed rendition under its leading kind (nothing before it exists)."""
+        if not self.muxed:
+            return self.renditions
+        muxed = self.muxed_rendition
+        return {} if muxed is None else {muxed.kind: muxed}
+
+    def _all_renditions(self) -> list[Rendition]:
+        """The per-track renditions, then the muxed one if any."""
+        muxed = [] if self.muxed_rendition is None else [self.muxed_rendition]
+        return [*self.renditions.values(), *muxed]
 
     @property
     def leading(self) -> FrameKind | None:
@@ -489,7 +546,7 @@ class CmafPackager:
             return []
         self._close_open(None)
         self._finished = True
-        for rendition in self.renditions.values():
+        for rendition in self._all_renditions():
             rendition.hint = None
         self.version += 1
         return self._take_events()
@@ -695,7 +752,8 @@ class CmafPackager:
 
     def _open_segment(self, out: int, wallclock: float, renewed: dict[FrameKind, Rendition]) -> None:
         had_media = any(r.segments or r.open_parts for r in self.renditions.values())
-        replaced = any(kind in self.renditions for kind in renewed)
+        # (a track that joins changes the muxed rendition's tracks: RFC 8216 asks for a discontinuity)
+        replaced = any(kind in self.renditions for kind in renewed) or self.muxed and bool(renewed)
         discontinuity = had_media and (self._pending_discontinuity or replaced)
         self._pending_discontinuity = False
         if self._availability_start is None:
@@ -714,30 +772,53 @@ class CmafPackager:
                 rendition._end = old._end
             self.renditions[kind] = rendition
             self._stale.discard(kind)
-            self._events.append(ResourceReady(rendition.init, init_segment([rendition.track])))
+            if not self.muxed:
+                self._events.append(ResourceReady(rendition.init, init_segment([rendition.track])))
             self.carried.add(f"{rendition.track.codec} {kind.value}")
         if FrameKind.VIDEO in self.renditions and next(iter(self.renditions)) is not FrameKind.VIDEO:
             self.renditions = {
                 k: self.renditions[k] for k in (FrameKind.VIDEO, FrameKind.AUDIO) if k in self.renditions
             }
+        if self.muxed:
+            self._renew_muxed()
         sequence = self._next_sequence
         self._next_sequence += 1
         self._open = OpenSegment(sequence, out, out, discontinuity, self.epochs[-1].index)
-        for rendition in self.renditions.values():
+        for rendition in self._all_renditions():
             rendition.open_sequence = sequence
             rendition.open_parts = []
             rendition._chunks = []
+            rendition._size = 0
             rendition._open_start = rendition._open_end = None
             rendition._next_part = 0
             rendition.hint = self._part_name(rendition, sequence, 0)
         self.version += 1
 
+    def _renew_muxed(self) -> None:
+        """A new muxed rendition (and init segment) when the per-track renditions changed: its
+        tracks are theirs, numbered 1, 2... in their order (video first). It goes on with the
+        old one's list."""
+        old = self.muxed_rendition
+        inits = [rendition.init for rendition in self.renditions.values()]
+        if not inits or old is not None and old._sources == inits:
+            return
+        tracks = [attrs.evolve(r.track, track_id=i) for i, r in enumerate(self.renditions.values(), 1)]
+        self._inits += 1
+        muxed = Rendition(tracks[0].kind, tracks[0], f"{self.name_prefix}{_MUXED_LETTER}{self._inits}.mp4",
+                          tracks=tracks)  # fmt: skip
+        muxed._sources = inits
+        if old is not None:
+            muxed.segments = old.segments
+            muxed.peak_bitrate = old.peak_bitrate
+        self.muxed_rendition = muxed
+        self._events.append(ResourceReady(muxed.init, init_segment(tracks)))
+
     def _part_name(self, rendition: Rendition, sequence: int, index: int) -> str:
-        return f"{self.name_prefix}{_LETTERS[rendition.kind]}-{sequence}.{index}.m4s"
+        return f"{self.name_prefix}{rendition.letter}-{sequence}.{index}.m4s"
 
     def segment_name(self, rendition: Rendition, sequence: int) -> str:
         """The resource name of ``rendition``'s segment ``sequence`` (a DASH ``$Number$``)."""
-        return f"{self.name_prefix}{_LETTERS[rendition.kind]}-{sequence}.m4s"
+        return f"{self.name_prefix}{rendition.letter}-{sequence}.m4s"
 
     def _add_part(self, rendition: Rendition, fragment: Fragment) -> None:
         seg = self._open
@@ -754,13 +835,45 @@ class CmafPackager:
         duration = (end - first) / rendition.timescale
         independent = fragment.independent
         rendition.open_parts.append(CmafPart(index, name, duration, independent))
-        rendition._chunks.append(fragment.data)
+        rendition._size += len(fragment.data)
+        if not self.muxed:
+            rendition._chunks.append(fragment.data)
         rendition.hint = self._part_name(rendition, seg.sequence, rendition._next_part)
         if duration > 0:
             rendition.peak_bitrate = max(
                 rendition.peak_bitrate, int(len(fragment.data) * 8 / max(duration, self.part_duration))
             )
-        self._events.append(ResourceReady(name, fragment.data))
+        if self.muxed:
+            self._mux_fragments.append((rendition, fragment))
+        else:
+            self._events.append(ResourceReady(name, fragment.data))
+
+    def _add_muxed_part(self) -> None:
+        """The muxed part of one cut: the per-track parts just made, merged into one ``moof``
+        (a ``traf`` per track); its duration and independence are the leading track's part's
+        (a part without the leading track's media, while it stalls, is not independent)."""
+        fragments, self._mux_fragments = self._mux_fragments, []
+        muxed, seg = self.muxed_rendition, self._open
+        if muxed is None or seg is None or not fragments:
+            return
+        ids = {track.kind: track.track_id for track in muxed.tracks}
+        data = merge_fragments([(fragment.data, ids[r.kind]) for r, fragment in fragments], self._mux_sequence)
+        self._mux_sequence = self._mux_sequence % 0xFFFFFFFF + 1
+        lead = next((fragment for r, fragment in fragments if r.kind is muxed.kind), None)
+        reference = lead if lead is not None else fragments[0][1]
+        run = reference.runs[0]
+        duration = (reference.runs[-1].end - run.decode_time) / run.timescale
+        independent = lead is not None and lead.independent
+        index = muxed._next_part
+        muxed._next_part += 1
+        name = self._part_name(muxed, seg.sequence, index)
+        muxed.open_parts.append(CmafPart(index, name, duration, independent))
+        muxed._chunks.append(data)
+        muxed._size += len(data)
+        muxed.hint = self._part_name(muxed, seg.sequence, muxed._next_part)
+        if duration > 0:
+            muxed.peak_bitrate = max(muxed.peak_bitrate, int(len(data) * 8 / max(duration, self.part_duration)))
+        self._events.append(ResourceReady(name, data))
 
     def _cut_parts(self, until: int | None, flush: Collection[FrameKind] = (),
                    stalled: Collection[FrameKind] = ()) -> None:  # fmt: skip
@@ -780,6 +893,8 @@ class CmafPackager:
                 fragment = writer.fragment(until)
             if fragment is not None:
                 self._add_part(rendition, fragment)
+        if self.muxed:
+            self._add_muxed_part()
         self.version += 1
 
     def _close_open(self, until: int | None, flush: Collection[FrameKind] = (),
@@ -807,46 +922,71 @@ class CmafPackager:
                 segment = CmafSegment(seg.sequence, name, lead_duration, start, ticks, (), seg.discontinuity,
                                       self._dsn, rendition.init, seg.epoch, wall, gap=True)  # fmt: skip
             else:
-                data = b"".join(rendition._chunks)
+                size = rendition._size
                 ticks = rendition._open_end - rendition._open_start
                 duration = ticks / rendition.timescale
                 segment = CmafSegment(seg.sequence, name, duration, rendition._open_start, ticks,
                                       tuple(rendition.open_parts), seg.discontinuity, self._dsn, rendition.init,
-                                      seg.epoch, wall, size=len(data))  # fmt: skip
+                                      seg.epoch, wall, size=size)  # fmt: skip
                 if duration > 0:
-                    rendition.peak_bitrate = max(rendition.peak_bitrate, int(len(data) * 8 / duration))
+                    rendition.peak_bitrate = max(rendition.peak_bitrate, int(size * 8 / duration))
                 rendition.media_starts.setdefault(seg.epoch, seg.sequence)
-                self._events.append(ResourceReady(name, data))
+                if not self.muxed:
+                    self._events.append(ResourceReady(name, b"".join(rendition._chunks)))
             rendition.segments.append(segment)
-            rendition.open_parts = []
-            rendition._chunks = []
-            rendition.open_sequence = None
-            # The next part is the first of the next segment (the hint stays while none is open).
-            rendition.hint = self._part_name(rendition, self._next_sequence, 0)
+            self._end_segment(rendition)
+        muxed = self.muxed_rendition
+        if muxed is not None and muxed.open_sequence is not None:
+            # The muxed segment spans its leading track's (the same media sequence number).
+            lead = self.renditions[muxed.kind].segments[-1]
+            name = self.segment_name(muxed, seg.sequence)
+            if muxed.open_parts:
+                data = b"".join(muxed._chunks)
+                segment = attrs.evolve(lead, name=name, parts=tuple(muxed.open_parts), init=muxed.init, gap=False,
+                                       size=len(data))  # fmt: skip
+                if segment.duration > 0:
+                    muxed.peak_bitrate = max(muxed.peak_bitrate, int(len(data) * 8 / segment.duration))
+                self._events.append(ResourceReady(name, data))
+            else:
+                segment = attrs.evolve(lead, name=name, parts=(), init=muxed.init, gap=True, size=0)
+            muxed.segments.append(segment)
+            self._end_segment(muxed)
         self._expire()
         self.version += 1
+
+    def _end_segment(self, rendition: Rendition) -> None:
+        rendition.open_parts = []
+        rendition._chunks = []
+        rendition._size = 0
+        rendition.open_sequence = None
+        # The next part is the first of the next segment (the hint stays while none is open).
+        rendition.hint = self._part_name(rendition, self._next_sequence, 0)
 
     def _expire(self, window: int | None = None) -> None:
         """Slide the window (of ``window`` segments, default :attr:`window`), stop listing old
         parts, forget unused init segments and epochs."""
         limit = self.window if window is None else window
-        for rendition in self.renditions.values():
+        stored = self.playlists.values()
+        for rendition in self._all_renditions():
+            expired: list[PackagerEvent] = []
             segments = rendition.segments
             while len(segments) > limit:
                 gone = segments.pop(0)
                 if not gone.gap:
-                    self._events.append(ResourceExpired(gone.name))
-                self._events.extend(ResourceExpired(part.name) for part in gone.parts)
+                    expired.append(ResourceExpired(gone.name))
+                expired.extend(ResourceExpired(part.name) for part in gone.parts)
                 if gone.init != rendition.init and all(s.init != gone.init for s in segments):
-                    self._events.append(ResourceExpired(gone.init))
+                    expired.append(ResourceExpired(gone.init))
             horizon = PART_LIST_TARGETS * self.playlist_target_duration
             age = 0.0
             for i in range(len(segments) - 1, -1, -1):
                 segment = segments[i]
                 age += segment.duration
                 if age > horizon and segment.parts:
-                    self._events.extend(ResourceExpired(part.name) for part in segment.parts)
+                    expired.extend(ResourceExpired(part.name) for part in segment.parts)
                     segments[i] = attrs.evolve(segment, parts=())
+            if any(rendition is r for r in stored):
+                self._events.extend(expired)
         used = {s.epoch for r in self.renditions.values() for s in r.segments}
         if self._open is not None:
             used.add(self._open.epoch)

@@ -30,7 +30,10 @@ Renders what a :class:`~.cmaf.CmafPackager` holds; never reads a clock, never to
 every segment starts with a keyframe): the video rendition as the variant
 stream (``BANDWIDTH``, ``CODECS`` from the RFC 6381 codec strings of every rendition,
 ``RESOLUTION``), the audio rendition as its ``EXT-X-MEDIA`` group (or as the variant stream of an
-audio-only presentation).
+audio-only presentation). A muxed packager (``CmafPackager(muxed=True)``) has one playlist, its
+muxed rendition's, under its leading kind (``video.m3u8``, or ``audio.m3u8`` without video):
+the variant stream alone, with the codecs of both tracks and no ``EXT-X-MEDIA`` group; its
+media playlist has no ``EXT-X-RENDITION-REPORT`` (there is no other rendition).
 
 :func:`reload_state` answers a blocking playlist reload (``_HLS_msn``, ``_HLS_part``) against a
 rendition: ready, wait, or too far ahead (RFC 8216bis 6.2.5.2: more than two segments past the
@@ -125,7 +128,7 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
     segments without parts, so that a long window (DVR) is not rendered again at each part.
     ``deltas``: advertise delta updates (``ll`` only); ``skip``: render the delta update (the
     full playlist when it would skip nothing)."""
-    rendition = packager.renditions[kind]
+    rendition = packager.playlists[kind]
     deltas = deltas and low_latency
     segments = rendition.segments
     until = skip_until(packager)
@@ -177,7 +180,7 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
     if low_latency and not packager.finished and rendition.hint is not None:
         lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rendition.hint}"')
     if low_latency and not packager.finished:
-        for other in packager.renditions.values():
+        for other in packager.playlists.values():
             if other is not rendition:
                 lines.append(_rendition_report(other))
     if packager.finished:
@@ -262,8 +265,8 @@ def _rendition_report(rendition: Rendition) -> str:
 
 def multivariant_playlist(packager: CmafPackager) -> str | None:
     """The multivariant playlist, or ``None`` before any rendition exists."""
-    video = packager.renditions.get(FrameKind.VIDEO)
-    audio = packager.renditions.get(FrameKind.AUDIO)
+    video = packager.playlists.get(FrameKind.VIDEO)  # the muxed rendition of a muxed packager
+    audio = packager.playlists.get(FrameKind.AUDIO)
     if video is None and audio is None:
         return None
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}"]
@@ -348,7 +351,7 @@ def reload_state(packager: CmafPackager, kind: FrameKind, msn: int, part: int | 
     ``_HLS_part=part``) now (RFC 8216bis 6.2.5.2)."""
     if packager.finished:
         return ReloadState.READY
-    rendition = packager.renditions.get(kind)
+    rendition = packager.playlists.get(kind)
     if rendition is None:
         return ReloadState.WAIT
     complete = rendition.segments[-1].sequence if rendition.segments else None

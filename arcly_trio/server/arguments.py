@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HLS packaging: ll (Low-Latency HLS on fMP4, and DASH), fmp4, or ts (MPEG-TS) (default ll)",
     )
     serve_p.add_argument(
+        "--hls-muxed",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fmp4/ll HLS: one rendition carrying video and audio (half the LL-HLS requests; no DASH) (default off)",
+    )
+    serve_p.add_argument(
         "--hls-segment",
         type=number,
         default=2.0,

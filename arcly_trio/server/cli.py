@@ -102,6 +102,7 @@ async def serve(
                 ],
                 apps=[app.name for app in engine.applications()],
                 hls_variant=settings.hls_variant if settings.hls else None,
+                hls_muxed=settings.hls_muxed,
                 demo=settings.demo,
                 srt_port=runtime.srt.port_number if runtime.srt is not None else None,
                 rtsp_port=runtime.rtsp.port if runtime.rtsp is not None else None,

@@ -106,6 +106,7 @@ APP_KEYS: Mapping[str, AppKey] = {
     ),
     "hls": AppKey("bool", "hls", "package this application's streams as HLS"),
     "hls-variant": AppKey("str", "hls_variant", "ts, fmp4 or ll", ("ts", "fmp4", "ll")),
+    "hls-muxed": AppKey("bool", "hls_muxed", "fmp4/ll: one rendition carrying video and audio (no DASH)"),
     "dvr-window": AppKey("float", "dvr_window", "seconds of the live HLS playlist players can seek back in (0: off)"),
     "record": AppKey("bool", "record", "record this application's streams always (needs the record directory)"),
     "record-max-age": AppKey("float", "record_max_age", "delete this application's recordings older than this (s)"),

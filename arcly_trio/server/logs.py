@@ -114,11 +114,12 @@ def ready_lines(
     srt_workers: int = 1,
     rtsp_port: int | None = None,
     rtsps_port: int | None = None,
+    hls_muxed: bool = False,
 ) -> list[str]:
     """What ``serve`` logs once it listens: the URLs to publish, play and open the pages at
     (``http``: each HTTP worker's scheme and port), reachable from this machine, and from other
     machines when it listens on every interface (see the module docstring). ``hls_variant``:
-    ``None`` without HLS (DASH comes with ``fmp4`` and ``ll``). ``srt_port``, ``rtsp_port``,
+    ``None`` without HLS (DASH comes with ``fmp4`` and ``ll``, unless ``hls_muxed``). ``srt_port``, ``rtsp_port``,
     ``rtsps_port``: ``None`` when that listener is off; ``srt_workers``: with ``--workers N`` each
     worker's SRT port is ``srt_port`` + its index."""
     here = local_host(host)
@@ -150,7 +151,7 @@ def ready_lines(
         lines.append(
             f"HTTP-FLV {base}/{{app}}/{{stream}}.flv, WebSocket-FLV on the same path"
             + (", HLS /{app}/{stream}/index.m3u8" if hls_variant else "")
-            + (", DASH /{app}/{stream}/index.mpd" if hls_variant in ("fmp4", "ll") else "")
+            + (", DASH /{app}/{stream}/index.mpd" if hls_variant in ("fmp4", "ll") and not hls_muxed else "")
         )
     if demo:
         lines.append(f"demo stream: ffplay rtmp://{here}:{rtmp_port}/live/demo")

@@ -69,6 +69,7 @@ class Settings:
     http_port: int = 8080
     hls: bool = True
     hls_variant: str = "ll"
+    hls_muxed: bool = False
     hls_segment: float = 2.0
     hls_window: int = 6
     hls_max_mib: float = 64.0

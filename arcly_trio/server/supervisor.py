@@ -263,6 +263,7 @@ class Supervisor:
             ],
             apps=list(app_specs(args)),
             hls_variant=args.hls_variant if args.hls else None,
+            hls_muxed=args.hls_muxed,
             demo=args.demo,
             srt_port=args.srt_port if args.srt_port > 0 else None,
             srt_workers=self.count,

@@ -8,8 +8,10 @@ any list names them), then the lists, rendered once per change: ``video.m3u8`` a
 ``audio.m3u8`` (:func:`~arcly_trio.media.llhls.media_playlist`, LL-HLS tags in the ``ll``
 variant; with a DVR window in the ``ll`` variant also each one's Playlist Delta Update, stored
 as ``video.delta.m3u8``, see :func:`delta_name`), ``index.m3u8`` (the multivariant playlist) and ``index.mpd``
-(:func:`~arcly_trio.media.dash.render_mpd`). Names that leave every list are deleted after the
-service's :attr:`~arcly_trio.services.hls.HlsService.part_delete_delay`.
+(:func:`~arcly_trio.media.dash.render_mpd`). With ``muxed`` (``AppSpec.hls_muxed``) the packager
+makes one rendition of both tracks: it stores ``video.m3u8`` (``audio.m3u8`` for an audio-only
+stream) and ``index.m3u8`` only, and no MPD (DASH gets no muxed segments). Names that leave every
+list are deleted after the service's :attr:`~arcly_trio.services.hls.HlsService.part_delete_delay`.
 
 :class:`LiveCmaf` is what the routes read while the stream is packaged: the packager's model
 and one condition per stream (:meth:`LiveCmaf.wait`), set each time the lists change, on which
@@ -114,11 +116,12 @@ class CmafPackaging:
     """One stream packaged as CMAF for fMP4 HLS or LL-HLS, and DASH."""
 
     def __init__(self, service: PackagingHost, key: StreamKey, token: str, *, low_latency: bool,
-                 window: int | None = None) -> None:  # fmt: skip
+                 window: int | None = None, muxed: bool = False) -> None:  # fmt: skip
         self.service = service
         self.base = f"{key.app}/{key.name}"
         self.packager = CmafPackager(service.target_duration, service.part_duration, window or service.window,
-                                     name_prefix=f"{token}-", max_segment_bytes=service.max_segment_bytes)  # fmt: skip
+                                     name_prefix=f"{token}-", max_segment_bytes=service.max_segment_bytes,
+                                     muxed=muxed)  # fmt: skip
         self.low_latency = low_latency
         self._memos: dict[str, llhls.SegmentMemo] | None = {} if window and window > service.window else None
         """A DVR window's playlists keep their older segments' text (:class:`~arcly_trio.media.llhls.SegmentMemo`)."""
@@ -171,7 +174,7 @@ class CmafPackaging:
     async def _publish_lists(self) -> None:
         packager = self.packager
         ready = False
-        for kind, rendition in packager.renditions.items():
+        for kind, rendition in packager.playlists.items():
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
                 memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
@@ -193,7 +196,7 @@ class CmafPackaging:
             self.pieces.setdefault(MASTER, QueryPieces()).cut(master, data, "")
         state = (packager.finished, tuple((r.init, len(r.segments), r.segments[-1].sequence if r.segments else None)
                                           for r in packager.renditions.values()))  # fmt: skip
-        if state != self._mpd_state:
+        if state != self._mpd_state and not packager.muxed:  # a muxed packaging stores no DASH segments
             mpd = dash.render_mpd(packager, now=time.time())
             if mpd is not None:
                 self._mpd_state = state
@@ -205,8 +208,8 @@ class CmafPackaging:
         lists a complete segment (players that know no parts, ffmpeg's, find nothing to play in
         a playlist of parts only: "Empty segment"), the multivariant playlist once its main
         rendition's is, the MPD once stored (it names complete segments only)."""
-        ready = {llhls.playlist_name(r) for r in self.packager.renditions.values() if r.segments}
-        renditions = self.packager.renditions
+        ready = {llhls.playlist_name(r) for r in self.packager.playlists.values() if r.segments}
+        renditions = self.packager.playlists
         main = renditions.get(FrameKind.VIDEO) or renditions.get(FrameKind.AUDIO)
         if main is not None and llhls.playlist_name(main) in ready and MASTER in self._rendered:
             ready.add(MASTER)
@@ -235,9 +238,9 @@ class CmafPackaging:
         """Whether the list ``name``, not stored yet, may still come: the multivariant playlist
         and the MPD do, and a rendition's playlist while that rendition exists or the
         multivariant playlist (which names the renditions) has not been stored yet."""
-        if name in (MASTER, MPD):
+        if name == MASTER or name == MPD and not self.packager.muxed:
             return True
-        kinds = {llhls.playlist_name(rendition) for rendition in self.packager.renditions.values()}
+        kinds = {llhls.playlist_name(rendition) for rendition in self.packager.playlists.values()}
         return name in kinds or MASTER not in self.lists
 
     async def ended(self) -> None:
@@ -262,7 +265,7 @@ class CmafPackaging:
     def take_segments(self) -> list[tuple[str, float, int]]:
         """The segments completed since the last call: (rendition, seconds, bytes)."""
         done = []
-        for rendition in self.packager.renditions.values():
+        for rendition in self.packager.playlists.values():
             last = self._reported.get(rendition.name, -1)
             new = []
             for segment in reversed(rendition.segments):  # newest first: a DVR window lists thousands

@@ -19,6 +19,11 @@ application is packaged in one *variant* (``AppSpec.hls_variant``, else the serv
 * ``ll``: the same, as Low-Latency HLS: parts, preload hints, blocking playlist reload,
   rendition reports (the default).
 
+With ``AppSpec.hls_muxed`` the ``fmp4`` and ``ll`` variants package one rendition whose parts
+and segments carry both tracks (``video.m3u8``, its init segment with both), no alternative
+audio rendition and no DASH: an LL-HLS player then makes one blocking reload and one part
+request per part instead of two of each.
+
 Under ``{app}/{stream}/`` in its storage it writes ``index.m3u8`` (the TS media playlist, or
 the multivariant playlist), and for CMAF ``video.m3u8``, ``audio.m3u8`` and ``index.mpd``; the
 segments (and parts and init segments) are named with a token that is new for each stream, so a
@@ -262,6 +267,7 @@ class HlsService:
         """The live state of each stream packaged as CMAF (:class:`._hls_cmaf.LiveCmaf`), by
         ``"app/stream"``: what the routes answer blocking reloads from."""
         self._variants: dict[str, str] = {}
+        self._muxed: set[str] = set()  # the applications whose streams were last packaged muxed
         self._owners: dict[str, str] = {}
         self._tokens = itertools.count(1)
         self._due: list[tuple[float, int, tuple[str, ...], str | None, str | None, HeldBytes | None]] = []
@@ -377,6 +383,8 @@ class HlsService:
         self._owners[base] = token
         variant = self.variant_for(stream.spec)
         self._variants[app] = variant
+        muxed = stream.spec.hls_muxed and variant != "ts"
+        (self._muxed.add if muxed else self._muxed.discard)(app)
         window = self.window_for(stream.spec)
         if window != self.window:
             self._dvr_keys.tokens.add(token)
@@ -386,13 +394,14 @@ class HlsService:
             packaging = TsPackaging(self, stream.key, token, window=window)
             subscription.bridged_audio = True  # MPEG-TS gets the audio bridge's AAC of an Opus stream
         else:
-            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll", window=window)
+            packaging = CmafPackaging(self, stream.key, token, low_latency=variant == "ll", window=window, muxed=muxed)
         packaging.stream = stream
         self.streams[base] = packaging
         self.lists_changed()
         log.info(
-            "HLS (%s) packaging %s (segments of %g s, window %d%s)",
+            "HLS (%s%s) packaging %s (segments of %g s, window %d%s)",
             variant,
+            ", muxed" if muxed else "",
             stream.key,
             self.target_duration,
             window,
@@ -607,7 +616,7 @@ class HlsService:
         if self.unavailable(key) is not None:
             return {}
         urls = {"hls": f"/{key.app}/{key.name}/{PLAYLIST}"}
-        if self.app_variant(key.app) != "ts":
+        if self.app_variant(key.app) != "ts" and key.app not in self._muxed:
             urls["dash"] = f"/{key.app}/{key.name}/index.mpd"
         return urls
 

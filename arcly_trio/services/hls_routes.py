@@ -554,8 +554,7 @@ def _served(exchange: Responder, access: _Access, data: bytes) -> None:
         exchange.engine.sessions.count("play", PROTOCOL, len(data))
 
 
-_LETTERS = {"v": FrameKind.VIDEO, "a": FrameKind.AUDIO}
-_CMAF_SEGMENT = re.compile(r"(?P<prefix>[A-Za-z0-9_-]*)(?P<letter>[va])-(?P<sequence>[0-9]{1,12})\.m4s")
+_CMAF_SEGMENT = re.compile(r"(?P<prefix>[A-Za-z0-9_-]*)(?P<letter>[vam])-(?P<sequence>[0-9]{1,12})\.m4s")
 
 
 def _coming(live: LiveCmaf, name: str) -> bool:
@@ -568,7 +567,8 @@ def _coming(live: LiveCmaf, name: str) -> bool:
     sequence = int(found.group("sequence"))
     if sequence > packager.next_sequence:
         return False  # further ahead than the next segment: 404 at once
-    rendition = packager.renditions.get(_LETTERS[found.group("letter")])
+    letter = found.group("letter")
+    rendition = next((r for r in packager.playlists.values() if r.letter == letter), None)
     if rendition is not None and rendition.segments and rendition.segments[-1].sequence >= sequence:
         return not live.current  # complete: answer once its lists are stored
     upcoming = packager.open_sequence if packager.open_sequence is not None else packager.next_sequence
@@ -578,5 +578,5 @@ def _coming(live: LiveCmaf, name: str) -> bool:
 def _hinted(live: LiveCmaf, name: str) -> bool:
     """Whether ``name`` is a part the stored lists hint at (or the packager holds but has not
     stored yet)."""
-    renditions = live.packager.renditions.values()
+    renditions = live.packager.playlists.values()
     return not live.current or any(rendition.hint == name for rendition in renditions)

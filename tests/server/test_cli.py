@@ -460,3 +460,14 @@ def test_ready_lines_name_srt_rtsp_and_rtsps_only_when_they_are_on() -> None:
     assert "worker ports 8890-8892" in workers and "rtsp" not in workers.lower()
     off = "\n".join(ready_lines(**common, demo=False))
     assert "srt://" not in off and "rtsp" not in off.lower()
+
+
+def test_ready_lines_name_no_dash_for_a_muxed_hls() -> None:
+    """``--hls-muxed`` stores no DASH segments: the banner must not offer an MPD."""
+    from arcly_trio.server.logs import ready_lines
+
+    common: dict[str, Any] = dict(host="127.0.0.1", public_host=None, rtmp_port=1935, rtmps_port=None,
+                                  http=[("http", 8080)], apps=["live"], hls_variant="ll", demo=False)  # fmt: skip
+    assert "index.mpd" in "\n".join(ready_lines(**common))
+    muxed = "\n".join(ready_lines(**common, hls_muxed=True))
+    assert "index.m3u8" in muxed and "index.mpd" not in muxed

@@ -589,3 +589,33 @@ async def test_mpegts_hls_of_av1_and_opus_says_why_there_is_none(caplog, demo_fr
 
 
 OPUS_HEAD = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00"
+
+
+async def test_a_muxed_stream_holds_its_hinted_part_and_its_next_segment_until_made(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    # hls_muxed: the preload hint and the segment being written are the muxed rendition's
+    # (``m``) names; requests for them wait for them (as for video.m3u8's), and the part has a
+    # traf per track. Mutants killed: the hint/segment checks looking at the per-track
+    # renditions (their names are never stored when muxed: 404 at once).
+    apps = [AppSpec("live", hls=True, audio_hold=0, hls_muxed=True)]
+    async with llhls_server(apps=apps) as (engine, http, hls), engine.publish("live/demo") as publisher:
+        frames, pos = await packaged(publisher, demo_frames, hls, lambda: bool(video_of(hls).segments))
+        packager = hls.live["live/demo"].packager
+        muxed = packager.playlists[FrameKind.VIDEO]
+        hint, coming = muxed.hint, packager.segment_name(muxed, packager.next_sequence)
+        assert hint is not None and "-m-" in hint and "-m-" in coming
+        got: dict[str, Any] = {}
+
+        async def fetch(name: str) -> None:
+            got[name] = await http_get(http.port, f"/live/demo/{name}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, hint)
+            nursery.start_soon(fetch, coming)
+            await wait_for(lambda: hls.live["live/demo"].waiting == 2)
+            await feed_until(publisher, frames, pos, lambda: len(got) == 2)
+        for name in (hint, coming):
+            status, headers, body = got[name]
+            assert status == 200 and headers["content-type"] == "video/iso.segment" and body[4:8] == b"moof"
+        assert body.count(b"traf") >= 2  # the segment's first part: video and audio
+        with trio.fail_after(1):
+            assert (await http_get(http.port, "/live/demo/audio.m3u8"))[0] == 404

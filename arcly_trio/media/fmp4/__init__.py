@@ -86,6 +86,9 @@ Fragments
     composition offsets are legal, with data offset and per-sample duration, size, flags and,
     when a run has any, composition offsets)) + ``mdat`` with the runs' payloads in the same
     order. The bytes are built with one join of the headers and the payloads.
+    :func:`merge_fragments` joins fragments of single-track writers cut at the same time into
+    one ``moof`` (a ``traf`` per track, each with the ``track_ID`` it is given) + ``mdat``: the
+    part of a muxed rendition, whose init segment lists the same tracks with those IDs.
 
 Brands
     ``ftyp`` major brand ``iso6`` (version 0), compatible ``iso6``, ``cmfc`` (CMAF), ``mp41``,
@@ -112,7 +115,14 @@ Error policy
 
 from __future__ import annotations
 
-from arcly_trio.media.fmp4.fragment import DEFAULT_MAX_GAP_MS, Fragment, FragmentWriter, TrackRun, ms_to_ticks
+from arcly_trio.media.fmp4.fragment import (
+    DEFAULT_MAX_GAP_MS,
+    Fragment,
+    FragmentWriter,
+    TrackRun,
+    merge_fragments,
+    ms_to_ticks,
+)
 from arcly_trio.media.fmp4.init import (
     BRANDS,
     SUPPORTED_CODECS,
@@ -136,4 +146,5 @@ __all__ = [
     "needs_keyframe",
     "init_segment",
     "ms_to_ticks",
+    "merge_fragments",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "Fragment",
     "FragmentWriter",
     "ms_to_ticks",
+    "merge_fragments",
 ]
 
 #: A forward DTS step past the newest DTS of the stream larger than this is a jump (ms).
@@ -453,3 +454,61 @@ class FragmentWriter:
             independent=first.track_id == self._leading and first.starts_with_sync,
             discontinuity=any(s.rebased for _, run in runs for s in run),
         )
+
+
+def merge_fragments(fragments: Sequence[tuple[bytes, int]], sequence: int) -> bytes:
+    """One ``moof`` + ``mdat`` holding the ``traf``\\ s of several fragments (each a ``moof`` +
+    ``mdat`` this module wrote, with the ``track_ID`` it gets in the merged fragment), in the
+    order given: what a muxed rendition's part is (one fragment per track, cut at the same
+    time, written by one writer per track). ``sequence`` is the ``mfhd`` sequence number.
+
+    Each ``tfhd`` gets its new ``track_ID`` and each ``trun`` its ``data_offset`` moved to
+    where its samples land in the merged ``mdat``; the sample tables are copied as they are.
+    Raises ``LocalProtocolError`` for bytes this module did not write (wrong boxes or sizes)
+    and for a merged fragment over 2 GiB.
+    """
+    trafs: list[tuple[bytes, int, int]] = []  # (traf, track_ID, shift of its data_offset)
+    payloads: list[bytes | memoryview] = []
+    mdat_before = 0  # media bytes of the fragments before this one
+    for data, track_id in fragments:
+        view = memoryview(data)
+        moof_size, kind = struct.unpack_from(">I4s", view) if len(view) >= 8 else (0, b"")
+        if kind != b"moof" or not 24 <= moof_size <= len(view) - 8 or view[moof_size + 4 : moof_size + 8] != b"mdat":
+            raise LocalProtocolError("merge_fragments() takes moof + mdat fragments")
+        mdat_size = struct.unpack_from(">I", view, moof_size)[0]
+        if moof_size + mdat_size != len(view) or not 1 <= track_id <= _U32:
+            raise LocalProtocolError("merge_fragments(): a fragment's sizes or track_ID are not valid")
+        at = 8 + 16  # after the moof header and its mfhd
+        while at < moof_size:
+            size, kind = struct.unpack_from(">I4s", view, at) if at + 8 <= moof_size else (0, b"")
+            if (
+                kind != b"traf"
+                or size < _TRAF_FIXED + 20
+                or at + size > moof_size
+                or bytes(view[at + 12 : at + 16]) != b"tfhd"
+                or bytes(view[at + _TRAF_FIXED + 4 : at + _TRAF_FIXED + 8]) != b"trun"
+            ):
+                raise LocalProtocolError("merge_fragments(): a traf is not one this module writes")
+            trafs.append((bytes(view[at : at + size]), track_id, mdat_before - moof_size))
+            at += size
+        payloads.append(view[moof_size + 8 :])
+        mdat_before += mdat_size - 8
+    moof_size = 8 + 16 + sum(len(traf) for traf, _, _ in trafs)
+    if moof_size + 8 + mdat_before > _MAX_MDAT:
+        raise LocalProtocolError(f"fragment of {mdat_before} media bytes exceeds 2 GiB")
+    parts: list[bytes | memoryview] = [
+        struct.pack(">I4s", moof_size, b"moof"),
+        _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)),
+    ]
+    trun_offset = _TRAF_FIXED + 16  # the trun's data_offset inside a traf
+    for traf, track_id, shift in trafs:
+        edited = bytearray(traf)
+        struct.pack_into(">I", edited, 8 + 12, track_id)  # tfhd: header, version and flags, track_ID
+        offset = struct.unpack_from(">i", edited, trun_offset)[0] + moof_size + shift
+        if not 0 <= offset <= _MAX_MDAT:
+            raise LocalProtocolError("merge_fragments(): a trun's data_offset is not valid")
+        struct.pack_into(">i", edited, trun_offset, offset)
+        parts.append(bytes(edited))
+    parts.append(struct.pack(">I4s", 8 + mdat_before, b"mdat"))
+    parts.extend(payloads)
+    return b"".join(parts)
