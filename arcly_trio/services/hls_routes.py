@@ -125,6 +125,7 @@ log = logging.getLogger("arcly_trio.http")
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}(?:\.[0-9]{1,6})?\.(ts|m4s|mp4)")
 _CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}
+_SEGMENT_HEADERS = (("cache-control", "max-age=60"),)
 _RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PROTOCOL = "hls"
@@ -254,6 +255,9 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
                  entry: bool) -> _Access | None:  # fmt: skip
     """What this request may be served (see the module docstring); otherwise answered and
     ``None``. ``entry``: a playlist or MPD request (which begins sessions)."""
+    resumed = _resumed(request, exchange, protocol, entry=entry)
+    if resumed is not None:
+        return resumed
     try:
         requested = StreamKey(request.params["app"], request.params["stream"])
     except InvalidStreamName as exc:
@@ -303,6 +307,35 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
     if not entry:  # an id that is not live: the segment is served, its playlist continues the session
         return attrs.evolve(access, key=key)
     return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
+
+
+def _resumed(request: HttpRequest, exchange: Responder, protocol: str, *, entry: bool) -> _Access | None:
+    """The access of a request of a live session, found by dictionary lookups only (``None``:
+    take the full path of :func:`_admit`). The session was authorized when it began and is
+    live, so it was not kicked (a kick ends it) nor idle, and its key was checked then: the
+    same answer :func:`_admit` gives, without validating the names, finding the application
+    or encoding the query again. A segment's answer names no URI, so its access carries no
+    query."""
+    given = request.query.get(SESSION_PARAMETER)
+    if not given:
+        return None
+    session = exchange.engine.polled.get(given)
+    if session is None or session.ended or (entry and session.protocol != protocol):
+        return None
+    params = request.params
+    requested = session.key
+    if params.get("app") != requested.app or params.get("stream") != requested.name:
+        return None
+    if _address(session.peer) != _address(request.peer):
+        return None
+    if not entry:
+        return _Access(session.served, requested, session, True, "", "", given)
+    carried = urlencode(_presented(request))
+    return _Access(session.served, requested, session, True, _with_session(carried, session), carried, given)
+
+
+def _address(peer: tuple[str, int] | None) -> str | None:
+    return peer[0] if peer is not None else None
 
 
 async def _authorized(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, requested: StreamKey,
@@ -522,8 +555,6 @@ async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: 
         return
     with _serving(exchange.engine, access, entry=False):
         key = access.key
-        storage_key = service.segment_key(key.app, key.name, segment)
-        missing = f"no HLS segment {segment} for {key} (expired, or never made)"
         live = service.live.get(f"{key.app}/{key.name}")
         if live is not None and _hinted(live, segment):
             # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
@@ -537,11 +568,18 @@ async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: 
             deadline = trio.current_time() + _block_timeout(service, live)
             while _coming(live, segment) and await live.wait(deadline):
                 pass
-        data = await _read(service, exchange, storage_key, missing)
-        if data is not None:
-            _served(exchange, access, data)
-            await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
-                                   headers=[("cache-control", "max-age=60")])  # fmt: skip
+        storage_key = service.segment_key(key.app, key.name, segment)
+        try:
+            data = await service.storage.get(storage_key)
+        except (StorageNotFound, InvalidStorageKey):  # the message is made only for a miss
+            await exchange.error(404, f"no HLS segment {segment} for {key} (expired, or never made)")
+            return
+        except StorageError as exc:
+            log.error("HLS storage failed to read %s: %s", storage_key, exc)
+            await exchange.error(500, "storage error")
+            return
+        _served(exchange, access, data)
+        await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)], headers=_SEGMENT_HEADERS)
 
 
 def _served(exchange: Responder, access: _Access, data: bytes) -> None:
