@@ -426,3 +426,26 @@ def test_the_cookie_and_the_query_give_only_ids_of_ours(value: str, peer_id: str
     found = _cookie(request)
     assert found == "" or (SESSION_ID.fullmatch(found) and f"arcly_session={found}" in value)
     assert _presented(request) == {"token": "t"}
+
+
+async def test_a_session_id_serves_parts_only_while_its_session_is_live_for_that_stream_and_address(
+    demo_frames, http_get
+) -> None:  # type: ignore[no-untyped-def]
+    """The resumed session's shortcut (no authorization per request) holds only for a live session
+    of that stream from that address: closed, on another stream's path or from another address,
+    the id is no credential and the next part is refused."""
+    auth = TokenAuthenticator(play_token="t")
+    async with served(demo_frames, authenticator=auth) as server:
+        session = await play(http_get, server.port, "index.m3u8?token=t", rounds=1)
+        status, _, body = await http_get(server.port, f"/live/cam/index.m3u8?arcly_session={session}")
+        segment = next(uri for uri in uris(body) if ".ts" in uri)
+        decisions = len(server.records("auth", action="play"))
+        assert (await http_get(server.port, f"/live/cam/{segment}"))[0] == 200
+        assert len(server.records("auth", action="play")) == decisions  # served by the session
+        name = segment.partition("?")[0]
+        assert (await http_get(server.port, f"/live/other/{name}?arcly_session={session}"))[0] == 401
+        assert (await open_get(server.port, f"/live/cam/{segment}", "127.0.0.2"))[0] == 401
+        live = server.engine.polled.get(session)
+        assert live is not None
+        server.engine.polled.end(live, EndReason.IDLE)  # closed: the id alone is refused again
+        assert (await http_get(server.port, f"/live/cam/{segment}"))[0] == 401
