@@ -568,7 +568,7 @@ async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: 
             deadline = trio.current_time() + _block_timeout(service, live)
             while _coming(live, segment) and await live.wait(deadline):
                 pass
-        storage_key = service.segment_key(key.app, key.name, segment)
+        storage_key = f"{key.app}/{key.name}/{segment}"  # the storage checks it (once)
         try:
             data = await service.storage.get(storage_key)
         except (StorageNotFound, InvalidStorageKey):  # the message is made only for a miss
