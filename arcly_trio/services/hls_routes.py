@@ -330,7 +330,10 @@ def _resumed(request: HttpRequest, exchange: Responder, protocol: str, *, entry:
         return None
     if not entry:
         return _Access(session.served, requested, session, True, "", "", given)
-    carried = urlencode(_presented(request))
+    presented = _presented(request)
+    if not presented:  # a player's usual reload: the id (and directives) only; ids need no escaping
+        return _Access(session.served, requested, session, True, f"{SESSION_PARAMETER}={given}", "", given)
+    carried = urlencode(presented)
     return _Access(session.served, requested, session, True, _with_session(carried, session), carried, given)
 
 
