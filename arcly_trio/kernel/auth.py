@@ -9,6 +9,13 @@ is a refusal too:
 :meth:`~.engine.Engine.authorize` turns it into ``Unauthorized("authorization failed")``
 (counted, delayed, logged once with its detail), so a broken authenticator refuses rather than
 lets through, and never answers a client with an internal error.
+
+An authenticator whose decisions expire (signed URLs, JWTs:
+:class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`) may also have
+``valid_until(action, key, credentials) -> float | None``: until when (unix seconds) the
+decision for ``credentials`` holds. What reuses a decision for later requests (an HLS or DASH
+player's session, :mod:`.polled`) reuses it no longer than that; without it, for as long as the
+session lives.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ subscriber, and can be kicked:
   live, of the same stream (the key the client asked for) and from the same address. Otherwise
   the egress authorizes the request again, and :meth:`begin` continues the same id (a player
   that was idle too long, or whose address changed, keeps its URLs; an id that does not look
-  like one of ours, or that names another kind of session, is never taken over).
+  like one of ours, or that names another kind of session, is never taken over). A session
+  whose authorization expired (:attr:`PolledSession.valid_until`, set by the egress from the
+  authenticator: a signed URL's expiry) is not found either, so its next request is
+  authorized again.
 * :meth:`PolledSessions.request` wraps each request of a session: a request in flight is
   activity, so a blocking playlist reload never times its session out.
 * A session ends when it has had no request for its ``idle_timeout`` seconds
@@ -53,6 +56,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -113,6 +117,7 @@ class PolledSession:
         "joinable",
         "ended",
         "client",
+        "valid_until",
     )
 
     def __init__(self, session_id: str, key: StreamKey, served: StreamKey, protocol: str,
@@ -133,6 +138,10 @@ class PolledSession:
         self.joinable = True
         self.ended = False
         self.client: ClientSession | None = None
+        self.valid_until = math.inf
+        """Wall-clock time (unix seconds) its authorization expires (a signed URL's or token's
+        expiry): from then on :meth:`PolledSessions.resume` no longer finds it, so its next
+        request is authorized again."""
 
     def __repr__(self) -> str:
         return f"<PolledSession {self.id} {self.protocol} {self.served}{' ended' if self.ended else ''}>"
@@ -200,6 +209,8 @@ class PolledSessions:
         session = self._live.get(session_id)
         if session is None or session.key != key or _address(session.peer) != _address(peer):
             return None
+        if session.valid_until <= time.time():
+            return None  # its authorization expired: the request is authorized again
         return session
 
     def rejoin(self, session_id: str, key: StreamKey, peer: tuple[str, int] | None, protocol: str,

@@ -32,7 +32,13 @@ it never presented the id in a URL itself.
 
 A session id is bound to the stream and the client's address; a request whose id is not live
 (the player was idle for the session timeout, or its address changed, or the cap ended it) is
-authorized again and continues under the same id. A kicked session's id is answered ``410``.
+authorized again and continues under the same id. The decision is reused only while it holds:
+when the authenticator says until when (``valid_until``: a signed URL's or JWT's expiry,
+:class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`), the session's next request after
+then is authorized again, with what it presents (an expired signature: ``403``). A request of a
+live session is resumed by dictionary lookups only (:func:`_resumed`): no name validation,
+application lookup or query encoding, so the route's own work per part is a few lookups and
+one storage read of the stored bytes. A kicked session's id is answered ``410``.
 A segment request without a live id is authorized on its own and counted in no session. A
 session ends after :attr:`~arcly_trio.services.hls.HlsService.session_timeout` seconds without
 a request (a request being served is activity).
@@ -200,18 +206,20 @@ class _Access:
     """The request's query as it is handed on, without the session id."""
     given: str = ""
     """The session id the request's URL presented (if it looks like one)."""
-    pending: tuple[Credentials, bytes, float] | None = None
-    """The authorized credentials, their digest and the idle timeout of the session to begin."""
+    pending: tuple[Credentials, bytes, float, float] | None = None
+    """The authorized credentials, their digest, the idle timeout of the session to begin and
+    when its authorization expires (wall clock: :func:`_valid_until`)."""
 
     def begin(self, polled: Any) -> None:
         """Begin the pending session, if any, once its first answer is about to be a ``200``
         (a request that fails begins none)."""
         if self.pending is None:
             return
-        credentials, digest, timeout = self.pending
+        credentials, digest, timeout, valid_until = self.pending
         self.pending = None
         self.session = polled.begin(self.requested, self.key, credentials.protocol, credentials, digest, timeout,
                                     in_url=bool(self.given))  # fmt: skip
+        self.session.valid_until = valid_until
         self.in_url = self.session.id == self.given
         self.query = _with_session(self.carried, self.session)
 
@@ -306,7 +314,18 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
         return None
     if not entry:  # an id that is not live: the segment is served, its playlist continues the session
         return attrs.evolve(access, key=key)
-    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
+    until = _valid_until(exchange.engine, requested, credentials)
+    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key), until))
+
+
+def _valid_until(engine: Any, key: StreamKey, credentials: Credentials) -> float:
+    """Until when (unix seconds) the decision that authorized ``credentials`` to play ``key``
+    holds: the authenticator's ``valid_until`` if it has one (a signed URL's or token's expiry,
+    :class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`), else for as long as the session
+    lives. A session is resumed only until then; its next request is authorized again."""
+    check = getattr(engine.authenticator, "valid_until", None)
+    until = None if check is None else check("play", key, credentials)
+    return math.inf if until is None else float(until)
 
 
 def _resumed(request: HttpRequest, exchange: Responder, protocol: str, *, entry: bool) -> _Access | None:
@@ -321,6 +340,8 @@ def _resumed(request: HttpRequest, exchange: Responder, protocol: str, *, entry:
         return None
     session = exchange.engine.polled.get(given)
     if session is None or session.ended or (entry and session.protocol != protocol):
+        return None
+    if session.valid_until <= time.time():  # its authorization expired: authorized again
         return None
     params = request.params
     requested = session.key

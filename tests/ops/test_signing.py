@@ -364,3 +364,19 @@ async def test_an_authenticator_answering_nonsense_refuses() -> None:
             async with engine.publish("live/cam", Credentials(peer=("198.51.100.1", 1))):
                 pass
     assert engine.authenticator_failures == 1 and engine.auth_throttle.refusals == 1
+
+
+def test_valid_until_is_the_expiry_of_the_valid_signature_presented() -> None:
+    """What a reused decision (an HLS session) must not outlive: the ``sign``'s expiry, the
+    JWT's ``exp`` plus the leeway, the later of both; 0 when none is valid, ``None`` when the
+    action needs no signature."""
+    key = StreamKey("live", "cam")
+    auth = SignedUrlAuthenticator("s3cret", actions=("play",), leeway=5, clock=lambda: 1000.0)
+    sign = nms_sign("live", "cam", 2000, "s3cret")
+    token = make_jwt("s3cret", "live", "cam", 3000)
+    assert auth.valid_until("play", key, Credentials(query={"sign": sign})) == 2000
+    assert auth.valid_until("play", key, Credentials(query={"jwt": token})) == 3005
+    assert auth.valid_until("play", key, Credentials(query={"sign": sign, "jwt": token})) == 3005
+    assert auth.valid_until("play", key, Credentials(query={"sign": nms_sign("live", "cam", 999, "s3cret")})) == 0
+    assert auth.valid_until("play", key, Credentials(query={"jwt": token + "x"})) == 0
+    assert auth.valid_until("publish", key, Credentials()) is None
