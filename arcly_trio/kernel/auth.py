@@ -9,11 +9,19 @@ is a refusal too:
 :meth:`~.engine.Engine.authorize` turns it into ``Unauthorized("authorization failed")``
 (counted, delayed, logged once with its detail), so a broken authenticator refuses rather than
 lets through, and never answers a client with an internal error.
+
+An authenticator whose decisions expire (signed URLs, JWTs:
+:class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`) may also have
+``valid_until(action, key, credentials) -> float | None``: until when (unix seconds) the
+decision for ``credentials`` holds. What reuses a decision for later requests (an HLS or DASH
+player's session, :mod:`.polled`) reuses it no longer than that; without it, for as long as the
+session lives.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Protocol, runtime_checkable
 
 from arcly_trio.core.errors import Unauthorized
@@ -83,6 +91,15 @@ class TokenAuthenticator:
         """The token ``action`` (``"publish"``/``"play"``) needs, ``None`` if it is open: what a
         challenge-response scheme (RTSP's Digest) checks a client's answer against."""
         return self._publish_token if action == "publish" else self._play_token
+
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        """``None`` if ``action`` is open, ``inf`` for the right token (it does not expire),
+        ``0.0`` for a wrong one (see the module docstring)."""
+        expected = self.expected_token(action)
+        if expected is None:
+            return None
+        given = credentials.token or ""
+        return math.inf if hmac.compare_digest(given.encode(), expected.encode()) else 0.0
 
     async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
         self._check(self._publish_token, key, credentials, "publish")

@@ -13,7 +13,10 @@ subscriber, and can be kicked:
   live, of the same stream (the key the client asked for) and from the same address. Otherwise
   the egress authorizes the request again, and :meth:`begin` continues the same id (a player
   that was idle too long, or whose address changed, keeps its URLs; an id that does not look
-  like one of ours, or that names another kind of session, is never taken over).
+  like one of ours, or that names another kind of session, is never taken over). A session
+  whose authorization expired (:attr:`PolledSession.valid_until`, set by the egress from the
+  authenticator: a signed URL's expiry) is not found either, so its next request is
+  authorized again.
 * :meth:`PolledSessions.request` wraps each request of a session: a request in flight is
   activity, so a blocking playlist reload never times its session out.
 * A session ends when it has had no request for its ``idle_timeout`` seconds
@@ -53,6 +56,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -72,6 +76,12 @@ log = logging.getLogger("arcly_trio.sessions")
 SESSION_ID = re.compile(r"(?:w[0-9]{1,6}-)?[A-Za-z0-9_-]{16}")
 """What a session id looks like (:meth:`~.sessions.SessionTable.new_id`): only such ids are
 continued by :meth:`PolledSessions.begin`."""
+
+
+_TOUCH_GRANULARITY = 0.001
+"""Seconds a request must last for its end to count as activity apart from its start: most
+requests are answered at once, and moving the session in the recency orders twice per
+request is half of what keeping a session costs a request."""
 
 
 class PolledSession:
@@ -107,6 +117,7 @@ class PolledSession:
         "joinable",
         "ended",
         "client",
+        "valid_until",
     )
 
     def __init__(self, session_id: str, key: StreamKey, served: StreamKey, protocol: str,
@@ -127,6 +138,10 @@ class PolledSession:
         self.joinable = True
         self.ended = False
         self.client: ClientSession | None = None
+        self.valid_until = math.inf
+        """Wall-clock time (unix seconds) its authorization expires (a signed URL's or token's
+        expiry): from then on :meth:`PolledSessions.resume` no longer finds it, so its next
+        request is authorized again."""
 
     def __repr__(self) -> str:
         return f"<PolledSession {self.id} {self.protocol} {self.served}{' ended' if self.ended else ''}>"
@@ -194,6 +209,8 @@ class PolledSessions:
         session = self._live.get(session_id)
         if session is None or session.key != key or _address(session.peer) != _address(peer):
             return None
+        if session.valid_until <= time.time():
+            return None  # its authorization expired: the request is authorized again
         return session
 
     def rejoin(self, session_id: str, key: StreamKey, peer: tuple[str, int] | None, protocol: str,
@@ -288,7 +305,9 @@ class PolledSessions:
             yield session
         finally:
             session.in_flight -= 1
-            if not session.ended:
+            # Activity at the end too (a held reload may last seconds), unless the request took
+            # less than the clock's granularity here: then its start was the same activity.
+            if not session.ended and trio.current_time() - session.last_active >= _TOUCH_GRANULARITY:
                 self._touch(session)
 
     def end(self, session: PolledSession, reason: EndReason) -> None:

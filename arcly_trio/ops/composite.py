@@ -20,7 +20,8 @@
 ``arcly-trio serve`` builds ``AllOf([ForActions(AnyOf([token, signed]), {"publish"}),
 ForActions(AnyOf([token, signed]), {"play"}), hooks])`` from its options.
 
-Each composite forwards ``run(engine)`` and ``health_status()`` to the members that have them
+Each composite forwards ``run(engine)``, ``health_status()`` and ``valid_until`` (when a
+decision expires: :mod:`arcly_trio.kernel.auth`) to the members that have them
 (the engine starts the authenticator like a plugin), so an HTTP hook inside a composite still
 gets its client and its health check.
 
@@ -31,6 +32,7 @@ broken authenticator refuses rather than lets through).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,6 +51,20 @@ async def ask(authenticator: Authenticator, action: str, key: StreamKey, credent
     """Ask one authenticator about ``action``: the key to go on with, or ``Unauthorized``."""
     check = authenticator.authorize_publish if action == "publish" else authenticator.authorize_play
     return decision(await check(key, credentials), key, action)
+
+
+def until(member: Authenticator, action: str, key: StreamKey, credentials: Credentials) -> float:
+    """``member``'s ``valid_until`` as a number: ``inf`` when it has none or needs none (its
+    decisions do not expire); ``nan`` when it cannot tell (no ``valid_until``)."""
+    check = getattr(member, "valid_until", None)
+    if check is None:
+        return math.nan
+    found = check(action, key, credentials)
+    return math.inf if found is None else float(found)
+
+
+def _known(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
 class _Composite:
@@ -70,6 +86,11 @@ class _Composite:
             if isinstance(member, HealthReporter):
                 found.update(member.health_status())
         return found
+
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        """Until when (unix seconds) a decision for ``credentials`` holds, from the members'
+        own ``valid_until`` (see :mod:`arcly_trio.kernel.auth`); ``None``: no expiry known."""
+        return None
 
     async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> StreamKey:
         return await self.decide("publish", key, credentials)
@@ -99,6 +120,11 @@ class AnyOf(_Composite):
         reasons = "; ".join(dict.fromkeys(exc.reason for exc in refusals if exc.reason))
         raise Unauthorized(key.app, key.name, action, reasons, missing=all(exc.missing for exc in refusals))
 
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        """The latest of the members' (one allowing is enough); unknown if a member cannot tell."""
+        values = [until(member, action, key, credentials) for member in self.members]
+        return None if any(math.isnan(v) for v in values) else _known(max(values))
+
 
 class AllOf(_Composite):
     """Allowed when every member allows, in order (see the module docstring)."""
@@ -110,6 +136,11 @@ class AllOf(_Composite):
         for member in self.members:
             key = await ask(member, action, key, credentials)
         return key
+
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        """The earliest of the members that can tell (every one must allow)."""
+        values = [v for member in self.members if not math.isnan(v := until(member, action, key, credentials))]
+        return _known(min(values, default=math.inf))
 
 
 class ForActions(_Composite):
@@ -127,6 +158,9 @@ class ForActions(_Composite):
             return key
         return await ask(self.members[0], action, key, credentials)
 
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        return None if action not in self.actions else _known(until(self.members[0], action, key, credentials))
+
 
 class ByApp(_Composite):
     """``per_app[key.app]`` decides for its application, ``default`` for the others."""
@@ -138,6 +172,9 @@ class ByApp(_Composite):
 
     async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         return await ask(self.per_app.get(key.app, self.default), action, key, credentials)
+
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        return _known(until(self.per_app.get(key.app, self.default), action, key, credentials))
 
 
 class Swappable(_Composite):
@@ -198,6 +235,9 @@ class Swappable(_Composite):
     async def decide(self, action: str, key: StreamKey, credentials: Credentials) -> StreamKey:
         return await ask(self.members[0], action, key, credentials)
 
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        return _known(until(self.members[0], action, key, credentials))
+
 
 class TrustedPeers(_Composite):
     """Clients whose ``Credentials.peer`` is one of ``peers`` are allowed; the others are asked
@@ -211,3 +251,6 @@ class TrustedPeers(_Composite):
         if credentials.peer in self.peers:
             return key
         return await ask(self.members[0], action, key, credentials)
+
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        return None if credentials.peer in self.peers else _known(until(self.members[0], action, key, credentials))

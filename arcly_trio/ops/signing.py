@@ -195,6 +195,32 @@ class SignedUrlAuthenticator:
                 except Unauthorized as jwt_refusal:
                     raise self._refuse(action, key, f"{nms_refusal.reason}; {jwt_refusal.reason}") from None
 
+    def valid_until(self, action: str, key: StreamKey, credentials: Credentials) -> float | None:
+        """Until when (unix seconds) the signature that authorizes ``credentials`` stays valid,
+        ``None`` if ``action`` needs none: what a decision reused for later requests (an HLS
+        player's session, :mod:`arcly_trio.kernel.polled`) must not outlive. The latest of the
+        valid signatures presented; ``0.0`` if none is valid now."""
+        if action not in self.actions:
+            return None
+        query = credentials.query
+        sign = query.get("sign") if self.nms else None
+        token = (query.get("jwt") or credentials.bearer) if self.jwt else None
+        until = 0.0
+        if sign:
+            try:
+                self._check_nms(action, key, sign)
+                until = float(int(sign.partition("-")[0]))
+            except Unauthorized:
+                pass
+        if token:
+            try:
+                self._check_jwt(action, key, token)
+                claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"verify_exp": False})
+                until = max(until, float(claims["exp"]) + self.leeway)
+            except Unauthorized:
+                pass
+        return until
+
     def _refuse(self, action: str, key: StreamKey, reason: str) -> Unauthorized:
         return Unauthorized(key.app, key.name, action, reason)
 

@@ -32,7 +32,13 @@ it never presented the id in a URL itself.
 
 A session id is bound to the stream and the client's address; a request whose id is not live
 (the player was idle for the session timeout, or its address changed, or the cap ended it) is
-authorized again and continues under the same id. A kicked session's id is answered ``410``.
+authorized again and continues under the same id. The decision is reused only while it holds:
+when the authenticator says until when (``valid_until``: a signed URL's or JWT's expiry,
+:class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`), the session's next request after
+then is authorized again, with what it presents (an expired signature: ``403``). A request of a
+live session is resumed by dictionary lookups only (:func:`_resumed`): no name validation,
+application lookup or query encoding, so the route's own work per part is a few lookups and
+one storage read of the stored bytes. A kicked session's id is answered ``410``.
 A segment request without a live id is authorized on its own and counted in no session. A
 session ends after :attr:`~arcly_trio.services.hls.HlsService.session_timeout` seconds without
 a request (a request being served is activity).
@@ -125,6 +131,7 @@ log = logging.getLogger("arcly_trio.http")
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}(?:\.[0-9]{1,6})?\.(ts|m4s|mp4)")
 _CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}
+_SEGMENT_HEADERS = (("cache-control", "max-age=60"),)
 _RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PROTOCOL = "hls"
@@ -199,18 +206,20 @@ class _Access:
     """The request's query as it is handed on, without the session id."""
     given: str = ""
     """The session id the request's URL presented (if it looks like one)."""
-    pending: tuple[Credentials, bytes, float] | None = None
-    """The authorized credentials, their digest and the idle timeout of the session to begin."""
+    pending: tuple[Credentials, bytes, float, float] | None = None
+    """The authorized credentials, their digest, the idle timeout of the session to begin and
+    when its authorization expires (wall clock: :func:`_valid_until`)."""
 
     def begin(self, polled: Any) -> None:
         """Begin the pending session, if any, once its first answer is about to be a ``200``
         (a request that fails begins none)."""
         if self.pending is None:
             return
-        credentials, digest, timeout = self.pending
+        credentials, digest, timeout, valid_until = self.pending
         self.pending = None
         self.session = polled.begin(self.requested, self.key, credentials.protocol, credentials, digest, timeout,
                                     in_url=bool(self.given))  # fmt: skip
+        self.session.valid_until = valid_until
         self.in_url = self.session.id == self.given
         self.query = _with_session(self.carried, self.session)
 
@@ -254,6 +263,9 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
                  entry: bool) -> _Access | None:  # fmt: skip
     """What this request may be served (see the module docstring); otherwise answered and
     ``None``. ``entry``: a playlist or MPD request (which begins sessions)."""
+    resumed = _resumed(request, exchange, protocol, entry=entry)
+    if resumed is not None:
+        return resumed
     try:
         requested = StreamKey(request.params["app"], request.params["stream"])
     except InvalidStreamName as exc:
@@ -302,7 +314,52 @@ async def _admit(service: HlsRoutesHost, request: HttpRequest, exchange: Respond
         return None
     if not entry:  # an id that is not live: the segment is served, its playlist continues the session
         return attrs.evolve(access, key=key)
-    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key)))
+    until = _valid_until(exchange.engine, requested, credentials)
+    return attrs.evolve(access, key=key, pending=(credentials, digest, service.session_timeout_for(key), until))
+
+
+def _valid_until(engine: Any, key: StreamKey, credentials: Credentials) -> float:
+    """Until when (unix seconds) the decision that authorized ``credentials`` to play ``key``
+    holds: the authenticator's ``valid_until`` if it has one (a signed URL's or token's expiry,
+    :class:`~arcly_trio.ops.signing.SignedUrlAuthenticator`), else for as long as the session
+    lives. A session is resumed only until then; its next request is authorized again."""
+    check = getattr(engine.authenticator, "valid_until", None)
+    until = None if check is None else check("play", key, credentials)
+    return math.inf if until is None else float(until)
+
+
+def _resumed(request: HttpRequest, exchange: Responder, protocol: str, *, entry: bool) -> _Access | None:
+    """The access of a request of a live session, found by dictionary lookups only (``None``:
+    take the full path of :func:`_admit`). The session was authorized when it began and is
+    live, so it was not kicked (a kick ends it) nor idle, and its key was checked then: the
+    same answer :func:`_admit` gives, without validating the names, finding the application
+    or encoding the query again. A segment's answer names no URI, so its access carries no
+    query."""
+    given = request.query.get(SESSION_PARAMETER)
+    if not given:
+        return None
+    session = exchange.engine.polled.get(given)
+    if session is None or session.ended or (entry and session.protocol != protocol):
+        return None
+    if session.valid_until <= time.time():  # its authorization expired: authorized again
+        return None
+    params = request.params
+    requested = session.key
+    if params.get("app") != requested.app or params.get("stream") != requested.name:
+        return None
+    if _address(session.peer) != _address(request.peer):
+        return None
+    if not entry:
+        return _Access(session.served, requested, session, True, "", "", given)
+    presented = _presented(request)
+    if not presented:  # a player's usual reload: the id (and directives) only; ids need no escaping
+        return _Access(session.served, requested, session, True, f"{SESSION_PARAMETER}={given}", "", given)
+    carried = urlencode(presented)
+    return _Access(session.served, requested, session, True, _with_session(carried, session), carried, given)
+
+
+def _address(peer: tuple[str, int] | None) -> str | None:
+    return peer[0] if peer is not None else None
 
 
 async def _authorized(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, requested: StreamKey,
@@ -522,8 +579,6 @@ async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: 
         return
     with _serving(exchange.engine, access, entry=False):
         key = access.key
-        storage_key = service.segment_key(key.app, key.name, segment)
-        missing = f"no HLS segment {segment} for {key} (expired, or never made)"
         live = service.live.get(f"{key.app}/{key.name}")
         if live is not None and _hinted(live, segment):
             # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
@@ -537,11 +592,18 @@ async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: 
             deadline = trio.current_time() + _block_timeout(service, live)
             while _coming(live, segment) and await live.wait(deadline):
                 pass
-        data = await _read(service, exchange, storage_key, missing)
-        if data is not None:
-            _served(exchange, access, data)
-            await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)],
-                                   headers=[("cache-control", "max-age=60")])  # fmt: skip
+        storage_key = f"{key.app}/{key.name}/{segment}"  # the storage checks it (once)
+        try:
+            data = await service.storage.get(storage_key)
+        except (StorageNotFound, InvalidStorageKey):  # the message is made only for a miss
+            await exchange.error(404, f"no HLS segment {segment} for {key} (expired, or never made)")
+            return
+        except StorageError as exc:
+            log.error("HLS storage failed to read %s: %s", storage_key, exc)
+            await exchange.error(500, "storage error")
+            return
+        _served(exchange, access, data)
+        await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)], headers=_SEGMENT_HEADERS)
 
 
 def _served(exchange: Responder, access: _Access, data: bytes) -> None:

@@ -47,6 +47,10 @@ MAX_KEY_LENGTH = 1024
 # A segment: no separator or backslash, no control character, not starting with a dot (which
 # rules out "." and ".." and keeps the names backends use for temporary files apart).
 _SEGMENT = re.compile(r"[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*")
+_VALID_KEY = re.compile(r"[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*(?:/[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*)*")
+"""A whole valid key in one match (every segment a :data:`_SEGMENT`): the common case of
+:func:`check_key` without splitting; a key it does not match is looked at piece by piece for
+the reason."""
 
 
 class InvalidStorageKey(StorageError):
@@ -75,6 +79,8 @@ def check_key(key: str) -> str:
     """
     if not isinstance(key, str):
         raise InvalidStorageKey(repr(key), "not a string")
+    if len(key) <= MAX_KEY_LENGTH and _VALID_KEY.fullmatch(key):
+        return key
     if not key:
         raise InvalidStorageKey(key, "empty")
     if len(key) > MAX_KEY_LENGTH:

@@ -364,3 +364,45 @@ async def test_an_authenticator_answering_nonsense_refuses() -> None:
             async with engine.publish("live/cam", Credentials(peer=("198.51.100.1", 1))):
                 pass
     assert engine.authenticator_failures == 1 and engine.auth_throttle.refusals == 1
+
+
+def test_valid_until_is_the_expiry_of_the_valid_signature_presented() -> None:
+    """What a reused decision (an HLS session) must not outlive: the ``sign``'s expiry, the
+    JWT's ``exp`` plus the leeway, the later of both; 0 when none is valid, ``None`` when the
+    action needs no signature."""
+    key = StreamKey("live", "cam")
+    auth = SignedUrlAuthenticator("s3cret", actions=("play",), leeway=5, clock=lambda: 1000.0)
+    sign = nms_sign("live", "cam", 2000, "s3cret")
+    token = make_jwt("s3cret", "live", "cam", 3000)
+    assert auth.valid_until("play", key, Credentials(query={"sign": sign})) == 2000
+    assert auth.valid_until("play", key, Credentials(query={"jwt": token})) == 3005
+    assert auth.valid_until("play", key, Credentials(query={"sign": sign, "jwt": token})) == 3005
+    assert auth.valid_until("play", key, Credentials(query={"sign": nms_sign("live", "cam", 999, "s3cret")})) == 0
+    assert auth.valid_until("play", key, Credentials(query={"jwt": token + "x"})) == 0
+    assert auth.valid_until("publish", key, Credentials()) is None
+
+
+def test_composites_forward_valid_until_as_the_server_builds_them() -> None:
+    """``arcly-trio serve``'s ``AllOf([ForActions(AnyOf([token, signed]), ...), hooks])``: a
+    signed play holds until its signature expires, a right token for ever (``None``), a member
+    that cannot tell (a hook) bounds nothing in ``AllOf`` and makes ``AnyOf`` unknown."""
+
+    class Hook:
+        async def authorize_publish(self, key: StreamKey, credentials: Credentials) -> None:
+            return None
+
+        async def authorize_play(self, key: StreamKey, credentials: Credentials) -> None:
+            return None
+
+    key = StreamKey("live", "cam")
+    signed = SignedUrlAuthenticator("s3cret", clock=lambda: 1000.0)
+    either = AnyOf([TokenAuthenticator(play_token="t"), signed])
+    server = AllOf([ForActions(either, {"publish"}), ForActions(either, {"play"}), Hook()])
+    sign = nms_sign("live", "cam", 2000, "s3cret")
+    assert server.valid_until("play", key, Credentials(query={"sign": sign})) == 2000
+    assert server.valid_until("play", key, Credentials(token="t")) is None
+    assert server.valid_until("play", key, Credentials(token="t", query={"sign": sign})) is None
+    assert ByApp(server, {}).valid_until("play", key, Credentials(query={"sign": sign})) == 2000
+    assert TrustedPeers(signed, [("10.0.0.1", 1)]).valid_until("play", key, Credentials(peer=("10.0.0.1", 1))) is None
+    assert Swappable(signed).valid_until("play", key, Credentials(query={"sign": sign})) == 2000
+    assert AnyOf([signed, Hook()]).valid_until("play", key, Credentials(query={"sign": sign})) is None

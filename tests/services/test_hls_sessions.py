@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ from arcly_trio.kernel.fanout import EndReason
 from arcly_trio.kernel.polled import SESSION_ID, PolledSessions
 from arcly_trio.kernel.sessions import SessionTable
 from arcly_trio.ops import AuditPipeline, EventHook, HttpHooks, MemorySink, PrometheusObserver
+from arcly_trio.ops.signing import SignedUrlAuthenticator, nms_sign
 from arcly_trio.services import HlsService
 from arcly_trio.testing import CountingObserver
 from arcly_trio.workers.http import HttpServer
@@ -426,3 +428,47 @@ def test_the_cookie_and_the_query_give_only_ids_of_ours(value: str, peer_id: str
     found = _cookie(request)
     assert found == "" or (SESSION_ID.fullmatch(found) and f"arcly_session={found}" in value)
     assert _presented(request) == {"token": "t"}
+
+
+async def test_a_session_id_serves_parts_only_while_its_session_is_live_for_that_stream_and_address(
+    demo_frames, http_get
+) -> None:  # type: ignore[no-untyped-def]
+    """The resumed session's shortcut (no authorization per request) holds only for a live session
+    of that stream from that address: closed, on another stream's path or from another address,
+    the id is no credential and the next part is refused."""
+    auth = TokenAuthenticator(play_token="t")
+    async with served(demo_frames, authenticator=auth) as server:
+        session = await play(http_get, server.port, "index.m3u8?token=t", rounds=1)
+        status, _, body = await http_get(server.port, f"/live/cam/index.m3u8?arcly_session={session}")
+        segment = next(uri for uri in uris(body) if ".ts" in uri)
+        decisions = len(server.records("auth", action="play"))
+        assert (await http_get(server.port, f"/live/cam/{segment}"))[0] == 200
+        assert len(server.records("auth", action="play")) == decisions  # served by the session
+        name = segment.partition("?")[0]
+        assert (await http_get(server.port, f"/live/other/{name}?arcly_session={session}"))[0] == 401
+        assert (await open_get(server.port, f"/live/cam/{segment}", "127.0.0.2"))[0] == 401
+        live = server.engine.polled.get(session)
+        assert live is not None
+        server.engine.polled.end(live, EndReason.IDLE)  # closed: the id alone is refused again
+        assert (await http_get(server.port, f"/live/cam/{segment}"))[0] == 401
+
+
+async def test_a_session_ends_its_reuse_of_the_decision_when_its_signed_url_expires(demo_frames, http_get) -> None:  # type: ignore[no-untyped-def]
+    """A session is resumed without authorization only until its signature expires: a player
+    that keeps asking is refused (``403``) from then on, its parts as its playlists."""
+    expiry = int(time.time()) + 2
+    sign = nms_sign("live", "cam", expiry, "s3cret")
+    async with served(demo_frames, authenticator=SignedUrlAuthenticator("s3cret", actions=("play",))) as server:
+        session = await play(http_get, server.port, "index.m3u8", rounds=1, query=f"?sign={sign}")
+        live = server.engine.polled.get(session)
+        assert live is not None and live.valid_until == expiry
+        status, _, body = await http_get(server.port, f"/live/cam/index.m3u8?sign={sign}&arcly_session={session}")
+        segment = next(uri for uri in uris(body) if ".ts" in uri)
+        statuses = []
+        with trio.fail_after(10):  # without the expiry, the session would serve it for ever
+            while not statuses or statuses[-1] == 200:  # keep the session busy (0.4 s idle timeout)
+                statuses.append((await http_get(server.port, f"/live/cam/{segment}"))[0])
+                await trio.sleep(0.05)
+        assert statuses[-1] == 403 and time.time() >= expiry
+        status, _, _ = await http_get(server.port, f"/live/cam/index.m3u8?sign={sign}&arcly_session={session}")
+        assert status == 403
