@@ -43,7 +43,6 @@ CLIENT = r"""
 import socket, sys
 host, port, target, clients, requests, batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
 request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n" % (target, host, port)).encode()
-socks = [socket.create_connection((host, port)) for _ in range(clients)]
 def answers(data):
     count, at = 0, 0
     while True:
@@ -55,7 +54,10 @@ def answers(data):
         if len(data) < end + 4 + length:
             return count, at
         count, at = count + 1, end + 4 + length
-for sock in socks:
+for _ in range(clients):
+    # one connection at a time, opened when it is used: a connection opened earlier would sit
+    # idle while the others run, and the server closes idle keep-alive connections
+    sock = socket.create_connection((host, port))
     sent = 0
     buffer = b""
     while sent < requests:
@@ -63,12 +65,16 @@ for sock in socks:
         sock.sendall(request * n)
         got = 0
         while got < n:
-            buffer += sock.recv(1 << 20)
+            data = sock.recv(1 << 20)
+            if not data:
+                sys.exit("the server closed the connection before answering every request")
+            buffer += data
             count, used = answers(buffer)
             got, buffer = got + count, buffer[used:]
             if count and not buffer.startswith(b"HTTP/1.1 200"):
                 pass
         sent += n
+    sock.close()
 print("ok")
 """
 
