@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["media_playlist", "uris"]
+import trio
+
+__all__ = ["media_playlist", "parts_made", "publish_faster", "uris"]
 
 
 def uris(playlist: bytes) -> list[str]:
@@ -25,3 +27,20 @@ async def media_playlist(http_get: Any, port: int, target: str) -> tuple[int, di
         target = f"{target.partition('?')[0].rpartition('/')[0]}/{uris(body)[0]}"
         status, headers, body = await http_get(port, target)
     return status, headers, body, target
+
+
+def parts_made(hls: Any) -> int:
+    """How many parts the HLS service made of ``live/demo``, every rendition, open or in segments."""
+    renditions = hls.live["live/demo"].packager.renditions.values()
+    return sum(len(r.open_parts) + sum(len(s.parts) for s in r.segments) for r in renditions)
+
+
+async def publish_faster(publisher: Any, frames: list[Any], pos: int, count: int = 300, speed: float = 4) -> int:
+    """Publish up to ``count`` of ``frames`` from ``pos`` at ``speed`` times real time (their
+    decode times apart); the position reached."""
+    start = pos
+    while pos + 1 < min(len(frames), start + count):
+        await publisher.send(frames[pos])
+        await trio.sleep(max(0, frames[pos + 1].dts - frames[pos].dts) / (1000 * speed))
+        pos += 1
+    return pos

@@ -18,15 +18,12 @@ from hypothesis import strategies as st
 
 from arcly_trio.clients.hls_load import LlhlsLoad
 from arcly_trio.core.frame import Frame
+from tests._hls import parts_made, publish_faster
 from tests.clients.test_http import answering
 from tests.services.test_hls_cmaf import llhls_server, packaged, stored, video_of
 
 
 async def test_the_lean_generator_follows_parts_as_they_come_without_gaps(demo_frames: list[Frame]) -> None:
-    def parts(hls: Any) -> int:
-        renditions = hls.live["live/demo"].packager.renditions.values()
-        return sum(len(r.open_parts) + sum(len(s.parts) for s in r.segments) for r in renditions)
-
     async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
         frames, pos = await packaged(publisher, demo_frames, hls, lambda: stored(hls) and bool(video_of(hls).segments))
         load = LlhlsLoad("127.0.0.1", http.port, "/live/demo/index.m3u8", 2)
@@ -36,14 +33,10 @@ async def test_the_lean_generator_follows_parts_as_they_come_without_gaps(demo_f
                 nursery.start_soon(lambda: trio.to_thread.run_sync(load.run, 60, done.is_set))
                 while load.connections < 4 or load.counts.parts < 4:
                     await trio.sleep(0.01)
-                first = parts(hls)
-                start = pos
-                while pos + 1 < min(len(frames), start + 300):
-                    await publisher.send(frames[pos])
-                    await trio.sleep(max(0, frames[pos + 1].dts - frames[pos].dts) / 4000)
-                    pos += 1
+                first = parts_made(hls)
+                pos = await publish_faster(publisher, frames, pos)
                 await trio.sleep(0.3)
-                new_parts = parts(hls) - first
+                new_parts = parts_made(hls) - first
                 done.set()
         load.close()
     counts = load.counts

@@ -7,8 +7,6 @@ per render (not per request), and the project's load generator
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
 from arcly_trio.clients.hls import LlhlsStats, follow_llhls, parse_media_playlist
@@ -17,6 +15,7 @@ from arcly_trio.core.frame import Frame
 from arcly_trio.media.cmaf import CmafPackager
 from arcly_trio.services import _hls_dvr, hls_routes
 from arcly_trio.services._hls_cmaf import WAKE_TURN, LiveCmaf
+from tests._hls import parts_made, publish_faster
 from tests.services.test_hls_cmaf import llhls_server, packaged, stored, video_of
 
 
@@ -114,10 +113,6 @@ async def test_the_load_generator_follows_parts_as_they_come_without_gaps(demo_f
     time: they fetch (nearly) every part the packager makes, of both renditions, through
     blocking reloads and preload hints, with no gap and no error."""
 
-    def parts(hls: Any) -> int:
-        renditions = hls.live["live/demo"].packager.renditions.values()
-        return sum(len(r.open_parts) + sum(len(s.parts) for s in r.segments) for r in renditions)
-
     async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
         frames, pos = await packaged(publisher, demo_frames, hls, lambda: stored(hls) and bool(video_of(hls).segments))
         stats = LlhlsStats()
@@ -128,14 +123,10 @@ async def test_the_load_generator_follows_parts_as_they_come_without_gaps(demo_f
                     nursery.start_soon(follow_llhls, "127.0.0.1", http.port, "/live/demo/index.m3u8", stats, stop)
                 while stats.renditions < 4 or stats.parts < 4:
                     await trio.sleep(0.01)
-                first = parts(hls)
-                start = pos
-                while pos + 1 < min(len(frames), start + 300):
-                    await publisher.send(frames[pos])
-                    await trio.sleep(max(0, frames[pos + 1].dts - frames[pos].dts) / 4000)
-                    pos += 1
+                first = parts_made(hls)
+                pos = await publish_faster(publisher, frames, pos)
                 await trio.sleep(0.3)
-                new_parts = parts(hls) - first
+                new_parts = parts_made(hls) - first
                 stop.set()
     assert stats.errors == 0 and stats.gaps == 0
     assert new_parts > 20

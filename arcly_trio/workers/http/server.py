@@ -487,6 +487,7 @@ class _Connection:
         return await self._read_request(first)
 
     def _log_head_timeout(self) -> None:
+        """The one line for a request head that did not come whole in time."""
         self.server.clients.log(
             logging.INFO,
             self.peer[0],
@@ -544,15 +545,7 @@ class _Connection:
                     return await self._checked(event)
         if scope.cancelled_caught:
             if received or first:
-                self.server.clients.log(
-                    logging.INFO,
-                    self.peer[0],
-                    "timeouts",
-                    "%s %s:%s closed: request head not complete after %g s",
-                    self.server.name,
-                    *self.peer,
-                    self.server.header_timeout,
-                )
+                self._log_head_timeout()
             else:
                 log.debug("http %s:%s closed: idle keep-alive connection", *self.peer)
         return None
