@@ -66,9 +66,11 @@ def test_a_nal_unit_alone_goes_as_a_single_nal_unit_packet() -> None:
 
 
 def test_a_large_nal_unit_is_cut_into_fu_a_fragments() -> None:
+    """As few fragments as full ones would take, balanced: one size, the last at most a byte
+    per fragment shorter (a WHEP viewer pads it and sends its Opus packet in the same GSO run)."""
     nal = b"\x65" + bytes(i % 251 for i in range(2999))
     packets = packetize(avcc(nal), 1200)
-    assert [len(p) for p in packets] == [1200, 1200, 2 + 2999 - 2 * 1198]
+    assert [len(p) for p in packets] == [1002, 1002, 1001]  # 2998 bytes after the NAL header in 3
     assert all(p[0] == (0x60 | FU_A) for p in packets)  # FU indicator: F, NRI of the unit, 28
     assert [p[1] for p in packets] == [0x80 | 5, 5, 0x40 | 5]  # FU header: S, E, type
     assert b"".join(p[2:] for p in packets) == nal[1:]
@@ -209,3 +211,16 @@ def test_stap_a_garbage_never_raises_from_push(units: list[bytes]) -> None:
     body = b"".join(len(u).to_bytes(2, "big") + u for u in units)
     d.push(bytes((STAP_A,)) + body, marker=True, timestamp=0)
     d.push(bytes((STAP_A,)) + body[:-1], marker=True, timestamp=1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 60_000), st.integers(100, 1500))
+def test_fragments_are_as_few_as_full_ones_and_balanced(length: int, mtu: int) -> None:
+    nal = b"\x41" + bytes(length - 1)
+    packets = packetize(avcc(nal), mtu)
+    if length <= mtu:
+        assert packets == [nal]
+        return
+    sizes = [len(p) for p in packets]
+    assert len(sizes) == -(-(length - 1) // (mtu - 2)) and max(sizes) <= mtu
+    assert set(sizes[:-1]) == {sizes[0]} and 0 <= sizes[0] - sizes[-1] < len(sizes)

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SRTP_PROFILES, SrtpKeys
-from arcly_trio.protocols.webrtc.rtp import RTP_HEADER
+from arcly_trio.protocols.webrtc.rtp import RTP_HEADER, parse_rtp
 from arcly_trio.protocols.webrtc.srtp import (
     MAX_PACKET,
+    MAX_PADDING,
     MAX_PLAN_PACKETS,
     MAX_SSRCS,
     OUTBOUND_WINDOW,
@@ -334,3 +335,52 @@ def test_plan_runs_group_equal_sizes_and_a_shorter_last() -> None:
     plan = plan_packets([(bytes(size), 0, 0) for size in sizes], 16)[0]
     assert [(size, count) for _, _, size, count in plan.runs] == [(1228, 6), (168, 2), (1228, 2)]
     assert plan.runs[-1][1] == plan.size == sum(size + 28 for size in sizes)
+
+
+@pytest.mark.parametrize("profile", SRTP_PROFILES)
+@given(
+    sizes=st.lists(st.integers(1, MAX_PACKET - 12 - 16), min_size=1, max_size=80),
+    pad=st.integers(0, 300),
+    extra=st.integers(1, 400),
+)
+@settings(max_examples=25, deadline=None)
+def test_a_padded_plan_and_a_packet_after_it_give_the_same_packets(
+    profile: str, sizes: list[int], pad: int, extra: int
+) -> None:
+    """``pad``: the last packet padded (RTP padding, at most MAX_PADDING bytes) up to the size
+    of the one before: the receiver gets the same headers and payloads. ``tail`` says when the
+    last run's packets have one size and room for one more; a packet protected after the plan
+    (``protect_after``) then closes that run as one more datagram, which the receiver opens."""
+    sender, receiver = contexts(profile)
+    trailer = TRAILERS[profile]
+    packets = [(bytes([n % 251]) * size, 3000 * n, 0x80 if n == len(sizes) - 1 else 0) for n, size in enumerate(sizes)]
+    plans = plan_packets(packets, trailer, pad)
+    last = plans[-1]
+    deficit = sizes[-2] - sizes[-1] if len(sizes) > 1 and last.count > 1 else 0
+    padded = 0 < deficit <= min(pad, MAX_PADDING)
+    assert last.size == sum(size + 12 + trailer for size in sizes[-last.count :]) + (deficit if padded else 0)
+    sequence = 0xFFF0
+    got = []
+    for plan in plans:
+        view = bytes(sender.protect_plan(plan, 96, sequence, 0x1234))
+        if plan is last and plan.tail:
+            begin, end, size, count = plan.runs[-1]
+            assert end - begin == size * count and count < MAX_PLAN_PACKETS
+            if extra + 12 + trailer <= plan.tail:
+                view = bytes(sender.protect_after(plan.size, b"a" * extra, 480, 111, 7, 0x5678))
+                runs = (*plan.runs[:-1], (begin, len(view), size, count + 1))
+                assert len(view) - end <= size
+                *_, closing = [view[at : min(at + size, len(view))] for at in range(begin, len(view), size)]
+                opened = parse_rtp(receiver.unprotect(closing))
+                assert (opened.payload, opened.sequence, opened.ssrc, opened.timestamp) == (b"a" * extra, 7, 0x5678, 480)
+                view = view[: plan.size]
+                assert runs[-1][3] == count + 1
+        for begin, end, size, _ in plan.runs:
+            got += [parse_rtp(receiver.unprotect(view[at : min(at + size, end)])) for at in range(begin, end, size)]
+        sequence = (sequence + plan.count) & 0xFFFF
+    assert [(p.payload, p.timestamp, p.marker, p.payload_type) for p in got] == [
+        (payload, timestamp, bool(marker), 96) for payload, timestamp, marker in packets
+    ]
+    assert [p.sequence for p in got] == [(0xFFF0 + n) & 0xFFFF for n in range(len(packets))]
+    if padded:
+        assert last.tail == sizes[-2] + 12 + trailer or last.runs[-1][3] == MAX_PLAN_PACKETS

@@ -16,7 +16,7 @@ import pytest
 from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.protocols.webrtc.dtls import SrtpKeys
 from arcly_trio.protocols.webrtc.payload import h264, opus
-from arcly_trio.protocols.webrtc.rtp import SendHistory
+from arcly_trio.protocols.webrtc.rtp import SendHistory, parse_rtp
 from arcly_trio.protocols.webrtc.srtp import SrtpContext
 from arcly_trio.workers.webrtc import viewer as viewer_module
 from arcly_trio.workers.webrtc.peer import LinkStats
@@ -186,3 +186,69 @@ async def test_video_the_path_keeps_refusing_is_not_taken_after_the_limit(viewer
         assert session.stats.packets_sent == 3
     finally:
         session.host.port.socket = real
+
+
+class _Counting:
+    """A socket that counts the system calls that send."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.calls = 0
+
+    def sendto(self, *args: Any) -> int:
+        self.calls += 1
+        return self.real.sendto(*args)
+
+    def sendmsg(self, *args: Any) -> int:
+        self.calls += 1
+        return self.real.sendmsg(*args)
+
+
+def _opened(browser: SrtpContext, datagrams: list[bytes]) -> dict[int, list[Any]]:
+    got: dict[int, list[Any]] = {0x1111: [], 0x2222: []}
+    for datagram in datagrams:
+        packet = parse_rtp(browser.unprotect(datagram))
+        got[packet.ssrc].append(packet)
+    return got
+
+
+async def test_on_a_busy_worker_an_opus_packet_goes_out_in_the_next_video_frames_send(viewer, monkeypatch) -> None:
+    """From BATCH_AUDIO_FROM sessions, the Opus packet waits for the next video frame and is the
+    last datagram of that frame's GSO send: one system call for both (the frame's last packet
+    padded to its run's size), the same payloads and sequence numbers for the browser. Without
+    video in between, it goes out alone when the next Opus packet comes (it waits no longer)."""
+    monkeypatch.setattr(viewer_module, "JOIN_OPUS_FROM", 0)
+    monkeypatch.setattr(viewer_module, "BATCH_AUDIO_FROM", 0)
+    sink, session, receiver, browser = viewer
+    port = session.host.port
+    if not port.gso:
+        pytest.skip("no UDP GSO here")
+    counting = _Counting(port.socket)
+    port.socket = counting  # type: ignore[assignment]
+    assert sink.offer([_video(0, 3000)], 0) == 1
+    assert counting.calls == 1  # three FU-A packets, one GSO send
+    assert sink.offer([_opus(0), _opus(20)], 0) == 2
+    assert counting.calls == 1 and sink.audio is not None and sink.audio.packets == 0  # the pair waits
+    assert sink.offer([_video(33, 3000)], 0) == 1
+    assert counting.calls == 2  # the frame and the Opus pair: one system call
+    assert sink.audio.packets == 1 and session.stats.packets_sent == 7 and session.stats.send_drops == 0
+    got = _opened(browser, _datagrams(receiver, 7))
+    assert [p.payload for p in got[0x2222]] == [b"\xfd" + _opus(0).payload[1:] + _opus(20).payload[1:]]
+    assert [p.payload for p in got[0x1111]] == h264.packetize(_video(0, 3000).payload, 1200) + h264.packetize(
+        _video(33, 3000).payload, 1200
+    )
+    video_sequences = [p.sequence for p in got[0x1111]]
+    assert video_sequences == [(video_sequences[0] + n) & 0xFFFF for n in range(6)]
+    # no video frame before the next pair: the waiting one goes alone then, the new one waits
+    assert sink.offer([_opus(40), _opus(60), _opus(80), _opus(100)], 0) == 4
+    assert counting.calls == 3 and sink.audio.packets == 2
+    (alone,) = _opened(browser, _datagrams(receiver, 1))[0x2222]
+    assert alone.timestamp == 40 * 48 and alone.sequence == (got[0x2222][0].sequence + 1) & 0xFFFF
+
+
+async def test_below_batch_audio_from_an_opus_packet_goes_out_at_once(viewer, monkeypatch) -> None:
+    monkeypatch.setattr(viewer_module, "JOIN_OPUS_FROM", 0)
+    sink, session, receiver, _ = viewer
+    session.host.sessions = {}  # fewer than BATCH_AUDIO_FROM
+    assert sink.offer([_video(0, 3000), _opus(0), _opus(20)], 0) == 3
+    assert sink.audio is not None and sink.audio.packets == 1 and session.stats.packets_sent == 4

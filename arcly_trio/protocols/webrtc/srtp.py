@@ -51,6 +51,7 @@ from arcly_trio.protocols.webrtc.dtls import SRTP_KEY_LENGTHS, SrtpKeys
 
 __all__ = [
     "MAX_PACKET",
+    "MAX_PADDING",
     "MAX_PLAN_PACKETS",
     "PacketPlan",
     "MAX_SSRCS",
@@ -81,6 +82,8 @@ SCRATCH: Final = 48 * 1280
 """Bytes of the per-thread buffer :meth:`SrtpContext.protect_packets` builds packets in (48
 packets of a 1200-byte payload, header and tag: under UDP GSO's 64 segments and 64 KB)."""
 
+MAX_PADDING: Final = 255
+"""The most RTP padding :func:`plan_packets` adds to a packet (its count is one byte)."""
 MAX_PLAN_PACKETS: Final = 64
 """Packets one :class:`PacketPlan` holds at most (UDP GSO's ``UDP_MAX_SEGMENTS``)."""
 TRAILERS: Final = {"SRTP_AEAD_AES_128_GCM": 16, "SRTP_AES128_CM_SHA1_80": 10}
@@ -90,6 +93,7 @@ _RTP_HEADER: Final = 12
 _RTCP_HEADER: Final = 8
 _TRAILER: Final = 16  # the SRTP tag: 16 bytes for AES-GCM, 10 for HMAC-SHA1-80 (no MKI)
 _HEADER = struct.Struct("!BBHII")
+_HEADER_BITS = struct.Struct("!HHII")  # the first two bytes as one: the plan's bits and the payload type
 
 try:  # libsrtp called in place: see the module docstring
     from pylibsrtp._binding import ffi as _ffi
@@ -123,9 +127,16 @@ class PacketPlan:
     in the template, its RTP size (header and payload), its marker (``0x80`` or ``0``) and its
     timestamp; ``runs`` the UDP sends it takes (``(begin, end, segment size, count)``: equal-sized
     packets, a shorter last one included, go out in one GSO send); ``count`` packets,
-    ``size`` bytes protected."""
+    ``size`` bytes protected. ``tail``: the segment size of the last run when its packets all
+    have that size and it has room for one more (a packet of at most ``tail`` bytes protected,
+    written after the plan with :meth:`SrtpContext.protect_after`, can close the run: a WHEP
+    viewer's Opus packet goes out in its video frame's GSO send), else 0.
 
-    __slots__ = ("template", "headers", "runs", "count", "size")
+    A header entry is ``(offset, size, bits, timestamp)``: ``bits`` are the first two bytes of the
+    header but the payload type (``0x8000``, the padding bit ``0x2000`` for a padded packet, the
+    marker ``0x80``)."""
+
+    __slots__ = ("template", "headers", "runs", "count", "size", "tail")
 
     def __init__(
         self,
@@ -138,19 +149,28 @@ class PacketPlan:
         self.runs = runs
         self.count = len(headers)
         self.size = len(template)
+        begin, end, size, count = runs[-1] if runs else (0, 0, 0, MAX_PLAN_PACKETS)
+        self.tail = size if end - begin == size * count and count < MAX_PLAN_PACKETS else 0
 
 
-def plan_packets(packets: Sequence[tuple[bytes, int, int]], trailer: int) -> tuple[PacketPlan, ...]:
+def plan_packets(packets: Sequence[tuple[bytes, int, int]], trailer: int, pad: int = 0) -> tuple[PacketPlan, ...]:
     """A frame's shared packets (``(payload, timestamp, marker)``) as :class:`PacketPlan` s for a
     profile whose tag is ``trailer`` bytes (:data:`TRAILERS`): built once per frame and profile,
     used by every viewer. Each plan fits this thread's scratch buffer (:data:`SCRATCH` bytes) and
     holds :data:`MAX_PLAN_PACKETS` at most. :class:`SrtpProtectError` for a payload too long for
-    one packet (:data:`MAX_PACKET`)."""
+    one packet (:data:`MAX_PACKET`).
+
+    ``pad``: a last packet at most that many bytes shorter than the one before it gets RTP
+    padding (RFC 3550 5.1, at most :data:`MAX_PADDING`) up to that size, so that the last run's
+    packets all have one size and another packet can close it (see :attr:`PacketPlan.tail`).
+    The receiver strips the padding: the same payloads."""
+    pad = min(pad, MAX_PADDING)
     plans: list[PacketPlan] = []
     template = bytearray()
     headers: list[tuple[int, int, int, int]] = []
     sizes: list[int] = []
-    for payload, timestamp, marker in packets:
+    last = len(packets) - 1
+    for index, (payload, timestamp, marker) in enumerate(packets):
         size = len(payload) + _RTP_HEADER
         if size + trailer > MAX_PACKET:
             raise SrtpProtectError(f"cannot protect a {size}-byte packet")
@@ -159,11 +179,20 @@ def plan_packets(packets: Sequence[tuple[bytes, int, int]], trailer: int) -> tup
             template.clear()
             headers.clear()
             sizes.clear()
-        headers.append((len(template), size, marker, timestamp))
+        bits = 0x8000 | marker
+        padding = sizes[-1] - trailer - size if index == last and sizes else 0
+        if 0 < padding <= pad and len(template) + size + padding + trailer <= SCRATCH:
+            bits |= 0x2000
+        else:
+            padding = 0
+        headers.append((len(template), size + padding, bits, timestamp))
         template += bytes(_RTP_HEADER)
         template += payload
+        if padding:
+            template += bytes(padding - 1)
+            template.append(padding)
         template += bytes(trailer)
-        sizes.append(size + trailer)
+        sizes.append(size + padding + trailer)
     if headers:
         plans.append(PacketPlan(bytes(template), tuple(headers), _runs(sizes)))
     return tuple(plans)
@@ -337,10 +366,10 @@ class SrtpContext:
             raise SrtpProtectError("no in-place SRTP here: use protect_packets")
         buffer, view, pointer, length = _scratch.parts
         buffer[: plan.size] = plan.template
-        pack = _HEADER.pack_into
+        pack = _HEADER_BITS.pack_into
         call = _srtp_protect
-        for offset, size, marker, timestamp in plan.headers:
-            pack(buffer, offset, 0x80, payload_type | marker, sequence, timestamp, ssrc)
+        for offset, size, bits, timestamp in plan.headers:
+            pack(buffer, offset, bits | payload_type, sequence, timestamp, ssrc)
             length[0] = size
             status = call(context, pointer + offset, length)
             if status or length[0] != size + trailer:
@@ -368,6 +397,26 @@ class SrtpContext:
         if status:
             raise SrtpProtectError(f"cannot protect a {size}-byte packet: libsrtp error {status}")
         return view[: length[0]]
+
+    def protect_after(
+        self, offset: int, payload: bytes, timestamp: int, second: int, sequence: int, ssrc: int
+    ) -> memoryview:
+        """:meth:`protect_one` with the packet written at ``offset`` of this thread's scratch
+        buffer, after a plan :meth:`protect_plan` just wrote (``offset``: its size, at most
+        :data:`SCRATCH`): the buffer up to the packet's end, to send at once (the plan's runs,
+        the last one closed by this packet). :class:`SrtpProtectError` as :meth:`protect_plan`."""
+        context = self._context
+        size = len(payload) + _RTP_HEADER
+        if context is None or size + _TRAILER > MAX_PACKET or offset > SCRATCH:
+            raise SrtpProtectError(f"cannot protect a {size}-byte packet after {offset} bytes in place")
+        buffer, view, pointer, length = _scratch.parts
+        _HEADER.pack_into(buffer, offset, 0x80, second, sequence, timestamp, ssrc)
+        buffer[offset + _RTP_HEADER : offset + size] = payload
+        length[0] = size
+        status = _srtp_protect(context, pointer + offset, length)
+        if status:
+            raise SrtpProtectError(f"cannot protect a {size}-byte packet: libsrtp error {status}")
+        return view[: offset + length[0]]
 
     def protect(self, rtp: bytes) -> bytes:
         """SRTP of the RTP packet ``rtp`` (again for a NACK resend: allowed)."""

@@ -6,7 +6,9 @@ The H.264 payload format of the WebRTC core (issue 22), following the package in
 * :func:`packetize` cuts one access unit (length-prefixed NAL units, 4-byte lengths: the
   kernel's frame convention) into RTP payloads of at most ``mtu`` bytes: runs of NAL units that
   fit together go in one STAP-A (RFC 6184 5.7.1), a NAL unit alone in a packet goes as a single
-  NAL unit packet (5.6), a NAL unit larger than ``mtu`` is cut into FU-A fragments (5.8).
+  NAL unit packet (5.6), a NAL unit larger than ``mtu`` is cut into FU-A fragments (5.8) of
+  one size (the last at most a byte per fragment shorter: as many packets as full ones would
+  take, and a WHEP viewer can send them and a padded last one in one GSO run).
   Access unit delimiters (type 9) and filler data (type 12) are dropped. ``prefix`` (the SPS and
   PPS of the stream's config, see :func:`parameter_sets`) is put in front of a keyframe (an IDR
   picture) that does not carry its own parameter sets.
@@ -124,8 +126,9 @@ def _stap_a(group: list[bytes]) -> bytes:
 def _fragments(nal: bytes, mtu: int) -> list[bytes]:
     indicator = (nal[0] & 0xE0) | FU_A
     kind = nal[0] & 0x1F
-    step = mtu - 2
     body = memoryview(nal)[1:]
+    pieces = -(-len(body) // (mtu - 2))
+    step = -(-len(body) // pieces)  # balanced: every fragment one size, the last at most `pieces - 1` bytes shorter
     out: list[bytes] = []
     for start in range(0, len(body), step):
         header = kind
