@@ -71,7 +71,14 @@ from arcly_trio.protocols.webrtc import rtcp
 from arcly_trio.protocols.webrtc.payload import av1, h264, h265, opus, vp9
 from arcly_trio.protocols.webrtc.rtp import SendHistory
 from arcly_trio.protocols.webrtc.sdp import Answer, Track, VideoSource, answer_whep
-from arcly_trio.protocols.webrtc.srtp import MAX_PADDING, PacketPlan, SrtpContext, SrtpProtectError, plan_packets
+from arcly_trio.protocols.webrtc.srtp import (
+    MAX_PADDING,
+    TRAILERS,
+    PacketPlan,
+    SrtpContext,
+    SrtpProtectError,
+    plan_packets,
+)
 from arcly_trio.workers.webrtc.peer import PeerSession
 
 if TYPE_CHECKING:
@@ -294,6 +301,24 @@ class OutTrack:
     prefix: tuple[bytes, ...] = ()
     module: ModuleType | None = None
     failed_frames: int = 0
+    joined: int = 0
+    """Packets that went out in another track's send (Opus in a video frame's: :data:`BATCH_AUDIO_FROM`)."""
+    mtu: int = 0
+    """The MTU :attr:`key` and :attr:`plan_keys` are for (0: not made yet, see :meth:`keyed`)."""
+    key: tuple[str, str, int] = ("rtp", "", 0)
+    """The key of a frame's shared packets in :meth:`Frame.encoded` (made once, not 30 times a
+    second per viewer)."""
+    plan_keys: dict[int, tuple[str, str, int, int, int]] = attrs.field(factory=dict)
+    """The keys of its :class:`PacketPlan` s: per SRTP trailer, padded (see
+    :data:`BATCH_AUDIO_FROM`); per minus the trailer, not padded."""
+
+    def keyed(self, mtu: int) -> None:
+        """Make :attr:`key` and :attr:`plan_keys` for packets of ``mtu`` bytes."""
+        self.mtu = mtu
+        self.key = ("rtp", self.codec, mtu)
+        for trailer in TRAILERS.values():
+            self.plan_keys[trailer] = ("rtp-plan", self.codec, mtu, trailer, MAX_PADDING)
+            self.plan_keys[-trailer] = ("rtp-plan", self.codec, mtu, trailer, 0)
 
     def send(self, session: PeerSession, packets: Sequence[Packet], octets: int) -> bool:
         """Send a frame's shared ``packets`` (``octets`` payload bytes) as consecutive sequence
@@ -391,6 +416,7 @@ def _join_audio(srtp: SrtpContext, plan: PacketPlan, audio: OutTrack, waiting: t
     audio.sequence = (sequence + 1) & 0xFFFF
     audio.packets += 1
     audio.octets += octets
+    audio.joined += 1
     audio.failed_frames = 0
     return data
 
@@ -628,8 +654,10 @@ class RtpSink:
                     self.skipped += 1
                     return True
                 self.wait_keyframe = False
+            if track.mtu != self.mtu:
+                track.keyed(self.mtu)
             packets, octets = frame.encoded(
-                ("rtp", track.codec, self.mtu), _packetize, track.module, self.mtu, track.prefix, self.pictures, True
+                track.key, _packetize, track.module, self.mtu, track.prefix, self.pictures, True
             )
             if not packets:
                 self.skipped += 1
@@ -642,11 +670,9 @@ class RtpSink:
             trailer = srtp.trailer if srtp is not None else None
             if trailer is not None and session.link is None and session.address is not None:
                 # the last packet padded to its run's size where an Opus packet may close that run
-                pad = MAX_PADDING if self._batching() else 0
+                plan_key = track.plan_keys[trailer if self._batching() else -trailer]
                 try:  # laid out once per frame and profile for every viewer (see OutTrack.send_plans)
-                    plans = frame.encoded(
-                        ("rtp-plan", track.codec, self.mtu, trailer, pad), _plan, packets, trailer, pad
-                    )
+                    plans = frame.encoded(plan_key, _plan, packets, plan_key[3], plan_key[4])
                 except SrtpProtectError:
                     self.skipped += 1
                     return True
@@ -887,6 +913,8 @@ class WhepSession(PeerSession):
         out = super().document()
         out["skipped_frames"] = self.sink.skipped
         out["refused_frames"] = self.sink.refused
+        audio = self.sink.audio
+        out["audio_in_video_sends"] = audio.joined if audio is not None else 0
         return out
 
     def link_lost(self, link: TcpLink) -> None:
