@@ -372,7 +372,8 @@ def test_a_padded_plan_and_a_packet_after_it_give_the_same_packets(
                 assert len(view) - end <= size
                 *_, closing = [view[at : min(at + size, len(view))] for at in range(begin, len(view), size)]
                 opened = parse_rtp(receiver.unprotect(closing))
-                assert (opened.payload, opened.sequence, opened.ssrc, opened.timestamp) == (b"a" * extra, 7, 0x5678, 480)
+                assert opened.payload == b"a" * extra
+                assert (opened.sequence, opened.ssrc, opened.timestamp) == (7, 0x5678, 480)
                 view = view[: plan.size]
                 assert runs[-1][3] == count + 1
         for begin, end, size, _ in plan.runs:

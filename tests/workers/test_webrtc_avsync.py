@@ -444,6 +444,7 @@ async def test_rtmp_aac_through_the_bridge_plays_in_sync_over_whep():
 @pytest.mark.interop
 async def test_whip_opus_from_ffmpeg8_plays_in_sync_over_whep(monkeypatch):
     monkeypatch.setattr(viewer, "JOIN_OPUS_FROM", 0)  # Opus in 40 ms pairs, as a busy worker sends it
+    monkeypatch.setattr(viewer, "BATCH_AUDIO_FROM", 0)  # and in the video frames' sends (padded runs)
     ffmpeg8 = require_ffmpeg8()
     async with server() as (engine, rtmp, http):
         async with run_tool(whip_opus_publisher(ffmpeg8, f"http://{HOST}:{http.port}/live/sync/whip")):

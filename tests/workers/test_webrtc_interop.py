@@ -67,6 +67,7 @@ async def server(
 
 async def test_chromium_plays_whep_of_an_rtmp_publisher_with_sound(monkeypatch):
     monkeypatch.setattr(whep_viewer, "JOIN_OPUS_FROM", 0)  # Opus in 40 ms pairs, as a busy worker sends it
+    monkeypatch.setattr(whep_viewer, "BATCH_AUDIO_FROM", 0)  # and in the video frames' sends (padded runs)
     async with server() as (engine, rtmp, http, webrtc):
         args = ffmpeg_rtmp_publish(
             f"rtmp://{HOST}:{rtmp.port}/live/cam",

@@ -20,6 +20,10 @@ back in one scratch buffer (one per thread, :data:`SCRATCH` bytes), which the ca
 once (one ``sendmsg`` with UDP GSO for the equal-sized ones). Outbound SSRCs are our own (the
 viewer's video and audio): they are not tracked per packet. Where pylibsrtp's internals are not
 the ones this was written against, the public ``protect`` is used instead (the same bytes, slower).
+A frame's packets are laid out once for every viewer (:func:`plan_packets`, a :class:`PacketPlan`),
+its last packet padded (RTP padding) to the size of the one before when asked, so that one
+more packet protected after the plan (:meth:`SrtpContext.protect_after`: a viewer's Opus
+packet) can close its last GSO run.
 
 Attacker's view: libsrtp authenticates a packet before it creates state for a new SSRC, so
 only the peer that holds the keys can add streams; even so at most :data:`MAX_SSRCS` inbound

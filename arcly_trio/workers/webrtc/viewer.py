@@ -40,7 +40,10 @@ SPS), and from then on the stream's task hands it frames, as to every direct-wri
   (:func:`_opus_role`: half the audio datagrams for 20 ms more latency; not for a viewer whose
   offer's ``a=maxptime`` is under 40); for a stream whose audio is AAC the
   session asks the audio bridge (an engine plugin with ``want_opus``, see :class:`OpusBridge`)
-  for Opus while it plays, and sends what the bridge delivers.
+  for Opus while it plays, and sends what the bridge delivers. From :data:`BATCH_AUDIO_FROM`
+  sessions, an Opus packet waits for the viewer's next video frame and goes out as the last
+  datagram of that frame's GSO send (the frame's last packet padded to its run's size by the
+  shared plan): one system call for both, for at most a video frame interval more latency.
 * **Sync.** Sender reports map each track's RTP clock to one wall clock (the same media
   timestamp gives the same NTP time on both tracks), so the browser keeps lips in sync.
 
@@ -754,7 +757,9 @@ class RtpSink:
         address = session.address
         waiting = self._audio_waiting
         if len(packets) != 1 or session.link is not None or srtp is None or address is None:
-            self._audio_waiting = None  # (the path changed: nothing waits)
+            if waiting is not None:  # the path changed (to ICE-TCP): nothing waits any more
+                self._audio_waiting = None
+                track.send(session, (waiting[0],), waiting[1])
             return self._sent(track, track.send(session, packets, octets))
         video = self.video
         if (
