@@ -485,19 +485,26 @@ class Stream:
         probe = self.probe
         hook = self._frame_hook
         key = self.key
+        video_frames = video_bytes = audio_frames = audio_bytes = 0
         for frame in batch:
             kind = frame.kind
             if frame.config:
                 probe.push(frame)
             elif kind is _VIDEO:
-                self.video.add(now, len(frame.payload))
+                video_frames += 1
+                video_bytes += len(frame.payload)
                 probe.push(frame)
             elif kind is _AUDIO:
-                self.audio.add(now, len(frame.payload))
+                audio_frames += 1
+                audio_bytes += len(frame.payload)
                 if probe.info.audio_codec is None:
                     probe.push(frame)
             if hook is not None:
                 hook(key, frame)
+        if video_frames:  # the meters count the batch at once (one time: now)
+            self.video.add(now, video_bytes, video_frames)
+        if audio_frames:
+            self.audio.add(now, audio_bytes, audio_frames)
         first_seq = self._seq + 1
         self._seq += len(batch)
         # One FrameBatch per delivery: the same object goes to every live subscriber, so
