@@ -74,8 +74,6 @@ log = logging.getLogger("arcly_trio.stream")
 
 MAX_BATCH = 512
 AUDIO_HOLD_SECONDS = 0.1
-TIMER_STEP_SECONDS = 1.0
-"""How far ahead a stream's timer is set when nothing is held (see :meth:`Stream._pump`)."""
 _VIDEO = FrameKind.VIDEO
 _AUDIO = FrameKind.AUDIO
 
@@ -376,13 +374,14 @@ class Stream:
         latency. Order is unchanged.
 
         Timers: what is due next (the held frames, the start timeout, the idle timeout) is
-        watched by one cancel scope, the *timer*, entered again only when it fires. Its
-        deadline is never later than what is due and is moved forward only when it comes
-        near (within half of ``step``), not on every batch: a cancel scope entered and left,
-        or a deadline moved, per batch cost more than the batch's own work (trio's deadline
-        bookkeeping). When it fires early, nothing is due and the wait starts again. While the
-        session is pumped the idle deadline lives in the timer (the stream's idle scope is
-        told to cancel when it passes) and goes back to the idle scope when the session ends.
+        watched by one cancel scope, the *timer*, entered again only when it fires (set to
+        exactly what is due). Its deadline is never later than what is due; while frames flow
+        it is moved forward only when it comes within half a hold time, and then at most a
+        hold time ahead, not on every batch: a cancel scope entered and left, or a deadline
+        moved, per batch cost more than the batch's own work (trio's deadline bookkeeping).
+        When it fires early, nothing is due and the wait starts again. While the session is
+        pumped the idle deadline lives in the timer (the stream's idle scope is told to
+        cancel when it passes) and goes back to the idle scope when the session ends.
         """
         receive = session.receive
         idle = self._idle_timeout
@@ -394,8 +393,11 @@ class Stream:
         # Never offer a subscriber more frames in one go than half its queue holds, so a
         # subscriber that keeps up never drops because of a burst from the publisher.
         max_batch = max(1, min(MAX_BATCH, self._spec.subscriber_queue // 2))
-        step = AUDIO_HOLD_SECONDS if hold_limit or interval else TIMER_STEP_SECONDS
-        half_step = step / 2
+        # How far ahead the timer is moved while frames flow: no further than a hold lasts when
+        # frames may be held (so a new hold never has to pull it back), and when it comes
+        # within half of that.
+        ahead = AUDIO_HOLD_SECONDS if hold_limit or interval else math.inf
+        near = AUDIO_HOLD_SECONDS / 2
         held: list[Frame] = []
         held_until = math.inf  # when the held frames go out at the latest
         idle_due = idle_scope.deadline  # creation (or the last batch) + the idle timeout, or inf
@@ -405,12 +407,12 @@ class Stream:
             while True:
                 now = trio.current_time()
                 due = min(idle_due, held_until if held else math.inf, media_due if awaiting_media else math.inf)
-                with trio.CancelScope(deadline=min(due, now + step)) as timer:
+                with trio.CancelScope(deadline=due) as timer:
                     while True:
                         due = min(idle_due, held_until if held else math.inf, media_due if awaiting_media else math.inf)
                         deadline = timer.deadline
-                        if deadline > due or (deadline < due and deadline - now < half_step):
-                            timer.deadline = min(due, now + step)
+                        if deadline > due or (deadline < due and deadline - now < near):
+                            timer.deadline = min(due, now + ahead)
                         first: Frame | None = None
                         try:
                             if awaiting_media:  # frames already queued count, even past the deadline
