@@ -21,7 +21,8 @@ class RateMeter:
 
     Time is cut into ``slots`` buckets of ``window / slots`` seconds; ``rate`` sums the
     ``slots`` whole buckets before the current one, so it always covers exactly one window.
-    ``add`` costs a division and two increments (plus clearing buckets when time moves on).
+    ``add`` costs a division and two increments (plus clearing buckets when time moves on);
+    a batch of frames seen at once is counted in one ``add``.
     """
 
     __slots__ = ("_width", "_slots", "_frames", "_bytes", "_current", "frames_total", "bytes_total")
@@ -46,11 +47,12 @@ class RateMeter:
             self._current = bucket
         return bucket
 
-    def add(self, now: float, size: int) -> None:
+    def add(self, now: float, size: int, frames: int = 1) -> None:
+        """Count ``frames`` frames of ``size`` bytes in all, seen at ``now``."""
         index = self._advance(now) % (self._slots + 1)
-        self._frames[index] += 1
+        self._frames[index] += frames
         self._bytes[index] += size
-        self.frames_total += 1
+        self.frames_total += frames
         self.bytes_total += size
 
     def rate(self, now: float) -> tuple[float, float]:

@@ -9,8 +9,9 @@ policy lives there). The publisher waits only for the stream task (when its inge
 full), never for a subscriber.
 
 Lifetime: the stream ends when its publisher has gone and the reconnect grace has passed, or
-when no frame arrives within the idle timeout (a cancel scope deadline pushed forward on every
-batch of frames; counted from creation if nothing is ever sent). A publish session that sends no
+when no frame arrives within the idle timeout (counted from the last batch of frames, or from
+creation if nothing is ever sent; watched by a timer that is not moved on every batch: see
+:meth:`Stream._pump`). A publish session that sends no
 media frame (audio or video; configs and metadata do not count) within the publish start
 timeout is ended (:class:`~arcly_trio.core.errors.PublishStartTimedOut`): an idle publisher
 gives its slot back in seconds, not after the idle timeout. A session cut by its rate limit
@@ -371,10 +372,20 @@ class Stream:
         that arrive within that long after a delivery wait for it to pass (or for a full
         batch) and go out together: fewer, larger writes to every viewer for that much more
         latency. Order is unchanged.
+
+        Timers: what is due next (the held frames, the start timeout, the idle timeout) is
+        watched by one cancel scope, the *timer*, entered again only when it fires (set to
+        exactly what is due). Its deadline is never later than what is due; while frames flow
+        it is moved forward only when it comes within half a hold time, and then at most a
+        hold time ahead, not on every batch: a cancel scope entered and left, or a deadline
+        moved, per batch cost more than the batch's own work (trio's deadline bookkeeping).
+        When it fires early, nothing is due and the wait starts again. While the session is
+        pumped the idle deadline lives in the timer (the stream's idle scope is told to
+        cancel when it passes) and goes back to the idle scope when the session ends.
         """
         receive = session.receive
         idle = self._idle_timeout
-        scope = self._idle_scope
+        idle_scope = self._idle_scope
         awaiting_media = self._start_timeout is not None
         media_due = session.opened_at + self._start_timeout if self._start_timeout is not None else math.inf
         hold_limit = self._spec.audio_hold
@@ -382,69 +393,88 @@ class Stream:
         # Never offer a subscriber more frames in one go than half its queue holds, so a
         # subscriber that keeps up never drops because of a burst from the publisher.
         max_batch = max(1, min(MAX_BATCH, self._spec.subscriber_queue // 2))
+        # How far ahead the timer is moved while frames flow: no further than a hold lasts when
+        # frames may be held (so a new hold never has to pull it back), and when it comes
+        # within half of that.
+        ahead = AUDIO_HOLD_SECONDS if hold_limit or interval else math.inf
+        near = AUDIO_HOLD_SECONDS / 2
         held: list[Frame] = []
-        held_until = 0.0  # when the held frames go out at the latest
-        while True:
-            try:
-                if held or awaiting_media:
-                    wake_at = min(held_until if held else math.inf, media_due if awaiting_media else math.inf)
-                    first: Frame | None = None
-                    if awaiting_media:  # frames already queued count, even past the deadline
-                        with contextlib.suppress(trio.WouldBlock):
-                            first = receive.receive_nowait()
-                    if first is None:
-                        with trio.move_on_at(wake_at):
-                            first = await receive.receive()
-                    if first is None:
-                        if awaiting_media and trio.current_time() >= media_due:
+        held_until = math.inf  # when the held frames go out at the latest
+        idle_due = idle_scope.deadline  # creation (or the last batch) + the idle timeout, or inf
+        if idle:
+            idle_scope.deadline = math.inf  # the timer watches it meanwhile
+        try:
+            while True:
+                now = trio.current_time()
+                due = min(idle_due, held_until if held else math.inf, media_due if awaiting_media else math.inf)
+                with trio.CancelScope(deadline=due) as timer:
+                    while True:
+                        due = min(idle_due, held_until if held else math.inf, media_due if awaiting_media else math.inf)
+                        deadline = timer.deadline
+                        if deadline > due or (deadline < due and deadline - now < near):
+                            timer.deadline = min(due, now + ahead)
+                        first: Frame | None = None
+                        try:
+                            if awaiting_media:  # frames already queued count, even past the deadline
+                                with contextlib.suppress(trio.WouldBlock):
+                                    first = receive.receive_nowait()
+                            if first is None:
+                                first = await receive.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            if held:
+                                self._deliver(held)
+                            return
+                        batch = [first]
+                        try:
+                            # Held frames go out with this batch: together they stay within the burst cap.
+                            while len(batch) + len(held) < max_batch:
+                                batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                            pass
+                        now = trio.current_time()
+                        if idle:
+                            idle_due = now + idle
+                        if awaiting_media and any(
+                            not frame.config and (frame.kind is _VIDEO or frame.kind is _AUDIO) for frame in batch
+                        ):
                             awaiting_media = False
-                            self._no_media(session)  # its channel closes: what it queued comes next
-                        elif held:  # nothing within the hold time: let them go
-                            self._deliver(held)
-                            held = []
-                        continue
-                    batch = [first]
-                else:
-                    batch = [await receive.receive()]
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                if held:
+                        if interval:
+                            if held:
+                                batch = held + batch
+                                held = []
+                            due_at = self._delivered_at + interval
+                            if now < due_at and len(batch) < max_batch:
+                                held = batch
+                                held_until = due_at
+                                continue
+                        if hold_limit and self.gop.primary is not None:
+                            if held:
+                                batch = held + batch
+                                held = []
+                            cut = len(batch)
+                            while cut and batch[cut - 1].kind is _AUDIO:
+                                cut -= 1
+                            if 0 < len(batch) - cut < min(hold_limit, max_batch):
+                                held = batch[cut:]
+                                batch = batch[:cut]
+                                held_until = now + AUDIO_HOLD_SECONDS
+                            if not batch:
+                                continue
+                        self._deliver(batch)
+                # The timer fired: deliver or end what is due (an early fire finds nothing).
+                now = trio.current_time()
+                if awaiting_media and now >= media_due:
+                    awaiting_media = False
+                    self._no_media(session)  # its channel closes: what it queued comes next
+                if held and now >= held_until:  # nothing within the hold time: let them go
                     self._deliver(held)
-                return
-            try:
-                # Held frames go out with this batch: together they stay within the burst cap.
-                while len(batch) + len(held) < max_batch:
-                    batch.append(receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                pass
+                    held = []
+                if now >= idle_due:
+                    idle_scope.cancel()  # the stream is reaped (the idle scope catches it)
+                    await trio.lowlevel.checkpoint()
+        finally:
             if idle:
-                scope.deadline = trio.current_time() + idle
-            if awaiting_media and any(
-                not frame.config and (frame.kind is _VIDEO or frame.kind is _AUDIO) for frame in batch
-            ):
-                awaiting_media = False
-            if interval:
-                if held:
-                    batch = held + batch
-                    held = []
-                due = self._delivered_at + interval
-                if trio.current_time() < due and len(batch) < max_batch:
-                    held = batch
-                    held_until = due
-                    continue
-            if hold_limit and self.gop.primary is not None:
-                if held:
-                    batch = held + batch
-                    held = []
-                cut = len(batch)
-                while cut and batch[cut - 1].kind is _AUDIO:
-                    cut -= 1
-                if 0 < len(batch) - cut < min(hold_limit, max_batch):
-                    held = batch[cut:]
-                    batch = batch[:cut]
-                    held_until = trio.current_time() + AUDIO_HOLD_SECONDS
-                if not batch:
-                    continue
-            self._deliver(batch)
+                idle_scope.deadline = idle_due
 
     def _no_media(self, session: PublishSession) -> None:
         """End ``session``: no media frame within the publish start timeout."""
@@ -457,19 +487,26 @@ class Stream:
         probe = self.probe
         hook = self._frame_hook
         key = self.key
+        video_frames = video_bytes = audio_frames = audio_bytes = 0
         for frame in batch:
             kind = frame.kind
             if frame.config:
                 probe.push(frame)
             elif kind is _VIDEO:
-                self.video.add(now, len(frame.payload))
+                video_frames += 1
+                video_bytes += len(frame.payload)
                 probe.push(frame)
             elif kind is _AUDIO:
-                self.audio.add(now, len(frame.payload))
+                audio_frames += 1
+                audio_bytes += len(frame.payload)
                 if probe.info.audio_codec is None:
                     probe.push(frame)
             if hook is not None:
                 hook(key, frame)
+        if video_frames:  # the meters count the batch at once (one time: now)
+            self.video.add(now, video_bytes, video_frames)
+        if audio_frames:
+            self.audio.add(now, audio_bytes, audio_frames)
         first_seq = self._seq + 1
         self._seq += len(batch)
         # One FrameBatch per delivery: the same object goes to every live subscriber, so

@@ -587,6 +587,32 @@ async def test_audio_is_grouped_with_the_next_video_frame(
         assert trio.current_time() - start == pytest.approx(0.1, abs=0.01)
 
 
+async def test_timer_keeps_hold_and_idle_exact_while_frames_flow(autojump_clock: trio.testing.MockClock) -> None:
+    """The stream's one timer (moved forward only now and then, see ``Stream._pump``) never
+    delays a batch while a publisher sends at 30 fps with audio held at every tick, nor fires
+    what is not due; once the publisher stops, the held audio goes out 0.1 s after it was
+    held and the stream is reaped exactly ``idle_timeout`` after the last batch."""
+    async with engine_with(AppSpec("live"), idle_timeout=5) as eng:
+        with pytest.raises(StreamIdleReaped):
+            async with eng.publish("live/s") as pub, eng.subscribe("live/s") as sub:
+                await pub.send(video_config())
+                await pub.send(keyframe(0))
+                assert len(await sub.next_batch()) == 2
+                for tick in range(1, 91):  # 3 s of media
+                    sent = trio.current_time()
+                    await pub.send(v := delta(tick * 33))
+                    batch = await sub.next_batch()
+                    assert batch[-1] is v and trio.current_time() == sent  # delivered at once
+                    await pub.send(audio(tick * 33 + 10))  # held until the next video frame
+                    await trio.sleep(1 / 30)
+                await pub.send(a := audio(3000))
+                held_at = trio.current_time()
+                late = await sub.next_batch()
+                assert late[-1] is a and trio.current_time() - held_at == pytest.approx(0.1, abs=1e-6)
+                await trio.sleep_forever()
+        assert trio.current_time() - held_at == pytest.approx(5, abs=1e-6)
+
+
 async def test_audio_only_streams_are_not_held(engine: Engine) -> None:
     async with engine.publish("live/s") as pub, engine.subscribe("live/s") as sub:
         await pub.send(audio_config())

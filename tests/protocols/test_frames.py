@@ -267,6 +267,51 @@ def test_arbitrary_binary_messages_raise_only_protocol_errors(data: bytes) -> No
         pass
 
 
+_headers = st.builds(
+    lambda fields, payload: HEADER.pack(*fields) + payload,
+    st.tuples(
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.integers(0, 7),
+        st.integers(0, 9),
+        st.integers(-(2**54), 2**54),
+        st.integers(-(2**54), 2**54),
+    ),
+    st.binary(max_size=8),
+)
+
+
+@given(st.one_of(st.binary(max_size=64), _headers))
+def test_the_header_fast_path_decodes_as_decode_frame(data: bytes) -> None:
+    """``decode_frame_header`` (the reader's per-frame path) gives ``decode_frame``'s fields or
+    its very error, and the reader makes the same frame of ``bytes``, ``bytearray`` and
+    ``memoryview`` messages."""
+    limits = fp.Limits(max_track=8)
+    try:
+        message = fp.decode_frame(data, limits)
+    except FramesProtocolError as exc:
+        with pytest.raises(FramesProtocolError) as caught:
+            fp.messages.decode_frame_header(data, limits)
+        assert (str(caught.value), caught.value.code) == (str(exc), exc.code)
+        return
+    header = fp.messages.decode_frame_header(data, limits)
+    assert header == (message.kind, message.track, message.key, message.config, message.pts_us, message.dts_us)
+    outcomes = []
+    for form in (data, bytearray(data), memoryview(data)):
+        reader = FramesReader("publisher", limits)
+        feed(reader, [video_config(), record()])
+        try:
+            frame = reader.receive_binary(form)
+        except FramesProtocolError as exc:
+            outcomes.append((str(exc), exc.code))
+        else:
+            assert type(frame.payload) is bytes
+            outcomes.append(
+                (frame.kind, frame.pts, frame.dts, frame.payload, frame.keyframe, frame.config, frame.track)
+            )
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
 @given(
     st.one_of(
         st.text(max_size=200),

@@ -92,7 +92,9 @@ __all__ = [
     "close_reason",
     "config_for_frame",
     "config_message",
+    "FrameHeader",
     "decode_frame",
+    "decode_frame_header",
     "decode_text",
     "encode_frame",
     "encode_text",
@@ -234,9 +236,14 @@ def frame_message(frame: Frame) -> bytes:
     return message
 
 
-def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> FrameMessage:
-    """Decode one binary message (header checks only; the sequence rules are
-    :class:`~.reader.FramesReader`'s)."""
+FrameHeader = tuple[FrameKind, int, bool, bool, int, int]
+"""A binary message's checked header: kind, track, key, config, pts and dts (microseconds)."""
+
+
+def decode_frame_header(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> FrameHeader:
+    """Check one binary message's size and header and return the header's fields (the payload
+    is ``data[HEADER_SIZE:]``); :func:`decode_frame` without building a :class:`FrameMessage`
+    (the reader's per-frame path)."""
     size = len(data)
     if size > limits.max_frame:
         raise FramesProtocolError(
@@ -258,9 +265,14 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()
         raise FramesProtocolError("timestamp out of range (more than 2**53 microseconds)")
     if size == HEADER_SIZE:
         raise FramesProtocolError("binary message with an empty payload")
-    return FrameMessage(
-        kind, track, bool(flags & FLAG_KEY), bool(flags & FLAG_CONFIG), pts, dts, memoryview(data)[HEADER_SIZE:]
-    )
+    return kind, track, bool(flags & FLAG_KEY), bool(flags & FLAG_CONFIG), pts, dts
+
+
+def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> FrameMessage:
+    """Decode one binary message (header checks only; the sequence rules are
+    :class:`~.reader.FramesReader`'s)."""
+    kind, track, key, config, pts, dts = decode_frame_header(data, limits)
+    return FrameMessage(kind, track, key, config, pts, dts, memoryview(data)[HEADER_SIZE:])
 
 
 # --- text messages -----------------------------------------------------------------------------

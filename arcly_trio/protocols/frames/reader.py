@@ -32,6 +32,7 @@ from arcly_trio.core.frame import Frame, FrameKind
 from arcly_trio.media import codec_strings
 from arcly_trio.media.codecs import CodecError
 from arcly_trio.protocols.frames.messages import (
+    HEADER_SIZE,
     CloseCode,
     Config,
     End,
@@ -42,6 +43,7 @@ from arcly_trio.protocols.frames.messages import (
     Stats,
     TextMessage,
     decode_frame,
+    decode_frame_header,
     decode_text,
 )
 
@@ -131,48 +133,40 @@ class FramesReader:
 
     def receive_binary(self, data: bytes | bytearray | memoryview) -> Frame:
         """The frame of one binary message."""
-        self._check_open("a frame")
-        message = decode_frame(data, self.limits)
-        if message.config:
-            return self._record(message)
-        self._no_pending(f"a {message.kind.value} frame")
-        track = (message.kind, message.track)
+        if self.ended is not None:
+            self._check_open("a frame")
+        kind, track_id, key, is_config, pts_us, dts_us = decode_frame_header(data, self.limits)
+        if is_config:
+            return self._record(decode_frame(data, self.limits))
+        if self._pending is not None:
+            self._no_pending(f"a {kind.value} frame")
+        track = (kind, track_id)
         config = self.configs.get(track)
         if config is None:
-            raise FramesProtocolError(
-                f"{message.kind.value} frame on track {message.track} before its config", CloseCode.ORDER
-            )
+            raise FramesProtocolError(f"{kind.value} frame on track {track_id} before its config", CloseCode.ORDER)
         last = self._last_dts.get(track)
-        if last is not None and message.dts_us < last:
+        if last is not None and dts_us < last:
             raise FramesProtocolError(
-                f"{message.kind.value} track {message.track}: decoding timestamp went back "
-                f"from {last} to {message.dts_us} us",
+                f"{kind.value} track {track_id}: decoding timestamp went back from {last} to {dts_us} us",
                 CloseCode.ORDER,
             )
-        if abs(message.pts_us - message.dts_us) > _CTS_LIMIT_US:
+        if abs(pts_us - dts_us) > _CTS_LIMIT_US:
             raise FramesProtocolError("pts - dts is over 8388 s", CloseCode.ORDER)
-        keyframe = message.kind is FrameKind.VIDEO and message.key
-        if track in self._needs_key:
+        keyframe = kind is FrameKind.VIDEO and key
+        needs_key = self._needs_key
+        if needs_key and track in needs_key:
             if not keyframe:
                 raise FramesProtocolError(
-                    f"the first video frame of track {message.track} after its config is not a keyframe",
+                    f"the first video frame of track {track_id} after its config is not a keyframe",
                     CloseCode.ORDER,
                 )
-            self._needs_key.discard(track)
-        self._last_dts[track] = message.dts_us
-        payload = bytes(message.payload)
+            needs_key.discard(track)
+        self._last_dts[track] = dts_us
+        # one copy of the payload (the message itself when it is bytes: a slice of it)
+        payload = data[HEADER_SIZE:] if type(data) is bytes else bytes(memoryview(data)[HEADER_SIZE:])
         self.frames += 1
         self.bytes += len(payload)
-        return Frame(
-            message.kind,
-            config.format,
-            message.pts_us // 1000,
-            message.dts_us // 1000,
-            payload,
-            keyframe,
-            False,
-            message.track,
-        )
+        return Frame(kind, config.format, pts_us // 1000, dts_us // 1000, payload, keyframe, False, track_id)
 
     def _record(self, message: FrameMessage) -> Frame:
         pending = self._pending

@@ -89,7 +89,7 @@ from arcly_trio.protocols.frames.messages import (
     encode_text,
     frame_message,
 )
-from arcly_trio.protocols.frames.reader import FramesReader
+from arcly_trio.protocols.frames.reader import Event, FramesReader
 from arcly_trio.protocols.http.router import BadRequest, HttpRequest, Router
 from arcly_trio.protocols.http.websocket import OPCODE_TEXT, frame_header
 from arcly_trio.workers.clientlog import PLAY_ENDS_LOGGED, SESSION_ENDS_LOGGED
@@ -474,10 +474,11 @@ async def _ingest(ws: EgressWebSocket, publisher: Publisher, exchange: Exchange,
                 if ws.violation is None:
                     log.info("ws-frames %s:%s stopped publishing %s (publisher left)", *exchange.peer, key)
                 return
-            if isinstance(message, str):
-                events = reader.receive_text(message)
+            if type(message) is not str:  # a frame (the common case): straight to the stream
+                await publisher.send(reader.receive_binary(message))
+                events: list[Event] = []
             else:
-                events = [reader.receive_binary(message)]
+                events = reader.receive_text(message)
             for event in events:
                 if isinstance(event, End):
                     log.info(
