@@ -125,6 +125,9 @@ class CmafPackaging:
         self.low_latency = low_latency
         self._memos: dict[str, llhls.SegmentMemo] | None = {} if window and window > service.window else None
         """A DVR window's playlists keep their older segments' text (:class:`~arcly_trio.media.llhls.SegmentMemo`)."""
+        self._lines: dict[str, llhls.LineCache] = {}
+        """Each playlist's (and delta update's) segment and part lines, formatted once
+        (:class:`~arcly_trio.media.llhls.LineCache`), by name."""
         self.live = LiveCmaf(self.packager, low_latency)
         service.live[self.base] = self.live
         self.left_out = self.packager.left_out
@@ -178,15 +181,16 @@ class CmafPackaging:
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
                 memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
-                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo,
-                                            deltas=memo is not None)  # fmt: skip
                 name = llhls.playlist_name(rendition)
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo,
+                                            deltas=memo is not None, cache=self._line_cache(name))  # fmt: skip
                 data = await self._put(name, text)
                 if data is not None:
                     self.pieces.setdefault(name, QueryPieces()).cut(text, data, "" if memo is None else memo.run)
                 if memo is not None and self.low_latency:  # a DVR window: its delta update too
-                    text = llhls.media_playlist(packager, kind, low_latency=True, deltas=True, skip=True)
                     name = delta_name(name)
+                    text = llhls.media_playlist(packager, kind, low_latency=True, deltas=True, skip=True,
+                                                cache=self._line_cache(name))  # fmt: skip
                     if (data := await self._put(name, text)) is not None:
                         self.pieces.setdefault(name, QueryPieces()).cut(text, data, "")
         if not ready:
@@ -202,6 +206,12 @@ class CmafPackaging:
                 self._mpd_state = state
                 await self._put(MPD, mpd, always=True)
         self._note_ready()
+
+    def _line_cache(self, name: str) -> llhls.LineCache:
+        cache = self._lines.get(name)
+        if cache is None:
+            cache = self._lines[name] = llhls.LineCache()
+        return cache
 
     def _note_ready(self) -> None:
         """Add to :attr:`lists` what a player can now start from: a rendition's playlist once it

@@ -25,6 +25,7 @@ import pytest
 import trio
 
 from arcly_trio.core.keys import StreamKey
+from arcly_trio.services import _hls_dvr
 from arcly_trio.services._hls_cmaf import CmafPackaging
 from arcly_trio.services._hls_dvr import query_pieces
 from arcly_trio.services._hls_held import HeldBytes
@@ -65,7 +66,7 @@ class RecordingHost:
         pass
 
 
-async def package(monkeypatch: pytest.MonkeyPatch, **options: Any) -> RecordingHost:
+async def package(monkeypatch: pytest.MonkeyPatch, reads: bool = True, **options: Any) -> RecordingHost:
     host = RecordingHost()
     packaging = CmafPackaging(host, StreamKey("live", "golden"), "t0", **options)  # type: ignore[arg-type]
     clock = iter(itertools.count())
@@ -90,12 +91,12 @@ async def package(monkeypatch: pytest.MonkeyPatch, **options: Any) -> RecordingH
         if at <= 2 * len(frames) // 3 < at + len(batch):
             assert await packaging.drop_oldest()
         for name, pieces in packaging.pieces.items():  # as a request reads them
-            if name in ("video.m3u8", "index.m3u8") and at % 5 == 0:
+            if reads and name in ("video.m3u8", "index.m3u8") and at % 5 == 0:
                 data = host.objects[f"live/golden/{name}"]
                 assert pieces.get(data) == query_pieces(data)
         at += len(batch)
     await packaging.apply(packaging.finish())
-    for name, pieces in packaging.pieces.items():
+    for name, pieces in packaging.pieces.items() if reads else ():
         data = host.objects[f"live/golden/{name}"]
         assert pieces.get(data) == query_pieces(data)
     return host
@@ -120,3 +121,21 @@ def test_the_packaging_stores_what_it_stored_before(monkeypatch: pytest.MonkeyPa
     host = trio.run(functools.partial(package, monkeypatch, **OPTIONS[variant]))
     assert host.stores > 100
     assert f"{host.digest.hexdigest()} {host.stores}" == GOLDEN[variant]
+
+
+@pytest.mark.parametrize("variant", ["ll", "dvr"])
+def test_lists_nobody_reads_are_never_cut_for_queries(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """The cut where players' queries go is made when a request first reads a render, not at
+    each render (once per part): packaging nobody watches cuts nothing (it cut every list at
+    every render before, 12 % of the packaging's CPU)."""
+    calls = [0]
+    original = _hls_dvr.query_pieces
+
+    def counting(playlist: bytes) -> list[bytes]:
+        calls[0] += 1
+        return original(playlist)
+
+    monkeypatch.setattr(_hls_dvr, "query_pieces", counting)
+    host = trio.run(functools.partial(package, monkeypatch, reads=False, **OPTIONS[variant]))
+    assert f"{host.digest.hexdigest()} {host.stores}" == GOLDEN[variant]
+    assert calls[0] == 0
