@@ -138,6 +138,7 @@ class CmafPackaging:
         self._version = -1
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
+        self._master_state: tuple[object, ...] = ()
         self._reported: dict[str, int] = {}
         self.pieces: dict[str, QueryPieces] = {}
         """The playlists cut where a player's query goes, by name, once per render (see
@@ -195,9 +196,15 @@ class CmafPackaging:
                         self.pieces.setdefault(name, QueryPieces()).cut(text, data, "")
         if not ready:
             return
-        master = llhls.multivariant_playlist(packager)
-        if master is not None and (data := await self._put(MASTER, master)) is not None:
-            self.pieces.setdefault(MASTER, QueryPieces()).cut(master, data, "")
+        # The multivariant playlist says what the renditions are (their objects: a new init
+        # segment is a new one), their peak bitrates and whether segments start on keyframes:
+        # rendered again only when one of these changed, not at every part.
+        master_state = (packager.keyframe_aligned, *[(r, r.peak_bitrate) for r in packager.playlists.values()])
+        if master_state != self._master_state:
+            self._master_state = master_state
+            master = llhls.multivariant_playlist(packager)
+            if master is not None and (data := await self._put(MASTER, master)) is not None:
+                self.pieces.setdefault(MASTER, QueryPieces()).cut(master, data, "")
         state = (packager.finished, tuple((r.init, len(r.segments), r.segments[-1].sequence if r.segments else None)
                                           for r in packager.renditions.values()))  # fmt: skip
         if state != self._mpd_state and not packager.muxed:  # a muxed packaging stores no DASH segments

@@ -289,8 +289,8 @@ class FragmentWriter:
         if rebased:
             offset = self._timeline_end() - frame.dts
         out = frame.dts + offset
-        decode = ms_to_ticks(out, ts)
-        cto = ms_to_ticks(frame.pts + offset, ts) - decode
+        decode = (out * ts + 500) // 1000  # ms_to_ticks, inline: this runs for every frame
+        cto = ((frame.pts + offset) * ts + 500) // 1000 - decode
         if not _I32_MIN <= cto <= _I32_MAX:
             raise CodecError(f"composition offset of {frame.pts - frame.dts} ms does not fit a trun")
         payload: Payload = strip_temporal_delimiter(frame.payload) if track.codec == "av1" else frame.payload
