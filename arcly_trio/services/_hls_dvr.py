@@ -186,6 +186,8 @@ class DvrKeys:
 
     def on_disk(self, key: str) -> bool:
         """Whether ``key`` (``app/stream/name``) is a complete segment of a DVR stream."""
+        if not self.tokens:
+            return False  # no DVR stream: every store of every stream asks, no regex for it
         name = key.rpartition("/")[2]
         found = _SEGMENT.fullmatch(name)
         return found is not None and found.group(1) in self.tokens
