@@ -41,7 +41,9 @@ last one, or more parts past the last part than the Advance Part Limit).
 
 A long window (a DVR's: thousands of segments) is rendered with a :class:`SegmentMemo`, which
 keeps the text of the segments that list no parts: a render then costs what the live edge
-costs, plus one join per new segment.
+costs, plus one join per new segment. A :class:`LineCache` (one per playlist, kept by the
+caller) keeps each listed segment's and open part's lines, so that a render (once per part)
+formats only what is new; the text is the same as without it.
 
 URIs are the packager's resource names, relative to the playlist. Every function returns text
 with ``\\n`` line ends and a final newline.
