@@ -41,7 +41,9 @@ last one, or more parts past the last part than the Advance Part Limit).
 
 A long window (a DVR's: thousands of segments) is rendered with a :class:`SegmentMemo`, which
 keeps the text of the segments that list no parts: a render then costs what the live edge
-costs, plus one join per new segment.
+costs, plus one join per new segment. A :class:`LineCache` (one per playlist, kept by the
+caller) keeps each listed segment's and open part's lines, so that a render (once per part)
+formats only what is new; the text is the same as without it.
 
 URIs are the packager's resource names, relative to the playlist. Every function returns text
 with ``\\n`` line ends and a final newline.
@@ -64,10 +66,11 @@ from typing import Final
 
 from arcly_trio.core.errors import RemoteProtocolError
 from arcly_trio.core.frame import FrameKind
-from arcly_trio.media.cmaf import CmafPackager, CmafSegment, Rendition
+from arcly_trio.media.cmaf import CmafPackager, CmafPart, CmafSegment, Rendition
 from arcly_trio.media.ts_segments import program_date_time
 
 __all__ = [
+    "LineCache",
     "ReloadState",
     "SegmentMemo",
     "media_playlist",
@@ -122,10 +125,13 @@ def _part_line(duration: float, name: str, independent: bool) -> str:
 
 
 def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool,
-                   memo: SegmentMemo | None = None, deltas: bool = False, skip: bool = False) -> str:  # fmt: skip
+                   memo: SegmentMemo | None = None, deltas: bool = False, skip: bool = False,
+                   cache: LineCache | None = None) -> str:  # fmt: skip
     """The media playlist of the rendition of ``kind`` (see the module docstring); ``memo``
     (one per rendition and ``low_latency``, kept by the caller) keeps the text of the listed
-    segments without parts, so that a long window (DVR) is not rendered again at each part.
+    segments without parts, so that a long window (DVR) is not rendered again at each part;
+    ``cache`` (one per rendition and ``low_latency``, kept by the caller) keeps each listed
+    segment's and open part's lines, so that a render (once per part) formats only what is new.
     ``deltas``: advertise delta updates (``ll`` only); ``skip``: render the delta update (the
     full playlist when it would skip nothing)."""
     rendition = packager.playlists[kind]
@@ -164,8 +170,14 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
             lines.append(memo.text(segments, end, low_latency))
             init = segments[end - 1].init
         start = max(end, 1)
-    for segment in segments[start:]:
-        init = _segment_lines(lines, segment, init, low_latency)
+    if cache is None:
+        for segment in segments[start:]:
+            init = _segment_lines(lines, segment, init, low_latency)
+    else:
+        for segment in segments[start:]:
+            lines.append(cache.segment(segment, init, low_latency))
+            init = segment.init
+        cache.keep_from(segments[start].sequence if start < len(segments) else None, len(segments) - start)
     if low_latency and not packager.finished and rendition.open_sequence is not None:
         open_segment = packager.open_segment
         if open_segment is not None:
@@ -176,7 +188,10 @@ def media_playlist(packager: CmafPackager, kind: FrameKind, *, low_latency: bool
             if not segments or open_segment.discontinuity:
                 start = packager.program_date_time(open_segment.epoch, open_segment.start_ms)
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(start)}")
-        lines.extend(_part_line(p.duration, p.name, p.independent) for p in rendition.open_parts)
+        if cache is None:
+            lines.extend(_part_line(p.duration, p.name, p.independent) for p in rendition.open_parts)
+        elif rendition.open_parts:
+            lines.append(cache.open_parts(rendition.open_parts))
     if low_latency and not packager.finished and rendition.hint is not None:
         lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rendition.hint}"')
     if low_latency and not packager.finished:
@@ -198,6 +213,52 @@ def _segment_lines(lines: list[str], segment: CmafSegment, init: str | None, low
     lines.append(f"#EXTINF:{segment.duration:.3f},")
     lines.append(segment.name)
     return init
+
+
+class LineCache:
+    """The lines of one rendition's listed segments and open parts, each formatted once (see
+    :func:`media_playlist`'s ``cache``). A segment's lines depend only on it (a frozen
+    :class:`~.cmaf.CmafSegment`: one that stops listing its parts is a new object), the init
+    segment in force before it and ``low_latency``; a part's only on it. Entries are found by
+    identity (the object is kept with its text), so a segment made again is formatted again.
+    One per rendition (of one ``low_latency``); it holds what the window lists, no more."""
+
+    __slots__ = ("_segments", "_parts", "_parts_text")
+
+    def __init__(self) -> None:
+        self._segments: dict[int, tuple[CmafSegment, str | None, str]] = {}
+        self._parts: list[CmafPart] = []
+        self._parts_text: list[str] = []
+
+    def segment(self, segment: CmafSegment, init: str | None, low_latency: bool) -> str:
+        """``segment``'s lines after one whose init segment is ``init``, joined (no final line end)."""
+        entry = self._segments.get(segment.sequence)
+        if entry is not None and entry[0] is segment and entry[1] == init:
+            return entry[2]
+        lines: list[str] = []
+        _segment_lines(lines, segment, init, low_latency)
+        text = "\n".join(lines)
+        self._segments[segment.sequence] = (segment, init, text)
+        return text
+
+    def keep_from(self, sequence: int | None, count: int) -> None:
+        """Keep only the ``count`` segments rendered last, from ``sequence`` on (``None``: none)."""
+        segments = self._segments
+        if len(segments) > count:
+            for old in [s for s in segments if sequence is None or s < sequence]:
+                del segments[old]
+
+    def open_parts(self, parts: Sequence[CmafPart]) -> str:
+        """The ``EXT-X-PART`` lines of the open segment's ``parts``, joined (no final line end)."""
+        kept, texts = self._parts, self._parts_text
+        same = 0
+        while same < len(kept) and same < len(parts) and kept[same] is parts[same]:
+            same += 1
+        del kept[same:], texts[same:]
+        for part in parts[same:]:
+            kept.append(part)
+            texts.append(_part_line(part.duration, part.name, part.independent))
+        return "\n".join(texts)
 
 
 class SegmentMemo:

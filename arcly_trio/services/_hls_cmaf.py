@@ -125,6 +125,9 @@ class CmafPackaging:
         self.low_latency = low_latency
         self._memos: dict[str, llhls.SegmentMemo] | None = {} if window and window > service.window else None
         """A DVR window's playlists keep their older segments' text (:class:`~arcly_trio.media.llhls.SegmentMemo`)."""
+        self._lines: dict[str, llhls.LineCache] = {}
+        """Each playlist's (and delta update's) segment and part lines, formatted once
+        (:class:`~arcly_trio.media.llhls.LineCache`), by name."""
         self.live = LiveCmaf(self.packager, low_latency)
         service.live[self.base] = self.live
         self.left_out = self.packager.left_out
@@ -135,6 +138,7 @@ class CmafPackaging:
         self._version = -1
         self._rendered: dict[str, str] = {}
         self._mpd_state: object = None
+        self._master_state: tuple[object, ...] = ()
         self._reported: dict[str, int] = {}
         self.pieces: dict[str, QueryPieces] = {}
         """The playlists cut where a player's query goes, by name, once per render (see
@@ -178,22 +182,29 @@ class CmafPackaging:
             if rendition.segments or (self.low_latency and rendition.open_parts):
                 ready = True
                 memo = None if self._memos is None else self._memos.setdefault(rendition.name, llhls.SegmentMemo())
-                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo,
-                                            deltas=memo is not None)  # fmt: skip
                 name = llhls.playlist_name(rendition)
+                text = llhls.media_playlist(packager, kind, low_latency=self.low_latency, memo=memo,
+                                            deltas=memo is not None, cache=self._line_cache(name))  # fmt: skip
                 data = await self._put(name, text)
                 if data is not None:
                     self.pieces.setdefault(name, QueryPieces()).cut(text, data, "" if memo is None else memo.run)
                 if memo is not None and self.low_latency:  # a DVR window: its delta update too
-                    text = llhls.media_playlist(packager, kind, low_latency=True, deltas=True, skip=True)
                     name = delta_name(name)
+                    text = llhls.media_playlist(packager, kind, low_latency=True, deltas=True, skip=True,
+                                                cache=self._line_cache(name))  # fmt: skip
                     if (data := await self._put(name, text)) is not None:
                         self.pieces.setdefault(name, QueryPieces()).cut(text, data, "")
         if not ready:
             return
-        master = llhls.multivariant_playlist(packager)
-        if master is not None and (data := await self._put(MASTER, master)) is not None:
-            self.pieces.setdefault(MASTER, QueryPieces()).cut(master, data, "")
+        # The multivariant playlist says what the renditions are (their objects: a new init
+        # segment is a new one), their peak bitrates and whether segments start on keyframes:
+        # rendered again only when one of these changed, not at every part.
+        master_state = (packager.keyframe_aligned, *[(r, r.peak_bitrate) for r in packager.playlists.values()])
+        if master_state != self._master_state:
+            self._master_state = master_state
+            master = llhls.multivariant_playlist(packager)
+            if master is not None and (data := await self._put(MASTER, master)) is not None:
+                self.pieces.setdefault(MASTER, QueryPieces()).cut(master, data, "")
         state = (packager.finished, tuple((r.init, len(r.segments), r.segments[-1].sequence if r.segments else None)
                                           for r in packager.renditions.values()))  # fmt: skip
         if state != self._mpd_state and not packager.muxed:  # a muxed packaging stores no DASH segments
@@ -202,6 +213,12 @@ class CmafPackaging:
                 self._mpd_state = state
                 await self._put(MPD, mpd, always=True)
         self._note_ready()
+
+    def _line_cache(self, name: str) -> llhls.LineCache:
+        cache = self._lines.get(name)
+        if cache is None:
+            cache = self._lines[name] = llhls.LineCache()
+        return cache
 
     def _note_ready(self) -> None:
         """Add to :attr:`lists` what a player can now start from: a rendition's playlist once it

@@ -85,36 +85,49 @@ def _joined(first: list[bytes], second: list[bytes]) -> list[bytes]:
 
 
 class QueryPieces:
-    """A long (DVR) media playlist cut where a player's query goes, once per render, so that a
-    request with a query (a session id, a token: every one) costs a join, not a parse of the
-    whole playlist (33 ms for a 6-hour window). The run of older segments
+    """A long (DVR) media playlist cut where a player's query goes, once per render that a
+    request reads, so that a request with a query (a session id, a token: every one) costs a
+    join, not a parse of the whole playlist (33 ms for a 6-hour window). The cut is made when
+    first asked for (:meth:`get`), not at each render: a stream nobody reads between two
+    renders (every part) costs nothing here. The run of older segments
     (:class:`~arcly_trio.media.llhls.SegmentMemo`) is cut once each time it changes (once per
-    segment); only what is around it is cut at each render (once per part)."""
+    segment); only what is around it is cut at each render read."""
 
-    __slots__ = ("_run", "_run_pieces", "data", "pieces")
+    __slots__ = ("_run", "_run_pieces", "_text", "_text_run", "_pieces", "data")
 
     def __init__(self) -> None:
         self._run = ""
         self._run_pieces: list[bytes] = [b""]
+        self._text = ""
+        self._text_run = ""
         self.data = b""
         """The playlist last cut (its bytes as stored)."""
-        self.pieces: list[bytes] = [b""]
+        self._pieces: list[bytes] | None = [b""]
 
     def cut(self, text: str, data: bytes, run: str) -> None:
-        """``data`` (``text`` encoded) holds ``run`` (the memo's run of older segments, or "")."""
-        at = text.find(run) if run else -1
-        if at < 0:
-            self.pieces = query_pieces(data)
-        else:
-            if run is not self._run:
-                self._run, self._run_pieces = run, query_pieces(run.encode())
-            head, tail = text[:at].encode(), text[at + len(run) :].encode()
-            self.pieces = _joined(_joined(query_pieces(head), self._run_pieces), query_pieces(tail))
-        self.data = data
+        """``data`` (``text`` encoded) holds ``run`` (the memo's run of older segments, or ""):
+        it is cut when first read (:attr:`pieces`)."""
+        self._text, self._text_run, self.data, self._pieces = text, run, data, None
 
     def keep(self, data: bytes, pieces: list[bytes]) -> None:
         """``data`` is cut into ``pieces`` already (:class:`TsPlaylist`)."""
-        self.data, self.pieces = data, pieces
+        self.data, self._pieces = data, pieces
+
+    @property
+    def pieces(self) -> list[bytes]:
+        """The pieces of :attr:`data` (joined with ``b"?" + query``)."""
+        if self._pieces is None:
+            self._pieces = self._cut(self._text, self.data, self._text_run)
+        return self._pieces
+
+    def _cut(self, text: str, data: bytes, run: str) -> list[bytes]:
+        at = text.find(run) if run else -1
+        if at < 0:
+            return query_pieces(data)
+        if run is not self._run:
+            self._run, self._run_pieces = run, query_pieces(run.encode())
+        head, tail = text[:at].encode(), text[at + len(run) :].encode()
+        return _joined(_joined(query_pieces(head), self._run_pieces), query_pieces(tail))
 
     def get(self, data: bytes) -> list[bytes] | None:
         """The pieces of ``data`` if it is the playlist last cut."""
@@ -173,6 +186,8 @@ class DvrKeys:
 
     def on_disk(self, key: str) -> bool:
         """Whether ``key`` (``app/stream/name``) is a complete segment of a DVR stream."""
+        if not self.tokens:
+            return False  # no DVR stream: every store of every stream asks, no regex for it
         name = key.rpartition("/")[2]
         found = _SEGMENT.fullmatch(name)
         return found is not None and found.group(1) in self.tokens

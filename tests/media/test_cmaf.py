@@ -9,7 +9,8 @@ of its rendition ended (except at a jump); a segment is exactly its parts joined
 list shows was stored and has not expired; the next part a rendition makes is the one its
 preload hint named; the ``m3u8`` package parses every playlist with its
 LL tags; the MPD is well-formed XML whose ``$Number$`` and timeline name exactly the listed
-segments. Blocking reload decisions follow RFC 8216bis 6.2.5.2, and delivery directives from
+segments; a playlist rendered with a :class:`~arcly_trio.media.llhls.LineCache` kept across
+renders is the very text of a full render. Blocking reload decisions follow RFC 8216bis 6.2.5.2, and delivery directives from
 any query raise only the project's error.
 """
 
@@ -49,6 +50,7 @@ class Recorder:
         self.expired: set[str] = set()
         self.parts: dict[str, bytes] = {}
         self.hints_checked = 0
+        self.caches: dict[tuple[object, ...], llhls.LineCache] = {}  # one per list, kept across renders
 
     def apply(self, events: list[ResourceReady | ResourceExpired]) -> None:
         for event in events:
@@ -85,6 +87,10 @@ class Recorder:
         for kind in packager.renditions:
             for low_latency in (False, True):
                 text = llhls.media_playlist(packager, kind, low_latency=low_latency)
+                # The lines a cache keeps across renders give the very text of a full render.
+                cache = self.caches.setdefault((kind, low_latency), llhls.LineCache())
+                assert llhls.media_playlist(packager, kind, low_latency=low_latency, cache=cache) == text
+                # (a DVR window's delta updates with their cache: tests/services/test_hls_golden.py)
                 playlist = m3u8.loads(text)
                 names = {s.uri for s in playlist.segments if s.uri}
                 names |= {s.init_section.uri for s in playlist.segments if s.init_section}

@@ -81,9 +81,11 @@ async def test_a_waiter_that_comes_back_for_the_next_change_is_not_woken_by_this
 
 async def test_playlists_are_cut_for_queries_once_per_render(demo_frames, http_get, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Every playlist request carries a session id that each URI of the answer repeats: 60
-    requests of one render (plain and blocking reloads, the multivariant playlist) cut no
-    playlist; the answers are still the stored playlist with the query. Mutant killed: the
-    routes cutting the stored bytes at each request (``query_pieces`` per answer)."""
+    requests of one render (plain and blocking reloads, the multivariant playlist) cut each
+    playlist once at most (the first request after its render: the cut is made when first read,
+    see :class:`~arcly_trio.services._hls_dvr.QueryPieces`); the answers are still the stored
+    playlist with the query. Mutant killed: the routes cutting the stored bytes at each request
+    (``query_pieces`` per answer)."""
     calls = [0]
     original = _hls_dvr.query_pieces
 
@@ -104,7 +106,7 @@ async def test_playlists_are_cut_for_queries_once_per_render(demo_frames, http_g
                                "/live/demo/index.m3u8"):  # fmt: skip
                     status, _, body = await http_get(http.port, target)
                     assert status == 200
-        assert calls[0] == before
+        assert calls[0] - before <= 2  # video.m3u8 and index.m3u8, once each
         assert b".mp4?token=x&arcly_session=" in (await http_get(http.port, "/live/demo/video.m3u8?token=x"))[2]
 
 

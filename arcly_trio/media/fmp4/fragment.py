@@ -25,7 +25,6 @@ from arcly_trio.media.codecs import CodecError
 from arcly_trio.media.codecs.av1 import strip_temporal_delimiter
 from arcly_trio.media.codecs.bits import Payload
 from arcly_trio.media.fmp4.boxes import U32 as _U32
-from arcly_trio.media.fmp4.boxes import box as _box
 from arcly_trio.media.fmp4.boxes import full_box as _full_box
 from arcly_trio.media.fmp4.init import Fmp4Track, check_tracks
 
@@ -57,6 +56,13 @@ _TRUN_SIZE: Final = 0x000200
 _TRUN_FLAGS: Final = 0x000400
 _TRUN_CTO: Final = 0x000800
 _TFHD_DEFAULT_BASE_IS_MOOF: Final = 0x020000
+_TRUN_ENTRIES: Final = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS
+_BOX_HEAD: Final = struct.Struct(">I4s")
+_MOOF_HEAD: Final = struct.Struct(">I4sI4sII")  # moof header, mfhd (version 0, no flags, sequence)
+# A traf's boxes before its sample table: traf header, tfhd (track_ID only), tfdt (version 1),
+# trun header (version 1: signed composition offsets; sample count, data offset).
+_TRAF_HEAD: Final = struct.Struct(">I4sI4sIII4sIQI4sIIi")
+_AUDIO: Final = FrameKind.AUDIO  # (an enum member named in the per-frame path costs a descriptor call)
 
 
 def ms_to_ticks(ms: int, timescale: int) -> int:
@@ -189,26 +195,6 @@ class _TrackState:
         self.held = None
 
 
-def _trun(run: list[_Sample], data_offset: int) -> bytes:
-    with_cto = any(s.cto for s in run)
-    flags = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS
-    values: list[int] = []
-    for s in run:
-        values += (s.duration, len(s.payload), _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS)
-        if with_cto:
-            values.append(s.cto)
-    if with_cto:
-        flags |= _TRUN_CTO
-        fields = ">" + "IIIi" * len(run)
-    else:
-        fields = ">" + "III" * len(run)
-    return _full_box(b"trun", 1, flags, struct.pack(">Ii", len(run), data_offset), struct.pack(fields, *values))
-
-
-def _trun_size(run: list[_Sample]) -> int:
-    return 20 + len(run) * (16 if any(s.cto for s in run) else 12)
-
-
 _TRAF_FIXED: Final = 8 + 16 + 20  # traf header, tfhd (track_ID only), tfdt version 1
 
 
@@ -303,8 +289,8 @@ class FragmentWriter:
         if rebased:
             offset = self._timeline_end() - frame.dts
         out = frame.dts + offset
-        decode = ms_to_ticks(out, ts)
-        cto = ms_to_ticks(frame.pts + offset, ts) - decode
+        decode = (out * ts + 500) // 1000  # ms_to_ticks, inline: this runs for every frame
+        cto = ((frame.pts + offset) * ts + 500) // 1000 - decode
         if not _I32_MIN <= cto <= _I32_MAX:
             raise CodecError(f"composition offset of {frame.pts - frame.dts} ms does not fit a trun")
         payload: Payload = strip_temporal_delimiter(frame.payload) if track.codec == "av1" else frame.payload
@@ -313,7 +299,7 @@ class FragmentWriter:
             self._offset = offset
             self._rebase = False
         state.complete(decode)
-        sync = frame.keyframe or track.kind is FrameKind.AUDIO
+        sync = frame.keyframe or track.kind is _AUDIO
         state.held = _Sample(decode, cto, payload, sync, frame.dts, out, rebased)
         state.last_out = out
         if self._newest_out is None or out > self._newest_out:
@@ -365,9 +351,10 @@ class FragmentWriter:
         limit = None if until is None else until + self._offset
         taken: list[tuple[_TrackState, int]] = []
         for state in self._states.values():
-            count = len(state.done)
-            if limit is not None:
-                count = next((i for i, s in enumerate(state.done) if s.out >= limit), count)
+            done = state.done
+            count = len(done)
+            if limit is not None and count and done[-1].out >= limit:  # (else all of them: the usual cut)
+                count = next((i for i, s in enumerate(done) if s.out >= limit), count)
             if count:
                 taken.append((state, count))
         if not taken:
@@ -398,34 +385,50 @@ class FragmentWriter:
         return sum(len(s.done) + (s.held is not None) for s in self._states.values())
 
     def _build(self, per_track: list[tuple[Fmp4Track, list[_Sample]]]) -> Fragment:
-        """Serialise the samples (already in track id order) as ``moof`` + ``mdat``."""
+        """Serialise the samples (already in track id order) as ``moof`` + ``mdat``: each run's
+        sample table is read from its samples once, as flat lists (sizes, then the ``trun``
+        entries), and its ``traf`` header packed in one go."""
         runs = [(track, run) for track, samples in per_track for run in _runs(samples)]
-        moof_size = 8 + 16 + sum(_TRAF_FIXED + _trun_size(run) for _, run in runs)
-        mdat_payload = sum(len(s.payload) for _, run in runs for s in run)
+        tables: list[tuple[list[int], list[int], bool]] = []  # per run: sizes, trun entries, with CTO
+        moof_size = 8 + 16
+        mdat_payload = 0
+        for _, run in runs:
+            sizes = [len(s.payload) for s in run]
+            with_cto = any([s.cto for s in run])
+            if with_cto:
+                entries = [v for s, size in zip(run, sizes, strict=True)
+                           for v in (s.duration, size, _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS, s.cto)]  # fmt: skip
+            else:
+                entries = [v for s, size in zip(run, sizes, strict=True)
+                           for v in (s.duration, size, _SYNC_FLAGS if s.sync else _NON_SYNC_FLAGS)]  # fmt: skip
+            tables.append((sizes, entries, with_cto))
+            moof_size += _TRAF_FIXED + 20 + len(run) * (16 if with_cto else 12)
+            mdat_payload += sum(sizes)
         if moof_size + 8 + mdat_payload > _MAX_MDAT:
             raise LocalProtocolError(f"fragment of {mdat_payload} media bytes exceeds 2 GiB")
         sequence = self.sequence
-        parts: list[Payload] = [b"", _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))]
+        parts: list[Payload] = [_MOOF_HEAD.pack(moof_size, b"moof", 16, b"mfhd", 0, sequence)]
         payloads: list[Payload] = []
         infos: list[TrackRun] = []
         data_offset = moof_size + 8
-        for track, run in runs:
-            size = sum(len(s.payload) for s in run)
-            tfhd_flags = _TFHD_DEFAULT_BASE_IS_MOOF
-            traf = _box(
-                b"traf",
-                _full_box(b"tfhd", 0, tfhd_flags, struct.pack(">I", track.track_id)),
-                _full_box(b"tfdt", 1, 0, struct.pack(">Q", run[0].decode)),
-                _trun(run, data_offset),
-            )
-            parts.append(traf)
-            payloads.extend(s.payload for s in run)
-            duration = sum(s.duration for s in run)
+        for (track, run), (sizes, entries, with_cto) in zip(runs, tables, strict=True):
+            count = len(run)
+            trun_size = 20 + count * (16 if with_cto else 12)
+            flags = _TRUN_ENTRIES | (_TRUN_CTO if with_cto else 0)
+            parts.append(_TRAF_HEAD.pack(
+                _TRAF_FIXED + trun_size, b"traf",
+                16, b"tfhd", _TFHD_DEFAULT_BASE_IS_MOOF, track.track_id,
+                20, b"tfdt", 1 << 24, run[0].decode,
+                trun_size, b"trun", 1 << 24 | flags, count, data_offset,
+            ))  # fmt: skip
+            parts.append(struct.pack((">" + ("IIIi" if with_cto else "III") * count), *entries))
+            payloads.extend([s.payload for s in run])
+            size = sum(sizes)
+            duration = sum([s.duration for s in run])
             infos.append(TrackRun(track.track_id, track.timescale, run[0].decode, duration,
-                                  len(run), size, run[0].sync))  # fmt: skip
+                                  count, size, run[0].sync))  # fmt: skip
             data_offset += size
-        parts[0] = struct.pack(">I4s", moof_size, b"moof")
-        parts.append(struct.pack(">I4s", 8 + mdat_payload, b"mdat"))
+        parts.append(_BOX_HEAD.pack(8 + mdat_payload, b"mdat"))
         parts.extend(payloads)
         data = b"".join(parts)
         self.sequence = sequence % _U32 + 1
