@@ -119,6 +119,7 @@ from arcly_trio.workers.http.exchange import (
     reason_phrase,
 )
 from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
+from arcly_trio.workers.http.lane import SessionLane
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
@@ -247,6 +248,8 @@ class HttpServer(ListeningWorker):
         """Whether the plain port serves HTTP/2 with prior knowledge too."""
         """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
         self._alpn_set: ssl.SSLContext | None = None
+        self.lane_heads: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        """The session lane's answer heads (see :mod:`.lane`), shared by the connections."""
         self.connections = 0
         """Requests in service: HTTP/1.1 connections serving one and HTTP/2 streams (live
         players included)."""
@@ -412,10 +415,15 @@ class _Connection:
         self._deadline: WriteDeadline | None = None
         self._head_noticed = False
         """The head being awaited is worth a line if it times out (the first one, or bytes came)."""
+        self._lane: SessionLane | None = None
+        """The session lane of a plain socket's connection (see :mod:`.lane`), made in :meth:`run`."""
 
     async def run(self) -> None:
         with trio.CancelScope() as scope:
             deadline = self._deadline = WriteDeadline(scope)
+            if type(self.stream) is trio.SocketStream:
+                self._lane = SessionLane(self.server, self.engine, self.stream, self.peer, deadline,
+                                         self.server.lane_heads)  # fmt: skip
             await self._serve()
         if not scope.cancelled_caught:
             return
@@ -433,11 +441,16 @@ class _Connection:
             if request is None:
                 return
             first = False
+            lane = self._lane
+            quick = lane.take(request) if lane is not None and isinstance(request, PlainRequest) else None
             self.server.connections += 1
             self.engine.activity.enter()
             self.ticket.busy()
             try:
-                if isinstance(request, PlainRequest):
+                if quick is not None:
+                    assert lane is not None and isinstance(request, PlainRequest)
+                    again = await lane.serve(*quick, request)
+                elif isinstance(request, PlainRequest):
                     again = await self._dispatch_plain(request)
                 else:
                     again = await self._dispatch(request) and not self.engine.stopping and await self._h11_done()
@@ -514,6 +527,8 @@ class _Connection:
         return True
 
     async def _receive(self) -> bytes:
+        if self._lane is not None:
+            return await self._lane.receive(_RECV_SIZE)
         try:
             return await self.stream.receive_some(_RECV_SIZE)
         except TRANSPORT_ERRORS as exc:
