@@ -120,6 +120,7 @@ class SessionLane:
                 self._turns += 1
             status = answer.status
             close = bool(self._engine.stopping)
+            self._server.lane_answers += 1
             await self._write(answer, cors, close, head.method == b"HEAD")
         finally:
             job.end()

@@ -180,6 +180,9 @@ class HttpServer(ListeningWorker):
             port: a connection that opens with the HTTP/2 preface (``curl
             --http2-prior-knowledge``, a proxy's h2c upstream); others get HTTP/1.1 as before.
             Browsers never speak h2c.
+        session_lane: answer a live LL-HLS session's hot requests on plain HTTP/1.1
+            connections by the routes' quick answerers (see :mod:`.lane`); ``False``: every
+            request through its route's handler.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -206,6 +209,7 @@ class HttpServer(ListeningWorker):
         listener: Listener | None = None,
         http2: bool = True,
         http2_cleartext: bool = False,
+        session_lane: bool = True,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -248,8 +252,12 @@ class HttpServer(ListeningWorker):
         """Whether the plain port serves HTTP/2 with prior knowledge too."""
         """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
         self._alpn_set: ssl.SSLContext | None = None
+        self.session_lane = session_lane
+        """Whether plain connections opened from now on use the session lane (see :mod:`.lane`)."""
         self.lane_heads: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         """The session lane's answer heads (see :mod:`.lane`), shared by the connections."""
+        self.lane_answers = 0
+        """Requests the session lane answered (the others went through their handlers)."""
         self.connections = 0
         """Requests in service: HTTP/1.1 connections serving one and HTTP/2 streams (live
         players included)."""
@@ -421,7 +429,7 @@ class _Connection:
     async def run(self) -> None:
         with trio.CancelScope() as scope:
             deadline = self._deadline = WriteDeadline(scope)
-            if type(self.stream) is trio.SocketStream:
+            if self.server.session_lane and type(self.stream) is trio.SocketStream:
                 self._lane = SessionLane(self.server, self.engine, self.stream, self.peer, deadline,
                                          self.server.lane_heads)  # fmt: skip
             await self._serve()
