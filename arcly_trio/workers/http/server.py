@@ -51,7 +51,8 @@ close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). On a plain socket, a live LL-HLS session's playlist reloads and parts are
 answered by the session lane (:mod:`.lane`: the HLS service's quick answers, one ``writev``)
-when it can answer them exactly as the handler would; every other request as above. HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
+when it can answer them exactly as the handler would; every other request as above.
+HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
 library; streams in tasks of the connection, the same routes and policy through
 :func:`~.dispatch.dispatch`, its own limits: see that module); any other client by h11.
