@@ -6,7 +6,10 @@ In-process: a real :class:`~arcly_trio.workers.http.HttpServer` with the HLS ser
 segment and parts. Then a child process (plain blocking sockets, so its work is not this
 process's CPU) opens ``--clients`` keep-alive connections and, on each, sends ``--requests``
 GETs in pipelined batches of ``--batch``, reading every answer, for one target at a time: the
-latest whole part, the video playlist without blocking parameters, ``/api/health``. The
+latest whole part (with the session id its playlist gave), the video playlist with that id and
+without blocking parameters, the same without the id (a session begun per request),
+``/api/health``; each with the HTTP worker's session lane on and off (``--lane``, see
+:mod:`arcly_trio.workers.http.lane`: the part and the session's playlist are its requests). The
 server's CPU is ``time.process_time`` of this process around each run (the publisher is idle
 then), divided by the requests answered. Each target is measured ``--repeat`` times; one JSON
 line per target gives the µs per request of every run (the machine may be shared: a range).
@@ -101,12 +104,15 @@ async def run(args: argparse.Namespace) -> None:
         parts = re.findall(rb'#EXT-X-PART:[^\n]*URI="([^"]+)"', playlist)
         if not parts:
             raise SystemExit(f"no part in the playlist:\n{playlist.decode(errors='replace')}")
+        session = parts[-1].decode().partition("arcly_session=")[2]
         targets = {
             "part": "/live/bench/" + parts[-1].decode(),
             "playlist": "/live/bench/video.m3u8",
+            "session-playlist": f"/live/bench/video.m3u8?arcly_session={session}",
             "api": "/api/health",
         }
-        for name in args.targets.split(","):
+        for name, lane in [(name, lane) for name in args.targets.split(",") for lane in args.lane.split(",")]:
+            http.session_lane = lane == "on"  # read by each connection as it opens
             runs = []
             for _ in range(args.repeat):
                 command = [sys.executable, "-c", CLIENT, HOST, str(http.port), targets[name], str(args.clients),
@@ -122,7 +128,7 @@ async def run(args: argparse.Namespace) -> None:
                 if process.returncode or b"ok" not in out:
                     raise SystemExit(f"the client failed on {name}")
                 runs.append(round(cpu / (args.clients * args.requests) * 1e6, 1))
-            print(json.dumps({"target": name, "clients": args.clients, "requests": args.requests,
+            print(json.dumps({"target": name, "lane": lane, "clients": args.clients, "requests": args.requests,
                               "batch": args.batch, "server_cpu_us_per_request": runs}), flush=True)  # fmt: skip
         if args.profile:
             import cProfile
@@ -144,7 +150,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="GETs per client connection")
     parser.add_argument("--batch", type=int, default=1, help="GETs pipelined at once (1: request, answer, ...)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--targets", default="part,playlist,api")
+    parser.add_argument("--targets", default="part,session-playlist,playlist,api")
+    parser.add_argument("--lane", default="on,off", help="the HTTP worker's session lane: on, off or both (on,off)")
     parser.add_argument("--profile", action="store_true", help="then cProfile the server on part GETs")
     trio.run(run, parser.parse_args())
 

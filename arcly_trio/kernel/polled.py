@@ -292,23 +292,33 @@ class PolledSessions:
             session.client.key = served
         self._touch(session)
 
-    @contextmanager
-    def request(self, session: PolledSession, *, in_url: bool = False) -> Iterator[PolledSession]:
-        """One request of ``session`` for the duration of the block (activity at both ends);
-        ``in_url``: a playlist or MPD request that presented the id in its URL."""
+    def enter(self, session: PolledSession, *, in_url: bool = False) -> None:
+        """A request of ``session`` begins (activity); ``in_url``: a playlist or MPD request
+        that presented the id in its URL. Every :meth:`enter` is followed by one :meth:`leave`
+        (the HTTP worker's session lane calls both itself: see :meth:`request`)."""
         session.in_flight += 1
         session.requests += 1
         if in_url:
             session.joinable = False
         self._touch(session)
+
+    def leave(self, session: PolledSession) -> None:
+        """The request :meth:`enter` began has been answered (or failed)."""
+        session.in_flight -= 1
+        # Activity at the end too (a held reload may last seconds), unless the request took
+        # less than the clock's granularity here: then its start was the same activity.
+        if not session.ended and trio.current_time() - session.last_active >= _TOUCH_GRANULARITY:
+            self._touch(session)
+
+    @contextmanager
+    def request(self, session: PolledSession, *, in_url: bool = False) -> Iterator[PolledSession]:
+        """One request of ``session`` for the duration of the block (:meth:`enter` and
+        :meth:`leave`)."""
+        self.enter(session, in_url=in_url)
         try:
             yield session
         finally:
-            session.in_flight -= 1
-            # Activity at the end too (a held reload may last seconds), unless the request took
-            # less than the clock's granularity here: then its start was the same activity.
-            if not session.ended and trio.current_time() - session.last_active >= _TOUCH_GRANULARITY:
-                self._touch(session)
+            self.leave(session)
 
     def end(self, session: PolledSession, reason: EndReason) -> None:
         """End ``session`` (a no-op if it has ended): unlisted, uncounted, told."""

@@ -99,7 +99,7 @@ from arcly_trio.kernel.subscription import Subscription
 from arcly_trio.media import fmp4, mpegts
 from arcly_trio.media.ts_segments import HlsSegmenter
 from arcly_trio.protocols.http.router import Router
-from arcly_trio.services import hls_routes
+from arcly_trio.services import _hls_lane, hls_routes
 from arcly_trio.services._hls_base import Packaging
 from arcly_trio.services._hls_cmaf import CmafPackaging
 from arcly_trio.services._hls_dvr import DvrKeys, DvrStorage, dvr_window_segments
@@ -608,7 +608,7 @@ class HlsService:
 
     def install_routes(self, router: Router) -> None:
         """Serve the playlists, segments and MPDs over HTTP (see :mod:`.hls_routes`)."""
-        hls_routes.install(self, router)
+        hls_routes.install(self, router, _hls_lane.answerers(self))
 
     def stream_urls(self, key: StreamKey) -> dict[str, str]:
         """The stream's HLS (and, for the CMAF variants, DASH) paths; none while the stream is

@@ -97,8 +97,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
@@ -110,6 +109,7 @@ from arcly_trio.core.frame import FrameKind
 from arcly_trio.core.keys import Credentials, StreamKey
 from arcly_trio.kernel.polled import SESSION_ID, PolledSession
 from arcly_trio.media import dash, llhls
+from arcly_trio.protocols.http.quick import QuickAnswerer
 from arcly_trio.protocols.http.router import HttpRequest, Responder, Router
 from arcly_trio.services._hls_cmaf import delta_name
 from arcly_trio.services._hls_dvr import query_pieces
@@ -129,10 +129,10 @@ __all__ = ["install", "HlsRoutesHost", "SESSION_PARAMETER", "SESSION_COOKIE"]
 
 log = logging.getLogger("arcly_trio.http")
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,128}(?:\.[0-9]{1,6})?\.(ts|m4s|mp4)")
-_CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}
-_SEGMENT_HEADERS = (("cache-control", "max-age=60"),)
-_RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}(?:\.[0-9]{1,6})?\.(ts|m4s|mp4)")
+CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/iso.segment", "mp4": "video/mp4"}
+SEGMENT_HEADERS = (("cache-control", "max-age=60"),)
+RENDITIONS = {"video.m3u8": FrameKind.VIDEO, "audio.m3u8": FrameKind.AUDIO}
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PROTOCOL = "hls"
 SESSION_PARAMETER = "arcly_session"
@@ -167,7 +167,11 @@ class HlsRoutesHost(Protocol):
     async def wait_lists(self, deadline: float) -> bool: ...
 
 
-def install(service: HlsRoutesHost, router: Router) -> None:
+def install(service: HlsRoutesHost, router: Router, quick: Mapping[str, QuickAnswerer] | None = None) -> None:
+    """Add the routes; ``quick``: their quick answerers by playlist name and ``segment`` (see
+    :mod:`._hls_lane`)."""
+    quick = quick or {}
+
     async def entry(request: HttpRequest, exchange: Responder) -> None:
         await serve_playlist(service, request, exchange, "index.m3u8")
 
@@ -183,11 +187,11 @@ def install(service: HlsRoutesHost, router: Router) -> None:
     async def segment(request: HttpRequest, exchange: Responder) -> None:
         await serve_segment(service, request, exchange)
 
-    router.get("/{app}/{stream}/index.m3u8", entry)
-    router.get("/{app}/{stream}/video.m3u8", video)
-    router.get("/{app}/{stream}/audio.m3u8", audio)
+    router.get("/{app}/{stream}/index.m3u8", entry, quick=quick.get("index.m3u8"))
+    router.get("/{app}/{stream}/video.m3u8", video, quick=quick.get("video.m3u8"))
+    router.get("/{app}/{stream}/audio.m3u8", audio, quick=quick.get("audio.m3u8"))
     router.get("/{app}/{stream}/index.mpd", mpd)
-    router.get("/{app}/{stream}/{segment}", segment)
+    router.get("/{app}/{stream}/{segment}", segment, quick=quick.get("segment"))
 
 
 @attrs.define(slots=True)
@@ -388,16 +392,6 @@ def _with_session(carried: str, session: PolledSession) -> str:
     return f"{carried}&{session_part}" if carried else session_part
 
 
-@contextmanager
-def _serving(engine: Any, access: _Access, *, entry: bool) -> Iterator[None]:
-    """One request of the access's session (if any), for the duration of the block."""
-    if access.session is None:
-        yield
-        return
-    with engine.polled.request(access.session, in_url=entry and access.in_url):
-        yield
-
-
 async def _read(service: HlsRoutesHost, exchange: Responder | None, key: str, missing: str) -> bytes | None:
     """The stored object, or ``None`` (answered with ``404``/``500`` when ``exchange`` is given)."""
     try:
@@ -412,7 +406,7 @@ async def _read(service: HlsRoutesHost, exchange: Responder | None, key: str, mi
     return None
 
 
-def _with_query(playlist: bytes, query: str, pieces: list[bytes] | None = None) -> bytes:
+def with_query(playlist: bytes, query: str, pieces: list[bytes] | None = None) -> bytes:
     """Every URI of ``playlist`` (URI lines and ``URI="..."`` attributes) with ``?query``;
     ``pieces``: the playlist already cut there (a DVR window's: :class:`~._hls_dvr.QueryPieces`)."""
     return (b"?" + query.encode()).join(query_pieces(playlist) if pieces is None else pieces)
@@ -453,67 +447,78 @@ async def serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange:
     access = await _admit(service, request, exchange, PROTOCOL, entry=True)
     if access is None:
         return
-    with _serving(exchange.engine, access, entry=True):
-        key = access.key
-        await _locate(service, request, exchange, key)
-        reason = service.unavailable(key)
-        if reason is not None:
-            await exchange.error(404, f"no HLS for {key}: {reason}")
+    session, polled = access.session, exchange.engine.polled  # the request of a session (if any)
+    if session is not None:
+        polled.enter(session, in_url=access.in_url)
+    try:
+        await _serve_playlist(service, request, exchange, name, access)
+    finally:
+        if session is not None:
+            polled.leave(session)
+
+
+async def _serve_playlist(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, name: str,
+                          access: _Access) -> None:  # fmt: skip
+    key = access.key
+    await _locate(service, request, exchange, key)
+    reason = service.unavailable(key)
+    if reason is not None:
+        await exchange.error(404, f"no HLS for {key}: {reason}")
+        return
+    kind = RENDITIONS.get(name)
+    directives = None
+    skip = False
+    if kind is not None:
+        try:
+            directives = llhls.parse_directives(request.query)
+            skip = llhls.parse_skip(request.query)
+        except RemoteProtocolError as exc:
+            await exchange.error(400, str(exc))
             return
-        kind = _RENDITIONS.get(name)
-        directives = None
-        skip = False
-        if kind is not None:
-            try:
-                directives = llhls.parse_directives(request.query)
-                skip = llhls.parse_skip(request.query)
-            except RemoteProtocolError as exc:
-                await exchange.error(400, str(exc))
-                return
-        live = service.live.get(f"{key.app}/{key.name}")
-        if kind is not None and directives is not None and live is not None and live.low_latency:
-            if not await _block(service, live, kind, *directives, exchange):  # it waits for the list too
-                return
-        elif not await _first_list(service, exchange, key, name):
+    live = service.live.get(f"{key.app}/{key.name}")
+    if kind is not None and directives is not None and live is not None and live.low_latency:
+        if not await _block(service, live, kind, *directives, exchange):  # it waits for the list too
             return
-        packaging = service.streams.get(f"{key.app}/{key.name}")
-        if (
-            name == TS_PLAYLIST
-            and not access.given
-            and (access.session or access.pending) is not None
-            and isinstance(packaging, TsPackaging)
-            and TS_PLAYLIST in packaging.lists
-        ):
-            # MPEG-TS: players reload the media playlist, so they are given it with the session id.
-            access.begin(exchange.engine.polled)
-            data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
-        else:
+    elif not await _first_list(service, exchange, key, name):
+        return
+    packaging = service.streams.get(f"{key.app}/{key.name}")
+    if (
+        name == TS_PLAYLIST
+        and not access.given
+        and (access.session or access.pending) is not None
+        and isinstance(packaging, TsPackaging)
+        and TS_PLAYLIST in packaging.lists
+    ):
+        # MPEG-TS: players reload the media playlist, so they are given it with the session id.
+        access.begin(exchange.engine.polled)
+        data = packaging.entry_playlist(f"{TS_PLAYLIST}?{access.query}").encode()
+    else:
+        stored = name
+        data = None
+        if skip:  # the delta update, where the packaging makes one (a DVR window); else the playlist
+            stored = delta_name(name)
+            data = await _read(service, None, service.playlist_key(key.app, key.name, stored), "")
+        if data is None:
             stored = name
-            data = None
-            if skip:  # the delta update, where the packaging makes one (a DVR window); else the playlist
-                stored = delta_name(name)
-                data = await _read(service, None, service.playlist_key(key.app, key.name, stored), "")
-            if data is None:
-                stored = name
-                data = await _read(
-                    service,
-                    exchange,
-                    service.playlist_key(key.app, key.name, name),
-                    f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet",
-                )
-            if data is None:
-                return
-            access.begin(exchange.engine.polled)
-            if access.query:
-                cut = packaging.pieces.get(stored) if packaging is not None else None
-                data = _with_query(data, access.query, cut.get(data) if cut is not None else None)
-        _served(exchange, access, data)
-        await exchange.respond(
-            200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache"), *access.cookie()]
-        )
+            data = await _read(
+                service,
+                exchange,
+                service.playlist_key(key.app, key.name, name),
+                f"no HLS playlist for {key} ({name}): not published, or nothing is ready yet",
+            )
+        if data is None:
+            return
+        access.begin(exchange.engine.polled)
+        if access.query:
+            cut = packaging.pieces.get(stored) if packaging is not None else None
+            data = with_query(data, access.query, cut.get(data) if cut is not None else None)
+    _served(exchange, access, data)
+    await exchange.respond(
+        200, data, content_type=PLAYLIST_TYPE, headers=[("cache-control", "no-cache"), *access.cookie()]
+    )
 
 
-def _block_timeout(service: HlsRoutesHost, live: LiveCmaf) -> float:
+def block_timeout(service: HlsRoutesHost, live: LiveCmaf) -> float:
     return 3 * max(live.packager.playlist_target_duration, service.target_duration)
 
 
@@ -521,7 +526,7 @@ async def _block(service: HlsRoutesHost, live: LiveCmaf, kind: FrameKind, msn: i
                  exchange: Responder) -> bool:  # fmt: skip
     """Hold a blocking reload until the playlist can answer it; ``False`` once answered with
     an error."""
-    deadline = trio.current_time() + _block_timeout(service, live)
+    deadline = trio.current_time() + block_timeout(service, live)
     while True:
         state = llhls.reload_state(live.packager, kind, msn, part)
         if state is llhls.ReloadState.READY and live.current:
@@ -542,68 +547,89 @@ async def serve_mpd(service: HlsRoutesHost, request: HttpRequest, exchange: Resp
     access = await _admit(service, request, exchange, "dash", entry=True)
     if access is None:
         return
-    with _serving(exchange.engine, access, entry=True):
-        key = access.key
-        await _locate(service, request, exchange, key)
-        reason = service.unavailable(key)
-        if reason is not None:
-            await exchange.error(404, f"no DASH for {key}: {reason}")
-            return
-        if not await _first_list(service, exchange, key, "index.mpd"):
-            return
-        data = await _read(
-            service,
-            exchange,
-            service.playlist_key(key.app, key.name, "index.mpd"),
-            f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet",
-        )
-        if data is None:
-            return
-        access.begin(exchange.engine.polled)
-        location = f"index.mpd?{access.query}" if access.session is not None else None
-        data = dash.finalize(data, time.time(), access.query, location)
-        _served(exchange, access, data)
-        await exchange.respond(
-            200, data, content_type="application/dash+xml", headers=[("cache-control", "no-cache"), *access.cookie()]
-        )
+    session, polled = access.session, exchange.engine.polled
+    if session is not None:
+        polled.enter(session, in_url=access.in_url)
+    try:
+        await _serve_mpd(service, request, exchange, access)
+    finally:
+        if session is not None:
+            polled.leave(session)
+
+
+async def _serve_mpd(service: HlsRoutesHost, request: HttpRequest, exchange: Responder, access: _Access) -> None:
+    key = access.key
+    await _locate(service, request, exchange, key)
+    reason = service.unavailable(key)
+    if reason is not None:
+        await exchange.error(404, f"no DASH for {key}: {reason}")
+        return
+    if not await _first_list(service, exchange, key, "index.mpd"):
+        return
+    data = await _read(
+        service,
+        exchange,
+        service.playlist_key(key.app, key.name, "index.mpd"),
+        f"no DASH MPD for {key}: not published, not packaged as CMAF, or no segment is ready yet",
+    )
+    if data is None:
+        return
+    access.begin(exchange.engine.polled)
+    location = f"index.mpd?{access.query}" if access.session is not None else None
+    data = dash.finalize(data, time.time(), access.query, location)
+    _served(exchange, access, data)
+    await exchange.respond(
+        200, data, content_type="application/dash+xml", headers=[("cache-control", "no-cache"), *access.cookie()]
+    )
 
 
 async def serve_segment(service: HlsRoutesHost, request: HttpRequest, exchange: Responder) -> None:
     segment = dash.resolve(request.params["segment"])  # a DASH name with offset numbers
-    found = _SEGMENT.fullmatch(segment)
+    found = SEGMENT_NAME.fullmatch(segment)
     if not found:
         await exchange.error(404, f"not found: {request.path}")
         return
     access = await _admit(service, request, exchange, PROTOCOL, entry=False)
     if access is None:
         return
-    with _serving(exchange.engine, access, entry=False):
-        key = access.key
-        live = service.live.get(f"{key.app}/{key.name}")
-        if live is not None and _hinted(live, segment):
-            # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
-            deadline = trio.current_time() + 3 * math.ceil(live.packager.part_duration * 1000) / 1000
-            while _hinted(live, segment) and await live.wait(deadline):
-                pass
-        elif live is not None and _coming(live, segment):
-            # The segment being written, or the next one: answer once it is complete (DASH players
-            # such as ffmpeg's ask for the segment after the last listed one before it exists, and
-            # skip ahead on a 404), within the blocking-reload bound.
-            deadline = trio.current_time() + _block_timeout(service, live)
-            while _coming(live, segment) and await live.wait(deadline):
-                pass
-        storage_key = f"{key.app}/{key.name}/{segment}"  # the storage checks it (once)
-        try:
-            data = await service.storage.get(storage_key)
-        except (StorageNotFound, InvalidStorageKey):  # the message is made only for a miss
-            await exchange.error(404, f"no HLS segment {segment} for {key} (expired, or never made)")
-            return
-        except StorageError as exc:
-            log.error("HLS storage failed to read %s: %s", storage_key, exc)
-            await exchange.error(500, "storage error")
-            return
-        _served(exchange, access, data)
-        await exchange.respond(200, data, content_type=_CONTENT_TYPES[found.group(1)], headers=_SEGMENT_HEADERS)
+    session, polled = access.session, exchange.engine.polled
+    if session is not None:
+        polled.enter(session)
+    try:
+        await _serve_segment(service, exchange, segment, found.group(1), access)
+    finally:
+        if session is not None:
+            polled.leave(session)
+
+
+async def _serve_segment(service: HlsRoutesHost, exchange: Responder, segment: str, extension: str,
+                         access: _Access) -> None:  # fmt: skip
+    key = access.key
+    live = service.live.get(f"{key.app}/{key.name}")
+    if live is not None and hinted(live, segment):
+        # A preload-hinted part: answer as soon as it exists (RFC 8216bis 6.2.6).
+        deadline = trio.current_time() + 3 * math.ceil(live.packager.part_duration * 1000) / 1000
+        while hinted(live, segment) and await live.wait(deadline):
+            pass
+    elif live is not None and coming(live, segment):
+        # The segment being written, or the next one: answer once it is complete (DASH players
+        # such as ffmpeg's ask for the segment after the last listed one before it exists, and
+        # skip ahead on a 404), within the blocking-reload bound.
+        deadline = trio.current_time() + block_timeout(service, live)
+        while coming(live, segment) and await live.wait(deadline):
+            pass
+    storage_key = f"{key.app}/{key.name}/{segment}"  # the storage checks it (once)
+    try:
+        data = await service.storage.get(storage_key)
+    except (StorageNotFound, InvalidStorageKey):  # the message is made only for a miss
+        await exchange.error(404, f"no HLS segment {segment} for {key} (expired, or never made)")
+        return
+    except StorageError as exc:
+        log.error("HLS storage failed to read %s: %s", storage_key, exc)
+        await exchange.error(500, "storage error")
+        return
+    _served(exchange, access, data)
+    await exchange.respond(200, data, content_type=CONTENT_TYPES[extension], headers=SEGMENT_HEADERS)
 
 
 def _served(exchange: Responder, access: _Access, data: bytes) -> None:
@@ -619,7 +645,7 @@ def _served(exchange: Responder, access: _Access, data: bytes) -> None:
 _CMAF_SEGMENT = re.compile(r"(?P<prefix>[A-Za-z0-9_-]*)(?P<letter>[vam])-(?P<sequence>[0-9]{1,12})\.m4s")
 
 
-def _coming(live: LiveCmaf, name: str) -> bool:
+def coming(live: LiveCmaf, name: str) -> bool:
     """Whether ``name`` is a segment of the stream's packaging that does not exist yet but
     will soon: the one being written or the next (or the stored lists lag the packager)."""
     found = _CMAF_SEGMENT.fullmatch(name)
@@ -637,7 +663,7 @@ def _coming(live: LiveCmaf, name: str) -> bool:
     return sequence >= upcoming
 
 
-def _hinted(live: LiveCmaf, name: str) -> bool:
+def hinted(live: LiveCmaf, name: str) -> bool:
     """Whether ``name`` is a part the stored lists hint at (or the packager holds but has not
     stored yet)."""
     renditions = live.packager.playlists.values()

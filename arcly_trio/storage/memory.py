@@ -58,6 +58,16 @@ class MemoryStorage:
             raise StorageNotFound(key) from None
         return value if isinstance(value, bytes) else bytes(value)
 
+    def get_now(self, key: str) -> bytes | None:
+        """What :meth:`get` gives, without waiting (no checkpoint), or ``None`` when nothing is
+        stored under ``key`` (``InvalidStorageKey`` as :meth:`get`): for answers made
+        synchronously (the HTTP worker's session lane, see :mod:`arcly_trio.protocols.http.quick`)."""
+        check_key(key)
+        value = self._objects.get(key)
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else bytes(value)
+
     async def delete(self, key: str) -> None:
         check_key(key)
         await trio.lowlevel.checkpoint()

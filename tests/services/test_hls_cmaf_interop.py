@@ -263,6 +263,8 @@ async def test_hlsjs_low_latency_and_dashjs_play_in_chromium(kind: str) -> None:
                 await trio.to_thread.run_sync(stack.close)
     samples = report["samples"]
     assert report["fatal"] is None, report["errors"]
+    if kind == "hls":  # hls.js's reloads and parts went through the session lane (workers.http.lane)
+        assert http.lane_answers > 0
     late = [t for at, t, _ in samples if at >= 6000]
     assert late and late[-1] - late[0] >= 0.6 * (samples[-1][0] - 6000) / 1000, samples[-12:]
     latency = sorted(report["latency"])

@@ -25,11 +25,15 @@ import attrs
 
 from arcly_trio.core.errors import InvalidStreamName, RemoteProtocolError
 from arcly_trio.core.keys import Credentials, StreamKey
+from arcly_trio.protocols.http.quick import QuickAnswerer
 
 __all__ = ["BadRequest", "HttpRequest", "Handler", "Responder", "Route", "Router", "parse_target", "wants_websocket"]
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MEMO_SIZE = 1024
+_MEMO_PATH = 256
+_UNKNOWN: Any = object()
 
 
 class BadRequest(RemoteProtocolError):
@@ -198,6 +202,9 @@ class Route:
     """The pattern's literal text after its last placeholder (the whole pattern without one):
     a path must start with ``prefix`` and end with ``suffix`` for the regex to be worth trying
     (two string comparisons, not a regex per route, on every request's hot path)."""
+    quick: QuickAnswerer | None = None
+    """What answers the route's hot requests without its handler, or declines them (see
+    :mod:`.quick`); ``None``: the handler serves every request."""
 
 
 def _first_segment(pattern: str) -> str | None:
@@ -213,12 +220,17 @@ class Router:
     Matching a plain (not WebSocket) request looks only at the routes that could match its
     path's first segment: those whose pattern begins with that literal segment and those that
     begin with a placeholder, in their order (an index made when first needed after a change),
-    so a media request does not try the API's and the pages' routes."""
+    so a media request does not try the API's and the pages' routes; and the last 1024 plain
+    matches are remembered (the viewers of a stream all ask for the same parts; a client's
+    made-up paths cost that many entries of at most 256 characters)."""
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
         self._by_segment: dict[str, tuple[Route, ...]] | None = None
         self._any_segment: tuple[Route, ...] = ()
+        self._memo: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
+        """The last plain matches by method and path (every viewer of a stream asks for the
+        same parts and playlists), at most :data:`_MEMO_SIZE`, forgotten when a route is added."""
 
     @property
     def routes(self) -> list[Route]:
@@ -253,6 +265,7 @@ class Router:
         first: bool = False,
         protected: bool = False,
         admin: bool = False,
+        quick: QuickAnswerer | None = None,
     ) -> Route:
         """Add a route (after the others; ``first=True``: before them, so it overrides;
         ``protected=True``: it needs the server's API token, if it has one; ``admin=True``: that,
@@ -267,12 +280,14 @@ class Router:
             admin,
             pattern.partition("{")[0],
             pattern.rpartition("}")[2],
+            quick,
         )
         if first:
             self._routes.insert(0, route)
         else:
             self._routes.append(route)
         self._by_segment = None
+        self._memo.clear()
         return route
 
     def _index(self) -> dict[str, tuple[Route, ...]]:
@@ -289,9 +304,10 @@ class Router:
         self._by_segment = index
         return index
 
-    def get(self, pattern: str, handler: Handler, *, protected: bool = False, admin: bool = False) -> Route:
-        """A ``GET`` (and ``HEAD``) route."""
-        return self.add(pattern, handler, protected=protected, admin=admin)
+    def get(self, pattern: str, handler: Handler, *, protected: bool = False, admin: bool = False,
+            quick: QuickAnswerer | None = None) -> Route:  # fmt: skip
+        """A ``GET`` (and ``HEAD``) route (``quick``: see :mod:`.quick`)."""
+        return self.add(pattern, handler, protected=protected, admin=admin, quick=quick)
 
     def websocket(self, pattern: str, handler: Handler) -> Route:
         """A route for WebSocket opening handshakes (a ``GET`` with ``Upgrade: websocket``)."""
@@ -304,13 +320,23 @@ class Router:
         then answer over HTTP, declining the upgrade).
         """
         if not websocket:
+            memo = self._memo
+            known = memo.get((method, path), _UNKNOWN)
+            if known is not _UNKNOWN:
+                return None if known is None else (known[0], dict(known[1]))
             index = self._by_segment if self._by_segment is not None else self._index()
+            matched: tuple[Route, dict[str, str]] | None = None
             for route in index.get(path[1:].partition("/")[0], self._any_segment):
                 if method in route.methods and path.startswith(route.prefix) and path.endswith(route.suffix):
                     found = route.regex.fullmatch(path)
                     if found is not None:
-                        return route, found.groupdict()
-            return None
+                        matched = route, found.groupdict()
+                        break
+            if len(path) <= _MEMO_PATH:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[method, path] = matched
+            return None if matched is None else (matched[0], dict(matched[1]))
         candidates = [r for r in self._routes if r.websocket] + [r for r in self._routes if not r.websocket]
         for route in candidates:
             if route.websocket and not websocket:

@@ -73,6 +73,11 @@ SERVER_NAME = b"arcly-trio"
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")  # h11's field-value
+_VALID_FIELDS: set[tuple[bytes, bytes]] = set()
+"""Response fields :func:`response_bytes` found valid (the same few per kind of answer), at
+most :data:`_VALID_FIELDS_KEPT` of values up to :data:`_VALID_VALUE_KEPT` bytes."""
+_VALID_FIELDS_KEPT = 1024
+_VALID_VALUE_KEPT = 256
 _H11_FRAMED = frozenset((b"content-length", b"transfer-encoding", b"connection", b"host"))
 """Header names h11 checks, moves or rewrites in a response: not written past it..."""
 _OWN_FRAMING = ([b"content-length"], [b"connection", b"content-length"])
@@ -96,10 +101,17 @@ def response_bytes(status: int, fields: list[tuple[bytes, bytes]], body: bytes) 
     with its ``content-length``; ``body`` already left out for ``HEAD``), built in one join;
     ``None`` when h11 must write it (a field it would refuse or rewrite)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
-    for name, value in fields:
-        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-            return None
-        lines.append(b"%s: %s\r\n" % (name, value))
+    valid = _VALID_FIELDS
+    for field in fields:
+        if field not in valid:
+            name, value = field
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                return None
+            if len(valid) >= _VALID_FIELDS_KEPT:
+                valid.clear()
+            if len(value) <= _VALID_VALUE_KEPT:
+                valid.add(field)
+        lines.append(b"%s: %s\r\n" % field)
     lines.append(b"\r\n")
     lines.append(body)
     return b"".join(lines)

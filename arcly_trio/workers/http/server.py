@@ -49,7 +49,10 @@ keep-alive HTTP/1.1 request is written in one join, the bytes h11 would write (s
 errors stay h11's) and every other answer written by h11 (chunked, HTTP/1.0, ``Connection:
 close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
-:mod:`.ws_egress`). HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
+:mod:`.ws_egress`). On a plain socket, a live LL-HLS session's playlist reloads and parts are
+answered by the session lane (:mod:`.lane`: the HLS service's quick answers, one ``writev``)
+when it can answer them exactly as the handler would; every other request as above.
+HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
 library; streams in tasks of the connection, the same routes and policy through
 :func:`~.dispatch.dispatch`, its own limits: see that module); any other client by h11.
@@ -119,6 +122,7 @@ from arcly_trio.workers.http.exchange import (
     reason_phrase,
 )
 from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
+from arcly_trio.workers.http.lane import SessionLane
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
 if TYPE_CHECKING:
@@ -179,6 +183,9 @@ class HttpServer(ListeningWorker):
             port: a connection that opens with the HTTP/2 preface (``curl
             --http2-prior-knowledge``, a proxy's h2c upstream); others get HTTP/1.1 as before.
             Browsers never speak h2c.
+        session_lane: answer a live LL-HLS session's hot requests on plain HTTP/1.1
+            connections by the routes' quick answerers (see :mod:`.lane`); ``False``: every
+            request through its route's handler.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -205,6 +212,7 @@ class HttpServer(ListeningWorker):
         listener: Listener | None = None,
         http2: bool = True,
         http2_cleartext: bool = False,
+        session_lane: bool = True,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -247,6 +255,12 @@ class HttpServer(ListeningWorker):
         """Whether the plain port serves HTTP/2 with prior knowledge too."""
         """Whether HTTPS offers HTTP/2 (ALPN ``h2``)."""
         self._alpn_set: ssl.SSLContext | None = None
+        self.session_lane = session_lane
+        """Whether plain connections opened from now on use the session lane (see :mod:`.lane`)."""
+        self.lane_heads: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        """The session lane's answer heads (see :mod:`.lane`), shared by the connections."""
+        self.lane_answers = 0
+        """Requests the session lane answered (the others went through their handlers)."""
         self.connections = 0
         """Requests in service: HTTP/1.1 connections serving one and HTTP/2 streams (live
         players included)."""
@@ -412,10 +426,15 @@ class _Connection:
         self._deadline: WriteDeadline | None = None
         self._head_noticed = False
         """The head being awaited is worth a line if it times out (the first one, or bytes came)."""
+        self._lane: SessionLane | None = None
+        """The session lane of a plain socket's connection (see :mod:`.lane`), made in :meth:`run`."""
 
     async def run(self) -> None:
         with trio.CancelScope() as scope:
             deadline = self._deadline = WriteDeadline(scope)
+            if self.server.session_lane and type(self.stream) is trio.SocketStream:
+                self._lane = SessionLane(self.server, self.engine, self.stream, self.peer, deadline,
+                                         self.server.lane_heads)  # fmt: skip
             await self._serve()
         if not scope.cancelled_caught:
             return
@@ -433,11 +452,16 @@ class _Connection:
             if request is None:
                 return
             first = False
+            lane = self._lane
+            quick = lane.take(request) if lane is not None and isinstance(request, PlainRequest) else None
             self.server.connections += 1
             self.engine.activity.enter()
             self.ticket.busy()
             try:
-                if isinstance(request, PlainRequest):
+                if quick is not None:
+                    assert lane is not None and isinstance(request, PlainRequest)
+                    again = await lane.serve(*quick, request)
+                elif isinstance(request, PlainRequest):
                     again = await self._dispatch_plain(request)
                 else:
                     again = await self._dispatch(request) and not self.engine.stopping and await self._h11_done()
@@ -514,6 +538,8 @@ class _Connection:
         return True
 
     async def _receive(self) -> bytes:
+        if self._lane is not None:
+            return await self._lane.receive(_RECV_SIZE)
         try:
             return await self.stream.receive_some(_RECV_SIZE)
         except TRANSPORT_ERRORS as exc:
