@@ -105,6 +105,9 @@ async def test_unicast_publish_idle_end_restart_and_foreign_senders() -> None:
                 ended = observer.of_type(StreamUnpublished)
                 assert [(e.reason, e.protocol) for e in ended] == [("closed", "udp")]  # type: ignore[attr-defined]
                 assert worker.session is None and worker.sessions_started == 1
+                # The session's queued frames (the last one flushed at the idle end) are delivered
+                # by the stream's task after the session ended (the unpublish comes first): wait.
+                await wait_until(lambda: observer.frames[KEY] >= 2 + 12 + 12)
                 assert observer.frames[KEY] == 2 + 12 + 12  # configs and every frame: the last at the idle end
                 # ... and the next datagram (of any sender) starts a new one.
                 await send_all(other, datagrams(frames, shift=10_000), address)
