@@ -791,7 +791,12 @@ def main() -> None:
     parser.add_argument(
         "--hls-muxed", action="store_true", help="viewers part: the server packages one muxed rendition"
     )
+    parser.add_argument(
+        "--http-session-hub", action="store_true", help="viewers part: the server's HTTP session hub on (Linux)"
+    )
     args = parser.parse_args()
+    if args.http_session_hub:
+        SERVER_ARGS.append("--http-session-hub")
     if args.hls_muxed:
         SERVER_ARGS.append("--hls-muxed")
     if args.only in (None, "packaging"):

@@ -39,7 +39,8 @@ async def test_many_connections_with_pipelined_requests_on_one_hub(demo_frames) 
     """Twenty connections, each sending three pipelined requests at a time, twice, are all
     answered in order by the hub (they stay lent to it between requests), and counted in the
     session; a request the lane declines goes back to the connection's task and is answered
-    by the handler on the same connection."""
+    by the handler on the same connection; 400 pipelined in one go are answered in slices
+    (mutant killed: each answer serving the next heads from within itself, a recursion)."""
     async with llhls_server(session_hub=True) as (engine, http, hls), engine.publish("live/demo") as publisher:
         await packaged(publisher, demo_frames, hls, lambda: len(video_of(hls).segments) >= 1)
         await wait_for(lambda: hls.live["live/demo"].current)
@@ -65,6 +66,9 @@ async def test_many_connections_with_pipelined_requests_on_one_hub(demo_frames) 
         assert status_of(declined) == 200 and http.lane_answers == answered + 120  # by the handler
         assert status_of(await conns[0].get(f"/live/demo/video.m3u8{query}")) == 200
         assert http.lane_answers == answered + 121
+        await conns[1].send(*(request(f"/live/demo/{parts[0]}{query}", "HEAD") for _ in range(400)))
+        heads = [await conns[1].answer(head=True) for _ in range(400)]  # served in slices
+        assert {status_of(head) for head in heads} == {200} and http.lane_answers == answered + 521
         for conn in conns:
             await conn.stream.aclose()
         await wait_for(lambda: http.hub.lent == 0)

@@ -142,6 +142,8 @@ class SessionHub:
         self._answered = 0
         self._returned: dict[int, HandBack] = {}
         """What :meth:`lend` returns when its connection goes back before it parks."""
+        self.closed = False
+        """The hub's task has ended (connections are no longer lent to it)."""
         self.wakes = 0
         """Times the hub's task woke (its work: a measure of the wakes it saved)."""
 
@@ -157,6 +159,7 @@ class SessionHub:
                 self._nursery = nursery
                 await self._loop()
         finally:
+            self.closed = True
             for lent in list(self._lent.values()):
                 self._end(lent, HandBack("close"))
             self._epoll.close()
@@ -164,6 +167,8 @@ class SessionHub:
     async def lend(self, lane: SessionLane, ticket: Ticket, buffer: bytearray) -> HandBack:
         """Serve the lane's connection (its unread bytes: ``buffer``, shared) until the hub hands
         it back; cancelling the caller withdraws it."""
+        if self.closed:
+            return HandBack("declined")
         lent = _Lent(lane.fd, lane, ticket, buffer, trio.lowlevel.current_task())
         self._lent[lent.fd] = lent
         self._pump(lent)
@@ -311,7 +316,8 @@ class SessionHub:
         parked.append((lent, job))
 
     def _finish(self, lent: _Lent, answer: QuickAnswer | None) -> None:
-        """Write ``answer`` to ``lent``'s request (``None``: a held request ends unanswered)."""
+        """Write ``answer`` to ``lent``'s request (``None``: a held request ends unanswered);
+        the caller then serves the connection's next heads (:meth:`_pump`) if it is still lent."""
         job, head = lent.job, lent.head
         assert job is not None and head is not None
         lent.job = lent.head = None
@@ -343,7 +349,6 @@ class SessionHub:
         self._disarm(lent)
         if not lent.registered and not lent.eof and len(lent.buffer) <= self._server.max_head_size:
             self._register(lent)
-        self._pump(lent)
 
     def _done(self, lent: _Lent, job: QuickJob, head: PlainRequest, status: int | None) -> None:
         """The request's end: what the lane does after its answer (or without one)."""
@@ -370,6 +375,7 @@ class SessionHub:
                     kept.append((lent, job))
                     continue
                 self._finish(lent, answer)
+                self._pump(lent)
                 await self._slice()
         self._held.pop(source, None)
 
@@ -412,6 +418,7 @@ class SessionHub:
             job = lent.job
             if job is not None:  # a held request's deadline: its final answer
                 self._finish(lent, job.answer(final=True))
+                self._pump(lent)
                 await self._slice()
             else:
                 self._end(lent, HandBack("timeout", noticed=lent.noticed))

@@ -265,7 +265,8 @@ class HttpServer(ListeningWorker):
         self.lane_heads: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         """The session lane's answer heads (see :mod:`.lane`), shared by the connections."""
         self.session_hub = session_hub
-        """Whether the lane's connections are served by the hub (read when ``serve`` starts)."""
+        """Whether the lane's connections are served by the hub (see :mod:`.hub`): the hub is
+        made if it is set when ``serve`` starts; connections lend themselves while it is set."""
         self.hub: SessionHub | None = None
         """The session hub while it runs (see :mod:`.hub`)."""
         self.lane_answers = 0
@@ -495,7 +496,7 @@ class _Connection:
             if not again or self.engine.stopping:
                 return
             hub = self.server.hub
-            if quick is not None and hub is not None:
+            if quick is not None and hub is not None and self.server.session_hub:
                 assert lane is not None
                 if not await self._lent(hub, lane):
                     return
