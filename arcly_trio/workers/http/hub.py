@@ -161,6 +161,10 @@ class SessionHub:
         finally:
             self.closed = True
             for lent in list(self._lent.values()):
+                job, head = lent.job, lent.head
+                if job is not None and head is not None:
+                    lent.job = lent.head = None
+                    self._done(lent, job, head, None)
                 self._end(lent, HandBack("close"))
             self._epoll.close()
 
@@ -176,7 +180,6 @@ class SessionHub:
             return self._returned.pop(lent.fd)
         if lent.job is None and not lent.registered:
             self._register(lent)
-        self._wake()
 
         def abort(_: Callable[[], object]) -> trio.lowlevel.Abort:
             self._withdraw(lent)

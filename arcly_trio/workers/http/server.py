@@ -51,7 +51,10 @@ close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). On a plain socket, a live LL-HLS session's playlist reloads and parts are
 answered by the session lane (:mod:`.lane`: the HLS service's quick answers, one ``writev``)
-when it can answer them exactly as the handler would; every other request as above.
+when it can answer them exactly as the handler would; every other request as above. With
+``session_hub`` (Linux), a connection the lane has served is lent to the worker's session hub
+(:mod:`.hub`: one task, a private epoll, held reloads answered in one pass per change) until
+the hub hands it back.
 HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
 library; streams in tasks of the connection, the same routes and policy through
