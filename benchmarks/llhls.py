@@ -792,11 +792,13 @@ def main() -> None:
         "--hls-muxed", action="store_true", help="viewers part: the server packages one muxed rendition"
     )
     parser.add_argument(
-        "--http-session-hub", action="store_true", help="viewers part: the server's HTTP session hub on (Linux)"
+        "--server-arg",
+        action="append",
+        default=[],
+        help="viewers part: one more option for the server (repeatable; e.g. --server-arg=--no-http-session-hub)",
     )
     args = parser.parse_args()
-    if args.http_session_hub:
-        SERVER_ARGS.append("--http-session-hub")
+    SERVER_ARGS.extend(args.server_arg)
     if args.hls_muxed:
         SERVER_ARGS.append("--hls-muxed")
     if args.only in (None, "packaging"):

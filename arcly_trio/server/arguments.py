@@ -420,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument(
         "--http-session-hub",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="serve live LL-HLS viewers' plain HTTP/1.1 connections from one task of each HTTP worker "
-        "(a private epoll, no task wake per request; Linux; default off)",
+        "(a private epoll, no task wake per request; Linux; default on; --no-http-session-hub: a task each)",
     )
     ops.add_argument("--tls-cert", metavar="PEM", help="the TLS certificate chain (PEM)")
     ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")

@@ -192,7 +192,8 @@ class HttpServer(ListeningWorker):
             connections by the routes' quick answerers (see :mod:`.lane`); ``False``: every
             request through its route's handler.
         session_hub: serve the lane's connections from one task of the worker (see
-            :mod:`.hub`; Linux only, with ``session_lane``): no task wake per request.
+            :mod:`.hub`; Linux only, with ``session_lane``): no task wake per request;
+            ``False``: each connection's task serves its own.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -220,7 +221,7 @@ class HttpServer(ListeningWorker):
         http2: bool = True,
         http2_cleartext: bool = False,
         session_lane: bool = True,
-        session_hub: bool = False,
+        session_hub: bool = True,
     ) -> None:
         given = chosen_listener(
             Listener(
