@@ -9,7 +9,8 @@ GETs in pipelined batches of ``--batch``, reading every answer, for one target a
 latest whole part (with the session id its playlist gave), the video playlist with that id and
 without blocking parameters, the same without the id (a session begun per request),
 ``/api/health``; each with the HTTP worker's session lane on and off (``--lane``, see
-:mod:`arcly_trio.workers.http.lane`: the part and the session's playlist are its requests). The
+:mod:`arcly_trio.workers.http.lane`: the part and the session's playlist are its requests), or
+the lane's connections served by the session hub (``hub``, :mod:`arcly_trio.workers.http.hub`). The
 server's CPU is ``time.process_time`` of this process around each run (the publisher is idle
 then), divided by the requests answered. Each target is measured ``--repeat`` times; one JSON
 line per target gives the µs per request of every run (the machine may be shared: a range).
@@ -85,7 +86,8 @@ print("ok")
 async def run(args: argparse.Namespace) -> None:
     clip = SAMPLE if SAMPLE.exists() else DEMO
     frames = flv.read_frames(clip.read_bytes())
-    http = HttpServer(HOST, 0, max_connections=4096, max_pending_per_address=None)
+    lanes = args.lane.split(",")
+    http = HttpServer(HOST, 0, max_connections=4096, max_pending_per_address=None, session_hub="hub" in lanes)
     hls = HlsService(variant="ll")
     builder = Engine.builder().service(hls).protocol(http).application(AppSpec("live", hls=True, audio_hold=0))
     async with builder.build() as engine, engine.publish("live/bench") as publisher:
@@ -111,8 +113,9 @@ async def run(args: argparse.Namespace) -> None:
             "session-playlist": f"/live/bench/video.m3u8?arcly_session={session}",
             "api": "/api/health",
         }
-        for name, lane in [(name, lane) for name in args.targets.split(",") for lane in args.lane.split(",")]:
-            http.session_lane = lane == "on"  # read by each connection as it opens
+        for name, lane in [(name, lane) for name in args.targets.split(",") for lane in lanes]:
+            http.session_lane = lane in ("on", "hub")  # read by each connection as it opens
+            http.session_hub = lane == "hub"
             runs = []
             for _ in range(args.repeat):
                 command = [sys.executable, "-c", CLIENT, HOST, str(http.port), targets[name], str(args.clients),
@@ -151,7 +154,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="GETs pipelined at once (1: request, answer, ...)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--targets", default="part,session-playlist,playlist,api")
-    parser.add_argument("--lane", default="on,off", help="the HTTP worker's session lane: on, off or both (on,off)")
+    parser.add_argument(
+        "--lane",
+        default="on,off",
+        help="the HTTP worker's session lane: on, off, hub (its connections served by the session hub), or several (on,off)",
+    )
     parser.add_argument("--profile", action="store_true", help="then cProfile the server on part GETs")
     trio.run(run, parser.parse_args())
 

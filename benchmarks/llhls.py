@@ -791,7 +791,14 @@ def main() -> None:
     parser.add_argument(
         "--hls-muxed", action="store_true", help="viewers part: the server packages one muxed rendition"
     )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="viewers part: one more option for the server (repeatable; e.g. --server-arg=--no-http-session-hub)",
+    )
     args = parser.parse_args()
+    SERVER_ARGS.extend(args.server_arg)
     if args.hls_muxed:
         SERVER_ARGS.append("--hls-muxed")
     if args.only in (None, "packaging"):

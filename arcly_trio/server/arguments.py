@@ -417,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve HTTP/2 with prior knowledge (h2c) on the plain HTTP port, for clients and proxies "
         "that open with the HTTP/2 preface; browsers never do (default off)",
     )
+    ops.add_argument(
+        "--http-session-hub",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve live LL-HLS viewers' plain HTTP/1.1 connections from one task of each HTTP worker "
+        "(a private epoll, no task wake per request; Linux; default on; --no-http-session-hub: a task each)",
+    )
     ops.add_argument("--tls-cert", metavar="PEM", help="the TLS certificate chain (PEM)")
     ops.add_argument("--tls-key", metavar="PEM", help="the TLS private key (PEM)")
     limits = serve_p.add_argument_group("limits (see README, Limits and hardening)")

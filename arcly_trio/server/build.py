@@ -456,6 +456,7 @@ def build_runtime(options: Settings | argparse.Namespace) -> Runtime:
                 ),
                 api_token=args.api_token,
                 http2_cleartext=args.http2_cleartext,
+                session_hub=args.http_session_hub,
             )
             builder.protocol(runtime.http)
         if args.https_port >= 0:

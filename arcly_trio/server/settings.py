@@ -116,6 +116,7 @@ class Settings:
     https_port: int = -1
     http2: bool = True
     http2_cleartext: bool = False
+    http_session_hub: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
     max_connections: int = 4096

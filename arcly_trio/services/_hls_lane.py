@@ -97,7 +97,7 @@ def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ())
 class _Job:
     """One request of a session on the lane (see :class:`~arcly_trio.protocols.http.quick.QuickJob`)."""
 
-    __slots__ = ("_polled", "_session", "_in_url", "_live", "_deadline", "_ready", "_finish")
+    __slots__ = ("_polled", "_session", "_in_url", "_live", "deadline", "_ready", "_finish")
 
     def __init__(self, polled: PolledSessions, session: PolledSession, in_url: bool, live: LiveCmaf | None,
                  deadline: float, ready: Callable[[], QuickAnswer | bool],
@@ -106,7 +106,8 @@ class _Job:
         self._session = session
         self._in_url = in_url
         self._live = live
-        self._deadline = deadline
+        self.deadline = deadline
+        """When a wait for the answer ends (then ``answer(final=True)``)."""
         self._ready = ready
         """Whether it can be answered now (or an answer that ends it at once)."""
         self._finish = finish
@@ -126,9 +127,14 @@ class _Job:
             return self._finish(False)
         return ready if isinstance(ready, QuickAnswer) else None
 
+    @property
+    def source(self) -> LiveCmaf | None:
+        """What the answer waits on (its ``wait(deadline)`` returns at its next change)."""
+        return self._live
+
     async def wait(self) -> bool:
         live = self._live
-        return live is not None and await live.wait(self._deadline)
+        return live is not None and await live.wait(self.deadline)
 
 
 def answerers(service: HlsRoutesHost) -> dict[str, QuickAnswerer]:

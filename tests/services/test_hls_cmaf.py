@@ -36,8 +36,9 @@ from tests._tools import stuffed
 @asynccontextmanager
 async def llhls_server(**options: Any) -> AsyncIterator[tuple[Engine, HttpServer, HlsService]]:
     apps = options.pop("apps", None) or [AppSpec("live", hls=True, audio_hold=0)]
+    hub = options.pop("session_hub", None)
     http = HttpServer("127.0.0.1", 0, max_connections=options.pop("max_connections", 1024),
-                      max_pending_per_address=None)  # fmt: skip
+                      max_pending_per_address=None, **({} if hub is None else {"session_hub": hub}))  # fmt: skip
     auth = options.pop("authenticator", None)
     storage = options.pop("storage", None)  # not ``or``: an empty storage is falsy (``__len__``)
     hls = HlsService(storage if storage is not None else MemoryStorage(), **options)

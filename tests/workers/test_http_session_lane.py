@@ -140,11 +140,15 @@ def test_the_lane_answers_byte_identically_to_the_handlers_or_declines(data: Any
     answered with the same bytes on a connection with the lane as on one without; the lane
     answers some of them. Mutants killed: a lane answer without the CORS header, or with the
     session's query left out of the playlist's URIs."""
+    equivalence(data, hub=False)
 
+
+def equivalence(data: Any, *, hub: bool) -> None:
+    """The lane's equivalence test, its connections served by the session hub or not."""
     demo_frames = _demo_frames()
 
     async def main() -> None:
-        async with llhls_server() as (engine, http, hls), engine.publish("live/demo") as publisher:
+        async with llhls_server(session_hub=hub) as (engine, http, hls), engine.publish("live/demo") as publisher:
             await packaged(publisher, demo_frames, hls, lambda: len(video_of(hls).segments) >= 2)
             await wait_for(lambda: hls.live["live/demo"].current)
             session, parts = await _session(http.port)
@@ -169,6 +173,8 @@ def test_the_lane_answers_byte_identically_to_the_handlers_or_declines(data: Any
                     plain = await RawConnection.open(http.port)
                     http.session_lane = True
             assert http.lane_answers > before
+            if hub:
+                assert http.hub is not None and http.hub.wakes > 0
             await lane.stream.aclose()
             await plain.stream.aclose()
 

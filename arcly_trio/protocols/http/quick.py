@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["QuickAnswer", "QuickJob", "QuickAnswerer"]
+__all__ = ["ChangeSource", "QuickAnswer", "QuickJob", "QuickAnswerer"]
 
 
 class QuickAnswer:
@@ -42,8 +42,24 @@ class QuickAnswer:
         return f"<QuickAnswer {self.status} {self.content_type} {len(self.body)} bytes>"
 
 
+class ChangeSource(Protocol):
+    """What a job's answer waits on: ``wait(deadline)`` returns ``True`` at its next change,
+    ``False`` at ``deadline`` (or at once once it has :attr:`ended`)."""
+
+    ended: bool
+
+    async def wait(self, deadline: float) -> bool: ...
+
+
 class QuickJob(Protocol):
-    """One request a quick answerer took (see the module docstring)."""
+    """One request a quick answerer took (see the module docstring). :attr:`source` and
+    :attr:`deadline` say what :meth:`wait` waits on and until when, for a server that waits
+    for many jobs at once (the HTTP worker's session hub: one wait per source)."""
+
+    deadline: float
+
+    @property
+    def source(self) -> ChangeSource | None: ...
 
     def begin(self) -> None: ...
 

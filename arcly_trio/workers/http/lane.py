@@ -85,6 +85,11 @@ class SessionLane:
         """The server's answer heads, cut where the length goes (shared by its connections)."""
         self._turns = 0
 
+    @property
+    def fd(self) -> int:
+        """The socket's descriptor."""
+        return self._fd
+
     def take(self, head: PlainRequest) -> tuple[QuickJob, bool] | None:
         """The job that serves ``head`` and whether its answer may carry CORS, or ``None``:
         the general path serves it."""
@@ -125,7 +130,7 @@ class SessionLane:
         finally:
             job.end()
             if log.isEnabledFor(logging.DEBUG):
-                self._log(head, status)
+                self.log(head, status)
         if self._turns >= YIELD_EVERY:
             self._turns = 0
             await trio.lowlevel.checkpoint()
@@ -165,12 +170,17 @@ class SessionLane:
         self._heads[key] = cut
         return cut
 
-    async def _write(self, answer: QuickAnswer, cors: bool, close: bool, head_only: bool) -> None:
+    def parts(self, answer: QuickAnswer, cors: bool, close: bool, head_only: bool) -> tuple[tuple[bytes, ...], int]:
+        """The bytes of ``answer`` (its head, and its body unless ``head_only``) and their length."""
         before, after = self._head(answer, cors, close)
         body = answer.body
         head = b"%s%d%s" % (before, len(body), after)
-        parts = (head,) if head_only or not body else (head, body)
-        total = len(head) + (0 if len(parts) == 1 else len(body))
+        if head_only or not body:
+            return (head,), len(head)
+        return (head, body), len(head) + len(body)
+
+    async def _write(self, answer: QuickAnswer, cors: bool, close: bool, head_only: bool) -> None:
+        parts, total = self.parts(answer, cors, close, head_only)
         try:
             sent = os.writev(self._fd, parts)
         except BlockingIOError:
@@ -181,7 +191,7 @@ class SessionLane:
             rest = memoryview(b"".join(parts))[sent:]
             await self._deadline.send(self._stream, rest, self._server.write_timeout)
 
-    def _log(self, head: PlainRequest, status: int | None) -> None:
+    def log(self, head: PlainRequest, status: int | None) -> None:
         """The access log line (``_Connection._log_access``'s)."""
         log.debug(
             "%s %s:%s %s %s: %s",

@@ -51,7 +51,10 @@ close``); WebSocket
 handshakes are read by h11 too and then answered by wsproto on the connection's egress (see
 :mod:`.ws_egress`). On a plain socket, a live LL-HLS session's playlist reloads and parts are
 answered by the session lane (:mod:`.lane`: the HLS service's quick answers, one ``writev``)
-when it can answer them exactly as the handler would; every other request as above.
+when it can answer them exactly as the handler would; every other request as above. With
+``session_hub`` (Linux), a connection the lane has served is lent to the worker's session hub
+(:mod:`.hub`: one task, a private epoll, held reloads answered in one pass per change) until
+the hub hands it back.
 HTTP/2 (``http2=True``, the default): on HTTPS, a client whose TLS
 handshake chooses ``h2`` by ALPN is served by :class:`~.h2_connection.H2Connection` (the ``h2``
 library; streams in tasks of the connection, the same routes and policy through
@@ -122,6 +125,8 @@ from arcly_trio.workers.http.exchange import (
     reason_phrase,
 )
 from arcly_trio.workers.http.h2_connection import H2_PREFACE, H2Connection
+from arcly_trio.workers.http.hub import SessionHub
+from arcly_trio.workers.http.hub import available as hub_available
 from arcly_trio.workers.http.lane import SessionLane
 from arcly_trio.workers.serving import ConnectionRunner, Listener, ListeningWorker, chosen_listener
 
@@ -186,6 +191,9 @@ class HttpServer(ListeningWorker):
         session_lane: answer a live LL-HLS session's hot requests on plain HTTP/1.1
             connections by the routes' quick answerers (see :mod:`.lane`); ``False``: every
             request through its route's handler.
+        session_hub: serve the lane's connections from one task of the worker (see
+            :mod:`.hub`; Linux only, with ``session_lane``): no task wake per request;
+            ``False``: each connection's task serves its own.
     """
 
     play_protocols = ("http-flv", "ws-flv", "ws-frames")
@@ -213,6 +221,7 @@ class HttpServer(ListeningWorker):
         http2: bool = True,
         http2_cleartext: bool = False,
         session_lane: bool = True,
+        session_hub: bool = True,
     ) -> None:
         given = chosen_listener(
             Listener(
@@ -259,6 +268,11 @@ class HttpServer(ListeningWorker):
         """Whether plain connections opened from now on use the session lane (see :mod:`.lane`)."""
         self.lane_heads: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         """The session lane's answer heads (see :mod:`.lane`), shared by the connections."""
+        self.session_hub = session_hub
+        """Whether the lane's connections are served by the hub (see :mod:`.hub`): the hub is
+        made if it is set when ``serve`` starts; connections lend themselves while it is set."""
+        self.hub: SessionHub | None = None
+        """The session hub while it runs (see :mod:`.hub`)."""
         self.lane_answers = 0
         """Requests the session lane answered (the others went through their handlers)."""
         self.connections = 0
@@ -287,11 +301,25 @@ class HttpServer(ListeningWorker):
         for plugin in (*engine.plugins, *engine.workers):  # a worker may serve routes too (WHIP/WHEP)
             if isinstance(plugin, RouteInstaller):
                 plugin.install_routes(self.router)
-        await self.runner.serve(
-            self._handle,
-            context_of=self._tls_context if self.ssl_context is not None else None,
-            task_status=task_status,
-        )
+        if not (self.session_hub and self.session_lane and hub_available()):
+            await self.runner.serve(
+                self._handle,
+                context_of=self._tls_context if self.ssl_context is not None else None,
+                task_status=task_status,
+            )
+            return
+        async with trio.open_nursery() as nursery:
+            hub = self.hub = SessionHub(self, engine)
+            nursery.start_soon(hub.run)
+            try:
+                await self.runner.serve(
+                    self._handle,
+                    context_of=self._tls_context if self.ssl_context is not None else None,
+                    task_status=task_status,
+                )
+            finally:
+                self.hub = None
+                nursery.cancel_scope.cancel()
 
     def api_refusal(self, request: HttpRequest) -> tuple[int, str] | None:
         """Why ``request`` may not use a protected route (status and message), or ``None``."""
@@ -471,6 +499,42 @@ class _Connection:
                 self.ticket.pending()
             if not again or self.engine.stopping:
                 return
+            hub = self.server.hub
+            if quick is not None and hub is not None and self.server.session_hub:
+                assert lane is not None
+                if not await self._lent(hub, lane):
+                    return
+
+    async def _lent(self, hub: SessionHub, lane: SessionLane) -> bool:
+        """Lend the connection to the hub until it hands it back (see :mod:`.hub`); whether
+        the connection goes on serving."""
+        back = await hub.lend(lane, self.ticket, self._buffer)
+        reason = back.reason
+        if reason == "declined":
+            return True
+        if reason == "eof":
+            self._eof = True
+            return True
+        if reason == "write":  # the rest of an answer, then its request's end (as on the lane)
+            assert back.job is not None and back.head is not None and self._deadline is not None
+            try:
+                await self._deadline.send(self.stream, back.rest, self.server.write_timeout)
+            finally:
+                back.job.end()
+                self.server.connections -= 1
+                self.engine.activity.exit()
+                self.ticket.pending()
+                if log.isEnabledFor(logging.DEBUG):
+                    lane.log(back.head, back.status)
+            return not back.close and not self.engine.stopping
+        if reason == "timeout":
+            assert self._deadline is not None
+            self._head_noticed = back.noticed
+            self._deadline.scope.cancel()
+            await trio.lowlevel.checkpoint()
+        if reason == "gone":
+            raise ClientGone(back.detail)
+        return False  # "close"
 
     async def _next_request(self, first: bool) -> PlainRequest | h11.Request | None:
         """The next request head, or ``None`` if the connection should close."""
